@@ -1,0 +1,65 @@
+# asyncpat -- header-only; this Makefile builds tests, benches and examples
+# and installs the headers. Targets:
+#   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
+#   bench, examples, install, uninstall, clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+includedir ?= $(PREFIX)/include
+libdir ?= $(PREFIX)/lib
+pkgconfigdir ?= $(libdir)/pkgconfig
+
+CC ?= cc
+STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
+BUILD := build
+
+HEADERS := asyncpat.h $(wildcard asyncpat/*.h)
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+
+VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
+
+.PHONY: all test test-headers test-asan test-tsan test-install bench examples install uninstall clean deps
+
+all: examples
+
+# The whole suite, stopping at the first failing stage; ends with "N passed, N failed".
+test:
+	@sh tests/run.sh all
+
+test-headers:
+	@sh tests/run.sh headers
+
+test-asan:
+	@sh tests/run.sh asan
+
+test-tsan:
+	@sh tests/run.sh tsan
+
+test-install:
+	@sh tests/run.sh install
+
+deps:
+	@sh scripts/deps.sh test
+
+bench:
+	@sh bench/run.sh
+
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRICT) -O2 -I. $< -o $@ -pthread
+
+install: asyncpat.pc.in
+	install -d $(DESTDIR)$(includedir)/asyncpat $(DESTDIR)$(pkgconfigdir)
+	install -m 644 asyncpat.h $(DESTDIR)$(includedir)/asyncpat.h
+	install -m 644 asyncpat/*.h $(DESTDIR)$(includedir)/asyncpat/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(includedir)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' asyncpat.pc.in > $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
+	chmod 644 $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(includedir)/asyncpat.h $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
+	rm -rf $(DESTDIR)$(includedir)/asyncpat
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,26 @@
+/*
+ * asyncpat.h -- the single include
+ *
+ * Includes every asyncpat header. Define AP_NO_<NAME> (AP_NO_SPSC,
+ * AP_NO_MPMC, ...) before including to leave a pattern out, or include
+ * asyncpat/<pattern>.h directly: every header stands alone.
+ */
+#ifndef ASYNCPAT_H
+#define ASYNCPAT_H
+
+#include "asyncpat/config.h"
+#include "asyncpat/version.h"
+#include "asyncpat/status.h"
+#include "asyncpat/core.h"
+#include "asyncpat/time.h"
+#include "asyncpat/future.h"
+#include "asyncpat/waitlist.h"
+
+#ifndef AP_NO_SPSC
+#include "asyncpat/spsc.h"
+#endif
+#ifndef AP_NO_MPMC
+#include "asyncpat/mpmc.h"
+#endif
+
+#endif /* ASYNCPAT_H */

@@ -1,0 +1,164 @@
+/*
+ * asyncpat/config.h -- every override macro, with its default, in one place
+ *
+ * Define any of these before the first asyncpat include to override it.
+ *
+ *   macro               default                         purpose
+ *   AP_API              static inline                   linkage of every public function
+ *   AP_FORCE_INLINE     always_inline where supported   hot internals only
+ *   AP_ASSERT(c)        assert(c)                       preconditions (programmer errors)
+ *   AP_DEBUG            undefined                       extra checks; never changes layout
+ *   AP_CACHELINE        64                              alignment of hot fields (CHANGES LAYOUT:
+ *                                                       must be equal in every TU sharing an object)
+ *   AP_CPU_RELAX()      pause / yield instruction       spin-wait hint
+ *   AP_SPIN_LIMIT       64                              bound of every spin before giving up/parking
+ *   AP_LIKELY/UNLIKELY  __builtin_expect or (x)         branch hints
+ *   AP_NODISCARD        warn_unused_result or empty     on every ap_status function
+ *   AP_NO_MALLOC        undefined                       removes create/destroy and <stdlib.h>
+ *   AP_ATOMIC_*         C11 atomic_*_explicit           every atomic access of the library goes
+ *                                                       through these, so a verification build can
+ *                                                       route them through a deterministic scheduler
+ *   AP_TEST_YIELD()     nothing                         scheduling noise at interesting points;
+ *                                                       -DAP_TEST_YIELD_RANDOM makes it a random
+ *                                                       short spin or sched_yield (tests only)
+ *   AP_BLOCK_ON_CONDVAR undefined                       ap_block_on parks on a condition variable
+ *                                                       instead of a Linux futex
+ *
+ * The AP_ATOMIC_* set must be overridden all together or not at all; a
+ * partial set stops the build with #error.
+ */
+#ifndef ASYNCPAT_CONFIG_H
+#define ASYNCPAT_CONFIG_H
+
+/*
+ * POSIX visibility. Under strict ISO C (-std=c11) glibc hides clock_gettime,
+ * sched_yield and syscall. If no feature macro was chosen and no system
+ * header has been read yet, ask for the default set; time.h checks later
+ * that it got what it needs and says what to do if not.
+ */
+#if defined(__STRICT_ANSI__) && !defined(_POSIX_C_SOURCE) && \
+    !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) &&      \
+    !defined(_DEFAULT_SOURCE) && !defined(_BSD_SOURCE)
+#define _DEFAULT_SOURCE 1
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+#include <stdatomic.h>
+
+#ifndef AP_API
+#define AP_API static inline
+#endif
+
+#ifndef AP_FORCE_INLINE
+#if defined(__GNUC__) || defined(__clang__)
+#define AP_FORCE_INLINE static inline __attribute__((always_inline))
+#else
+#define AP_FORCE_INLINE AP_API
+#endif
+#endif
+
+#ifndef AP_ASSERT
+#include <assert.h>
+#define AP_ASSERT(c) assert(c)
+#endif
+
+#ifndef AP_CACHELINE
+#define AP_CACHELINE 64
+#endif
+
+#ifndef AP_CPU_RELAX
+#if defined(__x86_64__) || defined(__i386__)
+#define AP_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define AP_CPU_RELAX() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define AP_CPU_RELAX() ((void)0)
+#endif
+#endif
+
+#ifndef AP_SPIN_LIMIT
+#define AP_SPIN_LIMIT 64
+#endif
+
+#ifndef AP_LIKELY
+#if defined(__GNUC__) || defined(__clang__)
+#define AP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define AP_LIKELY(x) (x)
+#define AP_UNLIKELY(x) (x)
+#endif
+#endif
+
+#ifndef AP_NODISCARD
+#if defined(__GNUC__) || defined(__clang__)
+#define AP_NODISCARD __attribute__((warn_unused_result))
+#else
+#define AP_NODISCARD
+#endif
+#endif
+
+/* ---- atomics: one indirection so a verification build can take over ---- */
+
+#if defined(AP_ATOMIC_LOAD) || defined(AP_ATOMIC_STORE) ||             \
+    defined(AP_ATOMIC_EXCHANGE) || defined(AP_ATOMIC_CAS_WEAK) ||      \
+    defined(AP_ATOMIC_CAS_STRONG) || defined(AP_ATOMIC_FETCH_ADD) ||   \
+    defined(AP_ATOMIC_FETCH_SUB) || defined(AP_ATOMIC_FETCH_OR) ||     \
+    defined(AP_ATOMIC_FETCH_AND) || defined(AP_ATOMIC_FENCE) ||        \
+    defined(AP_ATOMIC_INIT)
+#if !(defined(AP_ATOMIC_LOAD) && defined(AP_ATOMIC_STORE) &&           \
+      defined(AP_ATOMIC_EXCHANGE) && defined(AP_ATOMIC_CAS_WEAK) &&    \
+      defined(AP_ATOMIC_CAS_STRONG) && defined(AP_ATOMIC_FETCH_ADD) && \
+      defined(AP_ATOMIC_FETCH_SUB) && defined(AP_ATOMIC_FETCH_OR) &&   \
+      defined(AP_ATOMIC_FETCH_AND) && defined(AP_ATOMIC_FENCE) &&      \
+      defined(AP_ATOMIC_INIT))
+#error "asyncpat: override all AP_ATOMIC_* macros together, or none"
+#endif
+#else
+#define AP_ATOMIC_INIT(p, v) atomic_init((p), (v))
+#define AP_ATOMIC_LOAD(p, mo) atomic_load_explicit((p), (mo))
+#define AP_ATOMIC_STORE(p, v, mo) atomic_store_explicit((p), (v), (mo))
+#define AP_ATOMIC_EXCHANGE(p, v, mo) atomic_exchange_explicit((p), (v), (mo))
+#define AP_ATOMIC_CAS_WEAK(p, expp, v, mo_ok, mo_fail) \
+    atomic_compare_exchange_weak_explicit((p), (expp), (v), (mo_ok), (mo_fail))
+#define AP_ATOMIC_CAS_STRONG(p, expp, v, mo_ok, mo_fail) \
+    atomic_compare_exchange_strong_explicit((p), (expp), (v), (mo_ok), (mo_fail))
+#define AP_ATOMIC_FETCH_ADD(p, v, mo) atomic_fetch_add_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_SUB(p, v, mo) atomic_fetch_sub_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_OR(p, v, mo) atomic_fetch_or_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_AND(p, v, mo) atomic_fetch_and_explicit((p), (v), (mo))
+#define AP_ATOMIC_FENCE(mo) atomic_thread_fence(mo)
+#endif
+
+/* ---- test scheduling noise ---- */
+
+#ifndef AP_TEST_YIELD
+#ifdef AP_TEST_YIELD_RANDOM
+#include <sched.h>
+/* Tests only: a per-thread xorshift decides between nothing, a short spin
+ * and a sched_yield, so stress runs visit the windows between claiming and
+ * publishing, or between checking and parking. */
+static inline void ap__test_yield(void)
+{
+    static _Thread_local uint32_t s;
+    if (s == 0)
+        s = (uint32_t)(uintptr_t)&s | 1u;
+    s ^= s << 13;
+    s ^= s >> 17;
+    s ^= s << 5;
+    if ((s & 15u) == 0)
+        sched_yield();
+    else if ((s & 3u) == 0)
+        for (uint32_t i = (s >> 8) & 63u; i; i--)
+            AP_CPU_RELAX();
+}
+#define AP_TEST_YIELD() ap__test_yield()
+#else
+#define AP_TEST_YIELD() ((void)0)
+#endif
+#endif
+
+#endif /* ASYNCPAT_CONFIG_H */

@@ -1,0 +1,154 @@
+/*
+ * asyncpat/core.h -- shared machinery: allocator, container_of, size
+ * arithmetic, the small internal spinlock
+ *
+ * ALLOCATION
+ *   Only functions named `create` allocate, through an ap_allocator passed at
+ *   runtime (NULL means the C library's aligned_alloc/free). Under
+ *   AP_NO_MALLOC the default is gone and a NULL allocator is AP_INVAL.
+ *
+ * SPINLOCK
+ *   ap__lock guards short internal slow paths (waiter lists). It is a
+ *   test-and-test-and-set lock that spins AP_SPIN_LIMIT times, then yields
+ *   the CPU with sched_yield() between attempts, so a preempted holder costs
+ *   the waiters a context switch, not a burned time slice. No user code and
+ *   no waker ever runs under it. A zero ap__lock is unlocked.
+ */
+#ifndef ASYNCPAT_CORE_H
+#define ASYNCPAT_CORE_H
+
+#include "config.h"
+#include "status.h"
+#include "version.h"
+#include <sched.h>
+#ifndef AP_NO_MALLOC
+#include <stdlib.h>
+#endif
+
+/**
+ * AP_CONTAINER_OF - the struct that embeds a member, from the member's address
+ * Under GNU C the pointer's type is checked against the member's.
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define AP_CONTAINER_OF(ptr, type, member)                                     \
+    (__extension__({                                                           \
+        _Static_assert(__builtin_types_compatible_p(__typeof__(*(ptr)),        \
+                                                    __typeof__(((type *)0)->member)), \
+                       "AP_CONTAINER_OF: pointer does not match member type"); \
+        (type *)(void *)((char *)(ptr)-offsetof(type, member));                \
+    }))
+#else
+#define AP_CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+/* ---- allocator ---- */
+
+typedef struct ap_allocator {
+    /* size bytes aligned to align (a power of two); NULL on failure */
+    void *(*alloc)(size_t size, size_t align, void *user);
+    /* ptr from alloc, with the size it was asked for */
+    void (*free)(void *ptr, size_t size, void *user);
+    void *user;
+} ap_allocator;
+
+/* Round x up to a multiple of align (a power of two); 0 on overflow. */
+AP_API size_t ap__align_up(size_t x, size_t align)
+{
+    if (x > SIZE_MAX - (align - 1))
+        return 0;
+    return (x + align - 1) & ~(align - 1);
+}
+
+/* Smallest power of two >= x, for 1 <= x <= SIZE_MAX/2 + 1; 0 if none fits. */
+AP_API size_t ap__pow2_ceil(size_t x)
+{
+    size_t p = 1;
+    while (p < x) {
+        if (p > SIZE_MAX / 2)
+            return 0;
+        p <<= 1;
+    }
+    return p;
+}
+
+/* *out = a * b + c, false on overflow. */
+AP_API bool ap__size_muladd(size_t a, size_t b, size_t c, size_t *out)
+{
+    if (b != 0 && a > (SIZE_MAX - c) / b)
+        return false;
+    *out = a * b + c;
+    return true;
+}
+
+#ifndef AP_NO_MALLOC
+AP_API void *ap__default_alloc(size_t size, size_t align, void *user)
+{
+    (void)user;
+    /* C11 aligned_alloc wants size to be a multiple of align. */
+    size_t rounded = ap__align_up(size, align);
+    return rounded ? aligned_alloc(align, rounded) : NULL;
+}
+
+AP_API void ap__default_free(void *ptr, size_t size, void *user)
+{
+    (void)size;
+    (void)user;
+    free(ptr);
+}
+#endif
+
+/* The allocator to use for a create call, or NULL when none is available. */
+AP_API const ap_allocator *ap__allocator_or_default(const ap_allocator *a)
+{
+#ifndef AP_NO_MALLOC
+    static const ap_allocator ap__libc_allocator = {ap__default_alloc,
+                                                    ap__default_free, NULL};
+    if (a == NULL)
+        return &ap__libc_allocator;
+#endif
+    if (a == NULL || a->alloc == NULL || a->free == NULL)
+        return NULL;
+    return a;
+}
+
+/* ---- spinlock for slow paths ---- */
+
+typedef struct ap__lock {
+    _Atomic uint32_t held;
+} ap__lock;
+
+AP_API void ap__lock_acquire(ap__lock *l)
+{
+    unsigned spins = 0;
+    for (;;) {
+        /* acquire: pairs with the release in ap__lock_release; the
+         * previous holder's critical section happens-before ours. */
+        if (AP_ATOMIC_EXCHANGE(&l->held, 1u, memory_order_acquire) == 0)
+            return;
+        while (AP_ATOMIC_LOAD(&l->held, memory_order_relaxed) != 0) {
+            if (++spins < AP_SPIN_LIMIT)
+                AP_CPU_RELAX();
+            else
+                sched_yield();
+        }
+    }
+}
+
+AP_API void ap__lock_release(ap__lock *l)
+{
+    /* release: publishes the critical section to the next acquirer. */
+    AP_ATOMIC_STORE(&l->held, 0u, memory_order_release);
+}
+
+/* A bounded wait for a short window that another thread is guaranteed to
+ * close (a wake call in progress, a slot being published): spin, then yield. */
+AP_API void ap__backoff(unsigned *spins)
+{
+    if (++*spins < AP_SPIN_LIMIT)
+        AP_CPU_RELAX();
+    else
+        sched_yield();
+}
+
+#endif /* ASYNCPAT_CORE_H */

@@ -1,0 +1,239 @@
+/*
+ * asyncpat/future.h -- poll-based futures, wakers, and ap_block_on
+ *
+ * PATTERN
+ *   An operation that may have to wait is a future: a struct in caller
+ *   memory that embeds ap_future as its first member and carries its own
+ *   result. The caller polls it; a poll either completes it (AP_READY) or
+ *   registers the waker from ap_cx and returns AP_PENDING. There is no
+ *   runtime: any event loop, thread or ap_block_on() can drive futures.
+ *
+ * THE WAKER CONTRACT (every *_poll in asyncpat keeps it)
+ *   1. Register, then re-check. A poll that returns AP_PENDING has
+ *      registered cx->waker and then re-checked its condition; the waker is
+ *      called at least once after the awaited state may have changed.
+ *      Spurious wakes are allowed; lost wakes are bugs. The waking side
+ *      publishes its state first and looks for waiters second (the ladder
+ *      in waitlist.h).
+ *   2. Time. A future that waits for time lowers cx->deadline to the
+ *      instant it must be polled again; it reads the time only from
+ *      cx->now. Nothing in asyncpat reads a clock behind the caller's back.
+ *   3. Wake outside locks. Wakers are called after every internal lock is
+ *      released, from whichever thread made progress. A waker must be
+ *      cheap and must not block; it may be called concurrently with a poll.
+ *   4. One poller at a time. A future is polled (and cancelled) by one
+ *      thread at a time; a later poll may pass a different waker, which
+ *      replaces the earlier one.
+ *   5. Cancel. Every future that can register a waker has a cancel
+ *      (also reachable as ap_future.cancel). Cancel is idempotent and safe
+ *      at any time, also after completion. After cancel or AP_READY returns,
+ *      the waker it was given is never called again (a wake already in
+ *      progress is waited for), so its memory may be reused.
+ *   6. Nothing is lost. An item or permit already granted to a waiter that
+ *      cancels is passed on to the next waiter or returned, never dropped.
+ *
+ * BLOCKING
+ *   ap_block_on(f) drives one future on the calling thread: poll, then park
+ *   (a futex on Linux, a condition variable elsewhere or with
+ *   AP_BLOCK_ON_CONDVAR) until the waker runs or cx.deadline passes. It
+ *   starts no thread, allocates nothing and keeps no state beyond its frame.
+ *
+ * COMPLEXITY   ap_block_on: one poll per wake or deadline; O(1) per park.
+ * CONFIG       AP_BLOCK_ON_CONDVAR
+ * SEE ALSO     waitlist.h (how primitives keep the contract), examples/
+ */
+#ifndef ASYNCPAT_FUTURE_H
+#define ASYNCPAT_FUTURE_H
+
+#include "core.h"
+#include "time.h"
+
+#if defined(__linux__) && !defined(AP_BLOCK_ON_CONDVAR)
+#define AP__PARK_FUTEX 1
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#include <pthread.h>
+#endif
+
+typedef enum ap_poll { AP_PENDING = 0, AP_READY = 1 } ap_poll;
+
+typedef struct ap_waker {
+    void (*wake)(void *ctx); /* NULL: nobody to wake */
+    void *ctx;
+} ap_waker;
+
+#define AP_WAKER_NONE ((ap_waker){NULL, NULL})
+
+typedef struct ap_cx {
+    ap_waker waker;    /* called when progress may be possible */
+    uint64_t now;      /* the caller's current time, ns */
+    uint64_t deadline; /* in/out: lowered by a future that must be re-polled by then */
+} ap_cx;
+
+typedef struct ap_future {
+    ap_poll (*poll)(struct ap_future *self, ap_cx *cx);
+    void (*cancel)(struct ap_future *self); /* NULL if it never registers */
+} ap_future;
+
+/** ap_waker_wake - call a waker if it has a function */
+AP_API void ap_waker_wake(ap_waker w)
+{
+    if (w.wake)
+        w.wake(w.ctx);
+}
+
+/** ap_cx_wake_at - ask to be polled again no later than t */
+AP_API void ap_cx_wake_at(ap_cx *cx, uint64_t t)
+{
+    if (t < cx->deadline)
+        cx->deadline = t;
+}
+
+/** ap_future_cancel - cancel through the vtable; no-op if it has no cancel */
+AP_API void ap_future_cancel(ap_future *f)
+{
+    if (f->cancel)
+        f->cancel(f);
+}
+
+/**
+ * ap_block_on_until - drive a future on this thread until it is ready or
+ *                     deadline_ns (on ap_now_ns's clock) passes
+ * @f:           the future; polled only from this thread while this runs
+ * @deadline_ns: AP_DEADLINE_NONE to wait as long as it takes
+ *
+ * Returns AP_OK when the future completed (its result is in the future), or
+ * AP_TIMEDOUT when the deadline passed first; the future has then been
+ * cancelled through f->cancel, so it holds no reference to this frame.
+ */
+AP_API AP_NODISCARD ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns);
+
+/** ap_block_on - ap_block_on_until with no deadline */
+AP_API void ap_block_on(ap_future *f);
+
+/* ---- implementation ---- */
+
+typedef struct ap__parker {
+    /* 0: idle, 1: notified, 2: parked (futex word) */
+    _Atomic uint32_t state;
+#ifndef AP__PARK_FUTEX
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+} ap__parker;
+
+AP_API void ap__parker_wake(void *ctx)
+{
+    ap__parker *p = (ap__parker *)ctx;
+#ifdef AP__PARK_FUTEX
+    /* release: pairs with the acquire exchange in ap_block_on_until; what
+     * the waking thread published before waking is visible to the re-poll. */
+    if (AP_ATOMIC_EXCHANGE(&p->state, 1u, memory_order_release) == 2u)
+        syscall(SYS_futex, &p->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+#else
+    pthread_mutex_lock(&p->mu);
+    AP_ATOMIC_STORE(&p->state, 1u, memory_order_release);
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+#endif
+}
+
+/* Sleep until notified or `ns` nanoseconds pass; spurious returns allowed. */
+AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
+{
+    /* A wake often follows within microseconds (a hand-off between two
+     * running threads): watch the word for a bounded while before paying
+     * for a sleep. */
+    for (unsigned i = 0; i < AP_SPIN_LIMIT * 4u; i++) {
+        if (AP_ATOMIC_LOAD(&p->state, memory_order_relaxed) != 0)
+            return;
+        AP_CPU_RELAX();
+    }
+#ifdef AP__PARK_FUTEX
+    uint32_t idle = 0;
+    /* acquire: a notification seen on failure pairs with the waker's
+     * release (the caller re-polls after this returns). */
+    if (!AP_ATOMIC_CAS_STRONG(&p->state, &idle, 2u, memory_order_acquire,
+                              memory_order_acquire))
+        return; /* notified meanwhile */
+    struct timespec ts, *tsp = NULL;
+    if (ns != AP_DEADLINE_NONE) {
+        ts.tv_sec = (time_t)(ns / AP_NS_PER_SEC);
+        ts.tv_nsec = (long)(ns % AP_NS_PER_SEC);
+        tsp = &ts;
+    }
+    /* Sleeps only while the word still says "parked" (checked atomically
+     * by the kernel), so a wake between the CAS and here is not lost. */
+    syscall(SYS_futex, &p->state, FUTEX_WAIT_PRIVATE, 2u, tsp, NULL, 0);
+#else
+    pthread_mutex_lock(&p->mu);
+    if (AP_ATOMIC_LOAD(&p->state, memory_order_relaxed) == 0) {
+        if (ns == AP_DEADLINE_NONE) {
+            pthread_cond_wait(&p->cv, &p->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t abs = ap_time_add((uint64_t)ts.tv_sec * AP_NS_PER_SEC +
+                                           (uint64_t)ts.tv_nsec, ns);
+            ts.tv_sec = (time_t)(abs / AP_NS_PER_SEC);
+            ts.tv_nsec = (long)(abs % AP_NS_PER_SEC);
+            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+#endif
+}
+
+AP_API ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns)
+{
+    ap__parker p;
+    AP_ATOMIC_INIT(&p.state, 0u);
+#ifndef AP__PARK_FUTEX
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, &attr);
+    pthread_condattr_destroy(&attr);
+#endif
+    ap_cx cx;
+    cx.waker.wake = ap__parker_wake;
+    cx.waker.ctx = &p;
+    ap_status st;
+    for (;;) {
+        /* Consume any notification before polling: the poll re-checks
+         * everything, and a wake during the poll stays visible below.
+         * acquire: pairs with the release in ap__parker_wake. */
+        (void)AP_ATOMIC_EXCHANGE(&p.state, 0u, memory_order_acquire);
+        cx.now = ap_now_ns();
+        cx.deadline = deadline_ns;
+        if (f->poll(f, &cx) == AP_READY) {
+            st = AP_OK;
+            break;
+        }
+        uint64_t now = ap_now_ns();
+        if (now >= deadline_ns) {
+            ap_future_cancel(f);
+            st = AP_TIMEDOUT;
+            break;
+        }
+        uint64_t wake_at = ap_time_min(cx.deadline, deadline_ns);
+        if (wake_at > now)
+            ap__parker_park(&p, wake_at == AP_DEADLINE_NONE ? AP_DEADLINE_NONE
+                                                            : wake_at - now);
+    }
+#ifndef AP__PARK_FUTEX
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+#endif
+    return st;
+}
+
+AP_API void ap_block_on(ap_future *f)
+{
+    (void)ap_block_on_until(f, AP_DEADLINE_NONE);
+}
+
+#endif /* ASYNCPAT_FUTURE_H */

@@ -1,0 +1,500 @@
+/*
+ * asyncpat/mpmc.h -- bounded multi-producer / multi-consumer FIFO
+ *
+ * PATTERN
+ *   Dmitry Vyukov's bounded MPMC queue: every slot carries a stamp (a
+ *   sequence number). A producer holding ticket t may fill slot t's index
+ *   when stamp == t and publishes stamp = t + 1; a consumer may drain it
+ *   when stamp == t + 1 and frees it with stamp = t + one lap. Tickets are
+ *   claimed with a CAS on tail (producers) or head (consumers), so the two
+ *   sides only meet on the slots, and head and tail sit on their own cache
+ *   lines. Positions are encoded as lap | index with a lap of
+ *   2 * pow2_ceil(capacity + 1), as crossbeam's ArrayQueue does, so any
+ *   capacity >= 1 is honoured exactly (Vyukov's original needs a power of
+ *   two >= 2). The bit below the lap in tail is the CLOSED flag: once set,
+ *   no producer can claim a ticket.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - holds at most `capacity` elements, exactly as asked
+ *   - an element pushed with AP_OK is popped exactly once while the queue
+ *     lives; elements from one producer leave in the order it pushed them
+ *   - linearizable emptiness: try_pop answers AP_EMPTY only if at one
+ *     instant during the call every claimed push had been popped
+ *   - after close: pushes return AP_CLOSED (element stays with the caller);
+ *     pops drain what is left, then return AP_CLOSED; every future wakes
+ *
+ * CONCURRENCY          try_push  try_pop  close  len   fini
+ *   try_push / futures   yes       yes     yes    yes   no
+ *   try_pop / futures    yes       yes     yes    yes   no
+ *   Progress: try_* never block. A producer preempted between claiming and
+ *   publishing its slot makes a consumer at that slot spin AP_SPIN_LIMIT
+ *   times and then answer AP_AGAIN ("an element is in flight: retry"),
+ *   never a false AP_EMPTY; symmetrically for a producer facing a slot a
+ *   consumer is still copying out. So the queue is not lock-free in the
+ *   strict sense (a stalled thread can hold up the one slot it claimed).
+ *
+ * ORDERING
+ *   A try_push returning AP_OK happens-before the try_pop that returns its
+ *   element (release store of the stamp / acquire load). A pop
+ *   happens-before the push that reuses the slot. The head/tail CASes are
+ *   seq_cst: they are the waking side's SC operation of the waitlist ladder
+ *   (waitlist.h), and cost nothing extra on x86 (a CAS is a full barrier).
+ *   len() is a racy snapshot with no ordering.
+ *
+ * COMPLEXITY   O(1) per op (a CAS retry only when another thread won);
+ *              memory = capacity * AP_MPMC_STRIDE(elem) bytes + the header.
+ * MEMORY       init: caller buffer of AP_MPMC_BYTES(capacity, elem_size)
+ *              bytes, aligned for size_t; create: one allocation.
+ * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN, AP_CLOSED; AP_INVAL for
+ *              capacity 0, elem_size 0, or sizes that overflow. Out-params
+ *              are untouched on failure.
+ * WAKE ORDER   FIFO among waiting futures; each push wakes one popper and
+ *              each pop one pusher; a woken future that cancels passes the
+ *              wake on.
+ * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT, AP_NO_MALLOC
+ * SEE ALSO     spsc.h, examples/producer_consumer.c, bench/bench_queue.c
+ *
+ * USAGE
+ *   ap_mpmc *q;
+ *   if (ap_mpmc_create(&q, 1024, sizeof(struct job), NULL) != AP_OK) abort();
+ *   struct job j = {...};
+ *   if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) {...}  // any thread
+ *   while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
+ *   ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
+ */
+#ifndef ASYNCPAT_MPMC_H
+#define ASYNCPAT_MPMC_H
+
+#include "core.h"
+#include "future.h"
+#include "waitlist.h"
+
+/** AP_MPMC_STRIDE - bytes per slot: a size_t stamp, then the element */
+#define AP_MPMC_STRIDE(elem_size)                                            \
+    (((size_t)(elem_size) + sizeof(size_t) + sizeof(size_t) - 1) /           \
+     sizeof(size_t) * sizeof(size_t))
+/** AP_MPMC_BYTES - buffer bytes for ap_mpmc_init (constant expression) */
+#define AP_MPMC_BYTES(capacity, elem_size) \
+    ((size_t)(capacity) * AP_MPMC_STRIDE(elem_size))
+
+typedef struct ap_mpmc {
+    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* next push ticket | CLOSED */
+    _Alignas(AP_CACHELINE) _Atomic size_t head; /* next pop ticket */
+    _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
+    size_t capacity;
+    size_t mark;     /* CLOSED bit = pow2_ceil(capacity + 1); index mask = mark - 1 */
+    size_t one_lap;  /* 2 * mark */
+    size_t stride;
+    size_t elem_size;
+    const ap_allocator *alloc; /* set by create */
+    ap_waitlist not_empty;     /* poppers */
+    ap_waitlist not_full;      /* pushers */
+} ap_mpmc;
+
+_Static_assert(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= AP_CACHELINE,
+               "ap_mpmc: head and tail must not share a cache line");
+
+typedef struct ap_mpmc_push_fut { ap_waitop op; } ap_mpmc_push_fut;
+typedef struct ap_mpmc_pop_fut { ap_waitop op; } ap_mpmc_pop_fut;
+
+/**
+ * ap_mpmc_init - set up a queue in caller memory
+ * @buf:       AP_MPMC_BYTES(capacity, elem_size) bytes, size_t-aligned
+ * @capacity:  elements it holds (>= 1), exactly
+ * @elem_size: bytes per element (>= 1)
+ *
+ * Returns AP_OK or AP_INVAL (capacity or elem_size 0, sizes that overflow);
+ * on AP_INVAL *q is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t capacity,
+                                           size_t elem_size);
+/** ap_mpmc_fini - end of life; frees nothing */
+AP_API void ap_mpmc_fini(ap_mpmc *q);
+
+#ifndef AP_NO_MALLOC
+/**
+ * ap_mpmc_create - allocate and initialise a queue (one allocation)
+ * @out:   receives the queue; untouched on failure
+ * @alloc: allocator, or NULL for aligned_alloc/free
+ *
+ * Returns AP_OK, AP_INVAL (nothing allocated) or AP_NOMEM.
+ */
+AP_API AP_NODISCARD ap_status ap_mpmc_create(ap_mpmc **out, size_t capacity,
+                                             size_t elem_size,
+                                             const ap_allocator *alloc);
+/** ap_mpmc_destroy - free a queue from ap_mpmc_create; elements left are dropped */
+AP_API void ap_mpmc_destroy(ap_mpmc *q);
+#endif
+
+/**
+ * ap_mpmc_try_push - enqueue one element if a slot is free
+ * @elem: elem_size bytes, copied in; the caller keeps ownership on failure
+ *
+ * Returns AP_OK, AP_FULL, AP_AGAIN (the next slot is still being copied out
+ * by a consumer) or AP_CLOSED. Concurrency: any thread.
+ * Ordering: release on success; pairs with the acquire in ap_mpmc_try_pop.
+ */
+AP_API AP_NODISCARD ap_status ap_mpmc_try_push(ap_mpmc *q, const void *elem);
+
+/**
+ * ap_mpmc_try_pop - dequeue the oldest element
+ * @out: receives elem_size bytes; untouched unless AP_OK
+ *
+ * Returns AP_OK, AP_EMPTY, AP_AGAIN (the next element is still being copied
+ * in by a producer), or AP_CLOSED once closed and drained.
+ */
+AP_API AP_NODISCARD ap_status ap_mpmc_try_pop(ap_mpmc *q, void *out);
+
+/** ap_mpmc_close - refuse further pushes, wake every future; idempotent */
+AP_API void ap_mpmc_close(ap_mpmc *q);
+/** ap_mpmc_is_closed - whether ap_mpmc_close has been called */
+AP_API bool ap_mpmc_is_closed(ap_mpmc *q);
+/** ap_mpmc_len - elements held (racy snapshot) */
+AP_API size_t ap_mpmc_len(ap_mpmc *q);
+/** ap_mpmc_capacity - the capacity given at init */
+AP_API size_t ap_mpmc_capacity(const ap_mpmc *q);
+
+/**
+ * ap_mpmc_push_fut_init / _poll / _cancel: a future that pushes @elem when
+ * a slot frees up (woken by a pop). Result in f->op.status: AP_OK,
+ * AP_CLOSED (element stays with the caller) or AP_CANCELED. @elem must stay
+ * valid until the future completes or is cancelled.
+ */
+AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *elem);
+AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx);
+AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f);
+
+/**
+ * ap_mpmc_pop_fut_init / _poll / _cancel: a future that pops into @out when
+ * an element arrives (woken by a push). Result: AP_OK, AP_CLOSED (closed
+ * and drained) or AP_CANCELED; a cancelled pop took nothing, and a wake it
+ * had received goes to the next waiting pop.
+ */
+AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out);
+AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx);
+AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f);
+
+/**
+ * ap_mpmc_push_wait / ap_mpmc_pop_wait - block this thread until done,
+ * closed or deadline_ns passes. Returns AP_OK, AP_CLOSED or AP_TIMEDOUT.
+ */
+AP_API AP_NODISCARD ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem,
+                                                uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
+                                               uint64_t deadline_ns);
+
+/**
+ * AP_MPMC_DEFINE(name, T) - typed wrapper: name, name_init, name_try_push,
+ * name_try_pop, name_close, name_len, name_push_wait, name_pop_wait, with
+ * the element size the constant sizeof(T).
+ */
+#define AP_MPMC_DEFINE(name, T)                                                    \
+    typedef struct name { ap_mpmc q; } name;                                       \
+    AP_API AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
+    { return ap_mpmc_init(&self->q, buf, capacity, sizeof(T)); }                   \
+    AP_API AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
+    { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
+    AP_API AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
+    { return ap__mpmc_pop(&self->q, out, sizeof(T)); }                             \
+    AP_API void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
+    AP_API size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
+    AP_API AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
+                                                   uint64_t deadline_ns)           \
+    { return ap_mpmc_push_wait(&self->q, elem, deadline_ns); }                     \
+    AP_API AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
+                                                  uint64_t deadline_ns)            \
+    { return ap_mpmc_pop_wait(&self->q, out, deadline_ns); }
+
+/* ---- implementation ---- */
+
+#define AP__MPMC_CAP_LIMIT (SIZE_MAX >> 4) /* leaves room for laps and mark */
+
+AP_FORCE_INLINE _Atomic size_t *ap__mpmc_stamp(ap_mpmc *q, size_t index)
+{
+    return (_Atomic size_t *)(void *)(q->buf + index * q->stride);
+}
+
+AP_FORCE_INLINE unsigned char *ap__mpmc_data(ap_mpmc *q, size_t index)
+{
+    return q->buf + index * q->stride + sizeof(size_t);
+}
+
+/* The ticket after pos: next index, or index 0 of the next lap. */
+AP_FORCE_INLINE size_t ap__mpmc_next(const ap_mpmc *q, size_t pos)
+{
+    size_t index = pos & (q->mark - 1);
+    return index + 1 < q->capacity ? pos + 1 : (pos & ~(q->one_lap - 1)) + q->one_lap;
+}
+
+/* Test hook: start at lap @lap_start (rounded down to a lap), to exercise
+ * wrap-around of the position counters. */
+AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t capacity,
+                                               size_t elem_size, size_t lap_start)
+{
+    size_t stride = AP_MPMC_STRIDE(elem_size), bytes;
+    if (q == NULL || capacity == 0 || elem_size == 0 || capacity > AP__MPMC_CAP_LIMIT ||
+        elem_size > SIZE_MAX / 2 || !ap__size_muladd(capacity, stride, 0, &bytes))
+        return AP_INVAL;
+    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(size_t)) == 0);
+    q->buf = (unsigned char *)buf;
+    q->capacity = capacity;
+    q->mark = ap__pow2_ceil(capacity + 1);
+    q->one_lap = q->mark * 2;
+    q->stride = stride;
+    q->elem_size = elem_size;
+    q->alloc = NULL;
+    size_t start = lap_start & ~(q->one_lap - 1);
+    for (size_t i = 0; i < capacity; i++)
+        AP_ATOMIC_INIT(ap__mpmc_stamp(q, i), start + i);
+    AP_ATOMIC_INIT(&q->tail, start);
+    AP_ATOMIC_INIT(&q->head, start);
+    ap_waitlist_init(&q->not_empty);
+    ap_waitlist_init(&q->not_full);
+    return AP_OK;
+}
+
+AP_API ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t capacity, size_t elem_size)
+{
+    return ap__mpmc_init_at(q, buf, capacity, elem_size, 0);
+}
+
+AP_API void ap_mpmc_fini(ap_mpmc *q)
+{
+    AP_ASSERT(q != NULL);
+#ifdef AP_DEBUG
+    AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
+    AP_ASSERT(!ap_waitlist_has_waiters(&q->not_full));
+#endif
+    q->buf = NULL;
+}
+
+#ifndef AP_NO_MALLOC
+AP_API ap_status ap_mpmc_create(ap_mpmc **out, size_t capacity, size_t elem_size,
+                                const ap_allocator *alloc)
+{
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t hdr = ap__align_up(sizeof(ap_mpmc), AP_CACHELINE), total;
+    AP_ASSERT(out != NULL);
+    if (a == NULL || capacity == 0 || elem_size == 0 || capacity > AP__MPMC_CAP_LIMIT ||
+        elem_size > SIZE_MAX / 2 ||
+        !ap__size_muladd(capacity, AP_MPMC_STRIDE(elem_size), hdr, &total))
+        return AP_INVAL;
+    unsigned char *mem = (unsigned char *)a->alloc(total, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_mpmc *q = (ap_mpmc *)(void *)mem;
+    ap_status st = ap_mpmc_init(q, mem + hdr, capacity, elem_size);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
+    q->alloc = a;
+    *out = q;
+    return AP_OK;
+}
+
+AP_API void ap_mpmc_destroy(ap_mpmc *q)
+{
+    if (q == NULL)
+        return;
+    AP_ASSERT(q->alloc != NULL); /* only queues from ap_mpmc_create */
+    const ap_allocator *a = q->alloc;
+    size_t total = ap__align_up(sizeof(ap_mpmc), AP_CACHELINE) + q->capacity * q->stride;
+    ap_mpmc_fini(q);
+    a->free(q, total, a->user);
+}
+#endif
+
+/* The one push algorithm (sz is a constant in the typed wrappers). */
+AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    AP_ASSERT(sz == q->elem_size);
+    unsigned spins = 0;
+    size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+    for (;;) {
+        if (AP_UNLIKELY(tail & q->mark))
+            return AP_CLOSED;
+        size_t index = tail & (q->mark - 1);
+        _Atomic size_t *stamp_p = ap__mpmc_stamp(q, index);
+        /* acquire: pairs with the release that freed this slot in
+         * ap__mpmc_pop; that consumer's copy-out is done before we write. */
+        size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
+        if (stamp == tail) {
+            /* seq_cst: the waking side's SC operation of the ladder
+             * (waitlist.h); relaxed on failure, we only re-read tail. */
+            if (AP_ATOMIC_CAS_WEAK(&q->tail, &tail, ap__mpmc_next(q, tail),
+                                   memory_order_seq_cst, memory_order_relaxed)) {
+                AP_TEST_YIELD(); /* between claiming and publishing */
+                memcpy(ap__mpmc_data(q, index), elem, sz);
+                /* release: pairs with the acquire in ap__mpmc_pop; the
+                 * element's bytes are visible before the slot reads full. */
+                AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_release);
+                if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_empty)))
+                    (void)ap_waitlist_wake(&q->not_empty, 1);
+                return AP_OK;
+            }
+        } else if (stamp + q->one_lap == tail + 1) {
+            /* The slot still holds the previous lap's element. Full, unless
+             * its consumer has claimed it and is copying it out.
+             * seq_cst: the ladder's re-check for not_full waiters. */
+            size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
+            if (head + q->one_lap == (tail & ~q->mark))
+                return AP_FULL;
+            if (spins >= AP_SPIN_LIMIT)
+                return AP_AGAIN;
+            ap__backoff(&spins);
+            tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+        } else {
+            /* Another producer took this ticket: we read a stale tail. */
+            AP_CPU_RELAX();
+            tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+        }
+    }
+}
+
+AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    AP_ASSERT(sz == q->elem_size);
+    unsigned spins = 0;
+    size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
+    for (;;) {
+        size_t index = head & (q->mark - 1);
+        _Atomic size_t *stamp_p = ap__mpmc_stamp(q, index);
+        /* acquire: pairs with the release in ap__mpmc_push (element bytes). */
+        size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
+        if (stamp == head + 1) {
+            /* seq_cst: SC operation of the not_full ladder. */
+            if (AP_ATOMIC_CAS_WEAK(&q->head, &head, ap__mpmc_next(q, head),
+                                   memory_order_seq_cst, memory_order_relaxed)) {
+                AP_TEST_YIELD(); /* between claiming and freeing */
+                memcpy(out, ap__mpmc_data(q, index), sz);
+                /* release: our copy-out happens-before the next writer. */
+                AP_ATOMIC_STORE(stamp_p, head + q->one_lap, memory_order_release);
+                if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_full)))
+                    (void)ap_waitlist_wake(&q->not_full, 1);
+                return AP_OK;
+            }
+        } else if (stamp == head) {
+            /* Slot not yet filled in this lap. Empty, unless a producer
+             * has claimed it and is copying in.
+             * seq_cst: the ladder's re-check for not_empty waiters, and
+             * what makes AP_EMPTY linearizable. */
+            size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+            if ((tail & ~q->mark) == head)
+                return (tail & q->mark) ? AP_CLOSED : AP_EMPTY;
+            if (spins >= AP_SPIN_LIMIT)
+                return AP_AGAIN;
+            ap__backoff(&spins);
+            head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
+        } else {
+            /* Another consumer took this ticket. */
+            AP_CPU_RELAX();
+            head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
+        }
+    }
+}
+
+AP_API ap_status ap_mpmc_try_push(ap_mpmc *q, const void *elem)
+{
+    return ap__mpmc_push(q, elem, q->elem_size);
+}
+
+AP_API ap_status ap_mpmc_try_pop(ap_mpmc *q, void *out)
+{
+    return ap__mpmc_pop(q, out, q->elem_size);
+}
+
+AP_API void ap_mpmc_close(ap_mpmc *q)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    /* seq_cst: ordered before the waitlist scans below (the ladder). */
+    (void)AP_ATOMIC_FETCH_OR(&q->tail, q->mark, memory_order_seq_cst);
+    (void)ap_waitlist_wake_all(&q->not_empty);
+    (void)ap_waitlist_wake_all(&q->not_full);
+}
+
+AP_API bool ap_mpmc_is_closed(ap_mpmc *q)
+{
+    return (AP_ATOMIC_LOAD(&q->tail, memory_order_acquire) & q->mark) != 0;
+}
+
+/* Number of tickets from a to b (a <= b in ticket order). */
+AP_API size_t ap__mpmc_distance(const ap_mpmc *q, size_t a, size_t b)
+{
+    size_t laps = ((b & ~(q->one_lap - 1)) - (a & ~(q->one_lap - 1))) / q->one_lap;
+    return laps * q->capacity + (b & (q->mark - 1)) - (a & (q->mark - 1));
+}
+
+AP_API size_t ap_mpmc_len(ap_mpmc *q)
+{
+    for (;;) {
+        size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst) & ~q->mark;
+        size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
+        /* seq_cst re-read: if tail moved, the pair is inconsistent; retry. */
+        if ((AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst) & ~q->mark) == tail) {
+            size_t n = ap__mpmc_distance(q, head, tail);
+            return n > q->capacity ? 0 : n; /* head overtook our tail read */
+        }
+    }
+}
+
+AP_API size_t ap_mpmc_capacity(const ap_mpmc *q)
+{
+    return q->capacity;
+}
+
+AP_API ap_status ap__mpmc_try_push_v(void *q, void *elem)
+{
+    return ap_mpmc_try_push((ap_mpmc *)q, elem);
+}
+
+AP_API ap_status ap__mpmc_try_pop_v(void *q, void *out)
+{
+    return ap_mpmc_try_pop((ap_mpmc *)q, out);
+}
+
+AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *elem)
+{
+    ap_waitop_init(&f->op, &q->not_full, ap__mpmc_try_push_v, q, (void *)(uintptr_t)elem);
+}
+
+AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx)
+{
+    return ap_waitop_poll(&f->op, cx);
+}
+
+AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f)
+{
+    ap_waitop_cancel(&f->op);
+}
+
+AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out)
+{
+    ap_waitop_init(&f->op, &q->not_empty, ap__mpmc_try_pop_v, q, out);
+}
+
+AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx)
+{
+    return ap_waitop_poll(&f->op, cx);
+}
+
+AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f)
+{
+    ap_waitop_cancel(&f->op);
+}
+
+AP_API ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem, uint64_t deadline_ns)
+{
+    ap_mpmc_push_fut f;
+    ap_mpmc_push_fut_init(&f, q, elem);
+    return ap_waitop_wait(&f.op, deadline_ns);
+}
+
+AP_API ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out, uint64_t deadline_ns)
+{
+    ap_mpmc_pop_fut f;
+    ap_mpmc_pop_fut_init(&f, q, out);
+    return ap_waitop_wait(&f.op, deadline_ns);
+}
+
+#endif /* ASYNCPAT_MPMC_H */

@@ -1,0 +1,530 @@
+/*
+ * asyncpat/spsc.h -- bounded single-producer / single-consumer ring
+ *
+ * PATTERN
+ *   A ring of `capacity` fixed-size elements between exactly one producer
+ *   thread and one consumer thread. Positions run freely (modulo 2^63); the
+ *   producer keeps a private copy of the consumer's position and the
+ *   consumer one of the producer's, so the shared index lines move between
+ *   cores only when the cached view says full (or empty): the
+ *   rigtorp/Lamport ring with cached indices. Batch push_n/pop_n move many
+ *   elements with one publication.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - holds at most `capacity` elements, exactly as asked (storage is
+ *     rounded up to a power of two slots; the extra slots are never used)
+ *   - FIFO: elements leave in the order they were pushed; each pushed with
+ *     AP_OK is popped exactly once while the ring lives
+ *   - after ap_spsc_close: pushes return AP_CLOSED and leave the element
+ *     with the caller; pops drain what is left, then return AP_CLOSED;
+ *     every waiting future is woken
+ *
+ * CONCURRENCY        push side       pop side        close  len    fini
+ *   push side         no (1 thread)   yes             yes    yes    no
+ *   pop side          yes             no (1 thread)   yes    yes    no
+ *   "push side" = try_push, try_push_n, push futures; "pop side" likewise.
+ *   Progress: try_* are wait-free (a bounded number of steps, no loop).
+ *
+ * ORDERING
+ *   A push returning AP_OK happens-before the pop that returns its element
+ *   (the tail CAS is a release, the consumer's load of tail an acquire); a
+ *   pop happens-before the push that reuses its slot (head exchange /
+ *   producer's load of head). Both publications are seq_cst RMWs because
+ *   they are the waking side of the waitlist ladder (waitlist.h): that is
+ *   one locked instruction per operation on x86 and no fence.
+ *
+ * COMPLEXITY   O(1) per element; push_n/pop_n: one publication per batch.
+ * MEMORY       init: caller buffer of AP_SPSC_BYTES(capacity, elem_size)
+ *              bytes; create: one allocation via ap_allocator.
+ * ERRORS       AP_FULL, AP_EMPTY, AP_CLOSED; AP_INVAL for capacity 0,
+ *              elem_size 0, or sizes that overflow. Out-parameters are
+ *              untouched on failure.
+ * WAKE ORDER   FIFO among waiting futures (at most one per side in use).
+ * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC
+ * SEE ALSO     mpmc.h, examples/producer_consumer.c, bench/bench_queue.c
+ *
+ * USAGE
+ *   static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
+ *   ap_spsc q;
+ *   if (ap_spsc_init(&q, buf, 1024, sizeof(int)) != AP_OK) abort();
+ *   int x = 42;                      // producer thread
+ *   while (ap_spsc_try_push(&q, &x) == AP_FULL) {}
+ *   int y;                           // consumer thread
+ *   if (ap_spsc_try_pop(&q, &y) == AP_OK) use(y);
+ */
+#ifndef ASYNCPAT_SPSC_H
+#define ASYNCPAT_SPSC_H
+
+#include "core.h"
+#include "future.h"
+#include "waitlist.h"
+
+/* Smallest power of two >= x, as a constant expression (1 <= x <= 2^63). */
+#define AP__SMEAR1(v) ((v) | ((v) >> 1))
+#define AP__SMEAR2(v) (AP__SMEAR1(v) | (AP__SMEAR1(v) >> 2))
+#define AP__SMEAR4(v) (AP__SMEAR2(v) | (AP__SMEAR2(v) >> 4))
+#define AP__SMEAR8(v) (AP__SMEAR4(v) | (AP__SMEAR4(v) >> 8))
+#define AP__SMEAR16(v) (AP__SMEAR8(v) | (AP__SMEAR8(v) >> 16))
+#define AP__SMEAR32(v) (AP__SMEAR16(v) | (AP__SMEAR16(v) >> 16 >> 16))
+#define AP__POW2_CEIL(x) (AP__SMEAR32((size_t)(x)-1) + 1)
+
+/** AP_SPSC_BYTES - buffer bytes for ap_spsc_init (constant expression) */
+#define AP_SPSC_BYTES(capacity, elem_size) \
+    (AP__POW2_CEIL(capacity) * (size_t)(elem_size))
+
+typedef struct ap_spsc {
+    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position | CLOSED bit */
+    _Alignas(AP_CACHELINE) size_t head_cache;   /* producer-private view of head */
+    _Alignas(AP_CACHELINE) _Atomic size_t head; /* consumer's position */
+    _Alignas(AP_CACHELINE) size_t tail_cache;   /* consumer-private view of tail */
+    _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
+    size_t mask;      /* slots - 1 */
+    size_t capacity;  /* what the user asked for */
+    size_t elem_size;
+    const ap_allocator *alloc; /* set by create */
+    ap_waitlist not_empty;     /* consumers waiting for an element */
+    ap_waitlist not_full;      /* producers waiting for room */
+} ap_spsc;
+
+_Static_assert(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= AP_CACHELINE,
+               "ap_spsc: head and tail must not share a cache line");
+
+/* push / pop futures: see ap_waitop in waitlist.h */
+typedef struct ap_spsc_push_fut { ap_waitop op; } ap_spsc_push_fut;
+typedef struct ap_spsc_pop_fut { ap_waitop op; } ap_spsc_pop_fut;
+
+/**
+ * ap_spsc_init - set up a ring in caller memory
+ * @q:         ring to initialise
+ * @buf:       AP_SPSC_BYTES(capacity, elem_size) bytes, owned by the caller
+ * @capacity:  elements it holds (>= 1)
+ * @elem_size: bytes per element (>= 1)
+ *
+ * Returns AP_OK, or AP_INVAL (capacity or elem_size 0, or a buffer size
+ * that overflows size_t); on AP_INVAL *q is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t capacity,
+                                           size_t elem_size);
+
+/** ap_spsc_fini - end of life; frees nothing (the buffer is the caller's) */
+AP_API void ap_spsc_fini(ap_spsc *q);
+
+#ifndef AP_NO_MALLOC
+/**
+ * ap_spsc_create - allocate and initialise a ring (one allocation)
+ * @out:   receives the ring; untouched on failure
+ * @alloc: allocator, or NULL for aligned_alloc/free
+ *
+ * Returns AP_OK, AP_INVAL (as ap_spsc_init; nothing allocated) or AP_NOMEM.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_create(ap_spsc **out, size_t capacity,
+                                             size_t elem_size,
+                                             const ap_allocator *alloc);
+/** ap_spsc_destroy - free a ring from ap_spsc_create; elements left are dropped */
+AP_API void ap_spsc_destroy(ap_spsc *q);
+#endif
+
+/**
+ * ap_spsc_try_push - append one element if there is room
+ * @elem: elem_size bytes, copied in; the caller keeps ownership on failure
+ *
+ * Returns AP_OK, AP_FULL or AP_CLOSED. Producer thread only. Wait-free.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_try_push(ap_spsc *q, const void *elem);
+
+/**
+ * ap_spsc_try_pop - take the oldest element
+ * @out: receives elem_size bytes; untouched unless AP_OK
+ *
+ * Returns AP_OK, AP_EMPTY, or AP_CLOSED once closed and drained.
+ * Consumer thread only. Wait-free.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_try_pop(ap_spsc *q, void *out);
+
+/**
+ * ap_spsc_try_push_n - append up to @n elements with one publication
+ * @elems: n * elem_size contiguous bytes
+ * @done:  receives how many were pushed (elements [0, *done) were taken)
+ *
+ * Returns AP_OK if at least one was pushed, else AP_FULL or AP_CLOSED
+ * (*done = 0). n = 0 returns AP_OK with *done = 0.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_try_push_n(ap_spsc *q, const void *elems,
+                                                 size_t n, size_t *done);
+
+/**
+ * ap_spsc_try_pop_n - take up to @n elements with one publication
+ * @out:  room for n * elem_size bytes
+ * @done: receives how many were popped
+ *
+ * Returns AP_OK if at least one was popped, else AP_EMPTY or AP_CLOSED.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_try_pop_n(ap_spsc *q, void *out, size_t n,
+                                                size_t *done);
+
+/**
+ * ap_spsc_close - refuse further pushes; wake every waiting future
+ * Any thread; idempotent. Elements already in the ring stay poppable.
+ */
+AP_API void ap_spsc_close(ap_spsc *q);
+
+/** ap_spsc_is_closed - whether ap_spsc_close has been called */
+AP_API bool ap_spsc_is_closed(ap_spsc *q);
+
+/** ap_spsc_len - elements held; a racy snapshot unless both sides are quiet */
+AP_API size_t ap_spsc_len(ap_spsc *q);
+
+/** ap_spsc_capacity - the capacity given at init */
+AP_API size_t ap_spsc_capacity(const ap_spsc *q);
+
+/**
+ * ap_spsc_push_fut_init / ap_spsc_push_poll / ap_spsc_push_cancel
+ * A future that pushes @elem as soon as there is room (woken by a pop, not
+ * by polling). Result in f->op.status: AP_OK, or AP_CLOSED (the element
+ * stays with the caller), or AP_CANCELED. @elem must stay valid until the
+ * future completes or is cancelled. Producer thread only.
+ */
+AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *elem);
+AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx);
+AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f);
+
+/**
+ * ap_spsc_pop_fut_init / ap_spsc_pop_poll / ap_spsc_pop_cancel
+ * A future that pops into @out as soon as an element arrives. Result in
+ * f->op.status: AP_OK, AP_CLOSED (closed and drained) or AP_CANCELED; a
+ * cancelled pop has taken nothing. Consumer thread only.
+ */
+AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out);
+AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx);
+AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f);
+
+/**
+ * ap_spsc_push_wait / ap_spsc_pop_wait - block this thread (ap_block_on)
+ * until done, closed, or deadline_ns (AP_DEADLINE_NONE: no limit) passes.
+ * Returns AP_OK, AP_CLOSED or AP_TIMEDOUT.
+ */
+AP_API AP_NODISCARD ap_status ap_spsc_push_wait(ap_spsc *q, const void *elem,
+                                                uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
+                                               uint64_t deadline_ns);
+
+/**
+ * AP_SPSC_DEFINE(name, T) - typed wrapper: name, name_init, name_try_push,
+ * name_try_pop, name_try_push_n, name_try_pop_n, name_close, name_len,
+ * name_push_wait, name_pop_wait. The element size is the constant
+ * sizeof(T), so copies compile to plain moves.
+ */
+#define AP_SPSC_DEFINE(name, T)                                                    \
+    typedef struct name { ap_spsc q; } name;                                       \
+    AP_API AP_NODISCARD ap_status name##_init(name *self, T *buf, size_t capacity) \
+    { return ap_spsc_init(&self->q, buf, capacity, sizeof(T)); }                   \
+    AP_API AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
+    { return ap__spsc_push_n(&self->q, elem, 1, NULL, sizeof(T)); }                \
+    AP_API AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
+    { return ap__spsc_pop_n(&self->q, out, 1, NULL, sizeof(T)); }                  \
+    AP_API AP_NODISCARD ap_status name##_try_push_n(name *self, const T *elems,    \
+                                                    size_t n, size_t *done)        \
+    { return ap__spsc_push_n(&self->q, elems, n, done, sizeof(T)); }               \
+    AP_API AP_NODISCARD ap_status name##_try_pop_n(name *self, T *out, size_t n,   \
+                                                   size_t *done)                   \
+    { return ap__spsc_pop_n(&self->q, out, n, done, sizeof(T)); }                  \
+    AP_API void name##_close(name *self) { ap_spsc_close(&self->q); }              \
+    AP_API size_t name##_len(name *self) { return ap_spsc_len(&self->q); }         \
+    AP_API AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
+                                                   uint64_t deadline_ns)           \
+    { return ap_spsc_push_wait(&self->q, elem, deadline_ns); }                     \
+    AP_API AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
+                                                  uint64_t deadline_ns)            \
+    { return ap_spsc_pop_wait(&self->q, out, deadline_ns); }
+
+/* ---- implementation ---- */
+
+/* The closed flag lives in the top bit of tail, so a push can never
+ * publish after close (its CAS would fail). Positions are modulo 2^63. */
+#define AP__SPSC_CLOSED (~(SIZE_MAX >> 1))
+#define AP__SPSC_POS (SIZE_MAX >> 1)
+#define AP__POS_LIMIT_SPSC (SIZE_MAX >> 3) /* largest capacity accepted */
+
+/* Test hook: start both positions at @start (to exercise wrap-around). */
+AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t capacity,
+                                               size_t elem_size, size_t start)
+{
+    size_t slots = capacity <= AP__POS_LIMIT_SPSC ? ap__pow2_ceil(capacity) : 0;
+    size_t bytes;
+    if (q == NULL || capacity == 0 || elem_size == 0 || slots == 0 ||
+        !ap__size_muladd(slots, elem_size, 0, &bytes))
+        return AP_INVAL;
+    AP_ASSERT(buf != NULL);
+    start &= AP__SPSC_POS;
+    AP_ATOMIC_INIT(&q->tail, start);
+    AP_ATOMIC_INIT(&q->head, start);
+    q->head_cache = start;
+    q->tail_cache = start;
+    q->buf = (unsigned char *)buf;
+    q->mask = slots - 1;
+    q->capacity = capacity;
+    q->elem_size = elem_size;
+    q->alloc = NULL;
+    ap_waitlist_init(&q->not_empty);
+    ap_waitlist_init(&q->not_full);
+    return AP_OK;
+}
+
+AP_API ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t capacity, size_t elem_size)
+{
+    return ap__spsc_init_at(q, buf, capacity, elem_size, 0);
+}
+
+AP_API void ap_spsc_fini(ap_spsc *q)
+{
+    AP_ASSERT(q != NULL);
+#ifdef AP_DEBUG
+    AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
+    AP_ASSERT(!ap_waitlist_has_waiters(&q->not_full));
+#endif
+    q->buf = NULL;
+}
+
+#ifndef AP_NO_MALLOC
+AP_API ap_status ap_spsc_create(ap_spsc **out, size_t capacity, size_t elem_size,
+                                const ap_allocator *alloc)
+{
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t slots = capacity <= AP__POS_LIMIT_SPSC ? ap__pow2_ceil(capacity) : 0;
+    size_t hdr = ap__align_up(sizeof(ap_spsc), AP_CACHELINE), total;
+    AP_ASSERT(out != NULL);
+    if (a == NULL || capacity == 0 || elem_size == 0 || slots == 0 ||
+        !ap__size_muladd(slots, elem_size, hdr, &total))
+        return AP_INVAL;
+    unsigned char *mem = (unsigned char *)a->alloc(total, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_spsc *q = (ap_spsc *)(void *)mem;
+    ap_status st = ap_spsc_init(q, mem + hdr, capacity, elem_size);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
+    q->alloc = a;
+    *out = q;
+    return AP_OK;
+}
+
+AP_API void ap_spsc_destroy(ap_spsc *q)
+{
+    if (q == NULL)
+        return;
+    AP_ASSERT(q->alloc != NULL); /* only rings from ap_spsc_create */
+    const ap_allocator *a = q->alloc;
+    size_t total = ap__align_up(sizeof(ap_spsc), AP_CACHELINE) + (q->mask + 1) * q->elem_size;
+    ap_spsc_fini(q);
+    a->free(q, total, a->user);
+}
+#endif
+
+/* Copy n elements between a linear buffer and the ring starting at pos,
+ * in at most two pieces (the ring may wrap). */
+AP_FORCE_INLINE void ap__spsc_copy_in(ap_spsc *q, size_t pos, const unsigned char *src,
+                                      size_t n, size_t sz)
+{
+    size_t i = pos & q->mask, first = q->mask + 1 - i;
+    if (first > n)
+        first = n;
+    memcpy(q->buf + i * sz, src, first * sz);
+    if (n > first)
+        memcpy(q->buf, src + first * sz, (n - first) * sz);
+}
+
+AP_FORCE_INLINE void ap__spsc_copy_out(ap_spsc *q, size_t pos, unsigned char *dst,
+                                       size_t n, size_t sz)
+{
+    size_t i = pos & q->mask, first = q->mask + 1 - i;
+    if (first > n)
+        first = n;
+    memcpy(dst, q->buf + i * sz, first * sz);
+    if (n > first)
+        memcpy(dst + first * sz, q->buf, (n - first) * sz);
+}
+
+/* The one push algorithm; try_push, try_push_n and the typed wrappers call
+ * it (sz is a constant in the typed case). done may be NULL when n == 1. */
+AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t n,
+                                          size_t *done, size_t sz)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    AP_ASSERT(sz == q->elem_size);
+    if (done)
+        *done = 0;
+    if (n == 0)
+        return AP_OK;
+    /* relaxed: we are the only writer of the position; close only sets
+     * the flag, which the CAS below rechecks. */
+    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+    if (AP_UNLIKELY(t & AP__SPSC_CLOSED))
+        return AP_CLOSED;
+    size_t room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
+    if (room < n) {
+        /* acquire: pairs with the release half of the head exchange in
+         * ap__spsc_pop_n; the consumer's copy-out is done before we reuse
+         * those slots. */
+        q->head_cache = AP_ATOMIC_LOAD(&q->head, memory_order_acquire);
+        room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
+        if (room == 0)
+            return AP_FULL;
+        if (n > room)
+            n = room;
+    }
+    ap__spsc_copy_in(q, t, (const unsigned char *)elems, n, sz);
+    AP_TEST_YIELD(); /* between writing the slots and publishing them */
+    /* seq_cst (release + SC): publishes the slots to the consumer and is
+     * the waking side's SC operation of the waitlist ladder. Fails only if
+     * close set the flag meanwhile: then nothing was published. */
+    if (!AP_ATOMIC_CAS_STRONG(&q->tail, &t, (t + n) & AP__SPSC_POS,
+                              memory_order_seq_cst, memory_order_relaxed))
+        return AP_CLOSED;
+    if (done)
+        *done = n;
+    if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_empty)))
+        (void)ap_waitlist_wake(&q->not_empty, 1);
+    return AP_OK;
+}
+
+AP_FORCE_INLINE ap_status ap__spsc_pop_n(ap_spsc *q, void *out, size_t n,
+                                         size_t *done, size_t sz)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    AP_ASSERT(sz == q->elem_size);
+    if (done)
+        *done = 0;
+    if (n == 0)
+        return AP_OK;
+    size_t h = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed); /* we are the writer */
+    size_t avail = (q->tail_cache - h) & AP__SPSC_POS;
+    if (avail < n) {
+        /* seq_cst (acquire + SC): pairs with the tail CAS in
+         * ap__spsc_push_n, making the slots' bytes visible; SC for the
+         * waiting side's re-check in the ladder. Plain mov on x86. */
+        size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+        q->tail_cache = t & AP__SPSC_POS;
+        avail = (q->tail_cache - h) & AP__SPSC_POS;
+        if (avail == 0)
+            return (t & AP__SPSC_CLOSED) ? AP_CLOSED : AP_EMPTY;
+        if (n > avail)
+            n = avail;
+    }
+    ap__spsc_copy_out(q, h, (unsigned char *)out, n, sz);
+    AP_TEST_YIELD(); /* between reading the slots and freeing them */
+    /* seq_cst (release + SC): frees the slots only after we copied them
+     * out, and is the SC operation of the not_full ladder. */
+    (void)AP_ATOMIC_EXCHANGE(&q->head, (h + n) & AP__SPSC_POS, memory_order_seq_cst);
+    if (done)
+        *done = n;
+    if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_full)))
+        (void)ap_waitlist_wake(&q->not_full, 1);
+    return AP_OK;
+}
+
+AP_API ap_status ap_spsc_try_push(ap_spsc *q, const void *elem)
+{
+    return ap__spsc_push_n(q, elem, 1, NULL, q->elem_size);
+}
+
+AP_API ap_status ap_spsc_try_pop(ap_spsc *q, void *out)
+{
+    return ap__spsc_pop_n(q, out, 1, NULL, q->elem_size);
+}
+
+AP_API ap_status ap_spsc_try_push_n(ap_spsc *q, const void *elems, size_t n, size_t *done)
+{
+    AP_ASSERT(done != NULL);
+    return ap__spsc_push_n(q, elems, n, done, q->elem_size);
+}
+
+AP_API ap_status ap_spsc_try_pop_n(ap_spsc *q, void *out, size_t n, size_t *done)
+{
+    AP_ASSERT(done != NULL);
+    return ap__spsc_pop_n(q, out, n, done, q->elem_size);
+}
+
+AP_API void ap_spsc_close(ap_spsc *q)
+{
+    AP_ASSERT(q != NULL && q->buf != NULL);
+    /* seq_cst: ordered before the waitlist scans below (the ladder). */
+    (void)AP_ATOMIC_FETCH_OR(&q->tail, AP__SPSC_CLOSED, memory_order_seq_cst);
+    (void)ap_waitlist_wake_all(&q->not_empty);
+    (void)ap_waitlist_wake_all(&q->not_full);
+}
+
+AP_API bool ap_spsc_is_closed(ap_spsc *q)
+{
+    return (AP_ATOMIC_LOAD(&q->tail, memory_order_acquire) & AP__SPSC_CLOSED) != 0;
+}
+
+AP_API size_t ap_spsc_len(ap_spsc *q)
+{
+    size_t h = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
+    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+    size_t n = (t - h) & AP__SPSC_POS;
+    return n > q->capacity ? q->capacity : n; /* racy reads may cross */
+}
+
+AP_API size_t ap_spsc_capacity(const ap_spsc *q)
+{
+    return q->capacity;
+}
+
+/* Note: the push future's "FULL" while closed cannot happen: a closed ring
+ * answers AP_CLOSED, which completes the future. */
+AP_API ap_status ap__spsc_try_push_v(void *q, void *elem)
+{
+    return ap_spsc_try_push((ap_spsc *)q, elem);
+}
+
+AP_API ap_status ap__spsc_try_pop_v(void *q, void *out)
+{
+    return ap_spsc_try_pop((ap_spsc *)q, out);
+}
+
+AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *elem)
+{
+    ap_waitop_init(&f->op, &q->not_full, ap__spsc_try_push_v, q, (void *)(uintptr_t)elem);
+}
+
+AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx)
+{
+    return ap_waitop_poll(&f->op, cx);
+}
+
+AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f)
+{
+    ap_waitop_cancel(&f->op);
+}
+
+AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out)
+{
+    ap_waitop_init(&f->op, &q->not_empty, ap__spsc_try_pop_v, q, out);
+}
+
+AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx)
+{
+    return ap_waitop_poll(&f->op, cx);
+}
+
+AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f)
+{
+    ap_waitop_cancel(&f->op);
+}
+
+AP_API ap_status ap_spsc_push_wait(ap_spsc *q, const void *elem, uint64_t deadline_ns)
+{
+    ap_spsc_push_fut f;
+    ap_spsc_push_fut_init(&f, q, elem);
+    return ap_waitop_wait(&f.op, deadline_ns);
+}
+
+AP_API ap_status ap_spsc_pop_wait(ap_spsc *q, void *out, uint64_t deadline_ns)
+{
+    ap_spsc_pop_fut f;
+    ap_spsc_pop_fut_init(&f, q, out);
+    return ap_waitop_wait(&f.op, deadline_ns);
+}
+
+#endif /* ASYNCPAT_SPSC_H */

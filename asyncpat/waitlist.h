@@ -1,0 +1,369 @@
+/*
+ * asyncpat/waitlist.h -- intrusive FIFO list of waiting futures
+ *
+ * PATTERN
+ *   Every primitive that can make a future wait keeps one ap_waitlist per
+ *   condition ("not empty", "not full", ...). A waiting future embeds an
+ *   ap_waiter (caller memory; nothing allocates) and links it with its
+ *   waker; the side that makes progress wakes waiters from the head.
+ *
+ * GUARANTEES
+ *   - FIFO: waiters are woken in registration order.
+ *   - Wakers are called after the list lock is released, never under it.
+ *   - ap_waitlist_cancel is O(1) and idempotent. When it returns, no wake
+ *     call for that waiter is in progress or will start, so the waiter and
+ *     whatever its waker points to may be reused. It reports whether the
+ *     waiter had been woken, so the primitive can pass the wake on.
+ *   - A zero ap_waitlist is a valid empty list; a zero ap_waiter is idle.
+ *
+ * THE LADDER (why a wake cannot be lost)
+ *     waiting side (poll)                   waking side (push, release, ...)
+ *     ap_waitlist_register:                 publish state with an operation
+ *       count++            (seq_cst RMW)      that is seq_cst (the queue's
+ *     re-check the condition with a           index CAS, ...)
+ *       seq_cst load of the same state      ap_waitlist_wake:
+ *     if still unmet: return AP_PENDING       if (count, seq_cst load) == 0: done
+ *                                             else lock, unlink, unlock, wake
+ *   All four marked operations are seq_cst, so they fall in one total order
+ *   S. If the waker's load of count misses the registration, that load
+ *   precedes the increment in S, so the waker's publish does too, and the
+ *   waiter's re-check (after its increment) observes the published state
+ *   and does not sleep. We use seq_cst operations rather than fences because
+ *   ThreadSanitizer models them and the check is then a plain load on x86.
+ *
+ * WAITER STATES (owner = the thread polling the future)
+ *   IDLE --register(owner)--> LINKED --wake--> NOTIFYING --wake returned--> NOTIFIED
+ *   LINKED --cancel(owner)--> IDLE;  NOTIFYING/NOTIFIED --cancel/register--> IDLE
+ *   (the owner waits out NOTIFYING: a wake call in progress still uses the
+ *   node's waker, so the node must not be reused until it ends)
+ *
+ * CONCURRENCY   any thread may wake; register/cancel only by the waiter's owner.
+ * COMPLEXITY    register, cancel: O(1); wake(n): O(n); has_waiters: one load.
+ * MEMORY        caller-owned nodes; nothing allocates.
+ */
+#ifndef ASYNCPAT_WAITLIST_H
+#define ASYNCPAT_WAITLIST_H
+
+#include "core.h"
+#include "future.h"
+
+enum {
+    AP__WAITER_IDLE = 0,
+    AP__WAITER_LINKED,
+    AP__WAITER_NOTIFYING,
+    AP__WAITER_NOTIFIED
+};
+
+typedef struct ap_waiter {
+    struct ap_waiter *next, *prev; /* guarded by the list lock */
+    ap_waker waker;                /* written by owner under the lock */
+    _Atomic uint32_t state;        /* AP__WAITER_* */
+} ap_waiter;
+
+typedef struct ap_waitlist {
+    ap__lock lock;
+    _Atomic size_t count; /* linked waiters; read without the lock */
+    ap_waiter *head, *tail;
+} ap_waitlist;
+
+#define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL}
+#define AP_WAITER_INITIALIZER {NULL, NULL, {NULL, NULL}, 0}
+
+/** ap_waitlist_init - an empty list (same as zero-initialised) */
+AP_API void ap_waitlist_init(ap_waitlist *wl);
+/** ap_waiter_init - an idle waiter (same as zero-initialised) */
+AP_API void ap_waiter_init(ap_waiter *w);
+
+/**
+ * ap_waitlist_register - link @w at the tail (or update its waker if linked)
+ * Concurrency: by @w's owner only. Ordering: seq_cst increment of count, so
+ * a re-check after it pairs with the waking side (see THE LADDER).
+ */
+AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker);
+
+/**
+ * ap_waitlist_cancel - unlink @w if linked; wait out a wake in progress
+ * Returns true if @w had been woken (its wake is then the caller's to pass
+ * on), false if it was idle or still waiting. Idempotent.
+ */
+AP_API bool ap_waitlist_cancel(ap_waitlist *wl, ap_waiter *w);
+
+/** ap_waitlist_wake - wake up to @n waiters from the head; returns how many */
+AP_API size_t ap_waitlist_wake(ap_waitlist *wl, size_t n);
+
+/** ap_waitlist_wake_all - wake every linked waiter; returns how many */
+AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl);
+
+/** ap_waitlist_has_waiters - seq_cst snapshot of whether any waiter is linked */
+AP_API bool ap_waitlist_has_waiters(ap_waitlist *wl);
+
+/**
+ * ap_waitlist_poll - the register-then-re-check loop every notify-style
+ *                    *_poll shares
+ * @try_op: one non-blocking attempt; AP_FULL/AP_EMPTY mean "wait",
+ *          AP_AGAIN means "another thread is mid-operation: re-poll soon",
+ *          anything else completes the future with that status
+ *
+ * Returns AP_READY with *result set, or AP_PENDING with @w registered (or,
+ * for AP_AGAIN, with cx's waker already called so the driver re-polls).
+ */
+AP_API ap_poll ap_waitlist_poll(ap_waitlist *wl, ap_waiter *w, ap_cx *cx,
+                                ap_status (*try_op)(void *obj, void *arg),
+                                void *obj, void *arg, ap_status *result);
+
+/** ap_waitlist_cancel_pass - cancel @w; if it had been woken, wake the next */
+AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w);
+
+/*
+ * ap_waitop -- a ready-made future for "retry this non-blocking operation
+ * until it stops saying FULL/EMPTY": what queue push/pop futures are. The
+ * queue headers wrap it in their own typed future structs.
+ *
+ * status: AP_AGAIN while pending; then the operation's result, or
+ * AP_CANCELED after a cancel that came first.
+ */
+typedef struct ap_waitop {
+    ap_future base; /* first: (ap_future *)op is the future */
+    ap_waitlist *wl;
+    ap_status (*try_op)(void *obj, void *arg);
+    void *obj, *arg;
+    ap_waiter waiter;
+    ap_status status;
+} ap_waitop;
+
+/** ap_waitop_init - prepare a wait operation (allocates nothing) */
+AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
+                           ap_status (*try_op)(void *obj, void *arg),
+                           void *obj, void *arg);
+/** ap_waitop_poll - poll; once AP_READY, op->status holds the result */
+AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx);
+/** ap_waitop_cancel - deregister, passing on a wake it had received; idempotent */
+AP_API void ap_waitop_cancel(ap_waitop *op);
+/**
+ * ap_waitop_wait - drive it with ap_block_on_until
+ * Returns the operation's result, or AP_TIMEDOUT (the op is then cancelled).
+ */
+AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, uint64_t deadline_ns);
+
+/* ---- implementation ---- */
+
+AP_API void ap_waitlist_init(ap_waitlist *wl)
+{
+    AP_ATOMIC_INIT(&wl->lock.held, 0u);
+    AP_ATOMIC_INIT(&wl->count, 0u);
+    wl->head = wl->tail = NULL;
+}
+
+AP_API void ap_waiter_init(ap_waiter *w)
+{
+    w->next = w->prev = NULL;
+    w->waker = AP_WAKER_NONE;
+    AP_ATOMIC_INIT(&w->state, (uint32_t)AP__WAITER_IDLE);
+}
+
+/* Owner side: if a waker has taken @w, wait until its wake call returned,
+ * then make @w idle. Returns true if it had been woken. */
+AP_API bool ap__waiter_settle(ap_waiter *w)
+{
+    unsigned spins = 0;
+    uint32_t s;
+    /* acquire: pairs with the release store of NOTIFIED in
+     * ap__waitlist_wake_taken; the waker's last use of @w happens-before
+     * our reuse of it. */
+    while ((s = AP_ATOMIC_LOAD(&w->state, memory_order_acquire)) ==
+           AP__WAITER_NOTIFYING)
+        ap__backoff(&spins);
+    if (s == AP__WAITER_NOTIFIED) {
+        AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_IDLE, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
+{
+    (void)ap__waiter_settle(w);
+    ap__lock_acquire(&wl->lock);
+    w->waker = waker;
+    if (AP_ATOMIC_LOAD(&w->state, memory_order_relaxed) != AP__WAITER_LINKED) {
+        w->next = NULL;
+        w->prev = wl->tail;
+        if (wl->tail)
+            wl->tail->next = w;
+        else
+            wl->head = w;
+        wl->tail = w;
+        AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_LINKED, memory_order_relaxed);
+        /* seq_cst: the waiting side's half of THE LADDER. */
+        AP_ATOMIC_FETCH_ADD(&wl->count, 1u, memory_order_seq_cst);
+    }
+    ap__lock_release(&wl->lock);
+}
+
+/* Under the lock: unlink a LINKED waiter. */
+AP_API void ap__waitlist_unlink(ap_waitlist *wl, ap_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        wl->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        wl->tail = w->prev;
+    w->next = w->prev = NULL;
+    AP_ATOMIC_FETCH_SUB(&wl->count, 1u, memory_order_relaxed);
+}
+
+AP_API bool ap_waitlist_cancel(ap_waitlist *wl, ap_waiter *w)
+{
+    /* Only the owner moves IDLE -> LINKED, so IDLE seen here is stable. */
+    if (AP_ATOMIC_LOAD(&w->state, memory_order_acquire) == AP__WAITER_IDLE)
+        return false;
+    ap__lock_acquire(&wl->lock);
+    bool linked = AP_ATOMIC_LOAD(&w->state, memory_order_relaxed) == AP__WAITER_LINKED;
+    if (linked) {
+        ap__waitlist_unlink(wl, w);
+        AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_IDLE, memory_order_relaxed);
+    }
+    ap__lock_release(&wl->lock);
+    return linked ? false : ap__waiter_settle(w);
+}
+
+/* Under the lock: take up to n waiters from the head onto a private chain
+ * (through ->next), marking them NOTIFYING. */
+AP_API ap_waiter *ap__waitlist_take(ap_waitlist *wl, size_t n, size_t *taken)
+{
+    ap_waiter *first = NULL, *last = NULL;
+    size_t k = 0;
+    while (k < n && wl->head) {
+        ap_waiter *w = wl->head;
+        ap__waitlist_unlink(wl, w);
+        AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_NOTIFYING, memory_order_relaxed);
+        if (last)
+            last->next = w;
+        else
+            first = w;
+        last = w;
+        k++;
+    }
+    *taken = k;
+    return first;
+}
+
+/* Outside the lock: call each taken waiter's waker, then release the node. */
+AP_API void ap__waitlist_wake_taken(ap_waiter *w)
+{
+    while (w) {
+        ap_waiter *next = w->next;
+        ap_waker k = w->waker;
+        w->next = NULL;
+        ap_waker_wake(k);
+        /* release: pairs with the acquire in ap__waiter_settle; after this
+         * store we never touch @w again. */
+        AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_NOTIFIED, memory_order_release);
+        w = next;
+    }
+}
+
+AP_API size_t ap_waitlist_wake(ap_waitlist *wl, size_t n)
+{
+    /* seq_cst: the waking side's half of THE LADDER. */
+    if (n == 0 || AP_ATOMIC_LOAD(&wl->count, memory_order_seq_cst) == 0)
+        return 0;
+    size_t k;
+    ap__lock_acquire(&wl->lock);
+    ap_waiter *chain = ap__waitlist_take(wl, n, &k);
+    ap__lock_release(&wl->lock);
+    ap__waitlist_wake_taken(chain);
+    return k;
+}
+
+AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl)
+{
+    return ap_waitlist_wake(wl, SIZE_MAX);
+}
+
+AP_API bool ap_waitlist_has_waiters(ap_waitlist *wl)
+{
+    return AP_ATOMIC_LOAD(&wl->count, memory_order_seq_cst) != 0;
+}
+
+AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w)
+{
+    if (ap_waitlist_cancel(wl, w))
+        (void)ap_waitlist_wake(wl, 1);
+}
+
+AP_API ap_poll ap_waitlist_poll(ap_waitlist *wl, ap_waiter *w, ap_cx *cx,
+                                ap_status (*try_op)(void *obj, void *arg),
+                                void *obj, void *arg, ap_status *result)
+{
+    ap_status st = try_op(obj, arg);
+    if (st == AP_FULL || st == AP_EMPTY) {
+        ap_waitlist_register(wl, w, cx->waker);
+        AP_TEST_YIELD(); /* between registering and re-checking */
+        st = try_op(obj, arg);
+    }
+    if (st == AP_FULL || st == AP_EMPTY)
+        return AP_PENDING;
+    if (st == AP_AGAIN) {
+        /* A peer is between claiming and publishing: no wake is promised
+         * for that, so ask the driver to poll again right away. */
+        ap_waker_wake(cx->waker);
+        return AP_PENDING;
+    }
+    /* Done. A wake we received was for the progress we just consumed, or
+     * (on close) for everybody: nothing to pass on. */
+    (void)ap_waitlist_cancel(wl, w);
+    *result = st;
+    return AP_READY;
+}
+
+AP_API ap_poll ap__waitop_poll_v(ap_future *f, ap_cx *cx)
+{
+    return ap_waitop_poll((ap_waitop *)(void *)f, cx);
+}
+
+AP_API void ap__waitop_cancel_v(ap_future *f)
+{
+    ap_waitop_cancel((ap_waitop *)(void *)f);
+}
+
+AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
+                           ap_status (*try_op)(void *obj, void *arg),
+                           void *obj, void *arg)
+{
+    op->base.poll = ap__waitop_poll_v;
+    op->base.cancel = ap__waitop_cancel_v;
+    op->wl = wl;
+    op->try_op = try_op;
+    op->obj = obj;
+    op->arg = arg;
+    ap_waiter_init(&op->waiter);
+    op->status = AP_AGAIN;
+}
+
+AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
+{
+    if (op->status != AP_AGAIN)
+        return AP_READY; /* completed or cancelled earlier */
+    return ap_waitlist_poll(op->wl, &op->waiter, cx, op->try_op, op->obj,
+                            op->arg, &op->status);
+}
+
+AP_API void ap_waitop_cancel(ap_waitop *op)
+{
+    ap_waitlist_cancel_pass(op->wl, &op->waiter);
+    if (op->status == AP_AGAIN)
+        op->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_waitop_wait(ap_waitop *op, uint64_t deadline_ns)
+{
+    if (ap_block_on_until(&op->base, deadline_ns) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return op->status;
+}
+
+#endif /* ASYNCPAT_WAITLIST_H */

@@ -1,0 +1,61 @@
+#!/bin/sh
+# Make sure what a stage needs is here. On Debian/Ubuntu as root, install the
+# missing packages with apt-get; otherwise print the exact command and fail.
+#   scripts/deps.sh test    gcc, clang, pkg-config, Criterion (required)
+#   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
+set -u
+stage=${1:-test}
+
+missing_test() {
+    m=""
+    command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
+    command -v clang >/dev/null 2>&1 || m="$m clang"
+    # clang's sanitizer runtimes (TSan/ASan for clang builds)
+    if command -v clang >/dev/null 2>&1; then
+        echo 'int main(void){return 0;}' > /tmp/ap_deps_probe.$$.c
+        clang -fsanitize=thread /tmp/ap_deps_probe.$$.c -o /tmp/ap_deps_probe.$$ >/dev/null 2>&1 \
+            || m="$m libclang-rt-dev"
+        rm -f /tmp/ap_deps_probe.$$ /tmp/ap_deps_probe.$$.c
+    fi
+    if ! pkg-config --exists criterion 2>/dev/null && [ ! -f /usr/include/criterion/criterion.h ]; then
+        m="$m libcriterion-dev"
+    fi
+    echo "$m"
+}
+
+missing_bench() {
+    m=""
+    [ -f /usr/include/ck_ring.h ] || m="$m libck-dev"
+    [ -f /usr/include/urcu/wfcqueue.h ] || [ -f /usr/include/urcu/urcu-memb.h ] || m="$m liburcu-dev"
+    echo "$m"
+}
+
+case "$stage" in
+test)  need=$(missing_test) ;;
+bench) need=$(missing_bench) ;;
+*) echo "deps.sh: unknown stage $stage" >&2; exit 2 ;;
+esac
+[ -z "$need" ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "deps: installing$need"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q $need >/tmp/ap_deps_apt.log 2>&1; then
+        apt-get update -q >/dev/null 2>&1
+        apt-get install -y -q $need >/tmp/ap_deps_apt.log 2>&1 || {
+            tail -n 5 /tmp/ap_deps_apt.log
+            echo "deps: apt-get install$need failed" >&2
+            [ "$stage" = bench ] && exit 0 || exit 1
+        }
+    fi
+    exit 0
+fi
+
+if [ "$stage" = bench ]; then
+    echo "deps: peers not installed (benches run without them); to compare, run:"
+    echo "    sudo apt-get install$need"
+    exit 0
+fi
+echo "deps: missing$need. Install with:" >&2
+echo "    sudo apt-get install$need" >&2
+exit 1

@@ -1,0 +1,152 @@
+#!/bin/sh
+# The test driver behind `make test` and its stage targets.
+#   tests/run.sh all       deps, headers, examples, asan, tsan, install (stops at the first failing stage)
+#   tests/run.sh STAGE     one stage: deps headers examples asan tsan install
+# Ends with one line "N passed, N failed" (counted per Criterion test, per
+# stress program and compiler, per header check).
+# Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
+#              CRITERION_JOBS (default 2), STRESS_SCALE (default 1).
+set -u
+cd "$(dirname "$0")/.."
+B=build
+PASS=0; FAIL=0
+TESTCFLAGS="-std=gnu11 -Wall -Wextra -Werror -g -I."
+: "${AP_TEST_SEED:=$(date +%s)}"; export AP_TEST_SEED
+: "${CRITERION_JOBS:=2}"
+
+note() { printf '== %s\n' "$*"; }
+ok()   { PASS=$((PASS + ${1:-1})); }
+bad()  { FAIL=$((FAIL + ${1:-1})); }
+
+criterion_flags() {
+    pkg-config --cflags --libs criterion 2>/dev/null || echo "-lcriterion"
+}
+
+stage_deps() {
+    note "deps"
+    if sh scripts/deps.sh test; then return 0; fi
+    bad; return 1
+}
+
+stage_headers() {
+    note "headers: each header alone, -std=c11 -Wall -Wextra -Wpedantic -Werror, gcc and clang"
+    out=$(sh tests/test_headers.sh); rc=$?
+    echo "$out" | grep -v '^headers:' ; echo "$out" | tail -n 1
+    p=$(echo "$out" | sed -n 's/^headers: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+    f=$(echo "$out" | sed -n 's/^headers: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+    ok "${p:-0}"; bad "${f:-1}"
+    return $rc
+}
+
+stage_examples() {
+    note "examples: strict build with gcc and clang, then run"
+    rc=0
+    for cc in gcc clang; do
+        if make -s --no-print-directory examples CC=$cc BUILD=$B/$cc >/dev/null; then ok; else bad; rc=1; fi
+    done
+    for t in examples/*.test; do
+        [ -f "$t" ] || continue
+        name=$(basename "$t" .test)
+        if BIN="$B/gcc/examples/$name" sh "$t"; then ok; else echo "FAIL: example $name"; bad; rc=1; fi
+    done
+    return $rc
+}
+
+stage_asan() {
+    note "asan: Criterion suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+    mkdir -p $B/asan
+    rc=0
+    for src in tests/test_*.c; do
+        [ -f "$src" ] || continue
+        name=$(basename "$src" .c)
+        bin=$B/asan/$name
+        if ! gcc $TESTCFLAGS -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer "$src" -o "$bin" $(criterion_flags) -pthread; then
+            echo "FAIL: build $src"; bad; rc=1; continue
+        fi
+        log=$B/asan/$name.log
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+            "$bin" --jobs "$CRITERION_JOBS" >"$log" 2>&1
+        brc=$?
+        syn=$(grep 'Synthesis:' "$log" | tail -n 1)
+        p=$(echo "$syn" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
+        t=$(echo "$syn" | sed -n 's/.*Tested: \([0-9]*\).*/\1/p')
+        if [ -z "$t" ]; then
+            echo "FAIL: $name produced no synthesis (rc=$brc)"; tail -n 20 "$log"; bad; rc=1; continue
+        fi
+        f=$((t - p))
+        [ $brc -ne 0 ] && [ $f -eq 0 ] && f=1
+        ok "$p"; bad "$f"
+        printf '   %-24s %s\n' "$name" "$(echo "$syn" | sed 's/.*Synthesis: //')"
+        if [ $f -ne 0 ]; then grep -E '\[(FAIL|----)\]|ERROR|runtime error' "$log" | head -n 40; rc=1; fi
+    done
+    return $rc
+}
+
+stage_tsan() {
+    note "tsan: standalone stress programs under ThreadSanitizer, gcc and clang, AP_TEST_SEED=$AP_TEST_SEED"
+    rc=0
+    for cc in gcc clang; do
+        mkdir -p $B/tsan-$cc
+        for src in tests/stress/*.c; do
+            [ -f "$src" ] || continue
+            name=$(basename "$src" .c)
+            bin=$B/tsan-$cc/$name
+            if ! $cc $TESTCFLAGS -O1 -fsanitize=thread -DAP_TEST_YIELD_RANDOM "$src" -o "$bin" -pthread; then
+                echo "FAIL: build $src with $cc"; bad; rc=1; continue
+            fi
+            start=$(date +%s)
+            if TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$bin" >$bin.log 2>&1; then
+                ok; printf '   %-28s %-5s ok (%ss)\n' "$name" "$cc" "$(( $(date +%s) - start ))"
+            else
+                bad; rc=1
+                echo "FAIL: $name ($cc), AP_TEST_SEED=$AP_TEST_SEED"; tail -n 30 $bin.log
+            fi
+        done
+    done
+    return $rc
+}
+
+stage_install() {
+    note "install: make install PREFIX=tmp, pkg-config, and vendoring by copy"
+    tmp=$(mktemp -d); rc=0
+    printf '#include <asyncpat.h>\nint main(void){ ap_mpmc *q; if (ap_mpmc_create(&q, 4, sizeof(int), 0)) return 1;\n int x = 7, y = 0; if (ap_mpmc_try_push(q, &x) || ap_mpmc_try_pop(q, &y) || y != 7) return 1;\n ap_mpmc_destroy(q); return 0; }\n' > $tmp/use.c
+    if make -s --no-print-directory install PREFIX=$tmp/prefix >/dev/null &&
+       cflags=$(PKG_CONFIG_PATH=$tmp/prefix/lib/pkgconfig pkg-config --cflags asyncpat) &&
+       libs=$(PKG_CONFIG_PATH=$tmp/prefix/lib/pkgconfig pkg-config --libs asyncpat) &&
+       gcc -std=c11 -Wall -Wextra -Wpedantic -Werror $cflags $tmp/use.c -o $tmp/use $libs -pthread && $tmp/use &&
+       make -s --no-print-directory uninstall PREFIX=$tmp/prefix >/dev/null &&
+       [ ! -e $tmp/prefix/include/asyncpat.h ]; then
+        ok; echo "   install + pkg-config + uninstall ok"
+    else
+        bad; rc=1; echo "FAIL: install / pkg-config"
+    fi
+    mkdir -p $tmp/vendor/third_party && cp -r asyncpat.h asyncpat $tmp/vendor/third_party/
+    if gcc -std=c11 -Wall -Wextra -Wpedantic -Werror -I$tmp/vendor/third_party $tmp/use.c -o $tmp/use2 -pthread && $tmp/use2; then
+        ok; echo "   vendoring by copy ok"
+    else
+        bad; rc=1; echo "FAIL: vendoring by copy"
+    fi
+    rm -rf $tmp
+    return $rc
+}
+
+run() {
+    case "$1" in
+    deps) stage_deps ;; headers) stage_headers ;; examples) stage_examples ;;
+    asan) stage_asan ;; tsan) stage_tsan ;; install) stage_install ;;
+    *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
+    esac
+}
+
+status=0
+if [ "${1:-all}" = all ]; then
+    for s in deps headers examples asan tsan install; do
+        run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
+    done
+else
+    [ "$1" = headers ] || [ "$1" = install ] || stage_deps || status=1
+    [ $status -eq 0 ] && { run "$1" || status=1; }
+fi
+echo "$PASS passed, $FAIL failed"
+exit $status
