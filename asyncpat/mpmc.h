@@ -156,23 +156,27 @@ AP_API size_t ap_mpmc_capacity(const ap_mpmc *q);
 
 /**
  * ap_mpmc_push_fut_init / _poll / _cancel: a future that pushes @elem when
- * a slot frees up (woken by a pop). Result in f->op.status: AP_OK,
+ * a slot frees up (woken by a pop). Result via ap_mpmc_push_status: AP_OK,
  * AP_CLOSED (element stays with the caller) or AP_CANCELED. @elem must stay
  * valid until the future completes or is cancelled.
  */
 AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *elem);
 AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f);
+/** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+AP_API ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f);
 
 /**
  * ap_mpmc_pop_fut_init / _poll / _cancel: a future that pops into @out when
- * an element arrives (woken by a push). Result: AP_OK, AP_CLOSED (closed
+ * an element arrives (woken by a push). Result (ap_mpmc_pop_status): AP_OK, AP_CLOSED (closed
  * and drained) or AP_CANCELED; a cancelled pop took nothing, and a wake it
  * had received goes to the next waiting pop.
  */
 AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out);
 AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f);
+/** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+AP_API ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f);
 
 /**
  * ap_mpmc_push_wait / ap_mpmc_pop_wait - block this thread until done,
@@ -468,6 +472,11 @@ AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f)
     ap_waitop_cancel(&f->op);
 }
 
+AP_API ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f)
+{
+    return ap_waitop_status(&f->op);
+}
+
 AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out)
 {
     ap_waitop_init(&f->op, &q->not_empty, ap__mpmc_try_pop_v, q, out);
@@ -481,6 +490,11 @@ AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx)
 AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f)
 {
     ap_waitop_cancel(&f->op);
+}
+
+AP_API ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f)
+{
+    return ap_waitop_status(&f->op);
 }
 
 AP_API ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem, uint64_t deadline_ns)

@@ -180,23 +180,27 @@ AP_API size_t ap_spsc_capacity(const ap_spsc *q);
 /**
  * ap_spsc_push_fut_init / ap_spsc_push_poll / ap_spsc_push_cancel
  * A future that pushes @elem as soon as there is room (woken by a pop, not
- * by polling). Result in f->op.status: AP_OK, or AP_CLOSED (the element
+ * by polling). Result via ap_spsc_push_status: AP_OK, or AP_CLOSED (the element
  * stays with the caller), or AP_CANCELED. @elem must stay valid until the
  * future completes or is cancelled. Producer thread only.
  */
 AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *elem);
 AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx);
 AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f);
+/** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+AP_API ap_status ap_spsc_push_status(const ap_spsc_push_fut *f);
 
 /**
  * ap_spsc_pop_fut_init / ap_spsc_pop_poll / ap_spsc_pop_cancel
- * A future that pops into @out as soon as an element arrives. Result in
- * f->op.status: AP_OK, AP_CLOSED (closed and drained) or AP_CANCELED; a
+ * A future that pops into @out as soon as an element arrives. Result via
+ * ap_spsc_pop_status: AP_OK, AP_CLOSED (closed and drained) or AP_CANCELED; a
  * cancelled pop has taken nothing. Consumer thread only.
  */
 AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out);
 AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx);
 AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f);
+/** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+AP_API ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f);
 
 /**
  * ap_spsc_push_wait / ap_spsc_pop_wait - block this thread (ap_block_on)
@@ -498,6 +502,11 @@ AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f)
     ap_waitop_cancel(&f->op);
 }
 
+AP_API ap_status ap_spsc_push_status(const ap_spsc_push_fut *f)
+{
+    return ap_waitop_status(&f->op);
+}
+
 AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out)
 {
     ap_waitop_init(&f->op, &q->not_empty, ap__spsc_try_pop_v, q, out);
@@ -511,6 +520,11 @@ AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx)
 AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f)
 {
     ap_waitop_cancel(&f->op);
+}
+
+AP_API ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f)
+{
+    return ap_waitop_status(&f->op);
 }
 
 AP_API ap_status ap_spsc_push_wait(ap_spsc *q, const void *elem, uint64_t deadline_ns)

@@ -137,6 +137,8 @@ AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
                            void *obj, void *arg);
 /** ap_waitop_poll - poll; once AP_READY, op->status holds the result */
 AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx);
+/** ap_waitop_status - AP_AGAIN while pending, then the result (or AP_CANCELED) */
+AP_API ap_status ap_waitop_status(const ap_waitop *op);
 /** ap_waitop_cancel - deregister, passing on a wake it had received; idempotent */
 AP_API void ap_waitop_cancel(ap_waitop *op);
 /**
@@ -182,10 +184,20 @@ AP_API bool ap__waiter_settle(ap_waiter *w)
 
 AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
 {
-    (void)ap__waiter_settle(w);
-    ap__lock_acquire(&wl->lock);
+    uint32_t s;
+    for (;;) {
+        (void)ap__waiter_settle(w);
+        ap__lock_acquire(&wl->lock);
+        s = AP_ATOMIC_LOAD(&w->state, memory_order_relaxed);
+        if (s == AP__WAITER_IDLE || s == AP__WAITER_LINKED)
+            break;
+        /* A waker took @w between the settle and the lock and may still
+         * be using it: let it finish first. (The caller re-checks its
+         * condition after registering, so the consumed wake is not lost.) */
+        ap__lock_release(&wl->lock);
+    }
     w->waker = waker;
-    if (AP_ATOMIC_LOAD(&w->state, memory_order_relaxed) != AP__WAITER_LINKED) {
+    if (s == AP__WAITER_IDLE) {
         w->next = NULL;
         w->prev = wl->tail;
         if (wl->tail)
@@ -350,6 +362,11 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
         return AP_READY; /* completed or cancelled earlier */
     return ap_waitlist_poll(op->wl, &op->waiter, cx, op->try_op, op->obj,
                             op->arg, &op->status);
+}
+
+AP_API ap_status ap_waitop_status(const ap_waitop *op)
+{
+    return op->status;
 }
 
 AP_API void ap_waitop_cancel(ap_waitop *op)
