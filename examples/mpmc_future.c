@@ -46,14 +46,14 @@ int main(void)
                 idle++; /* the loop's other work, or its epoll_wait, goes here */
                 sched_yield();
             }
-        if (f.op.status == AP_OK && v != next++) {
+        if (ap_mpmc_pop_status(&f) == AP_OK && v != next++) {
             fprintf(stderr, "popped %d, expected %d\n", v, next - 1);
             return 1;
         }
-    } while (f.op.status == AP_OK); /* then AP_CLOSED: closed and drained */
+    } while (ap_mpmc_pop_status(&f) == AP_OK); /* then AP_CLOSED: closed and drained */
     pthread_join(th, NULL);
     ap_mpmc_fini(&q);
     printf("popped %d in order, then %s; %lu idle turns\n", next - 1,
-           ap_status_str(f.op.status), idle);
-    return next - 1 == N && f.op.status == AP_CLOSED ? 0 : 1;
+           ap_status_str(ap_mpmc_pop_status(&f)), idle);
+    return next - 1 == N && ap_mpmc_pop_status(&f) == AP_CLOSED ? 0 : 1;
 }
