@@ -6,7 +6,8 @@
  *   macro               default                         purpose
  *   AP_API              static inline                   linkage of every public function
  *   AP_FORCE_INLINE     always_inline where supported   hot internals only
- *   AP_ASSERT(c)        assert(c)                       preconditions (programmer errors)
+ *   AP_ASSERT(c)        print + abort(), even under     preconditions (programmer errors)
+ *                       NDEBUG
  *   AP_DEBUG            undefined                       extra checks; never changes layout
  *   AP_CACHELINE        64                              alignment of hot fields (CHANGES LAYOUT:
  *                                                       must be equal in every TU sharing an object)
@@ -14,7 +15,8 @@
  *   AP_SPIN_LIMIT       64                              bound of every spin before giving up/parking
  *   AP_LIKELY/UNLIKELY  __builtin_expect or (x)         branch hints
  *   AP_NODISCARD        warn_unused_result or empty     on every ap_status function
- *   AP_NO_MALLOC        undefined                       removes create/destroy and <stdlib.h>
+ *   AP_NO_MALLOC        undefined                       removes create/destroy and the default
+ *                                                       allocator (nothing can allocate)
  *   AP_ATOMIC_*         C11 atomic_*_explicit           every atomic access of the library goes
  *                                                       through these, so a verification build can
  *                                                       route them through a deterministic scheduler
@@ -61,8 +63,16 @@
 #endif
 
 #ifndef AP_ASSERT
-#include <assert.h>
-#define AP_ASSERT(c) assert(c)
+/* Always checked, also under NDEBUG (the stb lesson: a silent default
+ * assert turns a programmer error into memory corruption). */
+#include <stdio.h>
+#include <stdlib.h>
+static inline void ap__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "asyncpat: assertion failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+#define AP_ASSERT(c) ((c) ? (void)0 : ap__assert_fail(#c, __FILE__, __LINE__))
 #endif
 
 #ifndef AP_CACHELINE

@@ -33,7 +33,8 @@
 #define AP_CONTAINER_OF(ptr, type, member)                                     \
     (__extension__({                                                           \
         _Static_assert(__builtin_types_compatible_p(__typeof__(*(ptr)),        \
-                                                    __typeof__(((type *)0)->member)), \
+                                                    __typeof__(((type *)0)->member)) || \
+                       __builtin_types_compatible_p(__typeof__(*(ptr)), void), \
                        "AP_CONTAINER_OF: pointer does not match member type"); \
         (type *)(void *)((char *)(ptr)-offsetof(type, member));                \
     }))
@@ -41,6 +42,15 @@
 #define AP_CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 #endif
+
+/* Smallest power of two >= x, as a constant expression (1 <= x <= 2^63). */
+#define AP__SMEAR1(v) ((v) | ((v) >> 1))
+#define AP__SMEAR2(v) (AP__SMEAR1(v) | (AP__SMEAR1(v) >> 2))
+#define AP__SMEAR4(v) (AP__SMEAR2(v) | (AP__SMEAR2(v) >> 4))
+#define AP__SMEAR8(v) (AP__SMEAR4(v) | (AP__SMEAR4(v) >> 8))
+#define AP__SMEAR16(v) (AP__SMEAR8(v) | (AP__SMEAR8(v) >> 16))
+#define AP__SMEAR32(v) (AP__SMEAR16(v) | (AP__SMEAR16(v) >> 16 >> 16))
+#define AP__POW2_CEIL(x) (AP__SMEAR32((size_t)(x)-1) + 1)
 
 /* ---- allocator ---- */
 

@@ -38,9 +38,32 @@
  *   AP_BLOCK_ON_CONDVAR) until the waker runs or cx.deadline passes. It
  *   starts no thread, allocates nothing and keeps no state beyond its frame.
  *
- * COMPLEXITY   ap_block_on: one poll per wake or deadline; O(1) per park.
- * CONFIG       AP_BLOCK_ON_CONDVAR
- * SEE ALSO     waitlist.h (how primitives keep the contract), examples/
+ * GUARANTEES
+ *   - ap_block_on never returns before the future is READY;
+ *     ap_block_on_until returns AP_TIMEDOUT only once ap_now_ns() has
+ *     reached the deadline, and then the future has been cancelled.
+ *   - It polls again after every wake and no later than the earliest
+ *     cx.deadline a poll asked for (timers are honoured without a wake).
+ *
+ * CONCURRENCY  ap_block_on runs on the calling thread; the waker it passes
+ *   may be called from any thread, any number of times.
+ * ORDERING     whatever the waking thread did before calling the waker
+ *   happens-before the next poll (release exchange in the waker, acquire
+ *   exchange before each poll).
+ * PROGRESS     before sleeping, the parker watches its word for
+ *   4 * AP_SPIN_LIMIT pause instructions (a hand-off between running
+ *   threads rarely needs a syscall), then sleeps in the kernel.
+ * COMPLEXITY   one poll per wake or deadline; O(1) per park.
+ * ERRORS       AP_TIMEDOUT from ap_block_on_until.
+ * CONFIG       AP_BLOCK_ON_CONDVAR, AP_SPIN_LIMIT
+ * SEE ALSO     waitlist.h (how primitives keep the contract), examples/mpmc_future.c
+ * STABILITY    experimental (0.x)
+ *
+ * USAGE
+ *   ap_mpmc_pop_fut f;                       // any future in caller memory
+ *   ap_mpmc_pop_fut_init(&f, q, &item);
+ *   if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
+ *       st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
  */
 #ifndef ASYNCPAT_FUTURE_H
 #define ASYNCPAT_FUTURE_H
@@ -55,6 +78,12 @@
 #include <unistd.h>
 #else
 #include <pthread.h>
+#if defined(__APPLE__) /* no pthread_condattr_setclock: time out on the wall clock */
+#define AP__PARK_CLOCK CLOCK_REALTIME
+#else
+#define AP__PARK_CLOCK CLOCK_MONOTONIC
+#define AP__PARK_SETCLOCK 1
+#endif
 #endif
 
 typedef enum ap_poll { AP_PENDING = 0, AP_READY = 1 } ap_poll;
@@ -151,6 +180,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
             return;
         AP_CPU_RELAX();
     }
+    AP_TEST_YIELD(); /* between checking and parking */
 #ifdef AP__PARK_FUTEX
     uint32_t idle = 0;
     /* acquire: a notification seen on failure pairs with the waker's
@@ -174,7 +204,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
             pthread_cond_wait(&p->cv, &p->mu);
         } else {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
+            clock_gettime(AP__PARK_CLOCK, &ts);
             uint64_t abs = ap_time_add((uint64_t)ts.tv_sec * AP_NS_PER_SEC +
                                            (uint64_t)ts.tv_nsec, ns);
             ts.tv_sec = (time_t)(abs / AP_NS_PER_SEC);
@@ -192,11 +222,15 @@ AP_API ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns)
     AP_ATOMIC_INIT(&p.state, 0u);
 #ifndef AP__PARK_FUTEX
     pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, &attr);
+    int err = pthread_condattr_init(&attr);
+#ifdef AP__PARK_SETCLOCK
+    err |= pthread_condattr_setclock(&attr, AP__PARK_CLOCK);
+#endif
+    err |= pthread_mutex_init(&p.mu, NULL);
+    err |= pthread_cond_init(&p.cv, &attr);
     pthread_condattr_destroy(&attr);
+    AP_ASSERT(err == 0);
+    (void)err;
 #endif
     ap_cx cx;
     cx.waker.wake = ap__parker_wake;
@@ -233,7 +267,10 @@ AP_API ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns)
 
 AP_API void ap_block_on(ap_future *f)
 {
-    (void)ap_block_on_until(f, AP_DEADLINE_NONE);
+    /* (void) does not silence gcc's warn_unused_result */
+    ap_status st = ap_block_on_until(f, AP_DEADLINE_NONE);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
 }
 
 #endif /* ASYNCPAT_FUTURE_H */

@@ -52,7 +52,9 @@
  *              each pop one pusher; a woken future that cancels passes the
  *              wake on.
  * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT, AP_NO_MALLOC
- * SEE ALSO     spsc.h, examples/producer_consumer.c, bench/bench_queue.c
+ * SEE ALSO     spsc.h, examples/producer_consumer.c, examples/mpmc_future.c,
+ *              bench/bench_queue.c
+ * STABILITY    experimental (0.x): names may still change before 1.0
  *
  * USAGE
  *   ap_mpmc *q;
@@ -164,7 +166,7 @@ AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *e
 AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f);
 /** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
-AP_API ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f);
+AP_API AP_NODISCARD ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f);
 
 /**
  * ap_mpmc_pop_fut_init / _poll / _cancel: a future that pops into @out when
@@ -176,7 +178,7 @@ AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out);
 AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f);
 /** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
-AP_API ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f);
+AP_API AP_NODISCARD ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f);
 
 /**
  * ap_mpmc_push_wait / ap_mpmc_pop_wait - block this thread until done,
@@ -189,7 +191,8 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
 
 /**
  * AP_MPMC_DEFINE(name, T) - typed wrapper: name, name_init, name_try_push,
- * name_try_pop, name_close, name_len, name_push_wait, name_pop_wait, with
+ * name_try_pop, name_fini, name_close, name_capacity, name_len,
+ * name_push_wait, name_pop_wait, with
  * the element size the constant sizeof(T).
  */
 #define AP_MPMC_DEFINE(name, T)                                                    \
@@ -200,7 +203,9 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
     { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
     AP_API AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
     { return ap__mpmc_pop(&self->q, out, sizeof(T)); }                             \
+    AP_API void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                \
     AP_API void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
+    AP_API size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); } \
     AP_API size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
     AP_API AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
                                                    uint64_t deadline_ns)           \
@@ -313,7 +318,9 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
     AP_ASSERT(q != NULL && q->buf != NULL);
     AP_ASSERT(sz == q->elem_size);
     unsigned spins = 0;
-    size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+    /* seq_cst: a re-checking push future must see close's fetch_or (the
+     * ladder); a plain load on x86. */
+    size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
     for (;;) {
         if (AP_UNLIKELY(tail & q->mark))
             return AP_CLOSED;
@@ -336,21 +343,23 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
                     (void)ap_waitlist_wake(&q->not_empty, 1);
                 return AP_OK;
             }
-        } else if (stamp + q->one_lap == tail + 1) {
-            /* The slot still holds the previous lap's element. Full, unless
-             * its consumer has claimed it and is copying it out.
+        } else {
+            /* The slot is not free for this ticket. If tail moved, our
+             * view was stale (another producer progressed): retry. */
+            size_t now_tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+            if (now_tail != tail) {
+                tail = now_tail;
+                continue;
+            }
+            /* Otherwise the slot holds an element of the previous lap, or
+             * a peer is mid-way through it. Full iff head is a lap behind.
              * seq_cst: the ladder's re-check for not_full waiters. */
             size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
-            if (head + q->one_lap == (tail & ~q->mark))
+            if (head + q->one_lap == tail)
                 return AP_FULL;
             if (spins >= AP_SPIN_LIMIT)
                 return AP_AGAIN;
             ap__backoff(&spins);
-            tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
-        } else {
-            /* Another producer took this ticket: we read a stale tail. */
-            AP_CPU_RELAX();
-            tail = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
         }
     }
 }
@@ -378,22 +387,24 @@ AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
                     (void)ap_waitlist_wake(&q->not_full, 1);
                 return AP_OK;
             }
-        } else if (stamp == head) {
-            /* Slot not yet filled in this lap. Empty, unless a producer
-             * has claimed it and is copying in.
-             * seq_cst: the ladder's re-check for not_empty waiters, and
-             * what makes AP_EMPTY linearizable. */
+        } else {
+            /* No element for this ticket yet. If head moved, our view was
+             * stale (another consumer progressed): retry. */
+            size_t now_head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
+            if (now_head != head) {
+                head = now_head;
+                continue;
+            }
+            /* Empty iff no push has claimed this ticket; otherwise a
+             * producer is copying in (or the slot's previous consumer is
+             * still copying out). seq_cst: the ladder's re-check for
+             * not_empty waiters, and what makes AP_EMPTY linearizable. */
             size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
             if ((tail & ~q->mark) == head)
                 return (tail & q->mark) ? AP_CLOSED : AP_EMPTY;
             if (spins >= AP_SPIN_LIMIT)
                 return AP_AGAIN;
             ap__backoff(&spins);
-            head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
-        } else {
-            /* Another consumer took this ticket. */
-            AP_CPU_RELAX();
-            head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
         }
     }
 }
@@ -431,15 +442,17 @@ AP_API size_t ap__mpmc_distance(const ap_mpmc *q, size_t a, size_t b)
 
 AP_API size_t ap_mpmc_len(ap_mpmc *q)
 {
-    for (;;) {
+    size_t n = 0;
+    for (unsigned tries = 0; tries < AP_SPIN_LIMIT; tries++) {
         size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst) & ~q->mark;
         size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
-        /* seq_cst re-read: if tail moved, the pair is inconsistent; retry. */
-        if ((AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst) & ~q->mark) == tail) {
-            size_t n = ap__mpmc_distance(q, head, tail);
-            return n > q->capacity ? 0 : n; /* head overtook our tail read */
-        }
+        n = ap__mpmc_distance(q, head, tail);
+        /* If tail did not move, (head, tail) was a consistent pair. */
+        if ((AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst) & ~q->mark) == tail)
+            break;
+        AP_CPU_RELAX();
     }
+    return n > q->capacity ? 0 : n; /* head overtook a stale tail */
 }
 
 AP_API size_t ap_mpmc_capacity(const ap_mpmc *q)

@@ -11,8 +11,9 @@
  *   elements with one publication.
  *
  * GUARANTEES (invariants the tests check)
- *   - holds at most `capacity` elements, exactly as asked (storage is
- *     rounded up to a power of two slots; the extra slots are never used)
+ *   - holds at most `capacity` elements, exactly as asked. Storage is
+ *     rounded up to a power of two slots (AP_SPSC_BYTES), all of which are
+ *     used in turn as positions advance; never more than `capacity` at once
  *   - FIFO: elements leave in the order they were pushed; each pushed with
  *     AP_OK is popped exactly once while the ring lives
  *   - after ap_spsc_close: pushes return AP_CLOSED and leave the element
@@ -23,7 +24,9 @@
  *   push side         no (1 thread)   yes             yes    yes    no
  *   pop side          yes             no (1 thread)   yes    yes    no
  *   "push side" = try_push, try_push_n, push futures; "pop side" likewise.
- *   Progress: try_* are wait-free (a bounded number of steps, no loop).
+ *   Progress: try_* never block and have no loop: a bounded number of
+ *   steps, plus, only when the other side has a parked future, the
+ *   waitlist's short internal lock to wake it (waitlist.h).
  *
  * ORDERING
  *   A push returning AP_OK happens-before the pop that returns its element
@@ -42,6 +45,7 @@
  * WAKE ORDER   FIFO among waiting futures (at most one per side in use).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     mpmc.h, examples/producer_consumer.c, bench/bench_queue.c
+ * STABILITY    experimental (0.x): names may still change before 1.0
  *
  * USAGE
  *   static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
@@ -58,15 +62,6 @@
 #include "core.h"
 #include "future.h"
 #include "waitlist.h"
-
-/* Smallest power of two >= x, as a constant expression (1 <= x <= 2^63). */
-#define AP__SMEAR1(v) ((v) | ((v) >> 1))
-#define AP__SMEAR2(v) (AP__SMEAR1(v) | (AP__SMEAR1(v) >> 2))
-#define AP__SMEAR4(v) (AP__SMEAR2(v) | (AP__SMEAR2(v) >> 4))
-#define AP__SMEAR8(v) (AP__SMEAR4(v) | (AP__SMEAR4(v) >> 8))
-#define AP__SMEAR16(v) (AP__SMEAR8(v) | (AP__SMEAR8(v) >> 16))
-#define AP__SMEAR32(v) (AP__SMEAR16(v) | (AP__SMEAR16(v) >> 16 >> 16))
-#define AP__POW2_CEIL(x) (AP__SMEAR32((size_t)(x)-1) + 1)
 
 /** AP_SPSC_BYTES - buffer bytes for ap_spsc_init (constant expression) */
 #define AP_SPSC_BYTES(capacity, elem_size) \
@@ -188,7 +183,7 @@ AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *e
 AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx);
 AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f);
 /** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
-AP_API ap_status ap_spsc_push_status(const ap_spsc_push_fut *f);
+AP_API AP_NODISCARD ap_status ap_spsc_push_status(const ap_spsc_push_fut *f);
 
 /**
  * ap_spsc_pop_fut_init / ap_spsc_pop_poll / ap_spsc_pop_cancel
@@ -200,7 +195,7 @@ AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out);
 AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx);
 AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f);
 /** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
-AP_API ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f);
+AP_API AP_NODISCARD ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f);
 
 /**
  * ap_spsc_push_wait / ap_spsc_pop_wait - block this thread (ap_block_on)
@@ -214,13 +209,14 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
 
 /**
  * AP_SPSC_DEFINE(name, T) - typed wrapper: name, name_init, name_try_push,
- * name_try_pop, name_try_push_n, name_try_pop_n, name_close, name_len,
+ * name_try_pop, name_try_push_n, name_try_pop_n, name_fini, name_close,
+ * name_capacity, name_len,
  * name_push_wait, name_pop_wait. The element size is the constant
  * sizeof(T), so copies compile to plain moves.
  */
 #define AP_SPSC_DEFINE(name, T)                                                    \
     typedef struct name { ap_spsc q; } name;                                       \
-    AP_API AP_NODISCARD ap_status name##_init(name *self, T *buf, size_t capacity) \
+    AP_API AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
     { return ap_spsc_init(&self->q, buf, capacity, sizeof(T)); }                   \
     AP_API AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
     { return ap__spsc_push_n(&self->q, elem, 1, NULL, sizeof(T)); }                \
@@ -232,7 +228,9 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
     AP_API AP_NODISCARD ap_status name##_try_pop_n(name *self, T *out, size_t n,   \
                                                    size_t *done)                   \
     { return ap__spsc_pop_n(&self->q, out, n, done, sizeof(T)); }                  \
+    AP_API void name##_fini(name *self) { ap_spsc_fini(&self->q); }                \
     AP_API void name##_close(name *self) { ap_spsc_close(&self->q); }              \
+    AP_API size_t name##_capacity(const name *self) { return ap_spsc_capacity(&self->q); } \
     AP_API size_t name##_len(name *self) { return ap_spsc_len(&self->q); }         \
     AP_API AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
                                                    uint64_t deadline_ns)           \
@@ -247,13 +245,13 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
  * publish after close (its CAS would fail). Positions are modulo 2^63. */
 #define AP__SPSC_CLOSED (~(SIZE_MAX >> 1))
 #define AP__SPSC_POS (SIZE_MAX >> 1)
-#define AP__POS_LIMIT_SPSC (SIZE_MAX >> 3) /* largest capacity accepted */
+#define AP__SPSC_POS_LIMIT (SIZE_MAX >> 3) /* largest capacity accepted */
 
 /* Test hook: start both positions at @start (to exercise wrap-around). */
 AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t capacity,
                                                size_t elem_size, size_t start)
 {
-    size_t slots = capacity <= AP__POS_LIMIT_SPSC ? ap__pow2_ceil(capacity) : 0;
+    size_t slots = capacity <= AP__SPSC_POS_LIMIT ? ap__pow2_ceil(capacity) : 0;
     size_t bytes;
     if (q == NULL || capacity == 0 || elem_size == 0 || slots == 0 ||
         !ap__size_muladd(slots, elem_size, 0, &bytes))
@@ -294,7 +292,7 @@ AP_API ap_status ap_spsc_create(ap_spsc **out, size_t capacity, size_t elem_size
                                 const ap_allocator *alloc)
 {
     const ap_allocator *a = ap__allocator_or_default(alloc);
-    size_t slots = capacity <= AP__POS_LIMIT_SPSC ? ap__pow2_ceil(capacity) : 0;
+    size_t slots = capacity <= AP__SPSC_POS_LIMIT ? ap__pow2_ceil(capacity) : 0;
     size_t hdr = ap__align_up(sizeof(ap_spsc), AP_CACHELINE), total;
     AP_ASSERT(out != NULL);
     if (a == NULL || capacity == 0 || elem_size == 0 || slots == 0 ||
@@ -359,17 +357,17 @@ AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t 
         *done = 0;
     if (n == 0)
         return AP_OK;
-    /* relaxed: we are the only writer of the position; close only sets
-     * the flag, which the CAS below rechecks. */
-    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed);
+    /* seq_cst: a re-checking push future must see close's fetch_or (the
+     * ladder); a plain load on x86. We are the only writer of the position. */
+    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
     if (AP_UNLIKELY(t & AP__SPSC_CLOSED))
         return AP_CLOSED;
     size_t room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
     if (room < n) {
-        /* acquire: pairs with the release half of the head exchange in
-         * ap__spsc_pop_n; the consumer's copy-out is done before we reuse
-         * those slots. */
-        q->head_cache = AP_ATOMIC_LOAD(&q->head, memory_order_acquire);
+        /* seq_cst (acquire + SC): pairs with the head exchange in
+         * ap__spsc_pop_n, so the consumer's copy-out is done before we
+         * reuse those slots; SC for the not_full ladder's re-check. */
+        q->head_cache = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
         room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
         if (room == 0)
             return AP_FULL;

@@ -20,16 +20,19 @@
  *     waiting side (poll)                   waking side (push, release, ...)
  *     ap_waitlist_register:                 publish state with an operation
  *       count++            (seq_cst RMW)      that is seq_cst (the queue's
- *     re-check the condition with a           index CAS, ...)
- *       seq_cst load of the same state      ap_waitlist_wake:
+ *       seq_cst fence                         index CAS, close's fetch_or)
+ *     re-check the condition with a         ap_waitlist_wake:
+ *       seq_cst load of the same state
  *     if still unmet: return AP_PENDING       if (count, seq_cst load) == 0: done
  *                                             else lock, unlink, unlock, wake
  *   All four marked operations are seq_cst, so they fall in one total order
- *   S. If the waker's load of count misses the registration, that load
+ *   S (the fence in register makes this hold even for a weaker re-check
+ *   load). If the waker's load of count misses the registration, that load
  *   precedes the increment in S, so the waker's publish does too, and the
  *   waiter's re-check (after its increment) observes the published state
- *   and does not sleep. We use seq_cst operations rather than fences because
- *   ThreadSanitizer models them and the check is then a plain load on x86.
+ *   and does not sleep. On the hot, waking side we use seq_cst operations
+ *   rather than fences: ThreadSanitizer models them, and on x86 the count
+ *   check is a plain load. The fence is on the waiting (slow) side only.
  *
  * WAITER STATES (owner = the thread polling the future)
  *   IDLE --register(owner)--> LINKED --wake--> NOTIFYING --wake returned--> NOTIFIED
@@ -38,8 +41,19 @@
  *   node's waker, so the node must not be reused until it ends)
  *
  * CONCURRENCY   any thread may wake; register/cancel only by the waiter's owner.
+ * PROGRESS      register/cancel/wake take a short internal lock (core.h:
+ *               spin, then sched_yield); cancel of a node whose wake is in
+ *               progress waits for that waker call to return.
  * COMPLEXITY    register, cancel: O(1); wake(n): O(n); has_waiters: one load.
  * MEMORY        caller-owned nodes; nothing allocates.
+ * SEE ALSO      future.h (the contract), spsc.h and mpmc.h (users of ap_waitop)
+ * STABILITY     experimental (0.x)
+ *
+ * USAGE (inside a primitive; the queues do exactly this through ap_waitop)
+ *   poll:  if (try() == AP_EMPTY) { ap_waitlist_register(&wl, &f->w, cx->waker);
+ *                                   if (try() == AP_EMPTY) return AP_PENDING; }
+ *          ap_waitlist_cancel(&wl, &f->w); return AP_READY;
+ *   wake:  publish (seq_cst RMW); if (ap_waitlist_has_waiters(&wl)) ap_waitlist_wake(&wl, 1);
  */
 #ifndef ASYNCPAT_WAITLIST_H
 #define ASYNCPAT_WAITLIST_H
@@ -97,20 +111,6 @@ AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl);
 /** ap_waitlist_has_waiters - seq_cst snapshot of whether any waiter is linked */
 AP_API bool ap_waitlist_has_waiters(ap_waitlist *wl);
 
-/**
- * ap_waitlist_poll - the register-then-re-check loop every notify-style
- *                    *_poll shares
- * @try_op: one non-blocking attempt; AP_FULL/AP_EMPTY mean "wait",
- *          AP_AGAIN means "another thread is mid-operation: re-poll soon",
- *          anything else completes the future with that status
- *
- * Returns AP_READY with *result set, or AP_PENDING with @w registered (or,
- * for AP_AGAIN, with cx's waker already called so the driver re-polls).
- */
-AP_API ap_poll ap_waitlist_poll(ap_waitlist *wl, ap_waiter *w, ap_cx *cx,
-                                ap_status (*try_op)(void *obj, void *arg),
-                                void *obj, void *arg, ap_status *result);
-
 /** ap_waitlist_cancel_pass - cancel @w; if it had been woken, wake the next */
 AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w);
 
@@ -129,6 +129,7 @@ typedef struct ap_waitop {
     void *obj, *arg;
     ap_waiter waiter;
     ap_status status;
+    uint32_t agains; /* consecutive AP_AGAIN answers, for the back-off */
 } ap_waitop;
 
 /** ap_waitop_init - prepare a wait operation (allocates nothing) */
@@ -138,7 +139,7 @@ AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
 /** ap_waitop_poll - poll; once AP_READY, op->status holds the result */
 AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx);
 /** ap_waitop_status - AP_AGAIN while pending, then the result (or AP_CANCELED) */
-AP_API ap_status ap_waitop_status(const ap_waitop *op);
+AP_API AP_NODISCARD ap_status ap_waitop_status(const ap_waitop *op);
 /** ap_waitop_cancel - deregister, passing on a wake it had received; idempotent */
 AP_API void ap_waitop_cancel(ap_waitop *op);
 /**
@@ -187,6 +188,7 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
     uint32_t s;
     for (;;) {
         (void)ap__waiter_settle(w);
+        AP_TEST_YIELD(); /* a waker may take @w right here */
         ap__lock_acquire(&wl->lock);
         s = AP_ATOMIC_LOAD(&w->state, memory_order_relaxed);
         if (s == AP__WAITER_IDLE || s == AP__WAITER_LINKED)
@@ -210,6 +212,11 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
         AP_ATOMIC_FETCH_ADD(&wl->count, 1u, memory_order_seq_cst);
     }
     ap__lock_release(&wl->lock);
+    /* seq_cst fence: orders the increment before whatever the caller's
+     * re-check loads, even if a re-check is written with weaker loads
+     * (C11 7.17.3: a load after an SC fence that follows the count RMW in
+     * S sees every SC write that precedes the fence). Slow path only. */
+    AP_ATOMIC_FENCE(memory_order_seq_cst);
 }
 
 /* Under the lock: unlink a LINKED waiter. */
@@ -287,6 +294,7 @@ AP_API size_t ap_waitlist_wake(ap_waitlist *wl, size_t n)
     ap__lock_acquire(&wl->lock);
     ap_waiter *chain = ap__waitlist_take(wl, n, &k);
     ap__lock_release(&wl->lock);
+    AP_TEST_YIELD(); /* taken but not yet woken: owners must wait for us */
     ap__waitlist_wake_taken(chain);
     return k;
 }
@@ -305,31 +313,6 @@ AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w)
 {
     if (ap_waitlist_cancel(wl, w))
         (void)ap_waitlist_wake(wl, 1);
-}
-
-AP_API ap_poll ap_waitlist_poll(ap_waitlist *wl, ap_waiter *w, ap_cx *cx,
-                                ap_status (*try_op)(void *obj, void *arg),
-                                void *obj, void *arg, ap_status *result)
-{
-    ap_status st = try_op(obj, arg);
-    if (st == AP_FULL || st == AP_EMPTY) {
-        ap_waitlist_register(wl, w, cx->waker);
-        AP_TEST_YIELD(); /* between registering and re-checking */
-        st = try_op(obj, arg);
-    }
-    if (st == AP_FULL || st == AP_EMPTY)
-        return AP_PENDING;
-    if (st == AP_AGAIN) {
-        /* A peer is between claiming and publishing: no wake is promised
-         * for that, so ask the driver to poll again right away. */
-        ap_waker_wake(cx->waker);
-        return AP_PENDING;
-    }
-    /* Done. A wake we received was for the progress we just consumed, or
-     * (on close) for everybody: nothing to pass on. */
-    (void)ap_waitlist_cancel(wl, w);
-    *result = st;
-    return AP_READY;
 }
 
 AP_API ap_poll ap__waitop_poll_v(ap_future *f, ap_cx *cx)
@@ -354,14 +337,42 @@ AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
     op->arg = arg;
     ap_waiter_init(&op->waiter);
     op->status = AP_AGAIN;
+    op->agains = 0;
 }
 
 AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
 {
     if (op->status != AP_AGAIN)
         return AP_READY; /* completed or cancelled earlier */
-    return ap_waitlist_poll(op->wl, &op->waiter, cx, op->try_op, op->obj,
-                            op->arg, &op->status);
+    ap_status st = op->try_op(op->obj, op->arg);
+    if (st == AP_FULL || st == AP_EMPTY) {
+        ap_waitlist_register(op->wl, &op->waiter, cx->waker);
+        AP_TEST_YIELD(); /* between registering and re-checking */
+        st = op->try_op(op->obj, op->arg);
+    }
+    if (st == AP_FULL || st == AP_EMPTY) {
+        op->agains = 0;
+        return AP_PENDING;
+    }
+    if (st == AP_AGAIN) {
+        /* A peer is between claiming and publishing: no wake is promised
+         * for that. Re-poll at once a few times, then back off through
+         * cx->deadline (1 us doubling to ~1 ms), so a preempted peer does
+         * not turn this waiter into a spinner. */
+        if (op->agains < 4) {
+            ap_waker_wake(cx->waker);
+        } else {
+            unsigned shift = op->agains - 4 < 10 ? op->agains - 4 : 10;
+            ap_cx_wake_at(cx, ap_time_add(cx->now, AP_NS_PER_US << shift));
+        }
+        op->agains++;
+        return AP_PENDING;
+    }
+    /* Done. A wake we received was for the progress we just consumed, or
+     * (on close) for everybody: nothing to pass on. */
+    (void)ap_waitlist_cancel(op->wl, &op->waiter);
+    op->status = st;
+    return AP_READY;
 }
 
 AP_API ap_status ap_waitop_status(const ap_waitop *op)
