@@ -103,6 +103,16 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #endif
 #endif
 
+/* On functions stamped out by the *_DEFINE generators: a user rarely
+ * calls all of them, and clang warns about unused static functions in .c files. */
+#ifndef AP_MAYBE_UNUSED
+#if defined(__GNUC__) || defined(__clang__)
+#define AP_MAYBE_UNUSED __attribute__((unused))
+#else
+#define AP_MAYBE_UNUSED
+#endif
+#endif
+
 #ifndef AP_NODISCARD
 #if defined(__GNUC__) || defined(__clang__)
 #define AP_NODISCARD __attribute__((warn_unused_result))

@@ -50,9 +50,9 @@
  * ORDERING     whatever the waking thread did before calling the waker
  *   happens-before the next poll (release exchange in the waker, acquire
  *   exchange before each poll).
- * PROGRESS     before sleeping, the parker watches its word for
- *   4 * AP_SPIN_LIMIT pause instructions (a hand-off between running
- *   threads rarely needs a syscall), then sleeps in the kernel.
+ * PROGRESS     before sleeping, the parker watches its word for 16 pause
+ *   instructions, then yields the CPU up to 16 times (a hand-off between
+ *   running threads rarely needs a futex round trip), then sleeps.
  * COMPLEXITY   one poll per wake or deadline; O(1) per park.
  * ERRORS       AP_TIMEDOUT from ap_block_on_until.
  * CONFIG       AP_BLOCK_ON_CONDVAR, AP_SPIN_LIMIT
@@ -173,12 +173,18 @@ AP_API void ap__parker_wake(void *ctx)
 AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
 {
     /* A wake often follows within microseconds (a hand-off between two
-     * running threads): watch the word for a bounded while before paying
-     * for a sleep. */
-    for (unsigned i = 0; i < AP_SPIN_LIMIT * 4u; i++) {
+     * running threads): watch the word briefly, then give the CPU away a
+     * few times (if the thread that will wake us shares this CPU, it runs
+     * now), and only then pay for a futex sleep and wake. */
+    for (unsigned i = 0; i < 16u; i++) {
         if (AP_ATOMIC_LOAD(&p->state, memory_order_relaxed) != 0)
             return;
         AP_CPU_RELAX();
+    }
+    for (unsigned i = 0; i < 16u; i++) {
+        sched_yield();
+        if (AP_ATOMIC_LOAD(&p->state, memory_order_relaxed) != 0)
+            return;
     }
     AP_TEST_YIELD(); /* between checking and parking */
 #ifdef AP__PARK_FUTEX

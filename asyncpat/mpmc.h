@@ -197,20 +197,20 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
  */
 #define AP_MPMC_DEFINE(name, T)                                                    \
     typedef struct name { ap_mpmc q; } name;                                       \
-    AP_API AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
     { return ap_mpmc_init(&self->q, buf, capacity, sizeof(T)); }                   \
-    AP_API AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
     { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
-    AP_API AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
     { return ap__mpmc_pop(&self->q, out, sizeof(T)); }                             \
-    AP_API void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                \
-    AP_API void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
-    AP_API size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); } \
-    AP_API size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
-    AP_API AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
+    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                \
+    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
+    AP_API AP_MAYBE_UNUSED size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); } \
+    AP_API AP_MAYBE_UNUSED size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
                                                    uint64_t deadline_ns)           \
     { return ap_mpmc_push_wait(&self->q, elem, deadline_ns); }                     \
-    AP_API AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
                                                   uint64_t deadline_ns)            \
     { return ap_mpmc_pop_wait(&self->q, out, deadline_ns); }
 

@@ -174,8 +174,14 @@ AP_API bool ap__waiter_settle(ap_waiter *w)
      * ap__waitlist_wake_taken; the waker's last use of @w happens-before
      * our reuse of it. */
     while ((s = AP_ATOMIC_LOAD(&w->state, memory_order_acquire)) ==
-           AP__WAITER_NOTIFYING)
-        ap__backoff(&spins);
+           AP__WAITER_NOTIFYING) {
+        /* The waker is inside a wake call, often a futex syscall; if it
+         * shares our CPU, only yielding lets it finish. */
+        if (++spins < 8)
+            AP_CPU_RELAX();
+        else
+            sched_yield();
+    }
     if (s == AP__WAITER_NOTIFIED) {
         AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_IDLE, memory_order_relaxed);
         return true;

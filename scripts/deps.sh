@@ -25,8 +25,9 @@ missing_test() {
 
 missing_bench() {
     m=""
-    [ -f /usr/include/ck_ring.h ] || m="$m libck-dev"
-    [ -f /usr/include/urcu/wfcqueue.h ] || [ -f /usr/include/urcu/urcu-memb.h ] || m="$m liburcu-dev"
+    cc=${CC:-cc}
+    printf '#include <ck_ring.h>\nint main(void){return 0;}\n' | $cc -x c - -o /dev/null >/dev/null 2>&1 || m="$m libck-dev"
+    printf '#include <urcu/wfcqueue.h>\nint main(void){return 0;}\n' | $cc -x c - -o /dev/null -lurcu-common >/dev/null 2>&1 || m="$m liburcu-dev"
     echo "$m"
 }
 
