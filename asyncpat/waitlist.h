@@ -105,6 +105,22 @@ AP_API bool ap_waitlist_cancel(ap_waitlist *wl, ap_waiter *w);
 /** ap_waitlist_wake - wake up to @n waiters from the head; returns how many */
 AP_API size_t ap_waitlist_wake(ap_waitlist *wl, size_t n);
 
+/**
+ * ap_waitlist_wake_if - grant-style wake: from the head, take each waiter
+ *                       for which @grant returns true; stop at the first
+ *                       for which it returns false (strict FIFO: a large
+ *                       request at the head is not overtaken)
+ * @grant: library code run UNDER the list lock (never user code): it
+ *         transfers whatever the waiter gets (permits, an item) into the
+ *         waiter's own future state, then returns true
+ *
+ * Returns how many were taken; their wakers are called after the lock is
+ * released. A granted waiter that then cancels sees ap_waitlist_cancel
+ * return true and must give back what it was granted.
+ */
+AP_API size_t ap_waitlist_wake_if(ap_waitlist *wl, bool (*grant)(ap_waiter *w, void *ctx),
+                                  void *ctx);
+
 /** ap_waitlist_wake_all - wake every linked waiter; returns how many */
 AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl);
 
@@ -302,6 +318,28 @@ AP_API size_t ap_waitlist_wake(ap_waitlist *wl, size_t n)
     ap__lock_release(&wl->lock);
     AP_TEST_YIELD(); /* taken but not yet woken: owners must wait for us */
     ap__waitlist_wake_taken(chain);
+    return k;
+}
+
+AP_API size_t ap_waitlist_wake_if(ap_waitlist *wl, bool (*grant)(ap_waiter *w, void *ctx),
+                                  void *ctx)
+{
+    ap_waiter *first = NULL, *last = NULL;
+    size_t k = 0;
+    ap__lock_acquire(&wl->lock);
+    while (wl->head && grant(wl->head, ctx)) {
+        size_t one;
+        ap_waiter *w = ap__waitlist_take(wl, 1, &one);
+        if (last)
+            last->next = w;
+        else
+            first = w;
+        last = w;
+        k++;
+    }
+    ap__lock_release(&wl->lock);
+    AP_TEST_YIELD();
+    ap__waitlist_wake_taken(first);
     return k;
 }
 
