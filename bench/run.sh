@@ -75,14 +75,18 @@ int main(void) { struct cds_wfcq_head h; struct cds_wfcq_tail t; cds_wfcq_init(&
 fi
 [ -n "$PEERS" ] || PEERS=" none"
 
-BIN="$B/bench_queue"
 FLAGS="$STD $CFLAGS -Wall -Wextra -I. -Ibench$DEFS"
-echo "bench: $CC $FLAGS bench/bench_queue.c -pthread   (peers:$PEERS)"
-# shellcheck disable=SC2086
-$CC $FLAGS bench/bench_queue.c -o "$BIN" -pthread || {
-    echo "bench: build failed" >&2
-    exit 1
-}
+BINS=""
+for src in bench/bench_*.c; do
+    bin="$B/$(basename "$src" .c)"
+    echo "bench: $CC $FLAGS $src -pthread   (peers:$PEERS)"
+    # shellcheck disable=SC2086
+    $CC $FLAGS "$src" -o "$bin" -pthread || {
+        echo "bench: build of $src failed" >&2
+        exit 1
+    }
+    BINS="$BINS $bin"
+done
 
 TMP="$OUT/latest.tsv.tmp"
 trap 'rm -f "$TMP"; exit 130' INT TERM HUP
@@ -98,8 +102,10 @@ trap 'rm -f "$TMP"; exit 130' INT TERM HUP
 } > "$TMP"
 
 start=$(date +%s)
-"$BIN" "$TMP"
-rc=$?
+rc=0
+for bin in $BINS; do
+    "$bin" "$TMP" || { rc=$?; break; }
+done
 if [ $rc -ne 0 ]; then
     rm -f "$TMP"
     echo "bench: FAILED (exit $rc): a self-check failed or the bench crashed; $OUT/latest.tsv unchanged" >&2
