@@ -238,7 +238,10 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
      * re-check loads, even if a re-check is written with weaker loads
      * (C11 7.17.3: a load after an SC fence that follows the count RMW in
      * S sees every SC write that precedes the fence). Slow path only. */
+#if !defined(__SANITIZE_THREAD__) /* gcc's TSan rejects fences (-Wtsan); the
+                                    * seq_cst re-check loads suffice there */
     AP_ATOMIC_FENCE(memory_order_seq_cst);
+#endif
 }
 
 /* Under the lock: unlink a LINKED waiter. */

@@ -111,6 +111,9 @@ if [ $rc -ne 0 ]; then
     echo "bench: FAILED (exit $rc): a self-check failed or the bench crashed; $OUT/latest.tsv unchanged" >&2
     exit $rc
 fi
-mv "$TMP" "$OUT/latest.tsv"
+# A partial run (BENCH_ONLY) must not replace the full table.
+FINAL="$OUT/latest.tsv"
+[ -n "${BENCH_ONLY:-}" ] && FINAL="$OUT/partial.tsv"
+mv "$TMP" "$FINAL"
 echo
-echo "bench: done in $(( $(date +%s) - start )) s; results in $OUT/latest.tsv"
+echo "bench: done in $(( $(date +%s) - start )) s; results in $FINAL"

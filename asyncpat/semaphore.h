@@ -1,0 +1,516 @@
+/*
+ * asyncpat/semaphore.h -- fair counting semaphore with a ceiling
+ *
+ * PATTERN
+ *   A count of permits. try_acquire(n) takes n permits at once or none;
+ *   an acquire future waits for n permits in a FIFO queue; release(n)
+ *   gives permits back and hands them to the queue's head. Permits live in
+ *   one atomic word (count << 1 | CLOSED), so the uncontended path is one
+ *   load of the word, one load of the waiter count and one CAS, no lock.
+ *   Waiting futures sit in an ap_waitlist; permits reach them only through
+ *   ap_waitlist_wake_if, whose grant callback runs under the list lock and
+ *   takes a waiter's whole request from the count in one CAS, strictly
+ *   from the head (the design of tokio's batch_semaphore, without its
+ *   partial assignment: here the queued head leaves permits in the count
+ *   until it can take all of them, which try_acquire cannot touch while
+ *   anyone is queued, so the head still cannot starve).
+ *
+ *   The maximum is a ceiling on the count, as in Win32's CreateSemaphore
+ *   (initial, maximum): ap_sem_init(s, n) starts with n permits and a
+ *   ceiling of n; ap_sem_init_max(s, initial, max) starts with `initial`
+ *   and lets releases raise the count up to `max` (e.g. start at 0 and
+ *   release permits as resources appear, or forget some and release them
+ *   later to resize).
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - all or nothing: an acquire of n takes exactly n permits or none
+ *   - with balanced use (a semaphore initialised with n, every caller
+ *     releasing only what it acquired): at most n permits are held at any
+ *     time (the tests' theorem active(t) <= n), and available() == n again
+ *     once everybody has released; nothing is lost or minted, also when
+ *     futures are cancelled after they were granted permits
+ *   - the count never exceeds max through release(): a release that would
+ *     lift it above max returns AP_INVAL and changes nothing (never a
+ *     silent clamp). The one exception is a granted future that is
+ *     cancelled: its permits always go back (nothing is lost), which can
+ *     pass max only if callers released permits they never acquired
+ *   - FIFO fairness: queued futures are served strictly in queue order; a
+ *     request for n at the head is served before later smaller ones
+ *     (no starvation of large requests); try_acquire and a future's first
+ *     poll answer AP_AGAIN whenever they find a future queued, so they never
+ *     overtake one (a try_acquire racing with a registration may still
+ *     linearize before it)
+ *   - no thundering herd: a release wakes only the waiters it satisfies
+ *   - n > max is AP_INVAL (it could never succeed); n == 0 succeeds at once
+ *     (AP_OK, nothing taken, also while futures are queued) unless closed
+ *   - close: every queued future completes with AP_CLOSED, every later
+ *     acquire (try, future, wait, also n == 0) answers AP_CLOSED; a future
+ *     granted before close completes with AP_OK and holds its permits.
+ *     release and forget still work after close
+ *
+ * CONCURRENCY     try_acquire  release  forget  close  futures  available  fini
+ *   any of them       yes        yes      yes    yes     yes       yes      no
+ *   A future is polled and cancelled by one thread at a time (future.h).
+ *   Progress: try_acquire, release(no waiters), forget and available are
+ *   lock-free (a CAS loop that retries only when another thread changed
+ *   the count). A release that finds waiters, a future that has to queue,
+ *   cancel and close take the waiter list's short internal lock.
+ *
+ * ORDERING
+ *   Happens-before: release's CAS is seq_cst (a release operation); the CAS
+ *   of try_acquire and of the grant pass are acquire; read-modify-writes
+ *   continue release sequences, so a release(n) happens-before every
+ *   acquire that later takes permits from the count. A granted future
+ *   learns of its grant by an acquire load of its `granted` flag, stored
+ *   with release by the granting thread. So a semaphore of 1 is a lock.
+ *   Lost wakeups (THE LADDER of waitlist.h):
+ *     waiting side (poll)                    releasing side (release, close)
+ *     ap_waitlist_register: count++ seq_cst  CAS / fetch_or on state, seq_cst
+ *       then a seq_cst fence                 has_waiters: seq_cst load of count
+ *     grant pass: reads state (under lock)   if waiters: grant pass (wake_if)
+ *   In the total order S either the releaser's load sees the new waiter
+ *   (and runs the grant pass itself), or it precedes the waiter's
+ *   increment, so the release's write precedes the waiter's fence and the
+ *   waiter's own grant pass reads the permits (the C11 fence rule, 7.17.4).
+ *   Either way somebody grants. A cancelled waiter that was granted gives
+ *   its permits back with the same release path; a cancelled head that was
+ *   not granted runs a grant pass, since it may have held up smaller
+ *   requests behind it. Wakers are called only after the lock is released.
+ *   available() is a relaxed snapshot with no ordering.
+ *
+ * COMPLEXITY   try_acquire, release w/o waiters, forget, available: O(1)
+ *              (a CAS loop); release with waiters: O(k) for k waiters it
+ *              serves; future register/cancel: O(1); close: O(waiters).
+ * MEMORY       an ap_sem in caller memory (two cache lines); a future embeds
+ *              its waiter node. Nothing allocates.
+ * ERRORS       AP_AGAIN (not enough permits, or futures queued: retry or wait
+ *              with a future), AP_CLOSED, AP_INVAL (n > max; a release above
+ *              max; init with max 0 or above AP_SEM_PERMITS_MAX or
+ *              initial > max), AP_TIMEDOUT (ap_sem_acquire_wait);
+ *              AP_CANCELED as a cancelled future's status. A NULL or
+ *              finished (fini) semaphore trips AP_ASSERT.
+ * WAKE ORDER   FIFO; a release wakes the futures it grants, from the head,
+ *              and stops at the first it cannot satisfy; a granted future
+ *              that cancels gives its permits back and they go on to the next.
+ * CONFIG       AP_CACHELINE, AP_ASSERT, AP_TEST_YIELD
+ * SEE ALSO     waitlist.h (the ladder), future.h (the waker contract),
+ *              tests/test_semaphore.c, bench/bench_semaphore.c
+ * STABILITY    experimental (0.x)
+ *
+ * USAGE
+ *   static ap_sem conns = AP_SEM_INITIALIZER(8);   // at most 8 connections
+ *   if (ap_sem_acquire_wait(&conns, 1, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+ *       use_connection();
+ *       (void)ap_sem_release(&conns, 1);
+ *   }
+ *   // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
+ *   // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
+ */
+#ifndef ASYNCPAT_SEMAPHORE_H
+#define ASYNCPAT_SEMAPHORE_H
+
+#include "core.h"
+#include "future.h"
+#include "waitlist.h"
+
+/** AP_SEM_PERMITS_MAX - the largest maximum a semaphore can have */
+#define AP_SEM_PERMITS_MAX (SIZE_MAX >> 2)
+
+/*
+ * A semaphore. Not valid zero-initialised (its max would be 0): use
+ * ap_sem_init / ap_sem_init_max or AP_SEM_INITIALIZER(n).
+ */
+typedef struct ap_sem {
+    /* permits << 1 | AP__SEM_CLOSED; written by every acquire/release */
+    _Alignas(AP_CACHELINE) _Atomic size_t state;
+    /* read-mostly from here: the ceiling and the waiting futures */
+    _Alignas(AP_CACHELINE) size_t max; /* 0 after fini */
+    ap_waitlist wl;
+} ap_sem;
+
+_Static_assert(offsetof(ap_sem, max) - offsetof(ap_sem, state) >= AP_CACHELINE,
+               "ap_sem: the count must have its own cache line");
+
+/** AP_SEM_INITIALIZER - static initializer: n permits, ceiling n (n >= 1) */
+#define AP_SEM_INITIALIZER(n) {(size_t)(n) << 1, (size_t)(n), AP_WAITLIST_INITIALIZER}
+
+/*
+ * An acquire future (caller memory). status is AP_AGAIN while pending, then
+ * AP_OK (the caller now holds n permits), AP_CLOSED, AP_INVAL (n > max) or
+ * AP_CANCELED.
+ */
+typedef struct ap_sem_acquire_fut {
+    ap_future base; /* first: (ap_future *)f is the future */
+    ap_sem *sem;
+    size_t n;
+    ap_waiter waiter;
+    _Atomic uint32_t granted; /* set under the list lock by the grant pass */
+    ap_status status;
+    bool queued; /* the waiter has been registered at least once */
+} ap_sem_acquire_fut;
+
+/**
+ * ap_sem_init - a semaphore with @permits permits and a ceiling of @permits
+ *
+ * Returns AP_OK, or AP_INVAL (permits 0 or above AP_SEM_PERMITS_MAX) and
+ * then *s is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_sem_init(ap_sem *s, size_t permits);
+
+/**
+ * ap_sem_init_max - a semaphore with @initial permits and a ceiling of @max
+ *
+ * Returns AP_OK, or AP_INVAL (max 0, max above AP_SEM_PERMITS_MAX, or
+ * initial > max) and then *s is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_sem_init_max(ap_sem *s, size_t initial, size_t max);
+
+/** ap_sem_fini - end of life (no future may be queued); frees nothing */
+AP_API void ap_sem_fini(ap_sem *s);
+
+/**
+ * ap_sem_try_acquire - take @n permits now, all or nothing
+ *
+ * Returns AP_OK (the caller holds n more permits), AP_AGAIN (fewer than n
+ * available, or a future is queued: taking permits would overtake it),
+ * AP_CLOSED, or AP_INVAL (n > max). n == 0 returns AP_OK unless closed.
+ * Concurrency: any thread. Progress: lock-free; never blocks or registers.
+ * Ordering:    acquire on success; pairs with the release in ap_sem_release.
+ * On failure:  nothing changed.
+ */
+AP_API AP_NODISCARD ap_status ap_sem_try_acquire(ap_sem *s, size_t n);
+
+/**
+ * ap_sem_release - give back @n permits; wake the queued futures they satisfy
+ *
+ * Returns AP_OK, or AP_INVAL when the count would exceed max (nothing
+ * changed). n == 0 is AP_OK and does nothing. Works after close.
+ * Concurrency: any thread. Progress: lock-free without queued futures;
+ * with them, one pass under the list lock (wakers called after it).
+ * Ordering:    seq_cst: a release operation for the next acquirer, and the
+ *              releasing side of the ladder.
+ */
+AP_API AP_NODISCARD ap_status ap_sem_release(ap_sem *s, size_t n);
+
+/**
+ * ap_sem_forget - remove up to @n available permits for good
+ *
+ * Returns how many were removed (min(n, available)). A later release may
+ * add permits back, up to max. Concurrency: any thread; lock-free.
+ */
+AP_API size_t ap_sem_forget(ap_sem *s, size_t n);
+
+/** ap_sem_close - fail every queued and later acquire with AP_CLOSED; idempotent */
+AP_API void ap_sem_close(ap_sem *s);
+/** ap_sem_is_closed - whether ap_sem_close has been called */
+AP_API bool ap_sem_is_closed(ap_sem *s);
+/** ap_sem_available - permits in the count now (racy snapshot) */
+AP_API size_t ap_sem_available(ap_sem *s);
+/** ap_sem_max - the ceiling given at init */
+AP_API size_t ap_sem_max(const ap_sem *s);
+
+/**
+ * ap_sem_acquire_fut_init / _poll / _cancel / _status: a future for @n
+ * permits. The first poll takes them at once when it can (as try_acquire);
+ * otherwise it queues (FIFO) and is woken by the release that grants them
+ * all. Result: AP_OK (the caller holds n permits), AP_CLOSED, AP_INVAL
+ * (n > max) or AP_CANCELED. Cancel is idempotent and safe at any time;
+ * permits granted to a future that is cancelled before it completed go
+ * back to the semaphore and on to the next waiter. After cancel or READY
+ * the waker is never called again.
+ */
+AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n);
+AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx);
+AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f);
+/** ap_sem_acquire_status - AP_AGAIN while pending, then the result */
+AP_API AP_NODISCARD ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f);
+
+/**
+ * ap_sem_acquire_wait - block this thread until @n permits are ours,
+ * the semaphore is closed, or @deadline_ns (ap_now_ns clock) passes
+ *
+ * Returns AP_OK, AP_CLOSED, AP_INVAL (n > max) or AP_TIMEDOUT (nothing
+ * taken; a grant that raced with the timeout was passed on).
+ */
+AP_API AP_NODISCARD ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, uint64_t deadline_ns);
+
+/* ---- implementation ---- */
+
+#define AP__SEM_CLOSED ((size_t)1)
+#define AP__SEM_ONE ((size_t)2) /* one permit in state */
+
+AP_API ap_status ap_sem_init_max(ap_sem *s, size_t initial, size_t max)
+{
+    AP_ASSERT(s != NULL);
+    if (max == 0 || max > AP_SEM_PERMITS_MAX || initial > max)
+        return AP_INVAL;
+    AP_ATOMIC_INIT(&s->state, initial * AP__SEM_ONE);
+    s->max = max;
+    ap_waitlist_init(&s->wl);
+    return AP_OK;
+}
+
+AP_API ap_status ap_sem_init(ap_sem *s, size_t permits)
+{
+    return ap_sem_init_max(s, permits, permits);
+}
+
+AP_API void ap_sem_fini(ap_sem *s)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+#ifdef AP_DEBUG
+    AP_ASSERT(!ap_waitlist_has_waiters(&s->wl));
+#endif
+    s->max = 0;
+}
+
+AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    if (AP_UNLIKELY(n > s->max))
+        return AP_INVAL;
+    size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_relaxed);
+    for (;;) {
+        if (AP_UNLIKELY(st & AP__SEM_CLOSED))
+            return AP_CLOSED;
+        if (AP_UNLIKELY(n == 0))
+            return AP_OK;
+        /* Fairness: queued futures come first. seq_cst load (inside). */
+        if (AP_UNLIKELY(ap_waitlist_has_waiters(&s->wl)))
+            return AP_AGAIN;
+        if (st / AP__SEM_ONE < n)
+            return AP_AGAIN;
+        AP_TEST_YIELD(); /* a future may queue, or a release land, here */
+        /* acquire: pairs with the seq_cst (release) CAS in ap_sem_release
+         * through the release sequence of state: the releasers' writes
+         * happen-before our critical section. Relaxed on failure: we only
+         * re-read the count. */
+        if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st - n * AP__SEM_ONE, memory_order_acquire,
+                               memory_order_relaxed))
+            return AP_OK;
+    }
+}
+
+/* ap_waitlist_wake_if's grant callback, run UNDER the list lock for the
+ * head waiter: take its whole request from the count, or nothing. */
+AP_API bool ap__sem_grant(ap_waiter *w, void *ctx)
+{
+    ap_sem *s = (ap_sem *)ctx;
+    ap_sem_acquire_fut *f = AP_CONTAINER_OF(w, ap_sem_acquire_fut, waiter);
+    /* Relaxed: written only under this lock. A granted future that raced
+     * its re-registration back into the list must not be granted twice;
+     * just wake it again. */
+    if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
+        return true;
+    /* seq_cst: the waiting side's re-check load of the ladder (after the
+     * seq_cst count++ in register). The fence in register would make a
+     * relaxed load enough; seq_cst keeps the argument independent of it
+     * and costs nothing on this slow path (a plain load on x86). */
+    size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst);
+    for (;;) {
+        if ((st & AP__SEM_CLOSED) || st / AP__SEM_ONE < f->n)
+            return false; /* strict FIFO: nobody behind the head goes first */
+        /* acquire: pairs with the releases that put the permits there. */
+        if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st - f->n * AP__SEM_ONE, memory_order_acquire,
+                               memory_order_relaxed))
+            break;
+    }
+    /* release: pairs with the acquire load in ap__sem_fut_done; passes on
+     * the releasers' happens-before edge to the future's owner. */
+    AP_ATOMIC_STORE(&f->granted, 1u, memory_order_release);
+    return true;
+}
+
+/* Serve queued futures from the count, FIFO. The has_waiters load is the
+ * seq_cst load of the ladder; callers made their seq_cst write before. An
+ * empty (or closed) count can satisfy nobody, so the lock is skipped then:
+ * seq_cst, this load is the waiting side's re-check (a release that it
+ * misses sees the waiter and runs the pass itself). */
+AP_API void ap__sem_dispatch(ap_sem *s)
+{
+    if (ap_waitlist_has_waiters(&s->wl)) {
+        size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst);
+        if (st >= AP__SEM_ONE && !(st & AP__SEM_CLOSED))
+            (void)ap_waitlist_wake_if(&s->wl, ap__sem_grant, s);
+    }
+}
+
+/* Add n permits (checked against max unless @force), then serve waiters. */
+AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force)
+{
+    size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_relaxed);
+    for (;;) {
+        size_t have = st / AP__SEM_ONE;
+        if (!force && (n > s->max || have > s->max - n))
+            return AP_INVAL;
+        /* seq_cst: a release operation (the permits carry the releaser's
+         * writes to the next acquirer) and the releasing side's SC write
+         * of the ladder, ordered before the has_waiters load below. */
+        if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st + n * AP__SEM_ONE, memory_order_seq_cst,
+                               memory_order_relaxed))
+            break;
+    }
+    AP_TEST_YIELD(); /* permits in the count, waiters not yet served */
+    ap__sem_dispatch(s);
+    return AP_OK;
+}
+
+AP_API ap_status ap_sem_release(ap_sem *s, size_t n)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    if (n == 0)
+        return AP_OK;
+    return ap__sem_add(s, n, false);
+}
+
+AP_API size_t ap_sem_forget(ap_sem *s, size_t n)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_relaxed), take;
+    do {
+        size_t have = st / AP__SEM_ONE;
+        take = n < have ? n : have;
+        if (take == 0)
+            return 0;
+        /* relaxed: removing permits publishes nothing and wakes nobody;
+         * as an RMW it keeps the release sequence of state intact. */
+    } while (!AP_ATOMIC_CAS_WEAK(&s->state, &st, st - take * AP__SEM_ONE,
+                                 memory_order_relaxed, memory_order_relaxed));
+    return take;
+}
+
+AP_API void ap_sem_close(ap_sem *s)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    /* seq_cst: the ladder's SC write, before wake_all's SC load of count. */
+    (void)AP_ATOMIC_FETCH_OR(&s->state, AP__SEM_CLOSED, memory_order_seq_cst);
+    (void)ap_waitlist_wake_all(&s->wl);
+}
+
+AP_API bool ap_sem_is_closed(ap_sem *s)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    /* acquire: what the closer did before close is visible to a caller
+     * that sees it closed. */
+    return (AP_ATOMIC_LOAD(&s->state, memory_order_acquire) & AP__SEM_CLOSED) != 0;
+}
+
+AP_API size_t ap_sem_available(ap_sem *s)
+{
+    AP_ASSERT(s != NULL && s->max != 0);
+    return AP_ATOMIC_LOAD(&s->state, memory_order_relaxed) / AP__SEM_ONE;
+}
+
+AP_API size_t ap_sem_max(const ap_sem *s)
+{
+    AP_ASSERT(s != NULL);
+    return s->max;
+}
+
+/* ---- the acquire future ---- */
+
+AP_API ap_poll ap__sem_poll_v(ap_future *f, ap_cx *cx)
+{
+    return ap_sem_acquire_poll((ap_sem_acquire_fut *)(void *)f, cx);
+}
+
+AP_API void ap__sem_cancel_v(ap_future *f)
+{
+    ap_sem_acquire_cancel((ap_sem_acquire_fut *)(void *)f);
+}
+
+AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n)
+{
+    AP_ASSERT(f != NULL && s != NULL && s->max != 0);
+    f->base.poll = ap__sem_poll_v;
+    f->base.cancel = ap__sem_cancel_v;
+    f->sem = s;
+    f->n = n;
+    ap_waiter_init(&f->waiter);
+    AP_ATOMIC_INIT(&f->granted, 0u);
+    f->status = AP_AGAIN;
+    f->queued = false;
+}
+
+/* For a queued future: finished (granted, or closed)? Then it is off the
+ * list, no wake for it is in progress, and f->status is set. */
+AP_API bool ap__sem_fut_done(ap_sem_acquire_fut *f)
+{
+    ap_sem *s = f->sem;
+    /* acquire: pairs with the release store in ap__sem_grant. */
+    if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
+        (void)ap_waitlist_cancel(&s->wl, &f->waiter); /* waits out the wake */
+        f->status = AP_OK;
+        return true;
+    }
+    /* seq_cst: the ladder's re-check against close's fetch_or. */
+    if (AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst) & AP__SEM_CLOSED) {
+        (void)ap_waitlist_cancel(&s->wl, &f->waiter);
+        /* Off the list now, so no grant can start; one that came first is
+         * visible (its store precedes the lock or the NOTIFIED release that
+         * cancel synchronised with). acquire: as above. */
+        f->status = AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) ? AP_OK : AP_CLOSED;
+        return true;
+    }
+    return false;
+}
+
+AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
+{
+    AP_ASSERT(f != NULL && cx != NULL);
+    if (f->status != AP_AGAIN)
+        return AP_READY; /* completed or cancelled earlier */
+    ap_sem *s = f->sem;
+    AP_ASSERT(s->max != 0);
+    if (!f->queued) {
+        ap_status st = ap_sem_try_acquire(s, f->n);
+        if (st != AP_AGAIN) {
+            f->status = st;
+            return AP_READY;
+        }
+        f->queued = true;
+    } else if (ap__sem_fut_done(f)) {
+        return AP_READY;
+    }
+    /* Link (or update the waker), then re-check by running a grant pass
+     * ourselves: the waiting side of the ladder. A grant that lands between
+     * the check above and this register is caught by the check below. */
+    ap_waitlist_register(&s->wl, &f->waiter, cx->waker);
+    AP_TEST_YIELD(); /* registered, not yet re-checked */
+    ap__sem_dispatch(s);
+    return ap__sem_fut_done(f) ? AP_READY : AP_PENDING;
+}
+
+AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f)
+{
+    AP_ASSERT(f != NULL);
+    if (f->status != AP_AGAIN)
+        return; /* completed or cancelled: nothing to undo (idempotent) */
+    if (f->queued) {
+        ap_sem *s = f->sem;
+        /* After this no grant can reach us and no wake is in progress. */
+        (void)ap_waitlist_cancel(&s->wl, &f->waiter);
+        /* acquire: pairs with the release store in ap__sem_grant. */
+        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
+            (void)ap__sem_add(s, f->n, true); /* give back, pass on */
+        else
+            ap__sem_dispatch(s); /* we may have held up smaller requests */
+    }
+    f->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
+{
+    return f->status;
+}
+
+AP_API ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, uint64_t deadline_ns)
+{
+    ap_sem_acquire_fut f;
+    ap_sem_acquire_fut_init(&f, s, n);
+    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.status;
+}
+
+#endif /* ASYNCPAT_SEMAPHORE_H */
