@@ -22,5 +22,11 @@
 #ifndef AP_NO_MPMC
 #include "asyncpat/mpmc.h"
 #endif
+#ifndef AP_NO_SEMAPHORE
+#include "asyncpat/semaphore.h"
+#endif
+#ifndef AP_NO_TOKEN_BUCKET
+#include "asyncpat/token_bucket.h"
+#endif
 
 #endif /* ASYNCPAT_H */

@@ -241,7 +241,8 @@ AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t cap
                                                size_t elem_size, size_t lap_start)
 {
     size_t stride = AP_MPMC_STRIDE(elem_size), bytes;
-    if (q == NULL || capacity == 0 || elem_size == 0 || capacity > AP__MPMC_CAP_LIMIT ||
+    AP_ASSERT(q != NULL);
+    if (capacity == 0 || elem_size == 0 || capacity > AP__MPMC_CAP_LIMIT ||
         elem_size > SIZE_MAX / 2 || !ap__size_muladd(capacity, stride, 0, &bytes))
         return AP_INVAL;
     AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(size_t)) == 0);

@@ -253,7 +253,8 @@ AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t cap
 {
     size_t slots = capacity <= AP__SPSC_POS_LIMIT ? ap__pow2_ceil(capacity) : 0;
     size_t bytes;
-    if (q == NULL || capacity == 0 || elem_size == 0 || slots == 0 ||
+    AP_ASSERT(q != NULL);
+    if (capacity == 0 || elem_size == 0 || slots == 0 ||
         !ap__size_muladd(slots, elem_size, 0, &bytes))
         return AP_INVAL;
     AP_ASSERT(buf != NULL);

@@ -1,0 +1,888 @@
+/*
+ * asyncpat/token_bucket.h -- rate limiter: an exact integer token bucket
+ *                            (GCRA on the emission grid), single and keyed
+ *
+ * PATTERN
+ *   A bucket admits `n` tokens per `period_ns` and holds at most `burst`.
+ *   It is the Generic Cell Rate Algorithm (GCRA, ITU-T I.371; the algorithm
+ *   of the Rust crate governor) with its theoretical arrival time (TAT)
+ *   counted in emission intervals T = period/n instead of nanoseconds:
+ *
+ *     V(t)  = floor(t * n / period)   emission instants passed by time t
+ *     state = C                       the TAT in units of T (one uint64_t)
+ *     acquire m at t:  base = max(C, V(t));  admit iff base + m <= V(t) + burst;
+ *                      then C = base + m      (one CAS)
+ *
+ *   Counting in T makes the TAT an integer for ANY rational rate (e.g.
+ *   3/s, where T = 333333333.33 ns), so nothing is rounded and nothing
+ *   drifts: no floating point, no refill thread, no whole-second steps.
+ *   Equivalently: token k (k >= 1) is minted at the instant
+ *   ceil(k * period / n) ns of the caller's clock, and a full bucket stops
+ *   collecting. The one difference from GCRA in nanoseconds: a request that
+ *   finds the bucket full is stamped with the last emission instant at or
+ *   before t (floor), not with t itself, so after an idle spell the next
+ *   token comes back at the next instant of the grid, up to T early.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - exact bound: tokens admitted at times <= t (acquires, and
+ *     reservations whose ready_at <= t, not counting cancelled ones) are at
+ *     most burst + floor(n * t / period), at every t; in any window (s, t]
+ *     at most burst + V(t) - V(s) <= burst + ceil(n * (t - s) / period)
+ *   - liveness: a greedy caller gets exactly that many (>= rate*t - 1 past
+ *     the burst); a refused request gets the exact earliest instant it
+ *     would be admitted (retry_at); at 10/s a token spent at t = 0 is back
+ *     at exactly 100 ms, not at 99.999 ms
+ *   - time going backwards mints nothing: V is monotone and C is only
+ *     raised by admissions, so a `now` earlier than a previous one sees
+ *     the same or fewer tokens
+ *   - a cancelled reservation gives back exactly its tokens (see
+ *     ap_tb_cancel_reservation)
+ *   - n > burst is AP_INVAL (it could never succeed); n = 0 is AP_OK and
+ *     changes nothing
+ *   - keyed: at most `capacity` keys are tracked; a key whose bucket is
+ *     full again (C <= V(now), indistinguishable from a fresh bucket) is
+ *     dropped and its slot reused without the caller pruning; when every
+ *     slot holds an active key a new key gets AP_FULL and nothing changes
+ *     (an active key is never evicted, a new key is never silently
+ *     admitted)
+ *
+ * CONCURRENCY          try_acquire  reserve  cancel_res  available  fini
+ *   ap_tb  (single)        yes        yes       yes         yes      no
+ *   ap_tb_keyed            yes (all keyed calls, any thread)          no
+ *   Progress: ap_tb is lock-free: every call is one relaxed load and a CAS
+ *   loop that retries only when another thread's CAS succeeded.
+ *   ap_tb_keyed serialises on one small spinlock (ap__lock, core.h) held
+ *   for O(1) expected work (a probe plus the same arithmetic); a hot key
+ *   that needs lock-free speed belongs in its own ap_tb.
+ *   An acquire future is polled by one thread at a time (future.h rule 4).
+ *
+ * ORDERING
+ *   Every atomic access of ap_tb is relaxed. The bucket publishes no memory
+ *   to anyone: the bound needs only that each admission is one atomic
+ *   read-modify-write of the single word C, and all RMWs of one location
+ *   form one modification order whatever their memory order, so no token
+ *   is handed out twice. Callers must not use an admission as a
+ *   happens-before edge. ap_tb_keyed's lock orders its table (acquire /
+ *   release inside ap__lock).
+ *
+ * ARITHMETIC (exactness and overflow)
+ *   n and period are divided by their gcd at init. V(t) = floor(t*n/period)
+ *   and the inverse ceil(k*period/n) are computed exactly with a 64x64->128
+ *   multiply and a 128/64 division: unsigned __int128 where the compiler has
+ *   it (behind a feature test), else a portable C11 long division that the
+ *   tests compare with the former. With n' = 1 (T an integer number of ns,
+ *   e.g. 1000/s, 10/s, 1e9/s, 86400 per day) V(t) is one 64-bit division,
+ *   and usually none (see ap__tb_base). Rates are limited to one
+ *   token per nanosecond (n <= period, i.e. 1e9/s): then V(t) <= t never
+ *   overflows; above that, count in larger units (KiB, not bytes).
+ *   Every sum is checked: a reservation that would push C past 2^64 - 2 is
+ *   refused, and instants beyond the clock's range saturate to
+ *   AP_DEADLINE_NONE. Nothing wraps, so UBSan stays clean.
+ *
+ * COMPLEXITY   ap_tb: O(1) per call (a CAS retry only when another thread
+ *              won); 64 bytes (one cache line).
+ *              ap_tb_keyed: O(1) expected per call under the lock (linear
+ *              probing; stale entries are removed by backward shift as the
+ *              probe meets them), O(capacity) worst case; 16 bytes per slot.
+ * MEMORY       ap_tb lives in caller memory. ap_tb_keyed_init takes a caller
+ *              buffer of AP_TB_KEYED_BYTES(capacity) bytes; ap_tb_keyed_create
+ *              allocates once. Nothing else allocates.
+ * ERRORS       AP_REJECTED (not now; see retry_at), AP_FULL (keyed table full
+ *              of active keys), AP_TIMEDOUT (a wait that cannot be served by
+ *              its deadline; nothing was taken), AP_CANCELED, AP_NOMEM;
+ *              AP_INVAL for n = 0, burst = 0, n > period (more than one token
+ *              per ns), capacity 0, a request of more than burst tokens.
+ *              AP_INVAL changes nothing; out-params are untouched on failure
+ *              unless a function says otherwise.
+ * WAKE ORDER   the acquire future waits for time only: it reserves its
+ *              tokens at its first poll (so waiters are served in the order
+ *              of their first poll) and lowers cx->deadline to the ready
+ *              instant; it registers no waker, so cancel is O(1).
+ * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_SPIN_LIMIT;
+ *              AP_TB_NO_INT128 forces the portable 128-bit arithmetic.
+ * SEE ALSO     examples/rate_limit.c, bench/bench_token_bucket.c
+ * STABILITY    experimental (0.x): names may still change before 1.0
+ *
+ * USAGE
+ *   ap_tb tb;   // 100 requests per second, bursts of up to 20
+ *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .period_ns = AP_NS_PER_SEC,
+ *                                     .burst = 20}) != AP_OK) abort();
+ *   uint64_t retry_at;
+ *   if (ap_tb_try_acquire(&tb, 1, ap_now_ns(), &retry_at) == AP_OK) serve();
+ *   else reply_429_until(retry_at);
+ *   // or wait (parks this thread, never sleeps in a loop):
+ *   if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
+ */
+#ifndef ASYNCPAT_TOKEN_BUCKET_H
+#define ASYNCPAT_TOKEN_BUCKET_H
+
+#include "core.h"
+#include "time.h"
+#include "future.h"
+
+/** ap_tb_desc - configuration; a zero field means its default */
+typedef struct ap_tb_desc {
+    uint64_t n;         /* tokens per period (required: 0 is AP_INVAL) */
+    uint64_t period_ns; /* the period (default: 1 s); n <= period_ns */
+    uint64_t burst;     /* bucket capacity, tokens (required: 0 is AP_INVAL) */
+} ap_tb_desc;
+
+/** ap_tb - one bucket; set up with ap_tb_init (a zero ap_tb is not valid) */
+typedef struct ap_tb {
+    _Alignas(AP_CACHELINE) _Atomic uint64_t tat; /* C: the TAT, in emission intervals */
+    uint64_t n;      /* tokens per period, divided by gcd(n, period) */
+    uint64_t p;      /* period in ns, divided by the same gcd */
+    uint64_t burst;
+    ap_tb_desc desc; /* as resolved at init */
+} ap_tb;
+
+/** ap_tb_reservation - what ap_tb_reserve committed (caller memory) */
+typedef struct ap_tb_reservation {
+    uint64_t tokens;   /* reserved tokens; 0 once cancelled */
+    uint64_t ready_at; /* the caller may proceed at this instant (ns) */
+} ap_tb_reservation;
+
+/** ap_tb_acquire_fut - a future that takes n tokens when they are due */
+typedef struct ap_tb_acquire_fut {
+    ap_future base; /* first member: (ap_future *)&f works */
+    ap_tb *tb;
+    uint64_t n;
+    uint64_t deadline; /* latest acceptable ready instant */
+    ap_tb_reservation res;
+    int state;         /* 0 not started, 1 reserved, 2 done */
+    ap_status status;  /* AP_AGAIN until done */
+} ap_tb_acquire_fut;
+
+/* One keyed slot: the key and its bucket state; tat == UINT64_MAX: empty. */
+typedef struct ap_tb_keyed_slot {
+    uint64_t key;
+    uint64_t tat;
+} ap_tb_keyed_slot;
+
+/** AP_TB_KEYED_BYTES - buffer bytes for ap_tb_keyed_init (constant expression) */
+#define AP_TB_KEYED_BYTES(capacity) ((size_t)(capacity) * sizeof(ap_tb_keyed_slot))
+
+/** ap_tb_keyed - one bucket per 64-bit key, in a bounded table */
+typedef struct ap_tb_keyed {
+    ap__lock lock;
+    ap_tb cfg;              /* the shared configuration (its tat is unused) */
+    ap_tb_keyed_slot *slots;
+    size_t capacity;
+    size_t used;            /* slots holding a key (under lock) */
+    const ap_allocator *alloc; /* set by create */
+} ap_tb_keyed;
+
+/**
+ * ap_tb_desc_resolved - the desc with defaults filled in
+ * Returns a copy in which period_ns 0 became AP_NS_PER_SEC; n and burst
+ * have no default and stay as given.
+ */
+AP_API ap_tb_desc ap_tb_desc_resolved(const ap_tb_desc *desc);
+
+/**
+ * ap_tb_init - set up a full bucket
+ * @tb:   caller memory
+ * @desc: n tokens per period_ns, at most burst held
+ *
+ * Returns AP_OK, or AP_INVAL (n 0, burst 0, n > period_ns); on AP_INVAL
+ * *tb is untouched. A new bucket holds `burst` tokens at every time >= 0.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_init(ap_tb *tb, const ap_tb_desc *desc);
+/** ap_tb_fini - end of life; frees nothing */
+AP_API void ap_tb_fini(ap_tb *tb);
+
+/**
+ * ap_tb_try_acquire - take n tokens now, all or nothing
+ * @n:        tokens (0..burst)
+ * @now_ns:   the caller's monotonic time
+ * @retry_at: on AP_REJECTED, the earliest instant (> now_ns) at which the
+ *            same request would succeed if nobody else takes tokens
+ *            (AP_DEADLINE_NONE: never within the clock's range); may be NULL
+ *
+ * Returns AP_OK, AP_REJECTED, or AP_INVAL (n > burst: it could never
+ * succeed). n = 0 returns AP_OK and changes nothing.
+ * Concurrency: any thread; lock-free. On failure *tb is unchanged.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_try_acquire(ap_tb *tb, uint64_t n, uint64_t now_ns,
+                                                uint64_t *retry_at);
+
+/**
+ * ap_tb_available - tokens a try_acquire at now_ns would find (snapshot)
+ */
+AP_API uint64_t ap_tb_available(ap_tb *tb, uint64_t now_ns);
+
+/**
+ * ap_tb_reserve - commit n tokens now and learn when they may be used
+ * @res: receives tokens = n and ready_at: now_ns if they are available
+ *       now, else the instant they will be (the tokens are already taken:
+ *       later requests queue behind them)
+ *
+ * Returns AP_OK, or AP_INVAL (n > burst; or a backlog so long that the
+ * state would overflow). n = 0 gives an empty reservation ready now.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_ns,
+                                            ap_tb_reservation *res);
+
+/**
+ * ap_tb_cancel_reservation - give back a reservation that is not yet due
+ * @res: from ap_tb_reserve on this bucket
+ *
+ * If now_ns < res->ready_at, exactly res->tokens tokens go back to the
+ * bucket (the state C drops by that much; a bucket never holds more than
+ * burst, so tokens that would overflow it are gone, as with any refill),
+ * res->tokens becomes 0 and that number is returned. Otherwise the
+ * reservation counts as used and 0 is returned. Idempotent.
+ * Later reservations made meanwhile keep their ready_at (nothing that was
+ * promised moves); the tokens returned go to the next acquire or
+ * reservation, which may therefore be ready before reservations made
+ * earlier. The bound in GUARANTEES still holds, counting every
+ * reservation that was not cancelled (proof sketch in the implementation).
+ */
+AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint64_t now_ns);
+
+/**
+ * ap_tb_acquire_fut_init / ap_tb_acquire_poll / ap_tb_acquire_cancel:
+ * a future that takes n tokens, waiting for time (never sleeping itself).
+ * @deadline_ns: the latest instant the caller will wait for
+ *               (AP_DEADLINE_NONE: no limit)
+ *
+ * The first poll reserves the tokens if they will be ready by deadline_ns
+ * (then, until ready, each poll lowers cx->deadline to the ready instant
+ * and returns AP_PENDING), or completes at once with AP_TIMEDOUT and takes
+ * nothing. It reads the time only from cx->now. Cancel before completion
+ * gives the reserved tokens back (all of them: the caller was never told
+ * to proceed); it is idempotent and a no-op after completion.
+ * Result (ap_tb_acquire_status): AP_AGAIN while pending, then AP_OK,
+ * AP_TIMEDOUT, AP_INVAL (n > burst) or AP_CANCELED.
+ */
+AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
+                                   uint64_t deadline_ns);
+AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx);
+AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f);
+AP_API AP_NODISCARD ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f);
+
+/**
+ * ap_tb_acquire_wait - block this thread (ap_block_on, real time
+ * ap_now_ns()) until n tokens are taken. Returns AP_OK, AP_TIMEDOUT at
+ * once if they cannot be ready by deadline_ns (nothing taken), or AP_INVAL.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, uint64_t deadline_ns);
+
+/**
+ * ap_tb_keyed_init - a keyed limiter in caller memory
+ * @buf:      AP_TB_KEYED_BYTES(capacity) bytes, aligned for uint64_t
+ * @capacity: keys tracked at once (>= 1)
+ *
+ * Every key gets its own bucket with the configuration @desc. Returns
+ * AP_OK or AP_INVAL (bad desc, capacity 0 or too large); then *kt is
+ * untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc,
+                                               void *buf, size_t capacity);
+/** ap_tb_keyed_fini - end of life; frees nothing */
+AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt);
+#ifndef AP_NO_MALLOC
+/**
+ * ap_tb_keyed_create - allocate and initialise a keyed limiter (one allocation)
+ * Returns AP_OK, AP_INVAL (nothing allocated) or AP_NOMEM; *out untouched on failure.
+ */
+AP_API AP_NODISCARD ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
+                                                 size_t capacity, const ap_allocator *alloc);
+/** ap_tb_keyed_destroy - free a limiter from ap_tb_keyed_create */
+AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt);
+#endif
+
+/**
+ * ap_tb_keyed_try_acquire - ap_tb_try_acquire on @key's bucket
+ *
+ * Returns AP_OK, AP_REJECTED (*retry_at as in ap_tb_try_acquire), AP_INVAL
+ * (n > burst), or AP_FULL: @key is not tracked and every slot holds a key
+ * whose bucket is not full at now_ns; nothing changed (a slot frees as
+ * soon as one of those buckets has refilled). n = 0 returns AP_OK and
+ * inserts nothing. Concurrency: any thread (serialised on the table lock).
+ */
+AP_API AP_NODISCARD ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key,
+                                                      uint64_t n, uint64_t now_ns,
+                                                      uint64_t *retry_at);
+/** ap_tb_keyed_len - keys currently tracked (snapshot; includes refilled ones not yet dropped) */
+AP_API size_t ap_tb_keyed_len(ap_tb_keyed *kt);
+/** ap_tb_keyed_capacity - the capacity given at init */
+AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt);
+
+/* ---- implementation ---- */
+
+#define AP__TB_EMPTY UINT64_MAX     /* keyed slot marker; C never reaches it */
+#define AP__TB_C_MAX (UINT64_MAX - 1)
+
+/* ---- exact 64x64 -> 128 and 128 / 64 ---- */
+
+/* Portable forms, always compiled (the tests compare them with __int128). */
+AP_API void ap__tb_mul_portable(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo)
+{
+    uint64_t a0 = a & 0xffffffffu, a1 = a >> 32, b0 = b & 0xffffffffu, b1 = b >> 32;
+    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    uint64_t mid = (p00 >> 32) + (p01 & 0xffffffffu) + (p10 & 0xffffffffu);
+    *lo = (mid << 32) | (p00 & 0xffffffffu);
+    *hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+/* (hi:lo) / d for hi < d (so the quotient fits); remainder in *rem. */
+AP_API uint64_t ap__tb_div_portable(uint64_t hi, uint64_t lo, uint64_t d, uint64_t *rem)
+{
+    uint64_t q = 0;
+    for (int i = 0; i < 64; i++) {
+        uint64_t carry = hi >> 63; /* the shifted remainder is >= 2^64 > d */
+        hi = (hi << 1) | (lo >> 63);
+        lo <<= 1;
+        q <<= 1;
+        if (carry || hi >= d) {
+            hi -= d; /* mod 2^64, exact: the true difference is < d */
+            q |= 1;
+        }
+    }
+    *rem = hi;
+    return q;
+}
+
+#if defined(__SIZEOF_INT128__) && !defined(AP_TB_NO_INT128)
+#define AP__TB_HAVE_INT128 1
+__extension__ typedef unsigned __int128 ap__tb_u128;
+#endif
+
+/*
+ * floor(a * b / d) (up = 0) or ceil(a * b / d) (up = 1), d > 0.
+ * Returns false when the result does not fit in 64 bits.
+ */
+AP_API bool ap__tb_muldiv(uint64_t a, uint64_t b, uint64_t d, int up, uint64_t *out)
+{
+#ifdef AP__TB_HAVE_INT128
+    ap__tb_u128 p = (ap__tb_u128)a * b;
+    ap__tb_u128 q = p / d;
+    if (up && q * d != p)
+        q++;
+    if (q > UINT64_MAX)
+        return false;
+    *out = (uint64_t)q;
+    return true;
+#else
+    uint64_t hi, lo, rem, q;
+    ap__tb_mul_portable(a, b, &hi, &lo);
+    if (hi >= d)
+        return false;
+    q = ap__tb_div_portable(hi, lo, d, &rem);
+    if (up && rem != 0) {
+        if (q == UINT64_MAX)
+            return false;
+        q++;
+    }
+    *out = q;
+    return true;
+#endif
+}
+
+AP_API uint64_t ap__tb_gcd(uint64_t a, uint64_t b)
+{
+    while (b != 0) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* V(t): emission instants passed by t, floor(t * n / p) <= t (n <= p). */
+AP_FORCE_INLINE uint64_t ap__tb_slots(const ap_tb *tb, uint64_t t)
+{
+    if (tb->n == 1)
+        return t / tb->p;
+    uint64_t v = 0;
+    bool ok = ap__tb_muldiv(t, tb->n, tb->p, 0, &v);
+    AP_ASSERT(ok); /* n <= p: cannot overflow */
+    (void)ok;
+    return v;
+}
+
+/* The instant emission slot k is passed: min t with V(t) >= k, that is
+ * ceil(k * p / n); AP_DEADLINE_NONE beyond the clock's range. */
+AP_FORCE_INLINE uint64_t ap__tb_time_of(const ap_tb *tb, uint64_t k)
+{
+    if (tb->n == 1)
+        return k > UINT64_MAX / tb->p ? AP_DEADLINE_NONE : k * tb->p;
+    uint64_t t;
+    return ap__tb_muldiv(k, tb->p, tb->n, 1, &t) ? t : AP_DEADLINE_NONE;
+}
+
+/*
+ * base = max(c, V(now)). With n' = 1 the common cases need no division:
+ * c*p > now means V(now) < c (the bucket owes tokens, base = c); else
+ * V(now) = c + (now - c*p) / p, and a caller arriving about once per T
+ * finds that quotient 0 or 1.
+ */
+AP_FORCE_INLINE uint64_t ap__tb_base(const ap_tb *tb, uint64_t c, uint64_t now,
+                                     uint64_t *v_out)
+{
+    if (tb->n == 1 && c <= UINT64_MAX / tb->p) {
+        uint64_t tc = c * tb->p;
+        if (tc > now) {
+            *v_out = now / tb->p; /* only needed by callers that report */
+            return c;
+        }
+        uint64_t d = now - tc, v;
+        if (d < tb->p)
+            v = c;
+        else if (d - tb->p < tb->p)
+            v = c + 1;
+        else
+            v = c + d / tb->p;
+        *v_out = v;
+        return v;
+    }
+    uint64_t v = ap__tb_slots(tb, now);
+    *v_out = v;
+    return c > v ? c : v;
+}
+
+/*
+ * Decide m tokens (m <= burst) against state c at now.
+ *   returns 1 (admitted now) or 0 (not yet), with *next = base + m and
+ *   *when = the instant base + m is admissible (now if admitted);
+ *   returns -1 when base + m would overflow C (never admissible).
+ * Admissible iff base + m <= V(now) + burst, written without overflow as
+ * (base - v) + m <= burst.
+ */
+AP_FORCE_INLINE int ap__tb_decide(const ap_tb *tb, uint64_t c, uint64_t m, uint64_t now,
+                                  uint64_t *next, uint64_t *when)
+{
+    uint64_t v, base;
+    if (tb->n == 1 && c <= UINT64_MAX / tb->p && c * tb->p > now) {
+        /* owing: base = c > V(now); admissible iff V(now) >= c + m - burst,
+         * i.e. now >= (c + m - burst) * p: no division on this path */
+        base = c;
+        if (base > AP__TB_C_MAX - m)
+            return -1;
+        *next = base + m;
+        if (base + m <= tb->burst) {
+            *when = now;
+            return 1;
+        }
+        uint64_t k = base + m - tb->burst;
+        uint64_t t = ap__tb_time_of(tb, k);
+        *when = t <= now ? now : t;
+        return t <= now;
+    }
+    base = ap__tb_base(tb, c, now, &v);
+    if (base > AP__TB_C_MAX - m)
+        return -1;
+    *next = base + m;
+    if (base - v <= tb->burst - m) {
+        *when = now;
+        return 1;
+    }
+    /* base - v > burst - m >= 0, so base > burst - m: k >= 1 and k > v */
+    *when = ap__tb_time_of(tb, base - (tb->burst - m));
+    return 0;
+}
+
+AP_API ap_tb_desc ap_tb_desc_resolved(const ap_tb_desc *desc)
+{
+    ap_tb_desc d = *desc;
+    if (d.period_ns == 0)
+        d.period_ns = AP_NS_PER_SEC;
+    return d;
+}
+
+/* Validate and reduce a desc into tb's configuration fields. */
+AP_API ap_status ap__tb_config(ap_tb *cfg, const ap_tb_desc *desc)
+{
+    if (desc == NULL)
+        return AP_INVAL;
+    ap_tb_desc d = ap_tb_desc_resolved(desc);
+    if (d.n == 0 || d.burst == 0 || d.n > d.period_ns || d.burst > AP__TB_C_MAX)
+        return AP_INVAL;
+    uint64_t g = ap__tb_gcd(d.n, d.period_ns);
+    cfg->n = d.n / g;
+    cfg->p = d.period_ns / g;
+    cfg->burst = d.burst;
+    cfg->desc = d;
+    return AP_OK;
+}
+
+AP_API ap_status ap_tb_init(ap_tb *tb, const ap_tb_desc *desc)
+{
+    AP_ASSERT(tb != NULL);
+    ap_tb cfg;
+    ap_status st = ap__tb_config(&cfg, desc);
+    if (st != AP_OK)
+        return st;
+    tb->n = cfg.n;
+    tb->p = cfg.p;
+    tb->burst = cfg.burst;
+    tb->desc = cfg.desc;
+    AP_ATOMIC_INIT(&tb->tat, 0u); /* C = 0 <= V(t) for all t: full */
+    return AP_OK;
+}
+
+AP_API void ap_tb_fini(ap_tb *tb)
+{
+    AP_ASSERT(tb != NULL);
+    tb->p = 0; /* a later call trips AP_ASSERT */
+}
+
+AP_API ap_status ap_tb_try_acquire(ap_tb *tb, uint64_t n, uint64_t now_ns, uint64_t *retry_at)
+{
+    AP_ASSERT(tb != NULL && tb->p != 0);
+    if (AP_UNLIKELY(n > tb->burst))
+        return AP_INVAL;
+    if (AP_UNLIKELY(n == 0))
+        return AP_OK;
+    /* relaxed: the bucket publishes no memory (see ORDERING). */
+    uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed);
+    for (;;) {
+        uint64_t next, when;
+        int r = ap__tb_decide(tb, c, n, now_ns, &next, &when);
+        if (AP_UNLIKELY(r <= 0)) {
+            if (retry_at)
+                *retry_at = r < 0 ? AP_DEADLINE_NONE : when;
+            return AP_REJECTED;
+        }
+        /* relaxed: atomicity alone keeps the count (one modification
+         * order of tat); on failure c is reloaded and we decide again. */
+        if (AP_ATOMIC_CAS_WEAK(&tb->tat, &c, next, memory_order_relaxed,
+                               memory_order_relaxed))
+            return AP_OK;
+        AP_TEST_YIELD();
+    }
+}
+
+AP_API uint64_t ap_tb_available(ap_tb *tb, uint64_t now_ns)
+{
+    AP_ASSERT(tb != NULL && tb->p != 0);
+    uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed), v;
+    uint64_t base = ap__tb_base(tb, c, now_ns, &v);
+    return base - v >= tb->burst ? 0 : tb->burst - (base - v);
+}
+
+AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
+                                      uint64_t latest, ap_tb_reservation *res)
+{
+    AP_ASSERT(tb != NULL && tb->p != 0 && res != NULL);
+    if (n > tb->burst)
+        return AP_INVAL;
+    if (n == 0) {
+        res->tokens = 0;
+        res->ready_at = now_ns;
+        return AP_OK;
+    }
+    uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed);
+    for (;;) {
+        uint64_t next, when;
+        int r = ap__tb_decide(tb, c, n, now_ns, &next, &when);
+        if (r < 0)
+            return AP_INVAL;
+        if (when > latest && when > now_ns) /* due now is never too late */
+            return AP_TIMEDOUT;
+        /* relaxed: as in ap_tb_try_acquire */
+        if (AP_ATOMIC_CAS_WEAK(&tb->tat, &c, next, memory_order_relaxed,
+                               memory_order_relaxed)) {
+            res->tokens = n;
+            res->ready_at = when;
+            return AP_OK;
+        }
+        AP_TEST_YIELD();
+    }
+}
+
+AP_API ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_ns, ap_tb_reservation *res)
+{
+    return ap__tb_reserve_until(tb, n, now_ns, AP_DEADLINE_NONE, res);
+}
+
+/*
+ * Give back m reserved tokens: C -= m.
+ * Why the bound survives (S = reservations and admissions not cancelled,
+ * each with its end e = the C it committed; it is usable once
+ * e <= V(t) + burst). Two invariants:
+ *   (A) sum of tokens in S <= C;
+ *   (B) for every X, the tokens in S with e <= X are at most X.
+ * A new request commits e = base + m with base >= C: (A) holds, and for
+ * X >= e the count is <= (tokens in S) + m <= C + m <= X, so (B) holds.
+ * A cancel removes m tokens from S and m from C: (A) and (B) hold.
+ * The tokens usable at t are those with e <= V(t) + burst, at most
+ * V(t) + burst by (B). And C >= m here by (A), so C - m does not wrap.
+ */
+AP_API void ap__tb_give_back(ap_tb *tb, uint64_t m)
+{
+    uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed);
+    for (;;) {
+        AP_ASSERT(c >= m); /* invariant (A) */
+        /* relaxed: as in ap_tb_try_acquire */
+        if (AP_ATOMIC_CAS_WEAK(&tb->tat, &c, c - m, memory_order_relaxed,
+                               memory_order_relaxed))
+            return;
+    }
+}
+
+AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint64_t now_ns)
+{
+    AP_ASSERT(tb != NULL && res != NULL);
+    uint64_t m = res->tokens;
+    if (m == 0 || now_ns >= res->ready_at)
+        return 0;
+    ap__tb_give_back(tb, m);
+    res->tokens = 0;
+    return m;
+}
+
+/* ---- acquire future ---- */
+
+AP_API ap_poll ap__tb_acquire_poll_v(ap_future *self, ap_cx *cx)
+{
+    return ap_tb_acquire_poll((ap_tb_acquire_fut *)(void *)self, cx);
+}
+
+AP_API void ap__tb_acquire_cancel_v(ap_future *self)
+{
+    ap_tb_acquire_cancel((ap_tb_acquire_fut *)(void *)self);
+}
+
+AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
+                                   uint64_t deadline_ns)
+{
+    AP_ASSERT(f != NULL && tb != NULL);
+    f->base.poll = ap__tb_acquire_poll_v;
+    f->base.cancel = ap__tb_acquire_cancel_v;
+    f->tb = tb;
+    f->n = n;
+    f->deadline = deadline_ns;
+    f->res.tokens = 0;
+    f->res.ready_at = 0;
+    f->state = 0;
+    f->status = AP_AGAIN;
+}
+
+AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx)
+{
+    AP_ASSERT(f != NULL && cx != NULL);
+    if (f->state == 2)
+        return AP_READY;
+    if (f->state == 0) {
+        ap_status st = ap__tb_reserve_until(f->tb, f->n, cx->now, f->deadline, &f->res);
+        if (st != AP_OK) {
+            f->status = st; /* AP_INVAL or AP_TIMEDOUT: nothing taken */
+            f->state = 2;
+            return AP_READY;
+        }
+        f->state = 1;
+    }
+    if (cx->now >= f->res.ready_at) {
+        f->status = AP_OK;
+        f->state = 2;
+        return AP_READY;
+    }
+    ap_cx_wake_at(cx, f->res.ready_at); /* waits for time only: no waker */
+    return AP_PENDING;
+}
+
+AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f)
+{
+    AP_ASSERT(f != NULL);
+    if (f->state == 1 && f->res.tokens != 0) /* never told to proceed */
+        ap__tb_give_back(f->tb, f->res.tokens);
+    if (f->state != 2) {
+        f->res.tokens = 0;
+        f->status = AP_CANCELED;
+        f->state = 2;
+    }
+}
+
+AP_API ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f)
+{
+    return f->status;
+}
+
+AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, uint64_t deadline_ns)
+{
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, tb, n, deadline_ns);
+    /* No outer deadline: the future never reserves past deadline_ns, so
+     * it completes by then (or at once with AP_TIMEDOUT). */
+    ap_block_on(&f.base);
+    return f.status;
+}
+
+/* ---- keyed ---- */
+
+#define AP__TB_KEYED_CAP_LIMIT (SIZE_MAX / sizeof(ap_tb_keyed_slot))
+
+AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc, void *buf,
+                                  size_t capacity)
+{
+    AP_ASSERT(kt != NULL);
+    ap_tb cfg;
+    if (capacity == 0 || capacity > AP__TB_KEYED_CAP_LIMIT ||
+        ap__tb_config(&cfg, desc) != AP_OK)
+        return AP_INVAL;
+    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(uint64_t)) == 0);
+    kt->cfg.n = cfg.n;
+    kt->cfg.p = cfg.p;
+    kt->cfg.burst = cfg.burst;
+    kt->cfg.desc = cfg.desc;
+    AP_ATOMIC_INIT(&kt->cfg.tat, 0u);
+    kt->slots = (ap_tb_keyed_slot *)buf;
+    for (size_t i = 0; i < capacity; i++) {
+        kt->slots[i].key = 0;
+        kt->slots[i].tat = AP__TB_EMPTY;
+    }
+    kt->capacity = capacity;
+    kt->used = 0;
+    kt->alloc = NULL;
+    AP_ATOMIC_INIT(&kt->lock.held, 0u);
+    return AP_OK;
+}
+
+AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt)
+{
+    AP_ASSERT(kt != NULL);
+    kt->slots = NULL;
+}
+
+#ifndef AP_NO_MALLOC
+AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
+                                    size_t capacity, const ap_allocator *alloc)
+{
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t hdr = ap__align_up(sizeof(ap_tb_keyed), AP_CACHELINE), total;
+    ap_tb cfg;
+    AP_ASSERT(out != NULL);
+    if (a == NULL || capacity == 0 || capacity > AP__TB_KEYED_CAP_LIMIT ||
+        ap__tb_config(&cfg, desc) != AP_OK ||
+        !ap__size_muladd(capacity, sizeof(ap_tb_keyed_slot), hdr, &total))
+        return AP_INVAL;
+    unsigned char *mem = (unsigned char *)a->alloc(total, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_tb_keyed *kt = (ap_tb_keyed *)(void *)mem;
+    ap_status st = ap_tb_keyed_init(kt, desc, mem + hdr, capacity);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
+    kt->alloc = a;
+    *out = kt;
+    return AP_OK;
+}
+
+AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt)
+{
+    if (kt == NULL)
+        return;
+    AP_ASSERT(kt->alloc != NULL); /* only limiters from ap_tb_keyed_create */
+    const ap_allocator *a = kt->alloc;
+    size_t total = ap__align_up(sizeof(ap_tb_keyed), AP_CACHELINE) +
+                   kt->capacity * sizeof(ap_tb_keyed_slot);
+    ap_tb_keyed_fini(kt);
+    a->free(kt, total, a->user);
+}
+#endif
+
+AP_API size_t ap__tb_keyed_home(const ap_tb_keyed *kt, uint64_t key)
+{
+    /* splitmix64's finaliser: adjacent keys spread over the table */
+    uint64_t x = key + UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    x ^= x >> 31;
+    return (size_t)(x % (uint64_t)kt->capacity);
+}
+
+/* Remove the entry at i (Knuth's algorithm R for linear probing): later
+ * entries of the cluster move back so every key stays reachable from its
+ * home without crossing an empty slot. Caller holds the lock. */
+AP_API void ap__tb_keyed_delete(ap_tb_keyed *kt, size_t i)
+{
+    size_t cap = kt->capacity, j = i;
+    kt->slots[i].tat = AP__TB_EMPTY;
+    kt->used--;
+    for (;;) {
+        j = j + 1 == cap ? 0 : j + 1;
+        if (kt->slots[j].tat == AP__TB_EMPTY)
+            return;
+        size_t h = ap__tb_keyed_home(kt, kt->slots[j].key);
+        /* leave j where it is if its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (!stays) {
+            kt->slots[i] = kt->slots[j];
+            kt->slots[j].tat = AP__TB_EMPTY;
+            i = j;
+        }
+    }
+}
+
+AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t n,
+                                         uint64_t now_ns, uint64_t *retry_at)
+{
+    AP_ASSERT(kt != NULL && kt->slots != NULL);
+    const ap_tb *cfg = &kt->cfg;
+    if (n > cfg->burst)
+        return AP_INVAL;
+    if (n == 0)
+        return AP_OK;
+    ap_status st;
+    ap__lock_acquire(&kt->lock);
+    size_t cap = kt->capacity, i = ap__tb_keyed_home(kt, key), seen = 0;
+    ap_tb_keyed_slot *s = NULL;
+    while (seen < cap) {
+        ap_tb_keyed_slot *x = &kt->slots[i];
+        if (x->tat == AP__TB_EMPTY) {
+            s = x; /* key absent: insert here */
+            s->key = key;
+            s->tat = 0; /* a fresh bucket */
+            kt->used++;
+            break;
+        }
+        if (x->key == key) {
+            s = x;
+            break;
+        }
+        uint64_t v;
+        (void)ap__tb_base(cfg, x->tat, now_ns, &v);
+        if (x->tat <= v) {
+            /* another key, full again: indistinguishable from fresh; drop
+             * it and look at slot i again (an entry may have moved in) */
+            ap__tb_keyed_delete(kt, i);
+            seen = 0; /* the hole it left is < cap slots ahead of i */
+            continue;
+        }
+        i = i + 1 == cap ? 0 : i + 1;
+        seen++;
+    }
+    if (s == NULL) {
+        st = AP_FULL; /* every slot holds an active key: nothing changed */
+    } else {
+        uint64_t next, when;
+        int r = ap__tb_decide(cfg, s->tat, n, now_ns, &next, &when);
+        if (r > 0) {
+            s->tat = next;
+            st = AP_OK;
+        } else {
+            if (retry_at)
+                *retry_at = r < 0 ? AP_DEADLINE_NONE : when;
+            st = AP_REJECTED;
+        }
+    }
+    ap__lock_release(&kt->lock);
+    return st;
+}
+
+AP_API size_t ap_tb_keyed_len(ap_tb_keyed *kt)
+{
+    ap__lock_acquire(&kt->lock);
+    size_t n = kt->used;
+    ap__lock_release(&kt->lock);
+    return n;
+}
+
+AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt)
+{
+    return kt->capacity;
+}
+
+#endif /* ASYNCPAT_TOKEN_BUCKET_H */

@@ -1,0 +1,713 @@
+/*
+ * tests/test_token_bucket.c -- the token bucket (GCRA on the emission grid)
+ *
+ * Everything runs on a fake clock (plain uint64_t nanoseconds), so every
+ * bound is checked exactly: V(t) = floor(n * t / period) is computed here
+ * with unsigned __int128, independently of the header's arithmetic.
+ */
+#include "asyncpat/token_bucket.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TEST_TIMEOUT_S 30 /* one value for every timeout (see test_mpmc.c) */
+#define SEC AP_NS_PER_SEC
+#define MS AP_NS_PER_MS
+
+__extension__ typedef unsigned __int128 u128;
+
+/* floor(n * t / period): tokens minted by t, the reference */
+static uint64_t minted(uint64_t n, uint64_t period, uint64_t t)
+{
+    return (uint64_t)((u128)n * t / period);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static ap_tb make(uint64_t n, uint64_t period, uint64_t burst)
+{
+    ap_tb tb;
+    ap_status st = ap_tb_init(&tb, &(ap_tb_desc){.n = n, .period_ns = period, .burst = burst});
+    cr_assert_eq(st, AP_OK, "init %llu/%llu burst %llu", (unsigned long long)n,
+                 (unsigned long long)period, (unsigned long long)burst);
+    return tb;
+}
+#define MAKE(name, n, period, burst) \
+    ap_tb name;                      \
+    do { ap_tb tmp_ = make(n, period, burst); memcpy(&name, &tmp_, sizeof name); } while (0)
+
+/* ---- configuration ---- */
+
+Test(token_bucket, desc_resolved_defaults)
+{
+    ap_tb_desc d = ap_tb_desc_resolved(&(ap_tb_desc){.n = 5, .burst = 2});
+    cr_assert_eq(d.n, 5);
+    cr_assert_eq(d.period_ns, SEC);
+    cr_assert_eq(d.burst, 2);
+    d = ap_tb_desc_resolved(&(ap_tb_desc){.n = 1, .period_ns = 7, .burst = 9});
+    cr_assert_eq(d.period_ns, 7);
+    cr_assert_eq(d.burst, 9);
+    MAKE(tb, 5, 0, 2);
+    cr_assert_eq(tb.desc.period_ns, SEC);
+}
+
+Test(token_bucket, inval_config_changes_nothing)
+{
+    const ap_tb_desc bad[] = {
+        {.n = 0, .period_ns = SEC, .burst = 1},        /* zero rate */
+        {.n = 1, .period_ns = SEC, .burst = 0},        /* zero burst */
+        {.n = 0, .period_ns = 0, .burst = 0},          /* all zero */
+        {.n = SEC + 1, .period_ns = SEC, .burst = 1},  /* > 1 token per ns */
+        {.n = 2, .period_ns = 1, .burst = 1},
+        {.n = 1, .period_ns = 1, .burst = UINT64_MAX}, /* burst past C's range */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ap_tb tb;
+        memset(&tb, 0xA5, sizeof tb);
+        unsigned char before[sizeof tb];
+        memcpy(before, &tb, sizeof tb);
+        cr_assert_eq(ap_tb_init(&tb, &bad[i]), AP_INVAL, "case %zu", i);
+        cr_assert_eq(memcmp(before, &tb, sizeof tb), 0, "case %zu changed *tb", i);
+        ap_tb_keyed kt;
+        uint64_t buf[8];
+        cr_assert_eq(ap_tb_keyed_init(&kt, &bad[i], buf, 4), AP_INVAL, "keyed case %zu", i);
+    }
+    cr_assert_eq(ap_tb_init(&(ap_tb){0}, NULL), AP_INVAL);
+    /* the extremes that are valid */
+    MAKE(a, SEC, SEC, 1);
+    MAKE(b, 1, UINT64_MAX, UINT64_MAX - 1);
+    (void)a;
+    (void)b;
+}
+
+Test(token_bucket, request_larger_than_burst_is_inval)
+{
+    MAKE(tb, 10, SEC, 4);
+    uint64_t r = 12345;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 5, 0, &r), AP_INVAL);
+    cr_assert_eq(r, 12345, "out-param untouched");
+    cr_assert_eq(ap_tb_available(&tb, 0), 4, "nothing taken");
+    ap_tb_reservation res = {77, 77};
+    cr_assert_eq(ap_tb_reserve(&tb, 5, 0, &res), AP_INVAL);
+    cr_assert_eq(res.tokens, 77);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 4, 0, &r), AP_OK);
+}
+
+Test(token_bucket, zero_tokens_is_ok_and_changes_nothing)
+{
+    MAKE(tb, 10, SEC, 2);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 2, 0, NULL), AP_OK);
+    cr_assert_eq(ap_tb_available(&tb, 0), 0);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 0, 0, NULL), AP_OK, "n = 0 on an empty bucket");
+    cr_assert_eq(ap_tb_available(&tb, 0), 0);
+    ap_tb_reservation res;
+    cr_assert_eq(ap_tb_reserve(&tb, 0, 5, &res), AP_OK);
+    cr_assert_eq(res.tokens, 0);
+    cr_assert_eq(res.ready_at, 5);
+    cr_assert_eq(ap_tb_available(&tb, 100 * MS), 1);
+}
+
+Test(token_bucket, fresh_bucket_is_full_at_time_zero)
+{
+    MAKE(tb, 1, SEC, 3);
+    cr_assert_eq(ap_tb_available(&tb, 0), 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
+    uint64_t r = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_REJECTED);
+    cr_assert_eq(r, SEC);
+}
+
+/* ---- exactness ---- */
+
+Test(token_bucket, sub_second_refill_is_exact)
+{
+    MAKE(tb, 10, SEC, 1);
+    uint64_t r = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 99999999, &r), AP_REJECTED, "not at 99.999 ms");
+    cr_assert_eq(r, 100 * MS, "retry_at is exactly 100 ms");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 100 * MS, &r), AP_OK, "back at exactly 100 ms");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 199999999, &r), AP_REJECTED);
+    cr_assert_eq(r, 200 * MS);
+    /* a non-integer interval: 3/s mints at ceil(k * 1e9 / 3) */
+    MAKE(t3, 3, SEC, 1);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 333333333, &r), AP_REJECTED);
+    cr_assert_eq(r, 333333334);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 333333334, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 666666666, &r), AP_REJECTED);
+    cr_assert_eq(r, 666666667);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 666666667, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 999999999, &r), AP_REJECTED);
+    cr_assert_eq(r, SEC, "three tokens a second, exactly");
+}
+
+/* A greedy caller that jumps straight to retry_at. */
+static uint64_t greedy_jump(ap_tb *tb, uint64_t m, uint64_t t_end, uint64_t *tries)
+{
+    uint64_t now = 0, got = 0;
+    *tries = 0;
+    while (now <= t_end) {
+        uint64_t r = 0;
+        ++*tries;
+        if (ap_tb_try_acquire(tb, m, now, &r) == AP_OK) {
+            got += m;
+        } else {
+            cr_assert_gt(r, now, "retry_at must be in the future");
+            now = r;
+        }
+    }
+    return got;
+}
+
+Test(token_bucket, simulated_hour_at_1000_per_s_is_exact)
+{
+    MAKE(tb, 1000, SEC, 10);
+    uint64_t tries;
+    uint64_t got = greedy_jump(&tb, 1, 3600 * SEC, &tries);
+    cr_assert_eq(got, 3600u * 1000u + 10u, "got %llu", (unsigned long long)got);
+    /* the same hour polled every 250 us instead */
+    MAKE(t2, 1000, SEC, 10);
+    uint64_t g2 = 0;
+    for (uint64_t t = 0; t <= 3600 * SEC; t += 250 * AP_NS_PER_US)
+        while (ap_tb_try_acquire(&t2, 1, t, NULL) == AP_OK)
+            g2++;
+    cr_assert_eq(g2, 3600u * 1000u + 10u);
+    /* and a rate whose interval is not an integer: 7 per 3 s */
+    MAKE(t3, 7, 3 * SEC, 4);
+    cr_assert_eq(greedy_jump(&t3, 1, 3600 * SEC, &tries), 3600u * 7u / 3u + 4u);
+}
+
+/*
+ * Random walk: at every step admitted <= burst + V(t_max), and, while time
+ * only moves forward, the bucket agrees exactly with a naive token counter
+ * refilled by V(t) - V(t_prev) and capped at burst; retry_at is exact.
+ */
+static void random_walk(uint64_t n, uint64_t period, uint64_t burst, uint64_t step_max,
+                        int steps, bool backwards, uint64_t seed)
+{
+    MAKE(tb, n, period, burst);
+    uint64_t s = seed | 1, t = 0, t_max = 0, admitted = 0;
+    uint64_t model = burst, t_prev = 0; /* monotone-time model */
+    bool monotone = true;
+    for (int i = 0; i < steps; i++) {
+        uint64_t x = rng_next(&s);
+        if (backwards && x % 16 == 0 && t > 0) {
+            t -= rng_next(&s) % (t + 1);
+            monotone = false;
+        } else {
+            t += (x >> 8) % (step_max + 1);
+        }
+        if (t > t_max)
+            t_max = t;
+        uint64_t m = 1 + rng_next(&s) % (burst < 4 ? burst : 4);
+        if (monotone) {
+            uint64_t add = minted(n, period, t) - minted(n, period, t_prev);
+            model = model + add > burst ? burst : model + add;
+            t_prev = t;
+            cr_assert_eq(ap_tb_available(&tb, t), model, "step %d: available", i);
+        }
+        uint64_t r = 0;
+        ap_status st = ap_tb_try_acquire(&tb, m, t, &r);
+        if (st == AP_OK) {
+            admitted += m;
+            if (monotone) {
+                cr_assert_geq(model, m, "step %d: admitted beyond the model", i);
+                model -= m;
+            }
+        } else {
+            cr_assert_eq(st, AP_REJECTED);
+            cr_assert_gt(r, t);
+            if (monotone) {
+                cr_assert_lt(model, m, "step %d: rejected with tokens", i);
+                cr_assert_geq(ap_tb_available(&tb, r), m, "retry_at too early");
+                cr_assert_lt(ap_tb_available(&tb, r - 1), m, "retry_at too late");
+            }
+        }
+        cr_assert_leq(admitted, burst + minted(n, period, t_max),
+                      "step %d: admitted %llu > burst + rate*t at t=%llu", i,
+                      (unsigned long long)admitted, (unsigned long long)t_max);
+    }
+}
+
+Test(token_bucket, bound_holds_at_every_step_of_a_random_walk)
+{
+    random_walk(1000, SEC, 10, 3 * MS, 200000, false, 1);
+    random_walk(10, SEC, 1, 300 * MS, 50000, false, 2);
+    random_walk(3, SEC, 2, 900 * MS, 50000, false, 3);
+    random_walk(7, 3 * SEC, 5, 2 * SEC, 50000, false, 4);
+    random_walk(999999937, SEC, 1000, 5000, 100000, false, 5); /* prime n: n' ~ 1e9 */
+    random_walk(SEC, SEC, 100, 300, 100000, false, 6);         /* 1e9/s */
+    random_walk(1000, SEC, 10, 3 * MS, 100000, true, 7);       /* with backwards time */
+    random_walk(3, SEC, 2, 900 * MS, 50000, true, 8);
+}
+
+Test(token_bucket, greedy_caller_reaches_rate_after_burst)
+{
+    const uint64_t cfg[][3] = {{3, SEC, 5}, {1000, SEC, 1}, {7, 3 * SEC, 2}, {10, SEC, 10}};
+    for (size_t c = 0; c < 4; c++) {
+        MAKE(tb, cfg[c][0], cfg[c][1], cfg[c][2]);
+        uint64_t got = 0;
+        for (uint64_t t = 0; t <= 100 * SEC; t += MS) {
+            while (ap_tb_try_acquire(&tb, 1, t, NULL) == AP_OK)
+                got++;
+            uint64_t bound = cfg[c][2] + minted(cfg[c][0], cfg[c][1], t);
+            cr_assert_eq(got, bound, "cfg %zu t=%llu: greedy got %llu, bound %llu", c,
+                         (unsigned long long)t, (unsigned long long)got,
+                         (unsigned long long)bound);
+        }
+    }
+}
+
+Test(token_bucket, backwards_time_mints_nothing)
+{
+    MAKE(tb, 10, SEC, 3);
+    uint64_t r;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC, &r), AP_REJECTED);
+    for (uint64_t t = 0; t < 10 * SEC; t += 7 * MS) {
+        cr_assert_eq(ap_tb_try_acquire(&tb, 1, t, &r), AP_REJECTED, "t=%llu",
+                     (unsigned long long)t);
+        cr_assert_eq(ap_tb_available(&tb, t), 0);
+    }
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC + 99 * MS, &r), AP_REJECTED);
+    cr_assert_eq(r, 10 * SEC + 100 * MS, "as if time had never gone back");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC + 100 * MS, &r), AP_OK);
+    /* a full bucket seen at a later time, then an earlier one: still burst */
+    MAKE(t2, 10, SEC, 3);
+    cr_assert_eq(ap_tb_available(&t2, 100 * SEC), 3);
+    cr_assert_eq(ap_tb_try_acquire(&t2, 3, 100 * SEC, &r), AP_OK);
+    cr_assert_eq(ap_tb_available(&t2, 50 * SEC), 0);
+    cr_assert_eq(ap_tb_try_acquire(&t2, 1, 50 * SEC, &r), AP_REJECTED);
+    cr_assert_eq(r, 100 * SEC + 100 * MS);
+}
+
+Test(token_bucket, extreme_rates_periods_and_bursts)
+{
+    uint64_t r;
+    /* 1e9/s at the far end of the clock */
+    MAKE(g, SEC, SEC, 1000000);
+    uint64_t t0 = UINT64_MAX - 10 * SEC;
+    cr_assert_eq(ap_tb_try_acquire(&g, 1000000, t0, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&g, 1, t0, &r), AP_REJECTED);
+    cr_assert_eq(r, t0 + 1);
+    cr_assert_eq(ap_tb_try_acquire(&g, 1000, t0 + 1000, &r), AP_OK);
+    cr_assert_eq(ap_tb_available(&g, UINT64_MAX), 1000000);
+    /* one token per three days, far in the future */
+    const uint64_t day = 86400 * SEC;
+    MAKE(d, 1, 3 * day, 2);
+    uint64_t t1 = (uint64_t)1 << 62;
+    cr_assert_eq(ap_tb_try_acquire(&d, 2, t1, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&d, 1, t1, &r), AP_REJECTED);
+    cr_assert_eq(r, (t1 / (3 * day) + 1) * 3 * day);
+    cr_assert_eq(ap_tb_try_acquire(&d, 1, r, &r), AP_OK);
+    /* 7 per 5 days: n' = 7, period ~4.3e14 */
+    MAKE(d7, 7, 5 * day, 3);
+    cr_assert_eq(ap_tb_try_acquire(&d7, 3, t1, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&d7, 1, t1, &r), AP_REJECTED);
+    cr_assert_eq(minted(7, 5 * day, r), minted(7, 5 * day, t1) + 1);
+    cr_assert_eq(minted(7, 5 * day, r - 1), minted(7, 5 * day, t1));
+    /* retry_at beyond the clock saturates */
+    MAKE(y, 1, 365 * day, 1);
+    cr_assert_eq(ap_tb_try_acquire(&y, 1, UINT64_MAX - day, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&y, 1, UINT64_MAX - day, &r), AP_REJECTED);
+    cr_assert_eq(r, AP_DEADLINE_NONE);
+    /* huge bursts */
+    MAKE(b, 1000, SEC, UINT64_MAX - 1);
+    cr_assert_eq(ap_tb_available(&b, 0), UINT64_MAX - 1);
+    cr_assert_eq(ap_tb_try_acquire(&b, UINT64_MAX - 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&b, 1, 0, &r), AP_REJECTED);
+    cr_assert_eq(r, AP_DEADLINE_NONE, "that debt is never repaid within the clock");
+    cr_assert_eq(ap_tb_try_acquire(&b, 1, UINT64_MAX, &r), AP_REJECTED);
+    MAKE(b2, 1000, SEC, (uint64_t)1 << 62);
+    cr_assert_eq(ap_tb_try_acquire(&b2, (uint64_t)1 << 62, UINT64_MAX, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&b2, (uint64_t)1 << 62, UINT64_MAX, &r), AP_REJECTED);
+    /* a reservation backlog that would overflow C is refused */
+    MAKE(o, 1, UINT64_MAX, UINT64_MAX - 1);
+    ap_tb_reservation res;
+    cr_assert_eq(ap_tb_reserve(&o, UINT64_MAX - 1, 0, &res), AP_OK);
+    cr_assert_eq(ap_tb_reserve(&o, 1, 0, &res), AP_INVAL);
+}
+
+Test(token_bucket, portable_128_bit_arithmetic_matches_int128)
+{
+    uint64_t s = 42;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t a = rng_next(&s), b = rng_next(&s), d = rng_next(&s);
+        switch (i % 4) {
+        case 1: a >>= rng_next(&s) % 64; break;
+        case 2: b >>= rng_next(&s) % 64; d >>= rng_next(&s) % 64; break;
+        case 3: d = (d >> (rng_next(&s) % 64)); a = UINT64_MAX; break;
+        }
+        if (d == 0)
+            d = 1;
+        uint64_t hi, lo;
+        ap__tb_mul_portable(a, b, &hi, &lo);
+        u128 p = (u128)a * b;
+        cr_assert(hi == (uint64_t)(p >> 64) && lo == (uint64_t)p);
+        if (hi < d) {
+            uint64_t rem, q = ap__tb_div_portable(hi, lo, d, &rem);
+            cr_assert(q == (uint64_t)(p / d) && rem == (uint64_t)(p % d), "div %d", i);
+        }
+        uint64_t out;
+        bool ok = ap__tb_muldiv(a, b, d, 1, &out);
+        u128 want = p / d + (p % d != 0);
+        cr_assert_eq(ok, want <= UINT64_MAX);
+        if (ok)
+            cr_assert(out == (uint64_t)want);
+    }
+}
+
+/* ---- reservations ---- */
+
+Test(token_bucket, reserve_tells_exact_ready_time)
+{
+    MAKE(tb, 10, SEC, 2);
+    ap_tb_reservation a, b, c;
+    cr_assert_eq(ap_tb_reserve(&tb, 2, 0, &a), AP_OK);
+    cr_assert_eq(a.ready_at, 0);
+    cr_assert_eq(a.tokens, 2);
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &b), AP_OK);
+    cr_assert_eq(b.ready_at, 100 * MS);
+    cr_assert_eq(ap_tb_reserve(&tb, 2, 50 * MS, &c), AP_OK);
+    cr_assert_eq(c.ready_at, 300 * MS);
+    uint64_t r;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 300 * MS, &r), AP_REJECTED, "queued behind c");
+    cr_assert_eq(r, 400 * MS);
+}
+
+Test(token_bucket, cancel_returns_exactly_its_tokens)
+{
+    MAKE(tb, 10, SEC, 5);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 5, 0, NULL), AP_OK);
+    uint64_t before = ap_tb_available(&tb, 250 * MS); /* 2 */
+    cr_assert_eq(before, 2);
+    ap_tb_reservation res;
+    cr_assert_eq(ap_tb_reserve(&tb, 4, 250 * MS, &res), AP_OK);
+    cr_assert_eq(res.ready_at, 400 * MS);
+    cr_assert_eq(ap_tb_available(&tb, 250 * MS), 0);
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &res, 250 * MS), 4);
+    cr_assert_eq(ap_tb_available(&tb, 250 * MS), before, "exactly its tokens back");
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &res, 250 * MS), 0, "idempotent");
+    cr_assert_eq(ap_tb_available(&tb, 250 * MS), before);
+    /* a reservation that is due counts as used */
+    cr_assert_eq(ap_tb_reserve(&tb, 4, 250 * MS, &res), AP_OK);
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &res, 400 * MS), 0);
+    cr_assert_eq(ap_tb_available(&tb, 400 * MS), 0);
+    /* returned tokens never overfill the bucket */
+    MAKE(t2, 10, SEC, 3);
+    cr_assert_eq(ap_tb_reserve(&t2, 3, 0, &res), AP_OK);
+    ap_tb_reservation late;
+    cr_assert_eq(ap_tb_reserve(&t2, 2, 0, &late), AP_OK);
+    cr_assert_eq(late.ready_at, 200 * MS);
+    cr_assert_eq(ap_tb_cancel_reservation(&t2, &late, 150 * MS), 2);
+    cr_assert_eq(ap_tb_available(&t2, 150 * MS), 1);
+    cr_assert_eq(ap_tb_available(&t2, 10 * SEC), 3);
+}
+
+Test(token_bucket, cancel_with_later_reservations_keeps_their_times)
+{
+    MAKE(tb, 10, SEC, 1);
+    ap_tb_reservation r1, r2, r3, r4;
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r1), AP_OK);
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r2), AP_OK);
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r3), AP_OK);
+    cr_assert_eq(r2.ready_at, 100 * MS);
+    cr_assert_eq(r3.ready_at, 200 * MS);
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r2, 10 * MS), 1);
+    cr_assert_eq(r3.ready_at, 200 * MS, "a later reservation does not move");
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 10 * MS, &r4), AP_OK);
+    cr_assert_eq(r4.ready_at, 200 * MS, "the returned token goes to the next one");
+    /* by 200 ms: r1, r3, r4 = 3 = burst + V(200 ms) */
+}
+
+/* Random reservations and cancels: the tokens of live reservations whose
+ * ready_at <= t never exceed burst + V(t). */
+Test(token_bucket, bound_holds_with_random_reservations_and_cancels)
+{
+    enum { N = 4000 };
+    static ap_tb_reservation res[N];
+    static bool live[N];
+    const uint64_t cfgs[][3] = {{10, SEC, 3}, {3, SEC, 2}, {1000, SEC, 20}};
+    for (size_t c = 0; c < 3; c++) {
+        uint64_t n = cfgs[c][0], per = cfgs[c][1], burst = cfgs[c][2];
+        MAKE(tb, n, per, burst);
+        uint64_t s = 99 + c, t = 0;
+        int k = 0;
+        for (int i = 0; i < N; i++) {
+            t += rng_next(&s) % (2 * per / n);
+            uint64_t x = rng_next(&s) % 10;
+            if (x < 6 || k == 0) {
+                uint64_t m = 1 + rng_next(&s) % burst;
+                cr_assert_eq(ap_tb_reserve(&tb, m, t, &res[k]), AP_OK);
+                cr_assert_geq(res[k].ready_at, t);
+                live[k++] = true;
+            } else if (x < 8) {
+                int j = (int)(rng_next(&s) % (uint64_t)k);
+                uint64_t want = (live[j] && t < res[j].ready_at) ? res[j].tokens : 0;
+                cr_assert_eq(ap_tb_cancel_reservation(&tb, &res[j], t), want);
+                if (want)
+                    live[j] = false;
+            } else {
+                /* an admission counts as a 1-token reservation due now */
+                if (ap_tb_try_acquire(&tb, 1, t, NULL) == AP_OK) {
+                    res[k] = (ap_tb_reservation){1, t};
+                    live[k++] = true;
+                }
+            }
+        }
+        /* check the bound at every ready instant */
+        for (int i = 0; i < k; i++) {
+            if (!live[i])
+                continue;
+            uint64_t at = res[i].ready_at, sum = 0;
+            for (int j = 0; j < k; j++)
+                if (live[j] && res[j].ready_at <= at)
+                    sum += res[j].tokens;
+            cr_assert_leq(sum, burst + minted(n, per, at), "cfg %zu: %llu tokens by %llu", c,
+                          (unsigned long long)sum, (unsigned long long)at);
+        }
+    }
+}
+
+/* ---- the acquire future ---- */
+
+static ap_cx cx_at(uint64_t now) { return (ap_cx){AP_WAKER_NONE, now, AP_DEADLINE_NONE}; }
+
+Test(token_bucket, future_waits_by_lowering_the_deadline)
+{
+    MAKE(tb, 10, SEC, 1);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, &tb, 1, AP_DEADLINE_NONE);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_AGAIN);
+    ap_cx cx = cx_at(30 * MS);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING);
+    cr_assert_eq(cx.deadline, 100 * MS);
+    cx = cx_at(60 * MS);
+    cx.deadline = 70 * MS; /* an earlier deadline from someone else stays */
+    cr_assert_eq(((ap_future *)&f)->poll((ap_future *)&f, &cx), AP_PENDING);
+    cr_assert_eq(cx.deadline, 70 * MS);
+    cx = cx_at(100 * MS);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_OK);
+    cr_assert_eq(ap_tb_available(&tb, 150 * MS), 0, "the future took the token");
+    ap_tb_acquire_cancel(&f); /* after completion: no-op */
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_OK);
+    cr_assert_eq(ap_tb_available(&tb, 150 * MS), 0);
+}
+
+Test(token_bucket, future_cancel_returns_tokens_and_is_idempotent)
+{
+    MAKE(tb, 10, SEC, 2);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 2, 0, NULL), AP_OK);
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, &tb, 2, AP_DEADLINE_NONE);
+    ap_cx cx = cx_at(0);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING);
+    cr_assert_eq(cx.deadline, 200 * MS);
+    cr_assert_eq(ap_tb_available(&tb, 200 * MS), 0);
+    ap_future_cancel((ap_future *)&f);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_CANCELED);
+    cr_assert_eq(ap_tb_available(&tb, 200 * MS), 2, "both tokens back");
+    ap_tb_acquire_cancel(&f);
+    cr_assert_eq(ap_tb_available(&tb, 200 * MS), 2);
+    cx = cx_at(300 * MS);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_CANCELED);
+    /* cancel before the first poll */
+    ap_tb_acquire_fut g;
+    ap_tb_acquire_fut_init(&g, &tb, 1, AP_DEADLINE_NONE);
+    ap_tb_acquire_cancel(&g);
+    cr_assert_eq(ap_tb_acquire_status(&g), AP_CANCELED);
+    cr_assert_eq(ap_tb_available(&tb, 200 * MS), 2);
+}
+
+Test(token_bucket, future_deadline_and_inval)
+{
+    MAKE(tb, 10, SEC, 1);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, &tb, 1, 99 * MS);
+    ap_cx cx = cx_at(0);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_TIMEDOUT);
+    cr_assert_eq(cx.deadline, AP_DEADLINE_NONE);
+    cr_assert_eq(ap_tb_available(&tb, 100 * MS), 1, "a timed-out future took nothing");
+    ap_tb_acquire_fut_init(&f, &tb, 1, 100 * MS);
+    cx = cx_at(0);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING, "ready exactly at the deadline");
+    ap_tb_acquire_fut_init(&f, &tb, 2, AP_DEADLINE_NONE);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_INVAL);
+    /* due now with a deadline already past: ok */
+    MAKE(t2, 10, SEC, 1);
+    ap_tb_acquire_fut_init(&f, &t2, 1, 0);
+    cx = cx_at(5 * SEC);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_OK);
+}
+
+Test(token_bucket, acquire_wait_on_the_real_clock, .timeout = TEST_TIMEOUT_S)
+{
+    MAKE(tb, 1000, SEC, 1); /* one token per ms */
+    uint64_t t0 = ap_now_ns();
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(ap_tb_acquire_wait(&tb, 1, AP_DEADLINE_NONE), AP_OK);
+    uint64_t el = ap_now_ns() - t0;
+    cr_assert_geq(el, 18 * MS, "20 tokens at 1000/s from a 1-token bucket took %llu ns",
+                  (unsigned long long)el);
+    /* a deadline it cannot meet: AP_TIMEDOUT at once, nothing taken */
+    MAKE(slow, 1, 3600 * SEC, 1);
+    cr_assert_eq(ap_tb_acquire_wait(&slow, 1, AP_DEADLINE_NONE), AP_OK);
+    t0 = ap_now_ns();
+    cr_assert_eq(ap_tb_acquire_wait(&slow, 1, t0 + 10 * MS), AP_TIMEDOUT);
+    cr_assert_lt(ap_now_ns() - t0, 5 * SEC);
+    cr_assert_eq(ap_tb_acquire_wait(&slow, 2, AP_DEADLINE_NONE), AP_INVAL);
+}
+
+Test(token_bucket, use_after_fini_asserts, .signal = SIGABRT)
+{
+    MAKE(tb, 10, SEC, 1);
+    ap_tb_fini(&tb);
+    ap_status st = ap_tb_try_acquire(&tb, 1, 0, NULL);
+    (void)st;
+}
+
+/* ---- keyed ---- */
+
+Test(token_bucket, keyed_buckets_are_independent_and_exact)
+{
+    ap_tb_keyed kt;
+    static uint64_t buf[AP_TB_KEYED_BYTES(64) / sizeof(uint64_t)];
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 2}, buf, 64), AP_OK);
+    cr_assert_eq(ap_tb_keyed_capacity(&kt), 64);
+    /* every key must behave exactly like its own ap_tb */
+    enum { KEYS = 20 };
+    ap_tb ref[KEYS];
+    for (int k = 0; k < KEYS; k++) {
+        ap_tb tmp = make(10, SEC, 2);
+        memcpy(&ref[k], &tmp, sizeof tmp);
+    }
+    uint64_t s = 5, t = 0;
+    for (int i = 0; i < 100000; i++) {
+        t += rng_next(&s) % (3 * MS);
+        int k = (int)(rng_next(&s) % KEYS);
+        uint64_t m = 1 + rng_next(&s) % 2, r1 = 0, r2 = 0;
+        ap_status a = ap_tb_keyed_try_acquire(&kt, (uint64_t)k * 1000003u, m, t, &r1);
+        ap_status b = ap_tb_try_acquire(&ref[k], m, t, &r2);
+        cr_assert_eq(a, b, "step %d key %d", i, k);
+        if (a == AP_REJECTED)
+            cr_assert_eq(r1, r2);
+        cr_assert_leq(ap_tb_keyed_len(&kt), KEYS);
+    }
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 1, 3, t, NULL), AP_INVAL);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 1, 0, t, NULL), AP_OK);
+    ap_tb_keyed_fini(&kt);
+}
+
+Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
+{
+    ap_tb_keyed kt;
+    static uint64_t buf[AP_TB_KEYED_BYTES(4) / sizeof(uint64_t)];
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 1, .burst = 2}, buf, 4), AP_OK);
+    uint64_t r;
+    for (uint64_t k = 1; k <= 4; k++)
+        cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_keyed_len(&kt), 4);
+    unsigned char before[sizeof buf];
+    memcpy(before, buf, sizeof buf);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 1, 0, &r), AP_FULL);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 6, 1, 500 * MS, &r), AP_FULL);
+    cr_assert_eq(memcmp(before, buf, sizeof buf), 0, "AP_FULL changed the table");
+    /* the active keys keep their exact state: one token left each */
+    for (uint64_t k = 1; k <= 4; k++) {
+        cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_OK);
+        cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_REJECTED);
+        cr_assert_eq(r, SEC);
+    }
+    /* at 1 s each key got one token back but is not full: still AP_FULL */
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 1, SEC, &r), AP_FULL);
+    /* at 2 s they are full again = fresh: a new key takes a slot */
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 2, 2 * SEC, &r), AP_OK);
+    cr_assert_leq(ap_tb_keyed_len(&kt), 4);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 1, 2 * SEC, &r), AP_REJECTED,
+                 "key 5 is tracked, drained");
+    ap_tb_keyed_fini(&kt);
+}
+
+Test(token_bucket, keyed_table_stays_bounded_without_pruning)
+{
+    ap_tb_keyed *kt;
+    cr_assert_eq(ap_tb_keyed_create(&kt, &(ap_tb_desc){.n = 100, .burst = 5}, 16, NULL), AP_OK);
+    uint64_t s = 11, t = 0, full = 0;
+    /* a million distinct keys, one request each, at 100 us apart: a key is
+     * full again 10 ms after its request, so about 100 are "active" at a
+     * time... too many for 16 slots: go slower, 1 ms apart -> ~10 active */
+    for (uint64_t i = 0; i < 1000000; i++) {
+        t += MS;
+        uint64_t key = rng_next(&s);
+        ap_status st = ap_tb_keyed_try_acquire(kt, key, 1, t, NULL);
+        if (st == AP_FULL)
+            full++;
+        else
+            cr_assert_eq(st, AP_OK);
+        cr_assert_leq(ap_tb_keyed_len(kt), 16);
+    }
+    cr_assert_eq(full, 0, "only ~10 keys are ever active at once");
+    /* 17 keys active at one instant: the 17th is refused */
+    t += 10 * SEC;
+    for (uint64_t k = 0; k < 16; k++)
+        cr_assert_eq(ap_tb_keyed_try_acquire(kt, 1000 + k, 5, t, NULL), AP_OK);
+    cr_assert_eq(ap_tb_keyed_try_acquire(kt, 2000, 1, t, NULL), AP_FULL);
+    ap_tb_keyed_destroy(kt);
+    cr_assert_eq(ap_tb_keyed_create(&kt, &(ap_tb_desc){.n = 1, .burst = 1}, 0, NULL), AP_INVAL);
+}
+
+/* Dense churn: keys whose homes collide, dropped and re-added while the
+ * table is nearly full; every tracked key must keep its exact state. */
+Test(token_bucket, keyed_churn_with_backward_shift_deletion)
+{
+    enum { CAP = 8, KEYS = 40 };
+    ap_tb_keyed kt;
+    static uint64_t buf[AP_TB_KEYED_BYTES(CAP) / sizeof(uint64_t)];
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 1}, buf, CAP), AP_OK);
+    ap_tb ref[KEYS];
+    for (int k = 0; k < KEYS; k++) {
+        ap_tb tmp = make(10, SEC, 1);
+        memcpy(&ref[k], &tmp, sizeof tmp);
+    }
+    uint64_t s = 77, t = 0, fulls = 0;
+    for (int i = 0; i < 200000; i++) {
+        t += rng_next(&s) % (30 * MS);
+        int k = (int)(rng_next(&s) % KEYS);
+        uint64_t r1 = 0, r2 = 0;
+        ap_status a = ap_tb_keyed_try_acquire(&kt, (uint64_t)k, 1, t, &r1);
+        /* active keys at t in the reference */
+        int active = 0;
+        for (int j = 0; j < KEYS; j++)
+            active += ap_tb_available(&ref[j], t) < 1;
+        if (a == AP_FULL) {
+            fulls++;
+            cr_assert_eq(ap_tb_available(&ref[k], t), 1, "a tracked key got AP_FULL");
+            cr_assert_geq(active, CAP, "AP_FULL with only %d active keys", active);
+            continue;
+        }
+        ap_status b = ap_tb_try_acquire(&ref[k], 1, t, &r2);
+        cr_assert_eq(a, b, "step %d key %d", i, k);
+        if (a == AP_REJECTED)
+            cr_assert_eq(r1, r2);
+    }
+    cr_assert_gt(fulls, 0, "the scenario should reach a full table");
+}
