@@ -28,5 +28,8 @@
 #ifndef AP_NO_TOKEN_BUCKET
 #include "asyncpat/token_bucket.h"
 #endif
+#ifndef AP_NO_BACKPRESSURE
+#include "asyncpat/backpressure.h"
+#endif
 
 #endif /* ASYNCPAT_H */
