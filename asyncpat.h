@@ -16,6 +16,10 @@
 #include "asyncpat/future.h"
 #include "asyncpat/waitlist.h"
 
+#ifndef AP_NO_TIMEOUT
+#include "asyncpat/timeout.h"
+#endif
+
 #ifndef AP_NO_SPSC
 #include "asyncpat/spsc.h"
 #endif

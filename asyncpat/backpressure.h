@@ -301,7 +301,7 @@ AP_API AP_NODISCARD ap_status ap_bp_push_status(const ap_bp_push_fut *f);
 /** ap_bp_push_wait - block until accepted; AP_OK, AP_CLOSED, AP_TIMEDOUT or
  *  AP_INVAL (not BLOCK) */
 AP_API AP_NODISCARD ap_status ap_bp_push_wait(ap_bp *bp, const void *elem,
-                                              uint64_t deadline_ns);
+                                              ap_deadline deadline_ns);
 
 /** ap_bp_pop_fut_init / _poll / _cancel / _status: a waiting pop (as mpmc.h) */
 AP_API void ap_bp_pop_fut_init(ap_bp_pop_fut *f, ap_bp *bp, void *out);
@@ -309,7 +309,7 @@ AP_API ap_poll ap_bp_pop_poll(ap_bp_pop_fut *f, ap_cx *cx);
 AP_API void ap_bp_pop_cancel(ap_bp_pop_fut *f);
 AP_API AP_NODISCARD ap_status ap_bp_pop_status(const ap_bp_pop_fut *f);
 /** ap_bp_pop_wait - block until an element; AP_OK, AP_CLOSED or AP_TIMEDOUT */
-AP_API AP_NODISCARD ap_status ap_bp_pop_wait(ap_bp *bp, void *out, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline deadline_ns);
 
 /**
  * ap_bp_low_fut_init / _poll / _cancel / _status: completes with AP_OK as
@@ -321,7 +321,7 @@ AP_API ap_poll ap_bp_low_poll(ap_bp_low_fut *f, ap_cx *cx);
 AP_API void ap_bp_low_cancel(ap_bp_low_fut *f);
 AP_API AP_NODISCARD ap_status ap_bp_low_status(const ap_bp_low_fut *f);
 /** ap_bp_low_wait - block until LOW; AP_OK, AP_CLOSED or AP_TIMEDOUT */
-AP_API AP_NODISCARD ap_status ap_bp_low_wait(ap_bp *bp, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_bp_low_wait(ap_bp *bp, ap_deadline deadline_ns);
 
 /** ap_bp_close - refuse further pushes, wake every future; pops drain; idempotent */
 AP_API void ap_bp_close(ap_bp *bp);
@@ -748,7 +748,7 @@ AP_API ap_status ap_bp_push_status(const ap_bp_push_fut *f)
     return ap_waitop_status(&f->op);
 }
 
-AP_API ap_status ap_bp_push_wait(ap_bp *bp, const void *elem, uint64_t deadline_ns)
+AP_API ap_status ap_bp_push_wait(ap_bp *bp, const void *elem, ap_deadline deadline_ns)
 {
     ap_bp_push_fut f;
     ap_bp_push_fut_init(&f, bp, elem);
@@ -784,7 +784,7 @@ AP_API ap_status ap_bp_pop_status(const ap_bp_pop_fut *f)
     return ap_waitop_status(&f->op);
 }
 
-AP_API ap_status ap_bp_pop_wait(ap_bp *bp, void *out, uint64_t deadline_ns)
+AP_API ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline deadline_ns)
 {
     ap_bp_pop_fut f;
     ap_bp_pop_fut_init(&f, bp, out);
@@ -824,7 +824,7 @@ AP_API ap_status ap_bp_low_status(const ap_bp_low_fut *f)
     return ap_waitop_status(&f->op);
 }
 
-AP_API ap_status ap_bp_low_wait(ap_bp *bp, uint64_t deadline_ns)
+AP_API ap_status ap_bp_low_wait(ap_bp *bp, ap_deadline deadline_ns)
 {
     ap_bp_low_fut f;
     ap_bp_low_fut_init(&f, bp);

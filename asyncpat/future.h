@@ -137,7 +137,7 @@ AP_API void ap_future_cancel(ap_future *f)
  * AP_TIMEDOUT when the deadline passed first; the future has then been
  * cancelled through f->cancel, so it holds no reference to this frame.
  */
-AP_API AP_NODISCARD ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns);
 
 /** ap_block_on - ap_block_on_until with no deadline */
 AP_API void ap_block_on(ap_future *f);
@@ -222,7 +222,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
 #endif
 }
 
-AP_API ap_status ap_block_on_until(ap_future *f, uint64_t deadline_ns)
+AP_API ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns)
 {
     ap__parker p;
     AP_ATOMIC_INIT(&p.state, 0u);

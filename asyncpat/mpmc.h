@@ -185,9 +185,9 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f);
  * closed or deadline_ns passes. Returns AP_OK, AP_CLOSED or AP_TIMEDOUT.
  */
 AP_API AP_NODISCARD ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem,
-                                                uint64_t deadline_ns);
+                                                ap_deadline deadline_ns);
 AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
-                                               uint64_t deadline_ns);
+                                               ap_deadline deadline_ns);
 
 /**
  * AP_MPMC_DEFINE(name, T) - typed wrapper: name, name_init, name_try_push,
@@ -208,10 +208,10 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
     AP_API AP_MAYBE_UNUSED size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); } \
     AP_API AP_MAYBE_UNUSED size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
-                                                   uint64_t deadline_ns)           \
+                                                   ap_deadline deadline_ns)           \
     { return ap_mpmc_push_wait(&self->q, elem, deadline_ns); }                     \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
-                                                  uint64_t deadline_ns)            \
+                                                  ap_deadline deadline_ns)            \
     { return ap_mpmc_pop_wait(&self->q, out, deadline_ns); }
 
 /* ---- implementation ---- */
@@ -511,14 +511,14 @@ AP_API ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f)
     return ap_waitop_status(&f->op);
 }
 
-AP_API ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem, uint64_t deadline_ns)
+AP_API ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem, ap_deadline deadline_ns)
 {
     ap_mpmc_push_fut f;
     ap_mpmc_push_fut_init(&f, q, elem);
     return ap_waitop_wait(&f.op, deadline_ns);
 }
 
-AP_API ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out, uint64_t deadline_ns)
+AP_API ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out, ap_deadline deadline_ns)
 {
     ap_mpmc_pop_fut f;
     ap_mpmc_pop_fut_init(&f, q, out);

@@ -232,7 +232,7 @@ AP_API AP_NODISCARD ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
  * Returns AP_OK, AP_CLOSED, AP_INVAL (n > max) or AP_TIMEDOUT (nothing
  * taken; a grant that raced with the timeout was passed on).
  */
-AP_API AP_NODISCARD ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, ap_deadline deadline_ns);
 
 /* ---- implementation ---- */
 
@@ -504,7 +504,7 @@ AP_API ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
     return f->status;
 }
 
-AP_API ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, uint64_t deadline_ns)
+AP_API ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, ap_deadline deadline_ns)
 {
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, s, n);

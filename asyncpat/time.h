@@ -6,6 +6,12 @@
  * ap_block_on, which is a caller-side helper). Times are uint64_t
  * nanoseconds on a monotonic clock; AP_DEADLINE_NONE means "never".
  * All arithmetic here saturates instead of wrapping.
+ *
+ * DEADLINES
+ *   An ap_deadline is an absolute instant on that clock, so one value can be
+ *   handed down through retry, timeout and every waiting operation
+ *   (ap_mpmc_pop_wait, ap_sem_acquire_wait, ...) and mean the same instant
+ *   everywhere; ap_deadline_remaining(d, now) gives what is left of it.
  */
 #ifndef ASYNCPAT_TIME_H
 #define ASYNCPAT_TIME_H
@@ -21,6 +27,9 @@
 #define AP_NS_PER_MS UINT64_C(1000000)
 #define AP_NS_PER_SEC UINT64_C(1000000000)
 #define AP_DEADLINE_NONE UINT64_MAX
+
+/** ap_deadline - an absolute instant (ns); AP_DEADLINE_NONE = never */
+typedef uint64_t ap_deadline;
 
 /** ap_now_ns - CLOCK_MONOTONIC in nanoseconds */
 AP_API uint64_t ap_now_ns(void)
@@ -46,6 +55,25 @@ AP_API uint64_t ap_time_until(uint64_t deadline, uint64_t now)
 AP_API uint64_t ap_time_min(uint64_t a, uint64_t b)
 {
     return a < b ? a : b;
+}
+
+/** ap_deadline_after - the deadline @dur_ns after @now (saturating) */
+AP_API ap_deadline ap_deadline_after(uint64_t now, uint64_t dur_ns)
+{
+    return ap_time_add(now, dur_ns);
+}
+
+/** ap_deadline_remaining - ns left until @d at @now; 0 once it passed,
+ *  AP_DEADLINE_NONE for a deadline that never comes */
+AP_API uint64_t ap_deadline_remaining(ap_deadline d, uint64_t now)
+{
+    return d == AP_DEADLINE_NONE ? AP_DEADLINE_NONE : ap_time_until(d, now);
+}
+
+/** ap_deadline_passed - whether @d has been reached at @now */
+AP_API bool ap_deadline_passed(ap_deadline d, uint64_t now)
+{
+    return now >= d;
 }
 
 #endif /* ASYNCPAT_TIME_H */

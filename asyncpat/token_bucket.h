@@ -256,7 +256,7 @@ AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint
  * AP_TIMEDOUT, AP_INVAL (n > burst) or AP_CANCELED.
  */
 AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
-                                   uint64_t deadline_ns);
+                                   ap_deadline deadline_ns);
 AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx);
 AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f);
 AP_API AP_NODISCARD ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f);
@@ -266,7 +266,7 @@ AP_API AP_NODISCARD ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f);
  * ap_now_ns()) until n tokens are taken. Returns AP_OK, AP_TIMEDOUT at
  * once if they cannot be ready by deadline_ns (nothing taken), or AP_INVAL.
  */
-AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_ns);
 
 /**
  * ap_tb_keyed_init - a keyed limiter in caller memory
@@ -646,7 +646,7 @@ AP_API void ap__tb_acquire_cancel_v(ap_future *self)
 }
 
 AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
-                                   uint64_t deadline_ns)
+                                   ap_deadline deadline_ns)
 {
     AP_ASSERT(f != NULL && tb != NULL);
     f->base.poll = ap__tb_acquire_poll_v;
@@ -700,7 +700,7 @@ AP_API ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f)
     return f->status;
 }
 
-AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, uint64_t deadline_ns)
+AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_ns)
 {
     ap_tb_acquire_fut f;
     ap_tb_acquire_fut_init(&f, tb, n, deadline_ns);

@@ -162,7 +162,7 @@ AP_API void ap_waitop_cancel(ap_waitop *op);
  * ap_waitop_wait - drive it with ap_block_on_until
  * Returns the operation's result, or AP_TIMEDOUT (the op is then cancelled).
  */
-AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, uint64_t deadline_ns);
+AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline_ns);
 
 /* ---- implementation ---- */
 
@@ -434,7 +434,7 @@ AP_API void ap_waitop_cancel(ap_waitop *op)
         op->status = AP_CANCELED;
 }
 
-AP_API ap_status ap_waitop_wait(ap_waitop *op, uint64_t deadline_ns)
+AP_API ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline_ns)
 {
     if (ap_block_on_until(&op->base, deadline_ns) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
