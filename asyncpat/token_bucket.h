@@ -169,6 +169,7 @@ typedef struct ap_tb_keyed {
     ap_tb_keyed_slot *slots;
     size_t capacity;
     size_t used;            /* slots holding a key (under lock) */
+    uint64_t max_now;       /* latest now_ns seen (under lock) */
     const ap_allocator *alloc; /* set by create */
 } ap_tb_keyed;
 
@@ -217,8 +218,9 @@ AP_API uint64_t ap_tb_available(ap_tb *tb, uint64_t now_ns);
  *       now, else the instant they will be (the tokens are already taken:
  *       later requests queue behind them)
  *
- * Returns AP_OK, or AP_INVAL (n > burst; or a backlog so long that the
- * state would overflow). n = 0 gives an empty reservation ready now.
+ * Returns AP_OK, AP_INVAL (n > burst), or AP_REJECTED (nothing taken: a
+ * backlog so long that the state would overflow, or a ready instant beyond
+ * the clock's range). n = 0 gives an empty reservation ready now.
  */
 AP_API AP_NODISCARD ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_ns,
                                             ap_tb_reservation *res);
@@ -578,7 +580,9 @@ AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
         uint64_t next, when;
         int r = ap__tb_decide(tb, c, n, now_ns, &next, &when);
         if (r < 0)
-            return AP_INVAL;
+            return AP_REJECTED; /* the backlog would overflow: runtime, not config */
+        if (when == AP_DEADLINE_NONE)
+            return AP_REJECTED; /* ready beyond the clock's range: never commit */
         if (when > latest && when > now_ns) /* due now is never too late */
             return AP_TIMEDOUT;
         /* relaxed: as in ap_tb_try_acquire */
@@ -735,6 +739,7 @@ AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc, void 
     }
     kt->capacity = capacity;
     kt->used = 0;
+    kt->max_now = 0;
     kt->alloc = NULL;
     AP_ATOMIC_INIT(&kt->lock.held, 0u);
     return AP_OK;
@@ -827,6 +832,14 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
         return AP_OK;
     ap_status st;
     ap__lock_acquire(&kt->lock);
+    /* Callers read their clocks before taking the lock, so now_ns may lag
+     * one another. Keys are dropped as "full again" only by the latest
+     * time seen, and a new key starts full AT that time (tat = V(max_now)),
+     * never fuller: a lagging caller cannot re-mint a dropped key's tokens. */
+    if (now_ns > kt->max_now)
+        kt->max_now = now_ns;
+    uint64_t v_max;
+    (void)ap__tb_base(cfg, 0, kt->max_now, &v_max);
     size_t cap = kt->capacity, i = ap__tb_keyed_home(kt, key), seen = 0;
     ap_tb_keyed_slot *s = NULL;
     while (seen < cap) {
@@ -834,7 +847,7 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
         if (x->tat == AP__TB_EMPTY) {
             s = x; /* key absent: insert here */
             s->key = key;
-            s->tat = 0; /* a fresh bucket */
+            s->tat = v_max; /* a fresh bucket (full at max_now) */
             kt->used++;
             break;
         }
@@ -842,13 +855,15 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
             s = x;
             break;
         }
-        uint64_t v;
-        (void)ap__tb_base(cfg, x->tat, now_ns, &v);
-        if (x->tat <= v) {
-            /* another key, full again: indistinguishable from fresh; drop
-             * it and look at slot i again (an entry may have moved in) */
+        if (x->tat <= v_max) {
+            /* another key, full again at max_now: indistinguishable from
+             * a fresh bucket; drop it. The backward-shift delete may move
+             * entries anywhere along the (wrapping) chain, also behind us,
+             * so probe again from the key's home. Terminates: every delete
+             * lowers `used`. */
             ap__tb_keyed_delete(kt, i);
-            seen = 0; /* the hole it left is < cap slots ahead of i */
+            i = ap__tb_keyed_home(kt, key);
+            seen = 0;
             continue;
         }
         i = i + 1 == cap ? 0 : i + 1;

@@ -337,7 +337,7 @@ Test(token_bucket, extreme_rates_periods_and_bursts)
     MAKE(o, 1, UINT64_MAX, UINT64_MAX - 1);
     ap_tb_reservation res;
     cr_assert_eq(ap_tb_reserve(&o, UINT64_MAX - 1, 0, &res), AP_OK);
-    cr_assert_eq(ap_tb_reserve(&o, 1, 0, &res), AP_INVAL);
+    cr_assert_eq(ap_tb_reserve(&o, 1, 0, &res), AP_REJECTED);
 }
 
 Test(token_bucket, portable_128_bit_arithmetic_matches_int128)
@@ -710,4 +710,80 @@ Test(token_bucket, keyed_churn_with_backward_shift_deletion)
             cr_assert_eq(r1, r2);
     }
     cr_assert_gt(fulls, 0, "the scenario should reach a full table");
+}
+
+/* Regression (review): the backward-shift delete can wrap round a full table
+ * and move an entry behind the probe; every key must stay reachable from its
+ * home, keys must be unique, and each key must behave exactly like its own
+ * ap_tb (random small tables with wrapping chains and many stale keys). */
+Test(token_bucket, keyed_probe_chains_stay_reachable)
+{
+    uint64_t rs = 88172645463325252ull;
+#define RND() (rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17, rs)
+    enum { NK = 40 };
+    for (int trial = 0; trial < 300; trial++) {
+        size_t cap = 1 + RND() % 12;
+        uint64_t burst = 1 + RND() % 4, n = 1 + RND() % 3, per = n * (1 + RND() % 50);
+        ap_tb_desc d = {.n = n, .period_ns = per, .burst = burst};
+        ap_tb_keyed_slot buf[16];
+        ap_tb_keyed kt;
+        cr_assert_eq(ap_tb_keyed_init(&kt, &d, buf, cap), AP_OK);
+        ap_tb ref[NK];
+        for (int k = 0; k < NK; k++)
+            cr_assert_eq(ap_tb_init(&ref[k], &d), AP_OK);
+        uint64_t now = 0;
+        int nkeys = 2 + (int)(RND() % (NK - 2));
+        for (int op = 0; op < 800; op++) {
+            now += RND() % (per / n + 1);
+            int ki = (int)(RND() % (uint64_t)nkeys);
+            uint64_t key = (uint64_t)ki * 0x10001u, m = 1 + RND() % burst, r1 = 0, r2 = 0;
+            ap_status s = ap_tb_keyed_try_acquire(&kt, key, m, now, &r1);
+            if (s != AP_FULL) {
+                ap_status r = ap_tb_try_acquire(&ref[ki], m, now, &r2);
+                cr_assert_eq(s, r, "trial %d op %d: keyed %d vs own bucket %d", trial, op, s, r);
+                if (s == AP_REJECTED)
+                    cr_assert_eq(r1, r2);
+            }
+            size_t used = 0;
+            for (size_t i = 0; i < cap; i++) {
+                if (buf[i].tat == UINT64_MAX)
+                    continue;
+                used++;
+                for (size_t j = ap__tb_keyed_home(&kt, buf[i].key); j != i; j = (j + 1) % cap)
+                    cr_assert_neq(buf[j].tat, UINT64_MAX,
+                                  "trial %d op %d: slot %zu unreachable from its home", trial, op, i);
+                for (size_t j = i + 1; j < cap; j++)
+                    cr_assert(buf[j].tat == UINT64_MAX || buf[j].key != buf[i].key,
+                              "trial %d op %d: key twice in the table", trial, op);
+            }
+            cr_assert_eq(used, ap_tb_keyed_len(&kt));
+        }
+    }
+#undef RND
+}
+
+/* Regression (review): callers whose clocks lag one another must not
+ * re-mint a dropped key's tokens (a new key starts full at the latest time
+ * seen, not fuller). */
+Test(token_bucket, keyed_lagging_clock_mints_nothing)
+{
+    ap_tb_desc d = {.n = 1, .period_ns = AP_NS_PER_SEC, .burst = 1};
+    ap_tb_keyed_slot buf[2];
+    ap_tb_keyed kt;
+    ap_tb single;
+    uint64_t r;
+    cr_assert_eq(ap_tb_keyed_init(&kt, &d, buf, 2), AP_OK);
+    cr_assert_eq(ap_tb_init(&single, &d), AP_OK);
+    uint64_t A = 1, B = 2; /* B shares A's home slot, so its probe meets A */
+    while (ap__tb_keyed_home(&kt, B) != ap__tb_keyed_home(&kt, A))
+        B++;
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, A, 1, 10 * AP_NS_PER_SEC, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&single, 1, 10 * AP_NS_PER_SEC, &r), AP_OK);
+    /* at 11 s another key takes A's (refilled) slot */
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, B, 1, 11 * AP_NS_PER_SEC, &r), AP_OK);
+    /* a caller whose clock says 10.5 s: A's own bucket would refuse */
+    ap_status s = ap_tb_keyed_try_acquire(&kt, A, 1, 10 * AP_NS_PER_SEC + AP_NS_PER_SEC / 2, &r);
+    cr_assert_eq(ap_tb_try_acquire(&single, 1, 10 * AP_NS_PER_SEC + AP_NS_PER_SEC / 2, &r),
+                 AP_REJECTED);
+    cr_assert_neq(s, AP_OK, "a lagging clock re-minted a dropped key's token");
 }

@@ -1,0 +1,341 @@
+/*
+ * tests/test_core.c -- status.h, version.h, time.h and core.h (allocator,
+ * container_of, size arithmetic, the internal spinlock)
+ */
+#include "asyncpat/core.h"
+#include "asyncpat/status.h"
+#include "asyncpat/time.h"
+#include "asyncpat/version.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every test with a timeout uses this one value: Criterion 2.4's runner
+ * (BoxFort) leaks a timeout record when a test with a shorter timeout
+ * starts while one with a longer timeout runs (--jobs 2), and
+ * LeakSanitizer then fails the whole binary. */
+#define TEST_TIMEOUT_S 30
+
+/* ---- status ---- */
+
+static const ap_status all_status[] = {
+    AP_OK,       AP_FULL,     AP_EMPTY,   AP_AGAIN,  AP_CLOSED, AP_CANCELED,
+    AP_REJECTED, AP_TIMEDOUT, AP_DROPPED, AP_NOMEM,  AP_INVAL,
+};
+#define N_STATUS (sizeof all_status / sizeof all_status[0])
+
+Test(core, status_values_fixed)
+{
+    /* 0 is success so `if (st)` tests for failure; values are dense and
+     * only ever appended. */
+    cr_assert_eq(AP_OK, 0);
+    for (size_t i = 0; i < N_STATUS; i++)
+        cr_assert_eq((int)all_status[i], (int)i, "status %zu out of place", i);
+}
+
+Test(core, status_str_every_value_distinct_and_named)
+{
+    const char *unknown = ap_status_str((ap_status)1000);
+    cr_assert_not_null(unknown);
+    for (size_t i = 0; i < N_STATUS; i++) {
+        const char *s = ap_status_str(all_status[i]);
+        cr_assert_not_null(s, "status %zu has no string", i);
+        cr_assert_gt(strlen(s), 0, "status %zu has an empty string", i);
+        cr_assert_str_neq(s, unknown, "status %zu reads as unknown", i);
+        for (size_t j = 0; j < i; j++)
+            cr_assert_str_neq(s, ap_status_str(all_status[j]),
+                              "statuses %zu and %zu share the string '%s'", j, i, s);
+    }
+    cr_assert_str_eq(ap_status_str(AP_OK), "ok");
+    cr_assert_str_eq(ap_status_str(AP_FULL), "full");
+    cr_assert_str_eq(ap_status_str(AP_EMPTY), "empty");
+    cr_assert_str_eq(ap_status_str(AP_TIMEDOUT), "timed out");
+}
+
+Test(core, status_str_out_of_range_not_null)
+{
+    const int bad[] = {(int)N_STATUS, (int)N_STATUS + 1, 255, 100000, -1, -1000};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *s = ap_status_str((ap_status)bad[i]);
+        cr_assert_not_null(s, "ap_status_str(%d) is NULL", bad[i]);
+        cr_assert_gt(strlen(s), 0);
+        for (size_t j = 0; j < N_STATUS; j++)
+            cr_assert_str_neq(s, ap_status_str(all_status[j]),
+                              "out-of-range %d named like a real status", bad[i]);
+    }
+}
+
+/* ---- version ---- */
+
+#if !defined(AP_VERSION_NUM) || AP_VERSION_NUM < 0
+#error "AP_VERSION_NUM must be usable in #if"
+#endif
+
+Test(core, version_num_matches_parts)
+{
+    cr_assert_eq(AP_VERSION_NUM,
+                 AP_VERSION_MAJOR * 1000000 + AP_VERSION_MINOR * 1000 + AP_VERSION_PATCH);
+    cr_assert_lt(AP_VERSION_MINOR, 1000);
+    cr_assert_lt(AP_VERSION_PATCH, 1000);
+}
+
+Test(core, version_string_matches_parts)
+{
+    char expect[64];
+    snprintf(expect, sizeof expect, "%d.%d.%d", AP_VERSION_MAJOR, AP_VERSION_MINOR,
+             AP_VERSION_PATCH);
+    cr_assert_str_eq(AP_VERSION_STRING, expect);
+    /* a string literal, so it can be pasted into other literals */
+    static const char banner[] = "asyncpat " AP_VERSION_STRING;
+    cr_assert_str_eq(banner + 9, expect);
+    int maj, min, pat;
+    cr_assert_eq(sscanf(AP_VERSION_STRING, "%d.%d.%d", &maj, &min, &pat), 3);
+    cr_assert_eq(maj * 1000000 + min * 1000 + pat, AP_VERSION_NUM);
+}
+
+/* ---- time ---- */
+
+Test(core, time_add_saturates)
+{
+    cr_assert_eq(ap_time_add(0, 0), 0);
+    cr_assert_eq(ap_time_add(5, 7), 12);
+    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 10), UINT64_MAX);
+    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 9), UINT64_MAX - 1);
+    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 11), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_time_add(UINT64_MAX, 1), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_time_add(1, UINT64_MAX), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_time_add(UINT64_MAX, UINT64_MAX), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_time_add(UINT64_MAX / 2 + 1, UINT64_MAX / 2), UINT64_MAX);
+    cr_assert_eq(ap_time_add(UINT64_MAX / 2 + 1, UINT64_MAX / 2 + 1), AP_DEADLINE_NONE);
+    cr_assert_eq(AP_DEADLINE_NONE, UINT64_MAX);
+}
+
+Test(core, time_until_and_min)
+{
+    cr_assert_eq(ap_time_until(100, 40), 60);
+    cr_assert_eq(ap_time_until(100, 100), 0);
+    cr_assert_eq(ap_time_until(100, 101), 0);
+    cr_assert_eq(ap_time_until(0, UINT64_MAX), 0);
+    cr_assert_eq(ap_time_until(UINT64_MAX, 0), UINT64_MAX);
+    cr_assert_eq(ap_time_until(AP_DEADLINE_NONE, 1), UINT64_MAX - 1);
+    cr_assert_eq(ap_time_min(3, 9), 3);
+    cr_assert_eq(ap_time_min(9, 3), 3);
+    cr_assert_eq(ap_time_min(AP_DEADLINE_NONE, 7), 7);
+    cr_assert_eq(ap_time_min(AP_DEADLINE_NONE, AP_DEADLINE_NONE), AP_DEADLINE_NONE);
+}
+
+Test(core, time_units)
+{
+    cr_assert_eq(AP_NS_PER_US, 1000u);
+    cr_assert_eq(AP_NS_PER_MS, 1000u * 1000u);
+    cr_assert_eq(AP_NS_PER_SEC, 1000u * 1000u * 1000u);
+}
+
+Test(core, now_ns_monotonic_and_tracks_clock)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ref = (uint64_t)ts.tv_sec * AP_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+    uint64_t a = ap_now_ns();
+    cr_assert_geq(a, ref, "ap_now_ns is not on CLOCK_MONOTONIC in ns");
+    cr_assert_lt(a - ref, 10 * AP_NS_PER_SEC);
+    uint64_t prev = a;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t t = ap_now_ns();
+        cr_assert_geq(t, prev);
+        prev = t;
+    }
+    struct timespec d = {0, 2 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    cr_assert_geq(ap_now_ns() - a, 2 * AP_NS_PER_MS);
+}
+
+/* ---- size arithmetic ---- */
+
+Test(core, pow2_ceil_edges)
+{
+    cr_assert_eq(ap__pow2_ceil(1), 1);
+    cr_assert_eq(ap__pow2_ceil(2), 2);
+    cr_assert_eq(ap__pow2_ceil(3), 4);
+    cr_assert_eq(ap__pow2_ceil(4), 4);
+    cr_assert_eq(ap__pow2_ceil(5), 8);
+    cr_assert_eq(ap__pow2_ceil(63), 64);
+    cr_assert_eq(ap__pow2_ceil(64), 64);
+    cr_assert_eq(ap__pow2_ceil(65), 128);
+    size_t top = SIZE_MAX / 2 + 1; /* the largest power of two */
+    cr_assert_eq(ap__pow2_ceil(top), top);
+    cr_assert_eq(ap__pow2_ceil(top - 1), top);
+    cr_assert_eq(ap__pow2_ceil(top / 2 + 1), top);
+    cr_assert_eq(ap__pow2_ceil(top + 1), 0);
+    cr_assert_eq(ap__pow2_ceil(SIZE_MAX), 0);
+    for (size_t x = 1; x <= 4096; x++) {
+        size_t p = ap__pow2_ceil(x);
+        cr_assert(p >= x && (p & (p - 1)) == 0 && p / 2 < x, "pow2_ceil(%zu) = %zu", x, p);
+    }
+}
+
+Test(core, align_up_edges)
+{
+    cr_assert_eq(ap__align_up(0, 64), 0);
+    cr_assert_eq(ap__align_up(1, 64), 64);
+    cr_assert_eq(ap__align_up(63, 64), 64);
+    cr_assert_eq(ap__align_up(64, 64), 64);
+    cr_assert_eq(ap__align_up(65, 64), 128);
+    cr_assert_eq(ap__align_up(7, 1), 7);
+    cr_assert_eq(ap__align_up(7, 8), 8);
+    cr_assert_eq(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
+    cr_assert_eq(ap__align_up(SIZE_MAX - 63, 64), SIZE_MAX - 63); /* already aligned */
+    cr_assert_eq(ap__align_up(SIZE_MAX - 62, 64), 0);             /* would need 2^64 */
+    cr_assert_eq(ap__align_up(SIZE_MAX - 64, 64), SIZE_MAX - 63);
+    cr_assert_eq(ap__align_up(SIZE_MAX, 64), 0);
+    cr_assert_eq(ap__align_up(SIZE_MAX, 2), 0);
+    cr_assert_eq(ap__align_up(SIZE_MAX - 1, 2), SIZE_MAX - 1);
+}
+
+Test(core, size_muladd_edges)
+{
+    size_t out = 12345;
+    cr_assert(ap__size_muladd(3, 4, 5, &out));
+    cr_assert_eq(out, 17);
+    cr_assert(ap__size_muladd(0, SIZE_MAX, 9, &out));
+    cr_assert_eq(out, 9);
+    cr_assert(ap__size_muladd(SIZE_MAX, 0, 9, &out));
+    cr_assert_eq(out, 9);
+    cr_assert(ap__size_muladd(SIZE_MAX, 1, 0, &out));
+    cr_assert_eq(out, SIZE_MAX);
+    cr_assert(ap__size_muladd(0, 0, SIZE_MAX, &out));
+    cr_assert_eq(out, SIZE_MAX);
+    cr_assert(ap__size_muladd(2, SIZE_MAX / 2, 1, &out)); /* exactly SIZE_MAX */
+    cr_assert_eq(out, SIZE_MAX);
+    cr_assert(ap__size_muladd(SIZE_MAX / 2, 2, 1, &out));
+    cr_assert_eq(out, SIZE_MAX);
+
+    out = 777;
+    cr_assert_not(ap__size_muladd(SIZE_MAX, 1, 1, &out));
+    cr_assert_not(ap__size_muladd(2, SIZE_MAX / 2, 2, &out));
+    cr_assert_not(ap__size_muladd(SIZE_MAX / 2 + 1, 2, 0, &out));
+    cr_assert_not(ap__size_muladd((size_t)1 << (sizeof(size_t) * 4),
+                                  (size_t)1 << (sizeof(size_t) * 4), 0, &out));
+    cr_assert_not(ap__size_muladd(SIZE_MAX, SIZE_MAX, 0, &out));
+    cr_assert_not(ap__size_muladd(1, 1, SIZE_MAX, &out));
+    cr_assert_eq(out, 777, "out written on overflow");
+    cr_assert(ap__size_muladd(1, 1, SIZE_MAX - 1, &out));
+    cr_assert_eq(out, SIZE_MAX);
+}
+
+/* ---- container_of ---- */
+
+struct outer {
+    char pad[3];
+    double d;
+    struct inner { int a, b; } in;
+    int tail[4];
+};
+
+Test(core, container_of_recovers_outer)
+{
+    struct outer o;
+    cr_assert_eq(AP_CONTAINER_OF(&o.in, struct outer, in), &o);
+    cr_assert_eq(AP_CONTAINER_OF(&o.d, struct outer, d), &o);
+    cr_assert_eq(AP_CONTAINER_OF(&o.pad, struct outer, pad), &o);
+    cr_assert_eq(AP_CONTAINER_OF(&o.tail, struct outer, tail), &o);
+    struct inner *ip = &o.in;
+    struct outer *op = AP_CONTAINER_OF(ip, struct outer, in);
+    op->d = 2.5;
+    cr_assert_eq(o.d, 2.5);
+    /* from a void pointer (what a callback's ctx usually is) */
+    void *vp = &o.in;
+    cr_assert_eq(AP_CONTAINER_OF(vp, struct outer, in), &o);
+    /* an array of containers: each member maps to its own container */
+    struct outer arr[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(AP_CONTAINER_OF(&arr[i].in, struct outer, in), &arr[i]);
+}
+
+/* ---- allocator ---- */
+
+static void *never_alloc(size_t s, size_t a, void *u) { (void)s; (void)a; (void)u; return NULL; }
+static void never_free(void *p, size_t s, void *u) { (void)p; (void)s; (void)u; }
+
+Test(core, allocator_or_default)
+{
+    const ap_allocator *d = ap__allocator_or_default(NULL);
+    cr_assert_not_null(d);
+    cr_assert_not_null(d->alloc);
+    cr_assert_not_null(d->free);
+    ap_allocator full = {never_alloc, never_free, (void *)&full};
+    cr_assert_eq(ap__allocator_or_default(&full), &full);
+    ap_allocator no_alloc = {NULL, never_free, NULL};
+    ap_allocator no_free = {never_alloc, NULL, NULL};
+    cr_assert_null(ap__allocator_or_default(&no_alloc));
+    cr_assert_null(ap__allocator_or_default(&no_free));
+}
+
+Test(core, default_allocator_aligns_any_size)
+{
+    const ap_allocator *d = ap__allocator_or_default(NULL);
+    size_t sizes[] = {1, 63, 64, 65, 1000};
+    size_t aligns[] = {8, 64, 128, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (size_t j = 0; j < sizeof aligns / sizeof aligns[0]; j++) {
+            unsigned char *p = d->alloc(sizes[i], aligns[j], d->user);
+            cr_assert_not_null(p);
+            cr_assert_eq((uintptr_t)p % aligns[j], 0, "size %zu align %zu", sizes[i], aligns[j]);
+            memset(p, 0xab, sizes[i]); /* ASan checks the whole size is ours */
+            d->free(p, sizes[i], d->user);
+        }
+}
+
+/* ---- spinlock ---- */
+
+static ap__lock shared_lock;
+static long shared_counter;
+enum { LOCK_THREADS = 4, LOCK_ITERS = 20000 };
+
+static void *lock_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < LOCK_ITERS; i++) {
+        ap__lock_acquire(&shared_lock);
+        long v = shared_counter; /* a non-atomic read-modify-write */
+        if ((i & 63) == 0)
+            sched_yield(); /* widen the window while holding the lock */
+        shared_counter = v + 1;
+        ap__lock_release(&shared_lock);
+    }
+    return NULL;
+}
+
+Test(core, spinlock_mutual_exclusion, .timeout = TEST_TIMEOUT_S)
+{
+    pthread_t th[LOCK_THREADS];
+    for (int i = 0; i < LOCK_THREADS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, lock_worker, NULL), 0);
+    for (int i = 0; i < LOCK_THREADS; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(shared_counter, (long)LOCK_THREADS * LOCK_ITERS);
+    cr_assert_eq(atomic_load(&shared_lock.held), 0u);
+}
+
+Test(core, spinlock_zero_is_unlocked)
+{
+    ap__lock l;
+    memset(&l, 0, sizeof l);
+    ap__lock_acquire(&l); /* would spin forever if zero meant held */
+    cr_assert_neq(atomic_load(&l.held), 0u);
+    ap__lock_release(&l);
+    cr_assert_eq(atomic_load(&l.held), 0u);
+    ap__lock_acquire(&l);
+    ap__lock_release(&l);
+}
+
+Test(core, backoff_counts)
+{
+    unsigned spins = 0;
+    for (unsigned i = 0; i < AP_SPIN_LIMIT + 3; i++)
+        ap__backoff(&spins);
+    cr_assert_eq(spins, AP_SPIN_LIMIT + 3);
+}

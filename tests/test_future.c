@@ -1,0 +1,472 @@
+/*
+ * tests/test_future.c -- ap_waker, ap_cx, ap_future, ap_block_on(_until)
+ *
+ * tests/test_future_condvar.c includes this file after defining
+ * AP_BLOCK_ON_CONDVAR, so every test here also runs against the
+ * condition-variable parker (suite "future_condvar").
+ */
+/* A deterministic hook into the window between "check for a wake" and
+ * "sleep" inside the parker (config.h: AP_TEST_YIELD): a test can make a
+ * wake land exactly there. */
+#include <stddef.h>
+static _Thread_local void (*yield_once)(void *);
+static _Thread_local void *yield_arg;
+static void test_yield(void)
+{
+    void (*fn)(void *) = yield_once;
+    if (fn) {
+        yield_once = NULL;
+        fn(yield_arg);
+    }
+}
+#define AP_TEST_YIELD() test_yield()
+
+#include "asyncpat/future.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+/* Every test with a timeout uses this one value: Criterion 2.4's runner
+ * (BoxFort) leaks a timeout record when a test with a shorter timeout
+ * starts while one with a longer timeout runs (--jobs 2), and
+ * LeakSanitizer then fails the whole binary. */
+#define TEST_TIMEOUT_S 30
+
+#ifndef FUTURE_SUITE
+#define FUTURE_SUITE future
+#endif
+
+#if defined(__linux__) && !defined(AP_BLOCK_ON_CONDVAR) && !defined(AP__PARK_FUTEX)
+#error "on Linux the default parker should be the futex one"
+#endif
+
+static void ms_sleep(int ms)
+{
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+/* ---- a counting waker ---- */
+
+typedef struct counter { atomic_int n; void *last_ctx; } counter;
+
+static void count_wake(void *ctx)
+{
+    counter *c = ctx;
+    c->last_ctx = ctx;
+    atomic_fetch_add(&c->n, 1);
+}
+
+Test(FUTURE_SUITE, waker_wake_calls_function_with_ctx)
+{
+    counter c = {0, NULL};
+    ap_waker w = {count_wake, &c};
+    ap_waker_wake(w);
+    ap_waker_wake(w);
+    cr_assert_eq(atomic_load(&c.n), 2);
+    cr_assert_eq(c.last_ctx, &c);
+}
+
+Test(FUTURE_SUITE, waker_none_is_a_noop)
+{
+    ap_waker none = AP_WAKER_NONE;
+    cr_assert_null(none.wake);
+    cr_assert_null(none.ctx);
+    ap_waker_wake(none); /* would crash if it called through NULL */
+    ap_waker nofn = {NULL, (void *)&none};
+    ap_waker_wake(nofn);
+}
+
+Test(FUTURE_SUITE, cx_wake_at_only_lowers)
+{
+    ap_cx cx = {AP_WAKER_NONE, 100, AP_DEADLINE_NONE};
+    ap_cx_wake_at(&cx, 500);
+    cr_assert_eq(cx.deadline, 500);
+    ap_cx_wake_at(&cx, 900);
+    cr_assert_eq(cx.deadline, 500, "wake_at raised an earlier deadline");
+    ap_cx_wake_at(&cx, 200);
+    cr_assert_eq(cx.deadline, 200);
+    ap_cx_wake_at(&cx, 0);
+    cr_assert_eq(cx.deadline, 0);
+    ap_cx_wake_at(&cx, AP_DEADLINE_NONE);
+    cr_assert_eq(cx.deadline, 0);
+}
+
+/* ---- test futures ---- */
+
+/* scripted: pending `pending_polls` times, then ready. Optionally lowers
+ * the deadline to `lower_to` or wakes itself from inside poll. */
+typedef struct script_fut {
+    ap_future base;
+    int pending_polls;
+    int polls, cancels;
+    bool self_wake;
+    bool lower;
+    uint64_t lower_to;
+    bool saw_waker;
+    uint64_t first_now, last_now;
+} script_fut;
+
+static ap_poll script_poll(ap_future *f, ap_cx *cx)
+{
+    script_fut *s = (script_fut *)(void *)f;
+    if (s->polls == 0)
+        s->first_now = cx->now;
+    s->last_now = cx->now;
+    s->saw_waker = cx->waker.wake != NULL;
+    if (s->polls++ >= s->pending_polls)
+        return AP_READY;
+    if (s->lower)
+        ap_cx_wake_at(cx, s->lower_to);
+    if (s->self_wake)
+        ap_waker_wake(cx->waker);
+    return AP_PENDING;
+}
+
+static void script_cancel(ap_future *f)
+{
+    ((script_fut *)(void *)f)->cancels++;
+}
+
+static script_fut script(int pending_polls)
+{
+    script_fut s = {{script_poll, script_cancel}, pending_polls, 0, 0, false, false, 0, false, 0, 0};
+    return s;
+}
+
+Test(FUTURE_SUITE, future_cancel_through_vtable)
+{
+    script_fut s = script(0);
+    ap_future_cancel(&s.base);
+    cr_assert_eq(s.cancels, 1);
+    s.base.cancel = NULL;
+    ap_future_cancel(&s.base); /* no cancel: nothing happens */
+    cr_assert_eq(s.cancels, 1);
+}
+
+Test(FUTURE_SUITE, block_on_ready_immediately, .timeout = TEST_TIMEOUT_S)
+{
+    script_fut s = script(0);
+    uint64_t before = ap_now_ns();
+    ap_block_on(&s.base);
+    uint64_t after = ap_now_ns();
+    cr_assert_eq(s.polls, 1);
+    cr_assert_eq(s.cancels, 0, "a completed future was cancelled");
+    cr_assert(s.saw_waker, "ap_block_on polled without a waker");
+    cr_assert(s.first_now >= before && s.first_now <= after,
+              "cx->now is not the current monotonic time");
+}
+
+Test(FUTURE_SUITE, block_on_until_ready_future_wins_over_past_deadline, .timeout = TEST_TIMEOUT_S)
+{
+    script_fut s = script(0);
+    cr_assert_eq(ap_block_on_until(&s.base, 0), AP_OK);
+    cr_assert_eq(s.polls, 1);
+    cr_assert_eq(s.cancels, 0);
+}
+
+Test(FUTURE_SUITE, block_on_until_past_deadline_times_out_and_cancels, .timeout = TEST_TIMEOUT_S)
+{
+    uint64_t deadlines[] = {0, 1, ap_now_ns() - 1};
+    for (int i = 0; i < 3; i++) {
+        script_fut s = script(1000000);
+        cr_assert_eq(ap_block_on_until(&s.base, deadlines[i]), AP_TIMEDOUT);
+        cr_assert_geq(s.polls, 1);
+        cr_assert_lt(s.polls, 5, "a passed deadline should end the wait at once");
+        cr_assert_eq(s.cancels, 1, "a timed-out future must be cancelled exactly once");
+    }
+}
+
+Test(FUTURE_SUITE, block_on_until_near_deadline_times_out_and_cancels, .timeout = TEST_TIMEOUT_S)
+{
+    script_fut s = script(1000000);
+    uint64_t deadline = ap_now_ns() + 20 * AP_NS_PER_MS;
+    cr_assert_eq(ap_block_on_until(&s.base, deadline), AP_TIMEDOUT);
+    cr_assert_geq(ap_now_ns(), deadline, "AP_TIMEDOUT before the deadline");
+    cr_assert_eq(s.cancels, 1);
+    cr_assert_geq(s.polls, 1);
+    /* nothing woke it: a parked driver polls about twice, a busy one
+     * thousands of times */
+    cr_assert_lt(s.polls, 50, "ap_block_on_until busy-polled (%d polls)", s.polls);
+}
+
+Test(FUTURE_SUITE, block_on_until_timeout_without_cancel_fn, .timeout = TEST_TIMEOUT_S)
+{
+    script_fut s = script(1000000);
+    s.base.cancel = NULL;
+    cr_assert_eq(ap_block_on_until(&s.base, ap_now_ns() + AP_NS_PER_MS), AP_TIMEDOUT);
+    cr_assert_eq(s.cancels, 0);
+}
+
+/* ready once cx->now >= at; lowers cx->deadline to `at`; never keeps the
+ * waker, so only the deadline can bring the re-poll. */
+typedef struct time_fut {
+    ap_future base;
+    uint64_t at;
+    int polls, cancels;
+    uint64_t ready_now;
+} time_fut;
+
+static ap_poll time_poll(ap_future *f, ap_cx *cx)
+{
+    time_fut *t = (time_fut *)(void *)f;
+    t->polls++;
+    if (cx->now >= t->at) {
+        t->ready_now = cx->now;
+        return AP_READY;
+    }
+    ap_cx_wake_at(cx, t->at);
+    return AP_PENDING;
+}
+
+static void time_cancel(ap_future *f) { ((time_fut *)(void *)f)->cancels++; }
+
+Test(FUTURE_SUITE, lowered_deadline_repolls_without_wake, .timeout = TEST_TIMEOUT_S)
+{
+    time_fut t = {{time_poll, time_cancel}, ap_now_ns() + 10 * AP_NS_PER_MS, 0, 0, 0};
+    ap_block_on(&t.base);
+    cr_assert_geq(t.ready_now, t.at);
+    cr_assert_geq(ap_now_ns(), t.at);
+    cr_assert_geq(t.polls, 2, "it was pending at first");
+    cr_assert_lt(t.polls, 50, "ap_block_on busy-polled instead of sleeping (%d)", t.polls);
+    cr_assert_eq(t.cancels, 0);
+}
+
+Test(FUTURE_SUITE, lowered_deadline_earlier_than_block_deadline, .timeout = TEST_TIMEOUT_S)
+{
+    time_fut t = {{time_poll, time_cancel}, ap_now_ns() + 5 * AP_NS_PER_MS, 0, 0, 0};
+    cr_assert_eq(ap_block_on_until(&t.base, ap_now_ns() + 60 * AP_NS_PER_SEC), AP_OK);
+    cr_assert_geq(t.ready_now, t.at);
+    cr_assert_eq(t.cancels, 0);
+}
+
+Test(FUTURE_SUITE, block_deadline_earlier_than_lowered_deadline, .timeout = TEST_TIMEOUT_S)
+{
+    /* the future wants a re-poll in 60 s; the caller gives up after 10 ms
+     * (the test's timeout catches a driver that waits for the future) */
+    time_fut t = {{time_poll, time_cancel}, ap_now_ns() + 60 * AP_NS_PER_SEC, 0, 0, 0};
+    uint64_t deadline = ap_now_ns() + 10 * AP_NS_PER_MS;
+    cr_assert_eq(ap_block_on_until(&t.base, deadline), AP_TIMEDOUT);
+    cr_assert_geq(ap_now_ns(), deadline);
+    cr_assert_eq(t.cancels, 1);
+}
+
+Test(FUTURE_SUITE, deadline_in_the_past_repolls_at_once, .timeout = TEST_TIMEOUT_S)
+{
+    script_fut s = script(5);
+    s.lower = true;
+    s.lower_to = 0; /* "poll me again now" */
+    ap_block_on(&s.base);
+    cr_assert_eq(s.polls, 6);
+    cr_assert_eq(s.cancels, 0);
+}
+
+Test(FUTURE_SUITE, wake_during_poll_is_not_lost, .timeout = TEST_TIMEOUT_S)
+{
+    /* the waker runs before ap_block_on has parked: the notification must
+     * survive until the park, or this hangs */
+    script_fut s = script(20);
+    s.self_wake = true;
+    ap_block_on(&s.base);
+    cr_assert_eq(s.polls, 21);
+}
+
+/* woken once early (a spurious wake), then only the deadline brings it */
+typedef struct early_wake_fut {
+    ap_future base;
+    uint64_t at;
+    int polls;
+} early_wake_fut;
+
+static ap_poll early_wake_poll(ap_future *f, ap_cx *cx)
+{
+    early_wake_fut *e = (early_wake_fut *)(void *)f;
+    if (e->polls++ == 0)
+        ap_waker_wake(cx->waker);
+    if (cx->now >= e->at)
+        return AP_READY;
+    ap_cx_wake_at(cx, e->at);
+    return AP_PENDING;
+}
+
+Test(FUTURE_SUITE, one_wake_does_not_make_the_driver_spin, .timeout = TEST_TIMEOUT_S)
+{
+    early_wake_fut e = {{early_wake_poll, NULL}, ap_now_ns() + 10 * AP_NS_PER_MS, 0};
+    ap_block_on(&e.base);
+    cr_assert_geq(ap_now_ns(), e.at);
+    cr_assert_geq(e.polls, 2);
+    cr_assert_lt(e.polls, 50, "a consumed wake kept the driver polling (%d polls)", e.polls);
+}
+
+/* pending once; its wake fires inside the parker, after the last check
+ * for a notification and before the sleep */
+typedef struct late_wake_fut {
+    ap_future base;
+    ap_waker waker;
+    bool ready;
+    int polls;
+} late_wake_fut;
+
+static void fire_late(void *arg)
+{
+    late_wake_fut *l = arg;
+    l->ready = true;
+    ap_waker_wake(l->waker);
+}
+
+static ap_poll late_wake_poll(ap_future *f, ap_cx *cx)
+{
+    late_wake_fut *l = (late_wake_fut *)(void *)f;
+    l->polls++;
+    if (l->ready)
+        return AP_READY;
+    l->waker = cx->waker;
+    yield_once = fire_late;
+    yield_arg = l;
+    return AP_PENDING;
+}
+
+Test(FUTURE_SUITE, wake_between_check_and_sleep_is_not_lost, .timeout = TEST_TIMEOUT_S)
+{
+    late_wake_fut l = {{late_wake_poll, NULL}, AP_WAKER_NONE, false, 0};
+    ap_block_on(&l.base); /* hangs (test timeout) if the parker loses it */
+    cr_assert(l.ready);
+    cr_assert_eq(l.polls, 2);
+    cr_assert_null(yield_once, "the parker never reached its check-then-sleep window");
+}
+
+/* ---- woken by another thread ---- */
+
+typedef struct flag_fut {
+    ap_future base;
+    pthread_mutex_t mu; /* the waker is called under it: after READY or
+                         * cancel returns, no wake is in progress */
+    bool ready;
+    ap_waker waker;
+    int polls, cancels, wakes;
+} flag_fut;
+
+static ap_poll flag_poll(ap_future *f, ap_cx *cx)
+{
+    flag_fut *g = (flag_fut *)(void *)f;
+    pthread_mutex_lock(&g->mu);
+    g->polls++;
+    bool r = g->ready;
+    g->waker = r ? AP_WAKER_NONE : cx->waker;
+    pthread_mutex_unlock(&g->mu);
+    return r ? AP_READY : AP_PENDING;
+}
+
+static void flag_cancel(ap_future *f)
+{
+    flag_fut *g = (flag_fut *)(void *)f;
+    pthread_mutex_lock(&g->mu);
+    g->cancels++;
+    g->waker = AP_WAKER_NONE;
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void flag_init(flag_fut *g)
+{
+    g->base.poll = flag_poll;
+    g->base.cancel = flag_cancel;
+    pthread_mutex_init(&g->mu, NULL);
+    g->ready = false;
+    g->waker = AP_WAKER_NONE;
+    g->polls = g->cancels = g->wakes = 0;
+}
+
+static void flag_set(flag_fut *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->ready = true;
+    if (g->waker.wake) {
+        g->wakes++;
+        ap_waker_wake(g->waker);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void *set_after_ms(void *arg)
+{
+    ms_sleep(5);
+    flag_set(arg);
+    return NULL;
+}
+
+Test(FUTURE_SUITE, block_on_woken_by_another_thread, .timeout = TEST_TIMEOUT_S)
+{
+    flag_fut g;
+    flag_init(&g);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, set_after_ms, &g), 0);
+    ap_block_on(&g.base);
+    cr_assert(g.ready);
+    pthread_join(th, NULL);
+    cr_assert_geq(g.polls, 2, "it should have been pending first");
+    cr_assert_eq(g.wakes, 1, "the setter found no waker registered");
+    cr_assert_lt(g.polls, 50, "busy-polled (%d)", g.polls);
+    cr_assert_eq(g.cancels, 0);
+    pthread_mutex_destroy(&g.mu);
+}
+
+Test(FUTURE_SUITE, block_on_until_woken_before_deadline, .timeout = TEST_TIMEOUT_S)
+{
+    flag_fut g;
+    flag_init(&g);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, set_after_ms, &g), 0);
+    cr_assert_eq(ap_block_on_until(&g.base, ap_now_ns() + 30 * AP_NS_PER_SEC), AP_OK);
+    pthread_join(th, NULL);
+    cr_assert(g.ready);
+    cr_assert_eq(g.cancels, 0);
+    pthread_mutex_destroy(&g.mu);
+}
+
+/* ping-pong: the main thread parks on a fresh future each round, a helper
+ * completes it, sometimes before the park and sometimes after */
+enum { ROUNDS = 400 };
+static _Atomic(flag_fut *) handoff_slot;
+static atomic_int handoff_done;
+
+static void *handoff_helper(void *arg)
+{
+    (void)arg;
+    for (int r = 0; r < ROUNDS; r++) {
+        flag_fut *g;
+        while ((g = atomic_exchange(&handoff_slot, NULL)) == NULL)
+            sched_yield();
+        if (r % 10 == 0)
+            ms_sleep(1); /* the main thread is parked by now */
+        else if (r % 2)
+            sched_yield();
+        flag_set(g);
+        atomic_fetch_add(&handoff_done, 1);
+    }
+    return NULL;
+}
+
+Test(FUTURE_SUITE, block_on_many_handoffs_no_lost_wake, .timeout = TEST_TIMEOUT_S)
+{
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, handoff_helper, NULL), 0);
+    int woken = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        flag_fut g;
+        flag_init(&g);
+        atomic_store(&handoff_slot, &g);
+        ap_block_on(&g.base);
+        cr_assert(g.ready, "round %d returned before its future was ready", r);
+        /* flag_set ran to completion before g leaves scope */
+        pthread_mutex_lock(&g.mu);
+        woken += g.wakes;
+        pthread_mutex_unlock(&g.mu);
+        pthread_mutex_destroy(&g.mu);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&handoff_done), ROUNDS);
+    cr_assert_gt(woken, 0, "no round ever parked: the test did not test parking");
+}
