@@ -35,5 +35,11 @@
 #ifndef AP_NO_BACKPRESSURE
 #include "asyncpat/backpressure.h"
 #endif
+#ifndef AP_NO_RETRY
+#include "asyncpat/retry.h"
+#endif
 
+#ifndef AP_NO_CIRCUIT_BREAKER
+#include "asyncpat/circuit_breaker.h"
+#endif
 #endif /* ASYNCPAT_H */

@@ -1,0 +1,913 @@
+/*
+ * asyncpat/circuit_breaker.h -- circuit breaker: sliding-window failure and
+ *                               slow-call rates, half-open probes with leases
+ *
+ * PATTERN
+ *   A breaker sits in front of a dependency. CLOSED: calls pass and their
+ *   outcomes go into a sliding window; once min_calls outcomes are in the
+ *   window and the failure rate (or the slow-call rate: duration >=
+ *   slow_call_ns) reaches its threshold, or consecutive_failures failures
+ *   arrive in a row, it trips OPEN. OPEN: every call is rejected until the
+ *   open duration has passed; then HALF_OPEN admits at most K probes at a
+ *   time: K successes close it, one failure (or slow call) re-opens it, for
+ *   a duration that grows by open_multiplier_pct per re-open up to
+ *   open_max_ns. FORCED_OPEN rejects everything and DISABLED admits
+ *   everything (neither evaluates anything) until ap_cb_reset.
+ *   The facts follow resilience4j's CircuitBreaker (count- and time-based
+ *   windows, minimumNumberOfCalls, rate >= threshold trips); the code does not.
+ *
+ *   Two steps: ap_cb_allow(now) hands out an ap_cb_permit stamped with the
+ *   breaker's generation; ap_cb_record(permit, outcome, duration, now)
+ *   reports it. Every transition increments the generation, so an outcome
+ *   reported after the breaker moved on is recognised and ignored (counted
+ *   as stale). Transitions are computed on access from now_ns: there is no
+ *   timer thread and no clock read.
+ *
+ *   Windows: COUNT: the last window_size non-ignored outcomes of the
+ *   current CLOSED period. TIME: buckets of width w = window_ns / buckets;
+ *   an outcome recorded at time t lies in bucket k = t / w and counts at
+ *   time now while now / w - buckets < k, i.e. it expires exactly at
+ *   (k + buckets) * w. A record with a now earlier than the newest bucket
+ *   seen is counted in that newest bucket. Windows start empty on every
+ *   entry to CLOSED.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - no call is admitted while OPEN or FORCED_OPEN (a permit's generation
+ *     is always a CLOSED, DISABLED or HALF_OPEN generation)
+ *   - HALF_OPEN: at most half_open_probes probes in flight, and at most
+ *     that many admitted per half-open period; a probe slot is freed only
+ *     by the probe's own record or by the end of the period
+ *   - a probe not reported by admit + probe_lease_ns counts as a failure
+ *     (lease_expired): the breaker re-opens, so it is never stuck half-open
+ *   - an outcome from an older generation changes nothing but the stale
+ *     counter
+ *   - single-threaded, the breaker equals the reference model in
+ *     tests/test_circuit_breaker.c step by step
+ *   - conservation: once every permit is reported,
+ *     allowed == successes + failures + ignored + stale
+ *   - the callback runs exactly once per transition, with (from, to, gen),
+ *     never under the breaker's lock
+ *
+ * CONCURRENCY          allow  record  state  stats  force/disable/reset  fini
+ *   any call            yes    yes     yes    yes        yes              no
+ *   Progress: in CLOSED and DISABLED, allow is one atomic load (wait-free);
+ *   record with the COUNT window is lock-free (a CAS loop on the window's
+ *   aggregate word retries only when another record succeeded) and takes
+ *   no lock unless it trips the breaker. Everything else (OPEN once the
+ *   open time is over, HALF_OPEN, the TIME window, transitions, manual
+ *   controls) runs under one small internal lock (ap__lock) held for
+ *   O(probes + buckets) work; OPEN rejections before the open time is
+ *   over take no lock. Transitions happen only under the lock, after
+ *   re-checking the state word, so exactly one thread performs each.
+ *
+ * ORDERING
+ *   The state word (gen << 3 | state) is only written under the lock, with
+ *   a release store, after everything that belongs to the new state (the
+ *   cleared window, open_until, the probe table) has been written. Lock-free
+ *   readers load it with acquire, so a recorder that sees generation g also
+ *   sees the window cleared for g. The COUNT window: each record (1) adds
+ *   its outcome to the aggregate word (CAS, only if the word's epoch is the
+ *   permit's generation), (2) takes a ring slot (fetch_add on a cursor),
+ *   (3) exchanges its tagged outcome into the slot with acq_rel, (4)
+ *   subtracts the evicted outcome if it belongs to the same generation. The
+ *   acq_rel exchange makes the evicted outcome's add (1) happen-before our
+ *   subtract (4), so in the aggregate's modification order every subtract
+ *   follows its add: no field ever underflows and failures <= calls in
+ *   every snapshot. Counters are relaxed and striped; they order nothing.
+ *   The breaker publishes no user memory: do not use a permit as a
+ *   happens-before edge.
+ *
+ * COMPLEXITY   allow/record O(1) in CLOSED with the COUNT window; O(buckets)
+ *              with the TIME window; O(probes) in HALF_OPEN.
+ * MEMORY       ap_cb_init takes a caller buffer of ap_cb_bytes(desc) bytes
+ *              (<= AP_CB_BYTES(window_size or buckets, probes)), aligned
+ *              for uint64_t; ap_cb_create allocates the breaker and buffer
+ *              once. Nothing else allocates.
+ * ERRORS       AP_REJECTED (retry_at says when it may admit again); AP_INVAL
+ *              for a bad desc (see ap_cb_init), a too-small buffer, a bad
+ *              outcome; AP_NOMEM. AP_INVAL changes nothing.
+ * LIMITS       window_size <= AP_CB_MAX_WINDOW (16384), buckets <= 4096,
+ *              half_open_probes <= AP_CB_MAX_PROBES (1024). The COUNT window
+ *              tags its aggregate with 16 bits of the generation: a record
+ *              stalled between its state check and its add across exactly a
+ *              multiple of 65536 transitions could land in a later window.
+ * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_TEST_YIELD
+ * SEE ALSO     tests/test_circuit_breaker.c, bench/bench_circuit_breaker.c
+ * STABILITY    experimental (0.x): names and defaults may change before 1.0
+ *
+ * USAGE
+ *   static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
+ *   if (ap_cb_create(&b, &(ap_breaker_desc){.window_size = 20,
+ *                         .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
+ *   ap_cb_permit p; uint64_t retry_at, t0 = ap_now_ns();
+ *   if (ap_cb_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
+ *   int rc = call_dependency();
+ *   uint64_t t1 = ap_now_ns();
+ *   ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+ *                t1 - t0, t1);
+ */
+#ifndef ASYNCPAT_CIRCUIT_BREAKER_H
+#define ASYNCPAT_CIRCUIT_BREAKER_H
+
+#include "core.h"
+#include "time.h"
+
+#define AP_CB_MAX_WINDOW 16384u
+#define AP_CB_MAX_BUCKETS 4096u
+#define AP_CB_MAX_PROBES 1024u
+#define AP_CB_STRIPES 8u
+
+/** AP_CB_BYTES - an upper bound of ap_cb_bytes (constant expression):
+ * @n: window_size (COUNT) or buckets (TIME); @probes: half_open_probes */
+#define AP_CB_BYTES(n, probes) ((size_t)(n) * 32u + (size_t)(probes) * 8u)
+
+/** ap_breaker_state - the states; the numbers are stable */
+typedef enum ap_breaker_state {
+    AP_BREAKER_STATE_CLOSED = 0,
+    AP_BREAKER_STATE_OPEN = 1,
+    AP_BREAKER_STATE_HALF_OPEN = 2,
+    AP_BREAKER_STATE_FORCED_OPEN = 3,
+    AP_BREAKER_STATE_DISABLED = 4
+} ap_breaker_state;
+
+/** ap_breaker_outcome - what ap_cb_record reports */
+typedef enum ap_breaker_outcome {
+    AP_BREAKER_OUTCOME_SUCCESS = 0,
+    AP_BREAKER_OUTCOME_FAILURE = 1,
+    AP_BREAKER_OUTCOME_IGNORED = 2 /* releases the permit, counts in no rate */
+} ap_breaker_outcome;
+
+/** ap_breaker_window - sliding window kind */
+typedef enum ap_breaker_window {
+    AP_BREAKER_WINDOW_COUNT = 0,
+    AP_BREAKER_WINDOW_TIME = 1
+} ap_breaker_window;
+
+/** ap_breaker_cb - state-change callback; runs on the thread that caused
+ * the transition, after the breaker's lock is released. Callbacks of
+ * different threads may run concurrently and out of order: @gen (the new
+ * generation) orders them. */
+typedef void (*ap_breaker_cb)(void *ctx, ap_breaker_state from, ap_breaker_state to,
+                              uint64_t gen);
+
+/** ap_breaker_desc - configuration; a zero field means its default */
+typedef struct ap_breaker_desc {
+    ap_breaker_window window;       /* COUNT (default) or TIME */
+    uint32_t window_size;           /* COUNT: last N calls (default 100; <= 16384) */
+    uint64_t window_ns;             /* TIME: span T (default 10 s) */
+    uint32_t buckets;               /* TIME: B buckets (default 10; T % B == 0, B <= T) */
+    uint32_t min_calls;             /* calls in the window before rates count
+                                       (default: window_size for COUNT, 100 for TIME;
+                                       COUNT: <= window_size) */
+    uint32_t failure_rate_pct;      /* trip at failures >= pct % of calls (default 50; 1..100) */
+    uint32_t slow_rate_pct;         /* trip at slow >= pct % of calls (default 100; 1..100) */
+    uint64_t slow_call_ns;          /* slow: duration >= this (default 60 s) */
+    uint32_t consecutive_failures;  /* trip after this many failures in a row (default: off) */
+    uint64_t open_ns;               /* first open duration (default 60 s) */
+    uint32_t open_multiplier_pct;   /* each re-open from HALF_OPEN multiplies the duration
+                                       (default 100: no growth; 100..10000) */
+    uint64_t open_max_ns;           /* cap of the duration (default 16 * open_ns,
+                                       saturating; >= open_ns) */
+    uint32_t half_open_probes;      /* K (default 10; <= 1024) */
+    uint64_t probe_lease_ns;        /* a probe unreported this long fails (default 60 s) */
+    ap_breaker_cb on_change;        /* optional */
+    void *ctx;                      /* passed to on_change */
+} ap_breaker_desc;
+
+/** ap_cb_permit - what ap_cb_allow hands out; report it once with ap_cb_record */
+typedef struct ap_cb_permit {
+    uint64_t gen;   /* the generation it was admitted in */
+    uint32_t probe; /* 1 + probe slot in HALF_OPEN, else 0 */
+} ap_cb_permit;
+
+/** ap_breaker_stats - counters (snapshot; each is exact once calls stop) */
+typedef struct ap_breaker_stats {
+    uint64_t allowed, rejected;            /* allow results */
+    uint64_t calls;                        /* successes + failures + ignored */
+    uint64_t successes, failures, ignored; /* records of the current generation */
+    uint64_t slow;                         /* of successes + failures: duration >= slow_call_ns */
+    uint64_t stale;                        /* records from an older generation */
+    uint64_t transitions, lease_expired;
+} ap_breaker_stats;
+
+typedef struct ap__cb_stripe {
+    _Alignas(AP_CACHELINE) _Atomic uint64_t allowed;
+    _Atomic uint64_t rejected, successes, failures, ignored, slow, stale;
+} ap__cb_stripe;
+
+typedef struct ap__cb_bucket {
+    uint64_t k, calls, failures, slow; /* k == UINT64_MAX: empty */
+} ap__cb_bucket;
+
+/** ap_breaker - one breaker; set up with ap_cb_init or ap_cb_create */
+typedef struct ap_breaker {
+    _Alignas(AP_CACHELINE) _Atomic uint64_t state; /* gen << 3 | ap_breaker_state */
+    _Atomic uint64_t open_until;                   /* while OPEN; written under lock */
+    /* COUNT window, all on one line: a record touches each of them */
+    _Alignas(AP_CACHELINE) _Atomic uint64_t agg;   /* epoch16|calls16|failures16|slow16 */
+    _Atomic uint64_t consec;                       /* epoch16 << 48 | run of failures */
+    _Atomic uint64_t cursor;                       /* ring position */
+    /* slow path, under lock */
+    _Alignas(AP_CACHELINE) ap__lock lock;
+    uint64_t cur_open;     /* current open duration */
+    uint32_t inflight, succ;
+    uint64_t *admit;       /* [probes]: admit time, UINT64_MAX = free */
+    ap__cb_bucket *bkt;    /* TIME: [buckets] */
+    uint64_t bkt_w;        /* bucket width, ns */
+    uint64_t bkt_newest;   /* newest bucket number seen */
+    _Atomic uint64_t *slots; /* COUNT: [window_size], gen32 << 3 | slow << 2 | fail << 1 | 1 */
+    _Atomic uint64_t transitions, lease_expired;
+    ap_breaker_desc desc;  /* resolved */
+    const ap_allocator *alloc; /* set by create */
+    size_t alloc_size;
+    ap__cb_stripe stripe[AP_CB_STRIPES];
+} ap_breaker;
+
+/**
+ * ap_breaker_desc_resolved - the desc with every default filled in
+ * (no validation: ap_cb_init validates).
+ */
+AP_API ap_breaker_desc ap_breaker_desc_resolved(const ap_breaker_desc *desc);
+
+/**
+ * ap_cb_bytes - buffer bytes ap_cb_init needs for @desc; 0 if @desc is invalid
+ */
+AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc);
+
+/**
+ * ap_cb_init - set up a CLOSED breaker, generation 1, in caller memory
+ * @buf:   ap_cb_bytes(desc) bytes, aligned for uint64_t, owned by the caller
+ *         until fini
+ *
+ * Returns AP_OK or AP_INVAL: a rate above 100 %, window_size above 16384,
+ * min_calls above window_size (COUNT), buckets above 4096 or above
+ * window_ns or not dividing it, probes above 1024, open_multiplier_pct
+ * outside 100..10000, open_max_ns below open_ns, an unknown window kind,
+ * a NULL or too small buffer. On AP_INVAL *b and *buf are untouched.
+ * (Zero fields mean their defaults, so a zero window or K = 0 is the default.)
+ */
+AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *desc, void *buf,
+                                         size_t bytes);
+/** ap_cb_fini - end of life; frees nothing */
+AP_API void ap_cb_fini(ap_breaker *b);
+#ifndef AP_NO_MALLOC
+/**
+ * ap_cb_create - allocate (once, through @alloc; NULL: libc) and init
+ * Returns AP_OK, AP_INVAL (nothing allocated) or AP_NOMEM; *out untouched on failure.
+ */
+AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_desc *desc,
+                                           const ap_allocator *alloc);
+/** ap_cb_destroy - free a breaker from ap_cb_create */
+AP_API void ap_cb_destroy(ap_breaker *b);
+#endif
+
+/**
+ * ap_cb_allow - may a call go ahead at now_ns?
+ * @permit:   on AP_OK, the permit to pass to ap_cb_record
+ * @retry_at: on AP_REJECTED (may be NULL): when the breaker may admit
+ *            again: the end of the open time (OPEN), the earliest probe
+ *            lease expiry (HALF_OPEN, all probes out), AP_DEADLINE_NONE
+ *            (FORCED_OPEN)
+ *
+ * Returns AP_OK or AP_REJECTED. Concurrency: any thread; CLOSED and
+ * DISABLED: one acquire load. Ordering: acquire on the state word.
+ * On failure *permit is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_permit *permit,
+                                          uint64_t *retry_at);
+
+/**
+ * ap_cb_record - report the outcome of a permitted call
+ * @permit:      from ap_cb_allow on this breaker; report each permit once
+ * @duration_ns: how long the call took (slow: >= slow_call_ns)
+ *
+ * Returns AP_OK (counted, possibly as stale) or AP_INVAL (an unknown
+ * outcome; nothing changed). A permit of an older generation changes only
+ * the stale counter. In HALF_OPEN, expired probe leases are applied first
+ * (so a probe reported at or after its lease is stale).
+ * Concurrency: any thread; CLOSED + COUNT window: lock-free.
+ */
+AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *permit,
+                                           ap_breaker_outcome outcome, uint64_t duration_ns,
+                                           uint64_t now_ns);
+
+/** ap_cb_state - the state at now_ns (applies due transitions, fires callbacks) */
+AP_API ap_breaker_state ap_cb_state(ap_breaker *b, uint64_t now_ns);
+/** ap_cb_generation - the current generation (snapshot; >= 1, +1 per transition) */
+AP_API uint64_t ap_cb_generation(ap_breaker *b);
+/** ap_cb_stats - the counters (snapshot) */
+AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b);
+
+/** ap_cb_force_open - FORCED_OPEN (reject all) until reset; no-op if already */
+AP_API void ap_cb_force_open(ap_breaker *b);
+/** ap_cb_disable - DISABLED (admit all, evaluate nothing) until reset; no-op if already */
+AP_API void ap_cb_disable(ap_breaker *b);
+/** ap_cb_reset - back to CLOSED with an empty window and a new generation
+ * (always a transition, also from CLOSED); the open duration starts over */
+AP_API void ap_cb_reset(ap_breaker *b);
+
+/* ---- implementation ---- */
+
+#define AP__CB_FREE UINT64_MAX
+#define AP__CB_EPOCH(g) (((g) & UINT64_C(0xffff)) << 48)
+#define AP__CB_EPOCH_MASK (UINT64_C(0xffff) << 48)
+#define AP__CB_F16(x, shift) (((x) >> (shift)) & UINT64_C(0xffff))
+
+typedef struct ap__cb_events {
+    unsigned n;
+    struct { ap_breaker_state from, to; uint64_t gen; } ev[4];
+} ap__cb_events;
+
+AP_API ap_breaker_desc ap_breaker_desc_resolved(const ap_breaker_desc *desc)
+{
+    ap_breaker_desc d = *desc;
+    if (d.window_size == 0) d.window_size = 100;
+    if (d.window_ns == 0) d.window_ns = 10 * AP_NS_PER_SEC;
+    if (d.buckets == 0) d.buckets = 10;
+    if (d.min_calls == 0)
+        d.min_calls = d.window == AP_BREAKER_WINDOW_COUNT ? d.window_size : 100;
+    if (d.failure_rate_pct == 0) d.failure_rate_pct = 50;
+    if (d.slow_rate_pct == 0) d.slow_rate_pct = 100;
+    if (d.slow_call_ns == 0) d.slow_call_ns = 60 * AP_NS_PER_SEC;
+    if (d.open_ns == 0) d.open_ns = 60 * AP_NS_PER_SEC;
+    if (d.open_multiplier_pct == 0) d.open_multiplier_pct = 100;
+    if (d.open_max_ns == 0)
+        d.open_max_ns = d.open_ns > UINT64_MAX / 16 ? UINT64_MAX : 16 * d.open_ns;
+    if (d.half_open_probes == 0) d.half_open_probes = 10;
+    if (d.probe_lease_ns == 0) d.probe_lease_ns = 60 * AP_NS_PER_SEC;
+    return d;
+}
+
+/* Bytes for a resolved desc, 0 if it is invalid. */
+AP_API size_t ap__cb_bytes_resolved(const ap_breaker_desc *d)
+{
+    if (d->failure_rate_pct > 100 || d->slow_rate_pct > 100 ||
+        d->half_open_probes > AP_CB_MAX_PROBES || d->open_multiplier_pct < 100 ||
+        d->open_multiplier_pct > 10000 || d->open_max_ns < d->open_ns)
+        return 0;
+    size_t probes = (size_t)d->half_open_probes * sizeof(uint64_t);
+    if (d->window == AP_BREAKER_WINDOW_COUNT) {
+        if (d->window_size > AP_CB_MAX_WINDOW || d->min_calls > d->window_size)
+            return 0;
+        return (size_t)d->window_size * sizeof(uint64_t) + probes;
+    }
+    if (d->window == AP_BREAKER_WINDOW_TIME) {
+        if (d->buckets > AP_CB_MAX_BUCKETS || d->buckets > d->window_ns ||
+            d->window_ns % d->buckets != 0)
+            return 0;
+        return (size_t)d->buckets * sizeof(ap__cb_bucket) + probes;
+    }
+    return 0;
+}
+
+AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc)
+{
+    ap_breaker_desc d = ap_breaker_desc_resolved(desc);
+    return ap__cb_bytes_resolved(&d);
+}
+
+/* Clear the window for generation g (under lock, or at init). */
+AP_API void ap__cb_clear_window(ap_breaker *b, uint64_t g)
+{
+    if (b->desc.window == AP_BREAKER_WINDOW_TIME) {
+        for (uint32_t i = 0; i < b->desc.buckets; i++)
+            b->bkt[i].k = AP__CB_FREE;
+        b->bkt_newest = 0;
+    }
+    /* relaxed: published by the release store of the state word that
+     * follows (ap__cb_set); a recorder of g acquires that word first. */
+    AP_ATOMIC_STORE(&b->agg, AP__CB_EPOCH(g), memory_order_relaxed);
+    AP_ATOMIC_STORE(&b->consec, AP__CB_EPOCH(g), memory_order_relaxed);
+}
+
+AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *desc, void *buf,
+                                         size_t bytes)
+{
+    AP_ASSERT(b != NULL && desc != NULL);
+    ap_breaker_desc d = ap_breaker_desc_resolved(desc);
+    size_t need = ap__cb_bytes_resolved(&d);
+    if (need == 0 || buf == NULL || bytes < need || ((uintptr_t)buf & 7u) != 0)
+        return AP_INVAL;
+    memset(b, 0, sizeof *b);
+    b->desc = d;
+    char *p = (char *)buf;
+    if (d.window == AP_BREAKER_WINDOW_COUNT) {
+        b->slots = (_Atomic uint64_t *)(void *)p;
+        for (uint32_t i = 0; i < d.window_size; i++)
+            AP_ATOMIC_INIT(&b->slots[i], 0);
+        p += (size_t)d.window_size * sizeof(uint64_t);
+    } else {
+        b->bkt = (ap__cb_bucket *)(void *)p;
+        b->bkt_w = d.window_ns / d.buckets;
+        p += (size_t)d.buckets * sizeof(ap__cb_bucket);
+    }
+    b->admit = (uint64_t *)(void *)p;
+    for (uint32_t i = 0; i < d.half_open_probes; i++)
+        b->admit[i] = AP__CB_FREE;
+    AP_ATOMIC_INIT(&b->state, (uint64_t)1 << 3 | AP_BREAKER_STATE_CLOSED);
+    AP_ATOMIC_INIT(&b->open_until, 0);
+    AP_ATOMIC_INIT(&b->agg, 0);
+    AP_ATOMIC_INIT(&b->consec, 0);
+    AP_ATOMIC_INIT(&b->cursor, 0);
+    AP_ATOMIC_INIT(&b->lock.held, 0);
+    AP_ATOMIC_INIT(&b->transitions, 0);
+    AP_ATOMIC_INIT(&b->lease_expired, 0);
+    for (unsigned i = 0; i < AP_CB_STRIPES; i++) {
+        ap__cb_stripe *s = &b->stripe[i];
+        AP_ATOMIC_INIT(&s->allowed, 0); AP_ATOMIC_INIT(&s->rejected, 0);
+        AP_ATOMIC_INIT(&s->successes, 0); AP_ATOMIC_INIT(&s->failures, 0);
+        AP_ATOMIC_INIT(&s->ignored, 0); AP_ATOMIC_INIT(&s->slow, 0);
+        AP_ATOMIC_INIT(&s->stale, 0);
+    }
+    b->cur_open = d.open_ns;
+    ap__cb_clear_window(b, 1);
+    return AP_OK;
+}
+
+AP_API void ap_cb_fini(ap_breaker *b)
+{
+    AP_ASSERT(b != NULL);
+}
+
+#ifndef AP_NO_MALLOC
+AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_desc *desc,
+                                           const ap_allocator *alloc)
+{
+    AP_ASSERT(out != NULL && desc != NULL);
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t need = ap_cb_bytes(desc), head = ap__align_up(sizeof(ap_breaker), AP_CACHELINE);
+    if (a == NULL || need == 0 || head == 0 || need > SIZE_MAX - head)
+        return AP_INVAL;
+    void *mem = a->alloc(head + need, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_breaker *b = (ap_breaker *)mem;
+    if (ap_cb_init(b, desc, (char *)mem + head, need) != AP_OK) {
+        a->free(mem, head + need, a->user);
+        return AP_INVAL;
+    }
+    b->alloc = a;
+    b->alloc_size = head + need;
+    *out = b;
+    return AP_OK;
+}
+
+AP_API void ap_cb_destroy(ap_breaker *b)
+{
+    if (b == NULL)
+        return;
+    AP_ASSERT(b->alloc != NULL);
+    const ap_allocator *a = b->alloc;
+    a->free(b, b->alloc_size, a->user);
+}
+#endif
+
+/* A counter stripe for the calling thread: a hash of a stack address (no
+ * TLS). Only spreads contention; any stripe is correct. */
+AP_FORCE_INLINE ap__cb_stripe *ap__cb_my_stripe(ap_breaker *b)
+{
+    char probe;
+    uintptr_t x = (uintptr_t)&probe >> 14;
+    x *= (uintptr_t)UINT64_C(0x9E3779B97F4A7C15);
+    return &b->stripe[(x >> (sizeof(uintptr_t) * 8 - 3)) & (AP_CB_STRIPES - 1)];
+}
+
+#define AP__CB_COUNT(b, field) \
+    ((void)AP_ATOMIC_FETCH_ADD(&ap__cb_my_stripe(b)->field, 1u, memory_order_relaxed))
+
+AP_API void ap__cb_fire(ap_breaker *b, const ap__cb_events *ev)
+{
+    if (b->desc.on_change == NULL)
+        return;
+    for (unsigned i = 0; i < ev->n; i++)
+        b->desc.on_change(b->desc.ctx, ev->ev[i].from, ev->ev[i].to, ev->ev[i].gen);
+}
+
+/* Transition to @to (under lock). */
+AP_API void ap__cb_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__cb_events *ev)
+{
+    /* relaxed: the state word is only written under the lock we hold */
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    ap_breaker_state from = (ap_breaker_state)(s & 7u);
+    uint64_t g = (s >> 3) + 1;
+    switch (to) {
+    case AP_BREAKER_STATE_OPEN:
+        if (from == AP_BREAKER_STATE_HALF_OPEN) {
+            uint64_t m = b->desc.open_multiplier_pct, c = b->cur_open;
+            c = c > UINT64_MAX / m ? UINT64_MAX : c * m / 100;
+            b->cur_open = c < b->desc.open_max_ns ? c : b->desc.open_max_ns;
+        } else {
+            b->cur_open = b->desc.open_ns;
+        }
+        /* relaxed: published by the release store below */
+        AP_ATOMIC_STORE(&b->open_until, ap_time_add(now, b->cur_open), memory_order_relaxed);
+        break;
+    case AP_BREAKER_STATE_HALF_OPEN:
+        b->inflight = b->succ = 0;
+        for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
+            b->admit[i] = AP__CB_FREE;
+        break;
+    case AP_BREAKER_STATE_CLOSED:
+        ap__cb_clear_window(b, g);
+        b->cur_open = b->desc.open_ns;
+        break;
+    default:
+        break;
+    }
+    AP_ATOMIC_FETCH_ADD(&b->transitions, 1u, memory_order_relaxed);
+    AP_TEST_YIELD();
+    /* release: pairs with the acquire loads of the state word in allow and
+     * record; publishes the cleared window and open_until of generation g. */
+    AP_ATOMIC_STORE(&b->state, g << 3 | (uint64_t)to, memory_order_release);
+    if (ev->n < 4) {
+        ev->ev[ev->n].from = from;
+        ev->ev[ev->n].to = to;
+        ev->ev[ev->n].gen = g;
+        ev->n++;
+    }
+}
+
+/* Apply the transitions due at @now (under lock). */
+AP_API void ap__cb_advance(ap_breaker *b, uint64_t now, ap__cb_events *ev)
+{
+    for (;;) {
+        uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+        ap_breaker_state st = (ap_breaker_state)(s & 7u);
+        if (st == AP_BREAKER_STATE_OPEN &&
+            now >= AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed)) {
+            ap__cb_set(b, AP_BREAKER_STATE_HALF_OPEN, now, ev);
+            continue;
+        }
+        if (st == AP_BREAKER_STATE_HALF_OPEN) {
+            for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
+                if (b->admit[i] != AP__CB_FREE &&
+                    now >= ap_time_add(b->admit[i], b->desc.probe_lease_ns)) {
+                    AP_ATOMIC_FETCH_ADD(&b->lease_expired, 1u, memory_order_relaxed);
+                    ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, ev);
+                    break;
+                }
+        }
+        return;
+    }
+}
+
+/* Earliest lease expiry of the probes in flight (under lock). */
+AP_API uint64_t ap__cb_next_expiry(const ap_breaker *b)
+{
+    uint64_t t = AP_DEADLINE_NONE;
+    for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
+        if (b->admit[i] != AP__CB_FREE)
+            t = ap_time_min(t, ap_time_add(b->admit[i], b->desc.probe_lease_ns));
+    return t;
+}
+
+AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *permit,
+                                   uint64_t *retry_at)
+{
+    ap__cb_events ev = {0};
+    ap_status st = AP_REJECTED;
+    uint64_t ra = AP_DEADLINE_NONE;
+    ap__lock_acquire(&b->lock);
+    ap__cb_advance(b, now, &ev);
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    switch ((ap_breaker_state)(s & 7u)) {
+    case AP_BREAKER_STATE_CLOSED:
+    case AP_BREAKER_STATE_DISABLED:
+        permit->gen = s >> 3;
+        permit->probe = 0;
+        st = AP_OK;
+        break;
+    case AP_BREAKER_STATE_OPEN:
+        ra = AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed);
+        break;
+    case AP_BREAKER_STATE_HALF_OPEN:
+        if (b->inflight + b->succ < b->desc.half_open_probes) {
+            uint32_t i = 0;
+            while (b->admit[i] != AP__CB_FREE)
+                i++; /* inflight < K, so a free slot exists */
+            b->admit[i] = now;
+            b->inflight++;
+            permit->gen = s >> 3;
+            permit->probe = i + 1;
+            st = AP_OK;
+        } else {
+            ra = ap__cb_next_expiry(b);
+        }
+        break;
+    case AP_BREAKER_STATE_FORCED_OPEN:
+        break;
+    }
+    ap__lock_release(&b->lock);
+    if (st == AP_OK)
+        AP__CB_COUNT(b, allowed);
+    else {
+        AP__CB_COUNT(b, rejected);
+        if (retry_at)
+            *retry_at = ra;
+    }
+    ap__cb_fire(b, &ev);
+    return st;
+}
+
+AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_permit *permit,
+                                          uint64_t *retry_at)
+{
+    AP_ASSERT(b != NULL && permit != NULL);
+    /* acquire: pairs with the release store in ap__cb_set (open_until). */
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire);
+    ap_breaker_state st = (ap_breaker_state)(s & 7u);
+    if (AP_LIKELY(st == AP_BREAKER_STATE_CLOSED || st == AP_BREAKER_STATE_DISABLED)) {
+        permit->gen = s >> 3;
+        permit->probe = 0;
+        AP__CB_COUNT(b, allowed);
+        return AP_OK;
+    }
+    if (st == AP_BREAKER_STATE_OPEN || st == AP_BREAKER_STATE_FORCED_OPEN) {
+        /* relaxed: after the acquire above it is the open_until of this
+         * OPEN period or of a later one; either rejection is one the
+         * breaker gives at some instant of this call. */
+        uint64_t until = st == AP_BREAKER_STATE_FORCED_OPEN
+                             ? AP_DEADLINE_NONE
+                             : AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed);
+        if (now_ns < until) {
+            AP__CB_COUNT(b, rejected);
+            if (retry_at)
+                *retry_at = until;
+            return AP_REJECTED;
+        }
+    }
+    return ap__cb_allow_slow(b, now_ns, permit, retry_at);
+}
+
+/* Does this window snapshot trip? */
+AP_FORCE_INLINE bool ap__cb_rates_trip(const ap_breaker_desc *d, uint64_t calls,
+                                       uint64_t fails, uint64_t slow)
+{
+    return calls >= d->min_calls && calls > 0 &&
+           (fails * 100 >= (uint64_t)d->failure_rate_pct * calls ||
+            slow * 100 >= (uint64_t)d->slow_rate_pct * calls);
+}
+
+/* CLOSED -> OPEN if the breaker is still (CLOSED, g). */
+AP_API void ap__cb_trip(ap_breaker *b, uint64_t g, uint64_t now)
+{
+    ap__cb_events ev = {0};
+    ap__lock_acquire(&b->lock);
+    if (AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) == (g << 3 | AP_BREAKER_STATE_CLOSED))
+        ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+    ap__lock_release(&b->lock);
+    ap__cb_fire(b, &ev);
+}
+
+/* Update the consecutive-failure run for generation g; returns the run
+ * (0 when the run no longer belongs to g). */
+AP_FORCE_INLINE uint64_t ap__cb_consec(ap_breaker *b, uint64_t g, bool fail)
+{
+    uint64_t ep = AP__CB_EPOCH(g);
+    uint64_t c = AP_ATOMIC_LOAD(&b->consec, memory_order_relaxed);
+    for (;;) {
+        if ((c & AP__CB_EPOCH_MASK) != ep)
+            return 0;
+        uint64_t n = fail ? c + 1 : ep;
+        if (n == c)
+            return 0;
+        /* relaxed: a counter; ordered against the window clear by the
+         * epoch check (the clear is published by the state word). */
+        if (AP_ATOMIC_CAS_WEAK(&b->consec, &c, n, memory_order_relaxed, memory_order_relaxed))
+            return n & ~AP__CB_EPOCH_MASK;
+    }
+}
+
+/* COUNT window record of generation g; false if the window moved on. */
+AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+{
+    const uint64_t ep = AP__CB_EPOCH(g);
+    const uint64_t add = (UINT64_C(1) << 32) | ((uint64_t)fail << 16) | (uint64_t)slow;
+    /* (1) add our outcome to the aggregate of epoch g */
+    uint64_t a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
+    do {
+        if ((a & AP__CB_EPOCH_MASK) != ep)
+            return false;
+        /* relaxed: the add is ordered before our slot exchange (3) by
+         * program order, and that exchange is a release. */
+    } while (!AP_ATOMIC_CAS_WEAK(&b->agg, &a, a + add, memory_order_relaxed,
+                                 memory_order_relaxed));
+    a += add;
+    AP_TEST_YIELD();
+    /* (2) claim a ring slot */
+    uint64_t idx = AP_ATOMIC_FETCH_ADD(&b->cursor, 1u, memory_order_relaxed) %
+                   b->desc.window_size;
+    uint64_t tag = (g & UINT64_C(0xffffffff)) << 3;
+    /* (3) acq_rel: release publishes our add (1) to whoever evicts this
+     * value; acquire makes the evicted value's add happen-before our
+     * subtract (4), so the subtract follows it in agg's modification order. */
+    uint64_t old = AP_ATOMIC_EXCHANGE(&b->slots[idx],
+                                      tag | (uint64_t)slow << 2 | (uint64_t)fail << 1 | 1u,
+                                      memory_order_acq_rel);
+    AP_TEST_YIELD();
+    if ((old & 1u) && (old & ~UINT64_C(7)) == tag) {
+        /* (4) subtract the evicted outcome, if the window is still epoch g */
+        uint64_t sub = (UINT64_C(1) << 32) | ((old >> 1) & 1u) << 16 | ((old >> 2) & 1u);
+        a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
+        do {
+            if ((a & AP__CB_EPOCH_MASK) != ep)
+                return true; /* counted in a window that is gone */
+        } while (!AP_ATOMIC_CAS_WEAK(&b->agg, &a, a - sub, memory_order_relaxed,
+                                     memory_order_relaxed));
+        a -= sub;
+    }
+    bool trip = ap__cb_rates_trip(&b->desc, AP__CB_F16(a, 32), AP__CB_F16(a, 16),
+                                  AP__CB_F16(a, 0));
+    if (b->desc.consecutive_failures) {
+        uint64_t run = ap__cb_consec(b, g, fail);
+        trip = trip || run >= b->desc.consecutive_failures;
+    }
+    if (AP_UNLIKELY(trip))
+        ap__cb_trip(b, g, now);
+    return true;
+}
+
+/* TIME window record (under lock, state is (CLOSED, g)); true: trip. */
+AP_API bool ap__cb_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+{
+    const uint32_t nb = b->desc.buckets;
+    uint64_t k = now / b->bkt_w;
+    if (k < b->bkt_newest)
+        k = b->bkt_newest;
+    b->bkt_newest = k;
+    ap__cb_bucket *bk = &b->bkt[k % nb];
+    if (bk->k != k) {
+        bk->k = k;
+        bk->calls = bk->failures = bk->slow = 0;
+    }
+    bk->calls++;
+    bk->failures += fail;
+    bk->slow += slow;
+    uint64_t calls = 0, fails = 0, slows = 0;
+    for (uint32_t i = 0; i < nb; i++) {
+        const ap__cb_bucket *x = &b->bkt[i];
+        if (x->k != AP__CB_FREE && x->k <= k && x->k + nb > k) {
+            calls += x->calls;
+            fails += x->failures;
+            slows += x->slow;
+        }
+    }
+    bool trip = ap__cb_rates_trip(&b->desc, calls, fails, slows);
+    if (b->desc.consecutive_failures) {
+        uint64_t run = ap__cb_consec(b, g, fail);
+        trip = trip || run >= b->desc.consecutive_failures;
+    }
+    return trip;
+}
+
+AP_API void ap__cb_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool slow)
+{
+    if (o == AP_BREAKER_OUTCOME_SUCCESS)
+        AP__CB_COUNT(b, successes);
+    else if (o == AP_BREAKER_OUTCOME_FAILURE)
+        AP__CB_COUNT(b, failures);
+    else
+        AP__CB_COUNT(b, ignored);
+    if (slow && o != AP_BREAKER_OUTCOME_IGNORED)
+        AP__CB_COUNT(b, slow);
+}
+
+AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
+                               ap_breaker_outcome outcome, bool slow, uint64_t now)
+{
+    ap__cb_events ev = {0};
+    bool stale = false;
+    ap__lock_acquire(&b->lock);
+    ap__cb_advance(b, now, &ev);
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    if ((s >> 3) != permit->gen) {
+        stale = true;
+    } else {
+        switch ((ap_breaker_state)(s & 7u)) {
+        case AP_BREAKER_STATE_CLOSED:
+            if (outcome != AP_BREAKER_OUTCOME_IGNORED &&
+                ap__cb_time_record(b, permit->gen, outcome == AP_BREAKER_OUTCOME_FAILURE,
+                                   slow, now))
+                ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+            break;
+        case AP_BREAKER_STATE_HALF_OPEN: {
+            AP_ASSERT(permit->probe >= 1 && permit->probe <= b->desc.half_open_probes &&
+                      b->admit[permit->probe - 1] != AP__CB_FREE);
+            b->admit[permit->probe - 1] = AP__CB_FREE;
+            b->inflight--;
+            if (outcome == AP_BREAKER_OUTCOME_FAILURE ||
+                (slow && outcome == AP_BREAKER_OUTCOME_SUCCESS))
+                ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+            else if (outcome == AP_BREAKER_OUTCOME_SUCCESS &&
+                     ++b->succ >= b->desc.half_open_probes)
+                ap__cb_set(b, AP_BREAKER_STATE_CLOSED, now, &ev);
+            break;
+        }
+        default: /* DISABLED is handled lock-free; OPEN/FORCED issue no permits */
+            break;
+        }
+    }
+    ap__lock_release(&b->lock);
+    if (stale)
+        AP__CB_COUNT(b, stale);
+    else
+        ap__cb_count_outcome(b, outcome, slow);
+    ap__cb_fire(b, &ev);
+}
+
+AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *permit,
+                                           ap_breaker_outcome outcome, uint64_t duration_ns,
+                                           uint64_t now_ns)
+{
+    AP_ASSERT(b != NULL && permit != NULL);
+    if ((unsigned)outcome > (unsigned)AP_BREAKER_OUTCOME_IGNORED)
+        return AP_INVAL;
+    bool slow = duration_ns >= b->desc.slow_call_ns;
+    /* acquire: pairs with the release store in ap__cb_set, so a window
+     * cleared for this generation is seen cleared. */
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire);
+    if ((s >> 3) != permit->gen) {
+        AP__CB_COUNT(b, stale); /* generations only grow: stale for good */
+        return AP_OK;
+    }
+    ap_breaker_state st = (ap_breaker_state)(s & 7u);
+    AP_TEST_YIELD();
+    if (st == AP_BREAKER_STATE_DISABLED) {
+        ap__cb_count_outcome(b, outcome, slow);
+        return AP_OK;
+    }
+    if (st == AP_BREAKER_STATE_CLOSED && b->desc.window == AP_BREAKER_WINDOW_COUNT) {
+        if (outcome == AP_BREAKER_OUTCOME_IGNORED ||
+            ap__cb_count_record(b, permit->gen, outcome == AP_BREAKER_OUTCOME_FAILURE, slow,
+                                now_ns))
+            ap__cb_count_outcome(b, outcome, slow);
+        else
+            AP__CB_COUNT(b, stale);
+        return AP_OK;
+    }
+    ap__cb_record_slow(b, permit, outcome, slow, now_ns);
+    return AP_OK;
+}
+
+AP_API ap_breaker_state ap_cb_state(ap_breaker *b, uint64_t now_ns)
+{
+    AP_ASSERT(b != NULL);
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire); /* pairs with ap__cb_set */
+    ap_breaker_state st = (ap_breaker_state)(s & 7u);
+    if (st != AP_BREAKER_STATE_OPEN && st != AP_BREAKER_STATE_HALF_OPEN)
+        return st;
+    ap__cb_events ev = {0};
+    ap__lock_acquire(&b->lock);
+    ap__cb_advance(b, now_ns, &ev);
+    st = (ap_breaker_state)(AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) & 7u);
+    ap__lock_release(&b->lock);
+    ap__cb_fire(b, &ev);
+    return st;
+}
+
+AP_API uint64_t ap_cb_generation(ap_breaker *b)
+{
+    AP_ASSERT(b != NULL);
+    return AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) >> 3;
+}
+
+AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b)
+{
+    AP_ASSERT(b != NULL);
+    ap_breaker_stats r;
+    memset(&r, 0, sizeof r);
+    for (unsigned i = 0; i < AP_CB_STRIPES; i++) {
+        ap__cb_stripe *s = &b->stripe[i];
+        r.allowed += AP_ATOMIC_LOAD(&s->allowed, memory_order_relaxed);
+        r.rejected += AP_ATOMIC_LOAD(&s->rejected, memory_order_relaxed);
+        r.successes += AP_ATOMIC_LOAD(&s->successes, memory_order_relaxed);
+        r.failures += AP_ATOMIC_LOAD(&s->failures, memory_order_relaxed);
+        r.ignored += AP_ATOMIC_LOAD(&s->ignored, memory_order_relaxed);
+        r.slow += AP_ATOMIC_LOAD(&s->slow, memory_order_relaxed);
+        r.stale += AP_ATOMIC_LOAD(&s->stale, memory_order_relaxed);
+    }
+    r.calls = r.successes + r.failures + r.ignored;
+    r.transitions = AP_ATOMIC_LOAD(&b->transitions, memory_order_relaxed);
+    r.lease_expired = AP_ATOMIC_LOAD(&b->lease_expired, memory_order_relaxed);
+    return r;
+}
+
+AP_API void ap__cb_manual(ap_breaker *b, ap_breaker_state to)
+{
+    AP_ASSERT(b != NULL);
+    ap__cb_events ev = {0};
+    ap__lock_acquire(&b->lock);
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    if (to == AP_BREAKER_STATE_CLOSED || (s & 7u) != (uint64_t)to)
+        ap__cb_set(b, to, 0, &ev);
+    ap__lock_release(&b->lock);
+    ap__cb_fire(b, &ev);
+}
+
+AP_API void ap_cb_force_open(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_FORCED_OPEN); }
+AP_API void ap_cb_disable(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_DISABLED); }
+AP_API void ap_cb_reset(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_CLOSED); }
+
+#undef AP__CB_COUNT
+
+#endif /* ASYNCPAT_CIRCUIT_BREAKER_H */

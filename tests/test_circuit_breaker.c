@@ -1,0 +1,775 @@
+/*
+ * tests/test_circuit_breaker.c -- the circuit breaker on a fake clock
+ *
+ * Time is a plain uint64_t. A table drives every (state x event) transition;
+ * a random walk of 1e5 events per configuration is compared step by step
+ * with the reference model below (single-threaded, written for clarity:
+ * the COUNT window is a plain array, the TIME window a list of entries).
+ */
+#include "asyncpat/circuit_breaker.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEC AP_NS_PER_SEC
+#define MS AP_NS_PER_MS
+#define CL AP_BREAKER_STATE_CLOSED
+#define OP AP_BREAKER_STATE_OPEN
+#define HO AP_BREAKER_STATE_HALF_OPEN
+#define FO AP_BREAKER_STATE_FORCED_OPEN
+#define DI AP_BREAKER_STATE_DISABLED
+#define OK_ AP_BREAKER_OUTCOME_SUCCESS
+#define FAIL_ AP_BREAKER_OUTCOME_FAILURE
+#define IGN_ AP_BREAKER_OUTCOME_IGNORED
+
+/* ---- callback log ---- */
+typedef struct ev_log {
+    unsigned n;
+    struct { ap_breaker_state from, to; uint64_t gen; } e[64];
+} ev_log;
+
+static void log_cb(void *ctx, ap_breaker_state from, ap_breaker_state to, uint64_t gen)
+{
+    ev_log *l = (ev_log *)ctx;
+    if (l->n < 64) {
+        l->e[l->n].from = from;
+        l->e[l->n].to = to;
+        l->e[l->n].gen = gen;
+    }
+    l->n++;
+}
+
+typedef struct fixture {
+    ap_breaker b;
+    _Alignas(8) unsigned char buf[AP_CB_BYTES(AP_CB_MAX_WINDOW, 64)];
+    ev_log log;
+} fixture;
+
+static fixture *fx_new(ap_breaker_desc d)
+{
+    fixture *f = calloc(1, sizeof *f);
+    cr_assert(f);
+    d.on_change = log_cb;
+    d.ctx = &f->log;
+    cr_assert_eq(ap_cb_init(&f->b, &d, f->buf, sizeof f->buf), AP_OK);
+    return f;
+}
+
+static ap_breaker_state raw_state(ap_breaker *b)
+{
+    return (ap_breaker_state)(atomic_load(&b->state) & 7u);
+}
+
+static ap_cb_permit must_allow(ap_breaker *b, uint64_t now)
+{
+    ap_cb_permit p;
+    uint64_t ra = 0;
+    ap_status st = ap_cb_allow(b, now, &p, &ra);
+    cr_assert_eq(st, AP_OK, "allow at %llu: %s", (unsigned long long)now, ap_status_str(st));
+    return p;
+}
+
+static void call(ap_breaker *b, uint64_t now, ap_breaker_outcome o, uint64_t dur)
+{
+    ap_cb_permit p = must_allow(b, now);
+    cr_assert_eq(ap_cb_record(b, &p, o, dur, now), AP_OK);
+}
+
+/* small config: window 4, min 4, 50 %, open 1 s, 2 probes, lease 100 ms */
+static ap_breaker_desc small(void)
+{
+    return (ap_breaker_desc){.window_size = 4, .min_calls = 4, .open_ns = SEC,
+                             .half_open_probes = 2, .probe_lease_ns = 100 * MS,
+                             .slow_call_ns = 10 * MS};
+}
+
+/* bring f to state s at time ~0; returns the time reached */
+static uint64_t goto_state(fixture *f, ap_breaker_state s)
+{
+    switch (s) {
+    case CL: return 0;
+    case OP:
+        for (int i = 0; i < 4; i++)
+            call(&f->b, 0, FAIL_, 0);
+        cr_assert_eq(raw_state(&f->b), OP);
+        return 0;
+    case HO:
+        goto_state(f, OP);
+        cr_assert_eq(ap_cb_state(&f->b, SEC), HO);
+        return SEC;
+    case FO: ap_cb_force_open(&f->b); return 0;
+    case DI: ap_cb_disable(&f->b); return 0;
+    }
+    return 0;
+}
+
+/* ---- table: state x event -> next state ---- */
+enum { E_ALLOW_EARLY, E_ALLOW_LATE, E_FAILS, E_SUCCESSES, E_SLOWS, E_LEASE, E_FORCE, E_DISABLE,
+       E_RESET, E_IGNORED, E_NEVENTS };
+static const char *const ev_name[] = {"allow-early", "allow-late", "failures", "successes",
+                                      "slow", "lease-expiry", "force", "disable", "reset",
+                                      "ignored"};
+
+static void apply_event(fixture *f, int e, uint64_t t)
+{
+    ap_breaker *b = &f->b;
+    ap_cb_permit p;
+    uint64_t ra;
+    switch (e) {
+    case E_ALLOW_EARLY: if (ap_cb_allow(b, t + 1, &p, &ra)) {} break;
+    case E_ALLOW_LATE: if (ap_cb_allow(b, t + 10 * SEC, &p, &ra)) {} break;
+    case E_FAILS:
+    case E_SUCCESSES:
+    case E_SLOWS:
+    case E_IGNORED:
+        for (int i = 0; i < 4; i++) {
+            if (ap_cb_allow(b, t, &p, &ra) != AP_OK)
+                break;
+            ap_breaker_outcome o = e == E_FAILS ? FAIL_ : e == E_IGNORED ? IGN_ : OK_;
+            cr_assert_eq(ap_cb_record(b, &p, o, e == E_SLOWS ? 10 * MS : 0, t), AP_OK);
+        }
+        break;
+    case E_LEASE:
+        if (ap_cb_allow(b, t, &p, &ra) == AP_OK)
+            cr_assert_eq(ap_cb_record(b, &p, OK_, 0, t + 100 * MS), AP_OK);
+        break;
+    case E_FORCE: ap_cb_force_open(b); break;
+    case E_DISABLE: ap_cb_disable(b); break;
+    case E_RESET: ap_cb_reset(b); break;
+    }
+}
+
+static const ap_breaker_state next_tab[5][E_NEVENTS] = {
+    /*          early late fails succ slow lease force disable reset ignored */
+    [CL] = {CL, CL, OP, CL, OP, CL, FO, DI, CL, CL},
+    [OP] = {OP, HO, OP, OP, OP, OP, FO, DI, CL, OP},
+    [HO] = {HO, HO, OP, CL, OP, OP, FO, DI, CL, HO},
+    [FO] = {FO, FO, FO, FO, FO, FO, FO, DI, CL, FO},
+    [DI] = {DI, DI, DI, DI, DI, DI, FO, DI, CL, DI},
+};
+
+Test(circuit_breaker, table_every_transition)
+{
+    static const char *const sn[] = {"CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN", "DISABLED"};
+    for (int s = 0; s < 5; s++)
+        for (int e = 0; e < E_NEVENTS; e++) {
+            fixture *f = fx_new(small());
+            uint64_t t = goto_state(f, (ap_breaker_state)s);
+            uint64_t g0 = ap_cb_generation(&f->b);
+            unsigned n0 = f->log.n;
+            apply_event(f, e, t);
+            ap_breaker_state got = raw_state(&f->b);
+            cr_assert_eq(got, next_tab[s][e], "%s x %s -> %s, want %s", sn[s], ev_name[e],
+                         sn[got], sn[next_tab[s][e]]);
+            /* each transition: one generation and one callback with (from, to) */
+            uint64_t dg = ap_cb_generation(&f->b) - g0;
+            cr_assert_eq(f->log.n - n0, dg, "%s x %s", sn[s], ev_name[e]);
+            cr_assert_eq(ap_cb_stats(&f->b).transitions, ap_cb_generation(&f->b) - 1);
+            if (dg) {
+                cr_assert_eq(f->log.e[n0].from, (ap_breaker_state)s);
+                cr_assert_eq(f->log.e[f->log.n - 1].to, got);
+                cr_assert_eq(f->log.e[f->log.n - 1].gen, ap_cb_generation(&f->b));
+                for (unsigned i = n0 + 1; i < f->log.n; i++)
+                    cr_assert_eq(f->log.e[i].from, f->log.e[i - 1].to);
+            }
+            free(f);
+        }
+}
+
+/* ---- configuration ---- */
+
+Test(circuit_breaker, desc_resolved_defaults)
+{
+    ap_breaker_desc d = ap_breaker_desc_resolved(&(ap_breaker_desc){0});
+    cr_assert_eq(d.window, AP_BREAKER_WINDOW_COUNT);
+    cr_assert_eq(d.window_size, 100);
+    cr_assert_eq(d.min_calls, 100);
+    cr_assert_eq(d.failure_rate_pct, 50);
+    cr_assert_eq(d.slow_rate_pct, 100);
+    cr_assert_eq(d.slow_call_ns, 60 * SEC);
+    cr_assert_eq(d.consecutive_failures, 0);
+    cr_assert_eq(d.open_ns, 60 * SEC);
+    cr_assert_eq(d.open_multiplier_pct, 100);
+    cr_assert_eq(d.open_max_ns, 960 * SEC);
+    cr_assert_eq(d.half_open_probes, 10);
+    cr_assert_eq(d.probe_lease_ns, 60 * SEC);
+    cr_assert_eq(d.window_ns, 10 * SEC);
+    cr_assert_eq(d.buckets, 10);
+    d = ap_breaker_desc_resolved(&(ap_breaker_desc){.window_size = 20});
+    cr_assert_eq(d.min_calls, 20);
+    d = ap_breaker_desc_resolved(&(ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME});
+    cr_assert_eq(d.min_calls, 100);
+    cr_assert_eq(ap_cb_bytes(&(ap_breaker_desc){0}), 100 * 8 + 10 * 8);
+}
+
+Test(circuit_breaker, inval_changes_nothing)
+{
+    static const ap_breaker_desc bad[] = {
+        {.failure_rate_pct = 101},
+        {.slow_rate_pct = 200},
+        {.window_size = AP_CB_MAX_WINDOW + 1},
+        {.window_size = 10, .min_calls = 11},
+        {.half_open_probes = AP_CB_MAX_PROBES + 1},
+        {.open_multiplier_pct = 99},
+        {.open_multiplier_pct = 10001},
+        {.open_ns = 10, .open_max_ns = 9},
+        {.window = AP_BREAKER_WINDOW_TIME, .window_ns = 10, .buckets = 11},
+        {.window = AP_BREAKER_WINDOW_TIME, .window_ns = 10, .buckets = 3},
+        {.window = AP_BREAKER_WINDOW_TIME, .window_ns = 1 << 20, .buckets = 8192},
+        {.window = (ap_breaker_window)7},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ap_breaker b, before;
+        memset(&b, 0xa5, sizeof b);
+        before = b;
+        unsigned char buf[4096], bufb[4096];
+        memset(buf, 0x5a, sizeof buf);
+        memcpy(bufb, buf, sizeof buf);
+        cr_assert_eq(ap_cb_init(&b, &bad[i], buf, sizeof buf), AP_INVAL, "case %zu", i);
+        cr_assert_eq(memcmp(&b, &before, sizeof b), 0, "case %zu touched *b", i);
+        cr_assert_eq(memcmp(buf, bufb, sizeof buf), 0, "case %zu touched buf", i);
+        cr_assert_eq(ap_cb_bytes(&bad[i]), 0, "case %zu", i);
+#ifndef AP_NO_MALLOC
+        ap_breaker *pb = (ap_breaker *)(void *)&before;
+        cr_assert_eq(ap_cb_create(&pb, &bad[i], NULL), AP_INVAL);
+        cr_assert_eq(pb, (ap_breaker *)(void *)&before);
+#endif
+    }
+    /* too small or misaligned buffer */
+    ap_breaker b;
+    _Alignas(8) unsigned char buf[1024];
+    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf, 100 * 8 + 10 * 8 - 1), AP_INVAL);
+    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf + 1, 1000), AP_INVAL);
+    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, NULL, 1000), AP_INVAL);
+    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf, 100 * 8 + 10 * 8), AP_OK);
+    /* a bad outcome changes nothing */
+    ap_cb_permit p = must_allow(&b, 0);
+    ap_breaker_stats s0 = ap_cb_stats(&b);
+    cr_assert_eq(ap_cb_record(&b, &p, (ap_breaker_outcome)3, 0, 0), AP_INVAL);
+    ap_breaker_stats s1 = ap_cb_stats(&b);
+    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
+    ap_cb_fini(&b);
+}
+
+Test(circuit_breaker, create_destroy)
+{
+    ap_breaker *b = NULL;
+    cr_assert_eq(ap_cb_create(&b, &(ap_breaker_desc){.window_size = 5}, NULL), AP_OK);
+    for (int i = 0; i < 5; i++)
+        call(b, 0, FAIL_, 0);
+    cr_assert_eq(ap_cb_state(b, 0), OP);
+    ap_cb_destroy(b);
+}
+
+/* ---- specific behaviours ---- */
+
+Test(circuit_breaker, min_calls_and_threshold_exact)
+{
+    /* 10 calls window, min 5, 40 %: trips on the record that reaches it */
+    fixture *f = fx_new((ap_breaker_desc){.window_size = 10, .min_calls = 5,
+                                          .failure_rate_pct = 40});
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, OK_, 0);
+    call(&f->b, 0, OK_, 0); /* 2/4 = 50 % but below min_calls */
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, IGN_, 0); /* ignored: not a call of the window */
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, OK_, 0); /* 2/5 = 40 % >= 40 %: trip */
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+    /* the window slides: old failures leave it */
+    f = fx_new((ap_breaker_desc){.window_size = 4, .min_calls = 4, .failure_rate_pct = 75});
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    for (int i = 0; i < 20; i++)
+        call(&f->b, 0, OK_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), CL); /* 2/4 */
+    call(&f->b, 0, FAIL_, 0);           /* 3/4 */
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+}
+
+Test(circuit_breaker, slow_call_trip)
+{
+    fixture *f = fx_new((ap_breaker_desc){.window_size = 4, .slow_rate_pct = 50,
+                                          .slow_call_ns = 100 * MS});
+    call(&f->b, 0, OK_, 99 * MS);  /* not slow */
+    call(&f->b, 0, OK_, 100 * MS); /* slow (>=) */
+    call(&f->b, 0, OK_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, OK_, 5 * SEC); /* 2/4 slow */
+    cr_assert_eq(raw_state(&f->b), OP);
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.slow, 2);
+    cr_assert_eq(s.successes, 4);
+    cr_assert_eq(s.failures, 0);
+    free(f);
+}
+
+Test(circuit_breaker, consecutive_failures_trip)
+{
+    fixture *f = fx_new((ap_breaker_desc){.window_size = 100, .consecutive_failures = 3});
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, OK_, 0); /* breaks the run */
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, IGN_, 0); /* does not break it */
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+    /* the same on the TIME window */
+    f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .consecutive_failures = 2});
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 5, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+}
+
+Test(circuit_breaker, time_window_bucket_expiry_exact)
+{
+    /* 4 buckets of 250 ms over 1 s; min 2; 60 % */
+    fixture *f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC,
+                                          .buckets = 4, .min_calls = 2,
+                                          .failure_rate_pct = 60});
+    call(&f->b, 100 * MS, FAIL_, 0); /* bucket 0: counts until 1000 ms exclusive */
+    for (int i = 0; i < 3; i++)
+        call(&f->b, 300 * MS, OK_, 0); /* bucket 1 */
+    /* at 999 ms: 1 failure of 4 + this success -> 1/5 */
+    call(&f->b, 999 * MS, OK_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    /* at exactly 1000 ms bucket 0 has expired: window = 3 + 1 + this one */
+    call(&f->b, 1000 * MS, FAIL_, 0); /* 1/5 -> closed */
+    cr_assert_eq(raw_state(&f->b), CL);
+    /* at 1250 ms bucket 1 (3 successes) expires: bucket 3 (1 ok) + bucket 4 (1 fail) + fail */
+    call(&f->b, 1250 * MS, FAIL_, 0); /* 2/3 >= 60 % */
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+
+    /* one bucket width earlier it would not have expired */
+    f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC,
+                                 .buckets = 4, .min_calls = 2, .failure_rate_pct = 100});
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 999 * MS, OK_, 0); /* 1/2 */
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 1000 * MS, FAIL_, 0); /* bucket 0 gone: ok + fail = 1/2 */
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 1749 * MS, FAIL_, 0); /* buckets 3..6: ok, fail, fail: 2/3 */
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 1750 * MS, FAIL_, 0); /* bucket 3 expires exactly now: 3/3 */
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+}
+
+Test(circuit_breaker, half_open_probes_and_close)
+{
+    fixture *f = fx_new(small());
+    goto_state(f, OP);
+    ap_cb_permit p, q, r;
+    uint64_t ra = 0;
+    cr_assert_eq(ap_cb_allow(&f->b, SEC - 1, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ra, SEC);
+    p = must_allow(&f->b, SEC);
+    q = must_allow(&f->b, SEC + 10);
+    cr_assert_eq(p.gen, q.gen);
+    cr_assert_neq(p.probe, q.probe);
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
+    cr_assert_eq(ra, SEC + 100 * MS); /* p's lease */
+    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 30), AP_OK); /* frees q's slot */
+    r = must_allow(&f->b, SEC + 40);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 50), AP_OK);
+    cr_assert_eq(raw_state(&f->b), HO);
+    /* K = 2 admitted-and-succeeded or in flight: no more admissions */
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 55, &q, &ra), AP_REJECTED);
+    cr_assert_eq(ap_cb_record(&f->b, &r, OK_, 0, SEC + 60), AP_OK);
+    cr_assert_eq(raw_state(&f->b), CL);
+    free(f);
+}
+
+Test(circuit_breaker, probe_lease_expiry_reopens)
+{
+    fixture *f = fx_new(small());
+    goto_state(f, OP);
+    ap_cb_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
+    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS - 1), HO);
+    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS), OP);
+    cr_assert_eq(ap_cb_stats(&f->b).lease_expired, 1);
+    /* the late report is stale and changes nothing */
+    uint64_t g = ap_cb_generation(&f->b);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
+    cr_assert_eq(ap_cb_generation(&f->b), g);
+    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
+    /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ra, 2 * SEC + 100 * MS);
+    free(f);
+}
+
+Test(circuit_breaker, growing_open_duration)
+{
+    ap_breaker_desc d = small();
+    d.open_multiplier_pct = 200;
+    d.open_max_ns = 5 * SEC;
+    fixture *f = fx_new(d);
+    goto_state(f, OP);
+    uint64_t t = 0, want[] = {SEC, 2 * SEC, 4 * SEC, 5 * SEC, 5 * SEC};
+    for (int i = 0; i < 5; i++) {
+        ap_cb_permit p;
+        uint64_t ra;
+        cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+        cr_assert_eq(ra - t, want[i], "trip %d: open for %llu", i,
+                     (unsigned long long)(ra - t));
+        t = ra;
+        p = must_allow(&f->b, t); /* half-open probe fails: re-open, longer */
+        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK);
+    }
+    /* closing starts over */
+    ap_cb_permit p;
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    t = ra;
+    for (int i = 0; i < 2; i++) {
+        p = must_allow(&f->b, t);
+        cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
+    }
+    cr_assert_eq(raw_state(&f->b), CL);
+    for (int i = 0; i < 4; i++)
+        call(&f->b, t, FAIL_, 0);
+    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ra - t, SEC);
+    free(f);
+}
+
+Test(circuit_breaker, late_outcomes_change_nothing)
+{
+    fixture *f = fx_new(small());
+    ap_cb_permit old[4];
+    for (int i = 0; i < 4; i++)
+        old[i] = must_allow(&f->b, 0);
+    ap_cb_reset(&f->b); /* new generation */
+    ap_breaker save;
+    memcpy(&save, &f->b, sizeof save);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ap_cb_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.stale, 4);
+    cr_assert_eq(s.failures, 0);
+    /* nothing but the stale counters moved */
+    cr_assert_eq(atomic_load(&f->b.state), atomic_load(&save.state));
+    cr_assert_eq(atomic_load(&f->b.agg), atomic_load(&save.agg));
+    cr_assert_eq(atomic_load(&f->b.consec), atomic_load(&save.consec));
+    cr_assert_eq(atomic_load(&f->b.cursor), atomic_load(&save.cursor));
+    for (int i = 0; i < 4; i++)
+        call(&f->b, 0, OK_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    free(f);
+}
+
+Test(circuit_breaker, callback_once_per_transition)
+{
+    fixture *f = fx_new(small());
+    goto_state(f, HO);       /* CL->OP, OP->HO */
+    ap_cb_force_open(&f->b); /* HO->FO */
+    ap_cb_force_open(&f->b); /* no-op */
+    ap_cb_disable(&f->b);    /* FO->DI */
+    ap_cb_reset(&f->b);      /* DI->CL */
+    static const ap_breaker_state want[][2] = {{CL, OP}, {OP, HO}, {HO, FO}, {FO, DI}, {DI, CL}};
+    cr_assert_eq(f->log.n, 5);
+    for (unsigned i = 0; i < 5; i++) {
+        cr_assert_eq(f->log.e[i].from, want[i][0], "event %u", i);
+        cr_assert_eq(f->log.e[i].to, want[i][1], "event %u", i);
+        cr_assert_eq(f->log.e[i].gen, i + 2);
+    }
+    free(f);
+}
+
+/* ---- the reference model ---- */
+
+typedef struct model {
+    ap_breaker_desc d;
+    ap_breaker_state st;
+    uint64_t gen, open_until, cur_open;
+    uint64_t admit[64];
+    uint32_t inflight, succ;
+    uint8_t win[64]; /* COUNT: the window, oldest first: bit0 fail, bit1 slow */
+    uint32_t wlen;
+    struct { uint64_t k; uint8_t v; } *tw; /* TIME: entries of this CLOSED period */
+    size_t twn, twcap;
+    uint64_t newest, run;
+    ap_breaker_stats s;
+    ev_log log;
+} model;
+
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+static void m_set(model *m, ap_breaker_state to, uint64_t now)
+{
+    ap_breaker_state from = m->st;
+    m->gen++;
+    if (to == OP) {
+        if (from == HO) {
+            uint64_t c = m->cur_open;
+            c = c > UINT64_MAX / m->d.open_multiplier_pct ? UINT64_MAX
+                                                          : c * m->d.open_multiplier_pct / 100;
+            m->cur_open = c < m->d.open_max_ns ? c : m->d.open_max_ns;
+        } else {
+            m->cur_open = m->d.open_ns;
+        }
+        m->open_until = now > UINT64_MAX - m->cur_open ? UINT64_MAX : now + m->cur_open;
+    } else if (to == HO) {
+        m->inflight = m->succ = 0;
+        for (int i = 0; i < 64; i++)
+            m->admit[i] = UINT64_MAX;
+    } else if (to == CL) {
+        m->wlen = 0;
+        m->twn = 0;
+        m->newest = 0;
+        m->run = 0;
+        m->cur_open = m->d.open_ns;
+    }
+    m->st = to;
+    m->s.transitions++;
+    log_cb(&m->log, from, to, m->gen);
+}
+
+static void m_advance(model *m, uint64_t now)
+{
+    for (;;) {
+        if (m->st == OP && now >= m->open_until) {
+            m_set(m, HO, now);
+            continue;
+        }
+        if (m->st == HO)
+            for (uint32_t i = 0; i < m->d.half_open_probes; i++)
+                if (m->admit[i] != UINT64_MAX && now >= sat_add(m->admit[i], m->d.probe_lease_ns)) {
+                    m->s.lease_expired++;
+                    m_set(m, OP, now);
+                    break;
+                }
+        return;
+    }
+}
+
+static ap_status m_allow(model *m, uint64_t now, ap_cb_permit *p, uint64_t *ra)
+{
+    m_advance(m, now);
+    switch (m->st) {
+    case CL:
+    case DI:
+        p->gen = m->gen;
+        p->probe = 0;
+        m->s.allowed++;
+        return AP_OK;
+    case OP: *ra = m->open_until; break;
+    case FO: *ra = AP_DEADLINE_NONE; break;
+    case HO:
+        if (m->inflight + m->succ < m->d.half_open_probes) {
+            uint32_t i = 0;
+            while (m->admit[i] != UINT64_MAX)
+                i++;
+            m->admit[i] = now;
+            m->inflight++;
+            p->gen = m->gen;
+            p->probe = i + 1;
+            m->s.allowed++;
+            return AP_OK;
+        }
+        *ra = UINT64_MAX;
+        for (uint32_t i = 0; i < m->d.half_open_probes; i++)
+            if (m->admit[i] != UINT64_MAX && sat_add(m->admit[i], m->d.probe_lease_ns) < *ra)
+                *ra = sat_add(m->admit[i], m->d.probe_lease_ns);
+        break;
+    }
+    m->s.rejected++;
+    return AP_REJECTED;
+}
+
+static bool m_rates(const model *m, uint64_t calls, uint64_t fails, uint64_t slows)
+{
+    return calls > 0 && calls >= m->d.min_calls &&
+           (fails * 100 >= m->d.failure_rate_pct * calls ||
+            slows * 100 >= m->d.slow_rate_pct * calls);
+}
+
+static void m_record(model *m, ap_cb_permit p, ap_breaker_outcome o, uint64_t dur, uint64_t now)
+{
+    bool slow = dur >= m->d.slow_call_ns, fail = o == FAIL_;
+    if (p.gen == m->gen)
+        m_advance(m, now);
+    if (p.gen != m->gen) {
+        m->s.stale++;
+        return;
+    }
+    if (o == OK_) m->s.successes++;
+    if (o == FAIL_) m->s.failures++;
+    if (o == IGN_) m->s.ignored++;
+    if (slow && o != IGN_) m->s.slow++;
+    m->s.calls++;
+    if (m->st == DI)
+        return;
+    if (m->st == HO) {
+        m->admit[p.probe - 1] = UINT64_MAX;
+        m->inflight--;
+        if (fail || (slow && o == OK_))
+            m_set(m, OP, now);
+        else if (o == OK_ && ++m->succ >= m->d.half_open_probes)
+            m_set(m, CL, now);
+        return;
+    }
+    /* CLOSED */
+    if (o == IGN_)
+        return;
+    uint8_t v = (uint8_t)(fail | slow << 1);
+    uint64_t calls = 0, fails = 0, slows = 0;
+    if (m->d.window == AP_BREAKER_WINDOW_COUNT) {
+        if (m->wlen == m->d.window_size) {
+            memmove(m->win, m->win + 1, m->wlen - 1);
+            m->wlen--;
+        }
+        m->win[m->wlen++] = v;
+        for (uint32_t i = 0; i < m->wlen; i++) {
+            calls++;
+            fails += m->win[i] & 1;
+            slows += m->win[i] >> 1;
+        }
+    } else {
+        uint64_t w = m->d.window_ns / m->d.buckets, k = now / w;
+        if (k < m->newest)
+            k = m->newest;
+        m->newest = k;
+        if (m->twn == m->twcap) {
+            m->twcap = m->twcap ? 2 * m->twcap : 64;
+            m->tw = realloc(m->tw, m->twcap * sizeof *m->tw);
+        }
+        m->tw[m->twn].k = k;
+        m->tw[m->twn++].v = v;
+        size_t j = 0;
+        for (size_t i = 0; i < m->twn; i++) {
+            if (m->tw[i].k + m->d.buckets <= k)
+                continue; /* expired for good */
+            m->tw[j++] = m->tw[i];
+            calls++;
+            fails += m->tw[i].v & 1;
+            slows += m->tw[i].v >> 1;
+        }
+        m->twn = j;
+    }
+    if (fail)
+        m->run++;
+    else
+        m->run = 0;
+    if (m_rates(m, calls, fails, slows) ||
+        (m->d.consecutive_failures && m->run >= m->d.consecutive_failures))
+        m_set(m, OP, now);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
+{
+    fixture *f = fx_new(d);
+    model m;
+    memset(&m, 0, sizeof m);
+    m.d = ap_breaker_desc_resolved(&d);
+    m.gen = 1;
+    m.cur_open = m.d.open_ns;
+    for (int i = 0; i < 64; i++)
+        m.admit[i] = UINT64_MAX;
+    ap_cb_permit out[32];
+    int nout = 0;
+    uint64_t now = 1000, s = seed;
+    for (int step = 0; step < steps; step++) {
+        uint64_t r = rnd(&s) % 1000;
+        if (r < 150) {
+            uint64_t x = rnd(&s);
+            now += (x & 7) == 0 ? x % (3 * m.d.open_ns) : x % (m.d.slow_call_ns / 4 + 1);
+        } else if (r < 550) {
+            ap_cb_permit p = {0, 0}, q = {0, 0};
+            uint64_t ra = 7, rb = 7;
+            ap_status a = ap_cb_allow(&f->b, now, &p, &ra);
+            ap_status b = m_allow(&m, now, &q, &rb);
+            cr_assert_eq(a, b, "step %d: allow %d vs model %d", step, a, b);
+            if (a == AP_OK) {
+                cr_assert_eq(p.gen, q.gen, "step %d", step);
+                cr_assert_eq(p.probe, q.probe, "step %d", step);
+                if (nout < 32)
+                    out[nout++] = p;
+            } else {
+                cr_assert_eq(ra, rb, "step %d: retry_at", step);
+            }
+        } else if (r < 990) {
+            if (nout == 0)
+                continue;
+            int i = (int)(rnd(&s) % (uint64_t)nout);
+            ap_cb_permit p = out[i];
+            out[i] = out[--nout];
+            uint64_t x = rnd(&s);
+            ap_breaker_outcome o = (x & 15) < 6 ? FAIL_ : (x & 15) < 7 ? IGN_ : OK_;
+            uint64_t dur = (x >> 8) % (m.d.slow_call_ns + m.d.slow_call_ns / 2);
+            cr_assert_eq(ap_cb_record(&f->b, &p, o, dur, now), AP_OK);
+            m_record(&m, p, o, dur, now);
+        } else if (r < 993) {
+            ap_cb_force_open(&f->b);
+            if (m.st != FO) m_set(&m, FO, 0);
+        } else if (r < 996) {
+            ap_cb_disable(&f->b);
+            if (m.st != DI) m_set(&m, DI, 0);
+        } else {
+            ap_cb_reset(&f->b);
+            m_set(&m, CL, 0);
+        }
+        cr_assert_eq(raw_state(&f->b), m.st, "step %d: state %d vs model %d", step,
+                     raw_state(&f->b), m.st);
+        cr_assert_eq(ap_cb_generation(&f->b), m.gen, "step %d", step);
+        ap_breaker_stats st = ap_cb_stats(&f->b);
+        cr_assert_eq(memcmp(&st, &m.s, sizeof st), 0, "step %d: stats differ", step);
+        cr_assert_eq(f->log.n, m.log.n, "step %d: callbacks", step);
+    }
+    for (unsigned i = 0; i < m.log.n && i < 64; i++) {
+        cr_assert_eq(f->log.e[i].from, m.log.e[i].from);
+        cr_assert_eq(f->log.e[i].to, m.log.e[i].to);
+        cr_assert_eq(f->log.e[i].gen, m.log.e[i].gen);
+    }
+    cr_assert_gt(m.s.transitions, 100, "the walk should visit many states");
+    free(m.tw);
+    free(f);
+}
+
+Test(circuit_breaker, random_walk_count_window, .timeout = 60)
+{
+    random_walk((ap_breaker_desc){.window_size = 8, .min_calls = 5, .failure_rate_pct = 60,
+                                  .slow_rate_pct = 70, .slow_call_ns = 10 * MS,
+                                  .open_ns = 50 * MS, .open_multiplier_pct = 150,
+                                  .open_max_ns = 300 * MS, .half_open_probes = 3,
+                                  .probe_lease_ns = 20 * MS},
+                0x1234567, 100000);
+    random_walk((ap_breaker_desc){.window_size = 20, .min_calls = 3, .consecutive_failures = 4,
+                                  .slow_call_ns = 5 * MS, .open_ns = 10 * MS,
+                                  .half_open_probes = 1, .probe_lease_ns = 3 * MS},
+                0xfeedbeef, 100000);
+}
+
+Test(circuit_breaker, random_walk_time_window, .timeout = 60)
+{
+    random_walk((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = 40 * MS,
+                                  .buckets = 4, .min_calls = 6, .failure_rate_pct = 55,
+                                  .slow_rate_pct = 80, .slow_call_ns = 10 * MS,
+                                  .open_ns = 30 * MS, .open_multiplier_pct = 200,
+                                  .open_max_ns = 200 * MS, .half_open_probes = 4,
+                                  .probe_lease_ns = 15 * MS, .consecutive_failures = 5},
+                0xabcdef12345, 100000);
+}

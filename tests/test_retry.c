@@ -1,0 +1,1027 @@
+/*
+ * tests/test_retry.c -- retry: ap_rng, backoff policies, limits, budget,
+ *                       the retry future and its composition with ap_timeout
+ *
+ * Everything but ap_retry_call runs on a fake clock: the driver below sets
+ * cx.now, polls, and when the future is pending jumps now to cx.deadline
+ * (or to a scripted event before it). The jitter sequences are checked
+ * against a reference model written here (its own xoshiro256** and
+ * rejection sampler), independent of the header's code.
+ */
+#include "asyncpat/retry.h"
+#include "asyncpat/mpmc.h"
+#include "asyncpat/timeout.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <string.h>
+
+#define TEST_TIMEOUT_S 30
+#define MS AP_NS_PER_MS
+
+/* No libm (tests/run.sh links none): what the statistics need. */
+static double dabs(double x) { return x < 0 ? -x : x; }
+static double dsqrt(double x)
+{
+    if (x <= 0)
+        return 0;
+    double r = x > 1 ? x : 1;
+    for (int i = 0; i < 200; i++)
+        r = 0.5 * (r + x / r);
+    return r;
+}
+static double dpow(double b, uint32_t e)
+{
+    double r = 1;
+    while (e--)
+        r *= b;
+    return r;
+}
+
+/* ---- reference rng (independent of the header) ---- */
+
+typedef struct ref_rng { uint64_t s[4]; } ref_rng;
+
+static uint64_t ref_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static void ref_seed(ref_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        r->s[i] = z ^ (z >> 31);
+    }
+}
+
+static uint64_t ref_next(ref_rng *r)
+{
+    uint64_t *s = r->s, out = ref_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t;
+    s[3] = ref_rotl(s[3], 45);
+    return out;
+}
+
+/* uniform in [lo, hi], by rejection below 2^64 mod n */
+static uint64_t ref_between(ref_rng *r, uint64_t lo, uint64_t hi)
+{
+    if (hi - lo == UINT64_MAX)
+        return ref_next(r);
+    uint64_t n = hi - lo + 1, lim = UINT64_MAX - (UINT64_MAX % n + 1) % n;
+    for (;;) { /* accept x <= lim, where lim + 1 is a multiple of n */
+        uint64_t x = ref_next(r);
+        if (x <= lim)
+            return lo + x % n;
+    }
+}
+
+__extension__ typedef unsigned __int128 u128;
+static uint64_t ref_mul(uint64_t x, uint64_t permille)
+{
+    u128 p = (u128)x * permille / 1000;
+    return p > UINT64_MAX ? UINT64_MAX : (uint64_t)p;
+}
+
+/* ---- fake-clock driver ---- */
+
+static void noop_wake(void *ctx) { (void)ctx; }
+
+typedef void (*event_fn)(void *ctx, uint64_t now);
+
+/* Drive f to completion from *now; an optional event fires once at ev_at
+ * (before the poll at that instant). Returns the polls it took. */
+static unsigned drive_ev(ap_future *f, uint64_t *now, uint64_t ev_at, event_fn ev, void *ev_ctx)
+{
+    for (unsigned polls = 1;; polls++) {
+        if (ev && *now >= ev_at) {
+            ev(ev_ctx, *now);
+            ev = NULL;
+        }
+        ap_cx cx = {{noop_wake, NULL}, *now, AP_DEADLINE_NONE};
+        if (f->poll(f, &cx) == AP_READY)
+            return polls;
+        cr_assert(cx.deadline != AP_DEADLINE_NONE || ev, "pending with nothing to wait for");
+        cr_assert(cx.deadline > *now || ev, "deadline %llu not after now %llu",
+                  (unsigned long long)cx.deadline, (unsigned long long)*now);
+        uint64_t next = cx.deadline;
+        if (ev && ev_at < next)
+            next = ev_at;
+        *now = next;
+        cr_assert(polls < 1000000);
+    }
+}
+
+static unsigned drive(ap_future *f, uint64_t *now) { return drive_ev(f, now, 0, NULL, NULL); }
+
+/* ---- a scripted operation: attempt k takes dur ns, fails or succeeds ---- */
+
+typedef struct att_fut {
+    ap_future base;
+    uint64_t ready_at;
+    ap_status st;
+    int canceled;
+} att_fut;
+
+typedef struct script {
+    uint32_t fail_first;      /* attempts 0..fail_first-1 fail */
+    ap_status fail_st;        /* with this */
+    ap_status fail_st_at[16]; /* nonzero: overrides for attempt k */
+    uint64_t dur;             /* attempt duration */
+    uint64_t hint;            /* server hint reported by each failure */
+    ap_rng *succ_rng;         /* non-NULL: succeed with p_permille instead */
+    uint32_t p_permille;
+    uint64_t starts[64];
+    uint32_t n;
+    att_fut att;
+} script;
+
+static ap_poll att_poll(ap_future *f, ap_cx *cx)
+{
+    att_fut *a = (att_fut *)(void *)f;
+    if (cx->now >= a->ready_at)
+        return AP_READY;
+    ap_cx_wake_at(cx, a->ready_at);
+    return AP_PENDING;
+}
+
+static void att_cancel(ap_future *f) { ((att_fut *)(void *)f)->canceled++; }
+
+static ap_future *script_start(void *ctx, void *storage, uint32_t k, uint64_t now)
+{
+    script *s = ctx;
+    att_fut *a = storage;
+    cr_assert_eq(storage, &s->att);
+    cr_assert_eq(k, s->n, "attempt index");
+    if (s->n < 64)
+        s->starts[s->n] = now;
+    s->n++;
+    a->base.poll = att_poll;
+    a->base.cancel = att_cancel;
+    a->ready_at = now + s->dur;
+    a->canceled = 0;
+    if (s->succ_rng)
+        a->st = ap_rng_below(s->succ_rng, 1000) < s->p_permille ? AP_OK : AP_AGAIN;
+    else if (k < 16 && s->fail_st_at[k])
+        a->st = s->fail_st_at[k];
+    else
+        a->st = k < s->fail_first ? s->fail_st : AP_OK;
+    return &a->base;
+}
+
+static ap_status script_result(void *ctx, ap_future *f, uint64_t *hint)
+{
+    script *s = ctx;
+    att_fut *a = (att_fut *)(void *)f;
+    if (a->st != AP_OK)
+        *hint = s->hint;
+    return a->st;
+}
+
+static ap_retry_op script_op(script *s)
+{
+    return (ap_retry_op){script_start, script_result, s, &s->att};
+}
+
+static ap_status never_called(void *arg)
+{
+    (void)arg;
+    cr_assert_fail("called");
+    return AP_OK;
+}
+
+/* ---- ap_rng ---- */
+
+Test(retry, rng_matches_reference_and_known_value)
+{
+    ap_rng r;
+    r.s[0] = 1; r.s[1] = 2; r.s[2] = 3; r.s[3] = 4;
+    cr_assert_eq(ap_rng_next_u64(&r), 11520u); /* rotl(2*5, 7) * 9 */
+    for (uint64_t seed = 0; seed < 20; seed++) {
+        ap_rng a; ref_rng b;
+        ap_rng_seed(&a, seed);
+        ref_seed(&b, seed);
+        for (int i = 0; i < 1000; i++)
+            cr_assert_eq(ap_rng_next_u64(&a), ref_next(&b), "seed %llu draw %d",
+                         (unsigned long long)seed, i);
+        for (int i = 0; i < 1000; i++) {
+            uint64_t n = (uint64_t)i * 7919u + 1u;
+            cr_assert_eq(ap_rng_between(&a, 5, 5 + n), ref_between(&b, 5, 5 + n));
+        }
+    }
+}
+
+Test(retry, rng_below_is_unbiased_and_in_range)
+{
+    ap_rng r;
+    ap_rng_seed(&r, 7);
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(ap_rng_below(&r, 1), 0u);
+    uint64_t big = (UINT64_C(1) << 63) + 1; /* half the draws are rejected */
+    for (int i = 0; i < 10000; i++)
+        cr_assert_lt(ap_rng_below(&r, big), big);
+    cr_assert_eq(ap_rng_between(&r, 9, 9), 9u);
+    (void)ap_rng_between(&r, 0, UINT64_MAX);
+    /* frequencies of below(6) within 5 sigma of N/6 */
+    enum { K = 6, N = 600000 };
+    uint64_t cnt[K] = {0};
+    for (int i = 0; i < N; i++)
+        cnt[ap_rng_below(&r, K)]++;
+    double sigma = dsqrt(N * (1.0 / K) * (1 - 1.0 / K));
+    for (int k = 0; k < K; k++)
+        cr_assert_lt(dabs((double)cnt[k] - N / K), 5 * sigma, "bucket %d: %llu", k,
+                     (unsigned long long)cnt[k]);
+}
+
+/* ---- configuration ---- */
+
+Test(retry, desc_defaults)
+{
+    ap_retry_desc d = ap_retry_desc_resolved(&(ap_retry_desc){.max_attempts = 3});
+    cr_assert_eq(d.backoff, AP_RETRY_BACKOFF_FULL_JITTER);
+    cr_assert_eq(d.initial_ns, 100 * MS);
+    cr_assert_eq(d.cap_ns, 30 * AP_NS_PER_SEC);
+    cr_assert_eq(d.multiplier_permille, 2000);
+    cr_assert_eq(d.hint_cap_ns, d.cap_ns);
+    cr_assert_eq(d.hint_jitter_permille, 0);
+    d = ap_retry_desc_resolved(
+        &(ap_retry_desc){.max_attempts = 1, .backoff = AP_RETRY_BACKOFF_DECORRELATED_JITTER});
+    cr_assert_eq(d.multiplier_permille, 3000);
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
+    cr_assert_eq(b.desc.ratio_permille, 200);
+    cr_assert_eq(b.desc.min_per_sec, 10);
+    cr_assert_eq(b.desc.window_ns, 10 * AP_NS_PER_SEC);
+    cr_assert_eq(b.reserve, 100);
+}
+
+Test(retry, inval_config_changes_nothing)
+{
+    const ap_retry_desc bad[] = {
+        {.max_attempts = 0},
+        {.max_attempts = 3, .multiplier_permille = 999},
+        {.max_attempts = 3, .initial_ns = 2000, .cap_ns = 1000},
+        {.max_attempts = 3, .initial_ns = 31 * AP_NS_PER_SEC}, /* > default cap */
+        {.max_attempts = 3, .hint_jitter_permille = 1001},
+        {.max_attempts = 3, .backoff = (ap_retry_backoff)99},
+    };
+    ap_rng rng;
+    ap_rng_seed(&rng, 1);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ap_retry_state st;
+        memset(&st, 0xA5, sizeof st);
+        unsigned char before[sizeof st];
+        memcpy(before, &st, sizeof st);
+        cr_assert_eq(ap_retry_state_init(&st, &bad[i]), AP_INVAL, "case %zu", i);
+        cr_assert_eq(memcmp(before, &st, sizeof st), 0, "case %zu changed *st", i);
+
+        script s = {0};
+        ap_retry_op op = script_op(&s);
+        ap_retry_fut f;
+        memset(&f, 0x5A, sizeof f);
+        unsigned char fb[sizeof f];
+        memcpy(fb, &f, sizeof f);
+        cr_assert_eq(ap_retry_fut_init(&f, &bad[i], &rng, NULL, &op, AP_DEADLINE_NONE), AP_INVAL);
+        cr_assert_eq(memcmp(fb, &f, sizeof f), 0, "case %zu changed *f", i);
+        cr_assert_eq(ap_retry_call(&bad[i], &rng, NULL, never_called, NULL, AP_DEADLINE_NONE, NULL),
+                     AP_INVAL);
+    }
+    const ap_retry_budget_desc bbad[] = {
+        {.window_ns = AP_RETRY_BUDGET_SLOTS - 1},
+        {.window_ns = 3601 * AP_NS_PER_SEC},
+        {.ratio_permille = 1000001},
+    };
+    for (size_t i = 0; i < sizeof bbad / sizeof bbad[0]; i++) {
+        ap_retry_budget b;
+        memset(&b, 0xA5, sizeof b);
+        unsigned char before[sizeof b];
+        memcpy(before, &b, sizeof b);
+        cr_assert_eq(ap_retry_budget_init(&b, &bbad[i]), AP_INVAL, "budget case %zu", i);
+        cr_assert_eq(memcmp(before, &b, sizeof b), 0);
+    }
+}
+
+/* ---- delay sequences ---- */
+
+static ap_retry_state mkstate(ap_retry_desc d)
+{
+    ap_retry_state st;
+    cr_assert_eq(ap_retry_state_init(&st, &d), AP_OK);
+    return st;
+}
+
+Test(retry, fixed_and_exponential_exact)
+{
+    ap_retry_state st = mkstate((ap_retry_desc){.max_attempts = 9,
+                                                .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                .initial_ns = 250, .cap_ns = 1000});
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(ap_retry_next_delay(&st, NULL), 250u);
+
+    st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
+                                 .initial_ns = 100, .cap_ns = 1000});
+    const uint64_t x2[] = {100, 200, 400, 800, 1000, 1000, 1000};
+    for (size_t i = 0; i < sizeof x2 / sizeof x2[0]; i++)
+        cr_assert_eq(ap_retry_next_delay(&st, NULL), x2[i], "x2 step %zu", i);
+
+    /* x1.5, floored at each step, no floating point */
+    st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
+                                 .initial_ns = 7, .cap_ns = 50, .multiplier_permille = 1500});
+    const uint64_t x15[] = {7, 10, 15, 22, 33, 49, 50, 50};
+    for (size_t i = 0; i < sizeof x15 / sizeof x15[0]; i++)
+        cr_assert_eq(ap_retry_next_delay(&st, NULL), x15[i], "x1.5 step %zu", i);
+
+    /* huge values saturate at the cap, never wrap */
+    st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
+                                 .initial_ns = UINT64_MAX / 3, .cap_ns = UINT64_MAX,
+                                 .multiplier_permille = 4000000000u});
+    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX / 3);
+    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX);
+    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX);
+    cr_assert_eq(st.retries, 3);
+}
+
+/* The reference model of every jittered policy. */
+static uint64_t ref_delay(ap_retry_backoff p, uint64_t b, uint64_t c, uint64_t m, uint64_t *cur,
+                          ref_rng *r)
+{
+    uint64_t e = *cur, d;
+    if (p == AP_RETRY_BACKOFF_DECORRELATED_JITTER) {
+        d = ref_between(r, b, ref_mul(e, m));
+        if (d > c)
+            d = c;
+        *cur = d;
+        return d;
+    }
+    uint64_t n = ref_mul(e, m);
+    *cur = n < c ? n : c;
+    if (p == AP_RETRY_BACKOFF_FULL_JITTER)
+        return ref_between(r, 0, e);
+    return e - e / 2 + ref_between(r, 0, e / 2); /* equal */
+}
+
+Test(retry, jitter_exact_sequence_with_fixed_seed)
+{
+    const ap_retry_backoff pol[] = {AP_RETRY_BACKOFF_FULL_JITTER, AP_RETRY_BACKOFF_EQUAL_JITTER,
+                                    AP_RETRY_BACKOFF_DECORRELATED_JITTER,
+                                    AP_RETRY_BACKOFF_DEFAULT};
+    for (size_t p = 0; p < 4; p++) {
+        for (uint64_t seed = 1; seed <= 5; seed++) {
+            ap_retry_desc d = {.max_attempts = 50, .backoff = pol[p], .initial_ns = 10 * MS,
+                               .cap_ns = 2000 * MS};
+            ap_retry_state st = mkstate(d);
+            ap_rng rng;
+            ref_rng ref;
+            ap_rng_seed(&rng, seed);
+            ref_seed(&ref, seed);
+            ap_retry_backoff rp = pol[p] ? pol[p] : AP_RETRY_BACKOFF_FULL_JITTER;
+            uint64_t m = rp == AP_RETRY_BACKOFF_DECORRELATED_JITTER ? 3000 : 2000;
+            uint64_t cur = d.initial_ns;
+            for (int k = 0; k < 40; k++) {
+                uint64_t want = ref_delay(rp, d.initial_ns, d.cap_ns, m, &cur, &ref);
+                cr_assert_eq(ap_retry_next_delay(&st, &rng), want, "policy %zu seed %llu k %d",
+                             p, (unsigned long long)seed, k);
+            }
+        }
+    }
+    /* and one sequence written out: full jitter, b = 100, c = 1000, seed 42 */
+    ap_retry_state st = mkstate((ap_retry_desc){.max_attempts = 9, .initial_ns = 100,
+                                                .cap_ns = 1000});
+    ap_rng rng;
+    ref_rng ref;
+    ap_rng_seed(&rng, 42);
+    ref_seed(&ref, 42);
+    const uint64_t e[] = {100, 200, 400, 800, 1000, 1000};
+    for (int k = 0; k < 6; k++) {
+        uint64_t d = ap_retry_next_delay(&st, &rng);
+        cr_assert_eq(d, ref_between(&ref, 0, e[k]));
+        cr_assert_leq(d, e[k]);
+    }
+}
+
+Test(retry, jitter_bounds_over_1e5_draws)
+{
+    const uint64_t b = 3 * MS, c = 1000 * MS;
+    const ap_retry_backoff pol[] = {AP_RETRY_BACKOFF_FULL_JITTER, AP_RETRY_BACKOFF_EQUAL_JITTER,
+                                    AP_RETRY_BACKOFF_DECORRELATED_JITTER};
+    for (size_t p = 0; p < 3; p++) {
+        ap_rng rng;
+        ap_rng_seed(&rng, 1000 + p);
+        ap_retry_state st0 = mkstate((ap_retry_desc){.max_attempts = 20, .backoff = pol[p],
+                                                     .initial_ns = b, .cap_ns = c});
+        ap_retry_state st = st0;
+        uint64_t e = b, lo_seen = UINT64_MAX, hi_seen = 0, viol = 0, at_cap = 0;
+        for (int i = 0; i < 100000; i++) {
+            if (i % 16 == 0) { /* restart: cover both growth and the capped tail */
+                st = st0;
+                e = b;
+            }
+            uint64_t d = ap_retry_next_delay(&st, &rng);
+            uint64_t lo = pol[p] == AP_RETRY_BACKOFF_FULL_JITTER    ? 0
+                          : pol[p] == AP_RETRY_BACKOFF_EQUAL_JITTER ? e - e / 2
+                                                                    : b;
+            uint64_t hi = pol[p] == AP_RETRY_BACKOFF_DECORRELATED_JITTER ? c : e;
+            viol += d > c || d < lo || d > hi;
+            lo_seen = d < lo_seen ? d : lo_seen;
+            hi_seen = d > hi_seen ? d : hi_seen;
+            at_cap += d == c;
+            e = e * 2 < c ? e * 2 : c;
+        }
+        cr_assert_eq(viol, 0, "policy %zu: %llu delays out of bounds", p,
+                     (unsigned long long)viol);
+        cr_assert_leq(hi_seen, c);
+        /* the range is actually used */
+        cr_assert_gt(hi_seen, c * 9 / 10, "policy %zu max %llu", p, (unsigned long long)hi_seen);
+        if (pol[p] == AP_RETRY_BACKOFF_FULL_JITTER)
+            cr_assert_lt(lo_seen, b / 10);
+        if (pol[p] == AP_RETRY_BACKOFF_DECORRELATED_JITTER)
+            cr_assert(lo_seen >= b && lo_seen < 2 * b && at_cap > 0);
+    }
+}
+
+Test(retry, hint_honoured_capped_and_jittered)
+{
+    ap_rng rng;
+    ap_rng_seed(&rng, 3);
+    ap_retry_state st = mkstate((ap_retry_desc){.max_attempts = 9,
+                                                .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
+                                                .initial_ns = 10, .cap_ns = 1000,
+                                                .hint_cap_ns = 5000});
+    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, 3000), 3000u); /* above cap_ns: honoured */
+    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, 9000), 5000u); /* capped */
+    cr_assert_eq(ap_retry_next_delay(&st, NULL), 40u);              /* sequence advanced */
+    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, UINT64_MAX), 5000u);
+
+    ap_retry_state j0 = mkstate((ap_retry_desc){.max_attempts = 9,
+                                                .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                .initial_ns = 10, .cap_ns = 100,
+                                                .hint_cap_ns = 1150,
+                                                .hint_jitter_permille = 200});
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; i < 100000; i++) {
+        ap_retry_state j = j0;
+        uint64_t d = ap_retry_next_delay_hint(&j, &rng, 1000);
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    cr_assert_eq(lo, 1000u, "jitter only adds to the hint");
+    cr_assert_eq(hi, 1150u, "capped after jitter");
+
+    /* through the future: every failure says "retry after 700"; the policy
+     * would wait 10; hint cap 500 */
+    script s = {.fail_first = 3, .fail_st = AP_AGAIN, .dur = 1, .hint = 700};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 5,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10,
+                                                    .hint_cap_ns = 500},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(ap_retry_fut_status(&f), AP_OK);
+    cr_assert_eq(s.n, 4);
+    const uint64_t want[] = {0, 501, 1002, 1503};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(s.starts[i], want[i], "attempt %d at %llu", i,
+                     (unsigned long long)s.starts[i]);
+}
+
+/* ---- limits ---- */
+
+Test(retry, scripted_failures_k_of_n)
+{
+    for (uint32_t n = 1; n <= 8; n++)
+        for (uint32_t k = 0; k <= 10; k++) {
+            script s = {.fail_first = k, .fail_st = AP_AGAIN, .dur = 5};
+            ap_retry_op op = script_op(&s);
+            ap_retry_fut f;
+            cr_assert_eq(ap_retry_fut_init(&f,
+                                           &(ap_retry_desc){.max_attempts = n,
+                                                            .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                            .initial_ns = 100,
+                                                            .cap_ns = 100},
+                                           NULL, NULL, &op, AP_DEADLINE_NONE),
+                         AP_OK);
+            uint64_t now = 0;
+            drive(&f.base, &now);
+            ap_retry_result r = ap_retry_fut_result(&f);
+            uint32_t want = k + 1 < n ? k + 1 : n;
+            cr_assert_eq(r.attempts, want, "n %u k %u", n, k);
+            cr_assert_eq(s.n, want);
+            cr_assert_eq(r.status, k < n ? AP_OK : AP_AGAIN, "n %u k %u", n, k);
+            cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
+            cr_assert_eq(r.stop, k < n ? AP_RETRY_SUCCEEDED : AP_RETRY_EXHAUSTED);
+            for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
+                cr_assert_eq(s.starts[i], i * 105u);
+            cr_assert_eq(now, (uint64_t)(want - 1) * 105 + 5);
+            /* done is done: polling again changes nothing */
+            ap_cx cx = {{noop_wake, NULL}, now + 1000, AP_DEADLINE_NONE};
+            cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY);
+            cr_assert_eq(s.n, want);
+            ap_retry_fut_cancel(&f);
+            cr_assert_eq(ap_retry_fut_status(&f), r.status);
+        }
+}
+
+Test(retry, deadline_never_exceeded)
+{
+    ap_rng cfg, rng;
+    ap_rng_seed(&cfg, 99);
+    ap_rng_seed(&rng, 100);
+    for (int trial = 0; trial < 3000; trial++) {
+        uint64_t dur = ap_rng_between(&cfg, 0, 50);
+        uint64_t deadline = ap_rng_between(&cfg, 0, 2000);
+        uint64_t start = ap_rng_between(&cfg, 0, 100);
+        script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = dur};
+        ap_retry_op op = script_op(&s);
+        ap_retry_fut f;
+        ap_retry_desc d = {.max_attempts = 60,
+                           .backoff = (ap_retry_backoff)ap_rng_between(&cfg, 1, 5),
+                           .initial_ns = ap_rng_between(&cfg, 1, 20), .cap_ns = 300};
+        cr_assert_eq(ap_retry_fut_init(&f, &d, &rng, NULL, &op, deadline), AP_OK);
+        uint64_t now = start;
+        drive(&f.base, &now);
+        ap_retry_result r = ap_retry_fut_result(&f);
+        for (uint32_t i = 0; i < s.n && i < 64; i++)
+            cr_assert_lt(s.starts[i], deadline, "trial %d: attempt %u at %llu, deadline %llu",
+                         trial, i, (unsigned long long)s.starts[i],
+                         (unsigned long long)deadline);
+        cr_assert_leq(now, deadline > start ? deadline : start, "finished after the deadline");
+        if (r.stop == AP_RETRY_DEADLINE) {
+            cr_assert_eq(r.status, AP_TIMEDOUT);
+            cr_assert_eq(r.last_error, s.n == 0 || s.att.canceled ? AP_TIMEDOUT : AP_AGAIN);
+        } else {
+            cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED, "trial %d", trial);
+            cr_assert_eq(r.attempts, 60);
+        }
+        cr_assert_leq(s.att.canceled, 1);
+    }
+    /* an attempt in flight at the deadline is cancelled there */
+    script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1000};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3}, &rng, NULL, &op, 400),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(now, 400u);
+    cr_assert_eq(s.att.canceled, 1);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 1 &&
+              r.stop == AP_RETRY_DEADLINE);
+}
+
+static bool only_again(ap_status err, void *ctx)
+{
+    ++*(int *)ctx;
+    return err == AP_AGAIN;
+}
+
+Test(retry, predicate_stops_on_permanent_errors)
+{
+    int calls = 0;
+    script s = {.fail_first = 5, .fail_st = AP_AGAIN, .dur = 1};
+    s.fail_st_at[2] = AP_REJECTED; /* permanent for this predicate */
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 10,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 1, .cap_ns = 1,
+                                                    .retryable = only_again,
+                                                    .retryable_ctx = &calls},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_REJECTED && r.last_error == AP_REJECTED && r.attempts == 3 &&
+              r.stop == AP_RETRY_PERMANENT);
+    cr_assert_eq(calls, 3);
+    /* the default predicate: AP_INVAL, AP_CANCELED, AP_CLOSED are permanent */
+    ap_retry_desc d = {.max_attempts = 1};
+    cr_assert(ap_retry_is_retryable(&d, AP_AGAIN) && ap_retry_is_retryable(&d, AP_TIMEDOUT) &&
+              ap_retry_is_retryable(&d, AP_REJECTED));
+    cr_assert(!ap_retry_is_retryable(&d, AP_INVAL) && !ap_retry_is_retryable(&d, AP_CANCELED) &&
+              !ap_retry_is_retryable(&d, AP_CLOSED));
+    script s2 = {.fail_first = 5, .fail_st = AP_CLOSED, .dur = 1};
+    op = script_op(&s2);
+    ap_rng rng;
+    ap_rng_seed(&rng, 1);
+    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 10}, &rng, NULL, &op,
+                                   AP_DEADLINE_NONE),
+                 AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(ap_retry_fut_status(&f), AP_CLOSED);
+    cr_assert_eq(s2.n, 1);
+}
+
+/* ---- budget ---- */
+
+Test(retry, budget_caps_retries_and_expires)
+{
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = 100,
+                                              .min_per_sec = AP_RETRY_BUDGET_ZERO,
+                                              .window_ns = 10 * AP_NS_PER_SEC}),
+                 AP_OK);
+    cr_assert_eq(b.reserve, 0);
+    cr_assert(!ap_retry_budget_try_withdraw(&b, 0), "no requests, no floor: nothing");
+    for (int i = 0; i < 1000; i++)
+        ap_retry_budget_deposit(&b, (uint64_t)i * MS); /* t in [0, 1 s) */
+    int ok = 0;
+    for (int i = 0; i < 500; i++)
+        ok += ap_retry_budget_try_withdraw(&b, 2 * AP_NS_PER_SEC);
+    cr_assert_eq(ok, 100, "10 %% of 1000 requests");
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert_eq(st.requests, 1000);
+    cr_assert_eq(st.retries, 100);
+    cr_assert_eq(st.denied, 401);
+    /* still in the window at 9.5 s; gone once the whole window passed */
+    cr_assert(!ap_retry_budget_try_withdraw(&b, 9500 * MS));
+    ap_retry_budget_deposit(&b, 12 * AP_NS_PER_SEC); /* the old deposits and retries expired */
+    for (int i = 0; i < 9; i++)
+        ap_retry_budget_deposit(&b, 12 * AP_NS_PER_SEC);
+    cr_assert(ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
+    cr_assert(!ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
+
+    /* the floor alone: 3 per second over a 2 s window = 6 */
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = AP_RETRY_BUDGET_ZERO,
+                                              .min_per_sec = 3,
+                                              .window_ns = 2 * AP_NS_PER_SEC}),
+                 AP_OK);
+    ok = 0;
+    for (int i = 0; i < 20; i++)
+        ok += ap_retry_budget_try_withdraw(&b, AP_NS_PER_SEC);
+    cr_assert_eq(ok, 6);
+}
+
+Test(retry, budget_stops_a_retry_storm)
+{
+    enum { C = 200 };
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = 100,
+                                              .min_per_sec = AP_RETRY_BUDGET_ZERO}),
+                 AP_OK);
+    static script s[C];
+    static ap_retry_fut f[C];
+    memset(s, 0, sizeof s);
+    for (int i = 0; i < C; i++) {
+        s[i] = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 10};
+        ap_retry_op op = script_op(&s[i]);
+        cr_assert_eq(ap_retry_fut_init(&f[i],
+                                       &(ap_retry_desc){.max_attempts = 5,
+                                                        .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                        .initial_ns = 1 * MS, .cap_ns = 1 * MS},
+                                       NULL, &b, &op, AP_DEADLINE_NONE),
+                     AP_OK);
+    }
+    /* every caller starts at once; poll them all at each instant */
+    uint64_t now = 0;
+    int done = 0;
+    while (done < C) {
+        uint64_t next = AP_DEADLINE_NONE;
+        done = 0;
+        for (int i = 0; i < C; i++) {
+            ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
+            if (ap_retry_fut_poll(&f[i], &cx) == AP_READY)
+                done++;
+            else
+                next = cx.deadline < next ? cx.deadline : next;
+        }
+        if (done < C)
+            now = next;
+    }
+    uint64_t attempts = 0, budget_stops = 0;
+    for (int i = 0; i < C; i++) {
+        ap_retry_result r = ap_retry_fut_result(&f[i]);
+        cr_assert_eq(r.status, AP_AGAIN, "stopped with the last error");
+        attempts += r.attempts;
+        budget_stops += r.stop == AP_RETRY_BUDGET;
+    }
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert_eq(st.requests, C);
+    cr_assert_eq(st.retries, C / 10, "10 %% of %d requests", C);
+    cr_assert_eq(attempts, C + C / 10, "without a budget this would be %d", 5 * C);
+    cr_assert_eq(st.denied, budget_stops);
+    cr_assert_eq(budget_stops, C, "the 20 retries went to the first 20 callers; each caller's\n"
+                                   "next request for a retry was refused");
+}
+
+typedef struct budget_thr {
+    ap_retry_budget *b;
+    int got;
+} budget_thr;
+
+static void *budget_thread(void *arg)
+{
+    budget_thr *t = arg;
+    for (int i = 0; i < 20000; i++) {
+        if (i % 4 == 0)
+            ap_retry_budget_deposit(t->b, 5);
+        t->got += ap_retry_budget_try_withdraw(t->b, 5);
+    }
+    return NULL;
+}
+
+Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
+{
+    enum { T = 8 };
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = 200, .min_per_sec = 1,
+                                              .window_ns = 10 * AP_NS_PER_SEC}),
+                 AP_OK);
+    pthread_t th[T];
+    budget_thr a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (budget_thr){&b, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, budget_thread, &a[i]), 0);
+    }
+    int got = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        got += a[i].got;
+    }
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert_eq(st.requests, T * 5000u);
+    cr_assert_eq(st.retries, (uint64_t)got);
+    cr_assert_eq(st.retries + st.denied, T * 20000u);
+    cr_assert_leq(st.retries, st.requests / 5 + 10, "overdrawn: %llu",
+                  (unsigned long long)st.retries);
+    cr_assert_geq(st.retries, st.requests / 5 - T, "underused: %llu",
+                  (unsigned long long)st.retries);
+}
+
+/* ---- the theorem: P(success) = 1-(1-p)^n, E[attempts] = (1-(1-p)^n)/p ---- */
+
+Test(retry, theorem_success_rate_and_mean_attempts)
+{
+    const struct { uint32_t p_permille, n; } cases[] = {{500, 3}, {100, 5}, {900, 2}, {300, 1},
+                                                        {50, 8}};
+    enum { N = 100000 };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        double p = cases[c].p_permille / 1000.0, q = 1 - p;
+        uint32_t n = cases[c].n;
+        ap_rng succ;
+        ap_rng_seed(&succ, 2024 + c);
+        uint64_t ok = 0, att = 0;
+        for (int t = 0; t < N; t++) {
+            script s = {.succ_rng = &succ, .p_permille = cases[c].p_permille, .dur = 1};
+            ap_retry_op op = script_op(&s);
+            ap_retry_fut f;
+            if (ap_retry_fut_init(&f,
+                                  &(ap_retry_desc){.max_attempts = n,
+                                                   .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                   .initial_ns = 1, .cap_ns = 1},
+                                  NULL, NULL, &op, AP_DEADLINE_NONE) != AP_OK)
+                cr_assert_fail("init");
+            uint64_t now = 0;
+            for (;;) {
+                ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
+                if (ap_retry_fut_poll(&f, &cx) == AP_READY)
+                    break;
+                now = cx.deadline;
+            }
+            ok += ap_retry_fut_status(&f) == AP_OK;
+            att += f.res.attempts;
+        }
+        double ps = 1 - dpow(q, n);
+        double sig_s = dsqrt(ps * (1 - ps) / N);
+        cr_assert_lt(dabs((double)ok / N - ps), 5 * sig_s + 1e-12,
+                     "p %.3f n %u: success %.5f, theory %.5f", p, n, (double)ok / N, ps);
+        /* attempts A: P(A >= k) = q^(k-1); E[A] = sum q^(k-1); E[A^2] = sum (2k-1) q^(k-1) */
+        double ea = 0, ea2 = 0;
+        for (uint32_t k = 1; k <= n; k++) {
+            ea += dpow(q, k - 1);
+            ea2 += (2.0 * k - 1) * dpow(q, k - 1);
+        }
+        cr_assert_lt(dabs(ea - ps / p), 1e-9);
+        double sig_a = dsqrt((ea2 - ea * ea) / N);
+        cr_assert_lt(dabs((double)att / N - ea), 5 * sig_a + 1e-12,
+                     "p %.3f n %u: mean attempts %.5f, theory %.5f", p, n, (double)att / N, ea);
+    }
+}
+
+/* ---- composition: retry(timeout(pop on an mpmc queue)) ---- */
+
+typedef struct pop_attempt {
+    ap_mpmc_pop_fut pop;
+    ap_timeout t;
+    int item;
+} pop_attempt;
+
+typedef struct pop_op {
+    ap_mpmc *q;
+    uint64_t per_attempt; /* 0: no ap_timeout around the pop */
+    uint64_t starts[32];
+    uint32_t n;
+    pop_attempt att;
+} pop_op;
+
+static ap_future *pop_start(void *ctx, void *storage, uint32_t k, uint64_t now)
+{
+    pop_op *o = ctx;
+    pop_attempt *a = storage;
+    (void)k;
+    o->starts[o->n++] = now;
+    ap_mpmc_pop_fut_init(&a->pop, o->q, &a->item);
+    if (!o->per_attempt)
+        return (ap_future *)&a->pop;
+    ap_timeout_init_after(&a->t, (ap_future *)&a->pop, now, o->per_attempt);
+    return &a->t.base;
+}
+
+static ap_status pop_result(void *ctx, ap_future *f, uint64_t *hint)
+{
+    pop_op *o = ctx;
+    (void)hint;
+    if (o->per_attempt) {
+        cr_assert_eq(f, &o->att.t.base);
+        ap_status ts = ap_timeout_status(&o->att.t);
+        if (ts != AP_OK)
+            return ts;
+    }
+    return ap_mpmc_pop_status(&o->att.pop);
+}
+
+static ap_mpmc *mkq(void)
+{
+    ap_mpmc *q;
+    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
+    return q;
+}
+
+static void push_item(void *ctx, uint64_t now)
+{
+    (void)now;
+    int x = 42;
+    cr_assert_eq(ap_mpmc_try_push(ctx, &x), AP_OK);
+}
+
+Test(retry, compose_retry_of_timeout_exact_attempt_times)
+{
+    ap_mpmc *q = mkq();
+    const ap_retry_desc d = {.max_attempts = 10, .backoff = AP_RETRY_BACKOFF_FIXED,
+                             .initial_ns = 50 * MS, .cap_ns = 50 * MS};
+    /* 1. overall deadline 680 ms falls inside attempt 5 (started at 600) */
+    pop_op o = {.q = q, .per_attempt = 100 * MS};
+    ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(now, 680 * MS, "stops exactly at the overall deadline");
+    cr_assert_eq(o.n, 5);
+    for (uint32_t i = 0; i < o.n; i++)
+        cr_assert_eq(o.starts[i], i * 150 * MS, "attempt %u at %llu", i,
+                     (unsigned long long)o.starts[i]);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 5 &&
+              r.stop == AP_RETRY_DEADLINE);
+    cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED, "the last attempt was cancelled");
+    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+
+    /* 2. deadline 560 ms: the retry after the attempt timing out at 550
+     * would start at 600 >= 560, so it is not scheduled */
+    memset(&o, 0, sizeof o);
+    o.q = q;
+    o.per_attempt = 100 * MS;
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 560 * MS), AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(now, 550 * MS);
+    cr_assert_eq(o.n, 4);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 4 &&
+              r.stop == AP_RETRY_DEADLINE);
+    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+
+    /* 3. an item arrives at 200 ms, during attempt 2 (150..250) */
+    memset(&o, 0, sizeof o);
+    o.q = q;
+    o.per_attempt = 100 * MS;
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
+    now = 0;
+    drive_ev(&f.base, &now, 200 * MS, push_item, q);
+    cr_assert_eq(now, 200 * MS);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_OK && r.attempts == 2 && r.stop == AP_RETRY_SUCCEEDED);
+    cr_assert_eq(o.att.item, 42);
+    cr_assert_eq(o.starts[1], 150 * MS);
+    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    ap_mpmc_destroy(q);
+}
+
+Test(retry, cancel_cancels_the_attempt_leaving_no_waiter)
+{
+    ap_mpmc *q = mkq();
+    const ap_retry_desc d = {.max_attempts = 5, .backoff = AP_RETRY_BACKOFF_FIXED,
+                             .initial_ns = 50 * MS, .cap_ns = 50 * MS};
+    for (int wrapped = 0; wrapped < 2; wrapped++) {
+        pop_op o = {.q = q, .per_attempt = wrapped ? 100 * MS : 0};
+        ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+        ap_retry_fut f;
+        cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 10 * AP_NS_PER_SEC), AP_OK);
+        ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
+        cr_assert_eq(f.base.poll(&f.base, &cx), AP_PENDING);
+        cr_assert(ap_waitlist_has_waiters(&q->not_empty), "the attempt is really waiting");
+        cr_assert_eq(cx.deadline, wrapped ? 100 * MS : 10 * AP_NS_PER_SEC);
+        ap_future_cancel(&f.base);
+        cr_assert(!ap_waitlist_has_waiters(&q->not_empty), "cancel left a waiter");
+        cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
+        cr_assert_eq(ap_retry_fut_result(&f).stop, AP_RETRY_CANCELED);
+        cr_assert_eq(ap_mpmc_pop_status(&o.att.pop), AP_CANCELED);
+        if (wrapped)
+            cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED);
+        ap_future_cancel(&f.base); /* idempotent */
+        cr_assert_eq(f.base.poll(&f.base, &cx), AP_READY);
+        cr_assert_eq(o.n, 1, "nothing started after cancel");
+        /* an item pushed now stays in the queue: nobody took it */
+        int x = 1, y = 0;
+        cr_assert_eq(ap_mpmc_try_push(q, &x), AP_OK);
+        cr_assert_eq(ap_mpmc_try_pop(q, &y), AP_OK);
+        cr_assert_eq(y, 1);
+    }
+    /* cancel during the backoff: no attempt in flight, nothing more starts */
+    pop_op o = {.q = q, .per_attempt = 100 * MS};
+    ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    cx = (ap_cx){{noop_wake, NULL}, 100 * MS, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING); /* timed out, backing off */
+    cr_assert_eq(cx.deadline, 150 * MS);
+    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    ap_retry_fut_cancel(&f);
+    cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
+    cx = (ap_cx){{noop_wake, NULL}, 1000 * MS, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY);
+    cr_assert_eq(o.n, 1);
+    ap_mpmc_destroy(q);
+}
+
+/* ---- the blocking helper, on the real clock (tiny delays) ---- */
+
+typedef struct call_ctx {
+    int calls, fail_first;
+} call_ctx;
+
+static ap_status flaky(void *arg)
+{
+    call_ctx *c = arg;
+    return c->calls++ < c->fail_first ? AP_AGAIN : AP_OK;
+}
+
+Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
+{
+    ap_rng rng;
+    ap_rng_seed(&rng, 5);
+    ap_retry_desc d = {.max_attempts = 4, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
+                       .initial_ns = 1 * MS, .cap_ns = 4 * MS};
+    call_ctx c = {0, 2};
+    ap_retry_result r;
+    uint64_t t0 = ap_now_ns();
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_OK);
+    uint64_t el = ap_now_ns() - t0;
+    cr_assert_eq(c.calls, 3);
+    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED);
+    cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
+
+    c = (call_ctx){0, 100};
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_AGAIN);
+    cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED);
+
+    /* a deadline that has passed: nothing is called */
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
+                 AP_TIMEDOUT);
+    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE);
+
+    /* a deadline 2.5 ms away: attempts at ~0, ~1 ms, ~3 ms would be over */
+    c = (call_ctx){0, 100};
+    t0 = ap_now_ns();
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, t0 + 2500 * AP_NS_PER_US, &r),
+                 AP_TIMEDOUT);
+    cr_assert_eq(r.last_error, AP_AGAIN);
+    cr_assert_leq(c.calls, 2);
+    cr_assert_lt(ap_now_ns(), t0 + 2500 * AP_NS_PER_US + 50 * MS);
+
+    /* with a budget: deposits once, refused retry stops with the last error */
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = AP_RETRY_BUDGET_ZERO,
+                                              .min_per_sec = AP_RETRY_BUDGET_ZERO}),
+                 AP_OK);
+    c = (call_ctx){0, 100};
+    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_AGAIN);
+    cr_assert_eq(c.calls, 1);
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
+}
