@@ -53,7 +53,9 @@
  *   Progress: in CLOSED and DISABLED, allow is one atomic load (wait-free);
  *   record with the COUNT window is lock-free (a CAS loop on the window's
  *   aggregate word retries only when another record succeeded) and takes
- *   no lock unless it trips the breaker. Everything else (OPEN once the
+ *   no lock unless it trips the breaker; a fast success (not slow) into a
+ *   full window with no failure and no slow call is wait-free and writes
+ *   only its stat counter (the window it leaves is the one it found). Everything else (OPEN once the
  *   open time is over, HALF_OPEN, the TIME window, transitions, manual
  *   controls) runs under one small internal lock (ap__lock) held for
  *   O(probes + buckets) work; OPEN rejections before the open time is
@@ -73,7 +75,13 @@
  *   acq_rel exchange makes the evicted outcome's add (1) happen-before our
  *   subtract (4), so in the aggregate's modification order every subtract
  *   follows its add: no field ever underflows and failures <= calls in
- *   every snapshot. Counters are relaxed and striped; they order nothing.
+ *   every snapshot. Shortcut: if the aggregate (relaxed load, after the
+ *   acquire of the state word) reads epoch g, window_size calls, no
+ *   failure and no slow call, the ring holds window_size fast successes of
+ *   g (each slot's add is counted until its evictor subtracts it), so a
+ *   fast success evicting one of them changes nothing; the record takes
+ *   effect at that load and skips (1)-(4) (the run of failures is still
+ *   reset). Counters are relaxed and striped; they order nothing.
  *   The breaker publishes no user memory: do not use a permit as a
  *   happens-before edge.
  *
@@ -683,8 +691,18 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
 {
     const uint64_t ep = AP__CB_EPOCH(g);
     const uint64_t add = (UINT64_C(1) << 32) | ((uint64_t)fail << 16) | (uint64_t)slow;
-    /* (1) add our outcome to the aggregate of epoch g */
     uint64_t a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
+    /* (0) a full window of epoch g with no failure and no slow call holds
+     * window_size fast successes of g; one more evicts one of them and
+     * leaves the window exactly as it is (every slot alike, so the ring
+     * cursor does not matter), and such a window cannot trip. Nothing to
+     * write: the record takes effect at this load. */
+    if (!fail && !slow && a == (ep | (uint64_t)b->desc.window_size << 32)) {
+        if (b->desc.consecutive_failures)
+            (void)ap__cb_consec(b, g, false); /* a load when the run is 0 already */
+        return true;
+    }
+    /* (1) add our outcome to the aggregate of epoch g */
     do {
         if ((a & AP__CB_EPOCH_MASK) != ep)
             return false;

@@ -310,6 +310,62 @@ Test(circuit_breaker, slow_call_trip)
     free(f);
 }
 
+/* A record of a fast success into a full window of fast successes writes
+ * nothing (the window stays as it is); everything else still goes through
+ * the ring, so an old failure or slow call is evicted exactly window_size
+ * records later and a new one counts. */
+Test(circuit_breaker, full_success_window_shortcut)
+{
+    fixture *f = fx_new((ap_breaker_desc){.window_size = 10, .slow_call_ns = 10 * MS,
+                                          .slow_rate_pct = 20, .consecutive_failures = 3});
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, OK_, 10 * MS); /* slow */
+    for (int i = 0; i < 8; i++)
+        call(&f->b, 0, OK_, 0);
+    /* window F S* S S S S S S S S: 1 failure, 1 slow, full */
+    uint64_t ep = AP__CB_EPOCH(UINT64_C(1));
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | UINT64_C(1) << 16 | 1u);
+    uint64_t cur = atomic_load(&f->b.cursor);
+    call(&f->b, 0, OK_, 0); /* evicts the failure */
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
+    call(&f->b, 0, OK_, 0); /* evicts the slow call */
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    cr_assert_eq(atomic_load(&f->b.cursor), cur + 2);
+    /* now the shortcut: nothing moves */
+    for (int i = 0; i < 25; i++)
+        call(&f->b, 0, OK_, 0);
+    cr_assert_eq(atomic_load(&f->b.cursor), cur + 2);
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    /* a slow call still counts: 1/10 slow < 20 % */
+    call(&f->b, 0, OK_, 20 * MS);
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
+    cr_assert_eq(atomic_load(&f->b.cursor), cur + 3);
+    /* the run of failures is still reset by a shortcut success */
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    for (int i = 0; i < 10; i++) /* evicts the slow call and both failures */
+        call(&f->b, 0, OK_, 0);
+    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    call(&f->b, 0, OK_, 0); /* through the ring (a failure is in the window) */
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), CL); /* 3/10 failures, run 1 */
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.allowed, 54);
+    cr_assert_eq(s.successes, 48);
+    cr_assert_eq(s.failures, 6);
+    cr_assert_eq(s.slow, 2);
+    cr_assert_eq(s.calls, 54);
+    /* 4 failures out of the last 10 do not trip (50 %); the 5th does */
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, OK_, 0);
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), OP);
+    free(f);
+}
+
 Test(circuit_breaker, consecutive_failures_trip)
 {
     fixture *f = fx_new((ap_breaker_desc){.window_size = 100, .consecutive_failures = 3});

@@ -4,7 +4,8 @@
  *
  * The fake clock is a relaxed atomic that the workers advance themselves
  * (0-2 ns per call), so the breaker cycles CLOSED -> OPEN -> HALF_OPEN ->
- * ... many times per run; 30 % of the outcomes fail, 5 % are ignored. Checked:
+ * ... many times per run; 30 % of the outcomes fail (2 % in the last
+ * scenario), 5 % are ignored. Checked:
  *   - never more than K probes in flight in one half-open period: a test
  *     counter per generation, raised after allow and lowered before record
  *   - no call admitted while OPEN or FORCED_OPEN: the state-change callback
@@ -13,8 +14,10 @@
  *     (probe != 0)
  *   - conservation: allowed == successes + failures + ignored + stale,
  *     transitions == generation - 1 == callbacks
- * Scenarios: COUNT window (lock-free CLOSED path), TIME window, and COUNT
- * window with a thread that forces open / disables / resets meanwhile.
+ * Scenarios: COUNT window (lock-free CLOSED path), TIME window, COUNT
+ * window with a thread that forces open / disables / resets meanwhile, and
+ * COUNT window with rare failures (the full-of-successes shortcut races
+ * the ring); a COUNT run that ends CLOSED also checks the window aggregate.
  */
 #include "stress.h"
 #include "asyncpat/circuit_breaker.h"
@@ -27,6 +30,7 @@ typedef struct cb_run {
     ap_breaker_desc desc;
     size_t iters;
     bool manual;
+    uint32_t fail_pct; /* outcomes that fail, % (then 5 % ignored) */
     pthread_barrier_t start;
     _Atomic uint64_t clock;
     _Atomic int gen_state[MAXGEN];   /* set by the callback, relaxed */
@@ -76,8 +80,8 @@ static void *worker(void *arg)
         w->seen[p.gen] |= p.probe ? 2 : 1;
         stress_jitter(&w->rng);
         uint32_t x = stress_below(&w->rng, 100);
-        ap_breaker_outcome o = x < 30 ? AP_BREAKER_OUTCOME_FAILURE
-                               : x < 35 ? AP_BREAKER_OUTCOME_IGNORED
+        ap_breaker_outcome o = x < r->fail_pct       ? AP_BREAKER_OUTCOME_FAILURE
+                               : x < r->fail_pct + 5 ? AP_BREAKER_OUTCOME_IGNORED
                                         : AP_BREAKER_OUTCOME_SUCCESS;
         uint64_t dur = stress_below(&w->rng, 20);
         now = STRESS_ADD(&r->clock, stress_below(&w->rng, 3));
@@ -107,7 +111,8 @@ static void *manual(void *arg)
     return NULL;
 }
 
-static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual)
+static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
+                         uint32_t fail_pct)
 {
     if (!stress_begin("%s", name))
         return;
@@ -118,6 +123,7 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual)
     r->desc = ap_breaker_desc_resolved(&d);
     r->iters = (size_t)(100000 * stress_g.scale);
     r->manual = with_manual;
+    r->fail_pct = fail_pct;
     CHECK(ap_cb_create(&r->b, &d, NULL) == AP_OK, "create");
     pthread_barrier_init(&r->start, NULL, WORKERS + (with_manual ? 2 : 1));
     cb_worker w[WORKERS + 1];
@@ -165,6 +171,15 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual)
                 CHECK(st == AP_BREAKER_STATE_CLOSED || st == AP_BREAKER_STATE_DISABLED,
                       "permit of generation %" PRIu64 " admitted in state %d", g, st);
         }
+    if (r->desc.window == AP_BREAKER_WINDOW_COUNT && 
+        (atomic_load(&r->b->state) & 7u) == AP_BREAKER_STATE_CLOSED) {
+        /* every record is done: the window of the last generation holds
+         * at most window_size outcomes, failures and slow calls among them */
+        uint64_t a = atomic_load(&r->b->agg);
+        CHECK(AP__CB_F16(a, 32) <= r->desc.window_size && AP__CB_F16(a, 16) <= AP__CB_F16(a, 32) &&
+                  AP__CB_F16(a, 0) <= AP__CB_F16(a, 32),
+              "window aggregate %#" PRIx64, a);
+    }
     CHECK(probe_gens > 0 && s.transitions > 10, "the run did not cycle (%" PRIu64
           " transitions)", s.transitions);
     char extra[160];
@@ -188,16 +203,24 @@ int main(int argc, char **argv)
                                    .open_multiplier_pct = 150, .open_max_ns = 4000,
                                    .half_open_probes = 3, .probe_lease_ns = 400,
                                    .slow_call_ns = 19, .slow_rate_pct = 30},
-                 false);
+                 false, 30);
     run_scenario("time window, K=5",
                  (ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = 400,
                                    .buckets = 8, .min_calls = 10, .open_ns = 500,
                                    .half_open_probes = 5, .probe_lease_ns = 300,
                                    .consecutive_failures = 6},
-                 false);
+                 false, 30);
     run_scenario("count window + force/disable/reset, K=2",
                  (ap_breaker_desc){.window_size = 32, .min_calls = 10, .open_ns = 500,
                                    .half_open_probes = 2, .probe_lease_ns = 200},
-                 true);
+                 true, 30);
+    /* rare failures and no slow calls: the window is often full of
+     * successes, so records take the shortcut that writes nothing while
+     * others go through the ring */
+    run_scenario("count window, 2 % failures, K=2",
+                 (ap_breaker_desc){.window_size = 16, .failure_rate_pct = 12, .open_ns = 500,
+                                   .half_open_probes = 2, .probe_lease_ns = 400,
+                                   .slow_call_ns = 1000, .consecutive_failures = 2},
+                 false, 2);
     return stress_finish();
 }
