@@ -42,4 +42,10 @@
 #ifndef AP_NO_CIRCUIT_BREAKER
 #include "asyncpat/circuit_breaker.h"
 #endif
+#ifndef AP_NO_WORK_STEAL
+#include "asyncpat/work_steal.h"
+#endif
+#ifndef AP_NO_FANOUT
+#include "asyncpat/fanout.h"
+#endif
 #endif /* ASYNCPAT_H */

@@ -1,0 +1,403 @@
+/*
+ * tests/test_work_steal.c -- the Chase-Lev work-stealing deque and injector
+ */
+#include "asyncpat/work_steal.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* One timeout value for every test (see test_mpmc.c: BoxFort leaks a
+ * timeout record when tests with different timeouts overlap). */
+#define TEST_TIMEOUT_S 30
+
+#define T(i) ((void *)(uintptr_t)(i))
+#define U(p) ((uintptr_t)(p))
+
+static _Alignas(64) unsigned char mem[AP_WS_BYTES(1024)];
+static _Alignas(64) unsigned char mem2[AP_WS_BYTES(1024)];
+
+/* ---- configuration ---- */
+
+Test(work_steal, bad_capacity_is_inval_and_changes_nothing)
+{
+    ap_ws d;
+    memset(&d, 0x5a, sizeof d);
+    ap_ws copy = d;
+    cr_assert_eq(ap_ws_init(&d, mem, 0), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, 3), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, 1000), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, AP_WS_CAPACITY_MAX * 2), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, SIZE_MAX), AP_INVAL);
+    cr_assert(memcmp(&d, &copy, sizeof d) == 0);
+    cr_assert_eq(ap_ws_init(&d, mem, 1), AP_OK);
+    cr_assert_eq(ap_ws_capacity(&d), 1);
+    ap_ws_fini(&d);
+#ifndef AP_NO_MALLOC
+    ap_ws *p = (ap_ws *)0x1;
+    cr_assert_eq(ap_ws_create(&p, 6, NULL), AP_INVAL);
+    cr_assert_eq(p, (ap_ws *)0x1);
+    cr_assert_eq(ap_ws_create(&p, 64, NULL), AP_OK);
+    cr_assert_eq(ap_ws_capacity(p), 64);
+    cr_assert_eq(ap_ws_try_push(p, T(7)), AP_OK);
+    ap_ws_destroy(p);
+#endif
+}
+
+Test(work_steal, null_deque_asserts, .signal = SIGABRT)
+{
+    void *x;
+    ap_status st = ap_ws_try_pop(NULL, &x);
+    cr_assert_fail("returned %d", (int)st);
+}
+
+Test(work_steal, steal_half_into_itself_asserts, .signal = SIGABRT)
+{
+    ap_ws d;
+    size_t n;
+    cr_assert_eq(ap_ws_init(&d, mem, 8), AP_OK);
+    ap_status st = ap_ws_steal_half(&d, &d, &n);
+    cr_assert_fail("returned %d", (int)st);
+}
+
+/* ---- single-thread semantics ---- */
+
+Test(work_steal, empty_pop_and_steal)
+{
+    ap_ws d;
+    void *x = T(99);
+    size_t n = 99;
+    ap_ws e;
+    cr_assert_eq(ap_ws_init(&d, mem, 4), AP_OK);
+    cr_assert_eq(ap_ws_init(&e, mem2, 4), AP_OK);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_EMPTY);
+    cr_assert_eq(ap_ws_steal_half(&d, &e, &n), AP_EMPTY);
+    cr_assert_eq(U(x), 99); /* untouched */
+    cr_assert_eq(n, 99);
+    cr_assert_eq(ap_ws_len(&d), 0);
+    /* still empty and consistent after failed pops */
+    cr_assert_eq(ap_ws_try_push(&d, T(1)), AP_OK);
+    cr_assert_eq(ap_ws_len(&d), 1);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 1);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_EMPTY);
+}
+
+Test(work_steal, full_at_capacity_never_drops)
+{
+    static const size_t caps[] = {1, 2, 8, 1024};
+    for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+        ap_ws d;
+        size_t cap = caps[c];
+        void *x;
+        cr_assert_eq(ap_ws_init(&d, mem, cap), AP_OK);
+        for (size_t i = 0; i < cap; i++)
+            cr_assert_eq(ap_ws_try_push(&d, T(i + 1)), AP_OK);
+        cr_assert_eq(ap_ws_len(&d), cap);
+        cr_assert_eq(ap_ws_try_push(&d, T(777)), AP_FULL);
+        cr_assert_eq(ap_ws_try_push(&d, T(778)), AP_FULL);
+        cr_assert_eq(ap_ws_len(&d), cap);
+        /* a steal frees a slot at the top: one more push fits */
+        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
+        cr_assert_eq(U(x), 1);
+        cr_assert_eq(ap_ws_try_push(&d, T(cap + 1)), AP_OK);
+        cr_assert_eq(ap_ws_try_push(&d, T(779)), AP_FULL);
+        /* everything that was accepted comes out, nothing else */
+        for (size_t i = cap + 1; i >= 2; i--) {
+            cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+            cr_assert_eq(U(x), i);
+        }
+        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+        ap_ws_fini(&d);
+    }
+}
+
+Test(work_steal, owner_lifo_thief_fifo)
+{
+    ap_ws d;
+    void *x;
+    cr_assert_eq(ap_ws_init(&d, mem, 16), AP_OK);
+    for (uintptr_t i = 1; i <= 10; i++)
+        cr_assert_eq(ap_ws_try_push(&d, T(i)), AP_OK);
+    for (uintptr_t i = 1; i <= 3; i++) {
+        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
+        cr_assert_eq(U(x), i);
+    }
+    for (uintptr_t i = 10; i >= 8; i--) {
+        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+        cr_assert_eq(U(x), i);
+    }
+    cr_assert_eq(ap_ws_len(&d), 4); /* 4 5 6 7 */
+    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 4);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 7);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 6);
+    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK); /* the last one, by a thief */
+    cr_assert_eq(U(x), 5);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    /* NULL is a task like any other */
+    cr_assert_eq(ap_ws_try_push(&d, NULL), AP_OK);
+    x = T(1);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_null(x);
+}
+
+Test(work_steal, positions_wrap_around_size_max)
+{
+    ap_ws d;
+    void *x;
+    uintptr_t next = 0, stolen = 0;
+    cr_assert_eq(ap__ws_init_at(&d, mem, 8, SIZE_MAX - 20), AP_OK);
+    for (int round = 0; round < 20; round++) {
+        for (int k = 0; k < 5; k++)
+            cr_assert_eq(ap_ws_try_push(&d, T(++next)), AP_OK);
+        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
+        cr_assert_gt(U(x), stolen);
+        stolen = U(x);
+        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+        cr_assert_eq(U(x), next);
+        cr_assert_eq(ap_ws_len(&d), 3);
+        while (ap_ws_try_pop(&d, &x) == AP_OK)
+            ;
+        cr_assert_eq(ap_ws_len(&d), 0);
+    }
+    cr_assert_lt(atomic_load(&d.top), (size_t)200); /* it did wrap */
+}
+
+Test(work_steal, steal_half_counts)
+{
+    ap_ws v, d;
+    size_t n = 0;
+    void *x;
+    cr_assert_eq(ap_ws_init(&v, mem, 16), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem2, 4), AP_OK);
+    /* 1 task: ceil(1/2) = 1 */
+    cr_assert_eq(ap_ws_try_push(&v, T(1)), AP_OK);
+    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ap_ws_len(&v), 0);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 1);
+    /* 7 tasks: 4 move, oldest first; dst pops the newest of them first */
+    for (uintptr_t i = 1; i <= 7; i++)
+        cr_assert_eq(ap_ws_try_push(&v, T(i)), AP_OK);
+    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(ap_ws_len(&v), 3);
+    cr_assert_eq(ap_ws_len(&d), 4);
+    for (uintptr_t i = 4; i >= 1; i--) {
+        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+        cr_assert_eq(U(x), i);
+    }
+    /* 3 left (5 6 7): 2 move; with a dst of room 1 only 1 moves */
+    cr_assert_eq(ap_ws_try_push(&d, T(100)), AP_OK);
+    cr_assert_eq(ap_ws_try_push(&d, T(101)), AP_OK);
+    cr_assert_eq(ap_ws_try_push(&d, T(102)), AP_OK);
+    n = 0;
+    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_assert_eq(U(x), 5);
+    /* dst full: AP_FULL, nothing moves, n untouched */
+    cr_assert_eq(ap_ws_try_push(&d, T(103)), AP_OK);
+    n = 42;
+    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_FULL);
+    cr_assert_eq(n, 42);
+    cr_assert_eq(ap_ws_len(&v), 2);
+    /* a big one: 16 -> 8 */
+    ap_ws big;
+    static _Alignas(64) unsigned char mem3[AP_WS_BYTES(64)];
+    cr_assert_eq(ap_ws_init(&big, mem3, 64), AP_OK);
+    while (ap_ws_try_pop(&v, &x) == AP_OK)
+        ;
+    for (uintptr_t i = 1; i <= 16; i++)
+        cr_assert_eq(ap_ws_try_push(&v, T(i)), AP_OK);
+    cr_assert_eq(ap_ws_steal_half(&v, &big, &n), AP_OK);
+    cr_assert_eq(n, 8);
+    for (uintptr_t i = 1; i <= 8; i++) { /* thieves of big see them FIFO */
+        cr_assert_eq(ap_ws_try_steal(&big, &x), AP_OK);
+        cr_assert_eq(U(x), i);
+    }
+    cr_assert_eq(ap_ws_try_steal(&v, &x), AP_OK);
+    cr_assert_eq(U(x), 9);
+}
+
+Test(work_steal, injector)
+{
+    static _Alignas(64) unsigned char ibuf[AP_WS_INJECTOR_BYTES(3)];
+    ap_ws_injector inj;
+    void *x = T(5);
+    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, 0), AP_INVAL);
+    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, 3), AP_OK);
+    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_EMPTY);
+    cr_assert_eq(U(x), 5);
+    for (uintptr_t i = 1; i <= 3; i++)
+        cr_assert_eq(ap_ws_injector_try_push(&inj, T(i)), AP_OK);
+    cr_assert_eq(ap_ws_injector_try_push(&inj, T(4)), AP_FULL);
+    cr_assert_eq(ap_ws_injector_len(&inj), 3);
+    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    cr_assert_eq(U(x), 1);
+    ap_ws_injector_close(&inj);
+    cr_assert_eq(ap_ws_injector_try_push(&inj, T(9)), AP_CLOSED);
+    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    cr_assert_eq(U(x), 2);
+    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    cr_assert_eq(U(x), 3);
+    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_CLOSED);
+    ap_ws_injector_fini(&inj);
+}
+
+/* ---- threaded ---- */
+
+#define N_TASKS 200000u
+#define MAX_THIEVES 4
+
+typedef struct run {
+    ap_ws d;
+    ap_ws own[MAX_THIEVES]; /* thieves' deques, for steal_half */
+    unsigned thieves;
+    bool half;
+    size_t cap;
+    atomic_bool done;
+    _Atomic unsigned char *executed; /* per task: times run */
+    _Atomic size_t count;
+    atomic_int order_errors;
+} run;
+
+typedef struct thief_arg {
+    run *r;
+    unsigned id;
+} thief_arg;
+
+static void execute(run *r, void *task)
+{
+    uintptr_t v = U(task);
+    cr_assert(v >= 1 && v <= N_TASKS);
+    atomic_fetch_add_explicit(&r->executed[v - 1], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed);
+}
+
+static void *thief_main(void *arg)
+{
+    thief_arg *a = arg;
+    run *r = a->r;
+    uintptr_t last = 0;
+    void *x;
+    for (;;) {
+        bool done = atomic_load(&r->done);
+        if (r->half) {
+            size_t n;
+            ap_status st = ap_ws_steal_half(&r->d, &r->own[a->id], &n);
+            if (st == AP_OK) {
+                uintptr_t hi = 0, prev = UINTPTR_MAX;
+                while (ap_ws_try_pop(&r->own[a->id], &x) == AP_OK) {
+                    if (U(x) >= prev || U(x) <= last)
+                        atomic_fetch_add(&r->order_errors, 1);
+                    if (U(x) > hi)
+                        hi = U(x);
+                    prev = U(x);
+                    execute(r, x);
+                }
+                last = hi;
+                continue;
+            }
+            if (st == AP_EMPTY && done)
+                break;
+        } else {
+            ap_status st = ap_ws_try_steal(&r->d, &x);
+            if (st == AP_OK) {
+                if (U(x) <= last)
+                    atomic_fetch_add(&r->order_errors, 1);
+                last = U(x);
+                execute(r, x);
+                continue;
+            }
+            if (st == AP_EMPTY && done)
+                break;
+        }
+        sched_yield();
+    }
+    return NULL;
+}
+
+static void run_threaded(unsigned thieves, size_t cap, bool half, unsigned keep)
+{
+    run *r = calloc(1, sizeof *r);
+    void *buf = malloc(AP_WS_BYTES(cap));
+    void *own_buf[MAX_THIEVES];
+    cr_assert(r && buf);
+    r->executed = calloc(N_TASKS, 1);
+    cr_assert(r->executed);
+    cr_assert_eq(ap_ws_init(&r->d, buf, cap), AP_OK);
+    for (unsigned i = 0; i < thieves; i++) {
+        own_buf[i] = malloc(AP_WS_BYTES(cap));
+        cr_assert_eq(ap_ws_init(&r->own[i], own_buf[i], cap), AP_OK);
+    }
+    r->thieves = thieves;
+    r->half = half;
+    r->cap = cap;
+    pthread_t th[MAX_THIEVES];
+    thief_arg ta[MAX_THIEVES];
+    for (unsigned i = 0; i < thieves; i++) {
+        ta[i] = (thief_arg){r, i};
+        cr_assert_eq(pthread_create(&th[i], NULL, thief_main, &ta[i]), 0);
+    }
+    /* owner: push 1..N in increasing order, keep at most `keep` tasks */
+    uintptr_t next = 1, last_pop = UINTPTR_MAX;
+    void *x;
+    while (next <= N_TASKS) {
+        if (ap_ws_try_push(&r->d, T(next)) == AP_OK) {
+            next++;
+            last_pop = UINTPTR_MAX;
+        }
+        while (ap_ws_len(&r->d) > keep && ap_ws_try_pop(&r->d, &x) == AP_OK) {
+            cr_assert_lt(U(x), last_pop); /* decreasing between pushes */
+            last_pop = U(x);
+            execute(r, x);
+        }
+    }
+    while (ap_ws_try_pop(&r->d, &x) == AP_OK) {
+        cr_assert_lt(U(x), last_pop);
+        last_pop = U(x);
+        execute(r, x);
+    }
+    atomic_store(&r->done, true);
+    for (unsigned i = 0; i < thieves; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&r->order_errors), 0);
+    cr_assert_eq(atomic_load(&r->count), N_TASKS);
+    for (size_t i = 0; i < N_TASKS; i++)
+        cr_assert_eq(atomic_load(&r->executed[i]), 1, "task %zu ran %u times", i + 1,
+                     (unsigned)atomic_load(&r->executed[i]));
+    for (unsigned i = 0; i < thieves; i++)
+        free(own_buf[i]);
+    free((void *)r->executed);
+    free(buf);
+    free(r);
+}
+
+Test(work_steal, threaded_small_deque_2_thieves, .timeout = TEST_TIMEOUT_S)
+{
+    run_threaded(2, 4, false, 2);
+}
+
+Test(work_steal, threaded_small_deque_4_thieves, .timeout = TEST_TIMEOUT_S)
+{
+    run_threaded(4, 2, false, 1);
+}
+
+Test(work_steal, threaded_full_deque_3_thieves, .timeout = TEST_TIMEOUT_S)
+{
+    run_threaded(3, 64, false, 64);
+}
+
+Test(work_steal, threaded_steal_half_3_thieves, .timeout = TEST_TIMEOUT_S)
+{
+    run_threaded(3, 64, true, 48);
+}
