@@ -11,59 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-/* Every test with a timeout uses this one value: Criterion 2.4's runner
- * (BoxFort) leaks a timeout record when a test with a shorter timeout
- * starts while one with a longer timeout runs (--jobs 2), and
- * LeakSanitizer then fails the whole binary. */
-#define TEST_TIMEOUT_S 30
-
-/* ---- checks ----
- * Criterion's assertion macros cost ~25 ms of ASan compile time each, and
- * this file makes hundreds of checks; so every check is a call to one
- * function, which reports the caller's file and line to Criterion.
- * EXPECT_* compare integers and enums as uintmax_t; pointers go through
- * EXPECT. Messages are optional printf-style string literals. */
-#include <stdarg.h>
-#include <stdio.h>
-
-enum { CK_TRUE, CK_EQ, CK_NE, CK_LT, CK_LE, CK_GT, CK_GE };
-
-static void ck_(const char *file, int line, const char *expr, int op, uintmax_t a,
-                uintmax_t b, const char *fmt, ...)
-{
-    bool ok = op == CK_TRUE ? a != 0
-            : op == CK_EQ   ? a == b
-            : op == CK_NE   ? a != b
-            : op == CK_LT   ? a < b
-            : op == CK_LE   ? a <= b
-            : op == CK_GT   ? a > b
-                            : a >= b;
-    if (ok)
-        return;
-    char note[256], msg[640];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(note, sizeof note, fmt, ap);
-    va_end(ap);
-    if (op == CK_TRUE)
-        snprintf(msg, sizeof msg, "%s%s%s", expr, *note ? " -- " : "", note);
-    else
-        snprintf(msg, sizeof msg, "%s, got %ju and %ju%s%s", expr, a, b, *note ? " -- " : "", note);
-    struct criterion_assert_stats st = {.message = msg, .passed = false,
-                                        .line = (unsigned)line, .file = file};
-    criterion_send_assert(&st);
-    criterion_abort_test();
-}
-
-#define CK_CMP(op, sym, a, b, ...) \
-    ck_(__FILE__, __LINE__, #a " " sym " " #b, op, (uintmax_t)(a), (uintmax_t)(b), "" __VA_ARGS__)
-#define EXPECT_EQ(a, b, ...) CK_CMP(CK_EQ, "==", a, b, __VA_ARGS__)
-#define EXPECT_NE(a, b, ...) CK_CMP(CK_NE, "!=", a, b, __VA_ARGS__)
-#define EXPECT_LT(a, b, ...) CK_CMP(CK_LT, "<", a, b, __VA_ARGS__)
-#define EXPECT_LE(a, b, ...) CK_CMP(CK_LE, "<=", a, b, __VA_ARGS__)
-#define EXPECT_GT(a, b, ...) CK_CMP(CK_GT, ">", a, b, __VA_ARGS__)
-#define EXPECT_GE(a, b, ...) CK_CMP(CK_GE, ">=", a, b, __VA_ARGS__)
-#define EXPECT(c, ...) ck_(__FILE__, __LINE__, #c, CK_TRUE, (uintmax_t)!!(c), 0, "" __VA_ARGS__)
+#include "test_util.h"
 #define EXPECT_NOT(c, ...) ck_(__FILE__, __LINE__, "!(" #c ")", CK_TRUE, (uintmax_t)!(c), 0, "" __VA_ARGS__)
 #define EXPECT_NULL(p, ...) EXPECT((p) == NULL, __VA_ARGS__)
 
