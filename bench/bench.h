@@ -275,6 +275,31 @@ static inline bench_config bench_config_from_env(void)
     return c;
 }
 
+/* Every bench binary's start: knobs from the environment, pinning, and
+ * the TSV file named by argv[1] (appended to; exits 1 if it cannot be
+ * opened), headed by a comment line naming the binary and the config. */
+static inline bench_config bench_start(int argc, char **argv, const char *name)
+{
+    bench_config cfg = bench_config_from_env();
+    bench_pin_init();
+    if (argc > 1) {
+        cfg.tsv = fopen(argv[1], "a");
+        if (cfg.tsv == NULL) {
+            perror(argv[1]);
+            exit(1);
+        }
+    }
+#if defined(AP_CACHELINE) && defined(AP_VERSION_MAJOR)
+    if (cfg.tsv)
+        fprintf(cfg.tsv, "# %s: AP_CACHELINE %d, asyncpat %d.%d.%d\n", name, AP_CACHELINE,
+                AP_VERSION_MAJOR, AP_VERSION_MINOR, AP_VERSION_PATCH);
+#else
+    if (cfg.tsv)
+        fprintf(cfg.tsv, "# %s\n", name);
+#endif
+    return cfg;
+}
+
 static inline void bench_add(bench_scenario *sc, const char *name, const char *note,
                              bench_fn fn, void *ctx)
 {

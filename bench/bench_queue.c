@@ -753,19 +753,8 @@ static uint64_t ho_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
 
 int main(int argc, char **argv)
 {
-    bench_config cfg = bench_config_from_env();
-    bench_pin_init();
-    if (argc > 1) {
-        cfg.tsv = fopen(argv[1], "a");
-        if (cfg.tsv == NULL) {
-            perror(argv[1]);
-            return 1;
-        }
-    }
+    bench_config cfg = bench_start(argc, argv, "bench_queue");
     if (cfg.tsv) {
-        fprintf(cfg.tsv, "# AP_CACHELINE: %d\n", AP_CACHELINE);
-        fprintf(cfg.tsv, "# asyncpat: %d.%d.%d\n", AP_VERSION_MAJOR, AP_VERSION_MINOR,
-                AP_VERSION_PATCH);
         fprintf(cfg.tsv, "# items: uint64_t (AP_SPSC_DEFINE/AP_MPMC_DEFINE); capacity: %d; "
                          "retry: %d pauses then sched_yield\n", CAPACITY, BENCH_SPIN);
         fprintf(cfg.tsv, "# peers: ck_ring %s, liburcu wfcqueue %s\n",

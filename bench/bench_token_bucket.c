@@ -221,15 +221,7 @@ static uint64_t b_2t(void *ctx, uint64_t budget_ns, uint64_t *iters)
 
 int main(int argc, char **argv)
 {
-    bench_config cfg = bench_config_from_env();
-    bench_pin_init();
-    if (argc > 1) {
-        cfg.tsv = fopen(argv[1], "a");
-        if (cfg.tsv == NULL) {
-            perror(argv[1]);
-            return 1;
-        }
-    }
+    bench_config cfg = bench_start(argc, argv, "bench_token_bucket");
     static bench_scenario s1 = {
         "tb_acquire_1t", "one thread: ap_tb_try_acquire(1), fake clock +1 interval per op "
                          "(1e6/s, every op admits)",

@@ -236,18 +236,7 @@ static uint64_t ot_run_fn(void *ctx, uint64_t budget_ns, uint64_t *iters)
 
 int main(int argc, char **argv)
 {
-    bench_config cfg = bench_config_from_env();
-    bench_pin_init();
-    if (argc > 1) {
-        cfg.tsv = fopen(argv[1], "a");
-        if (cfg.tsv == NULL) {
-            perror(argv[1]);
-            return 1;
-        }
-    }
-    if (cfg.tsv)
-        fprintf(cfg.tsv, "# bench_work_steal: AP_CACHELINE %d, asyncpat %d.%d.%d\n",
-                AP_CACHELINE, AP_VERSION_MAJOR, AP_VERSION_MINOR, AP_VERSION_PATCH);
+    bench_config cfg = bench_start(argc, argv, "bench_work_steal");
 
     static bench_scenario s_pair = {
         "ws_pair_1t", "one thread: push one task pointer, pop it (capacity 256)",
