@@ -471,58 +471,8 @@ AP_API ap_status ap__mpmc_try_pop_v(void *q, void *out)
     return ap_mpmc_try_pop((ap_mpmc *)q, out);
 }
 
-AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *elem)
-{
-    ap_waitop_init(&f->op, &q->not_full, ap__mpmc_try_push_v, q, (void *)(uintptr_t)elem);
-}
-
-AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx)
-{
-    return ap_waitop_poll(&f->op, cx);
-}
-
-AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f)
-{
-    ap_waitop_cancel(&f->op);
-}
-
-AP_API ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f)
-{
-    return ap_waitop_status(&f->op);
-}
-
-AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out)
-{
-    ap_waitop_init(&f->op, &q->not_empty, ap__mpmc_try_pop_v, q, out);
-}
-
-AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx)
-{
-    return ap_waitop_poll(&f->op, cx);
-}
-
-AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f)
-{
-    ap_waitop_cancel(&f->op);
-}
-
-AP_API ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f)
-{
-    return ap_waitop_status(&f->op);
-}
-
-AP_API ap_status ap_mpmc_push_wait(ap_mpmc *q, const void *elem, ap_deadline deadline_ns)
-{
-    ap_mpmc_push_fut f;
-    ap_mpmc_push_fut_init(&f, q, elem);
-    return ap_waitop_wait(&f.op, deadline_ns);
-}
-
-AP_API ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out, ap_deadline deadline_ns)
-{
-    ap_mpmc_pop_fut f;
-    ap_mpmc_pop_fut_init(&f, q, out);
-    return ap_waitop_wait(&f.op, deadline_ns);
-}
+AP__WAITOP_FUTURE(ap_mpmc_push, ap_mpmc_push_fut, ap_mpmc, not_full, ap__mpmc_try_push_v,
+                  const void *)
+AP__WAITOP_FUTURE(ap_mpmc_pop, ap_mpmc_pop_fut, ap_mpmc, not_empty, ap__mpmc_try_pop_v, void *)
 
 #endif /* ASYNCPAT_MPMC_H */

@@ -494,58 +494,8 @@ AP_API ap_status ap__spsc_try_pop_v(void *q, void *out)
     return ap_spsc_try_pop((ap_spsc *)q, out);
 }
 
-AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *elem)
-{
-    ap_waitop_init(&f->op, &q->not_full, ap__spsc_try_push_v, q, (void *)(uintptr_t)elem);
-}
-
-AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx)
-{
-    return ap_waitop_poll(&f->op, cx);
-}
-
-AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f)
-{
-    ap_waitop_cancel(&f->op);
-}
-
-AP_API ap_status ap_spsc_push_status(const ap_spsc_push_fut *f)
-{
-    return ap_waitop_status(&f->op);
-}
-
-AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out)
-{
-    ap_waitop_init(&f->op, &q->not_empty, ap__spsc_try_pop_v, q, out);
-}
-
-AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx)
-{
-    return ap_waitop_poll(&f->op, cx);
-}
-
-AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f)
-{
-    ap_waitop_cancel(&f->op);
-}
-
-AP_API ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f)
-{
-    return ap_waitop_status(&f->op);
-}
-
-AP_API ap_status ap_spsc_push_wait(ap_spsc *q, const void *elem, ap_deadline deadline_ns)
-{
-    ap_spsc_push_fut f;
-    ap_spsc_push_fut_init(&f, q, elem);
-    return ap_waitop_wait(&f.op, deadline_ns);
-}
-
-AP_API ap_status ap_spsc_pop_wait(ap_spsc *q, void *out, ap_deadline deadline_ns)
-{
-    ap_spsc_pop_fut f;
-    ap_spsc_pop_fut_init(&f, q, out);
-    return ap_waitop_wait(&f.op, deadline_ns);
-}
+AP__WAITOP_FUTURE(ap_spsc_push, ap_spsc_push_fut, ap_spsc, not_full, ap__spsc_try_push_v,
+                  const void *)
+AP__WAITOP_FUTURE(ap_spsc_pop, ap_spsc_pop_fut, ap_spsc, not_empty, ap__spsc_try_pop_v, void *)
 
 #endif /* ASYNCPAT_SPSC_H */

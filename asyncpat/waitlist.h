@@ -164,6 +164,26 @@ AP_API void ap_waitop_cancel(ap_waitop *op);
  */
 AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline_ns);
 
+/*
+ * AP__WAITOP_FUTURE - the forwarders of a future built on ap_waitop, for a
+ * primitive with a waitlist member @list and a non-blocking @try_v:
+ * pfx##_fut_init, pfx##_poll, pfx##_cancel, pfx##_status and pfx##_wait.
+ * Forwarding only (no logic), as the *_DEFINE generators; the primitive's
+ * header declares and documents each function.
+ */
+#define AP__WAITOP_FUTURE(pfx, fut_t, obj_t, list, try_v, arg_t)                        \
+    AP_API void pfx##_fut_init(fut_t *f, obj_t *q, arg_t arg)                           \
+    { ap_waitop_init(&f->op, &q->list, try_v, q, (void *)(uintptr_t)arg); }            \
+    AP_API ap_poll pfx##_poll(fut_t *f, ap_cx *cx) { return ap_waitop_poll(&f->op, cx); } \
+    AP_API void pfx##_cancel(fut_t *f) { ap_waitop_cancel(&f->op); }                    \
+    AP_API ap_status pfx##_status(const fut_t *f) { return ap_waitop_status(&f->op); }  \
+    AP_API ap_status pfx##_wait(obj_t *q, arg_t arg, ap_deadline deadline_ns)           \
+    {                                                                                    \
+        fut_t f;                                                                         \
+        pfx##_fut_init(&f, q, arg);                                                      \
+        return ap_waitop_wait(&f.op, deadline_ns);                                       \
+    }
+
 /* ---- implementation ---- */
 
 AP_API void ap_waitlist_init(ap_waitlist *wl)
