@@ -17,14 +17,27 @@
  *   lowered) has passed. So one wake costs O(1) child polls, where a join
  *   that polls every child on every wake does O(n) and O(n^2) in all (the
  *   join_all problem of futures-rs, issue 1603; FuturesUnordered's
- *   ready-to-run queue is the fix this follows). As in FuturesUnordered
- *   after its issue 2526, a child woken during the set's poll is polled at
- *   the next poll, not in a loop inside this one: one poll of the set does
- *   a bounded amount of work even if a child keeps waking itself.
+ *   ready-to-run queue is the fix this follows). A poll runs three passes
+ *   in this order: start (the first poll, and successors of children that
+ *   finish), timers, then one pass over the ready stack, taken once. A
+ *   child that wakes itself during its start poll or a timer poll has
+ *   pushed itself onto the stack before it is taken, so the ready-stack
+ *   pass of the same set poll polls it again. As in FuturesUnordered after
+ *   its issue 2526, a child woken during the ready-stack pass (after the
+ *   take) is polled at the next poll, not in a loop inside this one: one
+ *   poll of the set polls a child at most three times (start or timer,
+ *   then ready stack; at most twice with wakes only), so it does a bounded
+ *   amount of work even if a child keeps waking itself.
  *
  *   Results. A child's status is read, right after it polls READY, by the
  *   caller's result callback `result(ctx, index, f)` (NULL: every completed
  *   child counts as AP_OK); it runs on the polling thread, under no lock.
+ *   Any answer but AP_OK is a failure. AP_AGAIN means "still pending" in
+ *   this API, so a callback that answers AP_AGAIN for a completed child
+ *   (e.g. it read a status that was never set) is a failure recorded as
+ *   AP_TIMEDOUT (the child finished without a result): no child status
+ *   and no set status is ever AP_AGAIN once done. Completion is tracked
+ *   apart from the status values, so no answer can keep the set pending.
  *   Input order: ap_fanout_child_status(s, i) for every input i (AP_AGAIN
  *   while pending, AP_CANCELED if cancelled or never started). Completion
  *   order: if desc.order is given (n slots), order[k] is the index of the
@@ -46,10 +59,13 @@
  *   - every child that is started is finished exactly once: it polls READY
  *     once (and is never polled again) or is cancelled once (never after
  *     it completed); children never started are never polled or cancelled
- *   - child polls: one when it starts, then at most one per poll of the set
- *     in which it was woken or its deadline had passed (wakes between two
- *     polls of the set coalesce into one child poll). With wakes only, a
- *     child is polled at most 1 + (number of times it was woken) times.
+ *   - child polls: one when it starts, then per poll of the set at most one
+ *     because its deadline had passed (timer pass) and at most one because
+ *     it was woken before that poll's ready-stack pass took the stack (a
+ *     wake during its own start or timer poll counts: it is polled again
+ *     in the same set poll). Wakes between two takes coalesce into one
+ *     child poll. With wakes only, a child is polled at most
+ *     1 + (number of times it was woken) times.
  *   - a set of k children that each complete D ns after they start (a
  *     timer child) finishes at exactly ceil(k / limit) * D on the driver's
  *     clock: a finished child's successor starts in the same poll
@@ -73,9 +89,16 @@
  *   `queued` flag and `next` link, the set's ready stack, and the set's
  *   waker slot (a small lock, core.h). Everything else is owner-only.
  *   Progress: a child wake is lock-free up to the short waker-slot lock
- *   (held for a copy of two words) plus the set's own waker call. A poll
- *   that replaces the set's waker waits for the calls of the old one that
- *   are in progress (bounded: they are waker calls, which must not block).
+ *   (held for a copy of two words) plus the set's own waker call.
+ *   Stated exception: a poll that replaces the set's waker (a different
+ *   fn or ctx than the previous poll) spin-waits, with no bound of its
+ *   own, for the calls of the old waker already in progress. It never
+ *   waits for calls that start later (they see the new waker), so the
+ *   wait lasts as long as the longest old-waker call in progress: short,
+ *   since the waker contract (future.h) says a waker call is short and
+ *   never blocks. A waker that blocks breaks that contract and stalls
+ *   such a poll for as long as it blocks. A poll with the same waker as
+ *   the previous one never waits.
  *
  * ORDERING
  *   Ready stack: a Treiber stack used as the Linux kernel's llist (any
@@ -116,7 +139,8 @@
  *              n size_t. Nothing allocates.
  * ERRORS       init: AP_INVAL (limit 0, or a policy out of range), nothing
  *              changed. Set status: AP_AGAIN while pending, then AP_OK, the
- *              first failure (FIRST, ALL) or AP_CANCELED. NULL pointers, a
+ *              first failure (FIRST, ALL) or AP_CANCELED, never AP_AGAIN
+ *              (a result of AP_AGAIN is recorded as AP_TIMEDOUT). NULL pointers, a
  *              NULL child or child poll trip AP_ASSERT.
  * WAKE ORDER   the set polls the children woken since its last poll in the
  *              order their wakes reached it (FIFO), started ones in input
@@ -217,8 +241,9 @@ typedef struct ap_joinset {
     uint64_t next_timer;        /* earliest in-flight child deadline (may be early) */
     ap_waker owner_waker;       /* owner's copy of `waker` */
     ap_status first_error;
-    ap_status status;           /* AP_AGAIN while pending */
+    ap_status status;           /* AP_AGAIN while pending (never after done) */
     bool started;
+    bool done;                  /* completed or cancelled: the only "done" test */
 } ap_joinset;
 
 /**
@@ -251,13 +276,15 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx);
  */
 AP_API void ap_fanout_cancel(ap_joinset *s);
 
-/** ap_fanout_status - AP_AGAIN while pending; then AP_OK, a failure or AP_CANCELED */
+/** ap_fanout_status - AP_AGAIN while pending; then AP_OK, a failure or
+ *  AP_CANCELED (never AP_AGAIN: see PATTERN, Results) */
 AP_API AP_NODISCARD ap_status ap_fanout_status(const ap_joinset *s);
 
 /**
  * ap_fanout_child_status - input-order result of child @index
  * AP_AGAIN while not finished; the result callback's answer once it
- * completed; AP_CANCELED if it was cancelled or will never start.
+ * completed (AP_TIMEDOUT if that answer was AP_AGAIN); AP_CANCELED if it
+ * was cancelled or will never start.
  */
 AP_API AP_NODISCARD ap_status ap_fanout_child_status(const ap_joinset *s, size_t index);
 
@@ -321,6 +348,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs,
     s->first_error = AP_OK;
     s->status = AP_AGAIN;
     s->started = false;
+    s->done = false;
     for (size_t i = 0; i < desc->n; i++) {
         ap_joinset_child *c = &recs[i];
         AP_ASSERT(desc->children[i] != NULL && desc->children[i]->poll != NULL);
@@ -385,6 +413,9 @@ AP_API void ap__fanout_set_waker(ap_joinset *s, ap_waker w)
     uint32_t old = s->epoch;
     s->epoch = old ^ 1u;
     ap__lock_release(&s->lock);
+    /* Unbounded by design (the stated exception in CONCURRENCY): only the
+     * old waker's calls already in progress are counted, and each is a
+     * waker call, which the contract says is short and never blocks. */
     unsigned spins = 0;
     /* acquire: pairs with the release decrement in ap__fanout_wake_set. */
     while (AP_ATOMIC_LOAD(&s->calling[old], memory_order_acquire) != 0)
@@ -447,6 +478,8 @@ AP_API void ap__fanout_finish(ap_joinset *s, ap_joinset_child *c)
     c->state = AP__FANOUT_DONE;
     ap_status st = s->result ? s->result(s->result_ctx, c->index, s->children[c->index])
                              : AP_OK;
+    if (st == AP_AGAIN)
+        st = AP_TIMEDOUT; /* a failure; AP_AGAIN would read as "pending" */
     c->status = st;
     if (s->order)
         s->order[s->completed] = c->index;
@@ -458,6 +491,7 @@ AP_API void ap__fanout_finish(ap_joinset *s, ap_joinset_child *c)
         if (s->policy == AP_FANOUT_POLICY_FIRST) {
             ap__fanout_stop(s);
             s->status = st;
+            s->done = true;
             return;
         }
     }
@@ -488,7 +522,7 @@ AP_API void ap__fanout_poll_child(ap_joinset *s, ap_joinset_child *c, ap_cx *cx)
 /* Owner: poll what was started, until nothing new starts. */
 AP_API void ap__fanout_drain_work(ap_joinset *s, ap_cx *cx)
 {
-    while (s->work && s->status == AP_AGAIN) {
+    while (s->work && !s->done) {
         ap_joinset_child *c = s->work;
         s->work = c->work_next;
         c->work_next = NULL;
@@ -499,7 +533,7 @@ AP_API void ap__fanout_drain_work(ap_joinset *s, ap_cx *cx)
 AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
 {
     AP_ASSERT(s != NULL && cx != NULL);
-    if (s->status != AP_AGAIN)
+    if (s->done)
         return AP_READY;
     ap__fanout_set_waker(s, cx->waker);
     if (!s->started) {
@@ -521,9 +555,9 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
     /* Timers: poll the in-flight children whose deadline has passed. The
      * earliest deadline is recomputed here; between scans it may be stale
      * (too early), which costs one walk and no child poll. */
-    if (s->status == AP_AGAIN && cx->now >= s->next_timer) {
+    if (!s->done && cx->now >= s->next_timer) {
         s->next_timer = AP_DEADLINE_NONE;
-        for (ap_joinset_child *c = s->run_head, *nx; c && s->status == AP_AGAIN; c = nx) {
+        for (ap_joinset_child *c = s->run_head, *nx; c && !s->done; c = nx) {
             nx = c->run_next; /* @c may finish and leave the list */
             if (c->deadline <= cx->now)
                 ap__fanout_poll_child(s, c, cx);
@@ -532,7 +566,7 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
         }
         ap__fanout_drain_work(s, cx);
     }
-    if (s->status == AP_AGAIN) {
+    if (!s->done) {
         /* acquire: pairs with the pushers' release CAS (their links). */
         ap_joinset_child *top = AP_ATOMIC_EXCHANGE(&s->ready, (ap_joinset_child *)NULL,
                                                    memory_order_acquire);
@@ -543,7 +577,7 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
             fifo = top;
             top = nx;
         }
-        while (fifo && s->status == AP_AGAIN) {
+        while (fifo && !s->done) {
             ap_joinset_child *c = fifo;
             fifo = c->next; /* read before queued = 0 lets a waker relink @c */
             /* acq_rel: see ORDERING; a wake from here on pushes @c again. */
@@ -555,9 +589,11 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
         /* Records left in `fifo` when FIRST stopped the set are finished;
          * no waker will touch them again. */
     }
-    if (s->status == AP_AGAIN && s->running == 0 && s->next_start >= s->n)
+    if (!s->done && s->running == 0 && s->next_start >= s->n) {
         s->status = s->policy == AP_FANOUT_POLICY_IGNORE ? AP_OK : s->first_error;
-    if (s->status != AP_AGAIN)
+        s->done = true;
+    }
+    if (s->done)
         return AP_READY;
     ap_cx_wake_at(cx, s->next_timer);
     return AP_PENDING;
@@ -566,10 +602,11 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
 AP_API void ap_fanout_cancel(ap_joinset *s)
 {
     AP_ASSERT(s != NULL);
-    if (s->status != AP_AGAIN)
+    if (s->done)
         return;
     ap__fanout_stop(s);
     s->status = AP_CANCELED;
+    s->done = true;
 }
 
 AP_API ap_status ap_fanout_status(const ap_joinset *s)

@@ -47,7 +47,8 @@
  *     the deadline the attempt is cancelled and the result is AP_TIMEDOUT
  *   - a permanent error (the predicate says "not retryable") stops at once
  *     with that error; a budget refusal stops with the last error and is
- *     counted (ap_retry_budget_stats().denied)
+ *     counted (ap_retry_budget_stats().denied); a final status is never
+ *     AP_AGAIN (an AP_AGAIN error is reported as AP_TIMEDOUT, see ERRORS)
  *   - with independent attempts that succeed with probability p, the
  *     success probability is 1-(1-p)^n and the mean attempt count
  *     (1-(1-p)^n)/p (checked statistically over 1e5 seeded trials)
@@ -83,7 +84,12 @@
  *              mille, initial > cap, hint jitter > 1000 per mille, unknown
  *              backoff; budget: window < SLOTS ns or > 1 hour, ratio >
  *              1000x). Results: AP_OK, the permanent or last error,
- *              AP_TIMEDOUT (deadline), AP_CANCELED.
+ *              AP_TIMEDOUT (deadline), AP_CANCELED. A result's status is
+ *              AP_AGAIN while running and never after: an attempt error
+ *              of AP_AGAIN that ends the retry (attempts exhausted, budget
+ *              refused, or a predicate calling it permanent) gives status
+ *              AP_TIMEDOUT (the transient condition outlasted the retry),
+ *              with last_error = AP_AGAIN and stop telling why.
  * CONFIG       AP_ASSERT, AP_SPIN_LIMIT; AP_RETRY_BUDGET_SLOTS (default 10).
  * SEE ALSO     timeout.h (per-attempt timeouts: retry(timeout(op))),
  *              tests/test_retry.c, bench/bench_retry.c
@@ -217,12 +223,18 @@ typedef enum ap_retry_stop {
 
 /** ap_retry_result - the outcome of a retry */
 typedef struct ap_retry_result {
-    ap_status status;     /* AP_OK, permanent/last error, AP_TIMEDOUT, AP_CANCELED;
-                           * AP_AGAIN while running */
-    ap_status last_error; /* of the last attempt (AP_OK if it succeeded or none ran;
-                           * AP_TIMEDOUT for one cut off by the deadline) */
+    ap_status status;     /* AP_AGAIN exactly while running (stop ==
+                           * AP_RETRY_RUNNING); once stopped: AP_OK, the
+                           * permanent/last error, AP_TIMEDOUT (deadline, or a
+                           * last error of AP_AGAIN: see ERRORS), AP_CANCELED;
+                           * never AP_AGAIN */
+    ap_status last_error; /* of the last attempt, as the op reported it (may be
+                           * AP_AGAIN); AP_OK if it succeeded, or if it was
+                           * cancelled before any attempt ran; AP_TIMEDOUT for
+                           * one cut off by the deadline, or when the deadline
+                           * had passed before the first attempt */
     uint32_t attempts;    /* attempts started */
-    ap_retry_stop stop;
+    ap_retry_stop stop;   /* AP_RETRY_RUNNING until finished: the completion test */
 } ap_retry_result;
 
 /**
@@ -294,7 +306,7 @@ AP_API bool ap_retry_is_retryable(const ap_retry_desc *desc, ap_status err);
 /**
  * ap_retry_budget_init - an empty budget
  * Returns AP_OK or AP_INVAL (window < AP_RETRY_BUDGET_SLOTS ns or > 1 h,
- * ratio > 1000000 per mille, min_per_sec*window overflowing); on AP_INVAL
+ * ratio > 1000000 per mille); on AP_INVAL
  * *b is untouched. Fields equal to AP_RETRY_BUDGET_ZERO mean 0.
  * Deposits expire at slot granularity: a request counts for between
  * window*(SLOTS-1)/SLOTS and window.
@@ -347,10 +359,13 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx);
  *  AP_CANCELED; idempotent, a no-op after completion */
 AP_API void ap_retry_fut_cancel(ap_retry_fut *f);
 
-/** ap_retry_fut_result - the outcome (status AP_AGAIN while running) */
+/** ap_retry_fut_result - the outcome (status AP_AGAIN and stop
+ *  AP_RETRY_RUNNING while running; last_error then holds the last
+ *  attempt's error so far) */
 AP_API ap_retry_result ap_retry_fut_result(const ap_retry_fut *f);
 
-/** ap_retry_fut_status - the outcome's status (AP_AGAIN while running) */
+/** ap_retry_fut_status - the outcome's status: AP_AGAIN exactly while
+ *  running (also during backoff), never after it finished */
 AP_API AP_NODISCARD ap_status ap_retry_fut_status(const ap_retry_fut *f);
 
 /**
@@ -359,7 +374,8 @@ AP_API AP_NODISCARD ap_status ap_retry_fut_status(const ap_retry_fut *f);
  * @out:      the full result, or NULL
  *
  * Blocks the calling thread: sleeps with nanosleep() between attempts.
- * Returns the result's status, or AP_INVAL (bad desc; fn never called).
+ * Returns the result's status (never AP_AGAIN: see ERRORS), or AP_INVAL
+ * (bad desc; fn never called).
  */
 AP_API AP_NODISCARD ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng,
                                             ap_retry_budget *budget,
@@ -629,32 +645,40 @@ AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b)
 
 /* -- the decision shared by the future and ap_retry_call -- */
 
-/* Attempt failed with err at now: schedule the next one (true, *next_at)
- * or fill res and stop (false). */
+/* Stop with @st as the final status (the only place, with cancel, where
+ * res->status leaves AP_AGAIN). AP_AGAIN means "running", so a final
+ * AP_AGAIN error is reported as AP_TIMEDOUT (last_error keeps AP_AGAIN). */
+AP_API void ap__retry_stop_with(ap_retry_result *res, ap_retry_stop stop, ap_status st)
+{
+    AP_ASSERT(stop != AP_RETRY_RUNNING);
+    res->status = st == AP_AGAIN ? AP_TIMEDOUT : st;
+    res->stop = stop;
+}
+
+/* Attempt failed with err at now: schedule the next one (true, *next_at;
+ * res->status stays AP_AGAIN) or fill res and stop (false). */
 AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_budget *budget,
                                     ap_deadline deadline, ap_retry_result *res, ap_status err,
                                     uint64_t hint_ns, uint64_t now, uint64_t *next_at)
 {
     res->last_error = err;
-    res->status = err;
     if (!ap_retry_is_retryable(&bo->desc, err)) {
-        res->stop = AP_RETRY_PERMANENT;
+        ap__retry_stop_with(res, AP_RETRY_PERMANENT, err);
         return false;
     }
     if (res->attempts >= bo->desc.max_attempts) {
-        res->stop = AP_RETRY_EXHAUSTED;
+        ap__retry_stop_with(res, AP_RETRY_EXHAUSTED, err);
         return false;
     }
     uint64_t delay = hint_ns ? ap_retry_next_delay_hint(bo, rng, hint_ns)
                              : ap_retry_next_delay(bo, rng);
     uint64_t at = ap_time_add(now, delay);
     if (ap_deadline_passed(deadline, at)) { /* could not start before it */
-        res->status = AP_TIMEDOUT;
-        res->stop = AP_RETRY_DEADLINE;
+        ap__retry_stop_with(res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
         return false;
     }
     if (budget && !ap_retry_budget_try_withdraw(budget, now)) {
-        res->stop = AP_RETRY_BUDGET;
+        ap__retry_stop_with(res, AP_RETRY_BUDGET, err);
         return false;
     }
     *next_at = at;
@@ -705,8 +729,7 @@ AP_API ap_status ap_retry_fut_init(ap_retry_fut *f, const ap_retry_desc *desc, a
 
 AP_API void ap__retry_fut_finish_deadline(ap_retry_fut *f)
 {
-    f->res.status = AP_TIMEDOUT;
-    f->res.stop = AP_RETRY_DEADLINE;
+    ap__retry_stop_with(&f->res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
     f->phase = AP__RETRY_DONE;
 }
 
@@ -746,9 +769,8 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx)
             ap_status err = f->op.result(f->op.ctx, f->attempt, &hint);
             f->attempt = NULL;
             if (err == AP_OK) {
-                f->res.status = AP_OK;
                 f->res.last_error = AP_OK;
-                f->res.stop = AP_RETRY_SUCCEEDED;
+                ap__retry_stop_with(&f->res, AP_RETRY_SUCCEEDED, AP_OK);
                 f->phase = AP__RETRY_DONE;
                 return AP_READY;
             }
@@ -782,8 +804,7 @@ AP_API void ap_retry_fut_cancel(ap_retry_fut *f)
         ap_future_cancel(f->attempt);
         f->attempt = NULL;
     }
-    f->res.status = AP_CANCELED;
-    f->res.stop = AP_RETRY_CANCELED;
+    ap__retry_stop_with(&f->res, AP_RETRY_CANCELED, AP_CANCELED);
     f->phase = AP__RETRY_DONE;
 }
 
@@ -827,8 +848,7 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
         if (ap_deadline_passed(deadline, now)) {
             if (res.attempts == 0)
                 res.last_error = AP_TIMEDOUT;
-            res.status = AP_TIMEDOUT;
-            res.stop = AP_RETRY_DEADLINE;
+            ap__retry_stop_with(&res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
             break;
         }
         if (res.attempts == 0 && budget)
@@ -836,9 +856,8 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
         res.attempts++;
         ap_status err = fn(ctx);
         if (err == AP_OK) {
-            res.status = AP_OK;
             res.last_error = AP_OK;
-            res.stop = AP_RETRY_SUCCEEDED;
+            ap__retry_stop_with(&res, AP_RETRY_SUCCEEDED, AP_OK);
             break;
         }
         uint64_t next_at;

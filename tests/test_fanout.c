@@ -693,3 +693,111 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
     free(recs);
     ap_mpmc_destroy(q);
 }
+
+/* ------------------------------------------------------------------ */
+/* regression: a result callback answering AP_AGAIN must not hang the set
+ * (review bug 3: completion was inferred from status == AP_AGAIN) */
+
+typedef struct imm_child {
+    ap_future base;
+    int polls;
+} imm_child;
+
+static ap_poll imm_poll(ap_future *f, ap_cx *cx)
+{
+    (void)cx;
+    ((imm_child *)(void *)f)->polls++;
+    return AP_READY;
+}
+
+static ap_status again_for_first(void *ctx, size_t index, ap_future *f)
+{
+    (void)ctx;
+    (void)f;
+    return index == 0 ? AP_AGAIN : AP_OK;
+}
+
+Test(fanout, result_again_is_a_failure_and_never_hangs)
+{
+    for (int pol = AP_FANOUT_POLICY_FIRST; pol <= AP_FANOUT_POLICY_IGNORE; pol++) {
+        imm_child k[3];
+        ap_future *kids[3];
+        ap_joinset_child recs[3];
+        size_t order[3];
+        for (int i = 0; i < 3; i++) {
+            k[i] = (imm_child){{imm_poll, NULL}, 0};
+            kids[i] = &k[i].base;
+        }
+        ap_joinset s;
+        cr_assert_eq(ap_fanout_init(&s, recs, &(ap_fanout_desc){
+                                                  .children = kids, .n = 3, .limit = 1,
+                                                  .policy = (ap_fanout_policy)pol,
+                                                  .result = again_for_first,
+                                                  .order = order}),
+                     AP_OK);
+        flagwake fw = {0};
+        ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
+        /* every child is READY at once: the first poll must finish */
+        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY, "policy %d: set stayed pending", pol);
+        cr_assert_neq(ap_fanout_status(&s), AP_AGAIN, "policy %d", pol);
+        cr_assert_eq(ap_fanout_child_status(&s, 0), AP_TIMEDOUT, "policy %d", pol);
+        cr_assert_eq(ap_fanout_failed(&s), 1);
+        cr_assert_eq(ap_fanout_in_flight(&s), 0);
+        if (pol == AP_FANOUT_POLICY_FIRST) {
+            cr_assert_eq(ap_fanout_status(&s), AP_TIMEDOUT);
+            cr_assert_eq(ap_fanout_completed(&s), 1);
+            cr_assert_eq(ap_fanout_canceled(&s), 2);
+            cr_assert(k[1].polls == 0 && k[2].polls == 0, "never started");
+            cr_assert_eq(ap_fanout_child_status(&s, 1), AP_CANCELED);
+        } else {
+            cr_assert_eq(ap_fanout_status(&s), pol == AP_FANOUT_POLICY_ALL ? AP_TIMEDOUT : AP_OK);
+            cr_assert_eq(ap_fanout_completed(&s), 3);
+            cr_assert_eq(ap_fanout_child_status(&s, 2), AP_OK);
+        }
+        for (int i = 0; i < 3; i++)
+            cr_assert_leq(k[i].polls, 1);
+        /* done is done: cancel is a no-op, polling again is READY */
+        ap_fanout_cancel(&s);
+        cr_assert_neq(ap_fanout_status(&s), AP_CANCELED);
+        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
+    }
+}
+
+/* The PATTERN text: a child that wakes itself during its start poll is
+ * polled again by the ready-stack pass of the same set poll; one woken
+ * during the ready-stack pass waits for the next set poll. */
+typedef struct self_waker {
+    ap_future base;
+    int polls;
+} self_waker;
+
+static ap_poll self_wake_poll(ap_future *f, ap_cx *cx)
+{
+    ((self_waker *)(void *)f)->polls++;
+    ap_waker_wake(cx->waker);
+    return AP_PENDING;
+}
+
+static void self_wake_cancel(ap_future *f) { (void)f; }
+
+Test(fanout, self_waking_child_polls_are_bounded_per_set_poll)
+{
+    self_waker k = {{self_wake_poll, self_wake_cancel}, 0};
+    ap_future *kids[1] = {&k.base};
+    ap_joinset_child recs[1];
+    ap_joinset s;
+    cr_assert_eq(ap_fanout_init(&s, recs, &(ap_fanout_desc){.children = kids, .n = 1,
+                                                            .limit = 1}),
+                 AP_OK);
+    flagwake fw = {0};
+    ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
+    cr_assert_eq(k.polls, 2, "start poll + the ready-stack pass of the same set poll");
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
+        cr_assert_eq(k.polls, 3 + i, "one child poll per later set poll");
+    }
+    cr_assert_geq(fw.wakes, 6);
+    ap_fanout_cancel(&s);
+    cr_assert_eq(ap_fanout_status(&s), AP_CANCELED);
+}

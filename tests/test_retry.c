@@ -510,7 +510,8 @@ Test(retry, scripted_failures_k_of_n)
             uint32_t want = k + 1 < n ? k + 1 : n;
             cr_assert_eq(r.attempts, want, "n %u k %u", n, k);
             cr_assert_eq(s.n, want);
-            cr_assert_eq(r.status, k < n ? AP_OK : AP_AGAIN, "n %u k %u", n, k);
+            /* a final status is never AP_AGAIN: exhausted AP_AGAIN is AP_TIMEDOUT */
+            cr_assert_eq(r.status, k < n ? AP_OK : AP_TIMEDOUT, "n %u k %u", n, k);
             cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
             cr_assert_eq(r.stop, k < n ? AP_RETRY_SUCCEEDED : AP_RETRY_EXHAUSTED);
             for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
@@ -701,7 +702,9 @@ Test(retry, budget_stops_a_retry_storm)
     uint64_t attempts = 0, budget_stops = 0;
     for (int i = 0; i < C; i++) {
         ap_retry_result r = ap_retry_fut_result(&f[i]);
-        cr_assert_eq(r.status, AP_AGAIN, "stopped with the last error");
+        /* stopped with the last error, AP_AGAIN, reported as AP_TIMEDOUT */
+        cr_assert_eq(r.status, AP_TIMEDOUT, "stopped with the last error");
+        cr_assert_eq(r.last_error, AP_AGAIN);
         attempts += r.attempts;
         budget_stops += r.stop == AP_RETRY_BUDGET;
     }
@@ -996,8 +999,8 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
 
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_AGAIN);
-    cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED);
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_TIMEDOUT);
+    cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED && r.last_error == AP_AGAIN);
 
     /* a deadline that has passed: nothing is called */
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
@@ -1020,8 +1023,122 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_AGAIN);
+    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_TIMEDOUT);
     cr_assert_eq(c.calls, 1);
     ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
+}
+
+/* ---- regression: status is AP_AGAIN exactly while running ---- */
+
+/* Review bug 4: during backoff the status showed the last error (e.g.
+ * AP_REJECTED) while stop was still RUNNING, and an exhausted AP_AGAIN
+ * left the finished future's status at AP_AGAIN. */
+static void status_tracks_completion(ap_status err)
+{
+    script s = {.fail_first = 1000, .fail_st = err, .dur = 5};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 3,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 100, .cap_ns = 100},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    cr_assert_eq(ap_retry_fut_status(&f), AP_AGAIN, "before the first poll");
+    uint64_t now = 0;
+    int polls = 0;
+    for (;;) {
+        ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
+        ap_poll p = ap_retry_fut_poll(&f, &cx);
+        ap_retry_result r = ap_retry_fut_result(&f);
+        cr_assert_eq(r.status, ap_retry_fut_status(&f));
+        if (p == AP_PENDING) {
+            cr_assert_eq(r.stop, AP_RETRY_RUNNING);
+            cr_assert_eq(r.status, AP_AGAIN, "pending (err %s, poll %d): status %s",
+                         ap_status_str(err), polls, ap_status_str(r.status));
+            if (r.attempts > 0 && now >= 5)
+                cr_assert_eq(r.last_error, err, "the last error is in last_error");
+            cr_assert_neq(cx.deadline, AP_DEADLINE_NONE);
+            now = cx.deadline;
+        } else {
+            cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
+            cr_assert_neq(r.status, AP_AGAIN, "finished (err %s): status is AP_AGAIN",
+                          ap_status_str(err));
+            cr_assert_eq(r.status, err == AP_AGAIN ? AP_TIMEDOUT : err);
+            cr_assert_eq(r.last_error, err);
+            cr_assert_eq(r.attempts, 3);
+            break;
+        }
+        cr_assert_lt(++polls, 100);
+    }
+    cr_assert_geq(polls, 4, "attempt / backoff polls were observed");
+}
+
+Test(retry, status_is_again_exactly_while_running_rejected)
+{
+    status_tracks_completion(AP_REJECTED);
+}
+
+Test(retry, status_is_again_exactly_while_running_again)
+{
+    status_tracks_completion(AP_AGAIN);
+}
+
+static bool again_is_permanent(ap_status err, void *ctx)
+{
+    (void)ctx;
+    return err != AP_AGAIN;
+}
+
+Test(retry, final_status_is_never_again)
+{
+    /* permanent AP_AGAIN (a predicate says so) */
+    script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 5,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10,
+                                                    .retryable = again_is_permanent},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 1 &&
+              r.stop == AP_RETRY_PERMANENT);
+
+    /* budget refusal after AP_AGAIN */
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                              .ratio_permille = AP_RETRY_BUDGET_ZERO,
+                                              .min_per_sec = AP_RETRY_BUDGET_ZERO}),
+                 AP_OK);
+    s = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 5,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10},
+                                   NULL, &b, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 1 &&
+              r.stop == AP_RETRY_BUDGET);
+
+    /* the blocking helper, exhausted */
+    ap_rng rng;
+    ap_rng_seed(&rng, 9);
+    call_ctx c = {0, 100};
+    cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
+                                                .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                .initial_ns = 1000, .cap_ns = 1000},
+                               &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
+                 AP_TIMEDOUT);
+    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 2 &&
+              r.stop == AP_RETRY_EXHAUSTED);
 }

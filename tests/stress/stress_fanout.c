@@ -13,7 +13,9 @@
  * Scenarios:
  *   block_on  T firers x limit L, ap_block_on drives the set, policy ALL
  *   first     one child fails: FIRST cancels the siblings in flight; the
- *             rest never start
+ *             rest never start (also with a result of AP_AGAIN, recorded
+ *             as AP_TIMEDOUT: the set must still finish)
+ *   all_again ALL with one result of AP_AGAIN: the set finishes, AP_TIMEDOUT
  *   swap      a hand-driven loop that alternates between two wakers at
  *             every poll: an old waker must never be called after the poll
  *             that replaced it returned (and no wake is lost across a swap)
@@ -53,6 +55,14 @@ typedef struct srun {
 } srun;
 
 static srun *g_run; /* for the poll hook: the poller thread only */
+/* what the failing child's result callback answers (poller thread only);
+ * AP_AGAIN is recorded as AP_TIMEDOUT and must not leave the set pending */
+static ap_status g_fail_result = AP_REJECTED;
+
+static ap_status fail_recorded(void)
+{
+    return g_fail_result == AP_AGAIN ? AP_TIMEDOUT : g_fail_result;
+}
 
 static ap_poll sprobe_poll(ap_future *f, ap_cx *cx)
 {
@@ -93,7 +103,7 @@ static ap_status sprobe_result(void *ctx, size_t index, ap_future *f)
 {
     (void)ctx;
     (void)index;
-    return ((sprobe *)(void *)f)->fail ? AP_REJECTED : AP_OK;
+    return ((sprobe *)(void *)f)->fail ? g_fail_result : AP_OK;
 }
 
 /* firer side */
@@ -210,7 +220,7 @@ static void srun_finish(srun *r, firer *fs, bool all_done)
         CHECK(!ap_waitlist_has_waiters(&p->wl), "child %zu left a waiter", i);
         CHECK(p->readies == (int)seen[i], "child %zu: order vs readies", i);
         if (p->readies)
-            CHECK(child[i] == (p->fail ? AP_REJECTED : AP_OK), "child %zu status %d", i,
+            CHECK(child[i] == (p->fail ? fail_recorded() : AP_OK), "child %zu status %d", i,
                   (int)child[i]);
         else
             CHECK(child[i] == AP_CANCELED, "child %zu status %d", i, (int)child[i]);
@@ -220,6 +230,7 @@ static void srun_finish(srun *r, firer *fs, bool all_done)
     }
     CHECK(readies == completed, "readies %zu completed %zu", readies, completed);
     CHECK(cancels + never == canceled, "canceled %zu+%zu vs %zu", cancels, never, canceled);
+    CHECK(st != AP_AGAIN, "a finished set says AP_AGAIN");
     if (all_done)
         CHECK(st == AP_OK && completed == r->n, "status %d completed %zu", (int)st, completed);
     free(seen);
@@ -243,23 +254,49 @@ static void scenario_block_on(unsigned firers, size_t limit, size_t n)
     stress_end("high %zu", limit < n ? limit : n);
 }
 
-static void scenario_first(unsigned firers, size_t limit, size_t n, stress_rng *rng)
+static void scenario_first(unsigned firers, size_t limit, size_t n, stress_rng *rng,
+                           ap_status fail_result)
 {
-    if (!stress_begin("first T=%u L=%zu n=%zu", firers, limit, n))
+    if (!stress_begin("first T=%u L=%zu n=%zu fail=%s", firers, limit, n,
+                      ap_status_str(fail_result)))
         return;
+    g_fail_result = fail_result;
     srun r;
     firer fs[4];
     size_t fail_at = stress_below(rng, (uint32_t)n);
     srun_init(&r, n, limit, firers, AP_FANOUT_POLICY_FIRST, fail_at);
     srun_start(&r, fs);
     ap_block_on(&r.set.base);
-    CHECK(ap_fanout_status(&r.set) == AP_REJECTED, "status %d",
+    CHECK(ap_fanout_status(&r.set) == fail_recorded(), "status %d",
           (int)ap_fanout_status(&r.set));
     CHECK(ap_fanout_failed(&r.set) == 1, "failed %zu", ap_fanout_failed(&r.set));
     size_t done = ap_fanout_completed(&r.set), canc = ap_fanout_canceled(&r.set);
     CHECK(done + canc == n, "completed %zu + canceled %zu != %zu", done, canc, n);
     srun_finish(&r, fs, false);
+    g_fail_result = AP_REJECTED;
     stress_end("failed child %zu: %zu completed, %zu canceled", fail_at, done, canc);
+}
+
+/* ALL with one child answering AP_AGAIN: every child runs, the set ends
+ * (it used to stay pending forever) with AP_TIMEDOUT. */
+static void scenario_all_again(unsigned firers, size_t limit, size_t n, stress_rng *rng)
+{
+    if (!stress_begin("all_again T=%u L=%zu n=%zu", firers, limit, n))
+        return;
+    srun r;
+    firer fs[4];
+    size_t fail_at = stress_below(rng, (uint32_t)n);
+    g_fail_result = AP_AGAIN;
+    srun_init(&r, n, limit, firers, AP_FANOUT_POLICY_ALL, fail_at);
+    srun_start(&r, fs);
+    ap_block_on(&r.set.base);
+    CHECK(ap_fanout_status(&r.set) == AP_TIMEDOUT, "status %d",
+          (int)ap_fanout_status(&r.set));
+    CHECK(ap_fanout_failed(&r.set) == 1 && ap_fanout_completed(&r.set) == n, "failed %zu",
+          ap_fanout_failed(&r.set));
+    srun_finish(&r, fs, false);
+    g_fail_result = AP_REJECTED;
+    stress_end("failed child %zu", fail_at);
 }
 
 /* swap: two wakers, alternated at every poll */
@@ -407,7 +444,9 @@ int main(int argc, char **argv)
         for (size_t li = 0; li < 3; li++)
             scenario_block_on(t, limits[li], n);
     for (unsigned i = 0; i < 3; i++)
-        scenario_first(3, 8, n, &rng);
+        scenario_first(3, 8, n, &rng, AP_REJECTED);
+    scenario_first(3, 8, n, &rng, AP_AGAIN);
+    scenario_all_again(3, 8, n, &rng);
     scenario_swap(3, 8, n, false);
     scenario_swap(2, 64, n, false);
     scenario_swap(3, 16, n, true);
