@@ -8,10 +8,16 @@
  *   window and the failure rate (or the slow-call rate: duration >=
  *   slow_call_ns) reaches its threshold, or consecutive_failures failures
  *   arrive in a row, it trips OPEN. OPEN: every call is rejected until the
- *   open duration has passed; then HALF_OPEN admits at most K probes at a
- *   time: K successes close it, one failure (or slow call) re-opens it, for
- *   a duration that grows by open_multiplier_pct per re-open up to
- *   open_max_ns. FORCED_OPEN rejects everything and DISABLED admits
+ *   open duration has passed; then HALF_OPEN admits at most K probes per
+ *   half-open period: K successes close it, one failure (or slow call)
+ *   re-opens it, for a duration that grows by open_multiplier_pct per
+ *   re-open up to open_max_ns. An IGNORED probe frees its slot but not its
+ *   admission; a period whose K probes all reported with no failure but
+ *   fewer than K successes (some IGNORED) is inconclusive and starts a new
+ *   half-open period (HALF_OPEN -> HALF_OPEN: a transition, a new
+ *   generation, the callback) with a fresh batch of K: as in resilience4j,
+ *   ignored calls neither close nor re-open the breaker, but here they
+ *   never lift the bound of K admissions per generation. FORCED_OPEN rejects everything and DISABLED admits
  *   everything (neither evaluates anything) until ap_cb_reset.
  *   The facts follow resilience4j's CircuitBreaker (count- and time-based
  *   windows, minimumNumberOfCalls, rate >= threshold trips); the code does not.
@@ -35,8 +41,9 @@
  *   - no call is admitted while OPEN or FORCED_OPEN (a permit's generation
  *     is always a CLOSED, DISABLED or HALF_OPEN generation)
  *   - HALF_OPEN: at most half_open_probes probes in flight, and at most
- *     that many admitted per half-open period; a probe slot is freed only
- *     by the probe's own record or by the end of the period
+ *     that many admitted per half-open period (generation), IGNORED ones
+ *     included; a probe slot is freed only by the probe's own record or by
+ *     the end of the period
  *   - a probe not reported by admit + probe_lease_ns counts as a failure
  *     (lease_expired): the breaker re-opens, so it is never stuck half-open
  *   - an outcome from an older generation changes nothing but the stale
@@ -51,8 +58,9 @@
  * CONCURRENCY          allow  record  state  stats  force/disable/reset  fini
  *   any call            yes    yes     yes    yes        yes              no
  *   Progress: in CLOSED and DISABLED, allow is one atomic load (wait-free);
- *   record with the COUNT window is lock-free (a CAS loop on the window's
- *   aggregate word retries only when another record succeeded) and takes
+ *   record with the COUNT window is lock-free (its CAS loops on the
+ *   aggregate, the cursor and a slot retry only when another record
+ *   succeeded) and takes
  *   no lock unless it trips the breaker; a fast success (not slow) into a
  *   full window with no failure and no slow call is wait-free and writes
  *   only its stat counter (the window it leaves is the one it found). Everything else (OPEN once the
@@ -69,13 +77,34 @@
  *   readers load it with acquire, so a recorder that sees generation g also
  *   sees the window cleared for g. The COUNT window: each record (1) adds
  *   its outcome to the aggregate word (CAS, only if the word's epoch is the
- *   permit's generation), (2) takes a ring slot (fetch_add on a cursor),
- *   (3) exchanges its tagged outcome into the slot with acq_rel, (4)
- *   subtracts the evicted outcome if it belongs to the same generation. The
- *   acq_rel exchange makes the evicted outcome's add (1) happen-before our
- *   subtract (4), so in the aggregate's modification order every subtract
- *   follows its add: no field ever underflows and failures <= calls in
- *   every snapshot. Shortcut: if the aggregate (relaxed load, after the
+ *   permit's generation g; the record takes effect here, in g's window, or
+ *   is stale if the epoch moved on), (2) takes a position of g's ring
+ *   sequence (CAS on the epoch-tagged cursor, which every clear resets to
+ *   (g, 0); if its epoch moved on, stop), (3) CASes its g-tagged outcome
+ *   into the slot with acq_rel unless the slot holds a newer generation's
+ *   tag (then stop), (4) subtracts the evicted outcome if it is tagged g
+ *   and the aggregate's epoch is still g. Slot tags never decrease.
+ *   Invariant: while the window of g is current, its totals equal the sum
+ *   of g's outcomes whose add (1) landed minus those evicted-and-subtracted
+ *   by (4); in a quiescent state that is exactly the g-tagged ring entries,
+ *   the last min(n, window_size) of g's n outcomes. Why: an entry tagged g
+ *   is in the totals from its add (it is written after it) until its
+ *   evictor subtracts it; while g is current its evictor is a record of g
+ *   (older records refuse the slot, newer ones cannot exist), and that
+ *   evictor sees epoch g and subtracts. A record of g evicting an entry of
+ *   an older generation subtracts nothing (that entry's add went to a
+ *   window that is gone). A late record of an older generation f cannot
+ *   touch g's window: its add fails (stale), or its add landed in f's
+ *   window and then either (2) finds the cursor past f, or (3) finds a
+ *   tag > f and stops, or it writes an f-tagged entry into a slot that g's
+ *   sequence has not reached yet -- which g's record at that position
+ *   evicts without a subtract, exactly as it would the slot's previous
+ *   (older) entry; and its own subtract (4) needs epoch f. Such a record
+ *   counts as an outcome of f (it took effect at its add), not as stale.
+ *   The acq_rel slot CAS makes the evicted entry's add (1) happen-before
+ *   our subtract (4), so in the aggregate's modification order every
+ *   subtract follows its add: no field ever underflows and failures <=
+ *   calls in every snapshot. Shortcut: if the aggregate (relaxed load, after the
  *   acquire of the state word) reads epoch g, window_size calls, no
  *   failure and no slow call, the ring holds window_size fast successes of
  *   g (each slot's add is counted until its evictor subtracts it), so a
@@ -214,11 +243,11 @@ typedef struct ap_breaker {
     /* COUNT window, all on one line: a record touches each of them */
     _Alignas(AP_CACHELINE) _Atomic uint64_t agg;   /* epoch16|calls16|failures16|slow16 */
     _Atomic uint64_t consec;                       /* epoch16 << 48 | run of failures */
-    _Atomic uint64_t cursor;                       /* ring position */
+    _Atomic uint64_t cursor;                       /* epoch16 << 48 | ring position */
     /* slow path, under lock */
     _Alignas(AP_CACHELINE) ap__lock lock;
     uint64_t cur_open;     /* current open duration */
-    uint32_t inflight, succ;
+    uint32_t inflight, succ, admitted; /* HALF_OPEN: this period's probes */
     uint64_t *admit;       /* [probes]: admit time, UINT64_MAX = free */
     ap__cb_bucket *bkt;    /* TIME: [buckets] */
     uint64_t bkt_w;        /* bucket width, ns */
@@ -274,7 +303,7 @@ AP_API void ap_cb_destroy(ap_breaker *b);
  * @permit:   on AP_OK, the permit to pass to ap_cb_record
  * @retry_at: on AP_REJECTED (may be NULL): when the breaker may admit
  *            again: the end of the open time (OPEN), the earliest probe
- *            lease expiry (HALF_OPEN, all probes out), AP_DEADLINE_NONE
+ *            lease expiry (HALF_OPEN, K admitted this period), AP_DEADLINE_NONE
  *            (FORCED_OPEN)
  *
  * Returns AP_OK or AP_REJECTED. Concurrency: any thread; CLOSED and
@@ -386,6 +415,8 @@ AP_API void ap__cb_clear_window(ap_breaker *b, uint64_t g)
      * follows (ap__cb_set); a recorder of g acquires that word first. */
     AP_ATOMIC_STORE(&b->agg, AP__CB_EPOCH(g), memory_order_relaxed);
     AP_ATOMIC_STORE(&b->consec, AP__CB_EPOCH(g), memory_order_relaxed);
+    /* the ring is not cleared: a slot tagged below g reads as empty */
+    AP_ATOMIC_STORE(&b->cursor, AP__CB_EPOCH(g), memory_order_relaxed);
 }
 
 AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *desc, void *buf,
@@ -511,7 +542,7 @@ AP_API void ap__cb_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__cb_
         AP_ATOMIC_STORE(&b->open_until, ap_time_add(now, b->cur_open), memory_order_relaxed);
         break;
     case AP_BREAKER_STATE_HALF_OPEN:
-        b->inflight = b->succ = 0;
+        b->inflight = b->succ = b->admitted = 0;
         for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
             b->admit[i] = AP__CB_FREE;
         break;
@@ -589,12 +620,16 @@ AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *pe
         ra = AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed);
         break;
     case AP_BREAKER_STATE_HALF_OPEN:
-        if (b->inflight + b->succ < b->desc.half_open_probes) {
+        /* at most K admitted per period (an IGNORED probe frees its slot
+         * but not its admission); inflight <= admitted < K, so a free
+         * slot exists */
+        if (b->admitted < b->desc.half_open_probes) {
             uint32_t i = 0;
             while (b->admit[i] != AP__CB_FREE)
-                i++; /* inflight < K, so a free slot exists */
+                i++;
             b->admit[i] = now;
             b->inflight++;
+            b->admitted++;
             permit->gen = s >> 3;
             permit->probe = i + 1;
             st = AP_OK;
@@ -712,19 +747,39 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
                                  memory_order_relaxed));
     a += add;
     AP_TEST_YIELD();
-    /* (2) claim a ring slot */
-    uint64_t idx = AP_ATOMIC_FETCH_ADD(&b->cursor, 1u, memory_order_relaxed) %
-                   b->desc.window_size;
-    uint64_t tag = (g & UINT64_C(0xffffffff)) << 3;
-    /* (3) acq_rel: release publishes our add (1) to whoever evicts this
-     * value; acquire makes the evicted value's add happen-before our
-     * subtract (4), so the subtract follows it in agg's modification order. */
-    uint64_t old = AP_ATOMIC_EXCHANGE(&b->slots[idx],
-                                      tag | (uint64_t)slow << 2 | (uint64_t)fail << 1 | 1u,
-                                      memory_order_acq_rel);
+    /* From here on the record has taken effect (at its add, in the window
+     * of g). If that window is gone before the ring write, the write is
+     * skipped: the ring then belongs to a newer window, which it must not
+     * touch. */
+    /* (2) claim a position of g's ring sequence (epoch-tagged cursor, reset
+     * to position 0 with every clear), so that a late record of g never
+     * takes a position that belongs to a newer window */
+    uint64_t cur = AP_ATOMIC_LOAD(&b->cursor, memory_order_relaxed);
+    do {
+        if ((cur & AP__CB_EPOCH_MASK) != ep)
+            return true; /* counted in a window that is gone */
+        /* relaxed: only the position matters; slot contents are ordered
+         * by the slot CAS (3) */
+    } while (!AP_ATOMIC_CAS_WEAK(&b->cursor, &cur, cur + 1u, memory_order_relaxed,
+                                 memory_order_relaxed));
+    uint64_t idx = (cur & ~AP__CB_EPOCH_MASK) % b->desc.window_size;
     AP_TEST_YIELD();
-    if ((old & 1u) && (old & ~UINT64_C(7)) == tag) {
-        /* (4) subtract the evicted outcome, if the window is still epoch g */
+    const uint32_t tag32 = (uint32_t)g;
+    const uint64_t ent = (uint64_t)tag32 << 3 | (uint64_t)slow << 2 | (uint64_t)fail << 1 | 1u;
+    /* (3) put our entry into the slot unless the slot holds a newer
+     * generation's entry (slot tags never decrease). acq_rel: release
+     * publishes our add (1) to whoever evicts this entry; acquire makes
+     * the evicted entry's add happen-before our subtract (4), so the
+     * subtract follows it in agg's modification order. */
+    uint64_t old = AP_ATOMIC_LOAD(&b->slots[idx], memory_order_acquire);
+    do {
+        if ((old & 1u) && (int32_t)((uint32_t)(old >> 3) - tag32) > 0)
+            return true; /* a newer window owns the slot: ours is gone */
+    } while (!AP_ATOMIC_CAS_WEAK(&b->slots[idx], &old, ent, memory_order_acq_rel,
+                                 memory_order_acquire));
+    AP_TEST_YIELD();
+    if ((old & 1u) && (uint32_t)(old >> 3) == tag32) {
+        /* (4) subtract the evicted outcome of g, if the window is still g's */
         uint64_t sub = (UINT64_C(1) << 32) | ((old >> 1) & 1u) << 16 | ((old >> 2) & 1u);
         a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
         do {
@@ -819,6 +874,10 @@ AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
             else if (outcome == AP_BREAKER_OUTCOME_SUCCESS &&
                      ++b->succ >= b->desc.half_open_probes)
                 ap__cb_set(b, AP_BREAKER_STATE_CLOSED, now, &ev);
+            else if (b->inflight == 0 && b->admitted == b->desc.half_open_probes)
+                /* all K reported, no failure, < K successes (some IGNORED):
+                 * inconclusive; a new half-open period with a fresh batch */
+                ap__cb_set(b, AP_BREAKER_STATE_HALF_OPEN, now, &ev);
             break;
         }
         default: /* DISABLED is handled lock-free; OPEN/FORCED issue no permits */

@@ -6,6 +6,21 @@
  * with the reference model below (single-threaded, written for clarity:
  * the COUNT window is a plain array, the TIME window a list of entries).
  */
+/* a hook for hand-interleaving: at the yield_at-th yield, run yield_fn once */
+#include <stddef.h>
+struct ap_breaker;
+static struct ap_breaker *yield_b;
+static void (*yield_fn)(void);
+static int yield_at, yield_n;
+static void test_yield(void)
+{
+    if (yield_fn && ++yield_n == yield_at) {
+        void (*fn)(void) = yield_fn;
+        yield_fn = NULL;
+        fn();
+    }
+}
+#define AP_TEST_YIELD() test_yield()
 #include "asyncpat/circuit_breaker.h"
 
 #include <criterion/criterion.h>
@@ -437,113 +452,136 @@ Test(circuit_breaker, half_open_probes_and_close)
     cr_assert_neq(p.probe, q.probe);
     cr_assert_eq(ap_cb_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
     cr_assert_eq(ra, SEC + 100 * MS); /* p's lease */
-    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 30), AP_OK); /* frees q's slot */
-    r = must_allow(&f->b, SEC + 40);
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 50), AP_OK);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 30), AP_OK);
     cr_assert_eq(raw_state(&f->b), HO);
-    /* K = 2 admitted-and-succeeded or in flight: no more admissions */
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 55, &q, &ra), AP_REJECTED);
-    cr_assert_eq(ap_cb_record(&f->b, &r, OK_, 0, SEC + 60), AP_OK);
+    /* K = 2 admitted in this period: no more admissions */
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 35, &r, &ra), AP_REJECTED);
+    cr_assert_eq(ra, SEC + 10 + 100 * MS); /* q's lease */
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, SEC + 60), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
     free(f);
 }
 
-Test(circuit_breaker, probe_lease_expiry_reopens)
+/* Regression: an IGNORED probe frees its slot but not its admission: at
+ * most K probes per half-open period. A period whose K probes all report
+ * without a failure but with fewer than K successes is inconclusive and
+ * starts a new half-open period (HALF_OPEN -> HALF_OPEN, new generation)
+ * with a fresh batch of K; the successes of the old period do not carry. */
+Test(circuit_breaker, half_open_ignored_probes_bounded)
 {
-    fixture *f = fx_new(small());
+    fixture *f = fx_new(small()); /* K = 2 */
     goto_state(f, OP);
-    ap_cb_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
-    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS - 1), HO);
-    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS), OP);
-    cr_assert_eq(ap_cb_stats(&f->b).lease_expired, 1);
-    /* the late report is stale and changes nothing */
-    uint64_t g = ap_cb_generation(&f->b);
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
-    cr_assert_eq(ap_cb_generation(&f->b), g);
-    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
-    /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
-    uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
-    cr_assert_eq(ra, 2 * SEC + 100 * MS);
-    free(f);
-}
-
-Test(circuit_breaker, growing_open_duration)
-{
-    ap_breaker_desc d = small();
-    d.open_multiplier_pct = 200;
-    d.open_max_ns = 5 * SEC;
-    fixture *f = fx_new(d);
-    goto_state(f, OP);
-    uint64_t t = 0, want[] = {SEC, 2 * SEC, 4 * SEC, 5 * SEC, 5 * SEC};
-    for (int i = 0; i < 5; i++) {
-        ap_cb_permit p;
-        uint64_t ra;
-        cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
-        cr_assert_eq(ra - t, want[i], "trip %d: open for %llu", i,
-                     (unsigned long long)(ra - t));
-        t = ra;
-        p = must_allow(&f->b, t); /* half-open probe fails: re-open, longer */
-        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK);
-    }
-    /* closing starts over */
-    ap_cb_permit p;
-    uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
-    t = ra;
-    for (int i = 0; i < 2; i++) {
-        p = must_allow(&f->b, t);
-        cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
-    }
+    ap_cb_permit p, q, r;
+    uint64_t ra = 0;
+    p = must_allow(&f->b, SEC);
+    uint64_t g = p.gen;
+    cr_assert_eq(ap_cb_record(&f->b, &p, IGN_, 0, SEC + 1), AP_OK);
+    q = must_allow(&f->b, SEC + 2); /* admission 2 of 2 */
+    cr_assert_eq(q.gen, g);
+    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 3), AP_OK);
+    /* all K reported, none failed, 0 < K successes: a new half-open period */
+    cr_assert_eq(raw_state(&f->b), HO);
+    cr_assert_eq(ap_cb_generation(&f->b), g + 1);
+    cr_assert_eq(f->log.e[f->log.n - 1].from, HO);
+    cr_assert_eq(f->log.e[f->log.n - 1].to, HO);
+    /* in-period bound with one probe still in flight */
+    p = must_allow(&f->b, SEC + 4);
+    q = must_allow(&f->b, SEC + 5);
+    cr_assert_eq(p.gen, g + 1);
+    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 6), AP_OK);
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 7, &r, &ra), AP_REJECTED,
+                 "a third probe admitted in one period with K = 2");
+    cr_assert_eq(ra, SEC + 4 + 100 * MS); /* p's lease */
+    /* one success of 2 + one ignored: inconclusive again, fresh period */
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 8), AP_OK);
+    cr_assert_eq(raw_state(&f->b), HO);
+    cr_assert_eq(ap_cb_generation(&f->b), g + 2);
+    /* K successes in one period close it */
+    p = must_allow(&f->b, SEC + 9);
+    q = must_allow(&f->b, SEC + 9);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
-    for (int i = 0; i < 4; i++)
-        call(&f->b, t, FAIL_, 0);
-    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
-    cr_assert_eq(ra - t, SEC);
-    free(f);
-}
-
-Test(circuit_breaker, late_outcomes_change_nothing)
-{
-    fixture *f = fx_new(small());
-    ap_cb_permit old[4];
-    for (int i = 0; i < 4; i++)
-        old[i] = must_allow(&f->b, 0);
-    ap_cb_reset(&f->b); /* new generation */
-    ap_breaker save;
-    memcpy(&save, &f->b, sizeof save);
-    for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_cb_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
     ap_breaker_stats s = ap_cb_stats(&f->b);
-    cr_assert_eq(s.stale, 4);
-    cr_assert_eq(s.failures, 0);
-    /* nothing but the stale counters moved */
-    cr_assert_eq(atomic_load(&f->b.state), atomic_load(&save.state));
-    cr_assert_eq(atomic_load(&f->b.agg), atomic_load(&save.agg));
-    cr_assert_eq(atomic_load(&f->b.consec), atomic_load(&save.consec));
-    cr_assert_eq(atomic_load(&f->b.cursor), atomic_load(&save.cursor));
-    for (int i = 0; i < 4; i++)
-        call(&f->b, 0, OK_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
     free(f);
 }
 
-Test(circuit_breaker, callback_once_per_transition)
+/* Regression (cb_ign): K = 1, five allow + IGNORED pairs: one admission per
+ * half-open period, each period ends inconclusive. */
+Test(circuit_breaker, half_open_k1_ignored_one_per_period)
 {
-    fixture *f = fx_new(small());
-    goto_state(f, HO);       /* CL->OP, OP->HO */
-    ap_cb_force_open(&f->b); /* HO->FO */
-    ap_cb_force_open(&f->b); /* no-op */
-    ap_cb_disable(&f->b);    /* FO->DI */
-    ap_cb_reset(&f->b);      /* DI->CL */
-    static const ap_breaker_state want[][2] = {{CL, OP}, {OP, HO}, {HO, FO}, {FO, DI}, {DI, CL}};
-    cr_assert_eq(f->log.n, 5);
-    for (unsigned i = 0; i < 5; i++) {
-        cr_assert_eq(f->log.e[i].from, want[i][0], "event %u", i);
-        cr_assert_eq(f->log.e[i].to, want[i][1], "event %u", i);
-        cr_assert_eq(f->log.e[i].gen, i + 2);
+    ap_breaker_desc d = {.window_size = 2, .min_calls = 2, .open_ns = 10, .half_open_probes = 1};
+    fixture *f = fx_new(d);
+    for (int i = 0; i < 2; i++)
+        call(&f->b, 0, FAIL_, 1);
+    cr_assert_eq(raw_state(&f->b), OP);
+    uint64_t last = 0;
+    for (int i = 0; i < 5; i++) {
+        ap_cb_permit p, r;
+        uint64_t ra;
+        p = must_allow(&f->b, 20);
+        cr_assert_gt(p.gen, last, "two probes admitted in generation %llu", (unsigned long long)p.gen);
+        last = p.gen;
+        cr_assert_eq(ap_cb_allow(&f->b, 20, &r, &ra), AP_REJECTED);
+        cr_assert_eq(ap_cb_record(&f->b, &p, IGN_, 1, 20), AP_OK);
     }
+    cr_assert_eq(raw_state(&f->b), HO);
     free(f);
+}
+
+/* Regression: a COUNT-window record of generation 1 that stalls inside
+ * its lock-free steps while the breaker resets to generation 2 must not
+ * disturb generation 2's window. It used to take a ring slot after the
+ * reset and evict a gen-2 failure without subtracting it: a phantom
+ * failure for good. Hand-interleaved on one thread: the AP_TEST_YIELD hook
+ * runs the reset and gen 2's records at the n-th yield of the late record. */
+static uint64_t agg_calls(ap_breaker *b) { return AP__CB_F16(atomic_load(&b->agg), 32); }
+static uint64_t agg_fails(ap_breaker *b) { return AP__CB_F16(atomic_load(&b->agg), 16); }
+
+static void late_record_interleave(void)
+{
+    ap_breaker *b = yield_b;
+    ap_cb_reset(b); /* generation 2 */
+    call(b, 0, FAIL_, 0);
+    call(b, 0, OK_, 0);
+    call(b, 0, OK_, 0);
+    call(b, 0, OK_, 0);
+}
+
+Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
+{
+    ap_breaker_desc d = {.window_size = 4, .min_calls = 4, .failure_rate_pct = 40};
+    for (int at = 1; at <= 4; at++) {
+        fixture *f = fx_new(d);
+        ap_cb_permit p1 = must_allow(&f->b, 0); /* generation 1 */
+        yield_b = &f->b;
+        yield_at = at;
+        yield_n = 0;
+        yield_fn = late_record_interleave;
+        cr_assert_eq(ap_cb_record(&f->b, &p1, OK_, 0, 0), AP_OK);
+        yield_fn = NULL;
+        cr_assert_geq(yield_n, at, "yield %d not reached", at);
+        cr_assert_eq(ap_cb_generation(&f->b), 2);
+        /* generation 2's window is exactly F S S S, in the ring too */
+        cr_assert_eq(agg_calls(&f->b), 4, "yield %d: window calls", at);
+        cr_assert_eq(agg_fails(&f->b), 1, "yield %d: window failures", at);
+        for (unsigned i = 0; i < 4; i++)
+            cr_assert_eq((uint32_t)(atomic_load(&f->b.slots[i]) >> 3), 2u,
+                         "yield %d: slot %u lost its gen-2 entry", at, i);
+        /* 4 more successes push the failure out; then one failure is 25 % */
+        for (int i = 0; i < 4; i++)
+            call(&f->b, 0, OK_, 0);
+        cr_assert_eq(agg_calls(&f->b), 4, "yield %d", at);
+        cr_assert_eq(agg_fails(&f->b), 0, "yield %d: phantom failure", at);
+        call(&f->b, 0, FAIL_, 0);
+        cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
+        ap_breaker_stats s = ap_cb_stats(&f->b);
+        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
+        /* stalled before its add: stale; after it: a success of gen 1 */
+        cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
+        free(f);
+    }
 }
 
 /* ---- the reference model ---- */
@@ -553,7 +591,7 @@ typedef struct model {
     ap_breaker_state st;
     uint64_t gen, open_until, cur_open;
     uint64_t admit[64];
-    uint32_t inflight, succ;
+    uint32_t inflight, succ, admitted; /* admitted: probes of this half-open period */
     uint8_t win[64]; /* COUNT: the window, oldest first: bit0 fail, bit1 slow */
     uint32_t wlen;
     struct { uint64_t k; uint8_t v; } *tw; /* TIME: entries of this CLOSED period */
@@ -580,7 +618,7 @@ static void m_set(model *m, ap_breaker_state to, uint64_t now)
         }
         m->open_until = now > UINT64_MAX - m->cur_open ? UINT64_MAX : now + m->cur_open;
     } else if (to == HO) {
-        m->inflight = m->succ = 0;
+        m->inflight = m->succ = m->admitted = 0;
         for (int i = 0; i < 64; i++)
             m->admit[i] = UINT64_MAX;
     } else if (to == CL) {
@@ -626,12 +664,13 @@ static ap_status m_allow(model *m, uint64_t now, ap_cb_permit *p, uint64_t *ra)
     case OP: *ra = m->open_until; break;
     case FO: *ra = AP_DEADLINE_NONE; break;
     case HO:
-        if (m->inflight + m->succ < m->d.half_open_probes) {
+        if (m->admitted < m->d.half_open_probes) {
             uint32_t i = 0;
             while (m->admit[i] != UINT64_MAX)
                 i++;
             m->admit[i] = now;
             m->inflight++;
+            m->admitted++;
             p->gen = m->gen;
             p->probe = i + 1;
             m->s.allowed++;
@@ -677,6 +716,8 @@ static void m_record(model *m, ap_cb_permit p, ap_breaker_outcome o, uint64_t du
             m_set(m, OP, now);
         else if (o == OK_ && ++m->succ >= m->d.half_open_probes)
             m_set(m, CL, now);
+        else if (m->inflight == 0 && m->admitted == m->d.half_open_probes)
+            m_set(m, HO, now); /* inconclusive (IGNORED probes): a fresh period */
         return;
     }
     /* CLOSED */
@@ -802,6 +843,104 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
     }
     cr_assert_gt(m.s.transitions, 100, "the walk should visit many states");
     free(m.tw);
+    free(f);
+}
+
+Test(circuit_breaker, probe_lease_expiry_reopens)
+{
+    fixture *f = fx_new(small());
+    goto_state(f, OP);
+    ap_cb_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
+    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS - 1), HO);
+    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS), OP);
+    cr_assert_eq(ap_cb_stats(&f->b).lease_expired, 1);
+    /* the late report is stale and changes nothing */
+    uint64_t g = ap_cb_generation(&f->b);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
+    cr_assert_eq(ap_cb_generation(&f->b), g);
+    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
+    /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ra, 2 * SEC + 100 * MS);
+    free(f);
+}
+
+Test(circuit_breaker, growing_open_duration)
+{
+    ap_breaker_desc d = small();
+    d.open_multiplier_pct = 200;
+    d.open_max_ns = 5 * SEC;
+    fixture *f = fx_new(d);
+    goto_state(f, OP);
+    uint64_t t = 0, want[] = {SEC, 2 * SEC, 4 * SEC, 5 * SEC, 5 * SEC};
+    for (int i = 0; i < 5; i++) {
+        ap_cb_permit p;
+        uint64_t ra;
+        cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+        cr_assert_eq(ra - t, want[i], "trip %d: open for %llu", i,
+                     (unsigned long long)(ra - t));
+        t = ra;
+        p = must_allow(&f->b, t); /* half-open probe fails: re-open, longer */
+        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK);
+    }
+    /* closing starts over */
+    ap_cb_permit p;
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    t = ra;
+    for (int i = 0; i < 2; i++) {
+        p = must_allow(&f->b, t);
+        cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
+    }
+    cr_assert_eq(raw_state(&f->b), CL);
+    for (int i = 0; i < 4; i++)
+        call(&f->b, t, FAIL_, 0);
+    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ra - t, SEC);
+    free(f);
+}
+
+Test(circuit_breaker, late_outcomes_change_nothing)
+{
+    fixture *f = fx_new(small());
+    ap_cb_permit old[4];
+    for (int i = 0; i < 4; i++)
+        old[i] = must_allow(&f->b, 0);
+    ap_cb_reset(&f->b); /* new generation */
+    ap_breaker save;
+    memcpy(&save, &f->b, sizeof save);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ap_cb_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.stale, 4);
+    cr_assert_eq(s.failures, 0);
+    /* nothing but the stale counters moved */
+    cr_assert_eq(atomic_load(&f->b.state), atomic_load(&save.state));
+    cr_assert_eq(atomic_load(&f->b.agg), atomic_load(&save.agg));
+    cr_assert_eq(atomic_load(&f->b.consec), atomic_load(&save.consec));
+    cr_assert_eq(atomic_load(&f->b.cursor), atomic_load(&save.cursor));
+    for (int i = 0; i < 4; i++)
+        call(&f->b, 0, OK_, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    free(f);
+}
+
+Test(circuit_breaker, callback_once_per_transition)
+{
+    fixture *f = fx_new(small());
+    goto_state(f, HO);       /* CL->OP, OP->HO */
+    ap_cb_force_open(&f->b); /* HO->FO */
+    ap_cb_force_open(&f->b); /* no-op */
+    ap_cb_disable(&f->b);    /* FO->DI */
+    ap_cb_reset(&f->b);      /* DI->CL */
+    static const ap_breaker_state want[][2] = {{CL, OP}, {OP, HO}, {HO, FO}, {FO, DI}, {DI, CL}};
+    cr_assert_eq(f->log.n, 5);
+    for (unsigned i = 0; i < 5; i++) {
+        cr_assert_eq(f->log.e[i].from, want[i][0], "event %u", i);
+        cr_assert_eq(f->log.e[i].to, want[i][1], "event %u", i);
+        cr_assert_eq(f->log.e[i].gen, i + 2);
+    }
     free(f);
 }
 

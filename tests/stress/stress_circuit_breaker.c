@@ -7,7 +7,9 @@
  * ... many times per run; 30 % of the outcomes fail (2 % in the last
  * scenario), 5 % are ignored. Checked:
  *   - never more than K probes in flight in one half-open period: a test
- *     counter per generation, raised after allow and lowered before record
+ *     counter per generation, raised after allow and lowered before record;
+ *     never more than K probes admitted in one half-open period (IGNORED
+ *     outcomes included)
  *   - no call admitted while OPEN or FORCED_OPEN: the state-change callback
  *     logs the state of every generation; after the join, every generation
  *     a permit carried must be CLOSED / DISABLED (probe 0) or HALF_OPEN
@@ -35,6 +37,7 @@ typedef struct cb_run {
     _Atomic uint64_t clock;
     _Atomic int gen_state[MAXGEN];   /* set by the callback, relaxed */
     _Atomic uint32_t probes[MAXGEN]; /* probes in flight per generation, relaxed */
+    _Atomic uint32_t admitted[MAXGEN]; /* probes admitted per generation, relaxed */
     _Atomic uint32_t callbacks;
     _Atomic uint32_t stop;
 } cb_run;
@@ -73,6 +76,9 @@ static void *worker(void *arg)
         }
         CHECK(p.gen < MAXGEN, "generation %" PRIu64 " beyond the test's table", p.gen);
         if (p.probe) {
+            uint32_t nadm = STRESS_ADD(&r->admitted[p.gen], 1u);
+            CHECK(nadm < k, "%u probes admitted in generation %" PRIu64 " (K = %u)", nadm + 1,
+                  p.gen, k);
             uint32_t before = STRESS_ADD(&r->probes[p.gen], 1u);
             CHECK(before < k, "%u probes in flight in generation %" PRIu64 " (K = %u)",
                   before + 1, p.gen, k);
