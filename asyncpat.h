@@ -48,4 +48,7 @@
 #ifndef AP_NO_FANOUT
 #include "asyncpat/fanout.h"
 #endif
+#ifndef AP_NO_BARRIER
+#include "asyncpat/barrier.h"
+#endif
 #endif /* ASYNCPAT_H */

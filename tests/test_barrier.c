@@ -1,0 +1,427 @@
+/*
+ * tests/test_barrier.c -- the reusable barrier: generations, one leader per
+ * generation, completion function, arrive_and_drop, WITHDRAW/BREAK policies,
+ * futures contract, bad configuration
+ */
+#include "asyncpat/barrier.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One timeout value for every test (BoxFort leaks a timeout record when
+ * tests with different timeouts overlap). */
+#define TEST_TIMEOUT_S 30
+
+typedef struct tw { /* a waker that counts its calls */
+    atomic_int calls;
+} tw;
+
+static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
+static int calls(tw *t) { return atomic_load(&t->calls); }
+
+static ap_poll poll1(ap_barrier_wait_fut *f, tw *t)
+{
+    ap_cx cx = {{tw_wake, t}, 0, AP_DEADLINE_NONE};
+    return ap_barrier_wait_poll(f, &cx);
+}
+
+static ap_deadline in_ms(unsigned ms) { return ap_now_ns() + (uint64_t)ms * AP_NS_PER_MS; }
+
+/* ---- configuration ---- */
+
+Test(barrier, init_bad_config_is_inval, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    memset(&b, 0xAB, sizeof b);
+    cr_assert_eq(ap_barrier_init(&b, 0, AP_BARRIER_WITHDRAW, NULL, NULL), AP_INVAL);
+    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_BREAK, NULL, NULL),
+                 AP_INVAL);
+    cr_assert_eq(ap_barrier_init(&b, 2, (ap_barrier_policy)7, NULL, NULL), AP_INVAL);
+    cr_assert_eq(((unsigned char *)&b)[0], 0xAB, "a failed init changed the barrier");
+    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_parties(&b), AP_BARRIER_PARTIES_MAX);
+    ap_barrier_fini(&b);
+}
+
+static void count_fn(void *ctx) { atomic_fetch_add((atomic_int *)ctx, 1); }
+
+Test(barrier, one_party_is_always_leader, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    atomic_int runs = 0;
+    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_WITHDRAW, count_fn, &runs), AP_OK);
+    for (int i = 0; i < 10; i++) {
+        bool leader = false;
+        cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+        cr_assert(leader);
+    }
+    cr_assert_eq(atomic_load(&runs), 10);
+    cr_assert_eq(ap_barrier_generation(&b), 10);
+    ap_barrier_fini(&b);
+}
+
+/* ---- futures ---- */
+
+Test(barrier, future_wakes_after_pending_and_reports_leader, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    atomic_int runs = 0;
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, count_fn, &runs), AP_OK);
+    ap_barrier_wait_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_AGAIN);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING, "a re-poll must not arrive twice");
+    cr_assert_eq(ap_barrier_arrived(&b), 1);
+    cr_assert_eq(calls(&t1), 0);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f2), AP_OK);
+    cr_assert(f2.is_leader);
+    cr_assert_eq(atomic_load(&runs), 1);
+    cr_assert_geq(calls(&t1), 1, "the waiter was not woken");
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    cr_assert(!f1.is_leader);
+    /* cancel after completion: idempotent, changes nothing */
+    ap_barrier_wait_cancel(&f1);
+    ap_barrier_wait_cancel(&f1);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    cr_assert_eq(ap_barrier_arrived(&b), 0);
+    cr_assert_eq(ap_barrier_generation(&b), 1);
+    ap_barrier_fini(&b);
+}
+
+Test(barrier, cancel_before_poll_does_not_arrive, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut f;
+    tw t = {0};
+    ap_barrier_wait_fut_init(&f, &b);
+    ap_future_cancel(&f.base);
+    cr_assert_eq(ap_barrier_wait_status(&f), AP_CANCELED);
+    cr_assert_eq(poll1(&f, &t), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f), AP_CANCELED);
+    cr_assert_eq(ap_barrier_arrived(&b), 0);
+    cr_assert(!ap_barrier_is_broken(&b), "a future that never arrived broke the barrier");
+    ap_barrier_fini(&b);
+}
+
+Test(barrier, withdraw_cancel_no_wake_after_cancel, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut f1, f2, f3, f4;
+    tw t1 = {0}, t2 = {0}, t3 = {0}, t4 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    ap_barrier_wait_cancel(&f1);
+    ap_barrier_wait_cancel(&f1); /* idempotent */
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_CANCELED);
+    cr_assert_eq(ap_barrier_arrived(&b), 0, "the arrival was not taken back");
+    cr_assert(!ap_barrier_is_broken(&b));
+    ap_barrier_wait_fut_init(&f2, &b);
+    ap_barrier_wait_fut_init(&f3, &b);
+    ap_barrier_wait_fut_init(&f4, &b);
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(poll1(&f3, &t3), AP_PENDING);
+    cr_assert_eq(poll1(&f4, &t4), AP_READY);
+    cr_assert(f4.is_leader);
+    cr_assert_eq(calls(&t1), 0, "a cancelled future was woken");
+    cr_assert_geq(calls(&t2), 1);
+    cr_assert_geq(calls(&t3), 1);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(poll1(&f3, &t3), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f2), AP_OK);
+    cr_assert_eq(ap_barrier_wait_status(&f3), AP_OK);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_CANCELED);
+    ap_barrier_fini(&b);
+}
+
+/* ---- policies ---- */
+
+Test(barrier, withdraw_timed_wait_then_rearrive_completes, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(ap_barrier_wait(&b, in_ms(1)), AP_OK, "the third arrival completes at once");
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    /* generation 1: two arrive, the third times out and withdraws */
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(ap_barrier_wait(&b, in_ms(20)), AP_TIMEDOUT);
+    cr_assert_eq(ap_barrier_arrived(&b), 1, "timed-out arrival not withdrawn");
+    cr_assert(!ap_barrier_is_broken(&b));
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING, "others must still wait, not fail");
+    /* the withdrawn party comes back: the generation completes */
+    bool leader = false;
+    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    cr_assert(leader);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    cr_assert_eq(ap_barrier_wait_status(&f2), AP_OK);
+    /* generation 2: a timed-out party drops instead: that completes it */
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(ap_barrier_arrived(&b), 2);
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
+    cr_assert(leader, "the drop that completes a generation leads it");
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    cr_assert_eq(ap_barrier_parties(&b), 2);
+    ap_barrier_fini(&b);
+}
+
+Test(barrier, break_policy_breaks_everybody_until_reset, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    atomic_int runs = 0;
+    cr_assert_eq(ap_barrier_init(&b, 4, AP_BARRIER_BREAK, count_fn, &runs), AP_OK);
+    ap_barrier_wait_fut f1, f2, f3;
+    tw t1 = {0}, t2 = {0}, t3 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(ap_barrier_wait(&b, in_ms(20)), AP_TIMEDOUT);
+    cr_assert(ap_barrier_is_broken(&b));
+    cr_assert_geq(calls(&t1), 1, "a broken barrier must wake its waiters");
+    cr_assert_geq(calls(&t2), 1);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_CANCELED);
+    cr_assert_eq(ap_barrier_wait_status(&f2), AP_CANCELED);
+    /* later waits fail at once, without arriving */
+    cr_assert_eq(ap_barrier_wait(&b, AP_DEADLINE_NONE), AP_CANCELED);
+    ap_barrier_wait_fut_init(&f3, &b);
+    cr_assert_eq(poll1(&f3, &t3), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f3), AP_CANCELED);
+    cr_assert_eq(atomic_load(&runs), 0);
+    /* reset recovers */
+    ap_barrier_reset(&b);
+    cr_assert(!ap_barrier_is_broken(&b));
+    cr_assert_eq(ap_barrier_arrived(&b), 0);
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    ap_barrier_wait_fut_init(&f3, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(poll1(&f2, &t2), AP_PENDING);
+    cr_assert_eq(poll1(&f3, &t3), AP_PENDING);
+    bool leader = false;
+    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    cr_assert(leader);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    cr_assert_eq(poll1(&f3, &t3), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    cr_assert_eq(ap_barrier_wait_status(&f2), AP_OK);
+    cr_assert_eq(ap_barrier_wait_status(&f3), AP_OK);
+    cr_assert_eq(atomic_load(&runs), 1);
+    ap_barrier_fini(&b);
+}
+
+Test(barrier, reset_under_waiters_cancels_them, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    ap_barrier_reset(&b);
+    cr_assert_geq(calls(&t1), 1);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_CANCELED);
+    /* a completed generation followed by a reset is still a completion */
+    ap_barrier_wait_fut_init(&f1, &b);
+    ap_barrier_wait_fut_init(&f2, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(poll1(&f2, &t2), AP_READY);
+    ap_barrier_reset(&b);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    ap_barrier_fini(&b);
+}
+
+Test(barrier, arrive_and_drop, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    atomic_int runs = 0;
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_BREAK, count_fn, &runs), AP_OK);
+    bool leader = true;
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
+    cr_assert(!leader);
+    cr_assert_eq(ap_barrier_parties(&b), 2);
+    ap_barrier_wait_fut f1;
+    tw t1 = {0};
+    ap_barrier_wait_fut_init(&f1, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    cr_assert(leader);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(ap_barrier_wait_status(&f1), AP_OK);
+    /* later generations need 2 */
+    ap_barrier_wait_fut_init(&f1, &b);
+    cr_assert_eq(poll1(&f1, &t1), AP_PENDING);
+    cr_assert_eq(ap_barrier_arrived(&b), 1);
+    cr_assert_eq(ap_barrier_wait(&b, AP_DEADLINE_NONE), AP_OK);
+    cr_assert_eq(poll1(&f1, &t1), AP_READY);
+    cr_assert_eq(atomic_load(&runs), 2);
+    /* drop everybody: a wait is then AP_INVAL, never a hang */
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
+    cr_assert(!leader, "nobody waits: no generation to complete");
+    cr_assert_eq(ap_barrier_parties(&b), 0);
+    cr_assert_eq(ap_barrier_wait(&b, AP_DEADLINE_NONE), AP_INVAL);
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, NULL), AP_INVAL);
+    cr_assert_eq(atomic_load(&runs), 2);
+    ap_barrier_fini(&b);
+}
+
+/* ---- threads: the round invariant, one leader per generation ---- */
+
+typedef struct round_ctx {
+    ap_barrier b;
+    unsigned n, rounds;
+    atomic_ulong arrivals;   /* incremented before each round's first wait */
+    atomic_ulong fn_runs;    /* completion function runs */
+    atomic_ulong leaders;    /* waits that returned is_leader */
+    atomic_ulong bad;
+    atomic_uint next_id;
+} round_ctx;
+
+static void round_fn(void *ctx)
+{
+    round_ctx *c = ctx;
+    atomic_fetch_add_explicit(&c->fn_runs, 1, memory_order_relaxed);
+}
+
+static void *round_worker(void *arg)
+{
+    round_ctx *c = arg;
+    unsigned id = atomic_fetch_add(&c->next_id, 1);
+    unsigned long gens = 0;
+    for (unsigned long r = 1; r <= c->rounds; r++) {
+        atomic_fetch_add_explicit(&c->arrivals, 1, memory_order_relaxed);
+        for (int phase = 0; phase < 2; phase++) {
+            bool leader = false;
+            ap_status st;
+            if ((id + r + (unsigned)phase) % 3 == 0) { /* some waits through a future */
+                ap_barrier_wait_fut f;
+                ap_barrier_wait_fut_init(&f, &c->b);
+                ap_block_on(&f.base);
+                st = ap_barrier_wait_status(&f);
+                leader = f.is_leader;
+            } else {
+                st = ap_barrier_wait_leader(&c->b, AP_DEADLINE_NONE, &leader);
+            }
+            gens++;
+            if (st != AP_OK)
+                atomic_fetch_add(&c->bad, 1);
+            if (leader)
+                atomic_fetch_add_explicit(&c->leaders, 1, memory_order_relaxed);
+            /* fn of this generation ran before we were released */
+            if (atomic_load_explicit(&c->fn_runs, memory_order_relaxed) < gens)
+                atomic_fetch_add(&c->bad, 1);
+            /* after the first wait of round r: exactly n * r arrivals (the
+             * second wait keeps anyone from starting round r + 1 early) */
+            if (phase == 0 &&
+                atomic_load_explicit(&c->arrivals, memory_order_relaxed) != c->n * r)
+                atomic_fetch_add(&c->bad, 1);
+        }
+    }
+    return NULL;
+}
+
+static void run_rounds(unsigned n, unsigned rounds)
+{
+    round_ctx *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    c->n = n;
+    c->rounds = rounds;
+    cr_assert_eq(ap_barrier_init(&c->b, n, AP_BARRIER_WITHDRAW, round_fn, c), AP_OK);
+    pthread_t th[16];
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, round_worker, c), 0);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    unsigned long gens = 2ul * rounds;
+    cr_assert_eq(atomic_load(&c->bad), 0, "%lu invariant violations", atomic_load(&c->bad));
+    cr_assert_eq(atomic_load(&c->fn_runs), gens);
+    cr_assert_eq(atomic_load(&c->leaders), gens, "not exactly one leader per generation");
+    cr_assert_eq(atomic_load(&c->arrivals), (unsigned long)n * rounds);
+    cr_assert_eq(ap_barrier_generation(&c->b), (uint32_t)gens);
+    ap_barrier_fini(&c->b);
+    free(c);
+}
+
+Test(barrier, rounds_more_threads_than_cores, .timeout = TEST_TIMEOUT_S)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = cores < 1 ? 4 : (unsigned)(cores * 2 + 1);
+    if (n > 16)
+        n = 16;
+    /* about 1e5 waits in all (2 per round per thread) */
+    run_rounds(n, 100000u / (2u * n));
+}
+
+Test(barrier, rounds_two_threads, .timeout = TEST_TIMEOUT_S)
+{
+    run_rounds(2, 20000);
+}
+
+/* threads that time out while the others complete: WITHDRAW keeps them consistent */
+typedef struct tw_ctx {
+    ap_barrier b;
+    atomic_ulong ok, timedout;
+} tw_ctx;
+
+static void *timed_worker(void *arg)
+{
+    tw_ctx *c = arg;
+    for (int i = 0; i < 200; i++) {
+        ap_status st;
+        /* retry until this party gets through generation after generation */
+        while ((st = ap_barrier_wait(&c->b, ap_now_ns() + 20000u)) == AP_TIMEDOUT)
+            atomic_fetch_add(&c->timedout, 1);
+        if (st == AP_OK)
+            atomic_fetch_add(&c->ok, 1);
+    }
+    return NULL;
+}
+
+Test(barrier, withdraw_under_timeouts_never_gets_stuck, .timeout = TEST_TIMEOUT_S)
+{
+    tw_ctx *c = calloc(1, sizeof *c);
+    cr_assert_not_null(c);
+    cr_assert_eq(ap_barrier_init(&c->b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, timed_worker, c), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&c->ok), 600);
+    cr_assert_eq(ap_barrier_generation(&c->b), 200);
+    cr_assert_eq(ap_barrier_arrived(&c->b), 0);
+    ap_barrier_fini(&c->b);
+    free(c);
+}
