@@ -45,7 +45,11 @@
  *   one completion can happen (g+1 cannot complete without it: it is one of
  *   the expected parties and has not arrived there), so an odd distance
  *   from g means "my generation completed" and an even, non-zero distance
- *   (or BROKEN still at g) means "broken or reset under me".
+ *   (or BROKEN still at g) means "broken or reset under me". The counter
+ *   has 23 bits: the rule holds as long as fewer than 2^22 resets happen
+ *   during one wait (a wrapped wait ends AP_CANCELED when cancelled, and
+ *   never corrupts the word). A break clears the arrivals, so a broken
+ *   barrier never looks COMPLETE and arrive_and_drop on it never waits.
  *
  * GUARANTEES (invariants the tests check)
  *   - no party passes generation g before every expected party arrived at
@@ -167,6 +171,7 @@ typedef struct ap_barrier_wait_fut {
     ap_status status;
     bool arrived;
     bool is_leader; /* valid once status is AP_OK */
+    bool undid;     /* cancel withdrew our arrival or broke the barrier itself */
 } ap_barrier_wait_fut;
 
 /**
@@ -462,6 +467,7 @@ AP_API void ap_barrier_wait_fut_init(ap_barrier_wait_fut *f, ap_barrier *b)
     f->gen = 0;
     f->status = AP_AGAIN;
     f->arrived = false;
+    f->undid = false;
     f->is_leader = false;
 }
 
@@ -525,8 +531,19 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
             f->status = st; /* completed (we passed) or already broken */
             return;
         }
-        uint64_t n = b->policy == AP_BARRIER_WITHDRAW ? s - 1u /* take back our arrival */
-                                                      : s | AP__BAR_BROKEN;
+        if (ap__bar_arrived(s) == 0) {
+            /* Our arrival is gone although the distance reads 0: the
+             * generation counter wrapped under >= 2^22 resets during this
+             * one wait (outside the documented use). Never borrow into
+             * the parties field. */
+            f->status = AP_CANCELED;
+            return;
+        }
+        /* BREAK clears the arrivals: a broken word is never COMPLETE, so
+         * no later arrive or drop waits for a leader that does not exist. */
+        uint64_t n = b->policy == AP_BARRIER_WITHDRAW
+                         ? s - 1u /* take back our arrival */
+                         : (s & ~AP__BAR_ARRIVED_MASK) | AP__BAR_BROKEN;
         AP_TEST_YIELD();
         /* seq_cst: for BREAK, the ladder's SC write before wake_all's SC
          * load of count; acquire on failure: a completion we then see
@@ -536,6 +553,7 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
     }
     if (b->policy == AP_BARRIER_BREAK)
         (void)ap_waitlist_wake_all(&b->wl);
+    f->undid = true;
     f->status = AP_CANCELED;
 }
 
@@ -566,7 +584,9 @@ AP_API ap_status ap_barrier_wait_leader(ap_barrier *b, ap_deadline deadline_ns,
         AP_CPU_RELAX();
     }
     if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
-        return f.status == AP_OK ? AP_OK : AP_TIMEDOUT; /* cancelled by block_on */
+        /* cancelled by block_on: AP_TIMEDOUT only if that cancel withdrew
+         * or broke; a completion, reset or break that came first says so */
+        return f.undid ? AP_TIMEDOUT : f.status;
     return f.status;
 }
 

@@ -425,3 +425,44 @@ Test(barrier, withdraw_under_timeouts_never_gets_stuck, .timeout = TEST_TIMEOUT_
     ap_barrier_fini(&c->b);
     free(c);
 }
+
+/* ---- regressions from review ---- */
+
+/* A break clears the arrivals: dropping every party of a broken barrier
+ * never waits for a leader that does not exist. */
+Test(barrier, drop_after_break_never_waits, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    ap_barrier_wait_fut f;
+    ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
+    bool leader = true;
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut_init(&f, &b);
+    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING); /* arrived: 1 of 2 */
+    ap_barrier_wait_cancel(&f);                               /* BREAK */
+    cr_assert(ap_barrier_is_broken(&b));
+    cr_assert_eq(ap_barrier_arrived(&b), 0);
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
+    cr_assert(!leader);
+    cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK); /* used to spin forever */
+    cr_assert(!leader);
+    cr_assert_eq(ap_barrier_parties(&b), 0);
+}
+
+/* After >= 2^22 resets during one wait the generation distance wraps; a
+ * WITHDRAW cancel must then give up, not borrow into the parties field. */
+Test(barrier, wrapped_generation_cancel_keeps_word_sane, .timeout = TEST_TIMEOUT_S)
+{
+    ap_barrier b;
+    ap_barrier_wait_fut f;
+    ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    ap_barrier_wait_fut_init(&f, &b);
+    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING);
+    for (uint32_t i = 0; i < (UINT32_C(1) << 22); i++)
+        ap_barrier_reset(&b);
+    ap_barrier_wait_cancel(&f);
+    cr_assert_eq(ap_barrier_wait_status(&f), AP_CANCELED);
+    cr_assert_eq(ap_barrier_parties(&b), 2, "parties corrupted");
+    cr_assert_eq(ap_barrier_arrived(&b), 0);
+}
