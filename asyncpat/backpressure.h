@@ -204,6 +204,7 @@ typedef struct ap_bp {
     ap_bp_desc desc;           /* as resolved at init */
     ap_waitlist not_full;      /* BLOCK push futures; woken by give-backs */
     ap_waitlist below_low;     /* low-watermark futures; woken at the crossing */
+    _Atomic uint64_t crossings; /* HIGH -> LOW transitions so far */
     ap_tb tb;                  /* THROTTLE's bucket */
 } ap_bp;
 
@@ -225,7 +226,10 @@ typedef struct ap_bp_pop_fut { ap_waitop op; } ap_bp_pop_fut;
 
 /* A "below the low watermark" future. Status: AP_AGAIN, then AP_OK (the
  * state was LOW when it completed), AP_CLOSED or AP_CANCELED. */
-typedef struct ap_bp_low_fut { ap_waitop op; } ap_bp_low_fut;
+typedef struct ap_bp_low_fut {
+    ap_waitop op;
+    uint64_t since; /* crossings when the future was initialised */
+} ap_bp_low_fut;
 
 /**
  * ap_bp_desc_resolved - the desc with defaults filled in
@@ -313,8 +317,10 @@ AP_API AP_NODISCARD ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline d
 
 /**
  * ap_bp_low_fut_init / _poll / _cancel / _status: completes with AP_OK as
- * soon as the state is LOW (at once if it is LOW at a poll), woken by the
- * pop that switches HIGH to LOW; AP_CLOSED once closed.
+ * soon as the state is LOW at a poll, or once the level has crossed from
+ * HIGH to LOW since _init (edge-triggered: a flip back to HIGH before the
+ * poll does not lose the event); woken by the pop that makes the crossing;
+ * AP_CLOSED once closed.
  */
 AP_API void ap_bp_low_fut_init(ap_bp_low_fut *f, ap_bp *bp);
 AP_API ap_poll ap_bp_low_poll(ap_bp_low_fut *f, ap_cx *cx);
@@ -394,6 +400,7 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
     bp->desc = d;
     ap_waitlist_init(&bp->not_full);
     ap_waitlist_init(&bp->below_low);
+    AP_ATOMIC_INIT(&bp->crossings, 0u);
     return AP_OK;
 }
 
@@ -518,8 +525,13 @@ AP_FORCE_INLINE size_t ap__bp_give_back_nowake(ap_bp *bp, size_t *after)
 AP_FORCE_INLINE void ap__bp_wake(ap_bp *bp, size_t before, size_t after)
 {
     AP_TEST_YIELD(); /* published, not yet woken */
-    if (AP_UNLIKELY((before & AP__BP_HIGH) && !(after & AP__BP_HIGH)))
-        (void)ap_waitlist_wake_all(&bp->below_low); /* crossed low */
+    if (AP_UNLIKELY((before & AP__BP_HIGH) && !(after & AP__BP_HIGH))) {
+        /* crossed low. seq_cst: counted before wake_all's SC look at the
+         * waiters (THE LADDER), so a low future that re-checks after
+         * registering sees this crossing even if HIGH is back already. */
+        (void)AP_ATOMIC_FETCH_ADD(&bp->crossings, 1u, memory_order_seq_cst);
+        (void)ap_waitlist_wake_all(&bp->below_low);
+    }
     if (AP_UNLIKELY(ap_waitlist_has_waiters(&bp->not_full)))
         (void)ap_waitlist_wake(&bp->not_full, 1); /* a slot is free */
     if (AP_UNLIKELY((after & AP__BP_CLOSED) && (after >> 2) == 0))
@@ -791,22 +803,28 @@ AP_API ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline deadline_ns)
     return ap_waitop_wait(&f.op, deadline_ns);
 }
 
-/* The low future's condition: AP_CLOSED, AP_OK (LOW) or AP_FULL (wait). */
+/* The low future's condition: AP_CLOSED, AP_OK (LOW now, or a HIGH -> LOW
+ * crossing since the future began: edge-triggered, so a flip back to HIGH
+ * before the poll does not lose the event) or AP_FULL (wait). */
 AP_API ap_status ap__bp_low_check_v(void *obj, void *arg)
 {
-    (void)arg;
     ap_bp *bp = (ap_bp *)obj;
     /* seq_cst: the re-check of THE LADDER after registering on below_low. */
     size_t lv = AP_ATOMIC_LOAD(&bp->level, memory_order_seq_cst);
     if (lv & AP__BP_CLOSED)
         return AP_CLOSED;
-    return (lv & AP__BP_HIGH) ? AP_FULL : AP_OK;
+    if (!(lv & AP__BP_HIGH))
+        return AP_OK;
+    /* seq_cst: pairs with the crossing count in ap__bp_wake (THE LADDER). */
+    return AP_ATOMIC_LOAD(&bp->crossings, memory_order_seq_cst) != *(const uint64_t *)arg
+               ? AP_OK : AP_FULL;
 }
 
 AP_API void ap_bp_low_fut_init(ap_bp_low_fut *f, ap_bp *bp)
 {
     AP_ASSERT(f != NULL && bp != NULL && bp->capacity != 0);
-    ap_waitop_init(&f->op, &bp->below_low, ap__bp_low_check_v, bp, NULL);
+    f->since = AP_ATOMIC_LOAD(&bp->crossings, memory_order_seq_cst);
+    ap_waitop_init(&f->op, &bp->below_low, ap__bp_low_check_v, bp, &f->since);
 }
 
 AP_API ap_poll ap_bp_low_poll(ap_bp_low_fut *f, ap_cx *cx)

@@ -373,6 +373,39 @@ Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
     rm(f);
 }
 
+/* Edge-triggered: a HIGH -> LOW -> HIGH flip between two polls of a waiting
+ * low future still completes it (a level check alone would miss it). */
+Test(backpressure, low_future_sees_a_crossing_even_if_high_again)
+{
+    fixture *f = mk(8, AP_BP_BLOCK, 6, 2);
+    ap_bp *bp = &f->bp;
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    for (uint64_t i = 0; i < 6; i++)
+        cr_assert_eq(push(bp, i), AP_OK);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    ap_bp_low_fut lf;
+    ap_bp_low_fut_init(&lf, bp);
+    cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
+    while (ap_bp_len(bp) > 2) /* down to low: the crossing */
+        (void)pop1(bp);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_LOW);
+    cr_assert_eq(calls(&t), 1);
+    for (uint64_t i = 0; i < 4; i++) /* back up to high before the poll */
+        cr_assert_eq(push(bp, 10 + i), AP_OK);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_READY, "the crossing was lost");
+    cr_assert_eq(ap_bp_low_status(&lf), AP_OK);
+    /* a future started after that crossing waits for the next one */
+    ap_bp_low_fut lf2;
+    ap_bp_low_fut_init(&lf2, bp);
+    cr_assert_eq(ap_bp_low_poll(&lf2, &cx), AP_PENDING);
+    ap_bp_low_cancel(&lf2);
+    while (ap_bp_len(bp))
+        (void)pop1(bp);
+    rm(f);
+}
+
 /* ---- THROTTLE on a fake clock ---- */
 
 Test(backpressure, throttle_paces_only_above_the_high_watermark)
