@@ -870,28 +870,33 @@ AP_API void ap_bp_close(ap_bp *bp)
 
 AP_API bool ap_bp_is_closed(ap_bp *bp)
 {
+    AP_ASSERT(bp != NULL && bp->capacity != 0);
     /* acquire: what the closing thread did before close is visible. */
     return (AP_ATOMIC_LOAD(&bp->level, memory_order_acquire) & AP__BP_CLOSED) != 0;
 }
 
 AP_API size_t ap_bp_len(ap_bp *bp)
 {
+    AP_ASSERT(bp != NULL && bp->capacity != 0);
     return AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) >> 2;
 }
 
 AP_API size_t ap_bp_capacity(const ap_bp *bp)
 {
+    AP_ASSERT(bp != NULL && bp->capacity != 0);
     return bp->capacity;
 }
 
 AP_API ap_bp_level_state ap_bp_level(ap_bp *bp)
 {
+    AP_ASSERT(bp != NULL && bp->capacity != 0);
     return (AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) & AP__BP_HIGH) ? AP_BP_LEVEL_HIGH
                                                                              : AP_BP_LEVEL_LOW;
 }
 
 AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)
 {
+    AP_ASSERT(bp != NULL && bp->capacity != 0);
     ap_bp_stats s;
 #define AP__BP_GET(f) s.f = AP_ATOMIC_LOAD(&bp->f, memory_order_relaxed)
     AP__BP_GET(offered);
