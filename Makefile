@@ -1,7 +1,7 @@
 # asyncpat -- header-only; this Makefile builds tests, benches and examples
 # and installs the headers. Targets:
 #   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
-#   bench, examples, install, uninstall, clean
+#   test-mutants, test-fuzz, fuzz, bench, examples, install, uninstall, clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 includedir ?= $(PREFIX)/include
@@ -17,7 +17,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
-.PHONY: all test test-headers test-asan test-tsan test-install bench examples install uninstall clean deps
+.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz bench examples install uninstall clean deps
 
 all: examples
 
@@ -36,6 +36,19 @@ test-tsan:
 
 test-install:
 	@sh tests/run.sh install
+
+# Every AP_MUTANT_* build must be caught by its checker (part of `make test`).
+test-mutants:
+	@sh tests/run.sh mutants
+
+# Replay the committed fuzz corpus (part of `make test`) ...
+test-fuzz:
+	@sh tests/run.sh fuzz
+
+# ... or fuzz every harness for FUZZ_TIME seconds (clang + libFuzzer).
+FUZZ_TIME ?= 30
+fuzz:
+	@FUZZ_TIME=$(FUZZ_TIME) sh tests/fuzz/run.sh fuzz
 
 deps:
 	@sh scripts/deps.sh test

@@ -25,6 +25,9 @@
  *                                                       short spin or sched_yield (tests only)
  *   AP_BLOCK_ON_CONDVAR undefined                       ap_block_on parks on a condition variable
  *                                                       instead of a Linux futex
+ *   AP_MUTANT           undefined                       TESTS ONLY: one of the AP_MUTANT_* ids
+ *                                                       below plants a known bug (a negative
+ *                                                       control; see tests/mutants.sh)
  *
  * The AP_ATOMIC_* set must be overridden all together or not at all; a
  * partial set stops the build with #error.
@@ -151,6 +154,45 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_ATOMIC_FETCH_OR(p, v, mo) atomic_fetch_or_explicit((p), (v), (mo))
 #define AP_ATOMIC_FETCH_AND(p, v, mo) atomic_fetch_and_explicit((p), (v), (mo))
 #define AP_ATOMIC_FENCE(mo) atomic_thread_fence(mo)
+#endif
+
+/* ---- negative controls (tests only) ----
+ *
+ * -DAP_MUTANT=<id> plants one known bug at one marked point of a header
+ * (grep for its name), so tests/mutants.sh can prove that the check named
+ * here fails on it. Without AP_MUTANT nothing of this exists. Never define
+ * it outside tests/mutants.sh. Numbered from 1; add new ids at the end.
+ *   id  name                              header: the bug          caught by
+ */
+#define AP_MUTANT_MPMC_RELAXED_PUBLISH 1  /* mpmc.h: push publishes the slot stamp
+                                             relaxed, not release    TSan stress */
+#define AP_MUTANT_WS_TAKE_NO_FENCE 2      /* work_steal.h: try_pop without its
+                                             seq_cst fence (non-TSan build only;
+                                             TSan drops the fence anyway)
+                                                                     plain -O2 work-steal
+                                                                     stress, repeated (a
+                                                                     task run twice) */
+#define AP_MUTANT_SEM_LOAD_STORE 3        /* semaphore.h: try_acquire and release
+                                             take/add permits with load + store,
+                                             not a CAS               semaphore stress */
+#define AP_MUTANT_WAITOP_NO_RECHECK 4     /* waitlist.h: ap_waitop_poll does not
+                                             re-try after registering
+                                                                     lost-wakeup detector
+                                                                     (stress_async) */
+#define AP_MUTANT_SEM_POLL_NO_RECHECK 5   /* semaphore.h: acquire poll does not run
+                                             a grant pass after registering
+                                                                     semaphore stress
+                                                                     (watchdog) */
+#define AP_MUTANT_CB_EARLY_PROBE_RELEASE 6 /* circuit_breaker.h: a reported probe
+                                             gives back its admission with its slot,
+                                             so a period admits > K   breaker stress */
+#define AP_MUTANT_TB_NO_BURST_CLAMP 7     /* token_bucket.h: base is C, not
+                                             max(C, V(t)): idle time banks tokens
+                                             beyond the burst        random-walk theorem
+                                                                     test (Criterion) */
+#define AP_MUTANT_LAST_ 7
+#if defined(AP_MUTANT) && (AP_MUTANT < 1 || AP_MUTANT > AP_MUTANT_LAST_)
+#error "asyncpat: AP_MUTANT is not one of the AP_MUTANT_* ids in asyncpat/config.h"
 #endif
 
 /* ---- test scheduling noise ---- */

@@ -339,7 +339,13 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
                 memcpy(ap__mpmc_data(q, index), elem, sz);
                 /* release: pairs with the acquire in ap__mpmc_pop; the
                  * element's bytes are visible before the slot reads full. */
+#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_MPMC_RELAXED_PUBLISH
+                /* MUTANT (tests only): publish relaxed; the element's bytes
+                 * race with the consumer's copy-out. */
+                AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_relaxed);
+#else
                 AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_release);
+#endif
                 if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_empty)))
                     (void)ap_waitlist_wake(&q->not_empty, 1);
                 return AP_OK;

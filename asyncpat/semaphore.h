@@ -281,6 +281,12 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
         if (st / AP__SEM_ONE < n)
             return AP_AGAIN;
         AP_TEST_YIELD(); /* a future may queue, or a release land, here */
+#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
+        /* MUTANT (tests only): a store of the count read above, not a CAS;
+         * a concurrent take or release in between is lost. */
+        AP_ATOMIC_STORE(&s->state, st - n * AP__SEM_ONE, memory_order_release);
+        return AP_OK;
+#else
         /* acquire: pairs with the seq_cst (release) CAS in ap_sem_release
          * through the release sequence of state: the releasers' writes
          * happen-before our critical section. Relaxed on failure: we only
@@ -288,6 +294,7 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
         if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st - n * AP__SEM_ONE, memory_order_acquire,
                                memory_order_relaxed))
             return AP_OK;
+#endif
     }
 }
 
@@ -346,9 +353,16 @@ AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force)
         /* seq_cst: a release operation (the permits carry the releaser's
          * writes to the next acquirer) and the releasing side's SC write
          * of the ladder, ordered before the has_waiters load below. */
+#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
+        /* MUTANT (tests only): load + store, not a CAS (see try_acquire). */
+        AP_TEST_YIELD();
+        AP_ATOMIC_STORE(&s->state, st + n * AP__SEM_ONE, memory_order_seq_cst);
+        break;
+#else
         if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st + n * AP__SEM_ONE, memory_order_seq_cst,
                                memory_order_relaxed))
             break;
+#endif
     }
     AP_TEST_YIELD(); /* permits in the count, waiters not yet served */
     ap__sem_dispatch(s);
@@ -477,8 +491,14 @@ AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
      * the check above and this register is caught by the check below. */
     ap_waitlist_register(&s->wl, &f->waiter, cx->waker);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
+#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_POLL_NO_RECHECK
+    /* MUTANT (tests only): check-then-register; a release between the
+     * check above and the register saw no waiter and woke nobody. */
+    return AP_PENDING;
+#else
     ap__sem_dispatch(s);
     return ap__sem_fut_done(f) ? AP_READY : AP_PENDING;
+#endif
 }
 
 AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f)

@@ -473,6 +473,15 @@ AP_FORCE_INLINE int ap__tb_decide(const ap_tb *tb, uint64_t c, uint64_t m, uint6
         return t <= now;
     }
     base = ap__tb_base(tb, c, now, &v);
+#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_TB_NO_BURST_CLAMP
+    /* MUTANT (tests only): base = C, not max(C, V(now)): the bucket is not
+     * clamped to the burst, idle time banks tokens without bound. */
+    if (c < base && c + m <= v + tb->burst) {
+        *next = c + m;
+        *when = now;
+        return 1;
+    }
+#endif
     if (base > AP__TB_C_MAX - m)
         return -1;
     *next = base + m;
@@ -581,7 +590,7 @@ AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
         int r = ap__tb_decide(tb, c, n, now_ns, &next, &when);
         if (r < 0)
             return AP_REJECTED; /* the backlog would overflow: runtime, not config */
-        if (when == AP_DEADLINE_NONE)
+        if (when == AP_DEADLINE_NONE && when > now_ns)
             return AP_REJECTED; /* ready beyond the clock's range: never commit */
         if (when > latest && when > now_ns) /* due now is never too late */
             return AP_TIMEDOUT;
@@ -847,7 +856,10 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
         if (x->tat == AP__TB_EMPTY) {
             s = x; /* key absent: insert here */
             s->key = key;
-            s->tat = v_max; /* a fresh bucket (full at max_now) */
+            /* a fresh bucket (full at max_now). Real states never exceed
+             * AP__TB_EMPTY - 1 (the empty marker), so the clamp keeps the
+             * slot occupied and is still no fuller than any dropped key. */
+            s->tat = v_max < AP__TB_EMPTY ? v_max : AP__TB_EMPTY - 1;
             kt->used++;
             break;
         }

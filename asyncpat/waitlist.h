@@ -415,7 +415,9 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
     if (st == AP_FULL || st == AP_EMPTY) {
         ap_waitlist_register(op->wl, &op->waiter, cx->waker);
         AP_TEST_YIELD(); /* between registering and re-checking */
+#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_WAITOP_NO_RECHECK)
         st = op->try_op(op->obj, op->arg);
+#endif /* else MUTANT (tests only): check-then-register, no re-check */
     }
     if (st == AP_FULL || st == AP_EMPTY) {
         op->agains = 0;

@@ -13,7 +13,10 @@ missing_test() {
     # clang's sanitizer runtimes (TSan/ASan for clang builds)
     if command -v clang >/dev/null 2>&1; then
         echo 'int main(void){return 0;}' > /tmp/ap_deps_probe.$$.c
-        clang -fsanitize=thread /tmp/ap_deps_probe.$$.c -o /tmp/ap_deps_probe.$$ >/dev/null 2>&1 \
+        { clang -fsanitize=thread /tmp/ap_deps_probe.$$.c -o /tmp/ap_deps_probe.$$ >/dev/null 2>&1 &&
+          printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n){(void)d;(void)n;return 0;}\n' \
+              > /tmp/ap_deps_probe.$$.c &&
+          clang -fsanitize=fuzzer /tmp/ap_deps_probe.$$.c -o /tmp/ap_deps_probe.$$ >/dev/null 2>&1; } \
             || m="$m libclang-rt-dev"
         rm -f /tmp/ap_deps_probe.$$ /tmp/ap_deps_probe.$$.c
     fi

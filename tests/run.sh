@@ -1,7 +1,8 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, examples, asan, tsan, install (stops at the first failing stage)
-#   tests/run.sh STAGE     one stage: deps headers examples asan tsan install
+#   tests/run.sh all       deps, headers, examples, asan, tsan, mutants, fuzz, install
+#                          (stops at the first failing stage)
+#   tests/run.sh STAGE     one stage: deps headers examples asan tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -107,6 +108,27 @@ stage_tsan() {
     return $rc
 }
 
+stage_mutants() {
+    note "mutants: every AP_MUTANT_* must be caught by its checker (tests/mutants.sh)"
+    out=$(sh tests/mutants.sh 2>&1); rc=$?
+    echo "$out" | sed 's/^/   /'
+    c=$(echo "$out" | sed -n 's/^mutants: \([0-9]*\) caught, \([0-9]*\) survived.*/\1/p')
+    s=$(echo "$out" | sed -n 's/^mutants: \([0-9]*\) caught, \([0-9]*\) survived.*/\2/p')
+    ok "${c:-0}"; bad "${s:-1}"
+    [ $rc -ne 0 ] && [ "${s:-1}" -eq 0 ] && bad
+    return $rc
+}
+
+stage_fuzz() {
+    note "fuzz: libFuzzer harnesses (clang, ASan+UBSan) replayed over the committed corpus"
+    out=$(sh tests/fuzz/run.sh corpus 2>&1); rc=$?
+    echo "$out" | sed 's/^/   /'
+    p=$(echo "$out" | sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+    f=$(echo "$out" | sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+    ok "${p:-0}"; bad "${f:-1}"
+    [ $rc -eq 0 ] && [ "${f:-1}" = 0 ]
+}
+
 stage_install() {
     note "install: make install PREFIX=tmp, pkg-config, and vendoring by copy"
     tmp=$(mktemp -d); rc=0
@@ -134,14 +156,15 @@ stage_install() {
 run() {
     case "$1" in
     deps) stage_deps ;; headers) stage_headers ;; examples) stage_examples ;;
-    asan) stage_asan ;; tsan) stage_tsan ;; install) stage_install ;;
+    asan) stage_asan ;; tsan) stage_tsan ;; mutants) stage_mutants ;; fuzz) stage_fuzz ;;
+    install) stage_install ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
     esac
 }
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers examples asan tsan install; do
+    for s in deps headers examples asan tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
