@@ -58,13 +58,17 @@
  * CONCURRENCY          allow  record  state  stats  force/disable/reset  fini
  *   any call            yes    yes     yes    yes        yes              no
  *   Progress: in CLOSED and DISABLED, allow is one atomic load (wait-free);
- *   record with the COUNT window is lock-free (its CAS loops on the
- *   aggregate, the cursor and a slot retry only when another record
- *   succeeded) and takes
- *   no lock unless it trips the breaker; a fast success (not slow) into a
- *   full window with no failure and no slow call is wait-free and writes
- *   only its stat counter (the window it leaves is the one it found). Everything else (OPEN once the
- *   open time is over, HALF_OPEN, the TIME window, transitions, manual
+ *   record in CLOSED is lock-free with either window and takes no lock
+ *   unless it trips the breaker: COUNT: its CAS loops on the aggregate,
+ *   the cursor and a slot retry only when another record succeeded; a
+ *   fast success (not slow) into a full window with no failure and no
+ *   slow call is wait-free and writes only its stat counter (the window it
+ *   leaves is the one it found). TIME: its CAS loops on the newest epoch,
+ *   a bucket's key and its counts retry only when another record raised
+ *   the epoch, moved the bucket to a newer epoch or added to it; a bucket
+ *   found mid-reset is helped to finish. IGNORED in CLOSED touches no
+ *   window. Everything else (OPEN once the
+ *   open time is over, HALF_OPEN, transitions, manual
  *   controls) runs under one small internal lock (ap__lock) held for
  *   O(probes + buckets) work; OPEN rejections before the open time is
  *   over take no lock. Transitions happen only under the lock, after
@@ -110,12 +114,42 @@
  *   g (each slot's add is counted until its evictor subtracts it), so a
  *   fast success evicting one of them changes nothing; the record takes
  *   effect at that load and skips (1)-(4) (the run of failures is still
- *   reset). Counters are relaxed and striped; they order nothing.
+ *   reset).
+ *   The TIME window (bucket k = epoch = now / w, in slot k % buckets) has a
+ *   word tnew = gen16 | newest epoch, and per bucket a key gen16 | reset
+ *   flag | epoch and a count word seq8 | calls | failures | slow (one word:
+ *   failures <= calls and slow <= calls in every read). Every clear (entry
+ *   to CLOSED, g) writes tnew = (g, 0), every key = (g, clean, 0) and bumps
+ *   every count word's seq by a CAS (release; before the state word). A
+ *   record of g: (1) clamps: k = max(now / w, newest), raising tnew to k by
+ *   CAS -- exactly the locked max; a tag other than g: stale, nothing
+ *   changed. (2) brings slot k % buckets to epoch k: key epoch < k: CAS the
+ *   key to (g, flag, k), then (anyone who sees the flag helps) CAS the
+ *   count word to empty with seq + 1, then CAS the flag off (release).
+ *   Key epoch > k: the bucket moved on, so newest >= that epoch by now
+ *   (the mover raised tnew first, acq_rel): clamp again -- the record then
+ *   lands in the newest bucket, as a locked record taken at this moment
+ *   would. Key tag other than g: stale. (3) adds: reads the key (acquire,
+ *   clean, (g, k)), the count word, the key again (unchanged), and CASes
+ *   the count word. The seq makes that CAS fail if any emptying (a reset
+ *   of this slot or a clear) came after the count read, so an add lands
+ *   only in epoch k's counts of g: either before the slot's next reset
+ *   (then it counted until that reset expired it, as epoch k would have
+ *   expired anyway, since the slot's next epoch is >= k + buckets) or it
+ *   retries. A record of an older generation adds to nothing of g's: its
+ *   tags differ, and a count CAS from before the clear fails on seq. From
+ *   its add the record has taken effect. (4) sums the buckets whose key is
+ *   (g, clean) with an epoch in (K - buckets, K], K = tnew's epoch now,
+ *   each read key / counts / same key (else it reads as empty); the sum is
+ *   not a snapshot (single-threaded it is the locked sum exactly); if it
+ *   (or the failure run) trips, ap__cb_trip re-checks (CLOSED, g) under
+ *   the lock. Counters are relaxed and striped; they order nothing.
  *   The breaker publishes no user memory: do not use a permit as a
  *   happens-before edge.
  *
  * COMPLEXITY   allow/record O(1) in CLOSED with the COUNT window; O(buckets)
- *              with the TIME window; O(probes) in HALF_OPEN.
+ *              with the TIME window (lock-free, the sum); O(probes) in
+ *              HALF_OPEN.
  * MEMORY       ap_cb_init takes a caller buffer of ap_cb_bytes(desc) bytes
  *              (<= AP_CB_BYTES(window_size or buckets, probes)), aligned
  *              for uint64_t; ap_cb_create allocates the breaker and buffer
@@ -127,7 +161,15 @@
  *              half_open_probes <= AP_CB_MAX_PROBES (1024). The COUNT window
  *              tags its aggregate with 16 bits of the generation: a record
  *              stalled between its state check and its add across exactly a
- *              multiple of 65536 transitions could land in a later window.
+ *              multiple of 65536 transitions could land in a later window;
+ *              the TIME window's tnew and keys carry the same 16-bit tag.
+ *              TIME: a bucket counts at most 524287 calls and failures
+ *              and 262143 slow calls (more saturate: the rates of such a
+ *              bucket are then approximate); epochs (now_ns / (window_ns /
+ *              buckets)) above 2^47 - 1 count as 2^47 - 1; an add stalled
+ *              between its count read and its CAS across exactly a
+ *              multiple of 256 resets of its bucket, finding the same
+ *              counts, could land in a later epoch (8-bit seq).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_TEST_YIELD
  * SEE ALSO     tests/test_circuit_breaker.c, bench/bench_circuit_breaker.c
  * STABILITY    experimental (0.x): names and defaults may change before 1.0
@@ -233,7 +275,8 @@ typedef struct ap__cb_stripe {
 } ap__cb_stripe;
 
 typedef struct ap__cb_bucket {
-    uint64_t k, calls, failures, slow; /* k == UINT64_MAX: empty */
+    _Atomic uint64_t key; /* gen16 << 48 | reset flag << 47 | epoch47 */
+    _Atomic uint64_t cnt; /* seq8 << 56 | calls19 << 37 | failures19 << 18 | slow18 */
 } ap__cb_bucket;
 
 /** ap_breaker - one breaker; set up with ap_cb_init or ap_cb_create */
@@ -244,14 +287,14 @@ typedef struct ap_breaker {
     _Alignas(AP_CACHELINE) _Atomic uint64_t agg;   /* epoch16|calls16|failures16|slow16 */
     _Atomic uint64_t consec;                       /* epoch16 << 48 | run of failures */
     _Atomic uint64_t cursor;                       /* epoch16 << 48 | ring position */
+    _Atomic uint64_t tnew;                         /* TIME: gen16 << 48 | newest epoch47 */
     /* slow path, under lock */
     _Alignas(AP_CACHELINE) ap__lock lock;
     uint64_t cur_open;     /* current open duration */
     uint32_t inflight, succ, admitted; /* HALF_OPEN: this period's probes */
     uint64_t *admit;       /* [probes]: admit time, UINT64_MAX = free */
-    ap__cb_bucket *bkt;    /* TIME: [buckets] */
+    ap__cb_bucket *bkt;    /* TIME: [buckets], lock-free (see ORDERING) */
     uint64_t bkt_w;        /* bucket width, ns */
-    uint64_t bkt_newest;   /* newest bucket number seen */
     _Atomic uint64_t *slots; /* COUNT: [window_size], gen32 << 3 | slow << 2 | fail << 1 | 1 */
     _Atomic uint64_t transitions, lease_expired;
     ap_breaker_desc desc;  /* resolved */
@@ -322,7 +365,7 @@ AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_
  * outcome; nothing changed). A permit of an older generation changes only
  * the stale counter. In HALF_OPEN, expired probe leases are applied first
  * (so a probe reported at or after its lease is stale).
- * Concurrency: any thread; CLOSED + COUNT window: lock-free.
+ * Concurrency: any thread; CLOSED (COUNT or TIME window): lock-free.
  */
 AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *permit,
                                            ap_breaker_outcome outcome, uint64_t duration_ns,
@@ -349,6 +392,17 @@ AP_API void ap_cb_reset(ap_breaker *b);
 #define AP__CB_EPOCH(g) (((g) & UINT64_C(0xffff)) << 48)
 #define AP__CB_EPOCH_MASK (UINT64_C(0xffff) << 48)
 #define AP__CB_F16(x, shift) (((x) >> (shift)) & UINT64_C(0xffff))
+/* TIME window words */
+#define AP__CB_EP_MASK ((UINT64_C(1) << 47) - 1) /* epoch = now / bucket width */
+#define AP__CB_KFLAG (UINT64_C(1) << 47)         /* key: reset in progress */
+#define AP__CB_SEQ (UINT64_C(0xff) << 56)        /* cnt: reset sequence */
+#define AP__CB_MAX19 UINT64_C(0x7ffff)
+#define AP__CB_MAX18 UINT64_C(0x3ffff)
+#define AP__CB_C_CALLS(c) (((c) >> 37) & AP__CB_MAX19)
+#define AP__CB_C_FAILS(c) (((c) >> 18) & AP__CB_MAX19)
+#define AP__CB_C_SLOW(c) ((c) & AP__CB_MAX18)
+/* an empty count word with the next reset sequence number */
+#define AP__CB_C_BUMP(c) ((((c) & AP__CB_SEQ) + (UINT64_C(1) << 56)) & AP__CB_SEQ)
 
 typedef struct ap__cb_events {
     unsigned n;
@@ -392,7 +446,7 @@ AP_API size_t ap__cb_bytes_resolved(const ap_breaker_desc *d)
         if (d->buckets > AP_CB_MAX_BUCKETS || d->buckets > d->window_ns ||
             d->window_ns % d->buckets != 0)
             return 0;
-        return (size_t)d->buckets * sizeof(ap__cb_bucket) + probes;
+        return (size_t)d->buckets * sizeof(ap__cb_bucket) + probes; /* <= AP_CB_BYTES */
     }
     return 0;
 }
@@ -407,9 +461,22 @@ AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc)
 AP_API void ap__cb_clear_window(ap_breaker *b, uint64_t g)
 {
     if (b->desc.window == AP_BREAKER_WINDOW_TIME) {
-        for (uint32_t i = 0; i < b->desc.buckets; i++)
-            b->bkt[i].k = AP__CB_FREE;
-        b->bkt_newest = 0;
+        const uint64_t G = AP__CB_EPOCH(g);
+        /* relaxed: published by the state word's release store; a stale
+         * writer's CAS on tnew or a key fails on the generation tag. */
+        AP_ATOMIC_STORE(&b->tnew, G, memory_order_relaxed);
+        for (uint32_t i = 0; i < b->desc.buckets; i++) {
+            ap__cb_bucket *bk = &b->bkt[i];
+            /* key (g, clean, epoch 0) with empty counts: an empty bucket */
+            AP_ATOMIC_STORE(&bk->key, G, memory_order_relaxed);
+            /* a CAS that bumps the sequence (never a plain store: a stale
+             * adder holding any earlier value must fail); release: an
+             * adder that reads this value also reads the new key. */
+            uint64_t c = AP_ATOMIC_LOAD(&bk->cnt, memory_order_relaxed);
+            while (!AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__CB_C_BUMP(c), memory_order_release,
+                                       memory_order_relaxed)) {
+            }
+        }
     }
     /* relaxed: published by the release store of the state word that
      * follows (ap__cb_set); a recorder of g acquires that word first. */
@@ -438,6 +505,10 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *d
     } else {
         b->bkt = (ap__cb_bucket *)(void *)p;
         b->bkt_w = d.window_ns / d.buckets;
+        for (uint32_t i = 0; i < d.buckets; i++) {
+            AP_ATOMIC_INIT(&b->bkt[i].key, 0);
+            AP_ATOMIC_INIT(&b->bkt[i].cnt, 0);
+        }
         p += (size_t)d.buckets * sizeof(ap__cb_bucket);
     }
     b->admit = (uint64_t *)(void *)p;
@@ -448,6 +519,7 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *d
     AP_ATOMIC_INIT(&b->agg, 0);
     AP_ATOMIC_INIT(&b->consec, 0);
     AP_ATOMIC_INIT(&b->cursor, 0);
+    AP_ATOMIC_INIT(&b->tnew, 0);
     AP_ATOMIC_INIT(&b->lock.held, 0);
     AP_ATOMIC_INIT(&b->transitions, 0);
     AP_ATOMIC_INIT(&b->lease_expired, 0);
@@ -800,29 +872,131 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
     return true;
 }
 
-/* TIME window record (under lock, state is (CLOSED, g)); true: trip. */
-AP_API bool ap__cb_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+/* TIME window: finish the reset of @bk that set key @kf (flag set): empty
+ * the counts (bumping the sequence), then clear the flag. Any thread that
+ * finds the flag helps; extra bumps are harmless (no add can land while
+ * the flag is set). */
+AP_API void ap__cb_bucket_help(ap__cb_bucket *bk, uint64_t kf)
 {
-    const uint32_t nb = b->desc.buckets;
-    uint64_t k = now / b->bkt_w;
-    if (k < b->bkt_newest)
-        k = b->bkt_newest;
-    b->bkt_newest = k;
-    ap__cb_bucket *bk = &b->bkt[k % nb];
-    if (bk->k != k) {
-        bk->k = k;
-        bk->calls = bk->failures = bk->slow = 0;
+    uint64_t c = AP_ATOMIC_LOAD(&bk->cnt, memory_order_acquire);
+    for (;;) {
+        /* acquire: an add that c already holds happened after the flag
+         * was cleared, so this load then sees the flag cleared */
+        if (AP_ATOMIC_LOAD(&bk->key, memory_order_acquire) != kf)
+            return; /* finished (or moved on) by someone else */
+        if (AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__CB_C_BUMP(c), memory_order_acq_rel,
+                               memory_order_acquire))
+            break;
     }
-    bk->calls++;
-    bk->failures += fail;
-    bk->slow += slow;
+    uint64_t x = kf;
+    /* release: an adder that sees the key clean sees the emptied counts */
+    (void)AP_ATOMIC_CAS_STRONG(&bk->key, &x, kf & ~AP__CB_KFLAG, memory_order_release,
+                               memory_order_relaxed);
+}
+
+AP_FORCE_INLINE uint64_t ap__cb_cnt_add(uint64_t c, bool fail, bool slow)
+{
+    uint64_t n = AP__CB_C_CALLS(c), f = AP__CB_C_FAILS(c), s = AP__CB_C_SLOW(c);
+    /* saturating; failures <= calls and slow <= calls still hold */
+    n += n < AP__CB_MAX19;
+    f += fail && f < AP__CB_MAX19;
+    s += slow && s < AP__CB_MAX18;
+    return (c & AP__CB_SEQ) | n << 37 | f << 18 | s;
+}
+
+/* TIME window record of generation g, lock-free (the state word read
+ * (CLOSED, g)). Returns 0: stale (the window of g is gone; nothing
+ * changed), 1: counted, 2: counted and the window trips. */
+AP_API int ap__cb_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+{
+    const uint64_t G = AP__CB_EPOCH(g);
+    const uint32_t nb = b->desc.buckets;
+    uint64_t k0 = now / b->bkt_w, k, key;
+    if (k0 > AP__CB_EP_MASK)
+        k0 = AP__CB_EP_MASK; /* beyond the epoch range: the last epoch */
+    ap__cb_bucket *bk;
+    /* acquire: pairs with the acq_rel raise of tnew by the writer that
+     * moved a bucket to a newer epoch, so a re-clamp sees that epoch */
+    uint64_t t = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
+clamp:
+    /* (1) clamp: k = max(now / w, newest); raise newest to k */
+    for (;;) {
+        if ((t & AP__CB_EPOCH_MASK) != G)
+            return 0; /* a newer generation's window */
+        k = t & AP__CB_EP_MASK;
+        if (k0 <= k)
+            break;
+        if (AP_ATOMIC_CAS_WEAK(&b->tnew, &t, G | k0, memory_order_acq_rel,
+                               memory_order_acquire)) {
+            k = k0;
+            break;
+        }
+    }
+    AP_TEST_YIELD();
+    /* (2) bring bucket k % nb to epoch k, (3) add our outcome to it */
+    bk = &b->bkt[k % nb];
+    key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
+    for (;;) {
+        if ((key & AP__CB_EPOCH_MASK) != G)
+            return 0;
+        uint64_t e = key & AP__CB_EP_MASK;
+        if (e > k) {
+            /* the bucket moved past k (k expired): newest >= e by now;
+             * clamp again, as the locked record taken here would */
+            t = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
+            goto clamp;
+        }
+        if (key & AP__CB_KFLAG) {
+            ap__cb_bucket_help(bk, key);
+            key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
+            continue;
+        }
+        if (e < k) {
+            /* move the bucket from epoch e to k: flag, then empty */
+            if (AP_ATOMIC_CAS_WEAK(&bk->key, &key, G | AP__CB_KFLAG | k, memory_order_acq_rel,
+                                   memory_order_acquire)) {
+                key = G | AP__CB_KFLAG | k;
+                AP_TEST_YIELD();
+            }
+            continue;
+        }
+        /* key (g, clean, k) was read with acquire: the emptying for epoch
+         * k is visible. Read the counts, then check the key again: if it
+         * is unchanged, c belongs to epoch k, and the CAS below succeeds
+         * only if no later emptying (which bumps the sequence) came
+         * between. */
+        uint64_t c = AP_ATOMIC_LOAD(&bk->cnt, memory_order_acquire);
+        uint64_t kb = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
+        if (kb != key) {
+            key = kb;
+            continue;
+        }
+        if (AP_ATOMIC_CAS_STRONG(&bk->cnt, &c, ap__cb_cnt_add(c, fail, slow),
+                                 memory_order_acq_rel, memory_order_relaxed))
+            break;
+        key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
+    }
+    AP_TEST_YIELD();
+    /* The record took effect at its add, in bucket k of g's window. (4)
+     * the rates over the buckets whose epoch lies in (K - nb, K], K the
+     * newest epoch now; each bucket read consistently (key, counts, key),
+     * the sum not a snapshot. A bucket being reset reads as empty. */
     uint64_t calls = 0, fails = 0, slows = 0;
-    for (uint32_t i = 0; i < nb; i++) {
-        const ap__cb_bucket *x = &b->bkt[i];
-        if (x->k != AP__CB_FREE && x->k <= k && x->k + nb > k) {
-            calls += x->calls;
-            fails += x->failures;
-            slows += x->slow;
+    uint64_t K = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
+    if ((K & AP__CB_EPOCH_MASK) == G) {
+        K &= AP__CB_EP_MASK;
+        for (uint32_t i = 0; i < nb; i++) {
+            const ap__cb_bucket *x = &b->bkt[i];
+            uint64_t ka = AP_ATOMIC_LOAD(&x->key, memory_order_acquire);
+            uint64_t e = ka & AP__CB_EP_MASK;
+            if ((ka & (AP__CB_EPOCH_MASK | AP__CB_KFLAG)) != G || e > K || e + nb <= K)
+                continue;
+            uint64_t c = AP_ATOMIC_LOAD(&x->cnt, memory_order_acquire);
+            if (AP_ATOMIC_LOAD(&x->key, memory_order_relaxed) != ka)
+                continue;
+            calls += AP__CB_C_CALLS(c);
+            fails += AP__CB_C_FAILS(c);
+            slows += AP__CB_C_SLOW(c);
         }
     }
     bool trip = ap__cb_rates_trip(&b->desc, calls, fails, slows);
@@ -830,7 +1004,7 @@ AP_API bool ap__cb_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, 
         uint64_t run = ap__cb_consec(b, g, fail);
         trip = trip || run >= b->desc.consecutive_failures;
     }
-    return trip;
+    return trip ? 2 : 1;
 }
 
 AP_API void ap__cb_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool slow)
@@ -857,11 +1031,14 @@ AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
         stale = true;
     } else {
         switch ((ap_breaker_state)(s & 7u)) {
-        case AP_BREAKER_STATE_CLOSED:
-            if (outcome != AP_BREAKER_OUTCOME_IGNORED &&
-                ap__cb_time_record(b, permit->gen, outcome == AP_BREAKER_OUTCOME_FAILURE,
-                                   slow, now))
-                ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+        case AP_BREAKER_STATE_CLOSED: /* not reached: ap_cb_record handles CLOSED */
+            if (outcome != AP_BREAKER_OUTCOME_IGNORED && b->desc.window == AP_BREAKER_WINDOW_TIME) {
+                int r = ap__cb_time_record(b, permit->gen,
+                                           outcome == AP_BREAKER_OUTCOME_FAILURE, slow, now);
+                stale = r == 0;
+                if (r == 2)
+                    ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+            }
             break;
         case AP_BREAKER_STATE_HALF_OPEN: {
             AP_ASSERT(permit->probe >= 1 && permit->probe <= b->desc.half_open_probes &&
@@ -918,10 +1095,19 @@ AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *pe
         ap__cb_count_outcome(b, outcome, slow);
         return AP_OK;
     }
-    if (st == AP_BREAKER_STATE_CLOSED && b->desc.window == AP_BREAKER_WINDOW_COUNT) {
-        if (outcome == AP_BREAKER_OUTCOME_IGNORED ||
-            ap__cb_count_record(b, permit->gen, outcome == AP_BREAKER_OUTCOME_FAILURE, slow,
-                                now_ns))
+    if (st == AP_BREAKER_STATE_CLOSED) {
+        bool fail = outcome == AP_BREAKER_OUTCOME_FAILURE, counted = true;
+        if (outcome == AP_BREAKER_OUTCOME_IGNORED)
+            ; /* touches no window */
+        else if (b->desc.window == AP_BREAKER_WINDOW_COUNT)
+            counted = ap__cb_count_record(b, permit->gen, fail, slow, now_ns);
+        else {
+            int r = ap__cb_time_record(b, permit->gen, fail, slow, now_ns);
+            counted = r != 0;
+            if (AP_UNLIKELY(r == 2))
+                ap__cb_trip(b, permit->gen, now_ns);
+        }
+        if (counted)
             ap__cb_count_outcome(b, outcome, slow);
         else
             AP__CB_COUNT(b, stale);

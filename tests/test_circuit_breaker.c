@@ -24,6 +24,8 @@ static void test_yield(void)
 #include "asyncpat/circuit_breaker.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -582,6 +584,139 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
         cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
         free(f);
     }
+}
+
+/* The TIME window's CLOSED record is lock-free too. Same hand-interleaving
+ * as above: a record of generation 1 at 300 ms (bucket 1, whose key still
+ * reads epoch 0, so it resets the bucket) stalls at its n-th yield while
+ * the breaker resets to generation 2 and records F S S there. Yields: 1
+ * after the state check, 2 after the clamp, 3 after flagging the bucket
+ * for reset, 4 after the add. */
+static uint64_t bkt_calls(ap_breaker *b, unsigned i) { return AP__CB_C_CALLS(atomic_load(&b->bkt[i].cnt)); }
+static uint64_t bkt_fails(ap_breaker *b, unsigned i) { return AP__CB_C_FAILS(atomic_load(&b->bkt[i].cnt)); }
+
+static void late_time_record_interleave(void)
+{
+    ap_breaker *b = yield_b;
+    ap_cb_reset(b); /* generation 2 */
+    call(b, 300 * MS, FAIL_, 0);
+    call(b, 300 * MS, OK_, 0);
+    call(b, 300 * MS, OK_, 0);
+}
+
+Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout = 60)
+{
+    ap_breaker_desc d = {.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC, .buckets = 4,
+                         .min_calls = 4, .failure_rate_pct = 50};
+    for (int at = 1; at <= 4; at++) {
+        fixture *f = fx_new(d);
+        ap_cb_permit p1 = must_allow(&f->b, 300 * MS); /* generation 1 */
+        yield_b = &f->b;
+        yield_at = at;
+        yield_n = 0;
+        yield_fn = late_time_record_interleave;
+        cr_assert_eq(ap_cb_record(&f->b, &p1, FAIL_, 0, 300 * MS), AP_OK);
+        yield_fn = NULL;
+        cr_assert_geq(yield_n, at, "yield %d not reached", at);
+        cr_assert_eq(ap_cb_generation(&f->b), 2);
+        /* generation 2's window is exactly F S S, all in bucket 1 */
+        uint64_t key = atomic_load(&f->b.bkt[1].key);
+        cr_assert_eq(key, AP__CB_EPOCH(UINT64_C(2)) | 1u, "yield %d: key %#llx", at,
+                     (unsigned long long)key);
+        cr_assert_eq(bkt_calls(&f->b, 1), 3, "yield %d: window calls", at);
+        cr_assert_eq(bkt_fails(&f->b, 1), 1, "yield %d: window failures", at);
+        for (unsigned i = 0; i < 4; i++)
+            if (i != 1)
+                cr_assert_eq(bkt_calls(&f->b, i), 0, "yield %d: bucket %u", at, i);
+        /* one success more: 1/4 < 50 %; a phantom failure would trip */
+        call(&f->b, 300 * MS, OK_, 0);
+        cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
+        ap_breaker_stats s = ap_cb_stats(&f->b);
+        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
+        /* stalled before its add: stale; after it: a failure of gen 1 */
+        cr_assert_eq(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
+        free(f);
+    }
+}
+
+/* A record clamped to epoch 0 stalls (after the clamp, yield 2) while a
+ * record at 1000 ms moves bucket 0 to epoch 4. The late record must not
+ * add to epoch 4's counts under epoch 0's name nor vanish: it clamps again
+ * and lands in the newest bucket, exactly as the locked record taken
+ * after the other one would (model: k = max(now / w, newest)). */
+static void newer_epoch_interleave(void) { call(yield_b, 1000 * MS, FAIL_, 0); }
+
+Test(circuit_breaker, time_window_late_record_reclamps_to_newest)
+{
+    fixture *f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC,
+                                          .buckets = 4, .min_calls = 3,
+                                          .failure_rate_pct = 100});
+    ap_cb_permit p1 = must_allow(&f->b, 100 * MS);
+    yield_b = &f->b;
+    yield_at = 2;
+    yield_n = 0;
+    yield_fn = newer_epoch_interleave;
+    cr_assert_eq(ap_cb_record(&f->b, &p1, FAIL_, 0, 100 * MS), AP_OK);
+    yield_fn = NULL;
+    cr_assert_eq(atomic_load(&f->b.bkt[0].key), AP__CB_EPOCH(UINT64_C(1)) | 4u);
+    cr_assert_eq(bkt_calls(&f->b, 0), 2);
+    cr_assert_eq(bkt_fails(&f->b, 0), 2);
+    cr_assert_eq(atomic_load(&f->b.tnew), AP__CB_EPOCH(UINT64_C(1)) | 4u);
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, FAIL_, 0); /* clamped to epoch 4 too: 3/3 */
+    cr_assert_eq(raw_state(&f->b), OP);
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.failures, 3);
+    cr_assert_eq(s.stale, 0);
+    free(f);
+}
+
+/* CLOSED allow + record with the TIME window take no lock: a thread
+ * completes them while this thread holds the breaker's lock. Bounded wait,
+ * so a regression fails instead of hanging. */
+typedef struct lockfree_arg {
+    ap_breaker *b;
+    _Atomic int done;
+} lockfree_arg;
+
+static void *lockfree_worker(void *p)
+{
+    lockfree_arg *a = (lockfree_arg *)p;
+    for (int i = 0; i < 64; i++) {
+        uint64_t now = (uint64_t)i * 100 * MS; /* crosses buckets: resets them */
+        ap_cb_permit pm;
+        if (ap_cb_allow(a->b, now, &pm, NULL) != AP_OK)
+            return NULL;
+        ap_breaker_outcome o = i % 3 == 0 ? FAIL_ : i % 7 == 0 ? IGN_ : OK_;
+        if (ap_cb_record(a->b, &pm, o, i % 5 == 0 ? SEC : 0, now) != AP_OK)
+            return NULL;
+    }
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+Test(circuit_breaker, time_window_closed_path_takes_no_lock, .timeout = 60)
+{
+    fixture *f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC,
+                                          .buckets = 4, .min_calls = 1000,
+                                          .slow_call_ns = SEC});
+    lockfree_arg a = {.b = &f->b};
+    atomic_init(&a.done, 0);
+    ap__lock_acquire(&f->b.lock);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, lockfree_worker, &a), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&a.done); i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL); /* up to 5 s */
+    int done = atomic_load(&a.done);
+    ap__lock_release(&f->b.lock);
+    pthread_join(th, NULL);
+    cr_assert(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.allowed, 64);
+    cr_assert_eq(s.successes + s.failures + s.ignored, 64);
+    cr_assert_eq(s.stale, 0);
+    cr_assert_eq(raw_state(&f->b), CL);
+    free(f);
 }
 
 /* ---- the reference model ---- */

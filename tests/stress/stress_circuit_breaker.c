@@ -16,10 +16,13 @@
  *     (probe != 0)
  *   - conservation: allowed == successes + failures + ignored + stale,
  *     transitions == generation - 1 == callbacks
- * Scenarios: COUNT window (lock-free CLOSED path), TIME window, COUNT
- * window with a thread that forces open / disables / resets meanwhile, and
+ * Scenarios: COUNT window (lock-free CLOSED path), TIME window (lock-free
+ * CLOSED path too), TIME and COUNT windows with a thread that forces open /
+ * disables / resets meanwhile, and
  * COUNT window with rare failures (the full-of-successes shortcut races
- * the ring); a COUNT run that ends CLOSED also checks the window aggregate.
+ * the ring); a COUNT run that ends CLOSED also checks the window aggregate,
+ * a TIME run that ends CLOSED every bucket (no reset left half done, no
+ * epoch past the newest, failures and slow calls <= calls).
  */
 #include "stress.h"
 #include "asyncpat/circuit_breaker.h"
@@ -186,6 +189,22 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
                   AP__CB_F16(a, 0) <= AP__CB_F16(a, 32),
               "window aggregate %#" PRIx64, a);
     }
+    if (r->desc.window == AP_BREAKER_WINDOW_TIME &&
+        (atomic_load(&r->b->state) & 7u) == AP_BREAKER_STATE_CLOSED) {
+        /* every record is done: no bucket is left mid-reset, no bucket's
+         * epoch is past the newest, failures and slow calls <= calls */
+        uint64_t G = AP__CB_EPOCH(gen), t = atomic_load(&r->b->tnew);
+        CHECK((t & AP__CB_EPOCH_MASK) == G, "tnew %#" PRIx64 " not of generation %" PRIu64, t,
+              gen);
+        for (uint32_t i = 0; i < r->desc.buckets; i++) {
+            uint64_t key = atomic_load(&r->b->bkt[i].key), c = atomic_load(&r->b->bkt[i].cnt);
+            CHECK((key & (AP__CB_EPOCH_MASK | AP__CB_KFLAG)) == G &&
+                      (key & AP__CB_EP_MASK) <= (t & AP__CB_EP_MASK),
+                  "bucket %u key %#" PRIx64 " (tnew %#" PRIx64 ")", i, key, t);
+            CHECK(AP__CB_C_FAILS(c) <= AP__CB_C_CALLS(c) && AP__CB_C_SLOW(c) <= AP__CB_C_CALLS(c),
+                  "bucket %u counts %#" PRIx64, i, c);
+        }
+    }
     CHECK(probe_gens > 0 && s.transitions > 10, "the run did not cycle (%" PRIu64
           " transitions)", s.transitions);
     char extra[160];
@@ -216,6 +235,14 @@ int main(int argc, char **argv)
                                    .half_open_probes = 5, .probe_lease_ns = 300,
                                    .consecutive_failures = 6},
                  false, 30);
+    /* the lock-free TIME window against resets to a new generation;
+     * 25 ns buckets, so buckets are moved to newer epochs all the time */
+    run_scenario("time window + force/disable/reset, K=2",
+                 (ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = 100,
+                                   .buckets = 4, .min_calls = 20, .failure_rate_pct = 40,
+                                   .slow_call_ns = 15, .slow_rate_pct = 60, .open_ns = 500,
+                                   .half_open_probes = 2, .probe_lease_ns = 200},
+                 true, 30);
     run_scenario("count window + force/disable/reset, K=2",
                  (ap_breaker_desc){.window_size = 32, .min_calls = 10, .open_ns = 500,
                                    .half_open_probes = 2, .probe_lease_ns = 200},
