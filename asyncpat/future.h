@@ -18,6 +18,9 @@
  *   2. Time. A future that waits for time lowers cx->deadline to the
  *      instant it must be polled again; it reads the time only from
  *      cx->now. Nothing in asyncpat reads a clock behind the caller's back.
+ *      A driver must re-poll by the lowered deadline even without a wake:
+ *      the queues also use it to re-poll while a peer thread is between
+ *      claiming and publishing a slot (AP_AGAIN), which no wake announces.
  *   3. Wake outside locks. Wakers are called after every internal lock is
  *      released, from whichever thread made progress. A waker must be
  *      cheap and must not block; it may be called concurrently with a poll.

@@ -424,10 +424,13 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
         return AP_PENDING;
     }
     if (st == AP_AGAIN) {
-        /* A peer is between claiming and publishing: no wake is promised
-         * for that. Re-poll at once a few times, then back off through
+        /* A peer is between claiming and publishing. Stay registered, so
+         * its publication wakes us in the usual case; but the ladder does
+         * not cover a peer that already looked for waiters, so also ask
+         * to be re-polled: at once a few times, then backing off through
          * cx->deadline (1 us doubling to ~1 ms), so a preempted peer does
          * not turn this waiter into a spinner. */
+        ap_waitlist_register(op->wl, &op->waiter, cx->waker);
         if (op->agains < 4) {
             ap_waker_wake(cx->waker);
         } else {

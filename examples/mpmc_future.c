@@ -41,8 +41,11 @@ int main(void)
         ap_mpmc_pop_fut_init(&f, &q, &v);
         /* The flag is consumed before each re-poll, so a wake that lands
          * during a poll is not lost: the loop just polls once more. */
-        while (ap_mpmc_pop_poll(&f, &cx) == AP_PENDING)
-            while (!atomic_exchange(&woken, false)) {
+        /* a driver passes the time and honours the deadline a poll asks for */
+        for (cx.now = ap_now_ns(), cx.deadline = AP_DEADLINE_NONE;
+             ap_mpmc_pop_poll(&f, &cx) == AP_PENDING;
+             cx.now = ap_now_ns(), cx.deadline = AP_DEADLINE_NONE)
+            while (!atomic_exchange(&woken, false) && ap_now_ns() < cx.deadline) {
                 idle++; /* the loop's other work, or its epoll_wait, goes here */
                 sched_yield();
             }
