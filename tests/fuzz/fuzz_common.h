@@ -68,4 +68,19 @@ static inline int fz_untouched(const void *p, size_t n)
     return 1;
 }
 
+/* A counting allocator for create/destroy: refuses more than 1 MiB, and
+ * `allocs` (outstanding blocks) must be back to its old value after destroy,
+ * or unchanged after an AP_INVAL. */
+#include "asyncpat/core.h"
+static int allocs;
+static inline void *fz_alloc(size_t size, size_t align, void *user)
+{
+    (void)user;
+    allocs++;
+    if (size > ((size_t)1 << 20)) return NULL;
+    return aligned_alloc(align, (size + align - 1) / align * align);
+}
+static inline void fz_free(void *p, size_t size, void *user) { (void)size; (void)user; allocs--; free(p); }
+static const ap_allocator fz_allocator = {fz_alloc, fz_free, NULL};
+
 #endif

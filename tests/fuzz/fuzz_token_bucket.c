@@ -63,16 +63,6 @@ static uint64_t fz_time(fz *f, uint64_t prev)
     }
 }
 
-static int allocs;
-static void *fz_alloc(size_t size, size_t align, void *user)
-{
-    (void)user;
-    allocs++;
-    if (size > ((size_t)1 << 20)) return NULL;
-    return aligned_alloc(align, (size + align - 1) / align * align);
-}
-static void fz_free(void *p, size_t size, void *user) { (void)size; (void)user; allocs--; free(p); }
-static const ap_allocator fz_allocator = {fz_alloc, fz_free, NULL};
 
 #define NRES 32
 #define NKEYS 24
