@@ -411,6 +411,8 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
 {
     if (op->status != AP_AGAIN)
         return AP_READY; /* completed or cancelled earlier */
+    /* A wake that came before this poll is for the attempt made now. */
+    (void)ap__waiter_settle(&op->waiter);
     ap_status st = op->try_op(op->obj, op->arg);
     if (st == AP_FULL || st == AP_EMPTY) {
         ap_waitlist_register(op->wl, &op->waiter, cx->waker);
@@ -440,9 +442,12 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
         op->agains++;
         return AP_PENDING;
     }
-    /* Done. A wake we received was for the progress we just consumed, or
-     * (on close) for everybody: nothing to pass on. */
-    (void)ap_waitlist_cancel(op->wl, &op->waiter);
+    /* Done. A wake that came during this poll may be for progress we did
+     * not use (ours came from an earlier one while we were still linked,
+     * and the waker took us because we were at the head): pass it on, or
+     * the waiter behind us sleeps through a free slot. Found by the
+     * scheduler (tests/verify, mpmc_2p1c_cap1). */
+    ap_waitlist_cancel_pass(op->wl, &op->waiter);
     op->status = st;
     return AP_READY;
 }

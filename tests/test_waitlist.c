@@ -869,3 +869,70 @@ Test(waitlist, waitop_wait_woken_across_threads_no_lost_wake, .timeout = TEST_TI
     EXPECT_EQ(atomic_load(&xt_obj.avail), 0);
     EXPECT_NOT(ap_waitlist_has_waiters(&xt_wl));
 }
+
+/* The stolen wake (found by tests/verify, mpmc_2p1c_cap1): op A is linked
+ * at the head with B behind it. A is re-polled and its try_op succeeds;
+ * meanwhile (simulated inside try_op) another thread frees a second slot
+ * and wakes one waiter: A, the head, which no longer needs it. A must pass
+ * that wake on to B, or B sleeps through a free slot. */
+typedef struct steal_obj {
+    ap_waitlist *wl;
+    int avail;
+    bool wake_inside;
+} steal_obj;
+
+static ap_status take_and_race(void *obj, void *arg)
+{
+    steal_obj *s = obj;
+    (void)arg;
+    if (s->avail == 0)
+        return AP_FULL;
+    s->avail--;
+    if (s->wake_inside) { /* "another thread" frees a slot right now */
+        s->wake_inside = false;
+        s->avail++;
+        (void)ap_waitlist_wake(s->wl, 1);
+    }
+    return AP_OK;
+}
+
+Test(waitlist, waitop_passes_on_a_wake_it_did_not_use)
+{
+    ap_waitlist wl = AP_WAITLIST_INITIALIZER;
+    steal_obj s = {&wl, 0, false};
+    tw ta = {0}, tb = {0};
+    ap_cx cxa = {waker_of(&ta), 0, AP_DEADLINE_NONE}, cxb = {waker_of(&tb), 0, AP_DEADLINE_NONE};
+    ap_waitop a, b;
+    ap_waitop_init(&a, &wl, take_and_race, &s, NULL);
+    ap_waitop_init(&b, &wl, take_and_race, &s, NULL);
+    EXPECT_EQ(ap_waitop_poll(&a, &cxa), AP_PENDING);
+    EXPECT_EQ(ap_waitop_poll(&b, &cxb), AP_PENDING);
+    s.avail = 1;            /* A finds a slot on its own (a spurious re-poll) */
+    s.wake_inside = true;   /* and a second one frees up while it takes it */
+    EXPECT_EQ(ap_waitop_poll(&a, &cxa), AP_READY);
+    EXPECT_EQ(ap_waitop_status(&a), AP_OK);
+    EXPECT_EQ(calls(&tb), 1, "the wake A did not use was not passed on to B");
+    EXPECT_EQ(ap_waitop_poll(&b, &cxb), AP_READY);
+    EXPECT_EQ(ap_waitop_status(&b), AP_OK);
+    EXPECT_NOT(ap_waitlist_has_waiters(&wl));
+}
+
+Test(waitlist, waitop_consumes_a_wake_that_came_before_its_poll)
+{
+    /* the usual case costs no extra wake: A woken, then re-polled, succeeds */
+    ap_waitlist wl = AP_WAITLIST_INITIALIZER;
+    steal_obj s = {&wl, 0, false};
+    tw ta = {0}, tb = {0};
+    ap_cx cxa = {waker_of(&ta), 0, AP_DEADLINE_NONE}, cxb = {waker_of(&tb), 0, AP_DEADLINE_NONE};
+    ap_waitop a, b;
+    ap_waitop_init(&a, &wl, take_and_race, &s, NULL);
+    ap_waitop_init(&b, &wl, take_and_race, &s, NULL);
+    EXPECT_EQ(ap_waitop_poll(&a, &cxa), AP_PENDING);
+    EXPECT_EQ(ap_waitop_poll(&b, &cxb), AP_PENDING);
+    s.avail = 1;
+    EXPECT_EQ(ap_waitlist_wake(&wl, 1), 1);
+    EXPECT_EQ(calls(&ta), 1);
+    EXPECT_EQ(ap_waitop_poll(&a, &cxa), AP_READY);
+    EXPECT_EQ(calls(&tb), 0, "a spurious wake for B");
+    ap_waitop_cancel(&b);
+}
