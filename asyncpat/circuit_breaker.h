@@ -699,7 +699,10 @@ AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *pe
             uint32_t i = 0;
             while (b->admit[i] != AP__CB_FREE)
                 i++;
-            b->admit[i] = now;
+            /* UINT64_MAX marks a free slot: a probe admitted at that
+             * instant is stamped one ns earlier (its lease, saturating at
+             * UINT64_MAX, ends at the same time either way). */
+            b->admit[i] = now == AP__CB_FREE ? now - 1 : now;
             b->inflight++;
             b->admitted++;
             permit->gen = s >> 3;

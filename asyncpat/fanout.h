@@ -6,8 +6,9 @@
  *   array of ap_future *) and n child records (an array of ap_joinset_child
  *   in caller memory); the set is itself a future that completes when the
  *   children are done. At most `limit` children are in flight: the first
- *   `limit` start at the first poll, and each later one starts (is polled
- *   for the first time) as soon as an earlier one finishes, in input order.
+ *   `limit` are admitted at the first poll, and each later one is admitted
+ *   as soon as an earlier one finishes, in input order; an admitted child
+ *   is polled for the first time within the same poll of the set.
  *
  *   Each child is polled with its own waker, whose context is its record.
  *   That waker pushes the record onto the set's ready stack and then calls
@@ -54,11 +55,13 @@
  *           counted and each child's own status is kept.
  *
  * GUARANTEES (invariants the tests check)
- *   - at most `limit` children are in flight (polled, not yet finished);
+ *   - at most `limit` children are in flight (admitted, not yet finished);
  *     limit 0 is AP_INVAL and changes nothing; limit > n means n
  *   - every child that is started is finished exactly once: it polls READY
  *     once (and is never polled again) or is cancelled once (never after
- *     it completed); children never started are never polled or cancelled
+ *     it completed); children never admitted are never polled or
+ *     cancelled (under FIRST, a child admitted in the poll that saw the
+ *     failure may be cancelled before its first poll: future.h allows it)
  *   - child polls: one when it starts, then per poll of the set at most one
  *     because its deadline had passed (timer pass) and at most one because
  *     it was woken before that poll's ready-stack pass took the stack (a
@@ -143,8 +146,10 @@
  *              (a result of AP_AGAIN is recorded as AP_TIMEDOUT). NULL pointers, a
  *              NULL child or child poll trip AP_ASSERT.
  * WAKE ORDER   the set polls the children woken since its last poll in the
- *              order their wakes reached it (FIFO), started ones in input
- *              order.
+ *              order their wakes reached it (FIFO). Children are admitted
+ *              in input order, but a successor admitted when a child
+ *              finishes is polled first (it goes on top of the work stack):
+ *              with limit 2, children 0, 1, 2 may first be polled 0, 2, 1.
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_SPIN_LIMIT, AP_TEST_YIELD
  * SEE ALSO     future.h (the waker contract), timeout.h and retry.h (other
  *              futures made of futures), tests/test_fanout.c,

@@ -1103,3 +1103,27 @@ Test(circuit_breaker, random_walk_time_window, .timeout = 60)
                                   .probe_lease_ns = 15 * MS, .consecutive_failures = 5},
                 0xabcdef12345, 100000);
 }
+
+/* Found by fuzz_circuit_breaker: a probe admitted at now == UINT64_MAX was
+ * stamped with the free-slot marker, so its lease never expired and its own
+ * record tripped an assertion. */
+Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
+{
+    static _Alignas(8) unsigned char buf[AP_CB_BYTES(1, 1)];
+    ap_breaker b;
+    ap_breaker_desc d = {.window_size = 1, .min_calls = 1, .open_ns = 10,
+                         .half_open_probes = 1, .probe_lease_ns = 5};
+    cr_assert_eq(ap_cb_init(&b, &d, buf, sizeof buf), AP_OK);
+    ap_cb_permit p, q;
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&b, 0, &p, &ra), AP_OK);
+    cr_assert_eq(ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+    cr_assert_eq(ap_cb_state(&b, 1), AP_BREAKER_STATE_OPEN);
+    cr_assert_eq(ap_cb_allow(&b, UINT64_MAX, &p, &ra), AP_OK);
+    cr_assert_eq(p.probe, 1u);
+    cr_assert_eq(b.inflight, 1u);
+    /* the slot is taken: K = 1 admits nobody else in this period */
+    cr_assert_neq(ap_cb_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
+    ap_status st = ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, UINT64_MAX);
+    cr_assert(st == AP_OK || st == AP_REJECTED || st == AP_INVAL, "record: %d", st);
+}
