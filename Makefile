@@ -1,7 +1,8 @@
 # asyncpat -- header-only; this Makefile builds tests, benches and examples
 # and installs the headers. Targets:
 #   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
-#   test-mutants, test-fuzz, fuzz, bench, examples, install, uninstall, clean
+#   test-mutants, test-fuzz, fuzz, verify, test-verify, test-models, bench,
+#   examples, install, uninstall, clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 includedir ?= $(PREFIX)/include
@@ -17,7 +18,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
-.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz bench examples install uninstall clean deps
+.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench examples install uninstall clean deps
 
 all: examples
 
@@ -36,6 +37,17 @@ test-tsan:
 
 test-install:
 	@sh tests/run.sh install
+
+# The verification layer (part of `make test`): the deterministic scheduler
+# (tests/verify/verify_*.c) and the spin protocol models (tests/verify/models).
+verify:
+	@sh tests/run.sh verify && sh tests/run.sh models
+
+test-verify:
+	@sh tests/run.sh verify
+
+test-models:
+	@sh tests/run.sh models
 
 # Every AP_MUTANT_* build must be caught by its checker (part of `make test`).
 test-mutants:

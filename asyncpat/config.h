@@ -169,20 +169,23 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_MUTANT_WS_TAKE_NO_FENCE 2      /* work_steal.h: try_pop without its
                                              seq_cst fence (non-TSan build only;
                                              TSan drops the fence anyway)
+                                                                     scheduler, TSO mode;
                                                                      plain -O2 work-steal
                                                                      stress, repeated (a
                                                                      task run twice) */
 #define AP_MUTANT_SEM_LOAD_STORE 3        /* semaphore.h: try_acquire and release
                                              take/add permits with load + store,
-                                             not a CAS               semaphore stress */
+                                             not a CAS               scheduler, semaphore
+                                                                     stress, spin model */
 #define AP_MUTANT_WAITOP_NO_RECHECK 4     /* waitlist.h: ap_waitop_poll does not
                                              re-try after registering
-                                                                     lost-wakeup detector
-                                                                     (stress_async) */
+                                                                     lost-wakeup detectors
+                                                                     (scheduler,
+                                                                     stress_async), spin */
 #define AP_MUTANT_SEM_POLL_NO_RECHECK 5   /* semaphore.h: acquire poll does not run
                                              a grant pass after registering
-                                                                     semaphore stress
-                                                                     (watchdog) */
+                                                                     scheduler (lost-
+                                                                     wakeup detector) */
 #define AP_MUTANT_CB_EARLY_PROBE_RELEASE 6 /* circuit_breaker.h: a reported probe
                                              gives back its admission with its slot,
                                              so a period admits > K   breaker stress */

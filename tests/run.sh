@@ -1,8 +1,9 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, examples, asan, tsan, mutants, fuzz, install
-#                          (stops at the first failing stage)
-#   tests/run.sh STAGE     one stage: deps headers examples asan tsan mutants fuzz install
+#   tests/run.sh all       deps, headers, examples, asan, verify, models, tsan,
+#                          mutants, fuzz, install (stops at the first failing stage)
+#   tests/run.sh STAGE     one stage: deps headers examples asan verify models
+#                          tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -108,6 +109,29 @@ stage_tsan() {
     return $rc
 }
 
+# count_line STAGE OUT: add "STAGE: N passed, N failed" from OUT to the tally
+count_line() {
+    p=$(echo "$2" | sed -n "s/^$1: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p")
+    f=$(echo "$2" | sed -n "s/^$1: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p")
+    ok "${p:-0}"; bad "${f:-1}"
+}
+
+stage_verify() {
+    note "verify: deterministic scheduler, every interleaving within the preemption bound, SC and x86-TSO (tests/verify)"
+    out=$(sh tests/verify/run.sh 2>&1); rc=$?
+    echo "$out" | sed 's/^/   /'
+    count_line verify "$out"
+    return $rc
+}
+
+stage_models() {
+    note "models: Promela protocol models checked with spin, and their mutants (tests/verify/models)"
+    out=$(sh tests/verify/models/run.sh 2>&1); rc=$?
+    echo "$out" | sed 's/^/   /'
+    count_line models "$out"
+    return $rc
+}
+
 stage_mutants() {
     note "mutants: every AP_MUTANT_* must be caught by its checker (tests/mutants.sh)"
     out=$(sh tests/mutants.sh 2>&1); rc=$?
@@ -157,6 +181,7 @@ run() {
     case "$1" in
     deps) stage_deps ;; headers) stage_headers ;; examples) stage_examples ;;
     asan) stage_asan ;; tsan) stage_tsan ;; mutants) stage_mutants ;; fuzz) stage_fuzz ;;
+    verify) stage_verify ;; models) stage_models ;;
     install) stage_install ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
     esac
@@ -164,7 +189,7 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers examples asan tsan mutants fuzz install; do
+    for s in deps headers examples asan verify models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
