@@ -1,7 +1,7 @@
 #!/bin/sh
 # Make sure what a stage needs is here. On Debian/Ubuntu as root, install the
 # missing packages with apt-get; otherwise print the exact command and fail.
-#   scripts/deps.sh test    gcc, clang, pkg-config, Criterion (required)
+#   scripts/deps.sh test    gcc, clang, pkg-config, Criterion, spin (required)
 #   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
 set -u
 stage=${1:-test}
@@ -10,6 +10,7 @@ missing_test() {
     m=""
     command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
     command -v clang >/dev/null 2>&1 || m="$m clang"
+    command -v spin >/dev/null 2>&1 || m="$m spin" # the protocol models
     # clang's sanitizer runtimes (TSan/ASan for clang builds)
     if command -v clang >/dev/null 2>&1; then
         echo 'int main(void){return 0;}' > /tmp/ap_deps_probe.$$.c

@@ -45,6 +45,7 @@ TABLE='1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
 4|WAITOP_NO_RECHECK|verify|tests/verify/verify_sync.c||waitlist_two_waiters|1|
 5|SEM_POLL_NO_RECHECK|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
 6|CB_EARLY_PROBE_RELEASE|tsan|tests/stress/stress_circuit_breaker.c|||1|
+6|CB_EARLY_PROBE_RELEASE|verify|tests/verify/verify_breaker.c||breaker_ho_k1_ign_succ_fail|1|
 7|TB_NO_BURST_CLAMP|criterion|tests/test_token_bucket.c|--filter token_bucket/bound_holds_at_every_step_of_a_random_walk||1|'
 
 t0=$(date +%s)

@@ -29,11 +29,24 @@
  *        stores go into it; the thread's own loads see its newest buffered
  *        value for that address first; read-modify-writes, seq_cst stores
  *        and seq_cst fences drain it first (they are locked instructions or
- *        mfence on x86); flushing one entry is a scheduler choice. Plain
+ *        mfence on x86); flushing is a scheduler choice. A flush matters
+ *        only to a thread that reads the address it writes, so the choice
+ *        is offered there: before a load or RMW of X, "flush thread t in
+ *        order through its oldest store to X" for each other t that has
+ *        one (again, one store to X at a time, while any are left); the
+ *        default is not to flush, the weakest behaviour. A spin flushes one
+ *        store; when nobody can run, buffers drain in thread order. Plain
  *        (non-atomic) accesses are not buffered: the model is exact for the
  *        library's atomics and for data published through them.
  *   Compare-exchange-weak never fails spuriously here. Behaviours weaker
  *   than TSO (ARM, POWER) are not modelled: the headers argue them.
+ *
+ * Adding a pattern: write tests/verify/verify_<name>.c like verify_sync.c
+ * (a vf_scenario per claim: setup, a body per thread, an invariant after
+ * every step, a final check) and tests/verify/run.sh picks it up. Keep a
+ * scenario small (2-3 threads, a few operations each): the number of
+ * executions grows with steps^bound. A mutant's scheduler checker is a
+ * "verify" row in tests/mutants.sh.
  *
  * Every failure prints the schedule as VF_REPLAY=<scenario>:<choices>;
  * running the program with that in the environment re-runs just that
@@ -240,7 +253,10 @@ static void vf_fail(const char *fmt, ...)
 {
     va_list ap;
     fflush(stdout);
-    fprintf(stderr, "FAIL %s [%s, bound %d]: ", vf.sc->name, vf.tso ? "TSO" : "SC", vf.bound);
+    if (vf.replay)
+        fprintf(stderr, "FAIL %s [%s, replay]: ", vf.sc->name, vf.tso ? "TSO" : "SC");
+    else
+        fprintf(stderr, "FAIL %s [%s, bound %d]: ", vf.sc->name, vf.tso ? "TSO" : "SC", vf.bound);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -478,6 +494,24 @@ static void vf_yield(void)
     vf__point(VF_YIELD, NULL, __FILE__, __LINE__);
 }
 
+/* A future on the coroutine's stack is done with when vf_wait/vf_poll
+ * return, and the frame is reused; real x86 would keep the library's late
+ * buffered stores to it in order with the reuse, but plain stores are not
+ * buffered here. So: flush in order through the last buffered store that
+ * targets this thread's own stack. */
+static void vf__flush_own_stack(void)
+{
+    vf_thread *th = &vf.th[vf.cur];
+    int last = -1;
+    for (int i = 0; i < th->buf_len; i++) {
+        char *a = th->buf[(th->buf_head + i) % VF_BUF_MAX].addr;
+        if (a >= th->stack && a < th->stack + VF_STACK)
+            last = i;
+    }
+    for (; last >= 0; last--)
+        vf__flush_step(vf.cur);
+}
+
 static void vf__wake(void *ctx)
 {
     vf_thread *th = ctx;
@@ -495,8 +529,10 @@ static inline void vf_wait(ap_future *f)
     for (;;) {
         th->woken = false;
         ap_cx cx = {{vf__wake, th}, vf.now, UINT64_MAX};
-        if (f->poll(f, &cx) == AP_READY)
+        if (f->poll(f, &cx) == AP_READY) {
+            vf__flush_own_stack();
             return;
+        }
         if (th->woken || cx.deadline != UINT64_MAX) {
             vf_yield();
         } else {
@@ -511,7 +547,9 @@ static inline ap_poll vf_poll(ap_future *f)
 {
     vf_thread *th = &vf.th[vf.cur];
     ap_cx cx = {{vf__wake, th}, vf.now, UINT64_MAX};
-    return f->poll(f, &cx);
+    ap_poll r = f->poll(f, &cx);
+    vf__flush_own_stack();
+    return r;
 }
 
 static void vf__entry(void)
