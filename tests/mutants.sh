@@ -31,7 +31,10 @@ crit_libs() { pkg-config --cflags --libs criterion 2>/dev/null || echo "-lcriter
 # WS_TAKE_NO_FENCE needs real hardware reordering (a plain -O2 build, no
 # TSan): one full run at scale 1 (~1 s) catches it about 2 times in 3, so it
 # gets up to 20 runs (in tests it always fell within 2).
-# A mutant may have several rows (checkers): each one must catch it.
+# A mutant may have several rows (checkers): each one must catch it. The
+# spin models plant their own versions of mutants 3, 4, 5 and 6 (and two
+# model-only ones) and require each to fail: tests/verify/models/run.sh,
+# the `models` stage of `make test`.
 # kind verify: the deterministic scheduler (tests/verify), the filter is
 # VF_ONLY (a scenario name); it is exhaustive, so one run is decisive.
 # SEM_POLL_NO_RECHECK has only the scheduler: the semaphore stress (TSan,
