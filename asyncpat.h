@@ -51,4 +51,10 @@
 #ifndef AP_NO_BARRIER
 #include "asyncpat/barrier.h"
 #endif
+#ifndef AP_NO_POOL
+#include "asyncpat/pool.h"
+#endif
+#ifndef AP_NO_CACHE
+#include "asyncpat/cache.h"
+#endif
 #endif /* ASYNCPAT_H */

@@ -1,0 +1,920 @@
+/*
+ * asyncpat/cache.h -- bounded key/value cache: sharded SIEVE eviction,
+ *                     O(1) hits that never lock (seqlock reads)
+ *
+ * PATTERN
+ *   A cache of at most `capacity` entries. Keys are uint64_t (hash your own
+ *   keys: two keys with the same 64 bits are the same key); values are
+ *   fixed-size byte strings of `value_size` bytes (0 = a set of keys),
+ *   copied in by put and copied out by get, so the cache never holds a
+ *   pointer of yours and nothing needs a release callback.
+ *
+ *   Keys are spread (splitmix64 finaliser) over S shards (a power of two).
+ *   Each shard holds ceil or floor of capacity/S entries in a node array,
+ *   a linear-probing index (node numbers, load <= 1/2) and the SIEVE
+ *   queue of Zhang et al., "SIEVE is Simpler than LRU" (NSDI 2024):
+ *
+ *     queue   insertion order, newest at the head, oldest at the tail;
+ *             one `visited` bit per entry, one `hand` (a position)
+ *     hit     visited = 1. Nothing moves, no lock is taken.
+ *     insert  (shard full) o = hand, or the tail if there is none; while
+ *             o.visited: o.visited = 0, o = the next newer entry (the tail
+ *             after the head). Evict o; hand = the entry newer than o.
+ *             The new entry goes in at the head, unvisited.
+ *
+ *   Unlike LRU a hit never relinks a list, so reads need no exclusive
+ *   access to the ordering structure (Caffeine's insight, without its
+ *   read buffers). Writers (put, remove) take the shard's ap__lock; readers
+ *   take no lock: each shard has a sequence counter (a seqlock), readers
+ *   probe and copy optimistically and retry if a writer overlapped them.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - len() <= capacity at every step; each shard holds <= its share
+ *   - a get never evicts; a put evicts at most one entry, and only when
+ *     its key is new and its shard is full; an update never evicts
+ *   - nothing is lost silently: a put that evicts reports the victim's key
+ *     and value in its ap_cache_victim, remove hands the value back, and
+ *     the stats count every eviction
+ *   - O(1) amortized eviction: hand_steps (entries the hand examined)
+ *     <= evictions + visited bits set <= evictions + hits + updates
+ *   - with S = 1 the cache makes exactly SIEVE's decisions (tests compare
+ *     it decision by decision with a reference model on a Zipf trace)
+ *   - a get returns a value that was put for that key (never a torn mix of
+ *     two puts, never another key's value)
+ *   - hits + misses == number of gets (stats)
+ *   - AP_INVAL changes nothing; out-params are untouched on AP_EMPTY
+ *
+ * CONCURRENCY        get   put   remove   len/stats   fini
+ *   get              yes   yes   yes      yes         no
+ *   put              yes   yes   yes      yes         no
+ *   remove           yes   yes   yes      yes         no
+ *   Progress: get is obstruction-free in its fast path: it retries only
+ *   when a put/remove on the same shard overlapped it, at most
+ *   AP_SPIN_LIMIT times, then it reads under the shard lock (bounded).
+ *   Values over 128 bytes are always read under the shard lock (the fast
+ *   path copies into a stack buffer first, so *out is untouched on a miss).
+ *   A get writes shared memory only to set a clear visited bit and to add
+ *   to one of 32 striped hit/miss counters (picked per thread stack).
+ *   put and remove hold the shard's ap__lock (core.h) for O(1) expected
+ *   work (a probe, a link, and the hand's walk, O(1) amortized). Shards
+ *   are independent: operations on different shards never contend.
+ *   Sharding makes SIEVE exact per shard, approximate for the whole cache:
+ *   a put may evict from its full shard while other shards have room.
+ *
+ * ORDERING
+ *   Writers, under the shard lock: seq = odd (relaxed), release fence,
+ *   the changes (relaxed atomic stores to keys, values, index slots),
+ *   seq = even (release). Readers: s1 = seq (acquire; odd: retry), probe
+ *   and copy with relaxed loads, acquire fence, s2 = seq (relaxed);
+ *   s1 == s2 means no write overlapped: the copy is one put's value
+ *   (Boehm, "Can seqlocks get along with programming language memory
+ *   models?", MSPC 2012). All shared data is atomic, so a racing read is
+ *   merely discarded, never undefined. A get that returns AP_OK
+ *   happens-after the put that stored the value it returns (the release
+ *   store of the even seq, read by the acquire load of s1), so the
+ *   value's bytes may carry pointers to memory written before the put.
+ *   The visited bit is a relaxed byte: a hit racing with the hand may set
+ *   it on an entry the hand just passed or recycled; this only delays one
+ *   eviction, never evicts wrongly or loses anything. Counters and len
+ *   are relaxed snapshots. Under ThreadSanitizer (which does not model
+ *   fences) the fences are replaced by release data stores and acquire
+ *   data loads, a strictly stronger form that TSan can see.
+ *
+ * DOES NOT   load missing values (no single-flight get_or_load yet: two
+ *            threads that miss the same key both load it; the second put
+ *            is an update), expire entries by time, or hold pointers.
+ *
+ * COMPLEXITY   get: O(1) expected (a probe at load <= 1/2 and a copy);
+ *              put/remove: O(1) expected, eviction O(1) amortized (hand
+ *              steps as above), O(share) worst case for one put.
+ *              Memory: AP_CACHE_BYTES(capacity, shards, value_size) =
+ *              32 counter lines (2 KiB) + 2 cache lines per shard + per
+ *              entry 24 bytes + value_size rounded up to 8 + 8 to 16
+ *              bytes of index (entries are ceil(capacity/S) per shard).
+ * MEMORY       init: caller buffer of AP_CACHE_BYTES(...) bytes, aligned to
+ *              AP_CACHELINE; create: allocates once via ap_allocator.
+ *              Nothing else allocates.
+ * ERRORS       AP_EMPTY (get/remove: key absent), AP_NOMEM (create);
+ *              AP_INVAL: capacity 0, shards not a power of two, capacity <
+ *              shards (a shard of 0 entries), more than 2^30 entries per
+ *              shard, sizes that overflow.
+ * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_SPIN_LIMIT
+ * SEE ALSO     tests/test_cache.c, tests/stress/stress_cache.c,
+ *              bench/bench_cache.c
+ * STABILITY    experimental (0.x): names may still change before 1.0
+ *
+ * USAGE
+ *   typedef struct { uint32_t len; char body[60]; } page;
+ *   static _Alignas(AP_CACHELINE) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+ *   ap_cache c;
+ *   if (ap_cache_init(&c, &(ap_cache_desc){.capacity = 4096, .shards = 16,
+ *                                          .value_size = sizeof(page)},
+ *                     mem, sizeof mem) != AP_OK) abort();
+ *   page p;
+ *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
+ *       load_page(url, &p);
+ *       ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
+ *       if (ap_cache_put(&c, url_hash, &p, &v) != AP_OK) abort(); // never fails
+ *       if (v.evicted) note_evicted(v.key);
+ *   }
+ */
+#ifndef ASYNCPAT_CACHE_H
+#define ASYNCPAT_CACHE_H
+
+#include "core.h"
+
+/** ap_cache_desc - configuration; a zero field means its default */
+typedef struct ap_cache_desc {
+    size_t capacity;   /* entries in all (required: 0 is AP_INVAL) */
+    size_t shards;     /* power of two <= capacity (default: 1, exact SIEVE) */
+    size_t value_size; /* bytes per value (default 0: keys only) */
+} ap_cache_desc;
+
+/** ap_cache_victim - what a put evicted (caller memory; optional) */
+typedef struct ap_cache_victim {
+    void *value;  /* in: a buffer of value_size bytes for the victim's value,
+                     or NULL; left untouched when nothing was evicted */
+    uint64_t key; /* out: the victim's key, when evicted */
+    bool evicted; /* out: whether this put evicted an entry */
+} ap_cache_victim;
+
+/** ap_cache_stats - counters, summed over shards (a racy snapshot) */
+typedef struct ap_cache_stats {
+    uint64_t hits, misses; /* gets that returned AP_OK / AP_EMPTY */
+    uint64_t inserts;      /* puts of a new key */
+    uint64_t updates;      /* puts of a present key */
+    uint64_t evictions;    /* entries evicted by inserts */
+    uint64_t removes;      /* removes that found their key */
+    uint64_t hand_steps;   /* entries the SIEVE hand examined */
+} ap_cache_stats;
+
+/* One entry; its value (value_size rounded up to 8 bytes) follows it. */
+typedef struct ap__cache_node {
+    _Atomic uint64_t key;
+    uint32_t newer, older;     /* queue links (under the lock) */
+    _Atomic uint8_t visited;   /* the SIEVE bit */
+} ap__cache_node;
+
+#define AP__CACHE_NIL UINT32_MAX
+
+/* One shard: written by writers under its lock; readers read only seq and
+ * the layout fields (cap, tmask, nodes, index). */
+typedef struct ap__cache_shard {
+    _Alignas(AP_CACHELINE) ap__lock lock;
+    _Atomic uint32_t seq;   /* odd while a writer changes the shard */
+    uint32_t cap;           /* entries this shard may hold */
+    uint32_t tmask;         /* index slots - 1 */
+    uint32_t head, tail;    /* newest / oldest entry, or NIL */
+    uint32_t hand;          /* next eviction candidate, or NIL (= tail) */
+    uint32_t free_list;     /* unused nodes, linked by `older` */
+    uint32_t used;          /* entries (under the lock) */
+    unsigned char *nodes;   /* cap nodes of node_bytes each */
+    _Atomic uint32_t *index; /* node + 1, or 0 = empty */
+    _Atomic size_t len;     /* `used`, for lock-free len() */
+    _Atomic uint64_t inserts, updates, evictions, removes, hand_steps;
+} ap__cache_shard;
+
+/* Hit/miss counters, striped over their own cache lines, so that a get is
+ * a read except for one relaxed add to a line that other threads rarely
+ * touch (one counter per shard would bounce between every pair of
+ * readers). asyncpat has no TLS and no thread ids, so the stripe is picked
+ * by the address of a local variable: threads run on different stacks.
+ * Two threads that land on one stripe only share a line; counts stay
+ * exact either way. */
+#define AP__CACHE_STRIPES 32
+typedef struct ap__cache_ctr {
+    _Alignas(AP_CACHELINE) _Atomic uint64_t hits;
+    _Atomic uint64_t misses;
+} ap__cache_ctr;
+
+/** ap_cache - a sharded SIEVE cache; set up with ap_cache_init or create */
+typedef struct ap_cache {
+    ap__cache_shard *shards;
+    ap__cache_ctr *ctrs; /* AP__CACHE_STRIPES of them */
+    size_t nshards;      /* power of two */
+    size_t capacity;
+    size_t value_size;
+    size_t words;        /* value_size rounded up, in uint64_t words */
+    size_t node_bytes;   /* sizeof(ap__cache_node) + 8 * words */
+    size_t bytes;        /* AP_CACHE_BYTES of this configuration */
+    ap_cache_desc desc;  /* as resolved */
+    const ap_allocator *alloc; /* set by create */
+} ap_cache;
+
+/* Sizing (constant expressions). */
+#define AP__CACHE_ALIGN_UP(x, a) ((((size_t)(x)) + ((size_t)(a)-1)) / (size_t)(a) * (size_t)(a))
+#define AP__CACHE_SHARES(capacity, shards) \
+    (((size_t)(capacity) + (size_t)(shards)-1) / (size_t)(shards))
+#define AP__CACHE_NODE_BYTES(value_size) \
+    (sizeof(ap__cache_node) + AP__CACHE_ALIGN_UP((value_size), 8))
+#define AP__CACHE_SHARD_BYTES(capacity, shards, value_size)                       \
+    AP__CACHE_ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                       \
+                               AP__CACHE_NODE_BYTES(value_size) +                 \
+                           AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) * \
+                               sizeof(uint32_t),                                  \
+                       AP_CACHELINE)
+
+/**
+ * AP_CACHE_BYTES - buffer bytes for ap_cache_init (constant expression)
+ * @capacity:   entries in all
+ * @shards:     shard count as given in the desc (0 means 1)
+ * @value_size: bytes per value
+ * The buffer must be aligned to AP_CACHELINE.
+ */
+#define AP_CACHE_BYTES(capacity, shards, value_size)                                \
+    (AP__CACHE_STRIPES * sizeof(ap__cache_ctr) +                                    \
+     ((size_t)(shards) ? (size_t)(shards) : 1u) * sizeof(ap__cache_shard) +         \
+     ((size_t)(shards) ? (size_t)(shards) : 1u) *                                   \
+         AP__CACHE_SHARD_BYTES((capacity), ((size_t)(shards) ? (size_t)(shards) : 1u), \
+                               (value_size)))
+
+/**
+ * ap_cache_desc_resolved - the desc with defaults filled in
+ * Returns a copy in which shards 0 became 1.
+ */
+AP_API ap_cache_desc ap_cache_desc_resolved(const ap_cache_desc *desc);
+
+/**
+ * ap_cache_bytes - AP_CACHE_BYTES for a desc, checked
+ * @desc: the configuration
+ * @out:  receives the size
+ *
+ * Returns AP_OK, or AP_INVAL (bad desc, or the size overflows; *out untouched).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_bytes(const ap_cache_desc *desc, size_t *out);
+
+/**
+ * ap_cache_init - set up an empty cache in caller memory
+ * @c:    caller memory for the handle
+ * @desc: capacity, shards, value_size
+ * @buf:  AP_CACHELINE-aligned buffer of at least AP_CACHE_BYTES(...) bytes
+ * @size: bytes in buf
+ *
+ * Returns AP_OK, or AP_INVAL (bad desc, or size too small; nothing changed).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_init(ap_cache *c, const ap_cache_desc *desc, void *buf,
+                                            size_t size);
+
+/** ap_cache_fini - end the cache's life; no call may run concurrently */
+AP_API void ap_cache_fini(ap_cache *c);
+
+#ifndef AP_NO_MALLOC
+/**
+ * ap_cache_create - allocate and initialise a cache in one allocation
+ * @out:   receives the cache
+ * @desc:  as for ap_cache_init
+ * @alloc: allocator, or NULL for the C library's
+ *
+ * Returns AP_OK, AP_INVAL (bad desc) or AP_NOMEM; *out untouched on failure.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_create(ap_cache **out, const ap_cache_desc *desc,
+                                              const ap_allocator *alloc);
+
+/** ap_cache_destroy - free a cache from ap_cache_create (NULL is a no-op) */
+AP_API void ap_cache_destroy(ap_cache *c);
+#endif
+
+/**
+ * ap_cache_get - look a key up; on a hit copy its value out
+ * @c:   initialized cache
+ * @key: any 64-bit key
+ * @out: value_size bytes, or NULL (just test presence); untouched on a miss
+ *
+ * Returns AP_OK (hit: the entry is marked visited) or AP_EMPTY (miss).
+ * Concurrency: any thread, with anything but fini; takes no lock unless
+ *              writers keep overlapping it (then the shard lock, bounded).
+ * Ordering:    a hit happens-after the put that stored the value.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out);
+
+/**
+ * ap_cache_put - insert or update a key; evicts one entry if its shard is full
+ * @c:      initialized cache
+ * @key:    any 64-bit key
+ * @val:    value_size bytes to copy in (may be NULL only if value_size is 0)
+ * @victim: NULL, or receives whether an entry was evicted, its key, and its
+ *          value (into victim->value, when not NULL)
+ *
+ * Returns AP_OK. An update marks the entry visited and never evicts.
+ * Concurrency: any thread, with anything but fini; holds the shard lock.
+ * Ordering:    release: pairs with the acquire in ap_cache_get.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
+                                           ap_cache_victim *victim);
+
+/**
+ * ap_cache_remove - delete a key
+ * @c:   initialized cache
+ * @key: the key
+ * @out: NULL, or value_size bytes that receive the removed value
+ *
+ * Returns AP_OK, or AP_EMPTY (absent; *out untouched).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out);
+
+/** ap_cache_len - entries held (a snapshot under concurrency) */
+AP_API size_t ap_cache_len(const ap_cache *c);
+
+/** ap_cache_capacity - the capacity given at init */
+AP_API size_t ap_cache_capacity(const ap_cache *c);
+
+/** ap_cache_get_stats - counters summed over shards (a snapshot) */
+AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c);
+
+/**
+ * AP_CACHE_DEFINE - a typed cache of values of type V
+ * Generates `name` (wrapping ap_cache) and name_init, name_get, name_put,
+ * name_remove, name_len, name_fini; the desc's value_size is sizeof(V).
+ */
+#define AP_CACHE_DEFINE(name, V)                                                      \
+    typedef struct name { ap_cache c; } name;                                         \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, size_t capacity,        \
+                                                 size_t shards, void *buf, size_t size) \
+    {                                                                                 \
+        ap_cache_desc d = {capacity, shards, sizeof(V)};                              \
+        return ap_cache_init(&self->c, &d, buf, size);                                \
+    }                                                                                 \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)    \
+    { return ap_cache_get(&self->c, key, out); }                                      \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_put(name *self, uint64_t key, const V *val, \
+                                                ap_cache_victim *victim)              \
+    { return ap_cache_put(&self->c, key, val, victim); }                              \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_remove(name *self, uint64_t key, V *out) \
+    { return ap_cache_remove(&self->c, key, out); }                                   \
+    AP_API AP_MAYBE_UNUSED size_t name##_len(const name *self)                        \
+    { return ap_cache_len(&self->c); }                                                \
+    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_cache_fini(&self->c); }
+
+/* ---- implementation ---- */
+
+_Static_assert(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
+_Static_assert(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");
+_Static_assert(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole lines");
+
+/*
+ * Seqlock orders. The normal build is Boehm's: relaxed data accesses
+ * between a release fence (writer) and an acquire fence (reader). Under
+ * ThreadSanitizer, which does not model fences (and gcc rejects them with
+ * -Werror=tsan), the fences go and every data store inside a write section
+ * is a release store, every optimistic data load an acquire load: a reader
+ * that reads any store of a section begun after its s1 then sees that
+ * section's odd seq (the odd store is sequenced before the release store
+ * it read from), so it retries. Strictly stronger, and visible to TSan.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define AP__CACHE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AP__CACHE_TSAN 1
+#endif
+#endif
+#ifdef AP__CACHE_TSAN
+#define AP__CACHE_MO_STORE memory_order_release /* relaxed beside a fence */
+#define AP__CACHE_MO_LOAD memory_order_acquire  /* relaxed beside a fence */
+#define AP__CACHE_FENCE_RELEASE() ((void)0)
+#define AP__CACHE_FENCE_ACQUIRE() ((void)0)
+#else
+#define AP__CACHE_MO_STORE memory_order_relaxed
+#define AP__CACHE_MO_LOAD memory_order_relaxed
+#define AP__CACHE_FENCE_RELEASE() AP_ATOMIC_FENCE(memory_order_release)
+#define AP__CACHE_FENCE_ACQUIRE() AP_ATOMIC_FENCE(memory_order_acquire)
+#endif
+
+#define AP__CACHE_SHARE_LIMIT ((size_t)1 << 30)
+/* Values up to this many words are read optimistically into a stack copy
+ * (so *out is untouched on a miss); bigger ones are read under the lock. */
+#define AP__CACHE_FAST_WORDS 16
+
+AP_API ap_cache_desc ap_cache_desc_resolved(const ap_cache_desc *desc)
+{
+    ap_cache_desc d = *desc;
+    if (d.shards == 0)
+        d.shards = 1;
+    return d;
+}
+
+/* Validate a desc; compute node bytes and total bytes. */
+AP_API ap_status ap__cache_layout(const ap_cache_desc *desc, ap_cache_desc *d, size_t *node_bytes,
+                                  size_t *shard_bytes, size_t *total)
+{
+    if (desc == NULL)
+        return AP_INVAL;
+    *d = ap_cache_desc_resolved(desc);
+    size_t s = d->shards;
+    if (d->capacity == 0 || (s & (s - 1)) != 0 || d->capacity < s || s > ((size_t)1 << 31))
+        return AP_INVAL;
+    size_t share = d->capacity / s + (d->capacity % s != 0);
+    if (share > AP__CACHE_SHARE_LIMIT || d->value_size > SIZE_MAX / 4)
+        return AP_INVAL;
+    size_t nb = sizeof(ap__cache_node) + ap__align_up(d->value_size, 8), nodes, sb;
+    if (nb == 0 || !ap__size_muladd(share, nb, 0, &nodes) ||
+        !ap__size_muladd(ap__pow2_ceil(2 * share), sizeof(uint32_t), nodes, &sb))
+        return AP_INVAL;
+    sb = ap__align_up(sb, AP_CACHELINE);
+    if (sb == 0 || sb > SIZE_MAX - sizeof(ap__cache_shard) ||
+        !ap__size_muladd(s, sb + sizeof(ap__cache_shard),
+                         AP__CACHE_STRIPES * sizeof(ap__cache_ctr), total))
+        return AP_INVAL;
+    *node_bytes = nb;
+    *shard_bytes = sb;
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_bytes(const ap_cache_desc *desc, size_t *out)
+{
+    ap_cache_desc d;
+    size_t nb, sb, total;
+    AP_ASSERT(out != NULL);
+    if (ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK)
+        return AP_INVAL;
+    *out = total;
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_init(ap_cache *c, const ap_cache_desc *desc, void *buf, size_t size)
+{
+    AP_ASSERT(c != NULL);
+    ap_cache_desc d;
+    size_t nb, sb, total;
+    if (ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK || size < total)
+        return AP_INVAL;
+    AP_ASSERT(buf != NULL && (uintptr_t)buf % AP_CACHELINE == 0);
+    size_t s = d.shards, share = d.capacity / s, extra = d.capacity % s;
+    size_t span = share + (extra != 0), tsize = ap__pow2_ceil(2 * span);
+    unsigned char *mem = (unsigned char *)buf;
+    ap__cache_ctr *ctrs = (ap__cache_ctr *)buf;
+    ap__cache_shard *sh = (ap__cache_shard *)(void *)(mem + AP__CACHE_STRIPES * sizeof(ap__cache_ctr));
+    unsigned char *region = (unsigned char *)(sh + s);
+    for (size_t i = 0; i < AP__CACHE_STRIPES; i++) {
+        AP_ATOMIC_INIT(&ctrs[i].hits, 0u);
+        AP_ATOMIC_INIT(&ctrs[i].misses, 0u);
+    }
+    for (size_t i = 0; i < s; i++, region += sb) {
+        ap__cache_shard *x = &sh[i];
+        AP_ATOMIC_INIT(&x->lock.held, 0u);
+        AP_ATOMIC_INIT(&x->seq, 0u);
+        x->cap = (uint32_t)(share + (i < extra));
+        x->tmask = (uint32_t)(tsize - 1);
+        x->head = x->tail = x->hand = AP__CACHE_NIL;
+        x->used = 0;
+        x->nodes = region;
+        x->index = (_Atomic uint32_t *)(void *)(region + span * nb);
+        x->free_list = AP__CACHE_NIL;
+        for (size_t n = x->cap; n-- > 0;) { /* free list 0, 1, 2, ... */
+            ap__cache_node *node = (ap__cache_node *)(void *)(region + n * nb);
+            AP_ATOMIC_INIT(&node->key, 0u);
+            AP_ATOMIC_INIT(&node->visited, 0u);
+            node->newer = AP__CACHE_NIL;
+            node->older = x->free_list;
+            x->free_list = (uint32_t)n;
+            _Atomic uint64_t *w = (_Atomic uint64_t *)(void *)(node + 1);
+            for (size_t k = 0; k < nb / 8 - sizeof(ap__cache_node) / 8; k++)
+                AP_ATOMIC_INIT(&w[k], 0u);
+        }
+        for (size_t t = 0; t < tsize; t++)
+            AP_ATOMIC_INIT(&x->index[t], 0u);
+        AP_ATOMIC_INIT(&x->len, (size_t)0);
+        AP_ATOMIC_INIT(&x->inserts, 0u);
+        AP_ATOMIC_INIT(&x->updates, 0u);
+        AP_ATOMIC_INIT(&x->evictions, 0u);
+        AP_ATOMIC_INIT(&x->removes, 0u);
+        AP_ATOMIC_INIT(&x->hand_steps, 0u);
+    }
+    c->shards = sh;
+    c->ctrs = ctrs;
+    c->nshards = s;
+    c->capacity = d.capacity;
+    c->value_size = d.value_size;
+    c->words = (d.value_size + 7) / 8;
+    c->node_bytes = nb;
+    c->bytes = total;
+    c->desc = d;
+    c->alloc = NULL;
+    return AP_OK;
+}
+
+AP_API void ap_cache_fini(ap_cache *c)
+{
+    AP_ASSERT(c != NULL);
+    c->shards = NULL; /* a later call trips AP_ASSERT */
+}
+
+#ifndef AP_NO_MALLOC
+AP_API ap_status ap_cache_create(ap_cache **out, const ap_cache_desc *desc,
+                                 const ap_allocator *alloc)
+{
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t hdr = ap__align_up(sizeof(ap_cache), AP_CACHELINE), nb, sb, total;
+    ap_cache_desc d;
+    AP_ASSERT(out != NULL);
+    if (a == NULL || ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK ||
+        total > SIZE_MAX - hdr)
+        return AP_INVAL;
+    unsigned char *mem = (unsigned char *)a->alloc(hdr + total, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_cache *c = (ap_cache *)(void *)mem;
+    ap_status st = ap_cache_init(c, desc, mem + hdr, total);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
+    c->alloc = a;
+    *out = c;
+    return AP_OK;
+}
+
+AP_API void ap_cache_destroy(ap_cache *c)
+{
+    if (c == NULL)
+        return;
+    AP_ASSERT(c->alloc != NULL); /* only caches from ap_cache_create */
+    const ap_allocator *a = c->alloc;
+    size_t total = ap__align_up(sizeof(ap_cache), AP_CACHELINE) + c->bytes;
+    ap_cache_fini(c);
+    a->free(c, total, a->user);
+}
+#endif
+
+/* splitmix64's finaliser: adjacent keys spread over shards and slots */
+AP_FORCE_INLINE uint64_t ap__cache_mix(uint64_t key)
+{
+    uint64_t x = key + UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+AP_FORCE_INLINE ap__cache_shard *ap__cache_shard_of(const ap_cache *c, uint64_t h)
+{
+    /* high half picks the shard, low half the home slot: independent bits */
+    return &c->shards[(size_t)(h >> 32) & (c->nshards - 1)];
+}
+
+AP_FORCE_INLINE ap__cache_ctr *ap__cache_ctr_of(const ap_cache *c)
+{
+    unsigned char here; /* its address says which thread's stack we run on */
+    uint64_t x = (uint64_t)(uintptr_t)&here >> 16; /* stable within a thread */
+    return &c->ctrs[(size_t)((x * UINT64_C(0x9E3779B97F4A7C15)) >> 40) & (AP__CACHE_STRIPES - 1)];
+}
+
+AP_FORCE_INLINE ap__cache_node *ap__cache_node_at(const ap_cache *c, const ap__cache_shard *s,
+                                                  uint32_t n)
+{
+    return (ap__cache_node *)(void *)(s->nodes + (size_t)n * c->node_bytes);
+}
+
+AP_FORCE_INLINE _Atomic uint64_t *ap__cache_words(ap__cache_node *node)
+{
+    return (_Atomic uint64_t *)(void *)(node + 1);
+}
+
+/*
+ * Probe for key. Returns the node number, or NIL; *slot receives the index
+ * slot where the key is (found) or the first empty slot (not found).
+ * Safe without the lock: every load is atomic, node numbers are checked
+ * against cap, and the walk is bounded by the table size, so a probe that
+ * races with a writer ends, and the seqlock then discards its answer.
+ */
+AP_FORCE_INLINE uint32_t ap__cache_find(const ap_cache *c, const ap__cache_shard *s, uint64_t h,
+                                        uint64_t key, uint32_t *slot)
+{
+    uint32_t mask = s->tmask, i = (uint32_t)h & mask;
+    for (uint32_t seen = 0; seen <= mask; seen++) {
+        /* relaxed: validated by the seqlock (or we hold the lock) */
+        uint32_t e = AP_ATOMIC_LOAD(&s->index[i], AP__CACHE_MO_LOAD);
+        if (e == 0)
+            break;
+        if (AP_LIKELY(e - 1 < s->cap)) {
+            ap__cache_node *node = ap__cache_node_at(c, s, e - 1);
+            if (AP_ATOMIC_LOAD(&node->key, AP__CACHE_MO_LOAD) == key) {
+                *slot = i;
+                return e - 1;
+            }
+        }
+        i = (i + 1) & mask;
+    }
+    *slot = i;
+    return AP__CACHE_NIL;
+}
+
+/* Writer side of the seqlock (caller holds the lock). */
+AP_FORCE_INLINE void ap__cache_write_begin(ap__cache_shard *s)
+{
+    uint32_t q = AP_ATOMIC_LOAD(&s->seq, memory_order_relaxed); /* only writers change it */
+    AP_ATOMIC_STORE(&s->seq, q + 1, memory_order_relaxed);
+    /* release fence: orders the odd seq before the changes that follow; a
+     * reader that sees any of them and then runs its acquire fence reads
+     * seq >= q + 1 and retries (Boehm 2012). A release store could not
+     * order the LATER stores, hence the fence. */
+    AP__CACHE_FENCE_RELEASE();
+}
+
+AP_FORCE_INLINE void ap__cache_write_end(ap__cache_shard *s)
+{
+    uint32_t q = AP_ATOMIC_LOAD(&s->seq, memory_order_relaxed);
+    /* release: publishes the changes; pairs with the acquire load of s1 in
+     * ap_cache_get */
+    AP_ATOMIC_STORE(&s->seq, q + 1, memory_order_release);
+}
+
+AP_FORCE_INLINE void ap__cache_store_value(const ap_cache *c, ap__cache_node *node,
+                                           const void *val)
+{
+    _Atomic uint64_t *w = ap__cache_words(node);
+    const unsigned char *src = (const unsigned char *)val;
+    size_t left = c->value_size;
+    for (size_t k = 0; k < c->words; k++, left -= 8) {
+        uint64_t x = 0;
+        memcpy(&x, src + 8 * k, left < 8 ? left : 8);
+        AP_ATOMIC_STORE(&w[k], x, AP__CACHE_MO_STORE); /* inside the write section */
+        if (k == 0)
+            AP_TEST_YIELD(); /* tests: widen the window a torn read would need */
+    }
+}
+
+AP_FORCE_INLINE void ap__cache_load_value(const ap_cache *c, ap__cache_node *node, void *out)
+{
+    _Atomic uint64_t *w = ap__cache_words(node);
+    unsigned char *dst = (unsigned char *)out;
+    size_t left = c->value_size;
+    for (size_t k = 0; k < c->words; k++, left -= 8) {
+        uint64_t x = AP_ATOMIC_LOAD(&w[k], memory_order_relaxed);
+        memcpy(dst + 8 * k, &x, left < 8 ? left : 8);
+    }
+}
+
+/* Delete index slot i by backward shift (Knuth's algorithm R), so every
+ * key stays reachable from its home without crossing an empty slot. */
+AP_API void ap__cache_index_delete(const ap_cache *c, ap__cache_shard *s, uint32_t i)
+{
+    uint32_t mask = s->tmask, j = i;
+    AP_ATOMIC_STORE(&s->index[i], 0u, AP__CACHE_MO_STORE);
+    for (;;) {
+        j = (j + 1) & mask;
+        uint32_t e = AP_ATOMIC_LOAD(&s->index[j], memory_order_relaxed);
+        if (e == 0)
+            return;
+        uint64_t k = AP_ATOMIC_LOAD(&ap__cache_node_at(c, s, e - 1)->key, memory_order_relaxed);
+        uint32_t h = (uint32_t)ap__cache_mix(k) & mask;
+        /* leave j where it is if its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (!stays) {
+            AP_ATOMIC_STORE(&s->index[i], e, AP__CACHE_MO_STORE);
+            AP_ATOMIC_STORE(&s->index[j], 0u, AP__CACHE_MO_STORE);
+            i = j;
+        }
+    }
+}
+
+/* Unlink node n from the queue; the hand moves on to the newer entry. */
+AP_API void ap__cache_unlink(const ap_cache *c, ap__cache_shard *s, uint32_t n)
+{
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    if (s->hand == n)
+        s->hand = node->newer;
+    if (node->newer != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, node->newer)->older = node->older;
+    else
+        s->head = node->older;
+    if (node->older != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, node->older)->newer = node->newer;
+    else
+        s->tail = node->newer;
+}
+
+/* SIEVE: the node to evict (the shard is full, so the queue is not empty). */
+AP_API uint32_t ap__cache_sieve(const ap_cache *c, ap__cache_shard *s)
+{
+    uint32_t o = s->hand != AP__CACHE_NIL ? s->hand : s->tail;
+    uint64_t steps = 1;
+    for (;;) {
+        ap__cache_node *node = ap__cache_node_at(c, s, o);
+        /* bound: hits racing the hand could re-set bits forever; after two
+         * laps take the candidate in hand (SIEVE's choice when no hit races) */
+        if (!AP_ATOMIC_LOAD(&node->visited, memory_order_relaxed) || steps > 2 * (uint64_t)s->cap)
+            break;
+        /* relaxed: the bit orders nothing; a racing hit is benign */
+        AP_ATOMIC_STORE(&node->visited, 0u, memory_order_relaxed);
+        o = node->newer != AP__CACHE_NIL ? node->newer : s->tail;
+        steps++;
+    }
+    /* Without racing hits at most cap + 1 steps: every step clears a bit,
+     * and after one lap all are clear. */
+    AP_ATOMIC_STORE(&s->hand_steps,
+                    AP_ATOMIC_LOAD(&s->hand_steps, memory_order_relaxed) + steps,
+                    memory_order_relaxed);
+    s->hand = o; /* ap__cache_unlink then moves it on to o's newer neighbour */
+    return o;
+}
+
+/* Bump a writer-only counter (under the lock): load + store, no RMW. */
+AP_FORCE_INLINE void ap__cache_count(_Atomic uint64_t *ctr)
+{
+    AP_ATOMIC_STORE(ctr, AP_ATOMIC_LOAD(ctr, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+/* The get under the shard lock (the bounded fallback; big values). */
+AP_API ap_status ap__cache_get_locked(ap_cache *c, ap__cache_shard *s, uint64_t h, uint64_t key,
+                                      void *out)
+{
+    uint32_t slot;
+    ap__lock_acquire(&s->lock);
+    uint32_t n = ap__cache_find(c, s, h, key, &slot);
+    if (n != AP__CACHE_NIL) {
+        ap__cache_node *node = ap__cache_node_at(c, s, n);
+        if (out)
+            ap__cache_load_value(c, node, out);
+        AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+    }
+    ap__lock_release(&s->lock);
+    /* relaxed: statistics only */
+    ap__cache_ctr *ctr = ap__cache_ctr_of(c);
+    AP_ATOMIC_FETCH_ADD(n != AP__CACHE_NIL ? &ctr->hits : &ctr->misses, 1u, memory_order_relaxed);
+    return n != AP__CACHE_NIL ? AP_OK : AP_EMPTY;
+}
+
+AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    uint64_t h = ap__cache_mix(key);
+    ap__cache_shard *s = ap__cache_shard_of(c, h);
+    if (AP_UNLIKELY(c->words > AP__CACHE_FAST_WORDS))
+        return ap__cache_get_locked(c, s, h, key, out);
+    uint64_t copy[AP__CACHE_FAST_WORDS];
+    for (unsigned tries = 0; tries < AP_SPIN_LIMIT; tries++) {
+        /* acquire: pairs with the release store in ap__cache_write_end;
+         * everything the last completed write section stored is visible */
+        uint32_t s1 = AP_ATOMIC_LOAD(&s->seq, memory_order_acquire);
+        if (AP_UNLIKELY(s1 & 1u)) {
+            AP_CPU_RELAX();
+            continue;
+        }
+        uint32_t slot;
+        uint32_t n = ap__cache_find(c, s, h, key, &slot);
+        ap__cache_node *node = NULL;
+        if (n != AP__CACHE_NIL) {
+            node = ap__cache_node_at(c, s, n);
+            _Atomic uint64_t *w = ap__cache_words(node);
+            for (size_t k = 0; k < c->words; k++)
+                copy[k] = AP_ATOMIC_LOAD(&w[k], AP__CACHE_MO_LOAD);
+        }
+        AP_TEST_YIELD();
+        /* acquire fence: pairs with the release fence in
+         * ap__cache_write_begin; if any load above saw a write of a section
+         * begun after s1, the reload below sees its odd seq */
+        AP__CACHE_FENCE_ACQUIRE();
+        if (AP_ATOMIC_LOAD(&s->seq, memory_order_relaxed) != s1) {
+            AP_CPU_RELAX();
+            continue;
+        }
+        if (n == AP__CACHE_NIL) {
+            /* relaxed: statistics only */
+            AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->misses, 1u, memory_order_relaxed);
+            return AP_EMPTY;
+        }
+        /* SIEVE hit: set the bit only if clear, so hot entries stay shared
+         * in every reader's cache (no write per hit) */
+        if (!AP_ATOMIC_LOAD(&node->visited, memory_order_relaxed))
+            AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+        if (out)
+            memcpy(out, copy, c->value_size);
+        AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->hits, 1u, memory_order_relaxed);
+        return AP_OK;
+    }
+    return ap__cache_get_locked(c, s, h, key, out); /* writers kept overlapping us */
+}
+
+AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
+                              ap_cache_victim *victim)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    AP_ASSERT(val != NULL || c->value_size == 0);
+    uint64_t h = ap__cache_mix(key);
+    ap__cache_shard *s = ap__cache_shard_of(c, h);
+    bool evicted = false;
+    uint32_t slot;
+    ap__lock_acquire(&s->lock);
+    uint32_t n = ap__cache_find(c, s, h, key, &slot);
+    ap__cache_node *node;
+    if (n != AP__CACHE_NIL) { /* update: an access, no eviction */
+        node = ap__cache_node_at(c, s, n);
+        ap__cache_write_begin(s);
+        ap__cache_store_value(c, node, val);
+        ap__cache_write_end(s);
+        AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+        ap__cache_count(&s->updates);
+        ap__lock_release(&s->lock);
+        if (victim)
+            victim->evicted = false;
+        return AP_OK;
+    }
+    ap__cache_write_begin(s);
+    if (s->used == s->cap) {
+        n = ap__cache_sieve(c, s);
+        node = ap__cache_node_at(c, s, n);
+        uint64_t old = AP_ATOMIC_LOAD(&node->key, memory_order_relaxed);
+        if (victim) {
+            victim->key = old;
+            if (victim->value)
+                ap__cache_load_value(c, node, victim->value);
+        }
+        uint32_t vslot;
+        uint32_t found = ap__cache_find(c, s, ap__cache_mix(old), old, &vslot);
+        AP_ASSERT(found == n);
+        (void)found;
+        ap__cache_index_delete(c, s, vslot);
+        ap__cache_unlink(c, s, n);
+        s->used--;
+        ap__cache_count(&s->evictions);
+        evicted = true;
+        /* the delete may have shifted entries: find our empty slot again */
+        (void)ap__cache_find(c, s, h, key, &slot);
+    } else {
+        n = s->free_list;
+        node = ap__cache_node_at(c, s, n);
+        s->free_list = node->older;
+    }
+    AP_ATOMIC_STORE(&node->key, key, AP__CACHE_MO_STORE);
+    AP_ATOMIC_STORE(&node->visited, 0u, memory_order_relaxed);
+    ap__cache_store_value(c, node, val);
+    /* link at the head (newest) */
+    node->newer = AP__CACHE_NIL;
+    node->older = s->head;
+    if (s->head != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, s->head)->newer = n;
+    else
+        s->tail = n;
+    s->head = n;
+    AP_ATOMIC_STORE(&s->index[slot], n + 1, AP__CACHE_MO_STORE);
+    s->used++;
+    AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
+    ap__cache_write_end(s);
+    ap__cache_count(&s->inserts);
+    ap__lock_release(&s->lock);
+    if (victim)
+        victim->evicted = evicted;
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    uint64_t h = ap__cache_mix(key);
+    ap__cache_shard *s = ap__cache_shard_of(c, h);
+    uint32_t slot;
+    ap__lock_acquire(&s->lock);
+    uint32_t n = ap__cache_find(c, s, h, key, &slot);
+    if (n == AP__CACHE_NIL) {
+        ap__lock_release(&s->lock);
+        return AP_EMPTY;
+    }
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    if (out)
+        ap__cache_load_value(c, node, out);
+    ap__cache_write_begin(s);
+    ap__cache_index_delete(c, s, slot);
+    ap__cache_unlink(c, s, n);
+    node->older = s->free_list;
+    s->free_list = n;
+    s->used--;
+    AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
+    ap__cache_write_end(s);
+    ap__cache_count(&s->removes);
+    ap__lock_release(&s->lock);
+    return AP_OK;
+}
+
+AP_API size_t ap_cache_len(const ap_cache *c)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    size_t n = 0;
+    for (size_t i = 0; i < c->nshards; i++)
+        n += AP_ATOMIC_LOAD(&c->shards[i].len, memory_order_relaxed); /* snapshot */
+    return n;
+}
+
+AP_API size_t ap_cache_capacity(const ap_cache *c)
+{
+    AP_ASSERT(c != NULL);
+    return c->capacity;
+}
+
+AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < c->nshards; i++) { /* relaxed: a snapshot */
+        ap__cache_shard *s = &c->shards[i];
+        st.inserts += AP_ATOMIC_LOAD(&s->inserts, memory_order_relaxed);
+        st.updates += AP_ATOMIC_LOAD(&s->updates, memory_order_relaxed);
+        st.evictions += AP_ATOMIC_LOAD(&s->evictions, memory_order_relaxed);
+        st.removes += AP_ATOMIC_LOAD(&s->removes, memory_order_relaxed);
+        st.hand_steps += AP_ATOMIC_LOAD(&s->hand_steps, memory_order_relaxed);
+    }
+    for (size_t i = 0; i < AP__CACHE_STRIPES; i++) {
+        st.hits += AP_ATOMIC_LOAD(&c->ctrs[i].hits, memory_order_relaxed);
+        st.misses += AP_ATOMIC_LOAD(&c->ctrs[i].misses, memory_order_relaxed);
+    }
+    return st;
+}
+
+#endif /* ASYNCPAT_CACHE_H */
