@@ -83,6 +83,9 @@
  * DOES NOT   load missing values (no single-flight get_or_load yet: two
  *            threads that miss the same key both load it; the second put
  *            is an update), expire entries by time, or hold pointers.
+ * LIMITS     a shard's sequence word is 32 bits (2 per write): a lock-free
+ *            get stalled across exactly 2^31 writes to its shard could
+ *            accept a torn copy (the usual seqlock wrap bound).
  *
  * COMPLEXITY   get: O(1) expected (a probe at load <= 1/2 and a copy);
  *              put/remove: O(1) expected, eviction O(1) amortized (hand

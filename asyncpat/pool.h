@@ -112,7 +112,8 @@
  *              AP_CANCELED as a cancelled future's status. A NULL or
  *              finished (fini) pool trips AP_ASSERT. Out-params are
  *              untouched unless AP_OK.
- * WAKE ORDER   FIFO; a put wakes only the future it hands its object to;
+ * WAKE ORDER   FIFO; a put wakes the future it hands its object to (and
+ *              at most a spurious wake of one already granted);
  *              a granted future that cancels passes the object to the next
  *              queued future (or back to the idle stack).
  * LIMITS       n <= AP_POOL_MAX. The ABA tag has 31 bits: a get preempted
