@@ -193,7 +193,16 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
                                              max(C, V(t)): idle time banks tokens
                                              beyond the burst        random-walk theorem
                                                                      test (Criterion) */
-#define AP_MUTANT_LAST_ 7
+#define AP_MUTANT_POOL_NO_RECHECK 8       /* pool.h: a get future registers
+                                             without the grant pass that
+                                             re-checks the idle stack
+                                                                     scheduler (lost-
+                                                                     wakeup detector) */
+#define AP_MUTANT_CACHE_NO_SEQ_CHECK 9    /* cache.h: a lock-free get trusts its
+                                             copy without re-reading the
+                                             shard's sequence word  scheduler (torn
+                                                                     value) */
+#define AP_MUTANT_LAST_ 9
 #if defined(AP_MUTANT) && (AP_MUTANT < 1 || AP_MUTANT > AP_MUTANT_LAST_)
 #error "asyncpat: AP_MUTANT is not one of the AP_MUTANT_* ids in asyncpat/config.h"
 #endif

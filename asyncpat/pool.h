@@ -753,7 +753,9 @@ AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
      * ourselves: the waiting side of the ladder. */
     ap_waitlist_register(&p->wl, &f->waiter, cx->waker);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
+#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_POOL_NO_RECHECK)
     ap__pool_dispatch(p);
+#endif /* else MUTANT (tests only): register without the re-check */
     return ap__pool_fut_done(f) ? AP_READY : AP_PENDING;
 }
 
