@@ -57,4 +57,16 @@
 #ifndef AP_NO_CACHE
 #include "asyncpat/cache.h"
 #endif
+#ifndef AP_NO_PUBSUB
+#include "asyncpat/pubsub.h"
+#endif
+#ifndef AP_NO_AGGREGATE
+#include "asyncpat/aggregate.h"
+#endif
+#ifndef AP_NO_WINDOW
+#include "asyncpat/window.h"
+#endif
+#ifndef AP_NO_SPLIT
+#include "asyncpat/split.h"
+#endif
 #endif /* ASYNCPAT_H */

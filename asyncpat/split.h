@@ -1,0 +1,327 @@
+/*
+ * asyncpat/split.h -- route items to k output queues: by key (hash
+ *                     partitioning), round-robin, or broadcast
+ *
+ * PATTERN
+ *   A splitter over k caller-provided ap_mpmc queues (mpmc.h) with equal
+ *   element sizes.
+ *     HASH         output = ap_split_route(key): a 64-bit mix of the key
+ *                  (splitmix64's finaliser) mapped to [0, k) by multiply-
+ *                  shift. A pure function of (key, k): the same key always
+ *                  goes to the same output, in every process.
+ *     ROUND_ROBIN  output = cursor % k; the cursor moves on only when a push
+ *                  succeeded, so from one thread the i-th accepted item
+ *                  goes to output i % k exactly (a full output makes the
+ *                  item wait, it does not skip). Under concurrency the
+ *                  spread stays within a few items of even, not exact.
+ *     BROADCAST    every output gets a copy, in output order 0..k-1.
+ *   The splitter holds no items: an item is either in the queue(s) it was
+ *   routed to or still the caller's.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - HASH: an item with key x is only ever pushed to ap_split_route(s, x)
+ *   - one-output modes: AP_OK means exactly one output got the item; any
+ *     other status means no output got it (the item stays the caller's)
+ *   - BROADCAST is resumable, not transactional (ap_mpmc has no
+ *     reservation): *next counts the outputs that hold the item, always
+ *     outputs [0, *next). AP_OK: all k. AP_FULL / AP_AGAIN / AP_CLOSED:
+ *     outputs [0, *next) hold it, [*next, k) do not; call again with the
+ *     same cursor to deliver the rest (or step over a closed output with
+ *     ++*next). So a copy is never pushed twice nor lost unreported. When
+ *     *next == 0 the call first checks that every output has room and
+ *     answers AP_FULL with nothing pushed if one does not; when the
+ *     splitter is the only producer of its outputs (consumers only make
+ *     room) that makes a full broadcast all-or-nothing, and only a
+ *     transient AP_AGAIN can stop it half-way.
+ *   - counts are conserved: items accepted = sum of items in the outputs
+ *     (plus popped), k times for broadcast (stress test, under TSan)
+ *   - the future variants wait for room with ap_mpmc push futures and keep
+ *     the same routing; a cancelled one reports how far it got
+ *
+ * CONCURRENCY          try_push  try_broadcast  futures  route  fini
+ *   any thread            yes         yes          yes     yes    no
+ *   Progress: as ap_mpmc_try_push (no locks; bounded spins, then
+ *   AP_AGAIN), plus one relaxed atomic add for ROUND_ROBIN. A future is
+ *   polled by one thread at a time (future.h rule 4). A broadcast cursor
+ *   belongs to one caller.
+ *
+ * ORDERING
+ *   Those of ap_mpmc: a push that returns AP_OK happens-before the pop of
+ *   its element. The round-robin cursor is relaxed: it only spreads load
+ *   and publishes nothing.
+ *
+ * COMPLEXITY   O(1) per item (broadcast: O(k)); the splitter is a few words
+ * MEMORY       ap_split_init takes the caller's array of k queue pointers
+ *              (kept, not copied; it must outlive the splitter); no
+ *              allocation, so no create/destroy.
+ * ERRORS       AP_FULL, AP_AGAIN, AP_CLOSED from the outputs; AP_INVAL for
+ *              k = 0, a NULL output, mixed element sizes, an unknown mode.
+ * WAKE ORDER   that of ap_mpmc's not_full waiters (FIFO per output).
+ * CONFIG       AP_ASSERT, AP_SPIN_LIMIT
+ * SEE ALSO     mpmc.h, work_steal.h
+ * STABILITY    experimental (0.x): names may still change before 1.0
+ *
+ * USAGE
+ *   ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
+ *   ap_split sp;
+ *   if (ap_split_init(&sp, AP_SPLIT_HASH, shard, 4) != AP_OK) abort();
+ *   switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
+ *   case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
+ *   case AP_FULL: case AP_AGAIN: ...        // still ours: retry, or wait:
+ *       (void)ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE);
+ *   }
+ */
+#ifndef ASYNCPAT_SPLIT_H
+#define ASYNCPAT_SPLIT_H
+
+#include "core.h"
+#include "mpmc.h"
+
+/** ap_split_mode - how an item picks its output(s) */
+typedef enum ap_split_mode {
+    AP_SPLIT_HASH = 0,        /* by key: same key, same output */
+    AP_SPLIT_ROUND_ROBIN = 1, /* in turn */
+    AP_SPLIT_BROADCAST = 2    /* to every output */
+} ap_split_mode;
+
+/** ap_split - a splitter; set up with ap_split_init */
+typedef struct ap_split {
+    _Atomic uint64_t cursor; /* ROUND_ROBIN: accepted items so far (relaxed) */
+    ap_mpmc *const *outs;
+    size_t k;
+    ap_split_mode mode;
+} ap_split;
+
+/** ap_split_push_fut - a push (or broadcast) that waits for room */
+typedef struct ap_split_push_fut {
+    ap_future base; /* first member: (ap_future *)&f works */
+    ap_split *s;
+    const void *item;
+    size_t out;     /* one-output modes: the chosen output */
+    size_t next;    /* BROADCAST: outputs [0, next) hold the item */
+    bool inner_live; /* inner is initialised for outs[out or next] */
+    ap_mpmc_push_fut inner;
+    ap_status status; /* AP_AGAIN while pending */
+} ap_split_push_fut;
+
+/**
+ * ap_split_init - set up a splitter over @outs[0..k)
+ * @outs: k initialised queues of one element size; the array is kept
+ *
+ * Returns AP_OK or AP_INVAL (k 0, a NULL output, element sizes that
+ * differ, unknown mode); on AP_INVAL *s is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_split_init(ap_split *s, ap_split_mode mode,
+                                            ap_mpmc *const *outs, size_t k);
+/** ap_split_fini - end of life; frees nothing, the queues are the caller's */
+AP_API void ap_split_fini(ap_split *s);
+/** ap_split_route - the output (0..k-1) of @key in HASH mode; pure */
+AP_API size_t ap_split_route(const ap_split *s, uint64_t key);
+/**
+ * ap_split_try_push - route one item (HASH or ROUND_ROBIN mode)
+ * @key:  HASH: the partition key; ROUND_ROBIN: ignored
+ * @item: elem_size bytes, copied; the caller keeps it on failure
+ *
+ * Returns AP_OK (in exactly one output), or AP_FULL / AP_AGAIN /
+ * AP_CLOSED from the chosen output, which then holds nothing new; no other
+ * output was tried. Concurrency: any thread.
+ */
+AP_API AP_NODISCARD ap_status ap_split_try_push(ap_split *s, uint64_t key, const void *item);
+/**
+ * ap_split_try_broadcast - push a copy to every output (BROADCAST mode)
+ * @next: caller's cursor, 0 for a new item; on return the outputs
+ *        [0, *next) hold the item
+ *
+ * Returns AP_OK (*next == k), or AP_FULL / AP_AGAIN / AP_CLOSED from
+ * output *next: see GUARANTEES for how to resume.
+ */
+AP_API AP_NODISCARD ap_status ap_split_try_broadcast(ap_split *s, const void *item,
+                                                     size_t *next);
+/**
+ * ap_split_push_fut_init / _poll / _cancel / _status - the waiting forms.
+ * The output is chosen at init (HASH: by key; ROUND_ROBIN: the cursor
+ * advances at init); BROADCAST waits for each output in turn. Result:
+ * AP_OK, AP_CLOSED (an output closed: for broadcast, outputs [0, progress)
+ * hold the item) or AP_CANCELED. @item must stay valid until done.
+ */
+AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t key,
+                                   const void *item);
+AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx);
+AP_API void ap_split_push_cancel(ap_split_push_fut *f);
+/** AP_AGAIN while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
+AP_API AP_NODISCARD ap_status ap_split_push_status(const ap_split_push_fut *f);
+/** outputs that hold the item (1 or 0 for one-output modes; 0..k for broadcast),
+ *  exact once the future completed or was cancelled */
+AP_API size_t ap_split_push_progress(const ap_split_push_fut *f);
+/**
+ * ap_split_push_wait - block this thread until pushed (all outputs for
+ * broadcast), an output closed, or @deadline_ns. Returns AP_OK, AP_CLOSED
+ * or AP_TIMEDOUT (broadcast: some outputs may hold it; use the future to
+ * know which).
+ */
+AP_API AP_NODISCARD ap_status ap_split_push_wait(ap_split *s, uint64_t key, const void *item,
+                                                 ap_deadline deadline_ns);
+
+/* ---- implementation ---- */
+
+AP_API ap_status ap_split_init(ap_split *s, ap_split_mode mode, ap_mpmc *const *outs, size_t k)
+{
+    AP_ASSERT(s != NULL);
+    if (k == 0 || outs == NULL ||
+        (mode != AP_SPLIT_HASH && mode != AP_SPLIT_ROUND_ROBIN && mode != AP_SPLIT_BROADCAST))
+        return AP_INVAL;
+    for (size_t i = 0; i < k; i++)
+        if (outs[i] == NULL || outs[i]->elem_size != outs[0]->elem_size)
+            return AP_INVAL;
+    AP_ATOMIC_INIT(&s->cursor, 0);
+    s->outs = outs;
+    s->k = k;
+    s->mode = mode;
+    return AP_OK;
+}
+
+AP_API void ap_split_fini(ap_split *s)
+{
+    AP_ASSERT(s != NULL);
+    s->outs = NULL;
+}
+
+AP_API size_t ap_split_route(const ap_split *s, uint64_t key)
+{
+    /* splitmix64 finaliser: every key bit reaches the high bits */
+    uint64_t x = key;
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    x ^= x >> 31;
+    /* multiply-shift of the high 32 bits onto [0, k): exact and unbiased
+     * up to k / 2^32 */
+    return (size_t)(((x >> 32) * (uint64_t)s->k) >> 32);
+}
+
+/* The output of the next item in a one-output mode. */
+AP_API size_t ap__split_pick(ap_split *s, uint64_t key)
+{
+    if (s->mode == AP_SPLIT_HASH)
+        return ap_split_route(s, key);
+    /* relaxed: the cursor only spreads load */
+    return (size_t)(AP_ATOMIC_LOAD(&s->cursor, memory_order_relaxed) % s->k);
+}
+
+AP_API ap_status ap_split_try_push(ap_split *s, uint64_t key, const void *item)
+{
+    AP_ASSERT(s != NULL && s->outs != NULL && s->mode != AP_SPLIT_BROADCAST);
+    ap_status st = ap_mpmc_try_push(s->outs[ap__split_pick(s, key)], item);
+    if (st == AP_OK && s->mode == AP_SPLIT_ROUND_ROBIN)
+        (void)AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed);
+    return st;
+}
+
+AP_API ap_status ap_split_try_broadcast(ap_split *s, const void *item, size_t *next)
+{
+    AP_ASSERT(s != NULL && s->outs != NULL && s->mode == AP_SPLIT_BROADCAST);
+    AP_ASSERT(next != NULL && *next <= s->k);
+    if (*next == 0)
+        for (size_t i = 0; i < s->k; i++)
+            if (ap_mpmc_len(s->outs[i]) >= ap_mpmc_capacity(s->outs[i]))
+                return AP_FULL; /* nothing pushed yet */
+    while (*next < s->k) {
+        ap_status st = ap_mpmc_try_push(s->outs[*next], item);
+        if (st != AP_OK)
+            return st;
+        ++*next;
+    }
+    return AP_OK;
+}
+
+AP_API ap_poll ap__split_poll_v(ap_future *base, ap_cx *cx)
+{
+    return ap_split_push_poll((ap_split_push_fut *)(void *)base, cx);
+}
+
+AP_API void ap__split_cancel_v(ap_future *base)
+{
+    ap_split_push_cancel((ap_split_push_fut *)(void *)base);
+}
+
+AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t key,
+                                   const void *item)
+{
+    AP_ASSERT(f != NULL && s != NULL && s->outs != NULL);
+    f->base.poll = ap__split_poll_v;
+    f->base.cancel = ap__split_cancel_v;
+    f->s = s;
+    f->item = item;
+    f->next = 0;
+    f->inner_live = false;
+    f->status = AP_AGAIN;
+    f->out = 0;
+    if (s->mode == AP_SPLIT_HASH)
+        f->out = ap_split_route(s, key);
+    else if (s->mode == AP_SPLIT_ROUND_ROBIN) /* relaxed: spreads load only */
+        f->out = (size_t)(AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed) % s->k);
+}
+
+AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx)
+{
+    bool bcast = f->s->mode == AP_SPLIT_BROADCAST;
+    while (f->status == AP_AGAIN) {
+        if (!f->inner_live) {
+            ap_mpmc_push_fut_init(&f->inner, f->s->outs[bcast ? f->next : f->out], f->item);
+            f->inner_live = true;
+        }
+        if (ap_mpmc_push_poll(&f->inner, cx) == AP_PENDING)
+            return AP_PENDING;
+        ap_status st = ap_mpmc_push_status(&f->inner);
+        f->inner_live = false;
+        if (st != AP_OK) {
+            f->status = st;
+        } else if (!bcast || ++f->next == f->s->k) {
+            if (!bcast)
+                f->next = 1;
+            f->status = AP_OK;
+        }
+    }
+    return AP_READY;
+}
+
+AP_API void ap_split_push_cancel(ap_split_push_fut *f)
+{
+    if (f->inner_live) {
+        ap_mpmc_push_cancel(&f->inner);
+        f->inner_live = false;
+        /* a push that completed before the cancel still counts */
+        if (ap_mpmc_push_status(&f->inner) == AP_OK) {
+            f->next++;
+            if (f->s->mode != AP_SPLIT_BROADCAST || f->next == f->s->k) {
+                f->status = AP_OK;
+                return;
+            }
+        }
+    }
+    if (f->status == AP_AGAIN)
+        f->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_split_push_status(const ap_split_push_fut *f)
+{
+    return f->status;
+}
+
+AP_API size_t ap_split_push_progress(const ap_split_push_fut *f)
+{
+    return f->next;
+}
+
+AP_API ap_status ap_split_push_wait(ap_split *s, uint64_t key, const void *item,
+                                    ap_deadline deadline_ns)
+{
+    ap_split_push_fut f;
+    ap_split_push_fut_init(&f, s, key, item);
+    /* on a timeout the future was cancelled; a push that landed meanwhile
+     * still counts, so report AP_OK then, not AP_TIMEDOUT */
+    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT && f.status != AP_OK)
+        return AP_TIMEDOUT;
+    return f.status;
+}
+
+#endif /* ASYNCPAT_SPLIT_H */

@@ -1,0 +1,835 @@
+/*
+ * tests/test_pubsub.c -- the broadcast channel (publish-subscribe)
+ */
+#include "asyncpat/pubsub.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+/* ---- helpers ---- */
+
+typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
+static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
+static int calls(tw *t) { return atomic_load(&t->calls); }
+static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
+
+#define COUNTING_ALLOCATOR(c) ((ap_allocator){cnt_alloc, cnt_free, &(c)})
+#define U64 sizeof(uint64_t)
+#define OVW AP_PUBSUB_OVERWRITE
+
+static uint64_t big_buf[AP_PUBSUB_BYTES(64, 64) / 8];
+
+static void publish_u64(ap_pubsub *ps, uint64_t v)
+{
+    EXPECT_EQ(ap_pubsub_try_publish(ps, &v), AP_OK, "publish %lu", (unsigned long)v);
+}
+
+/* ---- configuration ---- */
+
+Test(pubsub, bytes_macros_are_constant)
+{
+    _Static_assert(AP_PUBSUB_STRIDE(1) == 16, "stamp + 1 byte, padded to a word");
+    _Static_assert(AP_PUBSUB_STRIDE(8) == 16, "stamp + word");
+    _Static_assert(AP_PUBSUB_STRIDE(9) == 24, "stamp + two words");
+    _Static_assert(AP_PUBSUB_BYTES(3, 4) == 3 * AP_PUBSUB_STRIDE(4), "exact capacity");
+    static unsigned char as_array_size[AP_PUBSUB_BYTES(5, 3)];
+    EXPECT_EQ(sizeof as_array_size, 5 * 16);
+    EXPECT_EQ(ap_status_str(AP_DROPPED)[0], 'd');
+}
+
+typedef struct bad_cfg { size_t cap, elem; int policy; } bad_cfg;
+
+static const bad_cfg pubsub_bad[] = {
+    {0, 8, 0},
+    {0, 0, 0},
+    {4, 0, 0},
+    {4, 8, 1},                          /* no such policy (BLOCK is not built) */
+    {4, 8, -1},
+    {SIZE_MAX, 1, 0},                   /* huge capacity */
+    {(SIZE_MAX >> 4) + 1, 1, 0},
+    {(size_t)1 << 32, (size_t)1 << 32, 0}, /* capacity * stride overflows */
+    {1, SIZE_MAX, 0},                   /* the stride itself overflows */
+    {1, SIZE_MAX - 7, 0},
+    {3, SIZE_MAX / 2 - 100, 0},
+};
+#define N_BAD (sizeof pubsub_bad / sizeof pubsub_bad[0])
+
+Test(pubsub, init_bad_config_is_inval_and_changes_nothing)
+{
+    for (size_t i = 0; i < N_BAD; i++) {
+        ap_pubsub ps, before;
+        memset(&ps, 0xa5, sizeof ps);
+        memcpy(&before, &ps, sizeof ps);
+        uint64_t buf[8], copy[8];
+        memset(buf, 0x3c, sizeof buf);
+        memcpy(copy, buf, sizeof buf);
+        EXPECT_EQ(ap_pubsub_init(&ps, buf, pubsub_bad[i].cap, pubsub_bad[i].elem,
+                                 (ap_pubsub_policy)pubsub_bad[i].policy),
+                  AP_INVAL, "init(%zu, %zu, %d) accepted", pubsub_bad[i].cap,
+                  pubsub_bad[i].elem, pubsub_bad[i].policy);
+        EXPECT(memcmp(&ps, &before, sizeof ps) == 0, "init %zu changed the channel", i);
+        EXPECT(memcmp(buf, copy, sizeof buf) == 0, "init %zu wrote the buffer", i);
+    }
+}
+
+Test(pubsub, create_bad_config_is_inval_and_allocates_nothing)
+{
+    for (size_t i = 0; i < N_BAD; i++) {
+        counting c = {0};
+        ap_allocator a = COUNTING_ALLOCATOR(c);
+        ap_pubsub *sentinel = (ap_pubsub *)(uintptr_t)0x1234, *ps = sentinel;
+        ap_pubsub_policy pol = (ap_pubsub_policy)pubsub_bad[i].policy;
+        EXPECT_EQ(ap_pubsub_create(&ps, pubsub_bad[i].cap, pubsub_bad[i].elem, pol, &a),
+                  AP_INVAL);
+        EXPECT_EQ(c.allocs, 0, "bad config %zu called the allocator", i);
+        EXPECT(ps == sentinel, "out written on failure");
+        EXPECT_EQ(ap_pubsub_create(&ps, pubsub_bad[i].cap, pubsub_bad[i].elem, pol, NULL),
+                  AP_INVAL);
+        EXPECT(ps == sentinel);
+    }
+}
+
+Test(pubsub, create_with_incomplete_allocator_is_inval)
+{
+    counting c = {0};
+    ap_allocator no_free = {cnt_alloc, NULL, &c};
+    ap_allocator no_alloc = {NULL, cnt_free, &c};
+    ap_pubsub *sentinel = (ap_pubsub *)(uintptr_t)0x1234, *ps = sentinel;
+    EXPECT_EQ(ap_pubsub_create(&ps, 4, 4, OVW, &no_free), AP_INVAL);
+    EXPECT_EQ(ap_pubsub_create(&ps, 4, 4, OVW, &no_alloc), AP_INVAL);
+    EXPECT_EQ(c.allocs, 0);
+    EXPECT(ps == sentinel);
+}
+
+Test(pubsub, create_nomem_when_allocator_fails)
+{
+    counting c = {0};
+    c.fail = true;
+    ap_allocator a = COUNTING_ALLOCATOR(c);
+    ap_pubsub *sentinel = (ap_pubsub *)(uintptr_t)0x1234, *ps = sentinel;
+    EXPECT_EQ(ap_pubsub_create(&ps, 16, 8, OVW, &a), AP_NOMEM);
+    EXPECT_EQ(c.allocs, 1);
+    EXPECT_EQ(c.frees, 0);
+    EXPECT(ps == sentinel, "out written on AP_NOMEM");
+}
+
+Test(pubsub, create_destroy_one_allocation_sizes_match)
+{
+    const size_t caps[] = {1, 3, 4, 64, 1000};
+    const size_t elems[] = {1, 8, 17};
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 3; j++) {
+            size_t cap = caps[i], el = elems[j];
+            counting c = {0};
+            ap_allocator a = COUNTING_ALLOCATOR(c);
+            ap_pubsub *ps = NULL;
+            EXPECT_EQ(ap_pubsub_create(&ps, cap, el, OVW, &a), AP_OK);
+            EXPECT_EQ(c.allocs, 1);
+            EXPECT(c.user_seen == &c);
+            EXPECT((void *)ps == c.ptr);
+            EXPECT(c.align >= _Alignof(ap_pubsub) && (c.align & (c.align - 1)) == 0);
+            EXPECT_GE(c.size, sizeof(ap_pubsub) + AP_PUBSUB_BYTES(cap, el));
+            EXPECT_EQ(ap_pubsub_capacity(ps), cap);
+            unsigned char *e = malloc(el), *o = malloc(el);
+            ap_sub sub = {0};
+            ap_pubsub_subscribe(ps, &sub);
+            for (size_t k = 0; k < cap; k++) {
+                memset(e, (int)(k + 1), el);
+                EXPECT_EQ(ap_pubsub_try_publish(ps, e), AP_OK);
+            }
+            for (size_t k = 0; k < cap; k++) {
+                EXPECT_EQ(ap_sub_try_recv(&sub, o, NULL), AP_OK);
+                EXPECT_EQ(o[el - 1], (unsigned char)(k + 1));
+            }
+            EXPECT_EQ(ap_sub_try_recv(&sub, o, NULL), AP_EMPTY);
+            free(e);
+            free(o);
+            ap_pubsub_unsubscribe(ps, &sub);
+            ap_pubsub_destroy(ps);
+            EXPECT_EQ(c.frees, 1);
+            EXPECT(c.freed_ptr == c.ptr);
+            EXPECT_EQ(c.freed_size, c.size);
+        }
+}
+
+Test(pubsub, create_default_allocator_and_destroy_null)
+{
+    ap_pubsub *ps = NULL;
+    EXPECT_EQ(ap_pubsub_create(&ps, 5, U64, OVW, NULL), AP_OK);
+    EXPECT_NOT_NULL(ps);
+    EXPECT_EQ((uintptr_t)ps % _Alignof(ap_pubsub), 0);
+    ap_sub sub = {0};
+    ap_pubsub_subscribe(ps, &sub);
+    uint64_t y = 0;
+    publish_u64(ps, 42);
+    EXPECT_EQ(ap_sub_try_recv(&sub, &y, NULL), AP_OK);
+    EXPECT_EQ(y, 42);
+    ap_pubsub_destroy(ps);
+    ap_pubsub_destroy(NULL);
+}
+
+/* ---- broadcast, order, subscribe ---- */
+
+Test(pubsub, every_subscriber_sees_every_message_in_order)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 8, U64, OVW), AP_OK);
+    ap_sub a = {0}, b = {0}, c = {0};
+    ap_pubsub_subscribe(&ps, &a);
+    ap_pubsub_subscribe(&ps, &b);
+    uint64_t v = 77, dropped = 99;
+    EXPECT_EQ(ap_sub_try_recv(&a, &v, &dropped), AP_EMPTY);
+    EXPECT_EQ(v, 77, "out written on AP_EMPTY");
+    EXPECT_EQ(dropped, 99, "dropped written on AP_EMPTY");
+    for (uint64_t i = 0; i < 5; i++)
+        publish_u64(&ps, 100 + i);
+    ap_pubsub_subscribe(&ps, &c); /* late: sees only what comes next */
+    EXPECT_EQ(ap_sub_len(&a), 5);
+    EXPECT_EQ(ap_sub_len(&c), 0);
+    for (uint64_t i = 5; i < 8; i++)
+        publish_u64(&ps, 100 + i);
+    EXPECT_EQ(ap_pubsub_published(&ps), 8);
+    for (uint64_t i = 0; i < 8; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&a, &v, NULL), AP_OK);
+        EXPECT_EQ(v, 100 + i);
+    }
+    for (uint64_t i = 0; i < 8; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&b, &v, NULL), AP_OK);
+        EXPECT_EQ(v, 100 + i);
+    }
+    for (uint64_t i = 5; i < 8; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&c, &v, NULL), AP_OK);
+        EXPECT_EQ(v, 100 + i);
+    }
+    EXPECT_EQ(ap_sub_try_recv(&a, &v, NULL), AP_EMPTY);
+    EXPECT_EQ(ap_sub_try_recv(&b, &v, NULL), AP_EMPTY);
+    EXPECT_EQ(ap_sub_try_recv(&c, &v, NULL), AP_EMPTY);
+    EXPECT_EQ(ap_sub_received(&a), 8);
+    EXPECT_EQ(ap_sub_received(&c), 3);
+    EXPECT_EQ(ap_sub_lost(&a), 0);
+    EXPECT_EQ(ap_sub_last_dropped(&a), 0);
+    EXPECT_EQ(ap_sub_len(&a), 0);
+}
+
+Test(pubsub, unsubscribe_then_resubscribe_starts_at_the_tail)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    publish_u64(&ps, 1);
+    uint64_t v;
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_OK);
+    publish_u64(&ps, 2);
+    ap_pubsub_unsubscribe(&ps, &s);
+    EXPECT_NULL(s.ps);
+    publish_u64(&ps, 3);
+    ap_pubsub_subscribe(&ps, &s);
+    EXPECT_EQ(ap_sub_received(&s), 0, "counters reset");
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_EMPTY, "saw a message from before");
+    publish_u64(&ps, 4);
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 4);
+}
+
+/* ---- drops: exact counts against a model ---- */
+
+/* One subscriber, capacity cap, n publishes, then drain: the first report
+ * must be max(0, n - cap) lost, then the last min(n, cap) in order. */
+Test(pubsub, drop_count_is_exact_for_every_capacity_and_backlog)
+{
+    for (size_t cap = 1; cap <= 9; cap++)
+        for (uint64_t n = 0; n <= 3 * cap + 2; n++) {
+            ap_pubsub ps;
+            EXPECT_EQ(ap_pubsub_init(&ps, big_buf, cap, U64, OVW), AP_OK);
+            ap_sub s = {0};
+            ap_pubsub_subscribe(&ps, &s);
+            for (uint64_t i = 0; i < n; i++)
+                publish_u64(&ps, 1000 + i);
+            uint64_t v = 5, d = 0, want_lost = n > cap ? n - cap : 0;
+            if (want_lost) {
+                EXPECT_EQ(ap_sub_len(&s), n);
+                EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_DROPPED, "cap %zu n %lu", cap,
+                          (unsigned long)n);
+                EXPECT_EQ(d, want_lost, "cap %zu n %lu", cap, (unsigned long)n);
+                EXPECT_EQ(v, 5, "out written on AP_DROPPED");
+                EXPECT_EQ(ap_sub_last_dropped(&s), want_lost);
+            }
+            for (uint64_t i = want_lost; i < n; i++) {
+                EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_OK);
+                EXPECT_EQ(v, 1000 + i);
+            }
+            EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_EMPTY);
+            EXPECT_EQ(ap_sub_received(&s) + ap_sub_lost(&s), n, "conservation");
+        }
+}
+
+/* Random publishes and receives by three subscribers (capacities 1..7,
+ * power of two or not), each checked against its own model cursor. */
+Test(pubsub, random_interleave_against_model)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15u;
+    for (size_t cap = 1; cap <= 7; cap++) {
+        ap_pubsub ps;
+        EXPECT_EQ(ap_pubsub_init(&ps, big_buf, cap, U64, OVW), AP_OK);
+        enum { NS = 3 };
+        ap_sub s[NS];
+        uint64_t model_next[NS], model_lost[NS], model_recv[NS], base[NS];
+        memset(s, 0, sizeof s);
+        uint64_t published = 0;
+        for (int k = 0; k < NS; k++) {
+            ap_pubsub_subscribe(&ps, &s[k]);
+            model_next[k] = base[k] = 0;
+            model_lost[k] = model_recv[k] = 0;
+        }
+        for (int step = 0; step < 3000; step++) {
+            uint64_t r = rng_next(&seed);
+            int k = (int)(r % NS);
+            if ((r >> 8) % 3 == 0) {
+                publish_u64(&ps, published * 3 + 1);
+                published++;
+            } else if ((r >> 8) % 97 == 1) { /* resubscribe */
+                ap_pubsub_unsubscribe(&ps, &s[k]);
+                ap_pubsub_subscribe(&ps, &s[k]);
+                model_next[k] = base[k] = published;
+                model_lost[k] = model_recv[k] = 0;
+            } else {
+                uint64_t v = 0, d = 0;
+                ap_status st = ap_sub_try_recv(&s[k], &v, &d);
+                if (model_next[k] == published) {
+                    EXPECT_EQ(st, AP_EMPTY);
+                } else if (published - model_next[k] > cap) {
+                    uint64_t lost = published - cap - model_next[k];
+                    EXPECT_EQ(st, AP_DROPPED, "cap %zu step %d", cap, step);
+                    EXPECT_EQ(d, lost);
+                    model_lost[k] += lost;
+                    model_next[k] = published - cap;
+                } else {
+                    EXPECT_EQ(st, AP_OK);
+                    EXPECT_EQ(v, model_next[k] * 3 + 1);
+                    model_next[k]++;
+                    model_recv[k]++;
+                }
+                EXPECT_EQ(ap_sub_lost(&s[k]), model_lost[k]);
+                EXPECT_EQ(ap_sub_received(&s[k]), model_recv[k]);
+                EXPECT_EQ(ap_sub_received(&s[k]) + ap_sub_lost(&s[k]),
+                          model_next[k] - base[k]);
+            }
+        }
+    }
+}
+
+Test(pubsub, odd_element_sizes_round_trip_byte_exact)
+{
+    static uint64_t buf[AP_PUBSUB_BYTES(3, 300) / 8];
+    unsigned char in[300], out[300];
+    const size_t sizes[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 127, 128, 129, 200, 300};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t el = sizes[i];
+        ap_pubsub ps;
+        EXPECT_EQ(ap_pubsub_init(&ps, buf, 3, el, OVW), AP_OK);
+        ap_sub s = {0};
+        ap_pubsub_subscribe(&ps, &s);
+        for (int round = 0; round < 5; round++) {
+            for (size_t k = 0; k < el; k++)
+                in[k] = (unsigned char)(k * 7 + (size_t)round * 13 + el);
+            EXPECT_EQ(ap_pubsub_try_publish(&ps, in), AP_OK);
+            memset(out, 0xee, sizeof out);
+            EXPECT_EQ(ap_sub_try_recv(&s, out, NULL), AP_OK);
+            EXPECT(memcmp(in, out, el) == 0, "size %zu round %d differs", el, round);
+            EXPECT_EQ(out[el < 300 ? el : 299], el < 300 ? 0xee : in[299],
+                      "wrote past the element");
+        }
+    }
+}
+
+/* ---- in-flight publishers (claimed, not yet complete) ---- */
+
+Test(pubsub, claimed_unpublished_message_reads_again_not_empty)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    /* a publisher claims sequence 0 and is preempted before writing */
+    atomic_store(&ps.tail, 1);
+    atomic_store(&ap__pubsub_slot(&ps, 0)[0], 1); /* odd: being written */
+    uint64_t v = 0x5555;
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_AGAIN, "a claimed message read as EMPTY");
+    EXPECT_EQ(v, 0x5555);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &s, &v);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_PENDING);
+    EXPECT_GE(calls(&w), 1, "pending on AP_AGAIN without asking for a re-poll");
+    /* close meanwhile: the in-flight message is still delivered */
+    ap_pubsub_close(&ps);
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_AGAIN, "closed with a message in flight");
+    atomic_store(&ap__pubsub_slot(&ps, 0)[1], 0xc0ffee);
+    atomic_store(&ap__pubsub_slot(&ps, 0)[0], 2); /* complete */
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_OK);
+    EXPECT_EQ(v, 0xc0ffee);
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_CLOSED);
+}
+
+Test(pubsub, publisher_a_lap_ahead_of_a_stalled_writer_gets_again)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 2, U64, OVW), AP_OK);
+    /* sequence 0 claimed and stalled mid-copy; 1 published */
+    atomic_store(&ps.tail, 1);
+    atomic_store(&ap__pubsub_slot(&ps, 0)[0], 1);
+    publish_u64(&ps, 11);
+    uint64_t x = 22;
+    EXPECT_EQ(ap_pubsub_try_publish(&ps, &x), AP_AGAIN, "would write a slot being written");
+    EXPECT_EQ(ap_pubsub_published(&ps), 2, "AP_AGAIN claimed a sequence");
+    atomic_store(&ap__pubsub_slot(&ps, 0)[0], 2); /* the stalled writer finishes */
+    EXPECT_EQ(ap_pubsub_try_publish(&ps, &x), AP_OK);
+    EXPECT_EQ(ap_pubsub_published(&ps), 3);
+}
+
+/* A message overwritten while the reader copies it is never handed out:
+ * the reader's stamp re-check sees the new writer's odd stamp. Simulated
+ * by a slot whose stamp reads 2r+2, then odd, then 2(r+cap)+2. */
+Test(pubsub, overwritten_during_copy_reports_drop_not_torn)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 2, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    for (uint64_t i = 0; i < 5; i++)
+        publish_u64(&ps, i);
+    /* s is at 0; the ring holds 3 and 4 */
+    uint64_t v = 9, d = 0;
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_DROPPED);
+    EXPECT_EQ(d, 3);
+    EXPECT_EQ(v, 9);
+    /* a writer claims 5 (slot of 3) and stalls mid-copy: 3 is gone */
+    atomic_store(&ps.tail, 6);
+    atomic_store(&ap__pubsub_slot(&ps, 5)[0], 2 * 5 + 1);
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_DROPPED);
+    EXPECT_EQ(d, 1, "lost 3 only");
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_OK);
+    EXPECT_EQ(v, 4);
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, &d), AP_AGAIN);
+    EXPECT_EQ(ap_sub_received(&s) + ap_sub_lost(&s), 5);
+}
+
+/* ---- close ---- */
+
+Test(pubsub, close_rejects_publishes_and_drains_each_subscriber)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 3, U64, OVW), AP_OK);
+    ap_sub fast = {0}, slow = {0};
+    ap_pubsub_subscribe(&ps, &fast);
+    ap_pubsub_subscribe(&ps, &slow);
+    uint64_t v;
+    for (uint64_t i = 0; i < 5; i++) {
+        publish_u64(&ps, i);
+        EXPECT_EQ(ap_sub_try_recv(&fast, &v, NULL), AP_OK);
+    }
+    publish_u64(&ps, 5);
+    EXPECT_NOT(ap_pubsub_is_closed(&ps));
+    ap_pubsub_close(&ps);
+    ap_pubsub_close(&ps); /* idempotent */
+    EXPECT(ap_pubsub_is_closed(&ps));
+    uint64_t x = 6;
+    EXPECT_EQ(ap_pubsub_try_publish(&ps, &x), AP_CLOSED);
+    EXPECT_EQ(ap_pubsub_published(&ps), 6);
+    EXPECT_EQ(ap_sub_try_recv(&fast, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 5);
+    v = 1234;
+    EXPECT_EQ(ap_sub_try_recv(&fast, &v, NULL), AP_CLOSED);
+    EXPECT_EQ(v, 1234);
+    uint64_t d = 0;
+    EXPECT_EQ(ap_sub_try_recv(&slow, &v, &d), AP_DROPPED);
+    EXPECT_EQ(d, 3);
+    for (uint64_t i = 3; i < 6; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&slow, &v, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+    }
+    EXPECT_EQ(ap_sub_try_recv(&slow, &v, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_sub_try_recv(&slow, &v, NULL), AP_CLOSED);
+    ap_sub late = {0};
+    ap_pubsub_subscribe(&ps, &late);
+    EXPECT_EQ(ap_sub_try_recv(&late, &v, NULL), AP_CLOSED);
+}
+
+/* ---- futures ---- */
+
+Test(pubsub, recv_future_pending_then_woken_by_publish)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v = 0;
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &s, &v);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(calls(&w), 0);
+    EXPECT(ap_waitlist_has_waiters(&ps.wl));
+    publish_u64(&ps, 31);
+    EXPECT_EQ(calls(&w), 1, "publish did not wake the parked future");
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_OK);
+    EXPECT_EQ(v, 31);
+    EXPECT_NOT(ap_waitlist_has_waiters(&ps.wl));
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY, "a completed future stays ready");
+}
+
+Test(pubsub, one_publish_wakes_every_parked_subscriber)
+{
+    enum { N = 4 };
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s[N];
+    ap_sub_recv_fut f[N];
+    tw w[N];
+    uint64_t v[N];
+    memset(s, 0, sizeof s);
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < N; i++) {
+        ap_pubsub_subscribe(&ps, &s[i]);
+        ap_cx cx = cx_of(&w[i]);
+        ap_sub_recv_fut_init(&f[i], &s[i], &v[i]);
+        EXPECT_EQ(ap_sub_recv_poll(&f[i], &cx), AP_PENDING);
+    }
+    publish_u64(&ps, 8);
+    for (int i = 0; i < N; i++) {
+        EXPECT_EQ(calls(&w[i]), 1, "subscriber %d not woken", i);
+        ap_cx cx = cx_of(&w[i]);
+        EXPECT_EQ(ap_sub_recv_poll(&f[i], &cx), AP_READY);
+        EXPECT_EQ(ap_sub_recv_status(&f[i]), AP_OK);
+        EXPECT_EQ(v[i], 8);
+    }
+}
+
+Test(pubsub, close_wakes_every_recv_future)
+{
+    enum { N = 3 };
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s[N];
+    ap_sub_recv_fut f[N];
+    tw w[N];
+    uint64_t v[N];
+    memset(s, 0, sizeof s);
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < N; i++) {
+        ap_pubsub_subscribe(&ps, &s[i]);
+        ap_cx cx = cx_of(&w[i]);
+        v[i] = 0xabc;
+        ap_sub_recv_fut_init(&f[i], &s[i], &v[i]);
+        EXPECT_EQ(ap_sub_recv_poll(&f[i], &cx), AP_PENDING);
+    }
+    ap_pubsub_close(&ps);
+    for (int i = 0; i < N; i++) {
+        EXPECT_EQ(calls(&w[i]), 1);
+        ap_cx cx = cx_of(&w[i]);
+        EXPECT_EQ(ap_sub_recv_poll(&f[i], &cx), AP_READY);
+        EXPECT_EQ(ap_sub_recv_status(&f[i]), AP_CLOSED);
+        EXPECT_EQ(v[i], 0xabc);
+    }
+    EXPECT_NOT(ap_waitlist_has_waiters(&ps.wl));
+}
+
+Test(pubsub, recv_future_reports_drops_with_the_count)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 2, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    for (uint64_t i = 0; i < 7; i++)
+        publish_u64(&ps, i);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v = 3;
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &s, &v);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_DROPPED);
+    EXPECT_EQ(ap_sub_last_dropped(&s), 5);
+    EXPECT_EQ(v, 3);
+    EXPECT_EQ(ap_sub_recv_wait(&s, &v, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(v, 5);
+    EXPECT_EQ(ap_sub_recv_wait(&s, &v, 0), AP_OK);
+    EXPECT_EQ(v, 6);
+    EXPECT_EQ(ap_sub_received(&s) + ap_sub_lost(&s), 7);
+}
+
+Test(pubsub, cancel_is_idempotent_and_no_wake_after_it)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v = 17;
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &s, &v);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_PENDING);
+    ap_sub_recv_cancel(&f);
+    ap_sub_recv_cancel(&f);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_CANCELED);
+    EXPECT_NOT(ap_waitlist_has_waiters(&ps.wl));
+    publish_u64(&ps, 1);
+    ap_pubsub_close(&ps);
+    EXPECT_EQ(calls(&w), 0, "woken after cancel");
+    EXPECT_EQ(v, 17, "a cancelled receive wrote its output");
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_CANCELED);
+    /* the message was not consumed by the cancelled future */
+    EXPECT_EQ(ap_sub_try_recv(&s, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 1);
+}
+
+Test(pubsub, cancel_after_completion_changes_nothing)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    publish_u64(&ps, 9);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v = 0;
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &s, &v);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_READY);
+    ap_sub_recv_cancel(&f);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_OK);
+    EXPECT_EQ(v, 9);
+}
+
+Test(pubsub, wait_times_out_and_leaves_nothing_behind, .timeout = TEST_TIMEOUT_S)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 1, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    uint64_t out = 5;
+    EXPECT_EQ(ap_sub_recv_wait(&s, &out, 0), AP_TIMEDOUT);
+    uint64_t deadline = ap_now_ns() + 5 * AP_NS_PER_MS;
+    EXPECT_EQ(ap_sub_recv_wait(&s, &out, deadline), AP_TIMEDOUT);
+    EXPECT_GE(ap_now_ns(), deadline);
+    EXPECT_EQ(out, 5);
+    EXPECT_NOT(ap_waitlist_has_waiters(&ps.wl));
+    ap_pubsub_close(&ps);
+    EXPECT_EQ(ap_sub_recv_wait(&s, &out, AP_DEADLINE_NONE), AP_CLOSED);
+}
+
+/* ---- across threads ---- */
+
+static ap_pubsub xps;
+static uint64_t xbuf[AP_PUBSUB_BYTES(1024, U64) / 8];
+static ap_status helper_status[8];
+static uint64_t helper_value[8];
+static ap_sub helper_sub[8];
+
+static void *recv_waiter(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    helper_status[i] = ap_sub_recv_wait(&helper_sub[i], &helper_value[i], AP_DEADLINE_NONE);
+    return NULL;
+}
+
+static void wait_for_waiters(ap_waitlist *wl, size_t n)
+{
+    while (atomic_load(&wl->count) < n)
+        ms_sleep(1);
+}
+
+Test(pubsub, parked_subscribers_all_get_the_message, .timeout = TEST_TIMEOUT_S)
+{
+    enum { N = 3 };
+    EXPECT_EQ(ap_pubsub_init(&xps, xbuf, 8, U64, OVW), AP_OK);
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        memset(&helper_sub[i], 0, sizeof helper_sub[i]);
+        ap_pubsub_subscribe(&xps, &helper_sub[i]);
+        EXPECT_EQ(pthread_create(&th[i], NULL, recv_waiter, (void *)(intptr_t)i), 0);
+    }
+    wait_for_waiters(&xps.wl, N);
+    publish_u64(&xps, 4242);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        EXPECT_EQ(helper_status[i], AP_OK);
+        EXPECT_EQ(helper_value[i], 4242);
+    }
+}
+
+Test(pubsub, parked_subscribers_all_woken_by_close, .timeout = TEST_TIMEOUT_S)
+{
+    enum { N = 4 };
+    EXPECT_EQ(ap_pubsub_init(&xps, xbuf, 8, U64, OVW), AP_OK);
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        memset(&helper_sub[i], 0, sizeof helper_sub[i]);
+        ap_pubsub_subscribe(&xps, &helper_sub[i]);
+        helper_value[i] = 0xabc;
+        EXPECT_EQ(pthread_create(&th[i], NULL, recv_waiter, (void *)(intptr_t)i), 0);
+    }
+    wait_for_waiters(&xps.wl, N);
+    ap_pubsub_close(&xps);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        EXPECT_EQ(helper_status[i], AP_CLOSED);
+        EXPECT_EQ(helper_value[i], 0xabc);
+    }
+}
+
+/* 2 publishers x 3 subscribers, ring larger than the run: each subscriber
+ * gets every message exactly once, each publisher's in order. */
+#define MT_PER_PUB 400
+static void *mt_publisher(void *arg)
+{
+    uint64_t id = (uint64_t)(intptr_t)arg;
+    for (uint64_t i = 0; i < MT_PER_PUB; i++) {
+        uint64_t v = id << 32 | i;
+        ap_status st;
+        while ((st = ap_pubsub_try_publish(&xps, &v)) == AP_AGAIN)
+            sched_yield();
+        if (st != AP_OK)
+            helper_status[6] = st;
+    }
+    return NULL;
+}
+
+static void *mt_subscriber(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    uint64_t next[2] = {0, 0};
+    for (;;) {
+        uint64_t v;
+        ap_status st = ap_sub_recv_wait(&helper_sub[i], &v, AP_DEADLINE_NONE);
+        if (st == AP_CLOSED)
+            break;
+        if (st != AP_OK || (v >> 32) > 1 || (v & 0xffffffffu) != next[v >> 32]) {
+            helper_status[i] = st == AP_OK ? AP_INVAL : st;
+            break;
+        }
+        next[v >> 32]++;
+    }
+    helper_value[i] = next[0] + next[1];
+    return NULL;
+}
+
+Test(pubsub, two_publishers_three_subscribers_everything_once, .timeout = TEST_TIMEOUT_S)
+{
+    enum { NS = 3 };
+    EXPECT_EQ(ap_pubsub_init(&xps, xbuf, 1024, U64, OVW), AP_OK);
+    pthread_t sub_th[NS], pub_th[2];
+    helper_status[6] = AP_OK;
+    for (int i = 0; i < NS; i++) {
+        memset(&helper_sub[i], 0, sizeof helper_sub[i]);
+        ap_pubsub_subscribe(&xps, &helper_sub[i]);
+        helper_status[i] = AP_OK;
+        EXPECT_EQ(pthread_create(&sub_th[i], NULL, mt_subscriber, (void *)(intptr_t)i), 0);
+    }
+    for (int p = 0; p < 2; p++)
+        EXPECT_EQ(pthread_create(&pub_th[p], NULL, mt_publisher, (void *)(intptr_t)p), 0);
+    for (int p = 0; p < 2; p++)
+        pthread_join(pub_th[p], NULL);
+    ap_pubsub_close(&xps);
+    for (int i = 0; i < NS; i++) {
+        pthread_join(sub_th[i], NULL);
+        EXPECT_EQ(helper_status[i], AP_OK, "subscriber %d", i);
+        EXPECT_EQ(helper_value[i], 2 * MT_PER_PUB, "subscriber %d", i);
+        EXPECT_EQ(ap_sub_lost(&helper_sub[i]), 0);
+    }
+    EXPECT_EQ(helper_status[6], AP_OK);
+}
+
+/* ---- typed wrapper ---- */
+
+typedef struct pt { uint16_t a; uint8_t b; } pt; /* 4 bytes with padding */
+AP_PUBSUB_DEFINE(pt_chan, pt)
+
+Test(pubsub, typed_wrapper_round_trips)
+{
+    static uint64_t buf[AP_PUBSUB_BYTES(3, sizeof(pt)) / 8];
+    pt_chan ch;
+    EXPECT_EQ(pt_chan_init(&ch, buf, 0), AP_INVAL);
+    EXPECT_EQ(pt_chan_init(&ch, buf, 3), AP_OK);
+    ap_sub s = {0};
+    pt_chan_subscribe(&ch, &s);
+    for (uint16_t i = 0; i < 5; i++) {
+        pt x = {(uint16_t)(1000 + i), (uint8_t)i};
+        EXPECT_EQ(pt_chan_try_publish(&ch, &x), AP_OK);
+    }
+    pt y = {0, 0};
+    uint64_t d = 0;
+    EXPECT_EQ(pt_chan_try_recv(&s, &y, &d), AP_DROPPED);
+    EXPECT_EQ(d, 2);
+    for (uint16_t i = 2; i < 5; i++) {
+        EXPECT_EQ(pt_chan_try_recv(&s, &y, &d), AP_OK);
+        EXPECT_EQ(y.a, 1000 + i);
+        EXPECT_EQ(y.b, i);
+    }
+    pt_chan_close(&ch);
+    EXPECT_EQ(pt_chan_try_recv(&s, &y, &d), AP_CLOSED);
+    pt_chan_fini(&ch);
+}
+
+/* ---- preconditions ---- */
+
+Test(pubsub, publish_after_fini_asserts, .signal = SIGABRT)
+{
+    ap_pubsub ps;
+    uint64_t x = 1;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_pubsub_fini(&ps);
+    ap_status st = ap_pubsub_try_publish(&ps, &x);
+    cr_log_error("publish after fini returned %d", (int)st);
+}
+
+Test(pubsub, recv_unsubscribed_asserts, .signal = SIGABRT)
+{
+    ap_sub s = {0};
+    uint64_t x;
+    ap_status st = ap_sub_try_recv(&s, &x, NULL);
+    cr_log_error("recv on a zero ap_sub returned %d", (int)st);
+}
+
+Test(pubsub, subscribe_twice_asserts, .signal = SIGABRT)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_sub s = {0};
+    ap_pubsub_subscribe(&ps, &s);
+    ap_pubsub_subscribe(&ps, &s);
+}
+
+Test(pubsub, misaligned_buffer_asserts, .signal = SIGABRT)
+{
+    ap_pubsub ps;
+    ap_status st = ap_pubsub_init(&ps, (char *)big_buf + 1, 4, U64, OVW);
+    cr_log_error("returned %d", (int)st);
+}
+
+Test(pubsub, destroy_of_an_init_channel_asserts, .signal = SIGABRT)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, 4, U64, OVW), AP_OK);
+    ap_pubsub_destroy(&ps);
+}
+
+Test(pubsub, init_of_null_channel_asserts, .signal = SIGABRT)
+{
+    ap_status st = ap_pubsub_init(NULL, big_buf, 4, U64, OVW);
+    cr_log_error("returned %d", (int)st);
+}

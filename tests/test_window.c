@@ -1,0 +1,340 @@
+/*
+ * tests/test_window.c -- event-time windows (tumbling, hopping, session)
+ * under a watermark, checked with exact fake timestamps against brute force
+ */
+#include "asyncpat/window.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+
+#include "test_util.h"
+
+#define N_EVENTS 100000
+
+/* ---- a recording emit callback that checks order and timing ---- */
+
+typedef struct rec {
+    const ap_window *win;
+    ap_window_result *r;
+    size_t n, cap;
+    int64_t last_end;
+} rec;
+
+static void rec_emit(void *ctx, const ap_window_result *r)
+{
+    rec *c = ctx;
+    EXPECT(r->end <= ap_window_watermark(c->win), "emitted before the watermark passed its end");
+    EXPECT(c->n == 0 || r->end > c->last_end, "emitted out of order or twice");
+    EXPECT(r->agg.count > 0, "empty windows are not emitted");
+    c->last_end = r->end;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->r = realloc(c->r, c->cap * sizeof *c->r);
+        EXPECT_NOT_NULL(c->r);
+    }
+    c->r[c->n++] = *r;
+}
+
+static void agg_eq(const ap_agg *a, const ap_agg *b, int64_t end)
+{
+    EXPECT(a->count == b->count && a->sum_hi == b->sum_hi && a->sum_lo == b->sum_lo &&
+               a->min == b->min && a->max == b->max,
+           "aggregate of the window ending at %jd", (intmax_t)end);
+}
+
+static uint64_t buf[1 << 12];
+
+/* ---- configuration ---- */
+
+Test(window, desc_defaults_and_slots)
+{
+    ap_window_desc d = ap_window_desc_resolved(&(ap_window_desc){.size_ns = 10});
+    EXPECT(d.kind == AP_WINDOW_TUMBLING && d.slide_ns == 10 && d.lateness_ns == 0);
+    d = ap_window_desc_resolved(&(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10});
+    EXPECT_EQ(d.slide_ns, 10);
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.size_ns = 10}), 2);
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.size_ns = 10, .lateness_ns = 25}), 5);
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
+                                               .slide_ns = 3, .lateness_ns = 1}), 5);
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 4,
+                                               .lateness_ns = 9}), 5);
+    _Static_assert(AP_WINDOW_SLOTS(10, 3, 1) == 5, "constant expression");
+}
+
+Test(window, init_rejects_bad_config)
+{
+    ap_window w;
+    memset(&w, 0x5a, sizeof w);
+    ap_window before = w;
+    const ap_window_desc bad[] = {
+        {.size_ns = 0},
+        {.size_ns = 10, .slide_ns = 5},                              /* tumbling slide != size */
+        {.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 11},   /* gaps: events in no window */
+        {.kind = AP_WINDOW_SESSION},                                  /* gap 0 */
+        {.kind = (ap_window_kind)9, .size_ns = 10},
+        {.size_ns = AP_WINDOW_TS_MAX + 1},
+        {.size_ns = 10, .lateness_ns = AP_WINDOW_TS_MAX + 1},
+        {.kind = AP_WINDOW_HOPPING, .size_ns = AP_WINDOW_TS_MAX, .slide_ns = 1}, /* too many slots */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT_EQ(ap_window_init(&w, &bad[i], buf, sizeof buf), AP_INVAL, "desc %zu", i);
+    ap_window_desc ok = {.size_ns = 10, .lateness_ns = 25}; /* 5 slots */
+    EXPECT_EQ(ap_window_init(&w, &ok, buf, AP_WINDOW_BYTES(5) - 1), AP_INVAL, "buffer too small");
+    EXPECT(memcmp(&w, &before, sizeof w) == 0, "untouched");
+    EXPECT_EQ(ap_window_init(&w, &ok, buf, AP_WINDOW_BYTES(5)), AP_OK);
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_add(&w, AP_WINDOW_TS_MAX + 1, 1, rec_emit, &c), AP_INVAL);
+    EXPECT(ap_window_accepted(&w) == 0 && ap_window_late(&w) == 0, "nothing changed");
+    EXPECT_EQ(ap_window_watermark(&w), INT64_MIN);
+}
+
+/* ---- deterministic walk-throughs ---- */
+
+Test(window, tumbling_by_hand)
+{
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.size_ns = 10}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 1, 5, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 9, -3, rec_emit, &c), AP_OK);
+    EXPECT_EQ(c.n, 0, "W = 9 < 10: [0,10) still open");
+    EXPECT_EQ(ap_window_add(&w, 10, 7, rec_emit, &c), AP_OK);
+    EXPECT_EQ(c.n, 1, "W = 10 closes [0,10) exactly at its end");
+    EXPECT(c.r[0].start == 0 && c.r[0].end == 10 && c.r[0].agg.count == 2 &&
+           c.r[0].agg.min == -3 && c.r[0].agg.max == 5);
+    EXPECT_EQ(ap_window_add(&w, 9, 1, rec_emit, &c), AP_REJECTED, "its window was emitted");
+    EXPECT_EQ(ap_window_late(&w), 1);
+    EXPECT_EQ(ap_window_add(&w, 35, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(c.n, 2, "[10,20) closed; [20,30) had no events");
+    EXPECT_EQ(ap_window_advance(&w, 39, rec_emit, &c), 0, "39 < 40");
+    EXPECT_EQ(ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c), 1);
+    EXPECT(c.r[2].start == 30 && c.r[2].end == 40);
+    EXPECT_EQ(ap_window_add(&w, 1000, 1, rec_emit, &c), AP_REJECTED, "after a flush all is late");
+    EXPECT(ap_window_accepted(&w) == 4 && ap_window_late(&w) == 2 && ap_window_emitted(&w) == 3);
+    free(c.r);
+}
+
+Test(window, lateness_keeps_windows_open)
+{
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.size_ns = 10, .lateness_ns = 5}, buf,
+                             sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 14, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 2, 1, rec_emit, &c), AP_OK, "W = 9: [0,10) still open");
+    EXPECT_EQ(ap_window_add(&w, 15, 1, rec_emit, &c), AP_OK);
+    EXPECT(c.n == 1 && c.r[0].end == 10 && c.r[0].agg.count == 1);
+    EXPECT_EQ(ap_window_add(&w, 3, 1, rec_emit, &c), AP_REJECTED);
+    free(c.r);
+}
+
+Test(window, hopping_by_hand_negative_starts)
+{
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
+                                                   .slide_ns = 5}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 3, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c), 2);
+    EXPECT(c.r[0].start == -5 && c.r[0].end == 5 && c.r[1].start == 0 && c.r[1].end == 10);
+    free(c.r);
+}
+
+Test(window, session_by_hand_merges)
+{
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 10,
+                                                   .lateness_ns = 100}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 0, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 30, 2, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_held(&w), 2);
+    EXPECT_EQ(ap_window_add(&w, 15, 3, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_held(&w), 3, "15 touches neither [0,10) nor [30,40)");
+    EXPECT_EQ(ap_window_add(&w, 22, 4, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_held(&w), 2, "22 bridges [15,25) and [30,40)");
+    EXPECT_EQ(ap_window_advance(&w, 40, rec_emit, &c), 2);
+    EXPECT(c.r[0].start == 0 && c.r[0].end == 10 && c.r[0].agg.count == 1);
+    EXPECT(c.r[1].start == 15 && c.r[1].end == 40 && c.r[1].agg.count == 3 &&
+           c.r[1].agg.min == 2 && c.r[1].agg.max == 4);
+    EXPECT_EQ(ap_window_add(&w, 39, 1, rec_emit, &c), AP_REJECTED, "ts < W");
+    free(c.r);
+}
+
+/* ---- random runs against brute force ---- */
+
+typedef struct ev { int64_t ts, v; } ev;
+
+static int ev_cmp(const void *a, const void *b)
+{
+    const ev *x = a, *y = b;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+/* Feeds N_EVENTS events, out of order by up to ~1.5 * L (so some are late),
+ * with occasional idle jumps and explicit watermarks; returns the accepted
+ * events in *acc. */
+static size_t feed(ap_window *w, rec *c, uint64_t seed, uint64_t step, uint64_t lateness,
+                   ev *acc)
+{
+    uint64_t now = 0;
+    size_t n_acc = 0, late = 0;
+    for (size_t i = 0; i < N_EVENTS; i++) {
+        uint64_t r = rng_next(&seed);
+        now += r % step + ((r >> 20) % 1000 == 0 ? 50 * step : 0);
+        uint64_t back = rng_next(&seed) % (lateness + lateness / 2 + step);
+        uint64_t ts = back > now ? 0 : now - back;
+        int64_t v = (int64_t)(rng_next(&seed) % 2001) - 1000;
+        int64_t wm_before = ap_window_watermark(w);
+        ap_status st = ap_window_add(w, ts, v, rec_emit, c);
+        EXPECT(st == AP_OK || st == AP_REJECTED);
+        if (st == AP_OK) {
+            acc[n_acc++] = (ev){(int64_t)ts, v};
+        } else {
+            late++;
+            EXPECT((int64_t)ts < wm_before, "only an event behind the watermark is late");
+        }
+        EXPECT_LE(ap_window_held(w), ap_window_slots(&w->desc), "memory bound");
+        if ((r >> 40) % 5000 == 0)
+            (void)ap_window_advance(w, now > lateness ? now - lateness / 2 : 0, rec_emit, c);
+    }
+    EXPECT_EQ(ap_window_accepted(w) + ap_window_late(w), (uint64_t)N_EVENTS, "conserved");
+    EXPECT_EQ(ap_window_late(w), late);
+    EXPECT_GT(late, 0, "the run exercised late events");
+    (void)ap_window_advance(w, AP_WINDOW_FLUSH, rec_emit, c);
+    EXPECT_EQ(ap_window_held(w), 0, "a flush emits everything");
+    EXPECT_LE(ap_window_held_max(w), ap_window_slots(&w->desc));
+    return n_acc;
+}
+
+static void hopping_run(uint64_t size, uint64_t slide, uint64_t lateness, uint64_t seed)
+{
+    static ev acc[N_EVENTS];
+    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = size, .slide_ns = slide,
+                        .lateness_ns = lateness};
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_LE(AP_WINDOW_BYTES(ap_window_slots(&d)), sizeof buf);
+    EXPECT_EQ(ap_window_init(&w, &d, buf, sizeof buf), AP_OK);
+    size_t n = feed(&w, &c, seed, size / 4 + 1, lateness, acc);
+    /* brute force: every window [k*s, k*s + w) with its events */
+    int64_t s = (int64_t)slide, wl = (int64_t)size, maxk = 0;
+    for (size_t i = 0; i < n; i++)
+        maxk = acc[i].ts / s > maxk ? acc[i].ts / s : maxk;
+    int64_t kmin = -(wl / s) - 1, nk = maxk - kmin + 1;
+    ap_agg *exp = calloc((size_t)nk, sizeof *exp);
+    uint64_t memberships = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned in = 0;
+        int64_t k0 = (acc[i].ts - wl) / s - 1; /* a little before the first window */
+        for (int64_t k = k0 < kmin ? kmin : k0; k <= maxk; k++)
+            if (k * s <= acc[i].ts && acc[i].ts < k * s + wl) {
+                ap_agg_add(&exp[k - kmin], acc[i].v);
+                in++;
+            } else if (k * s > acc[i].ts) {
+                break;
+            }
+        if (size % slide == 0)
+            EXPECT_EQ(in, size / slide, "exactly w/s windows");
+        else
+            EXPECT(in == size / slide || in == size / slide + 1);
+        memberships += in;
+    }
+    size_t j = 0;
+    uint64_t emitted_members = 0;
+    for (int64_t k = kmin; k <= maxk; k++) {
+        if (exp[k - kmin].count == 0)
+            continue;
+        EXPECT_LT(j, c.n, "window k=%jd never emitted", (intmax_t)k);
+        EXPECT(c.r[j].start == k * s && c.r[j].end == k * s + wl, "window %zu", j);
+        agg_eq(&c.r[j].agg, &exp[k - kmin], c.r[j].end);
+        emitted_members += c.r[j].agg.count;
+        j++;
+    }
+    EXPECT_EQ(j, c.n, "no extra windows");
+    EXPECT_EQ(emitted_members, memberships);
+    free(exp);
+    free(c.r);
+}
+
+Test(window, tumbling_random_matches_brute_force, .timeout = TEST_TIMEOUT_S)
+{
+    hopping_run(100, 100, 0, 0x77001);
+    hopping_run(100, 100, 250, 0x77002);
+}
+
+Test(window, hopping_random_matches_brute_force, .timeout = TEST_TIMEOUT_S)
+{
+    hopping_run(100, 25, 130, 0x77003); /* each event in exactly 4 windows */
+    hopping_run(100, 30, 70, 0x77004);  /* 3 or 4 windows */
+}
+
+Test(window, session_random_matches_brute_force, .timeout = TEST_TIMEOUT_S)
+{
+    static ev acc[N_EVENTS];
+    const int64_t gap = 40;
+    ap_window_desc d = {.kind = AP_WINDOW_SESSION, .gap_ns = (uint64_t)gap, .lateness_ns = 200};
+    ap_window w;
+    rec c = {.win = &w};
+    EXPECT_EQ(ap_window_init(&w, &d, buf, sizeof buf), AP_OK);
+    size_t n = feed(&w, &c, 0x77005, 60, 200, acc);
+    qsort(acc, n, sizeof acc[0], ev_cmp);
+    size_t j = 0, i = 0;
+    while (i < n) {
+        ap_agg a = {0};
+        int64_t first = acc[i].ts, last = acc[i].ts;
+        while (i < n && acc[i].ts < last + gap) { /* [ts, ts+g) overlaps [first, last+g) */
+            last = acc[i].ts;
+            ap_agg_add(&a, acc[i++].v);
+        }
+        EXPECT_LT(j, c.n);
+        EXPECT(c.r[j].start == first && c.r[j].end == last + gap, "session %zu", j);
+        agg_eq(&c.r[j].agg, &a, c.r[j].end);
+        j++;
+    }
+    EXPECT_EQ(j, c.n, "no extra sessions");
+    EXPECT_GT(c.n, 100);
+    free(c.r);
+}
+
+Test(window, memory_bound_is_tight_enough)
+{
+    /* a far jump with large lateness: held stays within ceil((w+L)/s)+1 */
+    ap_window w;
+    rec c = {.win = &w};
+    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 2,
+                        .lateness_ns = 7};
+    EXPECT_EQ(ap_window_init(&w, &d, buf, AP_WINDOW_BYTES(ap_window_slots(&d))), AP_OK);
+    for (uint64_t t = 0; t < 2000; t++) {
+        EXPECT_EQ(ap_window_add(&w, t, 1, rec_emit, &c), AP_OK);
+        if (t >= 7)
+            EXPECT_EQ(ap_window_add(&w, t - 7, 1, rec_emit, &c), AP_OK, "exactly L late");
+        EXPECT_LE(ap_window_held(&w), ap_window_slots(&d));
+    }
+    EXPECT_EQ(ap_window_add(&w, 1000000, 1, rec_emit, &c), AP_OK);
+    EXPECT_LE(ap_window_held_max(&w), ap_window_slots(&d));
+    EXPECT_EQ(ap_window_held_max(&w), ap_window_slots(&d) - 1, "ceil((w+L)/s) is reached");
+    free(c.r);
+}
+
+#ifndef AP_NO_MALLOC
+Test(window, create_destroy)
+{
+    counting cn = {0};
+    ap_allocator al = {cnt_alloc, cnt_free, &cn};
+    ap_window *w = NULL;
+    EXPECT_EQ(ap_window_create(&w, &(ap_window_desc){.size_ns = 0}, &al), AP_INVAL);
+    EXPECT_EQ(cn.allocs, 0);
+    cn.fail = true;
+    EXPECT_EQ(ap_window_create(&w, &(ap_window_desc){.size_ns = 5}, &al), AP_NOMEM);
+    cn.fail = false;
+    EXPECT_EQ(ap_window_create(&w, &(ap_window_desc){.size_ns = 5}, &al), AP_OK);
+    rec c = {.win = w};
+    EXPECT_EQ(ap_window_add(w, 3, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_advance(w, AP_WINDOW_FLUSH, rec_emit, &c), 1);
+    ap_window_destroy(w);
+    EXPECT(cn.frees == 1 && cn.freed_size == cn.size);
+    ap_window_destroy(NULL);
+    free(c.r);
+}
+#endif
