@@ -69,4 +69,7 @@
 #ifndef AP_NO_SPLIT
 #include "asyncpat/split.h"
 #endif
+#ifndef AP_NO_LIFECYCLE
+#include "asyncpat/lifecycle.h"
+#endif
 #endif /* ASYNCPAT_H */

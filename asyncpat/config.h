@@ -202,7 +202,12 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
                                              copy without re-reading the
                                              shard's sequence word  scheduler (torn
                                                                      value) */
-#define AP_MUTANT_LAST_ 9
+#define AP_MUTANT_LIFE_ENTER_LOAD_STORE 10 /* lifecycle.h: enter checks RUNNING,
+                                             then counts with a separate add:
+                                             an enter lands after a stop
+                                                                     scheduler (enter
+                                                                     after drain) */
+#define AP_MUTANT_LAST_ 10
 #if defined(AP_MUTANT) && (AP_MUTANT < 1 || AP_MUTANT > AP_MUTANT_LAST_)
 #error "asyncpat: AP_MUTANT is not one of the AP_MUTANT_* ids in asyncpat/config.h"
 #endif
