@@ -57,6 +57,12 @@
 #ifndef AP_NO_CACHE
 #include "asyncpat/cache.h"
 #endif
+#ifndef AP_NO_PIPELINE
+#include "asyncpat/pipeline.h"
+#endif
+#ifndef AP_NO_BATCH
+#include "asyncpat/batch.h"
+#endif
 #ifndef AP_NO_PUBSUB
 #include "asyncpat/pubsub.h"
 #endif

@@ -1,0 +1,505 @@
+/*
+ * asyncpat/batch.h -- accumulate items, flush a batch on size OR age
+ *
+ * PATTERN
+ *   A batcher collects items into one batch in caller memory and declares
+ *   the batch due when EITHER it holds max_size items OR its oldest item
+ *   has waited max_delay ns, on the caller's clock (now_ns arguments and
+ *   cx->now; the library reads no clock). A batcher that flushes only on
+ *   size has unbounded latency under light load; one that sleeps or polls
+ *   on a timer burns a thread or wakes for nothing. Here the instant the
+ *   current batch must be flushed is a value, ap_batch_deadline(), which a
+ *   loop arms as its timer, and the take future lowers cx->deadline to it,
+ *   so a driver (ap_block_on, an epoll loop) wakes exactly then.
+ *
+ *   Typical uses: group writes into one syscall or one transaction, group
+ *   requests into one RPC. The taker ships the batch; adders never wait:
+ *
+ *     producer:  switch (ap_batch_add(b, &item, now, &due)) {
+ *                case AP_OK:   if (due) ship_if_taken(b, now); break;
+ *                case AP_FULL: ship_if_taken(b, now); retry; // caller runs
+ *                }
+ *     timer/loop: at ap_batch_deadline(b): ap_batch_take(b, out, now, &n)
+ *     or one taker thread: ap_batch_take_wait / a take future per batch
+ *
+ * DUE (exact, integer ns)
+ *   The batch is due at `now` iff it is non-empty and
+ *       len == max_size  or  closed  or  now >= oldest + max_delay
+ *   where oldest is the smallest now_ns passed to the adds of its items
+ *   (the minimum, not the first: clocks of different threads may be
+ *   slightly apart, and the bound must hold for every item's own arrival).
+ *   oldest + max_delay saturates at AP_DEADLINE_NONE.
+ *
+ * GUARANTEES (invariants the tests check, with a fake clock)
+ *   - latency: an item added at a is in a due batch by a + max_delay at
+ *     the latest (its batch's deadline is oldest + max_delay <= a +
+ *     max_delay), so a taker that takes at ap_batch_deadline() ships every
+ *     item within max_delay of its arrival; the bound is tight
+ *   - never early: before its deadline a batch with fewer than max_size
+ *     items is not due (take answers AP_EMPTY), so batches are as large
+ *     as the delay allows
+ *   - a batch never exceeds max_size items; an add to a full batch is
+ *     refused with AP_FULL (the item stays with the caller)
+ *   - every added item is in exactly one batch, and batches hold items in
+ *     the order of their adds (the lock's order), oldest batch first
+ *   - close: adds are refused with AP_CLOSED; what is held becomes due at
+ *     once, and takes drain it, then answer AP_CLOSED: nothing is lost
+ *
+ * CONCURRENCY   every operation may run on any thread, concurrently with
+ *   any other but init/fini: a short internal lock (core.h's ap__lock)
+ *   guards the batch. Progress: blocking in the strict sense (a preempted
+ *   lock holder delays the others); critical sections are O(1), except
+ *   take/flush, which copy the batch out (O(len * elem_size) bytes).
+ *   No user code and no waker runs under the lock.
+ * ORDERING      an add happens-before the take that returns its item (the
+ *   lock's release/acquire). Wakes follow the waitlist ladder (waitlist.h),
+ *   with the lock as the ordering mechanism: an adder changes the batch
+ *   under the lock, releases it, then looks for waiters (seq_cst load); a
+ *   take future registers (seq_cst RMW), then re-checks under the lock. If
+ *   its re-check's lock acquisition follows the adder's release it sees the
+ *   item; otherwise its registration happens-before the adder's look.
+ * WAKE ORDER    FIFO among take futures. An add that makes the batch
+ *   non-empty (a deadline now exists) or full wakes one; close wakes all.
+ *   A woken future that cancels passes the wake on (cancel_pass).
+ * COMPLEXITY    add, deadline, is_due: O(1); take: O(len * elem_size).
+ * MEMORY        init: a caller buffer of AP_BATCH_BYTES(max_size,
+ *   elem_size) bytes; takes copy into a caller buffer of the same size.
+ *   Nothing allocates.
+ * ERRORS        AP_INVAL (bad desc: elem_size or max_size 0, sizes that
+ *   overflow; nothing changed), AP_FULL, AP_EMPTY, AP_CLOSED. Out-params
+ *   are untouched unless AP_OK. NULL object or buffer pointers assert.
+ * CONFIG        AP_ASSERT, AP_SPIN_LIMIT
+ * SEE ALSO      token_bucket.h (same clock convention), tests/test_batch.c
+ * STABILITY     experimental (0.x): names may still change before 1.0
+ *
+ * USAGE (one loop owns the batcher and a timer)
+ *   static struct rec buf[64], out[64];
+ *   ap_batcher b;
+ *   if (ap_batch_init(&b, &(ap_batch_desc){sizeof(struct rec), 64,
+ *                                         2 * AP_NS_PER_MS}, buf)) abort();
+ *   on_record(r):  bool due; if (ap_batch_add(&b, &r, now(), &due) == AP_OK && due) ship();
+ *   on_timer():    ship();
+ *   ship():        size_t n; while (ap_batch_take(&b, out, now(), &n) == AP_OK) write(out, n);
+ *                  arm_timer(ap_batch_deadline(&b));   // AP_DEADLINE_NONE: disarm
+ */
+#ifndef ASYNCPAT_BATCH_H
+#define ASYNCPAT_BATCH_H
+
+#include "core.h"
+#include "future.h"
+#include "waitlist.h"
+
+/** AP_BATCH_BYTES - bytes of a batch buffer (constant expression) */
+#define AP_BATCH_BYTES(max_size, elem_size) ((size_t)(max_size) * (size_t)(elem_size))
+/** the default max_delay_ns: 1 ms */
+#define AP_BATCH_DEFAULT_DELAY_NS AP_NS_PER_MS
+
+typedef struct ap_batch_desc {
+    size_t elem_size;      /* bytes per item (required: 0 is AP_INVAL) */
+    size_t max_size;       /* items per batch = the buffer's capacity
+                              (required: 0 is AP_INVAL) */
+    uint64_t max_delay_ns; /* longest an item waits before its batch is due
+                              (default: 1 ms) */
+} ap_batch_desc;
+
+/** ap_batcher - one batcher; set up with ap_batch_init (a zero one is not valid) */
+typedef struct ap_batcher {
+    ap__lock lock;
+    /* guarded by lock: */
+    size_t len;
+    uint64_t oldest; /* smallest add time in the batch (valid if len > 0) */
+    bool closed;
+    uint64_t added, batches, by_size, by_time, by_close, by_flush;
+    /* read-only after init: */
+    unsigned char *buf;
+    size_t elem_size, max_size;
+    uint64_t max_delay;
+    ap_batch_desc desc; /* as resolved */
+    ap_waitlist ready;  /* take futures */
+} ap_batcher;
+
+/** counters (a consistent snapshot, taken under the lock) */
+typedef struct ap_batch_stats {
+    uint64_t added;   /* items accepted by ap_batch_add */
+    uint64_t batches; /* batches taken (take, flush, futures) */
+    uint64_t by_size; /* ... of which were due by size */
+    uint64_t by_time; /* ... due by age */
+    uint64_t by_close; /* ... due because the batcher was closed */
+    uint64_t by_flush; /* ... taken early by ap_batch_flush */
+    size_t len;       /* items held now */
+} ap_batch_stats;
+
+typedef struct ap_batch_take_fut {
+    ap_future base; /* first: (ap_future *)f is the future */
+    ap_batcher *b;
+    void *out;
+    size_t n;
+    ap_waiter waiter;
+    ap_status status;
+} ap_batch_take_fut;
+
+/**
+ * ap_batch_desc_resolved - the desc with defaults filled in
+ * Returns a copy in which max_delay_ns 0 became AP_BATCH_DEFAULT_DELAY_NS.
+ */
+AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d);
+
+/**
+ * ap_batch_init - set up an empty batcher
+ * @buf: AP_BATCH_BYTES(max_size, elem_size) bytes of caller memory
+ *
+ * Returns AP_OK, or AP_INVAL (d NULL, elem_size or max_size 0, or
+ * max_size * elem_size overflows); on AP_INVAL *b is untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_batch_init(ap_batcher *b, const ap_batch_desc *d, void *buf);
+/** ap_batch_fini - end of life; frees nothing; items still held are dropped */
+AP_API void ap_batch_fini(ap_batcher *b);
+
+/**
+ * ap_batch_add - append one item to the current batch
+ * @elem:   elem_size bytes, copied in
+ * @now_ns: the caller's clock
+ * @due:    if not NULL and AP_OK: whether the batch is due now (take it)
+ *
+ * Returns AP_OK, AP_FULL (the batch holds max_size items and waits for a
+ * take: take it yourself, then retry) or AP_CLOSED; on failure the item
+ * stays with the caller and *due is untouched.
+ * Concurrency: any thread. Ordering: the lock's release; pairs with take.
+ */
+AP_API AP_NODISCARD ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns,
+                                           bool *due);
+
+/**
+ * ap_batch_deadline - the instant the current batch must be flushed
+ * Returns AP_DEADLINE_NONE when empty, 0 when it is due whatever the time
+ * (full, or closed), else oldest + max_delay. A snapshot: an add may move
+ * it earlier (from AP_DEADLINE_NONE) at any moment.
+ */
+AP_API ap_deadline ap_batch_deadline(ap_batcher *b);
+/** ap_batch_is_due - whether a take at @now_ns would return a batch */
+AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns);
+
+/**
+ * ap_batch_take - take the current batch if it is due at @now_ns
+ * @out: AP_BATCH_BYTES(max_size, elem_size) bytes
+ * @n:   receives the number of items copied to @out (1..max_size)
+ *
+ * Returns AP_OK, AP_EMPTY (no batch due: empty, or not yet due) or
+ * AP_CLOSED (closed and empty). @out and *n are untouched unless AP_OK.
+ */
+AP_API AP_NODISCARD ap_status ap_batch_take(ap_batcher *b, void *out, uint64_t now_ns,
+                                            size_t *n);
+/**
+ * ap_batch_flush - take whatever is held now, due or not (shutdown, a
+ * caller that must ship now). Returns AP_OK, AP_EMPTY or AP_CLOSED (closed
+ * and empty); out-params as ap_batch_take.
+ */
+AP_API AP_NODISCARD ap_status ap_batch_flush(ap_batcher *b, void *out, size_t *n);
+/** ap_batch_close - refuse adds; what is held becomes due; wake every take future */
+AP_API void ap_batch_close(ap_batcher *b);
+/** ap_batch_len - items held now (under the lock; stale once returned) */
+AP_API size_t ap_batch_len(ap_batcher *b);
+/** ap_batch_stats_get - counters, as one snapshot */
+AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b);
+
+/**
+ * ap_batch_take_fut_init / _poll / _cancel / _status / _count - a future that
+ * completes with the next due batch in @out: it reads the time from cx->now
+ * and lowers cx->deadline to the batch's deadline, and an add that makes
+ * the batch non-empty or full wakes it. Result: AP_OK (ap_batch_take_count
+ * items in @out), AP_CLOSED (closed and drained) or AP_CANCELED (took
+ * nothing).
+ */
+AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *out);
+AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx);
+AP_API void ap_batch_take_cancel(ap_batch_take_fut *f);
+/** result: AP_AGAIN while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
+AP_API AP_NODISCARD ap_status ap_batch_take_status(const ap_batch_take_fut *f);
+/** items in the batch of a take future that completed with AP_OK, else 0 */
+AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f);
+/**
+ * ap_batch_take_wait - block this thread (ap_now_ns's clock) until a batch
+ * is due, closed and drained, or deadline_ns passes.
+ * Returns AP_OK (*n items in @out), AP_CLOSED or AP_TIMEDOUT.
+ */
+AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
+                                                 ap_deadline deadline_ns);
+
+/**
+ * AP_BATCH_DEFINE(name, T) - typed wrapper: name, name_init(self, buf,
+ * max_size, max_delay_ns), name_add, name_take, name_flush, name_deadline,
+ * name_close, name_fini, with the element size sizeof(T).
+ */
+#define AP_BATCH_DEFINE(name, T)                                                      \
+    typedef struct name { ap_batcher b; } name;                                       \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(                        \
+        name *self, T *buf, size_t max_size, uint64_t max_delay_ns)                   \
+    {                                                                                 \
+        ap_batch_desc d = {sizeof(T), max_size, max_delay_ns};                        \
+        return ap_batch_init(&self->b, &d, buf);                                      \
+    }                                                                                 \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_add(name *self, const T *elem, \
+                                                             uint64_t now_ns, bool *due) \
+    { return ap_batch_add(&self->b, elem, now_ns, due); }                             \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_take(name *self, T *out,     \
+                                                              uint64_t now_ns, size_t *n) \
+    { return ap_batch_take(&self->b, out, now_ns, n); }                               \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_flush(name *self, T *out, size_t *n) \
+    { return ap_batch_flush(&self->b, out, n); }                                      \
+    AP_API AP_MAYBE_UNUSED ap_deadline name##_deadline(name *self)                    \
+    { return ap_batch_deadline(&self->b); }                                           \
+    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_batch_close(&self->b); } \
+    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_batch_fini(&self->b); }
+
+/* ---- implementation ---- */
+
+AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d)
+{
+    ap_batch_desc r = *d;
+    if (r.max_delay_ns == 0)
+        r.max_delay_ns = AP_BATCH_DEFAULT_DELAY_NS;
+    return r;
+}
+
+AP_API ap_status ap_batch_init(ap_batcher *b, const ap_batch_desc *d, void *buf)
+{
+    size_t bytes;
+    AP_ASSERT(b != NULL);
+    if (d == NULL || d->elem_size == 0 || d->max_size == 0 ||
+        !ap__size_muladd(d->max_size, d->elem_size, 0, &bytes))
+        return AP_INVAL;
+    AP_ASSERT(buf != NULL);
+    ap_batch_desc r = ap_batch_desc_resolved(d);
+    AP_ATOMIC_INIT(&b->lock.held, 0u);
+    b->len = 0;
+    b->oldest = 0;
+    b->closed = false;
+    b->added = b->batches = b->by_size = b->by_time = b->by_close = b->by_flush = 0;
+    b->buf = (unsigned char *)buf;
+    b->elem_size = r.elem_size;
+    b->max_size = r.max_size;
+    b->max_delay = r.max_delay_ns;
+    b->desc = r;
+    ap_waitlist_init(&b->ready);
+    return AP_OK;
+}
+
+AP_API void ap_batch_fini(ap_batcher *b)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+#ifdef AP_DEBUG
+    AP_ASSERT(!ap_waitlist_has_waiters(&b->ready));
+#endif
+    b->buf = NULL;
+}
+
+/* Under the lock: the instant the batch is due (see DUE). */
+AP_API ap_deadline ap__batch_deadline_locked(const ap_batcher *b)
+{
+    if (b->len == 0)
+        return AP_DEADLINE_NONE;
+    if (b->len == b->max_size || b->closed)
+        return 0;
+    return ap_time_add(b->oldest, b->max_delay);
+}
+
+AP_API ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns, bool *due)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL && elem != NULL);
+    ap__lock_acquire(&b->lock);
+    if (b->closed || b->len == b->max_size) {
+        ap_status st = b->closed ? AP_CLOSED : AP_FULL;
+        ap__lock_release(&b->lock);
+        return st;
+    }
+    memcpy(b->buf + b->len * b->elem_size, elem, b->elem_size);
+    if (b->len == 0 || now_ns < b->oldest)
+        b->oldest = now_ns;
+    b->len++;
+    b->added++;
+    /* the first item brings a deadline; the last makes it due by size */
+    bool wake = b->len == 1 || b->len == b->max_size;
+    bool is_due = now_ns >= ap__batch_deadline_locked(b);
+    ap__lock_release(&b->lock);
+    /* after the release: the waking side of the ladder (see ORDERING) */
+    if (wake && ap_waitlist_has_waiters(&b->ready))
+        (void)ap_waitlist_wake(&b->ready, 1);
+    if (due)
+        *due = is_due;
+    return AP_OK;
+}
+
+AP_API ap_deadline ap_batch_deadline(ap_batcher *b)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+    ap__lock_acquire(&b->lock);
+    ap_deadline d = ap__batch_deadline_locked(b);
+    ap__lock_release(&b->lock);
+    return d;
+}
+
+AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+    ap__lock_acquire(&b->lock);
+    bool is_due = b->len > 0 && now_ns >= ap__batch_deadline_locked(b);
+    ap__lock_release(&b->lock);
+    return is_due;
+}
+
+/* The one take: if @force or the batch is due at @now_ns, move it to @out.
+ * *deadline (if not NULL) receives the deadline when nothing was taken. */
+AP_API ap_status ap__batch_take(ap_batcher *b, void *out, uint64_t now_ns, bool force,
+                                size_t *n, ap_deadline *deadline)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL && out != NULL && n != NULL);
+    ap__lock_acquire(&b->lock);
+    ap_deadline d = ap__batch_deadline_locked(b);
+    if (b->len == 0 || (!force && now_ns < d)) {
+        ap_status st = b->len == 0 && b->closed ? AP_CLOSED : AP_EMPTY;
+        ap__lock_release(&b->lock);
+        if (deadline)
+            *deadline = d;
+        return st;
+    }
+    size_t len = b->len;
+    memcpy(out, b->buf, len * b->elem_size);
+    b->len = 0;
+    b->batches++;
+    if (len == b->max_size)
+        b->by_size++;
+    else if (b->closed)
+        b->by_close++;
+    else if (now_ns >= d)
+        b->by_time++;
+    else
+        b->by_flush++;
+    ap__lock_release(&b->lock);
+    *n = len;
+    return AP_OK;
+}
+
+AP_API ap_status ap_batch_take(ap_batcher *b, void *out, uint64_t now_ns, size_t *n)
+{
+    return ap__batch_take(b, out, now_ns, false, n, NULL);
+}
+
+AP_API ap_status ap_batch_flush(ap_batcher *b, void *out, size_t *n)
+{
+    /* forced: counted by_flush, unless full or closed (counted as such
+     * first); now 0 never meets an age deadline, which is never 0 */
+    return ap__batch_take(b, out, 0, true, n, NULL);
+}
+
+AP_API void ap_batch_close(ap_batcher *b)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+    ap__lock_acquire(&b->lock);
+    b->closed = true;
+    ap__lock_release(&b->lock);
+    if (ap_waitlist_has_waiters(&b->ready))
+        (void)ap_waitlist_wake_all(&b->ready);
+}
+
+AP_API size_t ap_batch_len(ap_batcher *b)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+    ap__lock_acquire(&b->lock);
+    size_t len = b->len;
+    ap__lock_release(&b->lock);
+    return len;
+}
+
+AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b)
+{
+    AP_ASSERT(b != NULL && b->buf != NULL);
+    ap_batch_stats s;
+    ap__lock_acquire(&b->lock);
+    s.added = b->added;
+    s.batches = b->batches;
+    s.by_size = b->by_size;
+    s.by_time = b->by_time;
+    s.by_close = b->by_close;
+    s.by_flush = b->by_flush;
+    s.len = b->len;
+    ap__lock_release(&b->lock);
+    return s;
+}
+
+AP_API ap_poll ap__batch_take_poll_v(ap_future *f, ap_cx *cx)
+{
+    return ap_batch_take_poll((ap_batch_take_fut *)(void *)f, cx);
+}
+
+AP_API void ap__batch_take_cancel_v(ap_future *f)
+{
+    ap_batch_take_cancel((ap_batch_take_fut *)(void *)f);
+}
+
+AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *out)
+{
+    AP_ASSERT(f != NULL && b != NULL && out != NULL);
+    f->base.poll = ap__batch_take_poll_v;
+    f->base.cancel = ap__batch_take_cancel_v;
+    f->b = b;
+    f->out = out;
+    f->n = 0;
+    ap_waiter_init(&f->waiter);
+    f->status = AP_AGAIN;
+}
+
+AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx)
+{
+    if (f->status != AP_AGAIN)
+        return AP_READY; /* completed or cancelled earlier */
+    ap_deadline d = AP_DEADLINE_NONE;
+    size_t n = 0;
+    ap_status st = ap__batch_take(f->b, f->out, cx->now, false, &n, &d);
+    if (st == AP_EMPTY) {
+        /* register, then re-check under the lock (the ladder) */
+        ap_waitlist_register(&f->b->ready, &f->waiter, cx->waker);
+        AP_TEST_YIELD(); /* between registering and re-checking */
+        st = ap__batch_take(f->b, f->out, cx->now, false, &n, &d);
+    }
+    if (st == AP_EMPTY) {
+        ap_cx_wake_at(cx, d); /* the age deadline, if the batch has items */
+        return AP_PENDING;
+    }
+    /* Done: a wake that reached us and that we did not use goes on. */
+    ap_waitlist_cancel_pass(&f->b->ready, &f->waiter);
+    f->n = st == AP_OK ? n : 0;
+    f->status = st;
+    return AP_READY;
+}
+
+AP_API void ap_batch_take_cancel(ap_batch_take_fut *f)
+{
+    ap_waitlist_cancel_pass(&f->b->ready, &f->waiter);
+    if (f->status == AP_AGAIN)
+        f->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_batch_take_status(const ap_batch_take_fut *f)
+{
+    return f->status;
+}
+
+AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f)
+{
+    return f->status == AP_OK ? f->n : 0;
+}
+
+AP_API ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
+                                    ap_deadline deadline_ns)
+{
+    AP_ASSERT(n != NULL);
+    ap_batch_take_fut f;
+    ap_batch_take_fut_init(&f, b, out);
+    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    if (f.status == AP_OK)
+        *n = f.n;
+    return f.status;
+}
+
+#endif /* ASYNCPAT_BATCH_H */

@@ -1,0 +1,717 @@
+/*
+ * tests/test_batch.c -- accumulate items, flush a batch on size or age
+ *
+ * Unit tests of every API path on a fake clock, then THE THEOREMS
+ * (THEOREMS.md: "batch"), checked by an event-driven simulation of one
+ * owner loop on a fake clock (exact integer ns) over the REAL ap_batcher:
+ *   (1) latency: every item is shipped no later than max_delay after it
+ *       was added, and the bound is reached (tight);
+ *   (2) never early: a batch of fewer than max_size items is shipped at
+ *       exactly its oldest item's arrival + max_delay (not before), except
+ *       the final flush;
+ *   (3) size: no batch exceeds max_size; a batch is full exactly when size
+ *       triggered it;
+ *   (4) every item is in exactly one batch, in arrival order.
+ * The loop: items arrive at given instants; each is added (on AP_FULL the
+ * loop takes the batch and adds again: caller runs); when an add says
+ * `due`, it takes at once; a timer armed at ap_batch_deadline() fires and
+ * takes. NEGATIVE CONTROLS: the same loop and checker over deliberately
+ * wrong batchers must be flagged: size-only (unbounded latency), debounce
+ * (the deadline restarts with every item), eager (flushes at half the
+ * delay), oversize (lets max_size + 1 in).
+ */
+#include "asyncpat/batch.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+TestSuite(batch, .timeout = TEST_TIMEOUT_S);
+
+typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
+static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
+static int calls(tw *t) { return atomic_load(&t->calls); }
+
+static ap_batch_desc D(size_t max, uint64_t delay)
+{
+    return (ap_batch_desc){sizeof(uint64_t), max, delay};
+}
+
+/* ---- init and bad input ---- */
+
+Test(batch, init_rejects_bad_desc_and_changes_nothing)
+{
+    uint64_t buf[4];
+    ap_batcher b;
+    ap_batch_desc bad[] = {{0, 4, 10}, {8, 0, 10}, {SIZE_MAX / 2, 4, 10}, {8, SIZE_MAX / 4, 10}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&b, 0xA5, sizeof b);
+        EXPECT_EQ(ap_batch_init(&b, &bad[i], buf), AP_INVAL, "desc %zu", i);
+        const unsigned char *p = (const unsigned char *)&b;
+        for (size_t j = 0; j < sizeof b; j++)
+            EXPECT_EQ(p[j], 0xA5, "desc %zu: byte %zu written", i, j);
+    }
+    memset(&b, 0xA5, sizeof b);
+    EXPECT_EQ(ap_batch_init(&b, NULL, buf), AP_INVAL);
+    EXPECT_EQ(((unsigned char *)&b)[0], 0xA5);
+}
+
+Test(batch, desc_defaults)
+{
+    ap_batch_desc d = {8, 3, 0};
+    ap_batch_desc r = ap_batch_desc_resolved(&d);
+    EXPECT_EQ(r.max_delay_ns, AP_BATCH_DEFAULT_DELAY_NS);
+    EXPECT_EQ(r.max_delay_ns, AP_NS_PER_MS);
+    EXPECT_EQ(r.elem_size, 8);
+    EXPECT_EQ(r.max_size, 3);
+    uint64_t buf[3];
+    ap_batcher b;
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(b.desc.max_delay_ns, AP_NS_PER_MS);
+    bool due;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 5, &due), AP_OK);
+    EXPECT_EQ(ap_batch_deadline(&b), 5 + AP_NS_PER_MS);
+    ap_batch_fini(&b);
+    EXPECT_EQ(AP_BATCH_BYTES(3, 8), 24);
+}
+
+/* ---- the paths ---- */
+
+Test(batch, flush_by_size_in_order)
+{
+    uint64_t buf[4], out[4] = {0};
+    ap_batcher b;
+    ap_batch_desc d = D(4, 1000);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE, "empty");
+    EXPECT_NOT(ap_batch_is_due(&b, UINT64_MAX));
+    bool due = true;
+    for (uint64_t i = 0; i < 3; i++) {
+        EXPECT_EQ(ap_batch_add(&b, &i, 10 + i, &due), AP_OK);
+        EXPECT_NOT(due);
+        EXPECT_EQ(ap_batch_deadline(&b), 1010);
+    }
+    size_t n = 77;
+    EXPECT_EQ(ap_batch_take(&b, out, 12, &n), AP_EMPTY, "3 of 4, young");
+    EXPECT_EQ(n, 77, "untouched");
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 13, &due), AP_OK);
+    EXPECT(due, "full");
+    EXPECT_EQ(ap_batch_deadline(&b), 0, "due whatever the time");
+    EXPECT(ap_batch_is_due(&b, 0));
+    EXPECT_EQ(ap_batch_len(&b), 4);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 14, &due), AP_FULL);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 14, NULL), AP_FULL);
+    EXPECT_EQ(ap_batch_take(&b, out, 0, &n), AP_OK, "full: due even at time 0");
+    EXPECT_EQ(n, 4);
+    for (uint64_t i = 0; i < 4; i++)
+        EXPECT_EQ(out[i], i);
+    EXPECT_EQ(ap_batch_len(&b), 0);
+    EXPECT_EQ(ap_batch_take(&b, out, UINT64_MAX, &n), AP_EMPTY);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 14, NULL), AP_OK, "room again");
+    ap_batch_stats s = ap_batch_stats_get(&b);
+    EXPECT_EQ(s.added, 5);
+    EXPECT_EQ(s.batches, 1);
+    EXPECT_EQ(s.by_size, 1);
+    EXPECT_EQ(s.by_time + s.by_close + s.by_flush, 0);
+    EXPECT_EQ(s.len, 1);
+    ap_batch_fini(&b);
+}
+
+Test(batch, flush_by_age_at_the_exact_instant)
+{
+    uint64_t buf[8], out[8];
+    ap_batcher b;
+    ap_batch_desc d = D(8, 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    bool due;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 10, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 60, &due), AP_OK);
+    EXPECT_EQ(ap_batch_deadline(&b), 110, "the oldest item's, not the newest's");
+    size_t n = 0;
+    EXPECT_NOT(ap_batch_is_due(&b, 109));
+    EXPECT_EQ(ap_batch_take(&b, out, 109, &n), AP_EMPTY);
+    EXPECT(ap_batch_is_due(&b, 110));
+    /* an add that arrives late (its loop was slow) reports due itself */
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 115, &due), AP_OK);
+    EXPECT(due);
+    EXPECT_EQ(ap_batch_take(&b, out, 110, &n), AP_OK);
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(out[0] * 100 + out[1] * 10 + out[2], 123);
+    ap_batch_stats s = ap_batch_stats_get(&b);
+    EXPECT_EQ(s.by_time, 1);
+    EXPECT_EQ(s.batches, 1);
+    ap_batch_fini(&b);
+}
+
+Test(batch, oldest_is_the_minimum_arrival_under_skewed_clocks)
+{
+    uint64_t buf[8];
+    ap_batcher b;
+    ap_batch_desc d = D(8, 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 50, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 40, NULL), AP_OK); /* another thread's clock */
+    EXPECT_EQ(ap_batch_deadline(&b), 140, "bounded for the item added 'at 40' too");
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 45, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_deadline(&b), 140);
+    ap_batch_fini(&b);
+}
+
+Test(batch, deadline_saturates)
+{
+    uint64_t buf[2], out[2];
+    ap_batcher b;
+    ap_batch_desc d = D(2, 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, UINT64_MAX - 10, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE);
+    size_t n;
+    EXPECT_EQ(ap_batch_take(&b, out, UINT64_MAX - 1, &n), AP_EMPTY);
+    EXPECT_EQ(ap_batch_take(&b, out, UINT64_MAX, &n), AP_OK);
+    ap_batch_fini(&b);
+}
+
+Test(batch, flush_takes_early_and_close_drains)
+{
+    uint64_t buf[4], out[4];
+    ap_batcher b;
+    ap_batch_desc d = D(4, 1000);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    size_t n = 9;
+    EXPECT_EQ(ap_batch_flush(&b, out, &n), AP_EMPTY);
+    EXPECT_EQ(n, 9);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 0, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_flush(&b, out, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(out[0], 1);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 0, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 0, NULL), AP_OK);
+    ap_batch_close(&b);
+    ap_batch_close(&b); /* idempotent */
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 0, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_batch_deadline(&b), 0, "closed: due now");
+    EXPECT_EQ(ap_batch_take(&b, out, 0, &n), AP_OK);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(out[0] * 10 + out[1], 23);
+    n = 9;
+    EXPECT_EQ(ap_batch_take(&b, out, 0, &n), AP_CLOSED);
+    EXPECT_EQ(ap_batch_flush(&b, out, &n), AP_CLOSED);
+    EXPECT_EQ(n, 9);
+    EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE);
+    ap_batch_stats s = ap_batch_stats_get(&b);
+    EXPECT_EQ(s.added, 3);
+    EXPECT_EQ(s.by_flush, 1);
+    EXPECT_EQ(s.by_close, 1);
+    EXPECT_EQ(s.batches, 2);
+    ap_batch_fini(&b);
+}
+
+Test(batch, max_size_one_and_huge_delay)
+{
+    uint64_t buf[1], out[1];
+    ap_batcher b;
+    ap_batch_desc d = D(1, UINT64_MAX);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    bool due = false;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){7}, 3, &due), AP_OK);
+    EXPECT(due);
+    size_t n;
+    EXPECT_EQ(ap_batch_take(&b, out, 3, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){8}, 4, &due), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){9}, 4, &due), AP_FULL);
+    ap_batch_fini(&b);
+}
+
+/* ---- the take future ---- */
+
+Test(batch, take_future_waits_for_size_or_age)
+{
+    uint64_t buf[3], out[3];
+    ap_batcher b;
+    ap_batch_desc d = D(3, 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    tw t = {0};
+    ap_cx cx = {{tw_wake, &t}, 0, AP_DEADLINE_NONE};
+    ap_batch_take_fut f;
+    ap_batch_take_fut_init(&f, &b, out);
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE, "empty: no timer");
+    EXPECT_EQ(ap_batch_take_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_batch_take_count(&f), 0);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 5, NULL), AP_OK);
+    EXPECT_EQ(calls(&t), 1, "the first item brings a deadline: woken");
+    cx = (ap_cx){{tw_wake, &t}, 6, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 105, "timer armed through cx->deadline");
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 7, NULL), AP_OK);
+    EXPECT_EQ(calls(&t), 1, "a middle item changes nothing");
+    cx = (ap_cx){{tw_wake, &t}, 104, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    cx = (ap_cx){{tw_wake, &t}, 105, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_READY, "at the deadline, no wake needed");
+    EXPECT_EQ(ap_batch_take_status(&f), AP_OK);
+    EXPECT_EQ(ap_batch_take_count(&f), 2);
+    EXPECT_EQ(out[0] * 10 + out[1], 12);
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_READY, "stays ready");
+    /* by size: the add that fills it wakes */
+    ap_batch_take_fut_init(&f, &b, out);
+    cx = (ap_cx){{tw_wake, &t}, 200, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 200, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 300);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 201, NULL), AP_OK);
+    int before = calls(&t);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){5}, 202, NULL), AP_OK);
+    EXPECT_EQ(calls(&t), before + 1, "full: woken");
+    cx.now = 202;
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_batch_take_count(&f), 3);
+    /* cancel: idempotent, no wake afterwards, takes nothing */
+    ap_batch_take_fut_init(&f, &b, out);
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    ap_batch_take_cancel(&f);
+    ap_batch_take_cancel(&f);
+    EXPECT_EQ(ap_batch_take_status(&f), AP_CANCELED);
+    before = calls(&t);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){6}, 300, NULL), AP_OK);
+    EXPECT_EQ(calls(&t), before, "no wake after cancel");
+    EXPECT_EQ(ap_batch_len(&b), 1);
+    /* close wakes, the future drains, then reports AP_CLOSED */
+    ap_batch_take_fut_init(&f, &b, out);
+    ap_batch_take_fut g;
+    ap_batch_take_fut_init(&g, &b, out);
+    cx.now = 301;
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    ap_cx cx2 = {{tw_wake, &t}, 301, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&g, &cx2), AP_PENDING);
+    before = calls(&t);
+    ap_batch_close(&b);
+    EXPECT_EQ(calls(&t), before + 2, "close wakes every take future");
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_batch_take_status(&f), AP_OK);
+    EXPECT_EQ(ap_batch_take_count(&f), 1);
+    EXPECT_EQ(ap_batch_take_poll(&g, &cx2), AP_READY);
+    EXPECT_EQ(ap_batch_take_status(&g), AP_CLOSED);
+    EXPECT_EQ(ap_batch_take_count(&g), 0);
+    size_t n = 5;
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_CLOSED);
+    EXPECT_EQ(n, 5, "untouched");
+    ap_batch_fini(&b);
+}
+
+Test(batch, take_wait_times_out_and_gets_a_batch)
+{
+    uint64_t buf[2], out[2];
+    ap_batcher b;
+    ap_batch_desc d = D(2, AP_NS_PER_SEC * 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    size_t n = 0;
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, ap_now_ns(), NULL), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, ap_now_ns(), NULL), AP_OK);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(n, 2);
+    /* by age on the real clock */
+    ap_batch_desc d2 = D(2, 2 * AP_NS_PER_MS);
+    EXPECT_EQ(ap_batch_init(&b, &d2, buf), AP_OK);
+    uint64_t t0 = ap_now_ns();
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, t0, NULL), AP_OK);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_GE(ap_now_ns(), t0 + 2 * AP_NS_PER_MS, "not before its deadline");
+    EXPECT_EQ(n, 1);
+    ap_batch_fini(&b);
+}
+
+/* threads: producers add (and take themselves on AP_FULL), one taker waits */
+#define TH_P 4
+#define TH_N 3000
+typedef struct th_ctx {
+    ap_batcher b;
+    uint64_t buf[8];
+    _Atomic uint32_t seen[TH_P * TH_N];
+    _Atomic uint64_t items;
+    _Atomic uint32_t errors; /* checked on the test thread: no cr_assert off it */
+} th_ctx;
+
+static void th_record(th_ctx *c, const uint64_t *out, size_t n)
+{
+    uint64_t last[TH_P] = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t p = out[i] / TH_N, s = out[i] % TH_N + 1;
+        if (p >= TH_P || s <= last[p]) { /* invented, or out of order in a batch */
+            atomic_fetch_add(&c->errors, 1u);
+            continue;
+        }
+        last[p] = s;
+        atomic_fetch_add(&c->seen[out[i]], 1u);
+    }
+    atomic_fetch_add(&c->items, n);
+}
+
+typedef struct th_arg { th_ctx *c; unsigned id; } th_arg;
+
+static void *th_producer(void *arg)
+{
+    th_arg *a = arg;
+    uint64_t out[8];
+    for (uint64_t s = 0; s < TH_N; s++) {
+        uint64_t v = a->id * TH_N + s;
+        ap_status st;
+        while ((st = ap_batch_add(&a->c->b, &v, ap_now_ns(), NULL)) == AP_FULL) {
+            size_t n;
+            if (ap_batch_take(&a->c->b, out, ap_now_ns(), &n) == AP_OK)
+                th_record(a->c, out, n); /* caller runs */
+        }
+        if (st != AP_OK)
+            atomic_fetch_add(&a->c->errors, 1u);
+    }
+    return NULL;
+}
+
+static void *th_taker(void *arg)
+{
+    th_ctx *c = arg;
+    uint64_t out[8];
+    size_t n;
+    while (ap_batch_take_wait(&c->b, out, &n, AP_DEADLINE_NONE) == AP_OK)
+        th_record(c, out, n);
+    return NULL;
+}
+
+Test(batch, threads_every_item_in_exactly_one_batch)
+{
+    th_ctx *c = calloc(1, sizeof *c);
+    cr_assert(c != NULL);
+    ap_batch_desc d = D(8, 50 * AP_NS_PER_US);
+    EXPECT_EQ(ap_batch_init(&c->b, &d, c->buf), AP_OK);
+    pthread_t tp[TH_P], tt;
+    th_arg a[TH_P];
+    cr_assert(pthread_create(&tt, NULL, th_taker, c) == 0);
+    for (unsigned i = 0; i < TH_P; i++) {
+        a[i] = (th_arg){c, i};
+        cr_assert(pthread_create(&tp[i], NULL, th_producer, &a[i]) == 0);
+    }
+    for (unsigned i = 0; i < TH_P; i++)
+        pthread_join(tp[i], NULL);
+    ap_batch_close(&c->b);
+    pthread_join(tt, NULL);
+    EXPECT_EQ(atomic_load(&c->errors), 0);
+    EXPECT_EQ(atomic_load(&c->items), TH_P * TH_N);
+    for (size_t i = 0; i < TH_P * TH_N; i++)
+        EXPECT_EQ(atomic_load(&c->seen[i]), 1, "item %zu", i);
+    ap_batch_stats s = ap_batch_stats_get(&c->b);
+    EXPECT_EQ(s.added, TH_P * TH_N);
+    EXPECT_EQ(s.by_size + s.by_time + s.by_close + s.by_flush, s.batches);
+    ap_batch_fini(&c->b);
+    free(c);
+}
+
+/* ---- the theorems: one owner loop on a fake clock ---- */
+
+#define SIM_N 600
+#define SIM_MAX 16
+
+/* what the loop sees of a batcher */
+typedef struct bq {
+    void *self;
+    ap_status (*add)(void *self, uint64_t v, uint64_t now, bool *due);
+    ap_status (*take)(void *self, uint64_t *out, uint64_t now, size_t *n);
+    ap_status (*flush)(void *self, uint64_t *out, size_t *n);
+    ap_deadline (*deadline)(void *self);
+} bq;
+
+static ap_status real_add(void *s, uint64_t v, uint64_t now, bool *due) { return ap_batch_add(s, &v, now, due); }
+static ap_status real_take(void *s, uint64_t *o, uint64_t now, size_t *n) { return ap_batch_take(s, o, now, n); }
+static ap_status real_flush(void *s, uint64_t *o, size_t *n) { return ap_batch_flush(s, o, n); }
+static ap_deadline real_deadline(void *s) { return ap_batch_deadline(s); }
+
+/* deliberately wrong batchers */
+enum mkind { M_SIZE_ONLY, M_DEBOUNCE, M_EAGER, M_OVERSIZE };
+typedef struct mb {
+    enum mkind kind;
+    uint64_t buf[SIM_MAX + 1];
+    size_t len, max;
+    uint64_t first, last, delay;
+} mb;
+
+static ap_deadline mb_deadline(void *s)
+{
+    mb *m = s;
+    if (m->len == 0)
+        return AP_DEADLINE_NONE;
+    size_t lim = m->kind == M_OVERSIZE ? m->max + 1 : m->max;
+    if (m->len >= lim)
+        return 0;
+    switch (m->kind) {
+    case M_SIZE_ONLY: return AP_DEADLINE_NONE;
+    case M_DEBOUNCE: return m->last + m->delay;
+    case M_EAGER: return m->first + m->delay / 2;
+    default: return m->first + m->delay;
+    }
+}
+
+static ap_status mb_add(void *s, uint64_t v, uint64_t now, bool *due)
+{
+    mb *m = s;
+    size_t lim = m->kind == M_OVERSIZE ? m->max + 1 : m->max;
+    if (m->len >= lim)
+        return AP_FULL;
+    if (m->len == 0)
+        m->first = now;
+    m->last = now;
+    m->buf[m->len++] = v;
+    *due = now >= mb_deadline(m);
+    return AP_OK;
+}
+
+static ap_status mb_flush(void *s, uint64_t *out, size_t *n)
+{
+    mb *m = s;
+    if (m->len == 0)
+        return AP_EMPTY;
+    memcpy(out, m->buf, m->len * sizeof *out);
+    *n = m->len;
+    m->len = 0;
+    return AP_OK;
+}
+
+static ap_status mb_take(void *s, uint64_t *out, uint64_t now, size_t *n)
+{
+    mb *m = s;
+    if (m->len == 0 || now < mb_deadline(m))
+        return AP_EMPTY;
+    return mb_flush(s, out, n);
+}
+
+typedef struct sim_out {
+    uint64_t ship_t[SIM_N];  /* when each item (by arrival index) was shipped */
+    size_t batch_of[SIM_N];
+    size_t seen[SIM_N];
+    size_t batches, oversize, order_breaks, late, early, bad;
+    uint64_t max_wait;
+    size_t at_bound; /* items that waited exactly max_delay */
+} sim_out;
+
+/* arrival patterns */
+static void arrivals(int pattern, uint64_t delay, uint64_t *a, uint64_t seed)
+{
+    uint64_t t = 0, rng = seed * 0x9e3779b97f4a7c15u + 1;
+    for (size_t i = 0; i < SIM_N; i++) {
+        switch (pattern) {
+        case 0: t = i * (delay * 3); break;                 /* sparse: one per batch */
+        case 1: t = i * (delay / 40 + 1); break;            /* dense: size triggers */
+        case 2: t = (i / 5) * (delay * 2); break;           /* bursts of 5, then a gap */
+        case 3: t = 0; break;                               /* all at once */
+        case 4: t += rng_next(&rng) % (delay / 4 + 1); break; /* random, mixed */
+        default: t += rng_next(&rng) % (2 * delay + 1); break; /* random, sparse-ish */
+        }
+        a[i] = t;
+    }
+}
+
+/* The owner loop. Events in time order: arrivals, and the timer at the
+ * batcher's deadline; at equal instants the timer goes first (a due batch
+ * is shipped before a new item joins). After the last arrival: drain with
+ * the timer, then flush what is left (not counted as early). */
+static void sim_run(const bq *q, const uint64_t *a, size_t max, uint64_t delay, sim_out *o)
+{
+    memset(o, 0, sizeof *o);
+    uint64_t out[SIM_MAX + 2];
+    size_t next_ship = 0; /* items are identified by arrival index */
+    size_t i = 0;
+    uint64_t now = 0;
+#define SHIP(n_, final_)                                                                  \
+    do {                                                                                  \
+        size_t n__ = (n_);                                                                \
+        if (n__ > max)                                                                    \
+            o->oversize++;                                                                \
+        for (size_t j = 0; j < n__; j++) {                                                \
+            uint64_t id = out[j];                                                         \
+            if (id >= SIM_N) { o->bad++; continue; }                                      \
+            if (id != next_ship) o->order_breaks++;                                       \
+            next_ship = id + 1;                                                           \
+            o->seen[id]++;                                                                \
+            o->ship_t[id] = now;                                                          \
+            o->batch_of[id] = o->batches;                                                 \
+            uint64_t w = now - a[id];                                                     \
+            if (w > o->max_wait) o->max_wait = w;                                         \
+            if (w > delay) o->late++;                                                     \
+            if (w == delay) o->at_bound++;                                                \
+        }                                                                                 \
+        /* never early: a short batch leaves exactly at oldest + delay */                 \
+        if (n__ < max && !(final_) && n__ > 0) {                                          \
+            uint64_t oldest = a[out[0]];                                                  \
+            for (size_t j = 1; j < n__; j++)                                              \
+                if (out[j] < SIM_N && a[out[j]] < oldest) oldest = a[out[j]];             \
+            if (now != oldest + delay) o->early++;                                        \
+        }                                                                                 \
+        o->batches++;                                                                     \
+    } while (0)
+    for (int guard = 0; guard < 100000; guard++) {
+        ap_deadline d = q->deadline(q->self);
+        bool timer_first = d != AP_DEADLINE_NONE && (i == SIM_N || d <= a[i]);
+        if (i == SIM_N && d == AP_DEADLINE_NONE)
+            break;
+        if (timer_first) {
+            if (d > now)
+                now = d;
+            size_t n;
+            if (q->take(q->self, out, now, &n) == AP_OK)
+                SHIP(n, false);
+            else
+                o->bad++;
+            continue;
+        }
+        now = a[i];
+        bool due = false;
+        ap_status st = q->add(q->self, i, now, &due);
+        if (st == AP_FULL) {
+            size_t n;
+            if (q->take(q->self, out, now, &n) == AP_OK)
+                SHIP(n, false);
+            else
+                o->bad++;
+            st = q->add(q->self, i, now, &due);
+        }
+        if (st != AP_OK) {
+            o->bad++;
+            break;
+        }
+        i++;
+        if (due) {
+            size_t n;
+            if (q->take(q->self, out, now, &n) == AP_OK)
+                SHIP(n, false);
+            else
+                o->bad++;
+        }
+    }
+    size_t n;
+    if (q->flush(q->self, out, &n) == AP_OK)
+        SHIP(n, true);
+#undef SHIP
+    for (size_t k = 0; k < SIM_N; k++)
+        if (o->seen[k] != 1)
+            o->bad++;
+}
+
+static size_t sim_violations(const sim_out *o)
+{
+    return o->oversize + o->order_breaks + o->late + o->early + o->bad;
+}
+
+static const size_t sim_max[] = {1, 2, 3, 7, 16};
+static const uint64_t sim_delay[] = {40, 1000, 999983};
+
+Test(batch, theorem_latency_size_order_exactly)
+{
+    static sim_out o;
+    static uint64_t a[SIM_N];
+    uint64_t buf[SIM_MAX];
+    size_t runs = 0, tight = 0;
+    for (size_t m = 0; m < sizeof sim_max / sizeof sim_max[0]; m++)
+        for (size_t dl = 0; dl < sizeof sim_delay / sizeof sim_delay[0]; dl++)
+            for (int pat = 0; pat < 6; pat++) {
+                ap_batcher b;
+                ap_batch_desc d = D(sim_max[m], sim_delay[dl]);
+                EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+                bq q = {&b, real_add, real_take, real_flush, real_deadline};
+                arrivals(pat, sim_delay[dl], a, m * 31 + dl);
+                sim_run(&q, a, sim_max[m], sim_delay[dl], &o);
+                EXPECT_EQ(sim_violations(&o), 0,
+                          "max %zu delay %llu pattern %d: oversize %zu order %zu late %zu "
+                          "early %zu bad %zu",
+                          sim_max[m], (unsigned long long)sim_delay[dl], pat, o.oversize,
+                          o.order_breaks, o.late, o.early, o.bad);
+                EXPECT_LE(o.max_wait, sim_delay[dl]);
+                ap_batch_stats s = ap_batch_stats_get(&b);
+                EXPECT_EQ(s.added, SIM_N);
+                EXPECT_EQ(s.batches, o.batches);
+                /* sparse arrivals with room in the batch: the bound is reached */
+                if (pat == 0 && sim_max[m] > 1) {
+                    EXPECT_EQ(o.max_wait, sim_delay[dl], "tight");
+                    EXPECT_EQ(o.at_bound, SIM_N);
+                }
+                tight += o.max_wait == sim_delay[dl];
+                runs++;
+                ap_batch_fini(&b);
+            }
+    EXPECT_EQ(runs, 5 * 3 * 6);
+    EXPECT_GT(tight, runs / 3);
+}
+
+Test(batch, theorem_negative_controls_are_flagged)
+{
+    static sim_out o;
+    static uint64_t a[SIM_N];
+    static mb m;
+    const uint64_t delay = 1000;
+    struct { enum mkind k; int pattern; const char *name; } ctl[] = {
+        {M_SIZE_ONLY, 0, "size-only (unbounded latency)"},
+        {M_DEBOUNCE, 1, "debounce (deadline restarts per item)"},
+        {M_EAGER, 0, "eager (flushes at half the delay)"},
+        {M_OVERSIZE, 3, "oversize (max_size + 1)"},
+    };
+    for (size_t c = 0; c < sizeof ctl / sizeof ctl[0]; c++) {
+        memset(&m, 0, sizeof m);
+        m.kind = ctl[c].k;
+        m.max = 8;
+        m.delay = delay;
+        bq q = {&m, mb_add, mb_take, mb_flush, mb_deadline};
+        arrivals(ctl[c].pattern, delay, a, 7);
+        if (ctl[c].k == M_DEBOUNCE) /* a steady trickle faster than the delay */
+            for (size_t i = 0; i < SIM_N; i++)
+                a[i] = i * (delay / 2);
+        sim_run(&q, a, 8, delay, &o);
+        EXPECT_GT(sim_violations(&o), 0, "%s not flagged", ctl[c].name);
+        cr_log_info("%s: late %zu early %zu oversize %zu order %zu bad %zu, max wait %llu",
+                    ctl[c].name, o.late, o.early, o.oversize, o.order_breaks, o.bad,
+                    (unsigned long long)o.max_wait);
+    }
+}
+
+/* ---- typed wrapper and preconditions ---- */
+
+typedef struct rec { uint32_t id; char tag[12]; } rec;
+AP_BATCH_DEFINE(recb, rec)
+
+Test(batch, typed_wrapper)
+{
+    rec buf[3], out[3];
+    recb b;
+    EXPECT_EQ(recb_init(&b, buf, 3, 50), AP_OK);
+    EXPECT_EQ(recb_init(&b, buf, 0, 50), AP_INVAL);
+    EXPECT_EQ(b.b.elem_size, sizeof(rec));
+    bool due;
+    EXPECT_EQ(recb_add(&b, &(rec){1, "a"}, 10, &due), AP_OK);
+    EXPECT_EQ(recb_deadline(&b), 60);
+    size_t n;
+    EXPECT_EQ(recb_take(&b, out, 59, &n), AP_EMPTY);
+    EXPECT_EQ(recb_take(&b, out, 60, &n), AP_OK);
+    EXPECT_EQ(out[0].id, 1);
+    EXPECT_EQ(recb_add(&b, &(rec){2, "b"}, 70, &due), AP_OK);
+    recb_close(&b);
+    EXPECT_EQ(recb_flush(&b, out, &n), AP_OK);
+    EXPECT_EQ(out[0].tag[0], 'b');
+    recb_fini(&b);
+}
+
+Test(batch, add_after_fini_asserts, .signal = SIGABRT)
+{
+    uint64_t buf[2];
+    ap_batcher b;
+    ap_batch_desc d = D(2, 10);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    ap_batch_fini(&b);
+    ap_status st = ap_batch_add(&b, &(uint64_t){1}, 0, NULL);
+    cr_log_error("add after fini returned %d", (int)st);
+}
