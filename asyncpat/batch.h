@@ -58,9 +58,12 @@
  *   take future registers (seq_cst RMW), then re-checks under the lock. If
  *   its re-check's lock acquisition follows the adder's release it sees the
  *   item; otherwise its registration happens-before the adder's look.
- * WAKE ORDER    FIFO among take futures. An add that makes the batch
- *   non-empty (a deadline now exists) or full wakes one; close wakes all.
- *   A woken future that cancels passes the wake on (cancel_pass).
+ * WAKE ORDER    FIFO among take futures. An add that brings a new
+ *   deadline (the batch was empty, or the item's clock is behind the
+ *   oldest) wakes every take future, so each re-arms its timer (waking one
+ *   would strand the others if that one cancelled); an add that makes the
+ *   batch full wakes one; close wakes all. A woken future that cancels
+ *   passes the wake on (cancel_pass).
  * COMPLEXITY    add, deadline, is_due: O(1); take: O(len * elem_size).
  * MEMORY        init: a caller buffer of AP_BATCH_BYTES(max_size,
  *   elem_size) bytes; takes copy into a caller buffer of the same size.
@@ -206,7 +209,7 @@ AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b);
  * ap_batch_take_fut_init / _poll / _cancel / _status / _count - a future that
  * completes with the next due batch in @out: it reads the time from cx->now
  * and lowers cx->deadline to the batch's deadline, and an add that makes
- * the batch non-empty or full wakes it. Result: AP_OK (ap_batch_take_count
+ * the batch non-empty (or its deadline earlier) or full wakes it. Result: AP_OK (ap_batch_take_count
  * items in @out), AP_CLOSED (closed and drained) or AP_CANCELED (took
  * nothing).
  */
@@ -313,17 +316,24 @@ AP_API ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns, 
         return st;
     }
     memcpy(b->buf + b->len * b->elem_size, elem, b->elem_size);
-    if (b->len == 0 || now_ns < b->oldest)
+    /* the first item brings a deadline, and an item from a clock that is
+     * behind brings an earlier one: every parked future must learn it (one
+     * woken future that then cancels would strand the others) */
+    bool new_deadline = b->len == 0 || now_ns < b->oldest;
+    if (new_deadline)
         b->oldest = now_ns;
     b->len++;
     b->added++;
-    /* the first item brings a deadline; the last makes it due by size */
-    bool wake = b->len == 1 || b->len == b->max_size;
+    bool full = b->len == b->max_size; /* due by size: one taker suffices */
     bool is_due = now_ns >= ap__batch_deadline_locked(b);
     ap__lock_release(&b->lock);
     /* after the release: the waking side of the ladder (see ORDERING) */
-    if (wake && ap_waitlist_has_waiters(&b->ready))
-        (void)ap_waitlist_wake(&b->ready, 1);
+    if ((new_deadline || full) && ap_waitlist_has_waiters(&b->ready)) {
+        if (new_deadline)
+            (void)ap_waitlist_wake_all(&b->ready);
+        else
+            (void)ap_waitlist_wake(&b->ready, 1);
+    }
     if (due)
         *due = is_due;
     return AP_OK;

@@ -9,10 +9,13 @@
  *                  (splitmix64's finaliser) mapped to [0, k) by multiply-
  *                  shift. A pure function of (key, k): the same key always
  *                  goes to the same output, in every process.
- *     ROUND_ROBIN  output = cursor % k; the cursor moves on only when a push
- *                  succeeded, so from one thread the i-th accepted item
- *                  goes to output i % k exactly (a full output makes the
- *                  item wait, it does not skip). Under concurrency the
+ *     ROUND_ROBIN  output = cursor % k; ap_split_try_push moves the cursor
+ *                  on only when its push succeeded, so with try_push from
+ *                  one thread the i-th accepted item goes to output i % k
+ *                  exactly (a full output makes the item wait, it does not
+ *                  skip). A push future takes its output (and moves the
+ *                  cursor) at init, so one that is cancelled or closed
+ *                  leaves that output skipped. Under concurrency the
  *                  spread stays within a few items of even, not exact.
  *     BROADCAST    every output gets a copy, in output order 0..k-1.
  *   The splitter holds no items: an item is either in the queue(s) it was
@@ -29,10 +32,12 @@
  *     same cursor to deliver the rest (or step over a closed output with
  *     ++*next). So a copy is never pushed twice nor lost unreported. When
  *     *next == 0 the call first checks that every output has room and
- *     answers AP_FULL with nothing pushed if one does not; when the
- *     splitter is the only producer of its outputs (consumers only make
- *     room) that makes a full broadcast all-or-nothing, and only a
- *     transient AP_AGAIN can stop it half-way.
+ *     answers AP_FULL with nothing pushed if one does not; when one
+ *     thread is the only producer of the outputs (a single broadcasting
+ *     thread; consumers only make room) that makes a full broadcast
+ *     all-or-nothing, and only a transient AP_AGAIN can stop it half-way.
+ *     Two threads broadcasting at once can both pass the room check, and
+ *     one may then stop half-way on AP_FULL (reported exactly by *next).
  *   - counts are conserved: items accepted = sum of items in the outputs
  *     (plus popped), k times for broadcast (stress test, under TSan)
  *   - the future variants wait for room with ap_mpmc push futures and keep

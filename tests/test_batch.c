@@ -715,3 +715,56 @@ Test(batch, add_after_fini_asserts, .signal = SIGABRT)
     ap_status st = ap_batch_add(&b, &(uint64_t){1}, 0, NULL);
     cr_log_error("add after fini returned %d", (int)st);
 }
+
+/* Review finds: every parked take future must learn a new deadline. */
+Test(batch, first_add_wakes_every_take_future_so_a_cancel_strands_nobody)
+{
+    int buf[8], outa[8], outb[8];
+    ap_batcher b;
+    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(int), 8, 1000}, buf), AP_OK);
+    ap_batch_take_fut A, B;
+    ap_batch_take_fut_init(&A, &b, outa);
+    ap_batch_take_fut_init(&B, &b, outb);
+    tw ta = {0}, tb = {0};
+    ap_cx ca = {{tw_wake, &ta}, 0, AP_DEADLINE_NONE}, cb = {{tw_wake, &tb}, 0, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&A, &ca), AP_PENDING);
+    EXPECT_EQ(ap_batch_take_poll(&B, &cb), AP_PENDING);
+    int x = 7;
+    bool due;
+    EXPECT_EQ(ap_batch_add(&b, &x, 10, &due), AP_OK);
+    EXPECT_EQ(calls(&ta), 1);
+    EXPECT_EQ(calls(&tb), 1, "B never learns the deadline if A alone is woken and cancels");
+    ca.now = 10, ca.deadline = AP_DEADLINE_NONE;
+    EXPECT_EQ(ap_batch_take_poll(&A, &ca), AP_PENDING);
+    EXPECT_EQ(ca.deadline, 1010);
+    ap_batch_take_cancel(&A);
+    cb.now = 10, cb.deadline = AP_DEADLINE_NONE;
+    EXPECT_EQ(ap_batch_take_poll(&B, &cb), AP_PENDING);
+    EXPECT_EQ(cb.deadline, 1010, "B must re-arm at the batch's deadline");
+    cb.now = 1010;
+    EXPECT_EQ(ap_batch_take_poll(&B, &cb), AP_READY);
+    EXPECT_EQ(ap_batch_take_status(&B), AP_OK);
+    EXPECT_EQ(ap_batch_take_count(&B), 1);
+}
+
+Test(batch, an_add_from_a_clock_behind_wakes_takers_to_an_earlier_deadline)
+{
+    int buf[8], out[8];
+    ap_batcher b;
+    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(int), 8, 1000}, buf), AP_OK);
+    int x = 1;
+    bool due;
+    EXPECT_EQ(ap_batch_add(&b, &x, 100, &due), AP_OK);
+    ap_batch_take_fut f;
+    ap_batch_take_fut_init(&f, &b, out);
+    tw t = {0};
+    ap_cx cx = {{tw_wake, &t}, 100, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 1100);
+    EXPECT_EQ(ap_batch_add(&b, &x, 50, &due), AP_OK); /* another thread's clock is behind */
+    EXPECT_EQ(calls(&t), 1, "the earlier deadline was not announced");
+    cx.now = 100, cx.deadline = AP_DEADLINE_NONE;
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 1050);
+    ap_batch_take_cancel(&f);
+}
