@@ -63,6 +63,9 @@
 #ifndef AP_NO_BATCH
 #include "asyncpat/batch.h"
 #endif
+#ifndef AP_NO_PREFETCH
+#include "asyncpat/prefetch.h"
+#endif
 #ifndef AP_NO_PUBSUB
 #include "asyncpat/pubsub.h"
 #endif
