@@ -54,6 +54,9 @@
 #ifndef AP_NO_POOL
 #include "asyncpat/pool.h"
 #endif
+#ifndef AP_NO_CONNPOOL
+#include "asyncpat/connpool.h"
+#endif
 #ifndef AP_NO_CACHE
 #include "asyncpat/cache.h"
 #endif

@@ -1,0 +1,975 @@
+/*
+ * asyncpat/connpool.h -- connection pool: lazy open up to max_size, validate,
+ * retire on lifetime / idle timeout / broken, FIFO checkout futures
+ *
+ * PATTERN
+ *   Unlike the fixed object pool (pool.h), whose objects all exist from
+ *   init, a connection pool creates its connections lazily through a user
+ *   factory, checks them before lending them, and retires them. The caller
+ *   gives a vtable { open, close, validate } and max_size slots of
+ *   conn_size bytes in its own memory; slot i holds connection i while one
+ *   is open there. A checkout lends an idle connection (the most recently
+ *   returned first, so surplus ones age out through the idle timeout), or,
+ *   when none is idle and fewer than max_size slots are in use, reserves a
+ *   free slot and opens a new connection in it on the calling thread. At
+ *   max_size with everything lent, try_checkout says AP_EMPTY and a
+ *   checkout future queues (FIFO). A return either makes the connection
+ *   idle, or closes it (the caller said `broken`, its lifetime is over, or
+ *   the pool is closed) and frees its slot; then it serves the head of the
+ *   queue: an idle connection goes to the oldest future, and a freed slot
+ *   goes to it as the right to open a fresh connection (so a broken return
+ *   never leaves a future stuck while capacity exists).
+ *
+ *   v1 is synchronous: open, validate and close are plain calls made by
+ *   the thread that runs the pool operation (try_checkout, the future's
+ *   poll, return, evict, fill, close, fini), never under a lock. A factory
+ *   that must itself wait (a TCP/TLS handshake on an event loop) would be a
+ *   future of its own; that is not in v1: make open fast or non-blocking
+ *   and let it fail, or open in the background and use pool.h instead.
+ *
+ *   Time is the caller's: every operation that may retire a connection
+ *   takes `now` (ns, any monotonic clock the caller uses consistently; a
+ *   future uses cx->now). The pool reads no clock. A connection opened at
+ *   t is over its lifetime at any now >= t + max_lifetime_ns; one that
+ *   became idle at u is over its idle timeout at any now >= u +
+ *   idle_timeout_ns. Such a connection is closed, never lent, when a
+ *   checkout (or a future completing) finds it, when it is returned (the
+ *   lifetime), or by ap_connpool_evict(now). A `now` earlier than the
+ *   stamp counts as not expired.
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - bounded: opened - closed == live <= max_size at every instant; a
+ *     slot is reserved before open is called and freed only after close
+ *     returned, so the factory never has more than max_size connections
+ *     open, also counting opens and closes in flight
+ *   - exclusive: each connection is lent to at most one holder at a time;
+ *     a return is accepted only from HELD, so a double or foreign return is
+ *     AP_INVAL and changes nothing
+ *   - closed exactly once: every connection open() created is passed to
+ *     close() exactly once, at the latest by ap_connpool_close (idle ones at
+ *     once, lent ones when returned) or ap_connpool_fini (idle ones)
+ *   - never lent expired or invalid: a connection over its lifetime or
+ *     idle timeout at the operation's `now`, or refused by validate, is
+ *     closed instead of lent (validate runs on every lend of an existing
+ *     connection, never on a freshly opened one)
+ *   - failed opens are reported, never retried silently: the slot is freed
+ *     (and offered to the next queued future), the counter open_failures
+ *     grows, and the caller gets the factory's status (AP_NOMEM and
+ *     AP_REJECTED as they are; any other failure as AP_REJECTED, so a
+ *     factory status is never mistaken for the pool's own AP_EMPTY,
+ *     AP_AGAIN, AP_CLOSED or AP_INVAL)
+ *   - FIFO fairness and no thundering herd: queued futures are served
+ *     strictly in queue order, one per returned connection or freed slot;
+ *     try_checkout and a future's first poll answer AP_AGAIN when futures
+ *     are queued, so they never overtake one (a try racing with a
+ *     registration may still linearize before it, as in pool.h)
+ *   - no lost wakeup, nobody stuck while capacity exists: every path that
+ *     makes a connection idle or frees a slot (return, broken return,
+ *     failed open, validate failure, expiry, cancel of a granted future,
+ *     evict) then serves the queue; a queuing future re-checks after
+ *     registering (THE LADDER, waitlist.h)
+ *   - cancel after a grant loses nothing: a granted connection goes back
+ *     to idle and on to the next future, a granted slot on to the next
+ *     future (or back to free)
+ *   - close: idle connections are closed at once, queued futures complete
+ *     with AP_CLOSED, later checkouts answer AP_CLOSED, lent connections are
+ *     closed when returned. A future granted a connection before close
+ *     completes AP_OK with it; one granted only a slot completes AP_CLOSED:
+ *     nothing is opened after close (ap_connpool_fill says AP_CLOSED too).
+ *
+ * CONCURRENCY   try_checkout return evict fill close stats futures  fini
+ *   any of them      yes       yes   yes   yes  yes   yes    yes     no
+ *   A future is polled and cancelled by one thread at a time (future.h).
+ *   Progress: blocking, honestly. Every operation takes the pool's short
+ *   internal lock (ap__lock: spin AP_SPIN_LIMIT times, then sched_yield)
+ *   for O(1) bookkeeping (evict, close, fini, fill: O(max_size)); a thread
+ *   preempted while holding it delays the others. The lock is never held
+ *   while user code (open, validate, close) or a waker runs, so a slow
+ *   factory delays only its own caller. A queued future's grant is made
+ *   under the waiter list's lock, which takes the pool lock inside it
+ *   (that is the only nesting: the pool lock is never held while the list
+ *   lock is taken).
+ *
+ * ORDERING
+ *   Happens-before: every hand-over passes through the pool lock (release
+ *   by the returner, acquire by the next lender), and a queued future
+ *   learns of its grant by an acquire load of `granted`, stored with
+ *   release after the grant's critical section. So what a holder (or open)
+ *   wrote to a connection is visible to its next holder, and to close.
+ *   Lost wakeups (THE LADDER of waitlist.h): the returning side changes
+ *   the slots under the pool lock, then loads the waiter count (seq_cst);
+ *   the waiting side increments the count (seq_cst) before its re-check,
+ *   which takes the pool lock. The lock orders the two critical sections:
+ *   if the returner's comes first, the waiter's re-check sees the idle
+ *   connection or free slot; if the waiter's comes first, its increment
+ *   happens-before the returner's count load, which then sees it and runs
+ *   the grant pass. Close stores `closed` (seq_cst) under the lock, then
+ *   wakes everybody; a future's done-check loads it with seq_cst after its
+ *   seq_cst increment, so one of the two sees the other.
+ *
+ * COMPLEXITY   try_checkout, return, future register/cancel: O(1) plus the
+ *              user calls; evict, close, fill, fini: O(max_size); a grant
+ *              pass: O(k) for the k futures it serves.
+ * MEMORY       init: one caller buffer of AP_CONNPOOL_BYTES(max, conn_size)
+ *              bytes, aligned for the connection type and for uint64_t:
+ *              the connection slots first (slot i at buf + i * conn_size),
+ *              then the pool's per-slot bookkeeping. A future embeds its
+ *              waiter node. Nothing allocates (no create in v1).
+ * ERRORS       AP_EMPTY (at max_size, nothing idle), AP_AGAIN (futures
+ *              queued), AP_CLOSED, AP_INVAL (bad init arguments, a NULL
+ *              out-pointer, a return of a foreign / idle / unlent pointer:
+ *              nothing changed), AP_TIMEDOUT (ap_connpool_checkout_wait),
+ *              AP_CANCELED (a cancelled future), and the factory's failure
+ *              (AP_NOMEM, AP_REJECTED). A NULL or finished pool trips
+ *              AP_ASSERT, as does fini with connections still lent.
+ *              Out-params are untouched unless AP_OK.
+ * WAKE ORDER   FIFO; each return / freed slot wakes the one future it
+ *              serves; a granted future that cancels passes its grant on.
+ * LIMITS       max_size <= AP_CONNPOOL_MAX.
+ * CONFIG       AP_ASSERT, AP_SPIN_LIMIT, AP_TEST_YIELD
+ * SEE ALSO     pool.h (fixed objects, lock-free fast path), semaphore.h
+ *              (the grant scheme), waitlist.h (the ladder), future.h,
+ *              tests/test_connpool.c, tests/stress/stress_connpool.c
+ * STABILITY    experimental (0.x)
+ *
+ * USAGE
+ *   static ap_status db_open(void *ctx, void *c) { return dial(ctx, c) ? AP_OK : AP_REJECTED; }
+ *   static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
+ *   static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
+ *   ap_connpool cp;
+ *   ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
+ *                         .max_lifetime_ns = 30 * AP_NS_PER_SEC};
+ *   ap_connpool_ops ops = {db_open, db_close, NULL, &server};
+ *   if (ap_connpool_init(&cp, buf, sizeof buf, &d, &ops) != AP_OK) abort();
+ *   void *c;
+ *   if (ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+ *       bool ok = query((struct db *)c);
+ *       (void)ap_connpool_return(&cp, c, !ok, ap_now_ns());  // broken: close it
+ *   }
+ *   ap_connpool_close(&cp); ... ap_connpool_fini(&cp);
+ */
+#ifndef ASYNCPAT_CONNPOOL_H
+#define ASYNCPAT_CONNPOOL_H
+
+#include "core.h"
+#include "future.h"
+#include "time.h"
+#include "waitlist.h"
+
+#include <string.h>
+
+/** AP_CONNPOOL_MAX - the largest max_size */
+#define AP_CONNPOOL_MAX ((size_t)0x7fffffff)
+
+/* Per-slot bookkeeping (private; in the caller's buffer after the slots).
+ * Every field is guarded by the pool lock. */
+typedef struct ap__connpool_slot {
+    uint64_t created_ns; /* caller's clock when open succeeded */
+    uint64_t idle_ns;    /* caller's clock when it last became idle */
+    uint32_t state;      /* AP__CONNPOOL_* */
+    uint32_t next;       /* idle / free stack link: index + 1, 0 at the end */
+} ap__connpool_slot;
+
+/**
+ * AP_CONNPOOL_BYTES - buffer bytes for ap_connpool_init (constant expression):
+ * max connection slots of conn_size bytes, then the bookkeeping
+ */
+#define AP_CONNPOOL_BYTES(max, conn_size)                                             \
+    ((((size_t)(max) * (size_t)(conn_size) + (_Alignof(ap__connpool_slot) - 1)) &     \
+      ~(size_t)(_Alignof(ap__connpool_slot) - 1)) +                                   \
+     (size_t)(max) * sizeof(ap__connpool_slot))
+
+/*
+ * The factory. open and close are required, validate is optional (NULL:
+ * every idle connection is good). All three run on the thread of the pool
+ * operation that needs them, with no pool lock held; they must not call
+ * back into this pool. ctx is passed to each.
+ */
+typedef struct ap_connpool_ops {
+    /* set up *conn (conn_size bytes of slot memory); AP_OK, or a failure
+     * status (the slot is then freed and the status reported) */
+    ap_status (*open)(void *ctx, void *conn);
+    /* tear down a connection open() set up; called exactly once for each */
+    void (*close)(void *ctx, void *conn);
+    /* still usable? false: the pool closes it instead of lending it */
+    bool (*validate)(void *ctx, void *conn);
+    void *ctx;
+} ap_connpool_ops;
+
+/* Configuration; a zero field means its default. */
+typedef struct ap_connpool_desc {
+    size_t max_size;          /* most connections open at once, 1 ..= AP_CONNPOOL_MAX (required) */
+    size_t conn_size;         /* bytes per connection slot, >= 1 (required) */
+    size_t min_idle;          /* target of ap_connpool_fill, <= max_size (default 0) */
+    uint64_t max_lifetime_ns; /* retire connections this old (default 0: never) */
+    uint64_t idle_timeout_ns; /* retire connections idle this long (default 0: never) */
+} ap_connpool_desc;
+
+/* A consistent snapshot (taken under the lock) of the pool's counters. */
+typedef struct ap_connpool_stats {
+    size_t max_size;
+    size_t live;     /* open connections: opened - closed */
+    size_t idle;     /* open and idle */
+    size_t in_use;   /* open and not idle: lent, granted, being checked/closed */
+    size_t opening;  /* slots reserved for an open in flight or granted */
+    size_t waiters;  /* queued checkout futures */
+    uint64_t opened, closed;       /* successful opens; close calls */
+    uint64_t open_failures;        /* opens that failed */
+    uint64_t validate_failures;    /* connections validate refused */
+    uint64_t expired;              /* closed for lifetime / idle timeout */
+    uint64_t broken;               /* returned broken */
+} ap_connpool_stats;
+
+/* A connection pool. Not valid zero-initialised: use ap_connpool_init. */
+typedef struct ap_connpool {
+    ap__lock lock;               /* guards everything up to wl */
+    unsigned char *conns;        /* slot i at conns + i * conn_size */
+    ap__connpool_slot *slots;
+    size_t max;                  /* 0 after fini */
+    size_t conn_size;
+    size_t min_idle;
+    uint64_t max_lifetime_ns, idle_timeout_ns;
+    ap_connpool_ops ops;
+    uint32_t idle_top, free_top; /* stacks: index + 1, 0 when empty */
+    size_t reserved;             /* slots not FREE */
+    ap_connpool_stats n;         /* live, idle, opened, ... (not waiters) */
+    _Atomic uint32_t closed;     /* written under the lock; read also without */
+    ap_waitlist wl;              /* queued checkout futures */
+} ap_connpool;
+
+/*
+ * A checkout future (caller memory). status is AP_AGAIN while pending,
+ * then AP_OK (*out holds a connection the caller must return), AP_CLOSED,
+ * AP_CANCELED or the factory's failure.
+ */
+typedef struct ap_connpool_checkout_fut {
+    ap_future base; /* first: (ap_future *)f is the future */
+    ap_connpool *pool;
+    void **out;
+    ap_waiter waiter;
+    _Atomic uint32_t granted; /* set by the grant pass (release) */
+    uint32_t slot;            /* the granted slot; written before `granted` */
+    bool fresh;               /* granted a free slot (open one) rather than a connection */
+    bool queued;              /* registered at least once */
+    ap_status status;
+} ap_connpool_checkout_fut;
+
+/**
+ * ap_connpool_init - a pool over the caller's buffer; nothing is opened yet
+ * @buf:      AP_CONNPOOL_BYTES(desc->max_size, desc->conn_size) bytes,
+ *            aligned for the connection type and for uint64_t; kept until fini
+ * @buf_size: its size (checked)
+ * @desc:     configuration (copied)
+ * @ops:      the factory (copied); open and close required
+ *
+ * Returns AP_OK, or AP_INVAL (desc, ops, buf NULL; max_size 0 or above
+ * AP_CONNPOOL_MAX; conn_size 0; min_idle > max_size; open or close NULL;
+ * buf misaligned or smaller than needed; sizes overflow). On AP_INVAL *p
+ * and the buffer are untouched.
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
+                                               const ap_connpool_desc *desc,
+                                               const ap_connpool_ops *ops);
+
+/**
+ * ap_connpool_fini - close every idle connection, end of life
+ *
+ * Nothing may be lent, granted or queued (AP_ASSERT). Calls close for each
+ * idle connection on this thread. Frees nothing.
+ */
+AP_API void ap_connpool_fini(ap_connpool *p);
+
+/**
+ * ap_connpool_try_checkout - lend a connection now, opening one if allowed
+ * @conn: receives the connection; untouched unless AP_OK
+ * @now:  caller's clock, for expiry (and the new connection's stamps)
+ *
+ * Takes the most recently returned idle connection; closes it instead if
+ * it is expired or validate refuses it and tries the next; with nothing
+ * idle and a slot free, opens a new connection on this thread.
+ * Returns AP_OK (the caller holds *conn until it returns it), AP_EMPTY
+ * (max_size open and none idle), AP_AGAIN (futures queued), AP_CLOSED,
+ * AP_INVAL (@conn NULL), or the factory's failure (AP_NOMEM/AP_REJECTED).
+ * Concurrency: any thread. Progress: blocking (short lock), plus the user
+ *              calls made outside it.
+ * Ordering:    acquire through the lock: the last holder's writes are visible.
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn,
+                                                       uint64_t now);
+
+/**
+ * ap_connpool_return - give a lent connection back
+ * @conn:   a connection of this pool that the caller holds
+ * @broken: true: close it and free its slot instead of reusing it
+ * @now:    caller's clock: its idle stamp; a connection over its lifetime
+ *          is closed
+ *
+ * After close, the connection is closed too. Then serves the oldest queued
+ * future (the idle connection, or the freed slot to open a fresh one).
+ * Returns AP_OK, or AP_INVAL (@conn is not a lent connection of this pool:
+ * foreign, misaligned, idle, granted) and then nothing changed.
+ * Concurrency: any thread. Progress: blocking (short lock); close() and
+ * wakers run outside it.
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_return(ap_connpool *p, void *conn, bool broken,
+                                                 uint64_t now);
+
+/**
+ * ap_connpool_evict - close every idle connection that is expired at @now
+ * Returns how many were closed. Frees their slots for queued futures.
+ */
+AP_API size_t ap_connpool_evict(ap_connpool *p, uint64_t now);
+
+/**
+ * ap_connpool_fill - open connections on this thread until min_idle are idle
+ * (or max_size are open, or futures are queued: they take the capacity)
+ *
+ * Returns AP_OK, AP_CLOSED, or the first factory failure (what opened
+ * before it stays open).
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_fill(ap_connpool *p, uint64_t now);
+
+/**
+ * ap_connpool_close - close idle connections, fail queued and later
+ * checkouts with AP_CLOSED; lent connections are closed when returned.
+ * Idempotent.
+ */
+AP_API void ap_connpool_close(ap_connpool *p);
+/** ap_connpool_is_closed - whether ap_connpool_close has been called */
+AP_API bool ap_connpool_is_closed(ap_connpool *p);
+/** ap_connpool_stats - a consistent snapshot of the counters into *@out */
+AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out);
+
+/**
+ * ap_connpool_checkout_fut_init / _poll / _cancel / _status: a future for
+ * one connection, stored to *@out on AP_OK. The first poll behaves as
+ * try_checkout with cx->now; when that says AP_EMPTY or AP_AGAIN the
+ * future queues (FIFO) and is woken by the return or freed slot that
+ * serves it. The poll that completes it runs, on the polling thread,
+ * whatever the grant needs: expiry check (cx->now) and validate for a
+ * connection, open for a slot (or after refusing a bad connection). Result:
+ * AP_OK, AP_CLOSED, AP_CANCELED or the factory's failure; *out untouched
+ * unless AP_OK. Cancel is idempotent and safe at any time; a grant made to
+ * a future that is cancelled before completing passes to the next queued
+ * future. After cancel or READY the waker is never called again.
+ */
+AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpool *p,
+                                          void **out);
+AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx);
+AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f);
+/** ap_connpool_checkout_status - AP_AGAIN while pending, then the result */
+AP_API AP_NODISCARD ap_status ap_connpool_checkout_status(const ap_connpool_checkout_fut *f);
+
+/**
+ * ap_connpool_checkout_wait - block this thread until a connection is ours,
+ * the pool is closed, an open fails, or @deadline_ns (ap_now_ns clock)
+ * passes; expiry uses ap_now_ns too
+ * Returns as the future, or AP_INVAL (@conn NULL), or AP_TIMEDOUT (nothing
+ * taken; a grant racing the timeout was passed on).
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn,
+                                                        ap_deadline deadline_ns);
+
+/* ---- implementation ---- */
+
+enum {
+    AP__CONNPOOL_FREE = 0, /* no connection, on the free stack */
+    AP__CONNPOOL_OPENING,  /* reserved: an open in flight, or granted to a future */
+    AP__CONNPOOL_IDLE,     /* open, on the idle stack */
+    AP__CONNPOOL_HELD,     /* lent to a caller */
+    AP__CONNPOOL_GRANTED,  /* handed to a queued future that has not completed */
+    AP__CONNPOOL_CHECKING, /* taken for lending: expiry / validate in progress */
+    AP__CONNPOOL_CLOSING   /* close() in progress (still counted live) */
+};
+
+AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
+                                  const ap_connpool_desc *desc, const ap_connpool_ops *ops)
+{
+    AP_ASSERT(p != NULL);
+    size_t body, need;
+    if (desc == NULL || ops == NULL || buf == NULL || ops->open == NULL || ops->close == NULL)
+        return AP_INVAL;
+    if (desc->max_size == 0 || desc->max_size > AP_CONNPOOL_MAX || desc->conn_size == 0 ||
+        desc->min_idle > desc->max_size ||
+        (uintptr_t)buf % _Alignof(ap__connpool_slot) != 0 ||
+        !ap__size_muladd(desc->max_size, desc->conn_size, 0, &body))
+        return AP_INVAL;
+    body = ap__align_up(body, _Alignof(ap__connpool_slot));
+    if (body == 0 ||
+        !ap__size_muladd(desc->max_size, sizeof(ap__connpool_slot), body, &need) ||
+        buf_size < need || need - 1 > UINTPTR_MAX - (uintptr_t)buf)
+        return AP_INVAL;
+    p->conns = (unsigned char *)buf;
+    p->slots = (ap__connpool_slot *)(void *)((unsigned char *)buf + body);
+    p->max = desc->max_size;
+    p->conn_size = desc->conn_size;
+    p->min_idle = desc->min_idle;
+    p->max_lifetime_ns = desc->max_lifetime_ns;
+    p->idle_timeout_ns = desc->idle_timeout_ns;
+    p->ops = *ops;
+    for (size_t i = 0; i < p->max; i++) {
+        p->slots[i].created_ns = p->slots[i].idle_ns = 0;
+        p->slots[i].state = AP__CONNPOOL_FREE;
+        p->slots[i].next = i + 1 < p->max ? (uint32_t)(i + 2) : 0u;
+    }
+    p->idle_top = 0;
+    p->free_top = 1; /* slot 0 first */
+    p->reserved = 0;
+    memset(&p->n, 0, sizeof p->n);
+    p->n.max_size = p->max;
+    AP_ATOMIC_INIT(&p->lock.held, 0u);
+    AP_ATOMIC_INIT(&p->closed, 0u);
+    ap_waitlist_init(&p->wl);
+    return AP_OK;
+}
+
+/* ---- bookkeeping, all under the pool lock ---- */
+
+AP_FORCE_INLINE void *ap__connpool_conn(const ap_connpool *p, size_t i)
+{
+    return p->conns + i * p->conn_size;
+}
+
+AP_FORCE_INLINE bool ap__connpool_closed(ap_connpool *p)
+{
+    /* relaxed: callers hold the lock, under which close stored it. */
+    return AP_ATOMIC_LOAD(&p->closed, memory_order_relaxed) != 0;
+}
+
+/* Pop the top of a stack (idle or free); index + 1, or 0 when empty. */
+AP_FORCE_INLINE uint32_t ap__connpool_pop(ap_connpool *p, uint32_t *top)
+{
+    uint32_t t = *top;
+    if (t != 0)
+        *top = p->slots[t - 1].next;
+    return t;
+}
+
+AP_FORCE_INLINE void ap__connpool_push(ap_connpool *p, uint32_t *top, size_t i, uint32_t state)
+{
+    p->slots[i].state = state;
+    p->slots[i].next = *top;
+    *top = (uint32_t)(i + 1);
+}
+
+/* Slot i (reserved) becomes free again. */
+AP_FORCE_INLINE void ap__connpool_unreserve(ap_connpool *p, size_t i)
+{
+    ap__connpool_push(p, &p->free_top, i, AP__CONNPOOL_FREE);
+    p->reserved--;
+}
+
+/* Take an idle connection (-> @state), else reserve a free slot
+ * (-> OPENING). index + 1 and *fresh, or 0 when neither exists. */
+AP_FORCE_INLINE uint32_t ap__connpool_take(ap_connpool *p, uint32_t state, bool *fresh)
+{
+    uint32_t t = ap__connpool_pop(p, &p->idle_top);
+    if (t != 0) {
+        p->n.idle--;
+        p->slots[t - 1].state = state;
+        *fresh = false;
+        return t;
+    }
+    t = ap__connpool_pop(p, &p->free_top);
+    if (t != 0) {
+        p->slots[t - 1].state = AP__CONNPOOL_OPENING;
+        p->reserved++;
+        *fresh = true;
+    }
+    return t;
+}
+
+AP_FORCE_INLINE bool ap__connpool_over_lifetime(const ap_connpool *p, size_t i, uint64_t now)
+{
+    const ap__connpool_slot *s = &p->slots[i];
+    return p->max_lifetime_ns != 0 && now >= s->created_ns &&
+           now - s->created_ns >= p->max_lifetime_ns;
+}
+
+AP_FORCE_INLINE bool ap__connpool_expired(const ap_connpool *p, size_t i, uint64_t now)
+{
+    const ap__connpool_slot *s = &p->slots[i];
+    return ap__connpool_over_lifetime(p, i, now) ||
+           (p->idle_timeout_ns != 0 && now >= s->idle_ns &&
+            now - s->idle_ns >= p->idle_timeout_ns);
+}
+
+/* Idle connections that are expired at @now (all of them if @all) leave
+ * the idle stack as CLOSING, chained through `next`; index + 1 of the
+ * chain's first, 0 if none. */
+AP_API uint32_t ap__connpool_unidle(ap_connpool *p, uint64_t now, bool all, size_t *count)
+{
+    uint32_t chain = 0, *link = &p->idle_top;
+    size_t k = 0;
+    while (*link != 0) {
+        size_t i = *link - 1;
+        if (all || ap__connpool_expired(p, i, now)) {
+            *link = p->slots[i].next;
+            p->n.idle--;
+            ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+            k++;
+        } else {
+            link = &p->slots[i].next;
+        }
+    }
+    *count = k;
+    return chain;
+}
+
+/* ---- serving queued futures ---- */
+
+/* ap_waitlist_wake_if's grant callback, run UNDER the list lock for the
+ * head waiter (the pool lock nests inside): give it an idle connection,
+ * else a free slot; stop (strict FIFO) when there is neither. */
+AP_API bool ap__connpool_grant(ap_waiter *w, void *ctx)
+{
+    ap_connpool *p = (ap_connpool *)ctx;
+    ap_connpool_checkout_fut *f = AP_CONTAINER_OF(w, ap_connpool_checkout_fut, waiter);
+    /* relaxed: written only under the list lock, which we hold. A granted
+     * future that raced back into the list is not granted twice; it is
+     * just woken again. */
+    if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
+        return true;
+    bool fresh = false;
+    uint32_t t = 0;
+    ap__lock_acquire(&p->lock);
+    if (!ap__connpool_closed(p))
+        t = ap__connpool_take(p, AP__CONNPOOL_GRANTED, &fresh);
+    ap__lock_release(&p->lock);
+    if (t == 0)
+        return false;
+    f->slot = t - 1;
+    f->fresh = fresh;
+    /* release: pairs with the acquire loads in ap__connpool_fut_done and
+     * cancel; orders our critical section (and through its lock, the
+     * returner's writes to the connection) before the future's reads. */
+    AP_ATOMIC_STORE(&f->granted, 1u, memory_order_release);
+    return true;
+}
+
+/* Serve queued futures. has_waiters is the ladder's seq_cst count load;
+ * callers changed the slots under the lock before. */
+AP_API void ap__connpool_dispatch(ap_connpool *p)
+{
+    if (ap_waitlist_has_waiters(&p->wl))
+        (void)ap_waitlist_wake_if(&p->wl, ap__connpool_grant, p);
+}
+
+/* ---- user calls, made with no lock held ---- */
+
+/* Close the CLOSING connections chained from @chain; free their slots.
+ * @expired: count them as expired. Does not dispatch. */
+AP_API void ap__connpool_retire(ap_connpool *p, uint32_t chain, bool expired)
+{
+    while (chain != 0) {
+        size_t i = chain - 1;
+        /* plain read: a CLOSING slot is ours alone; `next` was written
+         * under the lock we have since released */
+        chain = p->slots[i].next;
+        p->ops.close(p->ops.ctx, ap__connpool_conn(p, i));
+        ap__lock_acquire(&p->lock);
+        p->n.closed++;
+        p->n.live--;
+        if (expired)
+            p->n.expired++;
+        ap__connpool_unreserve(p, i);
+        ap__lock_release(&p->lock);
+    }
+}
+
+/* A factory status as the caller sees it. */
+AP_FORCE_INLINE ap_status ap__connpool_open_status(ap_status st)
+{
+    return st == AP_NOMEM || st == AP_REJECTED ? st : AP_REJECTED;
+}
+
+/* Open a connection in reserved slot @i. AP_OK: counted live, in @state.
+ * Else the slot is freed, the queue served, the failure returned. */
+AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint32_t state)
+{
+    AP_TEST_YIELD(); /* slot reserved, open not yet called */
+    ap_status st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i));
+    ap__lock_acquire(&p->lock);
+    if (st == AP_OK) {
+        p->n.opened++;
+        p->n.live++;
+        p->slots[i].created_ns = p->slots[i].idle_ns = now;
+        p->slots[i].state = state;
+    } else {
+        p->n.open_failures++;
+        ap__connpool_unreserve(p, i);
+    }
+    ap__lock_release(&p->lock);
+    if (st == AP_OK)
+        return AP_OK;
+    ap__connpool_dispatch(p); /* the slot may serve a queued future */
+    return ap__connpool_open_status(st);
+}
+
+/* Lend what slot @i holds (a connection taken for us, or a reservation
+ * when @fresh): check expiry and validate, closing what fails and moving
+ * on to the next idle connection or opening one in the slot. Bounded: each
+ * round but the last closes a connection, and at most max_size exist. */
+AP_API ap_status ap__connpool_lend(ap_connpool *p, size_t i, bool fresh, uint64_t now,
+                                   void **out)
+{
+    for (;;) {
+        if (fresh) {
+            ap_status st = ap__connpool_open(p, i, now, AP__CONNPOOL_HELD);
+            if (st == AP_OK)
+                *out = ap__connpool_conn(p, i);
+            return st;
+        }
+        void *c = ap__connpool_conn(p, i);
+        /* The stamps were written under the lock before the connection was
+         * taken for us (we hold it now, or the grant's release/acquire
+         * edge carried them): race-free to read here. */
+        bool expired = ap__connpool_expired(p, i, now);
+        if (!expired && (p->ops.validate == NULL || p->ops.validate(p->ops.ctx, c))) {
+            ap__lock_acquire(&p->lock);
+            p->slots[i].state = AP__CONNPOOL_HELD;
+            ap__lock_release(&p->lock);
+            *out = c;
+            return AP_OK;
+        }
+        AP_TEST_YIELD(); /* refused, not yet closed */
+        p->ops.close(p->ops.ctx, c);
+        bool free_slot;
+        ap__lock_acquire(&p->lock);
+        p->n.closed++;
+        p->n.live--;
+        if (expired)
+            p->n.expired++;
+        else
+            p->n.validate_failures++;
+        if (ap__connpool_closed(p)) {
+            ap__connpool_unreserve(p, i);
+            ap__lock_release(&p->lock);
+            ap__connpool_dispatch(p);
+            return AP_CLOSED; /* nothing is opened after close */
+        }
+        uint32_t t = ap__connpool_pop(p, &p->idle_top);
+        free_slot = t != 0;
+        if (free_slot) { /* another idle one: try it, give the slot back */
+            p->n.idle--;
+            p->slots[t - 1].state = AP__CONNPOOL_CHECKING;
+            ap__connpool_unreserve(p, i);
+            i = t - 1;
+        } else { /* keep the slot: open a fresh connection in it */
+            p->slots[i].state = AP__CONNPOOL_OPENING;
+            fresh = true;
+        }
+        ap__lock_release(&p->lock);
+        if (free_slot)
+            ap__connpool_dispatch(p);
+    }
+}
+
+/* ---- public operations ---- */
+
+AP_API void ap_connpool_fini(ap_connpool *p)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    size_t k;
+    ap__lock_acquire(&p->lock);
+    /* nothing lent, granted or in flight; nobody queued */
+    AP_ASSERT(p->reserved == p->n.idle && !ap_waitlist_has_waiters(&p->wl));
+    uint32_t chain = ap__connpool_unidle(p, 0, true, &k);
+    ap__lock_release(&p->lock);
+    ap__connpool_retire(p, chain, false);
+    p->max = 0;
+}
+
+AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t now)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    if (AP_UNLIKELY(conn == NULL))
+        return AP_INVAL;
+    bool fresh = false;
+    uint32_t t = 0;
+    ap_status st = AP_OK;
+    ap__lock_acquire(&p->lock);
+    if (ap__connpool_closed(p))
+        st = AP_CLOSED;
+    else if (ap_waitlist_has_waiters(&p->wl)) /* fairness: queued futures first */
+        st = AP_AGAIN;
+    else if ((t = ap__connpool_take(p, AP__CONNPOOL_CHECKING, &fresh)) == 0)
+        st = AP_EMPTY;
+    ap__lock_release(&p->lock);
+    if (st != AP_OK)
+        return st;
+    return ap__connpool_lend(p, t - 1, fresh, now, conn);
+}
+
+AP_API ap_status ap_connpool_return(ap_connpool *p, void *conn, bool broken, uint64_t now)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    /* unsigned arithmetic on addresses: anything below conns wraps high;
+     * max * conn_size fits (checked at init) */
+    uintptr_t off = (uintptr_t)conn - (uintptr_t)p->conns;
+    if (AP_UNLIKELY(off >= (uintptr_t)p->max * p->conn_size || off % p->conn_size != 0))
+        return AP_INVAL;
+    size_t i = (size_t)(off / p->conn_size);
+    uint32_t chain = 0;
+    bool expired = false;
+    ap__lock_acquire(&p->lock);
+    if (AP_UNLIKELY(p->slots[i].state != AP__CONNPOOL_HELD)) {
+        ap__lock_release(&p->lock);
+        return AP_INVAL; /* idle (double return), granted, or never lent */
+    }
+    if (broken || ap__connpool_closed(p) || ap__connpool_over_lifetime(p, i, now)) {
+        expired = !broken && !ap__connpool_closed(p);
+        if (broken)
+            p->n.broken++;
+        ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+    } else {
+        p->slots[i].idle_ns = now;
+        ap__connpool_push(p, &p->idle_top, i, AP__CONNPOOL_IDLE);
+        p->n.idle++;
+    }
+    ap__lock_release(&p->lock);
+    AP_TEST_YIELD(); /* idle (or closing), waiters not yet looked for */
+    ap__connpool_retire(p, chain, expired);
+    ap__connpool_dispatch(p);
+    return AP_OK;
+}
+
+AP_API size_t ap_connpool_evict(ap_connpool *p, uint64_t now)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    size_t k;
+    ap__lock_acquire(&p->lock);
+    uint32_t chain = ap__connpool_unidle(p, now, false, &k);
+    ap__lock_release(&p->lock);
+    ap__connpool_retire(p, chain, true);
+    if (k != 0)
+        ap__connpool_dispatch(p);
+    return k;
+}
+
+AP_API ap_status ap_connpool_fill(ap_connpool *p, uint64_t now)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    for (size_t round = 0; round < p->max; round++) {
+        uint32_t t = 0;
+        ap_status st = AP_OK;
+        ap__lock_acquire(&p->lock);
+        if (ap__connpool_closed(p))
+            st = AP_CLOSED;
+        else if (p->n.idle < p->min_idle && !ap_waitlist_has_waiters(&p->wl) &&
+                 (t = ap__connpool_pop(p, &p->free_top)) != 0) {
+            p->slots[t - 1].state = AP__CONNPOOL_OPENING;
+            p->reserved++;
+        }
+        ap__lock_release(&p->lock);
+        if (t == 0)
+            return st; /* enough idle, full, queued futures, or closed */
+        size_t i = t - 1;
+        st = ap__connpool_open(p, i, now, AP__CONNPOOL_CHECKING);
+        if (st != AP_OK)
+            return st;
+        uint32_t chain = 0;
+        ap__lock_acquire(&p->lock);
+        if (ap__connpool_closed(p)) {
+            ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+        } else {
+            ap__connpool_push(p, &p->idle_top, i, AP__CONNPOOL_IDLE);
+            p->n.idle++;
+        }
+        ap__lock_release(&p->lock);
+        if (chain != 0) {
+            ap__connpool_retire(p, chain, false);
+            return AP_CLOSED;
+        }
+        ap__connpool_dispatch(p); /* somebody may have queued meanwhile */
+    }
+    return AP_OK;
+}
+
+AP_API void ap_connpool_close(ap_connpool *p)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    size_t k;
+    ap__lock_acquire(&p->lock);
+    /* seq_cst: the ladder's write against a future's seq_cst done-check;
+     * stored under the lock, so every locked path sees it too. */
+    AP_ATOMIC_STORE(&p->closed, 1u, memory_order_seq_cst);
+    uint32_t chain = ap__connpool_unidle(p, 0, true, &k);
+    ap__lock_release(&p->lock);
+    (void)ap_waitlist_wake_all(&p->wl);
+    ap__connpool_retire(p, chain, false);
+}
+
+AP_API bool ap_connpool_is_closed(ap_connpool *p)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    /* acquire: what the closer did before close is visible to a caller
+     * that sees it closed. */
+    return AP_ATOMIC_LOAD(&p->closed, memory_order_acquire) != 0;
+}
+
+AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out)
+{
+    AP_ASSERT(p != NULL && p->max != 0 && out != NULL);
+    ap__lock_acquire(&p->lock);
+    *out = p->n;
+    out->in_use = p->n.live - p->n.idle;
+    out->opening = p->reserved - p->n.live;
+    out->waiters = AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed);
+    ap__lock_release(&p->lock);
+}
+
+/* ---- the checkout future ---- */
+
+AP_API ap_poll ap__connpool_poll_v(ap_future *f, ap_cx *cx)
+{
+    return ap_connpool_checkout_poll((ap_connpool_checkout_fut *)(void *)f, cx);
+}
+
+AP_API void ap__connpool_cancel_v(ap_future *f)
+{
+    ap_connpool_checkout_cancel((ap_connpool_checkout_fut *)(void *)f);
+}
+
+AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpool *p,
+                                          void **out)
+{
+    AP_ASSERT(f != NULL && p != NULL && p->max != 0 && out != NULL);
+    f->base.poll = ap__connpool_poll_v;
+    f->base.cancel = ap__connpool_cancel_v;
+    f->pool = p;
+    f->out = out;
+    ap_waiter_init(&f->waiter);
+    AP_ATOMIC_INIT(&f->granted, 0u);
+    f->slot = 0;
+    f->fresh = false;
+    f->queued = false;
+    f->status = AP_AGAIN;
+}
+
+/* The grant is ours (off the list, no wake in progress): lend it. */
+AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
+{
+    ap_connpool *p = f->pool;
+    void *c;
+    if (f->fresh && AP_ATOMIC_LOAD(&p->closed, memory_order_seq_cst) != 0) {
+        /* seq_cst: as in fut_done. A slot granted before close opens
+         * nothing after it. */
+        ap__lock_acquire(&p->lock);
+        ap__connpool_unreserve(p, f->slot);
+        ap__lock_release(&p->lock);
+        f->status = AP_CLOSED;
+        return;
+    }
+    if (!f->fresh) {
+        ap__lock_acquire(&p->lock);
+        p->slots[f->slot].state = AP__CONNPOOL_CHECKING;
+        ap__lock_release(&p->lock);
+    }
+    ap_status st = ap__connpool_lend(p, f->slot, f->fresh, now, &c);
+    if (st == AP_OK)
+        *f->out = c;
+    f->status = st;
+}
+
+/* For a queued future: finished (granted, or closed)? Then it is off the
+ * list, no wake for it is in progress, and f->status is set. */
+AP_API bool ap__connpool_fut_done(ap_connpool_checkout_fut *f, uint64_t now)
+{
+    ap_connpool *p = f->pool;
+    /* acquire: pairs with the release store in ap__connpool_grant. */
+    if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
+        (void)ap_waitlist_cancel(&p->wl, &f->waiter); /* waits out the wake */
+        ap__connpool_fut_complete(f, now);
+        return true;
+    }
+    /* seq_cst: the ladder's re-check against close's store. */
+    if (AP_ATOMIC_LOAD(&p->closed, memory_order_seq_cst) != 0) {
+        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
+        /* Off the list: no grant can start now, one that came first is
+         * visible. acquire: as above. */
+        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
+            ap__connpool_fut_complete(f, now);
+        else
+            f->status = AP_CLOSED;
+        return true;
+    }
+    return false;
+}
+
+AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
+{
+    AP_ASSERT(f != NULL && cx != NULL);
+    if (f->status != AP_AGAIN)
+        return AP_READY; /* completed or cancelled earlier */
+    ap_connpool *p = f->pool;
+    AP_ASSERT(p->max != 0);
+    if (!f->queued) {
+        void *c;
+        ap_status st = ap_connpool_try_checkout(p, &c, cx->now);
+        if (st != AP_EMPTY && st != AP_AGAIN) {
+            if (st == AP_OK)
+                *f->out = c;
+            f->status = st;
+            return AP_READY;
+        }
+        f->queued = true; /* queue behind the others */
+    } else if (ap__connpool_fut_done(f, cx->now)) {
+        return AP_READY;
+    }
+    /* Link (or update the waker), then re-check by running a grant pass
+     * ourselves: the waiting side of the ladder. */
+    ap_waitlist_register(&p->wl, &f->waiter, cx->waker);
+    AP_TEST_YIELD(); /* registered, not yet re-checked */
+    ap__connpool_dispatch(p);
+    return ap__connpool_fut_done(f, cx->now) ? AP_READY : AP_PENDING;
+}
+
+AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f)
+{
+    AP_ASSERT(f != NULL);
+    if (f->status != AP_AGAIN)
+        return; /* completed or cancelled: nothing to undo (idempotent) */
+    if (f->queued) {
+        ap_connpool *p = f->pool;
+        /* After this no grant can reach us and no wake is in progress. */
+        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
+        /* acquire: pairs with the release store in ap__connpool_grant. */
+        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
+            uint32_t chain = 0;
+            size_t i = f->slot;
+            ap__lock_acquire(&p->lock);
+            if (f->fresh) {
+                ap__connpool_unreserve(p, i);
+            } else if (ap__connpool_closed(p)) {
+                ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+            } else { /* back on top: never lent, so its idle stamp stands */
+                ap__connpool_push(p, &p->idle_top, i, AP__CONNPOOL_IDLE);
+                p->n.idle++;
+            }
+            ap__lock_release(&p->lock);
+            ap__connpool_retire(p, chain, false);
+        }
+        ap__connpool_dispatch(p); /* pass the grant on, or serve whoever is behind us */
+    }
+    f->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_connpool_checkout_status(const ap_connpool_checkout_fut *f)
+{
+    return f->status;
+}
+
+AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadline deadline_ns)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    if (conn == NULL)
+        return AP_INVAL;
+    ap_connpool_checkout_fut f;
+    ap_connpool_checkout_fut_init(&f, p, conn);
+    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.status;
+}
+
+#endif /* ASYNCPAT_CONNPOOL_H */

@@ -1,0 +1,873 @@
+/*
+ * tests/test_connpool.c -- the connection pool: lazy open up to max_size,
+ * validate, lifetime / idle expiry on a fake clock, broken returns, FIFO
+ * checkout futures, cancel, close, and the theorem with threads
+ */
+#include "asyncpat/connpool.h"
+#include "test_util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* ---- a fake factory ---- */
+
+typedef struct conn {
+    uint32_t id;    /* 1, 2, ... in open order; 0 when closed */
+    uint32_t bad;   /* validate refuses it */
+    int open;       /* 1 between open and close */
+    int payload;
+} conn;
+
+typedef struct factory {
+    atomic_int opens, opened, closed, live, high, violations;
+    atomic_int fail_next;     /* the next N opens fail with fail_st */
+    ap_status fail_st;
+    atomic_int validates;
+    atomic_uint next_id;
+    int max;                  /* for the live <= max check inside open */
+} factory;
+
+static ap_status f_open(void *ctx, void *c)
+{
+    factory *f = ctx;
+    conn *k = c;
+    atomic_fetch_add(&f->opens, 1);
+    if (atomic_load(&f->fail_next) > 0) {
+        atomic_fetch_sub(&f->fail_next, 1);
+        return f->fail_st;
+    }
+    if (k->open)
+        atomic_fetch_add(&f->violations, 1); /* slot reused while open */
+    k->open = 1;
+    k->bad = 0;
+    k->payload = 0;
+    k->id = atomic_fetch_add(&f->next_id, 1) + 1;
+    atomic_fetch_add(&f->opened, 1);
+    int live = atomic_fetch_add(&f->live, 1) + 1;
+    if (f->max && live > f->max)
+        atomic_fetch_add(&f->violations, 1);
+    int hi = atomic_load(&f->high);
+    while (live > hi && !atomic_compare_exchange_weak(&f->high, &hi, live)) {
+    }
+    return AP_OK;
+}
+
+static void f_close(void *ctx, void *c)
+{
+    factory *f = ctx;
+    conn *k = c;
+    if (k->open != 1)
+        atomic_fetch_add(&f->violations, 1); /* closed twice, or never opened */
+    k->open = 0;
+    k->id = 0;
+    atomic_fetch_add(&f->closed, 1);
+    atomic_fetch_sub(&f->live, 1);
+}
+
+static bool f_validate(void *ctx, void *c)
+{
+    factory *f = ctx;
+    atomic_fetch_add(&f->validates, 1);
+    return !((conn *)c)->bad;
+}
+
+#define MAXC 4
+
+typedef struct fixture {
+    ap_connpool p;
+    factory f;
+    _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(MAXC, sizeof(conn))];
+} fixture;
+
+static void fx_init(fixture *fx, size_t max, uint64_t lifetime, uint64_t idle, bool validate)
+{
+    memset(fx, 0, sizeof *fx);
+    fx->f.max = (int)max;
+    ap_connpool_desc d = {.max_size = max, .conn_size = sizeof(conn),
+                          .max_lifetime_ns = lifetime, .idle_timeout_ns = idle};
+    ap_connpool_ops ops = {f_open, f_close, validate ? f_validate : NULL, &fx->f};
+    EXPECT_EQ(ap_connpool_init(&fx->p, fx->buf, sizeof fx->buf, &d, &ops), AP_OK);
+}
+
+static ap_connpool_stats stats(fixture *fx)
+{
+    ap_connpool_stats s;
+    ap_connpool_stats_get(&fx->p, &s);
+    EXPECT_EQ(s.opened - s.closed, s.live, "opened - closed != live");
+    EXPECT_LE(s.live, s.max_size);
+    EXPECT_EQ((int)s.live, atomic_load(&fx->f.live), "pool and factory disagree on live");
+    return s;
+}
+
+/* fini, then: every opened connection closed exactly once */
+static void fx_fini(fixture *fx)
+{
+    ap_connpool_fini(&fx->p);
+    EXPECT_EQ(atomic_load(&fx->f.opened), atomic_load(&fx->f.closed));
+    EXPECT_EQ(atomic_load(&fx->f.live), 0);
+    EXPECT_EQ(atomic_load(&fx->f.violations), 0);
+}
+
+static conn *co(fixture *fx, uint64_t now)
+{
+    void *c = NULL;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx->p, &c, now), AP_OK);
+    EXPECT_NOT_NULL(c);
+    return c;
+}
+
+/* wakers */
+typedef struct tw {
+    atomic_int calls;
+} tw;
+static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
+static int calls(tw *t) { return atomic_load(&t->calls); }
+
+static ap_poll poll_at(ap_connpool_checkout_fut *f, tw *t, uint64_t now)
+{
+    ap_cx cx = {{tw_wake, t}, now, AP_DEADLINE_NONE};
+    return ap_connpool_checkout_poll(f, &cx);
+}
+
+/* ---- configuration ---- */
+
+Test(connpool, init_bad_config_is_inval_and_changes_nothing)
+{
+    static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(4, sizeof(conn)) + 16];
+    factory f = {0};
+    ap_connpool p, before;
+    memset(&p, 0xa5, sizeof p);
+    memcpy(&before, &p, sizeof p);
+    memset(buf, 0x5a, sizeof buf);
+    ap_connpool_desc d = {.max_size = 4, .conn_size = sizeof(conn)};
+    ap_connpool_ops ops = {f_open, f_close, NULL, &f};
+    size_t need = AP_CONNPOOL_BYTES(4, sizeof(conn));
+    ap_connpool_desc bad;
+    ap_connpool_ops bops;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, NULL, &ops), AP_INVAL, "desc NULL");
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &d, NULL), AP_INVAL, "ops NULL");
+    EXPECT_EQ(ap_connpool_init(&p, NULL, need, &d, &ops), AP_INVAL, "buf NULL");
+    EXPECT_EQ(ap_connpool_init(&p, buf, need - 1, &d, &ops), AP_INVAL, "buf too small");
+    EXPECT_EQ(ap_connpool_init(&p, buf + 1, need, &d, &ops), AP_INVAL, "misaligned");
+    bad = d, bad.max_size = 0;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &bad, &ops), AP_INVAL, "max 0");
+    bad = d, bad.max_size = AP_CONNPOOL_MAX + 1;
+    EXPECT_EQ(ap_connpool_init(&p, buf, SIZE_MAX, &bad, &ops), AP_INVAL, "max too big");
+    bad = d, bad.conn_size = 0;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &bad, &ops), AP_INVAL, "conn_size 0");
+    bad = d, bad.conn_size = SIZE_MAX / 2;
+    EXPECT_EQ(ap_connpool_init(&p, buf, SIZE_MAX, &bad, &ops), AP_INVAL, "sizes overflow");
+    bad = d, bad.min_idle = 5;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &bad, &ops), AP_INVAL, "min_idle > max");
+    bops = ops, bops.open = NULL;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &d, &bops), AP_INVAL, "open NULL");
+    bops = ops, bops.close = NULL;
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &d, &bops), AP_INVAL, "close NULL");
+    EXPECT_EQ(memcmp(&p, &before, sizeof p), 0, "init wrote on AP_INVAL");
+    for (size_t i = 0; i < sizeof buf; i++)
+        EXPECT_EQ(buf[i], 0x5a, "init wrote the buffer on AP_INVAL");
+    EXPECT_EQ(atomic_load(&f.opens), 0, "init must open nothing");
+
+    EXPECT_EQ(ap_connpool_init(&p, buf, need, &d, &ops), AP_OK);
+    ap_connpool_stats s;
+    ap_connpool_stats_get(&p, &s);
+    EXPECT_EQ(s.max_size, 4);
+    EXPECT_EQ(s.live + s.idle + s.opened + s.closed + s.waiters + s.opening, 0);
+    EXPECT_NOT(ap_connpool_is_closed(&p));
+    ap_connpool_fini(&p);
+    EXPECT_EQ(atomic_load(&f.opens), 0);
+}
+
+/* ---- growth, reuse, bad returns ---- */
+
+Test(connpool, lazy_growth_to_max_then_empty_and_reuse_without_opening)
+{
+    static fixture fx;
+    fx_init(&fx, 3, 0, 0, false);
+    conn *a = co(&fx, 1), *b = co(&fx, 1);
+    EXPECT_EQ(atomic_load(&fx.f.opened), 2, "opens are lazy: one per checkout");
+    conn *c = co(&fx, 1);
+    EXPECT(a != b && b != c && a != c);
+    EXPECT_EQ(stats(&fx).live, 3);
+    void *x = (void *)0x1;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 1), AP_EMPTY, "at max with all in use");
+    EXPECT(x == (void *)0x1, "out-param touched on failure");
+    EXPECT_EQ(atomic_load(&fx.f.opens), 3);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 2), AP_OK);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.idle, 1);
+    EXPECT_EQ(s.in_use, 2);
+    conn *again = co(&fx, 3);
+    EXPECT(again == b, "an idle connection is reused");
+    EXPECT_EQ(atomic_load(&fx.f.opens), 3, "no open while one is idle");
+    /* LIFO: the most recently returned goes first */
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 4), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, false, 5), AP_OK);
+    EXPECT(co(&fx, 6) == c);
+    EXPECT(co(&fx, 6) == a);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 7), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 7), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, false, 7), AP_OK);
+    s = stats(&fx);
+    EXPECT_EQ(s.idle, 3);
+    EXPECT_EQ(s.opened, 3);
+    EXPECT_EQ(s.closed, 0);
+    fx_fini(&fx);
+    EXPECT_EQ(atomic_load(&fx.f.closed), 3, "fini closes idle connections");
+}
+
+Test(connpool, bad_arguments_are_inval_and_change_nothing)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 0, false);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, NULL, 0), AP_INVAL);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, NULL, AP_DEADLINE_NONE), AP_INVAL);
+    conn *a = co(&fx, 0);
+    ap_connpool_stats s0 = stats(&fx);
+    conn other;
+    EXPECT_EQ(ap_connpool_return(&fx.p, &other, false, 0), AP_INVAL, "foreign");
+    EXPECT_EQ(ap_connpool_return(&fx.p, (char *)a + 1, false, 0), AP_INVAL, "misaligned");
+    EXPECT_EQ(ap_connpool_return(&fx.p, (char *)fx.buf + 2 * sizeof(conn), false, 0), AP_INVAL,
+              "past the slots");
+    EXPECT_EQ(ap_connpool_return(&fx.p, (conn *)(void *)fx.buf + 1, false, 0), AP_INVAL,
+              "a slot never lent");
+    EXPECT_EQ(ap_connpool_return(&fx.p, NULL, false, 0), AP_INVAL, "NULL");
+    ap_connpool_stats s1 = stats(&fx);
+    EXPECT_EQ(memcmp(&s0, &s1, sizeof s0), 0, "a refused return changed the pool");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    s0 = stats(&fx);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_INVAL, "double return");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 0), AP_INVAL, "double broken return");
+    s1 = stats(&fx);
+    EXPECT_EQ(memcmp(&s0, &s1, sizeof s0), 0, "a double return changed the pool");
+    EXPECT_EQ(a->open, 1);
+    fx_fini(&fx);
+}
+
+/* ---- factory failures ---- */
+
+Test(connpool, failed_open_is_reported_frees_the_slot_and_is_not_retried)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    void *c = (void *)0x1;
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_NOMEM;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_NOMEM);
+    EXPECT(c == (void *)0x1);
+    EXPECT_EQ(atomic_load(&fx.f.opens), 1, "never retried silently");
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.open_failures, 1);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.opening, 0, "the reservation is freed");
+    /* statuses that mean something else here come back as AP_REJECTED */
+    static const ap_status odd[] = {AP_EMPTY, AP_AGAIN, AP_CLOSED, AP_INVAL, AP_TIMEDOUT,
+                                    AP_CANCELED, AP_FULL, AP_DROPPED};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        atomic_store(&fx.f.fail_next, 1);
+        fx.f.fail_st = odd[i];
+        EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_REJECTED, "factory said %s",
+                  ap_status_str(odd[i]));
+    }
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_REJECTED;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_REJECTED);
+    EXPECT_EQ(stats(&fx).open_failures, 10);
+    /* the slot was never lost: max 1 still opens */
+    conn *k = co(&fx, 0);
+    EXPECT_EQ(k->open, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, k, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+Test(connpool, failed_open_of_a_future_passes_the_slot_to_the_next)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    EXPECT_EQ(poll_at(&f1, &t1, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&f2, &t2, 0), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 1), AP_OK); /* broken: slot freed */
+    EXPECT_EQ(calls(&t1), 1, "the freed slot goes to the oldest future");
+    EXPECT_EQ(calls(&t2), 0, "no thundering herd");
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_NOMEM;
+    EXPECT_EQ(poll_at(&f1, &t1, 2), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_NOMEM, "reported to the waiter");
+    EXPECT_NULL(o1);
+    EXPECT_EQ(calls(&t2), 1, "the failed open's slot is offered to the next future");
+    EXPECT_EQ(poll_at(&f2, &t2, 3), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT_EQ(((conn *)o2)->open, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, false, 4), AP_OK);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.open_failures, 1);
+    EXPECT_EQ(s.broken, 1);
+    EXPECT_EQ(s.waiters, 0);
+    fx_fini(&fx);
+}
+
+/* ---- validate ---- */
+
+Test(connpool, validate_failures_close_and_move_on)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 0, true);
+    conn *a = co(&fx, 0), *b = co(&fx, 0);
+    EXPECT_EQ(atomic_load(&fx.f.validates), 0, "fresh connections are not validated");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 0), AP_OK);
+    b->bad = 1; /* b is on top */
+    conn *c = co(&fx, 0);
+    EXPECT(c == a, "the bad one was skipped");
+    EXPECT_EQ(atomic_load(&fx.f.validates), 2);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.validate_failures, 1);
+    EXPECT_EQ(s.closed, 1);
+    EXPECT_EQ(s.live, 1);
+    EXPECT_EQ(b->open, 0, "refused connection closed");
+    /* all idle ones bad: a fresh one is opened in the freed slot */
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, false, 0), AP_OK);
+    c->bad = 1;
+    int opens = atomic_load(&fx.f.opens);
+    conn *d = co(&fx, 0);
+    EXPECT_EQ(d->open, 1);
+    EXPECT_EQ(d->bad, 0);
+    EXPECT_EQ(atomic_load(&fx.f.opens), opens + 1);
+    s = stats(&fx);
+    EXPECT_EQ(s.validate_failures, 2);
+    EXPECT_EQ(s.live, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, d, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+Test(connpool, validate_failure_after_hand_off_reopens_for_the_waiter)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, true);
+    conn *a = co(&fx, 0);
+    uint32_t old = a->id;
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_PENDING);
+    a->bad = 1;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 1), AP_OK);
+    EXPECT_EQ(calls(&t), 1);
+    EXPECT_EQ(poll_at(&f, &t, 2), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT(o == a, "same slot");
+    EXPECT_NE(((conn *)o)->id, old, "a fresh connection, not the refused one");
+    EXPECT_EQ(stats(&fx).validate_failures, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o, false, 3), AP_OK);
+    fx_fini(&fx);
+}
+
+/* ---- broken returns ---- */
+
+Test(connpool, broken_return_closes_and_frees_the_slot)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 0, false);
+    conn *a = co(&fx, 0);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 0), AP_OK);
+    EXPECT_EQ(a->open, 0);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.broken, 1);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.idle, 0);
+    conn *b = co(&fx, 0), *c = co(&fx, 0);
+    EXPECT_EQ(atomic_load(&fx.f.opened), 3, "slot reusable: two more opened");
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+/* ---- expiry on a fake clock ---- */
+
+Test(connpool, lifetime_expiry_is_exact)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 100, 0, false);
+    conn *a = co(&fx, 1000);
+    uint32_t id = a->id;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 1099), AP_OK);
+    EXPECT_EQ(stats(&fx).idle, 1, "at 1099 it is 99 ns old: kept");
+    a = co(&fx, 1099);
+    EXPECT_EQ(a->id, id, "reused at 1099");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 1100), AP_OK);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.expired, 1, "at exactly 1000 + 100 it is retired on return");
+    EXPECT_EQ(s.live, 0);
+    /* expiry on checkout: an idle one at exactly its lifetime is not lent */
+    a = co(&fx, 2000);
+    id = a->id;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 2050), AP_OK);
+    a = co(&fx, 2100);
+    EXPECT_NE(a->id, id, "expired at checkout: replaced");
+    EXPECT_EQ(stats(&fx).expired, 2);
+    /* a clock that reads earlier than the stamp is not expiry */
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 5), AP_OK);
+    EXPECT_EQ(stats(&fx).idle, 1);
+    EXPECT_EQ(ap_connpool_evict(&fx.p, 2199), 0);
+    EXPECT_EQ(ap_connpool_evict(&fx.p, 2200), 1, "evict at exactly the lifetime");
+    EXPECT_EQ(stats(&fx).live, 0);
+    fx_fini(&fx);
+}
+
+Test(connpool, idle_timeout_is_exact)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 50, false);
+    conn *a = co(&fx, 0);
+    uint32_t id = a->id;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 10), AP_OK);
+    a = co(&fx, 59);
+    EXPECT_EQ(a->id, id, "idle 49 ns: reused");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 60), AP_OK);
+    EXPECT_EQ(stats(&fx).expired, 0, "idle timeout does not apply to a held connection");
+    a = co(&fx, 110);
+    EXPECT_NE(a->id, id, "idle exactly 50 ns: closed, a new one opened");
+    EXPECT_EQ(stats(&fx).expired, 1);
+    conn *b = co(&fx, 110);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 200), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 220), AP_OK);
+    EXPECT_EQ(ap_connpool_evict(&fx.p, 249), 0);
+    EXPECT_EQ(ap_connpool_evict(&fx.p, 250), 1, "a idle 50 ns");
+    EXPECT_EQ(stats(&fx).idle, 1);
+    EXPECT_EQ(ap_connpool_evict(&fx.p, 270), 1, "b idle 50 ns");
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.expired, 3);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.opening, 0);
+    fx_fini(&fx);
+}
+
+Test(connpool, expired_hand_off_is_replaced_for_the_waiter)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 100, 0, false);
+    conn *a = co(&fx, 0);
+    uint32_t id = a->id;
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 99), AP_OK); /* handed over */
+    EXPECT_EQ(calls(&t), 1);
+    EXPECT_EQ(poll_at(&f, &t, 100), AP_READY); /* but expired when the future sees it */
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_NE(((conn *)o)->id, id, "never hands out an expired connection");
+    EXPECT_EQ(stats(&fx).expired, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o, false, 101), AP_OK);
+    fx_fini(&fx);
+}
+
+/* ---- futures ---- */
+
+Test(connpool, return_hands_connections_to_queued_futures_in_fifo_order)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    enum { NF = 4 };
+    void *o[NF] = {0};
+    ap_connpool_checkout_fut f[NF];
+    tw t[NF];
+    for (int i = 0; i < NF; i++) {
+        atomic_init(&t[i].calls, 0);
+        ap_connpool_checkout_fut_init(&f[i], &fx.p, &o[i]);
+        EXPECT_EQ(poll_at(&f[i], &t[i], 0), AP_PENDING);
+    }
+    EXPECT_EQ(stats(&fx).waiters, NF);
+    void *x = NULL;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 0), AP_AGAIN, "try never overtakes a future");
+    conn *held = a;
+    for (int i = 0; i < NF; i++) {
+        EXPECT_EQ(ap_connpool_return(&fx.p, held, false, 1), AP_OK);
+        for (int j = 0; j < NF; j++)
+            EXPECT_EQ(calls(&t[j]), j == i ? 1 : j < i, "return %d woke future %d", i, j);
+        EXPECT_EQ(poll_at(&f[i], &t[i], 2), AP_READY);
+        EXPECT_EQ(ap_connpool_checkout_status(&f[i]), AP_OK);
+        EXPECT(o[i] == a, "the returned connection itself");
+        held = o[i];
+    }
+    EXPECT_EQ(atomic_load(&fx.f.opened), 1, "hand-off opens nothing");
+    EXPECT_EQ(ap_connpool_return(&fx.p, held, false, 3), AP_OK);
+    EXPECT_EQ(stats(&fx).waiters, 0);
+    fx_fini(&fx);
+}
+
+Test(connpool, first_poll_checks_out_at_once_and_futures_open_lazily)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 0, false);
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_AGAIN);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_EQ(calls(&t), 0);
+    EXPECT_EQ(atomic_load(&fx.f.opened), 1);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_READY, "READY stays READY");
+    ap_connpool_checkout_cancel(&f); /* after completion: no-op */
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+Test(connpool, cancel_after_grant_passes_the_connection_on)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    EXPECT_EQ(poll_at(&f1, &t1, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&f2, &t2, 0), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 1), AP_OK);
+    EXPECT_EQ(calls(&t1), 1);
+    EXPECT_EQ(calls(&t2), 0);
+    ap_connpool_checkout_cancel(&f1);
+    ap_connpool_checkout_cancel(&f1); /* idempotent */
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_CANCELED);
+    EXPECT_EQ(poll_at(&f1, &t1, 1), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_CANCELED);
+    EXPECT_NULL(o1);
+    EXPECT_EQ(calls(&t2), 1, "the grant passed to the next future");
+    EXPECT_EQ(calls(&t1), 1, "no wake after cancel");
+    EXPECT_EQ(poll_at(&f2, &t2, 2), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT(o2 == a);
+    /* a granted slot (after a broken return) passes on as well */
+    void *o3 = NULL, *o4 = NULL;
+    ap_connpool_checkout_fut f3, f4;
+    tw t3 = {0}, t4 = {0};
+    ap_connpool_checkout_fut_init(&f3, &fx.p, &o3);
+    ap_connpool_checkout_fut_init(&f4, &fx.p, &o4);
+    EXPECT_EQ(poll_at(&f3, &t3, 2), AP_PENDING);
+    EXPECT_EQ(poll_at(&f4, &t4, 2), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, true, 3), AP_OK);
+    EXPECT_EQ(calls(&t3), 1);
+    ap_connpool_checkout_cancel(&f3);
+    EXPECT_EQ(calls(&t4), 1);
+    EXPECT_EQ(stats(&fx).opening, 1, "the slot is reserved for f4");
+    EXPECT_EQ(poll_at(&f4, &t4, 4), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f4), AP_OK);
+    EXPECT_EQ(((conn *)o4)->open, 1);
+    /* cancel with nobody behind: the connection goes back to idle */
+    ap_connpool_checkout_fut f5;
+    void *o5 = NULL;
+    tw t5 = {0};
+    ap_connpool_checkout_fut_init(&f5, &fx.p, &o5);
+    EXPECT_EQ(poll_at(&f5, &t5, 4), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o4, false, 5), AP_OK);
+    ap_connpool_checkout_cancel(&f5);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.idle, 1);
+    EXPECT_EQ(s.waiters, 0);
+    EXPECT_EQ(s.in_use, 0);
+    EXPECT(co(&fx, 6) == o4);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o4, false, 6), AP_OK);
+    fx_fini(&fx);
+}
+
+Test(connpool, cancel_before_poll_and_when_queued_without_grant)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    ap_connpool_checkout_cancel(&f);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_CANCELED);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_READY);
+    EXPECT_EQ(atomic_load(&fx.f.opens), 0);
+    conn *a = co(&fx, 0);
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_PENDING);
+    ap_connpool_checkout_cancel(&f);
+    EXPECT_EQ(stats(&fx).waiters, 0);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    EXPECT_EQ(calls(&t), 0, "no wake for a cancelled future");
+    EXPECT_EQ(stats(&fx).idle, 1);
+    fx_fini(&fx);
+}
+
+/* ---- close ---- */
+
+Test(connpool, close_closes_idle_fails_waiters_and_closes_lent_on_return)
+{
+    static fixture fx;
+    fx_init(&fx, 2, 0, 0, false);
+    conn *a = co(&fx, 0), *b = co(&fx, 0);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 0), AP_OK);
+    conn *c = co(&fx, 0); /* b again */
+    EXPECT(c == b);
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    EXPECT_EQ(poll_at(&f1, &t1, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&f2, &t2, 0), AP_PENDING);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 1), AP_OK); /* granted to f1 */
+    ap_connpool_close(&fx.p);
+    ap_connpool_close(&fx.p); /* idempotent */
+    EXPECT(ap_connpool_is_closed(&fx.p));
+    EXPECT_EQ(calls(&t2), 1, "close wakes the queue");
+    EXPECT_EQ(poll_at(&f1, &t1, 2), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_OK, "granted before close: keeps it");
+    EXPECT_EQ(poll_at(&f2, &t2, 2), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_CLOSED);
+    EXPECT_NULL(o2);
+    void *x = NULL;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 3), AP_CLOSED);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, AP_DEADLINE_NONE), AP_CLOSED);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 3), AP_CLOSED);
+    EXPECT_EQ(a->open, 1, "lent connections stay open until returned");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 4), AP_OK);
+    EXPECT_EQ(a->open, 0, "closed on return after close");
+    EXPECT_EQ(ap_connpool_return(&fx.p, o1, false, 4), AP_OK);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.opened, s.closed);
+    EXPECT_EQ(s.expired + s.broken, 0, "closing is neither expiry nor breakage");
+    fx_fini(&fx);
+}
+
+Test(connpool, close_with_idle_connections_closes_them_at_once)
+{
+    static fixture fx;
+    fx_init(&fx, 3, 0, 0, false);
+    conn *a = co(&fx, 0), *b = co(&fx, 0);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 0), AP_OK);
+    ap_connpool_close(&fx.p);
+    EXPECT_EQ(atomic_load(&fx.f.closed), 2);
+    EXPECT_EQ(stats(&fx).live, 0);
+    fx_fini(&fx);
+}
+
+/* ---- fill / min_idle ---- */
+
+Test(connpool, fill_opens_up_to_min_idle)
+{
+    static fixture fx;
+    memset(&fx, 0, sizeof fx);
+    ap_connpool_desc d = {.max_size = 3, .conn_size = sizeof(conn), .min_idle = 2};
+    ap_connpool_ops ops = {f_open, f_close, NULL, &fx.f};
+    EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(stats(&fx).idle, 2);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(atomic_load(&fx.f.opened), 2, "already at min_idle: nothing opened");
+    conn *a = co(&fx, 0), *b = co(&fx, 0);
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_NOMEM;
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_NOMEM, "the factory's failure is reported");
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(stats(&fx).live, 3, "capped by max_size");
+    EXPECT_EQ(stats(&fx).idle, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+/* ---- blocking wait ---- */
+
+Test(connpool, wait_times_out_and_takes_nothing, .timeout = TEST_TIMEOUT_S)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    void *x = (void *)0x1;
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, ap_now_ns() + AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT(x == (void *)0x1);
+    EXPECT_EQ(stats(&fx).waiters, 0);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    fx_fini(&fx);
+}
+
+typedef struct waiter_arg {
+    fixture *fx;
+    void *got;
+    ap_status st;
+} waiter_arg;
+
+static void *wait_main(void *arg)
+{
+    waiter_arg *w = arg;
+    w->st = ap_connpool_checkout_wait(&w->fx->p, &w->got, AP_DEADLINE_NONE);
+    return NULL;
+}
+
+Test(connpool, parked_thread_gets_a_fresh_connection_after_a_broken_return,
+     .timeout = TEST_TIMEOUT_S)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    waiter_arg w = {&fx, NULL, AP_AGAIN};
+    pthread_t t;
+    EXPECT_EQ(pthread_create(&t, NULL, wait_main, &w), 0);
+    while (stats(&fx).waiters == 0)
+        ms_sleep(1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, ap_now_ns()), AP_OK);
+    pthread_join(t, NULL);
+    EXPECT_EQ(w.st, AP_OK, "no waiter stuck while capacity exists");
+    EXPECT_EQ(((conn *)w.got)->open, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, w.got, false, ap_now_ns()), AP_OK);
+    EXPECT_EQ(atomic_load(&fx.f.opened), 2);
+    fx_fini(&fx);
+}
+
+/* ---- the theorem, with threads ---- */
+
+#define THREADS 8
+#define TH_MAX 3
+
+typedef struct theorem {
+    fixture fx;
+    atomic_int holders[TH_MAX];
+    atomic_int violations, samples_bad, stop;
+    int iters;
+    long plain[TH_MAX]; /* written only by the slot's holder */
+} theorem;
+
+typedef struct tharg {
+    theorem *th;
+    unsigned id;
+} tharg;
+
+static void *theorem_main(void *arg)
+{
+    tharg *a = arg;
+    theorem *th = a->th;
+    ap_connpool *p = &th->fx.p;
+    uint64_t rng = 0x9E3779B97F4A7C15u * (a->id + 1);
+    for (int i = 0; i < th->iters; i++) {
+        rng_next(&rng);
+        void *v = NULL;
+        ap_status st;
+        if ((rng & 0x700) == 0)
+            atomic_store(&th->fx.f.fail_next, 1); /* the next open somewhere fails */
+        if (rng & 0x100) {
+            st = ap_connpool_checkout_wait(p, &v, AP_DEADLINE_NONE);
+        } else {
+            unsigned spins = 0;
+            while ((st = ap_connpool_try_checkout(p, &v, ap_now_ns())) == AP_EMPTY ||
+                   st == AP_AGAIN)
+                ap__backoff(&spins);
+        }
+        if (st == AP_REJECTED)
+            continue; /* the factory failed: reported, nothing held */
+        if (st != AP_OK) {
+            atomic_fetch_add(&th->violations, 1);
+            return NULL;
+        }
+        size_t k = (size_t)((conn *)v - (conn *)(void *)th->fx.buf);
+        if (k >= TH_MAX || atomic_fetch_add_explicit(&th->holders[k], 1, memory_order_relaxed))
+            atomic_fetch_add(&th->violations, 1); /* two holders */
+        if (((conn *)v)->open != 1)
+            atomic_fetch_add(&th->violations, 1); /* lent a closed connection */
+        th->plain[k]++;
+        if (i < 10)
+            ms_sleep(1);
+        else if (rng & 0x200)
+            sched_yield();
+        atomic_fetch_sub_explicit(&th->holders[k], 1, memory_order_relaxed);
+        if (ap_connpool_return(p, v, (rng & 0x3000) == 0, ap_now_ns()) != AP_OK)
+            atomic_fetch_add(&th->violations, 1);
+    }
+    return NULL;
+}
+
+static void *sampler_main(void *arg)
+{
+    theorem *th = arg;
+    while (!atomic_load(&th->stop)) {
+        ap_connpool_stats s;
+        ap_connpool_stats_get(&th->fx.p, &s);
+        if (s.opened - s.closed != s.live || s.live > TH_MAX || s.live + s.opening > TH_MAX ||
+            atomic_load(&th->fx.f.live) > TH_MAX)
+            atomic_fetch_add(&th->samples_bad, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+Test(connpool, theorem_live_at_most_max_one_holder_opened_equals_closed,
+     .timeout = TEST_TIMEOUT_S)
+{
+    static theorem th;
+    memset(&th, 0, sizeof th);
+    fx_init(&th.fx, TH_MAX, 2 * AP_NS_PER_MS, 500 * AP_NS_PER_US, true);
+    th.fx.f.fail_st = AP_REJECTED;
+    th.iters = 2000;
+    pthread_t t[THREADS], s;
+    tharg a[THREADS];
+    EXPECT_EQ(pthread_create(&s, NULL, sampler_main, &th), 0);
+    for (unsigned i = 0; i < THREADS; i++) {
+        a[i] = (tharg){&th, i};
+        EXPECT_EQ(pthread_create(&t[i], NULL, theorem_main, &a[i]), 0);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&th.stop, 1);
+    pthread_join(s, NULL);
+    EXPECT_EQ(atomic_load(&th.violations), 0, "two holders, a closed lend, or a failed op");
+    EXPECT_EQ(atomic_load(&th.samples_bad), 0, "live > max or opened - closed != live");
+    EXPECT_EQ(atomic_load(&th.fx.f.violations), 0, "factory: live > max or double close");
+    EXPECT_LE(atomic_load(&th.fx.f.high), TH_MAX);
+    ap_connpool_stats st = stats(&th.fx);
+    EXPECT_EQ(st.in_use, 0);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_GT(st.broken, 0);
+    EXPECT_GT(st.open_failures, 0);
+    fx_fini(&th.fx);
+    EXPECT_GT(atomic_load(&th.fx.f.opened), TH_MAX, "connections were retired and reopened");
+}
+
+/* ---- preconditions ---- */
+
+Test(connpool, use_after_fini_asserts, .signal = SIGABRT)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    ap_connpool_fini(&fx.p);
+    void *c;
+    ap_status st = ap_connpool_try_checkout(&fx.p, &c, 0);
+    cr_log_error("returned %s", ap_status_str(st));
+}
+
+Test(connpool, fini_with_a_lent_connection_asserts, .signal = SIGABRT)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    (void)co(&fx, 0);
+    ap_connpool_fini(&fx.p);
+}
+
+Test(connpool, future_without_out_pointer_asserts, .signal = SIGABRT)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    ap_connpool_checkout_fut f;
+    ap_connpool_checkout_fut_init(&f, &fx.p, NULL);
+}
