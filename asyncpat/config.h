@@ -207,7 +207,11 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
                                              an enter lands after a stop
                                                                      scheduler (enter
                                                                      after drain) */
-#define AP_MUTANT_LAST_ 10
+#define AP_MUTANT_CONNPOOL_NO_RECHECK 11 /* connpool.h: a checkout future
+                                             registers without the grant pass
+                                             that re-checks      scheduler (lost-
+                                                                     wakeup detector) */
+#define AP_MUTANT_LAST_ 11
 #if defined(AP_MUTANT) && (AP_MUTANT < 1 || AP_MUTANT > AP_MUTANT_LAST_)
 #error "asyncpat: AP_MUTANT is not one of the AP_MUTANT_* ids in asyncpat/config.h"
 #endif

@@ -921,7 +921,9 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
      * ourselves: the waiting side of the ladder. */
     ap_waitlist_register(&p->wl, &f->waiter, cx->waker);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
+#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CONNPOOL_NO_RECHECK)
     ap__connpool_dispatch(p);
+#endif /* else MUTANT (tests only): register without the re-check */
     return ap__connpool_fut_done(f, cx->now) ? AP_READY : AP_PENDING;
 }
 

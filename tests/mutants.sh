@@ -54,7 +54,8 @@ TABLE='1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
 7|TB_NO_BURST_CLAMP|criterion|tests/test_token_bucket.c|--filter token_bucket/bound_holds_at_every_step_of_a_random_walk||1|
 8|POOL_NO_RECHECK|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
 9|CACHE_NO_SEQ_CHECK|verify|tests/verify/verify_cache.c||cache_update_evict_vs_get|1|
-10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|'
+10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|
+11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
