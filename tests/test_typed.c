@@ -307,3 +307,267 @@ Test(typed, mpmc_use_after_typed_fini_asserts, .signal = SIGABRT)
     ap_status st = int_q_try_pop(&q, &x);
     cr_log_error("try_pop after fini returned %d", (int)st);
 }
+
+/* ---- PUBSUB, BATCH, CACHE ---- */
+
+#include "asyncpat/batch.h"
+#include "asyncpat/cache.h"
+#include "asyncpat/pubsub.h"
+
+AP_PUBSUB_DEFINE(int_ps, int)
+AP_PUBSUB_DEFINE(rec_ps, struct rec)
+AP_BATCH_DEFINE(int_batch, int)
+AP_BATCH_DEFINE(rec_batch, struct rec)
+AP_CACHE_DEFINE(int_cache, int)
+AP_CACHE_DEFINE(rec_cache, struct rec)
+
+#define CHECK_SIG(fn, type) _Static_assert(_Generic(&fn, type: 1, default: 0), #fn " has the wrong type")
+CHECK_SIG(int_ps_init, ap_status (*)(int_ps *, void *, size_t));
+CHECK_SIG(int_ps_fini, void (*)(int_ps *));
+CHECK_SIG(int_ps_try_publish, ap_status (*)(int_ps *, const int *));
+CHECK_SIG(int_ps_close, void (*)(int_ps *));
+CHECK_SIG(int_ps_subscribe, void (*)(int_ps *, ap_sub *));
+CHECK_SIG(int_ps_try_recv, ap_status (*)(ap_sub *, int *, uint64_t *));
+CHECK_SIG(rec_ps_try_publish, ap_status (*)(rec_ps *, const struct rec *));
+CHECK_SIG(rec_ps_try_recv, ap_status (*)(ap_sub *, struct rec *, uint64_t *));
+CHECK_SIG(int_batch_init, ap_status (*)(int_batch *, int *, size_t, uint64_t));
+CHECK_SIG(int_batch_add, ap_status (*)(int_batch *, const int *, uint64_t, bool *));
+CHECK_SIG(int_batch_take, ap_status (*)(int_batch *, int *, uint64_t, size_t *));
+CHECK_SIG(int_batch_flush, ap_status (*)(int_batch *, int *, size_t *));
+CHECK_SIG(int_batch_deadline, ap_deadline (*)(int_batch *));
+CHECK_SIG(int_batch_close, void (*)(int_batch *));
+CHECK_SIG(int_batch_fini, void (*)(int_batch *));
+CHECK_SIG(rec_batch_add, ap_status (*)(rec_batch *, const struct rec *, uint64_t, bool *));
+CHECK_SIG(rec_batch_take, ap_status (*)(rec_batch *, struct rec *, uint64_t, size_t *));
+CHECK_SIG(int_cache_init, ap_status (*)(int_cache *, size_t, size_t, void *, size_t));
+CHECK_SIG(int_cache_get, ap_status (*)(int_cache *, uint64_t, int *));
+CHECK_SIG(int_cache_put, ap_status (*)(int_cache *, uint64_t, const int *, ap_cache_victim *));
+CHECK_SIG(int_cache_remove, ap_status (*)(int_cache *, uint64_t, int *));
+CHECK_SIG(int_cache_len, size_t (*)(const int_cache *));
+CHECK_SIG(int_cache_fini, void (*)(int_cache *));
+CHECK_SIG(rec_cache_get, ap_status (*)(rec_cache *, uint64_t, struct rec *));
+CHECK_SIG(rec_cache_put,
+          ap_status (*)(rec_cache *, uint64_t, const struct rec *, ap_cache_victim *));
+#undef CHECK_SIG
+
+Test(typed, pubsub_scalar_every_function)
+{
+    uint64_t buf[AP_PUBSUB_BYTES(2, sizeof(int)) / sizeof(uint64_t)];
+    int_ps ps;
+    EXPECT_EQ(int_ps_init(&ps, buf, 0), AP_INVAL);
+    EXPECT_EQ(int_ps_init(&ps, buf, 2), AP_OK);
+    EXPECT_EQ(ps.ps.elem_size, sizeof(int));
+    ap_sub a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    int_ps_subscribe(&ps, &a);
+    int v = -1;
+    uint64_t dropped = 99;
+    EXPECT_EQ(int_ps_try_recv(&a, &v, &dropped), AP_EMPTY);
+    for (int i = 1; i <= 3; i++)
+        EXPECT_EQ(int_ps_try_publish(&ps, &i), AP_OK);
+    int_ps_subscribe(&ps, &b); /* sees only what comes next */
+    /* a is 3 behind with capacity 2: message 1 was overwritten */
+    EXPECT_EQ(int_ps_try_recv(&a, &v, &dropped), AP_DROPPED);
+    EXPECT_EQ(dropped, 1);
+    EXPECT_EQ(v, -1, "out written on AP_DROPPED");
+    EXPECT_EQ(int_ps_try_recv(&a, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 2);
+    EXPECT_EQ(int_ps_try_recv(&a, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 3);
+    EXPECT_EQ(int_ps_try_recv(&b, &v, NULL), AP_EMPTY);
+    int x = 4;
+    EXPECT_EQ(int_ps_try_publish(&ps, &x), AP_OK);
+    int_ps_close(&ps);
+    EXPECT_EQ(int_ps_try_publish(&ps, &x), AP_CLOSED);
+    EXPECT_EQ(int_ps_try_recv(&a, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 4);
+    EXPECT_EQ(int_ps_try_recv(&b, &v, NULL), AP_OK);
+    EXPECT_EQ(v, 4);
+    EXPECT_EQ(int_ps_try_recv(&a, &v, NULL), AP_CLOSED);
+    EXPECT_EQ(int_ps_try_recv(&b, &v, NULL), AP_CLOSED);
+    int_ps_fini(&ps);
+    EXPECT_NULL(ps.ps.buf, "fini did not end the channel's life");
+}
+
+Test(typed, pubsub_struct_every_function)
+{
+    uint64_t buf[AP_PUBSUB_BYTES(4, sizeof(struct rec)) / sizeof(uint64_t)];
+    rec_ps ps;
+    EXPECT_EQ(rec_ps_init(&ps, buf, 4), AP_OK);
+    EXPECT_EQ(ps.ps.elem_size, sizeof(struct rec));
+    ap_sub s;
+    memset(&s, 0, sizeof s);
+    rec_ps_subscribe(&ps, &s);
+    for (uint64_t lap = 0; lap < 3; lap++) {
+        for (uint64_t i = 0; i < 4; i++) {
+            struct rec e = mkrec(lap * 4 + i);
+            EXPECT_EQ(rec_ps_try_publish(&ps, &e), AP_OK);
+        }
+        for (uint64_t i = 0; i < 4; i++) {
+            struct rec got;
+            EXPECT_EQ(rec_ps_try_recv(&s, &got, NULL), AP_OK);
+            EXPECT(rec_eq(got, mkrec(lap * 4 + i)), "lap %d message %d", (int)lap, (int)i);
+        }
+    }
+    struct rec got;
+    uint64_t dropped = 0;
+    EXPECT_EQ(rec_ps_try_recv(&s, &got, &dropped), AP_EMPTY);
+    rec_ps_close(&ps);
+    EXPECT_EQ(rec_ps_try_recv(&s, &got, &dropped), AP_CLOSED);
+    rec_ps_fini(&ps);
+}
+
+Test(typed, batch_scalar_every_function)
+{
+    int buf[3], out[3];
+    int_batch b;
+    EXPECT_EQ(int_batch_init(&b, buf, 0, 100), AP_INVAL);
+    EXPECT_EQ(int_batch_init(&b, buf, 3, 100), AP_OK);
+    EXPECT_EQ(b.b.elem_size, sizeof(int));
+    EXPECT_EQ(int_batch_deadline(&b), AP_DEADLINE_NONE);
+    bool due = true;
+    size_t n = 99;
+    int x = 10;
+    EXPECT_EQ(int_batch_add(&b, &x, 1000, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(int_batch_deadline(&b), 1100);
+    EXPECT_EQ(int_batch_take(&b, out, 1099, &n), AP_EMPTY, "taken early");
+    EXPECT_EQ(n, 99);
+    x = 11;
+    EXPECT_EQ(int_batch_add(&b, &x, 1050, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(int_batch_take(&b, out, 1100, &n), AP_OK, "due by age");
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(out[0], 10);
+    EXPECT_EQ(out[1], 11);
+    for (int i = 0; i < 3; i++) {
+        x = 20 + i;
+        EXPECT_EQ(int_batch_add(&b, &x, 2000, &due), AP_OK);
+    }
+    EXPECT(due, "a full batch is due");
+    EXPECT_EQ(int_batch_deadline(&b), 0);
+    x = 23;
+    EXPECT_EQ(int_batch_add(&b, &x, 2000, &due), AP_FULL);
+    EXPECT_EQ(int_batch_take(&b, out, 2000, &n), AP_OK);
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(out[2], 22);
+    EXPECT_EQ(int_batch_flush(&b, out, &n), AP_EMPTY);
+    x = 30;
+    EXPECT_EQ(int_batch_add(&b, &x, 3000, NULL), AP_OK);
+    EXPECT_EQ(int_batch_flush(&b, out, &n), AP_OK, "flush takes what is held");
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(out[0], 30);
+    x = 31;
+    EXPECT_EQ(int_batch_add(&b, &x, 4000, NULL), AP_OK);
+    int_batch_close(&b);
+    EXPECT_EQ(int_batch_add(&b, &x, 4000, NULL), AP_CLOSED);
+    EXPECT_EQ(int_batch_deadline(&b), 0, "closed: due at once");
+    EXPECT_EQ(int_batch_take(&b, out, 4000, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(out[0], 31);
+    EXPECT_EQ(int_batch_take(&b, out, 4000, &n), AP_CLOSED);
+    EXPECT_EQ(int_batch_flush(&b, out, &n), AP_CLOSED);
+    int_batch_fini(&b);
+    EXPECT_NULL(b.b.buf, "fini did not end the batcher's life");
+}
+
+Test(typed, batch_struct_every_function)
+{
+    struct rec buf[2], out[2];
+    rec_batch b;
+    EXPECT_EQ(rec_batch_init(&b, buf, 2, 0), AP_OK);
+    EXPECT_EQ(b.b.elem_size, sizeof(struct rec));
+    EXPECT_EQ(b.b.max_delay, AP_BATCH_DEFAULT_DELAY_NS, "0 means the default delay");
+    uint64_t in = 0, out_i = 0;
+    size_t n;
+    bool due;
+    for (int lap = 0; lap < 3; lap++) {
+        for (int i = 0; i < 2; i++) {
+            struct rec e = mkrec(in++);
+            EXPECT_EQ(rec_batch_add(&b, &e, 5000, &due), AP_OK);
+        }
+        EXPECT(due);
+        EXPECT_EQ(rec_batch_deadline(&b), 0);
+        EXPECT_EQ(rec_batch_take(&b, out, 5000, &n), AP_OK);
+        EXPECT_EQ(n, 2);
+        for (size_t k = 0; k < n; k++)
+            EXPECT(rec_eq(out[k], mkrec(out_i++)), "lap %d element %zu", lap, k);
+    }
+    struct rec e = mkrec(77);
+    EXPECT_EQ(rec_batch_add(&b, &e, 6000, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(rec_batch_deadline(&b), 6000 + AP_BATCH_DEFAULT_DELAY_NS);
+    EXPECT_EQ(rec_batch_flush(&b, out, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT(rec_eq(out[0], e));
+    rec_batch_close(&b);
+    EXPECT_EQ(rec_batch_add(&b, &e, 7000, NULL), AP_CLOSED);
+    EXPECT_EQ(rec_batch_take(&b, out, 7000, &n), AP_CLOSED);
+    rec_batch_fini(&b);
+}
+
+Test(typed, cache_scalar_every_function)
+{
+    static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(2, 1, sizeof(int))];
+    int_cache c;
+    EXPECT_EQ(int_cache_init(&c, 0, 1, buf, sizeof buf), AP_INVAL);
+    EXPECT_EQ(int_cache_init(&c, 2, 1, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(int_cache_len(&c), 0);
+    int v = -1, x = 100;
+    EXPECT_EQ(int_cache_get(&c, 1, &v), AP_EMPTY);
+    EXPECT_EQ(v, -1);
+    EXPECT_EQ(int_cache_put(&c, 1, &x, NULL), AP_OK);
+    x = 200;
+    EXPECT_EQ(int_cache_put(&c, 2, &x, NULL), AP_OK);
+    EXPECT_EQ(int_cache_len(&c), 2);
+    EXPECT_EQ(int_cache_get(&c, 1, &v), AP_OK);
+    EXPECT_EQ(v, 100);
+    /* full: key 1 was visited, so SIEVE evicts key 2 */
+    int victim_val = -1;
+    ap_cache_victim vic = {.value = &victim_val};
+    x = 300;
+    EXPECT_EQ(int_cache_put(&c, 3, &x, &vic), AP_OK);
+    EXPECT(vic.evicted);
+    EXPECT_EQ(vic.key, 2);
+    EXPECT_EQ(victim_val, 200);
+    EXPECT_EQ(int_cache_len(&c), 2);
+    x = 301; /* update: no eviction */
+    vic.evicted = true;
+    EXPECT_EQ(int_cache_put(&c, 3, &x, &vic), AP_OK);
+    EXPECT_NOT(vic.evicted);
+    EXPECT_EQ(int_cache_get(&c, 3, &v), AP_OK);
+    EXPECT_EQ(v, 301);
+    EXPECT_EQ(int_cache_remove(&c, 3, &v), AP_OK);
+    EXPECT_EQ(v, 301);
+    v = -1;
+    EXPECT_EQ(int_cache_remove(&c, 3, &v), AP_EMPTY);
+    EXPECT_EQ(v, -1);
+    EXPECT_EQ(int_cache_get(&c, 3, NULL), AP_EMPTY);
+    EXPECT_EQ(int_cache_len(&c), 1);
+    int_cache_fini(&c);
+    EXPECT_NULL(c.c.shards, "fini did not end the cache's life");
+}
+
+Test(typed, cache_struct_every_function)
+{
+    static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(8, 2, sizeof(struct rec))];
+    rec_cache c;
+    EXPECT_EQ(rec_cache_init(&c, 8, 2, buf, sizeof buf), AP_OK);
+    for (uint64_t k = 0; k < 4; k++) {
+        struct rec e = mkrec(k);
+        EXPECT_EQ(rec_cache_put(&c, k, &e, NULL), AP_OK);
+    }
+    EXPECT_EQ(rec_cache_len(&c), 4);
+    for (uint64_t k = 0; k < 4; k++) {
+        struct rec got;
+        EXPECT_EQ(rec_cache_get(&c, k, &got), AP_OK);
+        EXPECT(rec_eq(got, mkrec(k)), "key %d", (int)k);
+    }
+    struct rec got;
+    EXPECT_EQ(rec_cache_remove(&c, 2, &got), AP_OK);
+    EXPECT(rec_eq(got, mkrec(2)));
+    EXPECT_EQ(rec_cache_get(&c, 2, &got), AP_EMPTY);
+    EXPECT_EQ(rec_cache_len(&c), 3);
+    rec_cache_fini(&c);
+}
