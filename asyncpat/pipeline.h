@@ -212,7 +212,8 @@ typedef struct ap_pipeline_pop_fut { ap_waitop op; } ap_pipeline_pop_fut;
  * @d:      the input queue and one desc per stage
  *
  * Returns AP_OK, or AP_INVAL (d or stages NULL, no stages; a size,
- * capacity, buffer or fn missing; sizes that overflow). On AP_INVAL nothing
+ * capacity, buffer or fn missing; a buffer not size_t-aligned; sizes that
+ * overflow). On AP_INVAL nothing
  * is written. Stage i's input element is stage i-1's out_size bytes
  * (stage 0's: in_size).
  */
@@ -345,6 +346,7 @@ AP_API bool ap__pipeline_queue_ok(size_t capacity, size_t elem_size, const void 
 {
     size_t bytes;
     return capacity != 0 && elem_size != 0 && buf != NULL &&
+           (uintptr_t)buf % _Alignof(size_t) == 0 && /* ap_mpmc_init asserts it */
            capacity <= AP__MPMC_CAP_LIMIT && elem_size <= SIZE_MAX / 2 &&
            ap__size_muladd(capacity, AP_MPMC_STRIDE(elem_size), 0, &bytes);
 }

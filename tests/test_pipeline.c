@@ -165,6 +165,7 @@ Test(pipeline, init_rejects_bad_desc_and_changes_nothing)
         {"out_size 0", sizeof(item), 4, true, {fold, NULL, 0, 4, l.q[0], 1}, 1, false, false},
         {"capacity 0", sizeof(item), 4, true, {fold, NULL, sizeof(item), 0, l.q[0], 1}, 1, false, false},
         {"buf NULL", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, NULL, 1}, 1, false, false},
+        {"buf misaligned", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, (unsigned char *)l.q[1] + 1, 1}, 1, false, false},
         {"capacity overflows", sizeof(item), 4, true, {fold, NULL, sizeof(item), SIZE_MAX / 2, l.q[0], 1}, 1, false, false},
         {"out_size overflows", sizeof(item), 4, true, {fold, NULL, SIZE_MAX, 4, l.q[0], 1}, 1, false, false},
         {"in_size overflows", SIZE_MAX - 3, 4, true, good, 1, false, false},

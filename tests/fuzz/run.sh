@@ -37,7 +37,7 @@ for src in tests/fuzz/fuzz_*.c; do
         "$bin" -max_total_time="$FUZZ_TIME" -artifact_prefix="$out/$name-" \
             "$work" "$corpus" >"$log" 2>&1
     else
-        "$bin" -runs=0 "$corpus" >"$log" 2>&1
+        "$bin" -runs=0 -artifact_prefix="$out/$name-" "$corpus" >"$log" 2>&1
     fi
     if [ $? -eq 0 ]; then
         echo "ok   $name ($(ls "$corpus" | wc -l) inputs)"; pass=$((pass + 1))
