@@ -19,7 +19,8 @@
  *   The library does no starting or stopping itself (no runtime): the
  *   owner does the work between the calls; the lifecycle makes the state
  *   and the drain exact and lets anybody wait for them. State and
- *   in-flight count share one atomic word (count << 3 | state), so enter
+ *   in-flight count share one atomic word (count << 4, a bit saying RUNNING
+ *   was reached, and the state), so enter
  *   and leave are one CAS / one fetch_sub, and "enter succeeded" and
  *   "stop was requested" are ordered by that word.
  *
@@ -57,9 +58,9 @@
  * MEMORY       the ap_life struct only (caller memory); nothing allocates
  * ERRORS       start: AP_INVAL (already started), AP_CLOSED (stopped or
  *                failed first)
- *              started: AP_CLOSED (a stop came during start: undo the
- *                start, then call ap_life_terminated), AP_INVAL (not
- *                STARTING)
+ *              started: AP_CLOSED (a stop came during the start, ok or
+ *                not: the state stays STOPPING; undo the start, then call
+ *                ap_life_terminated), AP_INVAL (not STARTING)
  *              stop: AP_CLOSED (already stopping, terminated or failed:
  *                nothing changed)
  *              terminated: AP_AGAIN (operations still inside), AP_INVAL
@@ -113,7 +114,7 @@ typedef enum ap_life_event {
 } ap_life_event;
 
 typedef struct ap_life {
-    _Atomic uint64_t word; /* in-flight << 3 | ap_life_state */
+    _Atomic uint64_t word; /* in-flight << 4 | RAN << 3 | ap_life_state */
     ap_waitlist wl;
 } ap_life;
 
@@ -136,9 +137,9 @@ AP_API size_t ap_life_in_flight(ap_life *l);
 AP_API AP_NODISCARD ap_status ap_life_start(ap_life *l);
 /**
  * ap_life_started - STARTING -> RUNNING (@ok) or FAILED (!@ok)
- * Returns AP_CLOSED if a stop came during the start (the state is then
- * STOPPING with nobody inside: undo the start and call ap_life_terminated),
- * AP_INVAL if not STARTING.
+ * Returns AP_CLOSED if a stop came during the start, whatever @ok (the
+ * state stays STOPPING with nobody inside: undo the start and call
+ * ap_life_terminated), AP_INVAL if not STARTING (nothing changed).
  */
 AP_API AP_NODISCARD ap_status ap_life_started(ap_life *l, bool ok);
 /**
@@ -172,7 +173,8 @@ AP_API AP_NODISCARD ap_status ap_life_wait(ap_life *l, ap_life_event ev,
 /* ---- implementation ---- */
 
 #define AP__LIFE_STATE(w) ((ap_life_state)((w) & 7u))
-#define AP__LIFE_ONE ((uint64_t)8) /* one operation in flight */
+#define AP__LIFE_RAN ((uint64_t)8)  /* RUNNING was reached (STOPPING: how it came) */
+#define AP__LIFE_ONE ((uint64_t)16) /* one operation in flight */
 
 AP_API void ap_life_init(ap_life *l)
 {
@@ -204,23 +206,23 @@ AP_API void ap__life_wake(ap_life *l)
 
 /*
  * Move the state from one of @from (a bit set of states) to @to, keeping the
- * count; with @need_idle only while nobody is inside. Returns whether it
- * moved; *seen is the state it found (before the move).
+ * count (and setting RAN when @to is RUNNING); with @need_idle only while
+ * nobody is inside. Returns whether it moved; *seen is the word it found.
  */
 AP_API bool ap__life_move(ap_life *l, unsigned from, ap_life_state to, bool need_idle,
-                          ap_life_state *seen)
+                          uint64_t *seen)
 {
     /* relaxed: only a guess for the CAS, which re-validates it */
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
     for (;;) {
-        ap_life_state s = AP__LIFE_STATE(w);
-        *seen = s;
-        if (!(from & (1u << s)) || (need_idle && w >= AP__LIFE_ONE))
+        *seen = w;
+        if (!(from & (1u << AP__LIFE_STATE(w))) || (need_idle && w >= AP__LIFE_ONE))
             return false;
+        uint64_t nw = (w & ~(uint64_t)7) | (uint64_t)to |
+                      (to == AP_LIFE_RUNNING ? AP__LIFE_RAN : 0);
         /* seq_cst: the lifecycle's history, and the waking side's SC
          * operation of the ladder; relaxed on failure: we only re-read */
-        if (AP_ATOMIC_CAS_WEAK(&l->word, &w, (w & ~(uint64_t)7) | (uint64_t)to,
-                               memory_order_seq_cst, memory_order_relaxed)) {
+        if (AP_ATOMIC_CAS_WEAK(&l->word, &w, nw, memory_order_seq_cst, memory_order_relaxed)) {
             ap__life_wake(l);
             return true;
         }
@@ -232,37 +234,38 @@ AP_API bool ap__life_move(ap_life *l, unsigned from, ap_life_state to, bool need
 AP_API ap_status ap_life_start(ap_life *l)
 {
     AP_ASSERT(l != NULL);
-    ap_life_state s;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_STARTING, false, &s))
+    uint64_t w;
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_STARTING, false, &w))
         return AP_OK;
+    ap_life_state s = AP__LIFE_STATE(w);
     return s == AP_LIFE_STARTING || s == AP_LIFE_RUNNING ? AP_INVAL : AP_CLOSED;
 }
 
 AP_API ap_status ap_life_started(ap_life *l, bool ok)
 {
     AP_ASSERT(l != NULL);
-    ap_life_state s;
+    uint64_t w;
     if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STARTING),
-                      ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED, false, &s))
+                      ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED, false, &w))
         return AP_OK;
-    if (s == AP_LIFE_STOPPING) { /* a stop came during the start */
-        if (!ok)
-            (void)ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_FAILED, false, &s);
+    /* STOPPING without RAN: the stop came during this start. The state
+     * stays STOPPING (nobody can be inside: enters need RUNNING); the owner
+     * undoes the start and calls ap_life_terminated. */
+    if (AP__LIFE_STATE(w) == AP_LIFE_STOPPING && !(w & AP__LIFE_RAN))
         return AP_CLOSED;
-    }
-    return AP_INVAL;
+    return AP_INVAL; /* not STARTING: changes nothing */
 }
 
 AP_API ap_status ap_life_stop(ap_life *l)
 {
     AP_ASSERT(l != NULL);
-    ap_life_state s;
+    uint64_t w;
     /* NEW has nothing to drain: straight to TERMINATED. One CAS decides
      * each case, and the states only move forward, so at most two tries. */
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_TERMINATED, false, &s))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_TERMINATED, false, &w))
         return AP_OK;
     if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STARTING) | AP__LIFE_BIT(AP_LIFE_RUNNING),
-                      AP_LIFE_STOPPING, false, &s))
+                      AP_LIFE_STOPPING, false, &w))
         return AP_OK;
     return AP_CLOSED; /* a stop or a failure came first */
 }
@@ -270,19 +273,19 @@ AP_API ap_status ap_life_stop(ap_life *l)
 AP_API ap_status ap_life_terminated(ap_life *l)
 {
     AP_ASSERT(l != NULL);
-    ap_life_state s;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, &s))
+    uint64_t w;
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, &w))
         return AP_OK;
-    return s == AP_LIFE_STOPPING ? AP_AGAIN : AP_INVAL;
+    return AP__LIFE_STATE(w) == AP_LIFE_STOPPING ? AP_AGAIN : AP_INVAL;
 }
 
 AP_API ap_status ap_life_fail(ap_life *l)
 {
     AP_ASSERT(l != NULL);
-    ap_life_state s;
+    uint64_t w;
     unsigned from = AP__LIFE_BIT(AP_LIFE_NEW) | AP__LIFE_BIT(AP_LIFE_STARTING) |
                     AP__LIFE_BIT(AP_LIFE_RUNNING) | AP__LIFE_BIT(AP_LIFE_STOPPING);
-    return ap__life_move(l, from, AP_LIFE_FAILED, false, &s) ? AP_OK : AP_CLOSED;
+    return ap__life_move(l, from, AP_LIFE_FAILED, false, &w) ? AP_OK : AP_CLOSED;
 }
 
 AP_API ap_status ap_life_enter(ap_life *l)
