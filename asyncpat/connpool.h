@@ -74,8 +74,10 @@
  *   - close: idle connections are closed at once, queued futures complete
  *     with AP_CLOSED, later checkouts answer AP_CLOSED, lent connections are
  *     closed when returned. A future granted a connection before close
- *     completes AP_OK with it; one granted only a slot completes AP_CLOSED:
- *     nothing is opened after close (ap_connpool_fill says AP_CLOSED too).
+ *     completes AP_OK with it; one granted only a slot completes AP_CLOSED.
+ *     Nothing opened after close is ever lent or kept: an open racing a
+ *     close (it cannot be stopped once called) is closed at once and its
+ *     caller gets AP_CLOSED (ap_connpool_fill says AP_CLOSED too).
  *
  * CONCURRENCY   try_checkout return evict fill close stats futures  fini
  *   any of them      yes       yes   yes   yes  yes   yes    yes     no
@@ -589,17 +591,27 @@ AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint3
 {
     AP_TEST_YIELD(); /* slot reserved, open not yet called */
     ap_status st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i));
+    uint32_t chain = 0;
     ap__lock_acquire(&p->lock);
     if (st == AP_OK) {
         p->n.opened++;
         p->n.live++;
         p->slots[i].created_ns = p->slots[i].idle_ns = now;
-        p->slots[i].state = state;
+        if (state == AP__CONNPOOL_HELD && ap__connpool_closed(p))
+            /* a close came while we opened: never lend it (fill keeps its
+             * own check) -- close it at once and report AP_CLOSED */
+            ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+        else
+            p->slots[i].state = state;
     } else {
         p->n.open_failures++;
         ap__connpool_unreserve(p, i);
     }
     ap__lock_release(&p->lock);
+    if (chain != 0) {
+        ap__connpool_retire(p, chain, false);
+        return AP_CLOSED;
+    }
     if (st == AP_OK)
         return AP_OK;
     ap__connpool_dispatch(p); /* the slot may serve a queued future */

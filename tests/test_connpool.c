@@ -871,3 +871,37 @@ Test(connpool, future_without_out_pointer_asserts, .signal = SIGABRT)
     ap_connpool_checkout_fut f;
     ap_connpool_checkout_fut_init(&f, &fx.p, NULL);
 }
+
+/* Review find: an open that a close overtakes (the close lands while the
+ * factory runs, which cannot be stopped once called) must not lend or keep
+ * the connection: it is closed at once and the future gets AP_CLOSED. */
+static ap_connpool *racing_pool;
+static ap_status open_then_close_pool(void *ctx, void *c)
+{
+    ap_status st = f_open(ctx, c);
+    ap_connpool_close(racing_pool); /* "another thread" closes meanwhile */
+    return st;
+}
+
+Test(connpool, an_open_overtaken_by_close_is_closed_not_lent)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    conn *a = co(&fx, 0);
+    ap_connpool_checkout_fut f;
+    void *got = NULL;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &got);
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_PENDING);
+    racing_pool = &fx.p;
+    fx.p.ops.open = open_then_close_pool;            /* the next open races a close */
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 0), AP_OK); /* broken: slot granted to f */
+    EXPECT_EQ(poll_at(&f, &t, 0), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_CLOSED, "a connection opened after close was lent");
+    EXPECT_NULL(got);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.live, 0, "the connection opened after close was kept");
+    EXPECT_EQ(atomic_load(&fx.f.opened), 2);
+    EXPECT_EQ(atomic_load(&fx.f.closed), 2);
+    fx_fini(&fx);
+}
