@@ -19,8 +19,8 @@
  *   The library does no starting or stopping itself (no runtime): the
  *   owner does the work between the calls; the lifecycle makes the state
  *   and the drain exact and lets anybody wait for them. State and
- *   in-flight count share one atomic word (count << 4, a bit saying RUNNING
- *   was reached, and the state), so enter
+ *   in-flight count share one atomic word (count << 4, a bit saying a start
+ *   is in progress, and the state), so enter
  *   and leave are one CAS / one fetch_sub, and "enter succeeded" and
  *   "stop was requested" are ordered by that word.
  *
@@ -29,10 +29,11 @@
  *     the current state changes nothing and says why (see ERRORS)
  *   - no enter succeeds after the stop (or fail) that moved the state out
  *     of RUNNING: an enter is linearized at its CAS on the word
- *   - the drain future completes only when the state refuses enters and
- *     the in-flight count is 0: from then on nothing is inside and nothing
- *     can come in (quiescence is final); ap_life_terminated succeeds only
- *     then
+ *   - the drain future completes only when the state refuses enters, the
+ *     in-flight count is 0 and no start is in progress (a stop during the
+ *     start waits for ap_life_started): from then on nothing is inside and
+ *     nothing can come in (quiescence is final); ap_life_terminated
+ *     succeeds only then
  *   - no lost wakeup: every waiter sees the state it waits for, or the
  *     state that makes it unreachable (AP_CLOSED)
  *
@@ -58,9 +59,10 @@
  * MEMORY       the ap_life struct only (caller memory); nothing allocates
  * ERRORS       start: AP_INVAL (already started), AP_CLOSED (stopped or
  *                failed first)
- *              started: AP_CLOSED (a stop came during the start, ok or
- *                not: the state stays STOPPING; undo the start, then call
- *                ap_life_terminated), AP_INVAL (not STARTING)
+ *              started: AP_CLOSED (a stop or failure came during the
+ *                start, ok or not: the state stays; undo the start, then
+ *                after a stop call ap_life_terminated), AP_INVAL (no start
+ *                in progress)
  *              stop: AP_CLOSED (already stopping, terminated or failed:
  *                nothing changed)
  *              terminated: AP_AGAIN (operations still inside), AP_INVAL
@@ -114,7 +116,7 @@ typedef enum ap_life_event {
 } ap_life_event;
 
 typedef struct ap_life {
-    _Atomic uint64_t word; /* in-flight << 4 | RAN << 3 | ap_life_state */
+    _Atomic uint64_t word; /* in-flight << 4 | START_PENDING << 3 | ap_life_state */
     ap_waitlist wl;
 } ap_life;
 
@@ -136,10 +138,11 @@ AP_API size_t ap_life_in_flight(ap_life *l);
 /** ap_life_start - NEW -> STARTING: the caller now starts the component */
 AP_API AP_NODISCARD ap_status ap_life_start(ap_life *l);
 /**
- * ap_life_started - STARTING -> RUNNING (@ok) or FAILED (!@ok)
- * Returns AP_CLOSED if a stop came during the start, whatever @ok (the
- * state stays STOPPING with nobody inside: undo the start and call
- * ap_life_terminated), AP_INVAL if not STARTING (nothing changed).
+ * ap_life_started - the start of ap_life_start ends: STARTING -> RUNNING
+ * (@ok) or FAILED (!@ok). Returns AP_CLOSED if a stop or a failure came
+ * during the start, whatever @ok (the state stays; undo the start, then,
+ * after a stop, call ap_life_terminated: the drain waited for this call),
+ * AP_INVAL if no start is in progress (nothing changed).
  */
 AP_API AP_NODISCARD ap_status ap_life_started(ap_life *l, bool ok);
 /**
@@ -173,7 +176,7 @@ AP_API AP_NODISCARD ap_status ap_life_wait(ap_life *l, ap_life_event ev,
 /* ---- implementation ---- */
 
 #define AP__LIFE_STATE(w) ((ap_life_state)((w) & 7u))
-#define AP__LIFE_RAN ((uint64_t)8)  /* RUNNING was reached (STOPPING: how it came) */
+#define AP__LIFE_SP ((uint64_t)8)   /* a start is in progress: start() .. started() */
 #define AP__LIFE_ONE ((uint64_t)16) /* one operation in flight */
 
 AP_API void ap_life_init(ap_life *l)
@@ -204,25 +207,27 @@ AP_API void ap__life_wake(ap_life *l)
         (void)ap_waitlist_wake_all(&l->wl);
 }
 
+/* Nobody inside and no start in progress: what a drain waits for. */
+#define AP__LIFE_IDLE(w) (((w) & ~(uint64_t)7) == 0)
+
 /*
  * Move the state from one of @from (a bit set of states) to @to, keeping the
- * count (and setting RAN when @to is RUNNING); with @need_idle only while
- * nobody is inside. Returns whether it moved; *seen is the word it found.
+ * count and the start-pending bit, or-ing in @set; with @need_idle only
+ * when AP__LIFE_IDLE. Returns whether it moved; *seen is the word it found.
  */
 AP_API bool ap__life_move(ap_life *l, unsigned from, ap_life_state to, bool need_idle,
-                          uint64_t *seen)
+                          uint64_t set, uint64_t *seen)
 {
     /* relaxed: only a guess for the CAS, which re-validates it */
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
     for (;;) {
         *seen = w;
-        if (!(from & (1u << AP__LIFE_STATE(w))) || (need_idle && w >= AP__LIFE_ONE))
+        if (!(from & (1u << AP__LIFE_STATE(w))) || (need_idle && !AP__LIFE_IDLE(w)))
             return false;
-        uint64_t nw = (w & ~(uint64_t)7) | (uint64_t)to |
-                      (to == AP_LIFE_RUNNING ? AP__LIFE_RAN : 0);
         /* seq_cst: the lifecycle's history, and the waking side's SC
          * operation of the ladder; relaxed on failure: we only re-read */
-        if (AP_ATOMIC_CAS_WEAK(&l->word, &w, nw, memory_order_seq_cst, memory_order_relaxed)) {
+        if (AP_ATOMIC_CAS_WEAK(&l->word, &w, (w & ~(uint64_t)7) | (uint64_t)to | set,
+                               memory_order_seq_cst, memory_order_relaxed)) {
             ap__life_wake(l);
             return true;
         }
@@ -235,7 +240,7 @@ AP_API ap_status ap_life_start(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     uint64_t w;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_STARTING, false, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_STARTING, false, AP__LIFE_SP, &w))
         return AP_OK;
     ap_life_state s = AP__LIFE_STATE(w);
     return s == AP_LIFE_STARTING || s == AP_LIFE_RUNNING ? AP_INVAL : AP_CLOSED;
@@ -244,16 +249,24 @@ AP_API ap_status ap_life_start(ap_life *l)
 AP_API ap_status ap_life_started(ap_life *l, bool ok)
 {
     AP_ASSERT(l != NULL);
-    uint64_t w;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STARTING),
-                      ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED, false, &w))
-        return AP_OK;
-    /* STOPPING without RAN: the stop came during this start. The state
-     * stays STOPPING (nobody can be inside: enters need RUNNING); the owner
-     * undoes the start and calls ap_life_terminated. */
-    if (AP__LIFE_STATE(w) == AP_LIFE_STOPPING && !(w & AP__LIFE_RAN))
-        return AP_CLOSED;
-    return AP_INVAL; /* not STARTING: changes nothing */
+    /* relaxed: a guess for the CAS */
+    uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
+    for (;;) {
+        if (!(w & AP__LIFE_SP))
+            return AP_INVAL; /* no start in progress: changes nothing */
+        /* the start ends: clear the pending bit; from STARTING also move
+         * on. A stop or a failure that came during the start keeps its
+         * state, and its drain has waited for this call. */
+        uint64_t nw = w & ~AP__LIFE_SP;
+        bool starting = AP__LIFE_STATE(w) == AP_LIFE_STARTING;
+        if (starting)
+            nw = (nw & ~(uint64_t)7) | (uint64_t)(ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED);
+        /* seq_cst: as every change of the word (see ap__life_move) */
+        if (AP_ATOMIC_CAS_WEAK(&l->word, &w, nw, memory_order_seq_cst, memory_order_relaxed)) {
+            ap__life_wake(l);
+            return starting ? AP_OK : AP_CLOSED;
+        }
+    }
 }
 
 AP_API ap_status ap_life_stop(ap_life *l)
@@ -262,10 +275,10 @@ AP_API ap_status ap_life_stop(ap_life *l)
     uint64_t w;
     /* NEW has nothing to drain: straight to TERMINATED. One CAS decides
      * each case, and the states only move forward, so at most two tries. */
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_TERMINATED, false, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_TERMINATED, false, 0, &w))
         return AP_OK;
     if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STARTING) | AP__LIFE_BIT(AP_LIFE_RUNNING),
-                      AP_LIFE_STOPPING, false, &w))
+                      AP_LIFE_STOPPING, false, 0, &w))
         return AP_OK;
     return AP_CLOSED; /* a stop or a failure came first */
 }
@@ -274,7 +287,7 @@ AP_API ap_status ap_life_terminated(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     uint64_t w;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, 0, &w))
         return AP_OK;
     return AP__LIFE_STATE(w) == AP_LIFE_STOPPING ? AP_AGAIN : AP_INVAL;
 }
@@ -285,7 +298,7 @@ AP_API ap_status ap_life_fail(ap_life *l)
     uint64_t w;
     unsigned from = AP__LIFE_BIT(AP_LIFE_NEW) | AP__LIFE_BIT(AP_LIFE_STARTING) |
                     AP__LIFE_BIT(AP_LIFE_RUNNING) | AP__LIFE_BIT(AP_LIFE_STOPPING);
-    return ap__life_move(l, from, AP_LIFE_FAILED, false, &w) ? AP_OK : AP_CLOSED;
+    return ap__life_move(l, from, AP_LIFE_FAILED, false, 0, &w) ? AP_OK : AP_CLOSED;
 }
 
 AP_API ap_status ap_life_enter(ap_life *l)
@@ -333,7 +346,7 @@ AP_API ap_status ap__life_check(void *obj, void *arg)
     /* seq_cst: the waiting side's re-check of the ladder */
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_seq_cst);
     ap_life_state s = AP__LIFE_STATE(w);
-    bool idle = w < AP__LIFE_ONE;
+    bool idle = AP__LIFE_IDLE(w);
     switch ((ap_life_event)(uintptr_t)arg) {
     case AP_LIFE_RUNS:
         if (s == AP_LIFE_RUNNING)

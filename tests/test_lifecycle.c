@@ -279,3 +279,36 @@ Test(lifecycle, theorem_drain_is_final_across_threads, .timeout = TEST_TIMEOUT_S
         EXPECT_EQ(atomic_load(&s.after_drain), 0, "an enter succeeded after the drain");
     }
 }
+
+/* Review find: a stop during the start must not let the drain (and
+ * terminated) finish while the start is still running; started() then says
+ * AP_CLOSED so the starter undoes its start. Same for a failure. */
+Test(lifecycle, a_stop_during_the_start_drains_only_after_started)
+{
+    ap_life l = AP_LIFE_INITIALIZER;
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    EXPECT_EQ(ap_life_start(&l), AP_OK);
+    EXPECT_EQ(ap_life_stop(&l), AP_OK);
+    ap_life_wait_fut f;
+    ap_life_wait_fut_init(&f, &l, AP_LIFE_DRAINED);
+    EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING, "drained while the start still runs");
+    EXPECT_EQ(ap_life_terminated(&l), AP_AGAIN, "terminated while the start still runs");
+    EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED, "the starter must learn to undo its start");
+    EXPECT_GE(atomic_load(&t.calls), 1, "the drain was not woken when the start ended");
+    EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_life_wait_status(&f), AP_OK);
+    EXPECT_EQ(ap_life_started(&l, true), AP_INVAL, "a second started()");
+    EXPECT_EQ(ap_life_terminated(&l), AP_OK);
+}
+
+Test(lifecycle, a_failure_during_the_start_makes_started_closed)
+{
+    ap_life l = AP_LIFE_INITIALIZER;
+    EXPECT_EQ(ap_life_start(&l), AP_OK);
+    EXPECT_EQ(ap_life_fail(&l), AP_OK);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_DRAINED, 0), AP_TIMEDOUT, "drained while the start runs");
+    EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_FAILED);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_DRAINED, 0), AP_OK);
+}

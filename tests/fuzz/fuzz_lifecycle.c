@@ -25,10 +25,9 @@
  *     idempotent; a poll after it is AP_READY
  *   - ap_life_wait with a past deadline: the decided status, else
  *     AP_TIMEDOUT, with no waiter left behind and no wake lost
- * Known (reported, modelled as implemented): ap_life_started() in STOPPING
- * returns AP_CLOSED also when the stop came after RUNNING (the doc says
- * AP_INVAL, not STARTING), and started(false) there moves STOPPING to
- * FAILED (the doc says the state stays STOPPING, ready for terminated()).
+ * A start stays in progress from start() to started(): a stop or a
+ * failure that lands meanwhile keeps its state, started() then answers
+ * AP_CLOSED, and the drain and terminated() wait for that call.
  */
 #include "asyncpat/lifecycle.h"
 #include "fuzz_common.h"
@@ -50,7 +49,7 @@ typedef struct mfut {
 static mfut mf[NF];
 static int list[NF], nlist; /* linked futures, in registration order */
 static ap_life_state m_state;
-static bool m_ran; /* RUNNING was reached (tells how STOPPING came) */
+static bool m_sp; /* a start is in progress: start() .. started() */
 static uint64_t m_in;
 
 static void m_unlink(int i)
@@ -80,8 +79,7 @@ static void m_wake_all(void)
 static void m_move(ap_life_state to)
 {
     m_state = to;
-    if (to == AP_LIFE_RUNNING)
-        m_ran = true;
+
     m_wake_all();
 }
 
@@ -94,7 +92,7 @@ static ap_status m_check(int ev)
         return s == AP_LIFE_RUNNING ? AP_OK : s < AP_LIFE_RUNNING ? AP_EMPTY : AP_CLOSED;
     case AP_LIFE_DRAINED:
         return s == AP_LIFE_TERMINATED ||
-                       ((s == AP_LIFE_STOPPING || s == AP_LIFE_FAILED) && m_in == 0)
+                       ((s == AP_LIFE_STOPPING || s == AP_LIFE_FAILED) && m_in == 0 && !m_sp)
                    ? AP_OK
                    : AP_EMPTY;
     case AP_LIFE_TERMINATES:
@@ -147,7 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(wakes, 0, sizeof wakes);
     nlist = 0;
     m_state = AP_LIFE_NEW;
-    m_ran = false;
+    m_sp = false;
     m_in = 0;
     ap_life_wait_fut fut[NF];
     ap_cx cx[NF];
@@ -166,6 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             st = ap_life_start(&l);
             if (m_state == AP_LIFE_NEW) {
                 e = AP_OK;
+                m_sp = true;
                 m_move(AP_LIFE_STARTING);
             } else {
                 e = m_state == AP_LIFE_STARTING || m_state == AP_LIFE_RUNNING ? AP_INVAL
@@ -176,15 +175,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 1: { /* started(ok) */
             bool ok = (op & 0x80) == 0;
             st = ap_life_started(&l, ok);
-            if (m_state == AP_LIFE_STARTING) {
+            if (!m_sp) {
+                e = AP_INVAL; /* no start in progress */
+            } else if (m_state == AP_LIFE_STARTING) {
                 e = AP_OK;
+                m_sp = false;
                 m_move(ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED);
-            } else if (m_state == AP_LIFE_STOPPING && !m_ran) {
-                /* the stop came during the start: AP_CLOSED, ok or not;
-                 * the state stays STOPPING */
-                e = AP_CLOSED;
             } else {
-                e = AP_INVAL;
+                /* a stop or failure came during the start: AP_CLOSED, ok
+                 * or not; the state stays, the pending start ends */
+                e = AP_CLOSED;
+                m_sp = false;
+                m_move(m_state); /* the word changed: every waiter is woken */
             }
             FZ_CHECK(st == e);
             break;
@@ -204,7 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 3: /* terminated */
             st = ap_life_terminated(&l);
-            if (m_state == AP_LIFE_STOPPING && m_in == 0) {
+            if (m_state == AP_LIFE_STOPPING && m_in == 0 && !m_sp) {
                 e = AP_OK;
                 m_move(AP_LIFE_TERMINATED);
             } else {

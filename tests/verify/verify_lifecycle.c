@@ -80,6 +80,58 @@ static void l_check(void *p)
     VF_CHECK(!ap_waitlist_has_waiters(&s->life.wl));
 }
 
+/* The owner starts while another thread stops. What the start opens must
+ * be closed in the end: by the stopper's teardown after the drain (the
+ * life ran), or by the starter itself when started() says the stop came
+ * during the start. A drain that completed while the start was still
+ * opening (the old bug) let the teardown run first and the late open leak. */
+typedef struct sst {
+    ap_life life;
+    bool kept; /* what the start opened is still open */
+    bool drained;
+} sst;
+
+static void *s_setup(void)
+{
+    sst *s = calloc(1, sizeof *s);
+    ap_life_init(&s->life);
+    return s;
+}
+
+static void s_thread(void *p, int id)
+{
+    sst *s = p;
+    if (id == 0) {
+        if (ap_life_start(&s->life) != AP_OK)
+            return; /* the stop came first: nothing started */
+        vf_yield(); /* opening takes a while */
+        s->kept = true;
+        ap_status st = ap_life_started(&s->life, true);
+        VF_CHECK(st == AP_OK || st == AP_CLOSED, "started: %d", st);
+        if (st == AP_CLOSED)
+            s->kept = false; /* undo the start */
+        return;
+    }
+    VF_CHECK(ap_life_stop(&s->life) == AP_OK);
+    ap_life_wait_fut f;
+    ap_life_wait_fut_init(&f, &s->life, AP_LIFE_DRAINED);
+    vf_wait((ap_future *)&f);
+    VF_CHECK(ap_life_wait_status(&f) == AP_OK);
+    s->drained = true;
+    if (ap_life_state_of(&s->life) == AP_LIFE_STOPPING) {
+        VF_CHECK(ap_life_terminated(&s->life) == AP_OK);
+        s->kept = false; /* the stopper tears down what ran */
+    }
+}
+
+static void s_check(void *p)
+{
+    sst *s = p;
+    VF_CHECK(s->drained);
+    VF_CHECK(!s->kept, "what the start opened leaked (torn down before it was opened)");
+    VF_CHECK(ap_life_state_of(&s->life) == AP_LIFE_TERMINATED);
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -93,6 +145,12 @@ int main(void)
         workers = 2, ops = 1;
         sc.nthreads = 3, sc.bound = 2;
         sc.name = tso ? "life_owner_2workers_tso" : "life_owner_2workers";
+        total += vf_explore(&sc);
+    }
+    for (int tso = 0; tso <= 1; tso++) {
+        vf_scenario sc = {.nthreads = 2, .bound = 3, .tso = tso, .setup = s_setup,
+                          .thread = s_thread, .check = s_check, .teardown = free};
+        sc.name = tso ? "life_stop_during_start_tso" : "life_stop_during_start";
         total += vf_explore(&sc);
     }
     printf("verify_lifecycle: %lu executions\n", total);
