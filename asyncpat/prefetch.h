@@ -274,6 +274,9 @@ AP_API ap_status ap_prefetch_init(ap_prefetch *pf, const ap_prefetch_desc *d, vo
     size_t off = ap__align_up(d->depth * d->slot_size, align);
     if (off == 0 || off > SIZE_MAX - d->depth * sizeof(struct ap__prefetch_rec))
         return AP_INVAL;
+    /* the whole buffer must fit below the top of the address space */
+    if (off + d->depth * sizeof(struct ap__prefetch_rec) > UINTPTR_MAX - (uintptr_t)buf)
+        return AP_INVAL;
     memset(pf, 0, sizeof *pf);
     pf->desc = ap_prefetch_desc_resolved(d);
     pf->slots = (unsigned char *)buf;

@@ -235,6 +235,10 @@ Test(prefetch, bad_input_is_inval_and_changes_nothing)
     EXPECT_EQ(ap_prefetch_init(&pf, NULL, ring), AP_INVAL);
     EXPECT_EQ(ap_prefetch_init(&pf, &ok, NULL), AP_INVAL);
     EXPECT_EQ(ap_prefetch_init(&pf, &ok, ring + 1), AP_INVAL); /* misaligned */
+    /* a buffer whose ring would wrap past the top of the address space
+     * (found by fuzz_prefetch); never dereferenced on AP_INVAL */
+    void *top = (void *)(UINTPTR_MAX - (UINTPTR_MAX % _Alignof(max_align_t)) - 64);
+    EXPECT_EQ(ap_prefetch_init(&pf, &ok, top), AP_INVAL, "a wrapping buffer");
     EXPECT(memcmp(&pf, &before, sizeof pf) == 0);
     EXPECT_EQ(ap_prefetch_init(&pf, &ok, ring), AP_OK);
     ap_prefetch_fini(&pf);
