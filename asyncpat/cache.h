@@ -354,35 +354,7 @@ _Static_assert(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-align
 _Static_assert(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");
 _Static_assert(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole lines");
 
-/*
- * Seqlock orders. The normal build is Boehm's: relaxed data accesses
- * between a release fence (writer) and an acquire fence (reader). Under
- * ThreadSanitizer, which does not model fences (and gcc rejects them with
- * -Werror=tsan), the fences go and every data store inside a write section
- * is a release store, every optimistic data load an acquire load: a reader
- * that reads any store of a section begun after its s1 then sees that
- * section's odd seq (the odd store is sequenced before the release store
- * it read from), so it retries. Strictly stronger, and visible to TSan.
- */
-#if defined(__SANITIZE_THREAD__)
-#define AP__CACHE_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AP__CACHE_TSAN 1
-#endif
-#endif
-#ifdef AP__CACHE_TSAN
-#define AP__CACHE_MO_STORE memory_order_release /* relaxed beside a fence */
-#define AP__CACHE_MO_LOAD memory_order_acquire  /* relaxed beside a fence */
-#define AP__CACHE_FENCE_RELEASE() ((void)0)
-#define AP__CACHE_FENCE_ACQUIRE() ((void)0)
-#else
-#define AP__CACHE_MO_STORE memory_order_relaxed
-#define AP__CACHE_MO_LOAD memory_order_relaxed
-#define AP__CACHE_FENCE_RELEASE() AP_ATOMIC_FENCE(memory_order_release)
-#define AP__CACHE_FENCE_ACQUIRE() AP_ATOMIC_FENCE(memory_order_acquire)
-#endif
-
+/* Seqlock orders: AP__SEQLOCK_* in core.h (Boehm's fences; stronger under TSan). */
 #define AP__CACHE_SHARE_LIMIT ((size_t)1 << 30)
 /* Values up to this many words are read optimistically into a stack copy
  * (so *out is untouched on a miss); bigger ones are read under the lock. */
@@ -583,12 +555,12 @@ AP_FORCE_INLINE uint32_t ap__cache_find(const ap_cache *c, const ap__cache_shard
     uint32_t mask = s->tmask, i = (uint32_t)h & mask;
     for (uint32_t seen = 0; seen <= mask; seen++) {
         /* relaxed: validated by the seqlock (or we hold the lock) */
-        uint32_t e = AP_ATOMIC_LOAD(&s->index[i], AP__CACHE_MO_LOAD);
+        uint32_t e = AP_ATOMIC_LOAD(&s->index[i], AP__SEQLOCK_MO_LOAD);
         if (e == 0)
             break;
         if (AP_LIKELY(e - 1 < s->cap)) {
             ap__cache_node *node = ap__cache_node_at(c, s, e - 1);
-            if (AP_ATOMIC_LOAD(&node->key, AP__CACHE_MO_LOAD) == key) {
+            if (AP_ATOMIC_LOAD(&node->key, AP__SEQLOCK_MO_LOAD) == key) {
                 *slot = i;
                 return e - 1;
             }
@@ -608,7 +580,7 @@ AP_FORCE_INLINE void ap__cache_write_begin(ap__cache_shard *s)
      * reader that sees any of them and then runs its acquire fence reads
      * seq >= q + 1 and retries (Boehm 2012). A release store could not
      * order the LATER stores, hence the fence. */
-    AP__CACHE_FENCE_RELEASE();
+    AP__SEQLOCK_FENCE_RELEASE();
 }
 
 AP_FORCE_INLINE void ap__cache_write_end(ap__cache_shard *s)
@@ -628,7 +600,7 @@ AP_FORCE_INLINE void ap__cache_store_value(const ap_cache *c, ap__cache_node *no
     for (size_t k = 0; k < c->words; k++, left -= 8) {
         uint64_t x = 0;
         memcpy(&x, src + 8 * k, left < 8 ? left : 8);
-        AP_ATOMIC_STORE(&w[k], x, AP__CACHE_MO_STORE); /* inside the write section */
+        AP_ATOMIC_STORE(&w[k], x, AP__SEQLOCK_MO_STORE); /* inside the write section */
         if (k == 0)
             AP_TEST_YIELD(); /* tests: widen the window a torn read would need */
     }
@@ -650,7 +622,7 @@ AP_FORCE_INLINE void ap__cache_load_value(const ap_cache *c, ap__cache_node *nod
 AP_API void ap__cache_index_delete(const ap_cache *c, ap__cache_shard *s, uint32_t i)
 {
     uint32_t mask = s->tmask, j = i;
-    AP_ATOMIC_STORE(&s->index[i], 0u, AP__CACHE_MO_STORE);
+    AP_ATOMIC_STORE(&s->index[i], 0u, AP__SEQLOCK_MO_STORE);
     for (;;) {
         j = (j + 1) & mask;
         uint32_t e = AP_ATOMIC_LOAD(&s->index[j], memory_order_relaxed);
@@ -661,8 +633,8 @@ AP_API void ap__cache_index_delete(const ap_cache *c, ap__cache_shard *s, uint32
         /* leave j where it is if its home lies cyclically in (i, j] */
         bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
         if (!stays) {
-            AP_ATOMIC_STORE(&s->index[i], e, AP__CACHE_MO_STORE);
-            AP_ATOMIC_STORE(&s->index[j], 0u, AP__CACHE_MO_STORE);
+            AP_ATOMIC_STORE(&s->index[i], e, AP__SEQLOCK_MO_STORE);
+            AP_ATOMIC_STORE(&s->index[j], 0u, AP__SEQLOCK_MO_STORE);
             i = j;
         }
     }
@@ -758,13 +730,13 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
             node = ap__cache_node_at(c, s, n);
             _Atomic uint64_t *w = ap__cache_words(node);
             for (size_t k = 0; k < c->words; k++)
-                copy[k] = AP_ATOMIC_LOAD(&w[k], AP__CACHE_MO_LOAD);
+                copy[k] = AP_ATOMIC_LOAD(&w[k], AP__SEQLOCK_MO_LOAD);
         }
         AP_TEST_YIELD();
         /* acquire fence: pairs with the release fence in
          * ap__cache_write_begin; if any load above saw a write of a section
          * begun after s1, the reload below sees its odd seq */
-        AP__CACHE_FENCE_ACQUIRE();
+        AP__SEQLOCK_FENCE_ACQUIRE();
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CACHE_NO_SEQ_CHECK
         /* MUTANT (tests only): trust the copy without the re-check */
         if (0) {
@@ -841,7 +813,7 @@ AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
         node = ap__cache_node_at(c, s, n);
         s->free_list = node->older;
     }
-    AP_ATOMIC_STORE(&node->key, key, AP__CACHE_MO_STORE);
+    AP_ATOMIC_STORE(&node->key, key, AP__SEQLOCK_MO_STORE);
     AP_ATOMIC_STORE(&node->visited, 0u, memory_order_relaxed);
     ap__cache_store_value(c, node, val);
     /* link at the head (newest) */
@@ -852,7 +824,7 @@ AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
     else
         s->tail = n;
     s->head = n;
-    AP_ATOMIC_STORE(&s->index[slot], n + 1, AP__CACHE_MO_STORE);
+    AP_ATOMIC_STORE(&s->index[slot], n + 1, AP__SEQLOCK_MO_STORE);
     s->used++;
     AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
     ap__cache_write_end(s);

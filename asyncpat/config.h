@@ -156,6 +156,19 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_ATOMIC_FENCE(mo) atomic_thread_fence(mo)
 #endif
 
+/* ---- ThreadSanitizer builds ----
+ * AP__TSAN is defined when compiling under ThreadSanitizer (gcc or clang).
+ * TSan does not model fences (and gcc rejects them with -Werror=tsan), so
+ * the headers whose orderings rest on fences (work_steal.h, and the seqlock
+ * orders in core.h) trade them for stronger orders on the accesses there. */
+#if defined(__SANITIZE_THREAD__)
+#define AP__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AP__TSAN 1
+#endif
+#endif
+
 /* ---- negative controls (tests only) ----
  *
  * -DAP_MUTANT=<id> plants one known bug at one marked point of a header

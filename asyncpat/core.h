@@ -161,4 +161,27 @@ AP_API void ap__backoff(unsigned *spins)
         sched_yield();
 }
 
+/*
+ * Seqlock orders (cache.h, pubsub.h). The normal build is Boehm's (MSPC
+ * 2012): relaxed data accesses between a release fence (writer, after making
+ * the sequence odd) and an acquire fence (reader, before re-reading the
+ * sequence). Under ThreadSanitizer (AP__TSAN) the fences go and every data
+ * store inside a write section is a release store, every optimistic data
+ * load an acquire load: a reader that reads any store of a section begun
+ * after its first sequence load then sees that section's odd sequence (the
+ * odd store is sequenced before the release store it read from), so it
+ * retries. Strictly stronger, and visible to TSan.
+ */
+#ifdef AP__TSAN
+#define AP__SEQLOCK_MO_STORE memory_order_release /* relaxed beside a fence */
+#define AP__SEQLOCK_MO_LOAD memory_order_acquire  /* relaxed beside a fence */
+#define AP__SEQLOCK_FENCE_RELEASE() ((void)0)
+#define AP__SEQLOCK_FENCE_ACQUIRE() ((void)0)
+#else
+#define AP__SEQLOCK_MO_STORE memory_order_relaxed
+#define AP__SEQLOCK_MO_LOAD memory_order_relaxed
+#define AP__SEQLOCK_FENCE_RELEASE() AP_ATOMIC_FENCE(memory_order_release)
+#define AP__SEQLOCK_FENCE_ACQUIRE() AP_ATOMIC_FENCE(memory_order_acquire)
+#endif
+
 #endif /* ASYNCPAT_CORE_H */

@@ -318,30 +318,7 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
  * *out is untouched when the copy turns out torn. */
 #define AP__PUBSUB_FAST_WORDS 16
 
-/*
- * Seqlock orders, as in cache.h: relaxed word accesses between a release
- * fence (writer) and an acquire fence (reader); under ThreadSanitizer,
- * which does not model fences (gcc rejects them with -Werror=tsan),
- * release word stores and acquire word loads instead.
- */
-#if defined(__SANITIZE_THREAD__)
-#define AP__PUBSUB_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AP__PUBSUB_TSAN 1
-#endif
-#endif
-#ifdef AP__PUBSUB_TSAN
-#define AP__PUBSUB_MO_STORE memory_order_release /* relaxed beside a fence */
-#define AP__PUBSUB_MO_LOAD memory_order_acquire  /* relaxed beside a fence */
-#define AP__PUBSUB_FENCE_RELEASE() ((void)0)
-#define AP__PUBSUB_FENCE_ACQUIRE() ((void)0)
-#else
-#define AP__PUBSUB_MO_STORE memory_order_relaxed
-#define AP__PUBSUB_MO_LOAD memory_order_relaxed
-#define AP__PUBSUB_FENCE_RELEASE() AP_ATOMIC_FENCE(memory_order_release)
-#define AP__PUBSUB_FENCE_ACQUIRE() AP_ATOMIC_FENCE(memory_order_acquire)
-#endif
+/* Seqlock orders: AP__SEQLOCK_* in core.h, as in cache.h. */
 
 AP_FORCE_INLINE _Atomic uint64_t *ap__pubsub_slot(const ap_pubsub *ps, uint64_t seq)
 {
@@ -458,7 +435,7 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
                  * below, then runs its acquire fence, re-reads a stamp of
                  * at least 2t + 1 and discards its copy (Boehm 2012). A
                  * release store could not order the LATER stores. */
-                AP__PUBSUB_FENCE_RELEASE();
+                AP__SEQLOCK_FENCE_RELEASE();
                 AP_TEST_YIELD(); /* between claiming and publishing */
                 const unsigned char *src = (const unsigned char *)elem;
                 size_t left = sz;
@@ -466,7 +443,7 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
                     uint64_t x = 0;
                     size_t n = left < 8 ? left : 8;
                     memcpy(&x, src, n);
-                    AP_ATOMIC_STORE(&slot[k], x, AP__PUBSUB_MO_STORE);
+                    AP_ATOMIC_STORE(&slot[k], x, AP__SEQLOCK_MO_STORE);
                     src += n;
                     left -= n;
                 }
@@ -499,7 +476,7 @@ AP_FORCE_INLINE void ap__pubsub_copy_out(_Atomic uint64_t *slot, unsigned char *
 {
     for (size_t k = 1; sz > 0; k++) {
         /* relaxed: validated by the stamp re-check (seqlock) */
-        uint64_t x = AP_ATOMIC_LOAD(&slot[k], AP__PUBSUB_MO_LOAD);
+        uint64_t x = AP_ATOMIC_LOAD(&slot[k], AP__SEQLOCK_MO_LOAD);
         size_t n = sz < 8 ? sz : 8;
         memcpy(dst, &x, n);
         dst += n;
@@ -528,7 +505,7 @@ AP_FORCE_INLINE ap_status ap__sub_recv(ap_sub *sub, void *out, size_t sz, uint64
             /* acquire fence: pairs with the release fence in
              * ap__pubsub_publish; if a word came from a later writer, the
              * reload below sees its odd stamp */
-            AP__PUBSUB_FENCE_ACQUIRE();
+            AP__SEQLOCK_FENCE_ACQUIRE();
             uint64_t s2 = AP_ATOMIC_LOAD(&slot[0], memory_order_relaxed);
             if (AP_LIKELY(s2 == s1)) {
                 if (fast)

@@ -258,20 +258,12 @@ AP_API size_t ap_ws_injector_len(ap_ws_injector *inj);
 
 /* ---- implementation ---- */
 
-#if defined(__SANITIZE_THREAD__)
-#define AP__WS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AP__WS_TSAN 1
-#endif
-#endif
-
 /*
  * The orders of the top/bottom accesses that the fences order in the
  * paper's form; under TSan they become seq_cst and the fences go (see
  * ORDERING in the header comment).
  */
-#ifdef AP__WS_TSAN
+#ifdef AP__TSAN
 #define AP__WS_MO_RELAXED_SC memory_order_seq_cst /* relaxed beside a fence */
 #define AP__WS_MO_ACQUIRE_SC memory_order_seq_cst /* acquire beside a fence */
 #define AP__WS_FENCE_SEQ_CST() ((void)0)

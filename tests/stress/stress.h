@@ -398,6 +398,47 @@ static STRESS_UNUSED void stress_backoff(unsigned *fails, stress_rng *r)
 #define STRESS_STORE(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 #define STRESS_ADD(p, v) atomic_fetch_add_explicit((p), (v), memory_order_relaxed)
 
+/* A waker that only raises a flag (relaxed: no edge the library lacks). */
+typedef struct stress_flag_waker {
+    _Atomic uint32_t flag;
+} stress_flag_waker;
+
+static STRESS_UNUSED void stress_flag_wake(void *ctx)
+{
+    STRESS_STORE(&((stress_flag_waker *)ctx)->flag, 1u);
+}
+
+/*
+ * Drive @f by hand with a flag waker: poll; between polls wait a random
+ * while for the wake; when woken usually poll again, otherwise cancel it
+ * (twice: cancel is idempotent) and poll once more, which must answer
+ * AP_READY. Returns true if it completed before any cancel, false if it was
+ * cancelled; the caller checks the future's status either way.
+ */
+static STRESS_UNUSED bool stress_poll_or_cancel(ap_future *f, stress_rng *rng)
+{
+    stress_flag_waker fw;
+    ap_cx cx;
+    atomic_init(&fw.flag, 0u);
+    cx.waker.wake = stress_flag_wake;
+    cx.waker.ctx = &fw;
+    for (;;) {
+        STRESS_STORE(&fw.flag, 0u);
+        cx.now = ap_now_ns();
+        cx.deadline = AP_DEADLINE_NONE;
+        if (f->poll(f, &cx) == AP_READY)
+            return true;
+        for (uint32_t i = stress_below(rng, 64); i && !STRESS_LOAD(&fw.flag); i--)
+            stress_jitter(rng);
+        if (STRESS_LOAD(&fw.flag) && stress_below(rng, 4))
+            continue; /* woken: usually poll again */
+        ap_future_cancel(f);
+        ap_future_cancel(f);
+        CHECK(f->poll(f, &cx) == AP_READY, "a cancelled future must poll READY");
+        return false;
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* items and the ledger                                                 */
 

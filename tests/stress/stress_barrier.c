@@ -64,12 +64,6 @@ static void bar_fn(void *ctx)
     STRESS_ADD(&r->fn_runs, 1);
 }
 
-typedef struct flag_waker {
-    _Atomic uint32_t flag;
-} flag_waker;
-
-static void flag_wake(void *ctx) { STRESS_STORE(&((flag_waker *)ctx)->flag, 1u); }
-
 static ap_status bar_wait_once(bar_worker *w, bool *leader)
 {
     bar_run *r = w->r;
@@ -86,9 +80,9 @@ static ap_status bar_wait_once(bar_worker *w, bool *leader)
         *leader = f.is_leader;
         return ap_barrier_wait_status(&f);
     case M_HAND: {
-        flag_waker fw;
+        stress_flag_waker fw;
         atomic_init(&fw.flag, 0u);
-        ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
+        ap_cx cx = {{stress_flag_wake, &fw}, 0, AP_DEADLINE_NONE};
         ap_barrier_wait_fut_init(&f, &r->b);
         unsigned fails = 0;
         while (ap_barrier_wait_poll(&f, &cx) == AP_PENDING) {

@@ -107,15 +107,6 @@ static bool f_validate(void *ctx, void *c)
     return !(tl_rng && stress_below(tl_rng, 16) == 0);
 }
 
-typedef struct flag_waker {
-    _Atomic uint32_t flag;
-} flag_waker;
-
-static void flag_wake(void *ctx)
-{
-    STRESS_STORE(&((flag_waker *)ctx)->flag, 1u);
-}
-
 static ap_status checkout(cp_worker *w, int mode, void **c)
 {
     cp_run *r = w->r;
@@ -146,31 +137,12 @@ static ap_status checkout(cp_worker *w, int mode, void **c)
     }
     case M_CANCEL: {
         ap_connpool_checkout_fut f;
-        flag_waker fw;
-        ap_cx cx;
-        atomic_init(&fw.flag, 0u);
-        cx.waker.wake = flag_wake;
-        cx.waker.ctx = &fw;
         ap_connpool_checkout_fut_init(&f, &r->pool, c);
-        for (;;) {
-            STRESS_STORE(&fw.flag, 0u);
-            cx.now = ap_now_ns();
-            cx.deadline = AP_DEADLINE_NONE;
-            if (ap_connpool_checkout_poll(&f, &cx) == AP_READY)
-                return ap_connpool_checkout_status(&f);
-            for (uint32_t i = stress_below(&w->rng, 64); i && !STRESS_LOAD(&fw.flag); i--)
-                stress_jitter(&w->rng);
-            if (STRESS_LOAD(&fw.flag) && stress_below(&w->rng, 4))
-                continue; /* woken: usually poll again */
-            ap_connpool_checkout_cancel(&f);
-            ap_connpool_checkout_cancel(&f);
-            CHECK(ap_connpool_checkout_status(&f) == AP_CANCELED, "cancelled future: %s",
-                  ap_status_str(ap_connpool_checkout_status(&f)));
-            CHECK(ap_connpool_checkout_poll(&f, &cx) == AP_READY &&
-                      ap_connpool_checkout_status(&f) == AP_CANCELED,
-                  "a cancelled future must poll READY with AP_CANCELED");
-            return AP_CANCELED;
-        }
+        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+            return ap_connpool_checkout_status(&f);
+        CHECK(ap_connpool_checkout_status(&f) == AP_CANCELED, "cancelled future has status %s",
+              ap_status_str(ap_connpool_checkout_status(&f)));
+        return AP_CANCELED;
     }
     }
     return AP_INVAL;

@@ -63,15 +63,6 @@ typedef struct pool_worker {
     stress_rng rng;
 } pool_worker;
 
-typedef struct flag_waker {
-    _Atomic uint32_t flag;
-} flag_waker;
-
-static void flag_wake(void *ctx)
-{
-    STRESS_STORE(&((flag_waker *)ctx)->flag, 1u);
-}
-
 static void on_reset(void *o, void *user)
 {
     pool_run *r = (pool_run *)user;
@@ -109,30 +100,12 @@ static ap_status get_obj(pool_worker *w, int mode, void **out)
     }
     case M_CANCEL: {
         ap_pool_get_fut f;
-        flag_waker fw;
-        ap_cx cx;
-        atomic_init(&fw.flag, 0u);
-        cx.waker.wake = flag_wake;
-        cx.waker.ctx = &fw;
         ap_pool_get_fut_init(&f, &r->pool, out);
-        for (;;) {
-            STRESS_STORE(&fw.flag, 0u);
-            cx.now = ap_now_ns();
-            cx.deadline = AP_DEADLINE_NONE;
-            if (ap_pool_get_poll(&f, &cx) == AP_READY)
-                return ap_pool_get_status(&f);
-            for (uint32_t i = stress_below(&w->rng, 64); i && !STRESS_LOAD(&fw.flag); i--)
-                stress_jitter(&w->rng);
-            if (STRESS_LOAD(&fw.flag) && stress_below(&w->rng, 4))
-                continue; /* woken: usually poll again */
-            ap_pool_get_cancel(&f);
-            ap_pool_get_cancel(&f);
-            CHECK(ap_pool_get_status(&f) == AP_CANCELED, "cancelled future has status %s",
-                  ap_status_str(ap_pool_get_status(&f)));
-            CHECK(ap_pool_get_poll(&f, &cx) == AP_READY && ap_pool_get_status(&f) == AP_CANCELED,
-                  "a cancelled future must poll READY with AP_CANCELED");
-            return AP_CANCELED;
-        }
+        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+            return ap_pool_get_status(&f);
+        CHECK(ap_pool_get_status(&f) == AP_CANCELED, "cancelled future has status %s",
+              ap_status_str(ap_pool_get_status(&f)));
+        return AP_CANCELED;
     }
     }
     return AP_INVAL;

@@ -50,15 +50,6 @@ typedef struct sem_worker {
     stress_rng rng;
 } sem_worker;
 
-typedef struct flag_waker {
-    _Atomic uint32_t flag;
-} flag_waker;
-
-static void flag_wake(void *ctx)
-{
-    STRESS_STORE(&((flag_waker *)ctx)->flag, 1u);
-}
-
 /* One acquisition of k permits in @mode. AP_OK: held. AP_TIMEDOUT /
  * AP_CANCELED: nothing held. AP_CLOSED: closed. */
 static ap_status get_permits(sem_worker *w, int mode, size_t k)
@@ -92,31 +83,12 @@ static ap_status get_permits(sem_worker *w, int mode, size_t k)
     }
     case M_CANCEL: {
         ap_sem_acquire_fut f;
-        flag_waker fw;
-        ap_cx cx;
-        atomic_init(&fw.flag, 0u);
-        cx.waker.wake = flag_wake;
-        cx.waker.ctx = &fw;
         ap_sem_acquire_fut_init(&f, &r->sem, k);
-        for (;;) {
-            STRESS_STORE(&fw.flag, 0u);
-            cx.now = ap_now_ns();
-            cx.deadline = AP_DEADLINE_NONE;
-            if (ap_sem_acquire_poll(&f, &cx) == AP_READY)
-                return ap_sem_acquire_status(&f);
-            for (uint32_t i = stress_below(&w->rng, 64); i && !STRESS_LOAD(&fw.flag); i--)
-                stress_jitter(&w->rng);
-            if (STRESS_LOAD(&fw.flag) && stress_below(&w->rng, 4))
-                continue; /* woken: usually poll again */
-            ap_sem_acquire_cancel(&f);
-            ap_sem_acquire_cancel(&f);
-            CHECK(ap_sem_acquire_status(&f) == AP_CANCELED, "cancelled future has status %s",
-                  ap_status_str(ap_sem_acquire_status(&f)));
-            CHECK(ap_sem_acquire_poll(&f, &cx) == AP_READY &&
-                      ap_sem_acquire_status(&f) == AP_CANCELED,
-                  "a cancelled future must poll READY with AP_CANCELED");
-            return AP_CANCELED;
-        }
+        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+            return ap_sem_acquire_status(&f);
+        CHECK(ap_sem_acquire_status(&f) == AP_CANCELED, "cancelled future has status %s",
+              ap_status_str(ap_sem_acquire_status(&f)));
+        return AP_CANCELED;
     }
     }
     return AP_INVAL;
