@@ -17,14 +17,23 @@
  *   half-open period (HALF_OPEN -> HALF_OPEN: a transition, a new
  *   generation, the callback) with a fresh batch of K: as in resilience4j,
  *   ignored calls neither close nor re-open the breaker, but here they
- *   never lift the bound of K admissions per generation. FORCED_OPEN rejects everything and DISABLED admits
- *   everything (neither evaluates anything) until ap_cb_reset.
+ *   never lift the bound of K admissions per generation. A CANCELED
+ *   outcome (the call was abandoned before it had an outcome: e.g. a retry
+ *   deadline cut the attempt) counts exactly as IGNORED everywhere (no
+ *   window, no rate, no failure run; in HALF_OPEN it frees the probe slot
+ *   but not its admission), and in its own stats counter, `canceled`.
+ *   FORCED_OPEN rejects everything and DISABLED admits everything (neither
+ *   evaluates anything) until ap_cb_reset.
  *   The facts follow resilience4j's CircuitBreaker (count- and time-based
  *   windows, minimumNumberOfCalls, rate >= threshold trips); the code does not.
  *
  *   Two steps: ap_cb_allow(now) hands out an ap_cb_permit stamped with the
  *   breaker's generation; ap_cb_record(permit, outcome, duration, now)
- *   reports it. Every transition increments the generation, so an outcome
+ *   reports it, once: the record marks the permit it is given as consumed
+ *   (gen = 0), and a second record of it is AP_INVAL and changes nothing.
+ *   (A record of a *copy* of a permit already reported is the caller's
+ *   error; it is detected only when it is a half-open probe whose slot is
+ *   free.) Every transition increments the generation, so an outcome
  *   reported after the breaker moved on is recognised and ignored (counted
  *   as stale). Transitions are computed on access from now_ns: there is no
  *   timer thread and no clock read.
@@ -50,8 +59,13 @@
  *     counter
  *   - single-threaded, the breaker equals the reference model in
  *     tests/test_circuit_breaker.c step by step
+ *   - a permit is reported at most once: ap_cb_record of a consumed
+ *     permit (or of one never admitted: gen 0) is AP_INVAL and changes
+ *     nothing, so one permit can never count as several outcomes
+ *   - CANCELED never counts as a failure and never re-opens: in HALF_OPEN
+ *     it frees the probe slot at once (as IGNORED does)
  *   - conservation: once every permit is reported,
- *     allowed == successes + failures + ignored + stale
+ *     allowed == successes + failures + ignored + canceled + stale
  *   - the callback runs exactly once per transition, with (from, to, gen),
  *     never under the breaker's lock
  *
@@ -67,7 +81,7 @@
  *   a bucket's key and its counts retry only when another record raised
  *   the epoch, moved the bucket to a newer epoch or added to it; a bucket
  *   found mid-reset is helped to finish. IGNORED in CLOSED touches no
- *   window. Everything else (OPEN once the
+ *   window, nor does CANCELED. Everything else (OPEN once the
  *   open time is over, HALF_OPEN, transitions, manual
  *   controls) runs under one small internal lock (ap__lock) held for
  *   O(probes + buckets) work; OPEN rejections before the open time is
@@ -156,7 +170,8 @@
  *              once. Nothing else allocates.
  * ERRORS       AP_REJECTED (retry_at says when it may admit again); AP_INVAL
  *              for a bad desc (see ap_cb_init), a too-small buffer, a bad
- *              outcome; AP_NOMEM. AP_INVAL changes nothing.
+ *              outcome, a permit already reported; AP_NOMEM. AP_INVAL
+ *              changes nothing.
  * LIMITS       window_size <= AP_CB_MAX_WINDOW (16384), buckets <= 4096,
  *              half_open_probes <= AP_CB_MAX_PROBES (1024). The COUNT window
  *              tags its aggregate with 16 bits of the generation: a record
@@ -182,8 +197,9 @@
  *   if (ap_cb_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
  *   int rc = call_dependency();
  *   uint64_t t1 = ap_now_ns();
- *   ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
- *                t1 - t0, t1);
+ *   if (ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+ *                    t1 - t0, t1) != AP_OK)
+ *       abort();   // only a permit reported twice or a bad outcome: a bug
  */
 #ifndef ASYNCPAT_CIRCUIT_BREAKER_H
 #define ASYNCPAT_CIRCUIT_BREAKER_H
@@ -213,7 +229,10 @@ typedef enum ap_breaker_state {
 typedef enum ap_breaker_outcome {
     AP_BREAKER_OUTCOME_SUCCESS = 0,
     AP_BREAKER_OUTCOME_FAILURE = 1,
-    AP_BREAKER_OUTCOME_IGNORED = 2 /* releases the permit, counts in no rate */
+    AP_BREAKER_OUTCOME_IGNORED = 2, /* releases the permit, counts in no rate */
+    AP_BREAKER_OUTCOME_CANCELED = 3 /* the call was abandoned without an outcome
+                                       (e.g. cut by a deadline): as IGNORED,
+                                       counted in stats.canceled */
 } ap_breaker_outcome;
 
 /** ap_breaker_window - sliding window kind */
@@ -253,17 +272,19 @@ typedef struct ap_breaker_desc {
     void *ctx;                      /* passed to on_change */
 } ap_breaker_desc;
 
-/** ap_cb_permit - what ap_cb_allow hands out; report it once with ap_cb_record */
+/** ap_cb_permit - what ap_cb_allow hands out; report it once with
+ * ap_cb_record, which consumes it (gen = 0). Do not report copies. */
 typedef struct ap_cb_permit {
-    uint64_t gen;   /* the generation it was admitted in */
+    uint64_t gen;   /* the generation it was admitted in; 0: consumed (or never admitted) */
     uint32_t probe; /* 1 + probe slot in HALF_OPEN, else 0 */
 } ap_cb_permit;
 
 /** ap_breaker_stats - counters (snapshot; each is exact once calls stop) */
 typedef struct ap_breaker_stats {
     uint64_t allowed, rejected;            /* allow results */
-    uint64_t calls;                        /* successes + failures + ignored */
+    uint64_t calls;                        /* successes + failures + ignored + canceled */
     uint64_t successes, failures, ignored; /* records of the current generation */
+    uint64_t canceled;                     /* records of the current generation */
     uint64_t slow;                         /* of successes + failures: duration >= slow_call_ns */
     uint64_t stale;                        /* records from an older generation */
     uint64_t transitions, lease_expired;
@@ -271,7 +292,7 @@ typedef struct ap_breaker_stats {
 
 typedef struct ap__cb_stripe {
     _Alignas(AP_CACHELINE) _Atomic uint64_t allowed;
-    _Atomic uint64_t rejected, successes, failures, ignored, slow, stale;
+    _Atomic uint64_t rejected, successes, failures, ignored, canceled, slow, stale;
 } ap__cb_stripe;
 
 typedef struct ap__cb_bucket {
@@ -357,17 +378,25 @@ AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_
                                           uint64_t *retry_at);
 
 /**
- * ap_cb_record - report the outcome of a permitted call
- * @permit:      from ap_cb_allow on this breaker; report each permit once
- * @duration_ns: how long the call took (slow: >= slow_call_ns)
+ * ap_cb_record - report the outcome of a permitted call, and consume the permit
+ * @permit:      from ap_cb_allow on this breaker; on AP_OK it is marked
+ *               consumed (gen = 0, probe = 0)
+ * @outcome:     SUCCESS, FAILURE, IGNORED or CANCELED (see PATTERN)
+ * @duration_ns: how long the call took (slow: >= slow_call_ns; SUCCESS and
+ *               FAILURE only)
  *
- * Returns AP_OK (counted, possibly as stale) or AP_INVAL (an unknown
- * outcome; nothing changed). A permit of an older generation changes only
- * the stale counter. In HALF_OPEN, expired probe leases are applied first
- * (so a probe reported at or after its lease is stale).
- * Concurrency: any thread; CLOSED (COUNT or TIME window): lock-free.
+ * Returns AP_OK (counted, possibly as stale) or AP_INVAL: an unknown
+ * outcome, a consumed permit (reported already) or one never admitted
+ * (gen 0), or a half-open probe whose slot is free (a copy of a permit
+ * already reported); on AP_INVAL nothing changed, *permit included. A
+ * permit of an older generation changes only the stale counter. In
+ * HALF_OPEN, expired probe leases are applied first (so a probe reported
+ * at or after its lease is stale). Reporting a copy of a permit that was
+ * reported is the caller's error and is not detected in general.
+ * Concurrency: any thread, but one record per permit; CLOSED (COUNT or
+ * TIME window): lock-free.
  */
-AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *permit,
+AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
                                            ap_breaker_outcome outcome, uint64_t duration_ns,
                                            uint64_t now_ns);
 
@@ -527,7 +556,8 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *d
         ap__cb_stripe *s = &b->stripe[i];
         AP_ATOMIC_INIT(&s->allowed, 0); AP_ATOMIC_INIT(&s->rejected, 0);
         AP_ATOMIC_INIT(&s->successes, 0); AP_ATOMIC_INIT(&s->failures, 0);
-        AP_ATOMIC_INIT(&s->ignored, 0); AP_ATOMIC_INIT(&s->slow, 0);
+        AP_ATOMIC_INIT(&s->ignored, 0); AP_ATOMIC_INIT(&s->canceled, 0);
+        AP_ATOMIC_INIT(&s->slow, 0);
         AP_ATOMIC_INIT(&s->stale, 0);
     }
     b->cur_open = d.open_ns;
@@ -1016,26 +1046,38 @@ AP_API void ap__cb_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool slow)
         AP__CB_COUNT(b, successes);
     else if (o == AP_BREAKER_OUTCOME_FAILURE)
         AP__CB_COUNT(b, failures);
-    else
+    else if (o == AP_BREAKER_OUTCOME_IGNORED)
         AP__CB_COUNT(b, ignored);
-    if (slow && o != AP_BREAKER_OUTCOME_IGNORED)
+    else
+        AP__CB_COUNT(b, canceled);
+    if (slow && (o == AP_BREAKER_OUTCOME_SUCCESS || o == AP_BREAKER_OUTCOME_FAILURE))
         AP__CB_COUNT(b, slow);
 }
 
-AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
-                               ap_breaker_outcome outcome, bool slow, uint64_t now)
+/* Returns AP_OK, or AP_INVAL (nothing changed) for a half-open probe
+ * whose slot is free: a copy of a permit that was reported already. */
+AP_API ap_status ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
+                                    ap_breaker_outcome outcome, bool slow, uint64_t now)
 {
     ap__cb_events ev = {0};
     bool stale = false;
     ap__lock_acquire(&b->lock);
-    ap__cb_advance(b, now, &ev);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    if (s == (permit->gen << 3 | AP_BREAKER_STATE_HALF_OPEN) &&
+        (permit->probe < 1 || permit->probe > b->desc.half_open_probes ||
+         b->admit[permit->probe - 1] == AP__CB_FREE)) {
+        ap__lock_release(&b->lock);
+        return AP_INVAL; /* checked before advancing: nothing changes */
+    }
+    ap__cb_advance(b, now, &ev);
+    s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     if ((s >> 3) != permit->gen) {
         stale = true;
     } else {
         switch ((ap_breaker_state)(s & 7u)) {
         case AP_BREAKER_STATE_CLOSED: /* not reached: ap_cb_record handles CLOSED */
-            if (outcome != AP_BREAKER_OUTCOME_IGNORED && b->desc.window == AP_BREAKER_WINDOW_TIME) {
+            if ((outcome == AP_BREAKER_OUTCOME_SUCCESS || outcome == AP_BREAKER_OUTCOME_FAILURE) &&
+                b->desc.window == AP_BREAKER_WINDOW_TIME) {
                 int r = ap__cb_time_record(b, permit->gen,
                                            outcome == AP_BREAKER_OUTCOME_FAILURE, slow, now);
                 stale = r == 0;
@@ -1060,8 +1102,9 @@ AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
                      ++b->succ >= b->desc.half_open_probes)
                 ap__cb_set(b, AP_BREAKER_STATE_CLOSED, now, &ev);
             else if (b->inflight == 0 && b->admitted == b->desc.half_open_probes)
-                /* all K reported, no failure, < K successes (some IGNORED):
-                 * inconclusive; a new half-open period with a fresh batch */
+                /* all K reported, no failure, < K successes (some IGNORED
+                 * or CANCELED): inconclusive; a new half-open period with
+                 * a fresh batch */
                 ap__cb_set(b, AP_BREAKER_STATE_HALF_OPEN, now, &ev);
             break;
         }
@@ -1075,32 +1118,42 @@ AP_API void ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
     else
         ap__cb_count_outcome(b, outcome, slow);
     ap__cb_fire(b, &ev);
+    return AP_OK;
 }
 
-AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *permit,
+/* Mark @permit reported: gen 0 is no generation (they start at 1). */
+AP_FORCE_INLINE void ap__cb_consume(ap_cb_permit *permit)
+{
+    permit->gen = 0;
+    permit->probe = 0;
+}
+
+AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
                                            ap_breaker_outcome outcome, uint64_t duration_ns,
                                            uint64_t now_ns)
 {
     AP_ASSERT(b != NULL && permit != NULL);
-    if ((unsigned)outcome > (unsigned)AP_BREAKER_OUTCOME_IGNORED)
-        return AP_INVAL;
+    if ((unsigned)outcome > (unsigned)AP_BREAKER_OUTCOME_CANCELED || permit->gen == 0)
+        return AP_INVAL; /* a bad outcome, or a permit reported already */
     bool slow = duration_ns >= b->desc.slow_call_ns;
     /* acquire: pairs with the release store in ap__cb_set, so a window
      * cleared for this generation is seen cleared. */
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire);
     if ((s >> 3) != permit->gen) {
         AP__CB_COUNT(b, stale); /* generations only grow: stale for good */
+        ap__cb_consume(permit);
         return AP_OK;
     }
     ap_breaker_state st = (ap_breaker_state)(s & 7u);
     AP_TEST_YIELD();
     if (st == AP_BREAKER_STATE_DISABLED) {
         ap__cb_count_outcome(b, outcome, slow);
+        ap__cb_consume(permit);
         return AP_OK;
     }
     if (st == AP_BREAKER_STATE_CLOSED) {
         bool fail = outcome == AP_BREAKER_OUTCOME_FAILURE, counted = true;
-        if (outcome == AP_BREAKER_OUTCOME_IGNORED)
+        if (outcome == AP_BREAKER_OUTCOME_IGNORED || outcome == AP_BREAKER_OUTCOME_CANCELED)
             ; /* touches no window */
         else if (b->desc.window == AP_BREAKER_WINDOW_COUNT)
             counted = ap__cb_count_record(b, permit->gen, fail, slow, now_ns);
@@ -1114,9 +1167,12 @@ AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, const ap_cb_permit *pe
             ap__cb_count_outcome(b, outcome, slow);
         else
             AP__CB_COUNT(b, stale);
+        ap__cb_consume(permit);
         return AP_OK;
     }
-    ap__cb_record_slow(b, permit, outcome, slow, now_ns);
+    if (ap__cb_record_slow(b, permit, outcome, slow, now_ns) != AP_OK)
+        return AP_INVAL;
+    ap__cb_consume(permit);
     return AP_OK;
 }
 
@@ -1154,10 +1210,11 @@ AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b)
         r.successes += AP_ATOMIC_LOAD(&s->successes, memory_order_relaxed);
         r.failures += AP_ATOMIC_LOAD(&s->failures, memory_order_relaxed);
         r.ignored += AP_ATOMIC_LOAD(&s->ignored, memory_order_relaxed);
+        r.canceled += AP_ATOMIC_LOAD(&s->canceled, memory_order_relaxed);
         r.slow += AP_ATOMIC_LOAD(&s->slow, memory_order_relaxed);
         r.stale += AP_ATOMIC_LOAD(&s->stale, memory_order_relaxed);
     }
-    r.calls = r.successes + r.failures + r.ignored;
+    r.calls = r.successes + r.failures + r.ignored + r.canceled;
     r.transitions = AP_ATOMIC_LOAD(&b->transitions, memory_order_relaxed);
     r.lease_expired = AP_ATOMIC_LOAD(&b->lease_expired, memory_order_relaxed);
     return r;

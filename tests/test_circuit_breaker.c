@@ -39,6 +39,7 @@ static void test_yield(void)
 #define OK_ AP_BREAKER_OUTCOME_SUCCESS
 #define FAIL_ AP_BREAKER_OUTCOME_FAILURE
 #define IGN_ AP_BREAKER_OUTCOME_IGNORED
+#define CAN_ AP_BREAKER_OUTCOME_CANCELED
 
 /* ---- callback log ---- */
 typedef struct ev_log {
@@ -263,7 +264,8 @@ Test(circuit_breaker, inval_changes_nothing)
     /* a bad outcome changes nothing */
     ap_cb_permit p = must_allow(&b, 0);
     ap_breaker_stats s0 = ap_cb_stats(&b);
-    cr_assert_eq(ap_cb_record(&b, &p, (ap_breaker_outcome)3, 0, 0), AP_INVAL);
+    cr_assert_eq(ap_cb_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
+    cr_assert_neq(p.gen, 0u, "an AP_INVAL record consumed the permit");
     ap_breaker_stats s1 = ap_cb_stats(&b);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
     ap_cb_fini(&b);
@@ -505,7 +507,7 @@ Test(circuit_breaker, half_open_ignored_probes_bounded)
     cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
     ap_breaker_stats s = ap_cb_stats(&f->b);
-    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
+    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 }
 
@@ -579,7 +581,7 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
         call(&f->b, 0, FAIL_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
         ap_breaker_stats s = ap_cb_stats(&f->b);
-        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
+        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a success of gen 1 */
         cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
         free(f);
@@ -632,7 +634,7 @@ Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout 
         call(&f->b, 300 * MS, OK_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
         ap_breaker_stats s = ap_cb_stats(&f->b);
-        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.stale);
+        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a failure of gen 1 */
         cr_assert_eq(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
         free(f);
@@ -713,7 +715,7 @@ Test(circuit_breaker, time_window_closed_path_takes_no_lock, .timeout = 60)
     cr_assert(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
     ap_breaker_stats s = ap_cb_stats(&f->b);
     cr_assert_eq(s.allowed, 64);
-    cr_assert_eq(s.successes + s.failures + s.ignored, 64);
+    cr_assert_eq(s.successes + s.failures + s.ignored + s.canceled, 64);
     cr_assert_eq(s.stale, 0);
     cr_assert_eq(raw_state(&f->b), CL);
     free(f);
@@ -840,7 +842,8 @@ static void m_record(model *m, ap_cb_permit p, ap_breaker_outcome o, uint64_t du
     if (o == OK_) m->s.successes++;
     if (o == FAIL_) m->s.failures++;
     if (o == IGN_) m->s.ignored++;
-    if (slow && o != IGN_) m->s.slow++;
+    if (o == CAN_) m->s.canceled++;
+    if (slow && (o == OK_ || o == FAIL_)) m->s.slow++;
     m->s.calls++;
     if (m->st == DI)
         return;
@@ -852,11 +855,11 @@ static void m_record(model *m, ap_cb_permit p, ap_breaker_outcome o, uint64_t du
         else if (o == OK_ && ++m->succ >= m->d.half_open_probes)
             m_set(m, CL, now);
         else if (m->inflight == 0 && m->admitted == m->d.half_open_probes)
-            m_set(m, HO, now); /* inconclusive (IGNORED probes): a fresh period */
+            m_set(m, HO, now); /* inconclusive (IGNORED/CANCELED probes): a fresh period */
         return;
     }
     /* CLOSED */
-    if (o == IGN_)
+    if (o == IGN_ || o == CAN_)
         return;
     uint8_t v = (uint8_t)(fail | slow << 1);
     uint64_t calls = 0, fails = 0, slows = 0;
@@ -950,10 +953,15 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
             ap_cb_permit p = out[i];
             out[i] = out[--nout];
             uint64_t x = rnd(&s);
-            ap_breaker_outcome o = (x & 15) < 6 ? FAIL_ : (x & 15) < 7 ? IGN_ : OK_;
+            ap_breaker_outcome o = (x & 15) < 6 ? FAIL_ : (x & 15) < 7 ? IGN_
+                                                     : (x & 15) < 8 ? CAN_ : OK_;
             uint64_t dur = (x >> 8) % (m.d.slow_call_ns + m.d.slow_call_ns / 2);
+            ap_cb_permit q = p;
             cr_assert_eq(ap_cb_record(&f->b, &p, o, dur, now), AP_OK);
-            m_record(&m, p, o, dur, now);
+            m_record(&m, q, o, dur, now);
+            cr_assert_eq(p.gen, 0u, "step %d: the record did not consume the permit", step);
+            if ((x >> 60) == 0) /* now and then: the same permit again changes nothing */
+                cr_assert_eq(ap_cb_record(&f->b, &p, o, dur, now), AP_INVAL, "step %d", step);
         } else if (r < 993) {
             ap_cb_force_open(&f->b);
             if (m.st != FO) m_set(&m, FO, 0);
@@ -1126,4 +1134,128 @@ Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
     cr_assert_neq(ap_cb_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
     ap_status st = ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, UINT64_MAX);
     cr_assert(st == AP_OK || st == AP_REJECTED || st == AP_INVAL, "record: %d", st);
+}
+
+/* Regression (issue #11, 2): one permit recorded four times as a failure
+ * gave four AP_OK and opened the breaker (window 4, min 4, 50 %). The
+ * record consumes the permit: the second record is AP_INVAL and changes
+ * nothing. */
+Test(circuit_breaker, permit_recorded_twice_is_inval)
+{
+    fixture *f = fx_new(small());
+    ap_cb_permit p = must_allow(&f->b, 0);
+    cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
+    ap_breaker_stats s0 = ap_cb_stats(&f->b);
+    for (int i = 2; i <= 4; i++)
+        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
+                     "record %d of one permit was accepted", i);
+    ap_breaker_stats s1 = ap_cb_stats(&f->b);
+    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0, "a second record changed the stats");
+    cr_assert_eq(s1.failures, 1);
+    cr_assert_eq(raw_state(&f->b), CL, "one permit opened the breaker");
+    cr_assert_eq(ap_cb_generation(&f->b), 1);
+    /* a permit never admitted (zero) is refused too */
+    ap_cb_permit z = {0, 0};
+    cr_assert_eq(ap_cb_record(&f->b, &z, OK_, 0, 0), AP_INVAL);
+    /* stale: counted once */
+    ap_cb_permit q = must_allow(&f->b, 0);
+    ap_cb_reset(&f->b);
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
+    /* DISABLED */
+    ap_cb_disable(&f->b);
+    q = must_allow(&f->b, 0);
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    cr_assert_eq(ap_cb_stats(&f->b).successes, 1);
+    free(f);
+
+    /* HALF_OPEN: the permit itself, and a copy of a reported probe (its
+     * slot is free: detected), change nothing */
+    f = fx_new(small()); /* K = 2 */
+    uint64_t t = goto_state(f, HO);
+    p = must_allow(&f->b, t);
+    ap_cb_permit copy = p;
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
+    uint64_t g = ap_cb_generation(&f->b);
+    s0 = ap_cb_stats(&f->b);
+    cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
+    cr_assert_eq(ap_cb_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
+    s1 = ap_cb_stats(&f->b);
+    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
+    cr_assert_eq(raw_state(&f->b), HO);
+    cr_assert_eq(ap_cb_generation(&f->b), g);
+    cr_assert_eq(copy.gen, g, "AP_INVAL wrote to the permit");
+    free(f);
+}
+
+/* Issue #11, 1: a CANCELED probe (the call was abandoned: e.g. a retry
+ * deadline cut it) frees its slot at once, is no failure and does not
+ * re-open; it counts as IGNORED does, in its own counter. */
+Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
+{
+    ap_breaker_desc d = small();
+    d.half_open_probes = 1;
+    fixture *f = fx_new(d);
+    uint64_t t = goto_state(f, HO);
+    ap_cb_permit p = must_allow(&f->b, t), r;
+    uint64_t ra;
+    cr_assert_eq(ap_cb_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
+    uint64_t g = p.gen;
+    ap_breaker_stats s0 = ap_cb_stats(&f->b);
+    cr_assert_eq(ap_cb_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
+    /* K = 1 admitted, reported without an outcome: a fresh half-open period */
+    cr_assert_eq(raw_state(&f->b), HO);
+    cr_assert_eq(ap_cb_generation(&f->b), g + 1);
+    p = must_allow(&f->b, t + 1); /* the slot is free at once */
+    ap_breaker_stats s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.canceled, 1);
+    cr_assert_eq(s.failures, s0.failures, "CANCELED counted as a failure");
+    cr_assert_eq(s.ignored, 0);
+    cr_assert_eq(s.slow, s0.slow, "a CANCELED record is never slow");
+    cr_assert_eq(s.lease_expired, 0);
+    cr_assert_eq(s.calls, s.successes + s.failures + s.ignored + s.canceled);
+    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
+    cr_assert_eq(raw_state(&f->b), CL);
+    s = ap_cb_stats(&f->b);
+    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
+    free(f);
+
+    /* CLOSED: no window, no rate, and the failure run is not reset */
+    f = fx_new((ap_breaker_desc){.window_size = 10, .min_calls = 10, .consecutive_failures = 2});
+    call(&f->b, 0, FAIL_, 0);
+    for (int i = 0; i < 20; i++)
+        call(&f->b, 0, CAN_, 0);
+    cr_assert_eq(agg_calls(&f->b), 1, "CANCELED entered the window");
+    cr_assert_eq(raw_state(&f->b), CL);
+    call(&f->b, 0, FAIL_, 0);
+    cr_assert_eq(raw_state(&f->b), OP, "CANCELED reset the failure run");
+    free(f);
+}
+
+/* Mutation gap (issue #11, 4): the re-open duration grows by
+ * floor(d * pct / 100) exactly, also when d is not a multiple of 100
+ * (d / 100 * pct or a rounded-up product would differ). */
+Test(circuit_breaker, reopen_duration_exact_when_not_a_multiple_of_100)
+{
+    ap_breaker_desc d = {.window_size = 1, .min_calls = 1, .open_ns = 101,
+                         .open_multiplier_pct = 150, .open_max_ns = 10000,
+                         .half_open_probes = 1, .probe_lease_ns = SEC};
+    fixture *f = fx_new(d);
+    call(&f->b, 0, FAIL_, 0);
+    /* 101, floor(151.5) = 151, floor(226.5) = 226, 339, floor(508.5) = 508 */
+    uint64_t t = 0, want[] = {101, 151, 226, 339, 508};
+    for (int i = 0; i < 5; i++) {
+        ap_cb_permit p;
+        uint64_t ra = 0;
+        cr_assert_eq(ap_cb_allow(&f->b, t + want[i] - 1, &p, &ra), AP_REJECTED, "open %d", i);
+        cr_assert_eq(ra, t + want[i], "open %d: for %llu ns, want %llu", i,
+                     (unsigned long long)(ra - t), (unsigned long long)want[i]);
+        t += want[i];
+        p = must_allow(&f->b, t); /* exactly at the end: half-open */
+        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK); /* re-open */
+        cr_assert_eq(raw_state(&f->b), OP);
+    }
+    free(f);
 }

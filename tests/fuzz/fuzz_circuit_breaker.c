@@ -4,8 +4,9 @@
  * AP_INVAL from ap_cb_init and ap_cb_create and 0 from ap_cb_bytes, with
  * *b, the buffer, *out and the allocator untouched), then a valid small
  * desc (COUNT or TIME window, defaults included) and a single-threaded
- * sequence of allow / record (success, failure, ignored, slow or fast,
- * or an unknown outcome) / time advances (also backwards and huge) /
+ * sequence of allow / record (success, failure, ignored, canceled, slow or
+ * fast, or an unknown outcome; each record followed by a second record of
+ * the same permit) / time advances (also backwards and huge) /
  * ap_cb_state / force_open / disable / reset, with up to 64 permits held
  * and reported in any order, checked step by step against a sequential
  * model of the state machine (the one of tests/test_circuit_breaker.c,
@@ -19,15 +20,17 @@
  *   - HALF_OPEN: at most K probes leased (and admitted) per generation;
  *     K successes close, a failure or slow success re-opens with the open
  *     duration grown by open_multiplier_pct up to open_max_ns, a K-batch
- *     with IGNORED probes and no failure starts a new half-open period,
+ *     with IGNORED or CANCELED probes and no failure starts a new
+ *     half-open period,
  *     an unreported probe past its lease re-opens (lease_expired)
  *   - CLOSED: trips exactly when min_calls outcomes are in the window and
  *     a rate reaches its threshold, or consecutive_failures in a row
  *   - state, generation, every stats counter, and the callback log (from,
  *     to, gen) equal the model after every step; an unknown outcome is
- *     AP_INVAL and changes nothing
+ *     AP_INVAL and changes nothing; a record consumes its permit (gen 0)
+ *     and a second record of it is AP_INVAL and changes nothing
  *   - conservation: once every permit is reported,
- *     allowed == successes + failures + ignored + stale
+ *     allowed == successes + failures + ignored + canceled + stale
  */
 #include "asyncpat/circuit_breaker.h"
 #include "fuzz_common.h"
@@ -40,6 +43,7 @@
 #define OK_ AP_BREAKER_OUTCOME_SUCCESS
 #define FAIL_ AP_BREAKER_OUTCOME_FAILURE
 #define IGN_ AP_BREAKER_OUTCOME_IGNORED
+#define CAN_ AP_BREAKER_OUTCOME_CANCELED
 
 #define MAXK 16
 #define MAXW 128
@@ -192,7 +196,8 @@ static void m_record(ap_cb_permit p, ap_breaker_outcome o, uint64_t dur, uint64_
     if (o == OK_) M.s.successes++;
     if (o == FAIL_) M.s.failures++;
     if (o == IGN_) M.s.ignored++;
-    if (slow && o != IGN_) M.s.slow++;
+    if (o == CAN_) M.s.canceled++;
+    if (slow && (o == OK_ || o == FAIL_)) M.s.slow++;
     M.s.calls++;
     if (M.st == DI) return;
     if (M.st == HO) {
@@ -206,7 +211,7 @@ static void m_record(ap_cb_permit p, ap_breaker_outcome o, uint64_t dur, uint64_
         return;
     }
     FZ_CHECK(M.st == CL);
-    if (o == IGN_) return;
+    if (o == IGN_ || o == CAN_) return;
     uint8_t v = (uint8_t)(fail | slow << 1);
     uint64_t calls = 0, fails = 0, slows = 0;
     if (M.d.window == AP_BREAKER_WINDOW_COUNT) {
@@ -451,7 +456,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (nperm == 0) break;
             int i = fz_u8(&f) % nperm;
             uint8_t x = fz_u8(&f);
-            ap_breaker_outcome o = (x & 3) == 3 ? ((x & 4) ? IGN_ : OK_) : (x & 1) ? FAIL_ : OK_;
+            ap_breaker_outcome o = (x & 3) == 3 ? ((x & 4) ? ((x & 0x20) ? CAN_ : IGN_) : OK_)
+                                   : (x & 1) ? FAIL_ : OK_;
             uint64_t dur;
             switch ((x >> 3) & 3) {
             case 0: dur = 0; break;
@@ -463,16 +469,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 /* an unknown outcome: AP_INVAL, nothing changed */
                 ap_breaker_stats s0 = ap_cb_stats(&b);
                 ap_breaker_state s0st = raw_state(&b);
-                FZ_CHECK(ap_cb_record(&b, &perm[i], (ap_breaker_outcome)(3 + (x & 3)), dur, now) ==
+                FZ_CHECK(ap_cb_record(&b, &perm[i], (ap_breaker_outcome)(4 + (x & 3)), dur, now) ==
                          AP_INVAL);
                 ap_breaker_stats s1 = ap_cb_stats(&b);
                 FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
                 break;
             }
-            ap_cb_permit p = perm[i];
+            ap_cb_permit p = perm[i], q = p; /* q: the model's copy (the record consumes p) */
             perm[i] = perm[--nperm];
             FZ_CHECK(ap_cb_record(&b, &p, o, dur, now) == AP_OK);
-            m_record(p, o, dur, now);
+            m_record(q, o, dur, now);
+            FZ_CHECK(p.gen == 0); /* consumed */
+            {   /* reported twice: AP_INVAL, nothing changed */
+                ap_breaker_stats s0 = ap_cb_stats(&b);
+                ap_breaker_state s0st = raw_state(&b);
+                FZ_CHECK(ap_cb_record(&b, &p, o, dur, now) == AP_INVAL);
+                ap_breaker_stats s1 = ap_cb_stats(&b);
+                FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
+            }
             break;
         }
         case 5: { /* state at now */
@@ -519,14 +533,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* report everything still held; then the counters are conserved */
     while (nperm) {
-        ap_cb_permit p = perm[--nperm];
-        FZ_CHECK(ap_cb_record(&b, &p, IGN_, 0, now) == AP_OK);
-        m_record(p, IGN_, 0, now);
+        ap_cb_permit p = perm[--nperm], q = p;
+        ap_breaker_outcome o = (nperm & 1) ? IGN_ : CAN_;
+        FZ_CHECK(ap_cb_record(&b, &p, o, 0, now) == AP_OK);
+        m_record(q, o, 0, now);
         check_all(&b, perm, nperm);
     }
     ap_breaker_stats s = ap_cb_stats(&b);
-    FZ_CHECK(s.allowed == s.successes + s.failures + s.ignored + s.stale);
-    FZ_CHECK(s.calls == s.successes + s.failures + s.ignored);
+    FZ_CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale);
+    FZ_CHECK(s.calls == s.successes + s.failures + s.ignored + s.canceled);
     ap_cb_fini(&b);
     return 0;
 }

@@ -5,16 +5,16 @@
  * The fake clock is a relaxed atomic that the workers advance themselves
  * (0-2 ns per call), so the breaker cycles CLOSED -> OPEN -> HALF_OPEN ->
  * ... many times per run; 30 % of the outcomes fail (2 % in the last
- * scenario), 5 % are ignored. Checked:
+ * scenario), 5 % are ignored, 3 % canceled. Checked:
  *   - never more than K probes in flight in one half-open period: a test
  *     counter per generation, raised after allow and lowered before record;
  *     never more than K probes admitted in one half-open period (IGNORED
- *     outcomes included)
+ *     and CANCELED outcomes included); every record consumes its permit
  *   - no call admitted while OPEN or FORCED_OPEN: the state-change callback
  *     logs the state of every generation; after the join, every generation
  *     a permit carried must be CLOSED / DISABLED (probe 0) or HALF_OPEN
  *     (probe != 0)
- *   - conservation: allowed == successes + failures + ignored + stale,
+ *   - conservation: allowed == successes + failures + ignored + canceled + stale,
  *     transitions == generation - 1 == callbacks
  * Scenarios: COUNT window (lock-free CLOSED path), TIME window (lock-free
  * CLOSED path too), TIME and COUNT windows with a thread that forces open /
@@ -91,6 +91,7 @@ static void *worker(void *arg)
         uint32_t x = stress_below(&w->rng, 100);
         ap_breaker_outcome o = x < r->fail_pct       ? AP_BREAKER_OUTCOME_FAILURE
                                : x < r->fail_pct + 5 ? AP_BREAKER_OUTCOME_IGNORED
+                               : x < r->fail_pct + 8 ? AP_BREAKER_OUTCOME_CANCELED
                                         : AP_BREAKER_OUTCOME_SUCCESS;
         uint64_t dur = stress_below(&w->rng, 20);
         now = STRESS_ADD(&r->clock, stress_below(&w->rng, 3));
@@ -98,6 +99,7 @@ static void *worker(void *arg)
             (void)STRESS_ADD(&r->probes[p.gen], (uint32_t)-1);
         ap_status st = ap_cb_record(r->b, &p, o, dur, now);
         CHECK(st == AP_OK, "record: %s", ap_status_str(st));
+        CHECK(p.gen == 0, "the record did not consume the permit");
     }
     return NULL;
 }
@@ -156,10 +158,10 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
 
     ap_breaker_stats s = ap_cb_stats(r->b);
     uint64_t gen = ap_cb_generation(r->b);
-    CHECK(s.allowed == s.successes + s.failures + s.ignored + s.stale,
+    CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale,
           "allowed %" PRIu64 " != successes %" PRIu64 " + failures %" PRIu64
-          " + ignored %" PRIu64 " + stale %" PRIu64,
-          s.allowed, s.successes, s.failures, s.ignored, s.stale);
+          " + ignored %" PRIu64 " + canceled %" PRIu64 " + stale %" PRIu64,
+          s.allowed, s.successes, s.failures, s.ignored, s.canceled, s.stale);
     CHECK(s.allowed + s.rejected == (uint64_t)WORKERS * r->iters, "allow calls lost");
     CHECK(s.transitions == gen - 1, "transitions %" PRIu64 ", generation %" PRIu64,
           s.transitions, gen);

@@ -5,16 +5,17 @@
  * HALF_OPEN probes (3 threads, K = 1 and K = 2): the breaker is tripped in
  * set-up at T0 (OPEN until T0 + OPEN_NS); thread 0 first asks one ns before
  * the open time is over, then every thread asks at or after it, and reports
- * the outcome of an admitted call (success, failure that re-opens, or
- * ignored). Theorems: at most K probes admitted per half-open period (so at
+ * the outcome of an admitted call (success, failure that re-opens,
+ * ignored, or canceled: as ignored). Theorems: at most K probes admitted per half-open period (so at
  * most K held at once), no call admitted in an OPEN generation, and no
  * half-open period entered before the open time is over; every permit is
  * reported once and the stats are conserved (allowed = successes +
- * failures + ignored + stale; allowed + rejected = calls to allow); the
+ * failures + ignored + canceled + stale; allowed + rejected = calls to allow); the
  * callback runs exactly once per transition; every transition out of a
  * half-open period is the one its recorded outcomes call for (K successes
- * -> CLOSED, a failure -> OPEN, K reported with an ignored one and no
- * failure -> a new HALF_OPEN period), and a period still half-open at the
+ * -> CLOSED, a failure -> OPEN, K reported with an ignored or canceled
+ * one and no failure -> a new HALF_OPEN period; a canceled probe never
+ * re-opens), and a period still half-open at the
  * end has seen none of these.
  *
  * CLOSED, COUNT window (2 threads, 2 calls each; window 4, 50 %,
@@ -39,7 +40,7 @@
 #define MAXPERM 8
 
 enum { S = AP_BREAKER_OUTCOME_SUCCESS, F = AP_BREAKER_OUTCOME_FAILURE,
-       I = AP_BREAKER_OUTCOME_IGNORED };
+       I = AP_BREAKER_OUTCOME_IGNORED, C = AP_BREAKER_OUTCOME_CANCELED };
 
 typedef struct cst {
     ap_breaker b;
@@ -53,7 +54,7 @@ typedef struct cst {
     uint64_t cur_now[VF_MAX_THREADS], setup_now;
     /* permits, tallied by their generation */
     int adm_half[MAXGEN], held_half[MAXGEN], adm_closed[MAXGEN];
-    int rec[3][MAXGEN]; /* [outcome][gen]: records started */
+    int rec[4][MAXGEN]; /* [outcome][gen]: records started */
     int perm_gen[MAXPERM], perm_probe[MAXPERM], nperm;
     int n_allow, n_ok, n_rej, n_rec;
     int rec_fail_started; /* CLOSED scenario: failures whose record started */
@@ -142,16 +143,18 @@ static ap_status cb_allow(cst *s, int id, uint64_t now, ap_cb_permit *p)
     return r;
 }
 
-static void cb_record(cst *s, int id, const ap_cb_permit *p, int o, uint64_t now)
+static void cb_record(cst *s, int id, ap_cb_permit *p, int o, uint64_t now)
 {
+    const ap_cb_permit q = *p; /* the record consumes *p */
     s->cur_now[id] = now;
-    s->rec[o][p->gen]++;
+    s->rec[o][q.gen]++;
     s->n_rec++;
     if (o == F)
         s->rec_fail_started++;
     VF_CHECK(ap_cb_record(&s->b, p, (ap_breaker_outcome)o, 0, now) == AP_OK);
-    if (p->probe)
-        s->held_half[p->gen]--;
+    VF_CHECK(p->gen == 0, "the record did not consume the permit");
+    if (q.probe)
+        s->held_half[q.gen]--;
 }
 
 /* ---- HALF_OPEN probes ---- */
@@ -242,11 +245,12 @@ static void cb_check_common(cst *s, int G)
     VF_CHECK(st.rejected == s->base.rejected + (uint64_t)s->n_rej);
     VF_CHECK(s->n_ok + s->n_rej == s->n_allow && s->n_rec == s->n_ok,
              "every permit is reported exactly once");
-    VF_CHECK(st.allowed == st.successes + st.failures + st.ignored + st.stale,
-             "allowed %llu != %llu + %llu + %llu + %llu stale", (unsigned long long)st.allowed,
-             (unsigned long long)st.successes, (unsigned long long)st.failures,
-             (unsigned long long)st.ignored, (unsigned long long)st.stale);
-    VF_CHECK(st.calls == st.successes + st.failures + st.ignored);
+    VF_CHECK(st.allowed == st.successes + st.failures + st.ignored + st.canceled + st.stale,
+             "allowed %llu != %llu + %llu + %llu + %llu canceled + %llu stale",
+             (unsigned long long)st.allowed, (unsigned long long)st.successes,
+             (unsigned long long)st.failures, (unsigned long long)st.ignored,
+             (unsigned long long)st.canceled, (unsigned long long)st.stale);
+    VF_CHECK(st.calls == st.successes + st.failures + st.ignored + st.canceled);
     VF_CHECK(st.lease_expired == 0 && st.slow == 0);
 }
 
@@ -259,7 +263,8 @@ static void ho_check(void *p)
         int gs = gen_state(s, g);
         int next = g < G ? s->ev_to[g + 1] : -1;
         if (gs == AP_BREAKER_STATE_HALF_OPEN) {
-            int su = s->rec[S][g], fa = s->rec[F][g], ig = s->rec[I][g];
+            /* CANCELED counts exactly as IGNORED */
+            int su = s->rec[S][g], fa = s->rec[F][g], ig = s->rec[I][g] + s->rec[C][g];
             VF_CHECK(s->adm_half[g] == su + fa + ig && s->adm_half[g] <= K);
             if (next == AP_BREAKER_STATE_CLOSED)
                 VF_CHECK(su == K && fa == 0, "gen %d closed with %d successes, %d failures", g,
@@ -386,6 +391,8 @@ int main(void)
     total += run_ho("breaker_ho_k2_succ_succ_fail", 2, S, S, F);
     total += run_ho("breaker_ho_k2_ign_succ_succ", 2, I, S, S);
     total += run_ho("breaker_ho_k2_all_succ", 2, S, S, S);
+    total += run_ho("breaker_ho_k1_can_succ_fail", 1, C, S, F);
+    total += run_ho("breaker_ho_k2_can_succ_succ", 2, C, S, S);
     /* CLOSED, COUNT window: 2 threads x 2 calls */
     for (int tso = 0; tso <= 1; tso++) {
         total += run_cl(tso ? "breaker_closed_2of4_tso" : "breaker_closed_2of4", tso, F, S, S, F);

@@ -5,30 +5,34 @@
  * transitions computed on access under a fair clock.
  *
  * MODELLED (circuit_breaker.h)
- *   cb_set       ap__cb_set (:598): a transition; the generation grows
+ *   cb_set       ap__cb_set (:628): a transition; the generation grows
  *                (every permit handed out before is stale from now on);
  *                OPEN arms the open time; HALF_OPEN clears inflight, succ,
  *                admitted and the probe table
- *   cb_advance   ap__cb_advance (:642): OPEN whose time is over ->
+ *   cb_advance   ap__cb_advance (:672): OPEN whose time is over ->
  *                HALF_OPEN; HALF_OPEN with an expired probe lease -> OPEN
- *   client()     ap_cb_allow (:727): lock-free CLOSED admit and OPEN
+ *   client()     ap_cb_allow (:760): lock-free CLOSED admit and OPEN
  *                rejection (open time not over), else ap__cb_allow_slow
- *                (:675) under the lock: advance, then admit (CLOSED) or
+ *                (:705) under the lock: advance, then admit (CLOSED) or
  *                lease a probe slot if admitted < K (HALF_OPEN);
- *                ap_cb_record (:1077): stale check on the generation;
+ *                ap_cb_record (:1131): stale check on the generation;
  *                CLOSED: a failure may trip (window abstracted) through
- *                ap__cb_trip (:767), which re-checks (CLOSED, g) under the
- *                lock; HALF_OPEN: ap__cb_record_slow (:1022): advance,
+ *                ap__cb_trip (:800), which re-checks (CLOSED, g) under the
+ *                lock; HALF_OPEN: ap__cb_record_slow (:1059): advance,
  *                stale check, free the slot, then FAILURE -> OPEN,
  *                K-th SUCCESS -> CLOSED, all K reported without a failure
- *                (some IGNORED) -> new HALF_OPEN period.
+ *                (some IGNORED) -> new HALF_OPEN period. O_IGNORED also
+ *                stands for CANCELED (the code treats the two alike; only
+ *                their stats counters differ). A record also consumes the
+ *                permit (gen = 0), so a second record of it is AP_INVAL
+ *                before any of this: each client reports its permit once.
  *                A client may also never report a permit (it crashed):
  *                only the probe lease frees that slot.
  *   clock()      time: the open time and each probe's lease expire at
  *                some later point (a flag per deadline); the clock is a
  *                process, weakly fair in the liveness runs (pan -f).
  *   MUTANT_CB_EARLY_PROBE_RELEASE  the AP_MUTANT_CB_EARLY_PROBE_RELEASE
- *                block (:1048): a reported probe also gives back its
+ *                block (:1093): a reported probe also gives back its
  *                admission (admitted--)
  *
  * ABSTRACTED
@@ -65,7 +69,7 @@
  *   - assert(pout <= K): at most K probes in flight (pout = ghost count of
  *     clients holding a current-generation probe permit, not yet reported).
  *   - assert in the HALF_OPEN record: the probe's slot is still leased to
- *     it (the header's AP_ASSERT at :1044): a slot is freed only by its own
+ *     it (the header's AP_ASSERT at :1089): a slot is freed only by its own
  *     record or by the end of the period.
  *   - ltl open_left: [] (OPEN -> <> !OPEN) under weak fairness (a fair
  *     clock and clients that keep calling): the breaker always leaves OPEN.
@@ -102,7 +106,7 @@ byte pout;            /* ghost: current-generation probe permits not yet reporte
 bool isprobe[NC];     /* ghost: the client's permit is a probe */
 bit  hper;            /* ghost: flips at every new half-open period */
 
-/* ap__cb_set (:598), under the lock */
+/* ap__cb_set (:628), under the lock */
 inline cb_set(to) {
     d_step {
         /* generation + 1: every outstanding permit is stale */
@@ -128,7 +132,7 @@ inline cb_set(to) {
     }
 }
 
-/* ap__cb_advance (:642), under the lock */
+/* ap__cb_advance (:672), under the lock */
 inline cb_advance() {
     if
     :: cbst == OPEN && open_over -> cb_set(HALF)
