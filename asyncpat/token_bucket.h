@@ -26,8 +26,10 @@
  * GUARANTEES (invariants the tests check)
  *   - exact bound: tokens admitted at times <= t (acquires, and
  *     reservations whose ready_at <= t, not counting cancelled ones) are at
- *     most burst + floor(n * t / period), at every t; in any window (s, t]
- *     at most burst + V(t) - V(s) <= burst + ceil(n * (t - s) / period)
+ *     most burst + floor(n * t / period), at every t, also t = 2^64 - 1;
+ *     in any window (s, t] at most burst + V(t) - V(s) <= burst +
+ *     ceil(n * (t - s) / period), whatever was cancelled meanwhile (proof
+ *     above ap__tb_give_back)
  *   - liveness: a greedy caller gets exactly that many (>= rate*t - 1 past
  *     the burst); a refused request gets the exact earliest instant it
  *     would be admitted (retry_at); at 10/s a token spent at t = 0 is back
@@ -35,8 +37,17 @@
  *   - time going backwards mints nothing: V is monotone and C is only
  *     raised by admissions, so a `now` earlier than a previous one sees
  *     the same or fewer tokens
- *   - a cancelled reservation gives back exactly its tokens (see
- *     ap_tb_cancel_reservation)
+ *   - a cancelled reservation gives back all its tokens when no later
+ *     admission or reservation has been stacked on it (the bucket's state
+ *     still ends where it ended; so cancels in reverse order of reserving
+ *     give everything back), and none otherwise: tokens that a later
+ *     request was already queued behind are forfeited, never handed out
+ *     twice (see ap_tb_cancel_reservation; the rule of Go's
+ *     x/time/rate Reservation.Cancel, without its partial refund, which
+ *     could break the window bound)
+ *   - a ready instant is never saturated: a reservation or wait whose
+ *     tokens would be ready only past 2^64 - 1 ns is refused (AP_REJECTED)
+ *     and takes nothing
  *   - n > burst is AP_INVAL (it could never succeed); n = 0 is AP_OK and
  *     changes nothing
  *   - keyed: at most `capacity` keys are tracked; a key whose bucket is
@@ -76,8 +87,11 @@
  *   token per nanosecond (n <= period, i.e. 1e9/s): then V(t) <= t never
  *   overflows; above that, count in larger units (KiB, not bytes).
  *   Every sum is checked: a reservation that would push C past 2^64 - 2 is
- *   refused, and instants beyond the clock's range saturate to
- *   AP_DEADLINE_NONE. Nothing wraps, so UBSan stays clean.
+ *   refused, and so is one whose ready instant lies beyond the clock's
+ *   range (past 2^64 - 1 ns) or at 2^64 - 1 itself while now is earlier
+ *   (AP_DEADLINE_NONE means "never"); only try_acquire's retry_at
+ *   saturates to AP_DEADLINE_NONE, meaning "not within the clock's range".
+ *   Nothing wraps, so UBSan stays clean.
  *
  * COMPLEXITY   ap_tb: O(1) per call (a CAS retry only when another thread
  *              won); 64 bytes (one cache line).
@@ -85,13 +99,18 @@
  *              probing; stale entries are removed by backward shift as the
  *              probe meets them), O(capacity) worst case; 16 bytes per slot.
  * MEMORY       ap_tb lives in caller memory. ap_tb_keyed_init takes a caller
- *              buffer of AP_TB_KEYED_BYTES(capacity) bytes; ap_tb_keyed_create
- *              allocates once. Nothing else allocates.
- * ERRORS       AP_REJECTED (not now; see retry_at), AP_FULL (keyed table full
- *              of active keys), AP_TIMEDOUT (a wait that cannot be served by
- *              its deadline; nothing was taken), AP_CANCELED, AP_NOMEM;
- *              AP_INVAL for n = 0, burst = 0, n > period (more than one token
- *              per ns), capacity 0, a request of more than burst tokens.
+ *              buffer and its size in bytes: at least
+ *              AP_TB_KEYED_BYTES(capacity), aligned to AP_TB_KEYED_ALIGN
+ *              (else AP_INVAL); ap_tb_keyed_create allocates once. Nothing
+ *              else allocates.
+ * ERRORS       AP_REJECTED (not now; see retry_at; for a reservation or
+ *              wait: never within the clock's range), AP_FULL (keyed table
+ *              full of active keys), AP_TIMEDOUT (a wait that cannot be
+ *              served by its deadline; nothing was taken), AP_CANCELED,
+ *              AP_NOMEM; AP_INVAL for n = 0, burst = 0, n > period (more
+ *              than one token per ns), capacity 0, a keyed buffer that is
+ *              NULL, misaligned or too small, a request of more than burst
+ *              tokens.
  *              AP_INVAL changes nothing; out-params are untouched on failure
  *              unless a function says otherwise.
  * WAKE ORDER   the acquire future waits for time only: it reserves its
@@ -103,15 +122,24 @@
  * SEE ALSO     examples/rate_limit.c, bench/bench_token_bucket.c
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
- * USAGE
+ * USAGE (serve() and reply_429_until() are the caller's)
  *   ap_tb tb;   // 100 requests per second, bursts of up to 20
  *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .period_ns = AP_NS_PER_SEC,
  *                                     .burst = 20}) != AP_OK) abort();
- *   uint64_t retry_at;
+ *   uint64_t retry_at = 0;
  *   if (ap_tb_try_acquire(&tb, 1, ap_now_ns(), &retry_at) == AP_OK) serve();
  *   else reply_429_until(retry_at);
  *   // or wait (parks this thread, never sleeps in a loop):
  *   if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
+ *
+ *   // one bucket per client, at most 1024 clients tracked at once
+ *   static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
+ *   static ap_tb_keyed per_client;
+ *   if (ap_tb_keyed_init(&per_client, &(ap_tb_desc){.n = 10, .burst = 5}, 1024,
+ *                        table, sizeof table) != AP_OK) abort();
+ *   uint64_t client_id = 42;
+ *   if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
+ *       serve();
  */
 #ifndef ASYNCPAT_TOKEN_BUCKET_H
 #define ASYNCPAT_TOKEN_BUCKET_H
@@ -140,6 +168,8 @@ typedef struct ap_tb {
 typedef struct ap_tb_reservation {
     uint64_t tokens;   /* reserved tokens; 0 once cancelled */
     uint64_t ready_at; /* the caller may proceed at this instant (ns) */
+    uint64_t end;      /* private: the bucket state C this reservation
+                        * committed (ap_tb_cancel_reservation compares it) */
 } ap_tb_reservation;
 
 /** ap_tb_acquire_fut - a future that takes n tokens when they are due */
@@ -159,8 +189,14 @@ typedef struct ap_tb_keyed_slot {
     uint64_t tat;
 } ap_tb_keyed_slot;
 
-/** AP_TB_KEYED_BYTES - buffer bytes for ap_tb_keyed_init (constant expression) */
+/** AP_TB_KEYED_BYTES - least buffer bytes for ap_tb_keyed_init of @capacity
+ *  keys (constant expression; the caller keeps capacity below
+ *  SIZE_MAX / 16 so it does not wrap, which init checks itself) */
 #define AP_TB_KEYED_BYTES(capacity) ((size_t)(capacity) * sizeof(ap_tb_keyed_slot))
+/** AP_TB_KEYED_ALIGN - the alignment ap_tb_keyed_init needs of its buffer
+ *  (constant expression; e.g. static _Alignas(AP_TB_KEYED_ALIGN) unsigned
+ *  char buf[AP_TB_KEYED_BYTES(64)]) */
+#define AP_TB_KEYED_ALIGN _Alignof(ap_tb_keyed_slot)
 
 /** ap_tb_keyed - one bucket per 64-bit key, in a bounded table */
 typedef struct ap_tb_keyed {
@@ -218,9 +254,12 @@ AP_API uint64_t ap_tb_available(ap_tb *tb, uint64_t now_ns);
  *       now, else the instant they will be (the tokens are already taken:
  *       later requests queue behind them)
  *
- * Returns AP_OK, AP_INVAL (n > burst), or AP_REJECTED (nothing taken: a
- * backlog so long that the state would overflow, or a ready instant beyond
- * the clock's range). n = 0 gives an empty reservation ready now.
+ * Returns AP_OK, AP_INVAL (n > burst), or AP_REJECTED (nothing taken,
+ * *res untouched: a backlog so long that the state would overflow, or a
+ * ready instant past 2^64 - 1 ns, or at 2^64 - 1 while now_ns is earlier).
+ * ready_at is exact, never saturated: tokens reserved at now_ns =
+ * UINT64_MAX are at most burst + V(UINT64_MAX) like at every other
+ * instant. n = 0 gives an empty reservation ready now.
  */
 AP_API AP_NODISCARD ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_ns,
                                             ap_tb_reservation *res);
@@ -229,16 +268,21 @@ AP_API AP_NODISCARD ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_
  * ap_tb_cancel_reservation - give back a reservation that is not yet due
  * @res: from ap_tb_reserve on this bucket
  *
- * If now_ns < res->ready_at, exactly res->tokens tokens go back to the
- * bucket (the state C drops by that much; a bucket never holds more than
- * burst, so tokens that would overflow it are gone, as with any refill),
- * res->tokens becomes 0 and that number is returned. Otherwise the
- * reservation counts as used and 0 is returned. Idempotent.
- * Later reservations made meanwhile keep their ready_at (nothing that was
- * promised moves); the tokens returned go to the next acquire or
- * reservation, which may therefore be ready before reservations made
- * earlier. The bound in GUARANTEES still holds, counting every
- * reservation that was not cancelled (proof sketch in the implementation).
+ * If now_ns < res->ready_at the reservation is cancelled (res->tokens
+ * becomes 0) and its tokens go back to the bucket if, and only if, no
+ * later admission or reservation has been stacked on them: the bucket's
+ * state C still equals the one this reservation committed (res->end). Then
+ * C drops back to what it was before it (all res->tokens are given back,
+ * and that number is returned); else nothing is given back and 0 is
+ * returned (the tokens are forfeited: a later request already queued
+ * behind them, and handing them out again could put more than burst +
+ * V(t) - V(s) tokens in a window (s, t]). Cancelling in reverse order of
+ * reserving gives every token back. If now_ns >= res->ready_at the
+ * reservation counts as used: nothing changes and 0 is returned.
+ * Idempotent. Later reservations keep their ready_at (nothing that was
+ * promised moves). The bounds in GUARANTEES hold at every instant,
+ * counting every reservation that was not cancelled (proof above
+ * ap__tb_give_back). Lock-free: one load and, for the tail, a CAS.
  */
 AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint64_t now_ns);
 
@@ -252,10 +296,13 @@ AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint
  * (then, until ready, each poll lowers cx->deadline to the ready instant
  * and returns AP_PENDING), or completes at once with AP_TIMEDOUT and takes
  * nothing. It reads the time only from cx->now. Cancel before completion
- * gives the reserved tokens back (all of them: the caller was never told
- * to proceed); it is idempotent and a no-op after completion.
+ * gives the reserved tokens back under the rule of ap_tb_cancel_reservation
+ * (all of them when nothing was stacked on them, else none; even past the
+ * ready instant: the caller was never told to proceed); it is idempotent
+ * and a no-op after completion.
  * Result (ap_tb_acquire_status): AP_AGAIN while pending, then AP_OK,
- * AP_TIMEDOUT, AP_INVAL (n > burst) or AP_CANCELED.
+ * AP_TIMEDOUT, AP_REJECTED (ready never within the clock's range, as in
+ * ap_tb_reserve; nothing taken), AP_INVAL (n > burst) or AP_CANCELED.
  */
 AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
                                    ap_deadline deadline_ns);
@@ -266,21 +313,26 @@ AP_API AP_NODISCARD ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f);
 /**
  * ap_tb_acquire_wait - block this thread (ap_block_on, real time
  * ap_now_ns()) until n tokens are taken. Returns AP_OK, AP_TIMEDOUT at
- * once if they cannot be ready by deadline_ns (nothing taken), or AP_INVAL.
+ * once if they cannot be ready by deadline_ns (nothing taken), AP_REJECTED
+ * (as the future), or AP_INVAL.
  */
 AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_ns);
 
 /**
  * ap_tb_keyed_init - a keyed limiter in caller memory
- * @buf:      AP_TB_KEYED_BYTES(capacity) bytes, aligned for uint64_t
  * @capacity: keys tracked at once (>= 1)
+ * @buf:      at least AP_TB_KEYED_BYTES(capacity) bytes, aligned to
+ *            AP_TB_KEYED_ALIGN; the limiter owns it until fini
+ * @bytes:    the size of @buf in bytes (more than needed is fine; the
+ *            excess is not touched)
  *
  * Every key gets its own bucket with the configuration @desc. Returns
- * AP_OK or AP_INVAL (bad desc, capacity 0 or too large); then *kt is
- * untouched.
+ * AP_OK or AP_INVAL: bad desc (as ap_tb_init), capacity 0 or so large that
+ * its bytes overflow size_t, @buf NULL or misaligned, @bytes too small. On
+ * AP_INVAL neither *kt nor @buf is touched.
  */
 AP_API AP_NODISCARD ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc,
-                                               void *buf, size_t capacity);
+                                               size_t capacity, void *buf, size_t bytes);
 /** ap_tb_keyed_fini - end of life; frees nothing */
 AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt);
 #ifndef AP_NO_MALLOC
@@ -405,13 +457,19 @@ AP_FORCE_INLINE uint64_t ap__tb_slots(const ap_tb *tb, uint64_t t)
 }
 
 /* The instant emission slot k is passed: min t with V(t) >= k, that is
- * ceil(k * p / n); AP_DEADLINE_NONE beyond the clock's range. */
-AP_FORCE_INLINE uint64_t ap__tb_time_of(const ap_tb *tb, uint64_t k)
+ * ceil(k * p / n). Returns false when that instant lies beyond 2^64 - 1 ns
+ * (*t untouched): it is never reached, and must not be confused with the
+ * instant UINT64_MAX itself (issue #11: saturating it there let a
+ * reservation at now = UINT64_MAX be "due now" without limit). */
+AP_FORCE_INLINE bool ap__tb_time_of(const ap_tb *tb, uint64_t k, uint64_t *t)
 {
-    if (tb->n == 1)
-        return k > UINT64_MAX / tb->p ? AP_DEADLINE_NONE : k * tb->p;
-    uint64_t t;
-    return ap__tb_muldiv(k, tb->p, tb->n, 1, &t) ? t : AP_DEADLINE_NONE;
+    if (tb->n == 1) {
+        if (k > UINT64_MAX / tb->p)
+            return false;
+        *t = k * tb->p;
+        return true;
+    }
+    return ap__tb_muldiv(k, tb->p, tb->n, 1, t);
 }
 
 /*
@@ -447,8 +505,10 @@ AP_FORCE_INLINE uint64_t ap__tb_base(const ap_tb *tb, uint64_t c, uint64_t now,
 /*
  * Decide m tokens (m <= burst) against state c at now.
  *   returns 1 (admitted now) or 0 (not yet), with *next = base + m and
- *   *when = the instant base + m is admissible (now if admitted);
- *   returns -1 when base + m would overflow C (never admissible).
+ *   *when = the instant base + m is admissible (now if admitted; exact,
+ *   never saturated);
+ *   returns -1 when base + m would overflow C, or when the instant it would
+ *   be admissible lies beyond 2^64 - 1 ns (never admissible).
  * Admissible iff base + m <= V(now) + burst, written without overflow as
  * (base - v) + m <= burst.
  */
@@ -467,8 +527,9 @@ AP_FORCE_INLINE int ap__tb_decide(const ap_tb *tb, uint64_t c, uint64_t m, uint6
             *when = now;
             return 1;
         }
-        uint64_t k = base + m - tb->burst;
-        uint64_t t = ap__tb_time_of(tb, k);
+        uint64_t k = base + m - tb->burst, t;
+        if (!ap__tb_time_of(tb, k, &t)) /* k <= c and c * p fits: not taken */
+            return -1;
         *when = t <= now ? now : t;
         return t <= now;
     }
@@ -489,8 +550,10 @@ AP_FORCE_INLINE int ap__tb_decide(const ap_tb *tb, uint64_t c, uint64_t m, uint6
         *when = now;
         return 1;
     }
-    /* base - v > burst - m >= 0, so base > burst - m: k >= 1 and k > v */
-    *when = ap__tb_time_of(tb, base - (tb->burst - m));
+    /* base - v > burst - m >= 0, so base > burst - m: k >= 1 and k > v,
+     * so the instant is > now (V is monotone and V(now) = v < k) */
+    if (!ap__tb_time_of(tb, base - (tb->burst - m), when))
+        return -1;
     return 0;
 }
 
@@ -582,6 +645,7 @@ AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
     if (n == 0) {
         res->tokens = 0;
         res->ready_at = now_ns;
+        res->end = 0;
         return AP_OK;
     }
     uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed);
@@ -589,9 +653,11 @@ AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
         uint64_t next, when;
         int r = ap__tb_decide(tb, c, n, now_ns, &next, &when);
         if (r < 0)
-            return AP_REJECTED; /* the backlog would overflow: runtime, not config */
+            return AP_REJECTED; /* the backlog would overflow C, or the ready
+                                 * instant is past 2^64 - 1: runtime, not config */
         if (when == AP_DEADLINE_NONE && when > now_ns)
-            return AP_REJECTED; /* ready beyond the clock's range: never commit */
+            return AP_REJECTED; /* ready at the instant that also means "never"
+                                 * (no deadline could wait for it): never commit */
         if (when > latest && when > now_ns) /* due now is never too late */
             return AP_TIMEDOUT;
         /* relaxed: as in ap_tb_try_acquire */
@@ -599,6 +665,7 @@ AP_API ap_status ap__tb_reserve_until(ap_tb *tb, uint64_t n, uint64_t now_ns,
                                memory_order_relaxed)) {
             res->tokens = n;
             res->ready_at = when;
+            res->end = next;
             return AP_OK;
         }
         AP_TEST_YIELD();
@@ -611,39 +678,53 @@ AP_API ap_status ap_tb_reserve(ap_tb *tb, uint64_t n, uint64_t now_ns, ap_tb_res
 }
 
 /*
- * Give back m reserved tokens: C -= m.
- * Why the bound survives (S = reservations and admissions not cancelled,
- * each with its end e = the C it committed; it is usable once
- * e <= V(t) + burst). Two invariants:
- *   (A) sum of tokens in S <= C;
- *   (B) for every X, the tokens in S with e <= X are at most X.
- * A new request commits e = base + m with base >= C: (A) holds, and for
- * X >= e the count is <= (tokens in S) + m <= C + m <= X, so (B) holds.
- * A cancel removes m tokens from S and m from C: (A) and (B) hold.
- * The tokens usable at t are those with e <= V(t) + burst, at most
- * V(t) + burst by (B). And C >= m here by (A), so C - m does not wrap.
+ * Give back a reservation's m tokens if it is still the bucket's tail:
+ * C == end (the C it committed) becomes end - m (its base). Returns the
+ * tokens given back: m, or 0 when C != end (a later admission or
+ * reservation has been stacked on it; the tokens are forfeited).
+ *
+ * Why the window bound survives (proof of GUARANTEES). Call an admission
+ * or reservation live unless it was cancelled; give each its interval
+ * [b, e) of emission slots, b = max(C, V(t0)) at its request time t0 and
+ * e = b + m (the C it committed). Two invariants:
+ *   (I1) every live interval has e <= C;
+ *   (I2) live intervals are pairwise disjoint.
+ * A new request has b >= C >= every live e: (I1), (I2) hold, and its e is
+ * the new C. A cancel that gives back happens only when C == e_i; every
+ * other live j then has e_j <= e_i and, being disjoint and non-empty,
+ * e_j <= b_i: so C = b_i keeps (I1). A cancel that forfeits changes no C
+ * and removes an interval: both hold. Now a live interval whose tokens
+ * become usable at r in (s, t]: usable means e <= V(r) + burst <= V(t) +
+ * burst; and b >= V(s), because either r = t0 > s and b >= V(t0) >= V(s),
+ * or r = ceil((e - burst) * p / n) > s, the least instant with V(r) >=
+ * e - burst, so V(s) < e - burst <= e - m = b. Hence every such interval
+ * lies in [V(s), V(t) + burst); being disjoint, their tokens total at most
+ * burst + V(t) - V(s). With s before time 0 (V = 0) that is the bound
+ * burst + V(t) on everything usable by t.
+ * C never rises past a committed e and only drops to a b >= 0: no wrap.
  */
-AP_API void ap__tb_give_back(ap_tb *tb, uint64_t m)
+AP_API uint64_t ap__tb_give_back(ap_tb *tb, uint64_t end, uint64_t m)
 {
     uint64_t c = AP_ATOMIC_LOAD(&tb->tat, memory_order_relaxed);
-    for (;;) {
-        AP_ASSERT(c >= m); /* invariant (A) */
-        /* relaxed: as in ap_tb_try_acquire */
-        if (AP_ATOMIC_CAS_WEAK(&tb->tat, &c, c - m, memory_order_relaxed,
+    while (c == end) {
+        AP_ASSERT(end >= m); /* e = b + m */
+        /* relaxed: as in ap_tb_try_acquire; a failed CAS reloads c, and a
+         * request stacked meanwhile makes c != end: nothing given back */
+        if (AP_ATOMIC_CAS_WEAK(&tb->tat, &c, end - m, memory_order_relaxed,
                                memory_order_relaxed))
-            return;
+            return m;
     }
+    return 0;
 }
 
 AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint64_t now_ns)
 {
-    AP_ASSERT(tb != NULL && res != NULL);
+    AP_ASSERT(tb != NULL && tb->p != 0 && res != NULL);
     uint64_t m = res->tokens;
     if (m == 0 || now_ns >= res->ready_at)
         return 0;
-    ap__tb_give_back(tb, m);
     res->tokens = 0;
-    return m;
+    return ap__tb_give_back(tb, res->end, m);
 }
 
 /* ---- acquire future ---- */
@@ -669,6 +750,7 @@ AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
     f->deadline = deadline_ns;
     f->res.tokens = 0;
     f->res.ready_at = 0;
+    f->res.end = 0;
     f->state = 0;
     f->status = AP_AGAIN;
 }
@@ -681,7 +763,7 @@ AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx)
     if (f->state == 0) {
         ap_status st = ap__tb_reserve_until(f->tb, f->n, cx->now, f->deadline, &f->res);
         if (st != AP_OK) {
-            f->status = st; /* AP_INVAL or AP_TIMEDOUT: nothing taken */
+            f->status = st; /* AP_INVAL, AP_TIMEDOUT or AP_REJECTED: nothing taken */
             f->state = 2;
             return AP_READY;
         }
@@ -700,7 +782,7 @@ AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f)
 {
     AP_ASSERT(f != NULL);
     if (f->state == 1 && f->res.tokens != 0) /* never told to proceed */
-        ap__tb_give_back(f->tb, f->res.tokens);
+        (void)ap__tb_give_back(f->tb, f->res.end, f->res.tokens);
     if (f->state != 2) {
         f->res.tokens = 0;
         f->status = AP_CANCELED;
@@ -727,15 +809,16 @@ AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_
 
 #define AP__TB_KEYED_CAP_LIMIT (SIZE_MAX / sizeof(ap_tb_keyed_slot))
 
-AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc, void *buf,
-                                  size_t capacity)
+AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc, size_t capacity,
+                                  void *buf, size_t bytes)
 {
     AP_ASSERT(kt != NULL);
     ap_tb cfg;
+    /* every check before the first write: AP_INVAL touches nothing */
     if (capacity == 0 || capacity > AP__TB_KEYED_CAP_LIMIT ||
-        ap__tb_config(&cfg, desc) != AP_OK)
+        bytes < capacity * sizeof(ap_tb_keyed_slot) || buf == NULL ||
+        (uintptr_t)buf % AP_TB_KEYED_ALIGN != 0 || ap__tb_config(&cfg, desc) != AP_OK)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(uint64_t)) == 0);
     kt->cfg.n = cfg.n;
     kt->cfg.p = cfg.p;
     kt->cfg.burst = cfg.burst;
@@ -776,7 +859,7 @@ AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
     if (mem == NULL)
         return AP_NOMEM;
     ap_tb_keyed *kt = (ap_tb_keyed *)(void *)mem;
-    ap_status st = ap_tb_keyed_init(kt, desc, mem + hdr, capacity);
+    ap_status st = ap_tb_keyed_init(kt, desc, capacity, mem + hdr, total - hdr);
     AP_ASSERT(st == AP_OK);
     (void)st;
     kt->alloc = a;

@@ -15,7 +15,7 @@
 
 enum { CLIENTS = 4, RATE = 5, BURST = 10, SECONDS = 60, SLOTS = 16 };
 
-static _Alignas(uint64_t) unsigned char table[AP_TB_KEYED_BYTES(SLOTS)];
+static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(SLOTS)];
 
 int main(void)
 {
@@ -24,7 +24,7 @@ int main(void)
     uint64_t admitted[CLIENTS] = {0}, rejected[CLIENTS] = {0};
     ap_tb_keyed limiter;
     ap_tb_desc per_client = {.n = RATE, .period_ns = AP_NS_PER_SEC, .burst = BURST};
-    if (ap_tb_keyed_init(&limiter, &per_client, table, SLOTS) != AP_OK)
+    if (ap_tb_keyed_init(&limiter, &per_client, SLOTS, table, sizeof table) != AP_OK)
         return 1;
 
     /* every millisecond of simulated time, whoever is due sends a request */

@@ -79,7 +79,7 @@ Test(token_bucket, inval_config_changes_nothing)
         cr_assert_eq(memcmp(before, &tb, sizeof tb), 0, "case %zu changed *tb", i);
         ap_tb_keyed kt;
         uint64_t buf[8];
-        cr_assert_eq(ap_tb_keyed_init(&kt, &bad[i], buf, 4), AP_INVAL, "keyed case %zu", i);
+        cr_assert_eq(ap_tb_keyed_init(&kt, &bad[i], 4, buf, sizeof buf), AP_INVAL, "keyed case %zu", i);
     }
     cr_assert_eq(ap_tb_init(&(ap_tb){0}, NULL), AP_INVAL);
     /* the extremes that are valid */
@@ -96,7 +96,7 @@ Test(token_bucket, request_larger_than_burst_is_inval)
     cr_assert_eq(ap_tb_try_acquire(&tb, 5, 0, &r), AP_INVAL);
     cr_assert_eq(r, 12345, "out-param untouched");
     cr_assert_eq(ap_tb_available(&tb, 0), 4, "nothing taken");
-    ap_tb_reservation res = {77, 77};
+    ap_tb_reservation res = {77, 77, 77};
     cr_assert_eq(ap_tb_reserve(&tb, 5, 0, &res), AP_INVAL);
     cr_assert_eq(res.tokens, 77);
     cr_assert_eq(ap_tb_try_acquire(&tb, 4, 0, &r), AP_OK);
@@ -425,59 +425,307 @@ Test(token_bucket, cancel_with_later_reservations_keeps_their_times)
     cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r3), AP_OK);
     cr_assert_eq(r2.ready_at, 100 * MS);
     cr_assert_eq(r3.ready_at, 200 * MS);
-    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r2, 10 * MS), 1);
+    /* r3 is queued behind r2's token: cancelling r2 forfeits it (handing
+     * it out again would let r1, r3 and a new one be due by 200 ms) */
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r2, 10 * MS), 0);
+    cr_assert_eq(r2.tokens, 0, "cancelled all the same");
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r2, 10 * MS), 0, "idempotent");
     cr_assert_eq(r3.ready_at, 200 * MS, "a later reservation does not move");
     cr_assert_eq(ap_tb_reserve(&tb, 1, 10 * MS, &r4), AP_OK);
-    cr_assert_eq(r4.ready_at, 200 * MS, "the returned token goes to the next one");
-    /* by 200 ms: r1, r3, r4 = 3 = burst + V(200 ms) */
+    cr_assert_eq(r4.ready_at, 300 * MS, "the forfeited token is not handed out again");
+    /* cancels in reverse order give everything back, down to the forfeit */
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r4, 10 * MS), 1);
+    cr_assert_eq(ap_tb_cancel_reservation(&tb, &r3, 10 * MS), 1);
+    ap_tb_reservation r5;
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 10 * MS, &r5), AP_OK);
+    cr_assert_eq(r5.ready_at, 200 * MS, "r2's slot stays forfeited, r3's came back");
 }
 
-/* Random reservations and cancels: the tokens of live reservations whose
- * ready_at <= t never exceed burst + V(t). */
-Test(token_bucket, bound_holds_with_random_reservations_and_cancels)
+/* Cancels in reverse order of reserving restore the bucket exactly. */
+Test(token_bucket, lifo_cancels_give_everything_back)
 {
-    enum { N = 4000 };
-    static ap_tb_reservation res[N];
-    static bool live[N];
-    const uint64_t cfgs[][3] = {{10, SEC, 3}, {3, SEC, 2}, {1000, SEC, 20}};
-    for (size_t c = 0; c < 3; c++) {
-        uint64_t n = cfgs[c][0], per = cfgs[c][1], burst = cfgs[c][2];
+    MAKE(tb, 3, SEC, 4);
+    ap_tb_reservation r[6];
+    cr_assert_eq(ap_tb_try_acquire(&tb, 4, 0, NULL), AP_OK);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(ap_tb_reserve(&tb, 1 + (uint64_t)i % 4, 5 * MS, &r[i]), AP_OK);
+        cr_assert_gt(r[i].ready_at, 5 * MS);
+    }
+    for (int i = 5; i >= 0; i--)
+        cr_assert_eq(ap_tb_cancel_reservation(&tb, &r[i], 5 * MS), 1 + (uint64_t)i % 4, "r[%d]", i);
+    uint64_t at = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 5 * MS, &at), AP_REJECTED);
+    cr_assert_eq(at, 333333334, "as after the try_acquire alone: next token at ceil(1 s / 3)");
+    ap_tb_reservation again;
+    cr_assert_eq(ap_tb_reserve(&tb, 1, 5 * MS, &again), AP_OK);
+    cr_assert_eq(again.ready_at, r[0].ready_at);
+}
+
+/* ---- the window bound, by brute force ---- */
+
+/* Tokens that became usable at one instant: an admission (at its request
+ * time), a reservation or a completed future (at its ready_at). */
+typedef struct grant {
+    uint64_t at, tokens;
+} grant;
+
+static int grant_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const grant *)a)->at, y = ((const grant *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Every window (s, t]: the tokens usable in it are at most
+ * burst + V(t) - V(s) (for s before time 0, burst + V(t)). The count only
+ * changes at usable instants and V is monotone, so for the grants in
+ * [a, b] the tightest window is (a - 1, b]: checking every pair of usable
+ * instants a <= b checks every window.
+ */
+static void check_all_windows(grant *g, size_t k, uint64_t n, uint64_t per, uint64_t burst,
+                              const char *what)
+{
+    qsort(g, k, sizeof *g, grant_cmp);
+    for (size_t i = 0; i < k; i++) {
+        if (i > 0 && g[i].at == g[i - 1].at)
+            continue; /* a starts at the first grant of its instant */
+        uint64_t a = g[i].at, va = a == 0 ? 0 : minted(n, per, a - 1);
+        u128 sum = 0;
+        for (size_t j = i; j < k; j++) {
+            sum += g[j].tokens;
+            if (j + 1 < k && g[j + 1].at == g[j].at)
+                continue; /* b ends after the last grant of its instant */
+            u128 bound = (u128)burst + minted(n, per, g[j].at) - (a == 0 ? 0 : va);
+            cr_assert(sum <= bound,
+                      "%s: %llu tokens usable in (%llu, %llu], bound %llu", what,
+                      (unsigned long long)sum, (unsigned long long)(a == 0 ? 0 : a - 1),
+                      (unsigned long long)g[j].at, (unsigned long long)bound);
+        }
+    }
+}
+
+/* Regression (issue #11): at now = UINT64_MAX the ready instant of the 2nd
+ * token lies past 2^64 - 1 ns; it was saturated to UINT64_MAX = now, so
+ * every reservation and every future was due at once (100 of 100), where
+ * burst + V(UINT64_MAX) = 1 + 3 = 4 is the bound. */
+Test(token_bucket, bound_holds_at_now_uint64_max)
+{
+    const uint64_t P = (uint64_t)1 << 62;
+    const uint64_t bound = 1 + minted(1, P, UINT64_MAX);
+    cr_assert_eq(bound, 4);
+    /* futures */
+    MAKE(tb, 1, P, 1);
+    static ap_tb_acquire_fut f[100];
+    uint64_t ok = 0;
+    for (int i = 0; i < 100; i++) {
+        ap_tb_acquire_fut_init(&f[i], &tb, 1, AP_DEADLINE_NONE);
+        ap_cx cx = {AP_WAKER_NONE, UINT64_MAX, AP_DEADLINE_NONE};
+        cr_assert_eq(ap_tb_acquire_poll(&f[i], &cx), AP_READY, "future %d", i);
+        ap_status st = ap_tb_acquire_status(&f[i]);
+        cr_assert(st == AP_OK || st == AP_REJECTED, "future %d: %s", i, ap_status_str(st));
+        ok += st == AP_OK;
+    }
+    cr_assert_leq(ok, bound, "%llu futures admitted at UINT64_MAX", (unsigned long long)ok);
+    cr_assert_geq(ok, 1);
+    /* reservations */
+    MAKE(tb2, 1, P, 1);
+    ok = 0;
+    for (int i = 0; i < 100; i++) {
+        ap_tb_reservation r = {7, 7, 7};
+        ap_status st = ap_tb_reserve(&tb2, 1, UINT64_MAX, &r);
+        if (st == AP_OK) {
+            ok += r.tokens;
+            cr_assert_eq(r.ready_at, UINT64_MAX);
+        } else {
+            cr_assert_eq(st, AP_REJECTED, "reservation %d: %s", i, ap_status_str(st));
+            cr_assert(r.tokens == 7 && r.ready_at == 7 && r.end == 7, "*res untouched");
+        }
+    }
+    cr_assert_leq(ok, bound, "%llu tokens reserved due at UINT64_MAX", (unsigned long long)ok);
+    uint64_t at = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb2, 1, UINT64_MAX, &at), AP_REJECTED, "as before");
+    cr_assert_eq(at, AP_DEADLINE_NONE);
+}
+
+/* The same near the top of the clock for rates with n' > 1 (the 128-bit
+ * path) and n' = 1, against the brute-force window check: reservations
+ * and futures at instants close to UINT64_MAX are either refused or
+ * usable within the bound. */
+Test(token_bucket, bound_holds_near_the_end_of_the_clock)
+{
+    const uint64_t cfgs[][3] = {
+        {1, (uint64_t)1 << 62, 1}, {3, ((uint64_t)1 << 62) + 1, 2}, {7, UINT64_MAX / 5, 3},
+        {1000, SEC, 5}, {1, UINT64_MAX, 1},
+    };
+    enum { K = 300 };
+    static grant g[K];
+    for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
+        uint64_t n = cfgs[c][0], per = cfgs[c][1], burst = cfgs[c][2], s = 5 + c;
         MAKE(tb, n, per, burst);
-        uint64_t s = 99 + c, t = 0;
-        int k = 0;
-        for (int i = 0; i < N; i++) {
-            t += rng_next(&s) % (2 * per / n);
-            uint64_t x = rng_next(&s) % 10;
-            if (x < 6 || k == 0) {
-                uint64_t m = 1 + rng_next(&s) % burst;
-                cr_assert_eq(ap_tb_reserve(&tb, m, t, &res[k]), AP_OK);
-                cr_assert_geq(res[k].ready_at, t);
-                live[k++] = true;
-            } else if (x < 8) {
-                int j = (int)(rng_next(&s) % (uint64_t)k);
-                uint64_t want = (live[j] && t < res[j].ready_at) ? res[j].tokens : 0;
-                cr_assert_eq(ap_tb_cancel_reservation(&tb, &res[j], t), want);
-                if (want)
-                    live[j] = false;
+        size_t k = 0;
+        for (int i = 0; i < K; i++) {
+            uint64_t now = UINT64_MAX - rng_next(&s) % 4, m = 1 + rng_next(&s) % burst;
+            if (i % 2) {
+                ap_tb_reservation r;
+                ap_status st = ap_tb_reserve(&tb, m, now, &r);
+                cr_assert(st == AP_OK || st == AP_REJECTED);
+                if (st == AP_OK) {
+                    cr_assert_geq(r.ready_at, now);
+                    g[k++] = (grant){r.ready_at, m};
+                }
             } else {
-                /* an admission counts as a 1-token reservation due now */
-                if (ap_tb_try_acquire(&tb, 1, t, NULL) == AP_OK) {
-                    res[k] = (ap_tb_reservation){1, t};
-                    live[k++] = true;
+                ap_tb_acquire_fut f;
+                ap_tb_acquire_fut_init(&f, &tb, m, AP_DEADLINE_NONE);
+                ap_cx cx = {AP_WAKER_NONE, now, AP_DEADLINE_NONE};
+                if (ap_tb_acquire_poll(&f, &cx) == AP_PENDING) {
+                    cr_assert_lt(cx.deadline, AP_DEADLINE_NONE);
+                    cx.now = cx.deadline;
+                    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
+                    cr_assert_eq(ap_tb_acquire_status(&f), AP_OK);
+                    g[k++] = (grant){f.res.ready_at, m};
+                } else if (ap_tb_acquire_status(&f) == AP_OK) {
+                    g[k++] = (grant){now, m};
+                } else {
+                    cr_assert_eq(ap_tb_acquire_status(&f), AP_REJECTED);
                 }
             }
         }
-        /* check the bound at every ready instant */
-        for (int i = 0; i < k; i++) {
-            if (!live[i])
-                continue;
-            uint64_t at = res[i].ready_at, sum = 0;
-            for (int j = 0; j < k; j++)
-                if (live[j] && res[j].ready_at <= at)
-                    sum += res[j].tokens;
-            cr_assert_leq(sum, burst + minted(n, per, at), "cfg %zu: %llu tokens by %llu", c,
-                          (unsigned long long)sum, (unsigned long long)at);
+        check_all_windows(g, k, n, per, burst, "end of clock");
+    }
+}
+
+/* Regression (issue #11), the exact scenario: n = 1, period 100, burst 1;
+ * at t = 0 reserve 11 single tokens (ready at 0, 100, ..., 1000); five
+ * times cancel every live one with 0 < ready_at < 1000 and reserve as many
+ * again. The old cancel handed every cancelled slot out again, so six
+ * reservations came due at exactly t = 1000, where a window (s, 1000]
+ * holds at most burst + V(1000) - V(s) = 2 (s in [900, 1000)). */
+Test(token_bucket, cancel_and_rereserve_keeps_the_window_bound)
+{
+    enum { MAXR = 11 * 6 };
+    MAKE(tb, 1, 100, 1);
+    static ap_tb_reservation r[MAXR];
+    static bool live[MAXR];
+    size_t k = 0;
+    for (int i = 0; i < 11; i++) {
+        cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r[k]), AP_OK);
+        cr_assert_eq(r[k].ready_at, 100 * (uint64_t)i);
+        live[k++] = true;
+    }
+    for (int round = 0; round < 5; round++) {
+        size_t again = 0, end = k;
+        for (size_t j = 0; j < end; j++) {
+            if (live[j] && r[j].ready_at > 0 && r[j].ready_at < 1000) {
+                uint64_t back = ap_tb_cancel_reservation(&tb, &r[j], 0);
+                cr_assert(back == 0 || back == 1);
+                live[j] = false;
+                again++;
+            }
         }
+        for (size_t j = 0; j < again; j++) {
+            cr_assert_lt(k, (size_t)MAXR);
+            cr_assert_eq(ap_tb_reserve(&tb, 1, 0, &r[k]), AP_OK);
+            live[k++] = true;
+        }
+    }
+    uint64_t at_1000 = 0;
+    grant g[MAXR];
+    size_t ng = 0;
+    for (size_t j = 0; j < k; j++) {
+        if (!live[j])
+            continue;
+        at_1000 += r[j].ready_at == 1000;
+        g[ng++] = (grant){r[j].ready_at, r[j].tokens};
+    }
+    cr_assert_leq(at_1000, 2, "%llu live reservations ready at exactly t = 1000",
+                  (unsigned long long)at_1000);
+    check_all_windows(g, ng, 1, 100, 1, "issue #11 scenario");
+}
+
+/* Random reserves, cancels (of reservations and of futures), try_acquires
+ * and acquire futures on a fake clock that sometimes steps back: every
+ * window (s, t] over the tokens not cancelled is checked by brute force. */
+Test(token_bucket, window_bound_holds_with_random_reservations_and_cancels)
+{
+    enum { N = 3000, NF = 8 };
+    static ap_tb_reservation res[N];
+    static bool live[N];
+    static grant g[N + N];
+    const uint64_t cfgs[][3] = {{10, SEC, 3}, {3, SEC, 2}, {1000, SEC, 20}, {1, 100, 1},
+                                {7, 1000, 4}};
+    for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
+        uint64_t n = cfgs[c][0], per = cfgs[c][1], burst = cfgs[c][2];
+        MAKE(tb, n, per, burst);
+        ap_tb_acquire_fut fut[NF];
+        bool fut_on[NF] = {false};
+        uint64_t s = 99 + c, t = 0, gaps = 2 * per / n, given_back = 0;
+        size_t k = 0, ng = 0;
+        long last = -1; /* the reservation that committed last, if nothing came after */
+        for (int i = 0; i < N; i++) {
+            t += rng_next(&s) % gaps;
+            uint64_t now = (rng_next(&s) % 20 == 0 && t > gaps) ? t - rng_next(&s) % gaps : t;
+            uint64_t x = rng_next(&s) % 20;
+            if (x < 9 || k == 0) {
+                uint64_t m = 1 + rng_next(&s) % burst;
+                cr_assert_eq(ap_tb_reserve(&tb, m, now, &res[k]), AP_OK);
+                cr_assert_geq(res[k].ready_at, now);
+                last = (long)k;
+                live[k++] = true;
+            } else if (x < 14) {
+                /* half of them the newest reservation (LIFO), else any */
+                size_t j = rng_next(&s) % 2 ? k - 1 : (size_t)(rng_next(&s) % k);
+                bool due = !(now < res[j].ready_at);
+                uint64_t m = res[j].tokens, back = ap_tb_cancel_reservation(&tb, &res[j], now);
+                cr_assert(back == 0 || back == m);
+                if (live[j] && !due && (long)j == last)
+                    cr_assert_eq(back, m, "the latest reservation gives all back");
+                if (!live[j] || due)
+                    cr_assert_eq(back, 0);
+                if (live[j] && !due) {
+                    live[j] = false;
+                    cr_assert_eq(res[j].tokens, 0);
+                }
+                given_back += back;
+                last = -1;
+            } else if (x < 16) {
+                if (ap_tb_try_acquire(&tb, 1, now, NULL) == AP_OK) {
+                    g[ng++] = (grant){now, 1};
+                    last = -1;
+                }
+            } else if (x < 18) {
+                size_t j = (size_t)(rng_next(&s) % NF);
+                if (!fut_on[j]) {
+                    ap_tb_acquire_fut_init(&fut[j], &tb, 1 + rng_next(&s) % burst,
+                                           now + rng_next(&s) % (4 * gaps));
+                    fut_on[j] = true;
+                    last = -1;
+                }
+            } else {
+                size_t j = (size_t)(rng_next(&s) % NF);
+                if (fut_on[j]) {
+                    ap_tb_acquire_cancel(&fut[j]);
+                    fut_on[j] = false;
+                    last = -1;
+                }
+            }
+            for (size_t j = 0; j < NF; j++) {
+                if (!fut_on[j])
+                    continue;
+                ap_cx cx = {AP_WAKER_NONE, now, AP_DEADLINE_NONE};
+                if (ap_tb_acquire_poll(&fut[j], &cx) == AP_READY) {
+                    ap_status st = ap_tb_acquire_status(&fut[j]);
+                    cr_assert(st == AP_OK || st == AP_TIMEDOUT, "%s", ap_status_str(st));
+                    if (st == AP_OK)
+                        g[ng++] = (grant){fut[j].res.ready_at, fut[j].n};
+                    fut_on[j] = false;
+                }
+            }
+        }
+        for (size_t j = 0; j < k; j++)
+            if (live[j])
+                g[ng++] = (grant){res[j].ready_at, res[j].tokens};
+        cr_assert_gt(given_back, 0, "cfg %zu: some cancels should give back", c);
+        check_all_windows(g, ng, n, per, burst, "random");
     }
 }
 
@@ -591,7 +839,7 @@ Test(token_bucket, keyed_buckets_are_independent_and_exact)
 {
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(64) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 2}, buf, 64), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 2}, 64, buf, sizeof buf), AP_OK);
     cr_assert_eq(ap_tb_keyed_capacity(&kt), 64);
     /* every key must behave exactly like its own ap_tb */
     enum { KEYS = 20 };
@@ -621,7 +869,7 @@ Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
 {
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(4) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 1, .burst = 2}, buf, 4), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 1, .burst = 2}, 4, buf, sizeof buf), AP_OK);
     uint64_t r;
     for (uint64_t k = 1; k <= 4; k++)
         cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_OK);
@@ -682,7 +930,7 @@ Test(token_bucket, keyed_churn_with_backward_shift_deletion)
     enum { CAP = 8, KEYS = 40 };
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(CAP) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 1}, buf, CAP), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &(ap_tb_desc){.n = 10, .burst = 1}, CAP, buf, sizeof buf), AP_OK);
     ap_tb ref[KEYS];
     for (int k = 0; k < KEYS; k++) {
         ap_tb tmp = make(10, SEC, 1);
@@ -727,7 +975,7 @@ Test(token_bucket, keyed_probe_chains_stay_reachable)
         ap_tb_desc d = {.n = n, .period_ns = per, .burst = burst};
         ap_tb_keyed_slot buf[16];
         ap_tb_keyed kt;
-        cr_assert_eq(ap_tb_keyed_init(&kt, &d, buf, cap), AP_OK);
+        cr_assert_eq(ap_tb_keyed_init(&kt, &d, cap, buf, sizeof buf), AP_OK);
         ap_tb ref[NK];
         for (int k = 0; k < NK; k++)
             cr_assert_eq(ap_tb_init(&ref[k], &d), AP_OK);
@@ -772,7 +1020,7 @@ Test(token_bucket, keyed_lagging_clock_mints_nothing)
     ap_tb_keyed kt;
     ap_tb single;
     uint64_t r;
-    cr_assert_eq(ap_tb_keyed_init(&kt, &d, buf, 2), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &d, 2, buf, sizeof buf), AP_OK);
     cr_assert_eq(ap_tb_init(&single, &d), AP_OK);
     uint64_t A = 1, B = 2; /* B shares A's home slot, so its probe meets A */
     while (ap__tb_keyed_home(&kt, B) != ap__tb_keyed_home(&kt, A))
@@ -786,4 +1034,88 @@ Test(token_bucket, keyed_lagging_clock_mints_nothing)
     cr_assert_eq(ap_tb_try_acquire(&single, 1, 10 * AP_NS_PER_SEC + AP_NS_PER_SEC / 2, &r),
                  AP_REJECTED);
     cr_assert_neq(s, AP_OK, "a lagging clock re-minted a dropped key's token");
+}
+
+/* Caller memory comes with its size: a NULL, misaligned or too small
+ * buffer, a zero or overflowing capacity and a bad desc are AP_INVAL, and
+ * neither the limiter's bytes nor the buffer's change. */
+Test(token_bucket, keyed_init_bad_buffers_are_inval_and_change_nothing)
+{
+    enum { CAP = 8 };
+    static _Alignas(AP_TB_KEYED_ALIGN) unsigned char buf[AP_TB_KEYED_BYTES(CAP) + 2 * AP_TB_KEYED_ALIGN];
+    _Static_assert(AP_TB_KEYED_BYTES(CAP) == CAP * sizeof(ap_tb_keyed_slot), "constant");
+    const ap_tb_desc good = {.n = 10, .burst = 2}, bad = {.n = 0, .burst = 2};
+    struct {
+        const ap_tb_desc *desc;
+        size_t capacity;
+        void *buf;
+        size_t bytes;
+        const char *what;
+    } cases[] = {
+        {&good, CAP, NULL, sizeof buf, "NULL buffer"},
+        {&good, CAP, buf + 1, sizeof buf - 1, "misaligned by 1"},
+        {&good, CAP, buf + AP_TB_KEYED_ALIGN / 2, sizeof buf - AP_TB_KEYED_ALIGN / 2, "misaligned by half"},
+        {&good, CAP, buf, AP_TB_KEYED_BYTES(CAP) - 1, "one byte short"},
+        {&good, CAP, buf, 0, "zero bytes"},
+        {&good, 0, buf, sizeof buf, "capacity 0"},
+        {&good, SIZE_MAX / sizeof(ap_tb_keyed_slot) + 1, buf, SIZE_MAX, "bytes overflow"},
+        {&good, SIZE_MAX, buf, SIZE_MAX, "capacity SIZE_MAX"},
+        {&bad, CAP, buf, sizeof buf, "bad desc"},
+        {NULL, CAP, buf, sizeof buf, "NULL desc"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_tb_keyed kt;
+        unsigned char kt_before[sizeof kt], buf_before[sizeof buf];
+        memset(&kt, 0x5A, sizeof kt);
+        memset(buf, 0xC3, sizeof buf);
+        memcpy(kt_before, &kt, sizeof kt);
+        memcpy(buf_before, buf, sizeof buf);
+        cr_assert_eq(ap_tb_keyed_init(&kt, cases[i].desc, cases[i].capacity, cases[i].buf,
+                                      cases[i].bytes),
+                     AP_INVAL, "%s", cases[i].what);
+        cr_assert_eq(memcmp(kt_before, &kt, sizeof kt), 0, "%s: the limiter changed", cases[i].what);
+        cr_assert_eq(memcmp(buf_before, buf, sizeof buf), 0, "%s: the buffer changed", cases[i].what);
+    }
+    /* exactly enough is fine; an excess is not touched */
+    ap_tb_keyed kt;
+    memset(buf, 0xC3, sizeof buf);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &good, CAP, buf, AP_TB_KEYED_BYTES(CAP)), AP_OK);
+    cr_assert_eq(ap_tb_keyed_capacity(&kt), CAP);
+    for (size_t i = AP_TB_KEYED_BYTES(CAP); i < sizeof buf; i++)
+        cr_assert_eq(buf[i], 0xC3, "byte %zu past the table written", i);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 1, 2, 0, NULL), AP_OK);
+    ap_tb_keyed_fini(&kt);
+    cr_assert_eq(ap_tb_keyed_init(&kt, &good, CAP, buf, sizeof buf), AP_OK, "more is fine");
+    ap_tb_keyed_fini(&kt);
+}
+
+/* The header's USAGE block, verbatim between the markers (a test keeps it
+ * compiling warning-free under -Wall -Wextra -Werror). */
+static int usage_served, usage_refused;
+static void serve(void) { usage_served++; }
+static void reply_429_until(uint64_t t) { (void)t; usage_refused++; }
+
+Test(token_bucket, usage_block_compiles_and_runs)
+{
+    /* USAGE begin */
+    ap_tb tb;   // 100 requests per second, bursts of up to 20
+    if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .period_ns = AP_NS_PER_SEC,
+                                      .burst = 20}) != AP_OK) abort();
+    uint64_t retry_at = 0;
+    if (ap_tb_try_acquire(&tb, 1, ap_now_ns(), &retry_at) == AP_OK) serve();
+    else reply_429_until(retry_at);
+    // or wait (parks this thread, never sleeps in a loop):
+    if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
+
+    // one bucket per client, at most 1024 clients tracked at once
+    static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
+    static ap_tb_keyed per_client;
+    if (ap_tb_keyed_init(&per_client, &(ap_tb_desc){.n = 10, .burst = 5}, 1024,
+                         table, sizeof table) != AP_OK) abort();
+    uint64_t client_id = 42;
+    if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
+        serve();
+    /* USAGE end */
+    cr_assert_eq(usage_served, 3);
+    cr_assert_eq(usage_refused, 0);
 }

@@ -5,13 +5,21 @@
  * cancel_reservation / keyed try_acquire at decoded times (time may go
  * backwards for the single bucket). Checks:
  *   - init: AP_INVAL exactly for n 0, burst 0, n > period (period 0 = 1 s),
- *     burst > 2^64-2, and then *tb untouched; same for keyed init/create
+ *     burst > 2^64-2, and then *tb untouched; same for keyed init/create,
+ *     and keyed init with a decoded buffer size and misalignment: AP_INVAL
+ *     exactly when the buffer is too small or misaligned (or the capacity
+ *     0), limiter and buffer untouched
  *   - try_acquire and available equal an exact 128-bit GCRA model
  *     (V(t) = floor(t*n/period); admit iff max(C,V)+m <= V+burst), and
  *     retry_at is exactly the earliest instant the request would succeed
+ *   - reserve equals the model: AP_OK with the exact ready_at, or
+ *     AP_REJECTED exactly when C would overflow or the ready instant is
+ *     not below 2^64 - 1 (and not now)
+ *   - cancel gives back all (C == res.end) or nothing (issue #11)
  *   - the theorem: tokens admitted (acquires, plus reservations not
  *     cancelled whose ready_at <= t) <= burst + floor(n*t/period) at
- *     t = the latest time seen
+ *     t = the latest time seen, and at the end of the input in every
+ *     window (s, t] <= burst + V(t) - V(s), by brute force
  *   - failures leave the bucket and the out-params untouched
  *   - keyed: per-key model; AP_FULL only when every slot holds another
  *     active key
@@ -66,6 +74,38 @@ static uint64_t fz_time(fz *f, uint64_t prev)
 
 #define NRES 32
 #define NKEYS 24
+#define NGRANT 4096
+
+typedef struct { uint64_t at, tokens; } grant;
+static grant G[NGRANT];
+static size_t NG;
+static grant U[NGRANT]; /* reservations made while res[] was full */
+static size_t NU;
+static void grant_add(uint64_t at, uint64_t tokens)
+{
+    if (NG < NGRANT) G[NG++] = (grant){at, tokens};
+}
+static int grant_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const grant *)a)->at, y = ((const grant *)b)->at;
+    return x < y ? -1 : x > y;
+}
+/* every window (s, t]: for the grants in [a, b] the tightest window is
+ * (a - 1, b], so all pairs of usable instants cover all windows */
+static void check_windows(void)
+{
+    qsort(G, NG, sizeof *G, grant_cmp);
+    for (size_t i = 0; i < NG; i++) {
+        if (i > 0 && G[i].at == G[i - 1].at) continue;
+        uint64_t a = G[i].at, va = a == 0 ? 0 : V(a - 1);
+        u128 sum = 0;
+        for (size_t j = i; j < NG; j++) {
+            sum += G[j].tokens;
+            if (j + 1 < NG && G[j + 1].at == G[j].at) continue;
+            FZ_CHECK(sum <= (u128)M_burst + V(G[j].at) - va);
+        }
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -107,9 +147,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     M_n = d.n; M_p = per; M_burst = d.burst;
 
     size_t kcap = 1 + fz_u8(&f) % 16;
-    static uint64_t kbuf[64];
+    static _Alignas(AP_TB_KEYED_ALIGN) unsigned char kbuf[AP_TB_KEYED_BYTES(16) + 64];
     ap_tb_keyed kt;
-    FZ_CHECK(ap_tb_keyed_init(&kt, &d, kbuf, kcap) == AP_OK);
+    {   /* a decoded buffer size and offset: AP_INVAL exactly when too
+         * small or misaligned, and then nothing is touched */
+        uint8_t sel = fz_u8(&f);
+        size_t off = (sel & 1) ? fz_u8(&f) % 32 : 0;
+        size_t kbytes = (sel & 2) ? fz_size(&f) : sizeof kbuf - off;
+        if (kbytes > sizeof kbuf - off) kbytes = sizeof kbuf - off;
+        fz_fill(&kt, sizeof kt);
+        fz_fill(kbuf, sizeof kbuf);
+        int kbad = kbytes < AP_TB_KEYED_BYTES(kcap) || off % AP_TB_KEYED_ALIGN != 0;
+        st = ap_tb_keyed_init(&kt, &d, kcap, (sel & 4) ? NULL : kbuf + off, kbytes);
+        if (kbad || (sel & 4)) {
+            FZ_CHECK(st == AP_INVAL);
+            FZ_CHECK(fz_untouched(&kt, sizeof kt) && fz_untouched(kbuf, sizeof kbuf));
+        } else {
+            FZ_CHECK(st == AP_OK);
+            FZ_CHECK(fz_untouched(kbuf + off + AP_TB_KEYED_BYTES(kcap),
+                                  sizeof kbuf - off - AP_TB_KEYED_BYTES(kcap)));
+            ap_tb_keyed_fini(&kt);
+        }
+    }
+    FZ_CHECK(ap_tb_keyed_init(&kt, &d, kcap, kbuf, sizeof kbuf) == AP_OK);
+    NG = 0;
+    NU = 0;
     uint64_t kc[NKEYS] = {0}; /* model per key (0 == full at any t) */
     uint64_t know = 0;
 
@@ -137,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(st == AP_OK && ra == 0xDEADBEEF);
                 C = c2;
                 admitted += m;
+                grant_add(now, m);
             } else {
                 FZ_CHECK(st == AP_REJECTED);
                 FZ_CHECK(tb.tat == tat0);
@@ -158,6 +221,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t c2 = C, when;
             int now_ok = m <= M_burst && m > 0 && model_acquire(&c2, m, now, &when);
             st = ap_tb_reserve(&tb, m, now, &r);
+            /* the model's reservation: base + m, ready when base + m <=
+             * V + burst; refused past C's range or when the instant is not
+             * representable below AP_DEADLINE_NONE (and not now) */
+            if (m > 0 && m <= M_burst) {
+                uint64_t v = V(now), base = C > v ? C : v;
+                int want_ok = 0;
+                uint64_t want_at = now;
+                if ((u128)base + m <= (u128)UINT64_MAX - 1) {
+                    if ((u128)base + m <= (u128)v + M_burst) {
+                        want_ok = 1;
+                    } else {
+                        u128 k = (u128)base + m - M_burst;
+                        u128 tp = (k * M_p + M_n - 1) / M_n;
+                        want_ok = tp < (u128)UINT64_MAX;
+                        want_at = (uint64_t)tp;
+                    }
+                }
+                FZ_CHECK(st == (want_ok ? AP_OK : AP_REJECTED));
+                if (want_ok) FZ_CHECK(r.ready_at == want_at && r.end == base + m);
+            }
             if (m > M_burst) {
                 FZ_CHECK(st == AP_INVAL && fz_untouched(&r, sizeof r) && tb.tat == C);
             } else if (st == AP_OK) {
@@ -169,7 +252,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 }
                 C = tb.tat;
                 if (m && nres < NRES) res[nres++] = r;
-                else if (m) admitted += m; /* not tracked: count it as used */
+                else if (m) { /* untracked: never cancelled, counts from its ready_at */
+                    grant_add(r.ready_at, m);
+                    if (NU < NGRANT) U[NU++] = (grant){r.ready_at, m};
+                }
             } else if (st == AP_REJECTED && now_ok && now == UINT64_MAX) {
                 /* known: at now_ns == UINT64_MAX (== AP_DEADLINE_NONE) a
                  * reserve that is due now is refused as "ready beyond the
@@ -188,19 +274,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ap_tb_reservation r0 = res[i];
             uint64_t got = ap_tb_cancel_reservation(&tb, &res[i], now);
             if (r0.tokens && now < r0.ready_at) {
-                FZ_CHECK(got == r0.tokens && res[i].tokens == 0);
-                FZ_CHECK(tb.tat <= C && C - tb.tat <= r0.tokens);
+                /* all back iff nothing was stacked on it (C == its end) */
+                int tail = C == r0.end;
+                FZ_CHECK(res[i].tokens == 0 && got == (tail ? r0.tokens : 0));
+                FZ_CHECK(tb.tat == (tail ? C - r0.tokens : C));
             } else {
-                FZ_CHECK(got == 0 && tb.tat == C);
+                FZ_CHECK(got == 0 && tb.tat == C && res[i].tokens == r0.tokens);
             }
             C = tb.tat;
             FZ_CHECK(ap_tb_cancel_reservation(&tb, &res[i], now) == 0 && tb.tat == C);
-            if (res[i].tokens == 0 && got == 0 && r0.tokens) {
-                admitted += r0.tokens; /* used */
+            if (res[i].tokens == 0) /* cancelled: it no longer counts */
                 res[i] = res[--nres];
-            } else if (got) {
-                res[i] = res[--nres];
-            }
             break;
         }
         default: { /* keyed, monotone time */
@@ -237,8 +321,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         u128 adm = admitted;
         for (int i = 0; i < nres; i++)
             if (res[i].ready_at <= tmax) adm += res[i].tokens;
+        for (size_t i = 0; i < NU; i++)
+            if (U[i].at <= tmax) adm += U[i].tokens;
         FZ_CHECK(adm <= (u128)M_burst + V(tmax));
     }
+    for (int i = 0; i < nres; i++)
+        grant_add(res[i].ready_at, res[i].tokens);
+    check_windows();
     ap_tb_keyed_fini(&kt);
     ap_tb_fini(&tb);
     return 0;
