@@ -13,7 +13,12 @@
  *
  *   ap_agg_slide aggregates the last N values (AP_AGG_SLIDE_COUNT) or the
  *   values of the last T ns (AP_AGG_SLIDE_TIME: timestamps in
- *   (newest - T, newest]). Count and sum are invertible, so an evicted
+ *   (latest - T, latest], where latest is the newest time the window has
+ *   seen: the greatest timestamp pushed or time advanced to). Time only
+ *   moves forward: a push with a timestamp before latest, also one behind
+ *   an ap_agg_slide_advance, is refused with AP_INVAL and changes nothing
+ *   (the advance may already have evicted values that such a push's window
+ *   would hold, so accepting it would report a wrong window). Count and sum are invertible, so an evicted
  *   value is subtracted (O(1)). Min and max are not: each keeps a
  *   monotonic deque (the "ascending minima" algorithm): a new value pops
  *   every worse value from the back, then is pushed; an evicted value
@@ -26,16 +31,18 @@
  *   - ap_agg after any sequence of adds and merges equals a brute-force
  *     recomputation over the same values (count, exact sum, min, max,
  *     floor mean and remainder), checked on 1e5 seeded random values
- *   - ap_agg_slide after every push equals a brute-force recomputation
- *     over the values its window holds (the last N; or those with
- *     timestamp > newest - T)
+ *   - ap_agg_slide after every push and every advance equals a
+ *     brute-force recomputation over the values its window holds (the
+ *     last N; or those with timestamp > latest - T)
  *   - ap_agg_slide_ops(s, i) <= 2 * values pushed for each deque i
  *     (counted element pushes + pops; the O(1) amortized bound, asserted)
  *   - overflow is reported: ap_agg_sum answers AP_INVAL when the exact sum
  *     does not fit an int64_t (out untouched); ap_agg_sum_sat saturates;
  *     the mean and the sliding sum are always exact
- *   - AP_INVAL changes nothing: a zero capacity or period, a timestamp
- *     older than the newest, a merge whose count would overflow
+ *   - AP_INVAL changes nothing (the object's bytes and the buffer are
+ *     untouched): a zero capacity or period, a buffer that is NULL,
+ *     misaligned or smaller than AP_AGG_SLIDE_BYTES(capacity), a TIME
+ *     timestamp before latest, a merge whose count would overflow
  *
  * CONCURRENCY
  *   None: an ap_agg or ap_agg_slide belongs to one thread at a time (the
@@ -45,9 +52,10 @@
  *              ap_agg_slide: O(1) amortized push (worst case O(N) for one
  *              push that evicts N values); O(1) read.
  * MEMORY       ap_agg lives anywhere (a zero ap_agg is a valid empty
- *              aggregate). ap_agg_slide_init takes a caller buffer of
- *              AP_AGG_SLIDE_BYTES(capacity) bytes; ap_agg_slide_create
- *              allocates once. Nothing else allocates.
+ *              aggregate). ap_agg_slide_init takes a caller buffer and its
+ *              size in bytes: at least AP_AGG_SLIDE_BYTES(capacity),
+ *              aligned to AP_AGG_SLIDE_ALIGN (else AP_INVAL);
+ *              ap_agg_slide_create allocates once. Nothing else allocates.
  * ERRORS       AP_EMPTY (min/max/mean of nothing), AP_FULL (time window:
  *              capacity values inside T already; nothing changed),
  *              AP_INVAL (see above); out-params untouched on failure.
@@ -55,18 +63,22 @@
  * SEE ALSO     window.h (per-window aggregates)
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
- * USAGE
+ * USAGE (v, n, now and latency are the caller's)
  *   ap_agg a = {0};
- *   for (i = 0; i < n; i++) ap_agg_add(&a, v[i]);
+ *   for (size_t i = 0; i < n; i++) ap_agg_add(&a, v[i]);
  *   int64_t q, s; uint64_t r;
- *   if (ap_agg_mean(&a, &q, &r) == AP_OK) ...   // mean = q + r / count
- *   if (ap_agg_sum(&a, &s) == AP_INVAL) ...     // exact sum beyond int64
+ *   if (ap_agg_mean(&a, &q, &r) == AP_OK) printf("mean %lld + %llu/n\n",
+ *                                                (long long)q, (unsigned long long)r);
+ *   if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
  *
- *   static uint64_t buf[AP_AGG_SLIDE_BYTES(1000) / 8];   // last 1000 values
- *   ap_agg_slide sl;
- *   if (ap_agg_slide_init(&sl, AP_AGG_SLIDE_COUNT, 0, buf, 1000)) abort();
- *   (void)ap_agg_slide_push(&sl, now, latency);
- *   ap_agg w; ap_agg_slide_read(&sl, &w); ap_agg_min(&w, &lo); ...
+ *   // the last 1000 values
+ *   static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
+ *   static ap_agg_slide sl;
+ *   if (ap_agg_slide_init(&sl, AP_AGG_SLIDE_COUNT, 0, 1000, buf, sizeof buf)) abort();
+ *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
+ *   ap_agg w; int64_t lo;
+ *   ap_agg_slide_read(&sl, &w);
+ *   if (ap_agg_min(&w, &lo) == AP_OK) printf("min %lld\n", (long long)lo);
  */
 #ifndef ASYNCPAT_AGGREGATE_H
 #define ASYNCPAT_AGGREGATE_H
@@ -93,10 +105,15 @@ typedef struct ap__agg_entry {
     int64_t value;
 } ap__agg_entry;
 
-/** AP_AGG_SLIDE_BYTES - buffer bytes for ap_agg_slide_init (constant expression):
- *  per value an entry and a slot in each of the two deques */
+/** AP_AGG_SLIDE_BYTES - least buffer bytes for ap_agg_slide_init (constant
+ *  expression): per value an entry and a slot in each of the two deques.
+ *  The caller keeps capacity below SIZE_MAX / 32 so it does not wrap; init
+ *  checks that itself. */
 #define AP_AGG_SLIDE_BYTES(capacity) \
     ((size_t)(capacity) * (sizeof(ap__agg_entry) + 2 * sizeof(uint64_t)))
+/** AP_AGG_SLIDE_ALIGN - the alignment ap_agg_slide_init needs of its buffer
+ *  (constant expression) */
+#define AP_AGG_SLIDE_ALIGN _Alignof(ap__agg_entry)
 
 /* A ring of sequence numbers used as a deque. */
 typedef struct ap__agg_deque {
@@ -113,7 +130,8 @@ typedef struct ap_agg_slide {
     uint64_t period_ns;        /* AP_AGG_SLIDE_TIME only */
     uint64_t first, next;      /* sequence numbers held: [first, next) */
     uint64_t pushed;           /* values pushed with AP_OK */
-    uint64_t newest_ts;        /* timestamp of the last push */
+    uint64_t newest_ts;        /* latest: the greatest timestamp pushed or
+                                * (TIME) time advanced to; 0 at first */
     ap_agg sum;                /* count and exact sum of the held values */
     ap__agg_deque dq[2];       /* [0]: min (ascending), [1]: max (descending) */
     const ap_allocator *alloc; /* set by create */
@@ -152,15 +170,18 @@ AP_API AP_NODISCARD ap_status ap_agg_mean(const ap_agg *a, int64_t *quot, uint64
  *             AP_AGG_SLIDE_TIME (window = the last @period_ns ns; at most
  *             @capacity values inside it)
  * @period_ns: AP_AGG_SLIDE_TIME: > 0; AP_AGG_SLIDE_COUNT: ignored
- * @buf:       AP_AGG_SLIDE_BYTES(capacity) bytes, 8-byte aligned
  * @capacity:  >= 1
+ * @buf:       at least AP_AGG_SLIDE_BYTES(capacity) bytes, aligned to
+ *             AP_AGG_SLIDE_ALIGN; the aggregate owns it until fini
+ * @bytes:     the size of @buf in bytes (any excess is not touched)
  *
- * Returns AP_OK or AP_INVAL (capacity 0, unknown kind, period 0 for TIME,
- * sizes that overflow); on AP_INVAL *s is untouched.
+ * Returns AP_OK or AP_INVAL: capacity 0, unknown kind, period 0 for TIME,
+ * a capacity whose bytes overflow size_t, @buf NULL or misaligned, @bytes
+ * too small. On AP_INVAL neither *s nor @buf is touched.
  */
 AP_API AP_NODISCARD ap_status ap_agg_slide_init(ap_agg_slide *s, ap_agg_slide_kind kind,
-                                                uint64_t period_ns, void *buf,
-                                                size_t capacity);
+                                                uint64_t period_ns, size_t capacity,
+                                                void *buf, size_t bytes);
 /** ap_agg_slide_fini - end of life; frees nothing */
 AP_API void ap_agg_slide_fini(ap_agg_slide *s);
 #ifndef AP_NO_MALLOC
@@ -173,18 +194,21 @@ AP_API void ap_agg_slide_destroy(ap_agg_slide *s);
 #endif
 /**
  * ap_agg_slide_push - add a value at time @ts, evicting what left the window
- * @ts: COUNT: recorded only; TIME: >= the newest timestamp pushed
+ * @ts: COUNT: recorded only; TIME: >= latest (the newest timestamp pushed
+ *      and the latest time given to ap_agg_slide_advance)
  *
- * Returns AP_OK; AP_INVAL for a TIME timestamp older than the newest
- * (nothing changed); AP_FULL when a TIME window already holds @capacity
- * values newer than ts - period (nothing changed: size capacity for the
- * peak rate). A COUNT window never refuses: the oldest value leaves.
+ * Returns AP_OK; AP_INVAL for a TIME timestamp before latest, also one
+ * behind an advance (nothing changed: the advance may have evicted values
+ * that ts's window would hold); AP_FULL when a TIME window already holds
+ * @capacity values newer than ts - period (nothing changed: size capacity
+ * for the peak rate). A COUNT window never refuses: the oldest value leaves.
  */
 AP_API AP_NODISCARD ap_status ap_agg_slide_push(ap_agg_slide *s, uint64_t ts, int64_t value);
 /**
- * ap_agg_slide_advance - TIME: evict values with timestamp <= @now - period
- * (time moved on without values). Earlier @now than the newest push is a
- * no-op. Returns the number evicted. COUNT: no-op, returns 0.
+ * ap_agg_slide_advance - TIME: time moved on to @now without values: latest
+ * becomes @now and values with timestamp <= @now - period are evicted; a
+ * later push must have ts >= @now. A @now before latest is a no-op.
+ * Returns the number evicted. COUNT: no-op, returns 0.
  */
 AP_API size_t ap_agg_slide_advance(ap_agg_slide *s, uint64_t now);
 /** ap_agg_slide_read - the window's aggregate (count, exact sum, min, max) */
@@ -348,16 +372,25 @@ AP_FORCE_INLINE bool ap__agg_worse(unsigned which, int64_t old, int64_t nw)
     return which == 0 ? old >= nw : old <= nw;
 }
 
+/* The configuration checks of init and create: false for AP_INVAL; else
+ * *need = AP_AGG_SLIDE_BYTES(capacity), computed without overflow. */
+AP_API bool ap__agg_slide_config_ok(ap_agg_slide_kind kind, uint64_t period_ns,
+                                    size_t capacity, size_t *need)
+{
+    return capacity != 0 && (kind == AP_AGG_SLIDE_COUNT || kind == AP_AGG_SLIDE_TIME) &&
+           !(kind == AP_AGG_SLIDE_TIME && period_ns == 0) &&
+           ap__size_muladd(capacity, sizeof(ap__agg_entry) + 2 * sizeof(uint64_t), 0, need);
+}
+
 AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, ap_agg_slide_kind kind, uint64_t period_ns,
-                                   void *buf, size_t capacity)
+                                   size_t capacity, void *buf, size_t bytes)
 {
     AP_ASSERT(s != NULL);
-    size_t bytes;
-    if (capacity == 0 || (kind != AP_AGG_SLIDE_COUNT && kind != AP_AGG_SLIDE_TIME) ||
-        (kind == AP_AGG_SLIDE_TIME && period_ns == 0) ||
-        !ap__size_muladd(capacity, sizeof(ap__agg_entry) + 2 * sizeof(uint64_t), 0, &bytes))
+    size_t need;
+    /* every check before the first write: AP_INVAL touches nothing */
+    if (!ap__agg_slide_config_ok(kind, period_ns, capacity, &need) || bytes < need ||
+        buf == NULL || (uintptr_t)buf % AP_AGG_SLIDE_ALIGN != 0)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && (uintptr_t)buf % _Alignof(uint64_t) == 0);
     memset(s, 0, sizeof *s);
     s->ring = (ap__agg_entry *)buf;
     s->dq[0].seq = (uint64_t *)(void *)(s->ring + capacity);
@@ -380,19 +413,17 @@ AP_API ap_status ap_agg_slide_create(ap_agg_slide **out, ap_agg_slide_kind kind,
                                      const ap_allocator *alloc)
 {
     const ap_allocator *a = ap__allocator_or_default(alloc);
-    size_t hdr = ap__align_up(sizeof(ap_agg_slide), 16), total;
-    ap_agg_slide probe;
+    size_t hdr = ap__align_up(sizeof(ap_agg_slide), 16), total, need;
     AP_ASSERT(out != NULL);
-    /* validate with the one init path, on a stack probe (no allocation) */
     if (a == NULL || capacity > SIZE_MAX / 64 ||
-        ap_agg_slide_init(&probe, kind, period_ns, &probe, capacity) != AP_OK ||
-        !ap__size_muladd(capacity, sizeof(ap__agg_entry) + 2 * sizeof(uint64_t), hdr, &total))
+        !ap__agg_slide_config_ok(kind, period_ns, capacity, &need) || need > SIZE_MAX - hdr)
         return AP_INVAL;
+    total = hdr + need;
     unsigned char *mem = (unsigned char *)a->alloc(total, 16, a->user);
     if (mem == NULL)
         return AP_NOMEM;
     ap_agg_slide *s = (ap_agg_slide *)(void *)mem;
-    ap_status st = ap_agg_slide_init(s, kind, period_ns, mem + hdr, capacity);
+    ap_status st = ap_agg_slide_init(s, kind, period_ns, capacity, mem + hdr, need);
     AP_ASSERT(st == AP_OK);
     (void)st;
     s->alloc = a;
@@ -434,7 +465,10 @@ AP_API size_t ap_agg_slide_advance(ap_agg_slide *s, uint64_t now)
 {
     AP_ASSERT(s != NULL && s->ring != NULL);
     size_t n = 0;
-    if (s->kind != AP_AGG_SLIDE_TIME || now < s->period_ns)
+    if (s->kind != AP_AGG_SLIDE_TIME || now <= s->newest_ts)
+        return 0; /* COUNT, or no time passed: nothing leaves */
+    s->newest_ts = now; /* later pushes may not go behind this */
+    if (now < s->period_ns)
         return 0; /* nothing can be older than now - period < 0 */
     uint64_t cut = now - s->period_ns; /* evict ts <= cut */
     while (s->first != s->next && s->ring[s->first % s->capacity].ts <= cut) {
@@ -449,7 +483,7 @@ AP_API ap_status ap_agg_slide_push(ap_agg_slide *s, uint64_t ts, int64_t value)
     AP_ASSERT(s != NULL && s->ring != NULL);
     size_t held = (size_t)(s->next - s->first);
     if (s->kind == AP_AGG_SLIDE_TIME) {
-        if (s->pushed != 0 && ts < s->newest_ts)
+        if (ts < s->newest_ts) /* behind a push or an advance (0 at first) */
             return AP_INVAL;
         /* would the window still be full after evicting? check first:
          * nothing changes on AP_FULL */

@@ -5,7 +5,9 @@
 #include "asyncpat/aggregate.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "test_util.h"
 
@@ -157,18 +159,111 @@ Test(aggregate, slide_init_rejects_bad_config)
     ap_agg_slide s;
     memset(&s, 0xab, sizeof s);
     ap_agg_slide before = s;
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, slide_buf, 0), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 0, slide_buf, 10), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, (ap_agg_slide_kind)7, 5, slide_buf, 10), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, slide_buf, SIZE_MAX / 8), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, 0, slide_buf, sizeof slide_buf), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 0, 10, slide_buf, sizeof slide_buf), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, (ap_agg_slide_kind)7, 5, 10, slide_buf, sizeof slide_buf), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, SIZE_MAX / 8, slide_buf, SIZE_MAX), AP_INVAL);
     EXPECT(memcmp(&s, &before, sizeof s) == 0, "untouched");
+}
+
+/* Caller memory comes with its size: NULL, misaligned or too small is
+ * AP_INVAL, and neither the object's bytes nor the buffer's change. */
+Test(aggregate, slide_init_bad_buffers_are_inval_and_change_nothing)
+{
+    enum { CAP = 16 };
+    static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(CAP) + 2 * AP_AGG_SLIDE_ALIGN];
+    _Static_assert(AP_AGG_SLIDE_BYTES(CAP) == CAP * 32, "constant expression");
+    struct {
+        ap_agg_slide_kind kind;
+        uint64_t period;
+        size_t capacity;
+        void *buf;
+        size_t bytes;
+        const char *what;
+    } cases[] = {
+        {AP_AGG_SLIDE_COUNT, 0, CAP, NULL, sizeof buf, "NULL buffer"},
+        {AP_AGG_SLIDE_TIME, 10, CAP, NULL, sizeof buf, "NULL buffer (TIME)"},
+        {AP_AGG_SLIDE_COUNT, 0, CAP, buf + 1, sizeof buf - 1, "misaligned by 1"},
+        {AP_AGG_SLIDE_COUNT, 0, CAP, buf + AP_AGG_SLIDE_ALIGN / 2, sizeof buf - AP_AGG_SLIDE_ALIGN / 2,
+         "misaligned by half"},
+        {AP_AGG_SLIDE_COUNT, 0, CAP, buf, AP_AGG_SLIDE_BYTES(CAP) - 1, "one byte short"},
+        {AP_AGG_SLIDE_TIME, 10, CAP, buf, 0, "zero bytes"},
+        {AP_AGG_SLIDE_COUNT, 0, SIZE_MAX / 32 + 1, buf, SIZE_MAX, "bytes overflow"},
+        {AP_AGG_SLIDE_COUNT, 0, 0, buf, sizeof buf, "capacity 0"},
+        {AP_AGG_SLIDE_TIME, 0, CAP, buf, sizeof buf, "period 0"},
+        {(ap_agg_slide_kind)2, 10, CAP, buf, sizeof buf, "unknown kind"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_agg_slide s;
+        unsigned char s_before[sizeof s], buf_before[sizeof buf];
+        memset(&s, 0x5A, sizeof s);
+        memset(buf, 0xC3, sizeof buf);
+        memcpy(s_before, &s, sizeof s);
+        memcpy(buf_before, buf, sizeof buf);
+        EXPECT_EQ(ap_agg_slide_init(&s, cases[i].kind, cases[i].period, cases[i].capacity,
+                                    cases[i].buf, cases[i].bytes),
+                  AP_INVAL, "%s", cases[i].what);
+        EXPECT(memcmp(s_before, &s, sizeof s) == 0, "%s: the object changed", cases[i].what);
+        EXPECT(memcmp(buf_before, buf, sizeof buf) == 0, "%s: the buffer changed", cases[i].what);
+    }
+    /* exactly enough works; more is fine and the excess is not touched */
+    ap_agg_slide s;
+    memset(buf, 0xC3, sizeof buf);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, CAP, buf, AP_AGG_SLIDE_BYTES(CAP)), AP_OK);
+    for (int i = 0; i < 3 * CAP; i++)
+        EXPECT_EQ(ap_agg_slide_push(&s, (uint64_t)i, i), AP_OK);
+    for (size_t i = AP_AGG_SLIDE_BYTES(CAP); i < sizeof buf; i++)
+        EXPECT_EQ(buf[i], 0xC3, "byte %zu past the buffer written", i);
+    ap_agg a;
+    ap_agg_slide_read(&s, &a);
+    EXPECT(a.count == CAP && a.min == 2 * CAP && a.max == 3 * CAP - 1);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 5, CAP, buf, sizeof buf), AP_OK, "more is fine");
+}
+
+/* Regression (issue #11): a push behind an advance. The advance to 115
+ * evicted ts 100 (100 <= 115 - 10); a push at ts 105 was accepted, and its
+ * window (95, 105] then counted 1 value where it holds 2 (100 and 105).
+ * Now time only moves forward: the push is AP_INVAL and changes nothing. */
+Test(aggregate, slide_time_push_behind_an_advance_is_inval)
+{
+    static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(4)];
+    ap_agg_slide s;
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 10, 4, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_agg_slide_push(&s, 100, 1), AP_OK);
+    EXPECT_EQ(ap_agg_slide_advance(&s, 115), 1, "ts 100 leaves (100 <= 115 - 10)");
+    ap_agg_slide before = s;
+    unsigned char buf_before[sizeof buf];
+    memcpy(buf_before, buf, sizeof buf);
+    ap_status st = ap_agg_slide_push(&s, 105, 2);
+    ap_agg a;
+    ap_agg_slide_read(&s, &a);
+    /* whatever it answers, the window it reports must be right */
+    if (st == AP_OK)
+        EXPECT_EQ(a.count, 2, "accepted ts 105: its window (95, 105] holds 100 and 105");
+    EXPECT_EQ(st, AP_INVAL, "a push behind the last advance");
+    EXPECT(memcmp(&before, &s, sizeof s) == 0 && memcmp(buf_before, buf, sizeof buf) == 0,
+           "AP_INVAL changed something");
+    EXPECT_EQ(a.count, 0, "the window (105, 115] is empty");
+    EXPECT_EQ(ap_agg_slide_push(&s, 115, 3), AP_OK, "at the advance's time: fine");
+    ap_agg_slide_read(&s, &a);
+    EXPECT(a.count == 1 && a.min == 3);
+    /* an advance before the latest time is a no-op, and moves nothing */
+    EXPECT_EQ(ap_agg_slide_advance(&s, 50), 0);
+    EXPECT_EQ(ap_agg_slide_push(&s, 114, 4), AP_INVAL);
+    /* an advance below the period evicts nothing but still moves time */
+    ap_agg_slide t;
+    EXPECT_EQ(ap_agg_slide_init(&t, AP_AGG_SLIDE_TIME, 1000, 4, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_agg_slide_push(&t, 10, 1), AP_OK);
+    EXPECT_EQ(ap_agg_slide_advance(&t, 500), 0);
+    EXPECT_EQ(ap_agg_slide_push(&t, 400, 2), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_push(&t, 500, 2), AP_OK);
 }
 
 static void slide_count_run(size_t n, uint64_t seed, bool monotone)
 {
     static int64_t v[N_RANDOM];
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, slide_buf, n), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_COUNT, 0, n, slide_buf, sizeof slide_buf), AP_OK);
     for (size_t i = 0; i < N_RANDOM; i++) {
         v[i] = monotone ? (int64_t)i * ((seed & 1) ? 1 : -1) : rand_value(&seed);
         EXPECT_EQ(ap_agg_slide_push(&s, i, v[i]), AP_OK);
@@ -206,20 +301,42 @@ Test(aggregate, slide_time_matches_brute_force)
     const uint64_t period = 1000;
     uint64_t seed = 0x5eed0006, now = 0;
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, period, slide_buf, 1000), AP_OK);
-    size_t lo = 0;
-    for (size_t i = 0; i < N_RANDOM; i++) {
-        now += rng_next(&seed) % 25; /* repeats allowed; about 80 values per window */
-        ts[i] = now;
-        v[i] = rand_value(&seed);
-        EXPECT_EQ(ap_agg_slide_push(&s, now, v[i]), AP_OK);
-        while (now >= period && ts[lo] <= now - period)
-            lo++;
-        EXPECT_EQ(ap_agg_slide_len(&s), i + 1 - lo);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, period, 1000, slide_buf, sizeof slide_buf),
+              AP_OK);
+    size_t lo = 0, refused = 0, advanced = 0;
+    /* values, with advances interleaved (time passing without values, also
+     * past whole windows), and pushes behind the latest time that must be
+     * refused: the window is (latest - period, latest] after every step */
+    for (size_t i = 0; i < N_RANDOM;) {
+        uint64_t r = rng_next(&seed) % 100;
+        if (r < 8) {
+            uint64_t to = now + (r == 0 ? period + rng_next(&seed) % period : rng_next(&seed) % 60);
+            size_t was = lo;
+            while (lo < i && to >= period && ts[lo] <= to - period)
+                lo++;
+            EXPECT_EQ(ap_agg_slide_advance(&s, to), lo - was, "advance to %llu", (unsigned long long)to);
+            now = to;
+            advanced++;
+        } else if (r < 10 && now > 0) {
+            ap_agg_slide before = s;
+            EXPECT_EQ(ap_agg_slide_push(&s, now - 1 - rng_next(&seed) % now, 7), AP_INVAL);
+            EXPECT(memcmp(&before, &s, sizeof s) == 0, "a refused push changed the window");
+            refused++;
+        } else {
+            now += rng_next(&seed) % 25; /* repeats allowed; about 80 values per window */
+            ts[i] = now;
+            v[i] = rand_value(&seed);
+            EXPECT_EQ(ap_agg_slide_push(&s, now, v[i]), AP_OK);
+            i++;
+            while (now >= period && ts[lo] <= now - period)
+                lo++;
+        }
+        EXPECT_EQ(ap_agg_slide_len(&s), i - lo);
         ap_agg a;
         ap_agg_slide_read(&s, &a);
-        check_against(&a, v, lo, i + 1);
+        check_against(&a, v, lo, i);
     }
+    EXPECT(refused > 0 && advanced > 0);
     EXPECT_LE(ap_agg_slide_ops(&s, 0), 2 * (uint64_t)N_RANDOM);
     EXPECT_LE(ap_agg_slide_ops(&s, 1), 2 * (uint64_t)N_RANDOM);
     /* time passes with no values: everything leaves */
@@ -233,7 +350,7 @@ Test(aggregate, slide_time_matches_brute_force)
 Test(aggregate, slide_time_refusals_change_nothing)
 {
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 100, slide_buf, 2), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, AP_AGG_SLIDE_TIME, 100, 2, slide_buf, sizeof slide_buf), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 50, 1), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 60, 2), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 55, 3), AP_INVAL, "older than the newest");
@@ -275,3 +392,31 @@ Test(aggregate, slide_create_destroy)
     ap_agg_slide_destroy(NULL);
 }
 #endif
+
+/* The header's USAGE block, verbatim between the markers (a test keeps it
+ * compiling warning-free under -Wall -Wextra -Werror). */
+Test(aggregate, usage_block_compiles_and_runs)
+{
+    const int64_t v[] = {5, -3, 10};
+    size_t n = 3;
+    uint64_t now = 1;
+    int64_t latency = 42;
+    /* USAGE begin */
+    ap_agg a = {0};
+    for (size_t i = 0; i < n; i++) ap_agg_add(&a, v[i]);
+    int64_t q, s; uint64_t r;
+    if (ap_agg_mean(&a, &q, &r) == AP_OK) printf("mean %lld + %llu/n\n",
+                                                 (long long)q, (unsigned long long)r);
+    if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
+
+    // the last 1000 values
+    static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
+    static ap_agg_slide sl;
+    if (ap_agg_slide_init(&sl, AP_AGG_SLIDE_COUNT, 0, 1000, buf, sizeof buf)) abort();
+    if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
+    ap_agg w; int64_t lo;
+    ap_agg_slide_read(&sl, &w);
+    if (ap_agg_min(&w, &lo) == AP_OK) printf("min %lld\n", (long long)lo);
+    /* USAGE end */
+    EXPECT(q == 4 && r == 0 && s == 12 && lo == 42);
+}

@@ -8,7 +8,9 @@
  * (time may go backwards), checked after every step against brute force:
  *   - init/create: AP_INVAL exactly for capacity 0, an unknown kind, period
  *     0 for TIME, sizes that overflow (create: capacity > SIZE_MAX / 64),
- *     and then *s / *out untouched and nothing allocated
+ *     and (init) a NULL, misaligned or too small buffer (decoded size and
+ *     offset), and then *s / *out and the buffer untouched and nothing
+ *     allocated
  *   - ap_agg after any adds and merges equals a 128-bit model: count, the
  *     exact sum (sum_hi:sum_lo), min, max; ap_agg_sum is AP_OK exactly when
  *     the sum fits an int64_t (else AP_INVAL, out untouched); ap_agg_sum_sat
@@ -18,10 +20,12 @@
  *     the aggregate unchanged
  *   - ap_agg_slide after every push/advance equals a brute-force recount of
  *     the values its window holds (COUNT: the last capacity values; TIME:
- *     timestamps > newest - period, with advance evicting ts <= now - period;
+ *     timestamps > latest - period, latest = the newest push or advance,
+ *     with advance evicting ts <= now - period;
  *     pushes aimed at the eviction boundary of the oldest value +- 1),
  *     len and the evicted count too
- *   - TIME push: AP_INVAL for a timestamp older than the newest, AP_FULL when
+ *   - TIME push: AP_INVAL for a timestamp before latest (also behind an
+ *     advance: issue #11), AP_FULL when
  *     capacity values remain after eviction; both change nothing (the whole
  *     struct and its buffer compare equal)
  *   - ap_agg_slide_ops(s, i) <= 2 * values pushed, for both deques
@@ -113,8 +117,8 @@ static void check_slide(const ap_agg_slide *s, uint64_t pushed)
     for (unsigned w = 0; w < 2; w++) FZ_CHECK(ap_agg_slide_ops(s, w) <= 2 * pushed);
 }
 
-static uint64_t slbuf[AP_AGG_SLIDE_BYTES(CAPMAX) / 8];
-static uint64_t slbuf0[AP_AGG_SLIDE_BYTES(CAPMAX) / 8];
+static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char slbuf[AP_AGG_SLIDE_BYTES(CAPMAX)];
+static unsigned char slbuf0[AP_AGG_SLIDE_BYTES(CAPMAX)];
 
 static void check_inval(fz *f)
 {
@@ -124,14 +128,26 @@ static void check_inval(fz *f)
     size_t cap = (fz_u8(f) & 1) ? fz_size(f) : fz_u8(f) % (CAPMAX + 1);
     int bad = cap == 0 || (kind != AP_AGG_SLIDE_COUNT && kind != AP_AGG_SLIDE_TIME) ||
               (kind == AP_AGG_SLIDE_TIME && period == 0) || cap > SIZE_MAX / 32;
+    /* the buffer: its size, offset (alignment) and NULL decoded too */
+    uint8_t b = fz_u8(f);
+    size_t off = (b & 1) ? fz_u8(f) % 32 : 0;
+    size_t bytes = (b & 2) ? fz_size(f) : sizeof slbuf - off;
+    if (bytes > sizeof slbuf - off) bytes = sizeof slbuf - off;
+    unsigned char *buf = (b & 4) && (b & 8) ? NULL : slbuf + off;
+    int badbuf = buf == NULL || off % AP_AGG_SLIDE_ALIGN != 0 || cap > SIZE_MAX / 32 ||
+                 bytes < AP_AGG_SLIDE_BYTES(cap);
     ap_agg_slide s;
     fz_fill(&s, sizeof s);
-    if (bad) {
-        FZ_CHECK(ap_agg_slide_init(&s, kind, period, slbuf, cap) == AP_INVAL);
-        FZ_CHECK(fz_untouched(&s, sizeof s));
-    } else if (cap <= CAPMAX) {
-        FZ_CHECK(ap_agg_slide_init(&s, kind, period, slbuf, cap) == AP_OK);
+    fz_fill(slbuf, sizeof slbuf);
+    ap_status ist = ap_agg_slide_init(&s, kind, period, cap, buf, bytes);
+    if (bad || badbuf) {
+        FZ_CHECK(ist == AP_INVAL);
+        FZ_CHECK(fz_untouched(&s, sizeof s) && fz_untouched(slbuf, sizeof slbuf));
+    } else {
+        FZ_CHECK(ist == AP_OK);
         FZ_CHECK(ap_agg_slide_len(&s) == 0);
+        FZ_CHECK(fz_untouched(slbuf + off + AP_AGG_SLIDE_BYTES(cap),
+                              sizeof slbuf - off - AP_AGG_SLIDE_BYTES(cap)));
         ap_agg_slide_fini(&s);
     }
     ap_agg_slide *o;
@@ -183,9 +199,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t period = fz_val(&f);
     if (period == 0) period = 1 + fz_u8(&f);
     ap_agg_slide s;
-    FZ_CHECK(ap_agg_slide_init(&s, kind, period, slbuf, cap) == AP_OK);
+    FZ_CHECK(ap_agg_slide_init(&s, kind, period, cap, slbuf, sizeof slbuf) == AP_OK);
     nheld = 0;
-    uint64_t pushed = 0, newest = 0, now = 0;
+    uint64_t pushed = 0, latest = 0, now = 0; /* latest: newest push or advance */
 
     ap_agg a[NA];
     magg m[NA];
@@ -252,7 +268,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(st == AP_OK);
                 if (nheld == cap) memmove(held, held + 1, --nheld * sizeof *held);
                 held[nheld++] = (ment){ts, v};
-            } else if (pushed && ts < newest) {
+            } else if (ts < latest) {
                 FZ_CHECK(st == AP_INVAL);
             } else {
                 size_t keep = 0;
@@ -269,7 +285,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if (st == AP_OK) {
                 pushed++;
-                newest = ts;
+                latest = ts;
                 now = ts;
             } else {
                 FZ_CHECK(memcmp(&s0, &s, sizeof s) == 0);
@@ -288,6 +304,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 nheld -= e;
             }
             FZ_CHECK(n == e);
+            if (kind == AP_AGG_SLIDE_TIME && t > latest) latest = t;
             if (t > now) now = t;
             check_slide(&s, pushed);
             break;
