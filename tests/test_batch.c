@@ -35,6 +35,11 @@
 
 TestSuite(batch, .timeout = TEST_TIMEOUT_S);
 
+/* Every wait has a deadline well inside the timeout, so a lost wake fails
+ * with a message instead of hanging the suite. */
+#define BT_WAIT_NS (10 * AP_NS_PER_SEC)
+static ap_deadline bt_deadline(void) { return ap_now_ns() + BT_WAIT_NS; }
+
 typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
 static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
 static int calls(tw *t) { return atomic_load(&t->calls); }
@@ -148,6 +153,57 @@ Test(batch, flush_by_age_at_the_exact_instant)
     ap_batch_stats s = ap_batch_stats_get(&b);
     EXPECT_EQ(s.by_time, 1);
     EXPECT_EQ(s.batches, 1);
+    ap_batch_fini(&b);
+}
+
+/* The `due` that ap_batch_add reports is `now >= oldest + max_delay`
+ * (DUE): false one ns before the deadline, true at exactly the deadline.
+ * Checked on its own, with no take or is_due in between, so an off-by-one
+ * in add's own comparison (> for >=, or one ns early) fails here. */
+Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
+{
+    uint64_t buf[8], out[8];
+    ap_batcher b;
+    ap_batch_desc d = D(8, 100);
+    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    bool due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 10, &due), AP_OK);
+    EXPECT_NOT(due, "a fresh batch of one is not due");
+    due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 109, &due), AP_OK);
+    EXPECT_NOT(due, "109 < deadline 110: one ns early");
+    due = false;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, 110, &due), AP_OK);
+    EXPECT(due, "110 == deadline 110: due at exactly the deadline");
+    size_t n = 0;
+    EXPECT_EQ(ap_batch_take(&b, out, 110, &n), AP_OK);
+    EXPECT_EQ(n, 3);
+    /* again with the deadline moved earlier by an add from a clock that
+     * is behind: the boundary follows the minimum (40 + 100 = 140) */
+    due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){4}, 50, &due), AP_OK);
+    EXPECT_NOT(due);
+    due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){5}, 40, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(ap_batch_deadline(&b), 140);
+    due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){6}, 139, &due), AP_OK);
+    EXPECT_NOT(due, "139 < deadline 140");
+    due = false;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){7}, 140, &due), AP_OK);
+    EXPECT(due, "140 == deadline 140");
+    /* max_delay 1: the deadline is the next ns */
+    EXPECT_EQ(ap_batch_take(&b, out, 140, &n), AP_OK);
+    EXPECT_EQ(n, 4);
+    ap_batch_fini(&b);
+    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(uint64_t), 8, 1}, buf), AP_OK);
+    due = true;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 1000, &due), AP_OK);
+    EXPECT_NOT(due, "1000 < deadline 1001");
+    due = false;
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 1001, &due), AP_OK);
+    EXPECT(due, "1001 == deadline 1001");
     ap_batch_fini(&b);
 }
 
@@ -303,7 +359,7 @@ Test(batch, take_future_waits_for_size_or_age)
     EXPECT_EQ(ap_batch_take_status(&g), AP_CLOSED);
     EXPECT_EQ(ap_batch_take_count(&g), 0);
     size_t n = 5;
-    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_CLOSED);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_CLOSED);
     EXPECT_EQ(n, 5, "untouched");
     ap_batch_fini(&b);
 }
@@ -318,14 +374,14 @@ Test(batch, take_wait_times_out_and_gets_a_batch)
     EXPECT_EQ(ap_batch_take_wait(&b, out, &n, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, ap_now_ns(), NULL), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, ap_now_ns(), NULL), AP_OK);
-    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_OK);
     EXPECT_EQ(n, 2);
     /* by age on the real clock */
     ap_batch_desc d2 = D(2, 2 * AP_NS_PER_MS);
     EXPECT_EQ(ap_batch_init(&b, &d2, buf), AP_OK);
     uint64_t t0 = ap_now_ns();
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, t0, NULL), AP_OK);
-    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_OK);
     EXPECT_GE(ap_now_ns(), t0 + 2 * AP_NS_PER_MS, "not before its deadline");
     EXPECT_EQ(n, 1);
     ap_batch_fini(&b);
@@ -340,6 +396,7 @@ typedef struct th_ctx {
     _Atomic uint32_t seen[TH_P * TH_N];
     _Atomic uint64_t items;
     _Atomic uint32_t errors; /* checked on the test thread: no cr_assert off it */
+    ap_deadline give_up;     /* every wait of the threads ends by then */
 } th_ctx;
 
 static void th_record(th_ctx *c, const uint64_t *out, size_t n)
@@ -367,6 +424,8 @@ static void *th_producer(void *arg)
         uint64_t v = a->id * TH_N + s;
         ap_status st;
         while ((st = ap_batch_add(&a->c->b, &v, ap_now_ns(), NULL)) == AP_FULL) {
+            if (ap_now_ns() > a->c->give_up)
+                break; /* counted as an error below: a full batch nobody can take */
             size_t n;
             if (ap_batch_take(&a->c->b, out, ap_now_ns(), &n) == AP_OK)
                 th_record(a->c, out, n); /* caller runs */
@@ -382,15 +441,19 @@ static void *th_taker(void *arg)
     th_ctx *c = arg;
     uint64_t out[8];
     size_t n;
-    while (ap_batch_take_wait(&c->b, out, &n, AP_DEADLINE_NONE) == AP_OK)
+    ap_status st;
+    while ((st = ap_batch_take_wait(&c->b, out, &n, c->give_up)) == AP_OK)
         th_record(c, out, n);
+    if (st != AP_CLOSED) /* AP_TIMEDOUT: the close (or a batch) never reached us */
+        atomic_fetch_add(&c->errors, 1u);
     return NULL;
 }
 
-Test(batch, threads_every_item_in_exactly_one_batch)
+Test(batch, threads_every_item_in_exactly_one_batch, .timeout = TEST_TIMEOUT_S)
 {
     th_ctx *c = calloc(1, sizeof *c);
     cr_assert(c != NULL);
+    c->give_up = bt_deadline();
     ap_batch_desc d = D(8, 50 * AP_NS_PER_US);
     EXPECT_EQ(ap_batch_init(&c->b, &d, c->buf), AP_OK);
     pthread_t tp[TH_P], tt;

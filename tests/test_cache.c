@@ -227,6 +227,94 @@ Test(cache, odd_zero_and_big_value_sizes)
     }
 }
 
+/* Values over 128 bytes (more than AP__CACHE_FAST_WORDS words) take the
+ * other get: always under the shard lock (ap__cache_get_locked), which must
+ * set the SIEVE bit as the lock-free get does. The eviction decisions here
+ * depend on that bit, and each victim's value (an odd size, copied out in
+ * 8-byte words with a short tail) must come back exactly, into a buffer of
+ * exactly value_size bytes (ASan catches a write past it). 128 is the
+ * lock-free control: same decisions. */
+static void big_fill(unsigned char *p, size_t vs, uint64_t key)
+{
+    for (size_t b = 0; b < vs; b++)
+        p[b] = (unsigned char)(key * 37 + b * 11 + (b >> 8));
+}
+
+static void big_expect(const unsigned char *p, size_t vs, uint64_t key)
+{
+    unsigned char want[512];
+    big_fill(want, vs, key);
+    for (size_t b = 0; b < vs; b++)
+        EXPECT_EQ(p[b], want[b], "vs %zu key %llu byte %zu", vs, (unsigned long long)key, b);
+}
+
+Test(cache, eviction_decisions_with_values_over_128_bytes)
+{
+    static const size_t sizes[] = {128, 129, 136, 137, 300, 511};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t vs = sizes[i];
+        ap_cache *c = mk(3, 1, vs);
+        unsigned char in[512], out[513];
+        unsigned char *ev = malloc(vs); /* exactly value_size bytes */
+        EXPECT_NOT_NULL(ev);
+        for (uint64_t k = 1; k <= 3; k++) {
+            big_fill(in, vs, k);
+            EXPECT_EQ(ap_cache_put(c, k, in, NULL), AP_OK);
+        }
+        memset(out, 0xEE, sizeof out);
+        EXPECT_EQ(ap_cache_get(c, 1, out), AP_OK); /* 1 visited: survives */
+        big_expect(out, vs, 1);
+        EXPECT_EQ(out[vs], 0xEE, "vs %zu: get wrote past value_size", vs);
+        /* SIEVE: the hand starts at the tail (1), visited: cleared, passed;
+         * 2 is unvisited: evicted */
+        big_fill(in, vs, 4);
+        memset(ev, 0, vs);
+        ap_cache_victim vic = {ev, 0, false};
+        EXPECT_EQ(ap_cache_put(c, 4, in, &vic), AP_OK);
+        EXPECT(vic.evicted, "vs %zu", vs);
+        EXPECT_EQ(vic.key, 2, "vs %zu: SIEVE passes the visited oldest (1), evicts 2", vs);
+        big_expect(ev, vs, 2);
+        EXPECT_EQ(ap_cache_get(c, 2, out), AP_EMPTY, "vs %zu", vs);
+        /* the hand rests at 3; a get marks 3 visited, so the next insert
+         * passes it (clearing its bit) and evicts 4, the next newer */
+        memset(out, 0xEE, sizeof out);
+        EXPECT_EQ(ap_cache_get(c, 3, out), AP_OK);
+        big_expect(out, vs, 3);
+        big_fill(in, vs, 5);
+        memset(ev, 0, vs);
+        vic = (ap_cache_victim){ev, 0, false};
+        EXPECT_EQ(ap_cache_put(c, 5, in, &vic), AP_OK);
+        EXPECT(vic.evicted, "vs %zu", vs);
+        EXPECT_EQ(vic.key, 4, "vs %zu: 3 was read (visited) and survives; 4 goes", vs);
+        big_expect(ev, vs, 4);
+        /* what is left: 1, 3, 5 with their own values */
+        static const uint64_t left[] = {1, 3, 5};
+        for (size_t j = 0; j < 3; j++) {
+            memset(out, 0xEE, sizeof out);
+            EXPECT_EQ(ap_cache_get(c, left[j], out), AP_OK, "vs %zu key %llu", vs,
+                      (unsigned long long)left[j]);
+            big_expect(out, vs, left[j]);
+            EXPECT_EQ(out[vs], 0xEE, "vs %zu: get wrote past value_size", vs);
+        }
+        /* an update of a big value is an access too (no eviction) and
+         * removing hands back the whole value */
+        big_fill(in, vs, 6);
+        vic = (ap_cache_victim){ev, 0, true};
+        EXPECT_EQ(ap_cache_put(c, 1, in, &vic), AP_OK);
+        EXPECT_NOT(vic.evicted);
+        memset(ev, 0, vs);
+        EXPECT_EQ(ap_cache_remove(c, 1, ev), AP_OK);
+        big_expect(ev, vs, 6);
+        ap_cache_stats st = ap_cache_get_stats(c);
+        EXPECT_EQ(st.evictions, 2, "vs %zu", vs);
+        EXPECT_EQ(st.hits, 5, "vs %zu", vs);
+        EXPECT_EQ(st.misses, 1, "vs %zu", vs);
+        EXPECT_LE(st.hand_steps, st.evictions + st.hits + st.updates);
+        free(ev);
+        ap_cache_destroy(c);
+    }
+}
+
 typedef struct rec { uint32_t a; uint16_t b; } rec;
 AP_CACHE_DEFINE(rec_cache, rec)
 

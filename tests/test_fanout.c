@@ -125,6 +125,8 @@ static ap_poll rig_poll(rig *r)
 /* take armed[k] out and fire it: the test is the event source */
 static probe *fire_armed(rig *r, size_t k)
 {
+    cr_assert(k < r->arm.len, "no armed child %zu of %zu: the set is pending with nothing "
+                              "to wake it", k, r->arm.len);
     probe *p = r->arm.v[k];
     r->arm.v[k] = r->arm.v[--r->arm.len];
     p->fired = true;
@@ -132,6 +134,11 @@ static probe *fire_armed(rig *r, size_t k)
     ap_waker_wake(w);
     return p;
 }
+
+/* Every wait in these tests has a deadline well inside the tests' 30 s
+ * timeout, so a lost wake fails with a message instead of hanging. */
+#define FO_WAIT_NS (10 * AP_NS_PER_SEC)
+static ap_deadline fo_deadline(void) { return ap_now_ns() + FO_WAIT_NS; }
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -275,7 +282,7 @@ Test(fanout, first_error_cancels_siblings_and_never_starts_the_rest)
     ap_poll res = AP_PENDING;
     while (res == AP_PENDING) {
         size_t k = 0;
-        while (r.arm.v[k]->index != i)
+        while (k < r.arm.len && r.arm.v[k]->index != i)
             k++;
         fire_armed(&r, k);
         res = rig_poll(&r);
@@ -612,7 +619,8 @@ Test(fanout, wakers_from_other_threads_with_block_on, .timeout = 30)
         args[t].id = t;
         cr_assert_eq(pthread_create(&th[t], NULL, mt_firer, &args[t]), 0);
     }
-    ap_block_on(&s.base);
+    cr_assert_eq(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
+                 "the set did not finish in %d s (a lost wake?)", (int)(FO_WAIT_NS / AP_NS_PER_SEC));
     for (unsigned t = 0; t < MT_THREADS; t++)
         pthread_join(th[t], NULL);
     cr_assert_eq(ap_fanout_status(&s), AP_OK);
@@ -647,7 +655,7 @@ static void *producer(void *arg)
     prod_arg *a = arg;
     for (int i = 0; i < a->count; i++) {
         int v = a->from + i;
-        cr_assert_eq(ap_mpmc_push_wait(a->q, &v, AP_DEADLINE_NONE), AP_OK);
+        cr_assert_eq(ap_mpmc_push_wait(a->q, &v, fo_deadline()), AP_OK);
     }
     return NULL;
 }
@@ -674,7 +682,8 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
         pa[t] = (prod_arg){q, t * (N / P), N / P};
         cr_assert_eq(pthread_create(&th[t], NULL, producer, &pa[t]), 0);
     }
-    ap_block_on(&s.base);
+    cr_assert_eq(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
+                 "the set did not finish in %d s (a lost wake?)", (int)(FO_WAIT_NS / AP_NS_PER_SEC));
     for (int t = 0; t < P; t++)
         pthread_join(th[t], NULL);
     cr_assert_eq(ap_fanout_status(&s), AP_OK);

@@ -11,6 +11,12 @@ typedef struct tw {
     atomic_int calls;
 } tw;
 
+/* Every test has a timeout, and every wait a deadline well inside it, so a
+ * lost wake fails the test with a message instead of hanging the suite. */
+TestSuite(lifecycle, .timeout = TEST_TIMEOUT_S);
+#define LC_WAIT_NS (10 * AP_NS_PER_SEC)
+static ap_deadline lc_deadline(void) { return ap_now_ns() + LC_WAIT_NS; }
+
 static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
 static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 
@@ -198,7 +204,8 @@ Test(lifecycle, waits_that_can_no_longer_happen_are_closed)
     EXPECT_EQ(ap_life_started(&l, false), AP_OK);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_READY);
     EXPECT_EQ(ap_life_wait_status(&f), AP_CLOSED, "RUNS after a failed start");
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_TERMINATES, AP_DEADLINE_NONE), AP_CLOSED);
+    /* at once: a failed start can never terminate (not AP_TIMEDOUT) */
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_TERMINATES, lc_deadline()), AP_CLOSED);
     EXPECT_EQ(ap_life_wait(&l, (ap_life_event)9, 0), AP_INVAL, "unknown event");
 }
 
@@ -235,6 +242,7 @@ typedef struct shared {
     atomic_int after_drain; /* enters that succeeded after the drain completed */
     atomic_bool drained;
     atomic_long served;
+    ap_deadline give_up; /* set before the workers start */
 } shared;
 
 static void *worker(void *arg)
@@ -243,6 +251,8 @@ static void *worker(void *arg)
     for (;;) {
         ap_status st = ap_life_enter(&s->life);
         if (st == AP_AGAIN) {
+            if (ap_now_ns() > s->give_up)
+                return NULL; /* the test fails on its own deadline */
             sched_yield();
             continue;
         }
@@ -260,16 +270,17 @@ static void *worker(void *arg)
 Test(lifecycle, theorem_drain_is_final_across_threads, .timeout = TEST_TIMEOUT_S)
 {
     for (int round = 0; round < 20; round++) {
-        shared s = {.life = AP_LIFE_INITIALIZER};
+        shared s = {.life = AP_LIFE_INITIALIZER, .give_up = lc_deadline()};
         pthread_t th[WORKERS];
         for (int i = 0; i < WORKERS; i++)
             pthread_create(&th[i], NULL, worker, &s);
         EXPECT_EQ(ap_life_start(&s.life), AP_OK);
         EXPECT_EQ(ap_life_started(&s.life, true), AP_OK);
-        while (atomic_load(&s.served) < 200 * (round + 1))
+        while (atomic_load(&s.served) < 200 * (round + 1) && ap_now_ns() < s.give_up)
             sched_yield();
+        EXPECT_GE(atomic_load(&s.served), 200 * (round + 1), "round %d: workers stalled", round);
         EXPECT_EQ(ap_life_stop(&s.life), AP_OK);
-        EXPECT_EQ(ap_life_wait(&s.life, AP_LIFE_DRAINED, AP_DEADLINE_NONE), AP_OK);
+        EXPECT_EQ(ap_life_wait(&s.life, AP_LIFE_DRAINED, s.give_up), AP_OK);
         atomic_store(&s.drained, true);
         EXPECT_EQ(atomic_load(&s.inside), 0, "an operation still inside after the drain");
         EXPECT_EQ(ap_life_in_flight(&s.life), 0);
