@@ -18,7 +18,10 @@
  *   all_again ALL with one result of AP_AGAIN: the set finishes, AP_TIMEDOUT
  *   swap      a hand-driven loop that alternates between two wakers at
  *             every poll: an old waker must never be called after the poll
- *             that replaced it returned (and no wake is lost across a swap)
+ *             that replaced it returned (and no wake is lost across a swap);
+ *             its flags are atomics, so the happens-before edge from an old
+ *             waker's call to that poll's return is checked apart, in
+ *             stress_fanout_waker.c
  *   cancel    the set is cancelled midway while the firers keep going
  *   mpmc      mpmc pop futures as children, fed by producer threads
  * Checked: every started child finishes exactly once (READY once, or
