@@ -23,6 +23,13 @@
  *   AP_TEST_YIELD()     nothing                         scheduling noise at interesting points;
  *                                                       -DAP_TEST_YIELD_RANDOM makes it a random
  *                                                       short spin or sched_yield (tests only)
+ *   AP_NO_ASYM_BARRIER  undefined                       waiting support uses the portable seq_cst
+ *                                                       ladder on the fast paths instead of the
+ *                                                       asymmetric barrier (waitlist.h); implied
+ *                                                       by ThreadSanitizer and by non-Linux
+ *   AP_BARRIER_LIGHT()  compiler-only fence             the asymmetric barrier's halves
+ *   AP_BARRIER_HEAVY()  membarrier(PRIVATE_EXPEDITED)   (waitlist.h); a verification build
+ *   AP_BARRIER_REGISTER() membarrier registration       overrides the three together
  *   AP_BLOCK_ON_CONDVAR undefined                       ap_block_on parks on a condition variable
  *                                                       instead of a Linux futex
  *   AP_MUTANT           undefined                       TESTS ONLY: one of the AP_MUTANT_* ids

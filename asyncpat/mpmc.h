@@ -36,9 +36,11 @@
  * ORDERING
  *   A try_push returning AP_OK happens-before the try_pop that returns its
  *   element (release store of the stamp / acquire load). A pop
- *   happens-before the push that reuses the slot. The head/tail CASes are
- *   seq_cst: they are the waking side's SC operation of the waitlist ladder
- *   (waitlist.h), and cost nothing extra on x86 (a CAS is a full barrier).
+ *   happens-before the push that reuses the slot. The head/tail CASes only
+ *   claim tickets (relaxed); the waitlist ladder's cost is on the waiting
+ *   side (waitlist.h, THE LADDER): with nobody parked an operation is its
+ *   claim CAS, its stamp store and one relaxed load of the waiter count.
+ *   In the fallback ladder the CASes are seq_cst (its SC operation).
  *   len() is a racy snapshot with no ordering.
  *
  * COMPLEXITY   O(1) per op (a CAS retry only when another thread won);
@@ -319,9 +321,9 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
     AP_ASSERT(q != NULL && q->buf != NULL);
     AP_ASSERT(sz == q->elem_size);
     unsigned spins = 0;
-    /* seq_cst: a re-checking push future must see close's fetch_or (the
-     * ladder); a plain load on x86. */
-    size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+    /* AP__CHECK_MO: a re-checking push future must see close's fetch_or
+     * (the ladder, waitlist.h); acquire with the asymmetric barrier. */
+    size_t tail = AP_ATOMIC_LOAD(&q->tail, AP__CHECK_MO);
     for (;;) {
         if (AP_UNLIKELY(tail & q->mark))
             return AP_CLOSED;
@@ -331,10 +333,12 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
          * ap__mpmc_pop; that consumer's copy-out is done before we write. */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
         if (stamp == tail) {
-            /* seq_cst: the waking side's SC operation of the ladder
-             * (waitlist.h); relaxed on failure, we only re-read tail. */
+            /* relaxed: the claim orders nothing (the stamps carry the
+             * data, Vyukov); seq_cst in the fallback ladder, where it is
+             * the waking side's SC operation (waitlist.h). */
             if (AP_ATOMIC_CAS_WEAK(&q->tail, &tail, ap__mpmc_next(q, tail),
-                                   memory_order_seq_cst, memory_order_relaxed)) {
+                                   AP__ASYM ? memory_order_relaxed : memory_order_seq_cst,
+                                   memory_order_relaxed)) {
                 AP_TEST_YIELD(); /* between claiming and publishing */
                 memcpy(ap__mpmc_data(q, index), elem, sz);
                 /* release: pairs with the acquire in ap__mpmc_pop; the
@@ -346,22 +350,23 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
 #else
                 AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_release);
 #endif
-                if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_empty)))
+                /* the publishing store above, then the ladder's check */
+                if (AP_UNLIKELY(ap_waitlist_parked(&q->not_empty)))
                     (void)ap_waitlist_wake(&q->not_empty, 1);
                 return AP_OK;
             }
         } else {
             /* The slot is not free for this ticket. If tail moved, our
              * view was stale (another producer progressed): retry. */
-            size_t now_tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+            size_t now_tail = AP_ATOMIC_LOAD(&q->tail, AP__CHECK_MO);
             if (now_tail != tail) {
                 tail = now_tail;
                 continue;
             }
             /* Otherwise the slot holds an element of the previous lap, or
              * a peer is mid-way through it. Full iff head is a lap behind.
-             * seq_cst: the ladder's re-check for not_full waiters. */
-            size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
+             * AP__CHECK_MO: the ladder's re-check for not_full waiters. */
+            size_t head = AP_ATOMIC_LOAD(&q->head, AP__CHECK_MO);
             if (head + q->one_lap == tail)
                 return AP_FULL;
             if (spins >= AP_SPIN_LIMIT)
@@ -383,14 +388,16 @@ AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
         /* acquire: pairs with the release in ap__mpmc_push (element bytes). */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
         if (stamp == head + 1) {
-            /* seq_cst: SC operation of the not_full ladder. */
+            /* relaxed with the asymmetric barrier (as in push); the SC
+             * operation of the not_full ladder in the fallback. */
             if (AP_ATOMIC_CAS_WEAK(&q->head, &head, ap__mpmc_next(q, head),
-                                   memory_order_seq_cst, memory_order_relaxed)) {
+                                   AP__ASYM ? memory_order_relaxed : memory_order_seq_cst,
+                                   memory_order_relaxed)) {
                 AP_TEST_YIELD(); /* between claiming and freeing */
                 memcpy(out, ap__mpmc_data(q, index), sz);
                 /* release: our copy-out happens-before the next writer. */
                 AP_ATOMIC_STORE(stamp_p, head + q->one_lap, memory_order_release);
-                if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_full)))
+                if (AP_UNLIKELY(ap_waitlist_parked(&q->not_full)))
                     (void)ap_waitlist_wake(&q->not_full, 1);
                 return AP_OK;
             }
@@ -404,9 +411,9 @@ AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
             }
             /* Empty iff no push has claimed this ticket; otherwise a
              * producer is copying in (or the slot's previous consumer is
-             * still copying out). seq_cst: the ladder's re-check for
-             * not_empty waiters, and what makes AP_EMPTY linearizable. */
-            size_t tail = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
+             * still copying out). AP__CHECK_MO: the ladder's re-check for
+             * not_empty waiters. */
+            size_t tail = AP_ATOMIC_LOAD(&q->tail, AP__CHECK_MO);
             if ((tail & ~q->mark) == head)
                 return (tail & q->mark) ? AP_CLOSED : AP_EMPTY;
             if (spins >= AP_SPIN_LIMIT)

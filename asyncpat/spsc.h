@@ -28,13 +28,25 @@
  *   steps, plus, only when the other side has a parked future, the
  *   waitlist's short internal lock to wake it (waitlist.h).
  *
- * ORDERING
+ ORDERING
  *   A push returning AP_OK happens-before the pop that returns its element
- *   (the tail CAS is a release, the consumer's load of tail an acquire); a
- *   pop happens-before the push that reuses its slot (head exchange /
- *   producer's load of head). Both publications are seq_cst RMWs because
- *   they are the waking side of the waitlist ladder (waitlist.h): that is
- *   one locked instruction per operation on x86 and no fence.
+ *   (the tail store is a release, the consumer's load of tail an acquire);
+ *   a pop happens-before the push that reuses its slot (head store /
+ *   producer's load of head). Neither side does an RMW or a fence: the
+ *   waitlist ladder's cost is on the waiting side (waitlist.h, THE
+ *   LADDER; the seq_cst fallback there applies here too).
+ *
+ * CLOSE (no RMW on the fast path)
+ *   close sets `closed` to CLOSING, runs the waiting side's HEAVY barrier,
+ *   waits while the producer's `pushing` flag is up, then sets CLOSED and
+ *   wakes everyone. A push raises `pushing`, LIGHT barrier, reads `closed`,
+ *   and only then writes and publishes. The two store-then-load halves are
+ *   THE LADDER again: either close sees the flag up (and waits for that
+ *   push to publish) or the push sees CLOSING (and returns AP_CLOSED). So
+ *   once close returns, no push lands; a pop that finds the ring empty
+ *   says AP_CLOSED only after reading CLOSED and re-reading tail, which
+ *   then includes every push that landed. close waits (spin, then yield)
+ *   only for a push already past its check: a bounded copy.
  *
  * COMPLEXITY   O(1) per element; push_n/pop_n: one publication per batch.
  * MEMORY       init: caller buffer of AP_SPSC_BYTES(capacity, elem_size)
@@ -68,14 +80,16 @@
     (AP__POW2_CEIL(capacity) * (size_t)(elem_size))
 
 typedef struct ap_spsc {
-    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position | CLOSED bit */
+    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position */
     _Alignas(AP_CACHELINE) size_t head_cache;   /* producer-private view of head */
+    _Atomic uint32_t pushing;                   /* a push is past its closed check */
     _Alignas(AP_CACHELINE) _Atomic size_t head; /* consumer's position */
     _Alignas(AP_CACHELINE) size_t tail_cache;   /* consumer-private view of tail */
     _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
     size_t mask;      /* slots - 1 */
     size_t capacity;  /* what the user asked for */
     size_t elem_size;
+    _Atomic uint32_t closed;   /* AP__SPSC_OPEN / _CLOSING / _CLOSED */
     const ap_allocator *alloc; /* set by create */
     ap_waitlist not_empty;     /* consumers waiting for an element */
     ap_waitlist not_full;      /* producers waiting for room */
@@ -241,10 +255,9 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
 
 /* ---- implementation ---- */
 
-/* The closed flag lives in the top bit of tail, so a push can never
- * publish after close (its CAS would fail). Positions are modulo 2^63. */
-#define AP__SPSC_CLOSED (~(SIZE_MAX >> 1))
+/* Positions are modulo 2^63. */
 #define AP__SPSC_POS (SIZE_MAX >> 1)
+enum { AP__SPSC_OPEN = 0, AP__SPSC_CLOSING = 1, AP__SPSC_CLOSED = 2 };
 #define AP__SPSC_POS_LIMIT (SIZE_MAX >> 3) /* largest capacity accepted */
 
 /* Test hook: start both positions at @start (to exercise wrap-around). */
@@ -261,6 +274,8 @@ AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t cap
     start &= AP__SPSC_POS;
     AP_ATOMIC_INIT(&q->tail, start);
     AP_ATOMIC_INIT(&q->head, start);
+    AP_ATOMIC_INIT(&q->pushing, 0u);
+    AP_ATOMIC_INIT(&q->closed, (uint32_t)AP__SPSC_OPEN);
     q->head_cache = start;
     q->tail_cache = start;
     q->buf = (unsigned char *)buf;
@@ -366,34 +381,41 @@ AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t 
         *done = 0;
     if (n == 0)
         return AP_OK;
-    /* seq_cst: a re-checking push future must see close's fetch_or (the
-     * ladder); a plain load on x86. We are the only writer of the position. */
-    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
-    if (AP_UNLIKELY(t & AP__SPSC_CLOSED))
+    /* The push half of CLOSE: raise the flag, LIGHT, read closed. Relaxed
+     * with the barrier; seq_cst in the fallback (AP__PUB_MO/AP__CHECK_MO). */
+    AP_ATOMIC_STORE(&q->pushing, 1u, AP__ASYM ? memory_order_relaxed : AP__PUB_MO);
+    ap__waitlist_fence_fast(&q->not_empty);
+    if (AP_UNLIKELY(AP_ATOMIC_LOAD(&q->closed, AP__ASYM ? memory_order_relaxed
+                                                         : AP__CHECK_MO) != AP__SPSC_OPEN)) {
+        AP_ATOMIC_STORE(&q->pushing, 0u, memory_order_release);
         return AP_CLOSED;
+    }
+    size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed); /* we are the writer */
     size_t room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
     if (room < n) {
-        /* seq_cst (acquire + SC): pairs with the head exchange in
-         * ap__spsc_pop_n, so the consumer's copy-out is done before we
-         * reuse those slots; SC for the not_full ladder's re-check. */
-        q->head_cache = AP_ATOMIC_LOAD(&q->head, memory_order_seq_cst);
+        /* acquire: pairs with the head store in ap__spsc_pop_n, so the
+         * consumer's copy-out is done before we reuse those slots; also
+         * the not_full ladder's re-check (AP__CHECK_MO). */
+        q->head_cache = AP_ATOMIC_LOAD(&q->head, AP__CHECK_MO);
         room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
-        if (room == 0)
+        if (room == 0) {
+            AP_ATOMIC_STORE(&q->pushing, 0u, memory_order_release);
             return AP_FULL;
+        }
         if (n > room)
             n = room;
     }
     ap__spsc_copy_in(q, t, (const unsigned char *)elems, n, sz);
     AP_TEST_YIELD(); /* between writing the slots and publishing them */
-    /* seq_cst (release + SC): publishes the slots to the consumer and is
-     * the waking side's SC operation of the waitlist ladder. Fails only if
-     * close set the flag meanwhile: then nothing was published. */
-    if (!AP_ATOMIC_CAS_STRONG(&q->tail, &t, (t + n) & AP__SPSC_POS,
-                              memory_order_seq_cst, memory_order_relaxed))
-        return AP_CLOSED;
+    /* release: publishes the slots to the consumer (its acquire load of
+     * tail); the waking side's store of the not_empty ladder. */
+    AP_ATOMIC_STORE(&q->tail, (t + n) & AP__SPSC_POS, AP__PUB_MO);
+    /* release: pairs with close's acquire load of the flag; the tail store
+     * above is then visible to close's final read. */
+    AP_ATOMIC_STORE(&q->pushing, 0u, memory_order_release);
     if (done)
         *done = n;
-    if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_empty)))
+    if (AP_UNLIKELY(ap_waitlist_parked(&q->not_empty)))
         (void)ap_waitlist_wake(&q->not_empty, 1);
     return AP_OK;
 }
@@ -410,25 +432,33 @@ AP_FORCE_INLINE ap_status ap__spsc_pop_n(ap_spsc *q, void *out, size_t n,
     size_t h = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed); /* we are the writer */
     size_t avail = (q->tail_cache - h) & AP__SPSC_POS;
     if (avail < n) {
-        /* seq_cst (acquire + SC): pairs with the tail CAS in
-         * ap__spsc_push_n, making the slots' bytes visible; SC for the
-         * waiting side's re-check in the ladder. Plain mov on x86. */
-        size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_seq_cst);
-        q->tail_cache = t & AP__SPSC_POS;
+        /* acquire: pairs with the tail store in ap__spsc_push_n, making the
+         * slots' bytes visible; the not_empty ladder's re-check. */
+        q->tail_cache = AP_ATOMIC_LOAD(&q->tail, AP__CHECK_MO);
         avail = (q->tail_cache - h) & AP__SPSC_POS;
-        if (avail == 0)
-            return (t & AP__SPSC_CLOSED) ? AP_CLOSED : AP_EMPTY;
+        if (avail == 0) {
+            /* acquire: pairs with close's release store of CLOSED, which
+             * close made after every push that landed had published; so
+             * the tail read after it holds them all. */
+            if (AP_LIKELY(AP_ATOMIC_LOAD(&q->closed, memory_order_acquire) !=
+                          AP__SPSC_CLOSED))
+                return AP_EMPTY; /* open, or a close still settling */
+            q->tail_cache = AP_ATOMIC_LOAD(&q->tail, memory_order_acquire);
+            avail = (q->tail_cache - h) & AP__SPSC_POS;
+            if (avail == 0)
+                return AP_CLOSED;
+        }
         if (n > avail)
             n = avail;
     }
     ap__spsc_copy_out(q, h, (unsigned char *)out, n, sz);
     AP_TEST_YIELD(); /* between reading the slots and freeing them */
-    /* seq_cst (release + SC): frees the slots only after we copied them
-     * out, and is the SC operation of the not_full ladder. */
-    (void)AP_ATOMIC_EXCHANGE(&q->head, (h + n) & AP__SPSC_POS, memory_order_seq_cst);
+    /* release: frees the slots only after we copied them out; the waking
+     * store of the not_full ladder. */
+    AP_ATOMIC_STORE(&q->head, (h + n) & AP__SPSC_POS, AP__PUB_MO);
     if (done)
         *done = n;
-    if (AP_UNLIKELY(ap_waitlist_has_waiters(&q->not_full)))
+    if (AP_UNLIKELY(ap_waitlist_parked(&q->not_full)))
         (void)ap_waitlist_wake(&q->not_full, 1);
     return AP_OK;
 }
@@ -458,15 +488,35 @@ AP_API ap_status ap_spsc_try_pop_n(ap_spsc *q, void *out, size_t n, size_t *done
 AP_API void ap_spsc_close(ap_spsc *q)
 {
     AP_ASSERT(q != NULL && q->buf != NULL);
-    /* seq_cst: ordered before the waitlist scans below (the ladder). */
-    (void)AP_ATOMIC_FETCH_OR(&q->tail, AP__SPSC_CLOSED, memory_order_seq_cst);
-    (void)ap_waitlist_wake_all(&q->not_empty);
-    (void)ap_waitlist_wake_all(&q->not_full);
+    uint32_t open = AP__SPSC_OPEN;
+    unsigned spins = 0;
+    /* The first close drives it; a concurrent one waits until it is done,
+     * so every close returns with the promise kept. */
+    if (AP_ATOMIC_CAS_STRONG(&q->closed, &open, (uint32_t)AP__SPSC_CLOSING,
+                             memory_order_seq_cst, memory_order_acquire)) {
+        /* The close half of the handshake (CLOSE above): HEAVY orders the
+         * CLOSING store before the flag load below, or makes the push's
+         * flag store visible to it. */
+        ap__waitlist_fence_slow(&q->not_empty);
+        /* acquire: pairs with the push's release store of 0; its tail
+         * store is then visible to every reader of CLOSED. */
+        while (AP_ATOMIC_LOAD(&q->pushing, AP__ASYM ? memory_order_acquire
+                                                     : memory_order_seq_cst) != 0)
+            ap__backoff(&spins); /* a push is copying in: bounded */
+        /* release: pairs with the acquire in ap__spsc_pop_n. */
+        AP_ATOMIC_STORE(&q->closed, (uint32_t)AP__SPSC_CLOSED, AP__PUB_MO);
+        ap__waitlist_fence_fast(&q->not_empty); /* the waking side's barrier */
+        (void)ap_waitlist_wake_all(&q->not_empty);
+        (void)ap_waitlist_wake_all(&q->not_full);
+        return;
+    }
+    while (AP_ATOMIC_LOAD(&q->closed, memory_order_acquire) != AP__SPSC_CLOSED)
+        ap__backoff(&spins);
 }
 
 AP_API bool ap_spsc_is_closed(ap_spsc *q)
 {
-    return (AP_ATOMIC_LOAD(&q->tail, memory_order_acquire) & AP__SPSC_CLOSED) != 0;
+    return AP_ATOMIC_LOAD(&q->closed, memory_order_acquire) != AP__SPSC_OPEN;
 }
 
 AP_API size_t ap_spsc_len(ap_spsc *q)

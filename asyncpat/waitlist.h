@@ -17,22 +17,53 @@
  *   - A zero ap_waitlist is a valid empty list; a zero ap_waiter is idle.
  *
  * THE LADDER (why a wake cannot be lost)
- *     waiting side (poll)                   waking side (push, release, ...)
- *     ap_waitlist_register:                 publish state with an operation
- *       count++            (seq_cst RMW)      that is seq_cst (the queue's
- *       seq_cst fence                         index CAS, close's fetch_or)
- *     re-check the condition with a         ap_waitlist_wake:
- *       seq_cst load of the same state
- *     if still unmet: return AP_PENDING       if (count, seq_cst load) == 0: done
- *                                             else lock, unlink, unlock, wake
- *   All four marked operations are seq_cst, so they fall in one total order
- *   S (the fence in register makes this hold even for a weaker re-check
- *   load). If the waker's load of count misses the registration, that load
- *   precedes the increment in S, so the waker's publish does too, and the
- *   waiter's re-check (after its increment) observes the published state
- *   and does not sleep. On the hot, waking side we use seq_cst operations
- *   rather than fences: ThreadSanitizer models them, and on x86 the count
- *   check is a plain load. The fence is on the waiting (slow) side only.
+ *   Both sides are a store followed by a load of what the other side
+ *   stores (Dekker): the waker publishes state, then looks for waiters;
+ *   the waiter links itself (count++), then re-checks the state. Without
+ *   ordering, each load may miss the other's store and the waiter sleeps
+ *   through the progress it waits for. Waiting is paid by the waiter:
+ *
+ *     waiting side (poll, slow)             waking side (push, release, ...)
+ *     ap_waitlist_register:                 publish state: release store/RMW
+ *       count++            (RMW)            ap_waitlist_parked:
+ *       HEAVY barrier                         LIGHT barrier (compiler only)
+ *     re-check the condition                  count, relaxed load: 0 -> done
+ *     if still unmet: return AP_PENDING       else ap_waitlist_wake
+ *
+ *   HEAVY is membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): before it
+ *   returns, every thread of the process that is running has executed a
+ *   full memory barrier (an IPI), and every other thread will pass one (a
+ *   context switch) before it next runs. LIGHT only stops the compiler
+ *   from moving the count load above the publishing store. Take any waker
+ *   W and the waiter R. W's barrier point B (the IPI or the switch) falls
+ *   in W's program order somewhere: if before W's count load, then the
+ *   full barrier at B orders R's count++ (done before HEAVY started)
+ *   before that load, so W sees count != 0 and wakes R; if after W's count
+ *   load, then W's publishing store, which precedes the load in program
+ *   order and is not reordered with it by the compiler (LIGHT), precedes
+ *   B, so it is visible when HEAVY returns and R's re-check sees it. The
+ *   argument is folly's asymmetricHeavyBarrier / asymmetricLightBarrier
+ *   and liburcu's membarrier flavour (smp_mb_master / barrier()). So the
+ *   fast path with nobody parked is its own release store plus one
+ *   relaxed load: what a queue without waiting support costs.
+ *
+ *   Fallbacks, each correct by itself:
+ *   - membarrier registration refused at init (kernel before 4.14,
+ *     seccomp, another OS): the list's asym flag is 0, LIGHT becomes a
+ *     seq_cst fence and HEAVY a seq_cst fence: the classic symmetric
+ *     ladder (C11 7.17.4: two SC fences order a store before them with a
+ *     load after the other).
+ *   - a list made with AP_WAITLIST_INITIALIZER or zero bytes, not by
+ *     ap_waitlist_init, behaves the same way (flag 0): correct, slower.
+ *   - ThreadSanitizer (TSan models neither fences nor membarrier), non-
+ *     Linux builds, or -DAP_NO_ASYM_BARRIER: AP__PUB_MO is seq_cst, so
+ *     the publishing operation, the count increment and the count load
+ *     are all seq_cst and fall in one total order S; if the waker's load
+ *     misses the increment, the load precedes it in S, so the publication
+ *     does too, and the waiter's seq_cst re-check sees it.
+ *   The verification scheduler (tests/verify/vf.h) models LIGHT as a
+ *   scheduling point that drains nothing and HEAVY as one that drains
+ *   every thread's store buffer (TSO mode).
  *
  * WAITER STATES (owner = the thread polling the future)
  *   IDLE --register(owner)--> LINKED --wake--> NOTIFYING --wake returned--> NOTIFIED
@@ -53,13 +84,64 @@
  *   poll:  if (try() == AP_EMPTY) { ap_waitlist_register(&wl, &f->w, cx->waker);
  *                                   if (try() == AP_EMPTY) return AP_PENDING; }
  *          ap_waitlist_cancel(&wl, &f->w); return AP_READY;
- *   wake:  publish (seq_cst RMW); if (ap_waitlist_has_waiters(&wl)) ap_waitlist_wake(&wl, 1);
+ *   wake:  publish (AP__PUB_MO); if (ap_waitlist_parked(&wl)) ap_waitlist_wake(&wl, 1);
  */
 #ifndef ASYNCPAT_WAITLIST_H
 #define ASYNCPAT_WAITLIST_H
 
 #include "core.h"
 #include "future.h"
+
+/* AP__ASYM: the asymmetric ladder is compiled in (see THE LADDER). */
+#if !defined(AP_NO_ASYM_BARRIER) && !defined(AP__TSAN) && \
+    (defined(AP_BARRIER_HEAVY) || defined(__linux__))
+#if !defined(AP_BARRIER_HEAVY)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(AP_BARRIER_HEAVY) || defined(SYS_membarrier)
+#define AP__ASYM 1
+#endif
+#endif
+#ifndef AP__ASYM
+#define AP__ASYM 0
+#endif
+
+/* AP__PUB_MO: the order of a waking side's publishing store or RMW.
+ * Release is what the data needs; the fallback ladder needs seq_cst. */
+#if AP__ASYM
+#define AP__PUB_MO memory_order_release
+#define AP__CHECK_MO memory_order_acquire
+#else
+#define AP__PUB_MO memory_order_seq_cst
+#define AP__CHECK_MO memory_order_seq_cst
+#endif
+/* AP__CHECK_MO: the order of a load that a waiting side's re-check makes
+ * of what the waking side publishes (acquire is what the data needs). */
+
+#if AP__ASYM && !defined(AP_BARRIER_HEAVY)
+#if defined(AP_BARRIER_LIGHT) || defined(AP_BARRIER_REGISTER)
+#error "asyncpat: override AP_BARRIER_LIGHT, AP_BARRIER_HEAVY and AP_BARRIER_REGISTER together"
+#endif
+/* membarrier(2) commands (linux/membarrier.h; numbers are ABI). */
+#define AP__MEMBARRIER_PRIVATE_EXPEDITED (1 << 3)
+#define AP__MEMBARRIER_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+/* Idempotent per process; true once this process may use HEAVY. */
+AP_API bool ap__membarrier_register(void)
+{
+    return syscall(SYS_membarrier, AP__MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+AP_API void ap__membarrier(void)
+{
+    /* Cannot fail once registered (the list's flag says we are). */
+    long rc = syscall(SYS_membarrier, AP__MEMBARRIER_PRIVATE_EXPEDITED, 0, 0);
+    AP_ASSERT(rc == 0);
+    (void)rc;
+}
+#define AP_BARRIER_LIGHT() atomic_signal_fence(memory_order_seq_cst)
+#define AP_BARRIER_HEAVY() ap__membarrier()
+#define AP_BARRIER_REGISTER() ap__membarrier_register()
+#endif
 
 enum {
     AP__WAITER_IDLE = 0,
@@ -78,12 +160,16 @@ typedef struct ap_waitlist {
     ap__lock lock;
     _Atomic size_t count; /* linked waiters; read without the lock */
     ap_waiter *head, *tail;
+    uint32_t asym;        /* set by init: 1 = HEAVY is available (THE LADDER) */
 } ap_waitlist;
 
-#define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL}
+/* A list from the initializer works; ap_waitlist_init makes its waking
+ * side cheaper where membarrier is available (THE LADDER, fallbacks). */
+#define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL, 0}
 #define AP_WAITER_INITIALIZER {NULL, NULL, {NULL, NULL}, 0}
 
-/** ap_waitlist_init - an empty list (same as zero-initialised) */
+/** ap_waitlist_init - an empty list; registers the process for the
+ *  asymmetric barrier where it can (one syscall) */
 AP_API void ap_waitlist_init(ap_waitlist *wl);
 /** ap_waiter_init - an idle waiter (same as zero-initialised) */
 AP_API void ap_waiter_init(ap_waiter *w);
@@ -126,6 +212,25 @@ AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl);
 
 /** ap_waitlist_has_waiters - seq_cst snapshot of whether any waiter is linked */
 AP_API bool ap_waitlist_has_waiters(ap_waitlist *wl);
+
+/**
+ * ap_waitlist_parked - the waking side's check, after publishing with an
+ *                      AP__PUB_MO store or RMW: true if a waiter may be
+ *                      parked (then call ap_waitlist_wake)
+ * Costs a compiler barrier and one relaxed load where the asymmetric
+ * barrier is in use (THE LADDER); a seq_cst fence or load elsewhere.
+ */
+AP_FORCE_INLINE bool ap_waitlist_parked(ap_waitlist *wl);
+
+/**
+ * ap__waitlist_fence_fast / ap__waitlist_fence_slow - the two halves of
+ * the barrier, for a primitive's own store-then-load handshakes (spsc
+ * close): fast = LIGHT, slow = HEAVY (or seq_cst fences in the fallback).
+ * With AP__ASYM 0 both are no-ops: the accesses around them must then be
+ * seq_cst themselves (AP__PUB_MO).
+ */
+AP_FORCE_INLINE void ap__waitlist_fence_fast(const ap_waitlist *wl);
+AP_API void ap__waitlist_fence_slow(const ap_waitlist *wl);
 
 /** ap_waitlist_cancel_pass - cancel @w; if it had been woken, wake the next */
 AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w);
@@ -191,6 +296,43 @@ AP_API void ap_waitlist_init(ap_waitlist *wl)
     AP_ATOMIC_INIT(&wl->lock.held, 0u);
     AP_ATOMIC_INIT(&wl->count, 0u);
     wl->head = wl->tail = NULL;
+#if AP__ASYM
+    wl->asym = AP_BARRIER_REGISTER() ? 1u : 0u;
+#else
+    wl->asym = 0;
+#endif
+}
+
+AP_FORCE_INLINE void ap__waitlist_fence_fast(const ap_waitlist *wl)
+{
+#if AP__ASYM
+    if (AP_LIKELY(wl->asym))
+        AP_BARRIER_LIGHT();
+    else
+        AP_ATOMIC_FENCE(memory_order_seq_cst);
+#else
+    (void)wl;
+#endif
+}
+
+AP_API void ap__waitlist_fence_slow(const ap_waitlist *wl)
+{
+#if AP__ASYM
+    if (AP_LIKELY(wl->asym))
+        AP_BARRIER_HEAVY();
+    else
+        AP_ATOMIC_FENCE(memory_order_seq_cst);
+#else
+    (void)wl;
+#endif
+}
+
+AP_FORCE_INLINE bool ap_waitlist_parked(ap_waitlist *wl)
+{
+    ap__waitlist_fence_fast(wl);
+    /* relaxed with the barrier (THE LADDER); seq_cst in the fallback */
+    return AP_ATOMIC_LOAD(&wl->count, AP__ASYM ? memory_order_relaxed
+                                               : memory_order_seq_cst) != 0;
 }
 
 AP_API void ap_waiter_init(ap_waiter *w)
@@ -254,12 +396,15 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
         AP_ATOMIC_FETCH_ADD(&wl->count, 1u, memory_order_seq_cst);
     }
     ap__lock_release(&wl->lock);
-    /* seq_cst fence: orders the increment before whatever the caller's
-     * re-check loads, even if a re-check is written with weaker loads
+    /* The waiting side's barrier (THE LADDER): HEAVY orders the increment
+     * before every waker's count load or makes the waker's publication
+     * visible to the caller's re-check. In the fallbacks a seq_cst fence
      * (C11 7.17.3: a load after an SC fence that follows the count RMW in
      * S sees every SC write that precedes the fence). Slow path only. */
-#if !defined(__SANITIZE_THREAD__) /* gcc's TSan rejects fences (-Wtsan); the
-                                    * seq_cst re-check loads suffice there */
+#if AP__ASYM
+    ap__waitlist_fence_slow(wl);
+#elif !defined(AP__TSAN) /* TSan rejects fences (gcc -Wtsan); the seq_cst
+                           * re-check loads suffice there */
     AP_ATOMIC_FENCE(memory_order_seq_cst);
 #endif
 }

@@ -35,6 +35,10 @@ crit_libs() { pkg-config --cflags --libs criterion 2>/dev/null || echo "-lcriter
 # spin models plant their own versions of mutants 3, 4, 5 and 6 (and two
 # model-only ones) and require each to fail: tests/verify/models/run.sh,
 # the `models` stage of `make test`.
+# A mutant whose id is a name (no AP_MUTANT number) is a patch,
+# tests/mutants/<name>.patch (diff -ru a b over asyncpat.h and asyncpat/),
+# applied to a scratch copy of the headers that the checker then includes
+# first: the headers a user vendors hold none of it (DESIGN.md, 0.2).
 # kind verify: the deterministic scheduler (tests/verify), the filter is
 # VF_ONLY (a scenario name); it is exhaustive, so one run is decisive.
 # SEM_POLL_NO_RECHECK has only the scheduler: the semaphore stress (TSan,
@@ -55,7 +59,11 @@ TABLE='1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
 8|POOL_NO_RECHECK|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
 9|CACHE_NO_SEQ_CHECK|verify|tests/verify/verify_cache.c||cache_update_evict_vs_get|1|
 10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|
-11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|'
+11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|
+p1|WAITLIST_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
+p2|SPSC_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_queue.c||spsc_cap1_3items|1|
+p3|SPSC_CLOSE_NO_WAIT|verify|tests/verify/verify_queue.c||spsc_close_drain|1|
+p4|SPSC_CLOSE_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_close_drain_tso|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
@@ -63,10 +71,10 @@ t0=$(date +%s)
 # build KIND SRC BIN DEFS: 0 when built
 build() {
     case "$1" in
-    tsan) $CC $TSAN $4 "$2" -o "$3" -pthread ;;
-    plain) $CC $PLAIN $4 "$2" -o "$3" -pthread ;;
-    criterion) $CC $CRIT $4 "$2" -o "$3" $(crit_libs) -pthread ;;
-    verify) $CC $PLAIN $4 "$2" -o "$3" ;;
+    tsan) $CC $4 $TSAN "$2" -o "$3" -pthread ;;
+    plain) $CC $4 $PLAIN "$2" -o "$3" -pthread ;;
+    criterion) $CC $4 $CRIT "$2" -o "$3" $(crit_libs) -pthread ;;
+    verify) $CC $4 $PLAIN "$2" -o "$3" ;;
     esac
 }
 
@@ -106,16 +114,25 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
     bin=$B/$(basename "$src" .c)-$kind-m$id
     log=$bin.log
     s=$(date +%s)
-    if ! out=$(build $kind "$src" "$bin" "-DAP_MUTANT=$id" 2>&1); then
-        printf '  %d %-24s BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
+    case "$id" in
+    [0-9]*) defs="-DAP_MUTANT=$id" ;;
+    *)  scratch=$B/src-$name; rm -rf "$scratch"; mkdir -p "$scratch"
+        cp -r asyncpat.h asyncpat "$scratch"/
+        if ! (cd "$scratch" && patch -s -p1 <"$OLDPWD/tests/mutants/$name.patch"); then
+            printf '  %s %-24s PATCH FAILED\n' "$id" "$name"; echo broken >>$B/.tally; continue
+        fi
+        defs="-I$scratch" ;;
+    esac
+    if ! out=$(build $kind "$src" "$bin" "$defs" 2>&1); then
+        printf '  %s %-24s BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
     fi
     if [ "$MUTANT_BASELINE" = 1 ]; then
         if ! out=$(build $kind "$src" "$bin-base" "" 2>&1); then
-            printf '  %d %-24s BASELINE BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
+            printf '  %s %-24s BASELINE BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
         fi
         run_checker "$bin-base" "$log.base" "$args" "$filter" "$scale"; rc=$?
         if [ $rc -ne 0 ]; then
-            printf '  %d %-24s BASELINE FAILED (%s): the checker fails without the mutant\n' \
+            printf '  %s %-24s BASELINE FAILED (%s): the checker fails without the mutant\n' \
                 "$id" "$name" "$(how "$log.base" $rc)"
             tail -n 15 "$log.base"; echo broken >>$B/.tally; continue
         fi
@@ -128,10 +145,10 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
     done
     [ "${runs:-1}" -gt 1 ] && chk="$chk, run $n of <= $runs"
     if [ $rc -eq 0 ]; then
-        printf '  %d %-24s SURVIVED %s (%ss)\n' "$id" "$name" "$chk" "$(( $(date +%s) - s ))"
+        printf '  %s %-24s SURVIVED %s (%ss)\n' "$id" "$name" "$chk" "$(( $(date +%s) - s ))"
         echo survived >>$B/.tally
     else
-        printf '  %d %-24s caught by %s: %s (%ss)\n' "$id" "$name" "$chk" "$(how "$log" $rc)" \
+        printf '  %s %-24s caught by %s: %s (%ss)\n' "$id" "$name" "$chk" "$(how "$log" $rc)" \
             "$(( $(date +%s) - s ))"
         echo caught >>$B/.tally
     fi

@@ -77,6 +77,72 @@ static void spsc_invariant(void *p)
 
 static void q_teardown(void *p) { free(p); }
 
+/* ---- SPSC close: a producer, a consumer draining to AP_CLOSED, a closer ----
+ * Theorems (the CLOSE paragraph of spsc.h): every push that returned AP_OK
+ * is popped, in order, before the consumer sees AP_CLOSED; a push that
+ * starts after close returned gets AP_CLOSED; nobody sleeps forever. */
+
+typedef struct closest {
+    qst q;
+    bool close_returned;
+    ap_status pushed[MAXI];
+    bool started_after_close[MAXI];
+} closest;
+
+static void *spsc_close_setup(void)
+{
+    closest *s = calloc(1, sizeof *s);
+    VF_CHECK(ap_spsc_init(&s->q.q.s, s->q.buf, 2, sizeof(int)) == AP_OK);
+    return s;
+}
+
+static void spsc_close_thread(void *p, int id)
+{
+    closest *s = p;
+    if (id == 0) {
+        for (int i = 0; i < 3; i++) {
+            int v = 100 + i;
+            s->started_after_close[i] = s->close_returned;
+            ap_spsc_push_fut f;
+            ap_spsc_push_fut_init(&f, &s->q.q.s, &v);
+            vf_wait(&f.op.base);
+            s->pushed[i] = ap_spsc_push_status(&f);
+            VF_CHECK(s->pushed[i] == AP_OK || s->pushed[i] == AP_CLOSED);
+        }
+    } else if (id == 1) {
+        for (;;) {
+            int v = -1;
+            ap_spsc_pop_fut f;
+            ap_spsc_pop_fut_init(&f, &s->q.q.s, &v);
+            vf_wait(&f.op.base);
+            if (ap_spsc_pop_status(&f) == AP_CLOSED)
+                break;
+            VF_CHECK(ap_spsc_pop_status(&f) == AP_OK && s->q.ngot[0] < MAXI);
+            s->q.gotby[0][s->q.ngot[0]++] = v;
+        }
+    } else {
+        ap_spsc_close(&s->q.q.s);
+        s->close_returned = true;
+    }
+}
+
+static void spsc_close_check(void *p)
+{
+    closest *s = p;
+    int ok = 0;
+    for (int i = 0; i < 3; i++) {
+        if (s->started_after_close[i])
+            VF_CHECK(s->pushed[i] == AP_CLOSED, "push %d started after close returned: %s", i,
+                     ap_status_str(s->pushed[i]));
+        if (s->pushed[i] == AP_OK) {
+            VF_CHECK(ok < s->q.ngot[0] && s->q.gotby[0][ok] == 100 + i,
+                     "push %d returned AP_OK but was not popped in order", i);
+            ok++;
+        }
+    }
+    VF_CHECK(ok == s->q.ngot[0], "%d popped, %d pushed", s->q.ngot[0], ok);
+}
+
 /* ---- MPMC: producers push tagged items, consumers pop ---- */
 
 static int mp_nprod, mp_ncons, mp_items, mp_cap, mp_pops;
@@ -159,6 +225,12 @@ int main(void)
         spsc_cap = 2, spsc_items = 3;
         sp.name = tso ? "spsc_cap2_3items_tso" : "spsc_cap2_3items";
         total += vf_explore(&sp);
+
+        vf_scenario sc = {.nthreads = 3, .tso = tso, .bound = 2, .setup = spsc_close_setup,
+                          .thread = spsc_close_thread, .check = spsc_close_check,
+                          .teardown = q_teardown};
+        sc.name = tso ? "spsc_close_drain_tso" : "spsc_close_drain";
+        total += vf_explore(&sc);
 
         vf_scenario mp = {.tso = tso, .setup = mpmc_setup, .thread = mpmc_thread,
                           .invariant = mpmc_invariant, .check = mpmc_check,

@@ -130,6 +130,17 @@ static void vf_fail(const char *fmt, ...);
     VF__RMW(p, atomic_fetch_and_explicit(vf_p_, (v), memory_order_relaxed))
 #define AP_ATOMIC_FENCE(mo) (VF__AT(VF_FENCE, NULL), vf__tso_fence(mo))
 
+/* The asymmetric barrier of waitlist.h (THE LADDER). LIGHT is a compiler
+ * barrier: a scheduling point that drains nothing. HEAVY (membarrier) is a
+ * full barrier on every running thread: it drains every thread's store
+ * buffer, in thread order. Registration succeeds unless the scenario asks
+ * for the fallback (vf_no_asym), which turns both into seq_cst fences. */
+static void vf__heavy(void);
+static bool vf_no_asym;
+#define AP_BARRIER_LIGHT() VF__AT(VF_FENCE, NULL)
+#define AP_BARRIER_HEAVY() (VF__AT(VF_FENCE, NULL), vf__heavy())
+#define AP_BARRIER_REGISTER() (!vf_no_asym)
+
 /* Spins are free switches. <sched.h> is already in, so this only renames
  * the calls in the library's spin loops. */
 #define AP_CPU_RELAX() vf_yield()
@@ -312,6 +323,15 @@ static void vf__tso_fence(memory_order mo)
         return;
     while (vf.th[vf.cur].buf_len)
         vf__flush_one(vf.cur);
+}
+
+static __attribute__((unused)) void vf__heavy(void)
+{
+    if (!vf.tso || vf.cur < 0)
+        return;
+    for (int t = 0; t < vf.sc->nthreads; t++)
+        while (vf.th[t].buf_len)
+            vf__flush_one(t);
 }
 
 static bool vf__tso_store(void *addr, const void *val, size_t size, memory_order mo)

@@ -113,6 +113,7 @@ mutant SEM_POLL_NO_RECHECK|semaphore.pml|-DMUTANT_SEM_POLL_NO_RECHECK|safety|fai
 mutant CB_EARLY_PROBE_RELEASE|circuit_breaker.pml|-DMUTANT_CB_EARLY_PROBE_RELEASE|safety|fail
 mutant WAITOP_NO_RECHECK|waker.pml|-DMUTANT_WAITOP_NO_RECHECK|safety|fail
 mutant OLD_WAITOP_DROPS_WAKE|waker.pml|-DOLD_WAITOP_DROPS_WAKE|safety|fail
+mutant NO_HEAVY|waker.pml|-DMUTANT_NO_HEAVY|safety|fail
 mutant BAR_RELEASE_BEFORE_FN|barrier.pml|-DMUTANT_BAR_RELEASE_BEFORE_FN|safety|fail
 '
 

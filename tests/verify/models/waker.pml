@@ -15,9 +15,18 @@
  *     ap_waitop_cancel = ap_waitlist_cancel_pass (waitlist.h:379, 455):
  *     a consumer may give up at any PENDING point; a wake it had received
  *     is then passed to the next waiter.
- *   - producer(): the waking side of a queue push, as in spsc.h:396 /
- *     mpmc.h:349: publish (seq_cst RMW), then
- *     if (ap_waitlist_has_waiters) ap_waitlist_wake(wl, 1).
+ *   - producer(): the waking side of a queue push, as in spsc.h and
+ *     mpmc.h with the asymmetric barrier (waitlist.h, THE LADDER): publish
+ *     with a release store, LIGHT (compiler only), then
+ *     if (ap_waitlist_parked) ap_waitlist_wake(wl, 1). The publication goes
+ *     into the producer's store buffer `sb` and becomes visible (`items`)
+ *     at any later point (the drainer process), so the count load may
+ *     pass it, as on real hardware; the waiting side's HEAVY barrier
+ *     (membarrier) drains it (WL_HEAVY_BARRIER, after count++ in
+ *     wl_register).
+ *   - MUTANT_NO_HEAVY: the waiting side without HEAVY: must fail (the
+ *     count load passes the buffered publication, the re-check misses it,
+ *     and the consumer parks for ever).
  *   - MUTANT_WAITOP_NO_RECHECK: the AP_MUTANT_WAITOP_NO_RECHECK block of
  *     waitlist.h:418 (check-then-register without the re-try).
  *   - OLD_WAITOP_DROPS_WAKE: the done path as it was before the fix
@@ -60,9 +69,14 @@
 #define NW 2
 #define NITEMS 2
 
+byte items;          /* published and visible, not yet taken */
+byte sb;             /* published by the producer, still in its store buffer */
+#ifndef MUTANT_NO_HEAVY
+#define WL_HEAVY_BARRIER d_step { items = items + sb; sb = 0 }
+#endif
+
 #include "waitlist.inc"
 
-byte items;          /* published, not yet taken */
 byte taken;          /* ghost: items taken by consumers */
 byte finished;       /* ghost: consumers that completed or cancelled */
 bool pushed_all;     /* ghost */
@@ -137,10 +151,16 @@ proctype producer()
     byte k = 0;
     do
     :: k < NITEMS ->
-       items++;                     /* publish: seq_cst RMW */
+       sb++;                        /* publish: a release store, buffered */
        k++;
+       /* LIGHT: a compiler barrier; the count load may pass the store */
        if
-       :: wl_count != 0 -> wl_wake(1)   /* has_waiters (seq_cst load), wake one */
+       :: wl_count != 0 ->              /* ap_waitlist_parked, wake one */
+          /* the wake publishes what came before it: its lock RMW drains
+           * the buffer (x86), and the wake is a release the wakee
+           * acquires (node state, futex) */
+          d_step { items = items + sb; sb = 0 };
+          wl_wake(1)
        :: else -> skip
        fi
     :: else -> break
@@ -148,13 +168,23 @@ proctype producer()
     pushed_all = true
 }
 
+/* The store buffer drains at any point, oldest first (one counter). */
+proctype drainer()
+{
+    do
+    :: sb > 0 -> d_step { items = items + sb; sb = 0 }
+    :: pushed_all && sb == 0 -> break
+    od
+}
+
 init {
     atomic {
+        run drainer();
         run producer();
         run consumer(0);
         run consumer(1)
     };
-    (finished == NW && pushed_all);
+    (finished == NW && pushed_all && sb == 0);
     /* quiescent: items conserved, list empty, every node idle */
     assert(items + taken == NITEMS);
     assert(wl_len == 0 && wl_count == 0);
