@@ -44,11 +44,24 @@
  *     whose start (now + delay) would not be before it is not scheduled and
  *     the result is AP_TIMEDOUT with the last error in last_error. The
  *     retry future also bounds the attempt in flight: once cx->now reaches
- *     the deadline the attempt is cancelled and the result is AP_TIMEDOUT
+ *     the deadline the attempt is cancelled and the result is AP_TIMEDOUT.
+ *     A retry whose next start would land exactly on the deadline stops
+ *     with AP_RETRY_DEADLINE in the poll that saw the failure, and asks
+ *     the budget for nothing
+ *   - every attempt that started ends with exactly one report to the op:
+ *     result() once it completed, or canceled() (if set) once it was
+ *     cancelled, by the overall deadline or by ap_retry_fut_cancel -- so a
+ *     permit an attempt took (a breaker's, a semaphore's) is always given
+ *     back exactly once
+ *   - the retry never makes up an AP_TIMEDOUT status: it is the overall
+ *     deadline (stop AP_RETRY_DEADLINE) or the op's own last error (e.g.
+ *     per-attempt timeouts). Attempts that kept failing with a retryable
+ *     error end with AP_RETRY_EXHAUSTED and their last error (AP_REJECTED
+ *     for AP_AGAIN, see ERRORS), deadline or not
  *   - a permanent error (the predicate says "not retryable") stops at once
  *     with that error; a budget refusal stops with the last error and is
  *     counted (ap_retry_budget_stats().denied); a final status is never
- *     AP_AGAIN (an AP_AGAIN error is reported as AP_TIMEDOUT, see ERRORS)
+ *     AP_AGAIN (an AP_AGAIN error is reported as AP_REJECTED, see ERRORS)
  *   - with independent attempts that succeed with probability p, the
  *     success probability is 1-(1-p)^n and the mean attempt count
  *     (1-(1-p)^n)/p (checked statistically over 1e5 seeded trials)
@@ -78,7 +91,7 @@
  *
  * COMPLEXITY   delays, predicate, decisions: O(1) (ap_rng_below expects
  *              < 2 draws). Budget: O(AP_RETRY_BUDGET_SLOTS) under the lock.
- *              Memory (LP64): ap_retry_state 80 B, ap_retry_fut 192 B, budget
+ *              Memory (LP64): ap_retry_state 80 B, ap_retry_fut 208 B, budget
  *              312 B, all caller-owned. Nothing allocates.
  * ERRORS       AP_INVAL (bad desc: max_attempts 0, multiplier < 1000 per
  *              mille, initial > cap, hint jitter > 1000 per mille, unknown
@@ -88,8 +101,9 @@
  *              AP_AGAIN while running and never after: an attempt error
  *              of AP_AGAIN that ends the retry (attempts exhausted, budget
  *              refused, or a predicate calling it permanent) gives status
- *              AP_TIMEDOUT (the transient condition outlasted the retry),
- *              with last_error = AP_AGAIN and stop telling why.
+ *              AP_REJECTED (the retry policy refused to wait longer for the
+ *              transient condition; no deadline is involved), with
+ *              last_error = AP_AGAIN and stop telling why.
  * CONFIG       AP_ASSERT, AP_SPIN_LIMIT; AP_RETRY_BUDGET_SLOTS (default 10).
  * SEE ALSO     timeout.h (per-attempt timeouts: retry(timeout(op))),
  *              tests/test_retry.c, bench/bench_retry.c
@@ -105,6 +119,11 @@
  *   ap_status st = ap_retry_call(&d, &rng, &budget, call_server, srv,
  *                                ap_deadline_after(ap_now_ns(), 2 * AP_NS_PER_SEC), &r);
  *   // st == AP_OK, or the error; r.attempts, r.stop, r.last_error say more
+ *
+ *   // per attempt, behind a breaker: take the permit in start(), report it
+ *   // in result() and, for an attempt cut by the deadline, in canceled()
+ *   ap_retry_op op = {.start = att_start, .result = att_result,
+ *                     .canceled = att_canceled, .ctx = br, .storage = &att};
  */
 #ifndef ASYNCPAT_RETRY_H
 #define ASYNCPAT_RETRY_H
@@ -225,9 +244,9 @@ typedef enum ap_retry_stop {
 typedef struct ap_retry_result {
     ap_status status;     /* AP_AGAIN exactly while running (stop ==
                            * AP_RETRY_RUNNING); once stopped: AP_OK, the
-                           * permanent/last error, AP_TIMEDOUT (deadline, or a
-                           * last error of AP_AGAIN: see ERRORS), AP_CANCELED;
-                           * never AP_AGAIN */
+                           * permanent/last error (AP_REJECTED for a last
+                           * error of AP_AGAIN: see ERRORS), AP_TIMEDOUT
+                           * (deadline), AP_CANCELED; never AP_AGAIN */
     ap_status last_error; /* of the last attempt, as the op reported it (may be
                            * AP_AGAIN); AP_OK if it succeeded, or if it was
                            * cancelled before any attempt ran; AP_TIMEDOUT for
@@ -239,19 +258,31 @@ typedef struct ap_retry_result {
 
 /**
  * ap_retry_op - the user operation, as a factory of attempt futures
- * @start:   initialise attempt @attempt (0-based) in @storage and return
- *           its future (never NULL); @now is the attempt's start time. The
- *           previous attempt has completed or been cancelled before, so
- *           one storage can be reused.
- * @result:  the completed attempt's status (AP_OK = success); may set
- *           *retry_after_ns to a server hint (it is 0 on entry: no hint)
+ * @start:    initialise attempt @attempt (0-based) in @storage and return
+ *            its future (never NULL); @now is the attempt's start time. The
+ *            previous attempt has completed or been cancelled before, so
+ *            one storage can be reused.
+ * @result:   the completed attempt's status (AP_OK = success); may set
+ *            *retry_after_ns to a server hint (it is 0 on entry: no hint)
  * @ctx, @storage: passed through; the caller owns both
+ * @canceled: optional (NULL: none): called once for a started attempt that
+ *            is cancelled instead of completing -- cut by the overall
+ *            deadline, or by ap_retry_fut_cancel -- after the attempt
+ *            future's own cancel, and instead of @result. @now is the
+ *            cx->now of the poll that cut it (deadline), or of the last
+ *            poll (ap_retry_fut_cancel). Every started attempt gets exactly
+ *            one call of @result or @canceled: the place to give back what
+ *            @start took, e.g. ap_cb_record(..., AP_BREAKER_OUTCOME_CANCELED,
+ *            ...) for a breaker permit. It must not poll or cancel the
+ *            retry future.
+ * Use designated initializers: fields may be added at the end.
  */
 typedef struct ap_retry_op {
     ap_future *(*start)(void *ctx, void *storage, uint32_t attempt, uint64_t now);
     ap_status (*result)(void *ctx, ap_future *attempt, uint64_t *retry_after_ns);
     void *ctx;
     void *storage;
+    void (*canceled)(void *ctx, ap_future *attempt, uint64_t now);
 } ap_retry_op;
 
 /** ap_retry_fut - a future that runs op until success or a limit */
@@ -264,6 +295,7 @@ typedef struct ap_retry_fut {
     ap_deadline deadline;
     ap_future *attempt; /* in flight, or NULL */
     uint64_t next_at;   /* backoff: start of the next attempt */
+    uint64_t last_now;  /* cx->now of the last poll (for op.canceled) */
     int phase;          /* 0 start, 1 running, 2 backoff, 3 done */
     ap_retry_result res;
 } ap_retry_fut;
@@ -355,8 +387,9 @@ AP_API AP_NODISCARD ap_status ap_retry_fut_init(ap_retry_fut *f, const ap_retry_
  */
 AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx);
 
-/** ap_retry_fut_cancel - cancel the attempt in flight, finish with
- *  AP_CANCELED; idempotent, a no-op after completion */
+/** ap_retry_fut_cancel - cancel the attempt in flight (then op.canceled,
+ *  if set, reports it), finish with AP_CANCELED; idempotent, a no-op after
+ *  completion */
 AP_API void ap_retry_fut_cancel(ap_retry_fut *f);
 
 /** ap_retry_fut_result - the outcome (status AP_AGAIN and stop
@@ -645,13 +678,14 @@ AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b)
 
 /* -- the decision shared by the future and ap_retry_call -- */
 
-/* Stop with @st as the final status (the only place, with cancel, where
- * res->status leaves AP_AGAIN). AP_AGAIN means "running", so a final
- * AP_AGAIN error is reported as AP_TIMEDOUT (last_error keeps AP_AGAIN). */
+/* Stop with @st as the final status (the only place where res->status
+ * leaves AP_AGAIN). AP_AGAIN means "running", so a final AP_AGAIN error is
+ * reported as AP_REJECTED: the policy refused to go on (last_error keeps
+ * AP_AGAIN). Not AP_TIMEDOUT: the retry gives that only for the deadline. */
 AP_API void ap__retry_stop_with(ap_retry_result *res, ap_retry_stop stop, ap_status st)
 {
     AP_ASSERT(stop != AP_RETRY_RUNNING);
-    res->status = st == AP_AGAIN ? AP_TIMEDOUT : st;
+    res->status = st == AP_AGAIN ? AP_REJECTED : st;
     res->stop = stop;
 }
 
@@ -722,9 +756,20 @@ AP_API ap_status ap_retry_fut_init(ap_retry_fut *f, const ap_retry_desc *desc, a
     f->deadline = deadline;
     f->attempt = NULL;
     f->next_at = 0;
+    f->last_now = 0;
     f->phase = AP__RETRY_START;
     ap__retry_result_start(&f->res);
     return AP_OK;
+}
+
+/* Cancel the attempt in flight and report it to the op (once). */
+AP_API void ap__retry_fut_cancel_attempt(ap_retry_fut *f, uint64_t now)
+{
+    ap_future *a = f->attempt;
+    f->attempt = NULL;
+    ap_future_cancel(a);
+    if (f->op.canceled)
+        f->op.canceled(f->op.ctx, a, now);
 }
 
 AP_API void ap__retry_fut_finish_deadline(ap_retry_fut *f)
@@ -737,6 +782,8 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
     uint64_t now = cx->now;
+    if (f->phase != AP__RETRY_DONE)
+        f->last_now = now;
     for (;;) {
         switch (f->phase) {
         case AP__RETRY_START:
@@ -755,10 +802,9 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx)
             break;
         case AP__RETRY_RUNNING: {
             if (ap_deadline_passed(f->deadline, now)) { /* bound the attempt too */
-                ap_future_cancel(f->attempt);
-                f->attempt = NULL;
                 f->res.last_error = AP_TIMEDOUT;
                 ap__retry_fut_finish_deadline(f);
+                ap__retry_fut_cancel_attempt(f, now); /* finished: the hook sees it done */
                 return AP_READY;
             }
             if (f->attempt->poll(f->attempt, cx) == AP_PENDING) {
@@ -800,12 +846,12 @@ AP_API void ap_retry_fut_cancel(ap_retry_fut *f)
     AP_ASSERT(f != NULL);
     if (f->phase == AP__RETRY_DONE)
         return;
-    if (f->phase == AP__RETRY_RUNNING) {
-        ap_future_cancel(f->attempt);
-        f->attempt = NULL;
-    }
+    /* finished first: a canceled() hook that looks at the future sees it done */
     ap__retry_stop_with(&f->res, AP_RETRY_CANCELED, AP_CANCELED);
+    int phase = f->phase;
     f->phase = AP__RETRY_DONE;
+    if (phase == AP__RETRY_RUNNING)
+        ap__retry_fut_cancel_attempt(f, f->last_now);
 }
 
 AP_API ap_retry_result ap_retry_fut_result(const ap_retry_fut *f)

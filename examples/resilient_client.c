@@ -55,7 +55,7 @@ int main(void)
     ap_retry_budget budget;
     ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 20 * MS, .cap_ns = 200 * MS};
     attempt_box box;
-    ap_retry_op op = {start, result, NULL, &box};
+    ap_retry_op op = {.start = start, .result = result, .storage = &box};
     int opened = 0, closed_after = 0;
     ap_rng_seed(&rng, 42);
     if (ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20, .open_ns = 2000 * MS,

@@ -9,6 +9,7 @@
  * rejection sampler), independent of the header's code.
  */
 #include "asyncpat/retry.h"
+#include "asyncpat/circuit_breaker.h"
 #include "asyncpat/mpmc.h"
 #include "asyncpat/timeout.h"
 
@@ -179,7 +180,8 @@ static ap_status script_result(void *ctx, ap_future *f, uint64_t *hint)
 
 static ap_retry_op script_op(script *s)
 {
-    return (ap_retry_op){script_start, script_result, s, &s->att};
+    return (ap_retry_op){.start = script_start, .result = script_result, .ctx = s,
+                         .storage = &s->att};
 }
 
 static ap_status never_called(void *arg)
@@ -510,8 +512,8 @@ Test(retry, scripted_failures_k_of_n)
             uint32_t want = k + 1 < n ? k + 1 : n;
             cr_assert_eq(r.attempts, want, "n %u k %u", n, k);
             cr_assert_eq(s.n, want);
-            /* a final status is never AP_AGAIN: exhausted AP_AGAIN is AP_TIMEDOUT */
-            cr_assert_eq(r.status, k < n ? AP_OK : AP_TIMEDOUT, "n %u k %u", n, k);
+            /* a final status is never AP_AGAIN: exhausted AP_AGAIN is AP_REJECTED */
+            cr_assert_eq(r.status, k < n ? AP_OK : AP_REJECTED, "n %u k %u", n, k);
             cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
             cr_assert_eq(r.stop, k < n ? AP_RETRY_SUCCEEDED : AP_RETRY_EXHAUSTED);
             for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
@@ -702,8 +704,8 @@ Test(retry, budget_stops_a_retry_storm)
     uint64_t attempts = 0, budget_stops = 0;
     for (int i = 0; i < C; i++) {
         ap_retry_result r = ap_retry_fut_result(&f[i]);
-        /* stopped with the last error, AP_AGAIN, reported as AP_TIMEDOUT */
-        cr_assert_eq(r.status, AP_TIMEDOUT, "stopped with the last error");
+        /* stopped with the last error, AP_AGAIN, reported as AP_REJECTED */
+        cr_assert_eq(r.status, AP_REJECTED, "stopped with the last error");
         cr_assert_eq(r.last_error, AP_AGAIN);
         attempts += r.attempts;
         budget_stops += r.stop == AP_RETRY_BUDGET;
@@ -875,7 +877,7 @@ Test(retry, compose_retry_of_timeout_exact_attempt_times)
                              .initial_ns = 50 * MS, .cap_ns = 50 * MS};
     /* 1. overall deadline 680 ms falls inside attempt 5 (started at 600) */
     pop_op o = {.q = q, .per_attempt = 100 * MS};
-    ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+    ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
     ap_retry_fut f;
     cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
     uint64_t now = 0;
@@ -929,7 +931,7 @@ Test(retry, cancel_cancels_the_attempt_leaving_no_waiter)
                              .initial_ns = 50 * MS, .cap_ns = 50 * MS};
     for (int wrapped = 0; wrapped < 2; wrapped++) {
         pop_op o = {.q = q, .per_attempt = wrapped ? 100 * MS : 0};
-        ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+        ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
         ap_retry_fut f;
         cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 10 * AP_NS_PER_SEC), AP_OK);
         ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
@@ -954,7 +956,7 @@ Test(retry, cancel_cancels_the_attempt_leaving_no_waiter)
     }
     /* cancel during the backoff: no attempt in flight, nothing more starts */
     pop_op o = {.q = q, .per_attempt = 100 * MS};
-    ap_retry_op op = {pop_start, pop_result, &o, &o.att};
+    ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
     ap_retry_fut f;
     cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
     ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
@@ -999,7 +1001,7 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
 
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_TIMEDOUT);
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_REJECTED);
     cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED && r.last_error == AP_AGAIN);
 
     /* a deadline that has passed: nothing is called */
@@ -1023,7 +1025,7 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_TIMEDOUT);
+    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_REJECTED);
     cr_assert_eq(c.calls, 1);
     ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
@@ -1065,7 +1067,7 @@ static void status_tracks_completion(ap_status err)
             cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
             cr_assert_neq(r.status, AP_AGAIN, "finished (err %s): status is AP_AGAIN",
                           ap_status_str(err));
-            cr_assert_eq(r.status, err == AP_AGAIN ? AP_TIMEDOUT : err);
+            cr_assert_eq(r.status, err == AP_AGAIN ? AP_REJECTED : err);
             cr_assert_eq(r.last_error, err);
             cr_assert_eq(r.attempts, 3);
             break;
@@ -1107,7 +1109,7 @@ Test(retry, final_status_is_never_again)
     uint64_t now = 0;
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_PERMANENT);
 
     /* budget refusal after AP_AGAIN */
@@ -1127,7 +1129,7 @@ Test(retry, final_status_is_never_again)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_BUDGET);
 
     /* the blocking helper, exhausted */
@@ -1138,7 +1140,284 @@ Test(retry, final_status_is_never_again)
                                                 .backoff = AP_RETRY_BACKOFF_FIXED,
                                                 .initial_ns = 1000, .cap_ns = 1000},
                                &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
-                 AP_TIMEDOUT);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_AGAIN && r.attempts == 2 &&
+                 AP_REJECTED);
+    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
               r.stop == AP_RETRY_EXHAUSTED);
+}
+
+/* ---- issue #11 ---- */
+
+/* Regression (issue #11, 3): attempts that kept failing with a retryable
+ * AP_AGAIN, no deadline: the retry ends exhausted, and its status is not
+ * AP_TIMEDOUT ("timed out" claimed a deadline there was none of). */
+Test(retry, exhausted_again_without_deadline_is_not_timed_out)
+{
+    script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 3};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 3,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
+    cr_assert_neq(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
+                  ap_status_str(r.status));
+    cr_assert_eq(r.status, AP_REJECTED);
+    cr_assert_eq(r.last_error, AP_AGAIN);
+    cr_assert_eq(r.attempts, 3);
+    /* the blocking helper says the same */
+    call_ctx c = {0, 100};
+    cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
+                                                .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                .initial_ns = 1000, .cap_ns = 1000},
+                               NULL, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
+                 AP_REJECTED);
+    cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
+}
+
+/* Mutation gap (issue #11, 4): a retry whose next start lands exactly on
+ * the overall deadline stops with AP_RETRY_DEADLINE in the poll that saw
+ * the failure, and asks the budget for nothing (scheduling it and letting
+ * the START phase stop it later would charge the budget). */
+Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
+{
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
+    script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 5};
+    ap_retry_op op = script_op(&s);
+    ap_retry_fut f;
+    /* attempt 0 at 0 fails at 5; the retry would start at 5 + 100 = 105 */
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 5,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 100, .cap_ns = 100},
+                                   NULL, &b, &op, 105),
+                 AP_OK);
+    ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    cr_assert_eq(cx.deadline, 5u);
+    cx = (ap_cx){{noop_wake, NULL}, 5, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY,
+                 "a retry at exactly the deadline was scheduled");
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert_eq(r.stop, AP_RETRY_DEADLINE);
+    cr_assert_eq(r.status, AP_TIMEDOUT);
+    cr_assert_eq(r.last_error, AP_AGAIN);
+    cr_assert_eq(r.attempts, 1);
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert_eq(st.requests, 1);
+    cr_assert_eq(st.retries, 0, "the budget was charged for a retry that never ran");
+    cr_assert_eq(st.denied, 0);
+    /* one ns more and it is scheduled (and charged) */
+    s = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 5};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 2,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 100, .cap_ns = 100},
+                                   NULL, &b, &op, 106),
+                 AP_OK);
+    uint64_t now = 0;
+    drive(&f.base, &now);
+    cr_assert_eq(s.n, 2);
+    cr_assert_eq(s.starts[1], 105u);
+    cr_assert_eq(ap_retry_budget_get_stats(&b).retries, 1);
+}
+
+/* Mutation gap (issue #11, 4): EQUAL_JITTER with an odd e: every delay in
+ * [ceil(e/2), e], both ends reached (floor(e/2) + uniform[0, floor(e/2)]
+ * gives [2, 4] for e = 5). */
+Test(retry, equal_jitter_odd_base_ceil_half_to_e)
+{
+    ap_rng rng;
+    ap_rng_seed(&rng, 7);
+    const uint64_t e = 5;
+    bool seen[6] = {false};
+    for (int i = 0; i < 2000; i++) {
+        ap_retry_state st;
+        cr_assert_eq(ap_retry_state_init(&st, &(ap_retry_desc){
+                                                  .max_attempts = 2,
+                                                  .backoff = AP_RETRY_BACKOFF_EQUAL_JITTER,
+                                                  .initial_ns = e, .cap_ns = e}),
+                     AP_OK);
+        uint64_t d = ap_retry_next_delay(&st, &rng);
+        cr_assert(d >= (e + 1) / 2 && d <= e, "delay %llu outside [3, 5]",
+                  (unsigned long long)d);
+        seen[d] = true;
+    }
+    cr_assert(seen[3] && seen[4] && seen[5], "not every delay of [3, 5] was drawn");
+}
+
+/* Mutation gap (issue #11, 4): the budget's window is exactly window_ns: a
+ * deposit at t = 0 counts at window - 1 and no longer at window. */
+Test(retry, budget_window_boundary_exact)
+{
+    const uint64_t W = 10 * AP_NS_PER_SEC;
+    ap_retry_budget_desc d = {.ratio_permille = 1000, .min_per_sec = AP_RETRY_BUDGET_ZERO,
+                              .window_ns = W};
+    ap_retry_budget b;
+    cr_assert_eq(ap_retry_budget_init(&b, &d), AP_OK);
+    ap_retry_budget_deposit(&b, 0);
+    cr_assert(ap_retry_budget_try_withdraw(&b, W - 1), "the deposit expired early");
+    cr_assert_eq(ap_retry_budget_init(&b, &d), AP_OK);
+    ap_retry_budget_deposit(&b, 0);
+    cr_assert(!ap_retry_budget_try_withdraw(&b, W),
+              "a deposit at 0 still counts at t = window");
+    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
+}
+
+/* Regression (issue #11, 1): breaker inside retry, one permit per attempt
+ * (resilience4j's order). The breaker is HALF_OPEN with one probe slot;
+ * the attempt that holds it hangs and the retry's deadline cuts it. The
+ * cut attempt used to be cancelled without a report, so the probe slot
+ * stayed taken for probe_lease_ns and then counted as a failure that
+ * re-opened the breaker. Now op.canceled reports it CANCELED: the slot is
+ * free at once and the breaker stays half-open. */
+typedef struct cb_att {
+    ap_future base;
+    ap_breaker *br;
+    ap_cb_permit permit;
+    ap_status st; /* AP_REJECTED when the breaker refused */
+    int results, cancels, hook_cancels;
+} cb_att;
+
+static ap_poll cb_att_poll(ap_future *f, ap_cx *cx)
+{
+    cb_att *a = (cb_att *)(void *)f;
+    if (a->st == AP_REJECTED)
+        return AP_READY;
+    (void)cx; /* the dependency hangs */
+    return AP_PENDING;
+}
+
+static void cb_att_cancel(ap_future *f) { ((cb_att *)(void *)f)->cancels++; }
+
+static ap_future *cb_att_start(void *ctx, void *storage, uint32_t k, uint64_t now)
+{
+    (void)ctx, (void)k;
+    cb_att *a = storage;
+    a->base.poll = cb_att_poll;
+    a->base.cancel = cb_att_cancel;
+    uint64_t ra;
+    a->st = ap_cb_allow(a->br, now, &a->permit, &ra) == AP_OK ? AP_AGAIN : AP_REJECTED;
+    return &a->base;
+}
+
+static ap_status cb_att_result(void *ctx, ap_future *f, uint64_t *hint)
+{
+    (void)ctx, (void)hint;
+    cb_att *a = (cb_att *)(void *)f;
+    a->results++;
+    return a->st; /* only a rejected attempt completes here */
+}
+
+static void cb_att_canceled(void *ctx, ap_future *f, uint64_t now)
+{
+    (void)ctx;
+    cb_att *a = (cb_att *)(void *)f;
+    a->hook_cancels++;
+    cr_assert_eq(a->cancels, 1, "the hook runs after the attempt's own cancel");
+    cr_assert_eq(ap_cb_record(a->br, &a->permit, AP_BREAKER_OUTCOME_CANCELED, 0, now), AP_OK);
+}
+
+Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
+{
+    static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
+    ap_breaker br;
+    const uint64_t SEC = AP_NS_PER_SEC;
+    cr_assert_eq(ap_cb_init(&br, &(ap_breaker_desc){.window_size = 2, .min_calls = 2,
+                                                    .open_ns = SEC, .half_open_probes = 1,
+                                                    .probe_lease_ns = 60 * SEC},
+                            buf, sizeof buf),
+                 AP_OK);
+    for (int i = 0; i < 2; i++) { /* trip it */
+        ap_cb_permit p;
+        uint64_t ra;
+        cr_assert_eq(ap_cb_allow(&br, 0, &p, &ra), AP_OK);
+        cr_assert_eq(ap_cb_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+    }
+    cr_assert_eq(ap_cb_state(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
+    uint64_t failures0 = ap_cb_stats(&br).failures;
+
+    cb_att att = {.br = &br};
+    ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,
+                      .canceled = cb_att_canceled, .ctx = NULL, .storage = &att};
+    ap_retry_fut f;
+    const uint64_t deadline = SEC + 100 * AP_NS_PER_MS;
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 3,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10},
+                                   NULL, NULL, &op, deadline),
+                 AP_OK);
+    uint64_t now = SEC;
+    drive(&f.base, &now);
+    cr_assert_eq(now, deadline);
+    ap_retry_result r = ap_retry_fut_result(&f);
+    cr_assert_eq(r.stop, AP_RETRY_DEADLINE);
+    cr_assert_eq(r.attempts, 1);
+    cr_assert_eq(att.cancels, 1);
+    cr_assert_eq(att.results + att.hook_cancels, 1, "the attempt got %d reports",
+                 att.results + att.hook_cancels);
+
+    /* the probe slot is free at once, and the breaker did not re-open */
+    ap_cb_permit p;
+    uint64_t ra = 0;
+    cr_assert_eq(ap_cb_allow(&br, deadline, &p, &ra), AP_OK,
+                 "the cut attempt's probe slot is still taken (retry_at %llu)",
+                 (unsigned long long)ra);
+    cr_assert_eq(ap_cb_state(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
+    ap_breaker_stats st = ap_cb_stats(&br);
+    cr_assert_eq(st.failures, failures0, "the cut attempt counted as a failure");
+    cr_assert_eq(st.lease_expired, 0);
+    cr_assert_eq(st.canceled, 1);
+    cr_assert_eq(ap_cb_record(&br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, deadline), AP_OK);
+    cr_assert_eq(ap_cb_state(&br, deadline), AP_BREAKER_STATE_CLOSED);
+    /* the probe the retry held would have leased its slot until SEC + 60 s:
+     * well past; nothing re-opens it */
+    cr_assert_eq(ap_cb_state(&br, SEC + 61 * SEC), AP_BREAKER_STATE_CLOSED);
+}
+
+/* ap_retry_fut_cancel of an attempt in flight reports it through
+ * op.canceled too, once, with the last poll's now; after completion,
+ * cancel reports nothing. */
+Test(retry, cancel_reports_the_attempt_in_flight_once)
+{
+    static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
+    ap_breaker br;
+    cr_assert_eq(ap_cb_init(&br, &(ap_breaker_desc){.window_size = 2, .half_open_probes = 1},
+                            buf, sizeof buf),
+                 AP_OK);
+    cb_att att = {.br = &br};
+    ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,
+                      .canceled = cb_att_canceled, .storage = &att};
+    ap_retry_fut f;
+    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
+                                                        .backoff = AP_RETRY_BACKOFF_FIXED},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    ap_cx cx = {{noop_wake, NULL}, 77, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    ap_retry_fut_cancel(&f);
+    ap_retry_fut_cancel(&f);
+    cr_assert_eq(att.cancels, 1);
+    cr_assert_eq(att.hook_cancels, 1);
+    cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
+    ap_breaker_stats st = ap_cb_stats(&br);
+    cr_assert(st.allowed == 1 && st.canceled == 1 && st.calls == 1);
+    /* cancelled before any attempt (or in backoff): nothing to report */
+    cb_att att2 = {.br = &br};
+    op.storage = &att2;
+    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
+                                                        .backoff = AP_RETRY_BACKOFF_FIXED},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    ap_retry_fut_cancel(&f);
+    cr_assert_eq(att2.hook_cancels + att2.cancels + att2.results, 0);
 }

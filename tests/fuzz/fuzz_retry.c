@@ -16,7 +16,12 @@
  *     the deadline nor before the backoff's start, status AP_AGAIN exactly
  *     while running (and never after), stop/status/last_error as the model
  *     says, cx->deadline lowered to the next start and the deadline, every
- *     started attempt completed or cancelled exactly once
+ *     started attempt completed or cancelled exactly once; with
+ *     op.canceled set (half the inputs), every started attempt reported
+ *     exactly once, by result() or by canceled() (after its own cancel,
+ *     with the cutting poll's now, or the last poll's for a cancel); a
+ *     final AP_AGAIN error gives status AP_REJECTED, and status
+ *     AP_TIMEDOUT only when the deadline ended the retry
  */
 #include "asyncpat/retry.h"
 #include "fuzz_common.h"
@@ -186,6 +191,8 @@ static struct {
     uint64_t deadline;
     uint64_t *nowp;
     uint64_t min_start; /* the model's next start */
+    uint64_t poll_now;  /* cx->now of the last poll */
+    uint32_t reports;   /* result() and canceled() calls */
 } S;
 
 /* the model, fed from the attempt callbacks (one poll may run several
@@ -212,7 +219,7 @@ static void model_outcome(ap_status err, uint64_t hint, uint64_t now)
             exp_stop = AP_RETRY_BUDGET; exp_status = err;
         } else S.min_start = at;
     }
-    if (exp_status == AP_AGAIN && exp_stop != AP_RETRY_RUNNING) exp_status = AP_TIMEDOUT;
+    if (exp_status == AP_AGAIN && exp_stop != AP_RETRY_RUNNING) exp_status = AP_REJECTED;
 }
 
 static ap_poll att_poll(ap_future *self, ap_cx *cx)
@@ -263,8 +270,18 @@ static ap_status att_result(void *ctx, ap_future *fut, uint64_t *hint)
     FZ_CHECK(*hint == 0);
     *hint = a->hint;
     FZ_CHECK(exp_stop == AP_RETRY_RUNNING);
+    S.reports++;
     model_outcome(a->err, a->hint, *S.nowp);
     return a->err;
+}
+static void att_canceled(void *ctx, ap_future *fut, uint64_t now)
+{
+    (void)ctx;
+    attempt *a = (attempt *)(void *)fut;
+    FZ_CHECK(a == &S.a && a->canceled && !a->done); /* after its own cancel */
+    FZ_CHECK(now == S.poll_now);
+    S.reports++;
+    FZ_CHECK(S.reports == S.started); /* once per attempt */
 }
 
 static void check_future(fz *f)
@@ -287,7 +304,9 @@ static void check_future(fz *f)
     FZ_CHECK(ap_retry_budget_init(&M_budget, &bd) == AP_OK);
     uint64_t now = fz_u16(f);
     uint64_t deadline = (fz_u8(f) & 3) ? now + fz_u32(f) % 10000000 : AP_DEADLINE_NONE;
-    ap_retry_op op = {att_start, att_result, NULL, &S.a};
+    int hook = (int)(seed >> 63); /* no input byte of its own: the corpus decodes as before */
+    ap_retry_op op = {.start = att_start, .result = att_result, .storage = &S.a,
+                      .canceled = hook ? att_canceled : NULL};
     ap_retry_fut fut;
     fz_fill(&fut, sizeof fut);
     ap_rng *rp = (needs_rng(&r) || (fz_u8(f) & 1)) ? &rng : NULL;
@@ -318,6 +337,7 @@ static void check_future(fz *f)
         } else {
             ap_cx cx = {{NULL, NULL}, now, AP_DEADLINE_NONE};
             uint32_t started_before = S.started;
+            S.poll_now = now;
             ap_poll p = ap_retry_fut_poll(&fut, &cx);
             ap_retry_result res = ap_retry_fut_result(&fut);
             FZ_CHECK(res.attempts == S.started);
@@ -363,10 +383,16 @@ static void check_future(fz *f)
     ap_retry_result res = ap_retry_fut_result(&fut);
     FZ_CHECK(res.status == exp_status && res.stop == exp_stop);
     FZ_CHECK(res.status != AP_AGAIN);
+    FZ_CHECK((res.status == AP_TIMEDOUT) == (res.stop == AP_RETRY_DEADLINE) ||
+             (res.stop != AP_RETRY_DEADLINE && res.last_error == AP_TIMEDOUT));
+    if (hook)
+        FZ_CHECK(S.reports == S.started); /* every started attempt reported once */
     /* idempotent cancel and poll after completion */
     ap_retry_fut_cancel(&fut);
     ap_cx cx = {{NULL, NULL}, now, AP_DEADLINE_NONE};
     FZ_CHECK(ap_retry_fut_poll(&fut, &cx) == AP_READY);
+    if (hook)
+        FZ_CHECK(S.reports == S.started);
     res = ap_retry_fut_result(&fut);
     FZ_CHECK(res.status == exp_status && res.stop == exp_stop);
     if (use_budget) {
