@@ -136,7 +136,7 @@ static void vf_fail(const char *fmt, ...);
  * buffer, in thread order. Registration succeeds unless the scenario asks
  * for the fallback (vf_no_asym), which turns both into seq_cst fences. */
 static void vf__heavy(void);
-static bool vf_no_asym;
+static __attribute__((unused)) bool vf_no_asym;
 #define AP_BARRIER_LIGHT() VF__AT(VF_FENCE, NULL)
 #define AP_BARRIER_HEAVY() (VF__AT(VF_FENCE, NULL), vf__heavy())
 #define AP_BARRIER_REGISTER() (!vf_no_asym)
