@@ -94,25 +94,30 @@
  *              32 counter lines (2 KiB) + 2 cache lines per shard + per
  *              entry 24 bytes + value_size rounded up to 8 + 8 to 16
  *              bytes of index (entries are ceil(capacity/S) per shard).
- * MEMORY       init: caller buffer of AP_CACHE_BYTES(...) bytes, aligned to
- *              AP_CACHELINE; create: allocates once via ap_allocator.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_CACHE_BYTES(...), aligned to AP_CACHE_ALIGN (=
+ *              AP_CACHELINE; malloc's 16-byte alignment is not enough and
+ *              is AP_INVAL: use aligned_alloc(AP_CACHE_ALIGN, ...) or
+ *              ap_cache_create); create: allocates once via ap_allocator.
  *              Nothing else allocates.
  * ERRORS       AP_EMPTY (get/remove: key absent), AP_NOMEM (create);
- *              AP_INVAL: capacity 0, shards not a power of two, capacity <
- *              shards (a shard of 0 entries), more than 2^30 entries per
- *              shard, sizes that overflow.
+ *              AP_INVAL: desc NULL, capacity 0, shards not a power of two,
+ *              capacity < shards (a shard of 0 entries), more than 2^30
+ *              entries per shard, sizes that overflow, a buffer that is
+ *              NULL, misaligned or too small. AP_INVAL changes nothing
+ *              (neither the handle nor the buffer).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_SPIN_LIMIT
  * SEE ALSO     tests/test_cache.c, tests/stress/stress_cache.c,
  *              bench/bench_cache.c
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
- * USAGE
+ * USAGE (url, url_hash, load_page and note_evicted are the caller's)
  *   typedef struct { uint32_t len; char body[60]; } page;
- *   static _Alignas(AP_CACHELINE) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+ *   static _Alignas(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
  *   ap_cache c;
- *   if (ap_cache_init(&c, &(ap_cache_desc){.capacity = 4096, .shards = 16,
- *                                          .value_size = sizeof(page)},
- *                     mem, sizeof mem) != AP_OK) abort();
+ *   if (ap_cache_init(&c, mem, sizeof mem,
+ *                     &(ap_cache_desc){.capacity = 4096, .shards = 16,
+ *                                      .value_size = sizeof(page)}) != AP_OK) abort();
  *   page p;
  *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
  *       load_page(url, &p);
@@ -218,11 +223,13 @@ typedef struct ap_cache {
                        AP_CACHELINE)
 
 /**
- * AP_CACHE_BYTES - buffer bytes for ap_cache_init (constant expression)
+ * AP_CACHE_BYTES - least buffer bytes for ap_cache_init (constant expression)
  * @capacity:   entries in all
  * @shards:     shard count as given in the desc (0 means 1)
  * @value_size: bytes per value
- * The buffer must be aligned to AP_CACHELINE.
+ * The buffer must be aligned to AP_CACHE_ALIGN. For a configuration whose
+ * size would overflow size_t the macro wraps; ap_cache_init checks the
+ * size itself (ap_cache_bytes gives it checked at run time).
  */
 #define AP_CACHE_BYTES(capacity, shards, value_size)                                \
     (AP__CACHE_STRIPES * sizeof(ap__cache_ctr) +                                    \
@@ -230,6 +237,11 @@ typedef struct ap_cache {
      ((size_t)(shards) ? (size_t)(shards) : 1u) *                                   \
          AP__CACHE_SHARD_BYTES((capacity), ((size_t)(shards) ? (size_t)(shards) : 1u), \
                                (value_size)))
+
+/** AP_CACHE_ALIGN - the alignment ap_cache_init needs of its buffer
+ *  (constant expression: AP_CACHELINE; e.g. static _Alignas(AP_CACHE_ALIGN)
+ *  unsigned char buf[AP_CACHE_BYTES(1024, 4, 16)]) */
+#define AP_CACHE_ALIGN ((size_t)AP_CACHELINE)
 
 /**
  * ap_cache_desc_resolved - the desc with defaults filled in
@@ -249,14 +261,17 @@ AP_API AP_NODISCARD ap_status ap_cache_bytes(const ap_cache_desc *desc, size_t *
 /**
  * ap_cache_init - set up an empty cache in caller memory
  * @c:    caller memory for the handle
- * @desc: capacity, shards, value_size
- * @buf:  AP_CACHELINE-aligned buffer of at least AP_CACHE_BYTES(...) bytes
- * @size: bytes in buf
+ * @buf:  at least AP_CACHE_BYTES(capacity, shards, value_size) bytes,
+ *        aligned to AP_CACHE_ALIGN; the cache owns it until fini
+ * @size: bytes in @buf (more than needed is fine; the excess is not touched)
+ * @desc: capacity, shards, value_size; read now, not kept
  *
- * Returns AP_OK, or AP_INVAL (bad desc, or size too small; nothing changed).
+ * Returns AP_OK, or AP_INVAL: @desc NULL or bad (see ERRORS), @buf NULL or
+ * not aligned to AP_CACHE_ALIGN, @size too small. On AP_INVAL neither *c
+ * nor @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_cache_init(ap_cache *c, const ap_cache_desc *desc, void *buf,
-                                            size_t size);
+AP_API AP_NODISCARD ap_status ap_cache_init(ap_cache *c, void *buf, size_t size,
+                                            const ap_cache_desc *desc);
 
 /** ap_cache_fini - end the cache's life; no call may run concurrently */
 AP_API void ap_cache_fini(ap_cache *c);
@@ -326,16 +341,17 @@ AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c);
 
 /**
  * AP_CACHE_DEFINE - a typed cache of values of type V
- * Generates `name` (wrapping ap_cache) and name_init, name_get, name_put,
- * name_remove, name_len, name_fini; the desc's value_size is sizeof(V).
+ * Generates `name` (wrapping ap_cache) and name_init(self, buf, size,
+ * capacity, shards), name_get, name_put, name_remove, name_len, name_fini;
+ * the desc's value_size is sizeof(V).
  */
 #define AP_CACHE_DEFINE(name, V)                                                      \
     typedef struct name { ap_cache c; } name;                                         \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, size_t capacity,        \
-                                                 size_t shards, void *buf, size_t size) \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t size, \
+                                                 size_t capacity, size_t shards)      \
     {                                                                                 \
         ap_cache_desc d = {capacity, shards, sizeof(V)};                              \
-        return ap_cache_init(&self->c, &d, buf, size);                                \
+        return ap_cache_init(&self->c, buf, size, &d);                                \
     }                                                                                 \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)    \
     { return ap_cache_get(&self->c, key, out); }                                      \
@@ -406,14 +422,17 @@ AP_API ap_status ap_cache_bytes(const ap_cache_desc *desc, size_t *out)
     return AP_OK;
 }
 
-AP_API ap_status ap_cache_init(ap_cache *c, const ap_cache_desc *desc, void *buf, size_t size)
+AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cache_desc *desc)
 {
     AP_ASSERT(c != NULL);
     ap_cache_desc d;
     size_t nb, sb, total;
-    if (ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK || size < total)
+    /* every check before the first write: AP_INVAL touches nothing. The
+     * shards and counter stripes are _Alignas(AP_CACHELINE) types, so a
+     * less aligned buffer (malloc's 16 bytes) cannot hold them. */
+    if (buf == NULL || (uintptr_t)buf % AP_CACHE_ALIGN != 0 ||
+        ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK || size < total)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && (uintptr_t)buf % AP_CACHELINE == 0);
     size_t s = d.shards, share = d.capacity / s, extra = d.capacity % s;
     size_t span = share + (extra != 0), tsize = ap__pow2_ceil(2 * span);
     unsigned char *mem = (unsigned char *)buf;
@@ -489,7 +508,7 @@ AP_API ap_status ap_cache_create(ap_cache **out, const ap_cache_desc *desc,
     if (mem == NULL)
         return AP_NOMEM;
     ap_cache *c = (ap_cache *)(void *)mem;
-    ap_status st = ap_cache_init(c, desc, mem + hdr, total);
+    ap_status st = ap_cache_init(c, mem + hdr, total, desc);
     AP_ASSERT(st == AP_OK);
     (void)st;
     c->alloc = a;

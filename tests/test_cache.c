@@ -62,7 +62,7 @@ Test(cache, bytes_macro_is_constant_and_matches_runtime)
                 EXPECT_EQ(n, AP_CACHE_BYTES(caps[i], shs[j], vs[k]));
             }
     ap_cache c;
-    EXPECT_EQ(ap_cache_init(&c, &(ap_cache_desc){100, 4, 13}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){100, 4, 13}), AP_OK);
     EXPECT_EQ(ap_cache_capacity(&c), 100);
     EXPECT_EQ(ap_cache_len(&c), 0);
     ap_cache_fini(&c);
@@ -94,7 +94,7 @@ Test(cache, bad_config_is_inval_and_changes_nothing)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&c, 0xAB, sizeof c);
         memset(buf, 0xCD, sizeof buf);
-        EXPECT_EQ(ap_cache_init(&c, &bad[i], buf, sizeof buf), AP_INVAL, "desc %zu", i);
+        EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &bad[i]), AP_INVAL, "desc %zu", i);
         unsigned char *p = (unsigned char *)&c;
         for (size_t k = 0; k < sizeof c; k++)
             EXPECT_EQ(p[k], 0xAB);
@@ -108,9 +108,128 @@ Test(cache, bad_config_is_inval_and_changes_nothing)
         EXPECT(cp == (ap_cache *)(void *)&c);
     }
     /* buffer one byte too small; NULL desc */
-    EXPECT_EQ(ap_cache_init(&c, &(ap_cache_desc){64, 4, 8}, buf, sizeof buf - 1), AP_INVAL);
-    EXPECT_EQ(ap_cache_init(&c, NULL, buf, sizeof buf), AP_INVAL);
-    EXPECT_EQ(ap_cache_init(&c, &(ap_cache_desc){64, 4, 8}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf - 1, &(ap_cache_desc){64, 4, 8}), AP_INVAL);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, NULL), AP_INVAL);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){64, 4, 8}), AP_OK);
+    ap_cache_fini(&c);
+}
+
+/* Caller memory comes with its size (issue #11): a NULL, misaligned or too
+ * small buffer, or a bad desc, is AP_INVAL, and neither the handle's bytes
+ * nor the buffer's change. */
+Test(cache, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { CAP = 64, S = 4, VS = 8 };
+    static _Alignas(AP_CACHE_ALIGN) unsigned char buf[AP_CACHE_BYTES(CAP, S, VS) + 2 * AP_CACHE_ALIGN];
+    _Static_assert(AP_CACHE_ALIGN == AP_CACHELINE, "constant expression");
+    const size_t need = AP_CACHE_BYTES(CAP, S, VS);
+    const ap_cache_desc good = {CAP, S, VS};
+    struct {
+        void *buf;
+        size_t size;
+        const ap_cache_desc *desc;
+        const char *what;
+    } cases[] = {
+        {NULL, sizeof buf, &good, "NULL buffer"},
+        {NULL, 0, &good, "NULL buffer, size 0"},
+        {buf + 1, sizeof buf - 1, &good, "misaligned by 1"},
+        {buf + 8, sizeof buf - 8, &good, "misaligned by 8"},
+        {buf + 16, sizeof buf - 16, &good, "16-byte aligned (malloc's)"},
+        {buf + AP_CACHE_ALIGN / 2, sizeof buf - AP_CACHE_ALIGN / 2, &good, "misaligned by half"},
+        {buf, need - 1, &good, "one byte short"},
+        {buf, 0, &good, "zero bytes"},
+        {buf, sizeof buf, NULL, "NULL desc"},
+        {buf, sizeof buf, &(ap_cache_desc){0, S, VS}, "capacity 0"},
+        {buf, sizeof buf, &(ap_cache_desc){CAP, 3, VS}, "shards not a power of two"},
+        {buf, sizeof buf, &(ap_cache_desc){2, S, VS}, "capacity < shards"},
+        {buf, SIZE_MAX, &(ap_cache_desc){(size_t)1 << 31, 2, SIZE_MAX / 8}, "bytes overflow"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_cache c;
+        static unsigned char c_before[sizeof(ap_cache)], buf_before[sizeof buf];
+        memset(&c, 0x5A, sizeof c);
+        memset(buf, 0xC3, sizeof buf);
+        memcpy(c_before, &c, sizeof c);
+        memcpy(buf_before, buf, sizeof buf);
+        EXPECT_EQ(ap_cache_init(&c, cases[i].buf, cases[i].size, cases[i].desc), AP_INVAL, "%s",
+                  cases[i].what);
+        EXPECT(memcmp(c_before, &c, sizeof c) == 0, "%s: the handle changed", cases[i].what);
+        EXPECT(memcmp(buf_before, buf, sizeof buf) == 0, "%s: the buffer changed", cases[i].what);
+    }
+    /* exactly enough works; more is fine and the excess is not touched */
+    ap_cache c;
+    memset(buf, 0xC3, sizeof buf);
+    EXPECT_EQ(ap_cache_init(&c, buf, need, &good), AP_OK);
+    for (uint64_t k = 0; k < 4 * CAP; k++)
+        EXPECT_EQ(put64(&c, k, k, NULL), AP_OK);
+    EXPECT(ap_cache_len(&c) <= CAP);
+    for (size_t i = need; i < sizeof buf; i++)
+        EXPECT_EQ(buf[i], 0xC3, "byte %zu past the buffer written", i);
+    ap_cache_fini(&c);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &good), AP_OK, "more is fine");
+    ap_cache_fini(&c);
+}
+
+/* Regression (issue #11): a buffer with malloc's 16-byte alignment tripped
+ * AP_ASSERT (abort) instead of returning AP_INVAL. The shards are
+ * _Alignas(AP_CACHELINE) types, so such a buffer is refused, never used. */
+Test(cache, malloc_aligned_buffer_is_inval_not_a_crash)
+{
+    const ap_cache_desc d = {100, 4, 13};
+    size_t need = AP_CACHE_BYTES(100, 4, 13);
+    unsigned char *base = aligned_alloc(AP_CACHE_ALIGN, need + 2 * AP_CACHE_ALIGN);
+    EXPECT(base != NULL);
+    unsigned char *p16 = base + 16; /* 16-aligned, not 64-aligned: what malloc may give */
+    ap_cache c;
+    memset(&c, 0x77, sizeof c);
+    ap_cache before = c;
+    EXPECT_EQ(ap_cache_init(&c, p16, need + AP_CACHE_ALIGN, &d), AP_INVAL);
+    EXPECT(memcmp(&before, &c, sizeof c) == 0);
+    /* a real malloc'd buffer: AP_OK exactly when it happens to be aligned */
+    unsigned char *m = malloc(need);
+    EXPECT(m != NULL);
+    ap_status st = ap_cache_init(&c, m, need, &d);
+    EXPECT_EQ(st, (uintptr_t)m % AP_CACHE_ALIGN == 0 ? AP_OK : AP_INVAL);
+    if (st == AP_OK)
+        ap_cache_fini(&c);
+    free(m);
+    free(base);
+}
+
+/* The header's USAGE block, verbatim between the markers (a test keeps it
+ * compiling warning-free under -Wall -Wextra -Werror). */
+static int usage_loads, usage_evicted;
+static void load_page(const char *url, void *p)
+{
+    memset(p, 0, 64);
+    memcpy((char *)p + 4, url, strlen(url) + 1);
+    usage_loads++;
+}
+static void note_evicted(uint64_t key) { (void)key; usage_evicted++; }
+
+Test(cache, usage_block_compiles_and_runs)
+{
+    const char *url = "https://example.org/";
+    uint64_t url_hash = 12345;
+    /* USAGE begin */
+    typedef struct { uint32_t len; char body[60]; } page;
+    static _Alignas(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+    ap_cache c;
+    if (ap_cache_init(&c, mem, sizeof mem,
+                      &(ap_cache_desc){.capacity = 4096, .shards = 16,
+                                       .value_size = sizeof(page)}) != AP_OK) abort();
+    page p;
+    if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
+        load_page(url, &p);
+        ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
+        if (ap_cache_put(&c, url_hash, &p, &v) != AP_OK) abort(); // never fails
+        if (v.evicted) note_evicted(v.key);
+    }
+    /* USAGE end */
+    EXPECT_EQ(usage_loads, 1);
+    EXPECT_EQ(usage_evicted, 0);
+    EXPECT_EQ(ap_cache_get(&c, url_hash, &p), AP_OK);
+    EXPECT(strcmp(p.body, url) == 0);
     ap_cache_fini(&c);
 }
 
@@ -322,7 +441,7 @@ Test(cache, static_buffer_and_typed_wrapper)
 {
     static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(16, 2, sizeof(rec))];
     rec_cache rc;
-    EXPECT_EQ(rec_cache_init(&rc, 16, 2, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(rec_cache_init(&rc, buf, sizeof buf, 16, 2), AP_OK);
     rec r = {7, 8}, o = {0, 0};
     EXPECT_EQ(rec_cache_put(&rc, 42, &r, NULL), AP_OK);
     EXPECT_EQ(rec_cache_get(&rc, 42, &o), AP_OK);

@@ -339,7 +339,7 @@ CHECK_SIG(int_batch_close, void (*)(int_batch *));
 CHECK_SIG(int_batch_fini, void (*)(int_batch *));
 CHECK_SIG(rec_batch_add, ap_status (*)(rec_batch *, const struct rec *, uint64_t, bool *));
 CHECK_SIG(rec_batch_take, ap_status (*)(rec_batch *, struct rec *, uint64_t, size_t *));
-CHECK_SIG(int_cache_init, ap_status (*)(int_cache *, size_t, size_t, void *, size_t));
+CHECK_SIG(int_cache_init, ap_status (*)(int_cache *, void *, size_t, size_t, size_t));
 CHECK_SIG(int_cache_get, ap_status (*)(int_cache *, uint64_t, int *));
 CHECK_SIG(int_cache_put, ap_status (*)(int_cache *, uint64_t, const int *, ap_cache_victim *));
 CHECK_SIG(int_cache_remove, ap_status (*)(int_cache *, uint64_t, int *));
@@ -511,8 +511,8 @@ Test(typed, cache_scalar_every_function)
 {
     static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(2, 1, sizeof(int))];
     int_cache c;
-    EXPECT_EQ(int_cache_init(&c, 0, 1, buf, sizeof buf), AP_INVAL);
-    EXPECT_EQ(int_cache_init(&c, 2, 1, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(int_cache_init(&c, buf, sizeof buf, 0, 1), AP_INVAL);
+    EXPECT_EQ(int_cache_init(&c, buf, sizeof buf, 2, 1), AP_OK);
     EXPECT_EQ(int_cache_len(&c), 0);
     int v = -1, x = 100;
     EXPECT_EQ(int_cache_get(&c, 1, &v), AP_EMPTY);
@@ -553,7 +553,7 @@ Test(typed, cache_struct_every_function)
 {
     static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(8, 2, sizeof(struct rec))];
     rec_cache c;
-    EXPECT_EQ(rec_cache_init(&c, 8, 2, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(rec_cache_init(&c, buf, sizeof buf, 8, 2), AP_OK);
     for (uint64_t k = 0; k < 4; k++) {
         struct rec e = mkrec(k);
         EXPECT_EQ(rec_cache_put(&c, k, &e, NULL), AP_OK);

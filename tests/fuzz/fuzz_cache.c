@@ -87,7 +87,7 @@ static void check_inval(fz *f)
     if (!exp || exp <= BUFSZ) {
         fz_fill(&c, sizeof c);
         fz_fill(cbuf, 4096);
-        st = ap_cache_init(&c, dp, cbuf, give);
+        st = ap_cache_init(&c, cbuf, give, dp);
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&c, sizeof c));
         FZ_CHECK(fz_untouched(cbuf, 4096));
@@ -96,7 +96,7 @@ static void check_inval(fz *f)
         /* a valid init with room to spare: a round trip */
         fz_fill(cbuf, exp + 64 <= BUFSZ ? exp + 64 : BUFSZ);
         size_t extra = (k & 0x10) && exp + 64 <= BUFSZ ? 64 : 0;
-        FZ_CHECK(ap_cache_init(&c, dp, cbuf, exp + extra) == AP_OK);
+        FZ_CHECK(ap_cache_init(&c, cbuf, exp + extra, dp) == AP_OK);
         FZ_CHECK(fz_untouched(cbuf + exp, extra));
         FZ_CHECK(ap_cache_capacity(&c) == d.capacity && ap_cache_len(&c) == 0);
         FZ_CHECK(c.desc.capacity == d.capacity && c.desc.value_size == d.value_size);
@@ -247,7 +247,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(total + 64 <= BUFSZ);
     fz_fill(cbuf, total + 64);
     ap_cache c;
-    FZ_CHECK(ap_cache_init(&c, &d, cbuf, total) == AP_OK);
+    FZ_CHECK(ap_cache_init(&c, cbuf, total, &d) == AP_OK);
     for (size_t i = 0; i < S; i++) {
         ms[i].len = 0;
         ms[i].hand = -1;

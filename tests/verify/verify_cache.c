@@ -23,9 +23,8 @@ static void *c_setup(void)
 {
     cst *s = aligned_alloc(AP_CACHELINE, sizeof(cst));
     memset(s, 0, sizeof *s);
-    VF_CHECK(ap_cache_init(&s->c, &(ap_cache_desc){.capacity = 1, .shards = 1,
-                                                   .value_size = sizeof(val)},
-                           s->mem, sizeof s->mem) == AP_OK);
+    VF_CHECK(ap_cache_init(&s->c, s->mem, sizeof s->mem,
+                           &(ap_cache_desc){.capacity = 1, .shards = 1, .value_size = sizeof(val)}) == AP_OK);
     return s;
 }
 
