@@ -54,29 +54,31 @@
  *              for session (sorted array); plus O(1) per window emitted.
  *              advance: O(slots + windows emitted). Memory: the caller's
  *              buffer of AP_WINDOW_BYTES(slots); no allocation.
- * MEMORY       init: caller buffer of at least AP_WINDOW_BYTES(slots) bytes
- *              (slots = ap_window_slots(desc), or the constant expression
- *              AP_WINDOW_SLOTS(w, s, L)); create: one allocation.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_WINDOW_BYTES(slots) (slots = ap_window_slots(desc), or
+ *              the constant expression AP_WINDOW_SLOTS(w, s, L)), aligned
+ *              to AP_WINDOW_ALIGN (else AP_INVAL); create: one allocation.
  * TIME         timestamps and watermarks are caller ns on any clock, from 0
  *              to AP_WINDOW_TS_MAX (2^62 - 1, about 146 years), so that
  *              window bounds are exact int64_t arithmetic.
- * ERRORS       AP_REJECTED (late; counted), AP_INVAL (bad desc, buffer too
- *              small, ts > AP_WINDOW_TS_MAX; nothing changed), AP_NOMEM.
+ * ERRORS       AP_REJECTED (late; counted), AP_INVAL (bad or NULL desc; a
+ *              buffer that is NULL, misaligned or too small; ts >
+ *              AP_WINDOW_TS_MAX; nothing changed), AP_NOMEM.
  * CONFIG       AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     aggregate.h
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
- * USAGE
+ * USAGE (ev, ctx, count_late and on_window are the caller's:
+ *        void on_window(void *ctx, const ap_window_result *r) reads r->agg)
  *   // 1 s windows every 250 ms, events up to 2 s late are still counted
- *   ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = AP_NS_PER_SEC,
- *                       .slide_ns = 250 * AP_NS_PER_MS,
- *                       .lateness_ns = 2 * AP_NS_PER_SEC};
- *   static unsigned char buf[AP_WINDOW_BYTES(AP_WINDOW_SLOTS(1000000000,
- *                                            250000000, 2000000000))];
+ *   ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 1000000000,
+ *                       .slide_ns = 250000000, .lateness_ns = 2000000000};
+ *   static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
+ *       AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
  *   ap_window w;
- *   if (ap_window_init(&w, &d, buf, sizeof buf) != AP_OK) abort();
- *   static void on_window(void *ctx, const ap_window_result *r) { ... r->agg ... }
- *   if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED) {...}
+ *   if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
+ *   if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
+ *       count_late();
  *   ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
  */
 #ifndef ASYNCPAT_WINDOW_H
@@ -131,6 +133,10 @@ typedef struct ap__window_slot {
     (((uint64_t)(size_ns) + (uint64_t)(lateness_ns) + (uint64_t)(slide_ns)-1) / (uint64_t)(slide_ns) + 1)
 /** AP_WINDOW_BYTES - buffer bytes for @slots held windows (constant expression) */
 #define AP_WINDOW_BYTES(slots) ((size_t)(slots) * sizeof(ap__window_slot))
+/** AP_WINDOW_ALIGN - the alignment ap_window_init needs of its buffer
+ *  (constant expression; e.g. static _Alignas(AP_WINDOW_ALIGN) unsigned
+ *  char buf[AP_WINDOW_BYTES(8)]) */
+#define AP_WINDOW_ALIGN _Alignof(ap__window_slot)
 
 /** ap_window - a windowing operator; set up with ap_window_init */
 typedef struct ap_window {
@@ -159,16 +165,19 @@ AP_API ap_window_desc ap_window_desc_resolved(const ap_window_desc *desc);
 AP_API uint64_t ap_window_slots(const ap_window_desc *desc);
 /**
  * ap_window_init - set up in caller memory
- * @buf:   at least AP_WINDOW_BYTES(ap_window_slots(desc)) bytes, aligned for int64_t
- * @bytes: the size of @buf
+ * @buf:   at least AP_WINDOW_BYTES(ap_window_slots(desc)) bytes, aligned to
+ *         AP_WINDOW_ALIGN; the operator owns it until fini
+ * @bytes: the size of @buf (more than needed is fine; the excess is not
+ *         touched)
+ * @desc:  the configuration; read now, not kept
  *
- * Returns AP_OK or AP_INVAL: unknown kind, size/gap 0, slide 0 or > size
- * (events would fall in no window), TUMBLING with slide != size, any
- * duration or lateness > AP_WINDOW_TS_MAX, @bytes too small. On AP_INVAL
- * *win is untouched.
+ * Returns AP_OK or AP_INVAL: @desc NULL, unknown kind, size/gap 0, slide 0
+ * or > size (events would fall in no window), TUMBLING with slide != size,
+ * any duration or lateness > AP_WINDOW_TS_MAX, @buf NULL or misaligned,
+ * @bytes too small. On AP_INVAL neither *win nor @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_window_init(ap_window *win, const ap_window_desc *desc,
-                                             void *buf, size_t bytes);
+AP_API AP_NODISCARD ap_status ap_window_init(ap_window *win, void *buf, size_t bytes,
+                                             const ap_window_desc *desc);
 /** ap_window_fini - end of life; frees nothing (held windows are not emitted:
  *  flush first) */
 AP_API void ap_window_fini(ap_window *win);
@@ -254,14 +263,16 @@ AP_API uint64_t ap_window_slots(const ap_window_desc *desc)
     return AP_WINDOW_SLOTS(w, s, d.lateness_ns); /* <= 2^63 + 1: no overflow */
 }
 
-AP_API ap_status ap_window_init(ap_window *win, const ap_window_desc *desc, void *buf,
-                                size_t bytes)
+AP_API ap_status ap_window_init(ap_window *win, void *buf, size_t bytes,
+                                const ap_window_desc *desc)
 {
-    AP_ASSERT(win != NULL && desc != NULL);
+    AP_ASSERT(win != NULL);
+    /* every check before the first write: AP_INVAL touches nothing */
+    if (desc == NULL || buf == NULL || (uintptr_t)buf % AP_WINDOW_ALIGN != 0)
+        return AP_INVAL;
     uint64_t n = ap_window_slots(desc);
     if (n == 0 || n > SIZE_MAX / sizeof(ap__window_slot) || bytes < AP_WINDOW_BYTES(n))
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && (uintptr_t)buf % _Alignof(ap__window_slot) == 0);
     ap_window_desc d = ap_window_desc_resolved(desc);
     memset(win, 0, sizeof *win);
     win->desc = d;
@@ -287,8 +298,8 @@ AP_API ap_status ap_window_create(ap_window **out, const ap_window_desc *desc,
 {
     const ap_allocator *a = ap__allocator_or_default(alloc);
     size_t hdr = ap__align_up(sizeof(ap_window), 16), total;
-    AP_ASSERT(out != NULL && desc != NULL);
-    uint64_t n = ap_window_slots(desc);
+    AP_ASSERT(out != NULL);
+    uint64_t n = desc == NULL ? 0 : ap_window_slots(desc);
     if (a == NULL || n == 0 || n > SIZE_MAX / sizeof(ap__window_slot) ||
         !ap__size_muladd((size_t)n, sizeof(ap__window_slot), hdr, &total))
         return AP_INVAL;
@@ -296,7 +307,7 @@ AP_API ap_status ap_window_create(ap_window **out, const ap_window_desc *desc,
     if (mem == NULL)
         return AP_NOMEM;
     ap_window *win = (ap_window *)(void *)mem;
-    ap_status st = ap_window_init(win, desc, mem + hdr, total - hdr);
+    ap_status st = ap_window_init(win, mem + hdr, total - hdr, desc);
     AP_ASSERT(st == AP_OK);
     (void)st;
     win->alloc = a;

@@ -77,15 +77,102 @@ Test(window, init_rejects_bad_config)
         {.kind = AP_WINDOW_HOPPING, .size_ns = AP_WINDOW_TS_MAX, .slide_ns = 1}, /* too many slots */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        EXPECT_EQ(ap_window_init(&w, &bad[i], buf, sizeof buf), AP_INVAL, "desc %zu", i);
+        EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &bad[i]), AP_INVAL, "desc %zu", i);
     ap_window_desc ok = {.size_ns = 10, .lateness_ns = 25}; /* 5 slots */
-    EXPECT_EQ(ap_window_init(&w, &ok, buf, AP_WINDOW_BYTES(5) - 1), AP_INVAL, "buffer too small");
+    EXPECT_EQ(ap_window_init(&w, buf, AP_WINDOW_BYTES(5) - 1, &ok), AP_INVAL, "buffer too small");
     EXPECT(memcmp(&w, &before, sizeof w) == 0, "untouched");
-    EXPECT_EQ(ap_window_init(&w, &ok, buf, AP_WINDOW_BYTES(5)), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, AP_WINDOW_BYTES(5), &ok), AP_OK);
     rec c = {.win = &w};
     EXPECT_EQ(ap_window_add(&w, AP_WINDOW_TS_MAX + 1, 1, rec_emit, &c), AP_INVAL);
     EXPECT(ap_window_accepted(&w) == 0 && ap_window_late(&w) == 0, "nothing changed");
     EXPECT_EQ(ap_window_watermark(&w), INT64_MIN);
+}
+
+/* Caller memory comes with its size (issue #11): a NULL, misaligned or too
+ * small buffer, or a bad desc, is AP_INVAL, and neither the operator's
+ * bytes nor the buffer's change. Before, a NULL or misaligned buffer
+ * tripped AP_ASSERT (abort), and a NULL desc too. */
+Test(window, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { SLOTS = 5 }; /* {.size_ns = 10, .lateness_ns = 25} */
+    static _Alignas(AP_WINDOW_ALIGN) unsigned char wb[AP_WINDOW_BYTES(SLOTS) + 2 * AP_WINDOW_ALIGN];
+    _Static_assert(AP_WINDOW_ALIGN >= 8 && AP_WINDOW_BYTES(SLOTS) > 0, "constant expressions");
+    const ap_window_desc good = {.size_ns = 10, .lateness_ns = 25};
+    EXPECT_EQ(ap_window_slots(&good), SLOTS);
+    struct {
+        void *buf;
+        size_t bytes;
+        const ap_window_desc *desc;
+        const char *what;
+    } cases[] = {
+        {NULL, sizeof wb, &good, "NULL buffer"},
+        {wb + 1, sizeof wb - 1, &good, "misaligned by 1"},
+        {wb + AP_WINDOW_ALIGN / 2, sizeof wb - AP_WINDOW_ALIGN / 2, &good, "misaligned by half"},
+        {wb, AP_WINDOW_BYTES(SLOTS) - 1, &good, "one byte short"},
+        {wb, 0, &good, "zero bytes"},
+        {wb, sizeof wb, NULL, "NULL desc"},
+        {wb, sizeof wb, &(ap_window_desc){.size_ns = 0}, "size 0"},
+        {wb, sizeof wb, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 11},
+         "slide > size"},
+        {wb, SIZE_MAX, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = AP_WINDOW_TS_MAX,
+                                         .slide_ns = 1}, "bytes overflow"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_window w;
+        unsigned char w_before[sizeof w], buf_before[sizeof wb];
+        memset(&w, 0x5A, sizeof w);
+        memset(wb, 0xC3, sizeof wb);
+        memcpy(w_before, &w, sizeof w);
+        memcpy(buf_before, wb, sizeof wb);
+        EXPECT_EQ(ap_window_init(&w, cases[i].buf, cases[i].bytes, cases[i].desc), AP_INVAL, "%s",
+                  cases[i].what);
+        EXPECT(memcmp(w_before, &w, sizeof w) == 0, "%s: the operator changed", cases[i].what);
+        EXPECT(memcmp(buf_before, wb, sizeof wb) == 0, "%s: the buffer changed", cases[i].what);
+    }
+#ifndef AP_NO_MALLOC
+    ap_window *wp = (ap_window *)(void *)wb;
+    EXPECT_EQ(ap_window_create(&wp, NULL, NULL), AP_INVAL);
+    EXPECT(wp == (ap_window *)(void *)wb);
+#endif
+    /* exactly enough works; more is fine and the excess is not touched */
+    ap_window w;
+    memset(wb, 0xC3, sizeof wb);
+    EXPECT_EQ(ap_window_init(&w, wb, AP_WINDOW_BYTES(SLOTS), &good), AP_OK);
+    rec c = {.win = &w};
+    for (uint64_t t = 0; t < 200; t += 3)
+        EXPECT_EQ(ap_window_add(&w, t, 1, rec_emit, &c), AP_OK);
+    ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c);
+    for (size_t i = AP_WINDOW_BYTES(SLOTS); i < sizeof wb; i++)
+        EXPECT_EQ(wb[i], 0xC3, "byte %zu past the buffer written", i);
+    free(c.r);
+    EXPECT_EQ(ap_window_init(&w, wb, sizeof wb, &good), AP_OK, "more is fine");
+}
+
+/* The header's USAGE block, verbatim between the markers (a test keeps it
+ * compiling warning-free under -Wall -Wextra -Werror). */
+static int usage_late;
+static uint64_t usage_count;
+static void count_late(void) { usage_late++; }
+static void on_window(void *ctx, const ap_window_result *r) { (void)ctx; usage_count += r->agg.count; }
+
+Test(window, usage_block_compiles_and_runs)
+{
+    struct { uint64_t ts; int64_t value; } ev = {.ts = 5000000000u, .value = 7};
+    void *ctx = NULL;
+    /* USAGE begin */
+    // 1 s windows every 250 ms, events up to 2 s late are still counted
+    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 1000000000,
+                        .slide_ns = 250000000, .lateness_ns = 2000000000};
+    static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
+        AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
+    ap_window w;
+    if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
+    if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
+        count_late();
+    ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
+    /* USAGE end */
+    EXPECT_EQ(usage_late, 0);
+    EXPECT_EQ(usage_count, 4, "four hopping windows hold the event");
 }
 
 /* ---- deterministic walk-throughs ---- */
@@ -94,7 +181,7 @@ Test(window, tumbling_by_hand)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.size_ns = 10}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.size_ns = 10}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 1, 5, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 9, -3, rec_emit, &c), AP_OK);
     EXPECT_EQ(c.n, 0, "W = 9 < 10: [0,10) still open");
@@ -118,8 +205,7 @@ Test(window, lateness_keeps_windows_open)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.size_ns = 10, .lateness_ns = 5}, buf,
-                             sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.size_ns = 10, .lateness_ns = 5}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 14, 1, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 2, 1, rec_emit, &c), AP_OK, "W = 9: [0,10) still open");
     EXPECT_EQ(ap_window_add(&w, 15, 1, rec_emit, &c), AP_OK);
@@ -132,8 +218,8 @@ Test(window, hopping_by_hand_negative_starts)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
-                                                   .slide_ns = 5}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
+                                                   .slide_ns = 5}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 3, 1, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c), 2);
     EXPECT(c.r[0].start == -5 && c.r[0].end == 5 && c.r[1].start == 0 && c.r[1].end == 10);
@@ -144,8 +230,8 @@ Test(window, session_by_hand_merges)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, &(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 10,
-                                                   .lateness_ns = 100}, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 10,
+                                                   .lateness_ns = 100}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 0, 1, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 30, 2, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_held(&w), 2);
@@ -215,7 +301,7 @@ static void hopping_run(uint64_t size, uint64_t slide, uint64_t lateness, uint64
     ap_window w;
     rec c = {.win = &w};
     EXPECT_LE(AP_WINDOW_BYTES(ap_window_slots(&d)), sizeof buf);
-    EXPECT_EQ(ap_window_init(&w, &d, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &d), AP_OK);
     size_t n = feed(&w, &c, seed, size / 4 + 1, lateness, acc);
     /* brute force: every window [k*s, k*s + w) with its events */
     int64_t s = (int64_t)slide, wl = (int64_t)size, maxk = 0;
@@ -276,7 +362,7 @@ Test(window, session_random_matches_brute_force, .timeout = TEST_TIMEOUT_S)
     ap_window_desc d = {.kind = AP_WINDOW_SESSION, .gap_ns = (uint64_t)gap, .lateness_ns = 200};
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, &d, buf, sizeof buf), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &d), AP_OK);
     size_t n = feed(&w, &c, 0x77005, 60, 200, acc);
     qsort(acc, n, sizeof acc[0], ev_cmp);
     size_t j = 0, i = 0;
@@ -304,7 +390,7 @@ Test(window, memory_bound_is_tight_enough)
     rec c = {.win = &w};
     ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 2,
                         .lateness_ns = 7};
-    EXPECT_EQ(ap_window_init(&w, &d, buf, AP_WINDOW_BYTES(ap_window_slots(&d))), AP_OK);
+    EXPECT_EQ(ap_window_init(&w, buf, AP_WINDOW_BYTES(ap_window_slots(&d)), &d), AP_OK);
     for (uint64_t t = 0; t < 2000; t++) {
         EXPECT_EQ(ap_window_add(&w, t, 1, rec_emit, &c), AP_OK);
         if (t >= 7)

@@ -247,7 +247,7 @@ static void check_inval(fz *f)
               (unsigned __int128)bytes < n * sizeof(ap__window_slot);
     ap_window win;
     fz_fill(&win, sizeof win);
-    ap_status st = ap_window_init(&win, &d, wbuf, bytes);
+    ap_status st = ap_window_init(&win, wbuf, bytes, &d);
     if (bad) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&win, sizeof win));
@@ -380,7 +380,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FZ_CHECK(slots >= 2 && slots <= NSL);
     ap_window win;
-    FZ_CHECK(ap_window_init(&win, &d, wbuf, AP_WINDOW_BYTES(slots)) == AP_OK);
+    FZ_CHECK(ap_window_init(&win, wbuf, AP_WINDOW_BYTES(slots), &d) == AP_OK);
     cur = &win;
     m_kind = (int)d.kind;
     m_s = (int64_t)s;
