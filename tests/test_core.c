@@ -23,7 +23,8 @@
 
 static const ap_status all_status[] = {
     AP_OK,       AP_FULL,     AP_EMPTY,   AP_AGAIN,  AP_CLOSED, AP_CANCELED,
-    AP_REJECTED, AP_TIMEDOUT, AP_DROPPED, AP_NOMEM,  AP_INVAL,
+    AP_REJECTED, AP_TIMEDOUT, AP_DROPPED, AP_NOMEM,  AP_INVAL,  AP_NOT_READY,
+    AP_EXHAUSTED, AP_FILTERED,
 };
 #define N_STATUS (sizeof all_status / sizeof all_status[0])
 
