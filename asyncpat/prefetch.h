@@ -80,12 +80,15 @@
  * COMPLEXITY    get: O(1) amortized (one start, one or more polls of one
  *   load); reset and fini: O(depth). Memory AP_PREFETCH_BYTES(depth,
  *   slot_size), nothing else.
- * MEMORY        init: a caller buffer of AP_PREFETCH_BYTES(depth, slot_size)
- *   bytes, aligned for the caller's slot type and for pointers (declare it
- *   as an array of the slot struct, or _Alignas(max_align_t)). Slot i is at
- *   buf + i * slot_size. Nothing allocates.
+ * MEMORY        init: a caller buffer and its size in bytes: at least
+ *   AP_PREFETCH_BYTES(depth, slot_size), aligned to AP_PREFETCH_ALIGN (the
+ *   ring's records; checked) and for the caller's slot type (not checked:
+ *   declare it _Alignas(AP_PREFETCH_ALIGN) and _Alignas(the slot struct),
+ *   or _Alignas(max_align_t)). Slot i is at buf + i * slot_size. Nothing
+ *   allocates.
  * ERRORS        init: AP_INVAL (desc or buf NULL, start NULL, depth or
- *   slot_size 0, a size that overflows, buf misaligned), nothing changed.
+ *   slot_size 0, a size that overflows, buf misaligned or too small),
+ *   nothing changed (neither *pf nor the buffer).
  *   Get: AP_OK, AP_REJECTED (the loader refused the key), AP_CANCELED,
  *   AP_TIMEDOUT (get_wait). NULL object pointers and a second concurrent
  *   get trip AP_ASSERT.
@@ -101,9 +104,9 @@
  *       if (key >= npages) return NULL;                  // past EOF: refuse
  *       my_read_start(&p->f, ctx, key * 4096, p->data); return &p->f.base; }
  *   static _Alignas(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
- *   ap_prefetch pf;
- *   if (ap_prefetch_init(&pf, &(ap_prefetch_desc){.start = start, .ctx = fd,
- *           .depth = 8, .slot_size = sizeof(struct page)}, ring)) abort();
+ *   ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
+ *   if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
+ *           .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
  *   void *slot;
  *   for (uint64_t k = 0; ap_prefetch_get_wait(&pf, k, &slot, AP_DEADLINE_NONE) == AP_OK; k++)
  *       consume((struct page *)slot);   // valid until the next get
@@ -150,6 +153,10 @@ struct ap__prefetch_rec {
     (((size_t)(depth) * (size_t)(slot_size) + _Alignof(struct ap__prefetch_rec) - 1) / \
          _Alignof(struct ap__prefetch_rec) * _Alignof(struct ap__prefetch_rec) +       \
      (size_t)(depth) * sizeof(struct ap__prefetch_rec))
+
+/** AP_PREFETCH_ALIGN - the alignment ap_prefetch_init checks of its buffer
+ *  (constant expression; the slots also need their own type's) */
+#define AP_PREFETCH_ALIGN _Alignof(struct ap__prefetch_rec)
 
 /** counters (exact: single consumer) */
 typedef struct ap_prefetch_stats {
@@ -199,12 +206,17 @@ AP_API ap_prefetch_desc ap_prefetch_desc_resolved(const ap_prefetch_desc *d);
 /**
  * ap_prefetch_init - set up an empty prefetcher (nothing is loaded until
  *                    the first get)
- * @buf: AP_PREFETCH_BYTES(depth, slot_size) bytes of caller memory
+ * @buf:   at least AP_PREFETCH_BYTES(depth, slot_size) bytes of caller
+ *         memory, aligned to AP_PREFETCH_ALIGN and for the slot type
+ * @bytes: the size of @buf (more than needed is fine; the excess is not
+ *         touched)
+ * @d:     the configuration; read now, not kept
  *
- * Returns AP_OK or AP_INVAL (see ERRORS); on AP_INVAL *pf is untouched.
+ * Returns AP_OK or AP_INVAL (see ERRORS); on AP_INVAL neither *pf nor @buf
+ * is touched.
  */
-AP_API AP_NODISCARD ap_status ap_prefetch_init(ap_prefetch *pf, const ap_prefetch_desc *d,
-                                               void *buf);
+AP_API AP_NODISCARD ap_status ap_prefetch_init(ap_prefetch *pf, void *buf, size_t bytes,
+                                               const ap_prefetch_desc *d);
 
 /**
  * ap_prefetch_fini - cancel every load in flight, drop the loaded ones
@@ -262,7 +274,8 @@ AP_API ap_prefetch_desc ap_prefetch_desc_resolved(const ap_prefetch_desc *d)
     return r;
 }
 
-AP_API ap_status ap_prefetch_init(ap_prefetch *pf, const ap_prefetch_desc *d, void *buf)
+AP_API ap_status ap_prefetch_init(ap_prefetch *pf, void *buf, size_t bytes,
+                                  const ap_prefetch_desc *d)
 {
     AP_ASSERT(pf != NULL);
     if (d == NULL || buf == NULL || d->start == NULL || d->depth == 0 || d->slot_size == 0)
@@ -272,7 +285,8 @@ AP_API ap_status ap_prefetch_init(ap_prefetch *pf, const ap_prefetch_desc *d, vo
         d->depth > SIZE_MAX / sizeof(struct ap__prefetch_rec))
         return AP_INVAL;
     size_t off = ap__align_up(d->depth * d->slot_size, align);
-    if (off == 0 || off > SIZE_MAX - d->depth * sizeof(struct ap__prefetch_rec))
+    if (off == 0 || off > SIZE_MAX - d->depth * sizeof(struct ap__prefetch_rec) ||
+        bytes < off + d->depth * sizeof(struct ap__prefetch_rec))
         return AP_INVAL;
     /* the whole buffer must fit below the top of the address space */
     if (off + d->depth * sizeof(struct ap__prefetch_rec) > UINTPTR_MAX - (uintptr_t)buf)

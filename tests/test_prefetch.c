@@ -147,10 +147,10 @@ static _Alignas(slot) unsigned char ring[AP_PREFETCH_BYTES(MAXD, sizeof(slot))];
 static void pf_init(ap_prefetch *pf, env *e, size_t depth, int64_t stride, bool fixed)
 {
     cr_assert(depth <= MAXD);
-    EXPECT_EQ(ap_prefetch_init(pf, &(ap_prefetch_desc){.start = fl_start, .ctx = e,
-                                                      .depth = depth, .slot_size = sizeof(slot),
-                                                      .stride = stride, .fixed_stride = fixed},
-                               ring),
+    EXPECT_EQ(ap_prefetch_init(pf, ring, sizeof ring,
+                               &(ap_prefetch_desc){.start = fl_start, .ctx = e,
+                                                   .depth = depth, .slot_size = sizeof(slot),
+                                                   .stride = stride, .fixed_stride = fixed}),
               AP_OK);
 }
 
@@ -229,18 +229,69 @@ Test(prefetch, bad_input_is_inval_and_changes_nothing)
     bad[4].depth = SIZE_MAX / 16, bad[4].slot_size = 1;      /* records overflow */
     bad[5].depth = SIZE_MAX / 32, bad[5].slot_size = 16;     /* slots + records overflow */
     for (int i = 0; i < 6; i++) {
-        EXPECT_EQ(ap_prefetch_init(&pf, &bad[i], ring), AP_INVAL, "case %d", i);
+        EXPECT_EQ(ap_prefetch_init(&pf, ring, sizeof ring, &bad[i]), AP_INVAL, "case %d", i);
         EXPECT(memcmp(&pf, &before, sizeof pf) == 0, "case %d", i);
     }
-    EXPECT_EQ(ap_prefetch_init(&pf, NULL, ring), AP_INVAL);
-    EXPECT_EQ(ap_prefetch_init(&pf, &ok, NULL), AP_INVAL);
-    EXPECT_EQ(ap_prefetch_init(&pf, &ok, ring + 1), AP_INVAL); /* misaligned */
+    EXPECT_EQ(ap_prefetch_init(&pf, ring, sizeof ring, NULL), AP_INVAL);
+    EXPECT_EQ(ap_prefetch_init(&pf, NULL, sizeof ring, &ok), AP_INVAL);
+    EXPECT_EQ(ap_prefetch_init(&pf, ring + 1, sizeof ring - 1, &ok), AP_INVAL); /* misaligned */
     /* a buffer whose ring would wrap past the top of the address space
      * (found by fuzz_prefetch); never dereferenced on AP_INVAL */
     void *top = (void *)(UINTPTR_MAX - (UINTPTR_MAX % _Alignof(max_align_t)) - 64);
-    EXPECT_EQ(ap_prefetch_init(&pf, &ok, top), AP_INVAL, "a wrapping buffer");
+    EXPECT_EQ(ap_prefetch_init(&pf, top, AP_PREFETCH_BYTES(4, sizeof(slot)), &ok), AP_INVAL, "a wrapping buffer");
     EXPECT(memcmp(&pf, &before, sizeof pf) == 0);
-    EXPECT_EQ(ap_prefetch_init(&pf, &ok, ring), AP_OK);
+    EXPECT_EQ(ap_prefetch_init(&pf, ring, sizeof ring, &ok), AP_OK);
+    ap_prefetch_fini(&pf);
+}
+
+/* Caller memory comes with its size (issue #11): NULL, misaligned, too
+ * small (the old init took no size and wrote past a short buffer) or a bad
+ * desc is AP_INVAL, and neither *pf nor the buffer changes. */
+Test(prefetch, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { D = 4 };
+    static _Alignas(slot) _Alignas(AP_PREFETCH_ALIGN) unsigned char rb[AP_PREFETCH_BYTES(D, sizeof(slot)) +
+                                                                      2 * AP_PREFETCH_ALIGN];
+    _Static_assert(AP_PREFETCH_ALIGN == _Alignof(void *), "constant expression");
+    const size_t need = AP_PREFETCH_BYTES(D, sizeof(slot));
+    const ap_prefetch_desc good = {.start = fl_start, .depth = D, .slot_size = sizeof(slot)};
+    struct {
+        void *buf;
+        size_t bytes;
+        const ap_prefetch_desc *d;
+        const char *what;
+    } cases[] = {
+        {NULL, sizeof rb, &good, "NULL buffer"},
+        {rb + 1, sizeof rb - 1, &good, "misaligned by 1"},
+        {rb + AP_PREFETCH_ALIGN / 2, sizeof rb - AP_PREFETCH_ALIGN / 2, &good, "misaligned by half"},
+        {rb, need - 1, &good, "one byte short"},
+        {rb, 0, &good, "zero bytes"},
+        {rb, sizeof rb, NULL, "NULL desc"},
+        {rb, sizeof rb, &(ap_prefetch_desc){.depth = D, .slot_size = 8}, "no start"},
+        {rb, sizeof rb, &(ap_prefetch_desc){.start = fl_start, .slot_size = 8}, "depth 0"},
+        {rb, SIZE_MAX, &(ap_prefetch_desc){.start = fl_start, .depth = SIZE_MAX / 2, .slot_size = 4},
+         "bytes overflow"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_prefetch pf;
+        unsigned char pf_before[sizeof pf], buf_before[sizeof rb];
+        memset(&pf, 0x5A, sizeof pf);
+        memset(rb, 0xC3, sizeof rb);
+        memcpy(pf_before, &pf, sizeof pf);
+        memcpy(buf_before, rb, sizeof rb);
+        EXPECT_EQ(ap_prefetch_init(&pf, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+                  cases[i].what);
+        EXPECT(memcmp(pf_before, &pf, sizeof pf) == 0, "%s: *pf changed", cases[i].what);
+        EXPECT(memcmp(buf_before, rb, sizeof rb) == 0, "%s: the buffer changed", cases[i].what);
+    }
+    /* exactly enough works; the excess of a bigger buffer is not touched */
+    ap_prefetch pf;
+    memset(rb, 0xC3, sizeof rb);
+    EXPECT_EQ(ap_prefetch_init(&pf, rb, need, &good), AP_OK);
+    for (size_t i = need; i < sizeof rb; i++)
+        EXPECT_EQ(rb[i], 0xC3, "byte %zu past the buffer written", i);
+    ap_prefetch_fini(&pf);
+    EXPECT_EQ(ap_prefetch_init(&pf, rb, sizeof rb, &good), AP_OK, "more is fine");
     ap_prefetch_fini(&pf);
 }
 

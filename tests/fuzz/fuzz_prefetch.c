@@ -140,14 +140,19 @@ static void check_inval(fz *f)
     unsigned __int128 body = (unsigned __int128)d.depth * d.slot_size;
     unsigned __int128 off = (body + al - 1) / al * al;
     unsigned __int128 need = off + (unsigned __int128)d.depth * rs;
+    /* the bytes we say the buffer has: what is left of it, or (how & 8)
+     * one byte less than needed when that fits */
+    size_t give = b == NULL ? sizeof buf : sizeof buf - (size_t)(b - buf);
+    if ((how & 8) && need > 0 && need <= give)
+        give = (size_t)need - 1;
     int bad = dp == NULL || b == NULL || d.start == NULL || d.depth == 0 || d.slot_size == 0 ||
               (uintptr_t)b % al != 0 || body > SIZE_MAX ||
-              (unsigned __int128)d.depth * rs > SIZE_MAX || off > SIZE_MAX || need > SIZE_MAX;
-    if (!bad && need > 1024) return; /* valid, but too big for our buffer */
+              (unsigned __int128)d.depth * rs > SIZE_MAX || off > SIZE_MAX || need > SIZE_MAX ||
+              need > give; /* too small: AP_INVAL, not an overflow */
     ap_prefetch pf;
     fz_fill(&pf, sizeof pf);
     fz_fill(buf, sizeof buf);
-    ap_status st = ap_prefetch_init(&pf, dp, b);
+    ap_status st = ap_prefetch_init(&pf, b, give, dp);
     if (bad) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&pf, sizeof pf));
@@ -321,7 +326,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     l_calls = m_calls = 0;
     inflight = 0;
     ap_prefetch_desc d = {l_start, &l_ctx, m_d, r_ssize, stride, m_fixed != 0};
-    FZ_CHECK(ap_prefetch_init(&pf, &d, ring) == AP_OK);
+    FZ_CHECK(ap_prefetch_init(&pf, ring, sizeof ring, &d) == AP_OK);
     memset(mr, 0, sizeof mr);
     memset(&ms, 0, sizeof ms);
     m_cur = 0;
