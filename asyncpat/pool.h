@@ -67,8 +67,9 @@
  *   is user code and runs with no lock held.
  *
  * ORDERING
- *   Happens-before: a put's head CAS is seq_cst (a release operation) and
- *   a get's head load and CAS are acquire; every write of the head is a
+ *   Happens-before: a put's head CAS is a release operation (AP__PUB_MO:
+ *   release, seq_cst in the fallback ladder) and a get's head load and CAS
+ *   are acquire; every write of the head is a
  *   read-modify-write, so the release sequence reaches every later get: a
  *   put of X happens-before the get that lends X next. So whatever the
  *   previous holder (and the reset hook) wrote to X is visible to the next
@@ -80,16 +81,23 @@
  *   new holder's reads. The claim CAS on an object's state word (HELD ->
  *   MOVING) is relaxed: it only decides which of two racing puts of one
  *   object wins, and publishes nothing.
- *   Lost wakeups (THE LADDER of waitlist.h):
+ *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
  *     waiting side (poll)                    putting side (put, cancel)
- *     ap_waitlist_register: count++ seq_cst  push: head CAS, seq_cst
- *       then a seq_cst fence                 has_waiters: seq_cst load of count
- *     re-check: seq_cst load of the head     if waiters: grant pass (wake_if)
- *     if objects idle: grant pass
- *   In the total order S either the putter's load sees the new waiter (and
- *   runs the grant pass itself), or it precedes the increment, so the push
- *   precedes the waiter's re-check, which then sees the object. A try_get
+ *     ap_waitlist_register: count++,         push: head CAS (AP__PUB_MO)
+ *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
+ *     re-check: load of the head               relaxed load of count
+ *       (AP__CHECK_MO); if objects idle:     if parked: grant pass (wake_if)
+ *       grant pass
+ *   Either the putter's count load sees the new waiter (and runs the grant
+ *   pass itself), or HEAVY makes the push visible to the waiter's re-check,
+ *   which then sees the object (THE LADDER; in the seq_cst fallback the
+ *   CAS, the increment and both loads fall in one total order S). A try_get
  *   that takes the object first owes a put, which runs the same check.
+ *   Before pushing, a put looks at the count once more (relaxed) to hand
+ *   its object straight to a queued future: a shortcut that orders
+ *   nothing; the check after the push is the ladder's. With nobody parked
+ *   a try_get + put pair is the head CAS each (acquire, release), the
+ *   claim CAS on the state word, relaxed loads of the count and no fence.
  *   Close is a seq_cst fetch_or on the head followed by wake_all: a queued
  *   future either sees CLOSED in its re-check or is woken by close.
  *   idle() and in_use() are relaxed snapshots with no ordering.
@@ -173,6 +181,7 @@ typedef struct ap_pool {
     void (*reset)(void *obj, void *user);
     void *user;
     const ap_allocator *alloc; /* set by create */
+    size_t bytes;              /* set by create: the allocation's size */
     ap_waitlist wl;            /* queued get futures */
 } ap_pool;
 
@@ -214,7 +223,9 @@ typedef struct ap_pool_get_fut {
 AP_API AP_NODISCARD ap_status ap_pool_init(ap_pool *p, void *state, void *objs, size_t n,
                                            size_t obj_size);
 
-/** ap_pool_fini - end of life (no future may be queued); frees nothing */
+/** ap_pool_fini - end of life; frees nothing. A future still queued trips
+ *  AP_ASSERT in every build (one load); so does a second fini. A created
+ *  pool may be finished and then destroyed (destroy does not fini again). */
 AP_API void ap_pool_fini(ap_pool *p);
 
 #ifndef AP_NO_MALLOC
@@ -230,7 +241,8 @@ AP_API void ap_pool_fini(ap_pool *p);
  */
 AP_API AP_NODISCARD ap_status ap_pool_create(ap_pool **out, size_t n, size_t obj_size,
                                              const ap_allocator *alloc);
-/** ap_pool_destroy - free a pool from ap_pool_create (NULL: no-op) */
+/** ap_pool_destroy - fini (unless already finished) and free a pool from
+ *  ap_pool_create (NULL: no-op) */
 AP_API void ap_pool_destroy(ap_pool *p);
 #endif
 
@@ -252,7 +264,7 @@ AP_API void ap_pool_set_reset(ap_pool *p, void (*reset)(void *obj, void *user), 
  * overtake them; wait with a future instead), AP_CLOSED, or AP_INVAL
  * (@obj NULL).
  * Concurrency: any thread. Progress: lock-free; never blocks or registers.
- * Ordering:    acquire on success; pairs with the seq_cst CAS of the put
+ * Ordering:    acquire on success; pairs with the release CAS of the put
  *              that returned the object.
  * On failure:  nothing changed.
  */
@@ -268,8 +280,9 @@ AP_API AP_NODISCARD ap_status ap_pool_try_get(ap_pool *p, void **obj);
  * and then nothing changed. Works after close.
  * Concurrency: any thread. Progress: lock-free without queued futures;
  * with them, one pass under the list lock (wakers called after it).
- * Ordering:    seq_cst: a release operation for the next holder, and the
- *              putting side of the ladder.
+ * Ordering:    release (seq_cst in the fallback ladder): a release
+ *              operation for the next holder, and the putting side of the
+ *              ladder (waitlist.h).
  */
 AP_API AP_NODISCARD ap_status ap_pool_put(ap_pool *p, void *obj);
 
@@ -358,6 +371,7 @@ AP_API ap_status ap_pool_init(ap_pool *p, void *state, void *objs, size_t n, siz
     p->reset = NULL;
     p->user = NULL;
     p->alloc = NULL;
+    p->bytes = 0;
     /* the stack, top to bottom: 0, 1, ..., n - 1 */
     for (size_t i = 0; i < n; i++)
         AP_ATOMIC_INIT(&p->state[i], i + 1 < n ? (uint32_t)(i + 2) : 0u);
@@ -369,9 +383,8 @@ AP_API ap_status ap_pool_init(ap_pool *p, void *state, void *objs, size_t n, siz
 AP_API void ap_pool_fini(ap_pool *p)
 {
     AP_ASSERT(p != NULL && p->n != 0);
-#ifdef AP_DEBUG
+    /* Every build: a future still queued would be woken into freed memory. */
     AP_ASSERT(!ap_waitlist_has_waiters(&p->wl));
-#endif
     p->n = 0;
 }
 
@@ -410,6 +423,7 @@ AP_API ap_status ap_pool_create(ap_pool **out, size_t n, size_t obj_size,
         return st;
     }
     p->alloc = a;
+    p->bytes = total;
     *out = p;
     return AP_OK;
 }
@@ -420,11 +434,9 @@ AP_API void ap_pool_destroy(ap_pool *p)
         return;
     AP_ASSERT(p->alloc != NULL); /* only pools from ap_pool_create */
     const ap_allocator *a = p->alloc;
-    size_t objs_at = 0, state_at = 0, total = 0;
-    bool ok = ap__pool_layout(p->n, p->obj_size, &objs_at, &state_at, &total);
-    AP_ASSERT(ok);
-    (void)ok;
-    ap_pool_fini(p);
+    size_t total = p->bytes; /* kept by fini, which zeroes n */
+    if (p->n != 0)
+        ap_pool_fini(p);
     a->free(p, total, a->user);
 }
 #endif
@@ -495,7 +507,7 @@ AP_FORCE_INLINE ap_status ap__pool_pop(ap_pool *p, uint64_t h, size_t *index)
          * moved) and the CAS below fails. */
         uint32_t next = AP_ATOMIC_LOAD(&p->state[top - 1], memory_order_relaxed);
         AP_TEST_YIELD(); /* another get may pop `top` here: the tag saves us */
-        /* acquire: pairs with the seq_cst CAS of the put that pushed `top`
+        /* acquire: pairs with the release CAS of the put that pushed `top`
          * (release sequence of head): the previous holder's writes to the
          * object happen-before ours. Acquire on failure too: the new head
          * value is used to read a state word on the next round. */
@@ -516,12 +528,14 @@ AP_FORCE_INLINE void ap__pool_push(ap_pool *p, size_t i)
         /* relaxed: published by the CAS below (release). */
         AP_ATOMIC_STORE(&p->state[i], (uint32_t)(h & AP__POOL_TOP), memory_order_relaxed);
         AP_TEST_YIELD(); /* linked, not yet on the stack */
-        /* seq_cst: a release operation (the object's content goes to its
-         * next holder) and the putting side's SC write of the ladder,
-         * ordered before the has_waiters load that follows. Relaxed on
-         * failure: we only re-link to the new top. */
+        /* AP__PUB_MO (release; seq_cst in the fallback ladder): a release
+         * operation (the object's content and its link go to the next
+         * getter, pairs with the acquire in ap__pool_pop) and the putting
+         * side's publishing write of THE LADDER, before the
+         * ap_waitlist_parked check that follows. Relaxed on failure: we
+         * only re-link to the new top. */
         if (AP_ATOMIC_CAS_WEAK(&p->head, &h, ((h & ~AP__POOL_TOP) + AP__POOL_TAG) | (i + 1),
-                               memory_order_seq_cst, memory_order_relaxed))
+                               AP__PUB_MO, memory_order_relaxed))
             return;
     }
 }
@@ -563,19 +577,25 @@ AP_API bool ap__pool_grant(ap_waiter *w, void *ctx)
     return true;
 }
 
-/* Serve queued futures from the idle stack, FIFO. has_waiters is the
- * seq_cst load of the ladder (callers made their seq_cst write before);
- * the head load is the waiting side's seq_cst re-check. An empty or closed
- * stack can serve nobody, so the lock is skipped then. */
+/* Serve queued futures from the idle stack, FIFO (somebody is queued).
+ * An empty or closed stack can serve nobody, so the lock is skipped then.
+ * AP__CHECK_MO: for a waiter this head load is its re-check of THE LADDER
+ * (after register's count++ and barrier); acquire is what the data needs. */
+AP_API void ap__pool_serve(ap_pool *p)
+{
+    uint64_t h = AP_ATOMIC_LOAD(&p->head, AP__CHECK_MO);
+    if ((h & AP__POOL_TOP) != 0 && !(h & AP__POOL_CLOSED)) {
+        ap__pool_grant_ctx c = {p, 0};
+        (void)ap_waitlist_wake_if(&p->wl, ap__pool_grant, &c);
+    }
+}
+
+/* The waiting side's pass (a poll after registering, a cancel): serve
+ * queued futures if any (seq_cst count load: slow path only). */
 AP_API void ap__pool_dispatch(ap_pool *p)
 {
-    if (ap_waitlist_has_waiters(&p->wl)) {
-        uint64_t h = AP_ATOMIC_LOAD(&p->head, memory_order_seq_cst);
-        if ((h & AP__POOL_TOP) != 0 && !(h & AP__POOL_CLOSED)) {
-            ap__pool_grant_ctx c = {p, 0};
-            (void)ap_waitlist_wake_if(&p->wl, ap__pool_grant, &c);
-        }
-    }
+    if (ap_waitlist_has_waiters(&p->wl))
+        ap__pool_serve(p);
 }
 
 /* Object @i is ours (MOVING, or GRANTED to a cancelled future): hand it to
@@ -583,7 +603,9 @@ AP_API void ap__pool_dispatch(ap_pool *p)
  * queued meanwhile. */
 AP_API void ap__pool_release(ap_pool *p, size_t i)
 {
-    if (AP_UNLIKELY(ap_waitlist_has_waiters(&p->wl))) {
+    /* relaxed: a shortcut (hand the object over without touching the
+     * stack), not the ladder's check, which follows the push below. */
+    if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0)) {
         ap__pool_grant_ctx c = {p, i + 1};
         (void)ap_waitlist_wake_if(&p->wl, ap__pool_grant, &c);
         if (c.in_hand == 0)
@@ -591,7 +613,9 @@ AP_API void ap__pool_release(ap_pool *p, size_t i)
     }
     ap__pool_push(p, i);
     AP_TEST_YIELD(); /* idle again, waiters not yet looked for */
-    ap__pool_dispatch(p);
+    /* the publishing CAS in ap__pool_push, then the ladder's check */
+    if (AP_UNLIKELY(ap_waitlist_parked(&p->wl)))
+        ap__pool_serve(p);
 }
 
 AP_API ap_status ap_pool_try_get(ap_pool *p, void **obj)
@@ -603,8 +627,10 @@ AP_API ap_status ap_pool_try_get(ap_pool *p, void **obj)
     uint64_t h = AP_ATOMIC_LOAD(&p->head, memory_order_acquire);
     if (AP_UNLIKELY(h & AP__POOL_CLOSED))
         return AP_CLOSED;
-    /* Fairness: queued futures come first. seq_cst load (inside). */
-    if (AP_UNLIKELY(ap_waitlist_has_waiters(&p->wl)))
+    /* Fairness: queued futures come first. relaxed: it orders nothing (a
+     * registration racing with us may linearize after us anyway,
+     * GUARANTEES); a plain load on every machine. */
+    if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0))
         return AP_AGAIN;
     size_t i;
     ap_status st = ap__pool_pop(p, h, &i);

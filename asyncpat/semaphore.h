@@ -57,22 +57,30 @@
  *   cancel and close take the waiter list's short internal lock.
  *
  * ORDERING
- *   Happens-before: release's CAS is seq_cst (a release operation); the CAS
- *   of try_acquire and of the grant pass are acquire; read-modify-writes
- *   continue release sequences, so a release(n) happens-before every
- *   acquire that later takes permits from the count. A granted future
- *   learns of its grant by an acquire load of its `granted` flag, stored
- *   with release by the granting thread. So a semaphore of 1 is a lock.
- *   Lost wakeups (THE LADDER of waitlist.h):
- *     waiting side (poll)                    releasing side (release, close)
- *     ap_waitlist_register: count++ seq_cst  CAS / fetch_or on state, seq_cst
- *       then a seq_cst fence                 has_waiters: seq_cst load of count
- *     grant pass: reads state (under lock)   if waiters: grant pass (wake_if)
- *   In the total order S either the releaser's load sees the new waiter
- *   (and runs the grant pass itself), or it precedes the waiter's
- *   increment, so the release's write precedes the waiter's fence and the
- *   waiter's own grant pass reads the permits (the C11 fence rule, 7.17.4).
- *   Either way somebody grants. A cancelled waiter that was granted gives
+ *   Happens-before: release's CAS is a release operation (AP__PUB_MO:
+ *   release, seq_cst in the fallback ladder); the CAS of try_acquire and
+ *   of the grant pass are acquire; read-modify-writes continue release
+ *   sequences, so a release(n) happens-before every acquire that later
+ *   takes permits from the count. A granted future learns of its grant by
+ *   an acquire load of its `granted` flag, stored with release by the
+ *   granting thread. So a semaphore of 1 is a lock.
+ *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
+ *     waiting side (poll)                    releasing side (release)
+ *     ap_waitlist_register: count++,         CAS on state (AP__PUB_MO)
+ *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
+ *     re-check: state load (AP__CHECK_MO),     relaxed load of count
+ *       grant pass if permits (under lock)   if parked: grant pass (wake_if)
+ *   Either the releaser's count load sees the new waiter (and runs the
+ *   grant pass itself), or HEAVY makes the release's CAS visible to the
+ *   waiter's re-check, whose own grant pass takes the permits (THE LADDER
+ *   gives the argument, and the seq_cst fallback under TSan, non-Linux or
+ *   AP_NO_ASYM_BARRIER, where the CAS, the increment and both loads are
+ *   seq_cst and fall in one total order S). Either way somebody grants.
+ *   With nobody parked a try_acquire + release pair is two CASes (acquire,
+ *   release), a relaxed load of the count each and no fence. close is rare
+ *   and keeps a seq_cst fetch_or before wake_all's seq_cst count load: in
+ *   S with the waiter's seq_cst increment and its seq_cst re-check of
+ *   CLOSED, so one of the two sees the other in either ladder. A cancelled waiter that was granted gives
  *   its permits back with the same release path; a cancelled head that was
  *   not granted runs a grant pass, since it may have held up smaller
  *   requests behind it. Wakers are called only after the lock is released.
@@ -165,7 +173,8 @@ AP_API AP_NODISCARD ap_status ap_sem_init(ap_sem *s, size_t permits);
  */
 AP_API AP_NODISCARD ap_status ap_sem_init_max(ap_sem *s, size_t initial, size_t max);
 
-/** ap_sem_fini - end of life (no future may be queued); frees nothing */
+/** ap_sem_fini - end of life; frees nothing. A future still queued trips
+ *  AP_ASSERT in every build (one load); so does a second fini. */
 AP_API void ap_sem_fini(ap_sem *s);
 
 /**
@@ -187,8 +196,9 @@ AP_API AP_NODISCARD ap_status ap_sem_try_acquire(ap_sem *s, size_t n);
  * changed). n == 0 is AP_OK and does nothing. Works after close.
  * Concurrency: any thread. Progress: lock-free without queued futures;
  * with them, one pass under the list lock (wakers called after it).
- * Ordering:    seq_cst: a release operation for the next acquirer, and the
- *              releasing side of the ladder.
+ * Ordering:    release (seq_cst in the fallback ladder): a release
+ *              operation for the next acquirer, and the releasing side of
+ *              the ladder (waitlist.h).
  */
 AP_API AP_NODISCARD ap_status ap_sem_release(ap_sem *s, size_t n);
 
@@ -258,9 +268,8 @@ AP_API ap_status ap_sem_init(ap_sem *s, size_t permits)
 AP_API void ap_sem_fini(ap_sem *s)
 {
     AP_ASSERT(s != NULL && s->max != 0);
-#ifdef AP_DEBUG
+    /* Every build: a future still queued would be woken into freed memory. */
     AP_ASSERT(!ap_waitlist_has_waiters(&s->wl));
-#endif
     s->max = 0;
 }
 
@@ -275,8 +284,10 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
             return AP_CLOSED;
         if (AP_UNLIKELY(n == 0))
             return AP_OK;
-        /* Fairness: queued futures come first. seq_cst load (inside). */
-        if (AP_UNLIKELY(ap_waitlist_has_waiters(&s->wl)))
+        /* Fairness: queued futures come first. relaxed: it orders nothing
+         * (a registration racing with us may linearize after us anyway,
+         * GUARANTEES); a plain load on every machine. */
+        if (AP_UNLIKELY(AP_ATOMIC_LOAD(&s->wl.count, memory_order_relaxed) != 0))
             return AP_AGAIN;
         if (st / AP__SEM_ONE < n)
             return AP_AGAIN;
@@ -287,7 +298,7 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
         AP_ATOMIC_STORE(&s->state, st - n * AP__SEM_ONE, memory_order_release);
         return AP_OK;
 #else
-        /* acquire: pairs with the seq_cst (release) CAS in ap_sem_release
+        /* acquire: pairs with the AP__PUB_MO (release) CAS in ap__sem_add
          * through the release sequence of state: the releasers' writes
          * happen-before our critical section. Relaxed on failure: we only
          * re-read the count. */
@@ -309,10 +320,10 @@ AP_API bool ap__sem_grant(ap_waiter *w, void *ctx)
      * just wake it again. */
     if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
         return true;
-    /* seq_cst: the waiting side's re-check load of the ladder (after the
-     * seq_cst count++ in register). The fence in register would make a
-     * relaxed load enough; seq_cst keeps the argument independent of it
-     * and costs nothing on this slow path (a plain load on x86). */
+    /* seq_cst: the re-check load of the ladder when the waiter itself runs
+     * the pass (after register's count++ and barrier, which would make a
+     * relaxed load enough); seq_cst keeps the argument independent of the
+     * barrier and costs nothing on this slow path (a plain load on x86). */
     size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst);
     for (;;) {
         if ((st & AP__SEM_CLOSED) || st / AP__SEM_ONE < f->n)
@@ -328,18 +339,24 @@ AP_API bool ap__sem_grant(ap_waiter *w, void *ctx)
     return true;
 }
 
-/* Serve queued futures from the count, FIFO. The has_waiters load is the
- * seq_cst load of the ladder; callers made their seq_cst write before. An
- * empty (or closed) count can satisfy nobody, so the lock is skipped then:
- * seq_cst, this load is the waiting side's re-check (a release that it
- * misses sees the waiter and runs the pass itself). */
+/* Serve queued futures from the count, FIFO (somebody is queued). An
+ * empty (or closed) count can satisfy nobody, so the lock is skipped then.
+ * AP__CHECK_MO: for a waiter this load is its re-check of THE LADDER
+ * (after register's count++ and barrier; a release that it misses sees
+ * the waiter and runs the pass itself); acquire is what the data needs. */
+AP_API void ap__sem_serve(ap_sem *s)
+{
+    size_t st = AP_ATOMIC_LOAD(&s->state, AP__CHECK_MO);
+    if (st >= AP__SEM_ONE && !(st & AP__SEM_CLOSED))
+        (void)ap_waitlist_wake_if(&s->wl, ap__sem_grant, s);
+}
+
+/* The waiting side's pass (a poll after registering, a cancel): serve
+ * queued futures if any (seq_cst count load: slow path only). */
 AP_API void ap__sem_dispatch(ap_sem *s)
 {
-    if (ap_waitlist_has_waiters(&s->wl)) {
-        size_t st = AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst);
-        if (st >= AP__SEM_ONE && !(st & AP__SEM_CLOSED))
-            (void)ap_waitlist_wake_if(&s->wl, ap__sem_grant, s);
-    }
+    if (ap_waitlist_has_waiters(&s->wl))
+        ap__sem_serve(s);
 }
 
 /* Add n permits (checked against max unless @force), then serve waiters. */
@@ -350,22 +367,27 @@ AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force)
         size_t have = st / AP__SEM_ONE;
         if (!force && (n > s->max || have > s->max - n))
             return AP_INVAL;
-        /* seq_cst: a release operation (the permits carry the releaser's
-         * writes to the next acquirer) and the releasing side's SC write
-         * of the ladder, ordered before the has_waiters load below. */
+        /* AP__PUB_MO (release; seq_cst in the fallback ladder): a release
+         * operation (the permits carry the releaser's writes to the next
+         * acquirer, pairs with the acquire CASes of try_acquire and
+         * ap__sem_grant) and the releasing side's publishing write of THE
+         * LADDER, before ap_waitlist_parked below. Relaxed on failure: we
+         * only recompute from the newer word. */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
         /* MUTANT (tests only): load + store, not a CAS (see try_acquire). */
         AP_TEST_YIELD();
         AP_ATOMIC_STORE(&s->state, st + n * AP__SEM_ONE, memory_order_seq_cst);
         break;
 #else
-        if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st + n * AP__SEM_ONE, memory_order_seq_cst,
+        if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st + n * AP__SEM_ONE, AP__PUB_MO,
                                memory_order_relaxed))
             break;
 #endif
     }
     AP_TEST_YIELD(); /* permits in the count, waiters not yet served */
-    ap__sem_dispatch(s);
+    /* the publishing CAS above, then the ladder's check */
+    if (AP_UNLIKELY(ap_waitlist_parked(&s->wl)))
+        ap__sem_serve(s);
     return AP_OK;
 }
 

@@ -162,6 +162,22 @@ Test(pool, create_and_destroy_use_the_allocator)
     ap_pool_destroy(p);
 }
 
+Test(pool, fini_then_destroy_frees_once)
+{
+    counting c = {0};
+    ap_allocator a = {cnt_alloc, cnt_free, &c};
+    ap_pool *p = NULL;
+    EXPECT_EQ(ap_pool_create(&p, 3, 40, &a), AP_OK);
+    void *v;
+    EXPECT_EQ(ap_pool_try_get(p, &v), AP_OK);
+    EXPECT_EQ(ap_pool_put(p, v), AP_OK);
+    ap_pool_fini(p); /* then destroy: must not fini again, must free it all */
+    ap_pool_destroy(p);
+    EXPECT_EQ(c.frees, 1);
+    EXPECT_EQ(c.freed_ptr, c.ptr);
+    EXPECT_EQ(c.freed_size, c.size);
+}
+
 /* ---- try_get / put ---- */
 
 Test(pool, gets_lend_in_index_order_then_empty_and_puts_are_lifo)
@@ -748,6 +764,21 @@ Test(pool, put_after_fini_asserts, .signal = SIGABRT)
     ap_pool_fini(&fx.p);
     ap_status st = ap_pool_put(&fx.p, &fx.o[0]);
     cr_log_error("returned %s", ap_status_str(st));
+}
+
+/* Every build, not only AP_DEBUG: a queued future at end of life would be
+ * woken (or granted) into memory the caller is about to reuse. */
+Test(pool, fini_with_a_queued_future_asserts, .signal = SIGABRT)
+{
+    fixture fx;
+    fx_init(&fx, 1);
+    (void)get_ok(&fx.p);
+    tw t = {0};
+    void *v;
+    ap_pool_get_fut f;
+    ap_pool_get_fut_init(&f, &fx.p, &v);
+    EXPECT_EQ(poll1(&f, &t), AP_PENDING);
+    ap_pool_fini(&fx.p);
 }
 
 Test(pool, null_pool_asserts, .signal = SIGABRT)
