@@ -84,4 +84,7 @@
 #ifndef AP_NO_LIFECYCLE
 #include "asyncpat/lifecycle.h"
 #endif
+#ifndef AP_NO_RESILIENCE
+#include "asyncpat/resilience.h"
+#endif
 #endif /* ASYNCPAT_H */
