@@ -686,6 +686,20 @@ Test(semaphore, release_after_fini_asserts, .signal = SIGABRT)
     cr_log_error("returned %s", ap_status_str(st));
 }
 
+/* Every build, not only AP_DEBUG: a queued future at end of life would be
+ * granted or woken into memory the caller is about to reuse. */
+Test(semaphore, fini_with_a_queued_future_asserts, .signal = SIGABRT)
+{
+    ap_sem s;
+    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
+    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    tw t = {0};
+    ap_sem_acquire_fut f;
+    ap_sem_acquire_fut_init(&f, &s, 1);
+    cr_assert_eq(poll1(&f, &t), AP_PENDING);
+    ap_sem_fini(&s);
+}
+
 Test(semaphore, null_semaphore_asserts, .signal = SIGABRT)
 {
     ap_status st = ap_sem_init(NULL, 1);
