@@ -138,13 +138,17 @@
  *              list, O(limit) checks. A whole set whose children are woken
  *              once each: 2n child polls. cancel: O(limit + n).
  * MEMORY       caller memory only: the ap_joinset, n ap_joinset_child
- *              records, the child futures, and an optional order array of
- *              n size_t. Nothing allocates.
- * ERRORS       init: AP_INVAL (limit 0, or a policy out of range), nothing
- *              changed. Set status: AP_AGAIN while pending, then AP_OK, the
- *              first failure (FIRST, ALL) or AP_CANCELED, never AP_AGAIN
- *              (a result of AP_AGAIN is recorded as AP_TIMEDOUT). NULL pointers, a
- *              NULL child or child poll trip AP_ASSERT.
+ *              records (passed with their size in bytes: at least
+ *              AP_FANOUT_BYTES(n), aligned to AP_FANOUT_ALIGN), the child
+ *              futures, and an optional order array of n size_t. Nothing
+ *              allocates.
+ * ERRORS       init: AP_INVAL (desc NULL, limit 0, a policy out of range,
+ *              n > 0 with the records or children NULL, records misaligned
+ *              or too small, a NULL child or child poll), nothing changed.
+ *              Set status: AP_AGAIN while pending, then AP_OK, the first
+ *              failure (FIRST, ALL) or AP_CANCELED, never AP_AGAIN (a
+ *              result of AP_AGAIN is recorded as AP_TIMEDOUT). A NULL set
+ *              pointer trips AP_ASSERT.
  * WAKE ORDER   the set polls the children woken since its last poll in the
  *              order their wakes reached it (FIFO). Children are admitted
  *              in input order, but a successor admitted when a child
@@ -156,14 +160,14 @@
  *              tests/stress/stress_fanout.c
  * STABILITY    experimental (0.x)
  *
- * USAGE
+ * USAGE (q holds void * elements, out is void *out[100], st an ap_status)
  *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
  *   for (size_t i = 0; i < 100; i++) {
  *       ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
  *       kids[i] = (ap_future *)&pops[i];
  *   }
  *   ap_joinset set;
- *   if (ap_fanout_init(&set, recs, &(ap_fanout_desc){
+ *   if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
  *           .children = kids, .n = 100, .limit = 8,
  *           .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
  *       abort();
@@ -211,6 +215,12 @@ typedef struct ap_joinset_child {
     uint32_t state;    /* AP__FANOUT_* */
 } ap_joinset_child;
 
+/** AP_FANOUT_BYTES - least bytes of the records for @n children (constant
+ *  expression; an array ap_joinset_child recs[n] has them) */
+#define AP_FANOUT_BYTES(n) ((size_t)(n) * sizeof(ap_joinset_child))
+/** AP_FANOUT_ALIGN - the alignment ap_fanout_init needs of the records */
+#define AP_FANOUT_ALIGN _Alignof(ap_joinset_child)
+
 /** ap_fanout_desc - configuration for ap_fanout_init */
 typedef struct ap_fanout_desc {
     ap_future **children;       /* n child futures (caller memory) */
@@ -253,15 +263,20 @@ typedef struct ap_joinset {
 
 /**
  * ap_fanout_init - set up a join set over caller-owned children
- * @s:    the set (caller memory)
- * @recs: desc->n records (caller memory), owned by the set until it is done
- * @desc: children, n, limit, policy, result callback, order array; read
- *        now, not kept (the arrays it points to are kept)
+ * @s:     the set (caller memory)
+ * @recs:  at least desc->n records (caller memory, AP_FANOUT_ALIGN-aligned),
+ *         owned by the set until it is done; may be NULL when n is 0
+ * @bytes: the size of @recs in bytes: at least AP_FANOUT_BYTES(desc->n)
+ *         (sizeof recs for an array; records past n are not touched)
+ * @desc:  children, n, limit, policy, result callback, order array; read
+ *         now, not kept (the arrays it points to are kept)
  *
- * Returns AP_OK, or AP_INVAL (limit 0, policy out of range) with *s and
- * @recs untouched. The children are not polled until the set is.
+ * Returns AP_OK, or AP_INVAL (desc NULL, limit 0, policy out of range;
+ * n > 0 with @recs or children NULL, @recs misaligned, @bytes too small, a
+ * NULL child or child poll) with *s and @recs untouched. The children are
+ * not polled until the set is.
  */
-AP_API AP_NODISCARD ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs,
+AP_API AP_NODISCARD ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t bytes,
                                              const ap_fanout_desc *desc);
 
 /**
@@ -321,13 +336,23 @@ AP_API void ap__fanout_cancel_v(ap_future *f)
     ap_fanout_cancel((ap_joinset *)(void *)f);
 }
 
-AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs,
+AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t bytes,
                                 const ap_fanout_desc *desc)
 {
-    AP_ASSERT(s != NULL && desc != NULL);
-    AP_ASSERT(desc->n == 0 || (recs != NULL && desc->children != NULL));
-    if (desc->limit == 0 || (unsigned)desc->policy > (unsigned)AP_FANOUT_POLICY_IGNORE)
+    AP_ASSERT(s != NULL);
+    /* every check before the first write: AP_INVAL touches nothing */
+    if (desc == NULL || desc->limit == 0 ||
+        (unsigned)desc->policy > (unsigned)AP_FANOUT_POLICY_IGNORE)
         return AP_INVAL;
+    if (desc->n != 0) {
+        if (recs == NULL || desc->children == NULL ||
+            (uintptr_t)recs % AP_FANOUT_ALIGN != 0 ||
+            desc->n > SIZE_MAX / sizeof(ap_joinset_child) || bytes < AP_FANOUT_BYTES(desc->n))
+            return AP_INVAL;
+        for (size_t i = 0; i < desc->n; i++)
+            if (desc->children[i] == NULL || desc->children[i]->poll == NULL)
+                return AP_INVAL;
+    }
     s->base.poll = ap__fanout_poll_v;
     s->base.cancel = ap__fanout_cancel_v;
     AP_ATOMIC_INIT(&s->ready, (ap_joinset_child *)NULL);
@@ -356,7 +381,6 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs,
     s->done = false;
     for (size_t i = 0; i < desc->n; i++) {
         ap_joinset_child *c = &recs[i];
-        AP_ASSERT(desc->children[i] != NULL && desc->children[i]->poll != NULL);
         c->next = NULL;
         AP_ATOMIC_INIT(&c->queued, 0u);
         c->set = s;

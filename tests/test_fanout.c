@@ -104,7 +104,7 @@ static void rig_init(rig *r, size_t n, size_t limit, ap_fanout_policy pol)
     }
     ap_fanout_desc d = {.children = r->kids, .n = n, .limit = limit, .policy = pol,
                         .result = probe_result, .order = r->order};
-    cr_assert_eq(ap_fanout_init(&r->set, r->recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&r->set, r->recs, d.n * sizeof *r->recs, &d), AP_OK);
 }
 
 static void rig_fini(rig *r)
@@ -158,10 +158,10 @@ Test(fanout, limit_zero_and_bad_policy_are_inval)
     ap_joinset s;
     memset(&s, 0x5a, sizeof s);
     ap_fanout_desc d = {.children = kids, .n = 1, .limit = 0};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_INVAL);
+    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
     d.limit = 1;
     d.policy = (ap_fanout_policy)7;
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_INVAL);
+    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
     unsigned char *b = (unsigned char *)&s;
     for (size_t i = 0; i < sizeof s; i++)
         cr_assert_eq(b[i], 0x5a, "AP_INVAL changes nothing");
@@ -171,7 +171,7 @@ Test(fanout, empty_set_is_ready_ok)
 {
     ap_joinset s;
     ap_fanout_desc d = {.n = 0, .limit = 4};
-    cr_assert_eq(ap_fanout_init(&s, NULL, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, NULL, 0, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
     cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
     cr_assert_eq(ap_fanout_status(&s), AP_OK);
@@ -380,7 +380,7 @@ Test(fanout, null_result_callback_counts_every_child_ok)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = 3, .limit = 1};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
     /* limit 1, all ready at once: each successor starts in the same poll */
     cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
@@ -426,7 +426,7 @@ static void theorem(size_t k, size_t L, uint64_t D)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = k, .limit = L};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, recs, k * sizeof *recs, &d), AP_OK);
     uint64_t now = 0;
     size_t rounds = 0;
     for (;;) {
@@ -490,7 +490,7 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = L, .result = pop_result};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     flagwake fw = {0};
     ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
     cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
@@ -611,7 +611,7 @@ Test(fanout, wakers_from_other_threads_with_block_on, .timeout = 30)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = MT_N, .limit = MT_L, .order = order};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, recs, MT_N * sizeof *recs, &d), AP_OK);
     pthread_t th[MT_THREADS];
     mt_arg args[MT_THREADS];
     for (unsigned t = 0; t < MT_THREADS; t++) {
@@ -675,7 +675,7 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = 32, .result = pop_result};
-    cr_assert_eq(ap_fanout_init(&s, recs, &d), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, recs, N * sizeof *recs, &d), AP_OK);
     pthread_t th[P];
     prod_arg pa[P];
     for (int t = 0; t < P; t++) {
@@ -738,7 +738,7 @@ Test(fanout, result_again_is_a_failure_and_never_hangs)
             kids[i] = &k[i].base;
         }
         ap_joinset s;
-        cr_assert_eq(ap_fanout_init(&s, recs, &(ap_fanout_desc){
+        cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){
                                                   .children = kids, .n = 3, .limit = 1,
                                                   .policy = (ap_fanout_policy)pol,
                                                   .result = again_for_first,
@@ -795,7 +795,7 @@ Test(fanout, self_waking_child_polls_are_bounded_per_set_poll)
     ap_future *kids[1] = {&k.base};
     ap_joinset_child recs[1];
     ap_joinset s;
-    cr_assert_eq(ap_fanout_init(&s, recs, &(ap_fanout_desc){.children = kids, .n = 1,
+    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){.children = kids, .n = 1,
                                                             .limit = 1}),
                  AP_OK);
     flagwake fw = {0};
@@ -809,4 +809,107 @@ Test(fanout, self_waking_child_polls_are_bounded_per_set_poll)
     cr_assert_geq(fw.wakes, 6);
     ap_fanout_cancel(&s);
     cr_assert_eq(ap_fanout_status(&s), AP_CANCELED);
+}
+
+/* ------------------------------------------------------------------ */
+/* Caller memory comes with its size (issue #11) */
+
+/* NULL, misaligned or too small records, and bad configuration (including a
+ * NULL child or a child without poll, which tripped AP_ASSERT after *s was
+ * half written) are AP_INVAL; neither the set's bytes nor the records'
+ * change. */
+Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { N = 2 };
+    static _Alignas(AP_FANOUT_ALIGN) unsigned char rb[AP_FANOUT_BYTES(N) + 2 * AP_FANOUT_ALIGN];
+    _Static_assert(AP_FANOUT_BYTES(N) == N * sizeof(ap_joinset_child), "constant expression");
+    probe p[N];
+    memset(p, 0, sizeof p);
+    for (size_t i = 0; i < N; i++)
+        p[i].base.poll = probe_poll;
+    ap_future nopoll = {0};
+    ap_future *kids[N] = {&p[0].base, &p[1].base};
+    ap_future *kids_null[N] = {&p[0].base, NULL};
+    ap_future *kids_nopoll[N] = {&p[0].base, &nopoll};
+    const ap_fanout_desc good = {.children = kids, .n = N, .limit = 1};
+    struct {
+        void *recs;
+        size_t bytes;
+        const ap_fanout_desc *d;
+        const char *what;
+    } cases[] = {
+        {NULL, sizeof rb, &good, "NULL records"},
+        {rb + 1, sizeof rb - 1, &good, "misaligned by 1"},
+        {rb + AP_FANOUT_ALIGN / 2, sizeof rb - AP_FANOUT_ALIGN / 2, &good, "misaligned by half"},
+        {rb, AP_FANOUT_BYTES(N) - 1, &good, "one byte short"},
+        {rb, 0, &good, "zero bytes"},
+        {rb, sizeof rb, NULL, "NULL desc"},
+        {rb, sizeof rb, &(ap_fanout_desc){.children = kids, .n = N, .limit = 0}, "limit 0"},
+        {rb, sizeof rb, &(ap_fanout_desc){.children = kids, .n = N, .limit = 1,
+                                          .policy = (ap_fanout_policy)7}, "policy out of range"},
+        {rb, sizeof rb, &(ap_fanout_desc){.children = NULL, .n = N, .limit = 1}, "children NULL"},
+        {rb, sizeof rb, &(ap_fanout_desc){.children = kids_null, .n = N, .limit = 1}, "a NULL child"},
+        {rb, sizeof rb, &(ap_fanout_desc){.children = kids_nopoll, .n = N, .limit = 1},
+         "a child without poll"},
+        {rb, SIZE_MAX, &(ap_fanout_desc){.children = kids, .n = SIZE_MAX / 8, .limit = 1},
+         "bytes overflow"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_joinset s;
+        static unsigned char s_before[sizeof(ap_joinset)], rb_before[sizeof rb];
+        memset(&s, 0x5A, sizeof s);
+        memset(rb, 0xC3, sizeof rb);
+        memcpy(s_before, &s, sizeof s);
+        memcpy(rb_before, rb, sizeof rb);
+        cr_assert_eq(ap_fanout_init(&s, cases[i].recs, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+                     cases[i].what);
+        cr_assert(memcmp(s_before, &s, sizeof s) == 0, "%s: the set changed", cases[i].what);
+        cr_assert(memcmp(rb_before, rb, sizeof rb) == 0, "%s: the records changed", cases[i].what);
+    }
+    /* exactly enough works, and the bytes past the n records are not touched */
+    ap_joinset s;
+    memset(rb, 0xC3, sizeof rb);
+    cr_assert_eq(ap_fanout_init(&s, (ap_joinset_child *)(void *)rb, AP_FANOUT_BYTES(N), &good), AP_OK);
+    for (size_t i = 0; i < N; i++)
+        p[i].fired = true;
+    ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
+    cr_assert_eq(ap_fanout_status(&s), AP_OK);
+    for (size_t i = AP_FANOUT_BYTES(N); i < sizeof rb; i++)
+        cr_assert_eq(rb[i], 0xC3, "byte %zu past the records written", i);
+    /* n = 0 needs no records */
+    cr_assert_eq(ap_fanout_init(&s, NULL, 0, &(ap_fanout_desc){.limit = 1}), AP_OK);
+}
+
+/* The header's USAGE block, verbatim between the markers (a test keeps it
+ * compiling warning-free under -Wall -Wextra -Werror). */
+/* pop_result (above) is the header's: the status of the pop */
+Test(fanout, usage_block_compiles_and_runs)
+{
+    ap_mpmc *q = NULL;
+    cr_assert_eq(ap_mpmc_create(&q, 128, sizeof(void *), NULL), AP_OK);
+    void *out[100];
+    for (uintptr_t i = 0; i < 100; i++)
+        cr_assert_eq(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
+    ap_status st;
+    /* USAGE begin */
+    ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
+    for (size_t i = 0; i < 100; i++) {
+        ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
+        kids[i] = (ap_future *)&pops[i];
+    }
+    ap_joinset set;
+    if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
+            .children = kids, .n = 100, .limit = 8,
+            .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
+        abort();
+    ap_block_on(&set.base);                 // or poll it from an event loop
+    st = ap_fanout_status(&set);            // AP_OK or the first error
+    /* USAGE end */
+    cr_assert_eq(st, AP_OK);
+    uintptr_t sum = 0;
+    for (size_t i = 0; i < 100; i++)
+        sum += (uintptr_t)out[i];
+    cr_assert_eq(sum, 5050);
+    ap_mpmc_destroy(q);
 }

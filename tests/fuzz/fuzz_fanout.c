@@ -346,8 +346,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_fill(&s, sizeof s);
     fz_fill(recs, sizeof recs);
     fz_fill(order, sizeof order);
-    ap_status st = ap_fanout_init(&s, recs, &d);
-    if (limit == 0 || (unsigned)policy > (unsigned)AP_FANOUT_POLICY_IGNORE) {
+    /* the records' size in bytes: all of them, or (c & 128) one byte short */
+    size_t rbytes = (c & 128) && n > 0 ? AP_FANOUT_BYTES(n) - 1 : sizeof recs;
+    ap_status st = ap_fanout_init(&s, recs, rbytes, &d);
+    if (limit == 0 || (unsigned)policy > (unsigned)AP_FANOUT_POLICY_IGNORE ||
+        rbytes < AP_FANOUT_BYTES(n)) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&s, sizeof s) && fz_untouched(recs, sizeof recs));
         FZ_CHECK(fz_untouched(order, sizeof order));

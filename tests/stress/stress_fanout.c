@@ -174,7 +174,7 @@ static void srun_init(srun *r, size_t n, size_t limit, unsigned firers,
     }
     ap_fanout_desc d = {.children = r->kids, .n = n, .limit = limit, .policy = pol,
                         .result = sprobe_result, .order = r->order};
-    CHECK(ap_fanout_init(&r->set, r->recs, &d) == AP_OK, "init");
+    CHECK(ap_fanout_init(&r->set, r->recs, n * sizeof *r->recs, &d) == AP_OK, "init");
     g_run = r;
 }
 
@@ -409,7 +409,7 @@ static void scenario_mpmc(unsigned producers, size_t limit, size_t per)
     }
     ap_joinset s;
     ap_fanout_desc d = {.children = kids, .n = n, .limit = limit, .result = pop_result};
-    CHECK(ap_fanout_init(&s, recs, &d) == AP_OK, "init");
+    CHECK(ap_fanout_init(&s, recs, n * sizeof *recs, &d) == AP_OK, "init");
     mprod m[4];
     for (unsigned t = 0; t < producers; t++) {
         m[t].q = q;

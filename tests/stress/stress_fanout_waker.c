@@ -160,7 +160,7 @@ static void scenario(unsigned firers, size_t rounds)
     ap_joinset set;
     ap_fanout_desc d = {.children = kidp, .n = firers, .limit = firers,
                         .policy = AP_FANOUT_POLICY_ALL};
-    CHECK(ap_fanout_init(&set, recs, &d) == AP_OK, "init");
+    CHECK(ap_fanout_init(&set, recs, sizeof recs, &d) == AP_OK, "init");
     stress_rng rng;
     stress_rng_init(&rng, stress_thread_seed(100), 3);
     for (unsigned t = 0; t < firers; t++) {
