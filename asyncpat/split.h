@@ -57,23 +57,28 @@
  *
  * COMPLEXITY   O(1) per item (broadcast: O(k)); the splitter is a few words
  * MEMORY       ap_split_init takes the caller's array of k queue pointers
- *              (kept, not copied; it must outlive the splitter); no
- *              allocation, so no create/destroy.
+ *              and its size in bytes, AP_SPLIT_BYTES(k) = k * sizeof(ap_mpmc
+ *              *) (sizeof the array; kept, not copied; it must outlive the
+ *              splitter); no allocation, so no create/destroy.
  * ERRORS       AP_FULL, AP_AGAIN, AP_CLOSED from the outputs; AP_INVAL for
- *              k = 0, a NULL output, mixed element sizes, an unknown mode.
+ *              an array that is NULL, misaligned or of 0 bytes or a size
+ *              not a multiple of a pointer's, a NULL output, mixed element
+ *              sizes, an unknown mode; nothing changed.
  * WAKE ORDER   that of ap_mpmc's not_full waiters (FIFO per output).
  * CONFIG       AP_ASSERT, AP_SPIN_LIMIT
  * SEE ALSO     mpmc.h, work_steal.h
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
- * USAGE
+ * USAGE (ev is the caller's struct ev with a uint64_t user_id; drop() too)
  *   ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
  *   ap_split sp;
- *   if (ap_split_init(&sp, AP_SPLIT_HASH, shard, 4) != AP_OK) abort();
+ *   if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_HASH) != AP_OK) abort();
  *   switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
  *   case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
- *   case AP_FULL: case AP_AGAIN: ...        // still ours: retry, or wait:
- *       (void)ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE);
+ *   case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
+ *       if (ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE) != AP_OK) drop(&ev);
+ *       break;
+ *   default: drop(&ev);                     // AP_CLOSED: the item is still ours
  *   }
  */
 #ifndef ASYNCPAT_SPLIT_H
@@ -109,15 +114,24 @@ typedef struct ap_split_push_fut {
     ap_status status; /* AP_AGAIN while pending */
 } ap_split_push_fut;
 
+/** AP_SPLIT_BYTES - bytes of an array of @k output pointers (constant expression) */
+#define AP_SPLIT_BYTES(k) ((size_t)(k) * sizeof(ap_mpmc *))
+/** AP_SPLIT_ALIGN - the alignment ap_split_init needs of the array */
+#define AP_SPLIT_ALIGN _Alignof(ap_mpmc *)
+
 /**
- * ap_split_init - set up a splitter over @outs[0..k)
- * @outs: k initialised queues of one element size; the array is kept
+ * ap_split_init - set up a splitter over the k = bytes / sizeof(ap_mpmc *)
+ *                 queues of @outs
+ * @outs:  k initialised queues of one element size; the array is kept
+ * @bytes: the array's size in bytes, AP_SPLIT_BYTES(k) (sizeof an array)
+ * @mode:  HASH, ROUND_ROBIN or BROADCAST
  *
- * Returns AP_OK or AP_INVAL (k 0, a NULL output, element sizes that
- * differ, unknown mode); on AP_INVAL *s is untouched.
+ * Returns AP_OK or AP_INVAL (@outs NULL or misaligned, @bytes 0 or not a
+ * multiple of sizeof(ap_mpmc *), a NULL output, element sizes that differ,
+ * unknown mode); on AP_INVAL *s is untouched.
  */
-AP_API AP_NODISCARD ap_status ap_split_init(ap_split *s, ap_split_mode mode,
-                                            ap_mpmc *const *outs, size_t k);
+AP_API AP_NODISCARD ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, size_t bytes,
+                                            ap_split_mode mode);
 /** ap_split_fini - end of life; frees nothing, the queues are the caller's */
 AP_API void ap_split_fini(ap_split *s);
 /** ap_split_route - the output (0..k-1) of @key in HASH mode; pure */
@@ -169,10 +183,13 @@ AP_API AP_NODISCARD ap_status ap_split_push_wait(ap_split *s, uint64_t key, cons
 
 /* ---- implementation ---- */
 
-AP_API ap_status ap_split_init(ap_split *s, ap_split_mode mode, ap_mpmc *const *outs, size_t k)
+AP_API ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, size_t bytes,
+                               ap_split_mode mode)
 {
     AP_ASSERT(s != NULL);
-    if (k == 0 || outs == NULL ||
+    size_t k = bytes / sizeof(ap_mpmc *);
+    if (k == 0 || bytes % sizeof(ap_mpmc *) != 0 || outs == NULL ||
+        (uintptr_t)outs % AP_SPLIT_ALIGN != 0 ||
         (mode != AP_SPLIT_HASH && mode != AP_SPLIT_ROUND_ROBIN && mode != AP_SPLIT_BROADCAST))
         return AP_INVAL;
     for (size_t i = 0; i < k; i++)

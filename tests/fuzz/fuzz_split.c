@@ -95,7 +95,7 @@ static void check_inval(fz *f)
     int bad = k == 0 || noarr || mode > 2;
     if (!bad && k > MAXK + 1) return; /* would read past the array */
     bad = bad || anynull || mixed;
-    ap_status st = ap_split_init(&s, (ap_split_mode)mode, noarr ? NULL : outs, k);
+    ap_status st = ap_split_init(&s, noarr ? NULL : outs, AP_SPLIT_BYTES(k), (ap_split_mode)mode);
     if (bad) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&s, sizeof s));
@@ -157,7 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m_closed[o] = 0;
     }
     ap_split s;
-    FZ_CHECK(ap_split_init(&s, (ap_split_mode)m_mode, outs, m_k) == AP_OK);
+    FZ_CHECK(ap_split_init(&s, outs, AP_SPLIT_BYTES(m_k), (ap_split_mode)m_mode) == AP_OK);
     m_cursor = next_id = accepted = popped = 0;
     memset(mf, 0, sizeof mf);
     memset(m_wl, 0, sizeof m_wl);

@@ -51,7 +51,7 @@ static void *s_setup(void)
         VF_CHECK(ap_mpmc_init(&s->q[k], s->buf[k], 1, sizeof(int)) == AP_OK);
         s->outs[k] = &s->q[k];
     }
-    VF_CHECK(ap_split_init(&s->sp, s_mode, s->outs, 2) == AP_OK);
+    VF_CHECK(ap_split_init(&s->sp, s->outs, AP_SPLIT_BYTES(2), s_mode) == AP_OK);
     return s;
 }
 
