@@ -65,10 +65,10 @@
  *                in progress)
  *              stop: AP_CLOSED (already stopping, terminated or failed:
  *                nothing changed)
- *              terminated: AP_AGAIN (operations still inside), AP_INVAL
+ *              terminated: AP_NOT_READY (operations still inside), AP_INVAL
  *                (no stop requested)
  *              fail: AP_CLOSED (already terminated or failed)
- *              enter: AP_AGAIN (not running yet), AP_CLOSED (stopping,
+ *              enter: AP_NOT_READY (not running yet), AP_CLOSED (stopping,
  *                terminated or failed)
  *              wait futures: AP_OK, AP_CLOSED (the event can no longer
  *                happen), AP_CANCELED, AP_INVAL (unknown event)
@@ -289,7 +289,7 @@ AP_API ap_status ap_life_terminated(ap_life *l)
     uint64_t w;
     if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, 0, &w))
         return AP_OK;
-    return AP__LIFE_STATE(w) == AP_LIFE_STOPPING ? AP_AGAIN : AP_INVAL;
+    return AP__LIFE_STATE(w) == AP_LIFE_STOPPING ? AP_NOT_READY : AP_INVAL;
 }
 
 AP_API ap_status ap_life_fail(ap_life *l)
@@ -309,7 +309,7 @@ AP_API ap_status ap_life_enter(ap_life *l)
     for (;;) {
         ap_life_state s = AP__LIFE_STATE(w);
         if (s != AP_LIFE_RUNNING)
-            return s < AP_LIFE_RUNNING ? AP_AGAIN : AP_CLOSED;
+            return s < AP_LIFE_RUNNING ? AP_NOT_READY : AP_CLOSED;
         AP_ASSERT(w <= UINT64_MAX - AP__LIFE_ONE);
         AP_TEST_YIELD(); /* RUNNING seen, not yet counted: a stop may land */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_LIFE_ENTER_LOAD_STORE

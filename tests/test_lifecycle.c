@@ -30,7 +30,7 @@ Test(lifecycle, initializer_and_init_agree)
     EXPECT_EQ(ap_life_state_of(&a), AP_LIFE_NEW);
     EXPECT_EQ(ap_life_state_of(&b), AP_LIFE_NEW);
     EXPECT_EQ(ap_life_in_flight(&b), 0);
-    EXPECT_EQ(ap_life_enter(&b), AP_AGAIN, "enter before running");
+    EXPECT_EQ(ap_life_enter(&b), AP_NOT_READY, "enter before running");
 }
 
 Test(lifecycle, full_run_start_serve_stop_drain_terminate)
@@ -38,7 +38,7 @@ Test(lifecycle, full_run_start_serve_stop_drain_terminate)
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STARTING);
-    EXPECT_EQ(ap_life_enter(&l), AP_AGAIN, "not running yet");
+    EXPECT_EQ(ap_life_enter(&l), AP_NOT_READY, "not running yet");
     EXPECT_EQ(ap_life_started(&l, true), AP_OK);
     EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_RUNNING);
     EXPECT_EQ(ap_life_enter(&l), AP_OK);
@@ -49,10 +49,10 @@ Test(lifecycle, full_run_start_serve_stop_drain_terminate)
     EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
     EXPECT_EQ(ap_life_enter(&l), AP_CLOSED, "an enter after the stop");
     EXPECT_EQ(ap_life_in_flight(&l), 2, "a refused enter counted");
-    EXPECT_EQ(ap_life_terminated(&l), AP_AGAIN, "two still inside");
+    EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "two still inside");
     EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
     ap_life_leave(&l);
-    EXPECT_EQ(ap_life_terminated(&l), AP_AGAIN, "one still inside");
+    EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "one still inside");
     ap_life_leave(&l);
     EXPECT_EQ(ap_life_in_flight(&l), 0);
     EXPECT_EQ(ap_life_terminated(&l), AP_OK);
@@ -250,7 +250,7 @@ static void *worker(void *arg)
     shared *s = arg;
     for (;;) {
         ap_status st = ap_life_enter(&s->life);
-        if (st == AP_AGAIN) {
+        if (st == AP_NOT_READY) {
             if (ap_now_ns() > s->give_up)
                 return NULL; /* the test fails on its own deadline */
             sched_yield();
@@ -304,7 +304,7 @@ Test(lifecycle, a_stop_during_the_start_drains_only_after_started)
     ap_life_wait_fut f;
     ap_life_wait_fut_init(&f, &l, AP_LIFE_DRAINED);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING, "drained while the start still runs");
-    EXPECT_EQ(ap_life_terminated(&l), AP_AGAIN, "terminated while the start still runs");
+    EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "terminated while the start still runs");
     EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED, "the starter must learn to undo its start");
     EXPECT_GE(atomic_load(&t.calls), 1, "the drain was not woken when the start ended");
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_READY);

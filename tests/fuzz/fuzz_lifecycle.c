@@ -210,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 e = AP_OK;
                 m_move(AP_LIFE_TERMINATED);
             } else {
-                e = m_state == AP_LIFE_STOPPING ? AP_AGAIN : AP_INVAL;
+                e = m_state == AP_LIFE_STOPPING ? AP_NOT_READY : AP_INVAL;
             }
             FZ_CHECK(st == e);
             break;
@@ -231,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 e = AP_OK;
                 m_in++;
             } else {
-                e = m_state < AP_LIFE_RUNNING ? AP_AGAIN : AP_CLOSED;
+                e = m_state < AP_LIFE_RUNNING ? AP_NOT_READY : AP_CLOSED;
             }
             FZ_CHECK(st == e);
             break;

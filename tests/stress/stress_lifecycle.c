@@ -35,7 +35,7 @@ static void *life_worker_main(void *arg)
     life_run *r = w->r;
     for (;;) {
         ap_status st = ap_life_enter(&r->life);
-        if (st == AP_AGAIN) {
+        if (st == AP_NOT_READY) {
             stress_jitter(&w->rng);
             continue;
         }

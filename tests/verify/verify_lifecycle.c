@@ -46,7 +46,7 @@ static void l_thread(void *p, int id)
     }
     for (int i = 0, tries = 0; i < ops && tries < 6; tries++) {
         ap_status st = ap_life_enter(&s->life);
-        if (st == AP_AGAIN) { /* not running yet */
+        if (st == AP_NOT_READY) { /* not running yet */
             vf_yield();
             continue;
         }
