@@ -232,7 +232,7 @@ typedef struct ap_resil_result {
 /** ap_resil_stats - this call's ledger (counters since init) */
 typedef struct ap_resil_stats {
     uint64_t tokens;            /* tokens taken from the limiter (kept) */
-    uint64_t tokens_waited;     /* of them, taken after a limiter wait */
+    uint64_t tokens_waited;     /* of them, taken through a limiter wait (wait_ns set) */
     uint64_t permits;           /* bulkhead permits taken (each released) */
     uint64_t breaker_permits;   /* breaker permits taken (each recorded) */
     uint64_t breaker_canceled;  /* of them, recorded CANCELED */
