@@ -49,11 +49,15 @@
  *   only for a push already past its check: a bounded copy.
  *
  * COMPLEXITY   O(1) per element; push_n/pop_n: one publication per batch.
- * MEMORY       init: caller buffer of AP_SPSC_BYTES(capacity, elem_size)
- *              bytes; create: one allocation via ap_allocator.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_SPSC_BYTES(capacity, elem_size) (else AP_INVAL: a short
+ *              buffer is never written past); elements are copied with
+ *              memcpy, so any alignment works (AP_SPSC_ALIGN is 1);
+ *              create: one allocation via ap_allocator.
  * ERRORS       AP_FULL, AP_EMPTY, AP_CLOSED; AP_INVAL for capacity 0,
- *              elem_size 0, or sizes that overflow. Out-parameters are
- *              untouched on failure.
+ *              elem_size 0, sizes that overflow, a buffer that is NULL or
+ *              too small (nothing changed). Out-parameters are untouched
+ *              on failure.
  * WAKE ORDER   FIFO among waiting futures (at most one per side in use).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     mpmc.h, examples/producer_consumer.c, bench/bench_queue.c
@@ -62,7 +66,7 @@
  * USAGE
  *   static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
  *   ap_spsc q;
- *   if (ap_spsc_init(&q, buf, 1024, sizeof(int)) != AP_OK) abort();
+ *   if (ap_spsc_init(&q, buf, sizeof buf, 1024, sizeof(int)) != AP_OK) abort();
  *   int x = 42;                      // producer thread
  *   while (ap_spsc_try_push(&q, &x) == AP_FULL) {}
  *   int y;                           // consumer thread
@@ -78,6 +82,9 @@
 /** AP_SPSC_BYTES - buffer bytes for ap_spsc_init (constant expression) */
 #define AP_SPSC_BYTES(capacity, elem_size) \
     (AP__POW2_CEIL(capacity) * (size_t)(elem_size))
+/** AP_SPSC_ALIGN - the alignment ap_spsc_init needs of its buffer: none
+ *  (1; elements are copied with memcpy) */
+#define AP_SPSC_ALIGN ((size_t)1)
 
 typedef struct ap_spsc {
     _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position */
@@ -105,14 +112,18 @@ typedef struct ap_spsc_pop_fut { ap_waitop op; } ap_spsc_pop_fut;
 /**
  * ap_spsc_init - set up a ring in caller memory
  * @q:         ring to initialise
- * @buf:       AP_SPSC_BYTES(capacity, elem_size) bytes, owned by the caller
+ * @buf:       at least AP_SPSC_BYTES(capacity, elem_size) bytes, owned by
+ *             the caller
+ * @bytes:     the size of @buf (more than needed is fine; the excess is not
+ *             touched)
  * @capacity:  elements it holds (>= 1)
  * @elem_size: bytes per element (>= 1)
  *
- * Returns AP_OK, or AP_INVAL (capacity or elem_size 0, or a buffer size
- * that overflows size_t); on AP_INVAL *q is untouched.
+ * Returns AP_OK, or AP_INVAL (capacity or elem_size 0, a buffer size that
+ * overflows size_t, @buf NULL, @bytes too small); on AP_INVAL neither *q
+ * nor @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t capacity,
+AP_API AP_NODISCARD ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t bytes, size_t capacity,
                                            size_t elem_size);
 
 /** ap_spsc_fini - end of life; frees nothing (the buffer is the caller's) */
@@ -230,8 +241,9 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
  */
 #define AP_SPSC_DEFINE(name, T)                                                    \
     typedef struct name { ap_spsc q; } name;                                       \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
-    { return ap_spsc_init(&self->q, buf, capacity, sizeof(T)); }                   \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
+                                                              size_t capacity)      \
+    { return ap_spsc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
     { return ap__spsc_push_n(&self->q, elem, 1, NULL, sizeof(T)); }                \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
@@ -261,16 +273,17 @@ enum { AP__SPSC_OPEN = 0, AP__SPSC_CLOSING = 1, AP__SPSC_CLOSED = 2 };
 #define AP__SPSC_POS_LIMIT (SIZE_MAX >> 3) /* largest capacity accepted */
 
 /* Test hook: start both positions at @start (to exercise wrap-around). */
-AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t capacity,
-                                               size_t elem_size, size_t start)
+AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t bytes,
+                                               size_t capacity, size_t elem_size, size_t start)
 {
     size_t slots = capacity <= AP__SPSC_POS_LIMIT ? ap__pow2_ceil(capacity) : 0;
-    size_t bytes;
+    size_t need;
     AP_ASSERT(q != NULL);
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: a buffer too small for the capacity was accepted and overrun) */
     if (capacity == 0 || elem_size == 0 || slots == 0 ||
-        !ap__size_muladd(slots, elem_size, 0, &bytes))
+        !ap__size_muladd(slots, elem_size, 0, &need) || buf == NULL || bytes < need)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL);
     start &= AP__SPSC_POS;
     AP_ATOMIC_INIT(&q->tail, start);
     AP_ATOMIC_INIT(&q->head, start);
@@ -288,9 +301,10 @@ AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t cap
     return AP_OK;
 }
 
-AP_API ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t capacity, size_t elem_size)
+AP_API ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t bytes, size_t capacity,
+                              size_t elem_size)
 {
-    return ap__spsc_init_at(q, buf, capacity, elem_size, 0);
+    return ap__spsc_init_at(q, buf, bytes, capacity, elem_size, 0);
 }
 
 AP_API void ap_spsc_fini(ap_spsc *q)
@@ -318,7 +332,7 @@ AP_API ap_status ap_spsc_create(ap_spsc **out, size_t capacity, size_t elem_size
     if (mem == NULL)
         return AP_NOMEM;
     ap_spsc *q = (ap_spsc *)(void *)mem;
-    ap_status st = ap_spsc_init(q, mem + hdr, capacity, elem_size);
+    ap_status st = ap_spsc_init(q, mem + hdr, total - hdr, capacity, elem_size);
     AP_ASSERT(st == AP_OK);
     (void)st;
     q->alloc = a;

@@ -94,7 +94,7 @@ static int q_ap_spsc_init(q_ap_spsc *q, size_t cap, int ncons)
 {
     (void)ncons;
     q->buf = (uint64_t *)xaligned(AP_SPSC_BYTES(cap, sizeof(uint64_t)));
-    return u64_spsc_init(&q->q, q->buf, cap) == AP_OK ? 0 : -1;
+    return u64_spsc_init(&q->q, q->buf, AP_SPSC_BYTES(cap, sizeof(uint64_t)), cap) == AP_OK ? 0 : -1;
 }
 
 static void q_ap_spsc_fini(q_ap_spsc *q)

@@ -472,7 +472,7 @@ static void run_real(int which, const scenario *sc, size_t B, pc_stats *st)
 {
     if (which == 0) {
         pc_spsc q;
-        EXPECT_EQ(pc_spsc_init(&q, spsc_buf, B), AP_OK);
+        EXPECT_EQ(pc_spsc_init(&q, spsc_buf, sizeof spsc_buf, B), AP_OK);
         EXPECT_EQ(pc_spsc_capacity(&q), B, "spsc honours the capacity asked, not its pow2 storage");
         pc_queue pq = {"ap_spsc", &q, spsc_push, spsc_pop, spsc_len, spsc_cap};
         EXPECT_EQ(pq.cap(pq.self), B);

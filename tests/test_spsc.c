@@ -77,12 +77,12 @@ Test(spsc, init_bad_config_is_inval_and_changes_nothing)
         unsigned char buf[64], buf_copy[64];
         memset(buf, 0x3c, sizeof buf);
         memcpy(buf_copy, buf, sizeof buf);
-        EXPECT_EQ(ap_spsc_init(&q, buf, spsc_bad[i].cap, spsc_bad[i].elem), AP_INVAL,
+        EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, spsc_bad[i].cap, spsc_bad[i].elem), AP_INVAL,
                   "init(%zu, %zu) accepted", spsc_bad[i].cap, spsc_bad[i].elem);
         EXPECT_EQ(memcmp(&q, &before, sizeof q), 0, "init(%zu, %zu) wrote to q on AP_INVAL",
                   spsc_bad[i].cap, spsc_bad[i].elem);
         EXPECT_EQ(memcmp(buf, buf_copy, sizeof buf), 0, "init wrote to the buffer on AP_INVAL");
-        EXPECT_EQ(ap__spsc_init_at(&q, big_buf, spsc_bad[i].cap, spsc_bad[i].elem, SIZE_MAX),
+        EXPECT_EQ(ap__spsc_init_at(&q, big_buf, sizeof big_buf, spsc_bad[i].cap, spsc_bad[i].elem, SIZE_MAX),
                   AP_INVAL);
         EXPECT_EQ(memcmp(&q, &before, sizeof q), 0);
     }
@@ -208,7 +208,7 @@ Test(spsc, capacity_is_honoured_exactly)
         ap_spsc_destroy(q);
         unsigned char *buf = malloc(AP_SPSC_BYTES(caps[i], U32));
         ap_spsc r;
-        EXPECT_EQ(ap_spsc_init(&r, buf, caps[i], U32), AP_OK);
+        EXPECT_EQ(ap_spsc_init(&r, buf, AP_SPSC_BYTES(caps[i], U32), caps[i], U32), AP_OK);
         check_holds_exactly(&r, caps[i]);
         ap_spsc_fini(&r);
         free(buf);
@@ -232,7 +232,7 @@ static size_t sweep_starts(size_t cap, size_t *out)
 static void fill_drain_laps(size_t cap, size_t start)
 {
     ap_spsc q;
-    EXPECT_EQ(ap__spsc_init_at(&q, big_buf, cap, U32, start), AP_OK);
+    EXPECT_EQ(ap__spsc_init_at(&q, big_buf, sizeof big_buf, cap, U32, start), AP_OK);
     uint32_t in = 1, out = 1;
     for (int lap = 0; lap < 3; lap++) {
         for (size_t i = 0; i < cap; i++) {
@@ -284,7 +284,7 @@ Test(spsc, capacity_sweep_fill_drain_wrap)
 static void model_run(size_t cap, size_t start, uint64_t seed)
 {
     ap_spsc q;
-    EXPECT_EQ(ap__spsc_init_at(&q, big_buf, cap, U32, start), AP_OK);
+    EXPECT_EQ(ap__spsc_init_at(&q, big_buf, sizeof big_buf, cap, U32, start), AP_OK);
     uint32_t in = 0, out = 0; /* model: the FIFO holds [out, in) */
     uint32_t batch[80], got[80];
     size_t steps = 40 * cap + 200, phase = 2 * cap + 3;
@@ -353,7 +353,7 @@ Test(spsc, push_n_pop_n_partial_and_physical_wrap)
 {
     uint32_t buf[8];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 8, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 8, U32), AP_OK);
     uint32_t src[12], dst[12];
     for (uint32_t i = 0; i < 12; i++)
         src[i] = 100 + i;
@@ -384,7 +384,7 @@ Test(spsc, push_n_pop_n_zero_and_non_pow2_capacity)
 {
     uint32_t buf[8];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 5, U32), AP_OK); /* 8 slots, holds 5 */
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 5, U32), AP_OK); /* 8 slots, holds 5 */
     uint32_t src[8] = {1, 2, 3, 4, 5, 6, 7, 8}, dst[8];
     size_t done = 9;
     EXPECT_EQ(ap_spsc_try_push_n(&q, src, 0, &done), AP_OK);
@@ -428,7 +428,7 @@ Test(spsc, odd_element_sizes_round_trip_byte_exact)
             unsigned char *e = malloc(sz * cap), *o = malloc(sz * cap + CANARY);
             unsigned char *want = malloc(sz);
             ap_spsc q;
-            EXPECT_EQ(ap__spsc_init_at(&q, buf, cap, sz, SIZE_MAX - 1), AP_OK);
+            EXPECT_EQ(ap__spsc_init_at(&q, buf, AP_SPSC_BYTES(cap, sz), cap, sz, SIZE_MAX - 1), AP_OK);
             uint32_t in = 0, out = 0;
             for (int lap = 0; lap < 4; lap++) {
                 for (size_t k = 0; k < cap; k++) {
@@ -473,7 +473,7 @@ Test(spsc, close_rejects_pushes_and_drains)
 {
     uint64_t buf[8];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, sizeof(uint64_t)), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, sizeof(uint64_t)), AP_OK);
     for (uint64_t i = 1; i <= 3; i++)
         EXPECT_EQ(ap_spsc_try_push(&q, &i), AP_OK);
     EXPECT_NOT(ap_spsc_is_closed(&q));
@@ -511,13 +511,13 @@ Test(spsc, close_empty_and_full)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 2, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 2, U32), AP_OK);
     ap_spsc_close(&q);
     uint32_t v = 7;
     EXPECT_EQ(ap_spsc_try_pop(&q, &v), AP_CLOSED, "closed and empty is AP_CLOSED, not AP_EMPTY");
     EXPECT_EQ(v, 7);
 
-    EXPECT_EQ(ap__spsc_init_at(&q, buf, 2, U32, SIZE_MAX), AP_OK);
+    EXPECT_EQ(ap__spsc_init_at(&q, buf, sizeof buf, 2, U32, SIZE_MAX), AP_OK);
     EXPECT_EQ(ap_spsc_try_push(&q, &v), AP_OK);
     EXPECT_EQ(ap_spsc_try_push(&q, &v), AP_OK);
     ap_spsc_close(&q);
@@ -532,7 +532,7 @@ Test(spsc, close_wakes_every_pop_future)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t[2] = {{0}, {0}};
     uint32_t out[2] = {111, 222};
     ap_spsc_pop_fut f[2];
@@ -557,7 +557,7 @@ Test(spsc, close_wakes_every_push_future)
 {
     uint32_t buf[2];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 2, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 2, U32), AP_OK);
     uint32_t a = 1, b = 2, pend[2] = {30, 40};
     EXPECT_EQ(ap_spsc_try_push(&q, &a), AP_OK);
     EXPECT_EQ(ap_spsc_try_push(&q, &b), AP_OK);
@@ -587,7 +587,7 @@ Test(spsc, futures_on_a_closed_ring)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     uint32_t x = 5;
     EXPECT_EQ(ap_spsc_try_push(&q, &x), AP_OK);
     ap_spsc_close(&q);
@@ -618,7 +618,7 @@ Test(spsc, pop_future_pending_then_woken_by_push)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint32_t out = 0;
@@ -642,7 +642,7 @@ Test(spsc, pop_future_ready_at_once_never_wakes)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     uint32_t x = 9, out = 0;
     EXPECT_EQ(ap_spsc_try_push(&q, &x), AP_OK);
     tw t = {0};
@@ -660,7 +660,7 @@ Test(spsc, push_future_on_full_woken_by_pop)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 3, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 3, U32), AP_OK);
     for (uint32_t i = 1; i <= 3; i++)
         EXPECT_EQ(ap_spsc_try_push(&q, &i), AP_OK);
     tw t = {0};
@@ -686,7 +686,7 @@ Test(spsc, batches_wake_futures_too)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint32_t out = 0, src[4] = {1, 2, 3, 4}, dst[4];
@@ -713,7 +713,7 @@ Test(spsc, cancel_is_idempotent_and_no_wake_after_it)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint32_t out = 0;
@@ -752,7 +752,7 @@ Test(spsc, cancel_after_completion_changes_nothing)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint32_t x = 3, out = 0;
@@ -777,7 +777,7 @@ Test(spsc, woken_then_cancelled_pop_loses_no_item)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint32_t out = 0;
@@ -800,7 +800,7 @@ Test(spsc, repoll_with_new_waker_replaces_old)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     tw a = {0}, b = {0};
     ap_cx ca = cx_of(&a), cb = cx_of(&b);
     uint32_t out = 0;
@@ -819,7 +819,7 @@ Test(spsc, wait_times_out_and_leaves_nothing_behind, .timeout = TEST_TIMEOUT_S)
 {
     uint32_t buf[2];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 1, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 1, U32), AP_OK);
     uint32_t out = 5;
     EXPECT_EQ(ap_spsc_pop_wait(&q, &out, 0), AP_TIMEDOUT);
     uint64_t deadline = ap_now_ns() + 5 * AP_NS_PER_MS;
@@ -869,7 +869,7 @@ static void *close_later(void *arg)
 
 Test(spsc, pop_wait_woken_by_push_from_another_thread, .timeout = TEST_TIMEOUT_S)
 {
-    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, sizeof xq_buf, 4, U32), AP_OK);
     uint32_t v = 0xfeed, out = 0;
     pthread_t th;
     EXPECT_EQ(pthread_create(&th, NULL, push_later, &v), 0);
@@ -881,7 +881,7 @@ Test(spsc, pop_wait_woken_by_push_from_another_thread, .timeout = TEST_TIMEOUT_S
 
 Test(spsc, push_wait_woken_by_pop_from_another_thread, .timeout = TEST_TIMEOUT_S)
 {
-    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, 1, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, sizeof xq_buf, 1, U32), AP_OK);
     uint32_t a = 1, b = 2, got = 0;
     EXPECT_EQ(ap_spsc_try_push(&xq, &a), AP_OK);
     pthread_t th;
@@ -897,7 +897,7 @@ Test(spsc, push_wait_woken_by_pop_from_another_thread, .timeout = TEST_TIMEOUT_S
 
 Test(spsc, pop_wait_woken_by_close_from_another_thread, .timeout = TEST_TIMEOUT_S)
 {
-    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&xq, xq_buf, sizeof xq_buf, 4, U32), AP_OK);
     uint32_t out = 3;
     pthread_t th;
     EXPECT_EQ(pthread_create(&th, NULL, close_later, NULL), 0);
@@ -937,7 +937,7 @@ static void *producer_1p1c(void *arg)
 
 Test(spsc, one_producer_one_consumer_fifo_across_threads, .timeout = TEST_TIMEOUT_S)
 {
-    EXPECT_EQ(ap__spsc_init_at(&xq, xq_buf, 7, U32, SIZE_MAX - 1000), AP_OK);
+    EXPECT_EQ(ap__spsc_init_at(&xq, xq_buf, sizeof xq_buf, 7, U32, SIZE_MAX - 1000), AP_OK);
     pthread_t th;
     EXPECT_EQ(pthread_create(&th, NULL, producer_1p1c, NULL), 0);
     uint32_t expect = 0, got[16];
@@ -971,7 +971,7 @@ Test(spsc, try_push_after_fini_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4], x = 1;
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     ap_spsc_fini(&q);
     ap_status st = ap_spsc_try_push(&q, &x);
     cr_log_error("try_push after fini returned %d", (int)st);
@@ -981,7 +981,7 @@ Test(spsc, try_pop_after_fini_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4], x = 1;
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     ap_spsc_fini(&q);
     ap_status st = ap_spsc_try_pop(&q, &x);
     cr_log_error("try_pop after fini returned %d", (int)st);
@@ -991,7 +991,7 @@ Test(spsc, close_after_fini_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     ap_spsc_fini(&q);
     ap_spsc_close(&q);
 }
@@ -1000,7 +1000,7 @@ Test(spsc, try_push_n_without_done_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4], x = 1;
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     ap_status st = ap_spsc_try_push_n(&q, &x, 1, NULL);
     cr_log_error("returned %d", (int)st);
 }
@@ -1009,7 +1009,7 @@ Test(spsc, destroy_of_an_init_ring_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4];
     ap_spsc q;
-    EXPECT_EQ(ap_spsc_init(&q, buf, 4, U32), AP_OK);
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
     ap_spsc_destroy(&q);
 }
 
@@ -1019,11 +1019,61 @@ Test(spsc, create_without_out_asserts, .signal = SIGABRT)
     cr_log_error("returned %d", (int)st);
 }
 
-Test(spsc, init_without_buffer_asserts, .signal = SIGABRT)
+/* Caller memory comes with its size (issue #11): a NULL buffer (it tripped
+ * AP_ASSERT), a buffer one byte short, or bad configuration is AP_INVAL,
+ * and neither the ring's bytes nor the buffer's change. Elements are
+ * memcpy'd, so no alignment is needed (AP_SPSC_ALIGN is 1): an odd
+ * address works. */
+Test(spsc, bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
+    enum { CAP = 5, ES = 4 }; /* 8 slots */
+    static unsigned char b[AP_SPSC_BYTES(CAP, ES) + 16];
+    _Static_assert(AP_SPSC_BYTES(CAP, ES) == 32 && AP_SPSC_ALIGN == 1, "constant expressions");
+    struct { void *buf; size_t bytes, cap, es; const char *what; } cases[] = {
+        {NULL, sizeof b, CAP, ES, "NULL buffer"},
+        {b, AP_SPSC_BYTES(CAP, ES) - 1, CAP, ES, "one byte short"},
+        {b + 1, AP_SPSC_BYTES(CAP, ES) - 1, CAP, ES, "odd address, one byte short"},
+        {b, 0, CAP, ES, "zero bytes"},
+        {b, sizeof b, 0, ES, "capacity 0"},
+        {b, sizeof b, CAP, 0, "elem_size 0"},
+        {b, SIZE_MAX, SIZE_MAX / 16, 64, "bytes overflow"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_spsc q;
+        static unsigned char q_before[sizeof(ap_spsc)], b_before[sizeof b];
+        memset(&q, 0x5A, sizeof q);
+        memset(b, 0xC3, sizeof b);
+        memcpy(q_before, &q, sizeof q);
+        memcpy(b_before, b, sizeof b);
+        EXPECT_EQ(ap_spsc_init(&q, cases[i].buf, cases[i].bytes, cases[i].cap, cases[i].es), AP_INVAL,
+                  "%s", cases[i].what);
+        EXPECT(memcmp(q_before, &q, sizeof q) == 0, "%s: the ring changed", cases[i].what);
+        EXPECT(memcmp(b_before, b, sizeof b) == 0, "%s: the buffer changed", cases[i].what);
+    }
+    /* exactly enough at an odd address works; the excess is not touched */
     ap_spsc q;
-    ap_status st = ap_spsc_init(&q, NULL, 4, 4);
-    cr_log_error("returned %d", (int)st);
+    memset(b, 0xC3, sizeof b);
+    EXPECT_EQ(ap_spsc_init(&q, b + 1, AP_SPSC_BYTES(CAP, ES), CAP, ES), AP_OK);
+    for (uint32_t k = 0; k < 3 * CAP; k++) {
+        uint32_t x = k, y = 0;
+        EXPECT_EQ(ap_spsc_try_push(&q, &x), AP_OK);
+        EXPECT_EQ(ap_spsc_try_pop(&q, &y), AP_OK);
+        EXPECT_EQ(y, k);
+    }
+    EXPECT_EQ(b[0], 0xC3);
+    for (size_t i = 1 + AP_SPSC_BYTES(CAP, ES); i < sizeof b; i++)
+        EXPECT_EQ(b[i], 0xC3, "byte %zu past the buffer written", i);
+}
+
+/* Regression (issue #11): an 8-byte buffer for capacity 64 was AP_OK and
+ * the pushes ran past it. Now the size comes along and it is AP_INVAL. */
+Test(spsc, small_buffer_for_capacity_is_inval_not_an_overflow)
+{
+    unsigned char *small = malloc(8);
+    cr_assert(small != NULL);
+    ap_spsc q;
+    EXPECT_EQ(ap_spsc_init(&q, small, 8, 64, sizeof(uint64_t)), AP_INVAL);
+    free(small);
 }
 
 /* DESIGN.md: "Programmer errors (a NULL object, use after fini) trip
@@ -1031,6 +1081,6 @@ Test(spsc, init_without_buffer_asserts, .signal = SIGABRT)
 Test(spsc, init_of_null_ring_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4];
-    ap_status st = ap_spsc_init(NULL, buf, 4, U32);
+    ap_status st = ap_spsc_init(NULL, buf, sizeof buf, 4, U32);
     cr_log_error("ap_spsc_init(NULL, ...) returned %d instead of asserting", (int)st);
 }

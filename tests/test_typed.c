@@ -28,7 +28,7 @@ AP_MPMC_DEFINE(rec_q, struct rec)
 
 /* the generated signatures, checked at compile time */
 #define CHECK_SIG(fn, type) _Static_assert(_Generic(&fn, type: 1, default: 0), #fn " has the wrong type")
-CHECK_SIG(int_ring_init, ap_status (*)(int_ring *, void *, size_t));
+CHECK_SIG(int_ring_init, ap_status (*)(int_ring *, void *, size_t, size_t));
 CHECK_SIG(int_ring_try_push, ap_status (*)(int_ring *, const int *));
 CHECK_SIG(int_ring_try_pop, ap_status (*)(int_ring *, int *));
 CHECK_SIG(int_ring_try_push_n, ap_status (*)(int_ring *, const int *, size_t, size_t *));
@@ -75,8 +75,8 @@ Test(typed, spsc_scalar_every_function)
 {
     int buf[AP_SPSC_BYTES(3, sizeof(int)) / sizeof(int)];
     int_ring r;
-    EXPECT_EQ(int_ring_init(&r, buf, 0), AP_INVAL);
-    EXPECT_EQ(int_ring_init(&r, buf, 3), AP_OK);
+    EXPECT_EQ(int_ring_init(&r, buf, sizeof buf, 0), AP_INVAL);
+    EXPECT_EQ(int_ring_init(&r, buf, sizeof buf, 3), AP_OK);
     EXPECT_EQ(r.q.elem_size, sizeof(int));
     EXPECT_EQ(int_ring_capacity(&r), 3);
     for (int i = 1; i <= 3; i++) {
@@ -129,7 +129,7 @@ Test(typed, spsc_struct_every_function)
 {
     struct rec buf[AP_SPSC_BYTES(5, sizeof(struct rec)) / sizeof(struct rec)];
     rec_ring r;
-    EXPECT_EQ(rec_ring_init(&r, buf, 5), AP_OK);
+    EXPECT_EQ(rec_ring_init(&r, buf, sizeof buf, 5), AP_OK);
     EXPECT_EQ(r.q.elem_size, sizeof(struct rec));
     EXPECT_EQ(rec_ring_capacity(&r), 5);
     uint64_t in = 0, out_i = 0;
@@ -175,7 +175,7 @@ Test(typed, spsc_typed_and_generic_interoperate)
 {
     int buf[8];
     int_ring r;
-    EXPECT_EQ(int_ring_init(&r, buf, 8), AP_OK);
+    EXPECT_EQ(int_ring_init(&r, buf, sizeof buf, 8), AP_OK);
     int x = 17, v = 0;
     EXPECT_EQ(ap_spsc_try_push(&r.q, &x), AP_OK);
     EXPECT_EQ(int_ring_try_pop(&r, &v), AP_OK);
@@ -291,7 +291,7 @@ Test(typed, spsc_use_after_typed_fini_asserts, .signal = SIGABRT)
 {
     int buf[4], x = 1;
     int_ring r;
-    EXPECT_EQ(int_ring_init(&r, buf, 4), AP_OK);
+    EXPECT_EQ(int_ring_init(&r, buf, sizeof buf, 4), AP_OK);
     int_ring_fini(&r);
     ap_status st = int_ring_try_push(&r, &x);
     cr_log_error("try_push after fini returned %d", (int)st);

@@ -59,7 +59,7 @@ static void check_inval_paths(fz *f)
     }
     if (bad) {
         static size_t dummy[4];
-        ap_status st = ap_spsc_init(&q, dummy, cap, es);
+        ap_status st = ap_spsc_init(&q, dummy, sizeof dummy, cap, es);
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&q, sizeof q));
     }
@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t start = (fz_u8(&f) & 1) ? fz_size(&f) : 0;
     static _Alignas(64) unsigned char buf[MAXCAP * MAXES];
     ap_spsc q;
-    if (ap__spsc_init_at(&q, buf, cap, es, start) != AP_OK) abort();
+    if (ap__spsc_init_at(&q, buf, sizeof buf, cap, es, start) != AP_OK) abort();
     mhead = mlen = 0;
     tagc = 0;
     int closed = 0;

@@ -554,7 +554,7 @@ static void async_queue_init(async_run *r)
         r->start = r->cfg.wrap ? (SIZE_MAX >> 1) - r->cfg.items / 2 : 0;
         r->buf = malloc(AP_SPSC_BYTES(cap, sizeof(stress_elem)));
         CHECK(r->buf != NULL, "out of memory");
-        st = ap__spsc_init_at(&r->sq, r->buf, cap, sizeof(stress_elem), r->start);
+        st = ap__spsc_init_at(&r->sq, r->buf, AP_SPSC_BYTES(cap, sizeof(stress_elem)), cap, sizeof(stress_elem), r->start);
     } else {
         size_t laps = r->cfg.items / cap;
         r->start = r->cfg.wrap ? (size_t)0 - (laps / 2 + 1) * stress_mpmc_one_lap(cap) : 0;

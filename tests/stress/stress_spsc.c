@@ -193,7 +193,7 @@ static void run_spsc(size_t capacity, bool wrap, bool batch_push, bool batch_pop
     size_t start = wrap ? (SIZE_MAX >> 1) - total / 2 : 0;
     void *buf = malloc(AP_SPSC_BYTES(capacity, sizeof(stress_elem)));
     CHECK(buf != NULL, "out of memory");
-    ap_status st = ap__spsc_init_at(&r->q, buf, capacity, sizeof(stress_elem), start);
+    ap_status st = ap__spsc_init_at(&r->q, buf, AP_SPSC_BYTES(capacity, sizeof(stress_elem)), capacity, sizeof(stress_elem), start);
     CHECK(st == AP_OK, "ap__spsc_init_at: %s", ap_status_str(st));
     CHECK(ap_spsc_capacity(&r->q) == capacity, "capacity %zu", ap_spsc_capacity(&r->q));
 

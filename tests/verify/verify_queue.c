@@ -33,7 +33,7 @@ static int spsc_cap, spsc_items;
 static void *spsc_setup(void)
 {
     qst *s = calloc(1, sizeof *s);
-    VF_CHECK(ap_spsc_init(&s->q.s, s->buf, (size_t)spsc_cap, sizeof(int)) == AP_OK);
+    VF_CHECK(ap_spsc_init(&s->q.s, s->buf, sizeof s->buf, (size_t)spsc_cap, sizeof(int)) == AP_OK);
     return s;
 }
 
@@ -92,7 +92,7 @@ typedef struct closest {
 static void *spsc_close_setup(void)
 {
     closest *s = calloc(1, sizeof *s);
-    VF_CHECK(ap_spsc_init(&s->q.q.s, s->q.buf, 2, sizeof(int)) == AP_OK);
+    VF_CHECK(ap_spsc_init(&s->q.q.s, s->q.buf, sizeof s->q.buf, 2, sizeof(int)) == AP_OK);
     return s;
 }
 
