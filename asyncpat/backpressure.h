@@ -60,7 +60,18 @@
  *     `offered` counts every ap_bp_push call and every push future once
  *     (at its completion or cancel; a push_wait that times out is canceled);
  *     `full` counts AP_FULL answers of ap_bp_push; `waits` counts push
- *     futures that returned AP_PENDING at least once
+ *     futures that returned AP_PENDING at least once. The fast path counts
+ *     nothing of its own: `popped` is the mpmc's pops since init (its head
+ *     ticket, which the pop's claim CAS moves anyway) less dropped_oldest
+ *     (where size_t is narrower than 64 bits, a relaxed add per pop
+ *     instead, so it cannot wrap early); `accepted` is derived as popped +
+ *     dropped_oldest + the slots reserved now, and `offered` as the sum of
+ *     its outcomes above; every other counter is bumped where its outcome
+ *     happens (all slow or refusing paths). So the second identity holds
+ *     by construction and the first says that every refusal is counted
+ *     once; conservation itself is checked on the elements (tests, fuzz).
+ *     On 64-bit, popped is exact up to 2^64 / (2 * pow2_ceil(capacity+1))
+ *     * capacity pops (the mpmc's ticket space; over 2^55 for any size)
  *   - evictions take exactly the oldest element, in FIFO order
  *   - watermark transitions are exact in the level's modification order:
  *     LOW->HIGH at the push that makes count == high, HIGH->LOW at the
@@ -88,25 +99,39 @@
  * ORDERING
  *   Elements: the mpmc's edges (a push happens-before the pop, or the
  *   eviction, that returns its element).
- *   Level: every RMW and load of the level is seq_cst. (1) Counting: a
- *   reservation happens-before the mpmc push, which happens-before the pop
- *   that precedes the give-back, so in the level's modification order every
- *   give-back follows its reservation and count never underflows. A
- *   reservation that reads a give-back also sees the mpmc head CAS before
- *   it, so a reserved push never finds the mpmc FULL. (2) Wakes (THE LADDER
- *   of waitlist.h): a waiting push future or low-watermark future registers
- *   (seq_cst increment + fence) and then re-reads the level (seq_cst); a
- *   consumer's give-back CAS (seq_cst) precedes its has_waiters load
- *   (seq_cst), and close's fetch_or (seq_cst) precedes its wake_all. In
- *   the single total order S, either the waker sees the waiter or the
- *   waiter's re-check sees the new level. Pop futures wait on the mpmc's
- *   own not_empty list and its ladder; "closed and drained" is the level
- *   (CLOSED, count 0), re-checked with a seq_cst load after the mpmc pop
- *   said EMPTY, and the give-back or close that produces it wakes that
- *   list after its seq_cst RMW. The mpmc itself is never closed, so a
- *   push that reserved before close always lands. The bucket is all relaxed (it
- *   publishes nothing). Counters are relaxed statistics: exact once the
- *   threads that updated them are joined, a racy snapshot before.
+ *   Level: (1) Counting: a reservation happens-before the mpmc push, which
+ *   happens-before the pop that precedes the give-back, so in the level's
+ *   modification order every give-back follows its reservation and count
+ *   never underflows. A give-back CAS is a release and a reservation's
+ *   load and CAS are acquire: a reservation that reads a give-back also
+ *   sees that consumer's mpmc head CAS and stamp store, so a reserved push
+ *   never finds the mpmc FULL. (2) Wakes (THE LADDER of waitlist.h; the
+ *   waiter pays): a waiting push future registers on not_full (count++,
+ *   HEAVY barrier) and then re-reads the level (AP__CHECK_MO); a
+ *   consumer's give-back CAS (AP__PUB_MO) is followed by
+ *   ap_waitlist_parked (LIGHT + a relaxed count load). Either the
+ *   consumer sees the waiter or HEAVY makes the give-back visible to the
+ *   re-check. In the fallback ladder (TSan, non-Linux,
+ *   AP_NO_ASYM_BARRIER) the CAS, the increment and both loads are seq_cst
+ *   and fall in one total order S. Low-watermark futures: the crossing
+ *   give-back then bumps `crossings` with a seq_cst RMW before wake_all's
+ *   seq_cst count load; the low future registers and re-reads the level
+ *   and `crossings` (seq_cst): those two seq_cst pairs are ordered in S
+ *   in either ladder (crossings are rare; no fast path pays). Pop futures
+ *   wait on the mpmc's own not_empty list and its ladder; "closed and
+ *   drained" is the level (CLOSED, count 0), re-checked with an
+ *   AP__CHECK_MO load after the mpmc pop said EMPTY; the give-back that
+ *   produces it checks ap_waitlist_parked on that list after its CAS, and
+ *   close's fetch_or (seq_cst, rare) precedes its wake_alls' seq_cst
+ *   loads. The mpmc itself is never closed, so a push that reserved before
+ *   close always lands. The bucket is all relaxed (it publishes nothing),
+ *   and THROTTLE consults it only while HIGH. Counters are relaxed
+ *   statistics: exact once the threads that updated them are joined, a
+ *   racy snapshot before.
+ *   With nobody parked a push + pop pair costs the mpmc's pair (two claim
+ *   CASes, two stamp stores) plus one acquire CAS and one release CAS on
+ *   the level: no fence, no seq_cst, no counter. Pointer-sized elements
+ *   are copied with a constant size (inlined, no memcpy call).
  *
  * COMPLEXITY   push/try_pop: O(1) plus CAS retries under contention;
  *              close: O(waiters); memory = sizeof(ap_bp) +
@@ -191,11 +216,14 @@ typedef struct ap_bp {
     /* written by every push and pop */
     _Alignas(AP_CACHELINE) _Atomic size_t level; /* count << 2 | CLOSED | HIGH */
     ap__lock prod_lock;                          /* DROP_OLDEST producers, close */
-    /* producer-side counters (relaxed statistics) */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t offered, accepted, dropped_newest,
-        dropped_oldest, throttled, full, closed, canceled, waits;
-    /* consumer-side counter, on its own line */
+    /* producer-side counters of the refusing and slow paths (relaxed
+     * statistics; offered and accepted are derived, ap_bp_stats_get) */
+    _Alignas(AP_CACHELINE) _Atomic uint64_t dropped_newest, dropped_oldest, throttled,
+        full, closed, canceled, waits;
+    /* consumer-side counter, on its own line (narrow size_t only: see
+     * GUARANTEES); q_start is the mpmc's first head ticket */
     _Alignas(AP_CACHELINE) _Atomic uint64_t popped;
+    size_t q_start;
     /* read-mostly from here */
     _Alignas(AP_CACHELINE) size_t capacity; /* 0 after fini */
     size_t high, low;
@@ -250,7 +278,9 @@ AP_API ap_bp_desc ap_bp_desc_resolved(const ap_bp_desc *desc);
  * untouched. The level starts LOW.
  */
 AP_API AP_NODISCARD ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc);
-/** ap_bp_fini - end of life (no future may be waiting); frees nothing */
+/** ap_bp_fini - end of life; frees nothing. A future still waiting (push,
+ *  pop or low) trips AP_ASSERT in every build (one load per list); so does
+ *  a second fini. A created buffer may be finished and then destroyed. */
 AP_API void ap_bp_fini(ap_bp *bp);
 
 #ifndef AP_NO_MALLOC
@@ -262,7 +292,8 @@ AP_API void ap_bp_fini(ap_bp *bp);
  */
 AP_API AP_NODISCARD ap_status ap_bp_create(ap_bp **out, const ap_bp_desc *desc,
                                            const ap_allocator *alloc);
-/** ap_bp_destroy - free a buffer from ap_bp_create; NULL is a no-op */
+/** ap_bp_destroy - fini (unless already finished) and free a buffer from
+ *  ap_bp_create; NULL is a no-op */
 AP_API void ap_bp_destroy(ap_bp *bp);
 #endif
 
@@ -382,8 +413,6 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
     }
     AP_ATOMIC_INIT(&bp->level, (size_t)0);
     AP_ATOMIC_INIT(&bp->prod_lock.held, 0u);
-    AP_ATOMIC_INIT(&bp->offered, 0u);
-    AP_ATOMIC_INIT(&bp->accepted, 0u);
     AP_ATOMIC_INIT(&bp->dropped_newest, 0u);
     AP_ATOMIC_INIT(&bp->dropped_oldest, 0u);
     AP_ATOMIC_INIT(&bp->throttled, 0u);
@@ -392,6 +421,7 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
     AP_ATOMIC_INIT(&bp->canceled, 0u);
     AP_ATOMIC_INIT(&bp->waits, 0u);
     AP_ATOMIC_INIT(&bp->popped, 0u);
+    bp->q_start = AP_ATOMIC_LOAD(&bp->q.head, memory_order_relaxed);
     bp->capacity = d.capacity;
     bp->high = d.high_watermark;
     bp->low = d.low_watermark;
@@ -407,10 +437,11 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
 AP_API void ap_bp_fini(ap_bp *bp)
 {
     AP_ASSERT(bp != NULL && bp->capacity != 0);
-#ifdef AP_DEBUG
+    /* Every build: a future still queued would be woken into freed memory
+     * (pop futures wait on the mpmc's list). */
     AP_ASSERT(!ap_waitlist_has_waiters(&bp->not_full));
     AP_ASSERT(!ap_waitlist_has_waiters(&bp->below_low));
-#endif
+    AP_ASSERT(!ap_waitlist_has_waiters(&bp->q.not_empty));
     ap_mpmc_fini(&bp->q);
     if (bp->strategy == AP_BP_THROTTLE)
         ap_tb_fini(&bp->tb);
@@ -463,8 +494,10 @@ AP_API void ap_bp_destroy(ap_bp *bp)
         return;
     AP_ASSERT(bp->alloc != NULL); /* only buffers from ap_bp_create */
     const ap_allocator *a = bp->alloc;
-    size_t total = ap__bp_header_bytes() + bp->capacity * AP_MPMC_STRIDE(bp->desc.elem_size);
-    ap_bp_fini(bp);
+    /* desc keeps the capacity after fini (which zeroes bp->capacity) */
+    size_t total = ap__bp_header_bytes() + bp->desc.capacity * AP_MPMC_STRIDE(bp->desc.elem_size);
+    if (bp->capacity != 0)
+        ap_bp_fini(bp);
     a->free(bp, total, a->user);
 }
 #endif
@@ -475,9 +508,10 @@ AP_API void ap_bp_destroy(ap_bp *bp)
  */
 AP_FORCE_INLINE ap_status ap__bp_reserve(ap_bp *bp, size_t *was)
 {
-    /* seq_cst: the re-check of a registered push future (THE LADDER), and
-     * ordered after the give-back it reads (see ORDERING (1)). */
-    size_t lv = AP_ATOMIC_LOAD(&bp->level, memory_order_seq_cst);
+    /* AP__CHECK_MO (acquire; seq_cst in the fallback): the re-check of a
+     * registered push future (THE LADDER), and acquire: pairs with the
+     * release give-back CAS it reads (ORDERING (1)). */
+    size_t lv = AP_ATOMIC_LOAD(&bp->level, AP__CHECK_MO);
     for (;;) {
         if (AP_UNLIKELY(lv & AP__BP_CLOSED))
             return AP_CLOSED;
@@ -487,10 +521,11 @@ AP_FORCE_INLINE ap_status ap__bp_reserve(ap_bp *bp, size_t *was)
         size_t next = lv + AP__BP_ONE;
         if (count + 1 >= bp->high)
             next |= AP__BP_HIGH;
-        /* seq_cst: one total order of level updates (ORDERING); on failure
-         * lv is the newer word, decided again (seq_cst: it is a re-check). */
-        if (AP_ATOMIC_CAS_WEAK(&bp->level, &lv, next, memory_order_seq_cst,
-                               memory_order_seq_cst)) {
+        /* AP__CHECK_MO (acquire; seq_cst in the fallback): pairs with the
+         * release give-back it reads (ORDERING (1)); on failure lv is the
+         * newer word, decided again (a re-check, so the same order). A
+         * reservation publishes nothing: the mpmc push does. */
+        if (AP_ATOMIC_CAS_WEAK(&bp->level, &lv, next, AP__CHECK_MO, AP__CHECK_MO)) {
             *was = lv;
             return AP_OK;
         }
@@ -510,11 +545,12 @@ AP_FORCE_INLINE size_t ap__bp_give_back_nowake(ap_bp *bp, size_t *after)
         next = lv - AP__BP_ONE;
         if ((next & AP__BP_HIGH) && (next >> 2) <= bp->low)
             next &= ~AP__BP_HIGH;
-        /* seq_cst: the waking side's SC write of THE LADDER, before the
-         * has_waiters loads of ap__bp_wake; relaxed on failure (we only
-         * recompute from the newer word). */
-        if (AP_ATOMIC_CAS_WEAK(&bp->level, &lv, next, memory_order_seq_cst,
-                               memory_order_relaxed))
+        /* AP__PUB_MO (release; seq_cst in the fallback): pairs with the
+         * acquire of the reservation that reads it (ORDERING (1)), and the
+         * waking side's publishing write of THE LADDER, before the
+         * ap_waitlist_parked checks of ap__bp_wake; relaxed on failure (we
+         * only recompute from the newer word). */
+        if (AP_ATOMIC_CAS_WEAK(&bp->level, &lv, next, AP__PUB_MO, memory_order_relaxed))
             break;
     }
     *after = next;
@@ -532,9 +568,11 @@ AP_FORCE_INLINE void ap__bp_wake(ap_bp *bp, size_t before, size_t after)
         (void)AP_ATOMIC_FETCH_ADD(&bp->crossings, 1u, memory_order_seq_cst);
         (void)ap_waitlist_wake_all(&bp->below_low);
     }
-    if (AP_UNLIKELY(ap_waitlist_has_waiters(&bp->not_full)))
+    /* the publishing give-back CAS, then the ladder's checks */
+    if (AP_UNLIKELY(ap_waitlist_parked(&bp->not_full)))
         (void)ap_waitlist_wake(&bp->not_full, 1); /* a slot is free */
-    if (AP_UNLIKELY((after & AP__BP_CLOSED) && (after >> 2) == 0))
+    if (AP_UNLIKELY((after & AP__BP_CLOSED) && (after >> 2) == 0 &&
+                    ap_waitlist_parked(&bp->q.not_empty)))
         (void)ap_waitlist_wake_all(&bp->q.not_empty); /* closed and drained */
 }
 
@@ -542,6 +580,22 @@ AP_FORCE_INLINE void ap__bp_give_back(ap_bp *bp)
 {
     size_t after, before = ap__bp_give_back_nowake(bp, &after);
     ap__bp_wake(bp, before, after);
+}
+
+/* The mpmc's push and pop; a pointer-sized element is copied with a
+ * constant size, so the copy inlines (a runtime size calls memcpy). */
+AP_FORCE_INLINE ap_status ap__bp_mpmc_push(ap_bp *bp, const void *elem)
+{
+    if (AP_LIKELY(bp->q.elem_size == sizeof(void *)))
+        return ap__mpmc_push(&bp->q, elem, sizeof(void *));
+    return ap_mpmc_try_push(&bp->q, elem);
+}
+
+AP_FORCE_INLINE ap_status ap__bp_mpmc_pop(ap_bp *bp, void *out)
+{
+    if (AP_LIKELY(bp->q.elem_size == sizeof(void *)))
+        return ap__mpmc_pop(&bp->q, out, sizeof(void *));
+    return ap_mpmc_try_pop(&bp->q, out);
 }
 
 /*
@@ -555,7 +609,7 @@ AP_FORCE_INLINE void ap__bp_enqueue(ap_bp *bp, const void *elem)
     unsigned spins = 0;
     AP_TEST_YIELD(); /* reserved, not yet in the mpmc */
     for (;;) {
-        ap_status st = ap_mpmc_try_push(&bp->q, elem);
+        ap_status st = ap__bp_mpmc_push(bp, elem);
         if (AP_LIKELY(st == AP_OK))
             return;
         AP_ASSERT(st == AP_AGAIN);
@@ -614,7 +668,6 @@ AP_API ap_status ap_bp_push(ap_bp *bp, const void *elem, uint64_t now_ns, void *
 {
     AP_ASSERT(bp != NULL && bp->capacity != 0 && elem != NULL);
     ap_status st;
-    AP__BP_CNT(&bp->offered, 1);
     switch (bp->strategy) {
     case AP_BP_BLOCK:
         st = ap__bp_push_block(bp, elem);
@@ -639,7 +692,6 @@ AP_API ap_status ap_bp_push(ap_bp *bp, const void *elem, uint64_t now_ns, void *
             ap__bp_enqueue(bp, elem);
         if (evicted) {
             AP__BP_CNT(&bp->dropped_oldest, 1);
-            AP__BP_CNT(&bp->accepted, 1);
             return AP_DROPPED;
         }
         break;
@@ -661,27 +713,29 @@ AP_API ap_status ap_bp_push(ap_bp *bp, const void *elem, uint64_t now_ns, void *
         break;
     }
     }
-    switch (st) {
-    case AP_OK: AP__BP_CNT(&bp->accepted, 1); break;
-    case AP_FULL: AP__BP_CNT(&bp->full, 1); break;
-    default: AP__BP_CNT(&bp->closed, 1); break;
-    }
+    /* AP_OK counts nothing here: accepted is derived (GUARANTEES) */
+    if (AP_UNLIKELY(st != AP_OK))
+        AP__BP_CNT(st == AP_FULL ? &bp->full : &bp->closed, 1);
     return st;
 }
 
 AP_API ap_status ap_bp_try_pop(ap_bp *bp, void *out)
 {
     AP_ASSERT(bp != NULL && bp->capacity != 0);
-    ap_status st = ap_mpmc_try_pop(&bp->q, out);
+    ap_status st = ap__bp_mpmc_pop(bp, out);
     if (st == AP_OK) {
         AP_TEST_YIELD(); /* popped, slot not yet given back */
         ap__bp_give_back(bp);
-        AP__BP_CNT(&bp->popped, 1);
+#if SIZE_MAX < UINT64_MAX
+        AP__BP_CNT(&bp->popped, 1); /* else derived from the mpmc head */
+#endif
     } else if (st == AP_EMPTY) {
-        /* seq_cst: the re-check of a pop future after registering on
-         * q.not_empty; closed with no slot reserved means drained for
-         * good (no reservation can start after CLOSED). */
-        size_t lv = AP_ATOMIC_LOAD(&bp->level, memory_order_seq_cst);
+        /* AP__CHECK_MO (acquire; seq_cst in the fallback): the re-check of
+         * a pop future after registering on q.not_empty (THE LADDER with
+         * the give-back's parked check, or close's seq_cst fetch_or);
+         * closed with no slot reserved means drained for good (no
+         * reservation can start after CLOSED). */
+        size_t lv = AP_ATOMIC_LOAD(&bp->level, AP__CHECK_MO);
         if ((lv & AP__BP_CLOSED) && (lv >> 2) == 0)
             st = AP_CLOSED;
     }
@@ -702,9 +756,8 @@ AP_API void ap__bp_push_count(ap_bp_push_fut *f)
         return;
     f->counted = true;
     ap_bp *bp = f->bp;
-    AP__BP_CNT(&bp->offered, 1);
     switch (f->op.status) {
-    case AP_OK: AP__BP_CNT(&bp->accepted, 1); break;
+    case AP_OK: break; /* accepted is derived (GUARANTEES) */
     case AP_CLOSED: AP__BP_CNT(&bp->closed, 1); break;
     default: AP__BP_CNT(&bp->canceled, 1); break;
     }
@@ -899,8 +952,6 @@ AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)
     AP_ASSERT(bp != NULL && bp->capacity != 0);
     ap_bp_stats s;
 #define AP__BP_GET(f) s.f = AP_ATOMIC_LOAD(&bp->f, memory_order_relaxed)
-    AP__BP_GET(offered);
-    AP__BP_GET(accepted);
     AP__BP_GET(dropped_newest);
     AP__BP_GET(dropped_oldest);
     AP__BP_GET(throttled);
@@ -908,8 +959,21 @@ AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)
     AP__BP_GET(closed);
     AP__BP_GET(canceled);
     AP__BP_GET(waits);
+#if SIZE_MAX < UINT64_MAX
     AP__BP_GET(popped);
+#else
+    /* relaxed: a snapshot, like the counters. Every mpmc pop is an
+     * ap_bp_try_pop or an eviction (the mpmc is ours alone). */
+    s.popped = (uint64_t)ap__mpmc_distance(&bp->q, bp->q_start,
+                                           AP_ATOMIC_LOAD(&bp->q.head, memory_order_relaxed)) -
+               s.dropped_oldest;
+#endif
 #undef AP__BP_GET
+    /* Derived (GUARANTEES): each element reserved and not refused is
+     * popped, evicted or still reserved; each offer has one outcome. */
+    s.accepted = s.popped + s.dropped_oldest +
+                 (AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) >> 2);
+    s.offered = s.accepted + s.dropped_newest + s.throttled + s.full + s.closed + s.canceled;
     return s;
 }
 

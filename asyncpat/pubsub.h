@@ -81,9 +81,19 @@
  *   release/acquire: strictly stronger, and visible to TSan.
  *   A publisher's claim loads the slot's stamp with acquire, pairing with
  *   the previous writer's release: its words are ordered after the old
- *   ones. The tail CAS and close's fetch_or are seq_cst: the waking side's
- *   operation of the waitlist ladder; a parked subscriber re-checks tail
- *   with a seq_cst load after registering.
+ *   ones. Lost wakeups (THE LADDER of waitlist.h; the waiter pays): a
+ *   publish publishes with its release store of the even stamp, then
+ *   checks ap_waitlist_parked (LIGHT + a relaxed count load); a parked
+ *   subscriber registers (count++, HEAVY barrier) and re-checks the
+ *   stamp (acquire) and tail. Either the publisher sees the waiter or
+ *   HEAVY makes the stamp visible to the re-check. The tail CAS only
+ *   claims a ticket (relaxed, as the mpmc's claims): the stamps carry the
+ *   data. In the fallback ladder (TSan, non-Linux, AP_NO_ASYM_BARRIER)
+ *   the tail CAS is seq_cst, the waking side's SC operation, and the
+ *   re-check's tail load is seq_cst. close's fetch_or stays seq_cst
+ *   before wake_all's seq_cst count load (rare). With nobody parked a
+ *   publish is its claim CAS, its stamp and word stores, the seqlock's
+ *   release fence (a compiler barrier on x86) and one relaxed load.
  *
  * COMPLEXITY   try_publish, try_recv: O(elem_size / 8), one CAS per publish
  *              (retried only when another publisher won), no RMW per
@@ -370,9 +380,8 @@ AP_API ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t capacity, size_
 AP_API void ap_pubsub_fini(ap_pubsub *ps)
 {
     AP_ASSERT(ps != NULL);
-#ifdef AP_DEBUG
+    /* Every build: a parked receive future would be woken into freed memory. */
     AP_ASSERT(!ap_waitlist_has_waiters(&ps->wl));
-#endif
     ps->buf = NULL;
 }
 
@@ -425,9 +434,12 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
          * previous writer (t - capacity): its words are ordered before ours */
         uint64_t s = AP_ATOMIC_LOAD(&slot[0], memory_order_acquire);
         if (s == ap__pubsub_free_stamp(ps, t)) {
-            /* seq_cst: the waking side's SC operation of the ladder
-             * (waitlist.h); relaxed on failure, we only re-read tail */
-            if (AP_ATOMIC_CAS_WEAK(&ps->tail, &t, t + 1, memory_order_seq_cst,
+            /* relaxed: the claim orders nothing (the stamps carry the
+             * data); seq_cst in the fallback ladder, where it is the
+             * waking side's SC operation (waitlist.h); relaxed on
+             * failure, we only re-read tail */
+            if (AP_ATOMIC_CAS_WEAK(&ps->tail, &t, t + 1,
+                                   AP__ASYM ? memory_order_relaxed : memory_order_seq_cst,
                                    memory_order_relaxed)) {
                 /* relaxed: ordered before the words by the fence below */
                 AP_ATOMIC_STORE(&slot[0], 2 * t + 1, memory_order_relaxed);
@@ -449,9 +461,9 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
                 }
                 /* release: pairs with the acquire stamp load in
                  * ap__sub_recv; the words are visible before the slot
-                 * reads complete */
+                 * reads complete; the publishing store of THE LADDER */
                 AP_ATOMIC_STORE(&slot[0], 2 * t + 2, memory_order_release);
-                if (AP_UNLIKELY(ap_waitlist_has_waiters(&ps->wl)))
+                if (AP_UNLIKELY(ap_waitlist_parked(&ps->wl)))
                     (void)ap_waitlist_wake_all(&ps->wl);
                 return AP_OK;
             }
@@ -590,8 +602,9 @@ AP_API void ap_pubsub_subscribe(ap_pubsub *ps, ap_sub *sub)
     AP_ASSERT(ps != NULL && ps->buf != NULL && sub != NULL);
     AP_ASSERT(sub->ps == NULL); /* not already subscribed */
     sub->ps = ps;
-    /* seq_cst: a publish whose claim (seq_cst CAS) follows this load in the
-     * single total order gets a sequence >= our cursor */
+    /* seq_cst (stronger than needed): a publish whose claim CAS follows
+     * the value we read in tail's modification order gets a sequence >=
+     * our cursor (coherence; the claim may be relaxed) */
     sub->next = AP_ATOMIC_LOAD(&ps->tail, memory_order_seq_cst) & ~AP__PUBSUB_CLOSED;
     sub->received = sub->lost = sub->last_lost = 0;
 }

@@ -56,6 +56,34 @@ static uint64_t pair_bp(void *ctx, uint64_t budget_ns, uint64_t *iters)
     return t1 - t0;
 }
 
+/* The floor: the bare ap_mpmc the buffer is built on (no level, no
+ * waiting support of its own beyond the mpmc's), same fill, same loop. */
+static uint64_t pair_mpmc(void *ctx, uint64_t budget_ns, uint64_t *iters)
+{
+    (void)ctx;
+    ap_mpmc *q;
+    if (ap_mpmc_create(&q, BP_CAP, sizeof(uint64_t), NULL) != AP_OK)
+        bench_fail("ap_mpmc_create");
+    uint64_t next_in = 0, next_out = 0, bad = 0, out = 0;
+    for (; next_in < BP_FILL; next_in++)
+        bad += ap_mpmc_try_push(q, &next_in) != AP_OK;
+    uint64_t t0 = bench_now_ns(), t1, i = 0;
+    do {
+        for (uint64_t end = i + 4096; i < end; i++) {
+            bad += ap_mpmc_try_push(q, &next_in) != AP_OK;
+            next_in++;
+            bad += ap_mpmc_try_pop(q, &out) != AP_OK;
+            bad += out != next_out;
+            next_out++;
+        }
+    } while ((t1 = bench_now_ns()) - t0 < budget_ns);
+    if (bad || ap_mpmc_len(q) != BP_FILL)
+        bench_fail("bp_push_pop_1t (bare mpmc): %llu bad ops", (unsigned long long)bad);
+    ap_mpmc_destroy(q);
+    *iters = i;
+    return t1 - t0;
+}
+
 static uint64_t pair_naive(void *ctx, uint64_t budget_ns, uint64_t *iters)
 {
     (void)ctx;
@@ -97,6 +125,8 @@ int main(int argc, char **argv)
               (void *)&oldest);
     bench_add(&s_pair, "ap_bp_throttle", "AP_BP_THROTTLE (LOW: no token)", pair_bp,
               (void *)&throttle);
+    bench_add(&s_pair, "ap_mpmc", "the floor: bare ap_mpmc try_push + try_pop (no level)",
+              pair_mpmc, NULL);
     bench_add(&s_pair, "mutex_condvar", "naive baseline: mutex + condvar bounded queue",
               pair_naive, NULL);
 
@@ -105,6 +135,7 @@ int main(int argc, char **argv)
     bench_ratio(&cfg, &s_pair, "ap_bp_drop_newest", "mutex_condvar", 0);
     bench_ratio(&cfg, &s_pair, "ap_bp_drop_oldest", "mutex_condvar", 0);
     bench_ratio(&cfg, &s_pair, "ap_bp_throttle", "mutex_condvar", 0);
+    bench_ratio(&cfg, &s_pair, "ap_bp_block", "ap_mpmc", 0);
 
     int missed = bench_summary();
     if (missed)

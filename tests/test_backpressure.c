@@ -157,6 +157,33 @@ Test(backpressure, create_destroy_and_inval_allocates_nothing)
     ap_bp_destroy(NULL);
 }
 
+Test(backpressure, fini_then_destroy_frees_once)
+{
+    counting c = {0};
+    ap_allocator a = {cnt_alloc, cnt_free, &c};
+    ap_bp *bp = NULL;
+    cr_assert_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 5, .elem_size = 8}, &a), AP_OK);
+    cr_expect_eq(push(bp, 1), AP_OK);
+    ap_bp_fini(bp); /* then destroy: must not fini again, must free it all */
+    ap_bp_destroy(bp);
+    cr_expect_eq(c.frees, 1);
+}
+
+/* Every build, not only AP_DEBUG: a waiting future at end of life would be
+ * woken into memory the caller is about to reuse. */
+Test(backpressure, fini_with_a_waiting_pop_future_asserts, .signal = SIGABRT)
+{
+    ap_bp *bp = NULL;
+    cr_assert_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8}, NULL), AP_OK);
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    uint64_t out;
+    ap_bp_pop_fut pf;
+    ap_bp_pop_fut_init(&pf, bp, &out);
+    cr_assert_eq(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
+    ap_bp_fini(bp);
+}
+
 Test(backpressure, drop_oldest_without_out_param_asserts, .signal = SIGABRT)
 {
     fixture *f = mk(2, AP_BP_DROP_OLDEST, 0, 0);
