@@ -54,10 +54,14 @@
  * ORDERING      an add happens-before the take that returns its item (the
  *   lock's release/acquire). Wakes follow the waitlist ladder (waitlist.h),
  *   with the lock as the ordering mechanism: an adder changes the batch
- *   under the lock, releases it, then looks for waiters (seq_cst load); a
- *   take future registers (seq_cst RMW), then re-checks under the lock. If
- *   its re-check's lock acquisition follows the adder's release it sees the
- *   item; otherwise its registration happens-before the adder's look.
+ *   under the lock, releases it, then looks for waiters (a relaxed load of
+ *   the waiter count: no fence, no seq_cst); a take future registers
+ *   (count++), then re-checks under the lock. If its re-check's lock
+ *   acquisition follows the adder's release it sees the item; otherwise its
+ *   registration happens-before the adder's look (through the lock), which
+ *   then reads the new count by coherence. The lock is the ordering
+ *   mechanism in either ladder of waitlist.h, so the fallback needs
+ *   nothing stronger.
  * WAKE ORDER    FIFO among take futures. An add that brings a new
  *   deadline (the batch was empty, or the item's clock is behind the
  *   oldest) wakes every take future, so each re-arms its timer (waking one
@@ -290,9 +294,8 @@ AP_API ap_status ap_batch_init(ap_batcher *b, const ap_batch_desc *d, void *buf)
 AP_API void ap_batch_fini(ap_batcher *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
-#ifdef AP_DEBUG
+    /* Every build: a parked take future would be woken into freed memory. */
     AP_ASSERT(!ap_waitlist_has_waiters(&b->ready));
-#endif
     b->buf = NULL;
 }
 
@@ -327,8 +330,10 @@ AP_API ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns, 
     bool full = b->len == b->max_size; /* due by size: one taker suffices */
     bool is_due = now_ns >= ap__batch_deadline_locked(b);
     ap__lock_release(&b->lock);
-    /* after the release: the waking side of the ladder (see ORDERING) */
-    if ((new_deadline || full) && ap_waitlist_has_waiters(&b->ready)) {
+    /* after the release: the waking side of the ladder (see ORDERING).
+     * relaxed: the lock orders a registration that came first before us. */
+    if ((new_deadline || full) &&
+        AP_ATOMIC_LOAD(&b->ready.count, memory_order_relaxed) != 0) {
         if (new_deadline)
             (void)ap_waitlist_wake_all(&b->ready);
         else

@@ -99,13 +99,15 @@
  *   release after the grant's critical section. So what a holder (or open)
  *   wrote to a connection is visible to its next holder, and to close.
  *   Lost wakeups (THE LADDER of waitlist.h): the returning side changes
- *   the slots under the pool lock, then loads the waiter count (seq_cst);
- *   the waiting side increments the count (seq_cst) before its re-check,
- *   which takes the pool lock. The lock orders the two critical sections:
- *   if the returner's comes first, the waiter's re-check sees the idle
- *   connection or free slot; if the waiter's comes first, its increment
- *   happens-before the returner's count load, which then sees it and runs
- *   the grant pass. Close stores `closed` (seq_cst) under the lock, then
+ *   the slots under the pool lock, then loads the waiter count (relaxed:
+ *   no fence, no seq_cst on the return path); the waiting side increments
+ *   the count before its re-check, which takes the pool lock. The lock
+ *   orders the two critical sections: if the returner's comes first, the
+ *   waiter's re-check sees the idle connection or free slot; if the
+ *   waiter's comes first, its increment happens-before the returner's
+ *   count load (through the lock), which then sees it by coherence and
+ *   runs the grant pass. So the lock, not a barrier, is the mechanism, in
+ *   either ladder (asymmetric or the seq_cst fallback). Close stores `closed` (seq_cst) under the lock, then
  *   wakes everybody; a future's done-check loads it with seq_cst after its
  *   seq_cst increment, so one of the two sees the other.
  *
@@ -549,11 +551,12 @@ AP_API bool ap__connpool_grant(ap_waiter *w, void *ctx)
     return true;
 }
 
-/* Serve queued futures. has_waiters is the ladder's seq_cst count load;
- * callers changed the slots under the lock before. */
+/* Serve queued futures. Callers changed the slots under the lock before.
+ * relaxed: the ladder's count load; the pool lock orders a registration
+ * that came first before it (ORDERING). */
 AP_API void ap__connpool_dispatch(ap_connpool *p)
 {
-    if (ap_waitlist_has_waiters(&p->wl))
+    if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0))
         (void)ap_waitlist_wake_if(&p->wl, ap__connpool_grant, p);
 }
 
@@ -703,7 +706,8 @@ AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t 
     ap__lock_acquire(&p->lock);
     if (ap__connpool_closed(p))
         st = AP_CLOSED;
-    else if (ap_waitlist_has_waiters(&p->wl)) /* fairness: queued futures first */
+    /* fairness: queued futures first (relaxed: orders nothing) */
+    else if (AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0)
         st = AP_AGAIN;
     else if ((t = ap__connpool_take(p, AP__CONNPOOL_CHECKING, &fresh)) == 0)
         st = AP_EMPTY;
