@@ -25,6 +25,14 @@
 #include <stdlib.h>
 #endif
 
+/* AP__GAP(n): an empty cache line between hot fields that different threads
+ * write. The spatial prefetchers of Intel (since Sandy Bridge) and AMD fetch
+ * 128-byte pairs, so fields one line apart still interfere (crossbeam's
+ * CachePadded and folly's hardware_destructive_interference_size use 128 on
+ * x86-64). A gap line keeps them two lines apart without raising the
+ * struct's alignment above AP_CACHELINE. */
+#define AP__GAP(n) _Alignas(AP_CACHELINE) unsigned char ap__gap##n
+
 /**
  * AP_CONTAINER_OF - the struct that embeds a member, from the member's address
  * Under GNU C the pointer's type is checked against the member's.

@@ -83,7 +83,9 @@
 
 typedef struct ap_mpmc {
     _Alignas(AP_CACHELINE) _Atomic size_t tail; /* next push ticket | CLOSED */
+    AP__GAP(0);
     _Alignas(AP_CACHELINE) _Atomic size_t head; /* next pop ticket */
+    AP__GAP(1);
     _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
     size_t capacity;
     size_t mark;     /* CLOSED bit = pow2_ceil(capacity + 1); index mask = mark - 1 */
@@ -95,8 +97,8 @@ typedef struct ap_mpmc {
     ap_waitlist not_full;      /* pushers */
 } ap_mpmc;
 
-_Static_assert(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= AP_CACHELINE,
-               "ap_mpmc: head and tail must not share a cache line");
+_Static_assert(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= 2 * AP_CACHELINE,
+               "ap_mpmc: head and tail two lines apart (AP__GAP)");
 
 typedef struct ap_mpmc_push_fut { ap_waitop op; } ap_mpmc_push_fut;
 typedef struct ap_mpmc_pop_fut { ap_waitop op; } ap_mpmc_pop_fut;

@@ -3,7 +3,7 @@
  *
  * PATTERN
  *   A ring of `capacity` fixed-size elements between exactly one producer
- *   thread and one consumer thread. Positions run freely (modulo 2^63); the
+ *   thread and one consumer thread. Positions run freely (modulo 2^64); the
  *   producer keeps a private copy of the consumer's position and the
  *   consumer one of the producer's, so the shared index lines move between
  *   cores only when the cached view says full (or empty): the
@@ -88,10 +88,14 @@
 
 typedef struct ap_spsc {
     _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position */
+    AP__GAP(0);
     _Alignas(AP_CACHELINE) size_t head_cache;   /* producer-private view of head */
     _Atomic uint32_t pushing;                   /* a push is past its closed check */
+    AP__GAP(1);
     _Alignas(AP_CACHELINE) _Atomic size_t head; /* consumer's position */
+    AP__GAP(2);
     _Alignas(AP_CACHELINE) size_t tail_cache;   /* consumer-private view of tail */
+    AP__GAP(3);
     _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
     size_t mask;      /* slots - 1 */
     size_t capacity;  /* what the user asked for */
@@ -102,8 +106,9 @@ typedef struct ap_spsc {
     ap_waitlist not_full;      /* producers waiting for room */
 } ap_spsc;
 
-_Static_assert(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= AP_CACHELINE,
-               "ap_spsc: head and tail must not share a cache line");
+_Static_assert(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE &&
+                   offsetof(ap_spsc, head_cache) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE,
+               "ap_spsc: hot fields of the two sides two lines apart (AP__GAP)");
 
 /* push / pop futures: see ap_waitop in waitlist.h */
 typedef struct ap_spsc_push_fut { ap_waitop op; } ap_spsc_push_fut;
@@ -267,8 +272,8 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
 
 /* ---- implementation ---- */
 
-/* Positions are modulo 2^63. */
-#define AP__SPSC_POS (SIZE_MAX >> 1)
+/* Positions are modulo 2^64. */
+#define AP__SPSC_POS SIZE_MAX /* (a mask kept for the arithmetic's sake) */
 enum { AP__SPSC_OPEN = 0, AP__SPSC_CLOSING = 1, AP__SPSC_CLOSED = 2 };
 #define AP__SPSC_POS_LIMIT (SIZE_MAX >> 3) /* largest capacity accepted */
 

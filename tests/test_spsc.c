@@ -31,7 +31,7 @@ static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 
 #define COUNTING_ALLOCATOR(c) ((ap_allocator){cnt_alloc, cnt_free, &(c)})
 
-#define POS(x) ((x) & (SIZE_MAX >> 1)) /* positions run modulo 2^63 */
+#define POS(x) ((size_t)(x)) /* positions run modulo 2^64 */
 #define U32 sizeof(uint32_t)
 
 static unsigned char big_buf[AP_SPSC_BYTES(64, sizeof(uint64_t))];
@@ -221,10 +221,11 @@ static size_t sweep_starts(size_t cap, size_t *out)
 {
     size_t n = 0;
     out[n++] = 0;
-    out[n++] = SIZE_MAX;                 /* masked to the last position */
+    out[n++] = SIZE_MAX;                 /* the last position */
     out[n++] = SIZE_MAX - 1;
     out[n++] = SIZE_MAX - cap;
-    out[n++] = (SIZE_MAX >> 1) - cap / 2; /* wraps mid-lap */
+    out[n++] = SIZE_MAX - cap / 2;       /* wraps mid-lap */
+    out[n++] = (SIZE_MAX >> 1) - cap / 2; /* crosses the old 2^63 limit */
     out[n++] = 12345;
     return n;
 }

@@ -190,7 +190,7 @@ static void run_spsc(size_t capacity, bool wrap, bool batch_push, bool batch_pop
     stress_ledger_init(&r->ledger, 1, total);
     /* Positions live modulo 2^63 (the top bit of tail is CLOSED): start
      * half the run below the top so they wrap mid-run. */
-    size_t start = wrap ? (SIZE_MAX >> 1) - total / 2 : 0;
+    size_t start = wrap ? SIZE_MAX - total / 2 : 0;
     void *buf = malloc(AP_SPSC_BYTES(capacity, sizeof(stress_elem)));
     CHECK(buf != NULL, "out of memory");
     ap_status st = ap__spsc_init_at(&r->q, buf, AP_SPSC_BYTES(capacity, sizeof(stress_elem)), capacity, sizeof(stress_elem), start);

@@ -133,8 +133,9 @@ static void vf_fail(const char *fmt, ...);
 /* The asymmetric barrier of waitlist.h (THE LADDER). LIGHT is a compiler
  * barrier: a scheduling point that drains nothing. HEAVY (membarrier) is a
  * full barrier on every running thread: it drains every thread's store
- * buffer, in thread order. Registration succeeds unless the scenario asks
- * for the fallback (vf_no_asym), which turns both into seq_cst fences. */
+ * buffer, in thread order. Registration succeeds unless VF_NO_ASYM is set
+ * (the runtime fallback: both halves become seq_cst fences); building with
+ * -DAP_NO_ASYM_BARRIER checks the compile-time fallback (seq_cst ladder). */
 static void vf__heavy(void);
 static __attribute__((unused)) bool vf_no_asym;
 #define AP_BARRIER_LIGHT() VF__AT(VF_FENCE, NULL)
@@ -666,6 +667,8 @@ static unsigned long vf_explore(const vf_scenario *sc)
     vf.sc = sc;
     vf.tso = sc->tso;
     vf.bound = sc->bound ? sc->bound : 2;
+    /* VF_NO_ASYM=1: membarrier registration "refused" (tests/verify/run.sh) */
+    vf_no_asym = getenv("VF_NO_ASYM") != NULL;
     vf.replay = false;
     for (int t = 0; t < sc->nthreads; t++)
         if (!vf.th[t].stack && !(vf.th[t].stack = malloc(VF_STACK)))
