@@ -62,6 +62,8 @@ TABLE='1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
 11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|verify|tests/verify/verify_resilience.c||resil_cancel_closed|1|
+p21|RESILIENCE_CANCEL_NO_RECORD|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
+p21|RESILIENCE_CANCEL_NO_RECORD|verify|tests/verify/verify_resilience.c||resil_cancel_half_open|1|
 p1|WAITLIST_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 p2|SPSC_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_queue.c||spsc_cap1_3items|1|
 p3|SPSC_CLOSE_NO_WAIT|verify|tests/verify/verify_queue.c||spsc_close_drain|1|
