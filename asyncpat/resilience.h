@@ -106,7 +106,7 @@
  * COMPLEXITY   O(1) per poll on top of the composed objects' own costs
  *              (the breaker's allow/record, the semaphore's CAS or
  *              waiter-list lock) and the attempt's poll.
- * MEMORY       an ap_resil_fut in caller memory (about 600 bytes on LP64:
+ * MEMORY       an ap_resil_fut in caller memory (752 bytes on LP64:
  *              the retry future, the limiter and bulkhead futures and the
  *              timeout are embedded). The attempt future lives where the
  *              caller's factory puts it. Nothing allocates.
