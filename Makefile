@@ -2,7 +2,13 @@
 # and installs the headers. Targets:
 #   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
 #   test-mutants, test-fuzz, fuzz, verify, test-verify, test-models, bench,
-#   examples, install, uninstall, clean
+#   bench-publish, examples, install, uninstall, clean
+# `make bench` writes its results under build/bench/ only (latest.tsv;
+# latest-pin.tsv with BENCH_PIN=split; partial.tsv with BENCH_ONLY), so it
+# leaves the checkout clean. `make bench-publish` is the one step that
+# changes tracked files: it copies build/bench/latest.tsv (and latest-pin.tsv
+# when there is one) to bench/results/ and regenerates README.md's table
+# from them with bench/report.sh.
 PREFIX ?= /usr/local
 DESTDIR ?=
 includedir ?= $(PREFIX)/include
@@ -18,7 +24,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
-.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench examples install uninstall clean deps
+.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench bench-publish examples install uninstall clean deps
 
 all: examples
 
@@ -65,8 +71,13 @@ fuzz:
 deps:
 	@sh scripts/deps.sh test
 
+# Build and run every benchmark; results in build/bench/ (see bench/run.sh).
 bench:
 	@sh bench/run.sh
+
+# Copy the last full run into bench/results/ and regenerate README.md's table.
+bench-publish:
+	@sh bench/report.sh --publish
 
 examples: $(EXAMPLES)
 

@@ -25,7 +25,10 @@
  *        the median, the minimum and the maximum, on stdout and as TSV
  *        lines `scenario.impl<TAB>metric<TAB>value<TAB>unit`.
  *   bench_ratio() compares two implementations of one scenario (ratio of
- *   medians, measured in the same run) against an optional target.
+ *   medians, measured in the same run) against an optional target: TSV
+ *   lines `scenario.subject_vs_peer<TAB>speedup<TAB>r<TAB>x` and, with a
+ *   target, `scenario.subject_vs_peer<TAB>target<TAB>t<TAB>x` (what
+ *   bench/report.sh turns into the README's met/missed column).
  *
  * READING THE NUMBERS
  *   BENCH_RATE scenarios report Mops/s (higher is better); BENCH_TIME ones
@@ -417,6 +420,8 @@ static inline void bench_ratio(const bench_config *cfg, const bench_scenario *sc
     putchar('\n');
     if (cfg->tsv)
         fprintf(cfg->tsv, "%s.%s_vs_%s\tspeedup\t%.3f\tx\n", sc->name, subject, peer, r);
+    if (cfg->tsv && target > 0) /* the target: met when speedup >= target */
+        fprintf(cfg->tsv, "%s.%s_vs_%s\ttarget\t%.3f\tx\n", sc->name, subject, peer, target);
     if (bench__nratios < BENCH_MAX_RATIOS)
         bench__ratios[bench__nratios++] =
             (bench_ratio_rec){sc->name, subject, peer, r, target};

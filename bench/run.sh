@@ -10,6 +10,20 @@
 #                                    300 ms for handoff_2t)
 #   BENCH_PIN=split make bench       pin thread k to CPU k % ncpu ("same": all
 #                                    on one CPU; default: no pinning)
+#   make bench-publish               copy the last full run(s) into the tracked
+#                                    bench/results/ and regenerate README.md's
+#                                    table (sh bench/report.sh --publish)
+#
+# WHERE THE RESULTS GO (all under build/, so a run leaves the checkout clean)
+#   build/bench/latest.tsv        a full, unpinned run
+#   build/bench/latest-pin.tsv    a full run with BENCH_PIN=split (or any
+#                                 value other than "same")
+#   build/bench/latest-same.tsv   a full run with BENCH_PIN=same
+#   build/bench/partial*.tsv      a BENCH_ONLY run (same suffixes); never
+#                                 published
+#   `make bench-publish` copies latest.tsv and latest-pin.tsv into the
+#   tracked bench/results/ and regenerates the README table from them;
+#   nothing else writes there.
 #
 # Needs only a C compiler. Concurrency Kit (ck_ring) and liburcu (wfcqueue)
 # are compared against when their headers are found (scripts/deps.sh bench
@@ -24,18 +38,20 @@
 #   and the issue's target when there is one. Throughput is Mops/s (items
 #   moved from producers to consumers per second; higher is better);
 #   queue_pair_1t and handoff_2t are ns per operation (lower is better).
-#   bench/results/latest.tsv: the same numbers, one per line,
+#   build/bench/latest.tsv: the same numbers, one per line,
 #   `scenario.impl<TAB>metric<TAB>value<TAB>unit`, metric = the median,
 #   metric_min / metric_max over the runs, and `subject_vs_peer speedup`
-#   lines for the ratios; `#` lines say compiler, flags, AP_CACHELINE, date,
-#   nproc, the load average at the start, and per scenario the threads,
-#   capacity and run count. Diff two of them to compare builds.
+#   lines for the ratios (plus `subject_vs_peer target` lines where the
+#   issue sets a target); `#` lines say compiler, flags, AP_CACHELINE, date,
+#   nproc, the load average at the start, the knobs and pinning, the
+#   duration, and per scenario the threads, capacity and run count. Diff two
+#   of them to compare builds.
 #   On a busy machine the spread (min..max) is wide: compare ratios from one
 #   run rather than absolute numbers from different runs.
 #
 # The bench checks itself (every item popped exactly once, per-producer
 # FIFO order, every value of the pair and hand-off loops) and exits non-zero
-# on a mismatch, in which case latest.tsv is left as it was. Missed speed
+# on a mismatch, in which case the results file is left as it was. Missed speed
 # targets are reported, never a failure: timings are not asserted.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -47,8 +63,23 @@ if [ -z "${CC:-}" ]; then
 fi
 CFLAGS=${CFLAGS:--O2}
 B=build/bench
-OUT=bench/results
-mkdir -p "$B" "$OUT"
+mkdir -p "$B"
+
+# Which file this run replaces: a partial (BENCH_ONLY) run never replaces
+# a full one, nor a pinned run an unpinned one.
+case ${BENCH_PIN:-0} in
+0) PIN=none; SUFFIX= ;;
+same) PIN=same; SUFFIX=-same ;;
+*) PIN=split; SUFFIX=-pin ;;
+esac
+BASE=latest
+[ -n "${BENCH_ONLY:-}" ] && BASE=partial
+FINAL="$B/$BASE$SUFFIX.tsv"
+KNOBS=
+for k in BENCH_REPS BENCH_MS BENCH_ONLY BENCH_PIN; do
+    eval "v=\${$k:-}"
+    [ -n "$v" ] && KNOBS="$KNOBS $k=$v"
+done
 
 STD="-std=gnu11"
 probe() { # probe NAME SOURCE: does SOURCE build and link here?
@@ -88,7 +119,7 @@ for src in bench/bench_*.c; do
     BINS="$BINS $bin"
 done
 
-TMP="$OUT/latest.tsv.tmp"
+TMP="$FINAL.tmp"
 trap 'rm -f "$TMP"; exit 130' INT TERM HUP
 {
     echo "# asyncpat benchmarks: scenario.impl<TAB>metric<TAB>value<TAB>unit; metric = median over the runs, metric_min/metric_max over the runs; *_vs_* speedup > 1 = the first is faster (same run)"
@@ -99,6 +130,8 @@ trap 'rm -f "$TMP"; exit 130' INT TERM HUP
     echo "# cpu: $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)"
     echo "# system: $(uname -srm)"
     echo "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+    echo "# knobs:${KNOBS:- none (defaults)}"
+    echo "# pin: $PIN"
 } > "$TMP"
 
 start=$(date +%s)
@@ -108,12 +141,15 @@ for bin in $BINS; do
 done
 if [ $rc -ne 0 ]; then
     rm -f "$TMP"
-    echo "bench: FAILED (exit $rc): a self-check failed or the bench crashed; $OUT/latest.tsv unchanged" >&2
+    echo "bench: FAILED (exit $rc): a self-check failed or the bench crashed; $FINAL unchanged" >&2
     exit $rc
 fi
-# A partial run (BENCH_ONLY) must not replace the full table.
-FINAL="$OUT/latest.tsv"
-[ -n "${BENCH_ONLY:-}" ] && FINAL="$OUT/partial.tsv"
-mv "$TMP" "$FINAL"
+secs=$(( $(date +%s) - start ))
+echo "# duration: $secs s" >> "$TMP"
+mv "$TMP" "$FINAL" || exit 1
 echo
-echo "bench: done in $(( $(date +%s) - start )) s; results in $FINAL"
+echo "bench: done in $secs s; results in $FINAL"
+case $BASE$SUFFIX in
+latest | latest-pin)
+    echo "bench: \`make bench-publish\` copies it to bench/results/ and regenerates README.md's table" ;;
+esac
