@@ -400,13 +400,18 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
      * before every waker's count load or makes the waker's publication
      * visible to the caller's re-check. In the fallbacks a seq_cst fence
      * (C11 7.17.3: a load after an SC fence that follows the count RMW in
-     * S sees every SC write that precedes the fence). Slow path only. */
+     * S sees every SC write that precedes the fence). Slow path only, and
+     * only for a fresh link: a node still LINKED had its barrier after its
+     * increment, which orders every later re-check of its owner as well
+     * (the count stays non-zero while it is linked). */
+    if (s == AP__WAITER_IDLE) {
 #if AP__ASYM
-    ap__waitlist_fence_slow(wl);
+        ap__waitlist_fence_slow(wl);
 #elif !defined(AP__TSAN) /* TSan rejects fences (gcc -Wtsan); the seq_cst
                            * re-check loads suffice there */
-    AP_ATOMIC_FENCE(memory_order_seq_cst);
+        AP_ATOMIC_FENCE(memory_order_seq_cst);
 #endif
+    }
 }
 
 /* Under the lock: unlink a LINKED waiter. */

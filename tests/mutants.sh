@@ -67,7 +67,9 @@ p21|RESILIENCE_CANCEL_NO_RECORD|verify|tests/verify/verify_resilience.c||resil_c
 p1|WAITLIST_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 p2|SPSC_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_queue.c||spsc_cap1_3items|1|
 p3|SPSC_CLOSE_NO_WAIT|verify|tests/verify/verify_queue.c||spsc_close_drain|1|
-p4|SPSC_CLOSE_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_close_drain_tso|1|'
+p4|SPSC_CLOSE_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_close_drain_tso|1|
+p10|SEM_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
+p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here

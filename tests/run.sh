@@ -1,6 +1,6 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, examples, asan, verify, models, tsan,
+#   tests/run.sh all       deps, headers, benchtable, examples, asan, verify, models, tsan,
 #                          mutants, fuzz, install (stops at the first failing stage)
 #   tests/run.sh STAGE     one stage: deps headers examples asan verify models
 #                          tsan mutants fuzz install
@@ -177,23 +177,29 @@ stage_install() {
     return $rc
 }
 
+stage_benchtable() {
+    note "benchtable: README.md's bench table is what bench/report.sh makes of bench/results/*.tsv"
+    if sh bench/report.sh --check; then ok; return 0; fi
+    bad; return 1
+}
+
 run() {
     case "$1" in
     deps) stage_deps ;; headers) stage_headers ;; examples) stage_examples ;;
     asan) stage_asan ;; tsan) stage_tsan ;; mutants) stage_mutants ;; fuzz) stage_fuzz ;;
     verify) stage_verify ;; models) stage_models ;;
-    install) stage_install ;;
+    install) stage_install ;; benchtable) stage_benchtable ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
     esac
 }
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers examples asan verify models tsan mutants fuzz install; do
+    for s in deps headers benchtable examples asan verify models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
-    [ "$1" = headers ] || [ "$1" = install ] || stage_deps || status=1
+    [ "$1" = headers ] || [ "$1" = install ] || [ "$1" = benchtable ] || stage_deps || status=1
     [ $status -eq 0 ] && { run "$1" || status=1; }
 fi
 echo "$PASS passed, $FAIL failed"
