@@ -402,7 +402,7 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
             return AP_INVAL;
     }
     /* ap_mpmc_init leaves q and buf untouched when it refuses. */
-    if (ap_mpmc_init(&bp->q, buf, d.capacity, d.elem_size) != AP_OK)
+    if (ap_mpmc_init(&bp->q, buf, AP_MPMC_BYTES(d.capacity, d.elem_size), d.capacity, d.elem_size) != AP_OK)
         return AP_INVAL;
     if (d.strategy == AP_BP_THROTTLE) {
         ap_status st = ap_tb_init(&bp->tb, &d.throttle);

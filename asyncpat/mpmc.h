@@ -45,11 +45,14 @@
  *
  * COMPLEXITY   O(1) per op (a CAS retry only when another thread won);
  *              memory = capacity * AP_MPMC_STRIDE(elem) bytes + the header.
- * MEMORY       init: caller buffer of AP_MPMC_BYTES(capacity, elem_size)
- *              bytes, aligned for size_t; create: one allocation.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_MPMC_BYTES(capacity, elem_size), aligned to AP_MPMC_ALIGN
+ *              (the slot stamps are size_t); else AP_INVAL, and a short
+ *              buffer is never written past; create: one allocation.
  * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN, AP_CLOSED; AP_INVAL for
- *              capacity 0, elem_size 0, or sizes that overflow. Out-params
- *              are untouched on failure.
+ *              capacity 0, elem_size 0, sizes that overflow, a buffer that
+ *              is NULL, too small or misaligned (nothing changed).
+ *              Out-params are untouched on failure.
  * WAKE ORDER   FIFO among waiting futures; each push wakes one popper and
  *              each pop one pusher; a woken future that cancels passes the
  *              wake on.
@@ -80,6 +83,9 @@
 /** AP_MPMC_BYTES - buffer bytes for ap_mpmc_init (constant expression) */
 #define AP_MPMC_BYTES(capacity, elem_size) \
     ((size_t)(capacity) * AP_MPMC_STRIDE(elem_size))
+/** AP_MPMC_ALIGN - the alignment ap_mpmc_init needs of its buffer: each
+ *  slot starts with an atomic size_t stamp (constant expression) */
+#define AP_MPMC_ALIGN ((size_t)_Alignof(size_t))
 
 typedef struct ap_mpmc {
     _Alignas(AP_CACHELINE) _Atomic size_t tail; /* next push ticket | CLOSED */
@@ -105,15 +111,20 @@ typedef struct ap_mpmc_pop_fut { ap_waitop op; } ap_mpmc_pop_fut;
 
 /**
  * ap_mpmc_init - set up a queue in caller memory
- * @buf:       AP_MPMC_BYTES(capacity, elem_size) bytes, size_t-aligned
+ * @q:         queue to initialise
+ * @buf:       at least AP_MPMC_BYTES(capacity, elem_size) bytes aligned to
+ *             AP_MPMC_ALIGN, owned by the caller
+ * @bytes:     the size of @buf (more than needed is fine; the excess is not
+ *             touched)
  * @capacity:  elements it holds (>= 1), exactly
  * @elem_size: bytes per element (>= 1)
  *
- * Returns AP_OK or AP_INVAL (capacity or elem_size 0, sizes that overflow);
- * on AP_INVAL *q is untouched.
+ * Returns AP_OK or AP_INVAL (capacity or elem_size 0, sizes that overflow,
+ * @buf NULL, misaligned or @bytes too small); on AP_INVAL neither *q nor
+ * @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t capacity,
-                                           size_t elem_size);
+AP_API AP_NODISCARD ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t bytes,
+                                           size_t capacity, size_t elem_size);
 /** ap_mpmc_fini - end of life; frees nothing */
 AP_API void ap_mpmc_fini(ap_mpmc *q);
 
@@ -201,8 +212,9 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
  */
 #define AP_MPMC_DEFINE(name, T)                                                    \
     typedef struct name { ap_mpmc q; } name;                                       \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t capacity) \
-    { return ap_mpmc_init(&self->q, buf, capacity, sizeof(T)); }                   \
+    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
+                                                              size_t capacity)      \
+    { return ap_mpmc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
     { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
@@ -241,15 +253,19 @@ AP_FORCE_INLINE size_t ap__mpmc_next(const ap_mpmc *q, size_t pos)
 
 /* Test hook: start at lap @lap_start (rounded down to a lap), to exercise
  * wrap-around of the position counters. */
-AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t capacity,
-                                               size_t elem_size, size_t lap_start)
+AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t bytes,
+                                               size_t capacity, size_t elem_size,
+                                               size_t lap_start)
 {
-    size_t stride = AP_MPMC_STRIDE(elem_size), bytes;
+    size_t stride = AP_MPMC_STRIDE(elem_size), need;
     AP_ASSERT(q != NULL);
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: a buffer too small for the capacity was accepted and overrun;
+     * a NULL or misaligned one tripped AP_ASSERT) */
     if (capacity == 0 || elem_size == 0 || capacity > AP__MPMC_CAP_LIMIT ||
-        elem_size > SIZE_MAX / 2 || !ap__size_muladd(capacity, stride, 0, &bytes))
+        elem_size > SIZE_MAX / 2 || !ap__size_muladd(capacity, stride, 0, &need) ||
+        buf == NULL || (uintptr_t)buf % AP_MPMC_ALIGN != 0 || bytes < need)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(size_t)) == 0);
     q->buf = (unsigned char *)buf;
     q->capacity = capacity;
     q->mark = ap__pow2_ceil(capacity + 1);
@@ -267,9 +283,10 @@ AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t cap
     return AP_OK;
 }
 
-AP_API ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t capacity, size_t elem_size)
+AP_API ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t bytes, size_t capacity,
+                              size_t elem_size)
 {
-    return ap__mpmc_init_at(q, buf, capacity, elem_size, 0);
+    return ap__mpmc_init_at(q, buf, bytes, capacity, elem_size, 0);
 }
 
 AP_API void ap_mpmc_fini(ap_mpmc *q)
@@ -297,7 +314,7 @@ AP_API ap_status ap_mpmc_create(ap_mpmc **out, size_t capacity, size_t elem_size
     if (mem == NULL)
         return AP_NOMEM;
     ap_mpmc *q = (ap_mpmc *)(void *)mem;
-    ap_status st = ap_mpmc_init(q, mem + hdr, capacity, elem_size);
+    ap_status st = ap_mpmc_init(q, mem + hdr, total - hdr, capacity, elem_size);
     AP_ASSERT(st == AP_OK);
     (void)st;
     q->alloc = a;

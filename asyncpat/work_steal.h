@@ -504,7 +504,7 @@ AP_API size_t ap_ws_capacity(const ap_ws *d)
 AP_API ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf, size_t capacity)
 {
     AP_ASSERT(inj != NULL);
-    return ap_mpmc_init(&inj->q, buf, capacity, sizeof(void *));
+    return ap_mpmc_init(&inj->q, buf, AP_MPMC_BYTES(capacity, sizeof(void *)), capacity, sizeof(void *));
 }
 
 AP_API void ap_ws_injector_fini(ap_ws_injector *inj)

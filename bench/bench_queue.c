@@ -135,7 +135,7 @@ static int q_ap_mpmc_init(q_ap_mpmc *q, size_t cap, int ncons)
 {
     (void)ncons;
     q->buf = xaligned(AP_MPMC_BYTES(cap, sizeof(uint64_t)));
-    return u64_mpmc_init(&q->q, q->buf, cap) == AP_OK ? 0 : -1;
+    return u64_mpmc_init(&q->q, q->buf, AP_MPMC_BYTES(cap, sizeof(uint64_t)), cap) == AP_OK ? 0 : -1;
 }
 
 static void q_ap_mpmc_fini(q_ap_mpmc *q)

@@ -34,7 +34,7 @@ int main(void)
     unsigned long idle = 0;
     int v, next = 1;
     pthread_t th;
-    if (ap_mpmc_init(&q, buf, CAP, sizeof v) != AP_OK || pthread_create(&th, NULL, pusher, NULL))
+    if (ap_mpmc_init(&q, buf, sizeof buf, CAP, sizeof v) != AP_OK || pthread_create(&th, NULL, pusher, NULL))
         return 1;
     ap_mpmc_pop_fut f;
     do {

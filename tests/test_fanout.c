@@ -478,8 +478,8 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
 {
     enum { N = 16, L = 8 };
     ap_mpmc q;
-    static unsigned char buf[AP_MPMC_BYTES(32, sizeof(int))];
-    cr_assert_eq(ap_mpmc_init(&q, buf, 32, sizeof(int)), AP_OK);
+    static _Alignas(AP_MPMC_ALIGN) unsigned char buf[AP_MPMC_BYTES(32, sizeof(int))];
+    cr_assert_eq(ap_mpmc_init(&q, buf, sizeof buf, 32, sizeof(int)), AP_OK);
     ap_mpmc_pop_fut pops[N];
     int out[N];
     ap_future *kids[N];

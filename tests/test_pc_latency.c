@@ -481,7 +481,7 @@ static void run_real(int which, const scenario *sc, size_t B, pc_stats *st)
         pc_spsc_fini(&q);
     } else {
         pc_mpmc q;
-        EXPECT_EQ(pc_mpmc_init(&q, mpmc_buf, B), AP_OK);
+        EXPECT_EQ(pc_mpmc_init(&q, mpmc_buf, sizeof mpmc_buf, B), AP_OK);
         EXPECT_EQ(pc_mpmc_capacity(&q), B);
         pc_queue pq = {"ap_mpmc", &q, mpmc_push, mpmc_pop, mpmc_len, mpmc_cap};
         EXPECT_EQ(pq.cap(pq.self), B);

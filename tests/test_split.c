@@ -20,7 +20,7 @@ static ap_mpmc *outs[K];
 static void setup_k(size_t cap)
 {
     for (size_t i = 0; i < K; i++) {
-        cr_assert(ap_mpmc_init(&qs[i], qbuf[i], cap, sizeof(uint64_t)) == AP_OK);
+        cr_assert(ap_mpmc_init(&qs[i], qbuf[i], sizeof qbuf[i], cap, sizeof(uint64_t)) == AP_OK);
         outs[i] = &qs[i];
     }
 }
@@ -45,7 +45,7 @@ Test(split, init_rejects_bad_config)
     setup_k(CAP);
     static size_t other_buf[AP_MPMC_BYTES(4, 3) / sizeof(size_t) + 1];
     ap_mpmc other;
-    cr_assert(ap_mpmc_init(&other, other_buf, 4, 3) == AP_OK);
+    cr_assert(ap_mpmc_init(&other, other_buf, sizeof other_buf, 4, 3) == AP_OK);
     ap_mpmc *mixed[2] = {&qs[0], &other}, *with_null[2] = {&qs[0], NULL};
     EXPECT_EQ(ap_split_init(&s, outs, AP_SPLIT_BYTES(0), AP_SPLIT_HASH), AP_INVAL);
     EXPECT_EQ(ap_split_init(&s, mixed, AP_SPLIT_BYTES(2), AP_SPLIT_HASH), AP_INVAL);

@@ -41,7 +41,7 @@ CHECK_SIG(int_ring_push_wait, ap_status (*)(int_ring *, const int *, uint64_t));
 CHECK_SIG(int_ring_pop_wait, ap_status (*)(int_ring *, int *, uint64_t));
 CHECK_SIG(rec_ring_try_push, ap_status (*)(rec_ring *, const struct rec *));
 CHECK_SIG(rec_ring_try_pop_n, ap_status (*)(rec_ring *, struct rec *, size_t, size_t *));
-CHECK_SIG(int_q_init, ap_status (*)(int_q *, void *, size_t));
+CHECK_SIG(int_q_init, ap_status (*)(int_q *, void *, size_t, size_t));
 CHECK_SIG(int_q_try_push, ap_status (*)(int_q *, const int *));
 CHECK_SIG(int_q_try_pop, ap_status (*)(int_q *, int *));
 CHECK_SIG(int_q_close, void (*)(int_q *));
@@ -192,8 +192,8 @@ Test(typed, mpmc_scalar_every_function)
 {
     size_t buf[AP_MPMC_BYTES(3, sizeof(int)) / sizeof(size_t)];
     int_q q;
-    EXPECT_EQ(int_q_init(&q, buf, 0), AP_INVAL);
-    EXPECT_EQ(int_q_init(&q, buf, 3), AP_OK);
+    EXPECT_EQ(int_q_init(&q, buf, sizeof buf, 0), AP_INVAL);
+    EXPECT_EQ(int_q_init(&q, buf, sizeof buf, 3), AP_OK);
     EXPECT_EQ(q.q.elem_size, sizeof(int));
     EXPECT_EQ(int_q_capacity(&q), 3);
     for (int i = 1; i <= 3; i++) {
@@ -229,7 +229,7 @@ Test(typed, mpmc_struct_every_function)
 {
     size_t buf[AP_MPMC_BYTES(5, sizeof(struct rec)) / sizeof(size_t)];
     rec_q q;
-    EXPECT_EQ(rec_q_init(&q, buf, 5), AP_OK);
+    EXPECT_EQ(rec_q_init(&q, buf, sizeof buf, 5), AP_OK);
     EXPECT_EQ(q.q.elem_size, sizeof(struct rec));
     EXPECT_EQ(rec_q_capacity(&q), 5);
     uint64_t in = 0, out_i = 0;
@@ -274,7 +274,7 @@ static void *typed_pusher(void *arg)
 Test(typed, mpmc_struct_pop_wait_across_threads, .timeout = TEST_TIMEOUT_S)
 {
     static size_t buf[AP_MPMC_BYTES(2, sizeof(struct rec)) / sizeof(size_t)];
-    EXPECT_EQ(rec_q_init(&shared_q, buf, 2), AP_OK);
+    EXPECT_EQ(rec_q_init(&shared_q, buf, sizeof buf, 2), AP_OK);
     pthread_t th;
     EXPECT_EQ(pthread_create(&th, NULL, typed_pusher, NULL), 0);
     struct rec got;
@@ -302,7 +302,7 @@ Test(typed, mpmc_use_after_typed_fini_asserts, .signal = SIGABRT)
     size_t buf[AP_MPMC_BYTES(4, sizeof(int)) / sizeof(size_t)];
     int x = 1;
     int_q q;
-    EXPECT_EQ(int_q_init(&q, buf, 4), AP_OK);
+    EXPECT_EQ(int_q_init(&q, buf, sizeof buf, 4), AP_OK);
     int_q_fini(&q);
     ap_status st = int_q_try_pop(&q, &x);
     cr_log_error("try_pop after fini returned %d", (int)st);

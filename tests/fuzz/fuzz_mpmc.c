@@ -7,6 +7,8 @@
  *   - every push that returned AP_OK comes out exactly once, in order
  *   - FULL iff the model holds capacity; EMPTY/CLOSED iff it is empty
  *   - AP_INVAL init/create leaves *q / *out untouched and allocates nothing
+ *   - a buffer one byte short of AP_MPMC_BYTES is AP_INVAL, and neither the
+ *     queue nor the buffer is touched (issue #11)
  *   - out-parameters are untouched unless AP_OK
  */
 #include "asyncpat/mpmc.h"
@@ -56,7 +58,7 @@ static void check_inval_paths(fz *f)
     if (!bad && (stride < es || cap > SIZE_MAX / stride)) bad = 1;
     if (bad) {
         static size_t dummy[4];
-        ap_status st = ap_mpmc_init(&q, dummy, cap, es);
+        ap_status st = ap_mpmc_init(&q, dummy, sizeof dummy, cap, es);
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&q, sizeof q));
     }
@@ -88,10 +90,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     size_t cap = 1 + fz_u8(&f) % MAXCAP;
     size_t es = 1 + fz_u8(&f) % MAXES;
-    size_t lap = (fz_u8(&f) & 1) ? fz_size(&f) : 0;
+    uint8_t sel = fz_u8(&f);
+    size_t lap = (sel & 1) ? fz_size(&f) : 0;
     static _Alignas(64) unsigned char buf[AP_MPMC_BYTES(MAXCAP, MAXES)];
     ap_mpmc q;
-    if (ap__mpmc_init_at(&q, buf, cap, es, lap) != AP_OK) abort();
+    size_t need = AP_MPMC_BYTES(cap, es);
+    if (sel & 2) { /* one byte short: AP_INVAL, nothing written */
+        fz_fill(&q, sizeof q);
+        fz_fill(buf, need);
+        FZ_CHECK(ap__mpmc_init_at(&q, buf, need - 1, cap, es, lap) == AP_INVAL);
+        FZ_CHECK(ap_mpmc_init(&q, buf, need - 1, cap, es) == AP_INVAL);
+        FZ_CHECK(fz_untouched(&q, sizeof q));
+        FZ_CHECK(fz_untouched(buf, need));
+    }
+    if (ap__mpmc_init_at(&q, buf, (sel & 4) ? need : sizeof buf, cap, es, lap) != AP_OK) abort();
     mhead = mlen = 0;
     tagc = 0;
     int closed = 0;

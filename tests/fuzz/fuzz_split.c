@@ -83,7 +83,7 @@ static void check_inval(fz *f)
     int mixed = 0, anynull = 0;
     for (size_t i = 0; i < MAXK + 1; i++) {
         size_t es = (sizes >> i) & 1 ? 16 : 8;
-        FZ_CHECK(ap_mpmc_init(&q[i], b[i], 1, es) == AP_OK);
+        FZ_CHECK(ap_mpmc_init(&q[i], b[i], sizeof b[i], 1, es) == AP_OK);
         outs[i] = ((nulls >> i) & 1) && (nulls & 0x80) ? NULL : &q[i];
         if (i < n && outs[i] == NULL) anynull = 1;
         if (i < n && es != ((sizes & 1) ? 16u : 8u)) mixed = 1;
@@ -151,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ap_mpmc *outs[MAXK];
     for (size_t o = 0; o < m_k; o++) {
         m_cap[o] = 1 + ((caps >> (2 * o)) & 3);
-        FZ_CHECK(ap_mpmc_init(&q[o], qbuf[o], m_cap[o], 8) == AP_OK);
+        FZ_CHECK(ap_mpmc_init(&q[o], qbuf[o], sizeof qbuf[o], m_cap[o], 8) == AP_OK);
         outs[o] = &q[o];
         m_len[o] = 0;
         m_closed[o] = 0;

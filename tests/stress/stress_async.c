@@ -560,7 +560,7 @@ static void async_queue_init(async_run *r)
         r->start = r->cfg.wrap ? (size_t)0 - (laps / 2 + 1) * stress_mpmc_one_lap(cap) : 0;
         r->buf = aligned_alloc(64, ap__align_up(AP_MPMC_BYTES(cap, sizeof(stress_elem)), 64));
         CHECK(r->buf != NULL, "out of memory");
-        st = ap__mpmc_init_at(&r->mq, r->buf, cap, sizeof(stress_elem), r->start);
+        st = ap__mpmc_init_at(&r->mq, r->buf, AP_MPMC_BYTES(cap, sizeof(stress_elem)), cap, sizeof(stress_elem), r->start);
     }
     CHECK(st == AP_OK, "queue init: %s", ap_status_str(st));
 }

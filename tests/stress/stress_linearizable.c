@@ -123,7 +123,7 @@ static void run_lin(unsigned threads, bool wrap, size_t rounds)
     size_t start = wrap ? (size_t)0 - (laps / 2 + 1) * stress_mpmc_one_lap(capacity) : 0;
     void *buf = aligned_alloc(64, ap__align_up(AP_MPMC_BYTES(capacity, sizeof(stress_elem)), 64));
     CHECK(buf != NULL, "out of memory");
-    ap_status st = ap__mpmc_init_at(&r->q, buf, capacity, sizeof(stress_elem), start);
+    ap_status st = ap__mpmc_init_at(&r->q, buf, AP_MPMC_BYTES(capacity, sizeof(stress_elem)), capacity, sizeof(stress_elem), start);
     CHECK(st == AP_OK, "ap__mpmc_init_at: %s", ap_status_str(st));
 
     lin_worker *w = (lin_worker *)calloc(threads, sizeof *w);

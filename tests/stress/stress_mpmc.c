@@ -165,7 +165,7 @@ static void run_mpmc(unsigned producers, unsigned consumers, size_t capacity, bo
         start = (size_t)0 - (laps / 2 + 1) * one_lap;
     void *buf = aligned_alloc(64, ap__align_up(AP_MPMC_BYTES(capacity, sizeof(stress_elem)), 64));
     CHECK(buf != NULL, "out of memory");
-    ap_status st = ap__mpmc_init_at(&r->q, buf, capacity, sizeof(stress_elem), start);
+    ap_status st = ap__mpmc_init_at(&r->q, buf, AP_MPMC_BYTES(capacity, sizeof(stress_elem)), capacity, sizeof(stress_elem), start);
     CHECK(st == AP_OK, "ap__mpmc_init_at: %s", ap_status_str(st));
     CHECK(atomic_load(&r->q.head) == start, "start position %#zx not a lap boundary", start);
 

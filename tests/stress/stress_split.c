@@ -97,7 +97,7 @@ static void run(ap_split_mode mode, size_t producers, size_t k, size_t cap)
     void *bufs[MAXK];
     for (size_t i = 0; i < k; i++) {
         bufs[i] = malloc(AP_MPMC_BYTES(cap, sizeof(uint64_t)));
-        CHECK(bufs[i] && ap_mpmc_init(&r->q[i], bufs[i], cap, sizeof(uint64_t)) == AP_OK, "q");
+        CHECK(bufs[i] && ap_mpmc_init(&r->q[i], bufs[i], AP_MPMC_BYTES(cap, sizeof(uint64_t)), cap, sizeof(uint64_t)) == AP_OK, "q");
         r->outs[i] = &r->q[i];
     }
     CHECK(ap_split_init(&r->s, r->outs, AP_SPLIT_BYTES(k), mode) == AP_OK, "init");

@@ -150,7 +150,7 @@ static int mp_nprod, mp_ncons, mp_items, mp_cap, mp_pops;
 static void *mpmc_setup(void)
 {
     qst *s = calloc(1, sizeof *s);
-    VF_CHECK(ap_mpmc_init(&s->q.m, s->buf, (size_t)mp_cap, sizeof(int)) == AP_OK);
+    VF_CHECK(ap_mpmc_init(&s->q.m, s->buf, sizeof s->buf, (size_t)mp_cap, sizeof(int)) == AP_OK);
     return s;
 }
 

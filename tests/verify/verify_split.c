@@ -48,7 +48,7 @@ static void *s_setup(void)
 {
     sst *s = calloc(1, sizeof *s);
     for (int k = 0; k < 2; k++) {
-        VF_CHECK(ap_mpmc_init(&s->q[k], s->buf[k], 1, sizeof(int)) == AP_OK);
+        VF_CHECK(ap_mpmc_init(&s->q[k], s->buf[k], sizeof s->buf[k], 1, sizeof(int)) == AP_OK);
         s->outs[k] = &s->q[k];
     }
     VF_CHECK(ap_split_init(&s->sp, s->outs, AP_SPLIT_BYTES(2), s_mode) == AP_OK);
