@@ -94,8 +94,16 @@
  * COMPLEXITY   O(1) per element per stage plus fn; memory = the queues
  *              (AP_MPMC_BYTES each) + k stage records + 2 scratch elements
  *              per worker.
- * MEMORY       all caller memory: the input buffer, one buffer and one
- *              ap_pipeline_stage per stage, the workers and their scratch.
+ * MEMORY       all caller memory, each piece with its size in bytes: the
+ *              input queue's buffer (in_buf, in_bytes) and one per stage
+ *              (buf, bytes), at least AP_MPMC_BYTES(capacity, elem) each,
+ *              aligned to AP_MPMC_ALIGN; the stage records (init's @stages,
+ *              AP_PIPELINE_STAGES_BYTES(nstages), aligned to
+ *              AP_PIPELINE_STAGES_ALIGN); the workers and their two scratch
+ *              elements (worker_init's @in/@in_bytes, @out/@out_bytes: at
+ *              least the stage's element sizes; the library needs no
+ *              alignment: elements are copied with memcpy). NULL, short or
+ *              misaligned memory is AP_INVAL with nothing changed.
  *              Nothing allocates.
  * ERRORS       AP_INVAL (bad desc or argument; nothing changed), AP_FULL,
  *              AP_EMPTY, AP_AGAIN, AP_CLOSED, AP_DROPPED (try_take: fn
@@ -110,13 +118,15 @@
  *                      q0[AP_MPMC_BYTES(64, sizeof(parsed))],
  *                      q1[AP_MPMC_BYTES(64, sizeof(resp))];
  *   ap_pipeline_stage_desc sd[2] = {
- *       {.fn = parse, .out_size = sizeof(parsed), .capacity = 64, .buf = q0},
- *       {.fn = handle, .out_size = sizeof(resp), .capacity = 64, .buf = q1}};
+ *       {.fn = parse, .out_size = sizeof(parsed), .capacity = 64, .buf = q0, .bytes = sizeof q0},
+ *       {.fn = handle, .out_size = sizeof(resp), .capacity = 64, .buf = q1, .bytes = sizeof q1}};
  *   ap_pipeline p; ap_pipeline_stage st[2];
- *   if (ap_pipeline_init(&p, st, &(ap_pipeline_desc){sizeof(req), 64, qin, sd, 2}))
+ *   if (ap_pipeline_init(&p, st, sizeof st, &(ap_pipeline_desc){
+ *           .in_size = sizeof(req), .in_capacity = 64, .in_buf = qin,
+ *           .in_bytes = sizeof qin, .stages = sd, .nstages = 2}))
  *       abort();
  *   // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
- *   //   ap_pipeline_worker_init(&w, &p, 0, &in, &out);
+ *   //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
  *   //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
  *   //   ap_block_on((ap_future *)&f);        // returns after close + drain
  *   ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE);  // producers
@@ -139,15 +149,20 @@ typedef struct ap_pipeline_stage_desc {
     void *ctx;         /* passed to fn (default: NULL) */
     size_t out_size;   /* bytes of one output element (required) */
     size_t capacity;   /* items the output queue holds (required, >= 1) */
-    void *buf;         /* AP_MPMC_BYTES(capacity, out_size) bytes, size_t-
-                          aligned (required) */
+    void *buf;         /* the output queue's buffer, aligned to
+                          AP_MPMC_ALIGN (required) */
+    size_t bytes;      /* its size: >= AP_MPMC_BYTES(capacity, out_size)
+                          (required) */
     unsigned workers;  /* workers that will drive this stage (default: 1) */
 } ap_pipeline_stage_desc;
 
 typedef struct ap_pipeline_desc {
     size_t in_size;     /* bytes of one input element (required) */
     size_t in_capacity; /* items the input queue holds (required, >= 1) */
-    void *in_buf;       /* AP_MPMC_BYTES(in_capacity, in_size) bytes (required) */
+    void *in_buf;       /* the input queue's buffer, aligned to AP_MPMC_ALIGN
+                           (required) */
+    size_t in_bytes;    /* its size: >= AP_MPMC_BYTES(in_capacity, in_size)
+                           (required) */
     const ap_pipeline_stage_desc *stages; /* nstages descs (required) */
     size_t nstages;     /* >= 1 (required) */
 } ap_pipeline_desc;
@@ -205,34 +220,58 @@ typedef struct ap_pipeline_run_fut {
 typedef struct ap_pipeline_push_fut { ap_waitop op; } ap_pipeline_push_fut;
 typedef struct ap_pipeline_pop_fut { ap_waitop op; } ap_pipeline_pop_fut;
 
+/** AP_PIPELINE_STAGES_BYTES - least bytes of the stage records for
+ *  @nstages stages (constant expression; an array ap_pipeline_stage
+ *  st[nstages] has them) */
+#define AP_PIPELINE_STAGES_BYTES(nstages) ((size_t)(nstages) * sizeof(ap_pipeline_stage))
+/** AP_PIPELINE_STAGES_ALIGN - the alignment ap_pipeline_init needs of the
+ *  stage records */
+#define AP_PIPELINE_STAGES_ALIGN ((size_t)_Alignof(ap_pipeline_stage))
+
 /**
  * ap_pipeline_init - set up a pipeline in caller memory
- * @p:      the pipeline
- * @stages: d->nstages records, caller memory (they hold the queues)
- * @d:      the input queue and one desc per stage
+ * @p:            the pipeline
+ * @stages:       d->nstages records, caller memory (they hold the queues),
+ *                aligned to AP_PIPELINE_STAGES_ALIGN
+ * @stages_bytes: the size of @stages: at least
+ *                AP_PIPELINE_STAGES_BYTES(d->nstages) (sizeof an array)
+ * @d:            the input queue and one desc per stage, each queue buffer
+ *                with its size
  *
- * Returns AP_OK, or AP_INVAL (d or stages NULL, no stages; a size,
- * capacity, buffer or fn missing; a buffer not size_t-aligned; sizes that
- * overflow). On AP_INVAL nothing
- * is written. Stage i's input element is stage i-1's out_size bytes
- * (stage 0's: in_size).
+ * Returns AP_OK, or AP_INVAL (d or stages NULL, no stages; @stages
+ * misaligned or @stages_bytes too small; a size, capacity, buffer or fn
+ * missing; a queue buffer smaller than AP_MPMC_BYTES or not aligned to
+ * AP_MPMC_ALIGN; sizes that overflow). On AP_INVAL nothing is written: not
+ * *p, the records or any buffer. Stage i's input element is stage i-1's
+ * out_size bytes (stage 0's: in_size).
  */
 AP_API AP_NODISCARD ap_status ap_pipeline_init(ap_pipeline *p, ap_pipeline_stage *stages,
-                                               const ap_pipeline_desc *d);
+                                               size_t stages_bytes, const ap_pipeline_desc *d);
 /** ap_pipeline_fini - end of life; frees nothing */
 AP_API void ap_pipeline_fini(ap_pipeline *p);
 
 /**
  * ap_pipeline_worker_init - attach a worker to stage @stage
- * @in:  scratch for one input element of the stage (its in_size bytes)
- * @out: scratch for one output element (out_size bytes)
+ * @w:         the worker
+ * @in:        scratch for one input element of the stage
+ * @in_bytes:  the size of @in: at least the stage's input element size
+ *             (in_size for stage 0, else the previous stage's out_size)
+ * @out:       scratch for one output element
+ * @out_bytes: the size of @out: at least the stage's out_size
+ * @p:         the pipeline
+ * @stage:     which stage (< nstages)
  *
- * Returns AP_OK, or AP_INVAL (stage out of range, scratch NULL, or the
- * stage already has its `workers` workers); on AP_INVAL nothing changes.
+ * The scratch needs no alignment of the library (elements are copied with
+ * memcpy); fn sees them at @in and @out, so align them for fn's types.
+ * Returns AP_OK, or AP_INVAL (stage out of range, scratch NULL or smaller
+ * than the element, or the stage already has its `workers` workers); on
+ * AP_INVAL nothing changes.
  * Concurrency: any thread; the worker is then driven by one thread at a time.
  */
-AP_API AP_NODISCARD ap_status ap_pipeline_worker_init(ap_pipeline_worker *w, ap_pipeline *p,
-                                                      size_t stage, void *in, void *out);
+AP_API AP_NODISCARD ap_status ap_pipeline_worker_init(ap_pipeline_worker *w, void *in,
+                                                      size_t in_bytes, void *out,
+                                                      size_t out_bytes, ap_pipeline *p,
+                                                      size_t stage);
 /** ap_pipeline_worker_holding - whether @w holds an output not yet pushed */
 AP_API bool ap_pipeline_worker_holding(const ap_pipeline_worker *w);
 /** ap_pipeline_worker_finished - whether @w saw its input closed and drained */
@@ -342,33 +381,41 @@ enum { AP__PIPELINE_SUB_NONE = 0, AP__PIPELINE_SUB_POP, AP__PIPELINE_SUB_PUSH };
 
 /* The limits ap_mpmc_init enforces (mpmc.h), checked up front so that a
  * bad stage late in the desc leaves every queue untouched. */
-AP_API bool ap__pipeline_queue_ok(size_t capacity, size_t elem_size, const void *buf)
+AP_API bool ap__pipeline_queue_ok(size_t capacity, size_t elem_size, const void *buf,
+                                  size_t bytes)
 {
-    size_t bytes;
+    size_t need;
     return capacity != 0 && elem_size != 0 && buf != NULL &&
-           (uintptr_t)buf % _Alignof(size_t) == 0 && /* ap_mpmc_init asserts it */
+           (uintptr_t)buf % AP_MPMC_ALIGN == 0 &&
            capacity <= AP__MPMC_CAP_LIMIT && elem_size <= SIZE_MAX / 2 &&
-           ap__size_muladd(capacity, AP_MPMC_STRIDE(elem_size), 0, &bytes);
+           ap__size_muladd(capacity, AP_MPMC_STRIDE(elem_size), 0, &need) && bytes >= need;
 }
 
 AP_API ap_status ap_pipeline_init(ap_pipeline *p, ap_pipeline_stage *stages,
-                                  const ap_pipeline_desc *d)
+                                  size_t stages_bytes, const ap_pipeline_desc *d)
 {
+    size_t need;
     AP_ASSERT(p != NULL);
+    /* every check before the first write (issue #11): AP_INVAL touches
+     * nothing, and a short buffer is never written past */
     if (d == NULL || stages == NULL || d->stages == NULL || d->nstages == 0 ||
-        !ap__pipeline_queue_ok(d->in_capacity, d->in_size, d->in_buf))
+        (uintptr_t)stages % AP_PIPELINE_STAGES_ALIGN != 0 ||
+        !ap__size_muladd(d->nstages, sizeof(ap_pipeline_stage), 0, &need) ||
+        stages_bytes < need ||
+        !ap__pipeline_queue_ok(d->in_capacity, d->in_size, d->in_buf, d->in_bytes))
         return AP_INVAL;
     for (size_t i = 0; i < d->nstages; i++) {
         const ap_pipeline_stage_desc *sd = &d->stages[i];
-        if (sd->fn == NULL || !ap__pipeline_queue_ok(sd->capacity, sd->out_size, sd->buf))
+        if (sd->fn == NULL ||
+            !ap__pipeline_queue_ok(sd->capacity, sd->out_size, sd->buf, sd->bytes))
             return AP_INVAL;
     }
-    ap_status st = ap_mpmc_init(&p->in, d->in_buf, d->in_capacity, d->in_size);
+    ap_status st = ap_mpmc_init(&p->in, d->in_buf, d->in_bytes, d->in_capacity, d->in_size);
     AP_ASSERT(st == AP_OK); /* validated above */
     for (size_t i = 0; i < d->nstages; i++) {
         const ap_pipeline_stage_desc *sd = &d->stages[i];
         ap_pipeline_stage *s = &stages[i];
-        st = ap_mpmc_init(&s->out, sd->buf, sd->capacity, sd->out_size);
+        st = ap_mpmc_init(&s->out, sd->buf, sd->bytes, sd->capacity, sd->out_size);
         AP_ASSERT(st == AP_OK);
         s->fn = sd->fn;
         s->ctx = sd->ctx;
@@ -401,13 +448,16 @@ AP_API void ap_pipeline_fini(ap_pipeline *p)
     p->stages = NULL;
 }
 
-AP_API ap_status ap_pipeline_worker_init(ap_pipeline_worker *w, ap_pipeline *p, size_t stage,
-                                         void *in, void *out)
+AP_API ap_status ap_pipeline_worker_init(ap_pipeline_worker *w, void *in, size_t in_bytes,
+                                         void *out, size_t out_bytes, ap_pipeline *p,
+                                         size_t stage)
 {
     AP_ASSERT(w != NULL && p != NULL && p->stages != NULL);
     if (stage >= p->nstages || in == NULL || out == NULL)
         return AP_INVAL;
     ap_pipeline_stage *s = &p->stages[stage];
+    if (in_bytes < s->in_size || out_bytes < s->out_size)
+        return AP_INVAL;
     unsigned n = AP_ATOMIC_LOAD(&s->attached, memory_order_relaxed);
     do {
         if (n >= s->workers)

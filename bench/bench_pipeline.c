@@ -75,12 +75,14 @@ static uint64_t run_pipeline(void *ctx, uint64_t budget_ns, uint64_t *iters)
         bench_fail("out of memory");
     ap_pipeline_stage_desc sd[PL_K];
     for (int i = 0; i < PL_K; i++)
-        sd[i] = (ap_pipeline_stage_desc){add1, NULL, sizeof(uint64_t), PL_CAP, b->q[i + 1], 1};
-    ap_pipeline_desc d = {sizeof(uint64_t), PL_CAP, b->q[0], sd, PL_K};
-    if (ap_pipeline_init(&b->p, b->st, &d) != AP_OK)
+        sd[i] = (ap_pipeline_stage_desc){add1, NULL, sizeof(uint64_t), PL_CAP, b->q[i + 1],
+                                         sizeof b->q[i + 1], 1};
+    ap_pipeline_desc d = {sizeof(uint64_t), PL_CAP, b->q[0], sizeof b->q[0], sd, PL_K};
+    if (ap_pipeline_init(&b->p, b->st, sizeof b->st, &d) != AP_OK)
         bench_fail("ap_pipeline_init");
     for (int i = 0; i < PL_K; i++)
-        if (ap_pipeline_worker_init(&b->w[i], &b->p, (size_t)i, &b->in[i], &b->out[i]) != AP_OK)
+        if (ap_pipeline_worker_init(&b->w[i], &b->in[i], sizeof b->in[i], &b->out[i],
+                                    sizeof b->out[i], &b->p, (size_t)i) != AP_OK)
             bench_fail("ap_pipeline_worker_init");
     b->budget_ns = budget_ns;
     pthread_t th[PL_K + 1];

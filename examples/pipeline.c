@@ -55,7 +55,7 @@ static void *run_stage(void *arg)
     struct worker *w = arg;
     u64 in, out;
     ap_pipeline_worker pw;
-    if (ap_pipeline_worker_init(&pw, &pipe_, w->stage, &in, &out) != AP_OK) {
+    if (ap_pipeline_worker_init(&pw, &in, sizeof in, &out, sizeof out, &pipe_, w->stage) != AP_OK) {
         w->st = AP_INVAL;
         return NULL;
     }
@@ -100,8 +100,10 @@ int main(int argc, char **argv)
     ap_pipeline_stage_desc sd[3];
     for (int i = 0; i < 3; i++)
         sd[i] = (ap_pipeline_stage_desc){.fn = fns[i], .out_size = sizeof(u64),
-                                         .capacity = CAP, .buf = qs[i]};
-    if (ap_pipeline_init(&pipe_, stages, &(ap_pipeline_desc){sizeof(u64), CAP, qin, sd, 3}) != AP_OK)
+                                         .capacity = CAP, .buf = qs[i], .bytes = sizeof qs[i]};
+    ap_pipeline_desc d = {.in_size = sizeof(u64), .in_capacity = CAP, .in_buf = qin,
+                          .in_bytes = sizeof qin, .stages = sd, .nstages = 3};
+    if (ap_pipeline_init(&pipe_, stages, sizeof stages, &d) != AP_OK) /* each memory with its size */
         return 1;
     if (ap_life_start(&life) != AP_OK || ap_life_started(&life, true) != AP_OK)
         return 1;

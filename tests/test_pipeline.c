@@ -115,9 +115,9 @@ static ap_status line_init(line *l, size_t k, size_t cin, const size_t *cap, ap_
     l->k = k;
     for (size_t i = 0; i < k; i++)
         l->sd[i] = (ap_pipeline_stage_desc){fn ? fn : fold, (void *)(uintptr_t)i, sizeof(item),
-                                            cap[i], l->q[i], workers};
-    ap_pipeline_desc d = {sizeof(item), cin, l->qin, l->sd, k};
-    return ap_pipeline_init(&l->p, l->st, &d);
+                                            cap[i], l->q[i], sizeof l->q[i], workers};
+    ap_pipeline_desc d = {sizeof(item), cin, l->qin, sizeof l->qin, l->sd, k};
+    return ap_pipeline_init(&l->p, l->st, sizeof l->st, &d);
 }
 
 static line *line_new(size_t k, size_t cin, const size_t *cap, ap_pipeline_fn fn,
@@ -128,8 +128,8 @@ static line *line_new(size_t k, size_t cin, const size_t *cap, ap_pipeline_fn fn
     EXPECT_EQ(line_init(l, k, cin, cap, fn, workers), AP_OK);
     for (size_t i = 0; i < k; i++)
         for (unsigned j = 0; j < (workers ? workers : 1); j++)
-            EXPECT_EQ(ap_pipeline_worker_init(&l->w[i][j], &l->p, i, &l->in[i][j],
-                                              &l->out[i][j]),
+            EXPECT_EQ(ap_pipeline_worker_init(&l->w[i][j], &l->in[i][j], sizeof(item),
+                                              &l->out[i][j], sizeof(item), &l->p, i),
                       AP_OK);
     return l;
 }
@@ -148,7 +148,8 @@ static const size_t caps1[MAXK] = {1, 1, 1, 1, 1, 1, 1, 1};
 Test(pipeline, init_rejects_bad_desc_and_changes_nothing)
 {
     static line l; /* static: the buffers are large */
-    ap_pipeline_stage_desc good = {fold, NULL, sizeof(item), 4, l.q[0], 1};
+    const size_t qb = sizeof l.q[0];
+    ap_pipeline_stage_desc good = {fold, NULL, sizeof(item), 4, l.q[0], qb, 1};
     struct {
         const char *what;
         size_t in_size, in_cap;
@@ -161,13 +162,16 @@ Test(pipeline, init_rejects_bad_desc_and_changes_nothing)
         {"in_size 0", 0, 4, true, good, 1, false, false},
         {"in_capacity 0", sizeof(item), 0, true, good, 1, false, false},
         {"in_buf NULL", sizeof(item), 4, false, good, 1, false, false},
-        {"fn NULL", sizeof(item), 4, true, {NULL, NULL, sizeof(item), 4, l.q[0], 1}, 1, false, false},
-        {"out_size 0", sizeof(item), 4, true, {fold, NULL, 0, 4, l.q[0], 1}, 1, false, false},
-        {"capacity 0", sizeof(item), 4, true, {fold, NULL, sizeof(item), 0, l.q[0], 1}, 1, false, false},
-        {"buf NULL", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, NULL, 1}, 1, false, false},
-        {"buf misaligned", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, (unsigned char *)l.q[1] + 1, 1}, 1, false, false},
-        {"capacity overflows", sizeof(item), 4, true, {fold, NULL, sizeof(item), SIZE_MAX / 2, l.q[0], 1}, 1, false, false},
-        {"out_size overflows", sizeof(item), 4, true, {fold, NULL, SIZE_MAX, 4, l.q[0], 1}, 1, false, false},
+        {"fn NULL", sizeof(item), 4, true, {NULL, NULL, sizeof(item), 4, l.q[0], qb, 1}, 1, false, false},
+        {"out_size 0", sizeof(item), 4, true, {fold, NULL, 0, 4, l.q[0], qb, 1}, 1, false, false},
+        {"capacity 0", sizeof(item), 4, true, {fold, NULL, sizeof(item), 0, l.q[0], qb, 1}, 1, false, false},
+        {"buf NULL", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, NULL, qb, 1}, 1, false, false},
+        {"buf misaligned", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, (unsigned char *)l.q[1] + 1, qb - 1, 1}, 1, false, false},
+        {"buf one byte short", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, l.q[1], AP_MPMC_BYTES(4, sizeof(item)) - 1, 1}, 1, false, false},
+        {"buf 0 bytes", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, l.q[1], 0, 1}, 1, false, false},
+        {"buf one slot short", sizeof(item), 4, true, {fold, NULL, sizeof(item), 4, l.q[1], AP_MPMC_BYTES(3, sizeof(item)), 1}, 1, false, false},
+        {"capacity overflows", sizeof(item), 4, true, {fold, NULL, sizeof(item), SIZE_MAX / 2, l.q[0], SIZE_MAX, 1}, 1, false, false},
+        {"out_size overflows", sizeof(item), 4, true, {fold, NULL, SIZE_MAX, 4, l.q[0], SIZE_MAX, 1}, 1, false, false},
         {"in_size overflows", SIZE_MAX - 3, 4, true, good, 1, false, false},
         {"desc NULL", sizeof(item), 4, true, good, 1, true, false},
         {"stages NULL", sizeof(item), 4, true, good, 1, false, true},
@@ -179,12 +183,13 @@ Test(pipeline, init_rejects_bad_desc_and_changes_nothing)
         if (bad[c].sd.fn == fold && bad[c].sd.out_size == sizeof(item) && bad[c].sd.capacity == 4 &&
             bad[c].sd.buf == l.q[0])
             sds[1].buf = l.q[1];
-        ap_pipeline_desc d = {bad[c].in_size, bad[c].in_cap, bad[c].in_buf ? l.qin : NULL, sds, n};
+        ap_pipeline_desc d = {bad[c].in_size, bad[c].in_cap, bad[c].in_buf ? l.qin : NULL,
+                              sizeof l.qin, sds, n};
         memset(&l.p, 0xA5, sizeof l.p);
         memset(l.st, 0x5A, sizeof l.st);
         memset(l.q, 0x3C, sizeof l.q);
         memset(l.qin, 0x3C, sizeof l.qin);
-        ap_status st = ap_pipeline_init(&l.p, bad[c].null_stages ? NULL : l.st,
+        ap_status st = ap_pipeline_init(&l.p, bad[c].null_stages ? NULL : l.st, sizeof l.st,
                                         bad[c].null_desc ? NULL : &d);
         EXPECT_EQ(st, AP_INVAL, "%s", bad[c].what);
         const unsigned char *pb = (const unsigned char *)&l.p, *sb = (const unsigned char *)l.st;
@@ -194,12 +199,101 @@ Test(pipeline, init_rejects_bad_desc_and_changes_nothing)
             EXPECT_EQ(sb[i], 0x5A, "%s: stage byte %zu written", bad[c].what, i);
         for (size_t i = 0; i < sizeof l.qin; i++)
             EXPECT_EQ(l.qin[i], 0x3C, "%s: input buffer written", bad[c].what);
-        for (size_t i = 0; i < sizeof l.q[0]; i++)
-            EXPECT_EQ(l.q[0][i], 0x3C, "%s: stage 0 buffer written", bad[c].what);
+        for (size_t i = 0; i < sizeof l.q; i++)
+            EXPECT_EQ(l.q[i / qb][i % qb], 0x3C, "%s: a stage buffer written", bad[c].what);
     }
     /* NULL stages array with zero stages is still invalid */
-    ap_pipeline_desc d0 = {sizeof(item), 4, l.qin, NULL, 1};
-    EXPECT_EQ(ap_pipeline_init(&l.p, l.st, &d0), AP_INVAL);
+    ap_pipeline_desc d0 = {sizeof(item), 4, l.qin, sizeof l.qin, NULL, 1};
+    EXPECT_EQ(ap_pipeline_init(&l.p, l.st, sizeof l.st, &d0), AP_INVAL);
+}
+
+/* Caller memory comes with its size (issue #11): the stage records and the
+ * input buffer NULL, too small or misaligned are AP_INVAL, and nothing is
+ * written: not the pipeline, the records, or any queue buffer. */
+Test(pipeline, bad_memory_is_inval_and_changes_nothing)
+{
+    static line l;
+    _Static_assert(AP_PIPELINE_STAGES_BYTES(3) == 3 * sizeof(ap_pipeline_stage) &&
+                       AP_PIPELINE_STAGES_ALIGN == _Alignof(ap_pipeline_stage),
+                   "constant expressions");
+    static char as_array_size[AP_PIPELINE_STAGES_BYTES(2) + AP_PIPELINE_STAGES_ALIGN];
+    EXPECT_EQ(sizeof as_array_size, 2 * sizeof(ap_pipeline_stage) + _Alignof(ap_pipeline_stage));
+    enum { K = 3 };
+    const size_t need_in = AP_MPMC_BYTES(4, sizeof(item));
+    unsigned char *st_bytes = (unsigned char *)l.st;
+    struct {
+        const char *what;
+        void *stages;
+        size_t stages_bytes;
+        void *in_buf;
+        size_t in_bytes;
+    } bad[] = {
+        {"records one byte short", l.st, AP_PIPELINE_STAGES_BYTES(K) - 1, l.qin, sizeof l.qin},
+        {"records one stage short", l.st, AP_PIPELINE_STAGES_BYTES(K - 1), l.qin, sizeof l.qin},
+        {"records 0 bytes", l.st, 0, l.qin, sizeof l.qin},
+        {"records misaligned by 8", st_bytes + 8, sizeof l.st - 8, l.qin, sizeof l.qin},
+        {"records misaligned by half", st_bytes + AP_PIPELINE_STAGES_ALIGN / 2,
+         sizeof l.st - AP_PIPELINE_STAGES_ALIGN / 2, l.qin, sizeof l.qin},
+        {"in_buf one byte short", l.st, sizeof l.st, l.qin, need_in - 1},
+        {"in_buf 0 bytes", l.st, sizeof l.st, l.qin, 0},
+        {"in_buf misaligned", l.st, sizeof l.st, l.qin + 1, sizeof l.qin - 1},
+        {"in_buf NULL", l.st, sizeof l.st, NULL, sizeof l.qin},
+    };
+    static unsigned char p_before[sizeof l.p], st_before[sizeof l.st], qin_before[sizeof l.qin],
+        q_before[sizeof l.q];
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        for (size_t i = 0; i < K; i++)
+            l.sd[i] = (ap_pipeline_stage_desc){fold, NULL, sizeof(item), 4, l.q[i], sizeof l.q[i], 1};
+        ap_pipeline_desc d = {sizeof(item), 4, bad[c].in_buf, bad[c].in_bytes, l.sd, K};
+        memset(&l.p, 0xA5, sizeof l.p);
+        memset(l.st, 0x5A, sizeof l.st);
+        memset(l.q, 0x3C, sizeof l.q);
+        memset(l.qin, 0xC3, sizeof l.qin);
+        memcpy(p_before, &l.p, sizeof l.p);
+        memcpy(st_before, l.st, sizeof l.st);
+        memcpy(qin_before, l.qin, sizeof l.qin);
+        memcpy(q_before, l.q, sizeof l.q);
+        EXPECT_EQ(ap_pipeline_init(&l.p, bad[c].stages, bad[c].stages_bytes, &d), AP_INVAL, "%s",
+                  bad[c].what);
+        EXPECT(memcmp(p_before, &l.p, sizeof l.p) == 0, "%s: the pipeline changed", bad[c].what);
+        EXPECT(memcmp(st_before, l.st, sizeof l.st) == 0, "%s: the records changed", bad[c].what);
+        EXPECT(memcmp(qin_before, l.qin, sizeof l.qin) == 0, "%s: the input buffer changed",
+               bad[c].what);
+        EXPECT(memcmp(q_before, l.q, sizeof l.q) == 0, "%s: a stage buffer changed", bad[c].what);
+    }
+    /* exactly enough of everything works, and nothing past it is written */
+    for (size_t i = 0; i < K; i++)
+        l.sd[i] = (ap_pipeline_stage_desc){fold, (void *)(uintptr_t)i, sizeof(item), 4, l.q[i],
+                                           AP_MPMC_BYTES(4, sizeof(item)), 1};
+    ap_pipeline_desc d = {sizeof(item), 4, l.qin, need_in, l.sd, K};
+    memset(l.st, 0x5A, sizeof l.st);
+    memset(l.q, 0x3C, sizeof l.q);
+    memset(l.qin, 0xC3, sizeof l.qin);
+    EXPECT_EQ(ap_pipeline_init(&l.p, l.st, AP_PIPELINE_STAGES_BYTES(K), &d), AP_OK);
+    for (size_t i = need_in; i < sizeof l.qin; i++)
+        EXPECT_EQ(l.qin[i], 0xC3, "input byte %zu past its size written", i);
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = AP_MPMC_BYTES(4, sizeof(item)); i < sizeof l.q[k]; i++)
+            EXPECT_EQ(l.q[k][i], 0x3C, "stage %zu byte %zu past its size written", k, i);
+    for (size_t i = AP_PIPELINE_STAGES_BYTES(K); i < sizeof l.st; i++)
+        EXPECT_EQ(st_bytes[i], 0x5A, "record byte %zu past the size written", i);
+    for (size_t i = 0; i < K; i++)
+        EXPECT_EQ(ap_pipeline_worker_init(&l.w[i][0], &l.in[i][0], sizeof(item), &l.out[i][0],
+                                          sizeof(item), &l.p, i),
+                  AP_OK);
+    for (uint64_t id = 0; id < 3; id++) {
+        item x = {id, id};
+        EXPECT_EQ(ap_pipeline_try_push(&l.p, &x), AP_OK);
+    }
+    for (size_t i = 0; i < K; i++)
+        EXPECT_EQ(ap_pipeline_stage_run(&l.w[i][0], 3, NULL), AP_OK);
+    for (uint64_t id = 0; id < 3; id++) {
+        item y;
+        EXPECT_EQ(ap_pipeline_try_pop(&l.p, &y), AP_OK);
+        EXPECT_EQ(y.id, id);
+        EXPECT_EQ(y.trail, trail_after(id, K));
+    }
+    ap_pipeline_fini(&l.p);
 }
 
 Test(pipeline, init_sets_up_each_stage)
@@ -227,10 +321,12 @@ Test(pipeline, stage_sizes_follow_the_chain)
     /* stage 0: u32 -> u64, stage 1: u64 -> u8; checks in_size bookkeeping */
     static _Alignas(64) unsigned char qi[AP_MPMC_BYTES(2, 4)], q0[AP_MPMC_BYTES(2, 8)],
         q1[AP_MPMC_BYTES(2, 1)];
-    ap_pipeline_stage_desc sd[2] = {{fold, NULL, 8, 2, q0, 1}, {fold, NULL, 1, 2, q1, 1}};
+    ap_pipeline_stage_desc sd[2] = {{fold, NULL, 8, 2, q0, sizeof q0, 1},
+                                    {fold, NULL, 1, 2, q1, sizeof q1, 1}};
     ap_pipeline p;
     ap_pipeline_stage st[2];
-    EXPECT_EQ(ap_pipeline_init(&p, st, &(ap_pipeline_desc){4, 2, qi, sd, 2}), AP_OK);
+    EXPECT_EQ(ap_pipeline_init(&p, st, sizeof st, &(ap_pipeline_desc){4, 2, qi, sizeof qi, sd, 2}),
+              AP_OK);
     EXPECT_EQ(st[0].in_size, 4);
     EXPECT_EQ(st[0].out_size, 8);
     EXPECT_EQ(st[1].in_size, 8);
@@ -243,11 +339,20 @@ Test(pipeline, worker_init_rejects_bad_input)
     line *l = line_new(2, 4, caps4, NULL, 2);
     ap_pipeline_worker w;
     item a, b;
-    EXPECT_EQ(ap_pipeline_worker_init(&w, &l->p, 2, &a, &b), AP_INVAL, "stage out of range");
-    EXPECT_EQ(ap_pipeline_worker_init(&w, &l->p, SIZE_MAX, &a, &b), AP_INVAL);
-    EXPECT_EQ(ap_pipeline_worker_init(&w, &l->p, 0, NULL, &b), AP_INVAL);
-    EXPECT_EQ(ap_pipeline_worker_init(&w, &l->p, 0, &a, NULL), AP_INVAL);
-    EXPECT_EQ(ap_pipeline_worker_init(&w, &l->p, 0, &a, &b), AP_INVAL, "a third worker of 2");
+    const size_t z = sizeof(item);
+    ap_pipeline_worker w_before;
+    memset(&w, 0x6B, sizeof w);
+    memcpy(&w_before, &w, sizeof w);
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z, &b, z, &l->p, 2), AP_INVAL, "stage out of range");
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z, &b, z, &l->p, SIZE_MAX), AP_INVAL);
+    EXPECT_EQ(ap_pipeline_worker_init(&w, NULL, z, &b, z, &l->p, 0), AP_INVAL);
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z, NULL, z, &l->p, 0), AP_INVAL);
+    /* scratch smaller than the stage's elements (issue #11) */
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z - 1, &b, z, &l->p, 0), AP_INVAL, "in short");
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z, &b, z - 1, &l->p, 0), AP_INVAL, "out short");
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, 0, &b, 0, &l->p, 1), AP_INVAL, "0 bytes");
+    EXPECT(memcmp(&w, &w_before, sizeof w) == 0, "a refused worker_init wrote the worker");
+    EXPECT_EQ(ap_pipeline_worker_init(&w, &a, z, &b, z, &l->p, 0), AP_INVAL, "a third worker of 2");
     EXPECT_EQ(atomic_load(&l->st[0].attached), 2, "failed inits attach nothing");
     EXPECT_EQ(atomic_load(&l->st[1].attached), 2);
     ap_pipeline_stats s;
@@ -686,7 +791,8 @@ static void simulate(size_t k, const uint64_t *S, size_t cin, const size_t *cap,
         l->st[0].fn = swapper;
     }
     for (size_t i = 0; i < k; i++)
-        EXPECT_EQ(ap_pipeline_worker_init(&l->w[i][0], &l->p, i, &l->in[i][0], &l->out[i][0]),
+        EXPECT_EQ(ap_pipeline_worker_init(&l->w[i][0], &l->in[i][0], sizeof(item), &l->out[i][0],
+                                          sizeof(item), &l->p, i),
                   AP_OK);
     memset(r, 0, sizeof *r);
     uint64_t busy_until[MAXK] = {0};

@@ -12,10 +12,11 @@
  * polled and cancelled by hand with a counting waker. Checked against a
  * sequential model (a FIFO per queue, each worker idle / holding an item /
  * done) after every step:
- *   - init: AP_INVAL exactly for the bad descs, *p, the stage records and
- *     every queue buffer untouched; worker_init / stage_stats: AP_INVAL for
- *     a stage out of range, NULL scratch, one worker too many, nothing
- *     changed
+ *   - init: AP_INVAL exactly for the bad descs (and for a queue buffer one
+ *     byte short, or more stages than the records' size holds: issue #11),
+ *     *p, the stage records and every queue buffer untouched; worker_init /
+ *     stage_stats: AP_INVAL for a stage out of range, NULL or short scratch,
+ *     one worker too many, nothing changed
  *   - every status of try_take / try_emit / stage_run / try_push / try_pop
  *     and of the futures is the model's; fn sees exactly the element the
  *     model pops, in FIFO order per queue; popped elements are the model's,
@@ -214,17 +215,23 @@ static void check_inval(fz *f)
     d.in_size = (c & 2) ? fz_size(f) : 8;
     d.in_capacity = (c & 4) ? fz_size(f) : 1 + (c >> 5) % MAXCAP;
     d.in_buf = (c & 8) && (c & 16) ? NULL : qbuf[MAXS];
+    d.in_bytes = sizeof qbuf[MAXS];
     d.stages = (c & 0xf8) == 0x10 ? NULL : sd;
     d.nstages = ns;
     int nodesc = (c & 0xf8) == 0x18, nostages = (c & 0xf8) == 0x28;
     unsigned __int128 lim = (unsigned __int128)(SIZE_MAX >> 4);
-#define QOK(cap, es, buf)                                                                     \
+#define QNEED(cap, es) \
+    ((unsigned __int128)(cap) * (sizeof(size_t) + ((unsigned __int128)(es) + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t)))
+#define QOK(cap, es, buf, bytes)                                                              \
     ((cap) != 0 && (es) != 0 && (buf) != NULL && (unsigned __int128)(cap) <= lim &&           \
-     (es) <= SIZE_MAX / 2 &&                                                                  \
-     (unsigned __int128)(cap) * (sizeof(size_t) + ((unsigned __int128)(es) + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t)) <= SIZE_MAX)
-#define QFITS(cap, es) ((unsigned __int128)(cap) * (sizeof(size_t) + ((unsigned __int128)(es) + 7) / 8 * 8) <= QB)
-    int bad = nodesc || nostages || d.stages == NULL || ns == 0 || !QOK(d.in_capacity, d.in_size, d.in_buf);
-    int fits = QFITS(d.in_capacity, d.in_size);
+     (es) <= SIZE_MAX / 2 && QNEED(cap, es) <= SIZE_MAX && QNEED(cap, es) <= (bytes))
+    /* sometimes one byte short (issue #11) */
+    if ((c & 0x18) == 0x08 && QNEED(d.in_capacity, d.in_size) >= 1 &&
+        QNEED(d.in_capacity, d.in_size) - 1 <= SIZE_MAX)
+        d.in_bytes = (size_t)(QNEED(d.in_capacity, d.in_size) - 1);
+    /* more stages than the records hold is AP_INVAL before any desc is read */
+    int bad = nodesc || nostages || d.stages == NULL || ns == 0 || ns > MAXS ||
+              !QOK(d.in_capacity, d.in_size, d.in_buf, d.in_bytes);
     size_t nd = ns < MAXS + 2 ? ns : MAXS + 2;
     for (size_t i = 0; i < nd; i++) {
         uint8_t k = fz_u8(f);
@@ -233,24 +240,17 @@ static void check_inval(fz *f)
         sd[i].out_size = (k & 7) == 2 ? fz_size(f) : (k & 7) == 3 ? 0 : 8;
         sd[i].capacity = (k & 7) == 4 ? fz_size(f) : (k & 7) == 5 ? 0 : 1 + (k >> 6);
         sd[i].buf = (k & 7) == 6 ? NULL : qbuf[i % MAXS];
+        sd[i].bytes = (k & 7) == 7 ? (size_t)QNEED(sd[i].capacity, 8) - 1 : sizeof qbuf[i % MAXS];
         sd[i].workers = k >> 5;
-        if (!bad && !(sd[i].fn && QOK(sd[i].capacity, sd[i].out_size, sd[i].buf))) bad = 1;
-        if (!QFITS(sd[i].capacity, sd[i].out_size)) fits = 0;
+        if (!bad && !(sd[i].fn && QOK(sd[i].capacity, sd[i].out_size, sd[i].buf, sd[i].bytes)))
+            bad = 1;
     }
-    if (!bad && (ns > MAXS || !fits)) return; /* valid, but too big for our memory */
-    if (!bad && ns > nd) return;
-    if (bad && ns > nd && d.stages != NULL && !nodesc && !nostages &&
-        QOK(d.in_capacity, d.in_size, d.in_buf)) {
-        /* the first nd stage descs were all fine: init would read past */
-        int allok = 1;
-        for (size_t i = 0; i < nd; i++)
-            if (!(sd[i].fn && QOK(sd[i].capacity, sd[i].out_size, sd[i].buf))) allok = 0;
-        if (allok) return;
-    }
+    /* ns > nd only with ns > MAXS: refused on the records' size, the descs
+     * past nd are never read */
     fz_fill(&p, sizeof p);
     fz_fill(st, sizeof st);
     fz_fill(qbuf, sizeof qbuf);
-    ap_status r = ap_pipeline_init(&p, nostages ? NULL : st, nodesc ? NULL : &d);
+    ap_status r = ap_pipeline_init(&p, nostages ? NULL : st, sizeof st, nodesc ? NULL : &d);
     if (bad) {
         FZ_CHECK(r == AP_INVAL);
         FZ_CHECK(fz_untouched(&p, sizeof p));
@@ -335,7 +335,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsigned nw = (k & 0x60) == 0x60 ? 2 : 1;
         if (m_nw + nw > MAXW) nw = 1;
         sd[s] = (ap_pipeline_stage_desc){stage_fn, &sc[s], sc[s].out_size, m_cap[s + 1], qbuf[s + 1],
-                                         (k & 0x80) || nw == 2 ? nw : 0};
+                                         sizeof qbuf[s + 1], (k & 0x80) || nw == 2 ? nw : 0};
         m_workers[s] = nw;
         for (unsigned t = 0; t < nw; t++) mw[m_nw++] = (mwk){s, W_IDLE, 0};
         if (nw > 1) all_single = 0;
@@ -343,10 +343,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m_taken[s] = m_emitted[s] = m_filtered[s] = m_failed[s] = 0;
         m_lasterr[s] = AP_OK;
     }
-    ap_pipeline_desc d = {in_size, m_cap[0], qbuf[0], sd, m_ns};
+    ap_pipeline_desc d = {in_size, m_cap[0], qbuf[0], sizeof qbuf[0], sd, m_ns};
     ap_pipeline p;
     ap_pipeline_stage stg[MAXS];
-    FZ_CHECK(ap_pipeline_init(&p, stg, &d) == AP_OK);
+    FZ_CHECK(ap_pipeline_init(&p, stg, sizeof stg, &d) == AP_OK);
     for (size_t q = 0; q <= m_ns; q++) { m_len[q] = 0; m_closed[q] = 0; }
     m_entered = m_left = next_id = 0;
     memset(ent_ord, 0xff, sizeof ent_ord);
@@ -354,17 +354,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     clen = cpos = 0;
     ap_pipeline_worker w[MAXW];
     for (size_t k = 0; k < m_nw; k++) {
-        FZ_CHECK(ap_pipeline_worker_init(&w[k], &p, mw[k].stage, scratch[k][0], scratch[k][1]) == AP_OK);
+        FZ_CHECK(ap_pipeline_worker_init(&w[k], scratch[k][0], sizeof scratch[k][0], scratch[k][1],
+                                         sizeof scratch[k][1], &p, mw[k].stage) == AP_OK);
     }
-    /* bad worker_init: out of range, NULL scratch, one too many */
+    /* bad worker_init: out of range, NULL or short scratch, one too many */
     {
         ap_pipeline_worker x;
         unsigned char sx[2][MAXSZ];
+        const size_t z = MAXSZ, sh = (size_t)(c >> 6) % m_ns;
         fz_fill(&x, sizeof x);
-        FZ_CHECK(ap_pipeline_worker_init(&x, &p, m_ns + (c >> 6), sx[0], sx[1]) == AP_INVAL);
-        FZ_CHECK(ap_pipeline_worker_init(&x, &p, 0, NULL, sx[1]) == AP_INVAL);
-        FZ_CHECK(ap_pipeline_worker_init(&x, &p, 0, sx[0], NULL) == AP_INVAL);
-        FZ_CHECK(ap_pipeline_worker_init(&x, &p, (size_t)(c >> 6) % m_ns, sx[0], sx[1]) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, sx[0], z, sx[1], z, &p, m_ns + (c >> 6)) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, NULL, z, sx[1], z, &p, 0) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, sx[0], z, NULL, z, &p, 0) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, sx[0], sc[sh].in_size - 1, sx[1], z, &p, sh) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, sx[0], z, sx[1], sc[sh].out_size - 1, &p, sh) == AP_INVAL);
+        FZ_CHECK(ap_pipeline_worker_init(&x, sx[0], z, sx[1], z, &p, sh) == AP_INVAL);
         FZ_CHECK(fz_untouched(&x, sizeof x));
         for (size_t s = 0; s < m_ns; s++)
             FZ_CHECK(AP_ATOMIC_LOAD(&stg[s].attached, memory_order_relaxed) == m_workers[s]);

@@ -263,10 +263,10 @@ static void run_pipeline(unsigned k, unsigned producers, unsigned workers, unsig
     for (unsigned i = 0; i < k; i++) {
         r->ctx[i] = i;
         r->sd[i] = (ap_pipeline_stage_desc){pl_fn, &r->ctx[i], sizeof(pl_elem), capacity,
-                                            r->bufs[i + 1], workers};
+                                            r->bufs[i + 1], bytes, workers};
     }
-    ap_pipeline_desc d = {sizeof(pl_elem), capacity, r->bufs[0], r->sd, k};
-    ap_status st = ap_pipeline_init(&r->p, r->st, &d);
+    ap_pipeline_desc d = {sizeof(pl_elem), capacity, r->bufs[0], bytes, r->sd, k};
+    ap_status st = ap_pipeline_init(&r->p, r->st, sizeof r->st, &d);
     CHECK(st == AP_OK, "ap_pipeline_init: %s", ap_status_str(st));
     pl_cur = r;
 
@@ -289,7 +289,8 @@ static void run_pipeline(unsigned k, unsigned producers, unsigned workers, unsig
             pw->idx = (i - producers) % workers;
             if (workers == 1 && k > 1) /* both kinds of driver in one line */
                 pw->use_future = (pw->stage % 2) == (unsigned)stress_below(&rng, 2);
-            st = ap_pipeline_worker_init(&pw->w, &r->p, pw->stage, &pw->in, &pw->out);
+            st = ap_pipeline_worker_init(&pw->w, &pw->in, sizeof pw->in, &pw->out, sizeof pw->out,
+                                         &r->p, pw->stage);
             CHECK(st == AP_OK, "worker_init: %s", ap_status_str(st));
         } else {
             pw->idx = i - producers - nw;
