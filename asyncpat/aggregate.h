@@ -74,7 +74,7 @@
  *   // the last 1000 values
  *   static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
  *   static ap_agg_slide sl;
- *   if (ap_agg_slide_init(&sl, AP_AGG_SLIDE_COUNT, 0, 1000, buf, sizeof buf)) abort();
+ *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_COUNT, 0, 1000)) abort();
  *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
  *   ap_agg w; int64_t lo;
  *   ap_agg_slide_read(&sl, &w);
@@ -166,22 +166,23 @@ AP_API AP_NODISCARD ap_status ap_agg_mean(const ap_agg *a, int64_t *quot, uint64
 
 /**
  * ap_agg_slide_init - set up an empty sliding aggregate in caller memory
+ * @s:         the aggregate
+ * @buf:       at least AP_AGG_SLIDE_BYTES(capacity) bytes, aligned to
+ *             AP_AGG_SLIDE_ALIGN; the aggregate owns it until fini
+ * @bytes:     the size of @buf in bytes (any excess is not touched)
  * @kind:      AP_AGG_SLIDE_COUNT (window = the last @capacity values) or
  *             AP_AGG_SLIDE_TIME (window = the last @period_ns ns; at most
  *             @capacity values inside it)
  * @period_ns: AP_AGG_SLIDE_TIME: > 0; AP_AGG_SLIDE_COUNT: ignored
  * @capacity:  >= 1
- * @buf:       at least AP_AGG_SLIDE_BYTES(capacity) bytes, aligned to
- *             AP_AGG_SLIDE_ALIGN; the aggregate owns it until fini
- * @bytes:     the size of @buf in bytes (any excess is not touched)
  *
  * Returns AP_OK or AP_INVAL: capacity 0, unknown kind, period 0 for TIME,
  * a capacity whose bytes overflow size_t, @buf NULL or misaligned, @bytes
  * too small. On AP_INVAL neither *s nor @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_agg_slide_init(ap_agg_slide *s, ap_agg_slide_kind kind,
-                                                uint64_t period_ns, size_t capacity,
-                                                void *buf, size_t bytes);
+AP_API AP_NODISCARD ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
+                                                ap_agg_slide_kind kind, uint64_t period_ns,
+                                                size_t capacity);
 /** ap_agg_slide_fini - end of life; frees nothing */
 AP_API void ap_agg_slide_fini(ap_agg_slide *s);
 #ifndef AP_NO_MALLOC
@@ -382,8 +383,8 @@ AP_API bool ap__agg_slide_config_ok(ap_agg_slide_kind kind, uint64_t period_ns,
            ap__size_muladd(capacity, sizeof(ap__agg_entry) + 2 * sizeof(uint64_t), 0, need);
 }
 
-AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, ap_agg_slide_kind kind, uint64_t period_ns,
-                                   size_t capacity, void *buf, size_t bytes)
+AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
+                                   ap_agg_slide_kind kind, uint64_t period_ns, size_t capacity)
 {
     AP_ASSERT(s != NULL);
     size_t need;
@@ -423,7 +424,7 @@ AP_API ap_status ap_agg_slide_create(ap_agg_slide **out, ap_agg_slide_kind kind,
     if (mem == NULL)
         return AP_NOMEM;
     ap_agg_slide *s = (ap_agg_slide *)(void *)mem;
-    ap_status st = ap_agg_slide_init(s, kind, period_ns, capacity, mem + hdr, need);
+    ap_status st = ap_agg_slide_init(s, mem + hdr, need, kind, period_ns, capacity);
     AP_ASSERT(st == AP_OK);
     (void)st;
     s->alloc = a;

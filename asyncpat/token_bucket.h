@@ -135,8 +135,8 @@
  *   // one bucket per client, at most 1024 clients tracked at once
  *   static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
  *   static ap_tb_keyed per_client;
- *   if (ap_tb_keyed_init(&per_client, &(ap_tb_desc){.n = 10, .burst = 5}, 1024,
- *                        table, sizeof table) != AP_OK) abort();
+ *   if (ap_tb_keyed_init(&per_client, table, sizeof table,
+ *                        &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
  *   uint64_t client_id = 42;
  *   if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
  *       serve();
@@ -320,19 +320,21 @@ AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadl
 
 /**
  * ap_tb_keyed_init - a keyed limiter in caller memory
- * @capacity: keys tracked at once (>= 1)
+ * @kt:       the limiter
  * @buf:      at least AP_TB_KEYED_BYTES(capacity) bytes, aligned to
  *            AP_TB_KEYED_ALIGN; the limiter owns it until fini
  * @bytes:    the size of @buf in bytes (more than needed is fine; the
  *            excess is not touched)
+ * @desc:     every key's bucket configuration (as ap_tb_init)
+ * @capacity: keys tracked at once (>= 1)
  *
  * Every key gets its own bucket with the configuration @desc. Returns
  * AP_OK or AP_INVAL: bad desc (as ap_tb_init), capacity 0 or so large that
  * its bytes overflow size_t, @buf NULL or misaligned, @bytes too small. On
  * AP_INVAL neither *kt nor @buf is touched.
  */
-AP_API AP_NODISCARD ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc,
-                                               size_t capacity, void *buf, size_t bytes);
+AP_API AP_NODISCARD ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
+                                               const ap_tb_desc *desc, size_t capacity);
 /** ap_tb_keyed_fini - end of life; frees nothing */
 AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt);
 #ifndef AP_NO_MALLOC
@@ -809,8 +811,8 @@ AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_
 
 #define AP__TB_KEYED_CAP_LIMIT (SIZE_MAX / sizeof(ap_tb_keyed_slot))
 
-AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, const ap_tb_desc *desc, size_t capacity,
-                                  void *buf, size_t bytes)
+AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
+                                  const ap_tb_desc *desc, size_t capacity)
 {
     AP_ASSERT(kt != NULL);
     ap_tb cfg;
@@ -859,7 +861,7 @@ AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
     if (mem == NULL)
         return AP_NOMEM;
     ap_tb_keyed *kt = (ap_tb_keyed *)(void *)mem;
-    ap_status st = ap_tb_keyed_init(kt, desc, capacity, mem + hdr, total - hdr);
+    ap_status st = ap_tb_keyed_init(kt, mem + hdr, total - hdr, desc, capacity);
     AP_ASSERT(st == AP_OK);
     (void)st;
     kt->alloc = a;

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +48,51 @@ Test(barrier, init_bad_config_is_inval, .timeout = TEST_TIMEOUT_S)
 }
 
 static void count_fn(void *ctx) { atomic_fetch_add((atomic_int *)ctx, 1); }
+
+/* STYLE.md 10: bad configuration is AP_INVAL and changes nothing -- every
+ * byte of the barrier, not just the first (a memset pattern, then memcmp),
+ * whatever the completion function and context. */
+Test(barrier, init_bad_config_changes_nothing, .timeout = TEST_TIMEOUT_S)
+{
+    atomic_int hits = 0;
+    const struct {
+        uint32_t parties;
+        ap_barrier_policy policy;
+        const char *what;
+    } bad[] = {
+        {0, AP_BARRIER_WITHDRAW, "0 parties, WITHDRAW"},
+        {0, AP_BARRIER_BREAK, "0 parties, BREAK"},
+        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_WITHDRAW, "one party too many"},
+        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_BREAK, "one party too many, BREAK"},
+        {UINT32_MAX, AP_BARRIER_BREAK, "UINT32_MAX parties"},
+        {(uint32_t)1 << 31, AP_BARRIER_WITHDRAW, "2^31 parties"},
+        {2, (ap_barrier_policy)7, "policy 7"},
+        {2, (ap_barrier_policy)-1, "policy -1"},
+        {1, (ap_barrier_policy)(AP_BARRIER_WITHDRAW + AP_BARRIER_BREAK + 1), "policy past the last"},
+        {0, (ap_barrier_policy)7, "both bad"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for (int with_fn = 0; with_fn < 2; with_fn++) {
+            ap_barrier b;
+            unsigned char before[sizeof b];
+            memset(&b, 0xA5 ^ (int)i, sizeof b);
+            memcpy(before, &b, sizeof b);
+            cr_expect_eq(ap_barrier_init(&b, bad[i].parties, bad[i].policy,
+                                         with_fn ? count_fn : NULL, with_fn ? &hits : NULL),
+                         AP_INVAL, "%s accepted", bad[i].what);
+            cr_expect(memcmp(before, &b, sizeof b) == 0, "%s: the barrier changed", bad[i].what);
+        }
+    cr_expect_eq(atomic_load(&hits), 0, "a refused init called fn");
+    /* the same object then takes a good configuration and works */
+    ap_barrier b;
+    memset(&b, 0xA5, sizeof b);
+    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_WITHDRAW, count_fn, &hits), AP_OK);
+    bool leader = false;
+    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    cr_expect(leader, "the one party leads");
+    cr_expect_eq(atomic_load(&hits), 1);
+    ap_barrier_fini(&b);
+}
 
 Test(barrier, one_party_is_always_leader, .timeout = TEST_TIMEOUT_S)
 {

@@ -139,7 +139,7 @@ static void check_inval(fz *f)
     ap_agg_slide s;
     fz_fill(&s, sizeof s);
     fz_fill(slbuf, sizeof slbuf);
-    ap_status ist = ap_agg_slide_init(&s, kind, period, cap, buf, bytes);
+    ap_status ist = ap_agg_slide_init(&s, buf, bytes, kind, period, cap);
     if (bad || badbuf) {
         FZ_CHECK(ist == AP_INVAL);
         FZ_CHECK(fz_untouched(&s, sizeof s) && fz_untouched(slbuf, sizeof slbuf));
@@ -199,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t period = fz_val(&f);
     if (period == 0) period = 1 + fz_u8(&f);
     ap_agg_slide s;
-    FZ_CHECK(ap_agg_slide_init(&s, kind, period, cap, slbuf, sizeof slbuf) == AP_OK);
+    FZ_CHECK(ap_agg_slide_init(&s, slbuf, sizeof slbuf, kind, period, cap) == AP_OK);
     nheld = 0;
     uint64_t pushed = 0, latest = 0, now = 0; /* latest: newest push or advance */
 

@@ -158,7 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_fill(&kt, sizeof kt);
         fz_fill(kbuf, sizeof kbuf);
         int kbad = kbytes < AP_TB_KEYED_BYTES(kcap) || off % AP_TB_KEYED_ALIGN != 0;
-        st = ap_tb_keyed_init(&kt, &d, kcap, (sel & 4) ? NULL : kbuf + off, kbytes);
+        st = ap_tb_keyed_init(&kt, (sel & 4) ? NULL : kbuf + off, kbytes, &d, kcap);
         if (kbad || (sel & 4)) {
             FZ_CHECK(st == AP_INVAL);
             FZ_CHECK(fz_untouched(&kt, sizeof kt) && fz_untouched(kbuf, sizeof kbuf));
@@ -169,7 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ap_tb_keyed_fini(&kt);
         }
     }
-    FZ_CHECK(ap_tb_keyed_init(&kt, &d, kcap, kbuf, sizeof kbuf) == AP_OK);
+    FZ_CHECK(ap_tb_keyed_init(&kt, kbuf, sizeof kbuf, &d, kcap) == AP_OK);
     NG = 0;
     NU = 0;
     uint64_t kc[NKEYS] = {0}; /* model per key (0 == full at any t) */
