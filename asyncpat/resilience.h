@@ -27,7 +27,9 @@
  *
  *   A refusal by a layer ends that attempt with AP_REJECTED (rejected_by
  *   says which layer); the retry treats it as any other attempt error (its
- *   predicate decides; the default retries AP_REJECTED). The limiter's and
+ *   predicate decides; the default retries AP_REJECTED), and a call whose
+ *   last attempt was refused ends AP_REJECTED (not AP_EXHAUSTED: the
+ *   policy's refusal is the news). The limiter's and
  *   the breaker's retry_at go to the retry as a server hint, so the next
  *   attempt starts when it may be admitted (capped by the retry desc's
  *   hint_cap_ns, jittered by hint_jitter_permille). A bulkhead that was
@@ -38,8 +40,8 @@
  *   ap_status for the library (AP_OK = success; the retry predicate and the
  *   breaker's classifier look at it) and an int application error beside
  *   it (an HTTP status, an errno, a gRPC code): the application error
- *   travels out in ap_resil_result.app_error, never squeezed into an
- *   ap_status.
+ *   travels out through the retry's own app_error (ap_retry_op.result) to
+ *   ap_resil_result.app_error, never squeezed into an ap_status.
  *
  * GUARANTEES (invariants the tests check)
  *   - ledger: whatever mix of success, failure, per-attempt timeout, layer
@@ -78,7 +80,18 @@
  *     starts before all of them admitted it
  *   - every guarantee of ap_retry_fut (at most max_attempts attempts, none
  *     started at or after the overall deadline, the attempt in flight cut
- *     at it, a final status never AP_AGAIN) and of ap_timeout
+ *     at it, status AP_NOT_READY exactly while running) and of ap_timeout
+ *   - the result follows the status table (status.h): AP_NOT_READY while
+ *     running; AP_OK; AP_REJECTED when the last attempt was refused by a
+ *     layer (rejected_by LIMITER, BULKHEAD or BREAKER) and the retry could
+ *     not go on (attempts or budget spent: where the retry alone would say
+ *     AP_EXHAUSTED); AP_EXHAUSTED when the attempts kept failing otherwise
+ *     (the attempt's own retryable error, or its per-attempt timeout:
+ *     last_error AP_TIMEDOUT, rejected_by TIMEOUT), never AP_TIMEDOUT
+ *     without an overall deadline; a permanent error as the op (or the
+ *     bulkhead: AP_CLOSED) reported it; AP_TIMEDOUT for the overall
+ *     deadline; AP_CANCELED. app_error is that of the last attempt whose
+ *     result hook ran (0 if none did)
  *   - cancel (ap_resil_fut_cancel) is idempotent and safe at any time,
  *     also after completion; afterwards no waiter of this call is
  *     registered anywhere and nothing is held
@@ -106,21 +119,25 @@
  * COMPLEXITY   O(1) per poll on top of the composed objects' own costs
  *              (the breaker's allow/record, the semaphore's CAS or
  *              waiter-list lock) and the attempt's poll.
- * MEMORY       an ap_resil_fut in caller memory (752 bytes on LP64:
+ * MEMORY       an ap_resil_fut in caller memory (760 bytes on LP64:
  *              the retry future, the limiter and bulkhead futures and the
  *              timeout are embedded). The attempt future lives where the
  *              caller's factory puts it. Nothing allocates.
  * ERRORS       init: AP_INVAL (bad retry desc; limiter_tokens > the
  *              bucket's burst; bulkhead_permits > the semaphore's max; a
  *              wait, a count or a classifier given for a layer that is not
- *              used). Results (ap_resil_result.status): AP_AGAIN while
- *              running, then AP_OK; AP_REJECTED (the last attempt was
- *              refused by a layer: rejected_by; or retries ended on
- *              AP_AGAIN); AP_TIMEDOUT (the overall deadline, see retry.h;
- *              or, as the last error, the per-attempt timeout:
- *              rejected_by == AP_RESIL_LAYER_TIMEOUT); AP_CANCELED; AP_CLOSED
- *              (the bulkhead was closed); or the attempt's own last error,
- *              with app_error beside it.
+ *              used). Results (ap_resil_result.status): AP_NOT_READY
+ *              while running, then AP_OK; AP_REJECTED (the last attempt
+ *              was refused by a layer: rejected_by); AP_EXHAUSTED (the
+ *              attempts kept failing with a retryable error -- the
+ *              attempt's own, or the per-attempt timeout's AP_TIMEDOUT,
+ *              rejected_by == AP_RESIL_LAYER_TIMEOUT -- or the retry
+ *              budget refused: last_error and app_error beside it);
+ *              AP_TIMEDOUT (the overall deadline, see retry.h);
+ *              AP_CANCELED; AP_CLOSED (the bulkhead was closed); or the
+ *              attempt's own permanent error, with app_error beside it.
+ *              The semaphore's "no permit" (AP_EMPTY, or AP_AGAIN from
+ *              older semaphore.h) is a refusal, AP_REJECTED.
  * CONFIG       AP_ASSERT
  * SEE ALSO     retry.h, token_bucket.h, semaphore.h, circuit_breaker.h,
  *              timeout.h, examples/resilient_client.c
@@ -143,8 +160,8 @@
  *                         ap_deadline_after(ap_now_ns(), AP_NS_PER_SEC))) abort();
  *   ap_block_on(&call.base);          // or poll it from your event loop
  *   ap_resil_result r = ap_resil_fut_result(&call);
- *   // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_TIMEDOUT, ...;
- *   // r.app_error: e.g. the last HTTP status
+ *   // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_EXHAUSTED
+ *   // (r.last_error), AP_TIMEDOUT, ...; r.app_error: e.g. the last HTTP status
  */
 #ifndef ASYNCPAT_RESILIENCE_H
 #define ASYNCPAT_RESILIENCE_H
@@ -205,7 +222,8 @@ typedef struct ap_resil_desc {
  *          success; the retry's predicate and the classifier see it) and,
  *          in *app_error (0 on entry), the application's own error; may set
  *          *retry_after_ns (0 on entry) to a server hint. Runs once per
- *          attempt that completed before its timeout.
+ *          attempt that completed before its timeout. The same contract as
+ *          ap_retry_op.result (retry.h), which it is passed through.
  * @ctx:    passed through
  * Use designated initializers: fields may be added at the end.
  */
@@ -217,10 +235,10 @@ typedef struct ap_resil_op {
 
 /** ap_resil_result - the outcome of a call */
 typedef struct ap_resil_result {
-    ap_status status;           /* AP_AGAIN while running; then see ERRORS */
+    ap_status status;           /* AP_NOT_READY while running; then see ERRORS */
     ap_status last_error;       /* the last attempt's status (see ap_retry_result) */
-    int app_error;              /* the last completed attempt's application error
-                                   (0 if none completed) */
+    int app_error;              /* the application error of the last attempt whose
+                                   result hook ran (0 if none did) */
     uint32_t attempts;          /* attempts the retry started (each went through
                                    the layers) */
     uint32_t ran;               /* of them, attempts the factory started */
@@ -256,6 +274,8 @@ typedef struct ap__resil_att {
     ap_timeout timeout;
     ap_status status;           /* the attempt's result for the retry */
     uint64_t hint;
+    int app_error;              /* of the last attempt whose result hook ran: kept
+                                   across attempts, handed to the retry */
 } ap__resil_att;
 
 /** ap_resil_fut - a composed call (caller memory) */
@@ -296,9 +316,9 @@ AP_API ap_poll ap_resil_fut_poll(ap_resil_fut *f, ap_cx *cx);
  *  finish with AP_CANCELED; idempotent, a no-op after completion */
 AP_API void ap_resil_fut_cancel(ap_resil_fut *f);
 
-/** ap_resil_fut_result - the outcome (status AP_AGAIN while running) */
+/** ap_resil_fut_result - the outcome (status AP_NOT_READY while running) */
 AP_API ap_resil_result ap_resil_fut_result(const ap_resil_fut *f);
-/** ap_resil_fut_status - the outcome's status (AP_AGAIN while running) */
+/** ap_resil_fut_status - the outcome's status (AP_NOT_READY while running) */
 AP_API AP_NODISCARD ap_status ap_resil_fut_status(const ap_resil_fut *f);
 /** ap_resil_fut_stats - this call's ledger */
 AP_API ap_resil_stats ap_resil_fut_stats(const ap_resil_fut *f);
@@ -459,7 +479,7 @@ AP_API ap_poll ap__resil_att_poll(ap_future *self, ap_cx *cx)
                 a->sem_waiting = false;
                 st = ap_sem_acquire_status(&a->semf);
                 if (st == AP_CANCELED)
-                    st = AP_AGAIN; /* our own give-up: not admitted */
+                    st = AP_EMPTY; /* our own give-up: not admitted */
             }
             if (st == AP_OK) {
                 a->sem_held = true;
@@ -467,9 +487,11 @@ AP_API ap_poll ap__resil_att_poll(ap_future *self, ap_cx *cx)
                 a->phase = AP__RESIL_BREAKER;
                 break;
             }
-            /* AP_AGAIN: no permit; AP_CLOSED; AP_INVAL (cannot happen: checked at init) */
-            return ap__resil_finish(f, a, st == AP_AGAIN ? AP_REJECTED : st,
-                                    AP_RESIL_LAYER_BULKHEAD, 0);
+            /* no permit: AP_EMPTY (AP_AGAIN from a semaphore.h older than
+             * the status table); AP_CLOSED; AP_INVAL (cannot happen:
+             * checked at init) */
+            bool none = st == AP_EMPTY || st == AP_AGAIN || st == AP_NOT_READY;
+            return ap__resil_finish(f, a, none ? AP_REJECTED : st, AP_RESIL_LAYER_BULKHEAD, 0);
         }
         case AP__RESIL_BREAKER: {
             if (d->breaker) {
@@ -503,7 +525,7 @@ AP_API ap_poll ap__resil_att_poll(ap_future *self, ap_cx *cx)
             if (!d->attempt_timeout_ns || ap_timeout_status(&a->timeout) == AP_OK) {
                 st = f->op.result(f->op.ctx, a->user, &app, &hint);
                 by = AP_RESIL_LAYER_NONE;
-                f->res.app_error = app;
+                a->app_error = app; /* the retry takes it in ap__resil_result */
             }
             ap__resil_record(f, a, ap__resil_classify(d, st, app), now);
             return ap__resil_finish(f, a, st, by, hint);
@@ -537,17 +559,20 @@ AP_API ap_future *ap__resil_start(void *ctx, void *storage, uint32_t attempt, ui
     a->tb_waiting = a->sem_waiting = a->sem_held = false;
     a->permit = (ap_cb_permit){0, 0};
     a->user = a->run = NULL;
-    a->status = AP_AGAIN;
+    a->status = AP_NOT_READY;
     a->hint = 0;
+    /* a->app_error stays: the last one a result hook gave */
     f->res.rejected_by = AP_RESIL_LAYER_NONE;
     return &a->base;
 }
 
-AP_API ap_status ap__resil_result(void *ctx, ap_future *attempt, uint64_t *retry_after_ns)
+AP_API ap_status ap__resil_result(void *ctx, ap_future *attempt, int *app_error,
+                                  uint64_t *retry_after_ns)
 {
     (void)ctx;
     ap__resil_att *a = (ap__resil_att *)(void *)attempt;
     AP_ASSERT(a->phase == AP__RESIL_DONE);
+    *app_error = a->app_error;
     *retry_after_ns = a->hint;
     return a->status;
 }
@@ -607,19 +632,28 @@ AP_API ap_status ap_resil_fut_init(ap_resil_fut *f, const ap_resil_desc *desc,
     f->base.poll = ap__resil_poll_v;
     f->base.cancel = ap__resil_cancel_v;
     f->att.phase = AP__RESIL_DONE;
+    f->att.app_error = 0;
     f->desc = d;
     f->op = *op;
     f->now = 0;
-    f->res = (ap_resil_result){AP_AGAIN, AP_OK, 0, 0, 0, AP_RETRY_RUNNING, AP_RESIL_LAYER_NONE};
+    f->res = (ap_resil_result){AP_NOT_READY, AP_OK, 0, 0, 0, AP_RETRY_RUNNING,
+                               AP_RESIL_LAYER_NONE};
     memset(&f->stats, 0, sizeof f->stats);
     return AP_OK;
 }
 
+/* The retry's result, in the call's terms: AP_EXHAUSTED after a last
+ * attempt that a layer refused is that refusal, AP_REJECTED. */
 AP_API void ap__resil_sync(ap_resil_fut *f)
 {
     ap_retry_result r = ap_retry_fut_result(&f->retry);
-    f->res.status = r.status;
+    ap_resil_layer by = f->res.rejected_by;
+    bool refused = r.last_error == AP_REJECTED &&
+                   (by == AP_RESIL_LAYER_LIMITER || by == AP_RESIL_LAYER_BULKHEAD ||
+                    by == AP_RESIL_LAYER_BREAKER);
+    f->res.status = r.status == AP_EXHAUSTED && refused ? AP_REJECTED : r.status;
     f->res.last_error = r.last_error;
+    f->res.app_error = r.app_error;
     f->res.attempts = r.attempts;
     f->res.stop = r.stop;
 }

@@ -40,6 +40,18 @@
  *   - at most max_attempts attempts (counting the first); with a scripted
  *     operation whose first k attempts fail, the retry succeeds iff
  *     k < max_attempts, after exactly min(k+1, max_attempts) attempts
+ *   - status: AP_NOT_READY exactly while running (stop AP_RETRY_RUNNING,
+ *     also during a backoff), never once finished; then exactly one of
+ *       AP_OK          an attempt succeeded (stop SUCCEEDED)
+ *       AP_EXHAUSTED   attempts kept failing with a retryable error: every
+ *                      allowed attempt was used (stop EXHAUSTED), or the
+ *                      retry budget refused the next one (stop BUDGET); the
+ *                      last error is in last_error, the op's own code in
+ *                      app_error -- deadline or not, never AP_TIMEDOUT
+ *       the error      a permanent one (the predicate said "not
+ *                      retryable"), as the op reported it (stop PERMANENT)
+ *       AP_TIMEDOUT    the overall deadline (stop DEADLINE)
+ *       AP_CANCELED    ap_retry_fut_cancel (stop CANCELED)
  *   - deadline: no attempt starts at or after the overall deadline; a retry
  *     whose start (now + delay) would not be before it is not scheduled and
  *     the result is AP_TIMEDOUT with the last error in last_error. The
@@ -54,14 +66,22 @@
  *     permit an attempt took (a breaker's, a semaphore's) is always given
  *     back exactly once
  *   - the retry never makes up an AP_TIMEDOUT status: it is the overall
- *     deadline (stop AP_RETRY_DEADLINE) or the op's own last error (e.g.
- *     per-attempt timeouts). Attempts that kept failing with a retryable
- *     error end with AP_RETRY_EXHAUSTED and their last error (AP_REJECTED
- *     for AP_AGAIN, see ERRORS), deadline or not
+ *     deadline (stop AP_RETRY_DEADLINE), or an AP_TIMEDOUT error of the op
+ *     (e.g. a per-attempt timeout) that the predicate calls permanent.
+ *     Attempts that kept failing with a retryable error (an AP_TIMEDOUT one
+ *     included) until max_attempts end AP_EXHAUSTED, deadline or not; with
+ *     no deadline the status is never AP_TIMEDOUT but for that permanent
+ *     case
  *   - a permanent error (the predicate says "not retryable") stops at once
- *     with that error; a budget refusal stops with the last error and is
- *     counted (ap_retry_budget_stats().denied); a final status is never
- *     AP_AGAIN (an AP_AGAIN error is reported as AP_REJECTED, see ERRORS)
+ *     with that error; a budget refusal stops with AP_EXHAUSTED and is
+ *     counted (ap_retry_budget_stats().denied); an error of AP_NOT_READY
+ *     ("not yet") is always retryable, so a final status is never
+ *     AP_NOT_READY
+ *   - application errors travel beside the status, never inside it: the
+ *     op's result() (or ap_retry_call's fn) writes its own code to
+ *     *app_error (0 on entry), and app_error keeps the last completed
+ *     attempt's (0 if none completed; an attempt cut by the deadline or a
+ *     cancel leaves it as it was)
  *   - with independent attempts that succeed with probability p, the
  *     success probability is 1-(1-p)^n and the mean attempt count
  *     (1-(1-p)^n)/p (checked statistically over 1e5 seeded trials)
@@ -96,14 +116,14 @@
  * ERRORS       AP_INVAL (bad desc: max_attempts 0, multiplier < 1000 per
  *              mille, initial > cap, hint jitter > 1000 per mille, unknown
  *              backoff; budget: window < SLOTS ns or > 1 hour, ratio >
- *              1000x). Results: AP_OK, the permanent or last error,
- *              AP_TIMEDOUT (deadline), AP_CANCELED. A result's status is
- *              AP_AGAIN while running and never after: an attempt error
- *              of AP_AGAIN that ends the retry (attempts exhausted, budget
- *              refused, or a predicate calling it permanent) gives status
- *              AP_REJECTED (the retry policy refused to wait longer for the
- *              transient condition; no deadline is involved), with
- *              last_error = AP_AGAIN and stop telling why.
+ *              1000x). Results (the status table of status.h):
+ *              AP_NOT_READY while running, then AP_OK; AP_EXHAUSTED
+ *              (retryable errors until max_attempts, or a budget refusal:
+ *              last_error and app_error beside it, stop says which); the
+ *              permanent error itself; AP_TIMEDOUT (the overall deadline
+ *              only, unless the op's own AP_TIMEDOUT was permanent);
+ *              AP_CANCELED. Attempt errors are any ap_status the op
+ *              returns; the op's own error code goes to app_error.
  * CONFIG       AP_ASSERT, AP_SPIN_LIMIT; AP_RETRY_BUDGET_SLOTS (default 10).
  * SEE ALSO     timeout.h (per-attempt timeouts: retry(timeout(op))),
  *              tests/test_retry.c, bench/bench_retry.c
@@ -118,7 +138,10 @@
  *   ap_retry_result r;
  *   ap_status st = ap_retry_call(&d, &rng, &budget, call_server, srv,
  *                                ap_deadline_after(ap_now_ns(), 2 * AP_NS_PER_SEC), &r);
- *   // st == AP_OK, or the error; r.attempts, r.stop, r.last_error say more
+ *   // st: AP_OK; AP_EXHAUSTED (r.last_error, r.app_error: why the last
+ *   // attempt failed); a permanent error; AP_TIMEDOUT (the deadline)
+ *   // call_server: ap_status call_server(void *srv, int *app_error), which
+ *   // sets *app_error = e.g. the HTTP status and returns AP_OK or an error
  *
  *   // per attempt, behind a breaker: take the permit in start(), report it
  *   // in result() and, for an attempt cut by the deadline, in canceled()
@@ -169,7 +192,8 @@ typedef enum ap_retry_backoff {
     AP_RETRY_BACKOFF_DECORRELATED_JITTER
 } ap_retry_backoff;
 
-/** ap_retry_pred_fn - true when @err is worth retrying (transient) */
+/** ap_retry_pred_fn - true when @err is worth retrying (transient); never
+ *  asked about AP_NOT_READY, which is always retried */
 typedef bool (*ap_retry_pred_fn)(ap_status err, void *ctx);
 
 /** ap_retry_desc - configuration; a zero field means its default */
@@ -179,7 +203,8 @@ typedef struct ap_retry_desc {
     uint64_t initial_ns;          /* b, the first delay (0: 100 ms) */
     uint64_t cap_ns;              /* c, the largest delay (0: 30 s); b > c is AP_INVAL */
     uint32_t multiplier_permille; /* m (0: 2000, or 3000 for DECORRELATED); < 1000 AP_INVAL */
-    ap_retry_pred_fn retryable;   /* NULL: all errors but AP_INVAL, AP_CANCELED, AP_CLOSED */
+    ap_retry_pred_fn retryable;   /* NULL: all errors but AP_INVAL, AP_CANCELED, AP_CLOSED
+                                     (AP_NOT_READY: always retryable) */
     void *retryable_ctx;
     uint64_t hint_cap_ns;         /* largest honoured server hint (0: cap_ns) */
     uint32_t hint_jitter_permille; /* hint + uniform[0, hint*j/1000] (0: none); > 1000 AP_INVAL */
@@ -234,26 +259,29 @@ typedef enum ap_retry_stop {
     AP_RETRY_RUNNING = 0, /* not finished */
     AP_RETRY_SUCCEEDED,   /* an attempt returned AP_OK */
     AP_RETRY_PERMANENT,   /* the predicate said the error is not retryable */
-    AP_RETRY_EXHAUSTED,   /* max_attempts attempts failed */
+    AP_RETRY_EXHAUSTED,   /* max_attempts attempts failed (status AP_EXHAUSTED) */
     AP_RETRY_DEADLINE,    /* the next attempt could not start before the deadline */
-    AP_RETRY_BUDGET,      /* the retry budget refused the retry */
+    AP_RETRY_BUDGET,      /* the retry budget refused the retry (status AP_EXHAUSTED) */
     AP_RETRY_CANCELED     /* ap_retry_fut_cancel */
 } ap_retry_stop;
 
 /** ap_retry_result - the outcome of a retry */
 typedef struct ap_retry_result {
-    ap_status status;     /* AP_AGAIN exactly while running (stop ==
-                           * AP_RETRY_RUNNING); once stopped: AP_OK, the
-                           * permanent/last error (AP_REJECTED for a last
-                           * error of AP_AGAIN: see ERRORS), AP_TIMEDOUT
-                           * (deadline), AP_CANCELED; never AP_AGAIN */
-    ap_status last_error; /* of the last attempt, as the op reported it (may be
-                           * AP_AGAIN); AP_OK if it succeeded, or if it was
-                           * cancelled before any attempt ran; AP_TIMEDOUT for
-                           * one cut off by the deadline, or when the deadline
-                           * had passed before the first attempt */
+    ap_status status;     /* AP_NOT_READY exactly while running (stop ==
+                           * AP_RETRY_RUNNING); once stopped: AP_OK,
+                           * AP_EXHAUSTED (stop EXHAUSTED or BUDGET), the
+                           * permanent error, AP_TIMEDOUT (deadline),
+                           * AP_CANCELED; never AP_NOT_READY */
+    ap_status last_error; /* of the last attempt, as the op reported it;
+                           * AP_OK if it succeeded, or if it was cancelled
+                           * before any attempt ran; AP_TIMEDOUT for one cut
+                           * off by the deadline, or when the deadline had
+                           * passed before the first attempt */
     uint32_t attempts;    /* attempts started */
     ap_retry_stop stop;   /* AP_RETRY_RUNNING until finished: the completion test */
+    int app_error;        /* the op's own error code, as the last completed
+                           * attempt's result() (or fn) set it; 0 if none
+                           * completed or it set none */
 } ap_retry_result;
 
 /**
@@ -262,8 +290,11 @@ typedef struct ap_retry_result {
  *            its future (never NULL); @now is the attempt's start time. The
  *            previous attempt has completed or been cancelled before, so
  *            one storage can be reused.
- * @result:   the completed attempt's status (AP_OK = success); may set
- *            *retry_after_ns to a server hint (it is 0 on entry: no hint)
+ * @result:   the completed attempt's status for the retry (AP_OK =
+ *            success; else the error the predicate judges); may set
+ *            *app_error to the application's own error code (an HTTP
+ *            status, an errno; 0 on entry) and *retry_after_ns to a server
+ *            hint (0 on entry: no hint)
  * @ctx, @storage: passed through; the caller owns both
  * @canceled: optional (NULL: none): called once for a started attempt that
  *            is cancelled instead of completing -- cut by the overall
@@ -279,7 +310,8 @@ typedef struct ap_retry_result {
  */
 typedef struct ap_retry_op {
     ap_future *(*start)(void *ctx, void *storage, uint32_t attempt, uint64_t now);
-    ap_status (*result)(void *ctx, ap_future *attempt, uint64_t *retry_after_ns);
+    ap_status (*result)(void *ctx, ap_future *attempt, int *app_error,
+                        uint64_t *retry_after_ns);
     void *ctx;
     void *storage;
     void (*canceled)(void *ctx, ap_future *attempt, uint64_t now);
@@ -332,6 +364,8 @@ AP_API uint64_t ap_retry_next_delay_hint(ap_retry_state *st, ap_rng *rng, uint64
 
 /**
  * ap_retry_is_retryable - what the desc's predicate (or the default) says
+ * Returns true for AP_NOT_READY without asking the predicate ("not yet" is
+ * transient by definition, and a final status is never AP_NOT_READY).
  */
 AP_API bool ap_retry_is_retryable(const ap_retry_desc *desc, ap_status err);
 
@@ -392,28 +426,33 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx);
  *  completion */
 AP_API void ap_retry_fut_cancel(ap_retry_fut *f);
 
-/** ap_retry_fut_result - the outcome (status AP_AGAIN and stop
- *  AP_RETRY_RUNNING while running; last_error then holds the last
- *  attempt's error so far) */
+/** ap_retry_fut_result - the outcome (status AP_NOT_READY and stop
+ *  AP_RETRY_RUNNING while running; last_error and app_error then hold the
+ *  last completed attempt's so far) */
 AP_API ap_retry_result ap_retry_fut_result(const ap_retry_fut *f);
 
-/** ap_retry_fut_status - the outcome's status: AP_AGAIN exactly while
+/** ap_retry_fut_status - the outcome's status: AP_NOT_READY exactly while
  *  running (also during backoff), never after it finished */
 AP_API AP_NODISCARD ap_status ap_retry_fut_status(const ap_retry_fut *f);
 
 /**
- * ap_retry_call - call fn(ctx) until it returns AP_OK or a limit is hit
+ * ap_retry_call - call fn(ctx, &app_error) until it returns AP_OK or a
+ *                 limit is hit
+ * @fn:       one attempt: returns AP_OK or an error for the predicate, and
+ *            may set *app_error (0 on entry) to its own error code
  * @deadline: overall, on ap_now_ns()'s clock; no call starts at or after it
- * @out:      the full result, or NULL
+ * @out:      the full result (app_error: the last call's), or NULL
  *
  * Blocks the calling thread: sleeps with nanosleep() between attempts.
- * Returns the result's status (never AP_AGAIN: see ERRORS), or AP_INVAL
- * (bad desc; fn never called).
+ * Returns the result's status (see ERRORS: AP_OK, AP_EXHAUSTED, the
+ * permanent error, AP_TIMEDOUT; never AP_NOT_READY), or AP_INVAL (bad
+ * desc; fn never called, *out untouched).
  */
 AP_API AP_NODISCARD ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng,
                                             ap_retry_budget *budget,
-                                            ap_status (*fn)(void *ctx), void *ctx,
-                                            ap_deadline deadline, ap_retry_result *out);
+                                            ap_status (*fn)(void *ctx, int *app_error),
+                                            void *ctx, ap_deadline deadline,
+                                            ap_retry_result *out);
 
 /* ---- implementation ---- */
 
@@ -583,6 +622,8 @@ AP_API uint64_t ap_retry_next_delay_hint(ap_retry_state *st, ap_rng *rng, uint64
 
 AP_API bool ap_retry_is_retryable(const ap_retry_desc *desc, ap_status err)
 {
+    if (err == AP_NOT_READY)
+        return true; /* "not yet": never a final status */
     if (desc->retryable)
         return desc->retryable(err, desc->retryable_ctx);
     return ap__retry_default_pred(err);
@@ -679,18 +720,16 @@ AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b)
 /* -- the decision shared by the future and ap_retry_call -- */
 
 /* Stop with @st as the final status (the only place where res->status
- * leaves AP_AGAIN). AP_AGAIN means "running", so a final AP_AGAIN error is
- * reported as AP_REJECTED: the policy refused to go on (last_error keeps
- * AP_AGAIN). Not AP_TIMEDOUT: the retry gives that only for the deadline. */
+ * leaves AP_NOT_READY). Never AP_NOT_READY: that error is always retried. */
 AP_API void ap__retry_stop_with(ap_retry_result *res, ap_retry_stop stop, ap_status st)
 {
-    AP_ASSERT(stop != AP_RETRY_RUNNING);
-    res->status = st == AP_AGAIN ? AP_REJECTED : st;
+    AP_ASSERT(stop != AP_RETRY_RUNNING && st != AP_NOT_READY);
+    res->status = st;
     res->stop = stop;
 }
 
 /* Attempt failed with err at now: schedule the next one (true, *next_at;
- * res->status stays AP_AGAIN) or fill res and stop (false). */
+ * res->status stays AP_NOT_READY) or fill res and stop (false). */
 AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_budget *budget,
                                     ap_deadline deadline, ap_retry_result *res, ap_status err,
                                     uint64_t hint_ns, uint64_t now, uint64_t *next_at)
@@ -701,7 +740,7 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
         return false;
     }
     if (res->attempts >= bo->desc.max_attempts) {
-        ap__retry_stop_with(res, AP_RETRY_EXHAUSTED, err);
+        ap__retry_stop_with(res, AP_RETRY_EXHAUSTED, AP_EXHAUSTED);
         return false;
     }
     uint64_t delay = hint_ns ? ap_retry_next_delay_hint(bo, rng, hint_ns)
@@ -712,7 +751,7 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
         return false;
     }
     if (budget && !ap_retry_budget_try_withdraw(budget, now)) {
-        ap__retry_stop_with(res, AP_RETRY_BUDGET, err);
+        ap__retry_stop_with(res, AP_RETRY_BUDGET, AP_EXHAUSTED);
         return false;
     }
     *next_at = at;
@@ -721,7 +760,7 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
 
 AP_API void ap__retry_result_start(ap_retry_result *res)
 {
-    *res = (ap_retry_result){AP_AGAIN, AP_OK, 0, AP_RETRY_RUNNING};
+    *res = (ap_retry_result){AP_NOT_READY, AP_OK, 0, AP_RETRY_RUNNING, 0};
 }
 
 /* -- the future -- */
@@ -812,8 +851,10 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx)
                 return AP_PENDING;
             }
             uint64_t hint = 0;
-            ap_status err = f->op.result(f->op.ctx, f->attempt, &hint);
+            int app = 0;
+            ap_status err = f->op.result(f->op.ctx, f->attempt, &app, &hint);
             f->attempt = NULL;
+            f->res.app_error = app;
             if (err == AP_OK) {
                 f->res.last_error = AP_OK;
                 ap__retry_stop_with(&f->res, AP_RETRY_SUCCEEDED, AP_OK);
@@ -879,8 +920,8 @@ AP_API void ap__retry_sleep_until(uint64_t t)
 }
 
 AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_budget *budget,
-                               ap_status (*fn)(void *ctx), void *ctx, ap_deadline deadline,
-                               ap_retry_result *out)
+                               ap_status (*fn)(void *ctx, int *app_error), void *ctx,
+                               ap_deadline deadline, ap_retry_result *out)
 {
     AP_ASSERT(fn != NULL);
     ap_retry_state bo;
@@ -900,7 +941,9 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
         if (res.attempts == 0 && budget)
             ap_retry_budget_deposit(budget, now);
         res.attempts++;
-        ap_status err = fn(ctx);
+        int app = 0;
+        ap_status err = fn(ctx, &app);
+        res.app_error = app;
         if (err == AP_OK) {
             res.last_error = AP_OK;
             ap__retry_stop_with(&res, AP_RETRY_SUCCEEDED, AP_OK);

@@ -34,9 +34,9 @@ static ap_status result(void *ctx, ap_future *f, int *app_error, uint64_t *hint)
 {
     (void)ctx, (void)hint;
     *app_error = ((attempt *)(void *)f)->http; /* travels beside the status */
-    return *app_error == 200 ? AP_OK : AP_AGAIN;
+    return *app_error == 200 ? AP_OK : AP_REJECTED; /* 503: the server shed it */
 }
-static bool transient(ap_status e, void *c) { (void)c; return e == AP_AGAIN || e == AP_TIMEDOUT; }
+static bool transient(ap_status e, void *c) { (void)c; return e == AP_REJECTED || e == AP_TIMEDOUT; }
 
 int main(void)
 {
@@ -63,6 +63,8 @@ int main(void)
             while (ap_resil_fut_poll(&call, &cx) == AP_PENDING) /* the fake clock jumps */
                 cx = (ap_cx){AP_WAKER_NONE, cx.deadline, AP_DEADLINE_NONE};
             ap_resil_result r = ap_resil_fut_result(&call); /* r.app_error: last HTTP status */
+            /* AP_EXHAUSTED (3 failures: 503s or timeouts), AP_REJECTED (the
+             * breaker refused the last attempt), AP_TIMEDOUT (900 ms passed) */
             if (r.status == AP_OK) ok++;
             else if (r.rejected_by == AP_RESIL_LAYER_BREAKER) rejected++; else failed++;
         }

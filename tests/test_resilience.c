@@ -95,7 +95,7 @@ static ap_status s_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
         s->L->bad++;
     switch (a->kind) {
     case K_OK: *app = 200; return AP_OK;
-    case K_FAIL: *app = 503; return AP_AGAIN;
+    case K_FAIL: *app = 503; return AP_REJECTED; /* the server shed it */
     default: *app = 404; return AP_EMPTY; /* not retryable (the predicate below) */
     }
 }
@@ -103,7 +103,7 @@ static ap_status s_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
 static bool pred(ap_status err, void *ctx)
 {
     (void)ctx;
-    return err == AP_AGAIN || err == AP_TIMEDOUT || err == AP_REJECTED;
+    return err == AP_TIMEDOUT || err == AP_REJECTED;
 }
 
 /* Drive one call alone to completion; returns the final now. */
@@ -182,7 +182,7 @@ Test(resilience, init_rejects_bad_config_and_touches_nothing)
     }
     ap_resil_fut f;
     EXPECT_EQ(ap_resil_fut_init(&f, &(ap_resil_desc){0}, &op, AP_DEADLINE_NONE), AP_OK);
-    EXPECT_EQ(ap_resil_fut_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_resil_fut_status(&f), AP_NOT_READY);
     EXPECT_EQ(L.starts, 0, "nothing runs before the first poll");
     drive(&f, 0);
     EXPECT_EQ(ap_resil_fut_status(&f), AP_OK, "no layers: the attempt alone");
@@ -212,8 +212,10 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     drive(&f, 10 * MS);
     ap_resil_result r = ap_resil_fut_result(&f);
-    EXPECT_EQ(r.status, AP_REJECTED);
+    EXPECT_EQ(r.status, AP_REJECTED, "a refusal stays AP_REJECTED, not AP_EXHAUSTED");
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BREAKER);
+    EXPECT_EQ(r.last_error, AP_REJECTED);
+    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
     EXPECT_EQ(r.ran, 0);
     EXPECT_EQ(L.starts, 0);
     EXPECT_EQ(ap_tb_available(&tb, 10 * MS), 1, "the token is consumed");
@@ -469,6 +471,115 @@ Test(resilience, limiter_wait_and_cancel)
     EXPECT_EQ(L.starts, 2);
 }
 
+/* ---- issue #11: the status table ---- */
+
+/* Regression: while running (an attempt in flight, a layer wait, a backoff)
+ * the status is AP_NOT_READY; attempts that kept failing with a retryable
+ * error and no deadline end AP_EXHAUSTED with the last error beside it,
+ * never AP_TIMEDOUT -- also when the last failure was the per-attempt
+ * timeout; app_error is the last one a result hook gave. */
+Test(resilience, status_not_ready_while_running_then_exhausted)
+{
+    ledger L = {0};
+    script s = {.L = &L, .kind = {K_FAIL, K_FAIL, K_HANG}, .dur = {5 * MS, 5 * MS, 0}};
+    ap_resil_op op = {.start = s_start, .result = s_result, .ctx = &s};
+    ap_retry_desc rd = {.max_attempts = 3, .backoff = AP_RETRY_BACKOFF_FIXED,
+                        .initial_ns = 10 * MS, .cap_ns = 10 * MS, .retryable = pred};
+    ap_resil_desc d = {.attempt_timeout_ns = 20 * MS, .retry = &rd};
+    ap_resil_fut f;
+    EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_resil_fut_status(&f), AP_NOT_READY);
+    uint64_t now = 0;
+    int polls = 0, backoffs = 0;
+    for (;;) {
+        ap_cx cx = {AP_WAKER_NONE, now, AP_DEADLINE_NONE};
+        ap_poll p = ap_resil_fut_poll(&f, &cx);
+        ap_resil_result r = ap_resil_fut_result(&f);
+        EXPECT_EQ(r.status, ap_resil_fut_status(&f));
+        if (p == AP_READY)
+            break;
+        EXPECT_EQ(r.status, AP_NOT_READY, "pending at %llu: %s", (unsigned long long)now,
+                  ap_status_str(r.status));
+        EXPECT_EQ(r.stop, AP_RETRY_RUNNING);
+        backoffs += f.retry.attempt == NULL;
+        if (r.attempts == 2 && f.retry.attempt == NULL)
+            EXPECT_EQ(r.app_error, 503, "in the backoff: the last attempt's");
+        now = cx.deadline;
+        EXPECT_LT(++polls, 100);
+    }
+    EXPECT_EQ(backoffs, 2, "both backoffs observed");
+    ap_resil_result r = ap_resil_fut_result(&f);
+    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
+    EXPECT_NE(r.status, AP_TIMEDOUT, "no deadline, yet \"%s\"", ap_status_str(r.status));
+    EXPECT_EQ(r.status, AP_EXHAUSTED);
+    EXPECT_EQ(r.last_error, AP_TIMEDOUT, "the per-attempt timeout, beside it");
+    EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_TIMEOUT);
+    EXPECT_EQ(r.app_error, 503, "the last attempt whose result hook ran");
+    EXPECT_EQ(ap_retry_fut_result(&f.retry).app_error, 503, "carried by the retry");
+    EXPECT_EQ(r.attempts, 3);
+    EXPECT_EQ(L.results, 2);
+
+    /* every attempt failing on its own: AP_EXHAUSTED, last error and 503 */
+    memset(&L, 0, sizeof L);
+    s = (script){.L = &L, .kind = {K_FAIL, K_FAIL, K_FAIL}, .dur = {1 * MS, 1 * MS, 1 * MS}};
+    EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
+    drive(&f, 0);
+    r = ap_resil_fut_result(&f);
+    EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_REJECTED && r.app_error == 503 &&
+               r.rejected_by == AP_RESIL_LAYER_NONE && r.stop == AP_RETRY_EXHAUSTED,
+           "%s / %s / %d / %d", ap_status_str(r.status), ap_status_str(r.last_error),
+           r.app_error, r.rejected_by);
+}
+
+/* A layer's refusal on the last attempt is AP_REJECTED (rejected_by), with
+ * the app_error of the last attempt that ran; a budget refusal after an
+ * attempt's own failure is AP_EXHAUSTED. */
+Test(resilience, last_refusal_is_rejected_budget_is_exhausted)
+{
+    ledger L = {0};
+    script s = {.L = &L, .kind = {K_FAIL, K_OK}, .dur = {1 * MS, 1 * MS}};
+    ap_resil_op op = {.start = s_start, .result = s_result, .ctx = &s};
+    /* a breaker that one failure trips, open for longer than the test */
+    ap_breaker *br;
+    EXPECT_EQ(ap_cb_create(&br, &(ap_breaker_desc){.window_size = 1, .min_calls = 1,
+                                                    .open_ns = AP_NS_PER_SEC},
+                           NULL),
+              AP_OK);
+    ap_retry_desc rd = {.max_attempts = 2, .backoff = AP_RETRY_BACKOFF_FIXED,
+                        .initial_ns = 1 * MS, .cap_ns = 1 * MS, .hint_cap_ns = 1 * MS,
+                        .retryable = pred};
+    ap_resil_desc d = {.breaker = br, .retry = &rd};
+    ap_resil_fut f;
+    EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
+    drive(&f, 0);
+    ap_resil_result r = ap_resil_fut_result(&f);
+    EXPECT_EQ(r.status, AP_REJECTED, "%s", ap_status_str(r.status));
+    EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BREAKER);
+    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
+    EXPECT_EQ(r.attempts, 2);
+    EXPECT_EQ(r.ran, 1);
+    EXPECT_EQ(r.app_error, 503, "the attempt that ran");
+    conserved(br);
+    ap_cb_destroy(br);
+
+    /* a budget with nothing to give: the first failure ends it */
+    ap_retry_budget b;
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+                                           .ratio_permille = AP_RETRY_BUDGET_ZERO,
+                                           .min_per_sec = AP_RETRY_BUDGET_ZERO}),
+              AP_OK);
+    memset(&L, 0, sizeof L);
+    s = (script){.L = &L, .kind = {K_FAIL, K_OK}, .dur = {1 * MS, 1 * MS}};
+    ap_resil_desc d2 = {.retry = &rd, .budget = &b};
+    EXPECT_EQ(ap_resil_fut_init(&f, &d2, &op, AP_DEADLINE_NONE), AP_OK);
+    drive(&f, 0);
+    r = ap_resil_fut_result(&f);
+    EXPECT(r.status == AP_EXHAUSTED && r.stop == AP_RETRY_BUDGET &&
+               r.last_error == AP_REJECTED && r.app_error == 503 && r.attempts == 1,
+           "%s stop %d", ap_status_str(r.status), r.stop);
+    EXPECT_EQ(ap_retry_budget_get_stats(&b).denied, 1);
+}
+
 /* ---- the theorem: thousands of random scenarios ---- */
 
 #define NCALLS 4
@@ -617,8 +728,28 @@ static void one_scenario(uint64_t seed)
     for (int i = 0; i < ncalls; i++) {
         ap_resil_result r = ap_resil_fut_result(&c[i].f);
         ap_resil_stats st = ap_resil_fut_stats(&c[i].f);
-        EXPECT_NE(r.status, AP_AGAIN);
+        EXPECT_NE(r.status, AP_NOT_READY);
         EXPECT_NE(r.stop, AP_RETRY_RUNNING);
+        /* the status table (resilience.h ERRORS) */
+        bool refused = r.last_error == AP_REJECTED &&
+                       (r.rejected_by == AP_RESIL_LAYER_LIMITER ||
+                        r.rejected_by == AP_RESIL_LAYER_BULKHEAD ||
+                        r.rejected_by == AP_RESIL_LAYER_BREAKER);
+        switch (r.stop) {
+        case AP_RETRY_SUCCEEDED: EXPECT_EQ(r.status, AP_OK); break;
+        case AP_RETRY_PERMANENT: EXPECT_EQ(r.status, r.last_error); break;
+        case AP_RETRY_EXHAUSTED:
+        case AP_RETRY_BUDGET:
+            EXPECT_EQ(r.status, refused ? AP_REJECTED : AP_EXHAUSTED, "seed %llu",
+                      (unsigned long long)seed);
+            break;
+        case AP_RETRY_DEADLINE: EXPECT_EQ(r.status, AP_TIMEDOUT); break;
+        default: EXPECT_EQ(r.status, AP_CANCELED); break;
+        }
+        if (r.status == AP_TIMEDOUT)
+            EXPECT_EQ(r.stop, AP_RETRY_DEADLINE, "AP_TIMEDOUT without the deadline");
+        if (c[i].d.breaker == NULL)
+            EXPECT_NE(r.rejected_by, AP_RESIL_LAYER_BREAKER);
         EXPECT_LE(r.ran, r.attempts);
         if (c[i].cancelled)
             EXPECT_EQ(r.status, AP_CANCELED);

@@ -120,6 +120,7 @@ typedef struct att_fut {
     ap_future base;
     uint64_t ready_at;
     ap_status st;
+    int app; /* the application error result() reports */
     int canceled;
 } att_fut;
 
@@ -129,6 +130,7 @@ typedef struct script {
     ap_status fail_st_at[16]; /* nonzero: overrides for attempt k */
     uint64_t dur;             /* attempt duration */
     uint64_t hint;            /* server hint reported by each failure */
+    int app_base;             /* nonzero: attempt k reports app_error app_base + k */
     ap_rng *succ_rng;         /* non-NULL: succeed with p_permille instead */
     uint32_t p_permille;
     uint64_t starts[64];
@@ -160,6 +162,7 @@ static ap_future *script_start(void *ctx, void *storage, uint32_t k, uint64_t no
     a->base.cancel = att_cancel;
     a->ready_at = now + s->dur;
     a->canceled = 0;
+    a->app = s->app_base ? s->app_base + (int)k : 0;
     if (s->succ_rng)
         a->st = ap_rng_below(s->succ_rng, 1000) < s->p_permille ? AP_OK : AP_AGAIN;
     else if (k < 16 && s->fail_st_at[k])
@@ -169,12 +172,15 @@ static ap_future *script_start(void *ctx, void *storage, uint32_t k, uint64_t no
     return &a->base;
 }
 
-static ap_status script_result(void *ctx, ap_future *f, uint64_t *hint)
+static ap_status script_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
 {
     script *s = ctx;
     att_fut *a = (att_fut *)(void *)f;
+    cr_assert_eq(*app, 0, "app_error is 0 on entry");
+    cr_assert_eq(*hint, 0u, "retry_after_ns is 0 on entry");
     if (a->st != AP_OK)
         *hint = s->hint;
+    *app = a->app;
     return a->st;
 }
 
@@ -184,9 +190,9 @@ static ap_retry_op script_op(script *s)
                          .storage = &s->att};
 }
 
-static ap_status never_called(void *arg)
+static ap_status never_called(void *arg, int *app)
 {
-    (void)arg;
+    (void)arg, (void)app;
     cr_assert_fail("called");
     return AP_OK;
 }
@@ -512,8 +518,8 @@ Test(retry, scripted_failures_k_of_n)
             uint32_t want = k + 1 < n ? k + 1 : n;
             cr_assert_eq(r.attempts, want, "n %u k %u", n, k);
             cr_assert_eq(s.n, want);
-            /* a final status is never AP_AGAIN: exhausted AP_AGAIN is AP_REJECTED */
-            cr_assert_eq(r.status, k < n ? AP_OK : AP_REJECTED, "n %u k %u", n, k);
+            /* attempts that kept failing with a retryable error: AP_EXHAUSTED */
+            cr_assert_eq(r.status, k < n ? AP_OK : AP_EXHAUSTED, "n %u k %u", n, k);
             cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
             cr_assert_eq(r.stop, k < n ? AP_RETRY_SUCCEEDED : AP_RETRY_EXHAUSTED);
             for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
@@ -557,6 +563,8 @@ Test(retry, deadline_never_exceeded)
             cr_assert_eq(r.last_error, s.n == 0 || s.att.canceled ? AP_TIMEDOUT : AP_AGAIN);
         } else {
             cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED, "trial %d", trial);
+            cr_assert_eq(r.status, AP_EXHAUSTED, "exhausted before the deadline");
+            cr_assert_eq(r.last_error, AP_AGAIN);
             cr_assert_eq(r.attempts, 60);
         }
         cr_assert_leq(s.att.canceled, 1);
@@ -609,6 +617,12 @@ Test(retry, predicate_stops_on_permanent_errors)
               ap_retry_is_retryable(&d, AP_REJECTED));
     cr_assert(!ap_retry_is_retryable(&d, AP_INVAL) && !ap_retry_is_retryable(&d, AP_CANCELED) &&
               !ap_retry_is_retryable(&d, AP_CLOSED));
+    /* AP_NOT_READY is "not yet": retryable whatever the predicate says */
+    cr_assert(ap_retry_is_retryable(&d, AP_NOT_READY));
+    d.retryable = only_again;
+    d.retryable_ctx = &calls;
+    calls = 0;
+    cr_assert(ap_retry_is_retryable(&d, AP_NOT_READY) && calls == 0);
     script s2 = {.fail_first = 5, .fail_st = AP_CLOSED, .dur = 1};
     op = script_op(&s2);
     ap_rng rng;
@@ -704,8 +718,8 @@ Test(retry, budget_stops_a_retry_storm)
     uint64_t attempts = 0, budget_stops = 0;
     for (int i = 0; i < C; i++) {
         ap_retry_result r = ap_retry_fut_result(&f[i]);
-        /* stopped with the last error, AP_AGAIN, reported as AP_REJECTED */
-        cr_assert_eq(r.status, AP_REJECTED, "stopped with the last error");
+        /* budget refused or attempts used up: AP_EXHAUSTED, the last error beside */
+        cr_assert_eq(r.status, AP_EXHAUSTED, "stop %d", r.stop);
         cr_assert_eq(r.last_error, AP_AGAIN);
         attempts += r.attempts;
         budget_stops += r.stop == AP_RETRY_BUDGET;
@@ -843,10 +857,10 @@ static ap_future *pop_start(void *ctx, void *storage, uint32_t k, uint64_t now)
     return &a->t.base;
 }
 
-static ap_status pop_result(void *ctx, ap_future *f, uint64_t *hint)
+static ap_status pop_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
 {
     pop_op *o = ctx;
-    (void)hint;
+    (void)hint, (void)app;
     if (o->per_attempt) {
         cr_assert_eq(f, &o->att.t.base);
         ap_status ts = ap_timeout_status(&o->att.t);
@@ -979,10 +993,13 @@ typedef struct call_ctx {
     int calls, fail_first;
 } call_ctx;
 
-static ap_status flaky(void *arg)
+static ap_status flaky(void *arg, int *app)
 {
     call_ctx *c = arg;
-    return c->calls++ < c->fail_first ? AP_AGAIN : AP_OK;
+    cr_assert_eq(*app, 0, "app_error is 0 on entry");
+    bool fail = c->calls++ < c->fail_first;
+    *app = fail ? 500 + c->calls : 200; /* 501, 502, ... then 200 */
+    return fail ? AP_AGAIN : AP_OK;
 }
 
 Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
@@ -997,17 +1014,19 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_OK);
     uint64_t el = ap_now_ns() - t0;
     cr_assert_eq(c.calls, 3);
-    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED);
+    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED && r.app_error == 200);
     cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
 
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_REJECTED);
+    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_EXHAUSTED);
     cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED && r.last_error == AP_AGAIN);
+    cr_assert_eq(r.app_error, 504, "the last call's application error");
 
     /* a deadline that has passed: nothing is called */
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
                  AP_TIMEDOUT);
-    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE);
+    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE &&
+              r.app_error == 0);
 
     /* a deadline 2.5 ms away: attempts at ~0, ~1 ms, ~3 ms would be over */
     c = (call_ctx){0, 100};
@@ -1018,24 +1037,25 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert_leq(c.calls, 2);
     cr_assert_lt(ap_now_ns(), t0 + 2500 * AP_NS_PER_US + 50 * MS);
 
-    /* with a budget: deposits once, refused retry stops with the last error */
+    /* with a budget: deposits once, a refused retry stops AP_EXHAUSTED */
     ap_retry_budget b;
     cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = AP_RETRY_BUDGET_ZERO,
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_REJECTED);
+    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_EXHAUSTED);
     cr_assert_eq(c.calls, 1);
     ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
-/* ---- regression: status is AP_AGAIN exactly while running ---- */
+/* ---- regression: status is AP_NOT_READY exactly while running ---- */
 
 /* Review bug 4: during backoff the status showed the last error (e.g.
- * AP_REJECTED) while stop was still RUNNING, and an exhausted AP_AGAIN
- * left the finished future's status at AP_AGAIN. */
+ * AP_REJECTED) while stop was still RUNNING. Issue #11: "running" is
+ * AP_NOT_READY (AP_AGAIN means only "a peer is mid-operation"), and
+ * exhausted attempts end AP_EXHAUSTED, whatever the error was. */
 static void status_tracks_completion(ap_status err)
 {
     script s = {.fail_first = 1000, .fail_st = err, .dur = 5};
@@ -1047,9 +1067,9 @@ static void status_tracks_completion(ap_status err)
                                                     .initial_ns = 100, .cap_ns = 100},
                                    NULL, NULL, &op, AP_DEADLINE_NONE),
                  AP_OK);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_AGAIN, "before the first poll");
+    cr_assert_eq(ap_retry_fut_status(&f), AP_NOT_READY, "before the first poll");
     uint64_t now = 0;
-    int polls = 0;
+    int polls = 0, backoff_polls = 0;
     for (;;) {
         ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
         ap_poll p = ap_retry_fut_poll(&f, &cx);
@@ -1057,17 +1077,18 @@ static void status_tracks_completion(ap_status err)
         cr_assert_eq(r.status, ap_retry_fut_status(&f));
         if (p == AP_PENDING) {
             cr_assert_eq(r.stop, AP_RETRY_RUNNING);
-            cr_assert_eq(r.status, AP_AGAIN, "pending (err %s, poll %d): status %s",
+            cr_assert_eq(r.status, AP_NOT_READY, "pending (err %s, poll %d): status %s",
                          ap_status_str(err), polls, ap_status_str(r.status));
+            backoff_polls += f.attempt == NULL; /* pending in the backoff */
             if (r.attempts > 0 && now >= 5)
                 cr_assert_eq(r.last_error, err, "the last error is in last_error");
             cr_assert_neq(cx.deadline, AP_DEADLINE_NONE);
             now = cx.deadline;
         } else {
             cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
-            cr_assert_neq(r.status, AP_AGAIN, "finished (err %s): status is AP_AGAIN",
+            cr_assert_neq(r.status, AP_NOT_READY, "finished (err %s): status is AP_NOT_READY",
                           ap_status_str(err));
-            cr_assert_eq(r.status, err == AP_AGAIN ? AP_REJECTED : err);
+            cr_assert_eq(r.status, AP_EXHAUSTED);
             cr_assert_eq(r.last_error, err);
             cr_assert_eq(r.attempts, 3);
             break;
@@ -1075,16 +1096,27 @@ static void status_tracks_completion(ap_status err)
         cr_assert_lt(++polls, 100);
     }
     cr_assert_geq(polls, 4, "attempt / backoff polls were observed");
+    cr_assert_geq(backoff_polls, 2, "polls during the backoffs were observed");
 }
 
-Test(retry, status_is_again_exactly_while_running_rejected)
+Test(retry, status_is_not_ready_exactly_while_running_rejected)
 {
     status_tracks_completion(AP_REJECTED);
 }
 
-Test(retry, status_is_again_exactly_while_running_again)
+Test(retry, status_is_not_ready_exactly_while_running_again)
 {
     status_tracks_completion(AP_AGAIN);
+}
+
+Test(retry, status_is_not_ready_exactly_while_running_not_ready)
+{
+    status_tracks_completion(AP_NOT_READY);
+}
+
+Test(retry, status_is_not_ready_exactly_while_running_timedout)
+{
+    status_tracks_completion(AP_TIMEDOUT);
 }
 
 static bool again_is_permanent(ap_status err, void *ctx)
@@ -1093,9 +1125,15 @@ static bool again_is_permanent(ap_status err, void *ctx)
     return err != AP_AGAIN;
 }
 
-Test(retry, final_status_is_never_again)
+static bool nothing_is_retryable(ap_status err, void *ctx)
 {
-    /* permanent AP_AGAIN (a predicate says so) */
+    (void)err, (void)ctx;
+    return false;
+}
+
+Test(retry, final_statuses_follow_the_status_table)
+{
+    /* permanent AP_AGAIN (a predicate says so): that error, as reported */
     script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
@@ -1109,10 +1147,27 @@ Test(retry, final_status_is_never_again)
     uint64_t now = 0;
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    cr_assert(r.status == AP_AGAIN && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_PERMANENT);
 
-    /* budget refusal after AP_AGAIN */
+    /* AP_NOT_READY is never final: retried even when the predicate says
+     * "permanent" to everything, then exhausted */
+    s = (script){.fail_first = 1000, .fail_st = AP_NOT_READY, .dur = 1};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f,
+                                   &(ap_retry_desc){.max_attempts = 3,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 10, .cap_ns = 10,
+                                                    .retryable = nothing_is_retryable},
+                                   NULL, NULL, &op, AP_DEADLINE_NONE),
+                 AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_NOT_READY && r.attempts == 3 &&
+              r.stop == AP_RETRY_EXHAUSTED);
+
+    /* budget refusal after AP_AGAIN: AP_EXHAUSTED, the last error beside it */
     ap_retry_budget b;
     cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = AP_RETRY_BUDGET_ZERO,
@@ -1129,7 +1184,7 @@ Test(retry, final_status_is_never_again)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_BUDGET);
 
     /* the blocking helper, exhausted */
@@ -1140,44 +1195,133 @@ Test(retry, final_status_is_never_again)
                                                 .backoff = AP_RETRY_BACKOFF_FIXED,
                                                 .initial_ns = 1000, .cap_ns = 1000},
                                &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
-                 AP_REJECTED);
-    cr_assert(r.status == AP_REJECTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
+                 AP_EXHAUSTED);
+    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
               r.stop == AP_RETRY_EXHAUSTED);
 }
 
 /* ---- issue #11 ---- */
 
-/* Regression (issue #11, 3): attempts that kept failing with a retryable
- * AP_AGAIN, no deadline: the retry ends exhausted, and its status is not
- * AP_TIMEDOUT ("timed out" claimed a deadline there was none of). */
-Test(retry, exhausted_again_without_deadline_is_not_timed_out)
+/* Regression (issue #11, 3): an op that always returns a retryable error,
+ * no deadline: the retry ends AP_EXHAUSTED with last_error = that error,
+ * never AP_TIMEDOUT ("timed out" claimed a deadline there was none of) --
+ * also when the error is the op's own AP_TIMEDOUT (a per-attempt timeout). */
+static ap_status always_err_st;
+static ap_status always_err(void *arg, int *app)
 {
-    script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 3};
+    ++*(int *)arg;
+    *app = 7;
+    return always_err_st;
+}
+
+Test(retry, exhausted_without_deadline_is_exhausted_not_timed_out)
+{
+    static const ap_status errs[] = {AP_AGAIN, AP_REJECTED, AP_TIMEDOUT, AP_FULL, AP_EMPTY,
+                                     AP_NOMEM, AP_NOT_READY, AP_DROPPED};
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        ap_status err = errs[i];
+        script s = {.fail_first = 1000, .fail_st = err, .dur = 3};
+        ap_retry_op op = script_op(&s);
+        ap_retry_fut f;
+        cr_assert_eq(ap_retry_fut_init(&f,
+                                       &(ap_retry_desc){.max_attempts = 3,
+                                                        .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                        .initial_ns = 10, .cap_ns = 10},
+                                       NULL, NULL, &op, AP_DEADLINE_NONE),
+                     AP_OK);
+        uint64_t now = 0;
+        drive(&f.base, &now);
+        ap_retry_result r = ap_retry_fut_result(&f);
+        cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED, "err %s", ap_status_str(err));
+        cr_assert_neq(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
+                      ap_status_str(r.status));
+        cr_assert_eq(r.status, AP_EXHAUSTED, "err %s: status %s", ap_status_str(err),
+                     ap_status_str(r.status));
+        cr_assert_eq(r.last_error, err);
+        cr_assert_eq(r.attempts, 3);
+        /* the blocking helper says the same */
+        int calls = 0;
+        always_err_st = err;
+        cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
+                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
+                                                    .initial_ns = 1000, .cap_ns = 1000},
+                                   NULL, NULL, always_err, &calls, AP_DEADLINE_NONE, &r),
+                     AP_EXHAUSTED, "err %s", ap_status_str(err));
+        cr_assert(r.stop == AP_RETRY_EXHAUSTED && r.last_error == err && r.attempts == 2 &&
+                  calls == 2 && r.app_error == 7);
+    }
+}
+
+/* Issue #11: the application's error travels beside the status: the
+ * result is the last completed attempt's app_error (0 on entry to each
+ * result()); an attempt cut by the deadline or a cancel leaves it. */
+Test(retry, app_error_of_the_last_attempt_is_reported)
+{
+    /* exhausted: attempts report 500, 501, 502 */
+    script s = {.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 500};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f,
-                                   &(ap_retry_desc){.max_attempts = 3,
-                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
-                                                    .initial_ns = 10, .cap_ns = 10},
-                                   NULL, NULL, &op, AP_DEADLINE_NONE),
-                 AP_OK);
-    uint64_t now = 0;
-    drive(&f.base, &now);
+    const ap_retry_desc d = {.max_attempts = 3, .backoff = AP_RETRY_BACKOFF_FIXED,
+                             .initial_ns = 10, .cap_ns = 10};
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    cr_assert_eq(ap_retry_fut_result(&f).app_error, 0);
+    ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    cr_assert_eq(ap_retry_fut_result(&f).app_error, 0, "no attempt completed yet");
+    cx = (ap_cx){{noop_wake, NULL}, 3, AP_DEADLINE_NONE};
+    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
-    cr_assert_neq(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
-                  ap_status_str(r.status));
-    cr_assert_eq(r.status, AP_REJECTED);
-    cr_assert_eq(r.last_error, AP_AGAIN);
-    cr_assert_eq(r.attempts, 3);
-    /* the blocking helper says the same */
-    call_ctx c = {0, 100};
-    cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
-                                                .backoff = AP_RETRY_BACKOFF_FIXED,
-                                                .initial_ns = 1000, .cap_ns = 1000},
-                               NULL, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
-                 AP_REJECTED);
-    cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
+    cr_assert(r.status == AP_NOT_READY && r.app_error == 500, "in the backoff: %s, %d",
+              ap_status_str(r.status), r.app_error);
+    uint64_t now = cx.deadline;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_REJECTED && r.app_error == 502);
+
+    /* success: its own app_error (the op may set one with AP_OK) */
+    s = (script){.fail_first = 2, .fail_st = AP_REJECTED, .dur = 3, .app_base = 200};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_OK && r.attempts == 3 && r.app_error == 202);
+
+    /* permanent: the error and its app_error */
+    s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 400};
+    s.fail_st_at[1] = AP_CLOSED;
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_CLOSED && r.stop == AP_RETRY_PERMANENT && r.app_error == 401);
+
+    /* the deadline cuts attempt 1 (13..16, deadline 15): attempt 0's stays */
+    s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 600};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 15), AP_OK);
+    now = 0;
+    drive(&f.base, &now);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE && r.attempts == 2 &&
+              r.last_error == AP_TIMEDOUT && r.app_error == 600,
+              "%s attempts %u app %d", ap_status_str(r.status), r.attempts, r.app_error);
+
+    /* cancel in flight: likewise */
+    s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 700};
+    op = script_op(&s);
+    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    uint64_t t = 0;
+    for (int i = 0; i < 3; i++) { /* attempt 0 done, backoff done, attempt 1 started */
+        cx = (ap_cx){{noop_wake, NULL}, t, AP_DEADLINE_NONE};
+        cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+        t = cx.deadline;
+    }
+    cr_assert_eq(s.n, 2);
+    ap_retry_fut_cancel(&f);
+    r = ap_retry_fut_result(&f);
+    cr_assert(r.status == AP_CANCELED && r.app_error == 700);
 }
 
 /* Mutation gap (issue #11, 4): a retry whose next start lands exactly on
@@ -1309,9 +1453,9 @@ static ap_future *cb_att_start(void *ctx, void *storage, uint32_t k, uint64_t no
     return &a->base;
 }
 
-static ap_status cb_att_result(void *ctx, ap_future *f, uint64_t *hint)
+static ap_status cb_att_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
 {
-    (void)ctx, (void)hint;
+    (void)ctx, (void)hint, (void)app;
     cb_att *a = (cb_att *)(void *)f;
     a->results++;
     return a->st; /* only a rejected attempt completes here */

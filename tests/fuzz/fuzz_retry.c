@@ -13,15 +13,20 @@
  *     [min(hint, hint_cap), hint_cap]
  *   - the retry future, against a model fed the same rng and budget
  *     decisions: attempts <= max_attempts, no attempt starts at or after
- *     the deadline nor before the backoff's start, status AP_AGAIN exactly
- *     while running (and never after), stop/status/last_error as the model
- *     says, cx->deadline lowered to the next start and the deadline, every
+ *     the deadline nor before the backoff's start, status AP_NOT_READY
+ *     exactly while running (and never after), stop/status/last_error/
+ *     app_error as the model says (the status table of status.h:
+ *     AP_EXHAUSTED for attempts or budget spent, the error itself when
+ *     permanent, AP_TIMEDOUT for the deadline; an AP_NOT_READY error is
+ *     always retried), cx->deadline lowered to the next start and the
+ *     deadline, every
  *     started attempt completed or cancelled exactly once; with
  *     op.canceled set (half the inputs), every started attempt reported
  *     exactly once, by result() or by canceled() (after its own cancel,
- *     with the cutting poll's now, or the last poll's for a cancel); a
- *     final AP_AGAIN error gives status AP_REJECTED, and status
- *     AP_TIMEDOUT only when the deadline ended the retry
+ *     with the cutting poll's now, or the last poll's for a cancel);
+ *     status AP_TIMEDOUT only when the deadline ended the retry or the
+ *     op's own AP_TIMEDOUT was permanent; app_error is the last completed
+ *     attempt's (result() finds 0 in *app_error on entry)
  */
 #include "asyncpat/retry.h"
 #include "fuzz_common.h"
@@ -178,6 +183,7 @@ typedef struct attempt {
     ap_future base;
     int polls_left; /* PENDING this many times, then READY */
     ap_status err;
+    int app; /* the application error result() reports */
     uint64_t hint;
     int done, canceled;
 } attempt;
@@ -204,22 +210,32 @@ static ap_retry_budget M_budget;
 static int M_use_budget;
 static ap_status exp_status, exp_last;
 static ap_retry_stop exp_stop;
+static int exp_app;
 
-static void model_outcome(ap_status err, uint64_t hint, uint64_t now)
+/* the model's predicate, written out: "not yet" is always retried */
+static int model_retryable(ap_status err)
 {
+    if (err == AP_NOT_READY) return 1;
+    if (M_r.retryable) return fz_pred(err, NULL);
+    return err != AP_INVAL && err != AP_CANCELED && err != AP_CLOSED;
+}
+
+static void model_outcome(ap_status err, int app, uint64_t hint, uint64_t now)
+{
+    exp_app = app;
     if (err == AP_OK) { exp_stop = AP_RETRY_SUCCEEDED; exp_status = AP_OK; exp_last = AP_OK; return; }
     exp_last = err;
-    if (!ap_retry_is_retryable(&M_r, err)) { exp_stop = AP_RETRY_PERMANENT; exp_status = err; }
-    else if (S.started >= M_r.max_attempts) { exp_stop = AP_RETRY_EXHAUSTED; exp_status = err; }
+    FZ_CHECK(ap_retry_is_retryable(&M_r, err) == (bool)model_retryable(err));
+    if (!model_retryable(err)) { exp_stop = AP_RETRY_PERMANENT; exp_status = err; }
+    else if (S.started >= M_r.max_attempts) { exp_stop = AP_RETRY_EXHAUSTED; exp_status = AP_EXHAUSTED; }
     else {
         uint64_t d = hint ? ap_retry_next_delay_hint(&M_st, &M_rng, hint) : ap_retry_next_delay(&M_st, &M_rng);
         uint64_t at = ap_time_add(now, d);
         if (at >= S.deadline) { exp_stop = AP_RETRY_DEADLINE; exp_status = AP_TIMEDOUT; }
         else if (M_use_budget && !ap_retry_budget_try_withdraw(&M_budget, now)) {
-            exp_stop = AP_RETRY_BUDGET; exp_status = err;
+            exp_stop = AP_RETRY_BUDGET; exp_status = AP_EXHAUSTED;
         } else S.min_start = at;
     }
-    if (exp_status == AP_AGAIN && exp_stop != AP_RETRY_RUNNING) exp_status = AP_REJECTED;
 }
 
 static ap_poll att_poll(ap_future *self, ap_cx *cx)
@@ -257,21 +273,29 @@ static ap_future *att_start(void *ctx, void *storage, uint32_t k, uint64_t now)
     a->base.poll = att_poll;
     a->base.cancel = att_cancel;
     a->polls_left = fz_u8(S.f) % 4;
-    a->err = errs[fz_u8(S.f) % (sizeof errs / sizeof errs[0])];
+    /* one byte for both (the corpus decodes as before): the error, the
+     * table's "not yet" and "exhausted" (a nested retry's) at the top,
+     * and the application error */
+    uint8_t eb = fz_u8(S.f);
+    a->err = eb >= 253 ? AP_EXHAUSTED : eb >= 250 ? AP_NOT_READY
+                                                  : errs[eb % (sizeof errs / sizeof errs[0])];
+    a->app = eb / 10;
     a->hint = (fz_u8(S.f) & 7) == 0 ? fz_val(S.f) % 5000000 : 0;
     S.live = 1;
     return &a->base;
 }
-static ap_status att_result(void *ctx, ap_future *fut, uint64_t *hint)
+static ap_status att_result(void *ctx, ap_future *fut, int *app, uint64_t *hint)
 {
     (void)ctx;
     attempt *a = (attempt *)(void *)fut;
     FZ_CHECK(a == &S.a && a->done && !a->canceled);
     FZ_CHECK(*hint == 0);
+    FZ_CHECK(*app == 0);
     *hint = a->hint;
+    *app = a->app;
     FZ_CHECK(exp_stop == AP_RETRY_RUNNING);
     S.reports++;
-    model_outcome(a->err, a->hint, *S.nowp);
+    model_outcome(a->err, a->app, a->hint, *S.nowp);
     return a->err;
 }
 static void att_canceled(void *ctx, ap_future *fut, uint64_t now)
@@ -317,12 +341,13 @@ static void check_future(fz *f)
         return;
     }
     FZ_CHECK(s == AP_OK);
-    FZ_CHECK(ap_retry_fut_status(&fut) == AP_AGAIN);
+    FZ_CHECK(ap_retry_fut_status(&fut) == AP_NOT_READY);
+    FZ_CHECK(ap_retry_fut_result(&fut).app_error == 0);
     memset(&S, 0, sizeof S);
     S.f = f; S.deadline = deadline; S.nowp = &now; S.min_start = 0;
     M_r = r;
     FZ_CHECK(ap_retry_state_init(&M_st, &desc) == AP_OK);
-    exp_status = AP_AGAIN; exp_last = AP_OK; exp_stop = AP_RETRY_RUNNING;
+    exp_status = AP_NOT_READY; exp_last = AP_OK; exp_stop = AP_RETRY_RUNNING; exp_app = 0;
     int finished = 0;
 
     for (int steps = 0; steps < 512 && !finished; steps++) {
@@ -342,7 +367,8 @@ static void check_future(fz *f)
             ap_retry_result res = ap_retry_fut_result(&fut);
             FZ_CHECK(res.attempts == S.started);
             FZ_CHECK(res.attempts <= r.max_attempts);
-            FZ_CHECK((res.status == AP_AGAIN) == (res.stop == AP_RETRY_RUNNING));
+            FZ_CHECK((res.status == AP_NOT_READY) == (res.stop == AP_RETRY_RUNNING));
+            FZ_CHECK(res.app_error == exp_app);
             FZ_CHECK((p == AP_PENDING) == (res.stop == AP_RETRY_RUNNING));
             (void)started_before;
             if (p == AP_PENDING) {
@@ -382,9 +408,15 @@ static void check_future(fz *f)
     FZ_CHECK(!S.live);
     ap_retry_result res = ap_retry_fut_result(&fut);
     FZ_CHECK(res.status == exp_status && res.stop == exp_stop);
-    FZ_CHECK(res.status != AP_AGAIN);
+    FZ_CHECK(res.app_error == exp_app);
+    FZ_CHECK(res.status != AP_NOT_READY);
+    /* AP_TIMEDOUT: the deadline, or the op's own AP_TIMEDOUT as permanent */
     FZ_CHECK((res.status == AP_TIMEDOUT) == (res.stop == AP_RETRY_DEADLINE) ||
-             (res.stop != AP_RETRY_DEADLINE && res.last_error == AP_TIMEDOUT));
+             (res.stop == AP_RETRY_PERMANENT && res.last_error == AP_TIMEDOUT));
+    /* AP_EXHAUSTED: exactly attempts or budget spent (or the op's own, permanent) */
+    FZ_CHECK((res.status == AP_EXHAUSTED) ==
+                 (res.stop == AP_RETRY_EXHAUSTED || res.stop == AP_RETRY_BUDGET) ||
+             (res.stop == AP_RETRY_PERMANENT && res.last_error == AP_EXHAUSTED));
     if (hook)
         FZ_CHECK(S.reports == S.started); /* every started attempt reported once */
     /* idempotent cancel and poll after completion */

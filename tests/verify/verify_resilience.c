@@ -169,6 +169,15 @@ static void vr_check(void *p)
     VF_CHECK(ry.status == AP_OK || (s->half_open && ry.status == AP_REJECTED &&
                                     ry.rejected_by == AP_RESIL_LAYER_BREAKER),
              "Y ended %d (by %d)", ry.status, ry.rejected_by);
+    /* the status table: a refusal of the one attempt stays AP_REJECTED (the
+     * retry alone would say AP_EXHAUSTED); nothing ends AP_NOT_READY */
+    VF_CHECK(rx.stop != AP_RETRY_RUNNING && ry.stop != AP_RETRY_RUNNING &&
+             rx.status != AP_NOT_READY && ry.status != AP_NOT_READY);
+    if (ry.status == AP_REJECTED)
+        VF_CHECK(ry.stop == AP_RETRY_EXHAUSTED && ry.last_error == AP_REJECTED &&
+                 ry.app_error == 0, "Y refused: stop %d, last %d", ry.stop, ry.last_error);
+    if (ry.status == AP_OK)
+        VF_CHECK(ry.app_error == 200, "Y's app_error %d", ry.app_error);
     VF_CHECK(s->starts[0] == s->cancels[0] && s->completions[0] == 0,
              "X's attempt: %d started, %d cancelled", s->starts[0], s->cancels[0]);
     VF_CHECK(s->starts[1] == s->completions[1] && s->cancels[1] == 0);
