@@ -101,7 +101,8 @@
  *              registered waiters: O(k); register/cancel of a future: O(1).
  * MEMORY       an ap_barrier in caller memory (two cache lines); a future
  *              embeds its waiter node. Nothing allocates.
- * ERRORS       AP_INVAL (bad init; every party dropped), AP_CANCELED (broken
+ * ERRORS       AP_NOT_READY (a wait future still pending), AP_INVAL (bad
+ *              init; every party dropped), AP_CANCELED (broken
  *              or reset under a waiter; a cancelled future), AP_TIMEDOUT
  *              (ap_barrier_wait past its deadline: arrival withdrawn or
  *              barrier broken, per the policy). NULL or finished barriers
@@ -158,7 +159,7 @@ _Static_assert(offsetof(ap_barrier, fn) - offsetof(ap_barrier, state) >= AP_CACH
                "ap_barrier: the state word must have its own cache line");
 
 /*
- * A wait future (caller memory). status is AP_AGAIN while pending, then
+ * A wait future (caller memory). status is AP_NOT_READY while pending, then
  * AP_OK (the generation completed; is_leader says whether this party was
  * its leader and ran fn), AP_CANCELED (broken, reset, or cancelled before
  * its generation completed) or AP_INVAL (every party has dropped).
@@ -253,7 +254,7 @@ AP_API uint32_t ap_barrier_generation(ap_barrier *b);
 AP_API void ap_barrier_wait_fut_init(ap_barrier_wait_fut *f, ap_barrier *b);
 AP_API ap_poll ap_barrier_wait_poll(ap_barrier_wait_fut *f, ap_cx *cx);
 AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f);
-/** ap_barrier_wait_status - AP_AGAIN while pending, then the result */
+/** ap_barrier_wait_status - AP_NOT_READY while pending, then the result */
 AP_API AP_NODISCARD ap_status ap_barrier_wait_status(const ap_barrier_wait_fut *f);
 
 /* ---- implementation ---- */
@@ -288,13 +289,13 @@ AP_FORCE_INLINE bool ap__bar_complete(uint64_t s)
 }
 
 /* The outcome for a party that arrived in generation @gen, from word @s:
- * AP_AGAIN (still waiting), AP_OK (completed) or AP_CANCELED (broken or
+ * AP_NOT_READY (still waiting), AP_OK (completed) or AP_CANCELED (broken or
  * reset under it). See "How a waiter learns its outcome". */
 AP_FORCE_INLINE ap_status ap__bar_outcome(uint64_t s, uint32_t gen)
 {
     uint32_t d = (ap__bar_gen(s) - gen) & AP__BAR_GEN_MASK;
     if (d == 0)
-        return (s & AP__BAR_BROKEN) ? AP_CANCELED : AP_AGAIN;
+        return (s & AP__BAR_BROKEN) ? AP_CANCELED : AP_NOT_READY;
     return (d & 1u) ? AP_OK : AP_CANCELED;
 }
 
@@ -465,7 +466,7 @@ AP_API void ap_barrier_wait_fut_init(ap_barrier_wait_fut *f, ap_barrier *b)
     f->b = b;
     ap_waiter_init(&f->waiter);
     f->gen = 0;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
     f->arrived = false;
     f->undid = false;
     f->is_leader = false;
@@ -488,7 +489,7 @@ AP_API bool ap__bar_fut_arrive(ap_barrier_wait_fut *f)
 AP_API ap_poll ap_barrier_wait_poll(ap_barrier_wait_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_barrier *b = f->b;
     AP_ASSERT(b->live);
@@ -496,12 +497,12 @@ AP_API ap_poll ap_barrier_wait_poll(ap_barrier_wait_fut *f, ap_cx *cx)
         return AP_READY;
     /* acquire: pairs with the leader's release store (or reset's CAS). */
     ap_status st = ap__bar_outcome(AP_ATOMIC_LOAD(&b->state, memory_order_acquire), f->gen);
-    if (st == AP_AGAIN) {
+    if (st == AP_NOT_READY) {
         ap_waitlist_register(&b->wl, &f->waiter, cx->waker);
         AP_TEST_YIELD(); /* registered, not yet re-checked */
         /* seq_cst: the ladder's re-check, after the SC count++. */
         st = ap__bar_outcome(AP_ATOMIC_LOAD(&b->state, memory_order_seq_cst), f->gen);
-        if (st == AP_AGAIN)
+        if (st == AP_NOT_READY)
             return AP_PENDING;
     }
     /* Done. Wakes are broadcasts (wake_all): nothing to pass on. */
@@ -513,7 +514,7 @@ AP_API ap_poll ap_barrier_wait_poll(ap_barrier_wait_fut *f, ap_cx *cx)
 AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
     if (!f->arrived) {
         f->status = AP_CANCELED; /* never arrived: nothing to take back */
@@ -527,7 +528,7 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
         /* A leader inside fn has decided our generation: wait for it. */
         s = ap__bar_wait_released(b, s);
         ap_status st = ap__bar_outcome(s, f->gen);
-        if (st != AP_AGAIN) {
+        if (st != AP_NOT_READY) {
             f->status = st; /* completed (we passed) or already broken */
             return;
         }
@@ -579,7 +580,7 @@ AP_API ap_status ap_barrier_wait_leader(ap_barrier *b, ap_deadline deadline_ns,
     for (unsigned i = 0; i < 4u * AP_SPIN_LIMIT; i++) {
         /* acquire: pairs with the leader's release store. */
         ap_status st = ap__bar_outcome(AP_ATOMIC_LOAD(&b->state, memory_order_acquire), f.gen);
-        if (st != AP_AGAIN)
+        if (st != AP_NOT_READY)
             return st;
         AP_CPU_RELAX();
     }

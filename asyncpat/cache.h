@@ -122,7 +122,7 @@
  *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
  *       load_page(url, &p);
  *       ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
- *       if (ap_cache_put(&c, url_hash, &p, &v) != AP_OK) abort(); // never fails
+ *       ap_cache_put(&c, url_hash, &p, &v);            // cannot fail: void
  *       if (v.evicted) note_evicted(v.key);
  *   }
  */
@@ -313,12 +313,12 @@ AP_API AP_NODISCARD ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
  * @victim: NULL, or receives whether an entry was evicted, its key, and its
  *          value (into victim->value, when not NULL)
  *
- * Returns AP_OK. An update marks the entry visited and never evicts.
+ * Cannot fail (returns nothing). An update marks the entry visited and
+ * never evicts.
  * Concurrency: any thread, with anything but fini; holds the shard lock.
  * Ordering:    release: pairs with the acquire in ap_cache_get.
  */
-AP_API AP_NODISCARD ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
-                                           ap_cache_victim *victim);
+AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_victim *victim);
 
 /**
  * ap_cache_remove - delete a key
@@ -355,9 +355,9 @@ AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c);
     }                                                                                 \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)    \
     { return ap_cache_get(&self->c, key, out); }                                      \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_put(name *self, uint64_t key, const V *val, \
-                                                ap_cache_victim *victim)              \
-    { return ap_cache_put(&self->c, key, val, victim); }                              \
+    AP_API AP_MAYBE_UNUSED void name##_put(name *self, uint64_t key, const V *val,    \
+                                           ap_cache_victim *victim)                   \
+    { ap_cache_put(&self->c, key, val, victim); }                                     \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_remove(name *self, uint64_t key, V *out) \
     { return ap_cache_remove(&self->c, key, out); }                                   \
     AP_API AP_MAYBE_UNUSED size_t name##_len(const name *self)                        \
@@ -782,8 +782,7 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
     return ap__cache_get_locked(c, s, h, key, out); /* writers kept overlapping us */
 }
 
-AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
-                              ap_cache_victim *victim)
+AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_victim *victim)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     AP_ASSERT(val != NULL || c->value_size == 0);
@@ -804,7 +803,7 @@ AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
         ap__lock_release(&s->lock);
         if (victim)
             victim->evicted = false;
-        return AP_OK;
+        return;
     }
     ap__cache_write_begin(s);
     if (s->used == s->cap) {
@@ -851,7 +850,6 @@ AP_API ap_status ap_cache_put(ap_cache *c, uint64_t key, const void *val,
     ap__lock_release(&s->lock);
     if (victim)
         victim->evicted = evicted;
-    return AP_OK;
 }
 
 AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)

@@ -33,13 +33,13 @@
  *   Results. A child's status is read, right after it polls READY, by the
  *   caller's result callback `result(ctx, index, f)` (NULL: every completed
  *   child counts as AP_OK); it runs on the polling thread, under no lock.
- *   Any answer but AP_OK is a failure. AP_AGAIN means "still pending" in
- *   this API, so a callback that answers AP_AGAIN for a completed child
+ *   Any answer but AP_OK is a failure. AP_NOT_READY means "still pending"
+ *   (status.h), so a callback that answers AP_NOT_READY for a completed child
  *   (e.g. it read a status that was never set) is a failure recorded as
  *   AP_TIMEDOUT (the child finished without a result): no child status
- *   and no set status is ever AP_AGAIN once done. Completion is tracked
+ *   and no set status is ever AP_NOT_READY once done. Completion is tracked
  *   apart from the status values, so no answer can keep the set pending.
- *   Input order: ap_fanout_child_status(s, i) for every input i (AP_AGAIN
+ *   Input order: ap_fanout_child_status(s, i) for every input i (AP_NOT_READY
  *   while pending, AP_CANCELED if cancelled or never started). Completion
  *   order: if desc.order is given (n slots), order[k] is the index of the
  *   k-th child to complete; ap_fanout_completed() says how many are there.
@@ -145,9 +145,9 @@
  * ERRORS       init: AP_INVAL (desc NULL, limit 0, a policy out of range,
  *              n > 0 with the records or children NULL, records misaligned
  *              or too small, a NULL child or child poll), nothing changed.
- *              Set status: AP_AGAIN while pending, then AP_OK, the first
- *              failure (FIRST, ALL) or AP_CANCELED, never AP_AGAIN (a
- *              result of AP_AGAIN is recorded as AP_TIMEDOUT). A NULL set
+ *              Set status: AP_NOT_READY while pending, then AP_OK, the first
+ *              failure (FIRST, ALL) or AP_CANCELED, never AP_NOT_READY (a
+ *              result of AP_NOT_READY is recorded as AP_TIMEDOUT). A NULL set
  *              pointer trips AP_ASSERT.
  * WAKE ORDER   the set polls the children woken since its last poll in the
  *              order their wakes reached it (FIFO). Children are admitted
@@ -211,7 +211,7 @@ typedef struct ap_joinset_child {
     struct ap_joinset_child *work_next;           /* to poll in this poll */
     uint64_t deadline; /* the child's last requested re-poll time */
     size_t index;
-    ap_status status;  /* AP_AGAIN until done */
+    ap_status status;  /* AP_NOT_READY until done */
     uint32_t state;    /* AP__FANOUT_* */
 } ap_joinset_child;
 
@@ -256,7 +256,7 @@ typedef struct ap_joinset {
     uint64_t next_timer;        /* earliest in-flight child deadline (may be early) */
     ap_waker owner_waker;       /* owner's copy of `waker` */
     ap_status first_error;
-    ap_status status;           /* AP_AGAIN while pending (never after done) */
+    ap_status status;           /* AP_NOT_READY while pending (never after done) */
     bool started;
     bool done;                  /* completed or cancelled: the only "done" test */
 } ap_joinset;
@@ -296,14 +296,14 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx);
  */
 AP_API void ap_fanout_cancel(ap_joinset *s);
 
-/** ap_fanout_status - AP_AGAIN while pending; then AP_OK, a failure or
- *  AP_CANCELED (never AP_AGAIN: see PATTERN, Results) */
+/** ap_fanout_status - AP_NOT_READY while pending; then AP_OK, a failure or
+ *  AP_CANCELED (never AP_NOT_READY: see PATTERN, Results) */
 AP_API AP_NODISCARD ap_status ap_fanout_status(const ap_joinset *s);
 
 /**
  * ap_fanout_child_status - input-order result of child @index
- * AP_AGAIN while not finished; the result callback's answer once it
- * completed (AP_TIMEDOUT if that answer was AP_AGAIN); AP_CANCELED if it
+ * AP_NOT_READY while not finished; the result callback's answer once it
+ * completed (AP_TIMEDOUT if that answer was AP_NOT_READY); AP_CANCELED if it
  * was cancelled or will never start.
  */
 AP_API AP_NODISCARD ap_status ap_fanout_child_status(const ap_joinset *s, size_t index);
@@ -376,7 +376,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
     s->next_timer = AP_DEADLINE_NONE;
     s->owner_waker = AP_WAKER_NONE;
     s->first_error = AP_OK;
-    s->status = AP_AGAIN;
+    s->status = AP_NOT_READY;
     s->started = false;
     s->done = false;
     for (size_t i = 0; i < desc->n; i++) {
@@ -387,7 +387,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
         c->run_prev = c->run_next = c->work_next = NULL;
         c->deadline = AP_DEADLINE_NONE;
         c->index = i;
-        c->status = AP_AGAIN;
+        c->status = AP_NOT_READY;
         c->state = AP__FANOUT_IDLE;
     }
     return AP_OK;
@@ -507,8 +507,8 @@ AP_API void ap__fanout_finish(ap_joinset *s, ap_joinset_child *c)
     c->state = AP__FANOUT_DONE;
     ap_status st = s->result ? s->result(s->result_ctx, c->index, s->children[c->index])
                              : AP_OK;
-    if (st == AP_AGAIN)
-        st = AP_TIMEDOUT; /* a failure; AP_AGAIN would read as "pending" */
+    if (st == AP_NOT_READY)
+        st = AP_TIMEDOUT; /* a failure; AP_NOT_READY would read as "pending" */
     c->status = st;
     if (s->order)
         s->order[s->completed] = c->index;

@@ -70,7 +70,8 @@
  *              fail: AP_CLOSED (already terminated or failed)
  *              enter: AP_NOT_READY (not running yet), AP_CLOSED (stopping,
  *                terminated or failed)
- *              wait futures: AP_OK, AP_CLOSED (the event can no longer
+ *              wait futures: AP_NOT_READY while pending, then AP_OK,
+ *                AP_CLOSED (the event can no longer
  *                happen), AP_CANCELED, AP_INVAL (unknown event)
  *              leave without an enter trips AP_ASSERT
  * WAKE ORDER   every waiter is woken at each state change and when the
@@ -164,7 +165,7 @@ AP_API AP_NODISCARD ap_status ap_life_enter(ap_life *l);
 /** ap_life_leave - the operation of a successful enter ends */
 AP_API void ap_life_leave(ap_life *l);
 
-/** wait futures: init, poll, cancel, status (AP_AGAIN while pending) */
+/** wait futures: init, poll, cancel, status (AP_NOT_READY while pending) */
 AP_API void ap_life_wait_fut_init(ap_life_wait_fut *f, ap_life *l, ap_life_event ev);
 AP_API ap_poll ap_life_wait_poll(ap_life_wait_fut *f, ap_cx *cx);
 AP_API void ap_life_wait_cancel(ap_life_wait_fut *f);

@@ -10,9 +10,9 @@
  *   queue, which is the input of stage i + 1. The input of stage 0 is the
  *   pipeline's input (ap_pipeline_try_push / push futures); the output of
  *   stage k - 1 is its output (ap_pipeline_try_pop / pop futures). A stage
- *   is 1 -> 0..1: fn returns AP_OK to emit *out, AP_DROPPED to filter the
- *   element out, anything else to report a failure (the element is then
- *   consumed and counted, see COUNTERS).
+ *   is 1 -> 0..1: fn returns AP_OK to emit *out, AP_FILTERED to filter the
+ *   element out (counted, not an error), anything else to report a failure
+ *   (the element is then consumed and counted, see COUNTERS).
  *
  *   It is built from the library's parts: every queue is an ap_mpmc in
  *   caller memory (mpmc.h), every wait is an mpmc push or pop future
@@ -106,8 +106,11 @@
  *              misaligned memory is AP_INVAL with nothing changed.
  *              Nothing allocates.
  * ERRORS       AP_INVAL (bad desc or argument; nothing changed), AP_FULL,
- *              AP_EMPTY, AP_AGAIN, AP_CLOSED, AP_DROPPED (try_take: fn
- *              filtered or failed the element; counted).
+ *              AP_EMPTY, AP_AGAIN (a peer is mid-slot in a queue: retry at
+ *              once), AP_CLOSED, AP_FILTERED (try_take: fn filtered the
+ *              element; counted in filtered), AP_DROPPED (try_take: fn
+ *              failed the element; counted in failed, its status in
+ *              last_error); AP_NOT_READY as a pending run future's status.
  * WAKE ORDER   what the queues do: FIFO among waiting futures.
  * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT
  * SEE ALSO     mpmc.h, tests/test_pipeline.c, tests/stress/stress_pipeline.c
@@ -141,7 +144,7 @@
 #include "waitlist.h"
 #include "mpmc.h"
 
-/** a stage function: AP_OK emits *out, AP_DROPPED filters, else failure */
+/** a stage function: AP_OK emits *out, AP_FILTERED filters, else failure */
 typedef ap_status (*ap_pipeline_fn)(void *ctx, const void *in, void *out);
 
 typedef struct ap_pipeline_stage_desc {
@@ -281,8 +284,9 @@ AP_API bool ap_pipeline_worker_finished(const ap_pipeline_worker *w);
  * ap_pipeline_try_take - pop one input element and apply fn to it
  *
  * Returns AP_OK (fn emitted: the output is held, push it with
- * ap_pipeline_try_emit), AP_DROPPED (fn filtered or failed the element:
- * consumed and counted), AP_FULL (an output is still held: emit first;
+ * ap_pipeline_try_emit), AP_FILTERED (fn filtered the element: consumed
+ * and counted in filtered), AP_DROPPED (fn failed the element: consumed
+ * and counted in failed), AP_FULL (an output is still held: emit first;
  * nothing popped), AP_EMPTY, AP_AGAIN (see ap_mpmc_try_pop), or AP_CLOSED
  * (the input is closed and drained: the worker is finished, and the last
  * of its stage to finish has closed the stage's output).
@@ -319,7 +323,7 @@ AP_API void ap_pipeline_run_fut_init(ap_pipeline_run_fut *f, ap_pipeline_worker 
                                      size_t budget);
 AP_API ap_poll ap_pipeline_run_poll(ap_pipeline_run_fut *f, ap_cx *cx);
 AP_API void ap_pipeline_run_cancel(ap_pipeline_run_fut *f);
-/** result of a run future: AP_AGAIN while pending, then AP_OK or AP_CANCELED */
+/** result of a run future: AP_NOT_READY while pending, then AP_OK or AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_pipeline_run_status(const ap_pipeline_run_fut *f);
 
 /**
@@ -495,12 +499,12 @@ AP_API ap_status ap__pipeline_apply(ap_pipeline_worker *w)
         w->state = AP__PIPELINE_W_HOLDING;
         return AP_OK;
     }
-    if (r == AP_DROPPED) {
+    if (r == AP_FILTERED) {
         AP_ATOMIC_FETCH_ADD(&s->filtered, 1u, memory_order_relaxed);
-    } else {
-        AP_ATOMIC_STORE(&s->last_error, (int)r, memory_order_relaxed);
-        AP_ATOMIC_FETCH_ADD(&s->failed, 1u, memory_order_relaxed);
+        return AP_FILTERED;
     }
+    AP_ATOMIC_STORE(&s->last_error, (int)r, memory_order_relaxed);
+    AP_ATOMIC_FETCH_ADD(&s->failed, 1u, memory_order_relaxed);
     return AP_DROPPED;
 }
 
@@ -564,7 +568,7 @@ AP_API ap_status ap_pipeline_stage_run(ap_pipeline_worker *w, size_t max_items, 
             break;
         }
         st = ap_pipeline_try_take(w);
-        if (st != AP_OK && st != AP_DROPPED)
+        if (st != AP_OK && st != AP_FILTERED && st != AP_DROPPED)
             break;
         n++;
     }
@@ -592,12 +596,12 @@ AP_API void ap_pipeline_run_fut_init(ap_pipeline_run_fut *f, ap_pipeline_worker 
     f->w = w;
     f->budget = budget ? budget : AP__PIPELINE_BUDGET;
     f->sub = AP__PIPELINE_SUB_NONE;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
 }
 
 AP_API ap_poll ap_pipeline_run_poll(ap_pipeline_run_fut *f, ap_cx *cx)
 {
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* finished or cancelled earlier */
     ap_pipeline_worker *w = f->w;
     size_t n = 0;
@@ -653,7 +657,7 @@ AP_API void ap_pipeline_run_cancel(ap_pipeline_run_fut *f)
     else if (f->sub == AP__PIPELINE_SUB_PUSH)
         ap_mpmc_push_cancel(&f->push);
     f->sub = AP__PIPELINE_SUB_NONE;
-    if (f->status == AP_AGAIN)
+    if (f->status == AP_NOT_READY)
         f->status = AP_CANCELED;
 }
 

@@ -89,7 +89,8 @@
  * ERRORS        init: AP_INVAL (desc or buf NULL, start NULL, depth or
  *   slot_size 0, a size that overflows, buf misaligned or too small),
  *   nothing changed (neither *pf nor the buffer).
- *   Get: AP_OK, AP_REJECTED (the loader refused the key), AP_CANCELED,
+ *   Get: AP_NOT_READY (a get future still pending), AP_OK, AP_REJECTED
+ *   (the loader refused the key), AP_CANCELED,
  *   AP_TIMEDOUT (get_wait). NULL object pointers and a second concurrent
  *   get trip AP_ASSERT.
  * CONFIG        AP_ASSERT
@@ -193,7 +194,7 @@ typedef struct ap_prefetch_get_fut {
     ap_prefetch *pf;
     uint64_t key;
     void **slot_out;
-    ap_status status; /* AP_AGAIN while pending */
+    ap_status status; /* AP_NOT_READY while pending */
     bool begun;
 } ap_prefetch_get_fut;
 
@@ -242,7 +243,7 @@ AP_API void *ap_prefetch_slot(const ap_prefetch *pf, size_t i);
  * @key: it completes with *@slot_out = the slot holding the key's load
  * (valid until the next get or fini). The stream moves (refill or reset) at
  * its first poll; later polls poll the key's load with this cx. Result:
- * AP_AGAIN while pending, then AP_OK, AP_REJECTED (the loader refused the
+ * AP_NOT_READY while pending, then AP_OK, AP_REJECTED (the loader refused the
  * key; *slot_out untouched) or AP_CANCELED. Cancelling a pending get
  * cancels the load it waits on (a later get of that key starts it again).
  * Cancel is idempotent, also after completion.
@@ -409,7 +410,7 @@ AP_API void ap_prefetch_get_fut_init(ap_prefetch_get_fut *f, ap_prefetch *pf, ui
     f->pf = pf;
     f->key = key;
     f->slot_out = slot_out;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
     f->begun = false;
 }
 
@@ -467,7 +468,7 @@ AP_API void ap__pf_begin(ap_prefetch *pf, uint64_t key, uint64_t now)
 AP_API ap_poll ap_prefetch_get_poll(ap_prefetch_get_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_prefetch *pf = f->pf;
     bool first = !f->begun;
@@ -513,7 +514,7 @@ AP_API ap_poll ap_prefetch_get_poll(ap_prefetch_get_fut *f, ap_cx *cx)
 AP_API void ap_prefetch_get_cancel(ap_prefetch_get_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return;
     f->status = AP_CANCELED;
     if (!f->begun)

@@ -450,7 +450,8 @@ AP_API ap_poll ap__resil_att_poll(ap_future *self, ap_cx *cx)
             }
             if (st == AP_INVAL)
                 return ap__resil_finish(f, a, AP_INVAL, AP_RESIL_LAYER_LIMITER, 0);
-            /* AP_REJECTED, or AP_TIMEDOUT from a wait: not admitted */
+            /* AP_EMPTY (no tokens now) or AP_REJECTED (never), or
+             * AP_TIMEDOUT from a wait: not admitted */
             uint64_t hint = retry_at > now && retry_at != AP_DEADLINE_NONE ? retry_at - now : 0;
             return ap__resil_finish(f, a, AP_REJECTED, AP_RESIL_LAYER_LIMITER, hint);
         }

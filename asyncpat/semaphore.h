@@ -37,7 +37,7 @@
  *   - FIFO fairness: queued futures are served strictly in queue order; a
  *     request for n at the head is served before later smaller ones
  *     (no starvation of large requests); try_acquire and a future's first
- *     poll answer AP_AGAIN whenever they find a future queued, so they never
+ *     poll answer AP_EMPTY whenever they find a future queued, so they never
  *     overtake one (a try_acquire racing with a registration may still
  *     linearize before it)
  *   - no thundering herd: a release wakes only the waiters it satisfies
@@ -91,11 +91,12 @@
  *              serves; future register/cancel: O(1); close: O(waiters).
  * MEMORY       an ap_sem in caller memory (two cache lines); a future embeds
  *              its waiter node. Nothing allocates.
- * ERRORS       AP_AGAIN (not enough permits, or futures queued: retry or wait
+ * ERRORS       AP_EMPTY (not enough permits, or futures queued: retry or wait
  *              with a future), AP_CLOSED, AP_INVAL (n > max; a release above
  *              max; init with max 0 or above AP_SEM_PERMITS_MAX or
  *              initial > max), AP_TIMEDOUT (ap_sem_acquire_wait);
- *              AP_CANCELED as a cancelled future's status. A NULL or
+ *              AP_NOT_READY (a future still pending) and AP_CANCELED as a
+ *              future's status. A NULL or
  *              finished (fini) semaphore trips AP_ASSERT.
  * WAKE ORDER   FIFO; a release wakes the futures it grants, from the head,
  *              and stops at the first it cannot satisfy; a granted future
@@ -143,7 +144,7 @@ _Static_assert(offsetof(ap_sem, max) - offsetof(ap_sem, state) >= AP_CACHELINE,
 #define AP_SEM_INITIALIZER(n) {(size_t)(n) << 1, (size_t)(n), AP_WAITLIST_INITIALIZER}
 
 /*
- * An acquire future (caller memory). status is AP_AGAIN while pending, then
+ * An acquire future (caller memory). status is AP_NOT_READY while pending, then
  * AP_OK (the caller now holds n permits), AP_CLOSED, AP_INVAL (n > max) or
  * AP_CANCELED.
  */
@@ -180,7 +181,7 @@ AP_API void ap_sem_fini(ap_sem *s);
 /**
  * ap_sem_try_acquire - take @n permits now, all or nothing
  *
- * Returns AP_OK (the caller holds n more permits), AP_AGAIN (fewer than n
+ * Returns AP_OK (the caller holds n more permits), AP_EMPTY (fewer than n
  * available, or a future is queued: taking permits would overtake it),
  * AP_CLOSED, or AP_INVAL (n > max). n == 0 returns AP_OK unless closed.
  * Concurrency: any thread. Progress: lock-free; never blocks or registers.
@@ -232,7 +233,7 @@ AP_API size_t ap_sem_max(const ap_sem *s);
 AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n);
 AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx);
 AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f);
-/** ap_sem_acquire_status - AP_AGAIN while pending, then the result */
+/** ap_sem_acquire_status - AP_NOT_READY while pending, then the result */
 AP_API AP_NODISCARD ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f);
 
 /**
@@ -288,9 +289,9 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
          * (a registration racing with us may linearize after us anyway,
          * GUARANTEES); a plain load on every machine. */
         if (AP_UNLIKELY(AP_ATOMIC_LOAD(&s->wl.count, memory_order_relaxed) != 0))
-            return AP_AGAIN;
+            return AP_EMPTY;
         if (st / AP__SEM_ONE < n)
-            return AP_AGAIN;
+            return AP_EMPTY;
         AP_TEST_YIELD(); /* a future may queue, or a release land, here */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
         /* MUTANT (tests only): a store of the count read above, not a CAS;
@@ -464,7 +465,7 @@ AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n)
     f->n = n;
     ap_waiter_init(&f->waiter);
     AP_ATOMIC_INIT(&f->granted, 0u);
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
     f->queued = false;
 }
 
@@ -494,13 +495,13 @@ AP_API bool ap__sem_fut_done(ap_sem_acquire_fut *f)
 AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_sem *s = f->sem;
     AP_ASSERT(s->max != 0);
     if (!f->queued) {
         ap_status st = ap_sem_try_acquire(s, f->n);
-        if (st != AP_AGAIN) {
+        if (st != AP_EMPTY) {
             f->status = st;
             return AP_READY;
         }
@@ -526,7 +527,7 @@ AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
 AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
     if (f->queued) {
         ap_sem *s = f->sem;

@@ -60,7 +60,9 @@
  *              and its size in bytes, AP_SPLIT_BYTES(k) = k * sizeof(ap_mpmc
  *              *) (sizeof the array; kept, not copied; it must outlive the
  *              splitter); no allocation, so no create/destroy.
- * ERRORS       AP_FULL, AP_AGAIN, AP_CLOSED from the outputs; AP_INVAL for
+ * ERRORS       AP_FULL, AP_AGAIN (a peer is mid-slot: retry at once),
+ *              AP_CLOSED from the outputs; AP_NOT_READY as a pending push
+ *              future's status; AP_INVAL for
  *              an array that is NULL, misaligned or of 0 bytes or a size
  *              not a multiple of a pointer's, a NULL output, mixed element
  *              sizes, an unknown mode; nothing changed.
@@ -111,7 +113,7 @@ typedef struct ap_split_push_fut {
     size_t next;    /* BROADCAST: outputs [0, next) hold the item */
     bool inner_live; /* inner is initialised for outs[out or next] */
     ap_mpmc_push_fut inner;
-    ap_status status; /* AP_AGAIN while pending */
+    ap_status status; /* AP_NOT_READY while pending */
 } ap_split_push_fut;
 
 /** AP_SPLIT_BYTES - bytes of an array of @k output pointers (constant expression) */
@@ -167,7 +169,7 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
                                    const void *item);
 AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx);
 AP_API void ap_split_push_cancel(ap_split_push_fut *f);
-/** AP_AGAIN while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
+/** AP_NOT_READY while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_split_push_status(const ap_split_push_fut *f);
 /** outputs that hold the item (1 or 0 for one-output modes; 0..k for broadcast),
  *  exact once the future completed or was cancelled */
@@ -275,7 +277,7 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
     f->item = item;
     f->next = 0;
     f->inner_live = false;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
     f->out = 0;
     if (s->mode == AP_SPLIT_HASH)
         f->out = ap_split_route(s, key);
@@ -286,7 +288,7 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
 AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx)
 {
     bool bcast = f->s->mode == AP_SPLIT_BROADCAST;
-    while (f->status == AP_AGAIN) {
+    while (f->status == AP_NOT_READY) {
         if (!f->inner_live) {
             ap_mpmc_push_fut_init(&f->inner, f->s->outs[bcast ? f->next : f->out], f->item);
             f->inner_live = true;
@@ -320,7 +322,7 @@ AP_API void ap_split_push_cancel(ap_split_push_fut *f)
             }
         }
     }
-    if (f->status == AP_AGAIN)
+    if (f->status == AP_NOT_READY)
         f->status = AP_CANCELED;
 }
 

@@ -27,7 +27,8 @@
  *              time; wakes come through the inner future's registration.
  * ORDERING     none of its own (no atomics); the inner future's apply.
  * COMPLEXITY   O(1) per poll on top of the inner poll. MEMORY: caller's.
- * ERRORS       status: AP_OK (inner completed), AP_TIMEDOUT, AP_CANCELED.
+ * ERRORS       status: AP_NOT_READY while pending, then AP_OK (inner
+ *              completed), AP_TIMEDOUT, AP_CANCELED.
  * SEE ALSO     future.h (contract), time.h (ap_deadline), retry.h
  * STABILITY    experimental (0.x)
  *
@@ -49,7 +50,7 @@ typedef struct ap_timeout {
     ap_future base;       /* first: (ap_future *)t is the future */
     ap_future *inner;
     ap_deadline deadline;
-    ap_status status;     /* AP_AGAIN while pending */
+    ap_status status;     /* AP_NOT_READY while pending */
 } ap_timeout;
 
 /**
@@ -74,7 +75,7 @@ AP_API ap_poll ap_timeout_poll(ap_timeout *t, ap_cx *cx);
 /** ap_timeout_cancel - cancel the inner future if still pending; idempotent */
 AP_API void ap_timeout_cancel(ap_timeout *t);
 
-/** ap_timeout_status - AP_AGAIN while pending, then AP_OK/AP_TIMEDOUT/AP_CANCELED */
+/** ap_timeout_status - AP_NOT_READY while pending, then AP_OK/AP_TIMEDOUT/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_timeout_status(const ap_timeout *t);
 
 /** ap_timeout_remaining - ns left at @now (0 once passed) */
@@ -99,7 +100,7 @@ AP_API void ap_timeout_init(ap_timeout *t, ap_future *inner, ap_deadline deadlin
     t->base.cancel = ap__timeout_cancel_v;
     t->inner = inner;
     t->deadline = deadline;
-    t->status = AP_AGAIN;
+    t->status = AP_NOT_READY;
 }
 
 AP_API void ap_timeout_init_after(ap_timeout *t, ap_future *inner, uint64_t now,
@@ -111,7 +112,7 @@ AP_API void ap_timeout_init_after(ap_timeout *t, ap_future *inner, uint64_t now,
 AP_API ap_poll ap_timeout_poll(ap_timeout *t, ap_cx *cx)
 {
     AP_ASSERT(t != NULL && cx != NULL);
-    if (t->status != AP_AGAIN)
+    if (t->status != AP_NOT_READY)
         return AP_READY;
     if (ap_deadline_passed(t->deadline, cx->now)) { /* before */
         ap_future_cancel(t->inner);
@@ -129,7 +130,7 @@ AP_API ap_poll ap_timeout_poll(ap_timeout *t, ap_cx *cx)
 AP_API void ap_timeout_cancel(ap_timeout *t)
 {
     AP_ASSERT(t != NULL);
-    if (t->status != AP_AGAIN)
+    if (t->status != AP_NOT_READY)
         return;
     ap_future_cancel(t->inner);
     t->status = AP_CANCELED;

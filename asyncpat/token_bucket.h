@@ -103,10 +103,13 @@
  *              AP_TB_KEYED_BYTES(capacity), aligned to AP_TB_KEYED_ALIGN
  *              (else AP_INVAL); ap_tb_keyed_create allocates once. Nothing
  *              else allocates.
- * ERRORS       AP_REJECTED (not now; see retry_at; for a reservation or
- *              wait: never within the clock's range), AP_FULL (keyed table
+ * ERRORS       AP_EMPTY (try_acquire: not enough tokens now; see
+ *              retry_at), AP_REJECTED (never within the clock's range: a
+ *              try_acquire, reservation or wait that could not be honoured
+ *              before 2^64 - 1 ns), AP_FULL (keyed table
  *              full of active keys), AP_TIMEDOUT (a wait that cannot be
- *              served by its deadline; nothing was taken), AP_CANCELED,
+ *              served by its deadline; nothing was taken), AP_NOT_READY (an
+ *              acquire future still pending), AP_CANCELED,
  *              AP_NOMEM; AP_INVAL for n = 0, burst = 0, n > period (more
  *              than one token per ns), capacity 0, a keyed buffer that is
  *              NULL, misaligned or too small, a request of more than burst
@@ -180,7 +183,7 @@ typedef struct ap_tb_acquire_fut {
     uint64_t deadline; /* latest acceptable ready instant */
     ap_tb_reservation res;
     int state;         /* 0 not started, 1 reserved, 2 done */
-    ap_status status;  /* AP_AGAIN until done */
+    ap_status status;  /* AP_NOT_READY until done */
 } ap_tb_acquire_fut;
 
 /* One keyed slot: the key and its bucket state; tat == UINT64_MAX: empty. */
@@ -232,11 +235,13 @@ AP_API void ap_tb_fini(ap_tb *tb);
  * ap_tb_try_acquire - take n tokens now, all or nothing
  * @n:        tokens (0..burst)
  * @now_ns:   the caller's monotonic time
- * @retry_at: on AP_REJECTED, the earliest instant (> now_ns) at which the
- *            same request would succeed if nobody else takes tokens
- *            (AP_DEADLINE_NONE: never within the clock's range); may be NULL
+ * @retry_at: on AP_EMPTY, the earliest instant (> now_ns) at which the
+ *            same request would succeed if nobody else takes tokens; on
+ *            AP_REJECTED, AP_DEADLINE_NONE; may be NULL
  *
- * Returns AP_OK, AP_REJECTED, or AP_INVAL (n > burst: it could never
+ * Returns AP_OK, AP_EMPTY (not enough tokens now: retry at *retry_at),
+ * AP_REJECTED (the tokens would be ready only past 2^64 - 1 ns: never
+ * within the clock's range), or AP_INVAL (n > burst: it could never
  * succeed). n = 0 returns AP_OK and changes nothing.
  * Concurrency: any thread; lock-free. On failure *tb is unchanged.
  */
@@ -300,7 +305,7 @@ AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint
  * (all of them when nothing was stacked on them, else none; even past the
  * ready instant: the caller was never told to proceed); it is idempotent
  * and a no-op after completion.
- * Result (ap_tb_acquire_status): AP_AGAIN while pending, then AP_OK,
+ * Result (ap_tb_acquire_status): AP_NOT_READY while pending, then AP_OK,
  * AP_TIMEDOUT, AP_REJECTED (ready never within the clock's range, as in
  * ap_tb_reserve; nothing taken), AP_INVAL (n > burst) or AP_CANCELED.
  */
@@ -351,7 +356,7 @@ AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt);
 /**
  * ap_tb_keyed_try_acquire - ap_tb_try_acquire on @key's bucket
  *
- * Returns AP_OK, AP_REJECTED (*retry_at as in ap_tb_try_acquire), AP_INVAL
+ * Returns AP_OK, AP_EMPTY or AP_REJECTED (*retry_at as in ap_tb_try_acquire), AP_INVAL
  * (n > burst), or AP_FULL: @key is not tracked and every slot holds a key
  * whose bucket is not full at now_ns; nothing changed (a slot frees as
  * soon as one of those buckets has refilled). n = 0 returns AP_OK and
@@ -619,7 +624,7 @@ AP_API ap_status ap_tb_try_acquire(ap_tb *tb, uint64_t n, uint64_t now_ns, uint6
         if (AP_UNLIKELY(r <= 0)) {
             if (retry_at)
                 *retry_at = r < 0 ? AP_DEADLINE_NONE : when;
-            return AP_REJECTED;
+            return r < 0 ? AP_REJECTED : AP_EMPTY; /* never / not now */
         }
         /* relaxed: atomicity alone keeps the count (one modification
          * order of tat); on failure c is reloaded and we decide again. */
@@ -754,7 +759,7 @@ AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
     f->res.ready_at = 0;
     f->res.end = 0;
     f->state = 0;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
 }
 
 AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx)
@@ -977,7 +982,7 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
         } else {
             if (retry_at)
                 *retry_at = r < 0 ? AP_DEADLINE_NONE : when;
-            st = AP_REJECTED;
+            st = r < 0 ? AP_REJECTED : AP_EMPTY; /* never / not now */
         }
     }
     ap__lock_release(&kt->lock);

@@ -240,8 +240,11 @@ AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w);
  * until it stops saying FULL/EMPTY": what queue push/pop futures are. The
  * queue headers wrap it in their own typed future structs.
  *
- * status: AP_AGAIN while pending; then the operation's result, or
- * AP_CANCELED after a cancel that came first.
+ * status: AP_NOT_READY while pending; then the operation's result, or
+ * AP_CANCELED after a cancel that came first. try_op answers AP_FULL or
+ * AP_EMPTY for "wait for a wake", AP_AGAIN for "a peer is between two
+ * steps of the same slot: poll again soon"; anything else completes the
+ * operation with that status (try_op must not answer AP_NOT_READY).
  */
 typedef struct ap_waitop {
     ap_future base; /* first: (ap_future *)op is the future */
@@ -259,7 +262,7 @@ AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
                            void *obj, void *arg);
 /** ap_waitop_poll - poll; once AP_READY, op->status holds the result */
 AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx);
-/** ap_waitop_status - AP_AGAIN while pending, then the result (or AP_CANCELED) */
+/** ap_waitop_status - AP_NOT_READY while pending, then the result (or AP_CANCELED) */
 AP_API AP_NODISCARD ap_status ap_waitop_status(const ap_waitop *op);
 /** ap_waitop_cancel - deregister, passing on a wake it had received; idempotent */
 AP_API void ap_waitop_cancel(ap_waitop *op);
@@ -516,6 +519,13 @@ AP_API size_t ap_waitlist_wake_if(ap_waitlist *wl, bool (*grant)(ap_waiter *w, v
     return k;
 }
 
+/* The waking side's slow path, out of line (AP__COLD): a fast path calls
+ * it after ap_waitlist_parked said someone may be parked. */
+AP__COLD void ap__waitlist_wake_cold(ap_waitlist *wl, size_t n)
+{
+    (void)ap_waitlist_wake(wl, n);
+}
+
 AP_API size_t ap_waitlist_wake_all(ap_waitlist *wl)
 {
     return ap_waitlist_wake(wl, SIZE_MAX);
@@ -553,13 +563,13 @@ AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
     op->obj = obj;
     op->arg = arg;
     ap_waiter_init(&op->waiter);
-    op->status = AP_AGAIN;
+    op->status = AP_NOT_READY;
     op->agains = 0;
 }
 
 AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
 {
-    if (op->status != AP_AGAIN)
+    if (op->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     /* A wake that came before this poll is for the attempt made now. */
     (void)ap__waiter_settle(&op->waiter);
@@ -598,6 +608,7 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
      * the waiter behind us sleeps through a free slot. Found by the
      * scheduler (tests/verify, mpmc_2p1c_cap1). */
     ap_waitlist_cancel_pass(op->wl, &op->waiter);
+    AP_ASSERT(st != AP_NOT_READY); /* it would read as "still pending" */
     op->status = st;
     return AP_READY;
 }
@@ -610,7 +621,7 @@ AP_API ap_status ap_waitop_status(const ap_waitop *op)
 AP_API void ap_waitop_cancel(ap_waitop *op)
 {
     ap_waitlist_cancel_pass(op->wl, &op->waiter);
-    if (op->status == AP_AGAIN)
+    if (op->status == AP_NOT_READY)
         op->status = AP_CANCELED;
 }
 

@@ -31,7 +31,7 @@ static ap_status keep_even(void *ctx, const void *in, void *out)
     (void)ctx;
     u64 v = *(const u64 *)in;
     if (v & 1)
-        return AP_DROPPED; /* filtered: counted by the pipeline, not lost */
+        return AP_FILTERED; /* filtered: counted by the pipeline, not lost */
     *(u64 *)out = v;
     return AP_OK;
 }

@@ -37,7 +37,7 @@ int main(void)
             uint64_t client_id = 0x1000u + (uint64_t)c; /* e.g. an IP address */
             switch (ap_tb_keyed_try_acquire(&limiter, client_id, 1, now, &retry_at)) {
             case AP_OK: admitted[c]++; break;           /* serve it */
-            case AP_REJECTED: rejected[c]++; break;     /* 429, Retry-After: retry_at */
+            case AP_EMPTY: rejected[c]++; break;        /* 429, Retry-After: retry_at */
             default: return 1;                          /* AP_FULL: table too small */
             }
         }

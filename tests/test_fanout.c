@@ -196,7 +196,7 @@ Test(fanout, small_set_basic_contract)
     cr_assert_eq(r.p[0].polls, 1, "the un-woken sibling is not polled");
     cr_assert_eq(r.p[2].polls, 1, "the next child starts as one finishes");
     cr_assert_eq(ap_fanout_child_status(&r.set, 1), AP_OK);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 0), AP_AGAIN);
+    cr_assert_eq(ap_fanout_child_status(&r.set, 0), AP_NOT_READY);
     while (r.arm.len) {
         fire_armed(&r, 0);
         (void)rig_poll(&r);
@@ -704,8 +704,9 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
 }
 
 /* ------------------------------------------------------------------ */
-/* regression: a result callback answering AP_AGAIN must not hang the set
- * (review bug 3: completion was inferred from status == AP_AGAIN) */
+/* regression: a result callback answering AP_NOT_READY must not hang the set
+ * (review bug 3: completion was inferred from the pending status, then
+ * AP_AGAIN; the status table made "pending" AP_NOT_READY) */
 
 typedef struct imm_child {
     ap_future base;
@@ -719,14 +720,14 @@ static ap_poll imm_poll(ap_future *f, ap_cx *cx)
     return AP_READY;
 }
 
-static ap_status again_for_first(void *ctx, size_t index, ap_future *f)
+static ap_status not_ready_for_first(void *ctx, size_t index, ap_future *f)
 {
     (void)ctx;
     (void)f;
-    return index == 0 ? AP_AGAIN : AP_OK;
+    return index == 0 ? AP_NOT_READY : AP_OK;
 }
 
-Test(fanout, result_again_is_a_failure_and_never_hangs)
+Test(fanout, result_not_ready_is_a_failure_and_never_hangs)
 {
     for (int pol = AP_FANOUT_POLICY_FIRST; pol <= AP_FANOUT_POLICY_IGNORE; pol++) {
         imm_child k[3];
@@ -741,14 +742,14 @@ Test(fanout, result_again_is_a_failure_and_never_hangs)
         cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){
                                                   .children = kids, .n = 3, .limit = 1,
                                                   .policy = (ap_fanout_policy)pol,
-                                                  .result = again_for_first,
+                                                  .result = not_ready_for_first,
                                                   .order = order}),
                      AP_OK);
         flagwake fw = {0};
         ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
         /* every child is READY at once: the first poll must finish */
         cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY, "policy %d: set stayed pending", pol);
-        cr_assert_neq(ap_fanout_status(&s), AP_AGAIN, "policy %d", pol);
+        cr_assert_neq(ap_fanout_status(&s), AP_NOT_READY, "policy %d", pol);
         cr_assert_eq(ap_fanout_child_status(&s, 0), AP_TIMEDOUT, "policy %d", pol);
         cr_assert_eq(ap_fanout_failed(&s), 1);
         cr_assert_eq(ap_fanout_in_flight(&s), 0);

@@ -171,6 +171,9 @@ Test(lifecycle, wait_futures_complete_on_their_event_only)
     EXPECT_EQ(ap_life_wait_poll(&fr, &cr), AP_PENDING);
     EXPECT_EQ(ap_life_wait_poll(&fd, &cd), AP_PENDING);
     EXPECT_EQ(ap_life_wait_poll(&ft, &ct), AP_PENDING);
+    /* regression (issue #11): pending is AP_NOT_READY (was AP_AGAIN) */
+    EXPECT_EQ(ap_life_wait_status(&fr), AP_NOT_READY);
+    EXPECT_EQ(ap_life_wait_status(&ft), AP_NOT_READY);
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(atomic_load(&tr.calls), 1, "every waiter is woken at each change");
     EXPECT_EQ(ap_life_wait_poll(&fr, &cr), AP_PENDING, "RUNS completed while STARTING");

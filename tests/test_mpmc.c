@@ -635,6 +635,7 @@ Test(mpmc, pop_future_pending_then_woken_by_push)
     ap_mpmc_pop_fut_init(&f, &q, &out);
     EXPECT_EQ(ap_mpmc_pop_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(ap_mpmc_pop_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(fut_status(f), AP_NOT_READY, "pending (issue #11: was AP_AGAIN)");
     EXPECT_EQ(calls(&t), 0);
     EXPECT_EQ(atomic_load(&q.not_empty.count), 1, "re-poll registered twice");
     uint32_t x = 4242;
@@ -659,6 +660,7 @@ Test(mpmc, push_future_on_full_woken_by_pop)
     ap_mpmc_push_fut f;
     ap_mpmc_push_fut_init(&f, &q, &x);
     EXPECT_EQ(ap_mpmc_push_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(fut_status(f), AP_NOT_READY, "pending (issue #11: was AP_AGAIN)");
     EXPECT_EQ(calls(&t), 0);
     uint32_t v;
     EXPECT_EQ(ap_mpmc_try_pop(&q, &v), AP_OK);

@@ -90,7 +90,7 @@ static ap_status picky(void *ctx, const void *in, void *out)
     if (a->id % 5 == 0)
         return AP_REJECTED;
     if (a->id % 2 == 1)
-        return AP_DROPPED;
+        return AP_FILTERED;
     return fold(ctx, in, out);
 }
 
@@ -461,16 +461,28 @@ Test(pipeline, filtered_and_failed_are_counted_not_lost)
     line_free(l);
 }
 
-Test(pipeline, try_take_returns_dropped_for_filter_and_failure)
+/* regression (issue #11): a filtered element is AP_FILTERED and counted in
+ * filtered; a failed one is AP_DROPPED and counted in failed */
+Test(pipeline, try_take_returns_filtered_for_filter_and_dropped_for_failure)
 {
     line *l = line_new(1, 4, caps4, picky, 1);
     item x = {3, 3};
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_OK);
     x.id = 10;
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_OK);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_DROPPED, "filtered");
+    ap_pipeline_stats st;
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_FILTERED, "filtered");
     EXPECT_NOT(ap_pipeline_worker_holding(&l->w[0][0]));
+    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(st.filtered, 1);
+    EXPECT_EQ(st.failed, 0);
+    EXPECT_EQ(st.last_error, AP_OK, "a filter is not an error");
     EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_DROPPED, "failed");
+    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(st.filtered, 1);
+    EXPECT_EQ(st.failed, 1);
+    EXPECT_EQ(st.last_error, AP_REJECTED);
+    EXPECT_EQ(st.taken, 2);
     line_free(l);
 }
 
@@ -542,7 +554,7 @@ Test(pipeline, push_and_pop_futures_wait_and_count)
     ap_pipeline_pop_fut pf;
     ap_pipeline_pop_fut_init(&pf, &l->p, &y);
     EXPECT_EQ(ap_pipeline_pop_poll(&pf, &cx), AP_PENDING);
-    EXPECT_EQ(ap_pipeline_pop_status(&pf), AP_AGAIN);
+    EXPECT_EQ(ap_pipeline_pop_status(&pf), AP_NOT_READY);
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &a), AP_OK);
     ap_pipeline_push_fut f;
     ap_pipeline_push_fut_init(&f, &l->p, &b);
@@ -775,7 +787,7 @@ static ap_status swapper(void *ctx, const void *in, void *out)
 static ap_status filter97(void *ctx, const void *in, void *out)
 {
     if (((const item *)in)->id == 97)
-        return AP_DROPPED;
+        return AP_FILTERED;
     return fold(ctx, in, out);
 }
 
@@ -836,7 +848,7 @@ static void simulate(size_t k, const uint64_t *S, size_t cin, const size_t *cap,
                         serving[i] = true;
                         busy_until[i] = t + S[i];
                         progress = true;
-                    } else if (st == AP_DROPPED) {
+                    } else if (st == AP_FILTERED || st == AP_DROPPED) {
                         progress = true;
                     } else {
                         r->bad_status += st != AP_EMPTY && st != AP_CLOSED;

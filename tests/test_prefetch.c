@@ -494,6 +494,7 @@ Test(prefetch, waker_reaches_the_get_and_cancel_cancels_its_load_once)
     ap_prefetch_get_fut_init(&g, &pf, 0, &sp);
     ap_cx cx = {{count_wake, &wakes}, 0, AP_DEADLINE_NONE};
     EXPECT_EQ(ap_prefetch_get_poll(&g, &cx), AP_PENDING);
+    EXPECT_EQ(ap_prefetch_get_status(&g), AP_NOT_READY, "pending (issue #11: was AP_AGAIN)");
     EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE);
     EXPECT(e->ld[0].waker.ctx == &wakes, "the load was polled with the get's waker");
     EXPECT(e->ld[1].waker.wake == NULL, "loads ahead were kicked with no waker");

@@ -96,10 +96,10 @@ Test(semaphore, static_initializer_and_init_agree)
         cr_assert_eq(ap_sem_max(s), 3);
         cr_assert(!ap_sem_is_closed(s));
         cr_assert_eq(ap_sem_try_acquire(s, 2), AP_OK);
-        cr_assert_eq(ap_sem_try_acquire(s, 2), AP_AGAIN, "all or nothing");
+        cr_assert_eq(ap_sem_try_acquire(s, 2), AP_EMPTY, "all or nothing");
         cr_assert_eq(ap_sem_available(s), 1, "a failed try took something");
         cr_assert_eq(ap_sem_try_acquire(s, 1), AP_OK);
-        cr_assert_eq(ap_sem_try_acquire(s, 1), AP_AGAIN);
+        cr_assert_eq(ap_sem_try_acquire(s, 1), AP_EMPTY);
         cr_assert_eq(ap_sem_release(s, 3), AP_OK);
         cr_assert_eq(ap_sem_available(s), 3);
     }
@@ -112,7 +112,7 @@ Test(semaphore, init_max_starts_below_the_ceiling)
     cr_assert_eq(ap_sem_init_max(&s, 0, 4), AP_OK);
     cr_assert_eq(ap_sem_available(&s), 0);
     cr_assert_eq(ap_sem_max(&s), 4);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_AGAIN);
+    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY);
     cr_assert_eq(ap_sem_try_acquire(&s, 5), AP_INVAL, "n > max");
     cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
     cr_assert_eq(ap_sem_release(&s, 2), AP_INVAL, "3 + 2 > 4");
@@ -239,7 +239,7 @@ Test(semaphore, fifo_mixed_sizes_large_head_first_no_herd)
     /* 1 permit: the head wants 3; the small request behind it must wait */
     cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
     cr_assert_eq(atomic_load(&log.n), 0, "a release woke a waiter it cannot satisfy");
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_AGAIN, "try_acquire barged past the queue");
+    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "try_acquire barged past the queue");
     cr_assert_eq(ap_sem_available(&s), 1);
     /* a fresh future must queue behind, not take the idle permit */
     ap_sem_acquire_fut late;
@@ -526,7 +526,7 @@ Test(semaphore, parked_threads_served_in_order_by_releases, .timeout = TEST_TIME
     ap_sem s;
     cr_assert_eq(ap_sem_init(&s, 3), AP_OK);
     cr_assert_eq(ap_sem_try_acquire(&s, 3), AP_OK);
-    waitarg w[3] = {{&s, 3, AP_AGAIN, 0}, {&s, 1, AP_AGAIN, 0}, {&s, 2, AP_AGAIN, 0}};
+    waitarg w[3] = {{&s, 3, AP_NOT_READY, 0}, {&s, 1, AP_NOT_READY, 0}, {&s, 2, AP_NOT_READY, 0}};
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
@@ -557,7 +557,7 @@ Test(semaphore, parked_threads_all_woken_by_close, .timeout = TEST_TIMEOUT_S)
     waitarg w[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        w[i] = (waitarg){&s, (size_t)(i % 2) + 1, AP_AGAIN, 0};
+        w[i] = (waitarg){&s, (size_t)(i % 2) + 1, AP_NOT_READY, 0};
         cr_assert_eq(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
     }
     wait_for_waiters(&s, 4);
@@ -604,7 +604,7 @@ static void *theorem_main(void *p)
             st = ap_sem_acquire_wait(&th->s, k, AP_DEADLINE_NONE);
         } else {
             unsigned spins = 0;
-            while ((st = ap_sem_try_acquire(&th->s, k)) == AP_AGAIN)
+            while ((st = ap_sem_try_acquire(&th->s, k)) == AP_EMPTY)
                 ap__backoff(&spins);
         }
         if (st != AP_OK) {
@@ -711,4 +711,31 @@ Test(semaphore, zero_struct_is_not_a_semaphore, .signal = SIGABRT)
     static ap_sem z; /* max 0: use before init */
     ap_status st = ap_sem_try_acquire(&z, 0);
     cr_log_error("returned %s", ap_status_str(st));
+}
+
+/* ---- the status table (issue #11) ---- */
+
+/* regression: "nothing available now" is AP_EMPTY (was AP_AGAIN), for no
+ * permits and for permits held back by a queued future (fairness); a
+ * pending future's status is AP_NOT_READY (was AP_AGAIN) */
+Test(semaphore, status_table_empty_and_not_ready, .timeout = TEST_TIMEOUT_S)
+{
+    ap_sem s;
+    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
+    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "no permits");
+    tw t = {0};
+    ap_sem_acquire_fut f;
+    ap_sem_acquire_fut_init(&f, &s, 2);
+    cr_assert_eq(ap_sem_acquire_status(&f), AP_NOT_READY, "before the first poll");
+    cr_assert_eq(poll1(&f, &t), AP_PENDING);
+    cr_assert_eq(ap_sem_acquire_status(&f), AP_NOT_READY, "pending");
+    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    cr_assert_eq(ap_sem_available(&s), 1);
+    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "a future is queued first");
+    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    cr_assert_eq(poll1(&f, &t), AP_READY);
+    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
+    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
+    ap_sem_fini(&s);
 }

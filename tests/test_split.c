@@ -218,7 +218,7 @@ Test(split, push_future_waits_for_room)
     ap_split_push_fut f;
     ap_split_push_fut_init(&f, &s, key, &key);
     EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_PENDING);
-    EXPECT_EQ(ap_split_push_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_split_push_status(&f), AP_NOT_READY);
     EXPECT_EQ(ap_mpmc_try_pop(&qs[o], &v), AP_OK);
     EXPECT_GE(t.calls, 1, "a pop woke the waiting push");
     EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_READY);

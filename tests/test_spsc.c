@@ -627,6 +627,7 @@ Test(spsc, pop_future_pending_then_woken_by_push)
     ap_spsc_pop_fut_init(&f, &q, &out);
     EXPECT_EQ(ap_spsc_pop_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(ap_spsc_pop_poll(&f, &cx), AP_PENDING, "a spurious re-poll");
+    EXPECT_EQ(fut_status(f), AP_NOT_READY, "pending (issue #11: was AP_AGAIN)");
     EXPECT_EQ(calls(&t), 0, "woken with nothing to pop");
     EXPECT_EQ(atomic_load(&q.not_empty.count), 1, "re-poll registered twice");
     uint32_t x = 4242;

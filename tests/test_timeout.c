@@ -211,3 +211,18 @@ Test(timeout, init_with_null_inner_asserts, .signal = SIGABRT)
     ap_timeout t;
     ap_timeout_init(&t, NULL, 10);
 }
+
+/* regression (issue #11, the status table): a timeout still pending is
+ * AP_NOT_READY (was AP_AGAIN), before and after a pending poll */
+Test(timeout, pending_status_is_not_ready)
+{
+    probe p = make_probe(3);
+    ap_timeout t;
+    ap_timeout_init(&t, &p.base, 1000);
+    cr_assert_eq(ap_timeout_status(&t), AP_NOT_READY);
+    ap_cx cx = cx_at(10);
+    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
+    cr_assert_eq(ap_timeout_status(&t), AP_NOT_READY);
+    ap_timeout_cancel(&t);
+    cr_assert_eq(ap_timeout_status(&t), AP_CANCELED);
+}

@@ -123,7 +123,7 @@ Test(token_bucket, fresh_bucket_is_full_at_time_zero)
     for (int i = 0; i < 3; i++)
         cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
     uint64_t r = 0;
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_EMPTY);
     cr_assert_eq(r, SEC);
 }
 
@@ -134,21 +134,21 @@ Test(token_bucket, sub_second_refill_is_exact)
     MAKE(tb, 10, SEC, 1);
     uint64_t r = 0;
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 99999999, &r), AP_REJECTED, "not at 99.999 ms");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 99999999, &r), AP_EMPTY, "not at 99.999 ms");
     cr_assert_eq(r, 100 * MS, "retry_at is exactly 100 ms");
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, 100 * MS, &r), AP_OK, "back at exactly 100 ms");
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 199999999, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 199999999, &r), AP_EMPTY);
     cr_assert_eq(r, 200 * MS);
     /* a non-integer interval: 3/s mints at ceil(k * 1e9 / 3) */
     MAKE(t3, 3, SEC, 1);
     cr_assert_eq(ap_tb_try_acquire(&t3, 1, 0, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 333333333, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 333333333, &r), AP_EMPTY);
     cr_assert_eq(r, 333333334);
     cr_assert_eq(ap_tb_try_acquire(&t3, 1, 333333334, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 666666666, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 666666666, &r), AP_EMPTY);
     cr_assert_eq(r, 666666667);
     cr_assert_eq(ap_tb_try_acquire(&t3, 1, 666666667, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 999999999, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&t3, 1, 999999999, &r), AP_EMPTY);
     cr_assert_eq(r, SEC, "three tokens a second, exactly");
 }
 
@@ -226,7 +226,7 @@ static void random_walk(uint64_t n, uint64_t period, uint64_t burst, uint64_t st
                 model -= m;
             }
         } else {
-            cr_assert_eq(st, AP_REJECTED);
+            cr_assert_eq(st, AP_EMPTY);
             cr_assert_gt(r, t);
             if (monotone) {
                 cr_assert_lt(model, m, "step %d: rejected with tokens", i);
@@ -275,13 +275,13 @@ Test(token_bucket, backwards_time_mints_nothing)
     uint64_t r;
     for (int i = 0; i < 3; i++)
         cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC, &r), AP_EMPTY);
     for (uint64_t t = 0; t < 10 * SEC; t += 7 * MS) {
-        cr_assert_eq(ap_tb_try_acquire(&tb, 1, t, &r), AP_REJECTED, "t=%llu",
+        cr_assert_eq(ap_tb_try_acquire(&tb, 1, t, &r), AP_EMPTY, "t=%llu",
                      (unsigned long long)t);
         cr_assert_eq(ap_tb_available(&tb, t), 0);
     }
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC + 99 * MS, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC + 99 * MS, &r), AP_EMPTY);
     cr_assert_eq(r, 10 * SEC + 100 * MS, "as if time had never gone back");
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10 * SEC + 100 * MS, &r), AP_OK);
     /* a full bucket seen at a later time, then an earlier one: still burst */
@@ -289,7 +289,7 @@ Test(token_bucket, backwards_time_mints_nothing)
     cr_assert_eq(ap_tb_available(&t2, 100 * SEC), 3);
     cr_assert_eq(ap_tb_try_acquire(&t2, 3, 100 * SEC, &r), AP_OK);
     cr_assert_eq(ap_tb_available(&t2, 50 * SEC), 0);
-    cr_assert_eq(ap_tb_try_acquire(&t2, 1, 50 * SEC, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&t2, 1, 50 * SEC, &r), AP_EMPTY);
     cr_assert_eq(r, 100 * SEC + 100 * MS);
 }
 
@@ -300,7 +300,7 @@ Test(token_bucket, extreme_rates_periods_and_bursts)
     MAKE(g, SEC, SEC, 1000000);
     uint64_t t0 = UINT64_MAX - 10 * SEC;
     cr_assert_eq(ap_tb_try_acquire(&g, 1000000, t0, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&g, 1, t0, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&g, 1, t0, &r), AP_EMPTY);
     cr_assert_eq(r, t0 + 1);
     cr_assert_eq(ap_tb_try_acquire(&g, 1000, t0 + 1000, &r), AP_OK);
     cr_assert_eq(ap_tb_available(&g, UINT64_MAX), 1000000);
@@ -309,13 +309,13 @@ Test(token_bucket, extreme_rates_periods_and_bursts)
     MAKE(d, 1, 3 * day, 2);
     uint64_t t1 = (uint64_t)1 << 62;
     cr_assert_eq(ap_tb_try_acquire(&d, 2, t1, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&d, 1, t1, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&d, 1, t1, &r), AP_EMPTY);
     cr_assert_eq(r, (t1 / (3 * day) + 1) * 3 * day);
     cr_assert_eq(ap_tb_try_acquire(&d, 1, r, &r), AP_OK);
     /* 7 per 5 days: n' = 7, period ~4.3e14 */
     MAKE(d7, 7, 5 * day, 3);
     cr_assert_eq(ap_tb_try_acquire(&d7, 3, t1, &r), AP_OK);
-    cr_assert_eq(ap_tb_try_acquire(&d7, 1, t1, &r), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&d7, 1, t1, &r), AP_EMPTY);
     cr_assert_eq(minted(7, 5 * day, r), minted(7, 5 * day, t1) + 1);
     cr_assert_eq(minted(7, 5 * day, r - 1), minted(7, 5 * day, t1));
     /* retry_at beyond the clock saturates */
@@ -383,7 +383,7 @@ Test(token_bucket, reserve_tells_exact_ready_time)
     cr_assert_eq(ap_tb_reserve(&tb, 2, 50 * MS, &c), AP_OK);
     cr_assert_eq(c.ready_at, 300 * MS);
     uint64_t r;
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 300 * MS, &r), AP_REJECTED, "queued behind c");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 300 * MS, &r), AP_EMPTY, "queued behind c");
     cr_assert_eq(r, 400 * MS);
 }
 
@@ -454,7 +454,7 @@ Test(token_bucket, lifo_cancels_give_everything_back)
     for (int i = 5; i >= 0; i--)
         cr_assert_eq(ap_tb_cancel_reservation(&tb, &r[i], 5 * MS), 1 + (uint64_t)i % 4, "r[%d]", i);
     uint64_t at = 0;
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 5 * MS, &at), AP_REJECTED);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 5 * MS, &at), AP_EMPTY);
     cr_assert_eq(at, 333333334, "as after the try_acquire alone: next token at ceil(1 s / 3)");
     ap_tb_reservation again;
     cr_assert_eq(ap_tb_reserve(&tb, 1, 5 * MS, &again), AP_OK);
@@ -739,7 +739,7 @@ Test(token_bucket, future_waits_by_lowering_the_deadline)
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
     ap_tb_acquire_fut f;
     ap_tb_acquire_fut_init(&f, &tb, 1, AP_DEADLINE_NONE);
-    cr_assert_eq(ap_tb_acquire_status(&f), AP_AGAIN);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_NOT_READY);
     ap_cx cx = cx_at(30 * MS);
     cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING);
     cr_assert_eq(cx.deadline, 100 * MS);
@@ -856,7 +856,7 @@ Test(token_bucket, keyed_buckets_are_independent_and_exact)
         ap_status a = ap_tb_keyed_try_acquire(&kt, (uint64_t)k * 1000003u, m, t, &r1);
         ap_status b = ap_tb_try_acquire(&ref[k], m, t, &r2);
         cr_assert_eq(a, b, "step %d key %d", i, k);
-        if (a == AP_REJECTED)
+        if (a == AP_EMPTY)
             cr_assert_eq(r1, r2);
         cr_assert_leq(ap_tb_keyed_len(&kt), KEYS);
     }
@@ -882,7 +882,7 @@ Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
     /* the active keys keep their exact state: one token left each */
     for (uint64_t k = 1; k <= 4; k++) {
         cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_OK);
-        cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_REJECTED);
+        cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_EMPTY);
         cr_assert_eq(r, SEC);
     }
     /* at 1 s each key got one token back but is not full: still AP_FULL */
@@ -890,7 +890,7 @@ Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
     /* at 2 s they are full again = fresh: a new key takes a slot */
     cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 2, 2 * SEC, &r), AP_OK);
     cr_assert_leq(ap_tb_keyed_len(&kt), 4);
-    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 1, 2 * SEC, &r), AP_REJECTED,
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 5, 1, 2 * SEC, &r), AP_EMPTY,
                  "key 5 is tracked, drained");
     ap_tb_keyed_fini(&kt);
 }
@@ -954,7 +954,7 @@ Test(token_bucket, keyed_churn_with_backward_shift_deletion)
         }
         ap_status b = ap_tb_try_acquire(&ref[k], 1, t, &r2);
         cr_assert_eq(a, b, "step %d key %d", i, k);
-        if (a == AP_REJECTED)
+        if (a == AP_EMPTY)
             cr_assert_eq(r1, r2);
     }
     cr_assert_gt(fulls, 0, "the scenario should reach a full table");
@@ -989,7 +989,7 @@ Test(token_bucket, keyed_probe_chains_stay_reachable)
             if (s != AP_FULL) {
                 ap_status r = ap_tb_try_acquire(&ref[ki], m, now, &r2);
                 cr_assert_eq(s, r, "trial %d op %d: keyed %d vs own bucket %d", trial, op, s, r);
-                if (s == AP_REJECTED)
+                if (s == AP_EMPTY)
                     cr_assert_eq(r1, r2);
             }
             size_t used = 0;
@@ -1032,7 +1032,7 @@ Test(token_bucket, keyed_lagging_clock_mints_nothing)
     /* a caller whose clock says 10.5 s: A's own bucket would refuse */
     ap_status s = ap_tb_keyed_try_acquire(&kt, A, 1, 10 * AP_NS_PER_SEC + AP_NS_PER_SEC / 2, &r);
     cr_assert_eq(ap_tb_try_acquire(&single, 1, 10 * AP_NS_PER_SEC + AP_NS_PER_SEC / 2, &r),
-                 AP_REJECTED);
+                 AP_EMPTY);
     cr_assert_neq(s, AP_OK, "a lagging clock re-minted a dropped key's token");
 }
 
@@ -1118,4 +1118,44 @@ Test(token_bucket, usage_block_compiles_and_runs)
     /* USAGE end */
     cr_assert_eq(usage_served, 3);
     cr_assert_eq(usage_refused, 0);
+}
+
+/* ---- the status table (issue #11) ---- */
+
+/* regression: no tokens now is AP_EMPTY (was AP_REJECTED), with retry_at
+ * still set, for the single and the keyed bucket; a pending acquire
+ * future is AP_NOT_READY (was AP_AGAIN); AP_REJECTED stays for a request
+ * that can never be honoured within the clock */
+Test(token_bucket, status_table_empty_with_retry_at)
+{
+    MAKE(tb, 10, SEC, 1);
+    uint64_t r = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 30 * MS, &r), AP_EMPTY);
+    cr_assert_eq(r, 100 * MS, "retry_at is still set");
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, r, NULL), AP_OK);
+
+    _Alignas(AP_TB_KEYED_ALIGN) static unsigned char buf[AP_TB_KEYED_BYTES(4)];
+    ap_tb_keyed kt;
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf,
+                                  &(ap_tb_desc){.n = 10, .period_ns = SEC, .burst = 1}, 4),
+                 AP_OK);
+    r = 0;
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 7, 1, 0, &r), AP_OK);
+    cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 7, 1, 30 * MS, &r), AP_EMPTY);
+    cr_assert_eq(r, 100 * MS);
+    ap_tb_keyed_fini(&kt);
+
+    MAKE(y, 1, 365ull * 24 * 3600 * SEC, 1); /* the next token is past 2^64 - 1 ns */
+    cr_assert_eq(ap_tb_try_acquire(&y, 1, UINT64_MAX - SEC, &r), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&y, 1, UINT64_MAX - SEC, &r), AP_REJECTED, "never");
+    cr_assert_eq(r, AP_DEADLINE_NONE);
+
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, &tb, 1, AP_DEADLINE_NONE);
+    ap_cx cx = cx_at(r = 100 * MS);
+    cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_NOT_READY, "pending");
+    ap_tb_acquire_cancel(&f);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_CANCELED);
 }

@@ -624,7 +624,7 @@ Test(waitlist, waitop_pending_stays_registered)
     ap_waitop op;
     ap_waitop_init(&op, &wl, scripted_op, &s, NULL);
     EXPECT_EQ(ap_waitop_poll(&op, &cx), AP_PENDING);
-    EXPECT_EQ(ap_waitop_status(&op), AP_AGAIN, "a result while pending");
+    EXPECT_EQ(ap_waitop_status(&op), AP_NOT_READY, "a result while pending");
     EXPECT(ap_waitlist_has_waiters(&wl));
     EXPECT_EQ(ap_waitlist_wake(&wl, 1), 1);
     EXPECT_EQ(calls(&t), 1);
@@ -703,12 +703,12 @@ Test(waitlist, waitop_lifecycle_pending_wake_ready)
     int got = 0;
     ap_waitop op;
     ap_waitop_init(&op, &wl, take_one, &c, &got);
-    EXPECT_EQ(ap_waitop_status(&op), AP_AGAIN);
+    EXPECT_EQ(ap_waitop_status(&op), AP_NOT_READY);
     EXPECT((void *)&op.base == (void *)&op, "ap_future must be the first member");
     tw t = {0};
     ap_cx cx = {waker_of(&t), 0, AP_DEADLINE_NONE};
     EXPECT_EQ(op.base.poll(&op.base, &cx), AP_PENDING);
-    EXPECT_EQ(ap_waitop_status(&op), AP_AGAIN);
+    EXPECT_EQ(ap_waitop_status(&op), AP_NOT_READY);
     c.avail = 1;
     EXPECT_EQ(ap_waitlist_wake(&wl, 1), 1);
     EXPECT_EQ(calls(&t), 1);

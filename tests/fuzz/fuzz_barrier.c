@@ -44,7 +44,7 @@ typedef struct mfut {
     int live;       /* initialised, not READY / cancelled */
     int arrived;    /* first poll done, pending */
     uint32_t gen;   /* generation it arrived in */
-    ap_status dec;  /* AP_AGAIN until its generation is decided */
+    ap_status dec;  /* AP_NOT_READY until its generation is decided */
     int registered; /* a waker is linked (pending poll since the last wake) */
     int expwakes;
 } mfut;
@@ -56,7 +56,7 @@ static int m_broken, m_fn;
 static void m_decide(ap_status st)
 {
     for (int i = 0; i < NF; i++)
-        if (mf[i].live && mf[i].arrived && mf[i].dec == AP_AGAIN) {
+        if (mf[i].live && mf[i].arrived && mf[i].dec == AP_NOT_READY) {
             mf[i].dec = st;
             if (mf[i].registered) {
                 mf[i].expwakes++;
@@ -90,7 +90,7 @@ static ap_status m_arrive(int *leader)
 static int pending_count(void)
 {
     int k = 0;
-    for (int i = 0; i < NF; i++) k += mf[i].live && mf[i].arrived && mf[i].dec == AP_AGAIN;
+    for (int i = 0; i < NF; i++) k += mf[i].live && mf[i].arrived && mf[i].dec == AP_NOT_READY;
     return k;
 }
 
@@ -104,7 +104,7 @@ static int can_arrive(void)
 {
     if (m_parties == 0 || m_broken) return 1;
     int occ = 0;
-    for (int i = 0; i < NF; i++) occ += mf[i].live && mf[i].arrived && mf[i].dec != AP_AGAIN;
+    for (int i = 0; i < NF; i++) occ += mf[i].live && mf[i].arrived && mf[i].dec != AP_NOT_READY;
     return m_arrived + (uint32_t)occ + 1 <= m_parties;
 }
 
@@ -118,12 +118,12 @@ static void check_state(ap_barrier *b, ap_barrier_wait_fut *fut)
     FZ_CHECK(m_arrived == (uint32_t)pending_count() || m_broken);
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == mf[i].expwakes);
-        if (mf[i].live) FZ_CHECK(ap_barrier_wait_status(&fut[i]) == AP_AGAIN);
+        if (mf[i].live) FZ_CHECK(ap_barrier_wait_status(&fut[i]) == AP_NOT_READY);
     }
     /* a decided waiter has been woken if it was registered, and a waiter
      * still registered is undecided */
     for (int i = 0; i < NF; i++)
-        if (mf[i].live && mf[i].registered) FZ_CHECK(mf[i].dec == AP_AGAIN);
+        if (mf[i].live && mf[i].registered) FZ_CHECK(mf[i].dec == AP_NOT_READY);
 }
 
 static void check_inval(fz *f)
@@ -174,8 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 0: case 1: case 2: { /* init (if free) + poll */
             if (!mf[i].live) {
                 ap_barrier_wait_fut_init(&fut[i], &b);
-                mf[i] = (mfut){1, 0, 0, AP_AGAIN, 0, mf[i].expwakes};
-                FZ_CHECK(ap_barrier_wait_status(&fut[i]) == AP_AGAIN);
+                mf[i] = (mfut){1, 0, 0, AP_NOT_READY, 0, mf[i].expwakes};
+                FZ_CHECK(ap_barrier_wait_status(&fut[i]) == AP_NOT_READY);
                 if ((op & 0x0F) == 0x0A) break; /* init only: cancel before arriving */
             }
             int first = !mf[i].arrived;
@@ -193,18 +193,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     FZ_CHECK(fut[i].is_leader == (leader != 0));
                     mf[i].live = 0;
                 } else {
-                    FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                    FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
                     mf[i].arrived = 1;
                     mf[i].gen = g0;
                     mf[i].registered = 1;
                 }
-            } else if (mf[i].dec != AP_AGAIN) {
+            } else if (mf[i].dec != AP_NOT_READY) {
                 FZ_CHECK(r == AP_READY && st == mf[i].dec);
                 if (st == AP_OK) FZ_CHECK(!fut[i].is_leader);
                 mf[i].live = 0;
             } else {
                 /* not decided: no early completion */
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
                 mf[i].registered = 1;
             }
             break;
@@ -215,7 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ap_status st = ap_barrier_wait_status(&fut[i]);
                 if (!mf[i].arrived) {
                     FZ_CHECK(st == AP_CANCELED);
-                } else if (mf[i].dec != AP_AGAIN) {
+                } else if (mf[i].dec != AP_NOT_READY) {
                     FZ_CHECK(st == mf[i].dec); /* decided: kept */
                 } else {
                     FZ_CHECK(st == AP_CANCELED);
@@ -298,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ap_barrier_wait_cancel(&fut[i]);
         ap_status st = ap_barrier_wait_status(&fut[i]);
         if (!mf[i].arrived) FZ_CHECK(st == AP_CANCELED);
-        else if (mf[i].dec != AP_AGAIN) FZ_CHECK(st == mf[i].dec);
+        else if (mf[i].dec != AP_NOT_READY) FZ_CHECK(st == mf[i].dec);
         else {
             FZ_CHECK(st == AP_CANCELED);
             mf[i].live = 0;

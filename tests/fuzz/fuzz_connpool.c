@@ -27,7 +27,7 @@
  *     lend of an existing connection and never on a fresh one
  *   - failed opens are reported (AP_NOMEM / AP_REJECTED as they are,
  *     anything else as AP_REJECTED), counted, and free their slot
- *   - FIFO hand-off: try_checkout and a first poll say AP_AGAIN while
+ *   - FIFO hand-off: try_checkout and a first poll say AP_EMPTY while
  *     futures are queued; grants (and close's wakes) follow the queue, the
  *     waker log equals the model's; cancel after a grant passes it on
  *   - close: idle ones closed at once, queued futures AP_CLOSED, a slot
@@ -305,7 +305,7 @@ static ap_status m_lend(size_t i, int fresh, uint64_t now, size_t *out)
 static ap_status m_try(uint64_t now, size_t *out)
 {
     if (m_closed) return AP_CLOSED;
-    if (qlen) return AP_AGAIN;
+    if (qlen) return AP_EMPTY;
     size_t i;
     int t = m_take(&i);
     if (!t) return AP_EMPTY;
@@ -390,7 +390,7 @@ static void check_state(ap_connpool_checkout_fut *fut)
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
-            FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == AP_AGAIN);
+            FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == AP_NOT_READY);
             FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) ==
                      (mf[i].granted != 0));
             if (mf[i].granted) FZ_CHECK(fut[i].slot == mf[i].gslot && fut[i].fresh == (mf[i].fresh != 0));
@@ -565,24 +565,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 outp[i] = SENT;
                 ap_connpool_checkout_fut_init(&fut[i], &p, &outp[i]);
                 mf[i] = (mfut){1, 0, 0, 0, 0, 0, 0, mf[i].expwakes};
-                FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == AP_AGAIN);
+                FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == AP_NOT_READY);
             }
             cx[i].now = opnow;
             ap_poll r = ap_connpool_checkout_poll(&fut[i], &cx[i]);
             ap_status st = ap_connpool_checkout_status(&fut[i]);
-            ap_status e = AP_AGAIN;
+            ap_status e = AP_NOT_READY;
             size_t idx = 0;
             int done = 0;
             if (!mf[i].polled) {
                 mf[i].polled = 1;
                 e = m_try(opnow, &idx);
-                if (e != AP_EMPTY && e != AP_AGAIN) {
+                if (e != AP_EMPTY) {
                     done = 1;
                 } else {
                     mf[i].queued = 1;
                     q[qlen++] = i;
                     m_dispatch();
-                    e = AP_AGAIN;
+                    e = AP_NOT_READY;
                 }
             } else if (!mf[i].granted && !m_closed) {
                 m_dispatch(); /* the re-poll's own grant pass */
@@ -609,7 +609,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 else FZ_CHECK(outp[i] == SENT);
                 mf[i].live = mf[i].granted = mf[i].queued = mf[i].closedq = 0;
             } else {
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN && outp[i] == SENT);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY && outp[i] == SENT);
             }
             break;
         }
@@ -641,7 +641,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(ap_connpool_checkout_poll(&fut[i], &cx[i]) == AP_READY);
             } else if (op & 0x80) {
                 ap_status before = ap_connpool_checkout_status(&fut[i]);
-                if (before != AP_AGAIN) {
+                if (before != AP_NOT_READY) {
                     ap_connpool_checkout_cancel(&fut[i]);
                     FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == before);
                 }

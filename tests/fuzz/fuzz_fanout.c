@@ -5,7 +5,7 @@
  * order array), then a single-threaded sequence of: set polls (at a
  * decoded time, with one of two counting set wakers or none), set cancels,
  * and hand-controlled children: each is told by the input when to become
- * READY and with what result (AP_OK, failures, AP_AGAIN), whether to wake
+ * READY and with what result (AP_OK, failures, AP_NOT_READY), whether to wake
  * itself inside its next poll, and which timer (cx->deadline) to ask for;
  * the input also calls the wakers the children were polled with. Checked
  * against a sequential model of the join set (start pass in input order
@@ -24,7 +24,7 @@
  *   - the result callback is called once per completed child, right after
  *     its READY, with its index and future
  *   - the set's status (AP_OK / first failure in completion order / AP_OK
- *     under IGNORE / AP_CANCELED; a result of AP_AGAIN reads AP_TIMEDOUT),
+ *     under IGNORE / AP_CANCELED; a result of AP_NOT_READY reads AP_TIMEDOUT),
  *     each child's status, completed, failed, canceled, in_flight and the
  *     completion order array equal the model after every step
  *   - a PENDING set poll lowers cx->deadline to at most the earliest
@@ -194,7 +194,7 @@ static void m_finish(int i)
     m_unlink(i);
     M.k[i].state = M_DONE;
     ap_status st = M.has_result ? M.k[i].result : AP_OK;
-    if (st == AP_AGAIN) st = AP_TIMEDOUT;
+    if (st == AP_NOT_READY) st = AP_TIMEDOUT;
     M.k[i].status = st;
     M.order[M.completed++] = (size_t)i;
     if (st != AP_OK) {
@@ -276,7 +276,7 @@ static ap_poll m_poll(uint64_t now, int waker)
 
 static ap_status pick_result(fz *f)
 {
-    static const ap_status r[] = {AP_OK, AP_OK, AP_OK, AP_AGAIN, AP_CLOSED, AP_TIMEDOUT,
+    static const ap_status r[] = {AP_OK, AP_OK, AP_OK, AP_NOT_READY, AP_CLOSED, AP_TIMEDOUT,
                                   AP_CANCELED, AP_INVAL};
     return r[fz_u8(f) & 7];
 }
@@ -286,7 +286,7 @@ static void check_all(ap_joinset *s, const size_t *order)
     FZ_CHECK(plen == M.plen && memcmp(plog, M.plog, (size_t)plen * sizeof plog[0]) == 0);
     FZ_CHECK(clen == M.clen && memcmp(clog_, M.clog_, (size_t)clen * sizeof clog_[0]) == 0);
     FZ_CHECK(set_wakes[0] == M.wakes[0] && set_wakes[1] == M.wakes[1]);
-    FZ_CHECK(ap_fanout_status(s) == (M.done ? M.status : AP_AGAIN));
+    FZ_CHECK(ap_fanout_status(s) == (M.done ? M.status : AP_NOT_READY));
     FZ_CHECK(ap_fanout_completed(s) == M.completed);
     FZ_CHECK(ap_fanout_failed(s) == M.failed);
     FZ_CHECK(ap_fanout_canceled(s) == M.canceled);
@@ -295,8 +295,8 @@ static void check_all(ap_joinset *s, const size_t *order)
     size_t inflight = 0;
     for (size_t i = 0; i < M.n; i++) {
         ap_status cs = ap_fanout_child_status(s, i);
-        FZ_CHECK(cs == (M.k[i].state == M_DONE || M.k[i].state == M_CANC ? M.k[i].status : AP_AGAIN));
-        FZ_CHECK(cs != AP_AGAIN || !M.done);
+        FZ_CHECK(cs == (M.k[i].state == M_DONE || M.k[i].state == M_CANC ? M.k[i].status : AP_NOT_READY));
+        FZ_CHECK(cs != AP_NOT_READY || !M.done);
         /* started = polled at least once: every started child is polled in
          * the poll that starts it (or cancelled, if FIRST stopped first) */
         if (M.k[i].started && M.k[i].state != M_CANC) FZ_CHECK(kids[i].started);
@@ -361,10 +361,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lim_eff = limit < n ? limit : n;
     memset(&M, 0, sizeof M);
     M.n = n; M.limit = limit; M.policy = policy; M.has_result = has_result;
-    M.first_error = AP_OK; M.status = AP_AGAIN; M.waker = -1;
+    M.first_error = AP_OK; M.status = AP_NOT_READY; M.waker = -1;
     for (size_t i = 0; i < NK; i++) {
         M.k[i].result = AP_OK;
-        M.k[i].status = AP_AGAIN;
+        M.k[i].status = AP_NOT_READY;
         M.k[i].want = M.k[i].deadline = AP_DEADLINE_NONE;
     }
     set_wakes[0] = set_wakes[1] = 0;

@@ -109,7 +109,7 @@ static void check_state(ap_life *l, ap_life_wait_fut *fut)
     FZ_CHECK(ap_waitlist_has_waiters(&l->wl) == (nlist > 0));
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == mf[i].expwakes);
-        if (mf[i].live) FZ_CHECK(ap_life_wait_status(&fut[i]) == AP_AGAIN);
+        if (mf[i].live) FZ_CHECK(ap_life_wait_status(&fut[i]) == AP_NOT_READY);
         /* no lost wakeup: a waiter still linked has not been decided */
         if (mf[i].linked) FZ_CHECK(m_check(mf[i].ev) == AP_EMPTY);
     }
@@ -151,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ap_cx cx[NF];
     for (int i = 0; i < NF; i++) {
         cx[i] = (ap_cx){{fz_wake, (void *)(intptr_t)i}, 0, UINT64_MAX};
-        mf[i].st = AP_AGAIN;
+        mf[i].st = AP_NOT_READY;
     }
     check_state(&l, fut);
 
@@ -248,15 +248,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (ev == 0 && (fz_u8(&f) & 1)) ev = 9;
                 FZ_CHECK(!mf[i].linked && !mf[i].notified);
                 ap_life_wait_fut_init(&fut[i], &l, (ap_life_event)ev);
-                mf[i] = (mfut){1, ev, 0, 0, mf[i].expwakes, AP_AGAIN};
-                FZ_CHECK(ap_life_wait_status(&fut[i]) == AP_AGAIN);
+                mf[i] = (mfut){1, ev, 0, 0, mf[i].expwakes, AP_NOT_READY};
+                FZ_CHECK(ap_life_wait_status(&fut[i]) == AP_NOT_READY);
                 if ((op & 0x0F) == 0x07) break; /* init only */
             }
             ap_poll r = ap_life_wait_poll(&fut[i], &cx[i]);
             mf[i].notified = 0; /* settled */
             e = m_check(mf[i].ev);
             if (e == AP_EMPTY) {
-                FZ_CHECK(r == AP_PENDING && ap_life_wait_status(&fut[i]) == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && ap_life_wait_status(&fut[i]) == AP_NOT_READY);
                 if (!mf[i].linked) {
                     list[nlist++] = i;
                     mf[i].linked = 1;
@@ -270,7 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 10: /* cancel (live or not: idempotent) */
-            if (!mf[i].live && mf[i].st == AP_AGAIN) break; /* never initialised */
+            if (!mf[i].live && mf[i].st == AP_NOT_READY) break; /* never initialised */
             ap_life_wait_cancel(&fut[i]);
             m_cancel(i, fut);
             ap_life_wait_cancel(&fut[i]);

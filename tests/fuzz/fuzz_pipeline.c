@@ -91,7 +91,7 @@ static ap_status stage_fn(void *ctx, const void *in, void *out)
     ap_status err;
     int b = behave(c->stage, id, &err);
     if (b == B_EMIT) elem_bytes(id, c->stage + 1, c->out_size, (unsigned char *)out);
-    return b == B_EMIT ? AP_OK : b == B_FILTER ? AP_DROPPED : err;
+    return b == B_EMIT ? AP_OK : b == B_FILTER ? AP_FILTERED : err;
 }
 
 /* the model */
@@ -154,8 +154,12 @@ static ap_status m_take(int w)
         mw[w].held = id;
         return AP_OK;
     }
-    if (b == B_FILTER) m_filtered[s]++;
-    else { m_failed[s]++; m_lasterr[s] = err; }
+    if (b == B_FILTER) {
+        m_filtered[s]++;
+        return AP_FILTERED;
+    }
+    m_failed[s]++;
+    m_lasterr[s] = err;
     return AP_DROPPED;
 }
 static ap_status m_emit(int w)
@@ -177,7 +181,7 @@ static ap_status m_stage_run(int w, size_t max, size_t *done)
         if (mw[w].state == W_HOLD && (st = m_emit(w)) != AP_OK) break;
         if (n == max) { st = AP_OK; break; }
         st = m_take(w);
-        if (st != AP_OK && st != AP_DROPPED) break;
+        if (st != AP_OK && st != AP_FILTERED && st != AP_DROPPED) break;
         n++;
     }
     *done = n;
@@ -447,7 +451,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ap_pipeline_run_fut_init(&rf[k], &w[k], rbudget[k]);
                 if (rbudget[k] == 0) rbudget[k] = 64;
                 flive[k] = 1;
-                FZ_CHECK(ap_pipeline_run_status(&rf[k]) == AP_AGAIN);
+                FZ_CHECK(ap_pipeline_run_status(&rf[k]) == AP_NOT_READY);
             }
             fseen[k] = wakes[k];
             int yielded_wakes = wakes[k];
@@ -457,7 +461,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(r == AP_READY && ap_pipeline_run_status(&rf[k]) == AP_OK);
                 flive[k] = 0;
             } else {
-                FZ_CHECK(r == AP_PENDING && ap_pipeline_run_status(&rf[k]) == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && ap_pipeline_run_status(&rf[k]) == AP_NOT_READY);
                 if (fwq[k] == -1) FZ_CHECK(wakes[k] > yielded_wakes); /* asked to run again */
                 else fseen[k] = wakes[k];
             }
@@ -477,7 +481,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ap_poll r = ap_pipeline_push_poll(&pf[j], &cx[i]);
                 ap_status ex = mq_push(0, pf_id[j]);
                 if (ex == AP_FULL) {
-                    FZ_CHECK(r == AP_PENDING && ap_pipeline_push_status(&pf[j]) == AP_AGAIN);
+                    FZ_CHECK(r == AP_PENDING && ap_pipeline_push_status(&pf[j]) == AP_NOT_READY);
                     fwq[i] = 0; fwdir[i] = 1;
                     fseen[i] = wakes[i];
                 } else {
@@ -496,7 +500,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 uint64_t id = 0;
                 ap_status ex = mq_pop(m_ns, &id);
                 if (ex == AP_EMPTY) {
-                    FZ_CHECK(r == AP_PENDING && ap_pipeline_pop_status(&qf[j]) == AP_AGAIN);
+                    FZ_CHECK(r == AP_PENDING && ap_pipeline_pop_status(&qf[j]) == AP_NOT_READY);
                     FZ_CHECK(fz_untouched(pout[j], sizeof pout[j]));
                     fwq[i] = (int)m_ns; fwdir[i] = 0;
                     fseen[i] = wakes[i];

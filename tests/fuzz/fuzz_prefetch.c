@@ -358,7 +358,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 }
                 out = SENT;
                 ap_prefetch_get_fut_init(&g, &pf, gkey, &out);
-                FZ_CHECK(ap_prefetch_get_status(&g) == AP_AGAIN);
+                FZ_CHECK(ap_prefetch_get_status(&g) == AP_NOT_READY);
                 active = 1;
                 begun = 0;
                 gdone = 0;
@@ -395,7 +395,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 pending = !rd;
             }
             if (pending) {
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN && out == SENT);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY && out == SENT);
                 break;
             }
             FZ_CHECK(r == AP_READY);

@@ -79,8 +79,8 @@ static ap_status m_try(size_t n)
     if (n > m_max) return AP_INVAL;
     if (m_closed) return AP_CLOSED;
     if (n == 0) return AP_OK;
-    if (qlen) return AP_AGAIN;
-    if (m_avail < n) return AP_AGAIN;
+    if (qlen) return AP_EMPTY;
+    if (m_avail < n) return AP_EMPTY;
     m_avail -= n;
     acq_tot += n;
     return AP_OK;
@@ -138,7 +138,7 @@ static void check_state(ap_sem *s, size_t initial, ap_sem_acquire_fut *fut)
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
-            FZ_CHECK(ap_sem_acquire_status(&fut[i]) == AP_AGAIN);
+            FZ_CHECK(ap_sem_acquire_status(&fut[i]) == AP_NOT_READY);
             FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) == (mf[i].granted != 0));
         }
     }
@@ -227,7 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t n = pick_n(&f);
                 ap_sem_acquire_fut_init(&fut[i], &s, n);
                 mf[i] = (mfut){1, 0, 0, 0, n, mf[i].expwakes};
-                FZ_CHECK(ap_sem_acquire_status(&fut[i]) == AP_AGAIN);
+                FZ_CHECK(ap_sem_acquire_status(&fut[i]) == AP_NOT_READY);
             }
             ap_poll r = ap_sem_acquire_poll(&fut[i], &cx[i]);
             ap_status st = ap_sem_acquire_status(&fut[i]);
@@ -238,12 +238,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(r == AP_READY && st == AP_CLOSED);
                 mf[i].live = 0;
             } else if (mf[i].queued) {
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
             } else {
                 /* first poll: as try_acquire, else queue (and the head is
                  * unsatisfiable, so the re-check grants nothing) */
                 ap_status e = m_try(mf[i].n);
-                if (e != AP_AGAIN) {
+                if (e != AP_EMPTY) {
                     FZ_CHECK(r == AP_READY && st == e);
                     mf[i].live = 0;
                 } else {
@@ -255,7 +255,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         mf[i].live = 0;
                         mf[i].granted = 0;
                     } else {
-                        FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                        FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
                     }
                 }
             }

@@ -44,7 +44,7 @@ static int m_closed[MAXK];
 static mwl m_wl[MAXK]; /* each output's not_full waiters */
 static uint64_t m_cursor, next_id, accepted, popped;
 typedef struct mfut {
-    int live;      /* status AP_AGAIN */
+    int live;      /* status AP_NOT_READY */
     uint64_t id;
     size_t out, next;
     int inner;     /* the inner mpmc push future is live (pending) */
@@ -126,7 +126,7 @@ static void check_state(ap_split *s, ap_mpmc *q, ap_split_push_fut *fut)
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == expwakes[i]);
         if (mf[i].live) {
-            FZ_CHECK(ap_split_push_status(&fut[i]) == AP_AGAIN);
+            FZ_CHECK(ap_split_push_status(&fut[i]) == AP_NOT_READY);
             FZ_CHECK(ap_split_push_progress(&fut[i]) == mf[i].next);
             FZ_CHECK(fut[i].inner_live == (mf[i].inner != 0));
             if (m_mode != AP_SPLIT_BROADCAST) FZ_CHECK(fut[i].out == mf[i].out);
@@ -240,11 +240,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 mf[i] = (mfut){1, next_id++, 0, 0, 0};
                 if (m_mode == AP_SPLIT_HASH) mf[i].out = m_route(key);
                 else if (m_mode == AP_SPLIT_ROUND_ROBIN) mf[i].out = (size_t)(m_cursor++ % m_k);
-                FZ_CHECK(ap_split_push_status(&fut[i]) == AP_AGAIN && ap_split_push_progress(&fut[i]) == 0);
+                FZ_CHECK(ap_split_push_status(&fut[i]) == AP_NOT_READY && ap_split_push_progress(&fut[i]) == 0);
             }
             ap_poll r = ap_split_push_poll(&fut[i], &cx[i]);
             int bcast = m_mode == AP_SPLIT_BROADCAST;
-            ap_status fin = AP_AGAIN;
+            ap_status fin = AP_NOT_READY;
             for (;;) {
                 size_t o = f_out(i);
                 if (!mf[i].inner) { mf[i].inner = 1; mw_state[i] = MW_IDLE; }
@@ -260,8 +260,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (!bcast) { mf[i].next = 1; fin = AP_OK; break; }
                 if (++mf[i].next == m_k) { fin = AP_OK; break; }
             }
-            if (fin == AP_AGAIN) {
-                FZ_CHECK(r == AP_PENDING && ap_split_push_status(&fut[i]) == AP_AGAIN);
+            if (fin == AP_NOT_READY) {
+                FZ_CHECK(r == AP_PENDING && ap_split_push_status(&fut[i]) == AP_NOT_READY);
             } else {
                 FZ_CHECK(r == AP_READY && ap_split_push_status(&fut[i]) == fin);
                 FZ_CHECK(ap_split_push_progress(&fut[i]) == mf[i].next);

@@ -12,6 +12,8 @@
  *   - try_acquire and available equal an exact 128-bit GCRA model
  *     (V(t) = floor(t*n/period); admit iff max(C,V)+m <= V+burst), and
  *     retry_at is exactly the earliest instant the request would succeed
+ *     (AP_EMPTY: not now; AP_REJECTED only when that instant is past the
+ *     clock, retry_at AP_DEADLINE_NONE)
  *   - reserve equals the model: AP_OK with the exact ready_at, or
  *     AP_REJECTED exactly when C would overflow or the ready instant is
  *     not below 2^64 - 1 (and not now)
@@ -201,7 +203,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 admitted += m;
                 grant_add(now, m);
             } else {
-                FZ_CHECK(st == AP_REJECTED);
+                /* not now: AP_EMPTY; never within the clock: AP_REJECTED */
+                FZ_CHECK(st == AP_EMPTY || (st == AP_REJECTED && when == UINT64_MAX));
                 FZ_CHECK(tb.tat == tat0);
                 if (ra <= now) fprintf(stderr, "n=%llu p=%llu burst=%llu C=%llu m=%llu now=%llu ra=%llu when=%llu\n", (unsigned long long)M_n, (unsigned long long)M_p, (unsigned long long)M_burst, (unsigned long long)C, (unsigned long long)m, (unsigned long long)now, (unsigned long long)ra, (unsigned long long)when);
                 FZ_CHECK(ra > now || (ra == UINT64_MAX && when == UINT64_MAX));
@@ -309,8 +312,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(st == AP_OK && ra == 0xDEADBEEF);
                 kc[key] = c2;
             } else {
-                if (!(st == AP_REJECTED && ra == when && ra > now)) fprintf(stderr, "keyed: n=%llu p=%llu burst=%llu kc=%llu m=%llu now=%llu st=%d ra=%llu when=%llu\n", (unsigned long long)M_n, (unsigned long long)M_p, (unsigned long long)M_burst, (unsigned long long)kc[key], (unsigned long long)m, (unsigned long long)now, (int)st, (unsigned long long)ra, (unsigned long long)when);
-                FZ_CHECK(st == AP_REJECTED && ra == when && (ra > now || ra == UINT64_MAX));
+                if (!((st == AP_EMPTY || st == AP_REJECTED) && ra == when && ra > now)) fprintf(stderr, "keyed: n=%llu p=%llu burst=%llu kc=%llu m=%llu now=%llu st=%d ra=%llu when=%llu\n", (unsigned long long)M_n, (unsigned long long)M_p, (unsigned long long)M_burst, (unsigned long long)kc[key], (unsigned long long)m, (unsigned long long)now, (int)st, (unsigned long long)ra, (unsigned long long)when);
+                FZ_CHECK((st == AP_EMPTY || (st == AP_REJECTED && when == UINT64_MAX)) &&
+                         ra == when && (ra > now || ra == UINT64_MAX));
             }
             if (ap_tb_keyed_len(&kt) > kcap) fprintf(stderr, "keyed_len=%zu cap=%zu used=%zu n=%llu p=%llu burst=%llu now=%llu st=%d\n", ap_tb_keyed_len(&kt), kcap, kt.used, (unsigned long long)M_n, (unsigned long long)M_p, (unsigned long long)M_burst, (unsigned long long)now, (int)st);
             FZ_CHECK(ap_tb_keyed_len(&kt) <= kcap);

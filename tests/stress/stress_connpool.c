@@ -115,7 +115,7 @@ static ap_status checkout(cp_worker *w, int mode, void **c)
         unsigned fails = 0;
         for (;;) {
             ap_status st = ap_connpool_try_checkout(&r->pool, c, ap_now_ns());
-            if (st != AP_EMPTY && st != AP_AGAIN)
+            if (st != AP_EMPTY)
                 return st;
             stress_backoff(&fails, &w->rng);
         }

@@ -13,9 +13,9 @@
  * Scenarios:
  *   block_on  T firers x limit L, ap_block_on drives the set, policy ALL
  *   first     one child fails: FIRST cancels the siblings in flight; the
- *             rest never start (also with a result of AP_AGAIN, recorded
+ *             rest never start (also with a result of AP_NOT_READY, recorded
  *             as AP_TIMEDOUT: the set must still finish)
- *   all_again ALL with one result of AP_AGAIN: the set finishes, AP_TIMEDOUT
+ *   all_again ALL with one result of AP_NOT_READY: the set finishes, AP_TIMEDOUT
  *   swap      a hand-driven loop that alternates between two wakers at
  *             every poll: an old waker must never be called after the poll
  *             that replaced it returned (and no wake is lost across a swap);
@@ -59,12 +59,12 @@ typedef struct srun {
 
 static srun *g_run; /* for the poll hook: the poller thread only */
 /* what the failing child's result callback answers (poller thread only);
- * AP_AGAIN is recorded as AP_TIMEDOUT and must not leave the set pending */
+ * AP_NOT_READY is recorded as AP_TIMEDOUT and must not leave the set pending */
 static ap_status g_fail_result = AP_REJECTED;
 
 static ap_status fail_recorded(void)
 {
-    return g_fail_result == AP_AGAIN ? AP_TIMEDOUT : g_fail_result;
+    return g_fail_result == AP_NOT_READY ? AP_TIMEDOUT : g_fail_result;
 }
 
 static ap_poll sprobe_poll(ap_future *f, ap_cx *cx)
@@ -233,7 +233,7 @@ static void srun_finish(srun *r, firer *fs, bool all_done)
     }
     CHECK(readies == completed, "readies %zu completed %zu", readies, completed);
     CHECK(cancels + never == canceled, "canceled %zu+%zu vs %zu", cancels, never, canceled);
-    CHECK(st != AP_AGAIN, "a finished set says AP_AGAIN");
+    CHECK(st != AP_NOT_READY, "a finished set says AP_NOT_READY");
     if (all_done)
         CHECK(st == AP_OK && completed == r->n, "status %d completed %zu", (int)st, completed);
     free(seen);
@@ -280,7 +280,7 @@ static void scenario_first(unsigned firers, size_t limit, size_t n, stress_rng *
     stress_end("failed child %zu: %zu completed, %zu canceled", fail_at, done, canc);
 }
 
-/* ALL with one child answering AP_AGAIN: every child runs, the set ends
+/* ALL with one child answering AP_NOT_READY: every child runs, the set ends
  * (it used to stay pending forever) with AP_TIMEDOUT. */
 static void scenario_all_again(unsigned firers, size_t limit, size_t n, stress_rng *rng)
 {
@@ -289,7 +289,7 @@ static void scenario_all_again(unsigned firers, size_t limit, size_t n, stress_r
     srun r;
     firer fs[4];
     size_t fail_at = stress_below(rng, (uint32_t)n);
-    g_fail_result = AP_AGAIN;
+    g_fail_result = AP_NOT_READY;
     srun_init(&r, n, limit, firers, AP_FANOUT_POLICY_ALL, fail_at);
     srun_start(&r, fs);
     ap_block_on(&r.set.base);
@@ -448,7 +448,7 @@ int main(int argc, char **argv)
             scenario_block_on(t, limits[li], n);
     for (unsigned i = 0; i < 3; i++)
         scenario_first(3, 8, n, &rng, AP_REJECTED);
-    scenario_first(3, 8, n, &rng, AP_AGAIN);
+    scenario_first(3, 8, n, &rng, AP_NOT_READY);
     scenario_all_again(3, 8, n, &rng);
     scenario_swap(3, 8, n, false);
     scenario_swap(2, 64, n, false);

@@ -12,7 +12,7 @@
  *               the k-th input (FIFO end to end), each stage's transform ran
  *               once, in stage order (a payload trail).
  *   multi       2 producers, 2-3 workers per stage, 2 consumers, a stage
- *               that filters (AP_DROPPED) and one that fails (AP_REJECTED)
+ *               that filters (AP_FILTERED) and one that fails (AP_REJECTED)
  *               a known subset of items. Checked: every item comes out
  *               exactly once iff it passes every filter, never invented,
  *               trail intact; with several workers order is not promised.
@@ -95,7 +95,7 @@ static ap_status pl_fn(void *ctx, const void *in, void *out)
     const pl_elem *a = (const pl_elem *)in;
     pl_elem *b = (pl_elem *)out;
     if (pl_filtered_at(pl_cur, stage, a->item))
-        return AP_DROPPED;
+        return AP_FILTERED;
     if (pl_failed_at(pl_cur, stage, a->item))
         return AP_REJECTED;
     b->item = a->item;

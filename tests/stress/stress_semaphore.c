@@ -60,7 +60,7 @@ static ap_status get_permits(sem_worker *w, int mode, size_t k)
         unsigned fails = 0;
         for (;;) {
             ap_status st = ap_sem_try_acquire(&r->sem, k);
-            if (st != AP_AGAIN)
+            if (st != AP_EMPTY)
                 return st;
             stress_backoff(&fails, &w->rng);
         }
