@@ -136,15 +136,17 @@
  * COMPLEXITY   push/try_pop: O(1) plus CAS retries under contention;
  *              close: O(waiters); memory = sizeof(ap_bp) +
  *              AP_BP_BYTES(capacity, elem_size).
- * MEMORY       init: caller buffer of AP_BP_BYTES(capacity, elem_size) bytes,
- *              size_t-aligned; create: one allocation. Futures live in
- *              caller memory. Nothing else allocates.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_BP_BYTES(capacity, elem_size), aligned to AP_BP_ALIGN; else
+ *              AP_INVAL with nothing written; create: one allocation.
+ *              Futures live in caller memory. Nothing else allocates.
  * ERRORS       AP_OK, AP_DROPPED, AP_FULL, AP_REJECTED, AP_CLOSED from push;
  *              AP_EMPTY, AP_AGAIN, AP_CLOSED from try_pop; AP_TIMEDOUT from
  *              the _wait forms; AP_CANCELED as a cancelled future's status;
  *              AP_INVAL for bad configuration (capacity or elem_size 0, an
  *              unknown strategy, high > capacity, low >= high, a bad
- *              throttle desc for THROTTLE), nothing changed; AP_NOMEM.
+ *              throttle desc for THROTTLE; a buffer that is NULL, too
+ *              small or misaligned), nothing changed; AP_NOMEM.
  * WAKE ORDER   push futures FIFO, one per freed slot; a woken push future
  *              that cancels passes the wake on. Pop futures as mpmc.h.
  *              Low-watermark futures: all at once, at the crossing.
@@ -204,6 +206,9 @@ typedef struct ap_bp_stats {
 
 /** AP_BP_BYTES - buffer bytes for ap_bp_init (constant expression) */
 #define AP_BP_BYTES(capacity, elem_size) AP_MPMC_BYTES(capacity, elem_size)
+/** AP_BP_ALIGN - the alignment ap_bp_init needs of its buffer (constant
+ *  expression) */
+#define AP_BP_ALIGN AP_MPMC_ALIGN
 
 /* level word */
 #define AP__BP_HIGH ((size_t)1)
@@ -269,15 +274,19 @@ AP_API ap_bp_desc ap_bp_desc_resolved(const ap_bp_desc *desc);
 /**
  * ap_bp_init - set up a buffer in caller memory
  * @bp:   caller memory (cache-line aligned: an ap_bp object)
- * @buf:  AP_BP_BYTES(capacity, elem_size) bytes, size_t-aligned
- * @desc: the configuration
+ * @buf:   at least AP_BP_BYTES(capacity, elem_size) bytes aligned to
+ *         AP_BP_ALIGN, owned by the caller until fini
+ * @bytes: the size of @buf (the excess is not touched)
+ * @desc:  the configuration
  *
- * Returns AP_OK, or AP_INVAL (capacity or elem_size 0 or overflowing, an
- * unknown strategy, high > capacity, low >= high, or for THROTTLE a
- * throttle desc that ap_tb_init refuses); on AP_INVAL *bp and @buf are
- * untouched. The level starts LOW.
+ * Returns AP_OK, or AP_INVAL (desc NULL, capacity or elem_size 0 or
+ * overflowing, an unknown strategy, high > capacity, low >= high, for
+ * THROTTLE a throttle desc that ap_tb_init refuses, or @buf NULL,
+ * misaligned or @bytes too small); on AP_INVAL *bp and @buf are untouched.
+ * The level starts LOW.
  */
-AP_API AP_NODISCARD ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc);
+AP_API AP_NODISCARD ap_status ap_bp_init(ap_bp *bp, void *buf, size_t bytes,
+                                         const ap_bp_desc *desc);
 /** ap_bp_fini - end of life; frees nothing. A future still waiting (push,
  *  pop or low) trips AP_ASSERT in every build (one load per list); so does
  *  a second fini. A created buffer may be finished and then destroyed. */
@@ -387,7 +396,7 @@ AP_API ap_bp_desc ap_bp_desc_resolved(const ap_bp_desc *desc)
     return d;
 }
 
-AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
+AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, size_t bytes, const ap_bp_desc *desc)
 {
     AP_ASSERT(bp != NULL);
     if (desc == NULL)
@@ -401,8 +410,9 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, const ap_bp_desc *desc)
         if (ap_tb_init(&probe, &d.throttle) != AP_OK)
             return AP_INVAL;
     }
-    /* ap_mpmc_init leaves q and buf untouched when it refuses. */
-    if (ap_mpmc_init(&bp->q, buf, AP_MPMC_BYTES(d.capacity, d.elem_size), d.capacity, d.elem_size) != AP_OK)
+    /* ap_mpmc_init checks the buffer (NULL, misaligned, short) and leaves
+     * q and buf untouched when it refuses; nothing is written before. */
+    if (ap_mpmc_init(&bp->q, buf, bytes, d.capacity, d.elem_size) != AP_OK)
         return AP_INVAL;
     if (d.strategy == AP_BP_THROTTLE) {
         ap_status st = ap_tb_init(&bp->tb, &d.throttle);
@@ -478,7 +488,8 @@ AP_API ap_status ap_bp_create(ap_bp **out, const ap_bp_desc *desc, const ap_allo
     if (mem == NULL)
         return AP_NOMEM;
     ap_bp *bp = (ap_bp *)(void *)mem;
-    ap_status st = ap_bp_init(bp, mem + ap__bp_header_bytes(), desc);
+    ap_status st = ap_bp_init(bp, mem + ap__bp_header_bytes(), total - ap__bp_header_bytes(),
+                              desc);
     if (st != AP_OK) { /* e.g. a capacity the mpmc cannot index */
         a->free(mem, total, a->user);
         return st;

@@ -69,12 +69,15 @@
  *   batch full wakes one; close wakes all. A woken future that cancels
  *   passes the wake on (cancel_pass).
  * COMPLEXITY    add, deadline, is_due: O(1); take: O(len * elem_size).
- * MEMORY        init: a caller buffer of AP_BATCH_BYTES(max_size,
- *   elem_size) bytes; takes copy into a caller buffer of the same size.
- *   Nothing allocates.
- * ERRORS        AP_INVAL (bad desc: elem_size or max_size 0, sizes that
- *   overflow; nothing changed), AP_FULL, AP_EMPTY, AP_CLOSED. Out-params
- *   are untouched unless AP_OK. NULL object or buffer pointers assert.
+ * MEMORY        init: a caller buffer and its size in bytes: at least
+ *   AP_BATCH_BYTES(max_size, elem_size), any alignment (AP_BATCH_ALIGN is
+ *   1: items are copied bytewise); else AP_INVAL with nothing written;
+ *   takes copy into a caller buffer of the same size. Nothing allocates.
+ * ERRORS        AP_INVAL (bad desc: NULL, elem_size or max_size 0, sizes
+ *   that overflow; a buffer NULL or too small; nothing changed), AP_FULL,
+ *   AP_EMPTY, AP_CLOSED. Out-params
+ *   are untouched unless AP_OK. A NULL object pointer, or a NULL buffer
+ *   given to take, asserts.
  * CONFIG        AP_ASSERT, AP_SPIN_LIMIT
  * SEE ALSO      token_bucket.h (same clock convention), tests/test_batch.c
  * STABILITY     experimental (0.x): names may still change before 1.0
@@ -82,8 +85,9 @@
  * USAGE (one loop owns the batcher and a timer)
  *   static struct rec buf[64], out[64];
  *   ap_batcher b;
- *   if (ap_batch_init(&b, &(ap_batch_desc){sizeof(struct rec), 64,
- *                                         2 * AP_NS_PER_MS}, buf)) abort();
+ *   if (ap_batch_init(&b, buf, sizeof buf,
+ *                     &(ap_batch_desc){sizeof(struct rec), 64, 2 * AP_NS_PER_MS}))
+ *       abort();
  *   on_record(r):  bool due; if (ap_batch_add(&b, &r, now(), &due) == AP_OK && due) ship();
  *   on_timer():    ship();
  *   ship():        size_t n; while (ap_batch_take(&b, out, now(), &n) == AP_OK) write(out, n);
@@ -98,6 +102,9 @@
 
 /** AP_BATCH_BYTES - bytes of a batch buffer (constant expression) */
 #define AP_BATCH_BYTES(max_size, elem_size) ((size_t)(max_size) * (size_t)(elem_size))
+/** AP_BATCH_ALIGN - the alignment ap_batch_init needs of its buffer: 1, the
+ *  items are copied bytewise (constant expression) */
+#define AP_BATCH_ALIGN ((size_t)1)
 /** the default max_delay_ns: 1 ms */
 #define AP_BATCH_DEFAULT_DELAY_NS AP_NS_PER_MS
 
@@ -153,12 +160,17 @@ AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d);
 
 /**
  * ap_batch_init - set up an empty batcher
- * @buf: AP_BATCH_BYTES(max_size, elem_size) bytes of caller memory
+ * @buf:   at least AP_BATCH_BYTES(max_size, elem_size) bytes of caller
+ *         memory (any alignment), kept until fini
+ * @bytes: the size of @buf (the excess is not touched)
+ * @d:     the configuration (copied)
  *
- * Returns AP_OK, or AP_INVAL (d NULL, elem_size or max_size 0, or
- * max_size * elem_size overflows); on AP_INVAL *b is untouched.
+ * Returns AP_OK, or AP_INVAL (d NULL, elem_size or max_size 0,
+ * max_size * elem_size overflows, @buf NULL or @bytes too small); on
+ * AP_INVAL *b and @buf are untouched.
  */
-AP_API AP_NODISCARD ap_status ap_batch_init(ap_batcher *b, const ap_batch_desc *d, void *buf);
+AP_API AP_NODISCARD ap_status ap_batch_init(ap_batcher *b, void *buf, size_t bytes,
+                                            const ap_batch_desc *d);
 /** ap_batch_fini - end of life; frees nothing; items still held are dropped */
 AP_API void ap_batch_fini(ap_batcher *b);
 
@@ -234,16 +246,16 @@ AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_
 
 /**
  * AP_BATCH_DEFINE(name, T) - typed wrapper: name, name_init(self, buf,
- * max_size, max_delay_ns), name_add, name_take, name_flush, name_deadline,
+ * bytes, max_size, max_delay_ns), name_add, name_take, name_flush, name_deadline,
  * name_close, name_fini, with the element size sizeof(T).
  */
 #define AP_BATCH_DEFINE(name, T)                                                      \
     typedef struct name { ap_batcher b; } name;                                       \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(                        \
-        name *self, T *buf, size_t max_size, uint64_t max_delay_ns)                   \
+        name *self, T *buf, size_t bytes, size_t max_size, uint64_t max_delay_ns)     \
     {                                                                                 \
         ap_batch_desc d = {sizeof(T), max_size, max_delay_ns};                        \
-        return ap_batch_init(&self->b, &d, buf);                                      \
+        return ap_batch_init(&self->b, buf, bytes, &d);                               \
     }                                                                                 \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_add(name *self, const T *elem, \
                                                              uint64_t now_ns, bool *due) \
@@ -268,14 +280,16 @@ AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d)
     return r;
 }
 
-AP_API ap_status ap_batch_init(ap_batcher *b, const ap_batch_desc *d, void *buf)
+AP_API ap_status ap_batch_init(ap_batcher *b, void *buf, size_t bytes, const ap_batch_desc *d)
 {
-    size_t bytes;
+    size_t need;
     AP_ASSERT(b != NULL);
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: a short buffer was overrun by adds; a NULL one tripped AP_ASSERT) */
     if (d == NULL || d->elem_size == 0 || d->max_size == 0 ||
-        !ap__size_muladd(d->max_size, d->elem_size, 0, &bytes))
+        !ap__size_muladd(d->max_size, d->elem_size, 0, &need) || buf == NULL ||
+        (uintptr_t)buf % AP_BATCH_ALIGN != 0 || bytes < need)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL);
     ap_batch_desc r = ap_batch_desc_resolved(d);
     AP_ATOMIC_INIT(&b->lock.held, 0u);
     b->len = 0;

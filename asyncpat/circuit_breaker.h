@@ -164,10 +164,11 @@
  * COMPLEXITY   allow/record O(1) in CLOSED with the COUNT window; O(buckets)
  *              with the TIME window (lock-free, the sum); O(probes) in
  *              HALF_OPEN.
- * MEMORY       ap_cb_init takes a caller buffer of ap_cb_bytes(desc) bytes
- *              (<= AP_CB_BYTES(window_size or buckets, probes)), aligned
- *              for uint64_t; ap_cb_create allocates the breaker and buffer
- *              once. Nothing else allocates.
+ * MEMORY       ap_cb_init takes a caller buffer and its size in bytes: at
+ *              least ap_cb_bytes(desc) (<= AP_CB_BYTES(window_size or
+ *              buckets, probes)), aligned to AP_CB_ALIGN (8); else AP_INVAL
+ *              with nothing written; ap_cb_create allocates the breaker and
+ *              buffer once. Nothing else allocates.
  * ERRORS       AP_REJECTED (retry_at says when it may admit again); AP_INVAL
  *              for a bad desc (see ap_cb_init), a too-small buffer, a bad
  *              outcome, a permit already reported; AP_NOMEM. AP_INVAL
@@ -215,6 +216,9 @@
 /** AP_CB_BYTES - an upper bound of ap_cb_bytes (constant expression):
  * @n: window_size (COUNT) or buckets (TIME); @probes: half_open_probes */
 #define AP_CB_BYTES(n, probes) ((size_t)(n) * 32u + (size_t)(probes) * 8u)
+/** AP_CB_ALIGN - the alignment ap_cb_init needs of its buffer: the window
+ *  and the probe slots are 64-bit words (constant expression) */
+#define AP_CB_ALIGN ((size_t)8)
 
 /** ap_breaker_state - the states; the numbers are stable */
 typedef enum ap_breaker_state {
@@ -337,18 +341,21 @@ AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc);
 
 /**
  * ap_cb_init - set up a CLOSED breaker, generation 1, in caller memory
- * @buf:   ap_cb_bytes(desc) bytes, aligned for uint64_t, owned by the caller
- *         until fini
+ * @buf:   at least ap_cb_bytes(desc) bytes aligned to AP_CB_ALIGN, owned by
+ *         the caller until fini
+ * @bytes: the size of @buf (the excess is not touched)
+ * @desc:  the configuration (copied, defaults resolved)
  *
- * Returns AP_OK or AP_INVAL: a rate above 100 %, window_size above 16384,
- * min_calls above window_size (COUNT), buckets above 4096 or above
+ * Returns AP_OK or AP_INVAL: @desc NULL, a rate above 100 %, window_size
+ * above 16384, min_calls above window_size (COUNT), buckets above 4096 or above
  * window_ns or not dividing it, probes above 1024, open_multiplier_pct
  * outside 100..10000, open_max_ns below open_ns, an unknown window kind,
- * a NULL or too small buffer. On AP_INVAL *b and *buf are untouched.
+ * a NULL, too small or misaligned buffer. On AP_INVAL *b and *buf are
+ * untouched.
  * (Zero fields mean their defaults, so a zero window or K = 0 is the default.)
  */
-AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *desc, void *buf,
-                                         size_t bytes);
+AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
+                                         const ap_breaker_desc *desc);
 /** ap_cb_fini - end of life; frees nothing */
 AP_API void ap_cb_fini(ap_breaker *b);
 #ifndef AP_NO_MALLOC
@@ -515,13 +522,16 @@ AP_API void ap__cb_clear_window(ap_breaker *b, uint64_t g)
     AP_ATOMIC_STORE(&b->cursor, AP__CB_EPOCH(g), memory_order_relaxed);
 }
 
-AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, const ap_breaker_desc *desc, void *buf,
-                                         size_t bytes)
+AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
+                                         const ap_breaker_desc *desc)
 {
-    AP_ASSERT(b != NULL && desc != NULL);
+    AP_ASSERT(b != NULL);
+    if (desc == NULL)
+        return AP_INVAL;
     ap_breaker_desc d = ap_breaker_desc_resolved(desc);
     size_t need = ap__cb_bytes_resolved(&d);
-    if (need == 0 || buf == NULL || bytes < need || ((uintptr_t)buf & 7u) != 0)
+    /* every check before the first write: AP_INVAL touches nothing */
+    if (need == 0 || buf == NULL || bytes < need || (uintptr_t)buf % AP_CB_ALIGN != 0)
         return AP_INVAL;
     memset(b, 0, sizeof *b);
     b->desc = d;
@@ -583,7 +593,7 @@ AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_de
     if (mem == NULL)
         return AP_NOMEM;
     ap_breaker *b = (ap_breaker *)mem;
-    if (ap_cb_init(b, desc, (char *)mem + head, need) != AP_OK) {
+    if (ap_cb_init(b, (char *)mem + head, need, desc) != AP_OK) {
         a->free(mem, head + need, a->user);
         return AP_INVAL;
     }

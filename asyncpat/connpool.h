@@ -114,8 +114,10 @@
  * COMPLEXITY   try_checkout, return, future register/cancel: O(1) plus the
  *              user calls; evict, close, fill, fini: O(max_size); a grant
  *              pass: O(k) for the k futures it serves.
- * MEMORY       init: one caller buffer of AP_CONNPOOL_BYTES(max, conn_size)
- *              bytes, aligned for the connection type and for uint64_t:
+ * MEMORY       init: one caller buffer and its size in bytes: at least
+ *              AP_CONNPOOL_BYTES(max, conn_size), aligned to
+ *              AP_CONNPOOL_ALIGN and for the connection type (else
+ *              AP_INVAL with nothing written):
  *              the connection slots first (slot i at buf + i * conn_size),
  *              then the pool's per-slot bookkeeping. A future embeds its
  *              waiter node. Nothing allocates (no create in v1).
@@ -182,6 +184,10 @@ typedef struct ap__connpool_slot {
     ((((size_t)(max) * (size_t)(conn_size) + (_Alignof(ap__connpool_slot) - 1)) &     \
       ~(size_t)(_Alignof(ap__connpool_slot) - 1)) +                                   \
      (size_t)(max) * sizeof(ap__connpool_slot))
+/** AP_CONNPOOL_ALIGN - the alignment ap_connpool_init needs of its buffer
+ *  (the bookkeeping's; the connection type may need more) (constant
+ *  expression) */
+#define AP_CONNPOOL_ALIGN ((size_t)_Alignof(ap__connpool_slot))
 
 /*
  * The factory. open and close are required, validate is optional (NULL:
@@ -260,8 +266,9 @@ typedef struct ap_connpool_checkout_fut {
 
 /**
  * ap_connpool_init - a pool over the caller's buffer; nothing is opened yet
- * @buf:      AP_CONNPOOL_BYTES(desc->max_size, desc->conn_size) bytes,
- *            aligned for the connection type and for uint64_t; kept until fini
+ * @buf:      at least AP_CONNPOOL_BYTES(desc->max_size, desc->conn_size)
+ *            bytes, aligned to AP_CONNPOOL_ALIGN and for the connection
+ *            type; kept until fini
  * @buf_size: its size (checked)
  * @desc:     configuration (copied)
  * @ops:      the factory (copied); open and close required
@@ -395,7 +402,7 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
         return AP_INVAL;
     if (desc->max_size == 0 || desc->max_size > AP_CONNPOOL_MAX || desc->conn_size == 0 ||
         desc->min_idle > desc->max_size ||
-        (uintptr_t)buf % _Alignof(ap__connpool_slot) != 0 ||
+        (uintptr_t)buf % AP_CONNPOOL_ALIGN != 0 ||
         !ap__size_muladd(desc->max_size, desc->conn_size, 0, &body))
         return AP_INVAL;
     body = ap__align_up(body, _Alignof(ap__connpool_slot));

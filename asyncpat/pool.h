@@ -107,14 +107,19 @@
  *              serves; future register/cancel: O(1); close: O(waiters);
  *              idle, in_use: O(n) (a scan of the state words; for
  *              monitoring and tests, not for a hot path).
- * MEMORY       init: the objects (n * obj_size bytes) and a state buffer of
- *              AP_POOL_BYTES(n) bytes, aligned for uint32_t, both in caller
- *              memory; create: one allocation (header, objects zeroed,
- *              states). A future embeds its waiter node. Nothing else
- *              allocates.
+ * MEMORY       init: two caller buffers, each with its size in bytes: a
+ *              state buffer of at least AP_POOL_STATE_BYTES(n) bytes aligned
+ *              to AP_POOL_STATE_ALIGN, and the objects, at least
+ *              AP_POOL_OBJS_BYTES(n, obj_size) bytes (any alignment: the
+ *              pool never reads them); else AP_INVAL with nothing written
+ *              (so two buffers of different sizes passed in swapped order
+ *              are refused); create: one allocation (header, objects
+ *              zeroed, states). A future embeds its waiter node. Nothing
+ *              else allocates.
  * ERRORS       AP_EMPTY (nothing idle), AP_AGAIN (futures queued: waiting
  *              with a future would be served first), AP_CLOSED,
- *              AP_INVAL (bad init arguments; a NULL out-pointer; a put of a
+ *              AP_INVAL (bad init arguments or buffers: nothing changed; a
+ *              NULL out-pointer; a put of a
  *              foreign, idle or granted object: nothing changed),
  *              AP_TIMEDOUT (ap_pool_get_wait), AP_NOMEM (create);
  *              AP_CANCELED as a cancelled future's status. A NULL or
@@ -138,9 +143,10 @@
  *
  * USAGE
  *   static struct conn conns[8];
- *   static _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(8)];
+ *   static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
  *   ap_pool pool;
- *   if (ap_pool_init(&pool, st, conns, 8, sizeof conns[0]) != AP_OK) abort();
+ *   if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
+ *       abort();
  *   void *c;
  *   if (ap_pool_get_wait(&pool, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
  *       use((struct conn *)c);
@@ -161,8 +167,15 @@
 /** AP_POOL_MAX - the most objects a pool can lend */
 #define AP_POOL_MAX ((size_t)0x7fffffff)
 
-/** AP_POOL_BYTES - state buffer bytes for ap_pool_init (constant expression) */
-#define AP_POOL_BYTES(n) ((size_t)(n) * sizeof(uint32_t))
+/** AP_POOL_STATE_BYTES - state buffer bytes for ap_pool_init: one 32-bit
+ *  word per object (constant expression) */
+#define AP_POOL_STATE_BYTES(n) ((size_t)(n) * sizeof(uint32_t))
+/** AP_POOL_STATE_ALIGN - the alignment ap_pool_init needs of its state
+ *  buffer (constant expression) */
+#define AP_POOL_STATE_ALIGN ((size_t)_Alignof(uint32_t))
+/** AP_POOL_OBJS_BYTES - object array bytes for ap_pool_init: n objects of
+ *  obj_size bytes back to back (constant expression; any alignment) */
+#define AP_POOL_OBJS_BYTES(n, obj_size) ((size_t)(n) * (size_t)(obj_size))
 
 /*
  * A pool. Not valid zero-initialised (it has no objects): use ap_pool_init
@@ -188,7 +201,7 @@ typedef struct ap_pool {
 _Static_assert(offsetof(ap_pool, state) - offsetof(ap_pool, head) >= AP_CACHELINE,
                "ap_pool: the head must have its own cache line");
 _Static_assert(sizeof(_Atomic uint32_t) == sizeof(uint32_t),
-               "ap_pool: AP_POOL_BYTES assumes 4-byte atomic state words");
+               "ap_pool: AP_POOL_STATE_BYTES assumes 4-byte atomic state words");
 
 /*
  * A get future (caller memory). status is AP_AGAIN while pending, then
@@ -208,19 +221,24 @@ typedef struct ap_pool_get_fut {
 
 /**
  * ap_pool_init - a pool lending the @n objects at @objs
- * @state:    AP_POOL_BYTES(n) bytes aligned for uint32_t; the pool's own
- *            bookkeeping (one word per object); caller memory, kept until fini
- * @objs:     n objects of @obj_size bytes each, back to back; their content
- *            is the caller's (the pool never reads or writes it)
- * @n:        1 ..= AP_POOL_MAX
- * @obj_size: bytes from one object to the next (>= 1)
+ * @state:       at least AP_POOL_STATE_BYTES(n) bytes aligned to
+ *               AP_POOL_STATE_ALIGN; the pool's own bookkeeping (one word
+ *               per object); caller memory, kept until fini
+ * @state_bytes: the size of @state (the excess is not touched)
+ * @objs:        n objects of @obj_size bytes each, back to back; their
+ *               content is the caller's (the pool never reads or writes it)
+ * @objs_bytes:  the size of @objs: at least AP_POOL_OBJS_BYTES(n, obj_size)
+ * @n:           1 ..= AP_POOL_MAX
+ * @obj_size:    bytes from one object to the next (>= 1)
  *
  * Every object starts idle; gets lend them in index order until the first
  * put. Returns AP_OK, or AP_INVAL (n 0 or above AP_POOL_MAX, obj_size 0,
- * state or objs NULL, state misaligned, or the array would wrap the address
- * space); on AP_INVAL *p and the buffers are untouched.
+ * state or objs NULL, state misaligned, a size too small, sizes that
+ * overflow, or the array would wrap the address space); on AP_INVAL *p and
+ * both buffers are untouched.
  */
-AP_API AP_NODISCARD ap_status ap_pool_init(ap_pool *p, void *state, void *objs, size_t n,
+AP_API AP_NODISCARD ap_status ap_pool_init(ap_pool *p, void *state, size_t state_bytes,
+                                           void *objs, size_t objs_bytes, size_t n,
                                            size_t obj_size);
 
 /** ap_pool_fini - end of life; frees nothing. A future still queued trips
@@ -350,11 +368,18 @@ AP_API AP_NODISCARD ap_status ap_pool_get_wait(ap_pool *p, void **obj, ap_deadli
 #define AP__POOL_TAG (UINT64_C(1) << 33)      /* head: one step of the ABA tag */
 #define AP__POOL_NO_SHIFT 64u
 
-AP_API ap_status ap_pool_init(ap_pool *p, void *state, void *objs, size_t n, size_t obj_size)
+AP_API ap_status ap_pool_init(ap_pool *p, void *state, size_t state_bytes, void *objs,
+                              size_t objs_bytes, size_t n, size_t obj_size)
 {
+    size_t objs_need;
     AP_ASSERT(p != NULL);
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: without sizes, state and objs passed in swapped order were
+     * accepted and init wrote its state words into the object array) */
     if (n == 0 || n > AP_POOL_MAX || obj_size == 0 || state == NULL || objs == NULL ||
-        (uintptr_t)state % _Alignof(uint32_t) != 0 ||
+        (uintptr_t)state % AP_POOL_STATE_ALIGN != 0 ||
+        state_bytes / sizeof(uint32_t) < n ||
+        !ap__size_muladd(n, obj_size, 0, &objs_need) || objs_bytes < objs_need ||
         n > (UINTPTR_MAX - (uintptr_t)objs) / obj_size)
         return AP_INVAL;
     p->state = (_Atomic uint32_t *)state;
@@ -417,7 +442,8 @@ AP_API ap_status ap_pool_create(ap_pool **out, size_t n, size_t obj_size,
         return AP_NOMEM;
     memset(mem + objs_at, 0, state_at - objs_at);
     ap_pool *p = (ap_pool *)(void *)mem;
-    ap_status st = ap_pool_init(p, mem + state_at, mem + objs_at, n, obj_size);
+    ap_status st = ap_pool_init(p, mem + state_at, total - state_at, mem + objs_at,
+                                state_at - objs_at, n, obj_size);
     if (st != AP_OK) { /* only if the block sits at the very end of memory */
         a->free(mem, total, a->user);
         return st;

@@ -101,12 +101,15 @@
  *              subscribers wakes all of them (broadcast).
  *              Memory: AP_PUBSUB_BYTES(capacity, elem_size) =
  *              capacity * (8 + elem_size rounded up to 8) + the header.
- * MEMORY       init: caller buffer of AP_PUBSUB_BYTES bytes, 8-byte aligned;
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_PUBSUB_BYTES(capacity, elem_size), aligned to
+ *              AP_PUBSUB_ALIGN (8); else AP_INVAL with nothing written;
  *              create: one allocation. ap_sub and futures: caller memory.
  * ERRORS       AP_EMPTY, AP_AGAIN, AP_DROPPED, AP_CLOSED; AP_INVAL for
  *              capacity 0, elem_size 0, a policy other than
- *              AP_PUBSUB_OVERWRITE, or sizes that overflow (nothing is
- *              changed). Out-params are untouched unless AP_OK, with one
+ *              AP_PUBSUB_OVERWRITE, sizes that overflow, or a buffer that
+ *              is NULL, too small or misaligned (nothing is changed).
+ *              Out-params are untouched unless AP_OK, with one
  *              exception: for elements over 128 bytes the copy goes straight
  *              into *out, which a read that raced with an overwrite
  *              (reported AP_DROPPED) leaves scribbled.
@@ -121,7 +124,8 @@
  * USAGE
  *   static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
  *   ap_pubsub ch;
- *   if (ap_pubsub_init(&ch, ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE)) abort();
+ *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE))
+ *       abort();
  *   ap_sub sub;                       // each subscriber thread
  *   ap_pubsub_subscribe(&ch, &sub);
  *   struct tick t;                    // any publisher thread:
@@ -147,6 +151,9 @@
 /** AP_PUBSUB_BYTES - buffer bytes for ap_pubsub_init (constant expression) */
 #define AP_PUBSUB_BYTES(capacity, elem_size) \
     ((size_t)(capacity) * AP_PUBSUB_STRIDE(elem_size))
+/** AP_PUBSUB_ALIGN - the alignment ap_pubsub_init needs of its buffer: the
+ *  slots are atomic 64-bit words (constant expression) */
+#define AP_PUBSUB_ALIGN ((size_t)_Alignof(uint64_t))
 
 /** What a publisher does about subscribers that fall behind (see PATTERN). */
 typedef enum ap_pubsub_policy {
@@ -187,16 +194,20 @@ typedef struct ap_sub_recv_fut { ap_waitop op; } ap_sub_recv_fut;
 
 /**
  * ap_pubsub_init - set up a channel in caller memory
- * @buf:       AP_PUBSUB_BYTES(capacity, elem_size) bytes, 8-byte aligned
+ * @buf:       at least AP_PUBSUB_BYTES(capacity, elem_size) bytes aligned to
+ *             AP_PUBSUB_ALIGN
+ * @bytes:     the size of @buf (the excess is not touched)
  * @capacity:  messages retained for slow subscribers (>= 1), exactly
  * @elem_size: bytes per message (>= 1)
  * @policy:    AP_PUBSUB_OVERWRITE
  *
  * Returns AP_OK or AP_INVAL (capacity or elem_size 0, unknown policy, sizes
- * that overflow); on AP_INVAL *ps and buf are untouched.
+ * that overflow, @buf NULL, misaligned or @bytes too small); on AP_INVAL
+ * *ps and buf are untouched.
  */
-AP_API AP_NODISCARD ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t capacity,
-                                             size_t elem_size, ap_pubsub_policy policy);
+AP_API AP_NODISCARD ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t bytes,
+                                             size_t capacity, size_t elem_size,
+                                             ap_pubsub_policy policy);
 /** ap_pubsub_fini - end of life; frees nothing. Receive futures must be done. */
 AP_API void ap_pubsub_fini(ap_pubsub *ps);
 
@@ -307,8 +318,8 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
 #define AP_PUBSUB_DEFINE(name, T)                                                              \
     typedef struct name { ap_pubsub ps; } name;                                                \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf,            \
-                                                              size_t capacity)                  \
-    { return ap_pubsub_init(&self->ps, buf, capacity, sizeof(T), AP_PUBSUB_OVERWRITE); }        \
+                                                              size_t bytes, size_t capacity)    \
+    { return ap_pubsub_init(&self->ps, buf, bytes, capacity, sizeof(T), AP_PUBSUB_OVERWRITE); } \
     AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_pubsub_fini(&self->ps); }          \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_publish(name *self, const T *elem) \
     { return ap__pubsub_publish(&self->ps, elem, sizeof(T)); }                                  \
@@ -351,14 +362,16 @@ AP_API bool ap__pubsub_config_ok(size_t capacity, size_t elem_size, ap_pubsub_po
            ap__size_muladd(capacity, AP_PUBSUB_STRIDE(elem_size), extra, total);
 }
 
-AP_API ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t capacity, size_t elem_size,
-                                ap_pubsub_policy policy)
+AP_API ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t bytes, size_t capacity,
+                                size_t elem_size, ap_pubsub_policy policy)
 {
-    size_t bytes;
+    size_t need;
     AP_ASSERT(ps != NULL);
-    if (!ap__pubsub_config_ok(capacity, elem_size, policy, 0, &bytes))
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: a short buffer was overrun; NULL or misaligned tripped AP_ASSERT) */
+    if (!ap__pubsub_config_ok(capacity, elem_size, policy, 0, &need) || buf == NULL ||
+        (uintptr_t)buf % AP_PUBSUB_ALIGN != 0 || bytes < need)
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(uint64_t)) == 0);
     ps->buf = (unsigned char *)buf;
     ps->capacity = capacity;
     ps->elem_size = elem_size;
@@ -398,7 +411,7 @@ AP_API ap_status ap_pubsub_create(ap_pubsub **out, size_t capacity, size_t elem_
     if (mem == NULL)
         return AP_NOMEM;
     ap_pubsub *ps = (ap_pubsub *)(void *)mem;
-    ap_status st = ap_pubsub_init(ps, mem + hdr, capacity, elem_size, policy);
+    ap_status st = ap_pubsub_init(ps, mem + hdr, total - hdr, capacity, elem_size, policy);
     AP_ASSERT(st == AP_OK);
     (void)st;
     ps->alloc = a;

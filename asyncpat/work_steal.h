@@ -96,14 +96,18 @@
  *
  * COMPLEXITY   try_push, try_pop, try_steal: O(1); steal_half: O(k) for the
  *              k tasks moved; memory = capacity pointers + 3 cache lines.
- * MEMORY       init: caller buffer of AP_WS_BYTES(capacity) bytes, aligned
- *              for a pointer; create: one allocation through ap_allocator.
- *              The injector: ap_ws_injector_init on AP_WS_INJECTOR_BYTES(n)
- *              bytes. Nothing else allocates.
+ * MEMORY       init: a caller buffer and its size in bytes: at least
+ *              AP_WS_BYTES(capacity), aligned to AP_WS_ALIGN; create: one
+ *              allocation through ap_allocator. The injector:
+ *              ap_ws_injector_init on at least AP_WS_INJECTOR_BYTES(n) bytes
+ *              aligned to AP_WS_INJECTOR_ALIGN, with their size. A buffer
+ *              that is NULL, too small or misaligned is AP_INVAL with
+ *              nothing written. Nothing else allocates.
  * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN; AP_INVAL for a capacity that is
  *              0, not a power of two, or above AP_WS_CAPACITY_MAX (never
- *              rounded). Out-params are untouched unless AP_OK. A NULL or
- *              finished deque, or victim == dst, trips AP_ASSERT.
+ *              rounded), or a bad buffer (nothing changed). Out-params
+ *              are untouched unless AP_OK. A NULL or finished deque, or
+ *              victim == dst, trips AP_ASSERT.
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_ATOMIC_*, AP_TEST_YIELD
  * SEE ALSO     mpmc.h (the injector), examples/fork_join.c,
  *              tests/test_work_steal.c, tests/stress/stress_work_steal.c,
@@ -112,9 +116,9 @@
  *
  * USAGE
  *   // one per worker thread, in caller memory
- *   static _Alignas(void *) unsigned char mem[AP_WS_BYTES(1024)];
+ *   static _Alignas(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
  *   ap_ws dq;
- *   if (ap_ws_init(&dq, mem, 1024) != AP_OK) abort();
+ *   if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
  *   if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
  *   void *t;
  *   while (ap_ws_try_pop(&dq, &t) == AP_OK) run(t);           // owner
@@ -128,6 +132,9 @@
 
 /** AP_WS_BYTES - buffer bytes for ap_ws_init (constant expression) */
 #define AP_WS_BYTES(capacity) ((size_t)(capacity) * sizeof(_Atomic(void *)))
+/** AP_WS_ALIGN - the alignment ap_ws_init needs of its buffer (constant
+ *  expression) */
+#define AP_WS_ALIGN ((size_t)_Alignof(_Atomic(void *)))
 /** AP_WS_CAPACITY_MAX - the largest capacity (a power of two) */
 #define AP_WS_CAPACITY_MAX (((size_t)1 << (sizeof(size_t) * 8 - 2)) / sizeof(void *))
 
@@ -149,14 +156,16 @@ _Static_assert(offsetof(ap_ws, bottom) - offsetof(ap_ws, top) >= AP_CACHELINE,
 
 /**
  * ap_ws_init - set up a deque in caller memory
- * @buf:      AP_WS_BYTES(capacity) bytes, pointer-aligned
+ * @buf:      at least AP_WS_BYTES(capacity) bytes aligned to AP_WS_ALIGN
+ * @bytes:    the size of @buf (the excess is not touched)
  * @capacity: tasks it holds: a power of two, 1 <= capacity <= AP_WS_CAPACITY_MAX
  *
- * Returns AP_OK or AP_INVAL (capacity 0, not a power of two, too big); on
- * AP_INVAL *d is untouched. The calling thread becomes the owner (or hand
- * the deque to its owner through any happens-before edge).
+ * Returns AP_OK or AP_INVAL (capacity 0, not a power of two, too big; @buf
+ * NULL, misaligned or @bytes too small); on AP_INVAL *d and @buf are
+ * untouched. The calling thread becomes the owner (or hand the deque to
+ * its owner through any happens-before edge).
  */
-AP_API AP_NODISCARD ap_status ap_ws_init(ap_ws *d, void *buf, size_t capacity);
+AP_API AP_NODISCARD ap_status ap_ws_init(ap_ws *d, void *buf, size_t bytes, size_t capacity);
 /** ap_ws_fini - end of life (no other thread may use it); frees nothing */
 AP_API void ap_ws_fini(ap_ws *d);
 
@@ -237,13 +246,19 @@ typedef struct ap_ws_injector {
 
 /** AP_WS_INJECTOR_BYTES - buffer bytes for ap_ws_injector_init (constant expression) */
 #define AP_WS_INJECTOR_BYTES(capacity) AP_MPMC_BYTES(capacity, sizeof(void *))
+/** AP_WS_INJECTOR_ALIGN - the alignment ap_ws_injector_init needs of its
+ *  buffer (constant expression) */
+#define AP_WS_INJECTOR_ALIGN AP_MPMC_ALIGN
 
 /**
  * ap_ws_injector_init - set up an injector of @capacity (>= 1, exact) tasks
- * @buf: AP_WS_INJECTOR_BYTES(capacity) bytes, size_t-aligned
- * Returns AP_OK or AP_INVAL.
+ * @buf:   at least AP_WS_INJECTOR_BYTES(capacity) bytes aligned to
+ *         AP_WS_INJECTOR_ALIGN
+ * @bytes: the size of @buf (the excess is not touched)
+ * Returns AP_OK or AP_INVAL (capacity 0 or too big; @buf NULL, misaligned
+ * or @bytes too small: *inj and @buf untouched).
  */
-AP_API AP_NODISCARD ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf,
+AP_API AP_NODISCARD ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf, size_t bytes,
                                                   size_t capacity);
 /** ap_ws_injector_fini - end of life; frees nothing */
 AP_API void ap_ws_injector_fini(ap_ws_injector *inj);
@@ -290,13 +305,16 @@ AP_FORCE_INLINE bool ap__ws_capacity_ok(size_t capacity)
 }
 
 /* Test hook: start both positions at @start, to exercise their wrap-around. */
-AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t capacity,
-                                             size_t start)
+AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t bytes,
+                                             size_t capacity, size_t start)
 {
     AP_ASSERT(d != NULL);
-    if (!ap__ws_capacity_ok(capacity))
+    /* every check before the first write: AP_INVAL touches nothing (issue
+     * #11: a short buffer was overrun; NULL or misaligned tripped AP_ASSERT).
+     * capacity <= AP_WS_CAPACITY_MAX, so AP_WS_BYTES(capacity) fits. */
+    if (!ap__ws_capacity_ok(capacity) || buf == NULL ||
+        (uintptr_t)buf % AP_WS_ALIGN != 0 || bytes < AP_WS_BYTES(capacity))
         return AP_INVAL;
-    AP_ASSERT(buf != NULL && ((uintptr_t)buf % _Alignof(_Atomic(void *))) == 0);
     d->buf = (_Atomic(void *) *)buf;
     d->mask = capacity - 1;
     d->alloc = NULL;
@@ -307,9 +325,9 @@ AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t capacit
     return AP_OK;
 }
 
-AP_API ap_status ap_ws_init(ap_ws *d, void *buf, size_t capacity)
+AP_API ap_status ap_ws_init(ap_ws *d, void *buf, size_t bytes, size_t capacity)
 {
-    return ap__ws_init_at(d, buf, capacity, 0);
+    return ap__ws_init_at(d, buf, bytes, capacity, 0);
 }
 
 AP_API void ap_ws_fini(ap_ws *d)
@@ -331,7 +349,7 @@ AP_API ap_status ap_ws_create(ap_ws **out, size_t capacity, const ap_allocator *
     if (mem == NULL)
         return AP_NOMEM;
     ap_ws *d = (ap_ws *)(void *)mem;
-    ap_status st = ap_ws_init(d, mem + hdr, capacity);
+    ap_status st = ap_ws_init(d, mem + hdr, AP_WS_BYTES(capacity), capacity);
     AP_ASSERT(st == AP_OK);
     (void)st;
     d->alloc = a;
@@ -501,10 +519,12 @@ AP_API size_t ap_ws_capacity(const ap_ws *d)
     return d->mask + 1;
 }
 
-AP_API ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf, size_t capacity)
+AP_API ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf, size_t bytes,
+                                     size_t capacity)
 {
     AP_ASSERT(inj != NULL);
-    return ap_mpmc_init(&inj->q, buf, AP_MPMC_BYTES(capacity, sizeof(void *)), capacity, sizeof(void *));
+    /* ap_mpmc_init checks the buffer and its size */
+    return ap_mpmc_init(&inj->q, buf, bytes, capacity, sizeof(void *));
 }
 
 AP_API void ap_ws_injector_fini(ap_ws_injector *inj)

@@ -210,7 +210,7 @@ static uint64_t run_batch(void *ctx, uint64_t budget_ns, uint64_t *iters)
     if (t == NULL)
         bench_fail("out of memory");
     ap_batch_desc d = {sizeof(uint64_t), BT_MAX, 100 * AP_NS_PER_US};
-    if (ap_batch_init(&t->b, &d, t->buf) != AP_OK)
+    if (ap_batch_init(&t->b, t->buf, sizeof t->buf, &d) != AP_OK)
         bench_fail("ap_batch_init");
     t->budget_ns = budget_ns;
     pthread_t th;

@@ -97,8 +97,8 @@ static uint64_t pair_ap(void *ctx, uint64_t budget_ns, uint64_t *iters)
     (void)ctx;
     static ap_pool p;
     static bobj objs[NOBJ];
-    static _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(NOBJ)];
-    if (ap_pool_init(&p, st, objs, NOBJ, sizeof(bobj)) != AP_OK)
+    static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(NOBJ)];
+    if (ap_pool_init(&p, st, sizeof st, objs, sizeof objs, NOBJ, sizeof(bobj)) != AP_OK)
         bench_fail("ap_pool_init");
     uint64_t t0 = bench_now_ns(), t1, i = 0, bad = 0;
     do {
@@ -146,7 +146,7 @@ typedef struct ho_ctx {
     ap_pool ap;
     naive_pool np;
     _Alignas(64) bobj obj[1];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(1)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(1)];
     uint64_t turns[2], wasted[2]; /* per thread, private */
 } ho_ctx;
 
@@ -218,7 +218,8 @@ static uint64_t ho_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
     bench_gate_init(&c->gate);
     if (naive)
         naive_init(&c->np, c->obj, 1);
-    else if (ap_pool_init(&c->ap, c->st, c->obj, 1, sizeof(bobj)) != AP_OK)
+    else if (ap_pool_init(&c->ap, c->st, sizeof c->st, c->obj, sizeof c->obj, 1,
+                          sizeof(bobj)) != AP_OK)
         bench_fail("ap_pool_init");
     pthread_t th;
     if (pthread_create(&th, NULL, ho_echo, c))

@@ -93,7 +93,7 @@ static dq dq_ap_b = {.is_ap = 1}, dq_md_b = {.is_ap = 0}; /* with a backlog */
 static void dq_init(dq *d)
 {
     if (d->is_ap) {
-        if (ap_ws_init(&d->ws, d->mem, CAP) != AP_OK)
+        if (ap_ws_init(&d->ws, d->mem, sizeof d->mem, CAP) != AP_OK)
             bench_fail("ap_ws_init");
     } else {
         md_init(&d->md);

@@ -22,9 +22,9 @@ enum { NW = 4, DQCAP = 256, N = 1 << 20, CUTOFF = 2048 };
 typedef struct { size_t lo, hi; } task; /* sort a[lo, hi) */
 static int *a;
 static ap_ws dq[NW];
-static _Alignas(void *) unsigned char dqmem[NW][AP_WS_BYTES(DQCAP)];
+static _Alignas(AP_WS_ALIGN) unsigned char dqmem[NW][AP_WS_BYTES(DQCAP)];
 static ap_ws_injector inj;
-static _Alignas(size_t) unsigned char injmem[AP_WS_INJECTOR_BYTES(16)];
+static _Alignas(AP_WS_INJECTOR_ALIGN) unsigned char injmem[AP_WS_INJECTOR_BYTES(16)];
 static ap_sem park;
 static _Atomic size_t placed, sleepers; /* elements in final position; parked */
 
@@ -115,8 +115,8 @@ int main(void)
     uint64_t x = 12345;
     for (size_t i = 0; i < N; i++) /* LCG: many duplicates too */
         a[i] = ref[i] = (int)((x = x * 6364136223846793005u + 1442695040888963407u) >> 44);
-    if (ap_ws_injector_init(&inj, injmem, 16) || ap_sem_init_max(&park, 0, NW)) return 1;
-    for (int w = 0; w < NW; w++) if (ap_ws_init(&dq[w], dqmem[w], DQCAP)) return 1;
+    if (ap_ws_injector_init(&inj, injmem, sizeof injmem, 16) || ap_sem_init_max(&park, 0, NW)) return 1;
+    for (int w = 0; w < NW; w++) if (ap_ws_init(&dq[w], dqmem[w], sizeof dqmem[w], DQCAP)) return 1;
     pthread_t th[NW];
     for (int w = 0; w < NW; w++) pthread_create(&th[w], NULL, worker, (void *)(size_t)w);
     task *root = malloc(sizeof *root); /* submitted from outside: the injector */

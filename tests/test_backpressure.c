@@ -32,7 +32,7 @@ static fixture *mk(size_t cap, ap_bp_strategy s, size_t high, size_t low)
     ap_bp_desc d = {.capacity = cap, .elem_size = sizeof(uint64_t), .strategy = s,
                     .high_watermark = high, .low_watermark = low,
                     .throttle = {.n = 10, .period_ns = AP_NS_PER_SEC, .burst = 1}};
-    cr_assert_eq(ap_bp_init(&f->bp, f->buf, &d), AP_OK);
+    cr_assert_eq(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
     return f;
 }
 
@@ -99,23 +99,84 @@ Test(backpressure, init_bad_config_is_inval_and_changes_nothing)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&f, 0xAB, sizeof f);
-        cr_expect_eq(ap_bp_init(&f.bp, f.buf, &bad[i]), AP_INVAL, "case %zu", i);
+        cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf, &bad[i]), AP_INVAL, "case %zu", i);
         for (size_t k = 0; k < sizeof f; k++)
             if (((unsigned char *)&f)[k] != 0xAB)
                 cr_assert_fail("case %zu changed byte %zu", i, k);
     }
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, NULL), AP_INVAL);
+    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf, NULL), AP_INVAL);
     /* the edges that are valid */
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, &(ap_bp_desc){.capacity = 1, .elem_size = 8}), AP_OK);
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf,
+    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
+                            &(ap_bp_desc){.capacity = 1, .elem_size = 8}),
+                 AP_OK);
+    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 4, .elem_size = 8, .high_watermark = 4,
                                           .low_watermark = 3}),
                  AP_OK);
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf,
+    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 4, .elem_size = 8,
                                           .strategy = AP_BP_THROTTLE,
                                           .throttle = {.n = 1, .burst = 1}}),
                  AP_OK);
+}
+
+/* issue #11: the buffer comes with its size; NULL, short or misaligned is
+ * AP_INVAL and neither the object nor the buffer changes (THROTTLE too:
+ * its desc is validated on a scratch bucket) */
+Test(backpressure, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { CAP = 5, ES = 8 };
+    static size_t words[AP_BP_BYTES(CAP, ES) / sizeof(size_t) + 2];
+    unsigned char *b = (unsigned char *)words;
+    const size_t need = AP_BP_BYTES(CAP, ES);
+    _Static_assert(AP_BP_BYTES(CAP, ES) == AP_MPMC_BYTES(CAP, ES) &&
+                       AP_BP_ALIGN == _Alignof(size_t),
+                   "constant expressions");
+    static char as_array_size[AP_BP_ALIGN];
+    cr_expect_eq(sizeof as_array_size, _Alignof(size_t));
+    const ap_bp_desc ok = {.capacity = CAP, .elem_size = ES};
+    const ap_bp_desc thr = {.capacity = CAP, .elem_size = ES, .strategy = AP_BP_THROTTLE,
+                            .throttle = {.n = 1, .burst = 1}};
+    struct { void *buf; size_t bytes; const ap_bp_desc *d; const char *what; } cases[] = {
+        {NULL, sizeof words, &ok, "NULL buffer"},
+        {b, need - 1, &ok, "one byte short"},
+        {b, need - AP_MPMC_STRIDE(ES), &ok, "one slot short"},
+        {b, 0, &ok, "zero bytes"},
+        {b + 1, sizeof words - 1, &ok, "misaligned by 1"},
+        {b + AP_BP_ALIGN / 2, sizeof words - AP_BP_ALIGN / 2, &ok, "misaligned by half"},
+        {b, need - 1, &thr, "THROTTLE, one byte short"},
+        {NULL, sizeof words, &thr, "THROTTLE, NULL buffer"},
+        {b, sizeof words, NULL, "desc NULL"},
+        {b, sizeof words, &(ap_bp_desc){.capacity = 0, .elem_size = ES}, "capacity 0"},
+        {b, sizeof words, &(ap_bp_desc){.capacity = CAP, .elem_size = ES, .high_watermark = 6},
+         "high above capacity"},
+    };
+    static fixture f; /* cache-line aligned object */
+    static unsigned char o_before[sizeof(ap_bp)], b_before[sizeof words];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(&f.bp, 0x5A, sizeof f.bp);
+        memset(b, 0xC3, sizeof words);
+        memcpy(o_before, &f.bp, sizeof f.bp);
+        memcpy(b_before, b, sizeof words);
+        cr_expect_eq(ap_bp_init(&f.bp, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL,
+                     "%s", cases[i].what);
+        cr_expect(memcmp(o_before, &f.bp, sizeof f.bp) == 0, "%s: the object changed",
+                  cases[i].what);
+        cr_expect(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
+                  cases[i].what);
+    }
+    /* exactly enough works; the excess is not touched */
+    memset(b, 0xC3, sizeof words);
+    cr_assert_eq(ap_bp_init(&f.bp, b, need, &ok), AP_OK);
+    for (uint64_t k = 0; k < 3 * CAP; k++) {
+        uint64_t x = k, y = 0;
+        cr_expect_eq(ap_bp_push(&f.bp, &x, 0, NULL, NULL), AP_OK);
+        cr_expect_eq(ap_bp_try_pop(&f.bp, &y), AP_OK);
+        cr_expect_eq(y, k);
+    }
+    for (size_t i = need; i < sizeof words; i++)
+        cr_expect_eq(b[i], 0xC3, "byte %zu past the buffer written", i);
+    ap_bp_fini(&f.bp);
 }
 
 typedef struct counting { int allocs, frees; bool fail; } counting;

@@ -58,14 +58,74 @@ Test(batch, init_rejects_bad_desc_and_changes_nothing)
     ap_batch_desc bad[] = {{0, 4, 10}, {8, 0, 10}, {SIZE_MAX / 2, 4, 10}, {8, SIZE_MAX / 4, 10}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&b, 0xA5, sizeof b);
-        EXPECT_EQ(ap_batch_init(&b, &bad[i], buf), AP_INVAL, "desc %zu", i);
+        EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "desc %zu", i);
         const unsigned char *p = (const unsigned char *)&b;
         for (size_t j = 0; j < sizeof b; j++)
             EXPECT_EQ(p[j], 0xA5, "desc %zu: byte %zu written", i, j);
     }
     memset(&b, 0xA5, sizeof b);
-    EXPECT_EQ(ap_batch_init(&b, NULL, buf), AP_INVAL);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, NULL), AP_INVAL);
     EXPECT_EQ(((unsigned char *)&b)[0], 0xA5);
+}
+
+/* issue #11: the buffer comes with its size; NULL or short is AP_INVAL
+ * (NULL tripped AP_ASSERT, a short buffer was overrun by adds) and neither
+ * the batcher nor the buffer changes */
+Test(batch, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { MAX = 5, ES = 12 };
+    static unsigned char words[AP_BATCH_BYTES(MAX, ES) + 16];
+    unsigned char *bf = words;
+    const size_t need = AP_BATCH_BYTES(MAX, ES);
+    _Static_assert(AP_BATCH_BYTES(MAX, ES) == MAX * ES && AP_BATCH_ALIGN == 1,
+                   "constant expressions");
+    static char as_array_size[AP_BATCH_ALIGN];
+    EXPECT_EQ(sizeof as_array_size, 1);
+    const ap_batch_desc ok = {ES, MAX, 10};
+    struct { void *buf; size_t bytes; const ap_batch_desc *d; const char *what; } cases[] = {
+        {NULL, sizeof words, &ok, "NULL buffer"},
+        {bf, need - 1, &ok, "one byte short"},
+        {bf, need - ES, &ok, "one item short"},
+        {bf, 0, &ok, "zero bytes"},
+        {bf, sizeof words, NULL, "desc NULL"},
+        {bf, sizeof words, &(ap_batch_desc){0, MAX, 10}, "elem_size 0"},
+        {bf, sizeof words, &(ap_batch_desc){ES, 0, 10}, "max_size 0"},
+        {bf, SIZE_MAX, &(ap_batch_desc){SIZE_MAX / 2, 4, 10}, "bytes overflow"},
+    };
+    static unsigned char b_before[sizeof words];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_batcher b, before;
+        memset(&b, 0xA5, sizeof b);
+        memcpy(&before, &b, sizeof b);
+        memset(bf, 0xC3, sizeof words);
+        memcpy(b_before, bf, sizeof words);
+        EXPECT_EQ(ap_batch_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+                  cases[i].what);
+        EXPECT(memcmp(&before, &b, sizeof b) == 0, "%s: the batcher changed", cases[i].what);
+        EXPECT(memcmp(b_before, bf, sizeof words) == 0, "%s: the buffer changed",
+               cases[i].what);
+    }
+    /* any alignment and exactly enough works; the excess is not touched */
+    ap_batcher b;
+    unsigned char item[ES], out[MAX * ES];
+    size_t n = 0;
+    bool due = false;
+    memset(bf, 0xC3, sizeof words);
+    EXPECT_EQ(ap_batch_init(&b, bf + 1, need, &ok), AP_OK);
+    for (int k = 0; k < MAX; k++) {
+        memset(item, k + 1, sizeof item);
+        EXPECT_EQ(ap_batch_add(&b, item, 0, &due), AP_OK);
+    }
+    EXPECT(due);
+    memset(item, 9, sizeof item);
+    EXPECT_EQ(ap_batch_add(&b, item, 0, &due), AP_FULL);
+    EXPECT_EQ(bf[0], 0xC3, "byte before the buffer written");
+    for (size_t i = 1 + need; i < sizeof words; i++)
+        EXPECT_EQ(bf[i], 0xC3, "byte %zu past the buffer written", i);
+    EXPECT_EQ(ap_batch_take(&b, out, 0, &n), AP_OK);
+    EXPECT_EQ(n, MAX);
+    EXPECT_EQ(out[(MAX - 1) * ES], MAX);
+    ap_batch_fini(&b);
 }
 
 Test(batch, desc_defaults)
@@ -78,7 +138,7 @@ Test(batch, desc_defaults)
     EXPECT_EQ(r.max_size, 3);
     uint64_t buf[3];
     ap_batcher b;
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(b.desc.max_delay_ns, AP_NS_PER_MS);
     bool due;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 5, &due), AP_OK);
@@ -94,7 +154,7 @@ Test(batch, flush_by_size_in_order)
     uint64_t buf[4], out[4] = {0};
     ap_batcher b;
     ap_batch_desc d = D(4, 1000);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE, "empty");
     EXPECT_NOT(ap_batch_is_due(&b, UINT64_MAX));
     bool due = true;
@@ -134,7 +194,7 @@ Test(batch, flush_by_age_at_the_exact_instant)
     uint64_t buf[8], out[8];
     ap_batcher b;
     ap_batch_desc d = D(8, 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 10, &due), AP_OK);
     EXPECT_NOT(due);
@@ -165,7 +225,7 @@ Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
     uint64_t buf[8], out[8];
     ap_batcher b;
     ap_batch_desc d = D(8, 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due = true;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 10, &due), AP_OK);
     EXPECT_NOT(due, "a fresh batch of one is not due");
@@ -197,7 +257,8 @@ Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
     EXPECT_EQ(ap_batch_take(&b, out, 140, &n), AP_OK);
     EXPECT_EQ(n, 4);
     ap_batch_fini(&b);
-    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(uint64_t), 8, 1}, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(uint64_t), 8, 1}),
+              AP_OK);
     due = true;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 1000, &due), AP_OK);
     EXPECT_NOT(due, "1000 < deadline 1001");
@@ -212,7 +273,7 @@ Test(batch, oldest_is_the_minimum_arrival_under_skewed_clocks)
     uint64_t buf[8];
     ap_batcher b;
     ap_batch_desc d = D(8, 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 50, NULL), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 40, NULL), AP_OK); /* another thread's clock */
     EXPECT_EQ(ap_batch_deadline(&b), 140, "bounded for the item added 'at 40' too");
@@ -226,7 +287,7 @@ Test(batch, deadline_saturates)
     uint64_t buf[2], out[2];
     ap_batcher b;
     ap_batch_desc d = D(2, 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, UINT64_MAX - 10, NULL), AP_OK);
     EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE);
     size_t n;
@@ -240,7 +301,7 @@ Test(batch, flush_takes_early_and_close_drains)
     uint64_t buf[4], out[4];
     ap_batcher b;
     ap_batch_desc d = D(4, 1000);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     size_t n = 9;
     EXPECT_EQ(ap_batch_flush(&b, out, &n), AP_EMPTY);
     EXPECT_EQ(n, 9);
@@ -275,7 +336,7 @@ Test(batch, max_size_one_and_huge_delay)
     uint64_t buf[1], out[1];
     ap_batcher b;
     ap_batch_desc d = D(1, UINT64_MAX);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due = false;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){7}, 3, &due), AP_OK);
     EXPECT(due);
@@ -294,7 +355,7 @@ Test(batch, take_future_waits_for_size_or_age)
     uint64_t buf[3], out[3];
     ap_batcher b;
     ap_batch_desc d = D(3, 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     tw t = {0};
     ap_cx cx = {{tw_wake, &t}, 0, AP_DEADLINE_NONE};
     ap_batch_take_fut f;
@@ -369,7 +430,7 @@ Test(batch, take_wait_times_out_and_gets_a_batch)
     uint64_t buf[2], out[2];
     ap_batcher b;
     ap_batch_desc d = D(2, AP_NS_PER_SEC * 100);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     size_t n = 0;
     EXPECT_EQ(ap_batch_take_wait(&b, out, &n, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, ap_now_ns(), NULL), AP_OK);
@@ -378,7 +439,7 @@ Test(batch, take_wait_times_out_and_gets_a_batch)
     EXPECT_EQ(n, 2);
     /* by age on the real clock */
     ap_batch_desc d2 = D(2, 2 * AP_NS_PER_MS);
-    EXPECT_EQ(ap_batch_init(&b, &d2, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d2), AP_OK);
     uint64_t t0 = ap_now_ns();
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){3}, t0, NULL), AP_OK);
     EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_OK);
@@ -455,7 +516,7 @@ Test(batch, threads_every_item_in_exactly_one_batch, .timeout = TEST_TIMEOUT_S)
     cr_assert(c != NULL);
     c->give_up = bt_deadline();
     ap_batch_desc d = D(8, 50 * AP_NS_PER_US);
-    EXPECT_EQ(ap_batch_init(&c->b, &d, c->buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&c->b, c->buf, sizeof c->buf, &d), AP_OK);
     pthread_t tp[TH_P], tt;
     th_arg a[TH_P];
     cr_assert(pthread_create(&tt, NULL, th_taker, c) == 0);
@@ -686,7 +747,7 @@ Test(batch, theorem_latency_size_order_exactly)
             for (int pat = 0; pat < 6; pat++) {
                 ap_batcher b;
                 ap_batch_desc d = D(sim_max[m], sim_delay[dl]);
-                EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+                EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
                 bq q = {&b, real_add, real_take, real_flush, real_deadline};
                 arrivals(pat, sim_delay[dl], a, m * 31 + dl);
                 sim_run(&q, a, sim_max[m], sim_delay[dl], &o);
@@ -751,8 +812,10 @@ Test(batch, typed_wrapper)
 {
     rec buf[3], out[3];
     recb b;
-    EXPECT_EQ(recb_init(&b, buf, 3, 50), AP_OK);
-    EXPECT_EQ(recb_init(&b, buf, 0, 50), AP_INVAL);
+    EXPECT_EQ(recb_init(&b, buf, sizeof buf, 3, 50), AP_OK);
+    EXPECT_EQ(recb_init(&b, buf, sizeof buf, 0, 50), AP_INVAL);
+    EXPECT_EQ(recb_init(&b, buf, sizeof buf - 1, 3, 50), AP_INVAL);
+    EXPECT_EQ(recb_init(&b, NULL, sizeof buf, 3, 50), AP_INVAL);
     EXPECT_EQ(b.b.elem_size, sizeof(rec));
     bool due;
     EXPECT_EQ(recb_add(&b, &(rec){1, "a"}, 10, &due), AP_OK);
@@ -773,7 +836,7 @@ Test(batch, add_after_fini_asserts, .signal = SIGABRT)
     uint64_t buf[2];
     ap_batcher b;
     ap_batch_desc d = D(2, 10);
-    EXPECT_EQ(ap_batch_init(&b, &d, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     ap_batch_fini(&b);
     ap_status st = ap_batch_add(&b, &(uint64_t){1}, 0, NULL);
     cr_log_error("add after fini returned %d", (int)st);
@@ -784,7 +847,8 @@ Test(batch, first_add_wakes_every_take_future_so_a_cancel_strands_nobody)
 {
     int buf[8], outa[8], outb[8];
     ap_batcher b;
-    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(int), 8, 1000}, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(int), 8, 1000}),
+              AP_OK);
     ap_batch_take_fut A, B;
     ap_batch_take_fut_init(&A, &b, outa);
     ap_batch_take_fut_init(&B, &b, outb);
@@ -814,7 +878,8 @@ Test(batch, an_add_from_a_clock_behind_wakes_takers_to_an_earlier_deadline)
 {
     int buf[8], out[8];
     ap_batcher b;
-    EXPECT_EQ(ap_batch_init(&b, &(ap_batch_desc){sizeof(int), 8, 1000}, buf), AP_OK);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(int), 8, 1000}),
+              AP_OK);
     int x = 1;
     bool due;
     EXPECT_EQ(ap_batch_add(&b, &x, 100, &due), AP_OK);

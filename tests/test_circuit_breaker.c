@@ -70,7 +70,7 @@ static fixture *fx_new(ap_breaker_desc d)
     cr_assert(f);
     d.on_change = log_cb;
     d.ctx = &f->log;
-    cr_assert_eq(ap_cb_init(&f->b, &d, f->buf, sizeof f->buf), AP_OK);
+    cr_assert_eq(ap_cb_init(&f->b, f->buf, sizeof f->buf, &d), AP_OK);
     return f;
 }
 
@@ -244,7 +244,7 @@ Test(circuit_breaker, inval_changes_nothing)
         unsigned char buf[4096], bufb[4096];
         memset(buf, 0x5a, sizeof buf);
         memcpy(bufb, buf, sizeof buf);
-        cr_assert_eq(ap_cb_init(&b, &bad[i], buf, sizeof buf), AP_INVAL, "case %zu", i);
+        cr_assert_eq(ap_cb_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "case %zu", i);
         cr_assert_eq(memcmp(&b, &before, sizeof b), 0, "case %zu touched *b", i);
         cr_assert_eq(memcmp(buf, bufb, sizeof buf), 0, "case %zu touched buf", i);
         cr_assert_eq(ap_cb_bytes(&bad[i]), 0, "case %zu", i);
@@ -254,13 +254,11 @@ Test(circuit_breaker, inval_changes_nothing)
         cr_assert_eq(pb, (ap_breaker *)(void *)&before);
 #endif
     }
-    /* too small or misaligned buffer */
+    /* too small or misaligned buffer, no desc: see
+     * bad_buffers_and_arguments_are_inval_and_change_nothing */
     ap_breaker b;
     _Alignas(8) unsigned char buf[1024];
-    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf, 100 * 8 + 10 * 8 - 1), AP_INVAL);
-    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf + 1, 1000), AP_INVAL);
-    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, NULL, 1000), AP_INVAL);
-    cr_assert_eq(ap_cb_init(&b, &(ap_breaker_desc){0}, buf, 100 * 8 + 10 * 8), AP_OK);
+    cr_assert_eq(ap_cb_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
     /* a bad outcome changes nothing */
     ap_cb_permit p = must_allow(&b, 0);
     ap_breaker_stats s0 = ap_cb_stats(&b);
@@ -1115,13 +1113,73 @@ Test(circuit_breaker, random_walk_time_window, .timeout = 60)
 /* Found by fuzz_circuit_breaker: a probe admitted at now == UINT64_MAX was
  * stamped with the free-slot marker, so its lease never expired and its own
  * record tripped an assertion. */
+/* issue #11: the buffer comes with its size and follows the object; NULL,
+ * short or misaligned (or no desc) is AP_INVAL and neither the breaker nor
+ * the buffer changes; exactly ap_cb_bytes works and the excess is untouched */
+Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    static uint64_t words[AP_CB_BYTES(100, 10) / 8 + 2];
+    unsigned char *bf = (unsigned char *)words;
+    const ap_breaker_desc cnt = {0}; /* the defaults: COUNT, window 100, 10 probes */
+    const ap_breaker_desc tim = {.window = AP_BREAKER_WINDOW_TIME, .window_ns = 1000,
+                                 .buckets = 10, .half_open_probes = 3};
+    const size_t need = ap_cb_bytes(&cnt), tneed = ap_cb_bytes(&tim);
+    _Static_assert(AP_CB_BYTES(3, 2) == 3 * 32 + 2 * 8 && AP_CB_ALIGN == 8,
+                   "constant expressions");
+    static char as_array_size[AP_CB_ALIGN];
+    cr_expect_eq(sizeof as_array_size, 8);
+    cr_assert(need != 0 && need <= AP_CB_BYTES(100, 10) && tneed != 0 &&
+              tneed <= AP_CB_BYTES(10, 3));
+    struct { void *buf; size_t bytes; const ap_breaker_desc *d; const char *what; } cases[] = {
+        {NULL, sizeof words, &cnt, "NULL buffer"},
+        {bf, need - 1, &cnt, "one byte short"},
+        {bf, need - 8, &cnt, "one slot short"},
+        {bf, 0, &cnt, "zero bytes"},
+        {bf + 1, sizeof words - 1, &cnt, "misaligned by 1"},
+        {bf + 4, sizeof words - 4, &cnt, "misaligned by 4"},
+        {bf, tneed - 1, &tim, "TIME, one byte short"},
+        {bf + 4, sizeof words - 4, &tim, "TIME, misaligned by 4"},
+        {bf, sizeof words, NULL, "desc NULL"},
+        {bf, sizeof words, &(ap_breaker_desc){.failure_rate_pct = 101}, "bad desc"},
+    };
+    static unsigned char b_before[sizeof words];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_breaker b, before;
+        memset(&b, 0xA5, sizeof b);
+        memcpy(&before, &b, sizeof b);
+        memset(bf, 0xC3, sizeof words);
+        memcpy(b_before, bf, sizeof words);
+        cr_expect_eq(ap_cb_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+                     cases[i].what);
+        cr_expect(memcmp(&before, &b, sizeof b) == 0, "%s: the breaker changed", cases[i].what);
+        cr_expect(memcmp(b_before, bf, sizeof words) == 0, "%s: the buffer changed",
+                  cases[i].what);
+    }
+    const ap_breaker_desc *ok[] = {&cnt, &tim};
+    for (int k = 0; k < 2; k++) {
+        ap_breaker b;
+        size_t n = ap_cb_bytes(ok[k]);
+        memset(bf, 0xC3, sizeof words);
+        cr_assert_eq(ap_cb_init(&b, bf, n, ok[k]), AP_OK);
+        for (uint64_t t = 1; t < 300; t++) {
+            ap_cb_permit p;
+            uint64_t ra;
+            if (ap_cb_allow(&b, t, &p, &ra) == AP_OK)
+                cr_expect_eq(ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, t), AP_OK);
+        }
+        for (size_t i = n; i < sizeof words; i++)
+            cr_expect_eq(bf[i], 0xC3, "desc %d: byte %zu past the buffer written", k, i);
+        ap_cb_fini(&b);
+    }
+}
+
 Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
 {
     static _Alignas(8) unsigned char buf[AP_CB_BYTES(1, 1)];
     ap_breaker b;
     ap_breaker_desc d = {.window_size = 1, .min_calls = 1, .open_ns = 10,
                          .half_open_probes = 1, .probe_lease_ns = 5};
-    cr_assert_eq(ap_cb_init(&b, &d, buf, sizeof buf), AP_OK);
+    cr_assert_eq(ap_cb_init(&b, buf, sizeof buf, &d), AP_OK);
     ap_cb_permit p, q;
     uint64_t ra;
     cr_assert_eq(ap_cb_allow(&b, 0, &p, &ra), AP_OK);

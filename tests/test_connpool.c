@@ -133,7 +133,7 @@ static ap_poll poll_at(ap_connpool_checkout_fut *f, tw *t, uint64_t now)
 
 /* ---- configuration ---- */
 
-Test(connpool, init_bad_config_is_inval_and_changes_nothing)
+Test(connpool, init_bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
     static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(4, sizeof(conn)) + 16];
     factory f = {0};
@@ -151,6 +151,15 @@ Test(connpool, init_bad_config_is_inval_and_changes_nothing)
     EXPECT_EQ(ap_connpool_init(&p, NULL, need, &d, &ops), AP_INVAL, "buf NULL");
     EXPECT_EQ(ap_connpool_init(&p, buf, need - 1, &d, &ops), AP_INVAL, "buf too small");
     EXPECT_EQ(ap_connpool_init(&p, buf + 1, need, &d, &ops), AP_INVAL, "misaligned");
+    EXPECT_EQ(ap_connpool_init(&p, buf + AP_CONNPOOL_ALIGN / 2, sizeof buf - AP_CONNPOOL_ALIGN / 2,
+                               &d, &ops),
+              AP_INVAL, "misaligned by half");
+    EXPECT_EQ(ap_connpool_init(&p, buf, 0, &d, &ops), AP_INVAL, "zero bytes");
+    _Static_assert(AP_CONNPOOL_ALIGN == 8 &&
+                       AP_CONNPOOL_BYTES(4, 12) == 48 + 4 * sizeof(ap__connpool_slot),
+                   "constant expressions");
+    static char as_array_size[AP_CONNPOOL_ALIGN];
+    EXPECT_EQ(sizeof as_array_size, 8);
     bad = d, bad.max_size = 0;
     EXPECT_EQ(ap_connpool_init(&p, buf, need, &bad, &ops), AP_INVAL, "max 0");
     bad = d, bad.max_size = AP_CONNPOOL_MAX + 1;

@@ -52,7 +52,7 @@ typedef struct obj {
 typedef struct fixture {
     ap_pool p;
     obj o[NOBJ];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(NOBJ)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(NOBJ)];
 } fixture;
 
 static void fx_init(fixture *fx, size_t n)
@@ -60,7 +60,8 @@ static void fx_init(fixture *fx, size_t n)
     memset(fx, 0, sizeof *fx);
     for (int i = 0; i < NOBJ; i++)
         fx->o[i].id = i;
-    EXPECT_EQ(ap_pool_init(&fx->p, fx->st, fx->o, n, sizeof(obj)), AP_OK);
+    EXPECT_EQ(ap_pool_init(&fx->p, fx->st, sizeof fx->st, fx->o, sizeof fx->o, n, sizeof(obj)),
+              AP_OK);
 }
 
 static obj *get_ok(ap_pool *p)
@@ -92,30 +93,111 @@ static size_t walk_idle(ap_pool *p)
 
 /* ---- configuration ---- */
 
-Test(pool, init_bad_config_is_inval_and_changes_nothing)
+Test(pool, bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
-    static obj o[4];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(4) + 1];
-    ap_pool p, before;
-    memset(&p, 0xa5, sizeof p);
-    memcpy(&before, &p, sizeof p);
-    memset(st, 0x5a, sizeof st);
-    EXPECT_EQ(ap_pool_init(&p, st, o, 0, sizeof(obj)), AP_INVAL, "n = 0");
-    EXPECT_EQ(ap_pool_init(&p, st, o, AP_POOL_MAX + 1, sizeof(obj)), AP_INVAL, "n > max");
-    EXPECT_EQ(ap_pool_init(&p, st, o, 4, 0), AP_INVAL, "obj_size 0");
-    EXPECT_EQ(ap_pool_init(&p, NULL, o, 4, sizeof(obj)), AP_INVAL, "state NULL");
-    EXPECT_EQ(ap_pool_init(&p, st, NULL, 4, sizeof(obj)), AP_INVAL, "objs NULL");
-    EXPECT_EQ(ap_pool_init(&p, st + 1, o, 4, sizeof(obj)), AP_INVAL, "state misaligned");
-    EXPECT_EQ(ap_pool_init(&p, st, o, 4, SIZE_MAX / 2), AP_INVAL, "array wraps");
-    EXPECT_EQ(ap_pool_init(&p, st, (void *)(UINTPTR_MAX - 8), 1, 16), AP_INVAL, "wraps");
-    EXPECT_EQ(memcmp(&p, &before, sizeof p), 0, "init wrote on AP_INVAL");
-    for (size_t i = 0; i < sizeof st; i++)
-        EXPECT_EQ(st[i], 0x5a, "init wrote the state buffer on AP_INVAL");
-    EXPECT_EQ(ap_pool_init(&p, st, o, 4, sizeof(obj)), AP_OK);
-    EXPECT_EQ(ap_pool_capacity(&p), 4);
-    EXPECT_EQ(ap_pool_idle(&p), 4);
+    enum { N = 4 };
+    static obj o[N + 1];
+    static uint32_t words[N + 2];
+    unsigned char *st = (unsigned char *)words, *ob = (unsigned char *)o;
+    const size_t sneed = AP_POOL_STATE_BYTES(N), oneed = AP_POOL_OBJS_BYTES(N, sizeof(obj));
+    _Static_assert(AP_POOL_STATE_BYTES(N) == N * 4 && AP_POOL_OBJS_BYTES(N, 8) == N * 8 &&
+                       AP_POOL_STATE_ALIGN == _Alignof(uint32_t),
+                   "constant expressions");
+    static char as_array_size[AP_POOL_STATE_ALIGN];
+    EXPECT_EQ(sizeof as_array_size, _Alignof(uint32_t));
+    struct {
+        void *st; size_t sb; void *ob; size_t obb; size_t n, sz; const char *what;
+    } cases[] = {
+        {NULL, sizeof words, ob, sizeof o, N, sizeof(obj), "state NULL"},
+        {st, sizeof words, NULL, sizeof o, N, sizeof(obj), "objs NULL"},
+        {st, sneed - 1, ob, sizeof o, N, sizeof(obj), "state one byte short"},
+        {st, sneed - 4, ob, sizeof o, N, sizeof(obj), "state one word short"},
+        {st, 0, ob, sizeof o, N, sizeof(obj), "state zero bytes"},
+        {st, sizeof words, ob, oneed - 1, N, sizeof(obj), "objs one byte short"},
+        {st, sizeof words, ob, oneed - sizeof(obj), N, sizeof(obj), "objs one object short"},
+        {st, sizeof words, ob, 0, N, sizeof(obj), "objs zero bytes"},
+        {st + 1, sizeof words - 1, ob, sizeof o, N, sizeof(obj), "state misaligned by 1"},
+        {st + 2, sizeof words - 2, ob, sizeof o, N, sizeof(obj), "state misaligned by 2"},
+        {st, sizeof words, ob, sizeof o, 0, sizeof(obj), "n 0"},
+        {st, SIZE_MAX, ob, SIZE_MAX, AP_POOL_MAX + 1, 1, "n above AP_POOL_MAX"},
+        {st, sizeof words, ob, sizeof o, N, 0, "obj_size 0"},
+        {st, sizeof words, ob, SIZE_MAX, N, SIZE_MAX / 2, "objs bytes overflow"},
+        {st, sizeof words, (void *)(UINTPTR_MAX - 8), SIZE_MAX, 1, 16, "array wraps"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_pool p;
+        static unsigned char p_before[sizeof(ap_pool)], s_before[sizeof words],
+            o_before[sizeof o];
+        memset(&p, 0xA5, sizeof p);
+        memset(st, 0x5A, sizeof words);
+        memset(ob, 0xC3, sizeof o);
+        memcpy(p_before, &p, sizeof p);
+        memcpy(s_before, st, sizeof words);
+        memcpy(o_before, ob, sizeof o);
+        EXPECT_EQ(ap_pool_init(&p, cases[i].st, cases[i].sb, cases[i].ob, cases[i].obb,
+                               cases[i].n, cases[i].sz),
+                  AP_INVAL, "%s", cases[i].what);
+        EXPECT(memcmp(p_before, &p, sizeof p) == 0, "%s: the pool changed", cases[i].what);
+        EXPECT(memcmp(s_before, st, sizeof words) == 0, "%s: the state changed", cases[i].what);
+        EXPECT(memcmp(o_before, ob, sizeof o) == 0, "%s: the objects changed", cases[i].what);
+    }
+    /* exactly enough works; the excess of either buffer is not touched */
+    ap_pool p;
+    memset(st, 0x5A, sizeof words);
+    memset(ob, 0xC3, sizeof o);
+    EXPECT_EQ(ap_pool_init(&p, st, sneed, ob, oneed, N, sizeof(obj)), AP_OK);
+    EXPECT_EQ(ap_pool_capacity(&p), N);
+    EXPECT_EQ(ap_pool_idle(&p), N);
     EXPECT_EQ(ap_pool_in_use(&p), 0);
     EXPECT_NOT(ap_pool_is_closed(&p));
+    void *v[N];
+    for (int k = 0; k < N; k++) {
+        EXPECT_EQ(ap_pool_try_get(&p, &v[k]), AP_OK);
+        EXPECT((unsigned char *)v[k] >= ob && (unsigned char *)v[k] < ob + oneed);
+    }
+    for (int k = 0; k < N; k++)
+        EXPECT_EQ(ap_pool_put(&p, v[k]), AP_OK);
+    for (size_t i = sneed; i < sizeof words; i++)
+        EXPECT_EQ(st[i], 0x5A, "state byte %zu past the buffer written", i);
+    for (size_t i = 0; i < sizeof o; i++)
+        EXPECT_EQ(ob[i], 0xC3, "object byte %zu written (the pool never touches them)", i);
+    ap_pool_fini(&p);
+}
+
+/* Regression (issue #11): ap_pool_init(p, state, objs, n, obj_size) took no
+ * sizes, so the two buffers passed in swapped order were AP_OK whenever the
+ * object array happened to be 4-byte aligned: init wrote its state words
+ * into the objects, and the pool lent slices of its own state buffer (the
+ * first put then overwrote that state). With each buffer's size checked
+ * against its own requirement, a swap of buffers of different sizes is
+ * AP_INVAL and touches neither. */
+Test(pool, swapped_state_and_objects_are_inval)
+{
+    enum { N = 4 };
+    typedef struct big { uint64_t a, b; } big; /* 16 bytes: objs 64, state 16 */
+    static big objs[N];
+    static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(N)];
+    _Static_assert(sizeof objs != sizeof st, "the swap must change the sizes");
+    memset(objs, 0xC3, sizeof objs);
+    memset(st, 0x5A, sizeof st);
+    static unsigned char o_before[sizeof objs], s_before[sizeof st];
+    memcpy(o_before, objs, sizeof objs);
+    memcpy(s_before, st, sizeof st);
+    ap_pool p, p_before;
+    memset(&p, 0xA5, sizeof p);
+    memcpy(&p_before, &p, sizeof p);
+    EXPECT_EQ(ap_pool_init(&p, objs, sizeof objs, st, sizeof st, N, sizeof(big)), AP_INVAL,
+              "state and objects swapped");
+    EXPECT(memcmp(&p_before, &p, sizeof p) == 0, "the pool changed");
+    EXPECT(memcmp(o_before, objs, sizeof objs) == 0, "the objects were written");
+    EXPECT(memcmp(s_before, st, sizeof st) == 0, "the state buffer was written");
+    /* in the right order it is a pool over the objects */
+    EXPECT_EQ(ap_pool_init(&p, st, sizeof st, objs, sizeof objs, N, sizeof(big)), AP_OK);
+    void *v = NULL;
+    EXPECT_EQ(ap_pool_try_get(&p, &v), AP_OK);
+    EXPECT(v == (void *)&objs[0]);
+    EXPECT_EQ(ap_pool_put(&p, v), AP_OK);
+    EXPECT(memcmp(o_before, objs, sizeof objs) == 0, "the objects were written");
     ap_pool_fini(&p);
 }
 
@@ -243,9 +325,9 @@ Test(pool, bad_puts_are_inval_and_change_nothing)
 Test(pool, object_size_not_a_power_of_two)
 {
     static unsigned char arr[5 * 12];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(5)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(5)];
     ap_pool p;
-    EXPECT_EQ(ap_pool_init(&p, st, arr, 5, 12), AP_OK);
+    EXPECT_EQ(ap_pool_init(&p, st, sizeof st, arr, sizeof arr, 5, 12), AP_OK);
     void *v[5];
     for (int i = 0; i < 5; i++) {
         EXPECT_EQ(ap_pool_try_get(&p, &v[i]), AP_OK);
@@ -659,7 +741,7 @@ Test(pool, parked_threads_all_woken_by_close, .timeout = TEST_TIMEOUT_S)
 typedef struct theorem {
     ap_pool p;
     obj o[TH_OBJS];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(TH_OBJS)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(TH_OBJS)];
     atomic_int holders[TH_OBJS]; /* per object */
     atomic_int held, high, violations;
     int iters;
@@ -719,7 +801,8 @@ Test(pool, theorem_one_holder_per_object_high_water_n_conserved, .timeout = TEST
 {
     static theorem th;
     memset(&th, 0, sizeof th);
-    EXPECT_EQ(ap_pool_init(&th.p, th.st, th.o, TH_OBJS, sizeof(obj)), AP_OK);
+    EXPECT_EQ(ap_pool_init(&th.p, th.st, sizeof th.st, th.o, sizeof th.o, TH_OBJS, sizeof(obj)),
+              AP_OK);
     th.iters = 3000;
     pthread_t t[THREADS];
     tharg a[THREADS];
@@ -784,8 +867,8 @@ Test(pool, fini_with_a_queued_future_asserts, .signal = SIGABRT)
 Test(pool, null_pool_asserts, .signal = SIGABRT)
 {
     static obj o[1];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(1)];
-    ap_status s = ap_pool_init(NULL, st, o, 1, sizeof(obj));
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(1)];
+    ap_status s = ap_pool_init(NULL, st, sizeof st, o, sizeof o, 1, sizeof(obj));
     cr_log_error("returned %s", ap_status_str(s));
 }
 

@@ -1475,10 +1475,10 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
     static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
     ap_breaker br;
     const uint64_t SEC = AP_NS_PER_SEC;
-    cr_assert_eq(ap_cb_init(&br, &(ap_breaker_desc){.window_size = 2, .min_calls = 2,
-                                                    .open_ns = SEC, .half_open_probes = 1,
-                                                    .probe_lease_ns = 60 * SEC},
-                            buf, sizeof buf),
+    cr_assert_eq(ap_cb_init(&br, buf, sizeof buf,
+                            &(ap_breaker_desc){.window_size = 2, .min_calls = 2,
+                                               .open_ns = SEC, .half_open_probes = 1,
+                                               .probe_lease_ns = 60 * SEC}),
                  AP_OK);
     for (int i = 0; i < 2; i++) { /* trip it */
         ap_cb_permit p;
@@ -1535,8 +1535,8 @@ Test(retry, cancel_reports_the_attempt_in_flight_once)
 {
     static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
     ap_breaker br;
-    cr_assert_eq(ap_cb_init(&br, &(ap_breaker_desc){.window_size = 2, .half_open_probes = 1},
-                            buf, sizeof buf),
+    cr_assert_eq(ap_cb_init(&br, buf, sizeof buf,
+                            &(ap_breaker_desc){.window_size = 2, .half_open_probes = 1}),
                  AP_OK);
     cb_att att = {.br = &br};
     ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,

@@ -322,7 +322,7 @@ AP_CACHE_DEFINE(int_cache, int)
 AP_CACHE_DEFINE(rec_cache, struct rec)
 
 #define CHECK_SIG(fn, type) _Static_assert(_Generic(&fn, type: 1, default: 0), #fn " has the wrong type")
-CHECK_SIG(int_ps_init, ap_status (*)(int_ps *, void *, size_t));
+CHECK_SIG(int_ps_init, ap_status (*)(int_ps *, void *, size_t, size_t));
 CHECK_SIG(int_ps_fini, void (*)(int_ps *));
 CHECK_SIG(int_ps_try_publish, ap_status (*)(int_ps *, const int *));
 CHECK_SIG(int_ps_close, void (*)(int_ps *));
@@ -330,7 +330,7 @@ CHECK_SIG(int_ps_subscribe, void (*)(int_ps *, ap_sub *));
 CHECK_SIG(int_ps_try_recv, ap_status (*)(ap_sub *, int *, uint64_t *));
 CHECK_SIG(rec_ps_try_publish, ap_status (*)(rec_ps *, const struct rec *));
 CHECK_SIG(rec_ps_try_recv, ap_status (*)(ap_sub *, struct rec *, uint64_t *));
-CHECK_SIG(int_batch_init, ap_status (*)(int_batch *, int *, size_t, uint64_t));
+CHECK_SIG(int_batch_init, ap_status (*)(int_batch *, int *, size_t, size_t, uint64_t));
 CHECK_SIG(int_batch_add, ap_status (*)(int_batch *, const int *, uint64_t, bool *));
 CHECK_SIG(int_batch_take, ap_status (*)(int_batch *, int *, uint64_t, size_t *));
 CHECK_SIG(int_batch_flush, ap_status (*)(int_batch *, int *, size_t *));
@@ -354,8 +354,9 @@ Test(typed, pubsub_scalar_every_function)
 {
     uint64_t buf[AP_PUBSUB_BYTES(2, sizeof(int)) / sizeof(uint64_t)];
     int_ps ps;
-    EXPECT_EQ(int_ps_init(&ps, buf, 0), AP_INVAL);
-    EXPECT_EQ(int_ps_init(&ps, buf, 2), AP_OK);
+    EXPECT_EQ(int_ps_init(&ps, buf, sizeof buf, 0), AP_INVAL);
+    EXPECT_EQ(int_ps_init(&ps, buf, sizeof buf - 1, 2), AP_INVAL);
+    EXPECT_EQ(int_ps_init(&ps, buf, sizeof buf, 2), AP_OK);
     EXPECT_EQ(ps.ps.elem_size, sizeof(int));
     ap_sub a, b;
     memset(&a, 0, sizeof a);
@@ -394,7 +395,7 @@ Test(typed, pubsub_struct_every_function)
 {
     uint64_t buf[AP_PUBSUB_BYTES(4, sizeof(struct rec)) / sizeof(uint64_t)];
     rec_ps ps;
-    EXPECT_EQ(rec_ps_init(&ps, buf, 4), AP_OK);
+    EXPECT_EQ(rec_ps_init(&ps, buf, sizeof buf, 4), AP_OK);
     EXPECT_EQ(ps.ps.elem_size, sizeof(struct rec));
     ap_sub s;
     memset(&s, 0, sizeof s);
@@ -422,8 +423,9 @@ Test(typed, batch_scalar_every_function)
 {
     int buf[3], out[3];
     int_batch b;
-    EXPECT_EQ(int_batch_init(&b, buf, 0, 100), AP_INVAL);
-    EXPECT_EQ(int_batch_init(&b, buf, 3, 100), AP_OK);
+    EXPECT_EQ(int_batch_init(&b, buf, sizeof buf, 0, 100), AP_INVAL);
+    EXPECT_EQ(int_batch_init(&b, buf, sizeof buf - 1, 3, 100), AP_INVAL);
+    EXPECT_EQ(int_batch_init(&b, buf, sizeof buf, 3, 100), AP_OK);
     EXPECT_EQ(b.b.elem_size, sizeof(int));
     EXPECT_EQ(int_batch_deadline(&b), AP_DEADLINE_NONE);
     bool due = true;
@@ -476,7 +478,7 @@ Test(typed, batch_struct_every_function)
 {
     struct rec buf[2], out[2];
     rec_batch b;
-    EXPECT_EQ(rec_batch_init(&b, buf, 2, 0), AP_OK);
+    EXPECT_EQ(rec_batch_init(&b, buf, sizeof buf, 2, 0), AP_OK);
     EXPECT_EQ(b.b.elem_size, sizeof(struct rec));
     EXPECT_EQ(b.b.max_delay, AP_BATCH_DEFAULT_DELAY_NS, "0 means the default delay");
     uint64_t in = 0, out_i = 0;

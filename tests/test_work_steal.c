@@ -26,13 +26,13 @@ Test(work_steal, bad_capacity_is_inval_and_changes_nothing)
     ap_ws d;
     memset(&d, 0x5a, sizeof d);
     ap_ws copy = d;
-    cr_assert_eq(ap_ws_init(&d, mem, 0), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, 3), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, 1000), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, AP_WS_CAPACITY_MAX * 2), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, SIZE_MAX), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 0), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 3), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 1000), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, AP_WS_CAPACITY_MAX * 2), AP_INVAL);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, SIZE_MAX), AP_INVAL);
     cr_assert(memcmp(&d, &copy, sizeof d) == 0);
-    cr_assert_eq(ap_ws_init(&d, mem, 1), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 1), AP_OK);
     cr_assert_eq(ap_ws_capacity(&d), 1);
     ap_ws_fini(&d);
 #ifndef AP_NO_MALLOC
@@ -57,7 +57,7 @@ Test(work_steal, steal_half_into_itself_asserts, .signal = SIGABRT)
 {
     ap_ws d;
     size_t n;
-    cr_assert_eq(ap_ws_init(&d, mem, 8), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 8), AP_OK);
     ap_status st = ap_ws_steal_half(&d, &d, &n);
     cr_assert_fail("returned %d", (int)st);
 }
@@ -70,8 +70,8 @@ Test(work_steal, empty_pop_and_steal)
     void *x = T(99);
     size_t n = 99;
     ap_ws e;
-    cr_assert_eq(ap_ws_init(&d, mem, 4), AP_OK);
-    cr_assert_eq(ap_ws_init(&e, mem2, 4), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 4), AP_OK);
+    cr_assert_eq(ap_ws_init(&e, mem2, sizeof mem2, 4), AP_OK);
     cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
     cr_assert_eq(ap_ws_try_steal(&d, &x), AP_EMPTY);
     cr_assert_eq(ap_ws_steal_half(&d, &e, &n), AP_EMPTY);
@@ -94,7 +94,7 @@ Test(work_steal, full_at_capacity_never_drops)
         ap_ws d;
         size_t cap = caps[c];
         void *x;
-        cr_assert_eq(ap_ws_init(&d, mem, cap), AP_OK);
+        cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, cap), AP_OK);
         for (size_t i = 0; i < cap; i++)
             cr_assert_eq(ap_ws_try_push(&d, T(i + 1)), AP_OK);
         cr_assert_eq(ap_ws_len(&d), cap);
@@ -120,7 +120,7 @@ Test(work_steal, owner_lifo_thief_fifo)
 {
     ap_ws d;
     void *x;
-    cr_assert_eq(ap_ws_init(&d, mem, 16), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 16), AP_OK);
     for (uintptr_t i = 1; i <= 10; i++)
         cr_assert_eq(ap_ws_try_push(&d, T(i)), AP_OK);
     for (uintptr_t i = 1; i <= 3; i++) {
@@ -153,7 +153,7 @@ Test(work_steal, positions_wrap_around_size_max)
     ap_ws d;
     void *x;
     uintptr_t next = 0, stolen = 0;
-    cr_assert_eq(ap__ws_init_at(&d, mem, 8, SIZE_MAX - 20), AP_OK);
+    cr_assert_eq(ap__ws_init_at(&d, mem, sizeof mem, 8, SIZE_MAX - 20), AP_OK);
     for (int round = 0; round < 20; round++) {
         for (int k = 0; k < 5; k++)
             cr_assert_eq(ap_ws_try_push(&d, T(++next)), AP_OK);
@@ -175,8 +175,8 @@ Test(work_steal, steal_half_counts)
     ap_ws v, d;
     size_t n = 0;
     void *x;
-    cr_assert_eq(ap_ws_init(&v, mem, 16), AP_OK);
-    cr_assert_eq(ap_ws_init(&d, mem2, 4), AP_OK);
+    cr_assert_eq(ap_ws_init(&v, mem, sizeof mem, 16), AP_OK);
+    cr_assert_eq(ap_ws_init(&d, mem2, sizeof mem2, 4), AP_OK);
     /* 1 task: ceil(1/2) = 1 */
     cr_assert_eq(ap_ws_try_push(&v, T(1)), AP_OK);
     cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
@@ -213,7 +213,7 @@ Test(work_steal, steal_half_counts)
     /* a big one: 16 -> 8 */
     ap_ws big;
     static _Alignas(64) unsigned char mem3[AP_WS_BYTES(64)];
-    cr_assert_eq(ap_ws_init(&big, mem3, 64), AP_OK);
+    cr_assert_eq(ap_ws_init(&big, mem3, sizeof mem3, 64), AP_OK);
     while (ap_ws_try_pop(&v, &x) == AP_OK)
         ;
     for (uintptr_t i = 1; i <= 16; i++)
@@ -228,13 +228,106 @@ Test(work_steal, steal_half_counts)
     cr_assert_eq(U(x), 9);
 }
 
+/* issue #11: the buffers come with their sizes; NULL, short or misaligned
+ * is AP_INVAL (NULL and misaligned tripped AP_ASSERT, a short buffer was
+ * overrun) and neither the object nor the buffer changes */
+Test(work_steal, bad_buffers_and_arguments_are_inval_and_change_nothing)
+{
+    enum { CAP = 8 };
+    static void *words[CAP + 2];
+    unsigned char *b = (unsigned char *)words;
+    const size_t need = AP_WS_BYTES(CAP);
+    _Static_assert(AP_WS_BYTES(CAP) == CAP * sizeof(void *) &&
+                       AP_WS_ALIGN == _Alignof(_Atomic(void *)) &&
+                       AP_WS_INJECTOR_BYTES(CAP) == AP_MPMC_BYTES(CAP, sizeof(void *)) &&
+                       AP_WS_INJECTOR_ALIGN == AP_MPMC_ALIGN,
+                   "constant expressions");
+    static char as_array_size[AP_WS_ALIGN + AP_WS_INJECTOR_ALIGN];
+    cr_expect_eq(sizeof as_array_size, AP_WS_ALIGN + AP_WS_INJECTOR_ALIGN);
+    struct { void *buf; size_t bytes, cap; const char *what; } cases[] = {
+        {NULL, sizeof words, CAP, "NULL buffer"},
+        {b, need - 1, CAP, "one byte short"},
+        {b, need - sizeof(void *), CAP, "one slot short"},
+        {b, 0, CAP, "zero bytes"},
+        {b + 1, sizeof words - 1, CAP, "misaligned by 1"},
+        {b + AP_WS_ALIGN / 2, sizeof words - AP_WS_ALIGN / 2, CAP, "misaligned by half"},
+        {b, sizeof words, 0, "capacity 0"},
+        {b, sizeof words, 6, "capacity not a power of two"},
+        {b, SIZE_MAX, AP_WS_CAPACITY_MAX * 2, "capacity too big"},
+    };
+    static unsigned char b_before[sizeof words];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ap_ws d, d_before;
+        memset(&d, 0x5A, sizeof d);
+        memcpy(&d_before, &d, sizeof d);
+        memset(b, 0xC3, sizeof words);
+        memcpy(b_before, b, sizeof words);
+        cr_expect_eq(ap_ws_init(&d, cases[i].buf, cases[i].bytes, cases[i].cap), AP_INVAL, "%s",
+                     cases[i].what);
+        cr_expect_eq(ap__ws_init_at(&d, cases[i].buf, cases[i].bytes, cases[i].cap, SIZE_MAX),
+                     AP_INVAL, "init_at: %s", cases[i].what);
+        cr_expect(memcmp(&d_before, &d, sizeof d) == 0, "%s: the deque changed", cases[i].what);
+        cr_expect(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
+                  cases[i].what);
+    }
+    /* the injector: its own size (an mpmc of pointers) */
+    static size_t iwords[AP_WS_INJECTOR_BYTES(CAP) / sizeof(size_t) + 2];
+    unsigned char *ib = (unsigned char *)iwords;
+    const size_t ineed = AP_WS_INJECTOR_BYTES(CAP);
+    struct { void *buf; size_t bytes, cap; const char *what; } icases[] = {
+        {NULL, sizeof iwords, CAP, "NULL buffer"},
+        {ib, ineed - 1, CAP, "one byte short"},
+        {ib, AP_WS_BYTES(CAP), CAP, "a deque's size (the injector needs more)"},
+        {ib, 0, CAP, "zero bytes"},
+        {ib + 1, sizeof iwords - 1, CAP, "misaligned by 1"},
+        {ib, sizeof iwords, 0, "capacity 0"},
+    };
+    static unsigned char ib_before[sizeof iwords];
+    for (size_t i = 0; i < sizeof icases / sizeof icases[0]; i++) {
+        ap_ws_injector inj;
+        static unsigned char inj_before[sizeof(ap_ws_injector)];
+        memset(&inj, 0x5A, sizeof inj);
+        memcpy(inj_before, &inj, sizeof inj);
+        memset(ib, 0xC3, sizeof iwords);
+        memcpy(ib_before, ib, sizeof iwords);
+        cr_expect_eq(ap_ws_injector_init(&inj, icases[i].buf, icases[i].bytes, icases[i].cap),
+                     AP_INVAL, "injector: %s", icases[i].what);
+        cr_expect(memcmp(inj_before, &inj, sizeof inj) == 0, "injector, %s: it changed",
+                  icases[i].what);
+        cr_expect(memcmp(ib_before, ib, sizeof iwords) == 0, "injector, %s: the buffer changed",
+                  icases[i].what);
+    }
+    /* exactly enough works; the excess is not touched */
+    ap_ws d;
+    void *x = NULL;
+    memset(b, 0xC3, sizeof words);
+    cr_assert_eq(ap_ws_init(&d, b, need, CAP), AP_OK);
+    for (uintptr_t k = 1; k <= CAP; k++)
+        cr_expect_eq(ap_ws_try_push(&d, T(k)), AP_OK);
+    cr_expect_eq(ap_ws_try_push(&d, T(99)), AP_FULL);
+    cr_expect_eq(ap_ws_try_pop(&d, &x), AP_OK);
+    cr_expect_eq(U(x), CAP);
+    for (size_t i = need; i < sizeof words; i++)
+        cr_expect_eq(b[i], 0xC3, "byte %zu past the deque's buffer written", i);
+    ap_ws_fini(&d);
+    ap_ws_injector inj;
+    memset(ib, 0xC3, sizeof iwords);
+    cr_assert_eq(ap_ws_injector_init(&inj, ib, ineed, CAP), AP_OK);
+    cr_expect_eq(ap_ws_injector_try_push(&inj, T(7)), AP_OK);
+    cr_expect_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    cr_expect_eq(U(x), 7);
+    for (size_t i = ineed; i < sizeof iwords; i++)
+        cr_expect_eq(ib[i], 0xC3, "byte %zu past the injector's buffer written", i);
+    ap_ws_injector_fini(&inj);
+}
+
 Test(work_steal, injector)
 {
     static _Alignas(64) unsigned char ibuf[AP_WS_INJECTOR_BYTES(3)];
     ap_ws_injector inj;
     void *x = T(5);
-    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, 0), AP_INVAL);
-    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, 3), AP_OK);
+    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 0), AP_INVAL);
+    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 3), AP_OK);
     cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_EMPTY);
     cr_assert_eq(U(x), 5);
     for (uintptr_t i = 1; i <= 3; i++)
@@ -334,10 +427,10 @@ static void run_threaded(unsigned thieves, size_t cap, bool half, unsigned keep)
     cr_assert(r && buf);
     r->executed = calloc(N_TASKS, 1);
     cr_assert(r->executed);
-    cr_assert_eq(ap_ws_init(&r->d, buf, cap), AP_OK);
+    cr_assert_eq(ap_ws_init(&r->d, buf, AP_WS_BYTES(cap), cap), AP_OK);
     for (unsigned i = 0; i < thieves; i++) {
         own_buf[i] = malloc(AP_WS_BYTES(cap));
-        cr_assert_eq(ap_ws_init(&r->own[i], own_buf[i], cap), AP_OK);
+        cr_assert_eq(ap_ws_init(&r->own[i], own_buf[i], AP_WS_BYTES(cap), cap), AP_OK);
     }
     r->thieves = thieves;
     r->half = half;

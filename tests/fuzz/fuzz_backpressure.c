@@ -6,7 +6,9 @@
  * and push / pop / low-watermark futures polled and cancelled by hand,
  * checked against a sequential model:
  *   - AP_INVAL init leaves *bp and the buffer untouched; AP_INVAL create
- *     allocates nothing and leaves *out untouched
+ *     allocates nothing and leaves *out untouched; a valid desc with a
+ *     buffer too small (sometimes one byte short of AP_BP_BYTES) is
+ *     AP_INVAL too (issue #11)
  *   - each push's status per strategy; evicted_out / retry_at / out written
  *     only where the status says so; @elem never modified
  *   - elements leave in FIFO order; DROP_OLDEST hands back exactly the
@@ -88,12 +90,12 @@ static void check_inval_paths(fz *f)
         size_t stride = AP_MPMC_STRIDE(r.elem_size);
         if (stride < r.elem_size || r.capacity > SIZE_MAX / stride) mbad = 1;
     }
-    if (bad || mbad) {
+    static size_t dummy[8];
+    if (bad || mbad || AP_BP_BYTES(r.capacity, r.elem_size) > sizeof dummy) {
         static ap_bp bp;
-        static size_t dummy[8];
         fz_fill(&bp, sizeof bp);
         fz_fill(dummy, sizeof dummy);
-        ap_status st = ap_bp_init(&bp, dummy, &d);
+        ap_status st = ap_bp_init(&bp, dummy, sizeof dummy, &d);
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&bp, sizeof bp));
         FZ_CHECK(fz_untouched(dummy, sizeof dummy));
@@ -119,7 +121,7 @@ static void check_inval_paths(fz *f)
         FZ_CHECK(allocs == before + (st == AP_NOMEM)); /* the refused attempt */
         allocs = before;
     }
-    ap_status st2 = ap_bp_init(&(ap_bp){0}, NULL, NULL);
+    ap_status st2 = ap_bp_init(&(ap_bp){0}, NULL, 0, NULL);
     FZ_CHECK(st2 == AP_INVAL);
 }
 
@@ -159,7 +161,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ap_bp_desc r = ap_bp_desc_resolved(&d);
     static _Alignas(64) unsigned char buf[AP_BP_BYTES(MAXCAP, MAXES)];
     static ap_bp bp;
-    if (ap_bp_init(&bp, buf, &d) != AP_OK) {
+    if ((w & 4) && r.capacity >= 1 && r.elem_size >= 1) { /* one byte short */
+        size_t need = AP_BP_BYTES(r.capacity, r.elem_size);
+        fz_fill(&bp, sizeof bp);
+        fz_fill(buf, need);
+        FZ_CHECK(ap_bp_init(&bp, buf, need - 1, &d) == AP_INVAL);
+        FZ_CHECK(fz_untouched(&bp, sizeof bp));
+        FZ_CHECK(fz_untouched(buf, need));
+    }
+    if (ap_bp_init(&bp, buf, (w & 8) ? AP_BP_BYTES(r.capacity, r.elem_size) : sizeof buf, &d) !=
+        AP_OK) {
         FZ_CHECK(r.low_watermark >= r.high_watermark); /* e.g. explicit low 0 -> default */
         return 0;
     }

@@ -9,8 +9,10 @@
  * forward, sometimes a small step back (the contract allows clocks slightly
  * apart: oldest is the minimum of the adds' times), sometimes to the top.
  * Checked against a sequential model after every step:
- *   - init: AP_INVAL exactly for no desc, elem_size or max_size 0, or
- *     max_size * elem_size overflowing, leaving *b untouched; a valid init
+ *   - init: AP_INVAL exactly for no desc, elem_size or max_size 0,
+ *     max_size * elem_size overflowing, a NULL buffer or a size below
+ *     AP_BATCH_BYTES (sometimes one byte short), leaving *b and the buffer
+ *     untouched; a valid init
  *     resolves max_delay 0 to the default and starts empty
  *   - items come out in add order, each exactly once, byte for byte;
  *     batches hold 1..max_size items; an add to a full batch is AP_FULL,
@@ -105,13 +107,26 @@ static void check_inval(fz *f)
     int nodesc = (k & 0xe0) == 0xe0;
     ap_batcher b;
     fz_fill(&b, sizeof b);
-    int bad = nodesc || d.elem_size == 0 || d.max_size == 0 ||
-              (unsigned __int128)d.elem_size * d.max_size > SIZE_MAX;
+    unsigned __int128 need = (unsigned __int128)d.elem_size * d.max_size;
+    /* the size: a huge claim (init never writes the buffer, and nothing is
+     * added here), exactly the need, one byte short of it, or anything */
+    uint8_t how = fz_u8(f);
+    size_t bytes = SIZE_MAX;
+    switch (how & 3) {
+    case 1: bytes = need > SIZE_MAX ? SIZE_MAX : (size_t)need; break;
+    case 2: bytes = need > SIZE_MAX ? SIZE_MAX : need == 0 ? 0 : (size_t)need - 1; break;
+    case 3: bytes = fz_size(f); break;
+    }
     static unsigned char one[1];
-    ap_status st = ap_batch_init(&b, nodesc ? NULL : &d, one);
+    unsigned char *buf = (how & 0x0c) == 0x0c ? NULL : one;
+    int bad = nodesc || d.elem_size == 0 || d.max_size == 0 || need > SIZE_MAX ||
+              buf == NULL || bytes < need;
+    fz_fill(one, sizeof one);
+    ap_status st = ap_batch_init(&b, buf, bytes, nodesc ? NULL : &d);
     if (bad) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&b, sizeof b));
+        FZ_CHECK(fz_untouched(one, sizeof one));
         return;
     }
     FZ_CHECK(st == AP_OK);
@@ -169,7 +184,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_fill(bbuf, sizeof bbuf);
     ap_batcher b;
     ap_batch_desc d = {m_es, m_max, m_delay};
-    FZ_CHECK(ap_batch_init(&b, &d, bbuf + MARGIN) == AP_OK);
+    if (dsel & 0x40) { /* one byte short: AP_INVAL, nothing written */
+        fz_fill(&b, sizeof b);
+        FZ_CHECK(ap_batch_init(&b, bbuf + MARGIN, AP_BATCH_BYTES(m_max, m_es) - 1, &d) ==
+                 AP_INVAL);
+        FZ_CHECK(fz_untouched(&b, sizeof b) && fz_untouched(bbuf, sizeof bbuf));
+    }
+    FZ_CHECK(ap_batch_init(&b, bbuf + MARGIN, AP_BATCH_BYTES(m_max, m_es), &d) == AP_OK);
     if (m_delay == 0) m_delay = AP_BATCH_DEFAULT_DELAY_NS;
     m_len = 0; m_oldest = 0; m_closed = 0;
     m_added = m_batches = m_size = m_time = m_close = m_flush = 0;

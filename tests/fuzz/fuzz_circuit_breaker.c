@@ -299,18 +299,18 @@ static void check_inval(fz *f)
     fz_fill(&b, sizeof b);
     if (bad) {
         fz_fill(bigbuf, 4096);
-        FZ_CHECK(ap_cb_init(&b, &d, bigbuf, sizeof bigbuf) == AP_INVAL);
+        FZ_CHECK(ap_cb_init(&b, bigbuf, sizeof bigbuf, &d) == AP_INVAL);
         FZ_CHECK(fz_untouched(&b, sizeof b));
         FZ_CHECK(fz_untouched(bigbuf, 4096));
     } else {
         /* too small, misaligned or NULL buffers: AP_INVAL, untouched */
         fz_fill(bigbuf, need + 16);
-        FZ_CHECK(ap_cb_init(&b, &d, bigbuf, need - 1) == AP_INVAL);
-        FZ_CHECK(ap_cb_init(&b, &d, bigbuf + 4, need + 8) == AP_INVAL);
-        FZ_CHECK(ap_cb_init(&b, &d, NULL, need) == AP_INVAL);
+        FZ_CHECK(ap_cb_init(&b, bigbuf, need - 1, &d) == AP_INVAL);
+        FZ_CHECK(ap_cb_init(&b, bigbuf + 4, need + 8, &d) == AP_INVAL);
+        FZ_CHECK(ap_cb_init(&b, NULL, need, &d) == AP_INVAL);
         FZ_CHECK(fz_untouched(&b, sizeof b));
         FZ_CHECK(fz_untouched(bigbuf, need + 16));
-        FZ_CHECK(ap_cb_init(&b, &d, bigbuf, need) == AP_OK);
+        FZ_CHECK(ap_cb_init(&b, bigbuf, need, &d) == AP_OK);
         FZ_CHECK(ap_cb_state(&b, 0) == CL && ap_cb_generation(&b) == 1);
         ap_cb_fini(&b);
     }
@@ -408,7 +408,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cur_b = &b;
     size_t need = ap_cb_bytes(&d);
     FZ_CHECK(need > 0 && need <= sizeof bigbuf);
-    FZ_CHECK(ap_cb_init(&b, &d, bigbuf, need) == AP_OK);
+    FZ_CHECK(ap_cb_init(&b, bigbuf, need, &d) == AP_OK);
 
     memset(&M, 0, sizeof M);
     M.d = ap_breaker_desc_resolved(&d);

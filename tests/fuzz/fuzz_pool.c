@@ -9,8 +9,10 @@
  * get_wait with a past deadline, and close, checked against a sequential
  * model (an idle stack, the holders, and a FIFO queue of futures):
  *   - init / create: AP_INVAL exactly for n 0 or > AP_POOL_MAX, obj_size 0,
- *     NULL or misaligned state, NULL objects, or an array that would wrap
- *     (create: or whose size overflows); then *p (*out) and the state
+ *     NULL or misaligned state, NULL objects, a state or object size
+ *     smaller than AP_POOL_STATE_BYTES / AP_POOL_OBJS_BYTES (sometimes one
+ *     byte short), an object size that overflows, or an array that would
+ *     wrap (create: or whose size overflows); then *p (*out) and the state
  *     buffer are untouched and nothing is allocated; create/destroy balance
  *     the allocator and the objects start zeroed
  *   - gets lend the idle stack's top (index order until the first put,
@@ -132,7 +134,7 @@ static ap_status m_try(void)
 
 static void check_inval(fz *f)
 {
-    static _Alignas(uint32_t) unsigned char sbuf[AP_POOL_BYTES(MAXN) + 8];
+    static _Alignas(AP_POOL_STATE_ALIGN) unsigned char sbuf[AP_POOL_STATE_BYTES(MAXN) + 8];
     static unsigned char obuf[64];
     uint8_t k = fz_u8(f);
     size_t n = (k & 1) ? fz_size(f) : (size_t)(k >> 1) % (MAXN + 2);
@@ -145,15 +147,31 @@ static void check_inval(fz *f)
     if ((how & 7) == 3) objs = NULL;
     if ((how & 7) == 4) objs = (void *)(UINTPTR_MAX - (uintptr_t)fz_u16(f)); /* near the top */
     uintptr_t ob = (uintptr_t)objs;
+    /* the sizes: all of sbuf / a huge claim, exactly the need, one byte
+     * short of it, or anything (issue #11) */
+    uint8_t sizes = fz_u8(f);
+    unsigned __int128 sneed = (unsigned __int128)n * 4, oneed = (unsigned __int128)n * sz;
+    size_t sbytes = sizeof sbuf, obytes = SIZE_MAX;
+    switch (sizes & 3) {
+    case 1: sbytes = sneed > SIZE_MAX ? SIZE_MAX : (size_t)sneed; break;
+    case 2: sbytes = sneed > SIZE_MAX ? SIZE_MAX : sneed == 0 ? 0 : (size_t)sneed - 1; break;
+    case 3: sbytes = fz_size(f); break;
+    }
+    switch ((sizes >> 2) & 3) {
+    case 1: obytes = oneed > SIZE_MAX ? SIZE_MAX : (size_t)oneed; break;
+    case 2: obytes = oneed > SIZE_MAX ? SIZE_MAX : oneed == 0 ? 0 : (size_t)oneed - 1; break;
+    case 3: obytes = fz_size(f); break;
+    }
     int bad = n == 0 || n > AP_POOL_MAX || sz == 0 || state == NULL || objs == NULL ||
-              (uintptr_t)state % _Alignof(uint32_t) != 0 ||
+              (uintptr_t)state % AP_POOL_STATE_ALIGN != 0 || sbytes / 4 < n ||
+              oneed > SIZE_MAX || obytes < oneed ||
               (unsigned __int128)n * sz > (unsigned __int128)(UINTPTR_MAX - ob);
     /* a valid init writes n state words: only try it when they fit */
     if (bad || n <= MAXN) {
         ap_pool p;
         fz_fill(&p, sizeof p);
         fz_fill(sbuf, sizeof sbuf);
-        ap_status st = ap_pool_init(&p, state, objs, n, sz);
+        ap_status st = ap_pool_init(&p, state, sbytes, objs, obytes, n, sz);
         if (bad) {
             FZ_CHECK(st == AP_INVAL);
             FZ_CHECK(fz_untouched(&p, sizeof p));
@@ -162,7 +180,8 @@ static void check_inval(fz *f)
             FZ_CHECK(st == AP_OK);
             FZ_CHECK(ap_pool_capacity(&p) == n && ap_pool_idle(&p) == n);
             FZ_CHECK(ap_pool_in_use(&p) == 0 && !ap_pool_is_closed(&p));
-            FZ_CHECK(fz_untouched(sbuf + AP_POOL_BYTES(n), sizeof sbuf - AP_POOL_BYTES(n)));
+            FZ_CHECK(fz_untouched(sbuf + AP_POOL_STATE_BYTES(n),
+                                  sizeof sbuf - AP_POOL_STATE_BYTES(n)));
             /* index / obj round trip (no object is dereferenced) */
             size_t j = fz_u8(f) % n, ix = 12345;
             void *o = ap_pool_obj(&p, j);
@@ -300,7 +319,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_fill(obuf, sizeof obuf);
     fz_fill(sbuf, sizeof sbuf);
     ap_pool p;
-    FZ_CHECK(ap_pool_init(&p, sbuf, objs, m_n, m_size) == AP_OK);
+    if (zs & 0x40) { /* one byte short of either size: AP_INVAL, nothing written */
+        fz_fill(&p, sizeof p);
+        FZ_CHECK(ap_pool_init(&p, sbuf, AP_POOL_STATE_BYTES(m_n) - 1, objs,
+                              AP_POOL_OBJS_BYTES(m_n, m_size), m_n, m_size) == AP_INVAL);
+        FZ_CHECK(ap_pool_init(&p, sbuf, AP_POOL_STATE_BYTES(m_n), objs,
+                              AP_POOL_OBJS_BYTES(m_n, m_size) - 1, m_n, m_size) == AP_INVAL);
+        FZ_CHECK(fz_untouched(&p, sizeof p));
+        FZ_CHECK(fz_untouched(sbuf, sizeof sbuf) && fz_untouched(obuf, sizeof obuf));
+    }
+    FZ_CHECK(ap_pool_init(&p, sbuf, AP_POOL_STATE_BYTES(m_n), objs,
+                          AP_POOL_OBJS_BYTES(m_n, m_size), m_n, m_size) == AP_OK);
     hook_pool = &p;
     if (c & 0x80) ap_pool_set_reset(&p, reset_hook, &hook_user);
     memset(mf, 0, sizeof mf);

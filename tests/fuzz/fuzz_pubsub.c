@@ -9,7 +9,9 @@
  * and close, checked against a sequential model (the published sequence,
  * each subscriber's cursor and counters, a model of the waitlist):
  *   - init / create: AP_INVAL exactly for capacity or elem_size 0 or over
- *     the limits, a policy other than OVERWRITE, or sizes that overflow;
+ *     the limits, a policy other than OVERWRITE, or sizes that overflow
+ *     (init: or a buffer NULL, misaligned or smaller than AP_PUBSUB_BYTES,
+ *     sometimes one byte short);
  *     then *ps, the buffer (*out) are untouched and nothing is allocated;
  *     create/destroy balance the allocator
  *   - a subscriber receives exactly the messages published after it
@@ -87,12 +89,26 @@ static void check_inval(fz *f)
     unsigned __int128 bytes = (unsigned __int128)cap * stride;
     int bad = cap == 0 || es == 0 || cap > (SIZE_MAX >> 4) || es > SIZE_MAX / 2 ||
               pol != AP_PUBSUB_OVERWRITE || bytes > SIZE_MAX;
-    if (bad || bytes <= sizeof buf) {
+    {
+        /* issue #11: the size comes along: NULL, misaligned, one byte short
+         * or a valid config too big for this buffer is AP_INVAL with
+         * nothing written */
+        uint8_t how = fz_u8(f);
+        unsigned char *b = (unsigned char *)buf;
+        size_t bb = sizeof buf;
+        if (!bad && bytes <= sizeof buf && (how & 1)) bb = (size_t)bytes - 1;
+        if (how & 2) {
+            size_t off = 1 + (size_t)(how >> 4) % 7;
+            b += off;
+            bb = bb > sizeof buf - off ? sizeof buf - off : bb;
+        }
+        if ((how & 0x0c) == 0x0c) b = NULL;
+        int ibad = bad || b != (unsigned char *)buf || bytes > bb;
         ap_pubsub ps;
         fz_fill(&ps, sizeof ps);
         fz_fill(buf, sizeof buf);
-        ap_status st = ap_pubsub_init(&ps, buf, cap, es, pol);
-        if (bad) {
+        ap_status st = ap_pubsub_init(&ps, b, bb, cap, es, pol);
+        if (ibad) {
             FZ_CHECK(st == AP_INVAL);
             FZ_CHECK(fz_untouched(&ps, sizeof ps));
             FZ_CHECK(fz_untouched(buf, sizeof buf));
@@ -196,7 +212,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m_es = (c & 0x80) ? 129 + (size_t)((c >> 4) & 7) + (c & 4) : 1 + (size_t)(fz_u8(&f) % 24);
     fz_fill(ring, sizeof ring);
     ap_pubsub ps;
-    FZ_CHECK(ap_pubsub_init(&ps, ring, m_cap, m_es, AP_PUBSUB_OVERWRITE) == AP_OK);
+    if (c & 0x40) { /* one byte short: AP_INVAL, nothing written */
+        fz_fill(&ps, sizeof ps);
+        FZ_CHECK(ap_pubsub_init(&ps, ring, AP_PUBSUB_BYTES(m_cap, m_es) - 1, m_cap, m_es,
+                                AP_PUBSUB_OVERWRITE) == AP_INVAL);
+        FZ_CHECK(fz_untouched(&ps, sizeof ps));
+        FZ_CHECK(fz_untouched(ring, sizeof ring));
+    }
+    FZ_CHECK(ap_pubsub_init(&ps, ring, AP_PUBSUB_BYTES(m_cap, m_es), m_cap, m_es,
+                            AP_PUBSUB_OVERWRITE) == AP_OK);
     m_tail = 0; m_closed = 0;
     memset(ms, 0, sizeof ms);
     memset(&m_wl, 0, sizeof m_wl);

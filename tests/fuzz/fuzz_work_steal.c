@@ -9,7 +9,9 @@
  * model (each deque a plain array: the owner's end is the bottom, LIFO;
  * thieves take the top, FIFO; the injector a FIFO):
  *   - init / create: AP_INVAL exactly for capacity 0, not a power of two,
- *     or above AP_WS_CAPACITY_MAX, and then *d (or *out) untouched and
+ *     or above AP_WS_CAPACITY_MAX (init: or a buffer misaligned or smaller
+ *     than AP_WS_BYTES, sometimes one byte short; the injector's one byte
+ *     short or NULL), and then *d (or *out) and the buffer untouched and
  *     nothing allocated; create/destroy balance the allocator
  *   - push: AP_FULL exactly when len == capacity (the task is not stored)
  *   - pop returns the newest task, steal the oldest, AP_EMPTY on an empty
@@ -62,12 +64,28 @@ static void check_inval(fz *f)
     int bad = cap == 0 || (cap & (cap - 1)) != 0 || cap > AP_WS_CAPACITY_MAX;
     ap_ws d;
     fz_fill(&d, sizeof d);
-    if (bad || cap <= MAXCAP) {
-        static _Alignas(void *) unsigned char buf[AP_WS_BYTES(MAXCAP)];
-        ap_status st = ap_ws_init(&d, buf, cap);
-        if (bad) {
+    {
+        /* issue #11: the size comes along; one byte short of AP_WS_BYTES,
+         * misaligned, or a valid capacity too big for this buffer is
+         * AP_INVAL with nothing written */
+        static _Alignas(AP_WS_ALIGN) unsigned char buf[AP_WS_BYTES(MAXCAP) + sizeof(void *)];
+        uint8_t how = fz_u8(f);
+        unsigned char *b = buf;
+        size_t bytes = sizeof buf;
+        if (how & 2) {
+            size_t off = 1 + (size_t)(how >> 2) % (AP_WS_ALIGN - 1);
+            b += off;
+            bytes -= off;
+        }
+        if (!bad && (how & 1)) bytes = AP_WS_BYTES(cap) - 1;
+        if (!bad && b == buf && (how & 1) == 0 && (how & 0x80)) bytes = AP_WS_BYTES(cap);
+        int ibad = bad || b != buf || bytes < AP_WS_BYTES(cap);
+        fz_fill(buf, sizeof buf);
+        ap_status st = ap_ws_init(&d, b, bytes, cap);
+        if (ibad) {
             FZ_CHECK(st == AP_INVAL);
             FZ_CHECK(fz_untouched(&d, sizeof d));
+            FZ_CHECK(fz_untouched(buf, sizeof buf));
         } else {
             FZ_CHECK(st == AP_OK);
             FZ_CHECK(ap_ws_capacity(&d) == cap && ap_ws_len(&d) == 0);
@@ -99,9 +117,13 @@ static void check_inval(fz *f)
     /* the injector: capacity 0 is AP_INVAL, untouched */
     ap_ws_injector inj;
     fz_fill(&inj, sizeof inj);
-    static _Alignas(size_t) unsigned char ib[AP_WS_INJECTOR_BYTES(1)];
-    FZ_CHECK(ap_ws_injector_init(&inj, ib, 0) == AP_INVAL);
+    static _Alignas(AP_WS_INJECTOR_ALIGN) unsigned char ib[AP_WS_INJECTOR_BYTES(1)];
+    FZ_CHECK(ap_ws_injector_init(&inj, ib, sizeof ib, 0) == AP_INVAL);
+    fz_fill(ib, sizeof ib);
+    FZ_CHECK(ap_ws_injector_init(&inj, ib, sizeof ib - 1, 1) == AP_INVAL); /* one byte short */
+    FZ_CHECK(ap_ws_injector_init(&inj, NULL, sizeof ib, 1) == AP_INVAL);
     FZ_CHECK(fz_untouched(&inj, sizeof inj));
+    FZ_CHECK(fz_untouched(ib, sizeof ib));
 }
 
 static size_t pick_cap(fz *f) { return (size_t)1 << (fz_u8(f) % 9); }
@@ -128,18 +150,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_inval(&f);
     check_inval(&f);
 
-    static _Alignas(void *) unsigned char ba[AP_WS_BYTES(MAXCAP)], bb[AP_WS_BYTES(MAXCAP)];
-    static _Alignas(size_t) unsigned char ib[AP_WS_INJECTOR_BYTES(INJCAP)];
+    static _Alignas(AP_WS_ALIGN) unsigned char ba[AP_WS_BYTES(MAXCAP)], bb[AP_WS_BYTES(MAXCAP)];
+    static _Alignas(AP_WS_INJECTOR_ALIGN) unsigned char ib[AP_WS_INJECTOR_BYTES(INJCAP)];
     static mdq ma, mb;
     ap_ws A, B;
     ma.cap = pick_cap(&f);
     mb.cap = pick_cap(&f);
     ma.len = mb.len = 0;
-    FZ_CHECK(ap__ws_init_at(&A, ba, ma.cap, pick_start(&f)) == AP_OK);
-    FZ_CHECK(ap__ws_init_at(&B, bb, mb.cap, pick_start(&f)) == AP_OK);
+    FZ_CHECK(ap__ws_init_at(&A, ba, sizeof ba, ma.cap, pick_start(&f)) == AP_OK);
+    FZ_CHECK(ap__ws_init_at(&B, bb, AP_WS_BYTES(mb.cap), mb.cap, pick_start(&f)) == AP_OK);
     size_t icap = 1 + fz_u8(&f) % INJCAP;
     ap_ws_injector inj;
-    FZ_CHECK(ap_ws_injector_init(&inj, ib, icap) == AP_OK);
+    FZ_CHECK(ap_ws_injector_init(&inj, ib, sizeof ib, icap) == AP_OK);
     static uintptr_t mi[INJCAP];
     size_t mi_head = 0, mi_len = 0;
     int iclosed = 0;

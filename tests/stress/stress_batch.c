@@ -141,7 +141,7 @@ static void run_batch(unsigned producers, unsigned takers, size_t max_size, uint
     r->seen = (_Atomic uint8_t *)calloc(r->per_producer * producers, 1);
     CHECK(r->seen != NULL, "out of memory");
     ap_batch_desc d = {sizeof(bs_elem), max_size, delay};
-    ap_status st = ap_batch_init(&r->b, &d, r->buf);
+    ap_status st = ap_batch_init(&r->b, r->buf, sizeof r->buf, &d);
     CHECK(st == AP_OK, "ap_batch_init: %s", ap_status_str(st));
     unsigned n = producers + takers;
     bs_thread *t = (bs_thread *)calloc(n, sizeof *t);

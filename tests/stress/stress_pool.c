@@ -46,7 +46,7 @@ typedef struct pobj {
 typedef struct pool_run {
     ap_pool pool;
     pobj objs[MAX_OBJS];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(MAX_OBJS)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(MAX_OBJS)];
     size_t n;
     size_t iters;
     bool close_midstream;
@@ -202,7 +202,8 @@ static void run_pool(size_t n, size_t iters, bool close_midstream)
         free(r);
         return;
     }
-    ap_status st = ap_pool_init(&r->pool, r->st, r->objs, n, sizeof(pobj));
+    ap_status st = ap_pool_init(&r->pool, r->st, sizeof r->st, r->objs, sizeof r->objs, n,
+                                sizeof(pobj));
     CHECK(st == AP_OK, "ap_pool_init: %s", ap_status_str(st));
     ap_pool_set_reset(&r->pool, on_reset, r);
     r->n = n;

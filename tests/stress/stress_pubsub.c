@@ -271,7 +271,8 @@ static void run_matrix(unsigned pubs, unsigned subs, size_t capacity, bool wait_
     CHECK(r->table != NULL, "out of memory");
     r->buf = aligned_alloc(64, ap__align_up(AP_PUBSUB_BYTES(capacity, sizeof(ps_msg)), 64));
     CHECK(r->buf != NULL, "out of memory");
-    ap_status st = ap_pubsub_init(&r->ps, r->buf, capacity, sizeof(ps_msg), AP_PUBSUB_OVERWRITE);
+    ap_status st = ap_pubsub_init(&r->ps, r->buf, AP_PUBSUB_BYTES(capacity, sizeof(ps_msg)),
+                                  capacity, sizeof(ps_msg), AP_PUBSUB_OVERWRITE);
     CHECK(st == AP_OK, "init: %s", ap_status_str(st));
     unsigned n = pubs + subs;
     ps_worker *w = (ps_worker *)calloc(n, sizeof *w);
@@ -337,7 +338,8 @@ static void run_parked(unsigned subs)
     if (!stress_begin("pubsub parked %u then close", subs))
         return;
     static uint64_t buf[AP_PUBSUB_BYTES(2, sizeof(ps_msg)) / 8];
-    ap_status st = ap_pubsub_init(&parked_ps, buf, 2, sizeof(ps_msg), AP_PUBSUB_OVERWRITE);
+    ap_status st = ap_pubsub_init(&parked_ps, buf, sizeof buf, 2, sizeof(ps_msg),
+                                  AP_PUBSUB_OVERWRITE);
     CHECK(st == AP_OK, "init");
     atomic_store(&parked_closed, 0);
     ap_sub s[16];

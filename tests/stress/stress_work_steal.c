@@ -187,10 +187,10 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
     r->thieves = thieves;
     r->cap = cap;
     r->n = n;
-    CHECK(ap__ws_init_at(&r->d, buf, cap, wrap ? SIZE_MAX - n / 2 : 0) == AP_OK, "init");
+    CHECK(ap__ws_init_at(&r->d, buf, AP_WS_BYTES(cap), cap, wrap ? SIZE_MAX - n / 2 : 0) == AP_OK, "init");
     for (unsigned i = 0; i < thieves; i++) {
         own_buf[i] = malloc(AP_WS_BYTES(cap));
-        CHECK(own_buf[i] && ap_ws_init(&r->own[i], own_buf[i], cap) == AP_OK, "init own");
+        CHECK(own_buf[i] && ap_ws_init(&r->own[i], own_buf[i], AP_WS_BYTES(cap), cap) == AP_OK, "init own");
     }
     pthread_barrier_init(&r->start, NULL, thieves + 1);
     stress_diag(ws_diag, r);

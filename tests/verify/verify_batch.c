@@ -53,7 +53,7 @@ static void *b_setup(void)
     bst *s = calloc(1, sizeof *s);
     ap_batch_desc d = {sizeof(int), (size_t)b_max,
                        b_time ? (uint64_t)VB_DELAY : (uint64_t)AP_DEADLINE_NONE};
-    VF_CHECK(ap_batch_init(&s->b, &d, s->buf) == AP_OK);
+    VF_CHECK(ap_batch_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
     return s;
 }
 

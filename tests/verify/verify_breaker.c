@@ -97,7 +97,7 @@ static cst *cb_new(uint32_t min_calls)
                          .on_change = cb_log,
                          .ctx = s};
     VF_CHECK(ap_cb_bytes(&d) <= sizeof s->buf);
-    VF_CHECK(ap_cb_init(&s->b, &d, s->buf, sizeof s->buf) == AP_OK);
+    VF_CHECK(ap_cb_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
     s->K = cb_K;
     s->setup_now = T0_NS;
     return s;

@@ -25,7 +25,7 @@
 typedef struct pst {
     ap_pool pool;
     int objs[VP_MAX];
-    _Alignas(uint32_t) unsigned char st[AP_POOL_BYTES(VP_MAX)];
+    _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(VP_MAX)];
     int holders[VP_MAX]; /* plain: one OS thread */
     int done;
 } pst;
@@ -35,7 +35,8 @@ static int pool_n, pool_threads;
 static void *pool_setup(void)
 {
     pst *s = calloc(1, sizeof *s);
-    VF_CHECK(ap_pool_init(&s->pool, s->st, s->objs, (size_t)pool_n, sizeof(int)) == AP_OK);
+    VF_CHECK(ap_pool_init(&s->pool, s->st, sizeof s->st, s->objs, sizeof s->objs,
+                          (size_t)pool_n, sizeof(int)) == AP_OK);
     return s;
 }
 

@@ -104,7 +104,7 @@ static void *vr_setup(void)
     ap_breaker_desc bd = {.window_size = 4, .min_calls = 4, .open_ns = OPEN_NS,
                           .half_open_probes = 1, .probe_lease_ns = UINT64_C(1) << 40};
     VF_CHECK(ap_cb_bytes(&bd) <= sizeof s->buf);
-    VF_CHECK(ap_cb_init(&s->b, &bd, s->buf, sizeof s->buf) == AP_OK);
+    VF_CHECK(ap_cb_init(&s->b, s->buf, sizeof s->buf, &bd) == AP_OK);
     if (s->half_open) { /* trip at NOW - OPEN_NS: half-open from NOW on */
         for (int i = 0; i < 4; i++) {
             ap_cb_permit p;

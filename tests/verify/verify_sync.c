@@ -205,7 +205,7 @@ static int ws_tasks;
 static void *ws_setup(void)
 {
     dst *s = calloc(1, sizeof *s);
-    VF_CHECK(ap_ws_init(&s->d, s->buf, 4) == AP_OK);
+    VF_CHECK(ap_ws_init(&s->d, s->buf, sizeof s->buf, 4) == AP_OK);
     return s;
 }
 
