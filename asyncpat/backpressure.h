@@ -142,7 +142,8 @@
  *              Futures live in caller memory. Nothing else allocates.
  * ERRORS       AP_OK, AP_DROPPED, AP_FULL, AP_REJECTED, AP_CLOSED from push;
  *              AP_EMPTY, AP_AGAIN, AP_CLOSED from try_pop; AP_TIMEDOUT from
- *              the _wait forms; AP_CANCELED as a cancelled future's status;
+ *              the _wait forms; AP_NOT_READY (pending) and AP_CANCELED as
+ *              a future's status;
  *              AP_INVAL for bad configuration (capacity or elem_size 0, an
  *              unknown strategy, high > capacity, low >= high, a bad
  *              throttle desc for THROTTLE; a buffer that is NULL, too
@@ -242,7 +243,7 @@ typedef struct ap_bp {
 } ap_bp;
 
 /*
- * A push future (BLOCK). Status: AP_AGAIN while pending, then AP_OK
+ * A push future (BLOCK). Status: AP_NOT_READY while pending, then AP_OK
  * (accepted), AP_CLOSED (the element stays with the caller), AP_CANCELED,
  * or AP_INVAL at once for a strategy other than BLOCK (those never wait).
  */
@@ -253,11 +254,11 @@ typedef struct ap_bp_push_fut {
     bool counted; /* its outcome is in the counters */
 } ap_bp_push_fut;
 
-/* A pop future. Status: AP_AGAIN, then AP_OK, AP_CLOSED (closed and
+/* A pop future. Status: AP_NOT_READY, then AP_OK, AP_CLOSED (closed and
  * drained) or AP_CANCELED. */
 typedef struct ap_bp_pop_fut { ap_waitop op; } ap_bp_pop_fut;
 
-/* A "below the low watermark" future. Status: AP_AGAIN, then AP_OK (the
+/* A "below the low watermark" future. Status: AP_NOT_READY, then AP_OK (the
  * state was LOW when it completed), AP_CLOSED or AP_CANCELED. */
 typedef struct ap_bp_low_fut {
     ap_waitop op;
@@ -763,7 +764,7 @@ AP_API ap_status ap__bp_push_try_v(void *bp, void *elem)
 /* Count a push future's outcome once. */
 AP_API void ap__bp_push_count(ap_bp_push_fut *f)
 {
-    if (f->counted || f->op.status == AP_AGAIN)
+    if (f->counted || f->op.status == AP_NOT_READY)
         return;
     f->counted = true;
     ap_bp *bp = f->bp;

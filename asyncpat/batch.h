@@ -75,8 +75,8 @@
  *   takes copy into a caller buffer of the same size. Nothing allocates.
  * ERRORS        AP_INVAL (bad desc: NULL, elem_size or max_size 0, sizes
  *   that overflow; a buffer NULL or too small; nothing changed), AP_FULL,
- *   AP_EMPTY, AP_CLOSED. Out-params
- *   are untouched unless AP_OK. A NULL object pointer, or a NULL buffer
+ *   AP_EMPTY, AP_CLOSED; AP_NOT_READY as a pending take future's status.
+ *   Out-params are untouched unless AP_OK. A NULL object pointer, or a NULL buffer
  *   given to take, asserts.
  * CONFIG        AP_ASSERT, AP_SPIN_LIMIT
  * SEE ALSO      token_bucket.h (same clock convention), tests/test_batch.c
@@ -232,7 +232,7 @@ AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b);
 AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *out);
 AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx);
 AP_API void ap_batch_take_cancel(ap_batch_take_fut *f);
-/** result: AP_AGAIN while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
+/** result: AP_NOT_READY while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_batch_take_status(const ap_batch_take_fut *f);
 /** items in the batch of a take future that completed with AP_OK, else 0 */
 AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f);
@@ -474,12 +474,12 @@ AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *ou
     f->out = out;
     f->n = 0;
     ap_waiter_init(&f->waiter);
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
 }
 
 AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx)
 {
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_deadline d = AP_DEADLINE_NONE;
     size_t n = 0;
@@ -504,7 +504,7 @@ AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx)
 AP_API void ap_batch_take_cancel(ap_batch_take_fut *f)
 {
     ap_waitlist_cancel_pass(&f->b->ready, &f->waiter);
-    if (f->status == AP_AGAIN)
+    if (f->status == AP_NOT_READY)
         f->status = AP_CANCELED;
 }
 

@@ -57,10 +57,10 @@
  *     grows, and the caller gets the factory's status (AP_NOMEM and
  *     AP_REJECTED as they are; any other failure as AP_REJECTED, so a
  *     factory status is never mistaken for the pool's own AP_EMPTY,
- *     AP_AGAIN, AP_CLOSED or AP_INVAL)
+ *     AP_NOT_READY, AP_CLOSED or AP_INVAL)
  *   - FIFO fairness and no thundering herd: queued futures are served
  *     strictly in queue order, one per returned connection or freed slot;
- *     try_checkout and a future's first poll answer AP_AGAIN when futures
+ *     try_checkout and a future's first poll answer AP_EMPTY when futures
  *     are queued, so they never overtake one (a try racing with a
  *     registration may still linearize before it, as in pool.h)
  *   - no lost wakeup, nobody stuck while capacity exists: every path that
@@ -121,8 +121,9 @@
  *              the connection slots first (slot i at buf + i * conn_size),
  *              then the pool's per-slot bookkeeping. A future embeds its
  *              waiter node. Nothing allocates (no create in v1).
- * ERRORS       AP_EMPTY (at max_size, nothing idle), AP_AGAIN (futures
- *              queued), AP_CLOSED, AP_INVAL (bad init arguments, a NULL
+ * ERRORS       AP_EMPTY (at max_size and nothing idle, or futures queued),
+ *              AP_NOT_READY (a checkout future still pending), AP_CLOSED,
+ *              AP_INVAL (bad init arguments, a NULL
  *              out-pointer, a return of a foreign / idle / unlent pointer:
  *              nothing changed), AP_TIMEDOUT (ap_connpool_checkout_wait),
  *              AP_CANCELED (a cancelled future), and the factory's failure
@@ -248,7 +249,7 @@ typedef struct ap_connpool {
 } ap_connpool;
 
 /*
- * A checkout future (caller memory). status is AP_AGAIN while pending,
+ * A checkout future (caller memory). status is AP_NOT_READY while pending,
  * then AP_OK (*out holds a connection the caller must return), AP_CLOSED,
  * AP_CANCELED or the factory's failure.
  */
@@ -299,7 +300,7 @@ AP_API void ap_connpool_fini(ap_connpool *p);
  * it is expired or validate refuses it and tries the next; with nothing
  * idle and a slot free, opens a new connection on this thread.
  * Returns AP_OK (the caller holds *conn until it returns it), AP_EMPTY
- * (max_size open and none idle), AP_AGAIN (futures queued), AP_CLOSED,
+ * (max_size open and none idle, or futures queued), AP_CLOSED,
  * AP_INVAL (@conn NULL), or the factory's failure (AP_NOMEM/AP_REJECTED).
  * Concurrency: any thread. Progress: blocking (short lock), plus the user
  *              calls made outside it.
@@ -354,7 +355,7 @@ AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out);
 /**
  * ap_connpool_checkout_fut_init / _poll / _cancel / _status: a future for
  * one connection, stored to *@out on AP_OK. The first poll behaves as
- * try_checkout with cx->now; when that says AP_EMPTY or AP_AGAIN the
+ * try_checkout with cx->now; when that says AP_EMPTY the
  * future queues (FIFO) and is woken by the return or freed slot that
  * serves it. The poll that completes it runs, on the polling thread,
  * whatever the grant needs: expiry check (cx->now) and validate for a
@@ -368,7 +369,7 @@ AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpo
                                           void **out);
 AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx);
 AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f);
-/** ap_connpool_checkout_status - AP_AGAIN while pending, then the result */
+/** ap_connpool_checkout_status - AP_NOT_READY while pending, then the result */
 AP_API AP_NODISCARD ap_status ap_connpool_checkout_status(const ap_connpool_checkout_fut *f);
 
 /**
@@ -715,7 +716,7 @@ AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t 
         st = AP_CLOSED;
     /* fairness: queued futures first (relaxed: orders nothing) */
     else if (AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0)
-        st = AP_AGAIN;
+        st = AP_EMPTY;
     else if ((t = ap__connpool_take(p, AP__CONNPOOL_CHECKING, &fresh)) == 0)
         st = AP_EMPTY;
     ap__lock_release(&p->lock);
@@ -867,7 +868,7 @@ AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpo
     f->slot = 0;
     f->fresh = false;
     f->queued = false;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
 }
 
 /* The grant is ours (off the list, no wake in progress): lend it. */
@@ -923,14 +924,14 @@ AP_API bool ap__connpool_fut_done(ap_connpool_checkout_fut *f, uint64_t now)
 AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_connpool *p = f->pool;
     AP_ASSERT(p->max != 0);
     if (!f->queued) {
         void *c;
         ap_status st = ap_connpool_try_checkout(p, &c, cx->now);
-        if (st != AP_EMPTY && st != AP_AGAIN) {
+        if (st != AP_EMPTY) {
             if (st == AP_OK)
                 *f->out = c;
             f->status = st;
@@ -953,7 +954,7 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
 AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
     if (f->queued) {
         ap_connpool *p = f->pool;

@@ -49,7 +49,9 @@
  *              AP_MPMC_BYTES(capacity, elem_size), aligned to AP_MPMC_ALIGN
  *              (the slot stamps are size_t); else AP_INVAL, and a short
  *              buffer is never written past; create: one allocation.
- * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN, AP_CLOSED; AP_INVAL for
+ * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN (a peer is between claiming and
+ *              publishing the slot: retry at once), AP_CLOSED; AP_NOT_READY
+ *              as a pending future's status; AP_INVAL for
  *              capacity 0, elem_size 0, sizes that overflow, a buffer that
  *              is NULL, too small or misaligned (nothing changed).
  *              Out-params are untouched on failure.
@@ -180,7 +182,7 @@ AP_API size_t ap_mpmc_capacity(const ap_mpmc *q);
 AP_API void ap_mpmc_push_fut_init(ap_mpmc_push_fut *f, ap_mpmc *q, const void *elem);
 AP_API ap_poll ap_mpmc_push_poll(ap_mpmc_push_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_push_cancel(ap_mpmc_push_fut *f);
-/** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+/** result of a push future: AP_NOT_READY while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f);
 
 /**
@@ -192,7 +194,7 @@ AP_API AP_NODISCARD ap_status ap_mpmc_push_status(const ap_mpmc_push_fut *f);
 AP_API void ap_mpmc_pop_fut_init(ap_mpmc_pop_fut *f, ap_mpmc *q, void *out);
 AP_API ap_poll ap_mpmc_pop_poll(ap_mpmc_pop_fut *f, ap_cx *cx);
 AP_API void ap_mpmc_pop_cancel(ap_mpmc_pop_fut *f);
-/** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+/** result of a pop future: AP_NOT_READY while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_mpmc_pop_status(const ap_mpmc_pop_fut *f);
 
 /**

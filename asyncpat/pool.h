@@ -34,7 +34,7 @@
  *     an object was granted to them (the object goes on to the next queued
  *     future, or back to the idle stack)
  *   - FIFO fairness: queued futures are served strictly in queue order;
- *     try_get and a future's first poll answer AP_AGAIN whenever they find
+ *     try_get and a future's first poll answer AP_EMPTY whenever they find
  *     a future queued, so they never overtake one (a try_get racing with a
  *     registration may still linearize before it)
  *   - no lost wakeup: a put (or a cancelled grant passed on) that finds a
@@ -116,14 +116,14 @@
  *              are refused); create: one allocation (header, objects
  *              zeroed, states). A future embeds its waiter node. Nothing
  *              else allocates.
- * ERRORS       AP_EMPTY (nothing idle), AP_AGAIN (futures queued: waiting
- *              with a future would be served first), AP_CLOSED,
+ * ERRORS       AP_EMPTY (nothing idle, or futures queued: waiting with a
+ *              future would be served first), AP_CLOSED,
  *              AP_INVAL (bad init arguments or buffers: nothing changed; a
  *              NULL out-pointer; a put of a
  *              foreign, idle or granted object: nothing changed),
  *              AP_TIMEDOUT (ap_pool_get_wait), AP_NOMEM (create);
- *              AP_CANCELED as a cancelled future's status. A NULL or
- *              finished (fini) pool trips AP_ASSERT. Out-params are
+ *              AP_NOT_READY (pending) and AP_CANCELED as a future's
+ *              status. A NULL or finished (fini) pool trips AP_ASSERT. Out-params are
  *              untouched unless AP_OK.
  * WAKE ORDER   FIFO; a put wakes the future it hands its object to (and
  *              at most a spurious wake of one already granted);
@@ -204,7 +204,7 @@ _Static_assert(sizeof(_Atomic uint32_t) == sizeof(uint32_t),
                "ap_pool: AP_POOL_STATE_BYTES assumes 4-byte atomic state words");
 
 /*
- * A get future (caller memory). status is AP_AGAIN while pending, then
+ * A get future (caller memory). status is AP_NOT_READY while pending, then
  * AP_OK (*out holds an object the caller now owns), AP_CLOSED or
  * AP_CANCELED.
  */
@@ -278,8 +278,8 @@ AP_API void ap_pool_set_reset(ap_pool *p, void (*reset)(void *obj, void *user), 
  * @obj: receives the object; untouched unless AP_OK
  *
  * Returns AP_OK (the caller owns *obj until it puts it back), AP_EMPTY
- * (nothing idle), AP_AGAIN (futures are queued: taking an object would
- * overtake them; wait with a future instead), AP_CLOSED, or AP_INVAL
+ * (nothing idle, or futures are queued: taking an object would overtake
+ * them; wait with a future instead), AP_CLOSED, or AP_INVAL
  * (@obj NULL).
  * Concurrency: any thread. Progress: lock-free; never blocks or registers.
  * Ordering:    acquire on success; pairs with the release CAS of the put
@@ -343,7 +343,7 @@ AP_API AP_NODISCARD ap_status ap_pool_index(const ap_pool *p, const void *obj, s
 AP_API void ap_pool_get_fut_init(ap_pool_get_fut *f, ap_pool *p, void **out);
 AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx);
 AP_API void ap_pool_get_cancel(ap_pool_get_fut *f);
-/** ap_pool_get_status - AP_AGAIN while pending, then the result */
+/** ap_pool_get_status - AP_NOT_READY while pending, then the result */
 AP_API AP_NODISCARD ap_status ap_pool_get_status(const ap_pool_get_fut *f);
 
 /**
@@ -657,7 +657,7 @@ AP_API ap_status ap_pool_try_get(ap_pool *p, void **obj)
      * registration racing with us may linearize after us anyway,
      * GUARANTEES); a plain load on every machine. */
     if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0))
-        return AP_AGAIN;
+        return AP_EMPTY;
     size_t i;
     ap_status st = ap__pool_pop(p, h, &i);
     if (st != AP_OK)
@@ -740,7 +740,7 @@ AP_API void ap_pool_get_fut_init(ap_pool_get_fut *f, ap_pool *p, void **out)
     ap_waiter_init(&f->waiter);
     AP_ATOMIC_INIT(&f->granted, 0u);
     f->index = 0;
-    f->status = AP_AGAIN;
+    f->status = AP_NOT_READY;
     f->queued = false;
 }
 
@@ -784,7 +784,7 @@ AP_API bool ap__pool_fut_done(ap_pool_get_fut *f)
 AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return AP_READY; /* completed or cancelled earlier */
     ap_pool *p = f->pool;
     AP_ASSERT(p->n != 0);
@@ -797,7 +797,7 @@ AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
             f->status = st;
             return AP_READY;
         }
-        f->queued = true; /* AP_EMPTY, or AP_AGAIN: queue behind the others */
+        f->queued = true; /* AP_EMPTY (none idle, or others queued): queue behind */
     } else if (ap__pool_fut_done(f)) {
         return AP_READY;
     }
@@ -814,7 +814,7 @@ AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
 AP_API void ap_pool_get_cancel(ap_pool_get_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->status != AP_AGAIN)
+    if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
     if (f->queued) {
         ap_pool *p = f->pool;

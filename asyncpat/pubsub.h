@@ -105,7 +105,9 @@
  *              AP_PUBSUB_BYTES(capacity, elem_size), aligned to
  *              AP_PUBSUB_ALIGN (8); else AP_INVAL with nothing written;
  *              create: one allocation. ap_sub and futures: caller memory.
- * ERRORS       AP_EMPTY, AP_AGAIN, AP_DROPPED, AP_CLOSED; AP_INVAL for
+ * ERRORS       AP_EMPTY, AP_AGAIN (a publisher is between claiming and
+ *              completing the slot: retry at once), AP_DROPPED, AP_CLOSED;
+ *              AP_NOT_READY as a pending receive future's status; AP_INVAL for
  *              capacity 0, elem_size 0, a policy other than
  *              AP_PUBSUB_OVERWRITE, sizes that overflow, or a buffer that
  *              is NULL, too small or misaligned (nothing is changed).
@@ -300,7 +302,7 @@ AP_API uint64_t ap_sub_last_dropped(const ap_sub *sub);
 AP_API void ap_sub_recv_fut_init(ap_sub_recv_fut *f, ap_sub *sub, void *out);
 AP_API ap_poll ap_sub_recv_poll(ap_sub_recv_fut *f, ap_cx *cx);
 AP_API void ap_sub_recv_cancel(ap_sub_recv_fut *f);
-/** result of a receive future: AP_AGAIN while pending, then AP_OK/AP_DROPPED/AP_CLOSED/AP_CANCELED */
+/** result of a receive future: AP_NOT_READY while pending, then AP_OK/AP_DROPPED/AP_CLOSED/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_sub_recv_status(const ap_sub_recv_fut *f);
 
 /**

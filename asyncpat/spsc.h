@@ -212,7 +212,7 @@ AP_API size_t ap_spsc_capacity(const ap_spsc *q);
 AP_API void ap_spsc_push_fut_init(ap_spsc_push_fut *f, ap_spsc *q, const void *elem);
 AP_API ap_poll ap_spsc_push_poll(ap_spsc_push_fut *f, ap_cx *cx);
 AP_API void ap_spsc_push_cancel(ap_spsc_push_fut *f);
-/** result of a push future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+/** result of a push future: AP_NOT_READY while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_spsc_push_status(const ap_spsc_push_fut *f);
 
 /**
@@ -224,7 +224,7 @@ AP_API AP_NODISCARD ap_status ap_spsc_push_status(const ap_spsc_push_fut *f);
 AP_API void ap_spsc_pop_fut_init(ap_spsc_pop_fut *f, ap_spsc *q, void *out);
 AP_API ap_poll ap_spsc_pop_poll(ap_spsc_pop_fut *f, ap_cx *cx);
 AP_API void ap_spsc_pop_cancel(ap_spsc_pop_fut *f);
-/** result of a pop future: AP_AGAIN while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
+/** result of a pop future: AP_NOT_READY while pending, then AP_OK/AP_CLOSED/AP_CANCELED */
 AP_API AP_NODISCARD ap_status ap_spsc_pop_status(const ap_spsc_pop_fut *f);
 
 /**

@@ -103,7 +103,10 @@
  *              aligned to AP_WS_INJECTOR_ALIGN, with their size. A buffer
  *              that is NULL, too small or misaligned is AP_INVAL with
  *              nothing written. Nothing else allocates.
- * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN; AP_INVAL for a capacity that is
+ * ERRORS       AP_FULL, AP_EMPTY, AP_AGAIN (a steal lost the race for the
+ *              top slot to a peer taking it: retry at once; the injector:
+ *              as ap_mpmc), AP_CLOSED (injector); AP_NOT_READY as a pending
+ *              injector future's status (ap_mpmc's); AP_INVAL for a capacity that is
  *              0, not a power of two, or above AP_WS_CAPACITY_MAX (never
  *              rounded), or a bad buffer (nothing changed). Out-params
  *              are untouched unless AP_OK. A NULL or finished deque, or

@@ -431,7 +431,7 @@ Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
     cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
     ap_bp_low_fut_init(&lf, bp);
     cr_expect_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_AGAIN);
+    cr_expect_eq(ap_bp_low_status(&lf), AP_NOT_READY);
     for (int i = 0; i < 4; i++) { /* 7 -> 3: still HIGH */
         (void)pop1(bp);
         cr_expect_eq(calls(&t), 0, "woken early at len %zu", ap_bp_len(bp));

@@ -362,7 +362,7 @@ Test(batch, take_future_waits_for_size_or_age)
     ap_batch_take_fut_init(&f, &b, out);
     EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE, "empty: no timer");
-    EXPECT_EQ(ap_batch_take_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_batch_take_status(&f), AP_NOT_READY);
     EXPECT_EQ(ap_batch_take_count(&f), 0);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 5, NULL), AP_OK);
     EXPECT_EQ(calls(&t), 1, "the first item brings a deadline: woken");

@@ -356,7 +356,7 @@ Test(pool, put_hands_objects_to_queued_futures_in_fifo_order)
         t[i] = (tw){0, i, &log};
         ap_pool_get_fut_init(&f[i], &fx.p, &out[i]);
         EXPECT_EQ(poll1(&f[i], &t[i]), AP_PENDING, "future %d", i);
-        EXPECT_EQ(ap_pool_get_status(&f[i]), AP_AGAIN);
+        EXPECT_EQ(ap_pool_get_status(&f[i]), AP_NOT_READY);
     }
     EXPECT_EQ(waiters(&fx.p), 4);
     /* re-polling a waiting future does not jump the queue */
@@ -376,7 +376,7 @@ Test(pool, put_hands_objects_to_queued_futures_in_fifo_order)
     EXPECT_EQ(ap_pool_put(&fx.p, out[0]), AP_OK);
     EXPECT_EQ(log.order[2], 2);
     void *v = NULL;
-    EXPECT_EQ(ap_pool_try_get(&fx.p, &v), AP_AGAIN, "barged past the queue");
+    EXPECT_EQ(ap_pool_try_get(&fx.p, &v), AP_EMPTY, "barged past the queue");
     tw tl = {0, 9, &log};
     void *lout = NULL;
     ap_pool_get_fut late;
@@ -688,7 +688,7 @@ Test(pool, parked_threads_served_in_order_by_puts, .timeout = TEST_TIMEOUT_S)
     pthread_t th[3];
     waitarg w[3];
     for (int i = 0; i < 3; i++) {
-        w[i] = (waitarg){&fx.p, i, AP_AGAIN, NULL, &done};
+        w[i] = (waitarg){&fx.p, i, AP_NOT_READY, NULL, &done};
         EXPECT_EQ(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
         wait_for_waiters(&fx.p, (size_t)i + 1); /* queue in a known order */
     }
@@ -717,7 +717,7 @@ Test(pool, parked_threads_all_woken_by_close, .timeout = TEST_TIMEOUT_S)
     pthread_t th[4];
     waitarg w[4];
     for (int i = 0; i < 4; i++) {
-        w[i] = (waitarg){&fx.p, i, AP_AGAIN, NULL, &done};
+        w[i] = (waitarg){&fx.p, i, AP_NOT_READY, NULL, &done};
         EXPECT_EQ(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
     }
     wait_for_waiters(&fx.p, 4);
@@ -766,7 +766,7 @@ static void *theorem_main(void *arg)
             st = ap_pool_get_wait(&th->p, &v, AP_DEADLINE_NONE);
         } else {
             unsigned spins = 0;
-            while ((st = ap_pool_try_get(&th->p, &v)) == AP_EMPTY || st == AP_AGAIN)
+            while ((st = ap_pool_try_get(&th->p, &v)) == AP_EMPTY)
                 ap__backoff(&spins);
         }
         size_t k;

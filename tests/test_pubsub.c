@@ -477,7 +477,7 @@ Test(pubsub, recv_future_pending_then_woken_by_publish)
     uint64_t v = 0;
     ap_sub_recv_fut f;
     ap_sub_recv_fut_init(&f, &s, &v);
-    EXPECT_EQ(ap_sub_recv_status(&f), AP_AGAIN);
+    EXPECT_EQ(ap_sub_recv_status(&f), AP_NOT_READY);
     EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(calls(&w), 0);
     EXPECT(ap_waitlist_has_waiters(&ps.wl));

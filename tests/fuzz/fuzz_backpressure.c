@@ -280,7 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     ms.offered++; ms.accepted++;
                     pf_live = 0;
                 } else {
-                    FZ_CHECK(rr == AP_PENDING && st == AP_AGAIN);
+                    FZ_CHECK(rr == AP_PENDING && st == AP_NOT_READY);
                     if (!pf_waited) { pf_waited = 1; ms.waits++; }
                 }
             }
@@ -299,9 +299,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 } else {
                     ap_poll rr = ap_bp_low_poll(&lf, &cx);
                     ap_status st = ap_bp_low_status(&lf);
-                    ap_status e = m_closed ? AP_CLOSED : (!m_hi || m_cross != lf_since) ? AP_OK : AP_AGAIN;
+                    ap_status e = m_closed ? AP_CLOSED : (!m_hi || m_cross != lf_since) ? AP_OK : AP_NOT_READY;
                     FZ_CHECK(st == e);
-                    FZ_CHECK((rr == AP_READY) == (e != AP_AGAIN));
+                    FZ_CHECK((rr == AP_READY) == (e != AP_NOT_READY));
                     if (rr == AP_READY) lf_live = 0;
                 }
                 break;
@@ -329,7 +329,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     FZ_CHECK(memcmp(of_out, pattern, es) == 0);
                     of_live = 0;
                 } else {
-                    FZ_CHECK(rr == AP_PENDING && st == AP_AGAIN);
+                    FZ_CHECK(rr == AP_PENDING && st == AP_NOT_READY);
                     FZ_CHECK(memcmp(of_out, pattern, es) == 0);
                 }
             }

@@ -160,7 +160,7 @@ static void check_state(ap_batcher *b, ap_batch_take_fut *fut, int *live)
     FZ_CHECK(memcmp(wlog, explog, (size_t)wlen * sizeof wlog[0]) == 0);
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == expwakes[i]);
-        if (live[i]) FZ_CHECK(ap_batch_take_status(&fut[i]) == AP_AGAIN);
+        if (live[i]) FZ_CHECK(ap_batch_take_status(&fut[i]) == AP_NOT_READY);
     }
 }
 
@@ -276,7 +276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ap_batch_take_fut_init(&fut[i], &b, obuf[i]);
                 live[i] = 1;
                 mw_state[i] = MW_IDLE;
-                FZ_CHECK(ap_batch_take_status(&fut[i]) == AP_AGAIN && ap_batch_take_count(&fut[i]) == 0);
+                FZ_CHECK(ap_batch_take_status(&fut[i]) == AP_NOT_READY && ap_batch_take_count(&fut[i]) == 0);
             }
             cx[i].now = now;
             uint64_t dl0 = (op & 0x80) ? fz_val(&f) : UINT64_MAX;
@@ -289,7 +289,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 e = m_status(now); /* the re-check: the same */
             }
             if (e == AP_EMPTY) {
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
                 uint64_t dd = m_deadline();
                 FZ_CHECK(cx[i].deadline == (dd < dl0 ? dd : dl0));
                 FZ_CHECK(ap_batch_take_count(&fut[i]) == 0);

@@ -16,7 +16,7 @@
  *     buffer are untouched and nothing is allocated; create/destroy balance
  *     the allocator and the objects start zeroed
  *   - gets lend the idle stack's top (index order until the first put,
- *     LIFO after), try_get answers AP_AGAIN whenever a future is queued,
+ *     LIFO after), try_get answers AP_EMPTY whenever a future is queued,
  *     AP_EMPTY / AP_CLOSED as the model; out-params untouched unless AP_OK
  *   - a put of a foreign, misaligned, idle (double put) or granted object
  *     returns AP_INVAL and changes nothing (the pool and its state words
@@ -55,7 +55,7 @@ static void fz_wake(void *ctx)
 /* the model */
 enum { O_IDLE, O_HELD, O_GRANTED };
 typedef struct mfut {
-    int live;    /* initialised, status still AP_AGAIN */
+    int live;    /* initialised, status still AP_NOT_READY */
     int polled;  /* had its first poll (queued since) */
     int queued;  /* in the model's FIFO queue */
     int granted; /* an object was handed to it, not yet collected */
@@ -125,7 +125,7 @@ static void m_release(size_t idx)
 static ap_status m_try(void)
 {
     if (m_closed) return AP_CLOSED;
-    if (qlen) return AP_AGAIN;
+    if (qlen) return AP_EMPTY;
     if (!sp) return AP_EMPTY;
     return AP_OK;
 }
@@ -274,7 +274,7 @@ static void check_state(ap_pool *p, ap_pool_get_fut *fut)
     for (int i = 0; i < NF; i++) {
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
-            FZ_CHECK(ap_pool_get_status(&fut[i]) == AP_AGAIN);
+            FZ_CHECK(ap_pool_get_status(&fut[i]) == AP_NOT_READY);
             FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) ==
                      (mf[i].granted != 0));
             if (mf[i].granted) FZ_CHECK(fut[i].index == mf[i].gidx);
@@ -412,7 +412,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 outp[i] = SENT;
                 ap_pool_get_fut_init(&fut[i], &p, &outp[i]);
                 mf[i] = (mfut){1, 0, 0, 0, 0, 0, mf[i].expwakes};
-                FZ_CHECK(ap_pool_get_status(&fut[i]) == AP_AGAIN);
+                FZ_CHECK(ap_pool_get_status(&fut[i]) == AP_NOT_READY);
             }
             ap_poll r = ap_pool_get_poll(&fut[i], &cx[i]);
             ap_status st = ap_pool_get_status(&fut[i]);
@@ -445,7 +445,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 mf[i].live = mf[i].closedq = 0;
             } else {
                 FZ_CHECK(mf[i].queued);
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN && outp[i] == SENT);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY && outp[i] == SENT);
             }
             break;
         }
@@ -467,7 +467,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else if (op & 0x08) {
                 /* a completed or cancelled future: cancel changes nothing */
                 ap_status before = ap_pool_get_status(&fut[i]);
-                if (before != AP_AGAIN) {
+                if (before != AP_NOT_READY) {
                     ap_pool_get_cancel(&fut[i]);
                     FZ_CHECK(ap_pool_get_status(&fut[i]) == before);
                 }

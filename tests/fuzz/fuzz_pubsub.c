@@ -174,7 +174,7 @@ static void check_state(ap_pubsub *ps, ap_sub *sub, ap_sub_recv_fut *fut)
         /* received + lost + pending == published since subscribing */
         FZ_CHECK(ms[j].received + ms[j].lost + (m_tail - ms[j].next) == m_tail - ms[j].start);
         if (ms[j].fut) {
-            FZ_CHECK(ap_sub_recv_status(&fut[j]) == AP_AGAIN);
+            FZ_CHECK(ap_sub_recv_status(&fut[j]) == AP_NOT_READY);
             /* no lost wakeup: something to receive means it was woken */
             if ((ms[j].next < m_tail || m_closed) && mw_state[j] != MW_IDLE)
                 FZ_CHECK(mw_state[j] == MW_NOTIFIED);
@@ -281,7 +281,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ap_sub_recv_fut_init(&fut[j], &sub[j], rout[j]);
                 ms[j].fut = 1;
                 mw_state[j] = MW_IDLE;
-                FZ_CHECK(ap_sub_recv_status(&fut[j]) == AP_AGAIN);
+                FZ_CHECK(ap_sub_recv_status(&fut[j]) == AP_NOT_READY);
             }
             ap_poll r = ap_sub_recv_poll(&fut[j], &cx[j]);
             ap_status st = ap_sub_recv_status(&fut[j]);
@@ -290,7 +290,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ap_status e = m_recv(j, &n, 0);
             if (e == AP_EMPTY) {
                 mw_register(&m_wl, j);
-                FZ_CHECK(r == AP_PENDING && st == AP_AGAIN);
+                FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY);
                 FZ_CHECK(fz_untouched(rout[j], m_es));
             } else {
                 FZ_CHECK(r == AP_READY);

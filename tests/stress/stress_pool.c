@@ -78,7 +78,7 @@ static ap_status get_obj(pool_worker *w, int mode, void **out)
         unsigned fails = 0;
         for (;;) {
             ap_status st = ap_pool_try_get(&r->pool, out);
-            if (st != AP_EMPTY && st != AP_AGAIN)
+            if (st != AP_EMPTY)
                 return st;
             stress_backoff(&fails, &w->rng);
         }
