@@ -77,7 +77,13 @@
  * assert turns a programmer error into memory corruption). */
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__GNUC__) || defined(__clang__)
+/* out of line and cold: an assertion on a fast path costs a compare */
+__attribute__((noinline, cold, noreturn, unused))
+static void ap__assert_fail(const char *expr, const char *file, int line)
+#else
 static inline void ap__assert_fail(const char *expr, const char *file, int line)
+#endif
 {
     fprintf(stderr, "asyncpat: assertion failed: %s (%s:%d)\n", expr, file, line);
     abort();
@@ -111,6 +117,14 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_LIKELY(x) (x)
 #define AP_UNLIKELY(x) (x)
 #endif
+#endif
+
+/* AP__COLD: an out-of-line, rarely taken helper (the waking side's slow
+ * path), so the fast paths that call it stay small enough to inline. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AP__COLD static __attribute__((noinline, unused))
+#else
+#define AP__COLD AP_API
 #endif
 
 /* On functions stamped out by the *_DEFINE generators: a user rarely

@@ -217,9 +217,9 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
                                                               size_t capacity)      \
     { return ap_mpmc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
+    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem) \
     { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
+    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)     \
     { return ap__mpmc_pop(&self->q, out, sizeof(T)); }                             \
     AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                \
     AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
@@ -340,7 +340,9 @@ AP_API void ap_mpmc_destroy(ap_mpmc *q)
 AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
 {
     AP_ASSERT(q != NULL && q->buf != NULL);
+#ifdef AP_DEBUG /* the typed wrappers pass sizeof(T), the others elem_size */
     AP_ASSERT(sz == q->elem_size);
+#endif
     unsigned spins = 0;
     /* AP__CHECK_MO: a re-checking push future must see close's fetch_or
      * (the ladder, waitlist.h); acquire with the asymmetric barrier. */
@@ -349,7 +351,9 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
         if (AP_UNLIKELY(tail & q->mark))
             return AP_CLOSED;
         size_t index = tail & (q->mark - 1);
-        _Atomic size_t *stamp_p = ap__mpmc_stamp(q, index);
+        /* AP_MPMC_STRIDE(sz) == q->stride, a constant in the typed case */
+        unsigned char *slot = q->buf + index * AP_MPMC_STRIDE(sz);
+        _Atomic size_t *stamp_p = (_Atomic size_t *)(void *)slot;
         /* acquire: pairs with the release that freed this slot in
          * ap__mpmc_pop; that consumer's copy-out is done before we write. */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
@@ -361,7 +365,7 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
                                    AP__ASYM ? memory_order_relaxed : memory_order_seq_cst,
                                    memory_order_relaxed)) {
                 AP_TEST_YIELD(); /* between claiming and publishing */
-                memcpy(ap__mpmc_data(q, index), elem, sz);
+                memcpy(slot + sizeof(size_t), elem, sz);
                 /* release: pairs with the acquire in ap__mpmc_pop; the
                  * element's bytes are visible before the slot reads full. */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_MPMC_RELAXED_PUBLISH
@@ -373,7 +377,7 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
 #endif
                 /* the publishing store above, then the ladder's check */
                 if (AP_UNLIKELY(ap_waitlist_parked(&q->not_empty)))
-                    (void)ap_waitlist_wake(&q->not_empty, 1);
+                    ap__waitlist_wake_cold(&q->not_empty, 1);
                 return AP_OK;
             }
         } else {
@@ -400,12 +404,16 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
 AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
 {
     AP_ASSERT(q != NULL && q->buf != NULL);
+#ifdef AP_DEBUG /* the typed wrappers pass sizeof(T), the others elem_size */
     AP_ASSERT(sz == q->elem_size);
+#endif
     unsigned spins = 0;
     size_t head = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed);
     for (;;) {
         size_t index = head & (q->mark - 1);
-        _Atomic size_t *stamp_p = ap__mpmc_stamp(q, index);
+        /* AP_MPMC_STRIDE(sz) == q->stride, a constant in the typed case */
+        unsigned char *slot = q->buf + index * AP_MPMC_STRIDE(sz);
+        _Atomic size_t *stamp_p = (_Atomic size_t *)(void *)slot;
         /* acquire: pairs with the release in ap__mpmc_push (element bytes). */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
         if (stamp == head + 1) {
@@ -415,11 +423,11 @@ AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
                                    AP__ASYM ? memory_order_relaxed : memory_order_seq_cst,
                                    memory_order_relaxed)) {
                 AP_TEST_YIELD(); /* between claiming and freeing */
-                memcpy(out, ap__mpmc_data(q, index), sz);
+                memcpy(out, slot + sizeof(size_t), sz);
                 /* release: our copy-out happens-before the next writer. */
                 AP_ATOMIC_STORE(stamp_p, head + q->one_lap, memory_order_release);
                 if (AP_UNLIKELY(ap_waitlist_parked(&q->not_full)))
-                    (void)ap_waitlist_wake(&q->not_full, 1);
+                    ap__waitlist_wake_cold(&q->not_full, 1);
                 return AP_OK;
             }
         } else {

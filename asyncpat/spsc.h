@@ -249,9 +249,9 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
                                                               size_t capacity)      \
     { return ap_spsc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)       \
+    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem) \
     { return ap__spsc_push_n(&self->q, elem, 1, NULL, sizeof(T)); }                \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)               \
+    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)     \
     { return ap__spsc_pop_n(&self->q, out, 1, NULL, sizeof(T)); }                  \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push_n(name *self, const T *elems,    \
                                                     size_t n, size_t *done)        \
@@ -395,7 +395,9 @@ AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t 
                                           size_t *done, size_t sz)
 {
     AP_ASSERT(q != NULL && q->buf != NULL);
+#ifdef AP_DEBUG /* the typed wrappers pass sizeof(T), the others elem_size */
     AP_ASSERT(sz == q->elem_size);
+#endif
     if (done)
         *done = 0;
     if (n == 0)
@@ -411,7 +413,7 @@ AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t 
     }
     size_t t = AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed); /* we are the writer */
     size_t room = q->capacity - ((t - q->head_cache) & AP__SPSC_POS);
-    if (room < n) {
+    if (AP_UNLIKELY(room < n)) {
         /* acquire: pairs with the head store in ap__spsc_pop_n, so the
          * consumer's copy-out is done before we reuse those slots; also
          * the not_full ladder's re-check (AP__CHECK_MO). */
@@ -435,7 +437,7 @@ AP_FORCE_INLINE ap_status ap__spsc_push_n(ap_spsc *q, const void *elems, size_t 
     if (done)
         *done = n;
     if (AP_UNLIKELY(ap_waitlist_parked(&q->not_empty)))
-        (void)ap_waitlist_wake(&q->not_empty, 1);
+        ap__waitlist_wake_cold(&q->not_empty, 1);
     return AP_OK;
 }
 
@@ -443,14 +445,16 @@ AP_FORCE_INLINE ap_status ap__spsc_pop_n(ap_spsc *q, void *out, size_t n,
                                          size_t *done, size_t sz)
 {
     AP_ASSERT(q != NULL && q->buf != NULL);
+#ifdef AP_DEBUG /* the typed wrappers pass sizeof(T), the others elem_size */
     AP_ASSERT(sz == q->elem_size);
+#endif
     if (done)
         *done = 0;
     if (n == 0)
         return AP_OK;
     size_t h = AP_ATOMIC_LOAD(&q->head, memory_order_relaxed); /* we are the writer */
     size_t avail = (q->tail_cache - h) & AP__SPSC_POS;
-    if (avail < n) {
+    if (AP_UNLIKELY(avail < n)) {
         /* acquire: pairs with the tail store in ap__spsc_push_n, making the
          * slots' bytes visible; the not_empty ladder's re-check. */
         q->tail_cache = AP_ATOMIC_LOAD(&q->tail, AP__CHECK_MO);
@@ -478,7 +482,7 @@ AP_FORCE_INLINE ap_status ap__spsc_pop_n(ap_spsc *q, void *out, size_t n,
     if (done)
         *done = n;
     if (AP_UNLIKELY(ap_waitlist_parked(&q->not_full)))
-        (void)ap_waitlist_wake(&q->not_full, 1);
+        ap__waitlist_wake_cold(&q->not_full, 1);
     return AP_OK;
 }
 

@@ -551,7 +551,7 @@ static void async_queue_init(async_run *r)
     size_t cap = r->cfg.capacity;
     ap_status st;
     if (r->cfg.spsc) {
-        r->start = r->cfg.wrap ? (SIZE_MAX >> 1) - r->cfg.items / 2 : 0;
+        r->start = r->cfg.wrap ? SIZE_MAX - r->cfg.items / 2 : 0; /* positions run modulo 2^64 */
         r->buf = malloc(AP_SPSC_BYTES(cap, sizeof(stress_elem)));
         CHECK(r->buf != NULL, "out of memory");
         st = ap__spsc_init_at(&r->sq, r->buf, AP_SPSC_BYTES(cap, sizeof(stress_elem)), cap, sizeof(stress_elem), r->start);
