@@ -127,7 +127,8 @@ typedef struct ap_mpmc_pop_fut { ap_waitop op; } ap_mpmc_pop_fut;
  */
 AP_API AP_NODISCARD ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t bytes,
                                            size_t capacity, size_t elem_size);
-/** ap_mpmc_fini - end of life; frees nothing */
+/** ap_mpmc_fini - end of life; frees nothing; a future still waiting on the
+ *  queue trips AP_ASSERT (every build) */
 AP_API void ap_mpmc_fini(ap_mpmc *q);
 
 #ifndef AP_NO_MALLOC
@@ -294,10 +295,10 @@ AP_API ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t bytes, size_t capaci
 AP_API void ap_mpmc_fini(ap_mpmc *q)
 {
     AP_ASSERT(q != NULL);
-#ifdef AP_DEBUG
+    /* a parked future would read freed memory later: one load each, in
+     * every build (programmer error: cancel or complete futures first) */
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_full));
-#endif
     q->buf = NULL;
 }
 

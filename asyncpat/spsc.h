@@ -131,7 +131,8 @@ typedef struct ap_spsc_pop_fut { ap_waitop op; } ap_spsc_pop_fut;
 AP_API AP_NODISCARD ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t bytes, size_t capacity,
                                            size_t elem_size);
 
-/** ap_spsc_fini - end of life; frees nothing (the buffer is the caller's) */
+/** ap_spsc_fini - end of life; frees nothing (the buffer is the caller's); a
+ *  future still waiting on the ring trips AP_ASSERT (every build) */
 AP_API void ap_spsc_fini(ap_spsc *q);
 
 #ifndef AP_NO_MALLOC
@@ -315,10 +316,10 @@ AP_API ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t bytes, size_t capaci
 AP_API void ap_spsc_fini(ap_spsc *q)
 {
     AP_ASSERT(q != NULL);
-#ifdef AP_DEBUG
+    /* a parked future would read freed memory later: one load each, in
+     * every build (programmer error: cancel or complete futures first) */
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_full));
-#endif
     q->buf = NULL;
 }
 

@@ -1059,6 +1059,22 @@ Test(mpmc, two_by_two_every_item_exactly_once, .timeout = TEST_TIMEOUT_S)
 
 /* ---- preconditions trip AP_ASSERT ---- */
 
+/* #11: finalizing with a parked future is detected in every build (it was
+ * checked only under AP_DEBUG). */
+Test(mpmc, fini_with_a_parked_future_asserts, .signal = SIGABRT)
+{
+    ap_mpmc q;
+    uint32_t x = 0;
+    EXPECT_EQ(ap_mpmc_init(&q, big_buf, sizeof big_buf, 4, U32), AP_OK);
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    ap_mpmc_pop_fut f;
+    ap_mpmc_pop_fut_init(&f, &q, &x);
+    EXPECT_EQ(ap_mpmc_pop_poll(&f, &cx), AP_PENDING);
+    ap_mpmc_fini(&q);
+    cr_log_error("fini with a parked pop future returned");
+}
+
 Test(mpmc, try_push_after_fini_asserts, .signal = SIGABRT)
 {
     ap_mpmc q;

@@ -989,6 +989,22 @@ Test(spsc, try_pop_after_fini_asserts, .signal = SIGABRT)
     cr_log_error("try_pop after fini returned %d", (int)st);
 }
 
+/* #11: finalizing with a parked future is detected in every build (it was
+ * checked only under AP_DEBUG, so the future's node dangled silently). */
+Test(spsc, fini_with_a_parked_future_asserts, .signal = SIGABRT)
+{
+    uint32_t buf[4], x = 0;
+    ap_spsc q;
+    EXPECT_EQ(ap_spsc_init(&q, buf, sizeof buf, 4, U32), AP_OK);
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    ap_spsc_pop_fut f;
+    ap_spsc_pop_fut_init(&f, &q, &x);
+    EXPECT_EQ(ap_spsc_pop_poll(&f, &cx), AP_PENDING);
+    ap_spsc_fini(&q);
+    cr_log_error("fini with a parked pop future returned");
+}
+
 Test(spsc, close_after_fini_asserts, .signal = SIGABRT)
 {
     uint32_t buf[4];
