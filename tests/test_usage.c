@@ -1,0 +1,754 @@
+/*
+ * tests/test_usage.c -- docs that compile (issue #11)
+ *
+ * The USAGE block of every header whose own test does not hold it, and the
+ * README.md C snippets that are not cut from an example program, each built
+ * with -Wall -Wextra -Werror (gcc and clang) and run. tests/docs.sh checks
+ * that what lies between the markers is, line for line (whitespace-
+ * normalised), the header's block:
+ *
+ *   USAGE begin ... USAGE end     one header's USAGE block
+ *   USAGE pause ... USAGE resume  test scaffolding inside a block (not part
+ *                                 of the copy): the function a block's
+ *                                 statements need after its file-scope
+ *                                 definitions, a helper thread, or the
+ *                                 ap_*_close that ends a loop the block
+ *                                 leaves to other threads
+ *
+ * The stubs a block leaves to the caller (use(), run(), struct job, ...)
+ * are defined static here, as small as the block allows.
+ */
+#include "asyncpat.h" /* first: under strict C11 it enables POSIX */
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the caller's stubs shared by several blocks ---- */
+
+static unsigned long used;
+static void use_int(int v) { used += (unsigned)v; }
+static void use_ptr(const void *p) { used += p != NULL; }
+/* use(y) with an int (spsc.h, README) or a pointer (pool.h, pubsub.h) */
+#define use(x) _Generic((x), int: use_int, default: use_ptr)(x)
+
+static unsigned long ran;
+static void run(void *task) { ran += task != NULL; } /* a job, or a work-stealing task */
+
+/* a future that is ready at its first poll (the caller's I/O, completed) */
+typedef struct ready_fut { ap_future base; int value; } ready_fut;
+static ap_poll ready_poll(ap_future *f, ap_cx *cx) { (void)f; (void)cx; return AP_READY; }
+static ap_future *ready_start(ready_fut *f, int value)
+{
+    *f = (ready_fut){{ready_poll, NULL}, value};
+    return &f->base;
+}
+
+/* ---- backpressure.h ---- */
+
+typedef struct job { int id; } job;
+static unsigned long failed_jobs;
+static void fail_job(job *j) { failed_jobs += j != NULL; }
+
+Test(usage, backpressure)
+{
+    job j = {1};
+    ran = 0;
+    /* USAGE begin */
+    ap_bp *bp;   // 1024 jobs; drop the oldest when consumers fall behind
+    if (ap_bp_create(&bp, &(ap_bp_desc){.capacity = 1024, .elem_size = sizeof(job),
+                                        .strategy = AP_BP_DROP_OLDEST}, NULL)) abort();
+    job old;
+    if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
+    /* USAGE pause */
+    ap_bp_close(bp); /* test: no other producer, so the consumer loop drains and ends */
+    /* USAGE resume */
+    while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
+    // a producer that wants the buffer to drain first:
+    if (ap_bp_level(bp) == AP_BP_LEVEL_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
+        return;                       // AP_CLOSED: stop producing
+    /* USAGE end */
+    cr_expect_eq(ran, 1);
+    cr_expect_eq(failed_jobs, 0);
+    ap_bp_destroy(bp);
+}
+
+/* ---- barrier.h ---- */
+
+struct grid { unsigned rounds, swaps; };
+static void swap_buffers(void *ctx) { ((struct grid *)ctx)->swaps++; }
+static void compute_my_part(struct grid *g) { g->rounds++; }
+static ap_barrier *usage_barrier;
+
+/* the other party: three rounds, then it gives up (a wait whose deadline has
+ * passed), which under AP_BARRIER_BREAK breaks the barrier for the block */
+static void *barrier_other(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3; i++)
+        if (ap_barrier_wait(usage_barrier, AP_DEADLINE_NONE) != AP_OK) return NULL;
+    while (ap_barrier_wait(usage_barrier, ap_now_ns()) == AP_OK)
+        sched_yield();
+    return NULL;
+}
+
+/* USAGE begin */
+static void step_done(void *ctx) { swap_buffers(ctx); }   // once per round
+/* USAGE pause */
+Test(usage, barrier, .timeout = 30)
+{
+    struct grid grid = {0, 0};
+    uint32_t nthreads = 2;
+    pthread_t other;
+    /* USAGE resume */
+    ap_barrier b;
+    if (ap_barrier_init(&b, nthreads, AP_BARRIER_BREAK, step_done, &grid) != AP_OK) abort();
+    /* USAGE pause */
+    usage_barrier = &b;
+    cr_assert_eq(pthread_create(&other, NULL, barrier_other, NULL), 0);
+    /* USAGE resume */
+    // in each of the nthreads workers:
+    for (;;) {
+        compute_my_part(&grid);
+        if (ap_barrier_wait(&b, AP_DEADLINE_NONE) != AP_OK)
+            break;                         // broken: somebody gave up
+    }
+    // in an event loop: ap_barrier_wait_fut f; ap_barrier_wait_fut_init(&f, &b);
+    // ap_barrier_wait_poll(&f, &cx) until AP_READY; ap_barrier_wait_status(&f),
+    // f.is_leader
+    /* USAGE end */
+    pthread_join(other, NULL);
+    cr_expect(ap_barrier_is_broken(&b));
+    cr_expect_geq(grid.swaps, 3, "step_done ran once per completed round");
+    ap_barrier_fini(&b);
+}
+
+/* ---- batch.h (the block as it should read: see the report of #11) ---- */
+
+struct rec { uint32_t id; };
+static uint64_t batch_clock;
+static size_t batch_shipped, batch_batches;
+static ap_deadline batch_timer = AP_DEADLINE_NONE;
+static uint64_t now(void) { return batch_clock; }
+static void write_batch(const struct rec *r, size_t n) { (void)r; batch_shipped += n; batch_batches++; }
+static void arm_timer(ap_deadline at) { batch_timer = at; }
+
+/* USAGE begin */
+static struct rec buf[64], out[64];
+static ap_batcher b;
+static void ship(void) {                  // on a due add and on the timer
+    size_t n;
+    while (ap_batch_take(&b, out, now(), &n) == AP_OK) write_batch(out, n);
+    arm_timer(ap_batch_deadline(&b));     // AP_DEADLINE_NONE: disarm
+}
+static void on_record(const struct rec *r) {
+    bool due;
+    if (ap_batch_add(&b, r, now(), &due) == AP_OK && due) ship();
+}
+static void on_timer(void) { ship(); }
+// at start-up:
+/* USAGE pause */
+Test(usage, batch)
+{
+    /* USAGE resume */
+    if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
+                      .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}))
+        abort();
+    /* USAGE end */
+    for (uint32_t i = 0; i < 64 + 10; i++)
+        on_record(&(struct rec){i}); /* the 64th fills a batch: shipped at once */
+    cr_expect_eq(batch_batches, 1);
+    cr_expect_eq(batch_shipped, 64);
+    batch_clock += 2 * AP_NS_PER_MS; /* the timer fires */
+    on_timer();
+    cr_expect_eq(batch_shipped, 74);
+    cr_expect_eq(batch_timer, AP_DEADLINE_NONE, "empty: the timer is disarmed");
+}
+
+/* ---- circuit_breaker.h ---- */
+
+static int dependency_calls;
+static int call_dependency(void) { dependency_calls++; return 0; }
+static int fail_fast(uint64_t retry_at) { (void)retry_at; return -1; }
+
+static int breaker_call(void)
+{
+    /* USAGE begin */
+    static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
+    if (ap_cb_create(&b, &(ap_breaker_desc){.window_size = 20,
+                          .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
+    ap_cb_permit p; uint64_t retry_at, t0 = ap_now_ns();
+    if (ap_cb_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
+    int rc = call_dependency();
+    uint64_t t1 = ap_now_ns();
+    if (ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+                     t1 - t0, t1) != AP_OK)
+        abort();   // only a permit reported twice or a bad outcome: a bug
+    /* USAGE end */
+    ap_cb_destroy(b);
+    return rc;
+}
+
+Test(usage, circuit_breaker)
+{
+    cr_expect_eq(breaker_call(), 0);
+    cr_expect_eq(dependency_calls, 1);
+}
+
+/* ---- connpool.h (the block as it should read: see the report of #11) ---- */
+
+struct db { int fd; };
+struct server { int opened, closed; };
+static struct server server;
+static int dial(void *ctx, void *c) { ((struct server *)ctx)->opened++; ((struct db *)c)->fd = 3; return 0; }
+static void hang_up(void *ctx, void *c) { ((struct server *)ctx)->closed++; ((struct db *)c)->fd = -1; }
+static bool query(struct db *c) { return c->fd == 3; }
+static int logged;
+static void log_msg(const char *what, const char *why) { (void)what, (void)why; logged++; }
+static void log_code(const char *what, int code) { (void)what, (void)code; logged++; }
+/* log_error(status text, strerror(e)) in connpool.h, (status text, int) in pipeline.h */
+#define log_error(a, b) _Generic((b), int: log_code, default: log_msg)(a, b)
+
+/* USAGE begin */
+static ap_status db_open(void *ctx, void *c, int *app_error) {
+    int e = dial(ctx, c);                 // 0, or an errno
+    if (e) { *app_error = e; return AP_TIMEDOUT; }  // beside AP_EXHAUSTED
+    return AP_OK;
+}
+static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
+/* USAGE pause */
+Test(usage, connpool)
+{
+    /* USAGE resume */
+    static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
+    ap_connpool cp;
+    ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
+                          .max_lifetime_ns = 30 * AP_NS_PER_SEC};
+    ap_connpool_ops ops = {db_open, db_close, NULL, &server};
+    if (ap_connpool_init(&cp, buf, sizeof buf, &d, &ops) != AP_OK) abort();
+    void *c; ap_connpool_fail why;
+    ap_status st = ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC, &why);
+    if (st == AP_OK) {
+        bool ok = query((struct db *)c);
+        if (ap_connpool_return(&cp, c, !ok, ap_now_ns()) != AP_OK) abort();  // broken: close it
+    } else if (st == AP_EXHAUSTED) {                          // dial failed
+        log_error(ap_status_str(why.error), strerror(why.app_error));
+    }
+    ap_connpool_close(&cp);   // at shutdown; once every connection is back:
+    ap_connpool_fini(&cp);
+    /* USAGE end */
+    cr_expect_eq(st, AP_OK);
+    cr_expect_eq(logged, 0);
+    cr_expect_eq(server.opened, 1);
+    cr_expect_eq(server.closed, 1, "close closed the idle connection");
+}
+
+/* ---- fanout.h ---- */
+
+static ap_status pop_result(void *ctx, size_t i, ap_future *f)
+{ (void)ctx; (void)i; return ap_mpmc_pop_status((ap_mpmc_pop_fut *)f); }
+
+Test(usage, fanout)
+{
+    ap_mpmc *q = NULL;
+    cr_assert_eq(ap_mpmc_create(&q, 128, sizeof(void *), NULL), AP_OK);
+    void *out[100];
+    for (uintptr_t i = 0; i < 100; i++)
+        cr_assert_eq(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
+    ap_status st;
+    /* USAGE begin */
+    ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
+    for (size_t i = 0; i < 100; i++) {
+        ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
+        kids[i] = (ap_future *)&pops[i];
+    }
+    ap_joinset set;
+    if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
+            .children = kids, .n = 100, .limit = 8,
+            .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
+        abort();
+    ap_block_on(&set.base);                 // or poll it from an event loop
+    st = ap_fanout_status(&set);            // AP_OK or the first error
+    // with: static ap_status pop_result(void *ctx, size_t i, ap_future *f)
+    //       { (void)ctx; (void)i; return ap_mpmc_pop_status((ap_mpmc_pop_fut *)f); }
+    /* USAGE end */
+    cr_expect_eq(st, AP_OK);
+    uintptr_t sum = 0;
+    for (size_t i = 0; i < 100; i++)
+        sum += (uintptr_t)out[i];
+    cr_expect_eq(sum, 5050);
+    ap_mpmc_destroy(q);
+}
+
+/* ---- future.h, timeout.h ---- */
+
+Test(usage, future)
+{
+    ap_mpmc *q;
+    int item = 0;
+    ap_status st = AP_NOT_READY;
+    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
+    cr_assert_eq(ap_mpmc_try_push(q, &(int){7}), AP_OK);
+    /* USAGE begin */
+    ap_mpmc_pop_fut f;                       // any future in caller memory
+    ap_mpmc_pop_fut_init(&f, q, &item);
+    if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
+        st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
+    /* USAGE end */
+    cr_expect_eq(st, AP_OK);
+    cr_expect_eq(item, 7);
+    ap_mpmc_destroy(q);
+}
+
+Test(usage, timeout)
+{
+    ap_mpmc *q;
+    int item = 0;
+    ap_status st = AP_NOT_READY;
+    uint64_t now = ap_now_ns();
+    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
+    cr_assert_eq(ap_mpmc_try_push(q, &(int){7}), AP_OK);
+    /* USAGE begin */
+    ap_mpmc_pop_fut pop;  ap_timeout t;
+    ap_mpmc_pop_fut_init(&pop, q, &item);
+    ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(now, 50 * AP_NS_PER_MS));
+    ap_block_on(&t.base);
+    if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
+    /* USAGE end */
+    cr_expect_eq(st, AP_OK);
+    cr_expect_eq(item, 7);
+    /* and empty: the timeout fires */
+    ap_mpmc_pop_fut_init(&pop, q, &item);
+    ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(ap_now_ns(), 5 * AP_NS_PER_MS));
+    ap_block_on(&t.base);
+    cr_expect_eq(ap_timeout_status(&t), AP_TIMEDOUT);
+    ap_mpmc_destroy(q);
+}
+
+/* ---- mpmc.h (the block as it should read: see the report of #11) ---- */
+
+Test(usage, mpmc)
+{
+    ran = 0;
+    /* USAGE begin */
+    ap_mpmc *q;
+    if (ap_mpmc_create(&q, 1024, sizeof(struct job), NULL) != AP_OK) abort();
+    struct job j = {0};
+    if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) abort();  // any thread
+    /* USAGE pause */
+    ap_mpmc_close(q); /* test: no other producer, so the consumer loop drains and ends */
+    /* USAGE resume */
+    while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
+    ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
+    /* USAGE end */
+    cr_expect_eq(ran, 1);
+}
+
+/* ---- pipeline.h (the block as it should read: see the report of #11) ---- */
+
+typedef struct { int v; } req;
+typedef struct { int v; } parsed;
+static struct { int v; } resp; /* sizeof(resp) and &resp: a variable of the response type */
+static int sent;
+static void send(const void *r) { (void)r; sent++; }
+static int parse_req(const void *in, void *o) { ((parsed *)o)->v = ((const req *)in)->v + 1; return 0; }
+static ap_status handle(void *ctx, const void *in, void *o, int *app_error)
+{ (void)ctx, (void)app_error; memcpy(o, &(int){((const parsed *)in)->v * 2}, sizeof(int)); return AP_OK; }
+
+struct stage_thread { pthread_t th; ap_pipeline *p; size_t stage; };
+/* one thread per stage: the code of the block's comment */
+static void *stage_main(void *arg)
+{
+    struct stage_thread *s = arg;
+    ap_pipeline_worker w; req in; parsed out;
+    if (s->stage == 0) {
+        if (ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, s->p, 0) != AP_OK) abort();
+    } else {
+        if (ap_pipeline_worker_init(&w, &out, sizeof out, &resp, sizeof resp, s->p, 1) != AP_OK)
+            abort();
+    }
+    ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
+    ap_block_on((ap_future *)&f);        // returns after close + drain
+    return NULL;
+}
+
+/* USAGE begin */
+static ap_status parse(void *ctx, const void *in, void *out, int *app_error) {
+    (void)ctx;
+    int e = parse_req(in, out);          // your own code: 0 or an error
+    if (e) { *app_error = e; return AP_INVAL; }   // fails the element
+    return AP_OK;                                 // emits *out
+}
+/* USAGE pause */
+Test(usage, pipeline, .timeout = 30)
+{
+    req r = {20};
+    struct stage_thread th[2];
+    /* USAGE resume */
+    static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
+                       q0[AP_MPMC_BYTES(64, sizeof(parsed))],
+                       q1[AP_MPMC_BYTES(64, sizeof(resp))];
+    ap_pipeline_stage_desc sd[2] = {
+        {.fn = parse, .out_size = sizeof(parsed), .capacity = 64, .buf = q0, .bytes = sizeof q0},
+        {.fn = handle, .out_size = sizeof(resp), .capacity = 64, .buf = q1, .bytes = sizeof q1}};
+    ap_pipeline p; ap_pipeline_stage st[2];
+    if (ap_pipeline_init(&p, st, sizeof st, &(ap_pipeline_desc){
+            .in_size = sizeof(req), .in_capacity = 64, .in_buf = qin,
+            .in_bytes = sizeof qin, .stages = sd, .nstages = 2}))
+        abort();
+    // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
+    //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
+    //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
+    //   ap_block_on((ap_future *)&f);        // returns after close + drain
+    /* USAGE pause */
+    for (size_t i = 0; i < 2; i++) {
+        th[i] = (struct stage_thread){.p = &p, .stage = i};
+        cr_assert_eq(pthread_create(&th[i].th, NULL, stage_main, &th[i]), 0);
+    }
+    /* USAGE resume */
+    if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
+    ap_pipeline_close(&p);                             // no more input
+    while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
+    ap_pipeline_stats s;                 // failures: s.failed, and the last
+    if (ap_pipeline_stage_stats(&p, 0, &s) == AP_OK && s.failed)   // one's
+        log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
+    /* USAGE end */
+    for (size_t i = 0; i < 2; i++)
+        pthread_join(th[i].th, NULL);
+    cr_expect_eq(sent, 1);
+    cr_expect_eq(resp.v, 42);
+    cr_expect_eq(logged, 0);
+    ap_pipeline_fini(&p);
+}
+
+/* ---- pool.h ---- */
+
+struct conn { int id; };
+
+Test(usage, pool)
+{
+    used = 0;
+    /* USAGE begin */
+    static struct conn conns[8];
+    static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
+    ap_pool pool;
+    if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
+        abort();
+    void *c;
+    if (ap_pool_get_wait(&pool, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+        use((struct conn *)c);
+        if (ap_pool_put(&pool, c) != AP_OK) abort();
+    }
+    // in an event loop: ap_pool_get_fut f; ap_pool_get_fut_init(&f, &pool, &c);
+    // ap_pool_get_poll(&f, &cx) until AP_READY, then ap_pool_get_status(&f)
+    /* USAGE end */
+    cr_expect_eq(used, 1);
+}
+
+/* ---- prefetch.h ---- */
+
+typedef struct my_read_fut { ap_future base; ready_fut io; } my_read_fut;
+static uint64_t npages = 5;
+static void my_read_start(my_read_fut *f, void *file, uint64_t off, char *data)
+{
+    (void)file;
+    memset(data, (int)(off / 4096), 4096);
+    f->base = *ready_start(&f->io, 0);
+}
+static uint64_t consumed;
+struct page;
+static void consume(const struct page *p);
+
+/* USAGE begin */
+struct page { my_read_fut f; char data[4096]; };   // the future in the slot
+static ap_future *start(void *ctx, uint64_t key, void *slot, uint64_t now)
+{   struct page *p = slot; (void)now;
+    if (key >= npages) return NULL;                  // past EOF: refuse
+    my_read_start(&p->f, ctx, key * 4096, p->data); return &p->f.base; }
+/* USAGE pause */
+Test(usage, prefetch)
+{
+    static int the_file;
+    void *fd = &the_file; /* the block's ctx: a pointer to the caller's file */
+    /* USAGE resume */
+    static _Alignas(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
+    ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
+    if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
+            .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
+    void *slot;
+    for (uint64_t k = 0; ap_prefetch_get_wait(&pf, k, &slot, AP_DEADLINE_NONE) == AP_OK; k++)
+        consume((struct page *)slot);   // valid until the next get
+    ap_prefetch_fini(&pf);              // cancels the loads still in flight
+    /* USAGE end */
+    cr_expect_eq(consumed, 0 + 1 + 2 + 3 + 4, "pages 0..4, in order, then EOF");
+}
+static void consume(const struct page *p) { consumed += (uint64_t)p->data[0]; }
+
+/* ---- pubsub.h (the block as it should read: see the report of #11) ---- */
+
+struct tick { uint64_t seq; };
+static uint64_t gaps;
+static void note_gap(uint64_t n) { gaps += n; }
+
+Test(usage, pubsub)
+{
+    used = 0;
+    /* USAGE begin */
+    static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
+    ap_pubsub ch;
+    if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE))
+        abort();
+    ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
+    ap_pubsub_subscribe(&ch, &sub);
+    struct tick t = {0};              // any publisher thread:
+    while (ap_pubsub_try_publish(&ch, &t) == AP_AGAIN) {}   // a lapped writer: retry
+    /* USAGE pause */
+    ap_pubsub_close(&ch); /* test: no other publisher, so the subscriber drains and ends */
+    /* USAGE resume */
+    for (;;) {                        // the subscriber:
+        ap_status st = ap_sub_recv_wait(&sub, &t, AP_DEADLINE_NONE);
+        if (st == AP_OK) use(&t);
+        else if (st == AP_DROPPED) note_gap(ap_sub_last_dropped(&sub));
+        else break;                   // AP_CLOSED: closed and drained
+    }
+    ap_pubsub_unsubscribe(&ch, &sub);
+    /* USAGE end */
+    cr_expect_eq(used, 1);
+    cr_expect_eq(gaps, 0);
+}
+
+/* ---- resilience.h ---- */
+
+struct http_get { const char *url; ready_fut io; int starts; };
+static ap_future *start_get(void *ctx, uint32_t attempt, uint64_t now)
+{
+    struct http_get *g = ctx;
+    (void)attempt, (void)now;
+    g->starts++;
+    return ready_start(&g->io, 200);
+}
+static ap_status get_result(void *ctx, ap_future *attempt, int *app_error, uint64_t *hint)
+{
+    (void)ctx, (void)hint;
+    *app_error = ((ready_fut *)attempt)->value;
+    return AP_OK;
+}
+
+Test(usage, resilience, .timeout = 30)
+{
+    /* USAGE begin */
+    static ap_tb tb;  static ap_sem bulk;  static ap_breaker *br;
+    if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .burst = 10}) ||
+        ap_sem_init(&bulk, 8) ||
+        ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
+    ap_rng rng;  ap_rng_seed(&rng, 42);
+    ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 10 * AP_NS_PER_MS};
+    ap_resil_desc d = {.limiter = &tb, .bulkhead = &bulk, .breaker = br,
+                       .attempt_timeout_ns = 200 * AP_NS_PER_MS,
+                       .retry = &rd, .rng = &rng};
+    struct http_get req = {.url = "/x"};
+    ap_resil_op op = {.start = start_get, .result = get_result, .ctx = &req};
+    ap_resil_fut call;
+    if (ap_resil_fut_init(&call, &d, &op,
+                          ap_deadline_after(ap_now_ns(), AP_NS_PER_SEC))) abort();
+    ap_block_on(&call.base);          // or poll it from your event loop
+    ap_resil_result r = ap_resil_fut_result(&call);
+    // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_EXHAUSTED
+    // (r.last_error), AP_TIMEDOUT, ...; r.app_error: e.g. the last HTTP status
+    /* USAGE end */
+    cr_expect_eq(r.status, AP_OK);
+    cr_expect_eq(r.app_error, 200);
+    cr_expect_eq(req.starts, 1);
+    ap_cb_destroy(br);
+}
+
+/* ---- retry.h ---- */
+
+static int server_calls;
+static ap_status call_server(void *srv, int *app_error)
+{
+    (void)srv;
+    server_calls++;
+    *app_error = 200;
+    return AP_OK;
+}
+static ap_future *att_start(void *ctx, void *storage, uint32_t attempt, uint64_t now)
+{ (void)ctx, (void)attempt, (void)now; return ready_start(storage, 200); }
+static ap_status att_result(void *ctx, ap_future *attempt, int *app_error, uint64_t *hint)
+{ (void)ctx, (void)hint; *app_error = ((ready_fut *)attempt)->value; return AP_OK; }
+static void att_canceled(void *ctx, ap_future *attempt, uint64_t now)
+{ (void)ctx, (void)attempt, (void)now; }
+
+Test(usage, retry, .timeout = 30)
+{
+    static int the_server;
+    void *srv = &the_server;
+    ap_breaker *br = NULL;   /* the caller's breaker, taken and reported by att_* */
+    ready_fut att;
+    /* USAGE begin */
+    ap_rng rng;  ap_rng_seed(&rng, 42);
+    ap_retry_budget budget;   // 20 % of requests + 10 retries/s over 10 s
+    if (ap_retry_budget_init(&budget, &(ap_retry_budget_desc){0})) abort();
+    ap_retry_desc d = {.max_attempts = 5, .initial_ns = 10 * AP_NS_PER_MS,
+                       .cap_ns = AP_NS_PER_SEC};       // full jitter
+    ap_retry_result r;
+    ap_status st = ap_retry_call(&d, &rng, &budget, call_server, srv,
+                                 ap_deadline_after(ap_now_ns(), 2 * AP_NS_PER_SEC), &r);
+    // st: AP_OK; AP_EXHAUSTED (r.last_error, r.app_error: why the last
+    // attempt failed); a permanent error; AP_TIMEDOUT (the deadline)
+    // call_server: ap_status call_server(void *srv, int *app_error), which
+    // sets *app_error = e.g. the HTTP status and returns AP_OK or an error
+
+    // per attempt, behind a breaker: take the permit in start(), report it
+    // in result() and, for an attempt cut by the deadline, in canceled()
+    ap_retry_op op = {.start = att_start, .result = att_result,
+                      .canceled = att_canceled, .ctx = br, .storage = &att};
+    /* USAGE end */
+    cr_expect_eq(st, AP_OK, "%s", ap_status_str(st));
+    cr_expect_eq(r.app_error, 200);
+    cr_expect_eq(server_calls, 1);
+    cr_expect(op.start == att_start && op.storage == &att);
+}
+
+/* ---- semaphore.h ---- */
+
+static int connections_used;
+static void use_connection(void) { connections_used++; }
+
+Test(usage, semaphore)
+{
+    /* USAGE begin */
+    static ap_sem conns = AP_SEM_INITIALIZER(8);   // at most 8 connections
+    if (ap_sem_acquire_wait(&conns, 1, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+        use_connection();
+        if (ap_sem_release(&conns, 1) != AP_OK) abort();
+    }
+    // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
+    // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
+    /* USAGE end */
+    cr_expect_eq(connections_used, 1);
+    cr_expect_eq(ap_sem_available(&conns), 8);
+}
+
+/* ---- split.h ---- */
+
+struct ev { uint64_t user_id; char body[8]; };
+static int dropped;
+static void drop(struct ev *e) { (void)e; dropped++; }
+
+Test(usage, split)
+{
+    struct ev ev = {.user_id = 42};
+    /* USAGE begin */
+    ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
+    /* USAGE pause */
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL), AP_OK);
+    /* USAGE resume */
+    ap_split sp;
+    if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_HASH) != AP_OK) abort();
+    switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
+    case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
+    case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
+        if (ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE) != AP_OK) drop(&ev);
+        break;
+    default: drop(&ev);                     // AP_CLOSED: the item is still ours
+    }
+    /* USAGE end */
+    cr_expect_eq(dropped, 0);
+    cr_expect_eq(ap_mpmc_len(shard[ap_split_route(&sp, 42)]), 1);
+    for (int i = 0; i < 4; i++)
+        ap_mpmc_destroy(shard[i]);
+}
+
+/* ---- spsc.h ---- */
+
+Test(usage, spsc)
+{
+    used = 0;
+    /* USAGE begin */
+    static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
+    ap_spsc q;
+    if (ap_spsc_init(&q, buf, sizeof buf, 1024, sizeof(int)) != AP_OK) abort();
+    int x = 42;                      // producer thread
+    while (ap_spsc_try_push(&q, &x) == AP_FULL) {}
+    int y;                           // consumer thread
+    if (ap_spsc_try_pop(&q, &y) == AP_OK) use(y);
+    /* USAGE end */
+    cr_expect_eq(used, 42);
+    ap_spsc_fini(&q);
+}
+
+/* ---- waitlist.h (the block as it should read: see the report of #11) ---- */
+
+typedef struct my_q { _Atomic size_t items; ap_waitlist wl; } my_q;
+typedef struct my_fut { my_q *q; ap_waiter w; } my_fut;
+static ap_status my_try(my_q *q)
+{
+    size_t n = atomic_load(&q->items);
+    while (n > 0)
+        if (atomic_compare_exchange_weak(&q->items, &n, n - 1)) return AP_OK;
+    return AP_EMPTY;
+}
+
+/* USAGE begin */
+static ap_poll my_poll(my_fut *f, ap_cx *cx) {            // the waiting side
+    if (my_try(f->q) == AP_EMPTY) {
+        ap_waitlist_register(&f->q->wl, &f->w, cx->waker);
+        if (my_try(f->q) == AP_EMPTY) return AP_PENDING;  // re-check after linking
+    }
+    ap_waitlist_cancel(&f->q->wl, &f->w);
+    return AP_READY;
+}
+static void my_put(my_q *q) {                              // the waking side
+    atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);   // publish, then look
+    if (ap_waitlist_parked(&q->wl)) ap_waitlist_wake(&q->wl, 1);
+}
+/* USAGE end */
+
+static int wakes;
+static void count_wake(void *ctx) { (void)ctx; wakes++; }
+
+Test(usage, waitlist)
+{
+    my_q q = {0};
+    ap_waitlist_init(&q.wl);
+    my_fut f = {.q = &q};
+    ap_waiter_init(&f.w);
+    ap_cx cx = {{count_wake, NULL}, 0, AP_DEADLINE_NONE};
+    cr_expect_eq(my_poll(&f, &cx), AP_PENDING);
+    my_put(&q);
+    cr_expect_eq(wakes, 1);
+    cr_expect_eq(my_poll(&f, &cx), AP_READY);
+    cr_expect_eq(atomic_load(&q.items), 0);
+    cr_expect(!ap_waitlist_has_waiters(&q.wl));
+}
+
+/* ---- work_steal.h ---- */
+
+Test(usage, work_steal)
+{
+    static _Alignas(AP_WS_ALIGN) unsigned char other_mem[AP_WS_BYTES(16)];
+    ap_ws other;
+    cr_assert_eq(ap_ws_init(&other, other_mem, sizeof other_mem, 16), AP_OK);
+    static int a_task, b_task;
+    cr_assert_eq(ap_ws_try_push(&other, &b_task), AP_OK);
+    void *task = &a_task;
+    ran = 0;
+    /* USAGE begin */
+    // one per worker thread, in caller memory
+    static _Alignas(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
+    ap_ws dq;
+    if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
+    if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
+    void *t;
+    while (ap_ws_try_pop(&dq, &t) == AP_OK) run(t);           // owner
+    if (ap_ws_try_steal(&other, &t) == AP_OK) run(t);         // any thread
+    /* USAGE end */
+    cr_expect_eq(ran, 2);
+    ap_ws_fini(&dq);
+    ap_ws_fini(&other);
+}
