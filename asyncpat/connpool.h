@@ -54,10 +54,8 @@
  *     connection, never on a freshly opened one)
  *   - failed opens are reported, never retried silently: the slot is freed
  *     (and offered to the next queued future), the counter open_failures
- *     grows, and the caller gets the factory's status (AP_NOMEM and
- *     AP_REJECTED as they are; any other failure as AP_REJECTED, so a
- *     factory status is never mistaken for the pool's own AP_EMPTY,
- *     AP_NOT_READY, AP_CLOSED or AP_INVAL)
+ *     grows, and the caller gets AP_EXHAUSTED with the factory's status
+ *     and app_error beside it (see FACTORY FAILURES)
  *   - FIFO fairness and no thundering herd: queued futures are served
  *     strictly in queue order, one per returned connection or freed slot;
  *     try_checkout and a future's first poll answer AP_EMPTY when futures
@@ -78,6 +76,25 @@
  *     Nothing opened after close is ever lent or kept: an open racing a
  *     close (it cannot be stopped once called) is closed at once and its
  *     caller gets AP_CLOSED (ap_connpool_fill says AP_CLOSED too).
+ *
+ * FACTORY FAILURES AND APPLICATION ERRORS
+ *   open(ctx, conn, &app_error) may write its own error code to *app_error
+ *   (0 on entry: an errno, a server's reply code) and returns AP_OK or any
+ *   failure status. A failed open is one attempt of your code that failed,
+ *   not a policy refusal, so the caller gets the status table's
+ *   AP_EXHAUSTED ("every allowed attempt failed; the error beside it": the
+ *   pool makes one open per checkout and never retries it), whatever the
+ *   factory returned, and never that status itself (AP_EMPTY, AP_CLOSED,
+ *   AP_INVAL, AP_NOT_READY or AP_TIMEDOUT from a factory would read as the
+ *   pool's own answers). Beside it, an ap_connpool_fail holds the factory's
+ *   status (`error`, as open returned it) and `app_error`:
+ *     - try_checkout, checkout_wait and fill fill their @fail (may be NULL)
+ *       when they return AP_EXHAUSTED, and leave it untouched otherwise;
+ *     - a checkout future keeps it: ap_connpool_checkout_failure(f);
+ *     - the stats keep the last failed open's pair (last_open_error,
+ *       last_app_error), whoever called it.
+ *   validate and close cannot fail: validate's false is the pool's cue to
+ *   close a connection (counted in validate_failures), not an error.
  *
  * CONCURRENCY   try_checkout return evict fill close stats futures  fini
  *   any of them      yes       yes   yes   yes  yes   yes    yes     no
@@ -126,10 +143,13 @@
  *              AP_INVAL (bad init arguments, a NULL
  *              out-pointer, a return of a foreign / idle / unlent pointer:
  *              nothing changed), AP_TIMEDOUT (ap_connpool_checkout_wait),
- *              AP_CANCELED (a cancelled future), and the factory's failure
- *              (AP_NOMEM, AP_REJECTED). A NULL or finished pool trips
+ *              AP_CANCELED (a cancelled future), AP_EXHAUSTED (the
+ *              factory's open failed: its status and app_error beside it
+ *              in the ap_connpool_fail, see FACTORY FAILURES). The pool
+ *              never returns AP_REJECTED. A NULL or finished pool trips
  *              AP_ASSERT, as does fini with connections still lent.
- *              Out-params are untouched unless AP_OK.
+ *              Out-params are untouched unless AP_OK (@fail: unless
+ *              AP_EXHAUSTED).
  * WAKE ORDER   FIFO; each return / freed slot wakes the one future it
  *              serves; a granted future that cancels passes its grant on.
  * LIMITS       max_size <= AP_CONNPOOL_MAX.
@@ -140,7 +160,11 @@
  * STABILITY    experimental (0.x)
  *
  * USAGE
- *   static ap_status db_open(void *ctx, void *c) { return dial(ctx, c) ? AP_OK : AP_REJECTED; }
+ *   static ap_status db_open(void *ctx, void *c, int *app_error) {
+ *       int e = dial(ctx, c);                 // 0, or an errno
+ *       if (e) { *app_error = e; return AP_TIMEDOUT; }  // beside AP_EXHAUSTED
+ *       return AP_OK;
+ *   }
  *   static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
  *   static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
  *   ap_connpool cp;
@@ -148,12 +172,16 @@
  *                         .max_lifetime_ns = 30 * AP_NS_PER_SEC};
  *   ap_connpool_ops ops = {db_open, db_close, NULL, &server};
  *   if (ap_connpool_init(&cp, buf, sizeof buf, &d, &ops) != AP_OK) abort();
- *   void *c;
- *   if (ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+ *   void *c; ap_connpool_fail why;
+ *   ap_status st = ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC, &why);
+ *   if (st == AP_OK) {
  *       bool ok = query((struct db *)c);
- *       (void)ap_connpool_return(&cp, c, !ok, ap_now_ns());  // broken: close it
+ *       if (ap_connpool_return(&cp, c, !ok, ap_now_ns()) != AP_OK) abort();  // broken: close it
+ *   } else if (st == AP_EXHAUSTED) {                          // dial failed
+ *       log_error(ap_status_str(why.error), strerror(why.app_error));
  *   }
- *   ap_connpool_close(&cp); ... ap_connpool_fini(&cp);
+ *   ap_connpool_close(&cp);   // at shutdown; once every connection is back:
+ *   ap_connpool_fini(&cp);
  */
 #ifndef ASYNCPAT_CONNPOOL_H
 #define ASYNCPAT_CONNPOOL_H
@@ -198,14 +226,22 @@ typedef struct ap__connpool_slot {
  */
 typedef struct ap_connpool_ops {
     /* set up *conn (conn_size bytes of slot memory); AP_OK, or a failure
-     * status (the slot is then freed and the status reported) */
-    ap_status (*open)(void *ctx, void *conn);
+     * status (the slot is then freed and the caller gets AP_EXHAUSTED with
+     * this status and *app_error beside it); *app_error is 0 on entry, set
+     * it to your own error code (read only on failure) */
+    ap_status (*open)(void *ctx, void *conn, int *app_error);
     /* tear down a connection open() set up; called exactly once for each */
     void (*close)(void *ctx, void *conn);
     /* still usable? false: the pool closes it instead of lending it */
     bool (*validate)(void *ctx, void *conn);
     void *ctx;
 } ap_connpool_ops;
+
+/** ap_connpool_fail - a failed open's report, beside AP_EXHAUSTED */
+typedef struct ap_connpool_fail {
+    ap_status error; /* what open returned (not AP_OK) */
+    int app_error;   /* what open wrote to *app_error (0: nothing) */
+} ap_connpool_fail;
 
 /* Configuration; a zero field means its default. */
 typedef struct ap_connpool_desc {
@@ -229,6 +265,8 @@ typedef struct ap_connpool_stats {
     uint64_t validate_failures;    /* connections validate refused */
     uint64_t expired;              /* closed for lifetime / idle timeout */
     uint64_t broken;               /* returned broken */
+    ap_status last_open_error;     /* the last failed open's status (AP_OK: none) */
+    int last_app_error;            /* its app_error (0: none, or no failure) */
 } ap_connpool_stats;
 
 /* A connection pool. Not valid zero-initialised: use ap_connpool_init. */
@@ -251,7 +289,7 @@ typedef struct ap_connpool {
 /*
  * A checkout future (caller memory). status is AP_NOT_READY while pending,
  * then AP_OK (*out holds a connection the caller must return), AP_CLOSED,
- * AP_CANCELED or the factory's failure.
+ * AP_CANCELED or AP_EXHAUSTED (the open failed: `fail` says how).
  */
 typedef struct ap_connpool_checkout_fut {
     ap_future base; /* first: (ap_future *)f is the future */
@@ -263,6 +301,7 @@ typedef struct ap_connpool_checkout_fut {
     bool fresh;               /* granted a free slot (open one) rather than a connection */
     bool queued;              /* registered at least once */
     ap_status status;
+    ap_connpool_fail fail;    /* {AP_OK, 0} unless status is AP_EXHAUSTED */
 } ap_connpool_checkout_fut;
 
 /**
@@ -295,19 +334,21 @@ AP_API void ap_connpool_fini(ap_connpool *p);
  * ap_connpool_try_checkout - lend a connection now, opening one if allowed
  * @conn: receives the connection; untouched unless AP_OK
  * @now:  caller's clock, for expiry (and the new connection's stamps)
+ * @fail: NULL, or receives the factory's status and app_error when its
+ *        open failed (AP_EXHAUSTED); untouched otherwise
  *
  * Takes the most recently returned idle connection; closes it instead if
  * it is expired or validate refuses it and tries the next; with nothing
  * idle and a slot free, opens a new connection on this thread.
  * Returns AP_OK (the caller holds *conn until it returns it), AP_EMPTY
  * (max_size open and none idle, or futures queued), AP_CLOSED,
- * AP_INVAL (@conn NULL), or the factory's failure (AP_NOMEM/AP_REJECTED).
+ * AP_INVAL (@conn NULL), or AP_EXHAUSTED (open failed: *@fail).
  * Concurrency: any thread. Progress: blocking (short lock), plus the user
  *              calls made outside it.
  * Ordering:    acquire through the lock: the last holder's writes are visible.
  */
 AP_API AP_NODISCARD ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn,
-                                                       uint64_t now);
+                                                       uint64_t now, ap_connpool_fail *fail);
 
 /**
  * ap_connpool_return - give a lent connection back
@@ -336,10 +377,12 @@ AP_API size_t ap_connpool_evict(ap_connpool *p, uint64_t now);
  * ap_connpool_fill - open connections on this thread until min_idle are idle
  * (or max_size are open, or futures are queued: they take the capacity)
  *
- * Returns AP_OK, AP_CLOSED, or the first factory failure (what opened
- * before it stays open).
+ * Returns AP_OK, AP_CLOSED, or AP_EXHAUSTED at the first failed open (what
+ * opened before it stays open; @fail, if not NULL, receives its status and
+ * app_error, and is untouched otherwise).
  */
-AP_API AP_NODISCARD ap_status ap_connpool_fill(ap_connpool *p, uint64_t now);
+AP_API AP_NODISCARD ap_status ap_connpool_fill(ap_connpool *p, uint64_t now,
+                                               ap_connpool_fail *fail);
 
 /**
  * ap_connpool_close - close idle connections, fail queued and later
@@ -360,10 +403,11 @@ AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out);
  * serves it. The poll that completes it runs, on the polling thread,
  * whatever the grant needs: expiry check (cx->now) and validate for a
  * connection, open for a slot (or after refusing a bad connection). Result:
- * AP_OK, AP_CLOSED, AP_CANCELED or the factory's failure; *out untouched
- * unless AP_OK. Cancel is idempotent and safe at any time; a grant made to
- * a future that is cancelled before completing passes to the next queued
- * future. After cancel or READY the waker is never called again.
+ * AP_OK, AP_CLOSED, AP_CANCELED or AP_EXHAUSTED (the open failed:
+ * ap_connpool_checkout_failure); *out untouched unless AP_OK. Cancel is
+ * idempotent and safe at any time; a grant made to a future that is
+ * cancelled before completing passes to the next queued future. After
+ * cancel or READY the waker is never called again.
  */
 AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpool *p,
                                           void **out);
@@ -371,16 +415,24 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
 AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f);
 /** ap_connpool_checkout_status - AP_NOT_READY while pending, then the result */
 AP_API AP_NODISCARD ap_status ap_connpool_checkout_status(const ap_connpool_checkout_fut *f);
+/** ap_connpool_checkout_failure - beside a result of AP_EXHAUSTED: the
+ *  failed open's status and app_error; {AP_OK, 0} for any other result */
+AP_API ap_connpool_fail ap_connpool_checkout_failure(const ap_connpool_checkout_fut *f);
 
 /**
  * ap_connpool_checkout_wait - block this thread until a connection is ours,
  * the pool is closed, an open fails, or @deadline_ns (ap_now_ns clock)
  * passes; expiry uses ap_now_ns too
+ * @fail: NULL, or receives the failed open's status and app_error
+ *        (AP_EXHAUSTED); untouched otherwise
  * Returns as the future, or AP_INVAL (@conn NULL), or AP_TIMEDOUT (nothing
- * taken; a grant racing the timeout was passed on).
+ * taken; a grant racing the timeout was passed on). AP_TIMEDOUT is only
+ * ever @deadline_ns: a factory's own timeout is AP_EXHAUSTED with
+ * fail->error AP_TIMEDOUT.
  */
 AP_API AP_NODISCARD ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn,
-                                                        ap_deadline deadline_ns);
+                                                        ap_deadline deadline_ns,
+                                                        ap_connpool_fail *fail);
 
 /* ---- implementation ---- */
 
@@ -590,18 +642,15 @@ AP_API void ap__connpool_retire(ap_connpool *p, uint32_t chain, bool expired)
     }
 }
 
-/* A factory status as the caller sees it. */
-AP_FORCE_INLINE ap_status ap__connpool_open_status(ap_status st)
-{
-    return st == AP_NOMEM || st == AP_REJECTED ? st : AP_REJECTED;
-}
-
 /* Open a connection in reserved slot @i. AP_OK: counted live, in @state.
- * Else the slot is freed, the queue served, the failure returned. */
-AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint32_t state)
+ * Else the slot is freed, the queue served, and AP_EXHAUSTED returned with
+ * the factory's status and app_error in *fail (if not NULL). */
+AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint32_t state,
+                                   ap_connpool_fail *fail)
 {
     AP_TEST_YIELD(); /* slot reserved, open not yet called */
-    ap_status st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i));
+    int app_error = 0;
+    ap_status st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i), &app_error);
     uint32_t chain = 0;
     ap__lock_acquire(&p->lock);
     if (st == AP_OK) {
@@ -616,6 +665,8 @@ AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint3
             p->slots[i].state = state;
     } else {
         p->n.open_failures++;
+        p->n.last_open_error = st;
+        p->n.last_app_error = app_error;
         ap__connpool_unreserve(p, i);
     }
     ap__lock_release(&p->lock);
@@ -626,7 +677,11 @@ AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint3
     if (st == AP_OK)
         return AP_OK;
     ap__connpool_dispatch(p); /* the slot may serve a queued future */
-    return ap__connpool_open_status(st);
+    if (fail) {
+        fail->error = st;
+        fail->app_error = app_error;
+    }
+    return AP_EXHAUSTED;
 }
 
 /* Lend what slot @i holds (a connection taken for us, or a reservation
@@ -634,11 +689,11 @@ AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint3
  * on to the next idle connection or opening one in the slot. Bounded: each
  * round but the last closes a connection, and at most max_size exist. */
 AP_API ap_status ap__connpool_lend(ap_connpool *p, size_t i, bool fresh, uint64_t now,
-                                   void **out)
+                                   void **out, ap_connpool_fail *fail)
 {
     for (;;) {
         if (fresh) {
-            ap_status st = ap__connpool_open(p, i, now, AP__CONNPOOL_HELD);
+            ap_status st = ap__connpool_open(p, i, now, AP__CONNPOOL_HELD, fail);
             if (st == AP_OK)
                 *out = ap__connpool_conn(p, i);
             return st;
@@ -703,7 +758,8 @@ AP_API void ap_connpool_fini(ap_connpool *p)
     p->max = 0;
 }
 
-AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t now)
+AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t now,
+                                          ap_connpool_fail *fail)
 {
     AP_ASSERT(p != NULL && p->max != 0);
     if (AP_UNLIKELY(conn == NULL))
@@ -722,7 +778,7 @@ AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t 
     ap__lock_release(&p->lock);
     if (st != AP_OK)
         return st;
-    return ap__connpool_lend(p, t - 1, fresh, now, conn);
+    return ap__connpool_lend(p, t - 1, fresh, now, conn, fail);
 }
 
 AP_API ap_status ap_connpool_return(ap_connpool *p, void *conn, bool broken, uint64_t now)
@@ -771,7 +827,7 @@ AP_API size_t ap_connpool_evict(ap_connpool *p, uint64_t now)
     return k;
 }
 
-AP_API ap_status ap_connpool_fill(ap_connpool *p, uint64_t now)
+AP_API ap_status ap_connpool_fill(ap_connpool *p, uint64_t now, ap_connpool_fail *fail)
 {
     AP_ASSERT(p != NULL && p->max != 0);
     for (size_t round = 0; round < p->max; round++) {
@@ -789,7 +845,7 @@ AP_API ap_status ap_connpool_fill(ap_connpool *p, uint64_t now)
         if (t == 0)
             return st; /* enough idle, full, queued futures, or closed */
         size_t i = t - 1;
-        st = ap__connpool_open(p, i, now, AP__CONNPOOL_CHECKING);
+        st = ap__connpool_open(p, i, now, AP__CONNPOOL_CHECKING, fail);
         if (st != AP_OK)
             return st;
         uint32_t chain = 0;
@@ -869,6 +925,8 @@ AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpo
     f->fresh = false;
     f->queued = false;
     f->status = AP_NOT_READY;
+    f->fail.error = AP_OK;
+    f->fail.app_error = 0;
 }
 
 /* The grant is ours (off the list, no wake in progress): lend it. */
@@ -890,7 +948,7 @@ AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
         p->slots[f->slot].state = AP__CONNPOOL_CHECKING;
         ap__lock_release(&p->lock);
     }
-    ap_status st = ap__connpool_lend(p, f->slot, f->fresh, now, &c);
+    ap_status st = ap__connpool_lend(p, f->slot, f->fresh, now, &c, &f->fail);
     if (st == AP_OK)
         *f->out = c;
     f->status = st;
@@ -930,7 +988,7 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
     AP_ASSERT(p->max != 0);
     if (!f->queued) {
         void *c;
-        ap_status st = ap_connpool_try_checkout(p, &c, cx->now);
+        ap_status st = ap_connpool_try_checkout(p, &c, cx->now, &f->fail);
         if (st != AP_EMPTY) {
             if (st == AP_OK)
                 *f->out = c;
@@ -986,7 +1044,13 @@ AP_API ap_status ap_connpool_checkout_status(const ap_connpool_checkout_fut *f)
     return f->status;
 }
 
-AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadline deadline_ns)
+AP_API ap_connpool_fail ap_connpool_checkout_failure(const ap_connpool_checkout_fut *f)
+{
+    return f->fail;
+}
+
+AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadline deadline_ns,
+                                           ap_connpool_fail *fail)
 {
     AP_ASSERT(p != NULL && p->max != 0);
     if (conn == NULL)
@@ -995,6 +1059,8 @@ AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadl
     ap_connpool_checkout_fut_init(&f, p, conn);
     if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
+    if (f.status == AP_EXHAUSTED && fail)
+        *fail = f.fail;
     return f.status;
 }
 

@@ -4,7 +4,7 @@
  * PATTERN
  *   A pipeline of k stages. Stage i applies a user function
  *
- *       ap_status fn(void *ctx, const void *in, void *out)
+ *       ap_status fn(void *ctx, const void *in, void *out, int *app_error)
  *
  *   to each element of its input queue and pushes the result to its output
  *   queue, which is the input of stage i + 1. The input of stage 0 is the
@@ -13,6 +13,25 @@
  *   is 1 -> 0..1: fn returns AP_OK to emit *out, AP_FILTERED to filter the
  *   element out (counted, not an error), anything else to report a failure
  *   (the element is then consumed and counted, see COUNTERS).
+ *
+ * STAGE FAILURES AND APPLICATION ERRORS
+ *   Your own error code never has to be squeezed into an ap_status: fn may
+ *   write it to *app_error (0 on entry; an HTTP status, an errno, a parse
+ *   error of yours), and it travels beside the status. A failed element is
+ *   one attempt of your code that failed, so it is reported as the status
+ *   table's AP_EXHAUSTED ("every allowed attempt failed; the error beside
+ *   it": a stage is never retried, one attempt is all it is allowed), never
+ *   as AP_DROPPED (an overflow policy) nor as what fn returned, which could
+ *   read as one of try_take's own answers (AP_EMPTY, AP_CLOSED, ...). Beside
+ *   it, an ap_pipeline_fail holds fn's status (`error`, any value but AP_OK
+ *   and AP_FILTERED, as fn returned it) and `app_error`:
+ *     - ap_pipeline_try_take(w, &fail) returns AP_EXHAUSTED and fills fail
+ *       for that element;
+ *     - every failure is counted in its stage's `failed`, and the stage's
+ *       stats keep the last one's pair (last_error, last_app_error: written
+ *       together, one relaxed 64-bit store, so never torn), which is what
+ *       run futures and stage_run, which go on past failures, leave you.
+ *   *app_error is read only when fn fails (an emit or a filter ignores it).
  *
  *   It is built from the library's parts: every queue is an ap_mpmc in
  *   caller memory (mpmc.h), every wait is an mpmc push or pop future
@@ -44,7 +63,8 @@
  *
  * COUNTERS (ap_pipeline_stage_stats, ap_pipeline_entered / _left)
  *   per stage: taken (popped from its input), emitted, filtered, failed
- *   (and the last failure status). At quiescence, for each stage:
+ *   (and the last failure: fn's status and app_error). At quiescence, for
+ *   each stage:
  *       taken == emitted + filtered + failed + (1 per holding worker)
  *   and end to end:
  *       entered == left + sum(filtered + failed) + elements in queues
@@ -108,15 +128,24 @@
  * ERRORS       AP_INVAL (bad desc or argument; nothing changed), AP_FULL,
  *              AP_EMPTY, AP_AGAIN (a peer is mid-slot in a queue: retry at
  *              once), AP_CLOSED, AP_FILTERED (try_take: fn filtered the
- *              element; counted in filtered), AP_DROPPED (try_take: fn
- *              failed the element; counted in failed, its status in
- *              last_error); AP_NOT_READY as a pending run future's status.
+ *              element; counted in filtered), AP_EXHAUSTED (try_take: fn
+ *              failed the element, its one attempt: consumed, counted in
+ *              failed; fn's status and app_error beside it in the
+ *              ap_pipeline_fail and the stage's last_error/last_app_error;
+ *              see STAGE FAILURES); AP_NOT_READY as a pending run
+ *              future's status. The pipeline never returns AP_DROPPED.
  * WAKE ORDER   what the queues do: FIFO among waiting futures.
  * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT
  * SEE ALSO     mpmc.h, tests/test_pipeline.c, tests/stress/stress_pipeline.c
  * STABILITY    experimental (0.x): names may still change before 1.0
  *
  * USAGE
+ *   static ap_status parse(void *ctx, const void *in, void *out, int *app_error) {
+ *       (void)ctx;
+ *       int e = parse_req(in, out);          // your own code: 0 or an error
+ *       if (e) { *app_error = e; return AP_INVAL; }   // fails the element
+ *       return AP_OK;                                 // emits *out
+ *   }
  *   static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
  *                      q0[AP_MPMC_BYTES(64, sizeof(parsed))],
  *                      q1[AP_MPMC_BYTES(64, sizeof(resp))];
@@ -132,9 +161,12 @@
  *   //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
  *   //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
  *   //   ap_block_on((ap_future *)&f);        // returns after close + drain
- *   ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE);  // producers
+ *   if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
  *   ap_pipeline_close(&p);                             // no more input
  *   while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
+ *   ap_pipeline_stats s;                 // failures: s.failed, and the last
+ *   if (ap_pipeline_stage_stats(&p, 0, &s) == AP_OK && s.failed)   // one's
+ *       log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
  */
 #ifndef ASYNCPAT_PIPELINE_H
 #define ASYNCPAT_PIPELINE_H
@@ -144,8 +176,22 @@
 #include "waitlist.h"
 #include "mpmc.h"
 
-/** a stage function: AP_OK emits *out, AP_FILTERED filters, else failure */
-typedef ap_status (*ap_pipeline_fn)(void *ctx, const void *in, void *out);
+/**
+ * ap_pipeline_fn - a stage function
+ * @app_error: 0 on entry; fn may set it to its own error code when it
+ *             fails the element (read only then)
+ *
+ * Returns AP_OK (emit *out), AP_FILTERED (filter the element out), or any
+ * other status: the element failed (try_take's AP_EXHAUSTED, with this
+ * status and *app_error beside it; see STAGE FAILURES).
+ */
+typedef ap_status (*ap_pipeline_fn)(void *ctx, const void *in, void *out, int *app_error);
+
+/** ap_pipeline_fail - a failed element's report, beside AP_EXHAUSTED */
+typedef struct ap_pipeline_fail {
+    ap_status error; /* what fn returned (neither AP_OK nor AP_FILTERED) */
+    int app_error;   /* what fn wrote to *app_error (0: nothing) */
+} ap_pipeline_fail;
 
 typedef struct ap_pipeline_stage_desc {
     ap_pipeline_fn fn; /* required */
@@ -181,7 +227,9 @@ typedef struct ap_pipeline_stage {
     _Atomic unsigned finished; /* workers that saw the input drained */
     _Alignas(AP_CACHELINE) _Atomic uint64_t taken;
     _Atomic uint64_t emitted, filtered, failed;
-    _Atomic int last_error; /* ap_status of the last failure, AP_OK if none */
+    /* the last failure: fn's status in the high 32 bits, its app_error in
+     * the low 32 (one store, so the pair is never torn); 0 if none */
+    _Atomic uint64_t last_failure;
 } ap_pipeline_stage;
 
 typedef struct ap_pipeline {
@@ -196,9 +244,12 @@ typedef struct ap_pipeline {
 /** snapshot of one stage's counters (relaxed reads; exact at quiescence) */
 typedef struct ap_pipeline_stats {
     uint64_t taken, emitted, filtered, failed;
-    ap_status last_error; /* AP_OK if fn never failed */
+    ap_status last_error; /* fn's status in its last failure; AP_OK if fn
+                             never failed */
     size_t queued;        /* elements in the stage's output queue */
     unsigned workers, finished;
+    int last_app_error;   /* the app_error fn set in that same failure (0:
+                             none, or no failure) */
 } ap_pipeline_stats;
 
 /** ap_pipeline_worker - one driver of one stage (caller memory) */
@@ -282,16 +333,21 @@ AP_API bool ap_pipeline_worker_finished(const ap_pipeline_worker *w);
 
 /**
  * ap_pipeline_try_take - pop one input element and apply fn to it
+ * @fail: NULL, or receives fn's status and app_error when fn failed the
+ *        element (AP_EXHAUSTED); untouched otherwise
  *
  * Returns AP_OK (fn emitted: the output is held, push it with
  * ap_pipeline_try_emit), AP_FILTERED (fn filtered the element: consumed
- * and counted in filtered), AP_DROPPED (fn failed the element: consumed
- * and counted in failed), AP_FULL (an output is still held: emit first;
- * nothing popped), AP_EMPTY, AP_AGAIN (see ap_mpmc_try_pop), or AP_CLOSED
- * (the input is closed and drained: the worker is finished, and the last
- * of its stage to finish has closed the stage's output).
+ * and counted in filtered), AP_EXHAUSTED (fn failed the element: consumed,
+ * counted in failed, *@fail says how), AP_FULL (an output is still held:
+ * emit first; nothing popped), AP_EMPTY, AP_AGAIN (see ap_mpmc_try_pop),
+ * or AP_CLOSED (the input is closed and drained: the worker is finished,
+ * and the last of its stage to finish has closed the stage's output).
+ * Whatever fn returns, these keep their meaning: a failure is always
+ * AP_EXHAUSTED, never fn's status in place of try_take's own.
  */
-AP_API AP_NODISCARD ap_status ap_pipeline_try_take(ap_pipeline_worker *w);
+AP_API AP_NODISCARD ap_status ap_pipeline_try_take(ap_pipeline_worker *w,
+                                                   ap_pipeline_fail *fail);
 /**
  * ap_pipeline_try_emit - push the held output to the stage's output queue
  *
@@ -305,7 +361,8 @@ AP_API AP_NODISCARD ap_status ap_pipeline_try_emit(ap_pipeline_worker *w);
  *
  * Returns AP_OK (max_items taken, nothing held), or the status that stopped
  * it: AP_FULL (output full; an output may be held), AP_EMPTY, AP_AGAIN,
- * AP_CLOSED (finished, as in try_take). Never blocks.
+ * AP_CLOSED (finished, as in try_take). Filtered and failed elements count
+ * as taken and do not stop it (failures: the stage's stats). Never blocks.
  */
 AP_API AP_NODISCARD ap_status ap_pipeline_stage_run(ap_pipeline_worker *w, size_t max_items,
                                                     size_t *done);
@@ -316,8 +373,10 @@ AP_API AP_NODISCARD ap_status ap_pipeline_stage_run(ap_pipeline_worker *w, size_
  * through the queues' futures, until the input is closed and drained.
  * @budget: elements per poll before it yields (wakes itself and returns
  *          AP_PENDING, so one busy stage does not starve a loop); 0 = 64
- * Result: AP_OK (finished), or AP_CANCELED. A cancel loses nothing: a held
- * output stays in @w, and a new run future (or step calls) continues.
+ * Result: AP_OK (finished), or AP_CANCELED; failed elements do not stop it
+ * (see the stage's stats: failed, last_error, last_app_error). A cancel
+ * loses nothing: a held output stays in @w, and a new run future (or step
+ * calls) continues.
  */
 AP_API void ap_pipeline_run_fut_init(ap_pipeline_run_fut *f, ap_pipeline_worker *w,
                                      size_t budget);
@@ -345,6 +404,8 @@ AP_API void ap_pipeline_close(ap_pipeline *p);
  * ap_pipeline_push_fut_init / _poll / _cancel / _status / ap_pipeline_push_wait:
  * push futures on the input, ap_pipeline_pop_*: pop futures on the output,
  * with the semantics of the ap_mpmc futures (mpmc.h); successes are counted.
+ * The pipeline takes no `now` anywhere, so the _wait deadlines are on
+ * ap_now_ns()'s clock (time.h, CLOCKS; ap_block_on_until_clock for another).
  */
 AP_API void ap_pipeline_push_fut_init(ap_pipeline_push_fut *f, ap_pipeline *p, const void *elem);
 AP_API ap_poll ap_pipeline_push_poll(ap_pipeline_push_fut *f, ap_cx *cx);
@@ -432,7 +493,7 @@ AP_API ap_status ap_pipeline_init(ap_pipeline *p, ap_pipeline_stage *stages,
         AP_ATOMIC_INIT(&s->emitted, 0u);
         AP_ATOMIC_INIT(&s->filtered, 0u);
         AP_ATOMIC_INIT(&s->failed, 0u);
-        AP_ATOMIC_INIT(&s->last_error, (int)AP_OK);
+        AP_ATOMIC_INIT(&s->last_failure, (uint64_t)0);
     }
     (void)st;
     p->stages = stages;
@@ -488,13 +549,15 @@ AP_API bool ap_pipeline_worker_finished(const ap_pipeline_worker *w)
     return w->state == AP__PIPELINE_W_DONE;
 }
 
-/* An element was popped into w->in: apply fn, count the outcome. */
-AP_API ap_status ap__pipeline_apply(ap_pipeline_worker *w)
+/* An element was popped into w->in: apply fn, count the outcome; a failure
+ * is AP_EXHAUSTED with fn's status and app_error in *fail (if not NULL). */
+AP_API ap_status ap__pipeline_apply(ap_pipeline_worker *w, ap_pipeline_fail *fail)
 {
     ap_pipeline_stage *s = w->st;
+    int app_error = 0;
     /* relaxed: statistics; the element itself is ordered by the queues. */
     AP_ATOMIC_FETCH_ADD(&s->taken, 1u, memory_order_relaxed);
-    ap_status r = s->fn(s->ctx, w->in, w->out);
+    ap_status r = s->fn(s->ctx, w->in, w->out, &app_error);
     if (r == AP_OK) {
         w->state = AP__PIPELINE_W_HOLDING;
         return AP_OK;
@@ -503,9 +566,17 @@ AP_API ap_status ap__pipeline_apply(ap_pipeline_worker *w)
         AP_ATOMIC_FETCH_ADD(&s->filtered, 1u, memory_order_relaxed);
         return AP_FILTERED;
     }
-    AP_ATOMIC_STORE(&s->last_error, (int)r, memory_order_relaxed);
+    /* relaxed: statistics; the pair in one store, so a reader never sees
+     * one failure's status with another's app_error. */
+    AP_ATOMIC_STORE(&s->last_failure,
+                    (uint64_t)(uint32_t)r << 32 | (uint64_t)(uint32_t)app_error,
+                    memory_order_relaxed);
     AP_ATOMIC_FETCH_ADD(&s->failed, 1u, memory_order_relaxed);
-    return AP_DROPPED;
+    if (fail) {
+        fail->error = r;
+        fail->app_error = app_error;
+    }
+    return AP_EXHAUSTED;
 }
 
 /* The input is closed and drained and nothing is held: this worker is done;
@@ -527,7 +598,7 @@ AP_API void ap__pipeline_emitted(ap_pipeline_worker *w)
     AP_ATOMIC_FETCH_ADD(&w->st->emitted, 1u, memory_order_relaxed);
 }
 
-AP_API ap_status ap_pipeline_try_take(ap_pipeline_worker *w)
+AP_API ap_status ap_pipeline_try_take(ap_pipeline_worker *w, ap_pipeline_fail *fail)
 {
     AP_ASSERT(w != NULL && w->st != NULL);
     if (w->state == AP__PIPELINE_W_DONE)
@@ -536,7 +607,7 @@ AP_API ap_status ap_pipeline_try_take(ap_pipeline_worker *w)
         return AP_FULL;
     ap_status st = ap_mpmc_try_pop(w->inq, w->in);
     if (st == AP_OK)
-        return ap__pipeline_apply(w);
+        return ap__pipeline_apply(w, fail);
     if (st == AP_CLOSED)
         ap__pipeline_finish(w);
     return st;
@@ -567,8 +638,8 @@ AP_API ap_status ap_pipeline_stage_run(ap_pipeline_worker *w, size_t max_items, 
             st = AP_OK;
             break;
         }
-        st = ap_pipeline_try_take(w);
-        if (st != AP_OK && st != AP_FILTERED && st != AP_DROPPED)
+        st = ap_pipeline_try_take(w, NULL);
+        if (st != AP_OK && st != AP_FILTERED && st != AP_EXHAUSTED)
             break;
         n++;
     }
@@ -642,7 +713,7 @@ AP_API ap_poll ap_pipeline_run_poll(ap_pipeline_run_fut *f, ap_cx *cx)
             continue;
         }
         AP_ASSERT(st == AP_OK);
-        (void)ap__pipeline_apply(w);
+        (void)ap__pipeline_apply(w, NULL);
         n++;
     }
 }
@@ -715,7 +786,9 @@ AP_API ap_status ap_pipeline_stage_stats(ap_pipeline *p, size_t stage, ap_pipeli
     out->emitted = AP_ATOMIC_LOAD(&s->emitted, memory_order_relaxed);
     out->filtered = AP_ATOMIC_LOAD(&s->filtered, memory_order_relaxed);
     out->failed = AP_ATOMIC_LOAD(&s->failed, memory_order_relaxed);
-    out->last_error = (ap_status)AP_ATOMIC_LOAD(&s->last_error, memory_order_relaxed);
+    uint64_t lf = AP_ATOMIC_LOAD(&s->last_failure, memory_order_relaxed);
+    out->last_error = (ap_status)(uint32_t)(lf >> 32);
+    out->last_app_error = (int)(uint32_t)lf;
     out->queued = ap_mpmc_len(&s->out);
     out->workers = s->workers;
     out->finished = AP_ATOMIC_LOAD(&s->finished, memory_order_relaxed);

@@ -30,6 +30,7 @@
  *                  an object not started
  *   AP_EXHAUSTED   every allowed attempt failed (retry): the     see last_error and
  *                  last error is beside it                       app_error
+ *                  (one attempt: a pipeline stage, a connpool open)
  *   AP_FILTERED    a stage chose to drop the item (pipeline      nothing: counted
  *                  filter); not an error
  *

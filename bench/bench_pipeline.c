@@ -28,8 +28,9 @@
 #define PL_CAP 64
 #define PL_K 3
 
-static ap_status add1(void *ctx, const void *in, void *out)
+static ap_status add1(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     *(uint64_t *)out = *(const uint64_t *)in + 1;
     return AP_OK;
@@ -209,7 +210,8 @@ static uint64_t run_batch(void *ctx, uint64_t budget_ns, uint64_t *iters)
     bt_bench *t = malloc(sizeof *t);
     if (t == NULL)
         bench_fail("out of memory");
-    ap_batch_desc d = {sizeof(uint64_t), BT_MAX, 100 * AP_NS_PER_US};
+    ap_batch_desc d = {.elem_size = sizeof(uint64_t), .max_size = BT_MAX,
+                       .max_delay_ns = 100 * AP_NS_PER_US};
     if (ap_batch_init(&t->b, t->buf, sizeof t->buf, &d) != AP_OK)
         bench_fail("ap_batch_init");
     t->budget_ns = budget_ns;

@@ -10,8 +10,13 @@
  * drain (nobody inside any more), then closes the pipeline, which drains
  * stage by stage. Prints "items K sum S filtered F" where, for n = 1..N,
  * K counts the even n, S = sum over even n of (n*n + 1), F the odd n.
+ * A stage reports its own error code beside the status: square fails a
+ * number whose square would not fit (app_error ERANGE); the pipeline counts
+ * it and keeps the last failure's status and app_error in the stage's
+ * stats, which main reports (on stderr, exit status 1).
  */
 #include "asyncpat.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,15 +24,20 @@
 enum { NPROD = 2, CAP = 16 };
 typedef unsigned long long u64;
 
-static ap_status square(void *ctx, const void *in, void *out)
+static ap_status square(void *ctx, const void *in, void *out, int *app_error)
 {
     (void)ctx;
     u64 v = *(const u64 *)in;
+    if (v > 0xffffffffu) {   /* v * v would wrap: fail the element, */
+        *app_error = ERANGE; /* with our own code beside the status */
+        return AP_INVAL;
+    }
     *(u64 *)out = v * v;
     return AP_OK;
 }
-static ap_status keep_even(void *ctx, const void *in, void *out)
+static ap_status keep_even(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     u64 v = *(const u64 *)in;
     if (v & 1)
@@ -35,8 +45,9 @@ static ap_status keep_even(void *ctx, const void *in, void *out)
     *(u64 *)out = v;
     return AP_OK;
 }
-static ap_status plus_one(void *ctx, const void *in, void *out)
+static ap_status plus_one(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     *(u64 *)out = *(const u64 *)in + 1;
     return AP_OK;
@@ -142,6 +153,14 @@ int main(int argc, char **argv)
     if (ap_pipeline_stage_stats(&pipe_, 1, &st1) == AP_OK)
         filtered = st1.filtered;
     printf("items %llu sum %llu filtered %llu\n", c.items, c.sum, filtered);
+    for (size_t i = 0; i < 3; i++) { /* failures: counted, the last one's pair kept */
+        ap_pipeline_stats s;
+        if (ap_pipeline_stage_stats(&pipe_, i, &s) == AP_OK && s.failed != 0) {
+            fprintf(stderr, "stage %zu: %llu failed, last %s (app_error %d)\n", i,
+                    (u64)s.failed, ap_status_str(s.last_error), s.last_app_error);
+            err = 1;
+        }
+    }
     ap_pipeline_fini(&pipe_);
     return err;
 }

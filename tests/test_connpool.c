@@ -24,20 +24,26 @@ typedef struct factory {
     atomic_int opens, opened, closed, live, high, violations;
     atomic_int fail_next;     /* the next N opens fail with fail_st */
     ap_status fail_st;
+    int fail_app;             /* ... and write this app_error */
+    atomic_int app_nonzero;   /* opens that found *app_error != 0 on entry */
     atomic_int validates;
     atomic_uint next_id;
     int max;                  /* for the live <= max check inside open */
 } factory;
 
-static ap_status f_open(void *ctx, void *c)
+static ap_status f_open(void *ctx, void *c, int *app_error)
 {
     factory *f = ctx;
     conn *k = c;
     atomic_fetch_add(&f->opens, 1);
+    if (*app_error != 0)
+        atomic_fetch_add(&f->app_nonzero, 1); /* must be 0 on entry */
     if (atomic_load(&f->fail_next) > 0) {
         atomic_fetch_sub(&f->fail_next, 1);
+        *app_error = f->fail_app;
         return f->fail_st;
     }
+    *app_error = 99; /* a success's app_error is never reported */
     if (k->open)
         atomic_fetch_add(&f->violations, 1); /* slot reused while open */
     k->open = 1;
@@ -108,12 +114,13 @@ static void fx_fini(fixture *fx)
     EXPECT_EQ(atomic_load(&fx->f.opened), atomic_load(&fx->f.closed));
     EXPECT_EQ(atomic_load(&fx->f.live), 0);
     EXPECT_EQ(atomic_load(&fx->f.violations), 0);
+    EXPECT_EQ(atomic_load(&fx->f.app_nonzero), 0, "*app_error is 0 on entry");
 }
 
 static conn *co(fixture *fx, uint64_t now)
 {
     void *c = NULL;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx->p, &c, now), AP_OK);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx->p, &c, now, NULL), AP_OK);
     EXPECT_NOT_NULL(c);
     return c;
 }
@@ -201,7 +208,7 @@ Test(connpool, lazy_growth_to_max_then_empty_and_reuse_without_opening)
     EXPECT(a != b && b != c && a != c);
     EXPECT_EQ(stats(&fx).live, 3);
     void *x = (void *)0x1;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 1), AP_EMPTY, "at max with all in use");
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 1, NULL), AP_EMPTY, "at max with all in use");
     EXPECT(x == (void *)0x1, "out-param touched on failure");
     EXPECT_EQ(atomic_load(&fx.f.opens), 3);
     EXPECT_EQ(ap_connpool_return(&fx.p, b, false, 2), AP_OK);
@@ -231,8 +238,8 @@ Test(connpool, bad_arguments_are_inval_and_change_nothing)
 {
     static fixture fx;
     fx_init(&fx, 2, 0, 0, false);
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, NULL, 0), AP_INVAL);
-    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, NULL, AP_DEADLINE_NONE), AP_INVAL);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, NULL, 0, NULL), AP_INVAL);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, NULL, AP_DEADLINE_NONE, NULL), AP_INVAL);
     conn *a = co(&fx, 0);
     ap_connpool_stats s0 = stats(&fx);
     conn other;
@@ -264,27 +271,30 @@ Test(connpool, failed_open_is_reported_frees_the_slot_and_is_not_retried)
     void *c = (void *)0x1;
     atomic_store(&fx.f.fail_next, 1);
     fx.f.fail_st = AP_NOMEM;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_NOMEM);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0, NULL), AP_EXHAUSTED);
     EXPECT(c == (void *)0x1);
     EXPECT_EQ(atomic_load(&fx.f.opens), 1, "never retried silently");
     ap_connpool_stats s = stats(&fx);
     EXPECT_EQ(s.open_failures, 1);
     EXPECT_EQ(s.live, 0);
     EXPECT_EQ(s.opening, 0, "the reservation is freed");
-    /* statuses that mean something else here come back as AP_REJECTED */
+    /* whatever the factory says, the caller gets AP_EXHAUSTED (never the
+     * pool's own AP_EMPTY / AP_CLOSED / AP_INVAL / AP_NOT_READY, never
+     * AP_REJECTED: a failed open is not a policy refusal), and the
+     * factory's own status beside it */
     static const ap_status odd[] = {AP_EMPTY, AP_AGAIN, AP_CLOSED, AP_INVAL, AP_TIMEDOUT,
                                     AP_CANCELED, AP_FULL, AP_DROPPED, AP_NOT_READY,
-                                    AP_EXHAUSTED, AP_FILTERED};
+                                    AP_EXHAUSTED, AP_FILTERED, AP_REJECTED, (ap_status)77};
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         atomic_store(&fx.f.fail_next, 1);
         fx.f.fail_st = odd[i];
-        EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_REJECTED, "factory said %s",
+        ap_connpool_fail why = {AP_OK, -1};
+        EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0, &why), AP_EXHAUSTED, "factory said %s",
                   ap_status_str(odd[i]));
+        EXPECT_EQ(why.error, odd[i]);
+        EXPECT_EQ(why.app_error, 0, "the factory set none");
     }
-    atomic_store(&fx.f.fail_next, 1);
-    fx.f.fail_st = AP_REJECTED;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0), AP_REJECTED);
-    EXPECT_EQ(stats(&fx).open_failures, 2 + sizeof odd / sizeof odd[0]);
+    EXPECT_EQ(stats(&fx).open_failures, 1 + sizeof odd / sizeof odd[0]);
     /* the slot was never lost: max 1 still opens */
     conn *k = co(&fx, 0);
     EXPECT_EQ(k->open, 1);
@@ -309,12 +319,17 @@ Test(connpool, failed_open_of_a_future_passes_the_slot_to_the_next)
     EXPECT_EQ(calls(&t2), 0, "no thundering herd");
     atomic_store(&fx.f.fail_next, 1);
     fx.f.fail_st = AP_NOMEM;
+    fx.f.fail_app = 12;
     EXPECT_EQ(poll_at(&f1, &t1, 2), AP_READY);
-    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_NOMEM, "reported to the waiter");
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_EXHAUSTED, "reported to the waiter");
+    EXPECT_EQ(ap_connpool_checkout_failure(&f1).error, AP_NOMEM);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f1).app_error, 12);
     EXPECT_NULL(o1);
     EXPECT_EQ(calls(&t2), 1, "the failed open's slot is offered to the next future");
     EXPECT_EQ(poll_at(&f2, &t2, 3), AP_READY);
     EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f2).error, AP_OK, "nothing beside AP_OK");
+    EXPECT_EQ(ap_connpool_checkout_failure(&f2).app_error, 0);
     EXPECT_EQ(((conn *)o2)->open, 1);
     EXPECT_EQ(ap_connpool_return(&fx.p, o2, false, 4), AP_OK);
     ap_connpool_stats s = stats(&fx);
@@ -322,6 +337,102 @@ Test(connpool, failed_open_of_a_future_passes_the_slot_to_the_next)
     EXPECT_EQ(s.broken, 1);
     EXPECT_EQ(s.waiters, 0);
     fx_fini(&fx);
+}
+
+/* Regression (issue #11): a factory's app error reaches the checkout
+ * caller, beside AP_EXHAUSTED, by every path that opens: try_checkout,
+ * a checkout future (first poll and after queuing), checkout_wait, fill,
+ * and the stats; @fail is untouched on any other status. */
+Test(connpool, factory_app_error_reaches_the_checkout_caller, .timeout = TEST_TIMEOUT_S)
+{
+    static fixture fx;
+    fx_init(&fx, 1, 0, 0, false);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.last_open_error, AP_OK, "no failure yet");
+    EXPECT_EQ(s.last_app_error, 0);
+    void *c = (void *)0x1;
+    /* try_checkout */
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_TIMEDOUT; /* the factory's own connect timeout */
+    fx.f.fail_app = 110;        /* ETIMEDOUT, say */
+    ap_connpool_fail why = {AP_OK, 0};
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0, &why), AP_EXHAUSTED);
+    EXPECT_EQ(why.error, AP_TIMEDOUT);
+    EXPECT_EQ(why.app_error, 110);
+    EXPECT(c == (void *)0x1, "*conn untouched");
+    s = stats(&fx);
+    EXPECT_EQ(s.last_open_error, AP_TIMEDOUT);
+    EXPECT_EQ(s.last_app_error, 110);
+    /* a future's first poll */
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_REJECTED;
+    fx.f.fail_app = 503;
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f).error, AP_OK, "nothing while pending");
+    EXPECT_EQ(poll_at(&f, &t, 1), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_EXHAUSTED);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f).error, AP_REJECTED);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f).app_error, 503);
+    EXPECT_NULL(o);
+    /* a queued future granted the slot of a broken return */
+    conn *a = co(&fx, 2);
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(poll_at(&f, &t, 2), AP_PENDING);
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_CLOSED; /* the server hung up: not the pool's AP_CLOSED */
+    fx.f.fail_app = -104;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 3), AP_OK);
+    EXPECT_EQ(poll_at(&f, &t, 4), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_EXHAUSTED);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f).error, AP_CLOSED);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f).app_error, -104, "negative codes too");
+    EXPECT(!ap_connpool_is_closed(&fx.p));
+    /* checkout_wait */
+    atomic_store(&fx.f.fail_next, 1);
+    fx.f.fail_st = AP_INVAL;
+    fx.f.fail_app = 7;
+    why = (ap_connpool_fail){AP_OK, 0};
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &c, AP_DEADLINE_NONE, &why), AP_EXHAUSTED);
+    EXPECT_EQ(why.error, AP_INVAL);
+    EXPECT_EQ(why.app_error, 7);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &c, AP_DEADLINE_NONE, NULL), AP_OK, "NULL @fail");
+    /* @fail untouched on success and on the pool's own statuses */
+    why = (ap_connpool_fail){AP_FULL, 42};
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &o, 5, &why), AP_EMPTY);
+    EXPECT_EQ(why.error, AP_FULL);
+    EXPECT_EQ(why.app_error, 42);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, false, 5), AP_OK);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 5, &why), AP_OK);
+    EXPECT_EQ(why.error, AP_FULL);
+    EXPECT_EQ(why.app_error, 42);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c, true, 6), AP_OK);
+    s = stats(&fx);
+    EXPECT_EQ(s.last_open_error, AP_INVAL, "stats: the last failure, not a later success");
+    EXPECT_EQ(s.last_app_error, 7);
+    EXPECT_EQ(s.open_failures, 4);
+    fx_fini(&fx);
+    /* fill */
+    static fixture fx2;
+    memset(&fx2, 0, sizeof fx2);
+    fx2.f.max = 2;
+    ap_connpool_desc d = {.max_size = 2, .conn_size = sizeof(conn), .min_idle = 2};
+    ap_connpool_ops ops = {f_open, f_close, NULL, &fx2.f};
+    EXPECT_EQ(ap_connpool_init(&fx2.p, fx2.buf, sizeof fx2.buf, &d, &ops), AP_OK);
+    atomic_store(&fx2.f.fail_next, 1);
+    fx2.f.fail_st = AP_NOMEM;
+    fx2.f.fail_app = 12;
+    why = (ap_connpool_fail){AP_OK, 0};
+    EXPECT_EQ(ap_connpool_fill(&fx2.p, 0, &why), AP_EXHAUSTED);
+    EXPECT_EQ(why.error, AP_NOMEM);
+    EXPECT_EQ(why.app_error, 12);
+    why = (ap_connpool_fail){AP_FULL, 42};
+    EXPECT_EQ(ap_connpool_fill(&fx2.p, 0, &why), AP_OK);
+    EXPECT_EQ(why.error, AP_FULL, "untouched on AP_OK");
+    EXPECT_EQ(why.app_error, 42);
+    fx_fini(&fx2);
 }
 
 /* ---- validate ---- */
@@ -500,7 +611,7 @@ Test(connpool, return_hands_connections_to_queued_futures_in_fifo_order)
     }
     EXPECT_EQ(stats(&fx).waiters, NF);
     void *x = NULL;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 0), AP_EMPTY, "try never overtakes a future");
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 0, NULL), AP_EMPTY, "try never overtakes a future");
     conn *held = a;
     for (int i = 0; i < NF; i++) {
         EXPECT_EQ(ap_connpool_return(&fx.p, held, false, 1), AP_OK);
@@ -647,9 +758,9 @@ Test(connpool, close_closes_idle_fails_waiters_and_closes_lent_on_return)
     EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_CLOSED);
     EXPECT_NULL(o2);
     void *x = NULL;
-    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 3), AP_CLOSED);
-    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, AP_DEADLINE_NONE), AP_CLOSED);
-    EXPECT_EQ(ap_connpool_fill(&fx.p, 3), AP_CLOSED);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 3, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, AP_DEADLINE_NONE, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 3, NULL), AP_CLOSED);
     EXPECT_EQ(a->open, 1, "lent connections stay open until returned");
     EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 4), AP_OK);
     EXPECT_EQ(a->open, 0, "closed on return after close");
@@ -683,15 +794,15 @@ Test(connpool, fill_opens_up_to_min_idle)
     ap_connpool_desc d = {.max_size = 3, .conn_size = sizeof(conn), .min_idle = 2};
     ap_connpool_ops ops = {f_open, f_close, NULL, &fx.f};
     EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
-    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0, NULL), AP_OK);
     EXPECT_EQ(stats(&fx).idle, 2);
-    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0, NULL), AP_OK);
     EXPECT_EQ(atomic_load(&fx.f.opened), 2, "already at min_idle: nothing opened");
     conn *a = co(&fx, 0), *b = co(&fx, 0);
     atomic_store(&fx.f.fail_next, 1);
     fx.f.fail_st = AP_NOMEM;
-    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_NOMEM, "the factory's failure is reported");
-    EXPECT_EQ(ap_connpool_fill(&fx.p, 0), AP_OK);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0, NULL), AP_EXHAUSTED, "the factory's failure is reported");
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0, NULL), AP_OK);
     EXPECT_EQ(stats(&fx).live, 3, "capped by max_size");
     EXPECT_EQ(stats(&fx).idle, 1);
     EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
@@ -707,7 +818,7 @@ Test(connpool, wait_times_out_and_takes_nothing, .timeout = TEST_TIMEOUT_S)
     fx_init(&fx, 1, 0, 0, false);
     conn *a = co(&fx, 0);
     void *x = (void *)0x1;
-    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, ap_now_ns() + AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, ap_now_ns() + AP_NS_PER_MS, NULL), AP_TIMEDOUT);
     EXPECT(x == (void *)0x1);
     EXPECT_EQ(stats(&fx).waiters, 0);
     EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
@@ -723,7 +834,7 @@ typedef struct waiter_arg {
 static void *wait_main(void *arg)
 {
     waiter_arg *w = arg;
-    w->st = ap_connpool_checkout_wait(&w->fx->p, &w->got, AP_DEADLINE_NONE);
+    w->st = ap_connpool_checkout_wait(&w->fx->p, &w->got, AP_DEADLINE_NONE, NULL);
     return NULL;
 }
 
@@ -775,17 +886,21 @@ static void *theorem_main(void *arg)
         rng_next(&rng);
         void *v = NULL;
         ap_status st;
+        ap_connpool_fail why = {AP_OK, 0};
         if ((rng & 0x700) == 0)
             atomic_store(&th->fx.f.fail_next, 1); /* the next open somewhere fails */
         if (rng & 0x100) {
-            st = ap_connpool_checkout_wait(p, &v, AP_DEADLINE_NONE);
+            st = ap_connpool_checkout_wait(p, &v, AP_DEADLINE_NONE, &why);
         } else {
             unsigned spins = 0;
-            while ((st = ap_connpool_try_checkout(p, &v, ap_now_ns())) == AP_EMPTY)
+            while ((st = ap_connpool_try_checkout(p, &v, ap_now_ns(), &why)) == AP_EMPTY)
                 ap__backoff(&spins);
         }
-        if (st == AP_REJECTED)
-            continue; /* the factory failed: reported, nothing held */
+        if (st == AP_EXHAUSTED) { /* the factory failed: reported, nothing held */
+            if (why.error != AP_REJECTED || why.app_error != 503)
+                atomic_fetch_add(&th->violations, 1); /* not its status and app_error */
+            continue;
+        }
         if (st != AP_OK) {
             atomic_fetch_add(&th->violations, 1);
             return NULL;
@@ -828,6 +943,7 @@ Test(connpool, theorem_live_at_most_max_one_holder_opened_equals_closed,
     memset(&th, 0, sizeof th);
     fx_init(&th.fx, TH_MAX, 2 * AP_NS_PER_MS, 500 * AP_NS_PER_US, true);
     th.fx.f.fail_st = AP_REJECTED;
+    th.fx.f.fail_app = 503;
     th.iters = 2000;
     pthread_t t[THREADS], s;
     tharg a[THREADS];
@@ -861,7 +977,7 @@ Test(connpool, use_after_fini_asserts, .signal = SIGABRT)
     fx_init(&fx, 1, 0, 0, false);
     ap_connpool_fini(&fx.p);
     void *c;
-    ap_status st = ap_connpool_try_checkout(&fx.p, &c, 0);
+    ap_status st = ap_connpool_try_checkout(&fx.p, &c, 0, NULL);
     cr_log_error("returned %s", ap_status_str(st));
 }
 
@@ -885,9 +1001,9 @@ Test(connpool, future_without_out_pointer_asserts, .signal = SIGABRT)
  * factory runs, which cannot be stopped once called) must not lend or keep
  * the connection: it is closed at once and the future gets AP_CLOSED. */
 static ap_connpool *racing_pool;
-static ap_status open_then_close_pool(void *ctx, void *c)
+static ap_status open_then_close_pool(void *ctx, void *c, int *app_error)
 {
-    ap_status st = f_open(ctx, c);
+    ap_status st = f_open(ctx, c, app_error);
     ap_connpool_close(racing_pool); /* "another thread" closes meanwhile */
     return st;
 }

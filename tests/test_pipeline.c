@@ -74,8 +74,9 @@ static uint64_t trail_after(uint64_t id, size_t stages)
 }
 
 /* the stage function: ctx carries the stage index */
-static ap_status fold(void *ctx, const void *in, void *out)
+static ap_status fold(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     const item *a = in;
     item *b = out;
     b->id = a->id;
@@ -83,15 +84,20 @@ static ap_status fold(void *ctx, const void *in, void *out)
     return AP_OK;
 }
 
-/* filters odd ids, fails ids divisible by 5 (with AP_REJECTED), else folds */
-static ap_status picky(void *ctx, const void *in, void *out)
+/* filters odd ids, fails ids divisible by 5 (with AP_REJECTED and its own
+ * code -(id + 1) beside it), else folds */
+static ap_status picky(void *ctx, const void *in, void *out, int *app_error)
 {
     const item *a = in;
-    if (a->id % 5 == 0)
+    if (*app_error != 0)
+        return AP_CANCELED; /* *app_error must be 0 on entry */
+    if (a->id % 5 == 0) {
+        *app_error = -(int)a->id - 1;
         return AP_REJECTED;
+    }
     if (a->id % 2 == 1)
         return AP_FILTERED;
-    return fold(ctx, in, out);
+    return fold(ctx, in, out, app_error);
 }
 
 #define MAXK 8
@@ -309,6 +315,7 @@ Test(pipeline, init_sets_up_each_stage)
         EXPECT_EQ(s.taken + s.emitted + s.filtered + s.failed + s.queued + s.finished, 0);
         EXPECT_EQ(s.workers, 1, "workers 0 means 1");
         EXPECT_EQ(s.last_error, AP_OK);
+        EXPECT_EQ(s.last_app_error, 0);
         EXPECT_EQ(ap_mpmc_capacity(&l.st[i].out), cap[i]);
     }
     EXPECT(l.p.out == &l.st[2].out);
@@ -370,19 +377,19 @@ Test(pipeline, take_emit_pop_one_stage)
     ap_pipeline_worker *w = &l->w[0][0];
     item x = {7, 7}, y = {0, 0};
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_EMPTY);
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_EMPTY);
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_EMPTY);
     EXPECT_EQ(ap_pipeline_try_emit(w), AP_EMPTY, "nothing held");
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_OK);
     x.id = 8, x.trail = 8;
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_OK);
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_FULL, "input capacity 2");
     EXPECT_EQ(ap_pipeline_entered(&l->p), 2);
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_OK);
     EXPECT(ap_pipeline_worker_holding(w));
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_FULL, "emit first");
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_FULL, "emit first");
     EXPECT_EQ(ap_pipeline_try_emit(w), AP_OK);
     EXPECT_NOT(ap_pipeline_worker_holding(w));
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_OK);
     EXPECT_EQ(ap_pipeline_try_emit(w), AP_FULL, "output capacity 1: held");
     EXPECT(ap_pipeline_worker_holding(w));
     ap_pipeline_stats s;
@@ -402,9 +409,9 @@ Test(pipeline, take_emit_pop_one_stage)
     ap_pipeline_close(&l->p); /* idempotent */
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_CLOSED);
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_EMPTY, "stage not finished yet");
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_CLOSED);
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_CLOSED);
     EXPECT(ap_pipeline_worker_finished(w));
-    EXPECT_EQ(ap_pipeline_try_take(w), AP_CLOSED, "stays finished");
+    EXPECT_EQ(ap_pipeline_try_take(w, NULL), AP_CLOSED, "stays finished");
     memset(&y, 0xEE, sizeof y);
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_CLOSED);
     EXPECT_EQ(y.id, 0xEEEEEEEEEEEEEEEEu, "untouched unless AP_OK");
@@ -449,6 +456,7 @@ Test(pipeline, filtered_and_failed_are_counted_not_lost)
     EXPECT_EQ(a.filtered, 8);
     EXPECT_EQ(a.emitted, 8);
     EXPECT_EQ(a.last_error, AP_REJECTED);
+    EXPECT_EQ(a.last_app_error, -16, "id 15, the last failure, beside its status");
     EXPECT_EQ(b.taken, 8);
     EXPECT_EQ(b.emitted, 8);
     EXPECT_EQ(b.filtered + b.failed, 0);
@@ -462,8 +470,9 @@ Test(pipeline, filtered_and_failed_are_counted_not_lost)
 }
 
 /* regression (issue #11): a filtered element is AP_FILTERED and counted in
- * filtered; a failed one is AP_DROPPED and counted in failed */
-Test(pipeline, try_take_returns_filtered_for_filter_and_dropped_for_failure)
+ * filtered; a failed one is AP_EXHAUSTED (not AP_DROPPED: no overflow
+ * policy dropped it) and counted in failed */
+Test(pipeline, try_take_returns_filtered_for_filter_and_exhausted_for_failure)
 {
     line *l = line_new(1, 4, caps4, picky, 1);
     item x = {3, 3};
@@ -471,18 +480,106 @@ Test(pipeline, try_take_returns_filtered_for_filter_and_dropped_for_failure)
     x.id = 10;
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &x), AP_OK);
     ap_pipeline_stats st;
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_FILTERED, "filtered");
+    ap_pipeline_fail why = {AP_FULL, 42};
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], &why), AP_FILTERED, "filtered");
+    EXPECT_EQ(why.error, AP_FULL, "@fail untouched by a filter");
+    EXPECT_EQ(why.app_error, 42);
     EXPECT_NOT(ap_pipeline_worker_holding(&l->w[0][0]));
     EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.filtered, 1);
     EXPECT_EQ(st.failed, 0);
     EXPECT_EQ(st.last_error, AP_OK, "a filter is not an error");
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_DROPPED, "failed");
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_EXHAUSTED, "failed (NULL @fail)");
     EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.filtered, 1);
     EXPECT_EQ(st.failed, 1);
     EXPECT_EQ(st.last_error, AP_REJECTED);
+    EXPECT_EQ(st.last_app_error, -11);
     EXPECT_EQ(st.taken, 2);
+    line_free(l);
+}
+
+/* a stage that reports its own error codes: ids below 100 pass; id 100 + s
+ * fails with status s (any ap_status, also try_take's own AP_EMPTY and
+ * AP_CLOSED, and one out of range) and app_error 1000 + s */
+static ap_status coded(void *ctx, const void *in, void *out, int *app_error)
+{
+    const item *a = in;
+    if (*app_error != 0)
+        return AP_CANCELED; /* must be 0 on entry, for every element */
+    if (a->id >= 100) {
+        *app_error = 1000 + (int)(a->id - 100);
+        return (ap_status)(a->id - 100);
+    }
+    *app_error = 7; /* ignored: only a failure's app_error is reported */
+    return fold(ctx, in, out, app_error);
+}
+
+/* regression (issue #11): a stage's app error reaches the caller beside the
+ * status: try_take returns AP_EXHAUSTED, whatever fn returned, with fn's
+ * status and app_error in @fail; stats keep the last pair; run futures and
+ * stage_run go on past failures and leave the pair in the stats. */
+Test(pipeline, stage_app_error_reaches_the_caller_beside_the_status)
+{
+    line *l = line_new(1, 16, caps4, coded, 1);
+    ap_pipeline_worker *w = &l->w[0][0];
+    static const ap_status odd[] = {AP_REJECTED, AP_EMPTY, AP_CLOSED, AP_FULL, AP_AGAIN,
+                                    AP_NOT_READY, AP_DROPPED, AP_EXHAUSTED, AP_INVAL,
+                                    AP_TIMEDOUT, (ap_status)40};
+    size_t n = sizeof odd / sizeof odd[0];
+    for (size_t i = 0; i < n; i++) {
+        EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){100 + (uint64_t)odd[i], 0}), AP_OK);
+        ap_pipeline_fail why = {AP_OK, 0};
+        EXPECT_EQ(ap_pipeline_try_take(w, &why), AP_EXHAUSTED, "fn said %s",
+                  ap_status_str(odd[i]));
+        EXPECT_EQ(why.error, odd[i]);
+        EXPECT_EQ(why.app_error, 1000 + (int)odd[i]);
+        EXPECT_NOT(ap_pipeline_worker_holding(w));
+        EXPECT_NOT(ap_pipeline_worker_finished(w), "fn's AP_CLOSED is not the input's");
+        ap_pipeline_stats st;
+        EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+        EXPECT_EQ(st.failed, i + 1);
+        EXPECT_EQ(st.last_error, odd[i]);
+        EXPECT_EQ(st.last_app_error, 1000 + (int)odd[i]);
+    }
+    /* a success after a failure: @fail untouched, stats keep the failure */
+    EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){1, 1}), AP_OK);
+    ap_pipeline_fail why = {AP_FULL, 42};
+    EXPECT_EQ(ap_pipeline_try_take(w, &why), AP_OK);
+    EXPECT_EQ(why.error, AP_FULL);
+    EXPECT_EQ(why.app_error, 42);
+    EXPECT_EQ(ap_pipeline_try_emit(w), AP_OK);
+    /* stage_run does not stop at a failure */
+    EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){100 + AP_NOMEM, 0}), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){2, 2}), AP_OK);
+    size_t done = 0;
+    EXPECT_EQ(ap_pipeline_stage_run(w, 2, &done), AP_OK);
+    EXPECT_EQ(done, 2);
+    ap_pipeline_stats st;
+    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(st.last_error, AP_NOMEM);
+    EXPECT_EQ(st.last_app_error, 1000 + AP_NOMEM);
+    /* a run future: goes on to the end; the pair is in the stats */
+    EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){100 + AP_CANCELED, 0}), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){3, 3}), AP_OK);
+    ap_pipeline_close(&l->p);
+    ap_pipeline_run_fut f;
+    ap_pipeline_run_fut_init(&f, w, 0);
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_pipeline_run_status(&f), AP_OK, "a failed element does not fail the run");
+    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(st.failed, n + 2);
+    EXPECT_EQ(st.emitted, 3);
+    EXPECT_EQ(st.last_error, AP_CANCELED);
+    EXPECT_EQ(st.last_app_error, 1000 + AP_CANCELED);
+    item y;
+    size_t got = 0;
+    while (ap_pipeline_try_pop(&l->p, &y) == AP_OK)
+        got++;
+    EXPECT_EQ(got, 3);
+    EXPECT_EQ(ap_pipeline_entered(&l->p), ap_pipeline_left(&l->p) + st.failed);
     line_free(l);
 }
 
@@ -524,21 +621,21 @@ Test(pipeline, close_propagates_only_after_every_worker_of_a_stage)
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){1, 1}), AP_OK);
     ap_pipeline_close(&l->p);
     /* worker 0 of stage 0 takes the element; worker 1 finds it drained */
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_OK);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][1]), AP_CLOSED);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][1], NULL), AP_CLOSED);
     EXPECT_NOT(ap_mpmc_is_closed(&l->st[0].out), "worker 0 still holds an element");
     EXPECT_EQ(ap_pipeline_try_emit(&l->w[0][0]), AP_OK);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_CLOSED);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_CLOSED);
     EXPECT(ap_mpmc_is_closed(&l->st[0].out), "the last finisher closed it");
     EXPECT_NOT(ap_mpmc_is_closed(&l->st[1].out));
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][1]), AP_OK);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][0]), AP_CLOSED);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][1], NULL), AP_OK);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][0], NULL), AP_CLOSED);
     EXPECT_EQ(ap_pipeline_try_emit(&l->w[1][1]), AP_OK);
     item y;
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_OK);
     EXPECT_EQ(y.trail, trail_after(1, 2));
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_EMPTY, "stage 1 not finished");
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][1]), AP_CLOSED);
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[1][1], NULL), AP_CLOSED);
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_CLOSED);
     line_free(l);
 }
@@ -560,7 +657,7 @@ Test(pipeline, push_and_pop_futures_wait_and_count)
     ap_pipeline_push_fut_init(&f, &l->p, &b);
     EXPECT_EQ(ap_pipeline_push_poll(&f, &cx), AP_PENDING, "input full");
     int before = calls(&t);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_OK); /* frees the input slot */
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_OK); /* frees the input slot */
     EXPECT_GT(calls(&t), before, "the push future was woken");
     EXPECT_EQ(ap_pipeline_push_poll(&f, &cx), AP_READY);
     EXPECT_EQ(ap_pipeline_push_status(&f), AP_OK);
@@ -702,7 +799,7 @@ Test(pipeline, run_future_cancel_keeps_the_held_element)
     EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_PENDING, "empty input");
     ap_pipeline_run_cancel(&f);
     EXPECT_EQ(ap_pipeline_try_push(&l->p, &(item){5, 5}), AP_OK);
-    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0]), AP_OK, "still in the input");
+    EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_OK, "still in the input");
     line_free(l);
 }
 
@@ -775,8 +872,9 @@ typedef struct sim_res {
 
 /* F_SWAP: a first stage that swaps the labels of neighbours (2n <-> 2n+1),
  * which the checker cannot tell from a reorder. */
-static ap_status swapper(void *ctx, const void *in, void *out)
+static ap_status swapper(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     const item *a = in;
     ((item *)out)->id = a->id ^ 1u;
@@ -784,11 +882,11 @@ static ap_status swapper(void *ctx, const void *in, void *out)
     return AP_OK;
 }
 
-static ap_status filter97(void *ctx, const void *in, void *out)
+static ap_status filter97(void *ctx, const void *in, void *out, int *app_error)
 {
     if (((const item *)in)->id == 97)
         return AP_FILTERED;
-    return fold(ctx, in, out);
+    return fold(ctx, in, out, app_error);
 }
 
 static void simulate(size_t k, const uint64_t *S, size_t cin, const size_t *cap,
@@ -843,12 +941,12 @@ static void simulate(size_t k, const uint64_t *S, size_t cin, const size_t *cap,
                 for (size_t j = 0; j < k; j++)
                     others_busy |= j != i && serving[j] && busy_until[j] > t;
                 if (!serving[i] && !(fault == F_SERIAL && others_busy)) {
-                    ap_status st = ap_pipeline_try_take(w);
+                    ap_status st = ap_pipeline_try_take(w, NULL);
                     if (st == AP_OK) {
                         serving[i] = true;
                         busy_until[i] = t + S[i];
                         progress = true;
-                    } else if (st == AP_FILTERED || st == AP_DROPPED) {
+                    } else if (st == AP_FILTERED || st == AP_EXHAUSTED) {
                         progress = true;
                     } else {
                         r->bad_status += st != AP_EMPTY && st != AP_CLOSED;

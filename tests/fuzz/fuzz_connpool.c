@@ -3,8 +3,9 @@
  * Input: 1..8 sets of init arguments (any max_size, conn_size, min_idle, buffer size,
  * NULL / misaligned / near-the-top buffers, NULL desc, ops, open or close,
  * for the AP_INVAL paths), then a pool of max_size 1..6 over a fuzz-driven
- * factory (open answers AP_OK, AP_REJECTED, AP_NOMEM or a status the pool
- * must map to AP_REJECTED, from an 8-entry plan; validate true / false from
+ * factory (open answers AP_OK or any status, even out of range, from an
+ * 8-entry plan, and writes an app_error that depends on the status and the
+ * open's number; validate true / false from
  * an 8-bit plan, or no validate at all), lifetime and idle timeouts 0,
  * small or huge, min_idle, and a single-threaded sequence of try_checkout,
  * return (broken or not; of held, idle, granted, free, foreign and
@@ -25,8 +26,12 @@
  *   - never lent expired or refused: exact at now == stamp + limit (over),
  *     a now below the stamp counts as not expired; validate runs on every
  *     lend of an existing connection and never on a fresh one
- *   - failed opens are reported (AP_NOMEM / AP_REJECTED as they are,
- *     anything else as AP_REJECTED), counted, and free their slot
+ *   - failed opens are reported as AP_EXHAUSTED whatever the factory said,
+ *     with the factory's status and app_error beside it (try_checkout's and
+ *     fill's @fail, the future's ap_connpool_checkout_failure; @fail
+ *     untouched on any other status; stats' last_open_error and
+ *     last_app_error the last failure's), counted, and free their slot;
+ *     *app_error is 0 on entry to open
  *   - FIFO hand-off: try_checkout and a first poll say AP_EMPTY while
  *     futures are queued; grants (and close's wakes) follow the queue, the
  *     waker log equals the model's; cancel after a grant passes it on
@@ -66,12 +71,21 @@ static size_t fac_idx(void *conn)
 static ap_status plan_open(uint64_t k) { return oplan[k % 8]; }
 static bool plan_val(uint64_t k) { return (vplan >> (k % 8)) & 1; }
 
-static ap_status fac_open(void *ctx, void *conn)
+/* the app_error the factory writes for its k-th open, failing with st */
+static int plan_app(uint64_t k, ap_status st)
+{
+    return (k & 3) == 0 ? 0 : (int)st * 1000 - (int)(k % 97) * ((k & 4) ? -1 : 1);
+}
+
+static ap_status fac_open(void *ctx, void *conn, int *app_error)
 {
     FZ_CHECK(ctx == &fac_ctx);
+    FZ_CHECK(*app_error == 0);
     size_t i = fac_idx(conn);
     FZ_CHECK(fac_open_id[i] == 0);
-    ap_status st = plan_open(fac_opens++);
+    uint64_t k = fac_opens++;
+    ap_status st = plan_open(k);
+    *app_error = plan_app(k, st); /* also on success: never reported then */
     if (st != AP_OK) {
         memset(conn, 0x5c, fac_csize); /* a failed open may scribble */
         return st;
@@ -114,7 +128,7 @@ static bool fac_validate(void *ctx, void *conn)
 
 /* ---- the AP_INVAL paths ---- */
 
-static ap_status dummy_open(void *c, void *x) { (void)c; (void)x; return AP_OK; }
+static ap_status dummy_open(void *c, void *x, int *e) { (void)c; (void)x; (void)e; return AP_OK; }
 static void dummy_close(void *c, void *x) { (void)c; (void)x; }
 
 static void check_inval(fz *f)
@@ -172,7 +186,7 @@ static void check_inval(fz *f)
     FZ_CHECK(s.max_size == d.max_size && s.live == 0 && s.idle == 0 && s.opened == 0);
     FZ_CHECK(!ap_connpool_is_closed(&p));
     void *c = NULL;
-    FZ_CHECK(ap_connpool_try_checkout(&p, &c, 0) == AP_OK && c == buf);
+    FZ_CHECK(ap_connpool_try_checkout(&p, &c, 0, NULL) == AP_OK && c == buf);
     FZ_CHECK(ap_connpool_return(&p, c, false, 0) == AP_OK);
     FZ_CHECK(ap_connpool_return(&p, c, false, 0) == AP_INVAL);
     ap_connpool_fini(&p);
@@ -188,6 +202,7 @@ static uint64_t m_life, m_idle_to;
 static int m_closed, m_hasval;
 static ap_connpool_stats ms;
 static uint64_t m_opens, m_vals;
+static ap_connpool_fail m_fail; /* the model's last failed open */
 
 typedef struct mfut {
     int live, polled, queued, granted, fresh, closedq;
@@ -254,7 +269,8 @@ static void m_dispatch(void)
 
 static ap_status m_open(size_t i, uint64_t now)
 {
-    ap_status st = plan_open(m_opens++);
+    uint64_t k = m_opens++;
+    ap_status st = plan_open(k);
     if (st == AP_OK) {
         ms.opened++;
         ms.live++;
@@ -262,9 +278,12 @@ static ap_status m_open(size_t i, uint64_t now)
         return AP_OK;
     }
     ms.open_failures++;
+    m_fail = (ap_connpool_fail){st, plan_app(k, st)};
+    ms.last_open_error = m_fail.error;
+    ms.last_app_error = m_fail.app_error;
     m_unreserve(i);
     m_dispatch();
-    return st == AP_NOMEM || st == AP_REJECTED ? st : AP_REJECTED;
+    return AP_EXHAUSTED;
 }
 
 /* lend slot i (a connection taken, or a reserved slot when fresh) */
@@ -358,6 +377,7 @@ static void check_state(ap_connpool_checkout_fut *fut)
     FZ_CHECK(s.open_failures == ms.open_failures);
     FZ_CHECK(s.validate_failures == ms.validate_failures);
     FZ_CHECK(s.expired == ms.expired && s.broken == ms.broken);
+    FZ_CHECK(s.last_open_error == ms.last_open_error && s.last_app_error == ms.last_app_error);
     FZ_CHECK(ap_connpool_is_closed(&p) == (m_closed != 0));
     /* the factory agrees */
     FZ_CHECK(fac_live == ms.live && fac_closes_n == ms.closed);
@@ -431,7 +451,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fac_opens = fac_vals = fac_closes_n = 0;
     fz_fill(pbuf, sizeof pbuf);
     m_need = AP_CONNPOOL_BYTES(m_max, fac_csize);
-    ap_connpool_desc d = {m_max, fac_csize, m_min_idle, m_life, m_idle_to};
+    ap_connpool_desc d = {.max_size = m_max, .conn_size = fac_csize, .min_idle = m_min_idle,
+                          .max_lifetime_ns = m_life, .idle_timeout_ns = m_idle_to};
     ap_connpool_ops ops = {fac_open, fac_close, m_hasval ? fac_validate : NULL, &fac_ctx};
     FZ_CHECK(ap_connpool_init(&p, pbuf, m_need, &d, &ops) == AP_OK);
 
@@ -442,6 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = m_max; i-- > 0;) fstk[fsp++] = i;
     m_closed = 0;
     m_opens = m_vals = 0;
+    m_fail = (ap_connpool_fail){AP_OK, 0};
     memset(mf, 0, sizeof mf);
     memset(wakes, 0, sizeof wakes);
     qlen = 0;
@@ -466,10 +488,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op % 9) {
         case 0: { /* try_checkout */
             void *o = SENT;
-            ap_status st = ap_connpool_try_checkout(&p, &o, opnow);
+            ap_connpool_fail why = {(ap_status)99, 0x5a5a};
+            ap_status st = ap_connpool_try_checkout(&p, &o, opnow, (op & 0x80) ? NULL : &why);
             size_t idx = 0;
             ap_status e = m_try(opnow, &idx);
             FZ_CHECK(st == e);
+            if (e == AP_EXHAUSTED && !(op & 0x80))
+                FZ_CHECK(why.error == m_fail.error && why.app_error == m_fail.app_error);
+            else
+                FZ_CHECK(why.error == (ap_status)99 && why.app_error == 0x5a5a);
             if (e == AP_OK) FZ_CHECK(o == pbuf + idx * fac_csize);
             else FZ_CHECK(o == SENT);
             break;
@@ -537,13 +564,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if ((op & 0xc0) == 0x80) {
                 memcpy(&snap_p, &p, sizeof p);
                 memcpy(snap_b, pbuf, sizeof pbuf);
-                FZ_CHECK(ap_connpool_try_checkout(&p, NULL, opnow) == AP_INVAL);
-                FZ_CHECK(ap_connpool_checkout_wait(&p, NULL, 0) == AP_INVAL);
+                FZ_CHECK(ap_connpool_try_checkout(&p, NULL, opnow, NULL) == AP_INVAL);
+                FZ_CHECK(ap_connpool_checkout_wait(&p, NULL, 0, NULL) == AP_INVAL);
                 FZ_CHECK(memcmp(&snap_p, &p, sizeof p) == 0);
                 FZ_CHECK(memcmp(snap_b, pbuf, sizeof pbuf) == 0);
                 break;
             }
-            ap_status st = ap_connpool_fill(&p, opnow);
+            ap_connpool_fail why = {(ap_status)99, 0x5a5a};
+            ap_status st = ap_connpool_fill(&p, opnow, (op & 0x20) ? NULL : &why);
             ap_status e = AP_OK;
             for (size_t r = 0; r < m_max; r++) {
                 if (m_closed) { e = AP_CLOSED; break; }
@@ -558,6 +586,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 m_dispatch();
             }
             FZ_CHECK(st == e);
+            if (e == AP_EXHAUSTED && !(op & 0x20))
+                FZ_CHECK(why.error == m_fail.error && why.app_error == m_fail.app_error);
+            else
+                FZ_CHECK(why.error == (ap_status)99 && why.app_error == 0x5a5a);
             break;
         }
         case 5: case 6: { /* checkout future: init (if free) + poll */
@@ -607,9 +639,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(r == AP_READY && st == e);
                 if (e == AP_OK) FZ_CHECK(outp[i] == pbuf + idx * fac_csize);
                 else FZ_CHECK(outp[i] == SENT);
+                ap_connpool_fail why = ap_connpool_checkout_failure(&fut[i]);
+                if (e == AP_EXHAUSTED)
+                    FZ_CHECK(why.error == m_fail.error && why.app_error == m_fail.app_error);
+                else
+                    FZ_CHECK(why.error == AP_OK && why.app_error == 0);
                 mf[i].live = mf[i].granted = mf[i].queued = mf[i].closedq = 0;
             } else {
                 FZ_CHECK(r == AP_PENDING && st == AP_NOT_READY && outp[i] == SENT);
+                FZ_CHECK(ap_connpool_checkout_failure(&fut[i]).error == AP_OK);
             }
             break;
         }

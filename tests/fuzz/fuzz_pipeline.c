@@ -6,7 +6,8 @@
  * pipeline of 1..4 stages (8- or 16-byte elements, queues of capacity 1..4,
  * 1 or 2 workers each) whose stage functions emit, filter or fail each item
  * as the input chooses (per stage: a seed and a mix; failures return
- * assorted statuses), and a single-threaded sequence of try_push, try_pop,
+ * assorted statuses, try_take's own AP_EMPTY / AP_CLOSED / AP_FULL among
+ * them, and write an app_error, 0 or not, negative or not), and a single-threaded sequence of try_push, try_pop,
  * close, step calls (try_take, try_emit, stage_run with a budget), run
  * futures (one per worker, small budgets) and push / pop futures, all
  * polled and cancelled by hand with a counting waker. Checked against a
@@ -21,8 +22,12 @@
  *     and of the futures is the model's; fn sees exactly the element the
  *     model pops, in FIFO order per queue; popped elements are the model's,
  *     byte for byte; with one worker per stage, FIFO end to end
+ *   - a failed element is AP_EXHAUSTED from try_take, whatever fn
+ *     returned, with fn's status and app_error in @fail (untouched on any
+ *     other status); fn always finds *app_error 0 on entry
  *   - counters: per stage taken == emitted + filtered + failed + holding,
- *     last_error the last failure, queued and finished as the model;
+ *     last_error / last_app_error the last failure's pair, queued and
+ *     finished as the model;
  *     entered == left + filtered + failed + in queues + held, always
  *   - close propagates: the last worker of a stage to finish closes its
  *     output, only after the input is closed and drained and nothing held;
@@ -55,16 +60,18 @@ static sctx sc[MAXS];
 /* fn's calls, in order; the model consumes them from cpos */
 static struct { int stage; uint64_t id; } clog_[4096];
 static int clen, cpos;
-static const ap_status fails[4] = {AP_INVAL, AP_TIMEDOUT, AP_CLOSED, AP_FULL};
+static const ap_status fails[8] = {AP_INVAL, AP_TIMEDOUT, AP_CLOSED,    AP_FULL,
+                                   AP_EMPTY, AP_AGAIN,    AP_EXHAUSTED, AP_DROPPED};
 
 enum { B_EMIT, B_FILTER, B_FAIL };
-static int behave(size_t stage, uint64_t id, ap_status *err)
+static int behave(size_t stage, uint64_t id, ap_status *err, int *app)
 {
     const sctx *c = &sc[stage];
     uint32_t x = (uint32_t)(id * 0x9E3779B1u) ^ (uint32_t)(c->seed * 0x85EBCA6Bu);
     x ^= x >> 15;
     unsigned a = x % 8;
-    *err = fails[(x >> 8) & 3];
+    *err = fails[(x >> 8) & 7];
+    *app = (x >> 11) & 1 ? (int)(x >> 12) - (1 << 19) : 0;
     switch (c->mix & 3) {
     case 0: return B_EMIT;
     case 1: return a == 0 ? B_FILTER : B_EMIT;
@@ -77,8 +84,9 @@ static void elem_bytes(uint64_t id, size_t marker, size_t sz, unsigned char *p)
     memcpy(p, &id, 8);
     for (size_t j = 8; j < sz; j++) p[j] = (unsigned char)(marker * 16 + j + (id & 0xf));
 }
-static ap_status stage_fn(void *ctx, const void *in, void *out)
+static ap_status stage_fn(void *ctx, const void *in, void *out, int *app_error)
 {
+    FZ_CHECK(*app_error == 0);
     sctx *c = (sctx *)ctx;
     uint64_t id;
     memcpy(&id, in, 8);
@@ -89,7 +97,7 @@ static ap_status stage_fn(void *ctx, const void *in, void *out)
     clog_[clen].stage = (int)c->stage;
     clog_[clen++].id = id;
     ap_status err;
-    int b = behave(c->stage, id, &err);
+    int b = behave(c->stage, id, &err, app_error); /* set also when not failing */
     if (b == B_EMIT) elem_bytes(id, c->stage + 1, c->out_size, (unsigned char *)out);
     return b == B_EMIT ? AP_OK : b == B_FILTER ? AP_FILTERED : err;
 }
@@ -103,6 +111,8 @@ static int m_closed[MAXS + 1];
 static unsigned m_workers[MAXS], m_finished[MAXS];
 static uint64_t m_taken[MAXS], m_emitted[MAXS], m_filtered[MAXS], m_failed[MAXS];
 static ap_status m_lasterr[MAXS];
+static int m_lastapp[MAXS];
+static ap_pipeline_fail m_tfail; /* the model's last failed take */
 static uint64_t m_entered, m_left, next_id, last_popped;
 static uint64_t ent_ord[8192]; /* id -> its place in the input order */
 static int all_single;
@@ -148,7 +158,8 @@ static ap_status m_take(int w)
     cpos++;
     m_taken[s]++;
     ap_status err;
-    int b = behave(s, id, &err);
+    int app;
+    int b = behave(s, id, &err, &app);
     if (b == B_EMIT) {
         mw[w].state = W_HOLD;
         mw[w].held = id;
@@ -160,7 +171,9 @@ static ap_status m_take(int w)
     }
     m_failed[s]++;
     m_lasterr[s] = err;
-    return AP_DROPPED;
+    m_lastapp[s] = app;
+    m_tfail = (ap_pipeline_fail){err, app};
+    return AP_EXHAUSTED;
 }
 static ap_status m_emit(int w)
 {
@@ -181,7 +194,7 @@ static ap_status m_stage_run(int w, size_t max, size_t *done)
         if (mw[w].state == W_HOLD && (st = m_emit(w)) != AP_OK) break;
         if (n == max) { st = AP_OK; break; }
         st = m_take(w);
-        if (st != AP_OK && st != AP_FILTERED && st != AP_DROPPED) break;
+        if (st != AP_OK && st != AP_FILTERED && st != AP_EXHAUSTED) break;
         n++;
     }
     *done = n;
@@ -268,7 +281,7 @@ static void check_inval(fz *f)
         ap_pipeline_stats s;
         FZ_CHECK(ap_pipeline_stage_stats(&p, i, &s) == AP_OK);
         FZ_CHECK(s.taken == 0 && s.workers == (sd[i].workers ? sd[i].workers : 1u) && s.finished == 0 &&
-                 s.queued == 0 && s.last_error == AP_OK);
+                 s.queued == 0 && s.last_error == AP_OK && s.last_app_error == 0);
     }
     ap_pipeline_fini(&p);
 }
@@ -283,7 +296,8 @@ static void check_state(ap_pipeline *p, ap_pipeline_worker *w)
         uint64_t h = 0;
         for (size_t k = 0; k < m_nw; k++) h += mw[k].stage == s && mw[k].state == W_HOLD;
         FZ_CHECK(st.taken == m_taken[s] && st.emitted == m_emitted[s] && st.filtered == m_filtered[s] &&
-                 st.failed == m_failed[s] && st.last_error == m_lasterr[s]);
+                 st.failed == m_failed[s] && st.last_error == m_lasterr[s] &&
+                 st.last_app_error == m_lastapp[s]);
         FZ_CHECK(st.taken == st.emitted + st.filtered + st.failed + h);
         FZ_CHECK(st.queued == m_len[s + 1] && st.workers == m_workers[s] && st.finished == m_finished[s]);
         lost += m_filtered[s] + m_failed[s];
@@ -346,6 +360,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m_finished[s] = 0;
         m_taken[s] = m_emitted[s] = m_filtered[s] = m_failed[s] = 0;
         m_lasterr[s] = AP_OK;
+        m_lastapp[s] = 0;
     }
     ap_pipeline_desc d = {in_size, m_cap[0], qbuf[0], sizeof qbuf[0], sd, m_ns};
     ap_pipeline p;
@@ -431,8 +446,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (flive[k]) break;
             ap_status st, ex;
             if ((op & 0x08) == 0) {
-                st = ap_pipeline_try_take(&w[k]);
+                ap_pipeline_fail why = {(ap_status)99, 0x5a5a};
+                st = ap_pipeline_try_take(&w[k], (op & 0x40) ? NULL : &why);
                 ex = m_take(k);
+                if (ex == AP_EXHAUSTED && !(op & 0x40))
+                    FZ_CHECK(why.error == m_tfail.error && why.app_error == m_tfail.app_error);
+                else
+                    FZ_CHECK(why.error == (ap_status)99 && why.app_error == 0x5a5a);
             } else if (op & 0x80) {
                 st = ap_pipeline_try_emit(&w[k]);
                 ex = m_emit(k);

@@ -13,8 +13,9 @@
  *   cancel    a hand-polled future with a relaxed-flag waker: poll, wait a
  *             little for a wake, then cancel (twice) unless woken
  * then use it briefly and return it, broken one time in eight. The factory
- * fails one open in eight (AP_NOMEM, or a status the pool must turn into
- * AP_REJECTED), validate refuses one lend in sixteen, and connections live
+ * fails one open in eight (AP_NOMEM with app_error 12, or AP_EMPTY with
+ * app_error -11: the caller must get AP_EXHAUSTED with that pair beside
+ * it, never the factory's AP_EMPTY as the pool's own), validate refuses one lend in sixteen, and connections live
  * at most 300 us and may idle 100 us, so all retirement paths run. The main
  * thread meanwhile samples the pool's counters and calls evict.
  * Checked (the test's counters are relaxed atomics: any edge TSan sees
@@ -72,13 +73,16 @@ typedef struct cp_worker {
  * whichever thread needs it; each thread brings its own rng). */
 static _Thread_local stress_rng *tl_rng;
 
-static ap_status f_open(void *ctx, void *c)
+static ap_status f_open(void *ctx, void *c, int *app_error)
 {
     cp_run *r = (cp_run *)ctx;
     conn *k = (conn *)c;
+    CHECK(*app_error == 0, "open: *app_error %d on entry", *app_error);
     if (tl_rng && stress_below(tl_rng, 8) == 0) {
         STRESS_ADD(&r->open_fail, 1);
-        return stress_below(tl_rng, 2) ? AP_NOMEM : AP_EMPTY;
+        bool nomem = stress_below(tl_rng, 2);
+        *app_error = nomem ? 12 : -11;
+        return nomem ? AP_NOMEM : AP_EMPTY;
     }
     CHECK(k->open == 0, "open over an open connection %" PRIu64, k->id);
     long alive = STRESS_ADD(&r->alive, 1) + 1;
@@ -107,25 +111,25 @@ static bool f_validate(void *ctx, void *c)
     return !(tl_rng && stress_below(tl_rng, 16) == 0);
 }
 
-static ap_status checkout(cp_worker *w, int mode, void **c)
+static ap_status checkout(cp_worker *w, int mode, void **c, ap_connpool_fail *why)
 {
     cp_run *r = w->r;
     switch (mode) {
     case M_TRY: {
         unsigned fails = 0;
         for (;;) {
-            ap_status st = ap_connpool_try_checkout(&r->pool, c, ap_now_ns());
+            ap_status st = ap_connpool_try_checkout(&r->pool, c, ap_now_ns(), why);
             if (st != AP_EMPTY)
                 return st;
             stress_backoff(&fails, &w->rng);
         }
     }
     case M_WAIT:
-        return ap_connpool_checkout_wait(&r->pool, c, AP_DEADLINE_NONE);
+        return ap_connpool_checkout_wait(&r->pool, c, AP_DEADLINE_NONE, why);
     case M_DEADLINE: {
         uint64_t dl = ap_time_add(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
         if (stress_below(&w->rng, 2))
-            return ap_connpool_checkout_wait(&r->pool, c, dl);
+            return ap_connpool_checkout_wait(&r->pool, c, dl, why);
         ap_connpool_checkout_fut f;
         ap_connpool_checkout_fut_init(&f, &r->pool, c);
         if (ap_block_on_until(&f.base, dl) == AP_TIMEDOUT) {
@@ -133,13 +137,16 @@ static ap_status checkout(cp_worker *w, int mode, void **c)
                   ap_status_str(ap_connpool_checkout_status(&f)));
             return AP_TIMEDOUT;
         }
+        *why = ap_connpool_checkout_failure(&f);
         return ap_connpool_checkout_status(&f);
     }
     case M_CANCEL: {
         ap_connpool_checkout_fut f;
         ap_connpool_checkout_fut_init(&f, &r->pool, c);
-        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+        if (stress_poll_or_cancel((ap_future *)&f, &w->rng)) {
+            *why = ap_connpool_checkout_failure(&f);
             return ap_connpool_checkout_status(&f);
+        }
         CHECK(ap_connpool_checkout_status(&f) == AP_CANCELED, "cancelled future has status %s",
               ap_status_str(ap_connpool_checkout_status(&f)));
         return AP_CANCELED;
@@ -157,7 +164,8 @@ static void *worker_main(void *arg)
     for (size_t i = 0; r->close_midstream || i < r->iters; i++) {
         int mode = (int)stress_below(&w->rng, M_KINDS);
         void *c = NULL;
-        ap_status st = checkout(w, mode, &c);
+        ap_connpool_fail why = {AP_OK, 0};
+        ap_status st = checkout(w, mode, &c, &why);
         if (st == AP_CLOSED) {
             CHECK(r->close_midstream, "worker %u: AP_CLOSED before close (%s)", w->id,
                   mode_name[mode]);
@@ -168,8 +176,13 @@ static void *worker_main(void *arg)
             STRESS_ADD(st == AP_TIMEDOUT ? &r->timeouts : &r->cancels, 1);
             continue;
         }
-        if (st == AP_NOMEM || st == AP_REJECTED)
-            continue; /* the factory failed: reported, nothing held */
+        if (st == AP_EXHAUSTED) { /* the factory failed: reported, nothing held */
+            CHECK((why.error == AP_NOMEM && why.app_error == 12) ||
+                      (why.error == AP_EMPTY && why.app_error == -11),
+                  "worker %u: %s: open failure beside AP_EXHAUSTED is %s / %d", w->id,
+                  mode_name[mode], ap_status_str(why.error), why.app_error);
+            continue;
+        }
         CHECK(st == AP_OK, "worker %u: %s checkout: %s", w->id, mode_name[mode],
               ap_status_str(st));
         conn *k = (conn *)c;
@@ -269,7 +282,8 @@ static void run_cp(size_t max, size_t iters, bool close_midstream)
               STRESS_LOAD(&r->closed_seen), WORKERS);
         CHECK(s.live == 0, "%zu connections open after close and all returns", s.live);
         void *c;
-        CHECK(ap_connpool_try_checkout(&r->pool, &c, ap_now_ns()) == AP_CLOSED, "try after close");
+        CHECK(ap_connpool_try_checkout(&r->pool, &c, ap_now_ns(), NULL) == AP_CLOSED,
+              "try after close");
     } else {
         for (int m = 0; m < M_KINDS; m++)
             CHECK(STRESS_LOAD(&r->by_mode[m]) > 0, "no checkout by %s", mode_name[m]);

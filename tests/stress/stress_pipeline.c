@@ -12,7 +12,10 @@
  *               the k-th input (FIFO end to end), each stage's transform ran
  *               once, in stage order (a payload trail).
  *   multi       2 producers, 2-3 workers per stage, 2 consumers, a stage
- *               that filters (AP_FILTERED) and one that fails (AP_REJECTED)
+ *               that filters (AP_FILTERED) and one that fails (AP_REJECTED
+ *               or AP_TIMEDOUT by the item's parity, with its own
+ *               app_error beside: 0x10000 | the item's low bits, so the
+ *               stats' last pair must agree on the parity: never torn)
  *               a known subset of items. Checked: every item comes out
  *               exactly once iff it passes every filter, never invented,
  *               trail intact; with several workers order is not promised.
@@ -89,15 +92,18 @@ static uint64_t pl_trail(uint64_t item, unsigned k)
 
 static pl_run *pl_cur; /* the stage fn's view of the run (set before threads start) */
 
-static ap_status pl_fn(void *ctx, const void *in, void *out)
+static ap_status pl_fn(void *ctx, const void *in, void *out, int *app_error)
 {
+    CHECK(*app_error == 0, "*app_error %d on entry", *app_error);
     unsigned stage = *(const unsigned *)ctx;
     const pl_elem *a = (const pl_elem *)in;
     pl_elem *b = (pl_elem *)out;
     if (pl_filtered_at(pl_cur, stage, a->item))
         return AP_FILTERED;
-    if (pl_failed_at(pl_cur, stage, a->item))
-        return AP_REJECTED;
+    if (pl_failed_at(pl_cur, stage, a->item)) {
+        *app_error = 0x10000 | (int)(a->item & 0x3fff);
+        return (a->item & 1) ? AP_REJECTED : AP_TIMEDOUT;
+    }
     b->item = a->item;
     b->trail = a->trail * 31u + stage + 1;
     return AP_OK;
@@ -345,8 +351,11 @@ static void run_pipeline(unsigned k, unsigned producers, unsigned workers, unsig
               " + failed %" PRIu64, i, s.taken, s.emitted, s.filtered, s.failed);
         CHECK(s.finished == workers && s.queued == 0, "stage %u: finished %u/%u, queued %zu", i,
               s.finished, workers, s.queued);
-        CHECK(s.failed == 0 || s.last_error == AP_REJECTED, "stage %u: last error %s", i,
-              ap_status_str(s.last_error));
+        CHECK(s.failed == 0 ? s.last_error == AP_OK && s.last_app_error == 0
+                            : (s.last_app_error & 0x10000) &&
+                                  (s.last_error == AP_REJECTED) == (s.last_app_error & 1),
+              "stage %u: last failure %s / %#x", i, ap_status_str(s.last_error),
+              (unsigned)s.last_app_error);
         filtered += s.filtered;
         failed += s.failed;
     }

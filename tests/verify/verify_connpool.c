@@ -22,9 +22,10 @@ typedef struct cpst {
     size_t max;
 } cpst;
 
-static int cp_open(void *ctx, void *c)
+static ap_status cp_open(void *ctx, void *c, int *app_error)
 {
     cpst *s = ctx;
+    VF_CHECK(*app_error == 0, "*app_error %d on entry", *app_error);
     s->opened++;
     VF_CHECK((size_t)(s->opened - s->closed) <= s->max, "%d live of %zu", s->opened - s->closed,
              s->max);
@@ -47,7 +48,7 @@ static void *cp_setup(void)
 {
     cpst *s = calloc(1, sizeof *s);
     s->max = cp_max;
-    ap_connpool_ops ops = {(ap_status(*)(void *, void *))cp_open, cp_close, NULL, s};
+    ap_connpool_ops ops = {cp_open, cp_close, NULL, s};
     VF_CHECK(ap_connpool_init(&s->p, s->buf, sizeof s->buf,
                               &(ap_connpool_desc){.max_size = cp_max, .conn_size = sizeof(conn)},
                               &ops) == AP_OK);

@@ -48,15 +48,17 @@ typedef struct plst {
 static int pl_stages, pl_items, pl_budget;
 
 /* stage 0 doubles, stage 1 adds 1: the output shows every stage ran once */
-static ap_status st_double(void *ctx, const void *in, void *out)
+static ap_status st_double(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     *(int *)out = *(const int *)in * 2;
     return AP_OK;
 }
 
-static ap_status st_inc(void *ctx, const void *in, void *out)
+static ap_status st_inc(void *ctx, const void *in, void *out, int *app_error)
 {
+    (void)app_error;
     (void)ctx;
     *(int *)out = *(const int *)in + 1;
     return AP_OK;
