@@ -191,10 +191,17 @@ AP_API AP_NODISCARD ap_status ap_spsc_try_pop_n(ap_spsc *q, void *out, size_t n,
 /**
  * ap_spsc_close - refuse further pushes; wake every waiting future
  * Any thread; idempotent. Elements already in the ring stay poppable.
+ * Progress: blocking, unlike the rest of the ring: close (and a second,
+ * concurrent close) waits, spinning then yielding, for a push that is past
+ * its closed check to publish (a bounded copy). So never call it from a
+ * signal handler that may have interrupted the producer mid-push, and a
+ * real-time closer must not starve the producer's CPU.
  */
 AP_API void ap_spsc_close(ap_spsc *q);
 
-/** ap_spsc_is_closed - whether ap_spsc_close has been called */
+/** ap_spsc_is_closed - whether a close has completed: after true, every push
+ *  that landed is visible, so "is_closed, then try_pop says AP_EMPTY" means
+ *  drained; while a close is still waiting out a push it says false */
 AP_API bool ap_spsc_is_closed(ap_spsc *q);
 
 /** ap_spsc_len - elements held; a racy snapshot unless both sides are quiet */
@@ -540,7 +547,11 @@ AP_API void ap_spsc_close(ap_spsc *q)
 
 AP_API bool ap_spsc_is_closed(ap_spsc *q)
 {
-    return AP_ATOMIC_LOAD(&q->closed, memory_order_acquire) != AP__SPSC_OPEN;
+    /* acquire: pairs with close's release store of CLOSED, so every push
+     * that landed is visible after a true answer (an empty pop then means
+     * drained). CLOSING is not closed yet: a push past its check may still
+     * land (found by review: "is_closed, then an empty pop" lost it). */
+    return AP_ATOMIC_LOAD(&q->closed, memory_order_acquire) == AP__SPSC_CLOSED;
 }
 
 AP_API size_t ap_spsc_len(ap_spsc *q)

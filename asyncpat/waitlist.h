@@ -47,23 +47,46 @@
  *   fast path with nobody parked is its own release store plus one
  *   relaxed load: what a queue without waiting support costs.
  *
+ *   Only a fresh link pays HEAVY: a node still LINKED (re-registered with
+ *   a new waker, or re-polled after AP_AGAIN) had its barrier after its
+ *   increment, the count stays non-zero while it is linked, so every later
+ *   re-check of its owner is ordered too (tests/verify/verify_close.c,
+ *   *_linked_repoll).
+ *
+ *   What HEAVY costs, and whom: one membarrier syscall per fresh link
+ *   (about 0.5-2 us on a 2-vCPU VM, more when CPUs are busy), which sends
+ *   an interrupt to every CPU currently running a thread of this process;
+ *   recent kernels serialise expedited membarriers process-wide. So a
+ *   consumer that parks once per item pays it once per item, and other
+ *   threads pay an interrupt; a consumer that rarely parks pays nothing.
+ *   It covers threads of this process only (not a queue in memory shared
+ *   with another process). ap_waitlist_init makes the registration
+ *   syscall each time (idempotent; no global state is kept).
+ *
  *   Fallbacks, each correct by itself:
  *   - membarrier registration refused at init (kernel before 4.14,
- *     seccomp, another OS): the list's asym flag is 0, LIGHT becomes a
- *     seq_cst fence and HEAVY a seq_cst fence: the classic symmetric
- *     ladder (C11 7.17.4: two SC fences order a store before them with a
- *     load after the other).
+ *     seccomp returning an error, another OS): the list's asym flag is 0,
+ *     LIGHT becomes a seq_cst fence and HEAVY a seq_cst fence (C11
+ *     7.17.4: two SC fences order a store before them with a load after
+ *     the other). Correct, slower: two fences per spsc push.
  *   - a list made with AP_WAITLIST_INITIALIZER or zero bytes, not by
- *     ap_waitlist_init, behaves the same way (flag 0): correct, slower.
+ *     ap_waitlist_init, behaves the same way (flag 0).
  *   - ThreadSanitizer (TSan models neither fences nor membarrier), non-
- *     Linux builds, or -DAP_NO_ASYM_BARRIER: AP__PUB_MO is seq_cst, so
- *     the publishing operation, the count increment and the count load
- *     are all seq_cst and fall in one total order S; if the waker's load
- *     misses the increment, the load precedes it in S, so the publication
- *     does too, and the waiter's seq_cst re-check sees it.
+ *     Linux builds, or -DAP_NO_ASYM_BARRIER (AP__ASYM 0): the waking side
+ *     publishes with a seq_cst operation (AP__PUB_MO) and loads the count
+ *     seq_cst; with the waiter's seq_cst increment they fall in one total
+ *     order S: if the waker's load misses the increment, it precedes it in
+ *     S, so the publication does too, and the waiter's seq_cst re-check
+ *     sees it. (mpmc's seq_cst operation is its claim CAS, not the stamp
+ *     store: a re-check that sees the claim without the stamp answers
+ *     AP_AGAIN, and ap_waitop_poll then re-polls itself.)
+ *   - Units built both ways may share one object: the waiting side always
+ *     follows the list's flag (HEAVY when it is set, in any unit that can
+ *     run it), so a waker using LIGHT is always paired with HEAVY.
  *   The verification scheduler (tests/verify/vf.h) models LIGHT as a
  *   scheduling point that drains nothing and HEAVY as one that drains
- *   every thread's store buffer (TSO mode).
+ *   every thread's store buffer at one instant (TSO mode; exact for two
+ *   threads, an approximation beyond).
  *
  * WAITER STATES (owner = the thread polling the future)
  *   IDLE --register(owner)--> LINKED --wake--> NOTIFYING --wake returned--> NOTIFIED
@@ -92,18 +115,27 @@
 #include "core.h"
 #include "future.h"
 
-/* AP__ASYM: the asymmetric ladder is compiled in (see THE LADDER). */
-#if !defined(AP_NO_ASYM_BARRIER) && !defined(AP__TSAN) && \
-    (defined(AP_BARRIER_HEAVY) || defined(__linux__))
-#if !defined(AP_BARRIER_HEAVY)
+/* AP__HAVE_HEAVY: this build can run the waiting side's HEAVY barrier
+ * (membarrier on Linux, or a verification build's override). The waiting
+ * side honours a list's asym flag whenever it can, also in a translation
+ * unit that does not use the asymmetric ladder itself (TSan, or
+ * -DAP_NO_ASYM_BARRIER): units built both ways may share one object.
+ * AP__ASYM: this unit's waking side uses LIGHT (see THE LADDER). */
+#if defined(AP_BARRIER_HEAVY)
+#define AP__HAVE_HEAVY 1
+#elif defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(SYS_membarrier)
+#define AP__HAVE_HEAVY 1
 #endif
-#if defined(AP_BARRIER_HEAVY) || defined(SYS_membarrier)
+#endif
+#ifndef AP__HAVE_HEAVY
+#define AP__HAVE_HEAVY 0
+#endif
+#if AP__HAVE_HEAVY && !defined(AP_NO_ASYM_BARRIER) && !defined(AP__TSAN)
 #define AP__ASYM 1
-#endif
-#endif
-#ifndef AP__ASYM
+#else
 #define AP__ASYM 0
 #endif
 
@@ -119,23 +151,30 @@
 /* AP__CHECK_MO: the order of a load that a waiting side's re-check makes
  * of what the waking side publishes (acquire is what the data needs). */
 
-#if AP__ASYM && !defined(AP_BARRIER_HEAVY)
+#if AP__HAVE_HEAVY && !defined(AP_BARRIER_HEAVY)
 #if defined(AP_BARRIER_LIGHT) || defined(AP_BARRIER_REGISTER)
 #error "asyncpat: override AP_BARRIER_LIGHT, AP_BARRIER_HEAVY and AP_BARRIER_REGISTER together"
 #endif
 /* membarrier(2) commands (linux/membarrier.h; numbers are ABI). */
 #define AP__MEMBARRIER_PRIVATE_EXPEDITED (1 << 3)
 #define AP__MEMBARRIER_REGISTER_PRIVATE_EXPEDITED (1 << 4)
-/* Idempotent per process; true once this process may use HEAVY. */
+/* Idempotent per process (a syscall per call: ap_waitlist_init makes it);
+ * true once this process may use HEAVY. */
 AP_API bool ap__membarrier_register(void)
 {
     return syscall(SYS_membarrier, AP__MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 AP_API void ap__membarrier(void)
 {
-    /* Cannot fail once registered (the list's flag says we are). */
+    /* Cannot fail once registered (the list's flag says we are); if it
+     * ever did (a seccomp filter installed later), a wake could be lost,
+     * so stop whatever AP_ASSERT is defined to. */
     long rc = syscall(SYS_membarrier, AP__MEMBARRIER_PRIVATE_EXPEDITED, 0, 0);
     AP_ASSERT(rc == 0);
+#if defined(__GNUC__) || defined(__clang__)
+    if (rc != 0)
+        __builtin_trap(); /* also when AP_ASSERT is defined to nothing */
+#endif
     (void)rc;
 }
 #define AP_BARRIER_LIGHT() atomic_signal_fence(memory_order_seq_cst)
@@ -176,8 +215,9 @@ AP_API void ap_waiter_init(ap_waiter *w);
 
 /**
  * ap_waitlist_register - link @w at the tail (or update its waker if linked)
- * Concurrency: by @w's owner only. Ordering: seq_cst increment of count, so
- * a re-check after it pairs with the waking side (see THE LADDER).
+ * Concurrency: by @w's owner only. Ordering: on a fresh link, count++ then
+ * HEAVY (or a seq_cst fence), so a re-check after it pairs with the waking
+ * side (see THE LADDER); a node already linked needs nothing more.
  */
 AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker);
 
@@ -225,9 +265,10 @@ AP_FORCE_INLINE bool ap_waitlist_parked(ap_waitlist *wl);
 /**
  * ap__waitlist_fence_fast / ap__waitlist_fence_slow - the two halves of
  * the barrier, for a primitive's own store-then-load handshakes (spsc
- * close): fast = LIGHT, slow = HEAVY (or seq_cst fences in the fallback).
- * With AP__ASYM 0 both are no-ops: the accesses around them must then be
- * seq_cst themselves (AP__PUB_MO).
+ * close): fast = LIGHT, slow = HEAVY, chosen by the list's asym flag (a
+ * seq_cst fence each when it is 0). With AP__ASYM 0 the fast half is a
+ * no-op and the accesses around it must be seq_cst themselves
+ * (AP__PUB_MO); the slow half still follows the flag.
  */
 AP_FORCE_INLINE void ap__waitlist_fence_fast(const ap_waitlist *wl);
 AP_API void ap__waitlist_fence_slow(const ap_waitlist *wl);
@@ -320,14 +361,19 @@ AP_FORCE_INLINE void ap__waitlist_fence_fast(const ap_waitlist *wl)
 
 AP_API void ap__waitlist_fence_slow(const ap_waitlist *wl)
 {
-#if AP__ASYM
-    if (AP_LIKELY(wl->asym))
+    /* The list's flag decides, not this unit's mode: a unit built with
+     * AP__ASYM 0 still pays HEAVY on a list whose wakers may use LIGHT. */
+#if AP__HAVE_HEAVY
+    if (AP_LIKELY(wl->asym)) {
         AP_BARRIER_HEAVY();
-    else
-        AP_ATOMIC_FENCE(memory_order_seq_cst);
-#else
-    (void)wl;
+        return;
+    }
 #endif
+#if !defined(AP__TSAN) /* TSan rejects fences (gcc -Wtsan); its seq_cst
+                         * operations order the ladder there */
+    AP_ATOMIC_FENCE(memory_order_seq_cst);
+#endif
+    (void)wl;
 }
 
 AP_FORCE_INLINE bool ap_waitlist_parked(ap_waitlist *wl)
@@ -407,14 +453,8 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
      * only for a fresh link: a node still LINKED had its barrier after its
      * increment, which orders every later re-check of its owner as well
      * (the count stays non-zero while it is linked). */
-    if (s == AP__WAITER_IDLE) {
-#if AP__ASYM
+    if (s == AP__WAITER_IDLE)
         ap__waitlist_fence_slow(wl);
-#elif !defined(AP__TSAN) /* TSan rejects fences (gcc -Wtsan); the seq_cst
-                           * re-check loads suffice there */
-        AP_ATOMIC_FENCE(memory_order_seq_cst);
-#endif
-    }
 }
 
 /* Under the lock: unlink a LINKED waiter. */

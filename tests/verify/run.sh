@@ -20,7 +20,7 @@ t0=$(date +%s)
 # more: with registration refused at run time (VF_NO_ASYM=1: seq_cst fences
 # on both sides) and built with -DAP_NO_ASYM_BARRIER (the seq_cst ladder of
 # TSan and non-Linux builds).
-FALLBACK="verify_queue verify_sync"
+FALLBACK="verify_queue verify_sync verify_close"
 runs=""
 for src in tests/verify/verify_*.c; do
     name=$(basename "$src" .c)

@@ -74,6 +74,7 @@ byte sb;             /* published by the producer, still in its store buffer */
 #ifndef MUTANT_NO_HEAVY
 #define WL_HEAVY_BARRIER d_step { items = items + sb; sb = 0 }
 #endif
+#define WL_WAKE_DRAIN d_step { items = items + sb; sb = 0 }
 
 #include "waitlist.inc"
 
@@ -156,11 +157,7 @@ proctype producer()
        /* LIGHT: a compiler barrier; the count load may pass the store */
        if
        :: wl_count != 0 ->              /* ap_waitlist_parked, wake one */
-          /* the wake publishes what came before it: its lock RMW drains
-           * the buffer (x86), and the wake is a release the wakee
-           * acquires (node state, futex) */
-          d_step { items = items + sb; sb = 0 };
-          wl_wake(1)
+          wl_wake(1)   /* re-reads the count; its lock RMW drains the buffer */
        :: else -> skip
        fi
     :: else -> break
