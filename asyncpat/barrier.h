@@ -193,7 +193,9 @@ AP_API void ap_barrier_fini(ap_barrier *b);
 
 /**
  * ap_barrier_wait - arrive and block until the generation completes
- * @deadline_ns: on ap_now_ns's clock; AP_DEADLINE_NONE to wait for ever
+ * @deadline_ns: on ap_now_ns's clock (the barrier takes no `now` anywhere,
+ *               so it has no clock of its own: time.h, CLOCKS);
+ *               AP_DEADLINE_NONE to wait for ever
  *
  * Returns AP_OK (everybody arrived; fn has run), AP_CANCELED (the barrier
  * is or became broken, or was reset under us: see ap_barrier_is_broken),

@@ -5,7 +5,10 @@
  *   A batcher collects items into one batch in caller memory and declares
  *   the batch due when EITHER it holds max_size items OR its oldest item
  *   has waited max_delay ns, on the caller's clock (now_ns arguments and
- *   cx->now; the library reads no clock). A batcher that flushes only on
+ *   cx->now; the library reads no clock, except that the blocking
+ *   ap_batch_take_wait reads the clock named in the desc, desc.clock,
+ *   ap_now_ns() by default: the one the caller's now_ns must come from
+ *   when it uses both). A batcher that flushes only on
  *   size has unbounded latency under light load; one that sleeps or polls
  *   on a timer burns a thread or wakes for nothing. Here the instant the
  *   current batch must be flushed is a value, ap_batch_deadline(), which a
@@ -86,7 +89,8 @@
  *   static struct rec buf[64], out[64];
  *   ap_batcher b;
  *   if (ap_batch_init(&b, buf, sizeof buf,
- *                     &(ap_batch_desc){sizeof(struct rec), 64, 2 * AP_NS_PER_MS}))
+ *                     &(ap_batch_desc){.elem_size = sizeof(struct rec), .max_size = 64,
+ *                                      .max_delay_ns = 2 * AP_NS_PER_MS}))
  *       abort();
  *   on_record(r):  bool due; if (ap_batch_add(&b, &r, now(), &due) == AP_OK && due) ship();
  *   on_timer():    ship();
@@ -114,6 +118,9 @@ typedef struct ap_batch_desc {
                               (required: 0 is AP_INVAL) */
     uint64_t max_delay_ns; /* longest an item waits before its batch is due
                               (default: 1 ms) */
+    ap_clock clock;        /* the clock of ap_batch_take_wait and its
+                              deadline, i.e. of the now_ns the caller
+                              passes (default, zero: ap_now_ns) */
 } ap_batch_desc;
 
 /** ap_batcher - one batcher; set up with ap_batch_init (a zero one is not valid) */
@@ -237,8 +244,14 @@ AP_API AP_NODISCARD ap_status ap_batch_take_status(const ap_batch_take_fut *f);
 /** items in the batch of a take future that completed with AP_OK, else 0 */
 AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f);
 /**
- * ap_batch_take_wait - block this thread (ap_now_ns's clock) until a batch
- * is due, closed and drained, or deadline_ns passes.
+ * ap_batch_take_wait - block this thread until a batch is due, closed and
+ * drained, or deadline_ns passes, on the batcher's clock (desc.clock;
+ * ap_now_ns() by default): the take future is driven by
+ * ap_block_on_until_clock, so a batch is due by age when that clock
+ * reaches oldest + max_delay (oldest: the now_ns of the adds, which must
+ * be on the same clock), and deadline_ns is an instant on it. Under a
+ * fake clock it parks at most AP_CLOCK_PARK_MAX_NS of real time between
+ * readings (future.h, CLOCKS).
  * Returns AP_OK (*n items in @out), AP_CLOSED or AP_TIMEDOUT.
  */
 AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
@@ -247,14 +260,17 @@ AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_
 /**
  * AP_BATCH_DEFINE(name, T) - typed wrapper: name, name_init(self, buf,
  * bytes, max_size, max_delay_ns), name_add, name_take, name_flush, name_deadline,
- * name_close, name_fini, with the element size sizeof(T).
+ * name_close, name_fini, with the element size sizeof(T). name_init uses
+ * the default clock (ap_now_ns); for another, init self->b with
+ * ap_batch_init and a desc naming it.
  */
 #define AP_BATCH_DEFINE(name, T)                                                      \
     typedef struct name { ap_batcher b; } name;                                       \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(                        \
         name *self, T *buf, size_t bytes, size_t max_size, uint64_t max_delay_ns)     \
     {                                                                                 \
-        ap_batch_desc d = {sizeof(T), max_size, max_delay_ns};                        \
+        ap_batch_desc d = {.elem_size = sizeof(T), .max_size = max_size,              \
+                           .max_delay_ns = max_delay_ns};                             \
         return ap_batch_init(&self->b, buf, bytes, &d);                               \
     }                                                                                 \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_add(name *self, const T *elem, \
@@ -524,7 +540,7 @@ AP_API ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
     AP_ASSERT(n != NULL);
     ap_batch_take_fut f;
     ap_batch_take_fut_init(&f, b, out);
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.base, deadline_ns, &b->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     if (f.status == AP_OK)
         *n = f.n;

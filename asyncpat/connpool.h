@@ -29,7 +29,9 @@
  *
  *   Time is the caller's: every operation that may retire a connection
  *   takes `now` (ns, any monotonic clock the caller uses consistently; a
- *   future uses cx->now). The pool reads no clock. A connection opened at
+ *   future uses cx->now). The pool reads no clock, except the blocking
+ *   ap_connpool_checkout_wait, which reads desc.clock (ap_now_ns() by
+ *   default: name your clock there). A connection opened at
  *   t is over its lifetime at any now >= t + max_lifetime_ns; one that
  *   became idle at u is over its idle timeout at any now >= u +
  *   idle_timeout_ns. Such a connection is closed, never lent, when a
@@ -250,6 +252,9 @@ typedef struct ap_connpool_desc {
     size_t min_idle;          /* target of ap_connpool_fill, <= max_size (default 0) */
     uint64_t max_lifetime_ns; /* retire connections this old (default 0: never) */
     uint64_t idle_timeout_ns; /* retire connections idle this long (default 0: never) */
+    ap_clock clock;           /* the clock of ap_connpool_checkout_wait (its deadline and
+                                 the `now` of its expiry checks), i.e. of the now the
+                                 caller passes (default, zero: ap_now_ns) */
 } ap_connpool_desc;
 
 /* A consistent snapshot (taken under the lock) of the pool's counters. */
@@ -278,6 +283,7 @@ typedef struct ap_connpool {
     size_t conn_size;
     size_t min_idle;
     uint64_t max_lifetime_ns, idle_timeout_ns;
+    ap_clock clock;              /* desc.clock: checkout_wait's clock */
     ap_connpool_ops ops;
     uint32_t idle_top, free_top; /* stacks: index + 1, 0 when empty */
     size_t reserved;             /* slots not FREE */
@@ -421,8 +427,10 @@ AP_API ap_connpool_fail ap_connpool_checkout_failure(const ap_connpool_checkout_
 
 /**
  * ap_connpool_checkout_wait - block this thread until a connection is ours,
- * the pool is closed, an open fails, or @deadline_ns (ap_now_ns clock)
- * passes; expiry uses ap_now_ns too
+ * the pool is closed, an open fails, or @deadline_ns passes, on the pool's
+ * clock (desc.clock; ap_now_ns() by default, through
+ * ap_block_on_until_clock): the deadline and the `now` of its expiry
+ * checks are read from it
  * @fail: NULL, or receives the failed open's status and app_error
  *        (AP_EXHAUSTED); untouched otherwise
  * Returns as the future, or AP_INVAL (@conn NULL), or AP_TIMEDOUT (nothing
@@ -470,6 +478,7 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
     p->min_idle = desc->min_idle;
     p->max_lifetime_ns = desc->max_lifetime_ns;
     p->idle_timeout_ns = desc->idle_timeout_ns;
+    p->clock = desc->clock;
     p->ops = *ops;
     for (size_t i = 0; i < p->max; i++) {
         p->slots[i].created_ns = p->slots[i].idle_ns = 0;
@@ -1057,7 +1066,7 @@ AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadl
         return AP_INVAL;
     ap_connpool_checkout_fut f;
     ap_connpool_checkout_fut_init(&f, p, conn);
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.base, deadline_ns, &p->clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     if (f.status == AP_EXHAUSTED && fail)
         *fail = f.fail;

@@ -41,10 +41,29 @@
  *   AP_BLOCK_ON_CONDVAR) until the waker runs or cx.deadline passes. It
  *   starts no thread, allocates nothing and keeps no state beyond its frame.
  *
+ * CLOCKS
+ *   ap_block_on_until_clock(f, deadline, clock) is the general form: cx.now
+ *   is read from @clock (an ap_clock, time.h) before every poll, and the
+ *   deadline and every cx.deadline a poll lowers are instants on @clock.
+ *   ap_block_on_until(f, d) is ap_block_on_until_clock(f, d, NULL): the
+ *   clock is ap_now_ns() and the park is exactly as long as the time left.
+ *   With another clock the parker still sleeps in real time: after a poll
+ *   it reads @clock again (t) and, if the earliest of deadline and
+ *   cx.deadline (w) is later than t, parks for min(w - t,
+ *   AP_CLOCK_PARK_MAX_NS) real nanoseconds (1 ms), or until woken; then it
+ *   polls again with cx.now read afresh. If w is AP_DEADLINE_NONE it
+ *   parks until woken, on any clock. So a fake clock moved by another
+ *   thread (or by its own reads) is noticed within about a millisecond of
+ *   real time, a fake clock that is never moved never times out, and a
+ *   timed wait on a clock that runs at real speed polls once per ms.
+ *   The *_wait helpers of objects whose desc has an ap_clock use this.
+ *
  * GUARANTEES
  *   - ap_block_on never returns before the future is READY;
  *     ap_block_on_until returns AP_TIMEDOUT only once ap_now_ns() has
- *     reached the deadline, and then the future has been cancelled.
+ *     reached the deadline (ap_block_on_until_clock: once @clock has), and
+ *     then the future has been cancelled.
+ *   - Every poll's cx.now is read from the clock just before that poll.
  *   - It polls again after every wake and no later than the earliest
  *     cx.deadline a poll asked for (timers are honoured without a wake).
  *
@@ -57,8 +76,9 @@
  *   instructions, then yields the CPU up to 16 times (a hand-off between
  *   running threads rarely needs a futex round trip), then sleeps.
  * COMPLEXITY   one poll per wake or deadline; O(1) per park.
- * ERRORS       AP_TIMEDOUT from ap_block_on_until.
- * CONFIG       AP_BLOCK_ON_CONDVAR, AP_SPIN_LIMIT
+ * ERRORS       AP_TIMEDOUT from ap_block_on_until(_clock).
+ * CONFIG       AP_BLOCK_ON_CONDVAR, AP_SPIN_LIMIT; AP_CLOCK_PARK_MAX_NS (time.h,
+ *              a constant) bounds one park under a clock other than ap_now_ns
  * SEE ALSO     waitlist.h (how primitives keep the contract), examples/mpmc_future.c
  * STABILITY    experimental (0.x)
  *
@@ -141,6 +161,19 @@ AP_API void ap_future_cancel(ap_future *f)
  * cancelled through f->cancel, so it holds no reference to this frame.
  */
 AP_API AP_NODISCARD ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns);
+
+/**
+ * ap_block_on_until_clock - ap_block_on_until on the clock @clock
+ * @deadline: an instant on @clock (AP_DEADLINE_NONE: no limit)
+ * @clock:    where cx.now and the deadline checks come from; NULL or a zero
+ *            ap_clock: ap_now_ns() (then exactly ap_block_on_until)
+ *
+ * Returns AP_OK or AP_TIMEDOUT (the future cancelled) as ap_block_on_until.
+ * Under a clock other than ap_now_ns() each park lasts at most
+ * AP_CLOCK_PARK_MAX_NS of real time (see CLOCKS above).
+ */
+AP_API AP_NODISCARD ap_status ap_block_on_until_clock(ap_future *f, ap_deadline deadline,
+                                                      const ap_clock *clock);
 
 /** ap_block_on - ap_block_on_until with no deadline */
 AP_API void ap_block_on(ap_future *f);
@@ -225,8 +258,12 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
 #endif
 }
 
-AP_API ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns)
+AP_API ap_status ap_block_on_until_clock(ap_future *f, ap_deadline deadline_ns,
+                                         const ap_clock *clock)
 {
+    /* NULL for the default clock: the real clock's park is not capped. */
+    if (ap_clock_is_default(clock))
+        clock = NULL;
     ap__parker p;
     AP_ATOMIC_INIT(&p.state, 0u);
 #ifndef AP__PARK_FUTEX
@@ -250,28 +287,38 @@ AP_API ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns)
          * everything, and a wake during the poll stays visible below.
          * acquire: pairs with the release in ap__parker_wake. */
         (void)AP_ATOMIC_EXCHANGE(&p.state, 0u, memory_order_acquire);
-        cx.now = ap_now_ns();
+        cx.now = ap_clock_now(clock);
         cx.deadline = deadline_ns;
         if (f->poll(f, &cx) == AP_READY) {
             st = AP_OK;
             break;
         }
-        uint64_t now = ap_now_ns();
+        uint64_t now = ap_clock_now(clock);
         if (now >= deadline_ns) {
             ap_future_cancel(f);
             st = AP_TIMEDOUT;
             break;
         }
         uint64_t wake_at = ap_time_min(cx.deadline, deadline_ns);
-        if (wake_at > now)
-            ap__parker_park(&p, wake_at == AP_DEADLINE_NONE ? AP_DEADLINE_NONE
-                                                            : wake_at - now);
+        if (wake_at > now) {
+            uint64_t ns = wake_at == AP_DEADLINE_NONE ? AP_DEADLINE_NONE : wake_at - now;
+            /* another clock's ns are slept as real ns, at most a bounded
+             * slice at a time, so a clock moved meanwhile is re-read */
+            if (clock != NULL && ns != AP_DEADLINE_NONE && ns > AP_CLOCK_PARK_MAX_NS)
+                ns = AP_CLOCK_PARK_MAX_NS;
+            ap__parker_park(&p, ns);
+        }
     }
 #ifndef AP__PARK_FUTEX
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.mu);
 #endif
     return st;
+}
+
+AP_API ap_status ap_block_on_until(ap_future *f, ap_deadline deadline_ns)
+{
+    return ap_block_on_until_clock(f, deadline_ns, NULL);
 }
 
 AP_API void ap_block_on(ap_future *f)

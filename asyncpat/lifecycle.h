@@ -170,7 +170,10 @@ AP_API void ap_life_wait_fut_init(ap_life_wait_fut *f, ap_life *l, ap_life_event
 AP_API ap_poll ap_life_wait_poll(ap_life_wait_fut *f, ap_cx *cx);
 AP_API void ap_life_wait_cancel(ap_life_wait_fut *f);
 AP_API AP_NODISCARD ap_status ap_life_wait_status(const ap_life_wait_fut *f);
-/** ap_life_wait - block this thread; AP_OK, AP_CLOSED, AP_INVAL or AP_TIMEDOUT */
+/** ap_life_wait - block this thread; AP_OK, AP_CLOSED, AP_INVAL or AP_TIMEDOUT.
+ *  @deadline_ns is on ap_now_ns()'s clock: the lifecycle takes no `now`
+ *  anywhere, so it has no clock of its own (time.h, CLOCKS); to wait on
+ *  another, drive a wait future with ap_block_on_until_clock. */
 AP_API AP_NODISCARD ap_status ap_life_wait(ap_life *l, ap_life_event ev,
                                            ap_deadline deadline_ns);
 

@@ -348,7 +348,10 @@ AP_API AP_NODISCARD ap_status ap_pool_get_status(const ap_pool_get_fut *f);
 
 /**
  * ap_pool_get_wait - block this thread until an object is ours, the pool
- * is closed, or @deadline_ns (ap_now_ns clock) passes
+ * is closed, or @deadline_ns (ap_now_ns clock) passes. The pool takes no
+ * `now` anywhere, so it has no clock of its own (time.h, CLOCKS): its
+ * deadlines are on ap_now_ns()'s clock; to wait on another, drive a get
+ * future with ap_block_on_until_clock.
  * @obj: receives the object; untouched unless AP_OK
  *
  * Returns AP_OK, AP_CLOSED, AP_INVAL (@obj NULL) or AP_TIMEDOUT (nothing

@@ -105,13 +105,22 @@
  * TIME
  *   Time is read only from cx->now (the future) and now_ns arguments (the
  *   budget). ap_retry_call is a caller-side helper like ap_block_on: it
- *   reads ap_now_ns() and sleeps with nanosleep() between attempts on the
- *   calling thread; it cannot interrupt a running callback, so the overall
- *   deadline bounds when attempts start, not how long one runs.
+ *   reads the desc's clock (desc.clock; ap_now_ns() by default) and sleeps
+ *   with nanosleep() between attempts on the calling thread until that
+ *   clock reaches the next attempt's start; the budget's now_ns and the
+ *   overall deadline are on that clock. Under a clock other than
+ *   ap_now_ns() it sleeps the clock's nanoseconds as real ones, at most
+ *   AP_CLOCK_PARK_MAX_NS (1 ms) at a time, then reads the clock again (a
+ *   fake clock moved by another thread or by its own reads is followed; a
+ *   fake clock nobody moves keeps it sleeping in 1 ms slices). The future
+ *   ignores desc.clock: its driver supplies cx->now (for the same effect
+ *   drive it with ap_block_on_until_clock). ap_retry_call cannot
+ *   interrupt a running callback, so the overall deadline bounds when
+ *   attempts start, not how long one runs.
  *
  * COMPLEXITY   delays, predicate, decisions: O(1) (ap_rng_below expects
  *              < 2 draws). Budget: O(AP_RETRY_BUDGET_SLOTS) under the lock.
- *              Memory (LP64): ap_retry_state 80 B, ap_retry_fut 208 B, budget
+ *              Memory (LP64): ap_retry_state 96 B, ap_retry_fut 224 B, budget
  *              312 B, all caller-owned. Nothing allocates.
  * ERRORS       AP_INVAL (bad desc: max_attempts 0, multiplier < 1000 per
  *              mille, initial > cap, hint jitter > 1000 per mille, unknown
@@ -208,6 +217,9 @@ typedef struct ap_retry_desc {
     void *retryable_ctx;
     uint64_t hint_cap_ns;         /* largest honoured server hint (0: cap_ns) */
     uint32_t hint_jitter_permille; /* hint + uniform[0, hint*j/1000] (0: none); > 1000 AP_INVAL */
+    ap_clock clock;               /* ap_retry_call's clock: its sleeps, its
+                                     deadline, the budget's now (zero:
+                                     ap_now_ns); the future ignores it */
 } ap_retry_desc;
 
 /** ap_retry_state - one delay sequence (caller memory; ap_retry_state_init) */
@@ -440,10 +452,13 @@ AP_API AP_NODISCARD ap_status ap_retry_fut_status(const ap_retry_fut *f);
  *                 limit is hit
  * @fn:       one attempt: returns AP_OK or an error for the predicate, and
  *            may set *app_error (0 on entry) to its own error code
- * @deadline: overall, on ap_now_ns()'s clock; no call starts at or after it
+ * @deadline: overall, on desc->clock (ap_now_ns() by default); no call
+ *            starts at or after it
  * @out:      the full result (app_error: the last call's), or NULL
  *
- * Blocks the calling thread: sleeps with nanosleep() between attempts.
+ * Blocks the calling thread: sleeps with nanosleep() between attempts
+ * until desc->clock reaches the next start (a clock other than ap_now_ns()
+ * is re-read at least every AP_CLOCK_PARK_MAX_NS of real time; see TIME).
  * Returns the result's status (see ERRORS: AP_OK, AP_EXHAUSTED, the
  * permanent error, AP_TIMEDOUT; never AP_NOT_READY), or AP_INVAL (bad
  * desc; fn never called, *out untouched).
@@ -907,11 +922,16 @@ AP_API ap_status ap_retry_fut_status(const ap_retry_fut *f)
 
 /* -- the blocking helper -- */
 
-AP_API void ap__retry_sleep_until(uint64_t t)
+/* Sleep until @clock reaches t. Another clock's ns are slept as real ns,
+ * a bounded slice at a time, so a clock moved meanwhile is re-read. */
+AP_API void ap__retry_sleep_until(uint64_t t, const ap_clock *clock)
 {
     uint64_t now;
-    while ((now = ap_now_ns()) < t) {
+    bool slice = !ap_clock_is_default(clock);
+    while ((now = ap_clock_now(clock)) < t) {
         uint64_t ns = t - now;
+        if (slice && ns > AP_CLOCK_PARK_MAX_NS)
+            ns = AP_CLOCK_PARK_MAX_NS;
         struct timespec ts;
         ts.tv_sec = (time_t)(ns / AP_NS_PER_SEC);
         ts.tv_nsec = (long)(ns % AP_NS_PER_SEC);
@@ -931,7 +951,7 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
     ap_retry_result res;
     ap__retry_result_start(&res);
     for (;;) {
-        uint64_t now = ap_now_ns();
+        uint64_t now = ap_clock_now(&bo.desc.clock);
         if (ap_deadline_passed(deadline, now)) {
             if (res.attempts == 0)
                 res.last_error = AP_TIMEDOUT;
@@ -950,10 +970,10 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
             break;
         }
         uint64_t next_at;
-        if (!ap__retry_after_failure(&bo, rng, budget, deadline, &res, err, 0, ap_now_ns(),
-                                     &next_at))
+        if (!ap__retry_after_failure(&bo, rng, budget, deadline, &res, err, 0,
+                                     ap_clock_now(&bo.desc.clock), &next_at))
             break;
-        ap__retry_sleep_until(next_at);
+        ap__retry_sleep_until(next_at, &bo.desc.clock);
     }
     if (out)
         *out = res;

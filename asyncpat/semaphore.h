@@ -238,7 +238,10 @@ AP_API AP_NODISCARD ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
 
 /**
  * ap_sem_acquire_wait - block this thread until @n permits are ours,
- * the semaphore is closed, or @deadline_ns (ap_now_ns clock) passes
+ * the semaphore is closed, or @deadline_ns (ap_now_ns clock) passes. The
+ * semaphore takes no `now` anywhere, so it has no clock of its own
+ * (time.h, CLOCKS): its deadlines are on ap_now_ns()'s clock; to wait on
+ * another, drive an acquire future with ap_block_on_until_clock.
  *
  * Returns AP_OK, AP_CLOSED, AP_INVAL (n > max) or AP_TIMEDOUT (nothing
  * taken; a grant that raced with the timeout was passed on).

@@ -176,7 +176,9 @@ AP_API AP_NODISCARD ap_status ap_split_push_status(const ap_split_push_fut *f);
 AP_API size_t ap_split_push_progress(const ap_split_push_fut *f);
 /**
  * ap_split_push_wait - block this thread until pushed (all outputs for
- * broadcast), an output closed, or @deadline_ns. Returns AP_OK, AP_CLOSED
+ * broadcast), an output closed, or @deadline_ns (on ap_now_ns()'s clock:
+ * the split takes no `now` anywhere, so it has no clock of its own; see
+ * time.h, CLOCKS). Returns AP_OK, AP_CLOSED
  * or AP_TIMEDOUT (broadcast: some outputs may hold it; use the future to
  * know which).
  */

@@ -2,8 +2,10 @@
  * asyncpat/time.h -- the monotonic clock for callers, and deadline arithmetic
  *
  * The library never reads a clock on its own: time enters as a `now_ns`
- * argument or as ap_cx.now. ap_now_ns() is here for callers (and for
- * ap_block_on, which is a caller-side helper). Times are uint64_t
+ * argument or as ap_cx.now. ap_now_ns() is here for callers, and for the
+ * caller-side blocking helpers (ap_block_on, the *_wait functions,
+ * ap_retry_call), which read the clock their object names (an ap_clock,
+ * below; ap_now_ns() by default). Times are uint64_t
  * nanoseconds on a monotonic clock; AP_DEADLINE_NONE means "never".
  * All arithmetic here saturates instead of wrapping.
  *
@@ -12,6 +14,29 @@
  *   handed down through retry, timeout and every waiting operation
  *   (ap_mpmc_pop_wait, ap_sem_acquire_wait, ...) and mean the same instant
  *   everywhere; ap_deadline_remaining(d, now) gives what is left of it.
+ *
+ * CLOCKS (ap_clock)
+ *   An object that takes the caller's `now` in some functions and also has
+ *   blocking *_wait helpers (token bucket, batch, connection pool; and
+ *   ap_retry_call) names the clock in its desc: an ap_clock field `clock`.
+ *   Its *_wait helpers read that clock (through ap_block_on_until_clock,
+ *   future.h), and their deadlines are instants on it, so the `now` values
+ *   the caller passes and the waits mean the same time scale. A zero
+ *   ap_clock (the default of every desc) is ap_now_ns(). A fake clock in
+ *   the desc therefore reaches the waiting helpers too, not only the
+ *   functions that take `now`.
+ *   A blocking helper under a clock other than ap_now_ns() still sleeps in
+ *   real time: it takes the clock's nanoseconds as real ones but parks at
+ *   most AP_CLOCK_PARK_MAX_NS (1 ms) at a time and then reads the clock
+ *   again (so a fake clock advanced by another thread, or by its own
+ *   reads, is followed within about a millisecond of real time, and a
+ *   clock that runs at real speed costs one extra poll per millisecond of
+ *   a timed wait). A wait with no timer at all (no deadline, nothing
+ *   lowered cx->deadline) parks until woken, whatever the clock.
+ *   Objects whose functions never take a `now` (semaphore, object pool,
+ *   lifecycle, barrier, pipeline, split, ...) have no clock field: their
+ *   *_wait deadlines are on ap_now_ns()'s clock; to wait on another clock,
+ *   drive their future with ap_block_on_until_clock.
  */
 #ifndef ASYNCPAT_TIME_H
 #define ASYNCPAT_TIME_H
@@ -37,6 +62,36 @@ AP_API uint64_t ap_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * AP_NS_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/**
+ * ap_clock - a clock: now(ctx) returns nanoseconds, never decreasing
+ * @now: NULL means ap_now_ns() (so a zero ap_clock is the monotonic clock)
+ * @ctx: passed to now; the caller keeps it alive while the clock is in use
+ *
+ * now may be called from any thread that waits on the clock, concurrently;
+ * it must be thread-safe and must not block. A fake clock for tests is a
+ * counter (advanced by the test, or by now itself on every read).
+ */
+typedef struct ap_clock {
+    uint64_t (*now)(void *ctx);
+    void *ctx;
+} ap_clock;
+
+/** AP_CLOCK_PARK_MAX_NS - the longest a blocking helper parks at a time
+ *  when it waits on a clock other than ap_now_ns() (see CLOCKS) */
+#define AP_CLOCK_PARK_MAX_NS AP_NS_PER_MS
+
+/** ap_clock_is_default - whether @c is ap_now_ns() (NULL or now NULL) */
+AP_API bool ap_clock_is_default(const ap_clock *c)
+{
+    return c == NULL || c->now == NULL;
+}
+
+/** ap_clock_now - the time on @c; ap_now_ns() for NULL or a zero ap_clock */
+AP_API uint64_t ap_clock_now(const ap_clock *c)
+{
+    return ap_clock_is_default(c) ? ap_now_ns() : c->now(c->ctx);
 }
 
 /** ap_time_add - now + dur, saturating at AP_DEADLINE_NONE */

@@ -94,7 +94,9 @@
  *   Nothing wraps, so UBSan stays clean.
  *
  * COMPLEXITY   ap_tb: O(1) per call (a CAS retry only when another thread
- *              won); 64 bytes (one cache line).
+ *              won); 128 bytes (LP64): the first cache line holds all the
+ *              fast path touches (C, the reduced rate, burst), the
+ *              second the resolved desc (with its clock).
  *              ap_tb_keyed: O(1) expected per call under the lock (linear
  *              probing; stale entries are removed by backward shift as the
  *              probe meets them), O(capacity) worst case; 16 bytes per slot.
@@ -156,6 +158,10 @@ typedef struct ap_tb_desc {
     uint64_t n;         /* tokens per period (required: 0 is AP_INVAL) */
     uint64_t period_ns; /* the period (default: 1 s); n <= period_ns */
     uint64_t burst;     /* bucket capacity, tokens (required: 0 is AP_INVAL) */
+    ap_clock clock;     /* the clock of ap_tb_acquire_wait and its deadline,
+                           i.e. of the now_ns the caller passes (default,
+                           zero: ap_now_ns); ap_tb_keyed has no waits and
+                           ignores it */
 } ap_tb_desc;
 
 /** ap_tb - one bucket; set up with ap_tb_init (a zero ap_tb is not valid) */
@@ -164,7 +170,8 @@ typedef struct ap_tb {
     uint64_t n;      /* tokens per period, divided by gcd(n, period) */
     uint64_t p;      /* period in ns, divided by the same gcd */
     uint64_t burst;
-    ap_tb_desc desc; /* as resolved at init */
+    ap_tb_desc desc; /* as resolved at init (second cache line: read only
+                        by ap_tb_acquire_wait and callers) */
 } ap_tb;
 
 /** ap_tb_reservation - what ap_tb_reserve committed (caller memory) */
@@ -316,10 +323,15 @@ AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f);
 AP_API AP_NODISCARD ap_status ap_tb_acquire_status(const ap_tb_acquire_fut *f);
 
 /**
- * ap_tb_acquire_wait - block this thread (ap_block_on, real time
- * ap_now_ns()) until n tokens are taken. Returns AP_OK, AP_TIMEDOUT at
- * once if they cannot be ready by deadline_ns (nothing taken), AP_REJECTED
- * (as the future), or AP_INVAL.
+ * ap_tb_acquire_wait - block this thread until n tokens are taken, on the
+ * bucket's clock (desc.clock; ap_now_ns() by default): the future is driven
+ * by ap_block_on_until_clock, so it reserves at that clock's now, returns
+ * AP_OK once that clock reaches the ready instant, and deadline_ns is an
+ * instant on that clock too (the same scale as the now_ns the caller
+ * passes to the other functions). Returns AP_OK, AP_TIMEDOUT at once if
+ * they cannot be ready by deadline_ns (nothing taken), AP_REJECTED (as the
+ * future), or AP_INVAL. Under a fake clock it parks at most
+ * AP_CLOCK_PARK_MAX_NS of real time between readings (future.h, CLOCKS).
  */
 AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_ns);
 
@@ -808,7 +820,9 @@ AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_
     ap_tb_acquire_fut_init(&f, tb, n, deadline_ns);
     /* No outer deadline: the future never reserves past deadline_ns, so
      * it completes by then (or at once with AP_TIMEDOUT). */
-    ap_block_on(&f.base);
+    ap_status st = ap_block_on_until_clock(&f.base, AP_DEADLINE_NONE, &tb->desc.clock);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
     return f.status;
 }
 

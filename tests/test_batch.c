@@ -46,7 +46,7 @@ static int calls(tw *t) { return atomic_load(&t->calls); }
 
 static ap_batch_desc D(size_t max, uint64_t delay)
 {
-    return (ap_batch_desc){sizeof(uint64_t), max, delay};
+    return (ap_batch_desc){.elem_size = sizeof(uint64_t), .max_size = max, .max_delay_ns = delay};
 }
 
 /* ---- init and bad input ---- */
@@ -55,7 +55,10 @@ Test(batch, init_rejects_bad_desc_and_changes_nothing)
 {
     uint64_t buf[4];
     ap_batcher b;
-    ap_batch_desc bad[] = {{0, 4, 10}, {8, 0, 10}, {SIZE_MAX / 2, 4, 10}, {8, SIZE_MAX / 4, 10}};
+    ap_batch_desc bad[] = {{.elem_size = 0, .max_size = 4, .max_delay_ns = 10},
+                           {.elem_size = 8, .max_size = 0, .max_delay_ns = 10},
+                           {.elem_size = SIZE_MAX / 2, .max_size = 4, .max_delay_ns = 10},
+                           {.elem_size = 8, .max_size = SIZE_MAX / 4, .max_delay_ns = 10}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&b, 0xA5, sizeof b);
         EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "desc %zu", i);
@@ -81,16 +84,20 @@ Test(batch, bad_buffers_and_arguments_are_inval_and_change_nothing)
                    "constant expressions");
     static char as_array_size[AP_BATCH_ALIGN];
     EXPECT_EQ(sizeof as_array_size, 1);
-    const ap_batch_desc ok = {ES, MAX, 10};
+    const ap_batch_desc ok = {.elem_size = ES, .max_size = MAX, .max_delay_ns = 10};
     struct { void *buf; size_t bytes; const ap_batch_desc *d; const char *what; } cases[] = {
         {NULL, sizeof words, &ok, "NULL buffer"},
         {bf, need - 1, &ok, "one byte short"},
         {bf, need - ES, &ok, "one item short"},
         {bf, 0, &ok, "zero bytes"},
         {bf, sizeof words, NULL, "desc NULL"},
-        {bf, sizeof words, &(ap_batch_desc){0, MAX, 10}, "elem_size 0"},
-        {bf, sizeof words, &(ap_batch_desc){ES, 0, 10}, "max_size 0"},
-        {bf, SIZE_MAX, &(ap_batch_desc){SIZE_MAX / 2, 4, 10}, "bytes overflow"},
+        {bf, sizeof words, &(ap_batch_desc){.elem_size = 0, .max_size = MAX, .max_delay_ns = 10},
+         "elem_size 0"},
+        {bf, sizeof words, &(ap_batch_desc){.elem_size = ES, .max_size = 0, .max_delay_ns = 10},
+         "max_size 0"},
+        {bf, SIZE_MAX,
+         &(ap_batch_desc){.elem_size = SIZE_MAX / 2, .max_size = 4, .max_delay_ns = 10},
+         "bytes overflow"},
     };
     static unsigned char b_before[sizeof words];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -130,7 +137,7 @@ Test(batch, bad_buffers_and_arguments_are_inval_and_change_nothing)
 
 Test(batch, desc_defaults)
 {
-    ap_batch_desc d = {8, 3, 0};
+    ap_batch_desc d = {.elem_size = 8, .max_size = 3, .max_delay_ns = 0};
     ap_batch_desc r = ap_batch_desc_resolved(&d);
     EXPECT_EQ(r.max_delay_ns, AP_BATCH_DEFAULT_DELAY_NS);
     EXPECT_EQ(r.max_delay_ns, AP_NS_PER_MS);
@@ -257,7 +264,9 @@ Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
     EXPECT_EQ(ap_batch_take(&b, out, 140, &n), AP_OK);
     EXPECT_EQ(n, 4);
     ap_batch_fini(&b);
-    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(uint64_t), 8, 1}),
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf,
+                            &(ap_batch_desc){.elem_size = sizeof(uint64_t), .max_size = 8,
+                                             .max_delay_ns = 1}),
               AP_OK);
     due = true;
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 1000, &due), AP_OK);
@@ -445,6 +454,129 @@ Test(batch, take_wait_times_out_and_gets_a_batch)
     EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_OK);
     EXPECT_GE(ap_now_ns(), t0 + 2 * AP_NS_PER_MS, "not before its deadline");
     EXPECT_EQ(n, 1);
+    ap_batch_fini(&b);
+}
+
+/* ---- the batcher's clock (desc.clock) reaches ap_batch_take_wait ----
+ * A fake clock: each read returns t and adds step (step 0: only the test
+ * or another thread moves it). */
+typedef struct bt_clock {
+    _Atomic uint64_t t;
+    uint64_t step;
+    atomic_int reads;
+} bt_clock;
+
+static uint64_t bt_clock_now(void *ctx)
+{
+    bt_clock *c = ctx;
+    atomic_fetch_add(&c->reads, 1);
+    return atomic_fetch_add(&c->t, c->step);
+}
+
+static ap_batch_desc D_clock(size_t max, uint64_t delay, bt_clock *c)
+{
+    return (ap_batch_desc){.elem_size = sizeof(uint64_t), .max_size = max,
+                           .max_delay_ns = delay, .clock = {bt_clock_now, c}};
+}
+
+Test(batch, take_wait_runs_on_the_desc_clock)
+{
+    /* a fake clock at 2^62 ns moving 1 s per read; a 1 minute linger: the
+     * batch is taken when the FAKE clock reaches add + 60 s, within a few
+     * ms of real time (the real clock is nowhere near 2^62) */
+    const uint64_t t0 = UINT64_C(1) << 62, step = AP_NS_PER_SEC, delay = 60 * AP_NS_PER_SEC;
+    bt_clock c = {t0, step, 0};
+    uint64_t buf[4], out[4];
+    ap_batcher b;
+    ap_batch_desc d = D_clock(4, delay, &c);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
+    EXPECT(b.desc.clock.now == bt_clock_now, "the clock is kept in the resolved desc");
+    uint64_t r0 = ap_now_ns();
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){7}, t0, NULL), AP_OK); /* the caller's now */
+    size_t n = 0;
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    uint64_t last = atomic_load(&c.t) - step; /* cx.now of the completing poll */
+    EXPECT_GE(last, t0 + delay, "taken before the fake clock reached its deadline");
+    EXPECT_LT(last, t0 + delay + 2 * step, "taken late on the fake clock");
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(out[0], 7);
+    /* the deadline is an instant on the fake clock too: an item due at
+     * add + 60 s, a wait that gives up 10 s (fake) from now */
+    uint64_t now = atomic_load(&c.t);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){8}, now, NULL), AP_OK);
+    uint64_t dl = now + 10 * AP_NS_PER_SEC;
+    n = 99;
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, dl), AP_TIMEDOUT);
+    last = atomic_load(&c.t) - step; /* the check that timed out */
+    EXPECT_GE(last, dl);
+    EXPECT_LT(last, dl + 2 * step);
+    EXPECT_EQ(n, 99, "untouched");
+    EXPECT_EQ(ap_batch_len(&b), 1, "the item stays");
+    uint64_t real = ap_now_ns() - r0;
+    EXPECT_LT(real, 5 * AP_NS_PER_SEC, "70 s of fake time took %llu real ns",
+              (unsigned long long)real);
+    ap_batch_fini(&b);
+}
+
+typedef struct bt_mover {
+    bt_clock *c;
+    uint64_t to;
+    _Atomic uint64_t moved_real;
+} bt_mover;
+
+static void *bt_move_clock(void *arg)
+{
+    bt_mover *m = arg;
+    ms_sleep(20);
+    atomic_store(&m->c->t, m->to - 1); /* one ns short: not yet due */
+    ms_sleep(20);
+    atomic_store(&m->c->t, m->to);
+    atomic_store(&m->moved_real, ap_now_ns());
+    return NULL;
+}
+
+Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
+{
+    /* fake clock standing at 0; an item added at 0 with a 1 s linger */
+    uint64_t buf[4], out[4];
+    size_t n = 0;
+
+    /* Regression: before desc.clock, ap_batch_take_wait drove the take
+     * future with ap_block_on_until on ap_now_ns() (seconds since boot),
+     * by which an item added at fake 0 with a 1 s linger is long due: it
+     * shipped the batch at once, though by the caller's own clock (still
+     * at 0) the batch was not due. */
+    if (ap_now_ns() > 2 * AP_NS_PER_SEC) {
+        bt_clock c0 = {0, 0, 0};
+        ap_batcher old;
+        ap_batch_desc d0 = D_clock(4, AP_NS_PER_SEC, &c0);
+        EXPECT_EQ(ap_batch_init(&old, buf, sizeof buf, &d0), AP_OK);
+        EXPECT_EQ(ap_batch_add(&old, &(uint64_t){1}, 0, NULL), AP_OK);
+        EXPECT_NOT(ap_batch_is_due(&old, atomic_load(&c0.t)), "not due by the caller's clock");
+        ap_batch_take_fut f;
+        ap_batch_take_fut_init(&f, &old, out);
+        EXPECT_EQ(ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
+        EXPECT_EQ(ap_batch_take_status(&f), AP_OK, "the real clock shipped it early");
+        EXPECT_EQ(atomic_load(&c0.t), 0);
+        ap_batch_fini(&old);
+    }
+
+    bt_clock c = {0, 0, 0};
+    ap_batcher b;
+    ap_batch_desc d = D_clock(4, AP_NS_PER_SEC, &c);
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
+    EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 0, NULL), AP_OK);
+    bt_mover m = {&c, AP_NS_PER_SEC, 0};
+    pthread_t th;
+    EXPECT_EQ(pthread_create(&th, NULL, bt_move_clock, &m), 0);
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, AP_DEADLINE_NONE), AP_OK);
+    uint64_t done = ap_now_ns();
+    EXPECT_GE(atomic_load(&c.t), AP_NS_PER_SEC, "taken before the fake clock made it due");
+    pthread_join(th, NULL);
+    uint64_t moved = atomic_load(&m.moved_real);
+    EXPECT_LT(done > moved ? done - moved : 0, 2 * AP_NS_PER_SEC, "noticed the move late");
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(out[0], 2);
     ap_batch_fini(&b);
 }
 
@@ -847,7 +979,9 @@ Test(batch, first_add_wakes_every_take_future_so_a_cancel_strands_nobody)
 {
     int buf[8], outa[8], outb[8];
     ap_batcher b;
-    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(int), 8, 1000}),
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf,
+                            &(ap_batch_desc){.elem_size = sizeof(int), .max_size = 8,
+                                             .max_delay_ns = 1000}),
               AP_OK);
     ap_batch_take_fut A, B;
     ap_batch_take_fut_init(&A, &b, outa);
@@ -878,7 +1012,9 @@ Test(batch, an_add_from_a_clock_behind_wakes_takers_to_an_earlier_deadline)
 {
     int buf[8], out[8];
     ap_batcher b;
-    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){sizeof(int), 8, 1000}),
+    EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf,
+                            &(ap_batch_desc){.elem_size = sizeof(int), .max_size = 8,
+                                             .max_delay_ns = 1000}),
               AP_OK);
     int x = 1;
     bool due;

@@ -1030,3 +1030,67 @@ Test(connpool, an_open_overtaken_by_close_is_closed_not_lent)
     EXPECT_EQ(atomic_load(&fx.f.closed), 2);
     fx_fini(&fx);
 }
+
+/* ---- the pool's clock (desc.clock) reaches ap_connpool_checkout_wait ---- */
+
+/* A fake clock: each read returns t and adds step (0: only the test moves it). */
+typedef struct cp_clock {
+    _Atomic uint64_t t;
+    _Atomic uint64_t step;
+} cp_clock;
+
+static uint64_t cp_clock_now(void *ctx)
+{
+    cp_clock *c = ctx;
+    return atomic_fetch_add(&c->t, atomic_load(&c->step));
+}
+
+Test(connpool, checkout_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
+{
+    /* a fake clock at 2^62 ns; connections idle for 60 s are retired */
+    const uint64_t t0 = UINT64_C(1) << 62, sec = AP_NS_PER_SEC;
+    static fixture fx;
+    memset(&fx, 0, sizeof fx);
+    fx.f.max = 1;
+    cp_clock c = {t0, 0};
+    ap_connpool_desc d = {.max_size = 1, .conn_size = sizeof(conn), .idle_timeout_ns = 60 * sec,
+                          .clock = {cp_clock_now, &c}};
+    ap_connpool_ops ops = {f_open, f_close, NULL, &fx.f};
+    EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
+    conn *a = co(&fx, t0);
+    uint32_t id = a->id;
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, t0), AP_OK); /* idle since t0 */
+    atomic_store(&c.t, t0 + 60 * sec); /* by the caller's clock: idle-expired */
+
+    /* Regression: before desc.clock, checkout_wait drove its future with
+     * ap_block_on_until on ap_now_ns(), and the expiry check took that
+     * clock's now, far before the idle stamp t0 (~2^62): "not expired", so
+     * it lent the connection the caller's clock says is expired. */
+    void *got = NULL;
+    ap_connpool_checkout_fut f;
+    ap_connpool_checkout_fut_init(&f, &fx.p, &got);
+    EXPECT_EQ(ap_block_on_until(&f.base, ap_now_ns() + sec), AP_OK);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_EQ(((conn *)got)->id, id, "the real clock lent the expired connection");
+    EXPECT_EQ(ap_connpool_return(&fx.p, got, false, t0), AP_OK); /* idle since t0 again */
+
+    /* on the pool's clock: expired at the wait's first poll, replaced */
+    got = NULL;
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &got, AP_DEADLINE_NONE, NULL), AP_OK);
+    EXPECT_NE(((conn *)got)->id, id, "an expired connection was lent");
+    EXPECT_EQ(stats(&fx).expired, 1);
+
+    /* the deadline is on the pool's clock: the only connection is lent,
+     * the wait gives up when the fake clock (a second per read) passes it */
+    atomic_store(&c.step, sec);
+    uint64_t dl = atomic_load(&c.t) + 10 * sec, r0 = ap_now_ns();
+    void *x = NULL;
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, dl, NULL), AP_TIMEDOUT);
+    uint64_t last = atomic_load(&c.t) - sec; /* the check that timed out */
+    EXPECT_GE(last, dl);
+    EXPECT_LT(last, dl + 2 * sec);
+    EXPECT_NULL(x);
+    EXPECT_LT(ap_now_ns() - r0, 5 * sec, "10 fake seconds took too long in real time");
+    EXPECT_EQ(ap_connpool_return(&fx.p, got, false, atomic_load(&c.t)), AP_OK);
+    fx_fini(&fx);
+}

@@ -1050,6 +1050,78 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
+/* ---- ap_retry_call on the desc's clock (desc.clock) ---- */
+
+/* A fake clock: each read returns t and adds step. */
+typedef struct rt_clock {
+    _Atomic uint64_t t;
+    uint64_t step;
+} rt_clock;
+
+static uint64_t rt_clock_now(void *ctx)
+{
+    rt_clock *c = ctx;
+    return atomic_fetch_add(&c->t, c->step);
+}
+
+typedef struct clocked_ctx {
+    rt_clock *c;
+    int calls, fail_first;
+    uint64_t at[8]; /* the fake time of each call */
+} clocked_ctx;
+
+static ap_status clocked_flaky(void *arg, int *app)
+{
+    clocked_ctx *x = arg;
+    (void)app;
+    if (x->calls < 8)
+        x->at[x->calls] = atomic_load(&x->c->t);
+    return x->calls++ < x->fail_first ? AP_AGAIN : AP_OK;
+}
+
+Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
+{
+    /* a minute between attempts on a fake clock at 2^62 ns that moves a
+     * second per read: the backoff is measured on the FAKE clock (each
+     * slice sleeps at most AP_CLOCK_PARK_MAX_NS of real time) */
+    const uint64_t t0 = UINT64_C(1) << 62, step = AP_NS_PER_SEC, gap = 60 * AP_NS_PER_SEC;
+    rt_clock c = {t0, step};
+    ap_retry_desc d = {.max_attempts = 5, .backoff = AP_RETRY_BACKOFF_FIXED, .initial_ns = gap,
+                       .cap_ns = gap, .clock = {rt_clock_now, &c}};
+    clocked_ctx x = {&c, 0, 2, {0}};
+    ap_retry_result r;
+    uint64_t r0 = ap_now_ns();
+    cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, AP_DEADLINE_NONE, &r), AP_OK);
+    cr_assert_eq(x.calls, 3);
+    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED);
+    for (int i = 1; i < 3; i++) {
+        uint64_t g = x.at[i] - x.at[i - 1];
+        cr_assert(g >= gap && g <= gap + 3 * step, "gap %d: %llu fake ns", i,
+                  (unsigned long long)g);
+    }
+
+    /* the deadline is on the fake clock: 90 s after now, the third
+     * attempt (at ~120 s) would start past it */
+    x = (clocked_ctx){&c, 0, 100, {0}};
+    uint64_t dl = atomic_load(&c.t) + 90 * AP_NS_PER_SEC;
+    cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, dl, &r), AP_TIMEDOUT);
+    cr_assert(x.calls == 2 && r.attempts == 2 && r.stop == AP_RETRY_DEADLINE &&
+              r.last_error == AP_AGAIN);
+    cr_assert_lt(x.at[1], dl);
+    uint64_t real = ap_now_ns() - r0;
+    cr_assert_lt(real, 5 * AP_NS_PER_SEC, "4 fake minutes took %llu real ns",
+                 (unsigned long long)real);
+
+    /* Regression: before desc.clock, ap_retry_call compared the deadline
+     * with ap_now_ns() and slept on it. A deadline that has passed on the
+     * caller's clock (2^62 - 1 here) is still ~146 years away on that one,
+     * so the old helper started attempts (and slept a real minute between
+     * them); on the desc's clock nothing is called. */
+    cr_assert(!ap_deadline_passed(t0 - 1, ap_now_ns()), "the real clock is before it");
+    cr_assert_eq(ap_retry_call(&d, NULL, NULL, never_called, NULL, t0 - 1, &r), AP_TIMEDOUT);
+    cr_assert(r.attempts == 0 && r.stop == AP_RETRY_DEADLINE);
+}
+
 /* ---- regression: status is AP_NOT_READY exactly while running ---- */
 
 /* Review bug 4: during backoff the status showed the last error (e.g.

@@ -8,7 +8,9 @@
 #include "asyncpat/token_bucket.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -823,6 +825,133 @@ Test(token_bucket, acquire_wait_on_the_real_clock, .timeout = TEST_TIMEOUT_S)
     cr_assert_eq(ap_tb_acquire_wait(&slow, 1, t0 + 10 * MS), AP_TIMEDOUT);
     cr_assert_lt(ap_now_ns() - t0, 5 * SEC);
     cr_assert_eq(ap_tb_acquire_wait(&slow, 2, AP_DEADLINE_NONE), AP_INVAL);
+}
+
+/* ---- the bucket's clock (desc.clock) reaches ap_tb_acquire_wait ----
+ * A fake clock: each read returns t and adds step (step 0: only the test
+ * or another thread moves it). */
+typedef struct fake_clock {
+    _Atomic uint64_t t;
+    uint64_t step;
+    atomic_int reads;
+} fake_clock;
+
+static uint64_t fake_now(void *ctx)
+{
+    fake_clock *c = ctx;
+    atomic_fetch_add(&c->reads, 1);
+    return atomic_fetch_add(&c->t, c->step);
+}
+
+static ap_tb make_clocked(uint64_t n, uint64_t period, uint64_t burst, fake_clock *c)
+{
+    ap_tb tb;
+    cr_assert_eq(ap_tb_init(&tb, &(ap_tb_desc){.n = n, .period_ns = period, .burst = burst,
+                                               .clock = {fake_now, c}}),
+                 AP_OK);
+    return tb;
+}
+
+Test(token_bucket, acquire_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
+{
+    /* one token an hour, on a fake clock at 2^62 ns that moves a minute
+     * per read: the wait must end when the FAKE clock reaches the token's
+     * instant, in a few ms of real time */
+    const uint64_t t0 = UINT64_C(1) << 62, step = 60 * SEC, hour = 3600 * SEC;
+    fake_clock c = {t0, step, 0};
+    ap_tb tb = make_clocked(1, hour, 1, &c);
+    cr_assert_eq(tb.desc.clock.now, fake_now, "the clock is kept in the resolved desc");
+    uint64_t now = atomic_load(&c.t), ready = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, now, NULL), AP_OK); /* the caller's now */
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, now, &ready), AP_EMPTY);
+    cr_assert(ready > now && ready <= now + hour);
+    uint64_t r0 = ap_now_ns();
+    /* a fake deadline before the token's instant: AP_TIMEDOUT at once
+     * (one reading of the fake clock), nothing taken */
+    cr_assert_eq(ap_tb_acquire_wait(&tb, 1, ready - 1), AP_TIMEDOUT);
+    cr_assert_eq(atomic_load(&c.reads), 1);
+    uint64_t again = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, now, &again), AP_EMPTY);
+    cr_assert_eq(again, ready, "the timed-out wait took nothing");
+    /* a fake deadline exactly at it: AP_OK once the fake clock gets there */
+    cr_assert_eq(ap_tb_acquire_wait(&tb, 1, ready), AP_OK);
+    uint64_t last = atomic_load(&c.t) - step; /* cx.now of the completing poll */
+    cr_assert(last >= ready && last < ready + 2 * step, "done at fake %llu, ready %llu",
+              (unsigned long long)last, (unsigned long long)ready);
+    cr_assert_eq(ap_tb_available(&tb, ready), 0, "the wait took the token");
+    uint64_t real = ap_now_ns() - r0;
+    cr_assert_lt(real, 5 * SEC, "an hour of fake time took %llu real ns", (unsigned long long)real);
+
+    /* Regression: before desc.clock, ap_tb_acquire_wait drove the same
+     * future with ap_block_on, on ap_now_ns(). The bucket's instants are
+     * ~2^62 ns (146 years) ahead of that clock, so the old helper would
+     * have blocked for ever; bounded here by a real deadline, it times
+     * out although the fake clock is already past the token's instant. */
+    fake_clock c2 = {t0, step, 0};
+    ap_tb old = make_clocked(1, hour, 1, &c2);
+    cr_assert_eq(ap_tb_try_acquire(&old, 1, t0, NULL), AP_OK);
+    atomic_store(&c2.t, t0 + 2 * hour); /* the bucket's time: token due */
+    ap_tb_acquire_fut f;
+    ap_tb_acquire_fut_init(&f, &old, 1, t0 + 3 * hour);
+    cr_assert_eq(ap_block_on_until(&f.base, ap_now_ns() + 20 * MS), AP_TIMEDOUT);
+    cr_assert_eq(ap_tb_acquire_status(&f), AP_CANCELED);
+    cr_assert_eq(ap_tb_acquire_wait(&old, 1, t0 + 3 * hour), AP_OK, "on its own clock: at once");
+    cr_assert_eq(atomic_load(&c2.reads), 1);
+}
+
+typedef struct tb_mover {
+    fake_clock *c;
+    uint64_t to;
+    _Atomic uint64_t moved_real; /* ap_now_ns() once the clock reached `to` */
+} tb_mover;
+
+static void *tb_move_clock(void *arg)
+{
+    tb_mover *m = arg;
+    struct timespec d = {0, 20 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    atomic_store(&m->c->t, m->to - 1); /* not yet */
+    nanosleep(&d, NULL);
+    atomic_store(&m->c->t, m->to);
+    atomic_store(&m->moved_real, ap_now_ns());
+    return NULL;
+}
+
+Test(token_bucket, acquire_wait_follows_a_clock_moved_by_another_thread,
+     .timeout = TEST_TIMEOUT_S)
+{
+    /* 1/s, fake clock standing at 0 until another thread moves it */
+    fake_clock c = {0, 0, 0};
+    ap_tb tb = make_clocked(1, SEC, 1, &c);
+    uint64_t ready = 0;
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
+    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, &ready), AP_EMPTY);
+    cr_assert_eq(ready, SEC);
+    tb_mover m = {&c, ready, 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, tb_move_clock, &m), 0);
+    cr_assert_eq(ap_tb_acquire_wait(&tb, 1, AP_DEADLINE_NONE), AP_OK);
+    uint64_t done = ap_now_ns();
+    cr_assert_geq(atomic_load(&c.t), ready, "returned before the fake clock reached the token");
+    pthread_join(th, NULL);
+    uint64_t moved = atomic_load(&m.moved_real);
+    cr_assert_lt(done > moved ? done - moved : 0, 2 * SEC, "noticed the move late");
+    cr_assert_eq(ap_tb_available(&tb, ready), 0);
+
+    /* Regression: the old helper read ap_now_ns() (seconds since boot):
+     * by that clock this 1/s bucket, driven at fake 0, is long full, so
+     * it admitted at once a token the bucket's own timeline (still at 0)
+     * has not minted. */
+    if (ap_now_ns() > 2 * SEC) {
+        fake_clock c2 = {0, 0, 0};
+        ap_tb old = make_clocked(1, SEC, 1, &c2);
+        cr_assert_eq(ap_tb_try_acquire(&old, 1, 0, NULL), AP_OK);
+        ap_tb_acquire_fut f;
+        ap_tb_acquire_fut_init(&f, &old, 1, AP_DEADLINE_NONE);
+        cr_assert_eq(ap_block_on_until(&f.base, ap_now_ns() + SEC), AP_OK);
+        cr_assert_eq(ap_tb_acquire_status(&f), AP_OK, "the real clock let it through");
+        cr_assert_eq(atomic_load(&c2.t), 0, "at fake 0, with the token due at fake 1 s");
+    }
 }
 
 Test(token_bucket, use_after_fini_asserts, .signal = SIGABRT)

@@ -183,7 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t now = (dsel & 0x80) ? fz_val(&f) : fz_u8(&f);
     fz_fill(bbuf, sizeof bbuf);
     ap_batcher b;
-    ap_batch_desc d = {m_es, m_max, m_delay};
+    ap_batch_desc d = {.elem_size = m_es, .max_size = m_max, .max_delay_ns = m_delay};
     if (dsel & 0x40) { /* one byte short: AP_INVAL, nothing written */
         fz_fill(&b, sizeof b);
         FZ_CHECK(ap_batch_init(&b, bbuf + MARGIN, AP_BATCH_BYTES(m_max, m_es) - 1, &d) ==

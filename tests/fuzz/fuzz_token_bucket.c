@@ -112,7 +112,7 @@ static void check_windows(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz f = {data, size};
-    ap_tb_desc d = {fz_val(&f), fz_val(&f), fz_val(&f)};
+    ap_tb_desc d = {.n = fz_val(&f), .period_ns = fz_val(&f), .burst = fz_val(&f)};
     uint64_t per = d.period_ns ? d.period_ns : 1000000000u;
     int bad = d.n == 0 || d.burst == 0 || d.n > per || d.burst > UINT64_MAX - 1;
     ap_tb tb;

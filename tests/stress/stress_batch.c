@@ -140,7 +140,7 @@ static void run_batch(unsigned producers, unsigned takers, size_t max_size, uint
     r->per_producer = (total + producers - 1) / producers;
     r->seen = (_Atomic uint8_t *)calloc(r->per_producer * producers, 1);
     CHECK(r->seen != NULL, "out of memory");
-    ap_batch_desc d = {sizeof(bs_elem), max_size, delay};
+    ap_batch_desc d = {.elem_size = sizeof(bs_elem), .max_size = max_size, .max_delay_ns = delay};
     ap_status st = ap_batch_init(&r->b, r->buf, sizeof r->buf, &d);
     CHECK(st == AP_OK, "ap_batch_init: %s", ap_status_str(st));
     unsigned n = producers + takers;

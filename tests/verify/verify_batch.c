@@ -51,8 +51,8 @@ static int b_max, b_items, b_nprod, b_time;
 static void *b_setup(void)
 {
     bst *s = calloc(1, sizeof *s);
-    ap_batch_desc d = {sizeof(int), (size_t)b_max,
-                       b_time ? (uint64_t)VB_DELAY : (uint64_t)AP_DEADLINE_NONE};
+    ap_batch_desc d = {.elem_size = sizeof(int), .max_size = (size_t)b_max,
+                       .max_delay_ns = b_time ? (uint64_t)VB_DELAY : (uint64_t)AP_DEADLINE_NONE};
     VF_CHECK(ap_batch_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
     return s;
 }
