@@ -498,7 +498,7 @@ AP_API ap_poll ap_barrier_wait_poll(ap_barrier_wait_fut *f, ap_cx *cx)
     /* acquire: pairs with the leader's release store (or reset's CAS). */
     ap_status st = ap__bar_outcome(AP_ATOMIC_LOAD(&b->state, memory_order_acquire), f->gen);
     if (st == AP_NOT_READY) {
-        ap_waitlist_register(&b->wl, &f->waiter, cx->waker);
+        ap_waitlist_register_cx(&b->wl, &f->waiter, cx);
         AP_TEST_YIELD(); /* registered, not yet re-checked */
         /* seq_cst: the ladder's re-check, after the SC count++. */
         st = ap__bar_outcome(AP_ATOMIC_LOAD(&b->state, memory_order_seq_cst), f->gen);

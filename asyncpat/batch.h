@@ -502,7 +502,7 @@ AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx)
     ap_status st = ap__batch_take(f->b, f->out, cx->now, false, &n, &d);
     if (st == AP_EMPTY) {
         /* register, then re-check under the lock (the ladder) */
-        ap_waitlist_register(&f->b->ready, &f->waiter, cx->waker);
+        ap_waitlist_register_cx(&f->b->ready, &f->waiter, cx);
         AP_TEST_YIELD(); /* between registering and re-checking */
         st = ap__batch_take(f->b, f->out, cx->now, false, &n, &d);
     }

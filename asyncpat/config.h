@@ -13,6 +13,8 @@
  *                                                       must be equal in every TU sharing an object)
  *   AP_CPU_RELAX()      pause / yield instruction       spin-wait hint
  *   AP_SPIN_LIMIT       64                              bound of every spin before giving up/parking
+ *   AP_WAIT_CONFIRM_NS  50000                           a fresh wait pays membarrier only after this
+ *                                                       long (waitlist.h, ap_waitlist_register_cx)
  *   AP_LIKELY/UNLIKELY  __builtin_expect or (x)         branch hints
  *   AP_NODISCARD        warn_unused_result or empty     on every ap_status function
  *   AP_NO_MALLOC        undefined                       removes create/destroy and the default
@@ -103,6 +105,14 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #else
 #define AP_CPU_RELAX() ((void)0)
 #endif
+#endif
+
+/* How long a freshly registered future waits before it pays the waiting
+ * side's HEAVY barrier (waitlist.h, ap_waitlist_register_cx): a wake that
+ * comes sooner costs no membarrier; one the waking side missed costs at
+ * most this much latency. */
+#ifndef AP_WAIT_CONFIRM_NS
+#define AP_WAIT_CONFIRM_NS 50000u
 #endif
 
 #ifndef AP_SPIN_LIMIT

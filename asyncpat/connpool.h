@@ -1010,7 +1010,7 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
     }
     /* Link (or update the waker), then re-check by running a grant pass
      * ourselves: the waiting side of the ladder. */
-    ap_waitlist_register(&p->wl, &f->waiter, cx->waker);
+    ap_waitlist_register_cx(&p->wl, &f->waiter, cx);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
 #if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CONNPOOL_NO_RECHECK)
     ap__connpool_dispatch(p);

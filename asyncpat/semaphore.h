@@ -515,7 +515,7 @@ AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
     /* Link (or update the waker), then re-check by running a grant pass
      * ourselves: the waiting side of the ladder. A grant that lands between
      * the check above and this register is caught by the check below. */
-    ap_waitlist_register(&s->wl, &f->waiter, cx->waker);
+    ap_waitlist_register_cx(&s->wl, &f->waiter, cx);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_POLL_NO_RECHECK
     /* MUTANT (tests only): check-then-register; a release between the

@@ -53,12 +53,18 @@
  *   re-check of its owner is ordered too (tests/verify/verify_close.c,
  *   *_linked_repoll).
  *
- *   What HEAVY costs, and whom: one membarrier syscall per fresh link
- *   (about 0.5-2 us on a 2-vCPU VM, more when CPUs are busy), which sends
+ *   What HEAVY costs, and whom: one membarrier syscall (about 0.5-2 us
+ *   on a 2-vCPU VM, several us when the other CPUs are busy), which sends
  *   an interrupt to every CPU currently running a thread of this process;
- *   recent kernels serialise expedited membarriers process-wide. So a
- *   consumer that parks once per item pays it once per item, and other
- *   threads pay an interrupt; a consumer that rarely parks pays nothing.
+ *   recent kernels serialise expedited membarriers process-wide. Futures
+ *   therefore defer it (ap_waitlist_register_cx): a fresh link asks to be
+ *   re-polled AP_WAIT_CONFIRM_NS later instead, and only a waiter still
+ *   linked then pays HEAVY (and re-checks) before it may wait without a
+ *   deadline. A wake normally comes first (the waker saw the count), so a
+ *   hand-off pays no membarrier; a wake the LIGHT side missed is late by at
+ *   most AP_WAIT_CONFIRM_NS, never lost. A long wait pays one HEAVY and one
+ *   extra poll. (ap_waitlist_register, for callers without a cx, pays
+ *   HEAVY at once.)
  *   It covers threads of this process only (not a queue in memory shared
  *   with another process). ap_waitlist_init makes the registration
  *   syscall each time (idempotent; no global state is kept).
@@ -193,6 +199,7 @@ typedef struct ap_waiter {
     struct ap_waiter *next, *prev; /* guarded by the list lock */
     ap_waker waker;                /* written by owner under the lock */
     _Atomic uint32_t state;        /* AP__WAITER_* */
+    uint32_t unconfirmed;          /* owner only: linked, HEAVY still owed */
 } ap_waiter;
 
 typedef struct ap_waitlist {
@@ -205,7 +212,7 @@ typedef struct ap_waitlist {
 /* A list from the initializer works; ap_waitlist_init makes its waking
  * side cheaper where membarrier is available (THE LADDER, fallbacks). */
 #define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL, 0}
-#define AP_WAITER_INITIALIZER {NULL, NULL, {NULL, NULL}, 0}
+#define AP_WAITER_INITIALIZER {NULL, NULL, {NULL, NULL}, 0, 0}
 
 /** ap_waitlist_init - an empty list; registers the process for the
  *  asymmetric barrier where it can (one syscall) */
@@ -220,6 +227,22 @@ AP_API void ap_waiter_init(ap_waiter *w);
  * side (see THE LADDER); a node already linked needs nothing more.
  */
 AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker);
+
+/**
+ * ap_waitlist_register_cx - what a future's poll calls: link @w with
+ *                           cx->waker, deferring the waiting side's HEAVY
+ * A fresh link on a list using the asymmetric barrier runs no HEAVY yet:
+ * it lowers cx->deadline to cx->now + AP_WAIT_CONFIRM_NS ("unconfirmed").
+ * Most waits end before that (the waker saw the count and woke us: a
+ * hand-off pays no membarrier). A poll that finds @w still linked and
+ * unconfirmed runs HEAVY then, before the caller's re-check, and sets no
+ * deadline: only a confirmed waiter may wait without one. So a wake that
+ * the LIGHT side missed costs at most AP_WAIT_CONFIRM_NS of latency, and
+ * is never lost as long as the driver honours cx->deadline (the future
+ * contract). Lists without the flag do their barrier at once.
+ * Concurrency: by @w's owner only.
+ */
+AP_API void ap_waitlist_register_cx(ap_waitlist *wl, ap_waiter *w, ap_cx *cx);
 
 /**
  * ap_waitlist_cancel - unlink @w if linked; wait out a wake in progress
@@ -389,6 +412,7 @@ AP_API void ap_waiter_init(ap_waiter *w)
     w->next = w->prev = NULL;
     w->waker = AP_WAKER_NONE;
     AP_ATOMIC_INIT(&w->state, (uint32_t)AP__WAITER_IDLE);
+    w->unconfirmed = 0;
 }
 
 /* Owner side: if a waker has taken @w, wait until its wake call returned,
@@ -416,7 +440,8 @@ AP_API bool ap__waiter_settle(ap_waiter *w)
     return false;
 }
 
-AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
+/* Link @w (or update its waker); true if this was a fresh link. */
+AP_API bool ap__waitlist_link(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
 {
     uint32_t s;
     for (;;) {
@@ -445,6 +470,12 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
         AP_ATOMIC_FETCH_ADD(&wl->count, 1u, memory_order_seq_cst);
     }
     ap__lock_release(&wl->lock);
+    return s == AP__WAITER_IDLE;
+}
+
+AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
+{
+    bool fresh = ap__waitlist_link(wl, w, waker);
     /* The waiting side's barrier (THE LADDER): HEAVY orders the increment
      * before every waker's count load or makes the waker's publication
      * visible to the caller's re-check. In the fallbacks a seq_cst fence
@@ -453,8 +484,25 @@ AP_API void ap_waitlist_register(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
      * only for a fresh link: a node still LINKED had its barrier after its
      * increment, which orders every later re-check of its owner as well
      * (the count stays non-zero while it is linked). */
-    if (s == AP__WAITER_IDLE)
+    if (fresh || w->unconfirmed) {
         ap__waitlist_fence_slow(wl);
+        w->unconfirmed = 0;
+    }
+}
+
+AP_API void ap_waitlist_register_cx(ap_waitlist *wl, ap_waiter *w, ap_cx *cx)
+{
+    bool fresh = ap__waitlist_link(wl, w, cx->waker);
+    if (fresh && wl->asym) {
+        /* HEAVY deferred: re-poll us by then (see the doc above) */
+        w->unconfirmed = 1;
+        ap_cx_wake_at(cx, ap_time_add(cx->now, AP_WAIT_CONFIRM_NS));
+    } else if (fresh || w->unconfirmed) {
+        /* a fresh link without the flag (fence now), or a re-poll of an
+         * unconfirmed link: HEAVY before the caller's re-check */
+        ap__waitlist_fence_slow(wl);
+        w->unconfirmed = 0;
+    }
 }
 
 /* Under the lock: unlink a LINKED waiter. */
@@ -615,7 +663,7 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
     (void)ap__waiter_settle(&op->waiter);
     ap_status st = op->try_op(op->obj, op->arg);
     if (st == AP_FULL || st == AP_EMPTY) {
-        ap_waitlist_register(op->wl, &op->waiter, cx->waker);
+        ap_waitlist_register_cx(op->wl, &op->waiter, cx);
         AP_TEST_YIELD(); /* between registering and re-checking */
 #if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_WAITOP_NO_RECHECK)
         st = op->try_op(op->obj, op->arg);
@@ -632,7 +680,7 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
          * to be re-polled: at once a few times, then backing off through
          * cx->deadline (1 us doubling to ~1 ms), so a preempted peer does
          * not turn this waiter into a spinner. */
-        ap_waitlist_register(op->wl, &op->waiter, cx->waker);
+        ap_waitlist_register_cx(op->wl, &op->waiter, cx);
         if (op->agains < 4) {
             ap_waker_wake(cx->waker);
         } else {

@@ -69,6 +69,7 @@ p2|SPSC_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_queue.c||spsc_cap1_3ite
 p3|SPSC_CLOSE_NO_WAIT|verify|tests/verify/verify_queue.c||spsc_close_drain|1|
 p4|SPSC_CLOSE_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_close_drain_tso|1|
 p5|SPSC_IS_CLOSED_WHILE_CLOSING|verify|tests/verify/verify_close.c||spsc_is_closed_then_empty|1|
+p6|WAITLIST_NO_CONFIRM_DEADLINE|verify|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 p10|SEM_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
 p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|'
 

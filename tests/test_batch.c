@@ -370,7 +370,13 @@ Test(batch, take_future_waits_for_size_or_age)
     ap_batch_take_fut f;
     ap_batch_take_fut_init(&f, &b, out);
     EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
-    EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE, "empty: no timer");
+    /* empty: no batch timer; at most the waitlist's confirm re-poll
+     * (ap_waitlist_register_cx), after which a confirmed waiter sets none */
+    EXPECT(cx.deadline == AP_DEADLINE_NONE || cx.deadline == AP_WAIT_CONFIRM_NS,
+           "empty: no batch timer (deadline %llu)", (unsigned long long)cx.deadline);
+    cx = (ap_cx){{tw_wake, &t}, AP_WAIT_CONFIRM_NS, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE, "confirmed: waits for a wake, no timer");
     EXPECT_EQ(ap_batch_take_status(&f), AP_NOT_READY);
     EXPECT_EQ(ap_batch_take_count(&f), 0);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 5, NULL), AP_OK);

@@ -432,6 +432,41 @@ static int vf__pick_yield(void)
     return cur;
 }
 
+/* A future asked to be re-polled by a deadline (a back-off, or the
+ * waitlist's confirm re-poll of ap_waitlist_register_cx). By default the
+ * others go first, as for a spin; but the timer may also fire before
+ * anybody else moves (the re-poll comes at once): that choice is explored
+ * too and costs one preemption, so the search stays bounded. */
+static int vf__pick_timer(void)
+{
+    int cur = vf.cur, n = vf.sc->nthreads, other = -1;
+    for (int i = 1; i < n && other < 0; i++)
+        if (vf.th[(cur + i) % n].state == VF_RUNNABLE)
+            other = (cur + i) % n;
+    if (other < 0 || vf.preempt >= vf.bound)
+        return vf__pick_yield();
+    int c = 0;
+    if (vf.ntrail >= VF_MAX_STEPS)
+        vf_fail("more than %d choices in one execution (livelock?)", VF_MAX_STEPS);
+    vf_choice *ch = &vf.trail[vf.ntrail];
+    if (vf.ntrail < vf.nprefix) {
+        if (vf.replay ? ch->choice >= 2 : ch->nopts != 2)
+            vf_fail("nondeterministic scenario: choice %d had %u options, now 2", vf.ntrail,
+                    ch->nopts);
+        c = ch->choice;
+    } else {
+        ch->choice = 0;
+    }
+    ch->nopts = 2;
+    ch->pre = (uint8_t)vf.preempt;
+    ch->cur_runnable = true;
+    vf.ntrail++;
+    if (c == 0)
+        return vf__pick_yield();
+    vf.preempt++;
+    return cur;
+}
+
 /* Take one decision: returns the thread to run next, or -1 when every
  * thread is done and every buffer is flushed. Flushes are done here. */
 static int vf__pick(const void *addr)
@@ -542,8 +577,9 @@ static void vf__wake(void *ctx)
 }
 
 /* Drive @f to completion on the current virtual thread: poll, and park
- * until the waker is called. A future that asks for a re-poll by a
- * deadline (a back-off) or wakes itself is re-polled after a free switch. */
+ * until the waker is called. A future that wakes itself is re-polled after
+ * a free switch; one that asks for a re-poll by a deadline (a back-off, the
+ * waitlist's confirm re-poll) after a timer choice (vf__pick_timer). */
 static inline void vf_wait(ap_future *f)
 {
     vf_thread *th = &vf.th[vf.cur];
@@ -554,8 +590,14 @@ static inline void vf_wait(ap_future *f)
             vf__flush_own_stack();
             return;
         }
-        if (th->woken || cx.deadline != UINT64_MAX) {
+        if (th->woken) {
             vf_yield();
+        } else if (cx.deadline != UINT64_MAX) {
+            vf__invariant();
+            vf__switch(vf__pick_timer());
+            if (vf.nsteps >= VF_MAX_STEPS)
+                vf_fail("more than %d steps in one execution (livelock?)", VF_MAX_STEPS);
+            vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)VF_YIELD, __FILE__, __LINE__, NULL};
         } else {
             th->state = VF_PARKED;
             vf__switch(vf__pick(NULL));
