@@ -164,7 +164,8 @@
  *   if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
  *   while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
  *   // a producer that wants the buffer to drain first:
- *   if (ap_bp_level(bp) == AP_BP_LEVEL_HIGH) (void)ap_bp_low_wait(bp, AP_DEADLINE_NONE);
+ *   if (ap_bp_level(bp) == AP_BP_LEVEL_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
+ *       return;                       // AP_CLOSED: stop producing
  */
 #ifndef ASYNCPAT_BACKPRESSURE_H
 #define ASYNCPAT_BACKPRESSURE_H

@@ -117,7 +117,7 @@
  * USAGE
  *   static void step_done(void *ctx) { swap_buffers(ctx); }   // once per round
  *   ap_barrier b;
- *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_BREAK, step_done, &grid) != AP_OK) ...
+ *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_BREAK, step_done, &grid) != AP_OK) abort();
  *   // in each of the nthreads workers:
  *   for (;;) {
  *       compute_my_part(&grid);

@@ -66,8 +66,8 @@
  * USAGE
  *   ap_mpmc *q;
  *   if (ap_mpmc_create(&q, 1024, sizeof(struct job), NULL) != AP_OK) abort();
- *   struct job j = {...};
- *   if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) {...}  // any thread
+ *   struct job j = {0};
+ *   if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) abort();  // any thread
  *   while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
  *   ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
  */

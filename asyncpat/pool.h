@@ -150,7 +150,7 @@
  *   void *c;
  *   if (ap_pool_get_wait(&pool, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
  *       use((struct conn *)c);
- *       (void)ap_pool_put(&pool, c);
+ *       if (ap_pool_put(&pool, c) != AP_OK) abort();
  *   }
  *   // in an event loop: ap_pool_get_fut f; ap_pool_get_fut_init(&f, &pool, &c);
  *   // ap_pool_get_poll(&f, &cx) until AP_READY, then ap_pool_get_status(&f)

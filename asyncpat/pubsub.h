@@ -128,10 +128,10 @@
  *   ap_pubsub ch;
  *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE))
  *       abort();
- *   ap_sub sub;                       // each subscriber thread
+ *   ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
  *   ap_pubsub_subscribe(&ch, &sub);
- *   struct tick t;                    // any publisher thread:
- *   if (ap_pubsub_try_publish(&ch, &t) == AP_AGAIN) { ...retry... }
+ *   struct tick t = {0};              // any publisher thread:
+ *   while (ap_pubsub_try_publish(&ch, &t) == AP_AGAIN) {}   // a lapped writer: retry
  *   for (;;) {                        // the subscriber:
  *       ap_status st = ap_sub_recv_wait(&sub, &t, AP_DEADLINE_NONE);
  *       if (st == AP_OK) use(&t);

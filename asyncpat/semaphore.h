@@ -110,7 +110,7 @@
  *   static ap_sem conns = AP_SEM_INITIALIZER(8);   // at most 8 connections
  *   if (ap_sem_acquire_wait(&conns, 1, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
  *       use_connection();
- *       (void)ap_sem_release(&conns, 1);
+ *       if (ap_sem_release(&conns, 1) != AP_OK) abort();
  *   }
  *   // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
  *   // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
