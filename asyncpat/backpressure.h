@@ -198,6 +198,11 @@ typedef struct ap_bp_desc {
                               * 0 is available only as the default of high 1) */
     ap_tb_desc throttle;     /* THROTTLE only (n, period_ns, burst as in
                               * token_bucket.h); ignored otherwise */
+    ap_clock clock;          /* the clock of the *_wait helpers and their
+                              * deadlines (zero: ap_now_ns); pass ap_bp_push
+                              * a now on the same clock (issue #11: a push
+                              * on the caller's clock and a wait on another
+                              * must not be mixed silently) */
 } ap_bp_desc;
 
 /** ap_bp_stats - counter snapshot (see GUARANTEES for the identities) */
@@ -830,7 +835,7 @@ AP_API ap_status ap_bp_push_wait(ap_bp *bp, const void *elem, ap_deadline deadli
 {
     ap_bp_push_fut f;
     ap_bp_push_fut_init(&f, bp, elem);
-    if (ap_block_on_until(&f.op.base, deadline_ns) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.op.status;
 }
@@ -866,7 +871,9 @@ AP_API ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline deadline_ns)
 {
     ap_bp_pop_fut f;
     ap_bp_pop_fut_init(&f, bp, out);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.op.status;
 }
 
 /* The low future's condition: AP_CLOSED, AP_OK (LOW now, or a HIGH -> LOW
@@ -912,7 +919,9 @@ AP_API ap_status ap_bp_low_wait(ap_bp *bp, ap_deadline deadline_ns)
 {
     ap_bp_low_fut f;
     ap_bp_low_fut_init(&f, bp);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.op.status;
 }
 
 /* ---- the rest ---- */

@@ -139,6 +139,9 @@ typedef struct ap_prefetch_desc {
     int64_t stride;             /* the first stream's stride (default 0: 1) */
     bool fixed_stride;          /* keep desc.stride on resets (default false:
                                    a reset takes k - previous key) */
+    ap_clock clock;             /* the clock of ap_prefetch_get_wait, its
+                                   deadline and the now its loads start at
+                                   (zero: ap_now_ns) */
 } ap_prefetch_desc;
 
 /* per-slot record (internal; lives in the ring buffer after the slots) */
@@ -255,8 +258,8 @@ AP_API void ap_prefetch_get_cancel(ap_prefetch_get_fut *f);
 AP_API AP_NODISCARD ap_status ap_prefetch_get_status(const ap_prefetch_get_fut *f);
 
 /**
- * ap_prefetch_get_wait - get @key, blocking this thread (ap_block_on_until,
- * on ap_now_ns's clock) until its load completes or @deadline_ns passes.
+ * ap_prefetch_get_wait - get @key, blocking this thread (ap_block_on_until_clock,
+ * on desc.clock) until its load completes or @deadline_ns passes.
  * Returns AP_OK (*slot_out set), AP_REJECTED or AP_TIMEDOUT (the get was
  * cancelled, and with it the key's load).
  */
@@ -535,7 +538,7 @@ AP_API ap_status ap_prefetch_get_wait(ap_prefetch *pf, uint64_t key, void **slot
 {
     ap_prefetch_get_fut f;
     ap_prefetch_get_fut_init(&f, pf, key, slot_out);
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.base, deadline_ns, &pf->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.status;
 }

@@ -782,3 +782,28 @@ Test(backpressure, block_threads_push_wait_pop_wait, .timeout = TEST_TIMEOUT_S)
     check_identities(&f->bp);
     rm(f);
 }
+
+/* #11: the *_wait helpers wait on the object's clock (desc.clock), the one
+ * ap_bp_push's now is on; they used ap_now_ns whatever the caller's clock. */
+static uint64_t bp_fake_now(void *ctx) { return *(uint64_t *)ctx += AP_NS_PER_MS; }
+
+Test(backpressure, wait_helpers_use_the_desc_clock, .timeout = TEST_TIMEOUT_S)
+{
+    fixture *f = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof(fixture), AP_CACHELINE));
+    cr_assert_not_null(f);
+    uint64_t fake = 0;
+    ap_bp_desc d = {.capacity = 4, .elem_size = sizeof(uint64_t), .strategy = AP_BP_BLOCK,
+                    .clock = {bp_fake_now, &fake}};
+    cr_assert_eq(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
+    uint64_t v = 0, t0 = ap_now_ns();
+    /* empty: a pop waits until the fake deadline (fake ms 50), which a real
+     * clock would call long past, and the clock is what it read */
+    cr_expect_eq(ap_bp_pop_wait(&f->bp, &v, 50 * AP_NS_PER_MS), AP_TIMEDOUT);
+    cr_expect(fake >= 50 * AP_NS_PER_MS, "the wait read the fake clock up to its deadline (%llu)",
+              (unsigned long long)fake);
+    cr_expect(ap_now_ns() - t0 < 5 * AP_NS_PER_SEC, "fake time, not real time");
+    cr_expect_eq(push(&f->bp, 7), AP_OK);
+    cr_expect_eq(ap_bp_pop_wait(&f->bp, &v, fake + AP_NS_PER_MS), AP_OK);
+    cr_expect_eq(v, 7);
+    rm(f);
+}

@@ -631,3 +631,31 @@ Test(prefetch, second_get_while_one_is_pending_asserts, .signal = SIGABRT)
     (void)ap_prefetch_get_poll(&a, &cx);
     (void)ap_prefetch_get_poll(&b, &cx); /* single consumer: aborts */
 }
+
+/* #11: get_wait waits on the object's clock (desc.clock), and its loads
+ * start at that clock's now; it used ap_now_ns whatever the caller's clock. */
+static uint64_t pf_fake_now(void *ctx) { return *(uint64_t *)ctx += AP_NS_PER_MS; }
+
+Test(prefetch, get_wait_uses_the_desc_clock, .timeout = 30)
+{
+    env *e = env_new(0, 4);
+    ap_prefetch pf;
+    uint64_t fake = 0;
+    EXPECT_EQ(ap_prefetch_init(&pf, ring, sizeof ring,
+                               &(ap_prefetch_desc){.start = fl_start, .ctx = e, .depth = 4,
+                                                   .slot_size = sizeof(slot),
+                                                   .clock = {pf_fake_now, &fake}}),
+              AP_OK);
+    void *sp = NULL;
+    EXPECT_EQ(ap_prefetch_get_wait(&pf, 0, &sp, AP_DEADLINE_NONE), AP_OK);
+    EXPECT(e->ld[0].start < AP_NS_PER_SEC,
+           "the load started at the fake clock's now (%llu), not the real clock's",
+           (unsigned long long)e->ld[0].start);
+    e->manual = true; /* loads never complete by themselves */
+    uint64_t t0 = ap_now_ns();
+    EXPECT_EQ(ap_prefetch_get_wait(&pf, 100, &sp, fake + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT(ap_now_ns() - t0 < 5 * AP_NS_PER_SEC, "fake time, not real time");
+    ap_prefetch_fini(&pf);
+    check_ledger(e, &pf);
+    free(e);
+}

@@ -325,7 +325,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     nld = 0;
     l_calls = m_calls = 0;
     inflight = 0;
-    ap_prefetch_desc d = {l_start, &l_ctx, m_d, r_ssize, stride, m_fixed != 0};
+    ap_prefetch_desc d = {.start = l_start, .ctx = &l_ctx, .depth = m_d, .slot_size = r_ssize,
+                          .stride = stride, .fixed_stride = m_fixed != 0};
     FZ_CHECK(ap_prefetch_init(&pf, ring, sizeof ring, &d) == AP_OK);
     memset(mr, 0, sizeof mr);
     memset(&ms, 0, sizeof ms);
