@@ -87,15 +87,23 @@
  *
  * USAGE (one loop owns the batcher and a timer)
  *   static struct rec buf[64], out[64];
- *   ap_batcher b;
- *   if (ap_batch_init(&b, buf, sizeof buf,
- *                     &(ap_batch_desc){.elem_size = sizeof(struct rec), .max_size = 64,
- *                                      .max_delay_ns = 2 * AP_NS_PER_MS}))
+ *   static ap_batcher b;
+ *   static void ship(void) {                  // on a due add and on the timer
+ *       size_t n;
+ *       while (ap_batch_take(&b, out, now(), &n) == AP_OK) write_batch(out, n);
+ *       arm_timer(ap_batch_deadline(&b));     // AP_DEADLINE_NONE: disarm
+ *   }
+ *   static void on_record(const struct rec *r) {
+ *       bool due;     // only this loop adds, and a full batch is due: never AP_FULL
+ *       if (ap_batch_add(&b, r, now(), &due) != AP_OK) return;
+ *       if (due) ship();
+ *       else arm_timer(ap_batch_deadline(&b));  // a batch's first item sets it
+ *   }
+ *   static void on_timer(void) { ship(); }
+ *   // at start-up:
+ *   if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
+ *                     .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}) != AP_OK)
  *       abort();
- *   on_record(r):  bool due; if (ap_batch_add(&b, &r, now(), &due) == AP_OK && due) ship();
- *   on_timer():    ship();
- *   ship():        size_t n; while (ap_batch_take(&b, out, now(), &n) == AP_OK) write(out, n);
- *                  arm_timer(ap_batch_deadline(&b));   // AP_DEADLINE_NONE: disarm
  */
 #ifndef ASYNCPAT_BATCH_H
 #define ASYNCPAT_BATCH_H

@@ -110,10 +110,19 @@
  * STABILITY     experimental (0.x)
  *
  * USAGE (inside a primitive; the queues do exactly this through ap_waitop)
- *   poll:  if (try() == AP_EMPTY) { ap_waitlist_register(&wl, &f->w, cx->waker);
- *                                   if (try() == AP_EMPTY) return AP_PENDING; }
- *          ap_waitlist_cancel(&wl, &f->w); return AP_READY;
- *   wake:  publish (AP__PUB_MO); if (ap_waitlist_parked(&wl)) ap_waitlist_wake(&wl, 1);
+ *   static ap_poll my_poll(my_fut *f, ap_cx *cx) {            // the waiting side
+ *       if (my_try(f->q) == AP_EMPTY) {
+ *           ap_waitlist_register_cx(&f->q->wl, &f->w, cx);    // may lower cx->deadline
+ *           if (my_try(f->q) == AP_EMPTY) return AP_PENDING;  // re-check after linking
+ *       }
+ *       ap_waitlist_cancel_pass(&f->q->wl, &f->w);  // done: if woken, wake the next
+ *       return AP_READY;
+ *   }
+ *   static void my_put(my_q *q) {                              // the waking side
+ *       // publish with an AP__PUB_MO RMW (release; seq_cst in the fallbacks), then look
+ *       atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);
+ *       if (ap_waitlist_parked(&q->wl)) ap_waitlist_wake(&q->wl, 1);
+ *   }
  */
 #ifndef ASYNCPAT_WAITLIST_H
 #define ASYNCPAT_WAITLIST_H

@@ -1,11 +1,11 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, benchtable, examples, asan, verify, models, tsan,
-#                          mutants, fuzz, install (stops at the first failing stage)
-#   tests/run.sh STAGE     one stage: deps headers examples asan verify models
+#   tests/run.sh all       deps, headers, docs, benchtable, examples, asan, verify, models,
+#                          tsan, mutants, fuzz, install (stops at the first failing stage)
+#   tests/run.sh STAGE     one stage: deps headers docs examples asan verify models
 #                          tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
-# stress program and compiler, per header check).
+# stress program and compiler, per header check, per docs item).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
 #              CRITERION_JOBS (default 2), STRESS_SCALE (default 1).
 set -u
@@ -116,6 +116,14 @@ count_line() {
     ok "${p:-0}"; bad "${f:-1}"
 }
 
+stage_docs() {
+    note "docs: header USAGE blocks and README C snippets are held by compiled code (tests/docs.sh)"
+    out=$(sh tests/docs.sh); rc=$?
+    echo "$out" | sed 's/^/   /'
+    count_line docs "$out"
+    return $rc
+}
+
 stage_verify() {
     note "verify: deterministic scheduler, every interleaving within the preemption bound, SC and x86-TSO (tests/verify)"
     out=$(sh tests/verify/run.sh 2>&1); rc=$?
@@ -185,7 +193,7 @@ stage_benchtable() {
 
 run() {
     case "$1" in
-    deps) stage_deps ;; headers) stage_headers ;; examples) stage_examples ;;
+    deps) stage_deps ;; headers) stage_headers ;; docs) stage_docs ;; examples) stage_examples ;;
     asan) stage_asan ;; tsan) stage_tsan ;; mutants) stage_mutants ;; fuzz) stage_fuzz ;;
     verify) stage_verify ;; models) stage_models ;;
     install) stage_install ;; benchtable) stage_benchtable ;;
@@ -195,11 +203,11 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers benchtable examples asan verify models tsan mutants fuzz install; do
+    for s in deps headers docs benchtable examples asan verify models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
-    [ "$1" = headers ] || [ "$1" = install ] || [ "$1" = benchtable ] || stage_deps || status=1
+    [ "$1" = headers ] || [ "$1" = docs ] || [ "$1" = install ] || [ "$1" = benchtable ] || stage_deps || status=1
     [ $status -eq 0 ] && { run "$1" || status=1; }
 fi
 echo "$PASS passed, $FAIL failed"

@@ -21,6 +21,7 @@
 #include "asyncpat.h" /* first: under strict C11 it enables POSIX */
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -126,7 +127,7 @@ Test(usage, barrier, .timeout = 30)
     ap_barrier_fini(&b);
 }
 
-/* ---- batch.h (the block as it should read: see the report of #11) ---- */
+/* ---- batch.h ---- */
 
 struct rec { uint32_t id; };
 static uint64_t batch_clock;
@@ -145,8 +146,10 @@ static void ship(void) {                  // on a due add and on the timer
     arm_timer(ap_batch_deadline(&b));     // AP_DEADLINE_NONE: disarm
 }
 static void on_record(const struct rec *r) {
-    bool due;
-    if (ap_batch_add(&b, r, now(), &due) == AP_OK && due) ship();
+    bool due;     // only this loop adds, and a full batch is due: never AP_FULL
+    if (ap_batch_add(&b, r, now(), &due) != AP_OK) return;
+    if (due) ship();
+    else arm_timer(ap_batch_deadline(&b));  // a batch's first item sets it
 }
 static void on_timer(void) { ship(); }
 // at start-up:
@@ -155,17 +158,27 @@ Test(usage, batch)
 {
     /* USAGE resume */
     if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
-                      .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}))
+                      .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}) != AP_OK)
         abort();
     /* USAGE end */
-    for (uint32_t i = 0; i < 64 + 10; i++)
+    batch_clock = 1000;
+    for (uint32_t i = 0; i < 64 + 10; i++) {
         on_record(&(struct rec){i}); /* the 64th fills a batch: shipped at once */
+        batch_clock += 10;
+    }
     cr_expect_eq(batch_batches, 1);
     cr_expect_eq(batch_shipped, 64);
-    batch_clock += 2 * AP_NS_PER_MS; /* the timer fires */
+    /* the 65th item (added at 1000 + 64 * 10) armed the timer for its batch */
+    cr_expect_eq(batch_timer, 1000 + 64 * 10 + 2 * AP_NS_PER_MS);
+    batch_clock = batch_timer - 1; /* a timer that fires early ships nothing */
+    on_timer();
+    cr_expect_eq(batch_shipped, 64);
+    batch_clock = batch_timer; /* the timer fires */
     on_timer();
     cr_expect_eq(batch_shipped, 74);
+    cr_expect_eq(batch_batches, 2);
     cr_expect_eq(batch_timer, AP_DEADLINE_NONE, "empty: the timer is disarmed");
+    ap_batch_fini(&b);
 }
 
 /* ---- circuit_breaker.h ---- */
@@ -287,7 +300,7 @@ Test(usage, fanout)
 
 Test(usage, future)
 {
-    ap_mpmc *q;
+    ap_mpmc *q = NULL;
     int item = 0;
     ap_status st = AP_NOT_READY;
     cr_assert_eq(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
@@ -305,7 +318,7 @@ Test(usage, future)
 
 Test(usage, timeout)
 {
-    ap_mpmc *q;
+    ap_mpmc *q = NULL;
     int item = 0;
     ap_status st = AP_NOT_READY;
     uint64_t now = ap_now_ns();
@@ -682,7 +695,7 @@ Test(usage, spsc)
     ap_spsc_fini(&q);
 }
 
-/* ---- waitlist.h (the block as it should read: see the report of #11) ---- */
+/* ---- waitlist.h ---- */
 
 typedef struct my_q { _Atomic size_t items; ap_waitlist wl; } my_q;
 typedef struct my_fut { my_q *q; ap_waiter w; } my_fut;
@@ -697,14 +710,15 @@ static ap_status my_try(my_q *q)
 /* USAGE begin */
 static ap_poll my_poll(my_fut *f, ap_cx *cx) {            // the waiting side
     if (my_try(f->q) == AP_EMPTY) {
-        ap_waitlist_register(&f->q->wl, &f->w, cx->waker);
+        ap_waitlist_register_cx(&f->q->wl, &f->w, cx);    // may lower cx->deadline
         if (my_try(f->q) == AP_EMPTY) return AP_PENDING;  // re-check after linking
     }
-    ap_waitlist_cancel(&f->q->wl, &f->w);
+    ap_waitlist_cancel_pass(&f->q->wl, &f->w);  // done: if woken, wake the next
     return AP_READY;
 }
 static void my_put(my_q *q) {                              // the waking side
-    atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);   // publish, then look
+    // publish with an AP__PUB_MO RMW (release; seq_cst in the fallbacks), then look
+    atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);
     if (ap_waitlist_parked(&q->wl)) ap_waitlist_wake(&q->wl, 1);
 }
 /* USAGE end */
@@ -716,15 +730,28 @@ Test(usage, waitlist)
 {
     my_q q = {0};
     ap_waitlist_init(&q.wl);
-    my_fut f = {.q = &q};
+    my_fut f = {.q = &q}, g = {.q = &q};
     ap_waiter_init(&f.w);
-    ap_cx cx = {{count_wake, NULL}, 0, AP_DEADLINE_NONE};
+    ap_waiter_init(&g.w);
+    ap_cx cx = {{count_wake, NULL}, 1000, AP_DEADLINE_NONE};
     cr_expect_eq(my_poll(&f, &cx), AP_PENDING);
+    /* with the asymmetric barrier the fresh link is unconfirmed: re-poll by
+     * now + AP_WAIT_CONFIRM_NS; without it, the barrier ran at once */
+    cr_expect(cx.deadline == AP_DEADLINE_NONE || cx.deadline == 1000 + AP_WAIT_CONFIRM_NS);
+    cx.deadline = AP_DEADLINE_NONE;
+    cr_expect_eq(my_poll(&f, &cx), AP_PENDING); /* the confirm re-poll */
+    cr_expect_eq(cx.deadline, AP_DEADLINE_NONE, "a confirmed waiter waits without a deadline");
+    cr_expect_eq(my_poll(&g, &cx), AP_PENDING);
     my_put(&q);
-    cr_expect_eq(wakes, 1);
+    cr_expect_eq(wakes, 1, "one put wakes one waiter, the head");
+    my_put(&q);
+    cr_expect_eq(wakes, 2);
+    /* each was woken by one put, in FIFO order, and finds one item */
     cr_expect_eq(my_poll(&f, &cx), AP_READY);
+    cr_expect_eq(my_poll(&g, &cx), AP_READY);
     cr_expect_eq(atomic_load(&q.items), 0);
     cr_expect(!ap_waitlist_has_waiters(&q.wl));
+    cr_expect_eq(wakes, 2, "no wake left to pass on: both were used");
 }
 
 /* ---- work_steal.h ---- */
@@ -751,4 +778,223 @@ Test(usage, work_steal)
     cr_expect_eq(ran, 2);
     ap_ws_fini(&dq);
     ap_ws_fini(&other);
+}
+
+/* ==== README.md's C snippets that no example holds line for line ====
+ * Each below is the README block's code as a caller's functions, so that it
+ * compiles and runs; docs.sh checks that every README line is one of ours. */
+
+/* ---- README.md, Usage: producer/consumer (after examples/producer_consumer.c) ---- */
+
+struct line { char *text; size_t len; }; /* the record the queue copies */
+struct line_producer { FILE *f; int err; };
+struct line_consumer { unsigned long lines; size_t bytes; };
+
+static ap_mpmc *q;   /* ap_mpmc_create(&q, 64, sizeof(struct line), NULL) */
+
+static void *readme_produce(void *arg)
+{
+    struct line_producer *p = arg;
+    FILE *f = p->f;
+    struct line l = {NULL, 0};
+    size_t cap = 0;
+    ssize_t n;
+    /* producer thread: blocks while the queue is full, woken by a pop */
+    while ((n = getline(&l.text, &cap, f)) >= 0) {
+        l.len = (size_t)n;
+        if (ap_mpmc_push_wait(q, &l, AP_DEADLINE_NONE) != AP_OK) { p->err = ECANCELED; break; }
+        l.text = NULL, cap = 0; /* the queue owns that line now */
+    }
+    free(l.text); /* getline's buffer at EOF, or a line the queue refused */
+    return NULL;
+}
+
+static void *readme_consume(void *arg)
+{
+    struct line_consumer *c = arg;
+    struct line l;
+    /* consumer thread: parks on an empty queue, woken by a push or by close */
+    while (ap_mpmc_pop_wait(q, &l, AP_DEADLINE_NONE) == AP_OK) { /* AP_CLOSED: drained */
+        c->lines++, c->bytes += l.len; /* the README elides: ...count words... */
+        free(l.text);
+    }
+    return NULL;
+}
+
+Test(usage, readme_producer_consumer, .timeout = 30)
+{
+    enum { LINES = 500, NCONS = 3 };
+    FILE *file = tmpfile();
+    cr_assert_not_null(file);
+    size_t bytes = 0;
+    for (int i = 0; i < LINES; i++) {
+        int w = fprintf(file, "line %d\n", i);
+        cr_assert_gt(w, 0);
+        bytes += (size_t)w;
+    }
+    rewind(file);
+    cr_assert_eq(ap_mpmc_create(&q, 64, sizeof(struct line), NULL), AP_OK);
+    struct line_producer prod = {file, 0};
+    struct line_consumer cons[NCONS] = {{0, 0}};
+    pthread_t pth, cth[NCONS];
+    for (int i = 0; i < NCONS; i++)
+        cr_assert_eq(pthread_create(&cth[i], NULL, readme_consume, &cons[i]), 0);
+    cr_assert_eq(pthread_create(&pth, NULL, readme_produce, &prod), 0);
+    pthread_join(pth, NULL);
+    /* main: after joining the producers */
+    ap_mpmc_close(q); /* no more lines: wakes the consumers parked on an empty queue */
+    unsigned long lines = 0;
+    size_t got = 0;
+    for (int i = 0; i < NCONS; i++) {
+        pthread_join(cth[i], NULL);
+        lines += cons[i].lines, got += cons[i].bytes;
+    }
+    cr_expect_eq(prod.err, 0);
+    cr_expect_eq(lines, LINES, "every line popped once");
+    cr_expect_eq(got, bytes);
+    ap_mpmc_destroy(q);
+    fclose(file);
+}
+
+/* ---- README.md, Usage: an mpmc pop future in an event loop ---- */
+
+static atomic_bool woken;
+static void set_flag(void *ctx) { atomic_store((atomic_bool *)ctx, true); }
+static ap_mpmc *loop_q; /* what "another thread" pushes to */
+static int loop_waits;
+/* the loop's wait, single-threaded: at the first wait the other side pushes
+ * (its push must set the flag through our waker, or this test times out),
+ * then it waits for the flag or the deadline, as an epoll_wait would */
+static void wait_until_woken_or(ap_deadline deadline)
+{
+    if (loop_waits++ == 0) {
+        int x = 42;
+        cr_assert_eq(ap_mpmc_try_push(loop_q, &x), AP_OK);
+    }
+    while (!atomic_exchange(&woken, false) && ap_now_ns() < deadline)
+        sched_yield();
+}
+
+Test(usage, readme_mpmc_future, .timeout = 30)
+{
+    static _Alignas(AP_MPMC_ALIGN) unsigned char qbuf[AP_MPMC_BYTES(4, sizeof(int))];
+    ap_mpmc q;
+    int v = 0;
+    cr_assert_eq(ap_mpmc_init(&q, qbuf, sizeof qbuf, 4, sizeof v), AP_OK);
+    loop_q = &q;
+    used = 0;
+    ap_cx cx = {{set_flag, &woken}, 0, AP_DEADLINE_NONE}; /* waker, now, deadline */
+    ap_mpmc_pop_fut f;
+    ap_mpmc_pop_fut_init(&f, &q, &v);
+    while (ap_mpmc_pop_poll(&f, &cx) == AP_PENDING) {
+        wait_until_woken_or(cx.deadline); /* your epoll_wait: a wake or the deadline */
+        cx.now = ap_now_ns(), cx.deadline = AP_DEADLINE_NONE; /* the next poll's time */
+    }
+    if (ap_mpmc_pop_status(&f) == AP_OK) use(v);
+    cr_expect_geq(loop_waits, 1, "the queue was empty: the loop waited");
+    cr_expect_eq(used, 42);
+    ap_mpmc_fini(&q);
+}
+
+/* ---- README.md, Usage: a pipeline behind a lifecycle (after examples/pipeline.c) ---- */
+
+enum { CAP = 16 };
+typedef unsigned long long u64;
+static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(CAP, sizeof(u64))];
+static _Alignas(64) unsigned char qs[3][AP_MPMC_BYTES(CAP, sizeof(u64))];
+static ap_pipeline pipe_;
+static ap_pipeline_stage stages[3];
+static ap_life life = AP_LIFE_INITIALIZER;
+static ap_status plus_one(void *ctx, const void *in, void *out, int *app_error)
+{
+    (void)ctx, (void)app_error;
+    *(u64 *)out = *(const u64 *)in + 1;
+    return AP_OK;
+}
+
+static int readme_pipeline_setup(void)
+{
+    ap_pipeline_stage_desc sd[3];
+    for (int i = 0; i < 3; i++)
+        sd[i] = (ap_pipeline_stage_desc){.fn = plus_one, .out_size = sizeof(u64),
+                                         .capacity = CAP, .buf = qs[i], .bytes = sizeof qs[i]};
+    /* setup: every buffer comes with its size */
+    ap_pipeline_desc d = {.in_size = sizeof(u64), .in_capacity = CAP, .in_buf = qin,
+                          .in_bytes = sizeof qin, .stages = sd, .nstages = 3};
+    if (ap_pipeline_init(&pipe_, stages, sizeof stages, &d) != AP_OK) return 1;
+    return 0;
+}
+
+struct readme_stage { pthread_t th; size_t stage; int rc; ap_status st; };
+static int readme_stage_run(size_t stage, ap_status *st_out)
+{
+    /* each stage thread */
+    u64 in, out;
+    ap_pipeline_worker worker;
+    if (ap_pipeline_worker_init(&worker, &in, sizeof in, &out, sizeof out, &pipe_, stage) != AP_OK) return 1;
+    ap_pipeline_run_fut f;
+    ap_pipeline_run_fut_init(&f, &worker, 64);
+    ap_block_on((ap_future *)&f);                  /* until its input is closed and drained */
+    *st_out = ap_pipeline_run_status(&f);
+    return 0;
+}
+static void *readme_stage_main(void *arg)
+{
+    struct readme_stage *s = arg;
+    s->rc = readme_stage_run(s->stage, &s->st);
+    return NULL;
+}
+
+static unsigned readme_pushed;
+static void readme_pipeline_produce(u64 v)
+{
+    ap_status st;
+    /* producers */
+    if (ap_life_enter(&life) != AP_OK) return;     /* stopping: no new work */
+    st = ap_pipeline_push_wait(&pipe_, &v, AP_DEADLINE_NONE);
+    ap_life_leave(&life);
+    readme_pushed += st == AP_OK;
+}
+
+static int readme_pipeline_shutdown(void)
+{
+    /* shutdown */
+    if (ap_life_stop(&life) != AP_OK ||
+        ap_life_wait(&life, AP_LIFE_DRAINED, AP_DEADLINE_NONE) != AP_OK) /* nobody inside */
+        return 1;
+    ap_pipeline_close(&pipe_);                     /* drains stage by stage */
+    return 0;
+}
+
+Test(usage, readme_pipeline, .timeout = 30)
+{
+    enum { N = 40 };
+    cr_assert_eq(readme_pipeline_setup(), 0);
+    cr_assert_eq(ap_life_start(&life), AP_OK);
+    cr_assert_eq(ap_life_started(&life, true), AP_OK);
+    struct readme_stage w[3];
+    for (size_t i = 0; i < 3; i++) {
+        w[i] = (struct readme_stage){.stage = i, .rc = -1, .st = AP_NOT_READY};
+        cr_assert_eq(pthread_create(&w[i].th, NULL, readme_stage_main, &w[i]), 0);
+    }
+    for (u64 v = 1; v <= N; v++)
+        readme_pipeline_produce(v);
+    cr_assert_eq(readme_pipeline_shutdown(), 0);
+    readme_pipeline_produce(N + 1); /* after stop: refused at the gate, not pushed */
+    u64 v, sum = 0;
+    unsigned popped = 0;
+    ap_status st;
+    while ((st = ap_pipeline_pop_wait(&pipe_, &v, AP_DEADLINE_NONE)) == AP_OK)
+        popped++, sum += v;
+    cr_expect_eq(st, AP_CLOSED, "closed and drained");
+    for (size_t i = 0; i < 3; i++) {
+        pthread_join(w[i].th, NULL);
+        cr_expect_eq(w[i].rc, 0);
+        cr_expect_eq(w[i].st, AP_OK);
+    }
+    cr_expect_eq(readme_pushed, N);
+    cr_expect_eq(popped, N);
+    cr_expect_eq(sum, (u64)N * (N + 1) / 2 + 3 * N, "each element went through three +1 stages");
+    cr_expect_eq(ap_life_terminated(&life), AP_OK);
+    ap_pipeline_fini(&pipe_);
 }
