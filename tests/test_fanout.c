@@ -882,35 +882,3 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
     cr_assert_eq(ap_fanout_init(&s, NULL, 0, &(ap_fanout_desc){.limit = 1}), AP_OK);
 }
 
-/* The header's USAGE block, verbatim between the markers (a test keeps it
- * compiling warning-free under -Wall -Wextra -Werror). */
-/* pop_result (above) is the header's: the status of the pop */
-Test(fanout, usage_block_compiles_and_runs)
-{
-    ap_mpmc *q = NULL;
-    cr_assert_eq(ap_mpmc_create(&q, 128, sizeof(void *), NULL), AP_OK);
-    void *out[100];
-    for (uintptr_t i = 0; i < 100; i++)
-        cr_assert_eq(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
-    ap_status st;
-    /* USAGE begin */
-    ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
-    for (size_t i = 0; i < 100; i++) {
-        ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
-        kids[i] = (ap_future *)&pops[i];
-    }
-    ap_joinset set;
-    if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
-            .children = kids, .n = 100, .limit = 8,
-            .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
-        abort();
-    ap_block_on(&set.base);                 // or poll it from an event loop
-    st = ap_fanout_status(&set);            // AP_OK or the first error
-    /* USAGE end */
-    cr_assert_eq(st, AP_OK);
-    uintptr_t sum = 0;
-    for (size_t i = 0; i < 100; i++)
-        sum += (uintptr_t)out[i];
-    cr_assert_eq(sum, 5050);
-    ap_mpmc_destroy(q);
-}

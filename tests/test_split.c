@@ -295,33 +295,4 @@ Test(split, push_wait_blocks_until_a_pop, .timeout = TEST_TIMEOUT_S)
     EXPECT_EQ(ap_mpmc_len(&qs[0]), 1);
 }
 
-/* The header's USAGE block, verbatim between the markers (a test keeps it
- * compiling warning-free under -Wall -Wextra -Werror). */
-struct ev { uint64_t user_id; char body[8]; };
-static int usage_dropped;
-static void drop(struct ev *e) { (void)e; usage_dropped++; }
 
-Test(split, usage_block_compiles_and_runs)
-{
-    struct ev ev = {.user_id = 42};
-    ap_mpmc *qs4[4];
-    for (int i = 0; i < 4; i++)
-        cr_assert(ap_mpmc_create(&qs4[i], 1024, sizeof(struct ev), NULL) == AP_OK);
-#define shard qs4
-    /* USAGE begin */
-    ap_split sp;
-    if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_HASH) != AP_OK) abort();
-    switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
-    case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
-    case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
-        if (ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE) != AP_OK) drop(&ev);
-        break;
-    default: drop(&ev);                     // AP_CLOSED: the item is still ours
-    }
-    /* USAGE end */
-#undef shard
-    EXPECT_EQ(usage_dropped, 0);
-    EXPECT_EQ(ap_mpmc_len(qs4[ap_split_route(&sp, 42)]), 1);
-    for (int i = 0; i < 4; i++)
-        ap_mpmc_destroy(qs4[i]);
-}
