@@ -464,25 +464,11 @@ Test(batch, take_wait_times_out_and_gets_a_batch)
 }
 
 /* ---- the batcher's clock (desc.clock) reaches ap_batch_take_wait ----
- * A fake clock: each read returns t and adds step (step 0: only the test
- * or another thread moves it). */
-typedef struct bt_clock {
-    _Atomic uint64_t t;
-    uint64_t step;
-    atomic_int reads;
-} bt_clock;
-
-static uint64_t bt_clock_now(void *ctx)
-{
-    bt_clock *c = ctx;
-    atomic_fetch_add(&c->reads, 1);
-    return atomic_fetch_add(&c->t, c->step);
-}
-
-static ap_batch_desc D_clock(size_t max, uint64_t delay, bt_clock *c)
+ * (test_clock: test_util.h) */
+static ap_batch_desc D_clock(size_t max, uint64_t delay, test_clock *c)
 {
     return (ap_batch_desc){.elem_size = sizeof(uint64_t), .max_size = max,
-                           .max_delay_ns = delay, .clock = {bt_clock_now, c}};
+                           .max_delay_ns = delay, .clock = {test_clock_now, c}};
 }
 
 Test(batch, take_wait_runs_on_the_desc_clock)
@@ -491,12 +477,12 @@ Test(batch, take_wait_runs_on_the_desc_clock)
      * batch is taken when the FAKE clock reaches add + 60 s, within a few
      * ms of real time (the real clock is nowhere near 2^62) */
     const uint64_t t0 = UINT64_C(1) << 62, step = AP_NS_PER_SEC, delay = 60 * AP_NS_PER_SEC;
-    bt_clock c = {t0, step, 0};
+    test_clock c = {t0, step, 0};
     uint64_t buf[4], out[4];
     ap_batcher b;
     ap_batch_desc d = D_clock(4, delay, &c);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
-    EXPECT(b.desc.clock.now == bt_clock_now, "the clock is kept in the resolved desc");
+    EXPECT(b.desc.clock.now == test_clock_now, "the clock is kept in the resolved desc");
     uint64_t r0 = ap_now_ns();
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){7}, t0, NULL), AP_OK); /* the caller's now */
     size_t n = 0;
@@ -525,7 +511,7 @@ Test(batch, take_wait_runs_on_the_desc_clock)
 }
 
 typedef struct bt_mover {
-    bt_clock *c;
+    test_clock *c;
     uint64_t to;
     _Atomic uint64_t moved_real;
 } bt_mover;
@@ -553,7 +539,7 @@ Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
      * shipped the batch at once, though by the caller's own clock (still
      * at 0) the batch was not due. */
     if (ap_now_ns() > 2 * AP_NS_PER_SEC) {
-        bt_clock c0 = {0, 0, 0};
+        test_clock c0 = {0, 0, 0};
         ap_batcher old;
         ap_batch_desc d0 = D_clock(4, AP_NS_PER_SEC, &c0);
         EXPECT_EQ(ap_batch_init(&old, buf, sizeof buf, &d0), AP_OK);
@@ -567,7 +553,7 @@ Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
         ap_batch_fini(&old);
     }
 
-    bt_clock c = {0, 0, 0};
+    test_clock c = {0, 0, 0};
     ap_batcher b;
     ap_batch_desc d = D_clock(4, AP_NS_PER_SEC, &c);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);

@@ -1033,18 +1033,6 @@ Test(connpool, an_open_overtaken_by_close_is_closed_not_lent)
 
 /* ---- the pool's clock (desc.clock) reaches ap_connpool_checkout_wait ---- */
 
-/* A fake clock: each read returns t and adds step (0: only the test moves it). */
-typedef struct cp_clock {
-    _Atomic uint64_t t;
-    _Atomic uint64_t step;
-} cp_clock;
-
-static uint64_t cp_clock_now(void *ctx)
-{
-    cp_clock *c = ctx;
-    return atomic_fetch_add(&c->t, atomic_load(&c->step));
-}
-
 Test(connpool, checkout_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
 {
     /* a fake clock at 2^62 ns; connections idle for 60 s are retired */
@@ -1052,9 +1040,9 @@ Test(connpool, checkout_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
     static fixture fx;
     memset(&fx, 0, sizeof fx);
     fx.f.max = 1;
-    cp_clock c = {t0, 0};
+    test_clock c = {t0, 0, 0};
     ap_connpool_desc d = {.max_size = 1, .conn_size = sizeof(conn), .idle_timeout_ns = 60 * sec,
-                          .clock = {cp_clock_now, &c}};
+                          .clock = {test_clock_now, &c}};
     ap_connpool_ops ops = {f_open, f_close, NULL, &fx.f};
     EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
     conn *a = co(&fx, t0);

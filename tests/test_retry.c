@@ -14,6 +14,7 @@
 #include "asyncpat/timeout.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <string.h>
 
@@ -1056,20 +1057,8 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
 
 /* ---- ap_retry_call on the desc's clock (desc.clock) ---- */
 
-/* A fake clock: each read returns t and adds step. */
-typedef struct rt_clock {
-    _Atomic uint64_t t;
-    uint64_t step;
-} rt_clock;
-
-static uint64_t rt_clock_now(void *ctx)
-{
-    rt_clock *c = ctx;
-    return atomic_fetch_add(&c->t, c->step);
-}
-
 typedef struct clocked_ctx {
-    rt_clock *c;
+    test_clock *c;
     int calls, fail_first;
     uint64_t at[8]; /* the fake time of each call */
 } clocked_ctx;
@@ -1089,9 +1078,9 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
      * second per read: the backoff is measured on the FAKE clock (each
      * slice sleeps at most AP_CLOCK_PARK_MAX_NS of real time) */
     const uint64_t t0 = UINT64_C(1) << 62, step = AP_NS_PER_SEC, gap = 60 * AP_NS_PER_SEC;
-    rt_clock c = {t0, step};
+    test_clock c = {t0, step, 0};
     ap_retry_desc d = {.max_attempts = 5, .backoff = AP_RETRY_BACKOFF_FIXED, .initial_ns = gap,
-                       .cap_ns = gap, .clock = {rt_clock_now, &c}};
+                       .cap_ns = gap, .clock = {test_clock_now, &c}};
     clocked_ctx x = {&c, 0, 2, {0}};
     ap_retry_result r;
     uint64_t r0 = ap_now_ns();

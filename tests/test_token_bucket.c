@@ -8,6 +8,7 @@
 #include "asyncpat/token_bucket.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,14 +27,6 @@ static uint64_t minted(uint64_t n, uint64_t period, uint64_t t)
     return (uint64_t)((u128)n * t / period);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
 
 static ap_tb make(uint64_t n, uint64_t period, uint64_t burst)
 {
@@ -828,26 +821,12 @@ Test(token_bucket, acquire_wait_on_the_real_clock, .timeout = TEST_TIMEOUT_S)
 }
 
 /* ---- the bucket's clock (desc.clock) reaches ap_tb_acquire_wait ----
- * A fake clock: each read returns t and adds step (step 0: only the test
- * or another thread moves it). */
-typedef struct fake_clock {
-    _Atomic uint64_t t;
-    uint64_t step;
-    atomic_int reads;
-} fake_clock;
-
-static uint64_t fake_now(void *ctx)
-{
-    fake_clock *c = ctx;
-    atomic_fetch_add(&c->reads, 1);
-    return atomic_fetch_add(&c->t, c->step);
-}
-
-static ap_tb make_clocked(uint64_t n, uint64_t period, uint64_t burst, fake_clock *c)
+ * (test_clock: test_util.h) */
+static ap_tb make_clocked(uint64_t n, uint64_t period, uint64_t burst, test_clock *c)
 {
     ap_tb tb;
     cr_assert_eq(ap_tb_init(&tb, &(ap_tb_desc){.n = n, .period_ns = period, .burst = burst,
-                                               .clock = {fake_now, c}}),
+                                               .clock = {test_clock_now, c}}),
                  AP_OK);
     return tb;
 }
@@ -858,9 +837,9 @@ Test(token_bucket, acquire_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_
      * per read: the wait must end when the FAKE clock reaches the token's
      * instant, in a few ms of real time */
     const uint64_t t0 = UINT64_C(1) << 62, step = 60 * SEC, hour = 3600 * SEC;
-    fake_clock c = {t0, step, 0};
+    test_clock c = {t0, step, 0};
     ap_tb tb = make_clocked(1, hour, 1, &c);
-    cr_assert_eq(tb.desc.clock.now, fake_now, "the clock is kept in the resolved desc");
+    cr_assert_eq(tb.desc.clock.now, test_clock_now, "the clock is kept in the resolved desc");
     uint64_t now = atomic_load(&c.t), ready = 0;
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, now, NULL), AP_OK); /* the caller's now */
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, now, &ready), AP_EMPTY);
@@ -887,7 +866,7 @@ Test(token_bucket, acquire_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_
      * ~2^62 ns (146 years) ahead of that clock, so the old helper would
      * have blocked for ever; bounded here by a real deadline, it times
      * out although the fake clock is already past the token's instant. */
-    fake_clock c2 = {t0, step, 0};
+    test_clock c2 = {t0, step, 0};
     ap_tb old = make_clocked(1, hour, 1, &c2);
     cr_assert_eq(ap_tb_try_acquire(&old, 1, t0, NULL), AP_OK);
     atomic_store(&c2.t, t0 + 2 * hour); /* the bucket's time: token due */
@@ -900,7 +879,7 @@ Test(token_bucket, acquire_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_
 }
 
 typedef struct tb_mover {
-    fake_clock *c;
+    test_clock *c;
     uint64_t to;
     _Atomic uint64_t moved_real; /* ap_now_ns() once the clock reached `to` */
 } tb_mover;
@@ -921,7 +900,7 @@ Test(token_bucket, acquire_wait_follows_a_clock_moved_by_another_thread,
      .timeout = TEST_TIMEOUT_S)
 {
     /* 1/s, fake clock standing at 0 until another thread moves it */
-    fake_clock c = {0, 0, 0};
+    test_clock c = {0, 0, 0};
     ap_tb tb = make_clocked(1, SEC, 1, &c);
     uint64_t ready = 0;
     cr_assert_eq(ap_tb_try_acquire(&tb, 1, 0, NULL), AP_OK);
@@ -943,7 +922,7 @@ Test(token_bucket, acquire_wait_follows_a_clock_moved_by_another_thread,
      * it admitted at once a token the bucket's own timeline (still at 0)
      * has not minted. */
     if (ap_now_ns() > 2 * SEC) {
-        fake_clock c2 = {0, 0, 0};
+        test_clock c2 = {0, 0, 0};
         ap_tb old = make_clocked(1, SEC, 1, &c2);
         cr_assert_eq(ap_tb_try_acquire(&old, 1, 0, NULL), AP_OK);
         ap_tb_acquire_fut f;

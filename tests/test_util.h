@@ -6,6 +6,7 @@
 #define ASYNCPAT_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -22,6 +23,22 @@
  * starts while one with a longer timeout runs (--jobs 2), and
  * LeakSanitizer then fails the whole binary. */
 #define TEST_TIMEOUT_S 30
+
+/* A fake clock for a desc's ap_clock (or ap_block_on_until_clock): each read
+ * returns t, then adds step (step 0: only the test or another thread moves
+ * it); reads counts the reads. */
+typedef struct test_clock {
+    _Atomic uint64_t t;
+    _Atomic uint64_t step;
+    atomic_int reads;
+} test_clock;
+
+static TU_UNUSED uint64_t test_clock_now(void *ctx)
+{
+    test_clock *c = ctx;
+    atomic_fetch_add(&c->reads, 1);
+    return atomic_fetch_add(&c->t, atomic_load(&c->step));
+}
 
 /* ---- checks ----
  * Criterion's assertion macros cost ~25 ms of ASan compile time each, and
