@@ -11,8 +11,8 @@
  *   wrapping. The mean is exact: floor(sum / count) plus the remainder.
  *   window.h keeps one ap_agg per window.
  *
- *   ap_agg_slide aggregates the last N values (AP_AGG_SLIDE_COUNT) or the
- *   values of the last T ns (AP_AGG_SLIDE_TIME: timestamps in
+ *   ap_agg_slide aggregates the last N values (AP_AGG_SLIDE_KIND_COUNT) or the
+ *   values of the last T ns (AP_AGG_SLIDE_KIND_TIME: timestamps in
  *   (latest - T, latest], where latest is the newest time the window has
  *   seen: the greatest timestamp pushed or time advanced to). Time only
  *   moves forward: a push with a timestamp before latest, also one behind
@@ -74,7 +74,7 @@
  *   // the last 1000 values
  *   static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
  *   static ap_agg_slide sl;
- *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_COUNT, 0, 1000)) abort();
+ *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
  *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
  *   ap_agg w; int64_t lo;
  *   ap_agg_slide_read(&sl, &w);
@@ -95,8 +95,8 @@ typedef struct ap_agg {
 
 /** ap_agg_slide_kind - what the sliding window holds */
 typedef enum ap_agg_slide_kind {
-    AP_AGG_SLIDE_COUNT = 0, /* the last `capacity` values */
-    AP_AGG_SLIDE_TIME = 1   /* values with timestamp in (newest - period, newest] */
+    AP_AGG_SLIDE_KIND_COUNT = 0, /* the last `capacity` values */
+    AP_AGG_SLIDE_KIND_TIME = 1   /* values with timestamp in (newest - period, newest] */
 } ap_agg_slide_kind;
 
 /* One held value; min/max deques hold value sequence numbers. */
@@ -127,7 +127,7 @@ typedef struct ap_agg_slide {
     ap__agg_entry *ring;
     size_t capacity;
     ap_agg_slide_kind kind;
-    uint64_t period_ns;        /* AP_AGG_SLIDE_TIME only */
+    uint64_t period_ns;        /* AP_AGG_SLIDE_KIND_TIME only */
     uint64_t first, next;      /* sequence numbers held: [first, next) */
     uint64_t pushed;           /* values pushed with AP_OK */
     uint64_t newest_ts;        /* latest: the greatest timestamp pushed or
@@ -170,10 +170,10 @@ AP_API AP_NODISCARD ap_status ap_agg_mean(const ap_agg *a, int64_t *quot, uint64
  * @buf:       at least AP_AGG_SLIDE_BYTES(capacity) bytes, aligned to
  *             AP_AGG_SLIDE_ALIGN; the aggregate owns it until fini
  * @bytes:     the size of @buf in bytes (any excess is not touched)
- * @kind:      AP_AGG_SLIDE_COUNT (window = the last @capacity values) or
- *             AP_AGG_SLIDE_TIME (window = the last @period_ns ns; at most
+ * @kind:      AP_AGG_SLIDE_KIND_COUNT (window = the last @capacity values) or
+ *             AP_AGG_SLIDE_KIND_TIME (window = the last @period_ns ns; at most
  *             @capacity values inside it)
- * @period_ns: AP_AGG_SLIDE_TIME: > 0; AP_AGG_SLIDE_COUNT: ignored
+ * @period_ns: AP_AGG_SLIDE_KIND_TIME: > 0; AP_AGG_SLIDE_KIND_COUNT: ignored
  * @capacity:  >= 1
  *
  * Returns AP_OK or AP_INVAL: capacity 0, unknown kind, period 0 for TIME,
@@ -378,8 +378,8 @@ AP_FORCE_INLINE bool ap__agg_worse(unsigned which, int64_t old, int64_t nw)
 AP_API bool ap__agg_slide_config_ok(ap_agg_slide_kind kind, uint64_t period_ns,
                                     size_t capacity, size_t *need)
 {
-    return capacity != 0 && (kind == AP_AGG_SLIDE_COUNT || kind == AP_AGG_SLIDE_TIME) &&
-           !(kind == AP_AGG_SLIDE_TIME && period_ns == 0) &&
+    return capacity != 0 && (kind == AP_AGG_SLIDE_KIND_COUNT || kind == AP_AGG_SLIDE_KIND_TIME) &&
+           !(kind == AP_AGG_SLIDE_KIND_TIME && period_ns == 0) &&
            ap__size_muladd(capacity, sizeof(ap__agg_entry) + 2 * sizeof(uint64_t), 0, need);
 }
 
@@ -398,7 +398,7 @@ AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
     s->dq[1].seq = s->dq[0].seq + capacity;
     s->capacity = capacity;
     s->kind = kind;
-    s->period_ns = kind == AP_AGG_SLIDE_TIME ? period_ns : 0;
+    s->period_ns = kind == AP_AGG_SLIDE_KIND_TIME ? period_ns : 0;
     return AP_OK;
 }
 
@@ -466,7 +466,7 @@ AP_API size_t ap_agg_slide_advance(ap_agg_slide *s, uint64_t now)
 {
     AP_ASSERT(s != NULL && s->ring != NULL);
     size_t n = 0;
-    if (s->kind != AP_AGG_SLIDE_TIME || now <= s->newest_ts)
+    if (s->kind != AP_AGG_SLIDE_KIND_TIME || now <= s->newest_ts)
         return 0; /* COUNT, or no time passed: nothing leaves */
     s->newest_ts = now; /* later pushes may not go behind this */
     if (now < s->period_ns)
@@ -483,7 +483,7 @@ AP_API ap_status ap_agg_slide_push(ap_agg_slide *s, uint64_t ts, int64_t value)
 {
     AP_ASSERT(s != NULL && s->ring != NULL);
     size_t held = (size_t)(s->next - s->first);
-    if (s->kind == AP_AGG_SLIDE_TIME) {
+    if (s->kind == AP_AGG_SLIDE_KIND_TIME) {
         if (ts < s->newest_ts) /* behind a push or an advance (0 at first) */
             return AP_INVAL;
         /* would the window still be full after evicting? check first:

@@ -24,15 +24,15 @@
  *       and wakes every "below the low watermark" future.
  *
  *   Strategies (fixed at init), what ap_bp_push does when count == capacity:
- *     AP_BP_BLOCK        refuse with AP_FULL; a push future (ap_bp_push_fut,
+ *     AP_BP_STRATEGY_BLOCK        refuse with AP_FULL; a push future (ap_bp_push_fut,
  *                        ap_bp_push_wait) waits for space and is woken by the
  *                        pop that frees a slot: no sleep, no spin
- *     AP_BP_DROP_NEWEST  refuse with AP_DROPPED; the element stays with the
+ *     AP_BP_STRATEGY_DROP_NEWEST  refuse with AP_DROPPED; the element stays with the
  *                        caller (counted in dropped_newest)
- *     AP_BP_DROP_OLDEST  evict the oldest buffered element into *evicted_out,
+ *     AP_BP_STRATEGY_DROP_OLDEST  evict the oldest buffered element into *evicted_out,
  *                        then accept the new one; AP_DROPPED (counted in
  *                        dropped_oldest)
- *     AP_BP_THROTTLE     while the state is HIGH every push must take one
+ *     AP_BP_STRATEGY_THROTTLE     while the state is HIGH every push must take one
  *                        token from the bucket at now_ns, else AP_REJECTED
  *                        and *retry_at (counted in throttled); while LOW,
  *                        pushes are free. A full buffer still answers AP_FULL
@@ -159,12 +159,12 @@
  * USAGE
  *   ap_bp *bp;   // 1024 jobs; drop the oldest when consumers fall behind
  *   if (ap_bp_create(&bp, &(ap_bp_desc){.capacity = 1024, .elem_size = sizeof(job),
- *                                       .strategy = AP_BP_DROP_OLDEST}, NULL)) abort();
+ *                                       .strategy = AP_BP_STRATEGY_DROP_OLDEST}, NULL)) abort();
  *   job old;
  *   if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
  *   while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
  *   // a producer that wants the buffer to drain first:
- *   if (ap_bp_level(bp) == AP_BP_LEVEL_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
+ *   if (ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
  *       return;                       // AP_CLOSED: stop producing
  */
 #ifndef ASYNCPAT_BACKPRESSURE_H
@@ -178,20 +178,20 @@
 
 /** ap_bp_strategy - what a push does when the buffer is at capacity */
 typedef enum ap_bp_strategy {
-    AP_BP_BLOCK = 0,    /* AP_FULL; push futures wait for a pop (the default) */
-    AP_BP_DROP_NEWEST,  /* AP_DROPPED: the new element is refused */
-    AP_BP_DROP_OLDEST,  /* AP_DROPPED: the oldest is evicted to *evicted_out */
-    AP_BP_THROTTLE      /* above the high watermark, paced by a token bucket */
+    AP_BP_STRATEGY_BLOCK = 0,    /* AP_FULL; push futures wait for a pop (the default) */
+    AP_BP_STRATEGY_DROP_NEWEST,  /* AP_DROPPED: the new element is refused */
+    AP_BP_STRATEGY_DROP_OLDEST,  /* AP_DROPPED: the oldest is evicted to *evicted_out */
+    AP_BP_STRATEGY_THROTTLE      /* above the high watermark, paced by a token bucket */
 } ap_bp_strategy;
 
 /** ap_bp_level_state - the watermark state */
-typedef enum ap_bp_level_state { AP_BP_LEVEL_LOW = 0, AP_BP_LEVEL_HIGH = 1 } ap_bp_level_state;
+typedef enum ap_bp_level_state { AP_BP_LEVEL_STATE_LOW = 0, AP_BP_LEVEL_STATE_HIGH = 1 } ap_bp_level_state;
 
 /** ap_bp_desc - configuration; a zero field means its default */
 typedef struct ap_bp_desc {
     size_t capacity;         /* elements held at most (required, >= 1) */
     size_t elem_size;        /* bytes per element (required, >= 1) */
-    ap_bp_strategy strategy; /* default AP_BP_BLOCK */
+    ap_bp_strategy strategy; /* default AP_BP_STRATEGY_BLOCK */
     size_t high_watermark;   /* default capacity; must be <= capacity */
     size_t low_watermark;    /* default high_watermark / 2; must be < high
                               * (0 means the default, so an explicit low of
@@ -409,10 +409,10 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, size_t bytes, const ap_bp_desc
     if (desc == NULL)
         return AP_INVAL;
     ap_bp_desc d = ap_bp_desc_resolved(desc);
-    if (d.capacity == 0 || d.elem_size == 0 || (unsigned)d.strategy > AP_BP_THROTTLE ||
+    if (d.capacity == 0 || d.elem_size == 0 || (unsigned)d.strategy > AP_BP_STRATEGY_THROTTLE ||
         d.high_watermark > d.capacity || d.low_watermark >= d.high_watermark)
         return AP_INVAL;
-    if (d.strategy == AP_BP_THROTTLE) {
+    if (d.strategy == AP_BP_STRATEGY_THROTTLE) {
         ap_tb probe; /* validate before anything is written */
         if (ap_tb_init(&probe, &d.throttle) != AP_OK)
             return AP_INVAL;
@@ -421,7 +421,7 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, size_t bytes, const ap_bp_desc
      * q and buf untouched when it refuses; nothing is written before. */
     if (ap_mpmc_init(&bp->q, buf, bytes, d.capacity, d.elem_size) != AP_OK)
         return AP_INVAL;
-    if (d.strategy == AP_BP_THROTTLE) {
+    if (d.strategy == AP_BP_STRATEGY_THROTTLE) {
         ap_status st = ap_tb_init(&bp->tb, &d.throttle);
         AP_ASSERT(st == AP_OK);
         (void)st;
@@ -460,7 +460,7 @@ AP_API void ap_bp_fini(ap_bp *bp)
     AP_ASSERT(!ap_waitlist_has_waiters(&bp->below_low));
     AP_ASSERT(!ap_waitlist_has_waiters(&bp->q.not_empty));
     ap_mpmc_fini(&bp->q);
-    if (bp->strategy == AP_BP_THROTTLE)
+    if (bp->strategy == AP_BP_STRATEGY_THROTTLE)
         ap_tb_fini(&bp->tb);
     bp->capacity = 0; /* a later call trips AP_ASSERT */
 }
@@ -484,11 +484,11 @@ AP_API ap_status ap_bp_create(ap_bp **out, const ap_bp_desc *desc, const ap_allo
     /* Validate on a scratch object first, so AP_INVAL allocates nothing. */
     {
         ap_bp_desc d = ap_bp_desc_resolved(desc);
-        if ((unsigned)d.strategy > AP_BP_THROTTLE || d.high_watermark > d.capacity ||
+        if ((unsigned)d.strategy > AP_BP_STRATEGY_THROTTLE || d.high_watermark > d.capacity ||
             d.low_watermark >= d.high_watermark)
             return AP_INVAL;
         ap_tb probe;
-        if (d.strategy == AP_BP_THROTTLE && ap_tb_init(&probe, &d.throttle) != AP_OK)
+        if (d.strategy == AP_BP_STRATEGY_THROTTLE && ap_tb_init(&probe, &d.throttle) != AP_OK)
             return AP_INVAL;
     }
     unsigned char *mem = (unsigned char *)a->alloc(total, AP_CACHELINE, a->user);
@@ -687,17 +687,17 @@ AP_API ap_status ap_bp_push(ap_bp *bp, const void *elem, uint64_t now_ns, void *
     AP_ASSERT(bp != NULL && bp->capacity != 0 && elem != NULL);
     ap_status st;
     switch (bp->strategy) {
-    case AP_BP_BLOCK:
+    case AP_BP_STRATEGY_BLOCK:
         st = ap__bp_push_block(bp, elem);
         break;
-    case AP_BP_DROP_NEWEST:
+    case AP_BP_STRATEGY_DROP_NEWEST:
         st = ap__bp_push_block(bp, elem);
         if (st == AP_FULL) {
             AP__BP_CNT(&bp->dropped_newest, 1);
             return AP_DROPPED;
         }
         break;
-    case AP_BP_DROP_OLDEST: {
+    case AP_BP_STRATEGY_DROP_OLDEST: {
         AP_ASSERT(evicted_out != NULL);
         bool evicted;
         size_t before = 0, after = 0;
@@ -714,7 +714,7 @@ AP_API ap_status ap_bp_push(ap_bp *bp, const void *elem, uint64_t now_ns, void *
         }
         break;
     }
-    default: { /* AP_BP_THROTTLE */
+    default: { /* AP_BP_STRATEGY_THROTTLE */
         size_t was;
         st = ap__bp_reserve(bp, &was);
         if (st != AP_OK)
@@ -800,7 +800,7 @@ AP_API void ap_bp_push_fut_init(ap_bp_push_fut *f, ap_bp *bp, const void *elem)
     f->bp = bp;
     f->waited = false;
     f->counted = false;
-    if (bp->strategy != AP_BP_BLOCK) {
+    if (bp->strategy != AP_BP_STRATEGY_BLOCK) {
         f->op.status = AP_INVAL; /* ready at the first poll; not an offer */
         f->counted = true;
     }
@@ -965,8 +965,8 @@ AP_API size_t ap_bp_capacity(const ap_bp *bp)
 AP_API ap_bp_level_state ap_bp_level(ap_bp *bp)
 {
     AP_ASSERT(bp != NULL && bp->capacity != 0);
-    return (AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) & AP__BP_HIGH) ? AP_BP_LEVEL_HIGH
-                                                                             : AP_BP_LEVEL_LOW;
+    return (AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) & AP__BP_HIGH) ? AP_BP_LEVEL_STATE_HIGH
+                                                                             : AP_BP_LEVEL_STATE_LOW;
 }
 
 AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)

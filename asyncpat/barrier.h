@@ -27,12 +27,12 @@
  *
  *   Cancellation policy (chosen at init; a timed wait that times out is a
  *   cancel):
- *     AP_BARRIER_WITHDRAW  a cancelled wait takes its arrival back if its
+ *     AP_BARRIER_POLICY_WITHDRAW  a cancelled wait takes its arrival back if its
  *                          generation has not completed, so the others are
  *                          not stuck waiting for an arrival that left; the
  *                          generation completes when that party arrives
  *                          again (or drops).
- *     AP_BARRIER_BREAK     a cancelled wait whose generation has not
+ *     AP_BARRIER_POLICY_BREAK     a cancelled wait whose generation has not
  *                          completed breaks the barrier: every current
  *                          waiter and every later wait completes at once
  *                          with AP_CANCELED, and ap_barrier_is_broken()
@@ -117,7 +117,7 @@
  * USAGE
  *   static void step_done(void *ctx) { swap_buffers(ctx); }   // once per round
  *   ap_barrier b;
- *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_BREAK, step_done, &grid) != AP_OK) abort();
+ *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_POLICY_BREAK, step_done, &grid) != AP_OK) abort();
  *   // in each of the nthreads workers:
  *   for (;;) {
  *       compute_my_part(&grid);
@@ -140,8 +140,8 @@
 
 /** What a cancelled or timed-out wait does (see the header comment). */
 typedef enum ap_barrier_policy {
-    AP_BARRIER_WITHDRAW = 0,
-    AP_BARRIER_BREAK = 1
+    AP_BARRIER_POLICY_WITHDRAW = 0,
+    AP_BARRIER_POLICY_BREAK = 1
 } ap_barrier_policy;
 
 typedef struct ap_barrier {
@@ -177,7 +177,7 @@ typedef struct ap_barrier_wait_fut {
 
 /**
  * ap_barrier_init - a barrier of @parties parties
- * @policy: AP_BARRIER_WITHDRAW or AP_BARRIER_BREAK
+ * @policy: AP_BARRIER_POLICY_WITHDRAW or AP_BARRIER_POLICY_BREAK
  * @fn:     completion function, run by each generation's leader before the
  *          others are released; NULL for none. It must not call into @b.
  *
@@ -306,7 +306,7 @@ AP_API ap_status ap_barrier_init(ap_barrier *b, uint32_t parties, ap_barrier_pol
 {
     AP_ASSERT(b != NULL);
     if (parties == 0 || parties > AP_BARRIER_PARTIES_MAX ||
-        (policy != AP_BARRIER_WITHDRAW && policy != AP_BARRIER_BREAK))
+        (policy != AP_BARRIER_POLICY_WITHDRAW && policy != AP_BARRIER_POLICY_BREAK))
         return AP_INVAL;
     AP_ATOMIC_INIT(&b->state, ap__bar_make(0, parties, 0));
     b->fn = fn;
@@ -542,7 +542,7 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
         }
         /* BREAK clears the arrivals: a broken word is never COMPLETE, so
          * no later arrive or drop waits for a leader that does not exist. */
-        uint64_t n = b->policy == AP_BARRIER_WITHDRAW
+        uint64_t n = b->policy == AP_BARRIER_POLICY_WITHDRAW
                          ? s - 1u /* take back our arrival */
                          : (s & ~AP__BAR_ARRIVED_MASK) | AP__BAR_BROKEN;
         AP_TEST_YIELD();
@@ -552,7 +552,7 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f)
         if (AP_ATOMIC_CAS_WEAK(&b->state, &s, n, memory_order_seq_cst, memory_order_acquire))
             break;
     }
-    if (b->policy == AP_BARRIER_BREAK)
+    if (b->policy == AP_BARRIER_POLICY_BREAK)
         (void)ap_waitlist_wake_all(&b->wl);
     f->undid = true;
     f->status = AP_CANCELED;

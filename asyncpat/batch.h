@@ -87,7 +87,7 @@
  *
  * USAGE (one loop owns the batcher and a timer)
  *   static struct rec buf[64], out[64];
- *   static ap_batcher b;
+ *   static ap_batch b;
  *   static void ship(void) {                  // on a due add and on the timer
  *       size_t n;
  *       while (ap_batch_take(&b, out, now(), &n) == AP_OK) write_batch(out, n);
@@ -131,8 +131,8 @@ typedef struct ap_batch_desc {
                               passes (default, zero: ap_now_ns) */
 } ap_batch_desc;
 
-/** ap_batcher - one batcher; set up with ap_batch_init (a zero one is not valid) */
-typedef struct ap_batcher {
+/** ap_batch - one batcher; set up with ap_batch_init (a zero one is not valid) */
+typedef struct ap_batch {
     ap__lock lock;
     /* guarded by lock: */
     size_t len;
@@ -145,7 +145,7 @@ typedef struct ap_batcher {
     uint64_t max_delay;
     ap_batch_desc desc; /* as resolved */
     ap_waitlist ready;  /* take futures */
-} ap_batcher;
+} ap_batch;
 
 /** counters (a consistent snapshot, taken under the lock) */
 typedef struct ap_batch_stats {
@@ -160,7 +160,7 @@ typedef struct ap_batch_stats {
 
 typedef struct ap_batch_take_fut {
     ap_future base; /* first: (ap_future *)f is the future */
-    ap_batcher *b;
+    ap_batch *b;
     void *out;
     size_t n;
     ap_waiter waiter;
@@ -184,10 +184,10 @@ AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d);
  * max_size * elem_size overflows, @buf NULL or @bytes too small); on
  * AP_INVAL *b and @buf are untouched.
  */
-AP_API AP_NODISCARD ap_status ap_batch_init(ap_batcher *b, void *buf, size_t bytes,
+AP_API AP_NODISCARD ap_status ap_batch_init(ap_batch *b, void *buf, size_t bytes,
                                             const ap_batch_desc *d);
 /** ap_batch_fini - end of life; frees nothing; items still held are dropped */
-AP_API void ap_batch_fini(ap_batcher *b);
+AP_API void ap_batch_fini(ap_batch *b);
 
 /**
  * ap_batch_add - append one item to the current batch
@@ -200,7 +200,7 @@ AP_API void ap_batch_fini(ap_batcher *b);
  * stays with the caller and *due is untouched.
  * Concurrency: any thread. Ordering: the lock's release; pairs with take.
  */
-AP_API AP_NODISCARD ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns,
+AP_API AP_NODISCARD ap_status ap_batch_add(ap_batch *b, const void *elem, uint64_t now_ns,
                                            bool *due);
 
 /**
@@ -209,9 +209,9 @@ AP_API AP_NODISCARD ap_status ap_batch_add(ap_batcher *b, const void *elem, uint
  * (full, or closed), else oldest + max_delay. A snapshot: an add may move
  * it earlier (from AP_DEADLINE_NONE) at any moment.
  */
-AP_API ap_deadline ap_batch_deadline(ap_batcher *b);
+AP_API ap_deadline ap_batch_deadline(ap_batch *b);
 /** ap_batch_is_due - whether a take at @now_ns would return a batch */
-AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns);
+AP_API bool ap_batch_is_due(ap_batch *b, uint64_t now_ns);
 
 /**
  * ap_batch_take - take the current batch if it is due at @now_ns
@@ -221,20 +221,20 @@ AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns);
  * Returns AP_OK, AP_EMPTY (no batch due: empty, or not yet due) or
  * AP_CLOSED (closed and empty). @out and *n are untouched unless AP_OK.
  */
-AP_API AP_NODISCARD ap_status ap_batch_take(ap_batcher *b, void *out, uint64_t now_ns,
+AP_API AP_NODISCARD ap_status ap_batch_take(ap_batch *b, void *out, uint64_t now_ns,
                                             size_t *n);
 /**
  * ap_batch_flush - take whatever is held now, due or not (shutdown, a
  * caller that must ship now). Returns AP_OK, AP_EMPTY or AP_CLOSED (closed
  * and empty); out-params as ap_batch_take.
  */
-AP_API AP_NODISCARD ap_status ap_batch_flush(ap_batcher *b, void *out, size_t *n);
+AP_API AP_NODISCARD ap_status ap_batch_flush(ap_batch *b, void *out, size_t *n);
 /** ap_batch_close - refuse adds; what is held becomes due; wake every take future */
-AP_API void ap_batch_close(ap_batcher *b);
+AP_API void ap_batch_close(ap_batch *b);
 /** ap_batch_len - items held now (under the lock; stale once returned) */
-AP_API size_t ap_batch_len(ap_batcher *b);
+AP_API size_t ap_batch_len(ap_batch *b);
 /** ap_batch_stats_get - counters, as one snapshot */
-AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b);
+AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b);
 
 /**
  * ap_batch_take_fut_init / _poll / _cancel / _status / _count - a future that
@@ -244,7 +244,7 @@ AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b);
  * items in @out), AP_CLOSED (closed and drained) or AP_CANCELED (took
  * nothing).
  */
-AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *out);
+AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batch *b, void *out);
 AP_API ap_poll ap_batch_take_poll(ap_batch_take_fut *f, ap_cx *cx);
 AP_API void ap_batch_take_cancel(ap_batch_take_fut *f);
 /** result: AP_NOT_READY while pending, then AP_OK / AP_CLOSED / AP_CANCELED */
@@ -262,7 +262,7 @@ AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f);
  * readings (future.h, CLOCKS).
  * Returns AP_OK (*n items in @out), AP_CLOSED or AP_TIMEDOUT.
  */
-AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
+AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batch *b, void *out, size_t *n,
                                                  ap_deadline deadline_ns);
 
 /**
@@ -273,7 +273,7 @@ AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_
  * ap_batch_init and a desc naming it.
  */
 #define AP_BATCH_DEFINE(name, T)                                                      \
-    typedef struct name { ap_batcher b; } name;                                       \
+    typedef struct name { ap_batch b; } name;                                       \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(                        \
         name *self, T *buf, size_t bytes, size_t max_size, uint64_t max_delay_ns)     \
     {                                                                                 \
@@ -304,7 +304,7 @@ AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d)
     return r;
 }
 
-AP_API ap_status ap_batch_init(ap_batcher *b, void *buf, size_t bytes, const ap_batch_desc *d)
+AP_API ap_status ap_batch_init(ap_batch *b, void *buf, size_t bytes, const ap_batch_desc *d)
 {
     size_t need;
     AP_ASSERT(b != NULL);
@@ -329,7 +329,7 @@ AP_API ap_status ap_batch_init(ap_batcher *b, void *buf, size_t bytes, const ap_
     return AP_OK;
 }
 
-AP_API void ap_batch_fini(ap_batcher *b)
+AP_API void ap_batch_fini(ap_batch *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     /* Every build: a parked take future would be woken into freed memory. */
@@ -338,16 +338,16 @@ AP_API void ap_batch_fini(ap_batcher *b)
 }
 
 /* Under the lock: the instant the batch is due (see DUE). */
-AP_API ap_deadline ap__batch_deadline_locked(const ap_batcher *b)
+AP_API ap_deadline ap__batch_deadline_locked(const ap_batch *b)
 {
     if (b->len == 0)
         return AP_DEADLINE_NONE;
     if (b->len == b->max_size || b->closed)
         return 0;
-    return ap_time_add(b->oldest, b->max_delay);
+    return ap_deadline_after(b->oldest, b->max_delay);
 }
 
-AP_API ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns, bool *due)
+AP_API ap_status ap_batch_add(ap_batch *b, const void *elem, uint64_t now_ns, bool *due)
 {
     AP_ASSERT(b != NULL && b->buf != NULL && elem != NULL);
     ap__lock_acquire(&b->lock);
@@ -382,7 +382,7 @@ AP_API ap_status ap_batch_add(ap_batcher *b, const void *elem, uint64_t now_ns, 
     return AP_OK;
 }
 
-AP_API ap_deadline ap_batch_deadline(ap_batcher *b)
+AP_API ap_deadline ap_batch_deadline(ap_batch *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     ap__lock_acquire(&b->lock);
@@ -391,7 +391,7 @@ AP_API ap_deadline ap_batch_deadline(ap_batcher *b)
     return d;
 }
 
-AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns)
+AP_API bool ap_batch_is_due(ap_batch *b, uint64_t now_ns)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     ap__lock_acquire(&b->lock);
@@ -402,7 +402,7 @@ AP_API bool ap_batch_is_due(ap_batcher *b, uint64_t now_ns)
 
 /* The one take: if @force or the batch is due at @now_ns, move it to @out.
  * *deadline (if not NULL) receives the deadline when nothing was taken. */
-AP_API ap_status ap__batch_take(ap_batcher *b, void *out, uint64_t now_ns, bool force,
+AP_API ap_status ap__batch_take(ap_batch *b, void *out, uint64_t now_ns, bool force,
                                 size_t *n, ap_deadline *deadline)
 {
     AP_ASSERT(b != NULL && b->buf != NULL && out != NULL && n != NULL);
@@ -432,19 +432,19 @@ AP_API ap_status ap__batch_take(ap_batcher *b, void *out, uint64_t now_ns, bool 
     return AP_OK;
 }
 
-AP_API ap_status ap_batch_take(ap_batcher *b, void *out, uint64_t now_ns, size_t *n)
+AP_API ap_status ap_batch_take(ap_batch *b, void *out, uint64_t now_ns, size_t *n)
 {
     return ap__batch_take(b, out, now_ns, false, n, NULL);
 }
 
-AP_API ap_status ap_batch_flush(ap_batcher *b, void *out, size_t *n)
+AP_API ap_status ap_batch_flush(ap_batch *b, void *out, size_t *n)
 {
     /* forced: counted by_flush, unless full or closed (counted as such
      * first); now 0 never meets an age deadline, which is never 0 */
     return ap__batch_take(b, out, 0, true, n, NULL);
 }
 
-AP_API void ap_batch_close(ap_batcher *b)
+AP_API void ap_batch_close(ap_batch *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     ap__lock_acquire(&b->lock);
@@ -454,7 +454,7 @@ AP_API void ap_batch_close(ap_batcher *b)
         (void)ap_waitlist_wake_all(&b->ready);
 }
 
-AP_API size_t ap_batch_len(ap_batcher *b)
+AP_API size_t ap_batch_len(ap_batch *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     ap__lock_acquire(&b->lock);
@@ -463,7 +463,7 @@ AP_API size_t ap_batch_len(ap_batcher *b)
     return len;
 }
 
-AP_API ap_batch_stats ap_batch_stats_get(ap_batcher *b)
+AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
     ap_batch_stats s;
@@ -489,7 +489,7 @@ AP_API void ap__batch_take_cancel_v(ap_future *f)
     ap_batch_take_cancel((ap_batch_take_fut *)(void *)f);
 }
 
-AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batcher *b, void *out)
+AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batch *b, void *out)
 {
     AP_ASSERT(f != NULL && b != NULL && out != NULL);
     f->base.poll = ap__batch_take_poll_v;
@@ -542,7 +542,7 @@ AP_API size_t ap_batch_take_count(const ap_batch_take_fut *f)
     return f->status == AP_OK ? f->n : 0;
 }
 
-AP_API ap_status ap_batch_take_wait(ap_batcher *b, void *out, size_t *n,
+AP_API ap_status ap_batch_take_wait(ap_batch *b, void *out, size_t *n,
                                     ap_deadline deadline_ns)
 {
     AP_ASSERT(n != NULL);

@@ -336,8 +336,8 @@ AP_API size_t ap_cache_len(const ap_cache *c);
 /** ap_cache_capacity - the capacity given at init */
 AP_API size_t ap_cache_capacity(const ap_cache *c);
 
-/** ap_cache_get_stats - counters summed over shards (a snapshot) */
-AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c);
+/** ap_cache_stats_get - counters summed over shards (a snapshot) */
+AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
 
 /**
  * AP_CACHE_DEFINE - a typed cache of values of type V
@@ -895,7 +895,7 @@ AP_API size_t ap_cache_capacity(const ap_cache *c)
     return c->capacity;
 }
 
-AP_API ap_cache_stats ap_cache_get_stats(const ap_cache *c)
+AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0};

@@ -23,12 +23,12 @@
  *   window, no rate, no failure run; in HALF_OPEN it frees the probe slot
  *   but not its admission), and in its own stats counter, `canceled`.
  *   FORCED_OPEN rejects everything and DISABLED admits everything (neither
- *   evaluates anything) until ap_cb_reset.
+ *   evaluates anything) until ap_breaker_reset.
  *   The facts follow resilience4j's CircuitBreaker (count- and time-based
  *   windows, minimumNumberOfCalls, rate >= threshold trips); the code does not.
  *
- *   Two steps: ap_cb_allow(now) hands out an ap_cb_permit stamped with the
- *   breaker's generation; ap_cb_record(permit, outcome, duration, now)
+ *   Two steps: ap_breaker_allow(now) hands out an ap_breaker_permit stamped with the
+ *   breaker's generation; ap_breaker_record(permit, outcome, duration, now)
  *   reports it, once: the record marks the permit it is given as consumed
  *   (gen = 0), and a second record of it is AP_INVAL and changes nothing.
  *   (A record of a *copy* of a permit already reported is the caller's
@@ -59,7 +59,7 @@
  *     counter
  *   - single-threaded, the breaker equals the reference model in
  *     tests/test_circuit_breaker.c step by step
- *   - a permit is reported at most once: ap_cb_record of a consumed
+ *   - a permit is reported at most once: ap_breaker_record of a consumed
  *     permit (or of one never admitted: gen 0) is AP_INVAL and changes
  *     nothing, so one permit can never count as several outcomes
  *   - CANCELED never counts as a failure and never re-opens: in HALF_OPEN
@@ -156,7 +156,7 @@
  *   (g, clean) with an epoch in (K - buckets, K], K = tnew's epoch now,
  *   each read key / counts / same key (else it reads as empty); the sum is
  *   not a snapshot (single-threaded it is the locked sum exactly); if it
- *   (or the failure run) trips, ap__cb_trip re-checks (CLOSED, g) under
+ *   (or the failure run) trips, ap__breaker_trip re-checks (CLOSED, g) under
  *   the lock. Counters are relaxed and striped; they order nothing.
  *   The breaker publishes no user memory: do not use a permit as a
  *   happens-before edge.
@@ -164,17 +164,17 @@
  * COMPLEXITY   allow/record O(1) in CLOSED with the COUNT window; O(buckets)
  *              with the TIME window (lock-free, the sum); O(probes) in
  *              HALF_OPEN.
- * MEMORY       ap_cb_init takes a caller buffer and its size in bytes: at
- *              least ap_cb_bytes(desc) (<= AP_CB_BYTES(window_size or
- *              buckets, probes)), aligned to AP_CB_ALIGN (8); else AP_INVAL
- *              with nothing written; ap_cb_create allocates the breaker and
+ * MEMORY       ap_breaker_init takes a caller buffer and its size in bytes: at
+ *              least ap_breaker_bytes(desc) (<= AP_BREAKER_BYTES(window_size or
+ *              buckets, probes)), aligned to AP_BREAKER_ALIGN (8); else AP_INVAL
+ *              with nothing written; ap_breaker_create allocates the breaker and
  *              buffer once. Nothing else allocates.
  * ERRORS       AP_REJECTED (retry_at says when it may admit again); AP_INVAL
- *              for a bad desc (see ap_cb_init), a too-small buffer, a bad
+ *              for a bad desc (see ap_breaker_init), a too-small buffer, a bad
  *              outcome, a permit already reported; AP_NOMEM. AP_INVAL
  *              changes nothing.
- * LIMITS       window_size <= AP_CB_MAX_WINDOW (16384), buckets <= 4096,
- *              half_open_probes <= AP_CB_MAX_PROBES (1024). The COUNT window
+ * LIMITS       window_size <= AP_BREAKER_MAX_WINDOW (16384), buckets <= 4096,
+ *              half_open_probes <= AP_BREAKER_MAX_PROBES (1024). The COUNT window
  *              tags its aggregate with 16 bits of the generation: a record
  *              stalled between its state check and its add across exactly a
  *              multiple of 65536 transitions could land in a later window;
@@ -192,13 +192,13 @@
  *
  * USAGE
  *   static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
- *   if (ap_cb_create(&b, &(ap_breaker_desc){.window_size = 20,
+ *   if (ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 20,
  *                         .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
- *   ap_cb_permit p; uint64_t retry_at, t0 = ap_now_ns();
- *   if (ap_cb_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
+ *   ap_breaker_permit p; uint64_t retry_at, t0 = ap_now_ns();
+ *   if (ap_breaker_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
  *   int rc = call_dependency();
  *   uint64_t t1 = ap_now_ns();
- *   if (ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+ *   if (ap_breaker_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
  *                    t1 - t0, t1) != AP_OK)
  *       abort();   // only a permit reported twice or a bad outcome: a bug
  */
@@ -208,17 +208,17 @@
 #include "core.h"
 #include "time.h"
 
-#define AP_CB_MAX_WINDOW 16384u
-#define AP_CB_MAX_BUCKETS 4096u
-#define AP_CB_MAX_PROBES 1024u
-#define AP_CB_STRIPES 8u
+#define AP_BREAKER_MAX_WINDOW 16384u
+#define AP_BREAKER_MAX_BUCKETS 4096u
+#define AP_BREAKER_MAX_PROBES 1024u
+#define AP_BREAKER_STRIPES 8u
 
-/** AP_CB_BYTES - an upper bound of ap_cb_bytes (constant expression):
+/** AP_BREAKER_BYTES - an upper bound of ap_breaker_bytes (constant expression):
  * @n: window_size (COUNT) or buckets (TIME); @probes: half_open_probes */
-#define AP_CB_BYTES(n, probes) ((size_t)(n) * 32u + (size_t)(probes) * 8u)
-/** AP_CB_ALIGN - the alignment ap_cb_init needs of its buffer: the window
+#define AP_BREAKER_BYTES(n, probes) ((size_t)(n) * 32u + (size_t)(probes) * 8u)
+/** AP_BREAKER_ALIGN - the alignment ap_breaker_init needs of its buffer: the window
  *  and the probe slots are 64-bit words (constant expression) */
-#define AP_CB_ALIGN ((size_t)8)
+#define AP_BREAKER_ALIGN ((size_t)8)
 
 /** ap_breaker_state - the states; the numbers are stable */
 typedef enum ap_breaker_state {
@@ -229,7 +229,7 @@ typedef enum ap_breaker_state {
     AP_BREAKER_STATE_DISABLED = 4
 } ap_breaker_state;
 
-/** ap_breaker_outcome - what ap_cb_record reports */
+/** ap_breaker_outcome - what ap_breaker_record reports */
 typedef enum ap_breaker_outcome {
     AP_BREAKER_OUTCOME_SUCCESS = 0,
     AP_BREAKER_OUTCOME_FAILURE = 1,
@@ -245,11 +245,11 @@ typedef enum ap_breaker_window {
     AP_BREAKER_WINDOW_TIME = 1
 } ap_breaker_window;
 
-/** ap_breaker_cb - state-change callback; runs on the thread that caused
+/** ap_breaker_change_fn - state-change callback; runs on the thread that caused
  * the transition, after the breaker's lock is released. Callbacks of
  * different threads may run concurrently and out of order: @gen (the new
  * generation) orders them. */
-typedef void (*ap_breaker_cb)(void *ctx, ap_breaker_state from, ap_breaker_state to,
+typedef void (*ap_breaker_change_fn)(void *ctx, ap_breaker_state from, ap_breaker_state to,
                               uint64_t gen);
 
 /** ap_breaker_desc - configuration; a zero field means its default */
@@ -272,16 +272,16 @@ typedef struct ap_breaker_desc {
                                        saturating; >= open_ns) */
     uint32_t half_open_probes;      /* K (default 10; <= 1024) */
     uint64_t probe_lease_ns;        /* a probe unreported this long fails (default 60 s) */
-    ap_breaker_cb on_change;        /* optional */
+    ap_breaker_change_fn on_change;        /* optional */
     void *ctx;                      /* passed to on_change */
 } ap_breaker_desc;
 
-/** ap_cb_permit - what ap_cb_allow hands out; report it once with
- * ap_cb_record, which consumes it (gen = 0). Do not report copies. */
-typedef struct ap_cb_permit {
+/** ap_breaker_permit - what ap_breaker_allow hands out; report it once with
+ * ap_breaker_record, which consumes it (gen = 0). Do not report copies. */
+typedef struct ap_breaker_permit {
     uint64_t gen;   /* the generation it was admitted in; 0: consumed (or never admitted) */
     uint32_t probe; /* 1 + probe slot in HALF_OPEN, else 0 */
-} ap_cb_permit;
+} ap_breaker_permit;
 
 /** ap_breaker_stats - counters (snapshot; each is exact once calls stop) */
 typedef struct ap_breaker_stats {
@@ -294,17 +294,17 @@ typedef struct ap_breaker_stats {
     uint64_t transitions, lease_expired;
 } ap_breaker_stats;
 
-typedef struct ap__cb_stripe {
+typedef struct ap__breaker_stripe {
     _Alignas(AP_CACHELINE) _Atomic uint64_t allowed;
     _Atomic uint64_t rejected, successes, failures, ignored, canceled, slow, stale;
-} ap__cb_stripe;
+} ap__breaker_stripe;
 
-typedef struct ap__cb_bucket {
+typedef struct ap__breaker_bucket {
     _Atomic uint64_t key; /* gen16 << 48 | reset flag << 47 | epoch47 */
     _Atomic uint64_t cnt; /* seq8 << 56 | calls19 << 37 | failures19 << 18 | slow18 */
-} ap__cb_bucket;
+} ap__breaker_bucket;
 
-/** ap_breaker - one breaker; set up with ap_cb_init or ap_cb_create */
+/** ap_breaker - one breaker; set up with ap_breaker_init or ap_breaker_create */
 typedef struct ap_breaker {
     _Alignas(AP_CACHELINE) _Atomic uint64_t state; /* gen << 3 | ap_breaker_state */
     _Atomic uint64_t open_until;                   /* while OPEN; written under lock */
@@ -318,30 +318,30 @@ typedef struct ap_breaker {
     uint64_t cur_open;     /* current open duration */
     uint32_t inflight, succ, admitted; /* HALF_OPEN: this period's probes */
     uint64_t *admit;       /* [probes]: admit time, UINT64_MAX = free */
-    ap__cb_bucket *bkt;    /* TIME: [buckets], lock-free (see ORDERING) */
+    ap__breaker_bucket *bkt;    /* TIME: [buckets], lock-free (see ORDERING) */
     uint64_t bkt_w;        /* bucket width, ns */
     _Atomic uint64_t *slots; /* COUNT: [window_size], gen32 << 3 | slow << 2 | fail << 1 | 1 */
     _Atomic uint64_t transitions, lease_expired;
     ap_breaker_desc desc;  /* resolved */
     const ap_allocator *alloc; /* set by create */
     size_t alloc_size;
-    ap__cb_stripe stripe[AP_CB_STRIPES];
+    ap__breaker_stripe stripe[AP_BREAKER_STRIPES];
 } ap_breaker;
 
 /**
  * ap_breaker_desc_resolved - the desc with every default filled in
- * (no validation: ap_cb_init validates).
+ * (no validation: ap_breaker_init validates).
  */
 AP_API ap_breaker_desc ap_breaker_desc_resolved(const ap_breaker_desc *desc);
 
 /**
- * ap_cb_bytes - buffer bytes ap_cb_init needs for @desc; 0 if @desc is invalid
+ * ap_breaker_bytes - buffer bytes ap_breaker_init needs for @desc; 0 if @desc is invalid
  */
-AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc);
+AP_API size_t ap_breaker_bytes(const ap_breaker_desc *desc);
 
 /**
- * ap_cb_init - set up a CLOSED breaker, generation 1, in caller memory
- * @buf:   at least ap_cb_bytes(desc) bytes aligned to AP_CB_ALIGN, owned by
+ * ap_breaker_init - set up a CLOSED breaker, generation 1, in caller memory
+ * @buf:   at least ap_breaker_bytes(desc) bytes aligned to AP_BREAKER_ALIGN, owned by
  *         the caller until fini
  * @bytes: the size of @buf (the excess is not touched)
  * @desc:  the configuration (copied, defaults resolved)
@@ -354,24 +354,24 @@ AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc);
  * untouched.
  * (Zero fields mean their defaults, so a zero window or K = 0 is the default.)
  */
-AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
+AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t bytes,
                                          const ap_breaker_desc *desc);
-/** ap_cb_fini - end of life; frees nothing */
-AP_API void ap_cb_fini(ap_breaker *b);
+/** ap_breaker_fini - end of life; frees nothing */
+AP_API void ap_breaker_fini(ap_breaker *b);
 #ifndef AP_NO_MALLOC
 /**
- * ap_cb_create - allocate (once, through @alloc; NULL: libc) and init
+ * ap_breaker_create - allocate (once, through @alloc; NULL: libc) and init
  * Returns AP_OK, AP_INVAL (nothing allocated) or AP_NOMEM; *out untouched on failure.
  */
-AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_desc *desc,
+AP_API AP_NODISCARD ap_status ap_breaker_create(ap_breaker **out, const ap_breaker_desc *desc,
                                            const ap_allocator *alloc);
-/** ap_cb_destroy - free a breaker from ap_cb_create */
-AP_API void ap_cb_destroy(ap_breaker *b);
+/** ap_breaker_destroy - free a breaker from ap_breaker_create */
+AP_API void ap_breaker_destroy(ap_breaker *b);
 #endif
 
 /**
- * ap_cb_allow - may a call go ahead at now_ns?
- * @permit:   on AP_OK, the permit to pass to ap_cb_record
+ * ap_breaker_allow - may a call go ahead at now_ns?
+ * @permit:   on AP_OK, the permit to pass to ap_breaker_record
  * @retry_at: on AP_REJECTED (may be NULL): when the breaker may admit
  *            again: the end of the open time (OPEN), the earliest probe
  *            lease expiry (HALF_OPEN, K admitted this period), AP_DEADLINE_NONE
@@ -381,12 +381,12 @@ AP_API void ap_cb_destroy(ap_breaker *b);
  * DISABLED: one acquire load. Ordering: acquire on the state word.
  * On failure *permit is untouched.
  */
-AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_permit *permit,
+AP_API AP_NODISCARD ap_status ap_breaker_allow(ap_breaker *b, uint64_t now_ns, ap_breaker_permit *permit,
                                           uint64_t *retry_at);
 
 /**
- * ap_cb_record - report the outcome of a permitted call, and consume the permit
- * @permit:      from ap_cb_allow on this breaker; on AP_OK it is marked
+ * ap_breaker_record - report the outcome of a permitted call, and consume the permit
+ * @permit:      from ap_breaker_allow on this breaker; on AP_OK it is marked
  *               consumed (gen = 0, probe = 0)
  * @outcome:     SUCCESS, FAILURE, IGNORED or CANCELED (see PATTERN)
  * @duration_ns: how long the call took (slow: >= slow_call_ns; SUCCESS and
@@ -403,47 +403,47 @@ AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_
  * Concurrency: any thread, but one record per permit; CLOSED (COUNT or
  * TIME window): lock-free.
  */
-AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
+AP_API AP_NODISCARD ap_status ap_breaker_record(ap_breaker *b, ap_breaker_permit *permit,
                                            ap_breaker_outcome outcome, uint64_t duration_ns,
                                            uint64_t now_ns);
 
-/** ap_cb_state - the state at now_ns (applies due transitions, fires callbacks) */
-AP_API ap_breaker_state ap_cb_state(ap_breaker *b, uint64_t now_ns);
-/** ap_cb_generation - the current generation (snapshot; >= 1, +1 per transition) */
-AP_API uint64_t ap_cb_generation(ap_breaker *b);
-/** ap_cb_stats - the counters (snapshot) */
-AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b);
+/** ap_breaker_state_at - the state at now_ns (applies due transitions, fires callbacks) */
+AP_API ap_breaker_state ap_breaker_state_at(ap_breaker *b, uint64_t now_ns);
+/** ap_breaker_generation - the current generation (snapshot; >= 1, +1 per transition) */
+AP_API uint64_t ap_breaker_generation(ap_breaker *b);
+/** ap_breaker_stats_get - the counters (snapshot) */
+AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b);
 
-/** ap_cb_force_open - FORCED_OPEN (reject all) until reset; no-op if already */
-AP_API void ap_cb_force_open(ap_breaker *b);
-/** ap_cb_disable - DISABLED (admit all, evaluate nothing) until reset; no-op if already */
-AP_API void ap_cb_disable(ap_breaker *b);
-/** ap_cb_reset - back to CLOSED with an empty window and a new generation
+/** ap_breaker_force_open - FORCED_OPEN (reject all) until reset; no-op if already */
+AP_API void ap_breaker_force_open(ap_breaker *b);
+/** ap_breaker_disable - DISABLED (admit all, evaluate nothing) until reset; no-op if already */
+AP_API void ap_breaker_disable(ap_breaker *b);
+/** ap_breaker_reset - back to CLOSED with an empty window and a new generation
  * (always a transition, also from CLOSED); the open duration starts over */
-AP_API void ap_cb_reset(ap_breaker *b);
+AP_API void ap_breaker_reset(ap_breaker *b);
 
 /* ---- implementation ---- */
 
-#define AP__CB_FREE UINT64_MAX
-#define AP__CB_EPOCH(g) (((g) & UINT64_C(0xffff)) << 48)
-#define AP__CB_EPOCH_MASK (UINT64_C(0xffff) << 48)
-#define AP__CB_F16(x, shift) (((x) >> (shift)) & UINT64_C(0xffff))
+#define AP__BREAKER_FREE UINT64_MAX
+#define AP__BREAKER_EPOCH(g) (((g) & UINT64_C(0xffff)) << 48)
+#define AP__BREAKER_EPOCH_MASK (UINT64_C(0xffff) << 48)
+#define AP__BREAKER_F16(x, shift) (((x) >> (shift)) & UINT64_C(0xffff))
 /* TIME window words */
-#define AP__CB_EP_MASK ((UINT64_C(1) << 47) - 1) /* epoch = now / bucket width */
-#define AP__CB_KFLAG (UINT64_C(1) << 47)         /* key: reset in progress */
-#define AP__CB_SEQ (UINT64_C(0xff) << 56)        /* cnt: reset sequence */
-#define AP__CB_MAX19 UINT64_C(0x7ffff)
-#define AP__CB_MAX18 UINT64_C(0x3ffff)
-#define AP__CB_C_CALLS(c) (((c) >> 37) & AP__CB_MAX19)
-#define AP__CB_C_FAILS(c) (((c) >> 18) & AP__CB_MAX19)
-#define AP__CB_C_SLOW(c) ((c) & AP__CB_MAX18)
+#define AP__BREAKER_EP_MASK ((UINT64_C(1) << 47) - 1) /* epoch = now / bucket width */
+#define AP__BREAKER_KFLAG (UINT64_C(1) << 47)         /* key: reset in progress */
+#define AP__BREAKER_SEQ (UINT64_C(0xff) << 56)        /* cnt: reset sequence */
+#define AP__BREAKER_MAX19 UINT64_C(0x7ffff)
+#define AP__BREAKER_MAX18 UINT64_C(0x3ffff)
+#define AP__BREAKER_C_CALLS(c) (((c) >> 37) & AP__BREAKER_MAX19)
+#define AP__BREAKER_C_FAILS(c) (((c) >> 18) & AP__BREAKER_MAX19)
+#define AP__BREAKER_C_SLOW(c) ((c) & AP__BREAKER_MAX18)
 /* an empty count word with the next reset sequence number */
-#define AP__CB_C_BUMP(c) ((((c) & AP__CB_SEQ) + (UINT64_C(1) << 56)) & AP__CB_SEQ)
+#define AP__BREAKER_C_BUMP(c) ((((c) & AP__BREAKER_SEQ) + (UINT64_C(1) << 56)) & AP__BREAKER_SEQ)
 
-typedef struct ap__cb_events {
+typedef struct ap__breaker_events {
     unsigned n;
     struct { ap_breaker_state from, to; uint64_t gen; } ev[4];
-} ap__cb_events;
+} ap__breaker_events;
 
 AP_API ap_breaker_desc ap_breaker_desc_resolved(const ap_breaker_desc *desc)
 {
@@ -466,72 +466,72 @@ AP_API ap_breaker_desc ap_breaker_desc_resolved(const ap_breaker_desc *desc)
 }
 
 /* Bytes for a resolved desc, 0 if it is invalid. */
-AP_API size_t ap__cb_bytes_resolved(const ap_breaker_desc *d)
+AP_API size_t ap__breaker_bytes_resolved(const ap_breaker_desc *d)
 {
     if (d->failure_rate_pct > 100 || d->slow_rate_pct > 100 ||
-        d->half_open_probes > AP_CB_MAX_PROBES || d->open_multiplier_pct < 100 ||
+        d->half_open_probes > AP_BREAKER_MAX_PROBES || d->open_multiplier_pct < 100 ||
         d->open_multiplier_pct > 10000 || d->open_max_ns < d->open_ns)
         return 0;
     size_t probes = (size_t)d->half_open_probes * sizeof(uint64_t);
     if (d->window == AP_BREAKER_WINDOW_COUNT) {
-        if (d->window_size > AP_CB_MAX_WINDOW || d->min_calls > d->window_size)
+        if (d->window_size > AP_BREAKER_MAX_WINDOW || d->min_calls > d->window_size)
             return 0;
         return (size_t)d->window_size * sizeof(uint64_t) + probes;
     }
     if (d->window == AP_BREAKER_WINDOW_TIME) {
-        if (d->buckets > AP_CB_MAX_BUCKETS || d->buckets > d->window_ns ||
+        if (d->buckets > AP_BREAKER_MAX_BUCKETS || d->buckets > d->window_ns ||
             d->window_ns % d->buckets != 0)
             return 0;
-        return (size_t)d->buckets * sizeof(ap__cb_bucket) + probes; /* <= AP_CB_BYTES */
+        return (size_t)d->buckets * sizeof(ap__breaker_bucket) + probes; /* <= AP_BREAKER_BYTES */
     }
     return 0;
 }
 
-AP_API size_t ap_cb_bytes(const ap_breaker_desc *desc)
+AP_API size_t ap_breaker_bytes(const ap_breaker_desc *desc)
 {
     ap_breaker_desc d = ap_breaker_desc_resolved(desc);
-    return ap__cb_bytes_resolved(&d);
+    return ap__breaker_bytes_resolved(&d);
 }
 
 /* Clear the window for generation g (under lock, or at init). */
-AP_API void ap__cb_clear_window(ap_breaker *b, uint64_t g)
+AP_API void ap__breaker_clear_window(ap_breaker *b, uint64_t g)
 {
     if (b->desc.window == AP_BREAKER_WINDOW_TIME) {
-        const uint64_t G = AP__CB_EPOCH(g);
+        const uint64_t G = AP__BREAKER_EPOCH(g);
         /* relaxed: published by the state word's release store; a stale
          * writer's CAS on tnew or a key fails on the generation tag. */
         AP_ATOMIC_STORE(&b->tnew, G, memory_order_relaxed);
         for (uint32_t i = 0; i < b->desc.buckets; i++) {
-            ap__cb_bucket *bk = &b->bkt[i];
+            ap__breaker_bucket *bk = &b->bkt[i];
             /* key (g, clean, epoch 0) with empty counts: an empty bucket */
             AP_ATOMIC_STORE(&bk->key, G, memory_order_relaxed);
             /* a CAS that bumps the sequence (never a plain store: a stale
              * adder holding any earlier value must fail); release: an
              * adder that reads this value also reads the new key. */
             uint64_t c = AP_ATOMIC_LOAD(&bk->cnt, memory_order_relaxed);
-            while (!AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__CB_C_BUMP(c), memory_order_release,
+            while (!AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__BREAKER_C_BUMP(c), memory_order_release,
                                        memory_order_relaxed)) {
             }
         }
     }
     /* relaxed: published by the release store of the state word that
-     * follows (ap__cb_set); a recorder of g acquires that word first. */
-    AP_ATOMIC_STORE(&b->agg, AP__CB_EPOCH(g), memory_order_relaxed);
-    AP_ATOMIC_STORE(&b->consec, AP__CB_EPOCH(g), memory_order_relaxed);
+     * follows (ap__breaker_set); a recorder of g acquires that word first. */
+    AP_ATOMIC_STORE(&b->agg, AP__BREAKER_EPOCH(g), memory_order_relaxed);
+    AP_ATOMIC_STORE(&b->consec, AP__BREAKER_EPOCH(g), memory_order_relaxed);
     /* the ring is not cleared: a slot tagged below g reads as empty */
-    AP_ATOMIC_STORE(&b->cursor, AP__CB_EPOCH(g), memory_order_relaxed);
+    AP_ATOMIC_STORE(&b->cursor, AP__BREAKER_EPOCH(g), memory_order_relaxed);
 }
 
-AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
+AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t bytes,
                                          const ap_breaker_desc *desc)
 {
     AP_ASSERT(b != NULL);
     if (desc == NULL)
         return AP_INVAL;
     ap_breaker_desc d = ap_breaker_desc_resolved(desc);
-    size_t need = ap__cb_bytes_resolved(&d);
+    size_t need = ap__breaker_bytes_resolved(&d);
     /* every check before the first write: AP_INVAL touches nothing */
-    if (need == 0 || buf == NULL || bytes < need || (uintptr_t)buf % AP_CB_ALIGN != 0)
+    if (need == 0 || buf == NULL || bytes < need || (uintptr_t)buf % AP_BREAKER_ALIGN != 0)
         return AP_INVAL;
     memset(b, 0, sizeof *b);
     b->desc = d;
@@ -542,17 +542,17 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
             AP_ATOMIC_INIT(&b->slots[i], 0);
         p += (size_t)d.window_size * sizeof(uint64_t);
     } else {
-        b->bkt = (ap__cb_bucket *)(void *)p;
+        b->bkt = (ap__breaker_bucket *)(void *)p;
         b->bkt_w = d.window_ns / d.buckets;
         for (uint32_t i = 0; i < d.buckets; i++) {
             AP_ATOMIC_INIT(&b->bkt[i].key, 0);
             AP_ATOMIC_INIT(&b->bkt[i].cnt, 0);
         }
-        p += (size_t)d.buckets * sizeof(ap__cb_bucket);
+        p += (size_t)d.buckets * sizeof(ap__breaker_bucket);
     }
     b->admit = (uint64_t *)(void *)p;
     for (uint32_t i = 0; i < d.half_open_probes; i++)
-        b->admit[i] = AP__CB_FREE;
+        b->admit[i] = AP__BREAKER_FREE;
     AP_ATOMIC_INIT(&b->state, (uint64_t)1 << 3 | AP_BREAKER_STATE_CLOSED);
     AP_ATOMIC_INIT(&b->open_until, 0);
     AP_ATOMIC_INIT(&b->agg, 0);
@@ -562,8 +562,8 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
     AP_ATOMIC_INIT(&b->lock.held, 0);
     AP_ATOMIC_INIT(&b->transitions, 0);
     AP_ATOMIC_INIT(&b->lease_expired, 0);
-    for (unsigned i = 0; i < AP_CB_STRIPES; i++) {
-        ap__cb_stripe *s = &b->stripe[i];
+    for (unsigned i = 0; i < AP_BREAKER_STRIPES; i++) {
+        ap__breaker_stripe *s = &b->stripe[i];
         AP_ATOMIC_INIT(&s->allowed, 0); AP_ATOMIC_INIT(&s->rejected, 0);
         AP_ATOMIC_INIT(&s->successes, 0); AP_ATOMIC_INIT(&s->failures, 0);
         AP_ATOMIC_INIT(&s->ignored, 0); AP_ATOMIC_INIT(&s->canceled, 0);
@@ -571,29 +571,29 @@ AP_API AP_NODISCARD ap_status ap_cb_init(ap_breaker *b, void *buf, size_t bytes,
         AP_ATOMIC_INIT(&s->stale, 0);
     }
     b->cur_open = d.open_ns;
-    ap__cb_clear_window(b, 1);
+    ap__breaker_clear_window(b, 1);
     return AP_OK;
 }
 
-AP_API void ap_cb_fini(ap_breaker *b)
+AP_API void ap_breaker_fini(ap_breaker *b)
 {
     AP_ASSERT(b != NULL);
 }
 
 #ifndef AP_NO_MALLOC
-AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_desc *desc,
+AP_API AP_NODISCARD ap_status ap_breaker_create(ap_breaker **out, const ap_breaker_desc *desc,
                                            const ap_allocator *alloc)
 {
     AP_ASSERT(out != NULL && desc != NULL);
     const ap_allocator *a = ap__allocator_or_default(alloc);
-    size_t need = ap_cb_bytes(desc), head = ap__align_up(sizeof(ap_breaker), AP_CACHELINE);
+    size_t need = ap_breaker_bytes(desc), head = ap__align_up(sizeof(ap_breaker), AP_CACHELINE);
     if (a == NULL || need == 0 || head == 0 || need > SIZE_MAX - head)
         return AP_INVAL;
     void *mem = a->alloc(head + need, AP_CACHELINE, a->user);
     if (mem == NULL)
         return AP_NOMEM;
     ap_breaker *b = (ap_breaker *)mem;
-    if (ap_cb_init(b, (char *)mem + head, need, desc) != AP_OK) {
+    if (ap_breaker_init(b, (char *)mem + head, need, desc) != AP_OK) {
         a->free(mem, head + need, a->user);
         return AP_INVAL;
     }
@@ -603,7 +603,7 @@ AP_API AP_NODISCARD ap_status ap_cb_create(ap_breaker **out, const ap_breaker_de
     return AP_OK;
 }
 
-AP_API void ap_cb_destroy(ap_breaker *b)
+AP_API void ap_breaker_destroy(ap_breaker *b)
 {
     if (b == NULL)
         return;
@@ -615,18 +615,18 @@ AP_API void ap_cb_destroy(ap_breaker *b)
 
 /* A counter stripe for the calling thread: a hash of a stack address (no
  * TLS). Only spreads contention; any stripe is correct. */
-AP_FORCE_INLINE ap__cb_stripe *ap__cb_my_stripe(ap_breaker *b)
+AP_FORCE_INLINE ap__breaker_stripe *ap__breaker_my_stripe(ap_breaker *b)
 {
     char probe;
     uintptr_t x = (uintptr_t)&probe >> 14;
     x *= (uintptr_t)UINT64_C(0x9E3779B97F4A7C15);
-    return &b->stripe[(x >> (sizeof(uintptr_t) * 8 - 3)) & (AP_CB_STRIPES - 1)];
+    return &b->stripe[(x >> (sizeof(uintptr_t) * 8 - 3)) & (AP_BREAKER_STRIPES - 1)];
 }
 
-#define AP__CB_COUNT(b, field) \
-    ((void)AP_ATOMIC_FETCH_ADD(&ap__cb_my_stripe(b)->field, 1u, memory_order_relaxed))
+#define AP__BREAKER_COUNT(b, field) \
+    ((void)AP_ATOMIC_FETCH_ADD(&ap__breaker_my_stripe(b)->field, 1u, memory_order_relaxed))
 
-AP_API void ap__cb_fire(ap_breaker *b, const ap__cb_events *ev)
+AP_API void ap__breaker_fire(ap_breaker *b, const ap__breaker_events *ev)
 {
     if (b->desc.on_change == NULL)
         return;
@@ -635,7 +635,7 @@ AP_API void ap__cb_fire(ap_breaker *b, const ap__cb_events *ev)
 }
 
 /* Transition to @to (under lock). */
-AP_API void ap__cb_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__cb_events *ev)
+AP_API void ap__breaker_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__breaker_events *ev)
 {
     /* relaxed: the state word is only written under the lock we hold */
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
@@ -651,15 +651,15 @@ AP_API void ap__cb_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__cb_
             b->cur_open = b->desc.open_ns;
         }
         /* relaxed: published by the release store below */
-        AP_ATOMIC_STORE(&b->open_until, ap_time_add(now, b->cur_open), memory_order_relaxed);
+        AP_ATOMIC_STORE(&b->open_until, ap_deadline_after(now, b->cur_open), memory_order_relaxed);
         break;
     case AP_BREAKER_STATE_HALF_OPEN:
         b->inflight = b->succ = b->admitted = 0;
         for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
-            b->admit[i] = AP__CB_FREE;
+            b->admit[i] = AP__BREAKER_FREE;
         break;
     case AP_BREAKER_STATE_CLOSED:
-        ap__cb_clear_window(b, g);
+        ap__breaker_clear_window(b, g);
         b->cur_open = b->desc.open_ns;
         break;
     default:
@@ -679,22 +679,22 @@ AP_API void ap__cb_set(ap_breaker *b, ap_breaker_state to, uint64_t now, ap__cb_
 }
 
 /* Apply the transitions due at @now (under lock). */
-AP_API void ap__cb_advance(ap_breaker *b, uint64_t now, ap__cb_events *ev)
+AP_API void ap__breaker_advance(ap_breaker *b, uint64_t now, ap__breaker_events *ev)
 {
     for (;;) {
         uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
         ap_breaker_state st = (ap_breaker_state)(s & 7u);
         if (st == AP_BREAKER_STATE_OPEN &&
             now >= AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed)) {
-            ap__cb_set(b, AP_BREAKER_STATE_HALF_OPEN, now, ev);
+            ap__breaker_set(b, AP_BREAKER_STATE_HALF_OPEN, now, ev);
             continue;
         }
         if (st == AP_BREAKER_STATE_HALF_OPEN) {
             for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
-                if (b->admit[i] != AP__CB_FREE &&
-                    now >= ap_time_add(b->admit[i], b->desc.probe_lease_ns)) {
+                if (b->admit[i] != AP__BREAKER_FREE &&
+                    now >= ap_deadline_after(b->admit[i], b->desc.probe_lease_ns)) {
                     AP_ATOMIC_FETCH_ADD(&b->lease_expired, 1u, memory_order_relaxed);
-                    ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, ev);
+                    ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, ev);
                     break;
                 }
         }
@@ -703,23 +703,23 @@ AP_API void ap__cb_advance(ap_breaker *b, uint64_t now, ap__cb_events *ev)
 }
 
 /* Earliest lease expiry of the probes in flight (under lock). */
-AP_API uint64_t ap__cb_next_expiry(const ap_breaker *b)
+AP_API uint64_t ap__breaker_next_expiry(const ap_breaker *b)
 {
     uint64_t t = AP_DEADLINE_NONE;
     for (uint32_t i = 0; i < b->desc.half_open_probes; i++)
-        if (b->admit[i] != AP__CB_FREE)
-            t = ap_time_min(t, ap_time_add(b->admit[i], b->desc.probe_lease_ns));
+        if (b->admit[i] != AP__BREAKER_FREE)
+            t = ap_time_min(t, ap_deadline_after(b->admit[i], b->desc.probe_lease_ns));
     return t;
 }
 
-AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *permit,
+AP_API ap_status ap__breaker_allow_slow(ap_breaker *b, uint64_t now, ap_breaker_permit *permit,
                                    uint64_t *retry_at)
 {
-    ap__cb_events ev = {0};
+    ap__breaker_events ev = {0};
     ap_status st = AP_REJECTED;
     uint64_t ra = AP_DEADLINE_NONE;
     ap__lock_acquire(&b->lock);
-    ap__cb_advance(b, now, &ev);
+    ap__breaker_advance(b, now, &ev);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     switch ((ap_breaker_state)(s & 7u)) {
     case AP_BREAKER_STATE_CLOSED:
@@ -737,19 +737,19 @@ AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *pe
          * slot exists */
         if (b->admitted < b->desc.half_open_probes) {
             uint32_t i = 0;
-            while (b->admit[i] != AP__CB_FREE)
+            while (b->admit[i] != AP__BREAKER_FREE)
                 i++;
             /* UINT64_MAX marks a free slot: a probe admitted at that
              * instant is stamped one ns earlier (its lease, saturating at
              * UINT64_MAX, ends at the same time either way). */
-            b->admit[i] = now == AP__CB_FREE ? now - 1 : now;
+            b->admit[i] = now == AP__BREAKER_FREE ? now - 1 : now;
             b->inflight++;
             b->admitted++;
             permit->gen = s >> 3;
             permit->probe = i + 1;
             st = AP_OK;
         } else {
-            ra = ap__cb_next_expiry(b);
+            ra = ap__breaker_next_expiry(b);
         }
         break;
     case AP_BREAKER_STATE_FORCED_OPEN:
@@ -757,27 +757,27 @@ AP_API ap_status ap__cb_allow_slow(ap_breaker *b, uint64_t now, ap_cb_permit *pe
     }
     ap__lock_release(&b->lock);
     if (st == AP_OK)
-        AP__CB_COUNT(b, allowed);
+        AP__BREAKER_COUNT(b, allowed);
     else {
-        AP__CB_COUNT(b, rejected);
+        AP__BREAKER_COUNT(b, rejected);
         if (retry_at)
             *retry_at = ra;
     }
-    ap__cb_fire(b, &ev);
+    ap__breaker_fire(b, &ev);
     return st;
 }
 
-AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_permit *permit,
+AP_API AP_NODISCARD ap_status ap_breaker_allow(ap_breaker *b, uint64_t now_ns, ap_breaker_permit *permit,
                                           uint64_t *retry_at)
 {
     AP_ASSERT(b != NULL && permit != NULL);
-    /* acquire: pairs with the release store in ap__cb_set (open_until). */
+    /* acquire: pairs with the release store in ap__breaker_set (open_until). */
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire);
     ap_breaker_state st = (ap_breaker_state)(s & 7u);
     if (AP_LIKELY(st == AP_BREAKER_STATE_CLOSED || st == AP_BREAKER_STATE_DISABLED)) {
         permit->gen = s >> 3;
         permit->probe = 0;
-        AP__CB_COUNT(b, allowed);
+        AP__BREAKER_COUNT(b, allowed);
         return AP_OK;
     }
     if (st == AP_BREAKER_STATE_OPEN || st == AP_BREAKER_STATE_FORCED_OPEN) {
@@ -788,17 +788,17 @@ AP_API AP_NODISCARD ap_status ap_cb_allow(ap_breaker *b, uint64_t now_ns, ap_cb_
                              ? AP_DEADLINE_NONE
                              : AP_ATOMIC_LOAD(&b->open_until, memory_order_relaxed);
         if (now_ns < until) {
-            AP__CB_COUNT(b, rejected);
+            AP__BREAKER_COUNT(b, rejected);
             if (retry_at)
                 *retry_at = until;
             return AP_REJECTED;
         }
     }
-    return ap__cb_allow_slow(b, now_ns, permit, retry_at);
+    return ap__breaker_allow_slow(b, now_ns, permit, retry_at);
 }
 
 /* Does this window snapshot trip? */
-AP_FORCE_INLINE bool ap__cb_rates_trip(const ap_breaker_desc *d, uint64_t calls,
+AP_FORCE_INLINE bool ap__breaker_rates_trip(const ap_breaker_desc *d, uint64_t calls,
                                        uint64_t fails, uint64_t slow)
 {
     return calls >= d->min_calls && calls > 0 &&
@@ -807,24 +807,24 @@ AP_FORCE_INLINE bool ap__cb_rates_trip(const ap_breaker_desc *d, uint64_t calls,
 }
 
 /* CLOSED -> OPEN if the breaker is still (CLOSED, g). */
-AP_API void ap__cb_trip(ap_breaker *b, uint64_t g, uint64_t now)
+AP_API void ap__breaker_trip(ap_breaker *b, uint64_t g, uint64_t now)
 {
-    ap__cb_events ev = {0};
+    ap__breaker_events ev = {0};
     ap__lock_acquire(&b->lock);
     if (AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) == (g << 3 | AP_BREAKER_STATE_CLOSED))
-        ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+        ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
     ap__lock_release(&b->lock);
-    ap__cb_fire(b, &ev);
+    ap__breaker_fire(b, &ev);
 }
 
 /* Update the consecutive-failure run for generation g; returns the run
  * (0 when the run no longer belongs to g). */
-AP_FORCE_INLINE uint64_t ap__cb_consec(ap_breaker *b, uint64_t g, bool fail)
+AP_FORCE_INLINE uint64_t ap__breaker_consec(ap_breaker *b, uint64_t g, bool fail)
 {
-    uint64_t ep = AP__CB_EPOCH(g);
+    uint64_t ep = AP__BREAKER_EPOCH(g);
     uint64_t c = AP_ATOMIC_LOAD(&b->consec, memory_order_relaxed);
     for (;;) {
-        if ((c & AP__CB_EPOCH_MASK) != ep)
+        if ((c & AP__BREAKER_EPOCH_MASK) != ep)
             return 0;
         uint64_t n = fail ? c + 1 : ep;
         if (n == c)
@@ -832,14 +832,14 @@ AP_FORCE_INLINE uint64_t ap__cb_consec(ap_breaker *b, uint64_t g, bool fail)
         /* relaxed: a counter; ordered against the window clear by the
          * epoch check (the clear is published by the state word). */
         if (AP_ATOMIC_CAS_WEAK(&b->consec, &c, n, memory_order_relaxed, memory_order_relaxed))
-            return n & ~AP__CB_EPOCH_MASK;
+            return n & ~AP__BREAKER_EPOCH_MASK;
     }
 }
 
 /* COUNT window record of generation g; false if the window moved on. */
-AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+AP_API bool ap__breaker_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
 {
-    const uint64_t ep = AP__CB_EPOCH(g);
+    const uint64_t ep = AP__BREAKER_EPOCH(g);
     const uint64_t add = (UINT64_C(1) << 32) | ((uint64_t)fail << 16) | (uint64_t)slow;
     uint64_t a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
     /* (0) a full window of epoch g with no failure and no slow call holds
@@ -849,12 +849,12 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
      * write: the record takes effect at this load. */
     if (!fail && !slow && a == (ep | (uint64_t)b->desc.window_size << 32)) {
         if (b->desc.consecutive_failures)
-            (void)ap__cb_consec(b, g, false); /* a load when the run is 0 already */
+            (void)ap__breaker_consec(b, g, false); /* a load when the run is 0 already */
         return true;
     }
     /* (1) add our outcome to the aggregate of epoch g */
     do {
-        if ((a & AP__CB_EPOCH_MASK) != ep)
+        if ((a & AP__BREAKER_EPOCH_MASK) != ep)
             return false;
         /* relaxed: the add is ordered before our slot exchange (3) by
          * program order, and that exchange is a release. */
@@ -871,13 +871,13 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
      * takes a position that belongs to a newer window */
     uint64_t cur = AP_ATOMIC_LOAD(&b->cursor, memory_order_relaxed);
     do {
-        if ((cur & AP__CB_EPOCH_MASK) != ep)
+        if ((cur & AP__BREAKER_EPOCH_MASK) != ep)
             return true; /* counted in a window that is gone */
         /* relaxed: only the position matters; slot contents are ordered
          * by the slot CAS (3) */
     } while (!AP_ATOMIC_CAS_WEAK(&b->cursor, &cur, cur + 1u, memory_order_relaxed,
                                  memory_order_relaxed));
-    uint64_t idx = (cur & ~AP__CB_EPOCH_MASK) % b->desc.window_size;
+    uint64_t idx = (cur & ~AP__BREAKER_EPOCH_MASK) % b->desc.window_size;
     AP_TEST_YIELD();
     const uint32_t tag32 = (uint32_t)g;
     const uint64_t ent = (uint64_t)tag32 << 3 | (uint64_t)slow << 2 | (uint64_t)fail << 1 | 1u;
@@ -898,20 +898,20 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
         uint64_t sub = (UINT64_C(1) << 32) | ((old >> 1) & 1u) << 16 | ((old >> 2) & 1u);
         a = AP_ATOMIC_LOAD(&b->agg, memory_order_relaxed);
         do {
-            if ((a & AP__CB_EPOCH_MASK) != ep)
+            if ((a & AP__BREAKER_EPOCH_MASK) != ep)
                 return true; /* counted in a window that is gone */
         } while (!AP_ATOMIC_CAS_WEAK(&b->agg, &a, a - sub, memory_order_relaxed,
                                      memory_order_relaxed));
         a -= sub;
     }
-    bool trip = ap__cb_rates_trip(&b->desc, AP__CB_F16(a, 32), AP__CB_F16(a, 16),
-                                  AP__CB_F16(a, 0));
+    bool trip = ap__breaker_rates_trip(&b->desc, AP__BREAKER_F16(a, 32), AP__BREAKER_F16(a, 16),
+                                  AP__BREAKER_F16(a, 0));
     if (b->desc.consecutive_failures) {
-        uint64_t run = ap__cb_consec(b, g, fail);
+        uint64_t run = ap__breaker_consec(b, g, fail);
         trip = trip || run >= b->desc.consecutive_failures;
     }
     if (AP_UNLIKELY(trip))
-        ap__cb_trip(b, g, now);
+        ap__breaker_trip(b, g, now);
     return true;
 }
 
@@ -919,7 +919,7 @@ AP_API bool ap__cb_count_record(ap_breaker *b, uint64_t g, bool fail, bool slow,
  * the counts (bumping the sequence), then clear the flag. Any thread that
  * finds the flag helps; extra bumps are harmless (no add can land while
  * the flag is set). */
-AP_API void ap__cb_bucket_help(ap__cb_bucket *bk, uint64_t kf)
+AP_API void ap__breaker_bucket_help(ap__breaker_bucket *bk, uint64_t kf)
 {
     uint64_t c = AP_ATOMIC_LOAD(&bk->cnt, memory_order_acquire);
     for (;;) {
@@ -927,46 +927,46 @@ AP_API void ap__cb_bucket_help(ap__cb_bucket *bk, uint64_t kf)
          * was cleared, so this load then sees the flag cleared */
         if (AP_ATOMIC_LOAD(&bk->key, memory_order_acquire) != kf)
             return; /* finished (or moved on) by someone else */
-        if (AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__CB_C_BUMP(c), memory_order_acq_rel,
+        if (AP_ATOMIC_CAS_WEAK(&bk->cnt, &c, AP__BREAKER_C_BUMP(c), memory_order_acq_rel,
                                memory_order_acquire))
             break;
     }
     uint64_t x = kf;
     /* release: an adder that sees the key clean sees the emptied counts */
-    (void)AP_ATOMIC_CAS_STRONG(&bk->key, &x, kf & ~AP__CB_KFLAG, memory_order_release,
+    (void)AP_ATOMIC_CAS_STRONG(&bk->key, &x, kf & ~AP__BREAKER_KFLAG, memory_order_release,
                                memory_order_relaxed);
 }
 
-AP_FORCE_INLINE uint64_t ap__cb_cnt_add(uint64_t c, bool fail, bool slow)
+AP_FORCE_INLINE uint64_t ap__breaker_cnt_add(uint64_t c, bool fail, bool slow)
 {
-    uint64_t n = AP__CB_C_CALLS(c), f = AP__CB_C_FAILS(c), s = AP__CB_C_SLOW(c);
+    uint64_t n = AP__BREAKER_C_CALLS(c), f = AP__BREAKER_C_FAILS(c), s = AP__BREAKER_C_SLOW(c);
     /* saturating; failures <= calls and slow <= calls still hold */
-    n += n < AP__CB_MAX19;
-    f += fail && f < AP__CB_MAX19;
-    s += slow && s < AP__CB_MAX18;
-    return (c & AP__CB_SEQ) | n << 37 | f << 18 | s;
+    n += n < AP__BREAKER_MAX19;
+    f += fail && f < AP__BREAKER_MAX19;
+    s += slow && s < AP__BREAKER_MAX18;
+    return (c & AP__BREAKER_SEQ) | n << 37 | f << 18 | s;
 }
 
 /* TIME window record of generation g, lock-free (the state word read
  * (CLOSED, g)). Returns 0: stale (the window of g is gone; nothing
  * changed), 1: counted, 2: counted and the window trips. */
-AP_API int ap__cb_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
+AP_API int ap__breaker_time_record(ap_breaker *b, uint64_t g, bool fail, bool slow, uint64_t now)
 {
-    const uint64_t G = AP__CB_EPOCH(g);
+    const uint64_t G = AP__BREAKER_EPOCH(g);
     const uint32_t nb = b->desc.buckets;
     uint64_t k0 = now / b->bkt_w, k, key;
-    if (k0 > AP__CB_EP_MASK)
-        k0 = AP__CB_EP_MASK; /* beyond the epoch range: the last epoch */
-    ap__cb_bucket *bk;
+    if (k0 > AP__BREAKER_EP_MASK)
+        k0 = AP__BREAKER_EP_MASK; /* beyond the epoch range: the last epoch */
+    ap__breaker_bucket *bk;
     /* acquire: pairs with the acq_rel raise of tnew by the writer that
      * moved a bucket to a newer epoch, so a re-clamp sees that epoch */
     uint64_t t = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
 clamp:
     /* (1) clamp: k = max(now / w, newest); raise newest to k */
     for (;;) {
-        if ((t & AP__CB_EPOCH_MASK) != G)
+        if ((t & AP__BREAKER_EPOCH_MASK) != G)
             return 0; /* a newer generation's window */
-        k = t & AP__CB_EP_MASK;
+        k = t & AP__BREAKER_EP_MASK;
         if (k0 <= k)
             break;
         if (AP_ATOMIC_CAS_WEAK(&b->tnew, &t, G | k0, memory_order_acq_rel,
@@ -980,25 +980,25 @@ clamp:
     bk = &b->bkt[k % nb];
     key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
     for (;;) {
-        if ((key & AP__CB_EPOCH_MASK) != G)
+        if ((key & AP__BREAKER_EPOCH_MASK) != G)
             return 0;
-        uint64_t e = key & AP__CB_EP_MASK;
+        uint64_t e = key & AP__BREAKER_EP_MASK;
         if (e > k) {
             /* the bucket moved past k (k expired): newest >= e by now;
              * clamp again, as the locked record taken here would */
             t = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
             goto clamp;
         }
-        if (key & AP__CB_KFLAG) {
-            ap__cb_bucket_help(bk, key);
+        if (key & AP__BREAKER_KFLAG) {
+            ap__breaker_bucket_help(bk, key);
             key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
             continue;
         }
         if (e < k) {
             /* move the bucket from epoch e to k: flag, then empty */
-            if (AP_ATOMIC_CAS_WEAK(&bk->key, &key, G | AP__CB_KFLAG | k, memory_order_acq_rel,
+            if (AP_ATOMIC_CAS_WEAK(&bk->key, &key, G | AP__BREAKER_KFLAG | k, memory_order_acq_rel,
                                    memory_order_acquire)) {
-                key = G | AP__CB_KFLAG | k;
+                key = G | AP__BREAKER_KFLAG | k;
                 AP_TEST_YIELD();
             }
             continue;
@@ -1014,7 +1014,7 @@ clamp:
             key = kb;
             continue;
         }
-        if (AP_ATOMIC_CAS_STRONG(&bk->cnt, &c, ap__cb_cnt_add(c, fail, slow),
+        if (AP_ATOMIC_CAS_STRONG(&bk->cnt, &c, ap__breaker_cnt_add(c, fail, slow),
                                  memory_order_acq_rel, memory_order_relaxed))
             break;
         key = AP_ATOMIC_LOAD(&bk->key, memory_order_acquire);
@@ -1026,79 +1026,79 @@ clamp:
      * the sum not a snapshot. A bucket being reset reads as empty. */
     uint64_t calls = 0, fails = 0, slows = 0;
     uint64_t K = AP_ATOMIC_LOAD(&b->tnew, memory_order_acquire);
-    if ((K & AP__CB_EPOCH_MASK) == G) {
-        K &= AP__CB_EP_MASK;
+    if ((K & AP__BREAKER_EPOCH_MASK) == G) {
+        K &= AP__BREAKER_EP_MASK;
         for (uint32_t i = 0; i < nb; i++) {
-            const ap__cb_bucket *x = &b->bkt[i];
+            const ap__breaker_bucket *x = &b->bkt[i];
             uint64_t ka = AP_ATOMIC_LOAD(&x->key, memory_order_acquire);
-            uint64_t e = ka & AP__CB_EP_MASK;
-            if ((ka & (AP__CB_EPOCH_MASK | AP__CB_KFLAG)) != G || e > K || e + nb <= K)
+            uint64_t e = ka & AP__BREAKER_EP_MASK;
+            if ((ka & (AP__BREAKER_EPOCH_MASK | AP__BREAKER_KFLAG)) != G || e > K || e + nb <= K)
                 continue;
             uint64_t c = AP_ATOMIC_LOAD(&x->cnt, memory_order_acquire);
             if (AP_ATOMIC_LOAD(&x->key, memory_order_relaxed) != ka)
                 continue;
-            calls += AP__CB_C_CALLS(c);
-            fails += AP__CB_C_FAILS(c);
-            slows += AP__CB_C_SLOW(c);
+            calls += AP__BREAKER_C_CALLS(c);
+            fails += AP__BREAKER_C_FAILS(c);
+            slows += AP__BREAKER_C_SLOW(c);
         }
     }
-    bool trip = ap__cb_rates_trip(&b->desc, calls, fails, slows);
+    bool trip = ap__breaker_rates_trip(&b->desc, calls, fails, slows);
     if (b->desc.consecutive_failures) {
-        uint64_t run = ap__cb_consec(b, g, fail);
+        uint64_t run = ap__breaker_consec(b, g, fail);
         trip = trip || run >= b->desc.consecutive_failures;
     }
     return trip ? 2 : 1;
 }
 
-AP_API void ap__cb_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool slow)
+AP_API void ap__breaker_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool slow)
 {
     if (o == AP_BREAKER_OUTCOME_SUCCESS)
-        AP__CB_COUNT(b, successes);
+        AP__BREAKER_COUNT(b, successes);
     else if (o == AP_BREAKER_OUTCOME_FAILURE)
-        AP__CB_COUNT(b, failures);
+        AP__BREAKER_COUNT(b, failures);
     else if (o == AP_BREAKER_OUTCOME_IGNORED)
-        AP__CB_COUNT(b, ignored);
+        AP__BREAKER_COUNT(b, ignored);
     else
-        AP__CB_COUNT(b, canceled);
+        AP__BREAKER_COUNT(b, canceled);
     if (slow && (o == AP_BREAKER_OUTCOME_SUCCESS || o == AP_BREAKER_OUTCOME_FAILURE))
-        AP__CB_COUNT(b, slow);
+        AP__BREAKER_COUNT(b, slow);
 }
 
 /* Returns AP_OK, or AP_INVAL (nothing changed) for a half-open probe
  * whose slot is free: a copy of a permit that was reported already. */
-AP_API ap_status ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
+AP_API ap_status ap__breaker_record_slow(ap_breaker *b, const ap_breaker_permit *permit,
                                     ap_breaker_outcome outcome, bool slow, uint64_t now)
 {
-    ap__cb_events ev = {0};
+    ap__breaker_events ev = {0};
     bool stale = false;
     ap__lock_acquire(&b->lock);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     if (s == (permit->gen << 3 | AP_BREAKER_STATE_HALF_OPEN) &&
         (permit->probe < 1 || permit->probe > b->desc.half_open_probes ||
-         b->admit[permit->probe - 1] == AP__CB_FREE)) {
+         b->admit[permit->probe - 1] == AP__BREAKER_FREE)) {
         ap__lock_release(&b->lock);
         return AP_INVAL; /* checked before advancing: nothing changes */
     }
-    ap__cb_advance(b, now, &ev);
+    ap__breaker_advance(b, now, &ev);
     s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     if ((s >> 3) != permit->gen) {
         stale = true;
     } else {
         switch ((ap_breaker_state)(s & 7u)) {
-        case AP_BREAKER_STATE_CLOSED: /* not reached: ap_cb_record handles CLOSED */
+        case AP_BREAKER_STATE_CLOSED: /* not reached: ap_breaker_record handles CLOSED */
             if ((outcome == AP_BREAKER_OUTCOME_SUCCESS || outcome == AP_BREAKER_OUTCOME_FAILURE) &&
                 b->desc.window == AP_BREAKER_WINDOW_TIME) {
-                int r = ap__cb_time_record(b, permit->gen,
+                int r = ap__breaker_time_record(b, permit->gen,
                                            outcome == AP_BREAKER_OUTCOME_FAILURE, slow, now);
                 stale = r == 0;
                 if (r == 2)
-                    ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+                    ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
             }
             break;
         case AP_BREAKER_STATE_HALF_OPEN: {
             AP_ASSERT(permit->probe >= 1 && permit->probe <= b->desc.half_open_probes &&
-                      b->admit[permit->probe - 1] != AP__CB_FREE);
-            b->admit[permit->probe - 1] = AP__CB_FREE;
+                      b->admit[permit->probe - 1] != AP__BREAKER_FREE);
+            b->admit[permit->probe - 1] = AP__BREAKER_FREE;
             b->inflight--;
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CB_EARLY_PROBE_RELEASE
             /* MUTANT (tests only): the admission goes back with the slot,
@@ -1107,15 +1107,15 @@ AP_API ap_status ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
 #endif
             if (outcome == AP_BREAKER_OUTCOME_FAILURE ||
                 (slow && outcome == AP_BREAKER_OUTCOME_SUCCESS))
-                ap__cb_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
+                ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
             else if (outcome == AP_BREAKER_OUTCOME_SUCCESS &&
                      ++b->succ >= b->desc.half_open_probes)
-                ap__cb_set(b, AP_BREAKER_STATE_CLOSED, now, &ev);
+                ap__breaker_set(b, AP_BREAKER_STATE_CLOSED, now, &ev);
             else if (b->inflight == 0 && b->admitted == b->desc.half_open_probes)
                 /* all K reported, no failure, < K successes (some IGNORED
                  * or CANCELED): inconclusive; a new half-open period with
                  * a fresh batch */
-                ap__cb_set(b, AP_BREAKER_STATE_HALF_OPEN, now, &ev);
+                ap__breaker_set(b, AP_BREAKER_STATE_HALF_OPEN, now, &ev);
             break;
         }
         default: /* DISABLED is handled lock-free; OPEN/FORCED issue no permits */
@@ -1124,21 +1124,21 @@ AP_API ap_status ap__cb_record_slow(ap_breaker *b, const ap_cb_permit *permit,
     }
     ap__lock_release(&b->lock);
     if (stale)
-        AP__CB_COUNT(b, stale);
+        AP__BREAKER_COUNT(b, stale);
     else
-        ap__cb_count_outcome(b, outcome, slow);
-    ap__cb_fire(b, &ev);
+        ap__breaker_count_outcome(b, outcome, slow);
+    ap__breaker_fire(b, &ev);
     return AP_OK;
 }
 
 /* Mark @permit reported: gen 0 is no generation (they start at 1). */
-AP_FORCE_INLINE void ap__cb_consume(ap_cb_permit *permit)
+AP_FORCE_INLINE void ap__breaker_consume(ap_breaker_permit *permit)
 {
     permit->gen = 0;
     permit->probe = 0;
 }
 
-AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
+AP_API AP_NODISCARD ap_status ap_breaker_record(ap_breaker *b, ap_breaker_permit *permit,
                                            ap_breaker_outcome outcome, uint64_t duration_ns,
                                            uint64_t now_ns)
 {
@@ -1146,19 +1146,19 @@ AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
     if ((unsigned)outcome > (unsigned)AP_BREAKER_OUTCOME_CANCELED || permit->gen == 0)
         return AP_INVAL; /* a bad outcome, or a permit reported already */
     bool slow = duration_ns >= b->desc.slow_call_ns;
-    /* acquire: pairs with the release store in ap__cb_set, so a window
+    /* acquire: pairs with the release store in ap__breaker_set, so a window
      * cleared for this generation is seen cleared. */
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire);
     if ((s >> 3) != permit->gen) {
-        AP__CB_COUNT(b, stale); /* generations only grow: stale for good */
-        ap__cb_consume(permit);
+        AP__BREAKER_COUNT(b, stale); /* generations only grow: stale for good */
+        ap__breaker_consume(permit);
         return AP_OK;
     }
     ap_breaker_state st = (ap_breaker_state)(s & 7u);
     AP_TEST_YIELD();
     if (st == AP_BREAKER_STATE_DISABLED) {
-        ap__cb_count_outcome(b, outcome, slow);
-        ap__cb_consume(permit);
+        ap__breaker_count_outcome(b, outcome, slow);
+        ap__breaker_consume(permit);
         return AP_OK;
     }
     if (st == AP_BREAKER_STATE_CLOSED) {
@@ -1166,55 +1166,55 @@ AP_API AP_NODISCARD ap_status ap_cb_record(ap_breaker *b, ap_cb_permit *permit,
         if (outcome == AP_BREAKER_OUTCOME_IGNORED || outcome == AP_BREAKER_OUTCOME_CANCELED)
             ; /* touches no window */
         else if (b->desc.window == AP_BREAKER_WINDOW_COUNT)
-            counted = ap__cb_count_record(b, permit->gen, fail, slow, now_ns);
+            counted = ap__breaker_count_record(b, permit->gen, fail, slow, now_ns);
         else {
-            int r = ap__cb_time_record(b, permit->gen, fail, slow, now_ns);
+            int r = ap__breaker_time_record(b, permit->gen, fail, slow, now_ns);
             counted = r != 0;
             if (AP_UNLIKELY(r == 2))
-                ap__cb_trip(b, permit->gen, now_ns);
+                ap__breaker_trip(b, permit->gen, now_ns);
         }
         if (counted)
-            ap__cb_count_outcome(b, outcome, slow);
+            ap__breaker_count_outcome(b, outcome, slow);
         else
-            AP__CB_COUNT(b, stale);
-        ap__cb_consume(permit);
+            AP__BREAKER_COUNT(b, stale);
+        ap__breaker_consume(permit);
         return AP_OK;
     }
-    if (ap__cb_record_slow(b, permit, outcome, slow, now_ns) != AP_OK)
+    if (ap__breaker_record_slow(b, permit, outcome, slow, now_ns) != AP_OK)
         return AP_INVAL;
-    ap__cb_consume(permit);
+    ap__breaker_consume(permit);
     return AP_OK;
 }
 
-AP_API ap_breaker_state ap_cb_state(ap_breaker *b, uint64_t now_ns)
+AP_API ap_breaker_state ap_breaker_state_at(ap_breaker *b, uint64_t now_ns)
 {
     AP_ASSERT(b != NULL);
-    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire); /* pairs with ap__cb_set */
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_acquire); /* pairs with ap__breaker_set */
     ap_breaker_state st = (ap_breaker_state)(s & 7u);
     if (st != AP_BREAKER_STATE_OPEN && st != AP_BREAKER_STATE_HALF_OPEN)
         return st;
-    ap__cb_events ev = {0};
+    ap__breaker_events ev = {0};
     ap__lock_acquire(&b->lock);
-    ap__cb_advance(b, now_ns, &ev);
+    ap__breaker_advance(b, now_ns, &ev);
     st = (ap_breaker_state)(AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) & 7u);
     ap__lock_release(&b->lock);
-    ap__cb_fire(b, &ev);
+    ap__breaker_fire(b, &ev);
     return st;
 }
 
-AP_API uint64_t ap_cb_generation(ap_breaker *b)
+AP_API uint64_t ap_breaker_generation(ap_breaker *b)
 {
     AP_ASSERT(b != NULL);
     return AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) >> 3;
 }
 
-AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b)
+AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b)
 {
     AP_ASSERT(b != NULL);
     ap_breaker_stats r;
     memset(&r, 0, sizeof r);
-    for (unsigned i = 0; i < AP_CB_STRIPES; i++) {
-        ap__cb_stripe *s = &b->stripe[i];
+    for (unsigned i = 0; i < AP_BREAKER_STRIPES; i++) {
+        ap__breaker_stripe *s = &b->stripe[i];
         r.allowed += AP_ATOMIC_LOAD(&s->allowed, memory_order_relaxed);
         r.rejected += AP_ATOMIC_LOAD(&s->rejected, memory_order_relaxed);
         r.successes += AP_ATOMIC_LOAD(&s->successes, memory_order_relaxed);
@@ -1230,22 +1230,22 @@ AP_API ap_breaker_stats ap_cb_stats(ap_breaker *b)
     return r;
 }
 
-AP_API void ap__cb_manual(ap_breaker *b, ap_breaker_state to)
+AP_API void ap__breaker_manual(ap_breaker *b, ap_breaker_state to)
 {
     AP_ASSERT(b != NULL);
-    ap__cb_events ev = {0};
+    ap__breaker_events ev = {0};
     ap__lock_acquire(&b->lock);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     if (to == AP_BREAKER_STATE_CLOSED || (s & 7u) != (uint64_t)to)
-        ap__cb_set(b, to, 0, &ev);
+        ap__breaker_set(b, to, 0, &ev);
     ap__lock_release(&b->lock);
-    ap__cb_fire(b, &ev);
+    ap__breaker_fire(b, &ev);
 }
 
-AP_API void ap_cb_force_open(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_FORCED_OPEN); }
-AP_API void ap_cb_disable(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_DISABLED); }
-AP_API void ap_cb_reset(ap_breaker *b) { ap__cb_manual(b, AP_BREAKER_STATE_CLOSED); }
+AP_API void ap_breaker_force_open(ap_breaker *b) { ap__breaker_manual(b, AP_BREAKER_STATE_FORCED_OPEN); }
+AP_API void ap_breaker_disable(ap_breaker *b) { ap__breaker_manual(b, AP_BREAKER_STATE_DISABLED); }
+AP_API void ap_breaker_reset(ap_breaker *b) { ap__breaker_manual(b, AP_BREAKER_STATE_CLOSED); }
 
-#undef AP__CB_COUNT
+#undef AP__BREAKER_COUNT
 
 #endif /* ASYNCPAT_CIRCUIT_BREAKER_H */

@@ -2,8 +2,8 @@
  * asyncpat/fanout.h -- fan-out / fan-in: a join set over child futures
  *
  * PATTERN
- *   Scatter-gather. The caller hands an ap_joinset n child futures (an
- *   array of ap_future *) and n child records (an array of ap_joinset_child
+ *   Scatter-gather. The caller hands an ap_fanout n child futures (an
+ *   array of ap_future *) and n child records (an array of ap_fanout_child
  *   in caller memory); the set is itself a future that completes when the
  *   children are done. At most `limit` children are in flight: the first
  *   `limit` are admitted at the first poll, and each later one is admitted
@@ -137,7 +137,7 @@
  *              passed; when a timer has passed it also walks the in-flight
  *              list, O(limit) checks. A whole set whose children are woken
  *              once each: 2n child polls. cancel: O(limit + n).
- * MEMORY       caller memory only: the ap_joinset, n ap_joinset_child
+ * MEMORY       caller memory only: the ap_fanout, n ap_fanout_child
  *              records (passed with their size in bytes: at least
  *              AP_FANOUT_BYTES(n), aligned to AP_FANOUT_ALIGN), the child
  *              futures, and an optional order array of n size_t. Nothing
@@ -161,12 +161,12 @@
  * STABILITY    experimental (0.x)
  *
  * USAGE (q holds void * elements, out is void *out[100], st an ap_status)
- *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
+ *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
  *   for (size_t i = 0; i < 100; i++) {
  *       ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
  *       kids[i] = (ap_future *)&pops[i];
  *   }
- *   ap_joinset set;
+ *   ap_fanout set;
  *   if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
  *           .children = kids, .n = 100, .limit = 8,
  *           .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
@@ -201,25 +201,25 @@ typedef ap_status (*ap_fanout_result_fn)(void *ctx, size_t index, ap_future *f);
 
 /* One record per child, in caller memory (an array of n). Opaque: set up by
  * ap_fanout_init; read through the accessors. */
-typedef struct ap_joinset_child {
-    struct ap_joinset_child *next; /* ready-stack link: written by the waker
+typedef struct ap_fanout_child {
+    struct ap_fanout_child *next; /* ready-stack link: written by the waker
                                     * that set `queued`, read by the poller */
     _Atomic uint32_t queued;       /* 1 from a wake until the poller takes it */
-    struct ap_joinset *set;        /* fixed at init */
+    struct ap_fanout *set;        /* fixed at init */
     /* owner-only (the thread polling the set) from here */
-    struct ap_joinset_child *run_prev, *run_next; /* in-flight list */
-    struct ap_joinset_child *work_next;           /* to poll in this poll */
+    struct ap_fanout_child *run_prev, *run_next; /* in-flight list */
+    struct ap_fanout_child *work_next;           /* to poll in this poll */
     uint64_t deadline; /* the child's last requested re-poll time */
     size_t index;
     ap_status status;  /* AP_NOT_READY until done */
     uint32_t state;    /* AP__FANOUT_* */
-} ap_joinset_child;
+} ap_fanout_child;
 
 /** AP_FANOUT_BYTES - least bytes of the records for @n children (constant
- *  expression; an array ap_joinset_child recs[n] has them) */
-#define AP_FANOUT_BYTES(n) ((size_t)(n) * sizeof(ap_joinset_child))
+ *  expression; an array ap_fanout_child recs[n] has them) */
+#define AP_FANOUT_BYTES(n) ((size_t)(n) * sizeof(ap_fanout_child))
 /** AP_FANOUT_ALIGN - the alignment ap_fanout_init needs of the records */
-#define AP_FANOUT_ALIGN _Alignof(ap_joinset_child)
+#define AP_FANOUT_ALIGN _Alignof(ap_fanout_child)
 
 /** ap_fanout_desc - configuration for ap_fanout_init */
 typedef struct ap_fanout_desc {
@@ -233,17 +233,17 @@ typedef struct ap_fanout_desc {
 } ap_fanout_desc;
 
 /* A join set. Not valid zero-initialised: use ap_fanout_init. */
-typedef struct ap_joinset {
+typedef struct ap_fanout {
     ap_future base; /* first: (ap_future *)s is the future */
     /* shared with child wakers */
-    _Alignas(AP_CACHELINE) _Atomic(ap_joinset_child *) ready; /* Treiber stack */
+    _Alignas(AP_CACHELINE) _Atomic(ap_fanout_child *) ready; /* Treiber stack */
     ap__lock lock;              /* guards waker and epoch */
     ap_waker waker;             /* the set's waker, from the latest poll */
     uint32_t epoch;             /* which calling[] counts new waker calls */
     _Atomic uint32_t calling[2]; /* waker calls in progress, per epoch */
     /* owner-only */
     _Alignas(AP_CACHELINE) ap_future **children;
-    ap_joinset_child *recs;
+    ap_fanout_child *recs;
     size_t n, limit;
     ap_fanout_policy policy;
     ap_fanout_result_fn result;
@@ -251,15 +251,15 @@ typedef struct ap_joinset {
     size_t *order;
     size_t next_start;  /* first child not yet started */
     size_t running, completed, failed, canceled;
-    ap_joinset_child *run_head; /* in-flight list */
-    ap_joinset_child *work;     /* started, to poll before this poll returns */
+    ap_fanout_child *run_head; /* in-flight list */
+    ap_fanout_child *work;     /* started, to poll before this poll returns */
     uint64_t next_timer;        /* earliest in-flight child deadline (may be early) */
     ap_waker owner_waker;       /* owner's copy of `waker` */
     ap_status first_error;
     ap_status status;           /* AP_NOT_READY while pending (never after done) */
     bool started;
     bool done;                  /* completed or cancelled: the only "done" test */
-} ap_joinset;
+} ap_fanout;
 
 /**
  * ap_fanout_init - set up a join set over caller-owned children
@@ -276,7 +276,7 @@ typedef struct ap_joinset {
  * NULL child or child poll) with *s and @recs untouched. The children are
  * not polled until the set is.
  */
-AP_API AP_NODISCARD ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t bytes,
+AP_API AP_NODISCARD ap_status ap_fanout_init(ap_fanout *s, ap_fanout_child *recs, size_t bytes,
                                              const ap_fanout_desc *desc);
 
 /**
@@ -287,18 +287,18 @@ AP_API AP_NODISCARD ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *re
  * earliest deadline an in-flight child asked for.
  * Concurrency: one poller at a time; child wakers may run meanwhile.
  */
-AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx);
+AP_API ap_poll ap_fanout_poll(ap_fanout *s, ap_cx *cx);
 
 /**
  * ap_fanout_cancel - cancel every child in flight; the rest never start
  * Idempotent, and a no-op once the set completed. Afterwards no child
  * waker touches the set; status AP_CANCELED.
  */
-AP_API void ap_fanout_cancel(ap_joinset *s);
+AP_API void ap_fanout_cancel(ap_fanout *s);
 
 /** ap_fanout_status - AP_NOT_READY while pending; then AP_OK, a failure or
  *  AP_CANCELED (never AP_NOT_READY: see PATTERN, Results) */
-AP_API AP_NODISCARD ap_status ap_fanout_status(const ap_joinset *s);
+AP_API AP_NODISCARD ap_status ap_fanout_status(const ap_fanout *s);
 
 /**
  * ap_fanout_child_status - input-order result of child @index
@@ -306,16 +306,16 @@ AP_API AP_NODISCARD ap_status ap_fanout_status(const ap_joinset *s);
  * completed (AP_TIMEDOUT if that answer was AP_NOT_READY); AP_CANCELED if it
  * was cancelled or will never start.
  */
-AP_API AP_NODISCARD ap_status ap_fanout_child_status(const ap_joinset *s, size_t index);
+AP_API AP_NODISCARD ap_status ap_fanout_child_status(const ap_fanout *s, size_t index);
 
 /** ap_fanout_completed - children that polled READY (= entries in desc.order) */
-AP_API size_t ap_fanout_completed(const ap_joinset *s);
+AP_API size_t ap_fanout_completed(const ap_fanout *s);
 /** ap_fanout_failed - completed children whose result was not AP_OK */
-AP_API size_t ap_fanout_failed(const ap_joinset *s);
+AP_API size_t ap_fanout_failed(const ap_fanout *s);
 /** ap_fanout_canceled - children cancelled in flight or never started */
-AP_API size_t ap_fanout_canceled(const ap_joinset *s);
+AP_API size_t ap_fanout_canceled(const ap_fanout *s);
 /** ap_fanout_in_flight - children started and not finished */
-AP_API size_t ap_fanout_in_flight(const ap_joinset *s);
+AP_API size_t ap_fanout_in_flight(const ap_fanout *s);
 
 /* ---- implementation ---- */
 
@@ -328,15 +328,15 @@ enum {
 
 AP_API ap_poll ap__fanout_poll_v(ap_future *f, ap_cx *cx)
 {
-    return ap_fanout_poll((ap_joinset *)(void *)f, cx);
+    return ap_fanout_poll((ap_fanout *)(void *)f, cx);
 }
 
 AP_API void ap__fanout_cancel_v(ap_future *f)
 {
-    ap_fanout_cancel((ap_joinset *)(void *)f);
+    ap_fanout_cancel((ap_fanout *)(void *)f);
 }
 
-AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t bytes,
+AP_API ap_status ap_fanout_init(ap_fanout *s, ap_fanout_child *recs, size_t bytes,
                                 const ap_fanout_desc *desc)
 {
     AP_ASSERT(s != NULL);
@@ -347,7 +347,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
     if (desc->n != 0) {
         if (recs == NULL || desc->children == NULL ||
             (uintptr_t)recs % AP_FANOUT_ALIGN != 0 ||
-            desc->n > SIZE_MAX / sizeof(ap_joinset_child) || bytes < AP_FANOUT_BYTES(desc->n))
+            desc->n > SIZE_MAX / sizeof(ap_fanout_child) || bytes < AP_FANOUT_BYTES(desc->n))
             return AP_INVAL;
         for (size_t i = 0; i < desc->n; i++)
             if (desc->children[i] == NULL || desc->children[i]->poll == NULL)
@@ -355,7 +355,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
     }
     s->base.poll = ap__fanout_poll_v;
     s->base.cancel = ap__fanout_cancel_v;
-    AP_ATOMIC_INIT(&s->ready, (ap_joinset_child *)NULL);
+    AP_ATOMIC_INIT(&s->ready, (ap_fanout_child *)NULL);
     AP_ATOMIC_INIT(&s->lock.held, 0u);
     s->waker = AP_WAKER_NONE;
     s->epoch = 0;
@@ -380,7 +380,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
     s->started = false;
     s->done = false;
     for (size_t i = 0; i < desc->n; i++) {
-        ap_joinset_child *c = &recs[i];
+        ap_fanout_child *c = &recs[i];
         c->next = NULL;
         AP_ATOMIC_INIT(&c->queued, 0u);
         c->set = s;
@@ -395,7 +395,7 @@ AP_API ap_status ap_fanout_init(ap_joinset *s, ap_joinset_child *recs, size_t by
 
 /* Any thread: call the set's current waker, counted in its epoch so that a
  * poll replacing it can wait for this call to end. */
-AP_API void ap__fanout_wake_set(ap_joinset *s)
+AP_API void ap__fanout_wake_set(ap_fanout *s)
 {
     ap__lock_acquire(&s->lock);
     ap_waker w = s->waker;
@@ -413,14 +413,14 @@ AP_API void ap__fanout_wake_set(ap_joinset *s)
 /* Any thread: the waker each child is polled with (ctx = its record). */
 AP_API void ap__fanout_child_wake(void *ctx)
 {
-    ap_joinset_child *c = (ap_joinset_child *)ctx;
-    ap_joinset *s = c->set;
+    ap_fanout_child *c = (ap_fanout_child *)ctx;
+    ap_fanout *s = c->set;
     /* acq_rel: release publishes what the waking thread did before this
      * wake to the poller's exchange of queued (see ORDERING); acquire makes
      * the poller's read of c->next happen-before our rewrite of it. */
     if (AP_ATOMIC_EXCHANGE(&c->queued, 1u, memory_order_acq_rel) != 0)
         return; /* already queued: whoever queued it wakes the set */
-    ap_joinset_child *head = AP_ATOMIC_LOAD(&s->ready, memory_order_relaxed);
+    ap_fanout_child *head = AP_ATOMIC_LOAD(&s->ready, memory_order_relaxed);
     do {
         c->next = head;
         /* release: the link (and queued) is visible to the taker's acquire
@@ -432,7 +432,7 @@ AP_API void ap__fanout_child_wake(void *ctx)
 }
 
 /* Owner: adopt the poll's waker; if it changed, wait out calls of the old. */
-AP_API void ap__fanout_set_waker(ap_joinset *s, ap_waker w)
+AP_API void ap__fanout_set_waker(ap_fanout *s, ap_waker w)
 {
     if (w.wake == s->owner_waker.wake && w.ctx == s->owner_waker.ctx)
         return;
@@ -451,7 +451,7 @@ AP_API void ap__fanout_set_waker(ap_joinset *s, ap_waker w)
         ap__backoff(&spins);
 }
 
-AP_API void ap__fanout_run_unlink(ap_joinset *s, ap_joinset_child *c)
+AP_API void ap__fanout_run_unlink(ap_fanout *s, ap_fanout_child *c)
 {
     if (c->run_prev)
         c->run_prev->run_next = c->run_next;
@@ -464,9 +464,9 @@ AP_API void ap__fanout_run_unlink(ap_joinset *s, ap_joinset_child *c)
 }
 
 /* Owner: start the next child in input order (polled later in this poll). */
-AP_API void ap__fanout_start_next(ap_joinset *s)
+AP_API void ap__fanout_start_next(ap_fanout *s)
 {
-    ap_joinset_child *c = &s->recs[s->next_start++];
+    ap_fanout_child *c = &s->recs[s->next_start++];
     c->state = AP__FANOUT_RUNNING;
     c->run_prev = NULL;
     c->run_next = s->run_head;
@@ -479,10 +479,10 @@ AP_API void ap__fanout_start_next(ap_joinset *s)
 }
 
 /* Owner: cancel everything in flight, never start the rest. */
-AP_API void ap__fanout_stop(ap_joinset *s)
+AP_API void ap__fanout_stop(ap_fanout *s)
 {
     while (s->run_head) {
-        ap_joinset_child *c = s->run_head;
+        ap_fanout_child *c = s->run_head;
         ap__fanout_run_unlink(s, c);
         c->state = AP__FANOUT_CANCELED;
         c->status = AP_CANCELED;
@@ -492,7 +492,7 @@ AP_API void ap__fanout_stop(ap_joinset *s)
         ap_future_cancel(s->children[c->index]);
     }
     while (s->next_start < s->n) {
-        ap_joinset_child *c = &s->recs[s->next_start++];
+        ap_fanout_child *c = &s->recs[s->next_start++];
         c->state = AP__FANOUT_CANCELED;
         c->status = AP_CANCELED;
         s->canceled++;
@@ -501,7 +501,7 @@ AP_API void ap__fanout_stop(ap_joinset *s)
 }
 
 /* Owner: a child polled READY. */
-AP_API void ap__fanout_finish(ap_joinset *s, ap_joinset_child *c)
+AP_API void ap__fanout_finish(ap_fanout *s, ap_fanout_child *c)
 {
     ap__fanout_run_unlink(s, c);
     c->state = AP__FANOUT_DONE;
@@ -529,7 +529,7 @@ AP_API void ap__fanout_finish(ap_joinset *s, ap_joinset_child *c)
 }
 
 /* Owner: poll one child if it is still in flight. */
-AP_API void ap__fanout_poll_child(ap_joinset *s, ap_joinset_child *c, ap_cx *cx)
+AP_API void ap__fanout_poll_child(ap_fanout *s, ap_fanout_child *c, ap_cx *cx)
 {
     if (c->state != AP__FANOUT_RUNNING)
         return; /* finished earlier in this poll, or a stale stack entry */
@@ -549,17 +549,17 @@ AP_API void ap__fanout_poll_child(ap_joinset *s, ap_joinset_child *c, ap_cx *cx)
 }
 
 /* Owner: poll what was started, until nothing new starts. */
-AP_API void ap__fanout_drain_work(ap_joinset *s, ap_cx *cx)
+AP_API void ap__fanout_drain_work(ap_fanout *s, ap_cx *cx)
 {
     while (s->work && !s->done) {
-        ap_joinset_child *c = s->work;
+        ap_fanout_child *c = s->work;
         s->work = c->work_next;
         c->work_next = NULL;
         ap__fanout_poll_child(s, c, cx);
     }
 }
 
-AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
+AP_API ap_poll ap_fanout_poll(ap_fanout *s, ap_cx *cx)
 {
     AP_ASSERT(s != NULL && cx != NULL);
     if (s->done)
@@ -571,9 +571,9 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
         for (size_t i = 0; i < first; i++)
             ap__fanout_start_next(s);
         /* start_next pushes onto a LIFO: reverse so they run in input order */
-        ap_joinset_child *rev = NULL;
+        ap_fanout_child *rev = NULL;
         while (s->work) {
-            ap_joinset_child *c = s->work;
+            ap_fanout_child *c = s->work;
             s->work = c->work_next;
             c->work_next = rev;
             rev = c;
@@ -586,7 +586,7 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
      * (too early), which costs one walk and no child poll. */
     if (!s->done && cx->now >= s->next_timer) {
         s->next_timer = AP_DEADLINE_NONE;
-        for (ap_joinset_child *c = s->run_head, *nx; c && !s->done; c = nx) {
+        for (ap_fanout_child *c = s->run_head, *nx; c && !s->done; c = nx) {
             nx = c->run_next; /* @c may finish and leave the list */
             if (c->deadline <= cx->now)
                 ap__fanout_poll_child(s, c, cx);
@@ -597,17 +597,17 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
     }
     if (!s->done) {
         /* acquire: pairs with the pushers' release CAS (their links). */
-        ap_joinset_child *top = AP_ATOMIC_EXCHANGE(&s->ready, (ap_joinset_child *)NULL,
+        ap_fanout_child *top = AP_ATOMIC_EXCHANGE(&s->ready, (ap_fanout_child *)NULL,
                                                    memory_order_acquire);
-        ap_joinset_child *fifo = NULL; /* reverse: oldest wake first */
+        ap_fanout_child *fifo = NULL; /* reverse: oldest wake first */
         while (top) {
-            ap_joinset_child *nx = top->next;
+            ap_fanout_child *nx = top->next;
             top->next = fifo;
             fifo = top;
             top = nx;
         }
         while (fifo && !s->done) {
-            ap_joinset_child *c = fifo;
+            ap_fanout_child *c = fifo;
             fifo = c->next; /* read before queued = 0 lets a waker relink @c */
             /* acq_rel: see ORDERING; a wake from here on pushes @c again. */
             (void)AP_ATOMIC_EXCHANGE(&c->queued, 0u, memory_order_acq_rel);
@@ -628,7 +628,7 @@ AP_API ap_poll ap_fanout_poll(ap_joinset *s, ap_cx *cx)
     return AP_PENDING;
 }
 
-AP_API void ap_fanout_cancel(ap_joinset *s)
+AP_API void ap_fanout_cancel(ap_fanout *s)
 {
     AP_ASSERT(s != NULL);
     if (s->done)
@@ -638,33 +638,33 @@ AP_API void ap_fanout_cancel(ap_joinset *s)
     s->done = true;
 }
 
-AP_API ap_status ap_fanout_status(const ap_joinset *s)
+AP_API ap_status ap_fanout_status(const ap_fanout *s)
 {
     return s->status;
 }
 
-AP_API ap_status ap_fanout_child_status(const ap_joinset *s, size_t index)
+AP_API ap_status ap_fanout_child_status(const ap_fanout *s, size_t index)
 {
     AP_ASSERT(index < s->n);
     return s->recs[index].status;
 }
 
-AP_API size_t ap_fanout_completed(const ap_joinset *s)
+AP_API size_t ap_fanout_completed(const ap_fanout *s)
 {
     return s->completed;
 }
 
-AP_API size_t ap_fanout_failed(const ap_joinset *s)
+AP_API size_t ap_fanout_failed(const ap_fanout *s)
 {
     return s->failed;
 }
 
-AP_API size_t ap_fanout_canceled(const ap_joinset *s)
+AP_API size_t ap_fanout_canceled(const ap_fanout *s)
 {
     return s->canceled;
 }
 
-AP_API size_t ap_fanout_in_flight(const ap_joinset *s)
+AP_API size_t ap_fanout_in_flight(const ap_fanout *s)
 {
     return s->running;
 }

@@ -247,7 +247,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
         } else {
             struct timespec ts;
             clock_gettime(AP__PARK_CLOCK, &ts);
-            uint64_t abs = ap_time_add((uint64_t)ts.tv_sec * AP_NS_PER_SEC +
+            uint64_t abs = ap_deadline_after((uint64_t)ts.tv_sec * AP_NS_PER_SEC +
                                            (uint64_t)ts.tv_nsec, ns);
             ts.tv_sec = (time_t)(abs / AP_NS_PER_SEC);
             ts.tv_nsec = (long)(abs % AP_NS_PER_SEC);

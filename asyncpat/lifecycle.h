@@ -88,7 +88,7 @@
  *   // workers: if (ap_life_enter(&life) != AP_OK) return;  serve();
  *   //          ap_life_leave(&life);
  *   // stop:    (void)ap_life_stop(&life);
- *   //          if (ap_life_wait(&life, AP_LIFE_DRAINED, deadline) == AP_OK) {
+ *   //          if (ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, deadline) == AP_OK) {
  *   //              close_sockets(); (void)ap_life_terminated(&life); }
  */
 #ifndef ASYNCPAT_LIFECYCLE_H
@@ -100,20 +100,20 @@
 
 /** ap_life_state - the states; the numbers are stable */
 typedef enum ap_life_state {
-    AP_LIFE_NEW = 0,
-    AP_LIFE_STARTING = 1,
-    AP_LIFE_RUNNING = 2,
-    AP_LIFE_STOPPING = 3,
-    AP_LIFE_TERMINATED = 4,
-    AP_LIFE_FAILED = 5
+    AP_LIFE_STATE_NEW = 0,
+    AP_LIFE_STATE_STARTING = 1,
+    AP_LIFE_STATE_RUNNING = 2,
+    AP_LIFE_STATE_STOPPING = 3,
+    AP_LIFE_STATE_TERMINATED = 4,
+    AP_LIFE_STATE_FAILED = 5
 } ap_life_state;
 
 /** ap_life_event - what a wait future waits for */
 typedef enum ap_life_event {
-    AP_LIFE_RUNS = 1,      /* RUNNING (AP_CLOSED if it stopped or failed first) */
-    AP_LIFE_DRAINED = 2,   /* enters refused and nobody inside (STOPPING or FAILED
+    AP_LIFE_EVENT_RUNS = 1,      /* RUNNING (AP_CLOSED if it stopped or failed first) */
+    AP_LIFE_EVENT_DRAINED = 2,   /* enters refused and nobody inside (STOPPING or FAILED
                               with 0 in flight, or TERMINATED) */
-    AP_LIFE_TERMINATES = 3 /* TERMINATED (AP_CLOSED if it failed) */
+    AP_LIFE_EVENT_TERMINATES = 3 /* TERMINATED (AP_CLOSED if it failed) */
 } ap_life_event;
 
 typedef struct ap_life {
@@ -186,7 +186,7 @@ AP_API AP_NODISCARD ap_status ap_life_wait(ap_life *l, ap_life_event ev,
 AP_API void ap_life_init(ap_life *l)
 {
     AP_ASSERT(l != NULL);
-    AP_ATOMIC_INIT(&l->word, (uint64_t)AP_LIFE_NEW);
+    AP_ATOMIC_INIT(&l->word, (uint64_t)AP_LIFE_STATE_NEW);
     ap_waitlist_init(&l->wl);
 }
 
@@ -244,10 +244,10 @@ AP_API ap_status ap_life_start(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     uint64_t w;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_STARTING, false, AP__LIFE_SP, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STATE_NEW), AP_LIFE_STATE_STARTING, false, AP__LIFE_SP, &w))
         return AP_OK;
     ap_life_state s = AP__LIFE_STATE(w);
-    return s == AP_LIFE_STARTING || s == AP_LIFE_RUNNING ? AP_INVAL : AP_CLOSED;
+    return s == AP_LIFE_STATE_STARTING || s == AP_LIFE_STATE_RUNNING ? AP_INVAL : AP_CLOSED;
 }
 
 AP_API ap_status ap_life_started(ap_life *l, bool ok)
@@ -262,9 +262,9 @@ AP_API ap_status ap_life_started(ap_life *l, bool ok)
          * on. A stop or a failure that came during the start keeps its
          * state, and its drain has waited for this call. */
         uint64_t nw = w & ~AP__LIFE_SP;
-        bool starting = AP__LIFE_STATE(w) == AP_LIFE_STARTING;
+        bool starting = AP__LIFE_STATE(w) == AP_LIFE_STATE_STARTING;
         if (starting)
-            nw = (nw & ~(uint64_t)7) | (uint64_t)(ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED);
+            nw = (nw & ~(uint64_t)7) | (uint64_t)(ok ? AP_LIFE_STATE_RUNNING : AP_LIFE_STATE_FAILED);
         /* seq_cst: as every change of the word (see ap__life_move) */
         if (AP_ATOMIC_CAS_WEAK(&l->word, &w, nw, memory_order_seq_cst, memory_order_relaxed)) {
             ap__life_wake(l);
@@ -279,10 +279,10 @@ AP_API ap_status ap_life_stop(ap_life *l)
     uint64_t w;
     /* NEW has nothing to drain: straight to TERMINATED. One CAS decides
      * each case, and the states only move forward, so at most two tries. */
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_NEW), AP_LIFE_TERMINATED, false, 0, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STATE_NEW), AP_LIFE_STATE_TERMINATED, false, 0, &w))
         return AP_OK;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STARTING) | AP__LIFE_BIT(AP_LIFE_RUNNING),
-                      AP_LIFE_STOPPING, false, 0, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STATE_STARTING) | AP__LIFE_BIT(AP_LIFE_STATE_RUNNING),
+                      AP_LIFE_STATE_STOPPING, false, 0, &w))
         return AP_OK;
     return AP_CLOSED; /* a stop or a failure came first */
 }
@@ -291,18 +291,18 @@ AP_API ap_status ap_life_terminated(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     uint64_t w;
-    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STOPPING), AP_LIFE_TERMINATED, true, 0, &w))
+    if (ap__life_move(l, AP__LIFE_BIT(AP_LIFE_STATE_STOPPING), AP_LIFE_STATE_TERMINATED, true, 0, &w))
         return AP_OK;
-    return AP__LIFE_STATE(w) == AP_LIFE_STOPPING ? AP_NOT_READY : AP_INVAL;
+    return AP__LIFE_STATE(w) == AP_LIFE_STATE_STOPPING ? AP_NOT_READY : AP_INVAL;
 }
 
 AP_API ap_status ap_life_fail(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     uint64_t w;
-    unsigned from = AP__LIFE_BIT(AP_LIFE_NEW) | AP__LIFE_BIT(AP_LIFE_STARTING) |
-                    AP__LIFE_BIT(AP_LIFE_RUNNING) | AP__LIFE_BIT(AP_LIFE_STOPPING);
-    return ap__life_move(l, from, AP_LIFE_FAILED, false, 0, &w) ? AP_OK : AP_CLOSED;
+    unsigned from = AP__LIFE_BIT(AP_LIFE_STATE_NEW) | AP__LIFE_BIT(AP_LIFE_STATE_STARTING) |
+                    AP__LIFE_BIT(AP_LIFE_STATE_RUNNING) | AP__LIFE_BIT(AP_LIFE_STATE_STOPPING);
+    return ap__life_move(l, from, AP_LIFE_STATE_FAILED, false, 0, &w) ? AP_OK : AP_CLOSED;
 }
 
 AP_API ap_status ap_life_enter(ap_life *l)
@@ -312,8 +312,8 @@ AP_API ap_status ap_life_enter(ap_life *l)
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
     for (;;) {
         ap_life_state s = AP__LIFE_STATE(w);
-        if (s != AP_LIFE_RUNNING)
-            return s < AP_LIFE_RUNNING ? AP_NOT_READY : AP_CLOSED;
+        if (s != AP_LIFE_STATE_RUNNING)
+            return s < AP_LIFE_STATE_RUNNING ? AP_NOT_READY : AP_CLOSED;
         AP_ASSERT(w <= UINT64_MAX - AP__LIFE_ONE);
         AP_TEST_YIELD(); /* RUNNING seen, not yet counted: a stop may land */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_LIFE_ENTER_LOAD_STORE
@@ -339,7 +339,7 @@ AP_API void ap_life_leave(ap_life *l)
     uint64_t w = AP_ATOMIC_FETCH_SUB(&l->word, AP__LIFE_ONE, memory_order_seq_cst);
     AP_ASSERT(w >= AP__LIFE_ONE); /* a leave without an enter */
     ap_life_state s = AP__LIFE_STATE(w);
-    if (w < 2 * AP__LIFE_ONE && (s == AP_LIFE_STOPPING || s == AP_LIFE_FAILED))
+    if (w < 2 * AP__LIFE_ONE && (s == AP_LIFE_STATE_STOPPING || s == AP_LIFE_STATE_FAILED))
         ap__life_wake(l); /* the last one out of a draining lifecycle */
 }
 
@@ -352,18 +352,18 @@ AP_API ap_status ap__life_check(void *obj, void *arg)
     ap_life_state s = AP__LIFE_STATE(w);
     bool idle = AP__LIFE_IDLE(w);
     switch ((ap_life_event)(uintptr_t)arg) {
-    case AP_LIFE_RUNS:
-        if (s == AP_LIFE_RUNNING)
+    case AP_LIFE_EVENT_RUNS:
+        if (s == AP_LIFE_STATE_RUNNING)
             return AP_OK;
-        return s < AP_LIFE_RUNNING ? AP_EMPTY : AP_CLOSED;
-    case AP_LIFE_DRAINED:
-        if (s == AP_LIFE_TERMINATED || ((s == AP_LIFE_STOPPING || s == AP_LIFE_FAILED) && idle))
+        return s < AP_LIFE_STATE_RUNNING ? AP_EMPTY : AP_CLOSED;
+    case AP_LIFE_EVENT_DRAINED:
+        if (s == AP_LIFE_STATE_TERMINATED || ((s == AP_LIFE_STATE_STOPPING || s == AP_LIFE_STATE_FAILED) && idle))
             return AP_OK;
         return AP_EMPTY;
-    case AP_LIFE_TERMINATES:
-        if (s == AP_LIFE_TERMINATED)
+    case AP_LIFE_EVENT_TERMINATES:
+        if (s == AP_LIFE_STATE_TERMINATED)
             return AP_OK;
-        return s == AP_LIFE_FAILED ? AP_CLOSED : AP_EMPTY;
+        return s == AP_LIFE_STATE_FAILED ? AP_CLOSED : AP_EMPTY;
     }
     return AP_INVAL;
 }

@@ -61,7 +61,7 @@
  *   ap_pipeline_try_pop answers AP_CLOSED only once every element that
  *   entered has come out or been counted as filtered or failed.
  *
- * COUNTERS (ap_pipeline_stage_stats, ap_pipeline_entered / _left)
+ * COUNTERS (ap_pipeline_stats_get, ap_pipeline_entered / _left)
  *   per stage: taken (popped from its input), emitted, filtered, failed
  *   (and the last failure: fn's status and app_error). At quiescence, for
  *   each stage:
@@ -165,7 +165,7 @@
  *   ap_pipeline_close(&p);                             // no more input
  *   while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
  *   ap_pipeline_stats s;                 // failures: s.failed, and the last
- *   if (ap_pipeline_stage_stats(&p, 0, &s) == AP_OK && s.failed)   // one's
+ *   if (ap_pipeline_stats_get(&p, 0, &s) == AP_OK && s.failed)   // one's
  *       log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
  */
 #ifndef ASYNCPAT_PIPELINE_H
@@ -421,10 +421,10 @@ AP_API AP_NODISCARD ap_status ap_pipeline_pop_wait(ap_pipeline *p, void *out,
                                                    ap_deadline deadline_ns);
 
 /**
- * ap_pipeline_stage_stats - snapshot of stage @stage's counters
+ * ap_pipeline_stats_get - snapshot of stage @stage's counters
  * Returns AP_OK, or AP_INVAL (stage out of range; *out untouched).
  */
-AP_API AP_NODISCARD ap_status ap_pipeline_stage_stats(ap_pipeline *p, size_t stage,
+AP_API AP_NODISCARD ap_status ap_pipeline_stats_get(ap_pipeline *p, size_t stage,
                                                       ap_pipeline_stats *out);
 /** ap_pipeline_entered / ap_pipeline_left - elements pushed in / popped out */
 AP_API uint64_t ap_pipeline_entered(ap_pipeline *p);
@@ -776,7 +776,7 @@ AP__WAITOP_FUTURE(ap_pipeline_push, ap_pipeline_push_fut, ap_pipeline, in.not_fu
 AP__WAITOP_FUTURE(ap_pipeline_pop, ap_pipeline_pop_fut, ap_pipeline, out->not_empty,
                   ap__pipeline_try_pop_v, void *)
 
-AP_API ap_status ap_pipeline_stage_stats(ap_pipeline *p, size_t stage, ap_pipeline_stats *out)
+AP_API ap_status ap_pipeline_stats_get(ap_pipeline *p, size_t stage, ap_pipeline_stats *out)
 {
     AP_ASSERT(p != NULL && p->stages != NULL && out != NULL);
     if (stage >= p->nstages)

@@ -11,7 +11,7 @@
  *   subscriber sees every message. Nothing tracks the subscribers: the
  *   channel's shared state is `tail` and the slots, whatever their number.
  *
- *   Slow subscribers (policy AP_PUBSUB_OVERWRITE, the only one so far):
+ *   Slow subscribers (policy AP_PUBSUB_POLICY_OVERWRITE, the only one so far):
  *   publishers never wait for subscribers. A message lives until it is
  *   overwritten `capacity` publishes later; a subscriber that fell further
  *   behind than that gets AP_DROPPED once, with the exact number of
@@ -109,7 +109,7 @@
  *              completing the slot: retry at once), AP_DROPPED, AP_CLOSED;
  *              AP_NOT_READY as a pending receive future's status; AP_INVAL for
  *              capacity 0, elem_size 0, a policy other than
- *              AP_PUBSUB_OVERWRITE, sizes that overflow, or a buffer that
+ *              AP_PUBSUB_POLICY_OVERWRITE, sizes that overflow, or a buffer that
  *              is NULL, too small or misaligned (nothing is changed).
  *              Out-params are untouched unless AP_OK, with one
  *              exception: for elements over 128 bytes the copy goes straight
@@ -126,7 +126,7 @@
  * USAGE
  *   static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
  *   ap_pubsub ch;
- *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE))
+ *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_POLICY_OVERWRITE))
  *       abort();
  *   ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
  *   ap_pubsub_subscribe(&ch, &sub);
@@ -159,7 +159,7 @@
 
 /** What a publisher does about subscribers that fall behind (see PATTERN). */
 typedef enum ap_pubsub_policy {
-    AP_PUBSUB_OVERWRITE = 0 /* never wait; laggards get AP_DROPPED with a count */
+    AP_PUBSUB_POLICY_OVERWRITE = 0 /* never wait; laggards get AP_DROPPED with a count */
 } ap_pubsub_policy;
 
 typedef struct ap_pubsub {
@@ -201,7 +201,7 @@ typedef struct ap_sub_recv_fut { ap_waitop op; } ap_sub_recv_fut;
  * @bytes:     the size of @buf (the excess is not touched)
  * @capacity:  messages retained for slow subscribers (>= 1), exactly
  * @elem_size: bytes per message (>= 1)
- * @policy:    AP_PUBSUB_OVERWRITE
+ * @policy:    AP_PUBSUB_POLICY_OVERWRITE
  *
  * Returns AP_OK or AP_INVAL (capacity or elem_size 0, unknown policy, sizes
  * that overflow, @buf NULL, misaligned or @bytes too small); on AP_INVAL
@@ -321,7 +321,7 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
     typedef struct name { ap_pubsub ps; } name;                                                \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf,            \
                                                               size_t bytes, size_t capacity)    \
-    { return ap_pubsub_init(&self->ps, buf, bytes, capacity, sizeof(T), AP_PUBSUB_OVERWRITE); } \
+    { return ap_pubsub_init(&self->ps, buf, bytes, capacity, sizeof(T), AP_PUBSUB_POLICY_OVERWRITE); } \
     AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_pubsub_fini(&self->ps); }          \
     AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_publish(name *self, const T *elem) \
     { return ap__pubsub_publish(&self->ps, elem, sizeof(T)); }                                  \
@@ -360,7 +360,7 @@ AP_API bool ap__pubsub_config_ok(size_t capacity, size_t elem_size, ap_pubsub_po
                                  size_t extra, size_t *total)
 {
     return capacity != 0 && elem_size != 0 && capacity <= AP__PUBSUB_CAP_LIMIT &&
-           elem_size <= SIZE_MAX / 2 && policy == AP_PUBSUB_OVERWRITE &&
+           elem_size <= SIZE_MAX / 2 && policy == AP_PUBSUB_POLICY_OVERWRITE &&
            ap__size_muladd(capacity, AP_PUBSUB_STRIDE(elem_size), extra, total);
 }
 

@@ -12,7 +12,7 @@
  *
  *   i.e. per attempt, in this order: take the limiter's tokens (ap_tb),
  *   then the bulkhead's permits (ap_sem), then a breaker permit
- *   (ap_cb_allow), then start the caller's attempt and run it under the
+ *   (ap_breaker_allow), then start the caller's attempt and run it under the
  *   per-attempt timeout; and all of that inside an ap_retry_fut, with its
  *   backoff, jitter, retry budget and overall deadline. Every layer is
  *   optional: a NULL object (or a zero field) in ap_resil_desc means "not
@@ -53,7 +53,7 @@
  *         grant racing with a cancel is passed on by ap_sem (nothing
  *         lost), so ap_sem_available() is back to its start once every
  *         call has ended;
- *       * breaker: each permit ap_cb_allow handed out is recorded exactly
+ *       * breaker: each permit ap_breaker_allow handed out is recorded exactly
  *         once: SUCCESS/FAILURE/IGNORED as the classifier says for an
  *         attempt that completed (default: AP_OK is SUCCESS, anything
  *         else -- a per-attempt timeout included -- is FAILURE), and
@@ -147,7 +147,7 @@
  *   static ap_tb tb;  static ap_sem bulk;  static ap_breaker *br;
  *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .burst = 10}) ||
  *       ap_sem_init(&bulk, 8) ||
- *       ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
+ *       ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
  *   ap_rng rng;  ap_rng_seed(&rng, 42);
  *   ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 10 * AP_NS_PER_MS};
  *   ap_resil_desc d = {.limiter = &tb, .bulkhead = &bulk, .breaker = br,
@@ -242,7 +242,7 @@ typedef struct ap_resil_result {
     uint32_t attempts;          /* attempts the retry started (each went through
                                    the layers) */
     uint32_t ran;               /* of them, attempts the factory started */
-    ap_retry_stop stop;         /* why the retry ended (AP_RETRY_RUNNING until then) */
+    ap_retry_stop stop;         /* why the retry ended (AP_RETRY_STOP_RUNNING until then) */
     ap_resil_layer rejected_by; /* what ended the last attempt (NONE: it ran to
                                    completion, or was cut by deadline/cancel) */
 } ap_resil_result;
@@ -268,7 +268,7 @@ typedef struct ap__resil_att {
     ap_tb_acquire_fut tbf;
     ap_sem_acquire_fut semf;
     bool tb_waiting, sem_waiting, sem_held;
-    ap_cb_permit permit;        /* gen 0: none held */
+    ap_breaker_permit permit;        /* gen 0: none held */
     ap_future *user;            /* the caller's attempt, once started */
     ap_future *run;             /* user, or &timeout */
     ap_timeout timeout;
@@ -320,8 +320,8 @@ AP_API void ap_resil_fut_cancel(ap_resil_fut *f);
 AP_API ap_resil_result ap_resil_fut_result(const ap_resil_fut *f);
 /** ap_resil_fut_status - the outcome's status (AP_NOT_READY while running) */
 AP_API AP_NODISCARD ap_status ap_resil_fut_status(const ap_resil_fut *f);
-/** ap_resil_fut_stats - this call's ledger */
-AP_API ap_resil_stats ap_resil_fut_stats(const ap_resil_fut *f);
+/** ap_resil_stats_get - this call's ledger */
+AP_API ap_resil_stats ap_resil_stats_get(const ap_resil_fut *f);
 
 /* ---- implementation ---- */
 
@@ -357,7 +357,7 @@ AP_API void ap__resil_record(ap_resil_fut *f, ap__resil_att *a, ap_breaker_outco
     if (a->permit.gen == 0)
         return;
     uint64_t dur = now >= a->t0 ? now - a->t0 : 0;
-    ap_status rc = ap_cb_record(f->desc.breaker, &a->permit, o, dur, now);
+    ap_status rc = ap_breaker_record(f->desc.breaker, &a->permit, o, dur, now);
     /* a fresh, uncopied permit and a checked outcome: never AP_INVAL */
     AP_ASSERT(rc == AP_OK && a->permit.gen == 0);
     (void)rc;
@@ -497,7 +497,7 @@ AP_API ap_poll ap__resil_att_poll(ap_future *self, ap_cx *cx)
         case AP__RESIL_BREAKER: {
             if (d->breaker) {
                 uint64_t retry_at = 0;
-                if (ap_cb_allow(d->breaker, now, &a->permit, &retry_at) != AP_OK) {
+                if (ap_breaker_allow(d->breaker, now, &a->permit, &retry_at) != AP_OK) {
                     uint64_t hint =
                         retry_at > now && retry_at != AP_DEADLINE_NONE ? retry_at - now : 0;
                     return ap__resil_finish(f, a, AP_REJECTED, AP_RESIL_LAYER_BREAKER, hint);
@@ -558,7 +558,7 @@ AP_API ap_future *ap__resil_start(void *ctx, void *storage, uint32_t attempt, ui
     a->t0 = 0;
     a->wait_until = 0;
     a->tb_waiting = a->sem_waiting = a->sem_held = false;
-    a->permit = (ap_cb_permit){0, 0};
+    a->permit = (ap_breaker_permit){0, 0};
     a->user = a->run = NULL;
     a->status = AP_NOT_READY;
     a->hint = 0;
@@ -637,7 +637,7 @@ AP_API ap_status ap_resil_fut_init(ap_resil_fut *f, const ap_resil_desc *desc,
     f->desc = d;
     f->op = *op;
     f->now = 0;
-    f->res = (ap_resil_result){AP_NOT_READY, AP_OK, 0, 0, 0, AP_RETRY_RUNNING,
+    f->res = (ap_resil_result){AP_NOT_READY, AP_OK, 0, 0, 0, AP_RETRY_STOP_RUNNING,
                                AP_RESIL_LAYER_NONE};
     memset(&f->stats, 0, sizeof f->stats);
     return AP_OK;
@@ -662,7 +662,7 @@ AP_API void ap__resil_sync(ap_resil_fut *f)
 AP_API ap_poll ap_resil_fut_poll(ap_resil_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
-    if (f->res.stop != AP_RETRY_RUNNING)
+    if (f->res.stop != AP_RETRY_STOP_RUNNING)
         return AP_READY;
     f->now = cx->now; /* for an attempt the retry cuts in this poll */
     ap_poll r = ap_retry_fut_poll(&f->retry, cx);
@@ -673,7 +673,7 @@ AP_API ap_poll ap_resil_fut_poll(ap_resil_fut *f, ap_cx *cx)
 AP_API void ap_resil_fut_cancel(ap_resil_fut *f)
 {
     AP_ASSERT(f != NULL);
-    if (f->res.stop != AP_RETRY_RUNNING)
+    if (f->res.stop != AP_RETRY_STOP_RUNNING)
         return;
     ap_retry_fut_cancel(&f->retry); /* cancels the attempt, which gives all back */
     ap__resil_sync(f);
@@ -689,7 +689,7 @@ AP_API ap_status ap_resil_fut_status(const ap_resil_fut *f)
     return f->res.status;
 }
 
-AP_API ap_resil_stats ap_resil_fut_stats(const ap_resil_fut *f)
+AP_API ap_resil_stats ap_resil_stats_get(const ap_resil_fut *f)
 {
     return f->stats;
 }

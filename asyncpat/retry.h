@@ -40,7 +40,7 @@
  *   - at most max_attempts attempts (counting the first); with a scripted
  *     operation whose first k attempts fail, the retry succeeds iff
  *     k < max_attempts, after exactly min(k+1, max_attempts) attempts
- *   - status: AP_NOT_READY exactly while running (stop AP_RETRY_RUNNING,
+ *   - status: AP_NOT_READY exactly while running (stop AP_RETRY_STOP_RUNNING,
  *     also during a backoff), never once finished; then exactly one of
  *       AP_OK          an attempt succeeded (stop SUCCEEDED)
  *       AP_EXHAUSTED   attempts kept failing with a retryable error: every
@@ -58,7 +58,7 @@
  *     retry future also bounds the attempt in flight: once cx->now reaches
  *     the deadline the attempt is cancelled and the result is AP_TIMEDOUT.
  *     A retry whose next start would land exactly on the deadline stops
- *     with AP_RETRY_DEADLINE in the poll that saw the failure, and asks
+ *     with AP_RETRY_STOP_DEADLINE in the poll that saw the failure, and asks
  *     the budget for nothing
  *   - every attempt that started ends with exactly one report to the op:
  *     result() once it completed, or canceled() (if set) once it was
@@ -66,7 +66,7 @@
  *     permit an attempt took (a breaker's, a semaphore's) is always given
  *     back exactly once
  *   - the retry never makes up an AP_TIMEDOUT status: it is the overall
- *     deadline (stop AP_RETRY_DEADLINE), or an AP_TIMEDOUT error of the op
+ *     deadline (stop AP_RETRY_STOP_DEADLINE), or an AP_TIMEDOUT error of the op
  *     (e.g. a per-attempt timeout) that the predicate calls permanent.
  *     Attempts that kept failing with a retryable error (an AP_TIMEDOUT one
  *     included) until max_attempts end AP_EXHAUSTED, deadline or not; with
@@ -268,19 +268,19 @@ typedef struct ap_retry_budget {
 
 /** ap_retry_stop - why a retry ended */
 typedef enum ap_retry_stop {
-    AP_RETRY_RUNNING = 0, /* not finished */
-    AP_RETRY_SUCCEEDED,   /* an attempt returned AP_OK */
-    AP_RETRY_PERMANENT,   /* the predicate said the error is not retryable */
-    AP_RETRY_EXHAUSTED,   /* max_attempts attempts failed (status AP_EXHAUSTED) */
-    AP_RETRY_DEADLINE,    /* the next attempt could not start before the deadline */
-    AP_RETRY_BUDGET,      /* the retry budget refused the retry (status AP_EXHAUSTED) */
-    AP_RETRY_CANCELED     /* ap_retry_fut_cancel */
+    AP_RETRY_STOP_RUNNING = 0, /* not finished */
+    AP_RETRY_STOP_SUCCEEDED,   /* an attempt returned AP_OK */
+    AP_RETRY_STOP_PERMANENT,   /* the predicate said the error is not retryable */
+    AP_RETRY_STOP_EXHAUSTED,   /* max_attempts attempts failed (status AP_EXHAUSTED) */
+    AP_RETRY_STOP_DEADLINE,    /* the next attempt could not start before the deadline */
+    AP_RETRY_STOP_BUDGET,      /* the retry budget refused the retry (status AP_EXHAUSTED) */
+    AP_RETRY_STOP_CANCELED     /* ap_retry_fut_cancel */
 } ap_retry_stop;
 
 /** ap_retry_result - the outcome of a retry */
 typedef struct ap_retry_result {
     ap_status status;     /* AP_NOT_READY exactly while running (stop ==
-                           * AP_RETRY_RUNNING); once stopped: AP_OK,
+                           * AP_RETRY_STOP_RUNNING); once stopped: AP_OK,
                            * AP_EXHAUSTED (stop EXHAUSTED or BUDGET), the
                            * permanent error, AP_TIMEDOUT (deadline),
                            * AP_CANCELED; never AP_NOT_READY */
@@ -290,7 +290,7 @@ typedef struct ap_retry_result {
                            * off by the deadline, or when the deadline had
                            * passed before the first attempt */
     uint32_t attempts;    /* attempts started */
-    ap_retry_stop stop;   /* AP_RETRY_RUNNING until finished: the completion test */
+    ap_retry_stop stop;   /* AP_RETRY_STOP_RUNNING until finished: the completion test */
     int app_error;        /* the op's own error code, as the last completed
                            * attempt's result() (or fn) set it; 0 if none
                            * completed or it set none */
@@ -315,7 +315,7 @@ typedef struct ap_retry_result {
  *            cx->now of the poll that cut it (deadline), or of the last
  *            poll (ap_retry_fut_cancel). Every started attempt gets exactly
  *            one call of @result or @canceled: the place to give back what
- *            @start took, e.g. ap_cb_record(..., AP_BREAKER_OUTCOME_CANCELED,
+ *            @start took, e.g. ap_breaker_record(..., AP_BREAKER_OUTCOME_CANCELED,
  *            ...) for a breaker permit. It must not poll or cancel the
  *            retry future.
  * Use designated initializers: fields may be added at the end.
@@ -405,8 +405,8 @@ AP_API void ap_retry_budget_deposit(ap_retry_budget *b, uint64_t now_ns);
  */
 AP_API bool ap_retry_budget_try_withdraw(ap_retry_budget *b, uint64_t now_ns);
 
-/** ap_retry_budget_get_stats - counters since init */
-AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b);
+/** ap_retry_budget_stats_get - counters since init */
+AP_API ap_retry_budget_stats ap_retry_budget_stats_get(ap_retry_budget *b);
 
 /**
  * ap_retry_fut_init - set up a retry future
@@ -439,7 +439,7 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx);
 AP_API void ap_retry_fut_cancel(ap_retry_fut *f);
 
 /** ap_retry_fut_result - the outcome (status AP_NOT_READY and stop
- *  AP_RETRY_RUNNING while running; last_error and app_error then hold the
+ *  AP_RETRY_STOP_RUNNING while running; last_error and app_error then hold the
  *  last completed attempt's so far) */
 AP_API ap_retry_result ap_retry_fut_result(const ap_retry_fut *f);
 
@@ -630,7 +630,7 @@ AP_API uint64_t ap_retry_next_delay_hint(ap_retry_state *st, ap_rng *rng, uint64
     if (d->hint_jitter_permille != 0) {
         AP_ASSERT(rng != NULL);
         uint64_t j = ap__retry_mul_permille(hint_ns, d->hint_jitter_permille);
-        delay = ap_time_add(hint_ns, ap_rng_between(rng, 0, j));
+        delay = ap_deadline_after(hint_ns, ap_rng_between(rng, 0, j));
     }
     return delay < d->hint_cap_ns ? delay : d->hint_cap_ns; /* cap after jitter */
 }
@@ -711,7 +711,7 @@ AP_API bool ap_retry_budget_try_withdraw(ap_retry_budget *b, uint64_t now_ns)
             ret += s->retries;
         }
     }
-    uint64_t allowed = ap_time_add(ap__retry_mul_permille(req, b->ratio_permille), b->reserve);
+    uint64_t allowed = ap_deadline_after(ap__retry_mul_permille(req, b->ratio_permille), b->reserve);
     bool ok = ret < allowed;
     if (ok) {
         ap__retry_budget_slot_at(b, epoch)->retries++;
@@ -723,7 +723,7 @@ AP_API bool ap_retry_budget_try_withdraw(ap_retry_budget *b, uint64_t now_ns)
     return ok;
 }
 
-AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b)
+AP_API ap_retry_budget_stats ap_retry_budget_stats_get(ap_retry_budget *b)
 {
     AP_ASSERT(b != NULL);
     ap__lock_acquire(&b->lock);
@@ -738,7 +738,7 @@ AP_API ap_retry_budget_stats ap_retry_budget_get_stats(ap_retry_budget *b)
  * leaves AP_NOT_READY). Never AP_NOT_READY: that error is always retried. */
 AP_API void ap__retry_stop_with(ap_retry_result *res, ap_retry_stop stop, ap_status st)
 {
-    AP_ASSERT(stop != AP_RETRY_RUNNING && st != AP_NOT_READY);
+    AP_ASSERT(stop != AP_RETRY_STOP_RUNNING && st != AP_NOT_READY);
     res->status = st;
     res->stop = stop;
 }
@@ -751,22 +751,22 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
 {
     res->last_error = err;
     if (!ap_retry_is_retryable(&bo->desc, err)) {
-        ap__retry_stop_with(res, AP_RETRY_PERMANENT, err);
+        ap__retry_stop_with(res, AP_RETRY_STOP_PERMANENT, err);
         return false;
     }
     if (res->attempts >= bo->desc.max_attempts) {
-        ap__retry_stop_with(res, AP_RETRY_EXHAUSTED, AP_EXHAUSTED);
+        ap__retry_stop_with(res, AP_RETRY_STOP_EXHAUSTED, AP_EXHAUSTED);
         return false;
     }
     uint64_t delay = hint_ns ? ap_retry_next_delay_hint(bo, rng, hint_ns)
                              : ap_retry_next_delay(bo, rng);
-    uint64_t at = ap_time_add(now, delay);
+    uint64_t at = ap_deadline_after(now, delay);
     if (ap_deadline_passed(deadline, at)) { /* could not start before it */
-        ap__retry_stop_with(res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
+        ap__retry_stop_with(res, AP_RETRY_STOP_DEADLINE, AP_TIMEDOUT);
         return false;
     }
     if (budget && !ap_retry_budget_try_withdraw(budget, now)) {
-        ap__retry_stop_with(res, AP_RETRY_BUDGET, AP_EXHAUSTED);
+        ap__retry_stop_with(res, AP_RETRY_STOP_BUDGET, AP_EXHAUSTED);
         return false;
     }
     *next_at = at;
@@ -775,7 +775,7 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
 
 AP_API void ap__retry_result_start(ap_retry_result *res)
 {
-    *res = (ap_retry_result){AP_NOT_READY, AP_OK, 0, AP_RETRY_RUNNING, 0};
+    *res = (ap_retry_result){AP_NOT_READY, AP_OK, 0, AP_RETRY_STOP_RUNNING, 0};
 }
 
 /* -- the future -- */
@@ -828,7 +828,7 @@ AP_API void ap__retry_fut_cancel_attempt(ap_retry_fut *f, uint64_t now)
 
 AP_API void ap__retry_fut_finish_deadline(ap_retry_fut *f)
 {
-    ap__retry_stop_with(&f->res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
+    ap__retry_stop_with(&f->res, AP_RETRY_STOP_DEADLINE, AP_TIMEDOUT);
     f->phase = AP__RETRY_DONE;
 }
 
@@ -872,7 +872,7 @@ AP_API ap_poll ap_retry_fut_poll(ap_retry_fut *f, ap_cx *cx)
             f->res.app_error = app;
             if (err == AP_OK) {
                 f->res.last_error = AP_OK;
-                ap__retry_stop_with(&f->res, AP_RETRY_SUCCEEDED, AP_OK);
+                ap__retry_stop_with(&f->res, AP_RETRY_STOP_SUCCEEDED, AP_OK);
                 f->phase = AP__RETRY_DONE;
                 return AP_READY;
             }
@@ -903,7 +903,7 @@ AP_API void ap_retry_fut_cancel(ap_retry_fut *f)
     if (f->phase == AP__RETRY_DONE)
         return;
     /* finished first: a canceled() hook that looks at the future sees it done */
-    ap__retry_stop_with(&f->res, AP_RETRY_CANCELED, AP_CANCELED);
+    ap__retry_stop_with(&f->res, AP_RETRY_STOP_CANCELED, AP_CANCELED);
     int phase = f->phase;
     f->phase = AP__RETRY_DONE;
     if (phase == AP__RETRY_RUNNING)
@@ -955,7 +955,7 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
         if (ap_deadline_passed(deadline, now)) {
             if (res.attempts == 0)
                 res.last_error = AP_TIMEDOUT;
-            ap__retry_stop_with(&res, AP_RETRY_DEADLINE, AP_TIMEDOUT);
+            ap__retry_stop_with(&res, AP_RETRY_STOP_DEADLINE, AP_TIMEDOUT);
             break;
         }
         if (res.attempts == 0 && budget)
@@ -966,7 +966,7 @@ AP_API ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *rng, ap_retry_
         res.app_error = app;
         if (err == AP_OK) {
             res.last_error = AP_OK;
-            ap__retry_stop_with(&res, AP_RETRY_SUCCEEDED, AP_OK);
+            ap__retry_stop_with(&res, AP_RETRY_STOP_SUCCEEDED, AP_OK);
             break;
         }
         uint64_t next_at;

@@ -74,7 +74,7 @@
  * USAGE (ev is the caller's struct ev with a uint64_t user_id; drop() too)
  *   ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
  *   ap_split sp;
- *   if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_HASH) != AP_OK) abort();
+ *   if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_MODE_HASH) != AP_OK) abort();
  *   switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
  *   case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
  *   case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
@@ -91,9 +91,9 @@
 
 /** ap_split_mode - how an item picks its output(s) */
 typedef enum ap_split_mode {
-    AP_SPLIT_HASH = 0,        /* by key: same key, same output */
-    AP_SPLIT_ROUND_ROBIN = 1, /* in turn */
-    AP_SPLIT_BROADCAST = 2    /* to every output */
+    AP_SPLIT_MODE_HASH = 0,        /* by key: same key, same output */
+    AP_SPLIT_MODE_ROUND_ROBIN = 1, /* in turn */
+    AP_SPLIT_MODE_BROADCAST = 2    /* to every output */
 } ap_split_mode;
 
 /** ap_split - a splitter; set up with ap_split_init */
@@ -194,7 +194,7 @@ AP_API ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, size_t bytes,
     size_t k = bytes / sizeof(ap_mpmc *);
     if (k == 0 || bytes % sizeof(ap_mpmc *) != 0 || outs == NULL ||
         (uintptr_t)outs % AP_SPLIT_ALIGN != 0 ||
-        (mode != AP_SPLIT_HASH && mode != AP_SPLIT_ROUND_ROBIN && mode != AP_SPLIT_BROADCAST))
+        (mode != AP_SPLIT_MODE_HASH && mode != AP_SPLIT_MODE_ROUND_ROBIN && mode != AP_SPLIT_MODE_BROADCAST))
         return AP_INVAL;
     for (size_t i = 0; i < k; i++)
         if (outs[i] == NULL || outs[i]->elem_size != outs[0]->elem_size)
@@ -227,7 +227,7 @@ AP_API size_t ap_split_route(const ap_split *s, uint64_t key)
 /* The output of the next item in a one-output mode. */
 AP_API size_t ap__split_pick(ap_split *s, uint64_t key)
 {
-    if (s->mode == AP_SPLIT_HASH)
+    if (s->mode == AP_SPLIT_MODE_HASH)
         return ap_split_route(s, key);
     /* relaxed: the cursor only spreads load */
     return (size_t)(AP_ATOMIC_LOAD(&s->cursor, memory_order_relaxed) % s->k);
@@ -235,16 +235,16 @@ AP_API size_t ap__split_pick(ap_split *s, uint64_t key)
 
 AP_API ap_status ap_split_try_push(ap_split *s, uint64_t key, const void *item)
 {
-    AP_ASSERT(s != NULL && s->outs != NULL && s->mode != AP_SPLIT_BROADCAST);
+    AP_ASSERT(s != NULL && s->outs != NULL && s->mode != AP_SPLIT_MODE_BROADCAST);
     ap_status st = ap_mpmc_try_push(s->outs[ap__split_pick(s, key)], item);
-    if (st == AP_OK && s->mode == AP_SPLIT_ROUND_ROBIN)
+    if (st == AP_OK && s->mode == AP_SPLIT_MODE_ROUND_ROBIN)
         (void)AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed);
     return st;
 }
 
 AP_API ap_status ap_split_try_broadcast(ap_split *s, const void *item, size_t *next)
 {
-    AP_ASSERT(s != NULL && s->outs != NULL && s->mode == AP_SPLIT_BROADCAST);
+    AP_ASSERT(s != NULL && s->outs != NULL && s->mode == AP_SPLIT_MODE_BROADCAST);
     AP_ASSERT(next != NULL && *next <= s->k);
     if (*next == 0)
         for (size_t i = 0; i < s->k; i++)
@@ -281,15 +281,15 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
     f->inner_live = false;
     f->status = AP_NOT_READY;
     f->out = 0;
-    if (s->mode == AP_SPLIT_HASH)
+    if (s->mode == AP_SPLIT_MODE_HASH)
         f->out = ap_split_route(s, key);
-    else if (s->mode == AP_SPLIT_ROUND_ROBIN) /* relaxed: spreads load only */
+    else if (s->mode == AP_SPLIT_MODE_ROUND_ROBIN) /* relaxed: spreads load only */
         f->out = (size_t)(AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed) % s->k);
 }
 
 AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx)
 {
-    bool bcast = f->s->mode == AP_SPLIT_BROADCAST;
+    bool bcast = f->s->mode == AP_SPLIT_MODE_BROADCAST;
     while (f->status == AP_NOT_READY) {
         if (!f->inner_live) {
             ap_mpmc_push_fut_init(&f->inner, f->s->outs[bcast ? f->next : f->out], f->item);
@@ -318,7 +318,7 @@ AP_API void ap_split_push_cancel(ap_split_push_fut *f)
         /* a push that completed before the cancel still counts */
         if (ap_mpmc_push_status(&f->inner) == AP_OK) {
             f->next++;
-            if (f->s->mode != AP_SPLIT_BROADCAST || f->next == f->s->k) {
+            if (f->s->mode != AP_SPLIT_MODE_BROADCAST || f->next == f->s->k) {
                 f->status = AP_OK;
                 return;
             }

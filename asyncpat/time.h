@@ -94,8 +94,9 @@ AP_API uint64_t ap_clock_now(const ap_clock *c)
     return ap_clock_is_default(c) ? ap_now_ns() : c->now(c->ctx);
 }
 
-/** ap_time_add - now + dur, saturating at AP_DEADLINE_NONE */
-AP_API uint64_t ap_time_add(uint64_t now, uint64_t dur)
+/** ap_deadline_after - the deadline @dur_ns after @now, saturating at
+ *  AP_DEADLINE_NONE (the one "now + duration" of the library) */
+AP_API ap_deadline ap_deadline_after(uint64_t now, uint64_t dur)
 {
     return dur > UINT64_MAX - now ? AP_DEADLINE_NONE : now + dur;
 }
@@ -110,12 +111,6 @@ AP_API uint64_t ap_time_until(uint64_t deadline, uint64_t now)
 AP_API uint64_t ap_time_min(uint64_t a, uint64_t b)
 {
     return a < b ? a : b;
-}
-
-/** ap_deadline_after - the deadline @dur_ns after @now (saturating) */
-AP_API ap_deadline ap_deadline_after(uint64_t now, uint64_t dur_ns)
-{
-    return ap_time_add(now, dur_ns);
 }
 
 /** ap_deadline_remaining - ns left until @d at @now; 0 once it passed,

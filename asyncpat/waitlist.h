@@ -505,7 +505,7 @@ AP_API void ap_waitlist_register_cx(ap_waitlist *wl, ap_waiter *w, ap_cx *cx)
     if (fresh && wl->asym) {
         /* HEAVY deferred: re-poll us by then (see the doc above) */
         w->unconfirmed = 1;
-        ap_cx_wake_at(cx, ap_time_add(cx->now, AP_WAIT_CONFIRM_NS));
+        ap_cx_wake_at(cx, ap_deadline_after(cx->now, AP_WAIT_CONFIRM_NS));
     } else if (fresh || w->unconfirmed) {
         /* a fresh link without the flag (fence now), or a re-poll of an
          * unconfirmed link: HEAVY before the caller's re-check */
@@ -694,7 +694,7 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
             ap_waker_wake(cx->waker);
         } else {
             unsigned shift = op->agains - 4 < 10 ? op->agains - 4 : 10;
-            ap_cx_wake_at(cx, ap_time_add(cx->now, AP_NS_PER_US << shift));
+            ap_cx_wake_at(cx, ap_deadline_after(cx->now, AP_NS_PER_US << shift));
         }
         op->agains++;
         return AP_PENDING;

@@ -71,7 +71,7 @@
  * USAGE (ev, ctx, count_late and on_window are the caller's:
  *        void on_window(void *ctx, const ap_window_result *r) reads r->agg)
  *   // 1 s windows every 250 ms, events up to 2 s late are still counted
- *   ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 1000000000,
+ *   ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
  *                       .slide_ns = 250000000, .lateness_ns = 2000000000};
  *   static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
  *       AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
@@ -94,9 +94,9 @@
 
 /** ap_window_kind - how events map to windows */
 typedef enum ap_window_kind {
-    AP_WINDOW_TUMBLING = 0, /* size_ns; slide_ns must be 0 or size_ns */
-    AP_WINDOW_HOPPING = 1,  /* size_ns, slide_ns (1 <= slide <= size); "sliding" */
-    AP_WINDOW_SESSION = 2   /* gap_ns */
+    AP_WINDOW_KIND_TUMBLING = 0, /* size_ns; slide_ns must be 0 or size_ns */
+    AP_WINDOW_KIND_HOPPING = 1,  /* size_ns, slide_ns (1 <= slide <= size); "sliding" */
+    AP_WINDOW_KIND_SESSION = 2   /* gap_ns */
 } ap_window_kind;
 
 /** ap_window_desc - configuration; a zero field means its default */
@@ -233,7 +233,7 @@ AP_FORCE_INLINE int64_t ap__window_floordiv(int64_t a, int64_t b)
 AP_API ap_window_desc ap_window_desc_resolved(const ap_window_desc *desc)
 {
     ap_window_desc d = *desc;
-    if (d.kind == AP_WINDOW_TUMBLING || (d.kind == AP_WINDOW_HOPPING && d.slide_ns == 0))
+    if (d.kind == AP_WINDOW_KIND_TUMBLING || (d.kind == AP_WINDOW_KIND_HOPPING && d.slide_ns == 0))
         d.slide_ns = d.slide_ns == 0 ? d.size_ns : d.slide_ns;
     return d;
 }
@@ -245,14 +245,14 @@ AP_API uint64_t ap_window_slots(const ap_window_desc *desc)
     if (d.lateness_ns > AP_WINDOW_TS_MAX)
         return 0;
     switch (d.kind) {
-    case AP_WINDOW_TUMBLING:
-    case AP_WINDOW_HOPPING:
+    case AP_WINDOW_KIND_TUMBLING:
+    case AP_WINDOW_KIND_HOPPING:
         w = d.size_ns, s = d.slide_ns;
         if (w == 0 || s == 0 || s > w || w > AP_WINDOW_TS_MAX ||
-            (d.kind == AP_WINDOW_TUMBLING && s != w))
+            (d.kind == AP_WINDOW_KIND_TUMBLING && s != w))
             return 0;
         break;
-    case AP_WINDOW_SESSION:
+    case AP_WINDOW_KIND_SESSION:
         w = s = d.gap_ns;
         if (w == 0 || w > AP_WINDOW_TS_MAX)
             return 0;
@@ -276,8 +276,8 @@ AP_API ap_status ap_window_init(ap_window *win, void *buf, size_t bytes,
     ap_window_desc d = ap_window_desc_resolved(desc);
     memset(win, 0, sizeof *win);
     win->desc = d;
-    win->w = (int64_t)(d.kind == AP_WINDOW_SESSION ? d.gap_ns : d.size_ns);
-    win->s = (int64_t)(d.kind == AP_WINDOW_SESSION ? d.gap_ns : d.slide_ns);
+    win->w = (int64_t)(d.kind == AP_WINDOW_KIND_SESSION ? d.gap_ns : d.size_ns);
+    win->s = (int64_t)(d.kind == AP_WINDOW_KIND_SESSION ? d.gap_ns : d.slide_ns);
     win->lateness = (int64_t)d.lateness_ns;
     win->slots = (ap__window_slot *)buf;
     win->nslots = (size_t)n;
@@ -339,7 +339,7 @@ AP_API size_t ap__window_emit_due(ap_window *win, ap_window_emit_fn emit, void *
     size_t n = 0;
     if (!win->has_wm || win->held == 0)
         return 0;
-    if (win->desc.kind == AP_WINDOW_SESSION) {
+    if (win->desc.kind == AP_WINDOW_KIND_SESSION) {
         size_t i = 0;
         while (i < win->held && win->slots[i].last + win->w <= win->wm) {
             ap_window_result r = {win->slots[i].k_or_first, win->slots[i].last + win->w,
@@ -387,7 +387,7 @@ AP_API ap_status ap_window_add(ap_window *win, uint64_t ts, int64_t value,
     if (ts > AP_WINDOW_TS_MAX)
         return AP_INVAL;
     int64_t t = (int64_t)ts;
-    bool session = win->desc.kind == AP_WINDOW_SESSION;
+    bool session = win->desc.kind == AP_WINDOW_KIND_SESSION;
     int64_t k_lo = 0, k_hi = 0;
     if (!session) {
         k_hi = ap__window_floordiv(t, win->s);

@@ -46,7 +46,7 @@ static uint64_t pair_bp(void *ctx, uint64_t budget_ns, uint64_t *iters)
     } while ((t1 = bench_now_ns()) - t0 < budget_ns);
     ap_bp_stats s = ap_bp_stats_get(bp);
     if (bad || s.offered != next_in || s.accepted != next_in || s.popped != next_out ||
-        ap_bp_len(bp) != BP_FILL || ap_bp_level(bp) != AP_BP_LEVEL_LOW)
+        ap_bp_len(bp) != BP_FILL || ap_bp_level(bp) != AP_BP_LEVEL_STATE_LOW)
         bench_fail("bp_push_pop_1t (strategy %d): %llu bad ops, offered %llu accepted %llu "
                    "popped %llu len %zu",
                    (int)c->strategy, (unsigned long long)bad, (unsigned long long)s.offered,
@@ -116,14 +116,14 @@ int main(int argc, char **argv)
         "bp_push_pop_1t",
         "one thread: push one uint64_t, pop one; capacity 64 holding 32 (high 48, low 16)",
         BENCH_TIME, "ns_per_pair", "ns", 1, 100, {{0}}, 0, 0};
-    static const bp_ctx block = {AP_BP_BLOCK}, newest = {AP_BP_DROP_NEWEST},
-                        oldest = {AP_BP_DROP_OLDEST}, throttle = {AP_BP_THROTTLE};
-    bench_add(&s_pair, "ap_bp_block", "AP_BP_BLOCK: ap_bp_push + ap_bp_try_pop", pair_bp,
+    static const bp_ctx block = {AP_BP_STRATEGY_BLOCK}, newest = {AP_BP_STRATEGY_DROP_NEWEST},
+                        oldest = {AP_BP_STRATEGY_DROP_OLDEST}, throttle = {AP_BP_STRATEGY_THROTTLE};
+    bench_add(&s_pair, "ap_bp_block", "AP_BP_STRATEGY_BLOCK: ap_bp_push + ap_bp_try_pop", pair_bp,
               (void *)&block);
-    bench_add(&s_pair, "ap_bp_drop_newest", "AP_BP_DROP_NEWEST", pair_bp, (void *)&newest);
-    bench_add(&s_pair, "ap_bp_drop_oldest", "AP_BP_DROP_OLDEST (producer lock)", pair_bp,
+    bench_add(&s_pair, "ap_bp_drop_newest", "AP_BP_STRATEGY_DROP_NEWEST", pair_bp, (void *)&newest);
+    bench_add(&s_pair, "ap_bp_drop_oldest", "AP_BP_STRATEGY_DROP_OLDEST (producer lock)", pair_bp,
               (void *)&oldest);
-    bench_add(&s_pair, "ap_bp_throttle", "AP_BP_THROTTLE (LOW: no token)", pair_bp,
+    bench_add(&s_pair, "ap_bp_throttle", "AP_BP_STRATEGY_THROTTLE (LOW: no token)", pair_bp,
               (void *)&throttle);
     bench_add(&s_pair, "ap_mpmc", "the floor: bare ap_mpmc try_push + try_pop (no level)",
               pair_mpmc, NULL);

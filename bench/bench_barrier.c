@@ -144,7 +144,7 @@ static uint64_t bar_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
         bench_fail("out of memory");
     memset(c, 0, sizeof *c);
     c->impl = impl;
-    if (ap_barrier_init(&c->ab, 2, AP_BARRIER_BREAK, NULL, NULL) != AP_OK)
+    if (ap_barrier_init(&c->ab, 2, AP_BARRIER_POLICY_BREAK, NULL, NULL) != AP_OK)
         bench_fail("ap_barrier_init");
     if (pthread_barrier_init(&c->pb, NULL, 2) != 0)
         bench_fail("pthread_barrier_init");

@@ -3,7 +3,7 @@
  * against a mutex-based breaker
  *
  * Scenarios:
- *   breaker_allow_record_1t  one thread: ap_cb_allow + ap_cb_record(SUCCESS)
+ *   breaker_allow_record_1t  one thread: ap_breaker_allow + ap_breaker_record(SUCCESS)
  *                            on a CLOSED breaker (COUNT window of 100); ns
  *                            per allow+record.
  *   breaker_allow_record_2t  two threads doing the same on one breaker;
@@ -14,7 +14,7 @@
  * pthread_mutex.
  *
  * Every outcome is a fast success into a window already full of them, so
- * after the first 100 records ap_cb_record takes the COUNT window's
+ * after the first 100 records ap_breaker_record takes the COUNT window's
  * shortcut (nothing written but the stat counter): this measures the
  * healthy steady state, not a window with failures in it.
  *
@@ -102,19 +102,19 @@ static void mb_record(mutex_breaker *m, uint64_t gen, int fail, uint64_t now)
 static ap_breaker *new_ap(void)
 {
     ap_breaker *b;
-    if (ap_cb_create(&b, &(ap_breaker_desc){.window_size = WIN}, NULL) != AP_OK)
-        bench_fail("ap_cb_create");
+    if (ap_breaker_create(&b, &(ap_breaker_desc){.window_size = WIN}, NULL) != AP_OK)
+        bench_fail("ap_breaker_create");
     return b;
 }
 
 static void check_ap(ap_breaker *b, uint64_t iters)
 {
-    ap_breaker_stats s = ap_cb_stats(b);
-    if (ap_cb_generation(b) != 1 || s.allowed != iters || s.successes != iters ||
+    ap_breaker_stats s = ap_breaker_stats_get(b);
+    if (ap_breaker_generation(b) != 1 || s.allowed != iters || s.successes != iters ||
         s.rejected || s.stale || s.failures)
         bench_fail("ap_breaker: gen %llu allowed %llu successes %llu (want %llu), rejected "
                    "%llu stale %llu",
-                   (unsigned long long)ap_cb_generation(b), (unsigned long long)s.allowed,
+                   (unsigned long long)ap_breaker_generation(b), (unsigned long long)s.allowed,
                    (unsigned long long)s.successes, (unsigned long long)iters,
                    (unsigned long long)s.rejected, (unsigned long long)s.stale);
 }
@@ -137,16 +137,16 @@ static uint64_t one_ap(void *ctx, uint64_t budget_ns, uint64_t *iters)
     uint64_t t0 = bench_now_ns(), t1, i = 0, bad = 0;
     do {
         for (uint64_t end = i + 4096; i < end; i++) {
-            ap_cb_permit p;
+            ap_breaker_permit p;
             uint64_t ra;
-            bad += ap_cb_allow(b, i, &p, &ra) != AP_OK;
-            bad += ap_cb_record(b, &p, AP_BREAKER_OUTCOME_SUCCESS, 10, i) != AP_OK;
+            bad += ap_breaker_allow(b, i, &p, &ra) != AP_OK;
+            bad += ap_breaker_record(b, &p, AP_BREAKER_OUTCOME_SUCCESS, 10, i) != AP_OK;
         }
     } while ((t1 = bench_now_ns()) - t0 < budget_ns);
     if (bad)
         bench_fail("ap_breaker: %llu failed calls", (unsigned long long)bad);
     check_ap(b, i);
-    ap_cb_destroy(b);
+    ap_breaker_destroy(b);
     *iters = i;
     return t1 - t0;
 }
@@ -199,10 +199,10 @@ static void *two_thread(void *arg)
     while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
         for (uint64_t end = i + 1024; i < end; i++) {
             if (c->use_ap) {
-                ap_cb_permit p;
+                ap_breaker_permit p;
                 uint64_t ra;
-                bad += ap_cb_allow(c->b, i, &p, &ra) != AP_OK;
-                bad += ap_cb_record(c->b, &p, AP_BREAKER_OUTCOME_SUCCESS, 10, i) != AP_OK;
+                bad += ap_breaker_allow(c->b, i, &p, &ra) != AP_OK;
+                bad += ap_breaker_record(c->b, &p, AP_BREAKER_OUTCOME_SUCCESS, 10, i) != AP_OK;
             } else {
                 uint64_t g = 0;
                 bad += !mb_allow(&c->m, i, &g);
@@ -246,7 +246,7 @@ static uint64_t two_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
         bench_fail("2t: failed calls");
     if (use_ap) {
         check_ap(c->b, n);
-        ap_cb_destroy(c->b);
+        ap_breaker_destroy(c->b);
     } else {
         check_mb(&c->m, n);
         pthread_mutex_destroy(&c->m.mu);
@@ -272,10 +272,10 @@ int main(int argc, char **argv)
         BENCH_RATE, "throughput", "Mops/s", 1, 300, {{0}}, 0, 0};
     const char *note = "naive baseline: every allow and record under one pthread_mutex";
 
-    bench_add(&s1, "ap_breaker", "ap_cb_allow + ap_cb_record (lock-free CLOSED path)", one_ap,
+    bench_add(&s1, "ap_breaker", "ap_breaker_allow + ap_breaker_record (lock-free CLOSED path)", one_ap,
               NULL);
     bench_add(&s1, "mutex_breaker", note, one_mb, NULL);
-    bench_add(&s2, "ap_breaker", "ap_cb_allow + ap_cb_record (lock-free CLOSED path)", two_run,
+    bench_add(&s2, "ap_breaker", "ap_breaker_allow + ap_breaker_record (lock-free CLOSED path)", two_run,
               (void *)1);
     bench_add(&s2, "mutex_breaker", note, two_run, NULL);
 

@@ -10,7 +10,7 @@
  *                       queues (bench/peers/mutex_queue.h) chained by three
  *                       threads that pop, apply, push. Mops/s end to end.
  *   batch_handoff_2t    a producer thread hands uint64_t items to a
- *                       consumer thread: through an ap_batcher (max_size
+ *                       consumer thread: through an ap_batch (max_size
  *                       64, max_delay 100 us; the consumer waits with
  *                       ap_batch_take_wait) against one mutex+condvar queue
  *                       hand-off per item. Mops/s.
@@ -176,7 +176,7 @@ static uint64_t run_mutex_chain(void *ctx, uint64_t budget_ns, uint64_t *iters)
 
 #define BT_MAX 64
 typedef struct bt_bench {
-    ap_batcher b;
+    ap_batch b;
     uint64_t buf[BT_MAX];
     uint64_t budget_ns, pushed;
 } bt_bench;
@@ -292,13 +292,13 @@ int main(int argc, char **argv)
         "batch_handoff_2t",
         "producer -> consumer, uint64_t: batches of 64 (100 us linger) vs per-item queue",
         BENCH_RATE, "throughput", "Mops/s", 1, 200, {{0}}, 0, 0};
-    bench_add(&s_bt, "ap_batcher", "ap_batch_add / ap_batch_take_wait, max_size 64", run_batch,
+    bench_add(&s_bt, "ap_batch", "ap_batch_add / ap_batch_take_wait, max_size 64", run_batch,
               NULL);
     bench_add(&s_bt, "mutex_condvar", "naive: one mutex+condvar queue hand-off per item",
               run_mutex_handoff, NULL);
     if (bench_selected(&cfg, s_bt.name)) {
         bench_run_scenario(&cfg, &s_bt);
-        bench_ratio(&cfg, &s_bt, "ap_batcher", "mutex_condvar", 0);
+        bench_ratio(&cfg, &s_bt, "ap_batch", "mutex_condvar", 0);
     }
 
     int missed = bench_summary();

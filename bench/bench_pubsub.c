@@ -223,7 +223,7 @@ static uint64_t ps_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
         pthread_mutex_init(&sh->mu, NULL);
         pthread_cond_init(&sh->not_empty, NULL);
         pthread_cond_init(&sh->not_full, NULL);
-    } else if (ap_pubsub_create(&sh->ps, CAPACITY, sizeof(uint64_t), AP_PUBSUB_OVERWRITE,
+    } else if (ap_pubsub_create(&sh->ps, CAPACITY, sizeof(uint64_t), AP_PUBSUB_POLICY_OVERWRITE,
                                 NULL) != AP_OK) {
         bench_fail("ap_pubsub_create");
     }

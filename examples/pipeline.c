@@ -138,7 +138,7 @@ int main(int argc, char **argv)
     /* shutdown: no new pushes, wait until nobody is inside, then close the
      * pipeline (it drains stage by stage) and collect everybody */
     if (ap_life_stop(&life) != AP_OK ||
-        ap_life_wait(&life, AP_LIFE_DRAINED, AP_DEADLINE_NONE) != AP_OK)
+        ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, AP_DEADLINE_NONE) != AP_OK)
         return 1;
     ap_pipeline_close(&pipe_);
     pthread_join(c.th, NULL);
@@ -150,12 +150,12 @@ int main(int argc, char **argv)
         return 1;
     ap_pipeline_stats st1;
     u64 filtered = 0;
-    if (ap_pipeline_stage_stats(&pipe_, 1, &st1) == AP_OK)
+    if (ap_pipeline_stats_get(&pipe_, 1, &st1) == AP_OK)
         filtered = st1.filtered;
     printf("items %llu sum %llu filtered %llu\n", c.items, c.sum, filtered);
     for (size_t i = 0; i < 3; i++) { /* failures: counted, the last one's pair kept */
         ap_pipeline_stats s;
-        if (ap_pipeline_stage_stats(&pipe_, i, &s) == AP_OK && s.failed != 0) {
+        if (ap_pipeline_stats_get(&pipe_, i, &s) == AP_OK && s.failed != 0) {
             fprintf(stderr, "stage %zu: %llu failed, last %s (app_error %d)\n", i,
                     (u64)s.failed, ap_status_str(s.last_error), s.last_app_error);
             err = 1;

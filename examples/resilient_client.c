@@ -43,7 +43,7 @@ int main(void)
     static const char *names[] = {"closed", "OPEN", "half-open", "forced-open", "disabled"};
     ap_breaker *br; ap_tb tb; ap_sem bulk; ap_retry_budget budget; attempt att;
     int opened = 0, closed_after = 0; ap_rng_seed(&rng, 42);
-    if (ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20, .open_ns = 2000 * MS,
+    if (ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20, .open_ns = 2000 * MS,
                                              .half_open_probes = 3}, NULL) != AP_OK ||
         ap_tb_init(&tb, &(ap_tb_desc){.n = 50, .burst = 50}) || ap_sem_init(&bulk, 8) ||
         ap_retry_budget_init(&budget, &(ap_retry_budget_desc){0}))
@@ -68,13 +68,13 @@ int main(void)
             if (r.status == AP_OK) ok++;
             else if (r.rejected_by == AP_RESIL_LAYER_BREAKER) rejected++; else failed++;
         }
-        ap_breaker_state st = ap_cb_state(br, now);
+        ap_breaker_state st = ap_breaker_state_at(br, now);
         opened |= sec >= 10 && sec < 20 && st == AP_BREAKER_STATE_OPEN;
         closed_after = sec >= 25 && st == AP_BREAKER_STATE_CLOSED;
         printf("t=%2ds  ok %2d  failed %2d  rejected %2d  breaker %s\n", sec + 1, ok, failed,
                rejected, names[st]);
     }
-    ap_cb_destroy(br); bool good = opened && closed_after;
+    ap_breaker_destroy(br); bool good = opened && closed_after;
     puts(good ? "breaker opened in the outage and recovered"
               : "UNEXPECTED: breaker did not open and recover");
     return good ? 0 : 1;

@@ -72,7 +72,7 @@ Test(backpressure, desc_defaults)
     ap_bp_desc d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 10, .elem_size = 8});
     cr_expect_eq(d.high_watermark, 10);
     cr_expect_eq(d.low_watermark, 5);
-    cr_expect_eq(d.strategy, AP_BP_BLOCK);
+    cr_expect_eq(d.strategy, AP_BP_STRATEGY_BLOCK);
     d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 10, .elem_size = 8, .high_watermark = 7});
     cr_expect_eq(d.low_watermark, 3);
     d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 1, .elem_size = 8});
@@ -91,10 +91,10 @@ Test(backpressure, init_bad_config_is_inval_and_changes_nothing)
         {.capacity = 4, .elem_size = 8, .high_watermark = 3, .low_watermark = 3},
         {.capacity = 4, .elem_size = 8, .high_watermark = 2, .low_watermark = 4},
         {.capacity = SIZE_MAX, .elem_size = 8},
-        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_THROTTLE}, /* no rate */
-        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_THROTTLE,
+        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_STRATEGY_THROTTLE}, /* no rate */
+        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_STRATEGY_THROTTLE,
          .throttle = {.n = 2, .period_ns = 1, .burst = 1}}, /* > 1 per ns */
-        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_THROTTLE,
+        {.capacity = 4, .elem_size = 8, .strategy = AP_BP_STRATEGY_THROTTLE,
          .throttle = {.n = 1, .burst = 0}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -115,7 +115,7 @@ Test(backpressure, init_bad_config_is_inval_and_changes_nothing)
                  AP_OK);
     cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 4, .elem_size = 8,
-                                          .strategy = AP_BP_THROTTLE,
+                                          .strategy = AP_BP_STRATEGY_THROTTLE,
                                           .throttle = {.n = 1, .burst = 1}}),
                  AP_OK);
 }
@@ -135,7 +135,7 @@ Test(backpressure, bad_buffers_and_arguments_are_inval_and_change_nothing)
     static char as_array_size[AP_BP_ALIGN];
     cr_expect_eq(sizeof as_array_size, _Alignof(size_t));
     const ap_bp_desc ok = {.capacity = CAP, .elem_size = ES};
-    const ap_bp_desc thr = {.capacity = CAP, .elem_size = ES, .strategy = AP_BP_THROTTLE,
+    const ap_bp_desc thr = {.capacity = CAP, .elem_size = ES, .strategy = AP_BP_STRATEGY_THROTTLE,
                             .throttle = {.n = 1, .burst = 1}};
     struct { void *buf; size_t bytes; const ap_bp_desc *d; const char *what; } cases[] = {
         {NULL, sizeof words, &ok, "NULL buffer"},
@@ -201,7 +201,7 @@ Test(backpressure, create_destroy_and_inval_allocates_nothing)
     cr_expect_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
                                                  .low_watermark = 4}, &a), AP_INVAL);
     cr_expect_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
-                                                 .strategy = AP_BP_THROTTLE}, &a), AP_INVAL);
+                                                 .strategy = AP_BP_STRATEGY_THROTTLE}, &a), AP_INVAL);
     cr_expect_eq(c.allocs, 0);
     cr_expect_eq(bp, (ap_bp *)(uintptr_t)0x1);
     c.fail = true;
@@ -247,7 +247,7 @@ Test(backpressure, fini_with_a_waiting_pop_future_asserts, .signal = SIGABRT)
 
 Test(backpressure, drop_oldest_without_out_param_asserts, .signal = SIGABRT)
 {
-    fixture *f = mk(2, AP_BP_DROP_OLDEST, 0, 0);
+    fixture *f = mk(2, AP_BP_STRATEGY_DROP_OLDEST, 0, 0);
     uint64_t v = 1;
     ap_status st = ap_bp_push(&f->bp, &v, 0, NULL, NULL);
     (void)st;
@@ -257,7 +257,7 @@ Test(backpressure, drop_oldest_without_out_param_asserts, .signal = SIGABRT)
 
 Test(backpressure, block_refuses_when_full_and_keeps_fifo)
 {
-    fixture *f = mk(4, AP_BP_BLOCK, 0, 0);
+    fixture *f = mk(4, AP_BP_STRATEGY_BLOCK, 0, 0);
     for (uint64_t i = 1; i <= 4; i++)
         cr_expect_eq(push(&f->bp, i), AP_OK);
     cr_expect_eq(push(&f->bp, 5), AP_FULL);
@@ -278,7 +278,7 @@ Test(backpressure, block_refuses_when_full_and_keeps_fifo)
 
 Test(backpressure, drop_newest_refuses_and_counts)
 {
-    fixture *f = mk(4, AP_BP_DROP_NEWEST, 0, 0);
+    fixture *f = mk(4, AP_BP_STRATEGY_DROP_NEWEST, 0, 0);
     unsigned ok = 0, dropped = 0;
     for (uint64_t i = 1; i <= 10; i++) {
         uint64_t v = i, ev = 99;
@@ -306,7 +306,7 @@ Test(backpressure, drop_newest_refuses_and_counts)
 
 Test(backpressure, drop_oldest_evicts_exactly_the_oldest_in_order)
 {
-    fixture *f = mk(3, AP_BP_DROP_OLDEST, 0, 0);
+    fixture *f = mk(3, AP_BP_STRATEGY_DROP_OLDEST, 0, 0);
     uint64_t next_evicted = 1;
     for (uint64_t i = 1; i <= 10; i++) {
         uint64_t ev = 0;
@@ -340,7 +340,7 @@ Test(backpressure, drop_oldest_evicts_exactly_the_oldest_in_order)
 /* Random single-thread workload: the identities hold for every strategy. */
 Test(backpressure, conservation_per_strategy)
 {
-    for (int s = AP_BP_BLOCK; s <= AP_BP_THROTTLE; s++) {
+    for (int s = AP_BP_STRATEGY_BLOCK; s <= AP_BP_STRATEGY_THROTTLE; s++) {
         fixture *f = mk(8, (ap_bp_strategy)s, 6, 2);
         uint64_t rng = 0x1234567 + (uint64_t)s, now = 0, seq = 0, expect_pop = 0;
         uint64_t got = 0, evicted = 0;
@@ -351,8 +351,8 @@ Test(backpressure, conservation_per_strategy)
                 uint64_t v = seq, ev = UINT64_MAX, at = 0;
                 ap_status st = ap_bp_push(&f->bp, &v, now, &ev, &at);
                 if (st == AP_OK || st == AP_DROPPED)
-                    seq += st == AP_OK || s == AP_BP_DROP_OLDEST;
-                if (st == AP_DROPPED && s == AP_BP_DROP_OLDEST) {
+                    seq += st == AP_OK || s == AP_BP_STRATEGY_DROP_OLDEST;
+                if (st == AP_DROPPED && s == AP_BP_STRATEGY_DROP_OLDEST) {
                     cr_assert_eq(ev, expect_pop, "evicted the oldest");
                     expect_pop++;
                     evicted++;
@@ -372,11 +372,11 @@ Test(backpressure, conservation_per_strategy)
         cr_expect_eq(st.popped, got);
         cr_expect_eq(st.dropped_oldest, evicted);
         cr_expect_eq(st.accepted, seq);
-        if (s == AP_BP_THROTTLE)
+        if (s == AP_BP_STRATEGY_THROTTLE)
             cr_expect_gt(st.throttled, 0);
-        if (s == AP_BP_DROP_NEWEST)
+        if (s == AP_BP_STRATEGY_DROP_NEWEST)
             cr_expect_gt(st.dropped_newest, 0);
-        if (s == AP_BP_DROP_OLDEST)
+        if (s == AP_BP_STRATEGY_DROP_OLDEST)
             cr_expect_gt(st.dropped_oldest, 0);
         check_identities(&f->bp);
         rm(f);
@@ -387,7 +387,7 @@ Test(backpressure, conservation_per_strategy)
 
 Test(backpressure, watermark_hysteresis_is_exact)
 {
-    fixture *f = mk(10, AP_BP_BLOCK, 8, 3);
+    fixture *f = mk(10, AP_BP_STRATEGY_BLOCK, 8, 3);
     ap_bp *bp = &f->bp;
     uint64_t n = 0;
     /* script: +7 LOW, +1 HIGH, -4 (len 4) HIGH, +2 (6) HIGH, -3 (3) LOW,
@@ -404,21 +404,21 @@ Test(backpressure, watermark_hysteresis_is_exact)
             size_t len = ap_bp_len(bp);
             ap_bp_level_state want = before;
             if (d > 0 && len == 8)
-                want = AP_BP_LEVEL_HIGH;
+                want = AP_BP_LEVEL_STATE_HIGH;
             if (d < 0 && len == 3)
-                want = AP_BP_LEVEL_LOW;
+                want = AP_BP_LEVEL_STATE_LOW;
             cr_assert_eq(ap_bp_level(bp), want, "step %zu.%d: len %zu level %d want %d", k, i,
                          len, ap_bp_level(bp), want);
         }
     }
     cr_expect_eq(ap_bp_len(bp), 3);
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_LOW);
+    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
     rm(f);
 }
 
 Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
 {
-    fixture *f = mk(8, AP_BP_BLOCK, 6, 2);
+    fixture *f = mk(8, AP_BP_STRATEGY_BLOCK, 6, 2);
     ap_bp *bp = &f->bp;
     tw t = {0};
     ap_cx cx = cx_of(&t);
@@ -428,7 +428,7 @@ Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
     cr_expect_eq(ap_bp_low_status(&lf), AP_OK);
     for (uint64_t i = 0; i < 7; i++)
         cr_assert_eq(push(bp, i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_low_fut_init(&lf, bp);
     cr_expect_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
     cr_expect_eq(ap_bp_low_status(&lf), AP_NOT_READY);
@@ -465,23 +465,23 @@ Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
  * low future still completes it (a level check alone would miss it). */
 Test(backpressure, low_future_sees_a_crossing_even_if_high_again)
 {
-    fixture *f = mk(8, AP_BP_BLOCK, 6, 2);
+    fixture *f = mk(8, AP_BP_STRATEGY_BLOCK, 6, 2);
     ap_bp *bp = &f->bp;
     tw t = {0};
     ap_cx cx = cx_of(&t);
     for (uint64_t i = 0; i < 6; i++)
         cr_assert_eq(push(bp, i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_low_fut lf;
     ap_bp_low_fut_init(&lf, bp);
     cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
     while (ap_bp_len(bp) > 2) /* down to low: the crossing */
         (void)pop1(bp);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_LOW);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
     cr_assert_eq(calls(&t), 1);
     for (uint64_t i = 0; i < 4; i++) /* back up to high before the poll */
         cr_assert_eq(push(bp, 10 + i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_READY, "the crossing was lost");
     cr_assert_eq(ap_bp_low_status(&lf), AP_OK);
     /* a future started after that crossing waits for the next one */
@@ -499,13 +499,13 @@ Test(backpressure, low_future_sees_a_crossing_even_if_high_again)
 Test(backpressure, throttle_paces_only_above_the_high_watermark)
 {
     /* 10 per second, burst 1; high 4, low 2 */
-    fixture *f = mk(32, AP_BP_THROTTLE, 4, 2);
+    fixture *f = mk(32, AP_BP_STRATEGY_THROTTLE, 4, 2);
     ap_bp *bp = &f->bp;
     const uint64_t ms = AP_NS_PER_MS;
     uint64_t at = 0, v = 0;
     for (int i = 0; i < 4; i++) /* LOW before each: free, at t = 0 */
         cr_assert_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     cr_expect_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK); /* the burst token */
     at = 0;
     cr_expect_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_REJECTED);
@@ -526,10 +526,10 @@ Test(backpressure, throttle_paces_only_above_the_high_watermark)
     /* drain to the low watermark: LOW, and pushes are free again */
     while (ap_bp_len(bp) > 2)
         (void)pop1(bp);
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_LOW);
+    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
     cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK);
     cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK); /* 4: HIGH */
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_HIGH);
+    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_stats s = ap_bp_stats_get(bp);
     cr_expect_eq(s.throttled, 3 + (1000 - 10));
     check_identities(bp);
@@ -538,7 +538,7 @@ Test(backpressure, throttle_paces_only_above_the_high_watermark)
 
 Test(backpressure, throttle_full_buffer_is_full_not_paced)
 {
-    fixture *f = mk(2, AP_BP_THROTTLE, 2, 1);
+    fixture *f = mk(2, AP_BP_STRATEGY_THROTTLE, 2, 1);
     uint64_t v = 0;
     cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
     cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
@@ -553,7 +553,7 @@ Test(backpressure, throttle_full_buffer_is_full_not_paced)
 
 Test(backpressure, push_future_waits_for_a_pop)
 {
-    fixture *f = mk(1, AP_BP_BLOCK, 0, 0);
+    fixture *f = mk(1, AP_BP_STRATEGY_BLOCK, 0, 0);
     ap_bp *bp = &f->bp;
     tw t = {0};
     ap_cx cx = cx_of(&t);
@@ -582,7 +582,7 @@ Test(backpressure, push_future_waits_for_a_pop)
 
 Test(backpressure, push_future_cancel_is_idempotent_and_passes_the_wake)
 {
-    fixture *f = mk(1, AP_BP_BLOCK, 0, 0);
+    fixture *f = mk(1, AP_BP_STRATEGY_BLOCK, 0, 0);
     ap_bp *bp = &f->bp;
     tw t1 = {0}, t2 = {0};
     ap_cx c1 = cx_of(&t1), c2 = cx_of(&t2);
@@ -617,7 +617,7 @@ Test(backpressure, push_future_cancel_is_idempotent_and_passes_the_wake)
 
 Test(backpressure, push_future_is_inval_for_other_strategies)
 {
-    for (int s = AP_BP_DROP_NEWEST; s <= AP_BP_THROTTLE; s++) {
+    for (int s = AP_BP_STRATEGY_DROP_NEWEST; s <= AP_BP_STRATEGY_THROTTLE; s++) {
         fixture *f = mk(2, (ap_bp_strategy)s, 0, 0);
         tw t = {0};
         ap_cx cx = cx_of(&t);
@@ -635,7 +635,7 @@ Test(backpressure, push_future_is_inval_for_other_strategies)
 
 Test(backpressure, pop_future_contract)
 {
-    fixture *f = mk(4, AP_BP_DROP_NEWEST, 0, 0);
+    fixture *f = mk(4, AP_BP_STRATEGY_DROP_NEWEST, 0, 0);
     ap_bp *bp = &f->bp;
     tw t = {0};
     ap_cx cx = cx_of(&t);
@@ -665,7 +665,7 @@ Test(backpressure, pop_future_contract)
 
 Test(backpressure, close_wakes_everyone_and_drains)
 {
-    fixture *f = mk(2, AP_BP_BLOCK, 2, 1);
+    fixture *f = mk(2, AP_BP_STRATEGY_BLOCK, 2, 1);
     ap_bp *bp = &f->bp;
     tw tp = {0}, tl = {0};
     ap_cx cp = cx_of(&tp), cl = cx_of(&tl);
@@ -701,7 +701,7 @@ Test(backpressure, close_wakes_everyone_and_drains)
 
 Test(backpressure, close_wakes_a_waiting_pop_and_every_strategy_refuses)
 {
-    for (int s = AP_BP_BLOCK; s <= AP_BP_THROTTLE; s++) {
+    for (int s = AP_BP_STRATEGY_BLOCK; s <= AP_BP_STRATEGY_THROTTLE; s++) {
         fixture *f = mk(2, (ap_bp_strategy)s, 0, 0);
         tw t = {0};
         ap_cx cx = cx_of(&t);
@@ -758,7 +758,7 @@ static void *mt_consumer(void *arg)
 
 Test(backpressure, block_threads_push_wait_pop_wait, .timeout = TEST_TIMEOUT_S)
 {
-    fixture *f = mk(4, AP_BP_BLOCK, 3, 1);
+    fixture *f = mk(4, AP_BP_STRATEGY_BLOCK, 3, 1);
     pthread_t p[4], c[2];
     mt pm[4], cm[2];
     for (unsigned i = 0; i < 2; i++) {
@@ -792,7 +792,7 @@ Test(backpressure, wait_helpers_use_the_desc_clock, .timeout = TEST_TIMEOUT_S)
     fixture *f = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof(fixture), AP_CACHELINE));
     cr_assert_not_null(f);
     uint64_t fake = 0;
-    ap_bp_desc d = {.capacity = 4, .elem_size = sizeof(uint64_t), .strategy = AP_BP_BLOCK,
+    ap_bp_desc d = {.capacity = 4, .elem_size = sizeof(uint64_t), .strategy = AP_BP_STRATEGY_BLOCK,
                     .clock = {bp_fake_now, &fake}};
     cr_assert_eq(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
     uint64_t v = 0, t0 = ap_now_ns();

@@ -37,12 +37,12 @@ Test(barrier, init_bad_config_is_inval, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
     memset(&b, 0xAB, sizeof b);
-    cr_assert_eq(ap_barrier_init(&b, 0, AP_BARRIER_WITHDRAW, NULL, NULL), AP_INVAL);
-    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_BREAK, NULL, NULL),
+    cr_assert_eq(ap_barrier_init(&b, 0, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_INVAL);
+    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_POLICY_BREAK, NULL, NULL),
                  AP_INVAL);
     cr_assert_eq(ap_barrier_init(&b, 2, (ap_barrier_policy)7, NULL, NULL), AP_INVAL);
     cr_assert_eq(((unsigned char *)&b)[0], 0xAB, "a failed init changed the barrier");
-    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, AP_BARRIER_PARTIES_MAX, AP_BARRIER_POLICY_BREAK, NULL, NULL), AP_OK);
     cr_assert_eq(ap_barrier_parties(&b), AP_BARRIER_PARTIES_MAX);
     ap_barrier_fini(&b);
 }
@@ -60,15 +60,15 @@ Test(barrier, init_bad_config_changes_nothing, .timeout = TEST_TIMEOUT_S)
         ap_barrier_policy policy;
         const char *what;
     } bad[] = {
-        {0, AP_BARRIER_WITHDRAW, "0 parties, WITHDRAW"},
-        {0, AP_BARRIER_BREAK, "0 parties, BREAK"},
-        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_WITHDRAW, "one party too many"},
-        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_BREAK, "one party too many, BREAK"},
-        {UINT32_MAX, AP_BARRIER_BREAK, "UINT32_MAX parties"},
-        {(uint32_t)1 << 31, AP_BARRIER_WITHDRAW, "2^31 parties"},
+        {0, AP_BARRIER_POLICY_WITHDRAW, "0 parties, WITHDRAW"},
+        {0, AP_BARRIER_POLICY_BREAK, "0 parties, BREAK"},
+        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_POLICY_WITHDRAW, "one party too many"},
+        {AP_BARRIER_PARTIES_MAX + 1, AP_BARRIER_POLICY_BREAK, "one party too many, BREAK"},
+        {UINT32_MAX, AP_BARRIER_POLICY_BREAK, "UINT32_MAX parties"},
+        {(uint32_t)1 << 31, AP_BARRIER_POLICY_WITHDRAW, "2^31 parties"},
         {2, (ap_barrier_policy)7, "policy 7"},
         {2, (ap_barrier_policy)-1, "policy -1"},
-        {1, (ap_barrier_policy)(AP_BARRIER_WITHDRAW + AP_BARRIER_BREAK + 1), "policy past the last"},
+        {1, (ap_barrier_policy)(AP_BARRIER_POLICY_WITHDRAW + AP_BARRIER_POLICY_BREAK + 1), "policy past the last"},
         {0, (ap_barrier_policy)7, "both bad"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
@@ -86,7 +86,7 @@ Test(barrier, init_bad_config_changes_nothing, .timeout = TEST_TIMEOUT_S)
     /* the same object then takes a good configuration and works */
     ap_barrier b;
     memset(&b, 0xA5, sizeof b);
-    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_WITHDRAW, count_fn, &hits), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_POLICY_WITHDRAW, count_fn, &hits), AP_OK);
     bool leader = false;
     cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
     cr_expect(leader, "the one party leads");
@@ -98,7 +98,7 @@ Test(barrier, one_party_is_always_leader, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
     atomic_int runs = 0;
-    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_WITHDRAW, count_fn, &runs), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 1, AP_BARRIER_POLICY_WITHDRAW, count_fn, &runs), AP_OK);
     for (int i = 0; i < 10; i++) {
         bool leader = false;
         cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
@@ -115,7 +115,7 @@ Test(barrier, future_wakes_after_pending_and_reports_leader, .timeout = TEST_TIM
 {
     ap_barrier b;
     atomic_int runs = 0;
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, count_fn, &runs), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, count_fn, &runs), AP_OK);
     ap_barrier_wait_fut f1, f2;
     tw t1 = {0}, t2 = {0};
     ap_barrier_wait_fut_init(&f1, &b);
@@ -145,7 +145,7 @@ Test(barrier, future_wakes_after_pending_and_reports_leader, .timeout = TEST_TIM
 Test(barrier, cancel_before_poll_does_not_arrive, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_BREAK, NULL, NULL), AP_OK);
     ap_barrier_wait_fut f;
     tw t = {0};
     ap_barrier_wait_fut_init(&f, &b);
@@ -161,7 +161,7 @@ Test(barrier, cancel_before_poll_does_not_arrive, .timeout = TEST_TIMEOUT_S)
 Test(barrier, withdraw_cancel_no_wake_after_cancel, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
-    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     ap_barrier_wait_fut f1, f2, f3, f4;
     tw t1 = {0}, t2 = {0}, t3 = {0}, t4 = {0};
     ap_barrier_wait_fut_init(&f1, &b);
@@ -195,7 +195,7 @@ Test(barrier, withdraw_cancel_no_wake_after_cancel, .timeout = TEST_TIMEOUT_S)
 Test(barrier, withdraw_timed_wait_then_rearrive_completes, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
-    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     ap_barrier_wait_fut f1, f2;
     tw t1 = {0}, t2 = {0};
     ap_barrier_wait_fut_init(&f1, &b);
@@ -241,7 +241,7 @@ Test(barrier, break_policy_breaks_everybody_until_reset, .timeout = TEST_TIMEOUT
 {
     ap_barrier b;
     atomic_int runs = 0;
-    cr_assert_eq(ap_barrier_init(&b, 4, AP_BARRIER_BREAK, count_fn, &runs), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 4, AP_BARRIER_POLICY_BREAK, count_fn, &runs), AP_OK);
     ap_barrier_wait_fut f1, f2, f3;
     tw t1 = {0}, t2 = {0}, t3 = {0};
     ap_barrier_wait_fut_init(&f1, &b);
@@ -288,7 +288,7 @@ Test(barrier, break_policy_breaks_everybody_until_reset, .timeout = TEST_TIMEOUT
 Test(barrier, reset_under_waiters_cancels_them, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     ap_barrier_wait_fut f1, f2;
     tw t1 = {0}, t2 = {0};
     ap_barrier_wait_fut_init(&f1, &b);
@@ -312,7 +312,7 @@ Test(barrier, arrive_and_drop, .timeout = TEST_TIMEOUT_S)
 {
     ap_barrier b;
     atomic_int runs = 0;
-    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_BREAK, count_fn, &runs), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 3, AP_BARRIER_POLICY_BREAK, count_fn, &runs), AP_OK);
     bool leader = true;
     cr_assert_eq(ap_barrier_arrive_and_drop(&b, &leader), AP_OK);
     cr_assert(!leader);
@@ -404,7 +404,7 @@ static void run_rounds(unsigned n, unsigned rounds)
     cr_assert_not_null(c);
     c->n = n;
     c->rounds = rounds;
-    cr_assert_eq(ap_barrier_init(&c->b, n, AP_BARRIER_WITHDRAW, round_fn, c), AP_OK);
+    cr_assert_eq(ap_barrier_init(&c->b, n, AP_BARRIER_POLICY_WITHDRAW, round_fn, c), AP_OK);
     pthread_t th[16];
     for (unsigned i = 0; i < n; i++)
         cr_assert_eq(pthread_create(&th[i], NULL, round_worker, c), 0);
@@ -459,7 +459,7 @@ Test(barrier, withdraw_under_timeouts_never_gets_stuck, .timeout = TEST_TIMEOUT_
 {
     tw_ctx *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
-    cr_assert_eq(ap_barrier_init(&c->b, 3, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&c->b, 3, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     pthread_t th[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(pthread_create(&th[i], NULL, timed_worker, c), 0);
@@ -482,7 +482,7 @@ Test(barrier, drop_after_break_never_waits, .timeout = TEST_TIMEOUT_S)
     ap_barrier_wait_fut f;
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
     bool leader = true;
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_BREAK, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_BREAK, NULL, NULL), AP_OK);
     ap_barrier_wait_fut_init(&f, &b);
     cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING); /* arrived: 1 of 2 */
     ap_barrier_wait_cancel(&f);                               /* BREAK */
@@ -502,7 +502,7 @@ Test(barrier, wrapped_generation_cancel_keeps_word_sane, .timeout = TEST_TIMEOUT
     ap_barrier b;
     ap_barrier_wait_fut f;
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_WITHDRAW, NULL, NULL), AP_OK);
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     ap_barrier_wait_fut_init(&f, &b);
     cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING);
     for (uint32_t i = 0; i < (UINT32_C(1) << 22); i++)

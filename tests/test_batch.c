@@ -3,7 +3,7 @@
  *
  * Unit tests of every API path on a fake clock, then THE THEOREMS
  * (THEOREMS.md: "batch"), checked by an event-driven simulation of one
- * owner loop on a fake clock (exact integer ns) over the REAL ap_batcher:
+ * owner loop on a fake clock (exact integer ns) over the REAL ap_batch:
  *   (1) latency: every item is shipped no later than max_delay after it
  *       was added, and the bound is reached (tight);
  *   (2) never early: a batch of fewer than max_size items is shipped at
@@ -54,7 +54,7 @@ static ap_batch_desc D(size_t max, uint64_t delay)
 Test(batch, init_rejects_bad_desc_and_changes_nothing)
 {
     uint64_t buf[4];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc bad[] = {{.elem_size = 0, .max_size = 4, .max_delay_ns = 10},
                            {.elem_size = 8, .max_size = 0, .max_delay_ns = 10},
                            {.elem_size = SIZE_MAX / 2, .max_size = 4, .max_delay_ns = 10},
@@ -101,7 +101,7 @@ Test(batch, bad_buffers_and_arguments_are_inval_and_change_nothing)
     };
     static unsigned char b_before[sizeof words];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ap_batcher b, before;
+        ap_batch b, before;
         memset(&b, 0xA5, sizeof b);
         memcpy(&before, &b, sizeof b);
         memset(bf, 0xC3, sizeof words);
@@ -113,7 +113,7 @@ Test(batch, bad_buffers_and_arguments_are_inval_and_change_nothing)
                cases[i].what);
     }
     /* any alignment and exactly enough works; the excess is not touched */
-    ap_batcher b;
+    ap_batch b;
     unsigned char item[ES], out[MAX * ES];
     size_t n = 0;
     bool due = false;
@@ -144,7 +144,7 @@ Test(batch, desc_defaults)
     EXPECT_EQ(r.elem_size, 8);
     EXPECT_EQ(r.max_size, 3);
     uint64_t buf[3];
-    ap_batcher b;
+    ap_batch b;
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(b.desc.max_delay_ns, AP_NS_PER_MS);
     bool due;
@@ -159,7 +159,7 @@ Test(batch, desc_defaults)
 Test(batch, flush_by_size_in_order)
 {
     uint64_t buf[4], out[4] = {0};
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(4, 1000);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_deadline(&b), AP_DEADLINE_NONE, "empty");
@@ -199,7 +199,7 @@ Test(batch, flush_by_size_in_order)
 Test(batch, flush_by_age_at_the_exact_instant)
 {
     uint64_t buf[8], out[8];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(8, 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due;
@@ -230,7 +230,7 @@ Test(batch, flush_by_age_at_the_exact_instant)
 Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
 {
     uint64_t buf[8], out[8];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(8, 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due = true;
@@ -280,7 +280,7 @@ Test(batch, add_reports_due_at_exactly_the_deadline_not_one_ns_before)
 Test(batch, oldest_is_the_minimum_arrival_under_skewed_clocks)
 {
     uint64_t buf[8];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(8, 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, 50, NULL), AP_OK);
@@ -294,7 +294,7 @@ Test(batch, oldest_is_the_minimum_arrival_under_skewed_clocks)
 Test(batch, deadline_saturates)
 {
     uint64_t buf[2], out[2];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(2, 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){1}, UINT64_MAX - 10, NULL), AP_OK);
@@ -308,7 +308,7 @@ Test(batch, deadline_saturates)
 Test(batch, flush_takes_early_and_close_drains)
 {
     uint64_t buf[4], out[4];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(4, 1000);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     size_t n = 9;
@@ -343,7 +343,7 @@ Test(batch, flush_takes_early_and_close_drains)
 Test(batch, max_size_one_and_huge_delay)
 {
     uint64_t buf[1], out[1];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(1, UINT64_MAX);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     bool due = false;
@@ -362,7 +362,7 @@ Test(batch, max_size_one_and_huge_delay)
 Test(batch, take_future_waits_for_size_or_age)
 {
     uint64_t buf[3], out[3];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(3, 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     tw t = {0};
@@ -443,7 +443,7 @@ Test(batch, take_future_waits_for_size_or_age)
 Test(batch, take_wait_times_out_and_gets_a_batch)
 {
     uint64_t buf[2], out[2];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(2, AP_NS_PER_SEC * 100);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     size_t n = 0;
@@ -479,7 +479,7 @@ Test(batch, take_wait_runs_on_the_desc_clock)
     const uint64_t t0 = UINT64_C(1) << 62, step = AP_NS_PER_SEC, delay = 60 * AP_NS_PER_SEC;
     test_clock c = {t0, step, 0};
     uint64_t buf[4], out[4];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D_clock(4, delay, &c);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT(b.desc.clock.now == test_clock_now, "the clock is kept in the resolved desc");
@@ -540,7 +540,7 @@ Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
      * at 0) the batch was not due. */
     if (ap_now_ns() > 2 * AP_NS_PER_SEC) {
         test_clock c0 = {0, 0, 0};
-        ap_batcher old;
+        ap_batch old;
         ap_batch_desc d0 = D_clock(4, AP_NS_PER_SEC, &c0);
         EXPECT_EQ(ap_batch_init(&old, buf, sizeof buf, &d0), AP_OK);
         EXPECT_EQ(ap_batch_add(&old, &(uint64_t){1}, 0, NULL), AP_OK);
@@ -554,7 +554,7 @@ Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
     }
 
     test_clock c = {0, 0, 0};
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D_clock(4, AP_NS_PER_SEC, &c);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     EXPECT_EQ(ap_batch_add(&b, &(uint64_t){2}, 0, NULL), AP_OK);
@@ -576,7 +576,7 @@ Test(batch, take_wait_follows_a_clock_moved_by_another_thread)
 #define TH_P 4
 #define TH_N 3000
 typedef struct th_ctx {
-    ap_batcher b;
+    ap_batch b;
     uint64_t buf[8];
     _Atomic uint32_t seen[TH_P * TH_N];
     _Atomic uint64_t items;
@@ -869,7 +869,7 @@ Test(batch, theorem_latency_size_order_exactly)
     for (size_t m = 0; m < sizeof sim_max / sizeof sim_max[0]; m++)
         for (size_t dl = 0; dl < sizeof sim_delay / sizeof sim_delay[0]; dl++)
             for (int pat = 0; pat < 6; pat++) {
-                ap_batcher b;
+                ap_batch b;
                 ap_batch_desc d = D(sim_max[m], sim_delay[dl]);
                 EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
                 bq q = {&b, real_add, real_take, real_flush, real_deadline};
@@ -958,7 +958,7 @@ Test(batch, typed_wrapper)
 Test(batch, add_after_fini_asserts, .signal = SIGABRT)
 {
     uint64_t buf[2];
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = D(2, 10);
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf, &d), AP_OK);
     ap_batch_fini(&b);
@@ -970,7 +970,7 @@ Test(batch, add_after_fini_asserts, .signal = SIGABRT)
 Test(batch, first_add_wakes_every_take_future_so_a_cancel_strands_nobody)
 {
     int buf[8], outa[8], outb[8];
-    ap_batcher b;
+    ap_batch b;
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf,
                             &(ap_batch_desc){.elem_size = sizeof(int), .max_size = 8,
                                              .max_delay_ns = 1000}),
@@ -1003,7 +1003,7 @@ Test(batch, first_add_wakes_every_take_future_so_a_cancel_strands_nobody)
 Test(batch, an_add_from_a_clock_behind_wakes_takers_to_an_earlier_deadline)
 {
     int buf[8], out[8];
-    ap_batcher b;
+    ap_batch b;
     EXPECT_EQ(ap_batch_init(&b, buf, sizeof buf,
                             &(ap_batch_desc){.elem_size = sizeof(int), .max_size = 8,
                                              .max_delay_ns = 1000}),

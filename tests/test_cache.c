@@ -287,7 +287,7 @@ Test(cache, get_put_update_remove)
     EXPECT_EQ(v, 5);
     EXPECT_EQ(ap_cache_get(c, UINT64_MAX, &v), AP_OK);
     EXPECT_EQ(v, 6);
-    ap_cache_stats st = ap_cache_get_stats(c);
+    ap_cache_stats st = ap_cache_stats_get(c);
     EXPECT_EQ(st.hits, 5);
     EXPECT_EQ(st.misses, 2);
     EXPECT_EQ(st.inserts, 3);
@@ -424,7 +424,7 @@ Test(cache, eviction_decisions_with_values_over_128_bytes)
         memset(ev, 0, vs);
         EXPECT_EQ(ap_cache_remove(c, 1, ev), AP_OK);
         big_expect(ev, vs, 6);
-        ap_cache_stats st = ap_cache_get_stats(c);
+        ap_cache_stats st = ap_cache_stats_get(c);
         EXPECT_EQ(st.evictions, 2, "vs %zu", vs);
         EXPECT_EQ(st.hits, 5, "vs %zu", vs);
         EXPECT_EQ(st.misses, 1, "vs %zu", vs);
@@ -478,7 +478,7 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
             uint64_t hits = 0, updates = 0, ops = 0, keyspace = 3 * cap + 2;
             for (int i = 0; i < 6000; i++) {
                 uint64_t r = rng_next(&seed), k = r % keyspace, v = 0;
-                ap_cache_stats b = ap_cache_get_stats(c);
+                ap_cache_stats b = ap_cache_stats_get(c);
                 size_t len0 = ap_cache_len(c);
                 int op = (int)((r >> 32) % 10);
                 ops++;
@@ -488,14 +488,14 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
                         hits++;
                         EXPECT_EQ(v, k * 3 + 1);
                     }
-                    ap_cache_stats a = ap_cache_get_stats(c);
+                    ap_cache_stats a = ap_cache_stats_get(c);
                     EXPECT_EQ(a.evictions, b.evictions, "a get never evicts");
                     EXPECT_EQ(ap_cache_len(c), len0);
                     EXPECT_EQ(a.hand_steps, b.hand_steps);
                 } else if (op < 9) {
                     ap_cache_victim vic = {&v, 0, false};
                     put64(c, k, k * 3 + 1, &vic);
-                    ap_cache_stats a = ap_cache_get_stats(c);
+                    ap_cache_stats a = ap_cache_stats_get(c);
                     EXPECT_LE(a.evictions - b.evictions, 1, "at most one eviction");
                     EXPECT_EQ(a.evictions - b.evictions, (uint64_t)vic.evicted);
                     updates += a.updates - b.updates;
@@ -514,7 +514,7 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
                 }
                 EXPECT_LE(ap_cache_len(c), cap, "theorem 1");
             }
-            ap_cache_stats st = ap_cache_get_stats(c);
+            ap_cache_stats st = ap_cache_stats_get(c);
             EXPECT_EQ(st.hits, hits);
             EXPECT_EQ(st.updates, updates);
             EXPECT_LE(st.hand_steps, st.evictions + st.hits + st.updates, "theorem 2");
@@ -536,9 +536,9 @@ Test(cache, theorem_hand_work_adversarial)
     for (int round = 0; round < 200; round++) {
         for (uint64_t k = next - cap; k < next; k++)
             IGNORE(ap_cache_get(c, k, NULL));
-        ap_cache_stats b = ap_cache_get_stats(c);
+        ap_cache_stats b = ap_cache_stats_get(c);
         ap_cache_put(c, next++, NULL, NULL);
-        ap_cache_stats a = ap_cache_get_stats(c);
+        ap_cache_stats a = ap_cache_stats_get(c);
         EXPECT_LE(a.hand_steps - b.hand_steps, cap + 1, "one put: at most a lap + 1");
         EXPECT_LE(a.hand_steps, a.evictions + a.hits + a.updates);
     }
@@ -561,7 +561,7 @@ Test(cache, theorem_fitting_keys_hit_after_first_access)
             else
                 put64(c, key, i, NULL);
         }
-        ap_cache_stats st = ap_cache_get_stats(c);
+        ap_cache_stats st = ap_cache_stats_get(c);
         EXPECT_EQ(st.evictions, 0);
         EXPECT_EQ(st.inserts, k, "every key seen (20000 draws of <= 256 keys)");
         EXPECT_EQ(hits, total - k, "hit rate exactly 1 - k/total");
@@ -787,7 +787,7 @@ static void zipf_check(uint32_t cap, uint64_t seed, int remove_per_mille, uint64
         }
         EXPECT_EQ(ap_cache_len(c), m.len);
     }
-    ap_cache_stats st = ap_cache_get_stats(c);
+    ap_cache_stats st = ap_cache_stats_get(c);
     EXPECT_EQ(st.misses, sm);
     EXPECT_LE(st.hand_steps, st.evictions + st.hits + st.updates);
     *sieve_miss = sm;
@@ -861,7 +861,7 @@ Test(cache, threads_values_stay_whole, .timeout = TEST_TIMEOUT_S)
         EXPECT_EQ(a[i].bad, 0);
         gets += a[i].gets;
     }
-    ap_cache_stats st = ap_cache_get_stats(c);
+    ap_cache_stats st = ap_cache_stats_get(c);
     EXPECT_EQ(st.hits + st.misses, gets);
     EXPECT_LE(ap_cache_len(c), 128);
     EXPECT_EQ(st.inserts - st.evictions - st.removes, ap_cache_len(c));

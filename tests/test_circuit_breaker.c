@@ -60,7 +60,7 @@ static void log_cb(void *ctx, ap_breaker_state from, ap_breaker_state to, uint64
 
 typedef struct fixture {
     ap_breaker b;
-    _Alignas(8) unsigned char buf[AP_CB_BYTES(AP_CB_MAX_WINDOW, 64)];
+    _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(AP_BREAKER_MAX_WINDOW, 64)];
     ev_log log;
 } fixture;
 
@@ -70,7 +70,7 @@ static fixture *fx_new(ap_breaker_desc d)
     cr_assert(f);
     d.on_change = log_cb;
     d.ctx = &f->log;
-    cr_assert_eq(ap_cb_init(&f->b, f->buf, sizeof f->buf, &d), AP_OK);
+    cr_assert_eq(ap_breaker_init(&f->b, f->buf, sizeof f->buf, &d), AP_OK);
     return f;
 }
 
@@ -79,19 +79,19 @@ static ap_breaker_state raw_state(ap_breaker *b)
     return (ap_breaker_state)(atomic_load(&b->state) & 7u);
 }
 
-static ap_cb_permit must_allow(ap_breaker *b, uint64_t now)
+static ap_breaker_permit must_allow(ap_breaker *b, uint64_t now)
 {
-    ap_cb_permit p;
+    ap_breaker_permit p;
     uint64_t ra = 0;
-    ap_status st = ap_cb_allow(b, now, &p, &ra);
+    ap_status st = ap_breaker_allow(b, now, &p, &ra);
     cr_assert_eq(st, AP_OK, "allow at %llu: %s", (unsigned long long)now, ap_status_str(st));
     return p;
 }
 
 static void call(ap_breaker *b, uint64_t now, ap_breaker_outcome o, uint64_t dur)
 {
-    ap_cb_permit p = must_allow(b, now);
-    cr_assert_eq(ap_cb_record(b, &p, o, dur, now), AP_OK);
+    ap_breaker_permit p = must_allow(b, now);
+    cr_assert_eq(ap_breaker_record(b, &p, o, dur, now), AP_OK);
 }
 
 /* small config: window 4, min 4, 50 %, open 1 s, 2 probes, lease 100 ms */
@@ -114,10 +114,10 @@ static uint64_t goto_state(fixture *f, ap_breaker_state s)
         return 0;
     case HO:
         goto_state(f, OP);
-        cr_assert_eq(ap_cb_state(&f->b, SEC), HO);
+        cr_assert_eq(ap_breaker_state_at(&f->b, SEC), HO);
         return SEC;
-    case FO: ap_cb_force_open(&f->b); return 0;
-    case DI: ap_cb_disable(&f->b); return 0;
+    case FO: ap_breaker_force_open(&f->b); return 0;
+    case DI: ap_breaker_disable(&f->b); return 0;
     }
     return 0;
 }
@@ -132,29 +132,29 @@ static const char *const ev_name[] = {"allow-early", "allow-late", "failures", "
 static void apply_event(fixture *f, int e, uint64_t t)
 {
     ap_breaker *b = &f->b;
-    ap_cb_permit p;
+    ap_breaker_permit p;
     uint64_t ra;
     switch (e) {
-    case E_ALLOW_EARLY: if (ap_cb_allow(b, t + 1, &p, &ra)) {} break;
-    case E_ALLOW_LATE: if (ap_cb_allow(b, t + 10 * SEC, &p, &ra)) {} break;
+    case E_ALLOW_EARLY: if (ap_breaker_allow(b, t + 1, &p, &ra)) {} break;
+    case E_ALLOW_LATE: if (ap_breaker_allow(b, t + 10 * SEC, &p, &ra)) {} break;
     case E_FAILS:
     case E_SUCCESSES:
     case E_SLOWS:
     case E_IGNORED:
         for (int i = 0; i < 4; i++) {
-            if (ap_cb_allow(b, t, &p, &ra) != AP_OK)
+            if (ap_breaker_allow(b, t, &p, &ra) != AP_OK)
                 break;
             ap_breaker_outcome o = e == E_FAILS ? FAIL_ : e == E_IGNORED ? IGN_ : OK_;
-            cr_assert_eq(ap_cb_record(b, &p, o, e == E_SLOWS ? 10 * MS : 0, t), AP_OK);
+            cr_assert_eq(ap_breaker_record(b, &p, o, e == E_SLOWS ? 10 * MS : 0, t), AP_OK);
         }
         break;
     case E_LEASE:
-        if (ap_cb_allow(b, t, &p, &ra) == AP_OK)
-            cr_assert_eq(ap_cb_record(b, &p, OK_, 0, t + 100 * MS), AP_OK);
+        if (ap_breaker_allow(b, t, &p, &ra) == AP_OK)
+            cr_assert_eq(ap_breaker_record(b, &p, OK_, 0, t + 100 * MS), AP_OK);
         break;
-    case E_FORCE: ap_cb_force_open(b); break;
-    case E_DISABLE: ap_cb_disable(b); break;
-    case E_RESET: ap_cb_reset(b); break;
+    case E_FORCE: ap_breaker_force_open(b); break;
+    case E_DISABLE: ap_breaker_disable(b); break;
+    case E_RESET: ap_breaker_reset(b); break;
     }
 }
 
@@ -174,20 +174,20 @@ Test(circuit_breaker, table_every_transition)
         for (int e = 0; e < E_NEVENTS; e++) {
             fixture *f = fx_new(small());
             uint64_t t = goto_state(f, (ap_breaker_state)s);
-            uint64_t g0 = ap_cb_generation(&f->b);
+            uint64_t g0 = ap_breaker_generation(&f->b);
             unsigned n0 = f->log.n;
             apply_event(f, e, t);
             ap_breaker_state got = raw_state(&f->b);
             cr_assert_eq(got, next_tab[s][e], "%s x %s -> %s, want %s", sn[s], ev_name[e],
                          sn[got], sn[next_tab[s][e]]);
             /* each transition: one generation and one callback with (from, to) */
-            uint64_t dg = ap_cb_generation(&f->b) - g0;
+            uint64_t dg = ap_breaker_generation(&f->b) - g0;
             cr_assert_eq(f->log.n - n0, dg, "%s x %s", sn[s], ev_name[e]);
-            cr_assert_eq(ap_cb_stats(&f->b).transitions, ap_cb_generation(&f->b) - 1);
+            cr_assert_eq(ap_breaker_stats_get(&f->b).transitions, ap_breaker_generation(&f->b) - 1);
             if (dg) {
                 cr_assert_eq(f->log.e[n0].from, (ap_breaker_state)s);
                 cr_assert_eq(f->log.e[f->log.n - 1].to, got);
-                cr_assert_eq(f->log.e[f->log.n - 1].gen, ap_cb_generation(&f->b));
+                cr_assert_eq(f->log.e[f->log.n - 1].gen, ap_breaker_generation(&f->b));
                 for (unsigned i = n0 + 1; i < f->log.n; i++)
                     cr_assert_eq(f->log.e[i].from, f->log.e[i - 1].to);
             }
@@ -218,7 +218,7 @@ Test(circuit_breaker, desc_resolved_defaults)
     cr_assert_eq(d.min_calls, 20);
     d = ap_breaker_desc_resolved(&(ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME});
     cr_assert_eq(d.min_calls, 100);
-    cr_assert_eq(ap_cb_bytes(&(ap_breaker_desc){0}), 100 * 8 + 10 * 8);
+    cr_assert_eq(ap_breaker_bytes(&(ap_breaker_desc){0}), 100 * 8 + 10 * 8);
 }
 
 Test(circuit_breaker, inval_changes_nothing)
@@ -226,9 +226,9 @@ Test(circuit_breaker, inval_changes_nothing)
     static const ap_breaker_desc bad[] = {
         {.failure_rate_pct = 101},
         {.slow_rate_pct = 200},
-        {.window_size = AP_CB_MAX_WINDOW + 1},
+        {.window_size = AP_BREAKER_MAX_WINDOW + 1},
         {.window_size = 10, .min_calls = 11},
-        {.half_open_probes = AP_CB_MAX_PROBES + 1},
+        {.half_open_probes = AP_BREAKER_MAX_PROBES + 1},
         {.open_multiplier_pct = 99},
         {.open_multiplier_pct = 10001},
         {.open_ns = 10, .open_max_ns = 9},
@@ -244,13 +244,13 @@ Test(circuit_breaker, inval_changes_nothing)
         unsigned char buf[4096], bufb[4096];
         memset(buf, 0x5a, sizeof buf);
         memcpy(bufb, buf, sizeof buf);
-        cr_assert_eq(ap_cb_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "case %zu", i);
+        cr_assert_eq(ap_breaker_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "case %zu", i);
         cr_assert_eq(memcmp(&b, &before, sizeof b), 0, "case %zu touched *b", i);
         cr_assert_eq(memcmp(buf, bufb, sizeof buf), 0, "case %zu touched buf", i);
-        cr_assert_eq(ap_cb_bytes(&bad[i]), 0, "case %zu", i);
+        cr_assert_eq(ap_breaker_bytes(&bad[i]), 0, "case %zu", i);
 #ifndef AP_NO_MALLOC
         ap_breaker *pb = (ap_breaker *)(void *)&before;
-        cr_assert_eq(ap_cb_create(&pb, &bad[i], NULL), AP_INVAL);
+        cr_assert_eq(ap_breaker_create(&pb, &bad[i], NULL), AP_INVAL);
         cr_assert_eq(pb, (ap_breaker *)(void *)&before);
 #endif
     }
@@ -258,25 +258,25 @@ Test(circuit_breaker, inval_changes_nothing)
      * bad_buffers_and_arguments_are_inval_and_change_nothing */
     ap_breaker b;
     _Alignas(8) unsigned char buf[1024];
-    cr_assert_eq(ap_cb_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
+    cr_assert_eq(ap_breaker_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
     /* a bad outcome changes nothing */
-    ap_cb_permit p = must_allow(&b, 0);
-    ap_breaker_stats s0 = ap_cb_stats(&b);
-    cr_assert_eq(ap_cb_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
+    ap_breaker_permit p = must_allow(&b, 0);
+    ap_breaker_stats s0 = ap_breaker_stats_get(&b);
+    cr_assert_eq(ap_breaker_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
     cr_assert_neq(p.gen, 0u, "an AP_INVAL record consumed the permit");
-    ap_breaker_stats s1 = ap_cb_stats(&b);
+    ap_breaker_stats s1 = ap_breaker_stats_get(&b);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
-    ap_cb_fini(&b);
+    ap_breaker_fini(&b);
 }
 
 Test(circuit_breaker, create_destroy)
 {
     ap_breaker *b = NULL;
-    cr_assert_eq(ap_cb_create(&b, &(ap_breaker_desc){.window_size = 5}, NULL), AP_OK);
+    cr_assert_eq(ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 5}, NULL), AP_OK);
     for (int i = 0; i < 5; i++)
         call(b, 0, FAIL_, 0);
-    cr_assert_eq(ap_cb_state(b, 0), OP);
-    ap_cb_destroy(b);
+    cr_assert_eq(ap_breaker_state_at(b, 0), OP);
+    ap_breaker_destroy(b);
 }
 
 /* ---- specific behaviours ---- */
@@ -320,7 +320,7 @@ Test(circuit_breaker, slow_call_trip)
     cr_assert_eq(raw_state(&f->b), CL);
     call(&f->b, 0, OK_, 5 * SEC); /* 2/4 slow */
     cr_assert_eq(raw_state(&f->b), OP);
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.slow, 2);
     cr_assert_eq(s.successes, 4);
     cr_assert_eq(s.failures, 0);
@@ -340,7 +340,7 @@ Test(circuit_breaker, full_success_window_shortcut)
     for (int i = 0; i < 8; i++)
         call(&f->b, 0, OK_, 0);
     /* window F S* S S S S S S S S: 1 failure, 1 slow, full */
-    uint64_t ep = AP__CB_EPOCH(UINT64_C(1));
+    uint64_t ep = AP__BREAKER_EPOCH(UINT64_C(1));
     cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | UINT64_C(1) << 16 | 1u);
     uint64_t cur = atomic_load(&f->b.cursor);
     call(&f->b, 0, OK_, 0); /* evicts the failure */
@@ -368,7 +368,7 @@ Test(circuit_breaker, full_success_window_shortcut)
     call(&f->b, 0, OK_, 0); /* through the ring (a failure is in the window) */
     call(&f->b, 0, FAIL_, 0);
     cr_assert_eq(raw_state(&f->b), CL); /* 3/10 failures, run 1 */
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.allowed, 54);
     cr_assert_eq(s.successes, 48);
     cr_assert_eq(s.failures, 6);
@@ -444,22 +444,22 @@ Test(circuit_breaker, half_open_probes_and_close)
 {
     fixture *f = fx_new(small());
     goto_state(f, OP);
-    ap_cb_permit p, q, r;
+    ap_breaker_permit p, q, r;
     uint64_t ra = 0;
-    cr_assert_eq(ap_cb_allow(&f->b, SEC - 1, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, SEC - 1, &p, &ra), AP_REJECTED);
     cr_assert_eq(ra, SEC);
     p = must_allow(&f->b, SEC);
     q = must_allow(&f->b, SEC + 10);
     cr_assert_eq(p.gen, q.gen);
     cr_assert_neq(p.probe, q.probe);
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
     cr_assert_eq(ra, SEC + 100 * MS); /* p's lease */
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 30), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 30), AP_OK);
     cr_assert_eq(raw_state(&f->b), HO);
     /* K = 2 admitted in this period: no more admissions */
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 35, &r, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 35, &r, &ra), AP_REJECTED);
     cr_assert_eq(ra, SEC + 10 + 100 * MS); /* q's lease */
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, SEC + 60), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 60), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
     free(f);
 }
@@ -473,38 +473,38 @@ Test(circuit_breaker, half_open_ignored_probes_bounded)
 {
     fixture *f = fx_new(small()); /* K = 2 */
     goto_state(f, OP);
-    ap_cb_permit p, q, r;
+    ap_breaker_permit p, q, r;
     uint64_t ra = 0;
     p = must_allow(&f->b, SEC);
     uint64_t g = p.gen;
-    cr_assert_eq(ap_cb_record(&f->b, &p, IGN_, 0, SEC + 1), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, IGN_, 0, SEC + 1), AP_OK);
     q = must_allow(&f->b, SEC + 2); /* admission 2 of 2 */
     cr_assert_eq(q.gen, g);
-    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 3), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 3), AP_OK);
     /* all K reported, none failed, 0 < K successes: a new half-open period */
     cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_cb_generation(&f->b), g + 1);
+    cr_assert_eq(ap_breaker_generation(&f->b), g + 1);
     cr_assert_eq(f->log.e[f->log.n - 1].from, HO);
     cr_assert_eq(f->log.e[f->log.n - 1].to, HO);
     /* in-period bound with one probe still in flight */
     p = must_allow(&f->b, SEC + 4);
     q = must_allow(&f->b, SEC + 5);
     cr_assert_eq(p.gen, g + 1);
-    cr_assert_eq(ap_cb_record(&f->b, &q, IGN_, 0, SEC + 6), AP_OK);
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 7, &r, &ra), AP_REJECTED,
+    cr_assert_eq(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 6), AP_OK);
+    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 7, &r, &ra), AP_REJECTED,
                  "a third probe admitted in one period with K = 2");
     cr_assert_eq(ra, SEC + 4 + 100 * MS); /* p's lease */
     /* one success of 2 + one ignored: inconclusive again, fresh period */
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 8), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 8), AP_OK);
     cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_cb_generation(&f->b), g + 2);
+    cr_assert_eq(ap_breaker_generation(&f->b), g + 2);
     /* K successes in one period close it */
     p = must_allow(&f->b, SEC + 9);
     q = must_allow(&f->b, SEC + 9);
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 }
@@ -520,13 +520,13 @@ Test(circuit_breaker, half_open_k1_ignored_one_per_period)
     cr_assert_eq(raw_state(&f->b), OP);
     uint64_t last = 0;
     for (int i = 0; i < 5; i++) {
-        ap_cb_permit p, r;
+        ap_breaker_permit p, r;
         uint64_t ra;
         p = must_allow(&f->b, 20);
         cr_assert_gt(p.gen, last, "two probes admitted in generation %llu", (unsigned long long)p.gen);
         last = p.gen;
-        cr_assert_eq(ap_cb_allow(&f->b, 20, &r, &ra), AP_REJECTED);
-        cr_assert_eq(ap_cb_record(&f->b, &p, IGN_, 1, 20), AP_OK);
+        cr_assert_eq(ap_breaker_allow(&f->b, 20, &r, &ra), AP_REJECTED);
+        cr_assert_eq(ap_breaker_record(&f->b, &p, IGN_, 1, 20), AP_OK);
     }
     cr_assert_eq(raw_state(&f->b), HO);
     free(f);
@@ -538,13 +538,13 @@ Test(circuit_breaker, half_open_k1_ignored_one_per_period)
  * reset and evict a gen-2 failure without subtracting it: a phantom
  * failure for good. Hand-interleaved on one thread: the AP_TEST_YIELD hook
  * runs the reset and gen 2's records at the n-th yield of the late record. */
-static uint64_t agg_calls(ap_breaker *b) { return AP__CB_F16(atomic_load(&b->agg), 32); }
-static uint64_t agg_fails(ap_breaker *b) { return AP__CB_F16(atomic_load(&b->agg), 16); }
+static uint64_t agg_calls(ap_breaker *b) { return AP__BREAKER_F16(atomic_load(&b->agg), 32); }
+static uint64_t agg_fails(ap_breaker *b) { return AP__BREAKER_F16(atomic_load(&b->agg), 16); }
 
 static void late_record_interleave(void)
 {
     ap_breaker *b = yield_b;
-    ap_cb_reset(b); /* generation 2 */
+    ap_breaker_reset(b); /* generation 2 */
     call(b, 0, FAIL_, 0);
     call(b, 0, OK_, 0);
     call(b, 0, OK_, 0);
@@ -556,15 +556,15 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
     ap_breaker_desc d = {.window_size = 4, .min_calls = 4, .failure_rate_pct = 40};
     for (int at = 1; at <= 4; at++) {
         fixture *f = fx_new(d);
-        ap_cb_permit p1 = must_allow(&f->b, 0); /* generation 1 */
+        ap_breaker_permit p1 = must_allow(&f->b, 0); /* generation 1 */
         yield_b = &f->b;
         yield_at = at;
         yield_n = 0;
         yield_fn = late_record_interleave;
-        cr_assert_eq(ap_cb_record(&f->b, &p1, OK_, 0, 0), AP_OK);
+        cr_assert_eq(ap_breaker_record(&f->b, &p1, OK_, 0, 0), AP_OK);
         yield_fn = NULL;
         cr_assert_geq(yield_n, at, "yield %d not reached", at);
-        cr_assert_eq(ap_cb_generation(&f->b), 2);
+        cr_assert_eq(ap_breaker_generation(&f->b), 2);
         /* generation 2's window is exactly F S S S, in the ring too */
         cr_assert_eq(agg_calls(&f->b), 4, "yield %d: window calls", at);
         cr_assert_eq(agg_fails(&f->b), 1, "yield %d: window failures", at);
@@ -578,7 +578,7 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
         cr_assert_eq(agg_fails(&f->b), 0, "yield %d: phantom failure", at);
         call(&f->b, 0, FAIL_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
-        ap_breaker_stats s = ap_cb_stats(&f->b);
+        ap_breaker_stats s = ap_breaker_stats_get(&f->b);
         cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a success of gen 1 */
         cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
@@ -592,13 +592,13 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
  * the breaker resets to generation 2 and records F S S there. Yields: 1
  * after the state check, 2 after the clamp, 3 after flagging the bucket
  * for reset, 4 after the add. */
-static uint64_t bkt_calls(ap_breaker *b, unsigned i) { return AP__CB_C_CALLS(atomic_load(&b->bkt[i].cnt)); }
-static uint64_t bkt_fails(ap_breaker *b, unsigned i) { return AP__CB_C_FAILS(atomic_load(&b->bkt[i].cnt)); }
+static uint64_t bkt_calls(ap_breaker *b, unsigned i) { return AP__BREAKER_C_CALLS(atomic_load(&b->bkt[i].cnt)); }
+static uint64_t bkt_fails(ap_breaker *b, unsigned i) { return AP__BREAKER_C_FAILS(atomic_load(&b->bkt[i].cnt)); }
 
 static void late_time_record_interleave(void)
 {
     ap_breaker *b = yield_b;
-    ap_cb_reset(b); /* generation 2 */
+    ap_breaker_reset(b); /* generation 2 */
     call(b, 300 * MS, FAIL_, 0);
     call(b, 300 * MS, OK_, 0);
     call(b, 300 * MS, OK_, 0);
@@ -610,18 +610,18 @@ Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout 
                          .min_calls = 4, .failure_rate_pct = 50};
     for (int at = 1; at <= 4; at++) {
         fixture *f = fx_new(d);
-        ap_cb_permit p1 = must_allow(&f->b, 300 * MS); /* generation 1 */
+        ap_breaker_permit p1 = must_allow(&f->b, 300 * MS); /* generation 1 */
         yield_b = &f->b;
         yield_at = at;
         yield_n = 0;
         yield_fn = late_time_record_interleave;
-        cr_assert_eq(ap_cb_record(&f->b, &p1, FAIL_, 0, 300 * MS), AP_OK);
+        cr_assert_eq(ap_breaker_record(&f->b, &p1, FAIL_, 0, 300 * MS), AP_OK);
         yield_fn = NULL;
         cr_assert_geq(yield_n, at, "yield %d not reached", at);
-        cr_assert_eq(ap_cb_generation(&f->b), 2);
+        cr_assert_eq(ap_breaker_generation(&f->b), 2);
         /* generation 2's window is exactly F S S, all in bucket 1 */
         uint64_t key = atomic_load(&f->b.bkt[1].key);
-        cr_assert_eq(key, AP__CB_EPOCH(UINT64_C(2)) | 1u, "yield %d: key %#llx", at,
+        cr_assert_eq(key, AP__BREAKER_EPOCH(UINT64_C(2)) | 1u, "yield %d: key %#llx", at,
                      (unsigned long long)key);
         cr_assert_eq(bkt_calls(&f->b, 1), 3, "yield %d: window calls", at);
         cr_assert_eq(bkt_fails(&f->b, 1), 1, "yield %d: window failures", at);
@@ -631,7 +631,7 @@ Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout 
         /* one success more: 1/4 < 50 %; a phantom failure would trip */
         call(&f->b, 300 * MS, OK_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
-        ap_breaker_stats s = ap_cb_stats(&f->b);
+        ap_breaker_stats s = ap_breaker_stats_get(&f->b);
         cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a failure of gen 1 */
         cr_assert_eq(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
@@ -651,21 +651,21 @@ Test(circuit_breaker, time_window_late_record_reclamps_to_newest)
     fixture *f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .window_ns = SEC,
                                           .buckets = 4, .min_calls = 3,
                                           .failure_rate_pct = 100});
-    ap_cb_permit p1 = must_allow(&f->b, 100 * MS);
+    ap_breaker_permit p1 = must_allow(&f->b, 100 * MS);
     yield_b = &f->b;
     yield_at = 2;
     yield_n = 0;
     yield_fn = newer_epoch_interleave;
-    cr_assert_eq(ap_cb_record(&f->b, &p1, FAIL_, 0, 100 * MS), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p1, FAIL_, 0, 100 * MS), AP_OK);
     yield_fn = NULL;
-    cr_assert_eq(atomic_load(&f->b.bkt[0].key), AP__CB_EPOCH(UINT64_C(1)) | 4u);
+    cr_assert_eq(atomic_load(&f->b.bkt[0].key), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
     cr_assert_eq(bkt_calls(&f->b, 0), 2);
     cr_assert_eq(bkt_fails(&f->b, 0), 2);
-    cr_assert_eq(atomic_load(&f->b.tnew), AP__CB_EPOCH(UINT64_C(1)) | 4u);
+    cr_assert_eq(atomic_load(&f->b.tnew), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
     cr_assert_eq(raw_state(&f->b), CL);
     call(&f->b, 0, FAIL_, 0); /* clamped to epoch 4 too: 3/3 */
     cr_assert_eq(raw_state(&f->b), OP);
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.failures, 3);
     cr_assert_eq(s.stale, 0);
     free(f);
@@ -684,11 +684,11 @@ static void *lockfree_worker(void *p)
     lockfree_arg *a = (lockfree_arg *)p;
     for (int i = 0; i < 64; i++) {
         uint64_t now = (uint64_t)i * 100 * MS; /* crosses buckets: resets them */
-        ap_cb_permit pm;
-        if (ap_cb_allow(a->b, now, &pm, NULL) != AP_OK)
+        ap_breaker_permit pm;
+        if (ap_breaker_allow(a->b, now, &pm, NULL) != AP_OK)
             return NULL;
         ap_breaker_outcome o = i % 3 == 0 ? FAIL_ : i % 7 == 0 ? IGN_ : OK_;
-        if (ap_cb_record(a->b, &pm, o, i % 5 == 0 ? SEC : 0, now) != AP_OK)
+        if (ap_breaker_record(a->b, &pm, o, i % 5 == 0 ? SEC : 0, now) != AP_OK)
             return NULL;
     }
     atomic_store(&a->done, 1);
@@ -711,7 +711,7 @@ Test(circuit_breaker, time_window_closed_path_takes_no_lock, .timeout = 60)
     ap__lock_release(&f->b.lock);
     pthread_join(th, NULL);
     cr_assert(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.allowed, 64);
     cr_assert_eq(s.successes + s.failures + s.ignored + s.canceled, 64);
     cr_assert_eq(s.stale, 0);
@@ -786,7 +786,7 @@ static void m_advance(model *m, uint64_t now)
     }
 }
 
-static ap_status m_allow(model *m, uint64_t now, ap_cb_permit *p, uint64_t *ra)
+static ap_status m_allow(model *m, uint64_t now, ap_breaker_permit *p, uint64_t *ra)
 {
     m_advance(m, now);
     switch (m->st) {
@@ -828,7 +828,7 @@ static bool m_rates(const model *m, uint64_t calls, uint64_t fails, uint64_t slo
             slows * 100 >= m->d.slow_rate_pct * calls);
 }
 
-static void m_record(model *m, ap_cb_permit p, ap_breaker_outcome o, uint64_t dur, uint64_t now)
+static void m_record(model *m, ap_breaker_permit p, ap_breaker_outcome o, uint64_t dur, uint64_t now)
 {
     bool slow = dur >= m->d.slow_call_ns, fail = o == FAIL_;
     if (p.gen == m->gen)
@@ -922,7 +922,7 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
     m.cur_open = m.d.open_ns;
     for (int i = 0; i < 64; i++)
         m.admit[i] = UINT64_MAX;
-    ap_cb_permit out[32];
+    ap_breaker_permit out[32];
     int nout = 0;
     uint64_t now = 1000, s = seed;
     for (int step = 0; step < steps; step++) {
@@ -931,9 +931,9 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
             uint64_t x = rnd(&s);
             now += (x & 7) == 0 ? x % (3 * m.d.open_ns) : x % (m.d.slow_call_ns / 4 + 1);
         } else if (r < 550) {
-            ap_cb_permit p = {0, 0}, q = {0, 0};
+            ap_breaker_permit p = {0, 0}, q = {0, 0};
             uint64_t ra = 7, rb = 7;
-            ap_status a = ap_cb_allow(&f->b, now, &p, &ra);
+            ap_status a = ap_breaker_allow(&f->b, now, &p, &ra);
             ap_status b = m_allow(&m, now, &q, &rb);
             cr_assert_eq(a, b, "step %d: allow %d vs model %d", step, a, b);
             if (a == AP_OK) {
@@ -948,32 +948,32 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
             if (nout == 0)
                 continue;
             int i = (int)(rnd(&s) % (uint64_t)nout);
-            ap_cb_permit p = out[i];
+            ap_breaker_permit p = out[i];
             out[i] = out[--nout];
             uint64_t x = rnd(&s);
             ap_breaker_outcome o = (x & 15) < 6 ? FAIL_ : (x & 15) < 7 ? IGN_
                                                      : (x & 15) < 8 ? CAN_ : OK_;
             uint64_t dur = (x >> 8) % (m.d.slow_call_ns + m.d.slow_call_ns / 2);
-            ap_cb_permit q = p;
-            cr_assert_eq(ap_cb_record(&f->b, &p, o, dur, now), AP_OK);
+            ap_breaker_permit q = p;
+            cr_assert_eq(ap_breaker_record(&f->b, &p, o, dur, now), AP_OK);
             m_record(&m, q, o, dur, now);
             cr_assert_eq(p.gen, 0u, "step %d: the record did not consume the permit", step);
             if ((x >> 60) == 0) /* now and then: the same permit again changes nothing */
-                cr_assert_eq(ap_cb_record(&f->b, &p, o, dur, now), AP_INVAL, "step %d", step);
+                cr_assert_eq(ap_breaker_record(&f->b, &p, o, dur, now), AP_INVAL, "step %d", step);
         } else if (r < 993) {
-            ap_cb_force_open(&f->b);
+            ap_breaker_force_open(&f->b);
             if (m.st != FO) m_set(&m, FO, 0);
         } else if (r < 996) {
-            ap_cb_disable(&f->b);
+            ap_breaker_disable(&f->b);
             if (m.st != DI) m_set(&m, DI, 0);
         } else {
-            ap_cb_reset(&f->b);
+            ap_breaker_reset(&f->b);
             m_set(&m, CL, 0);
         }
         cr_assert_eq(raw_state(&f->b), m.st, "step %d: state %d vs model %d", step,
                      raw_state(&f->b), m.st);
-        cr_assert_eq(ap_cb_generation(&f->b), m.gen, "step %d", step);
-        ap_breaker_stats st = ap_cb_stats(&f->b);
+        cr_assert_eq(ap_breaker_generation(&f->b), m.gen, "step %d", step);
+        ap_breaker_stats st = ap_breaker_stats_get(&f->b);
         cr_assert_eq(memcmp(&st, &m.s, sizeof st), 0, "step %d: stats differ", step);
         cr_assert_eq(f->log.n, m.log.n, "step %d: callbacks", step);
     }
@@ -991,18 +991,18 @@ Test(circuit_breaker, probe_lease_expiry_reopens)
 {
     fixture *f = fx_new(small());
     goto_state(f, OP);
-    ap_cb_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
-    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS - 1), HO);
-    cr_assert_eq(ap_cb_state(&f->b, SEC + 100 * MS), OP);
-    cr_assert_eq(ap_cb_stats(&f->b).lease_expired, 1);
+    ap_breaker_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
+    cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS - 1), HO);
+    cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS), OP);
+    cr_assert_eq(ap_breaker_stats_get(&f->b).lease_expired, 1);
     /* the late report is stale and changes nothing */
-    uint64_t g = ap_cb_generation(&f->b);
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
-    cr_assert_eq(ap_cb_generation(&f->b), g);
-    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
+    uint64_t g = ap_breaker_generation(&f->b);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
+    cr_assert_eq(ap_breaker_generation(&f->b), g);
+    cr_assert_eq(ap_breaker_stats_get(&f->b).stale, 1);
     /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
     uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
     cr_assert_eq(ra, 2 * SEC + 100 * MS);
     free(f);
 }
@@ -1016,28 +1016,28 @@ Test(circuit_breaker, growing_open_duration)
     goto_state(f, OP);
     uint64_t t = 0, want[] = {SEC, 2 * SEC, 4 * SEC, 5 * SEC, 5 * SEC};
     for (int i = 0; i < 5; i++) {
-        ap_cb_permit p;
+        ap_breaker_permit p;
         uint64_t ra;
-        cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+        cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
         cr_assert_eq(ra - t, want[i], "trip %d: open for %llu", i,
                      (unsigned long long)(ra - t));
         t = ra;
         p = must_allow(&f->b, t); /* half-open probe fails: re-open, longer */
-        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK);
+        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK);
     }
     /* closing starts over */
-    ap_cb_permit p;
+    ap_breaker_permit p;
     uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
     t = ra;
     for (int i = 0; i < 2; i++) {
         p = must_allow(&f->b, t);
-        cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
+        cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
     }
     cr_assert_eq(raw_state(&f->b), CL);
     for (int i = 0; i < 4; i++)
         call(&f->b, t, FAIL_, 0);
-    cr_assert_eq(ap_cb_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
     cr_assert_eq(ra - t, SEC);
     free(f);
 }
@@ -1045,15 +1045,15 @@ Test(circuit_breaker, growing_open_duration)
 Test(circuit_breaker, late_outcomes_change_nothing)
 {
     fixture *f = fx_new(small());
-    ap_cb_permit old[4];
+    ap_breaker_permit old[4];
     for (int i = 0; i < 4; i++)
         old[i] = must_allow(&f->b, 0);
-    ap_cb_reset(&f->b); /* new generation */
+    ap_breaker_reset(&f->b); /* new generation */
     ap_breaker save;
     memcpy(&save, &f->b, sizeof save);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_cb_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+        cr_assert_eq(ap_breaker_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.stale, 4);
     cr_assert_eq(s.failures, 0);
     /* nothing but the stale counters moved */
@@ -1071,10 +1071,10 @@ Test(circuit_breaker, callback_once_per_transition)
 {
     fixture *f = fx_new(small());
     goto_state(f, HO);       /* CL->OP, OP->HO */
-    ap_cb_force_open(&f->b); /* HO->FO */
-    ap_cb_force_open(&f->b); /* no-op */
-    ap_cb_disable(&f->b);    /* FO->DI */
-    ap_cb_reset(&f->b);      /* DI->CL */
+    ap_breaker_force_open(&f->b); /* HO->FO */
+    ap_breaker_force_open(&f->b); /* no-op */
+    ap_breaker_disable(&f->b);    /* FO->DI */
+    ap_breaker_reset(&f->b);      /* DI->CL */
     static const ap_breaker_state want[][2] = {{CL, OP}, {OP, HO}, {HO, FO}, {FO, DI}, {DI, CL}};
     cr_assert_eq(f->log.n, 5);
     for (unsigned i = 0; i < 5; i++) {
@@ -1115,21 +1115,21 @@ Test(circuit_breaker, random_walk_time_window, .timeout = 60)
  * record tripped an assertion. */
 /* issue #11: the buffer comes with its size and follows the object; NULL,
  * short or misaligned (or no desc) is AP_INVAL and neither the breaker nor
- * the buffer changes; exactly ap_cb_bytes works and the excess is untouched */
+ * the buffer changes; exactly ap_breaker_bytes works and the excess is untouched */
 Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
-    static uint64_t words[AP_CB_BYTES(100, 10) / 8 + 2];
+    static uint64_t words[AP_BREAKER_BYTES(100, 10) / 8 + 2];
     unsigned char *bf = (unsigned char *)words;
     const ap_breaker_desc cnt = {0}; /* the defaults: COUNT, window 100, 10 probes */
     const ap_breaker_desc tim = {.window = AP_BREAKER_WINDOW_TIME, .window_ns = 1000,
                                  .buckets = 10, .half_open_probes = 3};
-    const size_t need = ap_cb_bytes(&cnt), tneed = ap_cb_bytes(&tim);
-    _Static_assert(AP_CB_BYTES(3, 2) == 3 * 32 + 2 * 8 && AP_CB_ALIGN == 8,
+    const size_t need = ap_breaker_bytes(&cnt), tneed = ap_breaker_bytes(&tim);
+    _Static_assert(AP_BREAKER_BYTES(3, 2) == 3 * 32 + 2 * 8 && AP_BREAKER_ALIGN == 8,
                    "constant expressions");
-    static char as_array_size[AP_CB_ALIGN];
+    static char as_array_size[AP_BREAKER_ALIGN];
     cr_expect_eq(sizeof as_array_size, 8);
-    cr_assert(need != 0 && need <= AP_CB_BYTES(100, 10) && tneed != 0 &&
-              tneed <= AP_CB_BYTES(10, 3));
+    cr_assert(need != 0 && need <= AP_BREAKER_BYTES(100, 10) && tneed != 0 &&
+              tneed <= AP_BREAKER_BYTES(10, 3));
     struct { void *buf; size_t bytes; const ap_breaker_desc *d; const char *what; } cases[] = {
         {NULL, sizeof words, &cnt, "NULL buffer"},
         {bf, need - 1, &cnt, "one byte short"},
@@ -1149,7 +1149,7 @@ Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memcpy(&before, &b, sizeof b);
         memset(bf, 0xC3, sizeof words);
         memcpy(b_before, bf, sizeof words);
-        cr_expect_eq(ap_cb_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+        cr_expect_eq(ap_breaker_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
                      cases[i].what);
         cr_expect(memcmp(&before, &b, sizeof b) == 0, "%s: the breaker changed", cases[i].what);
         cr_expect(memcmp(b_before, bf, sizeof words) == 0, "%s: the buffer changed",
@@ -1158,39 +1158,39 @@ Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
     const ap_breaker_desc *ok[] = {&cnt, &tim};
     for (int k = 0; k < 2; k++) {
         ap_breaker b;
-        size_t n = ap_cb_bytes(ok[k]);
+        size_t n = ap_breaker_bytes(ok[k]);
         memset(bf, 0xC3, sizeof words);
-        cr_assert_eq(ap_cb_init(&b, bf, n, ok[k]), AP_OK);
+        cr_assert_eq(ap_breaker_init(&b, bf, n, ok[k]), AP_OK);
         for (uint64_t t = 1; t < 300; t++) {
-            ap_cb_permit p;
+            ap_breaker_permit p;
             uint64_t ra;
-            if (ap_cb_allow(&b, t, &p, &ra) == AP_OK)
-                cr_expect_eq(ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, t), AP_OK);
+            if (ap_breaker_allow(&b, t, &p, &ra) == AP_OK)
+                cr_expect_eq(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, t), AP_OK);
         }
         for (size_t i = n; i < sizeof words; i++)
             cr_expect_eq(bf[i], 0xC3, "desc %d: byte %zu past the buffer written", k, i);
-        ap_cb_fini(&b);
+        ap_breaker_fini(&b);
     }
 }
 
 Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
 {
-    static _Alignas(8) unsigned char buf[AP_CB_BYTES(1, 1)];
+    static _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(1, 1)];
     ap_breaker b;
     ap_breaker_desc d = {.window_size = 1, .min_calls = 1, .open_ns = 10,
                          .half_open_probes = 1, .probe_lease_ns = 5};
-    cr_assert_eq(ap_cb_init(&b, buf, sizeof buf, &d), AP_OK);
-    ap_cb_permit p, q;
+    cr_assert_eq(ap_breaker_init(&b, buf, sizeof buf, &d), AP_OK);
+    ap_breaker_permit p, q;
     uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&b, 0, &p, &ra), AP_OK);
-    cr_assert_eq(ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
-    cr_assert_eq(ap_cb_state(&b, 1), AP_BREAKER_STATE_OPEN);
-    cr_assert_eq(ap_cb_allow(&b, UINT64_MAX, &p, &ra), AP_OK);
+    cr_assert_eq(ap_breaker_allow(&b, 0, &p, &ra), AP_OK);
+    cr_assert_eq(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+    cr_assert_eq(ap_breaker_state_at(&b, 1), AP_BREAKER_STATE_OPEN);
+    cr_assert_eq(ap_breaker_allow(&b, UINT64_MAX, &p, &ra), AP_OK);
     cr_assert_eq(p.probe, 1u);
     cr_assert_eq(b.inflight, 1u);
     /* the slot is taken: K = 1 admits nobody else in this period */
-    cr_assert_neq(ap_cb_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
-    ap_status st = ap_cb_record(&b, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, UINT64_MAX);
+    cr_assert_neq(ap_breaker_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
+    ap_status st = ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, UINT64_MAX);
     cr_assert(st == AP_OK || st == AP_REJECTED || st == AP_INVAL, "record: %d", st);
 }
 
@@ -1201,32 +1201,32 @@ Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
 Test(circuit_breaker, permit_recorded_twice_is_inval)
 {
     fixture *f = fx_new(small());
-    ap_cb_permit p = must_allow(&f->b, 0);
-    cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
-    ap_breaker_stats s0 = ap_cb_stats(&f->b);
+    ap_breaker_permit p = must_allow(&f->b, 0);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
+    ap_breaker_stats s0 = ap_breaker_stats_get(&f->b);
     for (int i = 2; i <= 4; i++)
-        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
+        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
                      "record %d of one permit was accepted", i);
-    ap_breaker_stats s1 = ap_cb_stats(&f->b);
+    ap_breaker_stats s1 = ap_breaker_stats_get(&f->b);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0, "a second record changed the stats");
     cr_assert_eq(s1.failures, 1);
     cr_assert_eq(raw_state(&f->b), CL, "one permit opened the breaker");
-    cr_assert_eq(ap_cb_generation(&f->b), 1);
+    cr_assert_eq(ap_breaker_generation(&f->b), 1);
     /* a permit never admitted (zero) is refused too */
-    ap_cb_permit z = {0, 0};
-    cr_assert_eq(ap_cb_record(&f->b, &z, OK_, 0, 0), AP_INVAL);
+    ap_breaker_permit z = {0, 0};
+    cr_assert_eq(ap_breaker_record(&f->b, &z, OK_, 0, 0), AP_INVAL);
     /* stale: counted once */
-    ap_cb_permit q = must_allow(&f->b, 0);
-    ap_cb_reset(&f->b);
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_OK);
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(ap_cb_stats(&f->b).stale, 1);
+    ap_breaker_permit q = must_allow(&f->b, 0);
+    ap_breaker_reset(&f->b);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    cr_assert_eq(ap_breaker_stats_get(&f->b).stale, 1);
     /* DISABLED */
-    ap_cb_disable(&f->b);
+    ap_breaker_disable(&f->b);
     q = must_allow(&f->b, 0);
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_OK);
-    cr_assert_eq(ap_cb_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(ap_cb_stats(&f->b).successes, 1);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    cr_assert_eq(ap_breaker_stats_get(&f->b).successes, 1);
     free(f);
 
     /* HALF_OPEN: the permit itself, and a copy of a reported probe (its
@@ -1234,16 +1234,16 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
     f = fx_new(small()); /* K = 2 */
     uint64_t t = goto_state(f, HO);
     p = must_allow(&f->b, t);
-    ap_cb_permit copy = p;
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t), AP_OK);
-    uint64_t g = ap_cb_generation(&f->b);
-    s0 = ap_cb_stats(&f->b);
-    cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
-    cr_assert_eq(ap_cb_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
-    s1 = ap_cb_stats(&f->b);
+    ap_breaker_permit copy = p;
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
+    uint64_t g = ap_breaker_generation(&f->b);
+    s0 = ap_breaker_stats_get(&f->b);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
+    cr_assert_eq(ap_breaker_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
+    s1 = ap_breaker_stats_get(&f->b);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
     cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_cb_generation(&f->b), g);
+    cr_assert_eq(ap_breaker_generation(&f->b), g);
     cr_assert_eq(copy.gen, g, "AP_INVAL wrote to the permit");
     free(f);
 }
@@ -1257,26 +1257,26 @@ Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
     d.half_open_probes = 1;
     fixture *f = fx_new(d);
     uint64_t t = goto_state(f, HO);
-    ap_cb_permit p = must_allow(&f->b, t), r;
+    ap_breaker_permit p = must_allow(&f->b, t), r;
     uint64_t ra;
-    cr_assert_eq(ap_cb_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
+    cr_assert_eq(ap_breaker_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
     uint64_t g = p.gen;
-    ap_breaker_stats s0 = ap_cb_stats(&f->b);
-    cr_assert_eq(ap_cb_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
+    ap_breaker_stats s0 = ap_breaker_stats_get(&f->b);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
     /* K = 1 admitted, reported without an outcome: a fresh half-open period */
     cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_cb_generation(&f->b), g + 1);
+    cr_assert_eq(ap_breaker_generation(&f->b), g + 1);
     p = must_allow(&f->b, t + 1); /* the slot is free at once */
-    ap_breaker_stats s = ap_cb_stats(&f->b);
+    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.canceled, 1);
     cr_assert_eq(s.failures, s0.failures, "CANCELED counted as a failure");
     cr_assert_eq(s.ignored, 0);
     cr_assert_eq(s.slow, s0.slow, "a CANCELED record is never slow");
     cr_assert_eq(s.lease_expired, 0);
     cr_assert_eq(s.calls, s.successes + s.failures + s.ignored + s.canceled);
-    cr_assert_eq(ap_cb_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
+    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
-    s = ap_cb_stats(&f->b);
+    s = ap_breaker_stats_get(&f->b);
     cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 
@@ -1305,14 +1305,14 @@ Test(circuit_breaker, reopen_duration_exact_when_not_a_multiple_of_100)
     /* 101, floor(151.5) = 151, floor(226.5) = 226, 339, floor(508.5) = 508 */
     uint64_t t = 0, want[] = {101, 151, 226, 339, 508};
     for (int i = 0; i < 5; i++) {
-        ap_cb_permit p;
+        ap_breaker_permit p;
         uint64_t ra = 0;
-        cr_assert_eq(ap_cb_allow(&f->b, t + want[i] - 1, &p, &ra), AP_REJECTED, "open %d", i);
+        cr_assert_eq(ap_breaker_allow(&f->b, t + want[i] - 1, &p, &ra), AP_REJECTED, "open %d", i);
         cr_assert_eq(ra, t + want[i], "open %d: for %llu ns, want %llu", i,
                      (unsigned long long)(ra - t), (unsigned long long)want[i]);
         t += want[i];
         p = must_allow(&f->b, t); /* exactly at the end: half-open */
-        cr_assert_eq(ap_cb_record(&f->b, &p, FAIL_, 0, t), AP_OK); /* re-open */
+        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK); /* re-open */
         cr_assert_eq(raw_state(&f->b), OP);
     }
     free(f);

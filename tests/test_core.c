@@ -101,16 +101,16 @@ Test(core, version_string_matches_parts)
 
 Test(core, time_add_saturates)
 {
-    cr_assert_eq(ap_time_add(0, 0), 0);
-    cr_assert_eq(ap_time_add(5, 7), 12);
-    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 10), UINT64_MAX);
-    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 9), UINT64_MAX - 1);
-    cr_assert_eq(ap_time_add(UINT64_MAX - 10, 11), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_time_add(UINT64_MAX, 1), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_time_add(1, UINT64_MAX), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_time_add(UINT64_MAX, UINT64_MAX), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_time_add(UINT64_MAX / 2 + 1, UINT64_MAX / 2), UINT64_MAX);
-    cr_assert_eq(ap_time_add(UINT64_MAX / 2 + 1, UINT64_MAX / 2 + 1), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_deadline_after(0, 0), 0);
+    cr_assert_eq(ap_deadline_after(5, 7), 12);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 10), UINT64_MAX);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 9), UINT64_MAX - 1);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 11), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX, 1), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_deadline_after(1, UINT64_MAX), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX, UINT64_MAX), AP_DEADLINE_NONE);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2), UINT64_MAX);
+    cr_assert_eq(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2 + 1), AP_DEADLINE_NONE);
     cr_assert_eq(AP_DEADLINE_NONE, UINT64_MAX);
 }
 

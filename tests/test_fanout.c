@@ -1,4 +1,4 @@
-/* tests/test_fanout.c -- ap_joinset: fan-out / fan-in over child futures */
+/* tests/test_fanout.c -- ap_fanout: fan-out / fan-in over child futures */
 #include "asyncpat.h"
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -77,10 +77,10 @@ typedef struct rig {
     size_t n;
     probe *p;
     ap_future **kids;
-    ap_joinset_child *recs;
+    ap_fanout_child *recs;
     size_t *order;
     armed arm;
-    ap_joinset set;
+    ap_fanout set;
     flagwake fw;
 } rig;
 
@@ -154,8 +154,8 @@ static uint64_t rng_next(uint64_t *s)
 Test(fanout, limit_zero_and_bad_policy_are_inval)
 {
     ap_future *kids[1] = {NULL};
-    ap_joinset_child recs[1];
-    ap_joinset s;
+    ap_fanout_child recs[1];
+    ap_fanout s;
     memset(&s, 0x5a, sizeof s);
     ap_fanout_desc d = {.children = kids, .n = 1, .limit = 0};
     cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
@@ -169,7 +169,7 @@ Test(fanout, limit_zero_and_bad_policy_are_inval)
 
 Test(fanout, empty_set_is_ready_ok)
 {
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.n = 0, .limit = 4};
     cr_assert_eq(ap_fanout_init(&s, NULL, 0, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
@@ -370,7 +370,7 @@ Test(fanout, null_result_callback_counts_every_child_ok)
 {
     probe p[3];
     ap_future *kids[3];
-    ap_joinset_child recs[3];
+    ap_fanout_child recs[3];
     memset(p, 0, sizeof p);
     for (int i = 0; i < 3; i++) {
         p[i].base.poll = probe_poll;
@@ -378,7 +378,7 @@ Test(fanout, null_result_callback_counts_every_child_ok)
         p[i].fired = true; /* ready at the first poll */
         kids[i] = &p[i].base;
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = 3, .limit = 1};
     cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
@@ -418,13 +418,13 @@ static void theorem(size_t k, size_t L, uint64_t D)
 {
     timer_probe *t = calloc(k, sizeof *t);
     ap_future **kids = calloc(k, sizeof *kids);
-    ap_joinset_child *recs = calloc(k, sizeof *recs);
+    ap_fanout_child *recs = calloc(k, sizeof *recs);
     for (size_t i = 0; i < k; i++) {
         t[i].base.poll = timer_poll;
         t[i].dur = D;
         kids[i] = &t[i].base;
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = k, .limit = L};
     cr_assert_eq(ap_fanout_init(&s, recs, k * sizeof *recs, &d), AP_OK);
     uint64_t now = 0;
@@ -483,12 +483,12 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
     ap_mpmc_pop_fut pops[N];
     int out[N];
     ap_future *kids[N];
-    ap_joinset_child recs[N];
+    ap_fanout_child recs[N];
     for (int i = 0; i < N; i++) {
         ap_mpmc_pop_fut_init(&pops[i], &q, &out[i]);
         kids[i] = (ap_future *)&pops[i];
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = L, .result = pop_result};
     cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     flagwake fw = {0};
@@ -601,7 +601,7 @@ Test(fanout, wakers_from_other_threads_with_block_on, .timeout = 30)
 {
     mt_probe *p = calloc(MT_N, sizeof *p);
     ap_future **kids = calloc(MT_N, sizeof *kids);
-    ap_joinset_child *recs = calloc(MT_N, sizeof *recs);
+    ap_fanout_child *recs = calloc(MT_N, sizeof *recs);
     size_t *order = calloc(MT_N, sizeof *order);
     for (size_t i = 0; i < MT_N; i++) {
         p[i].base.poll = mt_poll;
@@ -609,7 +609,7 @@ Test(fanout, wakers_from_other_threads_with_block_on, .timeout = 30)
         pthread_mutex_init(&p[i].mu, NULL);
         kids[i] = &p[i].base;
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = MT_N, .limit = MT_L, .order = order};
     cr_assert_eq(ap_fanout_init(&s, recs, MT_N * sizeof *recs, &d), AP_OK);
     pthread_t th[MT_THREADS];
@@ -668,12 +668,12 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
     ap_mpmc_pop_fut *pops = calloc(N, sizeof *pops);
     int *out = calloc(N, sizeof *out);
     ap_future **kids = calloc(N, sizeof *kids);
-    ap_joinset_child *recs = calloc(N, sizeof *recs);
+    ap_fanout_child *recs = calloc(N, sizeof *recs);
     for (int i = 0; i < N; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
         kids[i] = (ap_future *)&pops[i];
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = 32, .result = pop_result};
     cr_assert_eq(ap_fanout_init(&s, recs, N * sizeof *recs, &d), AP_OK);
     pthread_t th[P];
@@ -732,13 +732,13 @@ Test(fanout, result_not_ready_is_a_failure_and_never_hangs)
     for (int pol = AP_FANOUT_POLICY_FIRST; pol <= AP_FANOUT_POLICY_IGNORE; pol++) {
         imm_child k[3];
         ap_future *kids[3];
-        ap_joinset_child recs[3];
+        ap_fanout_child recs[3];
         size_t order[3];
         for (int i = 0; i < 3; i++) {
             k[i] = (imm_child){{imm_poll, NULL}, 0};
             kids[i] = &k[i].base;
         }
-        ap_joinset s;
+        ap_fanout s;
         cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){
                                                   .children = kids, .n = 3, .limit = 1,
                                                   .policy = (ap_fanout_policy)pol,
@@ -794,8 +794,8 @@ Test(fanout, self_waking_child_polls_are_bounded_per_set_poll)
 {
     self_waker k = {{self_wake_poll, self_wake_cancel}, 0};
     ap_future *kids[1] = {&k.base};
-    ap_joinset_child recs[1];
-    ap_joinset s;
+    ap_fanout_child recs[1];
+    ap_fanout s;
     cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){.children = kids, .n = 1,
                                                             .limit = 1}),
                  AP_OK);
@@ -823,7 +823,7 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
     enum { N = 2 };
     static _Alignas(AP_FANOUT_ALIGN) unsigned char rb[AP_FANOUT_BYTES(N) + 2 * AP_FANOUT_ALIGN];
-    _Static_assert(AP_FANOUT_BYTES(N) == N * sizeof(ap_joinset_child), "constant expression");
+    _Static_assert(AP_FANOUT_BYTES(N) == N * sizeof(ap_fanout_child), "constant expression");
     probe p[N];
     memset(p, 0, sizeof p);
     for (size_t i = 0; i < N; i++)
@@ -856,8 +856,8 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
          "bytes overflow"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        ap_joinset s;
-        static unsigned char s_before[sizeof(ap_joinset)], rb_before[sizeof rb];
+        ap_fanout s;
+        static unsigned char s_before[sizeof(ap_fanout)], rb_before[sizeof rb];
         memset(&s, 0x5A, sizeof s);
         memset(rb, 0xC3, sizeof rb);
         memcpy(s_before, &s, sizeof s);
@@ -868,9 +868,9 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
         cr_assert(memcmp(rb_before, rb, sizeof rb) == 0, "%s: the records changed", cases[i].what);
     }
     /* exactly enough works, and the bytes past the n records are not touched */
-    ap_joinset s;
+    ap_fanout s;
     memset(rb, 0xC3, sizeof rb);
-    cr_assert_eq(ap_fanout_init(&s, (ap_joinset_child *)(void *)rb, AP_FANOUT_BYTES(N), &good), AP_OK);
+    cr_assert_eq(ap_fanout_init(&s, (ap_fanout_child *)(void *)rb, AP_FANOUT_BYTES(N), &good), AP_OK);
     for (size_t i = 0; i < N; i++)
         p[i].fired = true;
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};

@@ -27,8 +27,8 @@ Test(lifecycle, initializer_and_init_agree)
     ap_life a = AP_LIFE_INITIALIZER, b;
     memset(&b, 0x5a, sizeof b);
     ap_life_init(&b);
-    EXPECT_EQ(ap_life_state_of(&a), AP_LIFE_NEW);
-    EXPECT_EQ(ap_life_state_of(&b), AP_LIFE_NEW);
+    EXPECT_EQ(ap_life_state_of(&a), AP_LIFE_STATE_NEW);
+    EXPECT_EQ(ap_life_state_of(&b), AP_LIFE_STATE_NEW);
     EXPECT_EQ(ap_life_in_flight(&b), 0);
     EXPECT_EQ(ap_life_enter(&b), AP_NOT_READY, "enter before running");
 }
@@ -37,31 +37,31 @@ Test(lifecycle, full_run_start_serve_stop_drain_terminate)
 {
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_start(&l), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STARTING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STARTING);
     EXPECT_EQ(ap_life_enter(&l), AP_NOT_READY, "not running yet");
     EXPECT_EQ(ap_life_started(&l, true), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_RUNNING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_RUNNING);
     EXPECT_EQ(ap_life_enter(&l), AP_OK);
     EXPECT_EQ(ap_life_enter(&l), AP_OK);
     EXPECT_EQ(ap_life_in_flight(&l), 2);
     EXPECT_EQ(ap_life_terminated(&l), AP_INVAL, "no stop requested");
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING);
     EXPECT_EQ(ap_life_enter(&l), AP_CLOSED, "an enter after the stop");
     EXPECT_EQ(ap_life_in_flight(&l), 2, "a refused enter counted");
     EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "two still inside");
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING);
     ap_life_leave(&l);
     EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "one still inside");
     ap_life_leave(&l);
     EXPECT_EQ(ap_life_in_flight(&l), 0);
     EXPECT_EQ(ap_life_terminated(&l), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_TERMINATED);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_TERMINATED);
     EXPECT_EQ(ap_life_terminated(&l), AP_INVAL);
     EXPECT_EQ(ap_life_stop(&l), AP_CLOSED, "stop after terminated changes nothing");
     EXPECT_EQ(ap_life_fail(&l), AP_CLOSED);
     EXPECT_EQ(ap_life_start(&l), AP_CLOSED);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_TERMINATED);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_TERMINATED);
 }
 
 Test(lifecycle, calls_that_do_not_apply_change_nothing)
@@ -69,25 +69,25 @@ Test(lifecycle, calls_that_do_not_apply_change_nothing)
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_started(&l, true), AP_INVAL, "started before start");
     EXPECT_EQ(ap_life_terminated(&l), AP_INVAL);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_NEW);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_NEW);
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_start(&l), AP_INVAL, "double start");
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STARTING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STARTING);
     EXPECT_EQ(ap_life_started(&l, true), AP_OK);
     EXPECT_EQ(ap_life_start(&l), AP_INVAL, "start while running");
     EXPECT_EQ(ap_life_started(&l, true), AP_INVAL, "started twice");
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_RUNNING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_RUNNING);
 }
 
 Test(lifecycle, stop_of_a_new_lifecycle_terminates_at_once)
 {
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_TERMINATED);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_TERMINATED);
     EXPECT_EQ(ap_life_start(&l), AP_CLOSED);
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_DRAINED, 0), AP_OK);
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_TERMINATES, 0), AP_OK);
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_RUNS, 0), AP_CLOSED);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_DRAINED, 0), AP_OK);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_TERMINATES, 0), AP_OK);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_RUNS, 0), AP_CLOSED);
 }
 
 Test(lifecycle, stop_during_start_makes_started_report_closed)
@@ -95,9 +95,9 @@ Test(lifecycle, stop_during_start_makes_started_report_closed)
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING);
     EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED, "the starter must undo its start");
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING, "started(ok) revived a stopped life");
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING, "started(ok) revived a stopped life");
     EXPECT_EQ(ap_life_enter(&l), AP_CLOSED);
     EXPECT_EQ(ap_life_terminated(&l), AP_OK);
 }
@@ -108,9 +108,9 @@ Test(lifecycle, stop_during_a_start_that_fails_stays_stopping)
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
     EXPECT_EQ(ap_life_started(&l, false), AP_CLOSED);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING);
     EXPECT_EQ(ap_life_terminated(&l), AP_OK, "the documented way out");
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_TERMINATES, 0), AP_OK);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_TERMINATES, 0), AP_OK);
 }
 
 /* found by fuzz_lifecycle: a started() after the stop of a running life is
@@ -124,7 +124,7 @@ Test(lifecycle, started_after_a_stop_of_a_running_life_is_inval_and_changes_noth
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
     EXPECT_EQ(ap_life_started(&l, true), AP_INVAL);
     EXPECT_EQ(ap_life_started(&l, false), AP_INVAL);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STOPPING, "a stray started(false) failed the life");
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_STOPPING, "a stray started(false) failed the life");
     EXPECT_EQ(ap_life_in_flight(&l), 1);
     ap_life_leave(&l);
     EXPECT_EQ(ap_life_terminated(&l), AP_OK);
@@ -135,7 +135,7 @@ Test(lifecycle, failed_start_and_fail_while_running)
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_started(&l, false), AP_OK);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_FAILED);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_FAILED);
     EXPECT_EQ(ap_life_enter(&l), AP_CLOSED);
     EXPECT_EQ(ap_life_stop(&l), AP_CLOSED);
     EXPECT_EQ(ap_life_fail(&l), AP_CLOSED);
@@ -149,7 +149,7 @@ Test(lifecycle, failed_start_and_fail_while_running)
     tw t = {0};
     ap_cx cx = cx_of(&t);
     ap_life_wait_fut f;
-    ap_life_wait_fut_init(&f, &m, AP_LIFE_DRAINED);
+    ap_life_wait_fut_init(&f, &m, AP_LIFE_EVENT_DRAINED);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING, "drained with one inside");
     ap_life_leave(&m);
     EXPECT_EQ(atomic_load(&t.calls), 1, "the last leave did not wake the drain");
@@ -165,9 +165,9 @@ Test(lifecycle, wait_futures_complete_on_their_event_only)
     tw tr = {0}, td = {0}, tt = {0};
     ap_cx cr = cx_of(&tr), cd = cx_of(&td), ct = cx_of(&tt);
     ap_life_wait_fut fr, fd, ft;
-    ap_life_wait_fut_init(&fr, &l, AP_LIFE_RUNS);
-    ap_life_wait_fut_init(&fd, &l, AP_LIFE_DRAINED);
-    ap_life_wait_fut_init(&ft, &l, AP_LIFE_TERMINATES);
+    ap_life_wait_fut_init(&fr, &l, AP_LIFE_EVENT_RUNS);
+    ap_life_wait_fut_init(&fd, &l, AP_LIFE_EVENT_DRAINED);
+    ap_life_wait_fut_init(&ft, &l, AP_LIFE_EVENT_TERMINATES);
     EXPECT_EQ(ap_life_wait_poll(&fr, &cr), AP_PENDING);
     EXPECT_EQ(ap_life_wait_poll(&fd, &cd), AP_PENDING);
     EXPECT_EQ(ap_life_wait_poll(&ft, &ct), AP_PENDING);
@@ -202,13 +202,13 @@ Test(lifecycle, waits_that_can_no_longer_happen_are_closed)
     tw t = {0};
     ap_cx cx = cx_of(&t);
     ap_life_wait_fut f;
-    ap_life_wait_fut_init(&f, &l, AP_LIFE_RUNS);
+    ap_life_wait_fut_init(&f, &l, AP_LIFE_EVENT_RUNS);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(ap_life_started(&l, false), AP_OK);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_READY);
     EXPECT_EQ(ap_life_wait_status(&f), AP_CLOSED, "RUNS after a failed start");
     /* at once: a failed start can never terminate (not AP_TIMEDOUT) */
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_TERMINATES, lc_deadline()), AP_CLOSED);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_TERMINATES, lc_deadline()), AP_CLOSED);
     EXPECT_EQ(ap_life_wait(&l, (ap_life_event)9, 0), AP_INVAL, "unknown event");
 }
 
@@ -218,7 +218,7 @@ Test(lifecycle, cancelled_wait_is_final_and_unlinked)
     tw t = {0};
     ap_cx cx = cx_of(&t);
     ap_life_wait_fut f;
-    ap_life_wait_fut_init(&f, &l, AP_LIFE_RUNS);
+    ap_life_wait_fut_init(&f, &l, AP_LIFE_EVENT_RUNS);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING);
     ap_life_wait_cancel(&f);
     ap_life_wait_cancel(&f);
@@ -231,7 +231,7 @@ Test(lifecycle, cancelled_wait_is_final_and_unlinked)
 Test(lifecycle, timed_wait_times_out_and_leaves_nothing_linked)
 {
     ap_life l = AP_LIFE_INITIALIZER;
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_RUNS, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_RUNS, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
     EXPECT_NOT(ap_waitlist_has_waiters(&l.wl));
 }
 
@@ -283,7 +283,7 @@ Test(lifecycle, theorem_drain_is_final_across_threads, .timeout = TEST_TIMEOUT_S
             sched_yield();
         EXPECT_GE(atomic_load(&s.served), 200 * (round + 1), "round %d: workers stalled", round);
         EXPECT_EQ(ap_life_stop(&s.life), AP_OK);
-        EXPECT_EQ(ap_life_wait(&s.life, AP_LIFE_DRAINED, s.give_up), AP_OK);
+        EXPECT_EQ(ap_life_wait(&s.life, AP_LIFE_EVENT_DRAINED, s.give_up), AP_OK);
         atomic_store(&s.drained, true);
         EXPECT_EQ(atomic_load(&s.inside), 0, "an operation still inside after the drain");
         EXPECT_EQ(ap_life_in_flight(&s.life), 0);
@@ -305,7 +305,7 @@ Test(lifecycle, a_stop_during_the_start_drains_only_after_started)
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_stop(&l), AP_OK);
     ap_life_wait_fut f;
-    ap_life_wait_fut_init(&f, &l, AP_LIFE_DRAINED);
+    ap_life_wait_fut_init(&f, &l, AP_LIFE_EVENT_DRAINED);
     EXPECT_EQ(ap_life_wait_poll(&f, &cx), AP_PENDING, "drained while the start still runs");
     EXPECT_EQ(ap_life_terminated(&l), AP_NOT_READY, "terminated while the start still runs");
     EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED, "the starter must learn to undo its start");
@@ -321,8 +321,8 @@ Test(lifecycle, a_failure_during_the_start_makes_started_closed)
     ap_life l = AP_LIFE_INITIALIZER;
     EXPECT_EQ(ap_life_start(&l), AP_OK);
     EXPECT_EQ(ap_life_fail(&l), AP_OK);
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_DRAINED, 0), AP_TIMEDOUT, "drained while the start runs");
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_DRAINED, 0), AP_TIMEDOUT, "drained while the start runs");
     EXPECT_EQ(ap_life_started(&l, true), AP_CLOSED);
-    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_FAILED);
-    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_DRAINED, 0), AP_OK);
+    EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_FAILED);
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_DRAINED, 0), AP_OK);
 }

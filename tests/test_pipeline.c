@@ -311,7 +311,7 @@ Test(pipeline, init_sets_up_each_stage)
     EXPECT_EQ(ap_mpmc_capacity(&l.p.in), 5);
     for (size_t i = 0; i < 3; i++) {
         ap_pipeline_stats s;
-        EXPECT_EQ(ap_pipeline_stage_stats(&l.p, i, &s), AP_OK);
+        EXPECT_EQ(ap_pipeline_stats_get(&l.p, i, &s), AP_OK);
         EXPECT_EQ(s.taken + s.emitted + s.filtered + s.failed + s.queued + s.finished, 0);
         EXPECT_EQ(s.workers, 1, "workers 0 means 1");
         EXPECT_EQ(s.last_error, AP_OK);
@@ -364,7 +364,7 @@ Test(pipeline, worker_init_rejects_bad_input)
     EXPECT_EQ(atomic_load(&l->st[1].attached), 2);
     ap_pipeline_stats s;
     memset(&s, 0x77, sizeof s);
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 2, &s), AP_INVAL);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 2, &s), AP_INVAL);
     EXPECT_EQ(s.taken, 0x7777777777777777u, "untouched on AP_INVAL");
     line_free(l);
 }
@@ -393,7 +393,7 @@ Test(pipeline, take_emit_pop_one_stage)
     EXPECT_EQ(ap_pipeline_try_emit(w), AP_FULL, "output capacity 1: held");
     EXPECT(ap_pipeline_worker_holding(w));
     ap_pipeline_stats s;
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &s), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &s), AP_OK);
     EXPECT_EQ(s.taken, 2);
     EXPECT_EQ(s.emitted, 1);
     EXPECT_EQ(s.queued, 1);
@@ -448,8 +448,8 @@ Test(pipeline, filtered_and_failed_are_counted_not_lost)
     }
     EXPECT_EQ(ap_pipeline_try_pop(&l->p, &y), AP_CLOSED);
     ap_pipeline_stats a, b;
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &a), AP_OK);
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 1, &b), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &a), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 1, &b), AP_OK);
     /* ids 0..19: %5==0 fail (4), else odd filtered (8), else pass (8) */
     EXPECT_EQ(a.taken, 20);
     EXPECT_EQ(a.failed, 4);
@@ -485,12 +485,12 @@ Test(pipeline, try_take_returns_filtered_for_filter_and_exhausted_for_failure)
     EXPECT_EQ(why.error, AP_FULL, "@fail untouched by a filter");
     EXPECT_EQ(why.app_error, 42);
     EXPECT_NOT(ap_pipeline_worker_holding(&l->w[0][0]));
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.filtered, 1);
     EXPECT_EQ(st.failed, 0);
     EXPECT_EQ(st.last_error, AP_OK, "a filter is not an error");
     EXPECT_EQ(ap_pipeline_try_take(&l->w[0][0], NULL), AP_EXHAUSTED, "failed (NULL @fail)");
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.filtered, 1);
     EXPECT_EQ(st.failed, 1);
     EXPECT_EQ(st.last_error, AP_REJECTED);
@@ -537,7 +537,7 @@ Test(pipeline, stage_app_error_reaches_the_caller_beside_the_status)
         EXPECT_NOT(ap_pipeline_worker_holding(w));
         EXPECT_NOT(ap_pipeline_worker_finished(w), "fn's AP_CLOSED is not the input's");
         ap_pipeline_stats st;
-        EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+        EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &st), AP_OK);
         EXPECT_EQ(st.failed, i + 1);
         EXPECT_EQ(st.last_error, odd[i]);
         EXPECT_EQ(st.last_app_error, 1000 + (int)odd[i]);
@@ -556,7 +556,7 @@ Test(pipeline, stage_app_error_reaches_the_caller_beside_the_status)
     EXPECT_EQ(ap_pipeline_stage_run(w, 2, &done), AP_OK);
     EXPECT_EQ(done, 2);
     ap_pipeline_stats st;
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.last_error, AP_NOMEM);
     EXPECT_EQ(st.last_app_error, 1000 + AP_NOMEM);
     /* a run future: goes on to the end; the pair is in the stats */
@@ -569,7 +569,7 @@ Test(pipeline, stage_app_error_reaches_the_caller_beside_the_status)
     ap_cx cx = cx_of(&t);
     EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_READY);
     EXPECT_EQ(ap_pipeline_run_status(&f), AP_OK, "a failed element does not fail the run");
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &st), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &st), AP_OK);
     EXPECT_EQ(st.failed, n + 2);
     EXPECT_EQ(st.emitted, 3);
     EXPECT_EQ(st.last_error, AP_CANCELED);
@@ -744,12 +744,12 @@ Test(pipeline, run_future_budget_yields_with_a_wake)
     EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(calls(&t), 1, "woke itself: more work is there");
     ap_pipeline_stats s;
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &s), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &s), AP_OK);
     EXPECT_EQ(s.taken, 4);
     EXPECT_EQ(s.emitted, 4);
     EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(ap_pipeline_run_poll(&f, &cx), AP_PENDING); /* 8 + 2, then empty */
-    EXPECT_EQ(ap_pipeline_stage_stats(&l->p, 0, &s), AP_OK);
+    EXPECT_EQ(ap_pipeline_stats_get(&l->p, 0, &s), AP_OK);
     EXPECT_EQ(s.taken, 10);
     EXPECT_EQ(calls(&t), 2, "the third poll waits on the input, no self-wake");
     /* close wakes the waiting run future */
@@ -986,7 +986,7 @@ drained:;
     uint64_t lost = 0;
     for (size_t i = 0; i < k; i++) {
         ap_pipeline_stats s;
-        EXPECT_EQ(ap_pipeline_stage_stats(&l->p, i, &s), AP_OK);
+        EXPECT_EQ(ap_pipeline_stats_get(&l->p, i, &s), AP_OK);
         lost += s.filtered + s.failed;
         if (s.taken != s.emitted + s.filtered + s.failed)
             r->identity++;

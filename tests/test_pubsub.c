@@ -21,7 +21,7 @@ static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 
 #define COUNTING_ALLOCATOR(c) ((ap_allocator){cnt_alloc, cnt_free, &(c)})
 #define U64 sizeof(uint64_t)
-#define OVW AP_PUBSUB_OVERWRITE
+#define OVW AP_PUBSUB_POLICY_OVERWRITE
 
 static uint64_t big_buf[AP_PUBSUB_BYTES(64, 64) / 8];
 

@@ -126,24 +126,24 @@ static ap_breaker *new_breaker(uint32_t K, uint64_t open_ns)
     ap_breaker *b;
     ap_breaker_desc d = {.window_size = 4, .min_calls = 2, .failure_rate_pct = 50,
                          .open_ns = open_ns, .half_open_probes = K, .probe_lease_ns = LEASE_NS};
-    EXPECT_EQ(ap_cb_create(&b, &d, NULL), AP_OK);
+    EXPECT_EQ(ap_breaker_create(&b, &d, NULL), AP_OK);
     return b;
 }
 
 static void trip(ap_breaker *b, uint64_t now)
 {
     for (int i = 0; i < 4; i++) {
-        ap_cb_permit p;
-        if (ap_cb_allow(b, now, &p, NULL) != AP_OK)
+        ap_breaker_permit p;
+        if (ap_breaker_allow(b, now, &p, NULL) != AP_OK)
             break;
-        EXPECT_EQ(ap_cb_record(b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, now), AP_OK);
+        EXPECT_EQ(ap_breaker_record(b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, now), AP_OK);
     }
-    EXPECT_EQ(ap_cb_state(b, now), AP_BREAKER_STATE_OPEN);
+    EXPECT_EQ(ap_breaker_state_at(b, now), AP_BREAKER_STATE_OPEN);
 }
 
 static void conserved(ap_breaker *b)
 {
-    ap_breaker_stats st = ap_cb_stats(b);
+    ap_breaker_stats st = ap_breaker_stats_get(b);
     EXPECT_EQ(st.allowed, st.successes + st.failures + st.ignored + st.canceled + st.stale);
 }
 
@@ -208,25 +208,25 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
 
     /* breaker OPEN: a token is spent, the permit comes back, nothing starts */
     trip(br, 0);
-    ap_breaker_stats b0 = ap_cb_stats(br);
+    ap_breaker_stats b0 = ap_breaker_stats_get(br);
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     drive(&f, 10 * MS);
     ap_resil_result r = ap_resil_fut_result(&f);
     EXPECT_EQ(r.status, AP_REJECTED, "a refusal stays AP_REJECTED, not AP_EXHAUSTED");
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BREAKER);
     EXPECT_EQ(r.last_error, AP_REJECTED);
-    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED);
     EXPECT_EQ(r.ran, 0);
     EXPECT_EQ(L.starts, 0);
     EXPECT_EQ(ap_tb_available(&tb, 10 * MS), 1, "the token is consumed");
     EXPECT_EQ(ap_sem_available(&sem), 1, "the permit is back");
-    EXPECT_EQ(ap_cb_stats(br).allowed, b0.allowed);
-    EXPECT_EQ(ap_resil_fut_stats(&f).tokens, 1);
-    EXPECT_EQ(ap_resil_fut_stats(&f).permits, 1);
-    EXPECT_EQ(ap_resil_fut_stats(&f).breaker_permits, 0);
+    EXPECT_EQ(ap_breaker_stats_get(br).allowed, b0.allowed);
+    EXPECT_EQ(ap_resil_stats_get(&f).tokens, 1);
+    EXPECT_EQ(ap_resil_stats_get(&f).permits, 1);
+    EXPECT_EQ(ap_resil_stats_get(&f).breaker_permits, 0);
 
     /* bulkhead full: a token is spent, the breaker is not asked */
-    ap_cb_reset(br);
+    ap_breaker_reset(br);
     EXPECT_EQ(ap_sem_try_acquire(&sem, 1), AP_OK);
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     drive(&f, 20 * MS);
@@ -234,7 +234,7 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(r.status, AP_REJECTED);
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BULKHEAD);
     EXPECT_EQ(ap_tb_available(&tb, 20 * MS), 0);
-    EXPECT_EQ(ap_cb_stats(br).allowed, b0.allowed, "breaker not asked");
+    EXPECT_EQ(ap_breaker_stats_get(br).allowed, b0.allowed, "breaker not asked");
     EXPECT_EQ(ap_sem_release(&sem, 1), AP_OK);
 
     /* limiter empty: nothing else is asked */
@@ -244,10 +244,10 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(r.status, AP_REJECTED);
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_LIMITER);
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    EXPECT_EQ(ap_resil_fut_stats(&f).permits, 0);
+    EXPECT_EQ(ap_resil_stats_get(&f).permits, 0);
     EXPECT_EQ(L.starts, 0);
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* ---- results: app error beside the status; timeout -> FAILURE; classify ---- */
@@ -266,7 +266,7 @@ Test(resilience, app_error_travels_out_and_timeouts_are_failures)
     script s = {.L = &L, .kind = {K_FAIL, K_HANG, K_PERM}, .dur = {5 * MS, 0, 5 * MS}};
     ap_resil_op op = {.start = s_start, .result = s_result, .ctx = &s};
     ap_breaker *br; /* 2 failures of 2 would trip new_breaker(): use a wide window */
-    EXPECT_EQ(ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL), AP_OK);
+    EXPECT_EQ(ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL), AP_OK);
     ap_rng rng;
     ap_rng_seed(&rng, 1);
     ap_retry_desc rd = {.max_attempts = 5, .initial_ns = 1 * MS, .cap_ns = 2 * MS,
@@ -281,10 +281,10 @@ Test(resilience, app_error_travels_out_and_timeouts_are_failures)
     EXPECT_EQ(r.app_error, 404, "and the application's error beside it");
     EXPECT_EQ(r.attempts, 3);
     EXPECT_EQ(r.ran, 3);
-    EXPECT_EQ(r.stop, AP_RETRY_PERMANENT);
-    ap_resil_stats st = ap_resil_fut_stats(&f);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_PERMANENT);
+    ap_resil_stats st = ap_resil_stats_get(&f);
     EXPECT_EQ(st.rejected[AP_RESIL_LAYER_TIMEOUT], 1);
-    ap_breaker_stats bs = ap_cb_stats(br);
+    ap_breaker_stats bs = ap_breaker_stats_get(br);
     EXPECT_EQ(bs.failures, 2, "the 503 and the timeout");
     EXPECT_EQ(bs.ignored, 1, "the 404, as classified");
     EXPECT_EQ(L.starts, 3);
@@ -293,7 +293,7 @@ Test(resilience, app_error_travels_out_and_timeouts_are_failures)
     EXPECT_EQ(L.results, 2, "no result hook for the timed-out attempt");
     EXPECT_EQ(L.bad, 0);
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* ---- the breaker's retry_at is a hint: the retry waits for the open time ---- */
@@ -316,9 +316,9 @@ Test(resilience, breaker_refusal_hints_the_retry)
     EXPECT_EQ(r.attempts, 2);
     EXPECT_EQ(r.ran, 1);
     EXPECT_EQ(end, 51 * MS, "retried at the end of the open time (50 ms), then 1 ms");
-    EXPECT_EQ(ap_cb_state(br, end), AP_BREAKER_STATE_CLOSED, "the probe closed it");
+    EXPECT_EQ(ap_breaker_state_at(br, end), AP_BREAKER_STATE_CLOSED, "the probe closed it");
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* ---- deadline in HALF_OPEN: the probe is recorded CANCELED, its slot free ---- */
@@ -338,18 +338,18 @@ Test(resilience, deadline_cut_probe_is_canceled_not_leaked)
     drive(&f, 20 * MS); /* half-open at 10 ms: this call is the probe */
     ap_resil_result r = ap_resil_fut_result(&f);
     EXPECT_EQ(r.status, AP_TIMEDOUT);
-    EXPECT_EQ(r.stop, AP_RETRY_DEADLINE);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_DEADLINE);
     EXPECT_EQ(L.cancels, 1);
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    ap_breaker_stats bs = ap_cb_stats(br);
+    ap_breaker_stats bs = ap_breaker_stats_get(br);
     EXPECT_EQ(bs.canceled, 1);
-    EXPECT_EQ(ap_resil_fut_stats(&f).breaker_canceled, 1);
-    EXPECT_EQ(ap_cb_state(br, 30 * MS), AP_BREAKER_STATE_HALF_OPEN);
-    ap_cb_permit p;
-    EXPECT_EQ(ap_cb_allow(br, 30 * MS, &p, NULL), AP_OK, "the probe slot is free again");
-    EXPECT_EQ(ap_cb_record(br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, 30 * MS), AP_OK);
+    EXPECT_EQ(ap_resil_stats_get(&f).breaker_canceled, 1);
+    EXPECT_EQ(ap_breaker_state_at(br, 30 * MS), AP_BREAKER_STATE_HALF_OPEN);
+    ap_breaker_permit p;
+    EXPECT_EQ(ap_breaker_allow(br, 30 * MS, &p, NULL), AP_OK, "the probe slot is free again");
+    EXPECT_EQ(ap_breaker_record(br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, 30 * MS), AP_OK);
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* ---- the bulkhead wait: woken by a release, cancel passes a grant on ---- */
@@ -390,7 +390,7 @@ Test(resilience, bulkhead_wait_wakes_and_cancel_releases_everything)
     EXPECT_EQ(L.starts, 2);
     EXPECT_EQ(L.cancels, 1);
     EXPECT_EQ(L.bad, 0);
-    ap_breaker_stats bs = ap_cb_stats(br);
+    ap_breaker_stats bs = ap_breaker_stats_get(br);
     EXPECT_EQ(bs.canceled, 1);
     EXPECT_EQ(bs.successes, 1);
     conserved(br);
@@ -407,9 +407,9 @@ Test(resilience, bulkhead_wait_wakes_and_cancel_releases_everything)
     ap_resil_fut_cancel(&f1);
     EXPECT_EQ(w2, 0, "no wake for a cancelled waiter");
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    EXPECT_EQ(ap_resil_fut_stats(&f2).permits, 0);
+    EXPECT_EQ(ap_resil_stats_get(&f2).permits, 0);
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* bulkhead wait with a limit: refused when it passes, nothing held */
@@ -454,7 +454,7 @@ Test(resilience, limiter_wait_and_cancel)
     EXPECT_EQ(ap_resil_fut_status(&f), AP_OK);
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     EXPECT_EQ(drive(&f, 0), 100 * MS, "waited for the next token");
-    EXPECT_EQ(ap_resil_fut_stats(&f).tokens_waited, 1);
+    EXPECT_EQ(ap_resil_stats_get(&f).tokens_waited, 1);
     /* a wait cancelled before the tokens are due gives them back */
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 100 * MS, AP_DEADLINE_NONE};
@@ -463,7 +463,7 @@ Test(resilience, limiter_wait_and_cancel)
     EXPECT_EQ(ap_tb_available(&tb, 200 * MS), 0);
     ap_resil_fut_cancel(&f);
     EXPECT_EQ(ap_tb_available(&tb, 200 * MS), 1, "the reserved token is back");
-    EXPECT_EQ(ap_resil_fut_stats(&f).tokens, 0);
+    EXPECT_EQ(ap_resil_stats_get(&f).tokens, 0);
     /* a wait that cannot be served in time is refused at once */
     ap_resil_desc d2 = {.limiter = &tb, .limiter_wait_ns = 50 * MS};
     EXPECT_EQ(ap_tb_try_acquire(&tb, 1, 200 * MS, NULL), AP_OK);
@@ -502,7 +502,7 @@ Test(resilience, status_not_ready_while_running_then_exhausted)
             break;
         EXPECT_EQ(r.status, AP_NOT_READY, "pending at %llu: %s", (unsigned long long)now,
                   ap_status_str(r.status));
-        EXPECT_EQ(r.stop, AP_RETRY_RUNNING);
+        EXPECT_EQ(r.stop, AP_RETRY_STOP_RUNNING);
         backoffs += f.retry.attempt == NULL;
         if (r.attempts == 2 && f.retry.attempt == NULL)
             EXPECT_EQ(r.app_error, 503, "in the backoff: the last attempt's");
@@ -511,7 +511,7 @@ Test(resilience, status_not_ready_while_running_then_exhausted)
     }
     EXPECT_EQ(backoffs, 2, "both backoffs observed");
     ap_resil_result r = ap_resil_fut_result(&f);
-    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED);
     EXPECT_NE(r.status, AP_TIMEDOUT, "no deadline, yet \"%s\"", ap_status_str(r.status));
     EXPECT_EQ(r.status, AP_EXHAUSTED);
     EXPECT_EQ(r.last_error, AP_TIMEDOUT, "the per-attempt timeout, beside it");
@@ -528,7 +528,7 @@ Test(resilience, status_not_ready_while_running_then_exhausted)
     drive(&f, 0);
     r = ap_resil_fut_result(&f);
     EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_REJECTED && r.app_error == 503 &&
-               r.rejected_by == AP_RESIL_LAYER_NONE && r.stop == AP_RETRY_EXHAUSTED,
+               r.rejected_by == AP_RESIL_LAYER_NONE && r.stop == AP_RETRY_STOP_EXHAUSTED,
            "%s / %s / %d / %d", ap_status_str(r.status), ap_status_str(r.last_error),
            r.app_error, r.rejected_by);
 }
@@ -543,7 +543,7 @@ Test(resilience, last_refusal_is_rejected_budget_is_exhausted)
     ap_resil_op op = {.start = s_start, .result = s_result, .ctx = &s};
     /* a breaker that one failure trips, open for longer than the test */
     ap_breaker *br;
-    EXPECT_EQ(ap_cb_create(&br, &(ap_breaker_desc){.window_size = 1, .min_calls = 1,
+    EXPECT_EQ(ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 1, .min_calls = 1,
                                                     .open_ns = AP_NS_PER_SEC},
                            NULL),
               AP_OK);
@@ -557,12 +557,12 @@ Test(resilience, last_refusal_is_rejected_budget_is_exhausted)
     ap_resil_result r = ap_resil_fut_result(&f);
     EXPECT_EQ(r.status, AP_REJECTED, "%s", ap_status_str(r.status));
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BREAKER);
-    EXPECT_EQ(r.stop, AP_RETRY_EXHAUSTED);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED);
     EXPECT_EQ(r.attempts, 2);
     EXPECT_EQ(r.ran, 1);
     EXPECT_EQ(r.app_error, 503, "the attempt that ran");
     conserved(br);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 
     /* a budget with nothing to give: the first failure ends it */
     ap_retry_budget b;
@@ -576,10 +576,10 @@ Test(resilience, last_refusal_is_rejected_budget_is_exhausted)
     EXPECT_EQ(ap_resil_fut_init(&f, &d2, &op, AP_DEADLINE_NONE), AP_OK);
     drive(&f, 0);
     r = ap_resil_fut_result(&f);
-    EXPECT(r.status == AP_EXHAUSTED && r.stop == AP_RETRY_BUDGET &&
+    EXPECT(r.status == AP_EXHAUSTED && r.stop == AP_RETRY_STOP_BUDGET &&
                r.last_error == AP_REJECTED && r.app_error == 503 && r.attempts == 1,
            "%s stop %d", ap_status_str(r.status), r.stop);
-    EXPECT_EQ(ap_retry_budget_get_stats(&b).denied, 1);
+    EXPECT_EQ(ap_retry_budget_stats_get(&b).denied, 1);
 }
 
 /* ---- the theorem: thousands of random scenarios ---- */
@@ -729,27 +729,27 @@ static void one_scenario(uint64_t seed)
     uint64_t attempts = 0, lim_rejected = 0, waited = 0;
     for (int i = 0; i < ncalls; i++) {
         ap_resil_result r = ap_resil_fut_result(&c[i].f);
-        ap_resil_stats st = ap_resil_fut_stats(&c[i].f);
+        ap_resil_stats st = ap_resil_stats_get(&c[i].f);
         EXPECT_NE(r.status, AP_NOT_READY);
-        EXPECT_NE(r.stop, AP_RETRY_RUNNING);
+        EXPECT_NE(r.stop, AP_RETRY_STOP_RUNNING);
         /* the status table (resilience.h ERRORS) */
         bool refused = r.last_error == AP_REJECTED &&
                        (r.rejected_by == AP_RESIL_LAYER_LIMITER ||
                         r.rejected_by == AP_RESIL_LAYER_BULKHEAD ||
                         r.rejected_by == AP_RESIL_LAYER_BREAKER);
         switch (r.stop) {
-        case AP_RETRY_SUCCEEDED: EXPECT_EQ(r.status, AP_OK); break;
-        case AP_RETRY_PERMANENT: EXPECT_EQ(r.status, r.last_error); break;
-        case AP_RETRY_EXHAUSTED:
-        case AP_RETRY_BUDGET:
+        case AP_RETRY_STOP_SUCCEEDED: EXPECT_EQ(r.status, AP_OK); break;
+        case AP_RETRY_STOP_PERMANENT: EXPECT_EQ(r.status, r.last_error); break;
+        case AP_RETRY_STOP_EXHAUSTED:
+        case AP_RETRY_STOP_BUDGET:
             EXPECT_EQ(r.status, refused ? AP_REJECTED : AP_EXHAUSTED, "seed %llu",
                       (unsigned long long)seed);
             break;
-        case AP_RETRY_DEADLINE: EXPECT_EQ(r.status, AP_TIMEDOUT); break;
+        case AP_RETRY_STOP_DEADLINE: EXPECT_EQ(r.status, AP_TIMEDOUT); break;
         default: EXPECT_EQ(r.status, AP_CANCELED); break;
         }
         if (r.status == AP_TIMEDOUT)
-            EXPECT_EQ(r.stop, AP_RETRY_DEADLINE, "AP_TIMEDOUT without the deadline");
+            EXPECT_EQ(r.stop, AP_RETRY_STOP_DEADLINE, "AP_TIMEDOUT without the deadline");
         if (c[i].d.breaker == NULL)
             EXPECT_NE(r.rejected_by, AP_RESIL_LAYER_BREAKER);
         EXPECT_LE(r.ran, r.attempts);
@@ -787,19 +787,19 @@ static void one_scenario(uint64_t seed)
     /* breaker: conservation, one record per permit, CANCELED exactly for
      * the attempts cut by deadline or cancel */
     for (int i = 0; i < ncalls; i++) {
-        ap_resil_stats st = ap_resil_fut_stats(&c[i].f);
+        ap_resil_stats st = ap_resil_stats_get(&c[i].f);
         ap_resil_result r = ap_resil_fut_result(&c[i].f);
         cov.bulk_rej += st.rejected[AP_RESIL_LAYER_BULKHEAD];
         cov.cb_rej += st.rejected[AP_RESIL_LAYER_BREAKER];
         cov.cancels += c[i].cancelled;
-        cov.deadline_stops += r.stop == AP_RETRY_DEADLINE;
+        cov.deadline_stops += r.stop == AP_RETRY_STOP_DEADLINE;
         cov.app_errors += r.app_error == 404;
     }
     cov.canceled_records += breaker_canceled;
     cov.timeouts += timeouts;
     cov.lim_rej += lim_rejected;
     cov.waited_tokens += waited;
-    ap_breaker_stats bs = ap_cb_stats(br);
+    ap_breaker_stats bs = ap_breaker_stats_get(br);
     if (use_cb) {
         EXPECT_EQ(breaker_permits, ran, "seed %llu: a breaker permit per started attempt",
                   (unsigned long long)seed);
@@ -811,16 +811,16 @@ static void one_scenario(uint64_t seed)
               "seed %llu: breaker not conserved", (unsigned long long)seed);
     EXPECT_LE(bs.canceled, breaker_canceled);
     /* no half-open probe slot held by a finished call */
-    ap_breaker_state s = ap_cb_state(br, now);
+    ap_breaker_state s = ap_breaker_state_at(br, now);
     cov.half_open_end += s == AP_BREAKER_STATE_HALF_OPEN;
     if (s == AP_BREAKER_STATE_HALF_OPEN)
         EXPECT_EQ(br->inflight, 0, "seed %llu: a probe slot leaked", (unsigned long long)seed);
     uint64_t later = now + 64 * open_ns; /* past any open time, long before a lease */
-    ap_cb_permit p;
-    EXPECT_EQ(ap_cb_allow(br, later, &p, NULL), AP_OK,
+    ap_breaker_permit p;
+    EXPECT_EQ(ap_breaker_allow(br, later, &p, NULL), AP_OK,
               "seed %llu: a fresh call is refused (state %d) once the open time is over",
-              (unsigned long long)seed, (int)ap_cb_state(br, later));
-    ap_cb_destroy(br);
+              (unsigned long long)seed, (int)ap_breaker_state_at(br, later));
+    ap_breaker_destroy(br);
 }
 
 Test(resilience, random_faults_keep_the_ledger, .timeout = TEST_TIMEOUT_S)

@@ -522,7 +522,7 @@ Test(retry, scripted_failures_k_of_n)
             /* attempts that kept failing with a retryable error: AP_EXHAUSTED */
             cr_assert_eq(r.status, k < n ? AP_OK : AP_EXHAUSTED, "n %u k %u", n, k);
             cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
-            cr_assert_eq(r.stop, k < n ? AP_RETRY_SUCCEEDED : AP_RETRY_EXHAUSTED);
+            cr_assert_eq(r.stop, k < n ? AP_RETRY_STOP_SUCCEEDED : AP_RETRY_STOP_EXHAUSTED);
             for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
                 cr_assert_eq(s.starts[i], i * 105u);
             cr_assert_eq(now, (uint64_t)(want - 1) * 105 + 5);
@@ -559,11 +559,11 @@ Test(retry, deadline_never_exceeded)
                          trial, i, (unsigned long long)s.starts[i],
                          (unsigned long long)deadline);
         cr_assert_leq(now, deadline > start ? deadline : start, "finished after the deadline");
-        if (r.stop == AP_RETRY_DEADLINE) {
+        if (r.stop == AP_RETRY_STOP_DEADLINE) {
             cr_assert_eq(r.status, AP_TIMEDOUT);
             cr_assert_eq(r.last_error, s.n == 0 || s.att.canceled ? AP_TIMEDOUT : AP_AGAIN);
         } else {
-            cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED, "trial %d", trial);
+            cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED, "trial %d", trial);
             cr_assert_eq(r.status, AP_EXHAUSTED, "exhausted before the deadline");
             cr_assert_eq(r.last_error, AP_AGAIN);
             cr_assert_eq(r.attempts, 60);
@@ -582,7 +582,7 @@ Test(retry, deadline_never_exceeded)
     cr_assert_eq(s.att.canceled, 1);
     ap_retry_result r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 1 &&
-              r.stop == AP_RETRY_DEADLINE);
+              r.stop == AP_RETRY_STOP_DEADLINE);
 }
 
 static bool only_again(ap_status err, void *ctx)
@@ -610,7 +610,7 @@ Test(retry, predicate_stops_on_permanent_errors)
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_REJECTED && r.last_error == AP_REJECTED && r.attempts == 3 &&
-              r.stop == AP_RETRY_PERMANENT);
+              r.stop == AP_RETRY_STOP_PERMANENT);
     cr_assert_eq(calls, 3);
     /* the default predicate: AP_INVAL, AP_CANCELED, AP_CLOSED are permanent */
     ap_retry_desc d = {.max_attempts = 1};
@@ -655,7 +655,7 @@ Test(retry, budget_caps_retries_and_expires)
     for (int i = 0; i < 500; i++)
         ok += ap_retry_budget_try_withdraw(&b, 2 * AP_NS_PER_SEC);
     cr_assert_eq(ok, 100, "10 %% of 1000 requests");
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert_eq(st.requests, 1000);
     cr_assert_eq(st.retries, 100);
     cr_assert_eq(st.denied, 401);
@@ -723,9 +723,9 @@ Test(retry, budget_stops_a_retry_storm)
         cr_assert_eq(r.status, AP_EXHAUSTED, "stop %d", r.stop);
         cr_assert_eq(r.last_error, AP_AGAIN);
         attempts += r.attempts;
-        budget_stops += r.stop == AP_RETRY_BUDGET;
+        budget_stops += r.stop == AP_RETRY_STOP_BUDGET;
     }
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert_eq(st.requests, C);
     cr_assert_eq(st.retries, C / 10, "10 %% of %d requests", C);
     cr_assert_eq(attempts, C + C / 10, "without a budget this would be %d", 5 * C);
@@ -769,7 +769,7 @@ Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
         pthread_join(th[i], NULL);
         got += a[i].got;
     }
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert_eq(st.requests, T * 5000u);
     cr_assert_eq(st.retries, (uint64_t)got);
     cr_assert_eq(st.retries + st.denied, T * 20000u);
@@ -904,7 +904,7 @@ Test(retry, compose_retry_of_timeout_exact_attempt_times)
                      (unsigned long long)o.starts[i]);
     ap_retry_result r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 5 &&
-              r.stop == AP_RETRY_DEADLINE);
+              r.stop == AP_RETRY_STOP_DEADLINE);
     cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED, "the last attempt was cancelled");
     cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
 
@@ -920,7 +920,7 @@ Test(retry, compose_retry_of_timeout_exact_attempt_times)
     cr_assert_eq(o.n, 4);
     r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 4 &&
-              r.stop == AP_RETRY_DEADLINE);
+              r.stop == AP_RETRY_STOP_DEADLINE);
     cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
 
     /* 3. an item arrives at 200 ms, during attempt 2 (150..250) */
@@ -932,7 +932,7 @@ Test(retry, compose_retry_of_timeout_exact_attempt_times)
     drive_ev(&f.base, &now, 200 * MS, push_item, q);
     cr_assert_eq(now, 200 * MS);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_OK && r.attempts == 2 && r.stop == AP_RETRY_SUCCEEDED);
+    cr_assert(r.status == AP_OK && r.attempts == 2 && r.stop == AP_RETRY_STOP_SUCCEEDED);
     cr_assert_eq(o.att.item, 42);
     cr_assert_eq(o.starts[1], 150 * MS);
     cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
@@ -960,7 +960,7 @@ Test(retry, cancel_cancels_the_attempt_leaving_no_waiter)
         ap_future_cancel(&f.base);
         cr_assert(!ap_waitlist_has_waiters(&q->not_empty), "cancel left a waiter");
         cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
-        cr_assert_eq(ap_retry_fut_result(&f).stop, AP_RETRY_CANCELED);
+        cr_assert_eq(ap_retry_fut_result(&f).stop, AP_RETRY_STOP_CANCELED);
         cr_assert_eq(ap_mpmc_pop_status(&o.att.pop), AP_CANCELED);
         if (wrapped)
             cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED);
@@ -1019,18 +1019,18 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_OK);
     uint64_t el = ap_now_ns() - t0;
     cr_assert_eq(c.calls, 3);
-    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED && r.app_error == 200);
+    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED && r.app_error == 200);
     cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
 
     c = (call_ctx){0, 100};
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_EXHAUSTED);
-    cr_assert(c.calls == 4 && r.stop == AP_RETRY_EXHAUSTED && r.last_error == AP_AGAIN);
+    cr_assert(c.calls == 4 && r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == AP_AGAIN);
     cr_assert_eq(r.app_error, 504, "the last call's application error");
 
     /* a deadline that has passed: nothing is called */
     cr_assert_eq(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
                  AP_TIMEDOUT);
-    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE &&
+    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE &&
               r.app_error == 0);
 
     /* a deadline 2.5 ms away: attempts at ~0, ~1 ms, ~3 ms would be over */
@@ -1051,7 +1051,7 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     c = (call_ctx){0, 100};
     cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_EXHAUSTED);
     cr_assert_eq(c.calls, 1);
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
@@ -1086,7 +1086,7 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
     uint64_t r0 = ap_now_ns();
     cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, AP_DEADLINE_NONE, &r), AP_OK);
     cr_assert_eq(x.calls, 3);
-    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_SUCCEEDED);
+    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED);
     for (int i = 1; i < 3; i++) {
         uint64_t g = x.at[i] - x.at[i - 1];
         cr_assert(g >= gap && g <= gap + 3 * step, "gap %d: %llu fake ns", i,
@@ -1098,7 +1098,7 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
     x = (clocked_ctx){&c, 0, 100, {0}};
     uint64_t dl = atomic_load(&c.t) + 90 * AP_NS_PER_SEC;
     cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, dl, &r), AP_TIMEDOUT);
-    cr_assert(x.calls == 2 && r.attempts == 2 && r.stop == AP_RETRY_DEADLINE &&
+    cr_assert(x.calls == 2 && r.attempts == 2 && r.stop == AP_RETRY_STOP_DEADLINE &&
               r.last_error == AP_AGAIN);
     cr_assert_lt(x.at[1], dl);
     uint64_t real = ap_now_ns() - r0;
@@ -1112,7 +1112,7 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
      * them); on the desc's clock nothing is called. */
     cr_assert(!ap_deadline_passed(t0 - 1, ap_now_ns()), "the real clock is before it");
     cr_assert_eq(ap_retry_call(&d, NULL, NULL, never_called, NULL, t0 - 1, &r), AP_TIMEDOUT);
-    cr_assert(r.attempts == 0 && r.stop == AP_RETRY_DEADLINE);
+    cr_assert(r.attempts == 0 && r.stop == AP_RETRY_STOP_DEADLINE);
 }
 
 /* ---- regression: status is AP_NOT_READY exactly while running ---- */
@@ -1141,7 +1141,7 @@ static void status_tracks_completion(ap_status err)
         ap_retry_result r = ap_retry_fut_result(&f);
         cr_assert_eq(r.status, ap_retry_fut_status(&f));
         if (p == AP_PENDING) {
-            cr_assert_eq(r.stop, AP_RETRY_RUNNING);
+            cr_assert_eq(r.stop, AP_RETRY_STOP_RUNNING);
             cr_assert_eq(r.status, AP_NOT_READY, "pending (err %s, poll %d): status %s",
                          ap_status_str(err), polls, ap_status_str(r.status));
             backoff_polls += f.attempt == NULL; /* pending in the backoff */
@@ -1150,7 +1150,7 @@ static void status_tracks_completion(ap_status err)
             cr_assert_neq(cx.deadline, AP_DEADLINE_NONE);
             now = cx.deadline;
         } else {
-            cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED);
+            cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED);
             cr_assert_neq(r.status, AP_NOT_READY, "finished (err %s): status is AP_NOT_READY",
                           ap_status_str(err));
             cr_assert_eq(r.status, AP_EXHAUSTED);
@@ -1213,7 +1213,7 @@ Test(retry, final_statuses_follow_the_status_table)
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_AGAIN && r.last_error == AP_AGAIN && r.attempts == 1 &&
-              r.stop == AP_RETRY_PERMANENT);
+              r.stop == AP_RETRY_STOP_PERMANENT);
 
     /* AP_NOT_READY is never final: retried even when the predicate says
      * "permanent" to everything, then exhausted */
@@ -1230,7 +1230,7 @@ Test(retry, final_statuses_follow_the_status_table)
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_NOT_READY && r.attempts == 3 &&
-              r.stop == AP_RETRY_EXHAUSTED);
+              r.stop == AP_RETRY_STOP_EXHAUSTED);
 
     /* budget refusal after AP_AGAIN: AP_EXHAUSTED, the last error beside it */
     ap_retry_budget b;
@@ -1250,7 +1250,7 @@ Test(retry, final_statuses_follow_the_status_table)
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
     cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
-              r.stop == AP_RETRY_BUDGET);
+              r.stop == AP_RETRY_STOP_BUDGET);
 
     /* the blocking helper, exhausted */
     ap_rng rng;
@@ -1262,7 +1262,7 @@ Test(retry, final_statuses_follow_the_status_table)
                                &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
                  AP_EXHAUSTED);
     cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
-              r.stop == AP_RETRY_EXHAUSTED);
+              r.stop == AP_RETRY_STOP_EXHAUSTED);
 }
 
 /* ---- issue #11 ---- */
@@ -1297,7 +1297,7 @@ Test(retry, exhausted_without_deadline_is_exhausted_not_timed_out)
         uint64_t now = 0;
         drive(&f.base, &now);
         ap_retry_result r = ap_retry_fut_result(&f);
-        cr_assert_eq(r.stop, AP_RETRY_EXHAUSTED, "err %s", ap_status_str(err));
+        cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED, "err %s", ap_status_str(err));
         cr_assert_neq(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
                       ap_status_str(r.status));
         cr_assert_eq(r.status, AP_EXHAUSTED, "err %s: status %s", ap_status_str(err),
@@ -1312,7 +1312,7 @@ Test(retry, exhausted_without_deadline_is_exhausted_not_timed_out)
                                                     .initial_ns = 1000, .cap_ns = 1000},
                                    NULL, NULL, always_err, &calls, AP_DEADLINE_NONE, &r),
                      AP_EXHAUSTED, "err %s", ap_status_str(err));
-        cr_assert(r.stop == AP_RETRY_EXHAUSTED && r.last_error == err && r.attempts == 2 &&
+        cr_assert(r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == err && r.attempts == 2 &&
                   calls == 2 && r.app_error == 7);
     }
 }
@@ -1360,7 +1360,7 @@ Test(retry, app_error_of_the_last_attempt_is_reported)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_CLOSED && r.stop == AP_RETRY_PERMANENT && r.app_error == 401);
+    cr_assert(r.status == AP_CLOSED && r.stop == AP_RETRY_STOP_PERMANENT && r.app_error == 401);
 
     /* the deadline cuts attempt 1 (13..16, deadline 15): attempt 0's stays */
     s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 600};
@@ -1369,7 +1369,7 @@ Test(retry, app_error_of_the_last_attempt_is_reported)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.stop == AP_RETRY_DEADLINE && r.attempts == 2 &&
+    cr_assert(r.status == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE && r.attempts == 2 &&
               r.last_error == AP_TIMEDOUT && r.app_error == 600,
               "%s attempts %u app %d", ap_status_str(r.status), r.attempts, r.app_error);
 
@@ -1390,7 +1390,7 @@ Test(retry, app_error_of_the_last_attempt_is_reported)
 }
 
 /* Mutation gap (issue #11, 4): a retry whose next start lands exactly on
- * the overall deadline stops with AP_RETRY_DEADLINE in the poll that saw
+ * the overall deadline stops with AP_RETRY_STOP_DEADLINE in the poll that saw
  * the failure, and asks the budget for nothing (scheduling it and letting
  * the START phase stop it later would charge the budget). */
 Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
@@ -1414,11 +1414,11 @@ Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
     cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY,
                  "a retry at exactly the deadline was scheduled");
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert_eq(r.stop, AP_RETRY_DEADLINE);
+    cr_assert_eq(r.stop, AP_RETRY_STOP_DEADLINE);
     cr_assert_eq(r.status, AP_TIMEDOUT);
     cr_assert_eq(r.last_error, AP_AGAIN);
     cr_assert_eq(r.attempts, 1);
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert_eq(st.requests, 1);
     cr_assert_eq(st.retries, 0, "the budget was charged for a retry that never ran");
     cr_assert_eq(st.denied, 0);
@@ -1435,7 +1435,7 @@ Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
     drive(&f.base, &now);
     cr_assert_eq(s.n, 2);
     cr_assert_eq(s.starts[1], 105u);
-    cr_assert_eq(ap_retry_budget_get_stats(&b).retries, 1);
+    cr_assert_eq(ap_retry_budget_stats_get(&b).retries, 1);
 }
 
 /* Mutation gap (issue #11, 4): EQUAL_JITTER with an odd e: every delay in
@@ -1477,7 +1477,7 @@ Test(retry, budget_window_boundary_exact)
     ap_retry_budget_deposit(&b, 0);
     cr_assert(!ap_retry_budget_try_withdraw(&b, W),
               "a deposit at 0 still counts at t = window");
-    ap_retry_budget_stats st = ap_retry_budget_get_stats(&b);
+    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
@@ -1491,7 +1491,7 @@ Test(retry, budget_window_boundary_exact)
 typedef struct cb_att {
     ap_future base;
     ap_breaker *br;
-    ap_cb_permit permit;
+    ap_breaker_permit permit;
     ap_status st; /* AP_REJECTED when the breaker refused */
     int results, cancels, hook_cancels;
 } cb_att;
@@ -1514,7 +1514,7 @@ static ap_future *cb_att_start(void *ctx, void *storage, uint32_t k, uint64_t no
     a->base.poll = cb_att_poll;
     a->base.cancel = cb_att_cancel;
     uint64_t ra;
-    a->st = ap_cb_allow(a->br, now, &a->permit, &ra) == AP_OK ? AP_AGAIN : AP_REJECTED;
+    a->st = ap_breaker_allow(a->br, now, &a->permit, &ra) == AP_OK ? AP_AGAIN : AP_REJECTED;
     return &a->base;
 }
 
@@ -1532,27 +1532,27 @@ static void cb_att_canceled(void *ctx, ap_future *f, uint64_t now)
     cb_att *a = (cb_att *)(void *)f;
     a->hook_cancels++;
     cr_assert_eq(a->cancels, 1, "the hook runs after the attempt's own cancel");
-    cr_assert_eq(ap_cb_record(a->br, &a->permit, AP_BREAKER_OUTCOME_CANCELED, 0, now), AP_OK);
+    cr_assert_eq(ap_breaker_record(a->br, &a->permit, AP_BREAKER_OUTCOME_CANCELED, 0, now), AP_OK);
 }
 
 Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
 {
-    static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
+    static _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(2, 1)];
     ap_breaker br;
     const uint64_t SEC = AP_NS_PER_SEC;
-    cr_assert_eq(ap_cb_init(&br, buf, sizeof buf,
+    cr_assert_eq(ap_breaker_init(&br, buf, sizeof buf,
                             &(ap_breaker_desc){.window_size = 2, .min_calls = 2,
                                                .open_ns = SEC, .half_open_probes = 1,
                                                .probe_lease_ns = 60 * SEC}),
                  AP_OK);
     for (int i = 0; i < 2; i++) { /* trip it */
-        ap_cb_permit p;
+        ap_breaker_permit p;
         uint64_t ra;
-        cr_assert_eq(ap_cb_allow(&br, 0, &p, &ra), AP_OK);
-        cr_assert_eq(ap_cb_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+        cr_assert_eq(ap_breaker_allow(&br, 0, &p, &ra), AP_OK);
+        cr_assert_eq(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
     }
-    cr_assert_eq(ap_cb_state(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
-    uint64_t failures0 = ap_cb_stats(&br).failures;
+    cr_assert_eq(ap_breaker_state_at(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
+    uint64_t failures0 = ap_breaker_stats_get(&br).failures;
 
     cb_att att = {.br = &br};
     ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,
@@ -1569,28 +1569,28 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
     drive(&f.base, &now);
     cr_assert_eq(now, deadline);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert_eq(r.stop, AP_RETRY_DEADLINE);
+    cr_assert_eq(r.stop, AP_RETRY_STOP_DEADLINE);
     cr_assert_eq(r.attempts, 1);
     cr_assert_eq(att.cancels, 1);
     cr_assert_eq(att.results + att.hook_cancels, 1, "the attempt got %d reports",
                  att.results + att.hook_cancels);
 
     /* the probe slot is free at once, and the breaker did not re-open */
-    ap_cb_permit p;
+    ap_breaker_permit p;
     uint64_t ra = 0;
-    cr_assert_eq(ap_cb_allow(&br, deadline, &p, &ra), AP_OK,
+    cr_assert_eq(ap_breaker_allow(&br, deadline, &p, &ra), AP_OK,
                  "the cut attempt's probe slot is still taken (retry_at %llu)",
                  (unsigned long long)ra);
-    cr_assert_eq(ap_cb_state(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
-    ap_breaker_stats st = ap_cb_stats(&br);
+    cr_assert_eq(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
+    ap_breaker_stats st = ap_breaker_stats_get(&br);
     cr_assert_eq(st.failures, failures0, "the cut attempt counted as a failure");
     cr_assert_eq(st.lease_expired, 0);
     cr_assert_eq(st.canceled, 1);
-    cr_assert_eq(ap_cb_record(&br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, deadline), AP_OK);
-    cr_assert_eq(ap_cb_state(&br, deadline), AP_BREAKER_STATE_CLOSED);
+    cr_assert_eq(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, deadline), AP_OK);
+    cr_assert_eq(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_CLOSED);
     /* the probe the retry held would have leased its slot until SEC + 60 s:
      * well past; nothing re-opens it */
-    cr_assert_eq(ap_cb_state(&br, SEC + 61 * SEC), AP_BREAKER_STATE_CLOSED);
+    cr_assert_eq(ap_breaker_state_at(&br, SEC + 61 * SEC), AP_BREAKER_STATE_CLOSED);
 }
 
 /* ap_retry_fut_cancel of an attempt in flight reports it through
@@ -1598,9 +1598,9 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
  * cancel reports nothing. */
 Test(retry, cancel_reports_the_attempt_in_flight_once)
 {
-    static _Alignas(8) unsigned char buf[AP_CB_BYTES(2, 1)];
+    static _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(2, 1)];
     ap_breaker br;
-    cr_assert_eq(ap_cb_init(&br, buf, sizeof buf,
+    cr_assert_eq(ap_breaker_init(&br, buf, sizeof buf,
                             &(ap_breaker_desc){.window_size = 2, .half_open_probes = 1}),
                  AP_OK);
     cb_att att = {.br = &br};
@@ -1618,7 +1618,7 @@ Test(retry, cancel_reports_the_attempt_in_flight_once)
     cr_assert_eq(att.cancels, 1);
     cr_assert_eq(att.hook_cancels, 1);
     cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
-    ap_breaker_stats st = ap_cb_stats(&br);
+    ap_breaker_stats st = ap_breaker_stats_get(&br);
     cr_assert(st.allowed == 1 && st.canceled == 1 && st.calls == 1);
     /* cancelled before any attempt (or in backoff): nothing to report */
     cb_att att2 = {.br = &br};

@@ -47,9 +47,9 @@ Test(split, init_rejects_bad_config)
     ap_mpmc other;
     cr_assert(ap_mpmc_init(&other, other_buf, sizeof other_buf, 4, 3) == AP_OK);
     ap_mpmc *mixed[2] = {&qs[0], &other}, *with_null[2] = {&qs[0], NULL};
-    EXPECT_EQ(ap_split_init(&s, outs, AP_SPLIT_BYTES(0), AP_SPLIT_HASH), AP_INVAL);
-    EXPECT_EQ(ap_split_init(&s, mixed, AP_SPLIT_BYTES(2), AP_SPLIT_HASH), AP_INVAL);
-    EXPECT_EQ(ap_split_init(&s, with_null, AP_SPLIT_BYTES(2), AP_SPLIT_HASH), AP_INVAL);
+    EXPECT_EQ(ap_split_init(&s, outs, AP_SPLIT_BYTES(0), AP_SPLIT_MODE_HASH), AP_INVAL);
+    EXPECT_EQ(ap_split_init(&s, mixed, AP_SPLIT_BYTES(2), AP_SPLIT_MODE_HASH), AP_INVAL);
+    EXPECT_EQ(ap_split_init(&s, with_null, AP_SPLIT_BYTES(2), AP_SPLIT_MODE_HASH), AP_INVAL);
     EXPECT_EQ(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), (ap_split_mode)9), AP_INVAL);
     EXPECT(memcmp(&s, &before, sizeof s) == 0, "untouched");
 }
@@ -70,11 +70,11 @@ Test(split, bad_buffers_and_arguments_are_inval_and_change_nothing)
         int null, mode;
         const char *what;
     } cases[] = {
-        {0, AP_SPLIT_BYTES(K), 1, AP_SPLIT_HASH, "NULL array"},
-        {1, AP_SPLIT_BYTES(K), 0, AP_SPLIT_HASH, "misaligned by 1"},
-        {AP_SPLIT_ALIGN / 2, AP_SPLIT_BYTES(K), 0, AP_SPLIT_HASH, "misaligned by half"},
-        {0, AP_SPLIT_BYTES(K) - 1, 0, AP_SPLIT_HASH, "one byte short"},
-        {0, 0, 0, AP_SPLIT_HASH, "zero bytes"},
+        {0, AP_SPLIT_BYTES(K), 1, AP_SPLIT_MODE_HASH, "NULL array"},
+        {1, AP_SPLIT_BYTES(K), 0, AP_SPLIT_MODE_HASH, "misaligned by 1"},
+        {AP_SPLIT_ALIGN / 2, AP_SPLIT_BYTES(K), 0, AP_SPLIT_MODE_HASH, "misaligned by half"},
+        {0, AP_SPLIT_BYTES(K) - 1, 0, AP_SPLIT_MODE_HASH, "one byte short"},
+        {0, 0, 0, AP_SPLIT_MODE_HASH, "zero bytes"},
         {0, AP_SPLIT_BYTES(K), 0, 9, "unknown mode"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -92,7 +92,7 @@ Test(split, bad_buffers_and_arguments_are_inval_and_change_nothing)
         EXPECT(memcmp(ab_before, ab, sizeof ab) == 0, "%s: the array changed", cases[i].what);
     }
     ap_split s;
-    EXPECT_EQ(ap_split_init(&s, outs, sizeof outs, AP_SPLIT_ROUND_ROBIN), AP_OK, "sizeof the array");
+    EXPECT_EQ(ap_split_init(&s, outs, sizeof outs, AP_SPLIT_MODE_ROUND_ROBIN), AP_OK, "sizeof the array");
     EXPECT_EQ(s.k, K);
     ap_split_fini(&s);
 }
@@ -101,7 +101,7 @@ Test(split, hash_same_key_same_output_counts_conserved)
 {
     ap_split s;
     setup_k(8); /* 40 items a round into 5 queues of 8: some are full */
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_HASH) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t seed = 0xabc, pushed = 0, full = 0, per[K] = {0};
     static uint64_t got[CAP];
     for (int round = 0; round < 2000; round++) {
@@ -139,7 +139,7 @@ Test(split, hash_spread_is_even)
 {
     ap_split s;
     setup_k(CAP);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_HASH) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     size_t cnt[K] = {0};
     for (uint64_t key = 0; key < 100000; key++)
         cnt[ap_split_route(&s, key)]++;
@@ -151,7 +151,7 @@ Test(split, round_robin_exact_and_full_does_not_skip)
 {
     ap_split s;
     setup_k(2);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_ROUND_ROBIN) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
     for (uint64_t i = 0; i < 2 * K; i++)
         EXPECT_EQ(ap_split_try_push(&s, 0, &i), AP_OK);
     uint64_t x = 99;
@@ -170,7 +170,7 @@ Test(split, broadcast_all_or_nothing_and_resumable)
 {
     ap_split s;
     setup_k(2);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_BROADCAST) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
     uint64_t a = 1, b = 2, c = 3;
     size_t next = 0;
     EXPECT(ap_split_try_broadcast(&s, &a, &next) == AP_OK && next == K);
@@ -210,7 +210,7 @@ Test(split, push_future_waits_for_room)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_HASH) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t key = 7, o = ap_split_route(&s, key), v;
     EXPECT_EQ(ap_split_try_push(&s, key, &key), AP_OK);
     tw t = {0};
@@ -232,7 +232,7 @@ Test(split, broadcast_future_progress_and_cancel)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_BROADCAST) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
     uint64_t x = 5, v;
     EXPECT_EQ(ap_mpmc_try_push(&qs[2], &x), AP_OK); /* output 2 full */
     tw t = {0};
@@ -262,7 +262,7 @@ Test(split, push_wait_times_out_and_reports_closed, .timeout = TEST_TIMEOUT_S)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(1), AP_SPLIT_ROUND_ROBIN) == AP_OK);
+    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
     uint64_t x = 1;
     EXPECT_EQ(ap_split_push_wait(&s, 0, &x, AP_DEADLINE_NONE), AP_OK);
     EXPECT_EQ(ap_split_push_wait(&s, 0, &x, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
@@ -285,7 +285,7 @@ static void *popper(void *arg)
 Test(split, push_wait_blocks_until_a_pop, .timeout = TEST_TIMEOUT_S)
 {
     setup_k(1);
-    cr_assert(ap_split_init(&g_split, outs, AP_SPLIT_BYTES(1), AP_SPLIT_HASH) == AP_OK);
+    cr_assert(ap_split_init(&g_split, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t x = 1;
     EXPECT_EQ(ap_split_try_push(&g_split, 3, &x), AP_OK);
     pthread_t th;

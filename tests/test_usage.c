@@ -61,7 +61,7 @@ Test(usage, backpressure)
     /* USAGE begin */
     ap_bp *bp;   // 1024 jobs; drop the oldest when consumers fall behind
     if (ap_bp_create(&bp, &(ap_bp_desc){.capacity = 1024, .elem_size = sizeof(job),
-                                        .strategy = AP_BP_DROP_OLDEST}, NULL)) abort();
+                                        .strategy = AP_BP_STRATEGY_DROP_OLDEST}, NULL)) abort();
     job old;
     if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
     /* USAGE pause */
@@ -69,7 +69,7 @@ Test(usage, backpressure)
     /* USAGE resume */
     while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
     // a producer that wants the buffer to drain first:
-    if (ap_bp_level(bp) == AP_BP_LEVEL_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
+    if (ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
         return;                       // AP_CLOSED: stop producing
     /* USAGE end */
     cr_expect_eq(ran, 1);
@@ -85,7 +85,7 @@ static void compute_my_part(struct grid *g) { g->rounds++; }
 static ap_barrier *usage_barrier;
 
 /* the other party: three rounds, then it gives up (a wait whose deadline has
- * passed), which under AP_BARRIER_BREAK breaks the barrier for the block */
+ * passed), which under AP_BARRIER_POLICY_BREAK breaks the barrier for the block */
 static void *barrier_other(void *arg)
 {
     (void)arg;
@@ -106,7 +106,7 @@ Test(usage, barrier, .timeout = 30)
     pthread_t other;
     /* USAGE resume */
     ap_barrier b;
-    if (ap_barrier_init(&b, nthreads, AP_BARRIER_BREAK, step_done, &grid) != AP_OK) abort();
+    if (ap_barrier_init(&b, nthreads, AP_BARRIER_POLICY_BREAK, step_done, &grid) != AP_OK) abort();
     /* USAGE pause */
     usage_barrier = &b;
     cr_assert_eq(pthread_create(&other, NULL, barrier_other, NULL), 0);
@@ -139,7 +139,7 @@ static void arm_timer(ap_deadline at) { batch_timer = at; }
 
 /* USAGE begin */
 static struct rec buf[64], out[64];
-static ap_batcher b;
+static ap_batch b;
 static void ship(void) {                  // on a due add and on the timer
     size_t n;
     while (ap_batch_take(&b, out, now(), &n) == AP_OK) write_batch(out, n);
@@ -191,17 +191,17 @@ static int breaker_call(void)
 {
     /* USAGE begin */
     static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
-    if (ap_cb_create(&b, &(ap_breaker_desc){.window_size = 20,
+    if (ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 20,
                           .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
-    ap_cb_permit p; uint64_t retry_at, t0 = ap_now_ns();
-    if (ap_cb_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
+    ap_breaker_permit p; uint64_t retry_at, t0 = ap_now_ns();
+    if (ap_breaker_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
     int rc = call_dependency();
     uint64_t t1 = ap_now_ns();
-    if (ap_cb_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+    if (ap_breaker_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
                      t1 - t0, t1) != AP_OK)
         abort();   // only a permit reported twice or a bad outcome: a bug
     /* USAGE end */
-    ap_cb_destroy(b);
+    ap_breaker_destroy(b);
     return rc;
 }
 
@@ -273,12 +273,12 @@ Test(usage, fanout)
         cr_assert_eq(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
     ap_status st;
     /* USAGE begin */
-    ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_joinset_child recs[100];
+    ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
     for (size_t i = 0; i < 100; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
         kids[i] = (ap_future *)&pops[i];
     }
-    ap_joinset set;
+    ap_fanout set;
     if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
             .children = kids, .n = 100, .limit = 8,
             .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
@@ -426,7 +426,7 @@ Test(usage, pipeline, .timeout = 30)
     ap_pipeline_close(&p);                             // no more input
     while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
     ap_pipeline_stats s;                 // failures: s.failed, and the last
-    if (ap_pipeline_stage_stats(&p, 0, &s) == AP_OK && s.failed)   // one's
+    if (ap_pipeline_stats_get(&p, 0, &s) == AP_OK && s.failed)   // one's
         log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
     /* USAGE end */
     for (size_t i = 0; i < 2; i++)
@@ -512,7 +512,7 @@ Test(usage, pubsub)
     /* USAGE begin */
     static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
     ap_pubsub ch;
-    if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_OVERWRITE))
+    if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_POLICY_OVERWRITE))
         abort();
     ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
     ap_pubsub_subscribe(&ch, &sub);
@@ -556,7 +556,7 @@ Test(usage, resilience, .timeout = 30)
     static ap_tb tb;  static ap_sem bulk;  static ap_breaker *br;
     if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .burst = 10}) ||
         ap_sem_init(&bulk, 8) ||
-        ap_cb_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
+        ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
     ap_rng rng;  ap_rng_seed(&rng, 42);
     ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 10 * AP_NS_PER_MS};
     ap_resil_desc d = {.limiter = &tb, .bulkhead = &bulk, .breaker = br,
@@ -575,7 +575,7 @@ Test(usage, resilience, .timeout = 30)
     cr_expect_eq(r.status, AP_OK);
     cr_expect_eq(r.app_error, 200);
     cr_expect_eq(req.starts, 1);
-    ap_cb_destroy(br);
+    ap_breaker_destroy(br);
 }
 
 /* ---- retry.h ---- */
@@ -662,7 +662,7 @@ Test(usage, split)
         cr_assert_eq(ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL), AP_OK);
     /* USAGE resume */
     ap_split sp;
-    if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_HASH) != AP_OK) abort();
+    if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_MODE_HASH) != AP_OK) abort();
     switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
     case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
     case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
@@ -960,7 +960,7 @@ static int readme_pipeline_shutdown(void)
 {
     /* shutdown */
     if (ap_life_stop(&life) != AP_OK ||
-        ap_life_wait(&life, AP_LIFE_DRAINED, AP_DEADLINE_NONE) != AP_OK) /* nobody inside */
+        ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, AP_DEADLINE_NONE) != AP_OK) /* nobody inside */
         return 1;
     ap_pipeline_close(&pipe_);                     /* drains stage by stage */
     return 0;

@@ -49,14 +49,14 @@ static uint64_t buf[1 << 12];
 Test(window, desc_defaults_and_slots)
 {
     ap_window_desc d = ap_window_desc_resolved(&(ap_window_desc){.size_ns = 10});
-    EXPECT(d.kind == AP_WINDOW_TUMBLING && d.slide_ns == 10 && d.lateness_ns == 0);
-    d = ap_window_desc_resolved(&(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10});
+    EXPECT(d.kind == AP_WINDOW_KIND_TUMBLING && d.slide_ns == 10 && d.lateness_ns == 0);
+    d = ap_window_desc_resolved(&(ap_window_desc){.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10});
     EXPECT_EQ(d.slide_ns, 10);
     EXPECT_EQ(ap_window_slots(&(ap_window_desc){.size_ns = 10}), 2);
     EXPECT_EQ(ap_window_slots(&(ap_window_desc){.size_ns = 10, .lateness_ns = 25}), 5);
-    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10,
                                                .slide_ns = 3, .lateness_ns = 1}), 5);
-    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 4,
+    EXPECT_EQ(ap_window_slots(&(ap_window_desc){.kind = AP_WINDOW_KIND_SESSION, .gap_ns = 4,
                                                .lateness_ns = 9}), 5);
     _Static_assert(AP_WINDOW_SLOTS(10, 3, 1) == 5, "constant expression");
 }
@@ -69,12 +69,12 @@ Test(window, init_rejects_bad_config)
     const ap_window_desc bad[] = {
         {.size_ns = 0},
         {.size_ns = 10, .slide_ns = 5},                              /* tumbling slide != size */
-        {.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 11},   /* gaps: events in no window */
-        {.kind = AP_WINDOW_SESSION},                                  /* gap 0 */
+        {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10, .slide_ns = 11},   /* gaps: events in no window */
+        {.kind = AP_WINDOW_KIND_SESSION},                                  /* gap 0 */
         {.kind = (ap_window_kind)9, .size_ns = 10},
         {.size_ns = AP_WINDOW_TS_MAX + 1},
         {.size_ns = 10, .lateness_ns = AP_WINDOW_TS_MAX + 1},
-        {.kind = AP_WINDOW_HOPPING, .size_ns = AP_WINDOW_TS_MAX, .slide_ns = 1}, /* too many slots */
+        {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = AP_WINDOW_TS_MAX, .slide_ns = 1}, /* too many slots */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &bad[i]), AP_INVAL, "desc %zu", i);
@@ -112,9 +112,9 @@ Test(window, bad_buffers_and_arguments_are_inval_and_change_nothing)
         {wb, 0, &good, "zero bytes"},
         {wb, sizeof wb, NULL, "NULL desc"},
         {wb, sizeof wb, &(ap_window_desc){.size_ns = 0}, "size 0"},
-        {wb, sizeof wb, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 11},
+        {wb, sizeof wb, &(ap_window_desc){.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10, .slide_ns = 11},
          "slide > size"},
-        {wb, SIZE_MAX, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = AP_WINDOW_TS_MAX,
+        {wb, SIZE_MAX, &(ap_window_desc){.kind = AP_WINDOW_KIND_HOPPING, .size_ns = AP_WINDOW_TS_MAX,
                                          .slide_ns = 1}, "bytes overflow"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -161,7 +161,7 @@ Test(window, usage_block_compiles_and_runs)
     void *ctx = NULL;
     /* USAGE begin */
     // 1 s windows every 250 ms, events up to 2 s late are still counted
-    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 1000000000,
+    ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
                         .slide_ns = 250000000, .lateness_ns = 2000000000};
     static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
         AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
@@ -218,7 +218,7 @@ Test(window, hopping_by_hand_negative_starts)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_HOPPING, .size_ns = 10,
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10,
                                                    .slide_ns = 5}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 3, 1, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c), 2);
@@ -230,7 +230,7 @@ Test(window, session_by_hand_merges)
 {
     ap_window w;
     rec c = {.win = &w};
-    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_SESSION, .gap_ns = 10,
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &(ap_window_desc){.kind = AP_WINDOW_KIND_SESSION, .gap_ns = 10,
                                                    .lateness_ns = 100}), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 0, 1, rec_emit, &c), AP_OK);
     EXPECT_EQ(ap_window_add(&w, 30, 2, rec_emit, &c), AP_OK);
@@ -296,7 +296,7 @@ static size_t feed(ap_window *w, rec *c, uint64_t seed, uint64_t step, uint64_t 
 static void hopping_run(uint64_t size, uint64_t slide, uint64_t lateness, uint64_t seed)
 {
     static ev acc[N_EVENTS];
-    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = size, .slide_ns = slide,
+    ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = size, .slide_ns = slide,
                         .lateness_ns = lateness};
     ap_window w;
     rec c = {.win = &w};
@@ -359,7 +359,7 @@ Test(window, session_random_matches_brute_force, .timeout = TEST_TIMEOUT_S)
 {
     static ev acc[N_EVENTS];
     const int64_t gap = 40;
-    ap_window_desc d = {.kind = AP_WINDOW_SESSION, .gap_ns = (uint64_t)gap, .lateness_ns = 200};
+    ap_window_desc d = {.kind = AP_WINDOW_KIND_SESSION, .gap_ns = (uint64_t)gap, .lateness_ns = 200};
     ap_window w;
     rec c = {.win = &w};
     EXPECT_EQ(ap_window_init(&w, buf, sizeof buf, &d), AP_OK);
@@ -388,7 +388,7 @@ Test(window, memory_bound_is_tight_enough)
     /* a far jump with large lateness: held stays within ceil((w+L)/s)+1 */
     ap_window w;
     rec c = {.win = &w};
-    ap_window_desc d = {.kind = AP_WINDOW_HOPPING, .size_ns = 10, .slide_ns = 2,
+    ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10, .slide_ns = 2,
                         .lateness_ns = 7};
     EXPECT_EQ(ap_window_init(&w, buf, AP_WINDOW_BYTES(ap_window_slots(&d)), &d), AP_OK);
     for (uint64_t t = 0; t < 2000; t++) {

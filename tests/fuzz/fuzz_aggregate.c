@@ -126,8 +126,8 @@ static void check_inval(fz *f)
     ap_agg_slide_kind kind = (ap_agg_slide_kind)(k < 0xF0 ? k & 1 : k);
     uint64_t period = (fz_u8(f) & 3) ? fz_val(f) : 0;
     size_t cap = (fz_u8(f) & 1) ? fz_size(f) : fz_u8(f) % (CAPMAX + 1);
-    int bad = cap == 0 || (kind != AP_AGG_SLIDE_COUNT && kind != AP_AGG_SLIDE_TIME) ||
-              (kind == AP_AGG_SLIDE_TIME && period == 0) || cap > SIZE_MAX / 32;
+    int bad = cap == 0 || (kind != AP_AGG_SLIDE_KIND_COUNT && kind != AP_AGG_SLIDE_KIND_TIME) ||
+              (kind == AP_AGG_SLIDE_KIND_TIME && period == 0) || cap > SIZE_MAX / 32;
     /* the buffer: its size, offset (alignment) and NULL decoded too */
     uint8_t b = fz_u8(f);
     size_t off = (b & 1) ? fz_u8(f) % 32 : 0;
@@ -194,7 +194,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* a valid sliding aggregate */
     uint8_t c = fz_u8(&f);
-    ap_agg_slide_kind kind = (c & 1) ? AP_AGG_SLIDE_TIME : AP_AGG_SLIDE_COUNT;
+    ap_agg_slide_kind kind = (c & 1) ? AP_AGG_SLIDE_KIND_TIME : AP_AGG_SLIDE_KIND_COUNT;
     size_t cap = (c & 0xE0) == 0xE0 ? 1 + fz_u16(&f) % CAPMAX : 1 + (c >> 1) % 16;
     uint64_t period = fz_val(&f);
     if (period == 0) period = 1 + fz_u8(&f);
@@ -264,7 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcpy(slbuf0, slbuf, sizeof slbuf);
             ap_agg_slide s0 = s;
             ap_status st = ap_agg_slide_push(&s, ts, v);
-            if (kind == AP_AGG_SLIDE_COUNT) {
+            if (kind == AP_AGG_SLIDE_KIND_COUNT) {
                 FZ_CHECK(st == AP_OK);
                 if (nheld == cap) memmove(held, held + 1, --nheld * sizeof *held);
                 held[nheld++] = (ment){ts, v};
@@ -298,13 +298,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint64_t t = fz_time(&f, now);
             size_t n = ap_agg_slide_advance(&s, t);
             size_t e = 0;
-            if (kind == AP_AGG_SLIDE_TIME && t >= period) {
+            if (kind == AP_AGG_SLIDE_KIND_TIME && t >= period) {
                 while (e < nheld && held[e].ts <= t - period) e++;
                 memmove(held, held + e, (nheld - e) * sizeof *held);
                 nheld -= e;
             }
             FZ_CHECK(n == e);
-            if (kind == AP_AGG_SLIDE_TIME && t > latest) latest = t;
+            if (kind == AP_AGG_SLIDE_KIND_TIME && t > latest) latest = t;
             if (t > now) now = t;
             check_slide(&s, pushed);
             break;

@@ -79,9 +79,9 @@ static void check_inval_paths(fz *f)
     ap_bp_desc r = ap_bp_desc_resolved(&d);
     FZ_CHECK(r.high_watermark == (d.high_watermark ? d.high_watermark : d.capacity));
     FZ_CHECK(r.low_watermark == (d.low_watermark ? d.low_watermark : r.high_watermark / 2));
-    int bad = r.capacity == 0 || r.elem_size == 0 || (unsigned)r.strategy > AP_BP_THROTTLE ||
+    int bad = r.capacity == 0 || r.elem_size == 0 || (unsigned)r.strategy > AP_BP_STRATEGY_THROTTLE ||
               r.high_watermark > r.capacity || r.low_watermark >= r.high_watermark;
-    if (!bad && r.strategy == AP_BP_THROTTLE) {
+    if (!bad && r.strategy == AP_BP_STRATEGY_THROTTLE) {
         ap_tb probe;
         if (ap_tb_init(&probe, &r.throttle) != AP_OK) bad = 1;
     }
@@ -112,7 +112,7 @@ static void check_inval_paths(fz *f)
         FZ_CHECK(!bad && !mbad);
         FZ_CHECK(ap_bp_capacity(out) == r.capacity);
         FZ_CHECK(ap_bp_len(out) == 0);
-        FZ_CHECK(ap_bp_level(out) == AP_BP_LEVEL_LOW);
+        FZ_CHECK(ap_bp_level(out) == AP_BP_LEVEL_STATE_LOW);
         ap_bp_destroy(out);
         FZ_CHECK(allocs == before);
     } else {
@@ -130,7 +130,7 @@ static void check_state(ap_bp *bp)
     ap_bp_stats s = ap_bp_stats_get(bp);
     size_t len = ap_bp_len(bp);
     FZ_CHECK(len == mlen);
-    FZ_CHECK((ap_bp_level(bp) == AP_BP_LEVEL_HIGH) == (m_hi != 0));
+    FZ_CHECK((ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH) == (m_hi != 0));
     FZ_CHECK(ap_bp_is_closed(bp) == (m_closed != 0));
     FZ_CHECK(AP_ATOMIC_LOAD(&bp->crossings, memory_order_relaxed) == m_cross);
     FZ_CHECK(s.offered == s.accepted + s.dropped_newest + s.throttled + s.full + s.closed + s.canceled);
@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     ap_tb shadow;
-    if (d.strategy == AP_BP_THROTTLE) FZ_CHECK(ap_tb_init(&shadow, &r.throttle) == AP_OK);
+    if (d.strategy == AP_BP_STRATEGY_THROTTLE) FZ_CHECK(ap_tb_init(&shadow, &r.throttle) == AP_OK);
     m_cap = r.capacity; m_es = r.elem_size; m_high = r.high_watermark; m_low = r.low_watermark;
     mhead = mlen = 0; m_hi = m_closed = 0; m_cross = 0; tagc = 0;
     memset(&ms, 0, sizeof ms);
@@ -199,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             unsigned char ev[MAXES];
             memcpy(ev, pattern, es);
             uint64_t ra = 0xA5A5A5A5A5A5A5A5u;
-            int useev = d.strategy == AP_BP_DROP_OLDEST || (op & 0x40);
+            int useev = d.strategy == AP_BP_STRATEGY_DROP_OLDEST || (op & 0x40);
             ap_status st = ap_bp_push(&bp, elem, now, useev ? ev : NULL, (op & 0x20) ? NULL : &ra);
             FZ_CHECK(memcmp(copy, elem, es) == 0);
             ms.offered++;
@@ -209,15 +209,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (m_closed) exp = AP_CLOSED;
             else if (mlen < m_cap) {
                 exp = AP_OK;
-                if (d.strategy == AP_BP_THROTTLE && m_hi) {
+                if (d.strategy == AP_BP_STRATEGY_THROTTLE && m_hi) {
                     uint64_t t = 0xA5A5A5A5A5A5A5A5u;
                     if (ap_tb_try_acquire(&shadow, 1, now, &t) != AP_OK) {
                         exp = AP_REJECTED;
                         if (!(op & 0x20)) exp_ra = t;
                     }
                 }
-            } else if (d.strategy == AP_BP_DROP_NEWEST) exp = AP_DROPPED;
-            else if (d.strategy == AP_BP_DROP_OLDEST) { exp = AP_DROPPED; evicted = 1; }
+            } else if (d.strategy == AP_BP_STRATEGY_DROP_NEWEST) exp = AP_DROPPED;
+            else if (d.strategy == AP_BP_STRATEGY_DROP_OLDEST) { exp = AP_DROPPED; evicted = 1; }
             else exp = AP_FULL;
             FZ_CHECK(st == exp);
             if (evicted) {
@@ -261,13 +261,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if (op & 0x80) {
                 ap_bp_push_cancel(&pf);
-                FZ_CHECK(ap_bp_push_status(&pf) == (d.strategy == AP_BP_BLOCK ? AP_CANCELED : AP_INVAL));
-                if (d.strategy == AP_BP_BLOCK) { ms.offered++; ms.canceled++; }
+                FZ_CHECK(ap_bp_push_status(&pf) == (d.strategy == AP_BP_STRATEGY_BLOCK ? AP_CANCELED : AP_INVAL));
+                if (d.strategy == AP_BP_STRATEGY_BLOCK) { ms.offered++; ms.canceled++; }
                 pf_live = 0;
             } else {
                 ap_poll rr = ap_bp_push_poll(&pf, &cx);
                 ap_status st = ap_bp_push_status(&pf);
-                if (d.strategy != AP_BP_BLOCK) {
+                if (d.strategy != AP_BP_STRATEGY_BLOCK) {
                     FZ_CHECK(rr == AP_READY && st == AP_INVAL);
                     pf_live = 0;
                 } else if (m_closed) {
@@ -339,7 +339,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (pf_live) {
         ap_bp_push_cancel(&pf);
-        if (d.strategy == AP_BP_BLOCK) { ms.offered++; ms.canceled++; }
+        if (d.strategy == AP_BP_STRATEGY_BLOCK) { ms.offered++; ms.canceled++; }
     }
     if (of_live) { ap_bp_pop_cancel(&of); FZ_CHECK(memcmp(of_out, pattern, es) == 0); }
     if (lf_live) ap_bp_low_cancel(&lf);

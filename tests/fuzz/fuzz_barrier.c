@@ -132,7 +132,7 @@ static void check_inval(fz *f)
     uint8_t pol = fz_u8(f);
     ap_barrier_policy policy = (ap_barrier_policy)(pol < 0xF0 ? pol & 1 : pol);
     int bad = p == 0 || p > AP_BARRIER_PARTIES_MAX ||
-              (policy != AP_BARRIER_WITHDRAW && policy != AP_BARRIER_BREAK);
+              (policy != AP_BARRIER_POLICY_WITHDRAW && policy != AP_BARRIER_POLICY_BREAK);
     ap_barrier b;
     fz_fill(&b, sizeof b);
     ap_status st = ap_barrier_init(&b, p, policy, NULL, NULL);
@@ -155,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t c = fz_u8(&f);
     uint32_t parties = (c & 0xC0) == 0xC0 ? 1 + fz_val32(&f) % AP_BARRIER_PARTIES_MAX
                                           : 1 + (c & 7);
-    ap_barrier_policy policy = (c & 8) ? AP_BARRIER_BREAK : AP_BARRIER_WITHDRAW;
+    ap_barrier_policy policy = (c & 8) ? AP_BARRIER_POLICY_BREAK : AP_BARRIER_POLICY_WITHDRAW;
     m_fn = (c & 16) != 0;
     ap_barrier b;
     FZ_CHECK(ap_barrier_init(&b, parties, policy, m_fn ? fz_fn : NULL, &fn_calls) == AP_OK);
@@ -221,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     FZ_CHECK(st == AP_CANCELED);
                     FZ_CHECK(fut[i].undid);
                     mf[i].live = 0; /* before m_decide: not one of the others */
-                    if (policy == AP_BARRIER_WITHDRAW) {
+                    if (policy == AP_BARRIER_POLICY_WITHDRAW) {
                         m_arrived--;
                     } else {
                         m_broken = 1;
@@ -279,7 +279,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else {
                 /* timed out: withdrawn, or the barrier broken */
                 FZ_CHECK(st == AP_TIMEDOUT && !leader);
-                if (policy == AP_BARRIER_WITHDRAW) {
+                if (policy == AP_BARRIER_POLICY_WITHDRAW) {
                     m_arrived = a0;
                 } else {
                     m_broken = 1;
@@ -302,7 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else {
             FZ_CHECK(st == AP_CANCELED);
             mf[i].live = 0;
-            if (policy == AP_BARRIER_WITHDRAW) m_arrived--;
+            if (policy == AP_BARRIER_POLICY_WITHDRAW) m_arrived--;
             else { m_broken = 1; m_arrived = 0; m_decide(AP_CANCELED); }
         }
         mf[i].live = 0;

@@ -105,7 +105,7 @@ static void check_inval(fz *f)
     d.max_size = (k & 2) ? fz_size(f) : (size_t)(k >> 3) % 3;
     d.max_delay_ns = fz_val(f);
     int nodesc = (k & 0xe0) == 0xe0;
-    ap_batcher b;
+    ap_batch b;
     fz_fill(&b, sizeof b);
     unsigned __int128 need = (unsigned __int128)d.elem_size * d.max_size;
     /* the size: a huge claim (init never writes the buffer, and nothing is
@@ -145,7 +145,7 @@ static void check_inval(fz *f)
 static unsigned char bbuf[MARGIN + MAXN * MAXE + MARGIN];
 static unsigned char obuf[NF + 1][MAXN * MAXE];
 
-static void check_state(ap_batcher *b, ap_batch_take_fut *fut, int *live)
+static void check_state(ap_batch *b, ap_batch_take_fut *fut, int *live)
 {
     FZ_CHECK(ap_batch_len(b) == m_len);
     FZ_CHECK(ap_batch_deadline(b) == m_deadline());
@@ -182,7 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     uint64_t now = (dsel & 0x80) ? fz_val(&f) : fz_u8(&f);
     fz_fill(bbuf, sizeof bbuf);
-    ap_batcher b;
+    ap_batch b;
     ap_batch_desc d = {.elem_size = m_es, .max_size = m_max, .max_delay_ns = m_delay};
     if (dsel & 0x40) { /* one byte short: AP_INVAL, nothing written */
         fz_fill(&b, sizeof b);
@@ -294,7 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 uint64_t want = dd < dl0 ? dd : dl0;
                 /* or, sooner, the waitlist's confirm re-poll of a fresh or
                  * still unconfirmed link (ap_waitlist_register_cx) */
-                uint64_t confirm = ap_time_add(now, AP_WAIT_CONFIRM_NS);
+                uint64_t confirm = ap_deadline_after(now, AP_WAIT_CONFIRM_NS);
                 FZ_CHECK(cx[i].deadline == want ||
                          cx[i].deadline == (confirm < want ? confirm : want));
                 FZ_CHECK(ap_batch_take_count(&fut[i]) == 0);

@@ -1,13 +1,13 @@
 /* tests/fuzz/fuzz_circuit_breaker.c -- libFuzzer harness for asyncpat/circuit_breaker.h
  *
  * Input: a desc of arbitrary field values (every invalid one must give
- * AP_INVAL from ap_cb_init and ap_cb_create and 0 from ap_cb_bytes, with
+ * AP_INVAL from ap_breaker_init and ap_breaker_create and 0 from ap_breaker_bytes, with
  * *b, the buffer, *out and the allocator untouched), then a valid small
  * desc (COUNT or TIME window, defaults included) and a single-threaded
  * sequence of allow / record (success, failure, ignored, canceled, slow or
  * fast, or an unknown outcome; each record followed by a second record of
  * the same permit) / time advances (also backwards and huge) /
- * ap_cb_state / force_open / disable / reset, with up to 64 permits held
+ * ap_breaker_state_at / force_open / disable / reset, with up to 64 permits held
  * and reported in any order, checked step by step against a sequential
  * model of the state machine (the one of tests/test_circuit_breaker.c,
  * rewritten for clarity: the COUNT window a plain array, the TIME window a
@@ -140,7 +140,7 @@ static void m_advance(uint64_t now)
     }
 }
 
-static ap_status m_allow(uint64_t now, ap_cb_permit *p, uint64_t *ra)
+static ap_status m_allow(uint64_t now, ap_breaker_permit *p, uint64_t *ra)
 {
     /* OPEN before open_until and FORCED_OPEN reject without advancing */
     if (!(M.st == OP && now < M.open_until) && M.st != FO) m_advance(now);
@@ -183,7 +183,7 @@ static int m_rates(uint64_t calls, uint64_t fails, uint64_t slows)
             slows * 100 >= (uint64_t)M.d.slow_rate_pct * calls);
 }
 
-static void m_record(ap_cb_permit p, ap_breaker_outcome o, uint64_t dur, uint64_t now)
+static void m_record(ap_breaker_permit p, ap_breaker_outcome o, uint64_t dur, uint64_t now)
 {
     int slow = dur >= M.d.slow_call_ns, fail = o == FAIL_;
     /* outside HALF_OPEN nothing is advanced by a record (CLOSED and
@@ -263,13 +263,13 @@ static int desc_bad(const ap_breaker_desc *in)
     uint64_t omax = d.open_max_ns ? d.open_max_ns : (open > UINT64_MAX / 16 ? UINT64_MAX : 16 * open);
     uint32_t k = d.half_open_probes ? d.half_open_probes : 10;
     if (d.failure_rate_pct > 100 || d.slow_rate_pct > 100) return 1;
-    if (k > AP_CB_MAX_PROBES || mult < 100 || mult > 10000 || omax < open) return 1;
+    if (k > AP_BREAKER_MAX_PROBES || mult < 100 || mult > 10000 || omax < open) return 1;
     if (d.window == AP_BREAKER_WINDOW_COUNT)
-        return ws > AP_CB_MAX_WINDOW || minc > ws;
-    return nb > AP_CB_MAX_BUCKETS || nb > wns || wns % nb != 0;
+        return ws > AP_BREAKER_MAX_WINDOW || minc > ws;
+    return nb > AP_BREAKER_MAX_BUCKETS || nb > wns || wns % nb != 0;
 }
 
-static _Alignas(64) unsigned char bigbuf[AP_CB_BYTES(AP_CB_MAX_WINDOW, AP_CB_MAX_PROBES) + 64];
+static _Alignas(64) unsigned char bigbuf[AP_BREAKER_BYTES(AP_BREAKER_MAX_WINDOW, AP_BREAKER_MAX_PROBES) + 64];
 
 static void check_inval(fz *f)
 {
@@ -292,40 +292,40 @@ static void check_inval(fz *f)
     if (mask & 2048) d.half_open_probes = fz_val32(f);
     if (mask & 4096) d.probe_lease_ns = fz_val(f);
     int bad = desc_bad(&d);
-    size_t need = ap_cb_bytes(&d);
+    size_t need = ap_breaker_bytes(&d);
     FZ_CHECK((need == 0) == (bad != 0));
     FZ_CHECK(need <= sizeof bigbuf - 64);
     ap_breaker b;
     fz_fill(&b, sizeof b);
     if (bad) {
         fz_fill(bigbuf, 4096);
-        FZ_CHECK(ap_cb_init(&b, bigbuf, sizeof bigbuf, &d) == AP_INVAL);
+        FZ_CHECK(ap_breaker_init(&b, bigbuf, sizeof bigbuf, &d) == AP_INVAL);
         FZ_CHECK(fz_untouched(&b, sizeof b));
         FZ_CHECK(fz_untouched(bigbuf, 4096));
     } else {
         /* too small, misaligned or NULL buffers: AP_INVAL, untouched */
         fz_fill(bigbuf, need + 16);
-        FZ_CHECK(ap_cb_init(&b, bigbuf, need - 1, &d) == AP_INVAL);
-        FZ_CHECK(ap_cb_init(&b, bigbuf + 4, need + 8, &d) == AP_INVAL);
-        FZ_CHECK(ap_cb_init(&b, NULL, need, &d) == AP_INVAL);
+        FZ_CHECK(ap_breaker_init(&b, bigbuf, need - 1, &d) == AP_INVAL);
+        FZ_CHECK(ap_breaker_init(&b, bigbuf + 4, need + 8, &d) == AP_INVAL);
+        FZ_CHECK(ap_breaker_init(&b, NULL, need, &d) == AP_INVAL);
         FZ_CHECK(fz_untouched(&b, sizeof b));
         FZ_CHECK(fz_untouched(bigbuf, need + 16));
-        FZ_CHECK(ap_cb_init(&b, bigbuf, need, &d) == AP_OK);
-        FZ_CHECK(ap_cb_state(&b, 0) == CL && ap_cb_generation(&b) == 1);
-        ap_cb_fini(&b);
+        FZ_CHECK(ap_breaker_init(&b, bigbuf, need, &d) == AP_OK);
+        FZ_CHECK(ap_breaker_state_at(&b, 0) == CL && ap_breaker_generation(&b) == 1);
+        ap_breaker_fini(&b);
     }
     ap_breaker *p;
     fz_fill(&p, sizeof p);
     int before = allocs;
-    ap_status st = ap_cb_create(&p, &d, &fz_allocator);
+    ap_status st = ap_breaker_create(&p, &d, &fz_allocator);
     if (bad) {
         FZ_CHECK(st == AP_INVAL);
         FZ_CHECK(fz_untouched(&p, sizeof p));
         FZ_CHECK(allocs == before);
     } else {
         FZ_CHECK(st == AP_OK); /* at most ~140 KiB: under the 1 MiB cap */
-        FZ_CHECK(ap_cb_generation(p) == 1);
-        ap_cb_destroy(p);
+        FZ_CHECK(ap_breaker_generation(p) == 1);
+        ap_breaker_destroy(p);
         FZ_CHECK(allocs == before);
     }
 }
@@ -349,11 +349,11 @@ static ap_breaker_state raw_state(ap_breaker *b)
     return (ap_breaker_state)(AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) & 7u);
 }
 
-static void check_all(ap_breaker *b, const ap_cb_permit *perm, int nperm)
+static void check_all(ap_breaker *b, const ap_breaker_permit *perm, int nperm)
 {
     FZ_CHECK(raw_state(b) == M.st);
-    FZ_CHECK(ap_cb_generation(b) == M.gen);
-    ap_breaker_stats s = ap_cb_stats(b);
+    FZ_CHECK(ap_breaker_generation(b) == M.gen);
+    ap_breaker_stats s = ap_breaker_stats_get(b);
     FZ_CHECK(memcmp(&s, &M.s, sizeof s) == 0);
     FZ_CHECK(hlog.n == mlog.n);
     FZ_CHECK(memcmp(hlog.e, mlog.e, hlog.n * sizeof hlog.e[0]) == 0);
@@ -406,9 +406,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(!desc_bad(&d));
     static ap_breaker b;
     cur_b = &b;
-    size_t need = ap_cb_bytes(&d);
+    size_t need = ap_breaker_bytes(&d);
     FZ_CHECK(need > 0 && need <= sizeof bigbuf);
-    FZ_CHECK(ap_cb_init(&b, bigbuf, need, &d) == AP_OK);
+    FZ_CHECK(ap_breaker_init(&b, bigbuf, need, &d) == AP_OK);
 
     memset(&M, 0, sizeof M);
     M.d = ap_breaker_desc_resolved(&d);
@@ -418,7 +418,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hlog.n = mlog.n = 0;
     FZ_CHECK(M.d.half_open_probes <= MAXK && M.d.window_size <= MAXW);
 
-    ap_cb_permit perm[NPERMIT];
+    ap_breaker_permit perm[NPERMIT];
     int nperm = 0;
     uint64_t now = (c2 & 64) ? fz_val(&f) : fz_u16(&f);
     for (int steps = 0; fz_more(&f) && steps < MAXSTEPS; steps++) {
@@ -429,12 +429,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 1: case 2: { /* allow */
             if (nperm == NPERMIT) break;
-            ap_cb_permit p, q = {0, 0};
+            ap_breaker_permit p, q = {0, 0};
             fz_fill(&p, sizeof p);
             uint64_t ra = 7, rb = 7;
             ap_breaker_state before = M.st;
             uint64_t until = M.open_until;
-            ap_status a = ap_cb_allow(&b, now, &p, (op & 8) ? NULL : &ra);
+            ap_status a = ap_breaker_allow(&b, now, &p, (op & 8) ? NULL : &ra);
             ap_status e = m_allow(now, &q, &rb);
             FZ_CHECK(a == e);
             if (before == OP && now < until) FZ_CHECK(a == AP_REJECTED && rb == until);
@@ -467,30 +467,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if ((x & 0xE0) == 0xE0) {
                 /* an unknown outcome: AP_INVAL, nothing changed */
-                ap_breaker_stats s0 = ap_cb_stats(&b);
+                ap_breaker_stats s0 = ap_breaker_stats_get(&b);
                 ap_breaker_state s0st = raw_state(&b);
-                FZ_CHECK(ap_cb_record(&b, &perm[i], (ap_breaker_outcome)(4 + (x & 3)), dur, now) ==
+                FZ_CHECK(ap_breaker_record(&b, &perm[i], (ap_breaker_outcome)(4 + (x & 3)), dur, now) ==
                          AP_INVAL);
-                ap_breaker_stats s1 = ap_cb_stats(&b);
+                ap_breaker_stats s1 = ap_breaker_stats_get(&b);
                 FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
                 break;
             }
-            ap_cb_permit p = perm[i], q = p; /* q: the model's copy (the record consumes p) */
+            ap_breaker_permit p = perm[i], q = p; /* q: the model's copy (the record consumes p) */
             perm[i] = perm[--nperm];
-            FZ_CHECK(ap_cb_record(&b, &p, o, dur, now) == AP_OK);
+            FZ_CHECK(ap_breaker_record(&b, &p, o, dur, now) == AP_OK);
             m_record(q, o, dur, now);
             FZ_CHECK(p.gen == 0); /* consumed */
             {   /* reported twice: AP_INVAL, nothing changed */
-                ap_breaker_stats s0 = ap_cb_stats(&b);
+                ap_breaker_stats s0 = ap_breaker_stats_get(&b);
                 ap_breaker_state s0st = raw_state(&b);
-                FZ_CHECK(ap_cb_record(&b, &p, o, dur, now) == AP_INVAL);
-                ap_breaker_stats s1 = ap_cb_stats(&b);
+                FZ_CHECK(ap_breaker_record(&b, &p, o, dur, now) == AP_INVAL);
+                ap_breaker_stats s1 = ap_breaker_stats_get(&b);
                 FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
             }
             break;
         }
         case 5: { /* state at now */
-            ap_breaker_state s = ap_cb_state(&b, now);
+            ap_breaker_state s = ap_breaker_state_at(&b, now);
             if (M.st == OP || M.st == HO) m_advance(now);
             FZ_CHECK(s == M.st);
             break;
@@ -498,14 +498,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 6: /* time passes a little, then allow-record a whole call */
             now = sat_add(now, op >> 3);
             if (nperm < NPERMIT) {
-                ap_cb_permit p, q;
+                ap_breaker_permit p, q;
                 uint64_t ra, rb;
-                ap_status a = ap_cb_allow(&b, now, &p, &ra);
+                ap_status a = ap_breaker_allow(&b, now, &p, &ra);
                 FZ_CHECK(a == m_allow(now, &q, &rb));
                 if (a == AP_OK) {
                     ap_breaker_outcome o = (op & 0x40) ? FAIL_ : OK_;
                     uint64_t dur = (op & 0x80) ? M.d.slow_call_ns : 0;
-                    FZ_CHECK(ap_cb_record(&b, &p, o, dur, now) == AP_OK);
+                    FZ_CHECK(ap_breaker_record(&b, &p, o, dur, now) == AP_OK);
                     m_record(q, o, dur, now);
                 }
             }
@@ -513,15 +513,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         default: /* manual controls, rarely */
             switch ((op >> 3) & 15) {
             case 0:
-                ap_cb_force_open(&b);
+                ap_breaker_force_open(&b);
                 if (M.st != FO) m_set(FO, 0);
                 break;
             case 1:
-                ap_cb_disable(&b);
+                ap_breaker_disable(&b);
                 if (M.st != DI) m_set(DI, 0);
                 break;
             case 2:
-                ap_cb_reset(&b);
+                ap_breaker_reset(&b);
                 m_set(CL, 0);
                 break;
             default:
@@ -533,15 +533,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* report everything still held; then the counters are conserved */
     while (nperm) {
-        ap_cb_permit p = perm[--nperm], q = p;
+        ap_breaker_permit p = perm[--nperm], q = p;
         ap_breaker_outcome o = (nperm & 1) ? IGN_ : CAN_;
-        FZ_CHECK(ap_cb_record(&b, &p, o, 0, now) == AP_OK);
+        FZ_CHECK(ap_breaker_record(&b, &p, o, 0, now) == AP_OK);
         m_record(q, o, 0, now);
         check_all(&b, perm, nperm);
     }
-    ap_breaker_stats s = ap_cb_stats(&b);
+    ap_breaker_stats s = ap_breaker_stats_get(&b);
     FZ_CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale);
     FZ_CHECK(s.calls == s.successes + s.failures + s.ignored + s.canceled);
-    ap_cb_fini(&b);
+    ap_breaker_fini(&b);
     return 0;
 }

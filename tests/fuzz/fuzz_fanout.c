@@ -281,7 +281,7 @@ static ap_status pick_result(fz *f)
     return r[fz_u8(f) & 7];
 }
 
-static void check_all(ap_joinset *s, const size_t *order)
+static void check_all(ap_fanout *s, const size_t *order)
 {
     FZ_CHECK(plen == M.plen && memcmp(plog, M.plog, (size_t)plen * sizeof plog[0]) == 0);
     FZ_CHECK(clen == M.clen && memcmp(clog_, M.clog_, (size_t)clen * sizeof clog_[0]) == 0);
@@ -327,7 +327,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t pb = fz_u8(&f);
     ap_fanout_policy policy = (ap_fanout_policy)(pb < 0xF0 ? pb % 3 : pb);
     static ap_future *children[NK];
-    static ap_joinset_child recs[NK];
+    static ap_fanout_child recs[NK];
     static size_t order[NK];
     memset(kids, 0, sizeof kids);
     for (size_t i = 0; i < NK; i++) {
@@ -342,7 +342,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int has_order = (c & 64) == 0;
     ap_fanout_desc d = {children, n, limit, policy, has_result ? kid_result : NULL,
                         (void *)kids, has_order ? order : NULL};
-    static ap_joinset s;
+    static ap_fanout s;
     fz_fill(&s, sizeof s);
     fz_fill(recs, sizeof recs);
     fz_fill(order, sizeof order);

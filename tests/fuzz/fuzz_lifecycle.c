@@ -88,15 +88,15 @@ static ap_status m_check(int ev)
 {
     ap_life_state s = m_state;
     switch (ev) {
-    case AP_LIFE_RUNS:
-        return s == AP_LIFE_RUNNING ? AP_OK : s < AP_LIFE_RUNNING ? AP_EMPTY : AP_CLOSED;
-    case AP_LIFE_DRAINED:
-        return s == AP_LIFE_TERMINATED ||
-                       ((s == AP_LIFE_STOPPING || s == AP_LIFE_FAILED) && m_in == 0 && !m_sp)
+    case AP_LIFE_EVENT_RUNS:
+        return s == AP_LIFE_STATE_RUNNING ? AP_OK : s < AP_LIFE_STATE_RUNNING ? AP_EMPTY : AP_CLOSED;
+    case AP_LIFE_EVENT_DRAINED:
+        return s == AP_LIFE_STATE_TERMINATED ||
+                       ((s == AP_LIFE_STATE_STOPPING || s == AP_LIFE_STATE_FAILED) && m_in == 0 && !m_sp)
                    ? AP_OK
                    : AP_EMPTY;
-    case AP_LIFE_TERMINATES:
-        return s == AP_LIFE_TERMINATED ? AP_OK : s == AP_LIFE_FAILED ? AP_CLOSED : AP_EMPTY;
+    case AP_LIFE_EVENT_TERMINATES:
+        return s == AP_LIFE_STATE_TERMINATED ? AP_OK : s == AP_LIFE_STATE_FAILED ? AP_CLOSED : AP_EMPTY;
     default:
         return AP_INVAL;
     }
@@ -133,7 +133,7 @@ static void m_cancel(int i, ap_life_wait_fut *fut)
     }
 }
 
-static const int evs[4] = {AP_LIFE_RUNS, AP_LIFE_DRAINED, AP_LIFE_TERMINATES, 0};
+static const int evs[4] = {AP_LIFE_EVENT_RUNS, AP_LIFE_EVENT_DRAINED, AP_LIFE_EVENT_TERMINATES, 0};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -144,7 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(mf, 0, sizeof mf);
     memset(wakes, 0, sizeof wakes);
     nlist = 0;
-    m_state = AP_LIFE_NEW;
+    m_state = AP_LIFE_STATE_NEW;
     m_sp = false;
     m_in = 0;
     ap_life_wait_fut fut[NF];
@@ -162,12 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op % 12) {
         case 0: /* start */
             st = ap_life_start(&l);
-            if (m_state == AP_LIFE_NEW) {
+            if (m_state == AP_LIFE_STATE_NEW) {
                 e = AP_OK;
                 m_sp = true;
-                m_move(AP_LIFE_STARTING);
+                m_move(AP_LIFE_STATE_STARTING);
             } else {
-                e = m_state == AP_LIFE_STARTING || m_state == AP_LIFE_RUNNING ? AP_INVAL
+                e = m_state == AP_LIFE_STATE_STARTING || m_state == AP_LIFE_STATE_RUNNING ? AP_INVAL
                                                                                : AP_CLOSED;
             }
             FZ_CHECK(st == e);
@@ -177,10 +177,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             st = ap_life_started(&l, ok);
             if (!m_sp) {
                 e = AP_INVAL; /* no start in progress */
-            } else if (m_state == AP_LIFE_STARTING) {
+            } else if (m_state == AP_LIFE_STATE_STARTING) {
                 e = AP_OK;
                 m_sp = false;
-                m_move(ok ? AP_LIFE_RUNNING : AP_LIFE_FAILED);
+                m_move(ok ? AP_LIFE_STATE_RUNNING : AP_LIFE_STATE_FAILED);
             } else {
                 /* a stop or failure came during the start: AP_CLOSED, ok
                  * or not; the state stays, the pending start ends */
@@ -193,12 +193,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 2: /* stop */
             st = ap_life_stop(&l);
-            if (m_state == AP_LIFE_NEW) {
+            if (m_state == AP_LIFE_STATE_NEW) {
                 e = AP_OK;
-                m_move(AP_LIFE_TERMINATED);
-            } else if (m_state == AP_LIFE_STARTING || m_state == AP_LIFE_RUNNING) {
+                m_move(AP_LIFE_STATE_TERMINATED);
+            } else if (m_state == AP_LIFE_STATE_STARTING || m_state == AP_LIFE_STATE_RUNNING) {
                 e = AP_OK;
-                m_move(AP_LIFE_STOPPING);
+                m_move(AP_LIFE_STATE_STOPPING);
             } else {
                 e = AP_CLOSED;
             }
@@ -206,20 +206,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 3: /* terminated */
             st = ap_life_terminated(&l);
-            if (m_state == AP_LIFE_STOPPING && m_in == 0 && !m_sp) {
+            if (m_state == AP_LIFE_STATE_STOPPING && m_in == 0 && !m_sp) {
                 e = AP_OK;
-                m_move(AP_LIFE_TERMINATED);
+                m_move(AP_LIFE_STATE_TERMINATED);
             } else {
-                e = m_state == AP_LIFE_STOPPING ? AP_NOT_READY : AP_INVAL;
+                e = m_state == AP_LIFE_STATE_STOPPING ? AP_NOT_READY : AP_INVAL;
             }
             FZ_CHECK(st == e);
             break;
         case 4: /* fail (rarely: it ends the interesting part) */
             if ((op & 0xC0) != 0xC0) break;
             st = ap_life_fail(&l);
-            if (m_state != AP_LIFE_TERMINATED && m_state != AP_LIFE_FAILED) {
+            if (m_state != AP_LIFE_STATE_TERMINATED && m_state != AP_LIFE_STATE_FAILED) {
                 e = AP_OK;
-                m_move(AP_LIFE_FAILED);
+                m_move(AP_LIFE_STATE_FAILED);
             } else {
                 e = AP_CLOSED;
             }
@@ -227,11 +227,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 5: /* enter */
             st = ap_life_enter(&l);
-            if (m_state == AP_LIFE_RUNNING) {
+            if (m_state == AP_LIFE_STATE_RUNNING) {
                 e = AP_OK;
                 m_in++;
             } else {
-                e = m_state < AP_LIFE_RUNNING ? AP_NOT_READY : AP_CLOSED;
+                e = m_state < AP_LIFE_STATE_RUNNING ? AP_NOT_READY : AP_CLOSED;
             }
             FZ_CHECK(st == e);
             break;
@@ -239,7 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (m_in == 0) break;
             ap_life_leave(&l);
             m_in--;
-            if (m_in == 0 && (m_state == AP_LIFE_STOPPING || m_state == AP_LIFE_FAILED))
+            if (m_in == 0 && (m_state == AP_LIFE_STATE_STOPPING || m_state == AP_LIFE_STATE_FAILED))
                 m_wake_all();
             break;
         case 7: case 8: case 9: { /* init (if free) + poll */

@@ -279,7 +279,7 @@ static void check_inval(fz *f)
     FZ_CHECK(ap_pipeline_entered(&p) == 0 && ap_pipeline_left(&p) == 0);
     for (size_t i = 0; i < ns; i++) {
         ap_pipeline_stats s;
-        FZ_CHECK(ap_pipeline_stage_stats(&p, i, &s) == AP_OK);
+        FZ_CHECK(ap_pipeline_stats_get(&p, i, &s) == AP_OK);
         FZ_CHECK(s.taken == 0 && s.workers == (sd[i].workers ? sd[i].workers : 1u) && s.finished == 0 &&
                  s.queued == 0 && s.last_error == AP_OK && s.last_app_error == 0);
     }
@@ -292,7 +292,7 @@ static void check_state(ap_pipeline *p, ap_pipeline_worker *w)
     for (size_t s = 0; s < m_ns; s++) {
         ap_pipeline_stats st;
         fz_fill(&st, sizeof st);
-        FZ_CHECK(ap_pipeline_stage_stats(p, s, &st) == AP_OK);
+        FZ_CHECK(ap_pipeline_stats_get(p, s, &st) == AP_OK);
         uint64_t h = 0;
         for (size_t k = 0; k < m_nw; k++) h += mw[k].stage == s && mw[k].state == W_HOLD;
         FZ_CHECK(st.taken == m_taken[s] && st.emitted == m_emitted[s] && st.filtered == m_filtered[s] &&
@@ -305,7 +305,7 @@ static void check_state(ap_pipeline *p, ap_pipeline_worker *w)
     }
     ap_pipeline_stats junk;
     fz_fill(&junk, sizeof junk);
-    FZ_CHECK(ap_pipeline_stage_stats(p, m_ns, &junk) == AP_INVAL && fz_untouched(&junk, sizeof junk));
+    FZ_CHECK(ap_pipeline_stats_get(p, m_ns, &junk) == AP_INVAL && fz_untouched(&junk, sizeof junk));
     for (size_t q = 0; q <= m_ns; q++) {
         ap_mpmc *mq = q == 0 ? &p->in : &p->stages[q - 1].out;
         FZ_CHECK(ap_mpmc_len(mq) == m_len[q]);

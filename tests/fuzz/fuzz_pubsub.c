@@ -84,11 +84,11 @@ static void check_inval(fz *f)
     uint8_t k = fz_u8(f);
     size_t cap = (k & 1) ? fz_size(f) : (size_t)(k >> 1) % 4;
     size_t es = (k & 2) ? fz_size(f) : (size_t)(k >> 3) % 4;
-    ap_pubsub_policy pol = (k & 0xc0) == 0xc0 ? (ap_pubsub_policy)fz_u32(f) : AP_PUBSUB_OVERWRITE;
+    ap_pubsub_policy pol = (k & 0xc0) == 0xc0 ? (ap_pubsub_policy)fz_u32(f) : AP_PUBSUB_POLICY_OVERWRITE;
     unsigned __int128 stride = 8 + ((unsigned __int128)es + 7) / 8 * 8;
     unsigned __int128 bytes = (unsigned __int128)cap * stride;
     int bad = cap == 0 || es == 0 || cap > (SIZE_MAX >> 4) || es > SIZE_MAX / 2 ||
-              pol != AP_PUBSUB_OVERWRITE || bytes > SIZE_MAX;
+              pol != AP_PUBSUB_POLICY_OVERWRITE || bytes > SIZE_MAX;
     {
         /* issue #11: the size comes along: NULL, misaligned, one byte short
          * or a valid config too big for this buffer is AP_INVAL with
@@ -215,12 +215,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (c & 0x40) { /* one byte short: AP_INVAL, nothing written */
         fz_fill(&ps, sizeof ps);
         FZ_CHECK(ap_pubsub_init(&ps, ring, AP_PUBSUB_BYTES(m_cap, m_es) - 1, m_cap, m_es,
-                                AP_PUBSUB_OVERWRITE) == AP_INVAL);
+                                AP_PUBSUB_POLICY_OVERWRITE) == AP_INVAL);
         FZ_CHECK(fz_untouched(&ps, sizeof ps));
         FZ_CHECK(fz_untouched(ring, sizeof ring));
     }
     FZ_CHECK(ap_pubsub_init(&ps, ring, AP_PUBSUB_BYTES(m_cap, m_es), m_cap, m_es,
-                            AP_PUBSUB_OVERWRITE) == AP_OK);
+                            AP_PUBSUB_POLICY_OVERWRITE) == AP_OK);
     m_tail = 0; m_closed = 0;
     memset(ms, 0, sizeof ms);
     memset(&m_wl, 0, sizeof m_wl);

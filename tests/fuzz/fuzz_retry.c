@@ -173,7 +173,7 @@ static void check_budget_init(fz *f)
         FZ_CHECK(fz_untouched(&b, sizeof b));
     } else {
         FZ_CHECK(s == AP_OK);
-        ap_retry_budget_stats z = ap_retry_budget_get_stats(&b);
+        ap_retry_budget_stats z = ap_retry_budget_stats_get(&b);
         FZ_CHECK(z.requests == 0 && z.retries == 0 && z.denied == 0);
     }
 }
@@ -223,17 +223,17 @@ static int model_retryable(ap_status err)
 static void model_outcome(ap_status err, int app, uint64_t hint, uint64_t now)
 {
     exp_app = app;
-    if (err == AP_OK) { exp_stop = AP_RETRY_SUCCEEDED; exp_status = AP_OK; exp_last = AP_OK; return; }
+    if (err == AP_OK) { exp_stop = AP_RETRY_STOP_SUCCEEDED; exp_status = AP_OK; exp_last = AP_OK; return; }
     exp_last = err;
     FZ_CHECK(ap_retry_is_retryable(&M_r, err) == (bool)model_retryable(err));
-    if (!model_retryable(err)) { exp_stop = AP_RETRY_PERMANENT; exp_status = err; }
-    else if (S.started >= M_r.max_attempts) { exp_stop = AP_RETRY_EXHAUSTED; exp_status = AP_EXHAUSTED; }
+    if (!model_retryable(err)) { exp_stop = AP_RETRY_STOP_PERMANENT; exp_status = err; }
+    else if (S.started >= M_r.max_attempts) { exp_stop = AP_RETRY_STOP_EXHAUSTED; exp_status = AP_EXHAUSTED; }
     else {
         uint64_t d = hint ? ap_retry_next_delay_hint(&M_st, &M_rng, hint) : ap_retry_next_delay(&M_st, &M_rng);
-        uint64_t at = ap_time_add(now, d);
-        if (at >= S.deadline) { exp_stop = AP_RETRY_DEADLINE; exp_status = AP_TIMEDOUT; }
+        uint64_t at = ap_deadline_after(now, d);
+        if (at >= S.deadline) { exp_stop = AP_RETRY_STOP_DEADLINE; exp_status = AP_TIMEDOUT; }
         else if (M_use_budget && !ap_retry_budget_try_withdraw(&M_budget, now)) {
-            exp_stop = AP_RETRY_BUDGET; exp_status = AP_EXHAUSTED;
+            exp_stop = AP_RETRY_STOP_BUDGET; exp_status = AP_EXHAUSTED;
         } else S.min_start = at;
     }
 }
@@ -264,7 +264,7 @@ static ap_future *att_start(void *ctx, void *storage, uint32_t k, uint64_t now)
     FZ_CHECK(now == *S.nowp);
     FZ_CHECK(now < S.deadline);     /* never at or after the deadline */
     FZ_CHECK(now >= S.min_start);   /* never before the backoff ends */
-    FZ_CHECK(exp_stop == AP_RETRY_RUNNING);
+    FZ_CHECK(exp_stop == AP_RETRY_STOP_RUNNING);
     if (k == 0 && M_use_budget) ap_retry_budget_deposit(&M_budget, now);
     S.started++;
     S.last_start = now;
@@ -293,7 +293,7 @@ static ap_status att_result(void *ctx, ap_future *fut, int *app, uint64_t *hint)
     FZ_CHECK(*app == 0);
     *hint = a->hint;
     *app = a->app;
-    FZ_CHECK(exp_stop == AP_RETRY_RUNNING);
+    FZ_CHECK(exp_stop == AP_RETRY_STOP_RUNNING);
     S.reports++;
     model_outcome(a->err, a->app, a->hint, *S.nowp);
     return a->err;
@@ -347,7 +347,7 @@ static void check_future(fz *f)
     S.f = f; S.deadline = deadline; S.nowp = &now; S.min_start = 0;
     M_r = r;
     FZ_CHECK(ap_retry_state_init(&M_st, &desc) == AP_OK);
-    exp_status = AP_NOT_READY; exp_last = AP_OK; exp_stop = AP_RETRY_RUNNING; exp_app = 0;
+    exp_status = AP_NOT_READY; exp_last = AP_OK; exp_stop = AP_RETRY_STOP_RUNNING; exp_app = 0;
     int finished = 0;
 
     for (int steps = 0; steps < 512 && !finished; steps++) {
@@ -357,7 +357,7 @@ static void check_future(fz *f)
             int was_live = S.live;
             ap_retry_fut_cancel(&fut);
             if (was_live) FZ_CHECK(S.a.canceled && !S.live);
-            exp_status = AP_CANCELED; exp_stop = AP_RETRY_CANCELED;
+            exp_status = AP_CANCELED; exp_stop = AP_RETRY_STOP_CANCELED;
             finished = 1;
         } else {
             ap_cx cx = {{NULL, NULL}, now, AP_DEADLINE_NONE};
@@ -367,9 +367,9 @@ static void check_future(fz *f)
             ap_retry_result res = ap_retry_fut_result(&fut);
             FZ_CHECK(res.attempts == S.started);
             FZ_CHECK(res.attempts <= r.max_attempts);
-            FZ_CHECK((res.status == AP_NOT_READY) == (res.stop == AP_RETRY_RUNNING));
+            FZ_CHECK((res.status == AP_NOT_READY) == (res.stop == AP_RETRY_STOP_RUNNING));
             FZ_CHECK(res.app_error == exp_app);
-            FZ_CHECK((p == AP_PENDING) == (res.stop == AP_RETRY_RUNNING));
+            FZ_CHECK((p == AP_PENDING) == (res.stop == AP_RETRY_STOP_RUNNING));
             (void)started_before;
             if (p == AP_PENDING) {
                 FZ_CHECK(cx.deadline <= deadline);
@@ -380,10 +380,10 @@ static void check_future(fz *f)
             }
             if (p == AP_READY) {
                 finished = 1;
-                if (exp_stop == AP_RETRY_RUNNING) {
+                if (exp_stop == AP_RETRY_STOP_RUNNING) {
                     /* only the deadline ends a retry without an outcome */
                     FZ_CHECK(now >= deadline);
-                    exp_stop = AP_RETRY_DEADLINE; exp_status = AP_TIMEDOUT;
+                    exp_stop = AP_RETRY_STOP_DEADLINE; exp_status = AP_TIMEDOUT;
                     if (S.started == 0 || S.a.canceled) exp_last = AP_TIMEDOUT;
                 }
                 FZ_CHECK(!S.live); /* the attempt in flight was cancelled */
@@ -391,19 +391,19 @@ static void check_future(fz *f)
                 FZ_CHECK(res.status == exp_status);
                 FZ_CHECK(res.last_error == exp_last);
             } else {
-                FZ_CHECK(res.stop == AP_RETRY_RUNNING && exp_stop == AP_RETRY_RUNNING);
+                FZ_CHECK(res.stop == AP_RETRY_STOP_RUNNING && exp_stop == AP_RETRY_STOP_RUNNING);
                 /* advance the fake clock: a little, to the wake time, or a jump */
                 uint8_t t = fz_u8(f);
                 if ((t & 3) == 0 && cx.deadline != AP_DEADLINE_NONE && cx.deadline > now) now = cx.deadline;
-                else if ((t & 3) == 1) now = ap_time_add(now, fz_val(f) % 20000000);
-                else now = ap_time_add(now, t);
+                else if ((t & 3) == 1) now = ap_deadline_after(now, fz_val(f) % 20000000);
+                else now = ap_deadline_after(now, t);
             }
         }
         FZ_CHECK(ap_retry_fut_status(&fut) == exp_status || !finished);
     }
     if (!finished) {
         ap_retry_fut_cancel(&fut);
-        exp_status = AP_CANCELED; exp_stop = AP_RETRY_CANCELED;
+        exp_status = AP_CANCELED; exp_stop = AP_RETRY_STOP_CANCELED;
     }
     FZ_CHECK(!S.live);
     ap_retry_result res = ap_retry_fut_result(&fut);
@@ -411,12 +411,12 @@ static void check_future(fz *f)
     FZ_CHECK(res.app_error == exp_app);
     FZ_CHECK(res.status != AP_NOT_READY);
     /* AP_TIMEDOUT: the deadline, or the op's own AP_TIMEDOUT as permanent */
-    FZ_CHECK((res.status == AP_TIMEDOUT) == (res.stop == AP_RETRY_DEADLINE) ||
-             (res.stop == AP_RETRY_PERMANENT && res.last_error == AP_TIMEDOUT));
+    FZ_CHECK((res.status == AP_TIMEDOUT) == (res.stop == AP_RETRY_STOP_DEADLINE) ||
+             (res.stop == AP_RETRY_STOP_PERMANENT && res.last_error == AP_TIMEDOUT));
     /* AP_EXHAUSTED: exactly attempts or budget spent (or the op's own, permanent) */
     FZ_CHECK((res.status == AP_EXHAUSTED) ==
-                 (res.stop == AP_RETRY_EXHAUSTED || res.stop == AP_RETRY_BUDGET) ||
-             (res.stop == AP_RETRY_PERMANENT && res.last_error == AP_EXHAUSTED));
+                 (res.stop == AP_RETRY_STOP_EXHAUSTED || res.stop == AP_RETRY_STOP_BUDGET) ||
+             (res.stop == AP_RETRY_STOP_PERMANENT && res.last_error == AP_EXHAUSTED));
     if (hook)
         FZ_CHECK(S.reports == S.started); /* every started attempt reported once */
     /* idempotent cancel and poll after completion */
@@ -428,7 +428,7 @@ static void check_future(fz *f)
     res = ap_retry_fut_result(&fut);
     FZ_CHECK(res.status == exp_status && res.stop == exp_stop);
     if (use_budget) {
-        ap_retry_budget_stats a = ap_retry_budget_get_stats(&budget), b = ap_retry_budget_get_stats(&M_budget);
+        ap_retry_budget_stats a = ap_retry_budget_stats_get(&budget), b = ap_retry_budget_stats_get(&M_budget);
         FZ_CHECK(memcmp(&a, &b, sizeof a) == 0);
     }
 }

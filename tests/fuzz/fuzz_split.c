@@ -119,7 +119,7 @@ static void check_state(ap_split *s, ap_mpmc *q, ap_split_push_fut *fut)
         held += m_len[o];
     }
     FZ_CHECK(accepted == held + popped);
-    if (m_mode == AP_SPLIT_ROUND_ROBIN)
+    if (m_mode == AP_SPLIT_MODE_ROUND_ROBIN)
         FZ_CHECK(AP_ATOMIC_LOAD(&s->cursor, memory_order_relaxed) == m_cursor);
     FZ_CHECK(wlen == explen);
     FZ_CHECK(memcmp(wlog, explog, (size_t)wlen * sizeof wlog[0]) == 0);
@@ -129,13 +129,13 @@ static void check_state(ap_split *s, ap_mpmc *q, ap_split_push_fut *fut)
             FZ_CHECK(ap_split_push_status(&fut[i]) == AP_NOT_READY);
             FZ_CHECK(ap_split_push_progress(&fut[i]) == mf[i].next);
             FZ_CHECK(fut[i].inner_live == (mf[i].inner != 0));
-            if (m_mode != AP_SPLIT_BROADCAST) FZ_CHECK(fut[i].out == mf[i].out);
+            if (m_mode != AP_SPLIT_MODE_BROADCAST) FZ_CHECK(fut[i].out == mf[i].out);
         }
     }
 }
 
 /* the output a future's inner push is on */
-static size_t f_out(int i) { return m_mode == AP_SPLIT_BROADCAST ? mf[i].next : mf[i].out; }
+static size_t f_out(int i) { return m_mode == AP_SPLIT_MODE_BROADCAST ? mf[i].next : mf[i].out; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -178,13 +178,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int i = (op >> 4) & (NF - 1);
         switch (op % 8) {
         case 0: case 1: { /* try_push / try_broadcast */
-            if (m_mode != AP_SPLIT_BROADCAST) {
+            if (m_mode != AP_SPLIT_MODE_BROADCAST) {
                 uint64_t key = (op & 0x80) ? fz_val(&f) : (uint64_t)(op >> 4);
                 uint64_t id = next_id++;
-                size_t o = m_mode == AP_SPLIT_HASH ? m_route(key) : (size_t)(m_cursor % m_k);
+                size_t o = m_mode == AP_SPLIT_MODE_HASH ? m_route(key) : (size_t)(m_cursor % m_k);
                 size_t r = ap_split_route(&s, key);
                 FZ_CHECK(r < m_k && r == m_route(key));
-                if (m_mode == AP_SPLIT_HASH) {
+                if (m_mode == AP_SPLIT_MODE_HASH) {
                     size_t h = (size_t)(key % 64);
                     if (seen[h].used && seen[h].key == key) FZ_CHECK(seen[h].out == r);
                     seen[h].used = 1; seen[h].key = key; seen[h].out = r;
@@ -193,7 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 memcpy(before, m_len, sizeof before);
                 ap_status st = ap_split_try_push(&s, key, &id);
                 FZ_CHECK(st == m_push(o, id));
-                if (st == AP_OK && m_mode == AP_SPLIT_ROUND_ROBIN) m_cursor++;
+                if (st == AP_OK && m_mode == AP_SPLIT_MODE_ROUND_ROBIN) m_cursor++;
                 /* all or nothing, and only output o */
                 for (size_t t = 0; t < m_k; t++)
                     FZ_CHECK(m_len[t] == before[t] + (st == AP_OK && t == o));
@@ -238,12 +238,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fitem[i] = next_id;
                 ap_split_push_fut_init(&fut[i], &s, key, &fitem[i]);
                 mf[i] = (mfut){1, next_id++, 0, 0, 0};
-                if (m_mode == AP_SPLIT_HASH) mf[i].out = m_route(key);
-                else if (m_mode == AP_SPLIT_ROUND_ROBIN) mf[i].out = (size_t)(m_cursor++ % m_k);
+                if (m_mode == AP_SPLIT_MODE_HASH) mf[i].out = m_route(key);
+                else if (m_mode == AP_SPLIT_MODE_ROUND_ROBIN) mf[i].out = (size_t)(m_cursor++ % m_k);
                 FZ_CHECK(ap_split_push_status(&fut[i]) == AP_NOT_READY && ap_split_push_progress(&fut[i]) == 0);
             }
             ap_poll r = ap_split_push_poll(&fut[i], &cx[i]);
-            int bcast = m_mode == AP_SPLIT_BROADCAST;
+            int bcast = m_mode == AP_SPLIT_MODE_BROADCAST;
             ap_status fin = AP_NOT_READY;
             for (;;) {
                 size_t o = f_out(i);

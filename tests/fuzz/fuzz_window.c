@@ -112,7 +112,7 @@ static int sess_sorted(void)
 }
 static size_t model_held(void)
 {
-    if (m_kind != AP_WINDOW_SESSION) return (size_t)nopen;
+    if (m_kind != AP_WINDOW_KIND_SESSION) return (size_t)nopen;
     int n = sess_sorted();
     size_t runs = 0;
     for (int x = 0; x < n; x++)
@@ -125,7 +125,7 @@ static void model_due(void)
 {
     nexp = 0;
     if (!m_has_wm) return;
-    if (m_kind != AP_WINDOW_SESSION) {
+    if (m_kind != AP_WINDOW_KIND_SESSION) {
         qsort(openk, (size_t)nopen, sizeof *openk, cmp_i64);
         int keep = 0;
         for (int x = 0; x < nopen; x++) {
@@ -204,14 +204,14 @@ static unsigned __int128 model_slots(const ap_window_desc *d, uint64_t *rs)
 {
     uint64_t w, s, L = d->lateness_ns;
     *rs = d->slide_ns;
-    if (d->kind == AP_WINDOW_TUMBLING || (d->kind == AP_WINDOW_HOPPING && d->slide_ns == 0))
+    if (d->kind == AP_WINDOW_KIND_TUMBLING || (d->kind == AP_WINDOW_KIND_HOPPING && d->slide_ns == 0))
         if (d->slide_ns == 0) *rs = d->size_ns;
     if (L > AP_WINDOW_TS_MAX) return 0;
-    if (d->kind == AP_WINDOW_TUMBLING || d->kind == AP_WINDOW_HOPPING) {
+    if (d->kind == AP_WINDOW_KIND_TUMBLING || d->kind == AP_WINDOW_KIND_HOPPING) {
         w = d->size_ns, s = *rs;
         if (w == 0 || s == 0 || s > w || w > AP_WINDOW_TS_MAX) return 0;
-        if (d->kind == AP_WINDOW_TUMBLING && s != w) return 0;
-    } else if (d->kind == AP_WINDOW_SESSION) {
+        if (d->kind == AP_WINDOW_KIND_TUMBLING && s != w) return 0;
+    } else if (d->kind == AP_WINDOW_KIND_SESSION) {
         w = s = d->gap_ns;
         if (w == 0 || w > AP_WINDOW_TS_MAX) return 0;
     } else {
@@ -236,7 +236,7 @@ static void check_inval(fz *f)
     ap_window_desc r = ap_window_desc_resolved(&d);
     FZ_CHECK(r.kind == d.kind && r.size_ns == d.size_ns && r.gap_ns == d.gap_ns &&
              r.lateness_ns == d.lateness_ns);
-    if (d.kind == AP_WINDOW_TUMBLING || d.kind == AP_WINDOW_HOPPING) FZ_CHECK(r.slide_ns == rs);
+    if (d.kind == AP_WINDOW_KIND_TUMBLING || d.kind == AP_WINDOW_KIND_HOPPING) FZ_CHECK(r.slide_ns == rs);
     /* init with a buffer of decoded size (never beyond wbuf) */
     size_t bytes;
     uint8_t b = fz_u8(f);
@@ -346,7 +346,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2: s = 1 + fz_val(&f) % AP_WINDOW_TS_MAX; break;
     default: s = AP_WINDOW_TS_MAX - fz_u8(&f); break;
     }
-    if (d.kind == AP_WINDOW_HOPPING) {
+    if (d.kind == AP_WINDOW_KIND_HOPPING) {
         uint64_t r = 1 + fz_u8(&f) % 6;
         if (s > AP_WINDOW_TS_MAX / r) s = AP_WINDOW_TS_MAX / r;
         uint64_t w = s * r;
@@ -357,7 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         d.size_ns = w;
         d.slide_ns = (w == s && (c & 0x20)) ? 0 : s;
-    } else if (d.kind == AP_WINDOW_TUMBLING) {
+    } else if (d.kind == AP_WINDOW_KIND_TUMBLING) {
         d.size_ns = s;
         d.slide_ns = (c & 0x20) ? s : 0;
     } else {
@@ -384,7 +384,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cur = &win;
     m_kind = (int)d.kind;
     m_s = (int64_t)s;
-    m_w = (int64_t)(d.kind == AP_WINDOW_SESSION ? d.gap_ns : d.size_ns);
+    m_w = (int64_t)(d.kind == AP_WINDOW_KIND_SESSION ? d.gap_ns : d.size_ns);
     m_L = (int64_t)d.lateness_ns;
     nev = nopen = nrec = 0;
     m_has_wm = m_has_ev = 0;
@@ -405,7 +405,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else {
                 int64_t t = (int64_t)ts;
                 int late;
-                if (m_kind == AP_WINDOW_SESSION) {
+                if (m_kind == AP_WINDOW_KIND_SESSION) {
                     late = m_has_wm && t < m_W;
                 } else { /* the earliest end among t's windows */
                     i128 klo = fl((i128)t - m_w, m_s) + 1;
@@ -425,7 +425,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     ev_v[nev] = v;
                     ev_open[nev] = 1;
                     nev++;
-                    if (m_kind != AP_WINDOW_SESSION) {
+                    if (m_kind != AP_WINDOW_KIND_SESSION) {
                         i128 klo = fl((i128)t - m_w, m_s) + 1, khi = fl(t, m_s);
                         for (i128 k = klo; k <= khi; k++) {
                             FZ_CHECK(k * m_s + m_w > m_W); /* not late */

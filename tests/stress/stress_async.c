@@ -219,7 +219,7 @@ static ap_waitop *push_fut_init(async_run *r, push_fut *f, const stress_elem *e)
 
 static uint64_t short_deadline(stress_rng *rng)
 {
-    return ap_time_add(ap_now_ns(), (uint64_t)stress_below(rng, 200) * AP_NS_PER_US);
+    return ap_deadline_after(ap_now_ns(), (uint64_t)stress_below(rng, 200) * AP_NS_PER_US);
 }
 
 /* ---- the hand-written drivers' waker (see flag_waker above) ---- */

@@ -76,7 +76,7 @@ static void *bp_block_producer(void *arg)
         stress_elem e = stress_make(w->id, i);
         ap_status st = ap_bp_push(r->bp, &e, 0, NULL, NULL);
         if (st == AP_FULL) {
-            if (stress_below(&w->rng, 16) == 0 && ap_bp_level(r->bp) == AP_BP_LEVEL_HIGH) {
+            if (stress_below(&w->rng, 16) == 0 && ap_bp_level(r->bp) == AP_BP_LEVEL_STATE_HIGH) {
                 ap_status l = ap_bp_low_wait(r->bp, AP_DEADLINE_NONE);
                 CHECK(l == AP_OK, "low_wait returned %s", ap_status_str(l));
             }
@@ -93,7 +93,7 @@ static void *bp_drop_producer(void *arg)
 {
     bp_worker *w = arg;
     bp_run *r = w->r;
-    bool oldest = r->bp->strategy == AP_BP_DROP_OLDEST;
+    bool oldest = r->bp->strategy == AP_BP_STRATEGY_DROP_OLDEST;
     for (size_t i = 0; i < r->per_producer; i++) {
         stress_elem e = stress_make(w->id, i), ev;
         ap_status st = ap_bp_push(r->bp, &e, 0, &ev, NULL);
@@ -146,7 +146,7 @@ static void run_bp(ap_bp_strategy strategy, size_t cap, unsigned producers, unsi
     for (unsigned i = 0; i < consumers; i++)
         stress_spawn(&t[producers + i], bp_consumer, &w[producers + i]);
     for (unsigned i = 0; i < producers; i++)
-        stress_spawn(&t[i], strategy == AP_BP_BLOCK ? bp_block_producer : bp_drop_producer,
+        stress_spawn(&t[i], strategy == AP_BP_STRATEGY_BLOCK ? bp_block_producer : bp_drop_producer,
                      &w[i]);
     for (unsigned i = 0; i < producers; i++)
         stress_join(t[i]);
@@ -155,7 +155,7 @@ static void run_bp(ap_bp_strategy strategy, size_t cap, unsigned producers, unsi
         stress_join(t[producers + i]);
     stress_diag(NULL, NULL);
 
-    stress_ledger_verify(&r.ledger, strategy != AP_BP_DROP_NEWEST);
+    stress_ledger_verify(&r.ledger, strategy != AP_BP_STRATEGY_DROP_NEWEST);
     ap_bp_stats s = ap_bp_stats_get(r.bp);
     size_t total = (size_t)producers * per_producer;
     CHECK(ap_bp_len(r.bp) == 0, "len %zu after drain", ap_bp_len(r.bp));
@@ -166,7 +166,7 @@ static void run_bp(ap_bp_strategy strategy, size_t cap, unsigned producers, unsi
           " dropped_oldest %" PRIu64, s.accepted, s.popped, s.dropped_oldest);
     CHECK(s.dropped_oldest == STRESS_LOAD(&r.evicted_seen), "evictions counted %" PRIu64
           " seen %" PRIu64, s.dropped_oldest, (uint64_t)STRESS_LOAD(&r.evicted_seen));
-    if (strategy != AP_BP_DROP_NEWEST)
+    if (strategy != AP_BP_STRATEGY_DROP_NEWEST)
         CHECK(s.accepted == total, "accepted %" PRIu64 " of %zu", s.accepted, total);
     else
         CHECK(s.accepted + s.dropped_newest == total, "drop_newest: outcomes");
@@ -186,10 +186,10 @@ int main(int argc, char **argv)
     stress_init(argc, argv, "stress_backpressure");
     static const size_t block_caps[] = {1, 4, 64};
     for (size_t i = 0; i < 3; i++)
-        run_bp(AP_BP_BLOCK, block_caps[i], 6, 2, stress_iters(10000, 50));
+        run_bp(AP_BP_STRATEGY_BLOCK, block_caps[i], 6, 2, stress_iters(10000, 50));
     static const size_t drop_caps[] = {1, 4, 16};
     for (size_t i = 0; i < 3; i++)
-        run_bp(AP_BP_DROP_OLDEST, drop_caps[i], 4, 2, stress_iters(12000, 50));
-    run_bp(AP_BP_DROP_NEWEST, 4, 4, 2, stress_iters(4000, 50));
+        run_bp(AP_BP_STRATEGY_DROP_OLDEST, drop_caps[i], 4, 2, stress_iters(12000, 50));
+    run_bp(AP_BP_STRATEGY_DROP_NEWEST, 4, 4, 2, stress_iters(4000, 50));
     return stress_finish();
 }

@@ -179,7 +179,7 @@ static void scenario(unsigned n, size_t base_rounds, bool drops, bool timeouts)
             parts += (r->rounds[i] >= k) + (r->rounds[i] + 1ul == k);
         r->cum[k] = r->cum[k - 1] + parts;
     }
-    CHECK(ap_barrier_init(&r->b, n, AP_BARRIER_WITHDRAW, bar_fn, r) == AP_OK, "init");
+    CHECK(ap_barrier_init(&r->b, n, AP_BARRIER_POLICY_WITHDRAW, bar_fn, r) == AP_OK, "init");
     pthread_barrier_init(&r->start, NULL, n);
     bar_worker w[MAXW];
     stress_diag(bar_diag, r);

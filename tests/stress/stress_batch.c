@@ -27,7 +27,7 @@ typedef struct bs_elem {
 } bs_elem;
 
 typedef struct bs_run {
-    ap_batcher b;
+    ap_batch b;
     bs_elem buf[BS_MAX];
     unsigned producers, takers;
     size_t max_size, per_producer;

@@ -135,7 +135,7 @@ static void *worker_main(void *arg)
 static void cache_diag(void *arg)
 {
     cache_run *r = (cache_run *)arg;
-    ap_cache_stats st = ap_cache_get_stats(r->c);
+    ap_cache_stats st = ap_cache_stats_get(r->c);
     fprintf(stderr,
             "    ops %" PRIu64 ", len %zu/%zu, hits %" PRIu64 " misses %" PRIu64 " inserts %" PRIu64
             " updates %" PRIu64 " evictions %" PRIu64 " removes %" PRIu64 "\n",
@@ -171,7 +171,7 @@ static void run_cache(size_t shards, size_t cap, size_t words, size_t iters)
         stress_join(w[i].thread);
     stress_diag(NULL, NULL);
 
-    ap_cache_stats s = ap_cache_get_stats(r->c);
+    ap_cache_stats s = ap_cache_stats_get(r->c);
     size_t len = ap_cache_len(r->c), found = 0;
     CHECK(len <= cap, "len %zu > capacity %zu", len, cap);
     CHECK(s.hits + s.misses == STRESS_LOAD(&r->gets),

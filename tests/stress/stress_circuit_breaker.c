@@ -70,9 +70,9 @@ static void *worker(void *arg)
     pthread_barrier_wait(&r->start);
     for (size_t i = 0; i < r->iters; i++) {
         uint64_t now = STRESS_ADD(&r->clock, stress_below(&w->rng, 3));
-        ap_cb_permit p;
+        ap_breaker_permit p;
         uint64_t ra;
-        if (ap_cb_allow(r->b, now, &p, &ra) != AP_OK) {
+        if (ap_breaker_allow(r->b, now, &p, &ra) != AP_OK) {
             CHECK(ra > now, "rejected at %" PRIu64 " with retry_at %" PRIu64, now, ra);
             stress_jitter(&w->rng);
             continue;
@@ -97,7 +97,7 @@ static void *worker(void *arg)
         now = STRESS_ADD(&r->clock, stress_below(&w->rng, 3));
         if (p.probe)
             (void)STRESS_ADD(&r->probes[p.gen], (uint32_t)-1);
-        ap_status st = ap_cb_record(r->b, &p, o, dur, now);
+        ap_status st = ap_breaker_record(r->b, &p, o, dur, now);
         CHECK(st == AP_OK, "record: %s", ap_status_str(st));
         CHECK(p.gen == 0, "the record did not consume the permit");
     }
@@ -112,11 +112,11 @@ static void *manual(void *arg)
     while (!STRESS_LOAD(&r->stop)) {
         uint32_t x = stress_below(&w->rng, 3);
         if (x == 0)
-            ap_cb_force_open(r->b);
+            ap_breaker_force_open(r->b);
         else if (x == 1)
-            ap_cb_disable(r->b);
+            ap_breaker_disable(r->b);
         else
-            ap_cb_reset(r->b);
+            ap_breaker_reset(r->b);
         stress_sleep_us(200 + stress_below(&w->rng, 300));
     }
     return NULL;
@@ -135,7 +135,7 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
     r->iters = (size_t)(100000 * stress_g.scale);
     r->manual = with_manual;
     r->fail_pct = fail_pct;
-    CHECK(ap_cb_create(&r->b, &d, NULL) == AP_OK, "create");
+    CHECK(ap_breaker_create(&r->b, &d, NULL) == AP_OK, "create");
     pthread_barrier_init(&r->start, NULL, WORKERS + (with_manual ? 2 : 1));
     cb_worker w[WORKERS + 1];
     for (unsigned i = 0; i < WORKERS + 1; i++) {
@@ -156,8 +156,8 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
     if (with_manual)
         stress_join(w[WORKERS].thread);
 
-    ap_breaker_stats s = ap_cb_stats(r->b);
-    uint64_t gen = ap_cb_generation(r->b);
+    ap_breaker_stats s = ap_breaker_stats_get(r->b);
+    uint64_t gen = ap_breaker_generation(r->b);
     CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale,
           "allowed %" PRIu64 " != successes %" PRIu64 " + failures %" PRIu64
           " + ignored %" PRIu64 " + canceled %" PRIu64 " + stale %" PRIu64,
@@ -187,23 +187,23 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
         /* every record is done: the window of the last generation holds
          * at most window_size outcomes, failures and slow calls among them */
         uint64_t a = atomic_load(&r->b->agg);
-        CHECK(AP__CB_F16(a, 32) <= r->desc.window_size && AP__CB_F16(a, 16) <= AP__CB_F16(a, 32) &&
-                  AP__CB_F16(a, 0) <= AP__CB_F16(a, 32),
+        CHECK(AP__BREAKER_F16(a, 32) <= r->desc.window_size && AP__BREAKER_F16(a, 16) <= AP__BREAKER_F16(a, 32) &&
+                  AP__BREAKER_F16(a, 0) <= AP__BREAKER_F16(a, 32),
               "window aggregate %#" PRIx64, a);
     }
     if (r->desc.window == AP_BREAKER_WINDOW_TIME &&
         (atomic_load(&r->b->state) & 7u) == AP_BREAKER_STATE_CLOSED) {
         /* every record is done: no bucket is left mid-reset, no bucket's
          * epoch is past the newest, failures and slow calls <= calls */
-        uint64_t G = AP__CB_EPOCH(gen), t = atomic_load(&r->b->tnew);
-        CHECK((t & AP__CB_EPOCH_MASK) == G, "tnew %#" PRIx64 " not of generation %" PRIu64, t,
+        uint64_t G = AP__BREAKER_EPOCH(gen), t = atomic_load(&r->b->tnew);
+        CHECK((t & AP__BREAKER_EPOCH_MASK) == G, "tnew %#" PRIx64 " not of generation %" PRIu64, t,
               gen);
         for (uint32_t i = 0; i < r->desc.buckets; i++) {
             uint64_t key = atomic_load(&r->b->bkt[i].key), c = atomic_load(&r->b->bkt[i].cnt);
-            CHECK((key & (AP__CB_EPOCH_MASK | AP__CB_KFLAG)) == G &&
-                      (key & AP__CB_EP_MASK) <= (t & AP__CB_EP_MASK),
+            CHECK((key & (AP__BREAKER_EPOCH_MASK | AP__BREAKER_KFLAG)) == G &&
+                      (key & AP__BREAKER_EP_MASK) <= (t & AP__BREAKER_EP_MASK),
                   "bucket %u key %#" PRIx64 " (tnew %#" PRIx64 ")", i, key, t);
-            CHECK(AP__CB_C_FAILS(c) <= AP__CB_C_CALLS(c) && AP__CB_C_SLOW(c) <= AP__CB_C_CALLS(c),
+            CHECK(AP__BREAKER_C_FAILS(c) <= AP__BREAKER_C_CALLS(c) && AP__BREAKER_C_SLOW(c) <= AP__BREAKER_C_CALLS(c),
                   "bucket %u counts %#" PRIx64, i, c);
         }
     }
@@ -217,7 +217,7 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
     for (unsigned i = 0; i < WORKERS + 1; i++)
         free(w[i].seen);
     pthread_barrier_destroy(&r->start);
-    ap_cb_destroy(r->b);
+    ap_breaker_destroy(r->b);
     free(r);
     stress_end("%s", extra);
 }

@@ -127,7 +127,7 @@ static ap_status checkout(cp_worker *w, int mode, void **c, ap_connpool_fail *wh
     case M_WAIT:
         return ap_connpool_checkout_wait(&r->pool, c, AP_DEADLINE_NONE, why);
     case M_DEADLINE: {
-        uint64_t dl = ap_time_add(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
+        uint64_t dl = ap_deadline_after(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
         if (stress_below(&w->rng, 2))
             return ap_connpool_checkout_wait(&r->pool, c, dl, why);
         ap_connpool_checkout_fut f;

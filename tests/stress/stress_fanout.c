@@ -1,5 +1,5 @@
 /*
- * tests/stress/stress_fanout.c -- ThreadSanitizer stress of ap_joinset:
+ * tests/stress/stress_fanout.c -- ThreadSanitizer stress of ap_fanout:
  * child wakers firing from 2-4 threads while the set is polled
  *
  * Children are probe futures built on the library's own ap_waitlist: a
@@ -49,9 +49,9 @@ typedef struct srun {
     unsigned firers;
     sprobe *p;
     ap_future **kids;
-    ap_joinset_child *recs;
+    ap_fanout_child *recs;
     size_t *order;
-    ap_joinset set;
+    ap_fanout set;
     size_t in_flight, high; /* poller only */
     _Atomic size_t fired_count;
     _Atomic uint32_t stop; /* the set is done: fire without waiting */
@@ -401,13 +401,13 @@ static void scenario_mpmc(unsigned producers, size_t limit, size_t per)
     ap_mpmc_pop_fut *pops = calloc(n, sizeof *pops);
     uint64_t *out = calloc(n, sizeof *out);
     ap_future **kids = calloc(n, sizeof *kids);
-    ap_joinset_child *recs = calloc(n, sizeof *recs);
+    ap_fanout_child *recs = calloc(n, sizeof *recs);
     CHECK(pops && out && kids && recs, "oom");
     for (size_t i = 0; i < n; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
         kids[i] = (ap_future *)&pops[i];
     }
-    ap_joinset s;
+    ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = n, .limit = limit, .result = pop_result};
     CHECK(ap_fanout_init(&s, recs, n * sizeof *recs, &d) == AP_OK, "init");
     mprod m[4];

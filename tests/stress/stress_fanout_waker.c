@@ -1,6 +1,6 @@
 /*
  * tests/stress/stress_fanout_waker.c -- ThreadSanitizer test of one edge of
- * ap_joinset: a poll that replaces the set's waker returns only after every
+ * ap_fanout: a poll that replaces the set's waker returns only after every
  * call of the old waker that had started has returned, and that call
  * happens-before the poll's return (fanout.h GUARANTEES, "the set's
  * waker"; ORDERING, "Set waker").
@@ -137,7 +137,7 @@ static void scenario(unsigned firers, size_t rounds)
         return;
     fw_child kids[FW_MAX_FIRERS];
     ap_future *kidp[FW_MAX_FIRERS];
-    ap_joinset_child recs[FW_MAX_FIRERS];
+    ap_fanout_child recs[FW_MAX_FIRERS];
     fw_firer fs[FW_MAX_FIRERS];
     /* on the heap: clang's TSan skips accesses to stack objects it thinks
      * do not escape, which hid the race from it */
@@ -157,7 +157,7 @@ static void scenario(unsigned firers, size_t rounds)
         kids[t].base.cancel = fw_child_cancel;
         kidp[t] = &kids[t].base;
     }
-    ap_joinset set;
+    ap_fanout set;
     ap_fanout_desc d = {.children = kidp, .n = firers, .limit = firers,
                         .policy = AP_FANOUT_POLICY_ALL};
     CHECK(ap_fanout_init(&set, recs, sizeof recs, &d) == AP_OK, "init");

@@ -78,11 +78,11 @@ static void scenario(unsigned n, unsigned rounds, bool timed)
         CHECK(ap_life_stop(&r->life) == AP_OK, "stop");
         ap_status st;
         if (timed) {
-            while ((st = ap_life_wait(&r->life, AP_LIFE_DRAINED, ap_now_ns() + 20 * AP_NS_PER_US)) ==
+            while ((st = ap_life_wait(&r->life, AP_LIFE_EVENT_DRAINED, ap_now_ns() + 20 * AP_NS_PER_US)) ==
                    AP_TIMEDOUT)
                 ;
         } else {
-            st = ap_life_wait(&r->life, AP_LIFE_DRAINED, AP_DEADLINE_NONE);
+            st = ap_life_wait(&r->life, AP_LIFE_EVENT_DRAINED, AP_DEADLINE_NONE);
         }
         CHECK(st == AP_OK, "drain: %d", st);
         STRESS_STORE(&r->drained, 1);

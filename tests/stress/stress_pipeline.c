@@ -230,7 +230,7 @@ static void pl_diag(void *arg)
             STRESS_LOAD(&r->received), ap_mpmc_len(&r->p.in), (int)ap_mpmc_is_closed(&r->p.in));
     for (unsigned i = 0; i < r->k; i++) {
         ap_pipeline_stats s;
-        if (ap_pipeline_stage_stats(&r->p, i, &s) != AP_OK)
+        if (ap_pipeline_stats_get(&r->p, i, &s) != AP_OK)
             continue;
         fprintf(stderr, "    stage %u: taken %" PRIu64 " emitted %" PRIu64 " filtered %" PRIu64
                 " failed %" PRIu64 " queued %zu finished %u/%u closed %d\n",
@@ -345,7 +345,7 @@ static void run_pipeline(unsigned k, unsigned producers, unsigned workers, unsig
     uint64_t filtered = 0, failed = 0;
     for (unsigned i = 0; i < k; i++) {
         ap_pipeline_stats s;
-        CHECK(ap_pipeline_stage_stats(&r->p, i, &s) == AP_OK, "stats");
+        CHECK(ap_pipeline_stats_get(&r->p, i, &s) == AP_OK, "stats");
         CHECK(s.taken == s.emitted + s.filtered + s.failed,
               "stage %u: taken %" PRIu64 " != emitted %" PRIu64 " + filtered %" PRIu64
               " + failed %" PRIu64, i, s.taken, s.emitted, s.filtered, s.failed);

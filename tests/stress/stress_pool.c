@@ -86,7 +86,7 @@ static ap_status get_obj(pool_worker *w, int mode, void **out)
     case M_WAIT:
         return ap_pool_get_wait(&r->pool, out, AP_DEADLINE_NONE);
     case M_DEADLINE: {
-        uint64_t dl = ap_time_add(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
+        uint64_t dl = ap_deadline_after(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
         if (stress_below(&w->rng, 2))
             return ap_pool_get_wait(&r->pool, out, dl);
         ap_pool_get_fut f;

@@ -1,6 +1,6 @@
 /*
  * tests/stress/stress_pubsub.c -- ThreadSanitizer stress of the broadcast
- * channel (asyncpat/pubsub.h, policy AP_PUBSUB_OVERWRITE)
+ * channel (asyncpat/pubsub.h, policy AP_PUBSUB_POLICY_OVERWRITE)
  *
  * Scenarios
  *   matrix   publishers x subscribers in {1x1, 1x3, 2x2, 4x2, 2x5},
@@ -272,7 +272,7 @@ static void run_matrix(unsigned pubs, unsigned subs, size_t capacity, bool wait_
     r->buf = aligned_alloc(64, ap__align_up(AP_PUBSUB_BYTES(capacity, sizeof(ps_msg)), 64));
     CHECK(r->buf != NULL, "out of memory");
     ap_status st = ap_pubsub_init(&r->ps, r->buf, AP_PUBSUB_BYTES(capacity, sizeof(ps_msg)),
-                                  capacity, sizeof(ps_msg), AP_PUBSUB_OVERWRITE);
+                                  capacity, sizeof(ps_msg), AP_PUBSUB_POLICY_OVERWRITE);
     CHECK(st == AP_OK, "init: %s", ap_status_str(st));
     unsigned n = pubs + subs;
     ps_worker *w = (ps_worker *)calloc(n, sizeof *w);
@@ -339,7 +339,7 @@ static void run_parked(unsigned subs)
         return;
     static uint64_t buf[AP_PUBSUB_BYTES(2, sizeof(ps_msg)) / 8];
     ap_status st = ap_pubsub_init(&parked_ps, buf, sizeof buf, 2, sizeof(ps_msg),
-                                  AP_PUBSUB_OVERWRITE);
+                                  AP_PUBSUB_POLICY_OVERWRITE);
     CHECK(st == AP_OK, "init");
     atomic_store(&parked_closed, 0);
     ap_sub s[16];

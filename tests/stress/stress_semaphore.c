@@ -68,7 +68,7 @@ static ap_status get_permits(sem_worker *w, int mode, size_t k)
     case M_WAIT:
         return ap_sem_acquire_wait(&r->sem, k, AP_DEADLINE_NONE);
     case M_DEADLINE: {
-        uint64_t dl = ap_time_add(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
+        uint64_t dl = ap_deadline_after(ap_now_ns(), (uint64_t)stress_below(&w->rng, 200) * AP_NS_PER_US);
         if (stress_below(&w->rng, 2))
             return ap_sem_acquire_wait(&r->sem, k, dl);
         ap_sem_acquire_fut f;

@@ -45,7 +45,7 @@ static void *split_producer(void *arg)
         }
         size_t next = 0;
         for (;;) {
-            ap_status st = r->mode == AP_SPLIT_BROADCAST
+            ap_status st = r->mode == AP_SPLIT_MODE_BROADCAST
                                ? ap_split_try_broadcast(&r->s, &item, &next)
                                : ap_split_try_push(&r->s, item, &item);
             if (st == AP_OK)
@@ -74,7 +74,7 @@ static void *split_consumer_main(void *arg)
         CHECK(p < r->producers && seq < r->per, "invented item %" PRIx64, item);
         CHECK(last[p] == UINT64_MAX || seq > last[p], "producer order broken");
         last[p] = seq;
-        if (r->mode == AP_SPLIT_HASH)
+        if (r->mode == AP_SPLIT_MODE_HASH)
             CHECK(ap_split_route(&r->s, item) == c->out, "key in the wrong output");
         uint32_t bit = 1u << c->out;
         uint32_t old = STRESS_ADD(&r->seen[p * r->per + seq], bit);
@@ -117,12 +117,12 @@ static void run(ap_split_mode mode, size_t producers, size_t k, size_t cap)
         ap_mpmc_close(&r->q[i]);
     for (size_t i = 0; i < k; i++)
         stress_join(cw[i].t);
-    uint64_t total = producers * r->per, copies = mode == AP_SPLIT_BROADCAST ? k : 1;
+    uint64_t total = producers * r->per, copies = mode == AP_SPLIT_MODE_BROADCAST ? k : 1;
     CHECK(STRESS_LOAD(&r->popped) == total * copies, "conservation: %" PRIu64 " of %" PRIu64,
           (uint64_t)STRESS_LOAD(&r->popped), total * copies);
     for (uint64_t i = 0; i < total; i++) {
         uint32_t m = STRESS_LOAD(&r->seen[i]);
-        if (mode == AP_SPLIT_BROADCAST)
+        if (mode == AP_SPLIT_MODE_BROADCAST)
             CHECK(m == (1u << k) - 1, "item %" PRIu64 " reached outputs %x", i, m);
         else
             CHECK(m != 0 && (m & (m - 1)) == 0, "item %" PRIu64 " in outputs %x", i, m);

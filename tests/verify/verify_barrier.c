@@ -179,7 +179,7 @@ static void bar_cancel_t0(bst *s)
     }
     VF_CHECK(st == AP_CANCELED, "T0 cancel: status %d", st);
     VF_CHECK(f->undid, "WITHDRAW/BREAK cancel reported CANCELED without undoing anything");
-    if (bar_policy == AP_BARRIER_BREAK) {
+    if (bar_policy == AP_BARRIER_POLICY_BREAK) {
         VF_CHECK(ap_barrier_is_broken(&s->b));
         return; /* the arrival is gone with the break */
     }
@@ -199,7 +199,7 @@ static void bar_cancel_other(bst *s, int id)
     if (id == 1)
         s->t1_status = st;
     if (st == AP_CANCELED) {
-        VF_CHECK(bar_policy == AP_BARRIER_BREAK, "T%d canceled under WITHDRAW", id);
+        VF_CHECK(bar_policy == AP_BARRIER_POLICY_BREAK, "T%d canceled under WITHDRAW", id);
         VF_CHECK(ap_barrier_is_broken(&s->b));
         VF_CHECK(s->fn_runs == 0);
         return;
@@ -275,7 +275,7 @@ static void bar_check(void *p)
     if (bar_mode == MODE_CANCEL) {
         bool broken = ap_barrier_is_broken(&s->b);
         VF_CHECK(s->f0_status == AP_OK || s->f0_status == AP_CANCELED || s->f0_undid);
-        if (bar_policy == AP_BARRIER_BREAK && s->f0_undid) {
+        if (bar_policy == AP_BARRIER_POLICY_BREAK && s->f0_undid) {
             VF_CHECK(broken, "T0 undid under BREAK but the barrier is not broken");
             VF_CHECK(s->fn_runs == 0 && ap_barrier_generation(&s->b) == 0);
             VF_CHECK(s->t1_status == AP_CANCELED, "T1 got %d from a broken barrier",
@@ -319,21 +319,21 @@ int main(void)
 {
     unsigned long total = 0;
     /* 2 and 3 parties, 2 generations each, fn on the leader */
-    total += run("barrier_2t_2gen", 2, 3, false, MODE_WAIT, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_2t_2gen_tso", 2, 3, true, MODE_WAIT, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_3t_2gen", 3, 2, false, MODE_WAIT, 3, AP_BARRIER_BREAK);
+    total += run("barrier_2t_2gen", 2, 3, false, MODE_WAIT, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_2t_2gen_tso", 2, 3, true, MODE_WAIT, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_3t_2gen", 3, 2, false, MODE_WAIT, 3, AP_BARRIER_POLICY_BREAK);
     /* arrive_and_drop: at generation 0 (2 parties; 3 parties), at generation 1 */
-    total += run("barrier_2t_drop_gen0", 2, 3, false, MODE_DROP0, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_2t_drop_gen0_tso", 2, 3, true, MODE_DROP0, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_3t_drop_gen0", 3, 2, false, MODE_DROP0, 3, AP_BARRIER_WITHDRAW);
-    total += run("barrier_3t_drop_gen1", 3, 2, false, MODE_DROP1, 3, AP_BARRIER_WITHDRAW);
+    total += run("barrier_2t_drop_gen0", 2, 3, false, MODE_DROP0, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_2t_drop_gen0_tso", 2, 3, true, MODE_DROP0, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_3t_drop_gen0", 3, 2, false, MODE_DROP0, 3, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_3t_drop_gen1", 3, 2, false, MODE_DROP1, 3, AP_BARRIER_POLICY_WITHDRAW);
     /* a cancelled wait racing with the last arrival */
-    total += run("barrier_2t_withdraw_race", 2, 3, false, MODE_CANCEL, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_2t_withdraw_race_tso", 2, 3, true, MODE_CANCEL, 2, AP_BARRIER_WITHDRAW);
-    total += run("barrier_3t_withdraw_race", 3, 2, false, MODE_CANCEL, 3, AP_BARRIER_WITHDRAW);
-    total += run("barrier_2t_break_race", 2, 3, false, MODE_CANCEL, 2, AP_BARRIER_BREAK);
-    total += run("barrier_2t_break_race_tso", 2, 3, true, MODE_CANCEL, 2, AP_BARRIER_BREAK);
-    total += run("barrier_3t_break_race", 3, 2, false, MODE_CANCEL, 3, AP_BARRIER_BREAK);
+    total += run("barrier_2t_withdraw_race", 2, 3, false, MODE_CANCEL, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_2t_withdraw_race_tso", 2, 3, true, MODE_CANCEL, 2, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_3t_withdraw_race", 3, 2, false, MODE_CANCEL, 3, AP_BARRIER_POLICY_WITHDRAW);
+    total += run("barrier_2t_break_race", 2, 3, false, MODE_CANCEL, 2, AP_BARRIER_POLICY_BREAK);
+    total += run("barrier_2t_break_race_tso", 2, 3, true, MODE_CANCEL, 2, AP_BARRIER_POLICY_BREAK);
+    total += run("barrier_3t_break_race", 3, 2, false, MODE_CANCEL, 3, AP_BARRIER_POLICY_BREAK);
     printf("verify_barrier: %lu executions\n", total);
     return 0;
 }

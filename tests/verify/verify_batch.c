@@ -35,7 +35,7 @@
 #define VB_DELAY 100
 
 typedef struct bst {
-    ap_batcher b;
+    ap_batch b;
     int buf[VB_MAXI];
     uint64_t add_time[VB_MAXI * 10 + VB_MAXI]; /* by item value */
     int got[2 * VB_MAXI]; /* items in take order */

@@ -44,7 +44,7 @@ enum { S = AP_BREAKER_OUTCOME_SUCCESS, F = AP_BREAKER_OUTCOME_FAILURE,
 
 typedef struct cst {
     ap_breaker b;
-    uint64_t buf[AP_CB_BYTES(WIN, MAXK) / sizeof(uint64_t)];
+    uint64_t buf[AP_BREAKER_BYTES(WIN, MAXK) / sizeof(uint64_t)];
     int K;
     /* transition log, by the new generation (from the callback) */
     bool ev_seen[MAXGEN];
@@ -96,8 +96,8 @@ static cst *cb_new(uint32_t min_calls)
                          .probe_lease_ns = LEASE_NS,
                          .on_change = cb_log,
                          .ctx = s};
-    VF_CHECK(ap_cb_bytes(&d) <= sizeof s->buf);
-    VF_CHECK(ap_cb_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
+    VF_CHECK(ap_breaker_bytes(&d) <= sizeof s->buf);
+    VF_CHECK(ap_breaker_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
     s->K = cb_K;
     s->setup_now = T0_NS;
     return s;
@@ -106,16 +106,16 @@ static cst *cb_new(uint32_t min_calls)
 static void cb_teardown(void *p)
 {
     cst *s = p;
-    ap_cb_fini(&s->b);
+    ap_breaker_fini(&s->b);
     free(s);
 }
 
 /* allow at @now; on AP_OK tallies the permit. */
-static ap_status cb_allow(cst *s, int id, uint64_t now, ap_cb_permit *p)
+static ap_status cb_allow(cst *s, int id, uint64_t now, ap_breaker_permit *p)
 {
     uint64_t ra = 0;
     s->cur_now[id] = now;
-    ap_status r = ap_cb_allow(&s->b, now, p, &ra);
+    ap_status r = ap_breaker_allow(&s->b, now, p, &ra);
     s->n_allow++;
     if (r == AP_REJECTED) {
         s->n_rej++;
@@ -143,15 +143,15 @@ static ap_status cb_allow(cst *s, int id, uint64_t now, ap_cb_permit *p)
     return r;
 }
 
-static void cb_record(cst *s, int id, ap_cb_permit *p, int o, uint64_t now)
+static void cb_record(cst *s, int id, ap_breaker_permit *p, int o, uint64_t now)
 {
-    const ap_cb_permit q = *p; /* the record consumes *p */
+    const ap_breaker_permit q = *p; /* the record consumes *p */
     s->cur_now[id] = now;
     s->rec[o][q.gen]++;
     s->n_rec++;
     if (o == F)
         s->rec_fail_started++;
-    VF_CHECK(ap_cb_record(&s->b, p, (ap_breaker_outcome)o, 0, now) == AP_OK);
+    VF_CHECK(ap_breaker_record(&s->b, p, (ap_breaker_outcome)o, 0, now) == AP_OK);
     VF_CHECK(p->gen == 0, "the record did not consume the permit");
     if (q.probe)
         s->held_half[q.gen]--;
@@ -162,15 +162,15 @@ static void cb_record(cst *s, int id, ap_cb_permit *p, int o, uint64_t now)
 static void *ho_setup(void)
 {
     cst *s = cb_new(WIN);
-    ap_cb_permit p[WIN];
+    ap_breaker_permit p[WIN];
     /* trip: WIN failures at T0 (no scheduling points outside the threads) */
     for (int i = 0; i < WIN; i++)
-        VF_CHECK(ap_cb_allow(&s->b, T0_NS, &p[i], NULL) == AP_OK);
+        VF_CHECK(ap_breaker_allow(&s->b, T0_NS, &p[i], NULL) == AP_OK);
     for (int i = 0; i < WIN; i++)
-        VF_CHECK(ap_cb_record(&s->b, &p[i], AP_BREAKER_OUTCOME_FAILURE, 0, T0_NS) == AP_OK);
-    VF_CHECK(ap_cb_state(&s->b, T0_NS) == AP_BREAKER_STATE_OPEN);
-    VF_CHECK(ap_cb_generation(&s->b) == 2);
-    s->base = ap_cb_stats(&s->b);
+        VF_CHECK(ap_breaker_record(&s->b, &p[i], AP_BREAKER_OUTCOME_FAILURE, 0, T0_NS) == AP_OK);
+    VF_CHECK(ap_breaker_state_at(&s->b, T0_NS) == AP_BREAKER_STATE_OPEN);
+    VF_CHECK(ap_breaker_generation(&s->b) == 2);
+    s->base = ap_breaker_stats_get(&s->b);
     return s;
 }
 
@@ -180,7 +180,7 @@ static void ho_thread(void *p, int id)
     /* thread 0 first asks 1 ns before the open time is over */
     for (int attempt = id == 0 ? 0 : 1; attempt < 2; attempt++) {
         uint64_t now = attempt == 0 ? T_OPEN - 1 : T_OPEN + (uint64_t)id;
-        ap_cb_permit pm;
+        ap_breaker_permit pm;
         if (cb_allow(s, id, now, &pm) != AP_OK)
             continue;
         cb_record(s, id, &pm, ho_out[id], now);
@@ -212,7 +212,7 @@ static int gen_state(const cst *s, int g)
 /* Checks common to both scenario kinds, once every permit is reported. */
 static void cb_check_common(cst *s, int G)
 {
-    ap_breaker_stats st = ap_cb_stats(&s->b);
+    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
     VF_CHECK(G >= 1 && G < MAXGEN);
     /* the callback ran exactly once per transition, and the log chains */
     VF_CHECK(s->nev == G - 1, "%d callbacks for %d transitions", s->nev, G - 1);
@@ -228,8 +228,8 @@ static void cb_check_common(cst *s, int G)
                      (unsigned long long)(s->ev_now[g - 1] + OPEN_NS));
     }
     /* the state machine ends where the log says (now 0: no due transition) */
-    VF_CHECK((int)ap_cb_state(&s->b, 0) == gen_state(s, G), "final state %d, the log says %d",
-             (int)ap_cb_state(&s->b, 0), gen_state(s, G));
+    VF_CHECK((int)ap_breaker_state_at(&s->b, 0) == gen_state(s, G), "final state %d, the log says %d",
+             (int)ap_breaker_state_at(&s->b, 0), gen_state(s, G));
     /* no call admitted while OPEN: each permit's generation is CLOSED or
      * HALF_OPEN, and its probe slot says which */
     for (int i = 0; i < s->nperm; i++) {
@@ -257,7 +257,7 @@ static void cb_check_common(cst *s, int G)
 static void ho_check(void *p)
 {
     cst *s = p;
-    int G = (int)ap_cb_generation(&s->b), K = s->K;
+    int G = (int)ap_breaker_generation(&s->b), K = s->K;
     cb_check_common(s, G);
     for (int g = 2; g <= G; g++) {
         int gs = gen_state(s, g);
@@ -306,7 +306,7 @@ static void ho_check(void *p)
 static void *cl_setup(void)
 {
     cst *s = cb_new(WIN);
-    s->base = ap_cb_stats(&s->b);
+    s->base = ap_breaker_stats_get(&s->b);
     return s;
 }
 
@@ -314,7 +314,7 @@ static void cl_thread(void *p, int id)
 {
     cst *s = p;
     for (int i = 0; i < 2; i++) {
-        ap_cb_permit pm;
+        ap_breaker_permit pm;
         /* the breaker trips only once all 4 records started, after every allow */
         VF_CHECK(cb_allow(s, id, T0_NS, &pm) == AP_OK, "T%d rejected in CLOSED", id);
         VF_CHECK(pm.gen == 1 && pm.probe == 0);
@@ -335,16 +335,16 @@ static void cl_invariant(void *p)
                  s->rec_fail_started);
     }
     uint64_t a = atomic_load_explicit(&s->b.agg, memory_order_relaxed);
-    VF_CHECK(AP__CB_F16(a, 16) <= AP__CB_F16(a, 32) && AP__CB_F16(a, 32) <= WIN,
+    VF_CHECK(AP__BREAKER_F16(a, 16) <= AP__BREAKER_F16(a, 32) && AP__BREAKER_F16(a, 32) <= WIN,
              "window aggregate: %llu failures of %llu calls",
-             (unsigned long long)AP__CB_F16(a, 16), (unsigned long long)AP__CB_F16(a, 32));
+             (unsigned long long)AP__BREAKER_F16(a, 16), (unsigned long long)AP__BREAKER_F16(a, 32));
 }
 
 static void cl_check(void *p)
 {
     cst *s = p;
-    int G = (int)ap_cb_generation(&s->b);
-    ap_breaker_stats st = ap_cb_stats(&s->b);
+    int G = (int)ap_breaker_generation(&s->b);
+    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
     cb_check_common(s, G);
     VF_CHECK(st.stale == 0 && st.successes == (uint64_t)(4 - cl_fails) &&
              st.failures == (uint64_t)cl_fails && st.rejected == 0);
@@ -356,9 +356,9 @@ static void cl_check(void *p)
     } else {
         VF_CHECK(G == 1, "%d failure of 4 tripped it", cl_fails);
         uint64_t a = atomic_load_explicit(&s->b.agg, memory_order_relaxed);
-        VF_CHECK(AP__CB_F16(a, 32) == 4 && AP__CB_F16(a, 16) == (uint64_t)cl_fails,
-                 "window: %llu failures of %llu calls", (unsigned long long)AP__CB_F16(a, 16),
-                 (unsigned long long)AP__CB_F16(a, 32));
+        VF_CHECK(AP__BREAKER_F16(a, 32) == 4 && AP__BREAKER_F16(a, 16) == (uint64_t)cl_fails,
+                 "window: %llu failures of %llu calls", (unsigned long long)AP__BREAKER_F16(a, 16),
+                 (unsigned long long)AP__BREAKER_F16(a, 32));
     }
 }
 

@@ -36,7 +36,7 @@ static void l_thread(void *p, int id)
         VF_CHECK(ap_life_stop(&s->life) == AP_OK);
         s->stopped = true;
         ap_life_wait_fut f;
-        ap_life_wait_fut_init(&f, &s->life, AP_LIFE_DRAINED);
+        ap_life_wait_fut_init(&f, &s->life, AP_LIFE_EVENT_DRAINED);
         vf_wait((ap_future *)&f);
         VF_CHECK(ap_life_wait_status(&f) == AP_OK);
         VF_CHECK(s->inside == 0, "drained with %d operations inside", s->inside);
@@ -75,7 +75,7 @@ static void l_check(void *p)
 {
     lst *s = p;
     VF_CHECK(s->drained && s->inside == 0);
-    VF_CHECK(ap_life_state_of(&s->life) == AP_LIFE_TERMINATED);
+    VF_CHECK(ap_life_state_of(&s->life) == AP_LIFE_STATE_TERMINATED);
     VF_CHECK(ap_life_in_flight(&s->life) == 0);
     VF_CHECK(!ap_waitlist_has_waiters(&s->life.wl));
 }
@@ -114,11 +114,11 @@ static void s_thread(void *p, int id)
     }
     VF_CHECK(ap_life_stop(&s->life) == AP_OK);
     ap_life_wait_fut f;
-    ap_life_wait_fut_init(&f, &s->life, AP_LIFE_DRAINED);
+    ap_life_wait_fut_init(&f, &s->life, AP_LIFE_EVENT_DRAINED);
     vf_wait((ap_future *)&f);
     VF_CHECK(ap_life_wait_status(&f) == AP_OK);
     s->drained = true;
-    if (ap_life_state_of(&s->life) == AP_LIFE_STOPPING) {
+    if (ap_life_state_of(&s->life) == AP_LIFE_STATE_STOPPING) {
         VF_CHECK(ap_life_terminated(&s->life) == AP_OK);
         s->kept = false; /* the stopper tears down what ran */
     }
@@ -129,7 +129,7 @@ static void s_check(void *p)
     sst *s = p;
     VF_CHECK(s->drained);
     VF_CHECK(!s->kept, "what the start opened leaked (torn down before it was opened)");
-    VF_CHECK(ap_life_state_of(&s->life) == AP_LIFE_TERMINATED);
+    VF_CHECK(ap_life_state_of(&s->life) == AP_LIFE_STATE_TERMINATED);
 }
 
 int main(void)

@@ -190,7 +190,7 @@ static void pl_check(void *p)
     for (int k = 0; k < pl_stages; k++) {
         ap_pipeline_stats ps;
         VF_CHECK(s->run_ok[k]);
-        VF_CHECK(ap_pipeline_stage_stats(&s->p, (size_t)k, &ps) == AP_OK);
+        VF_CHECK(ap_pipeline_stats_get(&s->p, (size_t)k, &ps) == AP_OK);
         VF_CHECK(ps.taken == (uint64_t)pl_items && ps.emitted == (uint64_t)pl_items,
                  "stage %d: taken %llu emitted %llu", k, (unsigned long long)ps.taken,
                  (unsigned long long)ps.emitted);

@@ -38,7 +38,7 @@ static void *ps_setup(void)
 {
     pst *s = calloc(1, sizeof *s);
     VF_CHECK(ap_pubsub_init(&s->ps, s->buf, sizeof s->buf, (size_t)cap, sizeof(msg),
-                            AP_PUBSUB_OVERWRITE) == AP_OK);
+                            AP_PUBSUB_POLICY_OVERWRITE) == AP_OK);
     for (int i = 0; i < n_subs; i++)
         ap_pubsub_subscribe(&s->ps, &s->sub[i]);
     return s;

@@ -44,7 +44,7 @@ typedef struct vatt {
 typedef struct rst {
     ap_sem sem;
     ap_breaker b;
-    uint64_t buf[AP_CB_BYTES(4, 1) / sizeof(uint64_t)];
+    uint64_t buf[AP_BREAKER_BYTES(4, 1) / sizeof(uint64_t)];
     ap_resil_fut x, y;
     vatt ax, ay;
     int starts[2], completions[2], cancels[2];
@@ -103,16 +103,16 @@ static void *vr_setup(void)
     VF_CHECK(ap_sem_init(&s->sem, 1) == AP_OK);
     ap_breaker_desc bd = {.window_size = 4, .min_calls = 4, .open_ns = OPEN_NS,
                           .half_open_probes = 1, .probe_lease_ns = UINT64_C(1) << 40};
-    VF_CHECK(ap_cb_bytes(&bd) <= sizeof s->buf);
-    VF_CHECK(ap_cb_init(&s->b, s->buf, sizeof s->buf, &bd) == AP_OK);
+    VF_CHECK(ap_breaker_bytes(&bd) <= sizeof s->buf);
+    VF_CHECK(ap_breaker_init(&s->b, s->buf, sizeof s->buf, &bd) == AP_OK);
     if (s->half_open) { /* trip at NOW - OPEN_NS: half-open from NOW on */
         for (int i = 0; i < 4; i++) {
-            ap_cb_permit p;
-            VF_CHECK(ap_cb_allow(&s->b, NOW - OPEN_NS, &p, NULL) == AP_OK);
-            VF_CHECK(ap_cb_record(&s->b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, NOW - OPEN_NS) ==
+            ap_breaker_permit p;
+            VF_CHECK(ap_breaker_allow(&s->b, NOW - OPEN_NS, &p, NULL) == AP_OK);
+            VF_CHECK(ap_breaker_record(&s->b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, NOW - OPEN_NS) ==
                      AP_OK);
         }
-        VF_CHECK(ap_cb_state(&s->b, NOW - 1) == AP_BREAKER_STATE_OPEN);
+        VF_CHECK(ap_breaker_state_at(&s->b, NOW - 1) == AP_BREAKER_STATE_OPEN);
     }
     ap_resil_desc d = {.bulkhead = &s->sem, .bulkhead_wait_ns = AP_DEADLINE_NONE,
                        .breaker = &s->b};
@@ -171,10 +171,10 @@ static void vr_check(void *p)
              "Y ended %d (by %d)", ry.status, ry.rejected_by);
     /* the status table: a refusal of the one attempt stays AP_REJECTED (the
      * retry alone would say AP_EXHAUSTED); nothing ends AP_NOT_READY */
-    VF_CHECK(rx.stop != AP_RETRY_RUNNING && ry.stop != AP_RETRY_RUNNING &&
+    VF_CHECK(rx.stop != AP_RETRY_STOP_RUNNING && ry.stop != AP_RETRY_STOP_RUNNING &&
              rx.status != AP_NOT_READY && ry.status != AP_NOT_READY);
     if (ry.status == AP_REJECTED)
-        VF_CHECK(ry.stop == AP_RETRY_EXHAUSTED && ry.last_error == AP_REJECTED &&
+        VF_CHECK(ry.stop == AP_RETRY_STOP_EXHAUSTED && ry.last_error == AP_REJECTED &&
                  ry.app_error == 0, "Y refused: stop %d, last %d", ry.stop, ry.last_error);
     if (ry.status == AP_OK)
         VF_CHECK(ry.app_error == 200, "Y's app_error %d", ry.app_error);
@@ -183,7 +183,7 @@ static void vr_check(void *p)
     VF_CHECK(s->starts[1] == s->completions[1] && s->cancels[1] == 0);
     VF_CHECK((ry.status == AP_OK) == (s->starts[1] == 1));
     /* the breaker: one record per permit, CANCELED for X's started attempt */
-    ap_breaker_stats st = ap_cb_stats(&s->b);
+    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
     uint64_t base = s->half_open ? 4 : 0;
     VF_CHECK(st.allowed == base + (uint64_t)(s->starts[0] + s->starts[1]),
              "allowed %llu, attempts started %d", (unsigned long long)st.allowed,
@@ -191,21 +191,21 @@ static void vr_check(void *p)
     VF_CHECK(st.allowed == st.successes + st.failures + st.ignored + st.canceled + st.stale,
              "breaker not conserved");
     VF_CHECK(st.canceled + st.stale >= (uint64_t)s->starts[0]);
-    VF_CHECK(ap_resil_fut_stats(&s->x).breaker_canceled == (uint64_t)s->starts[0]);
+    VF_CHECK(ap_resil_stats_get(&s->x).breaker_canceled == (uint64_t)s->starts[0]);
     VF_CHECK(st.successes + st.stale >= (uint64_t)s->starts[1]);
     /* no probe slot held: a fresh call is admitted */
-    ap_breaker_state bs = ap_cb_state(&s->b, NOW);
+    ap_breaker_state bs = ap_breaker_state_at(&s->b, NOW);
     if (bs == AP_BREAKER_STATE_HALF_OPEN)
         VF_CHECK(s->b.inflight == 0, "a half-open probe slot leaked");
-    ap_cb_permit fresh;
-    VF_CHECK(ap_cb_allow(&s->b, NOW + 2 * OPEN_NS, &fresh, NULL) == AP_OK,
+    ap_breaker_permit fresh;
+    VF_CHECK(ap_breaker_allow(&s->b, NOW + 2 * OPEN_NS, &fresh, NULL) == AP_OK,
              "a fresh call refused in state %d", (int)bs);
 }
 
 static void vr_teardown(void *p)
 {
     rst *s = p;
-    ap_cb_fini(&s->b);
+    ap_breaker_fini(&s->b);
     free(s);
 }
 

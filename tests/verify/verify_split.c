@@ -61,7 +61,7 @@ static void s_record(sst *s, int out, int v)
 {
     VF_CHECK(s->ngot[out] < 2 * VS_MAXI);
     s->got[out][s->ngot[out]++] = v;
-    if (s_mode == AP_SPLIT_HASH) {
+    if (s_mode == AP_SPLIT_MODE_HASH) {
         uint64_t key = s_keys[v / 10][v % 10];
         VF_CHECK(ap_split_route(&s->sp, key) == (size_t)out,
                  "item %d (key %llu) in output %d, route says %zu", v, (unsigned long long)key,
@@ -112,7 +112,7 @@ static void s_thread(void *p, int id)
         return;
     }
     /* one consumer: HASH sends both items to output 0, ROUND_ROBIN one to each */
-    int want0 = s_mode == AP_SPLIT_HASH ? 2 : 1;
+    int want0 = s_mode == AP_SPLIT_MODE_HASH ? 2 : 1;
     for (int i = 0; i < want0; i++)
         VF_CHECK(s_pop(s, 0) == AP_OK);
     for (int i = 0; i < 2 - want0; i++)
@@ -141,7 +141,7 @@ static void s_check(void *p)
         VF_CHECK(!ap_waitlist_has_waiters(&s->q[out].not_empty));
         VF_CHECK(!ap_waitlist_has_waiters(&s->q[out].not_full));
     }
-    if (s_mode == AP_SPLIT_ROUND_ROBIN) {
+    if (s_mode == AP_SPLIT_MODE_ROUND_ROBIN) {
         VF_CHECK(s->ngot[0] == (n + 1) / 2 && s->ngot[1] == n / 2, "round robin spread %d/%d",
                  s->ngot[0], s->ngot[1]);
         VF_CHECK(atomic_load(&s->sp.cursor) == (uint64_t)n);
@@ -151,7 +151,7 @@ static void s_check(void *p)
 static void find_keys(void)
 {
     ap_mpmc *dummy[2] = {NULL, NULL};
-    ap_split sp = {.outs = dummy, .k = 2, .mode = AP_SPLIT_HASH};
+    ap_split sp = {.outs = dummy, .k = 2, .mode = AP_SPLIT_MODE_HASH};
     int n0 = 0, n1 = 0;
     for (uint64_t k = 1; n0 < 2 || n1 < 1; k++) {
         if (ap_split_route(&sp, k) == 0 && n0 < 2)
@@ -174,20 +174,20 @@ int main(void)
         s_ncons = 2, s_nitems[0] = 2, s_nitems[1] = 1, sc.nthreads = 4, sc.bound = 1;
         s_keys[0][0] = key_to0[0], s_keys[0][1] = key_to1;
         s_keys[1][0] = key_to0[0];
-        s_mode = AP_SPLIT_HASH;
+        s_mode = AP_SPLIT_MODE_HASH;
         sc.name = tso ? "split_hash_2p2c_tso" : "split_hash_2p2c";
         total += vf_explore(&sc);
-        s_mode = AP_SPLIT_ROUND_ROBIN;
+        s_mode = AP_SPLIT_MODE_ROUND_ROBIN;
         sc.name = tso ? "split_rr_2p2c_tso" : "split_rr_2p2c";
         total += vf_explore(&sc);
 
         /* 2 producers, 1 consumer, one item each */
         s_ncons = 1, s_nitems[0] = s_nitems[1] = 1, sc.nthreads = 3, sc.bound = 2;
         s_keys[0][0] = key_to0[0], s_keys[1][0] = key_to0[1];
-        s_mode = AP_SPLIT_HASH;
+        s_mode = AP_SPLIT_MODE_HASH;
         sc.name = tso ? "split_hash_2p1c_tso" : "split_hash_2p1c";
         total += vf_explore(&sc);
-        s_mode = AP_SPLIT_ROUND_ROBIN;
+        s_mode = AP_SPLIT_MODE_ROUND_ROBIN;
         sc.name = tso ? "split_rr_2p1c_tso" : "split_rr_2p1c";
         total += vf_explore(&sc);
     }

@@ -5,20 +5,20 @@
  * transitions computed on access under a fair clock.
  *
  * MODELLED (circuit_breaker.h)
- *   cb_set       ap__cb_set (:628): a transition; the generation grows
+ *   cb_set       ap__breaker_set (:628): a transition; the generation grows
  *                (every permit handed out before is stale from now on);
  *                OPEN arms the open time; HALF_OPEN clears inflight, succ,
  *                admitted and the probe table
- *   cb_advance   ap__cb_advance (:672): OPEN whose time is over ->
+ *   cb_advance   ap__breaker_advance (:672): OPEN whose time is over ->
  *                HALF_OPEN; HALF_OPEN with an expired probe lease -> OPEN
- *   client()     ap_cb_allow (:760): lock-free CLOSED admit and OPEN
- *                rejection (open time not over), else ap__cb_allow_slow
+ *   client()     ap_breaker_allow (:760): lock-free CLOSED admit and OPEN
+ *                rejection (open time not over), else ap__breaker_allow_slow
  *                (:705) under the lock: advance, then admit (CLOSED) or
  *                lease a probe slot if admitted < K (HALF_OPEN);
- *                ap_cb_record (:1131): stale check on the generation;
+ *                ap_breaker_record (:1131): stale check on the generation;
  *                CLOSED: a failure may trip (window abstracted) through
- *                ap__cb_trip (:800), which re-checks (CLOSED, g) under the
- *                lock; HALF_OPEN: ap__cb_record_slow (:1059): advance,
+ *                ap__breaker_trip (:800), which re-checks (CLOSED, g) under the
+ *                lock; HALF_OPEN: ap__breaker_record_slow (:1059): advance,
  *                stale check, free the slot, then FAILURE -> OPEN,
  *                K-th SUCCESS -> CLOSED, all K reported without a failure
  *                (some IGNORED) -> new HALF_OPEN period. O_IGNORED also
@@ -55,7 +55,7 @@
  *     and of the probe table is made under the lock and each critical
  *     section writes the state word at most once, so lock-free readers
  *     (allow's fast paths, record's stale check, the clock) can observe
- *     nothing in between. The lock-free stale check of ap_cb_record is
+ *     nothing in between. The lock-free stale check of ap_breaker_record is
  *     folded into the locked one: generations only grow, so a permit stale
  *     at the load is stale under the lock as well.
  *   - sizes: NC = 3 clients looping for ever, K = 2 probes.
@@ -87,7 +87,7 @@
 #define OPEN   1
 #define HALF   2
 
-#define S_FREE    0   /* probe slot: admit[i] == AP__CB_FREE */
+#define S_FREE    0   /* probe slot: admit[i] == AP__BREAKER_FREE */
 #define S_BUSY    1   /*             leased, lease not over */
 #define S_EXPIRED 2   /*             leased, now >= admit + probe_lease_ns */
 
@@ -106,7 +106,7 @@ byte pout;            /* ghost: current-generation probe permits not yet reporte
 bool isprobe[NC];     /* ghost: the client's permit is a probe */
 bit  hper;            /* ghost: flips at every new half-open period */
 
-/* ap__cb_set (:628), under the lock */
+/* ap__breaker_set (:628), under the lock */
 inline cb_set(to) {
     d_step {
         /* generation + 1: every outstanding permit is stale */
@@ -132,7 +132,7 @@ inline cb_set(to) {
     }
 }
 
-/* ap__cb_advance (:672), under the lock */
+/* ap__breaker_advance (:672), under the lock */
 inline cb_advance() {
     if
     :: cbst == OPEN && open_over -> cb_set(HALF)
@@ -149,13 +149,13 @@ proctype client(byte me)
 
 end_loop:
     do
-    :: /* ---------------- ap_cb_allow ---------------- */
+    :: /* ---------------- ap_breaker_allow ---------------- */
        atomic {
            if
            :: cbst == CLOSED ->                 /* lock-free admit */
               pvalid[me] = true; isprobe[me] = false; got = true
            :: cbst == OPEN && !open_over -> skip    /* lock-free rejection */
-           :: else -> slow = true               /* ap__cb_allow_slow */
+           :: else -> slow = true               /* ap__breaker_allow_slow */
            fi
        };
        if
@@ -186,7 +186,7 @@ end_loop:
        fi;
        if
        :: got ->
-          /* ---- the call; then ap_cb_record, or never a report ---- */
+          /* ---- the call; then ap_breaker_record, or never a report ---- */
           if
           :: o = O_SUCCESS
           :: o = O_FAILURE
@@ -201,7 +201,7 @@ end_loop:
           if
           :: !isprobe[me] ->
              /* CLOSED permit: lock-free stale check and window record; a
-              * failure may trip: ap__cb_trip re-checks (CLOSED, g) under
+              * failure may trip: ap__breaker_trip re-checks (CLOSED, g) under
               * the lock (stale permits change nothing) */
              if
              :: o == O_FAILURE ->
@@ -214,7 +214,7 @@ end_loop:
              :: true -> skip
              fi
           :: else ->
-             /* probe: the lock-free stale check, then ap__cb_record_slow
+             /* probe: the lock-free stale check, then ap__breaker_record_slow
               * under the lock (its own stale check after advance) */
              d_step {
                  cb_advance();                  /* a probe at/after its lease is stale */
