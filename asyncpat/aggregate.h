@@ -72,7 +72,7 @@
  *   if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
  *
  *   // the last 1000 values
- *   static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
+ *   static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
  *   static ap_agg_slide sl;
  *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
  *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
@@ -113,7 +113,7 @@ typedef struct ap__agg_entry {
     ((size_t)(capacity) * (sizeof(ap__agg_entry) + 2 * sizeof(uint64_t)))
 /** AP_AGG_SLIDE_ALIGN - the alignment ap_agg_slide_init needs of its buffer
  *  (constant expression) */
-#define AP_AGG_SLIDE_ALIGN _Alignof(ap__agg_entry)
+#define AP_AGG_SLIDE_ALIGN AP_ALIGNOF(ap__agg_entry)
 
 /* A ring of sequence numbers used as a deque. */
 typedef struct ap__agg_deque {

@@ -226,25 +226,25 @@ typedef struct ap_bp_stats {
 typedef struct ap_bp {
     ap_mpmc q; /* the buffer: the elements and the pop futures' waitlist */
     /* written by every push and pop */
-    _Alignas(AP_CACHELINE) _Atomic size_t level; /* count << 2 | CLOSED | HIGH */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) level; /* count << 2 | CLOSED | HIGH */
     ap__lock prod_lock;                          /* DROP_OLDEST producers, close */
     /* producer-side counters of the refusing and slow paths (relaxed
      * statistics; offered and accepted are derived, ap_bp_stats_get) */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t dropped_newest, dropped_oldest, throttled,
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) dropped_newest, dropped_oldest, throttled,
         full, closed, canceled, waits;
     /* consumer-side counter, on its own line (narrow size_t only: see
      * GUARANTEES); q_start is the mpmc's first head ticket */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t popped;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) popped;
     size_t q_start;
     /* read-mostly from here */
-    _Alignas(AP_CACHELINE) size_t capacity; /* 0 after fini */
+    AP_ALIGNAS(AP_CACHELINE) size_t capacity; /* 0 after fini */
     size_t high, low;
     ap_bp_strategy strategy;
     const ap_allocator *alloc; /* set by create */
     ap_bp_desc desc;           /* as resolved at init */
     ap_waitlist not_full;      /* BLOCK push futures; woken by give-backs */
     ap_waitlist below_low;     /* low-watermark futures; woken at the crossing */
-    _Atomic uint64_t crossings; /* HIGH -> LOW transitions so far */
+    AP_ATOMIC_T(uint64_t) crossings; /* HIGH -> LOW transitions so far */
     ap_tb tb;                  /* THROTTLE's bucket */
 } ap_bp;
 

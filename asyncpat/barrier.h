@@ -146,16 +146,16 @@ typedef enum ap_barrier_policy {
 
 typedef struct ap_barrier {
     /* BROKEN | gen << 40 | parties << 20 | arrived: written by every arrival */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t state;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) state;
     /* read-mostly from here */
-    _Alignas(AP_CACHELINE) void (*fn)(void *ctx); /* completion function or NULL */
+    AP_ALIGNAS(AP_CACHELINE) void (*fn)(void *ctx); /* completion function or NULL */
     void *ctx;
     ap_barrier_policy policy;
     uint32_t live; /* 1 between init and fini */
     ap_waitlist wl;
 } ap_barrier;
 
-_Static_assert(offsetof(ap_barrier, fn) - offsetof(ap_barrier, state) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_barrier, fn) - offsetof(ap_barrier, state) >= AP_CACHELINE,
                "ap_barrier: the state word must have its own cache line");
 
 /*

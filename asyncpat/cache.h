@@ -113,7 +113,7 @@
  *
  * USAGE (url, url_hash, load_page and note_evicted are the caller's)
  *   typedef struct { uint32_t len; char body[60]; } page;
- *   static _Alignas(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+ *   static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
  *   ap_cache c;
  *   if (ap_cache_init(&c, mem, sizeof mem,
  *                     &(ap_cache_desc){.capacity = 4096, .shards = 16,
@@ -158,9 +158,9 @@ typedef struct ap_cache_stats {
 
 /* One entry; its value (value_size rounded up to 8 bytes) follows it. */
 typedef struct ap__cache_node {
-    _Atomic uint64_t key;
+    AP_ATOMIC_T(uint64_t) key;
     uint32_t newer, older;     /* queue links (under the lock) */
-    _Atomic uint8_t visited;   /* the SIEVE bit */
+    AP_ATOMIC_T(uint8_t) visited;   /* the SIEVE bit */
 } ap__cache_node;
 
 #define AP__CACHE_NIL UINT32_MAX
@@ -168,8 +168,8 @@ typedef struct ap__cache_node {
 /* One shard: written by writers under its lock; readers read only seq and
  * the layout fields (cap, tmask, nodes, index). */
 typedef struct ap__cache_shard {
-    _Alignas(AP_CACHELINE) ap__lock lock;
-    _Atomic uint32_t seq;   /* odd while a writer changes the shard */
+    AP_ALIGNAS(AP_CACHELINE) ap__lock lock;
+    AP_ATOMIC_T(uint32_t) seq;   /* odd while a writer changes the shard */
     uint32_t cap;           /* entries this shard may hold */
     uint32_t tmask;         /* index slots - 1 */
     uint32_t head, tail;    /* newest / oldest entry, or NIL */
@@ -177,9 +177,9 @@ typedef struct ap__cache_shard {
     uint32_t free_list;     /* unused nodes, linked by `older` */
     uint32_t used;          /* entries (under the lock) */
     unsigned char *nodes;   /* cap nodes of node_bytes each */
-    _Atomic uint32_t *index; /* node + 1, or 0 = empty */
-    _Atomic size_t len;     /* `used`, for lock-free len() */
-    _Atomic uint64_t inserts, updates, evictions, removes, hand_steps;
+    AP_ATOMIC_T(uint32_t) *index; /* node + 1, or 0 = empty */
+    AP_ATOMIC_T(size_t) len;     /* `used`, for lock-free len() */
+    AP_ATOMIC_T(uint64_t) inserts, updates, evictions, removes, hand_steps;
 } ap__cache_shard;
 
 /* Hit/miss counters, striped over their own cache lines, so that a get is
@@ -191,8 +191,8 @@ typedef struct ap__cache_shard {
  * exact either way. */
 #define AP__CACHE_STRIPES 32
 typedef struct ap__cache_ctr {
-    _Alignas(AP_CACHELINE) _Atomic uint64_t hits;
-    _Atomic uint64_t misses;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) hits;
+    AP_ATOMIC_T(uint64_t) misses;
 } ap__cache_ctr;
 
 /** ap_cache - a sharded SIEVE cache; set up with ap_cache_init or create */
@@ -239,7 +239,7 @@ typedef struct ap_cache {
                                (value_size)))
 
 /** AP_CACHE_ALIGN - the alignment ap_cache_init needs of its buffer
- *  (constant expression: AP_CACHELINE; e.g. static _Alignas(AP_CACHE_ALIGN)
+ *  (constant expression: AP_CACHELINE; e.g. static AP_ALIGNAS(AP_CACHE_ALIGN)
  *  unsigned char buf[AP_CACHE_BYTES(1024, 4, 16)]) */
 #define AP_CACHE_ALIGN ((size_t)AP_CACHELINE)
 
@@ -366,9 +366,9 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
 
 /* ---- implementation ---- */
 
-_Static_assert(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
-_Static_assert(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");
-_Static_assert(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole lines");
+AP_STATIC_ASSERT(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
+AP_STATIC_ASSERT(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");
+AP_STATIC_ASSERT(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole lines");
 
 /* Seqlock orders: AP__SEQLOCK_* in core.h (Boehm's fences; stronger under TSan). */
 #define AP__CACHE_SHARE_LIMIT ((size_t)1 << 30)
@@ -428,7 +428,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
     ap_cache_desc d;
     size_t nb, sb, total;
     /* every check before the first write: AP_INVAL touches nothing. The
-     * shards and counter stripes are _Alignas(AP_CACHELINE) types, so a
+     * shards and counter stripes are AP_ALIGNAS(AP_CACHELINE) types, so a
      * less aligned buffer (malloc's 16 bytes) cannot hold them. */
     if (buf == NULL || (uintptr_t)buf % AP_CACHE_ALIGN != 0 ||
         ap__cache_layout(desc, &d, &nb, &sb, &total) != AP_OK || size < total)
@@ -452,7 +452,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         x->head = x->tail = x->hand = AP__CACHE_NIL;
         x->used = 0;
         x->nodes = region;
-        x->index = (_Atomic uint32_t *)(void *)(region + span * nb);
+        x->index = (AP_ATOMIC_T(uint32_t) *)(void *)(region + span * nb);
         x->free_list = AP__CACHE_NIL;
         for (size_t n = x->cap; n-- > 0;) { /* free list 0, 1, 2, ... */
             ap__cache_node *node = (ap__cache_node *)(void *)(region + n * nb);
@@ -461,7 +461,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
             node->newer = AP__CACHE_NIL;
             node->older = x->free_list;
             x->free_list = (uint32_t)n;
-            _Atomic uint64_t *w = (_Atomic uint64_t *)(void *)(node + 1);
+            AP_ATOMIC_T(uint64_t) *w = (AP_ATOMIC_T(uint64_t) *)(void *)(node + 1);
             for (size_t k = 0; k < nb / 8 - sizeof(ap__cache_node) / 8; k++)
                 AP_ATOMIC_INIT(&w[k], 0u);
         }
@@ -556,9 +556,9 @@ AP_FORCE_INLINE ap__cache_node *ap__cache_node_at(const ap_cache *c, const ap__c
     return (ap__cache_node *)(void *)(s->nodes + (size_t)n * c->node_bytes);
 }
 
-AP_FORCE_INLINE _Atomic uint64_t *ap__cache_words(ap__cache_node *node)
+AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__cache_words(ap__cache_node *node)
 {
-    return (_Atomic uint64_t *)(void *)(node + 1);
+    return (AP_ATOMIC_T(uint64_t) *)(void *)(node + 1);
 }
 
 /*
@@ -613,7 +613,7 @@ AP_FORCE_INLINE void ap__cache_write_end(ap__cache_shard *s)
 AP_FORCE_INLINE void ap__cache_store_value(const ap_cache *c, ap__cache_node *node,
                                            const void *val)
 {
-    _Atomic uint64_t *w = ap__cache_words(node);
+    AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
     const unsigned char *src = (const unsigned char *)val;
     size_t left = c->value_size;
     for (size_t k = 0; k < c->words; k++, left -= 8) {
@@ -627,7 +627,7 @@ AP_FORCE_INLINE void ap__cache_store_value(const ap_cache *c, ap__cache_node *no
 
 AP_FORCE_INLINE void ap__cache_load_value(const ap_cache *c, ap__cache_node *node, void *out)
 {
-    _Atomic uint64_t *w = ap__cache_words(node);
+    AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
     unsigned char *dst = (unsigned char *)out;
     size_t left = c->value_size;
     for (size_t k = 0; k < c->words; k++, left -= 8) {
@@ -701,7 +701,7 @@ AP_API uint32_t ap__cache_sieve(const ap_cache *c, ap__cache_shard *s)
 }
 
 /* Bump a writer-only counter (under the lock): load + store, no RMW. */
-AP_FORCE_INLINE void ap__cache_count(_Atomic uint64_t *ctr)
+AP_FORCE_INLINE void ap__cache_count(AP_ATOMIC_T(uint64_t) *ctr)
 {
     AP_ATOMIC_STORE(ctr, AP_ATOMIC_LOAD(ctr, memory_order_relaxed) + 1, memory_order_relaxed);
 }
@@ -747,7 +747,7 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
         ap__cache_node *node = NULL;
         if (n != AP__CACHE_NIL) {
             node = ap__cache_node_at(c, s, n);
-            _Atomic uint64_t *w = ap__cache_words(node);
+            AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
             for (size_t k = 0; k < c->words; k++)
                 copy[k] = AP_ATOMIC_LOAD(&w[k], AP__SEQLOCK_MO_LOAD);
         }

@@ -295,33 +295,33 @@ typedef struct ap_breaker_stats {
 } ap_breaker_stats;
 
 typedef struct ap__breaker_stripe {
-    _Alignas(AP_CACHELINE) _Atomic uint64_t allowed;
-    _Atomic uint64_t rejected, successes, failures, ignored, canceled, slow, stale;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) allowed;
+    AP_ATOMIC_T(uint64_t) rejected, successes, failures, ignored, canceled, slow, stale;
 } ap__breaker_stripe;
 
 typedef struct ap__breaker_bucket {
-    _Atomic uint64_t key; /* gen16 << 48 | reset flag << 47 | epoch47 */
-    _Atomic uint64_t cnt; /* seq8 << 56 | calls19 << 37 | failures19 << 18 | slow18 */
+    AP_ATOMIC_T(uint64_t) key; /* gen16 << 48 | reset flag << 47 | epoch47 */
+    AP_ATOMIC_T(uint64_t) cnt; /* seq8 << 56 | calls19 << 37 | failures19 << 18 | slow18 */
 } ap__breaker_bucket;
 
 /** ap_breaker - one breaker; set up with ap_breaker_init or ap_breaker_create */
 typedef struct ap_breaker {
-    _Alignas(AP_CACHELINE) _Atomic uint64_t state; /* gen << 3 | ap_breaker_state */
-    _Atomic uint64_t open_until;                   /* while OPEN; written under lock */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) state; /* gen << 3 | ap_breaker_state */
+    AP_ATOMIC_T(uint64_t) open_until;                   /* while OPEN; written under lock */
     /* COUNT window, all on one line: a record touches each of them */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t agg;   /* epoch16|calls16|failures16|slow16 */
-    _Atomic uint64_t consec;                       /* epoch16 << 48 | run of failures */
-    _Atomic uint64_t cursor;                       /* epoch16 << 48 | ring position */
-    _Atomic uint64_t tnew;                         /* TIME: gen16 << 48 | newest epoch47 */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) agg;   /* epoch16|calls16|failures16|slow16 */
+    AP_ATOMIC_T(uint64_t) consec;                       /* epoch16 << 48 | run of failures */
+    AP_ATOMIC_T(uint64_t) cursor;                       /* epoch16 << 48 | ring position */
+    AP_ATOMIC_T(uint64_t) tnew;                         /* TIME: gen16 << 48 | newest epoch47 */
     /* slow path, under lock */
-    _Alignas(AP_CACHELINE) ap__lock lock;
+    AP_ALIGNAS(AP_CACHELINE) ap__lock lock;
     uint64_t cur_open;     /* current open duration */
     uint32_t inflight, succ, admitted; /* HALF_OPEN: this period's probes */
     uint64_t *admit;       /* [probes]: admit time, UINT64_MAX = free */
     ap__breaker_bucket *bkt;    /* TIME: [buckets], lock-free (see ORDERING) */
     uint64_t bkt_w;        /* bucket width, ns */
-    _Atomic uint64_t *slots; /* COUNT: [window_size], gen32 << 3 | slow << 2 | fail << 1 | 1 */
-    _Atomic uint64_t transitions, lease_expired;
+    AP_ATOMIC_T(uint64_t) *slots; /* COUNT: [window_size], gen32 << 3 | slow << 2 | fail << 1 | 1 */
+    AP_ATOMIC_T(uint64_t) transitions, lease_expired;
     ap_breaker_desc desc;  /* resolved */
     const ap_allocator *alloc; /* set by create */
     size_t alloc_size;
@@ -537,7 +537,7 @@ AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t b
     b->desc = d;
     char *p = (char *)buf;
     if (d.window == AP_BREAKER_WINDOW_COUNT) {
-        b->slots = (_Atomic uint64_t *)(void *)p;
+        b->slots = (AP_ATOMIC_T(uint64_t) *)(void *)p;
         for (uint32_t i = 0; i < d.window_size; i++)
             AP_ATOMIC_INIT(&b->slots[i], 0);
         p += (size_t)d.window_size * sizeof(uint64_t);

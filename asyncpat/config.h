@@ -60,7 +60,73 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <string.h>
+/* ---- C and C++: one spelling for types and attributes ----
+ *
+ * The headers spell atomic types, alignment, static assertions and thread
+ * storage through these macros, never through the C11 keywords, so the
+ * same text compiles as C11 and as C++17/20/23:
+ *
+ *   macro               C11                   C++ before 23         C++23 with <stdatomic.h>
+ *   AP_ATOMIC_T(T)      _Atomic(T)            std::atomic<T>        _Atomic(T) (= std::atomic<T>)
+ *   AP_ALIGNAS(n)       _Alignas(n)           alignas(n)            alignas(n)
+ *   AP_ALIGNOF(T)       _Alignof(T)           alignof(T)            alignof(T)
+ *   AP_STATIC_ASSERT    _Static_assert        static_assert         static_assert
+ *   AP_THREAD_LOCAL     _Thread_local         thread_local          thread_local
+ *   AP_ATOMIC_*         atomic_*_explicit     std::atomic_*_explicit atomic_*_explicit
+ *
+ * C++ guarantees:
+ *  - same memory orders: every operation passes the order the C build
+ *    passes (std::memory_order_x for memory_order_x); the memory_order
+ *    names the headers use are brought into the global namespace with
+ *    using-declarations (exactly the ones C++23 <stdatomic.h> declares);
+ *    AP_ATOMIC_INIT is a relaxed store in C++ (atomic_init is deprecated
+ *    there and absent from C++23 <stdatomic.h>);
+ *  - same layout: std::atomic<T> has the size and alignment of _Atomic(T)
+ *    for every T the headers use (asserted below and, field by field for
+ *    every public struct, by tests/cpp/layout_check.cpp), so one object can
+ *    be shared by C and C++ translation units built with the same AP_* macros;
+ *  - no exceptions: nothing throws (the std::atomic free functions are
+ *    noexcept; allocation goes through the C allocator hooks);
+ *  - linkage: every function is AP_API (static inline) and the headers are
+ *    not wrapped in extern "C": they define no external symbols, so the
+ *    types and functions can appear in a user's extern "C" API as they are,
+ *    and including them inside an extern "C" block is harmless too.
+ */
+#ifdef __cplusplus
+#if __cplusplus > 202002L && defined(__has_include)
+#if __has_include(<stdatomic.h>)
+#define AP__CXX_STDATOMIC 1
+#endif
+#endif
+#ifdef AP__CXX_STDATOMIC
 #include <stdatomic.h>
+#define AP_ATOMIC_T(T) _Atomic(T)
+#define AP__STD
+#else
+#include <atomic>
+#define AP_ATOMIC_T(T) std::atomic<T>
+#define AP__STD std::
+using std::memory_order;
+using std::memory_order_relaxed;
+using std::memory_order_consume;
+using std::memory_order_acquire;
+using std::memory_order_release;
+using std::memory_order_acq_rel;
+using std::memory_order_seq_cst;
+using std::atomic_signal_fence;
+#endif
+#define AP_ALIGNAS(n) alignas(n)
+#define AP_ALIGNOF(T) alignof(T)
+#define AP_STATIC_ASSERT(c, msg) static_assert(c, msg)
+#define AP_THREAD_LOCAL thread_local
+#else
+#include <stdatomic.h>
+#define AP_ATOMIC_T(T) _Atomic(T)
+#define AP_ALIGNAS(n) _Alignas(n)
+#define AP_ALIGNOF(T) _Alignof(T)
+#define AP_STATIC_ASSERT(c, msg) _Static_assert(c, msg)
+#define AP_THREAD_LOCAL _Thread_local
+#endif
 
 #ifndef AP_API
 #define AP_API static inline
@@ -171,6 +237,21 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
       defined(AP_ATOMIC_INIT))
 #error "asyncpat: override all AP_ATOMIC_* macros together, or none"
 #endif
+#elif defined(__cplusplus)
+/* the same calls, in namespace std before C++23; a relaxed store for init */
+#define AP_ATOMIC_INIT(p, v) AP__STD atomic_store_explicit((p), (v), AP__STD memory_order_relaxed)
+#define AP_ATOMIC_LOAD(p, mo) AP__STD atomic_load_explicit((p), (mo))
+#define AP_ATOMIC_STORE(p, v, mo) AP__STD atomic_store_explicit((p), (v), (mo))
+#define AP_ATOMIC_EXCHANGE(p, v, mo) AP__STD atomic_exchange_explicit((p), (v), (mo))
+#define AP_ATOMIC_CAS_WEAK(p, expp, v, mo_ok, mo_fail) \
+    AP__STD atomic_compare_exchange_weak_explicit((p), (expp), (v), (mo_ok), (mo_fail))
+#define AP_ATOMIC_CAS_STRONG(p, expp, v, mo_ok, mo_fail) \
+    AP__STD atomic_compare_exchange_strong_explicit((p), (expp), (v), (mo_ok), (mo_fail))
+#define AP_ATOMIC_FETCH_ADD(p, v, mo) AP__STD atomic_fetch_add_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_SUB(p, v, mo) AP__STD atomic_fetch_sub_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_OR(p, v, mo) AP__STD atomic_fetch_or_explicit((p), (v), (mo))
+#define AP_ATOMIC_FETCH_AND(p, v, mo) AP__STD atomic_fetch_and_explicit((p), (v), (mo))
+#define AP_ATOMIC_FENCE(mo) AP__STD atomic_thread_fence(mo)
 #else
 #define AP_ATOMIC_INIT(p, v) atomic_init((p), (v))
 #define AP_ATOMIC_LOAD(p, mo) atomic_load_explicit((p), (mo))
@@ -186,6 +267,23 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_ATOMIC_FETCH_AND(p, v, mo) atomic_fetch_and_explicit((p), (v), (mo))
 #define AP_ATOMIC_FENCE(mo) atomic_thread_fence(mo)
 #endif
+
+/* std::atomic<T> must be laid out as _Atomic(T) for a struct to have one
+ * layout in C and C++: true on gcc and clang for these lock-free sizes. */
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint64_t)) == 8 && AP_ALIGNOF(AP_ATOMIC_T(uint64_t)) == 8,
+                 "atomic uint64_t is 8 bytes, 8-aligned");
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint32_t)) == 4 && AP_ALIGNOF(AP_ATOMIC_T(uint32_t)) == 4,
+                 "atomic uint32_t is 4 bytes, 4-aligned");
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint8_t)) == 1, "atomic uint8_t is 1 byte");
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(size_t)) == sizeof(size_t) &&
+                     AP_ALIGNOF(AP_ATOMIC_T(size_t)) == AP_ALIGNOF(size_t),
+                 "atomic size_t is laid out as size_t");
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(void *)) == sizeof(void *) &&
+                     AP_ALIGNOF(AP_ATOMIC_T(void *)) == AP_ALIGNOF(void *),
+                 "atomic pointers are laid out as pointers");
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(unsigned)) == sizeof(unsigned) &&
+                     AP_ALIGNOF(AP_ATOMIC_T(unsigned)) == AP_ALIGNOF(unsigned),
+                 "atomic unsigned is laid out as unsigned");
 
 /* ---- ThreadSanitizer builds ----
  * AP__TSAN is defined when compiling under ThreadSanitizer (gcc or clang).
@@ -270,7 +368,7 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
  * publishing, or between checking and parking. */
 static inline void ap__test_yield(void)
 {
-    static _Thread_local uint32_t s;
+    static AP_THREAD_LOCAL uint32_t s;
     if (s == 0)
         s = (uint32_t)(uintptr_t)&s | 1u;
     s ^= s << 13;

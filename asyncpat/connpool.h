@@ -168,7 +168,7 @@
  *       return AP_OK;
  *   }
  *   static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
- *   static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
+ *   static AP_ALIGNAS(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
  *   ap_connpool cp;
  *   ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
  *                         .max_lifetime_ns = 30 * AP_NS_PER_SEC};
@@ -212,13 +212,13 @@ typedef struct ap__connpool_slot {
  * max connection slots of conn_size bytes, then the bookkeeping
  */
 #define AP_CONNPOOL_BYTES(max, conn_size)                                             \
-    ((((size_t)(max) * (size_t)(conn_size) + (_Alignof(ap__connpool_slot) - 1)) &     \
-      ~(size_t)(_Alignof(ap__connpool_slot) - 1)) +                                   \
+    ((((size_t)(max) * (size_t)(conn_size) + (AP_ALIGNOF(ap__connpool_slot) - 1)) &     \
+      ~(size_t)(AP_ALIGNOF(ap__connpool_slot) - 1)) +                                   \
      (size_t)(max) * sizeof(ap__connpool_slot))
 /** AP_CONNPOOL_ALIGN - the alignment ap_connpool_init needs of its buffer
  *  (the bookkeeping's; the connection type may need more) (constant
  *  expression) */
-#define AP_CONNPOOL_ALIGN ((size_t)_Alignof(ap__connpool_slot))
+#define AP_CONNPOOL_ALIGN ((size_t)AP_ALIGNOF(ap__connpool_slot))
 
 /*
  * The factory. open and close are required, validate is optional (NULL:
@@ -288,7 +288,7 @@ typedef struct ap_connpool {
     uint32_t idle_top, free_top; /* stacks: index + 1, 0 when empty */
     size_t reserved;             /* slots not FREE */
     ap_connpool_stats n;         /* live, idle, opened, ... (not waiters) */
-    _Atomic uint32_t closed;     /* written under the lock; read also without */
+    AP_ATOMIC_T(uint32_t) closed;     /* written under the lock; read also without */
     ap_waitlist wl;              /* queued checkout futures */
 } ap_connpool;
 
@@ -302,7 +302,7 @@ typedef struct ap_connpool_checkout_fut {
     ap_connpool *pool;
     void **out;
     ap_waiter waiter;
-    _Atomic uint32_t granted; /* set by the grant pass (release) */
+    AP_ATOMIC_T(uint32_t) granted; /* set by the grant pass (release) */
     uint32_t slot;            /* the granted slot; written before `granted` */
     bool fresh;               /* granted a free slot (open one) rather than a connection */
     bool queued;              /* registered at least once */
@@ -466,7 +466,7 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
         (uintptr_t)buf % AP_CONNPOOL_ALIGN != 0 ||
         !ap__size_muladd(desc->max_size, desc->conn_size, 0, &body))
         return AP_INVAL;
-    body = ap__align_up(body, _Alignof(ap__connpool_slot));
+    body = ap__align_up(body, AP_ALIGNOF(ap__connpool_slot));
     if (body == 0 ||
         !ap__size_muladd(desc->max_size, sizeof(ap__connpool_slot), body, &need) ||
         buf_size < need || need - 1 > UINTPTR_MAX - (uintptr_t)buf)

@@ -31,16 +31,21 @@
  * CachePadded and folly's hardware_destructive_interference_size use 128 on
  * x86-64). A gap line keeps them two lines apart without raising the
  * struct's alignment above AP_CACHELINE. */
-#define AP__GAP(n) _Alignas(AP_CACHELINE) unsigned char ap__gap##n
+#define AP__GAP(n) AP_ALIGNAS(AP_CACHELINE) unsigned char ap__gap##n
 
 /**
  * AP_CONTAINER_OF - the struct that embeds a member, from the member's address
  * Under GNU C the pointer's type is checked against the member's.
  */
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__cplusplus)
+/* C++: the static_cast rejects a pointer of another type (void * passes) */
+#define AP_CONTAINER_OF(ptr, type, member)                                               \
+    ((type *)(void *)((char *)static_cast<decltype(&((type *)nullptr)->member)>(ptr) - \
+                      offsetof(type, member)))
+#elif defined(__GNUC__) || defined(__clang__)
 #define AP_CONTAINER_OF(ptr, type, member)                                     \
     (__extension__({                                                           \
-        _Static_assert(__builtin_types_compatible_p(__typeof__(*(ptr)),        \
+        AP_STATIC_ASSERT(__builtin_types_compatible_p(__typeof__(*(ptr)),        \
                                                     __typeof__(((type *)0)->member)) || \
                        __builtin_types_compatible_p(__typeof__(*(ptr)), void), \
                        "AP_CONTAINER_OF: pointer does not match member type"); \
@@ -133,7 +138,7 @@ AP_API const ap_allocator *ap__allocator_or_default(const ap_allocator *a)
 /* ---- spinlock for slow paths ---- */
 
 typedef struct ap__lock {
-    _Atomic uint32_t held;
+    AP_ATOMIC_T(uint32_t) held;
 } ap__lock;
 
 AP_API void ap__lock_acquire(ap__lock *l)

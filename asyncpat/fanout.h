@@ -204,7 +204,7 @@ typedef ap_status (*ap_fanout_result_fn)(void *ctx, size_t index, ap_future *f);
 typedef struct ap_fanout_child {
     struct ap_fanout_child *next; /* ready-stack link: written by the waker
                                     * that set `queued`, read by the poller */
-    _Atomic uint32_t queued;       /* 1 from a wake until the poller takes it */
+    AP_ATOMIC_T(uint32_t) queued;       /* 1 from a wake until the poller takes it */
     struct ap_fanout *set;        /* fixed at init */
     /* owner-only (the thread polling the set) from here */
     struct ap_fanout_child *run_prev, *run_next; /* in-flight list */
@@ -219,7 +219,7 @@ typedef struct ap_fanout_child {
  *  expression; an array ap_fanout_child recs[n] has them) */
 #define AP_FANOUT_BYTES(n) ((size_t)(n) * sizeof(ap_fanout_child))
 /** AP_FANOUT_ALIGN - the alignment ap_fanout_init needs of the records */
-#define AP_FANOUT_ALIGN _Alignof(ap_fanout_child)
+#define AP_FANOUT_ALIGN AP_ALIGNOF(ap_fanout_child)
 
 /** ap_fanout_desc - configuration for ap_fanout_init */
 typedef struct ap_fanout_desc {
@@ -236,13 +236,13 @@ typedef struct ap_fanout_desc {
 typedef struct ap_fanout {
     ap_future base; /* first: (ap_future *)s is the future */
     /* shared with child wakers */
-    _Alignas(AP_CACHELINE) _Atomic(ap_fanout_child *) ready; /* Treiber stack */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(ap_fanout_child *) ready; /* Treiber stack */
     ap__lock lock;              /* guards waker and epoch */
     ap_waker waker;             /* the set's waker, from the latest poll */
     uint32_t epoch;             /* which calling[] counts new waker calls */
-    _Atomic uint32_t calling[2]; /* waker calls in progress, per epoch */
+    AP_ATOMIC_T(uint32_t) calling[2]; /* waker calls in progress, per epoch */
     /* owner-only */
-    _Alignas(AP_CACHELINE) ap_future **children;
+    AP_ALIGNAS(AP_CACHELINE) ap_future **children;
     ap_fanout_child *recs;
     size_t n, limit;
     ap_fanout_policy policy;

@@ -182,7 +182,7 @@ AP_API void ap_block_on(ap_future *f);
 
 typedef struct ap__parker {
     /* 0: idle, 1: notified, 2: parked (futex word) */
-    _Atomic uint32_t state;
+    AP_ATOMIC_T(uint32_t) state;
 #ifndef AP__PARK_FUTEX
     pthread_mutex_t mu;
     pthread_cond_t cv;

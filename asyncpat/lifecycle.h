@@ -117,7 +117,7 @@ typedef enum ap_life_event {
 } ap_life_event;
 
 typedef struct ap_life {
-    _Atomic uint64_t word; /* in-flight << 4 | START_PENDING << 3 | ap_life_state */
+    AP_ATOMIC_T(uint64_t) word; /* in-flight << 4 | START_PENDING << 3 | ap_life_state */
     ap_waitlist wl;
 } ap_life;
 

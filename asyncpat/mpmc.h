@@ -87,14 +87,14 @@
     ((size_t)(capacity) * AP_MPMC_STRIDE(elem_size))
 /** AP_MPMC_ALIGN - the alignment ap_mpmc_init needs of its buffer: each
  *  slot starts with an atomic size_t stamp (constant expression) */
-#define AP_MPMC_ALIGN ((size_t)_Alignof(size_t))
+#define AP_MPMC_ALIGN ((size_t)AP_ALIGNOF(size_t))
 
 typedef struct ap_mpmc {
-    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* next push ticket | CLOSED */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) tail; /* next push ticket | CLOSED */
     AP__GAP(0);
-    _Alignas(AP_CACHELINE) _Atomic size_t head; /* next pop ticket */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) head; /* next pop ticket */
     AP__GAP(1);
-    _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
+    AP_ALIGNAS(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
     size_t capacity;
     size_t mark;     /* CLOSED bit = pow2_ceil(capacity + 1); index mask = mark - 1 */
     size_t one_lap;  /* 2 * mark */
@@ -105,7 +105,7 @@ typedef struct ap_mpmc {
     ap_waitlist not_full;      /* pushers */
 } ap_mpmc;
 
-_Static_assert(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= 2 * AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= 2 * AP_CACHELINE,
                "ap_mpmc: head and tail two lines apart (AP__GAP)");
 
 typedef struct ap_mpmc_push_fut { ap_waitop op; } ap_mpmc_push_fut;
@@ -237,9 +237,9 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
 
 #define AP__MPMC_CAP_LIMIT (SIZE_MAX >> 4) /* leaves room for laps and mark */
 
-AP_FORCE_INLINE _Atomic size_t *ap__mpmc_stamp(ap_mpmc *q, size_t index)
+AP_FORCE_INLINE AP_ATOMIC_T(size_t) *ap__mpmc_stamp(ap_mpmc *q, size_t index)
 {
-    return (_Atomic size_t *)(void *)(q->buf + index * q->stride);
+    return (AP_ATOMIC_T(size_t) *)(void *)(q->buf + index * q->stride);
 }
 
 AP_FORCE_INLINE unsigned char *ap__mpmc_data(ap_mpmc *q, size_t index)
@@ -354,7 +354,7 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
         size_t index = tail & (q->mark - 1);
         /* AP_MPMC_STRIDE(sz) == q->stride, a constant in the typed case */
         unsigned char *slot = q->buf + index * AP_MPMC_STRIDE(sz);
-        _Atomic size_t *stamp_p = (_Atomic size_t *)(void *)slot;
+        AP_ATOMIC_T(size_t) *stamp_p = (AP_ATOMIC_T(size_t) *)(void *)slot;
         /* acquire: pairs with the release that freed this slot in
          * ap__mpmc_pop; that consumer's copy-out is done before we write. */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
@@ -414,7 +414,7 @@ AP_FORCE_INLINE ap_status ap__mpmc_pop(ap_mpmc *q, void *out, size_t sz)
         size_t index = head & (q->mark - 1);
         /* AP_MPMC_STRIDE(sz) == q->stride, a constant in the typed case */
         unsigned char *slot = q->buf + index * AP_MPMC_STRIDE(sz);
-        _Atomic size_t *stamp_p = (_Atomic size_t *)(void *)slot;
+        AP_ATOMIC_T(size_t) *stamp_p = (AP_ATOMIC_T(size_t) *)(void *)slot;
         /* acquire: pairs with the release in ap__mpmc_push (element bytes). */
         size_t stamp = AP_ATOMIC_LOAD(stamp_p, memory_order_acquire);
         if (stamp == head + 1) {

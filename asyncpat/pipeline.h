@@ -146,7 +146,7 @@
  *       if (e) { *app_error = e; return AP_INVAL; }   // fails the element
  *       return AP_OK;                                 // emits *out
  *   }
- *   static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
+ *   static AP_ALIGNAS(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
  *                      q0[AP_MPMC_BYTES(64, sizeof(parsed))],
  *                      q1[AP_MPMC_BYTES(64, sizeof(resp))];
  *   ap_pipeline_stage_desc sd[2] = {
@@ -223,13 +223,13 @@ typedef struct ap_pipeline_stage {
     void *ctx;
     size_t in_size, out_size;
     unsigned workers;
-    _Atomic unsigned attached; /* workers initialised so far */
-    _Atomic unsigned finished; /* workers that saw the input drained */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t taken;
-    _Atomic uint64_t emitted, filtered, failed;
+    AP_ATOMIC_T(unsigned) attached; /* workers initialised so far */
+    AP_ATOMIC_T(unsigned) finished; /* workers that saw the input drained */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) taken;
+    AP_ATOMIC_T(uint64_t) emitted, filtered, failed;
     /* the last failure: fn's status in the high 32 bits, its app_error in
      * the low 32 (one store, so the pair is never torn); 0 if none */
-    _Atomic uint64_t last_failure;
+    AP_ATOMIC_T(uint64_t) last_failure;
 } ap_pipeline_stage;
 
 typedef struct ap_pipeline {
@@ -237,8 +237,8 @@ typedef struct ap_pipeline {
     ap_pipeline_stage *stages;
     size_t nstages;
     ap_mpmc *out; /* &stages[nstages - 1].out */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t entered;
-    _Alignas(AP_CACHELINE) _Atomic uint64_t left;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) entered;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) left;
 } ap_pipeline;
 
 /** snapshot of one stage's counters (relaxed reads; exact at quiescence) */
@@ -280,7 +280,7 @@ typedef struct ap_pipeline_pop_fut { ap_waitop op; } ap_pipeline_pop_fut;
 #define AP_PIPELINE_STAGES_BYTES(nstages) ((size_t)(nstages) * sizeof(ap_pipeline_stage))
 /** AP_PIPELINE_STAGES_ALIGN - the alignment ap_pipeline_init needs of the
  *  stage records */
-#define AP_PIPELINE_STAGES_ALIGN ((size_t)_Alignof(ap_pipeline_stage))
+#define AP_PIPELINE_STAGES_ALIGN ((size_t)AP_ALIGNOF(ap_pipeline_stage))
 
 /**
  * ap_pipeline_init - set up a pipeline in caller memory

@@ -143,7 +143,7 @@
  *
  * USAGE
  *   static struct conn conns[8];
- *   static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
+ *   static AP_ALIGNAS(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
  *   ap_pool pool;
  *   if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
  *       abort();
@@ -172,7 +172,7 @@
 #define AP_POOL_STATE_BYTES(n) ((size_t)(n) * sizeof(uint32_t))
 /** AP_POOL_STATE_ALIGN - the alignment ap_pool_init needs of its state
  *  buffer (constant expression) */
-#define AP_POOL_STATE_ALIGN ((size_t)_Alignof(uint32_t))
+#define AP_POOL_STATE_ALIGN ((size_t)AP_ALIGNOF(uint32_t))
 /** AP_POOL_OBJS_BYTES - object array bytes for ap_pool_init: n objects of
  *  obj_size bytes back to back (constant expression; any alignment) */
 #define AP_POOL_OBJS_BYTES(n, obj_size) ((size_t)(n) * (size_t)(obj_size))
@@ -184,9 +184,9 @@
 typedef struct ap_pool {
     /* tag << 33 | CLOSED << 32 | (index + 1 of the top idle object, or 0);
      * written by every get and put */
-    _Alignas(AP_CACHELINE) _Atomic uint64_t head;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) head;
     /* read-only after init from here (but the waitlist) */
-    _Alignas(AP_CACHELINE) _Atomic uint32_t *state; /* per object; see AP__POOL_* */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint32_t) *state; /* per object; see AP__POOL_* */
     unsigned char *objs;
     size_t n;            /* 0 after fini */
     size_t obj_size;
@@ -198,9 +198,9 @@ typedef struct ap_pool {
     ap_waitlist wl;            /* queued get futures */
 } ap_pool;
 
-_Static_assert(offsetof(ap_pool, state) - offsetof(ap_pool, head) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_pool, state) - offsetof(ap_pool, head) >= AP_CACHELINE,
                "ap_pool: the head must have its own cache line");
-_Static_assert(sizeof(_Atomic uint32_t) == sizeof(uint32_t),
+AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint32_t)) == sizeof(uint32_t),
                "ap_pool: AP_POOL_STATE_BYTES assumes 4-byte atomic state words");
 
 /*
@@ -213,7 +213,7 @@ typedef struct ap_pool_get_fut {
     ap_pool *pool;
     void **out;
     ap_waiter waiter;
-    _Atomic uint32_t granted; /* set under the list lock by the grant pass */
+    AP_ATOMIC_T(uint32_t) granted; /* set under the list lock by the grant pass */
     size_t index;             /* the granted object; written before `granted` */
     ap_status status;
     bool queued; /* the waiter has been registered at least once */
@@ -385,7 +385,7 @@ AP_API ap_status ap_pool_init(ap_pool *p, void *state, size_t state_bytes, void 
         !ap__size_muladd(n, obj_size, 0, &objs_need) || objs_bytes < objs_need ||
         n > (UINTPTR_MAX - (uintptr_t)objs) / obj_size)
         return AP_INVAL;
-    p->state = (_Atomic uint32_t *)state;
+    p->state = (AP_ATOMIC_T(uint32_t) *)state;
     p->objs = (unsigned char *)objs;
     p->n = n;
     p->obj_size = obj_size;

@@ -83,8 +83,8 @@
  * MEMORY        init: a caller buffer and its size in bytes: at least
  *   AP_PREFETCH_BYTES(depth, slot_size), aligned to AP_PREFETCH_ALIGN (the
  *   ring's records; checked) and for the caller's slot type (not checked:
- *   declare it _Alignas(AP_PREFETCH_ALIGN) and _Alignas(the slot struct),
- *   or _Alignas(max_align_t)). Slot i is at buf + i * slot_size. Nothing
+ *   declare it AP_ALIGNAS(AP_PREFETCH_ALIGN) and AP_ALIGNAS(the slot struct),
+ *   or AP_ALIGNAS(max_align_t)). Slot i is at buf + i * slot_size. Nothing
  *   allocates.
  * ERRORS        init: AP_INVAL (desc or buf NULL, start NULL, depth or
  *   slot_size 0, a size that overflows, buf misaligned or too small),
@@ -104,7 +104,7 @@
  *   {   struct page *p = slot; (void)now;
  *       if (key >= npages) return NULL;                  // past EOF: refuse
  *       my_read_start(&p->f, ctx, key * 4096, p->data); return &p->f.base; }
- *   static _Alignas(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
+ *   static AP_ALIGNAS(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
  *   ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
  *   if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
  *           .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
@@ -154,13 +154,13 @@ struct ap__prefetch_rec {
 
 /** AP_PREFETCH_BYTES - bytes of a ring of @depth slots of @slot_size (constant expression) */
 #define AP_PREFETCH_BYTES(depth, slot_size)                                            \
-    (((size_t)(depth) * (size_t)(slot_size) + _Alignof(struct ap__prefetch_rec) - 1) / \
-         _Alignof(struct ap__prefetch_rec) * _Alignof(struct ap__prefetch_rec) +       \
+    (((size_t)(depth) * (size_t)(slot_size) + AP_ALIGNOF(struct ap__prefetch_rec) - 1) / \
+         AP_ALIGNOF(struct ap__prefetch_rec) * AP_ALIGNOF(struct ap__prefetch_rec) +       \
      (size_t)(depth) * sizeof(struct ap__prefetch_rec))
 
 /** AP_PREFETCH_ALIGN - the alignment ap_prefetch_init checks of its buffer
  *  (constant expression; the slots also need their own type's) */
-#define AP_PREFETCH_ALIGN _Alignof(struct ap__prefetch_rec)
+#define AP_PREFETCH_ALIGN AP_ALIGNOF(struct ap__prefetch_rec)
 
 /** counters (exact: single consumer) */
 typedef struct ap_prefetch_stats {
@@ -284,7 +284,7 @@ AP_API ap_status ap_prefetch_init(ap_prefetch *pf, void *buf, size_t bytes,
     AP_ASSERT(pf != NULL);
     if (d == NULL || buf == NULL || d->start == NULL || d->depth == 0 || d->slot_size == 0)
         return AP_INVAL;
-    size_t align = _Alignof(struct ap__prefetch_rec);
+    size_t align = AP_ALIGNOF(struct ap__prefetch_rec);
     if ((uintptr_t)buf % align != 0 || d->depth > SIZE_MAX / d->slot_size ||
         d->depth > SIZE_MAX / sizeof(struct ap__prefetch_rec))
         return AP_INVAL;

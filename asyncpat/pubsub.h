@@ -155,7 +155,7 @@
     ((size_t)(capacity) * AP_PUBSUB_STRIDE(elem_size))
 /** AP_PUBSUB_ALIGN - the alignment ap_pubsub_init needs of its buffer: the
  *  slots are atomic 64-bit words (constant expression) */
-#define AP_PUBSUB_ALIGN ((size_t)_Alignof(uint64_t))
+#define AP_PUBSUB_ALIGN ((size_t)AP_ALIGNOF(uint64_t))
 
 /** What a publisher does about subscribers that fall behind (see PATTERN). */
 typedef enum ap_pubsub_policy {
@@ -163,8 +163,8 @@ typedef enum ap_pubsub_policy {
 } ap_pubsub_policy;
 
 typedef struct ap_pubsub {
-    _Alignas(AP_CACHELINE) _Atomic uint64_t tail; /* next sequence | CLOSED bit */
-    _Alignas(AP_CACHELINE) unsigned char *buf;    /* read-only after init from here */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) tail; /* next sequence | CLOSED bit */
+    AP_ALIGNAS(AP_CACHELINE) unsigned char *buf;    /* read-only after init from here */
     size_t capacity;
     size_t elem_size;
     size_t words;  /* elem_size in 8-byte words, rounded up */
@@ -172,12 +172,12 @@ typedef struct ap_pubsub {
     bool pow2;     /* capacity is a power of two: index with a mask */
     ap_pubsub_policy policy;
     const ap_allocator *alloc; /* set by create */
-    _Alignas(AP_CACHELINE) ap_waitlist wl; /* parked receive futures */
+    AP_ALIGNAS(AP_CACHELINE) ap_waitlist wl; /* parked receive futures */
 } ap_pubsub;
 
-_Static_assert(offsetof(ap_pubsub, buf) - offsetof(ap_pubsub, tail) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_pubsub, buf) - offsetof(ap_pubsub, tail) >= AP_CACHELINE,
                "ap_pubsub: tail must have its cache line to itself");
-_Static_assert(offsetof(ap_pubsub, wl) - offsetof(ap_pubsub, buf) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_pubsub, wl) - offsetof(ap_pubsub, buf) >= AP_CACHELINE,
                "ap_pubsub: the waiter list must not share the read-only line");
 
 /**
@@ -343,11 +343,11 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
 
 /* Seqlock orders: AP__SEQLOCK_* in core.h, as in cache.h. */
 
-AP_FORCE_INLINE _Atomic uint64_t *ap__pubsub_slot(const ap_pubsub *ps, uint64_t seq)
+AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__pubsub_slot(const ap_pubsub *ps, uint64_t seq)
 {
     size_t index = ps->pow2 ? (size_t)(seq & (uint64_t)(ps->capacity - 1))
                             : (size_t)(seq % (uint64_t)ps->capacity);
-    return (_Atomic uint64_t *)(void *)(ps->buf + index * ps->stride);
+    return (AP_ATOMIC_T(uint64_t) *)(void *)(ps->buf + index * ps->stride);
 }
 
 /* The stamp a slot must show before a publisher may claim @seq for it. */
@@ -383,7 +383,7 @@ AP_API ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t bytes, size_t c
     ps->policy = policy;
     ps->alloc = NULL;
     for (size_t i = 0; i < capacity; i++) {
-        _Atomic uint64_t *slot = ap__pubsub_slot(ps, i);
+        AP_ATOMIC_T(uint64_t) *slot = ap__pubsub_slot(ps, i);
         for (size_t k = 0; k <= ps->words; k++)
             AP_ATOMIC_INIT(&slot[k], (uint64_t)0); /* stamp 0: never written */
     }
@@ -444,7 +444,7 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
     for (;;) {
         if (AP_UNLIKELY(t & AP__PUBSUB_CLOSED))
             return AP_CLOSED;
-        _Atomic uint64_t *slot = ap__pubsub_slot(ps, t);
+        AP_ATOMIC_T(uint64_t) *slot = ap__pubsub_slot(ps, t);
         /* acquire: pairs with the release of the even stamp by the slot's
          * previous writer (t - capacity): its words are ordered before ours */
         uint64_t s = AP_ATOMIC_LOAD(&slot[0], memory_order_acquire);
@@ -499,7 +499,7 @@ AP_FORCE_INLINE ap_status ap__pubsub_publish(ap_pubsub *ps, const void *elem, si
 }
 
 /* Copy message words out of a slot (seqlock-validated by the caller). */
-AP_FORCE_INLINE void ap__pubsub_copy_out(_Atomic uint64_t *slot, unsigned char *dst, size_t sz)
+AP_FORCE_INLINE void ap__pubsub_copy_out(AP_ATOMIC_T(uint64_t) *slot, unsigned char *dst, size_t sz)
 {
     for (size_t k = 1; sz > 0; k++) {
         /* relaxed: validated by the stamp re-check (seqlock) */
@@ -518,7 +518,7 @@ AP_FORCE_INLINE ap_status ap__sub_recv(ap_sub *sub, void *out, size_t sz, uint64
     ap_pubsub *ps = sub->ps;
     AP_ASSERT(out != NULL && sz == ps->elem_size);
     uint64_t r = sub->next, want = 2 * r + 2;
-    _Atomic uint64_t *slot = ap__pubsub_slot(ps, r);
+    AP_ATOMIC_T(uint64_t) *slot = ap__pubsub_slot(ps, r);
     uint64_t copy[AP__PUBSUB_FAST_WORDS];
     bool fast = ps->words <= AP__PUBSUB_FAST_WORDS;
     unsigned spins = 0;

@@ -131,13 +131,13 @@
  */
 typedef struct ap_sem {
     /* permits << 1 | AP__SEM_CLOSED; written by every acquire/release */
-    _Alignas(AP_CACHELINE) _Atomic size_t state;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) state;
     /* read-mostly from here: the ceiling and the waiting futures */
-    _Alignas(AP_CACHELINE) size_t max; /* 0 after fini */
+    AP_ALIGNAS(AP_CACHELINE) size_t max; /* 0 after fini */
     ap_waitlist wl;
 } ap_sem;
 
-_Static_assert(offsetof(ap_sem, max) - offsetof(ap_sem, state) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_sem, max) - offsetof(ap_sem, state) >= AP_CACHELINE,
                "ap_sem: the count must have its own cache line");
 
 /** AP_SEM_INITIALIZER - static initializer: n permits, ceiling n (n >= 1) */
@@ -153,7 +153,7 @@ typedef struct ap_sem_acquire_fut {
     ap_sem *sem;
     size_t n;
     ap_waiter waiter;
-    _Atomic uint32_t granted; /* set under the list lock by the grant pass */
+    AP_ATOMIC_T(uint32_t) granted; /* set under the list lock by the grant pass */
     ap_status status;
     bool queued; /* the waiter has been registered at least once */
 } ap_sem_acquire_fut;

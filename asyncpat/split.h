@@ -98,7 +98,7 @@ typedef enum ap_split_mode {
 
 /** ap_split - a splitter; set up with ap_split_init */
 typedef struct ap_split {
-    _Atomic uint64_t cursor; /* ROUND_ROBIN: accepted items so far (relaxed) */
+    AP_ATOMIC_T(uint64_t) cursor; /* ROUND_ROBIN: accepted items so far (relaxed) */
     ap_mpmc *const *outs;
     size_t k;
     ap_split_mode mode;
@@ -119,7 +119,7 @@ typedef struct ap_split_push_fut {
 /** AP_SPLIT_BYTES - bytes of an array of @k output pointers (constant expression) */
 #define AP_SPLIT_BYTES(k) ((size_t)(k) * sizeof(ap_mpmc *))
 /** AP_SPLIT_ALIGN - the alignment ap_split_init needs of the array */
-#define AP_SPLIT_ALIGN _Alignof(ap_mpmc *)
+#define AP_SPLIT_ALIGN AP_ALIGNOF(ap_mpmc *)
 
 /**
  * ap_split_init - set up a splitter over the k = bytes / sizeof(ap_mpmc *)

@@ -87,26 +87,26 @@
 #define AP_SPSC_ALIGN ((size_t)1)
 
 typedef struct ap_spsc {
-    _Alignas(AP_CACHELINE) _Atomic size_t tail; /* producer's position */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) tail; /* producer's position */
     AP__GAP(0);
-    _Alignas(AP_CACHELINE) size_t head_cache;   /* producer-private view of head */
-    _Atomic uint32_t pushing;                   /* a push is past its closed check */
+    AP_ALIGNAS(AP_CACHELINE) size_t head_cache;   /* producer-private view of head */
+    AP_ATOMIC_T(uint32_t) pushing;                   /* a push is past its closed check */
     AP__GAP(1);
-    _Alignas(AP_CACHELINE) _Atomic size_t head; /* consumer's position */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) head; /* consumer's position */
     AP__GAP(2);
-    _Alignas(AP_CACHELINE) size_t tail_cache;   /* consumer-private view of tail */
+    AP_ALIGNAS(AP_CACHELINE) size_t tail_cache;   /* consumer-private view of tail */
     AP__GAP(3);
-    _Alignas(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
+    AP_ALIGNAS(AP_CACHELINE) unsigned char *buf;  /* read-only after init from here */
     size_t mask;      /* slots - 1 */
     size_t capacity;  /* what the user asked for */
     size_t elem_size;
-    _Atomic uint32_t closed;   /* AP__SPSC_OPEN / _CLOSING / _CLOSED */
+    AP_ATOMIC_T(uint32_t) closed;   /* AP__SPSC_OPEN / _CLOSING / _CLOSED */
     const ap_allocator *alloc; /* set by create */
     ap_waitlist not_empty;     /* consumers waiting for an element */
     ap_waitlist not_full;      /* producers waiting for room */
 } ap_spsc;
 
-_Static_assert(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE &&
+AP_STATIC_ASSERT(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE &&
                    offsetof(ap_spsc, head_cache) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE,
                "ap_spsc: hot fields of the two sides two lines apart (AP__GAP)");
 

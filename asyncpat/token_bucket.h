@@ -138,7 +138,7 @@
  *   if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
  *
  *   // one bucket per client, at most 1024 clients tracked at once
- *   static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
+ *   static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
  *   static ap_tb_keyed per_client;
  *   if (ap_tb_keyed_init(&per_client, table, sizeof table,
  *                        &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
@@ -166,7 +166,7 @@ typedef struct ap_tb_desc {
 
 /** ap_tb - one bucket; set up with ap_tb_init (a zero ap_tb is not valid) */
 typedef struct ap_tb {
-    _Alignas(AP_CACHELINE) _Atomic uint64_t tat; /* C: the TAT, in emission intervals */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) tat; /* C: the TAT, in emission intervals */
     uint64_t n;      /* tokens per period, divided by gcd(n, period) */
     uint64_t p;      /* period in ns, divided by the same gcd */
     uint64_t burst;
@@ -204,9 +204,9 @@ typedef struct ap_tb_keyed_slot {
  *  SIZE_MAX / 16 so it does not wrap, which init checks itself) */
 #define AP_TB_KEYED_BYTES(capacity) ((size_t)(capacity) * sizeof(ap_tb_keyed_slot))
 /** AP_TB_KEYED_ALIGN - the alignment ap_tb_keyed_init needs of its buffer
- *  (constant expression; e.g. static _Alignas(AP_TB_KEYED_ALIGN) unsigned
+ *  (constant expression; e.g. static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned
  *  char buf[AP_TB_KEYED_BYTES(64)]) */
-#define AP_TB_KEYED_ALIGN _Alignof(ap_tb_keyed_slot)
+#define AP_TB_KEYED_ALIGN AP_ALIGNOF(ap_tb_keyed_slot)
 
 /** ap_tb_keyed - one bucket per 64-bit key, in a bounded table */
 typedef struct ap_tb_keyed {

@@ -207,13 +207,13 @@ enum {
 typedef struct ap_waiter {
     struct ap_waiter *next, *prev; /* guarded by the list lock */
     ap_waker waker;                /* written by owner under the lock */
-    _Atomic uint32_t state;        /* AP__WAITER_* */
+    AP_ATOMIC_T(uint32_t) state;        /* AP__WAITER_* */
     uint32_t unconfirmed;          /* owner only: linked, HEAVY still owed */
 } ap_waiter;
 
 typedef struct ap_waitlist {
     ap__lock lock;
-    _Atomic size_t count; /* linked waiters; read without the lock */
+    AP_ATOMIC_T(size_t) count; /* linked waiters; read without the lock */
     ap_waiter *head, *tail;
     uint32_t asym;        /* set by init: 1 = HEAVY is available (THE LADDER) */
 } ap_waitlist;

@@ -73,7 +73,7 @@
  *   // 1 s windows every 250 ms, events up to 2 s late are still counted
  *   ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
  *                       .slide_ns = 250000000, .lateness_ns = 2000000000};
- *   static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
+ *   static AP_ALIGNAS(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
  *       AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
  *   ap_window w;
  *   if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
@@ -134,9 +134,9 @@ typedef struct ap__window_slot {
 /** AP_WINDOW_BYTES - buffer bytes for @slots held windows (constant expression) */
 #define AP_WINDOW_BYTES(slots) ((size_t)(slots) * sizeof(ap__window_slot))
 /** AP_WINDOW_ALIGN - the alignment ap_window_init needs of its buffer
- *  (constant expression; e.g. static _Alignas(AP_WINDOW_ALIGN) unsigned
+ *  (constant expression; e.g. static AP_ALIGNAS(AP_WINDOW_ALIGN) unsigned
  *  char buf[AP_WINDOW_BYTES(8)]) */
-#define AP_WINDOW_ALIGN _Alignof(ap__window_slot)
+#define AP_WINDOW_ALIGN AP_ALIGNOF(ap__window_slot)
 
 /** ap_window - a windowing operator; set up with ap_window_init */
 typedef struct ap_window {

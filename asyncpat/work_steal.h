@@ -12,7 +12,7 @@
  *   never read a buffer that was freed (no reclamation hazard), and a full
  *   deque answers AP_FULL (the task stays with the caller, who typically
  *   runs it inline). Slots hold one pointer (a task) each and are
- *   _Atomic(void *) accessed with relaxed loads and stores, so a thief that
+ *   AP_ATOMIC_T(void *) accessed with relaxed loads and stores, so a thief that
  *   reads a slot the owner is overwriting has no data race in C11 terms
  *   (it then loses the CAS on top and discards what it read).
  *
@@ -119,7 +119,7 @@
  *
  * USAGE
  *   // one per worker thread, in caller memory
- *   static _Alignas(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
+ *   static AP_ALIGNAS(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
  *   ap_ws dq;
  *   if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
  *   if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
@@ -134,10 +134,10 @@
 #include "mpmc.h"
 
 /** AP_WS_BYTES - buffer bytes for ap_ws_init (constant expression) */
-#define AP_WS_BYTES(capacity) ((size_t)(capacity) * sizeof(_Atomic(void *)))
+#define AP_WS_BYTES(capacity) ((size_t)(capacity) * sizeof(AP_ATOMIC_T(void *)))
 /** AP_WS_ALIGN - the alignment ap_ws_init needs of its buffer (constant
  *  expression) */
-#define AP_WS_ALIGN ((size_t)_Alignof(_Atomic(void *)))
+#define AP_WS_ALIGN ((size_t)AP_ALIGNOF(AP_ATOMIC_T(void *)))
 /** AP_WS_CAPACITY_MAX - the largest capacity (a power of two) */
 #define AP_WS_CAPACITY_MAX (((size_t)1 << (sizeof(size_t) * 8 - 2)) / sizeof(void *))
 
@@ -146,15 +146,15 @@
  * ap_ws_init or ap_ws_create.
  */
 typedef struct ap_ws {
-    _Alignas(AP_CACHELINE) _Atomic size_t top; /* next task to steal; CAS by thieves */
-    _Alignas(AP_CACHELINE) _Atomic size_t bottom; /* next free slot; written by the owner */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) top; /* next task to steal; CAS by thieves */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) bottom; /* next free slot; written by the owner */
     /* read-only after init from here */
-    _Alignas(AP_CACHELINE) _Atomic(void *) *buf;
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(void *) *buf;
     size_t mask; /* capacity - 1 */
     const ap_allocator *alloc; /* set by create */
 } ap_ws;
 
-_Static_assert(offsetof(ap_ws, bottom) - offsetof(ap_ws, top) >= AP_CACHELINE,
+AP_STATIC_ASSERT(offsetof(ap_ws, bottom) - offsetof(ap_ws, top) >= AP_CACHELINE,
                "ap_ws: top and bottom must not share a cache line");
 
 /**
@@ -318,7 +318,7 @@ AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t bytes,
     if (!ap__ws_capacity_ok(capacity) || buf == NULL ||
         (uintptr_t)buf % AP_WS_ALIGN != 0 || bytes < AP_WS_BYTES(capacity))
         return AP_INVAL;
-    d->buf = (_Atomic(void *) *)buf;
+    d->buf = (AP_ATOMIC_T(void *) *)buf;
     d->mask = capacity - 1;
     d->alloc = NULL;
     for (size_t i = 0; i < capacity; i++)
