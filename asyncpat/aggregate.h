@@ -496,7 +496,7 @@ AP_API ap_status ap_agg_slide_push(ap_agg_slide *s, uint64_t ts, int64_t value)
         ap__agg_slide_evict(s);
     }
     uint64_t seq = s->next++;
-    s->ring[seq % s->capacity] = (ap__agg_entry){ts, value};
+    s->ring[seq % s->capacity] = AP__LIT(ap__agg_entry){ts, value};
     s->sum.count++;
     ap__agg_add128(&s->sum.sum_hi, &s->sum.sum_lo, value);
     for (unsigned w = 0; w < 2; w++) {

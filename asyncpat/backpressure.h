@@ -426,7 +426,7 @@ AP_API ap_status ap_bp_init(ap_bp *bp, void *buf, size_t bytes, const ap_bp_desc
         AP_ASSERT(st == AP_OK);
         (void)st;
     } else {
-        memset(&bp->tb, 0, sizeof bp->tb);
+        memset((void *)&bp->tb, 0, sizeof bp->tb);
     }
     AP_ATOMIC_INIT(&bp->level, (size_t)0);
     AP_ATOMIC_INIT(&bp->prod_lock.held, 0u);

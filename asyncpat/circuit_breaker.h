@@ -533,7 +533,7 @@ AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t b
     /* every check before the first write: AP_INVAL touches nothing */
     if (need == 0 || buf == NULL || bytes < need || (uintptr_t)buf % AP_BREAKER_ALIGN != 0)
         return AP_INVAL;
-    memset(b, 0, sizeof *b);
+    memset((void *)b, 0, sizeof *b);
     b->desc = d;
     char *p = (char *)buf;
     if (d.window == AP_BREAKER_WINDOW_COUNT) {
@@ -715,7 +715,7 @@ AP_API uint64_t ap__breaker_next_expiry(const ap_breaker *b)
 AP_API ap_status ap__breaker_allow_slow(ap_breaker *b, uint64_t now, ap_breaker_permit *permit,
                                    uint64_t *retry_at)
 {
-    ap__breaker_events ev = {0};
+    ap__breaker_events ev = AP__ZERO;
     ap_status st = AP_REJECTED;
     uint64_t ra = AP_DEADLINE_NONE;
     ap__lock_acquire(&b->lock);
@@ -809,7 +809,7 @@ AP_FORCE_INLINE bool ap__breaker_rates_trip(const ap_breaker_desc *d, uint64_t c
 /* CLOSED -> OPEN if the breaker is still (CLOSED, g). */
 AP_API void ap__breaker_trip(ap_breaker *b, uint64_t g, uint64_t now)
 {
-    ap__breaker_events ev = {0};
+    ap__breaker_events ev = AP__ZERO;
     ap__lock_acquire(&b->lock);
     if (AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) == (g << 3 | AP_BREAKER_STATE_CLOSED))
         ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, &ev);
@@ -1069,7 +1069,7 @@ AP_API void ap__breaker_count_outcome(ap_breaker *b, ap_breaker_outcome o, bool 
 AP_API ap_status ap__breaker_record_slow(ap_breaker *b, const ap_breaker_permit *permit,
                                     ap_breaker_outcome outcome, bool slow, uint64_t now)
 {
-    ap__breaker_events ev = {0};
+    ap__breaker_events ev = AP__ZERO;
     bool stale = false;
     ap__lock_acquire(&b->lock);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
@@ -1193,7 +1193,7 @@ AP_API ap_breaker_state ap_breaker_state_at(ap_breaker *b, uint64_t now_ns)
     ap_breaker_state st = (ap_breaker_state)(s & 7u);
     if (st != AP_BREAKER_STATE_OPEN && st != AP_BREAKER_STATE_HALF_OPEN)
         return st;
-    ap__breaker_events ev = {0};
+    ap__breaker_events ev = AP__ZERO;
     ap__lock_acquire(&b->lock);
     ap__breaker_advance(b, now_ns, &ev);
     st = (ap_breaker_state)(AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) & 7u);
@@ -1233,7 +1233,7 @@ AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b)
 AP_API void ap__breaker_manual(ap_breaker *b, ap_breaker_state to)
 {
     AP_ASSERT(b != NULL);
-    ap__breaker_events ev = {0};
+    ap__breaker_events ev = AP__ZERO;
     ap__lock_acquire(&b->lock);
     uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
     if (to == AP_BREAKER_STATE_CLOSED || (s & 7u) != (uint64_t)to)

@@ -72,6 +72,8 @@
  *   AP_ALIGNOF(T)       _Alignof(T)           alignof(T)            alignof(T)
  *   AP_STATIC_ASSERT    _Static_assert        static_assert         static_assert
  *   AP_THREAD_LOCAL     _Thread_local         thread_local          thread_local
+ *   AP__LIT(T){...}     (T){...}              T{...}                T{...}     (private)
+ *   AP__ZERO            {0}                   {}                    {}         (private)
  *   AP_ATOMIC_*         atomic_*_explicit     std::atomic_*_explicit atomic_*_explicit
  *
  * C++ guarantees:
@@ -119,6 +121,8 @@ using std::atomic_signal_fence;
 #define AP_ALIGNOF(T) alignof(T)
 #define AP_STATIC_ASSERT(c, msg) static_assert(c, msg)
 #define AP_THREAD_LOCAL thread_local
+#define AP__LIT(T) T /* T{...}: C++ has no compound literals */
+#define AP__ZERO {}   /* zero-initializer without missing-field warnings */
 #else
 #include <stdatomic.h>
 #define AP_ATOMIC_T(T) _Atomic(T)
@@ -126,6 +130,8 @@ using std::atomic_signal_fence;
 #define AP_ALIGNOF(T) _Alignof(T)
 #define AP_STATIC_ASSERT(c, msg) _Static_assert(c, msg)
 #define AP_THREAD_LOCAL _Thread_local
+#define AP__LIT(T) (T) /* (T){...}: a compound literal */
+#define AP__ZERO {0}
 #endif
 
 #ifndef AP_API

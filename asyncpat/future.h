@@ -116,7 +116,7 @@ typedef struct ap_waker {
     void *ctx;
 } ap_waker;
 
-#define AP_WAKER_NONE ((ap_waker){NULL, NULL})
+#define AP_WAKER_NONE (AP__LIT(ap_waker){NULL, NULL})
 
 typedef struct ap_cx {
     ap_waker waker;    /* called when progress may be possible */

@@ -346,7 +346,7 @@ AP_API void ap_life_leave(ap_life *l)
 /* The waitop's non-blocking attempt: AP_EMPTY = not yet (register). */
 AP_API ap_status ap__life_check(void *obj, void *arg)
 {
-    ap_life *l = obj;
+    ap_life *l = (ap_life *)obj;
     /* seq_cst: the waiting side's re-check of the ladder */
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_seq_cst);
     ap_life_state s = AP__LIFE_STATE(w);

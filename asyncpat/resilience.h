@@ -558,7 +558,7 @@ AP_API ap_future *ap__resil_start(void *ctx, void *storage, uint32_t attempt, ui
     a->t0 = 0;
     a->wait_until = 0;
     a->tb_waiting = a->sem_waiting = a->sem_held = false;
-    a->permit = (ap_breaker_permit){0, 0};
+    a->permit = AP__LIT(ap_breaker_permit){0, 0};
     a->user = a->run = NULL;
     a->status = AP_NOT_READY;
     a->hint = 0;
@@ -619,10 +619,16 @@ AP_API ap_status ap_resil_fut_init(ap_resil_fut *f, const ap_resil_desc *desc,
     }
     if (!d.breaker && (d.classify || d.classify_ctx))
         return AP_INVAL;
-    ap_retry_desc once = {.max_attempts = 1, .backoff = AP_RETRY_BACKOFF_FIXED};
+    ap_retry_desc once = AP__ZERO;
+    once.max_attempts = 1;
+    once.backoff = AP_RETRY_BACKOFF_FIXED;
     const ap_retry_desc *rd = d.retry ? d.retry : &once;
-    ap_retry_op rop = {.start = ap__resil_start, .result = ap__resil_result,
-                       .canceled = ap__resil_canceled, .ctx = f, .storage = &f->att};
+    ap_retry_op rop = AP__ZERO;
+    rop.start = ap__resil_start;
+    rop.result = ap__resil_result;
+    rop.canceled = ap__resil_canceled;
+    rop.ctx = f;
+    rop.storage = &f->att;
     ap_retry_state probe;
     if (ap_retry_state_init(&probe, rd) != AP_OK) /* before touching *f */
         return AP_INVAL;
@@ -637,7 +643,7 @@ AP_API ap_status ap_resil_fut_init(ap_resil_fut *f, const ap_resil_desc *desc,
     f->desc = d;
     f->op = *op;
     f->now = 0;
-    f->res = (ap_resil_result){AP_NOT_READY, AP_OK, 0, 0, 0, AP_RETRY_STOP_RUNNING,
+    f->res = AP__LIT(ap_resil_result){AP_NOT_READY, AP_OK, 0, 0, 0, AP_RETRY_STOP_RUNNING,
                                AP_RESIL_LAYER_NONE};
     memset(&f->stats, 0, sizeof f->stats);
     return AP_OK;

@@ -670,9 +670,9 @@ AP_API ap_status ap_retry_budget_init(ap_retry_budget *b, const ap_retry_budget_
     b->slot_ns = d.window_ns / AP_RETRY_BUDGET_SLOTS;
     b->reserve = reserve;
     b->ratio_permille = d.ratio_permille;
-    b->stats = (ap_retry_budget_stats){0, 0, 0};
+    b->stats = AP__LIT(ap_retry_budget_stats){0, 0, 0};
     for (int i = 0; i < AP_RETRY_BUDGET_SLOTS; i++)
-        b->slots[i] = (ap__retry_budget_slot){UINT64_MAX, 0, 0};
+        b->slots[i] = AP__LIT(ap__retry_budget_slot){UINT64_MAX, 0, 0};
     b->desc = d;
     return AP_OK;
 }
@@ -682,7 +682,7 @@ AP_API ap__retry_budget_slot *ap__retry_budget_slot_at(ap_retry_budget *b, uint6
 {
     ap__retry_budget_slot *s = &b->slots[epoch % AP_RETRY_BUDGET_SLOTS];
     if (s->epoch == UINT64_MAX || s->epoch < epoch)
-        *s = (ap__retry_budget_slot){epoch, 0, 0};
+        *s = AP__LIT(ap__retry_budget_slot){epoch, 0, 0};
     /* s->epoch > epoch: this caller's clock lags a whole window behind
      * another's; it adds to the newer slot (approximate, never unbounded). */
     return s;
@@ -775,7 +775,7 @@ AP_API bool ap__retry_after_failure(ap_retry_state *bo, ap_rng *rng, ap_retry_bu
 
 AP_API void ap__retry_result_start(ap_retry_result *res)
 {
-    *res = (ap_retry_result){AP_NOT_READY, AP_OK, 0, AP_RETRY_STOP_RUNNING, 0};
+    *res = AP__LIT(ap_retry_result){AP_NOT_READY, AP_OK, 0, AP_RETRY_STOP_RUNNING, 0};
 }
 
 /* -- the future -- */

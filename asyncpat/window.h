@@ -416,7 +416,7 @@ AP_API ap_status ap_window_add(ap_window *win, uint64_t ts, int64_t value,
             AP_ASSERT(win->held < win->nslots); /* the memory bound */
             memmove(win->slots + i + 1, win->slots + i,
                     (win->held - i) * sizeof(ap__window_slot));
-            win->slots[i] = (ap__window_slot){t, t, false, {0, 0, 0, 0, 0}};
+            win->slots[i] = AP__LIT(ap__window_slot){t, t, false, {0, 0, 0, 0, 0}};
             win->held++;
         } else { /* merge [i, j) into i */
             ap__window_slot *m = &win->slots[i];
@@ -444,7 +444,7 @@ AP_API ap_status ap_window_add(ap_window *win, uint64_t ts, int64_t value,
             AP_ASSERT(k - win->base < (int64_t)win->nslots);
             ap__window_slot *sl = ap__window_hop_slot(win, k);
             if (!sl->used) {
-                *sl = (ap__window_slot){k, 0, true, {0, 0, 0, 0, 0}};
+                *sl = AP__LIT(ap__window_slot){k, 0, true, {0, 0, 0, 0, 0}};
                 win->held++;
             }
             AP_ASSERT(sl->k_or_first == k);
