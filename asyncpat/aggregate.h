@@ -27,6 +27,23 @@
  *   operations per value, amortized O(1); the front is the answer. The
  *   naive design rescans the window on every eviction (O(N) per value).
  *
+ * USAGE (v, n, now and latency are the caller's)
+ *   ap_agg a = {0};
+ *   for (size_t i = 0; i < n; i++) ap_agg_add(&a, v[i]);
+ *   int64_t q, s; uint64_t r;
+ *   if (ap_agg_mean(&a, &q, &r) == AP_OK) printf("mean %lld + %llu/n\n",
+ *                                                (long long)q, (unsigned long long)r);
+ *   if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
+ *
+ *   // the last 1000 values
+ *   static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
+ *   static ap_agg_slide sl;
+ *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
+ *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
+ *   ap_agg w; int64_t lo;
+ *   ap_agg_slide_read(&sl, &w);
+ *   if (ap_agg_min(&w, &lo) == AP_OK) printf("min %lld\n", (long long)lo);
+ *
  * GUARANTEES (invariants the tests check)
  *   - ap_agg after any sequence of adds and merges equals a brute-force
  *     recomputation over the same values (count, exact sum, min, max,
@@ -62,23 +79,6 @@
  * CONFIG       AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     window.h (per-window aggregates)
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE (v, n, now and latency are the caller's)
- *   ap_agg a = {0};
- *   for (size_t i = 0; i < n; i++) ap_agg_add(&a, v[i]);
- *   int64_t q, s; uint64_t r;
- *   if (ap_agg_mean(&a, &q, &r) == AP_OK) printf("mean %lld + %llu/n\n",
- *                                                (long long)q, (unsigned long long)r);
- *   if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
- *
- *   // the last 1000 values
- *   static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
- *   static ap_agg_slide sl;
- *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
- *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
- *   ap_agg w; int64_t lo;
- *   ap_agg_slide_read(&sl, &w);
- *   if (ap_agg_min(&w, &lo) == AP_OK) printf("min %lld\n", (long long)lo);
  */
 #ifndef ASYNCPAT_AGGREGATE_H
 #define ASYNCPAT_AGGREGATE_H

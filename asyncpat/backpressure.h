@@ -37,17 +37,16 @@
  *                        and *retry_at (counted in throttled); while LOW,
  *                        pushes are free. A full buffer still answers AP_FULL
  *
- * STATUS OF ap_bp_push (exactly one outcome per call, each counted)
- *   AP_OK        accepted; nothing evicted
- *   AP_DROPPED   one element was dropped by policy and is in the caller's
- *                hands: DROP_NEWEST: @elem itself, NOT enqueued;
- *                DROP_OLDEST: @elem WAS enqueued and *evicted_out holds the
- *                evicted oldest element. No other strategy returns it.
- *   AP_FULL      BLOCK or THROTTLE: no room; @elem stays with the caller
- *   AP_REJECTED  THROTTLE: paced out; *retry_at (if not NULL) is the earliest
- *                instant a token is available; @elem stays with the caller
- *   AP_CLOSED    closed; @elem stays with the caller
- *   Out-parameters are written only where a status says so.
+ * USAGE
+ *   ap_bp *bp;   // 1024 jobs; drop the oldest when consumers fall behind
+ *   if (ap_bp_create(&bp, &(ap_bp_desc){.capacity = 1024, .elem_size = sizeof(job),
+ *                                       .strategy = AP_BP_STRATEGY_DROP_OLDEST}, NULL)) abort();
+ *   job old;
+ *   if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
+ *   while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
+ *   // a producer that wants the buffer to drain first:
+ *   if (ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
+ *       return;                       // AP_CLOSED: stop producing
  *
  * GUARANTEES (invariants the tests check)
  *   - nothing is lost: every element pushed with AP_OK or AP_DROPPED
@@ -83,6 +82,18 @@
  *     pops drain, then answer AP_CLOSED; every waiting future wakes
  *   - bad configuration is AP_INVAL and changes nothing
  *
+ * STATUS OF ap_bp_push (exactly one outcome per call, each counted)
+ *   AP_OK        accepted; nothing evicted
+ *   AP_DROPPED   one element was dropped by policy and is in the caller's
+ *                hands: DROP_NEWEST: @elem itself, NOT enqueued;
+ *                DROP_OLDEST: @elem WAS enqueued and *evicted_out holds the
+ *                evicted oldest element. No other strategy returns it.
+ *   AP_FULL      BLOCK or THROTTLE: no room; @elem stays with the caller
+ *   AP_REJECTED  THROTTLE: paced out; *retry_at (if not NULL) is the earliest
+ *                instant a token is available; @elem stays with the caller
+ *   AP_CLOSED    closed; @elem stays with the caller
+ *   Out-parameters are written only where a status says so.
+ *
  * CONCURRENCY      push  try_pop  futures  close  len/level/stats  fini
  *   any of them     yes    yes      yes     yes        yes          no
  *   A future is polled and cancelled by one thread at a time (future.h).
@@ -96,42 +107,8 @@
  *   another producer; close takes that lock briefly too. No lock is held
  *   while a waker runs.
  *
- * ORDERING
- *   Elements: the mpmc's edges (a push happens-before the pop, or the
- *   eviction, that returns its element).
- *   Level: (1) Counting: a reservation happens-before the mpmc push, which
- *   happens-before the pop that precedes the give-back, so in the level's
- *   modification order every give-back follows its reservation and count
- *   never underflows. A give-back CAS is a release and a reservation's
- *   load and CAS are acquire: a reservation that reads a give-back also
- *   sees that consumer's mpmc head CAS and stamp store, so a reserved push
- *   never finds the mpmc FULL. (2) Wakes (THE LADDER of waitlist.h; the
- *   waiter pays): a waiting push future registers on not_full (count++,
- *   HEAVY barrier) and then re-reads the level (AP__CHECK_MO); a
- *   consumer's give-back CAS (AP__PUB_MO) is followed by
- *   ap_waitlist_parked (LIGHT + a relaxed count load). Either the
- *   consumer sees the waiter or HEAVY makes the give-back visible to the
- *   re-check. In the fallback ladder (TSan, non-Linux,
- *   AP_NO_ASYM_BARRIER) the CAS, the increment and both loads are seq_cst
- *   and fall in one total order S. Low-watermark futures: the crossing
- *   give-back then bumps `crossings` with a seq_cst RMW before wake_all's
- *   seq_cst count load; the low future registers and re-reads the level
- *   and `crossings` (seq_cst): those two seq_cst pairs are ordered in S
- *   in either ladder (crossings are rare; no fast path pays). Pop futures
- *   wait on the mpmc's own not_empty list and its ladder; "closed and
- *   drained" is the level (CLOSED, count 0), re-checked with an
- *   AP__CHECK_MO load after the mpmc pop said EMPTY; the give-back that
- *   produces it checks ap_waitlist_parked on that list after its CAS, and
- *   close's fetch_or (seq_cst, rare) precedes its wake_alls' seq_cst
- *   loads. The mpmc itself is never closed, so a push that reserved before
- *   close always lands. The bucket is all relaxed (it publishes nothing),
- *   and THROTTLE consults it only while HIGH. Counters are relaxed
- *   statistics: exact once the threads that updated them are joined, a
- *   racy snapshot before.
- *   With nobody parked a push + pop pair costs the mpmc's pair (two claim
- *   CASes, two stamp stores) plus one acquire CAS and one release CAS on
- *   the level: no fence, no seq_cst, no counter. Pointer-sized elements
- *   are copied with a constant size (inlined, no memcpy call).
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   push/try_pop: O(1) plus CAS retries under contention;
  *              close: O(waiters); memory = sizeof(ap_bp) +
@@ -155,17 +132,6 @@
  * SEE ALSO     mpmc.h, token_bucket.h, waitlist.h, tests/test_backpressure.c,
  *              bench/bench_backpressure.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   ap_bp *bp;   // 1024 jobs; drop the oldest when consumers fall behind
- *   if (ap_bp_create(&bp, &(ap_bp_desc){.capacity = 1024, .elem_size = sizeof(job),
- *                                       .strategy = AP_BP_STRATEGY_DROP_OLDEST}, NULL)) abort();
- *   job old;
- *   if (ap_bp_push(bp, &j, ap_now_ns(), &old, NULL) == AP_DROPPED) fail_job(&old);
- *   while (ap_bp_pop_wait(bp, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);  // consumer
- *   // a producer that wants the buffer to drain first:
- *   if (ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
- *       return;                       // AP_CLOSED: stop producing
  */
 #ifndef ASYNCPAT_BACKPRESSURE_H
 #define ASYNCPAT_BACKPRESSURE_H
@@ -390,6 +356,45 @@ AP_API ap_bp_level_state ap_bp_level(ap_bp *bp);
 AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Elements: the mpmc's edges (a push happens-before the pop, or the
+ *   eviction, that returns its element).
+ *   Level: (1) Counting: a reservation happens-before the mpmc push, which
+ *   happens-before the pop that precedes the give-back, so in the level's
+ *   modification order every give-back follows its reservation and count
+ *   never underflows. A give-back CAS is a release and a reservation's
+ *   load and CAS are acquire: a reservation that reads a give-back also
+ *   sees that consumer's mpmc head CAS and stamp store, so a reserved push
+ *   never finds the mpmc FULL. (2) Wakes (THE LADDER of waitlist.h; the
+ *   waiter pays): a waiting push future registers on not_full (count++,
+ *   HEAVY barrier) and then re-reads the level (AP__CHECK_MO); a
+ *   consumer's give-back CAS (AP__PUB_MO) is followed by
+ *   ap_waitlist_parked (LIGHT + a relaxed count load). Either the
+ *   consumer sees the waiter or HEAVY makes the give-back visible to the
+ *   re-check. In the fallback ladder (TSan, non-Linux,
+ *   AP_NO_ASYM_BARRIER) the CAS, the increment and both loads are seq_cst
+ *   and fall in one total order S. Low-watermark futures: the crossing
+ *   give-back then bumps `crossings` with a seq_cst RMW before wake_all's
+ *   seq_cst count load; the low future registers and re-reads the level
+ *   and `crossings` (seq_cst): those two seq_cst pairs are ordered in S
+ *   in either ladder (crossings are rare; no fast path pays). Pop futures
+ *   wait on the mpmc's own not_empty list and its ladder; "closed and
+ *   drained" is the level (CLOSED, count 0), re-checked with an
+ *   AP__CHECK_MO load after the mpmc pop said EMPTY; the give-back that
+ *   produces it checks ap_waitlist_parked on that list after its CAS, and
+ *   close's fetch_or (seq_cst, rare) precedes its wake_alls' seq_cst
+ *   loads. The mpmc itself is never closed, so a push that reserved before
+ *   close always lands. The bucket is all relaxed (it publishes nothing),
+ *   and THROTTLE consults it only while HIGH. Counters are relaxed
+ *   statistics: exact once the threads that updated them are joined, a
+ *   racy snapshot before.
+ *   With nobody parked a push + pop pair costs the mpmc's pair (two claim
+ *   CASes, two stamp stores) plus one acquire CAS and one release CAS on
+ *   the level: no fence, no seq_cst, no counter. Pointer-sized elements
+ *   are copied with a constant size (inlined, no memcpy call).
+ */
 
 #define AP__BP_CNT(p, by) ((void)AP_ATOMIC_FETCH_ADD((p), (uint64_t)(by), memory_order_relaxed))
 

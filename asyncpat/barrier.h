@@ -51,6 +51,20 @@
  *   never corrupts the word). A break clears the arrivals, so a broken
  *   barrier never looks COMPLETE and arrive_and_drop on it never waits.
  *
+ * USAGE
+ *   static void step_done(void *ctx) { swap_buffers(ctx); }   // once per round
+ *   ap_barrier b;
+ *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_POLICY_BREAK, step_done, &grid) != AP_OK) abort();
+ *   // in each of the nthreads workers:
+ *   for (;;) {
+ *       compute_my_part(&grid);
+ *       if (ap_barrier_wait(&b, AP_DEADLINE_NONE) != AP_OK)
+ *           break;                         // broken: somebody gave up
+ *   }
+ *   // in an event loop: ap_barrier_wait_fut f; ap_barrier_wait_fut_init(&f, &b);
+ *   // ap_barrier_wait_poll(&f, &cx) until AP_READY; ap_barrier_wait_status(&f),
+ *   // f.is_leader
+ *
  * GUARANTEES (invariants the tests check)
  *   - no party passes generation g before every expected party arrived at
  *     g: after any wait of round r returns AP_OK, the parties' shared
@@ -81,21 +95,8 @@
  *   blocks for as long as fn runs. Registering, waking and cancelling a
  *   waiter take the waitlist's short lock.
  *
- * ORDERING
- *   Happens-before: every arrival CAS is acq_rel and RMWs continue release
- *   sequences, so what each party did before arriving happens-before the
- *   leader's fn; the leader's release store of the next generation is
- *   seq_cst (a release), read by the waiters' acquire loads, so fn and all
- *   the pre-arrival writes of every party happen-before every party's
- *   return from the wait. (A barrier is the classic all-to-all edge.)
- *   Lost wakeups (THE LADDER of waitlist.h):
- *     waiting side (poll)                     releasing side (leader, break, reset)
- *     ap_waitlist_register: count++ seq_cst   store/CAS of the word, seq_cst
- *       then a seq_cst fence                  has_waiters: seq_cst load of count
- *     re-check: seq_cst load of the word      if waiters: wake_all
- *   In the total order S either the releaser's load sees the registration
- *   and wakes it, or it precedes it, and then the release precedes the
- *   waiter's re-check load, which sees the new generation and completes.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   arrival, drop, is_broken: O(1) (CAS loop); release with k
  *              registered waiters: O(k); register/cancel of a future: O(1).
@@ -113,20 +114,6 @@
  * SEE ALSO     waitlist.h (the ladder), future.h (the waker contract),
  *              tests/test_barrier.c, bench/bench_barrier.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   static void step_done(void *ctx) { swap_buffers(ctx); }   // once per round
- *   ap_barrier b;
- *   if (ap_barrier_init(&b, nthreads, AP_BARRIER_POLICY_BREAK, step_done, &grid) != AP_OK) abort();
- *   // in each of the nthreads workers:
- *   for (;;) {
- *       compute_my_part(&grid);
- *       if (ap_barrier_wait(&b, AP_DEADLINE_NONE) != AP_OK)
- *           break;                         // broken: somebody gave up
- *   }
- *   // in an event loop: ap_barrier_wait_fut f; ap_barrier_wait_fut_init(&f, &b);
- *   // ap_barrier_wait_poll(&f, &cx) until AP_READY; ap_barrier_wait_status(&f),
- *   // f.is_leader
  */
 #ifndef ASYNCPAT_BARRIER_H
 #define ASYNCPAT_BARRIER_H
@@ -260,6 +247,24 @@ AP_API void ap_barrier_wait_cancel(ap_barrier_wait_fut *f);
 AP_API AP_NODISCARD ap_status ap_barrier_wait_status(const ap_barrier_wait_fut *f);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Happens-before: every arrival CAS is acq_rel and RMWs continue release
+ *   sequences, so what each party did before arriving happens-before the
+ *   leader's fn; the leader's release store of the next generation is
+ *   seq_cst (a release), read by the waiters' acquire loads, so fn and all
+ *   the pre-arrival writes of every party happen-before every party's
+ *   return from the wait. (A barrier is the classic all-to-all edge.)
+ *   Lost wakeups (THE LADDER of waitlist.h):
+ *     waiting side (poll)                     releasing side (leader, break, reset)
+ *     ap_waitlist_register: count++ seq_cst   store/CAS of the word, seq_cst
+ *       then a seq_cst fence                  has_waiters: seq_cst load of count
+ *     re-check: seq_cst load of the word      if waiters: wake_all
+ *   In the total order S either the releaser's load sees the registration
+ *   and wakes it, or it precedes it, and then the release precedes the
+ *   waiter's re-check load, which sees the new generation and completes.
+ */
 
 #define AP__BAR_ARRIVED_MASK UINT64_C(0xFFFFF)
 #define AP__BAR_PARTIES_SHIFT 20

@@ -25,66 +25,6 @@
  *     timer/loop: at ap_batch_deadline(b): ap_batch_take(b, out, now, &n)
  *     or one taker thread: ap_batch_take_wait / a take future per batch
  *
- * DUE (exact, integer ns)
- *   The batch is due at `now` iff it is non-empty and
- *       len == max_size  or  closed  or  now >= oldest + max_delay
- *   where oldest is the smallest now_ns passed to the adds of its items
- *   (the minimum, not the first: clocks of different threads may be
- *   slightly apart, and the bound must hold for every item's own arrival).
- *   oldest + max_delay saturates at AP_DEADLINE_NONE.
- *
- * GUARANTEES (invariants the tests check, with a fake clock)
- *   - latency: an item added at a is in a due batch by a + max_delay at
- *     the latest (its batch's deadline is oldest + max_delay <= a +
- *     max_delay), so a taker that takes at ap_batch_deadline() ships every
- *     item within max_delay of its arrival; the bound is tight
- *   - never early: before its deadline a batch with fewer than max_size
- *     items is not due (take answers AP_EMPTY), so batches are as large
- *     as the delay allows
- *   - a batch never exceeds max_size items; an add to a full batch is
- *     refused with AP_FULL (the item stays with the caller)
- *   - every added item is in exactly one batch, and batches hold items in
- *     the order of their adds (the lock's order), oldest batch first
- *   - close: adds are refused with AP_CLOSED; what is held becomes due at
- *     once, and takes drain it, then answer AP_CLOSED: nothing is lost
- *
- * CONCURRENCY   every operation may run on any thread, concurrently with
- *   any other but init/fini: a short internal lock (core.h's ap__lock)
- *   guards the batch. Progress: blocking in the strict sense (a preempted
- *   lock holder delays the others); critical sections are O(1), except
- *   take/flush, which copy the batch out (O(len * elem_size) bytes).
- *   No user code and no waker runs under the lock.
- * ORDERING      an add happens-before the take that returns its item (the
- *   lock's release/acquire). Wakes follow the waitlist ladder (waitlist.h),
- *   with the lock as the ordering mechanism: an adder changes the batch
- *   under the lock, releases it, then looks for waiters (a relaxed load of
- *   the waiter count: no fence, no seq_cst); a take future registers
- *   (count++), then re-checks under the lock. If its re-check's lock
- *   acquisition follows the adder's release it sees the item; otherwise its
- *   registration happens-before the adder's look (through the lock), which
- *   then reads the new count by coherence. The lock is the ordering
- *   mechanism in either ladder of waitlist.h, so the fallback needs
- *   nothing stronger.
- * WAKE ORDER    FIFO among take futures. An add that brings a new
- *   deadline (the batch was empty, or the item's clock is behind the
- *   oldest) wakes every take future, so each re-arms its timer (waking one
- *   would strand the others if that one cancelled); an add that makes the
- *   batch full wakes one; close wakes all. A woken future that cancels
- *   passes the wake on (cancel_pass).
- * COMPLEXITY    add, deadline, is_due: O(1); take: O(len * elem_size).
- * MEMORY        init: a caller buffer and its size in bytes: at least
- *   AP_BATCH_BYTES(max_size, elem_size), any alignment (AP_BATCH_ALIGN is
- *   1: items are copied bytewise); else AP_INVAL with nothing written;
- *   takes copy into a caller buffer of the same size. Nothing allocates.
- * ERRORS        AP_INVAL (bad desc: NULL, elem_size or max_size 0, sizes
- *   that overflow; a buffer NULL or too small; nothing changed), AP_FULL,
- *   AP_EMPTY, AP_CLOSED; AP_NOT_READY as a pending take future's status.
- *   Out-params are untouched unless AP_OK. A NULL object pointer, or a NULL buffer
- *   given to take, asserts.
- * CONFIG        AP_ASSERT, AP_SPIN_LIMIT
- * SEE ALSO      token_bucket.h (same clock convention), tests/test_batch.c
- * STABILITY     experimental (0.x): names may still change before 1.0
- *
  * USAGE (one loop owns the batcher and a timer)
  *   static struct rec buf[64], out[64];
  *   static ap_batch b;
@@ -104,6 +44,57 @@
  *   if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
  *                     .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}) != AP_OK)
  *       abort();
+ *
+ * GUARANTEES (invariants the tests check, with a fake clock)
+ *   - latency: an item added at a is in a due batch by a + max_delay at
+ *     the latest (its batch's deadline is oldest + max_delay <= a +
+ *     max_delay), so a taker that takes at ap_batch_deadline() ships every
+ *     item within max_delay of its arrival; the bound is tight
+ *   - never early: before its deadline a batch with fewer than max_size
+ *     items is not due (take answers AP_EMPTY), so batches are as large
+ *     as the delay allows
+ *   - a batch never exceeds max_size items; an add to a full batch is
+ *     refused with AP_FULL (the item stays with the caller)
+ *   - every added item is in exactly one batch, and batches hold items in
+ *     the order of their adds (the lock's order), oldest batch first
+ *   - close: adds are refused with AP_CLOSED; what is held becomes due at
+ *     once, and takes drain it, then answer AP_CLOSED: nothing is lost
+ *
+ * DUE (exact, integer ns)
+ *   The batch is due at `now` iff it is non-empty and
+ *       len == max_size  or  closed  or  now >= oldest + max_delay
+ *   where oldest is the smallest now_ns passed to the adds of its items
+ *   (the minimum, not the first: clocks of different threads may be
+ *   slightly apart, and the bound must hold for every item's own arrival).
+ *   oldest + max_delay saturates at AP_DEADLINE_NONE.
+ *
+ * CONCURRENCY   every operation may run on any thread, concurrently with
+ *   any other but init/fini: a short internal lock (core.h's ap__lock)
+ *   guards the batch. Progress: blocking in the strict sense (a preempted
+ *   lock holder delays the others); critical sections are O(1), except
+ *   take/flush, which copy the batch out (O(len * elem_size) bytes).
+ *   No user code and no waker runs under the lock.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
+ * WAKE ORDER    FIFO among take futures. An add that brings a new
+ *   deadline (the batch was empty, or the item's clock is behind the
+ *   oldest) wakes every take future, so each re-arms its timer (waking one
+ *   would strand the others if that one cancelled); an add that makes the
+ *   batch full wakes one; close wakes all. A woken future that cancels
+ *   passes the wake on (cancel_pass).
+ * COMPLEXITY    add, deadline, is_due: O(1); take: O(len * elem_size).
+ * MEMORY        init: a caller buffer and its size in bytes: at least
+ *   AP_BATCH_BYTES(max_size, elem_size), any alignment (AP_BATCH_ALIGN is
+ *   1: items are copied bytewise); else AP_INVAL with nothing written;
+ *   takes copy into a caller buffer of the same size. Nothing allocates.
+ * ERRORS        AP_INVAL (bad desc: NULL, elem_size or max_size 0, sizes
+ *   that overflow; a buffer NULL or too small; nothing changed), AP_FULL,
+ *   AP_EMPTY, AP_CLOSED; AP_NOT_READY as a pending take future's status.
+ *   Out-params are untouched unless AP_OK. A NULL object pointer, or a NULL buffer
+ *   given to take, asserts.
+ * CONFIG        AP_ASSERT, AP_SPIN_LIMIT
+ * SEE ALSO      token_bucket.h (same clock convention), tests/test_batch.c
+ * STABILITY     experimental (0.x): names may still change before 1.0
  */
 #ifndef ASYNCPAT_BATCH_H
 #define ASYNCPAT_BATCH_H
@@ -295,6 +286,20 @@ AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batch *b, void *out, size_t 
     AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_batch_fini(&self->b); }
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING      an add happens-before the take that returns its item (the
+ *   lock's release/acquire). Wakes follow the waitlist ladder (waitlist.h),
+ *   with the lock as the ordering mechanism: an adder changes the batch
+ *   under the lock, releases it, then looks for waiters (a relaxed load of
+ *   the waiter count: no fence, no seq_cst); a take future registers
+ *   (count++), then re-checks under the lock. If its re-check's lock
+ *   acquisition follows the adder's release it sees the item; otherwise its
+ *   registration happens-before the adder's look (through the lock), which
+ *   then reads the new count by coherence. The lock is the ordering
+ *   mechanism in either ladder of waitlist.h, so the fallback needs
+ *   nothing stronger.
+ */
 
 AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d)
 {

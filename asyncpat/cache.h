@@ -28,6 +28,21 @@
  *   take no lock: each shard has a sequence counter (a seqlock), readers
  *   probe and copy optimistically and retry if a writer overlapped them.
  *
+ * USAGE (url, url_hash, load_page and note_evicted are the caller's)
+ *   typedef struct { uint32_t len; char body[60]; } page;
+ *   static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+ *   ap_cache c;
+ *   if (ap_cache_init(&c, mem, sizeof mem,
+ *                     &(ap_cache_desc){.capacity = 4096, .shards = 16,
+ *                                      .value_size = sizeof(page)}) != AP_OK) abort();
+ *   page p;
+ *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
+ *       load_page(url, &p);
+ *       ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
+ *       ap_cache_put(&c, url_hash, &p, &v);            // cannot fail: void
+ *       if (v.evicted) note_evicted(v.key);
+ *   }
+ *
  * GUARANTEES (invariants the tests check)
  *   - len() <= capacity at every step; each shard holds <= its share
  *   - a get never evicts; a put evicts at most one entry, and only when
@@ -61,24 +76,8 @@
  *   Sharding makes SIEVE exact per shard, approximate for the whole cache:
  *   a put may evict from its full shard while other shards have room.
  *
- * ORDERING
- *   Writers, under the shard lock: seq = odd (relaxed), release fence,
- *   the changes (relaxed atomic stores to keys, values, index slots),
- *   seq = even (release). Readers: s1 = seq (acquire; odd: retry), probe
- *   and copy with relaxed loads, acquire fence, s2 = seq (relaxed);
- *   s1 == s2 means no write overlapped: the copy is one put's value
- *   (Boehm, "Can seqlocks get along with programming language memory
- *   models?", MSPC 2012). All shared data is atomic, so a racing read is
- *   merely discarded, never undefined. A get that returns AP_OK
- *   happens-after the put that stored the value it returns (the release
- *   store of the even seq, read by the acquire load of s1), so the
- *   value's bytes may carry pointers to memory written before the put.
- *   The visited bit is a relaxed byte: a hit racing with the hand may set
- *   it on an entry the hand just passed or recycled; this only delays one
- *   eviction, never evicts wrongly or loses anything. Counters and len
- *   are relaxed snapshots. Under ThreadSanitizer (which does not model
- *   fences) the fences are replaced by release data stores and acquire
- *   data loads, a strictly stronger form that TSan can see.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * DOES NOT   load missing values (no single-flight get_or_load yet: two
  *            threads that miss the same key both load it; the second put
@@ -110,21 +109,6 @@
  * SEE ALSO     tests/test_cache.c, tests/stress/stress_cache.c,
  *              bench/bench_cache.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE (url, url_hash, load_page and note_evicted are the caller's)
- *   typedef struct { uint32_t len; char body[60]; } page;
- *   static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
- *   ap_cache c;
- *   if (ap_cache_init(&c, mem, sizeof mem,
- *                     &(ap_cache_desc){.capacity = 4096, .shards = 16,
- *                                      .value_size = sizeof(page)}) != AP_OK) abort();
- *   page p;
- *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
- *       load_page(url, &p);
- *       ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
- *       ap_cache_put(&c, url_hash, &p, &v);            // cannot fail: void
- *       if (v.evicted) note_evicted(v.key);
- *   }
  */
 #ifndef ASYNCPAT_CACHE_H
 #define ASYNCPAT_CACHE_H
@@ -365,6 +349,27 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
     AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_cache_fini(&self->c); }
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Writers, under the shard lock: seq = odd (relaxed), release fence,
+ *   the changes (relaxed atomic stores to keys, values, index slots),
+ *   seq = even (release). Readers: s1 = seq (acquire; odd: retry), probe
+ *   and copy with relaxed loads, acquire fence, s2 = seq (relaxed);
+ *   s1 == s2 means no write overlapped: the copy is one put's value
+ *   (Boehm, "Can seqlocks get along with programming language memory
+ *   models?", MSPC 2012). All shared data is atomic, so a racing read is
+ *   merely discarded, never undefined. A get that returns AP_OK
+ *   happens-after the put that stored the value it returns (the release
+ *   store of the even seq, read by the acquire load of s1), so the
+ *   value's bytes may carry pointers to memory written before the put.
+ *   The visited bit is a relaxed byte: a hit racing with the hand may set
+ *   it on an entry the hand just passed or recycled; this only delays one
+ *   eviction, never evicts wrongly or loses anything. Counters and len
+ *   are relaxed snapshots. Under ThreadSanitizer (which does not model
+ *   fences) the fences are replaced by release data stores and acquire
+ *   data loads, a strictly stronger form that TSan can see.
+ */
 
 AP_STATIC_ASSERT(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
 AP_STATIC_ASSERT(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");

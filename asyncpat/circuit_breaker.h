@@ -46,6 +46,18 @@
  *   seen is counted in that newest bucket. Windows start empty on every
  *   entry to CLOSED.
  *
+ * USAGE
+ *   static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
+ *   if (ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 20,
+ *                         .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
+ *   ap_breaker_permit p; uint64_t retry_at, t0 = ap_now_ns();
+ *   if (ap_breaker_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
+ *   int rc = call_dependency();
+ *   uint64_t t1 = ap_now_ns();
+ *   if (ap_breaker_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
+ *                    t1 - t0, t1) != AP_OK)
+ *       abort();   // only a permit reported twice or a bad outcome: a bug
+ *
  * GUARANTEES (invariants the tests check)
  *   - no call is admitted while OPEN or FORCED_OPEN (a permit's generation
  *     is always a CLOSED, DISABLED or HALF_OPEN generation)
@@ -88,78 +100,8 @@
  *   over take no lock. Transitions happen only under the lock, after
  *   re-checking the state word, so exactly one thread performs each.
  *
- * ORDERING
- *   The state word (gen << 3 | state) is only written under the lock, with
- *   a release store, after everything that belongs to the new state (the
- *   cleared window, open_until, the probe table) has been written. Lock-free
- *   readers load it with acquire, so a recorder that sees generation g also
- *   sees the window cleared for g. The COUNT window: each record (1) adds
- *   its outcome to the aggregate word (CAS, only if the word's epoch is the
- *   permit's generation g; the record takes effect here, in g's window, or
- *   is stale if the epoch moved on), (2) takes a position of g's ring
- *   sequence (CAS on the epoch-tagged cursor, which every clear resets to
- *   (g, 0); if its epoch moved on, stop), (3) CASes its g-tagged outcome
- *   into the slot with acq_rel unless the slot holds a newer generation's
- *   tag (then stop), (4) subtracts the evicted outcome if it is tagged g
- *   and the aggregate's epoch is still g. Slot tags never decrease.
- *   Invariant: while the window of g is current, its totals equal the sum
- *   of g's outcomes whose add (1) landed minus those evicted-and-subtracted
- *   by (4); in a quiescent state that is exactly the g-tagged ring entries,
- *   the last min(n, window_size) of g's n outcomes. Why: an entry tagged g
- *   is in the totals from its add (it is written after it) until its
- *   evictor subtracts it; while g is current its evictor is a record of g
- *   (older records refuse the slot, newer ones cannot exist), and that
- *   evictor sees epoch g and subtracts. A record of g evicting an entry of
- *   an older generation subtracts nothing (that entry's add went to a
- *   window that is gone). A late record of an older generation f cannot
- *   touch g's window: its add fails (stale), or its add landed in f's
- *   window and then either (2) finds the cursor past f, or (3) finds a
- *   tag > f and stops, or it writes an f-tagged entry into a slot that g's
- *   sequence has not reached yet -- which g's record at that position
- *   evicts without a subtract, exactly as it would the slot's previous
- *   (older) entry; and its own subtract (4) needs epoch f. Such a record
- *   counts as an outcome of f (it took effect at its add), not as stale.
- *   The acq_rel slot CAS makes the evicted entry's add (1) happen-before
- *   our subtract (4), so in the aggregate's modification order every
- *   subtract follows its add: no field ever underflows and failures <=
- *   calls in every snapshot. Shortcut: if the aggregate (relaxed load, after the
- *   acquire of the state word) reads epoch g, window_size calls, no
- *   failure and no slow call, the ring holds window_size fast successes of
- *   g (each slot's add is counted until its evictor subtracts it), so a
- *   fast success evicting one of them changes nothing; the record takes
- *   effect at that load and skips (1)-(4) (the run of failures is still
- *   reset).
- *   The TIME window (bucket k = epoch = now / w, in slot k % buckets) has a
- *   word tnew = gen16 | newest epoch, and per bucket a key gen16 | reset
- *   flag | epoch and a count word seq8 | calls | failures | slow (one word:
- *   failures <= calls and slow <= calls in every read). Every clear (entry
- *   to CLOSED, g) writes tnew = (g, 0), every key = (g, clean, 0) and bumps
- *   every count word's seq by a CAS (release; before the state word). A
- *   record of g: (1) clamps: k = max(now / w, newest), raising tnew to k by
- *   CAS -- exactly the locked max; a tag other than g: stale, nothing
- *   changed. (2) brings slot k % buckets to epoch k: key epoch < k: CAS the
- *   key to (g, flag, k), then (anyone who sees the flag helps) CAS the
- *   count word to empty with seq + 1, then CAS the flag off (release).
- *   Key epoch > k: the bucket moved on, so newest >= that epoch by now
- *   (the mover raised tnew first, acq_rel): clamp again -- the record then
- *   lands in the newest bucket, as a locked record taken at this moment
- *   would. Key tag other than g: stale. (3) adds: reads the key (acquire,
- *   clean, (g, k)), the count word, the key again (unchanged), and CASes
- *   the count word. The seq makes that CAS fail if any emptying (a reset
- *   of this slot or a clear) came after the count read, so an add lands
- *   only in epoch k's counts of g: either before the slot's next reset
- *   (then it counted until that reset expired it, as epoch k would have
- *   expired anyway, since the slot's next epoch is >= k + buckets) or it
- *   retries. A record of an older generation adds to nothing of g's: its
- *   tags differ, and a count CAS from before the clear fails on seq. From
- *   its add the record has taken effect. (4) sums the buckets whose key is
- *   (g, clean) with an epoch in (K - buckets, K], K = tnew's epoch now,
- *   each read key / counts / same key (else it reads as empty); the sum is
- *   not a snapshot (single-threaded it is the locked sum exactly); if it
- *   (or the failure run) trips, ap__breaker_trip re-checks (CLOSED, g) under
- *   the lock. Counters are relaxed and striped; they order nothing.
- *   The breaker publishes no user memory: do not use a permit as a
- *   happens-before edge.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   allow/record O(1) in CLOSED with the COUNT window; O(buckets)
  *              with the TIME window (lock-free, the sum); O(probes) in
@@ -189,18 +131,6 @@
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_TEST_YIELD
  * SEE ALSO     tests/test_circuit_breaker.c, bench/bench_circuit_breaker.c
  * STABILITY    experimental (0.x): names and defaults may change before 1.0
- *
- * USAGE
- *   static ap_breaker *b;   // 50 % of the last 20 calls fail -> open for 5 s
- *   if (ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 20,
- *                         .open_ns = 5 * AP_NS_PER_SEC}, NULL)) abort();
- *   ap_breaker_permit p; uint64_t retry_at, t0 = ap_now_ns();
- *   if (ap_breaker_allow(b, t0, &p, &retry_at) != AP_OK) return fail_fast(retry_at);
- *   int rc = call_dependency();
- *   uint64_t t1 = ap_now_ns();
- *   if (ap_breaker_record(b, &p, rc ? AP_BREAKER_OUTCOME_FAILURE : AP_BREAKER_OUTCOME_SUCCESS,
- *                    t1 - t0, t1) != AP_OK)
- *       abort();   // only a permit reported twice or a bad outcome: a bug
  */
 #ifndef ASYNCPAT_CIRCUIT_BREAKER_H
 #define ASYNCPAT_CIRCUIT_BREAKER_H
@@ -423,6 +353,81 @@ AP_API void ap_breaker_disable(ap_breaker *b);
 AP_API void ap_breaker_reset(ap_breaker *b);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   The state word (gen << 3 | state) is only written under the lock, with
+ *   a release store, after everything that belongs to the new state (the
+ *   cleared window, open_until, the probe table) has been written. Lock-free
+ *   readers load it with acquire, so a recorder that sees generation g also
+ *   sees the window cleared for g. The COUNT window: each record (1) adds
+ *   its outcome to the aggregate word (CAS, only if the word's epoch is the
+ *   permit's generation g; the record takes effect here, in g's window, or
+ *   is stale if the epoch moved on), (2) takes a position of g's ring
+ *   sequence (CAS on the epoch-tagged cursor, which every clear resets to
+ *   (g, 0); if its epoch moved on, stop), (3) CASes its g-tagged outcome
+ *   into the slot with acq_rel unless the slot holds a newer generation's
+ *   tag (then stop), (4) subtracts the evicted outcome if it is tagged g
+ *   and the aggregate's epoch is still g. Slot tags never decrease.
+ *   Invariant: while the window of g is current, its totals equal the sum
+ *   of g's outcomes whose add (1) landed minus those evicted-and-subtracted
+ *   by (4); in a quiescent state that is exactly the g-tagged ring entries,
+ *   the last min(n, window_size) of g's n outcomes. Why: an entry tagged g
+ *   is in the totals from its add (it is written after it) until its
+ *   evictor subtracts it; while g is current its evictor is a record of g
+ *   (older records refuse the slot, newer ones cannot exist), and that
+ *   evictor sees epoch g and subtracts. A record of g evicting an entry of
+ *   an older generation subtracts nothing (that entry's add went to a
+ *   window that is gone). A late record of an older generation f cannot
+ *   touch g's window: its add fails (stale), or its add landed in f's
+ *   window and then either (2) finds the cursor past f, or (3) finds a
+ *   tag > f and stops, or it writes an f-tagged entry into a slot that g's
+ *   sequence has not reached yet -- which g's record at that position
+ *   evicts without a subtract, exactly as it would the slot's previous
+ *   (older) entry; and its own subtract (4) needs epoch f. Such a record
+ *   counts as an outcome of f (it took effect at its add), not as stale.
+ *   The acq_rel slot CAS makes the evicted entry's add (1) happen-before
+ *   our subtract (4), so in the aggregate's modification order every
+ *   subtract follows its add: no field ever underflows and failures <=
+ *   calls in every snapshot. Shortcut: if the aggregate (relaxed load, after the
+ *   acquire of the state word) reads epoch g, window_size calls, no
+ *   failure and no slow call, the ring holds window_size fast successes of
+ *   g (each slot's add is counted until its evictor subtracts it), so a
+ *   fast success evicting one of them changes nothing; the record takes
+ *   effect at that load and skips (1)-(4) (the run of failures is still
+ *   reset).
+ *   The TIME window (bucket k = epoch = now / w, in slot k % buckets) has a
+ *   word tnew = gen16 | newest epoch, and per bucket a key gen16 | reset
+ *   flag | epoch and a count word seq8 | calls | failures | slow (one word:
+ *   failures <= calls and slow <= calls in every read). Every clear (entry
+ *   to CLOSED, g) writes tnew = (g, 0), every key = (g, clean, 0) and bumps
+ *   every count word's seq by a CAS (release; before the state word). A
+ *   record of g: (1) clamps: k = max(now / w, newest), raising tnew to k by
+ *   CAS -- exactly the locked max; a tag other than g: stale, nothing
+ *   changed. (2) brings slot k % buckets to epoch k: key epoch < k: CAS the
+ *   key to (g, flag, k), then (anyone who sees the flag helps) CAS the
+ *   count word to empty with seq + 1, then CAS the flag off (release).
+ *   Key epoch > k: the bucket moved on, so newest >= that epoch by now
+ *   (the mover raised tnew first, acq_rel): clamp again -- the record then
+ *   lands in the newest bucket, as a locked record taken at this moment
+ *   would. Key tag other than g: stale. (3) adds: reads the key (acquire,
+ *   clean, (g, k)), the count word, the key again (unchanged), and CASes
+ *   the count word. The seq makes that CAS fail if any emptying (a reset
+ *   of this slot or a clear) came after the count read, so an add lands
+ *   only in epoch k's counts of g: either before the slot's next reset
+ *   (then it counted until that reset expired it, as epoch k would have
+ *   expired anyway, since the slot's next epoch is >= k + buckets) or it
+ *   retries. A record of an older generation adds to nothing of g's: its
+ *   tags differ, and a count CAS from before the clear fails on seq. From
+ *   its add the record has taken effect. (4) sums the buckets whose key is
+ *   (g, clean) with an epoch in (K - buckets, K], K = tnew's epoch now,
+ *   each read key / counts / same key (else it reads as empty); the sum is
+ *   not a snapshot (single-threaded it is the locked sum exactly); if it
+ *   (or the failure run) trips, ap__breaker_trip re-checks (CLOSED, g) under
+ *   the lock. Counters are relaxed and striped; they order nothing.
+ *   The breaker publishes no user memory: do not use a permit as a
+ *   happens-before edge.
+ */
 
 #define AP__BREAKER_FREE UINT64_MAX
 #define AP__BREAKER_EPOCH(g) (((g) & UINT64_C(0xffff)) << 48)

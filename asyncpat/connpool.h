@@ -39,6 +39,30 @@
  *   lifetime), or by ap_connpool_evict(now). A `now` earlier than the
  *   stamp counts as not expired.
  *
+ * USAGE
+ *   static ap_status db_open(void *ctx, void *c, int *app_error) {
+ *       int e = dial(ctx, c);                 // 0, or an errno
+ *       if (e) { *app_error = e; return AP_TIMEDOUT; }  // beside AP_EXHAUSTED
+ *       return AP_OK;
+ *   }
+ *   static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
+ *   static AP_ALIGNAS(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
+ *   ap_connpool cp;
+ *   ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
+ *                         .max_lifetime_ns = 30 * AP_NS_PER_SEC};
+ *   ap_connpool_ops ops = {db_open, db_close, NULL, &server};
+ *   if (ap_connpool_init(&cp, buf, sizeof buf, &d, &ops) != AP_OK) abort();
+ *   void *c; ap_connpool_fail why;
+ *   ap_status st = ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC, &why);
+ *   if (st == AP_OK) {
+ *       bool ok = query((struct db *)c);
+ *       if (ap_connpool_return(&cp, c, !ok, ap_now_ns()) != AP_OK) abort();  // broken: close it
+ *   } else if (st == AP_EXHAUSTED) {                          // dial failed
+ *       log_error(ap_status_str(why.error), strerror(why.app_error));
+ *   }
+ *   ap_connpool_close(&cp);   // at shutdown; once every connection is back:
+ *   ap_connpool_fini(&cp);
+ *
  * GUARANTEES (invariants the tests check)
  *   - bounded: opened - closed == live <= max_size at every instant; a
  *     slot is reserved before open is called and freed only after close
@@ -111,24 +135,8 @@
  *   (that is the only nesting: the pool lock is never held while the list
  *   lock is taken).
  *
- * ORDERING
- *   Happens-before: every hand-over passes through the pool lock (release
- *   by the returner, acquire by the next lender), and a queued future
- *   learns of its grant by an acquire load of `granted`, stored with
- *   release after the grant's critical section. So what a holder (or open)
- *   wrote to a connection is visible to its next holder, and to close.
- *   Lost wakeups (THE LADDER of waitlist.h): the returning side changes
- *   the slots under the pool lock, then loads the waiter count (relaxed:
- *   no fence, no seq_cst on the return path); the waiting side increments
- *   the count before its re-check, which takes the pool lock. The lock
- *   orders the two critical sections: if the returner's comes first, the
- *   waiter's re-check sees the idle connection or free slot; if the
- *   waiter's comes first, its increment happens-before the returner's
- *   count load (through the lock), which then sees it by coherence and
- *   runs the grant pass. So the lock, not a barrier, is the mechanism, in
- *   either ladder (asymmetric or the seq_cst fallback). Close stores `closed` (seq_cst) under the lock, then
- *   wakes everybody; a future's done-check loads it with seq_cst after its
- *   seq_cst increment, so one of the two sees the other.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_checkout, return, future register/cancel: O(1) plus the
  *              user calls; evict, close, fill, fini: O(max_size); a grant
@@ -160,30 +168,6 @@
  *              (the grant scheme), waitlist.h (the ladder), future.h,
  *              tests/test_connpool.c, tests/stress/stress_connpool.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   static ap_status db_open(void *ctx, void *c, int *app_error) {
- *       int e = dial(ctx, c);                 // 0, or an errno
- *       if (e) { *app_error = e; return AP_TIMEDOUT; }  // beside AP_EXHAUSTED
- *       return AP_OK;
- *   }
- *   static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
- *   static AP_ALIGNAS(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
- *   ap_connpool cp;
- *   ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
- *                         .max_lifetime_ns = 30 * AP_NS_PER_SEC};
- *   ap_connpool_ops ops = {db_open, db_close, NULL, &server};
- *   if (ap_connpool_init(&cp, buf, sizeof buf, &d, &ops) != AP_OK) abort();
- *   void *c; ap_connpool_fail why;
- *   ap_status st = ap_connpool_checkout_wait(&cp, &c, ap_now_ns() + AP_NS_PER_SEC, &why);
- *   if (st == AP_OK) {
- *       bool ok = query((struct db *)c);
- *       if (ap_connpool_return(&cp, c, !ok, ap_now_ns()) != AP_OK) abort();  // broken: close it
- *   } else if (st == AP_EXHAUSTED) {                          // dial failed
- *       log_error(ap_status_str(why.error), strerror(why.app_error));
- *   }
- *   ap_connpool_close(&cp);   // at shutdown; once every connection is back:
- *   ap_connpool_fini(&cp);
  */
 #ifndef ASYNCPAT_CONNPOOL_H
 #define ASYNCPAT_CONNPOOL_H
@@ -443,6 +427,27 @@ AP_API AP_NODISCARD ap_status ap_connpool_checkout_wait(ap_connpool *p, void **c
                                                         ap_connpool_fail *fail);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Happens-before: every hand-over passes through the pool lock (release
+ *   by the returner, acquire by the next lender), and a queued future
+ *   learns of its grant by an acquire load of `granted`, stored with
+ *   release after the grant's critical section. So what a holder (or open)
+ *   wrote to a connection is visible to its next holder, and to close.
+ *   Lost wakeups (THE LADDER of waitlist.h): the returning side changes
+ *   the slots under the pool lock, then loads the waiter count (relaxed:
+ *   no fence, no seq_cst on the return path); the waiting side increments
+ *   the count before its re-check, which takes the pool lock. The lock
+ *   orders the two critical sections: if the returner's comes first, the
+ *   waiter's re-check sees the idle connection or free slot; if the
+ *   waiter's comes first, its increment happens-before the returner's
+ *   count load (through the lock), which then sees it by coherence and
+ *   runs the grant pass. So the lock, not a barrier, is the mechanism, in
+ *   either ladder (asymmetric or the seq_cst fallback). Close stores `closed` (seq_cst) under the lock, then
+ *   wakes everybody; a future's done-check loads it with seq_cst after its
+ *   seq_cst increment, so one of the two sees the other.
+ */
 
 enum {
     AP__CONNPOOL_FREE = 0, /* no connection, on the free stack */

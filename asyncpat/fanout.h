@@ -54,6 +54,22 @@
  *   IGNORE  every child runs; the set's status is AP_OK; failures are still
  *           counted and each child's own status is kept.
  *
+ * USAGE (q holds void * elements, out is void *out[100], st an ap_status)
+ *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
+ *   for (size_t i = 0; i < 100; i++) {
+ *       ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
+ *       kids[i] = (ap_future *)&pops[i];
+ *   }
+ *   ap_fanout set;
+ *   if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
+ *           .children = kids, .n = 100, .limit = 8,
+ *           .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
+ *       abort();
+ *   ap_block_on(&set.base);                 // or poll it from an event loop
+ *   st = ap_fanout_status(&set);            // AP_OK or the first error
+ *   // with: static ap_status pop_result(void *ctx, size_t i, ap_future *f)
+ *   //       { (void)ctx; (void)i; return ap_mpmc_pop_status((ap_mpmc_pop_fut *)f); }
+ *
  * GUARANTEES (invariants the tests check)
  *   - at most `limit` children are in flight (admitted, not yet finished);
  *     limit 0 is AP_INVAL and changes nothing; limit > n means n
@@ -103,34 +119,8 @@
  *   such a poll for as long as it blocks. A poll with the same waker as
  *   the previous one never waits.
  *
- * ORDERING
- *   Ready stack: a Treiber stack used as the Linux kernel's llist (any
- *   number of pushers, one consumer that takes the whole stack with one
- *   exchange, so there is no ABA). Push: link `next`, then CAS the head
- *   with release; take: exchange with acquire, so every pushed record's
- *   `next` is visible to the consumer.
- *   Lost wakes: a child waker does   publish (the child's own state)
- *                                    x = exchange(queued, 1)  [acq_rel]
- *                                    if x == 0: push; wake the set
- *   and the poll does, per record taken from the stack,
- *                                    exchange(queued, 0)      [acq_rel]
- *                                    poll the child
- *   Both are read-modify-writes of one variable, so they are totally
- *   ordered: either the waker's exchange comes first and the poller's reads
- *   its 1 (release -> acquire: the child's published state happens-before
- *   the child poll), or the poller's comes first and the waker reads 0 and
- *   pushes again and wakes the set. A waker that reads 1 needs to do
- *   nothing: whoever wrote the 1 has pushed (or is pushing) the record and
- *   wakes the set after it.
- *   Set waker: wakers copy it under the lock and count themselves in
- *   `calling[epoch]` (under the same lock); a poll that replaces it flips
- *   the epoch under the lock and then waits (acquire load, pairing with
- *   the release decrement after each call) until the old epoch's count is
- *   0. A waker that read the old waker had pushed its record before, so
- *   that record is in the stack this poll takes (the count's release /
- *   acquire and the push's release / take's acquire order it); a waker that
- *   reads the new one wakes the new driver. No wake is lost across the
- *   change, and none reaches the old waker after the poll returns.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   a wake: O(1). A poll of the set: O(1 + w + s + t) child
  *              polls for w woken records, s children started and t timers
@@ -159,22 +149,6 @@
  *              futures made of futures), tests/test_fanout.c,
  *              tests/stress/stress_fanout.c
  * STABILITY    experimental (0.x)
- *
- * USAGE (q holds void * elements, out is void *out[100], st an ap_status)
- *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
- *   for (size_t i = 0; i < 100; i++) {
- *       ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
- *       kids[i] = (ap_future *)&pops[i];
- *   }
- *   ap_fanout set;
- *   if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
- *           .children = kids, .n = 100, .limit = 8,
- *           .policy = AP_FANOUT_POLICY_FIRST, .result = pop_result }) != AP_OK)
- *       abort();
- *   ap_block_on(&set.base);                 // or poll it from an event loop
- *   st = ap_fanout_status(&set);            // AP_OK or the first error
- *   // with: static ap_status pop_result(void *ctx, size_t i, ap_future *f)
- *   //       { (void)ctx; (void)i; return ap_mpmc_pop_status((ap_mpmc_pop_fut *)f); }
  */
 #ifndef ASYNCPAT_FANOUT_H
 #define ASYNCPAT_FANOUT_H
@@ -318,6 +292,37 @@ AP_API size_t ap_fanout_canceled(const ap_fanout *s);
 AP_API size_t ap_fanout_in_flight(const ap_fanout *s);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Ready stack: a Treiber stack used as the Linux kernel's llist (any
+ *   number of pushers, one consumer that takes the whole stack with one
+ *   exchange, so there is no ABA). Push: link `next`, then CAS the head
+ *   with release; take: exchange with acquire, so every pushed record's
+ *   `next` is visible to the consumer.
+ *   Lost wakes: a child waker does   publish (the child's own state)
+ *                                    x = exchange(queued, 1)  [acq_rel]
+ *                                    if x == 0: push; wake the set
+ *   and the poll does, per record taken from the stack,
+ *                                    exchange(queued, 0)      [acq_rel]
+ *                                    poll the child
+ *   Both are read-modify-writes of one variable, so they are totally
+ *   ordered: either the waker's exchange comes first and the poller's reads
+ *   its 1 (release -> acquire: the child's published state happens-before
+ *   the child poll), or the poller's comes first and the waker reads 0 and
+ *   pushes again and wakes the set. A waker that reads 1 needs to do
+ *   nothing: whoever wrote the 1 has pushed (or is pushing) the record and
+ *   wakes the set after it.
+ *   Set waker: wakers copy it under the lock and count themselves in
+ *   `calling[epoch]` (under the same lock); a poll that replaces it flips
+ *   the epoch under the lock and then waits (acquire load, pairing with
+ *   the release decrement after each call) until the old epoch's count is
+ *   0. A waker that read the old waker had pushed its record before, so
+ *   that record is in the stack this poll takes (the count's release /
+ *   acquire and the push's release / take's acquire order it); a waker that
+ *   reads the new one wakes the new driver. No wake is lost across the
+ *   change, and none reaches the old waker after the poll returns.
+ */
 
 enum {
     AP__FANOUT_IDLE = 0, /* not started */

@@ -8,6 +8,21 @@
  *   registers the waker from ap_cx and returns AP_PENDING. There is no
  *   runtime: any event loop, thread or ap_block_on() can drive futures.
  *
+ * USAGE
+ *   ap_mpmc_pop_fut f;                       // any future in caller memory
+ *   ap_mpmc_pop_fut_init(&f, q, &item);
+ *   if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
+ *       st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
+ *
+ * GUARANTEES
+ *   - ap_block_on never returns before the future is READY;
+ *     ap_block_on_until returns AP_TIMEDOUT only once ap_now_ns() has
+ *     reached the deadline (ap_block_on_until_clock: once @clock has), and
+ *     then the future has been cancelled.
+ *   - Every poll's cx.now is read from the clock just before that poll.
+ *   - It polls again after every wake and no later than the earliest
+ *     cx.deadline a poll asked for (timers are honoured without a wake).
+ *
  * THE WAKER CONTRACT (every *_poll in asyncpat keeps it)
  *   1. Register, then re-check. A poll that returns AP_PENDING has
  *      registered cx->waker and then re-checked its condition; the waker is
@@ -58,14 +73,23 @@
  *   timed wait on a clock that runs at real speed polls once per ms.
  *   The *_wait helpers of objects whose desc has an ap_clock use this.
  *
- * GUARANTEES
- *   - ap_block_on never returns before the future is READY;
- *     ap_block_on_until returns AP_TIMEDOUT only once ap_now_ns() has
- *     reached the deadline (ap_block_on_until_clock: once @clock has), and
- *     then the future has been cancelled.
- *   - Every poll's cx.now is read from the clock just before that poll.
- *   - It polls again after every wake and no later than the earliest
- *     cx.deadline a poll asked for (timers are honoured without a wake).
+ * EVENT LOOPS (no runtime: the loop is yours; examples/epoll_server.c,
+ *   examples/uv_mpmc.c, examples/uring_mpmc.c)
+ *   A loop drives a future in three steps: ap_cx_reset(&cx, now) (the
+ *   time, and no deadline yet), poll, then wait for a wake (the waker
+ *   writes an eventfd, uv_async_send, ...) or until cx.deadline, whichever
+ *   comes first. Futures polled in the same turn may share the cx: each
+ *   only lowers cx.deadline, so after the turn it is their earliest. A
+ *   future not polled in a turn keeps the deadline its last poll left: keep
+ *   it beside the future and wait until the earliest of them all
+ *   (ap_time_min). The helpers own no thread, clock or I/O.
+ *   Timer resolution: round a deadline UP, never down, when converting it
+ *   to a coarser timer. A millisecond timeout rounded down (50 us -> 0 ms)
+ *   makes the loop wake before the deadline, re-poll, get the same deadline
+ *   and spin until it passes; ap_deadline_to_ms_timeout rounds up (and
+ *   says -1 for none). A timerfd (TFD_TIMER_ABSTIME on CLOCK_MONOTONIC, the
+ *   clock of ap_now_ns) or io_uring's timeout take the deadline exactly, in
+ *   ns; libuv's uv_timer_start takes ms: round up the same way.
  *
  * CONCURRENCY  ap_block_on runs on the calling thread; the waker it passes
  *   may be called from any thread, any number of times.
@@ -81,18 +105,13 @@
  *              a constant) bounds one park under a clock other than ap_now_ns
  * SEE ALSO     waitlist.h (how primitives keep the contract), examples/mpmc_future.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   ap_mpmc_pop_fut f;                       // any future in caller memory
- *   ap_mpmc_pop_fut_init(&f, q, &item);
- *   if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
- *       st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
  */
 #ifndef ASYNCPAT_FUTURE_H
 #define ASYNCPAT_FUTURE_H
 
 #include "core.h"
 #include "time.h"
+#include <limits.h>
 
 #if defined(__linux__) && !defined(AP_BLOCK_ON_CONDVAR)
 #define AP__PARK_FUTEX 1
@@ -143,6 +162,43 @@ AP_API void ap_cx_wake_at(ap_cx *cx, uint64_t t)
         cx->deadline = t;
 }
 
+/**
+ * ap_cx_reset - start a poll turn of an event loop: cx->now = @now,
+ *               cx->deadline = AP_DEADLINE_NONE; the waker is kept
+ * Call it before every poll (or every turn that polls several futures with
+ * one cx): a deadline left over from the previous turn has passed, and a
+ * driver that waits for it polls in a busy loop. See EVENT LOOPS above.
+ */
+AP_API void ap_cx_reset(ap_cx *cx, uint64_t now)
+{
+    cx->now = now;
+    cx->deadline = AP_DEADLINE_NONE;
+}
+
+/**
+ * ap_deadline_to_ms_timeout - the timeout argument of poll(2) or
+ *                             epoll_wait(2) that waits until @deadline
+ * @deadline: an instant on the clock of @now; AP_DEADLINE_NONE: no timer
+ * @now:      the current time (ns)
+ *
+ * Returns -1 (wait without a timer) for AP_DEADLINE_NONE, 0 when @deadline
+ * has been reached, else the nanoseconds left rounded UP to whole
+ * milliseconds (1 ns left is 1 ms, never 0), at most INT_MAX (a wait of
+ * more than 24.8 days then takes several turns). Never early: a loop that
+ * sleeps this long finds the deadline passed when it re-polls, so it never
+ * spins on a timer shorter than its resolution.
+ */
+AP_API int ap_deadline_to_ms_timeout(ap_deadline deadline, uint64_t now)
+{
+    if (deadline == AP_DEADLINE_NONE)
+        return -1;
+    if (deadline <= now)
+        return 0;
+    uint64_t left = deadline - now;
+    uint64_t ms = left / AP_NS_PER_MS + (left % AP_NS_PER_MS != 0);
+    return ms > (uint64_t)INT_MAX ? INT_MAX : (int)ms;
+}
+
 /** ap_future_cancel - cancel through the vtable; no-op if it has no cancel */
 AP_API void ap_future_cancel(ap_future *f)
 {
@@ -177,6 +233,21 @@ AP_API AP_NODISCARD ap_status ap_block_on_until_clock(ap_future *f, ap_deadline 
 
 /** ap_block_on - ap_block_on_until with no deadline */
 AP_API void ap_block_on(ap_future *f);
+
+/*
+ * AP__FUTURE_VTABLE - the two ap_future entry points of a future type
+ * @fut_t whose first member is its ap_future: name##_poll_v and
+ * name##_cancel_v, forwarding to @poll_fn and @cancel_fn (which the header
+ * declares). Its fut_init stores them in base.poll and base.cancel.
+ * Forwarding only (no logic), as the *_DEFINE generators; no semicolon
+ * after it.
+ */
+#define AP__FUTURE_VTABLE(name, fut_t, poll_fn, cancel_fn)                                 \
+    AP_API ap_poll name##_poll_v(ap_future *f, ap_cx *cx)                                  \
+    {                                                                                      \
+        return poll_fn((fut_t *)(void *)f, cx);                                            \
+    }                                                                                      \
+    AP_API void name##_cancel_v(ap_future *f) { cancel_fn((fut_t *)(void *)f); }
 
 /* ---- implementation ---- */
 

@@ -24,6 +24,20 @@
  *   and leave are one CAS / one fetch_sub, and "enter succeeded" and
  *   "stop was requested" are ordered by that word.
  *
+ * USAGE (open_sockets, serve, close_sockets and deadline are the caller's)
+ *   static ap_life life = AP_LIFE_INITIALIZER;
+ *   // owner: start, then report whether starting worked
+ *   if (ap_life_start(&life) != AP_OK || ap_life_started(&life, open_sockets()) != AP_OK)
+ *       abort();
+ *   // each worker, per request: refused unless RUNNING
+ *   if (ap_life_enter(&life) == AP_OK) { serve(); ap_life_leave(&life); }
+ *   // stop: refuse new entries, wait for those inside, then end
+ *   if (ap_life_stop(&life) != AP_OK) return; // a stop or a failure came first
+ *   if (ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, deadline) == AP_OK) {
+ *       close_sockets();
+ *       if (ap_life_terminated(&life) != AP_OK) abort();
+ *   }
+ *
  * GUARANTEES (invariants the tests check)
  *   - transitions follow the diagram only; a call that does not apply in
  *     the current state changes nothing and says why (see ERRORS)
@@ -46,14 +60,8 @@
  *   or a leave that finds waiters, and a waiting future, take the waiter
  *   list's short lock.
  *
- * ORDERING
- *   Every change of the word is a seq_cst RMW, so the word's modification
- *   order is the lifecycle's history: whatever the starter did before
- *   ap_life_started(ok) happens-before every successful enter; whatever an
- *   operation did before its leave happens-before the drain future's
- *   completion (and ap_life_terminated). Waking follows THE LADDER of
- *   waitlist.h: a change is a seq_cst RMW, then a seq_cst look for waiters;
- *   a waiter registers, then re-reads the word (seq_cst).
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   O(1) per call; wakes: O(waiters) per state change
  * MEMORY       the ap_life struct only (caller memory); nothing allocates
@@ -80,16 +88,6 @@
  * SEE ALSO     waitlist.h (the ladder), tests/test_lifecycle.c,
  *              tests/stress/stress_lifecycle.c, tests/verify/verify_lifecycle.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * EXAMPLE
- *   static ap_life life = AP_LIFE_INITIALIZER;
- *   // owner:   (void)ap_life_start(&life); open_sockets();
- *   //          (void)ap_life_started(&life, true);
- *   // workers: if (ap_life_enter(&life) != AP_OK) return;  serve();
- *   //          ap_life_leave(&life);
- *   // stop:    (void)ap_life_stop(&life);
- *   //          if (ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, deadline) == AP_OK) {
- *   //              close_sockets(); (void)ap_life_terminated(&life); }
  */
 #ifndef ASYNCPAT_LIFECYCLE_H
 #define ASYNCPAT_LIFECYCLE_H
@@ -178,6 +176,17 @@ AP_API AP_NODISCARD ap_status ap_life_wait(ap_life *l, ap_life_event ev,
                                            ap_deadline deadline_ns);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Every change of the word is a seq_cst RMW, so the word's modification
+ *   order is the lifecycle's history: whatever the starter did before
+ *   ap_life_started(ok) happens-before every successful enter; whatever an
+ *   operation did before its leave happens-before the drain future's
+ *   completion (and ap_life_terminated). Waking follows THE LADDER of
+ *   waitlist.h: a change is a seq_cst RMW, then a seq_cst look for waiters;
+ *   a waiter registers, then re-reads the word (seq_cst).
+ */
 
 #define AP__LIFE_STATE(w) ((ap_life_state)((w) & 7u))
 #define AP__LIFE_SP ((uint64_t)8)   /* a start is in progress: start() .. started() */

@@ -14,6 +14,14 @@
  *   two >= 2). The bit below the lap in tail is the CLOSED flag: once set,
  *   no producer can claim a ticket.
  *
+ * USAGE
+ *   ap_mpmc *q;
+ *   if (ap_mpmc_create(&q, 1024, sizeof(struct job), NULL) != AP_OK) abort();
+ *   struct job j = {0};
+ *   if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) abort();  // any thread
+ *   while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
+ *   ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
+ *
  * GUARANTEES (invariants the tests check)
  *   - holds at most `capacity` elements, exactly as asked
  *   - an element pushed with AP_OK is popped exactly once while the queue
@@ -33,15 +41,8 @@
  *   consumer is still copying out. So the queue is not lock-free in the
  *   strict sense (a stalled thread can hold up the one slot it claimed).
  *
- * ORDERING
- *   A try_push returning AP_OK happens-before the try_pop that returns its
- *   element (release store of the stamp / acquire load). A pop
- *   happens-before the push that reuses the slot. The head/tail CASes only
- *   claim tickets (relaxed); the waitlist ladder's cost is on the waiting
- *   side (waitlist.h, THE LADDER): with nobody parked an operation is its
- *   claim CAS, its stamp store and one relaxed load of the waiter count.
- *   In the fallback ladder the CASes are seq_cst (its SC operation).
- *   len() is a racy snapshot with no ordering.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   O(1) per op (a CAS retry only when another thread won);
  *              memory = capacity * AP_MPMC_STRIDE(elem) bytes + the header.
@@ -62,14 +63,6 @@
  * SEE ALSO     spsc.h, examples/producer_consumer.c, examples/mpmc_future.c,
  *              bench/bench_queue.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE
- *   ap_mpmc *q;
- *   if (ap_mpmc_create(&q, 1024, sizeof(struct job), NULL) != AP_OK) abort();
- *   struct job j = {0};
- *   if (ap_mpmc_push_wait(q, &j, AP_DEADLINE_NONE) != AP_OK) abort();  // any thread
- *   while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
- *   ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
  */
 #ifndef ASYNCPAT_MPMC_H
 #define ASYNCPAT_MPMC_H
@@ -234,6 +227,18 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
     { return ap_mpmc_pop_wait(&self->q, out, deadline_ns); }
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   A try_push returning AP_OK happens-before the try_pop that returns its
+ *   element (release store of the stamp / acquire load). A pop
+ *   happens-before the push that reuses the slot. The head/tail CASes only
+ *   claim tickets (relaxed); the waitlist ladder's cost is on the waiting
+ *   side (waitlist.h, THE LADDER): with nobody parked an operation is its
+ *   claim CAS, its stamp store and one relaxed load of the waiter count.
+ *   In the fallback ladder the CASes are seq_cst (its SC operation).
+ *   len() is a racy snapshot with no ordering.
+ */
 
 #define AP__MPMC_CAP_LIMIT (SIZE_MAX >> 4) /* leaves room for laps and mark */
 

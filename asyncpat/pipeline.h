@@ -14,6 +14,51 @@
  *   element out (counted, not an error), anything else to report a failure
  *   (the element is then consumed and counted, see COUNTERS).
  *
+ * USAGE
+ *   static ap_status parse(void *ctx, const void *in, void *out, int *app_error) {
+ *       (void)ctx;
+ *       int e = parse_req(in, out);          // your own code: 0 or an error
+ *       if (e) { *app_error = e; return AP_INVAL; }   // fails the element
+ *       return AP_OK;                                 // emits *out
+ *   }
+ *   static AP_ALIGNAS(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
+ *                      q0[AP_MPMC_BYTES(64, sizeof(parsed))],
+ *                      q1[AP_MPMC_BYTES(64, sizeof(resp))];
+ *   ap_pipeline_stage_desc sd[2] = {
+ *       {.fn = parse, .out_size = sizeof(parsed), .capacity = 64, .buf = q0, .bytes = sizeof q0},
+ *       {.fn = handle, .out_size = sizeof(resp), .capacity = 64, .buf = q1, .bytes = sizeof q1}};
+ *   ap_pipeline p; ap_pipeline_stage st[2];
+ *   if (ap_pipeline_init(&p, st, sizeof st, &(ap_pipeline_desc){
+ *           .in_size = sizeof(req), .in_capacity = 64, .in_buf = qin,
+ *           .in_bytes = sizeof qin, .stages = sd, .nstages = 2}))
+ *       abort();
+ *   // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
+ *   //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
+ *   //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
+ *   //   ap_block_on((ap_future *)&f);        // returns after close + drain
+ *   if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
+ *   ap_pipeline_close(&p);                             // no more input
+ *   while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
+ *   ap_pipeline_stats s;                 // failures: s.failed, and the last
+ *   if (ap_pipeline_stats_get(&p, 0, &s) == AP_OK && s.failed)   // one's
+ *       log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - nothing is lost or duplicated: every element pushed with AP_OK is
+ *     popped from the output exactly once, or counted exactly once as
+ *     filtered or failed by exactly one stage (identities above)
+ *   - FIFO end to end when every stage has one worker (and the input one
+ *     producer, the output one consumer): a stage pops in order, applies
+ *     in order and pushes in order, and each queue is FIFO per producer.
+ *     With several workers in a stage, order across them is not kept.
+ *   - throughput: with per-item service times S_i, one worker per stage
+ *     and every buffer >= 1, the steady-state rate is exactly
+ *     1 / max_i S_i (the slowest stage's rate); with deterministic times,
+ *     a saturated input and a free output, item n leaves at exactly
+ *     sum_i S_i + n * max_i S_i (tests/test_pipeline.c, a fake-clock
+ *     discrete-event simulation over these data structures)
+ *   - close drains: see CLOSE AND DRAIN
+ *
  * STAGE FAILURES AND APPLICATION ERRORS
  *   Your own error code never has to be squeezed into an ap_status: fn may
  *   write it to *app_error (0 on entry; an HTTP status, an errno, a parse
@@ -71,22 +116,6 @@
  *                  + holding workers
  *   After close and drain the last two terms are 0.
  *
- * GUARANTEES (invariants the tests check)
- *   - nothing is lost or duplicated: every element pushed with AP_OK is
- *     popped from the output exactly once, or counted exactly once as
- *     filtered or failed by exactly one stage (identities above)
- *   - FIFO end to end when every stage has one worker (and the input one
- *     producer, the output one consumer): a stage pops in order, applies
- *     in order and pushes in order, and each queue is FIFO per producer.
- *     With several workers in a stage, order across them is not kept.
- *   - throughput: with per-item service times S_i, one worker per stage
- *     and every buffer >= 1, the steady-state rate is exactly
- *     1 / max_i S_i (the slowest stage's rate); with deterministic times,
- *     a saturated input and a free output, item n leaves at exactly
- *     sum_i S_i + n * max_i S_i (tests/test_pipeline.c, a fake-clock
- *     discrete-event simulation over these data structures)
- *   - close drains: see CLOSE AND DRAIN
- *
  * CONCURRENCY
  *   operation                      who may call it
  *   try_push, push futures         any thread, any number at once
@@ -102,14 +131,8 @@
  *   Progress: what ap_mpmc gives (try_* never block; AP_AGAIN while a peer
  *   is between claiming and publishing a slot); fn runs with no lock held.
  *
- * ORDERING
- *   The queue's push -> pop release/acquire pairs (mpmc.h) order each
- *   element: the writes of stage i's fn into *out happen-before stage
- *   i + 1's fn reads it, and the last stage's writes happen-before the
- *   pop that returns it. A worker's pushes happen-before its finishing
- *   increment (release), and the last finisher's increment (acq_rel)
- *   happens-before it closes the output, so a close never overtakes an
- *   element. Counters are relaxed statistics (exact at quiescence).
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   O(1) per element per stage plus fn; memory = the queues
  *              (AP_MPMC_BYTES each) + k stage records + 2 scratch elements
@@ -138,35 +161,6 @@
  * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT
  * SEE ALSO     mpmc.h, tests/test_pipeline.c, tests/stress/stress_pipeline.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE
- *   static ap_status parse(void *ctx, const void *in, void *out, int *app_error) {
- *       (void)ctx;
- *       int e = parse_req(in, out);          // your own code: 0 or an error
- *       if (e) { *app_error = e; return AP_INVAL; }   // fails the element
- *       return AP_OK;                                 // emits *out
- *   }
- *   static AP_ALIGNAS(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
- *                      q0[AP_MPMC_BYTES(64, sizeof(parsed))],
- *                      q1[AP_MPMC_BYTES(64, sizeof(resp))];
- *   ap_pipeline_stage_desc sd[2] = {
- *       {.fn = parse, .out_size = sizeof(parsed), .capacity = 64, .buf = q0, .bytes = sizeof q0},
- *       {.fn = handle, .out_size = sizeof(resp), .capacity = 64, .buf = q1, .bytes = sizeof q1}};
- *   ap_pipeline p; ap_pipeline_stage st[2];
- *   if (ap_pipeline_init(&p, st, sizeof st, &(ap_pipeline_desc){
- *           .in_size = sizeof(req), .in_capacity = 64, .in_buf = qin,
- *           .in_bytes = sizeof qin, .stages = sd, .nstages = 2}))
- *       abort();
- *   // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
- *   //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
- *   //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
- *   //   ap_block_on((ap_future *)&f);        // returns after close + drain
- *   if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
- *   ap_pipeline_close(&p);                             // no more input
- *   while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
- *   ap_pipeline_stats s;                 // failures: s.failed, and the last
- *   if (ap_pipeline_stats_get(&p, 0, &s) == AP_OK && s.failed)   // one's
- *       log_error(ap_status_str(s.last_error), s.last_app_error);       // pair
  */
 #ifndef ASYNCPAT_PIPELINE_H
 #define ASYNCPAT_PIPELINE_H
@@ -433,6 +427,17 @@ AP_API uint64_t ap_pipeline_left(ap_pipeline *p);
 AP_API size_t ap_pipeline_nstages(const ap_pipeline *p);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   The queue's push -> pop release/acquire pairs (mpmc.h) order each
+ *   element: the writes of stage i's fn into *out happen-before stage
+ *   i + 1's fn reads it, and the last stage's writes happen-before the
+ *   pop that returns it. A worker's pushes happen-before its finishing
+ *   increment (release), and the last finisher's increment (acq_rel)
+ *   happens-before it closes the output, so a close never overtakes an
+ *   element. Counters are relaxed statistics (exact at quiescence).
+ */
 
 enum {
     AP__PIPELINE_W_IDLE = 0, /* nothing held */

@@ -24,6 +24,20 @@
  *   that finds objects on the stack while futures are queued moves them to
  *   the futures, head first.
  *
+ * USAGE
+ *   static struct conn conns[8];
+ *   static AP_ALIGNAS(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
+ *   ap_pool pool;
+ *   if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
+ *       abort();
+ *   void *c;
+ *   if (ap_pool_get_wait(&pool, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+ *       use((struct conn *)c);
+ *       if (ap_pool_put(&pool, c) != AP_OK) abort();
+ *   }
+ *   // in an event loop: ap_pool_get_fut f; ap_pool_get_fut_init(&f, &pool, &c);
+ *   // ap_pool_get_poll(&f, &cx) until AP_READY, then ap_pool_get_status(&f)
+ *
  * GUARANTEES (invariants the tests check)
  *   - exclusive: each object is held by at most one holder at a time; an
  *     object is lent only after the put that returned it (a get that
@@ -66,41 +80,8 @@
  *   and close take the waiter list's short internal lock. The reset hook
  *   is user code and runs with no lock held.
  *
- * ORDERING
- *   Happens-before: a put's head CAS is a release operation (AP__PUB_MO:
- *   release, seq_cst in the fallback ladder) and a get's head load and CAS
- *   are acquire; every write of the head is a
- *   read-modify-write, so the release sequence reaches every later get: a
- *   put of X happens-before the get that lends X next. So whatever the
- *   previous holder (and the reset hook) wrote to X is visible to the next
- *   holder, and the idle link read by a get is the one its pusher stored.
- *   A future learns of a grant by an acquire load of its `granted` flag,
- *   stored with release under the list lock by the granting thread, which
- *   is either the putter itself (direct hand-off) or a thread that popped
- *   X with acquire; either way the putter's writes are ordered before the
- *   new holder's reads. The claim CAS on an object's state word (HELD ->
- *   MOVING) is relaxed: it only decides which of two racing puts of one
- *   object wins, and publishes nothing.
- *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
- *     waiting side (poll)                    putting side (put, cancel)
- *     ap_waitlist_register: count++,         push: head CAS (AP__PUB_MO)
- *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
- *     re-check: load of the head               relaxed load of count
- *       (AP__CHECK_MO); if objects idle:     if parked: grant pass (wake_if)
- *       grant pass
- *   Either the putter's count load sees the new waiter (and runs the grant
- *   pass itself), or HEAVY makes the push visible to the waiter's re-check,
- *   which then sees the object (THE LADDER; in the seq_cst fallback the
- *   CAS, the increment and both loads fall in one total order S). A try_get
- *   that takes the object first owes a put, which runs the same check.
- *   Before pushing, a put looks at the count once more (relaxed) to hand
- *   its object straight to a queued future: a shortcut that orders
- *   nothing; the check after the push is the ladder's. With nobody parked
- *   a try_get + put pair is the head CAS each (acquire, release), the
- *   claim CAS on the state word, relaxed loads of the count and no fence.
- *   Close is a seq_cst fetch_or on the head followed by wake_all: a queued
- *   future either sees CLOSED in its re-check or is woken by close.
- *   idle() and in_use() are relaxed snapshots with no ordering.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_get, put without futures queued, index: O(1) (a CAS
  *              loop); put with futures queued: O(k) for the k futures it
@@ -140,20 +121,6 @@
  *              (the ladder), future.h (the waker contract),
  *              tests/test_pool.c, bench/bench_pool.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   static struct conn conns[8];
- *   static AP_ALIGNAS(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
- *   ap_pool pool;
- *   if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
- *       abort();
- *   void *c;
- *   if (ap_pool_get_wait(&pool, &c, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
- *       use((struct conn *)c);
- *       if (ap_pool_put(&pool, c) != AP_OK) abort();
- *   }
- *   // in an event loop: ap_pool_get_fut f; ap_pool_get_fut_init(&f, &pool, &c);
- *   // ap_pool_get_poll(&f, &cx) until AP_READY, then ap_pool_get_status(&f)
  */
 #ifndef ASYNCPAT_POOL_H
 #define ASYNCPAT_POOL_H
@@ -360,6 +327,44 @@ AP_API AP_NODISCARD ap_status ap_pool_get_status(const ap_pool_get_fut *f);
 AP_API AP_NODISCARD ap_status ap_pool_get_wait(ap_pool *p, void **obj, ap_deadline deadline_ns);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Happens-before: a put's head CAS is a release operation (AP__PUB_MO:
+ *   release, seq_cst in the fallback ladder) and a get's head load and CAS
+ *   are acquire; every write of the head is a
+ *   read-modify-write, so the release sequence reaches every later get: a
+ *   put of X happens-before the get that lends X next. So whatever the
+ *   previous holder (and the reset hook) wrote to X is visible to the next
+ *   holder, and the idle link read by a get is the one its pusher stored.
+ *   A future learns of a grant by an acquire load of its `granted` flag,
+ *   stored with release under the list lock by the granting thread, which
+ *   is either the putter itself (direct hand-off) or a thread that popped
+ *   X with acquire; either way the putter's writes are ordered before the
+ *   new holder's reads. The claim CAS on an object's state word (HELD ->
+ *   MOVING) is relaxed: it only decides which of two racing puts of one
+ *   object wins, and publishes nothing.
+ *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
+ *     waiting side (poll)                    putting side (put, cancel)
+ *     ap_waitlist_register: count++,         push: head CAS (AP__PUB_MO)
+ *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
+ *     re-check: load of the head               relaxed load of count
+ *       (AP__CHECK_MO); if objects idle:     if parked: grant pass (wake_if)
+ *       grant pass
+ *   Either the putter's count load sees the new waiter (and runs the grant
+ *   pass itself), or HEAVY makes the push visible to the waiter's re-check,
+ *   which then sees the object (THE LADDER; in the seq_cst fallback the
+ *   CAS, the increment and both loads fall in one total order S). A try_get
+ *   that takes the object first owes a put, which runs the same check.
+ *   Before pushing, a put looks at the count once more (relaxed) to hand
+ *   its object straight to a queued future: a shortcut that orders
+ *   nothing; the check after the push is the ladder's. With nobody parked
+ *   a try_get + put pair is the head CAS each (acquire, release), the
+ *   claim CAS on the state word, relaxed loads of the count and no fence.
+ *   Close is a seq_cst fetch_or on the head followed by wake_all: a queued
+ *   future either sees CLOSED in its re-check or is woken by close.
+ *   idle() and in_use() are relaxed snapshots with no ordering.
+ */
 
 /* state words: 0 ..= n is an idle object's link (index + 1 of the next
  * idle object, 0 at the bottom); the rest mark objects out of the stack */

@@ -39,6 +39,34 @@
  *   wait (in flight when asked: the get waited), miss (not prefetched: a
  *   reset, or a slot whose load had been refused or cancelled).
  *
+ * USAGE (pages of a file, 8 ahead)
+ *   struct page { my_read_fut f; char data[4096]; };   // the future in the slot
+ *   static ap_future *start(void *ctx, uint64_t key, void *slot, uint64_t now)
+ *   {   struct page *p = slot; (void)now;
+ *       if (key >= npages) return NULL;                  // past EOF: refuse
+ *       my_read_start(&p->f, ctx, key * 4096, p->data); return &p->f.base; }
+ *   static AP_ALIGNAS(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
+ *   ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
+ *   if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
+ *           .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
+ *   void *slot;
+ *   for (uint64_t k = 0; ap_prefetch_get_wait(&pf, k, &slot, AP_DEADLINE_NONE) == AP_OK; k++)
+ *       consume((struct page *)slot);   // valid until the next get
+ *   ap_prefetch_fini(&pf);              // cancels the loads still in flight
+ *
+ * GUARANTEES (invariants the tests check)
+ *   - at most depth loads are in flight or loaded at any time, one per
+ *     slot; a slot is never handed to start() while its previous load is
+ *     in flight
+ *   - every started load is finished exactly once: polled until READY
+ *     (never polled again) or cancelled once (never after READY), also
+ *     across resets, get cancels and fini. At quiescence
+ *       started = completed + cancelled + (loads in flight),
+ *       completed = used + wasted + (loaded, unused, in the ring),
+ *     and after fini the parenthesised terms are 0
+ *   - gets = hits + waits + misses (each get that began counts once)
+ *   - init with a bad desc returns AP_INVAL and changes nothing
+ *
  * THEOREM (sequential scan, exact; tests/test_prefetch.c checks it on a fake
  *   clock with loads that complete exactly L ns after they start)
  *   The consumer asks for key k at r_k, gets it at g_k = r_k + w_k and asks
@@ -54,19 +82,6 @@
  *   a smaller d waits W once per d gets: W/d per item on average, and
  *   throughput is one item per max(c, (L + c)/d). No prefetching (d = 1,
  *   or a naive loader) waits L per item.
- *
- * GUARANTEES (invariants the tests check)
- *   - at most depth loads are in flight or loaded at any time, one per
- *     slot; a slot is never handed to start() while its previous load is
- *     in flight
- *   - every started load is finished exactly once: polled until READY
- *     (never polled again) or cancelled once (never after READY), also
- *     across resets, get cancels and fini. At quiescence
- *       started = completed + cancelled + (loads in flight),
- *       completed = used + wasted + (loaded, unused, in the ring),
- *     and after fini the parenthesised terms are 0
- *   - gets = hits + waits + misses (each get that began counts once)
- *   - init with a bad desc returns AP_INVAL and changes nothing
  *
  * CONCURRENCY   single consumer: init, gets (futures, get_wait), stats
  *   and fini are called by one thread at a time, and a get future must be
@@ -97,21 +112,6 @@
  * SEE ALSO      future.h (the waker contract), fanout.h (another future made
  *   of futures), cache.h, tests/test_prefetch.c, bench/bench_prefetch.c
  * STABILITY     experimental (0.x)
- *
- * USAGE (pages of a file, 8 ahead)
- *   struct page { my_read_fut f; char data[4096]; };   // the future in the slot
- *   static ap_future *start(void *ctx, uint64_t key, void *slot, uint64_t now)
- *   {   struct page *p = slot; (void)now;
- *       if (key >= npages) return NULL;                  // past EOF: refuse
- *       my_read_start(&p->f, ctx, key * 4096, p->data); return &p->f.base; }
- *   static AP_ALIGNAS(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
- *   ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
- *   if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
- *           .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
- *   void *slot;
- *   for (uint64_t k = 0; ap_prefetch_get_wait(&pf, k, &slot, AP_DEADLINE_NONE) == AP_OK; k++)
- *       consume((struct page *)slot);   // valid until the next get
- *   ap_prefetch_fini(&pf);              // cancels the loads still in flight
  */
 #ifndef ASYNCPAT_PREFETCH_H
 #define ASYNCPAT_PREFETCH_H

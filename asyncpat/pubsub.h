@@ -33,6 +33,23 @@
  *   seqlock (cache.h): a stamp that moved means message r was overwritten
  *   while it was copied, and the copy is thrown away (AP_DROPPED).
  *
+ * USAGE
+ *   static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
+ *   ap_pubsub ch;
+ *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_POLICY_OVERWRITE))
+ *       abort();
+ *   ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
+ *   ap_pubsub_subscribe(&ch, &sub);
+ *   struct tick t = {0};              // any publisher thread:
+ *   while (ap_pubsub_try_publish(&ch, &t) == AP_AGAIN) {}   // a lapped writer: retry
+ *   for (;;) {                        // the subscriber:
+ *       ap_status st = ap_sub_recv_wait(&sub, &t, AP_DEADLINE_NONE);
+ *       if (st == AP_OK) use(&t);
+ *       else if (st == AP_DROPPED) note_gap(ap_sub_last_dropped(&sub));
+ *       else break;                   // AP_CLOSED: closed and drained
+ *   }
+ *   ap_pubsub_unsubscribe(&ch, &sub);
+ *
  * GUARANTEES (invariants the tests check)
  *   - a subscriber receives every message published after it subscribed,
  *     each exactly once, in sequence order (so in publish order for each
@@ -64,36 +81,8 @@
  *   the channel is not lock-free in the strict sense; it never waits for
  *   a subscriber.
  *
- * ORDERING
- *   A try_publish returning AP_OK happens-before a try_recv that returns
- *   its message (release store of the stamp 2s + 2 / acquire load), so a
- *   message may carry pointers to memory written before the publish.
- *   Seqlock read (Boehm, "Can seqlocks get along with programming language
- *   memory models?", MSPC 2012): the writer stores the odd stamp (relaxed),
- *   a release fence, the message words (relaxed), the even stamp
- *   (release); the reader loads the stamp (acquire), the words (relaxed),
- *   an acquire fence, the stamp again (relaxed). If any word came from a
- *   later writer, the fences synchronise and the second stamp load sees
- *   that writer's odd stamp, so the copy is discarded. Message bytes are
- *   copied as relaxed atomic 64-bit words, so a racing copy is a discarded
- *   value, never undefined behaviour. Under ThreadSanitizer (which does
- *   not model fences) the fences go and the word stores/loads become
- *   release/acquire: strictly stronger, and visible to TSan.
- *   A publisher's claim loads the slot's stamp with acquire, pairing with
- *   the previous writer's release: its words are ordered after the old
- *   ones. Lost wakeups (THE LADDER of waitlist.h; the waiter pays): a
- *   publish publishes with its release store of the even stamp, then
- *   checks ap_waitlist_parked (LIGHT + a relaxed count load); a parked
- *   subscriber registers (count++, HEAVY barrier) and re-checks the
- *   stamp (acquire) and tail. Either the publisher sees the waiter or
- *   HEAVY makes the stamp visible to the re-check. The tail CAS only
- *   claims a ticket (relaxed, as the mpmc's claims): the stamps carry the
- *   data. In the fallback ladder (TSan, non-Linux, AP_NO_ASYM_BARRIER)
- *   the tail CAS is seq_cst, the waking side's SC operation, and the
- *   re-check's tail load is seq_cst. close's fetch_or stays seq_cst
- *   before wake_all's seq_cst count load (rare). With nobody parked a
- *   publish is its claim CAS, its stamp and word stores, the seqlock's
- *   release fence (a compiler barrier on x86) and one relaxed load.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_publish, try_recv: O(elem_size / 8), one CAS per publish
  *              (retried only when another publisher won), no RMW per
@@ -122,23 +111,6 @@
  * SEE ALSO     mpmc.h (one consumer per item), waitlist.h, cache.h (seqlock),
  *              tests/test_pubsub.c, bench/bench_pubsub.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE
- *   static uint64_t ring[AP_PUBSUB_BYTES(64, sizeof(struct tick)) / 8];
- *   ap_pubsub ch;
- *   if (ap_pubsub_init(&ch, ring, sizeof ring, 64, sizeof(struct tick), AP_PUBSUB_POLICY_OVERWRITE))
- *       abort();
- *   ap_sub sub = {0};                 // each subscriber thread (zero: not subscribed)
- *   ap_pubsub_subscribe(&ch, &sub);
- *   struct tick t = {0};              // any publisher thread:
- *   while (ap_pubsub_try_publish(&ch, &t) == AP_AGAIN) {}   // a lapped writer: retry
- *   for (;;) {                        // the subscriber:
- *       ap_status st = ap_sub_recv_wait(&sub, &t, AP_DEADLINE_NONE);
- *       if (st == AP_OK) use(&t);
- *       else if (st == AP_DROPPED) note_gap(ap_sub_last_dropped(&sub));
- *       else break;                   // AP_CLOSED: closed and drained
- *   }
- *   ap_pubsub_unsubscribe(&ch, &sub);
  */
 #ifndef ASYNCPAT_PUBSUB_H
 #define ASYNCPAT_PUBSUB_H
@@ -333,6 +305,39 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
     { return ap__sub_recv(sub, out, sizeof(T), dropped); }
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   A try_publish returning AP_OK happens-before a try_recv that returns
+ *   its message (release store of the stamp 2s + 2 / acquire load), so a
+ *   message may carry pointers to memory written before the publish.
+ *   Seqlock read (Boehm, "Can seqlocks get along with programming language
+ *   memory models?", MSPC 2012): the writer stores the odd stamp (relaxed),
+ *   a release fence, the message words (relaxed), the even stamp
+ *   (release); the reader loads the stamp (acquire), the words (relaxed),
+ *   an acquire fence, the stamp again (relaxed). If any word came from a
+ *   later writer, the fences synchronise and the second stamp load sees
+ *   that writer's odd stamp, so the copy is discarded. Message bytes are
+ *   copied as relaxed atomic 64-bit words, so a racing copy is a discarded
+ *   value, never undefined behaviour. Under ThreadSanitizer (which does
+ *   not model fences) the fences go and the word stores/loads become
+ *   release/acquire: strictly stronger, and visible to TSan.
+ *   A publisher's claim loads the slot's stamp with acquire, pairing with
+ *   the previous writer's release: its words are ordered after the old
+ *   ones. Lost wakeups (THE LADDER of waitlist.h; the waiter pays): a
+ *   publish publishes with its release store of the even stamp, then
+ *   checks ap_waitlist_parked (LIGHT + a relaxed count load); a parked
+ *   subscriber registers (count++, HEAVY barrier) and re-checks the
+ *   stamp (acquire) and tail. Either the publisher sees the waiter or
+ *   HEAVY makes the stamp visible to the re-check. The tail CAS only
+ *   claims a ticket (relaxed, as the mpmc's claims): the stamps carry the
+ *   data. In the fallback ladder (TSan, non-Linux, AP_NO_ASYM_BARRIER)
+ *   the tail CAS is seq_cst, the waking side's SC operation, and the
+ *   re-check's tail load is seq_cst. close's fetch_or stays seq_cst
+ *   before wake_all's seq_cst count load (rare). With nobody parked a
+ *   publish is its claim CAS, its stamp and word stores, the seqlock's
+ *   release fence (a compiler barrier on x86) and one relaxed load.
+ */
 
 #define AP__PUBSUB_CLOSED (UINT64_C(1) << 63)
 /* capacity and sequence limits: 2 * seq + 2 must fit in 64 bits */

@@ -43,6 +43,26 @@
  *   travels out through the retry's own app_error (ap_retry_op.result) to
  *   ap_resil_result.app_error, never squeezed into an ap_status.
  *
+ * USAGE (start_get, get_result and the http_get struct are the caller's)
+ *   static ap_tb tb;  static ap_sem bulk;  static ap_breaker *br;
+ *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .burst = 10}) ||
+ *       ap_sem_init(&bulk, 8) ||
+ *       ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
+ *   ap_rng rng;  ap_rng_seed(&rng, 42);
+ *   ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 10 * AP_NS_PER_MS};
+ *   ap_resil_desc d = {.limiter = &tb, .bulkhead = &bulk, .breaker = br,
+ *                      .attempt_timeout_ns = 200 * AP_NS_PER_MS,
+ *                      .retry = &rd, .rng = &rng};
+ *   struct http_get req = {.url = "/x"};
+ *   ap_resil_op op = {.start = start_get, .result = get_result, .ctx = &req};
+ *   ap_resil_fut call;
+ *   if (ap_resil_fut_init(&call, &d, &op,
+ *                         ap_deadline_after(ap_now_ns(), AP_NS_PER_SEC))) abort();
+ *   ap_block_on(&call.base);          // or poll it from your event loop
+ *   ap_resil_result r = ap_resil_fut_result(&call);
+ *   // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_EXHAUSTED
+ *   // (r.last_error), AP_TIMEDOUT, ...; r.app_error: e.g. the last HTTP status
+ *
  * GUARANTEES (invariants the tests check)
  *   - ledger: whatever mix of success, failure, per-attempt timeout, layer
  *     refusal, overall deadline and cancel happens, every resource an
@@ -110,11 +130,8 @@
  *   deadlines). Wakers are called by the composed objects, outside their
  *   locks.
  *
- * ORDERING
- *   No atomics of its own: the composed objects' apply (ap_sem's release
- *   -> acquire edge: what an attempt did before its permit was released
- *   happens-before the next holder's attempt; the breaker and the bucket
- *   publish nothing). Time is read only from cx->now.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   O(1) per poll on top of the composed objects' own costs
  *              (the breaker's allow/record, the semaphore's CAS or
@@ -142,26 +159,6 @@
  * SEE ALSO     retry.h, token_bucket.h, semaphore.h, circuit_breaker.h,
  *              timeout.h, examples/resilient_client.c
  * STABILITY    experimental (0.x): names and defaults may change before 1.0
- *
- * USAGE (start_get, get_result and the http_get struct are the caller's)
- *   static ap_tb tb;  static ap_sem bulk;  static ap_breaker *br;
- *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .burst = 10}) ||
- *       ap_sem_init(&bulk, 8) ||
- *       ap_breaker_create(&br, &(ap_breaker_desc){.window_size = 20}, NULL)) abort();
- *   ap_rng rng;  ap_rng_seed(&rng, 42);
- *   ap_retry_desc rd = {.max_attempts = 3, .initial_ns = 10 * AP_NS_PER_MS};
- *   ap_resil_desc d = {.limiter = &tb, .bulkhead = &bulk, .breaker = br,
- *                      .attempt_timeout_ns = 200 * AP_NS_PER_MS,
- *                      .retry = &rd, .rng = &rng};
- *   struct http_get req = {.url = "/x"};
- *   ap_resil_op op = {.start = start_get, .result = get_result, .ctx = &req};
- *   ap_resil_fut call;
- *   if (ap_resil_fut_init(&call, &d, &op,
- *                         ap_deadline_after(ap_now_ns(), AP_NS_PER_SEC))) abort();
- *   ap_block_on(&call.base);          // or poll it from your event loop
- *   ap_resil_result r = ap_resil_fut_result(&call);
- *   // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_EXHAUSTED
- *   // (r.last_error), AP_TIMEDOUT, ...; r.app_error: e.g. the last HTTP status
  */
 #ifndef ASYNCPAT_RESILIENCE_H
 #define ASYNCPAT_RESILIENCE_H
@@ -324,6 +321,14 @@ AP_API AP_NODISCARD ap_status ap_resil_fut_status(const ap_resil_fut *f);
 AP_API ap_resil_stats ap_resil_stats_get(const ap_resil_fut *f);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   No atomics of its own: the composed objects' apply (ap_sem's release
+ *   -> acquire edge: what an attempt did before its permit was released
+ *   happens-before the next holder's attempt; the breaker and the bucket
+ *   publish nothing). Time is read only from cx->now.
+ */
 
 enum {
     AP__RESIL_LIMIT,   /* take tokens */

@@ -33,6 +33,25 @@
  *   futures; it waits its backoff by lowering cx->deadline (it never
  *   sleeps). ap_retry_call is a blocking helper for a plain callback.
  *
+ * USAGE
+ *   ap_rng rng;  ap_rng_seed(&rng, 42);
+ *   ap_retry_budget budget;   // 20 % of requests + 10 retries/s over 10 s
+ *   if (ap_retry_budget_init(&budget, &(ap_retry_budget_desc){0})) abort();
+ *   ap_retry_desc d = {.max_attempts = 5, .initial_ns = 10 * AP_NS_PER_MS,
+ *                      .cap_ns = AP_NS_PER_SEC};       // full jitter
+ *   ap_retry_result r;
+ *   ap_status st = ap_retry_call(&d, &rng, &budget, call_server, srv,
+ *                                ap_deadline_after(ap_now_ns(), 2 * AP_NS_PER_SEC), &r);
+ *   // st: AP_OK; AP_EXHAUSTED (r.last_error, r.app_error: why the last
+ *   // attempt failed); a permanent error; AP_TIMEDOUT (the deadline)
+ *   // call_server: ap_status call_server(void *srv, int *app_error), which
+ *   // sets *app_error = e.g. the HTTP status and returns AP_OK or an error
+ *
+ *   // per attempt, behind a breaker: take the permit in start(), report it
+ *   // in result() and, for an attempt cut by the deadline, in canceled()
+ *   ap_retry_op op = {.start = att_start, .result = att_result,
+ *                     .canceled = att_canceled, .ctx = br, .storage = &att};
+ *
  * GUARANTEES (invariants the tests check)
  *   - the cap holds after jitter: every delay is <= cap_ns (a server hint:
  *     <= hint_cap_ns); FULL >= 0, EQUAL >= ceil(e_k/2), DECORRELATED >= b
@@ -137,25 +156,6 @@
  * SEE ALSO     timeout.h (per-attempt timeouts: retry(timeout(op))),
  *              tests/test_retry.c, bench/bench_retry.c
  * STABILITY    experimental (0.x): names and defaults may change before 1.0
- *
- * USAGE
- *   ap_rng rng;  ap_rng_seed(&rng, 42);
- *   ap_retry_budget budget;   // 20 % of requests + 10 retries/s over 10 s
- *   if (ap_retry_budget_init(&budget, &(ap_retry_budget_desc){0})) abort();
- *   ap_retry_desc d = {.max_attempts = 5, .initial_ns = 10 * AP_NS_PER_MS,
- *                      .cap_ns = AP_NS_PER_SEC};       // full jitter
- *   ap_retry_result r;
- *   ap_status st = ap_retry_call(&d, &rng, &budget, call_server, srv,
- *                                ap_deadline_after(ap_now_ns(), 2 * AP_NS_PER_SEC), &r);
- *   // st: AP_OK; AP_EXHAUSTED (r.last_error, r.app_error: why the last
- *   // attempt failed); a permanent error; AP_TIMEDOUT (the deadline)
- *   // call_server: ap_status call_server(void *srv, int *app_error), which
- *   // sets *app_error = e.g. the HTTP status and returns AP_OK or an error
- *
- *   // per attempt, behind a breaker: take the permit in start(), report it
- *   // in result() and, for an attempt cut by the deadline, in canceled()
- *   ap_retry_op op = {.start = att_start, .result = att_result,
- *                     .canceled = att_canceled, .ctx = br, .storage = &att};
  */
 #ifndef ASYNCPAT_RETRY_H
 #define ASYNCPAT_RETRY_H

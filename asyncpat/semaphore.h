@@ -22,6 +22,15 @@
  *   release permits as resources appear, or forget some and release them
  *   later to resize).
  *
+ * USAGE
+ *   static ap_sem conns = AP_SEM_INITIALIZER(8);   // at most 8 connections
+ *   if (ap_sem_acquire_wait(&conns, 1, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
+ *       use_connection();
+ *       if (ap_sem_release(&conns, 1) != AP_OK) abort();
+ *   }
+ *   // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
+ *   // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
+ *
  * GUARANTEES (invariants the tests check)
  *   - all or nothing: an acquire of n takes exactly n permits or none
  *   - with balanced use (a semaphore initialised with n, every caller
@@ -56,35 +65,8 @@
  *   the count). A release that finds waiters, a future that has to queue,
  *   cancel and close take the waiter list's short internal lock.
  *
- * ORDERING
- *   Happens-before: release's CAS is a release operation (AP__PUB_MO:
- *   release, seq_cst in the fallback ladder); the CAS of try_acquire and
- *   of the grant pass are acquire; read-modify-writes continue release
- *   sequences, so a release(n) happens-before every acquire that later
- *   takes permits from the count. A granted future learns of its grant by
- *   an acquire load of its `granted` flag, stored with release by the
- *   granting thread. So a semaphore of 1 is a lock.
- *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
- *     waiting side (poll)                    releasing side (release)
- *     ap_waitlist_register: count++,         CAS on state (AP__PUB_MO)
- *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
- *     re-check: state load (AP__CHECK_MO),     relaxed load of count
- *       grant pass if permits (under lock)   if parked: grant pass (wake_if)
- *   Either the releaser's count load sees the new waiter (and runs the
- *   grant pass itself), or HEAVY makes the release's CAS visible to the
- *   waiter's re-check, whose own grant pass takes the permits (THE LADDER
- *   gives the argument, and the seq_cst fallback under TSan, non-Linux or
- *   AP_NO_ASYM_BARRIER, where the CAS, the increment and both loads are
- *   seq_cst and fall in one total order S). Either way somebody grants.
- *   With nobody parked a try_acquire + release pair is two CASes (acquire,
- *   release), a relaxed load of the count each and no fence. close is rare
- *   and keeps a seq_cst fetch_or before wake_all's seq_cst count load: in
- *   S with the waiter's seq_cst increment and its seq_cst re-check of
- *   CLOSED, so one of the two sees the other in either ladder. A cancelled waiter that was granted gives
- *   its permits back with the same release path; a cancelled head that was
- *   not granted runs a grant pass, since it may have held up smaller
- *   requests behind it. Wakers are called only after the lock is released.
- *   available() is a relaxed snapshot with no ordering.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_acquire, release w/o waiters, forget, available: O(1)
  *              (a CAS loop); release with waiters: O(k) for k waiters it
@@ -105,15 +87,6 @@
  * SEE ALSO     waitlist.h (the ladder), future.h (the waker contract),
  *              tests/test_semaphore.c, bench/bench_semaphore.c
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   static ap_sem conns = AP_SEM_INITIALIZER(8);   // at most 8 connections
- *   if (ap_sem_acquire_wait(&conns, 1, ap_now_ns() + AP_NS_PER_SEC) == AP_OK) {
- *       use_connection();
- *       if (ap_sem_release(&conns, 1) != AP_OK) abort();
- *   }
- *   // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
- *   // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
  */
 #ifndef ASYNCPAT_SEMAPHORE_H
 #define ASYNCPAT_SEMAPHORE_H
@@ -249,6 +222,38 @@ AP_API AP_NODISCARD ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
 AP_API AP_NODISCARD ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, ap_deadline deadline_ns);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Happens-before: release's CAS is a release operation (AP__PUB_MO:
+ *   release, seq_cst in the fallback ladder); the CAS of try_acquire and
+ *   of the grant pass are acquire; read-modify-writes continue release
+ *   sequences, so a release(n) happens-before every acquire that later
+ *   takes permits from the count. A granted future learns of its grant by
+ *   an acquire load of its `granted` flag, stored with release by the
+ *   granting thread. So a semaphore of 1 is a lock.
+ *   Lost wakeups (THE LADDER of waitlist.h; the waiter pays):
+ *     waiting side (poll)                    releasing side (release)
+ *     ap_waitlist_register: count++,         CAS on state (AP__PUB_MO)
+ *       then HEAVY barrier                   ap_waitlist_parked: LIGHT +
+ *     re-check: state load (AP__CHECK_MO),     relaxed load of count
+ *       grant pass if permits (under lock)   if parked: grant pass (wake_if)
+ *   Either the releaser's count load sees the new waiter (and runs the
+ *   grant pass itself), or HEAVY makes the release's CAS visible to the
+ *   waiter's re-check, whose own grant pass takes the permits (THE LADDER
+ *   gives the argument, and the seq_cst fallback under TSan, non-Linux or
+ *   AP_NO_ASYM_BARRIER, where the CAS, the increment and both loads are
+ *   seq_cst and fall in one total order S). Either way somebody grants.
+ *   With nobody parked a try_acquire + release pair is two CASes (acquire,
+ *   release), a relaxed load of the count each and no fence. close is rare
+ *   and keeps a seq_cst fetch_or before wake_all's seq_cst count load: in
+ *   S with the waiter's seq_cst increment and its seq_cst re-check of
+ *   CLOSED, so one of the two sees the other in either ladder. A cancelled waiter that was granted gives
+ *   its permits back with the same release path; a cancelled head that was
+ *   not granted runs a grant pass, since it may have held up smaller
+ *   requests behind it. Wakers are called only after the lock is released.
+ *   available() is a relaxed snapshot with no ordering.
+ */
 
 #define AP__SEM_CLOSED ((size_t)1)
 #define AP__SEM_ONE ((size_t)2) /* one permit in state */

@@ -21,6 +21,18 @@
  *   The splitter holds no items: an item is either in the queue(s) it was
  *   routed to or still the caller's.
  *
+ * USAGE (ev is the caller's struct ev with a uint64_t user_id; drop() too)
+ *   ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
+ *   ap_split sp;
+ *   if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_MODE_HASH) != AP_OK) abort();
+ *   switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
+ *   case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
+ *   case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
+ *       if (ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE) != AP_OK) drop(&ev);
+ *       break;
+ *   default: drop(&ev);                     // AP_CLOSED: the item is still ours
+ *   }
+ *
  * GUARANTEES (invariants the tests check)
  *   - HASH: an item with key x is only ever pushed to ap_split_route(s, x)
  *   - one-output modes: AP_OK means exactly one output got the item; any
@@ -70,18 +82,6 @@
  * CONFIG       AP_ASSERT, AP_SPIN_LIMIT
  * SEE ALSO     mpmc.h, work_steal.h
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE (ev is the caller's struct ev with a uint64_t user_id; drop() too)
- *   ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
- *   ap_split sp;
- *   if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_MODE_HASH) != AP_OK) abort();
- *   switch (ap_split_try_push(&sp, ev.user_id, &ev)) {
- *   case AP_OK: break;                      // in shard[ap_split_route(&sp, ev.user_id)]
- *   case AP_FULL: case AP_AGAIN:            // still ours: retry, or wait:
- *       if (ap_split_push_wait(&sp, ev.user_id, &ev, AP_DEADLINE_NONE) != AP_OK) drop(&ev);
- *       break;
- *   default: drop(&ev);                     // AP_CLOSED: the item is still ours
- *   }
  */
 #ifndef ASYNCPAT_SPLIT_H
 #define ASYNCPAT_SPLIT_H

@@ -10,6 +10,15 @@
  *   rigtorp/Lamport ring with cached indices. Batch push_n/pop_n move many
  *   elements with one publication.
  *
+ * USAGE
+ *   static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
+ *   ap_spsc q;
+ *   if (ap_spsc_init(&q, buf, sizeof buf, 1024, sizeof(int)) != AP_OK) abort();
+ *   int x = 42;                      // producer thread
+ *   while (ap_spsc_try_push(&q, &x) == AP_FULL) {}
+ *   int y;                           // consumer thread
+ *   if (ap_spsc_try_pop(&q, &y) == AP_OK) use(y);
+ *
  * GUARANTEES (invariants the tests check)
  *   - holds at most `capacity` elements, exactly as asked. Storage is
  *     rounded up to a power of two slots (AP_SPSC_BYTES), all of which are
@@ -28,25 +37,11 @@
  *   steps, plus, only when the other side has a parked future, the
  *   waitlist's short internal lock to wake it (waitlist.h).
  *
- ORDERING
- *   A push returning AP_OK happens-before the pop that returns its element
- *   (the tail store is a release, the consumer's load of tail an acquire);
- *   a pop happens-before the push that reuses its slot (head store /
- *   producer's load of head). Neither side does an RMW or a fence: the
- *   waitlist ladder's cost is on the waiting side (waitlist.h, THE
- *   LADDER; the seq_cst fallback there applies here too).
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
- * CLOSE (no RMW on the fast path)
- *   close sets `closed` to CLOSING, runs the waiting side's HEAVY barrier,
- *   waits while the producer's `pushing` flag is up, then sets CLOSED and
- *   wakes everyone. A push raises `pushing`, LIGHT barrier, reads `closed`,
- *   and only then writes and publishes. The two store-then-load halves are
- *   THE LADDER again: either close sees the flag up (and waits for that
- *   push to publish) or the push sees CLOSING (and returns AP_CLOSED). So
- *   once close returns, no push lands; a pop that finds the ring empty
- *   says AP_CLOSED only after reading CLOSED and re-reading tail, which
- *   then includes every push that landed. close waits (spin, then yield)
- *   only for a push already past its check: a bounded copy.
+ * CLOSE        no RMW on the fast path; how close and a push agree: after
+ *              the API (below "---- implementation ----")
  *
  * COMPLEXITY   O(1) per element; push_n/pop_n: one publication per batch.
  * MEMORY       init: a caller buffer and its size in bytes: at least
@@ -62,15 +57,6 @@
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     mpmc.h, examples/producer_consumer.c, bench/bench_queue.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE
- *   static unsigned char buf[AP_SPSC_BYTES(1024, sizeof(int))];
- *   ap_spsc q;
- *   if (ap_spsc_init(&q, buf, sizeof buf, 1024, sizeof(int)) != AP_OK) abort();
- *   int x = 42;                      // producer thread
- *   while (ap_spsc_try_push(&q, &x) == AP_FULL) {}
- *   int y;                           // consumer thread
- *   if (ap_spsc_try_pop(&q, &y) == AP_OK) use(y);
  */
 #ifndef ASYNCPAT_SPSC_H
 #define ASYNCPAT_SPSC_H
@@ -279,6 +265,28 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
     { return ap_spsc_pop_wait(&self->q, out, deadline_ns); }
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   A push returning AP_OK happens-before the pop that returns its element
+ *   (the tail store is a release, the consumer's load of tail an acquire);
+ *   a pop happens-before the push that reuses its slot (head store /
+ *   producer's load of head). Neither side does an RMW or a fence: the
+ *   waitlist ladder's cost is on the waiting side (waitlist.h, THE
+ *   LADDER; the seq_cst fallback there applies here too).
+ *
+ * CLOSE (no RMW on the fast path)
+ *   close sets `closed` to CLOSING, runs the waiting side's HEAVY barrier,
+ *   waits while the producer's `pushing` flag is up, then sets CLOSED and
+ *   wakes everyone. A push raises `pushing`, LIGHT barrier, reads `closed`,
+ *   and only then writes and publishes. The two store-then-load halves are
+ *   THE LADDER again: either close sees the flag up (and waits for that
+ *   push to publish) or the push sees CLOSING (and returns AP_CLOSED). So
+ *   once close returns, no push lands; a pop that finds the ring empty
+ *   says AP_CLOSED only after reading CLOSED and re-reading tail, which
+ *   then includes every push that landed. close waits (spin, then yield)
+ *   only for a push already past its check: a bounded copy.
+ */
 
 /* Positions are modulo 2^64. */
 #define AP__SPSC_POS SIZE_MAX /* (a mask kept for the arithmetic's sake) */

@@ -10,6 +10,13 @@
  *   timeout(ap_mpmc_pop_fut), ... One ap_deadline value passed down a
  *   chain means the same instant at every level.
  *
+ * USAGE
+ *   ap_mpmc_pop_fut pop;  ap_timeout t;
+ *   ap_mpmc_pop_fut_init(&pop, q, &item);
+ *   ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(now, 50 * AP_NS_PER_MS));
+ *   ap_block_on(&t.base);
+ *   if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
+ *
  * GUARANTEES (invariants the tests check)
  *   - the deadline is checked before polling the inner future: once
  *     cx->now >= deadline the inner one is never polled again, whatever it
@@ -31,13 +38,6 @@
  *              completed), AP_TIMEDOUT, AP_CANCELED.
  * SEE ALSO     future.h (contract), time.h (ap_deadline), retry.h
  * STABILITY    experimental (0.x)
- *
- * USAGE
- *   ap_mpmc_pop_fut pop;  ap_timeout t;
- *   ap_mpmc_pop_fut_init(&pop, q, &item);
- *   ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(now, 50 * AP_NS_PER_MS));
- *   ap_block_on(&t.base);
- *   if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
  */
 #ifndef ASYNCPAT_TIMEOUT_H
 #define ASYNCPAT_TIMEOUT_H

@@ -23,6 +23,25 @@
  *   before t (floor), not with t itself, so after an idle spell the next
  *   token comes back at the next instant of the grid, up to T early.
  *
+ * USAGE (serve() and reply_429_until() are the caller's)
+ *   ap_tb tb;   // 100 requests per second, bursts of up to 20
+ *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .period_ns = AP_NS_PER_SEC,
+ *                                     .burst = 20}) != AP_OK) abort();
+ *   uint64_t retry_at = 0;
+ *   if (ap_tb_try_acquire(&tb, 1, ap_now_ns(), &retry_at) == AP_OK) serve();
+ *   else reply_429_until(retry_at);
+ *   // or wait (parks this thread, never sleeps in a loop):
+ *   if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
+ *
+ *   // one bucket per client, at most 1024 clients tracked at once
+ *   static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
+ *   static ap_tb_keyed per_client;
+ *   if (ap_tb_keyed_init(&per_client, table, sizeof table,
+ *                        &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
+ *   uint64_t client_id = 42;
+ *   if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
+ *       serve();
+ *
  * GUARANTEES (invariants the tests check)
  *   - exact bound: tokens admitted at times <= t (acquires, and
  *     reservations whose ready_at <= t, not counting cancelled ones) are at
@@ -67,14 +86,8 @@
  *   that needs lock-free speed belongs in its own ap_tb.
  *   An acquire future is polled by one thread at a time (future.h rule 4).
  *
- * ORDERING
- *   Every atomic access of ap_tb is relaxed. The bucket publishes no memory
- *   to anyone: the bound needs only that each admission is one atomic
- *   read-modify-write of the single word C, and all RMWs of one location
- *   form one modification order whatever their memory order, so no token
- *   is handed out twice. Callers must not use an admission as a
- *   happens-before edge. ap_tb_keyed's lock orders its table (acquire /
- *   release inside ap__lock).
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * ARITHMETIC (exactness and overflow)
  *   n and period are divided by their gcd at init. V(t) = floor(t*n/period)
@@ -126,25 +139,6 @@
  *              AP_TB_NO_INT128 forces the portable 128-bit arithmetic.
  * SEE ALSO     examples/rate_limit.c, bench/bench_token_bucket.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE (serve() and reply_429_until() are the caller's)
- *   ap_tb tb;   // 100 requests per second, bursts of up to 20
- *   if (ap_tb_init(&tb, &(ap_tb_desc){.n = 100, .period_ns = AP_NS_PER_SEC,
- *                                     .burst = 20}) != AP_OK) abort();
- *   uint64_t retry_at = 0;
- *   if (ap_tb_try_acquire(&tb, 1, ap_now_ns(), &retry_at) == AP_OK) serve();
- *   else reply_429_until(retry_at);
- *   // or wait (parks this thread, never sleeps in a loop):
- *   if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
- *
- *   // one bucket per client, at most 1024 clients tracked at once
- *   static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
- *   static ap_tb_keyed per_client;
- *   if (ap_tb_keyed_init(&per_client, table, sizeof table,
- *                        &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
- *   uint64_t client_id = 42;
- *   if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
- *       serve();
  */
 #ifndef ASYNCPAT_TOKEN_BUCKET_H
 #define ASYNCPAT_TOKEN_BUCKET_H
@@ -383,6 +377,17 @@ AP_API size_t ap_tb_keyed_len(ap_tb_keyed *kt);
 AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Every atomic access of ap_tb is relaxed. The bucket publishes no memory
+ *   to anyone: the bound needs only that each admission is one atomic
+ *   read-modify-write of the single word C, and all RMWs of one location
+ *   form one modification order whatever their memory order, so no token
+ *   is handed out twice. Callers must not use an admission as a
+ *   happens-before edge. ap_tb_keyed's lock orders its table (acquire /
+ *   release inside ap__lock).
+ */
 
 #define AP__TB_EMPTY UINT64_MAX     /* keyed slot marker; C never reaches it */
 #define AP__TB_C_MAX (UINT64_MAX - 1)

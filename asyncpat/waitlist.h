@@ -7,6 +7,21 @@
  *   ap_waiter (caller memory; nothing allocates) and links it with its
  *   waker; the side that makes progress wakes waiters from the head.
  *
+ * USAGE (inside a primitive; the queues do exactly this through ap_waitop)
+ *   static ap_poll my_poll(my_fut *f, ap_cx *cx) {            // the waiting side
+ *       if (my_try(f->q) == AP_EMPTY) {
+ *           ap_waitlist_register_cx(&f->q->wl, &f->w, cx);    // may lower cx->deadline
+ *           if (my_try(f->q) == AP_EMPTY) return AP_PENDING;  // re-check after linking
+ *       }
+ *       ap_waitlist_cancel_pass(&f->q->wl, &f->w);  // done: if woken, wake the next
+ *       return AP_READY;
+ *   }
+ *   static void my_put(my_q *q) {                              // the waking side
+ *       // publish with an AP__PUB_MO RMW (release; seq_cst in the fallbacks), then look
+ *       atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);
+ *       if (ap_waitlist_parked(&q->wl)) ap_waitlist_wake(&q->wl, 1);
+ *   }
+ *
  * GUARANTEES
  *   - FIFO: waiters are woken in registration order.
  *   - Wakers are called after the list lock is released, never under it.
@@ -16,83 +31,8 @@
  *     waiter had been woken, so the primitive can pass the wake on.
  *   - A zero ap_waitlist is a valid empty list; a zero ap_waiter is idle.
  *
- * THE LADDER (why a wake cannot be lost)
- *   Both sides are a store followed by a load of what the other side
- *   stores (Dekker): the waker publishes state, then looks for waiters;
- *   the waiter links itself (count++), then re-checks the state. Without
- *   ordering, each load may miss the other's store and the waiter sleeps
- *   through the progress it waits for. Waiting is paid by the waiter:
- *
- *     waiting side (poll, slow)             waking side (push, release, ...)
- *     ap_waitlist_register:                 publish state: release store/RMW
- *       count++            (RMW)            ap_waitlist_parked:
- *       HEAVY barrier                         LIGHT barrier (compiler only)
- *     re-check the condition                  count, relaxed load: 0 -> done
- *     if still unmet: return AP_PENDING       else ap_waitlist_wake
- *
- *   HEAVY is membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): before it
- *   returns, every thread of the process that is running has executed a
- *   full memory barrier (an IPI), and every other thread will pass one (a
- *   context switch) before it next runs. LIGHT only stops the compiler
- *   from moving the count load above the publishing store. Take any waker
- *   W and the waiter R. W's barrier point B (the IPI or the switch) falls
- *   in W's program order somewhere: if before W's count load, then the
- *   full barrier at B orders R's count++ (done before HEAVY started)
- *   before that load, so W sees count != 0 and wakes R; if after W's count
- *   load, then W's publishing store, which precedes the load in program
- *   order and is not reordered with it by the compiler (LIGHT), precedes
- *   B, so it is visible when HEAVY returns and R's re-check sees it. The
- *   argument is folly's asymmetricHeavyBarrier / asymmetricLightBarrier
- *   and liburcu's membarrier flavour (smp_mb_master / barrier()). So the
- *   fast path with nobody parked is its own release store plus one
- *   relaxed load: what a queue without waiting support costs.
- *
- *   Only a fresh link pays HEAVY: a node still LINKED (re-registered with
- *   a new waker, or re-polled after AP_AGAIN) had its barrier after its
- *   increment, the count stays non-zero while it is linked, so every later
- *   re-check of its owner is ordered too (tests/verify/verify_close.c,
- *   *_linked_repoll).
- *
- *   What HEAVY costs, and whom: one membarrier syscall (about 0.5-2 us
- *   on a 2-vCPU VM, several us when the other CPUs are busy), which sends
- *   an interrupt to every CPU currently running a thread of this process;
- *   recent kernels serialise expedited membarriers process-wide. Futures
- *   therefore defer it (ap_waitlist_register_cx): a fresh link asks to be
- *   re-polled AP_WAIT_CONFIRM_NS later instead, and only a waiter still
- *   linked then pays HEAVY (and re-checks) before it may wait without a
- *   deadline. A wake normally comes first (the waker saw the count), so a
- *   hand-off pays no membarrier; a wake the LIGHT side missed is late by at
- *   most AP_WAIT_CONFIRM_NS, never lost. A long wait pays one HEAVY and one
- *   extra poll. (ap_waitlist_register, for callers without a cx, pays
- *   HEAVY at once.)
- *   It covers threads of this process only (not a queue in memory shared
- *   with another process). ap_waitlist_init makes the registration
- *   syscall each time (idempotent; no global state is kept).
- *
- *   Fallbacks, each correct by itself:
- *   - membarrier registration refused at init (kernel before 4.14,
- *     seccomp returning an error, another OS): the list's asym flag is 0,
- *     LIGHT becomes a seq_cst fence and HEAVY a seq_cst fence (C11
- *     7.17.4: two SC fences order a store before them with a load after
- *     the other). Correct, slower: two fences per spsc push.
- *   - a list made with AP_WAITLIST_INITIALIZER or zero bytes, not by
- *     ap_waitlist_init, behaves the same way (flag 0).
- *   - ThreadSanitizer (TSan models neither fences nor membarrier), non-
- *     Linux builds, or -DAP_NO_ASYM_BARRIER (AP__ASYM 0): the waking side
- *     publishes with a seq_cst operation (AP__PUB_MO) and loads the count
- *     seq_cst; with the waiter's seq_cst increment they fall in one total
- *     order S: if the waker's load misses the increment, it precedes it in
- *     S, so the publication does too, and the waiter's seq_cst re-check
- *     sees it. (mpmc's seq_cst operation is its claim CAS, not the stamp
- *     store: a re-check that sees the claim without the stamp answers
- *     AP_AGAIN, and ap_waitop_poll then re-polls itself.)
- *   - Units built both ways may share one object: the waiting side always
- *     follows the list's flag (HEAVY when it is set, in any unit that can
- *     run it), so a waker using LIGHT is always paired with HEAVY.
- *   The verification scheduler (tests/verify/vf.h) models LIGHT as a
- *   scheduling point that drains nothing and HEAVY as one that drains
- *   every thread's store buffer at one instant (TSO mode; exact for two
- *   threads, an approximation beyond).
+ * THE LADDER   why a wake cannot be lost: after the API (below
+ *              "---- implementation ----")
  *
  * WAITER STATES (owner = the thread polling the future)
  *   IDLE --register(owner)--> LINKED --wake--> NOTIFYING --wake returned--> NOTIFIED
@@ -108,21 +48,6 @@
  * MEMORY        caller-owned nodes; nothing allocates.
  * SEE ALSO      future.h (the contract), spsc.h and mpmc.h (users of ap_waitop)
  * STABILITY     experimental (0.x)
- *
- * USAGE (inside a primitive; the queues do exactly this through ap_waitop)
- *   static ap_poll my_poll(my_fut *f, ap_cx *cx) {            // the waiting side
- *       if (my_try(f->q) == AP_EMPTY) {
- *           ap_waitlist_register_cx(&f->q->wl, &f->w, cx);    // may lower cx->deadline
- *           if (my_try(f->q) == AP_EMPTY) return AP_PENDING;  // re-check after linking
- *       }
- *       ap_waitlist_cancel_pass(&f->q->wl, &f->w);  // done: if woken, wake the next
- *       return AP_READY;
- *   }
- *   static void my_put(my_q *q) {                              // the waking side
- *       // publish with an AP__PUB_MO RMW (release; seq_cst in the fallbacks), then look
- *       atomic_fetch_add_explicit(&q->items, 1, AP__PUB_MO);
- *       if (ap_waitlist_parked(&q->wl)) ap_waitlist_wake(&q->wl, 1);
- *   }
  */
 #ifndef ASYNCPAT_WAITLIST_H
 #define ASYNCPAT_WAITLIST_H
@@ -366,6 +291,86 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
     }
 
 /* ---- implementation ---- */
+
+/*
+ * THE LADDER (why a wake cannot be lost)
+ *   Both sides are a store followed by a load of what the other side
+ *   stores (Dekker): the waker publishes state, then looks for waiters;
+ *   the waiter links itself (count++), then re-checks the state. Without
+ *   ordering, each load may miss the other's store and the waiter sleeps
+ *   through the progress it waits for. Waiting is paid by the waiter:
+ *
+ *     waiting side (poll, slow)             waking side (push, release, ...)
+ *     ap_waitlist_register:                 publish state: release store/RMW
+ *       count++            (RMW)            ap_waitlist_parked:
+ *       HEAVY barrier                         LIGHT barrier (compiler only)
+ *     re-check the condition                  count, relaxed load: 0 -> done
+ *     if still unmet: return AP_PENDING       else ap_waitlist_wake
+ *
+ *   HEAVY is membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): before it
+ *   returns, every thread of the process that is running has executed a
+ *   full memory barrier (an IPI), and every other thread will pass one (a
+ *   context switch) before it next runs. LIGHT only stops the compiler
+ *   from moving the count load above the publishing store. Take any waker
+ *   W and the waiter R. W's barrier point B (the IPI or the switch) falls
+ *   in W's program order somewhere: if before W's count load, then the
+ *   full barrier at B orders R's count++ (done before HEAVY started)
+ *   before that load, so W sees count != 0 and wakes R; if after W's count
+ *   load, then W's publishing store, which precedes the load in program
+ *   order and is not reordered with it by the compiler (LIGHT), precedes
+ *   B, so it is visible when HEAVY returns and R's re-check sees it. The
+ *   argument is folly's asymmetricHeavyBarrier / asymmetricLightBarrier
+ *   and liburcu's membarrier flavour (smp_mb_master / barrier()). So the
+ *   fast path with nobody parked is its own release store plus one
+ *   relaxed load: what a queue without waiting support costs.
+ *
+ *   Only a fresh link pays HEAVY: a node still LINKED (re-registered with
+ *   a new waker, or re-polled after AP_AGAIN) had its barrier after its
+ *   increment, the count stays non-zero while it is linked, so every later
+ *   re-check of its owner is ordered too (tests/verify/verify_close.c,
+ *   *_linked_repoll).
+ *
+ *   What HEAVY costs, and whom: one membarrier syscall (about 0.5-2 us
+ *   on a 2-vCPU VM, several us when the other CPUs are busy), which sends
+ *   an interrupt to every CPU currently running a thread of this process;
+ *   recent kernels serialise expedited membarriers process-wide. Futures
+ *   therefore defer it (ap_waitlist_register_cx): a fresh link asks to be
+ *   re-polled AP_WAIT_CONFIRM_NS later instead, and only a waiter still
+ *   linked then pays HEAVY (and re-checks) before it may wait without a
+ *   deadline. A wake normally comes first (the waker saw the count), so a
+ *   hand-off pays no membarrier; a wake the LIGHT side missed is late by at
+ *   most AP_WAIT_CONFIRM_NS, never lost. A long wait pays one HEAVY and one
+ *   extra poll. (ap_waitlist_register, for callers without a cx, pays
+ *   HEAVY at once.)
+ *   It covers threads of this process only (not a queue in memory shared
+ *   with another process). ap_waitlist_init makes the registration
+ *   syscall each time (idempotent; no global state is kept).
+ *
+ *   Fallbacks, each correct by itself:
+ *   - membarrier registration refused at init (kernel before 4.14,
+ *     seccomp returning an error, another OS): the list's asym flag is 0,
+ *     LIGHT becomes a seq_cst fence and HEAVY a seq_cst fence (C11
+ *     7.17.4: two SC fences order a store before them with a load after
+ *     the other). Correct, slower: two fences per spsc push.
+ *   - a list made with AP_WAITLIST_INITIALIZER or zero bytes, not by
+ *     ap_waitlist_init, behaves the same way (flag 0).
+ *   - ThreadSanitizer (TSan models neither fences nor membarrier), non-
+ *     Linux builds, or -DAP_NO_ASYM_BARRIER (AP__ASYM 0): the waking side
+ *     publishes with a seq_cst operation (AP__PUB_MO) and loads the count
+ *     seq_cst; with the waiter's seq_cst increment they fall in one total
+ *     order S: if the waker's load misses the increment, it precedes it in
+ *     S, so the publication does too, and the waiter's seq_cst re-check
+ *     sees it. (mpmc's seq_cst operation is its claim CAS, not the stamp
+ *     store: a re-check that sees the claim without the stamp answers
+ *     AP_AGAIN, and ap_waitop_poll then re-polls itself.)
+ *   - Units built both ways may share one object: the waiting side always
+ *     follows the list's flag (HEAVY when it is set, in any unit that can
+ *     run it), so a waker using LIGHT is always paired with HEAVY.
+ *   The verification scheduler (tests/verify/vf.h) models LIGHT as a
+ *   scheduling point that drains nothing and HEAVY as one that drains
+ *   every thread's store buffer at one instant (TSO mode; exact for two
+ *   threads, an approximation beyond).
+ */
 
 AP_API void ap_waitlist_init(ap_waitlist *wl)
 {

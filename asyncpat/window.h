@@ -26,6 +26,19 @@
  *   session); a late event is refused with AP_REJECTED and counted
  *   (ap_window_late), never half-applied.
  *
+ * USAGE (ev, ctx, count_late and on_window are the caller's:
+ *        void on_window(void *ctx, const ap_window_result *r) reads r->agg)
+ *   // 1 s windows every 250 ms, events up to 2 s late are still counted
+ *   ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
+ *                       .slide_ns = 250000000, .lateness_ns = 2000000000};
+ *   static AP_ALIGNAS(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
+ *       AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
+ *   ap_window w;
+ *   if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
+ *   if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
+ *       count_late();
+ *   ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
+ *
  * GUARANTEES (invariants the tests check, with exact fake timestamps)
  *   - an accepted event is in exactly the windows its timestamp defines
  *     (tumbling: one; hopping with s | w: exactly w/s), and counted once
@@ -67,19 +80,6 @@
  * CONFIG       AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     aggregate.h
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE (ev, ctx, count_late and on_window are the caller's:
- *        void on_window(void *ctx, const ap_window_result *r) reads r->agg)
- *   // 1 s windows every 250 ms, events up to 2 s late are still counted
- *   ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
- *                       .slide_ns = 250000000, .lateness_ns = 2000000000};
- *   static AP_ALIGNAS(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
- *       AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
- *   ap_window w;
- *   if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
- *   if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
- *       count_late();
- *   ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
  */
 #ifndef ASYNCPAT_WINDOW_H
 #define ASYNCPAT_WINDOW_H

@@ -20,6 +20,16 @@
  *   submitted from threads that own no deque; workers poll it when their
  *   own deque is empty, before stealing.
  *
+ * USAGE
+ *   // one per worker thread, in caller memory
+ *   static AP_ALIGNAS(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
+ *   ap_ws dq;
+ *   if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
+ *   if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
+ *   void *t;
+ *   while (ap_ws_try_pop(&dq, &t) == AP_OK) run(t);           // owner
+ *   if (ap_ws_try_steal(&other, &t) == AP_OK) run(t);         // any thread
+ *
  * GUARANTEES (invariants the tests check)
  *   - holds at most `capacity` tasks; capacity is a power of two >= 1 (else
  *     AP_INVAL); a push to a full deque returns AP_FULL and drops nothing
@@ -55,44 +65,8 @@
  *   operation succeeded); steal_half makes at most ceil(n/2) steal attempts.
  *   The injector has ap_mpmc's progress (see mpmc.h).
  *
- * ORDERING
- *   Following Le et al. (Fig. 1 of the paper, minus resize):
- *     push  : slot store relaxed; RELEASE FENCE; bottom store relaxed.
- *             top is read with acquire.
- *     pop   : bottom = b - 1 (relaxed store); SEQ_CST FENCE; top load
- *             (relaxed); last task: CAS top t -> t + 1, seq_cst.
- *     steal : top load acquire; SEQ_CST FENCE; bottom load acquire; slot
- *             load relaxed; CAS top t -> t + 1, seq_cst.
- *   Happens-before: a push happens-before the steal that takes its task
- *   (the release fence before the bottom store synchronises with the
- *   thief's acquire load of bottom, C11 7.17.4p2 -- also when the thief
- *   reads a later bottom written by the owner's pop, which a release store
- *   of bottom alone would not guarantee). So whatever the owner wrote into
- *   a task before pushing it is visible to the thief that runs it. A
- *   successful steal happens-before the push that reuses its slot (the
- *   seq_cst CAS is a release; push reads top with acquire), so the owner
- *   never overwrites a slot before its thief read it.
- *   The two seq_cst fences are the Dekker pair that decides the race for
- *   the last task: pop stores bottom then reads top, steal reads top then
- *   bottom; with the fences ordered in S, either pop reads the thief's
- *   new top, or the thief reads the lowered bottom (and sees an empty
- *   deque), or both go to the CAS on top, which only one wins.
- *   UNDER THREADSANITIZER (detected by __SANITIZE_THREAD__ or
- *   __has_feature(thread_sanitizer)) the fences are gone, because TSan does
- *   not model fences (it would miss their happens-before edges and report
- *   false races on task payloads; gcc also rejects atomic_thread_fence
- *   under -fsanitize=thread with -Werror=tsan). Instead every access to top
- *   and bottom, except the owner reading its own bottom, is a seq_cst
- *   operation. That is the original Chase-Lev algorithm, proved correct by
- *   Chase and Lev (SPAA 2005) under sequential consistency: all the racing
- *   accesses are in one total order S consistent with program order, so
- *   their proof applies as is; and each release fence + relaxed store pair
- *   becomes a seq_cst (so release) store of the same location, each
- *   acquire load a seq_cst (so acquire) load, so the push -> steal and
- *   steal -> push edges above hold too and TSan sees them. The normal build
- *   keeps the paper's cheaper fences (on x86 push and steal then need no
- *   locked instruction besides the thief's CAS; pop needs one mfence).
- *   len() is a relaxed snapshot with no ordering.
+ * ORDERING     the happens-before edges and why they hold: the ORDERING
+ *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_push, try_pop, try_steal: O(1); steal_half: O(k) for the
  *              k tasks moved; memory = capacity pointers + 3 cache lines.
@@ -116,16 +90,6 @@
  *              tests/test_work_steal.c, tests/stress/stress_work_steal.c,
  *              bench/bench_work_steal.c
  * STABILITY    experimental (0.x): names may still change before 1.0
- *
- * USAGE
- *   // one per worker thread, in caller memory
- *   static AP_ALIGNAS(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
- *   ap_ws dq;
- *   if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
- *   if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
- *   void *t;
- *   while (ap_ws_try_pop(&dq, &t) == AP_OK) run(t);           // owner
- *   if (ap_ws_try_steal(&other, &t) == AP_OK) run(t);         // any thread
  */
 #ifndef ASYNCPAT_WORK_STEAL_H
 #define ASYNCPAT_WORK_STEAL_H
@@ -275,6 +239,47 @@ AP_API void ap_ws_injector_close(ap_ws_injector *inj);
 AP_API size_t ap_ws_injector_len(ap_ws_injector *inj);
 
 /* ---- implementation ---- */
+
+/*
+ * ORDERING
+ *   Following Le et al. (Fig. 1 of the paper, minus resize):
+ *     push  : slot store relaxed; RELEASE FENCE; bottom store relaxed.
+ *             top is read with acquire.
+ *     pop   : bottom = b - 1 (relaxed store); SEQ_CST FENCE; top load
+ *             (relaxed); last task: CAS top t -> t + 1, seq_cst.
+ *     steal : top load acquire; SEQ_CST FENCE; bottom load acquire; slot
+ *             load relaxed; CAS top t -> t + 1, seq_cst.
+ *   Happens-before: a push happens-before the steal that takes its task
+ *   (the release fence before the bottom store synchronises with the
+ *   thief's acquire load of bottom, C11 7.17.4p2 -- also when the thief
+ *   reads a later bottom written by the owner's pop, which a release store
+ *   of bottom alone would not guarantee). So whatever the owner wrote into
+ *   a task before pushing it is visible to the thief that runs it. A
+ *   successful steal happens-before the push that reuses its slot (the
+ *   seq_cst CAS is a release; push reads top with acquire), so the owner
+ *   never overwrites a slot before its thief read it.
+ *   The two seq_cst fences are the Dekker pair that decides the race for
+ *   the last task: pop stores bottom then reads top, steal reads top then
+ *   bottom; with the fences ordered in S, either pop reads the thief's
+ *   new top, or the thief reads the lowered bottom (and sees an empty
+ *   deque), or both go to the CAS on top, which only one wins.
+ *   UNDER THREADSANITIZER (detected by __SANITIZE_THREAD__ or
+ *   __has_feature(thread_sanitizer)) the fences are gone, because TSan does
+ *   not model fences (it would miss their happens-before edges and report
+ *   false races on task payloads; gcc also rejects atomic_thread_fence
+ *   under -fsanitize=thread with -Werror=tsan). Instead every access to top
+ *   and bottom, except the owner reading its own bottom, is a seq_cst
+ *   operation. That is the original Chase-Lev algorithm, proved correct by
+ *   Chase and Lev (SPAA 2005) under sequential consistency: all the racing
+ *   accesses are in one total order S consistent with program order, so
+ *   their proof applies as is; and each release fence + relaxed store pair
+ *   becomes a seq_cst (so release) store of the same location, each
+ *   acquire load a seq_cst (so acquire) load, so the push -> steal and
+ *   steal -> push edges above hold too and TSan sees them. The normal build
+ *   keeps the paper's cheaper fences (on x86 push and steal then need no
+ *   locked instruction besides the thief's CAS; pop needs one mfence).
+ *   len() is a relaxed snapshot with no ordering.
+ */
 
 /*
  * The orders of the top/bottom accesses that the fences order in the

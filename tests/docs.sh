@@ -4,8 +4,9 @@
 #
 #  (a) every asyncpat/*.h whose header comment has a USAGE block: the block
 #      (the lines after " * USAGE ..." -- a parenthesised heading may run on
-#      over several lines -- up to the end of the comment, less the " *"
-#      prefix) must equal, line by line, what one tests/test_*.c holds
+#      over several lines -- up to the next section heading (" * GUARANTEES",
+#      any " * " followed by three capitals) or the end of the comment, less
+#      the " *" prefix) must equal, line by line, what one tests/test_*.c holds
 #      between "/* USAGE begin */" and "/* USAGE end */" (tests/test_usage.c
 #      holds the blocks no pattern's own test holds; lines between
 #      "/* USAGE pause */" and "/* USAGE resume */" inside a region are test
@@ -59,6 +60,7 @@ for h in asyncpat/*.h; do
         function depth(s,   o, c) { o = gsub(/\(/, "(", s); c = gsub(/\)/, ")", s); return o - c }
         !found && /^ \* USAGE([ (]|$)/ { found = 1; d = depth($0); inb = 1; next }
         inb && d > 0                    { d += depth($0); next }
+        inb && /^ \* [A-Z][A-Z][A-Z]/  { exit }
         inb {
             last = index($0, "*/") > 0
             if (last) sub(/\*\/.*/, "")

@@ -410,7 +410,7 @@ Test(aggregate, usage_block_compiles_and_runs)
     if (ap_agg_sum(&a, &s) == AP_INVAL) puts("exact sum beyond int64");
 
     // the last 1000 values
-    static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
+    static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
     static ap_agg_slide sl;
     if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
     if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses

@@ -213,7 +213,7 @@ Test(cache, usage_block_compiles_and_runs)
     uint64_t url_hash = 12345;
     /* USAGE begin */
     typedef struct { uint32_t len; char body[60]; } page;
-    static _Alignas(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+    static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
     ap_cache c;
     if (ap_cache_init(&c, mem, sizeof mem,
                       &(ap_cache_desc){.capacity = 4096, .shards = 16,

@@ -1216,7 +1216,7 @@ Test(token_bucket, usage_block_compiles_and_runs)
     if (ap_tb_acquire_wait(&tb, 1, ap_now_ns() + 50 * AP_NS_PER_MS) == AP_OK) serve();
 
     // one bucket per client, at most 1024 clients tracked at once
-    static _Alignas(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
+    static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
     static ap_tb_keyed per_client;
     if (ap_tb_keyed_init(&per_client, table, sizeof table,
                          &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();

@@ -236,7 +236,7 @@ static void db_close(void *ctx, void *c) { hang_up(ctx, c); }
 Test(usage, connpool)
 {
     /* USAGE resume */
-    static _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
+    static AP_ALIGNAS(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(8, sizeof(struct db))];
     ap_connpool cp;
     ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
                           .max_lifetime_ns = 30 * AP_NS_PER_SEC};
@@ -341,6 +341,36 @@ Test(usage, timeout)
     ap_mpmc_destroy(q);
 }
 
+/* ---- lifecycle.h ---- */
+
+static int sockets_open, served;
+static bool open_sockets(void) { sockets_open = 1; return true; }
+static void serve(void) { served++; }
+static void close_sockets(void) { sockets_open = 0; }
+
+Test(usage, lifecycle)
+{
+    ap_deadline deadline = ap_deadline_after(ap_now_ns(), AP_NS_PER_SEC);
+    /* USAGE begin */
+    static ap_life life = AP_LIFE_INITIALIZER;
+    // owner: start, then report whether starting worked
+    if (ap_life_start(&life) != AP_OK || ap_life_started(&life, open_sockets()) != AP_OK)
+        abort();
+    // each worker, per request: refused unless RUNNING
+    if (ap_life_enter(&life) == AP_OK) { serve(); ap_life_leave(&life); }
+    // stop: refuse new entries, wait for those inside, then end
+    if (ap_life_stop(&life) != AP_OK) return; // a stop or a failure came first
+    if (ap_life_wait(&life, AP_LIFE_EVENT_DRAINED, deadline) == AP_OK) {
+        close_sockets();
+        if (ap_life_terminated(&life) != AP_OK) abort();
+    }
+    /* USAGE end */
+    cr_expect_eq(served, 1, "the worker entered while RUNNING");
+    cr_expect_eq(sockets_open, 0, "drained, then closed");
+    cr_expect_eq(ap_life_state_of(&life), AP_LIFE_STATE_TERMINATED);
+    cr_expect_eq(ap_life_enter(&life), AP_CLOSED, "no entry after the stop");
+}
+
 /* ---- mpmc.h (the block as it should read: see the report of #11) ---- */
 
 Test(usage, mpmc)
@@ -401,7 +431,7 @@ Test(usage, pipeline, .timeout = 30)
     req r = {20};
     struct stage_thread th[2];
     /* USAGE resume */
-    static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
+    static AP_ALIGNAS(64) unsigned char qin[AP_MPMC_BYTES(64, sizeof(req))],
                        q0[AP_MPMC_BYTES(64, sizeof(parsed))],
                        q1[AP_MPMC_BYTES(64, sizeof(resp))];
     ap_pipeline_stage_desc sd[2] = {
@@ -446,7 +476,7 @@ Test(usage, pool)
     used = 0;
     /* USAGE begin */
     static struct conn conns[8];
-    static _Alignas(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
+    static AP_ALIGNAS(AP_POOL_STATE_ALIGN) unsigned char st[AP_POOL_STATE_BYTES(8)];
     ap_pool pool;
     if (ap_pool_init(&pool, st, sizeof st, conns, sizeof conns, 8, sizeof conns[0]) != AP_OK)
         abort();
@@ -487,7 +517,7 @@ Test(usage, prefetch)
     static int the_file;
     void *fd = &the_file; /* the block's ctx: a pointer to the caller's file */
     /* USAGE resume */
-    static _Alignas(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
+    static AP_ALIGNAS(struct page) unsigned char ring[AP_PREFETCH_BYTES(8, sizeof(struct page))];
     ap_prefetch pf;   // (struct page is aligned at least to AP_PREFETCH_ALIGN)
     if (ap_prefetch_init(&pf, ring, sizeof ring, &(ap_prefetch_desc){.start = start,
             .ctx = fd, .depth = 8, .slot_size = sizeof(struct page)})) abort();
@@ -758,7 +788,7 @@ Test(usage, waitlist)
 
 Test(usage, work_steal)
 {
-    static _Alignas(AP_WS_ALIGN) unsigned char other_mem[AP_WS_BYTES(16)];
+    static AP_ALIGNAS(AP_WS_ALIGN) unsigned char other_mem[AP_WS_BYTES(16)];
     ap_ws other;
     cr_assert_eq(ap_ws_init(&other, other_mem, sizeof other_mem, 16), AP_OK);
     static int a_task, b_task;
@@ -767,7 +797,7 @@ Test(usage, work_steal)
     ran = 0;
     /* USAGE begin */
     // one per worker thread, in caller memory
-    static _Alignas(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
+    static AP_ALIGNAS(AP_WS_ALIGN) unsigned char mem[AP_WS_BYTES(1024)];
     ap_ws dq;
     if (ap_ws_init(&dq, mem, sizeof mem, 1024) != AP_OK) abort();
     if (ap_ws_try_push(&dq, task) != AP_OK) run(task);        // owner
@@ -877,7 +907,7 @@ static void wait_until_woken_or(ap_deadline deadline)
 
 Test(usage, readme_mpmc_future, .timeout = 30)
 {
-    static _Alignas(AP_MPMC_ALIGN) unsigned char qbuf[AP_MPMC_BYTES(4, sizeof(int))];
+    static AP_ALIGNAS(AP_MPMC_ALIGN) unsigned char qbuf[AP_MPMC_BYTES(4, sizeof(int))];
     ap_mpmc q;
     int v = 0;
     cr_assert_eq(ap_mpmc_init(&q, qbuf, sizeof qbuf, 4, sizeof v), AP_OK);
@@ -900,8 +930,8 @@ Test(usage, readme_mpmc_future, .timeout = 30)
 
 enum { CAP = 16 };
 typedef unsigned long long u64;
-static _Alignas(64) unsigned char qin[AP_MPMC_BYTES(CAP, sizeof(u64))];
-static _Alignas(64) unsigned char qs[3][AP_MPMC_BYTES(CAP, sizeof(u64))];
+static AP_ALIGNAS(64) unsigned char qin[AP_MPMC_BYTES(CAP, sizeof(u64))];
+static AP_ALIGNAS(64) unsigned char qs[3][AP_MPMC_BYTES(CAP, sizeof(u64))];
 static ap_pipeline pipe_;
 static ap_pipeline_stage stages[3];
 static ap_life life = AP_LIFE_INITIALIZER;

@@ -163,7 +163,7 @@ Test(window, usage_block_compiles_and_runs)
     // 1 s windows every 250 ms, events up to 2 s late are still counted
     ap_window_desc d = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 1000000000,
                         .slide_ns = 250000000, .lateness_ns = 2000000000};
-    static _Alignas(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
+    static AP_ALIGNAS(AP_WINDOW_ALIGN) unsigned char buf[AP_WINDOW_BYTES(
         AP_WINDOW_SLOTS(1000000000, 250000000, 2000000000))];
     ap_window w;
     if (ap_window_init(&w, buf, sizeof buf, &d) != AP_OK) abort();
