@@ -404,7 +404,7 @@ AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
 
 AP_API void ap_agg_slide_fini(ap_agg_slide *s)
 {
-    AP_ASSERT(s != NULL);
+    AP_ASSERT(s != NULL && s->ring != NULL); /* live: fini once */
     s->ring = NULL;
 }
 
@@ -440,7 +440,8 @@ AP_API void ap_agg_slide_destroy(ap_agg_slide *s)
     const ap_allocator *a = s->alloc;
     size_t total = ap__align_up(sizeof(ap_agg_slide), 16) +
                    s->capacity * (sizeof(ap__agg_entry) + 2 * sizeof(uint64_t));
-    ap_agg_slide_fini(s);
+    if (s->ring != NULL) /* fini may have run already */
+        ap_agg_slide_fini(s);
     a->free(s, total, a->user);
 }
 #endif

@@ -494,7 +494,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
 
 AP_API void ap_cache_fini(ap_cache *c)
 {
-    AP_ASSERT(c != NULL);
+    AP_ASSERT(c != NULL && c->shards != NULL); /* live: fini once */
     c->shards = NULL; /* a later call trips AP_ASSERT */
 }
 
@@ -528,7 +528,8 @@ AP_API void ap_cache_destroy(ap_cache *c)
     AP_ASSERT(c->alloc != NULL); /* only caches from ap_cache_create */
     const ap_allocator *a = c->alloc;
     size_t total = ap__align_up(sizeof(ap_cache), AP_CACHELINE) + c->bytes;
-    ap_cache_fini(c);
+    if (c->shards != NULL) /* fini may have run already */
+        ap_cache_fini(c);
     a->free(c, total, a->user);
 }
 #endif

@@ -286,7 +286,8 @@ AP_API size_t ap_breaker_bytes(const ap_breaker_desc *desc);
  */
 AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t bytes,
                                          const ap_breaker_desc *desc);
-/** ap_breaker_fini - end of life; frees nothing */
+/** ap_breaker_fini - end of life; frees nothing; a second fini or any later
+ *  call but init trips AP_ASSERT */
 AP_API void ap_breaker_fini(ap_breaker *b);
 #ifndef AP_NO_MALLOC
 /**
@@ -295,7 +296,8 @@ AP_API void ap_breaker_fini(ap_breaker *b);
  */
 AP_API AP_NODISCARD ap_status ap_breaker_create(ap_breaker **out, const ap_breaker_desc *desc,
                                            const ap_allocator *alloc);
-/** ap_breaker_destroy - free a breaker from ap_breaker_create */
+/** ap_breaker_destroy - fini (unless already finished) and free a breaker
+ *  from ap_breaker_create */
 AP_API void ap_breaker_destroy(ap_breaker *b);
 #endif
 
@@ -580,9 +582,16 @@ AP_API AP_NODISCARD ap_status ap_breaker_init(ap_breaker *b, void *buf, size_t b
     return AP_OK;
 }
 
+/* The state field after fini: no ap_breaker_state has it, so every path
+ * that reads the state can tell a finished breaker. */
+#define AP__BREAKER_DEAD 7u
+
 AP_API void ap_breaker_fini(ap_breaker *b)
 {
     AP_ASSERT(b != NULL);
+    uint64_t s = AP_ATOMIC_LOAD(&b->state, memory_order_relaxed);
+    AP_ASSERT((s & 7u) != AP__BREAKER_DEAD); /* fini once */
+    AP_ATOMIC_STORE(&b->state, (s & ~(uint64_t)7) | AP__BREAKER_DEAD, memory_order_relaxed);
 }
 
 #ifndef AP_NO_MALLOC
@@ -614,6 +623,8 @@ AP_API void ap_breaker_destroy(ap_breaker *b)
         return;
     AP_ASSERT(b->alloc != NULL);
     const ap_allocator *a = b->alloc;
+    if ((AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) & 7u) != AP__BREAKER_DEAD)
+        ap_breaker_fini(b); /* fini may have run already */
     a->free(b, b->alloc_size, a->user);
 }
 #endif
@@ -785,6 +796,7 @@ AP_API AP_NODISCARD ap_status ap_breaker_allow(ap_breaker *b, uint64_t now_ns, a
         AP__BREAKER_COUNT(b, allowed);
         return AP_OK;
     }
+    AP_ASSERT((unsigned)st != AP__BREAKER_DEAD); /* use after fini */
     if (st == AP_BREAKER_STATE_OPEN || st == AP_BREAKER_STATE_FORCED_OPEN) {
         /* relaxed: after the acquire above it is the open_until of this
          * OPEN period or of a later one; either rejection is one the

@@ -129,6 +129,11 @@ typedef struct ap_life_wait_fut {
 /** ap_life_init - a NEW lifecycle with nobody inside (same as the initializer) */
 AP_API void ap_life_init(ap_life *l);
 
+/** ap_life_fini - end of life; frees nothing. Nobody may be inside and no
+ *  future may be waiting (AP_ASSERT in every build); any later call but
+ *  ap_life_init trips AP_ASSERT */
+AP_API void ap_life_fini(ap_life *l);
+
 /** ap_life_state_of - the current state (a snapshot) */
 AP_API ap_life_state ap_life_state_of(ap_life *l);
 /** ap_life_in_flight - operations inside now (a snapshot) */
@@ -197,6 +202,18 @@ AP_API void ap_life_init(ap_life *l)
     AP_ASSERT(l != NULL);
     AP_ATOMIC_INIT(&l->word, (uint64_t)AP_LIFE_STATE_NEW);
     ap_waitlist_init(&l->wl);
+}
+
+#define AP__LIFE_DEAD 7u /* the state field after fini */
+
+AP_API void ap_life_fini(ap_life *l)
+{
+    AP_ASSERT(l != NULL);
+    uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
+    AP_ASSERT(AP__LIFE_STATE(w) != AP__LIFE_DEAD); /* fini twice */
+    AP_ASSERT(w / AP__LIFE_ONE == 0);              /* an operation still inside */
+    AP_ASSERT(!ap_waitlist_has_waiters(&l->wl));   /* a future still waiting */
+    AP_ATOMIC_STORE(&l->word, (uint64_t)AP__LIFE_DEAD, memory_order_relaxed);
 }
 
 AP_API ap_life_state ap_life_state_of(ap_life *l)
@@ -321,8 +338,10 @@ AP_API ap_status ap_life_enter(ap_life *l)
     uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed);
     for (;;) {
         ap_life_state s = AP__LIFE_STATE(w);
-        if (s != AP_LIFE_STATE_RUNNING)
+        if (s != AP_LIFE_STATE_RUNNING) {
+            AP_ASSERT((unsigned)s != AP__LIFE_DEAD); /* enter after fini */
             return s < AP_LIFE_STATE_RUNNING ? AP_NOT_READY : AP_CLOSED;
+        }
         AP_ASSERT(w <= UINT64_MAX - AP__LIFE_ONE);
         AP_TEST_YIELD(); /* RUNNING seen, not yet counted: a stop may land */
 #if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_LIFE_ENTER_LOAD_STORE

@@ -299,7 +299,7 @@ AP_API ap_status ap_mpmc_init(ap_mpmc *q, void *buf, size_t bytes, size_t capaci
 
 AP_API void ap_mpmc_fini(ap_mpmc *q)
 {
-    AP_ASSERT(q != NULL);
+    AP_ASSERT(q != NULL && q->buf != NULL); /* live: fini once */
     /* a parked future would read freed memory later: one load each, in
      * every build (programmer error: cancel or complete futures first) */
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
@@ -337,7 +337,8 @@ AP_API void ap_mpmc_destroy(ap_mpmc *q)
     AP_ASSERT(q->alloc != NULL); /* only queues from ap_mpmc_create */
     const ap_allocator *a = q->alloc;
     size_t total = ap__align_up(sizeof(ap_mpmc), AP_CACHELINE) + q->capacity * q->stride;
-    ap_mpmc_fini(q);
+    if (q->buf != NULL) /* fini may have run already */
+        ap_mpmc_fini(q);
     a->free(q, total, a->user);
 }
 #endif

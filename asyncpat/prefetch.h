@@ -390,8 +390,9 @@ AP_API void ap__pf_release_all(ap_prefetch *pf)
 
 AP_API void ap_prefetch_fini(ap_prefetch *pf)
 {
-    AP_ASSERT(pf != NULL && pf->active == NULL);
+    AP_ASSERT(pf != NULL && pf->slots != NULL && pf->active == NULL); /* live: fini once */
     ap__pf_release_all(pf);
+    pf->slots = NULL; /* a later call trips AP_ASSERT */
 }
 
 AP_API ap_poll ap__pf_get_poll_v(ap_future *f, ap_cx *cx)
@@ -407,7 +408,7 @@ AP_API void ap__pf_get_cancel_v(ap_future *f)
 AP_API void ap_prefetch_get_fut_init(ap_prefetch_get_fut *f, ap_prefetch *pf, uint64_t key,
                                      void **slot_out)
 {
-    AP_ASSERT(f != NULL && pf != NULL && slot_out != NULL);
+    AP_ASSERT(f != NULL && pf != NULL && pf->slots != NULL && slot_out != NULL);
     f->base.poll = ap__pf_get_poll_v;
     f->base.cancel = ap__pf_get_cancel_v;
     f->pf = pf;

@@ -399,7 +399,7 @@ AP_API ap_status ap_pubsub_init(ap_pubsub *ps, void *buf, size_t bytes, size_t c
 
 AP_API void ap_pubsub_fini(ap_pubsub *ps)
 {
-    AP_ASSERT(ps != NULL);
+    AP_ASSERT(ps != NULL && ps->buf != NULL); /* live: fini once */
     /* Every build: a parked receive future would be woken into freed memory. */
     AP_ASSERT(!ap_waitlist_has_waiters(&ps->wl));
     ps->buf = NULL;
@@ -433,7 +433,8 @@ AP_API void ap_pubsub_destroy(ap_pubsub *ps)
     AP_ASSERT(ps->alloc != NULL); /* only channels from ap_pubsub_create */
     const ap_allocator *a = ps->alloc;
     size_t total = ap__align_up(sizeof(ap_pubsub), AP_CACHELINE) + ps->capacity * ps->stride;
-    ap_pubsub_fini(ps);
+    if (ps->buf != NULL) /* fini may have run already */
+        ap_pubsub_fini(ps);
     a->free(ps, total, a->user);
 }
 #endif

@@ -208,7 +208,7 @@ AP_API ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, size_t bytes,
 
 AP_API void ap_split_fini(ap_split *s)
 {
-    AP_ASSERT(s != NULL);
+    AP_ASSERT(s != NULL && s->outs != NULL); /* live: fini once */
     s->outs = NULL;
 }
 

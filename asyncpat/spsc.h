@@ -330,7 +330,7 @@ AP_API ap_status ap_spsc_init(ap_spsc *q, void *buf, size_t bytes, size_t capaci
 
 AP_API void ap_spsc_fini(ap_spsc *q)
 {
-    AP_ASSERT(q != NULL);
+    AP_ASSERT(q != NULL && q->buf != NULL); /* live: fini once */
     /* a parked future would read freed memory later: one load each, in
      * every build (programmer error: cancel or complete futures first) */
     AP_ASSERT(!ap_waitlist_has_waiters(&q->not_empty));
@@ -368,7 +368,8 @@ AP_API void ap_spsc_destroy(ap_spsc *q)
     AP_ASSERT(q->alloc != NULL); /* only rings from ap_spsc_create */
     const ap_allocator *a = q->alloc;
     size_t total = ap__align_up(sizeof(ap_spsc), AP_CACHELINE) + (q->mask + 1) * q->elem_size;
-    ap_spsc_fini(q);
+    if (q->buf != NULL) /* fini may have run already */
+        ap_spsc_fini(q);
     a->free(q, total, a->user);
 }
 #endif

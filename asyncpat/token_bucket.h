@@ -622,7 +622,7 @@ AP_API ap_status ap_tb_init(ap_tb *tb, const ap_tb_desc *desc)
 
 AP_API void ap_tb_fini(ap_tb *tb)
 {
-    AP_ASSERT(tb != NULL);
+    AP_ASSERT(tb != NULL && tb->p != 0); /* live: fini once */
     tb->p = 0; /* a later call trips AP_ASSERT */
 }
 
@@ -865,7 +865,7 @@ AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
 
 AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt)
 {
-    AP_ASSERT(kt != NULL);
+    AP_ASSERT(kt != NULL && kt->slots != NULL); /* live: fini once */
     kt->slots = NULL;
 }
 
@@ -901,7 +901,8 @@ AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt)
     const ap_allocator *a = kt->alloc;
     size_t total = ap__align_up(sizeof(ap_tb_keyed), AP_CACHELINE) +
                    kt->capacity * sizeof(ap_tb_keyed_slot);
-    ap_tb_keyed_fini(kt);
+    if (kt->slots != NULL) /* fini may have run already */
+        ap_tb_keyed_fini(kt);
     a->free(kt, total, a->user);
 }
 #endif

@@ -288,7 +288,7 @@ AP_API ap_status ap_window_init(ap_window *win, void *buf, size_t bytes,
 
 AP_API void ap_window_fini(ap_window *win)
 {
-    AP_ASSERT(win != NULL);
+    AP_ASSERT(win != NULL && win->slots != NULL); /* live: fini once */
     win->slots = NULL;
 }
 
@@ -322,7 +322,8 @@ AP_API void ap_window_destroy(ap_window *win)
     AP_ASSERT(win->alloc != NULL); /* only from ap_window_create */
     const ap_allocator *a = win->alloc;
     size_t total = ap__align_up(sizeof(ap_window), 16) + AP_WINDOW_BYTES(win->nslots);
-    ap_window_fini(win);
+    if (win->slots != NULL) /* fini may have run already */
+        ap_window_fini(win);
     a->free(win, total, a->user);
 }
 #endif

@@ -340,7 +340,7 @@ AP_API ap_status ap_ws_init(ap_ws *d, void *buf, size_t bytes, size_t capacity)
 
 AP_API void ap_ws_fini(ap_ws *d)
 {
-    AP_ASSERT(d != NULL);
+    AP_ASSERT(d != NULL && d->buf != NULL); /* live: fini once */
     d->buf = NULL;
 }
 
@@ -372,7 +372,8 @@ AP_API void ap_ws_destroy(ap_ws *d)
     AP_ASSERT(d->alloc != NULL); /* only deques from ap_ws_create */
     const ap_allocator *a = d->alloc;
     size_t total = ap__align_up(sizeof(ap_ws), AP_CACHELINE) + AP_WS_BYTES(d->mask + 1);
-    ap_ws_fini(d);
+    if (d->buf != NULL) /* fini may have run already */
+        ap_ws_fini(d);
     a->free(d, total, a->user);
 }
 #endif
