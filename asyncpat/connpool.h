@@ -187,6 +187,11 @@
 typedef struct ap__connpool_slot {
     uint64_t created_ns; /* caller's clock when open succeeded */
     uint64_t idle_ns;    /* caller's clock when it last became idle */
+    uint64_t lifetime_ns; /* this connection's lifetime: max_lifetime less its jitter */
+    uint64_t lent_ns;    /* caller's clock when it was last lent */
+    const char *site_file; /* the lending checkout's call site (NULL: not given) */
+    int site_line;
+    uint32_t leak_seen;  /* this lending was reported by ap_connpool_leak_check */
     uint32_t state;      /* AP__CONNPOOL_* */
     uint32_t next;       /* idle / free stack link: index + 1, 0 at the end */
 } ap__connpool_slot;
@@ -229,6 +234,18 @@ typedef struct ap_connpool_fail {
     int app_error;   /* what open wrote to *app_error (0: nothing) */
 } ap_connpool_fail;
 
+/** ap_connpool_leak - what ap_connpool_leak_check reports of a connection
+ *  held longer than desc.leak_threshold_ns */
+typedef struct ap_connpool_leak {
+    void *conn;        /* the connection (identity only: its holder may have
+                          returned it by the time the callback runs) */
+    uint64_t lent_ns;  /* the `now` of the checkout that lent it */
+    uint64_t held_ns;  /* now - lent_ns at the check */
+    const char *file;  /* the checkout's call site (AP_CONNPOOL_TRY_CHECKOUT /
+                          AP_CONNPOOL_CHECKOUT_WAIT under AP_DEBUG), else NULL */
+    int line;          /* its line, else 0 */
+} ap_connpool_leak;
+
 /* Configuration; a zero field means its default. */
 typedef struct ap_connpool_desc {
     size_t max_size;          /* most connections open at once, 1 ..= AP_CONNPOOL_MAX (required) */
@@ -239,6 +256,21 @@ typedef struct ap_connpool_desc {
     ap_clock clock;           /* the clock of ap_connpool_checkout_wait (its deadline and
                                  the `now` of its expiry checks), i.e. of the now the
                                  caller passes (default, zero: ap_now_ns) */
+    /* Jittered lifetime (HikariCP): each connection's lifetime is
+     * max_lifetime_ns less a random cut of up to lifetime_jitter_pct percent
+     * of it (0 ..= 100, default 0; needs max_lifetime_ns), drawn at its open
+     * from a splitmix64 sequence seeded with jitter_seed: the caller's
+     * randomness, deterministic for a given seed and order of opens. So
+     * connections opened together do not all expire together. */
+    unsigned lifetime_jitter_pct;
+    uint64_t jitter_seed;
+    /* Leak detection: ap_connpool_leak_check(now) reports, once per lending,
+     * each connection lent for at least leak_threshold_ns (default 0: off;
+     * when set, on_leak is required) by calling on_leak(leak_ctx, &leak) with no
+     * lock held. */
+    uint64_t leak_threshold_ns;
+    void (*on_leak)(void *leak_ctx, const ap_connpool_leak *leak);
+    void *leak_ctx;
 } ap_connpool_desc;
 
 /* A consistent snapshot (taken under the lock) of the pool's counters. */
@@ -254,6 +286,7 @@ typedef struct ap_connpool_stats {
     uint64_t validate_failures;    /* connections validate refused */
     uint64_t expired;              /* closed for lifetime / idle timeout */
     uint64_t broken;               /* returned broken */
+    uint64_t leaks;                /* lendings reported by ap_connpool_leak_check */
     ap_status last_open_error;     /* the last failed open's status (AP_OK: none) */
     int last_app_error;            /* its app_error (0: none, or no failure) */
 } ap_connpool_stats;
@@ -267,6 +300,11 @@ typedef struct ap_connpool {
     size_t conn_size;
     size_t min_idle;
     uint64_t max_lifetime_ns, idle_timeout_ns;
+    uint64_t jitter_max;         /* largest lifetime cut (0: no jitter) */
+    uint64_t jitter_state;       /* splitmix64 state, seeded from desc.jitter_seed */
+    uint64_t leak_threshold_ns;
+    void (*on_leak)(void *, const ap_connpool_leak *);
+    void *leak_ctx;
     ap_clock clock;              /* desc.clock: checkout_wait's clock */
     ap_connpool_ops ops;
     uint32_t idle_top, free_top; /* stacks: index + 1, 0 when empty */
@@ -426,6 +464,43 @@ AP_API AP_NODISCARD ap_status ap_connpool_checkout_wait(ap_connpool *p, void **c
                                                         ap_deadline deadline_ns,
                                                         ap_connpool_fail *fail);
 
+/**
+ * ap_connpool_try_checkout_at / ap_connpool_checkout_wait_at - the same,
+ * and on AP_OK the connection remembers @file and @line (the checkout's
+ * call site) for ap_connpool_leak_check's report. Callers normally use the
+ * macros AP_CONNPOOL_TRY_CHECKOUT / AP_CONNPOOL_CHECKOUT_WAIT, which pass
+ * __FILE__ and __LINE__ under AP_DEBUG and NULL, 0 otherwise (the layout is
+ * the same either way).
+ */
+AP_API AP_NODISCARD ap_status ap_connpool_try_checkout_at(ap_connpool *p, void **conn,
+                                                          uint64_t now, ap_connpool_fail *fail,
+                                                          const char *file, int line);
+AP_API AP_NODISCARD ap_status ap_connpool_checkout_wait_at(ap_connpool *p, void **conn,
+                                                           ap_deadline deadline_ns,
+                                                           ap_connpool_fail *fail,
+                                                           const char *file, int line);
+#ifdef AP_DEBUG
+#define AP_CONNPOOL_TRY_CHECKOUT(pool, conn, now, fail)                                     \
+    ap_connpool_try_checkout_at((pool), (conn), (now), (fail), __FILE__, __LINE__)
+#define AP_CONNPOOL_CHECKOUT_WAIT(pool, conn, deadline, fail)                               \
+    ap_connpool_checkout_wait_at((pool), (conn), (deadline), (fail), __FILE__, __LINE__)
+#else
+#define AP_CONNPOOL_TRY_CHECKOUT(pool, conn, now, fail)                                     \
+    ap_connpool_try_checkout_at((pool), (conn), (now), (fail), NULL, 0)
+#define AP_CONNPOOL_CHECKOUT_WAIT(pool, conn, deadline, fail)                               \
+    ap_connpool_checkout_wait_at((pool), (conn), (deadline), (fail), NULL, 0)
+#endif
+
+/**
+ * ap_connpool_leak_check - report connections lent for at least
+ * desc.leak_threshold_ns at @now: desc.on_leak is called once per such
+ * lending (a connection returned and lent again is a new lending), on this
+ * thread, with no lock held. Returns how many were reported now (0 when
+ * leak detection is off). The pool reads no clock: call it from your
+ * housekeeping, e.g. beside ap_connpool_evict. O(max_size).
+ */
+AP_API size_t ap_connpool_leak_check(ap_connpool *p, uint64_t now);
+
 /* ---- implementation ---- */
 
 /*
@@ -468,6 +543,9 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
         return AP_INVAL;
     if (desc->max_size == 0 || desc->max_size > AP_CONNPOOL_MAX || desc->conn_size == 0 ||
         desc->min_idle > desc->max_size ||
+        desc->lifetime_jitter_pct > 100 ||
+        (desc->lifetime_jitter_pct != 0 && desc->max_lifetime_ns == 0) ||
+        (desc->leak_threshold_ns != 0 && desc->on_leak == NULL) ||
         (uintptr_t)buf % AP_CONNPOOL_ALIGN != 0 ||
         !ap__size_muladd(desc->max_size, desc->conn_size, 0, &body))
         return AP_INVAL;
@@ -483,10 +561,24 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
     p->min_idle = desc->min_idle;
     p->max_lifetime_ns = desc->max_lifetime_ns;
     p->idle_timeout_ns = desc->idle_timeout_ns;
+    /* the largest cut: floor(max_lifetime * pct / 100), without overflow,
+     * kept below max_lifetime so every lifetime is at least 1 ns */
+    p->jitter_max = desc->max_lifetime_ns / 100 * desc->lifetime_jitter_pct +
+                    desc->max_lifetime_ns % 100 * desc->lifetime_jitter_pct / 100;
+    if (p->jitter_max >= p->max_lifetime_ns && p->max_lifetime_ns != 0)
+        p->jitter_max = p->max_lifetime_ns - 1;
+    p->jitter_state = desc->jitter_seed;
+    p->leak_threshold_ns = desc->leak_threshold_ns;
+    p->on_leak = desc->on_leak;
+    p->leak_ctx = desc->leak_ctx;
     p->clock = desc->clock;
     p->ops = *ops;
     for (size_t i = 0; i < p->max; i++) {
         p->slots[i].created_ns = p->slots[i].idle_ns = 0;
+        p->slots[i].lifetime_ns = p->slots[i].lent_ns = 0;
+        p->slots[i].site_file = NULL;
+        p->slots[i].site_line = 0;
+        p->slots[i].leak_seen = 0;
         p->slots[i].state = AP__CONNPOOL_FREE;
         p->slots[i].next = i + 1 < p->max ? (uint32_t)(i + 2) : 0u;
     }
@@ -561,7 +653,31 @@ AP_FORCE_INLINE bool ap__connpool_over_lifetime(const ap_connpool *p, size_t i, 
 {
     const ap__connpool_slot *s = &p->slots[i];
     return p->max_lifetime_ns != 0 && now >= s->created_ns &&
-           now - s->created_ns >= p->max_lifetime_ns;
+           now - s->created_ns >= s->lifetime_ns;
+}
+
+/* A new lending of slot i at now (its call site comes later, if given). */
+AP_FORCE_INLINE void ap__connpool_lent(ap_connpool *p, size_t i, uint64_t now)
+{
+    p->slots[i].lent_ns = now;
+    p->slots[i].site_file = NULL;
+    p->slots[i].site_line = 0;
+    p->slots[i].leak_seen = 0;
+}
+
+/* The lifetime of a connection opened now: max_lifetime less a cut drawn
+ * uniformly from [0, jitter_max] (splitmix64; the modulo bias is below
+ * jitter_max / 2^64). */
+AP_FORCE_INLINE uint64_t ap__connpool_lifetime(ap_connpool *p)
+{
+    if (p->jitter_max == 0)
+        return p->max_lifetime_ns;
+    uint64_t z = (p->jitter_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    uint64_t cut = z % (p->jitter_max + 1); /* jitter_max < max_lifetime: no wrap */
+    return p->max_lifetime_ns - cut;
 }
 
 AP_FORCE_INLINE bool ap__connpool_expired(const ap_connpool *p, size_t i, uint64_t now)
@@ -671,6 +787,8 @@ AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint3
         p->n.opened++;
         p->n.live++;
         p->slots[i].created_ns = p->slots[i].idle_ns = now;
+        p->slots[i].lifetime_ns = ap__connpool_lifetime(p);
+        ap__connpool_lent(p, i, now);
         if (state == AP__CONNPOOL_HELD && ap__connpool_closed(p))
             /* a close came while we opened: never lend it (fill keeps its
              * own check) -- close it at once and report AP_CLOSED */
@@ -720,6 +838,7 @@ AP_API ap_status ap__connpool_lend(ap_connpool *p, size_t i, bool fresh, uint64_
         if (!expired && (p->ops.validate == NULL || p->ops.validate(p->ops.ctx, c))) {
             ap__lock_acquire(&p->lock);
             p->slots[i].state = AP__CONNPOOL_HELD;
+            ap__connpool_lent(p, i, now);
             ap__lock_release(&p->lock);
             *out = c;
             return AP_OK;
@@ -1076,6 +1195,70 @@ AP_API ap_status ap_connpool_checkout_wait(ap_connpool *p, void **conn, ap_deadl
     if (f.status == AP_EXHAUSTED && fail)
         *fail = f.fail;
     return f.status;
+}
+
+/* ---- call sites and leak detection ---- */
+
+/* Record the call site of the lending that gave the caller @conn. */
+AP_API void ap__connpool_site(ap_connpool *p, void *conn, const char *file, int line)
+{
+    size_t i = (size_t)(((unsigned char *)conn - p->conns) / p->conn_size);
+    ap__lock_acquire(&p->lock);
+    if (p->slots[i].state == AP__CONNPOOL_HELD) {
+        p->slots[i].site_file = file;
+        p->slots[i].site_line = line;
+    }
+    ap__lock_release(&p->lock);
+}
+
+AP_API ap_status ap_connpool_try_checkout_at(ap_connpool *p, void **conn, uint64_t now,
+                                             ap_connpool_fail *fail, const char *file, int line)
+{
+    ap_status st = ap_connpool_try_checkout(p, conn, now, fail);
+    if (st == AP_OK && file != NULL)
+        ap__connpool_site(p, *conn, file, line);
+    return st;
+}
+
+AP_API ap_status ap_connpool_checkout_wait_at(ap_connpool *p, void **conn,
+                                              ap_deadline deadline_ns, ap_connpool_fail *fail,
+                                              const char *file, int line)
+{
+    ap_status st = ap_connpool_checkout_wait(p, conn, deadline_ns, fail);
+    if (st == AP_OK && file != NULL)
+        ap__connpool_site(p, *conn, file, line);
+    return st;
+}
+
+AP_API size_t ap_connpool_leak_check(ap_connpool *p, uint64_t now)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    size_t k = 0;
+    if (p->leak_threshold_ns == 0)
+        return 0;
+    for (size_t i = 0; i < p->max; i++) {
+        ap_connpool_leak leak;
+        bool found = false;
+        ap__lock_acquire(&p->lock);
+        ap__connpool_slot *s = &p->slots[i];
+        if (s->state == AP__CONNPOOL_HELD && !s->leak_seen && now >= s->lent_ns &&
+            now - s->lent_ns >= p->leak_threshold_ns) {
+            s->leak_seen = 1;
+            p->n.leaks++;
+            leak.conn = ap__connpool_conn(p, i);
+            leak.lent_ns = s->lent_ns;
+            leak.held_ns = now - s->lent_ns;
+            leak.file = s->site_file;
+            leak.line = s->site_line;
+            found = true;
+        }
+        ap__lock_release(&p->lock);
+        if (found) { /* outside the lock: the callback may log, or call stats_get */
+            p->on_leak(p->leak_ctx, &leak);
+            k++;
+        }
+    }
+    return k;
 }
 
 #endif /* ASYNCPAT_CONNPOOL_H */
