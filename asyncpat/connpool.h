@@ -31,8 +31,10 @@
  *   takes `now` (ns, any monotonic clock the caller uses consistently; a
  *   future uses cx->now). The pool reads no clock, except the blocking
  *   ap_connpool_checkout_wait, which reads desc.clock (ap_now_ns() by
- *   default: name your clock there). A connection opened at
- *   t is over its lifetime at any now >= t + max_lifetime_ns; one that
+ *   default: name your clock there). A connection opened at t is over
+ *   its lifetime at any now >= t + its lifetime (max_lifetime_ns, less a
+ *   random cut of up to lifetime_jitter_pct percent if the desc asks for
+ *   jitter, so at the latest t + max_lifetime_ns); one that
  *   became idle at u is over its idle timeout at any now >= u +
  *   idle_timeout_ns. Such a connection is closed, never lent, when a
  *   checkout (or a future completing) finds it, when it is returned (the
@@ -143,8 +145,9 @@
  *              pass: O(k) for the k futures it serves.
  * MEMORY       init: one caller buffer and its size in bytes: at least
  *              AP_CONNPOOL_BYTES(max, conn_size), aligned to
- *              AP_CONNPOOL_ALIGN and for the connection type (else
- *              AP_INVAL with nothing written):
+ *              AP_CONNPOOL_ALIGN (else AP_INVAL with nothing written)
+ *              and, unchecked (the caller's duty), for the connection
+ *              type:
  *              the connection slots first (slot i at buf + i * conn_size),
  *              then the pool's per-slot bookkeeping. A future embeds its
  *              waiter node. Nothing allocates (no create in v1).

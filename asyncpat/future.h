@@ -101,8 +101,9 @@
  *   running threads rarely needs a futex round trip), then sleeps.
  * COMPLEXITY   one poll per wake or deadline; O(1) per park.
  * ERRORS       AP_TIMEDOUT from ap_block_on_until(_clock).
- * CONFIG       AP_BLOCK_ON_CONDVAR, AP_SPIN_LIMIT; AP_CLOCK_PARK_MAX_NS (time.h,
- *              a constant) bounds one park under a clock other than ap_now_ns
+ * CONFIG       AP_BLOCK_ON_CONDVAR; AP_CLOCK_PARK_MAX_NS (time.h, a constant)
+ *              bounds one park under a clock other than ap_now_ns. The
+ *              parker's 16 pauses and 16 yields are fixed, not AP_SPIN_LIMIT.
  * SEE ALSO     waitlist.h (how primitives keep the contract), examples/mpmc_future.c
  * STABILITY    experimental (0.x)
  */

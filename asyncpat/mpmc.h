@@ -34,7 +34,9 @@
  * CONCURRENCY          try_push  try_pop  close  len   fini
  *   try_push / futures   yes       yes     yes    yes   no
  *   try_pop / futures    yes       yes     yes    yes   no
- *   Progress: try_* never block. A producer preempted between claiming and
+ *   Progress: try_* never block (a push or pop that finds a future parked
+ *   on the other side takes the waitlist's short lock to wake it). A
+ *   producer preempted between claiming and
  *   publishing its slot makes a consumer at that slot spin AP_SPIN_LIMIT
  *   times and then answer AP_AGAIN ("an element is in flight: retry"),
  *   never a false AP_EMPTY; symmetrically for a producer facing a slot a

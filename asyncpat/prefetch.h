@@ -110,7 +110,7 @@
  *   get trip AP_ASSERT.
  * CONFIG        AP_ASSERT
  * SEE ALSO      future.h (the waker contract), fanout.h (another future made
- *   of futures), cache.h, tests/test_prefetch.c, bench/bench_prefetch.c
+ *   of futures), cache.h, tests/test_prefetch.c (no benchmark yet)
  * STABILITY     experimental (0.x)
  */
 #ifndef ASYNCPAT_PREFETCH_H

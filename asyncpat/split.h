@@ -57,8 +57,9 @@
  *
  * CONCURRENCY          try_push  try_broadcast  futures  route  fini
  *   any thread            yes         yes          yes     yes    no
- *   Progress: as ap_mpmc_try_push (no locks; bounded spins, then
- *   AP_AGAIN), plus one relaxed atomic add for ROUND_ROBIN. A future is
+ *   Progress: as ap_mpmc_try_push (never blocks: bounded spins, then
+ *   AP_AGAIN; the waitlist's short lock only to wake a future parked on
+ *   that output), plus one relaxed atomic add for ROUND_ROBIN. A future is
  *   polled by one thread at a time (future.h rule 4). A broadcast cursor
  *   belongs to one caller.
  *

@@ -140,7 +140,10 @@ AP_API void ap_spsc_destroy(ap_spsc *q);
  * ap_spsc_try_push - append one element if there is room
  * @elem: elem_size bytes, copied in; the caller keeps ownership on failure
  *
- * Returns AP_OK, AP_FULL or AP_CLOSED. Producer thread only. Wait-free.
+ * Returns AP_OK, AP_FULL or AP_CLOSED. Producer thread only. Never blocks
+ * and has no loop: a bounded number of steps, except that a push that
+ * finds a pop future parked takes the waitlist's short internal lock to
+ * wake it (waitlist.h), so it is not wait-free then.
  */
 AP_API AP_NODISCARD ap_status ap_spsc_try_push(ap_spsc *q, const void *elem);
 
@@ -149,7 +152,8 @@ AP_API AP_NODISCARD ap_status ap_spsc_try_push(ap_spsc *q, const void *elem);
  * @out: receives elem_size bytes; untouched unless AP_OK
  *
  * Returns AP_OK, AP_EMPTY, or AP_CLOSED once closed and drained.
- * Consumer thread only. Wait-free.
+ * Consumer thread only. Never blocks and has no loop; as try_push, a pop
+ * that finds a push future parked takes the waitlist's lock to wake it.
  */
 AP_API AP_NODISCARD ap_status ap_spsc_try_pop(ap_spsc *q, void *out);
 
