@@ -100,6 +100,7 @@
 #define AP__CXX_STDATOMIC 1
 #endif
 #endif
+extern "C++" { /* also when included inside a user's extern "C" block */
 #ifdef AP__CXX_STDATOMIC
 #include <stdatomic.h>
 #define AP_ATOMIC_T(T) _Atomic(T)
@@ -117,6 +118,7 @@ using std::memory_order_acq_rel;
 using std::memory_order_seq_cst;
 using std::atomic_signal_fence;
 #endif
+}
 #define AP_ALIGNAS(n) alignas(n)
 #define AP_ALIGNOF(T) alignof(T)
 #define AP_STATIC_ASSERT(c, msg) static_assert(c, msg)

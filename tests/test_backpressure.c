@@ -4,20 +4,17 @@
 #include "asyncpat/backpressure.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TEST_TIMEOUT_S 30 /* one value for every timed test (see test_mpmc.c) */
 
 /* ---- helpers ---- */
 
-typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
-static int calls(tw *t) { return atomic_load(&t->calls); }
-static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 #define MAXCAP 64
 typedef struct fixture {
@@ -179,19 +176,7 @@ Test(backpressure, bad_buffers_and_arguments_are_inval_and_change_nothing)
     ap_bp_fini(&f.bp);
 }
 
-typedef struct counting { int allocs, frees; bool fail; } counting;
-static void *cnt_alloc(size_t size, size_t align, void *user)
-{
-    counting *c = user;
-    c->allocs++;
-    return c->fail ? NULL : aligned_alloc(align, ap__align_up(size, align));
-}
-static void cnt_free(void *p, size_t size, void *user)
-{
-    (void)size;
-    ((counting *)user)->frees++;
-    free(p);
-}
+/* counting, cnt_alloc, cnt_free: test_util.h */
 
 Test(backpressure, create_destroy_and_inval_allocates_nothing)
 {

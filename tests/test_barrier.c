@@ -6,22 +6,15 @@
 #include "asyncpat/barrier.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-/* One timeout value for every test (BoxFort leaks a timeout record when
- * tests with different timeouts overlap). */
-#define TEST_TIMEOUT_S 30
 
-typedef struct tw { /* a waker that counts its calls */
-    atomic_int calls;
-} tw;
-
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
-static int calls(tw *t) { return atomic_load(&t->calls); }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 static ap_poll poll1(ap_barrier_wait_fut *f, tw *t)
 {

@@ -40,9 +40,7 @@ TestSuite(batch, .timeout = TEST_TIMEOUT_S);
 #define BT_WAIT_NS (10 * AP_NS_PER_SEC)
 static ap_deadline bt_deadline(void) { return ap_now_ns() + BT_WAIT_NS; }
 
-typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
-static int calls(tw *t) { return atomic_load(&t->calls); }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 static ap_batch_desc D(size_t max, uint64_t delay)
 {

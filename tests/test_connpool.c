@@ -126,11 +126,7 @@ static conn *co(fixture *fx, uint64_t now)
 }
 
 /* wakers */
-typedef struct tw {
-    atomic_int calls;
-} tw;
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
-static int calls(tw *t) { return atomic_load(&t->calls); }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 static ap_poll poll_at(ap_connpool_checkout_fut *f, tw *t, uint64_t now)
 {

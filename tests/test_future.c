@@ -24,16 +24,12 @@ static void test_yield(void)
 #include "asyncpat/future.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 
-/* Every test with a timeout uses this one value: Criterion 2.4's runner
- * (BoxFort) leaks a timeout record when a test with a shorter timeout
- * starts while one with a longer timeout runs (--jobs 2), and
- * LeakSanitizer then fails the whole binary. */
-#define TEST_TIMEOUT_S 30
 
 #ifndef FUTURE_SUITE
 #define FUTURE_SUITE future
@@ -43,11 +39,6 @@ static void test_yield(void)
 #error "on Linux the default parker should be the futex one"
 #endif
 
-static void ms_sleep(int ms)
-{
-    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&d, NULL);
-}
 
 /* ---- a counting waker ---- */
 

@@ -17,8 +17,7 @@ TestSuite(lifecycle, .timeout = TEST_TIMEOUT_S);
 #define LC_WAIT_NS (10 * AP_NS_PER_SEC)
 static ap_deadline lc_deadline(void) { return ap_now_ns() + LC_WAIT_NS; }
 
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
-static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 /* ---- the state machine, call by call ---- */
 

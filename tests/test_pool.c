@@ -11,28 +11,7 @@
 
 /* ---- helpers ---- */
 
-typedef struct wake_log {
-    int order[32];
-    atomic_int n;
-} wake_log;
-
-typedef struct tw { /* a waker that counts and logs its id */
-    atomic_int calls;
-    int id;
-    wake_log *log;
-} tw;
-
-static void tw_wake(void *ctx)
-{
-    tw *t = ctx;
-    atomic_fetch_add(&t->calls, 1);
-    if (t->log) {
-        int k = atomic_fetch_add(&t->log->n, 1);
-        if (k < 32)
-            t->log->order[k] = t->id;
-    }
-}
-static int calls(tw *t) { return atomic_load(&t->calls); }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 static ap_poll poll1(ap_pool_get_fut *f, tw *t)
 {

@@ -18,7 +18,6 @@
 #include <pthread.h>
 #include <string.h>
 
-#define TEST_TIMEOUT_S 30
 #define MS AP_NS_PER_MS
 
 /* No libm (tests/run.sh links none): what the statistics need. */

@@ -4,47 +4,18 @@
 #include "asyncpat/semaphore.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
-/* One timeout value for every test (see test_mpmc.c: BoxFort leaks a
- * timeout record when tests with different timeouts overlap). */
-#define TEST_TIMEOUT_S 30
 
 /* ---- helpers ---- */
 
-typedef struct wake_log {
-    int order[32];
-    atomic_int n;
-} wake_log;
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
-typedef struct tw { /* a waker that counts and logs its id */
-    atomic_int calls;
-    int id;
-    wake_log *log;
-} tw;
-
-static void tw_wake(void *ctx)
-{
-    tw *t = ctx;
-    atomic_fetch_add(&t->calls, 1);
-    if (t->log) {
-        int k = atomic_fetch_add(&t->log->n, 1);
-        if (k < 32)
-            t->log->order[k] = t->id;
-    }
-}
-static int calls(tw *t) { return atomic_load(&t->calls); }
-static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
-
-static void ms_sleep(int ms)
-{
-    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&d, NULL);
-}
 
 static size_t waiters(ap_sem *s) { return atomic_load(&s->wl.count); }
 

@@ -203,8 +203,7 @@ Test(split, broadcast_all_or_nothing_and_resumable)
 
 /* ---- futures ---- */
 
-typedef struct tw { int calls; } tw;
-static void tw_wake(void *ctx) { ((tw *)ctx)->calls++; }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 
 Test(split, push_future_waits_for_room)
 {

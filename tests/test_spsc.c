@@ -15,8 +15,7 @@
 
 /* ---- helpers ---- */
 
-typedef struct tw { atomic_int calls; } tw; /* a waker that counts */
-static void tw_wake(void *ctx) { atomic_fetch_add(&((tw *)ctx)->calls, 1); }
+/* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
 static int calls(tw *t) { return atomic_load(&t->calls); }
 static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEST_TIMEOUT_S 30 /* one value for every timeout (see test_mpmc.c) */
 #define SEC AP_NS_PER_SEC
 #define MS AP_NS_PER_MS
 

@@ -1,6 +1,8 @@
 /*
  * tests/test_util.h -- what the Criterion suites share: one timeout value,
- * cheap check macros, a sleep, a tiny PRNG and a counting allocator
+ * a fake clock, a counting waker, cheap check macros, a sleep, a tiny PRNG
+ * and a counting allocator. A suite includes it instead of defining its own
+ * copy of any of these.
  */
 #ifndef ASYNCPAT_TEST_UTIL_H
 #define ASYNCPAT_TEST_UTIL_H
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include "asyncpat/core.h"
+#include "asyncpat/future.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TU_UNUSED __attribute__((unused))
@@ -39,6 +42,34 @@ static TU_UNUSED uint64_t test_clock_now(void *ctx)
     atomic_fetch_add(&c->reads, 1);
     return atomic_fetch_add(&c->t, atomic_load(&c->step));
 }
+
+/* ---- a waker that counts ----
+ * tw_wake adds one to calls (any thread); with a log, it also appends its
+ * id to log->order (the first 32 wakes), so a test can see who was woken in
+ * which order. cx_of(t): a cx with t's waker, now 0 and no deadline. */
+typedef struct wake_log {
+    int order[32];
+    atomic_int n;
+} wake_log;
+
+typedef struct tw {
+    atomic_int calls;
+    int id;
+    wake_log *log;
+} tw;
+
+TU_UNUSED static void tw_wake(void *ctx)
+{
+    tw *t = (tw *)ctx;
+    atomic_fetch_add(&t->calls, 1);
+    if (t->log) {
+        int k = atomic_fetch_add(&t->log->n, 1);
+        if (k < 32)
+            t->log->order[k] = t->id;
+    }
+}
+TU_UNUSED static int calls(tw *t) { return atomic_load(&t->calls); }
+TU_UNUSED static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 
 /* ---- checks ----
  * Criterion's assertion macros cost ~25 ms of ASan compile time each, and

@@ -4,14 +4,12 @@
 #include "asyncpat/work_steal.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* One timeout value for every test (see test_mpmc.c: BoxFort leaks a
- * timeout record when tests with different timeouts overlap). */
-#define TEST_TIMEOUT_S 30
 
 #define T(i) ((void *)(uintptr_t)(i))
 #define U(p) ((uintptr_t)(p))
