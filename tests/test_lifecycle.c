@@ -7,10 +7,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-typedef struct tw {
-    atomic_int calls;
-} tw;
-
 /* Every test has a timeout, and every wait a deadline well inside it, so a
  * lost wake fails the test with a message instead of hanging the suite. */
 TestSuite(lifecycle, .timeout = TEST_TIMEOUT_S);

@@ -16,8 +16,6 @@
 /* ---- helpers ---- */
 
 /* the counting waker (tw, tw_wake, calls, cx_of): test_util.h */
-static int calls(tw *t) { return atomic_load(&t->calls); }
-static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLINE_NONE}; }
 
 /* the result of a push or pop future, through its accessor */
 #define fut_status(f)                                   \
