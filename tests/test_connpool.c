@@ -599,7 +599,7 @@ Test(connpool, return_hands_connections_to_queued_futures_in_fifo_order)
     enum { NF = 4 };
     void *o[NF] = {0};
     ap_connpool_checkout_fut f[NF];
-    tw t[NF];
+    tw t[NF] = {0}; /* id 0, no log: counting only */
     for (int i = 0; i < NF; i++) {
         atomic_init(&t[i].calls, 0);
         ap_connpool_checkout_fut_init(&f[i], &fx.p, &o[i]);
