@@ -20,7 +20,13 @@ STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
 BUILD := build
 
 HEADERS := asyncpat.h $(wildcard asyncpat/*.h)
-EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+# examples/uv_*.c need libuv, examples/uring_*.c liburing: built only when
+# pkg-config finds the library, else `make examples` says it skipped them
+EXAMPLES_UV := $(wildcard examples/uv_*.c)
+EXAMPLES_URING := $(wildcard examples/uring_*.c)
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(filter-out $(EXAMPLES_UV) $(EXAMPLES_URING),$(wildcard examples/*.c)))
+HAVE_LIBUV := $(shell pkg-config --exists libuv 2>/dev/null && echo yes)
+HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo yes)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
@@ -79,11 +85,31 @@ bench:
 bench-publish:
 	@sh bench/report.sh --publish
 
-examples: $(EXAMPLES)
+examples: $(EXAMPLES) examples-uv examples-uring
 
 $(BUILD)/examples/%: examples/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STRICT) -O2 -I. $< -o $@ -pthread
+
+.PHONY: examples-uv examples-uring
+ifeq ($(HAVE_LIBUV),yes)
+examples-uv: $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLES_UV))
+$(BUILD)/examples/uv_%: examples/uv_%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags libuv) $< -o $@ -pthread $$(pkg-config --libs libuv)
+else
+examples-uv:
+	@echo "examples: skipped: libuv not installed, not built: $(EXAMPLES_UV) (apt-get install libuv1-dev)"
+endif
+ifeq ($(HAVE_LIBURING),yes)
+examples-uring: $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLES_URING))
+$(BUILD)/examples/uring_%: examples/uring_%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags liburing) $< -o $@ -pthread $$(pkg-config --libs liburing)
+else
+examples-uring:
+	@echo "examples: skipped: liburing not installed, not built: $(EXAMPLES_URING) (apt-get install liburing-dev)"
+endif
 
 install: asyncpat.pc.in
 	install -d $(DESTDIR)$(includedir)/asyncpat $(DESTDIR)$(pkgconfigdir)
