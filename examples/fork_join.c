@@ -11,6 +11,13 @@
  * Parking without lost wakeups (Dekker): a parker bumps `sleepers`, then
  * looks for work once more; a forker pushes, then a seq_cst fence, then
  * reads `sleepers` and posts a permit.
+ *
+ * It prints the result, then where the tasks ran: per worker, the tasks it
+ * took from its own deque, from the injector, and right after stealing
+ * (with how many steals and how many tasks they moved), and how often it
+ * parked. Every task must run exactly once: the tasks taken add up to the
+ * forks pushed plus the root (checked; the exit status says so). The split
+ * varies run to run: that is the stealing at work.
  */
 #include "asyncpat.h"
 #include <pthread.h>
@@ -27,6 +34,9 @@ static ap_ws_injector inj;
 static _Alignas(AP_WS_INJECTOR_ALIGN) unsigned char injmem[AP_WS_INJECTOR_BYTES(16)];
 static ap_sem park;
 static _Atomic size_t placed, sleepers; /* elements in final position; parked */
+/* what each worker did (only it writes its own entry; main reads after join) */
+static struct { size_t own, injected, stolen, steals, moved, parks; } stat[NW];
+static _Atomic size_t forked, inlined; /* forks pushed to a deque; run inline */
 
 static int cmp_int(const void *x, const void *y)
 { int p = *(const int *)x, q = *(const int *)y; return (p > q) - (p < q); }
@@ -65,8 +75,8 @@ static void run(int self, task *t)
         task *left = malloc(sizeof *left);
         if (left == NULL) abort();
         *left = (task){left_lo, lt};
-        if (ap_ws_try_push(&dq[self], left) == AP_OK) wake_one();
-        else run(self, left); /* full: run the fork inline */
+        if (ap_ws_try_push(&dq[self], left) == AP_OK) { atomic_fetch_add(&forked, 1); wake_one(); }
+        else { atomic_fetch_add(&inlined, 1); run(self, left); } /* full: run the fork inline */
     }
     qsort(a + lo, hi - lo, sizeof *a, cmp_int);
     finished(hi - lo);
@@ -77,13 +87,14 @@ static task *find_work(int self, unsigned *seed)
 {
     void *t;
     size_t moved;
-    if (ap_ws_try_pop(&dq[self], &t) == AP_OK) return t;
-    if (ap_ws_injector_try_pop(&inj, &t) == AP_OK) return t;
+    if (ap_ws_try_pop(&dq[self], &t) == AP_OK) { stat[self].own++; return t; }
+    if (ap_ws_injector_try_pop(&inj, &t) == AP_OK) { stat[self].injected++; return t; }
     for (int k = 0; k < 2 * NW; k++) {
         int v = (int)((*seed = *seed * 1103515245u + 12345u) >> 16) % NW;
-        if (v != self && ap_ws_steal_half(&dq[v], &dq[self], &moved) == AP_OK &&
-            ap_ws_try_pop(&dq[self], &t) == AP_OK)
-            return t;
+        if (v != self && ap_ws_steal_half(&dq[v], &dq[self], &moved) == AP_OK) {
+            stat[self].steals++, stat[self].moved += moved;
+            if (ap_ws_try_pop(&dq[self], &t) == AP_OK) { stat[self].stolen++; return t; }
+        }
     }
     return NULL;
 }
@@ -97,6 +108,7 @@ static void *worker(void *arg)
         if (t == NULL) {
             atomic_fetch_add(&sleepers, 1); /* then look once more */
             if ((t = find_work(self, &seed)) == NULL) {
+                stat[self].parks++;
                 ap_status st = ap_sem_acquire_wait(&park, 1, AP_DEADLINE_NONE);
                 (void)st; /* AP_OK (woken) or AP_CLOSED (all done) */
             }
@@ -126,6 +138,18 @@ int main(void)
     qsort(ref, N, sizeof *ref, cmp_int);
     int ok = memcmp(a, ref, N * sizeof *a) == 0 && atomic_load(&placed) == N;
     printf("%s %d ints with %d workers\n", ok ? "sorted" : "MISMATCH:", N, NW);
+    size_t took = 0;
+    for (int w = 0; w < NW; w++) {
+        size_t n = stat[w].own + stat[w].injected + stat[w].stolen;
+        printf("worker %d: %zu tasks (%zu own deque, %zu injector, %zu after a steal); "
+               "%zu steals moved %zu tasks; parked %zu times\n", w, n, stat[w].own,
+               stat[w].injected, stat[w].stolen, stat[w].steals, stat[w].moved, stat[w].parks);
+        took += n;
+    }
+    size_t pushed = atomic_load(&forked) + 1; /* the root went through the injector */
+    printf("tasks: %zu pushed (root + forks), %zu taken, %zu forks run inline (deque full): %s\n",
+           pushed, took, atomic_load(&inlined), took == pushed ? "each ran once" : "MISMATCH");
+    ok = ok && took == pushed;
     free(a); free(ref);
     return ok ? 0 : 1;
 }
