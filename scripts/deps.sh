@@ -3,6 +3,9 @@
 # missing packages with apt-get; otherwise print the exact command and fail.
 #   scripts/deps.sh test    gcc, clang, pkg-config, Criterion, spin (required)
 #   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
+# The test stage also wants libuv1-dev and liburing-dev (optional: the
+# examples examples/uv_*.c and examples/uring_*.c need them and are skipped,
+# saying so, without them): installed as root with apt-get, else named.
 set -u
 stage=${1:-test}
 
@@ -35,11 +38,29 @@ missing_bench() {
     echo "$m"
 }
 
+missing_examples() {
+    m=""
+    pkg-config --exists libuv 2>/dev/null || m="$m libuv1-dev"
+    pkg-config --exists liburing 2>/dev/null || m="$m liburing-dev"
+    echo "$m"
+}
+
+opt=
 case "$stage" in
-test)  need=$(missing_test) ;;
+test)  need=$(missing_test); opt=$(missing_examples) ;;
 bench) need=$(missing_bench) ;;
 *) echo "deps.sh: unknown stage $stage" >&2; exit 2 ;;
 esac
+if [ -n "$opt" ]; then # optional: never fails the stage
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "deps: installing$opt (optional)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $opt >/tmp/ap_deps_apt_opt.log 2>&1 ||
+            echo "deps: apt-get install$opt failed; the examples that need them are skipped"
+    else
+        echo "deps: optional$opt not installed: examples/uv_*.c and uring_*.c are skipped; to run them:"
+        echo "    sudo apt-get install$opt"
+    fi
+fi
 [ -z "$need" ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
