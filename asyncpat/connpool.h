@@ -326,11 +326,9 @@ typedef struct ap_connpool_checkout_fut {
     ap_future base; /* first: (ap_future *)f is the future */
     ap_connpool *pool;
     void **out;
-    ap_waiter waiter;
-    AP_ATOMIC_T(uint32_t) granted; /* set by the grant pass (release) */
-    uint32_t slot;            /* the granted slot; written before `granted` */
+    ap_grant grant;           /* the queued request (waitlist.h) */
+    uint32_t slot;            /* the granted slot; written before grant.granted */
     bool fresh;               /* granted a free slot (open one) rather than a connection */
-    bool queued;              /* registered at least once */
     ap_status status;
     ap_connpool_fail fail;    /* {AP_OK, 0} unless status is AP_EXHAUSTED */
 } ap_connpool_checkout_fut;
@@ -715,20 +713,16 @@ AP_API uint32_t ap__connpool_unidle(ap_connpool *p, uint64_t now, bool all, size
 
 /* ---- serving queued futures ---- */
 
-/* ap_waitlist_wake_if's grant callback, run UNDER the list lock for the
- * head waiter (the pool lock nests inside): give it an idle connection,
- * else a free slot; stop (strict FIFO) when there is neither. */
-AP_API bool ap__connpool_grant(ap_waiter *w, void *ctx)
+/* ap_grant_ops.grant, run UNDER the list lock for the head request (the
+ * pool lock nests inside): give it an idle connection, else a free slot;
+ * stop (strict FIFO) when there is neither. */
+AP_API bool ap__connpool_grant(void *obj, ap_grant *g, void *ctx)
 {
-    ap_connpool *p = (ap_connpool *)ctx;
-    ap_connpool_checkout_fut *f = AP_CONTAINER_OF(w, ap_connpool_checkout_fut, waiter);
-    /* relaxed: written only under the list lock, which we hold. A granted
-     * future that raced back into the list is not granted twice; it is
-     * just woken again. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
-        return true;
+    ap_connpool *p = (ap_connpool *)obj;
+    ap_connpool_checkout_fut *f = AP_CONTAINER_OF(g, ap_connpool_checkout_fut, grant);
     bool fresh = false;
     uint32_t t = 0;
+    (void)ctx;
     ap__lock_acquire(&p->lock);
     if (!ap__connpool_closed(p))
         t = ap__connpool_take(p, AP__CONNPOOL_GRANTED, &fresh);
@@ -737,11 +731,27 @@ AP_API bool ap__connpool_grant(ap_waiter *w, void *ctx)
         return false;
     f->slot = t - 1;
     f->fresh = fresh;
-    /* release: pairs with the acquire loads in ap__connpool_fut_done and
-     * cancel; orders our critical section (and through its lock, the
-     * returner's writes to the connection) before the future's reads. */
-    AP_ATOMIC_STORE(&f->granted, 1u, memory_order_release);
+    /* ap_grant's release store of `granted` orders our critical section
+     * (and through its lock, the returner's writes to the connection)
+     * before the future's reads. */
     return true;
+}
+
+/* ap_grant_ops.closed; seq_cst: the ladder's re-check against close's
+ * store. */
+AP_API bool ap__connpool_closed_sc(void *obj)
+{
+    return AP_ATOMIC_LOAD(&((ap_connpool *)obj)->closed, memory_order_seq_cst) != 0;
+}
+
+AP_API void ap__connpool_give_back(void *obj, ap_grant *g);
+
+AP_API const ap_grant_ops *ap__connpool_ops(void)
+{
+    /* no can_serve: the slots are read under the pool lock, in the grant */
+    static const ap_grant_ops ops = {ap__connpool_grant, NULL, ap__connpool_closed_sc,
+                                     ap__connpool_give_back};
+    return &ops;
 }
 
 /* Serve queued futures. Callers changed the slots under the lock before.
@@ -750,7 +760,7 @@ AP_API bool ap__connpool_grant(ap_waiter *w, void *ctx)
 AP_API void ap__connpool_dispatch(ap_connpool *p)
 {
     if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0))
-        (void)ap_waitlist_wake_if(&p->wl, ap__connpool_grant, p);
+        (void)ap_grant_serve(&p->wl, ap__connpool_ops(), p, NULL);
 }
 
 /* ---- user calls, made with no lock held ---- */
@@ -1037,15 +1047,8 @@ AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out)
 
 /* ---- the checkout future ---- */
 
-AP_API ap_poll ap__connpool_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_connpool_checkout_poll((ap_connpool_checkout_fut *)(void *)f, cx);
-}
-
-AP_API void ap__connpool_cancel_v(ap_future *f)
-{
-    ap_connpool_checkout_cancel((ap_connpool_checkout_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__connpool, ap_connpool_checkout_fut, ap_connpool_checkout_poll,
+                  ap_connpool_checkout_cancel)
 
 AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpool *p,
                                           void **out)
@@ -1055,11 +1058,9 @@ AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpo
     f->base.cancel = ap__connpool_cancel_v;
     f->pool = p;
     f->out = out;
-    ap_waiter_init(&f->waiter);
-    AP_ATOMIC_INIT(&f->granted, 0u);
+    ap_grant_init(&f->grant);
     f->slot = 0;
     f->fresh = false;
-    f->queued = false;
     f->status = AP_NOT_READY;
     f->fail.error = AP_OK;
     f->fail.app_error = 0;
@@ -1071,7 +1072,7 @@ AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
     ap_connpool *p = f->pool;
     void *c;
     if (f->fresh && AP_ATOMIC_LOAD(&p->closed, memory_order_seq_cst) != 0) {
-        /* seq_cst: as in fut_done. A slot granted before close opens
+        /* seq_cst: as in ap__connpool_closed_sc. A slot granted before close opens
          * nothing after it. */
         ap__lock_acquire(&p->lock);
         ap__connpool_unreserve(p, f->slot);
@@ -1090,31 +1091,6 @@ AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
     f->status = st;
 }
 
-/* For a queued future: finished (granted, or closed)? Then it is off the
- * list, no wake for it is in progress, and f->status is set. */
-AP_API bool ap__connpool_fut_done(ap_connpool_checkout_fut *f, uint64_t now)
-{
-    ap_connpool *p = f->pool;
-    /* acquire: pairs with the release store in ap__connpool_grant. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter); /* waits out the wake */
-        ap__connpool_fut_complete(f, now);
-        return true;
-    }
-    /* seq_cst: the ladder's re-check against close's store. */
-    if (AP_ATOMIC_LOAD(&p->closed, memory_order_seq_cst) != 0) {
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
-        /* Off the list: no grant can start now, one that came first is
-         * visible. acquire: as above. */
-        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
-            ap__connpool_fut_complete(f, now);
-        else
-            f->status = AP_CLOSED;
-        return true;
-    }
-    return false;
-}
-
 AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
 {
     AP_ASSERT(f != NULL && cx != NULL);
@@ -1122,7 +1098,7 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
         return AP_READY; /* completed or cancelled earlier */
     ap_connpool *p = f->pool;
     AP_ASSERT(p->max != 0);
-    if (!f->queued) {
+    if (!f->grant.queued) {
         void *c;
         ap_status st = ap_connpool_try_checkout(p, &c, cx->now, &f->fail);
         if (st != AP_EMPTY) {
@@ -1131,18 +1107,39 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
             f->status = st;
             return AP_READY;
         }
-        f->queued = true; /* queue behind the others */
-    } else if (ap__connpool_fut_done(f, cx->now)) {
-        return AP_READY;
+        /* queue behind the others */
     }
-    /* Link (or update the waker), then re-check by running a grant pass
-     * ourselves: the waiting side of the ladder. */
-    ap_waitlist_register_cx(&p->wl, &f->waiter, cx);
-    AP_TEST_YIELD(); /* registered, not yet re-checked */
-#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CONNPOOL_NO_RECHECK)
-    ap__connpool_dispatch(p);
-#endif /* else MUTANT (tests only): register without the re-check */
-    return ap__connpool_fut_done(f, cx->now) ? AP_READY : AP_PENDING;
+    ap_status st = ap_grant_poll(&p->wl, ap__connpool_ops(), p, &f->grant, cx);
+    if (st == AP_NOT_READY)
+        return AP_PENDING;
+    if (st == AP_OK)
+        ap__connpool_fut_complete(f, cx->now); /* the grant is ours: lend it */
+    else
+        f->status = st;
+    return AP_READY;
+}
+
+/* ap_grant_ops.give_back: a grant made to a cancelled future goes back
+ * (a reserved slot to the free stack, a connection to the idle stack, or
+ * closed after close), then on to the next future. */
+AP_API void ap__connpool_give_back(void *obj, ap_grant *g)
+{
+    ap_connpool *p = (ap_connpool *)obj;
+    ap_connpool_checkout_fut *f = AP_CONTAINER_OF(g, ap_connpool_checkout_fut, grant);
+    uint32_t chain = 0;
+    size_t i = f->slot;
+    ap__lock_acquire(&p->lock);
+    if (f->fresh) {
+        ap__connpool_unreserve(p, i);
+    } else if (ap__connpool_closed(p)) {
+        ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
+    } else { /* back on top: never lent, so its idle stamp stands */
+        ap__connpool_push(p, &p->idle_top, i, AP__CONNPOOL_IDLE);
+        p->n.idle++;
+    }
+    ap__lock_release(&p->lock);
+    ap__connpool_retire(p, chain, false);
+    ap__connpool_dispatch(p); /* pass the grant on */
 }
 
 AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f)
@@ -1150,28 +1147,8 @@ AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f)
     AP_ASSERT(f != NULL);
     if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
-    if (f->queued) {
-        ap_connpool *p = f->pool;
-        /* After this no grant can reach us and no wake is in progress. */
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
-        /* acquire: pairs with the release store in ap__connpool_grant. */
-        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
-            uint32_t chain = 0;
-            size_t i = f->slot;
-            ap__lock_acquire(&p->lock);
-            if (f->fresh) {
-                ap__connpool_unreserve(p, i);
-            } else if (ap__connpool_closed(p)) {
-                ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
-            } else { /* back on top: never lent, so its idle stamp stands */
-                ap__connpool_push(p, &p->idle_top, i, AP__CONNPOOL_IDLE);
-                p->n.idle++;
-            }
-            ap__lock_release(&p->lock);
-            ap__connpool_retire(p, chain, false);
-        }
-        ap__connpool_dispatch(p); /* pass the grant on, or serve whoever is behind us */
-    }
+    /* a grant goes back and on; without one, whoever is behind us is served */
+    ap_grant_cancel(&f->pool->wl, ap__connpool_ops(), f->pool, &f->grant);
     f->status = AP_CANCELED;
 }
 

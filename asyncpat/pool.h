@@ -179,11 +179,9 @@ typedef struct ap_pool_get_fut {
     ap_future base; /* first: (ap_future *)f is the future */
     ap_pool *pool;
     void **out;
-    ap_waiter waiter;
-    AP_ATOMIC_T(uint32_t) granted; /* set under the list lock by the grant pass */
-    size_t index;             /* the granted object; written before `granted` */
+    ap_grant grant;           /* the queued request (waitlist.h) */
+    size_t index;             /* the granted object; written before grant.granted */
     ap_status status;
-    bool queued; /* the waiter has been registered at least once */
 } ap_pool_get_fut;
 
 /**
@@ -574,25 +572,20 @@ AP_FORCE_INLINE void ap__pool_push(ap_pool *p, size_t i)
     }
 }
 
+/* The ctx of a grant pass run by a put: the object in hand. */
 typedef struct ap__pool_grant_ctx {
-    ap_pool *pool;
     size_t in_hand; /* index + 1 of the object being put, 0 when none */
 } ap__pool_grant_ctx;
 
-/* ap_waitlist_wake_if's grant callback, run UNDER the list lock for the
- * head waiter: give it the object in hand, else one from the idle stack. */
-AP_API bool ap__pool_grant(ap_waiter *w, void *ctx)
+/* ap_grant_ops.grant, run UNDER the list lock for the head request: give
+ * it the object in hand (@ctx), else one from the idle stack. */
+AP_API bool ap__pool_grant(void *obj, ap_grant *g, void *ctx)
 {
     ap__pool_grant_ctx *c = (ap__pool_grant_ctx *)ctx;
-    ap_pool *p = c->pool;
-    ap_pool_get_fut *f = AP_CONTAINER_OF(w, ap_pool_get_fut, waiter);
+    ap_pool *p = (ap_pool *)obj;
+    ap_pool_get_fut *f = AP_CONTAINER_OF(g, ap_pool_get_fut, grant);
     size_t i;
-    /* Relaxed: written only under this lock. A granted future that raced
-     * its re-registration back into the list must not be granted twice;
-     * just wake it again. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
-        return true;
-    if (c->in_hand != 0) {
+    if (c != NULL && c->in_hand != 0) {
         /* seq_cst: against close's fetch_or; after close nobody is granted
          * (the object goes to the idle stack instead). */
         if (AP_ATOMIC_LOAD(&p->head, memory_order_seq_cst) & AP__POOL_CLOSED)
@@ -602,34 +595,47 @@ AP_API bool ap__pool_grant(ap_waiter *w, void *ctx)
     } else if (ap__pool_pop(p, AP_ATOMIC_LOAD(&p->head, memory_order_acquire), &i) != AP_OK) {
         return false; /* nothing idle, or closed: strict FIFO, stop here */
     }
-    /* relaxed: the future's owner reads it after the acquire below. */
+    /* relaxed: the future's owner reads it after ap_grant's release store
+     * of `granted` (which carries the putter's writes, directly or
+     * through our acquiring pop). */
     AP_ATOMIC_STORE(&p->state[i], AP__POOL_GRANTED, memory_order_relaxed);
     f->index = i;
-    /* release: pairs with the acquire load in ap__pool_fut_done; carries
-     * the putter's writes (directly, or through our acquiring pop). */
-    AP_ATOMIC_STORE(&f->granted, 1u, memory_order_release);
     return true;
 }
 
-/* Serve queued futures from the idle stack, FIFO (somebody is queued).
- * An empty or closed stack can serve nobody, so the lock is skipped then.
+/* ap_grant_ops.can_serve: an object in hand serves the head; else an empty
+ * or closed stack can serve nobody, so the lock is skipped then.
  * AP__CHECK_MO: for a waiter this head load is its re-check of THE LADDER
  * (after register's count++ and barrier); acquire is what the data needs. */
-AP_API void ap__pool_serve(ap_pool *p)
+AP_API bool ap__pool_can_serve(void *obj, void *ctx)
 {
-    uint64_t h = AP_ATOMIC_LOAD(&p->head, AP__CHECK_MO);
-    if ((h & AP__POOL_TOP) != 0 && !(h & AP__POOL_CLOSED)) {
-        ap__pool_grant_ctx c = {p, 0};
-        (void)ap_waitlist_wake_if(&p->wl, ap__pool_grant, &c);
-    }
+    if (ctx != NULL && ((ap__pool_grant_ctx *)ctx)->in_hand != 0)
+        return true;
+    uint64_t h = AP_ATOMIC_LOAD(&((ap_pool *)obj)->head, AP__CHECK_MO);
+    return (h & AP__POOL_TOP) != 0 && !(h & AP__POOL_CLOSED);
 }
 
-/* The waiting side's pass (a poll after registering, a cancel): serve
- * queued futures if any (seq_cst count load: slow path only). */
-AP_API void ap__pool_dispatch(ap_pool *p)
+/* ap_grant_ops.closed; seq_cst: the ladder's re-check against close's
+ * fetch_or. */
+AP_API bool ap__pool_closed(void *obj)
 {
-    if (ap_waitlist_has_waiters(&p->wl))
-        ap__pool_serve(p);
+    return (AP_ATOMIC_LOAD(&((ap_pool *)obj)->head, memory_order_seq_cst) & AP__POOL_CLOSED) != 0;
+}
+
+AP_API void ap__pool_release(ap_pool *p, size_t i);
+
+/* ap_grant_ops.give_back: an object granted to a cancelled future goes on
+ * (no reset: it was never lent). */
+AP_API void ap__pool_give_back(void *obj, ap_grant *g)
+{
+    ap__pool_release((ap_pool *)obj, AP_CONTAINER_OF(g, ap_pool_get_fut, grant)->index);
+}
+
+AP_API const ap_grant_ops *ap__pool_ops(void)
+{
+    static const ap_grant_ops ops = {ap__pool_grant, ap__pool_can_serve, ap__pool_closed,
+                                     ap__pool_give_back};
+    return &ops;
 }
 
 /* Object @i is ours (MOVING, or GRANTED to a cancelled future): hand it to
@@ -640,8 +646,8 @@ AP_API void ap__pool_release(ap_pool *p, size_t i)
     /* relaxed: a shortcut (hand the object over without touching the
      * stack), not the ladder's check, which follows the push below. */
     if (AP_UNLIKELY(AP_ATOMIC_LOAD(&p->wl.count, memory_order_relaxed) != 0)) {
-        ap__pool_grant_ctx c = {p, i + 1};
-        (void)ap_waitlist_wake_if(&p->wl, ap__pool_grant, &c);
+        ap__pool_grant_ctx c = {i + 1};
+        (void)ap_grant_serve(&p->wl, ap__pool_ops(), p, &c);
         if (c.in_hand == 0)
             return; /* handed over directly */
     }
@@ -649,7 +655,7 @@ AP_API void ap__pool_release(ap_pool *p, size_t i)
     AP_TEST_YIELD(); /* idle again, waiters not yet looked for */
     /* the publishing CAS in ap__pool_push, then the ladder's check */
     if (AP_UNLIKELY(ap_waitlist_parked(&p->wl)))
-        ap__pool_serve(p);
+        (void)ap_grant_serve(&p->wl, ap__pool_ops(), p, NULL);
 }
 
 AP_API ap_status ap_pool_try_get(ap_pool *p, void **obj)
@@ -728,15 +734,7 @@ AP_API size_t ap_pool_in_use(ap_pool *p)
 
 /* ---- the get future ---- */
 
-AP_API ap_poll ap__pool_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_pool_get_poll((ap_pool_get_fut *)(void *)f, cx);
-}
-
-AP_API void ap__pool_cancel_v(ap_future *f)
-{
-    ap_pool_get_cancel((ap_pool_get_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__pool, ap_pool_get_fut, ap_pool_get_poll, ap_pool_get_cancel)
 
 AP_API void ap_pool_get_fut_init(ap_pool_get_fut *f, ap_pool *p, void **out)
 {
@@ -745,48 +743,9 @@ AP_API void ap_pool_get_fut_init(ap_pool_get_fut *f, ap_pool *p, void **out)
     f->base.cancel = ap__pool_cancel_v;
     f->pool = p;
     f->out = out;
-    ap_waiter_init(&f->waiter);
-    AP_ATOMIC_INIT(&f->granted, 0u);
+    ap_grant_init(&f->grant);
     f->index = 0;
     f->status = AP_NOT_READY;
-    f->queued = false;
-}
-
-/* The grant is ours: the object becomes HELD and goes to *out. */
-AP_API void ap__pool_take(ap_pool_get_fut *f)
-{
-    ap_pool *p = f->pool;
-    /* relaxed: GRANTED -> HELD by the new owner; a racing put of the object
-     * saw GRANTED (AP_INVAL) or sees HELD, like any stale put. */
-    AP_ATOMIC_STORE(&p->state[f->index], AP__POOL_HELD, memory_order_relaxed);
-    *f->out = p->objs + f->index * p->obj_size;
-    f->status = AP_OK;
-}
-
-/* For a queued future: finished (granted, or closed)? Then it is off the
- * list, no wake for it is in progress, and f->status is set. */
-AP_API bool ap__pool_fut_done(ap_pool_get_fut *f)
-{
-    ap_pool *p = f->pool;
-    /* acquire: pairs with the release store in ap__pool_grant. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter); /* waits out the wake */
-        ap__pool_take(f);
-        return true;
-    }
-    /* seq_cst: the ladder's re-check against close's fetch_or. */
-    if (AP_ATOMIC_LOAD(&p->head, memory_order_seq_cst) & AP__POOL_CLOSED) {
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
-        /* Off the list now, so no grant can start; one that came first is
-         * visible (its store precedes the lock or the NOTIFIED release that
-         * cancel synchronised with). acquire: as above. */
-        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
-            ap__pool_take(f);
-        else
-            f->status = AP_CLOSED;
-        return true;
-    }
-    return false;
 }
 
 AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
@@ -796,7 +755,7 @@ AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
         return AP_READY; /* completed or cancelled earlier */
     ap_pool *p = f->pool;
     AP_ASSERT(p->n != 0);
-    if (!f->queued) {
+    if (!f->grant.queued) {
         void *obj;
         ap_status st = ap_pool_try_get(p, &obj);
         if (st == AP_OK || st == AP_CLOSED) {
@@ -805,18 +764,20 @@ AP_API ap_poll ap_pool_get_poll(ap_pool_get_fut *f, ap_cx *cx)
             f->status = st;
             return AP_READY;
         }
-        f->queued = true; /* AP_EMPTY (none idle, or others queued): queue behind */
-    } else if (ap__pool_fut_done(f)) {
-        return AP_READY;
+        /* AP_EMPTY (none idle, or others queued): queue behind */
     }
-    /* Link (or update the waker), then re-check by running a grant pass
-     * ourselves: the waiting side of the ladder. */
-    ap_waitlist_register_cx(&p->wl, &f->waiter, cx);
-    AP_TEST_YIELD(); /* registered, not yet re-checked */
-#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_POOL_NO_RECHECK)
-    ap__pool_dispatch(p);
-#endif /* else MUTANT (tests only): register without the re-check */
-    return ap__pool_fut_done(f) ? AP_READY : AP_PENDING;
+    ap_status st = ap_grant_poll(&p->wl, ap__pool_ops(), p, &f->grant, cx);
+    if (st == AP_NOT_READY)
+        return AP_PENDING;
+    if (st == AP_OK) {
+        /* The grant is ours: GRANTED -> HELD (relaxed: a racing put of the
+         * object saw GRANTED (AP_INVAL) or sees HELD, like any stale put),
+         * and the object goes to *out. */
+        AP_ATOMIC_STORE(&p->state[f->index], AP__POOL_HELD, memory_order_relaxed);
+        *f->out = p->objs + f->index * p->obj_size;
+    }
+    f->status = st;
+    return AP_READY;
 }
 
 AP_API void ap_pool_get_cancel(ap_pool_get_fut *f)
@@ -824,16 +785,8 @@ AP_API void ap_pool_get_cancel(ap_pool_get_fut *f)
     AP_ASSERT(f != NULL);
     if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
-    if (f->queued) {
-        ap_pool *p = f->pool;
-        /* After this no grant can reach us and no wake is in progress. */
-        (void)ap_waitlist_cancel(&p->wl, &f->waiter);
-        /* acquire: pairs with the release store in ap__pool_grant. */
-        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
-            ap__pool_release(p, f->index); /* pass it on; no reset: never lent */
-        else
-            ap__pool_dispatch(p); /* cheap insurance: serve whoever is behind us */
-    }
+    /* a granted object goes on to the next future, or back to the stack */
+    ap_grant_cancel(&f->pool->wl, ap__pool_ops(), f->pool, &f->grant);
     f->status = AP_CANCELED;
 }
 

@@ -125,10 +125,8 @@ typedef struct ap_sem_acquire_fut {
     ap_future base; /* first: (ap_future *)f is the future */
     ap_sem *sem;
     size_t n;
-    ap_waiter waiter;
-    AP_ATOMIC_T(uint32_t) granted; /* set under the list lock by the grant pass */
+    ap_grant grant; /* the queued request (waitlist.h) */
     ap_status status;
-    bool queued; /* the waiter has been registered at least once */
 } ap_sem_acquire_fut;
 
 /**
@@ -318,17 +316,13 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
     }
 }
 
-/* ap_waitlist_wake_if's grant callback, run UNDER the list lock for the
- * head waiter: take its whole request from the count, or nothing. */
-AP_API bool ap__sem_grant(ap_waiter *w, void *ctx)
+/* ap_grant_ops.grant, run UNDER the list lock for the head request: take
+ * its whole request from the count, or nothing. */
+AP_API bool ap__sem_grant(void *obj, ap_grant *g, void *ctx)
 {
-    ap_sem *s = (ap_sem *)ctx;
-    ap_sem_acquire_fut *f = AP_CONTAINER_OF(w, ap_sem_acquire_fut, waiter);
-    /* Relaxed: written only under this lock. A granted future that raced
-     * its re-registration back into the list must not be granted twice;
-     * just wake it again. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_relaxed) != 0)
-        return true;
+    ap_sem *s = (ap_sem *)obj;
+    ap_sem_acquire_fut *f = AP_CONTAINER_OF(g, ap_sem_acquire_fut, grant);
+    (void)ctx;
     /* seq_cst: the re-check load of the ladder when the waiter itself runs
      * the pass (after register's count++ and barrier, which would make a
      * relaxed load enough); seq_cst keeps the argument independent of the
@@ -337,35 +331,47 @@ AP_API bool ap__sem_grant(ap_waiter *w, void *ctx)
     for (;;) {
         if ((st & AP__SEM_CLOSED) || st / AP__SEM_ONE < f->n)
             return false; /* strict FIFO: nobody behind the head goes first */
-        /* acquire: pairs with the releases that put the permits there. */
+        /* acquire: pairs with the releases that put the permits there;
+         * ap_grant's release store of `granted` passes the edge on. */
         if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st - f->n * AP__SEM_ONE, memory_order_acquire,
                                memory_order_relaxed))
-            break;
+            return true;
     }
-    /* release: pairs with the acquire load in ap__sem_fut_done; passes on
-     * the releasers' happens-before edge to the future's owner. */
-    AP_ATOMIC_STORE(&f->granted, 1u, memory_order_release);
-    return true;
 }
 
-/* Serve queued futures from the count, FIFO (somebody is queued). An
- * empty (or closed) count can satisfy nobody, so the lock is skipped then.
- * AP__CHECK_MO: for a waiter this load is its re-check of THE LADDER
- * (after register's count++ and barrier; a release that it misses sees
- * the waiter and runs the pass itself); acquire is what the data needs. */
-AP_API void ap__sem_serve(ap_sem *s)
+/* ap_grant_ops.can_serve: an empty (or closed) count can satisfy nobody,
+ * so the pass and its lock are skipped then. AP__CHECK_MO: for a waiter
+ * this load is its re-check of THE LADDER (after register's count++ and
+ * barrier; a release that it misses sees the waiter and runs the pass
+ * itself); acquire is what the data needs. */
+AP_API bool ap__sem_can_serve(void *obj, void *ctx)
 {
-    size_t st = AP_ATOMIC_LOAD(&s->state, AP__CHECK_MO);
-    if (st >= AP__SEM_ONE && !(st & AP__SEM_CLOSED))
-        (void)ap_waitlist_wake_if(&s->wl, ap__sem_grant, s);
+    size_t st = AP_ATOMIC_LOAD(&((ap_sem *)obj)->state, AP__CHECK_MO);
+    (void)ctx;
+    return st >= AP__SEM_ONE && !(st & AP__SEM_CLOSED);
 }
 
-/* The waiting side's pass (a poll after registering, a cancel): serve
- * queued futures if any (seq_cst count load: slow path only). */
-AP_API void ap__sem_dispatch(ap_sem *s)
+/* ap_grant_ops.closed; seq_cst: the ladder's re-check against close's
+ * fetch_or. */
+AP_API bool ap__sem_closed(void *obj)
 {
-    if (ap_waitlist_has_waiters(&s->wl))
-        ap__sem_serve(s);
+    return (AP_ATOMIC_LOAD(&((ap_sem *)obj)->state, memory_order_seq_cst) & AP__SEM_CLOSED) != 0;
+}
+
+AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force);
+
+/* ap_grant_ops.give_back: a cancelled future's permits go back to the
+ * count, and on to the next waiter (the release path). */
+AP_API void ap__sem_give_back(void *obj, ap_grant *g)
+{
+    (void)ap__sem_add((ap_sem *)obj, AP_CONTAINER_OF(g, ap_sem_acquire_fut, grant)->n, true);
+}
+
+AP_API const ap_grant_ops *ap__sem_ops(void)
+{
+    static const ap_grant_ops ops = {ap__sem_grant, ap__sem_can_serve, ap__sem_closed,
+                                     ap__sem_give_back};
+    return &ops;
 }
 
 /* Add n permits (checked against max unless @force), then serve waiters. */
@@ -396,7 +402,7 @@ AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force)
     AP_TEST_YIELD(); /* permits in the count, waiters not yet served */
     /* the publishing CAS above, then the ladder's check */
     if (AP_UNLIKELY(ap_waitlist_parked(&s->wl)))
-        ap__sem_serve(s);
+        (void)ap_grant_serve(&s->wl, ap__sem_ops(), s, NULL);
     return AP_OK;
 }
 
@@ -454,15 +460,7 @@ AP_API size_t ap_sem_max(const ap_sem *s)
 
 /* ---- the acquire future ---- */
 
-AP_API ap_poll ap__sem_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_sem_acquire_poll((ap_sem_acquire_fut *)(void *)f, cx);
-}
-
-AP_API void ap__sem_cancel_v(ap_future *f)
-{
-    ap_sem_acquire_cancel((ap_sem_acquire_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__sem, ap_sem_acquire_fut, ap_sem_acquire_poll, ap_sem_acquire_cancel)
 
 AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n)
 {
@@ -471,33 +469,8 @@ AP_API void ap_sem_acquire_fut_init(ap_sem_acquire_fut *f, ap_sem *s, size_t n)
     f->base.cancel = ap__sem_cancel_v;
     f->sem = s;
     f->n = n;
-    ap_waiter_init(&f->waiter);
-    AP_ATOMIC_INIT(&f->granted, 0u);
+    ap_grant_init(&f->grant);
     f->status = AP_NOT_READY;
-    f->queued = false;
-}
-
-/* For a queued future: finished (granted, or closed)? Then it is off the
- * list, no wake for it is in progress, and f->status is set. */
-AP_API bool ap__sem_fut_done(ap_sem_acquire_fut *f)
-{
-    ap_sem *s = f->sem;
-    /* acquire: pairs with the release store in ap__sem_grant. */
-    if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0) {
-        (void)ap_waitlist_cancel(&s->wl, &f->waiter); /* waits out the wake */
-        f->status = AP_OK;
-        return true;
-    }
-    /* seq_cst: the ladder's re-check against close's fetch_or. */
-    if (AP_ATOMIC_LOAD(&s->state, memory_order_seq_cst) & AP__SEM_CLOSED) {
-        (void)ap_waitlist_cancel(&s->wl, &f->waiter);
-        /* Off the list now, so no grant can start; one that came first is
-         * visible (its store precedes the lock or the NOTIFIED release that
-         * cancel synchronised with). acquire: as above. */
-        f->status = AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) ? AP_OK : AP_CLOSED;
-        return true;
-    }
-    return false;
 }
 
 AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
@@ -507,29 +480,20 @@ AP_API ap_poll ap_sem_acquire_poll(ap_sem_acquire_fut *f, ap_cx *cx)
         return AP_READY; /* completed or cancelled earlier */
     ap_sem *s = f->sem;
     AP_ASSERT(s->max != 0);
-    if (!f->queued) {
+    if (!f->grant.queued) {
         ap_status st = ap_sem_try_acquire(s, f->n);
         if (st != AP_EMPTY) {
             f->status = st;
             return AP_READY;
         }
-        f->queued = true;
-    } else if (ap__sem_fut_done(f)) {
-        return AP_READY;
     }
-    /* Link (or update the waker), then re-check by running a grant pass
-     * ourselves: the waiting side of the ladder. A grant that lands between
-     * the check above and this register is caught by the check below. */
-    ap_waitlist_register_cx(&s->wl, &f->waiter, cx);
-    AP_TEST_YIELD(); /* registered, not yet re-checked */
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_POLL_NO_RECHECK
-    /* MUTANT (tests only): check-then-register; a release between the
-     * check above and the register saw no waiter and woke nobody. */
-    return AP_PENDING;
-#else
-    ap__sem_dispatch(s);
-    return ap__sem_fut_done(f) ? AP_READY : AP_PENDING;
-#endif
+    /* queue (FIFO) or look at the grant: AP_OK (the permits are ours),
+     * AP_CLOSED, or AP_NOT_READY */
+    ap_status st = ap_grant_poll(&s->wl, ap__sem_ops(), s, &f->grant, cx);
+    if (st == AP_NOT_READY)
+        return AP_PENDING;
+    f->status = st;
+    return AP_READY;
 }
 
 AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f)
@@ -537,16 +501,8 @@ AP_API void ap_sem_acquire_cancel(ap_sem_acquire_fut *f)
     AP_ASSERT(f != NULL);
     if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
-    if (f->queued) {
-        ap_sem *s = f->sem;
-        /* After this no grant can reach us and no wake is in progress. */
-        (void)ap_waitlist_cancel(&s->wl, &f->waiter);
-        /* acquire: pairs with the release store in ap__sem_grant. */
-        if (AP_ATOMIC_LOAD(&f->granted, memory_order_acquire) != 0)
-            (void)ap__sem_add(s, f->n, true); /* give back, pass on */
-        else
-            ap__sem_dispatch(s); /* we may have held up smaller requests */
-    }
+    /* granted permits go back to the count and on to the next waiter */
+    ap_grant_cancel(&f->sem->wl, ap__sem_ops(), f->sem, &f->grant);
     f->status = AP_CANCELED;
 }
 

@@ -290,6 +290,87 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
         return ap_waitop_wait(&f.op, deadline_ns);                                       \
     }
 
+/*
+ * ap_grant -- a queued request served by a grant: what a semaphore acquire,
+ * a pool get and a connpool checkout future are. The primitive keeps an
+ * ap_waitlist of requests; whoever makes something available (a release, a
+ * put, a return, a cancel that gives a grant back) runs a grant pass: under
+ * the list lock it hands what the head request needs to it (the primitive's
+ * @grant callback), then the next, and stops at the first it cannot serve
+ * (strict FIFO: nobody behind the head goes first, no barging). Wakers run
+ * after the lock is released. The request's owner finds the grant at its
+ * next poll; a request cancelled after its grant gives it back (@give_back),
+ * which passes it to the next request.
+ *
+ * The waiting side of THE LADDER is ap_grant_poll's: it registers, then
+ * runs a grant pass itself (the re-check), so a release that saw no waiter
+ * is served by the waiter. The primitive's fast path (try_acquire, try_get)
+ * returns AP_EMPTY while the list's count is non-zero, so it never
+ * overtakes a queued request; its first poll tries that fast path and
+ * queues only on AP_EMPTY.
+ *
+ * @grant, @can_serve, @closed and @give_back are library code of the
+ * primitive (never user code). Concurrency: poll and cancel by the
+ * request's owner; serve and dispatch by any thread.
+ */
+typedef struct ap_grant {
+    ap_waiter waiter;
+    AP_ATOMIC_T(uint32_t) granted; /* set (release) by the grant pass, under the list lock */
+    uint32_t queued;               /* owner only: registered at least once */
+} ap_grant;
+
+typedef struct ap_grant_ops {
+    /* UNDER the list lock, for the head request, not yet granted: move what
+     * @g asks for from @obj into @g's future (an acquire operation on
+     * @obj), then return true; false: nothing for it (the pass stops).
+     * @ctx: what ap_grant_serve was given (NULL from dispatch). */
+    bool (*grant)(void *obj, ap_grant *g, void *ctx);
+    /* Without a lock: could a pass serve anybody (NULL: always try)? Its
+     * load of @obj's state is the waiter's re-check of THE LADDER: use
+     * AP__CHECK_MO (acquire; seq_cst in the fallback ladder). */
+    bool (*can_serve)(void *obj, void *ctx);
+    /* closed? A seq_cst load: the re-check against close, which stores
+     * seq_cst and then wakes every request. */
+    bool (*closed)(void *obj);
+    /* @g was granted but cancelled before it completed: put what it holds
+     * back into @obj and serve the next request (pass it on). */
+    void (*give_back)(void *obj, ap_grant *g);
+} ap_grant_ops;
+
+/** ap_grant_init - a request not yet queued (allocates nothing) */
+AP_API void ap_grant_init(ap_grant *g);
+
+/**
+ * ap_grant_serve - a grant pass: serve requests from the head, FIFO
+ * Skipped when ops->can_serve says nobody can be served. Returns how many
+ * were granted (or woken again: a granted request that re-registered).
+ */
+AP_API size_t ap_grant_serve(ap_waitlist *wl, const ap_grant_ops *ops, void *obj, void *ctx);
+
+/** ap_grant_dispatch - ap_grant_serve(ctx NULL) if a request is queued
+ *  (a seq_cst count load: for slow paths) */
+AP_API void ap_grant_dispatch(ap_waitlist *wl, const ap_grant_ops *ops, void *obj);
+
+/**
+ * ap_grant_poll - the queued part of a request's poll
+ * The primitive's poll calls it after its first attempt said AP_EMPTY, and
+ * on every later poll. Returns AP_OK (@g was granted: it is off the list,
+ * no wake for it is in progress, and the primitive completes the request
+ * with what the grant moved), AP_CLOSED (closed before a grant), or
+ * AP_NOT_READY (registered with cx->waker: return AP_PENDING).
+ */
+AP_API AP_NODISCARD ap_status ap_grant_poll(ap_waitlist *wl, const ap_grant_ops *ops,
+                                            void *obj, ap_grant *g, ap_cx *cx);
+
+/**
+ * ap_grant_cancel - take a pending request off the list: a grant it had
+ * goes back through ops->give_back (and on to the next request); with
+ * none, the requests behind it are served (it may have held them up)
+ * Call at most once, and only while the request is pending; a request
+ * that never queued is left alone.
+ */
+AP_API void ap_grant_cancel(ap_waitlist *wl, const ap_grant_ops *ops, void *obj, ap_grant *g);
+
 /* ---- implementation ---- */
 
 /*
@@ -732,6 +813,112 @@ AP_API ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline_ns)
     if (ap_block_on_until(&op->base, deadline_ns) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return op->status;
+}
+
+/* ---- grant queue ---- */
+
+AP_API void ap_grant_init(ap_grant *g)
+{
+    ap_waiter_init(&g->waiter);
+    AP_ATOMIC_INIT(&g->granted, 0u);
+    g->queued = 0;
+}
+
+typedef struct ap__grant_pass {
+    const ap_grant_ops *ops;
+    void *obj, *ctx;
+} ap__grant_pass;
+
+/* ap_waitlist_wake_if's callback, UNDER the list lock, for the head. */
+AP_API bool ap__grant_one(ap_waiter *w, void *pass)
+{
+    ap__grant_pass *p = (ap__grant_pass *)pass;
+    ap_grant *g = AP_CONTAINER_OF(w, ap_grant, waiter);
+    /* relaxed: written only under this lock. A granted request that raced
+     * its re-registration back into the list must not be granted twice;
+     * just wake it again. */
+    if (AP_ATOMIC_LOAD(&g->granted, memory_order_relaxed) != 0)
+        return true;
+    if (!p->ops->grant(p->obj, g, p->ctx))
+        return false; /* strict FIFO: nobody behind the head goes first */
+    /* release: pairs with the acquire loads in ap__grant_check and
+     * ap_grant_cancel; carries what the grant moved (and the edge of the
+     * acquire operation that took it) to the request's owner. */
+    AP_ATOMIC_STORE(&g->granted, 1u, memory_order_release);
+    return true;
+}
+
+AP_API size_t ap_grant_serve(ap_waitlist *wl, const ap_grant_ops *ops, void *obj, void *ctx)
+{
+    /* Nothing to hand out (or closed): skip the lock. */
+    if (ops->can_serve != NULL && !ops->can_serve(obj, ctx))
+        return 0;
+    ap__grant_pass pass = {ops, obj, ctx};
+    return ap_waitlist_wake_if(wl, ap__grant_one, &pass);
+}
+
+AP_API void ap_grant_dispatch(ap_waitlist *wl, const ap_grant_ops *ops, void *obj)
+{
+    if (ap_waitlist_has_waiters(wl))
+        (void)ap_grant_serve(wl, ops, obj, NULL);
+}
+
+/* A queued request: finished (granted, or closed)? Then it is off the
+ * list and no wake for it is in progress. AP_OK, AP_CLOSED or
+ * AP_NOT_READY. */
+AP_API ap_status ap__grant_check(ap_waitlist *wl, const ap_grant_ops *ops, void *obj,
+                                 ap_grant *g)
+{
+    /* acquire: pairs with the release store in ap__grant_one. */
+    if (AP_ATOMIC_LOAD(&g->granted, memory_order_acquire) != 0) {
+        (void)ap_waitlist_cancel(wl, &g->waiter); /* waits out the wake */
+        return AP_OK;
+    }
+    /* the ladder's re-check against close (ops->closed loads seq_cst) */
+    if (ops->closed(obj)) {
+        (void)ap_waitlist_cancel(wl, &g->waiter);
+        /* Off the list now, so no grant can start; one that came first is
+         * visible (its store precedes the lock or the NOTIFIED release that
+         * cancel synchronised with). acquire: as above. */
+        return AP_ATOMIC_LOAD(&g->granted, memory_order_acquire) != 0 ? AP_OK : AP_CLOSED;
+    }
+    return AP_NOT_READY;
+}
+
+AP_API ap_status ap_grant_poll(ap_waitlist *wl, const ap_grant_ops *ops, void *obj,
+                               ap_grant *g, ap_cx *cx)
+{
+    if (g->queued) {
+        ap_status st = ap__grant_check(wl, ops, obj, g);
+        if (st != AP_NOT_READY)
+            return st;
+    }
+    g->queued = 1;
+    /* Link (or update the waker), then re-check by running a grant pass
+     * ourselves: the waiting side of the ladder. A grant that lands between
+     * the caller's attempt and this register is caught by the check below. */
+    ap_waitlist_register_cx(wl, &g->waiter, cx);
+    AP_TEST_YIELD(); /* registered, not yet re-checked */
+#if !(defined(AP_MUTANT) && (AP_MUTANT == AP_MUTANT_SEM_POLL_NO_RECHECK ||                \
+                             AP_MUTANT == AP_MUTANT_POOL_NO_RECHECK ||                    \
+                             AP_MUTANT == AP_MUTANT_CONNPOOL_NO_RECHECK))
+    ap_grant_dispatch(wl, ops, obj);
+#endif /* else MUTANT (tests only): register without the re-check; a release
+        * between the attempt and the register saw no waiter and woke nobody */
+    return ap__grant_check(wl, ops, obj, g);
+}
+
+AP_API void ap_grant_cancel(ap_waitlist *wl, const ap_grant_ops *ops, void *obj, ap_grant *g)
+{
+    if (!g->queued)
+        return;
+    /* After this no grant can reach us and no wake is in progress. */
+    (void)ap_waitlist_cancel(wl, &g->waiter);
+    /* acquire: pairs with the release store in ap__grant_one. */
+    if (AP_ATOMIC_LOAD(&g->granted, memory_order_acquire) != 0)
+        ops->give_back(obj, g); /* give back, pass on */
+    else
+        ap_grant_dispatch(wl, ops, obj); /* we may have held up the requests behind us */
 }
 
 #endif /* ASYNCPAT_WAITLIST_H */

@@ -411,7 +411,7 @@ static void check_state(ap_connpool_checkout_fut *fut)
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
             FZ_CHECK(ap_connpool_checkout_status(&fut[i]) == AP_NOT_READY);
-            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) ==
+            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].grant.granted, memory_order_relaxed) != 0) ==
                      (mf[i].granted != 0));
             if (mf[i].granted) FZ_CHECK(fut[i].slot == mf[i].gslot && fut[i].fresh == (mf[i].fresh != 0));
         }

@@ -275,7 +275,7 @@ static void check_state(ap_pool *p, ap_pool_get_fut *fut)
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
             FZ_CHECK(ap_pool_get_status(&fut[i]) == AP_NOT_READY);
-            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) ==
+            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].grant.granted, memory_order_relaxed) != 0) ==
                      (mf[i].granted != 0));
             if (mf[i].granted) FZ_CHECK(fut[i].index == mf[i].gidx);
         }

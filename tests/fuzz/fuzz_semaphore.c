@@ -139,7 +139,7 @@ static void check_state(ap_sem *s, size_t initial, ap_sem_acquire_fut *fut)
         FZ_CHECK(wakes[i] == mf[i].expwakes);
         if (mf[i].live) {
             FZ_CHECK(ap_sem_acquire_status(&fut[i]) == AP_NOT_READY);
-            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].granted, memory_order_relaxed) != 0) == (mf[i].granted != 0));
+            FZ_CHECK((AP_ATOMIC_LOAD(&fut[i].grant.granted, memory_order_relaxed) != 0) == (mf[i].granted != 0));
         }
     }
     /* strict FIFO leaves the head unsatisfiable */
