@@ -243,7 +243,7 @@ static void run_readme_loop(struct loop *lp)
     for (int i = 0; i < 3; i++)
         req_start(&loop, &reqs[i]);
     loop_dispatch(&loop, ev, 0);
-    /* USAGE begin */
+    /* README.md "Event loops and servers": the loop, copied literally */
     ap_cx cx = {{wake_loop, &loop}, 0, AP_DEADLINE_NONE}; /* the waker writes the loop's eventfd */
     for (;;) {
         ap_cx_reset(&cx, ap_now_ns()); /* this turn's time, no deadline yet */
@@ -253,7 +253,7 @@ static void run_readme_loop(struct loop *lp)
         int n = epoll_wait(loop.ep, ev, NEV, ap_deadline_to_ms_timeout(cx.deadline, ap_now_ns()));
         loop_dispatch(&loop, ev, n); /* accept, read requests, SIGTERM; reading the eventfd clears wakes */
     }
-    /* USAGE end */
+    /* end of the README copy */
     *lp = loop;
 }
 
@@ -288,4 +288,49 @@ Test(loop, readme_loop_does_not_busy_poll, .timeout = TEST_TIMEOUT_S)
     ap_mpmc_fini(&l.q);
     ap_sem_fini(&l.sem);
     ap_tb_fini(&l.tb);
+}
+
+/* ---- the copy above is the README's: every line of the README block is a
+ * line of this file (whitespace-normalised, as tests/docs.sh compares) ---- */
+
+static void norm_line(char *s)
+{
+    char *w = s;
+    bool sp = false;
+    for (char *r = s; *r && *r != '\n'; r++) {
+        if (*r == ' ' || *r == '\t') { sp = w != s; continue; }
+        if (sp) *w++ = ' ';
+        sp = false;
+        *w++ = *r;
+    }
+    *w = '\0';
+}
+
+Test(loop, readme_block_is_this_copy)
+{
+    FILE *rd = fopen("README.md", "r"), *me = fopen(__FILE__, "r");
+    cr_assert(rd && me, "run from the repository root (README.md, %s)", __FILE__);
+    static char mine[2048][512];
+    int nmine = 0, nblock = 0;
+    char line[512];
+    while (nmine < 2048 && fgets(line, sizeof line, me)) {
+        norm_line(line);
+        memcpy(mine[nmine++], line, sizeof line);
+    }
+    int stage = 0; /* 0 before the section, 1 in it, 2 in its first C block */
+    while (stage < 3 && fgets(line, sizeof line, rd)) {
+        norm_line(line);
+        if (stage == 0 && strcmp(line, "## Event loops and servers") == 0) stage = 1;
+        else if (stage == 1 && strcmp(line, "```c") == 0) stage = 2;
+        else if (stage == 2 && strcmp(line, "```") == 0) stage = 3;
+        else if (stage == 2 && line[0]) {
+            bool found = false;
+            for (int i = 0; i < nmine && !found; i++) found = strcmp(mine[i], line) == 0;
+            EXPECT(found, "README line not in tests/test_loop.c: %s", line);
+            nblock++;
+        }
+    }
+    EXPECT_EQ(stage, 3, "README.md has the section and its C block");
+    EXPECT_GE(nblock, 8);
+    fclose(rd), fclose(me);
 }

@@ -894,14 +894,16 @@ static ap_mpmc *loop_q; /* what "another thread" pushes to */
 static int loop_waits;
 /* the loop's wait, single-threaded: at the first wait the other side pushes
  * (its push must set the flag through our waker, or this test times out),
- * then it waits for the flag or the deadline, as an epoll_wait would */
-static void wait_until_woken_or(ap_deadline deadline)
+ * then it waits for the flag or timeout_ms (-1: none), as an epoll_wait would */
+static void wait_until_woken_or(int timeout_ms)
 {
+    uint64_t until = timeout_ms < 0 ? AP_DEADLINE_NONE
+                                    : ap_now_ns() + (uint64_t)timeout_ms * AP_NS_PER_MS;
     if (loop_waits++ == 0) {
         int x = 42;
         cr_assert_eq(ap_mpmc_try_push(loop_q, &x), AP_OK);
     }
-    while (!atomic_exchange(&woken, false) && ap_now_ns() < deadline)
+    while (!atomic_exchange(&woken, false) && ap_now_ns() < until)
         sched_yield();
 }
 
@@ -916,10 +918,8 @@ Test(usage, readme_mpmc_future, .timeout = 30)
     ap_cx cx = {{set_flag, &woken}, 0, AP_DEADLINE_NONE}; /* waker, now, deadline */
     ap_mpmc_pop_fut f;
     ap_mpmc_pop_fut_init(&f, &q, &v);
-    while (ap_mpmc_pop_poll(&f, &cx) == AP_PENDING) {
-        wait_until_woken_or(cx.deadline); /* your epoll_wait: a wake or the deadline */
-        cx.now = ap_now_ns(), cx.deadline = AP_DEADLINE_NONE; /* the next poll's time */
-    }
+    for (ap_cx_reset(&cx, ap_now_ns()); ap_mpmc_pop_poll(&f, &cx) == AP_PENDING; ap_cx_reset(&cx, ap_now_ns()))
+        wait_until_woken_or(ap_deadline_to_ms_timeout(cx.deadline, ap_now_ns())); /* epoll_wait's timeout */
     if (ap_mpmc_pop_status(&f) == AP_OK) use(v);
     cr_expect_geq(loop_waits, 1, "the queue was empty: the loop waited");
     cr_expect_eq(used, 42);
