@@ -14,6 +14,11 @@
 #  (b) every ```c block in README.md: each of its non-empty lines must be a
 #      line of examples/*.c or of tests/test_usage.c (README snippets are cut
 #      from those). An elision line ("..." or "...count words...") is exempt.
+#  (c) every ```c block in docs/*.md (one page per family of patterns): the
+#      whole block must equal one tests/test_*.c marked region (the same
+#      regions as (a): a page shows a header's USAGE block, held by a test);
+#  (d) every asyncpat/*.h with a USAGE block is shown on some docs/*.md page,
+#      and every docs/*.md page is linked from README.md.
 #
 # Compared whitespace-normalised: leading and trailing blanks dropped, runs of
 # blanks made one space, blank lines ignored. Prints one line per header and
@@ -127,6 +132,50 @@ if [ -f "$tmp/readme.index" ]; then
             printf '%s\n' "$missing" | sed 's/^/        /'
         fi
     done < "$tmp/readme.index"
+fi
+
+# ---- (c) docs/*.md C blocks: each one a marked test region ----
+
+for md in docs/*.md; do
+    [ -f "$md" ] || continue
+    rm -f "$tmp"/page.* "$tmp/page.index"
+    awk -v dir="$tmp" '
+        /^```c[ \t]*$/ { inb = 1; k++; f = dir "/page." k; printf "" > f; print k, FNR + 1 > (dir "/page.index"); next }
+        inb && /^```/  { inb = 0; close(f); next }
+        inb            { print > f }
+    ' "$md"
+    [ -f "$tmp/page.index" ] || continue
+    while read -r k line; do
+        norm < "$tmp/page.$k" > "$tmp/snip"
+        held=""
+        for r in "$tmp"/regions/*; do
+            [ -f "$r" ] || continue
+            case $r in *.n) continue ;; esac
+            if cmp -s "$tmp/snip" "$r"; then held=${r##*/}; break; fi
+        done
+        if [ -n "$held" ]; then
+            pass=$((pass + 1))
+            printf 'ok    %-28s C block %s held by tests/%s.c\n' "$md:$line" "$k" "${held%.*}"
+        else
+            fail=$((fail + 1))
+            printf 'FAIL  %-28s C block %s is no tests/test_*.c USAGE region (copy the header'"'"'s USAGE block, which a test holds)\n' "$md:$line" "$k"
+        fi
+    done < "$tmp/page.index"
+done
+
+# ---- (d) every USAGE block on a docs page; every page linked from the README ----
+
+if [ -d docs ]; then
+    for h in asyncpat/*.h; do
+        grep -q '^ \* USAGE' "$h" || continue
+        if grep -q "(\.\./$h)" docs/*.md 2>/dev/null; then pass=$((pass + 1))
+        else fail=$((fail + 1)); printf 'FAIL  %-28s has a USAGE block but no docs/*.md page shows it\n' "$h"; fi
+    done
+    for md in docs/*.md; do
+        [ -f "$md" ] || continue
+        if grep -q "($md[)#]" README.md; then pass=$((pass + 1))
+        else fail=$((fail + 1)); printf 'FAIL  %-28s is not linked from README.md\n' "$md"; fi
+    done
 fi
 
 [ "$nheaders" -gt 0 ] || { echo "FAIL  no USAGE block found in asyncpat/*.h"; fail=$((fail + 1)); }
