@@ -128,12 +128,17 @@ static uint64_t t_end;
 static AP_ATOMIC_T(uint64_t) t_restarted; /* 0 until the server is back */
 static AP_ATOMIC_T(long) incr_ok, incr_failed, incr_after_restart, lent_broken, exhausted;
 static int leak_line;
+/* The test's fault injection: a checkout (from reading the epoch until it
+ * returns) and the kill (until the epoch is raised) exclude each other, so
+ * "opened before a kill that finished before the checkout began" is exact. */
+static pthread_rwlock_t fault;
 
 static void *worker(void *arg)
 {
     int id = (int)(intptr_t)arg;
     bool leaked = false;
     while (ap_now_ns() < t_end) {
+        pthread_rwlock_rdlock(&fault);
         unsigned e0 = AP_ATOMIC_LOAD(&fac.epoch, memory_order_acquire);
         void *c;
         ap_connpool_fail why;
@@ -146,6 +151,7 @@ static void *worker(void *arg)
         } else {
             st = AP_CONNPOOL_CHECKOUT_WAIT(&pool, &c, ap_now_ns() + 300000000u, &why);
         }
+        pthread_rwlock_unlock(&fault);
         if (st == AP_EXHAUSTED) { /* the server is down: the factory's error beside it */
             AP_ATOMIC_FETCH_ADD(&exhausted, 1, memory_order_relaxed);
             struct timespec ts = {0, 20000000};
@@ -197,6 +203,10 @@ int main(int argc, char **argv)
     ap_connpool_ops ops = {r_open, r_close, r_validate, &fac};
     if (ap_connpool_init(&pool, pool_buf, sizeof pool_buf, &d, &ops) != AP_OK)
         return 1;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra); /* a waiting kill goes first */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fault, &ra);
     uint64_t t0 = ap_now_ns();
     t_end = t0 + 2400000000u;
     pthread_t th[THREADS];
@@ -211,8 +221,10 @@ int main(int argc, char **argv)
         (void)ap_connpool_leak_check(&pool, now);
         if (!killed && now - t0 > 600000000u) {
             killed = true;
+            pthread_rwlock_wrlock(&fault); /* no checkout in progress */
             CHECK(system(argv[2]) == 0, "kill command failed: %s", argv[2]);
             AP_ATOMIC_FETCH_ADD(&fac.epoch, 1u, memory_order_acq_rel); /* after it is dead */
+            pthread_rwlock_unlock(&fault);
         }
         if (!started && now - t0 > 1200000000u) {
             started = true;
