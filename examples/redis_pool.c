@@ -124,7 +124,7 @@ static void on_leak(void *ctx, const ap_connpool_leak *l)
 
 static ap_connpool pool;
 static AP_ALIGNAS(max_align_t) unsigned char pool_buf[AP_CONNPOOL_BYTES(MAX, sizeof(struct rconn))];
-static uint64_t t_end;
+static AP_ATOMIC_T(uint64_t) t_end; /* moved to 1.2 s after the restart */
 static AP_ATOMIC_T(uint64_t) t_restarted; /* 0 until the server is back */
 static AP_ATOMIC_T(long) incr_ok, incr_failed, incr_after_restart, lent_broken, exhausted;
 static int leak_line;
@@ -137,7 +137,7 @@ static void *worker(void *arg)
 {
     int id = (int)(intptr_t)arg;
     bool leaked = false;
-    while (ap_now_ns() < t_end) {
+    while (ap_now_ns() < AP_ATOMIC_LOAD(&t_end, memory_order_acquire)) {
         pthread_rwlock_rdlock(&fault);
         unsigned e0 = AP_ATOMIC_LOAD(&fac.epoch, memory_order_acquire);
         void *c;
@@ -208,12 +208,12 @@ int main(int argc, char **argv)
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&fault, &ra);
     uint64_t t0 = ap_now_ns();
-    t_end = t0 + 2400000000u;
+    AP_ATOMIC_INIT(&t_end, t0 + 2400000000u);
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
     bool killed = false, started = false;
-    while (ap_now_ns() < t_end) { /* housekeeping: expiry, leaks, the fault */
+    while (ap_now_ns() < AP_ATOMIC_LOAD(&t_end, memory_order_acquire)) { /* housekeeping: expiry, leaks, the fault */
         struct timespec ts = {0, 20000000};
         nanosleep(&ts, NULL);
         uint64_t now = ap_now_ns();
@@ -230,6 +230,7 @@ int main(int argc, char **argv)
             started = true;
             CHECK(system(argv[3]) == 0, "start command failed: %s", argv[3]);
             AP_ATOMIC_STORE(&t_restarted, ap_now_ns(), memory_order_release);
+            AP_ATOMIC_STORE(&t_end, ap_now_ns() + 1200000000u, memory_order_release);
         }
     }
     for (int i = 0; i < THREADS; i++)
