@@ -24,7 +24,13 @@ HEADERS := asyncpat.h $(wildcard asyncpat/*.h)
 # pkg-config finds the library, else `make examples` says it skipped them
 EXAMPLES_UV := $(wildcard examples/uv_*.c)
 EXAMPLES_URING := $(wildcard examples/uring_*.c)
-EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(filter-out $(EXAMPLES_UV) $(EXAMPLES_URING),$(wildcard examples/*.c)))
+# examples/redis_pool.c needs hiredis, examples/pg_pool.c libpq (and their
+# .test files a redis-server / PostgreSQL they start themselves): built only
+# when pkg-config finds the library, else `make examples` says it skipped them
+EXAMPLES_SERVERS := examples/redis_pool.c examples/pg_pool.c
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(filter-out $(EXAMPLES_UV) $(EXAMPLES_URING) $(EXAMPLES_SERVERS),$(wildcard examples/*.c)))
+HAVE_HIREDIS := $(shell pkg-config --exists hiredis 2>/dev/null && echo yes)
+HAVE_LIBPQ := $(shell pkg-config --exists libpq 2>/dev/null && echo yes)
 HAVE_LIBUV := $(shell pkg-config --exists libuv 2>/dev/null && echo yes)
 HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo yes)
 
@@ -85,7 +91,7 @@ bench:
 bench-publish:
 	@sh bench/report.sh --publish
 
-examples: $(EXAMPLES) examples-uv examples-uring
+examples: $(EXAMPLES) examples-uv examples-uring examples-servers
 
 $(BUILD)/examples/%: examples/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -118,6 +124,32 @@ install: asyncpat.pc.in
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(includedir)|g' \
 	    -e 's|@VERSION@|$(VERSION)|g' asyncpat.pc.in > $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
 	chmod 644 $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
+
+.PHONY: examples-servers test-servers
+examples-servers: examples-redis examples-pg
+.PHONY: examples-redis examples-pg
+ifeq ($(HAVE_HIREDIS),yes)
+examples-redis: $(BUILD)/examples/redis_pool
+$(BUILD)/examples/redis_pool: examples/redis_pool.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags hiredis) $< -o $@ -pthread $$(pkg-config --libs hiredis)
+else
+examples-redis:
+	@echo "examples: skipped: hiredis not installed, not built: examples/redis_pool.c (apt-get install libhiredis-dev redis-server)"
+endif
+ifeq ($(HAVE_LIBPQ),yes)
+examples-pg: $(BUILD)/examples/pg_pool
+$(BUILD)/examples/pg_pool: examples/pg_pool.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags libpq) $< -o $@ -pthread $$(pkg-config --libs libpq)
+else
+examples-pg:
+	@echo "examples: skipped: libpq not installed, not built: examples/pg_pool.c (apt-get install libpq-dev postgresql)"
+endif
+
+# contrib/ and its tests against real servers (tests/servers.sh)
+test-servers:
+	@sh tests/servers.sh
 
 uninstall:
 	rm -f $(DESTDIR)$(includedir)/asyncpat.h $(DESTDIR)$(pkgconfigdir)/asyncpat.pc

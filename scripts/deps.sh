@@ -1,7 +1,8 @@
 #!/bin/sh
 # Make sure what a stage needs is here. On Debian/Ubuntu as root, install the
 # missing packages with apt-get; otherwise print the exact command and fail.
-#   scripts/deps.sh test    gcc, clang, pkg-config, Criterion, spin (required)
+#   scripts/deps.sh test    gcc, clang, pkg-config, Criterion, spin, hiredis +
+#                           redis-server, libpq + postgresql (required)
 #   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
 # The test stage also wants libuv1-dev and liburing-dev (optional: the
 # examples examples/uv_*.c and examples/uring_*.c need them and are skipped,
@@ -27,6 +28,12 @@ missing_test() {
     if ! pkg-config --exists criterion 2>/dev/null && [ ! -f /usr/include/criterion/criterion.h ]; then
         m="$m libcriterion-dev"
     fi
+    # real servers for contrib/ and examples/{redis,pg}_pool (tests/servers.sh)
+    pkg-config --exists hiredis 2>/dev/null || m="$m libhiredis-dev"
+    command -v redis-server >/dev/null 2>&1 || m="$m redis-server"
+    pkg-config --exists libpq 2>/dev/null || m="$m libpq-dev"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 ||
+        m="$m postgresql"
     echo "$m"
 }
 
