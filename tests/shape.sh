@@ -211,13 +211,15 @@ names() {
             depth = 1; pd = 0
             # what opens the body: a function, an enum, a struct/union
             isfn = 0; kw = ""
+            tagname = ""
             for (i = 1; i <= n; i++) {
                 if (s[i] == "(") { isfn = 1; break }
                 if (s[i] == "enum" || s[i] == "struct" || s[i] == "union") {
-                    kw = s[i]; if (i < n && isid(s[i + 1])) print "tag", s[i + 1]
+                    kw = s[i]; if (i < n && isid(s[i + 1])) tagname = s[i + 1]
                 }
             }
-            if (isfn) kw = ""
+            if (isfn) kw = ""   # a function returning a struct: not a tag
+            else if (tagname != "") print "tag", tagname
             if (isfn && kw == "") { fnbody = 1; finish_fn(); prevtok = t; return }
             if (kw == "enum") {
                 inenum = 1; expect_val = 1
