@@ -38,7 +38,7 @@
  *   // the last 1000 values
  *   static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
  *   static ap_agg_slide sl;
- *   if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
+ *   if (ap_agg_slide_init(&sl, buf, sizeof buf, 1000, NULL)) abort(); // zero desc: COUNT
  *   if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
  *   ap_agg w; int64_t lo;
  *   ap_agg_slide_read(&sl, &w);
@@ -98,6 +98,13 @@ typedef enum ap_agg_slide_kind {
     AP_AGG_SLIDE_KIND_COUNT = 0, /* the last `capacity` values */
     AP_AGG_SLIDE_KIND_TIME = 1   /* values with timestamp in (newest - period, newest] */
 } ap_agg_slide_kind;
+
+/** ap_agg_slide_desc - a sliding aggregate's settings; zero is the last
+ *  `capacity` values (AP_AGG_SLIDE_KIND_COUNT) */
+typedef struct ap_agg_slide_desc {
+    ap_agg_slide_kind kind; /* default COUNT */
+    uint64_t period_ns;     /* AP_AGG_SLIDE_KIND_TIME: the window, > 0; COUNT: ignored */
+} ap_agg_slide_desc;
 
 /* One held value; min/max deques hold value sequence numbers. */
 typedef struct ap__agg_entry {
@@ -170,25 +177,24 @@ AP_API AP_NODISCARD ap_status ap_agg_mean(const ap_agg *a, int64_t *quot, uint64
  * @buf:       at least AP_AGG_SLIDE_BYTES(capacity) bytes, aligned to
  *             AP_AGG_SLIDE_ALIGN; the aggregate owns it until fini
  * @bytes:     the size of @buf in bytes (any excess is not touched)
- * @kind:      AP_AGG_SLIDE_KIND_COUNT (window = the last @capacity values) or
- *             AP_AGG_SLIDE_KIND_TIME (window = the last @period_ns ns; at most
- *             @capacity values inside it)
- * @period_ns: AP_AGG_SLIDE_KIND_TIME: > 0; AP_AGG_SLIDE_KIND_COUNT: ignored
- * @capacity:  >= 1
+ * @capacity:  values held at most (>= 1)
+ * @desc:      kind AP_AGG_SLIDE_KIND_COUNT (window = the last @capacity
+ *             values; the zero desc) or AP_AGG_SLIDE_KIND_TIME (window = the
+ *             last desc->period_ns ns, period > 0; at most @capacity values
+ *             inside it); NULL is the zero desc
  *
  * Returns AP_OK or AP_INVAL: capacity 0, unknown kind, period 0 for TIME,
  * a capacity whose bytes overflow size_t, @buf NULL or misaligned, @bytes
  * too small. On AP_INVAL neither *s nor @buf is touched.
  */
 AP_API AP_NODISCARD ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
-                                                ap_agg_slide_kind kind, uint64_t period_ns,
-                                                size_t capacity);
+                                                size_t capacity, const ap_agg_slide_desc *desc);
 /** ap_agg_slide_fini - end of life; frees nothing */
 AP_API void ap_agg_slide_fini(ap_agg_slide *s);
 #ifndef AP_NO_MALLOC
 /** ap_agg_slide_create - ap_agg_slide_init in one allocation; AP_OK, AP_INVAL, AP_NOMEM */
-AP_API AP_NODISCARD ap_status ap_agg_slide_create(ap_agg_slide **out, ap_agg_slide_kind kind,
-                                                  uint64_t period_ns, size_t capacity,
+AP_API AP_NODISCARD ap_status ap_agg_slide_create(ap_agg_slide **out, size_t capacity,
+                                                  const ap_agg_slide_desc *desc,
                                                   const ap_allocator *alloc);
 /** ap_agg_slide_destroy - free one from ap_agg_slide_create; NULL is a no-op */
 AP_API void ap_agg_slide_destroy(ap_agg_slide *s);
@@ -384,9 +390,11 @@ AP_API bool ap__agg_slide_config_ok(ap_agg_slide_kind kind, uint64_t period_ns,
 }
 
 AP_API ap_status ap_agg_slide_init(ap_agg_slide *s, void *buf, size_t bytes,
-                                   ap_agg_slide_kind kind, uint64_t period_ns, size_t capacity)
+                                   size_t capacity, const ap_agg_slide_desc *desc)
 {
     AP_ASSERT(s != NULL);
+    ap_agg_slide_kind kind = desc ? desc->kind : AP_AGG_SLIDE_KIND_COUNT;
+    uint64_t period_ns = desc ? desc->period_ns : 0;
     size_t need;
     /* every check before the first write: AP_INVAL touches nothing */
     if (!ap__agg_slide_config_ok(kind, period_ns, capacity, &need) || bytes < need ||
@@ -409,11 +417,12 @@ AP_API void ap_agg_slide_fini(ap_agg_slide *s)
 }
 
 #ifndef AP_NO_MALLOC
-AP_API ap_status ap_agg_slide_create(ap_agg_slide **out, ap_agg_slide_kind kind,
-                                     uint64_t period_ns, size_t capacity,
-                                     const ap_allocator *alloc)
+AP_API ap_status ap_agg_slide_create(ap_agg_slide **out, size_t capacity,
+                                     const ap_agg_slide_desc *desc, const ap_allocator *alloc)
 {
     const ap_allocator *a = ap__allocator_or_default(alloc);
+    ap_agg_slide_kind kind = desc ? desc->kind : AP_AGG_SLIDE_KIND_COUNT;
+    uint64_t period_ns = desc ? desc->period_ns : 0;
     size_t hdr = ap__align_up(sizeof(ap_agg_slide), 16), total, need;
     AP_ASSERT(out != NULL);
     if (a == NULL || capacity > SIZE_MAX / 64 ||
@@ -424,7 +433,7 @@ AP_API ap_status ap_agg_slide_create(ap_agg_slide **out, ap_agg_slide_kind kind,
     if (mem == NULL)
         return AP_NOMEM;
     ap_agg_slide *s = (ap_agg_slide *)(void *)mem;
-    ap_status st = ap_agg_slide_init(s, mem + hdr, need, kind, period_ns, capacity);
+    ap_status st = ap_agg_slide_init(s, mem + hdr, need, capacity, desc);
     AP_ASSERT(st == AP_OK);
     (void)st;
     s->alloc = a;

@@ -36,8 +36,8 @@
  *   // one bucket per client, at most 1024 clients tracked at once
  *   static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
  *   static ap_tb_keyed per_client;
- *   if (ap_tb_keyed_init(&per_client, table, sizeof table,
- *                        &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
+ *   if (ap_tb_keyed_init(&per_client, table, sizeof table, 1024,
+ *                        &(ap_tb_desc){.n = 10, .burst = 5}) != AP_OK) abort();
  *   uint64_t client_id = 42;
  *   if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
  *       serve();
@@ -345,7 +345,7 @@ AP_API AP_NODISCARD ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadl
  * AP_INVAL neither *kt nor @buf is touched.
  */
 AP_API AP_NODISCARD ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
-                                               const ap_tb_desc *desc, size_t capacity);
+                                               size_t capacity, const ap_tb_desc *desc);
 /** ap_tb_keyed_fini - end of life; frees nothing */
 AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt);
 #ifndef AP_NO_MALLOC
@@ -353,8 +353,8 @@ AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt);
  * ap_tb_keyed_create - allocate and initialise a keyed limiter (one allocation)
  * Returns AP_OK, AP_INVAL (nothing allocated) or AP_NOMEM; *out untouched on failure.
  */
-AP_API AP_NODISCARD ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
-                                                 size_t capacity, const ap_allocator *alloc);
+AP_API AP_NODISCARD ap_status ap_tb_keyed_create(ap_tb_keyed **out, size_t capacity,
+                                                 const ap_tb_desc *desc, const ap_allocator *alloc);
 /** ap_tb_keyed_destroy - free a limiter from ap_tb_keyed_create */
 AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt);
 #endif
@@ -836,7 +836,7 @@ AP_API ap_status ap_tb_acquire_wait(ap_tb *tb, uint64_t n, ap_deadline deadline_
 #define AP__TB_KEYED_CAP_LIMIT (SIZE_MAX / sizeof(ap_tb_keyed_slot))
 
 AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
-                                  const ap_tb_desc *desc, size_t capacity)
+                                  size_t capacity, const ap_tb_desc *desc)
 {
     AP_ASSERT(kt != NULL);
     ap_tb cfg;
@@ -870,8 +870,8 @@ AP_API void ap_tb_keyed_fini(ap_tb_keyed *kt)
 }
 
 #ifndef AP_NO_MALLOC
-AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
-                                    size_t capacity, const ap_allocator *alloc)
+AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, size_t capacity,
+                                    const ap_tb_desc *desc, const ap_allocator *alloc)
 {
     const ap_allocator *a = ap__allocator_or_default(alloc);
     size_t hdr = ap__align_up(sizeof(ap_tb_keyed), AP_CACHELINE), total;
@@ -885,7 +885,7 @@ AP_API ap_status ap_tb_keyed_create(ap_tb_keyed **out, const ap_tb_desc *desc,
     if (mem == NULL)
         return AP_NOMEM;
     ap_tb_keyed *kt = (ap_tb_keyed *)(void *)mem;
-    ap_status st = ap_tb_keyed_init(kt, mem + hdr, total - hdr, desc, capacity);
+    ap_status st = ap_tb_keyed_init(kt, mem + hdr, total - hdr, capacity, desc);
     AP_ASSERT(st == AP_OK);
     (void)st;
     kt->alloc = a;

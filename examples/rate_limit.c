@@ -24,7 +24,7 @@ int main(void)
     uint64_t admitted[CLIENTS] = {0}, rejected[CLIENTS] = {0};
     ap_tb_keyed limiter;
     ap_tb_desc per_client = {.n = RATE, .period_ns = AP_NS_PER_SEC, .burst = BURST};
-    if (ap_tb_keyed_init(&limiter, table, sizeof table, &per_client, SLOTS) != AP_OK)
+    if (ap_tb_keyed_init(&limiter, table, sizeof table, SLOTS, &per_client) != AP_OK)
         return 1;
 
     /* every millisecond of simulated time, whoever is due sends a request */

@@ -159,10 +159,10 @@ Test(aggregate, slide_init_rejects_bad_config)
     ap_agg_slide s;
     memset(&s, 0xab, sizeof s);
     ap_agg_slide before = s;
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, AP_AGG_SLIDE_KIND_COUNT, 0, 0), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, AP_AGG_SLIDE_KIND_TIME, 0, 10), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, (ap_agg_slide_kind)7, 5, 10), AP_INVAL);
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, SIZE_MAX, AP_AGG_SLIDE_KIND_COUNT, 0, SIZE_MAX / 8), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, 0, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, 10, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, 0}), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, 10, &(ap_agg_slide_desc){(ap_agg_slide_kind)7, 5}), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, SIZE_MAX, SIZE_MAX / 8, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}), AP_INVAL);
     EXPECT(memcmp(&s, &before, sizeof s) == 0, "untouched");
 }
 
@@ -200,8 +200,7 @@ Test(aggregate, slide_init_bad_buffers_are_inval_and_change_nothing)
         memset(buf, 0xC3, sizeof buf);
         memcpy(s_before, &s, sizeof s);
         memcpy(buf_before, buf, sizeof buf);
-        EXPECT_EQ(ap_agg_slide_init(&s, cases[i].buf, cases[i].bytes, cases[i].kind,
-                                    cases[i].period, cases[i].capacity),
+        EXPECT_EQ(ap_agg_slide_init(&s, cases[i].buf, cases[i].bytes, cases[i].capacity, &(ap_agg_slide_desc){cases[i].kind, cases[i].period}),
                   AP_INVAL, "%s", cases[i].what);
         EXPECT(memcmp(s_before, &s, sizeof s) == 0, "%s: the object changed", cases[i].what);
         EXPECT(memcmp(buf_before, buf, sizeof buf) == 0, "%s: the buffer changed", cases[i].what);
@@ -209,7 +208,7 @@ Test(aggregate, slide_init_bad_buffers_are_inval_and_change_nothing)
     /* exactly enough works; more is fine and the excess is not touched */
     ap_agg_slide s;
     memset(buf, 0xC3, sizeof buf);
-    EXPECT_EQ(ap_agg_slide_init(&s, buf, AP_AGG_SLIDE_BYTES(CAP), AP_AGG_SLIDE_KIND_COUNT, 0, CAP), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, buf, AP_AGG_SLIDE_BYTES(CAP), CAP, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}), AP_OK);
     for (int i = 0; i < 3 * CAP; i++)
         EXPECT_EQ(ap_agg_slide_push(&s, (uint64_t)i, i), AP_OK);
     for (size_t i = AP_AGG_SLIDE_BYTES(CAP); i < sizeof buf; i++)
@@ -217,7 +216,7 @@ Test(aggregate, slide_init_bad_buffers_are_inval_and_change_nothing)
     ap_agg a;
     ap_agg_slide_read(&s, &a);
     EXPECT(a.count == CAP && a.min == 2 * CAP && a.max == 3 * CAP - 1);
-    EXPECT_EQ(ap_agg_slide_init(&s, buf, sizeof buf, AP_AGG_SLIDE_KIND_TIME, 5, CAP), AP_OK, "more is fine");
+    EXPECT_EQ(ap_agg_slide_init(&s, buf, sizeof buf, CAP, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, 5}), AP_OK, "more is fine");
 }
 
 /* Regression (issue #11): a push behind an advance. The advance to 115
@@ -228,7 +227,7 @@ Test(aggregate, slide_time_push_behind_an_advance_is_inval)
 {
     static _Alignas(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(4)];
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, buf, sizeof buf, AP_AGG_SLIDE_KIND_TIME, 10, 4), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, buf, sizeof buf, 4, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, 10}), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 100, 1), AP_OK);
     EXPECT_EQ(ap_agg_slide_advance(&s, 115), 1, "ts 100 leaves (100 <= 115 - 10)");
     ap_agg_slide before = s;
@@ -252,7 +251,7 @@ Test(aggregate, slide_time_push_behind_an_advance_is_inval)
     EXPECT_EQ(ap_agg_slide_push(&s, 114, 4), AP_INVAL);
     /* an advance below the period evicts nothing but still moves time */
     ap_agg_slide t;
-    EXPECT_EQ(ap_agg_slide_init(&t, buf, sizeof buf, AP_AGG_SLIDE_KIND_TIME, 1000, 4), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&t, buf, sizeof buf, 4, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, 1000}), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&t, 10, 1), AP_OK);
     EXPECT_EQ(ap_agg_slide_advance(&t, 500), 0);
     EXPECT_EQ(ap_agg_slide_push(&t, 400, 2), AP_INVAL);
@@ -263,7 +262,7 @@ static void slide_count_run(size_t n, uint64_t seed, bool monotone)
 {
     static int64_t v[N_RANDOM];
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, AP_AGG_SLIDE_KIND_COUNT, 0, n), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, n, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}), AP_OK);
     for (size_t i = 0; i < N_RANDOM; i++) {
         v[i] = monotone ? (int64_t)i * ((seed & 1) ? 1 : -1) : rand_value(&seed);
         EXPECT_EQ(ap_agg_slide_push(&s, i, v[i]), AP_OK);
@@ -301,7 +300,7 @@ Test(aggregate, slide_time_matches_brute_force)
     const uint64_t period = 1000;
     uint64_t seed = 0x5eed0006, now = 0;
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, AP_AGG_SLIDE_KIND_TIME, period, 1000),
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, 1000, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, period}),
               AP_OK);
     size_t lo = 0, refused = 0, advanced = 0;
     /* values, with advances interleaved (time passing without values, also
@@ -350,7 +349,7 @@ Test(aggregate, slide_time_matches_brute_force)
 Test(aggregate, slide_time_refusals_change_nothing)
 {
     ap_agg_slide s;
-    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, AP_AGG_SLIDE_KIND_TIME, 100, 2), AP_OK);
+    EXPECT_EQ(ap_agg_slide_init(&s, slide_buf, sizeof slide_buf, 2, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_TIME, 100}), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 50, 1), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 60, 2), AP_OK);
     EXPECT_EQ(ap_agg_slide_push(&s, 55, 3), AP_INVAL, "older than the newest");
@@ -375,13 +374,13 @@ Test(aggregate, slide_create_destroy)
     counting c = {0};
     ap_allocator al = COUNTING_ALLOCATOR(c);
     ap_agg_slide *s = NULL;
-    EXPECT_EQ(ap_agg_slide_create(&s, AP_AGG_SLIDE_KIND_COUNT, 0, 0, &al), AP_INVAL);
+    EXPECT_EQ(ap_agg_slide_create(&s, 0, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}, &al), AP_INVAL);
     EXPECT_EQ(c.allocs, 0);
     c.fail = true;
-    EXPECT_EQ(ap_agg_slide_create(&s, AP_AGG_SLIDE_KIND_COUNT, 0, 10, &al), AP_NOMEM);
+    EXPECT_EQ(ap_agg_slide_create(&s, 10, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}, &al), AP_NOMEM);
     EXPECT_NULL(s);
     c.fail = false;
-    EXPECT_EQ(ap_agg_slide_create(&s, AP_AGG_SLIDE_KIND_COUNT, 0, 10, &al), AP_OK);
+    EXPECT_EQ(ap_agg_slide_create(&s, 10, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}, &al), AP_OK);
     for (int i = 0; i < 25; i++)
         EXPECT_EQ(ap_agg_slide_push(s, 0, i), AP_OK);
     ap_agg a;
@@ -412,7 +411,7 @@ Test(aggregate, usage_block_compiles_and_runs)
     // the last 1000 values
     static AP_ALIGNAS(AP_AGG_SLIDE_ALIGN) unsigned char buf[AP_AGG_SLIDE_BYTES(1000)];
     static ap_agg_slide sl;
-    if (ap_agg_slide_init(&sl, buf, sizeof buf, AP_AGG_SLIDE_KIND_COUNT, 0, 1000)) abort();
+    if (ap_agg_slide_init(&sl, buf, sizeof buf, 1000, NULL)) abort(); // zero desc: COUNT
     if (ap_agg_slide_push(&sl, now, latency) != AP_OK) abort(); // COUNT never refuses
     ap_agg w; int64_t lo;
     ap_agg_slide_read(&sl, &w);

@@ -93,7 +93,7 @@ Test(lifetime, window_fini_then_destroy)
 Test(lifetime, agg_slide_fini_then_destroy)
 {
     ap_agg_slide *s;
-    cr_assert_eq(ap_agg_slide_create(&s, AP_AGG_SLIDE_KIND_COUNT, 0, 4, NULL), AP_OK);
+    cr_assert_eq(ap_agg_slide_create(&s, 4, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}, NULL), AP_OK);
     ap_agg_slide_fini(s);
     ap_agg_slide_destroy(s);
 }
@@ -101,7 +101,7 @@ Test(lifetime, tb_keyed_fini_then_destroy)
 {
     ap_tb_keyed *kt;
     ap_tb_desc d = {.n = 1, .period_ns = 1000, .burst = 1};
-    cr_assert_eq(ap_tb_keyed_create(&kt, &d, 8, NULL), AP_OK);
+    cr_assert_eq(ap_tb_keyed_create(&kt, 8, &d, NULL), AP_OK);
     ap_tb_keyed_fini(kt);
     ap_tb_keyed_destroy(kt);
 }
@@ -144,7 +144,7 @@ AFTER_FINI(sem, ap_sem s; cr_assert_eq(ap_sem_init(&s, 2), AP_OK), ap_sem_fini(&
            ap_sem_try_acquire(&s, 1))
 AFTER_FINI(tb, ap_tb tb; cr_assert_eq(ap_tb_init(&tb, &tb_d), AP_OK), ap_tb_fini(&tb),
            ap_tb_try_acquire(&tb, 1, 0, NULL))
-AFTER_FINI(tb_keyed, ap_tb_keyed *kt; cr_assert_eq(ap_tb_keyed_create(&kt, &tb_d, 8, NULL), AP_OK), ap_tb_keyed_fini(kt),
+AFTER_FINI(tb_keyed, ap_tb_keyed *kt; cr_assert_eq(ap_tb_keyed_create(&kt, 8, &tb_d, NULL), AP_OK), ap_tb_keyed_fini(kt),
            ap_tb_keyed_try_acquire(kt, 7, 1, 0, NULL))
 AFTER_FINI(pool, ap_pool *p; void *obj; cr_assert_eq(ap_pool_create(&p, 4, 16, NULL), AP_OK),
            ap_pool_fini(p), ap_pool_try_get(p, &obj))
@@ -166,7 +166,7 @@ AFTER_FINI(window, ap_window *w;
            cr_assert_eq(ap_window_create(&w, &win_d, NULL), AP_OK), ap_window_fini(w),
            ap_window_add(w, 1, 1, emit_none, NULL))
 AFTER_FINI(agg_slide, ap_agg_slide *s;
-           cr_assert_eq(ap_agg_slide_create(&s, AP_AGG_SLIDE_KIND_COUNT, 0, 4, NULL), AP_OK),
+           cr_assert_eq(ap_agg_slide_create(&s, 4, &(ap_agg_slide_desc){AP_AGG_SLIDE_KIND_COUNT, 0}, NULL), AP_OK),
            ap_agg_slide_fini(s), ap_agg_slide_push(s, 1, 1))
 AFTER_FINI(barrier, ap_barrier b; bool leader;
            cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK),

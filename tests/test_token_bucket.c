@@ -73,7 +73,7 @@ Test(token_bucket, inval_config_changes_nothing)
         cr_assert_eq(memcmp(before, &tb, sizeof tb), 0, "case %zu changed *tb", i);
         ap_tb_keyed kt;
         uint64_t buf[8];
-        cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &bad[i], 4), AP_INVAL, "keyed case %zu", i);
+        cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, 4, &bad[i]), AP_INVAL, "keyed case %zu", i);
     }
     cr_assert_eq(ap_tb_init(&(ap_tb){0}, NULL), AP_INVAL);
     /* the extremes that are valid */
@@ -347,11 +347,11 @@ Test(token_bucket, portable_128_bit_arithmetic_matches_int128)
         if (d == 0)
             d = 1;
         uint64_t hi, lo;
-        ap__tb_mul_portable(a, b, &hi, &lo);
+        ap__mul_64x64(a, b, &hi, &lo);
         u128 p = (u128)a * b;
         cr_assert(hi == (uint64_t)(p >> 64) && lo == (uint64_t)p);
         if (hi < d) {
-            uint64_t rem, q = ap__tb_div_portable(hi, lo, d, &rem);
+            uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem);
             cr_assert(q == (uint64_t)(p / d) && rem == (uint64_t)(p % d), "div %d", i);
         }
         uint64_t out;
@@ -946,7 +946,7 @@ Test(token_bucket, keyed_buckets_are_independent_and_exact)
 {
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(64) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &(ap_tb_desc){.n = 10, .burst = 2}, 64), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, 64, &(ap_tb_desc){.n = 10, .burst = 2}), AP_OK);
     cr_assert_eq(ap_tb_keyed_capacity(&kt), 64);
     /* every key must behave exactly like its own ap_tb */
     enum { KEYS = 20 };
@@ -976,7 +976,7 @@ Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
 {
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(4) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &(ap_tb_desc){.n = 1, .burst = 2}, 4), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, 4, &(ap_tb_desc){.n = 1, .burst = 2}), AP_OK);
     uint64_t r;
     for (uint64_t k = 1; k <= 4; k++)
         cr_assert_eq(ap_tb_keyed_try_acquire(&kt, k, 1, 0, &r), AP_OK);
@@ -1005,7 +1005,7 @@ Test(token_bucket, keyed_full_of_active_keys_is_ap_full_and_changes_nothing)
 Test(token_bucket, keyed_table_stays_bounded_without_pruning)
 {
     ap_tb_keyed *kt;
-    cr_assert_eq(ap_tb_keyed_create(&kt, &(ap_tb_desc){.n = 100, .burst = 5}, 16, NULL), AP_OK);
+    cr_assert_eq(ap_tb_keyed_create(&kt, 16, &(ap_tb_desc){.n = 100, .burst = 5}, NULL), AP_OK);
     uint64_t s = 11, t = 0, full = 0;
     /* a million distinct keys, one request each, at 100 us apart: a key is
      * full again 10 ms after its request, so about 100 are "active" at a
@@ -1027,7 +1027,7 @@ Test(token_bucket, keyed_table_stays_bounded_without_pruning)
         cr_assert_eq(ap_tb_keyed_try_acquire(kt, 1000 + k, 5, t, NULL), AP_OK);
     cr_assert_eq(ap_tb_keyed_try_acquire(kt, 2000, 1, t, NULL), AP_FULL);
     ap_tb_keyed_destroy(kt);
-    cr_assert_eq(ap_tb_keyed_create(&kt, &(ap_tb_desc){.n = 1, .burst = 1}, 0, NULL), AP_INVAL);
+    cr_assert_eq(ap_tb_keyed_create(&kt, 0, &(ap_tb_desc){.n = 1, .burst = 1}, NULL), AP_INVAL);
 }
 
 /* Dense churn: keys whose homes collide, dropped and re-added while the
@@ -1037,7 +1037,7 @@ Test(token_bucket, keyed_churn_with_backward_shift_deletion)
     enum { CAP = 8, KEYS = 40 };
     ap_tb_keyed kt;
     static uint64_t buf[AP_TB_KEYED_BYTES(CAP) / sizeof(uint64_t)];
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &(ap_tb_desc){.n = 10, .burst = 1}, CAP), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, CAP, &(ap_tb_desc){.n = 10, .burst = 1}), AP_OK);
     ap_tb ref[KEYS];
     for (int k = 0; k < KEYS; k++) {
         ap_tb tmp = make(10, SEC, 1);
@@ -1082,7 +1082,7 @@ Test(token_bucket, keyed_probe_chains_stay_reachable)
         ap_tb_desc d = {.n = n, .period_ns = per, .burst = burst};
         ap_tb_keyed_slot buf[16];
         ap_tb_keyed kt;
-        cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &d, cap), AP_OK);
+        cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, cap, &d), AP_OK);
         ap_tb ref[NK];
         for (int k = 0; k < NK; k++)
             cr_assert_eq(ap_tb_init(&ref[k], &d), AP_OK);
@@ -1127,7 +1127,7 @@ Test(token_bucket, keyed_lagging_clock_mints_nothing)
     ap_tb_keyed kt;
     ap_tb single;
     uint64_t r;
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &d, 2), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, 2, &d), AP_OK);
     cr_assert_eq(ap_tb_init(&single, &d), AP_OK);
     uint64_t A = 1, B = 2; /* B shares A's home slot, so its probe meets A */
     while (ap__tb_keyed_home(&kt, B) != ap__tb_keyed_home(&kt, A))
@@ -1177,8 +1177,7 @@ Test(token_bucket, keyed_init_bad_buffers_are_inval_and_change_nothing)
         memset(buf, 0xC3, sizeof buf);
         memcpy(kt_before, &kt, sizeof kt);
         memcpy(buf_before, buf, sizeof buf);
-        cr_assert_eq(ap_tb_keyed_init(&kt, cases[i].buf, cases[i].bytes, cases[i].desc,
-                                      cases[i].capacity),
+        cr_assert_eq(ap_tb_keyed_init(&kt, cases[i].buf, cases[i].bytes, cases[i].capacity, cases[i].desc),
                      AP_INVAL, "%s", cases[i].what);
         cr_assert_eq(memcmp(kt_before, &kt, sizeof kt), 0, "%s: the limiter changed", cases[i].what);
         cr_assert_eq(memcmp(buf_before, buf, sizeof buf), 0, "%s: the buffer changed", cases[i].what);
@@ -1186,13 +1185,13 @@ Test(token_bucket, keyed_init_bad_buffers_are_inval_and_change_nothing)
     /* exactly enough is fine; an excess is not touched */
     ap_tb_keyed kt;
     memset(buf, 0xC3, sizeof buf);
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, AP_TB_KEYED_BYTES(CAP), &good, CAP), AP_OK);
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, AP_TB_KEYED_BYTES(CAP), CAP, &good), AP_OK);
     cr_assert_eq(ap_tb_keyed_capacity(&kt), CAP);
     for (size_t i = AP_TB_KEYED_BYTES(CAP); i < sizeof buf; i++)
         cr_assert_eq(buf[i], 0xC3, "byte %zu past the table written", i);
     cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 1, 2, 0, NULL), AP_OK);
     ap_tb_keyed_fini(&kt);
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, &good, CAP), AP_OK, "more is fine");
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, CAP, &good), AP_OK, "more is fine");
     ap_tb_keyed_fini(&kt);
 }
 
@@ -1217,8 +1216,8 @@ Test(token_bucket, usage_block_compiles_and_runs)
     // one bucket per client, at most 1024 clients tracked at once
     static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char table[AP_TB_KEYED_BYTES(1024)];
     static ap_tb_keyed per_client;
-    if (ap_tb_keyed_init(&per_client, table, sizeof table,
-                         &(ap_tb_desc){.n = 10, .burst = 5}, 1024) != AP_OK) abort();
+    if (ap_tb_keyed_init(&per_client, table, sizeof table, 1024,
+                         &(ap_tb_desc){.n = 10, .burst = 5}) != AP_OK) abort();
     uint64_t client_id = 42;
     if (ap_tb_keyed_try_acquire(&per_client, client_id, 1, ap_now_ns(), &retry_at) == AP_OK)
         serve();
@@ -1244,8 +1243,7 @@ Test(token_bucket, status_table_empty_with_retry_at)
 
     _Alignas(AP_TB_KEYED_ALIGN) static unsigned char buf[AP_TB_KEYED_BYTES(4)];
     ap_tb_keyed kt;
-    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf,
-                                  &(ap_tb_desc){.n = 10, .period_ns = SEC, .burst = 1}, 4),
+    cr_assert_eq(ap_tb_keyed_init(&kt, buf, sizeof buf, 4, &(ap_tb_desc){.n = 10, .period_ns = SEC, .burst = 1}),
                  AP_OK);
     r = 0;
     cr_assert_eq(ap_tb_keyed_try_acquire(&kt, 7, 1, 0, &r), AP_OK);

@@ -139,7 +139,7 @@ static void check_inval(fz *f)
     ap_agg_slide s;
     fz_fill(&s, sizeof s);
     fz_fill(slbuf, sizeof slbuf);
-    ap_status ist = ap_agg_slide_init(&s, buf, bytes, kind, period, cap);
+    ap_status ist = ap_agg_slide_init(&s, buf, bytes, cap, &(ap_agg_slide_desc){kind, period});
     if (bad || badbuf) {
         FZ_CHECK(ist == AP_INVAL);
         FZ_CHECK(fz_untouched(&s, sizeof s) && fz_untouched(slbuf, sizeof slbuf));
@@ -153,7 +153,7 @@ static void check_inval(fz *f)
     ap_agg_slide *o;
     fz_fill(&o, sizeof o);
     int before = allocs;
-    ap_status st = ap_agg_slide_create(&o, kind, period, cap, &fz_allocator);
+    ap_status st = ap_agg_slide_create(&o, cap, &(ap_agg_slide_desc){kind, period}, &fz_allocator);
     if (bad || cap > SIZE_MAX / 64) {
         FZ_CHECK(st == AP_INVAL && allocs == before);
     } else if (cap * 32 + 256 > ((size_t)1 << 20)) {
@@ -199,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t period = fz_val(&f);
     if (period == 0) period = 1 + fz_u8(&f);
     ap_agg_slide s;
-    FZ_CHECK(ap_agg_slide_init(&s, slbuf, sizeof slbuf, kind, period, cap) == AP_OK);
+    FZ_CHECK(ap_agg_slide_init(&s, slbuf, sizeof slbuf, cap, &(ap_agg_slide_desc){kind, period}) == AP_OK);
     nheld = 0;
     uint64_t pushed = 0, latest = 0, now = 0; /* latest: newest push or advance */
 

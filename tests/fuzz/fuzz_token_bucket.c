@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ap_tb_keyed *ko;
         fz_fill(&ko, sizeof ko);
         int before = allocs;
-        ap_status ks = ap_tb_keyed_create(&ko, &d, kcap, &fz_allocator);
+        ap_status ks = ap_tb_keyed_create(&ko, kcap, &d, &fz_allocator);
         if (bad || kcap == 0) {
             FZ_CHECK(ks == AP_INVAL);
             FZ_CHECK(allocs == before);
@@ -160,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_fill(&kt, sizeof kt);
         fz_fill(kbuf, sizeof kbuf);
         int kbad = kbytes < AP_TB_KEYED_BYTES(kcap) || off % AP_TB_KEYED_ALIGN != 0;
-        st = ap_tb_keyed_init(&kt, (sel & 4) ? NULL : kbuf + off, kbytes, &d, kcap);
+        st = ap_tb_keyed_init(&kt, (sel & 4) ? NULL : kbuf + off, kbytes, kcap, &d);
         if (kbad || (sel & 4)) {
             FZ_CHECK(st == AP_INVAL);
             FZ_CHECK(fz_untouched(&kt, sizeof kt) && fz_untouched(kbuf, sizeof kbuf));
@@ -171,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ap_tb_keyed_fini(&kt);
         }
     }
-    FZ_CHECK(ap_tb_keyed_init(&kt, kbuf, sizeof kbuf, &d, kcap) == AP_OK);
+    FZ_CHECK(ap_tb_keyed_init(&kt, kbuf, sizeof kbuf, kcap, &d) == AP_OK);
     NG = 0;
     NU = 0;
     uint64_t kc[NKEYS] = {0}; /* model per key (0 == full at any t) */

@@ -178,7 +178,7 @@ static void scenario(int mode, int threads, uint64_t n, uint64_t period, uint64_
     memset(&sh, 0, sizeof sh);
     ap_tb_desc d = {.n = n, .period_ns = period, .burst = burst};
     CHECK(ap_tb_init(&sh.tb, &d) == AP_OK, "init");
-    CHECK(ap_tb_keyed_create(&sh.kt, &d, 8, NULL) == AP_OK, "keyed create");
+    CHECK(ap_tb_keyed_create(&sh.kt, 8, &d, NULL) == AP_OK, "keyed create");
     pthread_barrier_init(&sh.bar, NULL, (unsigned)threads + 1);
     sh.threads = threads;
     sh.mode = mode;
