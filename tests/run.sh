@@ -1,9 +1,10 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, docs, benchtable, examples, asan, verify, models,
-#                          tsan, mutants, fuzz, install (stops at the first failing stage)
-#   tests/run.sh STAGE     one stage: deps headers docs examples asan verify models
-#                          tsan mutants fuzz install
+#   tests/run.sh all       deps, headers, docs, shape, benchtable, examples, servers, asan,
+#                          verify, models, tsan, mutants, fuzz, install (stops at the
+#                          first failing stage)
+#   tests/run.sh STAGE     one stage: deps headers docs shape benchtable examples servers
+#                          asan verify models tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check, per docs item).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -185,6 +186,15 @@ stage_install() {
     return $rc
 }
 
+# stage_script NAME SCRIPT WHAT: a script that ends "NAME: N passed, N failed"
+stage_script() {
+    note "$1: $3 ($2)"
+    out=$(sh "$2" 2>&1); rc=$?
+    echo "$out" | sed 's/^/   /'
+    count_line "$1" "$out"
+    return $rc
+}
+
 stage_benchtable() {
     note "benchtable: README.md's bench table is what bench/report.sh makes of bench/results/*.tsv"
     if sh bench/report.sh --check; then ok; return 0; fi
@@ -197,17 +207,19 @@ run() {
     asan) stage_asan ;; tsan) stage_tsan ;; mutants) stage_mutants ;; fuzz) stage_fuzz ;;
     verify) stage_verify ;; models) stage_models ;;
     install) stage_install ;; benchtable) stage_benchtable ;;
+    shape) stage_script shape tests/shape.sh "header names, enum values, doc layout" ;;
+    servers) stage_script servers tests/servers.sh "contrib/ and connpool lifetime/leak against real redis-server" ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
     esac
 }
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers docs benchtable examples asan verify models tsan mutants fuzz install; do
+    for s in deps headers docs shape benchtable examples servers asan verify models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
-    [ "$1" = headers ] || [ "$1" = docs ] || [ "$1" = install ] || [ "$1" = benchtable ] || stage_deps || status=1
+    [ "$1" = headers ] || [ "$1" = docs ] || [ "$1" = shape ] || [ "$1" = install ] || [ "$1" = benchtable ] || stage_deps || status=1
     [ $status -eq 0 ] && { run "$1" || status=1; }
 fi
 echo "$PASS passed, $FAIL failed"
