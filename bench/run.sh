@@ -147,8 +147,9 @@ fi
 secs=$(( $(date +%s) - start ))
 echo "# duration: $secs s" >> "$TMP"
 mv "$TMP" "$FINAL" || exit 1
+sh bench/plot.sh "$FINAL" "${FINAL%.tsv}.svg" || echo "bench: could not draw ${FINAL%.tsv}.svg" >&2
 echo
-echo "bench: done in $secs s; results in $FINAL"
+echo "bench: done in $secs s; results in $FINAL, plot in ${FINAL%.tsv}.svg"
 case $BASE$SUFFIX in
 latest | latest-pin)
     echo "bench: \`make bench-publish\` copies it to bench/results/ and regenerates README.md's table" ;;
