@@ -327,26 +327,18 @@ AP_API ap_status ap_agg_mean(const ap_agg *a, int64_t *quot, uint64_t *rem)
 {
     if (a->count == 0)
         return AP_EMPTY;
-    /* |sum| as an unsigned 128-bit (mh, ml), then schoolbook binary long
-     * division by count: 128 steps of shift and subtract. The quotient
-     * fits 64 bits because |sum| <= count * 2^63. */
+    /* |sum| as an unsigned 128-bit (mh, ml), then binary long division by
+     * count (core.h). |sum| <= count * 2^63, so mh < count: the quotient
+     * fits 64 bits. */
     bool neg = a->sum_hi < 0;
     uint64_t mh = (uint64_t)a->sum_hi, ml = a->sum_lo;
     if (neg) { /* negate: ~x + 1 */
         ml = ~ml + 1;
         mh = ~mh + (ml == 0);
     }
-    uint64_t d = a->count, r = 0, q = 0;
-    for (int i = 127; i >= 0; i--) {
-        uint64_t bit = i >= 64 ? (mh >> (i - 64)) & 1 : (ml >> i) & 1;
-        uint64_t top = r >> 63;
-        r = (r << 1) | bit;
-        if (top || r >= d) {
-            r -= d; /* the true value is < 2d, so the modular result is exact */
-            if (i < 64)
-                q |= UINT64_C(1) << i;
-        }
-    }
+    uint64_t d = a->count, r;
+    AP_ASSERT(mh < d);
+    uint64_t q = ap__div_128_64(mh, ml, d, &r);
     /* |sum| = q * d + r; floor for a negative sum: -(q + 1), d - r */
     if (!neg) {
         *quot = (int64_t)q;

@@ -786,15 +786,7 @@ AP_API void ap__bp_push_count(ap_bp_push_fut *f)
     }
 }
 
-AP_API ap_poll ap__bp_push_poll_v(ap_future *self, ap_cx *cx)
-{
-    return ap_bp_push_poll((ap_bp_push_fut *)(void *)self, cx);
-}
-
-AP_API void ap__bp_push_cancel_v(ap_future *self)
-{
-    ap_bp_push_cancel((ap_bp_push_fut *)(void *)self);
-}
+AP__FUTURE_VTABLE(ap__bp_push, ap_bp_push_fut, ap_bp_push_poll, ap_bp_push_cancel)
 
 AP_API void ap_bp_push_fut_init(ap_bp_push_fut *f, ap_bp *bp, const void *elem)
 {
@@ -850,36 +842,11 @@ AP_API ap_status ap__bp_try_pop_v(void *bp, void *out)
     return ap_bp_try_pop((ap_bp *)bp, out);
 }
 
-AP_API void ap_bp_pop_fut_init(ap_bp_pop_fut *f, ap_bp *bp, void *out)
-{
-    AP_ASSERT(f != NULL && bp != NULL && bp->capacity != 0);
-    /* The mpmc's not_empty list: its pushes wake it after publishing. */
-    ap_waitop_init(&f->op, &bp->q.not_empty, ap__bp_try_pop_v, bp, out);
-}
-
-AP_API ap_poll ap_bp_pop_poll(ap_bp_pop_fut *f, ap_cx *cx)
-{
-    return ap_waitop_poll(&f->op, cx);
-}
-
-AP_API void ap_bp_pop_cancel(ap_bp_pop_fut *f)
-{
-    ap_waitop_cancel(&f->op);
-}
-
-AP_API ap_status ap_bp_pop_status(const ap_bp_pop_fut *f)
-{
-    return ap_waitop_status(&f->op);
-}
-
-AP_API ap_status ap_bp_pop_wait(ap_bp *bp, void *out, ap_deadline deadline_ns)
-{
-    ap_bp_pop_fut f;
-    ap_bp_pop_fut_init(&f, bp, out);
-    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
-        return AP_TIMEDOUT;
-    return f.op.status;
-}
+/* The pop future: ap_waitop on the mpmc's not_empty list (its pushes wake
+ * it after publishing); its wait reads the bp's clock. */
+#define AP__BP_CLOCK(bp) ((const ap_clock *)&(bp)->desc.clock)
+AP__WAITOP_FUTURE_CLOCK(ap_bp_pop, ap_bp_pop_fut, ap_bp, q.not_empty, ap__bp_try_pop_v, void *,
+                        AP__BP_CLOCK)
 
 /* The low future's condition: AP_CLOSED, AP_OK (LOW now, or a HIGH -> LOW
  * crossing since the future began: edge-triggered, so a flip back to HIGH

@@ -453,15 +453,7 @@ AP_API uint32_t ap_barrier_generation(ap_barrier *b)
 
 /* ---- the wait future ---- */
 
-AP_API ap_poll ap__bar_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_barrier_wait_poll((ap_barrier_wait_fut *)(void *)f, cx);
-}
-
-AP_API void ap__bar_cancel_v(ap_future *f)
-{
-    ap_barrier_wait_cancel((ap_barrier_wait_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__bar, ap_barrier_wait_fut, ap_barrier_wait_poll, ap_barrier_wait_cancel)
 
 AP_API void ap_barrier_wait_fut_init(ap_barrier_wait_fut *f, ap_barrier *b)
 {

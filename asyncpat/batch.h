@@ -265,25 +265,25 @@ AP_API AP_NODISCARD ap_status ap_batch_take_wait(ap_batch *b, void *out, size_t 
  */
 #define AP_BATCH_DEFINE(name, T)                                                      \
     typedef struct name { ap_batch b; } name;                                       \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(                        \
+    AP__TYPED AP_NODISCARD ap_status name##_init(                                     \
         name *self, T *buf, size_t bytes, size_t max_size, uint64_t max_delay_ns)     \
     {                                                                                 \
         ap_batch_desc d = {.elem_size = sizeof(T), .max_size = max_size,              \
                            .max_delay_ns = max_delay_ns};                             \
         return ap_batch_init(&self->b, buf, bytes, &d);                               \
     }                                                                                 \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_add(name *self, const T *elem, \
+    AP__TYPED AP_NODISCARD ap_status name##_add(name *self, const T *elem,              \
                                                              uint64_t now_ns, bool *due) \
     { return ap_batch_add(&self->b, elem, now_ns, due); }                             \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_take(name *self, T *out,     \
+    AP__TYPED AP_NODISCARD ap_status name##_take(name *self, T *out,                  \
                                                               uint64_t now_ns, size_t *n) \
     { return ap_batch_take(&self->b, out, now_ns, n); }                               \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_flush(name *self, T *out, size_t *n) \
+    AP__TYPED AP_NODISCARD ap_status name##_flush(name *self, T *out, size_t *n)              \
     { return ap_batch_flush(&self->b, out, n); }                                      \
-    AP_API AP_MAYBE_UNUSED ap_deadline name##_deadline(name *self)                    \
+    AP__TYPED ap_deadline name##_deadline(name *self)                                 \
     { return ap_batch_deadline(&self->b); }                                           \
-    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_batch_close(&self->b); } \
-    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_batch_fini(&self->b); }
+    AP__TYPED void name##_close(name *self) { ap_batch_close(&self->b); }              \
+    AP__TYPED void name##_fini(name *self) { ap_batch_fini(&self->b); }
 
 /* ---- implementation ---- */
 
@@ -484,15 +484,7 @@ AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b)
     return s;
 }
 
-AP_API ap_poll ap__batch_take_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_batch_take_poll((ap_batch_take_fut *)(void *)f, cx);
-}
-
-AP_API void ap__batch_take_cancel_v(ap_future *f)
-{
-    ap_batch_take_cancel((ap_batch_take_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__batch_take, ap_batch_take_fut, ap_batch_take_poll, ap_batch_take_cancel)
 
 AP_API void ap_batch_take_fut_init(ap_batch_take_fut *f, ap_batch *b, void *out)
 {

@@ -194,17 +194,16 @@ typedef struct ap_cache {
 } ap_cache;
 
 /* Sizing (constant expressions). */
-#define AP__CACHE_ALIGN_UP(x, a) ((((size_t)(x)) + ((size_t)(a)-1)) / (size_t)(a) * (size_t)(a))
 #define AP__CACHE_SHARES(capacity, shards) \
     (((size_t)(capacity) + (size_t)(shards)-1) / (size_t)(shards))
 #define AP__CACHE_NODE_BYTES(value_size) \
-    (sizeof(ap__cache_node) + AP__CACHE_ALIGN_UP((value_size), 8))
+    (sizeof(ap__cache_node) + AP__ALIGN_UP((value_size), 8))
 #define AP__CACHE_SHARD_BYTES(capacity, shards, value_size)                       \
-    AP__CACHE_ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                       \
-                               AP__CACHE_NODE_BYTES(value_size) +                 \
-                           AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) * \
-                               sizeof(uint32_t),                                  \
-                       AP_CACHELINE)
+    AP__ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                             \
+                         AP__CACHE_NODE_BYTES(value_size) +                       \
+                     AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) *      \
+                         sizeof(uint32_t),                                        \
+                 AP_CACHELINE)
 
 /**
  * AP_CACHE_BYTES - least buffer bytes for ap_cache_init (constant expression)
@@ -331,22 +330,22 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
  */
 #define AP_CACHE_DEFINE(name, V)                                                      \
     typedef struct name { ap_cache c; } name;                                         \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t size, \
+    AP__TYPED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t size,              \
                                                  size_t capacity, size_t shards)      \
     {                                                                                 \
         ap_cache_desc d = {capacity, shards, sizeof(V)};                              \
         return ap_cache_init(&self->c, buf, size, &d);                                \
     }                                                                                 \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)    \
+    AP__TYPED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)                 \
     { return ap_cache_get(&self->c, key, out); }                                      \
-    AP_API AP_MAYBE_UNUSED void name##_put(name *self, uint64_t key, const V *val,    \
+    AP__TYPED void name##_put(name *self, uint64_t key, const V *val,                 \
                                            ap_cache_victim *victim)                   \
     { ap_cache_put(&self->c, key, val, victim); }                                     \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_remove(name *self, uint64_t key, V *out) \
+    AP__TYPED AP_NODISCARD ap_status name##_remove(name *self, uint64_t key, V *out)              \
     { return ap_cache_remove(&self->c, key, out); }                                   \
-    AP_API AP_MAYBE_UNUSED size_t name##_len(const name *self)                        \
+    AP__TYPED size_t name##_len(const name *self)                                     \
     { return ap_cache_len(&self->c); }                                                \
-    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_cache_fini(&self->c); }
+    AP__TYPED void name##_fini(name *self) { ap_cache_fini(&self->c); }
 
 /* ---- implementation ---- */
 
@@ -534,15 +533,6 @@ AP_API void ap_cache_destroy(ap_cache *c)
 }
 #endif
 
-/* splitmix64's finaliser: adjacent keys spread over shards and slots */
-AP_FORCE_INLINE uint64_t ap__cache_mix(uint64_t key)
-{
-    uint64_t x = key + UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return x ^ (x >> 31);
-}
-
 AP_FORCE_INLINE ap__cache_shard *ap__cache_shard_of(const ap_cache *c, uint64_t h)
 {
     /* high half picks the shard, low half the home slot: independent bits */
@@ -642,27 +632,37 @@ AP_FORCE_INLINE void ap__cache_load_value(const ap_cache *c, ap__cache_node *nod
     }
 }
 
-/* Delete index slot i by backward shift (Knuth's algorithm R), so every
- * key stays reachable from its home without crossing an empty slot. */
+/* ap__probe_delete's callbacks over one shard's index (under its lock). */
+typedef struct ap__cache_probe {
+    const ap_cache *c;
+    ap__cache_shard *s;
+} ap__cache_probe;
+
+AP_FORCE_INLINE size_t ap__cache_probe_home(void *t, size_t j)
+{
+    ap__cache_probe *p = (ap__cache_probe *)t;
+    uint32_t e = AP_ATOMIC_LOAD(&p->s->index[j], memory_order_relaxed);
+    if (e == 0)
+        return SIZE_MAX;
+    uint64_t k = AP_ATOMIC_LOAD(&ap__cache_node_at(p->c, p->s, e - 1)->key, memory_order_relaxed);
+    return (size_t)((uint32_t)ap__mix64(k) & p->s->tmask);
+}
+
+AP_FORCE_INLINE void ap__cache_probe_move(void *t, size_t to, size_t from)
+{
+    ap__cache_probe *p = (ap__cache_probe *)t;
+    uint32_t e = AP_ATOMIC_LOAD(&p->s->index[from], memory_order_relaxed);
+    AP_ATOMIC_STORE(&p->s->index[to], e, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&p->s->index[from], 0u, AP__SEQLOCK_MO_STORE);
+}
+
+/* Delete index slot i by backward shift (ap__probe_delete), so every key
+ * stays reachable from its home without crossing an empty slot. */
 AP_API void ap__cache_index_delete(const ap_cache *c, ap__cache_shard *s, uint32_t i)
 {
-    uint32_t mask = s->tmask, j = i;
+    ap__cache_probe p = {c, s};
     AP_ATOMIC_STORE(&s->index[i], 0u, AP__SEQLOCK_MO_STORE);
-    for (;;) {
-        j = (j + 1) & mask;
-        uint32_t e = AP_ATOMIC_LOAD(&s->index[j], memory_order_relaxed);
-        if (e == 0)
-            return;
-        uint64_t k = AP_ATOMIC_LOAD(&ap__cache_node_at(c, s, e - 1)->key, memory_order_relaxed);
-        uint32_t h = (uint32_t)ap__cache_mix(k) & mask;
-        /* leave j where it is if its home lies cyclically in (i, j] */
-        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-        if (!stays) {
-            AP_ATOMIC_STORE(&s->index[i], e, AP__SEQLOCK_MO_STORE);
-            AP_ATOMIC_STORE(&s->index[j], 0u, AP__SEQLOCK_MO_STORE);
-            i = j;
-        }
-    }
+    ap__probe_delete(&p, (size_t)s->tmask + 1, i, ap__cache_probe_home, ap__cache_probe_move);
 }
 
 /* Unlink node n from the queue; the hand moves on to the newer entry. */
@@ -735,7 +735,7 @@ AP_API ap_status ap__cache_get_locked(ap_cache *c, ap__cache_shard *s, uint64_t 
 AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
-    uint64_t h = ap__cache_mix(key);
+    uint64_t h = ap__mix64(key);
     ap__cache_shard *s = ap__cache_shard_of(c, h);
     if (AP_UNLIKELY(c->words > AP__CACHE_FAST_WORDS))
         return ap__cache_get_locked(c, s, h, key, out);
@@ -762,12 +762,7 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
          * ap__cache_write_begin; if any load above saw a write of a section
          * begun after s1, the reload below sees its odd seq */
         AP__SEQLOCK_FENCE_ACQUIRE();
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CACHE_NO_SEQ_CHECK
-        /* MUTANT (tests only): trust the copy without the re-check */
-        if (0) {
-#else
         if (AP_ATOMIC_LOAD(&s->seq, memory_order_relaxed) != s1) {
-#endif
             AP_CPU_RELAX();
             continue;
         }
@@ -792,7 +787,7 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     AP_ASSERT(val != NULL || c->value_size == 0);
-    uint64_t h = ap__cache_mix(key);
+    uint64_t h = ap__mix64(key);
     ap__cache_shard *s = ap__cache_shard_of(c, h);
     bool evicted = false;
     uint32_t slot;
@@ -822,7 +817,7 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
                 ap__cache_load_value(c, node, victim->value);
         }
         uint32_t vslot;
-        uint32_t found = ap__cache_find(c, s, ap__cache_mix(old), old, &vslot);
+        uint32_t found = ap__cache_find(c, s, ap__mix64(old), old, &vslot);
         AP_ASSERT(found == n);
         (void)found;
         ap__cache_index_delete(c, s, vslot);
@@ -861,7 +856,7 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
 AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
-    uint64_t h = ap__cache_mix(key);
+    uint64_t h = ap__mix64(key);
     ap__cache_shard *s = ap__cache_shard_of(c, h);
     uint32_t slot;
     ap__lock_acquire(&s->lock);

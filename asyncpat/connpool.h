@@ -204,8 +204,7 @@ typedef struct ap__connpool_slot {
  * max connection slots of conn_size bytes, then the bookkeeping
  */
 #define AP_CONNPOOL_BYTES(max, conn_size)                                             \
-    ((((size_t)(max) * (size_t)(conn_size) + (AP_ALIGNOF(ap__connpool_slot) - 1)) &     \
-      ~(size_t)(AP_ALIGNOF(ap__connpool_slot) - 1)) +                                   \
+    (AP__ALIGN_UP((size_t)(max) * (size_t)(conn_size), AP_ALIGNOF(ap__connpool_slot)) + \
      (size_t)(max) * sizeof(ap__connpool_slot))
 /** AP_CONNPOOL_ALIGN - the alignment ap_connpool_init needs of its buffer
  *  (the bookkeeping's; the connection type may need more) (constant

@@ -65,6 +65,17 @@
 #define AP__SMEAR32(v) (AP__SMEAR16(v) | (AP__SMEAR16(v) >> 16 >> 16))
 #define AP__POW2_CEIL(x) (AP__SMEAR32((size_t)(x)-1) + 1)
 
+/* x rounded up to a multiple of align (a power of two), as a constant
+ * expression; it wraps on overflow (sizing macros: ap__align_up checks). */
+#define AP__ALIGN_UP(x, align) (((size_t)(x) + ((size_t)(align)-1)) & ~((size_t)(align)-1))
+
+/* The attributes of every function a typed generator (AP_<P>_DEFINE)
+ * writes: AP_API linkage, and no warning for the ones a program leaves
+ * unused. AP__TYPED_INLINE: the same for the fast-path wrappers that must
+ * inline (AP_FORCE_INLINE). */
+#define AP__TYPED AP_API AP_MAYBE_UNUSED
+#define AP__TYPED_INLINE AP_FORCE_INLINE AP_MAYBE_UNUSED
+
 /* ---- allocator ---- */
 
 typedef struct ap_allocator {
@@ -80,7 +91,7 @@ AP_API size_t ap__align_up(size_t x, size_t align)
 {
     if (x > SIZE_MAX - (align - 1))
         return 0;
-    return (x + align - 1) & ~(align - 1);
+    return AP__ALIGN_UP(x, align);
 }
 
 /* Smallest power of two >= x, for 1 <= x <= SIZE_MAX/2 + 1; 0 if none fits. */
@@ -102,6 +113,79 @@ AP_API bool ap__size_muladd(size_t a, size_t b, size_t c, size_t *out)
         return false;
     *out = a * b + c;
     return true;
+}
+
+/* ---- small arithmetic shared by the patterns ---- */
+
+/* splitmix64 (Steele, Lea and Flood, OOPSLA 2014): the finaliser of
+ * x + the golden-ratio increment, a bijection of 64-bit words that spreads
+ * adjacent inputs over every bit. The key hash of cache.h and token_bucket.h
+ * and the seed expander of retry.h (ap__splitmix64). */
+AP_FORCE_INLINE uint64_t ap__mix64(uint64_t x)
+{
+    x += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+
+/* *hi:*lo = a * b, the exact 128-bit product (portable: four 32x32
+ * products; token_bucket.h uses unsigned __int128 where it has it). */
+AP_API void ap__mul_64x64(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo)
+{
+    uint64_t a0 = a & 0xffffffffu, a1 = a >> 32, b0 = b & 0xffffffffu, b1 = b >> 32;
+    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    uint64_t mid = (p00 >> 32) + (p01 & 0xffffffffu) + (p10 & 0xffffffffu);
+    *lo = (mid << 32) | (p00 & 0xffffffffu);
+    *hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+/* (hi:lo) / d for hi < d (so the quotient fits in 64 bits), the remainder
+ * in *rem: binary long division, 64 steps of shift and subtract. */
+AP_API uint64_t ap__div_128_64(uint64_t hi, uint64_t lo, uint64_t d, uint64_t *rem)
+{
+    uint64_t q = 0;
+    for (int i = 0; i < 64; i++) {
+        uint64_t carry = hi >> 63; /* the shifted remainder is >= 2^64 > d */
+        hi = (hi << 1) | (lo >> 63);
+        lo <<= 1;
+        q <<= 1;
+        if (carry || hi >= d) {
+            hi -= d; /* mod 2^64, exact: the true difference is < d */
+            q |= 1;
+        }
+    }
+    *rem = hi;
+    return q;
+}
+
+/*
+ * ap__probe_delete - backward-shift delete (Knuth, TAOCP 6.4, algorithm R)
+ * for a linear-probing table of @cap slots whose slot @i the caller has
+ * just emptied: later entries of its cluster move back, so every key stays
+ * reachable from its home slot without crossing an empty one.
+ * @home(t, j): the home slot of the entry in slot j, SIZE_MAX if j is empty
+ * @move(t, to, from): move the entry in slot from to the empty slot to,
+ *                     leaving from empty
+ * (cache.h's per-shard index, token_bucket.h's keyed table)
+ */
+AP_FORCE_INLINE void ap__probe_delete(void *t, size_t cap, size_t i,
+                                      size_t (*home)(void *t, size_t j),
+                                      void (*move)(void *t, size_t to, size_t from))
+{
+    size_t j = i;
+    for (;;) {
+        j = j + 1 == cap ? 0 : j + 1;
+        size_t h = home(t, j);
+        if (h == SIZE_MAX)
+            return;
+        /* leave j where it is if its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (!stays) {
+            move(t, i, j);
+            i = j;
+        }
+    }
 }
 
 #ifndef AP_NO_MALLOC

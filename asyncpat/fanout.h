@@ -331,15 +331,7 @@ enum {
     AP__FANOUT_CANCELED
 };
 
-AP_API ap_poll ap__fanout_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_fanout_poll((ap_fanout *)(void *)f, cx);
-}
-
-AP_API void ap__fanout_cancel_v(ap_future *f)
-{
-    ap_fanout_cancel((ap_fanout *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__fanout, ap_fanout, ap_fanout_poll, ap_fanout_cancel)
 
 AP_API ap_status ap_fanout_init(ap_fanout *s, ap_fanout_child *recs, size_t bytes,
                                 const ap_fanout_desc *desc)

@@ -210,21 +210,21 @@ AP_API AP_NODISCARD ap_status ap_mpmc_pop_wait(ap_mpmc *q, void *out,
  */
 #define AP_MPMC_DEFINE(name, T)                                                    \
     typedef struct name { ap_mpmc q; } name;                                       \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
+    AP__TYPED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes,              \
                                                               size_t capacity)      \
     { return ap_mpmc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
-    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem) \
+    AP__TYPED_INLINE AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)                \
     { return ap__mpmc_push(&self->q, elem, sizeof(T)); }                           \
-    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)     \
+    AP__TYPED_INLINE AP_NODISCARD ap_status name##_try_pop(name *self, T *out)                    \
     { return ap__mpmc_pop(&self->q, out, sizeof(T)); }                             \
-    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                \
-    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_mpmc_close(&self->q); }              \
-    AP_API AP_MAYBE_UNUSED size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); } \
-    AP_API AP_MAYBE_UNUSED size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }         \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
+    AP__TYPED void name##_fini(name *self) { ap_mpmc_fini(&self->q); }                             \
+    AP__TYPED void name##_close(name *self) { ap_mpmc_close(&self->q); }                           \
+    AP__TYPED size_t name##_capacity(const name *self) { return ap_mpmc_capacity(&self->q); }              \
+    AP__TYPED size_t name##_len(name *self) { return ap_mpmc_len(&self->q); }                      \
+    AP__TYPED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,                   \
                                                    ap_deadline deadline_ns)           \
     { return ap_mpmc_push_wait(&self->q, elem, deadline_ns); }                     \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
+    AP__TYPED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,                           \
                                                   ap_deadline deadline_ns)            \
     { return ap_mpmc_pop_wait(&self->q, out, deadline_ns); }
 
@@ -377,13 +377,7 @@ AP_FORCE_INLINE ap_status ap__mpmc_push(ap_mpmc *q, const void *elem, size_t sz)
                 memcpy(slot + sizeof(size_t), elem, sz);
                 /* release: pairs with the acquire in ap__mpmc_pop; the
                  * element's bytes are visible before the slot reads full. */
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_MPMC_RELAXED_PUBLISH
-                /* MUTANT (tests only): publish relaxed; the element's bytes
-                 * race with the consumer's copy-out. */
-                AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_relaxed);
-#else
                 AP_ATOMIC_STORE(stamp_p, tail + 1, memory_order_release);
-#endif
                 /* the publishing store above, then the ladder's check */
                 if (AP_UNLIKELY(ap_waitlist_parked(&q->not_empty)))
                     ap__waitlist_wake_cold(&q->not_empty, 1);

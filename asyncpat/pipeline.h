@@ -653,15 +653,8 @@ AP_API ap_status ap_pipeline_stage_run(ap_pipeline_worker *w, size_t max_items, 
     return st;
 }
 
-AP_API ap_poll ap__pipeline_run_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_pipeline_run_poll((ap_pipeline_run_fut *)(void *)f, cx);
-}
-
-AP_API void ap__pipeline_run_cancel_v(ap_future *f)
-{
-    ap_pipeline_run_cancel((ap_pipeline_run_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__pipeline_run, ap_pipeline_run_fut, ap_pipeline_run_poll,
+                  ap_pipeline_run_cancel)
 
 AP_API void ap_pipeline_run_fut_init(ap_pipeline_run_fut *f, ap_pipeline_worker *w,
                                      size_t budget)

@@ -395,15 +395,8 @@ AP_API void ap_prefetch_fini(ap_prefetch *pf)
     pf->slots = NULL; /* a later call trips AP_ASSERT */
 }
 
-AP_API ap_poll ap__pf_get_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_prefetch_get_poll((ap_prefetch_get_fut *)(void *)f, cx);
-}
-
-AP_API void ap__pf_get_cancel_v(ap_future *f)
-{
-    ap_prefetch_get_cancel((ap_prefetch_get_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__pf_get, ap_prefetch_get_fut, ap_prefetch_get_poll,
+                  ap_prefetch_get_cancel)
 
 AP_API void ap_prefetch_get_fut_init(ap_prefetch_get_fut *f, ap_prefetch *pf, uint64_t key,
                                      void **slot_out)

@@ -126,8 +126,11 @@
 #define AP_PUBSUB_BYTES(capacity, elem_size) \
     ((size_t)(capacity) * AP_PUBSUB_STRIDE(elem_size))
 /** AP_PUBSUB_ALIGN - the alignment ap_pubsub_init needs of its buffer: the
- *  slots are atomic 64-bit words (constant expression) */
-#define AP_PUBSUB_ALIGN ((size_t)AP_ALIGNOF(uint64_t))
+ *  slots are atomic 64-bit words (constant expression). That is the atomic
+ *  type's alignment, 8 (config.h asserts it), not uint64_t's: on i386 a
+ *  plain uint64_t is 4-aligned, and a 64-bit atomic load there is one
+ *  8-byte access, whole only when 8-aligned. */
+#define AP_PUBSUB_ALIGN ((size_t)AP_ALIGNOF(AP_ATOMIC_T(uint64_t)))
 
 /** What a publisher does about subscribers that fall behind (see PATTERN). */
 typedef enum ap_pubsub_policy {
@@ -291,16 +294,16 @@ AP_API AP_NODISCARD ap_status ap_sub_recv_wait(ap_sub *sub, void *out,
  */
 #define AP_PUBSUB_DEFINE(name, T)                                                              \
     typedef struct name { ap_pubsub ps; } name;                                                \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf,            \
+    AP__TYPED AP_NODISCARD ap_status name##_init(name *self, void *buf,                         \
                                                               size_t bytes, size_t capacity)    \
     { return ap_pubsub_init(&self->ps, buf, bytes, capacity, sizeof(T), AP_PUBSUB_POLICY_OVERWRITE); } \
-    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_pubsub_fini(&self->ps); }          \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_publish(name *self, const T *elem) \
+    AP__TYPED void name##_fini(name *self) { ap_pubsub_fini(&self->ps); }                       \
+    AP__TYPED AP_NODISCARD ap_status name##_try_publish(name *self, const T *elem)              \
     { return ap__pubsub_publish(&self->ps, elem, sizeof(T)); }                                  \
-    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_pubsub_close(&self->ps); }        \
-    AP_API AP_MAYBE_UNUSED void name##_subscribe(name *self, ap_sub *sub)                       \
+    AP__TYPED void name##_close(name *self) { ap_pubsub_close(&self->ps); }                     \
+    AP__TYPED void name##_subscribe(name *self, ap_sub *sub)                                    \
     { ap_pubsub_subscribe(&self->ps, sub); }                                                    \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_recv(ap_sub *sub, T *out,          \
+    AP__TYPED AP_NODISCARD ap_status name##_try_recv(ap_sub *sub, T *out,                       \
                                                                   uint64_t *dropped)           \
     { return ap__sub_recv(sub, out, sizeof(T), dropped); }
 

@@ -590,15 +590,7 @@ AP_API void ap__resil_canceled(void *ctx, ap_future *attempt, uint64_t now)
     ap__resil_abort((ap_resil_fut *)ctx, (ap__resil_att *)(void *)attempt, now);
 }
 
-AP_API ap_poll ap__resil_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_resil_fut_poll((ap_resil_fut *)(void *)f, cx);
-}
-
-AP_API void ap__resil_cancel_v(ap_future *f)
-{
-    ap_resil_fut_cancel((ap_resil_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__resil, ap_resil_fut, ap_resil_fut_poll, ap_resil_fut_cancel)
 
 AP_API ap_status ap_resil_fut_init(ap_resil_fut *f, const ap_resil_desc *desc,
                                    const ap_resil_op *op, ap_deadline deadline)

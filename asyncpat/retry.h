@@ -471,12 +471,13 @@ AP_API AP_NODISCARD ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *r
 
 /* ---- implementation ---- */
 
+/* splitmix64's next output: step the state by the golden-ratio increment
+ * and return ap__mix64 of the old state (the finaliser of the new one). */
 AP_API uint64_t ap__splitmix64(uint64_t *x)
 {
-    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
+    uint64_t z = *x;
+    *x = z + UINT64_C(0x9E3779B97F4A7C15);
+    return ap__mix64(z);
 }
 
 AP_API void ap_rng_seed(ap_rng *rng, uint64_t seed)
@@ -782,15 +783,7 @@ AP_API void ap__retry_result_start(ap_retry_result *res)
 
 enum { AP__RETRY_START, AP__RETRY_RUNNING, AP__RETRY_BACKOFF, AP__RETRY_DONE };
 
-AP_API ap_poll ap__retry_fut_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_retry_fut_poll((ap_retry_fut *)(void *)f, cx);
-}
-
-AP_API void ap__retry_fut_cancel_v(ap_future *f)
-{
-    ap_retry_fut_cancel((ap_retry_fut *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__retry_fut, ap_retry_fut, ap_retry_fut_poll, ap_retry_fut_cancel)
 
 AP_API ap_status ap_retry_fut_init(ap_retry_fut *f, const ap_retry_desc *desc, ap_rng *rng,
                                    ap_retry_budget *budget, const ap_retry_op *op,
@@ -932,9 +925,7 @@ AP_API void ap__retry_sleep_until(uint64_t t, const ap_clock *clock)
         uint64_t ns = t - now;
         if (slice && ns > AP_CLOCK_PARK_MAX_NS)
             ns = AP_CLOCK_PARK_MAX_NS;
-        struct timespec ts;
-        ts.tv_sec = (time_t)(ns / AP_NS_PER_SEC);
-        ts.tv_nsec = (long)(ns % AP_NS_PER_SEC);
+        struct timespec ts = ap__timespec_from_ns(ns); /* (32-bit time_t: capped) */
         (void)nanosleep(&ts, NULL); /* EINTR or early: the loop re-checks */
     }
 }

@@ -260,15 +260,7 @@ AP_API ap_status ap_split_try_broadcast(ap_split *s, const void *item, size_t *n
     return AP_OK;
 }
 
-AP_API ap_poll ap__split_poll_v(ap_future *base, ap_cx *cx)
-{
-    return ap_split_push_poll((ap_split_push_fut *)(void *)base, cx);
-}
-
-AP_API void ap__split_cancel_v(ap_future *base)
-{
-    ap_split_push_cancel((ap_split_push_fut *)(void *)base);
-}
+AP__FUTURE_VTABLE(ap__split, ap_split_push_fut, ap_split_push_poll, ap_split_push_cancel)
 
 AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t key,
                                    const void *item)

@@ -244,27 +244,27 @@ AP_API AP_NODISCARD ap_status ap_spsc_pop_wait(ap_spsc *q, void *out,
  */
 #define AP_SPSC_DEFINE(name, T)                                                    \
     typedef struct name { ap_spsc q; } name;                                       \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes, \
+    AP__TYPED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t bytes,              \
                                                               size_t capacity)      \
     { return ap_spsc_init(&self->q, buf, bytes, capacity, sizeof(T)); }            \
-    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push(name *self, const T *elem) \
+    AP__TYPED_INLINE AP_NODISCARD ap_status name##_try_push(name *self, const T *elem)                \
     { return ap__spsc_push_n(&self->q, elem, 1, NULL, sizeof(T)); }                \
-    AP_FORCE_INLINE AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop(name *self, T *out)     \
+    AP__TYPED_INLINE AP_NODISCARD ap_status name##_try_pop(name *self, T *out)                    \
     { return ap__spsc_pop_n(&self->q, out, 1, NULL, sizeof(T)); }                  \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_push_n(name *self, const T *elems,    \
+    AP__TYPED AP_NODISCARD ap_status name##_try_push_n(name *self, const T *elems,                 \
                                                     size_t n, size_t *done)        \
     { return ap__spsc_push_n(&self->q, elems, n, done, sizeof(T)); }               \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_try_pop_n(name *self, T *out, size_t n,   \
+    AP__TYPED AP_NODISCARD ap_status name##_try_pop_n(name *self, T *out, size_t n,                \
                                                    size_t *done)                   \
     { return ap__spsc_pop_n(&self->q, out, n, done, sizeof(T)); }                  \
-    AP_API AP_MAYBE_UNUSED void name##_fini(name *self) { ap_spsc_fini(&self->q); }                \
-    AP_API AP_MAYBE_UNUSED void name##_close(name *self) { ap_spsc_close(&self->q); }              \
-    AP_API AP_MAYBE_UNUSED size_t name##_capacity(const name *self) { return ap_spsc_capacity(&self->q); } \
-    AP_API AP_MAYBE_UNUSED size_t name##_len(name *self) { return ap_spsc_len(&self->q); }         \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,      \
+    AP__TYPED void name##_fini(name *self) { ap_spsc_fini(&self->q); }                             \
+    AP__TYPED void name##_close(name *self) { ap_spsc_close(&self->q); }                           \
+    AP__TYPED size_t name##_capacity(const name *self) { return ap_spsc_capacity(&self->q); }              \
+    AP__TYPED size_t name##_len(name *self) { return ap_spsc_len(&self->q); }                      \
+    AP__TYPED AP_NODISCARD ap_status name##_push_wait(name *self, const T *elem,                   \
                                                    ap_deadline deadline_ns)           \
     { return ap_spsc_push_wait(&self->q, elem, deadline_ns); }                     \
-    AP_API AP_MAYBE_UNUSED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,              \
+    AP__TYPED AP_NODISCARD ap_status name##_pop_wait(name *self, T *out,                           \
                                                   ap_deadline deadline_ns)            \
     { return ap_spsc_pop_wait(&self->q, out, deadline_ns); }
 

@@ -83,15 +83,7 @@ AP_API uint64_t ap_timeout_remaining(const ap_timeout *t, uint64_t now);
 
 /* ---- implementation ---- */
 
-AP_API ap_poll ap__timeout_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_timeout_poll((ap_timeout *)(void *)f, cx);
-}
-
-AP_API void ap__timeout_cancel_v(ap_future *f)
-{
-    ap_timeout_cancel((ap_timeout *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__timeout, ap_timeout, ap_timeout_poll, ap_timeout_cancel)
 
 AP_API void ap_timeout_init(ap_timeout *t, ap_future *inner, ap_deadline deadline)
 {

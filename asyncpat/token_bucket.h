@@ -394,34 +394,7 @@ AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt);
 
 /* ---- exact 64x64 -> 128 and 128 / 64 ---- */
 
-/* Portable forms, always compiled (the tests compare them with __int128). */
-AP_API void ap__tb_mul_portable(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo)
-{
-    uint64_t a0 = a & 0xffffffffu, a1 = a >> 32, b0 = b & 0xffffffffu, b1 = b >> 32;
-    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
-    uint64_t mid = (p00 >> 32) + (p01 & 0xffffffffu) + (p10 & 0xffffffffu);
-    *lo = (mid << 32) | (p00 & 0xffffffffu);
-    *hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
-}
-
-/* (hi:lo) / d for hi < d (so the quotient fits); remainder in *rem. */
-AP_API uint64_t ap__tb_div_portable(uint64_t hi, uint64_t lo, uint64_t d, uint64_t *rem)
-{
-    uint64_t q = 0;
-    for (int i = 0; i < 64; i++) {
-        uint64_t carry = hi >> 63; /* the shifted remainder is >= 2^64 > d */
-        hi = (hi << 1) | (lo >> 63);
-        lo <<= 1;
-        q <<= 1;
-        if (carry || hi >= d) {
-            hi -= d; /* mod 2^64, exact: the true difference is < d */
-            q |= 1;
-        }
-    }
-    *rem = hi;
-    return q;
-}
-
+/* Portable forms: ap__mul_64x64 and ap__div_128_64 (core.h). */
 #if defined(__SIZEOF_INT128__) && !defined(AP_TB_NO_INT128)
 #define AP__TB_HAVE_INT128 1
 __extension__ typedef unsigned __int128 ap__tb_u128;
@@ -444,10 +417,10 @@ AP_API bool ap__tb_muldiv(uint64_t a, uint64_t b, uint64_t d, int up, uint64_t *
     return true;
 #else
     uint64_t hi, lo, rem, q;
-    ap__tb_mul_portable(a, b, &hi, &lo);
+    ap__mul_64x64(a, b, &hi, &lo);
     if (hi >= d)
         return false;
-    q = ap__tb_div_portable(hi, lo, d, &rem);
+    q = ap__div_128_64(hi, lo, d, &rem);
     if (up && rem != 0) {
         if (q == UINT64_MAX)
             return false;
@@ -558,15 +531,6 @@ AP_FORCE_INLINE int ap__tb_decide(const ap_tb *tb, uint64_t c, uint64_t m, uint6
         return t <= now;
     }
     base = ap__tb_base(tb, c, now, &v);
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_TB_NO_BURST_CLAMP
-    /* MUTANT (tests only): base = C, not max(C, V(now)): the bucket is not
-     * clamped to the burst, idle time banks tokens without bound. */
-    if (c < base && c + m <= v + tb->burst) {
-        *next = c + m;
-        *when = now;
-        return 1;
-    }
-#endif
     if (base > AP__TB_C_MAX - m)
         return -1;
     *next = base + m;
@@ -753,15 +717,7 @@ AP_API uint64_t ap_tb_cancel_reservation(ap_tb *tb, ap_tb_reservation *res, uint
 
 /* ---- acquire future ---- */
 
-AP_API ap_poll ap__tb_acquire_poll_v(ap_future *self, ap_cx *cx)
-{
-    return ap_tb_acquire_poll((ap_tb_acquire_fut *)(void *)self, cx);
-}
-
-AP_API void ap__tb_acquire_cancel_v(ap_future *self)
-{
-    ap_tb_acquire_cancel((ap_tb_acquire_fut *)(void *)self);
-}
+AP__FUTURE_VTABLE(ap__tb_acquire, ap_tb_acquire_fut, ap_tb_acquire_poll, ap_tb_acquire_cancel)
 
 AP_API void ap_tb_acquire_fut_init(ap_tb_acquire_fut *f, ap_tb *tb, uint64_t n,
                                    ap_deadline deadline_ns)
@@ -909,35 +865,32 @@ AP_API void ap_tb_keyed_destroy(ap_tb_keyed *kt)
 
 AP_API size_t ap__tb_keyed_home(const ap_tb_keyed *kt, uint64_t key)
 {
-    /* splitmix64's finaliser: adjacent keys spread over the table */
-    uint64_t x = key + UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    x ^= x >> 31;
-    return (size_t)(x % (uint64_t)kt->capacity);
+    /* splitmix64: adjacent keys spread over the table */
+    return (size_t)(ap__mix64(key) % (uint64_t)kt->capacity);
 }
 
-/* Remove the entry at i (Knuth's algorithm R for linear probing): later
+/* ap__probe_delete's callbacks over the keyed table (under its lock). */
+AP_FORCE_INLINE size_t ap__tb_keyed_probe_home(void *t, size_t j)
+{
+    ap_tb_keyed *kt = (ap_tb_keyed *)t;
+    return kt->slots[j].tat == AP__TB_EMPTY ? SIZE_MAX : ap__tb_keyed_home(kt, kt->slots[j].key);
+}
+
+AP_FORCE_INLINE void ap__tb_keyed_probe_move(void *t, size_t to, size_t from)
+{
+    ap_tb_keyed *kt = (ap_tb_keyed *)t;
+    kt->slots[to] = kt->slots[from];
+    kt->slots[from].tat = AP__TB_EMPTY;
+}
+
+/* Remove the entry at i by backward shift (ap__probe_delete): later
  * entries of the cluster move back so every key stays reachable from its
  * home without crossing an empty slot. Caller holds the lock. */
 AP_API void ap__tb_keyed_delete(ap_tb_keyed *kt, size_t i)
 {
-    size_t cap = kt->capacity, j = i;
     kt->slots[i].tat = AP__TB_EMPTY;
     kt->used--;
-    for (;;) {
-        j = j + 1 == cap ? 0 : j + 1;
-        if (kt->slots[j].tat == AP__TB_EMPTY)
-            return;
-        size_t h = ap__tb_keyed_home(kt, kt->slots[j].key);
-        /* leave j where it is if its home lies cyclically in (i, j] */
-        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-        if (!stays) {
-            kt->slots[i] = kt->slots[j];
-            kt->slots[j].tat = AP__TB_EMPTY;
-            i = j;
-        }
-    }
+    ap__probe_delete(kt, kt->capacity, i, ap__tb_keyed_probe_home, ap__tb_keyed_probe_move);
 }
 
 AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t n,

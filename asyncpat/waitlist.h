@@ -275,11 +275,20 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
  * primitive with a waitlist member @list and a non-blocking @try_v:
  * pfx##_fut_init, pfx##_poll, pfx##_cancel, pfx##_status and pfx##_wait.
  * Forwarding only (no logic), as the *_DEFINE generators; the primitive's
- * header declares and documents each function.
+ * header declares and documents each function. AP__WAITOP_FUTURE_CLOCK
+ * is the same for a primitive whose waits read a clock of its own:
+ * @clock_of(q) is a const ap_clock * (pfx##_wait then drives the future
+ * with ap_block_on_until_clock); AP__WAITOP_NO_CLOCK gives ap_now_ns's.
  */
+#define AP__WAITOP_NO_CLOCK(q) ((const ap_clock *)NULL)
 #define AP__WAITOP_FUTURE(pfx, fut_t, obj_t, list, try_v, arg_t)                        \
+    AP__WAITOP_FUTURE_CLOCK(pfx, fut_t, obj_t, list, try_v, arg_t, AP__WAITOP_NO_CLOCK)
+#define AP__WAITOP_FUTURE_CLOCK(pfx, fut_t, obj_t, list, try_v, arg_t, clock_of)        \
     AP_API void pfx##_fut_init(fut_t *f, obj_t *q, arg_t arg)                           \
-    { ap_waitop_init(&f->op, &q->list, try_v, q, (void *)(uintptr_t)arg); }            \
+    {                                                                                    \
+        AP_ASSERT(f != NULL && q != NULL);                                               \
+        ap_waitop_init(&f->op, &q->list, try_v, q, (void *)(uintptr_t)arg);              \
+    }                                                                                    \
     AP_API ap_poll pfx##_poll(fut_t *f, ap_cx *cx) { return ap_waitop_poll(&f->op, cx); } \
     AP_API void pfx##_cancel(fut_t *f) { ap_waitop_cancel(&f->op); }                    \
     AP_API ap_status pfx##_status(const fut_t *f) { return ap_waitop_status(&f->op); }  \
@@ -287,7 +296,9 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
     {                                                                                    \
         fut_t f;                                                                         \
         pfx##_fut_init(&f, q, arg);                                                      \
-        return ap_waitop_wait(&f.op, deadline_ns);                                       \
+        if (ap_block_on_until_clock(&f.op.base, deadline_ns, clock_of(q)) == AP_TIMEDOUT) \
+            return AP_TIMEDOUT;                                                          \
+        return f.op.status;                                                              \
     }
 
 /*
@@ -725,15 +736,7 @@ AP_API void ap_waitlist_cancel_pass(ap_waitlist *wl, ap_waiter *w)
         (void)ap_waitlist_wake(wl, 1);
 }
 
-AP_API ap_poll ap__waitop_poll_v(ap_future *f, ap_cx *cx)
-{
-    return ap_waitop_poll((ap_waitop *)(void *)f, cx);
-}
-
-AP_API void ap__waitop_cancel_v(ap_future *f)
-{
-    ap_waitop_cancel((ap_waitop *)(void *)f);
-}
+AP__FUTURE_VTABLE(ap__waitop, ap_waitop, ap_waitop_poll, ap_waitop_cancel)
 
 AP_API void ap_waitop_init(ap_waitop *op, ap_waitlist *wl,
                            ap_status (*try_op)(void *obj, void *arg),
@@ -760,9 +763,7 @@ AP_API ap_poll ap_waitop_poll(ap_waitop *op, ap_cx *cx)
     if (st == AP_FULL || st == AP_EMPTY) {
         ap_waitlist_register_cx(op->wl, &op->waiter, cx);
         AP_TEST_YIELD(); /* between registering and re-checking */
-#if !(defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_WAITOP_NO_RECHECK)
         st = op->try_op(op->obj, op->arg);
-#endif /* else MUTANT (tests only): check-then-register, no re-check */
     }
     if (st == AP_FULL || st == AP_EMPTY) {
         op->agains = 0;
@@ -899,12 +900,7 @@ AP_API ap_status ap_grant_poll(ap_waitlist *wl, const ap_grant_ops *ops, void *o
      * the caller's attempt and this register is caught by the check below. */
     ap_waitlist_register_cx(wl, &g->waiter, cx);
     AP_TEST_YIELD(); /* registered, not yet re-checked */
-#if !(defined(AP_MUTANT) && (AP_MUTANT == AP_MUTANT_SEM_POLL_NO_RECHECK ||                \
-                             AP_MUTANT == AP_MUTANT_POOL_NO_RECHECK ||                    \
-                             AP_MUTANT == AP_MUTANT_CONNPOOL_NO_RECHECK))
     ap_grant_dispatch(wl, ops, obj);
-#endif /* else MUTANT (tests only): register without the re-check; a release
-        * between the attempt and the register saw no waiter and woke nobody */
     return ap__grant_check(wl, ops, obj, g);
 }
 

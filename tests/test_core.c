@@ -340,3 +340,230 @@ Test(core, backoff_counts)
         ap__backoff(&spins);
     cr_assert_eq(spins, AP_SPIN_LIMIT + 3);
 }
+
+/* ---- shared arithmetic: align-up, hash, 128-bit, backward-shift delete ---- */
+
+/* a constant expression: usable in a static assertion and an array size */
+AP_STATIC_ASSERT(AP__ALIGN_UP(13, 8) == 16, "AP__ALIGN_UP is a constant expression");
+static char align_sized[AP__ALIGN_UP(1, 64)];
+
+Test(core, align_up_rounds_to_the_next_multiple)
+{
+    cr_assert_eq(sizeof align_sized, 64);
+    static const size_t aligns[] = {1, 2, 8, 16, 64, 4096};
+    for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+        size_t al = aligns[a];
+        for (size_t x = 0; x < 3 * 4096; x += 1 + x / 7) {
+            size_t want = (x + al - 1) / al * al; /* the division form */
+            cr_assert_eq(AP__ALIGN_UP(x, al), want, "AP__ALIGN_UP(%zu, %zu)", x, al);
+            cr_assert_eq(ap__align_up(x, al), want, "ap__align_up(%zu, %zu)", x, al);
+        }
+    }
+    cr_assert_eq(ap__align_up(0, 64), 0);
+    cr_assert_eq(ap__align_up(SIZE_MAX - 7, 8), SIZE_MAX - 7, "the largest multiple fits");
+    cr_assert_eq(ap__align_up(SIZE_MAX - 6, 8), 0, "overflow is 0, not a wrapped size");
+    cr_assert_eq(ap__align_up(SIZE_MAX, 64), 0);
+    cr_assert_eq(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
+}
+
+Test(core, mix64_is_splitmix64)
+{
+    /* The first outputs of splitmix64 seeded with 0 (Vigna's reference
+     * splitmix64.c): output k is ap__mix64(k * golden). */
+    static const uint64_t want[] = {UINT64_C(0xE220A8397B1DCDAF), UINT64_C(0x6E789E6AA1B965F4),
+                                    UINT64_C(0x06C45D188009454F), UINT64_C(0xF88BB8A8724C81EC)};
+    uint64_t state = 0;
+    for (size_t k = 0; k < 4; k++) {
+        cr_assert_eq(ap__mix64(state), want[k], "output %zu", k);
+        state += UINT64_C(0x9E3779B97F4A7C15);
+    }
+}
+
+Test(core, mix64_spreads_adjacent_keys)
+{
+    /* a bijection: 2^16 adjacent keys give 2^16 distinct hashes (sorted
+     * check), and their top 4 bits and low 4 bits each fill all 16
+     * buckets nearly evenly (what the cache's shard and slot picks need) */
+    enum { N = 1 << 16 };
+    uint64_t *h = malloc(N * sizeof *h);
+    cr_assert_not_null(h);
+    unsigned hi[16] = {0}, lo[16] = {0};
+    for (uint64_t k = 0; k < N; k++) {
+        h[k] = ap__mix64(k);
+        hi[h[k] >> 60]++;
+        lo[h[k] & 15]++;
+    }
+    for (int b = 0; b < 16; b++) {
+        cr_assert(hi[b] > N / 16 * 9 / 10 && hi[b] < N / 16 * 11 / 10, "top bucket %d: %u", b, hi[b]);
+        cr_assert(lo[b] > N / 16 * 9 / 10 && lo[b] < N / 16 * 11 / 10, "low bucket %d: %u", b, lo[b]);
+    }
+    /* distinct: insertion-free check through a sort */
+    for (size_t gap = N / 2; gap > 0; gap /= 2) /* shell sort, N = 2^16 */
+        for (size_t i = gap; i < N; i++)
+            for (size_t j = i; j >= gap && h[j - gap] > h[j]; j -= gap) {
+                uint64_t t = h[j];
+                h[j] = h[j - gap];
+                h[j - gap] = t;
+            }
+    for (size_t i = 1; i < N; i++)
+        cr_assert_neq(h[i - 1], h[i], "two keys share a hash");
+    free(h);
+}
+
+static uint64_t core_rng(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+Test(core, mul_64x64_and_div_128_64_match_int128)
+{
+    __extension__ typedef unsigned __int128 u128;
+    static const uint64_t edge[] = {0, 1, 2, 3, UINT64_C(0xffffffff), UINT64_C(0x100000000),
+                                    UINT64_MAX / 2, UINT64_MAX / 2 + 1, UINT64_MAX - 1, UINT64_MAX};
+    enum { NE = sizeof edge / sizeof edge[0] };
+    uint64_t s = 0x1234567;
+    for (int i = 0; i < 100000 + NE * NE * NE; i++) {
+        uint64_t a, b, d;
+        if (i < NE * NE * NE) {
+            a = edge[i % NE];
+            b = edge[i / NE % NE];
+            d = edge[i / NE / NE];
+        } else {
+            a = core_rng(&s) >> (core_rng(&s) % 64);
+            b = core_rng(&s) >> (core_rng(&s) % 64);
+            d = core_rng(&s) >> (core_rng(&s) % 64);
+        }
+        uint64_t hi, lo;
+        ap__mul_64x64(a, b, &hi, &lo);
+        u128 p = (u128)a * b;
+        cr_assert(hi == (uint64_t)(p >> 64) && lo == (uint64_t)p, "mul %d", i);
+        if (d != 0 && hi < d) {
+            uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem);
+            cr_assert(q == (uint64_t)(p / d) && rem == (uint64_t)(p % d), "div %d", i);
+        }
+    }
+    /* the largest dividend a divisor allows: hi = d - 1, lo = all ones */
+    uint64_t rem, q = ap__div_128_64(UINT64_MAX - 1, UINT64_MAX, UINT64_MAX, &rem);
+    cr_assert_eq(q, UINT64_MAX);
+    cr_assert_eq(rem, UINT64_MAX - 1);
+}
+
+/* A linear-probing table for ap__probe_delete: keys 1.., 0 = empty; the
+ * home of a key is key % HOMES (homes pile up: long clusters that wrap). */
+#define PT_CAP 11
+#define PT_HOMES 5
+typedef struct probe_table {
+    uint64_t key[PT_CAP];
+    unsigned moves;
+} probe_table;
+
+static size_t pt_home_of(uint64_t key) { return (size_t)(key % PT_HOMES) * 2 + 5; } /* 5,7,9,11->0,13->2 */
+
+static size_t pt_home(void *t, size_t j)
+{
+    probe_table *pt = (probe_table *)t;
+    return pt->key[j] == 0 ? SIZE_MAX : pt_home_of(pt->key[j]) % PT_CAP;
+}
+
+static void pt_move(void *t, size_t to, size_t from)
+{
+    probe_table *pt = (probe_table *)t;
+    cr_assert_eq(pt->key[to], 0, "moved onto an occupied slot");
+    pt->key[to] = pt->key[from];
+    pt->key[from] = 0;
+    pt->moves++;
+}
+
+static size_t pt_find(const probe_table *pt, uint64_t key)
+{
+    for (size_t n = 0, j = pt_home_of(key) % PT_CAP; n < PT_CAP; n++, j = (j + 1) % PT_CAP) {
+        if (pt->key[j] == key)
+            return j;
+        if (pt->key[j] == 0)
+            return SIZE_MAX; /* an empty slot ends the probe */
+    }
+    return SIZE_MAX;
+}
+
+static void pt_insert(probe_table *pt, uint64_t key)
+{
+    size_t j = pt_home_of(key) % PT_CAP;
+    while (pt->key[j] != 0)
+        j = (j + 1) % PT_CAP;
+    pt->key[j] = key;
+}
+
+Test(core, probe_delete_keeps_every_key_reachable)
+{
+    uint64_t s = 99;
+    unsigned moves = 0;
+    for (int round = 0; round < 3000; round++) {
+        probe_table pt;
+        memset(&pt, 0, sizeof pt);
+        bool in[64] = {false};
+        size_t fill = 1 + core_rng(&s) % (PT_CAP - 1); /* at least one slot stays empty */
+        for (size_t n = 0; n < fill;) {
+            uint64_t k = 1 + core_rng(&s) % 63;
+            if (!in[k]) {
+                in[k] = true;
+                pt_insert(&pt, k);
+                n++;
+            }
+        }
+        /* delete every key in a random order, checking the rest each time */
+        for (size_t left = fill; left > 0; left--) {
+            uint64_t k;
+            do
+                k = 1 + core_rng(&s) % 63;
+            while (!in[k]);
+            size_t i = pt_find(&pt, k);
+            cr_assert_neq(i, SIZE_MAX, "round %d: key %llu lost before its delete", round,
+                          (unsigned long long)k);
+            pt.key[i] = 0; /* the caller empties the slot first */
+            in[k] = false;
+            ap__probe_delete(&pt, PT_CAP, i, pt_home, pt_move);
+            size_t count = 0;
+            for (size_t j = 0; j < PT_CAP; j++)
+                count += pt.key[j] != 0;
+            cr_assert_eq(count, left - 1, "round %d: a move lost or duplicated a key", round);
+            for (uint64_t x = 1; x < 64; x++)
+                if (in[x])
+                    cr_assert_neq(pt_find(&pt, x), SIZE_MAX,
+                                  "round %d: key %llu unreachable after deleting %llu", round,
+                                  (unsigned long long)x, (unsigned long long)k);
+        }
+        moves += pt.moves;
+    }
+    cr_assert_gt(moves, 1000, "the test never made the delete shift anything");
+}
+
+Test(core, probe_delete_leaves_a_key_at_home_in_place)
+{
+    /* One cluster from slot 7 round the end to slot 1 (homes by
+     * pt_home_of: 1, 6 -> 7; 2, 7, 12 -> 9; 3 -> 11 % 11 = 0). Deleting
+     * key 1 at slot 7 moves key 6 back into its home and nothing else:
+     * each other key's home lies cyclically in (its slot's gap, its slot]. */
+    probe_table pt;
+    memset(&pt, 0, sizeof pt);
+    pt.key[7] = 1;  /* home 7 */
+    pt.key[8] = 6;  /* home 7 */
+    pt.key[9] = 2;  /* home 9 */
+    pt.key[10] = 7; /* home 9 */
+    pt.key[0] = 3;  /* home 0 (11 % 11) */
+    pt.key[1] = 12; /* home 9: wrapped twice past its home */
+    cr_assert_eq(pt_find(&pt, 12), 1);
+    pt.key[7] = 0; /* delete key 1 at its home */
+    ap__probe_delete(&pt, PT_CAP, 7, pt_home, pt_move);
+    cr_assert_eq(pt.key[7], 6, "key 6 (home 7) moves back into its home");
+    cr_assert_eq(pt.key[8], 0, "then slot 8 is free");
+    cr_assert_eq(pt.key[9], 2, "key 2 stays at its home");
+    cr_assert_eq(pt.key[10], 7, "key 7 stays: its home 9 lies in (8, 10]");
+    cr_assert_eq(pt.key[0], 3, "key 3 stays at its home 0");
+    cr_assert_eq(pt.key[1], 12, "key 12 (home 9) cannot move into slot 8, before its home");
+    for (uint64_t k = 2; k <= 12; k++)
+        if (k == 2 || k == 3 || k == 6 || k == 7 || k == 12)
+            cr_assert_neq(pt_find(&pt, k), SIZE_MAX, "key %llu lost", (unsigned long long)k);
+}

@@ -10,32 +10,10 @@
 #include <time.h>
 
 #include "test_util.h"
-#define EXPECT_NOT(c, ...) ck_(__FILE__, __LINE__, "!(" #c ")", CK_TRUE, (uintmax_t)!(c), 0, "" __VA_ARGS__)
-#define EXPECT_NULL(p, ...) EXPECT((p) == NULL, __VA_ARGS__)
 
-/* ---- wakers that count and log ---- */
-
-typedef struct wake_log {
-    int order[16]; /* ids, in the order they were woken */
-    int n;
-} wake_log;
-
-typedef struct tw { /* one test waker */
-    atomic_int calls;
-    int id;
-    wake_log *log;
-} tw;
-
-static void tw_wake(void *ctx)
-{
-    tw *t = ctx;
-    atomic_fetch_add(&t->calls, 1);
-    if (t->log && t->log->n < 16)
-        t->log->order[t->log->n++] = t->id;
-}
+/* ---- wakers that count and log: tw, wake_log (test_util.h) ---- */
 
 static ap_waker waker_of(tw *t) { return (ap_waker){tw_wake, t}; }
-static int calls(tw *t) { return atomic_load(&t->calls); }
 
 
 /* ---- initialisation ---- */

@@ -159,7 +159,7 @@ static void mkval(unsigned char *out, uint64_t key, uint64_t ver)
     for (size_t j = 0; j < vs; j++) out[j] = (unsigned char)((x >> (8 * (j % 8))) + (j / 8) * 0x3b);
 }
 
-static int shard_of(uint64_t key) { return (int)((ap__cache_mix(key) >> 32) & (S - 1)); }
+static int shard_of(uint64_t key) { return (int)((ap__mix64(key) >> 32) & (S - 1)); }
 
 static int m_find(const mshard *m, uint64_t key)
 {
