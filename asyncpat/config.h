@@ -34,9 +34,6 @@
  *   AP_BARRIER_REGISTER() membarrier registration       overrides the three together
  *   AP_BLOCK_ON_CONDVAR undefined                       ap_block_on parks on a condition variable
  *                                                       instead of a Linux futex
- *   AP_MUTANT           undefined                       TESTS ONLY: one of the AP_MUTANT_* ids
- *                                                       below plants a known bug (a negative
- *                                                       control; see tests/mutants.sh)
  *
  * The AP_ATOMIC_* set must be overridden all together or not at all; a
  * partial set stops the build with #error.
@@ -45,16 +42,12 @@
 #define ASYNCPAT_CONFIG_H
 
 /*
- * POSIX visibility. Under strict ISO C (-std=c11) glibc hides clock_gettime,
- * sched_yield and syscall. If no feature macro was chosen and no system
- * header has been read yet, ask for the default set; time.h checks later
- * that it got what it needs and says what to do if not.
+ * POSIX visibility: asyncpat defines no feature-test macro (_DEFAULT_SOURCE
+ * and friends are reserved to the implementation and the user, and come too
+ * late once a system header was read). Under strict ISO C (-std=c11) on
+ * Linux it declares the few POSIX functions glibc then hides itself, so it
+ * may be included before or after any system header; see time.h.
  */
-#if defined(__STRICT_ANSI__) && !defined(_POSIX_C_SOURCE) && \
-    !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) &&      \
-    !defined(_DEFAULT_SOURCE) && !defined(_BSD_SOURCE)
-#define _DEFAULT_SOURCE 1
-#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -304,66 +297,6 @@ AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(unsigned)) == sizeof(unsigned) &&
 #if __has_feature(thread_sanitizer)
 #define AP__TSAN 1
 #endif
-#endif
-
-/* ---- negative controls (tests only) ----
- *
- * -DAP_MUTANT=<id> plants one known bug at one marked point of a header
- * (grep for its name), so tests/mutants.sh can prove that the check named
- * here fails on it. Without AP_MUTANT nothing of this exists. Never define
- * it outside tests/mutants.sh. Numbered from 1; add new ids at the end.
- *   id  name                              header: the bug          caught by
- */
-#define AP_MUTANT_MPMC_RELAXED_PUBLISH 1  /* mpmc.h: push publishes the slot stamp
-                                             relaxed, not release    TSan stress */
-#define AP_MUTANT_WS_TAKE_NO_FENCE 2      /* work_steal.h: try_pop without its
-                                             seq_cst fence (non-TSan build only;
-                                             TSan drops the fence anyway)
-                                                                     scheduler, TSO mode;
-                                                                     plain -O2 work-steal
-                                                                     stress, repeated (a
-                                                                     task run twice) */
-#define AP_MUTANT_SEM_LOAD_STORE 3        /* semaphore.h: try_acquire and release
-                                             take/add permits with load + store,
-                                             not a CAS               scheduler, semaphore
-                                                                     stress, spin model */
-#define AP_MUTANT_WAITOP_NO_RECHECK 4     /* waitlist.h: ap_waitop_poll does not
-                                             re-try after registering
-                                                                     lost-wakeup detectors
-                                                                     (scheduler,
-                                                                     stress_async), spin */
-#define AP_MUTANT_SEM_POLL_NO_RECHECK 5   /* semaphore.h: acquire poll does not run
-                                             a grant pass after registering
-                                                                     scheduler (lost-
-                                                                     wakeup detector) */
-#define AP_MUTANT_CB_EARLY_PROBE_RELEASE 6 /* circuit_breaker.h: a reported probe
-                                             gives back its admission with its slot,
-                                             so a period admits > K   breaker stress */
-#define AP_MUTANT_TB_NO_BURST_CLAMP 7     /* token_bucket.h: base is C, not
-                                             max(C, V(t)): idle time banks tokens
-                                             beyond the burst        random-walk theorem
-                                                                     test (Criterion) */
-#define AP_MUTANT_POOL_NO_RECHECK 8       /* pool.h: a get future registers
-                                             without the grant pass that
-                                             re-checks the idle stack
-                                                                     scheduler (lost-
-                                                                     wakeup detector) */
-#define AP_MUTANT_CACHE_NO_SEQ_CHECK 9    /* cache.h: a lock-free get trusts its
-                                             copy without re-reading the
-                                             shard's sequence word  scheduler (torn
-                                                                     value) */
-#define AP_MUTANT_LIFE_ENTER_LOAD_STORE 10 /* lifecycle.h: enter checks RUNNING,
-                                             then counts with a separate add:
-                                             an enter lands after a stop
-                                                                     scheduler (enter
-                                                                     after drain) */
-#define AP_MUTANT_CONNPOOL_NO_RECHECK 11 /* connpool.h: a checkout future
-                                             registers without the grant pass
-                                             that re-checks      scheduler (lost-
-                                                                     wakeup detector) */
-#define AP_MUTANT_LAST_ 11
-#if defined(AP_MUTANT) && (AP_MUTANT < 1 || AP_MUTANT > AP_MUTANT_LAST_)
-#error "asyncpat: AP_MUTANT is not one of the AP_MUTANT_* ids in asyncpat/config.h"
 #endif
 
 /* ---- test scheduling noise ---- */

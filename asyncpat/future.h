@@ -124,8 +124,11 @@
 #if defined(__APPLE__) /* no pthread_condattr_setclock: time out on the wall clock */
 #define AP__PARK_CLOCK CLOCK_REALTIME
 #else
-#define AP__PARK_CLOCK CLOCK_MONOTONIC
+#define AP__PARK_CLOCK AP__CLOCK_MONOTONIC
 #define AP__PARK_SETCLOCK 1
+#if defined(__linux__) && !defined(__cplusplus) /* strict ISO C hides it: see time.h */
+int pthread_condattr_setclock(pthread_condattr_t *attr, int clock_id);
+#endif
 #endif
 #endif
 
@@ -277,6 +280,21 @@ AP_API void ap__parker_wake(void *ctx)
 #endif
 }
 
+/* ns as a struct timespec. A 32-bit time_t (i386, arm32) holds 68 years of
+ * seconds: more would wrap, perhaps to a negative time the kernel refuses
+ * at once (a sleeping loop would spin), so the seconds stop at INT32_MAX;
+ * every caller sleeps, and there a shorter sleep is a spurious return. */
+AP_FORCE_INLINE struct timespec ap__timespec_from_ns(uint64_t ns)
+{
+    struct timespec ts;
+    uint64_t sec = ns / AP_NS_PER_SEC;
+    if (sizeof(time_t) < sizeof(uint64_t) && sec > (uint64_t)INT32_MAX)
+        sec = (uint64_t)INT32_MAX;
+    ts.tv_sec = (time_t)sec;
+    ts.tv_nsec = (long)(ns % AP_NS_PER_SEC);
+    return ts;
+}
+
 /* Sleep until notified or `ns` nanoseconds pass; spurious returns allowed. */
 AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
 {
@@ -304,8 +322,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
         return; /* notified meanwhile */
     struct timespec ts, *tsp = NULL;
     if (ns != AP_DEADLINE_NONE) {
-        ts.tv_sec = (time_t)(ns / AP_NS_PER_SEC);
-        ts.tv_nsec = (long)(ns % AP_NS_PER_SEC);
+        ts = ap__timespec_from_ns(ns);
         tsp = &ts;
     }
     /* Sleeps only while the word still says "parked" (checked atomically
@@ -321,8 +338,7 @@ AP_API void ap__parker_park(ap__parker *p, uint64_t ns)
             clock_gettime(AP__PARK_CLOCK, &ts);
             uint64_t abs = ap_deadline_after((uint64_t)ts.tv_sec * AP_NS_PER_SEC +
                                            (uint64_t)ts.tv_nsec, ns);
-            ts.tv_sec = (time_t)(abs / AP_NS_PER_SEC);
-            ts.tv_nsec = (long)(abs % AP_NS_PER_SEC);
+            ts = ap__timespec_from_ns(abs);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
     }

@@ -44,8 +44,31 @@
 #include "config.h"
 #include <time.h>
 
-#if !defined(CLOCK_MONOTONIC)
-#error "asyncpat needs POSIX clock_gettime(CLOCK_MONOTONIC): include asyncpat before system headers, or compile with -D_DEFAULT_SOURCE (or -D_POSIX_C_SOURCE=200809L)"
+/*
+ * POSIX names under strict ISO C. With -std=c11 and no feature-test macro,
+ * glibc hides clock_gettime, CLOCK_MONOTONIC and nanosleep (and syscall and
+ * pthread_condattr_setclock, used by future.h and waitlist.h). asyncpat
+ * defines no feature macro (reserved identifiers); on Linux, in C, it
+ * declares what it uses itself, with the Linux ABI of glibc and musl
+ * (clockid_t is int, CLOCK_MONOTONIC is 1). These declarations are
+ * compatible with the system's, whichever header comes first, so asyncpat
+ * may be included before or after any system header. The monotonic clock
+ * is the only clock: ap_now_ns and every timed wait need it. Elsewhere
+ * (another OS under strict ISO C) the POSIX names must be visible: compile
+ * with -D_POSIX_C_SOURCE=200809L, or -std=gnu11.
+ */
+#if defined(CLOCK_MONOTONIC)
+#define AP__CLOCK_MONOTONIC CLOCK_MONOTONIC
+#elif defined(__linux__) && !defined(__cplusplus)
+#define AP__CLOCK_MONOTONIC 1 /* CLOCK_MONOTONIC in <linux/time.h> */
+#define AP__POSIX_DECLS 1
+int clock_gettime(int clock_id, struct timespec *ts);
+int nanosleep(const struct timespec *req, struct timespec *rem);
+#else
+#error "asyncpat needs POSIX clock_gettime(CLOCK_MONOTONIC), hidden by strict ISO C here: compile with -D_POSIX_C_SOURCE=200809L (or -std=gnu11)"
+#endif
+#if defined(__linux__) && !defined(__cplusplus)
+long syscall(long number, ...); /* <unistd.h> shows it only with _DEFAULT_SOURCE */
 #endif
 
 #define AP_NS_PER_US UINT64_C(1000)
@@ -60,7 +83,7 @@ typedef uint64_t ap_deadline;
 AP_API uint64_t ap_now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(AP__CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * AP_NS_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 

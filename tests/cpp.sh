@@ -94,7 +94,7 @@ build_run() { # name cxx std extra-flags...
     case $cxx in g++) cc=gcc ;; *) cc=clang ;; esac
     exe="$out/$name-$cxx-$std$(echo "$*" | grep -q sanitize && echo -tsan)"
     if [ "$name" = mixed ]; then
-        o=$($cc -std=c11 $STRICT -O2 -g "$@" -I. -Itests/cpp -c tests/cpp/mixed_c.c -o "$exe-c.o" 2>&1) &&
+        o=$($cc -std=c11 $STRICT -O2 -g -pthread "$@" -I. -Itests/cpp -c tests/cpp/mixed_c.c -o "$exe-c.o" 2>&1) &&
         o=$($cxx -std=$std $STRICT -O2 -g "$@" -I. -Itests/cpp tests/cpp/mixed.cpp "$exe-c.o" -o "$exe" -pthread 2>&1)
     else
         o=$($cxx -std=$std $STRICT -O2 -g "$@" -I. -Itests/cpp "tests/cpp/$name.cpp" -o "$exe" -pthread 2>&1)

@@ -19,6 +19,21 @@ for cc in gcc clang; do
         done
     done
 done
+# Strict C after system headers (the reading order asyncpat once forbade):
+# asyncpat defines no feature macro, so nothing may depend on coming first;
+# -pthread too (it defines _REENTRANT, which makes glibc show part of POSIX).
+for cc in gcc clang; do
+    command -v $cc >/dev/null 2>&1 || continue
+    for defs in "" "-DAP_BLOCK_ON_CONDVAR" "-pthread" "-pthread -DAP_BLOCK_ON_CONDVAR"; do
+        if out=$(printf '#include <stdio.h>\n#include <time.h>\n#include <pthread.h>\n#include <unistd.h>\n#include "asyncpat.h"\nint ap_header_probe;\n' |
+                 $cc -std=c11 -Wall -Wextra -Wpedantic -Werror $defs -I. -fsyntax-only -x c - 2>&1); then
+            pass=$((pass+1))
+        else
+            fail=$((fail+1)); echo "FAIL: asyncpat.h after system headers with $cc -std=c11 $defs"; echo "$out" | head -n 5
+        fi
+    done
+done
+
 # C++: every header alone in C++17, C++20 and C++2b (C++23) with g++ and
 # clang++, strict; the umbrella header also with the two variants above.
 for cxx in g++ clang++; do

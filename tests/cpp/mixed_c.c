@@ -1,11 +1,13 @@
 /* tests/cpp/mixed_c.c -- the C half of tests/cpp/mixed.cpp: objects made by
  * C++ code are used by C code in the same program (one layout, one set of
  * memory orders across the boundary). */
+#include <stdlib.h> /* system headers first, under strict -std=c11: */
+#include <time.h>   /* asyncpat must not depend on coming first */
+#include <pthread.h>
+
 #include "asyncpat.h"
 
 #include "mixed.h"
-
-#include <stdlib.h>
 
 void mixed_c_produce(ap_mpmc *q, ap_sem *s, unsigned id, uint64_t n)
 {
