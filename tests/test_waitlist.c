@@ -914,3 +914,280 @@ Test(waitlist, waitop_consumes_a_wake_that_came_before_its_poll)
     EXPECT_EQ(calls(&tb), 0, "a spurious wake for B");
     ap_waitop_cancel(&b);
 }
+
+/* ---- ap_grant: the grant queue ----
+ * A toy primitive: a count of units; a request asks for n units at once.
+ * Single-threaded: the tests drive every step themselves. */
+
+typedef struct toy {
+    ap_waitlist wl;
+    size_t avail;
+    bool closed;
+    bool refuse_pass; /* can_serve says no */
+    int grants, gives, can_calls;
+    bool granted_under_lock; /* every grant ran with the list lock held */
+} toy;
+
+typedef struct toy_req {
+    ap_grant g;
+    size_t n, got;
+    int id;
+} toy_req;
+
+static bool toy_grant(void *obj, ap_grant *g, void *ctx)
+{
+    toy *t = (toy *)obj;
+    toy_req *r = AP_CONTAINER_OF(g, toy_req, g);
+    (void)ctx;
+    if (atomic_load(&t->wl.lock.held) == 0)
+        t->granted_under_lock = false;
+    if (t->closed || t->avail < r->n)
+        return false;
+    t->avail -= r->n;
+    r->got = r->n;
+    t->grants++;
+    return true;
+}
+
+static bool toy_can_serve(void *obj, void *ctx)
+{
+    toy *t = (toy *)obj;
+    (void)ctx;
+    t->can_calls++;
+    return !t->refuse_pass;
+}
+
+static bool toy_closed(void *obj) { return ((toy *)obj)->closed; }
+
+static const ap_grant_ops toy_ops_v;
+
+static void toy_give_back(void *obj, ap_grant *g)
+{
+    toy *t = (toy *)obj;
+    toy_req *r = AP_CONTAINER_OF(g, toy_req, g);
+    t->avail += r->got;
+    r->got = 0;
+    t->gives++;
+    (void)ap_grant_serve(&t->wl, &toy_ops_v, t, NULL); /* pass it on */
+}
+
+static const ap_grant_ops toy_ops_v = {toy_grant, toy_can_serve, toy_closed, toy_give_back};
+
+static void toy_init(toy *t, size_t avail)
+{
+    memset(t, 0, sizeof *t);
+    ap_waitlist_init(&t->wl);
+    t->avail = avail;
+    t->granted_under_lock = true;
+}
+
+/* release n units: what a primitive's release does (serve if anyone waits) */
+static size_t toy_release(toy *t, size_t n)
+{
+    t->avail += n;
+    return ap_waitlist_has_waiters(&t->wl) ? ap_grant_serve(&t->wl, &toy_ops_v, t, NULL) : 0;
+}
+
+static ap_status toy_poll(toy *t, toy_req *r, tw *w)
+{
+    ap_cx cx = cx_of(w);
+    return ap_grant_poll(&t->wl, &toy_ops_v, t, &r->g, &cx);
+}
+
+static void toy_req_init(toy_req *r, size_t n, int id)
+{
+    ap_grant_init(&r->g);
+    r->n = n;
+    r->got = 0;
+    r->id = id;
+}
+
+Test(waitlist, grant_serves_fifo_without_barging)
+{
+    toy t;
+    toy_init(&t, 0);
+    wake_log log = {{0}, 0};
+    tw wa = {0, 1, &log}, wb = {0, 2, &log}, wc = {0, 3, &log};
+    toy_req a, b, c;
+    toy_req_init(&a, 2, 1);
+    toy_req_init(&b, 1, 2);
+    toy_req_init(&c, 1, 3);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_NOT_READY);
+    EXPECT_EQ(toy_poll(&t, &c, &wc), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 1), 0, "one unit: the head needs two, nobody behind it goes first");
+    EXPECT_EQ(b.got, 0, "B barged past A");
+    EXPECT_EQ(t.avail, 1);
+    EXPECT_EQ(toy_release(&t, 2), 2, "three units: A (2) then B (1)");
+    EXPECT_EQ(a.got, 2);
+    EXPECT_EQ(b.got, 1);
+    EXPECT_EQ(c.got, 0);
+    EXPECT_EQ(log.n, 2);
+    EXPECT_EQ(log.order[0], 1);
+    EXPECT_EQ(log.order[1], 2);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_OK);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_OK);
+    EXPECT_EQ(toy_poll(&t, &c, &wc), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 1), 1);
+    EXPECT_EQ(toy_poll(&t, &c, &wc), AP_OK);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl));
+    EXPECT(t.granted_under_lock, "a grant ran without the list lock");
+}
+
+Test(waitlist, grant_wakes_after_unlock)
+{
+    toy t;
+    toy_init(&t, 0);
+    lock_probe pa = {&t.wl, 0, 0}, pb = {&t.wl, 0, 0};
+    toy_req a, b;
+    toy_req_init(&a, 1, 1);
+    toy_req_init(&b, 1, 2);
+    ap_cx cxa = {{probe_wake, &pa}, 0, AP_DEADLINE_NONE};
+    ap_cx cxb = {{probe_wake, &pb}, 0, AP_DEADLINE_NONE};
+    EXPECT_EQ(ap_grant_poll(&t.wl, &toy_ops_v, &t, &a.g, &cxa), AP_NOT_READY);
+    EXPECT_EQ(ap_grant_poll(&t.wl, &toy_ops_v, &t, &b.g, &cxb), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 2), 2);
+    EXPECT_EQ(pa.calls, 1);
+    EXPECT_EQ(pb.calls, 1);
+    EXPECT_EQ(pa.under_lock + pb.under_lock, 0, "a waker ran under the list lock");
+    EXPECT_EQ(ap_grant_poll(&t.wl, &toy_ops_v, &t, &a.g, &cxa), AP_OK);
+    EXPECT_EQ(ap_grant_poll(&t.wl, &toy_ops_v, &t, &b.g, &cxb), AP_OK);
+}
+
+Test(waitlist, grant_cancel_after_grant_passes_it_on)
+{
+    toy t;
+    toy_init(&t, 0);
+    tw wa = {0}, wb = {0};
+    toy_req a, b;
+    toy_req_init(&a, 1, 1);
+    toy_req_init(&b, 1, 2);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 1), 1);
+    EXPECT_EQ(a.got, 1);
+    EXPECT_EQ(calls(&wa), 1);
+    ap_grant_cancel(&t.wl, &toy_ops_v, &t, &a.g); /* granted, then cancelled */
+    EXPECT_EQ(t.gives, 1, "the grant was not given back");
+    EXPECT_EQ(a.got, 0);
+    EXPECT_EQ(b.got, 1, "the grant given back did not pass on to B");
+    EXPECT_EQ(calls(&wb), 1);
+    EXPECT_EQ(t.avail, 0);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_OK);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl));
+}
+
+Test(waitlist, grant_cancel_of_a_blocking_head_serves_those_behind)
+{
+    toy t;
+    toy_init(&t, 1);
+    tw wa = {0}, wb = {0};
+    toy_req a, b;
+    toy_req_init(&a, 3, 1);
+    toy_req_init(&b, 1, 2);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY, "3 of 1");
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_NOT_READY, "B queues behind A although 1 is free");
+    EXPECT_EQ(b.got, 0);
+    ap_grant_cancel(&t.wl, &toy_ops_v, &t, &a.g);
+    EXPECT_EQ(t.gives, 0, "a request never granted gave something back");
+    EXPECT_EQ(b.got, 1, "A's cancel left B waiting with a unit free");
+    EXPECT_EQ(calls(&wb), 1);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_OK);
+}
+
+Test(waitlist, grant_poll_rechecks_after_registering)
+{
+    /* units that appeared with nobody queued (a release that saw no
+     * waiter) are taken by the poll's own pass: the waiting side of the
+     * ladder */
+    toy t;
+    toy_init(&t, 0);
+    tw wa = {0};
+    toy_req a;
+    toy_req_init(&a, 1, 1);
+    t.avail = 1; /* released before a's registration, waking nobody */
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_OK, "the poll did not re-check after registering");
+    EXPECT_EQ(a.got, 1);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl), "a granted request stayed linked");
+}
+
+Test(waitlist, grant_close_and_grant_before_close)
+{
+    toy t;
+    toy_init(&t, 0);
+    tw wa = {0}, wb = {0};
+    toy_req a, b;
+    toy_req_init(&a, 1, 1);
+    toy_req_init(&b, 1, 2);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 1), 1); /* A granted */
+    t.closed = true;
+    EXPECT_EQ(ap_waitlist_wake_all(&t.wl), 1, "only B is still linked");
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_OK, "a grant made before close completes AP_OK");
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_CLOSED);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl));
+}
+
+Test(waitlist, grant_relinked_request_is_not_granted_twice)
+{
+    /* A granted request that raced back into the list (its owner
+     * re-registered before seeing the grant) is woken again, not given a
+     * second grant, and does not stop the pass: B behind it is served. */
+    toy t;
+    toy_init(&t, 0);
+    tw wa = {0}, wb = {0};
+    toy_req a, b;
+    toy_req_init(&a, 1, 1);
+    toy_req_init(&b, 1, 2);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY);
+    EXPECT_EQ(toy_release(&t, 1), 1);
+    EXPECT_EQ(t.grants, 1);
+    ap_waitlist_register(&t.wl, &a.g.waiter, waker_of(&wa)); /* the race */
+    t.avail = 1; /* one more unit, for B */
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_OK, "B's pass stopped at A, or A took B's unit");
+    EXPECT_EQ(t.grants, 2, "A was granted twice");
+    EXPECT_EQ(a.got, 1);
+    EXPECT_EQ(b.got, 1);
+    EXPECT_EQ(calls(&wa), 2, "A (linked again) was not woken again");
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_OK);
+    EXPECT_EQ(t.avail, 0);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl));
+}
+
+Test(waitlist, grant_can_serve_skips_the_pass)
+{
+    toy t;
+    toy_init(&t, 0);
+    tw wa = {0};
+    toy_req a;
+    toy_req_init(&a, 1, 1);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_NOT_READY);
+    t.refuse_pass = true;
+    int before = t.can_calls;
+    EXPECT_EQ(toy_release(&t, 1), 0, "the pass ran although can_serve said no");
+    EXPECT_EQ(t.can_calls, before + 1);
+    EXPECT_EQ(a.got, 0);
+    t.refuse_pass = false;
+    ap_grant_dispatch(&t.wl, &toy_ops_v, &t);
+    EXPECT_EQ(a.got, 1);
+    EXPECT_EQ(toy_poll(&t, &a, &wa), AP_OK);
+}
+
+Test(waitlist, grant_cancel_of_a_request_never_queued_does_nothing)
+{
+    toy t;
+    toy_init(&t, 0);
+    tw wb = {0};
+    toy_req a, b;
+    toy_req_init(&a, 1, 1);
+    toy_req_init(&b, 1, 2);
+    EXPECT_EQ(toy_poll(&t, &b, &wb), AP_NOT_READY);
+    t.avail = 1; /* B could be served, but a never-queued cancel runs no pass */
+    ap_grant_cancel(&t.wl, &toy_ops_v, &t, &a.g);
+    EXPECT_EQ(t.gives, 0);
+    EXPECT_EQ(t.can_calls, 1, "a cancel of a request that never queued ran a pass");
+    EXPECT_EQ(b.got, 0);
+    ap_grant_cancel(&t.wl, &toy_ops_v, &t, &b.g);
+    EXPECT_NOT(ap_waitlist_has_waiters(&t.wl));
+}
