@@ -417,6 +417,23 @@ Test(FUTURE_SUITE, block_on_until_woken_before_deadline, .timeout = TEST_TIMEOUT
     pthread_mutex_destroy(&g.mu);
 }
 
+/* A deadline a century away is more seconds than a 32-bit time_t holds
+ * (i386, arm32): the park must still sleep (a shorter sleep is a spurious
+ * return), not hand the kernel a negative time and spin. */
+Test(FUTURE_SUITE, block_on_until_far_deadline_sleeps, .timeout = TEST_TIMEOUT_S)
+{
+    flag_fut g;
+    flag_init(&g);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, set_after_ms, &g), 0);
+    uint64_t far = ap_deadline_after(ap_now_ns(), (uint64_t)100 * 365 * 86400 * AP_NS_PER_SEC);
+    cr_assert_eq(ap_block_on_until(&g.base, far), AP_OK);
+    pthread_join(th, NULL);
+    cr_assert(g.ready);
+    cr_assert_lt(g.polls, 50, "busy-polled (%d)", g.polls);
+    pthread_mutex_destroy(&g.mu);
+}
+
 /* ping-pong: the main thread parks on a fresh future each round, a helper
  * completes it, sometimes before the park and sometimes after */
 enum { ROUNDS = 400 };

@@ -70,11 +70,13 @@ static volatile int cr_shim_expect_failed;
 
 #define CR_SHIM_CAT_(a, b) a##b
 #define CR_SHIM_CAT(a, b) CR_SHIM_CAT_(a, b)
+#define CR_SHIM_STR_(a) #a
+#define CR_SHIM_STR(a) CR_SHIM_STR_(a) /* a suite name may be a macro */
 
 #define Test(suite, name, ...)                                                            \
     static void CR_SHIM_CAT(suite, CR_SHIM_CAT(_cr_fn_, name))(void);                    \
     static struct cr_shim_test CR_SHIM_CAT(suite, CR_SHIM_CAT(_cr_t_, name)) = {          \
-        #suite, #name, CR_SHIM_CAT(suite, CR_SHIM_CAT(_cr_fn_, name)),                    \
+        CR_SHIM_STR(suite), #name, CR_SHIM_CAT(suite, CR_SHIM_CAT(_cr_fn_, name)),                    \
         {0, 0, 0, false, NULL, NULL, NULL}, NULL};                                        \
     __attribute__((constructor)) static void CR_SHIM_CAT(suite, CR_SHIM_CAT(_cr_reg_, name))(void) \
     {                                                                                     \
@@ -90,7 +92,7 @@ static volatile int cr_shim_expect_failed;
     __attribute__((constructor)) static void CR_SHIM_CAT(suite, _cr_suite_reg)(void)      \
     {                                                                                     \
         struct criterion_test_extra_data e_ = {__VA_ARGS__};                              \
-        CR_SHIM_CAT(suite, _cr_suite).name = #suite;                                      \
+        CR_SHIM_CAT(suite, _cr_suite).name = CR_SHIM_STR(suite);                                      \
         CR_SHIM_CAT(suite, _cr_suite).data = e_;                                          \
         CR_SHIM_CAT(suite, _cr_suite).next = cr_shim_suites;                              \
         cr_shim_suites = &CR_SHIM_CAT(suite, _cr_suite);                                  \
@@ -292,6 +294,8 @@ int main(int argc, char **argv)
             clock_gettime(CLOCK_MONOTONIC, &run[running].start);
             running++;
         }
+        if (running == 0)
+            break; /* the rest was filtered out */
         int status;
         pid_t pid = waitpid(-1, &status, 0);
         if (pid < 0) {
