@@ -2,7 +2,7 @@
 # and installs the headers. Targets:
 #   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
 #   test-mutants, test-fuzz, fuzz, verify, test-verify, test-models, bench,
-#   bench-publish, examples, install, uninstall, clean
+#   bench-publish, examples, install, uninstall, single, clean
 # `make bench` writes its results under build/bench/ only (latest.tsv;
 # latest-pin.tsv with BENCH_PIN=split; partial.tsv with BENCH_ONLY), so it
 # leaves the checkout clean. `make bench-publish` is the one step that
@@ -14,6 +14,8 @@ DESTDIR ?=
 includedir ?= $(PREFIX)/include
 libdir ?= $(PREFIX)/lib
 pkgconfigdir ?= $(libdir)/pkgconfig
+datarootdir ?= $(PREFIX)/share
+cmakedir ?= $(datarootdir)/cmake/asyncpat
 
 CC ?= cc
 STRICT := -std=c11 -Wall -Wextra -Wpedantic -Werror
@@ -36,7 +38,7 @@ HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo yes)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
-.PHONY: all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench bench-publish examples install uninstall clean deps
+.PHONY: single all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench bench-publish examples install uninstall clean deps
 
 all: examples
 
@@ -117,13 +119,27 @@ examples-uring:
 	@echo "examples: skipped: liburing not installed, not built: $(EXAMPLES_URING) (apt-get install liburing-dev)"
 endif
 
-install: asyncpat.pc.in
-	install -d $(DESTDIR)$(includedir)/asyncpat $(DESTDIR)$(pkgconfigdir)
+# Installs the headers, asyncpat.pc and the CMake package (find_package(asyncpat
+# CONFIG)): the same files `cmake --install` and `meson install` write, except
+# that CMake generates its own asyncpatTargets.cmake (tests/build.sh compares).
+install: asyncpat.pc.in cmake/asyncpatConfig.cmake cmake/asyncpatConfigVersion.cmake.in cmake/asyncpatTargets.cmake.in
+	install -d $(DESTDIR)$(includedir)/asyncpat $(DESTDIR)$(pkgconfigdir) $(DESTDIR)$(cmakedir)
 	install -m 644 asyncpat.h $(DESTDIR)$(includedir)/asyncpat.h
 	install -m 644 asyncpat/*.h $(DESTDIR)$(includedir)/asyncpat/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@INCLUDEDIR@|$(includedir)|g' \
 	    -e 's|@VERSION@|$(VERSION)|g' asyncpat.pc.in > $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
 	chmod 644 $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
+	install -m 644 cmake/asyncpatConfig.cmake $(DESTDIR)$(cmakedir)/asyncpatConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' cmake/asyncpatConfigVersion.cmake.in \
+	    > $(DESTDIR)$(cmakedir)/asyncpatConfigVersion.cmake
+	@# relocatable like CMake's export: paths under PREFIX are taken relative
+	@# to where asyncpatTargets.cmake lies; others stay absolute
+	up=$$(echo '$(cmakedir)' | sed -n 's|^$(PREFIX)/||p' | sed -e 's|[^/][^/]*|..|g'); \
+	inc=$$(echo '$(includedir)' | sed -n 's|^$(PREFIX)/|$${_ap_prefix}/|p'); \
+	[ -n "$$up" ] && [ -n "$$inc" ] || { up=.; inc='$(includedir)'; }; \
+	sed -e "s|@CMAKEDIR_TO_PREFIX@|$$up|g" -e "s|@INCLUDEDIR_FROM_PREFIX@|$$inc|g" \
+	    cmake/asyncpatTargets.cmake.in > $(DESTDIR)$(cmakedir)/asyncpatTargets.cmake
+	chmod 644 $(DESTDIR)$(cmakedir)/asyncpatConfigVersion.cmake $(DESTDIR)$(cmakedir)/asyncpatTargets.cmake
 
 .PHONY: examples-servers test-servers
 examples-servers: examples-redis examples-pg
@@ -154,6 +170,15 @@ test-servers:
 uninstall:
 	rm -f $(DESTDIR)$(includedir)/asyncpat.h $(DESTDIR)$(pkgconfigdir)/asyncpat.pc
 	rm -rf $(DESTDIR)$(includedir)/asyncpat
+	rm -f $(DESTDIR)$(cmakedir)/asyncpatConfig.cmake $(DESTDIR)$(cmakedir)/asyncpatConfigVersion.cmake \
+	      $(DESTDIR)$(cmakedir)/asyncpatTargets.cmake
+	rmdir $(DESTDIR)$(cmakedir) 2>/dev/null || true
+
+# One self-contained header, stb-style, generated (never edit it by hand):
+# build/asyncpat_single.h, or OUT=path. See scripts/single.sh.
+OUT ?= $(BUILD)/asyncpat_single.h
+single: $(HEADERS) scripts/single.sh
+	@sh scripts/single.sh $(OUT)
 
 clean:
 	rm -rf $(BUILD)

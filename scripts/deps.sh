@@ -2,7 +2,8 @@
 # Make sure what a stage needs is here. On Debian/Ubuntu as root, install the
 # missing packages with apt-get; otherwise print the exact command and fail.
 #   scripts/deps.sh test    gcc, clang, pkg-config, Criterion, spin, hiredis +
-#                           redis-server, libpq + postgresql (required)
+#                           redis-server, libpq + postgresql, cmake, meson,
+#                           ninja-build, g++, git (required)
 #   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
 # The test stage also wants libuv1-dev and liburing-dev (optional: the
 # examples examples/uv_*.c and examples/uring_*.c need them and are skipped,
@@ -15,6 +16,12 @@ missing_test() {
     command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
     command -v clang >/dev/null 2>&1 || m="$m clang"
     command -v spin >/dev/null 2>&1 || m="$m spin" # the protocol models
+    # the build stage (tests/build.sh): CMake, meson and C++ consumers
+    command -v cmake >/dev/null 2>&1 || m="$m cmake"
+    command -v meson >/dev/null 2>&1 || m="$m meson"
+    command -v ninja >/dev/null 2>&1 || m="$m ninja-build"
+    command -v g++ >/dev/null 2>&1 || m="$m g++"
+    command -v git >/dev/null 2>&1 || m="$m git"
     # clang's sanitizer runtimes (TSan/ASan for clang builds)
     if command -v clang >/dev/null 2>&1; then
         echo 'int main(void){return 0;}' > /tmp/ap_deps_probe.$$.c
