@@ -5,6 +5,12 @@
 #                           redis-server, libpq + postgresql, cmake, meson,
 #                           ninja-build, g++, git (required)
 #   scripts/deps.sh bench   Concurrency Kit and liburcu (optional peers)
+#   scripts/deps.sh cross   the cross toolchains of tests/cross.sh (optional):
+#                           qemu-user, aarch64 by clang + the Debian arm64
+#                           cross sysroot, i386 by gcc -m32 (gcc-multilib);
+#                           gcc-multilib conflicts with gcc-aarch64-linux-gnu,
+#                           so with that one installed i386 is gcc-i686-linux-gnu
+#   scripts/deps.sh cross-missing   print the cross packages missing, nothing else
 # The test stage also wants libuv1-dev and liburing-dev (optional: the
 # examples examples/uv_*.c and examples/uring_*.c need them and are skipped,
 # saying so, without them): installed as root with apt-get, else named.
@@ -59,8 +65,44 @@ missing_examples() {
     echo "$m"
 }
 
+# The cross toolchains (tests/cross.sh): what is missing, as apt packages.
+missing_cross() {
+    m=""
+    command -v qemu-aarch64 >/dev/null 2>&1 || m="$m qemu-user"
+    if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
+        # clang --target=aarch64-linux-gnu: a linker, a libc and a libgcc for arm64
+        command -v clang >/dev/null 2>&1 || m="$m clang"
+        command -v aarch64-linux-gnu-ld >/dev/null 2>&1 || m="$m binutils-aarch64-linux-gnu"
+        [ -f /usr/aarch64-linux-gnu/include/stdio.h ] || m="$m libc6-dev-arm64-cross"
+        ls /usr/lib/gcc-cross/aarch64-linux-gnu/*/libgcc.a >/dev/null 2>&1 ||
+            m="$m libgcc-$(gcc -dumpversion 2>/dev/null | cut -d. -f1)-dev-arm64-cross"
+    fi
+    if ! command -v i686-linux-gnu-gcc >/dev/null 2>&1 &&
+       ! printf 'int main(void){return 0;}\n' | gcc -m32 -x c - -o /dev/null >/dev/null 2>&1; then
+        if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
+            m="$m gcc-i686-linux-gnu" # gcc-multilib would remove gcc-aarch64-linux-gnu
+        else
+            m="$m gcc-multilib"
+        fi
+    fi
+    echo "$m"
+}
+
 opt=
 case "$stage" in
+cross-missing) missing_cross; exit 0 ;;
+cross)
+    m=$(missing_cross)
+    [ -z "$m" ] && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "deps: installing$m (optional: tests/cross.sh)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $m >/tmp/ap_deps_apt_cross.log 2>&1 ||
+            echo "deps: apt-get install$m failed; tests/cross.sh skips what it cannot build"
+    else
+        echo "deps: optional$m not installed: tests/cross.sh skips those targets; to run them:"
+        echo "    sudo apt-get install$m"
+    fi
+    exit 0 ;;
 test)  need=$(missing_test); opt=$(missing_examples) ;;
 bench) need=$(missing_bench) ;;
 *) echo "deps.sh: unknown stage $stage" >&2; exit 2 ;;

@@ -59,8 +59,8 @@ static const bad_cfg mpmc_bad[] = {
     {SIZE_MAX, 1},                      /* huge capacity */
     {SIZE_MAX / 2 + 1, 8},
     {(SIZE_MAX >> 4) + 1, 1},           /* no room left for laps */
-    {(size_t)1 << 32, (size_t)1 << 32}, /* capacity * stride overflows */
-    {(size_t)1 << 59, 64},
+    {(size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4)}, /* capacity * stride overflows */
+    {(size_t)1 << (sizeof(size_t) * 8 - 5), 64}, /* 1 << 59 on 64-bit */
     {1, SIZE_MAX},                      /* the stride itself overflows */
     {1, SIZE_MAX - 7},
     {3, SIZE_MAX / 2 - 100},

@@ -50,7 +50,7 @@ static const bad_cfg pubsub_bad[] = {
     {4, 8, -1},
     {SIZE_MAX, 1, 0},                   /* huge capacity */
     {(SIZE_MAX >> 4) + 1, 1, 0},
-    {(size_t)1 << 32, (size_t)1 << 32, 0}, /* capacity * stride overflows */
+    {(size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4), 0}, /* capacity * stride overflows */
     {1, SIZE_MAX, 0},                   /* the stride itself overflows */
     {1, SIZE_MAX - 7, 0},
     {3, SIZE_MAX / 2 - 100, 0},
@@ -779,7 +779,8 @@ Test(pubsub, bad_buffers_and_arguments_are_inval_and_change_nothing)
         {b, sizeof words, 0, ES, 0, "capacity 0"},
         {b, sizeof words, CAP, 0, 0, "elem_size 0"},
         {b, sizeof words, CAP, ES, 1, "unknown policy"},
-        {b, SIZE_MAX, (size_t)1 << 32, (size_t)1 << 32, 0, "bytes overflow"},
+        {b, SIZE_MAX, (size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4), 0,
+         "bytes overflow"},
     };
     static unsigned char b_before[sizeof words];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -45,8 +45,8 @@ Test(spsc, bytes_macro_is_constant_and_rounds_to_pow2)
     EXPECT_EQ(sizeof as_array_size, 24);
     for (size_t cap = 1; cap <= 5000; cap++)
         EXPECT_EQ(AP_SPSC_BYTES(cap, 7), ap__pow2_ceil(cap) * 7, "cap %zu", cap);
-    size_t big = ((size_t)1 << 40) + 1;
-    EXPECT_EQ(AP_SPSC_BYTES(big, 1), (size_t)1 << 41);
+    size_t big = ((size_t)1 << (sizeof(size_t) * 8 - 24)) + 1; /* 1 << 40 on 64-bit */
+    EXPECT_EQ(AP_SPSC_BYTES(big, 1), (size_t)1 << (sizeof(size_t) * 8 - 23));
 }
 
 typedef struct bad_cfg { size_t cap, elem; } bad_cfg;
@@ -58,9 +58,9 @@ static const bad_cfg spsc_bad[] = {
     {SIZE_MAX, 1},                              /* huge capacity */
     {SIZE_MAX / 2 + 1, 1},
     {(SIZE_MAX >> 3) + 1, 1},                   /* beyond the position range */
-    {(size_t)1 << 32, (size_t)1 << 32},         /* slots * elem overflows */
+    {(size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4)}, /* slots * elem overflows */
     {SIZE_MAX >> 3, 8},                         /* 2^61 slots * 8 = 2^64 */
-    {((size_t)1 << 60) + 1, 8},                 /* rounds to 2^61 slots, * 8 overflows */
+    {((size_t)1 << (sizeof(size_t) * 8 - 4)) + 1, 8}, /* rounds to 2^61 slots (64-bit), * 8 overflows */
     {3, SIZE_MAX / 2},                          /* 4 slots * 2^63 overflows */
 };
 #define N_BAD (sizeof spsc_bad / sizeof spsc_bad[0])

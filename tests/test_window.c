@@ -96,7 +96,7 @@ Test(window, bad_buffers_and_arguments_are_inval_and_change_nothing)
 {
     enum { SLOTS = 5 }; /* {.size_ns = 10, .lateness_ns = 25} */
     static _Alignas(AP_WINDOW_ALIGN) unsigned char wb[AP_WINDOW_BYTES(SLOTS) + 2 * AP_WINDOW_ALIGN];
-    _Static_assert(AP_WINDOW_ALIGN >= 8 && AP_WINDOW_BYTES(SLOTS) > 0, "constant expressions");
+    _Static_assert(AP_WINDOW_ALIGN >= _Alignof(int64_t) && AP_WINDOW_BYTES(SLOTS) > 0, "constant expressions");
     const ap_window_desc good = {.size_ns = 10, .lateness_ns = 25};
     EXPECT_EQ(ap_window_slots(&good), SLOTS);
     struct {
