@@ -1,6 +1,7 @@
 # asyncpat -- header-only; this Makefile builds tests, benches and examples
 # and installs the headers. Targets:
 #   all (= examples), test, test-headers, test-asan, test-tsan, test-install,
+#   test-cross, deps-cross,
 #   test-mutants, test-fuzz, fuzz, verify, test-verify, test-models, bench,
 #   bench-publish, examples, install, uninstall, single, clean
 # `make bench` writes its results under build/bench/ only (latest.tsv;
@@ -38,7 +39,7 @@ HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo yes)
 
 VERSION := $(shell awk '/define AP_VERSION_MAJOR/{a=$$3}/define AP_VERSION_MINOR/{b=$$3}/define AP_VERSION_PATCH/{c=$$3}END{print a"."b"."c}' asyncpat/version.h)
 
-.PHONY: single all test test-headers test-asan test-tsan test-install test-fuzz test-mutants fuzz verify test-verify test-models bench bench-publish examples install uninstall clean deps
+.PHONY: single all test test-headers test-asan test-tsan test-install test-cross deps-cross test-fuzz test-mutants fuzz verify test-verify test-models bench bench-publish examples install uninstall clean deps
 
 all: examples
 
@@ -57,6 +58,15 @@ test-tsan:
 
 test-install:
 	@sh tests/run.sh install
+
+# Unit tests and stress programs on aarch64 (qemu-user) and i386 (-m32);
+# skipped, saying what to install, without the cross toolchains
+# (`make deps-cross` installs them as root). See tests/cross.sh.
+test-cross:
+	@sh tests/cross.sh
+
+deps-cross:
+	@sh scripts/deps.sh cross
 
 # The verification layer (part of `make test`): the deterministic scheduler
 # (tests/verify/verify_*.c) and the spin protocol models (tests/verify/models).
