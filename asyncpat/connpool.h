@@ -672,10 +672,7 @@ AP_FORCE_INLINE uint64_t ap__connpool_lifetime(ap_connpool *p)
 {
     if (p->jitter_max == 0)
         return p->max_lifetime_ns;
-    uint64_t z = (p->jitter_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    z ^= z >> 31;
+    uint64_t z = ap__splitmix64(&p->jitter_state);
     uint64_t cut = z % (p->jitter_max + 1); /* jitter_max < max_lifetime: no wrap */
     return p->max_lifetime_ns - cut;
 }

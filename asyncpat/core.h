@@ -117,16 +117,31 @@ AP_API bool ap__size_muladd(size_t a, size_t b, size_t c, size_t *out)
 
 /* ---- small arithmetic shared by the patterns ---- */
 
-/* splitmix64 (Steele, Lea and Flood, OOPSLA 2014): the finaliser of
- * x + the golden-ratio increment, a bijection of 64-bit words that spreads
- * adjacent inputs over every bit. The key hash of cache.h and token_bucket.h
- * and the seed expander of retry.h (ap__splitmix64). */
-AP_FORCE_INLINE uint64_t ap__mix64(uint64_t x)
+/* splitmix64 (Steele, Lea and Flood, OOPSLA 2014). ap__fmix64 is its
+ * finaliser, a bijection of 64-bit words that carries every input bit to
+ * every output bit (split.h's routing); ap__mix64 hashes x + the
+ * golden-ratio increment, so that 0 does not map to 0 (the key hash of
+ * cache.h and token_bucket.h); ap__splitmix64 is the generator's step
+ * (retry.h's seed expander, connpool.h's lifetime jitter). */
+#define AP__GOLDEN64 UINT64_C(0x9E3779B97F4A7C15)
+
+AP_FORCE_INLINE uint64_t ap__fmix64(uint64_t x)
 {
-    x += UINT64_C(0x9E3779B97F4A7C15);
     x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
     return x ^ (x >> 31);
+}
+
+AP_FORCE_INLINE uint64_t ap__mix64(uint64_t x)
+{
+    return ap__fmix64(x + AP__GOLDEN64);
+}
+
+/* the next output of the splitmix64 generator whose state is *x */
+AP_FORCE_INLINE uint64_t ap__splitmix64(uint64_t *x)
+{
+    *x += AP__GOLDEN64;
+    return ap__fmix64(*x);
 }
 
 /* *hi:*lo = a * b, the exact 128-bit product (portable: four 32x32

@@ -471,15 +471,6 @@ AP_API AP_NODISCARD ap_status ap_retry_call(const ap_retry_desc *desc, ap_rng *r
 
 /* ---- implementation ---- */
 
-/* splitmix64's next output: step the state by the golden-ratio increment
- * and return ap__mix64 of the old state (the finaliser of the new one). */
-AP_API uint64_t ap__splitmix64(uint64_t *x)
-{
-    uint64_t z = *x;
-    *x = z + UINT64_C(0x9E3779B97F4A7C15);
-    return ap__mix64(z);
-}
-
 AP_API void ap_rng_seed(ap_rng *rng, uint64_t seed)
 {
     AP_ASSERT(rng != NULL);

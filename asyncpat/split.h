@@ -215,11 +215,8 @@ AP_API void ap_split_fini(ap_split *s)
 
 AP_API size_t ap_split_route(const ap_split *s, uint64_t key)
 {
-    /* splitmix64 finaliser: every key bit reaches the high bits */
-    uint64_t x = key;
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    x ^= x >> 31;
+    /* splitmix64's finaliser: every key bit reaches the high bits */
+    uint64_t x = ap__fmix64(key);
     /* multiply-shift of the high 32 bits onto [0, k): exact and unbiased
      * up to k / 2^32 */
     return (size_t)(((x >> 32) * (uint64_t)s->k) >> 32);

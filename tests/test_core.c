@@ -372,11 +372,15 @@ Test(core, mix64_is_splitmix64)
      * splitmix64.c): output k is ap__mix64(k * golden). */
     static const uint64_t want[] = {UINT64_C(0xE220A8397B1DCDAF), UINT64_C(0x6E789E6AA1B965F4),
                                     UINT64_C(0x06C45D188009454F), UINT64_C(0xF88BB8A8724C81EC)};
-    uint64_t state = 0;
+    uint64_t state = 0, gen = 0;
     for (size_t k = 0; k < 4; k++) {
         cr_assert_eq(ap__mix64(state), want[k], "output %zu", k);
+        cr_assert_eq(ap__splitmix64(&gen), want[k], "generator output %zu", k);
         state += UINT64_C(0x9E3779B97F4A7C15);
+        cr_assert_eq(gen, state, "the generator's state after output %zu", k);
+        cr_assert_eq(ap__fmix64(state), want[k], "the finaliser of state %zu", k + 1);
     }
+    cr_assert_eq(ap__fmix64(0), 0, "the bare finaliser keeps 0 (ap__mix64 does not)");
 }
 
 Test(core, mix64_spreads_adjacent_keys)
