@@ -13,7 +13,7 @@
 
 #define N_RANDOM 100000
 
-typedef __int128 i128; /* the brute force's exact arithmetic (gcc, clang) */
+#include "wide128.h" /* the brute force's exact arithmetic (also on i386) */
 
 static int64_t rand_value(uint64_t *seed)
 {
@@ -29,10 +29,10 @@ static int64_t rand_value(uint64_t *seed)
 /* brute force over v[lo, hi) */
 static void check_against(const ap_agg *a, const int64_t *v, size_t lo, size_t hi)
 {
-    i128 sum = 0;
+    w128 sum = w128_u64(0);
     int64_t mn = INT64_MAX, mx = INT64_MIN;
     for (size_t i = lo; i < hi; i++) {
-        sum += v[i];
+        sum = w128_add(sum, w128_i64(v[i]));
         mn = v[i] < mn ? v[i] : mn;
         mx = v[i] > mx ? v[i] : mx;
     }
@@ -40,22 +40,21 @@ static void check_against(const ap_agg *a, const int64_t *v, size_t lo, size_t h
     EXPECT_EQ(ap_agg_count(a), n);
     int64_t s, q, m;
     uint64_t r;
-    bool fits = sum >= INT64_MIN && sum <= INT64_MAX;
+    bool fits = w128_fits_i64(sum);
     ap_status st = ap_agg_sum(a, &s);
     EXPECT_EQ(st, fits ? AP_OK : AP_INVAL);
     if (fits)
-        EXPECT(s == (int64_t)sum);
-    EXPECT(ap_agg_sum_sat(a) == (fits ? (int64_t)sum : sum < 0 ? INT64_MIN : INT64_MAX));
+        EXPECT(s == (int64_t)sum.lo);
+    EXPECT(ap_agg_sum_sat(a) == (fits ? (int64_t)sum.lo : w128_neg(sum) ? INT64_MIN : INT64_MAX));
     if (n == 0) {
         EXPECT_EQ(ap_agg_mean(a, &q, &r), AP_EMPTY);
         EXPECT_EQ(ap_agg_min(a, &m), AP_EMPTY);
         return;
     }
-    i128 fq = sum / (i128)n, fr = sum % (i128)n;
-    if (fr < 0)
-        fq -= 1, fr += (i128)n;
+    uint64_t fr;
+    w128 fq = w128_sdivmod_floor(sum, n, &fr); /* floor: fr in [0, n) */
     EXPECT_EQ(ap_agg_mean(a, &q, &r), AP_OK);
-    EXPECT(q == (int64_t)fq && r == (uint64_t)fr, "mean of %ju values", (uintmax_t)n);
+    EXPECT(q == (int64_t)fq.lo && r == fr, "mean of %ju values", (uintmax_t)n);
     EXPECT(ap_agg_min(a, &m) == AP_OK && m == mn);
     EXPECT(ap_agg_max(a, &m) == AP_OK && m == mx);
 }

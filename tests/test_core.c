@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "wide128.h"
+
 /* Every test with a timeout uses this one value: Criterion 2.4's runner
  * (BoxFort) leaks a timeout record when a test with a shorter timeout
  * starts while one with a longer timeout runs (--jobs 2), and
@@ -422,9 +424,10 @@ static uint64_t core_rng(uint64_t *s)
     return *s;
 }
 
+/* the reference is wide128.h: unsigned __int128 where there is one, 32-bit
+ * limbs on i386 (checked against __int128 by the test after this one) */
 Test(core, mul_64x64_and_div_128_64_match_int128)
 {
-    __extension__ typedef unsigned __int128 u128;
     static const uint64_t edge[] = {0, 1, 2, 3, UINT64_C(0xffffffff), UINT64_C(0x100000000),
                                     UINT64_MAX / 2, UINT64_MAX / 2 + 1, UINT64_MAX - 1, UINT64_MAX};
     enum { NE = sizeof edge / sizeof edge[0] };
@@ -442,11 +445,12 @@ Test(core, mul_64x64_and_div_128_64_match_int128)
         }
         uint64_t hi, lo;
         ap__mul_64x64(a, b, &hi, &lo);
-        u128 p = (u128)a * b;
-        cr_assert(hi == (uint64_t)(p >> 64) && lo == (uint64_t)p, "mul %d", i);
+        w128 p = w128_mul64(a, b);
+        cr_assert(hi == p.hi && lo == p.lo, "mul %d", i);
         if (d != 0 && hi < d) {
-            uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem);
-            cr_assert(q == (uint64_t)(p / d) && rem == (uint64_t)(p % d), "div %d", i);
+            uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem), wrem;
+            w128 wq = w128_divmod64(p, d, &wrem);
+            cr_assert(wq.hi == 0 && q == wq.lo && rem == wrem, "div %d", i);
         }
     }
     /* the largest dividend a divisor allows: hi = d - 1, lo = all ones */
@@ -454,6 +458,39 @@ Test(core, mul_64x64_and_div_128_64_match_int128)
     cr_assert_eq(q, UINT64_MAX);
     cr_assert_eq(rem, UINT64_MAX - 1);
 }
+
+#ifdef __SIZEOF_INT128__
+/* wide128.h's 32-bit-limb forms (the tests' reference on i386) against
+ * unsigned __int128, where the compiler has it */
+Test(core, wide128_portable_matches_int128)
+{
+    static const uint64_t edge[] = {0, 1, 2, 3, UINT64_C(0xffffffff), UINT64_C(0x100000000),
+                                    UINT64_MAX / 2, UINT64_MAX / 2 + 1, UINT64_MAX - 1, UINT64_MAX};
+    enum { NE = sizeof edge / sizeof edge[0] };
+    uint64_t s = 0x7654321;
+    for (int i = 0; i < 100000 + NE * NE * NE * NE; i++) {
+        w128 a, b;
+        uint64_t d;
+        if (i < NE * NE * NE * NE) {
+            a = (w128){edge[i % NE], edge[i / NE % NE]};
+            b = (w128){edge[i / NE / NE % NE], edge[i / NE / NE / NE]};
+        } else {
+            a = (w128){core_rng(&s) >> (core_rng(&s) % 64), core_rng(&s) >> (core_rng(&s) % 64)};
+            b = (w128){core_rng(&s) >> (core_rng(&s) % 64), core_rng(&s) >> (core_rng(&s) % 64)};
+        }
+        d = b.lo | (b.lo == 0);
+        w128 x = w128p_add(a, b), y = w128n_add(a, b);
+        cr_assert(x.hi == y.hi && x.lo == y.lo, "add %d", i);
+        x = w128p_sub(a, b), y = w128n_sub(a, b);
+        cr_assert(x.hi == y.hi && x.lo == y.lo, "sub %d", i);
+        x = w128p_mul64(a.lo, b.hi), y = w128n_mul64(a.lo, b.hi);
+        cr_assert(x.hi == y.hi && x.lo == y.lo, "mul %d", i);
+        uint64_t rx, ry;
+        x = w128p_divmod64(a, d, &rx), y = w128n_divmod64(a, d, &ry);
+        cr_assert(x.hi == y.hi && x.lo == y.lo && rx == ry, "div %d", i);
+    }
+}
+#endif
 
 /* A linear-probing table for ap__probe_delete: keys 1.., 0 = empty; the
  * home of a key is key % HOMES (homes pile up: long clusters that wrap). */

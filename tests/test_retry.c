@@ -76,11 +76,11 @@ static uint64_t ref_between(ref_rng *r, uint64_t lo, uint64_t hi)
     }
 }
 
-__extension__ typedef unsigned __int128 u128;
+#include "wide128.h"
 static uint64_t ref_mul(uint64_t x, uint64_t permille)
 {
-    u128 p = (u128)x * permille / 1000;
-    return p > UINT64_MAX ? UINT64_MAX : (uint64_t)p;
+    uint64_t q;
+    return w128_muldiv(x, permille, 1000, &q) ? q : UINT64_MAX;
 }
 
 /* ---- fake-clock driver ---- */

@@ -3,7 +3,8 @@
  *
  * Everything runs on a fake clock (plain uint64_t nanoseconds), so every
  * bound is checked exactly: V(t) = floor(n * t / period) is computed here
- * with unsigned __int128, independently of the header's arithmetic.
+ * with tests/wide128.h (unsigned __int128, or 32-bit limbs on i386),
+ * independently of the header's arithmetic.
  */
 #include "asyncpat/token_bucket.h"
 
@@ -18,12 +19,14 @@
 #define SEC AP_NS_PER_SEC
 #define MS AP_NS_PER_MS
 
-__extension__ typedef unsigned __int128 u128;
+#include "wide128.h"
 
 /* floor(n * t / period): tokens minted by t, the reference */
 static uint64_t minted(uint64_t n, uint64_t period, uint64_t t)
 {
-    return (uint64_t)((u128)n * t / period);
+    uint64_t q;
+    (void)w128_muldiv(n, t, period, &q); /* (the low 64 bits if it does not fit) */
+    return q;
 }
 
 
@@ -348,18 +351,20 @@ Test(token_bucket, portable_128_bit_arithmetic_matches_int128)
             d = 1;
         uint64_t hi, lo;
         ap__mul_64x64(a, b, &hi, &lo);
-        u128 p = (u128)a * b;
-        cr_assert(hi == (uint64_t)(p >> 64) && lo == (uint64_t)p);
+        w128 p = w128_mul64(a, b);
+        cr_assert(hi == p.hi && lo == p.lo);
+        uint64_t prem;
+        w128 pq = w128_divmod64(p, d, &prem);
         if (hi < d) {
             uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem);
-            cr_assert(q == (uint64_t)(p / d) && rem == (uint64_t)(p % d), "div %d", i);
+            cr_assert(pq.hi == 0 && q == pq.lo && rem == prem, "div %d", i);
         }
         uint64_t out;
         bool ok = ap__tb_muldiv(a, b, d, 1, &out);
-        u128 want = p / d + (p % d != 0);
-        cr_assert_eq(ok, want <= UINT64_MAX);
+        w128 want = w128_add(pq, w128_u64(prem != 0)); /* rounded up */
+        cr_assert_eq(ok, w128_fits_u64(want));
         if (ok)
-            cr_assert(out == (uint64_t)want);
+            cr_assert(out == want.lo);
     }
 }
 
@@ -484,16 +489,17 @@ static void check_all_windows(grant *g, size_t k, uint64_t n, uint64_t per, uint
         if (i > 0 && g[i].at == g[i - 1].at)
             continue; /* a starts at the first grant of its instant */
         uint64_t a = g[i].at, va = a == 0 ? 0 : minted(n, per, a - 1);
-        u128 sum = 0;
+        w128 sum = w128_u64(0);
         for (size_t j = i; j < k; j++) {
-            sum += g[j].tokens;
+            sum = w128_add(sum, w128_u64(g[j].tokens));
             if (j + 1 < k && g[j + 1].at == g[j].at)
                 continue; /* b ends after the last grant of its instant */
-            u128 bound = (u128)burst + minted(n, per, g[j].at) - (a == 0 ? 0 : va);
-            cr_assert(sum <= bound,
+            w128 bound = w128_sub(w128_add(w128_u64(burst), w128_u64(minted(n, per, g[j].at))),
+                                  w128_u64(a == 0 ? 0 : va));
+            cr_assert(w128_cmp(sum, bound) <= 0,
                       "%s: %llu tokens usable in (%llu, %llu], bound %llu", what,
-                      (unsigned long long)sum, (unsigned long long)(a == 0 ? 0 : a - 1),
-                      (unsigned long long)g[j].at, (unsigned long long)bound);
+                      (unsigned long long)sum.lo, (unsigned long long)(a == 0 ? 0 : a - 1),
+                      (unsigned long long)g[j].at, (unsigned long long)bound.lo);
         }
     }
 }

@@ -26,11 +26,13 @@
 #define MAXPEND 8
 #define KEYS 4
 
-__extension__ typedef unsigned __int128 u128;
+#include "../wide128.h"
 
 static uint64_t minted(uint64_t n, uint64_t period, uint64_t t)
 {
-    return (uint64_t)((u128)n * t / period);
+    uint64_t q;
+    (void)w128_muldiv(n, t, period, &q); /* (the low 64 bits if it does not fit) */
+    return q;
 }
 
 typedef struct shared {
