@@ -15,6 +15,7 @@
  * working as intended (no line waits for a particular consumer); the totals
  * are what must match wc.
  */
+#define _POSIX_C_SOURCE 200809L /* getline() is POSIX; under -std=c11 the program asks for it (asyncpat itself needs no feature macro) */
 /* First: under -std=c11 it defines _DEFAULT_SOURCE, which declares getline(). */
 #include "asyncpat.h"
 #include <ctype.h>

@@ -13,6 +13,7 @@
  * early; at most one timer fire per token waited for plus one per pending
  * pop (its confirm re-poll): no busy poll. Build: cc ... uv_mpmc.c $(pkg-config --libs libuv)
  */
+#define _DEFAULT_SOURCE 1 /* <uv.h> needs POSIX types hidden by -std=c11 */
 #include "asyncpat/mpmc.h"
 #include "asyncpat/token_bucket.h"
 #include <pthread.h>
