@@ -1,9 +1,9 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
-#   tests/run.sh all       deps, headers, docs, shape, benchtable, examples, servers, asan,
+#   tests/run.sh all       deps, headers, cpp, docs, shape, benchtable, examples, servers, asan,
 #                          verify, models, tsan, mutants, fuzz, install (stops at the
 #                          first failing stage)
-#   tests/run.sh STAGE     one stage: deps headers docs shape benchtable examples servers
+#   tests/run.sh STAGE     one stage: deps headers cpp docs shape benchtable examples servers
 #                          asan verify models tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check, per docs item).
@@ -32,7 +32,7 @@ stage_deps() {
 }
 
 stage_headers() {
-    note "headers: each header alone, -std=c11 -Wall -Wextra -Wpedantic -Werror, gcc and clang"
+    note "headers: each header alone, strict, gcc and clang (C11) and g++/clang++ (c++17/20/2b), also after system headers"
     out=$(sh tests/test_headers.sh); rc=$?
     echo "$out" | grep -v '^headers:' ; echo "$out" | tail -n 1
     p=$(echo "$out" | sed -n 's/^headers: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
@@ -208,6 +208,7 @@ run() {
     verify) stage_verify ;; models) stage_models ;;
     install) stage_install ;; benchtable) stage_benchtable ;;
     shape) stage_script shape tests/shape.sh "header names, enum values, doc layout" ;;
+    cpp) stage_script cpp tests/cpp.sh "asyncpat from C++ (g++/clang++, c++17/20/2b): compile, C vs C++ layout, one threaded program per family plain and under TSan" ;;
     servers) stage_script servers tests/servers.sh "contrib/ and connpool lifetime/leak against real redis-server" ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
     esac
@@ -215,7 +216,7 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers docs shape benchtable examples servers asan verify models tsan mutants fuzz install; do
+    for s in deps headers cpp docs shape benchtable examples servers asan verify models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
