@@ -32,8 +32,8 @@
 #               (the two imported targets' properties must be equal)
 #   version     which find_package(asyncpat <v>) requests are satisfied
 #   cmake_fetch FetchContent from a local git repository (no network)
-#   cmake_cxx   a C++-only CMake project (LANGUAGES CXX): find_package and
-#               add_subdirectory
+#   cmake_cxx   a C++ CMake project (LANGUAGES CXX, C only in a subdirectory):
+#               find_package and add_subdirectory
 #   meson_sub   meson subproject (C strict C11 and C++17)
 #   examples    ASYNCPAT_BUILD_EXAMPLES=ON and meson -Dexamples=true build
 #   uninstall   make uninstall leaves no file behind
@@ -108,7 +108,7 @@ step git sh -c "cd '$G' && git init -q && git add -A &&
 consumer() {
     d=$B/$1
     mkdir -p "$d/third_party"
-    [ -d "$T/$1" ] && cp "$T/$1"/* "$d/"
+    [ -d "$T/$1" ] && cp -R "$T/$1"/. "$d/"
     cp "$T/consumer.c" "$d/main.c"
     cp "$T/consumer.cpp" "$d/main.cpp"
     cp -R "$src" "$d/third_party/asyncpat"
@@ -317,12 +317,12 @@ consumer cmake_cxx
 if step cmake_cxx cmake -S "$B/cmake_cxx" -B "$B/cmake_cxx/b" -DCMAKE_PREFIX_PATH="$PM" &&
    step cmake_cxx.build cmake --build "$B/cmake_cxx/b" &&
    step cmake_cxx.run runs "$B/cmake_cxx/b/app"; then
-    ok "cmake_cxx: LANGUAGES CXX, C++17, find_package"
+    ok "cmake_cxx: LANGUAGES CXX (C in a subdirectory), C++17, find_package"
 else bad "cmake_cxx: find_package"; fi
 if step cmake_cxx_sub cmake -S "$B/cmake_cxx" -B "$B/cmake_cxx/bs" -DUSE_SUBDIR=ON &&
    step cmake_cxx_sub.build cmake --build "$B/cmake_cxx/bs" &&
    step cmake_cxx_sub.run runs "$B/cmake_cxx/bs/app"; then
-    ok "cmake_cxx: LANGUAGES CXX, C++17, add_subdirectory"
+    ok "cmake_cxx: LANGUAGES CXX (C in a subdirectory), C++17, add_subdirectory"
 else bad "cmake_cxx: add_subdirectory"; fi
 
 # ---- meson subproject ----
@@ -333,6 +333,10 @@ if step meson_sub meson setup "$B/meson_sub/b" "$B/meson_sub" --force-fallback-f
    step meson_sub.run runs "$B/meson_sub/b/app" && step meson_sub.runcpp runs "$B/meson_sub/b/app_cpp"; then
     ok "meson_sub: subproject asyncpat_dep, c_std=c11 werror, and C++17"
 else bad "meson_sub"; fi
+# threads come with asyncpat_dep (glibc links without, other libcs do not)
+if grep -q -- '-pthread' "$B/meson_sub/b/build.ninja" 2>/dev/null; then
+    ok "meson_sub: asyncpat_dep brings -pthread"
+else bad "meson_sub: no -pthread from asyncpat_dep"; fi
 
 # ---- the examples through CMake and meson ----
 if step examples.cmake cmake -S "$src" -B "$B/ex-cmake" -DASYNCPAT_BUILD_EXAMPLES=ON &&
