@@ -1117,11 +1117,6 @@ AP_API ap_status ap__breaker_record_slow(ap_breaker *b, const ap_breaker_permit 
                       b->admit[permit->probe - 1] != AP__BREAKER_FREE);
             b->admit[permit->probe - 1] = AP__BREAKER_FREE;
             b->inflight--;
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_CB_EARLY_PROBE_RELEASE
-            /* MUTANT (tests only): the admission goes back with the slot,
-             * so one half-open period admits more than K probes. */
-            b->admitted--;
-#endif
             if (outcome == AP_BREAKER_OUTCOME_FAILURE ||
                 (slow && outcome == AP_BREAKER_OUTCOME_SUCCESS))
                 ap__breaker_set(b, AP_BREAKER_STATE_OPEN, now, &ev);

@@ -84,7 +84,7 @@
  *              leave without an enter trips AP_ASSERT
  * WAKE ORDER   every waiter is woken at each state change and when the
  *              drain reaches zero; each re-checks its own event
- * CONFIG       AP_ASSERT, AP_TEST_YIELD, AP_MUTANT (tests only)
+ * CONFIG       AP_ASSERT, AP_TEST_YIELD
  * SEE ALSO     waitlist.h (the ladder), tests/test_lifecycle.c,
  *              tests/stress/stress_lifecycle.c, tests/verify/verify_lifecycle.c
  * STABILITY    experimental (0.x): names may still change before 1.0
@@ -344,18 +344,11 @@ AP_API ap_status ap_life_enter(ap_life *l)
         }
         AP_ASSERT(w <= UINT64_MAX - AP__LIFE_ONE);
         AP_TEST_YIELD(); /* RUNNING seen, not yet counted: a stop may land */
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_LIFE_ENTER_LOAD_STORE
-        /* MUTANT (tests only): check, then count with a separate RMW; a
-         * stop between the two lets an enter in after the stop */
-        AP_ATOMIC_FETCH_ADD(&l->word, AP__LIFE_ONE, memory_order_seq_cst);
-        return AP_OK;
-#else
         /* seq_cst: ordered against the stop's CAS in the word's history
          * (an enter after it fails); acquire for what the starter did */
         if (AP_ATOMIC_CAS_WEAK(&l->word, &w, w + AP__LIFE_ONE, memory_order_seq_cst,
                                memory_order_relaxed))
             return AP_OK;
-#endif
     }
 }
 

@@ -299,12 +299,6 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
         if (st / AP__SEM_ONE < n)
             return AP_EMPTY;
         AP_TEST_YIELD(); /* a future may queue, or a release land, here */
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
-        /* MUTANT (tests only): a store of the count read above, not a CAS;
-         * a concurrent take or release in between is lost. */
-        AP_ATOMIC_STORE(&s->state, st - n * AP__SEM_ONE, memory_order_release);
-        return AP_OK;
-#else
         /* acquire: pairs with the AP__PUB_MO (release) CAS in ap__sem_add
          * through the release sequence of state: the releasers' writes
          * happen-before our critical section. Relaxed on failure: we only
@@ -312,7 +306,6 @@ AP_API ap_status ap_sem_try_acquire(ap_sem *s, size_t n)
         if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st - n * AP__SEM_ONE, memory_order_acquire,
                                memory_order_relaxed))
             return AP_OK;
-#endif
     }
 }
 
@@ -388,16 +381,9 @@ AP_API ap_status ap__sem_add(ap_sem *s, size_t n, bool force)
          * ap__sem_grant) and the releasing side's publishing write of THE
          * LADDER, before ap_waitlist_parked below. Relaxed on failure: we
          * only recompute from the newer word. */
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_SEM_LOAD_STORE
-        /* MUTANT (tests only): load + store, not a CAS (see try_acquire). */
-        AP_TEST_YIELD();
-        AP_ATOMIC_STORE(&s->state, st + n * AP__SEM_ONE, memory_order_seq_cst);
-        break;
-#else
         if (AP_ATOMIC_CAS_WEAK(&s->state, &st, st + n * AP__SEM_ONE, AP__PUB_MO,
                                memory_order_relaxed))
             break;
-#endif
     }
     AP_TEST_YIELD(); /* permits in the count, waiters not yet served */
     /* the publishing CAS above, then the ladder's check */

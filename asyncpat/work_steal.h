@@ -408,13 +408,7 @@ AP_API ap_status ap_ws_try_pop(ap_ws *d, void **out)
     /* relaxed store, then the seq_cst fence: the owner's half of the
      * Dekker pair with ap_ws_try_steal (store bottom, then load top). */
     AP_ATOMIC_STORE(&d->bottom, b, AP__WS_MO_RELAXED_SC);
-#if defined(AP_MUTANT) && AP_MUTANT == AP_MUTANT_WS_TAKE_NO_FENCE
-    /* MUTANT (tests only): no fence; the top load may pass the bottom
-     * store (x86 store buffer), so owner and thief can both take the last
-     * task. Meaningful in the non-TSan build only. */
-#else
     AP__WS_FENCE_SEQ_CST();
-#endif
     AP_TEST_YIELD(); /* bottom lowered, top not read: the race window */
     /* relaxed: ordered after the bottom store by the fence. */
     size_t t = AP_ATOMIC_LOAD(&d->top, AP__WS_MO_RELAXED_SC);

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Negative controls: every mutant of asyncpat/config.h (AP_MUTANT_*) must be
-# caught by its checker. Each checker is built with -DAP_MUTANT=<id> and run
-# under a time limit; it must FAIL (non-zero exit: a TSan report, a CHECK, the
-# watchdog, a failed Criterion assertion, or a hang killed by timeout(1)).
+# Negative controls: every mutant (tests/mutants/<name>.patch) must be caught
+# by its checker. Each checker is built against a scratch copy of the headers
+# with the patch applied and run under a time limit; it must FAIL (non-zero
+# exit: a TSan report, a CHECK, the watchdog, a failed Criterion assertion, a
+# scheduler failure, or a hang killed by timeout(1)).
 # One line per mutant, then "mutants: N caught, N survived"; exits non-zero
 # if any mutant survived or a checker did not build.
 # Environment: CC (default gcc), MUTANT_SCALE (STRESS_SCALE of the stress
@@ -35,31 +36,37 @@ crit_libs() { pkg-config --cflags --libs criterion 2>/dev/null || echo "-lcriter
 # spin models plant their own versions of mutants 3, 4, 5 and 6 (and two
 # model-only ones) and require each to fail: tests/verify/models/run.sh,
 # the `models` stage of `make test`.
-# A mutant whose id is a name (no AP_MUTANT number) is a patch,
-# tests/mutants/<name>.patch (diff -ru a b over asyncpat.h and asyncpat/),
-# applied to a scratch copy of the headers that the checker then includes
-# first: the headers a user vendors hold none of it (DESIGN.md, 0.2).
+# Every mutant is a patch, tests/mutants/<name>.patch (diff -ru a b over
+# asyncpat.h and asyncpat/; a first line says what it plants), applied to a
+# scratch copy of the headers that the checker then includes first: the
+# headers a user vendors hold none of it (DESIGN.md, 0.2). Ids m1..m11 are
+# the former -DAP_MUTANT numbers, p* the later patches, c* the C11 ones.
 # kind verify: the deterministic scheduler (tests/verify), the filter is
 # VF_ONLY (a scenario name); it is exhaustive, so one run is decisive.
+# kind c11: the same, run in its C11 mode (VF_MODE=c11: store histories,
+# happens-before, the race detector; it runs the *_tso scenarios); then, as
+# a control that is not counted, the scenario's SC and TSO runs (the filter
+# less _tso) run too and the line says whether they miss it.
 # SEM_POLL_NO_RECHECK has only the scheduler: the semaphore stress (TSan,
 # watchdog) catches it only sometimes (survived 1 run in 5); likewise
 # CACHE_NO_SEQ_CHECK, which the cache stress caught in 2 sessions of 3
 # (8 runs each): the scheduler finds the torn read every time.
-TABLE='1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
-2|WS_TAKE_NO_FENCE|plain|tests/stress/stress_work_steal.c|||20|1
-2|WS_TAKE_NO_FENCE|verify|tests/verify/verify_sync.c||ws_2tasks_owner_thief_tso|1|
-3|SEM_LOAD_STORE|tsan|tests/stress/stress_semaphore.c|||1|
-3|SEM_LOAD_STORE|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
-4|WAITOP_NO_RECHECK|tsan|tests/stress/stress_async.c||wake-lockstep|1|
-4|WAITOP_NO_RECHECK|verify|tests/verify/verify_sync.c||waitlist_two_waiters|1|
-5|SEM_POLL_NO_RECHECK|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
-6|CB_EARLY_PROBE_RELEASE|tsan|tests/stress/stress_circuit_breaker.c|||1|
-6|CB_EARLY_PROBE_RELEASE|verify|tests/verify/verify_breaker.c||breaker_ho_k1_ign_succ_fail|1|
-7|TB_NO_BURST_CLAMP|criterion|tests/test_token_bucket.c|--filter token_bucket/bound_holds_at_every_step_of_a_random_walk||1|
-8|POOL_NO_RECHECK|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
-9|CACHE_NO_SEQ_CHECK|verify|tests/verify/verify_cache.c||cache_update_evict_vs_get|1|
-10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|
-11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|
+TABLE='m1|MPMC_RELAXED_PUBLISH|tsan|tests/stress/stress_mpmc.c|||1|
+m1|MPMC_RELAXED_PUBLISH|c11|tests/verify/verify_queue.c||mpmc_1p1c_cap1_tso|1|
+m2|WS_TAKE_NO_FENCE|plain|tests/stress/stress_work_steal.c|||20|1
+m2|WS_TAKE_NO_FENCE|verify|tests/verify/verify_sync.c||ws_2tasks_owner_thief_tso|1|
+m3|SEM_LOAD_STORE|tsan|tests/stress/stress_semaphore.c|||1|
+m3|SEM_LOAD_STORE|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
+m4|WAITOP_NO_RECHECK|tsan|tests/stress/stress_async.c||wake-lockstep|1|
+m4|WAITOP_NO_RECHECK|verify|tests/verify/verify_sync.c||waitlist_two_waiters|1|
+m5|SEM_POLL_NO_RECHECK|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
+m6|CB_EARLY_PROBE_RELEASE|tsan|tests/stress/stress_circuit_breaker.c|||1|
+m6|CB_EARLY_PROBE_RELEASE|verify|tests/verify/verify_breaker.c||breaker_ho_k1_ign_succ_fail|1|
+m7|TB_NO_BURST_CLAMP|criterion|tests/test_token_bucket.c|--filter token_bucket/bound_holds_at_every_step_of_a_random_walk||1|
+m8|POOL_NO_RECHECK|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
+m9|CACHE_NO_SEQ_CHECK|verify|tests/verify/verify_cache.c||cache_update_evict_vs_get|1|
+m10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|
+m11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|verify|tests/verify/verify_resilience.c||resil_cancel_closed|1|
 p21|RESILIENCE_CANCEL_NO_RECORD|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
@@ -71,7 +78,10 @@ p4|SPSC_CLOSE_NO_HEAVY|verify|tests/verify/verify_queue.c||spsc_close_drain_tso|
 p5|SPSC_IS_CLOSED_WHILE_CLOSING|verify|tests/verify/verify_close.c||spsc_is_closed_then_empty|1|
 p6|WAITLIST_NO_CONFIRM_DEADLINE|verify|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 p10|SEM_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_sync.c||sem_1permit_2threads|1|
-p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|'
+p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
+c1|SPSC_POP_RELAXED_TAIL|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
+c2|PUBSUB_NO_ACQUIRE_FENCE|c11|tests/verify/verify_pubsub.c||pubsub_1p1s_3msg_cap1_tso|1|
+c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
@@ -82,14 +92,15 @@ build() {
     tsan) $CC $4 $TSAN "$2" -o "$3" -pthread ;;
     plain) $CC $4 $PLAIN "$2" -o "$3" -pthread ;;
     criterion) $CC $4 $CRIT "$2" -o "$3" $(crit_libs) -pthread ;;
-    verify) $CC $4 $PLAIN "$2" -o "$3" ;;
+    verify|c11) $CC $4 $PLAIN "$2" -o "$3" ;;
     esac
 }
 
-# run BIN LOG ARGS FILTER SCALE: the checker's exit status (124 = killed by timeout)
+# run BIN LOG ARGS FILTER SCALE [VF_MODE]: the checker's exit status (124 =
+# killed by timeout)
 run_checker() {
     lim=$((MUTANT_TIMEOUT * 4 + 30))
-    TSAN_OPTIONS="halt_on_error=1 exitcode=66" STRESS_SCALE=${5:-$MUTANT_SCALE} \
+    VF_MODE=${6:-} TSAN_OPTIONS="halt_on_error=1 exitcode=66" STRESS_SCALE=${5:-$MUTANT_SCALE} \
         STRESS_TIMEOUT=$MUTANT_TIMEOUT STRESS_FILTER="$4" VF_ONLY="$4" \
         timeout -k 5 $lim "$1" $3 >"$2" 2>&1
 }
@@ -100,7 +111,7 @@ how() {
     66) w=$(grep -m1 'WARNING: ThreadSanitizer:' "$1" | sed 's/.*ThreadSanitizer: //; s/ (pid=.*//')
         echo "TSan report ($w)" ;;
     124|137) echo "hang (killed by timeout)" ;;
-    *)  if grep -q '^FAIL .*\[\(SC\|TSO\), bound' "$1"; then
+    *)  if grep -q '^FAIL .*\[\(SC\|TSO\|C11\), bound' "$1"; then
             grep -m1 '^FAIL ' "$1" | sed 's/^FAIL //; s/ (tests[^)]*)//' | cut -c1-150
             return
         fi
@@ -119,18 +130,16 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
         case " $MUTANTS " in *" $id "*) ;; *) continue ;; esac
     fi
     chk="$(basename "$src" .c) ($kind${filter:+, $filter})"
+    vfmode=""; [ "$kind" = c11 ] && vfmode=c11
     bin=$B/$(basename "$src" .c)-$kind-m$id
     log=$bin.log
     s=$(date +%s)
-    case "$id" in
-    [0-9]*) defs="-DAP_MUTANT=$id" ;;
-    *)  scratch=$B/src-$name; rm -rf "$scratch"; mkdir -p "$scratch"
-        cp -r asyncpat.h asyncpat "$scratch"/
-        if ! (cd "$scratch" && patch -s -p1 <"$OLDPWD/tests/mutants/$name.patch"); then
-            printf '  %s %-24s PATCH FAILED\n' "$id" "$name"; echo broken >>$B/.tally; continue
-        fi
-        defs="-I$scratch" ;;
-    esac
+    scratch=$B/src-$name; rm -rf "$scratch"; mkdir -p "$scratch"
+    cp -r asyncpat.h asyncpat "$scratch"/
+    if ! (cd "$scratch" && patch -s -p1 <"$OLDPWD/tests/mutants/$name.patch"); then
+        printf '  %s %-24s PATCH FAILED\n' "$id" "$name"; echo broken >>$B/.tally; continue
+    fi
+    defs="-I$scratch"
     if ! out=$(build $kind "$src" "$bin" "$defs" 2>&1); then
         printf '  %s %-24s BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
     fi
@@ -138,7 +147,7 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
         if ! out=$(build $kind "$src" "$bin-base" "" 2>&1); then
             printf '  %s %-24s BASELINE BUILD FAILED\n%s\n' "$id" "$name" "$out"; echo broken >>$B/.tally; continue
         fi
-        run_checker "$bin-base" "$log.base" "$args" "$filter" "$scale"; rc=$?
+        run_checker "$bin-base" "$log.base" "$args" "$filter" "$scale" "$vfmode"; rc=$?
         if [ $rc -ne 0 ]; then
             printf '  %s %-24s BASELINE FAILED (%s): the checker fails without the mutant\n' \
                 "$id" "$name" "$(how "$log.base" $rc)"
@@ -148,7 +157,7 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
     n=0
     while :; do
         n=$((n + 1))
-        run_checker "$bin" "$log" "$args" "$filter" "$scale"; rc=$?
+        run_checker "$bin" "$log" "$args" "$filter" "$scale" "$vfmode"; rc=$?
         [ $rc -eq 0 ] && [ $n -lt "${runs:-1}" ] || break
     done
     [ "${runs:-1}" -gt 1 ] && chk="$chk, run $n of <= $runs"
@@ -159,6 +168,16 @@ echo "$TABLE" | while IFS='|' read -r id name kind src args filter runs scale; d
         printf '  %s %-24s caught by %s: %s (%ss)\n' "$id" "$name" "$chk" "$(how "$log" $rc)" \
             "$(( $(date +%s) - s ))"
         echo caught >>$B/.tally
+        if [ "$kind" = c11 ]; then
+            # control, not counted: the scenario's SC and TSO runs
+            run_checker "$bin" "$log.sctso" "$args" "${filter%_tso}" "$scale" ""; rc=$?
+            if [ $rc -eq 0 ]; then
+                printf '     control: SC and TSO miss it (%s: %s runs pass)\n' "${filter%_tso}" \
+                    "$(grep -c '^ok ' "$log.sctso")"
+            else
+                printf '     control: SC/TSO catch it too: %s\n' "$(how "$log.sctso" $rc)"
+            fi
+        fi
     fi
 done
 caught=$(grep -c '^caught$' $B/.tally); survived=$(grep -c '^survived$' $B/.tally)

@@ -364,7 +364,7 @@ static void cl_check(void *p)
 
 static unsigned long run_ho(const char *name, int K, int o0, int o1, int o2)
 {
-    vf_scenario sc = {.name = name, .nthreads = 3, .tso = false, .bound = 2,
+    vf_scenario sc = {.name = name, .nthreads = 3, .tso = false, .c11 = true, .bound = 2,
                       .setup = ho_setup, .thread = ho_thread, .invariant = ho_invariant,
                       .check = ho_check, .teardown = cb_teardown};
     cb_K = K;

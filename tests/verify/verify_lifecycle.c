@@ -16,6 +16,8 @@ typedef struct lst {
     bool stopped; /* the owner's stop returned */
     bool drained; /* the owner's drain wait completed */
     int served;
+    int config;   /* written by the owner before start (C11: race-checked) */
+    int work[3];  /* written by worker i inside (C11: race-checked) */
 } lst;
 
 static int workers, ops;
@@ -31,6 +33,11 @@ static void l_thread(void *p, int id)
 {
     lst *s = p;
     if (id == 0) { /* the owner */
+        /* C11 mode: what the owner did before start happens-before every
+         * enter that succeeds; what a worker did inside happens-before the
+         * drain's completion (the race detector checks both) */
+        VF_DATA_WRITE(&s->config, sizeof s->config);
+        s->config = 1;
         VF_CHECK(ap_life_start(&s->life) == AP_OK);
         VF_CHECK(ap_life_started(&s->life, true) == AP_OK);
         VF_CHECK(ap_life_stop(&s->life) == AP_OK);
@@ -40,6 +47,7 @@ static void l_thread(void *p, int id)
         vf_wait((ap_future *)&f);
         VF_CHECK(ap_life_wait_status(&f) == AP_OK);
         VF_CHECK(s->inside == 0, "drained with %d operations inside", s->inside);
+        VF_DATA_READ(s->work, sizeof s->work);
         s->drained = true;
         VF_CHECK(ap_life_terminated(&s->life) == AP_OK);
         return;
@@ -55,6 +63,9 @@ static void l_thread(void *p, int id)
         VF_CHECK(st == AP_OK, "enter: %d", st);
         VF_CHECK(!s->drained, "an enter succeeded after the drain");
         s->inside++;
+        VF_DATA_READ(&s->config, sizeof s->config);
+        VF_DATA_WRITE(&s->work[id], sizeof s->work[id]);
+        s->work[id]++;
         vf_yield(); /* the operation runs */
         s->inside--;
         s->served++;

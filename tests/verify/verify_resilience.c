@@ -134,11 +134,13 @@ static void vr_thread(void *p, int id)
     if (id == 0) { /* poll X once, then hand it to T2 */
         VF_CHECK(vf_poll(&s->x.base) == AP_PENDING || s->half_open);
         s->handed = 1;
+        vf_hb_release(&s->handed); /* C11: the hand-off synchronises */
     } else if (id == 1) {
         vf_wait(&s->y.base);
     } else {
         while (!s->handed)
             vf_yield();
+        vf_hb_acquire(&s->handed);
         ap_resil_fut_cancel(&s->x);
         ap_resil_fut_cancel(&s->x); /* idempotent */
     }

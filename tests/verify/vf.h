@@ -70,27 +70,37 @@
 
 /* ---- hooks used by the macros ---- */
 
+#define VF__UNUSED __attribute__((unused))
+
 enum { VF_LOAD, VF_STORE, VF_RMW, VF_FENCE, VF_YIELD };
 
 static void vf__point(int op, const void *addr, const char *file, int line);
-static bool vf__tso_read(const void *addr, void *out, size_t size);
-static bool vf__tso_store(void *addr, const void *val, size_t size, memory_order mo);
+VF__UNUSED static bool vf__read(const void *addr, void *out, size_t size, memory_order mo);
+VF__UNUSED static bool vf__write(void *addr, const void *val, size_t size, memory_order mo);
+VF__UNUSED static void vf__rmw_pre(const void *addr, size_t size, memory_order mo);
+VF__UNUSED static void vf__rmw_post(const void *addr, size_t size, memory_order mo, bool stored);
+VF__UNUSED static void vf__init_loc(const void *addr);
+VF__UNUSED static void vf__fence(memory_order mo);
 static void vf__tso_fence(memory_order mo);
+VF__UNUSED static void *vf__memcpy(void *dst, const void *src, size_t n, const char *file, int line);
 static void vf_yield(void);
 static void vf_fail(const char *fmt, ...);
 
 #define VF__AT(op, p) vf__point((op), (p), __FILE__, __LINE__)
+/* C11 mode with VF_COVER=<file>: which relaxed accesses ran (relaxed.sh) */
+VF__UNUSED static void vf__cover(bool relaxed, const char *file, int line);
+#define VF__COVER(mo) vf__cover((mo) == memory_order_relaxed, __FILE__, __LINE__)
 /* The value type of an atomic object: an rvalue drops _Atomic. */
 #define VF__T(p) __typeof__((void)0, *(p))
 
-#define AP_ATOMIC_INIT(p, v) atomic_init((p), (v))
+#define AP_ATOMIC_INIT(p, v) (atomic_init((p), (v)), vf__init_loc(p))
 #define AP_ATOMIC_LOAD(p, mo)                                                   \
     __extension__({                                                             \
         __auto_type vf_p_ = (p);                                                \
         VF__T(vf_p_) vf_v_;                                                     \
-        (void)(mo);                                                             \
         VF__AT(VF_LOAD, vf_p_);                                                 \
-        if (!vf__tso_read(vf_p_, &vf_v_, sizeof vf_v_))                         \
+        VF__COVER(mo);                                                          \
+        if (!vf__read(vf_p_, &vf_v_, sizeof vf_v_, (mo)))                       \
             vf_v_ = atomic_load_explicit(vf_p_, memory_order_relaxed);          \
         vf_v_;                                                                  \
     })
@@ -99,36 +109,52 @@ static void vf_fail(const char *fmt, ...);
         __auto_type vf_p_ = (p);                                                \
         VF__T(vf_p_) vf_v_ = (v);                                               \
         VF__AT(VF_STORE, vf_p_);                                                \
-        if (!vf__tso_store(vf_p_, &vf_v_, sizeof vf_v_, (mo)))                  \
+        VF__COVER(mo);                                                          \
+        if (!vf__write(vf_p_, &vf_v_, sizeof vf_v_, (mo)))                      \
             atomic_store_explicit(vf_p_, vf_v_, memory_order_relaxed);          \
         (void)0;                                                                \
     })
 /* An RMW: a scheduling point, then (TSO) drain this thread's buffer, then
- * the operation itself, all in one step. */
-#define VF__RMW(p, expr)                                                        \
+ * the operation itself, all in one step; (C11) it reads the newest store
+ * and appends its own (stored: false for a failed compare-exchange, which
+ * is a load of the newest store with mo_fail). */
+#define VF__RMW(p, mo, expr)                                                    \
     __extension__({                                                             \
         __auto_type vf_p_ = (p);                                                \
         VF__AT(VF_RMW, vf_p_);                                                  \
         vf__tso_fence(memory_order_seq_cst);                                    \
-        expr;                                                                   \
+        VF__COVER(mo);                                                          \
+        vf__rmw_pre(vf_p_, sizeof(VF__T(vf_p_)), (mo));                         \
+        __auto_type vf_r_ = (expr);                                             \
+        vf__rmw_post(vf_p_, sizeof(VF__T(vf_p_)), (mo), true);                  \
+        vf_r_;                                                                  \
     })
 #define AP_ATOMIC_EXCHANGE(p, v, mo) \
-    VF__RMW(p, atomic_exchange_explicit(vf_p_, (v), memory_order_relaxed))
+    VF__RMW(p, mo, atomic_exchange_explicit(vf_p_, (v), memory_order_relaxed))
 #define AP_ATOMIC_CAS_WEAK(p, expp, v, mo_ok, mo_fail)                              \
-    VF__RMW(p, atomic_compare_exchange_strong_explicit(vf_p_, (expp), (v),          \
-                                                       memory_order_relaxed,        \
-                                                       memory_order_relaxed))
+    __extension__({                                                                 \
+        __auto_type vf_p_ = (p);                                                    \
+        VF__AT(VF_RMW, vf_p_);                                                      \
+        vf__tso_fence(memory_order_seq_cst);                                        \
+        vf__cover((mo_ok) == memory_order_relaxed || (mo_fail) == memory_order_relaxed, \
+                  __FILE__, __LINE__);                                              \
+        vf__rmw_pre(vf_p_, sizeof(VF__T(vf_p_)), (mo_ok));                          \
+        bool vf_r_ = atomic_compare_exchange_strong_explicit(                       \
+            vf_p_, (expp), (v), memory_order_relaxed, memory_order_relaxed);        \
+        vf__rmw_post(vf_p_, sizeof(VF__T(vf_p_)), vf_r_ ? (mo_ok) : (mo_fail), vf_r_); \
+        vf_r_;                                                                      \
+    })
 #define AP_ATOMIC_CAS_STRONG(p, expp, v, mo_ok, mo_fail) \
     AP_ATOMIC_CAS_WEAK(p, expp, v, mo_ok, mo_fail)
 #define AP_ATOMIC_FETCH_ADD(p, v, mo) \
-    VF__RMW(p, atomic_fetch_add_explicit(vf_p_, (v), memory_order_relaxed))
+    VF__RMW(p, mo, atomic_fetch_add_explicit(vf_p_, (v), memory_order_relaxed))
 #define AP_ATOMIC_FETCH_SUB(p, v, mo) \
-    VF__RMW(p, atomic_fetch_sub_explicit(vf_p_, (v), memory_order_relaxed))
+    VF__RMW(p, mo, atomic_fetch_sub_explicit(vf_p_, (v), memory_order_relaxed))
 #define AP_ATOMIC_FETCH_OR(p, v, mo) \
-    VF__RMW(p, atomic_fetch_or_explicit(vf_p_, (v), memory_order_relaxed))
+    VF__RMW(p, mo, atomic_fetch_or_explicit(vf_p_, (v), memory_order_relaxed))
 #define AP_ATOMIC_FETCH_AND(p, v, mo) \
-    VF__RMW(p, atomic_fetch_and_explicit(vf_p_, (v), memory_order_relaxed))
-#define AP_ATOMIC_FENCE(mo) (VF__AT(VF_FENCE, NULL), vf__tso_fence(mo))
+    VF__RMW(p, mo, atomic_fetch_and_explicit(vf_p_, (v), memory_order_relaxed))
+#define AP_ATOMIC_FENCE(mo) (VF__AT(VF_FENCE, NULL), vf__fence(mo))
 
 /* The asymmetric barrier of waitlist.h (THE LADDER). LIGHT is a compiler
  * barrier: a scheduling point that drains nothing. HEAVY (membarrier) is a
@@ -149,6 +175,16 @@ static inline int vf__sched_yield(void) { vf_yield(); return 0; }
 #define sched_yield() vf__sched_yield()
 #define AP_ASSERT(c) ((c) ? (void)0 : vf_fail("AP_ASSERT(%s) at %s:%d", #c, __FILE__, __LINE__))
 
+/* Plain copies are data accesses (C11 mode: the race detector sees them);
+ * the library's payloads travel by memcpy. vf.h's own copies are spelled
+ * (memcpy)(...), which the macro does not touch. */
+#define memcpy(d, s, n) vf__memcpy((d), (s), (n), __FILE__, __LINE__)
+/* A scenario's own plain accesses to shared data, for the race detector:
+ * VF_DATA_READ(p, n) / VF_DATA_WRITE(p, n) (no-ops outside C11 mode). */
+VF__UNUSED static void vf__data(const void *p, size_t n, bool write, const char *file, int line);
+#define VF_DATA_READ(p, n) vf__data((p), (n), false, __FILE__, __LINE__)
+#define VF_DATA_WRITE(p, n) vf__data((p), (n), true, __FILE__, __LINE__)
+
 #include "asyncpat/future.h"
 
 /* ---- the scenario interface ---- */
@@ -159,6 +195,7 @@ typedef struct vf_scenario {
     const char *name;
     int nthreads;
     bool tso;                       /* x86-TSO store buffers */
+    bool c11;                       /* run in C11 mode too though not TSO */
     int bound;                      /* preemption bound; 0 means 2 */
     void *(*setup)(void);           /* fresh state for one execution */
     void (*thread)(void *st, int id); /* body of thread id (0..nthreads-1) */
@@ -180,6 +217,24 @@ typedef struct vf_scenario {
 #define VF_MAX_STEPS 20000
 #define VF_BUF_MAX 64
 #define VF_TRACE_SHOW 80
+/* C11 mode bounds: stale reads per execution, older stores per load */
+#ifndef VF_C11_STALE
+#ifdef VF_LONG
+#define VF_C11_STALE 2
+#else
+#define VF_C11_STALE 1
+#endif
+#endif
+#ifndef VF_C11_CUT /* C11 mode: preemption bound = the scenario's - this */
+#ifdef VF_LONG
+#define VF_C11_CUT 0
+#else
+#define VF_C11_CUT 1
+#endif
+#endif
+#ifndef VF_C11_DEPTH
+#define VF_C11_DEPTH 2
+#endif
 
 enum { VF_RUNNABLE, VF_PARKED, VF_DONE };
 
@@ -200,8 +255,9 @@ typedef struct vf_thread {
 
 typedef struct vf_choice {
     uint16_t choice, nopts;
-    uint8_t pre;       /* preemptions spent before this choice */
+    uint8_t pre;       /* preemptions (stale: stale reads) spent before it */
     bool cur_runnable; /* whether "go on" was option 0 (the others cost 1) */
+    bool stale;        /* C11: which store a load reads (costs a stale read) */
 } vf_choice;
 
 typedef struct vf_step {
@@ -210,6 +266,7 @@ typedef struct vf_step {
     const char *file;
     int line;
     const void *addr;
+    int8_t stale; /* C11: the load read the k-th newest store instead */
 } vf_step;
 
 static struct {
@@ -225,12 +282,16 @@ static struct {
     vf_step steps[VF_MAX_STEPS];
     int nsteps;
     bool replay; /* print the whole trace */
+    bool c11;    /* the C11 mode (VF_MODE=c11) */
+    int nstale, stale_bound, depth; /* C11: stale reads done, allowed, depth */
 } vf;
 
 /* Fake clock for scenarios that need one: constant unless a test moves it. */
 static inline uint64_t vf_now(void) { return vf.now; }
 static inline void vf_set_now(uint64_t t) { vf.now = t; }
 static inline int vf_self(void) { return vf.cur; }
+
+static const char *vf__mode(void) { return vf.c11 ? "C11" : vf.tso ? "TSO" : "SC"; }
 
 static const char *vf__opname(int op)
 {
@@ -242,7 +303,7 @@ static void vf__print_schedule(FILE *f)
 {
     /* sparse: the choices that were not the default, as index=option */
     int first = 1;
-    fprintf(f, "VF_REPLAY='%s:", vf.sc->name);
+    fprintf(f, "%sVF_REPLAY='%s:", vf.c11 ? "VF_MODE=c11 " : "", vf.sc->name);
     for (int i = 0; i < vf.ntrail; i++)
         if (vf.trail[i].choice) {
             fprintf(f, "%s%d=%u", first ? "" : ",", i, vf.trail[i].choice);
@@ -256,8 +317,11 @@ static void vf__print_trace(FILE *f, int from)
     for (int i = from < 0 ? 0 : from; i < vf.nsteps; i++) {
         const vf_step *s = &vf.steps[i];
         const char *file = s->file ? strrchr(s->file, '/') : NULL;
-        fprintf(f, "  %5d  T%d %-5s %-24s %s:%d\n", i, s->tid, vf__opname(s->op),
-                "", file ? file + 1 : (s->file ? s->file : "-"), s->line);
+        char note[32] = "";
+        if (s->stale)
+            snprintf(note, sizeof note, "(reads %d-stale)", s->stale);
+        fprintf(f, "  %5d  T%d %-5s %-24s %s:%d\n", i, s->tid, vf__opname(s->op), note,
+                file ? file + 1 : (s->file ? s->file : "-"), s->line);
     }
 }
 
@@ -266,14 +330,14 @@ static void vf_fail(const char *fmt, ...)
     va_list ap;
     fflush(stdout);
     if (vf.replay)
-        fprintf(stderr, "FAIL %s [%s, replay]: ", vf.sc->name, vf.tso ? "TSO" : "SC");
+        fprintf(stderr, "FAIL %s [%s, replay]: ", vf.sc->name, vf__mode());
     else
-        fprintf(stderr, "FAIL %s [%s, bound %d]: ", vf.sc->name, vf.tso ? "TSO" : "SC", vf.bound);
+        fprintf(stderr, "FAIL %s [%s, bound %d]: ", vf.sc->name, vf__mode(), vf.bound);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n  thread T%d, after %d steps, %d preemptions; schedule:\n  ", vf.cur,
-            vf.nsteps, vf.preempt);
+    fprintf(stderr, "\n  thread T%d, after %d steps, %d preemptions, %d stale reads; schedule:\n  ",
+            vf.cur, vf.nsteps, vf.preempt, vf.nstale);
     vf__print_schedule(stderr);
     fprintf(stderr, "  trace%s:\n", vf.replay ? "" : " (last steps; replay for all)");
     vf__print_trace(stderr, vf.replay ? 0 : vf.nsteps - VF_TRACE_SHOW);
@@ -296,7 +360,7 @@ static void vf__flush_one(int t)
 {
     vf_thread *th = &vf.th[t];
     vf_store *s = &th->buf[th->buf_head];
-    memcpy(s->addr, s->bytes, s->size); /* one OS thread: plain memory */
+    (memcpy)(s->addr, s->bytes, s->size); /* one OS thread: plain memory */
     th->buf_head = (th->buf_head + 1) % VF_BUF_MAX;
     th->buf_len--;
 }
@@ -311,7 +375,7 @@ static bool vf__tso_read(const void *addr, void *out, size_t size)
         if (s->addr == addr) {
             if (s->size != size)
                 vf_fail("mixed-size access to %p", addr);
-            memcpy(out, s->bytes, size);
+            (memcpy)(out, s->bytes, size);
             return true;
         }
     }
@@ -326,8 +390,13 @@ static void vf__tso_fence(memory_order mo)
         vf__flush_one(vf.cur);
 }
 
+static void vf__c11_heavy(void);
 static __attribute__((unused)) void vf__heavy(void)
 {
+    if (vf.c11 && vf.cur >= 0) {
+        vf__c11_heavy();
+        return;
+    }
     if (!vf.tso || vf.cur < 0)
         return;
     for (int t = 0; t < vf.sc->nthreads; t++)
@@ -349,9 +418,506 @@ static bool vf__tso_store(void *addr, const void *val, size_t size, memory_order
     vf_store *s = &th->buf[(th->buf_head + th->buf_len) % VF_BUF_MAX];
     s->addr = addr;
     s->size = size;
-    memcpy(s->bytes, val, size);
+    (memcpy)(s->bytes, val, size);
     th->buf_len++;
     return true;
+}
+
+/* ---- the C11 mode: store histories, vector clocks, a race detector ----
+ *
+ * Every atomic location (keyed by address) keeps its modification order as
+ * a history of its newest VF_HIST stores; memory always holds the newest,
+ * so SC-style readers (invariants, final checks) see the latest values.
+ * Each store carries
+ *   seen[t]  the clock of thread t when it first wrote or read the store,
+ *   rel      the vector clock an acquire that reads it synchronizes with:
+ *            the writer's clock for a release store, the clock of its last
+ *            release fence for a relaxed one, and for an RMW also the rel of
+ *            the store it read (release sequences, RC11: RMWs only).
+ * A load may read store i of the history iff no newer store j > i is
+ * "hb-observed" by the loading thread (seen[t] <= clk[self][t] for some t:
+ * written or read by something that happens-before the load), which is
+ * coherence (CoRR, CoWR) through happens-before. An RMW reads the newest.
+ * Reading store i with acquire (or an acquire fence later) joins rel into
+ * the thread's clock. Fences: release snapshots the clock for later relaxed
+ * stores; acquire joins the rels of the stores read so far. */
+
+#define VF_HIST 8      /* stores kept per location */
+#define VF_LOCS 2048   /* atomic locations per execution */
+#define VF_SHADOW 16384 /* plain bytes tracked per execution */
+
+typedef uint32_t vf_vc[VF_MAX_THREADS];
+
+typedef struct vf_c11_store {
+    unsigned char bytes[8];
+    vf_vc rel;
+    uint32_t seen[VF_MAX_THREADS];
+} vf_c11_store;
+
+typedef struct vf_loc {
+    const void *addr;
+    uint32_t gen;
+    uint16_t size;
+    uint8_t n, head; /* stores held; index of the oldest in the ring */
+    vf_c11_store hist[VF_HIST];
+} vf_loc;
+
+typedef struct vf_shadow {
+    uintptr_t addr;
+    uint32_t gen;
+    int8_t wtid;    /* -1: written outside the threads (set-up) */
+    uint32_t wclk;
+    uint32_t rclk[VF_MAX_THREADS]; /* 0: not read */
+    const char *wfile, *rfile[VF_MAX_THREADS];
+    int wline, rline[VF_MAX_THREADS];
+} vf_shadow;
+
+static struct {
+    uint32_t gen;
+    vf_loc locs[VF_LOCS];
+    vf_shadow shadow[VF_SHADOW];
+    vf_vc clk[VF_MAX_THREADS];  /* happens-before, per thread */
+    vf_vc acq[VF_MAX_THREADS];  /* rels of the stores read relaxed (acquire fence) */
+    vf_vc relf[VF_MAX_THREADS]; /* clock at the last release fence */
+    vf_vc sc;                   /* the seq_cst order, as one clock */
+    vf_loc *rmw;                /* the location of the RMW in progress */
+} vf__c;
+
+static void vf__vc_join(vf_vc a, const vf_vc b)
+{
+    for (int t = 0; t < VF_MAX_THREADS; t++)
+        if (b[t] > a[t])
+            a[t] = b[t];
+}
+
+static void vf__c11_reset(void)
+{
+    vf__c.gen++;
+    memset(vf__c.clk, 0, sizeof vf__c.clk);
+    memset(vf__c.acq, 0, sizeof vf__c.acq);
+    memset(vf__c.relf, 0, sizeof vf__c.relf);
+    memset(vf__c.sc, 0, sizeof vf__c.sc);
+    for (int t = 0; t < VF_MAX_THREADS; t++)
+        vf__c.clk[t][t] = 1;
+    vf.nstale = 0;
+}
+
+static inline uint32_t vf__now_of(int t) { return vf__c.clk[t][t]; }
+static inline void vf__tick(void) { vf__c.clk[vf.cur][vf.cur]++; }
+
+static vf_c11_store *vf__hist(vf_loc *l, int i) /* i = 0 oldest .. n-1 newest */
+{
+    return &l->hist[(l->head + i) % VF_HIST];
+}
+
+/* The location at addr; a fresh one (or one whose memory no longer holds
+ * its newest store: a plain re-initialisation, memset or atomic_init) is
+ * one store that happens-before everything, holding what memory holds. */
+static vf_loc *vf__loc(const void *addr, size_t size)
+{
+    if (size > 8)
+        vf_fail("C11 mode: an atomic of %zu bytes at %p (at most 8)", size, addr);
+    uintptr_t h = ((uintptr_t)addr >> 2) * 0x9E3779B97F4A7C15ull;
+    for (unsigned i = 0; i < VF_LOCS; i++) {
+        vf_loc *l = &vf__c.locs[(h + i) % VF_LOCS];
+        if (l->gen != vf__c.gen) {
+            l->gen = vf__c.gen;
+            l->addr = addr;
+            l->size = (uint16_t)size;
+            l->n = 0;
+        } else if (l->addr != addr) {
+            continue;
+        }
+        if (l->size != size)
+            vf_fail("mixed-size access to %p (%u and %zu bytes): not modelled", addr, l->size,
+                    size);
+        if (l->n == 0 || (memcmp)(vf__hist(l, l->n - 1)->bytes, addr, size) != 0) {
+            vf_c11_store *s = &l->hist[0];
+            l->n = 1;
+            l->head = 0;
+            (memcpy)(s->bytes, addr, size);
+            memset(s->rel, 0, sizeof s->rel);
+            memset(s->seen, 0, sizeof s->seen);
+        }
+        return l;
+    }
+    vf_fail("C11 mode: more than %d atomic locations in one execution", VF_LOCS);
+    return NULL;
+}
+
+static void vf__init_loc(const void *addr)
+{
+    if (!vf.c11)
+        return;
+    uintptr_t h = ((uintptr_t)addr >> 2) * 0x9E3779B97F4A7C15ull;
+    for (unsigned i = 0; i < VF_LOCS; i++) {
+        vf_loc *l = &vf__c.locs[(h + i) % VF_LOCS];
+        if (l->gen != vf__c.gen)
+            return;
+        if (l->addr == addr) {
+            l->n = 0; /* the next access starts it afresh */
+            return;
+        }
+    }
+}
+
+/* Index of the oldest store a load by the current thread may read. */
+static int vf__lowest(vf_loc *l)
+{
+    const uint32_t *c = vf__c.clk[vf.cur];
+    for (int i = l->n - 1; i > 0; i--) {
+        const vf_c11_store *s = vf__hist(l, i);
+        for (int t = 0; t < VF_MAX_THREADS; t++)
+            if (s->seen[t] <= c[t])
+                return i;
+    }
+    return 0;
+}
+
+static void vf__saw(vf_c11_store *s)
+{
+    if (s->seen[vf.cur] > vf__now_of(vf.cur))
+        s->seen[vf.cur] = vf__now_of(vf.cur);
+}
+
+static bool vf__is_acq(memory_order mo)
+{
+    return mo == memory_order_acquire || mo == memory_order_consume ||
+           mo == memory_order_acq_rel || mo == memory_order_seq_cst;
+}
+static bool vf__is_rel(memory_order mo)
+{
+    return mo == memory_order_release || mo == memory_order_acq_rel ||
+           mo == memory_order_seq_cst;
+}
+
+/* seq_cst, approximated: every seq_cst access or fence joins one global
+ * clock and publishes into it, so all of them are totally ordered by
+ * happens-before in execution order (stronger than C11's S order). */
+static void vf__sc_enter(void) { vf__vc_join(vf__c.clk[vf.cur], vf__c.sc); }
+static void vf__sc_leave(void) { vf__vc_join(vf__c.sc, vf__c.clk[vf.cur]); }
+
+static void vf__acquire_from(const vf_c11_store *s, memory_order mo)
+{
+    vf__vc_join(vf__is_acq(mo) ? vf__c.clk[vf.cur] : vf__c.acq[vf.cur], s->rel);
+}
+
+static vf_c11_store *vf__append(vf_loc *l, const void *val, size_t size)
+{
+    vf_c11_store *s;
+    if (l->n == VF_HIST) { /* forget the oldest */
+        l->head = (uint8_t)((l->head + 1) % VF_HIST);
+        l->n--;
+    }
+    s = vf__hist(l, l->n++);
+    (memcpy)(s->bytes, val, size);
+    for (int t = 0; t < VF_MAX_THREADS; t++)
+        s->seen[t] = UINT32_MAX;
+    s->seen[vf.cur] = vf__now_of(vf.cur);
+    return s;
+}
+
+/* A choice among n stores (0 = the newest): a scheduler choice whose
+ * non-default options each cost one stale read. */
+static int vf__choose_stale(int n)
+{
+    if (vf.ntrail >= VF_MAX_STEPS)
+        vf_fail("more than %d choices in one execution (livelock?)", VF_MAX_STEPS);
+    vf_choice *ch = &vf.trail[vf.ntrail];
+    int c = 0;
+    if (vf.ntrail < vf.nprefix) {
+        if (vf.replay ? ch->choice >= n : ch->nopts != n)
+            vf_fail("nondeterministic scenario: choice %d had %u options, now %d", vf.ntrail,
+                    ch->nopts, n);
+        c = ch->choice;
+    } else {
+        ch->choice = 0;
+    }
+    ch->nopts = (uint16_t)n;
+    ch->pre = (uint8_t)vf.nstale;
+    ch->cur_runnable = true;
+    ch->stale = true;
+    vf.ntrail++;
+    if (c > 0)
+        vf.nstale++;
+    return c;
+}
+
+static bool vf__c11_read(const void *addr, void *out, size_t size, memory_order mo)
+{
+    vf_loc *l = vf__loc(addr, size);
+    if (mo == memory_order_seq_cst)
+        vf__sc_enter();
+    int lo = vf__lowest(l), newest = l->n - 1, pick = newest;
+    if (lo < newest - vf.depth)
+        lo = newest - vf.depth;
+    if (mo != memory_order_seq_cst && lo < newest && vf.nstale < vf.stale_bound)
+        pick = newest - vf__choose_stale(newest - lo + 1);
+    vf_c11_store *s = vf__hist(l, pick);
+    vf__saw(s);
+    (memcpy)(out, s->bytes, size);
+    vf__acquire_from(s, mo);
+    if (mo == memory_order_seq_cst)
+        vf__sc_leave();
+    if (pick != newest && vf.nsteps > 0)
+        vf.steps[vf.nsteps - 1].stale = (int8_t)(newest - pick);
+    vf__tick();
+    return true;
+}
+
+static bool vf__c11_write(void *addr, const void *val, size_t size, memory_order mo)
+{
+    vf_loc *l = vf__loc(addr, size);
+    if (mo == memory_order_seq_cst)
+        vf__sc_enter();
+    vf_c11_store *s = vf__append(l, val, size);
+    (memcpy)(s->rel, vf__is_rel(mo) ? vf__c.clk[vf.cur] : vf__c.relf[vf.cur], sizeof s->rel);
+    (memcpy)(addr, val, size);
+    if (mo == memory_order_seq_cst)
+        vf__sc_leave();
+    vf__tick();
+    return true;
+}
+
+static void vf__rmw_pre(const void *addr, size_t size, memory_order mo)
+{
+    if (!vf.c11 || vf.cur < 0)
+        return;
+    vf__c.rmw = vf__loc(addr, size);
+    if (mo == memory_order_seq_cst)
+        vf__sc_enter();
+}
+
+static void vf__rmw_post(const void *addr, size_t size, memory_order mo, bool stored)
+{
+    if (!vf.c11 || vf.cur < 0)
+        return;
+    vf_loc *l = vf__c.rmw;
+    vf_c11_store *prev = vf__hist(l, l->n - 1);
+    vf__saw(prev);
+    vf__acquire_from(prev, mo);
+    if (stored) {
+        vf_vc rel;
+        (memcpy)(rel, prev->rel, sizeof rel); /* the release sequence goes on */
+        vf__vc_join(rel, vf__is_rel(mo) ? vf__c.clk[vf.cur] : vf__c.relf[vf.cur]);
+        vf_c11_store *s = vf__append(l, addr, size); /* memory holds the result */
+        (memcpy)(s->rel, rel, sizeof rel);
+    }
+    if (mo == memory_order_seq_cst)
+        vf__sc_leave();
+    vf__tick();
+}
+
+static void vf__c11_fence(memory_order mo)
+{
+    if (mo == memory_order_relaxed)
+        return;
+    int t = vf.cur;
+    if (mo == memory_order_seq_cst)
+        vf__sc_enter();
+    if (vf__is_acq(mo))
+        vf__vc_join(vf__c.clk[t], vf__c.acq[t]);
+    if (vf__is_rel(mo))
+        (memcpy)(vf__c.relf[t], vf__c.clk[t], sizeof(vf_vc));
+    if (mo == memory_order_seq_cst)
+        vf__sc_leave();
+    vf__tick();
+}
+
+/* HEAVY (membarrier): a full fence on every thread at its current point,
+ * paired with the caller's: happens-before both ways with each of them. */
+static void vf__c11_heavy(void)
+{
+    int self = vf.cur;
+    vf__c11_fence(memory_order_seq_cst);
+    for (int t = 0; t < vf.sc->nthreads; t++) {
+        if (t == self)
+            continue;
+        vf__vc_join(vf__c.clk[t], vf__c.acq[t]);
+        vf__vc_join(vf__c.clk[self], vf__c.clk[t]);
+    }
+    for (int t = 0; t < vf.sc->nthreads; t++) {
+        if (t == self)
+            continue;
+        vf__vc_join(vf__c.clk[t], vf__c.clk[self]);
+        (memcpy)(vf__c.relf[t], vf__c.clk[t], sizeof(vf_vc));
+        vf__c.clk[t][t]++;
+    }
+    (memcpy)(vf__c.relf[self], vf__c.clk[self], sizeof(vf_vc));
+    vf__tick();
+}
+
+/* ---- the race detector (C11 mode): plain bytes, by happens-before ---- */
+
+static vf_shadow *vf__shadow(uintptr_t a)
+{
+    uintptr_t h = a * 0x9E3779B97F4A7C15ull >> 7;
+    for (unsigned i = 0; i < VF_SHADOW; i++) {
+        vf_shadow *e = &vf__c.shadow[(h + i) % VF_SHADOW];
+        if (e->gen != vf__c.gen) {
+            memset(e, 0, sizeof *e);
+            e->gen = vf__c.gen;
+            e->addr = a;
+            e->wtid = -1;
+            return e;
+        }
+        if (e->addr == a)
+            return e;
+    }
+    vf_fail("C11 mode: more than %d plain bytes tracked in one execution", VF_SHADOW);
+    return NULL;
+}
+
+static const char *vf__base(const char *f)
+{
+    const char *b = f ? strrchr(f, '/') : NULL;
+    return b ? b + 1 : (f ? f : "-");
+}
+
+static void vf__data(const void *p, size_t n, bool write, const char *file, int line)
+{
+    if (!vf.c11 || vf.cur < 0)
+        return;
+    int self = vf.cur;
+    const uint32_t *c = vf__c.clk[self];
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t a = (uintptr_t)p + i;
+        /* a thread's own stack is private unless a scenario says otherwise */
+        if (a >= (uintptr_t)vf.th[self].stack && a < (uintptr_t)vf.th[self].stack + VF_STACK)
+            continue;
+        vf_shadow *e = vf__shadow(a);
+        if (e->wtid >= 0 && e->wtid != self && e->wclk > c[e->wtid])
+            vf_fail("data race on plain memory %p: T%d %s at %s:%d is not ordered by "
+                    "happens-before after T%d's write at %s:%d",
+                    (const void *)a, self, write ? "writes" : "reads", vf__base(file), line,
+                    e->wtid, vf__base(e->wfile), e->wline);
+        if (write) {
+            for (int t = 0; t < VF_MAX_THREADS; t++)
+                if (t != self && e->rclk[t] > c[t])
+                    vf_fail("data race on plain memory %p: T%d writes at %s:%d, not ordered "
+                            "by happens-before after T%d's read at %s:%d",
+                            (const void *)a, self, vf__base(file), line, t,
+                            vf__base(e->rfile[t]), e->rline[t]);
+            e->wtid = (int8_t)self;
+            e->wclk = c[self];
+            e->wfile = file;
+            e->wline = line;
+        } else {
+            e->rclk[self] = c[self];
+            e->rfile[self] = file;
+            e->rline[self] = line;
+        }
+    }
+}
+
+static void *vf__memcpy(void *dst, const void *src, size_t n, const char *file, int line)
+{
+    if (vf.c11 && vf.cur >= 0) {
+        vf__data(src, n, false, file, line);
+        vf__data(dst, n, true, file, line);
+    }
+    return (memcpy)(dst, src, n);
+}
+
+/* A scenario's own hand-off through plain memory (a flag it spins on)
+ * stands for a real program's synchronisation (a mutex, a queue): in C11
+ * mode vf_hb_release(key) after the write and vf_hb_acquire(key) after the
+ * read make the writer's past happen-before the reader's future. They are
+ * not scheduling points, so SC and TSO runs are unchanged. */
+#define VF_HB_KEYS 16
+static struct {
+    const void *key[VF_HB_KEYS];
+    uint32_t gen[VF_HB_KEYS];
+    vf_vc vc[VF_HB_KEYS];
+} vf__hb;
+
+static vf_vc *vf__hb_slot(const void *key)
+{
+    for (int i = 0; i < VF_HB_KEYS; i++)
+        if (vf__hb.gen[i] != vf__c.gen || vf__hb.key[i] == key) {
+            if (vf__hb.gen[i] != vf__c.gen) {
+                vf__hb.gen[i] = vf__c.gen;
+                vf__hb.key[i] = key;
+                memset(vf__hb.vc[i], 0, sizeof(vf_vc));
+            }
+            return &vf__hb.vc[i];
+        }
+    vf_fail("more than %d vf_hb keys", VF_HB_KEYS);
+    return NULL;
+}
+
+static VF__UNUSED void vf_hb_release(const void *key)
+{
+    if (!vf.c11 || vf.cur < 0)
+        return;
+    vf__vc_join(*vf__hb_slot(key), vf__c.clk[vf.cur]);
+    vf__tick();
+}
+
+static VF__UNUSED void vf_hb_acquire(const void *key)
+{
+    if (!vf.c11 || vf.cur < 0)
+        return;
+    vf__vc_join(vf__c.clk[vf.cur], *vf__hb_slot(key));
+}
+
+/* VF_COVER=<file> (C11 mode): every relaxed access that ran, once per
+ * scenario, appended to <file> as "header:line scenario" (relaxed.sh). */
+#define VF_COVER_MAX 1024
+static struct {
+    const char *file[VF_COVER_MAX];
+    int line[VF_COVER_MAX];
+    int n;
+} vf__cov;
+
+VF__UNUSED static void vf__cover(bool relaxed, const char *file, int line)
+{
+    if (!relaxed || !vf.c11 || vf.cur < 0)
+        return;
+    for (int i = 0; i < vf__cov.n; i++)
+        if (vf__cov.line[i] == line && vf__cov.file[i] == file)
+            return;
+    if (vf__cov.n < VF_COVER_MAX) {
+        vf__cov.file[vf__cov.n] = file;
+        vf__cov.line[vf__cov.n++] = line;
+    }
+}
+
+static void vf__cover_dump(const char *scenario)
+{
+    const char *path = getenv("VF_COVER");
+    FILE *f = path && vf__cov.n ? fopen(path, "a") : NULL;
+    for (int i = 0; f && i < vf__cov.n; i++)
+        fprintf(f, "%s:%d %s\n", vf__base(vf__cov.file[i]), vf__cov.line[i], scenario);
+    if (f)
+        fclose(f);
+    vf__cov.n = 0;
+}
+
+/* ---- the hooks, by mode ---- */
+
+static bool vf__read(const void *addr, void *out, size_t size, memory_order mo)
+{
+    if (vf.cur < 0)
+        return false;
+    return vf.c11 ? vf__c11_read(addr, out, size, mo) : vf__tso_read(addr, out, size);
+}
+
+static bool vf__write(void *addr, const void *val, size_t size, memory_order mo)
+{
+    if (vf.cur < 0)
+        return false;
+    return vf.c11 ? vf__c11_write(addr, val, size, mo) : vf__tso_store(addr, val, size, mo);
+}
+
+static void vf__fence(memory_order mo)
+{
+    if (vf.cur < 0)
+        return;
+    if (vf.c11)
+        vf__c11_fence(mo);
+    else
+        vf__tso_fence(mo);
 }
 
 /* ---- choices ---- */
@@ -410,7 +976,7 @@ static void vf__flush_step(int t)
 {
     if (vf.nsteps < VF_MAX_STEPS)
         vf.steps[vf.nsteps++] =
-            (vf_step){(int8_t)t, -1, NULL, 0, vf.th[t].buf[vf.th[t].buf_head].addr};
+            (vf_step){(int8_t)t, -1, NULL, 0, vf.th[t].buf[vf.th[t].buf_head].addr, 0};
     vf__flush_one(t);
     vf__invariant();
 }
@@ -460,6 +1026,7 @@ static int vf__pick_timer(void)
     ch->nopts = 2;
     ch->pre = (uint8_t)vf.preempt;
     ch->cur_runnable = true;
+    ch->stale = false;
     vf.ntrail++;
     if (c == 0)
         return vf__pick_yield();
@@ -507,6 +1074,7 @@ static int vf__pick(const void *addr)
             ch->nopts = (uint16_t)n;
             ch->pre = (uint8_t)vf.preempt;
             ch->cur_runnable = cur_runnable;
+            ch->stale = false;
             vf.ntrail++;
             if (c > 0 && cur_runnable)
                 vf.preempt++;
@@ -542,7 +1110,7 @@ static void vf__point(int op, const void *addr, const char *file, int line)
                                : vf__pick(vf.tso && (op == VF_LOAD || op == VF_RMW) ? addr : NULL));
     if (vf.nsteps >= VF_MAX_STEPS)
         vf_fail("more than %d steps in one execution (livelock?)", VF_MAX_STEPS);
-    vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)op, file, line, addr};
+    vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)op, file, line, addr, 0};
 }
 
 static void vf_yield(void)
@@ -597,7 +1165,7 @@ static inline void vf_wait(ap_future *f)
             vf__switch(vf__pick_timer());
             if (vf.nsteps >= VF_MAX_STEPS)
                 vf_fail("more than %d steps in one execution (livelock?)", VF_MAX_STEPS);
-            vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)VF_YIELD, __FILE__, __LINE__, NULL};
+            vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)VF_YIELD, __FILE__, __LINE__, NULL, 0};
         } else {
             th->state = VF_PARKED;
             vf__switch(vf__pick(NULL));
@@ -631,6 +1199,8 @@ static void vf__execute(void)
     vf.preempt = 0;
     vf.now = 1000000;
     vf.cur = -1;
+    if (vf.c11)
+        vf__c11_reset();
     vf.st = vf.sc->setup ? vf.sc->setup() : NULL;
     for (int t = 0; t < vf.sc->nthreads; t++) {
         vf_thread *th = &vf.th[t];
@@ -666,7 +1236,7 @@ static bool vf__backtrack(void)
     for (int j = vf.ntrail - 1; j >= 0; j--) {
         vf_choice *c = &vf.trail[j];
         int cost = c->cur_runnable ? 1 : 0;
-        if (c->choice + 1 < c->nopts && c->pre + cost <= vf.bound) {
+        if (c->choice + 1 < c->nopts && c->pre + cost <= (c->stale ? vf.stale_bound : vf.bound)) {
             c->choice++;
             vf.nprefix = j + 1;
             return true;
@@ -707,8 +1277,24 @@ static unsigned long vf_explore(const vf_scenario *sc)
     const char *only = getenv("VF_REPLAY");
     memset(&vf.trail, 0, sizeof vf.trail);
     vf.sc = sc;
-    vf.tso = sc->tso;
+    /* VF_MODE=c11: the scenarios that run under TSO run under the C11
+     * model instead (the SC ones are skipped) */
+    const char *mode = getenv("VF_MODE");
+    vf.c11 = mode && strcmp(mode, "c11") == 0;
+    if (vf.c11 && !sc->tso && !sc->c11)
+        return 0;
+    vf.tso = sc->tso && !vf.c11;
     vf.bound = sc->bound ? sc->bound : 2;
+    const char *e = getenv("VF_C11_STALE");
+    vf.stale_bound = e ? atoi(e) : VF_C11_STALE;
+    e = getenv("VF_C11_DEPTH");
+    vf.depth = e ? atoi(e) : VF_C11_DEPTH;
+    if (vf.c11) { /* the stale reads take the place of preemptions */
+        e = getenv("VF_C11_CUT");
+        vf.bound -= e ? atoi(e) : VF_C11_CUT;
+        if (vf.bound < 1)
+            vf.bound = 1;
+    }
     /* VF_NO_ASYM=1: membarrier registration "refused" (tests/verify/run.sh) */
     vf_no_asym = getenv("VF_NO_ASYM") != NULL;
     vf.replay = false;
@@ -740,8 +1326,13 @@ static unsigned long vf_explore(const vf_scenario *sc)
         if (vf.nsteps > maxsteps)
             maxsteps = vf.nsteps;
     } while ((!max_execs || execs < max_execs) && vf__backtrack());
-    printf("ok   %-40s [%s, %d threads, bound %d] %lu executions, <= %d steps\n", sc->name,
-           vf.tso ? "TSO" : "SC", sc->nthreads, vf.bound, execs, maxsteps);
+    char stale[48] = "";
+    if (vf.c11)
+        vf__cover_dump(sc->name);
+    if (vf.c11)
+        snprintf(stale, sizeof stale, ", stale %d depth %d", vf.stale_bound, vf.depth);
+    printf("ok   %-40s [%s, %d threads, bound %d%s] %lu executions, <= %d steps\n", sc->name,
+           vf__mode(), sc->nthreads, vf.bound, stale, execs, maxsteps);
     fflush(stdout);
     return execs;
 }

@@ -31,7 +31,7 @@
  *   clock()      time: the open time and each probe's lease expire at
  *                some later point (a flag per deadline); the clock is a
  *                process, weakly fair in the liveness runs (pan -f).
- *   MUTANT_CB_EARLY_PROBE_RELEASE  the AP_MUTANT_CB_EARLY_PROBE_RELEASE
+ *   MUTANT_CB_EARLY_PROBE_RELEASE  tests/mutants/CB_EARLY_PROBE_RELEASE.patch
  *                block (:1093): a reported probe also gives back its
  *                admission (admitted--)
  *

@@ -18,10 +18,10 @@
  *                    (poll, park until woken, re-poll), with
  *                    ap_sem_acquire_cancel (:504) at any PENDING point when
  *                    the worker gives up; then it holds and releases.
- *   MUTANT_SEM_LOAD_STORE     the AP_MUTANT_SEM_LOAD_STORE blocks (:284, :356):
+ *   MUTANT_SEM_LOAD_STORE     tests/mutants/SEM_LOAD_STORE.patch (:284, :356):
  *                             try_acquire and add store the value read
  *                             earlier instead of a CAS
- *   MUTANT_SEM_POLL_NO_RECHECK the AP_MUTANT_SEM_POLL_NO_RECHECK block (:494):
+ *   MUTANT_SEM_POLL_NO_RECHECK tests/mutants/SEM_POLL_NO_RECHECK.patch (:494):
  *                             no grant pass after registering
  *
  * ABSTRACTED

@@ -27,7 +27,7 @@
  *   - MUTANT_NO_HEAVY: the waiting side without HEAVY: must fail (the
  *     count load passes the buffered publication, the re-check misses it,
  *     and the consumer parks for ever).
- *   - MUTANT_WAITOP_NO_RECHECK: the AP_MUTANT_WAITOP_NO_RECHECK block of
+ *   - MUTANT_WAITOP_NO_RECHECK: tests/mutants/WAITOP_NO_RECHECK.patch of
  *     waitlist.h:418 (check-then-register without the re-try).
  *   - OLD_WAITOP_DROPS_WAKE: the done path as it was before the fix
  *     (ap_waitlist_cancel, wake dropped): a regression control that must
