@@ -38,8 +38,46 @@
  *        store; when nobody can run, buffers drain in thread order. Plain
  *        (non-atomic) accesses are not buffered: the model is exact for the
  *        library's atomics and for data published through them.
- *   Compare-exchange-weak never fails spuriously here. Behaviours weaker
- *   than TSO (ARM, POWER) are not modelled: the headers argue them.
+ *   C11  (VF_MODE=c11; runs the TSO scenarios and those with .c11) the
+ *        C11/RC11 model, after CDSChecker and loom: each atomic location
+ *        keeps its modification order (its newest VF_HIST = 8 stores); a
+ *        load may read any of them that coherence through happens-before
+ *        allows, not only the newest; which one is a scheduler choice
+ *        (default: the newest; an older one costs one "stale read").
+ *        Happens-before is vector clocks: release stores (and relaxed ones
+ *        after a release fence) carry the writer's clock; an acquire load
+ *        (or an acquire fence after a relaxed one) joins it; an RMW reads
+ *        the newest store and continues its release sequence (RC11: RMWs
+ *        only). seq_cst is approximated soundly for the checks (fewer
+ *        behaviours, never more): every seq_cst access or fence joins and
+ *        publishes one global clock, so they are totally ordered by
+ *        happens-before, and a seq_cst load reads the newest store. HEAVY
+ *        is a full fence on every thread at its current point, paired two
+ *        ways with the caller's; LIGHT is nothing. Plain bytes copied with
+ *        memcpy (the library's payloads) and marked by VF_DATA_READ/WRITE
+ *        go through a happens-before race detector: an access not ordered
+ *        after a conflicting one fails the run (a data race is what a
+ *        weakened publication turns into). Bounds: at most VF_C11_STALE
+ *        stale reads per execution (1; VF_LONG 2), each at most
+ *        VF_C11_DEPTH (2) stores back, and the preemption bound is the
+ *        scenario's less VF_C11_CUT (1; VF_LONG 0), at least 1; the
+ *        environment overrides each (VF_C11_STALE, VF_C11_DEPTH,
+ *        VF_C11_CUT). Not modelled: out-of-thin-air values (a load reads
+ *        only stores already made), consume (treated as acquire), mixed-
+ *        size atomics (fail the run), spurious CAS failure, a failed CAS
+ *        reading an older store, the C11 S order beyond the global clock,
+ *        plain accesses other than memcpy/VF_DATA (and a thread's reads of
+ *        its own stack), and atomics over 8 bytes.
+ *        Fences: TSan ignores standalone fences; the C11 mode runs them.
+ *        The seqlock fences (AP__SEQLOCK_FENCE_*) of cache.h and pubsub.h
+ *        run in cache_update_evict_vs_get_tso and pubsub_*_tso (mutant
+ *        PUBSUB_NO_ACQUIRE_FENCE); the work-steal seq_cst fence in
+ *        ws_*_tso; the seq_cst fences of the ladder's fallback
+ *        (VF_NO_ASYM / -DAP_NO_ASYM_BARRIER builds of verify_queue,
+ *        verify_sync, verify_close) only in SC/TSO; HEAVY in every *_tso
+ *        scenario that parks a waiter.
+ *   Compare-exchange-weak never fails spuriously here. Hardware behaviours
+ *   beyond C11 (none should matter to C11 code) are not modelled.
  *
  * Adding a pattern: write tests/verify/verify_<name>.c like verify_sync.c
  * (a vf_scenario per claim: setup, a body per thread, an invariant after
