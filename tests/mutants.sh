@@ -81,7 +81,8 @@ p10|SEM_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_sync.c||sem_1permit_2th
 p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
 c1|SPSC_POP_RELAXED_TAIL|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 c2|PUBSUB_NO_ACQUIRE_FENCE|c11|tests/verify/verify_pubsub.c||pubsub_1p1s_3msg_cap1_tso|1|
-c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|'
+c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|
+p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here

@@ -1,10 +1,10 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
 #   tests/run.sh all       deps, headers, cpp, docs, shape, benchtable, examples, servers, asan,
-#                          verify, models, tsan, mutants, fuzz, install (stops at the
+#                          verify, relaxed, models, tsan, mutants, fuzz, install (stops at the
 #                          first failing stage)
 #   tests/run.sh STAGE     one stage: deps headers cpp docs shape benchtable examples servers
-#                          asan verify models tsan mutants fuzz install
+#                          asan verify relaxed models tsan mutants fuzz install
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check, per docs item).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -142,7 +142,7 @@ stage_models() {
 }
 
 stage_mutants() {
-    note "mutants: every AP_MUTANT_* must be caught by its checker (tests/mutants.sh)"
+    note "mutants: every mutant patch (tests/mutants/*.patch) must be caught by its checker (tests/mutants.sh)"
     out=$(sh tests/mutants.sh 2>&1); rc=$?
     echo "$out" | sed 's/^/   /'
     c=$(echo "$out" | sed -n 's/^mutants: \([0-9]*\) caught, \([0-9]*\) survived.*/\1/p')
@@ -208,6 +208,10 @@ run() {
     verify) stage_verify ;; models) stage_models ;;
     install) stage_install ;; benchtable) stage_benchtable ;;
     shape) stage_script shape tests/shape.sh "header names, enum values, doc layout" ;;
+    relaxed) note "relaxed: every relaxed atomic covered by a C11-mode scenario, tagged or listed (tests/relaxed.sh)"
+        out=$(RELAXED_COVER=build/verify/relaxed.cover sh tests/relaxed.sh 2>&1); rc=$?
+        echo "$out" | grep -v '^ok' | sed 's/^/   /'
+        count_line relaxed "$out"; return $rc ;;
     cpp) stage_script cpp tests/cpp.sh "asyncpat from C++ (g++/clang++, c++17/20/2b): compile, C vs C++ layout, one threaded program per family plain and under TSan" ;;
     servers) stage_script servers tests/servers.sh "contrib/ and connpool lifetime/leak against real redis-server" ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
@@ -216,7 +220,7 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers cpp docs shape benchtable examples servers asan verify models tsan mutants fuzz install; do
+    for s in deps headers cpp docs shape benchtable examples servers asan verify relaxed models tsan mutants fuzz install; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
