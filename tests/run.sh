@@ -1,10 +1,10 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
 #   tests/run.sh all       deps, headers, cpp, docs, shape, benchtable, examples, servers, asan,
-#                          verify, relaxed, models, tsan, mutants, fuzz, install (stops at the
-#                          first failing stage)
+#                          verify, relaxed, models, tsan, mutants, fuzz, install, build
+#                          (stops at the first failing stage)
 #   tests/run.sh STAGE     one stage: deps headers cpp docs shape benchtable examples servers
-#                          asan verify relaxed models tsan mutants fuzz install
+#                          asan verify relaxed models tsan mutants fuzz install build
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check, per docs item).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -212,6 +212,7 @@ run() {
         out=$(RELAXED_COVER=build/verify/relaxed.cover sh tests/relaxed.sh 2>&1); rc=$?
         echo "$out" | grep -v '^ok' | sed 's/^/   /'
         count_line relaxed "$out"; return $rc ;;
+    build) stage_script build tests/build.sh "CMake (add_subdirectory, find_package, FetchContent), meson, pkg-config, single header, C++ consumers" ;;
     cpp) stage_script cpp tests/cpp.sh "asyncpat from C++ (g++/clang++, c++17/20/2b): compile, C vs C++ layout, one threaded program per family plain and under TSan" ;;
     servers) stage_script servers tests/servers.sh "contrib/ and connpool lifetime/leak against real redis-server" ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
@@ -220,7 +221,7 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers cpp docs shape benchtable examples servers asan verify relaxed models tsan mutants fuzz install; do
+    for s in deps headers cpp docs shape benchtable examples servers asan verify relaxed models tsan mutants fuzz install build; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
