@@ -17,6 +17,8 @@
  *   [====] Synthesis: Tested: N | Passing: N | Failing: N | Crashing: N
  * and exits non-zero when any test failed. Arguments: --jobs N (children at
  * a time, default 1), --filter SUBSTRING (suite::name contains it), -v.
+ * tests/cross.sh includes it with -isystem, as the real one is a system
+ * header (gcc keeps quiet about what system-header macros expand to).
  */
 #ifndef ASYNCPAT_TESTS_CROSS_CRITERION_H
 #define ASYNCPAT_TESTS_CROSS_CRITERION_H
