@@ -288,8 +288,11 @@ for h in "$dir"/*.h; do
     guard=ASYNCPAT_$(echo "$b" | tr 'a-z' 'A-Z')_H
 
     # ---- names ----
-    bad=$(awk -v pfx="$prefixes" -v guard="$guard" '
-        BEGIN { np = split(pfx, p, " ") }
+    # POSIX functions that strict ISO C hides and time.h/future.h declare
+    # themselves (the glibc/musl prototypes): re-declarations, not names
+    bad=$(awk -v pfx="$prefixes" -v guard="$guard" -v posix="clock_gettime nanosleep syscall pthread_condattr_setclock" '
+        BEGIN { np = split(pfx, p, " "); n = split(posix, q, " "); for (i = 1; i <= n; i++) libc[q[i]] = 1 }
+        $1 == "func" && ($2 in libc) { next }
         function ok(name,   i, q) {
             for (i = 1; i <= np; i++) {
                 q = p[i]
