@@ -269,6 +269,14 @@ static inline void ap__assert_fail(const char *expr, const char *file, int line)
 #define AP_ATOMIC_FENCE(mo) atomic_thread_fence(mo)
 #endif
 
+/* The 64-bit atomics (pool head, pubsub stamps, breaker words, ...) must be
+ * lock-free: on 32-bit x86 that is cmpxchg8b, from the i586 on. Without it
+ * gcc and clang call libatomic's lock-based __atomic_*_8, and the lock-free
+ * progress every header states would be false. */
+#if defined(__GCC_ATOMIC_LLONG_LOCK_FREE) && __GCC_ATOMIC_LLONG_LOCK_FREE < 2
+#error "asyncpat/config.h: 64-bit atomics are not lock-free on this target (on i386: no cmpxchg8b before -march=i586; build with -march=i586 or later)"
+#endif
+
 /* std::atomic<T> must be laid out as _Atomic(T) for a struct to have one
  * layout in C and C++: true on gcc and clang for these lock-free sizes. */
 AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint64_t)) == 8 && AP_ALIGNOF(AP_ATOMIC_T(uint64_t)) == 8,
