@@ -114,8 +114,9 @@
  *              between its load and its CAS of the head while other
  *              threads complete exactly a multiple of 2^31 head updates
  *              could be fooled (the usual bound of tagged Treiber stacks).
- *              The head is a 64-bit atomic: 32-bit targets may need
- *              -latomic.
+ *              The head is a 64-bit atomic, lock-free inline on every
+ *              target config.h accepts (i386 from the i586: cmpxchg8b);
+ *              no -latomic (tests/cross.sh builds i386 and aarch64).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_TEST_YIELD
  * SEE ALSO     semaphore.h (the same grant scheme for permits), waitlist.h
  *              (the ladder), future.h (the waker contract),
