@@ -48,6 +48,12 @@
  *
  * COMPLEXITY   O(1) per op (a CAS retry only when another thread won);
  *              memory = capacity * AP_MPMC_STRIDE(elem) bytes + the header.
+ * LIMITS       capacity <= SIZE_MAX >> 4. Tickets are size_t and wrap: a
+ *              push (pop) stalled between its load and its CAS of the tail
+ *              (head) while others complete a multiple of the ticket period,
+ *              2^(w-2) to 2^(w-1) pushes for a w-bit size_t, could be fooled:
+ *              never in practice with 64 bits, over 2^30 operations during
+ *              one stall with 32 (i386).
  * MEMORY       init: a caller buffer and its size in bytes: at least
  *              AP_MPMC_BYTES(capacity, elem_size), aligned to AP_MPMC_ALIGN
  *              (the slot stamps are size_t); else AP_INVAL, and a short

@@ -70,6 +70,10 @@
  *
  * COMPLEXITY   try_push, try_pop, try_steal: O(1); steal_half: O(k) for the
  *              k tasks moved; memory = capacity pointers + 3 cache lines.
+ * LIMITS       positions are size_t and wrap: a steal stalled between its
+ *              load and its CAS of top while exactly a multiple of
+ *              2^w (w = size_t bits) tasks are taken could take one twice:
+ *              never with 64 bits, 2^32 takes during one stall with 32.
  * MEMORY       init: a caller buffer and its size in bytes: at least
  *              AP_WS_BYTES(capacity), aligned to AP_WS_ALIGN; create: one
  *              allocation through ap_allocator. The injector:
