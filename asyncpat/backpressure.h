@@ -220,7 +220,8 @@ typedef struct ap_bp {
  * or AP_INVAL at once for a strategy other than BLOCK (those never wait).
  */
 typedef struct ap_bp_push_fut {
-    ap_waitop op; /* first: (ap_future *)f is the future */
+    ap_future base; /* the future (every future type has .base) */
+    ap_waitop op;
     ap_bp *bp;
     bool waited;  /* returned AP_PENDING once (counted in waits) */
     bool counted; /* its outcome is in the counters */
@@ -228,11 +229,12 @@ typedef struct ap_bp_push_fut {
 
 /* A pop future. Status: AP_NOT_READY, then AP_OK, AP_CLOSED (closed and
  * drained) or AP_CANCELED. */
-typedef struct ap_bp_pop_fut { ap_waitop op; } ap_bp_pop_fut;
+typedef struct ap_bp_pop_fut { ap_future base; ap_waitop op; } ap_bp_pop_fut;
 
 /* A "below the low watermark" future. Status: AP_NOT_READY, then AP_OK (the
  * state was LOW when it completed), AP_CLOSED or AP_CANCELED. */
 typedef struct ap_bp_low_fut {
+    ap_future base; /* the future (every future type has .base) */
     ap_waitop op;
     uint64_t since; /* crossings when the future was initialised */
 } ap_bp_low_fut;
@@ -353,7 +355,7 @@ AP_API size_t ap_bp_capacity(const ap_bp *bp);
 /** ap_bp_level - the watermark state (snapshot) */
 AP_API ap_bp_level_state ap_bp_level(ap_bp *bp);
 /** ap_bp_stats_get - the counters (relaxed snapshot; exact at quiescence) */
-AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp);
+AP_API void ap_bp_stats_get(ap_bp *bp, ap_bp_stats *out);
 
 /* ---- implementation ---- */
 
@@ -792,8 +794,8 @@ AP_API void ap_bp_push_fut_init(ap_bp_push_fut *f, ap_bp *bp, const void *elem)
 {
     AP_ASSERT(f != NULL && bp != NULL && bp->capacity != 0 && elem != NULL);
     ap_waitop_init(&f->op, &bp->not_full, ap__bp_push_try_v, bp, (void *)(uintptr_t)elem);
-    f->op.base.poll = ap__bp_push_poll_v;
-    f->op.base.cancel = ap__bp_push_cancel_v;
+    f->base.poll = ap__bp_push_poll_v;
+    f->base.cancel = ap__bp_push_cancel_v;
     f->bp = bp;
     f->waited = false;
     f->counted = false;
@@ -832,7 +834,7 @@ AP_API ap_status ap_bp_push_wait(ap_bp *bp, const void *elem, ap_deadline deadli
 {
     ap_bp_push_fut f;
     ap_bp_push_fut_init(&f, bp, elem);
-    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.op.status;
 }
@@ -865,11 +867,15 @@ AP_API ap_status ap__bp_low_check_v(void *obj, void *arg)
                ? AP_OK : AP_FULL;
 }
 
+AP__FUTURE_VTABLE(ap__bp_low, ap_bp_low_fut, ap_bp_low_poll, ap_bp_low_cancel)
+
 AP_API void ap_bp_low_fut_init(ap_bp_low_fut *f, ap_bp *bp)
 {
     AP_ASSERT(f != NULL && bp != NULL && bp->capacity != 0);
     f->since = AP_ATOMIC_LOAD(&bp->crossings, memory_order_seq_cst);
     ap_waitop_init(&f->op, &bp->below_low, ap__bp_low_check_v, bp, &f->since);
+    f->base.poll = ap__bp_low_poll_v;
+    f->base.cancel = ap__bp_low_cancel_v;
 }
 
 AP_API ap_poll ap_bp_low_poll(ap_bp_low_fut *f, ap_cx *cx)
@@ -891,7 +897,7 @@ AP_API ap_status ap_bp_low_wait(ap_bp *bp, ap_deadline deadline_ns)
 {
     ap_bp_low_fut f;
     ap_bp_low_fut_init(&f, bp);
-    if (ap_block_on_until_clock(&f.op.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
+    if (ap_block_on_until_clock(&f.base, deadline_ns, &bp->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.op.status;
 }
@@ -941,9 +947,9 @@ AP_API ap_bp_level_state ap_bp_level(ap_bp *bp)
                                                                              : AP_BP_LEVEL_STATE_LOW;
 }
 
-AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)
+AP_API void ap_bp_stats_get(ap_bp *bp, ap_bp_stats *out)
 {
-    AP_ASSERT(bp != NULL && bp->capacity != 0);
+    AP_ASSERT(bp != NULL && bp->capacity != 0 && out != NULL);
     ap_bp_stats s;
 #define AP__BP_GET(f) s.f = AP_ATOMIC_LOAD(&bp->f, memory_order_relaxed)
     AP__BP_GET(dropped_newest);
@@ -968,7 +974,7 @@ AP_API ap_bp_stats ap_bp_stats_get(ap_bp *bp)
     s.accepted = s.popped + s.dropped_oldest +
                  (AP_ATOMIC_LOAD(&bp->level, memory_order_relaxed) >> 2);
     s.offered = s.accepted + s.dropped_newest + s.throttled + s.full + s.closed + s.canceled;
-    return s;
+    *out = s;
 }
 
 #endif /* ASYNCPAT_BACKPRESSURE_H */

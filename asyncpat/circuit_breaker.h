@@ -344,7 +344,7 @@ AP_API ap_breaker_state ap_breaker_state_at(ap_breaker *b, uint64_t now_ns);
 /** ap_breaker_generation - the current generation (snapshot; >= 1, +1 per transition) */
 AP_API uint64_t ap_breaker_generation(ap_breaker *b);
 /** ap_breaker_stats_get - the counters (snapshot) */
-AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b);
+AP_API void ap_breaker_stats_get(ap_breaker *b, ap_breaker_stats *out);
 
 /** ap_breaker_force_open - FORCED_OPEN (reject all) until reset; no-op if already */
 AP_API void ap_breaker_force_open(ap_breaker *b);
@@ -1220,9 +1220,9 @@ AP_API uint64_t ap_breaker_generation(ap_breaker *b)
     return AP_ATOMIC_LOAD(&b->state, memory_order_relaxed) >> 3;
 }
 
-AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b)
+AP_API void ap_breaker_stats_get(ap_breaker *b, ap_breaker_stats *out)
 {
-    AP_ASSERT(b != NULL);
+    AP_ASSERT(b != NULL && out != NULL);
     ap_breaker_stats r;
     memset(&r, 0, sizeof r);
     for (unsigned i = 0; i < AP_BREAKER_STRIPES; i++) {
@@ -1239,7 +1239,7 @@ AP_API ap_breaker_stats ap_breaker_stats_get(ap_breaker *b)
     r.calls = r.successes + r.failures + r.ignored + r.canceled;
     r.transitions = AP_ATOMIC_LOAD(&b->transitions, memory_order_relaxed);
     r.lease_expired = AP_ATOMIC_LOAD(&b->lease_expired, memory_order_relaxed);
-    return r;
+    *out = r;
 }
 
 AP_API void ap__breaker_manual(ap_breaker *b, ap_breaker_state to)

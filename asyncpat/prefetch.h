@@ -230,7 +230,7 @@ AP_API AP_NODISCARD ap_status ap_prefetch_init(ap_prefetch *pf, void *buf, size_
 AP_API void ap_prefetch_fini(ap_prefetch *pf);
 
 /** ap_prefetch_stats_get - the counters */
-AP_API ap_prefetch_stats ap_prefetch_stats_get(const ap_prefetch *pf);
+AP_API void ap_prefetch_stats_get(const ap_prefetch *pf, ap_prefetch_stats *out);
 
 /** ap_prefetch_stride - the current stream's stride (as a signed step) */
 AP_API int64_t ap_prefetch_stride(const ap_prefetch *pf);
@@ -315,10 +315,10 @@ AP_API void *ap_prefetch_slot(const ap_prefetch *pf, size_t i)
     return pf->slots + i * pf->desc.slot_size;
 }
 
-AP_API ap_prefetch_stats ap_prefetch_stats_get(const ap_prefetch *pf)
+AP_API void ap_prefetch_stats_get(const ap_prefetch *pf, ap_prefetch_stats *out)
 {
-    AP_ASSERT(pf != NULL);
-    return pf->st;
+    AP_ASSERT(pf != NULL && out != NULL);
+    *out = pf->st;
 }
 
 AP_API int64_t ap_prefetch_stride(const ap_prefetch *pf)

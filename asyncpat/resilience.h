@@ -318,7 +318,7 @@ AP_API ap_resil_result ap_resil_fut_result(const ap_resil_fut *f);
 /** ap_resil_fut_status - the outcome's status (AP_NOT_READY while running) */
 AP_API AP_NODISCARD ap_status ap_resil_fut_status(const ap_resil_fut *f);
 /** ap_resil_stats_get - this call's ledger */
-AP_API ap_resil_stats ap_resil_stats_get(const ap_resil_fut *f);
+AP_API void ap_resil_stats_get(const ap_resil_fut *f, ap_resil_stats *out);
 
 /* ---- implementation ---- */
 
@@ -692,9 +692,10 @@ AP_API ap_status ap_resil_fut_status(const ap_resil_fut *f)
     return f->res.status;
 }
 
-AP_API ap_resil_stats ap_resil_stats_get(const ap_resil_fut *f)
+AP_API void ap_resil_stats_get(const ap_resil_fut *f, ap_resil_stats *out)
 {
-    return f->stats;
+    AP_ASSERT(out != NULL);
+    *out = f->stats;
 }
 
 #endif /* ASYNCPAT_RESILIENCE_H */

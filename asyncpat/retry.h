@@ -406,7 +406,7 @@ AP_API void ap_retry_budget_deposit(ap_retry_budget *b, uint64_t now_ns);
 AP_API bool ap_retry_budget_try_withdraw(ap_retry_budget *b, uint64_t now_ns);
 
 /** ap_retry_budget_stats_get - counters since init */
-AP_API ap_retry_budget_stats ap_retry_budget_stats_get(ap_retry_budget *b);
+AP_API void ap_retry_budget_stats_get(ap_retry_budget *b, ap_retry_budget_stats *out);
 
 /**
  * ap_retry_fut_init - set up a retry future
@@ -715,13 +715,13 @@ AP_API bool ap_retry_budget_try_withdraw(ap_retry_budget *b, uint64_t now_ns)
     return ok;
 }
 
-AP_API ap_retry_budget_stats ap_retry_budget_stats_get(ap_retry_budget *b)
+AP_API void ap_retry_budget_stats_get(ap_retry_budget *b, ap_retry_budget_stats *out)
 {
-    AP_ASSERT(b != NULL);
+    AP_ASSERT(b != NULL && out != NULL);
     ap__lock_acquire(&b->lock);
     ap_retry_budget_stats s = b->stats;
     ap__lock_release(&b->lock);
-    return s;
+    *out = s;
 }
 
 /* -- the decision shared by the future and ap_retry_call -- */

@@ -44,7 +44,8 @@ static uint64_t pair_bp(void *ctx, uint64_t budget_ns, uint64_t *iters)
             next_out++;
         }
     } while ((t1 = bench_now_ns()) - t0 < budget_ns);
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     if (bad || s.offered != next_in || s.accepted != next_in || s.popped != next_out ||
         ap_bp_len(bp) != BP_FILL || ap_bp_level(bp) != AP_BP_LEVEL_STATE_LOW)
         bench_fail("bp_push_pop_1t (strategy %d): %llu bad ops, offered %llu accepted %llu "

@@ -109,7 +109,8 @@ static ap_breaker *new_ap(void)
 
 static void check_ap(ap_breaker *b, uint64_t iters)
 {
-    ap_breaker_stats s = ap_breaker_stats_get(b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(b, &s);
     if (ap_breaker_generation(b) != 1 || s.allowed != iters || s.successes != iters ||
         s.rejected || s.stale || s.failures)
         bench_fail("ap_breaker: gen %llu allowed %llu successes %llu (want %llu), rejected "

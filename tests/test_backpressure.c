@@ -11,6 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+static ap_bp_stats bp_stats_of(ap_bp *x)
+{
+    ap_bp_stats s;
+    ap_bp_stats_get(x, &s);
+    return s;
+}
+
 
 /* ---- helpers ---- */
 
@@ -51,7 +58,8 @@ static uint64_t pop1(ap_bp *bp)
 /* The two identities of GUARANTEES, at quiescence. */
 static void check_identities(ap_bp *bp)
 {
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     cr_expect_eq(s.offered, s.accepted + s.dropped_newest + s.throttled + s.full + s.closed +
                                 s.canceled,
                  "offered %llu != outcomes", (unsigned long long)s.offered);
@@ -252,7 +260,8 @@ Test(backpressure, block_refuses_when_full_and_keeps_fifo)
     uint64_t v = 77;
     cr_expect_eq(ap_bp_try_pop(&f->bp, &v), AP_EMPTY);
     cr_expect_eq(v, 77, "out untouched on failure");
-    ap_bp_stats s = ap_bp_stats_get(&f->bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(&f->bp, &s);
     cr_expect_eq(s.offered, 5);
     cr_expect_eq(s.accepted, 4);
     cr_expect_eq(s.full, 1);
@@ -281,7 +290,8 @@ Test(backpressure, drop_newest_refuses_and_counts)
     const uint64_t want[] = {2, 3, 4, 8};
     for (size_t i = 0; i < 4; i++)
         cr_expect_eq(pop1(&f->bp), want[i]);
-    ap_bp_stats s = ap_bp_stats_get(&f->bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(&f->bp, &s);
     cr_expect_eq(s.dropped_newest, 5);
     cr_expect_eq(s.accepted, 5);
     cr_expect_eq(s.popped, 5);
@@ -314,7 +324,8 @@ Test(backpressure, drop_oldest_evicts_exactly_the_oldest_in_order)
     cr_expect_eq(next_evicted, 8);
     for (uint64_t i = 8; i <= 10; i++)
         cr_expect_eq(pop1(&f->bp), i);
-    ap_bp_stats s = ap_bp_stats_get(&f->bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(&f->bp, &s);
     cr_expect_eq(s.accepted, 10);
     cr_expect_eq(s.dropped_oldest, 6);
     cr_expect_eq(s.popped, 4);
@@ -353,7 +364,8 @@ Test(backpressure, conservation_per_strategy)
                 }
             }
         }
-        ap_bp_stats st = ap_bp_stats_get(&f->bp);
+        ap_bp_stats st;
+        ap_bp_stats_get(&f->bp, &st);
         cr_expect_eq(st.popped, got);
         cr_expect_eq(st.dropped_oldest, evicted);
         cr_expect_eq(st.accepted, seq);
@@ -515,7 +527,8 @@ Test(backpressure, throttle_paces_only_above_the_high_watermark)
     cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK);
     cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK); /* 4: HIGH */
     cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     cr_expect_eq(s.throttled, 3 + (1000 - 10));
     check_identities(bp);
     rm(f);
@@ -528,8 +541,8 @@ Test(backpressure, throttle_full_buffer_is_full_not_paced)
     cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
     cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
     cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_FULL);
-    cr_expect_eq(ap_bp_stats_get(&f->bp).full, 1);
-    cr_expect_eq(ap_bp_stats_get(&f->bp).throttled, 0);
+    cr_expect_eq(bp_stats_of(&f->bp).full, 1);
+    cr_expect_eq(bp_stats_of(&f->bp).throttled, 0);
     check_identities(&f->bp);
     rm(f);
 }
@@ -557,7 +570,8 @@ Test(backpressure, push_future_waits_for_a_pop)
     cr_expect_eq(ap_bp_push_status(&pf), AP_OK);
     cr_expect_eq(pop1(bp), 2);
     cr_expect_eq(calls(&t), 1, "no wake after completion");
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     cr_expect_eq(s.waits, 1);
     cr_expect_eq(s.accepted, 2);
     cr_expect_eq(s.offered, 2);
@@ -593,7 +607,8 @@ Test(backpressure, push_future_cancel_is_idempotent_and_passes_the_wake)
     ap_bp_push_cancel(&f1);
     cr_expect_eq(pop1(bp), 20);
     cr_expect_eq(calls(&t1), 1);
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     cr_expect_eq(s.canceled, 2);
     cr_expect_eq(s.waits, 3);
     check_identities(bp);
@@ -613,7 +628,7 @@ Test(backpressure, push_future_is_inval_for_other_strategies)
         cr_expect_eq(ap_bp_push_status(&pf), AP_INVAL);
         cr_expect_eq(ap_bp_push_wait(&f->bp, &v, AP_DEADLINE_NONE), AP_INVAL);
         cr_expect_eq(ap_bp_len(&f->bp), 0);
-        cr_expect_eq(ap_bp_stats_get(&f->bp).offered, 0);
+        cr_expect_eq(bp_stats_of(&f->bp).offered, 0);
         rm(f);
     }
 }
@@ -678,7 +693,8 @@ Test(backpressure, close_wakes_everyone_and_drains)
     uint64_t out = 0;
     cr_expect_eq(ap_bp_try_pop(bp, &out), AP_CLOSED);
     cr_expect_eq(ap_bp_pop_wait(bp, &out, AP_DEADLINE_NONE), AP_CLOSED);
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     cr_expect_eq(s.closed, 2);
     check_identities(bp);
     rm(f);
@@ -761,7 +777,8 @@ Test(backpressure, block_threads_push_wait_pop_wait, .timeout = TEST_TIMEOUT_S)
     for (unsigned i = 0; i < 2; i++)
         pthread_join(c[i], NULL);
     cr_expect_eq(atomic_load(&cm[0].sum) + atomic_load(&cm[1].sum), 80000);
-    ap_bp_stats s = ap_bp_stats_get(&f->bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(&f->bp, &s);
     cr_expect_eq(s.accepted, 80000);
     cr_expect_eq(s.popped, 80000);
     check_identities(&f->bp);

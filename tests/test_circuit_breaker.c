@@ -29,6 +29,13 @@ static void test_yield(void)
 #include <stdlib.h>
 #include <string.h>
 
+static ap_breaker_stats breaker_stats_of(ap_breaker *x)
+{
+    ap_breaker_stats s;
+    ap_breaker_stats_get(x, &s);
+    return s;
+}
+
 #define SEC AP_NS_PER_SEC
 #define MS AP_NS_PER_MS
 #define CL AP_BREAKER_STATE_CLOSED
@@ -183,7 +190,7 @@ Test(circuit_breaker, table_every_transition)
             /* each transition: one generation and one callback with (from, to) */
             uint64_t dg = ap_breaker_generation(&f->b) - g0;
             cr_assert_eq(f->log.n - n0, dg, "%s x %s", sn[s], ev_name[e]);
-            cr_assert_eq(ap_breaker_stats_get(&f->b).transitions, ap_breaker_generation(&f->b) - 1);
+            cr_assert_eq(breaker_stats_of(&f->b).transitions, ap_breaker_generation(&f->b) - 1);
             if (dg) {
                 cr_assert_eq(f->log.e[n0].from, (ap_breaker_state)s);
                 cr_assert_eq(f->log.e[f->log.n - 1].to, got);
@@ -261,10 +268,12 @@ Test(circuit_breaker, inval_changes_nothing)
     cr_assert_eq(ap_breaker_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
     /* a bad outcome changes nothing */
     ap_breaker_permit p = must_allow(&b, 0);
-    ap_breaker_stats s0 = ap_breaker_stats_get(&b);
+    ap_breaker_stats s0;
+    ap_breaker_stats_get(&b, &s0);
     cr_assert_eq(ap_breaker_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
     cr_assert_neq(p.gen, 0u, "an AP_INVAL record consumed the permit");
-    ap_breaker_stats s1 = ap_breaker_stats_get(&b);
+    ap_breaker_stats s1;
+    ap_breaker_stats_get(&b, &s1);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
     ap_breaker_fini(&b);
 }
@@ -320,7 +329,8 @@ Test(circuit_breaker, slow_call_trip)
     cr_assert_eq(raw_state(&f->b), CL);
     call(&f->b, 0, OK_, 5 * SEC); /* 2/4 slow */
     cr_assert_eq(raw_state(&f->b), OP);
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.slow, 2);
     cr_assert_eq(s.successes, 4);
     cr_assert_eq(s.failures, 0);
@@ -368,7 +378,8 @@ Test(circuit_breaker, full_success_window_shortcut)
     call(&f->b, 0, OK_, 0); /* through the ring (a failure is in the window) */
     call(&f->b, 0, FAIL_, 0);
     cr_assert_eq(raw_state(&f->b), CL); /* 3/10 failures, run 1 */
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.allowed, 54);
     cr_assert_eq(s.successes, 48);
     cr_assert_eq(s.failures, 6);
@@ -504,7 +515,8 @@ Test(circuit_breaker, half_open_ignored_probes_bounded)
     cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
     cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 }
@@ -578,7 +590,8 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
         cr_assert_eq(agg_fails(&f->b), 0, "yield %d: phantom failure", at);
         call(&f->b, 0, FAIL_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
-        ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+        ap_breaker_stats s;
+        ap_breaker_stats_get(&f->b, &s);
         cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a success of gen 1 */
         cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
@@ -631,7 +644,8 @@ Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout 
         /* one success more: 1/4 < 50 %; a phantom failure would trip */
         call(&f->b, 300 * MS, OK_, 0);
         cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
-        ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+        ap_breaker_stats s;
+        ap_breaker_stats_get(&f->b, &s);
         cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a failure of gen 1 */
         cr_assert_eq(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
@@ -665,7 +679,8 @@ Test(circuit_breaker, time_window_late_record_reclamps_to_newest)
     cr_assert_eq(raw_state(&f->b), CL);
     call(&f->b, 0, FAIL_, 0); /* clamped to epoch 4 too: 3/3 */
     cr_assert_eq(raw_state(&f->b), OP);
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.failures, 3);
     cr_assert_eq(s.stale, 0);
     free(f);
@@ -711,7 +726,8 @@ Test(circuit_breaker, time_window_closed_path_takes_no_lock, .timeout = 60)
     ap__lock_release(&f->b.lock);
     pthread_join(th, NULL);
     cr_assert(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.allowed, 64);
     cr_assert_eq(s.successes + s.failures + s.ignored + s.canceled, 64);
     cr_assert_eq(s.stale, 0);
@@ -973,7 +989,8 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
         cr_assert_eq(raw_state(&f->b), m.st, "step %d: state %d vs model %d", step,
                      raw_state(&f->b), m.st);
         cr_assert_eq(ap_breaker_generation(&f->b), m.gen, "step %d", step);
-        ap_breaker_stats st = ap_breaker_stats_get(&f->b);
+        ap_breaker_stats st;
+        ap_breaker_stats_get(&f->b, &st);
         cr_assert_eq(memcmp(&st, &m.s, sizeof st), 0, "step %d: stats differ", step);
         cr_assert_eq(f->log.n, m.log.n, "step %d: callbacks", step);
     }
@@ -994,12 +1011,12 @@ Test(circuit_breaker, probe_lease_expiry_reopens)
     ap_breaker_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
     cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS - 1), HO);
     cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS), OP);
-    cr_assert_eq(ap_breaker_stats_get(&f->b).lease_expired, 1);
+    cr_assert_eq(breaker_stats_of(&f->b).lease_expired, 1);
     /* the late report is stale and changes nothing */
     uint64_t g = ap_breaker_generation(&f->b);
     cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
     cr_assert_eq(ap_breaker_generation(&f->b), g);
-    cr_assert_eq(ap_breaker_stats_get(&f->b).stale, 1);
+    cr_assert_eq(breaker_stats_of(&f->b).stale, 1);
     /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
     uint64_t ra;
     cr_assert_eq(ap_breaker_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
@@ -1053,7 +1070,8 @@ Test(circuit_breaker, late_outcomes_change_nothing)
     memcpy(&save, &f->b, sizeof save);
     for (int i = 0; i < 4; i++)
         cr_assert_eq(ap_breaker_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.stale, 4);
     cr_assert_eq(s.failures, 0);
     /* nothing but the stale counters moved */
@@ -1203,11 +1221,13 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
     fixture *f = fx_new(small());
     ap_breaker_permit p = must_allow(&f->b, 0);
     cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
-    ap_breaker_stats s0 = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s0;
+    ap_breaker_stats_get(&f->b, &s0);
     for (int i = 2; i <= 4; i++)
         cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
                      "record %d of one permit was accepted", i);
-    ap_breaker_stats s1 = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s1;
+    ap_breaker_stats_get(&f->b, &s1);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0, "a second record changed the stats");
     cr_assert_eq(s1.failures, 1);
     cr_assert_eq(raw_state(&f->b), CL, "one permit opened the breaker");
@@ -1220,13 +1240,13 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
     ap_breaker_reset(&f->b);
     cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
     cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(ap_breaker_stats_get(&f->b).stale, 1);
+    cr_assert_eq(breaker_stats_of(&f->b).stale, 1);
     /* DISABLED */
     ap_breaker_disable(&f->b);
     q = must_allow(&f->b, 0);
     cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
     cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(ap_breaker_stats_get(&f->b).successes, 1);
+    cr_assert_eq(breaker_stats_of(&f->b).successes, 1);
     free(f);
 
     /* HALF_OPEN: the permit itself, and a copy of a reported probe (its
@@ -1237,10 +1257,10 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
     ap_breaker_permit copy = p;
     cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
     uint64_t g = ap_breaker_generation(&f->b);
-    s0 = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats_get(&f->b, &s0);
     cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
     cr_assert_eq(ap_breaker_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
-    s1 = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats_get(&f->b, &s1);
     cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
     cr_assert_eq(raw_state(&f->b), HO);
     cr_assert_eq(ap_breaker_generation(&f->b), g);
@@ -1261,13 +1281,15 @@ Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
     uint64_t ra;
     cr_assert_eq(ap_breaker_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
     uint64_t g = p.gen;
-    ap_breaker_stats s0 = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s0;
+    ap_breaker_stats_get(&f->b, &s0);
     cr_assert_eq(ap_breaker_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
     /* K = 1 admitted, reported without an outcome: a fresh half-open period */
     cr_assert_eq(raw_state(&f->b), HO);
     cr_assert_eq(ap_breaker_generation(&f->b), g + 1);
     p = must_allow(&f->b, t + 1); /* the slot is free at once */
-    ap_breaker_stats s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.canceled, 1);
     cr_assert_eq(s.failures, s0.failures, "CANCELED counted as a failure");
     cr_assert_eq(s.ignored, 0);
@@ -1276,7 +1298,7 @@ Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
     cr_assert_eq(s.calls, s.successes + s.failures + s.ignored + s.canceled);
     cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
     cr_assert_eq(raw_state(&f->b), CL);
-    s = ap_breaker_stats_get(&f->b);
+    ap_breaker_stats_get(&f->b, &s);
     cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 

@@ -26,6 +26,13 @@
 
 #include "test_util.h"
 
+static ap_prefetch_stats prefetch_stats_of(const ap_prefetch *x)
+{
+    ap_prefetch_stats s;
+    ap_prefetch_stats_get(x, &s);
+    return s;
+}
+
 enum { LD_LOADING, LD_READY, LD_CANCELLED };
 #define MAXLOADS 8192
 
@@ -182,7 +189,8 @@ static uint64_t drive_get(env *e, ap_prefetch *pf, uint64_t key, ap_status *st, 
 /* After fini: every load finished exactly once; counters add up. */
 static void check_ledger(env *e, ap_prefetch *pf)
 {
-    ap_prefetch_stats s = ap_prefetch_stats_get(pf);
+    ap_prefetch_stats s;
+    ap_prefetch_stats_get(pf, &s);
     uint64_t ready = 0, cancelled = 0;
     for (int i = 0; i < e->n; i++) {
         EXPECT_NE(e->ld[i].state, LD_LOADING, "load %d left in flight", i);
@@ -334,7 +342,8 @@ Test(prefetch, theorem_sequential_scan_waits_exactly)
             EXPECT_LE(in_flight(e), (int)d);
             e->now += c; /* consume */
         }
-        ap_prefetch_stats s = ap_prefetch_stats_get(&pf);
+        ap_prefetch_stats s;
+        ap_prefetch_stats_get(&pf, &s);
         uint64_t nwait = W > 0 ? (uint64_t)(n - 1) / d : 0;
         EXPECT_EQ(s.misses, 1);
         EXPECT_EQ(s.waits, nwait, "L=%ju c=%ju d=%zu", (uintmax_t)L, (uintmax_t)c, d);
@@ -392,7 +401,8 @@ Test(prefetch, stride_is_detected_from_the_last_two_gets)
         EXPECT_EQ(e->ld[i].key, 10 + (uint64_t)i);
     drive_get(e, &pf, 13, &st, &s); /* reset: stride 3; 11..13 cancelled */
     EXPECT_EQ(ap_prefetch_stride(&pf), 3);
-    ap_prefetch_stats x = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats x;
+    ap_prefetch_stats_get(&pf, &x);
     EXPECT_EQ(x.resets, 2);
     EXPECT_EQ(x.cancelled, 3);
     for (int i = 0; i < 4; i++)
@@ -403,7 +413,7 @@ Test(prefetch, stride_is_detected_from_the_last_two_gets)
         EXPECT_EQ(st, AP_OK);
         e->now += 1000;
     }
-    x = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats_get(&pf, &x);
     EXPECT_EQ(x.hits, 6);
     drive_get(e, &pf, 21, &st, &s); /* backwards: stride 21 - 31 = -10 */
     EXPECT_EQ(ap_prefetch_stride(&pf), -10);
@@ -425,7 +435,7 @@ Test(prefetch, fixed_stride_is_kept_on_reset)
     EXPECT_EQ(ap_prefetch_stride(&pf), 2);
     EXPECT_EQ(e->ld[e->n - 1].key, 9);
     drive_get(e, &pf, 7, &st, &s);
-    EXPECT_EQ(ap_prefetch_stats_get(&pf).resets, 2);
+    EXPECT_EQ(prefetch_stats_of(&pf).resets, 2);
     ap_prefetch_fini(&pf);
     check_ledger(e, &pf);
     free(e);
@@ -444,7 +454,8 @@ Test(prefetch, held_key_again_is_a_hit_with_no_load)
     EXPECT_EQ(st, AP_OK);
     EXPECT(a == b);
     EXPECT_EQ(e->n, n);
-    ap_prefetch_stats x = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats x;
+    ap_prefetch_stats_get(&pf, &x);
     EXPECT_EQ(x.hits, 1);
     EXPECT_EQ(x.used, 1);
     ap_prefetch_fini(&pf);
@@ -478,7 +489,7 @@ Test(prefetch, refused_keys_are_not_started_and_get_rejected)
     EXPECT_EQ(st, AP_REJECTED);
     ap_prefetch_fini(&pf);
     check_ledger(e, &pf);
-    EXPECT_EQ(ap_prefetch_stats_get(&pf).used, 6);
+    EXPECT_EQ(prefetch_stats_of(&pf).used, 6);
     free(e);
 }
 
@@ -532,7 +543,8 @@ Test(prefetch, waker_reaches_the_get_and_cancel_cancels_its_load_once)
     ap_prefetch_get_fut_init(&g, &pf, 2, &sp);
     EXPECT_EQ(ap_prefetch_get_poll(&g, &cx), AP_READY);
     EXPECT_EQ(e->ld[2].polls, polls + 1, "polled once more, as the get's load");
-    ap_prefetch_stats x = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats x;
+    ap_prefetch_stats_get(&pf, &x);
     EXPECT_EQ(x.misses, 2);
     EXPECT_EQ(x.waits, 1);
     EXPECT_EQ(x.hits, 1);
@@ -582,7 +594,8 @@ Test(prefetch, random_walk_every_load_finished_exactly_once)
                     EXPECT_EQ(((slot *)sp)->key, key);
             }
             EXPECT_LE(in_flight(e), (int)d);
-            ap_prefetch_stats s = ap_prefetch_stats_get(&pf);
+            ap_prefetch_stats s;
+            ap_prefetch_stats_get(&pf, &s);
             EXPECT_EQ(s.started, s.completed + s.cancelled + s.loading);
             EXPECT_EQ(s.completed, s.used + s.wasted + s.ready);
             EXPECT_EQ((int)s.loading, in_flight(e));
@@ -611,7 +624,8 @@ Test(prefetch, get_wait_blocks_until_loaded_or_times_out)
     EXPECT_EQ(e->ld[e->n - 4].state, LD_CANCELLED, "the timed-out get cancelled its load");
     ap_prefetch_fini(&pf);
     check_ledger(e, &pf);
-    ap_prefetch_stats x = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats x;
+    ap_prefetch_stats_get(&pf, &x);
     EXPECT_EQ(x.wasted, 3, "10, 11, 12 were loaded ahead of 9, then the jump to 100 dropped them");
     EXPECT_EQ(x.used, 10);
     free(e);

@@ -18,6 +18,27 @@
 #include "asyncpat/resilience.h"
 #include "test_util.h"
 
+static ap_breaker_stats breaker_stats_of(ap_breaker *x)
+{
+    ap_breaker_stats s;
+    ap_breaker_stats_get(x, &s);
+    return s;
+}
+
+static ap_resil_stats resil_stats_of(const ap_resil_fut *x)
+{
+    ap_resil_stats s;
+    ap_resil_stats_get(x, &s);
+    return s;
+}
+
+static ap_retry_budget_stats retry_budget_stats_of(ap_retry_budget *x)
+{
+    ap_retry_budget_stats s;
+    ap_retry_budget_stats_get(x, &s);
+    return s;
+}
+
 #define MS AP_NS_PER_MS
 #define LEASE_NS (UINT64_C(1) << 50) /* probe leases never expire here */
 
@@ -143,7 +164,8 @@ static void trip(ap_breaker *b, uint64_t now)
 
 static void conserved(ap_breaker *b)
 {
-    ap_breaker_stats st = ap_breaker_stats_get(b);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(b, &st);
     EXPECT_EQ(st.allowed, st.successes + st.failures + st.ignored + st.canceled + st.stale);
 }
 
@@ -208,7 +230,8 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
 
     /* breaker OPEN: a token is spent, the permit comes back, nothing starts */
     trip(br, 0);
-    ap_breaker_stats b0 = ap_breaker_stats_get(br);
+    ap_breaker_stats b0;
+    ap_breaker_stats_get(br, &b0);
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     drive(&f, 10 * MS);
     ap_resil_result r = ap_resil_fut_result(&f);
@@ -220,10 +243,10 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(L.starts, 0);
     EXPECT_EQ(ap_tb_available(&tb, 10 * MS), 1, "the token is consumed");
     EXPECT_EQ(ap_sem_available(&sem), 1, "the permit is back");
-    EXPECT_EQ(ap_breaker_stats_get(br).allowed, b0.allowed);
-    EXPECT_EQ(ap_resil_stats_get(&f).tokens, 1);
-    EXPECT_EQ(ap_resil_stats_get(&f).permits, 1);
-    EXPECT_EQ(ap_resil_stats_get(&f).breaker_permits, 0);
+    EXPECT_EQ(breaker_stats_of(br).allowed, b0.allowed);
+    EXPECT_EQ(resil_stats_of(&f).tokens, 1);
+    EXPECT_EQ(resil_stats_of(&f).permits, 1);
+    EXPECT_EQ(resil_stats_of(&f).breaker_permits, 0);
 
     /* bulkhead full: a token is spent, the breaker is not asked */
     ap_breaker_reset(br);
@@ -234,7 +257,7 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(r.status, AP_REJECTED);
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_BULKHEAD);
     EXPECT_EQ(ap_tb_available(&tb, 20 * MS), 0);
-    EXPECT_EQ(ap_breaker_stats_get(br).allowed, b0.allowed, "breaker not asked");
+    EXPECT_EQ(breaker_stats_of(br).allowed, b0.allowed, "breaker not asked");
     EXPECT_EQ(ap_sem_release(&sem, 1), AP_OK);
 
     /* limiter empty: nothing else is asked */
@@ -244,7 +267,7 @@ Test(resilience, layers_in_order_and_what_a_refusal_keeps)
     EXPECT_EQ(r.status, AP_REJECTED);
     EXPECT_EQ(r.rejected_by, AP_RESIL_LAYER_LIMITER);
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    EXPECT_EQ(ap_resil_stats_get(&f).permits, 0);
+    EXPECT_EQ(resil_stats_of(&f).permits, 0);
     EXPECT_EQ(L.starts, 0);
     conserved(br);
     ap_breaker_destroy(br);
@@ -282,9 +305,11 @@ Test(resilience, app_error_travels_out_and_timeouts_are_failures)
     EXPECT_EQ(r.attempts, 3);
     EXPECT_EQ(r.ran, 3);
     EXPECT_EQ(r.stop, AP_RETRY_STOP_PERMANENT);
-    ap_resil_stats st = ap_resil_stats_get(&f);
+    ap_resil_stats st;
+    ap_resil_stats_get(&f, &st);
     EXPECT_EQ(st.rejected[AP_RESIL_LAYER_TIMEOUT], 1);
-    ap_breaker_stats bs = ap_breaker_stats_get(br);
+    ap_breaker_stats bs;
+    ap_breaker_stats_get(br, &bs);
     EXPECT_EQ(bs.failures, 2, "the 503 and the timeout");
     EXPECT_EQ(bs.ignored, 1, "the 404, as classified");
     EXPECT_EQ(L.starts, 3);
@@ -341,9 +366,10 @@ Test(resilience, deadline_cut_probe_is_canceled_not_leaked)
     EXPECT_EQ(r.stop, AP_RETRY_STOP_DEADLINE);
     EXPECT_EQ(L.cancels, 1);
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    ap_breaker_stats bs = ap_breaker_stats_get(br);
+    ap_breaker_stats bs;
+    ap_breaker_stats_get(br, &bs);
     EXPECT_EQ(bs.canceled, 1);
-    EXPECT_EQ(ap_resil_stats_get(&f).breaker_canceled, 1);
+    EXPECT_EQ(resil_stats_of(&f).breaker_canceled, 1);
     EXPECT_EQ(ap_breaker_state_at(br, 30 * MS), AP_BREAKER_STATE_HALF_OPEN);
     ap_breaker_permit p;
     EXPECT_EQ(ap_breaker_allow(br, 30 * MS, &p, NULL), AP_OK, "the probe slot is free again");
@@ -390,7 +416,8 @@ Test(resilience, bulkhead_wait_wakes_and_cancel_releases_everything)
     EXPECT_EQ(L.starts, 2);
     EXPECT_EQ(L.cancels, 1);
     EXPECT_EQ(L.bad, 0);
-    ap_breaker_stats bs = ap_breaker_stats_get(br);
+    ap_breaker_stats bs;
+    ap_breaker_stats_get(br, &bs);
     EXPECT_EQ(bs.canceled, 1);
     EXPECT_EQ(bs.successes, 1);
     conserved(br);
@@ -407,7 +434,7 @@ Test(resilience, bulkhead_wait_wakes_and_cancel_releases_everything)
     ap_resil_fut_cancel(&f1);
     EXPECT_EQ(w2, 0, "no wake for a cancelled waiter");
     EXPECT_EQ(ap_sem_available(&sem), 1);
-    EXPECT_EQ(ap_resil_stats_get(&f2).permits, 0);
+    EXPECT_EQ(resil_stats_of(&f2).permits, 0);
     conserved(br);
     ap_breaker_destroy(br);
 }
@@ -454,7 +481,7 @@ Test(resilience, limiter_wait_and_cancel)
     EXPECT_EQ(ap_resil_fut_status(&f), AP_OK);
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     EXPECT_EQ(drive(&f, 0), 100 * MS, "waited for the next token");
-    EXPECT_EQ(ap_resil_stats_get(&f).tokens_waited, 1);
+    EXPECT_EQ(resil_stats_of(&f).tokens_waited, 1);
     /* a wait cancelled before the tokens are due gives them back */
     EXPECT_EQ(ap_resil_fut_init(&f, &d, &op, AP_DEADLINE_NONE), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 100 * MS, AP_DEADLINE_NONE};
@@ -463,7 +490,7 @@ Test(resilience, limiter_wait_and_cancel)
     EXPECT_EQ(ap_tb_available(&tb, 200 * MS), 0);
     ap_resil_fut_cancel(&f);
     EXPECT_EQ(ap_tb_available(&tb, 200 * MS), 1, "the reserved token is back");
-    EXPECT_EQ(ap_resil_stats_get(&f).tokens, 0);
+    EXPECT_EQ(resil_stats_of(&f).tokens, 0);
     /* a wait that cannot be served in time is refused at once */
     ap_resil_desc d2 = {.limiter = &tb, .limiter_wait_ns = 50 * MS};
     EXPECT_EQ(ap_tb_try_acquire(&tb, 1, 200 * MS, NULL), AP_OK);
@@ -579,7 +606,7 @@ Test(resilience, last_refusal_is_rejected_budget_is_exhausted)
     EXPECT(r.status == AP_EXHAUSTED && r.stop == AP_RETRY_STOP_BUDGET &&
                r.last_error == AP_REJECTED && r.app_error == 503 && r.attempts == 1,
            "%s stop %d", ap_status_str(r.status), r.stop);
-    EXPECT_EQ(ap_retry_budget_stats_get(&b).denied, 1);
+    EXPECT_EQ(retry_budget_stats_of(&b).denied, 1);
 }
 
 /* ---- the theorem: thousands of random scenarios ---- */
@@ -729,7 +756,8 @@ static void one_scenario(uint64_t seed)
     uint64_t attempts = 0, lim_rejected = 0, waited = 0;
     for (int i = 0; i < ncalls; i++) {
         ap_resil_result r = ap_resil_fut_result(&c[i].f);
-        ap_resil_stats st = ap_resil_stats_get(&c[i].f);
+        ap_resil_stats st;
+        ap_resil_stats_get(&c[i].f, &st);
         EXPECT_NE(r.status, AP_NOT_READY);
         EXPECT_NE(r.stop, AP_RETRY_STOP_RUNNING);
         /* the status table (resilience.h ERRORS) */
@@ -787,7 +815,8 @@ static void one_scenario(uint64_t seed)
     /* breaker: conservation, one record per permit, CANCELED exactly for
      * the attempts cut by deadline or cancel */
     for (int i = 0; i < ncalls; i++) {
-        ap_resil_stats st = ap_resil_stats_get(&c[i].f);
+        ap_resil_stats st;
+        ap_resil_stats_get(&c[i].f, &st);
         ap_resil_result r = ap_resil_fut_result(&c[i].f);
         cov.bulk_rej += st.rejected[AP_RESIL_LAYER_BULKHEAD];
         cov.cb_rej += st.rejected[AP_RESIL_LAYER_BREAKER];
@@ -799,7 +828,8 @@ static void one_scenario(uint64_t seed)
     cov.timeouts += timeouts;
     cov.lim_rej += lim_rejected;
     cov.waited_tokens += waited;
-    ap_breaker_stats bs = ap_breaker_stats_get(br);
+    ap_breaker_stats bs;
+    ap_breaker_stats_get(br, &bs);
     if (use_cb) {
         EXPECT_EQ(breaker_permits, ran, "seed %llu: a breaker permit per started attempt",
                   (unsigned long long)seed);

@@ -77,6 +77,21 @@ static uint64_t ref_between(ref_rng *r, uint64_t lo, uint64_t hi)
 }
 
 #include "wide128.h"
+
+static ap_breaker_stats breaker_stats_of(ap_breaker *x)
+{
+    ap_breaker_stats s;
+    ap_breaker_stats_get(x, &s);
+    return s;
+}
+
+static ap_retry_budget_stats retry_budget_stats_of(ap_retry_budget *x)
+{
+    ap_retry_budget_stats s;
+    ap_retry_budget_stats_get(x, &s);
+    return s;
+}
+
 static uint64_t ref_mul(uint64_t x, uint64_t permille)
 {
     uint64_t q;
@@ -654,7 +669,8 @@ Test(retry, budget_caps_retries_and_expires)
     for (int i = 0; i < 500; i++)
         ok += ap_retry_budget_try_withdraw(&b, 2 * AP_NS_PER_SEC);
     cr_assert_eq(ok, 100, "10 %% of 1000 requests");
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert_eq(st.requests, 1000);
     cr_assert_eq(st.retries, 100);
     cr_assert_eq(st.denied, 401);
@@ -724,7 +740,8 @@ Test(retry, budget_stops_a_retry_storm)
         attempts += r.attempts;
         budget_stops += r.stop == AP_RETRY_STOP_BUDGET;
     }
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert_eq(st.requests, C);
     cr_assert_eq(st.retries, C / 10, "10 %% of %d requests", C);
     cr_assert_eq(attempts, C + C / 10, "without a budget this would be %d", 5 * C);
@@ -768,7 +785,8 @@ Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
         pthread_join(th[i], NULL);
         got += a[i].got;
     }
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert_eq(st.requests, T * 5000u);
     cr_assert_eq(st.retries, (uint64_t)got);
     cr_assert_eq(st.retries + st.denied, T * 20000u);
@@ -852,8 +870,8 @@ static ap_future *pop_start(void *ctx, void *storage, uint32_t k, uint64_t now)
     o->starts[o->n++] = now;
     ap_mpmc_pop_fut_init(&a->pop, o->q, &a->item);
     if (!o->per_attempt)
-        return (ap_future *)&a->pop;
-    ap_timeout_init_after(&a->t, (ap_future *)&a->pop, now, o->per_attempt);
+        return &a.base->pop;
+    ap_timeout_init_after(&a->t, &a.base->pop, now, o->per_attempt);
     return &a->t.base;
 }
 
@@ -1050,7 +1068,8 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     c = (call_ctx){0, 100};
     cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_EXHAUSTED);
     cr_assert_eq(c.calls, 1);
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
@@ -1417,7 +1436,8 @@ Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
     cr_assert_eq(r.status, AP_TIMEDOUT);
     cr_assert_eq(r.last_error, AP_AGAIN);
     cr_assert_eq(r.attempts, 1);
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert_eq(st.requests, 1);
     cr_assert_eq(st.retries, 0, "the budget was charged for a retry that never ran");
     cr_assert_eq(st.denied, 0);
@@ -1434,7 +1454,7 @@ Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
     drive(&f.base, &now);
     cr_assert_eq(s.n, 2);
     cr_assert_eq(s.starts[1], 105u);
-    cr_assert_eq(ap_retry_budget_stats_get(&b).retries, 1);
+    cr_assert_eq(retry_budget_stats_of(&b).retries, 1);
 }
 
 /* Mutation gap (issue #11, 4): EQUAL_JITTER with an odd e: every delay in
@@ -1476,7 +1496,8 @@ Test(retry, budget_window_boundary_exact)
     ap_retry_budget_deposit(&b, 0);
     cr_assert(!ap_retry_budget_try_withdraw(&b, W),
               "a deposit at 0 still counts at t = window");
-    ap_retry_budget_stats st = ap_retry_budget_stats_get(&b);
+    ap_retry_budget_stats st;
+    ap_retry_budget_stats_get(&b, &st);
     cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
@@ -1551,7 +1572,7 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
         cr_assert_eq(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
     }
     cr_assert_eq(ap_breaker_state_at(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
-    uint64_t failures0 = ap_breaker_stats_get(&br).failures;
+    uint64_t failures0 = breaker_stats_of(&br).failures;
 
     cb_att att = {.br = &br};
     ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,
@@ -1581,7 +1602,8 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
                  "the cut attempt's probe slot is still taken (retry_at %llu)",
                  (unsigned long long)ra);
     cr_assert_eq(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
-    ap_breaker_stats st = ap_breaker_stats_get(&br);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&br, &st);
     cr_assert_eq(st.failures, failures0, "the cut attempt counted as a failure");
     cr_assert_eq(st.lease_expired, 0);
     cr_assert_eq(st.canceled, 1);
@@ -1617,7 +1639,8 @@ Test(retry, cancel_reports_the_attempt_in_flight_once)
     cr_assert_eq(att.cancels, 1);
     cr_assert_eq(att.hook_cancels, 1);
     cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
-    ap_breaker_stats st = ap_breaker_stats_get(&br);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&br, &st);
     cr_assert(st.allowed == 1 && st.canceled == 1 && st.calls == 1);
     /* cancelled before any attempt (or in backoff): nothing to report */
     cb_att att2 = {.br = &br};

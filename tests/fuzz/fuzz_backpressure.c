@@ -127,7 +127,8 @@ static void check_inval_paths(fz *f)
 
 static void check_state(ap_bp *bp)
 {
-    ap_bp_stats s = ap_bp_stats_get(bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(bp, &s);
     size_t len = ap_bp_len(bp);
     FZ_CHECK(len == mlen);
     FZ_CHECK((ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH) == (m_hi != 0));

@@ -353,7 +353,8 @@ static void check_all(ap_breaker *b, const ap_breaker_permit *perm, int nperm)
 {
     FZ_CHECK(raw_state(b) == M.st);
     FZ_CHECK(ap_breaker_generation(b) == M.gen);
-    ap_breaker_stats s = ap_breaker_stats_get(b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(b, &s);
     FZ_CHECK(memcmp(&s, &M.s, sizeof s) == 0);
     FZ_CHECK(hlog.n == mlog.n);
     FZ_CHECK(memcmp(hlog.e, mlog.e, hlog.n * sizeof hlog.e[0]) == 0);
@@ -467,11 +468,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if ((x & 0xE0) == 0xE0) {
                 /* an unknown outcome: AP_INVAL, nothing changed */
-                ap_breaker_stats s0 = ap_breaker_stats_get(&b);
+                ap_breaker_stats s0;
+                ap_breaker_stats_get(&b, &s0);
                 ap_breaker_state s0st = raw_state(&b);
                 FZ_CHECK(ap_breaker_record(&b, &perm[i], (ap_breaker_outcome)(4 + (x & 3)), dur, now) ==
                          AP_INVAL);
-                ap_breaker_stats s1 = ap_breaker_stats_get(&b);
+                ap_breaker_stats s1;
+                ap_breaker_stats_get(&b, &s1);
                 FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
                 break;
             }
@@ -481,10 +484,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             m_record(q, o, dur, now);
             FZ_CHECK(p.gen == 0); /* consumed */
             {   /* reported twice: AP_INVAL, nothing changed */
-                ap_breaker_stats s0 = ap_breaker_stats_get(&b);
+                ap_breaker_stats s0;
+                ap_breaker_stats_get(&b, &s0);
                 ap_breaker_state s0st = raw_state(&b);
                 FZ_CHECK(ap_breaker_record(&b, &p, o, dur, now) == AP_INVAL);
-                ap_breaker_stats s1 = ap_breaker_stats_get(&b);
+                ap_breaker_stats s1;
+                ap_breaker_stats_get(&b, &s1);
                 FZ_CHECK(memcmp(&s0, &s1, sizeof s0) == 0 && raw_state(&b) == s0st);
             }
             break;
@@ -539,7 +544,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m_record(q, o, 0, now);
         check_all(&b, perm, nperm);
     }
-    ap_breaker_stats s = ap_breaker_stats_get(&b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(&b, &s);
     FZ_CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale);
     FZ_CHECK(s.calls == s.successes + s.failures + s.ignored + s.canceled);
     ap_breaker_fini(&b);

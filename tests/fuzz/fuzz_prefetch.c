@@ -164,7 +164,8 @@ static void check_inval(fz *f)
     FZ_CHECK(fz_untouched(buf, (size_t)body));
     FZ_CHECK(fz_untouched(buf + (size_t)need, sizeof buf - (size_t)need));
     FZ_CHECK(ap_prefetch_stride(&pf) == (d.stride ? d.stride : 1));
-    ap_prefetch_stats s = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats s;
+    ap_prefetch_stats_get(&pf, &s);
     FZ_CHECK(s.gets == 0 && s.started == 0 && s.loading == 0 && s.resets == 0);
     FZ_CHECK(ap_prefetch_slot(&pf, d.depth - 1) == buf + (d.depth - 1) * d.slot_size);
     ap_prefetch_fini(&pf);
@@ -271,7 +272,8 @@ static size_t r_need;
 
 static void check_state(void)
 {
-    ap_prefetch_stats s = ap_prefetch_stats_get(&pf);
+    ap_prefetch_stats s;
+    ap_prefetch_stats_get(&pf, &s);
     FZ_CHECK(s.gets == ms.gets && s.hits == ms.hits && s.waits == ms.waits);
     FZ_CHECK(s.misses == ms.misses && s.resets == ms.resets && s.started == ms.started);
     FZ_CHECK(s.completed == ms.completed && s.cancelled == ms.cancelled);

@@ -173,7 +173,8 @@ static void check_budget_init(fz *f)
         FZ_CHECK(fz_untouched(&b, sizeof b));
     } else {
         FZ_CHECK(s == AP_OK);
-        ap_retry_budget_stats z = ap_retry_budget_stats_get(&b);
+        ap_retry_budget_stats z;
+        ap_retry_budget_stats_get(&b, &z);
         FZ_CHECK(z.requests == 0 && z.retries == 0 && z.denied == 0);
     }
 }
@@ -428,7 +429,9 @@ static void check_future(fz *f)
     res = ap_retry_fut_result(&fut);
     FZ_CHECK(res.status == exp_status && res.stop == exp_stop);
     if (use_budget) {
-        ap_retry_budget_stats a = ap_retry_budget_stats_get(&budget), b = ap_retry_budget_stats_get(&M_budget);
+        ap_retry_budget_stats a, b;
+        ap_retry_budget_stats_get(&budget, &a);
+        ap_retry_budget_stats_get(&M_budget, &b);
         FZ_CHECK(memcmp(&a, &b, sizeof a) == 0);
     }
 }

@@ -33,7 +33,8 @@ typedef struct bp_worker {
 static void bp_diag(void *arg)
 {
     bp_run *r = arg;
-    ap_bp_stats s = ap_bp_stats_get(r->bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(r->bp, &s);
     fprintf(stderr,
             "    len %zu level %d closed %d received %zu\n"
             "    offered %" PRIu64 " accepted %" PRIu64 " popped %" PRIu64
@@ -156,7 +157,8 @@ static void run_bp(ap_bp_strategy strategy, size_t cap, unsigned producers, unsi
     stress_diag(NULL, NULL);
 
     stress_ledger_verify(&r.ledger, strategy != AP_BP_STRATEGY_DROP_NEWEST);
-    ap_bp_stats s = ap_bp_stats_get(r.bp);
+    ap_bp_stats s;
+    ap_bp_stats_get(r.bp, &s);
     size_t total = (size_t)producers * per_producer;
     CHECK(ap_bp_len(r.bp) == 0, "len %zu after drain", ap_bp_len(r.bp));
     CHECK(s.offered == s.accepted + s.dropped_newest + s.throttled + s.full + s.closed +

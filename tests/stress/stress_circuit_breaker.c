@@ -156,7 +156,8 @@ static void run_scenario(const char *name, ap_breaker_desc d, bool with_manual,
     if (with_manual)
         stress_join(w[WORKERS].thread);
 
-    ap_breaker_stats s = ap_breaker_stats_get(r->b);
+    ap_breaker_stats s;
+    ap_breaker_stats_get(r->b, &s);
     uint64_t gen = ap_breaker_generation(r->b);
     CHECK(s.allowed == s.successes + s.failures + s.ignored + s.canceled + s.stale,
           "allowed %" PRIu64 " != successes %" PRIu64 " + failures %" PRIu64

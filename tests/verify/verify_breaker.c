@@ -170,7 +170,7 @@ static void *ho_setup(void)
         VF_CHECK(ap_breaker_record(&s->b, &p[i], AP_BREAKER_OUTCOME_FAILURE, 0, T0_NS) == AP_OK);
     VF_CHECK(ap_breaker_state_at(&s->b, T0_NS) == AP_BREAKER_STATE_OPEN);
     VF_CHECK(ap_breaker_generation(&s->b) == 2);
-    s->base = ap_breaker_stats_get(&s->b);
+    ap_breaker_stats_get(&s->b, &s->base);
     return s;
 }
 
@@ -212,7 +212,8 @@ static int gen_state(const cst *s, int g)
 /* Checks common to both scenario kinds, once every permit is reported. */
 static void cb_check_common(cst *s, int G)
 {
-    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&s->b, &st);
     VF_CHECK(G >= 1 && G < MAXGEN);
     /* the callback ran exactly once per transition, and the log chains */
     VF_CHECK(s->nev == G - 1, "%d callbacks for %d transitions", s->nev, G - 1);
@@ -306,7 +307,7 @@ static void ho_check(void *p)
 static void *cl_setup(void)
 {
     cst *s = cb_new(WIN);
-    s->base = ap_breaker_stats_get(&s->b);
+    ap_breaker_stats_get(&s->b, &s->base);
     return s;
 }
 
@@ -344,7 +345,8 @@ static void cl_check(void *p)
 {
     cst *s = p;
     int G = (int)ap_breaker_generation(&s->b);
-    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&s->b, &st);
     cb_check_common(s, G);
     VF_CHECK(st.stale == 0 && st.successes == (uint64_t)(4 - cl_fails) &&
              st.failures == (uint64_t)cl_fails && st.rejected == 0);

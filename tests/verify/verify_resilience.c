@@ -32,6 +32,13 @@
 #include "vf.h"
 #include "asyncpat/resilience.h"
 
+static ap_resil_stats resil_stats_of(const ap_resil_fut *x)
+{
+    ap_resil_stats s;
+    ap_resil_stats_get(x, &s);
+    return s;
+}
+
 #define NOW UINT64_C(1000000) /* vf's constant clock */
 #define OPEN_NS UINT64_C(1000)
 
@@ -185,7 +192,8 @@ static void vr_check(void *p)
     VF_CHECK(s->starts[1] == s->completions[1] && s->cancels[1] == 0);
     VF_CHECK((ry.status == AP_OK) == (s->starts[1] == 1));
     /* the breaker: one record per permit, CANCELED for X's started attempt */
-    ap_breaker_stats st = ap_breaker_stats_get(&s->b);
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&s->b, &st);
     uint64_t base = s->half_open ? 4 : 0;
     VF_CHECK(st.allowed == base + (uint64_t)(s->starts[0] + s->starts[1]),
              "allowed %llu, attempts started %d", (unsigned long long)st.allowed,
@@ -193,7 +201,7 @@ static void vr_check(void *p)
     VF_CHECK(st.allowed == st.successes + st.failures + st.ignored + st.canceled + st.stale,
              "breaker not conserved");
     VF_CHECK(st.canceled + st.stale >= (uint64_t)s->starts[0]);
-    VF_CHECK(ap_resil_stats_get(&s->x).breaker_canceled == (uint64_t)s->starts[0]);
+    VF_CHECK(resil_stats_of(&s->x).breaker_canceled == (uint64_t)s->starts[0]);
     VF_CHECK(st.successes + st.stale >= (uint64_t)s->starts[1]);
     /* no probe slot held: a fresh call is admitted */
     ap_breaker_state bs = ap_breaker_state_at(&s->b, NOW);
