@@ -58,7 +58,7 @@
  *   ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
  *   for (size_t i = 0; i < 100; i++) {
  *       ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
- *       kids[i] = (ap_future *)&pops[i];
+ *       kids[i] = &pops[i].base;
  *   }
  *   ap_fanout set;
  *   if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){

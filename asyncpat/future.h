@@ -11,7 +11,7 @@
  * USAGE
  *   ap_mpmc_pop_fut f;                       // any future in caller memory
  *   ap_mpmc_pop_fut_init(&f, q, &item);
- *   if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
+ *   if (ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
  *       st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
  *
  * GUARANTEES

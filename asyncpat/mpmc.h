@@ -101,6 +101,7 @@ typedef struct ap_mpmc {
     size_t one_lap;  /* 2 * mark */
     size_t stride;
     size_t elem_size;
+    size_t start;    /* both positions at init (the stats count from it) */
     const ap_allocator *alloc; /* set by create */
     ap_waitlist not_empty;     /* poppers */
     ap_waitlist not_full;      /* pushers */
@@ -109,8 +110,26 @@ typedef struct ap_mpmc {
 AP_STATIC_ASSERT(offsetof(ap_mpmc, head) - offsetof(ap_mpmc, tail) >= 2 * AP_CACHELINE,
                "ap_mpmc: head and tail two lines apart (AP__GAP)");
 
-typedef struct ap_mpmc_push_fut { ap_waitop op; } ap_mpmc_push_fut;
-typedef struct ap_mpmc_pop_fut { ap_waitop op; } ap_mpmc_pop_fut;
+/**
+ * ap_mpmc_stats - counters (ap_mpmc_stats_get; a relaxed snapshot, exact at
+ * quiescence). pushed and popped are read off the positions, so the push
+ * and pop paths count nothing; the rest is the waiting side's, written
+ * only when a caller queues or parks. Counts are modulo 2^w for a w-bit
+ * size_t (never reached with 64 bits).
+ */
+typedef struct ap_mpmc_stats {
+    uint64_t pushed;       /* elements pushed since init */
+    uint64_t popped;       /* elements popped since init (pushed - popped = len) */
+    uint64_t push_waiters; /* push futures queued now */
+    uint64_t pop_waiters;  /* pop futures queued now */
+    uint64_t push_waits;   /* times a pusher queued (a future or _wait) */
+    uint64_t pop_waits;    /* times a popper queued */
+    uint64_t wait_ns;      /* ns parked in ap_mpmc_push_wait / _pop_wait
+                            * (ap_now_ns; only callers that parked) */
+} ap_mpmc_stats;
+
+typedef struct ap_mpmc_push_fut { ap_future base; ap_waitop op; } ap_mpmc_push_fut;
+typedef struct ap_mpmc_pop_fut { ap_future base; ap_waitop op; } ap_mpmc_pop_fut;
 
 /**
  * ap_mpmc_init - set up a queue in caller memory
@@ -174,6 +193,8 @@ AP_API bool ap_mpmc_is_closed(ap_mpmc *q);
 AP_API size_t ap_mpmc_len(ap_mpmc *q);
 /** ap_mpmc_capacity - the capacity given at init */
 AP_API size_t ap_mpmc_capacity(const ap_mpmc *q);
+/** ap_mpmc_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_mpmc_stats_get(ap_mpmc *q, ap_mpmc_stats *out);
 
 /**
  * ap_mpmc_push_fut_init / _poll / _cancel: a future that pushes @elem when
@@ -294,6 +315,7 @@ AP_API AP_NODISCARD ap_status ap__mpmc_init_at(ap_mpmc *q, void *buf, size_t byt
         AP_ATOMIC_INIT(ap__mpmc_stamp(q, i), start + i);
     AP_ATOMIC_INIT(&q->tail, start);
     AP_ATOMIC_INIT(&q->head, start);
+    q->start = start;
     ap_waitlist_init(&q->not_empty);
     ap_waitlist_init(&q->not_full);
     return AP_OK;
@@ -510,6 +532,22 @@ AP_API size_t ap_mpmc_len(ap_mpmc *q)
 AP_API size_t ap_mpmc_capacity(const ap_mpmc *q)
 {
     return q->capacity;
+}
+
+AP_API void ap_mpmc_stats_get(ap_mpmc *q, ap_mpmc_stats *out)
+{
+    ap_waitlist_stats a, b;
+    AP_ASSERT(q != NULL && out != NULL);
+    /* relaxed: a snapshot; each position is read once */
+    out->pushed = (uint64_t)(ap__mpmc_distance(q, q->start, AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed) & ~q->mark));
+    out->popped = (uint64_t)(ap__mpmc_distance(q, q->start, AP_ATOMIC_LOAD(&q->head, memory_order_relaxed)));
+    ap_waitlist_stats_get(&q->not_full, &a);
+    ap_waitlist_stats_get(&q->not_empty, &b);
+    out->push_waiters = a.waiters;
+    out->pop_waiters = b.waiters;
+    out->push_waits = a.waits;
+    out->pop_waits = b.waits;
+    out->wait_ns = a.wait_ns + b.wait_ns;
 }
 
 AP_API ap_status ap__mpmc_try_push_v(void *q, void *elem)

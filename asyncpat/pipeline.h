@@ -35,7 +35,7 @@
  *   // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
  *   //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
  *   //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
- *   //   ap_block_on((ap_future *)&f);        // returns after close + drain
+ *   //   ap_block_on(&f.base);        // returns after close + drain
  *   if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
  *   ap_pipeline_close(&p);                             // no more input
  *   while (ap_pipeline_pop_wait(&p, &resp, AP_DEADLINE_NONE) == AP_OK) send(&resp);
@@ -265,8 +265,8 @@ typedef struct ap_pipeline_run_fut {
     ap_mpmc_push_fut push;
 } ap_pipeline_run_fut;
 
-typedef struct ap_pipeline_push_fut { ap_waitop op; } ap_pipeline_push_fut;
-typedef struct ap_pipeline_pop_fut { ap_waitop op; } ap_pipeline_pop_fut;
+typedef struct ap_pipeline_push_fut { ap_future base; ap_waitop op; } ap_pipeline_push_fut;
+typedef struct ap_pipeline_pop_fut { ap_future base; ap_waitop op; } ap_pipeline_pop_fut;
 
 /** AP_PIPELINE_STAGES_BYTES - least bytes of the stage records for
  *  @nstages stages (constant expression; an array ap_pipeline_stage

@@ -167,7 +167,7 @@ typedef struct ap_sub {
     uint64_t last_lost; /* the count of the latest AP_DROPPED */
 } ap_sub;
 
-typedef struct ap_sub_recv_fut { ap_waitop op; } ap_sub_recv_fut;
+typedef struct ap_sub_recv_fut { ap_future base; ap_waitop op; } ap_sub_recv_fut;
 
 /**
  * ap_pubsub_init - set up a channel in caller memory

@@ -107,7 +107,7 @@ typedef struct ap_split {
 
 /** ap_split_push_fut - a push (or broadcast) that waits for room */
 typedef struct ap_split_push_fut {
-    ap_future base; /* first member: (ap_future *)&f works */
+    ap_future base; /* first member: &f.base works */
     ap_split *s;
     const void *item;
     size_t out;     /* one-output modes: the chosen output */

@@ -86,6 +86,7 @@ typedef struct ap_spsc {
     size_t mask;      /* slots - 1 */
     size_t capacity;  /* what the user asked for */
     size_t elem_size;
+    size_t start;    /* both positions at init (the stats count from it) */
     AP_ATOMIC_T(uint32_t) closed;   /* AP__SPSC_OPEN / _CLOSING / _CLOSED */
     const ap_allocator *alloc; /* set by create */
     ap_waitlist not_empty;     /* consumers waiting for an element */
@@ -96,9 +97,27 @@ AP_STATIC_ASSERT(offsetof(ap_spsc, head) - offsetof(ap_spsc, tail) >= 2 * AP_CAC
                    offsetof(ap_spsc, head_cache) - offsetof(ap_spsc, tail) >= 2 * AP_CACHELINE,
                "ap_spsc: hot fields of the two sides two lines apart (AP__GAP)");
 
+/**
+ * ap_spsc_stats - counters (ap_spsc_stats_get; a relaxed snapshot, exact at
+ * quiescence). pushed and popped are read off the positions, so the push
+ * and pop paths count nothing; the rest is the waiting side's, written
+ * only when a caller queues or parks. Counts are modulo 2^w for a w-bit
+ * size_t (never reached with 64 bits).
+ */
+typedef struct ap_spsc_stats {
+    uint64_t pushed;       /* elements pushed since init */
+    uint64_t popped;       /* elements popped since init (pushed - popped = len) */
+    uint64_t push_waiters; /* push futures queued now */
+    uint64_t pop_waiters;  /* pop futures queued now */
+    uint64_t push_waits;   /* times a pusher queued (a future or _wait) */
+    uint64_t pop_waits;    /* times a popper queued */
+    uint64_t wait_ns;      /* ns parked in ap_spsc_push_wait / _pop_wait
+                            * (ap_now_ns; only callers that parked) */
+} ap_spsc_stats;
+
 /* push / pop futures: see ap_waitop in waitlist.h */
-typedef struct ap_spsc_push_fut { ap_waitop op; } ap_spsc_push_fut;
-typedef struct ap_spsc_pop_fut { ap_waitop op; } ap_spsc_pop_fut;
+typedef struct ap_spsc_push_fut { ap_future base; ap_waitop op; } ap_spsc_push_fut;
+typedef struct ap_spsc_pop_fut { ap_future base; ap_waitop op; } ap_spsc_pop_fut;
 
 /**
  * ap_spsc_init - set up a ring in caller memory
@@ -199,6 +218,8 @@ AP_API size_t ap_spsc_len(ap_spsc *q);
 
 /** ap_spsc_capacity - the capacity given at init */
 AP_API size_t ap_spsc_capacity(const ap_spsc *q);
+/** ap_spsc_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_spsc_stats_get(ap_spsc *q, ap_spsc_stats *out);
 
 /**
  * ap_spsc_push_fut_init / ap_spsc_push_poll / ap_spsc_push_cancel
@@ -312,6 +333,7 @@ AP_API AP_NODISCARD ap_status ap__spsc_init_at(ap_spsc *q, void *buf, size_t byt
     start &= AP__SPSC_POS;
     AP_ATOMIC_INIT(&q->tail, start);
     AP_ATOMIC_INIT(&q->head, start);
+    q->start = start;
     AP_ATOMIC_INIT(&q->pushing, 0u);
     AP_ATOMIC_INIT(&q->closed, (uint32_t)AP__SPSC_OPEN);
     q->head_cache = start;
@@ -578,6 +600,22 @@ AP_API size_t ap_spsc_len(ap_spsc *q)
 AP_API size_t ap_spsc_capacity(const ap_spsc *q)
 {
     return q->capacity;
+}
+
+AP_API void ap_spsc_stats_get(ap_spsc *q, ap_spsc_stats *out)
+{
+    ap_waitlist_stats a, b;
+    AP_ASSERT(q != NULL && out != NULL);
+    /* relaxed: a snapshot; each position is read once */
+    out->pushed = (uint64_t)((AP_ATOMIC_LOAD(&q->tail, memory_order_relaxed) - q->start) & AP__SPSC_POS);
+    out->popped = (uint64_t)((AP_ATOMIC_LOAD(&q->head, memory_order_relaxed) - q->start) & AP__SPSC_POS);
+    ap_waitlist_stats_get(&q->not_full, &a);
+    ap_waitlist_stats_get(&q->not_empty, &b);
+    out->push_waiters = a.waiters;
+    out->pop_waiters = b.waiters;
+    out->push_waits = a.waits;
+    out->pop_waits = b.waits;
+    out->wait_ns = a.wait_ns + b.wait_ns;
 }
 
 /* Note: the push future's "FULL" while closed cannot happen: a closed ring

@@ -13,7 +13,7 @@
  * USAGE
  *   ap_mpmc_pop_fut pop;  ap_timeout t;
  *   ap_mpmc_pop_fut_init(&pop, q, &item);
- *   ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(now, 50 * AP_NS_PER_MS));
+ *   ap_timeout_init(&t, &pop.base, ap_deadline_after(now, 50 * AP_NS_PER_MS));
  *   ap_block_on(&t.base);
  *   if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
  *

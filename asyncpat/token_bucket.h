@@ -178,7 +178,7 @@ typedef struct ap_tb_reservation {
 
 /** ap_tb_acquire_fut - a future that takes n tokens when they are due */
 typedef struct ap_tb_acquire_fut {
-    ap_future base; /* first member: (ap_future *)&f works */
+    ap_future base; /* first member: &f.base works */
     ap_tb *tb;
     uint64_t n;
     uint64_t deadline; /* latest acceptable ready instant */

@@ -284,14 +284,17 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
 #define AP__WAITOP_FUTURE(pfx, fut_t, obj_t, list, try_v, arg_t)                        \
     AP__WAITOP_FUTURE_CLOCK(pfx, fut_t, obj_t, list, try_v, arg_t, AP__WAITOP_NO_CLOCK)
 #define AP__WAITOP_FUTURE_CLOCK(pfx, fut_t, obj_t, list, try_v, arg_t, clock_of)        \
+    AP_API ap_poll pfx##_poll(fut_t *f, ap_cx *cx) { return ap_waitop_poll(&f->op, cx); } \
+    AP_API void pfx##_cancel(fut_t *f) { ap_waitop_cancel(&f->op); }                    \
+    AP_API ap_status pfx##_status(const fut_t *f) { return ap_waitop_status(&f->op); }  \
+    AP__FUTURE_VTABLE(pfx, fut_t, pfx##_poll, pfx##_cancel)                              \
     AP_API void pfx##_fut_init(fut_t *f, obj_t *q, arg_t arg)                           \
     {                                                                                    \
         AP_ASSERT(f != NULL && q != NULL);                                               \
         ap_waitop_init(&f->op, &q->list, try_v, q, (void *)(uintptr_t)arg);              \
+        f->base.poll = pfx##_poll_v;                                                     \
+        f->base.cancel = pfx##_cancel_v;                                                 \
     }                                                                                    \
-    AP_API ap_poll pfx##_poll(fut_t *f, ap_cx *cx) { return ap_waitop_poll(&f->op, cx); } \
-    AP_API void pfx##_cancel(fut_t *f) { ap_waitop_cancel(&f->op); }                    \
-    AP_API ap_status pfx##_status(const fut_t *f) { return ap_waitop_status(&f->op); }  \
     AP_API ap_status pfx##_wait(obj_t *q, arg_t arg, ap_deadline deadline_ns)           \
     {                                                                                    \
         fut_t f;                                                                         \

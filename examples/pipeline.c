@@ -72,7 +72,7 @@ static void *run_stage(void *arg)
     }
     ap_pipeline_run_fut f;
     ap_pipeline_run_fut_init(&f, &pw, 64);
-    ap_block_on((ap_future *)&f); /* returns once its input is closed and drained */
+    ap_block_on(&f.base); /* returns once its input is closed and drained */
     w->st = ap_pipeline_run_status(&f);
     return NULL;
 }

@@ -486,7 +486,7 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
     ap_fanout_child recs[N];
     for (int i = 0; i < N; i++) {
         ap_mpmc_pop_fut_init(&pops[i], &q, &out[i]);
-        kids[i] = (ap_future *)&pops[i];
+        kids[i] = &pops[i].base;
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = L, .result = pop_result};
@@ -671,7 +671,7 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
     ap_fanout_child *recs = calloc(N, sizeof *recs);
     for (int i = 0; i < N; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
-        kids[i] = (ap_future *)&pops[i];
+        kids[i] = &pops[i].base;
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = 32, .result = pop_result};

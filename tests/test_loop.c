@@ -70,7 +70,7 @@ Test(loop, cx_reset)
     cx.waker = AP_WAKER_NONE;
     for (int i = 0; i < 3; i++) {
         ap_sem_acquire_fut_init(&a[i], &s, 1);
-        ap_timeout_init_after(&t[i], (ap_future *)&a[i], cx.now, after[i]);
+        ap_timeout_init_after(&t[i], &a[i].base, cx.now, after[i]);
     }
     /* the confirm re-poll (50 us) is earliest on the first turn ... */
     for (int i = 0; i < 3; i++)
@@ -153,7 +153,7 @@ static void req_start(struct loop *l, struct req *r)
     case 0: ap_tb_acquire_fut_init(&r->tb, &l->tb, 1, AP_DEADLINE_NONE); break;
     case 1:
         ap_sem_acquire_fut_init(&r->acq, &l->sem, 1);
-        ap_timeout_init_after(&r->to, (ap_future *)&r->acq, fake_t, 350 * AP_NS_PER_US);
+        ap_timeout_init_after(&r->to, &r->acq.base, fake_t, 350 * AP_NS_PER_US);
         break;
     default: ap_mpmc_pop_fut_init(&r->pop, &l->q, &r->v); break;
     }

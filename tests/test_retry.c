@@ -870,8 +870,8 @@ static ap_future *pop_start(void *ctx, void *storage, uint32_t k, uint64_t now)
     o->starts[o->n++] = now;
     ap_mpmc_pop_fut_init(&a->pop, o->q, &a->item);
     if (!o->per_attempt)
-        return &a.base->pop;
-    ap_timeout_init_after(&a->t, &a.base->pop, now, o->per_attempt);
+        return &a->pop.base;
+    ap_timeout_init_after(&a->t, &a->pop.base, now, o->per_attempt);
     return &a->t.base;
 }
 

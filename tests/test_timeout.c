@@ -139,7 +139,7 @@ Test(timeout, wrapped_queue_pop_leaves_no_waiter)
     ap_mpmc_pop_fut pop;
     ap_mpmc_pop_fut_init(&pop, q, &v);
     ap_timeout t;
-    ap_timeout_init(&t, (ap_future *)&pop, 100);
+    ap_timeout_init(&t, &pop.base, 100);
     ap_cx cx = cx_at(0);
     cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
     cr_assert(ap_waitlist_has_waiters(&q->not_empty), "the pop registered");
@@ -164,7 +164,7 @@ Test(timeout, wrapped_queue_pop_completes_in_time)
     ap_mpmc_pop_fut pop;
     ap_mpmc_pop_fut_init(&pop, q, &v);
     ap_timeout t;
-    ap_timeout_init_after(&t, (ap_future *)&pop, 0, 100);
+    ap_timeout_init_after(&t, &pop.base, 0, 100);
     ap_cx cx = cx_at(0);
     cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
     cr_assert_eq(ap_mpmc_try_push(q, &x), AP_OK);

@@ -745,7 +745,7 @@ Test(token_bucket, future_waits_by_lowering_the_deadline)
     cr_assert_eq(cx.deadline, 100 * MS);
     cx = cx_at(60 * MS);
     cx.deadline = 70 * MS; /* an earlier deadline from someone else stays */
-    cr_assert_eq(((ap_future *)&f)->poll((ap_future *)&f, &cx), AP_PENDING);
+    cr_assert_eq(f.base.poll(&f.base, &cx), AP_PENDING);
     cr_assert_eq(cx.deadline, 70 * MS);
     cx = cx_at(100 * MS);
     cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_READY);
@@ -766,7 +766,7 @@ Test(token_bucket, future_cancel_returns_tokens_and_is_idempotent)
     cr_assert_eq(ap_tb_acquire_poll(&f, &cx), AP_PENDING);
     cr_assert_eq(cx.deadline, 200 * MS);
     cr_assert_eq(ap_tb_available(&tb, 200 * MS), 0);
-    ap_future_cancel((ap_future *)&f);
+    ap_future_cancel(&f.base);
     cr_assert_eq(ap_tb_acquire_status(&f), AP_CANCELED);
     cr_assert_eq(ap_tb_available(&tb, 200 * MS), 2, "both tokens back");
     ap_tb_acquire_cancel(&f);

@@ -276,7 +276,7 @@ Test(usage, fanout)
     ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
     for (size_t i = 0; i < 100; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
-        kids[i] = (ap_future *)&pops[i];
+        kids[i] = &pops[i].base;
     }
     ap_fanout set;
     if (ap_fanout_init(&set, recs, sizeof recs, &(ap_fanout_desc){
@@ -308,7 +308,7 @@ Test(usage, future)
     /* USAGE begin */
     ap_mpmc_pop_fut f;                       // any future in caller memory
     ap_mpmc_pop_fut_init(&f, q, &item);
-    if (ap_block_on_until((ap_future *)&f, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
+    if (ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
         st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
     /* USAGE end */
     cr_expect_eq(st, AP_OK);
@@ -327,7 +327,7 @@ Test(usage, timeout)
     /* USAGE begin */
     ap_mpmc_pop_fut pop;  ap_timeout t;
     ap_mpmc_pop_fut_init(&pop, q, &item);
-    ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(now, 50 * AP_NS_PER_MS));
+    ap_timeout_init(&t, &pop.base, ap_deadline_after(now, 50 * AP_NS_PER_MS));
     ap_block_on(&t.base);
     if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
     /* USAGE end */
@@ -335,7 +335,7 @@ Test(usage, timeout)
     cr_expect_eq(item, 7);
     /* and empty: the timeout fires */
     ap_mpmc_pop_fut_init(&pop, q, &item);
-    ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(ap_now_ns(), 5 * AP_NS_PER_MS));
+    ap_timeout_init(&t, &pop.base, ap_deadline_after(ap_now_ns(), 5 * AP_NS_PER_MS));
     ap_block_on(&t.base);
     cr_expect_eq(ap_timeout_status(&t), AP_TIMEDOUT);
     ap_mpmc_destroy(q);
@@ -414,7 +414,7 @@ static void *stage_main(void *arg)
             abort();
     }
     ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
-    ap_block_on((ap_future *)&f);        // returns after close + drain
+    ap_block_on(&f.base);        // returns after close + drain
     return NULL;
 }
 
@@ -445,7 +445,7 @@ Test(usage, pipeline, .timeout = 30)
     // one thread per stage:  ap_pipeline_worker w; req in; parsed out;
     //   ap_pipeline_worker_init(&w, &in, sizeof in, &out, sizeof out, &p, 0);
     //   ap_pipeline_run_fut f; ap_pipeline_run_fut_init(&f, &w, 0);
-    //   ap_block_on((ap_future *)&f);        // returns after close + drain
+    //   ap_block_on(&f.base);        // returns after close + drain
     /* USAGE pause */
     for (size_t i = 0; i < 2; i++) {
         th[i] = (struct stage_thread){.p = &p, .stage = i};
@@ -964,7 +964,7 @@ static int readme_stage_run(size_t stage, ap_status *st_out)
     if (ap_pipeline_worker_init(&worker, &in, sizeof in, &out, sizeof out, &pipe_, stage) != AP_OK) return 1;
     ap_pipeline_run_fut f;
     ap_pipeline_run_fut_init(&f, &worker, 64);
-    ap_block_on((ap_future *)&f);                  /* until its input is closed and drained */
+    ap_block_on(&f.base);                  /* until its input is closed and drained */
     *st_out = ap_pipeline_run_status(&f);
     return 0;
 }

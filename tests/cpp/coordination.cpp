@@ -59,7 +59,7 @@ static void fanout_scenario()
         std::vector<uint64_t> out(K, ~0ull);
         for (size_t i = 0; i < K; i++) {
             ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
-            kids[i] = (ap_future *)&pops[i];
+            kids[i] = &pops[i].base;
         }
         ap_fanout set;
         ap_fanout_desc d = ap_fanout_desc();

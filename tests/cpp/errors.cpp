@@ -115,7 +115,7 @@ static void timeout_scenario()
         ap_mpmc_pop_fut pop;
         ap_timeout t;
         ap_mpmc_pop_fut_init(&pop, q, &it);
-        ap_timeout_init(&t, (ap_future *)&pop, ap_deadline_after(ap_now_ns(), 200000));
+        ap_timeout_init(&t, &pop.base, ap_deadline_after(ap_now_ns(), 200000));
         ap_block_on(&t.base);
         ap_status st = ap_timeout_status(&t);
         if (st == AP_OK) {

@@ -127,7 +127,7 @@ static ap_future *load(void *ctx, uint64_t key, void *slot, uint64_t now)
     page *pg = static_cast<page *>(slot);
     pg->data = ~0ull;
     ap_mpmc_pop_fut_init(&pg->f, l->q, &pg->data);
-    return (ap_future *)&pg->f;
+    return &pg->f.base;
 }
 
 static void prefetch_scenario()

@@ -143,7 +143,7 @@ static ap_status checkout(cp_worker *w, int mode, void **c, ap_connpool_fail *wh
     case M_CANCEL: {
         ap_connpool_checkout_fut f;
         ap_connpool_checkout_fut_init(&f, &r->pool, c);
-        if (stress_poll_or_cancel((ap_future *)&f, &w->rng)) {
+        if (stress_poll_or_cancel(&f.base, &w->rng)) {
             *why = ap_connpool_checkout_failure(&f);
             return ap_connpool_checkout_status(&f);
         }

@@ -405,7 +405,7 @@ static void scenario_mpmc(unsigned producers, size_t limit, size_t per)
     CHECK(pops && out && kids && recs, "oom");
     for (size_t i = 0; i < n; i++) {
         ap_mpmc_pop_fut_init(&pops[i], q, &out[i]);
-        kids[i] = (ap_future *)&pops[i];
+        kids[i] = &pops[i].base;
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = n, .limit = limit, .result = pop_result};

@@ -101,7 +101,7 @@ static ap_status get_obj(pool_worker *w, int mode, void **out)
     case M_CANCEL: {
         ap_pool_get_fut f;
         ap_pool_get_fut_init(&f, &r->pool, out);
-        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+        if (stress_poll_or_cancel(&f.base, &w->rng))
             return ap_pool_get_status(&f);
         CHECK(ap_pool_get_status(&f) == AP_CANCELED, "cancelled future has status %s",
               ap_status_str(ap_pool_get_status(&f)));

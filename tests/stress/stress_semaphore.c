@@ -84,7 +84,7 @@ static ap_status get_permits(sem_worker *w, int mode, size_t k)
     case M_CANCEL: {
         ap_sem_acquire_fut f;
         ap_sem_acquire_fut_init(&f, &r->sem, k);
-        if (stress_poll_or_cancel((ap_future *)&f, &w->rng))
+        if (stress_poll_or_cancel(&f.base, &w->rng))
             return ap_sem_acquire_status(&f);
         CHECK(ap_sem_acquire_status(&f) == AP_CANCELED, "cancelled future has status %s",
               ap_status_str(ap_sem_acquire_status(&f)));

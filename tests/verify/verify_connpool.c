@@ -62,7 +62,7 @@ static void cp_thread(void *p, int id)
         void *c = NULL;
         ap_connpool_checkout_fut f;
         ap_connpool_checkout_fut_init(&f, &s->p, &c);
-        vf_wait((ap_future *)&f);
+        vf_wait(&f.base);
         VF_CHECK(ap_connpool_checkout_status(&f) == AP_OK);
         conn *k = c;
         VF_CHECK(k->id > 0 && k->id != s->broken_id, "lent a closed or broken connection");

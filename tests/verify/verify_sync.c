@@ -147,7 +147,7 @@ static void sem_thread(void *p, int id)
     }
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s->sem, 1);
-    vf_wait((ap_future *)&f);
+    vf_wait(&f.base);
     VF_CHECK(ap_sem_acquire_status(&f) == AP_OK);
     hold(s);
     s->done++;
@@ -164,7 +164,7 @@ static void sem_cancel_thread(void *p, int id)
     }
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s->sem, 1);
-    if (vf_poll((ap_future *)&f) == AP_READY) {
+    if (vf_poll(&f.base) == AP_READY) {
         VF_CHECK(ap_sem_acquire_status(&f) == AP_OK);
         hold(s);
     } else {
