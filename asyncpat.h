@@ -84,6 +84,9 @@
 #ifndef AP_NO_LIFECYCLE
 #include "asyncpat/lifecycle.h"
 #endif
+#ifndef AP_NO_CANCEL
+#include "asyncpat/cancel.h"
+#endif
 #ifndef AP_NO_RESILIENCE
 #include "asyncpat/resilience.h"
 #endif

@@ -53,6 +53,9 @@ pass=0; fail=0
 #   retry.h   ap_rng: the seeded generator retry's jitter draws from (the
 #             library has no hidden randomness, so the caller holds one)
 #   pubsub.h  ap_sub: a subscriber's own cursor, a second object per reader
+#   cancel.h  ap_tracker, ap_shutdown: the task tracker and the two-phase
+#             shutdown that cancellation trees are used with (tokio ships
+#             CancellationToken and TaskTracker together)
 #   future.h  ap_deadline: ap_deadline_to_ms_timeout converts a deadline for
 #             an event loop's timer (time.h owns ap_deadline)
 #   waitlist.h AP_BARRIER_LIGHT/_HEAVY/_REGISTER: the asymmetric barrier's
@@ -73,6 +76,7 @@ timeout         pattern -            ap_timeout
 pool            pattern -            ap_pool
 connpool        pattern -            ap_connpool
 lifecycle       pattern -            ap_life
+cancel          pattern -            ap_cancel ap_tracker ap_shutdown
 window          pattern -            ap_window
 aggregate       pattern -            ap_agg
 split           pattern -            ap_split
