@@ -130,7 +130,7 @@ typedef struct ap_cancel {
 /** ap_cancel_cb - a callback tied to a token (caller memory) */
 typedef struct ap_cancel_cb {
     ap_waiter w;
-    uint32_t ran_here; /* ran in ap_cancel_on: the token was already cancelled */
+    uint32_t ran; /* ap_cancel_on saw the token cancelled: fn has run */
 } ap_cancel_cb;
 
 /** a future completing when a token is cancelled (an ap_waitop underneath) */
@@ -505,9 +505,9 @@ AP_API void ap_cancel_on(ap_cancel *t, ap_cancel_cb *cb, void (*fn)(void *ctx), 
 {
     AP_ASSERT(t != NULL && cb != NULL && fn != NULL);
     ap_waiter_init(&cb->w);
-    cb->ran_here = 0;
+    cb->ran = 0;
     if (ap_cancel_is_cancelled(t)) {
-        cb->ran_here = 1;
+        cb->ran = 1;
         fn(ctx);
         return;
     }
@@ -518,18 +518,18 @@ AP_API void ap_cancel_on(ap_cancel *t, ap_cancel_cb *cb, void (*fn)(void *ctx), 
     AP_TEST_YIELD(); /* registered, not yet re-checked */
     /* seq_cst: the waiting side's re-check of THE LADDER */
     if (AP_ATOMIC_LOAD(&t->state, memory_order_seq_cst) != AP__CANCEL_LIVE) {
-        /* cancelled meanwhile: if its wake pass took us, fn ran there */
-        if (!ap_waitlist_cancel(&t->wl, &cb->w)) {
-            cb->ran_here = 1;
+        /* cancelled meanwhile: if its wake pass took us, fn ran there
+         * (this cancel consumed that news: keep it for ap_cancel_off) */
+        if (!ap_waitlist_cancel(&t->wl, &cb->w))
             fn(ctx);
-        }
+        cb->ran = 1;
     }
 }
 
 AP_API ap_status ap_cancel_off(ap_cancel *t, ap_cancel_cb *cb)
 {
     AP_ASSERT(t != NULL && cb != NULL);
-    if (cb->ran_here)
+    if (cb->ran)
         return AP_CANCELED;
     /* true: the wake pass took it (fn has returned when this returns) */
     return ap_waitlist_cancel(&t->wl, &cb->w) ? AP_CANCELED : AP_OK;

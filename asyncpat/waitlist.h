@@ -141,11 +141,16 @@ typedef struct ap_waitlist {
     AP_ATOMIC_T(size_t) count; /* linked waiters; read without the lock */
     ap_waiter *head, *tail;
     uint32_t asym;        /* set by init: 1 = HEAVY is available (THE LADDER) */
+    /* statistics (ap_waitlist_stats_get), written on the slow path only:
+     * waits under the lock at each fresh link, wait_ns by the blocking
+     * _wait helpers after they parked; read relaxed, without the lock */
+    AP_ATOMIC_T(uint64_t) waits;   /* fresh links: times a caller queued */
+    AP_ATOMIC_T(uint64_t) wait_ns; /* time parked in the _wait helpers */
 } ap_waitlist;
 
 /* A list from the initializer works; ap_waitlist_init makes its waking
  * side cheaper where membarrier is available (THE LADDER, fallbacks). */
-#define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL, 0}
+#define AP_WAITLIST_INITIALIZER {{0}, 0, NULL, NULL, 0, 0, 0}
 #define AP_WAITER_INITIALIZER {NULL, NULL, {NULL, NULL}, 0, 0}
 
 /** ap_waitlist_init - an empty list; registers the process for the
@@ -153,6 +158,17 @@ typedef struct ap_waitlist {
 AP_API void ap_waitlist_init(ap_waitlist *wl);
 /** ap_waiter_init - an idle waiter (same as zero-initialised) */
 AP_API void ap_waiter_init(ap_waiter *w);
+
+/** ap_waitlist_stats - the waiting side's counters of one list (snapshot) */
+typedef struct ap_waitlist_stats {
+    uint64_t waiters; /* linked now */
+    uint64_t waits;   /* fresh links since init: how often a caller queued */
+    uint64_t wait_ns; /* ns parked in the blocking _wait helpers (their clock) */
+} ap_waitlist_stats;
+/** ap_waitlist_stats_get - relaxed snapshot of @wl's counters into *@out */
+AP_API void ap_waitlist_stats_get(ap_waitlist *wl, ap_waitlist_stats *out);
+/** ap__waitlist_waited - add @ns of parking to @wl's wait_ns (slow path) */
+AP_API void ap__waitlist_waited(ap_waitlist *wl, uint64_t ns);
 
 /**
  * ap_waitlist_register - link @w at the tail (or update its waker if linked)
@@ -298,8 +314,15 @@ AP_API AP_NODISCARD ap_status ap_waitop_wait(ap_waitop *op, ap_deadline deadline
     AP_API ap_status pfx##_wait(obj_t *q, arg_t arg, ap_deadline deadline_ns)           \
     {                                                                                    \
         fut_t f;                                                                         \
+        /* one attempt first: only a caller that parks reads the clock */               \
+        ap_status st0 = try_v(q, (void *)(uintptr_t)arg);                                \
+        if (st0 != AP_FULL && st0 != AP_EMPTY && st0 != AP_AGAIN)                        \
+            return st0;                                                                  \
         pfx##_fut_init(&f, q, arg);                                                      \
-        if (ap_block_on_until_clock(&f.op.base, deadline_ns, clock_of(q)) == AP_TIMEDOUT) \
+        uint64_t t0 = ap_clock_now(clock_of(q));                                         \
+        ap_status tst = ap_block_on_until_clock(&f.op.base, deadline_ns, clock_of(q));   \
+        ap__waitlist_waited(&q->list, ap_clock_now(clock_of(q)) - t0);                   \
+        if (tst == AP_TIMEDOUT)                                                          \
             return AP_TIMEDOUT;                                                          \
         return f.op.status;                                                              \
     }
@@ -471,12 +494,28 @@ AP_API void ap_waitlist_init(ap_waitlist *wl)
 {
     AP_ATOMIC_INIT(&wl->lock.held, 0u);
     AP_ATOMIC_INIT(&wl->count, 0u);
+    AP_ATOMIC_INIT(&wl->waits, 0u);
+    AP_ATOMIC_INIT(&wl->wait_ns, 0u);
     wl->head = wl->tail = NULL;
 #if AP__ASYM
     wl->asym = AP_BARRIER_REGISTER() ? 1u : 0u;
 #else
     wl->asym = 0;
 #endif
+}
+
+AP_API void ap_waitlist_stats_get(ap_waitlist *wl, ap_waitlist_stats *out)
+{
+    AP_ASSERT(wl != NULL && out != NULL);
+    out->waiters = AP_ATOMIC_LOAD(&wl->count, memory_order_relaxed);
+    out->waits = AP_ATOMIC_LOAD(&wl->waits, memory_order_relaxed);
+    out->wait_ns = AP_ATOMIC_LOAD(&wl->wait_ns, memory_order_relaxed);
+}
+
+AP_API void ap__waitlist_waited(ap_waitlist *wl, uint64_t ns)
+{
+    /* relaxed: a counter; several parked callers may add at once */
+    (void)AP_ATOMIC_FETCH_ADD(&wl->wait_ns, ns, memory_order_relaxed);
 }
 
 AP_FORCE_INLINE void ap__waitlist_fence_fast(const ap_waitlist *wl)
@@ -577,6 +616,10 @@ AP_API bool ap__waitlist_link(ap_waitlist *wl, ap_waiter *w, ap_waker waker)
         AP_ATOMIC_STORE(&w->state, (uint32_t)AP__WAITER_LINKED, memory_order_relaxed);
         /* seq_cst: the waiting side's half of THE LADDER. */
         AP_ATOMIC_FETCH_ADD(&wl->count, 1u, memory_order_seq_cst);
+        /* statistics, relaxed: the lock makes us its only writer, so a
+         * load and a store (no RMW); readers take a snapshot */
+        AP_ATOMIC_STORE(&wl->waits, AP_ATOMIC_LOAD(&wl->waits, memory_order_relaxed) + 1u,
+                        memory_order_relaxed);
     }
     ap__lock_release(&wl->lock);
     return s == AP__WAITER_IDLE;
