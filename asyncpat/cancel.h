@@ -646,6 +646,7 @@ AP_API void ap_tracker_init(ap_tracker *t)
 AP_API void ap_tracker_fini(ap_tracker *t)
 {
     AP_ASSERT(t != NULL);
+    /* relaxed: fini, by the owner once nobody else uses the tracker */
     AP_ASSERT(AP_ATOMIC_LOAD(&t->word, memory_order_relaxed) / AP__TRACKER_ONE == 0);
     AP_ASSERT(!ap_waitlist_has_waiters(&t->wl));
 }
