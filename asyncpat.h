@@ -72,6 +72,9 @@
 #ifndef AP_NO_PUBSUB
 #include "asyncpat/pubsub.h"
 #endif
+#ifndef AP_NO_TOPIC
+#include "asyncpat/topic.h"
+#endif
 #ifndef AP_NO_AGGREGATE
 #include "asyncpat/aggregate.h"
 #endif

@@ -87,6 +87,7 @@ batch           pattern -            ap_batch
 cache           pattern -            ap_cache
 prefetch        pattern -            ap_prefetch
 pubsub          pattern -            ap_pubsub ap_sub
+topic           pattern -            ap_topic
 pipeline        pattern -            ap_pipeline
 resilience      pattern ap_resil_fut ap_resil
 core            infra   -            ap_allocator AP_CONTAINER_OF

@@ -2,6 +2,7 @@
  * tests/test_pubsub.c -- the broadcast channel (publish-subscribe)
  */
 #include "asyncpat/pubsub.h"
+#include "asyncpat/topic.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -889,4 +890,573 @@ Test(pubsub, init_of_null_channel_asserts, .signal = SIGABRT)
 {
     ap_status st = ap_pubsub_init(NULL, big_buf, sizeof big_buf, 4, U64, OVW);
     cr_log_error("returned %d", (int)st);
+}
+
+/* ==== topics (asyncpat/topic.h) ==== */
+
+struct tick {
+    uint64_t id;
+    double px;
+};
+static int usage_used, usage_gaps;
+static void use(const char *subject, const struct tick *t)
+{
+    EXPECT_EQ(strcmp(subject, "md.EURUSD.trade"), 0);
+    EXPECT_EQ(t->id, 0);
+    usage_used++;
+}
+static void note_gap(uint64_t n)
+{
+    (void)n;
+    usage_gaps++;
+}
+
+Test(topic, usage_block_compiles_and_runs)
+{
+    /* USAGE begin */
+    static uint64_t mem[AP_TOPIC_BYTES(256, sizeof(struct tick), 64) / 8];
+    static uint64_t refs[AP_TOPIC_SUB_BYTES(32) / 8];
+    ap_topic bus;
+    if (ap_topic_init(&bus, mem, sizeof mem, 256, sizeof(struct tick), 64))
+        abort();
+    static ap_topic_sub sub;          // zero: not subscribed
+    if (ap_topic_subscribe(&bus, &sub, "md.*.trade", AP_TOPIC_POLICY_OVERWRITE,
+                           refs, sizeof refs, 32))
+        abort();                      // AP_INVAL: bad pattern; AP_FULL: no room
+    struct tick t = {0};              // any publisher thread:
+    while (ap_topic_try_publish(&bus, "md.EURUSD.trade", &t) == AP_FULL) {} // BLOCK: full
+    char subject[AP_TOPIC_SUBJECT_MAX + 1];
+    /* USAGE pause */
+    EXPECT_EQ(ap_topic_try_publish(&bus, "md.EURUSD.quote", &t), AP_OK, "matches nobody");
+    ap_topic_close(&bus);
+    /* USAGE resume */
+    for (;;) {                        // the subscriber:
+        ap_status st = ap_topic_sub_recv_wait(&sub, &t, subject, AP_DEADLINE_NONE);
+        if (st == AP_OK) use(subject, &t);
+        else if (st == AP_DROPPED) note_gap(ap_topic_sub_last_dropped(&sub));
+        else break;                   // AP_CLOSED: closed (or disconnected) and drained
+    }
+    ap_topic_unsubscribe(&bus, &sub);
+    /* USAGE end */
+    EXPECT_EQ(usage_used, 1);
+    EXPECT_EQ(usage_gaps, 0);
+    ap_topic_fini(&bus);
+}
+
+#define TNODES 64
+static uint64_t tmem[AP_TOPIC_BYTES(64, 8, TNODES) / 8];
+
+static void topic_init(ap_topic *t, size_t capacity)
+{
+    EXPECT_EQ(ap_topic_init(t, tmem, sizeof tmem, capacity, 8, TNODES), AP_OK);
+}
+
+/* a sub with its own ring */
+typedef struct tsub {
+    ap_topic_sub s;
+    uint64_t ring[AP_TOPIC_SUB_BYTES(16) / 8];
+} tsub;
+
+static ap_status tsub_on(ap_topic *t, tsub *ts, const char *pat, ap_topic_policy pol, size_t depth)
+{
+    memset(&ts->s, 0, sizeof ts->s);
+    return ap_topic_subscribe(t, &ts->s, pat, pol, ts->ring, sizeof ts->ring, depth);
+}
+
+static void pub(ap_topic *t, const char *subj, uint64_t v)
+{
+    EXPECT_EQ(ap_topic_try_publish(t, subj, &v), AP_OK, "publish %s", subj);
+}
+
+/* the reference matcher: NATS's rules written the obvious way */
+static bool naive_match(const char *pat, const char *subj)
+{
+    for (;;) {
+        const char *pe = strchr(pat, '.'), *se = strchr(subj, '.');
+        size_t pl = pe ? (size_t)(pe - pat) : strlen(pat);
+        size_t sl = se ? (size_t)(se - subj) : strlen(subj);
+        if (pl == 1 && pat[0] == '>')
+            return true; /* one or more tokens left: subj is non-empty here */
+        if (!(pl == 1 && pat[0] == '*') && (pl != sl || memcmp(pat, subj, pl) != 0))
+            return false;
+        if (!pe || !se)
+            return !pe && !se;
+        pat = pe + 1;
+        subj = se + 1;
+    }
+}
+
+Test(topic, matching_follows_nats)
+{
+    static const char *pats[] = {"a", "a.b", "a.*", "a.>", "*.b", ">", "*", "a.*.c",
+                                 "a.b.>", "*.*", "a.b.c", "b.>"};
+    static const char *subs[] = {"a", "a.b", "a.c", "a.b.c", "b", "b.b", "a.x.c", "a.b.c.d",
+                                 "c.d.e"};
+    enum { NP = sizeof pats / sizeof pats[0], NS = sizeof subs / sizeof subs[0] };
+    ap_topic t;
+    topic_init(&t, 64);
+    static tsub ts[NP];
+    for (int i = 0; i < NP; i++)
+        EXPECT_EQ(tsub_on(&t, &ts[i], pats[i], AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK, "%s", pats[i]);
+    for (int k = 0; k < NS; k++)
+        pub(&t, subs[k], (uint64_t)k);
+    for (int i = 0; i < NP; i++) {
+        uint64_t v;
+        char subj[AP_TOPIC_SUBJECT_MAX + 1];
+        for (int k = 0; k < NS; k++) {
+            if (!naive_match(pats[i], subs[k]))
+                continue;
+            EXPECT_EQ(ap_topic_sub_try_recv(&ts[i].s, &v, subj, NULL), AP_OK, "%s gets %s", pats[i], subs[k]);
+            EXPECT_EQ(v, (uint64_t)k, "%s: in publish order", pats[i]);
+            EXPECT_EQ(strcmp(subj, subs[k]), 0);
+        }
+        EXPECT_EQ(ap_topic_sub_try_recv(&ts[i].s, &v, NULL, NULL), AP_EMPTY, "%s got more", pats[i]);
+        ap_topic_unsubscribe(&t, &ts[i].s);
+    }
+    EXPECT_EQ(t.nodes_free, TNODES, "every node back after the last unsubscribe");
+    ap_topic_fini(&t);
+}
+
+Test(topic, bad_subjects_are_inval_and_change_nothing)
+{
+    static const char *badpat[] = {"", ".", "a.", ".a", "a..b", "a.>.b", ">.a", "a*", "a.b>",
+                                   "a b", "a.\tb", NULL};
+    static const char *badsubj[] = {"", "a.*", "*", ">", "a.>", "a..b", "a.", NULL};
+    ap_topic t;
+    topic_init(&t, 64);
+    tsub ok;
+    EXPECT_EQ(tsub_on(&t, &ok, "a.>", AP_TOPIC_POLICY_OVERWRITE, 8), AP_OK);
+    char longtok[AP_TOPIC_TOKEN_MAX + 2], longsubj[AP_TOPIC_SUBJECT_MAX + 2];
+    memset(longtok, 'x', sizeof longtok - 1);
+    longtok[sizeof longtok - 1] = '\0';
+    for (size_t i = 0; i < sizeof longsubj - 1; i++)
+        longsubj[i] = i % 2 ? '.' : 'a'; /* "a.a.a...": index 128 is 'a' */
+    longsubj[AP_TOPIC_SUBJECT_MAX + 1] = '\0'; /* 129 bytes, 65 good tokens */
+    uint32_t nodes = t.nodes_free;
+    for (int i = 0; badpat[i] || i == 0; i++) {
+        tsub b;
+        EXPECT_EQ(tsub_on(&t, &b, badpat[i], AP_TOPIC_POLICY_OVERWRITE, 8), AP_INVAL, "pattern '%s'", badpat[i]);
+        EXPECT_EQ(ap_topic_check(badpat[i], true), AP_INVAL);
+    }
+    tsub b;
+    EXPECT_EQ(tsub_on(&t, &b, longtok, AP_TOPIC_POLICY_OVERWRITE, 8), AP_INVAL, "token too long");
+    EXPECT_EQ(tsub_on(&t, &b, longsubj, AP_TOPIC_POLICY_OVERWRITE, 8), AP_INVAL, "subject too long");
+    EXPECT_EQ(ap_topic_check(longsubj, true), AP_INVAL, "129 bytes");
+    longsubj[AP_TOPIC_SUBJECT_MAX] = '\0'; /* 128 bytes, ends with '.' */
+    EXPECT_EQ(ap_topic_check(longsubj, true), AP_INVAL, "trailing dot");
+    longsubj[AP_TOPIC_SUBJECT_MAX - 1] = '\0'; /* 127 bytes */
+    EXPECT_EQ(ap_topic_check(longsubj, false), AP_OK, "long but within the limit");
+    longsubj[AP_TOPIC_SUBJECT_MAX - 1] = 'b';
+    EXPECT_EQ(ap_topic_check(longsubj, false), AP_OK, "exactly AP_TOPIC_SUBJECT_MAX bytes");
+    EXPECT_EQ(tsub_on(&t, &b, NULL, AP_TOPIC_POLICY_OVERWRITE, 8), AP_INVAL);
+    EXPECT_EQ(tsub_on(&t, &b, "a", (ap_topic_policy)7, 8), AP_INVAL, "unknown policy");
+    EXPECT_EQ(tsub_on(&t, &b, "a", AP_TOPIC_POLICY_OVERWRITE, 1), AP_INVAL, "depth 1");
+    EXPECT_EQ(tsub_on(&t, &b, "a", AP_TOPIC_POLICY_OVERWRITE, 17), AP_INVAL, "ring too small");
+    memset(&b.s, 0, sizeof b.s);
+    EXPECT_EQ(ap_topic_subscribe(&t, &b.s, "a", AP_TOPIC_POLICY_OVERWRITE,
+                                 (char *)b.ring + 4, sizeof b.ring - 8, 2), AP_INVAL, "misaligned");
+    EXPECT_EQ(ap_topic_subscribe(&t, &ok.s, "b", AP_TOPIC_POLICY_OVERWRITE, b.ring, sizeof b.ring, 2),
+              AP_INVAL, "already subscribed");
+    EXPECT_EQ(t.nodes_free, nodes, "a refused subscribe made no node");
+    uint64_t v = 1;
+    for (int i = 0; badsubj[i]; i++)
+        EXPECT_EQ(ap_topic_try_publish(&t, badsubj[i], &v), AP_INVAL, "subject '%s'", badsubj[i]);
+    EXPECT_EQ(ap_topic_try_publish(&t, NULL, &v), AP_INVAL);
+    EXPECT_EQ(ap_topic_published(&t), 0, "a refused publish published nothing");
+    EXPECT_EQ(ap_topic_sub_try_recv(&ok.s, &v, NULL, NULL), AP_EMPTY);
+    ap_topic_unsubscribe(&t, &ok.s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, init_refuses_bad_memory)
+{
+    ap_topic t;
+    memset(&t, 0x5a, sizeof t);
+    EXPECT_EQ(ap_topic_init(&t, NULL, sizeof tmem, 64, 8, TNODES), AP_INVAL);
+    EXPECT_EQ(ap_topic_init(&t, tmem, sizeof tmem - 8, 64, 8, TNODES), AP_INVAL, "one word short");
+    EXPECT_EQ(ap_topic_init(&t, (char *)tmem + 4, sizeof tmem - 8, 4, 8, 4), AP_INVAL, "misaligned");
+    EXPECT_EQ(ap_topic_init(&t, tmem, sizeof tmem, 0, 8, TNODES), AP_INVAL);
+    EXPECT_EQ(ap_topic_init(&t, tmem, sizeof tmem, 64, 0, TNODES), AP_INVAL);
+    EXPECT_EQ(ap_topic_init(&t, tmem, sizeof tmem, 64, 8, 0), AP_INVAL);
+    EXPECT_EQ(ap_topic_init(&t, tmem, SIZE_MAX, SIZE_MAX / 8, 8, TNODES), AP_INVAL, "overflow");
+    EXPECT_EQ(((unsigned char *)&t)[0], 0x5a, "nothing written");
+    EXPECT_EQ(ap_topic_init(&t, tmem, sizeof tmem, 64, 8, TNODES), AP_OK, "exactly AP_TOPIC_BYTES");
+    ap_topic_fini(&t);
+}
+
+Test(topic, trie_nodes_are_bounded_and_shared)
+{
+    static uint64_t small[AP_TOPIC_BYTES(8, 8, 3) / 8];
+    ap_topic t;
+    EXPECT_EQ(ap_topic_init(&t, small, sizeof small, 8, 8, 3), AP_OK);
+    tsub a, b, c, d;
+    EXPECT_EQ(tsub_on(&t, &a, "x.y", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &b, "x.y", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK, "same pattern: no new node");
+    EXPECT_EQ(tsub_on(&t, &c, "x.z.w", AP_TOPIC_POLICY_OVERWRITE, 4), AP_FULL, "needs 2 nodes, 1 left");
+    EXPECT_EQ(t.nodes_free, 1, "a refused subscribe made no node");
+    EXPECT_EQ(tsub_on(&t, &c, "x.*", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &d, "q", AP_TOPIC_POLICY_OVERWRITE, 4), AP_FULL);
+    ap_topic_unsubscribe(&t, &a.s);
+    EXPECT_EQ(t.nodes_free, 0, "x.y still used by b");
+    ap_topic_unsubscribe(&t, &b.s);
+    EXPECT_EQ(t.nodes_free, 1);
+    EXPECT_EQ(tsub_on(&t, &d, "q", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK, "a freed node is reused");
+    pub(&t, "x.y", 1);
+    pub(&t, "q", 2);
+    uint64_t v;
+    EXPECT_EQ(ap_topic_sub_try_recv(&c.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 1);
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 2);
+    ap_topic_unsubscribe(&t, &c.s);
+    ap_topic_unsubscribe(&t, &d.s);
+    EXPECT_EQ(t.nodes_free, 3);
+    ap_topic_fini(&t);
+}
+
+/* table churn: many siblings, removed in an order that exercises the
+ * backward-shift deletion; every survivor stays findable */
+Test(topic, churn_keeps_every_pattern_findable)
+{
+    static uint64_t mem[AP_TOPIC_BYTES(64, 8, 40) / 8];
+    static tsub ts[40];
+    ap_topic t;
+    EXPECT_EQ(ap_topic_init(&t, mem, sizeof mem, 64, 8, 40), AP_OK);
+    char name[40][16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(name[i], sizeof name[i], "s%d", i);
+        EXPECT_EQ(tsub_on(&t, &ts[i], name[i], AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    }
+    EXPECT_EQ(t.nodes_free, 0);
+    bool live[40];
+    for (int i = 0; i < 40; i++)
+        live[i] = true;
+    for (int round = 0; round < 40; round++) {
+        int k = (round * 17 + 3) % 40;
+        if (live[k]) {
+            ap_topic_unsubscribe(&t, &ts[k].s);
+            live[k] = false;
+        }
+        for (int i = 0; i < 40; i++) {
+            uint64_t v = (uint64_t)i;
+            pub(&t, name[i], v);
+            if (live[i]) {
+                EXPECT_EQ(ap_topic_sub_try_recv(&ts[i].s, &v, NULL, NULL), AP_OK, "%s lost after removing %d", name[i], k);
+                EXPECT_EQ(v, (uint64_t)i);
+            }
+        }
+    }
+    for (int i = 0; i < 40; i++)
+        if (live[i])
+            ap_topic_unsubscribe(&t, &ts[i].s);
+    EXPECT_EQ(t.nodes_free, 40);
+    for (size_t i = 0; i < t.tsize; i++)
+        EXPECT_EQ(t.table[i], 0, "table empty again");
+    ap_topic_fini(&t);
+}
+
+Test(topic, one_copy_per_message_however_many_match)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    static tsub ts[6];
+    const char *pats[] = {"a.b", "a.*", "a.>", ">", "*.b", "a.b"};
+    for (int i = 0; i < 6; i++)
+        EXPECT_EQ(tsub_on(&t, &ts[i], pats[i], AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    pub(&t, "a.b", 42);
+    /* every subscription references the same slot */
+    for (int i = 0; i < 6; i++) {
+        EXPECT_EQ(ap_topic_sub_len(&ts[i].s), 1);
+        EXPECT_EQ(ts[i].ring[1], 0, "slot index");
+        EXPECT_EQ(ts[i].ring[0], 0, "sequence 0");
+    }
+    EXPECT_EQ(t.next_slot, 1, "one slot used");
+    for (int i = 0; i < 6; i++)
+        ap_topic_unsubscribe(&t, &ts[i].s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, overwrite_reports_exact_drops_in_order)
+{
+    ap_topic t;
+    topic_init(&t, 64);
+    tsub a;
+    EXPECT_EQ(tsub_on(&t, &a, "x", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    for (uint64_t i = 0; i < 10; i++)
+        pub(&t, "x", i); /* 0..3 queued, 4..9 counted */
+    uint64_t v, n = 0;
+    for (uint64_t i = 0; i < 4; i++) {
+        EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+    }
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, &n), AP_DROPPED, "caught up: the count");
+    EXPECT_EQ(n, 6);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_EMPTY);
+    /* full again; a publish with room puts the marker first */
+    for (uint64_t i = 10; i < 16; i++)
+        pub(&t, "x", i); /* 10..13 queued, 14, 15 counted */
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 10);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 11);
+    pub(&t, "x", 16); /* room 2: marker(2), 16 */
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 12);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 13);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, &n), AP_DROPPED);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 16);
+    EXPECT_EQ(ap_topic_sub_received(&a.s) + ap_topic_sub_lost(&a.s), 17);
+    ap_topic_unsubscribe(&t, &a.s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, overwrite_counts_slots_reused_before_read)
+{
+    ap_topic t;
+    topic_init(&t, 4); /* 4 shared slots, a ring of 16 references */
+    tsub a, other;
+    EXPECT_EQ(tsub_on(&t, &a, "x", AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &other, "y", AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK);
+    pub(&t, "x", 0);
+    pub(&t, "x", 1);
+    for (uint64_t i = 0; i < 3; i++)
+        pub(&t, "y", 100 + i); /* the ring laps: x's 0 is overwritten, 1 not */
+    pub(&t, "x", 2);           /* reuses 1's slot */
+    uint64_t v, n = 0;
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, &n), AP_DROPPED);
+    EXPECT_EQ(n, 2, "0 and 1 were overwritten");
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 2);
+    EXPECT_EQ(ap_topic_sub_received(&a.s) + ap_topic_sub_lost(&a.s), 3);
+    ap_topic_unsubscribe(&t, &a.s);
+    ap_topic_unsubscribe(&t, &other.s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, block_publisher_waits_exactly_while_a_matching_block_sub_is_full)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub blk, ovw;
+    EXPECT_EQ(tsub_on(&t, &blk, "a.*", AP_TOPIC_POLICY_BLOCK, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &ovw, ">", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK);
+    pub(&t, "a.1", 1);
+    pub(&t, "a.2", 2);
+    uint64_t v = 3;
+    EXPECT_EQ(ap_topic_try_publish(&t, "a.3", &v), AP_FULL, "BLOCK sub full");
+    EXPECT_EQ(ap_topic_published(&t), 2, "nothing published");
+    EXPECT_EQ(ap_topic_sub_len(&ovw.s), 2, "the OVERWRITE sub got nothing either");
+    for (uint64_t i = 0; i < 20; i++)
+        pub(&t, "b", i); /* BLOCK does not match: never waits; pins make the ring skip */
+    /* a publish future waits, and is woken by the receive that makes room */
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    ap_topic_pub_fut f;
+    const uint64_t three = 3;
+    ap_topic_publish_fut_init(&f, &t, "a.3", &three);
+    EXPECT_EQ(ap_topic_publish_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_topic_sub_try_recv(&blk.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 1, "the pinned slot survived 20 publishes");
+    EXPECT_GE(calls(&w), 1, "the receive woke the publisher");
+    EXPECT_EQ(ap_topic_publish_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_topic_publish_status(&f), AP_OK);
+    EXPECT_EQ(ap_topic_sub_try_recv(&blk.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 2);
+    EXPECT_EQ(ap_topic_sub_try_recv(&blk.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 3);
+    EXPECT_EQ(ap_topic_sub_lost(&blk.s), 0, "BLOCK loses nothing");
+    /* a deadline applies */
+    pub(&t, "a.4", 4);
+    pub(&t, "a.5", 5);
+    EXPECT_EQ(ap_topic_publish_wait(&t, "a.6", &v, ap_now_ns() + 2000000), AP_TIMEDOUT);
+    EXPECT_EQ(ap_topic_published(&t), 25);
+    ap_topic_unsubscribe(&t, &blk.s); /* unpins and wakes */
+    EXPECT_EQ(ap_topic_publish_wait(&t, "a.6", &v, AP_DEADLINE_NONE), AP_OK);
+    ap_topic_unsubscribe(&t, &ovw.s);
+    for (size_t i = 0; i < 8; i++)
+        EXPECT_EQ(atomic_load(&ap__topic_slot(&t, i)[1]), 0, "slot %zu unpinned", i);
+    ap_topic_fini(&t);
+}
+
+Test(topic, pin_budget_stays_below_capacity)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub a, b, c;
+    EXPECT_EQ(tsub_on(&t, &a, "a", AP_TOPIC_POLICY_BLOCK, 4), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &b, "b", AP_TOPIC_POLICY_DISCONNECT, 4), AP_FULL, "4 + 4 pins == capacity");
+    EXPECT_EQ(tsub_on(&t, &b, "b", AP_TOPIC_POLICY_DISCONNECT, 3), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &c, "c", AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK, "OVERWRITE pins nothing");
+    for (uint64_t i = 0; i < 4; i++)
+        pub(&t, "a", i);
+    for (uint64_t i = 0; i < 3; i++)
+        pub(&t, "b", i);
+    for (uint64_t i = 0; i < 30; i++)
+        pub(&t, "c", i); /* 7 slots pinned: c cycles through the last one */
+    uint64_t v, n;
+    /* all 16 queued references name the one free slot: stale but the last,
+     * which the 14 that found the ring full overwrote too */
+    EXPECT_EQ(ap_topic_sub_try_recv(&c.s, &v, NULL, &n), AP_DROPPED);
+    EXPECT_EQ(n, 16);
+    EXPECT_EQ(ap_topic_sub_try_recv(&c.s, &v, NULL, &n), AP_DROPPED);
+    EXPECT_EQ(n, 14, "then those that found the ring full");
+    EXPECT_EQ(ap_topic_sub_try_recv(&c.s, &v, NULL, NULL), AP_EMPTY);
+    pub(&t, "c", 30);
+    EXPECT_EQ(ap_topic_sub_try_recv(&c.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 30);
+    EXPECT_EQ(ap_topic_sub_received(&c.s) + ap_topic_sub_lost(&c.s), 31);
+    ap_topic_unsubscribe(&t, &a.s);
+    ap_topic_unsubscribe(&t, &b.s);
+    ap_topic_unsubscribe(&t, &c.s);
+    EXPECT_EQ(t.pinned, 0);
+    ap_topic_fini(&t);
+}
+
+Test(topic, disconnect_closes_a_laggard_with_its_count)
+{
+    ap_topic t;
+    topic_init(&t, 16);
+    tsub d, o;
+    EXPECT_EQ(tsub_on(&t, &d, "x.>", AP_TOPIC_POLICY_DISCONNECT, 3), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &o, "x.>", AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v;
+    ap_topic_recv_fut f;
+    ap_topic_recv_fut_init(&f, &d.s, &v, NULL);
+    EXPECT_EQ(ap_topic_recv_poll(&f, &cx), AP_PENDING);
+    for (uint64_t i = 0; i < 6; i++)
+        pub(&t, "x.y", i); /* 0..2 queued, 3 disconnects it, 4, 5 go elsewhere */
+    EXPECT_GE(calls(&w), 1);
+    EXPECT_EQ(ap_topic_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_topic_recv_status(&f), AP_OK);
+    EXPECT_EQ(v, 0);
+    EXPECT(ap_topic_sub_is_disconnected(&d.s));
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 1);
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 2);
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_CLOSED);
+    EXPECT_EQ(ap_topic_sub_received(&d.s), 3);
+    EXPECT_EQ(ap_topic_sub_lost(&d.s), 1, "the message that did not fit, counted once");
+    EXPECT_EQ(ap_topic_sub_len(&o.s), 6, "the publisher never waited");
+    ap_topic_unsubscribe(&t, &d.s);
+    EXPECT_EQ(t.pinned, 0);
+    EXPECT_EQ(tsub_on(&t, &d, "x.y", AP_TOPIC_POLICY_DISCONNECT, 3), AP_OK, "reusable");
+    ap_topic_unsubscribe(&t, &d.s);
+    ap_topic_unsubscribe(&t, &o.s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, close_drains_then_closes_and_wakes_everyone)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub a, b;
+    EXPECT_EQ(tsub_on(&t, &a, "a", AP_TOPIC_POLICY_BLOCK, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &b, "b", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK);
+    pub(&t, "a", 1);
+    pub(&t, "a", 2);
+    tw wp = {0}, wr = {0};
+    ap_cx cxp = cx_of(&wp), cxr = cx_of(&wr);
+    uint64_t v = 3, r;
+    ap_topic_pub_fut pf;
+    ap_topic_publish_fut_init(&pf, &t, "a", &v);
+    EXPECT_EQ(ap_topic_publish_poll(&pf, &cxp), AP_PENDING);
+    ap_topic_recv_fut rf;
+    ap_topic_recv_fut_init(&rf, &b.s, &r, NULL);
+    EXPECT_EQ(ap_topic_recv_poll(&rf, &cxr), AP_PENDING);
+    ap_topic_close(&t);
+    EXPECT_GE(calls(&wp), 1);
+    EXPECT_GE(calls(&wr), 1);
+    EXPECT_EQ(ap_topic_publish_poll(&pf, &cxp), AP_READY);
+    EXPECT_EQ(ap_topic_publish_status(&pf), AP_CLOSED);
+    EXPECT_EQ(ap_topic_recv_poll(&rf, &cxr), AP_READY);
+    EXPECT_EQ(ap_topic_recv_status(&rf), AP_CLOSED);
+    EXPECT_EQ(ap_topic_try_publish(&t, "a", &v), AP_CLOSED);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &r, NULL, NULL), AP_OK, "drained after close");
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &r, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &r, NULL, NULL), AP_CLOSED);
+    EXPECT(ap_topic_is_closed(&t));
+    ap_topic_unsubscribe(&t, &a.s);
+    ap_topic_unsubscribe(&t, &b.s);
+    ap_topic_fini(&t);
+}
+
+Test(topic, receive_future_wakes_on_a_matching_publish_only)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub a;
+    EXPECT_EQ(tsub_on(&t, &a, "a.*", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    uint64_t v = 0;
+    char subj[AP_TOPIC_SUBJECT_MAX + 1];
+    ap_topic_recv_fut f;
+    ap_topic_recv_fut_init(&f, &a.s, &v, subj);
+    EXPECT_EQ(ap_topic_recv_poll(&f, &cx), AP_PENDING);
+    pub(&t, "b.x", 1);
+    pub(&t, "a.x.y", 2);
+    EXPECT_EQ(calls(&w), 0, "a non-matching publish wakes nobody");
+    pub(&t, "a.z", 3);
+    EXPECT_EQ(calls(&w), 1);
+    EXPECT_EQ(ap_topic_recv_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(v, 3);
+    EXPECT_EQ(strcmp(subj, "a.z"), 0);
+    ap_topic_unsubscribe(&t, &a.s);
+    ap_topic_fini(&t);
+}
+
+/* threads: a stalled OVERWRITE subscriber, a live BLOCK one; identity accounting */
+typedef struct tthr {
+    ap_topic *t;
+    tsub *s;
+    uint64_t n, got;
+} tthr;
+
+static void *topic_block_reader(void *p)
+{
+    tthr *a = (tthr *)p;
+    uint64_t v, want = 0;
+    for (;;) {
+        ap_status st = ap_topic_sub_recv_wait(&a->s->s, &v, NULL, AP_DEADLINE_NONE);
+        if (st == AP_CLOSED)
+            break;
+        EXPECT_EQ(st, AP_OK);
+        EXPECT_EQ(v, want, "BLOCK: every message, in order");
+        want++;
+    }
+    a->got = want;
+    return NULL;
+}
+
+Test(topic, block_loses_nothing_across_threads, .timeout = TEST_TIMEOUT_S)
+{
+    ap_topic t;
+    topic_init(&t, 16);
+    tsub blk, stalled;
+    EXPECT_EQ(tsub_on(&t, &blk, "k.*", AP_TOPIC_POLICY_BLOCK, 4), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &stalled, "k.>", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+    tthr a = {&t, &blk, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, topic_block_reader, &a);
+    enum { N = 20000 };
+    for (uint64_t i = 0; i < N; i++)
+        EXPECT_EQ(ap_topic_publish_wait(&t, "k.v", &i, AP_DEADLINE_NONE), AP_OK);
+    ap_topic_close(&t);
+    pthread_join(th, NULL);
+    EXPECT_EQ(a.got, N);
+    uint64_t v;
+    ap_status st;
+    while ((st = ap_topic_sub_try_recv(&stalled.s, &v, NULL, NULL)) == AP_OK || st == AP_DROPPED) {}
+    EXPECT_EQ(ap_topic_sub_received(&stalled.s) + ap_topic_sub_lost(&stalled.s), N,
+              "OVERWRITE: received + lost == published");
+    ap_topic_unsubscribe(&t, &blk.s);
+    ap_topic_unsubscribe(&t, &stalled.s);
+    ap_topic_fini(&t);
 }
