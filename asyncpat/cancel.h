@@ -211,7 +211,8 @@ AP_API bool ap_cancel_is_cancelled(ap_cancel *t);
 AP_API void ap_cancel_on(ap_cancel *t, ap_cancel_cb *cb, void (*fn)(void *ctx), void *ctx);
 /**
  * ap_cancel_off - take a callback off; AP_OK: it will never run;
- * AP_CANCELED: the cancel came first and @fn has run (and returned)
+ * AP_CANCELED: the cancel came first and @fn has run (and returned).
+ * Idempotent: a second off says the same.
  */
 AP_API AP_NODISCARD ap_status ap_cancel_off(ap_cancel *t, ap_cancel_cb *cb);
 
@@ -531,8 +532,11 @@ AP_API ap_status ap_cancel_off(ap_cancel *t, ap_cancel_cb *cb)
     AP_ASSERT(t != NULL && cb != NULL);
     if (cb->ran)
         return AP_CANCELED;
-    /* true: the wake pass took it (fn has returned when this returns) */
-    return ap_waitlist_cancel(&t->wl, &cb->w) ? AP_CANCELED : AP_OK;
+    /* true: the wake pass took it (fn has returned when this returns);
+     * that news is consumed here, so keep it: a second off says the same */
+    if (ap_waitlist_cancel(&t->wl, &cb->w))
+        cb->ran = 1;
+    return cb->ran ? AP_CANCELED : AP_OK;
 }
 
 /* The waitop's attempt: AP_EMPTY = not yet (register). */

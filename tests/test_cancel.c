@@ -135,6 +135,7 @@ Test(cancel, callbacks_run_exactly_once)
     ap_cancel_on(&child, &c4, count_cb, &n4);
     EXPECT_EQ(n4, 1, "on() of a cancelled token runs at once");
     EXPECT_EQ(ap_cancel_off(&root, &c1), AP_CANCELED);
+    EXPECT_EQ(ap_cancel_off(&root, &c1), AP_CANCELED, "a second off says the same");
     EXPECT_EQ(ap_cancel_off(&child, &c2), AP_CANCELED);
     EXPECT_EQ(ap_cancel_off(&child, &c4), AP_CANCELED);
     EXPECT_EQ(ap_cancel_off(&child, &c3), AP_OK, "off is idempotent");
