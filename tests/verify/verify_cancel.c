@@ -8,7 +8,8 @@
  * cancelled) and while another thread detaches (fini) a descendant or
  * cancels the same subtree; a callback runs exactly once unless taken off
  * first; a waiter below a cancelled token is always woken (lost-wakeup
- * detector); a tracker's wait completes only when it is closed and empty,
+ * detector), also a future raced against it (ap_cancel_race: the inner
+ * future cancelled); a tracker's wait completes only when it is closed and empty,
  * after every task's effects (C11 race detector), and is always woken.
  */
 #include "vf.h"
@@ -184,6 +185,46 @@ static void c_check(void *p)
     ap_cancel_fini(&s->r);
 }
 
+/* ---- a future raced against a token that another thread cancels ---- */
+
+typedef struct rst {
+    ap_cancel r, t, other; /* t below r; other is never cancelled */
+    ap_cancel_fut inner;   /* waits on other: never completes by itself */
+    ap_cancel_race race;
+} rst;
+
+static void *r_setup(void)
+{
+    rst *s = calloc(1, sizeof *s);
+    ap_cancel_init(&s->r);
+    ap_cancel_init_child(&s->t, &s->r);
+    ap_cancel_init(&s->other);
+    ap_cancel_fut_init(&s->inner, &s->other);
+    ap_cancel_race_init(&s->race, (ap_future *)&s->inner, &s->t);
+    return s;
+}
+
+static void r_thread(void *p, int id)
+{
+    rst *s = p;
+    if (id == 0) {
+        vf_wait(&s->race.base); /* parks: a lost wake is a failure */
+        VF_CHECK(ap_cancel_race_status(&s->race) == AP_CANCELED);
+        VF_CHECK(ap_cancel_fut_status(&s->inner) == AP_CANCELED, "inner not cancelled");
+    } else {
+        ap_cancel_cancel(&s->r);
+    }
+}
+
+static void r_check(void *p)
+{
+    rst *s = p;
+    VF_CHECK(!ap_waitlist_has_waiters(&s->other.wl), "inner left registered");
+    ap_cancel_fini(&s->t); /* asserts the race left t's list */
+    ap_cancel_fini(&s->r);
+    ap_cancel_fini(&s->other);
+}
+
 /* ---- a tracker: two tasks, a closer that waits ---- */
 
 typedef struct kst {
@@ -250,6 +291,12 @@ int main(void)
         vf_scenario sc = {.nthreads = 2, .bound = 3, .tso = tso, .setup = c_setup,
                           .thread = c_thread, .check = c_check, .teardown = free};
         sc.name = tso ? "cancel_callback_vs_cancel_tso" : "cancel_callback_vs_cancel";
+        total += vf_explore(&sc);
+    }
+    for (int tso = 0; tso <= 1; tso++) {
+        vf_scenario sc = {.nthreads = 2, .bound = 3, .tso = tso, .setup = r_setup,
+                          .thread = r_thread, .check = r_check, .teardown = free};
+        sc.name = tso ? "cancel_race_vs_cancel_tso" : "cancel_race_vs_cancel";
         total += vf_explore(&sc);
     }
     for (int tso = 0; tso <= 1; tso++) {
