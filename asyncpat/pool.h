@@ -168,6 +168,21 @@ typedef struct ap_pool {
 
 AP_STATIC_ASSERT(offsetof(ap_pool, state) - offsetof(ap_pool, head) >= AP_CACHELINE,
                "ap_pool: the head must have its own cache line");
+
+/**
+ * ap_pool_stats - counters (ap_pool_stats_get; a racy snapshot, exact at
+ * quiescence, where idle + in_use == capacity). Only the waiting side
+ * counts: try_get and put, the lock-free paths, write nothing more.
+ */
+typedef struct ap_pool_stats {
+    uint64_t capacity; /* n */
+    uint64_t idle;     /* objects idle now (O(n) scan, as ap_pool_idle) */
+    uint64_t in_use;   /* capacity - idle */
+    uint64_t waiters;  /* get futures queued now */
+    uint64_t waits;    /* times a get queued (a future or _wait) */
+    uint64_t wait_ns;  /* ns parked in ap_pool_get_wait (ap_now_ns; only
+                        * callers that parked) */
+} ap_pool_stats;
 AP_STATIC_ASSERT(sizeof(AP_ATOMIC_T(uint32_t)) == sizeof(uint32_t),
                "ap_pool: AP_POOL_STATE_BYTES assumes 4-byte atomic state words");
 
@@ -286,6 +301,8 @@ AP_API size_t ap_pool_idle(ap_pool *p);
  * futures that have not completed yet, or being put (racy snapshot; O(n))
  */
 AP_API size_t ap_pool_in_use(ap_pool *p);
+/** ap_pool_stats_get - the counters into *@out (snapshot; any thread; O(n)) */
+AP_API void ap_pool_stats_get(ap_pool *p, ap_pool_stats *out);
 /** ap_pool_obj - the address of object @index (< n), held or not */
 AP_API void *ap_pool_obj(const ap_pool *p, size_t index);
 /**
@@ -733,6 +750,19 @@ AP_API size_t ap_pool_in_use(ap_pool *p)
     return p->n - ap_pool_idle(p);
 }
 
+AP_API void ap_pool_stats_get(ap_pool *p, ap_pool_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(p != NULL && p->n != 0 && out != NULL);
+    ap_waitlist_stats_get(&p->wl, &w);
+    out->capacity = p->n;
+    out->idle = ap_pool_idle(p);
+    out->in_use = out->capacity - out->idle;
+    out->waiters = w.waiters;
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
+}
+
 /* ---- the get future ---- */
 
 AP__FUTURE_VTABLE(ap__pool, ap_pool_get_fut, ap_pool_get_poll, ap_pool_get_cancel)
@@ -802,8 +832,16 @@ AP_API ap_status ap_pool_get_wait(ap_pool *p, void **obj, ap_deadline deadline_n
     if (obj == NULL)
         return AP_INVAL;
     ap_pool_get_fut f;
+    /* the future's first attempt, done here: only a caller that parks
+     * reads the clock (for wait_ns) */
+    ap_status st = ap_pool_try_get(p, obj);
+    if (st != AP_EMPTY && st != AP_AGAIN)
+        return st;
     ap_pool_get_fut_init(&f, p, obj);
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    uint64_t t0 = ap_now_ns();
+    st = ap_block_on_until(&f.base, deadline_ns);
+    ap__waitlist_waited(&p->wl, ap_now_ns() - t0);
+    if (st == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.status;
 }

@@ -130,6 +130,20 @@ typedef struct ap_sem_acquire_fut {
 } ap_sem_acquire_fut;
 
 /**
+ * ap_sem_stats - counters (ap_sem_stats_get; a relaxed snapshot, exact at
+ * quiescence). Only the waiting side counts: try_acquire and release, the
+ * lock-free paths, write nothing more than before.
+ */
+typedef struct ap_sem_stats {
+    uint64_t available; /* permits in the count now */
+    uint64_t max;       /* the ceiling */
+    uint64_t waiters;   /* acquire futures queued now */
+    uint64_t waits;     /* times an acquire queued (a future or _wait) */
+    uint64_t wait_ns;   /* ns parked in ap_sem_acquire_wait (ap_now_ns;
+                         * only callers that parked) */
+} ap_sem_stats;
+
+/**
  * ap_sem_init - a semaphore with @permits permits and a ceiling of @permits
  *
  * Returns AP_OK, or AP_INVAL (permits 0 or above AP_SEM_PERMITS_MAX) and
@@ -190,6 +204,8 @@ AP_API bool ap_sem_is_closed(ap_sem *s);
 AP_API size_t ap_sem_available(ap_sem *s);
 /** ap_sem_max - the ceiling given at init */
 AP_API size_t ap_sem_max(const ap_sem *s);
+/** ap_sem_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_sem_stats_get(ap_sem *s, ap_sem_stats *out);
 
 /**
  * ap_sem_acquire_fut_init / _poll / _cancel / _status: a future for @n
@@ -444,6 +460,19 @@ AP_API size_t ap_sem_max(const ap_sem *s)
     return s->max;
 }
 
+AP_API void ap_sem_stats_get(ap_sem *s, ap_sem_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(s != NULL && s->max != 0 && out != NULL);
+    ap_waitlist_stats_get(&s->wl, &w);
+    /* relaxed: a snapshot (as ap_sem_available) */
+    out->available = AP_ATOMIC_LOAD(&s->state, memory_order_relaxed) / AP__SEM_ONE;
+    out->max = s->max;
+    out->waiters = w.waiters;
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
+}
+
 /* ---- the acquire future ---- */
 
 AP__FUTURE_VTABLE(ap__sem, ap_sem_acquire_fut, ap_sem_acquire_poll, ap_sem_acquire_cancel)
@@ -500,8 +529,16 @@ AP_API ap_status ap_sem_acquire_status(const ap_sem_acquire_fut *f)
 AP_API ap_status ap_sem_acquire_wait(ap_sem *s, size_t n, ap_deadline deadline_ns)
 {
     ap_sem_acquire_fut f;
+    /* the future's first poll, done here: only a caller that parks reads
+     * the clock (for wait_ns) */
+    ap_status st = ap_sem_try_acquire(s, n);
+    if (st != AP_EMPTY)
+        return st;
     ap_sem_acquire_fut_init(&f, s, n);
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    uint64_t t0 = ap_now_ns();
+    st = ap_block_on_until(&f.base, deadline_ns);
+    ap__waitlist_waited(&s->wl, ap_now_ns() - t0);
+    if (st == AP_TIMEDOUT)
         return AP_TIMEDOUT;
     return f.status;
 }

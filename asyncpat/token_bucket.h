@@ -166,7 +166,35 @@ typedef struct ap_tb {
     uint64_t burst;
     ap_tb_desc desc; /* as resolved at init (second cache line: read only
                         by ap_tb_acquire_wait and callers) */
+    /* counters of the acquire futures (ap_tb_stats_get), on their own line
+     * so that try_acquire's line is not touched by them */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) st_offered;
+    AP_ATOMIC_T(uint64_t) st_admitted;
+    AP_ATOMIC_T(uint64_t) st_rejected;
+    AP_ATOMIC_T(uint64_t) st_canceled;
+    AP_ATOMIC_T(uint64_t) st_waits;
+    AP_ATOMIC_T(uint64_t) st_wait_ns;
 } ap_tb;
+
+AP_STATIC_ASSERT(offsetof(ap_tb, st_offered) - offsetof(ap_tb, tat) >= AP_CACHELINE,
+                 "ap_tb: the counters are off the TAT's cache line");
+
+/**
+ * ap_tb_stats - counters of the acquire futures (ap_tb_acquire_poll and
+ * ap_tb_acquire_wait; a relaxed snapshot, exact at quiescence:
+ * offered == admitted + rejected + canceled once no future is pending).
+ * ap_tb_try_acquire and ap_tb_reserve, the lock-free fast paths, count
+ * nothing: a caller of those has the answer in its hand.
+ */
+typedef struct ap_tb_stats {
+    uint64_t offered;  /* futures polled at least once */
+    uint64_t admitted; /* completed AP_OK (tokens taken) */
+    uint64_t rejected; /* completed AP_REJECTED, AP_TIMEDOUT or AP_INVAL (nothing taken) */
+    uint64_t canceled; /* cancelled after their first poll */
+    uint64_t waits;    /* reservations that had to wait for their tokens */
+    uint64_t wait_ns;  /* sum of those waits (ready_at - now at the reservation),
+                        * on the bucket's clock */
+} ap_tb_stats;
 
 /** ap_tb_reservation - what ap_tb_reserve committed (caller memory) */
 typedef struct ap_tb_reservation {
@@ -231,6 +259,8 @@ AP_API ap_tb_desc ap_tb_desc_resolved(const ap_tb_desc *desc);
 AP_API AP_NODISCARD ap_status ap_tb_init(ap_tb *tb, const ap_tb_desc *desc);
 /** ap_tb_fini - end of life; frees nothing */
 AP_API void ap_tb_fini(ap_tb *tb);
+/** ap_tb_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_tb_stats_get(ap_tb *tb, ap_tb_stats *out);
 
 /**
  * ap_tb_try_acquire - take n tokens now, all or nothing
@@ -581,7 +611,36 @@ AP_API ap_status ap_tb_init(ap_tb *tb, const ap_tb_desc *desc)
     tb->burst = cfg.burst;
     tb->desc = cfg.desc;
     AP_ATOMIC_INIT(&tb->tat, 0u); /* C = 0 <= V(t) for all t: full */
+    AP_ATOMIC_INIT(&tb->st_offered, 0u);
+    AP_ATOMIC_INIT(&tb->st_admitted, 0u);
+    AP_ATOMIC_INIT(&tb->st_rejected, 0u);
+    AP_ATOMIC_INIT(&tb->st_canceled, 0u);
+    AP_ATOMIC_INIT(&tb->st_waits, 0u);
+    AP_ATOMIC_INIT(&tb->st_wait_ns, 0u);
     return AP_OK;
+}
+
+AP_API void ap_tb_stats_get(ap_tb *tb, ap_tb_stats *out)
+{
+    AP_ASSERT(tb != NULL && tb->p != 0 && out != NULL);
+    /* Outcomes first (acquire: pairs with the release increments of
+     * ap__tb_count, whose release sequences carry every earlier offer),
+     * then offered: a snapshot taken while futures run never shows more
+     * outcomes than offers. */
+    out->admitted = AP_ATOMIC_LOAD(&tb->st_admitted, memory_order_acquire);
+    out->rejected = AP_ATOMIC_LOAD(&tb->st_rejected, memory_order_acquire);
+    out->canceled = AP_ATOMIC_LOAD(&tb->st_canceled, memory_order_acquire);
+    out->waits = AP_ATOMIC_LOAD(&tb->st_waits, memory_order_relaxed);
+    out->wait_ns = AP_ATOMIC_LOAD(&tb->st_wait_ns, memory_order_relaxed);
+    out->offered = AP_ATOMIC_LOAD(&tb->st_offered, memory_order_acquire);
+}
+
+/* one count on the futures' counter line (see ap_tb_stats). release: a
+ * future's offer is counted before its outcome, so a reader whose acquire
+ * load sees the outcome sees the offer too (ap_tb_stats_get) */
+AP_API void ap__tb_count(AP_ATOMIC_T(uint64_t) *c, uint64_t v)
+{
+    (void)AP_ATOMIC_FETCH_ADD(c, v, memory_order_release);
 }
 
 AP_API void ap_tb_fini(ap_tb *tb)
@@ -741,17 +800,24 @@ AP_API ap_poll ap_tb_acquire_poll(ap_tb_acquire_fut *f, ap_cx *cx)
     if (f->state == 2)
         return AP_READY;
     if (f->state == 0) {
+        ap__tb_count(&f->tb->st_offered, 1u);
         ap_status st = ap__tb_reserve_until(f->tb, f->n, cx->now, f->deadline, &f->res);
         if (st != AP_OK) {
             f->status = st; /* AP_INVAL, AP_TIMEDOUT or AP_REJECTED: nothing taken */
             f->state = 2;
+            ap__tb_count(&f->tb->st_rejected, 1u);
             return AP_READY;
         }
         f->state = 1;
+        if (f->res.ready_at > cx->now) {
+            ap__tb_count(&f->tb->st_waits, 1u);
+            ap__tb_count(&f->tb->st_wait_ns, f->res.ready_at - cx->now);
+        }
     }
     if (cx->now >= f->res.ready_at) {
         f->status = AP_OK;
         f->state = 2;
+        ap__tb_count(&f->tb->st_admitted, 1u);
         return AP_READY;
     }
     ap_cx_wake_at(cx, f->res.ready_at); /* waits for time only: no waker */
@@ -763,6 +829,8 @@ AP_API void ap_tb_acquire_cancel(ap_tb_acquire_fut *f)
     AP_ASSERT(f != NULL);
     if (f->state == 1 && f->res.tokens != 0) /* never told to proceed */
         (void)ap__tb_give_back(f->tb, f->res.end, f->res.tokens);
+    if (f->state == 1)
+        ap__tb_count(&f->tb->st_canceled, 1u); /* offered, never completed */
     if (f->state != 2) {
         f->res.tokens = 0;
         f->status = AP_CANCELED;
