@@ -28,20 +28,23 @@
  *   take no lock: each shard has a sequence counter (a seqlock), readers
  *   probe and copy optimistically and retry if a writer overlapped them.
  *
- * USAGE (url, url_hash, load_page and note_evicted are the caller's)
+ * USAGE (fetch_page, url_of and url_hash are the caller's)
  *   typedef struct { uint32_t len; char body[60]; } page;
+ *   static void load(void *ctx, ap_cache *c, uint64_t key) { // one call per miss burst
+ *       (void)ctx;
+ *       page p;
+ *       ap_status st = fetch_page(url_of(key), &p);   // or start it; complete later
+ *       if (ap_cache_load_complete(c, key, st, &p, ap_now_ns()) != AP_OK) abort();
+ *   }
  *   static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
  *   ap_cache c;
  *   if (ap_cache_init(&c, mem, sizeof mem,
- *                     &(ap_cache_desc){.capacity = 4096, .shards = 16,
- *                                      .value_size = sizeof(page)}) != AP_OK) abort();
- *   page p;
- *   if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
- *       load_page(url, &p);
- *       ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
- *       ap_cache_put(&c, url_hash, &p, &v);            // cannot fail: void
- *       if (v.evicted) note_evicted(v.key);
- *   }
+ *                     &(ap_cache_desc){.capacity = 4096, .shards = 16, .value_size = sizeof(page),
+ *                                      .expire_after_write = 60 * AP_NS_PER_SEC}) != AP_OK) abort();
+ *   page p;                                   // N threads missing one key: one load
+ *   ap_status st = ap_cache_get_or_load_wait(&c, url_hash, &p, (ap_cache_loader){load, NULL},
+ *                                            AP_DEADLINE_NONE);  // AP_OK, or fetch's error
+ *   size_t expired = ap_cache_maintain(&c, ap_now_ns());  // now and then, from your loop
  *
  * GUARANTEES (invariants the tests check)
  *   - len() <= capacity at every step; each shard holds <= its share
@@ -114,13 +117,32 @@
 #define ASYNCPAT_CACHE_H
 
 #include "core.h"
+#include "future.h"
+#include "time.h"
+#include "waitlist.h"
 
 /** ap_cache_desc - configuration; a zero field means its default */
 typedef struct ap_cache_desc {
     size_t capacity;   /* entries in all (required: 0 is AP_INVAL) */
     size_t shards;     /* power of two <= capacity (default: 1, exact SIEVE) */
     size_t value_size; /* bytes per value (default 0: keys only) */
+    /* Time (ns on `clock`; 0 = off). Any of the three makes the cache
+     * TIMED: get and put then read `clock` (or take the caller's now in
+     * the _at forms), and ap_cache_maintain reclaims expired entries.
+     * AP_CACHE_NEVER as expire_after_write makes a cache timed whose
+     * entries live until their own TTL (ap_cache_put_ttl) says. */
+    uint64_t expire_after_write;  /* an entry dies this long after its put */
+    uint64_t expire_after_access; /* ... or this long after its last hit */
+    uint64_t refresh_after_write; /* get_or_load hits older than this start
+                                     one reload and serve the old value */
+    ap_clock clock;               /* zero: ap_now_ns() */
+    size_t max_loads; /* loads in flight at once (default AP_CACHE_LOADS) */
 } ap_cache_desc;
+
+/** AP_CACHE_NEVER - a duration that never ends (a timed cache, no default TTL) */
+#define AP_CACHE_NEVER UINT64_MAX
+/** AP_CACHE_LOADS - default max_loads, the one AP_CACHE_BYTES assumes */
+#define AP_CACHE_LOADS 16
 
 /** ap_cache_victim - what a put evicted (caller memory; optional) */
 typedef struct ap_cache_victim {
@@ -138,16 +160,35 @@ typedef struct ap_cache_stats {
     uint64_t evictions;    /* entries evicted by inserts */
     uint64_t removes;      /* removes that found their key */
     uint64_t hand_steps;   /* entries the SIEVE hand examined */
+    uint64_t expirations;  /* entries reclaimed by ap_cache_maintain */
+    uint64_t loads;        /* loader calls (misses that found no load in
+                              flight, and refreshes) */
+    uint64_t load_joins;   /* get_or_load misses that joined a load in flight */
+    uint64_t load_failures;/* loads completed with a status other than AP_OK */
+    uint64_t refreshes;    /* loads started to refresh a hit */
 } ap_cache_stats;
 
 /* One entry; its value (value_size rounded up to 8 bytes) follows it. */
 typedef struct ap__cache_node {
     AP_ATOMIC_T(uint64_t) key;
+    AP_ATOMIC_T(uint64_t) wexp;  /* write deadline (put; UINT64_MAX: none) */
+    AP_ATOMIC_T(uint64_t) aexp;  /* access deadline (raised by hits) */
+    AP_ATOMIC_T(uint64_t) born;  /* time of the put (refresh_after_write) */
     uint32_t newer, older;     /* queue links (under the lock) */
+    uint32_t wprev, wnext;     /* timer wheel bucket links (under the lock) */
+    uint16_t wbucket;          /* its wheel bucket, or AP__CACHE_WNONE */
     AP_ATOMIC_T(uint8_t) visited;   /* the SIEVE bit */
 } ap__cache_node;
 
 #define AP__CACHE_NIL UINT32_MAX
+/* The timer wheel: AP__CACHE_WLEVELS levels of 64 buckets; a bucket of
+ * level k spans 2^(AP__CACHE_WSHIFT + 6k) ns (about 1 ms, 67 ms, 4.3 s,
+ * 4.6 min, 4.9 h); deadlines beyond the top level's 13 days wait in its
+ * farthest bucket and are placed again when it fires. */
+#define AP__CACHE_WLEVELS 5
+#define AP__CACHE_WSHIFT 20
+#define AP__CACHE_WBUCKETS (AP__CACHE_WLEVELS * 64)
+#define AP__CACHE_WNONE 0xFFFFu
 
 /* One shard: written by writers under its lock; readers read only seq and
  * the layout fields (cap, tmask, nodes, index). */
@@ -163,7 +204,9 @@ typedef struct ap__cache_shard {
     unsigned char *nodes;   /* cap nodes of node_bytes each */
     AP_ATOMIC_T(uint32_t) *index; /* node + 1, or 0 = empty */
     AP_ATOMIC_T(size_t) len;     /* `used`, for lock-free len() */
-    AP_ATOMIC_T(uint64_t) inserts, updates, evictions, removes, hand_steps;
+    AP_ATOMIC_T(uint64_t) inserts, updates, evictions, removes, hand_steps, expirations;
+    uint32_t *wheel;        /* AP__CACHE_WBUCKETS list heads (node or NIL) */
+    uint64_t wnow;          /* the wheel's time: the last maintain's now */
 } ap__cache_shard;
 
 /* Hit/miss counters, striped over their own cache lines, so that a get is
@@ -179,8 +222,25 @@ typedef struct ap__cache_ctr {
     AP_ATOMIC_T(uint64_t) misses;
 } ap__cache_ctr;
 
+/* A load in flight (the single-flight table; all fields under ltab_lock).
+ * Its value buffer (value_size rounded up to 8) follows it. */
+typedef struct ap__cache_load {
+    ap_waitlist wl;   /* futures waiting for this load */
+    uint64_t key;
+    uint32_t state;   /* AP__CACHE_L_* */
+    uint32_t refs;    /* futures attached (each drops its ref once) */
+    ap_status status; /* the loader's status, once DONE */
+    uint32_t pad;
+} ap__cache_load;
+
 /** ap_cache - a sharded SIEVE cache; set up with ap_cache_init or create */
 typedef struct ap_cache {
+    ap__lock ltab_lock;      /* the load table's lock (slow path only) */
+    ap_waitlist lwait;       /* misses waiting for a free load slot */
+    unsigned char *ltab;     /* max_loads slots of load_bytes each */
+    size_t load_bytes;
+    AP_ATOMIC_T(uint64_t) loads, load_joins, load_failures, refreshes; /* under ltab_lock */
+    bool timed;              /* any expiry or refresh configured */
     ap__cache_shard *shards;
     ap__cache_ctr *ctrs; /* AP__CACHE_STRIPES of them */
     size_t nshards;      /* power of two */
@@ -201,9 +261,11 @@ typedef struct ap_cache {
 #define AP__CACHE_SHARD_BYTES(capacity, shards, value_size)                       \
     AP__ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                             \
                          AP__CACHE_NODE_BYTES(value_size) +                       \
-                     AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) *      \
-                         sizeof(uint32_t),                                        \
+                     (AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) +     \
+                      AP__CACHE_WBUCKETS) * sizeof(uint32_t),                      \
                  AP_CACHELINE)
+#define AP__CACHE_LOAD_BYTES(value_size) \
+    (AP__ALIGN_UP(sizeof(ap__cache_load), 8) + AP__ALIGN_UP((value_size), 8))
 
 /**
  * AP_CACHE_BYTES - least buffer bytes for ap_cache_init (constant expression)
@@ -214,12 +276,17 @@ typedef struct ap_cache {
  * size would overflow size_t the macro wraps; ap_cache_init checks the
  * size itself (ap_cache_bytes gives it checked at run time).
  */
-#define AP_CACHE_BYTES(capacity, shards, value_size)                                \
+#define AP_CACHE_BYTES(capacity, shards, value_size) \
+    AP_CACHE_BYTES_LOADS(capacity, shards, value_size, AP_CACHE_LOADS)
+/** AP_CACHE_BYTES_LOADS - AP_CACHE_BYTES for a desc whose max_loads is @loads */
+#define AP_CACHE_BYTES_LOADS(capacity, shards, value_size, loads)                   \
     (AP__CACHE_STRIPES * sizeof(ap__cache_ctr) +                                    \
      ((size_t)(shards) ? (size_t)(shards) : 1u) * sizeof(ap__cache_shard) +         \
      ((size_t)(shards) ? (size_t)(shards) : 1u) *                                   \
          AP__CACHE_SHARD_BYTES((capacity), ((size_t)(shards) ? (size_t)(shards) : 1u), \
-                               (value_size)))
+                               (value_size)) +                                      \
+     AP__ALIGN_UP(((size_t)(loads) ? (size_t)(loads) : AP_CACHE_LOADS) *            \
+                      AP__CACHE_LOAD_BYTES(value_size), AP_CACHELINE))
 
 /** AP_CACHE_ALIGN - the alignment ap_cache_init needs of its buffer
  *  (constant expression: AP_CACHELINE; e.g. static AP_ALIGNAS(AP_CACHE_ALIGN)
@@ -323,6 +390,129 @@ AP_API size_t ap_cache_capacity(const ap_cache *c);
 AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
 
 /**
+ * ap_cache_get_at - ap_cache_get at the caller's @now (on the desc's clock)
+ * A timed cache answers AP_EMPTY for an entry whose write or access
+ * deadline is <= @now (hard expiry: an expired entry is never returned,
+ * whether or not ap_cache_maintain has reclaimed it yet). An untimed cache
+ * ignores @now. A hit with expire_after_access pushes the entry's access
+ * deadline to @now + expire_after_access.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_get_at(ap_cache *c, uint64_t key, void *out, uint64_t now);
+
+/**
+ * ap_cache_put_ttl - ap_cache_put with this entry's own time to live
+ * @ttl: ns from now (the desc's clock) until the entry expires; 0 means
+ *       the desc's expire_after_write; AP_CACHE_NEVER: no write deadline
+ * @now: the caller's time on the desc's clock
+ *
+ * Returns AP_OK, or AP_INVAL (the cache is not timed: nothing changed).
+ * expire_after_access still applies beside the TTL (whichever ends first).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_put_ttl(ap_cache *c, uint64_t key, const void *val,
+                                               uint64_t now, uint64_t ttl,
+                                               ap_cache_victim *victim);
+
+/**
+ * ap_cache_maintain - reclaim expired entries (the timer wheel's turn)
+ * @c:   initialized cache
+ * @now: the time on the desc's clock; not before the previous call's
+ *
+ * Returns how many entries it reclaimed (their deadline <= @now). Call it
+ * from your loop now and then (every few ms to s): the cache has no
+ * thread. Untimed caches: returns 0. O(entries that expire + buckets
+ * passed) per call: each entry is placed in a bucket at most once per
+ * wheel level (5) and once more per access that moved its deadline.
+ * Concurrency: any thread, with anything but fini; takes each shard lock.
+ */
+AP_API size_t ap_cache_maintain(ap_cache *c, uint64_t now);
+
+/** ap_cache_loader - starts the load of one key (see ap_cache_get_or_load) */
+typedef struct ap_cache_loader {
+    /* Called once per load started, outside every cache lock, from the
+     * thread polling the future that found no load in flight (or that
+     * found a hit due for refresh). It must arrange exactly one
+     * ap_cache_load_complete(c, key, ...) call: at once (a synchronous
+     * load), or later from any thread (a request sent, a job queued). */
+    void (*load)(void *ctx, ap_cache *c, uint64_t key);
+    void *ctx;
+} ap_cache_loader;
+
+/** ap_cache_load_fut - a get_or_load in caller memory (.base is the future) */
+typedef struct ap_cache_load_fut {
+    ap_future base; /* first: (ap_future *)&f is the future */
+    ap_cache *c;
+    uint64_t key;
+    void *out;
+    ap_cache_loader loader;
+    ap_waiter waiter;
+    uint32_t slot;  /* the load it waits for, or AP__CACHE_NIL */
+    uint32_t on_lwait; /* registered on lwait (no free slot) */
+    ap_status status;
+} ap_cache_load_fut;
+
+/**
+ * ap_cache_get_or_load - a future that gets @key, loading it on a miss
+ *                        with single flight
+ * @f:      caller memory for the future; poll it with ap_cache_load_poll
+ *          (or drive (ap_future *)f with ap_block_on_until_clock, the
+ *          desc's clock: cx.now is the cache's time)
+ * @c:      initialized cache
+ * @key:    the key
+ * @out:    value_size bytes for the value (or NULL); written only on AP_OK
+ * @loader: starts a load when needed (copied into @f)
+ *
+ * The first poll: a hit completes at once (AP_OK). A miss looks for a
+ * load of @key in flight: it joins it, or it starts one (claims a load
+ * slot and calls @loader once). Every future joined to a load completes
+ * with that load's status and, on AP_OK, its value. A load finishes when
+ * the loader's side calls ap_cache_load_complete; the value is put into
+ * the cache first (a failed load is not cached). Cancelling a waiting
+ * future, also the one that started the load, never cancels the load:
+ * the others still get its result. With refresh_after_write, a hit whose
+ * entry is older than that starts one reload (unless one is in flight)
+ * and completes at once with the old value.
+ * All max_loads slots busy: the miss waits for one to free.
+ */
+AP_API void ap_cache_get_or_load(ap_cache_load_fut *f, ap_cache *c, uint64_t key, void *out,
+                                 ap_cache_loader loader);
+/** ap_cache_load_poll - poll; AP_READY once ap_cache_load_status says */
+AP_API ap_poll ap_cache_load_poll(ap_cache_load_fut *f, ap_cx *cx);
+/** ap_cache_load_cancel - stop waiting (the load goes on); idempotent */
+AP_API void ap_cache_load_cancel(ap_cache_load_fut *f);
+/**
+ * ap_cache_load_status - AP_NOT_READY while pending; then AP_OK (the value
+ * is in *out), the status the loader completed with (an error), or
+ * AP_CANCELED
+ */
+AP_API AP_NODISCARD ap_status ap_cache_load_status(const ap_cache_load_fut *f);
+
+/**
+ * ap_cache_load_complete - finish the load of @key that a loader started
+ * @c:      the cache
+ * @key:    the key the loader was called with
+ * @status: AP_OK, or the error every waiter gets (anything but AP_OK and
+ *          AP_NOT_READY); an error is not cached
+ * @value:  value_size bytes (AP_OK; may be NULL when value_size is 0)
+ * @now:    the time on the desc's clock (the entry's write time)
+ *
+ * On AP_OK the value is put into the cache (with the desc's TTL), then
+ * every waiter completes. Any thread; call it exactly once per loader
+ * call. Returns AP_OK, or AP_INVAL (no load of @key in flight, or a bad
+ * status: nothing changed).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_load_complete(ap_cache *c, uint64_t key, ap_status status,
+                                                     const void *value, uint64_t now);
+
+/**
+ * ap_cache_get_or_load_wait - drive ap_cache_get_or_load on this thread
+ * (ap_block_on_until_clock on the desc's clock) until done or @deadline
+ * Returns the load status, or AP_TIMEDOUT (this wait is cancelled; the
+ * load goes on).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t key, void *out,
+                                                        ap_cache_loader loader,
+                                                        ap_deadline deadline);
+/**
  * AP_CACHE_DEFINE - a typed cache of values of type V
  * Generates `name` (wrapping ap_cache) and name_init(self, buf, size,
  * capacity, shards), name_get, name_put, name_remove, name_len, name_fini;
@@ -333,7 +523,10 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
     AP__TYPED AP_NODISCARD ap_status name##_init(name *self, void *buf, size_t size,              \
                                                  size_t capacity, size_t shards)      \
     {                                                                                 \
-        ap_cache_desc d = {capacity, shards, sizeof(V)};                              \
+        ap_cache_desc d = AP__ZERO;                                                   \
+        d.capacity = capacity;                                                        \
+        d.shards = shards;                                                            \
+        d.value_size = sizeof(V);                                                     \
         return ap_cache_init(&self->c, buf, size, &d);                                \
     }                                                                                 \
     AP__TYPED AP_NODISCARD ap_status name##_get(name *self, uint64_t key, V *out)                 \
@@ -379,12 +572,18 @@ AP_STATIC_ASSERT(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole 
 /* Values up to this many words are read optimistically into a stack copy
  * (so *out is untouched on a miss); bigger ones are read under the lock. */
 #define AP__CACHE_FAST_WORDS 16
+/* load slot states */
+#define AP__CACHE_L_FREE 0u
+#define AP__CACHE_L_RUNNING 1u /* the loader was called; no result yet */
+#define AP__CACHE_L_DONE 2u    /* status (and value) set; waiters read it */
 
 AP_API ap_cache_desc ap_cache_desc_resolved(const ap_cache_desc *desc)
 {
     ap_cache_desc d = *desc;
     if (d.shards == 0)
         d.shards = 1;
+    if (d.max_loads == 0)
+        d.max_loads = AP_CACHE_LOADS;
     return d;
 }
 
@@ -399,17 +598,23 @@ AP_API ap_status ap__cache_layout(const ap_cache_desc *desc, ap_cache_desc *d, s
     if (d->capacity == 0 || (s & (s - 1)) != 0 || d->capacity < s || s > ((size_t)1 << 31))
         return AP_INVAL;
     size_t share = d->capacity / s + (d->capacity % s != 0);
-    if (share > AP__CACHE_SHARE_LIMIT || d->value_size > SIZE_MAX / 4)
+    if (share > AP__CACHE_SHARE_LIMIT || d->value_size > SIZE_MAX / 4 ||
+        d->max_loads > ((size_t)1 << 20))
         return AP_INVAL;
     size_t nb = sizeof(ap__cache_node) + ap__align_up(d->value_size, 8), nodes, sb;
     if (nb == 0 || !ap__size_muladd(share, nb, 0, &nodes) ||
-        !ap__size_muladd(ap__pow2_ceil(2 * share), sizeof(uint32_t), nodes, &sb))
+        !ap__size_muladd(ap__pow2_ceil(2 * share) + AP__CACHE_WBUCKETS, sizeof(uint32_t), nodes,
+                         &sb))
         return AP_INVAL;
     sb = ap__align_up(sb, AP_CACHELINE);
+    size_t lb = AP__CACHE_LOAD_BYTES(d->value_size), ltab;
     if (sb == 0 || sb > SIZE_MAX - sizeof(ap__cache_shard) ||
+        !ap__size_muladd(d->max_loads, lb, AP_CACHELINE - 1, &ltab) ||
         !ap__size_muladd(s, sb + sizeof(ap__cache_shard),
-                         AP__CACHE_STRIPES * sizeof(ap__cache_ctr), total))
+                         AP__CACHE_STRIPES * sizeof(ap__cache_ctr), total) ||
+        *total > SIZE_MAX - ltab)
         return AP_INVAL;
+    *total += ltab & ~((size_t)AP_CACHELINE - 1);
     *node_bytes = nb;
     *shard_bytes = sb;
     return AP_OK;
@@ -457,11 +662,20 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         x->used = 0;
         x->nodes = region;
         x->index = (AP_ATOMIC_T(uint32_t) *)(void *)(region + span * nb);
+        x->wheel = (uint32_t *)(void *)(region + span * nb + tsize * sizeof(uint32_t));
+        for (size_t b = 0; b < AP__CACHE_WBUCKETS; b++)
+            x->wheel[b] = AP__CACHE_NIL;
+        x->wnow = 0;
         x->free_list = AP__CACHE_NIL;
         for (size_t n = x->cap; n-- > 0;) { /* free list 0, 1, 2, ... */
             ap__cache_node *node = (ap__cache_node *)(void *)(region + n * nb);
             AP_ATOMIC_INIT(&node->key, 0u);
             AP_ATOMIC_INIT(&node->visited, 0u);
+            AP_ATOMIC_INIT(&node->wexp, UINT64_MAX);
+            AP_ATOMIC_INIT(&node->aexp, UINT64_MAX);
+            AP_ATOMIC_INIT(&node->born, 0u);
+            node->wprev = node->wnext = AP__CACHE_NIL;
+            node->wbucket = AP__CACHE_WNONE;
             node->newer = AP__CACHE_NIL;
             node->older = x->free_list;
             x->free_list = (uint32_t)n;
@@ -477,7 +691,34 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         AP_ATOMIC_INIT(&x->evictions, 0u);
         AP_ATOMIC_INIT(&x->removes, 0u);
         AP_ATOMIC_INIT(&x->hand_steps, 0u);
+        AP_ATOMIC_INIT(&x->expirations, 0u);
     }
+    size_t lb = AP__CACHE_LOAD_BYTES(d.value_size);
+    for (size_t i = 0; i < d.max_loads; i++) {
+        ap__cache_load *l = (ap__cache_load *)(void *)(region + i * lb);
+        /* as lwait (one registration syscall, not one per slot) */
+        AP_ATOMIC_INIT(&l->wl.lock.held, 0u);
+        AP_ATOMIC_INIT(&l->wl.count, (size_t)0);
+        l->wl.head = l->wl.tail = NULL;
+        l->wl.asym = 0; /* set below */
+        l->key = 0;
+        l->state = AP__CACHE_L_FREE;
+        l->refs = 0;
+        l->status = AP_NOT_READY;
+        l->pad = 0;
+    }
+    c->ltab = region;
+    c->load_bytes = lb;
+    AP_ATOMIC_INIT(&c->ltab_lock.held, 0u);
+    ap_waitlist_init(&c->lwait);
+    for (size_t i = 0; i < d.max_loads; i++)
+        ((ap__cache_load *)(void *)(region + i * lb))->wl.asym = c->lwait.asym;
+    AP_ATOMIC_INIT(&c->loads, 0u);
+    AP_ATOMIC_INIT(&c->load_joins, 0u);
+    AP_ATOMIC_INIT(&c->load_failures, 0u);
+    AP_ATOMIC_INIT(&c->refreshes, 0u);
+    c->timed = d.expire_after_write != 0 || d.expire_after_access != 0 ||
+               d.refresh_after_write != 0;
     c->shards = sh;
     c->ctrs = ctrs;
     c->nshards = s;
@@ -712,33 +953,209 @@ AP_FORCE_INLINE void ap__cache_count(AP_ATOMIC_T(uint64_t) *ctr)
     AP_ATOMIC_STORE(ctr, AP_ATOMIC_LOAD(ctr, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
+/* The entry's deadline: the earlier of its write and access deadlines. */
+AP_FORCE_INLINE uint64_t ap__cache_deadline(ap__cache_node *node)
+{
+    uint64_t w = AP_ATOMIC_LOAD(&node->wexp, memory_order_relaxed);
+    uint64_t a = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed);
+    return w < a ? w : a;
+}
+
+AP_FORCE_INLINE uint64_t ap__cache_after(uint64_t now, uint64_t dur)
+{
+    return dur == 0 || dur == AP_CACHE_NEVER ? UINT64_MAX
+           : now > UINT64_MAX - dur          ? UINT64_MAX - 1
+                                             : now + dur;
+}
+
+/* Timer wheel (under the shard lock). Take node n out of its bucket. */
+AP_API void ap__cache_wheel_unlink(const ap_cache *c, ap__cache_shard *s, uint32_t n)
+{
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    if (node->wbucket == AP__CACHE_WNONE)
+        return;
+    if (node->wprev != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, node->wprev)->wnext = node->wnext;
+    else
+        s->wheel[node->wbucket] = node->wnext;
+    if (node->wnext != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, node->wnext)->wprev = node->wprev;
+    node->wbucket = AP__CACHE_WNONE;
+    node->wprev = node->wnext = AP__CACHE_NIL;
+}
+
+/* Put node n (in no bucket) in the bucket of @deadline: the lowest level
+ * whose 64 buckets reach it from the wheel's time; the top level's
+ * farthest bucket if none does; the current bucket if it has passed. */
+AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t n,
+                                uint64_t deadline)
+{
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    AP_ASSERT(node->wbucket == AP__CACHE_WNONE);
+    if (deadline == UINT64_MAX)
+        return;
+    uint64_t now = s->wnow, t = now >> AP__CACHE_WSHIFT;
+    unsigned k = 0;
+    if (deadline > now) {
+        for (;; k++) {
+            unsigned sh = AP__CACHE_WSHIFT + 6 * k;
+            uint64_t dt = deadline >> sh, nt = now >> sh;
+            if (dt - nt < 64) {
+                t = dt;
+                break;
+            }
+            if (k == AP__CACHE_WLEVELS - 1) {
+                t = nt + 63;
+                break;
+            }
+        }
+    }
+    uint32_t b = (uint32_t)(k * 64 + (t & 63));
+    node->wbucket = (uint16_t)b;
+    node->wprev = AP__CACHE_NIL;
+    node->wnext = s->wheel[b];
+    if (s->wheel[b] != AP__CACHE_NIL)
+        ap__cache_node_at(c, s, s->wheel[b])->wprev = n;
+    s->wheel[b] = n;
+}
+
+/* Reclaim expired node n (under the lock, in no bucket). */
+AP_API void ap__cache_expire(const ap_cache *c, ap__cache_shard *s, uint32_t n)
+{
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    uint64_t key = AP_ATOMIC_LOAD(&node->key, memory_order_relaxed);
+    uint32_t slot;
+    ap__cache_write_begin(s);
+    uint32_t found = ap__cache_find(c, s, ap__mix64(key), key, &slot);
+    AP_ASSERT(found == n);
+    (void)found;
+    ap__cache_index_delete(c, s, slot);
+    ap__cache_unlink(c, s, n);
+    node->older = s->free_list;
+    s->free_list = n;
+    s->used--;
+    AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
+    ap__cache_write_end(s);
+    ap__cache_count(&s->expirations);
+}
+
+/* Advance shard s's wheel to @now (under the lock): every bucket whose
+ * tick lies in [old tick, new tick] at each level (64 at most) is
+ * emptied; its entries that are due are reclaimed, the others placed
+ * again (lower, or later when a hit moved their access deadline). */
+AP_API size_t ap__cache_advance(const ap_cache *c, ap__cache_shard *s, uint64_t now)
+{
+    uint64_t old = s->wnow;
+    size_t gone = 0;
+    if (now < old)
+        now = old; /* a clock that went back: nothing new is due */
+    s->wnow = now;
+    for (unsigned k = 0; k < AP__CACHE_WLEVELS; k++) {
+        unsigned sh = AP__CACHE_WSHIFT + 6 * k;
+        uint64_t t0 = old >> sh, span = (now >> sh) - t0 + 1;
+        if (span > 64)
+            span = 64;
+        for (uint64_t i = 0; i < span; i++) {
+            uint32_t b = (uint32_t)(k * 64 + ((t0 + i) & 63));
+            uint32_t n = s->wheel[b];
+            s->wheel[b] = AP__CACHE_NIL;
+            while (n != AP__CACHE_NIL) {
+                ap__cache_node *node = ap__cache_node_at(c, s, n);
+                uint32_t next = node->wnext;
+                node->wbucket = AP__CACHE_WNONE;
+                node->wprev = node->wnext = AP__CACHE_NIL;
+                uint64_t dl = ap__cache_deadline(node);
+                if (dl <= now) {
+                    ap__cache_expire(c, s, n);
+                    gone++;
+                } else {
+                    ap__cache_wheel_add(c, s, n, dl);
+                }
+                n = next;
+            }
+        }
+    }
+    return gone;
+}
+
+AP_API size_t ap_cache_maintain(ap_cache *c, uint64_t now)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    size_t gone = 0;
+    if (!c->timed)
+        return 0;
+    for (size_t i = 0; i < c->nshards; i++) {
+        ap__cache_shard *s = &c->shards[i];
+        ap__lock_acquire(&s->lock);
+        gone += ap__cache_advance(c, s, now);
+        ap__lock_release(&s->lock);
+    }
+    return gone;
+}
+
+/* Whether a hit on node is expired at now (timed caches). */
+AP_FORCE_INLINE bool ap__cache_dead(uint64_t wexp, uint64_t aexp, uint64_t now)
+{
+    return now >= wexp || now >= aexp;
+}
+
+/* A hit at now: push the access deadline (relaxed CAS-max: hits never
+ * lower it; a hit racing a recycle of the node stores at most its own
+ * now + eaa, which the new entry's put already reached or passed). */
+AP_FORCE_INLINE void ap__cache_touch(const ap_cache *c, ap__cache_node *node, uint64_t now)
+{
+    uint64_t eaa = c->desc.expire_after_access;
+    if (eaa == 0)
+        return;
+    uint64_t want = ap__cache_after(now, eaa);
+    uint64_t cur = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed);
+    while (cur < want &&
+           !AP_ATOMIC_CAS_WEAK(&node->aexp, &cur, want, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
 /* The get under the shard lock (the bounded fallback; big values). */
 AP_API ap_status ap__cache_get_locked(ap_cache *c, ap__cache_shard *s, uint64_t h, uint64_t key,
-                                      void *out)
+                                      void *out, uint64_t now, uint64_t *born, bool count)
 {
     uint32_t slot;
     ap__lock_acquire(&s->lock);
     uint32_t n = ap__cache_find(c, s, h, key, &slot);
     if (n != AP__CACHE_NIL) {
         ap__cache_node *node = ap__cache_node_at(c, s, n);
-        if (out)
-            ap__cache_load_value(c, node, out);
-        AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+        if (c->timed && ap__cache_dead(AP_ATOMIC_LOAD(&node->wexp, memory_order_relaxed),
+                                       AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed), now)) {
+            n = AP__CACHE_NIL; /* hard expiry: never returned */
+        } else {
+            if (out)
+                ap__cache_load_value(c, node, out);
+            if (born)
+                *born = AP_ATOMIC_LOAD(&node->born, memory_order_relaxed);
+            AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+            if (c->timed)
+                ap__cache_touch(c, node, now);
+        }
     }
     ap__lock_release(&s->lock);
-    /* relaxed: statistics only */
-    ap__cache_ctr *ctr = ap__cache_ctr_of(c);
-    AP_ATOMIC_FETCH_ADD(n != AP__CACHE_NIL ? &ctr->hits : &ctr->misses, 1u, memory_order_relaxed);
+    if (count) { /* relaxed: statistics only */
+        ap__cache_ctr *ctr = ap__cache_ctr_of(c);
+        AP_ATOMIC_FETCH_ADD(n != AP__CACHE_NIL ? &ctr->hits : &ctr->misses, 1u,
+                            memory_order_relaxed);
+    }
     return n != AP__CACHE_NIL ? AP_OK : AP_EMPTY;
 }
 
-AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
+/* The get: lock-free seqlock read; @now is ignored by untimed caches;
+ * *born (when not NULL) receives the hit's write time; @count: add to
+ * hits/misses. */
+AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, uint64_t now,
+                                         uint64_t *born, bool count)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     uint64_t h = ap__mix64(key);
     ap__cache_shard *s = ap__cache_shard_of(c, h);
     if (AP_UNLIKELY(c->words > AP__CACHE_FAST_WORDS))
-        return ap__cache_get_locked(c, s, h, key, out);
+        return ap__cache_get_locked(c, s, h, key, out, now, born, count);
     uint64_t copy[AP__CACHE_FAST_WORDS];
     for (unsigned tries = 0; tries < AP_SPIN_LIMIT; tries++) {
         /* acquire: pairs with the release store in ap__cache_write_end;
@@ -751,11 +1168,17 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
         uint32_t slot;
         uint32_t n = ap__cache_find(c, s, h, key, &slot);
         ap__cache_node *node = NULL;
+        uint64_t wexp = 0, aexp = 0, b = 0;
         if (n != AP__CACHE_NIL) {
             node = ap__cache_node_at(c, s, n);
             AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
             for (size_t k = 0; k < c->words; k++)
                 copy[k] = AP_ATOMIC_LOAD(&w[k], AP__SEQLOCK_MO_LOAD);
+            if (c->timed) {
+                wexp = AP_ATOMIC_LOAD(&node->wexp, AP__SEQLOCK_MO_LOAD);
+                aexp = AP_ATOMIC_LOAD(&node->aexp, AP__SEQLOCK_MO_LOAD);
+                b = AP_ATOMIC_LOAD(&node->born, AP__SEQLOCK_MO_LOAD);
+            }
         }
         AP_TEST_YIELD();
         /* acquire fence: pairs with the release fence in
@@ -766,24 +1189,58 @@ AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
             AP_CPU_RELAX();
             continue;
         }
+        if (n != AP__CACHE_NIL && c->timed && ap__cache_dead(wexp, aexp, now))
+            n = AP__CACHE_NIL; /* hard expiry: an expired entry is a miss */
         if (n == AP__CACHE_NIL) {
-            /* relaxed: statistics only */
-            AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->misses, 1u, memory_order_relaxed);
+            if (count) /* relaxed: statistics only */
+                AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->misses, 1u, memory_order_relaxed);
             return AP_EMPTY;
         }
         /* SIEVE hit: set the bit only if clear, so hot entries stay shared
          * in every reader's cache (no write per hit) */
         if (!AP_ATOMIC_LOAD(&node->visited, memory_order_relaxed))
             AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+        if (c->timed)
+            ap__cache_touch(c, node, now);
         if (out)
             memcpy(out, copy, c->value_size);
-        AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->hits, 1u, memory_order_relaxed);
+        if (born)
+            *born = b;
+        if (count)
+            AP_ATOMIC_FETCH_ADD(&ap__cache_ctr_of(c)->hits, 1u, memory_order_relaxed);
         return AP_OK;
     }
-    return ap__cache_get_locked(c, s, h, key, out); /* writers kept overlapping us */
+    /* writers kept overlapping us */
+    return ap__cache_get_locked(c, s, h, key, out, now, born, count);
 }
 
-AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_victim *victim)
+AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
+{
+    AP_ASSERT(c != NULL);
+    return ap__cache_read(c, key, out, c->timed ? ap_clock_now(&c->desc.clock) : 0, NULL, true);
+}
+
+AP_API ap_status ap_cache_get_at(ap_cache *c, uint64_t key, void *out, uint64_t now)
+{
+    return ap__cache_read(c, key, out, now, NULL, true);
+}
+
+/* Stamp node's times for a put at now with ttl (inside the write section). */
+AP_FORCE_INLINE void ap__cache_stamp(const ap_cache *c, ap__cache_node *node, uint64_t now,
+                                     uint64_t ttl)
+{
+    uint64_t wexp = UINT64_MAX, aexp = UINT64_MAX;
+    if (c->timed) {
+        wexp = ap__cache_after(now, ttl ? ttl : c->desc.expire_after_write);
+        aexp = ap__cache_after(now, c->desc.expire_after_access);
+    }
+    AP_ATOMIC_STORE(&node->wexp, wexp, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&node->aexp, aexp, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&node->born, now, AP__SEQLOCK_MO_STORE);
+}
+
+AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t now, uint64_t ttl,
+                          ap_cache_victim *victim)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     AP_ASSERT(val != NULL || c->value_size == 0);
@@ -798,8 +1255,13 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
         node = ap__cache_node_at(c, s, n);
         ap__cache_write_begin(s);
         ap__cache_store_value(c, node, val);
+        ap__cache_stamp(c, node, now, ttl);
         ap__cache_write_end(s);
         AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
+        if (c->timed) {
+            ap__cache_wheel_unlink(c, s, n);
+            ap__cache_wheel_add(c, s, n, ap__cache_deadline(node));
+        }
         ap__cache_count(&s->updates);
         ap__lock_release(&s->lock);
         if (victim)
@@ -822,6 +1284,7 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
         (void)found;
         ap__cache_index_delete(c, s, vslot);
         ap__cache_unlink(c, s, n);
+        ap__cache_wheel_unlink(c, s, n);
         s->used--;
         ap__cache_count(&s->evictions);
         evicted = true;
@@ -835,6 +1298,7 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
     AP_ATOMIC_STORE(&node->key, key, AP__SEQLOCK_MO_STORE);
     AP_ATOMIC_STORE(&node->visited, 0u, memory_order_relaxed);
     ap__cache_store_value(c, node, val);
+    ap__cache_stamp(c, node, now, ttl);
     /* link at the head (newest) */
     node->newer = AP__CACHE_NIL;
     node->older = s->head;
@@ -847,10 +1311,28 @@ AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_vi
     s->used++;
     AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
     ap__cache_write_end(s);
+    if (c->timed)
+        ap__cache_wheel_add(c, s, n, ap__cache_deadline(node));
     ap__cache_count(&s->inserts);
     ap__lock_release(&s->lock);
     if (victim)
         victim->evicted = evicted;
+}
+
+AP_API void ap_cache_put(ap_cache *c, uint64_t key, const void *val, ap_cache_victim *victim)
+{
+    AP_ASSERT(c != NULL);
+    ap__cache_put(c, key, val, c->timed ? ap_clock_now(&c->desc.clock) : 0, 0, victim);
+}
+
+AP_API ap_status ap_cache_put_ttl(ap_cache *c, uint64_t key, const void *val, uint64_t now,
+                                  uint64_t ttl, ap_cache_victim *victim)
+{
+    AP_ASSERT(c != NULL);
+    if (!c->timed)
+        return AP_INVAL;
+    ap__cache_put(c, key, val, now, ttl, victim);
+    return AP_OK;
 }
 
 AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
@@ -871,6 +1353,7 @@ AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
     ap__cache_write_begin(s);
     ap__cache_index_delete(c, s, slot);
     ap__cache_unlink(c, s, n);
+    ap__cache_wheel_unlink(c, s, n);
     node->older = s->free_list;
     s->free_list = n;
     s->used--;
@@ -879,6 +1362,255 @@ AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
     ap__cache_count(&s->removes);
     ap__lock_release(&s->lock);
     return AP_OK;
+}
+
+/* ---- loading: the single-flight table (all under ltab_lock) ---- */
+
+AP_FORCE_INLINE ap__cache_load *ap__cache_slot(const ap_cache *c, uint32_t i)
+{
+    return (ap__cache_load *)(void *)(c->ltab + (size_t)i * c->load_bytes);
+}
+
+AP_FORCE_INLINE unsigned char *ap__cache_slot_value(ap__cache_load *l)
+{
+    return (unsigned char *)l + AP__ALIGN_UP(sizeof(ap__cache_load), 8);
+}
+
+/* The slot of the load of key in flight, or NIL. O(max_loads). */
+AP_API uint32_t ap__cache_inflight(const ap_cache *c, uint64_t key)
+{
+    for (uint32_t i = 0; i < (uint32_t)c->desc.max_loads; i++) {
+        ap__cache_load *l = ap__cache_slot(c, i);
+        if (l->state == AP__CACHE_L_RUNNING && l->key == key)
+            return i;
+    }
+    return AP__CACHE_NIL;
+}
+
+/* Claim a free slot for a load of key with refs references, or NIL. */
+AP_API uint32_t ap__cache_claim(ap_cache *c, uint64_t key, uint32_t refs)
+{
+    for (uint32_t i = 0; i < (uint32_t)c->desc.max_loads; i++) {
+        ap__cache_load *l = ap__cache_slot(c, i);
+        if (l->state == AP__CACHE_L_FREE) {
+            l->state = AP__CACHE_L_RUNNING;
+            l->key = key;
+            l->refs = refs;
+            l->status = AP_NOT_READY;
+            ap__cache_count(&c->loads);
+            return i;
+        }
+    }
+    return AP__CACHE_NIL;
+}
+
+/* Drop one reference; true when that freed the slot. */
+AP_FORCE_INLINE bool ap__cache_unref(ap__cache_load *l)
+{
+    AP_ASSERT(l->refs > 0);
+    if (--l->refs == 0 && l->state == AP__CACHE_L_DONE) {
+        l->state = AP__CACHE_L_FREE;
+        return true;
+    }
+    return false;
+}
+
+/* A hit due for refresh: start one reload unless one is in flight. */
+AP_API void ap__cache_refresh(ap_cache *c, uint64_t key, ap_cache_loader loader)
+{
+    ap__lock_acquire(&c->ltab_lock);
+    uint32_t i = AP__CACHE_NIL;
+    if (ap__cache_inflight(c, key) == AP__CACHE_NIL) {
+        i = ap__cache_claim(c, key, 0); /* nobody waits for a refresh */
+        if (i != AP__CACHE_NIL)
+            ap__cache_count(&c->refreshes);
+    }
+    ap__lock_release(&c->ltab_lock);
+    if (i != AP__CACHE_NIL)
+        loader.load(loader.ctx, c, key); /* outside every lock */
+}
+
+AP_API ap_status ap_cache_load_complete(ap_cache *c, uint64_t key, ap_status status,
+                                        const void *value, uint64_t now)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    if (status == AP_NOT_READY || (unsigned)status > (unsigned)AP_FILTERED ||
+        (status == AP_OK && value == NULL && c->value_size != 0))
+        return AP_INVAL;
+    ap__lock_acquire(&c->ltab_lock);
+    uint32_t i = ap__cache_inflight(c, key);
+    if (i == AP__CACHE_NIL) {
+        ap__lock_release(&c->ltab_lock);
+        return AP_INVAL;
+    }
+    ap__cache_load *l = ap__cache_slot(c, i);
+    if (status == AP_OK) {
+        /* into the cache before the slot says DONE, under the table lock:
+         * a miss that then finds no load in flight finds the value */
+        ap__cache_put(c, key, value, now, 0, NULL);
+        if (c->value_size)
+            memcpy(ap__cache_slot_value(l), value, c->value_size);
+    } else {
+        ap__cache_count(&c->load_failures);
+    }
+    l->status = status;
+    l->state = AP__CACHE_L_DONE;
+    bool freed = false;
+    if (l->refs == 0) { /* a refresh nobody joined */
+        l->state = AP__CACHE_L_FREE;
+        freed = true;
+    }
+    ap__lock_release(&c->ltab_lock);
+    /* wakes after the lock; a slot freed and reused meanwhile only gets a
+     * spurious wake */
+    (void)ap_waitlist_wake_all(&l->wl);
+    if (freed)
+        (void)ap_waitlist_wake_all(&c->lwait);
+    return AP_OK;
+}
+
+AP__FUTURE_VTABLE(ap__cache_lf, ap_cache_load_fut, ap_cache_load_poll, ap_cache_load_cancel)
+
+AP_API void ap_cache_get_or_load(ap_cache_load_fut *f, ap_cache *c, uint64_t key, void *out,
+                                 ap_cache_loader loader)
+{
+    AP_ASSERT(f != NULL && c != NULL && loader.load != NULL);
+    f->base.poll = ap__cache_lf_poll_v;
+    f->base.cancel = ap__cache_lf_cancel_v;
+    f->c = c;
+    f->key = key;
+    f->out = out;
+    f->loader = loader;
+    ap_waiter_init(&f->waiter);
+    f->slot = AP__CACHE_NIL;
+    f->on_lwait = 0;
+    f->status = AP_NOT_READY;
+}
+
+/* Attached to slot f->slot: completes if the load is DONE (under the
+ * table lock); else false. */
+AP_API bool ap__cache_lf_try(ap_cache_load_fut *f)
+{
+    ap_cache *c = f->c;
+    ap__cache_load *l = ap__cache_slot(c, f->slot);
+    ap__lock_acquire(&c->ltab_lock);
+    bool done = l->state == AP__CACHE_L_DONE;
+    ap__lock_release(&c->ltab_lock);
+    if (!done)
+        return false;
+    /* off the slot's list before our reference goes (the slot may then be
+     * reused); a wake it got is for this load only: nobody to pass it to */
+    (void)ap_waitlist_cancel(&l->wl, &f->waiter);
+    ap__lock_acquire(&c->ltab_lock);
+    ap_status st = l->status;
+    if (st == AP_OK && f->out && c->value_size)
+        memcpy(f->out, ap__cache_slot_value(l), c->value_size);
+    bool freed = ap__cache_unref(l);
+    ap__lock_release(&c->ltab_lock);
+    if (freed)
+        (void)ap_waitlist_wake_all(&c->lwait);
+    f->slot = AP__CACHE_NIL;
+    f->status = st;
+    return true;
+}
+
+AP_API ap_poll ap_cache_load_poll(ap_cache_load_fut *f, ap_cx *cx)
+{
+    ap_cache *c = f->c;
+    if (f->status != AP_NOT_READY)
+        return AP_READY;
+    if (f->slot == AP__CACHE_NIL) {
+        uint64_t born = 0;
+        if (f->on_lwait) { /* every lwait wake is a wake_all: nothing to pass */
+            (void)ap_waitlist_cancel(&c->lwait, &f->waiter);
+            f->on_lwait = 0;
+        }
+        if (ap__cache_read(c, f->key, f->out, cx->now, &born, true) == AP_OK) {
+            uint64_t raw = c->desc.refresh_after_write;
+            if (raw != 0 && cx->now >= born && cx->now - born >= raw)
+                ap__cache_refresh(c, f->key, f->loader); /* serve the old value */
+            f->status = AP_OK;
+            return AP_READY;
+        }
+        bool start = false;
+        ap__lock_acquire(&c->ltab_lock);
+        uint32_t i = ap__cache_inflight(c, f->key);
+        if (i != AP__CACHE_NIL) {
+            ap__cache_slot(c, i)->refs++;
+            ap__cache_count(&c->load_joins);
+        } else if (ap__cache_read(c, f->key, f->out, cx->now, NULL, false) == AP_OK) {
+            /* a load completed between our miss and the table lock */
+            ap__lock_release(&c->ltab_lock);
+            f->status = AP_OK;
+            return AP_READY;
+        } else {
+            i = ap__cache_claim(c, f->key, 1);
+            start = i != AP__CACHE_NIL;
+        }
+        ap__lock_release(&c->ltab_lock);
+        if (i == AP__CACHE_NIL) {
+            /* every slot busy: wait for one to free (register, re-check) */
+            ap_waitlist_register_cx(&c->lwait, &f->waiter, cx);
+            f->on_lwait = 1;
+            AP_TEST_YIELD();
+            ap__lock_acquire(&c->ltab_lock);
+            bool any = false;
+            for (uint32_t j = 0; j < (uint32_t)c->desc.max_loads && !any; j++)
+                any = ap__cache_slot(c, j)->state == AP__CACHE_L_FREE ||
+                      (ap__cache_slot(c, j)->state == AP__CACHE_L_RUNNING &&
+                       ap__cache_slot(c, j)->key == f->key);
+            ap__lock_release(&c->ltab_lock);
+            if (any)
+                ap_waker_wake(cx->waker); /* poll again at once */
+            return AP_PENDING;
+        }
+        f->slot = i;
+        if (start)
+            f->loader.load(f->loader.ctx, c, f->key); /* outside every lock */
+    }
+    if (ap__cache_lf_try(f))
+        return AP_READY;
+    ap_waitlist_register_cx(&ap__cache_slot(c, f->slot)->wl, &f->waiter, cx);
+    AP_TEST_YIELD(); /* between registering and re-checking */
+    if (ap__cache_lf_try(f))
+        return AP_READY;
+    return AP_PENDING;
+}
+
+AP_API void ap_cache_load_cancel(ap_cache_load_fut *f)
+{
+    ap_cache *c = f->c;
+    if (f->on_lwait) {
+        (void)ap_waitlist_cancel(&c->lwait, &f->waiter);
+        f->on_lwait = 0;
+    }
+    if (f->slot != AP__CACHE_NIL) { /* leave the load; it goes on */
+        ap__cache_load *l = ap__cache_slot(c, f->slot);
+        (void)ap_waitlist_cancel(&l->wl, &f->waiter);
+        ap__lock_acquire(&c->ltab_lock);
+        bool freed = ap__cache_unref(l);
+        ap__lock_release(&c->ltab_lock);
+        if (freed)
+            (void)ap_waitlist_wake_all(&c->lwait);
+        f->slot = AP__CACHE_NIL;
+    }
+    if (f->status == AP_NOT_READY)
+        f->status = AP_CANCELED;
+}
+
+AP_API ap_status ap_cache_load_status(const ap_cache_load_fut *f)
+{
+    return f->status;
+}
+
+AP_API ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t key, void *out,
+                                           ap_cache_loader loader, ap_deadline deadline)
+{
+    ap_cache_load_fut f;
+    ap_cache_get_or_load(&f, c, key, out, loader);
+    if (ap_block_on_until_clock(&f.base, deadline, &c->desc.clock) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.status;
 }
 
 AP_API size_t ap_cache_len(const ap_cache *c)
@@ -899,7 +1631,7 @@ AP_API size_t ap_cache_capacity(const ap_cache *c)
 AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
-    ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0};
+    ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < c->nshards; i++) { /* relaxed: a snapshot */
         ap__cache_shard *s = &c->shards[i];
         st.inserts += AP_ATOMIC_LOAD(&s->inserts, memory_order_relaxed);
@@ -907,7 +1639,12 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
         st.evictions += AP_ATOMIC_LOAD(&s->evictions, memory_order_relaxed);
         st.removes += AP_ATOMIC_LOAD(&s->removes, memory_order_relaxed);
         st.hand_steps += AP_ATOMIC_LOAD(&s->hand_steps, memory_order_relaxed);
+        st.expirations += AP_ATOMIC_LOAD(&s->expirations, memory_order_relaxed);
     }
+    st.loads = AP_ATOMIC_LOAD(&c->loads, memory_order_relaxed);
+    st.load_joins = AP_ATOMIC_LOAD(&c->load_joins, memory_order_relaxed);
+    st.load_failures = AP_ATOMIC_LOAD(&c->load_failures, memory_order_relaxed);
+    st.refreshes = AP_ATOMIC_LOAD(&c->refreshes, memory_order_relaxed);
     for (size_t i = 0; i < AP__CACHE_STRIPES; i++) {
         st.hits += AP_ATOMIC_LOAD(&c->ctrs[i].hits, memory_order_relaxed);
         st.misses += AP_ATOMIC_LOAD(&c->ctrs[i].misses, memory_order_relaxed);

@@ -222,7 +222,7 @@ static void setup(int sc)
             if (mutex_lru_init(&st->lru, CAP) != 0)
                 bench_fail("mutex_lru_init");
         } else {
-            ap_cache_desc d = {CAP, im == IMPL_AP16 ? 16 : 1, sizeof(uint64_t)};
+            ap_cache_desc d = {.capacity = CAP, .shards = im == IMPL_AP16 ? 16 : 1, .value_size = sizeof(uint64_t)};
             if (ap_cache_create(&st->ap, &d, NULL) != AP_OK)
                 bench_fail("ap_cache_create");
         }

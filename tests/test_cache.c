@@ -29,7 +29,7 @@
 static ap_cache *mk(size_t cap, size_t shards, size_t vsize)
 {
     ap_cache *c = NULL;
-    ap_status st = ap_cache_create(&c, &(ap_cache_desc){cap, shards, vsize}, NULL);
+    ap_status st = ap_cache_create(&c, &(ap_cache_desc){.capacity = cap, .shards = shards, .value_size = vsize}, NULL);
     EXPECT_EQ(st, AP_OK);
     return c;
 }
@@ -45,7 +45,7 @@ Test(cache, bytes_macro_is_constant_and_matches_runtime)
 {
     static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(100, 4, 13)];
     size_t n = 0;
-    EXPECT_EQ(ap_cache_bytes(&(ap_cache_desc){100, 4, 13}, &n), AP_OK);
+    EXPECT_EQ(ap_cache_bytes(&(ap_cache_desc){.capacity = 100, .shards = 4, .value_size = 13}, &n), AP_OK);
     EXPECT_EQ(n, sizeof buf);
     static const size_t caps[] = {1, 2, 7, 64, 1000, 4097};
     static const size_t shs[] = {0, 1, 2, 8};
@@ -53,7 +53,7 @@ Test(cache, bytes_macro_is_constant_and_matches_runtime)
     for (size_t i = 0; i < 6; i++)
         for (size_t j = 0; j < 4; j++)
             for (size_t k = 0; k < 5; k++) {
-                ap_cache_desc d = {caps[i], shs[j], vs[k]};
+                ap_cache_desc d = {.capacity = caps[i], .shards = shs[j], .value_size = vs[k]};
                 if (caps[i] < (shs[j] ? shs[j] : 1)) {
                     EXPECT_EQ(ap_cache_bytes(&d, &n), AP_INVAL);
                     continue;
@@ -62,7 +62,7 @@ Test(cache, bytes_macro_is_constant_and_matches_runtime)
                 EXPECT_EQ(n, AP_CACHE_BYTES(caps[i], shs[j], vs[k]));
             }
     ap_cache c;
-    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){100, 4, 13}), AP_OK);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){.capacity = 100, .shards = 4, .value_size = 13}), AP_OK);
     EXPECT_EQ(ap_cache_capacity(&c), 100);
     EXPECT_EQ(ap_cache_len(&c), 0);
     ap_cache_fini(&c);
@@ -74,7 +74,7 @@ Test(cache, desc_resolved_fills_defaults)
     EXPECT_EQ(d.capacity, 5);
     EXPECT_EQ(d.shards, 1);
     EXPECT_EQ(d.value_size, 0);
-    d = ap_cache_desc_resolved(&(ap_cache_desc){5, 4, 3});
+    d = ap_cache_desc_resolved(&(ap_cache_desc){.capacity = 5, .shards = 4, .value_size = 3});
     EXPECT_EQ(d.shards, 4);
     EXPECT_EQ(d.value_size, 3);
 }
@@ -83,12 +83,12 @@ Test(cache, bad_config_is_inval_and_changes_nothing)
 {
     static _Alignas(AP_CACHELINE) unsigned char buf[AP_CACHE_BYTES(64, 4, 8)];
     static const ap_cache_desc bad[] = {
-        {0, 1, 8},    /* capacity 0 */
-        {64, 3, 8},   /* shards not a power of two */
-        {2, 4, 8},    /* capacity < shards */
-        {64, 6, 8},   /* not a power of two */
-        {(size_t)1 << 31, 1, 8}, /* share > 2^30 */
-        {16, 1, SIZE_MAX / 2},   /* value too big */
+        {.capacity = 0, .shards = 1, .value_size = 8},    /* capacity 0 */
+        {.capacity = 64, .shards = 3, .value_size = 8},   /* shards not a power of two */
+        {.capacity = 2, .shards = 4, .value_size = 8},    /* capacity < shards */
+        {.capacity = 64, .shards = 6, .value_size = 8},   /* not a power of two */
+        {.capacity = (size_t)1 << 31, .shards = 1, .value_size = 8}, /* share > 2^30 */
+        {.capacity = 16, .shards = 1, .value_size = SIZE_MAX / 2},   /* value too big */
     };
     ap_cache c;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -108,9 +108,9 @@ Test(cache, bad_config_is_inval_and_changes_nothing)
         EXPECT(cp == (ap_cache *)(void *)&c);
     }
     /* buffer one byte too small; NULL desc */
-    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf - 1, &(ap_cache_desc){64, 4, 8}), AP_INVAL);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf - 1, &(ap_cache_desc){.capacity = 64, .shards = 4, .value_size = 8}), AP_INVAL);
     EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, NULL), AP_INVAL);
-    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){64, 4, 8}), AP_OK);
+    EXPECT_EQ(ap_cache_init(&c, buf, sizeof buf, &(ap_cache_desc){.capacity = 64, .shards = 4, .value_size = 8}), AP_OK);
     ap_cache_fini(&c);
 }
 
@@ -123,7 +123,7 @@ Test(cache, bad_buffers_and_arguments_are_inval_and_change_nothing)
     static _Alignas(AP_CACHE_ALIGN) unsigned char buf[AP_CACHE_BYTES(CAP, S, VS) + 2 * AP_CACHE_ALIGN];
     _Static_assert(AP_CACHE_ALIGN == AP_CACHELINE, "constant expression");
     const size_t need = AP_CACHE_BYTES(CAP, S, VS);
-    const ap_cache_desc good = {CAP, S, VS};
+    const ap_cache_desc good = {.capacity = CAP, .shards = S, .value_size = VS};
     struct {
         void *buf;
         size_t size;
@@ -139,10 +139,10 @@ Test(cache, bad_buffers_and_arguments_are_inval_and_change_nothing)
         {buf, need - 1, &good, "one byte short"},
         {buf, 0, &good, "zero bytes"},
         {buf, sizeof buf, NULL, "NULL desc"},
-        {buf, sizeof buf, &(ap_cache_desc){0, S, VS}, "capacity 0"},
-        {buf, sizeof buf, &(ap_cache_desc){CAP, 3, VS}, "shards not a power of two"},
-        {buf, sizeof buf, &(ap_cache_desc){2, S, VS}, "capacity < shards"},
-        {buf, SIZE_MAX, &(ap_cache_desc){(size_t)1 << 31, 2, SIZE_MAX / 8}, "bytes overflow"},
+        {buf, sizeof buf, &(ap_cache_desc){.capacity = 0, .shards = S, .value_size = VS}, "capacity 0"},
+        {buf, sizeof buf, &(ap_cache_desc){.capacity = CAP, .shards = 3, .value_size = VS}, "shards not a power of two"},
+        {buf, sizeof buf, &(ap_cache_desc){.capacity = 2, .shards = S, .value_size = VS}, "capacity < shards"},
+        {buf, SIZE_MAX, &(ap_cache_desc){.capacity = (size_t)1 << 31, .shards = 2, .value_size = SIZE_MAX / 8}, "bytes overflow"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ap_cache c;
@@ -175,7 +175,7 @@ Test(cache, bad_buffers_and_arguments_are_inval_and_change_nothing)
  * _Alignas(AP_CACHELINE) types, so such a buffer is refused, never used. */
 Test(cache, malloc_aligned_buffer_is_inval_not_a_crash)
 {
-    const ap_cache_desc d = {100, 4, 13};
+    const ap_cache_desc d = {.capacity = 100, .shards = 4, .value_size = 13};
     size_t need = AP_CACHE_BYTES(100, 4, 13);
     unsigned char *base = aligned_alloc(AP_CACHE_ALIGN, need + 2 * AP_CACHE_ALIGN);
     EXPECT(base != NULL);
@@ -198,39 +198,56 @@ Test(cache, malloc_aligned_buffer_is_inval_not_a_crash)
 
 /* The header's USAGE block, verbatim between the markers (a test keeps it
  * compiling warning-free under -Wall -Wextra -Werror). */
-static int usage_loads, usage_evicted;
-static void load_page(const char *url, void *p)
+static int usage_fetches;
+static const char *url_of(uint64_t key) { return key == 12345 ? "https://example.org/" : "?"; }
+static ap_status fetch_page(const char *url, void *p)
 {
     memset(p, 0, 64);
     memcpy((char *)p + 4, url, strlen(url) + 1);
-    usage_loads++;
+    usage_fetches++;
+    return AP_OK;
 }
-static void note_evicted(uint64_t key) { (void)key; usage_evicted++; }
+static ap_status usage_st;
+static size_t usage_expired;
+static const uint64_t url_hash = 12345;
+/* USAGE begin */
+typedef struct { uint32_t len; char body[60]; } page;
+static void load(void *ctx, ap_cache *c, uint64_t key) { // one call per miss burst
+    (void)ctx;
+    page p;
+    ap_status st = fetch_page(url_of(key), &p);   // or start it; complete later
+    if (ap_cache_load_complete(c, key, st, &p, ap_now_ns()) != AP_OK) abort();
+}
+/* USAGE pause */
+static void usage_run(void)
+{
+/* USAGE resume */
+static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
+ap_cache c;
+if (ap_cache_init(&c, mem, sizeof mem,
+                  &(ap_cache_desc){.capacity = 4096, .shards = 16, .value_size = sizeof(page),
+                                   .expire_after_write = 60 * AP_NS_PER_SEC}) != AP_OK) abort();
+page p;                                   // N threads missing one key: one load
+ap_status st = ap_cache_get_or_load_wait(&c, url_hash, &p, (ap_cache_loader){load, NULL},
+                                         AP_DEADLINE_NONE);  // AP_OK, or fetch's error
+size_t expired = ap_cache_maintain(&c, ap_now_ns());  // now and then, from your loop
+/* USAGE end */
+    usage_st = st;
+    usage_expired = expired;
+    EXPECT(strcmp(p.body, "https://example.org/") == 0);
+    EXPECT_EQ(ap_cache_get(&c, url_hash, &p), AP_OK); /* loaded into the cache */
+    st = ap_cache_get_or_load_wait(&c, url_hash, &p, (ap_cache_loader){load, NULL},
+                                   AP_DEADLINE_NONE);
+    EXPECT_EQ(st, AP_OK);
+    ap_cache_fini(&c);
+}
 
 Test(cache, usage_block_compiles_and_runs)
 {
-    const char *url = "https://example.org/";
-    uint64_t url_hash = 12345;
-    /* USAGE begin */
-    typedef struct { uint32_t len; char body[60]; } page;
-    static AP_ALIGNAS(AP_CACHE_ALIGN) unsigned char mem[AP_CACHE_BYTES(4096, 16, sizeof(page))];
-    ap_cache c;
-    if (ap_cache_init(&c, mem, sizeof mem,
-                      &(ap_cache_desc){.capacity = 4096, .shards = 16,
-                                       .value_size = sizeof(page)}) != AP_OK) abort();
-    page p;
-    if (ap_cache_get(&c, url_hash, &p) != AP_OK) {     // miss: load, insert
-        load_page(url, &p);
-        ap_cache_victim v = {.value = NULL};           // key only, or pass NULL
-        ap_cache_put(&c, url_hash, &p, &v);            // cannot fail: void
-        if (v.evicted) note_evicted(v.key);
-    }
-    /* USAGE end */
-    EXPECT_EQ(usage_loads, 1);
-    EXPECT_EQ(usage_evicted, 0);
-    EXPECT_EQ(ap_cache_get(&c, url_hash, &p), AP_OK);
-    EXPECT(strcmp(p.body, url) == 0);
-    ap_cache_fini(&c);
+    usage_run();
+    EXPECT_EQ(usage_st, AP_OK);
+    EXPECT_EQ(usage_fetches, 1); /* the second get_or_load was a hit */
+    EXPECT_EQ(usage_expired, 0u);
 }
 
 Test(cache, create_destroy_through_allocator)
@@ -238,7 +255,7 @@ Test(cache, create_destroy_through_allocator)
     counting cnt = {0};
     ap_allocator a = {cnt_alloc, cnt_free, &cnt};
     ap_cache *c = NULL;
-    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){10, 2, 24}, &a), AP_OK);
+    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){.capacity = 10, .shards = 2, .value_size = 24}, &a), AP_OK);
     EXPECT_EQ(cnt.allocs, 1);
     EXPECT_EQ(cnt.align, AP_CACHELINE);
     EXPECT(cnt.user_seen == &cnt);
@@ -247,10 +264,10 @@ Test(cache, create_destroy_through_allocator)
     EXPECT_EQ(cnt.freed_size, cnt.size);
     cnt.fail = true;
     c = NULL;
-    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){10, 2, 24}, &a), AP_NOMEM);
+    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){.capacity = 10, .shards = 2, .value_size = 24}, &a), AP_NOMEM);
     EXPECT_NULL(c);
     ap_allocator half = {cnt_alloc, NULL, &cnt};
-    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){10, 2, 24}, &half), AP_INVAL);
+    EXPECT_EQ(ap_cache_create(&c, &(ap_cache_desc){.capacity = 10, .shards = 2, .value_size = 24}, &half), AP_INVAL);
     ap_cache_destroy(NULL);
 }
 
@@ -865,5 +882,386 @@ Test(cache, threads_values_stay_whole, .timeout = TEST_TIMEOUT_S)
     EXPECT_EQ(st.hits + st.misses, gets);
     EXPECT_LE(ap_cache_len(c), 128);
     EXPECT_EQ(st.inserts - st.evictions - st.removes, ap_cache_len(c));
+    ap_cache_destroy(c);
+}
+
+/* ---- expiry (issue #15): an exact fake clock ---- */
+
+static uint64_t fake_ns;
+static uint64_t fake_now(void *ctx)
+{
+    (void)ctx;
+    return fake_ns;
+}
+
+static ap_cache *mk_timed(size_t cap, size_t shards, uint64_t eaw, uint64_t eaa, uint64_t raw,
+                          size_t max_loads)
+{
+    ap_cache *c = NULL;
+    ap_cache_desc d = {.capacity = cap, .shards = shards, .value_size = 8,
+                       .expire_after_write = eaw, .expire_after_access = eaa,
+                       .refresh_after_write = raw, .max_loads = max_loads};
+    d.clock.now = fake_now;
+    EXPECT_EQ(ap_cache_create(&c, &d, NULL), AP_OK);
+    return c;
+}
+
+Test(cache, expire_after_write_is_exact_and_hard)
+{
+    fake_ns = 1000;
+    ap_cache *c = mk_timed(16, 1, 500, 0, 0, 0);
+    put64(c, 7, 70, NULL);
+    uint64_t v = 0;
+    EXPECT_EQ(ap_cache_get_at(c, 7, &v, 1499), AP_OK);
+    EXPECT_EQ(v, 70u);
+    fake_ns = 1499;
+    EXPECT_EQ(ap_cache_get(c, 7, &v), AP_OK); /* the desc's clock */
+    fake_ns = 1500;
+    v = 99;
+    EXPECT_EQ(ap_cache_get(c, 7, &v), AP_EMPTY); /* expired, still held: never returned */
+    EXPECT_EQ(v, 99u);                           /* out untouched on a miss */
+    EXPECT_EQ(ap_cache_len(c), 1u);
+    EXPECT_EQ(ap_cache_maintain(c, 1499), 0u);   /* not due yet */
+    EXPECT_EQ(ap_cache_len(c), 1u);
+    EXPECT_EQ(ap_cache_maintain(c, 1500), 1u);   /* reclaimed without a get */
+    EXPECT_EQ(ap_cache_len(c), 0u);
+    EXPECT_EQ(ap_cache_stats_get(c).expirations, 1u);
+    /* an update restarts the write clock */
+    fake_ns = 2000;
+    put64(c, 8, 1, NULL);
+    fake_ns = 2400;
+    put64(c, 8, 2, NULL);
+    EXPECT_EQ(ap_cache_get_at(c, 8, &v, 2899), AP_OK);
+    EXPECT_EQ(v, 2u);
+    EXPECT_EQ(ap_cache_get_at(c, 8, &v, 2900), AP_EMPTY);
+    EXPECT_EQ(ap_cache_maintain(c, 2899), 0u);
+    EXPECT_EQ(ap_cache_maintain(c, 2900), 1u);
+    ap_cache_destroy(c);
+}
+
+Test(cache, expire_after_access_moves_with_hits_and_write_deadline_caps_it)
+{
+    fake_ns = 0;
+    ap_cache *c = mk_timed(16, 1, 0, 100, 0, 0);
+    put64(c, 1, 10, NULL);
+    uint64_t v;
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 90), AP_OK);  /* deadline 190 */
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 180), AP_OK); /* deadline 280 */
+    EXPECT_EQ(ap_cache_maintain(c, 279), 0u);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 279), AP_OK); /* deadline 379 */
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 379), AP_EMPTY);
+    EXPECT_EQ(ap_cache_maintain(c, 378), 0u);
+    EXPECT_EQ(ap_cache_maintain(c, 379), 1u);
+    ap_cache_destroy(c);
+    /* both: the earlier deadline wins */
+    c = mk_timed(16, 1, 250, 100, 0, 0);
+    put64(c, 1, 10, NULL);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 90), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 180), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 249), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 250), AP_EMPTY); /* write deadline, though accessed */
+    ap_cache_destroy(c);
+}
+
+Test(cache, per_entry_ttl_overrides_the_default)
+{
+    fake_ns = 0;
+    ap_cache *u = mk(8, 1, 8);
+    uint64_t v = 5;
+    EXPECT_EQ(ap_cache_put_ttl(u, 1, &v, 0, 10, NULL), AP_INVAL); /* untimed: refused */
+    EXPECT_EQ(ap_cache_len(u), 0u);
+    EXPECT_EQ(ap_cache_maintain(u, 100), 0u);
+    ap_cache_destroy(u);
+    ap_cache *c = mk_timed(8, 1, AP_CACHE_NEVER, 0, 0, 0);
+    EXPECT_EQ(ap_cache_put_ttl(c, 1, &v, 0, 10, NULL), AP_OK);
+    EXPECT_EQ(ap_cache_put_ttl(c, 2, &v, 0, 0, NULL), AP_OK);   /* desc's: never */
+    EXPECT_EQ(ap_cache_put_ttl(c, 3, &v, 0, 1000, NULL), AP_OK);
+    put64(c, 4, 4, NULL);                                       /* never */
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 9), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 10), AP_EMPTY);
+    EXPECT_EQ(ap_cache_get_at(c, 3, &v, 999), AP_OK);
+    EXPECT_EQ(ap_cache_maintain(c, 10), 1u);
+    EXPECT_EQ(ap_cache_maintain(c, UINT64_MAX - 1), 1u); /* key 3 */
+    EXPECT_EQ(ap_cache_len(c), 2u);
+    EXPECT_EQ(ap_cache_get_at(c, 2, &v, UINT64_MAX - 1), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 4, &v, UINT64_MAX - 1), AP_OK);
+    ap_cache_destroy(c);
+}
+
+/* The wheel against a model: random TTLs from 1 ns to 60 days, clock
+ * steps from 1 ns to days; after every maintain exactly the entries whose
+ * deadline passed are gone (each is reclaimed, none early), also with
+ * removes, updates and evictions mixed in. */
+Test(cache, theorem_wheel_reclaims_exactly_the_expired, .timeout = TEST_TIMEOUT_S)
+{
+    enum { CAP = 512, KEYS = 700 };
+    for (int shards = 1; shards <= 4; shards *= 4) {
+        ap_cache *c = mk_timed(CAP, (size_t)shards, AP_CACHE_NEVER, 0, 0, 0);
+        static uint64_t dl[KEYS]; /* model: deadline, 0 = absent */
+        memset(dl, 0, sizeof dl);
+        uint64_t now = 12345, rng = 0x9E3779B97F4A7C15u + (uint64_t)shards;
+        size_t expired_total = 0, model_expired = 0;
+        for (int step = 0; step < 20000; step++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            uint64_t r = rng >> 11;
+            uint64_t key = r % KEYS;
+            int op = (int)((r >> 20) % 10);
+            if (op < 6) {
+                static const uint64_t scale[] = {1, 1000, 1u << 20, 1u << 26, 1ull << 32,
+                                                 1ull << 38, 1ull << 44, 1ull << 52};
+                uint64_t ttl = 1 + (r >> 24) % 64 * scale[(r >> 30) % 8];
+                ap_cache_victim vic = {.value = NULL};
+                EXPECT_EQ(ap_cache_put_ttl(c, key, &key, now, ttl, &vic), AP_OK);
+                if (vic.evicted)
+                    dl[vic.key] = 0;
+                dl[key] = now + ttl;
+            } else if (op < 7) {
+                if (ap_cache_remove(c, key, NULL) == AP_OK)
+                    dl[key] = 0;
+            } else if (op < 9) {
+                static const uint64_t steps[] = {1, 999, 1u << 20, 1u << 27, 1ull << 33, 1ull << 41};
+                now += 1 + (r >> 24) % 8 * steps[(r >> 40) % 6];
+                size_t got = ap_cache_maintain(c, now);
+                size_t want = 0;
+                for (int k = 0; k < KEYS; k++)
+                    if (dl[k] != 0 && dl[k] <= now) {
+                        dl[k] = 0;
+                        want++;
+                    }
+                EXPECT_EQ(got, want, "step %d now %llu", step, (unsigned long long)now);
+                expired_total += got;
+                model_expired += want;
+            } else {
+                uint64_t v;
+                ap_status st = ap_cache_get_at(c, key, &v, now);
+                EXPECT_EQ(st, dl[key] != 0 && dl[key] > now ? AP_OK : AP_EMPTY);
+            }
+            size_t live = 0;
+            for (int k = 0; k < KEYS; k++)
+                live += dl[k] != 0;
+            if (step % 97 == 0)
+                EXPECT_EQ(ap_cache_len(c), live);
+        }
+        EXPECT(expired_total > 1000, "the walk expires entries: %zu", expired_total);
+        EXPECT_EQ(ap_cache_stats_get(c).expirations, model_expired);
+        ap_cache_destroy(c);
+    }
+}
+
+/* ---- loading with single flight (issue #15) ---- */
+
+typedef struct ldr {
+    int calls;
+    uint64_t keys[16];
+    ap_status sync_status; /* AP_NOT_READY: asynchronous (the test completes) */
+    uint64_t value;
+} ldr;
+
+static void ldr_load(void *ctx, ap_cache *c, uint64_t key)
+{
+    ldr *l = ctx;
+    if (l->calls < 16)
+        l->keys[l->calls] = key;
+    l->calls++;
+    if (l->sync_status != AP_NOT_READY) {
+        uint64_t v = l->value;
+        EXPECT_EQ(ap_cache_load_complete(c, key, l->sync_status, &v, fake_ns), AP_OK);
+    }
+}
+
+static int wakes;
+static void count_wake(void *ctx) { (void)ctx; wakes++; }
+
+static ap_poll poll_at(ap_cache_load_fut *f, uint64_t now)
+{
+    ap_cx cx = {{count_wake, NULL}, now, AP_DEADLINE_NONE};
+    return ap_cache_load_poll(f, &cx);
+}
+
+Test(cache, get_or_load_synchronous_loader)
+{
+    fake_ns = 0;
+    ap_cache *c = mk_timed(8, 1, 1000, 0, 0, 0);
+    ldr l = {.sync_status = AP_OK, .value = 42};
+    ap_cache_loader ld = {ldr_load, &l};
+    ap_cache_load_fut f;
+    uint64_t v = 0;
+    ap_cache_get_or_load(&f, c, 5, &v, ld);
+    EXPECT_EQ(ap_cache_load_status(&f), AP_NOT_READY);
+    EXPECT_EQ(poll_at(&f, 0), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&f), AP_OK);
+    EXPECT_EQ(v, 42u);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_get_or_load(&f, c, 5, &v, ld); /* a hit: no load */
+    EXPECT_EQ(poll_at(&f, 10), AP_READY);
+    EXPECT_EQ(l.calls, 1);
+    EXPECT_EQ(poll_at(&f, 10), AP_READY); /* polled again after READY: still READY */
+    /* expired: loaded again */
+    l.value = 43;
+    ap_cache_get_or_load(&f, c, 5, &v, ld);
+    EXPECT_EQ(poll_at(&f, 1000), AP_READY);
+    EXPECT_EQ(v, 43u);
+    EXPECT_EQ(l.calls, 2);
+    ap_cache_stats st = ap_cache_stats_get(c);
+    EXPECT_EQ(st.loads, 2u);
+    EXPECT_EQ(st.load_joins, 0u);
+    ap_cache_destroy(c);
+}
+
+Test(cache, theorem_single_flight_one_load_many_waiters)
+{
+    fake_ns = 0;
+    ap_cache *c = mk_timed(8, 1, 0, 0, 0, 4);
+    EXPECT(!c->timed);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    enum { N = 5 };
+    ap_cache_load_fut f[N];
+    uint64_t v[N];
+    wakes = 0;
+    for (int i = 0; i < N; i++) {
+        v[i] = 7;
+        ap_cache_get_or_load(&f[i], c, 9, &v[i], ld);
+        EXPECT_EQ(poll_at(&f[i], 0), AP_PENDING);
+    }
+    EXPECT_EQ(l.calls, 1);            /* one load for N misses */
+    EXPECT_EQ(l.keys[0], 9u);
+    EXPECT_EQ(poll_at(&f[2], 0), AP_PENDING); /* a re-poll joins nothing new */
+    EXPECT_EQ(ap_cache_stats_get(c).load_joins, (uint64_t)N - 1);
+    EXPECT_EQ(wakes, 0);
+    /* the first waiter (the one that started it) gives up: the load goes on */
+    ap_cache_load_cancel(&f[0]);
+    ap_cache_load_cancel(&f[0]); /* idempotent */
+    EXPECT_EQ(ap_cache_load_status(&f[0]), AP_CANCELED);
+    uint64_t val = 77;
+    EXPECT_EQ(ap_cache_load_complete(c, 9, AP_OK, &val, 0), AP_OK);
+    EXPECT_EQ(wakes, N - 1);          /* every remaining waiter woken once */
+    EXPECT_EQ(ap_cache_load_complete(c, 9, AP_OK, &val, 0), AP_INVAL); /* none in flight */
+    for (int i = 1; i < N; i++) {
+        EXPECT_EQ(poll_at(&f[i], 0), AP_READY);
+        EXPECT_EQ(ap_cache_load_status(&f[i]), AP_OK);
+        EXPECT_EQ(v[i], 77u);
+    }
+    EXPECT_EQ(v[0], 7u);              /* the cancelled one's out untouched */
+    uint64_t g;
+    EXPECT_EQ(ap_cache_get(c, 9, &g), AP_OK);
+    EXPECT_EQ(g, 77u);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_destroy(c);
+}
+
+Test(cache, failed_load_reaches_every_waiter_and_is_not_cached)
+{
+    ap_cache *c = mk_timed(8, 1, 0, 0, 0, 0);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    ap_cache_load_fut a, b;
+    uint64_t va = 1, vb = 2;
+    ap_cache_get_or_load(&a, c, 3, &va, ld);
+    ap_cache_get_or_load(&b, c, 3, &vb, ld);
+    EXPECT_EQ(poll_at(&a, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&b, 0), AP_PENDING);
+    EXPECT_EQ(ap_cache_load_complete(c, 3, AP_NOT_READY, NULL, 0), AP_INVAL); /* bad status */
+    EXPECT_EQ(ap_cache_load_complete(c, 3, AP_OK, NULL, 0), AP_INVAL);        /* no value */
+    EXPECT_EQ(ap_cache_load_complete(c, 4, AP_OK, &va, 0), AP_INVAL);         /* wrong key */
+    EXPECT_EQ(poll_at(&a, 0), AP_PENDING); /* the bad calls changed nothing */
+    EXPECT_EQ(ap_cache_load_complete(c, 3, AP_REJECTED, NULL, 0), AP_OK);
+    EXPECT_EQ(poll_at(&a, 0), AP_READY);
+    EXPECT_EQ(poll_at(&b, 0), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&a), AP_REJECTED);
+    EXPECT_EQ(ap_cache_load_status(&b), AP_REJECTED);
+    EXPECT_EQ(va, 1u);
+    EXPECT_EQ(vb, 2u);
+    EXPECT_EQ(ap_cache_get(c, 3, NULL), AP_EMPTY); /* not cached */
+    ap_cache_get_or_load(&a, c, 3, &va, ld);        /* the next miss loads again */
+    EXPECT_EQ(poll_at(&a, 0), AP_PENDING);
+    EXPECT_EQ(l.calls, 2);
+    ap_cache_load_cancel(&a);
+    ap_cache_stats st = ap_cache_stats_get(c);
+    EXPECT_EQ(st.load_failures, 1u);
+    EXPECT_EQ(st.loads, 2u);
+    ap_cache_destroy(c);
+}
+
+Test(cache, refresh_after_write_serves_stale_while_one_reload_runs)
+{
+    fake_ns = 0;
+    ap_cache *c = mk_timed(8, 1, 1000, 0, 100, 0);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    put64(c, 1, 10, NULL);
+    ap_cache_load_fut f;
+    uint64_t v = 0;
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 99), AP_READY); /* young: no refresh */
+    EXPECT_EQ(l.calls, 0);
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 150), AP_READY); /* old: served, one reload started */
+    EXPECT_EQ(v, 10u);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 160), AP_READY); /* one in flight: no second */
+    EXPECT_EQ(l.calls, 1);
+    EXPECT_EQ(ap_cache_load_complete(c, 1, AP_CLOSED, NULL, 170), AP_OK); /* it fails */
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 170), AP_OK);
+    EXPECT_EQ(v, 10u);                     /* the old value stays */
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 180), AP_READY);
+    EXPECT_EQ(l.calls, 2);
+    uint64_t nv = 20;
+    EXPECT_EQ(ap_cache_load_complete(c, 1, AP_OK, &nv, 190), AP_OK);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 200), AP_OK);
+    EXPECT_EQ(v, 20u);
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 1189), AP_OK); /* written at 190 */
+    EXPECT_EQ(ap_cache_get_at(c, 1, &v, 1190), AP_EMPTY);
+    ap_cache_stats st = ap_cache_stats_get(c);
+    EXPECT_EQ(st.refreshes, 2u);
+    EXPECT_EQ(st.load_failures, 1u);
+    ap_cache_destroy(c);
+}
+
+Test(cache, loads_wait_for_a_free_slot)
+{
+    ap_cache *c = mk_timed(8, 1, 0, 0, 0, 1);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    ap_cache_load_fut a, b, b2;
+    uint64_t va = 0, vb = 0, vb2 = 0;
+    wakes = 0;
+    ap_cache_get_or_load(&a, c, 1, &va, ld);
+    ap_cache_get_or_load(&b, c, 2, &vb, ld);
+    ap_cache_get_or_load(&b2, c, 2, &vb2, ld);
+    EXPECT_EQ(poll_at(&a, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&b, 0), AP_PENDING); /* the one slot is busy */
+    EXPECT_EQ(poll_at(&b2, 0), AP_PENDING);
+    EXPECT_EQ(l.calls, 1);
+    uint64_t one = 1, two = 2;
+    EXPECT_EQ(ap_cache_load_complete(c, 1, AP_OK, &one, 0), AP_OK);
+    EXPECT_EQ(wakes, 1); /* a's; the slot is still a's until it reads */
+    EXPECT_EQ(poll_at(&a, 0), AP_READY);
+    EXPECT_EQ(wakes, 3); /* freed: b and b2 woken */
+    EXPECT_EQ(poll_at(&b, 0), AP_PENDING); /* b starts key 2's load */
+    EXPECT_EQ(poll_at(&b2, 0), AP_PENDING); /* b2 joins it */
+    EXPECT_EQ(l.calls, 2);
+    EXPECT_EQ(l.keys[1], 2u);
+    EXPECT_EQ(ap_cache_load_complete(c, 2, AP_OK, &two, 0), AP_OK);
+    EXPECT_EQ(poll_at(&b, 0), AP_READY);
+    EXPECT_EQ(poll_at(&b2, 0), AP_READY);
+    EXPECT_EQ(vb, 2u);
+    EXPECT_EQ(vb2, 2u);
+    /* a waiter cancelled while queued for a slot leaves nothing behind */
+    ap_cache_get_or_load(&a, c, 3, &va, ld);
+    ap_cache_get_or_load(&b, c, 4, &vb, ld);
+    EXPECT_EQ(poll_at(&a, 0), AP_PENDING);
+    EXPECT_EQ(poll_at(&b, 0), AP_PENDING);
+    ap_cache_load_cancel(&b);
+    ap_cache_load_cancel(&a); /* a's load goes on, with nobody waiting */
+    EXPECT_EQ(ap_cache_load_complete(c, 3, AP_OK, &one, 0), AP_OK);
+    EXPECT_EQ(ap_cache_get(c, 3, NULL), AP_OK);
+    ap_cache_get_or_load(&b, c, 4, &vb, ld); /* the slot is free again */
+    EXPECT_EQ(poll_at(&b, 0), AP_PENDING);
+    EXPECT_EQ(l.calls, 4);
+    ap_cache_load_cancel(&b);
+    EXPECT_EQ(ap_cache_load_complete(c, 4, AP_OK, &two, 0), AP_OK);
     ap_cache_destroy(c);
 }

@@ -54,10 +54,15 @@ static size_t expect_bytes(size_t cap, size_t shards, size_t vs)
     size_t share = cap / s + (cap % s != 0);
     if (share > ((size_t)1 << 30) || vs > SIZE_MAX / 4) return 0;
     unsigned __int128 nb = sizeof(ap__cache_node) + ((unsigned __int128)vs + 7) / 8 * 8;
-    unsigned __int128 sb = (unsigned __int128)share * nb + pow2_ceil128(2 * (unsigned __int128)share) * 4;
+    unsigned __int128 sb = (unsigned __int128)share * nb +
+                           (pow2_ceil128(2 * (unsigned __int128)share) + AP__CACHE_WBUCKETS) * 4;
     sb = (sb + AP_CACHELINE - 1) / AP_CACHELINE * AP_CACHELINE;
+    /* the load table: AP_CACHE_LOADS slots, each a slot header and a value */
+    unsigned __int128 lt = (unsigned __int128)AP_CACHE_LOADS *
+                           ((sizeof(ap__cache_load) + 7) / 8 * 8 + ((unsigned __int128)vs + 7) / 8 * 8);
+    lt = (lt + AP_CACHELINE - 1) / AP_CACHELINE * AP_CACHELINE;
     unsigned __int128 total = (unsigned __int128)s * (sb + sizeof(ap__cache_shard)) +
-                              AP__CACHE_STRIPES * sizeof(ap__cache_ctr);
+                              AP__CACHE_STRIPES * sizeof(ap__cache_ctr) + lt;
     if (total > SIZE_MAX) return 0;
     return (size_t)total;
 }
@@ -66,6 +71,7 @@ static void check_inval(fz *f)
 {
     uint8_t k = fz_u8(f);
     ap_cache_desc d;
+    memset(&d, 0, sizeof d);
     d.capacity = (k & 1) ? fz_size(f) : fz_u8(f);
     d.shards = (k & 2) ? fz_size(f) : (k & 4) ? ((size_t)1 << (fz_u8(f) % 64)) : fz_u8(f) % 9;
     d.value_size = (k & 8) ? fz_size(f) : fz_u8(f);
@@ -242,7 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t v0 = fz_u8(&f);
     static const size_t vsizes[8] = {0, 1, 7, 8, 9, 24, 128, 129};
     vs = (v0 & 0x80) ? (size_t)(v0 % (MAXVS + 1)) : vsizes[v0 & 7];
-    ap_cache_desc d = {cap_all, (c0 & 0x10) && S == 1 ? 0 : S, vs};
+    ap_cache_desc d = {.capacity = cap_all, .shards = (c0 & 0x10) && S == 1 ? 0 : S, .value_size = vs};
     size_t total = AP_CACHE_BYTES(cap_all, S, vs);
     FZ_CHECK(total + 64 <= BUFSZ);
     fz_fill(cbuf, total + 64);

@@ -149,7 +149,7 @@ static void run_cache(size_t shards, size_t cap, size_t words, size_t iters)
         return;
     cache_run *r = (cache_run *)calloc(1, sizeof *r);
     CHECK(r != NULL, "out of memory");
-    ap_status st = ap_cache_create(&r->c, &(ap_cache_desc){cap, shards, words * 8}, NULL);
+    ap_status st = ap_cache_create(&r->c, &(ap_cache_desc){.capacity = cap, .shards = shards, .value_size = words * 8}, NULL);
     CHECK(st == AP_OK, "ap_cache_create: %s", ap_status_str(st));
     r->cap = cap;
     r->words = words;
