@@ -80,6 +80,110 @@ static void c_check(void *p)
     VF_CHECK(ap_cache_get(&s->c, 1, &v) == AP_EMPTY);
 }
 
+/* ---- single flight (issue #15) ----
+ * T0 and T1 get_or_load key 5 and wait; T2 plays the loader's far side:
+ * it completes every load the loader was asked to start (with `fail`'s
+ * status), until both waiters are done. Theorems, in every interleaving:
+ * the loader runs exactly once when loads succeed (the second miss joins
+ * the load in flight, or finds the value it put); every load started is
+ * completed and every waiter gets the value or the error; a waiter that
+ * cancels (T0 in the cancel scenario) leaves the load running for the
+ * other; afterwards every load slot is free with no reference, nobody is
+ * left on a waitlist, and a failed load is not cached. */
+typedef struct lst {
+    ap_cache c;
+    _Alignas(AP_CACHELINE) unsigned char mem[AP_CACHE_BYTES(4, 1, 8)];
+    int calls, completed, done;
+    ap_status fail;   /* AP_OK: loads succeed */
+    int cancel;       /* T0 polls once and cancels */
+    ap_status got[2];
+} lst;
+
+static lst *cur_l;
+
+static void l_load(void *ctx, ap_cache *c, uint64_t key)
+{
+    lst *s = ctx;
+    (void)c;
+    VF_CHECK(key == 5);
+    s->calls++;
+}
+
+static void *l_setup_with(ap_status fail, int cancel)
+{
+    lst *s = aligned_alloc(AP_CACHELINE, sizeof(lst));
+    memset(s, 0, sizeof *s);
+    s->fail = fail;
+    s->cancel = cancel;
+    VF_CHECK(ap_cache_init(&s->c, s->mem, sizeof s->mem,
+                           &(ap_cache_desc){.capacity = 4, .shards = 1, .value_size = 8}) == AP_OK);
+    cur_l = s;
+    return s;
+}
+static void *l_setup_ok(void) { return l_setup_with(AP_OK, 0); }
+static void *l_setup_fail(void) { return l_setup_with(AP_REJECTED, 0); }
+static void *l_setup_cancel(void) { return l_setup_with(AP_OK, 1); }
+
+static void l_thread(void *p, int id)
+{
+    lst *s = p;
+    if (id == 2) {
+        while (s->done < 2) {
+            if (s->calls > s->completed) {
+                uint64_t v = 77;
+                VF_CHECK(ap_cache_load_complete(&s->c, 5, s->fail, &v, 0) == AP_OK);
+                s->completed++;
+            } else {
+                vf_yield();
+            }
+        }
+        return;
+    }
+    uint64_t v = 1;
+    ap_cache_load_fut f;
+    ap_cache_get_or_load(&f, &s->c, 5, &v, (ap_cache_loader){l_load, s});
+    if (id == 0 && s->cancel) {
+        if (vf_poll(&f.base) == AP_PENDING) {
+            ap_cache_load_cancel(&f);
+            VF_CHECK(ap_cache_load_status(&f) == AP_CANCELED);
+            VF_CHECK(v == 1, "a cancelled waiter's out was written");
+        }
+    } else {
+        vf_wait(&f.base);
+    }
+    ap_status st = ap_cache_load_status(&f);
+    s->got[id] = st;
+    if (st == AP_OK)
+        VF_CHECK(v == 77, "waiter %d got %llu", id, (unsigned long long)v);
+    else if (st != AP_CANCELED)
+        VF_CHECK(st == s->fail && v == 1, "waiter %d: status %d", id, st);
+    s->done++;
+}
+
+static void l_check(void *p)
+{
+    lst *s = p;
+    VF_CHECK(s->completed == s->calls);
+    if (s->fail == AP_OK)
+        VF_CHECK(s->calls == 1, "%d loads for one key", s->calls);
+    else
+        VF_CHECK(s->calls >= 1 && s->calls <= 2);
+    ap_cache_stats st = ap_cache_stats_get(&s->c);
+    VF_CHECK(st.loads == (uint64_t)s->calls);
+    for (size_t i = 0; i < s->c.desc.max_loads; i++) {
+        ap__cache_load *l = ap__cache_slot(&s->c, (uint32_t)i);
+        VF_CHECK(l->state == AP__CACHE_L_FREE && l->refs == 0, "slot %zu: state %u refs %u", i,
+                 l->state, l->refs);
+        VF_CHECK(!ap_waitlist_has_waiters(&l->wl));
+    }
+    VF_CHECK(!ap_waitlist_has_waiters(&s->c.lwait));
+    VF_CHECK(ap_cache_get(&s->c, 5, NULL) == (s->fail == AP_OK ? AP_OK : AP_EMPTY));
+    if (!s->cancel)
+        VF_CHECK(s->got[0] == s->fail && s->got[1] == s->fail);
+    else
+        VF_CHECK(s->got[1] == AP_OK && (s->got[0] == AP_OK || s->got[0] == AP_CANCELED));
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -88,6 +192,18 @@ int main(void)
                           .thread = c_thread, .invariant = c_invariant, .check = c_check,
                           .teardown = free};
         sc.name = tso ? "cache_update_evict_vs_get_tso" : "cache_update_evict_vs_get";
+        total += vf_explore(&sc);
+    }
+    static const struct {
+        const char *name;
+        void *(*setup)(void);
+    } ls[] = {{"cache_single_flight", l_setup_ok},
+              {"cache_single_flight_failure", l_setup_fail},
+              {"cache_single_flight_cancel", l_setup_cancel}};
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) {
+        vf_scenario sc = {.nthreads = 3, .bound = 2, .setup = ls[i].setup, .thread = l_thread,
+                          .check = l_check, .teardown = free};
+        sc.name = ls[i].name;
         total += vf_explore(&sc);
     }
     printf("verify_cache: %lu executions\n", total);
