@@ -205,6 +205,188 @@ static void run_cache(size_t shards, size_t cap, size_t words, size_t iters)
     free(r);
 }
 
+/* ---- loading (issue #15): single flight under threads ----
+ * LWAITERS threads get_or_load random keys of a small space (capacity
+ * below it: entries are evicted and loaded again), driving the future by
+ * hand (stress_poll_or_cancel: some cancel) or with the blocking _wait.
+ * The loader only queues a job; LCOMPLETERS threads finish the jobs with
+ * ap_cache_load_complete, failing one in 8 with AP_REJECTED. Values are
+ * (key, generation = that key's loader call number, check word).
+ * Checked: at most one load of a key in flight at any time (the loader
+ * finds its key's in-flight count 0: single flight, refreshes included);
+ * every load_complete is accepted (each loader call completed once);
+ * every AP_OK result is a whole value loaded for its key by a call that
+ * had started; every failure is AP_REJECTED; the cache's stats agree
+ * (loads == loader calls, load_failures == failed completions); at the
+ * end every load slot is free and nobody waits; and the run saw joins
+ * (misses that shared a load) and, with refresh, refreshes. */
+#define LWAITERS 6
+#define LCOMPLETERS 2
+#define LKEYS 12
+#define LJOBS 4096
+
+typedef struct load_run {
+    ap_cache *c;
+    size_t iters;
+    pthread_mutex_t mu; /* the job queue (test code) */
+    uint64_t jobs[LJOBS];
+    size_t head, tail;
+    _Atomic uint32_t inflight[LKEYS];
+    _Atomic uint64_t calls[LKEYS];
+    _Atomic uint64_t ncalls, completed, failed, ok, errs, cancelled;
+    _Atomic uint32_t waiters_done;
+    pthread_barrier_t start;
+} load_run;
+
+typedef struct load_worker {
+    load_run *r;
+    unsigned id;
+    stress_rng rng;
+    pthread_t thread;
+} load_worker;
+
+static void lr_load(void *ctx, ap_cache *c, uint64_t key)
+{
+    load_run *r = (load_run *)ctx;
+    CHECK(c == r->c && key < LKEYS, "loader called with key %" PRIu64, key);
+    uint32_t was = atomic_fetch_add(&r->inflight[key], 1u);
+    CHECK(was == 0, "single flight: a second load of key %" PRIu64 " while %u in flight", key, was);
+    uint64_t gen = atomic_fetch_add(&r->calls[key], 1u) + 1;
+    STRESS_ADD(&r->ncalls, 1);
+    pthread_mutex_lock(&r->mu);
+    CHECK(r->tail - r->head < LJOBS, "job queue overflow");
+    r->jobs[r->tail++ % LJOBS] = key << 32 | gen;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *lr_completer(void *arg)
+{
+    load_worker *w = (load_worker *)arg;
+    load_run *r = w->r;
+    pthread_barrier_wait(&r->start);
+    for (;;) {
+        uint64_t job = 0;
+        bool have = false;
+        pthread_mutex_lock(&r->mu);
+        if (r->head != r->tail) {
+            job = r->jobs[r->head++ % LJOBS];
+            have = true;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!have) {
+            if (STRESS_LOAD(&r->waiters_done) == LWAITERS)
+                return NULL; /* nobody left to start a load */
+            stress_jitter(&w->rng);
+            continue;
+        }
+        stress_jitter(&w->rng);
+        uint64_t key = job >> 32, gen = job & 0xffffffffu;
+        uint64_t v[2] = {key << 32 | gen, stress_mix64(key << 32 | gen)};
+        ap_status st = stress_below(&w->rng, 8) ? AP_OK : AP_REJECTED;
+        /* out of flight before the slot says DONE (a new load may follow) */
+        atomic_fetch_sub(&r->inflight[key], 1u);
+        ap_status got = ap_cache_load_complete(r->c, key, st, v, ap_now_ns());
+        CHECK(got == AP_OK, "load_complete of key %" PRIu64 ": %s", key, ap_status_str(got));
+        STRESS_ADD(&r->completed, 1);
+        if (st != AP_OK)
+            STRESS_ADD(&r->failed, 1);
+    }
+}
+
+static void *lr_waiter(void *arg)
+{
+    load_worker *w = (load_worker *)arg;
+    load_run *r = w->r;
+    pthread_barrier_wait(&r->start);
+    for (size_t i = 0; i < r->iters; i++) {
+        uint64_t key = stress_below(&w->rng, LKEYS), v[2] = {~0ull, ~0ull};
+        ap_status st;
+        if (stress_below(&w->rng, 2)) {
+            ap_cache_load_fut f;
+            ap_cache_get_or_load(&f, r->c, key, v, (ap_cache_loader){lr_load, r});
+            (void)stress_poll_or_cancel(&f.base, &w->rng);
+            st = ap_cache_load_status(&f);
+        } else {
+            st = ap_cache_get_or_load_wait(r->c, key, v, (ap_cache_loader){lr_load, r},
+                                           AP_DEADLINE_NONE);
+        }
+        if (st == AP_OK) {
+            uint64_t k = v[0] >> 32, gen = v[0] & 0xffffffffu;
+            CHECK(k == key && v[1] == stress_mix64(v[0]) && gen >= 1 &&
+                      gen <= STRESS_LOAD(&r->calls[key]),
+                  "key %" PRIu64 " got %016" PRIx64 " %016" PRIx64, key, v[0], v[1]);
+            STRESS_ADD(&r->ok, 1);
+        } else if (st == AP_CANCELED) {
+            CHECK(v[0] == ~0ull, "a cancelled load wrote its out");
+            STRESS_ADD(&r->cancelled, 1);
+        } else {
+            CHECK(st == AP_REJECTED && v[0] == ~0ull, "status %s", ap_status_str(st));
+            STRESS_ADD(&r->errs, 1);
+        }
+        if (stress_below(&w->rng, 16) == 0)
+            if (ap_cache_remove(r->c, key, NULL) != AP_OK) { /* absent: fine */ }
+    }
+    STRESS_ADD(&r->waiters_done, 1);
+    return NULL;
+}
+
+static void run_loads(size_t shards, size_t cap, size_t max_loads, uint64_t raw, size_t iters)
+{
+    if (!stress_begin("cache loads shards=%zu capacity=%zu max_loads=%zu refresh_ns=%" PRIu64,
+                      shards, cap, max_loads, raw))
+        return;
+    load_run *r = (load_run *)calloc(1, sizeof *r);
+    CHECK(r != NULL, "out of memory");
+    ap_cache_desc d = {.capacity = cap, .shards = shards, .value_size = 16,
+                       .max_loads = max_loads, .refresh_after_write = raw};
+    ap_status st = ap_cache_create(&r->c, &d, NULL);
+    CHECK(st == AP_OK, "ap_cache_create: %s", ap_status_str(st));
+    r->iters = iters;
+    pthread_mutex_init(&r->mu, NULL);
+    for (unsigned k = 0; k < LKEYS; k++) {
+        atomic_init(&r->inflight[k], 0u);
+        atomic_init(&r->calls[k], 0u);
+    }
+    pthread_barrier_init(&r->start, NULL, LWAITERS + LCOMPLETERS + 1);
+    load_worker w[LWAITERS + LCOMPLETERS];
+    for (unsigned i = 0; i < LWAITERS + LCOMPLETERS; i++) {
+        w[i].r = r;
+        w[i].id = i;
+        stress_rng_init(&w[i].rng, stress_thread_seed(100 + i), i);
+        stress_spawn(&w[i].thread, i < LWAITERS ? lr_waiter : lr_completer, &w[i]);
+    }
+    pthread_barrier_wait(&r->start);
+    for (unsigned i = 0; i < LWAITERS + LCOMPLETERS; i++)
+        stress_join(w[i].thread);
+    ap_cache_stats s = ap_cache_stats_get(r->c);
+    uint64_t calls = STRESS_LOAD(&r->ncalls);
+    CHECK(STRESS_LOAD(&r->completed) == calls, "%" PRIu64 " loads, %" PRIu64 " completed",
+          calls, STRESS_LOAD(&r->completed));
+    CHECK(s.loads == calls && s.load_failures == STRESS_LOAD(&r->failed),
+          "stats: loads %" PRIu64 " (calls %" PRIu64 "), failures %" PRIu64, s.loads, calls,
+          s.load_failures);
+    CHECK(STRESS_LOAD(&r->ok) + STRESS_LOAD(&r->errs) + STRESS_LOAD(&r->cancelled) ==
+              LWAITERS * iters, "every get_or_load ended");
+    for (size_t i = 0; i < r->c->desc.max_loads; i++) {
+        ap__cache_load *l = ap__cache_slot(r->c, (uint32_t)i);
+        CHECK(l->state == AP__CACHE_L_FREE && l->refs == 0, "slot %zu: state %u refs %u", i,
+              l->state, l->refs);
+        CHECK(!ap_waitlist_has_waiters(&l->wl), "slot %zu has waiters", i);
+    }
+    CHECK(!ap_waitlist_has_waiters(&r->c->lwait), "waiters for a slot left");
+    CHECK(s.load_joins > 0 && calls > 0 && (raw == 0 || s.refreshes > 0),
+          "the run did not exercise joins (%" PRIu64 ") or refreshes (%" PRIu64 ")",
+          s.load_joins, s.refreshes);
+    stress_end("get_or_load=%zu loads=%" PRIu64 " joins=%" PRIu64 " refreshes=%" PRIu64
+               " failures=%" PRIu64 " cancelled=%" PRIu64,
+               LWAITERS * iters, calls, s.load_joins, s.refreshes, s.load_failures,
+               STRESS_LOAD(&r->cancelled));
+    pthread_barrier_destroy(&r->start);
+    pthread_mutex_destroy(&r->mu);
+    ap_cache_destroy(r->c);
+    free(r);
+}
+
 int main(int argc, char **argv)
 {
     stress_init(argc, argv, "stress_cache");
@@ -214,5 +396,9 @@ int main(int argc, char **argv)
     run_cache(4, 64, 4, n);
     run_cache(16, 256, 2, n);
     run_cache(2, 32, 20, n);
+    size_t nl = stress_iters(3000, 100);
+    run_loads(1, 4, 16, 0, nl);
+    run_loads(4, 8, 2, 0, nl);              /* slots run out: misses queue for one */
+    run_loads(2, 16, 16, 20 * 1000, nl);    /* refresh after 20 us */
     return stress_finish();
 }
