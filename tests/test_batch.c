@@ -927,7 +927,7 @@ Test(batch, theorem_negative_controls_are_flagged)
 
 /* ---- typed wrapper and preconditions ---- */
 
-typedef struct rec { uint32_t id; char tag[12]; } rec;
+typedef struct trec { uint32_t id; char tag[12]; } rec;
 AP_BATCH_DEFINE(recb, rec)
 
 Test(batch, typed_wrapper)
@@ -1021,4 +1021,406 @@ Test(batch, an_add_from_a_clock_behind_wakes_takers_to_an_earlier_deadline)
     EXPECT_EQ(ap_batch_take_poll(&f, &cx), AP_PENDING);
     EXPECT_EQ(cx.deadline, 1050);
     ap_batch_take_cancel(&f);
+}
+
+/* ---- issue #14: per-item completion and the weigher ---- */
+
+/* a completion callback that counts its calls and keeps the status */
+typedef struct cb_rec {
+    ap_batch_done d;
+    int calls;
+    ap_status st;
+} cb_rec;
+
+static void cb_done(void *ctx, ap_batch_done *d, ap_status st)
+{
+    cb_rec *r = (cb_rec *)ctx;
+    if (&r->d != d)
+        st = AP_INVAL; /* the wrong record: flagged by the status checks */
+    r->calls++;
+    r->st = st;
+}
+
+Test(batch, completion_waits_for_take_and_complete_and_carries_the_status)
+{
+    uint64_t buf[4], out[4];
+    ap_batch b;
+    ap_batch_desc d = D(4, 100);
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    cb_rec r[3];
+    for (uint64_t i = 0; i < 3; i++) {
+        ap_batch_done_init(&r[i].d, cb_done, &r[i]);
+        r[i].calls = 0;
+        EXPECT_EQ(ap_batch_add_done(&b, &i, 10, NULL, &r[i].d), AP_OK);
+    }
+    EXPECT_EQ(ap_batch_done_status(&r[0].d), AP_NOT_READY, "pending while held");
+    size_t n = 0;
+    uint64_t id = 0;
+    EXPECT_EQ(ap_batch_take_tracked(&b, out, 50, &n, &id), AP_EMPTY, "not due");
+    EXPECT_EQ(ap_batch_take_tracked(&b, out, 110, &n, &id), AP_OK);
+    EXPECT_EQ(n, 3);
+    EXPECT_EQ(id, 1, "ids count taken batches from 1");
+    for (int i = 0; i < 3; i++) /* taken, not completed: still pending */
+        EXPECT(r[i].calls == 0 && ap_batch_done_status(&r[i].d) == AP_NOT_READY);
+    /* bad input changes nothing */
+    EXPECT_EQ(ap_batch_complete(&b, 0, AP_OK), AP_INVAL);
+    EXPECT_EQ(ap_batch_complete(&b, 2, AP_OK), AP_INVAL, "never taken");
+    EXPECT_EQ(ap_batch_complete(&b, 1, AP_NOT_READY), AP_INVAL);
+    EXPECT_EQ(ap_batch_add_done(&b, &n, 10, NULL, &r[0].d), AP_INVAL, "still pending");
+    EXPECT_EQ(ap_batch_add_done(&b, &n, 10, NULL, NULL), AP_INVAL);
+    EXPECT_EQ(ap_batch_len(&b), 0, "the refused adds added nothing");
+    for (int i = 0; i < 3; i++)
+        EXPECT(r[i].calls == 0 && ap_batch_done_status(&r[i].d) == AP_NOT_READY);
+    /* the consumer's outcome reaches every record once */
+    EXPECT_EQ(ap_batch_complete(&b, 1, AP_REJECTED), AP_OK);
+    for (int i = 0; i < 3; i++) {
+        EXPECT_EQ(r[i].calls, 1);
+        EXPECT_EQ(r[i].st, AP_REJECTED);
+        EXPECT_EQ(ap_batch_done_status(&r[i].d), AP_REJECTED);
+    }
+    EXPECT_EQ(ap_batch_complete(&b, 1, AP_OK), AP_OK, "again: finds nothing");
+    for (int i = 0; i < 3; i++)
+        EXPECT(r[i].calls == 1 && r[i].st == AP_REJECTED, "resolved once");
+    EXPECT_EQ(ap_batch_stats_get(&b).completed, 3);
+    /* a resolved record is reusable */
+    EXPECT_EQ(ap_batch_add_done(&b, &n, 10, NULL, &r[0].d), AP_OK);
+    EXPECT_EQ(ap_batch_flush(&b, out, &n), AP_OK, "an untracked take completes with AP_OK");
+    EXPECT(r[0].calls == 2 && r[0].st == AP_OK);
+    ap_batch_fini(&b);
+}
+
+Test(batch, completion_out_of_order_batches_and_a_future)
+{
+    uint64_t buf[2], out[2];
+    ap_batch b;
+    ap_batch_desc d = D(2, 100);
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    ap_batch_done f[4];
+    tw t[4] = {0};
+    for (uint64_t i = 0; i < 4; i++) {
+        ap_batch_done_init(&f[i], NULL, NULL);
+        EXPECT_EQ(ap_batch_add_done(&b, &i, 0, NULL, &f[i]), AP_OK);
+        ap_cx cx = cx_of(&t[i]);
+        EXPECT_EQ(ap_batch_done_poll(&f[i], &cx), AP_PENDING);
+        if (i % 2 == 1) { /* full: take it */
+            size_t n;
+            uint64_t id;
+            EXPECT_EQ(ap_batch_take_tracked(&b, out, 0, &n, &id), AP_OK);
+            EXPECT_EQ(id, i / 2 + 1);
+        }
+    }
+    EXPECT_EQ(ap_batch_complete(&b, 2, AP_CLOSED), AP_OK); /* the second batch first */
+    EXPECT(calls(&t[0]) == 0 && calls(&t[1]) == 0, "batch 1 is not complete");
+    EXPECT(calls(&t[2]) == 1 && calls(&t[3]) == 1);
+    EXPECT_EQ(ap_batch_done_status(&f[0]), AP_NOT_READY);
+    EXPECT_EQ(ap_batch_done_status(&f[2]), AP_CLOSED);
+    ap_cx cx = cx_of(&t[2]);
+    EXPECT_EQ(ap_batch_done_poll(&f[2], &cx), AP_READY);
+    EXPECT_EQ(ap_batch_complete(&b, 1, AP_OK), AP_OK);
+    EXPECT(calls(&t[0]) == 1 && calls(&t[1]) == 1);
+    ap_block_on(&f[0].base); /* a resolved record is a ready future: returns at once */
+    EXPECT_EQ(ap_batch_done_status(&f[1]), AP_OK);
+    ap_batch_fini(&b);
+}
+
+Test(batch, completion_cancel_leaves_the_batcher_and_the_item_ships)
+{
+    uint64_t buf[4], out[4];
+    ap_batch b;
+    ap_batch_desc d = D(4, 100);
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    cb_rec r[3];
+    for (uint64_t i = 0; i < 3; i++) {
+        ap_batch_done_init(&r[i].d, cb_done, &r[i]);
+        r[i].calls = 0;
+        EXPECT_EQ(ap_batch_add_done(&b, &i, 0, NULL, &r[i].d), AP_OK);
+    }
+    ap_batch_done_cancel(&r[1].d); /* from the current batch */
+    EXPECT_EQ(ap_batch_done_status(&r[1].d), AP_CANCELED);
+    EXPECT_EQ(r[1].calls, 0, "a cancel runs no callback");
+    size_t n;
+    uint64_t id;
+    EXPECT_EQ(ap_batch_flush_tracked(&b, out, &n, &id), AP_OK);
+    EXPECT_EQ(n, 3, "the cancelled record's item still ships");
+    ap_batch_done_cancel(&r[2].d); /* from a taken batch */
+    EXPECT_EQ(ap_batch_complete(&b, id, AP_OK), AP_OK);
+    EXPECT(r[0].calls == 1 && r[0].st == AP_OK);
+    EXPECT(r[1].calls == 0 && r[2].calls == 0);
+    EXPECT_EQ(ap_batch_done_status(&r[2].d), AP_CANCELED);
+    ap_batch_done_cancel(&r[0].d); /* resolved: a no-op */
+    EXPECT_EQ(ap_batch_done_status(&r[0].d), AP_OK);
+    EXPECT_EQ(ap_batch_stats_get(&b).completed, 3);
+    ap_batch_fini(&b);
+}
+
+Test(batch, completion_through_a_take_future_and_take_wait)
+{
+    uint64_t buf[2], out[2];
+    ap_batch b;
+    ap_batch_desc d = D(2, 100);
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    ap_batch_done r[2];
+    ap_batch_take_fut f;
+    ap_batch_take_fut_init(&f, &b, out);
+    EXPECT_EQ(ap_batch_take_id(&f), 0);
+    for (uint64_t i = 0; i < 2; i++) {
+        ap_batch_done_init(&r[i], NULL, NULL);
+        EXPECT_EQ(ap_batch_add_done(&b, &i, 0, NULL, &r[i]), AP_OK);
+    }
+    ap_block_on(&f.base);
+    EXPECT_EQ(ap_batch_take_status(&f), AP_OK);
+    EXPECT_EQ(ap_batch_take_id(&f), 1);
+    EXPECT_EQ(ap_batch_done_status(&r[0]), AP_NOT_READY, "a take future is tracked");
+    EXPECT_EQ(ap_batch_complete(&b, ap_batch_take_id(&f), AP_REJECTED), AP_OK);
+    EXPECT(ap_batch_done_status(&r[0]) == AP_REJECTED && ap_batch_done_status(&r[1]) == AP_REJECTED);
+    for (uint64_t i = 0; i < 2; i++)
+        EXPECT_EQ(ap_batch_add_done(&b, &i, 0, NULL, &r[i]), AP_OK);
+    size_t n;
+    EXPECT_EQ(ap_batch_take_wait(&b, out, &n, bt_deadline()), AP_OK);
+    EXPECT_EQ(ap_batch_done_status(&r[1]), AP_OK, "take_wait is untracked: AP_OK");
+    ap_batch_fini(&b);
+}
+
+static size_t weigh_first(const void *elem, void *ctx)
+{
+    (void)ctx;
+    uint64_t v;
+    memcpy(&v, elem, sizeof v);
+    return (size_t)v; /* the item's value is its weight */
+}
+
+Test(batch, weigher_flushes_on_bytes_and_seals_a_batch_an_item_does_not_fit)
+{
+    uint64_t buf[8], out[8];
+    ap_batch b;
+    ap_batch_desc d = D(8, 1000);
+    d.max_bytes = 100;
+    d.weigh = weigh_first;
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    bool due = true;
+    uint64_t w = 60;
+    EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_OK);
+    EXPECT_NOT(due);
+    EXPECT_EQ(ap_batch_deadline(&b), 1000);
+    w = 30;
+    EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_OK);
+    EXPECT_NOT(due, "90 of 100 bytes: not due");
+    w = 20;
+    EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_FULL, "110 > 100: refused");
+    EXPECT_EQ(ap_batch_len(&b), 2, "refused: not added");
+    EXPECT_EQ(ap_batch_deadline(&b), 0, "... and the batch is sealed: due now");
+    size_t n;
+    EXPECT_EQ(ap_batch_take(&b, out, 1, &n), AP_OK);
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(ap_batch_add(&b, &w, 2, &due), AP_OK, "the retry opens the next batch");
+    EXPECT_NOT(due, "the seal went with the taken batch");
+    w = 80;
+    EXPECT_EQ(ap_batch_add(&b, &w, 2, &due), AP_OK);
+    EXPECT(due, "exactly 100 bytes: due");
+    EXPECT_EQ(ap_batch_add(&b, &w, 2, &due), AP_FULL);
+    EXPECT_EQ(ap_batch_take(&b, out, 2, &n), AP_OK);
+    w = 500; /* heavier than max_bytes alone: a batch of one, due at once */
+    EXPECT_EQ(ap_batch_add(&b, &w, 3, &due), AP_OK);
+    EXPECT(due);
+    EXPECT_EQ(ap_batch_stats_get(&b).bytes, 500);
+    EXPECT_EQ(ap_batch_take(&b, out, 3, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    ap_batch_stats s = ap_batch_stats_get(&b);
+    EXPECT_EQ(s.by_bytes, 3);
+    EXPECT_EQ(s.batches, 3);
+    EXPECT_EQ(s.bytes, 0);
+    ap_batch_fini(&b);
+    /* no weigher: an item weighs elem_size */
+    d.weigh = NULL;
+    d.max_bytes = 3 * sizeof(uint64_t);
+    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_OK);
+    EXPECT(due, "3 * elem_size bytes");
+    EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_FULL);
+    ap_batch_fini(&b);
+}
+
+/* The theorem, on random runs against a model: every record is resolved
+ * exactly once, with the status its batch was completed with, never before
+ * that batch is taken and completed; batches never weigh more than
+ * max_bytes (two items or more) nor hold more than max_size. */
+#define CT_N 4000
+typedef struct ct_run {
+    cb_rec r[CT_N];
+    uint64_t batch_of[CT_N];   /* 0: not taken yet */
+    ap_status want[CT_N + 1];  /* by batch id: the status it was completed with */
+    bool completed[CT_N + 1];
+} ct_run;
+
+static uint64_t ct_rng(uint64_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+static size_t ct_violations(uint64_t seed)
+{
+    static ct_run c;
+    memset(&c, 0, sizeof c);
+    uint64_t buf[16], out[16], rng = seed | 1;
+    ap_batch b;
+    ap_batch_desc d = D(1 + ct_rng(&rng) % 16, 50);
+    d.max_bytes = ct_rng(&rng) % 2 ? 0 : 64 + ct_rng(&rng) % 200;
+    d.weigh = weigh_first;
+    if (ap_batch_init(&b, buf, sizeof buf, &d) != AP_OK)
+        return 1;
+    static const ap_status sts[] = {AP_OK, AP_REJECTED, AP_CLOSED, AP_TIMEDOUT};
+    size_t bad = 0, next = 0;
+    uint64_t now = 0, taken = 0, open_ids[CT_N];
+    size_t nopen = 0;
+    while (next < CT_N || nopen > 0 || ap_batch_len(&b) > 0) {
+        now += ct_rng(&rng) % 10;
+        unsigned op = (unsigned)(ct_rng(&rng) % 4);
+        if (op <= 1 && next < CT_N) {
+            uint64_t v = 1 + ct_rng(&rng) % 120; /* value = weight; id by order */
+            ap_batch_done_init(&c.r[next].d, cb_done, &c.r[next]);
+            /* the item carries its weight; its identity is its add order */
+            ap_status st = ap_batch_add_done(&b, &v, now, NULL, &c.r[next].d);
+            if (st == AP_OK)
+                next++;
+        } else if (op == 2 || next == CT_N) {
+            size_t n;
+            uint64_t id, before = ap_batch_stats_get(&b).added - ap_batch_len(&b);
+            bool force = next == CT_N;
+            ap_status st = force ? ap_batch_flush_tracked(&b, out, &n, &id)
+                                 : ap_batch_take_tracked(&b, out, now, &n, &id);
+            if (st == AP_OK) {
+                bad += id != ++taken;
+                size_t w = 0;
+                for (size_t i = 0; i < n; i++)
+                    w += (size_t)out[i];
+                bad += n > d.max_size || (d.max_bytes && n > 1 && w > d.max_bytes);
+                for (size_t i = 0; i < n; i++)
+                    c.batch_of[before + i] = id;
+                open_ids[nopen++] = id;
+            }
+        }
+        if ((op == 3 || next == CT_N) && nopen > 0) { /* complete a random taken batch */
+            size_t k = (size_t)(ct_rng(&rng) % nopen);
+            uint64_t id = open_ids[k];
+            open_ids[k] = open_ids[--nopen];
+            ap_status s = sts[ct_rng(&rng) % 4];
+            c.want[id] = s;
+            c.completed[id] = true;
+            bad += ap_batch_complete(&b, id, s) != AP_OK;
+        }
+        /* every step: a record is resolved iff its batch was completed */
+        if (ct_rng(&rng) % 64 == 0 || next == CT_N)
+            for (size_t i = 0; i < next; i++) {
+                uint64_t id = c.batch_of[i];
+                bool done = id != 0 && c.completed[id];
+                bad += c.r[i].calls != (done ? 1 : 0);
+                bad += done ? c.r[i].st != c.want[id]
+                            : ap_batch_done_status(&c.r[i].d) != AP_NOT_READY;
+            }
+    }
+    for (size_t i = 0; i < CT_N; i++)
+        bad += c.r[i].calls != 1 || c.batch_of[i] == 0 || c.r[i].st != c.want[c.batch_of[i]];
+    ap_batch_stats s = ap_batch_stats_get(&b);
+    bad += s.completed != CT_N || s.added != CT_N;
+    ap_batch_fini(&b);
+    return bad;
+}
+
+Test(batch, theorem_every_completion_once_with_its_batch_status)
+{
+    for (uint64_t seed = 1; seed <= 12; seed++)
+        EXPECT_EQ(ct_violations(seed * 0x9E3779B97F4A7C15u), 0, "seed %llu",
+                  (unsigned long long)seed);
+}
+
+/* ---- the header's USAGE block, verbatim between the markers (tests/docs.sh) ---- */
+
+struct rec { uint32_t id; uint32_t size; };
+static uint64_t batch_clock;
+static size_t batch_shipped, batch_batches, batch_acked[2];
+static ap_deadline batch_timer = AP_DEADLINE_NONE;
+static uint64_t now(void) { return batch_clock; }
+static ap_status write_batch(const struct rec *r, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += r[i].size;
+    batch_shipped += n;
+    batch_batches++;
+    return bytes <= 16384 || n == 1 ? AP_OK : AP_REJECTED; /* a batch over 16 KiB: a bug */
+}
+static void arm_timer(ap_deadline at) { batch_timer = at; }
+static size_t rec_bytes(const void *r, void *ctx) { (void)ctx; return ((const struct rec *)r)->size; }
+static void acked(void *ctx, ap_batch_done *done, ap_status st)
+{
+    (void)ctx, (void)done;
+    batch_acked[st == AP_OK]++;
+}
+
+/* USAGE begin */
+static struct rec buf[64], out[64];
+static ap_batch b;
+static void ship(void) {                  // on a due add and on the timer
+    size_t n;
+    uint64_t id;                          // the batch's outcome goes to its records
+    while (ap_batch_take_tracked(&b, out, now(), &n, &id) == AP_OK)
+        if (ap_batch_complete(&b, id, write_batch(out, n)) != AP_OK) abort();
+    arm_timer(ap_batch_deadline(&b));     // AP_DEADLINE_NONE: disarm
+}
+static void on_record(const struct rec *r, ap_batch_done *done) {  // done: kept
+    bool due;                                               // until acked runs
+    ap_batch_done_init(done, acked, NULL);
+    ap_status st = ap_batch_add_done(&b, r, now(), &due, done);
+    if (st == AP_FULL) {   // r does not fit in 16 KiB: that batch is due now
+        ship();
+        st = ap_batch_add_done(&b, r, now(), &due, done);  // an empty batch takes it
+    }
+    if (st != AP_OK) return;
+    if (due) ship();
+    else arm_timer(ap_batch_deadline(&b));  // a batch's first item sets it
+}
+static void on_timer(void) { ship(); }
+// at start-up: 64 records or 16 KiB (rec_bytes weighs one) or 2 ms
+/* USAGE pause */
+Test(batch, usage)
+{
+    static ap_batch_done dones[200];
+    /* USAGE resume */
+    if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
+                      .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS,
+                      .max_bytes = 16384, .weigh = rec_bytes}) != AP_OK)
+        abort();
+    /* USAGE end */
+    batch_clock = 1000;
+    for (uint32_t i = 0; i < 64 + 10; i++) { /* small records: the 64th fills a batch */
+        on_record(&(struct rec){i, 100}, &dones[i]);
+        batch_clock += 10;
+    }
+    EXPECT_EQ(batch_batches, 1);
+    EXPECT_EQ(batch_shipped, 64);
+    EXPECT_EQ(batch_acked[1], 64, "each shipped record heard AP_OK once");
+    EXPECT_EQ(ap_batch_done_status(&dones[64]), AP_NOT_READY, "held: not acked");
+    /* the 65th item (added at 1000 + 64 * 10) armed the timer for its batch */
+    EXPECT_EQ(batch_timer, 1000 + 64 * 10 + 2 * AP_NS_PER_MS);
+    batch_clock = batch_timer - 1; /* a timer that fires early ships nothing */
+    on_timer();
+    EXPECT_EQ(batch_shipped, 64);
+    batch_clock = batch_timer; /* the timer fires */
+    on_timer();
+    EXPECT_EQ(batch_shipped, 74);
+    EXPECT_EQ(batch_batches, 2);
+    EXPECT_EQ(batch_acked[1], 74);
+    EXPECT_EQ(batch_timer, AP_DEADLINE_NONE, "empty: the timer is disarmed");
+    /* big records: 16 KiB seals a batch before 64 records */
+    for (uint32_t i = 0; i < 100; i++)
+        on_record(&(struct rec){i, 3000}, &dones[i]); /* 5 fit in 16384 */
+    batch_clock += 2 * AP_NS_PER_MS;
+    on_timer();
+    EXPECT_EQ(batch_shipped, 174);
+    EXPECT_EQ(batch_batches, 2 + 20, "100 records of 3000 bytes: 20 batches of 5");
+    EXPECT_EQ(batch_acked[1], 174);
+    EXPECT_EQ(batch_acked[0], 0, "no batch passed 16 KiB");
+    ap_batch_fini(&b);
 }

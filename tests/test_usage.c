@@ -127,60 +127,6 @@ Test(usage, barrier, .timeout = 30)
     ap_barrier_fini(&b);
 }
 
-/* ---- batch.h ---- */
-
-struct rec { uint32_t id; };
-static uint64_t batch_clock;
-static size_t batch_shipped, batch_batches;
-static ap_deadline batch_timer = AP_DEADLINE_NONE;
-static uint64_t now(void) { return batch_clock; }
-static void write_batch(const struct rec *r, size_t n) { (void)r; batch_shipped += n; batch_batches++; }
-static void arm_timer(ap_deadline at) { batch_timer = at; }
-
-/* USAGE begin */
-static struct rec buf[64], out[64];
-static ap_batch b;
-static void ship(void) {                  // on a due add and on the timer
-    size_t n;
-    while (ap_batch_take(&b, out, now(), &n) == AP_OK) write_batch(out, n);
-    arm_timer(ap_batch_deadline(&b));     // AP_DEADLINE_NONE: disarm
-}
-static void on_record(const struct rec *r) {
-    bool due;     // only this loop adds, and a full batch is due: never AP_FULL
-    if (ap_batch_add(&b, r, now(), &due) != AP_OK) return;
-    if (due) ship();
-    else arm_timer(ap_batch_deadline(&b));  // a batch's first item sets it
-}
-static void on_timer(void) { ship(); }
-// at start-up:
-/* USAGE pause */
-Test(usage, batch)
-{
-    /* USAGE resume */
-    if (ap_batch_init(&b, buf, sizeof buf, &(ap_batch_desc){.elem_size = sizeof(struct rec),
-                      .max_size = 64, .max_delay_ns = 2 * AP_NS_PER_MS}) != AP_OK)
-        abort();
-    /* USAGE end */
-    batch_clock = 1000;
-    for (uint32_t i = 0; i < 64 + 10; i++) {
-        on_record(&(struct rec){i}); /* the 64th fills a batch: shipped at once */
-        batch_clock += 10;
-    }
-    cr_expect_eq(batch_batches, 1);
-    cr_expect_eq(batch_shipped, 64);
-    /* the 65th item (added at 1000 + 64 * 10) armed the timer for its batch */
-    cr_expect_eq(batch_timer, 1000 + 64 * 10 + 2 * AP_NS_PER_MS);
-    batch_clock = batch_timer - 1; /* a timer that fires early ships nothing */
-    on_timer();
-    cr_expect_eq(batch_shipped, 64);
-    batch_clock = batch_timer; /* the timer fires */
-    on_timer();
-    cr_expect_eq(batch_shipped, 74);
-    cr_expect_eq(batch_batches, 2);
-    cr_expect_eq(batch_timer, AP_DEADLINE_NONE, "empty: the timer is disarmed");
-    ap_batch_fini(&b);
-}
-
 /* ---- circuit_breaker.h ---- */
 
 static int dependency_calls;
