@@ -359,6 +359,254 @@ static void run_parked(unsigned subs)
     stress_end("woken=%u", subs);
 }
 
+/* ==== topics (asyncpat/topic.h) ====
+ *
+ * Scenario "topic mix": publishers send 8-word messages on subjects drawn
+ * from a small set; subscriptions with NATS patterns and every policy:
+ *   ">"      OVERWRITE, stalls now and then (drops expected, exactly counted)
+ *   "s.*"    OVERWRITE, receives with parking futures
+ *   "s.>"    BLOCK, receives with parking futures (publishers wait for it)
+ *   "t.*"    BLOCK, try_recv + backoff
+ *   "s.1"    DISCONNECT, slow: may be closed when it falls behind
+ *   "s.*.x"  OVERWRITE
+ * plus a churn thread that subscribes and unsubscribes "s.*" while the
+ * publishers run (unsubscribe during a concurrent publish).
+ * Checked per subscription: each message is intact, its subject (returned)
+ * is the one its words name and matches the pattern (a naive matcher);
+ * each publisher's sequence numbers strictly increase (publish order);
+ * BLOCK subscribers lose nothing; received + lost == the messages
+ * published on matching subjects (OVERWRITE, BLOCK; DISCONNECT: <= and
+ * lost == 1 if it was closed); after close, AP_CLOSED.
+ */
+#include "asyncpat/topic.h"
+
+#define TP_SUBJECTS 6
+static const char *const tp_subject[TP_SUBJECTS] = {"s.0", "s.1", "s.2.x", "t.0", "t.1", "u"};
+#define TP_SUBS 6
+static const char *const tp_pattern[TP_SUBS] = {">", "s.*", "s.>", "t.*", "s.1", "s.*.x"};
+static const ap_topic_policy tp_policy[TP_SUBS] = {
+    AP_TOPIC_POLICY_OVERWRITE, AP_TOPIC_POLICY_OVERWRITE, AP_TOPIC_POLICY_BLOCK,
+    AP_TOPIC_POLICY_BLOCK,     AP_TOPIC_POLICY_DISCONNECT, AP_TOPIC_POLICY_OVERWRITE};
+#define TP_PUBS 3
+#define TP_DEPTH 8
+
+static bool tp_match(const char *pat, const char *subj)
+{
+    for (;;) {
+        const char *pe = strchr(pat, '.'), *se = strchr(subj, '.');
+        size_t pl = pe ? (size_t)(pe - pat) : strlen(pat);
+        size_t sl = se ? (size_t)(se - subj) : strlen(subj);
+        if (pl == 1 && pat[0] == '>')
+            return true;
+        if (!(pl == 1 && pat[0] == '*') && (pl != sl || memcmp(pat, subj, pl) != 0))
+            return false;
+        if (!pe || !se)
+            return !pe && !se;
+        pat = pe + 1;
+        subj = se + 1;
+    }
+}
+
+typedef struct tp_run {
+    ap_topic bus;
+    size_t per_pub;
+    pthread_barrier_t start;
+    _Atomic uint64_t published[TP_SUBJECTS];
+    _Atomic unsigned pubs_done;
+} tp_run;
+
+typedef struct tp_worker {
+    tp_run *r;
+    unsigned id;
+    pthread_t thread;
+    ap_topic_sub sub;
+    uint64_t ring[AP_TOPIC_SUB_BYTES(TP_DEPTH) / 8];
+    uint64_t got, lost, churn_rounds;
+} tp_worker;
+
+static void *tp_pub_main(void *arg)
+{
+    tp_worker *w = (tp_worker *)arg;
+    tp_run *r = w->r;
+    stress_rng rng;
+    stress_rng_init(&rng, stress_thread_seed(w->id), w->id);
+    pthread_barrier_wait(&r->start);
+    for (size_t seq = 0; seq < r->per_pub; seq++) {
+        unsigned k = stress_below(&rng, TP_SUBJECTS);
+        ps_msg m = ps_make(w->id, seq);
+        m.w[PS_WORDS - 1] = k; /* the subject's index rides along */
+        ap_status st = ap_topic_publish_wait(&r->bus, tp_subject[k], &m, AP_DEADLINE_NONE);
+        CHECK(st == AP_OK, "publisher %u: %s", w->id, ap_status_str(st));
+        STRESS_ADD(&r->published[k], 1);
+        stress_jitter(&rng);
+    }
+    STRESS_ADD(&r->pubs_done, 1u);
+    return NULL;
+}
+
+static void tp_check_msg(const char *pat, const ps_msg *m, const char *subj, uint64_t *last)
+{
+    uint64_t k = m->w[PS_WORDS - 1];
+    CHECK(k < TP_SUBJECTS, "%s: subject index %" PRIu64, pat, k);
+    CHECK(strcmp(subj, tp_subject[k]) == 0, "%s: subject %s, words say %s", pat, subj,
+          tp_subject[k]);
+    CHECK(tp_match(pat, subj), "%s received %s", pat, subj);
+    uint64_t h = stress_check_word(m->w[0]);
+    for (unsigned i = 1; i < PS_WORDS - 1; i++)
+        CHECK(m->w[i] == h + i, "%s: torn message word %u", pat, i);
+    unsigned p = (unsigned)STRESS_ITEM_PRODUCER(m->w[0]);
+    uint64_t seq = m->w[0] & ((UINT64_C(1) << STRESS_SEQ_BITS) - 1);
+    CHECK(p < TP_PUBS, "%s: producer %u", pat, p);
+    CHECK(last[p] == UINT64_MAX || seq > last[p], "%s: producer %u seq %" PRIu64 " after %" PRIu64,
+          pat, p, seq, last[p]);
+    last[p] = seq;
+}
+
+static void *tp_sub_main(void *arg)
+{
+    tp_worker *w = (tp_worker *)arg;
+    tp_run *r = w->r;
+    const char *pat = tp_pattern[w->id];
+    stress_rng rng;
+    stress_rng_init(&rng, stress_thread_seed(100 + w->id), w->id);
+    uint64_t last[TP_PUBS];
+    for (unsigned i = 0; i < TP_PUBS; i++)
+        last[i] = UINT64_MAX;
+    pthread_barrier_wait(&r->start);
+    unsigned fails = 0;
+    for (;;) {
+        ps_msg m;
+        char subj[AP_TOPIC_SUBJECT_MAX + 1];
+        uint64_t n = 0;
+        ap_status st;
+        if (w->id == 1 || w->id == 2)
+            st = ap_topic_sub_recv_wait(&w->sub, &m, subj, AP_DEADLINE_NONE);
+        else
+            st = ap_topic_sub_try_recv(&w->sub, &m, subj, &n);
+        if (st == AP_OK) {
+            tp_check_msg(pat, &m, subj, last);
+            fails = 0;
+            if (w->id == 0 && stress_below(&rng, 64) == 0)
+                stress_sleep_us(200 + stress_below(&rng, 800)); /* stalls */
+            else if (w->id == 4 && stress_below(&rng, 16) == 0)
+                stress_sleep_us(50 + stress_below(&rng, 200)); /* slow */
+            else
+                stress_jitter(&rng);
+        } else if (st == AP_DROPPED) {
+            CHECK(tp_policy[w->id] == AP_TOPIC_POLICY_OVERWRITE, "%s dropped", pat);
+            CHECK(ap_topic_sub_last_dropped(&w->sub) > 0, "%s: a drop of 0", pat);
+            CHECK(n == 0 || n == ap_topic_sub_last_dropped(&w->sub), "%s: drop counts", pat);
+        } else if (st == AP_EMPTY) {
+            stress_backoff(&fails, &rng);
+        } else {
+            CHECK(st == AP_CLOSED, "%s: %s", pat, ap_status_str(st));
+            break;
+        }
+    }
+    w->got = ap_topic_sub_received(&w->sub);
+    w->lost = ap_topic_sub_lost(&w->sub);
+    return NULL;
+}
+
+static void *tp_churn_main(void *arg)
+{
+    tp_worker *w = (tp_worker *)arg;
+    tp_run *r = w->r;
+    stress_rng rng;
+    stress_rng_init(&rng, stress_thread_seed(200), 7);
+    pthread_barrier_wait(&r->start);
+    while (STRESS_LOAD(&r->pubs_done) < TP_PUBS) {
+        memset(&w->sub, 0, sizeof w->sub);
+        ap_status st = ap_topic_subscribe(&r->bus, &w->sub, "s.*", AP_TOPIC_POLICY_OVERWRITE,
+                                          w->ring, sizeof w->ring, TP_DEPTH);
+        CHECK(st == AP_OK, "churn subscribe: %s", ap_status_str(st));
+        uint64_t last[TP_PUBS];
+        for (unsigned i = 0; i < TP_PUBS; i++)
+            last[i] = UINT64_MAX;
+        for (unsigned i = stress_below(&rng, 20); i > 0; i--) {
+            ps_msg m;
+            char subj[AP_TOPIC_SUBJECT_MAX + 1];
+            st = ap_topic_sub_try_recv(&w->sub, &m, subj, NULL);
+            if (st == AP_OK)
+                tp_check_msg("s.*", &m, subj, last); /* the churn thread */
+            else if (st == AP_CLOSED)
+                break;
+            stress_jitter(&rng);
+        }
+        ap_topic_unsubscribe(&r->bus, &w->sub); /* publishers are running */
+        w->churn_rounds++;
+    }
+    return NULL;
+}
+
+static void run_topic_mix(size_t per_pub)
+{
+    if (!stress_begin("topic mix %u pubs x %u subs + churn, %zu each", TP_PUBS, TP_SUBS,
+                      per_pub))
+        return;
+    static tp_run r;
+    static tp_worker pubs[TP_PUBS], subs[TP_SUBS], churn;
+    static uint64_t mem[AP_TOPIC_BYTES(64, sizeof(ps_msg), 32) / 8];
+    memset(&r, 0, sizeof r);
+    r.per_pub = per_pub;
+    CHECK(ap_topic_init(&r.bus, mem, sizeof mem, 64, sizeof(ps_msg), 32) == AP_OK, "init");
+    pthread_barrier_init(&r.start, NULL, TP_PUBS + TP_SUBS + 1 + 1);
+    for (unsigned i = 0; i < TP_SUBS; i++) {
+        memset(&subs[i], 0, sizeof subs[i]);
+        subs[i].r = &r;
+        subs[i].id = i;
+        ap_status st = ap_topic_subscribe(&r.bus, &subs[i].sub, tp_pattern[i], tp_policy[i],
+                                          subs[i].ring, sizeof subs[i].ring, TP_DEPTH);
+        CHECK(st == AP_OK, "subscribe %s: %s", tp_pattern[i], ap_status_str(st));
+        stress_spawn(&subs[i].thread, tp_sub_main, &subs[i]);
+    }
+    memset(&churn, 0, sizeof churn);
+    churn.r = &r;
+    stress_spawn(&churn.thread, tp_churn_main, &churn);
+    for (unsigned i = 0; i < TP_PUBS; i++) {
+        memset(&pubs[i], 0, sizeof pubs[i]);
+        pubs[i].r = &r;
+        pubs[i].id = i;
+        stress_spawn(&pubs[i].thread, tp_pub_main, &pubs[i]);
+    }
+    pthread_barrier_wait(&r.start);
+    for (unsigned i = 0; i < TP_PUBS; i++)
+        stress_join(pubs[i].thread);
+    stress_join(churn.thread);
+    ap_topic_close(&r.bus);
+    uint64_t total = 0, drops = 0;
+    bool disconnected = false;
+    for (unsigned i = 0; i < TP_SUBS; i++) {
+        stress_join(subs[i].thread);
+        uint64_t want = 0;
+        for (unsigned k = 0; k < TP_SUBJECTS; k++)
+            if (tp_match(tp_pattern[i], tp_subject[k]))
+                want += STRESS_LOAD(&r.published[k]);
+        const char *pat = tp_pattern[i];
+        if (tp_policy[i] == AP_TOPIC_POLICY_DISCONNECT && ap_topic_sub_is_disconnected(&subs[i].sub)) {
+            disconnected = true;
+            CHECK(subs[i].lost == 1, "%s: disconnected with lost %" PRIu64, pat, subs[i].lost);
+            CHECK(subs[i].got + subs[i].lost <= want, "%s: %" PRIu64 " + %" PRIu64 " > %" PRIu64,
+                  pat, subs[i].got, subs[i].lost, want);
+        } else {
+            CHECK(subs[i].got + subs[i].lost == want,
+                  "%s: received %" PRIu64 " + lost %" PRIu64 " != published %" PRIu64, pat,
+                  subs[i].got, subs[i].lost, want);
+        }
+        if (tp_policy[i] == AP_TOPIC_POLICY_BLOCK)
+            CHECK(subs[i].lost == 0, "%s (BLOCK) lost %" PRIu64, pat, subs[i].lost);
+        total += subs[i].got;
+        drops += subs[i].lost;
+        ap_topic_unsubscribe(&r.bus, &subs[i].sub);
+    }
+    CHECK(r.bus.pinned == 0, "pins left: %zu", r.bus.pinned);
+    CHECK(r.bus.nodes_free == 32, "trie nodes left: %u free of 32", r.bus.nodes_free);
+    ap_topic_fini(&r.bus);
+    pthread_barrier_destroy(&r.start);
+    stress_end("received=%" PRIu64 " lost=%" PRIu64 " disconnect=%d churn=%" PRIu64, total,
+               drops, disconnected, churn.churn_rounds);
+}
+
 int main(int argc, char **argv)
 {
     static const unsigned shapes[][2] = {{1, 1}, {1, 3}, {2, 2}, {4, 2}, {2, 5}};
@@ -376,5 +624,7 @@ int main(int argc, char **argv)
         run_matrix(shapes[s][0], shapes[s][1], 8192, s & 1, false, stress_iters(6000, 50) < 8192 ? stress_iters(6000, 50) : 8192);
     run_parked(1);
     run_parked(6);
+    run_topic_mix(stress_iters(4000, 200));
+    run_topic_mix(stress_iters(300, 100)); /* short: the churn starts and ends mid-run */
     return stress_finish();
 }
