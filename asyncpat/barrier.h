@@ -145,6 +145,22 @@ typedef struct ap_barrier {
 AP_STATIC_ASSERT(offsetof(ap_barrier, fn) - offsetof(ap_barrier, state) >= AP_CACHELINE,
                "ap_barrier: the state word must have its own cache line");
 
+/**
+ * ap_barrier_stats - counters (ap_barrier_stats_get; a snapshot, exact at
+ * quiescence). Arrivals count nothing: the state word already says where
+ * the generation stands; waits and wait_ns are the waiting side's.
+ */
+typedef struct ap_barrier_stats {
+    uint64_t parties;    /* parties expected in this generation */
+    uint64_t arrived;    /* parties arrived in this generation */
+    uint64_t generation; /* generation number (mod 2^23) */
+    uint64_t broken;     /* 1 if broken */
+    uint64_t waiters;    /* wait futures queued now */
+    uint64_t waits;      /* times a party queued (a future or _wait past its spin) */
+    uint64_t wait_ns;    /* ns parked in ap_barrier_wait(_leader) (ap_now_ns;
+                          * only parties that parked) */
+} ap_barrier_stats;
+
 /*
  * A wait future (caller memory). status is AP_NOT_READY while pending, then
  * AP_OK (the generation completed; is_leader says whether this party was
@@ -229,6 +245,8 @@ AP_API uint32_t ap_barrier_parties(ap_barrier *b);
 AP_API uint32_t ap_barrier_arrived(ap_barrier *b);
 /** ap_barrier_generation - completed generations + 2 * resets, mod 2^23 (snapshot) */
 AP_API uint32_t ap_barrier_generation(ap_barrier *b);
+/** ap_barrier_stats_get - the counters into *@out (snapshot; any thread) */
+AP_API void ap_barrier_stats_get(ap_barrier *b, ap_barrier_stats *out);
 
 /**
  * ap_barrier_wait_fut_init / _poll / _cancel / _status: an async wait. The
@@ -581,7 +599,10 @@ AP_API ap_status ap_barrier_wait_leader(ap_barrier *b, ap_deadline deadline_ns,
             return st;
         AP_CPU_RELAX();
     }
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT)
+    uint64_t t0 = ap_now_ns(); /* the slow path: this party parks */
+    ap_status bst = ap_block_on_until(&f.base, deadline_ns);
+    ap__waitlist_waited(&b->wl, ap_now_ns() - t0);
+    if (bst == AP_TIMEDOUT)
         /* cancelled by block_on: AP_TIMEDOUT only if that cancel withdrew
          * or broke; a completion, reset or break that came first says so */
         return f.undid ? AP_TIMEDOUT : f.status;
@@ -591,6 +612,20 @@ AP_API ap_status ap_barrier_wait_leader(ap_barrier *b, ap_deadline deadline_ns,
 AP_API ap_status ap_barrier_wait(ap_barrier *b, ap_deadline deadline_ns)
 {
     return ap_barrier_wait_leader(b, deadline_ns, NULL);
+}
+
+AP_API void ap_barrier_stats_get(ap_barrier *b, ap_barrier_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(b != NULL && b->live && out != NULL);
+    ap_waitlist_stats_get(&b->wl, &w);
+    out->parties = ap_barrier_parties(b);
+    out->arrived = ap_barrier_arrived(b);
+    out->generation = ap_barrier_generation(b);
+    out->broken = ap_barrier_is_broken(b) ? 1u : 0u;
+    out->waiters = w.waiters;
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
 }
 
 #endif /* ASYNCPAT_BARRIER_H */

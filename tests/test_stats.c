@@ -5,6 +5,7 @@
  * with exact values after a deterministic sequence, and for consistency at
  * quiescence after a concurrent run (sums balance).
  */
+#include "asyncpat/barrier.h"
 #include "asyncpat/mpmc.h"
 #include "asyncpat/pool.h"
 #include "asyncpat/semaphore.h"
@@ -322,6 +323,40 @@ Test(stats, pool_exact)
     cr_assert(st.waits == 2 && st.wait_ns == ns && st.in_use == 1);
     cr_assert_eq(ap_pool_put(&p, y), AP_OK);
     ap_pool_fini(&p);
+}
+
+/* ---- barrier ---- */
+
+Test(stats, barrier_exact)
+{
+    ap_barrier b;
+    ap_barrier_stats st;
+    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
+    ap_barrier_stats_get(&b, &st);
+    cr_assert(st.parties == 2 && st.arrived == 0 && st.generation == 0 && st.broken == 0 &&
+              st.waiters == 0 && st.waits == 0 && st.wait_ns == 0);
+    ap_barrier_wait_fut f;
+    ap_cx cx = cx_now(0);
+    ap_barrier_wait_fut_init(&f, &b);
+    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING);
+    ap_barrier_stats_get(&b, &st);
+    cr_assert(st.arrived == 1 && st.waiters == 1 && st.waits == 1);
+    bool leader = false;
+    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    cr_assert(leader); /* the last arrival: it never parks */
+    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_READY);
+    ap_barrier_stats_get(&b, &st);
+    cr_assert(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 1 &&
+              st.wait_ns == 0);
+    /* alone in a generation of 2: spins, parks, times out (withdrawn) */
+    uint64_t t0 = ap_now_ns();
+    cr_assert_eq(ap_barrier_wait(&b, t0 + 2 * MS), AP_TIMEDOUT);
+    uint64_t t1 = ap_now_ns();
+    ap_barrier_stats_get(&b, &st);
+    cr_assert(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 2);
+    cr_assert_geq(st.wait_ns, MS);
+    cr_assert_leq(st.wait_ns, t1 - t0);
+    ap_barrier_fini(&b);
 }
 
 /* ---- consistency under concurrency: sums balance at quiescence ---- */
