@@ -105,7 +105,8 @@ static void backpressure_scenario()
     for (auto &t : ts)
         t.join();
     led.done();
-    ap_bp_stats bs = ap_bp_stats_get(bp);
+    ap_bp_stats bs;
+    ap_bp_stats_get(bp, &bs);
     CHECK(bs.popped + evicted.load() == P * n);
     ap_bp_destroy(bp);
 }
