@@ -27,6 +27,17 @@
  *                      wake), then closes; T1 takes
  *   batch_size_2p      max 2, no age limit; T0, T1 add 2 items each; the
  *                      last to finish closes; T2 takes
+ *   batch_done         (issue #14) max 2, no age limit; T0 adds 2 items
+ *                      with completion records (futures) and waits on each
+ *                      (vf_wait: parks); T1 takes with a tracked take
+ *                      future and completes the batch with AP_REJECTED.
+ *                      Checked: each record resolves once, with AP_REJECTED,
+ *                      never before the completion began (no early
+ *                      resolution), and T0 is woken (no lost wake: a poll
+ *                      that stored its waker outside the completer's lock
+ *                      would park forever)
+ *   batch_done_2p      the same with T0, T1 adding one item each and T2
+ *                      taking
  */
 #include "vf.h"
 #include "asyncpat/batch.h"
@@ -180,6 +191,78 @@ static void b_check(void *p)
     ap_batch_fini(&s->b);
 }
 
+/* ---- issue #14: completion records ---- */
+
+typedef struct dst {
+    ap_batch b;
+    int buf[2];
+    ap_batch_done rec[2];
+    int completing; /* set just before ap_batch_complete */
+    int woken;
+} dst;
+
+static int d_nprod;
+
+static void *d_setup(void)
+{
+    dst *s = calloc(1, sizeof *s);
+    ap_batch_desc d = {.elem_size = sizeof(int), .max_size = 2,
+                       .max_delay_ns = (uint64_t)AP_DEADLINE_NONE};
+    VF_CHECK(ap_batch_init(&s->b, s->buf, sizeof s->buf, &d) == AP_OK);
+    return s;
+}
+
+static void d_produce(dst *s, int v)
+{
+    ap_batch_done_init(&s->rec[v], NULL, NULL);
+    VF_CHECK(ap_batch_add_done(&s->b, &v, vf_now(), NULL, &s->rec[v]) == AP_OK);
+}
+
+static void d_await(dst *s, int v)
+{
+    vf_wait(&s->rec[v].base);
+    VF_CHECK(s->completing, "record %d resolved before its batch was completed", v);
+    VF_CHECK(ap_batch_done_status(&s->rec[v]) == AP_REJECTED, "record %d: %d", v,
+             ap_batch_done_status(&s->rec[v]));
+    s->woken++;
+}
+
+static void d_thread(void *p, int id)
+{
+    dst *s = p;
+    if (id == d_nprod) { /* the consumer */
+        int out[2];
+        ap_batch_take_fut f;
+        ap_batch_take_fut_init(&f, &s->b, out);
+        vf_wait(&f.base);
+        VF_CHECK(ap_batch_take_status(&f) == AP_OK && ap_batch_take_count(&f) == 2);
+        VF_CHECK(ap_batch_done_status(&s->rec[0]) == AP_NOT_READY &&
+                     ap_batch_done_status(&s->rec[1]) == AP_NOT_READY,
+                 "resolved by the take alone");
+        s->completing = 1;
+        VF_CHECK(ap_batch_complete(&s->b, ap_batch_take_id(&f), AP_REJECTED) == AP_OK);
+        return;
+    }
+    if (d_nprod == 1) {
+        d_produce(s, 0);
+        d_produce(s, 1);
+        d_await(s, 0);
+        d_await(s, 1);
+    } else {
+        d_produce(s, id);
+        d_await(s, id);
+    }
+}
+
+static void d_check(void *p)
+{
+    dst *s = p;
+    VF_CHECK(s->woken == 2, "%d of 2 records woke their waiter", s->woken);
+    ap_batch_stats st = ap_batch_stats_get(&s->b);
+    VF_CHECK(st.completed == 2 && st.batches == 1 && st.len == 0);
+    ap_batch_fini(&s->b);
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -198,6 +281,18 @@ int main(void)
         b_max = 2, b_items = 2, b_nprod = 2, b_time = 0;
         sc.nthreads = 3, sc.bound = 2;
         sc.name = tso ? "batch_size_2p_tso" : "batch_size_2p";
+        total += vf_explore(&sc);
+    }
+    for (int tso = 0; tso <= 1; tso++) {
+        vf_scenario sc = {.tso = tso, .setup = d_setup, .thread = d_thread,
+                          .check = d_check, .teardown = b_teardown};
+        d_nprod = 1;
+        sc.nthreads = 2, sc.bound = 3;
+        sc.name = tso ? "batch_done_tso" : "batch_done";
+        total += vf_explore(&sc);
+        d_nprod = 2;
+        sc.nthreads = 3, sc.bound = 2;
+        sc.name = tso ? "batch_done_2p_tso" : "batch_done_2p";
         total += vf_explore(&sc);
     }
     printf("verify_batch: %lu executions\n", total);
