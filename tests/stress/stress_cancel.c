@@ -40,7 +40,7 @@ typedef struct tree_run {
     ap_cancel root, mid[MIDS];
     _Atomic int mid_done[MIDS + 1]; /* cancel(mid[i]) returned; [MIDS]: root */
     _Atomic int stop;
-    _Atomic unsigned long registered, fired, removed, made, born_cancelled, checked;
+    _Atomic unsigned long registered, fired, removed, made, made_live, born_cancelled, checked;
 } tree_run;
 
 typedef struct tree_worker {
@@ -65,6 +65,15 @@ static bool mid_gone(tree_run *r, int m)
     /* acquire: "after cancel(m) returned" is happens-after its release */
     return atomic_load_explicit(&r->mid_done[m], memory_order_acquire) ||
            atomic_load_explicit(&r->mid_done[MIDS], memory_order_acquire);
+}
+
+/* every mid cancelled (workers cancel mids too): nothing live can grow */
+static bool mid_all_gone(tree_run *r)
+{
+    for (int m = 0; m < MIDS; m++)
+        if (!ap_cancel_is_cancelled(&r->mid[m]))
+            return false;
+    return true;
 }
 
 static void tok_fini(tree_run *r, tok_rec *k)
@@ -108,6 +117,8 @@ static void *tree_worker_main(void *arg)
             STRESS_ADD(&r->made, 1);
             if (ap_cancel_is_cancelled(&k->t))
                 STRESS_ADD(&r->born_cancelled, 1);
+            else
+                STRESS_ADD(&r->made_live, 1);
             k->live = true;
         } else if (k->live && op < 11) {
             tok_fini(r, k);
@@ -115,7 +126,8 @@ static void *tree_worker_main(void *arg)
             ap_cancel_cancel(&k->t);
             CHECK(ap_cancel_is_cancelled(&k->t), "cancelled");
         } else if (op == 12) {
-            ap_cancel_cancel(&r->mid[stress_below(&w->rng, MIDS)]);
+            if (stress_below(&w->rng, 16) == 0) /* rarely: a mid's subtree must grow */
+                ap_cancel_cancel(&r->mid[stress_below(&w->rng, MIDS)]);
         } else {
             /* the theorem: below a mid whose cancel returned, all cancelled */
             for (int i = 0; i < OWN; i++) {
@@ -171,9 +183,9 @@ static void tree_scenario(unsigned n, unsigned rounds)
         }
         /* the canceller: random mids, then the root */
         for (int c = 0; c < MIDS; c++) {
-            /* let the tree grow first: a cancel finds subtrees to walk */
-            unsigned long want = STRESS_LOAD(&r->made) + 20 + stress_below(&rng, 100);
-            while (STRESS_LOAD(&r->made) < want)
+            /* let the tree grow first: a cancel finds live subtrees to walk */
+            unsigned long want = STRESS_LOAD(&r->made_live) + 20 + stress_below(&rng, 100);
+            while (STRESS_LOAD(&r->made_live) < want && !mid_all_gone(r))
                 stress_jitter(&rng);
             int m = (int)stress_below(&rng, MIDS);
             ap_cancel_cancel(&r->mid[m]);
