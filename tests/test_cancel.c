@@ -298,6 +298,75 @@ Test(cancel, race_cancelled_by_its_owner)
     ap_cancel_fini(&t); /* asserts nothing is left registered */
 }
 
+Test(cancel, race_any_pattern_future_blocked_then_cancelled_from_another_thread)
+{
+    ap_cancel root, t;
+    ap_tracker tr = AP_TRACKER_INITIALIZER; /* never closed: its wait never completes */
+    ap_cancel_init(&root);
+    ap_cancel_init_child(&t, &root);
+    ap_tracker_wait_fut inner;
+    ap_tracker_wait_fut_init(&inner, &tr);
+    ap_cancel_race r;
+    ap_cancel_race_init(&r, (ap_future *)&inner, &t);
+    pthread_t th;
+    EXPECT_EQ(pthread_create(&th, NULL, cancel_later, &root), 0);
+    EXPECT_EQ(ap_block_on_until(&r.base, ap_now_ns() + CN_WAIT_NS), AP_OK);
+    pthread_join(th, NULL);
+    EXPECT_EQ(ap_cancel_race_status(&r), AP_CANCELED);
+    EXPECT_EQ(ap_tracker_wait_status(&inner), AP_CANCELED, "the inner future was cancelled");
+    EXPECT_NOT(ap_waitlist_has_waiters(&tr.wl), "and left the tracker's list");
+    ap_tracker_fini(&tr);
+    ap_cancel_fini(&t);
+    ap_cancel_fini(&root);
+}
+
+Test(cancel, shutdown_of_a_lifecycle_forced_then_drained)
+{
+    ap_life life = AP_LIFE_INITIALIZER;
+    ap_cancel tok;
+    ap_cancel_init(&tok);
+    EXPECT_EQ(ap_life_start(&life), AP_OK);
+    EXPECT_EQ(ap_life_started(&life, true), AP_OK);
+    EXPECT_EQ(ap_life_enter(&life), AP_OK);
+    ap_shutdown s;
+    EXPECT_EQ(ap_shutdown_init(&s, &life, NULL, &tok, 10, 20), AP_OK);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    cx.now = 5;
+    EXPECT_EQ(ap_shutdown_poll(&s, &cx), AP_PENDING);
+    EXPECT_NOT(ap_cancel_is_cancelled(&tok));
+    ap_cx_reset(&cx, 12);
+    EXPECT_EQ(ap_shutdown_poll(&s, &cx), AP_PENDING);
+    EXPECT(ap_cancel_is_cancelled(&tok) && ap_shutdown_forced(&s));
+    ap_life_leave(&life); /* the operation saw the token and left */
+    EXPECT_GE(calls(&w), 1, "the drain wakes the shutdown");
+    ap_cx_reset(&cx, 13);
+    EXPECT_EQ(ap_shutdown_poll(&s, &cx), AP_READY);
+    EXPECT_EQ(ap_shutdown_status(&s), AP_OK);
+    ap_shutdown_cancel(&s); /* after completion: changes nothing */
+    EXPECT_EQ(ap_shutdown_status(&s), AP_OK);
+    EXPECT_EQ(ap_life_terminated(&life), AP_OK);
+    ap_cancel_fini(&tok);
+}
+
+Test(cancel, shutdown_cancelled_by_its_owner_leaves_no_waiter)
+{
+    ap_tracker tr = AP_TRACKER_INITIALIZER;
+    ap_tracker_add(&tr);
+    ap_shutdown s;
+    EXPECT_EQ(ap_shutdown_init(&s, NULL, &tr, NULL, 10, 20), AP_OK);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    EXPECT_EQ(ap_shutdown_poll(&s, &cx), AP_PENDING);
+    EXPECT(ap_waitlist_has_waiters(&tr.wl));
+    ap_shutdown_cancel(&s);
+    EXPECT_EQ(ap_shutdown_status(&s), AP_CANCELED);
+    EXPECT_NOT(ap_waitlist_has_waiters(&tr.wl));
+    ap_tracker_done(&tr);
+    EXPECT_EQ(calls(&w), 0, "no wake after the cancel");
+    ap_tracker_fini(&tr);
+}
+
 /* ---- tracker ---- */
 
 Test(cancel, tracker_wait_completes_when_closed_and_empty)
