@@ -82,7 +82,12 @@ p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2thr
 c1|SPSC_POP_RELAXED_TAIL|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 c2|PUBSUB_NO_ACQUIRE_FENCE|c11|tests/verify/verify_pubsub.c||pubsub_1p1s_3msg_cap1_tso|1|
 c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|
-p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|'
+p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|
+p40|CANCEL_CHILD_CHECK_UNLOCKED|verify|tests/verify/verify_cancel.c||cancel_vs_child_and_fini|1|
+p41|CANCEL_EARLY_RETURN|verify|tests/verify/verify_cancel.c||cancel_two_cancels_waiter|1|
+p42|CANCEL_ON_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_callback_vs_cancel|1|
+p43|TRACKER_DONE_IGNORES_CLOSED|verify|tests/verify/verify_cancel.c||tracker_2tasks_closer|1|
+p44|CANCEL_RACE_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_race_vs_cancel|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
