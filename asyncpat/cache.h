@@ -1049,6 +1049,8 @@ AP_API size_t ap__cache_advance(const ap_cache *c, ap__cache_shard *s, uint64_t 
     size_t gone = 0;
     if (now < old)
         now = old; /* a clock that went back: nothing new is due */
+    if (now == UINT64_MAX)
+        now = UINT64_MAX - 1; /* UINT64_MAX is "never" as a deadline */
     s->wnow = now;
     for (unsigned k = 0; k < AP__CACHE_WLEVELS; k++) {
         unsigned sh = AP__CACHE_WSHIFT + 6 * k;
@@ -1096,6 +1098,8 @@ AP_API size_t ap_cache_maintain(ap_cache *c, uint64_t now)
 /* Whether a hit on node is expired at now (timed caches). */
 AP_FORCE_INLINE bool ap__cache_dead(uint64_t wexp, uint64_t aexp, uint64_t now)
 {
+    if (now == UINT64_MAX) /* a deadline of UINT64_MAX is "never", at any now */
+        now = UINT64_MAX - 1;
     return now >= wexp || now >= aexp;
 }
 

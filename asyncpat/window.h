@@ -38,6 +38,16 @@
  *   if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
  *       count_late();
  *   ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
+ *   // fed by 4 workers (worker i adds its own events, windows merge by
+ *   // start under the minimum of their watermarks; on_window runs on any
+ *   // of them, one window at a time); 64 >= ap_window_slots(&d) windows each
+ *   static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pbuf[AP_WINDOW_PAR_BYTES(4, 64)];
+ *   static ap_window_par par;
+ *   if (ap_window_par_init(&par, pbuf, sizeof pbuf, &d, 4, 64) != AP_OK) abort();
+ *   // on worker i:
+ *   if (ap_window_par_add(&par, i, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
+ *       count_late();   // AP_FULL: i is 64 windows ahead of the slowest worker
+ *   ap_window_par_advance(&par, i, AP_WINDOW_FLUSH, on_window, ctx); // i is done
  *
  * GUARANTEES (invariants the tests check, with exact fake timestamps)
  *   - an accepted event is in exactly the windows its timestamp defines
@@ -50,6 +60,10 @@
  *   - each emitted aggregate equals a brute-force recomputation from the
  *     events (random seeded runs, 1e5 events, with out-of-order arrival)
  *   - offered = accepted + late (+ AP_INVAL refusals, which change nothing)
+ *   - several workers (ap_window_par, below): the merged output equals
+ *     the single-threaded window's on the same events whenever the
+ *     latter accepts them all, for any assignment to workers and any
+ *     interleaving; each window emitted once, in order
  *   - bounded memory: at most ap_window_slots(desc) = ceil((w + L) / s) + 1
  *     windows are held at any time (session: w = s = g), asserted on every
  *     change and checked by ap_window_open_max. Why: after an add emits
@@ -59,9 +73,11 @@
  *     ceil((w + L) / s) of them fit. The +1 is slack.
  *
  * CONCURRENCY
- *   None: one thread at a time (the caller serialises). The emit callback
- *   runs inside add/advance; it may read the window (watermark, counters)
- *   but must not add to or advance it.
+ *   ap_window: none, one thread at a time (the caller serialises). The
+ *   emit callback runs inside add/advance; it may read the window
+ *   (watermark, counters) but must not add to or advance it.
+ *   ap_window_par: one thread per worker index, all in parallel; see its
+ *   section below the API (CONCURRENCY, ORDERING there).
  *
  * COMPLEXITY   add: O(w/s) for hopping (one ap_agg_add per window), O(slots)
  *              for session (sorted array); plus O(1) per window emitted.
@@ -220,6 +236,125 @@ AP_API size_t ap_window_held_max(const ap_window *win);
 AP_API uint64_t ap_window_accepted(const ap_window *win);
 AP_API uint64_t ap_window_late(const ap_window *win);
 AP_API uint64_t ap_window_emitted(const ap_window *win);
+
+/*
+ * ---- ap_window_par: one window fed by several workers (issue #14) ----
+ *
+ * Each worker (0..workers-1, one thread at a time per worker index) adds
+ * its events to its own partial windows (its slots, its lock: workers do
+ * not contend on adds) and keeps its own watermark, max ts - L (or what
+ * ap_window_par_advance raised it to). The global watermark G is the
+ * minimum over workers (Flink's rule for input channels: no output until
+ * every worker has one); when an add or advance raises it, the caller's
+ * thread closes every window with end <= G: the partials of that window
+ * start are merged (ap_agg_merge) across workers and emitted once, in
+ * window order. TUMBLING and HOPPING only (a session from one worker may
+ * bridge sessions of another: run one ap_window after a keyed shuffle).
+ *
+ * LATE: an event with a window whose end <= G is refused (AP_REJECTED,
+ * counted), so a window is never emitted twice nor missing an accepted
+ * event. G <= every worker's watermark <= the single-threaded W after the
+ * same events, so the parallel form accepts every event the single-threaded
+ * one accepts (in the global arrival order): THEOREM (tests/test_window.c,
+ * tests/verify/verify_window.c, tests/stress/stress_window.c): when the
+ * single-threaded window accepts every event, the merged output equals its
+ * output (the same windows, aggregates and order), for any assignment of
+ * the events to workers and any interleaving of the workers.
+ * AP_FULL: a worker running more than its slots ahead of the slowest
+ * worker's watermark has no slot for a new window; the add changes
+ * nothing (advance the idle workers, or give more slots).
+ * CONCURRENCY: add / advance on distinct worker indexes run in parallel;
+ * the emit callback runs under the closing lock, on the thread whose add
+ * or advance raised G, one window at a time; it must not call into the
+ * ap_window_par. Readers (watermark, counters) any time; init / fini
+ * alone.
+ * ORDERING: a worker's slot changes happen under its lock; the closer
+ * publishes G before it takes each worker's lock to collect that
+ * worker's partial, so an add either lands before the collection (and is
+ * merged) or sees the new G (and is late): never lost.
+ * MEMORY: AP_WINDOW_PAR_BYTES(workers, slots) bytes aligned to
+ * AP_WINDOW_PAR_ALIGN, slots >= ap_window_slots(desc) per worker.
+ * COMPLEXITY: add O(w/s) under its worker's lock; a close O(workers *
+ * slots) per window emitted.
+ */
+
+/* one worker's partial windows (private layout; cache-line apart) */
+typedef struct ap__window_par_worker {
+    AP_ALIGNAS(AP_CACHELINE) ap__lock lock; /* guards everything below but wm */
+    AP_ATOMIC_T(int64_t) wm; /* this worker's watermark (INT64_MIN: none yet) */
+    int64_t max_ts;
+    bool has_event;
+    size_t held;
+    uint64_t accepted, late, full;
+    ap__window_slot *slots; /* nslots, window k at k % nslots */
+} ap__window_par_worker;
+
+/** AP_WINDOW_PAR_BYTES - buffer bytes for @workers workers of @slots held
+ *  windows each (constant expression; wraps on overflow: init checks) */
+#define AP_WINDOW_PAR_BYTES(workers, slots)                                            \
+    (AP__ALIGN_UP((size_t)(workers) * sizeof(ap__window_par_worker),                   \
+                  AP_ALIGNOF(ap__window_slot)) +                                       \
+     (size_t)(workers) * (size_t)(slots) * sizeof(ap__window_slot))
+/** AP_WINDOW_PAR_ALIGN - the alignment ap_window_par_init needs of its buffer */
+#define AP_WINDOW_PAR_ALIGN AP_ALIGNOF(ap__window_par_worker)
+
+/** ap_window_par - one tumbling / hopping window fed by several workers */
+typedef struct ap_window_par {
+    ap_window_desc desc; /* resolved */
+    int64_t w, s, lateness;
+    size_t nworkers, nslots;
+    ap__window_par_worker *workers;
+    ap__lock close_lock;        /* one closer at a time: emission order */
+    AP_ATOMIC_T(int64_t) gwm;   /* G, published before the windows it closes */
+    int64_t base;               /* close_lock: every window k < base is emitted */
+    bool has_base;
+    AP_ATOMIC_T(uint64_t) emitted;
+} ap_window_par;
+
+/**
+ * ap_window_par_init - set up in caller memory
+ * @buf:     AP_WINDOW_PAR_BYTES(workers, slots) bytes, aligned to
+ *           AP_WINDOW_PAR_ALIGN, kept until fini
+ * @bytes:   its size
+ * @desc:    TUMBLING or HOPPING (as ap_window_init; read now)
+ * @workers: how many workers feed it (>= 1)
+ * @slots:   held windows per worker, >= ap_window_slots(desc): what a
+ *           worker may run ahead of the slowest one
+ * Returns AP_OK or AP_INVAL (a desc ap_window_init refuses, SESSION,
+ * workers 0, slots too few, @buf NULL, misaligned or too small, sizes that
+ * overflow); on AP_INVAL nothing is touched.
+ */
+AP_API AP_NODISCARD ap_status ap_window_par_init(ap_window_par *par, void *buf, size_t bytes,
+                                                 const ap_window_desc *desc, size_t workers,
+                                                 size_t slots);
+/** ap_window_par_fini - end of life; frees nothing (flush first: held
+ *  windows are not emitted) */
+AP_API void ap_window_par_fini(ap_window_par *par);
+/**
+ * ap_window_par_add - worker @worker adds one event
+ * Returns AP_OK, AP_REJECTED (late against G: counted), AP_FULL (no slot:
+ * this worker runs too far ahead of the slowest; nothing changed) or
+ * AP_INVAL (@worker out of range, ts > AP_WINDOW_TS_MAX; nothing changed).
+ * If it raises G, closes and emits (see above) before returning.
+ */
+AP_API AP_NODISCARD ap_status ap_window_par_add(ap_window_par *par, size_t worker, uint64_t ts,
+                                                int64_t value, ap_window_emit_fn emit,
+                                                void *ctx);
+/**
+ * ap_window_par_advance - raise worker @worker's watermark (an idle
+ * worker; AP_WINDOW_FLUSH: this worker is done, every worker done flushes
+ * everything); a lower one is a no-op. Returns the windows this call
+ * emitted, or 0 (also for @worker out of range).
+ */
+AP_API size_t ap_window_par_advance(ap_window_par *par, size_t worker, uint64_t watermark,
+                                    ap_window_emit_fn emit, void *ctx);
+/** ap_window_par_watermark - G, or INT64_MIN while some worker has none */
+AP_API int64_t ap_window_par_watermark(ap_window_par *par);
+/** ap_window_par_accepted / _late / _emitted - totals over workers (each a
+ *  snapshot under its worker's lock) and windows emitted */
+AP_API uint64_t ap_window_par_accepted(ap_window_par *par);
+AP_API uint64_t ap_window_par_late(ap_window_par *par);
+AP_API uint64_t ap_window_par_emitted(ap_window_par *par);
 
 /* ---- implementation ---- */
 
@@ -477,5 +612,216 @@ AP_API size_t ap_window_held_max(const ap_window *win) { return win->held_max; }
 AP_API uint64_t ap_window_accepted(const ap_window *win) { return win->accepted; }
 AP_API uint64_t ap_window_late(const ap_window *win) { return win->late; }
 AP_API uint64_t ap_window_emitted(const ap_window *win) { return win->emitted; }
+
+AP_API ap_status ap_window_par_init(ap_window_par *par, void *buf, size_t bytes,
+                                    const ap_window_desc *desc, size_t workers, size_t slots)
+{
+    size_t hdr, total;
+    AP_ASSERT(par != NULL);
+    /* every check before the first write: AP_INVAL touches nothing */
+    if (desc == NULL || buf == NULL || (uintptr_t)buf % AP_WINDOW_PAR_ALIGN != 0 ||
+        workers == 0 || desc->kind == AP_WINDOW_KIND_SESSION)
+        return AP_INVAL;
+    uint64_t need = ap_window_slots(desc);
+    if (need == 0 || (uint64_t)slots < need ||
+        !ap__size_muladd(workers, sizeof(ap__window_par_worker), 0, &hdr))
+        return AP_INVAL;
+    hdr = ap__align_up(hdr, AP_ALIGNOF(ap__window_slot));
+    if (hdr == 0 || !ap__size_muladd(workers, slots, 0, &total) ||
+        !ap__size_muladd(total, sizeof(ap__window_slot), hdr, &total) || bytes < total)
+        return AP_INVAL;
+    ap_window_desc d = ap_window_desc_resolved(desc);
+    unsigned char *mem = (unsigned char *)buf;
+    memset(buf, 0, total);
+    par->desc = d;
+    par->w = (int64_t)d.size_ns;
+    par->s = (int64_t)d.slide_ns;
+    par->lateness = (int64_t)d.lateness_ns;
+    par->nworkers = workers;
+    par->nslots = slots;
+    par->workers = (ap__window_par_worker *)(void *)mem;
+    for (size_t i = 0; i < workers; i++) {
+        ap__window_par_worker *wk = &par->workers[i];
+        AP_ATOMIC_INIT(&wk->lock.held, 0u);
+        AP_ATOMIC_INIT(&wk->wm, INT64_MIN);
+        wk->slots = (ap__window_slot *)(void *)(mem + hdr) + i * slots;
+    }
+    AP_ATOMIC_INIT(&par->close_lock.held, 0u);
+    AP_ATOMIC_INIT(&par->gwm, INT64_MIN);
+    par->base = 0;
+    par->has_base = false;
+    AP_ATOMIC_INIT(&par->emitted, (uint64_t)0);
+    return AP_OK;
+}
+
+AP_API void ap_window_par_fini(ap_window_par *par)
+{
+    AP_ASSERT(par != NULL && par->workers != NULL); /* live: fini once */
+    par->workers = NULL;
+}
+
+AP_FORCE_INLINE ap__window_slot *ap__window_par_slot(const ap_window_par *par,
+                                                     ap__window_par_worker *wk, int64_t k)
+{
+    int64_t n = (int64_t)par->nslots, i = k % n;
+    return &wk->slots[i < 0 ? i + n : i];
+}
+
+/* Close every window with end <= G = min over workers' watermarks, in
+ * order, each once; returns how many were emitted. */
+AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, void *ctx)
+{
+    size_t n = 0;
+    ap__lock_acquire(&par->close_lock);
+    int64_t g = INT64_MAX;
+    for (size_t i = 0; i < par->nworkers; i++) {
+        int64_t x = AP_ATOMIC_LOAD(&par->workers[i].wm, memory_order_relaxed);
+        if (x < g)
+            g = x;
+    }
+    if (g <= AP_ATOMIC_LOAD(&par->gwm, memory_order_relaxed)) {
+        ap__lock_release(&par->close_lock);
+        return 0;
+    }
+    /* publish G first: an add under a worker's lock after we collect from
+     * that worker sees it (late), one before is collected (see ORDERING) */
+    AP_ATOMIC_STORE(&par->gwm, g, memory_order_release);
+    int64_t due = g == INT64_MAX ? INT64_MAX : ap__window_floordiv(g - par->w, par->s);
+    for (;;) {
+        /* the smallest held window index <= due, over all workers */
+        bool any = false;
+        int64_t k = 0;
+        for (size_t i = 0; i < par->nworkers; i++) {
+            ap__window_par_worker *wk = &par->workers[i];
+            ap__lock_acquire(&wk->lock);
+            for (size_t j = 0; j < par->nslots && wk->held > 0; j++)
+                if (wk->slots[j].used && wk->slots[j].k_or_first <= due &&
+                    (!any || wk->slots[j].k_or_first < k))
+                    k = wk->slots[j].k_or_first, any = true;
+            ap__lock_release(&wk->lock);
+        }
+        if (!any)
+            break;
+        ap_window_result r;
+        r.start = k * par->s;
+        r.end = k * par->s + par->w;
+        r.agg = AP__LIT(ap_agg){0, 0, 0, 0, 0};
+        for (size_t i = 0; i < par->nworkers; i++) {
+            ap__window_par_worker *wk = &par->workers[i];
+            ap__lock_acquire(&wk->lock);
+            ap__window_slot *sl = ap__window_par_slot(par, wk, k);
+            if (sl->used && sl->k_or_first == k) {
+                ap_status st = ap_agg_merge(&r.agg, &sl->agg);
+                AP_ASSERT(st == AP_OK);
+                (void)st;
+                sl->used = false;
+                wk->held--;
+            }
+            ap__lock_release(&wk->lock);
+        }
+        AP_ASSERT(!par->has_base || k >= par->base); /* each window once, in order */
+        emit(ctx, &r);
+        n++;
+        par->base = k + 1;
+        par->has_base = true;
+    }
+    if (n != 0)
+        AP_ATOMIC_FETCH_ADD(&par->emitted, (uint64_t)n, memory_order_relaxed);
+    ap__lock_release(&par->close_lock);
+    return n;
+}
+
+AP_API void ap__window_par_raise(ap__window_par_worker *wk, int64_t wm)
+{
+    /* only this worker's thread stores it; the closer reads it */
+    if (wm > AP_ATOMIC_LOAD(&wk->wm, memory_order_relaxed))
+        AP_ATOMIC_STORE(&wk->wm, wm, memory_order_relaxed);
+}
+
+AP_API ap_status ap_window_par_add(ap_window_par *par, size_t worker, uint64_t ts,
+                                   int64_t value, ap_window_emit_fn emit, void *ctx)
+{
+    AP_ASSERT(par != NULL && par->workers != NULL && emit != NULL);
+    if (worker >= par->nworkers || ts > AP_WINDOW_TS_MAX)
+        return AP_INVAL;
+    ap__window_par_worker *wk = &par->workers[worker];
+    int64_t t = (int64_t)ts;
+    int64_t k_hi = ap__window_floordiv(t, par->s);
+    int64_t k_lo = ap__window_floordiv(t - par->w, par->s) + 1;
+    ap__lock_acquire(&wk->lock);
+    /* relaxed: the closer stored G before taking this lock (ORDERING) */
+    int64_t g = AP_ATOMIC_LOAD(&par->gwm, memory_order_relaxed);
+    if (k_lo * par->s + par->w <= g) {
+        wk->late++;
+        ap__lock_release(&wk->lock);
+        return AP_REJECTED;
+    }
+    for (int64_t k = k_lo; k <= k_hi; k++) { /* room for all, or nothing */
+        ap__window_slot *sl = ap__window_par_slot(par, wk, k);
+        if (sl->used && sl->k_or_first != k) {
+            wk->full++;
+            ap__lock_release(&wk->lock);
+            return AP_FULL;
+        }
+    }
+    for (int64_t k = k_lo; k <= k_hi; k++) {
+        ap__window_slot *sl = ap__window_par_slot(par, wk, k);
+        if (!sl->used) {
+            *sl = AP__LIT(ap__window_slot){k, 0, true, {0, 0, 0, 0, 0}};
+            wk->held++;
+        }
+        ap_agg_add(&sl->agg, value);
+    }
+    bool raised = false;
+    if (!wk->has_event || t > wk->max_ts) {
+        wk->max_ts = t;
+        wk->has_event = true;
+        int64_t wm = t - par->lateness;
+        raised = wm > AP_ATOMIC_LOAD(&wk->wm, memory_order_relaxed);
+        ap__window_par_raise(wk, wm);
+    }
+    wk->accepted++;
+    ap__lock_release(&wk->lock);
+    if (raised)
+        (void)ap__window_par_close(par, emit, ctx);
+    return AP_OK;
+}
+
+AP_API size_t ap_window_par_advance(ap_window_par *par, size_t worker, uint64_t watermark,
+                                    ap_window_emit_fn emit, void *ctx)
+{
+    AP_ASSERT(par != NULL && par->workers != NULL && emit != NULL);
+    if (worker >= par->nworkers)
+        return 0;
+    ap__window_par_worker *wk = &par->workers[worker];
+    ap__lock_acquire(&wk->lock);
+    ap__window_par_raise(wk, watermark > AP_WINDOW_TS_MAX ? INT64_MAX : (int64_t)watermark);
+    ap__lock_release(&wk->lock);
+    return ap__window_par_close(par, emit, ctx);
+}
+
+AP_API int64_t ap_window_par_watermark(ap_window_par *par)
+{
+    return AP_ATOMIC_LOAD(&par->gwm, memory_order_acquire);
+}
+
+AP_API uint64_t ap__window_par_sum(ap_window_par *par, int which)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < par->nworkers; i++) {
+        ap__window_par_worker *wk = &par->workers[i];
+        ap__lock_acquire(&wk->lock);
+        n += which ? wk->late : wk->accepted;
+        ap__lock_release(&wk->lock);
+    }
+    return n;
+}
+
+AP_API uint64_t ap_window_par_accepted(ap_window_par *par) { return ap__window_par_sum(par, 0); }
+AP_API uint64_t ap_window_par_late(ap_window_par *par) { return ap__window_par_sum(par, 1); }
+AP_API uint64_t ap_window_par_emitted(ap_window_par *par)
+{
+    return AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed);
+}
 
 #endif /* ASYNCPAT_WINDOW_H */

@@ -170,9 +170,32 @@ Test(window, usage_block_compiles_and_runs)
     if (ap_window_add(&w, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
         count_late();
     ap_window_advance(&w, AP_WINDOW_FLUSH, on_window, ctx); // end of stream
+    /* USAGE pause */
+    EXPECT_EQ(usage_count, 4, "four hopping windows hold the event");
+    /* USAGE resume */
+    // fed by 4 workers (worker i adds its own events, windows merge by
+    // start under the minimum of their watermarks; on_window runs on any
+    // of them, one window at a time); 64 >= ap_window_slots(&d) windows each
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pbuf[AP_WINDOW_PAR_BYTES(4, 64)];
+    static ap_window_par par;
+    if (ap_window_par_init(&par, pbuf, sizeof pbuf, &d, 4, 64) != AP_OK) abort();
+    /* USAGE pause */
+    for (size_t i = 0; i < 4; i++) { /* worker i, one event each, in turn */
+        ev.ts = 5000000000u + i * 100000000u;
+        EXPECT_EQ(usage_count, 4, "nothing before every worker has a watermark");
+        /* USAGE resume */
+    // on worker i:
+    if (ap_window_par_add(&par, i, ev.ts, ev.value, on_window, ctx) == AP_REJECTED)
+        count_late();   // AP_FULL: i is 64 windows ahead of the slowest worker
+    ap_window_par_advance(&par, i, AP_WINDOW_FLUSH, on_window, ctx); // i is done
+    /* USAGE pause */
+    }
+    /* USAGE resume */
     /* USAGE end */
     EXPECT_EQ(usage_late, 0);
-    EXPECT_EQ(usage_count, 4, "four hopping windows hold the event");
+    EXPECT_EQ(usage_count, 4 + 4 * 4, "each worker's event in four windows");
+    EXPECT_EQ(ap_window_par_accepted(&par), 4);
+    ap_window_par_fini(&par);
 }
 
 /* ---- deterministic walk-throughs ---- */

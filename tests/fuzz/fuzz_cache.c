@@ -26,6 +26,16 @@
  *     evictions and hand_steps as the model counts them, and
  *     hand_steps <= evictions + hits + updates
  *   - the cache writes nothing past AP_CACHE_BYTES of its buffer
+ *   - timed caches (half the inputs; issue #15): expire_after_write and/or
+ *     expire_after_access from 1 ns to 2^40 ns (or AP_CACHE_NEVER with
+ *     per-entry TTLs), a fake clock the input moves by up to 2^55 ns at a
+ *     time: a get (desc clock or get_at) hits iff the entry is held and
+ *     now < both its deadlines (a hit raises the access deadline);
+ *     put_ttl overrides the write deadline (AP_INVAL on an untimed cache,
+ *     changing nothing); ap_cache_maintain returns exactly the number of
+ *     held entries whose deadline passed and removes exactly those (the
+ *     SIEVE queue and hand then equal the model's), and
+ *     inserts - evictions - removes - expirations == len
  */
 #include "asyncpat/cache.h"
 #include "fuzz_common.h"
@@ -151,13 +161,34 @@ static void check_inval(fz *f)
 typedef struct mshard {
     uint64_t key[MAXCAP]; /* key[0] is the oldest (the tail) */
     uint64_t ver[MAXCAP];
+    uint64_t wexp[MAXCAP], aexp[MAXCAP]; /* timed caches: the deadlines */
     unsigned char vis[MAXCAP];
     int len, cap;
     int hand; /* a position, or -1 (NIL: start at the tail) */
 } mshard;
 static mshard ms[MAXS];
 static size_t S, cap_all, vs;
-static uint64_t st_hits, st_misses, st_ins, st_upd, st_ev, st_rem, st_steps, gets;
+static uint64_t st_hits, st_misses, st_ins, st_upd, st_ev, st_rem, st_steps, st_exp, gets;
+/* timed mode: the fake clock and the desc's durations */
+static int timed;
+static uint64_t fnow, eaw, eaa;
+static uint64_t fake_clock(void *ctx) { (void)ctx; return fnow; }
+static uint64_t after(uint64_t now, uint64_t dur) /* the cache's saturating now + dur */
+{
+    return dur == 0 || dur == AP_CACHE_NEVER ? UINT64_MAX
+           : now > UINT64_MAX - dur          ? UINT64_MAX - 1
+                                             : now + dur;
+}
+static void stamp(mshard *m, int k, uint64_t ttl)
+{
+    m->wexp[k] = timed ? after(fnow, ttl ? ttl : eaw) : UINT64_MAX;
+    m->aexp[k] = timed ? after(fnow, eaa) : UINT64_MAX;
+}
+static int alive(const mshard *m, int k)
+{
+    uint64_t now = fnow < UINT64_MAX ? fnow : UINT64_MAX - 1; /* MAX: "never" */
+    return !timed || (now < m->wexp[k] && now < m->aexp[k]);
+}
 
 static void mkval(unsigned char *out, uint64_t key, uint64_t ver)
 {
@@ -180,6 +211,8 @@ static void m_delete(mshard *m, int r)
     else if (m->hand > r) m->hand--;
     memmove(m->key + r, m->key + r + 1, (size_t)(m->len - r - 1) * sizeof m->key[0]);
     memmove(m->ver + r, m->ver + r + 1, (size_t)(m->len - r - 1) * sizeof m->ver[0]);
+    memmove(m->wexp + r, m->wexp + r + 1, (size_t)(m->len - r - 1) * sizeof m->wexp[0]);
+    memmove(m->aexp + r, m->aexp + r + 1, (size_t)(m->len - r - 1) * sizeof m->aexp[0]);
     memmove(m->vis + r, m->vis + r + 1, (size_t)(m->len - r - 1));
     m->len--;
 }
@@ -233,7 +266,8 @@ static void check_state(ap_cache *c)
     FZ_CHECK(st.inserts == st_ins && st.updates == st_upd && st.removes == st_rem);
     FZ_CHECK(st.evictions == st_ev && st.hand_steps == st_steps);
     FZ_CHECK(st.hand_steps <= st.evictions + st.hits + st.updates);
-    FZ_CHECK(st.inserts - st.evictions - st.removes == tot);
+    FZ_CHECK(st.expirations == st_exp);
+    FZ_CHECK(st.inserts - st.evictions - st.removes - st.expirations == tot);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -249,6 +283,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const size_t vsizes[8] = {0, 1, 7, 8, 9, 24, 128, 129};
     vs = (v0 & 0x80) ? (size_t)(v0 % (MAXVS + 1)) : vsizes[v0 & 7];
     ap_cache_desc d = {.capacity = cap_all, .shards = (c0 & 0x10) && S == 1 ? 0 : S, .value_size = vs};
+    /* timed half the time: expire after write and/or access (1 ns to ~2^44 ns,
+     * or AP_CACHE_NEVER: per-entry TTLs only), on a fake clock */
+    uint8_t t0 = fz_u8(&f);
+    timed = t0 & 1;
+    fnow = (t0 & 2) ? fz_u64(&f) >> (fz_u8(&f) % 64) : 0;
+    eaw = eaa = 0;
+    if (timed) {
+        static const uint64_t durs[8] = {0, 1, 7, 1000, (uint64_t)1 << 20, (uint64_t)1 << 27,
+                                         (uint64_t)1 << 40, AP_CACHE_NEVER};
+        eaw = durs[(t0 >> 2) & 7];
+        eaa = durs[(t0 >> 5) & 7] == AP_CACHE_NEVER ? 0 : durs[(t0 >> 5) & 7];
+        if (eaw == 0 && eaa == 0)
+            eaw = AP_CACHE_NEVER;
+        d.expire_after_write = eaw;
+        d.expire_after_access = eaa;
+        d.clock.now = fake_clock;
+    }
     size_t total = AP_CACHE_BYTES(cap_all, S, vs);
     FZ_CHECK(total + 64 <= BUFSZ);
     fz_fill(cbuf, total + 64);
@@ -259,7 +310,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ms[i].hand = -1;
         ms[i].cap = (int)(cap_all / S + (i < cap_all % S));
     }
-    st_hits = st_misses = st_ins = st_upd = st_ev = st_rem = st_steps = gets = 0;
+    st_hits = st_misses = st_ins = st_upd = st_ev = st_rem = st_steps = st_exp = gets = 0;
     uint64_t ver = 0;
     /* keys: base + a small offset, so that shards fill up and evict */
     uint8_t kk = fz_u8(&f);
@@ -273,6 +324,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int si = shard_of(key);
         mshard *m = &ms[si];
         int at = m_find(m, key);
+        if (timed && (op & 0xc0) == 0xc0) { /* time moves on; sometimes maintain */
+            uint8_t a = fz_u8(&f);
+            uint64_t dt = (uint64_t)fz_u8(&f) << (a % 48);
+            fnow = fnow > UINT64_MAX - dt ? UINT64_MAX - 1 : fnow + dt;
+            if (op & 0x20) {
+                size_t want = 0;
+                for (size_t i = 0; i < S; i++)
+                    for (int k = ms[i].len; k-- > 0;)
+                        if (!alive(&ms[i], k)) {
+                            m_delete(&ms[i], k);
+                            want++;
+                        }
+                FZ_CHECK(ap_cache_maintain(&c, fnow) == want);
+                st_exp += want;
+            }
+            check_state(&c);
+            continue;
+        }
+        /* an expired entry that maintain has not reclaimed yet: a get
+         * misses (hard expiry), a put updates it, a remove takes it */
         switch (op % 4) {
         case 0: case 1: { /* put */
             ver++;
@@ -284,10 +355,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 v.value = (op & 0x20) ? vic : NULL;
                 vp = &v;
             }
-            ap_cache_put(&c, key, vs ? val : ((op & 0x40) ? NULL : val), vp);
+            uint64_t ttl = 0;
+            if (timed && (op & 0x80)) { /* a TTL of its own */
+                uint8_t tb = fz_u8(&f);
+                ttl = (tb & 0x80) ? AP_CACHE_NEVER : ((uint64_t)1 + (tb & 7)) << ((tb >> 3) % 16 * 3);
+                FZ_CHECK(ap_cache_put_ttl(&c, key, vs ? val : NULL, fnow, ttl, vp) == AP_OK);
+            } else if (!timed && (op & 0x80) && (op & 0x40)) {
+                FZ_CHECK(ap_cache_put_ttl(&c, key, val, fnow, 5, vp) == AP_INVAL);
+                FZ_CHECK(fz_untouched(vic, sizeof vic));
+                check_state(&c);
+                break;
+            } else {
+                ap_cache_put(&c, key, vs ? val : ((op & 0x40) ? NULL : val), vp);
+            }
             if (at >= 0) { /* update: visited, no eviction */
                 m->ver[at] = ver;
                 m->vis[at] = 1;
+                stamp(m, at, ttl);
                 st_upd++;
                 if (vp) FZ_CHECK(!v.evicted);
             } else {
@@ -309,6 +393,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 m->key[m->len] = key;
                 m->ver[m->len] = ver;
                 m->vis[m->len] = 0;
+                stamp(m, m->len, ttl);
                 m->len++;
                 st_ins++;
                 if (vp) FZ_CHECK((v.evicted != 0) == evicted);
@@ -319,11 +404,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 2: { /* get */
             fz_fill(out, sizeof out);
-            ap_status st = ap_cache_get(&c, key, (op & 0x10) ? NULL : out);
+            ap_status st = (op & 0x20) ? ap_cache_get_at(&c, key, (op & 0x10) ? NULL : out, fnow)
+                                       : ap_cache_get(&c, key, (op & 0x10) ? NULL : out);
             gets++;
-            if (at >= 0) {
+            if (at >= 0 && alive(m, at)) {
                 FZ_CHECK(st == AP_OK);
                 m->vis[at] = 1;
+                if (timed && eaa && after(fnow, eaa) > m->aexp[at])
+                    m->aexp[at] = after(fnow, eaa);
                 st_hits++;
                 if (!(op & 0x10)) {
                     mkval(exp, key, m->ver[at]);
@@ -362,6 +450,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < S; i++)
         for (int k = 0; k < ms[i].len; k++) {
             fz_fill(out, sizeof out);
+            if (!alive(&ms[i], k)) {
+                FZ_CHECK(ap_cache_get(&c, ms[i].key[k], out) == AP_EMPTY);
+                continue;
+            }
             FZ_CHECK(ap_cache_get(&c, ms[i].key[k], out) == AP_OK);
             mkval(exp, ms[i].key[k], ms[i].ver[k]);
             FZ_CHECK(memcmp(out, exp, vs) == 0);
