@@ -8,6 +8,14 @@
  *   cache_mixed_zipf_1t/_2t  Zipf(0.99) over 200000 keys, capacity 16384;
  *                            90% get, 10% put (the put is of the drawn
  *                            key; a get miss is just a miss).
+ *   cache_size_1k/100k/1m_1t/_2t   cost against size (issue #15): N keys
+ *                            all resident in a cache of capacity N (1000,
+ *                            100000, 1000000), uniformly random keys, 90%
+ *                            get / 10% put (all hits and updates with 1
+ *                            shard; 16 shards of N/16 each hold a little
+ *                            less, the keys being spread unevenly): a flat
+ *                            cost says O(1); what grows is cache misses
+ *                            of the CPU, not work.
  * Implementations:
  *   ap_cache_s16   ap_cache with 16 shards (gets take no lock)
  *   ap_cache_s1    ap_cache with 1 shard (exact SIEVE; gets still lock-free,
@@ -41,11 +49,17 @@
 #define MAXT 2
 
 enum { IMPL_AP16, IMPL_AP1, IMPL_LRU, IMPLS };
-enum { SC_HIT, SC_MIXED };
+enum { SC_HIT, SC_MIXED, SC_S1K, SC_S100K, SC_S1M, NSC };
+static const size_t sc_cap[NSC] = {CAP, CAP, 1000, 100000, 1000000};
 
 /* trace entries: key in the low 63 bits, top bit = put */
 #define PUT_BIT (UINT64_C(1) << 63)
 static uint64_t hit_trace[TRACE_LEN], mixed_trace[TRACE_LEN];
+static uint64_t size_trace[3][TRACE_LEN]; /* SC_S1K.. */
+static const uint64_t *trace_of(int sc)
+{
+    return sc == SC_HIT ? hit_trace : sc == SC_MIXED ? mixed_trace : size_trace[sc - SC_S1K];
+}
 
 static uint64_t key_of(uint64_t rank) { return rank * UINT64_C(0x9E3779B97F4A7C15) >> 1; }
 static uint64_t val_of(uint64_t key) { return key * 3 + 1; }
@@ -56,7 +70,7 @@ typedef struct impl_state {
     _Atomic uint64_t gets;
 } impl_state;
 
-static impl_state states[2][IMPLS]; /* [scenario][impl] */
+static impl_state states[NSC][IMPLS]; /* [scenario][impl] */
 
 typedef struct run_ctx {
     int scenario, impl, threads;
@@ -74,7 +88,7 @@ typedef struct thread_arg {
 static void *worker(void *p)
 {
     thread_arg *a = (thread_arg *)p;
-    const uint64_t *tr = a->rc->scenario == SC_HIT ? hit_trace : mixed_trace;
+    const uint64_t *tr = trace_of(a->rc->scenario);
     size_t i = a->offset;
     uint64_t ops = 0, gets = 0, bad = 0, misses = 0;
     bench_pin((int)(a->offset / (TRACE_LEN / MAXT)));
@@ -210,6 +224,8 @@ static void make_traces(void)
                 hi = mid;
         }
         mixed_trace[i] = key_of(lo) | (xs(&s) % 10 == 0 ? PUT_BIT : 0);
+        for (int z = 0; z < 3; z++)
+            size_trace[z][i] = key_of(xs(&s) % sc_cap[SC_S1K + z]) | (xs(&s) % 10 == 0 ? PUT_BIT : 0);
     }
 }
 
@@ -219,15 +235,16 @@ static void setup(int sc)
         impl_state *st = &states[sc][im];
         atomic_init(&st->gets, 0);
         if (im == IMPL_LRU) {
-            if (mutex_lru_init(&st->lru, CAP) != 0)
+            if (mutex_lru_init(&st->lru, sc_cap[sc]) != 0)
                 bench_fail("mutex_lru_init");
         } else {
-            ap_cache_desc d = {.capacity = CAP, .shards = im == IMPL_AP16 ? 16 : 1, .value_size = sizeof(uint64_t)};
+            ap_cache_desc d = {.capacity = sc_cap[sc], .shards = im == IMPL_AP16 ? 16 : 1,
+                               .value_size = sizeof(uint64_t)};
             if (ap_cache_create(&st->ap, &d, NULL) != AP_OK)
                 bench_fail("ap_cache_create");
         }
-        if (sc == SC_HIT)
-            for (uint64_t r = 0; r < HIT_KEYS; r++) {
+        if (sc != SC_MIXED)
+            for (uint64_t r = 0; r < (sc == SC_HIT ? HIT_KEYS : sc_cap[sc]); r++) {
                 uint64_t k = key_of(r), v = val_of(k);
                 if (im == IMPL_LRU)
                     (void)mutex_lru_put(&st->lru, k, v);
@@ -253,7 +270,7 @@ static void teardown(int sc, bool ran)
             if (ran && s.hits + s.misses != gets)
                 bench_fail("ap_cache: hits + misses %llu != gets %llu",
                            (unsigned long long)(s.hits + s.misses), (unsigned long long)gets);
-            if (ap_cache_len(st->ap) > CAP)
+            if (ap_cache_len(st->ap) > sc_cap[sc])
                 bench_fail("ap_cache: len %zu > capacity", ap_cache_len(st->ap));
             if (ran && sc == SC_MIXED)
                 printf("   %s: hit ratio %.3f\n", im == IMPL_AP16 ? "ap_cache_s16" : "ap_cache_s1",
@@ -269,19 +286,25 @@ static void teardown(int sc, bool ran)
 int main(int argc, char **argv)
 {
     bench_config cfg = bench_start(argc, argv, "bench_cache");
-    static bench_scenario sc[2][MAXT]; /* [scenario][threads - 1] */
-    static run_ctx ctx[2][MAXT][IMPLS];
+    static bench_scenario sc[NSC][MAXT]; /* [scenario][threads - 1] */
+    static run_ctx ctx[NSC][MAXT][IMPLS];
     static const char *const names[IMPLS] = {"ap_cache_s16", "ap_cache_s1", "mutex_lru"};
     static const char *const notes[IMPLS] = {
         "16 shards, SIEVE, lock-free gets", "1 shard (exact SIEVE), lock-free gets",
         "naive baseline: one mutex, hash chains, move-to-front LRU"};
-    static const char *const sname[2][MAXT] = {{"cache_get_hit_1t", "cache_get_hit_2t"},
-                                               {"cache_mixed_zipf_1t", "cache_mixed_zipf_2t"}};
-    static const char *const what[2] = {
+    static const char *const sname[NSC][MAXT] = {{"cache_get_hit_1t", "cache_get_hit_2t"},
+                                                 {"cache_mixed_zipf_1t", "cache_mixed_zipf_2t"},
+                                                 {"cache_size_1k_1t", "cache_size_1k_2t"},
+                                                 {"cache_size_100k_1t", "cache_size_100k_2t"},
+                                                 {"cache_size_1m_1t", "cache_size_1m_2t"}};
+    static const char *const what[NSC] = {
         "8192 resident keys, capacity 16384, uniform random gets (all hits), 8-byte values",
-        "Zipf(0.99) over 200000 keys, capacity 16384, 90% get / 10% put, 8-byte values"};
+        "Zipf(0.99) over 200000 keys, capacity 16384, 90% get / 10% put, 8-byte values",
+        "1000 resident keys, capacity 1000, uniform, 90% get (hits) / 10% put (updates)",
+        "100000 resident keys, capacity 100000, uniform, 90% get (hits) / 10% put (updates)",
+        "1000000 resident keys, capacity 1000000, uniform, 90% get (hits) / 10% put (updates)"};
     make_traces();
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < NSC; s++) {
         bool any = false;
         for (int t = 0; t < MAXT; t++) {
             bench_scenario *x = &sc[s][t];
@@ -304,7 +327,7 @@ int main(int argc, char **argv)
                 bench_add(x, names[im], notes[im], run, &ctx[s][t][im]);
             }
             bench_run_scenario(&cfg, x);
-            bench_ratio(&cfg, x, "ap_cache_s16", "mutex_lru", t == 0 ? 1 : 2);
+            bench_ratio(&cfg, x, "ap_cache_s16", "mutex_lru", s >= SC_S1K ? 0 : t == 0 ? 1 : 2);
             bench_ratio(&cfg, x, "ap_cache_s1", "mutex_lru", 0);
         }
         teardown(s, true);
