@@ -7,10 +7,13 @@
  *   names a pattern in NATS syntax: a literal subject, `*` for exactly one
  *   token ("orders.*.paid"), and a last `>` for one or more trailing tokens
  *   ("orders.>"). The patterns live in a trie of tokens whose children are
- *   found through one open-addressing hash table keyed by (parent, token),
- *   so a publish visits only the trie nodes that are prefixes of patterns
- *   matching its subject: at each token, three look-ups (the token, `*`,
- *   `>`) per live branch. Subscriptions that do not match cost it nothing.
+ *   found through one open-addressing hash table keyed by (parent, token)
+ *   (a node points at its `*` and `>` children directly), so a publish
+ *   visits only the trie nodes that are prefixes of patterns matching its
+ *   subject: at each token, one hash look-up per live branch. The table's
+ *   load stays at most 1/2: other subscriptions cost a publish only the
+ *   probes of that load (expected 1.5 entries for a hit, 2.5 for a miss;
+ *   an entry holds the hash, so a probe past another key reads no node).
  *
  *   Each message is written ONCE, with its subject, into a shared ring of
  *   `capacity` slots (the seqlock-stamped slots of pubsub.h). Every
@@ -105,14 +108,15 @@
  * COMPLEXITY   publish of a subject of L tokens: O(L * B + M + W) where B
  *              is the number of live trie branches (1 + the `*` nodes on
  *              the way; at most 2^L, 1 without wildcards), M the matching
- *              subscriptions and W the message's words; independent of the
+ *              subscriptions and W the message's words; a look-up is
+ *              expected O(1) (load <= 1/2); independent of the number of
  *              subscriptions that do not match. Finding a free slot skips
  *              pinned slots: amortised O(1) (fewer than `capacity` pins).
  *              receive: O(W + drop markers passed). subscribe,
  *              unsubscribe: O(L) expected. close: O(nodes).
  *              Memory: AP_TOPIC_BYTES(capacity, elem_size, nodes) =
  *              capacity * AP_TOPIC_STRIDE(elem_size) + nodes + 1 trie nodes
- *              + a table of 2 * (nodes + 1) words; AP_TOPIC_SUB_BYTES(depth)
+ *              + a table of 2 * (nodes + 1) 8-byte entries; AP_TOPIC_SUB_BYTES(depth)
  *              = 16 * depth per subscription.
  * MEMORY       init: a caller buffer of AP_TOPIC_BYTES bytes aligned to
  *              AP_TOPIC_ALIGN; subscribe: a reference ring of
@@ -159,19 +163,24 @@
 
 /* A trie node (private; in the caller's buffer). */
 typedef struct ap__topic_node {
-    struct ap_topic_sub *subs; /* subscriptions whose pattern ends here */
+    /* 8-aligned, so a whole number of words also where pointers are 4
+     * bytes (i386): AP_TOPIC_BYTES stays a multiple of 8 and the hash
+     * table after the nodes 8-aligned */
+    AP_ALIGNAS(8) struct ap_topic_sub *subs; /* subscriptions whose pattern ends here */
     uint32_t parent;           /* node index; the free list's next when free */
+    uint32_t star, gt;         /* the `*` and `>` children (0: none) */
     uint32_t refs;             /* children + subscriptions; 0: removable */
     uint32_t hash;             /* of (parent, token) */
     uint32_t len;              /* token bytes */
     char tok[AP_TOPIC_TOKEN_MAX];
 } ap__topic_node;
+AP_STATIC_ASSERT(sizeof(ap__topic_node) % 8 == 0, "topic.h: a node is a whole number of 8-byte words");
 
 /** AP_TOPIC_BYTES - buffer bytes for ap_topic_init (constant expression) */
 #define AP_TOPIC_BYTES(capacity, elem_size, nodes)                   \
     ((size_t)(capacity) * AP_TOPIC_STRIDE(elem_size) +               \
      ((size_t)(nodes) + 1) * sizeof(ap__topic_node) +                 \
-     ((2 * ((size_t)(nodes) + 1) * 4 + 7) / 8 * 8))
+     2 * ((size_t)(nodes) + 1) * 8)
 /** AP_TOPIC_SUB_BYTES - a subscription's reference ring (constant expression) */
 #define AP_TOPIC_SUB_BYTES(depth) ((size_t)(depth) * 16)
 /** AP_TOPIC_ALIGN - the alignment both buffers need: 64-bit atomics */
@@ -195,7 +204,7 @@ typedef struct ap_topic {
     uint32_t nodes_free;       /* under the lock */
     unsigned char *store;      /* read-only after init from here */
     ap__topic_node *node;      /* node[0] is the root */
-    uint32_t *table;           /* 0: empty; else a node index */
+    uint64_t *table;           /* 0: empty; else hash << 32 | node index */
     size_t capacity, elem_size, words, stride, nnodes, tsize;
     ap_waitlist pub_wl;        /* publish futures waiting for a BLOCK subscriber */
 } ap_topic;
@@ -440,17 +449,31 @@ AP_FORCE_INLINE uint32_t ap__topic_hash(uint32_t parent, const char *tok, size_t
     return h ^ (h >> 15);
 }
 
-/* The child of @parent spelled @tok, or 0. */
+/* A hash's home bucket: multiply-shift onto [0, tsize), no division. */
+AP_FORCE_INLINE size_t ap__topic_home(const ap_topic *t, uint32_t h)
+{
+    return (size_t)(((uint64_t)h * (uint64_t)t->tsize) >> 32);
+}
+
+AP_FORCE_INLINE size_t ap__topic_next(const ap_topic *t, size_t i)
+{
+    return i + 1 == t->tsize ? 0 : i + 1;
+}
+
+/* The child of @parent spelled @tok, or 0. Entries carry the hash, so a
+ * probe past another key reads no node. */
 AP_API uint32_t ap__topic_child(const ap_topic *t, uint32_t parent, const char *tok, size_t len)
 {
     uint32_t h = ap__topic_hash(parent, tok, len);
-    for (size_t i = h % t->tsize;; i = (i + 1) % t->tsize) {
-        uint32_t x = t->table[i];
-        if (x == 0)
+    for (size_t i = ap__topic_home(t, h);; i = ap__topic_next(t, i)) {
+        uint64_t e = t->table[i];
+        if (e == 0)
             return 0;
+        if ((uint32_t)(e >> 32) != h)
+            continue;
+        uint32_t x = (uint32_t)e;
         const ap__topic_node *nd = &t->node[x];
-        if (nd->hash == h && nd->parent == parent && nd->len == len &&
-            memcmp(nd->tok, tok, len) == 0)
+        if (nd->parent == parent && nd->len == len && memcmp(nd->tok, tok, len) == 0)
             return x;
     }
 }
@@ -464,15 +487,20 @@ AP_API uint32_t ap__topic_add_child(ap_topic *t, uint32_t parent, const char *to
     t->nodes_free--;
     nd->subs = NULL;
     nd->parent = parent;
+    nd->star = nd->gt = 0;
     nd->refs = 0;
     nd->hash = ap__topic_hash(parent, tok, len);
     nd->len = (uint32_t)len;
     memcpy(nd->tok, tok, len);
-    size_t i = nd->hash % t->tsize;
+    size_t i = ap__topic_home(t, nd->hash);
     while (t->table[i] != 0)
-        i = (i + 1) % t->tsize;
-    t->table[i] = x;
+        i = ap__topic_next(t, i);
+    t->table[i] = (uint64_t)nd->hash << 32 | x;
     t->node[parent].refs++;
+    if (len == 1 && tok[0] == '*')
+        t->node[parent].star = x;
+    else if (len == 1 && tok[0] == '>')
+        t->node[parent].gt = x;
     return x;
 }
 
@@ -481,12 +509,12 @@ AP_API void ap__topic_prune(ap_topic *t, uint32_t x)
 {
     while (x != 0 && t->node[x].refs == 0) {
         ap__topic_node *nd = &t->node[x];
-        size_t i = nd->hash % t->tsize;
-        while (t->table[i] != x)
-            i = (i + 1) % t->tsize;
+        size_t i = ap__topic_home(t, nd->hash);
+        while ((uint32_t)t->table[i] != x)
+            i = ap__topic_next(t, i);
         /* backward-shift deletion (linear probing keeps no tombstones) */
-        for (size_t j = (i + 1) % t->tsize; t->table[j] != 0; j = (j + 1) % t->tsize) {
-            size_t k = t->node[t->table[j]].hash % t->tsize;
+        for (size_t j = ap__topic_next(t, i); t->table[j] != 0; j = ap__topic_next(t, j)) {
+            size_t k = ap__topic_home(t, (uint32_t)(t->table[j] >> 32));
             bool move = (j > i) ? (k <= i || k > j) : (k <= i && k > j);
             if (move) {
                 t->table[i] = t->table[j];
@@ -495,6 +523,10 @@ AP_API void ap__topic_prune(ap_topic *t, uint32_t x)
         }
         t->table[i] = 0;
         uint32_t parent = nd->parent;
+        if (t->node[parent].star == x)
+            t->node[parent].star = 0;
+        if (t->node[parent].gt == x)
+            t->node[parent].gt = 0;
         nd->parent = t->free_node;
         t->free_node = x;
         t->nodes_free++;
@@ -512,14 +544,14 @@ AP_API ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes, size_t capa
         nodes >= UINT32_MAX / 4 || capacity > (SIZE_MAX >> 8) ||
         !ap__size_muladd(capacity, stride, 0, &store) ||
         !ap__size_muladd(nodes + 1, sizeof(ap__topic_node), store, &nb) ||
-        !ap__size_muladd(2 * (nodes + 1), 4, nb + 7, &need) || buf == NULL ||
-        (uintptr_t)buf % AP_TOPIC_ALIGN != 0 || bytes < need / 8 * 8)
+        !ap__size_muladd(2 * (nodes + 1), 8, nb, &need) || buf == NULL ||
+        (uintptr_t)buf % AP_TOPIC_ALIGN != 0 || bytes < need)
         return AP_INVAL;
     AP_ATOMIC_INIT(&t->lock.held, 0u);
     t->next_slot = t->pinned = t->nblock = 0;
     t->store = (unsigned char *)buf;
     t->node = (ap__topic_node *)(void *)(t->store + store);
-    t->table = (uint32_t *)(void *)(t->store + nb);
+    t->table = (uint64_t *)(void *)(t->store + nb);
     t->capacity = capacity;
     t->elem_size = elem_size;
     t->words = (elem_size + 7) / 8;
@@ -532,7 +564,7 @@ AP_API ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes, size_t capa
             AP_ATOMIC_INIT(&slot[k], (uint64_t)0);
     }
     memset(t->node, 0, (nodes + 1) * sizeof(ap__topic_node));
-    memset(t->table, 0, t->tsize * 4);
+    memset(t->table, 0, t->tsize * 8);
     for (uint32_t i = 1; i <= (uint32_t)nodes; i++) /* free list: 1, 2, ..., nodes */
         t->node[i].parent = i < (uint32_t)nodes ? i + 1 : 0;
     t->free_node = 1;
@@ -744,10 +776,10 @@ AP_API bool ap__topic_walk(ap__topic_pub *p, uint32_t x, unsigned i)
     uint32_t c = ap__topic_child(p->t, x, tk->s + tk->off[i], tk->len[i]);
     if (c != 0 && !ap__topic_walk(p, c, i + 1))
         return false;
-    c = ap__topic_child(p->t, x, "*", 1);
+    c = p->t->node[x].star;
     if (c != 0 && !ap__topic_walk(p, c, i + 1))
         return false;
-    c = ap__topic_child(p->t, x, ">", 1);
+    c = p->t->node[x].gt;
     return c == 0 || ap__topic_each(p, c);
 }
 

@@ -19,6 +19,8 @@
  *
  * Self-check: each subscriber receives 0, 1, 2, ... exactly, with no drop,
  * and as many messages as were published; otherwise the bench exits 2.
+ *
+ *   topic_decouple, topic_nonmatching: asyncpat/topic.h (see below).
  */
 #include "asyncpat.h"
 #include "bench.h"
@@ -265,6 +267,186 @@ static uint64_t ps_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
     return t1 - t0;
 }
 
+/* ---- topics (asyncpat/topic.h) ----
+ *
+ * topic_decouple  1 publisher thread on "md.x.trade", 1 subscriber thread
+ *   ("md.*.trade", OVERWRITE, depth 1024) receiving with try_recv +
+ *   backoff; impl "none": that is all; impl "stalled": plus one OVERWRITE
+ *   subscription on the same pattern that never reads. Metric: messages
+ *   published per second. The decoupling theorem: stalled / none >= 0.9.
+ * topic_nonmatching  1 thread publishing on "a.b" with one matching
+ *   subscription (stalled OVERWRITE); impl "0_other": nothing else;
+ *   impl "1000_other": plus 1000 subscriptions that do not match
+ *   ("a.<n>", "<n>.b", "a.b.<n>": siblings at every level). The publish
+ *   cost should not depend on them: 1000_other / 0_other >= 0.9.
+ * Self-check: the live subscriber's received + lost == published; the
+ * stalled one's lost == published - its depth.
+ */
+typedef struct tp_case {
+    int stalled;
+    int others;
+} tp_case;
+
+typedef struct tp_shared {
+    ap_topic bus;
+    bench_gate gate;
+    _Alignas(64) _Atomic int stop;
+} tp_shared;
+
+typedef struct tp_sub {
+    ap_topic_sub s;
+    uint64_t *ring;
+} tp_sub;
+
+static void tp_sub_on(ap_topic *bus, tp_sub *ts, const char *pat, size_t depth)
+{
+    ts->ring = aligned_alloc(64, AP_TOPIC_SUB_BYTES(depth));
+    if (ts->ring == NULL)
+        bench_fail("out of memory");
+    memset(&ts->s, 0, sizeof ts->s);
+    ap_status st = ap_topic_subscribe(bus, &ts->s, pat, AP_TOPIC_POLICY_OVERWRITE, ts->ring,
+                                      AP_TOPIC_SUB_BYTES(depth), depth);
+    if (st != AP_OK)
+        bench_fail("ap_topic_subscribe %s: %s", pat, ap_status_str(st));
+}
+
+static void tp_sub_off(ap_topic *bus, tp_sub *ts)
+{
+    ap_topic_unsubscribe(bus, &ts->s);
+    free(ts->ring);
+}
+
+typedef struct tp_thread {
+    tp_shared *sh;
+    tp_sub *sub;
+    pthread_t th;
+    uint64_t published, end_ns;
+} tp_thread;
+
+static void *tp_publisher(void *arg)
+{
+    tp_thread *t = arg;
+    uint64_t i = 0;
+    bench_pin(0);
+    bench_gate_wait(&t->sh->gate);
+    for (;; i++) {
+        if ((i & 255) == 0 && atomic_load_explicit(&t->sh->stop, memory_order_relaxed))
+            break;
+        ap_status st = ap_topic_try_publish(&t->sh->bus, "md.x.trade", &i);
+        if (st != AP_OK)
+            bench_fail("ap_topic_try_publish: %s", ap_status_str(st));
+    }
+    t->published = i;
+    t->end_ns = bench_now_ns();
+    ap_topic_close(&t->sh->bus);
+    return NULL;
+}
+
+static void *tp_subscriber(void *arg)
+{
+    tp_thread *t = arg;
+    bench_pin(1);
+    bench_gate_wait(&t->sh->gate);
+    for (;;) {
+        uint64_t v;
+        unsigned f = 0;
+        ap_status st;
+        while ((st = ap_topic_sub_try_recv(&t->sub->s, &v, NULL, NULL)) == AP_EMPTY)
+            bench_backoff(&f);
+        if (st == AP_CLOSED)
+            break;
+    }
+    return NULL;
+}
+
+static uint64_t tp_decouple_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
+{
+    const tp_case *c = ctx;
+    tp_shared *sh = aligned_alloc(64, ap__align_up(sizeof *sh, 64));
+    size_t bytes = AP_TOPIC_BYTES(4096, sizeof(uint64_t), 8);
+    void *mem = aligned_alloc(64, ap__align_up(bytes, 64));
+    if (sh == NULL || mem == NULL)
+        bench_fail("out of memory");
+    memset(sh, 0, sizeof *sh);
+    bench_gate_init(&sh->gate);
+    atomic_init(&sh->stop, 0);
+    if (ap_topic_init(&sh->bus, mem, bytes, 4096, sizeof(uint64_t), 8) != AP_OK)
+        bench_fail("ap_topic_init");
+    tp_sub live, stalled;
+    tp_sub_on(&sh->bus, &live, "md.*.trade", 1024);
+    if (c->stalled)
+        tp_sub_on(&sh->bus, &stalled, "md.*.trade", 1024);
+    tp_thread pub = {sh, NULL, 0, 0, 0}, sub = {sh, &live, 0, 0, 0};
+    if (pthread_create(&pub.th, NULL, tp_publisher, &pub) ||
+        pthread_create(&sub.th, NULL, tp_subscriber, &sub))
+        bench_fail("pthread_create");
+    uint64_t t0 = bench_gate_open(&sh->gate, 2);
+    bench_sleep_ns(budget_ns);
+    atomic_store_explicit(&sh->stop, 1, memory_order_relaxed);
+    pthread_join(pub.th, NULL);
+    pthread_join(sub.th, NULL);
+    if (ap_topic_sub_received(&live.s) + ap_topic_sub_lost(&live.s) != pub.published)
+        bench_fail("topic_decouple: live subscriber %llu + %llu != %llu",
+                   (unsigned long long)ap_topic_sub_received(&live.s),
+                   (unsigned long long)ap_topic_sub_lost(&live.s),
+                   (unsigned long long)pub.published);
+    if (c->stalled) {
+        uint64_t v;
+        ap_status st;
+        while ((st = ap_topic_sub_try_recv(&stalled.s, &v, NULL, NULL)) == AP_OK ||
+               st == AP_DROPPED) {}
+        if (ap_topic_sub_received(&stalled.s) + ap_topic_sub_lost(&stalled.s) != pub.published)
+            bench_fail("topic_decouple: stalled subscriber miscounted");
+        tp_sub_off(&sh->bus, &stalled);
+    }
+    tp_sub_off(&sh->bus, &live);
+    ap_topic_fini(&sh->bus);
+    *iters = pub.published;
+    uint64_t ns = pub.end_ns - t0;
+    free(mem);
+    free(sh);
+    return ns;
+}
+
+static uint64_t tp_nonmatching_run(void *ctx, uint64_t budget_ns, uint64_t *iters)
+{
+    const tp_case *c = ctx;
+    size_t nodes = 4 + 3 * (size_t)c->others;
+    size_t bytes = AP_TOPIC_BYTES(1024, sizeof(uint64_t), nodes);
+    ap_topic *bus = aligned_alloc(64, ap__align_up(sizeof *bus, 64));
+    void *mem = aligned_alloc(64, ap__align_up(bytes, 64));
+    tp_sub *subs = calloc((size_t)c->others + 1, sizeof *subs);
+    if (bus == NULL || mem == NULL || subs == NULL)
+        bench_fail("out of memory");
+    if (ap_topic_init(bus, mem, bytes, 1024, sizeof(uint64_t), nodes) != AP_OK)
+        bench_fail("ap_topic_init");
+    tp_sub_on(bus, &subs[0], "a.b", 64);
+    for (int k = 1; k <= c->others; k++) {
+        char pat[32];
+        int n = k / 3;
+        snprintf(pat, sizeof pat, k % 3 == 0 ? "a.%d" : k % 3 == 1 ? "%d.b" : "a.b.%d", n);
+        tp_sub_on(bus, &subs[k], pat, 2);
+    }
+    uint64_t t0 = bench_now_ns(), t1 = t0, i = 0;
+    for (;; i++) {
+        if ((i & 1023) == 0 && (t1 = bench_now_ns()) - t0 >= budget_ns)
+            break;
+        if (ap_topic_try_publish(bus, "a.b", &i) != AP_OK)
+            bench_fail("ap_topic_try_publish");
+    }
+    for (int k = 1; k <= c->others; k++)
+        if (ap_topic_sub_len(&subs[k].s) != 0)
+            bench_fail("topic_nonmatching: a non-matching subscription got a message");
+    for (int k = 0; k <= c->others; k++)
+        tp_sub_off(bus, &subs[k]);
+    ap_topic_fini(bus);
+    free(subs);
+    free(mem);
+    free(bus);
+    *iters = i;
+    return t1 - t0;
+}
+
 int main(int argc, char **argv)
 {
     bench_config cfg = bench_start(argc, argv, "bench_pubsub");
@@ -285,6 +467,23 @@ int main(int argc, char **argv)
     bench_ratio(&cfg, &s1, "ap_pubsub", "mutex_condvar", 0);
     bench_run_scenario(&cfg, &s2);
     bench_ratio(&cfg, &s2, "ap_pubsub", "mutex_condvar", 0);
+    static bench_scenario s3 = {
+        "topic_decouple", "topic.h: 1 publisher -> 1 OVERWRITE subscriber thread, plus 0 or 1 stalled",
+        BENCH_RATE, "throughput", "Mops/s", 1, 400, {{0}}, 0, 0};
+    static bench_scenario s4 = {
+        "topic_nonmatching", "topic.h: 1 thread publishing to 1 match, 0 or 1000 non-matching subs",
+        BENCH_RATE, "throughput", "Mops/s", 1, 400, {{0}}, 0, 0};
+    static const tp_case none = {0, 0}, stalled = {1, 0}, o0 = {0, 0}, o1000 = {0, 1000};
+    bench_add(&s3, "stalled", "plus one OVERWRITE subscriber that never reads", tp_decouple_run,
+              (void *)&stalled);
+    bench_add(&s3, "none", "no stalled subscriber", tp_decouple_run, (void *)&none);
+    bench_add(&s4, "1000_other", "1000 non-matching subscriptions", tp_nonmatching_run,
+              (void *)&o1000);
+    bench_add(&s4, "0_other", "no other subscription", tp_nonmatching_run, (void *)&o0);
+    bench_run_scenario(&cfg, &s3);
+    bench_ratio(&cfg, &s3, "stalled", "none", 0.9);
+    bench_run_scenario(&cfg, &s4);
+    bench_ratio(&cfg, &s4, "1000_other", "0_other", 0.9);
     (void)bench_summary();
     if (cfg.tsv)
         fclose(cfg.tsv);

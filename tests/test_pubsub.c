@@ -1460,3 +1460,39 @@ Test(topic, block_loses_nothing_across_threads, .timeout = TEST_TIMEOUT_S)
     ap_topic_unsubscribe(&t, &stalled.s);
     ap_topic_fini(&t);
 }
+
+/* a pruned wildcard node leaves no pointer behind: its node is reused for
+ * another pattern, and a publish must not reach that one through the old
+ * parent's `*` or `>` */
+Test(topic, pruned_wildcard_leaves_no_trace)
+{
+    ap_topic t;
+    topic_init(&t, 16);
+    tsub a, star, gt, other, q;
+    for (int order = 0; order < 2; order++) {
+        EXPECT_EQ(tsub_on(&t, &a, "a", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+        EXPECT_EQ(tsub_on(&t, &star, "a.*", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+        EXPECT_EQ(tsub_on(&t, &gt, "a.>", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+        /* frees "a.*" and "a.>" ("a" stays), in either order */
+        ap_topic_unsubscribe(&t, order ? &gt.s : &star.s);
+        ap_topic_unsubscribe(&t, order ? &star.s : &gt.s);
+        /* the free list hands them out again: "q" gets one, "b" of "b.c" the other */
+        EXPECT_EQ(tsub_on(&t, &q, "q", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+        EXPECT_EQ(tsub_on(&t, &other, "b.c", AP_TOPIC_POLICY_OVERWRITE, 4), AP_OK);
+        pub(&t, "a.x.c", 1);
+        pub(&t, "a.c", 2);
+        pub(&t, "a.x", 4);
+        uint64_t v = 0;
+        EXPECT_EQ(ap_topic_sub_try_recv(&other.s, &v, NULL, NULL), AP_EMPTY, "b.c got %lu", (unsigned long)v);
+        EXPECT_EQ(ap_topic_sub_try_recv(&q.s, &v, NULL, NULL), AP_EMPTY, "q got %lu", (unsigned long)v);
+        EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &v, NULL, NULL), AP_EMPTY);
+        pub(&t, "b.c", 3);
+        EXPECT_EQ(ap_topic_sub_try_recv(&other.s, &v, NULL, NULL), AP_OK);
+        EXPECT_EQ(v, 3);
+        ap_topic_unsubscribe(&t, &a.s);
+        ap_topic_unsubscribe(&t, &other.s);
+        ap_topic_unsubscribe(&t, &q.s);
+        EXPECT_EQ(t.nodes_free, TNODES);
+    }
+    ap_topic_fini(&t);
+}

@@ -147,7 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint64_t rings[NSUB][AP_TOPIC_SUB_BYTES(4) / 8];
     static ap_topic_sub sub[NSUB];
     static char pats[NSUB][AP_TOPIC_SUBJECT_MAX + 64];
-    static uint32_t table[2 * (NODES + 1)];
+    static uint64_t table[2 * (NODES + 1)];
     int live[NSUB] = {0};
     ap_topic t;
     FZ_CHECK(ap_topic_init(&t, mem, sizeof mem, CAP, 8, NODES) == AP_OK);
