@@ -261,8 +261,10 @@ AP_API uint64_t ap_window_emitted(const ap_window *win);
  * output (the same windows, aggregates and order), for any assignment of
  * the events to workers and any interleaving of the workers.
  * AP_FULL: a worker running more than its slots ahead of the slowest
- * worker's watermark has no slot for a new window; the add changes
- * nothing (advance the idle workers, or give more slots).
+ * worker's watermark has no slot for a new window; the event is not
+ * added (its watermark may have moved to ts - L first, as an add does
+ * before adding: retry the same event later; advance idle workers, or
+ * give more slots).
  * CONCURRENCY: add / advance on distinct worker indexes run in parallel;
  * the emit callback runs under the closing lock, on the thread whose add
  * or advance raised G, one window at a time; it must not call into the
@@ -333,7 +335,7 @@ AP_API void ap_window_par_fini(ap_window_par *par);
 /**
  * ap_window_par_add - worker @worker adds one event
  * Returns AP_OK, AP_REJECTED (late against G: counted), AP_FULL (no slot:
- * this worker runs too far ahead of the slowest; nothing changed) or
+ * this worker runs too far ahead of the slowest; not added, see above) or
  * AP_INVAL (@worker out of range, ts > AP_WINDOW_TS_MAX; nothing changed).
  * If it raises G, closes and emits (see above) before returning.
  */
@@ -756,6 +758,21 @@ AP_API ap_status ap_window_par_add(ap_window_par *par, size_t worker, uint64_t t
         ap__lock_release(&wk->lock);
         return AP_REJECTED;
     }
+    if (!wk->has_event || t > wk->max_ts) {
+        /* as ap_window: the event raises the watermark, and what that
+         * closes is emitted, before the event is added (so the memory
+         * bound is the single-threaded one for the slowest worker); its
+         * own windows end after t - L >= G: it cannot become late */
+        wk->max_ts = t;
+        wk->has_event = true;
+        int64_t wm = t - par->lateness;
+        if (wm > AP_ATOMIC_LOAD(&wk->wm, memory_order_relaxed)) {
+            ap__window_par_raise(wk, wm);
+            ap__lock_release(&wk->lock);
+            (void)ap__window_par_close(par, emit, ctx);
+            ap__lock_acquire(&wk->lock);
+        }
+    }
     for (int64_t k = k_lo; k <= k_hi; k++) { /* room for all, or nothing */
         ap__window_slot *sl = ap__window_par_slot(par, wk, k);
         if (sl->used && sl->k_or_first != k) {
@@ -772,18 +789,8 @@ AP_API ap_status ap_window_par_add(ap_window_par *par, size_t worker, uint64_t t
         }
         ap_agg_add(&sl->agg, value);
     }
-    bool raised = false;
-    if (!wk->has_event || t > wk->max_ts) {
-        wk->max_ts = t;
-        wk->has_event = true;
-        int64_t wm = t - par->lateness;
-        raised = wm > AP_ATOMIC_LOAD(&wk->wm, memory_order_relaxed);
-        ap__window_par_raise(wk, wm);
-    }
     wk->accepted++;
     ap__lock_release(&wk->lock);
-    if (raised)
-        (void)ap__window_par_close(par, emit, ctx);
     return AP_OK;
 }
 

@@ -447,3 +447,210 @@ Test(window, create_destroy)
     free(c.r);
 }
 #endif
+
+/* ---- issue #14: one window fed by several workers (ap_window_par) ---- */
+
+typedef struct prec { /* the merged output (the emit runs under the closing lock) */
+    ap_window_result r[4096];
+    size_t n;
+} prec;
+
+static void prec_emit(void *ctx, const ap_window_result *r)
+{
+    prec *c = ctx;
+    if (c->n < 4096)
+        c->r[c->n] = *r;
+    c->n++;
+}
+
+static bool same_output(const ap_window_result *a, size_t na, const ap_window_result *b,
+                        size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (a[i].start != b[i].start || a[i].end != b[i].end ||
+            a[i].agg.count != b[i].agg.count || a[i].agg.sum_lo != b[i].agg.sum_lo ||
+            a[i].agg.sum_hi != b[i].agg.sum_hi || a[i].agg.min != b[i].agg.min ||
+            a[i].agg.max != b[i].agg.max)
+            return false;
+    return true;
+}
+
+Test(window, par_by_hand_min_watermark_and_merge)
+{
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(2, 4)];
+    ap_window_par p;
+    ap_window_desc d = {.size_ns = 10};
+    static prec c;
+    c.n = 0;
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &d, 2, 4), AP_OK);
+    EXPECT_EQ(ap_window_par_add(&p, 0, 1, 5, prec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_par_add(&p, 0, 25, 1, prec_emit, &c), AP_OK);
+    EXPECT_EQ(c.n, 0, "worker 1 has no watermark: nothing is closed");
+    EXPECT_EQ(ap_window_par_watermark(&p), INT64_MIN);
+    EXPECT_EQ(ap_window_par_add(&p, 1, 3, -2, prec_emit, &c), AP_OK);
+    EXPECT_EQ(c.n, 0, "G = min(25, 3) = 3 < 10");
+    EXPECT_EQ(ap_window_par_add(&p, 1, 12, 7, prec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_par_watermark(&p), 12);
+    EXPECT_EQ(c.n, 1, "G = 12 closes [0,10): the two workers' partials merged");
+    EXPECT(c.r[0].start == 0 && c.r[0].end == 10 && c.r[0].agg.count == 2 &&
+           c.r[0].agg.min == -2 && c.r[0].agg.max == 5);
+    EXPECT_EQ(ap_window_par_add(&p, 0, 9, 1, prec_emit, &c), AP_REJECTED, "[0,10) was emitted");
+    EXPECT_EQ(ap_window_par_add(&p, 1, 19, 4, prec_emit, &c), AP_OK, "[10,20) is open");
+    EXPECT_EQ(ap_window_par_advance(&p, 1, AP_WINDOW_FLUSH, prec_emit, &c), 1,
+              "G = 25 (worker 0) closes [10,20)");
+    EXPECT(c.r[1].start == 10 && c.r[1].agg.count == 2 && c.r[1].agg.max == 7);
+    EXPECT_EQ(ap_window_par_advance(&p, 0, AP_WINDOW_FLUSH, prec_emit, &c), 1);
+    EXPECT(c.r[2].start == 20 && c.r[2].agg.count == 1);
+    EXPECT(ap_window_par_accepted(&p) == 5 && ap_window_par_late(&p) == 1 &&
+           ap_window_par_emitted(&p) == 3);
+    ap_window_par_fini(&p);
+}
+
+Test(window, par_bad_input_is_inval_and_changes_nothing_full_is_refused_whole)
+{
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(2, 4) + 64];
+    ap_window_par p, q;
+    ap_window_desc d = {.size_ns = 10};
+    memset(pb, 0xC3, sizeof pb);
+    memset(&q, 0x5A, sizeof q);
+    memcpy(&p, &q, sizeof p);
+    ap_window_desc sess = {.kind = AP_WINDOW_KIND_SESSION, .gap_ns = 10};
+    ap_window_desc hop0 = {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10, .slide_ns = 11};
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, NULL, 2, 4), AP_INVAL);
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &sess, 2, 4), AP_INVAL, "no sessions");
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &hop0, 2, 4), AP_INVAL);
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &d, 0, 4), AP_INVAL, "no workers");
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &d, 2, 1), AP_INVAL, "slots < 2");
+    EXPECT_EQ(ap_window_par_init(&p, NULL, sizeof pb, &d, 2, 4), AP_INVAL);
+    EXPECT_EQ(ap_window_par_init(&p, pb + 1, sizeof pb - 1, &d, 2, 4), AP_INVAL, "misaligned");
+    EXPECT_EQ(ap_window_par_init(&p, pb, AP_WINDOW_PAR_BYTES(2, 4) - 1, &d, 2, 4), AP_INVAL);
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &d, SIZE_MAX / 2, 4), AP_INVAL, "overflow");
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &d, 2, SIZE_MAX / 2), AP_INVAL, "overflow");
+    EXPECT_EQ(memcmp(&p, &q, sizeof p), 0, "*par untouched");
+    size_t written = 0;
+    for (size_t i = 0; i < sizeof pb; i++)
+        written += pb[i] != 0xC3;
+    EXPECT_EQ(written, 0, "bytes of the buffer written by a refused init");
+    EXPECT_EQ(ap_window_par_init(&p, pb, AP_WINDOW_PAR_BYTES(2, 4), &d, 2, 4), AP_OK);
+    for (size_t i = AP_WINDOW_PAR_BYTES(2, 4); i < sizeof pb; i++)
+        EXPECT_EQ(pb[i], 0xC3, "byte %zu past the buffer written", i);
+    static prec c;
+    c.n = 0;
+    EXPECT_EQ(ap_window_par_add(&p, 2, 1, 1, prec_emit, &c), AP_INVAL, "worker 2 of 2");
+    EXPECT_EQ(ap_window_par_add(&p, 0, AP_WINDOW_TS_MAX + 1, 1, prec_emit, &c), AP_INVAL);
+    EXPECT_EQ(ap_window_par_advance(&p, 7, 100, prec_emit, &c), 0);
+    EXPECT_EQ(ap_window_par_accepted(&p), 0);
+    /* worker 1 is silent: worker 0 fills its 4 slots, then is refused */
+    for (uint64_t t = 0; t < 40; t += 10)
+        EXPECT_EQ(ap_window_par_add(&p, 0, t, 1, prec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_par_add(&p, 0, 40, 1, prec_emit, &c), AP_FULL, "4 windows ahead");
+    EXPECT_EQ(ap_window_par_accepted(&p), 4, "the refused add added nothing");
+    EXPECT_EQ(ap_window_par_advance(&p, 1, 25, prec_emit, &c), 2, "G = 25: two closed");
+    EXPECT_EQ(ap_window_par_add(&p, 0, 40, 1, prec_emit, &c), AP_OK, "room again");
+    EXPECT_EQ(ap_window_par_advance(&p, 1, AP_WINDOW_FLUSH, prec_emit, &c), 2,
+              "G = 40 (worker 0's max ts): [20,30), [30,40) close");
+    EXPECT_EQ(ap_window_par_advance(&p, 0, AP_WINDOW_FLUSH, prec_emit, &c), 1);
+    EXPECT_EQ(c.n, 5);
+    for (size_t i = 0; i < c.n; i++)
+        EXPECT(c.r[i].start == (int64_t)(10 * i) && c.r[i].agg.count == 1);
+    ap_window_par_fini(&p);
+}
+
+/* The theorem: events with bounded disorder (all accepted by one ap_window
+ * in their global order), each given to a random worker, the workers
+ * interleaved at random (one thread; the TSan stress and the scheduler run
+ * them in parallel): the merged output equals the single-threaded one. */
+#define PT_N 3000
+#define PT_W 4
+typedef struct pt_ev { uint64_t ts; int64_t v; } pt_ev;
+
+static uint64_t pt_rng(uint64_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+static int par_theorem_run(uint64_t seed, const ap_window_desc *d, size_t workers, int mode)
+{
+    static pt_ev ev[PT_N];
+    static size_t q[PT_W][PT_N], qn[PT_W], qi[PT_W];
+    static prec one, many;
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(PT_W, 256)];
+    uint64_t rng = seed | 1, t = 1000;
+    for (size_t i = 0; i < PT_N; i++) { /* disorder < lateness: none late */
+        t += pt_rng(&rng) % 7;
+        ev[i].ts = t - pt_rng(&rng) % (d->lateness_ns + 1);
+        ev[i].v = (int64_t)(pt_rng(&rng) % 2001) - 1000;
+    }
+    ap_window w;
+    one.n = many.n = 0;
+    if (ap_window_init(&w, buf, sizeof buf, d) != AP_OK)
+        return 1;
+    for (size_t i = 0; i < PT_N; i++)
+        if (ap_window_add(&w, ev[i].ts, ev[i].v, prec_emit, &one) != AP_OK)
+            return 2; /* the precondition: the single-threaded window accepts all */
+    ap_window_advance(&w, AP_WINDOW_FLUSH, prec_emit, &one);
+    ap_window_fini(&w);
+    ap_window_par p;
+    size_t slots = (size_t)ap_window_slots(d) + (mode ? 0 : 4);
+    if (ap_window_par_init(&p, pb, sizeof pb, d, workers, slots) != AP_OK)
+        return 3;
+    memset(qn, 0, sizeof qn);
+    memset(qi, 0, sizeof qi);
+    for (size_t i = 0; i < PT_N; i++) {
+        size_t k = (size_t)(pt_rng(&rng) % workers);
+        q[k][qn[k]++] = i;
+    }
+    size_t left = workers;
+    for (size_t k = 0; k < workers; k++)
+        if (qn[k] == 0) { /* an idle worker says so */
+            ap_window_par_advance(&p, k, AP_WINDOW_FLUSH, prec_emit, &many);
+            left--;
+        }
+    unsigned stuck = 0;
+    while (left > 0) {
+        size_t k = (size_t)(pt_rng(&rng) % workers);
+        if (qi[k] == qn[k])
+            continue;
+        pt_ev *e = &ev[q[k][qi[k]]];
+        ap_status st = ap_window_par_add(&p, k, e->ts, e->v, prec_emit, &many);
+        if (st == AP_FULL) { /* ahead of the slowest: another worker runs */
+            if (++stuck > 100000)
+                return 4;
+            continue;
+        }
+        if (st != AP_OK)
+            return 5;
+        stuck = 0;
+        if (++qi[k] == qn[k]) {
+            ap_window_par_advance(&p, k, AP_WINDOW_FLUSH, prec_emit, &many);
+            left--;
+        }
+    }
+    int r = 0;
+    if (ap_window_par_accepted(&p) != PT_N || ap_window_par_late(&p) != 0)
+        r = 6;
+    else if (one.n > 4096 || !same_output(one.r, one.n, many.r, many.n))
+        r = 7;
+    ap_window_par_fini(&p);
+    return r;
+}
+
+Test(window, par_theorem_merged_equals_single_threaded, .timeout = TEST_TIMEOUT_S)
+{
+    ap_window_desc ds[] = {
+        {.kind = AP_WINDOW_KIND_TUMBLING, .size_ns = 100, .lateness_ns = 30},
+        {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 100, .slide_ns = 25, .lateness_ns = 50},
+        {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 90, .slide_ns = 40, .lateness_ns = 0},
+        {.kind = AP_WINDOW_KIND_TUMBLING, .size_ns = 7, .lateness_ns = 200},
+    };
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
+        for (size_t workers = 1; workers <= PT_W; workers++)
+            for (uint64_t seed = 1; seed <= 6; seed++)
+                EXPECT_EQ(par_theorem_run(seed * 0x9E3779B97F4A7C15u + i, &ds[i], workers,
+                                          (int)(seed % 2)),
+                          0, "desc %zu, %zu workers, seed %llu", i, workers,
+                          (unsigned long long)seed);
+}
