@@ -202,12 +202,16 @@ typedef struct ap_topic {
     size_t nblock;             /* under the lock: BLOCK subscriptions */
     uint32_t free_node;        /* under the lock: free list head (0: none) */
     uint32_t nodes_free;       /* under the lock */
-    unsigned char *store;      /* read-only after init from here */
+    /* read-only after init from here: its own line, receivers read it */
+    AP_ALIGNAS(AP_CACHELINE) unsigned char *store;
     ap__topic_node *node;      /* node[0] is the root */
     uint64_t *table;           /* 0: empty; else hash << 32 | node index */
     size_t capacity, elem_size, words, stride, nnodes, tsize;
-    ap_waitlist pub_wl;        /* publish futures waiting for a BLOCK subscriber */
+    AP_ALIGNAS(AP_CACHELINE) ap_waitlist pub_wl; /* publish futures waiting for BLOCK */
 } ap_topic;
+
+AP_STATIC_ASSERT(offsetof(ap_topic, store) - offsetof(ap_topic, lock) >= AP_CACHELINE,
+                 "ap_topic: the publishers' line must not share the read-only line");
 
 /**
  * ap_topic_sub - one subscription, in caller memory (zero: not subscribed).
@@ -215,7 +219,7 @@ typedef struct ap_topic {
  */
 typedef struct ap_topic_sub {
     AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) tail; /* by the publisher */
-    AP_ATOMIC_T(uint32_t) state;  /* 1: disconnected (after its last push) */
+    AP_ATOMIC_T(uint32_t) state;  /* AP__TOPIC_DISC | AP__TOPIC_CLOSED bits */
     AP_ATOMIC_T(uint64_t) pend;   /* under the lock: drops not yet in the ring */
     uint64_t disc_lost;           /* publisher: counted at disconnect */
     struct ap_topic_sub *next, *prev; /* the node's list, under the lock */
@@ -381,13 +385,18 @@ AP_API bool ap_topic_sub_is_disconnected(ap_topic_sub *sub);
  *   the ring by the next push with room, or taken by the reader under the
  *   lock when it finds the ring empty: either way after every entry
  *   queued before them and before every entry queued after them.
- *   Disconnect stores state = 1 (AP__PUB_MO) after the last push; close
- *   stores closed (seq_cst) under the lock, after every publish's tail
- *   stores; a reader loads state/closed (seq_cst) and then tail, so if it
- *   sees either flag, tail holds everything that will ever come.
+ *   Disconnect stores state = DISC (AP__PUB_MO) after the last push;
+ *   close sets CLOSED in the state of every linked subscription (seq_cst)
+ *   under the lock, after every publish's tail stores, and a subscribe
+ *   after close starts CLOSED; a reader loads its state (seq_cst) and then
+ *   tail, so if it sees either bit, tail holds everything that will ever
+ *   come. Receivers read only their subscription's lines, the shared
+ *   slot and the bus's read-only line, never the publishers' line.
  */
 
 #define AP__TOPIC_MARK (UINT64_C(1) << 63)
+#define AP__TOPIC_DISC 1u   /* state: a DISCONNECT policy closed it */
+#define AP__TOPIC_CLOSED 2u /* state: the bus was closed (close marks each live one) */
 #define AP__TOPIC_FAST_WORDS 16
 
 typedef struct ap__topic_toks {
@@ -625,7 +634,8 @@ AP_API ap_status ap_topic_subscribe(ap_topic *t, ap_topic_sub *sub, const char *
         x = ap__topic_add_child(t, x, tk.s + tk.off[have], tk.len[have]);
     AP_ATOMIC_INIT(&sub->tail, (uint64_t)0);
     AP_ATOMIC_INIT(&sub->head, (uint64_t)0);
-    AP_ATOMIC_INIT(&sub->state, 0u);
+    /* relaxed: the lock orders it with close, which marks the linked ones */
+    AP_ATOMIC_INIT(&sub->state, AP_ATOMIC_LOAD(&t->closed, memory_order_relaxed) ? AP__TOPIC_CLOSED : 0u);
     AP_ATOMIC_INIT(&sub->pend, (uint64_t)0);
     sub->disc_lost = 0;
     sub->bus = t;
@@ -671,7 +681,7 @@ AP_API void ap_topic_unsubscribe(ap_topic *t, ap_topic_sub *sub)
     AP_ASSERT(t != NULL && sub != NULL && sub->bus == t);
     AP_ASSERT(!ap_waitlist_has_waiters(&sub->wl)); /* its receive future is done */
     ap__lock_acquire(&t->lock);
-    if (AP_ATOMIC_LOAD(&sub->state, memory_order_relaxed) == 0) /* a disconnect unlinked it */
+    if (!(AP_ATOMIC_LOAD(&sub->state, memory_order_relaxed) & AP__TOPIC_DISC)) /* else unlinked */
         ap__topic_unlink(t, sub);
     if (ap__topic_pins(sub->policy)) {
         /* unpin what it never read; no publisher pushes to it any more */
@@ -848,7 +858,7 @@ AP_API ap_status ap_topic_try_publish(ap_topic *t, const char *subject, const vo
         v->vnext = NULL;
         ap__topic_unlink(t, v);
         /* AP__PUB_MO: after its last push; a reader that sees it sees them */
-        AP_ATOMIC_STORE(&v->state, 1u, AP__PUB_MO);
+        AP_ATOMIC_STORE(&v->state, AP__TOPIC_DISC, AP__PUB_MO);
         if (ap_waitlist_parked(&v->wl))
             (void)ap_waitlist_wake_all(&v->wl);
     }
@@ -860,12 +870,16 @@ AP_API void ap_topic_close(ap_topic *t)
 {
     AP_ASSERT(t != NULL && t->store != NULL);
     ap__lock_acquire(&t->lock);
-    /* seq_cst: before the waitlist scans below (THE LADDER) */
-    AP_ATOMIC_STORE(&t->closed, 1u, memory_order_seq_cst);
+    AP_ATOMIC_STORE(&t->closed, 1u, memory_order_relaxed); /* publishers: under the lock */
+    /* each linked subscription learns it from its own state word, so a
+     * receiver never reads the publishers' line; seq_cst: before the
+     * waitlist scan (THE LADDER) */
     for (size_t x = 1; x < t->nnodes; x++)
         if (t->node[x].refs != 0)
-            for (ap_topic_sub *s = t->node[x].subs; s != NULL; s = s->next)
+            for (ap_topic_sub *s = t->node[x].subs; s != NULL; s = s->next) {
+                (void)AP_ATOMIC_FETCH_OR(&s->state, AP__TOPIC_CLOSED, memory_order_seq_cst);
                 (void)ap_waitlist_wake_all(&s->wl);
+            }
     ap__lock_release(&t->lock);
     (void)ap_waitlist_wake_all(&t->pub_wl);
 }
@@ -890,8 +904,7 @@ AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subje
     bool fast = t->words <= AP__TOPIC_FAST_WORDS;
     for (;;) {
         /* seq_cst: the flags before tail (see ORDERING), the ladder's re-check */
-        bool over = AP_ATOMIC_LOAD(&sub->state, memory_order_seq_cst) != 0 ||
-                    AP_ATOMIC_LOAD(&t->closed, memory_order_seq_cst) != 0;
+        uint32_t state = AP_ATOMIC_LOAD(&sub->state, memory_order_seq_cst);
         /* AP__CHECK_MO: pairs with the publisher's tail store */
         uint64_t tl = AP_ATOMIC_LOAD(&sub->tail, AP__CHECK_MO);
         if (h == tl) {
@@ -910,9 +923,9 @@ AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subje
             }
             if (n != 0)
                 break;
-            if (!over)
+            if (state == 0)
                 return AP_EMPTY;
-            if (AP_ATOMIC_LOAD(&sub->state, memory_order_relaxed) != 0 && !sub->disc_seen) {
+            if ((state & AP__TOPIC_DISC) && !sub->disc_seen) {
                 sub->disc_seen = 1; /* the message that did not fit */
                 sub->lost += sub->disc_lost;
             }
@@ -1008,7 +1021,7 @@ AP_API uint64_t ap_topic_sub_last_dropped(const ap_topic_sub *sub)
 
 AP_API bool ap_topic_sub_is_disconnected(ap_topic_sub *sub)
 {
-    return AP_ATOMIC_LOAD(&sub->state, memory_order_acquire) != 0;
+    return (AP_ATOMIC_LOAD(&sub->state, memory_order_acquire) & AP__TOPIC_DISC) != 0;
 }
 
 /* ---- futures ---- */

@@ -1382,6 +1382,10 @@ Test(topic, close_drains_then_closes_and_wakes_everyone)
     EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &r, NULL, NULL), AP_OK);
     EXPECT_EQ(ap_topic_sub_try_recv(&a.s, &r, NULL, NULL), AP_CLOSED);
     EXPECT(ap_topic_is_closed(&t));
+    tsub late;
+    EXPECT_EQ(tsub_on(&t, &late, "a", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK, "subscribe after close");
+    EXPECT_EQ(ap_topic_sub_try_recv(&late.s, &r, NULL, NULL), AP_CLOSED, "and its first receive says so");
+    ap_topic_unsubscribe(&t, &late.s);
     ap_topic_unsubscribe(&t, &a.s);
     ap_topic_unsubscribe(&t, &b.s);
     ap_topic_fini(&t);
