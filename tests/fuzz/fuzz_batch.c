@@ -29,6 +29,18 @@
  *     batch full wakes one, close wakes all, a finished future passes on a
  *     wake it did not use); a pending poll lowers cx->deadline to exactly
  *     the batch's deadline
+ *   - (issue #14) the weigher: with max_bytes, an item weighs its first
+ *     byte % 24; due also when the batch weighs >= max_bytes or is sealed
+ *     (an add that did not fit: AP_FULL, which seals and wakes one); a
+ *     batch of two or more never weighs more than max_bytes; by_bytes
+ *   - (issue #14) completion records: adds may carry one (a callback);
+ *     takes are tracked (take_tracked, flush_tracked, take futures: the id
+ *     is the model's batch count) or not (resolved AP_OK at once); a
+ *     complete of a random taken id with a random status resolves exactly
+ *     the model's records of that batch, once; bad ids, AP_NOT_READY and a
+ *     still-pending record are AP_INVAL and change nothing; a record
+ *     cancelled leaves with AP_CANCELED and no callback; every record's
+ *     status and callback count equal the model's after every step
  */
 #include "asyncpat/batch.h"
 #include "fuzz_common.h"
@@ -50,31 +62,80 @@ static int m_closed;
 static uint64_t m_added, m_batches, m_size, m_time, m_close, m_flush;
 static uint32_t next_id, next_out; /* ids are added and taken in order */
 static mwl m_wl;
+/* issue #14: the weigher and completion records, by item id */
+#define MAXID 2304
+static size_t m_maxbytes, m_bytes;
+static int es_weight; /* no weigher given: an item weighs elem_size */
+static int m_sealed;
+static uint64_t m_bybytes, m_completed;
+static ap_batch_done recs[MAXID];
+static uint8_t has_rec[MAXID];       /* the item was added with a record */
+static uint64_t rec_batch[MAXID];    /* 0: in the current batch */
+static ap_status rec_want[MAXID];    /* AP_NOT_READY while pending */
+static int rec_calls[MAXID], rec_got_calls[MAXID];
+static ap_status rec_got[MAXID];
+static uint64_t pend[MAXID];         /* taken, not completed batch ids */
+static size_t npend;
+
+static void rec_cb(void *ctx, ap_batch_done *d, ap_status st)
+{
+    size_t id = (size_t)(uintptr_t)ctx;
+    FZ_CHECK(id < MAXID && d == &recs[id]);
+    rec_got_calls[id]++;
+    rec_got[id] = st;
+}
+
+/* the model's complete: every pending record of batch @id */
+static void m_complete(uint64_t id, ap_status st)
+{
+    for (uint32_t k = 0; k < next_id; k++)
+        if (has_rec[k] && rec_batch[k] == id && rec_want[k] == AP_NOT_READY) {
+            rec_want[k] = st;
+            rec_calls[k]++;
+            m_completed++;
+        }
+    for (size_t k = 0; k < npend; k++)
+        if (pend[k] == id) {
+            pend[k] = pend[--npend];
+            break;
+        }
+}
 
 static void item_bytes(uint32_t id, unsigned char *p)
 {
     for (size_t j = 0; j < m_es; j++) p[j] = (unsigned char)(id * 131u + j * 7u + (id >> 8));
 }
 
+static size_t weigh(const void *e, void *ctx)
+{
+    (void)ctx;
+    return (size_t)(*(const unsigned char *)e % 24u);
+}
+
 static uint64_t m_deadline(void)
 {
     if (m_len == 0) return AP_DEADLINE_NONE;
-    if (m_len == m_max || m_closed) return 0;
+    if (m_len == m_max || m_closed || m_sealed || (m_maxbytes && m_bytes >= m_maxbytes)) return 0;
     return m_oldest > UINT64_MAX - m_delay ? AP_DEADLINE_NONE : m_oldest + m_delay;
 }
 
-/* the model's take: the status; on AP_OK checks *out and counts */
-static ap_status m_take(uint64_t now, int force, const unsigned char *out, size_t n)
+/* the model's take: the status; on AP_OK checks *out and counts; an
+ * untracked take completes its batch with AP_OK at once */
+static ap_status m_take(uint64_t now, int force, const unsigned char *out, size_t n,
+                        int tracked)
 {
     uint64_t d = m_deadline();
     if (m_len == 0 || (!force && now < d)) return m_len == 0 && m_closed ? AP_CLOSED : AP_EMPTY;
     /* never early: independent of the deadline value */
     if (!force)
-        FZ_CHECK(m_len == m_max || m_closed || (unsigned __int128)now >= (unsigned __int128)m_oldest + m_delay ||
+        FZ_CHECK(m_len == m_max || m_closed || m_sealed || (m_maxbytes && m_bytes >= m_maxbytes) || (unsigned __int128)now >= (unsigned __int128)m_oldest + m_delay ||
                  now == UINT64_MAX);
     if (out) {
         unsigned char exp[MAXE];
         FZ_CHECK(n == m_len && n >= 1 && n <= m_max);
+        size_t w = 0;
+        for (size_t k = 0; k < n; k++) w += es_weight ? m_es : weigh(out + k * m_es, NULL);
+        FZ_CHECK(!m_maxbytes || n == 1 || w <= m_maxbytes);
         for (size_t k = 0; k < n; k++) {
             FZ_CHECK(m_items[k] == next_out);
             item_bytes(next_out++, exp);
@@ -82,11 +143,18 @@ static ap_status m_take(uint64_t now, int force, const unsigned char *out, size_
         }
     }
     m_batches++;
+    for (size_t k = 0; k < m_len; k++)
+        if (has_rec[m_items[k]]) rec_batch[m_items[k]] = m_batches;
     if (m_len == m_max) m_size++;
+    else if (m_sealed || (m_maxbytes && m_bytes >= m_maxbytes)) m_bybytes++;
     else if (m_closed) m_close++;
     else if (now >= d) m_time++;
     else m_flush++;
     m_len = 0;
+    m_bytes = 0;
+    m_sealed = 0;
+    pend[npend++] = m_batches;
+    if (!tracked) m_complete(m_batches, AP_OK);
     return AP_OK;
 }
 
@@ -152,7 +220,15 @@ static void check_state(ap_batch *b, ap_batch_take_fut *fut, int *live)
     ap_batch_stats s = ap_batch_stats_get(b);
     FZ_CHECK(s.added == m_added && s.batches == m_batches && s.by_size == m_size &&
              s.by_time == m_time && s.by_close == m_close && s.by_flush == m_flush && s.len == m_len);
-    FZ_CHECK(s.batches == s.by_size + s.by_time + s.by_close + s.by_flush);
+    FZ_CHECK(s.by_bytes == m_bybytes && s.completed == m_completed);
+    FZ_CHECK(s.bytes == (m_len ? m_bytes : 0));
+    FZ_CHECK(s.batches == s.by_size + s.by_bytes + s.by_time + s.by_close + s.by_flush);
+    for (uint32_t k = 0; k < next_id; k++) {
+        if (!has_rec[k]) continue;
+        FZ_CHECK(ap_batch_done_status(&recs[k]) == rec_want[k]);
+        FZ_CHECK(rec_got_calls[k] == rec_calls[k]);
+        if (rec_calls[k]) FZ_CHECK(rec_got[k] == rec_want[k]);
+    }
     FZ_CHECK(m_added == next_id && next_out + m_len == next_id);
     FZ_CHECK(fz_untouched(bbuf, MARGIN) && fz_untouched(bbuf + MARGIN + m_max * m_es, MARGIN));
     FZ_CHECK(ap_waitlist_has_waiters(&b->ready) == (m_wl.len > 0));
@@ -181,9 +257,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default: m_delay = UINT64_MAX - (dsel >> 2); break;
     }
     uint64_t now = (dsel & 0x80) ? fz_val(&f) : fz_u8(&f);
+    uint8_t wsel = fz_u8(&f);
+    m_maxbytes = (wsel & 3) ? 1 + (size_t)(wsel >> 2) % 64 : 0;
     fz_fill(bbuf, sizeof bbuf);
     ap_batch b;
-    ap_batch_desc d = {.elem_size = m_es, .max_size = m_max, .max_delay_ns = m_delay};
+    ap_batch_desc d = {.elem_size = m_es, .max_size = m_max, .max_delay_ns = m_delay,
+                       .max_bytes = m_maxbytes, .weigh = (wsel & 3) == 3 ? NULL : weigh};
+    /* no weigher: an item weighs elem_size (the model's weigh, then) */
+    es_weight = m_maxbytes && (wsel & 3) == 3;
     if (dsel & 0x40) { /* one byte short: AP_INVAL, nothing written */
         fz_fill(&b, sizeof b);
         FZ_CHECK(ap_batch_init(&b, bbuf + MARGIN, AP_BATCH_BYTES(m_max, m_es) - 1, &d) ==
@@ -195,6 +276,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m_len = 0; m_oldest = 0; m_closed = 0;
     m_added = m_batches = m_size = m_time = m_close = m_flush = 0;
     next_id = next_out = 0;
+    m_bytes = 0; m_sealed = 0; m_bybytes = m_completed = 0; npend = 0;
+    memset(has_rec, 0, sizeof has_rec);
+    memset(rec_calls, 0, sizeof rec_calls);
+    memset(rec_got_calls, 0, sizeof rec_got_calls);
     memset(&m_wl, 0, sizeof m_wl);
     memset(mw_state, 0, sizeof mw_state);
     memset(expwakes, 0, sizeof expwakes);
@@ -212,36 +297,72 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 0: case 1: { /* add */
             unsigned char e[MAXE];
             item_bytes(next_id, e);
+            size_t w = es_weight ? m_es : weigh(e, NULL);
             bool due = (op & 0x40) != 0, before = due;
-            ap_status st = ap_batch_add(&b, e, now, (op & 0x80) ? NULL : &due);
+            int with = (op & 0x20) && next_id < MAXID;
+            if (with && (op & 0x08) && next_id > 0) { /* a pending record again: AP_INVAL */
+                uint32_t k = (uint32_t)(fz_val(&f) % next_id);
+                if (has_rec[k] && rec_want[k] == AP_NOT_READY) {
+                    FZ_CHECK(ap_batch_add_done(&b, e, now, &due, &recs[k]) == AP_INVAL);
+                    FZ_CHECK(due == before);
+                    break;
+                }
+            }
+            if (with)
+                ap_batch_done_init(&recs[next_id], rec_cb, (void *)(uintptr_t)next_id);
+            ap_status st = with ? ap_batch_add_done(&b, e, now, (op & 0x80) ? NULL : &due,
+                                                    &recs[next_id])
+                                : ap_batch_add(&b, e, now, (op & 0x80) ? NULL : &due);
+            if (with && st != AP_OK)
+                FZ_CHECK(ap_batch_done_status(&recs[next_id]) == AP_NOT_READY);
             if (m_closed) {
                 FZ_CHECK(st == AP_CLOSED && due == before);
             } else if (m_len == m_max) {
                 FZ_CHECK(st == AP_FULL && due == before);
+            } else if (m_maxbytes && m_len > 0 &&
+                       (m_bytes >= m_maxbytes || w > m_maxbytes - m_bytes)) {
+                FZ_CHECK(st == AP_FULL && due == before);
+                if (!m_sealed) { /* it seals the batch: due now, one taker woken */
+                    m_sealed = 1;
+                    mw_wake(&m_wl, 1);
+                }
             } else {
                 FZ_CHECK(st == AP_OK);
                 int newdl = m_len == 0 || now < m_oldest;
                 if (newdl) m_oldest = now;
+                m_bytes = m_len == 0 ? w : m_bytes + w;
+                if (with) {
+                    has_rec[next_id] = 1;
+                    rec_batch[next_id] = 0;
+                    rec_want[next_id] = AP_NOT_READY;
+                }
                 m_items[m_len++] = next_id++;
                 m_added++;
                 /* a new (earlier) deadline wakes every parked future, a
-                 * full batch one */
+                 * full batch (by count or weight) one */
                 if (newdl) mw_wake(&m_wl, NF);
-                else if (m_len == m_max) mw_wake(&m_wl, 1);
+                else if (m_len == m_max || (m_maxbytes && m_bytes >= m_maxbytes))
+                    mw_wake(&m_wl, 1);
                 if (!(op & 0x80)) FZ_CHECK(due == (now >= m_deadline()));
             }
             break;
         }
         case 2: { /* take (or flush) */
             size_t n = 12345;
+            uint64_t id = 4242;
             fz_fill(obuf[NF], sizeof obuf[NF]);
             int force = (op & 0x80) && (op & 0x40);
-            ap_status st = force ? ap_batch_flush(&b, obuf[NF], &n)
-                                 : ap_batch_take(&b, obuf[NF], now, &n);
+            int tracked = (op & 0x20) != 0;
+            ap_status st = tracked ? (force ? ap_batch_flush_tracked(&b, obuf[NF], &n, &id)
+                                            : ap_batch_take_tracked(&b, obuf[NF], now, &n, &id))
+                                   : (force ? ap_batch_flush(&b, obuf[NF], &n)
+                                            : ap_batch_take(&b, obuf[NF], now, &n));
             if (st == AP_OK) {
-                FZ_CHECK(m_take(force ? 0 : now, force, obuf[NF], n) == AP_OK);
+                FZ_CHECK(m_take(force ? 0 : now, force, obuf[NF], n, tracked) == AP_OK);
+                if (tracked) FZ_CHECK(id == m_batches);
             } else {
-                FZ_CHECK(st == m_take(force ? 0 : now, force, NULL, 0));
+                FZ_CHECK(id == 4242);
+                FZ_CHECK(st == m_take(force ? 0 : now, force, NULL, 0, 0));
                 FZ_CHECK(n == 12345 && fz_untouched(obuf[NF], sizeof obuf[NF]));
             }
             break;
@@ -265,8 +386,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t n = 777;
                 ap_status st = ap_batch_take(&b, obuf[NF], t, &n);
                 FZ_CHECK((st == AP_OK) == due);
-                if (st == AP_OK) FZ_CHECK(m_take(t, 0, obuf[NF], n) == AP_OK);
-                else FZ_CHECK(st == m_take(t, 0, NULL, 0) && n == 777);
+                if (st == AP_OK) FZ_CHECK(m_take(t, 0, obuf[NF], n, 0) == AP_OK);
+                else FZ_CHECK(st == m_take(t, 0, NULL, 0, 0) && n == 777);
             }
             break;
         }
@@ -300,7 +421,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(ap_batch_take_count(&fut[i]) == 0);
             } else {
                 FZ_CHECK(r == AP_READY && st == e);
-                if (e == AP_OK) FZ_CHECK(m_take(now, 0, obuf[i], ap_batch_take_count(&fut[i])) == AP_OK);
+                if (e == AP_OK) {
+                    FZ_CHECK(m_take(now, 0, obuf[i], ap_batch_take_count(&fut[i]), 1) == AP_OK);
+                    FZ_CHECK(ap_batch_take_id(&fut[i]) == m_batches);
+                }
                 else FZ_CHECK(ap_batch_take_count(&fut[i]) == 0 && fz_untouched(obuf[i], sizeof obuf[i]));
                 FZ_CHECK(cx[i].deadline == dl0);
                 mw_cancel_pass(&m_wl, i);
@@ -309,6 +433,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 6: /* cancel */
+            if (!live[i] && (op & 0x80) && next_id > 0) { /* a completion record */
+                uint32_t k = (uint32_t)(fz_val(&f) % next_id);
+                if (has_rec[k]) {
+                    ap_batch_done_cancel(&recs[k]);
+                    if (rec_want[k] == AP_NOT_READY) {
+                        rec_want[k] = AP_CANCELED;
+                        m_completed++;
+                    }
+                }
+            }
             if (live[i]) {
                 ap_batch_take_cancel(&fut[i]);
                 mw_cancel_pass(&m_wl, i);
@@ -320,11 +454,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(fz_untouched(obuf[i], sizeof obuf[i]));
             }
             break;
-        default: /* close (rarely) */
+        default: /* close (rarely), or complete a taken batch */
             if ((op & 0x80) && (op & 0x08)) {
                 ap_batch_close(&b);
                 m_closed = 1;
                 mw_wake(&m_wl, NF);
+            } else if (op & 0x20) {
+                static const ap_status sts[4] = {AP_OK, AP_REJECTED, AP_CLOSED, AP_TIMEDOUT};
+                uint8_t sel = fz_u8(&f);
+                if ((sel & 0x80) || m_batches == 0) { /* never taken: AP_INVAL */
+                    uint64_t id = (sel & 1) ? 0 : m_batches + 1 + ((sel >> 1) & 3);
+                    FZ_CHECK(ap_batch_complete(&b, id, AP_OK) == AP_INVAL);
+                } else {
+                    uint64_t id = npend && !(sel & 0x40) ? pend[(sel & 0x3f) % npend]
+                                                         : 1 + (sel & 0x3f) % m_batches;
+                    if ((sel & 0x0c) == 0x0c) {
+                        FZ_CHECK(ap_batch_complete(&b, id, AP_NOT_READY) == AP_INVAL);
+                    } else {
+                        ap_status cs = sts[(sel >> 4) & 3];
+                        FZ_CHECK(ap_batch_complete(&b, id, cs) == AP_OK);
+                        m_complete(id, cs); /* an id completed before: nothing */
+                    }
+                }
             }
             break;
         }
@@ -343,10 +494,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m_closed = 1;
     size_t n = 0;
     ap_status st = ap_batch_take(&b, obuf[NF], 0, &n);
-    if (st == AP_OK) FZ_CHECK(m_take(0, 0, obuf[NF], n) == AP_OK);
+    if (st == AP_OK) FZ_CHECK(m_take(0, 0, obuf[NF], n, 0) == AP_OK);
     FZ_CHECK(ap_batch_take(&b, obuf[NF], 0, &n) == AP_CLOSED);
     FZ_CHECK(ap_batch_flush(&b, obuf[NF], &n) == AP_CLOSED);
     FZ_CHECK(next_out == next_id);
+    while (npend > 0) { /* complete what is still taken: fini needs no record pending */
+        uint64_t id = pend[0];
+        FZ_CHECK(ap_batch_complete(&b, id, AP_OK) == AP_OK);
+        m_complete(id, AP_OK);
+    }
     check_state(&b, fut, live);
     ap_batch_fini(&b);
     return 0;
