@@ -625,6 +625,132 @@ AP_API AP_NODISCARD ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t ke
     { return ap_cache_len(&self->c); }                                                \
     AP__TYPED void name##_fini(name *self) { ap_cache_fini(&self->c); }
 
+/* ---- ap_cache_kv: any key, pointer values, weights (issue #15) ----
+ *
+ * A second cache type beside ap_cache, for what a fixed-size value cannot
+ * hold: keys are byte strings of any length (ap_cache_key: bytes, length
+ * and a 64-bit hash you may compute yourself, or ap_cache_key_of), values
+ * are pointers you own, each entry has a weight (put's, or desc.weigher's)
+ * and the bound is on the total weight as well as the count. Eviction is
+ * SIEVE per shard, as in ap_cache. The cache never copies a key or a
+ * value: both must stay valid until desc.release is called for the entry.
+ *
+ * Release: desc.release(ctx, key, value, cause) runs exactly once per
+ * entry that leaves the cache (cause SIZE: evicted for room; REPLACED: a
+ * put of its key; EXPLICIT: ap_cache_kv_remove or fini), outside every
+ * lock, and only once no reader can see the entry: a get PINS the entry
+ * it returns (ap_cache_kv_pin) and the caller unpins it when done; an
+ * entry that leaves while pinned is released by its last unpin. Readers
+ * here take the shard lock (a short ap__lock): a pointer cannot be read
+ * lock-free without a reclamation scheme, and the pin makes the value
+ * safe to use after the get returns, which a lock-free read alone would
+ * not. Pinned entries still count against the bounds (their memory is
+ * held); the hand skips them (evicting one frees nothing).
+ */
+
+/** ap_cache_cause - why an entry left an ap_cache_kv */
+typedef enum ap_cache_cause {
+    AP_CACHE_CAUSE_SIZE = 1, /* evicted to make room */
+    AP_CACHE_CAUSE_EXPIRED,  /* (reserved: ap_cache_kv does not expire yet) */
+    AP_CACHE_CAUSE_REPLACED, /* a put of its key replaced it */
+    AP_CACHE_CAUSE_EXPLICIT  /* ap_cache_kv_remove, or fini */
+} ap_cache_cause;
+
+/** ap_cache_key - a byte-string key: bytes (caller memory), length, hash */
+typedef struct ap_cache_key {
+    const void *bytes; /* may be NULL only if len is 0 */
+    size_t len;
+    uint64_t hash;     /* any 64-bit hash of the bytes (equal keys, equal hashes) */
+} ap_cache_key;
+
+/** ap_cache_key_of - a key with the library's hash (FNV-1a, then mixed) */
+AP_API ap_cache_key ap_cache_key_of(const void *bytes, size_t len);
+
+/** ap_cache_kv_desc - configuration of an ap_cache_kv */
+typedef struct ap_cache_kv_desc {
+    size_t capacity;     /* entries at most, pinned leavers included (required) */
+    size_t shards;       /* power of two <= capacity (default 1) */
+    uint64_t max_weight; /* total weight at most (0: no weight bound) */
+    /* weight of an entry when put passes weight 0 (NULL: 1) */
+    uint64_t (*weigher)(void *ctx, ap_cache_key key, void *value);
+    /* called once per entry that leaves, outside every lock (required) */
+    void (*release)(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause);
+    void *ctx;
+} ap_cache_kv_desc;
+
+/** ap_cache_kv_pin - a pinned entry: value stays valid until unpinned */
+typedef struct ap_cache_kv_pin {
+    void *value;
+    uint32_t shard, node;
+} ap_cache_kv_pin;
+
+/** ap_cache_kv_stats - counters (a snapshot) */
+typedef struct ap_cache_kv_stats {
+    uint64_t hits, misses, inserts, replaced, evicted, removed, released;
+    uint64_t len;    /* entries held (not counting pinned leavers) */
+    uint64_t weight; /* weight held, pinned leavers included */
+} ap_cache_kv_stats;
+
+struct ap__ckv_shard;
+/** ap_cache_kv - set up with ap_cache_kv_init or ap_cache_kv_create */
+typedef struct ap_cache_kv {
+    struct ap__ckv_shard *shards;
+    size_t nshards;
+    size_t bytes;
+    ap_cache_kv_desc desc;
+    const ap_allocator *alloc;
+} ap_cache_kv;
+
+/** ap_cache_kv_bytes - buffer bytes ap_cache_kv_init needs (AP_INVAL: bad desc) */
+AP_API AP_NODISCARD ap_status ap_cache_kv_bytes(const ap_cache_kv_desc *desc, size_t *out);
+/**
+ * ap_cache_kv_init - an empty cache in caller memory
+ * @buf: ap_cache_kv_bytes(desc) bytes at least, aligned to AP_CACHE_ALIGN
+ * Returns AP_OK, or AP_INVAL (desc NULL, capacity 0, shards not a power of
+ * two or above capacity, no release, a buffer NULL, misaligned or too
+ * small): nothing touched.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_init(ap_cache_kv *c, void *buf, size_t size,
+                                               const ap_cache_kv_desc *desc);
+/** ap_cache_kv_fini - release every entry (cause EXPLICIT); no pin may be held */
+AP_API void ap_cache_kv_fini(ap_cache_kv *c);
+#ifndef AP_NO_MALLOC
+/** ap_cache_kv_create - allocate and init (AP_INVAL, AP_NOMEM) */
+AP_API AP_NODISCARD ap_status ap_cache_kv_create(ap_cache_kv **out, const ap_cache_kv_desc *desc,
+                                                 const ap_allocator *alloc);
+/** ap_cache_kv_destroy - fini and free (NULL: no-op) */
+AP_API void ap_cache_kv_destroy(ap_cache_kv *c);
+#endif
+/**
+ * ap_cache_kv_put - insert or replace @key -> @value
+ * @weight: the entry's weight; 0: desc.weigher's (or 1 without one)
+ * Evicts unpinned entries (SIEVE, cause SIZE) until the entry fits; a
+ * present key's entry is replaced (cause REPLACED). Releases run after
+ * the shard lock is dropped, before put returns.
+ * Returns AP_OK (the cache now owns @key's bytes and @value until their
+ * release), AP_INVAL (weight above the shard's share of max_weight, or a
+ * NULL key.bytes with a length), or AP_FULL (pinned entries hold the
+ * room it needs); on AP_INVAL and AP_FULL nothing changed and nothing is
+ * released.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value,
+                                              uint64_t weight);
+/**
+ * ap_cache_kv_get - find @key and pin its entry
+ * Returns AP_OK (*pin holds the value; call ap_cache_kv_unpin once) or
+ * AP_EMPTY (*pin untouched).
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key,
+                                              ap_cache_kv_pin *pin);
+/** ap_cache_kv_unpin - drop a pin from ap_cache_kv_get (exactly once per pin);
+ *  releases the entry if it had left the cache and this was its last pin */
+AP_API void ap_cache_kv_unpin(ap_cache_kv *c, ap_cache_kv_pin *pin);
+/** ap_cache_kv_remove - take @key out (released now, or at its last unpin);
+ *  AP_OK or AP_EMPTY */
+AP_API AP_NODISCARD ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key key);
+/** ap_cache_kv_stats_get - counters summed over shards */
+AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c);
+
 /* ---- implementation ---- */
 
 /*
@@ -1783,5 +1909,453 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
     }
     return st;
 }
+
+/* ---- ap_cache_kv implementation (everything under the shard lock,
+ * except release calls) ---- */
+
+enum { AP__CKV_FREE = 0, AP__CKV_LIVE, AP__CKV_GHOST, AP__CKV_LIMBO };
+
+typedef struct ap__ckv_node {
+    ap_cache_key key;
+    void *value;
+    uint64_t weight;
+    uint32_t hnext;        /* bucket chain; the free list; the limbo chain */
+    uint32_t newer, older; /* SIEVE queue (LIVE only) */
+    uint32_t refs;         /* pins */
+    uint8_t visited, state, cause;
+} ap__ckv_node;
+
+typedef struct ap__ckv_shard {
+    AP_ALIGNAS(AP_CACHELINE) ap__lock lock;
+    ap__ckv_node *nodes;
+    uint32_t *buckets; /* node + 1, or 0 */
+    uint32_t bmask, cap;
+    uint32_t head, tail, hand, free_list;
+    uint64_t max_weight;                  /* this shard's share (UINT64_MAX: none) */
+    uint64_t weight;                      /* LIVE + GHOST + LIMBO */
+    uint64_t stuck_weight;                /* pinned LIVE + GHOST: cannot be freed now */
+    uint64_t limbo_weight;                /* LIMBO: being released, freed soon */
+    uint32_t live, free_n, pinned_live, limbo_n; /* counts */
+    uint64_t hits, misses, inserts, replaced, evicted, removed, released;
+} ap__ckv_shard;
+
+AP_API ap_cache_key ap_cache_key_of(const void *bytes, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)bytes;
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * UINT64_C(0x100000001b3);
+    ap_cache_key k;
+    k.bytes = bytes;
+    k.len = len;
+    k.hash = ap__mix64(h ^ (uint64_t)len);
+    return k;
+}
+
+AP_API ap_status ap__ckv_layout(const ap_cache_kv_desc *desc, size_t *share, size_t *nb,
+                                size_t *sb, size_t *total)
+{
+    if (desc == NULL || desc->release == NULL || desc->capacity == 0)
+        return AP_INVAL;
+    size_t s = desc->shards ? desc->shards : 1;
+    if ((s & (s - 1)) != 0 || desc->capacity < s || s > ((size_t)1 << 31))
+        return AP_INVAL;
+    *share = desc->capacity / s + (desc->capacity % s != 0);
+    if (*share > ((size_t)1 << 30))
+        return AP_INVAL;
+    *nb = ap__pow2_ceil(*share);
+    size_t x;
+    if (!ap__size_muladd(*share, sizeof(ap__ckv_node), 0, &x) ||
+        !ap__size_muladd(*nb, sizeof(uint32_t), x, &x))
+        return AP_INVAL;
+    *sb = ap__align_up(x, AP_CACHELINE);
+    if (*sb == 0 || !ap__size_muladd(s, *sb + sizeof(ap__ckv_shard), 0, total))
+        return AP_INVAL;
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_kv_bytes(const ap_cache_kv_desc *desc, size_t *out)
+{
+    size_t share, nb, sb, total;
+    AP_ASSERT(out != NULL);
+    if (ap__ckv_layout(desc, &share, &nb, &sb, &total) != AP_OK)
+        return AP_INVAL;
+    *out = total;
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_kv_init(ap_cache_kv *c, void *buf, size_t size,
+                                  const ap_cache_kv_desc *desc)
+{
+    size_t share, nb, sb, total;
+    AP_ASSERT(c != NULL);
+    if (buf == NULL || (uintptr_t)buf % AP_CACHE_ALIGN != 0 ||
+        ap__ckv_layout(desc, &share, &nb, &sb, &total) != AP_OK || size < total)
+        return AP_INVAL;
+    size_t s = desc->shards ? desc->shards : 1;
+    ap__ckv_shard *sh = (ap__ckv_shard *)buf;
+    unsigned char *region = (unsigned char *)(sh + s);
+    for (size_t i = 0; i < s; i++, region += sb) {
+        ap__ckv_shard *x = &sh[i];
+        AP_ATOMIC_INIT(&x->lock.held, 0u);
+        x->cap = (uint32_t)(desc->capacity / s + (i < desc->capacity % s));
+        x->nodes = (ap__ckv_node *)(void *)region;
+        x->buckets = (uint32_t *)(void *)(region + share * sizeof(ap__ckv_node));
+        x->bmask = (uint32_t)(nb - 1);
+        for (size_t b = 0; b < nb; b++)
+            x->buckets[b] = 0;
+        x->head = x->tail = x->hand = AP__CACHE_NIL;
+        x->free_list = AP__CACHE_NIL;
+        for (uint32_t n = x->cap; n-- > 0;) {
+            ap__ckv_node *node = &x->nodes[n];
+            memset(node, 0, sizeof *node);
+            node->state = AP__CKV_FREE;
+            node->hnext = x->free_list;
+            x->free_list = n;
+        }
+        x->max_weight = desc->max_weight ? desc->max_weight / s + (desc->max_weight % s != 0)
+                                         : UINT64_MAX;
+        x->weight = x->stuck_weight = x->limbo_weight = 0;
+        x->live = x->pinned_live = x->limbo_n = 0;
+        x->free_n = x->cap;
+        x->hits = x->misses = x->inserts = x->replaced = x->evicted = x->removed = x->released = 0;
+    }
+    c->shards = sh;
+    c->nshards = s;
+    c->bytes = total;
+    c->desc = *desc;
+    c->desc.shards = s;
+    c->alloc = NULL;
+    return AP_OK;
+}
+
+AP_FORCE_INLINE ap__ckv_shard *ap__ckv_shard_of(const ap_cache_kv *c, uint64_t hash)
+{
+    return &c->shards[(size_t)(ap__mix64(hash) >> 32) & (c->nshards - 1)];
+}
+
+AP_FORCE_INLINE bool ap__ckv_eq(const ap_cache_key *a, const ap_cache_key *b)
+{
+    return a->hash == b->hash && a->len == b->len &&
+           (a->len == 0 || memcmp(a->bytes, b->bytes, a->len) == 0);
+}
+
+/* The LIVE node of key, or NIL; *link: the chain slot that points to it. */
+AP_API uint32_t ap__ckv_find(ap__ckv_shard *s, const ap_cache_key *key, uint32_t **link)
+{
+    uint32_t *l = &s->buckets[(uint32_t)key->hash & s->bmask];
+    while (*l != 0) {
+        uint32_t n = *l - 1;
+        if (ap__ckv_eq(&s->nodes[n].key, key)) {
+            *link = l;
+            return n;
+        }
+        l = &s->nodes[n].hnext;
+    }
+    *link = l;
+    return AP__CACHE_NIL;
+}
+
+/* Take LIVE node n out of the index and the queue (the hand moves on). */
+AP_API void ap__ckv_unlink(ap__ckv_shard *s, uint32_t n)
+{
+    ap__ckv_node *node = &s->nodes[n];
+    uint32_t *l;
+    uint32_t found = ap__ckv_find(s, &node->key, &l);
+    AP_ASSERT(found == n);
+    (void)found;
+    *l = node->hnext;
+    if (s->hand == n)
+        s->hand = node->newer;
+    if (node->newer != AP__CACHE_NIL)
+        s->nodes[node->newer].older = node->older;
+    else
+        s->head = node->older;
+    if (node->older != AP__CACHE_NIL)
+        s->nodes[node->older].newer = node->newer;
+    else
+        s->tail = node->newer;
+    s->live--;
+}
+
+/* Node n leaves with @cause: a GHOST while pinned, else onto *limbo (to be
+ * released after the lock). */
+AP_API void ap__ckv_leave(ap__ckv_shard *s, uint32_t n, ap_cache_cause cause, uint32_t *limbo)
+{
+    ap__ckv_node *node = &s->nodes[n];
+    ap__ckv_unlink(s, n);
+    node->cause = (uint8_t)cause;
+    if (node->refs > 0) {
+        node->state = AP__CKV_GHOST; /* pinned: stuck already; its last unpin releases it */
+        s->pinned_live--;
+    } else {
+        node->state = AP__CKV_LIMBO;
+        s->limbo_weight += node->weight;
+        s->limbo_n++;
+        node->hnext = *limbo;
+        *limbo = n;
+    }
+}
+
+/* SIEVE over unpinned LIVE entries (one exists: the caller checked). */
+AP_API uint32_t ap__ckv_victim(ap__ckv_shard *s)
+{
+    uint32_t o = s->hand != AP__CACHE_NIL ? s->hand : s->tail;
+    for (uint64_t steps = 0;; steps++) {
+        ap__ckv_node *node = &s->nodes[o];
+        if (node->refs == 0 && (!node->visited || steps > 2 * (uint64_t)s->cap))
+            break;
+        if (node->refs == 0)
+            node->visited = 0;
+        o = node->newer != AP__CACHE_NIL ? node->newer : s->tail;
+    }
+    s->hand = o;
+    return o;
+}
+
+/* After the lock: release the limbo chain, then free its nodes. */
+AP_API void ap__ckv_bury(const ap_cache_kv *c, ap__ckv_shard *s, uint32_t limbo)
+{
+    if (limbo == AP__CACHE_NIL)
+        return;
+    uint32_t n = limbo;
+    while (n != AP__CACHE_NIL) { /* LIMBO nodes are ours alone: no lock */
+        ap__ckv_node *node = &s->nodes[n];
+        uint32_t next = node->hnext;
+        c->desc.release(c->desc.ctx, node->key, node->value, (ap_cache_cause)node->cause);
+        n = next;
+    }
+    ap__lock_acquire(&s->lock);
+    for (n = limbo; n != AP__CACHE_NIL;) {
+        ap__ckv_node *node = &s->nodes[n];
+        uint32_t next = node->hnext;
+        s->weight -= node->weight;
+        s->limbo_weight -= node->weight;
+        s->limbo_n--;
+        s->released++;
+        node->state = AP__CKV_FREE;
+        node->hnext = s->free_list;
+        s->free_list = n;
+        s->free_n++;
+        n = next;
+    }
+    ap__lock_release(&s->lock);
+}
+
+AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, uint64_t weight)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    if (key.bytes == NULL && key.len != 0)
+        return AP_INVAL;
+    if (weight == 0)
+        weight = c->desc.weigher ? c->desc.weigher(c->desc.ctx, key, value) : 1;
+    ap__ckv_shard *s = ap__ckv_shard_of(c, key.hash);
+    if (weight == 0 || weight > s->max_weight)
+        return AP_INVAL;
+    uint32_t limbo = AP__CACHE_NIL, *link;
+    ap__lock_acquire(&s->lock);
+    for (;;) {
+        /* feasible: the weight that cannot move (pinned entries, pinned
+         * leavers) leaves room, and a node is free, in limbo or movable */
+        if (s->stuck_weight > s->max_weight - weight ||
+            s->free_n + s->limbo_n + (s->live - s->pinned_live) == 0) {
+            ap__lock_release(&s->lock);
+            ap__ckv_bury(c, s, limbo);
+            return AP_FULL;
+        }
+        uint32_t old = ap__ckv_find(s, &key, &link);
+        if (old != AP__CACHE_NIL) {
+            ap__ckv_leave(s, old, AP_CACHE_CAUSE_REPLACED, &limbo);
+            s->replaced++;
+            continue;
+        }
+        if (s->free_n + s->limbo_n == 0 || s->weight - s->limbo_weight > s->max_weight - weight) {
+            uint32_t v = ap__ckv_victim(s); /* movable > 0, by the check above */
+            ap__ckv_leave(s, v, AP_CACHE_CAUSE_SIZE, &limbo);
+            s->evicted++;
+            continue;
+        }
+        if (s->free_n == 0 || s->weight > s->max_weight - weight) {
+            /* the room is in limbo: ours (release it now) or another
+             * put's (being released: wait for it) */
+            ap__lock_release(&s->lock);
+            if (limbo != AP__CACHE_NIL)
+                ap__ckv_bury(c, s, limbo);
+            else
+                AP_CPU_RELAX();
+            limbo = AP__CACHE_NIL;
+            ap__lock_acquire(&s->lock);
+            continue;
+        }
+        break;
+    }
+    uint32_t n = s->free_list;
+    ap__ckv_node *node = &s->nodes[n];
+    s->free_list = node->hnext;
+    s->free_n--;
+    node->key = key;
+    node->value = value;
+    node->weight = weight;
+    node->refs = 0;
+    node->visited = 0;
+    node->state = AP__CKV_LIVE;
+    node->hnext = 0;
+    *link = n + 1; /* the empty end of key's chain, from the last find */
+    node->newer = AP__CACHE_NIL;
+    node->older = s->head;
+    if (s->head != AP__CACHE_NIL)
+        s->nodes[s->head].newer = n;
+    else
+        s->tail = n;
+    s->head = n;
+    s->live++;
+    s->weight += weight;
+    s->inserts++;
+    ap__lock_release(&s->lock);
+    ap__ckv_bury(c, s, limbo);
+    return AP_OK;
+}
+
+AP_API ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_pin *pin)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL && pin != NULL);
+    ap__ckv_shard *s = ap__ckv_shard_of(c, key.hash);
+    uint32_t *link;
+    ap__lock_acquire(&s->lock);
+    uint32_t n = ap__ckv_find(s, &key, &link);
+    if (n == AP__CACHE_NIL) {
+        s->misses++;
+        ap__lock_release(&s->lock);
+        return AP_EMPTY;
+    }
+    ap__ckv_node *node = &s->nodes[n];
+    if (node->refs++ == 0) {
+        s->pinned_live++;
+        s->stuck_weight += node->weight;
+    }
+    node->visited = 1;
+    s->hits++;
+    pin->value = node->value;
+    pin->shard = (uint32_t)(s - c->shards);
+    pin->node = n;
+    ap__lock_release(&s->lock);
+    return AP_OK;
+}
+
+AP_API void ap_cache_kv_unpin(ap_cache_kv *c, ap_cache_kv_pin *pin)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL && pin != NULL && pin->shard < c->nshards);
+    ap__ckv_shard *s = &c->shards[pin->shard];
+    uint32_t limbo = AP__CACHE_NIL;
+    ap__lock_acquire(&s->lock);
+    ap__ckv_node *node = &s->nodes[pin->node];
+    AP_ASSERT(node->refs > 0 && (node->state == AP__CKV_LIVE || node->state == AP__CKV_GHOST));
+    if (--node->refs == 0) {
+        if (node->state == AP__CKV_LIVE) {
+            s->pinned_live--;
+            s->stuck_weight -= node->weight;
+        } else { /* a leaver's last pin: release it now */
+            s->stuck_weight -= node->weight;
+            node->state = AP__CKV_LIMBO;
+            s->limbo_weight += node->weight;
+            s->limbo_n++;
+            node->hnext = AP__CACHE_NIL;
+            limbo = pin->node;
+        }
+    }
+    ap__lock_release(&s->lock);
+    pin->value = NULL;
+    ap__ckv_bury(c, s, limbo);
+}
+
+AP_API ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key key)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    ap__ckv_shard *s = ap__ckv_shard_of(c, key.hash);
+    uint32_t limbo = AP__CACHE_NIL, *link;
+    ap__lock_acquire(&s->lock);
+    uint32_t n = ap__ckv_find(s, &key, &link);
+    if (n != AP__CACHE_NIL) {
+        ap__ckv_leave(s, n, AP_CACHE_CAUSE_EXPLICIT, &limbo);
+        s->removed++;
+    }
+    ap__lock_release(&s->lock);
+    ap__ckv_bury(c, s, limbo);
+    return n != AP__CACHE_NIL ? AP_OK : AP_EMPTY;
+}
+
+AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    ap_cache_kv_stats st;
+    memset(&st, 0, sizeof st);
+    for (size_t i = 0; i < c->nshards; i++) {
+        ap__ckv_shard *s = &c->shards[i];
+        ap__lock_acquire(&s->lock);
+        st.hits += s->hits;
+        st.misses += s->misses;
+        st.inserts += s->inserts;
+        st.replaced += s->replaced;
+        st.evicted += s->evicted;
+        st.removed += s->removed;
+        st.released += s->released;
+        st.len += s->live;
+        st.weight += s->weight;
+        ap__lock_release(&s->lock);
+    }
+    return st;
+}
+
+AP_API void ap_cache_kv_fini(ap_cache_kv *c)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    for (size_t i = 0; i < c->nshards; i++) {
+        ap__ckv_shard *s = &c->shards[i];
+        uint32_t limbo = AP__CACHE_NIL;
+        ap__lock_acquire(&s->lock);
+        AP_ASSERT(s->pinned_live == 0 && s->stuck_weight == 0); /* no pin held */
+        while (s->tail != AP__CACHE_NIL) {
+            ap__ckv_leave(s, s->tail, AP_CACHE_CAUSE_EXPLICIT, &limbo);
+            s->removed++;
+        }
+        ap__lock_release(&s->lock);
+        ap__ckv_bury(c, s, limbo);
+    }
+    c->shards = NULL;
+}
+
+#ifndef AP_NO_MALLOC
+AP_API ap_status ap_cache_kv_create(ap_cache_kv **out, const ap_cache_kv_desc *desc,
+                                    const ap_allocator *alloc)
+{
+    const ap_allocator *a = ap__allocator_or_default(alloc);
+    size_t hdr = ap__align_up(sizeof(ap_cache_kv), AP_CACHELINE), total;
+    AP_ASSERT(out != NULL);
+    if (a == NULL || ap_cache_kv_bytes(desc, &total) != AP_OK || total > SIZE_MAX - hdr)
+        return AP_INVAL;
+    unsigned char *mem = (unsigned char *)a->alloc(hdr + total, AP_CACHELINE, a->user);
+    if (mem == NULL)
+        return AP_NOMEM;
+    ap_cache_kv *c = (ap_cache_kv *)(void *)mem;
+    ap_status st = ap_cache_kv_init(c, mem + hdr, total, desc);
+    AP_ASSERT(st == AP_OK);
+    (void)st;
+    c->alloc = a;
+    *out = c;
+    return AP_OK;
+}
+
+AP_API void ap_cache_kv_destroy(ap_cache_kv *c)
+{
+    if (c == NULL)
+        return;
+    AP_ASSERT(c->alloc != NULL);
+    const ap_allocator *a = c->alloc;
+    size_t total = ap__align_up(sizeof(ap_cache_kv), AP_CACHELINE) + c->bytes;
+    if (c->shards != NULL)
+        ap_cache_kv_fini(c);
+    a->free(c, total, a->user);
+}
+#endif
 
 #endif /* ASYNCPAT_CACHE_H */

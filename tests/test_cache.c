@@ -1270,3 +1270,254 @@ Test(cache, loads_wait_for_a_free_slot)
     EXPECT_EQ(ap_cache_load_complete(c, 4, AP_OK, &two, 0), AP_OK);
     ap_cache_destroy(c);
 }
+
+/* ---- ap_cache_kv: byte-string keys, pointer values, weights (issue #15) ---- */
+
+typedef struct kv_val {
+    int id;
+    int released;    /* times released (must end at exactly 1) */
+    int pinned;      /* pins the test holds */
+    ap_cache_cause cause;
+    char key[40];
+} kv_val;
+
+typedef struct kv_log {
+    int releases;
+    int bad; /* releases of a pinned or already released value */
+} kv_log;
+
+static void kv_release(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause)
+{
+    kv_log *lg = ctx;
+    kv_val *v = value;
+    if (v->released || v->pinned || key.bytes != v->key)
+        lg->bad++;
+    v->released++;
+    v->cause = cause;
+    lg->releases++;
+}
+
+static uint64_t kv_weigh(void *ctx, ap_cache_key key, void *value)
+{
+    (void)ctx;
+    (void)value;
+    return key.len; /* a key's length is its weight */
+}
+
+static ap_cache_kv *mk_kv(size_t cap, size_t shards, uint64_t max_weight, kv_log *lg, bool weigher)
+{
+    ap_cache_kv *c = NULL;
+    ap_cache_kv_desc d = {.capacity = cap, .shards = shards, .max_weight = max_weight,
+                          .release = kv_release, .ctx = lg};
+    if (weigher)
+        d.weigher = kv_weigh;
+    EXPECT_EQ(ap_cache_kv_create(&c, &d, NULL), AP_OK);
+    return c;
+}
+
+static ap_cache_key kv_key(kv_val *v, int id, size_t len)
+{
+    memset(v, 0, sizeof *v);
+    v->id = id;
+    for (size_t i = 0; i < len && i < sizeof v->key; i++)
+        v->key[i] = (char)('a' + (id + (int)i) % 26);
+    return ap_cache_key_of(v->key, len);
+}
+
+Test(cache, kv_any_key_pins_and_releases_exactly_once)
+{
+    kv_log lg = {0, 0};
+    ap_cache_kv *c = mk_kv(8, 1, 0, &lg, false);
+    static kv_val v[6];
+    ap_cache_key k0 = kv_key(&v[0], 0, 0);   /* the empty key */
+    ap_cache_key k1 = kv_key(&v[1], 1, 39);  /* a long one */
+    ap_cache_key k2 = kv_key(&v[2], 2, 3);
+    EXPECT_EQ(ap_cache_kv_put(c, k0, &v[0], 0), AP_OK);
+    EXPECT_EQ(ap_cache_kv_put(c, k1, &v[1], 0), AP_OK);
+    EXPECT_EQ(ap_cache_kv_put(c, k2, &v[2], 0), AP_OK);
+    ap_cache_kv_pin p;
+    EXPECT_EQ(ap_cache_kv_get(c, k1, &p), AP_OK);
+    EXPECT(p.value == &v[1]);
+    /* another buffer with the same bytes is the same key */
+    char copy[40];
+    memcpy(copy, v[1].key, 39);
+    ap_cache_kv_pin p2;
+    EXPECT_EQ(ap_cache_kv_get(c, ap_cache_key_of(copy, 39), &p2), AP_OK);
+    EXPECT(p2.value == &v[1]);
+    ap_cache_kv_unpin(c, &p2);
+    v[1].pinned = 1;
+    /* replace the pinned key: released only at its unpin */
+    kv_key(&v[3], 1, 39); /* the same bytes in another buffer */
+    EXPECT_EQ(ap_cache_kv_put(c, ap_cache_key_of(v[3].key, 39), &v[3], 0), AP_OK);
+    EXPECT_EQ(v[1].released, 0);
+    EXPECT_EQ(lg.releases, 0);
+    ap_cache_kv_pin p3;
+    EXPECT_EQ(ap_cache_kv_get(c, k1, &p3), AP_OK);
+    EXPECT(p3.value == &v[3]); /* gets see the new value at once */
+    ap_cache_kv_unpin(c, &p3);
+    v[1].pinned = 0;
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(v[1].released, 1);
+    EXPECT_EQ(v[1].cause, AP_CACHE_CAUSE_REPLACED);
+    /* remove: released at once; absent keys and collisions */
+    EXPECT_EQ(ap_cache_kv_remove(c, k2), AP_OK);
+    EXPECT_EQ(v[2].released, 1);
+    EXPECT_EQ(v[2].cause, AP_CACHE_CAUSE_EXPLICIT);
+    EXPECT_EQ(ap_cache_kv_remove(c, k2), AP_EMPTY);
+    EXPECT_EQ(ap_cache_kv_get(c, k2, &p), AP_EMPTY);
+    ap_cache_key ka = kv_key(&v[4], 4, 5), kb = kv_key(&v[5], 5, 5);
+    ka.hash = kb.hash = 77; /* the caller's hash: a collision */
+    EXPECT_EQ(ap_cache_kv_put(c, ka, &v[4], 0), AP_OK);
+    EXPECT_EQ(ap_cache_kv_put(c, kb, &v[5], 0), AP_OK);
+    EXPECT_EQ(ap_cache_kv_get(c, ka, &p), AP_OK);
+    EXPECT(p.value == &v[4]);
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(ap_cache_kv_get(c, kb, &p), AP_OK);
+    EXPECT(p.value == &v[5]);
+    ap_cache_kv_unpin(c, &p);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    EXPECT_EQ(st.len, 4u); /* k0, k1 (v[3]), ka, kb */
+    EXPECT_EQ(st.replaced, 1u);
+    EXPECT_EQ(st.removed, 1u);
+    /* bad input changes nothing */
+    ap_cache_key bad = {NULL, 3, 1};
+    EXPECT_EQ(ap_cache_kv_put(c, bad, &v[0], 0), AP_INVAL);
+    EXPECT_EQ(ap_cache_kv_stats_get(c).len, 4u);
+    ap_cache_kv_destroy(c); /* fini releases the rest */
+    for (int i = 0; i < 6; i++)
+        EXPECT_EQ(v[i].released, 1, "value %d", i);
+    EXPECT_EQ(lg.releases, 6);
+    EXPECT_EQ(lg.bad, 0);
+}
+
+Test(cache, kv_weight_bound_and_full)
+{
+    kv_log lg = {0, 0};
+    ap_cache_kv *c = mk_kv(16, 1, 10, &lg, true); /* weight = key length */
+    static kv_val v[8];
+    ap_cache_key k[8];
+    for (int i = 0; i < 8; i++)
+        k[i] = kv_key(&v[i], i, (size_t)(i % 4) + 1);
+    EXPECT_EQ(ap_cache_kv_put(c, ap_cache_key_of("0123456789a", 11), &v[7], 0), AP_INVAL);
+    EXPECT_EQ(ap_cache_kv_put(c, k[0], &v[0], 11), AP_INVAL); /* explicit weight too */
+    EXPECT_EQ(lg.releases, 0);
+    uint64_t model = 0;
+    for (int i = 0; i < 7; i++) {
+        EXPECT_EQ(ap_cache_kv_put(c, k[i], &v[i], 0), AP_OK);
+        model += k[i].len;
+        ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+        EXPECT(st.weight <= 10, "weight %llu", (unsigned long long)st.weight);
+        uint64_t held = 0;
+        for (int j = 0; j <= i; j++)
+            if (!v[j].released)
+                held += k[j].len;
+        EXPECT_EQ(st.weight, held);
+        for (int j = 0; j <= i; j++)
+            if (v[j].released)
+                EXPECT_EQ(v[j].cause, AP_CACHE_CAUSE_SIZE);
+    }
+    EXPECT(lg.releases > 0);
+    /* pin everything held: a put that needs room is AP_FULL, nothing changes */
+    ap_cache_kv_pin pins[8];
+    int npins = 0;
+    for (int i = 0; i < 7; i++)
+        if (!v[i].released && ap_cache_kv_get(c, k[i], &pins[npins]) == AP_OK) {
+            v[i].pinned = 1;
+            npins++;
+        }
+    ap_cache_kv_stats before = ap_cache_kv_stats_get(c);
+    ap_cache_key big = kv_key(&v[7], 7, 4);
+    if (before.weight + 4 > 10) {
+        EXPECT_EQ(ap_cache_kv_put(c, big, &v[7], 0), AP_FULL);
+        ap_cache_kv_stats after = ap_cache_kv_stats_get(c);
+        EXPECT_EQ(after.len, before.len);
+        EXPECT_EQ(after.weight, before.weight);
+    }
+    for (int i = 0; i < npins; i++)
+        ap_cache_kv_unpin(c, &pins[i]);
+    for (int i = 0; i < 7; i++)
+        v[i].pinned = 0;
+    EXPECT_EQ(ap_cache_kv_put(c, big, &v[7], 0), AP_OK); /* unpinned: room again */
+    EXPECT(ap_cache_kv_stats_get(c).weight <= 10);
+    ap_cache_kv_destroy(c);
+    for (int i = 0; i < 8; i++)
+        EXPECT_EQ(v[i].released, 1, "value %d", i);
+    EXPECT_EQ(lg.bad, 0);
+    (void)model;
+}
+
+/* Random walk against a model: count and weight bounds at every step,
+ * every value released exactly once (never while pinned), the causes add
+ * up (SIZE + REPLACED + EXPLICIT == releases), gets return the latest
+ * value put for the key or miss, and an AP_FULL changes nothing. */
+Test(cache, theorem_kv_release_exactly_once_under_random_ops, .timeout = TEST_TIMEOUT_S)
+{
+    enum { VALS = 3000, KEYS = 40, CAP = 16, MAXW = 40 };
+    for (int shards = 1; shards <= 2; shards++) {
+        kv_log lg = {0, 0};
+        ap_cache_kv *c = mk_kv(CAP, (size_t)shards, MAXW, &lg, false);
+        static kv_val v[VALS];
+        static int cur[KEYS];  /* the value id last put for a key and held, or -1 */
+        static ap_cache_kv_pin pins[8];
+        static int pinned_id[8];
+        memset(v, 0, sizeof v);
+        for (int k = 0; k < KEYS; k++)
+            cur[k] = -1;
+        int npins = 0, nv = 0, causes[5] = {0};
+        uint64_t rng = 99 + (uint64_t)shards;
+        for (int step = 0; step < 20000 && nv < VALS; step++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            uint64_t r = rng >> 17;
+            int k = (int)(r % KEYS), op = (int)((r >> 8) % 8);
+            char kb[8];
+            snprintf(kb, sizeof kb, "k%d", k);
+            if (op < 3) { /* put */
+                kv_val *x = &v[nv];
+                x->id = nv;
+                snprintf(x->key, sizeof x->key, "k%d", k);
+                ap_status st = ap_cache_kv_put(c, ap_cache_key_of(x->key, strlen(x->key)), x,
+                                               1 + (r >> 20) % 6);
+                EXPECT(st == AP_OK || st == AP_FULL);
+                if (st == AP_OK)
+                    nv++;
+            } else if (op < 5 && npins < 8) { /* get and pin */
+                ap_cache_kv_pin p;
+                if (ap_cache_kv_get(c, ap_cache_key_of(kb, strlen(kb)), &p) == AP_OK) {
+                    kv_val *x = p.value;
+                    EXPECT(strcmp(x->key, kb) == 0 && !x->released);
+                    x->pinned++;
+                    pins[npins] = p;
+                    pinned_id[npins++] = x->id;
+                }
+            } else if (op < 7 && npins > 0) { /* unpin one */
+                int i = (int)((r >> 24) % (uint64_t)npins);
+                kv_val *x = &v[pinned_id[i]];
+                EXPECT(!x->released);
+                x->pinned--;
+                ap_cache_kv_unpin(c, &pins[i]);
+                pins[i] = pins[npins - 1];
+                pinned_id[i] = pinned_id[--npins];
+            } else {
+                IGNORE(ap_cache_kv_remove(c, ap_cache_key_of(kb, strlen(kb))));
+            }
+            ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+            EXPECT(st.weight <= MAXW && st.len <= CAP);
+            EXPECT_EQ(st.released, (uint64_t)lg.releases);
+            EXPECT_EQ(st.inserts, (uint64_t)nv);
+        }
+        while (npins > 0) {
+            v[pinned_id[npins - 1]].pinned--;
+            ap_cache_kv_unpin(c, &pins[--npins]);
+        }
+        ap_cache_kv_destroy(c);
+        for (int i = 0; i < nv; i++) {
+            EXPECT_EQ(v[i].released, 1, "value %d", i);
+            causes[v[i].cause]++;
+        }
+        EXPECT_EQ(lg.bad, 0);
+        EXPECT_EQ(lg.releases, nv);
+        EXPECT(causes[AP_CACHE_CAUSE_SIZE] > 0 && causes[AP_CACHE_CAUSE_REPLACED] > 0 &&
+               causes[AP_CACHE_CAUSE_EXPLICIT] > 0, "the walk exercises every cause");
+        (void)cur;
+    }
+}
