@@ -184,6 +184,93 @@ static void l_check(void *p)
         VF_CHECK(s->got[1] == AP_OK && (s->got[0] == AP_OK || s->got[0] == AP_CANCELED));
 }
 
+/* ---- ap_cache_kv: pointer values retired only after the last pin ----
+ * T0 pins key "k", reads its value's bytes twice (a release in between
+ * would show as freed = 1, or, in the C11 mode, as a data race on the
+ * bytes), unpins. T1 replaces "k" (its old value is REPLACED) and then
+ * removes it (EXPLICIT). Theorems, in every interleaving: no value is
+ * released while pinned, each of the two values is released exactly
+ * once, by the end, with its cause; nothing is left pinned. */
+typedef struct kvv {
+    int id, freed, releases;
+    ap_cache_cause cause;
+    uint64_t bytes; /* what a reader reads */
+} kvv;
+
+typedef struct kst {
+    ap_cache_kv c;
+    _Alignas(AP_CACHELINE) unsigned char mem[4096];
+    kvv v[2];
+    char key[2];
+    int bad;
+} kst;
+
+static void k_release(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause)
+{
+    kst *s = ctx;
+    kvv *v = value;
+    (void)key;
+    VF_CHECK(v->freed == 0, "value %d released twice", v->id);
+    VF_DATA_WRITE(&v->bytes, sizeof v->bytes); /* "free": a write a pinner must never race */
+    v->bytes = 0xdead;
+    v->freed = 1;
+    v->releases++;
+    v->cause = cause;
+    (void)s;
+}
+
+static void *k_setup(void)
+{
+    kst *s = aligned_alloc(AP_CACHELINE, sizeof(kst));
+    memset(s, 0, sizeof *s);
+    s->key[0] = 'k';
+    s->key[1] = 'k';
+    for (int i = 0; i < 2; i++) {
+        s->v[i].id = i;
+        s->v[i].bytes = 1000 + (uint64_t)i;
+    }
+    size_t need = 0;
+    ap_cache_kv_desc d = {.capacity = 2, .shards = 1, .release = k_release, .ctx = s};
+    VF_CHECK(ap_cache_kv_bytes(&d, &need) == AP_OK && need <= sizeof s->mem);
+    VF_CHECK(ap_cache_kv_init(&s->c, s->mem, sizeof s->mem, &d) == AP_OK);
+    VF_CHECK(ap_cache_kv_put(&s->c, ap_cache_key_of(&s->key[0], 1), &s->v[0], 1) == AP_OK);
+    return s;
+}
+
+static void k_thread(void *p, int id)
+{
+    kst *s = p;
+    if (id == 0) {
+        ap_cache_kv_pin pin;
+        if (ap_cache_kv_get(&s->c, ap_cache_key_of(&s->key[0], 1), &pin) == AP_OK) {
+            kvv *v = pin.value;
+            VF_DATA_READ(&v->bytes, sizeof v->bytes);
+            uint64_t b1 = v->bytes;
+            vf_yield(); /* others run while we hold the pin */
+            VF_DATA_READ(&v->bytes, sizeof v->bytes);
+            uint64_t b2 = v->bytes;
+            VF_CHECK(!v->freed && b1 == 1000 + (uint64_t)v->id && b2 == b1,
+                     "value %d released while pinned", v->id);
+            ap_cache_kv_unpin(&s->c, &pin);
+        }
+    } else {
+        VF_CHECK(ap_cache_kv_put(&s->c, ap_cache_key_of(&s->key[1], 1), &s->v[1], 1) == AP_OK);
+        VF_CHECK(ap_cache_kv_remove(&s->c, ap_cache_key_of(&s->key[0], 1)) == AP_OK);
+    }
+}
+
+static void k_check(void *p)
+{
+    kst *s = p;
+    VF_CHECK(s->v[0].releases == 1 && s->v[0].cause == AP_CACHE_CAUSE_REPLACED,
+             "value 0: %d releases, cause %d", s->v[0].releases, s->v[0].cause);
+    VF_CHECK(s->v[1].releases == 1 && s->v[1].cause == AP_CACHE_CAUSE_EXPLICIT,
+             "value 1: %d releases, cause %d", s->v[1].releases, s->v[1].cause);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->c);
+    VF_CHECK(st.len == 0 && st.weight == 0 && st.released == 2);
+    ap_cache_kv_fini(&s->c);
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -204,6 +291,12 @@ int main(void)
         vf_scenario sc = {.nthreads = 3, .bound = 2, .setup = ls[i].setup, .thread = l_thread,
                           .check = l_check, .teardown = free};
         sc.name = ls[i].name;
+        total += vf_explore(&sc);
+    }
+    for (int tso = 0; tso <= 1; tso++) {
+        vf_scenario sc = {.nthreads = 2, .tso = tso, .bound = 3, .setup = k_setup,
+                          .thread = k_thread, .check = k_check, .teardown = free};
+        sc.name = tso ? "cache_kv_retire_after_unpin_tso" : "cache_kv_retire_after_unpin";
         total += vf_explore(&sc);
     }
     printf("verify_cache: %lu executions\n", total);
