@@ -261,7 +261,7 @@ typedef struct ap_topic_recv_fut {
  */
 AP_API AP_NODISCARD ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes,
                                             size_t capacity, size_t elem_size, size_t nodes);
-/** ap_topic_fini - end of life; every subscription must be unsubscribed */
+/** ap_topic_fini - end of life; every subscription must be unsubscribed (disconnected ones too) */
 AP_API void ap_topic_fini(ap_topic *t);
 
 /**
@@ -587,7 +587,8 @@ AP_API ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes, size_t capa
 AP_API void ap_topic_fini(ap_topic *t)
 {
     AP_ASSERT(t != NULL && t->store != NULL);
-    AP_ASSERT(t->node[0].refs == 0); /* every subscription unsubscribed */
+    /* every subscription unsubscribed, disconnected ones too (they hold pins) */
+    AP_ASSERT(t->node[0].refs == 0 && t->pinned == 0);
     AP_ASSERT(!ap_waitlist_has_waiters(&t->pub_wl));
     t->store = NULL;
 }

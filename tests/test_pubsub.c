@@ -1500,3 +1500,42 @@ Test(topic, pruned_wildcard_leaves_no_trace)
     }
     ap_topic_fini(&t);
 }
+
+/* the decoupling theorem, counted: subscribers that never read (OVERWRITE,
+ * DISCONNECT) never make a publish answer anything but AP_OK, and their
+ * accounting stays exact */
+Test(topic, stalled_non_block_subscribers_never_hold_the_publisher)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub o1, o2, d;
+    EXPECT_EQ(tsub_on(&t, &o1, "p.*", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &o2, "p.>", AP_TOPIC_POLICY_OVERWRITE, 16), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &d, "p.x", AP_TOPIC_POLICY_DISCONNECT, 4), AP_OK);
+    enum { N = 10000 };
+    for (uint64_t i = 0; i < N; i++)
+        pub(&t, i % 3 ? "p.x" : "p.y", i);
+    uint64_t v, n, last = 0;
+    ap_status st;
+    bool any = false;
+    while ((st = ap_topic_sub_try_recv(&o2.s, &v, NULL, &n)) == AP_OK || st == AP_DROPPED) {
+        if (st == AP_OK) {
+            EXPECT(!any || v > last, "in publish order");
+            last = v;
+            any = true;
+        }
+    }
+    EXPECT_EQ(st, AP_EMPTY);
+    EXPECT_EQ(ap_topic_sub_received(&o2.s) + ap_topic_sub_lost(&o2.s), N);
+    while ((st = ap_topic_sub_try_recv(&o1.s, &v, NULL, &n)) == AP_OK || st == AP_DROPPED) {}
+    EXPECT_EQ(ap_topic_sub_received(&o1.s) + ap_topic_sub_lost(&o1.s), N);
+    while ((st = ap_topic_sub_try_recv(&d.s, &v, NULL, NULL)) == AP_OK) {}
+    EXPECT_EQ(st, AP_CLOSED);
+    EXPECT_EQ(ap_topic_sub_received(&d.s), 4);
+    EXPECT_EQ(ap_topic_sub_lost(&d.s), 1);
+    EXPECT_EQ(ap_topic_published(&t), N);
+    ap_topic_unsubscribe(&t, &o1.s);
+    ap_topic_unsubscribe(&t, &o2.s);
+    ap_topic_unsubscribe(&t, &d.s);
+    ap_topic_fini(&t);
+}
