@@ -18,6 +18,7 @@
  * hits + misses == gets, inserts + updates == puts, evictions == victims
  * reported, removes == removes that said AP_OK, and
  * inserts - evictions - removes == len == keys found by a final sweep.
+ * (Loading and ap_cache_kv: their own comments below, run_loads and run_kv.)
  * Scenarios: (shards, capacity, value words) = (1, 1, 2), (1, 16, 3),
  * (4, 64, 4), (16, 256, 2) and (2, 32, 20) (20 words: the locked read path).
  */
@@ -387,6 +388,143 @@ static void run_loads(size_t shards, size_t cap, size_t max_loads, uint64_t raw,
     free(r);
 }
 
+/* ---- ap_cache_kv under threads (issue #15) ----
+ * KVWORKERS threads put (malloc'd values, byte-string keys "key-<n>"
+ * with weights 1..4), get-and-pin (check the value's magic and key, hold
+ * it across a jitter, unpin), remove, on a small key space with a
+ * capacity and weight bound below it (evictions all the time). The
+ * release callback checks the value is whole and not pinned-then-freed
+ * (magic), poisons and frees it (TSan and the magic catch a release
+ * while a pinner reads). Checked: every value put is released exactly
+ * once (released == puts after destroy; the per-value magic flips once),
+ * weight and len never exceed the bounds, stats agree. */
+#define KVWORKERS 6
+#define KVKEYS 48
+#define KV_MAGIC UINT64_C(0x6b76a11ce5ca11ed)
+
+typedef struct kv_item {
+    _Atomic uint64_t magic; /* KV_MAGIC while held; 0 once released */
+    uint64_t id;
+    char key[16];
+    size_t klen;
+} kv_item;
+
+typedef struct kv_run {
+    ap_cache_kv *c;
+    size_t iters;
+    _Atomic uint64_t puts, releases, full, pins;
+    pthread_barrier_t start;
+} kv_run;
+
+static void kvr_release(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause)
+{
+    kv_run *r = (kv_run *)ctx;
+    kv_item *it = (kv_item *)value;
+    CHECK(cause == AP_CACHE_CAUSE_SIZE || cause == AP_CACHE_CAUSE_REPLACED ||
+              cause == AP_CACHE_CAUSE_EXPLICIT, "cause %d", (int)cause);
+    CHECK(key.bytes == it->key && key.len == it->klen, "release: not the entry's key");
+    uint64_t m = atomic_exchange(&it->magic, 0);
+    CHECK(m == KV_MAGIC, "value %" PRIu64 " released twice (magic %016" PRIx64 ")", it->id, m);
+    STRESS_ADD(&r->releases, 1);
+    free(it);
+}
+
+typedef struct kv_worker {
+    kv_run *r;
+    unsigned id;
+    stress_rng rng;
+    pthread_t thread;
+} kv_worker;
+
+static void *kvr_main(void *arg)
+{
+    kv_worker *w = (kv_worker *)arg;
+    kv_run *r = w->r;
+    pthread_barrier_wait(&r->start);
+    for (size_t i = 0; i < r->iters; i++) {
+        unsigned k = stress_below(&w->rng, KVKEYS), op = stress_below(&w->rng, 10);
+        char kb[16];
+        int n = snprintf(kb, sizeof kb, "key-%u", k);
+        ap_cache_key key = ap_cache_key_of(kb, (size_t)n);
+        if (op < 4) {
+            kv_item *it = (kv_item *)malloc(sizeof *it);
+            CHECK(it != NULL, "out of memory");
+            atomic_init(&it->magic, KV_MAGIC);
+            it->id = (uint64_t)w->id << 40 | i;
+            memcpy(it->key, kb, (size_t)n + 1);
+            it->klen = (size_t)n;
+            ap_status st = ap_cache_kv_put(r->c, ap_cache_key_of(it->key, it->klen), it,
+                                           1 + stress_below(&w->rng, 4));
+            if (st == AP_OK) {
+                STRESS_ADD(&r->puts, 1);
+            } else {
+                CHECK(st == AP_FULL, "put: %s", ap_status_str(st));
+                STRESS_ADD(&r->full, 1);
+                free(it); /* not taken */
+            }
+        } else if (op < 9) {
+            ap_cache_kv_pin pin;
+            if (ap_cache_kv_get(r->c, key, &pin) == AP_OK) {
+                kv_item *it = (kv_item *)pin.value;
+                CHECK(atomic_load(&it->magic) == KV_MAGIC && it->klen == (size_t)n &&
+                          memcmp(it->key, kb, (size_t)n) == 0,
+                      "pinned value %" PRIu64 " not whole or not ours", it->id);
+                stress_jitter(&w->rng);
+                CHECK(atomic_load(&it->magic) == KV_MAGIC, "value released while pinned");
+                STRESS_ADD(&r->pins, 1);
+                ap_cache_kv_unpin(r->c, &pin);
+            }
+        } else {
+            if (ap_cache_kv_remove(r->c, key) != AP_OK) { /* absent: fine */
+            }
+        }
+    }
+    return NULL;
+}
+
+static void run_kv(size_t shards, size_t cap, uint64_t max_weight, size_t iters)
+{
+    if (!stress_begin("cache_kv shards=%zu capacity=%zu max_weight=%" PRIu64, shards, cap,
+                      max_weight))
+        return;
+    kv_run *r = (kv_run *)calloc(1, sizeof *r);
+    CHECK(r != NULL, "out of memory");
+    ap_cache_kv_desc d = {.capacity = cap, .shards = shards, .max_weight = max_weight,
+                          .release = kvr_release, .ctx = r};
+    ap_status st = ap_cache_kv_create(&r->c, &d, NULL);
+    CHECK(st == AP_OK, "ap_cache_kv_create: %s", ap_status_str(st));
+    r->iters = iters;
+    pthread_barrier_init(&r->start, NULL, KVWORKERS + 1);
+    kv_worker w[KVWORKERS];
+    for (unsigned i = 0; i < KVWORKERS; i++) {
+        w[i].r = r;
+        w[i].id = i;
+        stress_rng_init(&w[i].rng, stress_thread_seed(200 + i), i);
+        stress_spawn(&w[i].thread, kvr_main, &w[i]);
+    }
+    pthread_barrier_wait(&r->start);
+    for (unsigned i = 0; i < KVWORKERS; i++)
+        stress_join(w[i].thread);
+    ap_cache_kv_stats s = ap_cache_kv_stats_get(r->c);
+    CHECK(s.len <= cap && (max_weight == 0 || s.weight <= max_weight), "bounds: len %" PRIu64
+          " weight %" PRIu64, s.len, s.weight);
+    CHECK(s.inserts == STRESS_LOAD(&r->puts), "inserts %" PRIu64 " puts %" PRIu64, s.inserts,
+          STRESS_LOAD(&r->puts));
+    CHECK(s.released == STRESS_LOAD(&r->releases), "released %" PRIu64, s.released);
+    CHECK(s.evicted > 0 && s.replaced > 0 && s.hits > 0, "the run did not exercise the cache");
+    uint64_t held = s.len;
+    ap_cache_kv_destroy(r->c); /* releases the rest */
+    CHECK(STRESS_LOAD(&r->releases) == STRESS_LOAD(&r->puts),
+          "releases %" PRIu64 " != puts %" PRIu64 " (exactly once each)",
+          STRESS_LOAD(&r->releases), STRESS_LOAD(&r->puts));
+    stress_end("puts=%" PRIu64 " pins=%" PRIu64 " full=%" PRIu64 " evicted=%" PRIu64
+               " replaced=%" PRIu64 " held_at_end=%" PRIu64,
+               STRESS_LOAD(&r->puts), STRESS_LOAD(&r->pins), STRESS_LOAD(&r->full), s.evicted,
+               s.replaced, held);
+    pthread_barrier_destroy(&r->start);
+    free(r);
+}
+
 int main(int argc, char **argv)
 {
     stress_init(argc, argv, "stress_cache");
@@ -400,5 +538,8 @@ int main(int argc, char **argv)
     run_loads(1, 4, 16, 0, nl);
     run_loads(4, 8, 2, 0, nl);              /* slots run out: misses queue for one */
     run_loads(2, 16, 16, 20 * 1000, nl);    /* refresh after 20 us */
+    run_kv(1, 16, 0, nl);
+    run_kv(1, 24, 30, nl);                  /* weight-bound */
+    run_kv(4, 32, 40, nl);
     return stress_finish();
 }
