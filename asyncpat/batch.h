@@ -528,8 +528,9 @@ AP_API ap_status ap__batch_add(ap_batch *b, const void *elem, uint64_t now_ns, b
         if (seal)
             b->sealed = true;
         ap__lock_release(&b->lock);
-        if (done != NULL)
+        if (done != NULL) /* relaxed: nothing is published (never linked) */
             AP_ATOMIC_STORE(&done->linked, 0u, memory_order_relaxed);
+        /* relaxed: ordered by the lock, as the wakes below (see ORDERING) */
         if (seal && AP_ATOMIC_LOAD(&b->ready.count, memory_order_relaxed) != 0)
             (void)ap_waitlist_wake(&b->ready, 1);
         return st;
@@ -705,6 +706,7 @@ AP_API void ap_batch_done_cancel(ap_batch_done *d)
         return;
     }
     ap__lock_acquire(&b->lock);
+    /* relaxed: under the lock, which every resolution holds */
     if (AP_ATOMIC_LOAD(&d->status, memory_order_relaxed) == (int)AP_NOT_READY &&
         (ap__batch_unlink(&b->cur_head, &b->cur_tail, d) ||
          ap__batch_unlink(&b->fly_head, &b->fly_tail, d)))

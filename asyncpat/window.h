@@ -92,7 +92,9 @@
  *              window bounds are exact int64_t arithmetic.
  * ERRORS       AP_REJECTED (late; counted), AP_INVAL (bad or NULL desc; a
  *              buffer that is NULL, misaligned or too small; ts >
- *              AP_WINDOW_TS_MAX; nothing changed), AP_NOMEM.
+ *              AP_WINDOW_TS_MAX; ap_window_par: SESSION, no workers, too
+ *              few slots, a worker index out of range; nothing changed),
+ *              AP_NOMEM, AP_FULL (ap_window_par: a worker too far ahead).
  * CONFIG       AP_ASSERT, AP_NO_MALLOC
  * SEE ALSO     aggregate.h
  * STABILITY    experimental (0.x): names may still change before 1.0
@@ -727,7 +729,7 @@ AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, v
         par->base = k + 1;
         par->has_base = true;
     }
-    if (n != 0)
+    if (n != 0) /* relaxed: a statistics counter */
         AP_ATOMIC_FETCH_ADD(&par->emitted, (uint64_t)n, memory_order_relaxed);
     ap__lock_release(&par->close_lock);
     return n;
@@ -828,7 +830,7 @@ AP_API uint64_t ap_window_par_accepted(ap_window_par *par) { return ap__window_p
 AP_API uint64_t ap_window_par_late(ap_window_par *par) { return ap__window_par_sum(par, 1); }
 AP_API uint64_t ap_window_par_emitted(ap_window_par *par)
 {
-    return AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed);
+    return AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed); /* relaxed: a statistics counter */
 }
 
 #endif /* ASYNCPAT_WINDOW_H */
