@@ -63,6 +63,15 @@
  *   reload leaves it. There is no thread: call ap_cache_maintain from
  *   your loop.
  *
+ *   ANY KEY, ANY VALUE: ap_cache_kv (below, a second type in this header)
+ *   takes byte-string keys of any length and pointer values you own,
+ *   weighs each entry (the bound is on the total weight as well as the
+ *   count) and calls your release callback exactly once per entry that
+ *   leaves, with its cause (SIZE, REPLACED, EXPLICIT), after its last pin:
+ *   a get pins the entry it returns. Its reads take the shard lock: a
+ *   pointer handed out must stay valid after the get returns, which needs
+ *   a pin (a count the reader writes) whatever the read path.
+ *
  *   EVICTION POLICY: SIEVE, chosen on bench/bench_cache_policy.c (21
  *   traces: Zipf 0.6/0.8/1.0/1.2, Zipf with one-hit scans, a loop, a
  *   shifting working set, at 0.1%, 1% and 10% of the distinct keys;
@@ -122,6 +131,10 @@
  *     write or access deadline; ap_cache_maintain(now) reclaims exactly
  *     the held entries whose deadline is <= now (none early, none left)
  *   - inserts - evictions - removes - expirations == len (stats)
+ *   - ap_cache_kv: count <= capacity and weight <= max_weight at every
+ *     step (pinned leavers included); each value put is released exactly
+ *     once, never while a pin on it is held, outside every lock; a put
+ *     that gets AP_INVAL or AP_FULL changed nothing and took nothing
  *
  * CONCURRENCY        get   put   remove   len/stats   fini
  *   get              yes   yes   yes      yes         no
@@ -146,12 +159,14 @@
  * ORDERING     the happens-before edges and why they hold: the ORDERING
  *              comment after the API (below "---- implementation ----")
  *
- * DOES NOT   take byte-string keys (hash them: 64-bit keys are compared
- *            whole), hold values of varying size or pointers with a
- *            release callback, weigh entries (the bound is on their
- *            count), report evictions through a listener (a put reports
- *            its victim; maintain only counts), cache failed loads
- *            (negative TTL), or run a thread: maintain is yours to call.
+ * DOES NOT   (ap_cache) take byte-string keys, pointer values or weights:
+ *            that is ap_cache_kv; (ap_cache_kv) read without a lock,
+ *            expire entries or load them (cause EXPIRED is reserved);
+ *            (either) copy values of varying size (ap_cache_kv holds your
+ *            pointer: make the object as large as it needs to be), report
+ *            ap_cache's evictions through a listener (a put reports its
+ *            victim; maintain only counts), cache failed loads (negative
+ *            TTL), or run a thread: maintain is yours to call.
  * LIMITS     a shard's sequence word is 32 bits (2 per write): a lock-free
  *            get stalled across exactly 2^31 writes to its shard could
  *            accept a torn copy (the usual seqlock wrap bound).
@@ -195,7 +210,8 @@
  *              (neither the handle nor the buffer).
  * CONFIG       AP_CACHELINE, AP_ASSERT, AP_NO_MALLOC, AP_SPIN_LIMIT
  * SEE ALSO     tests/test_cache.c, tests/stress/stress_cache.c,
- *              bench/bench_cache.c
+ *              tests/verify/verify_cache.c, tests/fuzz/fuzz_cache.c,
+ *              bench/bench_cache.c, bench/bench_cache_policy.c
  * STABILITY    experimental (0.x): names may still change before 1.0
  */
 #ifndef ASYNCPAT_CACHE_H
@@ -815,6 +831,25 @@ AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c);
  *   live as long as the cache). Checked in every interleaving within the
  *   bound by tests/verify/verify_cache.c (cache_single_flight*), under
  *   threads by tests/stress/stress_cache.c (cache loads).
+ *
+ *   ap_cache_kv. Every field of a shard and its nodes is read and written
+ *   under the shard's lock, except by the one thread that owns a LIMBO
+ *   node (below). A value is released only from LIMBO, and a node enters
+ *   LIMBO under the lock with no pin: when it leaves the index with
+ *   refs == 0 (put, remove, eviction, fini), or at the unpin that drops
+ *   its last pin after it left (GHOST). It is then in no index, queue or
+ *   free list, so no get can find it and no other thread touches it: the
+ *   thread that moved it releases it after dropping the lock, and returns
+ *   the node to the free list under the lock afterwards. Every pinner's
+ *   use of the value lies between its get and its unpin, both under the
+ *   lock, and the unpin (refs--) happens-before the lock section that
+ *   sees refs == 0 and moves the node to LIMBO, hence before the release:
+ *   no reader can still see a released value. Exactly once: LIMBO is
+ *   entered once per node occupancy (LIVE -> LIMBO, or LIVE -> GHOST ->
+ *   LIMBO) and only the mover releases. Checked in every interleaving by
+ *   verify_cache (cache_kv_retire_after_unpin, also in the C11 mode with
+ *   its data-race detector on the value's bytes) and under threads by
+ *   stress_cache (cache_kv: a magic word flipped once per value).
  */
 
 AP_STATIC_ASSERT(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
