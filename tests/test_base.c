@@ -51,6 +51,7 @@ BASE_FIRST(ap_pool_get_fut);
 BASE_FIRST(ap_connpool_checkout_fut);
 BASE_FIRST(ap_barrier_wait_fut);
 BASE_FIRST(ap_batch_take_fut);
+BASE_FIRST(ap_batch_done);
 BASE_FIRST(ap_prefetch_get_fut);
 BASE_FIRST(ap_split_push_fut);
 BASE_FIRST(ap_retry_fut);
