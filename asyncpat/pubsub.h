@@ -20,7 +20,10 @@
  *   (A BLOCK policy, where publishers wait while the slowest subscriber is
  *   `capacity` behind, would need a registry of cursors that every
  *   publish scans, or a per-slot count of readers still to come, plus a
- *   publish future; it is not built, and init refuses it with AP_INVAL.)
+ *   publish future; this channel has none, and init refuses it with
+ *   AP_INVAL. topic.h has them: subjects with NATS wildcards, and per
+ *   subscription OVERWRITE, BLOCK or DISCONNECT, at the price of a short
+ *   publish lock.)
  *
  *   Stamps (s = the sequence number a slot holds; a slot's stamps only rise):
  *     0           never written
@@ -108,7 +111,8 @@
  *              all: they all want the same message); order unspecified.
  *              A cancelled receive took nothing and costs nobody a wake.
  * CONFIG       AP_CACHELINE, AP_SPIN_LIMIT, AP_ASSERT, AP_NO_MALLOC
- * SEE ALSO     mpmc.h (one consumer per item), waitlist.h, cache.h (seqlock),
+ * SEE ALSO     topic.h (subjects, per-subscriber policies), mpmc.h (one
+ *              consumer per item), waitlist.h, cache.h (seqlock),
  *              tests/test_pubsub.c, bench/bench_pubsub.c
  * STABILITY    experimental (0.x): names may still change before 1.0
  */
