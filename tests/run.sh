@@ -1,10 +1,10 @@
 #!/bin/sh
 # The test driver behind `make test` and its stage targets.
 #   tests/run.sh all       deps, headers, cpp, docs, shape, benchtable, examples, servers, asan,
-#                          verify, relaxed, models, tsan, mutants, fuzz, install, build
+#                          verify, relaxed, models, tsan, cross, mutants, fuzz, install, build
 #                          (stops at the first failing stage)
 #   tests/run.sh STAGE     one stage: deps headers cpp docs shape benchtable examples servers
-#                          asan verify relaxed models tsan mutants fuzz install build
+#                          asan verify relaxed models tsan cross mutants fuzz install build
 # Ends with one line "N passed, N failed" (counted per Criterion test, per
 # stress program and compiler, per header check, per docs item).
 # Environment: AP_TEST_SEED (stress seed; default: time-based, printed),
@@ -27,6 +27,7 @@ criterion_flags() {
 
 stage_deps() {
     note "deps"
+    sh scripts/deps.sh cross || true # optional: the cross stage says when it skips
     if sh scripts/deps.sh test; then return 0; fi
     bad; return 1
 }
@@ -213,6 +214,11 @@ run() {
         echo "$out" | grep -v '^ok' | sed 's/^/   /'
         count_line relaxed "$out"; return $rc ;;
     build) stage_script build tests/build.sh "CMake (add_subdirectory, find_package, FetchContent), meson, pkg-config, single header, C++ consumers" ;;
+    cross) note "cross: unit tests + stress on aarch64 (qemu-user) and i386 (-m32), registration fallback (tests/cross.sh)"
+        out=$(sh tests/cross.sh 2>&1); rc=$?
+        echo "$out" | sed 's/^/   /'
+        case "$out" in *"cross: skipped"*) return 0 ;; esac
+        count_line cross "$out"; return $rc ;;
     cpp) stage_script cpp tests/cpp.sh "asyncpat from C++ (g++/clang++, c++17/20/2b): compile, C vs C++ layout, one threaded program per family plain and under TSan" ;;
     servers) stage_script servers tests/servers.sh "contrib/ and connpool lifetime/leak against real redis-server" ;;
     *) echo "tests/run.sh: unknown stage $1" >&2; return 2 ;;
@@ -221,7 +227,7 @@ run() {
 
 status=0
 if [ "${1:-all}" = all ]; then
-    for s in deps headers cpp docs shape benchtable examples servers asan verify relaxed models tsan mutants fuzz install build; do
+    for s in deps headers cpp docs shape benchtable examples servers asan verify relaxed models tsan cross mutants fuzz install build; do
         run $s || { status=1; echo "stage '$s' failed; stopping"; break; }
     done
 else
