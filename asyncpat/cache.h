@@ -1245,8 +1245,10 @@ AP_FORCE_INLINE void ap__cache_count(AP_ATOMIC_T(uint64_t) *ctr)
 /* The entry's deadline: the earlier of its write and access deadlines. */
 AP_FORCE_INLINE uint64_t ap__cache_deadline(ap__cache_node *node)
 {
+    /* relaxed: under the shard lock (put and maintain); a hit's racing
+     * raise of aexp is monotonic and only delays a reclaim (ORDERING) */
     uint64_t w = AP_ATOMIC_LOAD(&node->wexp, memory_order_relaxed);
-    uint64_t a = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed);
+    uint64_t a = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed); /* relaxed: see above, monotonic */
     return w < a ? w : a;
 }
 
@@ -1312,7 +1314,7 @@ AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t 
 AP_API void ap__cache_expire(const ap_cache *c, ap__cache_shard *s, uint32_t n)
 {
     ap__cache_node *node = ap__cache_node_at(c, s, n);
-    uint64_t key = AP_ATOMIC_LOAD(&node->key, memory_order_relaxed);
+    uint64_t key = AP_ATOMIC_LOAD(&node->key, memory_order_relaxed); /* relaxed: under the shard lock */
     uint32_t slot;
     ap__cache_write_begin(s);
     uint32_t found = ap__cache_find(c, s, ap__mix64(key), key, &slot);
@@ -1323,7 +1325,7 @@ AP_API void ap__cache_expire(const ap_cache *c, ap__cache_shard *s, uint32_t n)
     node->older = s->free_list;
     s->free_list = n;
     s->used--;
-    AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
+    AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed); /* relaxed: a snapshot for len() */
     ap__cache_write_end(s);
     ap__cache_count(&s->expirations);
 }
@@ -1401,9 +1403,11 @@ AP_FORCE_INLINE void ap__cache_touch(const ap_cache *c, ap__cache_node *node, ui
     if (eaa == 0)
         return;
     uint64_t want = ap__cache_after(now, eaa);
+    /* relaxed: a monotonic maximum that orders no data; the CAS re-validates */
     uint64_t cur = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed);
-    while (cur < want &&
-           !AP_ATOMIC_CAS_WEAK(&node->aexp, &cur, want, memory_order_relaxed, memory_order_relaxed)) {
+    while (cur < want && /* relaxed: monotonic maximum, the CAS re-validates */
+           !AP_ATOMIC_CAS_WEAK(&node->aexp, &cur, want, memory_order_relaxed,
+                               memory_order_relaxed)) { /* relaxed: monotonic, CAS re-validates */
     }
 }
 
@@ -1467,10 +1471,10 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
             AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
             for (size_t k = 0; k < c->words; k++)
                 copy[k] = AP_ATOMIC_LOAD(&w[k], AP__SEQLOCK_MO_LOAD);
-            if (c->timed) {
-                wexp = AP_ATOMIC_LOAD(&node->wexp, AP__SEQLOCK_MO_LOAD);
-                aexp = AP_ATOMIC_LOAD(&node->aexp, AP__SEQLOCK_MO_LOAD);
-                b = AP_ATOMIC_LOAD(&node->born, AP__SEQLOCK_MO_LOAD);
+            if (c->timed) { /* relaxed: validated by the seqlock, like the value */
+                wexp = AP_ATOMIC_LOAD(&node->wexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
+                aexp = AP_ATOMIC_LOAD(&node->aexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
+                b = AP_ATOMIC_LOAD(&node->born, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
             }
         }
         AP_TEST_YIELD();
