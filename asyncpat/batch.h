@@ -256,7 +256,10 @@ AP_API ap_batch_desc ap_batch_desc_resolved(const ap_batch_desc *d);
  */
 AP_API AP_NODISCARD ap_status ap_batch_init(ap_batch *b, void *buf, size_t bytes,
                                             const ap_batch_desc *d);
-/** ap_batch_fini - end of life; frees nothing; items still held are dropped */
+/** ap_batch_fini - end of life; frees nothing; items still held are dropped.
+ *  Asserts (every build) that no take future is parked and no completion
+ *  record is pending: complete every taken batch, and flush-and-complete or
+ *  cancel the records of what is held, first. */
 AP_API void ap_batch_fini(ap_batch *b);
 
 /**
