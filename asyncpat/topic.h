@@ -635,7 +635,7 @@ AP_API ap_status ap_topic_subscribe(ap_topic *t, ap_topic_sub *sub, const char *
         x = ap__topic_add_child(t, x, tk.s + tk.off[have], tk.len[have]);
     AP_ATOMIC_INIT(&sub->tail, (uint64_t)0);
     AP_ATOMIC_INIT(&sub->head, (uint64_t)0);
-    /* relaxed: the lock orders it with close, which marks the linked ones */
+    /* relaxed: under the lock, as close's store; close marks the linked ones */
     AP_ATOMIC_INIT(&sub->state, AP_ATOMIC_LOAD(&t->closed, memory_order_relaxed) ? AP__TOPIC_CLOSED : 0u);
     AP_ATOMIC_INIT(&sub->pend, (uint64_t)0);
     sub->disc_lost = 0;
@@ -685,9 +685,10 @@ AP_API void ap_topic_unsubscribe(ap_topic *t, ap_topic_sub *sub)
     if (!(AP_ATOMIC_LOAD(&sub->state, memory_order_relaxed) & AP__TOPIC_DISC)) /* else unlinked */
         ap__topic_unlink(t, sub);
     if (ap__topic_pins(sub->policy)) {
-        /* unpin what it never read; no publisher pushes to it any more */
+        /* unpin what it never read; no publisher pushes to it any more.
+         * relaxed: head is the owner's own; tail is written under the lock held here */
         uint64_t h = AP_ATOMIC_LOAD(&sub->head, memory_order_relaxed);
-        uint64_t tl = AP_ATOMIC_LOAD(&sub->tail, memory_order_relaxed);
+        uint64_t tl = AP_ATOMIC_LOAD(&sub->tail, memory_order_relaxed); /* relaxed: under the lock */
         for (; h != tl; h++) {
             uint64_t *e = sub->ring + 2 * (size_t)(h % sub->depth);
             /* release: our reads of the slot (none) precede its reuse */
@@ -737,7 +738,7 @@ AP_API bool ap__topic_one(ap__topic_pub *p, ap_topic_sub *sub)
             e = sub->ring + 2 * (size_t)(tl % sub->depth);
             e[0] = AP__TOPIC_MARK | pend;
             e[1] = 0;
-            AP_ATOMIC_STORE(&sub->pend, (uint64_t)0, memory_order_relaxed);
+            AP_ATOMIC_STORE(&sub->pend, (uint64_t)0, memory_order_relaxed); /* relaxed: under the lock */
             tl++;
         }
         break;
@@ -871,7 +872,7 @@ AP_API void ap_topic_close(ap_topic *t)
 {
     AP_ASSERT(t != NULL && t->store != NULL);
     ap__lock_acquire(&t->lock);
-    AP_ATOMIC_STORE(&t->closed, 1u, memory_order_relaxed); /* publishers: under the lock */
+    AP_ATOMIC_STORE(&t->closed, 1u, memory_order_relaxed); /* relaxed: under the lock */
     /* each linked subscription learns it from its own state word, so a
      * receiver never reads the publishers' line; seq_cst: before the
      * waitlist scan (THE LADDER) */
@@ -887,12 +888,12 @@ AP_API void ap_topic_close(ap_topic *t)
 
 AP_API bool ap_topic_is_closed(ap_topic *t)
 {
-    return AP_ATOMIC_LOAD(&t->closed, memory_order_relaxed) != 0; /* snapshot */
+    return AP_ATOMIC_LOAD(&t->closed, memory_order_relaxed) != 0; /* relaxed: snapshot */
 }
 
 AP_API uint64_t ap_topic_published(ap_topic *t)
 {
-    return AP_ATOMIC_LOAD(&t->seq, memory_order_relaxed); /* snapshot */
+    return AP_ATOMIC_LOAD(&t->seq, memory_order_relaxed); /* relaxed: snapshot */
 }
 
 AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subject,
@@ -912,11 +913,12 @@ AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subje
             if (n == 0 && AP_ATOMIC_LOAD(&sub->pend, memory_order_relaxed) != 0) {
                 /* Drops the publisher could not queue (the ring was full)
                  * and we caught up: they follow everything queued. Take
-                 * them under the lock, while no publisher pushes. */
+                 * them under the lock, while no publisher pushes.
+                 * relaxed: under the lock (pend and tail are written there) */
                 ap__lock_acquire(&t->lock);
-                if (AP_ATOMIC_LOAD(&sub->tail, memory_order_relaxed) == h) {
-                    n = AP_ATOMIC_LOAD(&sub->pend, memory_order_relaxed);
-                    AP_ATOMIC_STORE(&sub->pend, (uint64_t)0, memory_order_relaxed);
+                if (AP_ATOMIC_LOAD(&sub->tail, memory_order_relaxed) == h) { /* relaxed: under the lock */
+                    n = AP_ATOMIC_LOAD(&sub->pend, memory_order_relaxed); /* relaxed: under the lock */
+                    AP_ATOMIC_STORE(&sub->pend, (uint64_t)0, memory_order_relaxed); /* relaxed: under the lock */
                 }
                 ap__lock_release(&t->lock);
                 if (n == 0)
@@ -952,11 +954,12 @@ AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subje
             break; /* report the gap first; this one is next */
         size_t len = 0;
         if (subject != NULL) {
+            /* relaxed: seqlock, validated by the stamp re-check below */
             len = (size_t)AP_ATOMIC_LOAD(&slot[2], AP__SEQLOCK_MO_LOAD);
             if (len > AP_TOPIC_SUBJECT_MAX)
                 len = AP_TOPIC_SUBJECT_MAX; /* torn: the re-check throws it away */
             for (size_t k = 0; k < (len + 7) / 8; k++)
-                subj[k] = AP_ATOMIC_LOAD(&slot[3 + k], AP__SEQLOCK_MO_LOAD);
+                subj[k] = AP_ATOMIC_LOAD(&slot[3 + k], AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
         }
         unsigned char *dst = fast ? (unsigned char *)copy : (unsigned char *)out;
         size_t left = t->elem_size;
@@ -1001,8 +1004,9 @@ AP_API ap_status ap_topic_sub_try_recv(ap_topic_sub *sub, void *out, char *subje
 
 AP_API uint64_t ap_topic_sub_len(ap_topic_sub *sub)
 {
+    /* relaxed: snapshot */
     return AP_ATOMIC_LOAD(&sub->tail, memory_order_relaxed) -
-           AP_ATOMIC_LOAD(&sub->head, memory_order_relaxed);
+           AP_ATOMIC_LOAD(&sub->head, memory_order_relaxed); /* relaxed: snapshot */
 }
 
 AP_API uint64_t ap_topic_sub_received(const ap_topic_sub *sub)
