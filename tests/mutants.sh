@@ -87,7 +87,14 @@ p40|CANCEL_CHILD_CHECK_UNLOCKED|verify|tests/verify/verify_cancel.c||cancel_vs_c
 p41|CANCEL_EARLY_RETURN|verify|tests/verify/verify_cancel.c||cancel_two_cancels_waiter|1|
 p42|CANCEL_ON_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_callback_vs_cancel|1|
 p43|TRACKER_DONE_IGNORES_CLOSED|verify|tests/verify/verify_cancel.c||tracker_2tasks_closer|1|
-p44|CANCEL_RACE_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_race_vs_cancel|1|'
+p44|CANCEL_RACE_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_race_vs_cancel|1|
+p141|BATCH_DONE_ANY_BATCH|criterion|tests/test_batch.c|--filter batch/theorem_every_completion_once_with_its_batch_status||1|
+p141|BATCH_DONE_ANY_BATCH|tsan|tests/stress/stress_batch.c||batch-done|1|
+p142|BATCH_DONE_LOST_WAKE|verify|tests/verify/verify_batch.c||batch_done|1|
+p143|WINDOW_PAR_MAX_WATERMARK|criterion|tests/test_window.c|--filter window/par_theorem_merged_equals_single_threaded||1|
+p143|WINDOW_PAR_MAX_WATERMARK|verify|tests/verify/verify_window.c||window_par_tumbling|1|
+p144|WINDOW_PAR_PUBLISH_LATE|verify|tests/verify/verify_window.c||window_par_tumbling|1|
+p145|WINDOW_PAR_LATE_CHECK_UNLOCKED|verify|tests/verify/verify_window.c||window_par_late|1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
