@@ -67,7 +67,9 @@
  *   takes byte-string keys of any length and pointer values you own,
  *   weighs each entry (the bound is on the total weight as well as the
  *   count) and calls your release callback exactly once per entry that
- *   leaves, with its cause (SIZE, REPLACED, EXPLICIT), after its last pin:
+ *   leaves, with its cause (SIZE, EXPIRED, REPLACED, EXPLICIT), after its
+ *   last pin (entries may expire after write, hard, reclaimed by
+ *   ap_cache_kv_maintain on the same kind of timer wheel):
  *   a get pins the entry it returns. Its reads take the shard lock: a
  *   pointer handed out must stay valid after the get returns, which needs
  *   a pin (a count the reader writes) whatever the read path.
@@ -161,7 +163,7 @@
  *
  * DOES NOT   (ap_cache) take byte-string keys, pointer values or weights:
  *            that is ap_cache_kv; (ap_cache_kv) read without a lock,
- *            expire entries or load them (cause EXPIRED is reserved);
+ *            expire after access or by a per-entry TTL, or load entries;
  *            (either) copy values of varying size (ap_cache_kv holds your
  *            pointer: make the object as large as it needs to be), report
  *            ap_cache's evictions through a listener (a put reports its
@@ -652,8 +654,9 @@ AP_API AP_NODISCARD ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t ke
  * value: both must stay valid until desc.release is called for the entry.
  *
  * Release: desc.release(ctx, key, value, cause) runs exactly once per
- * entry that leaves the cache (cause SIZE: evicted for room; REPLACED: a
- * put of its key; EXPLICIT: ap_cache_kv_remove or fini), outside every
+ * entry that leaves the cache (cause SIZE: evicted for room; EXPIRED: its
+ * expire_after_write passed, at ap_cache_kv_maintain; REPLACED: a put of
+ * its key; EXPLICIT: ap_cache_kv_remove or fini), outside every
  * lock, and only once no reader can see the entry: a get PINS the entry
  * it returns (ap_cache_kv_pin) and the caller unpins it when done; an
  * entry that leaves while pinned is released by its last unpin. Readers
@@ -667,7 +670,7 @@ AP_API AP_NODISCARD ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t ke
 /** ap_cache_cause - why an entry left an ap_cache_kv */
 typedef enum ap_cache_cause {
     AP_CACHE_CAUSE_SIZE = 1, /* evicted to make room */
-    AP_CACHE_CAUSE_EXPIRED,  /* (reserved: ap_cache_kv does not expire yet) */
+    AP_CACHE_CAUSE_EXPIRED,  /* its deadline passed (ap_cache_kv_maintain) */
     AP_CACHE_CAUSE_REPLACED, /* a put of its key replaced it */
     AP_CACHE_CAUSE_EXPLICIT  /* ap_cache_kv_remove, or fini */
 } ap_cache_cause;
@@ -692,6 +695,11 @@ typedef struct ap_cache_kv_desc {
     /* called once per entry that leaves, outside every lock (required) */
     void (*release)(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause);
     void *ctx;
+    /* entries expire this long (ns on `clock`) after their put (0: never);
+     * a get at or after the deadline misses (hard expiry) and
+     * ap_cache_kv_maintain releases them (cause EXPIRED) */
+    uint64_t expire_after_write;
+    ap_clock clock; /* zero: ap_now_ns() */
 } ap_cache_kv_desc;
 
 /** ap_cache_kv_pin - a pinned entry: value stays valid until unpinned */
@@ -702,7 +710,7 @@ typedef struct ap_cache_kv_pin {
 
 /** ap_cache_kv_stats - counters (a snapshot) */
 typedef struct ap_cache_kv_stats {
-    uint64_t hits, misses, inserts, replaced, evicted, removed, released;
+    uint64_t hits, misses, inserts, replaced, evicted, removed, released, expired;
     uint64_t len;    /* entries held (not counting pinned leavers) */
     uint64_t weight; /* weight held, pinned leavers included */
 } ap_cache_kv_stats;
@@ -764,6 +772,13 @@ AP_API void ap_cache_kv_unpin(ap_cache_kv *c, ap_cache_kv_pin *pin);
 /** ap_cache_kv_remove - take @key out (released now, or at its last unpin);
  *  AP_OK or AP_EMPTY */
 AP_API AP_NODISCARD ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key key);
+/**
+ * ap_cache_kv_maintain - release the entries whose deadline is <= @now
+ * (cause EXPIRED; pinned ones at their last unpin), turning each shard's
+ * timer wheel as ap_cache_maintain does. Returns how many left the cache.
+ * Untimed caches (expire_after_write 0): returns 0.
+ */
+AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now);
 /** ap_cache_kv_stats_get - counters summed over shards */
 AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c);
 
@@ -1961,6 +1976,9 @@ typedef struct ap__ckv_node {
     uint32_t hnext;        /* bucket chain; the free list; the limbo chain */
     uint32_t newer, older; /* SIEVE queue (LIVE only) */
     uint32_t refs;         /* pins */
+    uint64_t deadline;     /* expiry (UINT64_MAX: none) */
+    uint32_t wprev, wnext; /* timer wheel links */
+    uint16_t wbucket;      /* AP__CACHE_WNONE: in no bucket */
     uint8_t visited, state, cause;
 } ap__ckv_node;
 
@@ -1975,7 +1993,9 @@ typedef struct ap__ckv_shard {
     uint64_t stuck_weight;                /* pinned LIVE + GHOST: cannot be freed now */
     uint64_t limbo_weight;                /* LIMBO: being released, freed soon */
     uint32_t live, free_n, pinned_live, limbo_n; /* counts */
-    uint64_t hits, misses, inserts, replaced, evicted, removed, released;
+    uint64_t hits, misses, inserts, replaced, evicted, removed, released, expired;
+    uint64_t wnow;                        /* the wheel's time */
+    uint32_t wheel[AP__CACHE_WBUCKETS];   /* bucket heads (node or NIL) */
 } ap__ckv_shard;
 
 AP_API ap_cache_key ap_cache_key_of(const void *bytes, size_t len)
@@ -2049,6 +2069,7 @@ AP_API ap_status ap_cache_kv_init(ap_cache_kv *c, void *buf, size_t size,
             ap__ckv_node *node = &x->nodes[n];
             memset(node, 0, sizeof *node);
             node->state = AP__CKV_FREE;
+            node->wbucket = AP__CACHE_WNONE;
             node->hnext = x->free_list;
             x->free_list = n;
         }
@@ -2058,6 +2079,10 @@ AP_API ap_status ap_cache_kv_init(ap_cache_kv *c, void *buf, size_t size,
         x->live = x->pinned_live = x->limbo_n = 0;
         x->free_n = x->cap;
         x->hits = x->misses = x->inserts = x->replaced = x->evicted = x->removed = x->released = 0;
+        x->expired = 0;
+        x->wnow = 0;
+        for (size_t b = 0; b < AP__CACHE_WBUCKETS; b++)
+            x->wheel[b] = AP__CACHE_NIL;
     }
     c->shards = sh;
     c->nshards = s;
@@ -2095,10 +2120,57 @@ AP_API uint32_t ap__ckv_find(ap__ckv_shard *s, const ap_cache_key *key, uint32_t
     return AP__CACHE_NIL;
 }
 
+/* Timer wheel of a kv shard (under its lock): as ap__cache_wheel_*. */
+AP_API void ap__ckv_wheel_unlink(ap__ckv_shard *s, uint32_t n)
+{
+    ap__ckv_node *node = &s->nodes[n];
+    if (node->wbucket == AP__CACHE_WNONE)
+        return;
+    if (node->wprev != AP__CACHE_NIL)
+        s->nodes[node->wprev].wnext = node->wnext;
+    else
+        s->wheel[node->wbucket] = node->wnext;
+    if (node->wnext != AP__CACHE_NIL)
+        s->nodes[node->wnext].wprev = node->wprev;
+    node->wbucket = AP__CACHE_WNONE;
+    node->wprev = node->wnext = AP__CACHE_NIL;
+}
+
+AP_API void ap__ckv_wheel_add(ap__ckv_shard *s, uint32_t n)
+{
+    ap__ckv_node *node = &s->nodes[n];
+    uint64_t deadline = node->deadline, now = s->wnow, t = now >> AP__CACHE_WSHIFT;
+    if (deadline == UINT64_MAX)
+        return;
+    unsigned k = 0;
+    if (deadline > now) {
+        for (;; k++) {
+            unsigned sh = AP__CACHE_WSHIFT + 6 * k;
+            uint64_t dt = deadline >> sh, nt = now >> sh;
+            if (dt - nt < 64) {
+                t = dt;
+                break;
+            }
+            if (k == AP__CACHE_WLEVELS - 1) {
+                t = nt + 63;
+                break;
+            }
+        }
+    }
+    uint32_t b = (uint32_t)(k * 64 + (t & 63));
+    node->wbucket = (uint16_t)b;
+    node->wprev = AP__CACHE_NIL;
+    node->wnext = s->wheel[b];
+    if (s->wheel[b] != AP__CACHE_NIL)
+        s->nodes[s->wheel[b]].wprev = n;
+    s->wheel[b] = n;
+}
+
 /* Take LIVE node n out of the index and the queue (the hand moves on). */
 AP_API void ap__ckv_unlink(ap__ckv_shard *s, uint32_t n)
 {
     ap__ckv_node *node = &s->nodes[n];
+    ap__ckv_wheel_unlink(s, n);
     uint32_t *l;
     uint32_t found = ap__ckv_find(s, &node->key, &l);
     AP_ASSERT(found == n);
@@ -2192,6 +2264,9 @@ AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, 
     if (weight == 0 || weight > s->max_weight)
         return AP_INVAL;
     uint32_t limbo = AP__CACHE_NIL, *link;
+    uint64_t deadline = c->desc.expire_after_write
+                            ? ap__cache_after(ap_clock_now(&c->desc.clock), c->desc.expire_after_write)
+                            : UINT64_MAX;
     ap__lock_acquire(&s->lock);
     for (;;) {
         /* feasible: the weight that cannot move (pinned entries, pinned
@@ -2239,6 +2314,8 @@ AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, 
     node->visited = 0;
     node->state = AP__CKV_LIVE;
     node->hnext = 0;
+    node->deadline = deadline;
+    ap__ckv_wheel_add(s, n);
     *link = n + 1; /* the empty end of key's chain, from the last find */
     node->newer = AP__CACHE_NIL;
     node->older = s->head;
@@ -2260,8 +2337,13 @@ AP_API ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_p
     AP_ASSERT(c != NULL && c->shards != NULL && pin != NULL);
     ap__ckv_shard *s = ap__ckv_shard_of(c, key.hash);
     uint32_t *link;
+    uint64_t now = c->desc.expire_after_write ? ap_clock_now(&c->desc.clock) : 0;
+    if (now == UINT64_MAX)
+        now = UINT64_MAX - 1; /* UINT64_MAX is "never" as a deadline */
     ap__lock_acquire(&s->lock);
     uint32_t n = ap__ckv_find(s, &key, &link);
+    if (n != AP__CACHE_NIL && now >= s->nodes[n].deadline)
+        n = AP__CACHE_NIL; /* hard expiry: an expired entry is a miss */
     if (n == AP__CACHE_NIL) {
         s->misses++;
         ap__lock_release(&s->lock);
@@ -2323,6 +2405,53 @@ AP_API ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key key)
     return n != AP__CACHE_NIL ? AP_OK : AP_EMPTY;
 }
 
+AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    size_t gone = 0;
+    if (c->desc.expire_after_write == 0)
+        return 0;
+    if (now == UINT64_MAX)
+        now = UINT64_MAX - 1;
+    for (size_t i = 0; i < c->nshards; i++) {
+        ap__ckv_shard *s = &c->shards[i];
+        uint32_t limbo = AP__CACHE_NIL;
+        ap__lock_acquire(&s->lock);
+        uint64_t old = s->wnow;
+        if (now > old)
+            s->wnow = now;
+        uint64_t cur = s->wnow;
+        for (unsigned k = 0; k < AP__CACHE_WLEVELS; k++) {
+            unsigned sh = AP__CACHE_WSHIFT + 6 * k;
+            uint64_t t0 = old >> sh, span = (cur >> sh) - t0 + 1;
+            if (span > 64)
+                span = 64;
+            for (uint64_t j = 0; j < span; j++) {
+                uint32_t b = (uint32_t)(k * 64 + ((t0 + j) & 63));
+                uint32_t n = s->wheel[b];
+                s->wheel[b] = AP__CACHE_NIL;
+                while (n != AP__CACHE_NIL) {
+                    ap__ckv_node *node = &s->nodes[n];
+                    uint32_t next = node->wnext;
+                    node->wbucket = AP__CACHE_WNONE;
+                    node->wprev = node->wnext = AP__CACHE_NIL;
+                    if (node->deadline <= cur) {
+                        ap__ckv_leave(s, n, AP_CACHE_CAUSE_EXPIRED, &limbo);
+                        s->expired++;
+                        gone++;
+                    } else {
+                        ap__ckv_wheel_add(s, n);
+                    }
+                    n = next;
+                }
+            }
+        }
+        ap__lock_release(&s->lock);
+        ap__ckv_bury(c, s, limbo);
+    }
+    return gone;
+}
+
 AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
@@ -2338,6 +2467,7 @@ AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
         st.evicted += s->evicted;
         st.removed += s->removed;
         st.released += s->released;
+        st.expired += s->expired;
         st.len += s->live;
         st.weight += s->weight;
         ap__lock_release(&s->lock);

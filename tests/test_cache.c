@@ -1521,3 +1521,54 @@ Test(cache, theorem_kv_release_exactly_once_under_random_ops, .timeout = TEST_TI
         (void)cur;
     }
 }
+
+Test(cache, kv_expiry_hard_and_reclaimed_with_cause_expired)
+{
+    kv_log lg = {0, 0};
+    static kv_val v[4];
+    for (int round = 0; round < 2; round++) {
+        uint64_t eaw = round ? (uint64_t)1 << 40 : 100; /* a deadline on a high wheel level */
+        ap_cache_kv *c = NULL;
+        ap_cache_kv_desc d = {.capacity = 8, .shards = 2, .release = kv_release, .ctx = &lg,
+                              .expire_after_write = eaw};
+        d.clock.now = fake_now;
+        EXPECT_EQ(ap_cache_kv_create(&c, &d, NULL), AP_OK);
+        memset(v, 0, sizeof v);
+        lg.releases = 0;
+        fake_ns = 1000;
+        ap_cache_key k0 = kv_key(&v[0], 0, 6), k1 = kv_key(&v[1], 1, 7);
+        EXPECT_EQ(ap_cache_kv_put(c, k0, &v[0], 0), AP_OK);
+        fake_ns = 1000 + eaw / 2;
+        EXPECT_EQ(ap_cache_kv_put(c, k1, &v[1], 0), AP_OK);
+        ap_cache_kv_pin p;
+        fake_ns = 1000 + eaw - 1;
+        EXPECT_EQ(ap_cache_kv_get(c, k0, &p), AP_OK);
+        ap_cache_kv_unpin(c, &p);
+        fake_ns = 1000 + eaw;
+        EXPECT_EQ(ap_cache_kv_get(c, k0, &p), AP_EMPTY); /* hard expiry, before any maintain */
+        EXPECT_EQ(ap_cache_kv_get(c, k1, &p), AP_OK);    /* k1 pinned across its expiry */
+        v[1].pinned = 1;
+        EXPECT_EQ(ap_cache_kv_maintain(c, 1000 + eaw - 1), 0u);
+        EXPECT_EQ(lg.releases, 0);
+        EXPECT_EQ(ap_cache_kv_maintain(c, 1000 + eaw), 1u);
+        EXPECT_EQ(v[0].released, 1);
+        EXPECT_EQ(v[0].cause, AP_CACHE_CAUSE_EXPIRED);
+        EXPECT_EQ(ap_cache_kv_maintain(c, 1000 + eaw + eaw / 2), 1u); /* k1: pinned */
+        EXPECT_EQ(v[1].released, 0);                                  /* ...held until unpinned */
+        EXPECT_EQ(ap_cache_kv_stats_get(c).len, 0u);
+        v[1].pinned = 0;
+        ap_cache_kv_unpin(c, &p);
+        EXPECT_EQ(v[1].released, 1);
+        EXPECT_EQ(v[1].cause, AP_CACHE_CAUSE_EXPIRED);
+        ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+        EXPECT_EQ(st.expired, 2u);
+        EXPECT_EQ(st.weight, 0u);
+        ap_cache_kv_destroy(c);
+        EXPECT_EQ(lg.releases, 2);
+        EXPECT_EQ(lg.bad, 0);
+    }
+    /* untimed: maintain does nothing */
+    ap_cache_kv *c = mk_kv(4, 1, 0, &lg, false);
+    EXPECT_EQ(ap_cache_kv_maintain(c, UINT64_MAX), 0u);
+    ap_cache_kv_destroy(c);
+}

@@ -397,6 +397,7 @@ static void run_loads(size_t shards, size_t cap, size_t max_loads, uint64_t raw,
  * (magic), poisons and frees it (TSan and the magic catch a release
  * while a pinner reads). Checked: every value put is released exactly
  * once (released == puts after destroy; the per-value magic flips once),
+ * also when they expire (one run: 30 us after the put, maintain racing),
  * weight and len never exceed the bounds, stats agree. */
 #define KVWORKERS 6
 #define KVKEYS 48
@@ -421,7 +422,8 @@ static void kvr_release(void *ctx, ap_cache_key key, void *value, ap_cache_cause
     kv_run *r = (kv_run *)ctx;
     kv_item *it = (kv_item *)value;
     CHECK(cause == AP_CACHE_CAUSE_SIZE || cause == AP_CACHE_CAUSE_REPLACED ||
-              cause == AP_CACHE_CAUSE_EXPLICIT, "cause %d", (int)cause);
+              cause == AP_CACHE_CAUSE_EXPLICIT || cause == AP_CACHE_CAUSE_EXPIRED,
+          "cause %d", (int)cause);
     CHECK(key.bytes == it->key && key.len == it->klen, "release: not the entry's key");
     uint64_t m = atomic_exchange(&it->magic, 0);
     CHECK(m == KV_MAGIC, "value %" PRIu64 " released twice (magic %016" PRIx64 ")", it->id, m);
@@ -474,23 +476,25 @@ static void *kvr_main(void *arg)
                 STRESS_ADD(&r->pins, 1);
                 ap_cache_kv_unpin(r->c, &pin);
             }
-        } else {
+        } else if (stress_below(&w->rng, 2)) {
             if (ap_cache_kv_remove(r->c, key) != AP_OK) { /* absent: fine */
             }
+        } else {
+            (void)ap_cache_kv_maintain(r->c, ap_now_ns()); /* timed runs: EXPIRED */
         }
     }
     return NULL;
 }
 
-static void run_kv(size_t shards, size_t cap, uint64_t max_weight, size_t iters)
+static void run_kv(size_t shards, size_t cap, uint64_t max_weight, uint64_t eaw, size_t iters)
 {
-    if (!stress_begin("cache_kv shards=%zu capacity=%zu max_weight=%" PRIu64, shards, cap,
-                      max_weight))
+    if (!stress_begin("cache_kv shards=%zu capacity=%zu max_weight=%" PRIu64 " expire_ns=%" PRIu64,
+                      shards, cap, max_weight, eaw))
         return;
     kv_run *r = (kv_run *)calloc(1, sizeof *r);
     CHECK(r != NULL, "out of memory");
     ap_cache_kv_desc d = {.capacity = cap, .shards = shards, .max_weight = max_weight,
-                          .release = kvr_release, .ctx = r};
+                          .release = kvr_release, .ctx = r, .expire_after_write = eaw};
     ap_status st = ap_cache_kv_create(&r->c, &d, NULL);
     CHECK(st == AP_OK, "ap_cache_kv_create: %s", ap_status_str(st));
     r->iters = iters;
@@ -511,7 +515,8 @@ static void run_kv(size_t shards, size_t cap, uint64_t max_weight, size_t iters)
     CHECK(s.inserts == STRESS_LOAD(&r->puts), "inserts %" PRIu64 " puts %" PRIu64, s.inserts,
           STRESS_LOAD(&r->puts));
     CHECK(s.released == STRESS_LOAD(&r->releases), "released %" PRIu64, s.released);
-    CHECK(s.evicted > 0 && s.replaced > 0 && s.hits > 0, "the run did not exercise the cache");
+    CHECK(s.evicted > 0 && s.replaced > 0 && s.hits > 0 && (eaw == 0 || s.expired > 0),
+          "the run did not exercise the cache (expired %" PRIu64 ")", s.expired);
     uint64_t held = s.len;
     ap_cache_kv_destroy(r->c); /* releases the rest */
     CHECK(STRESS_LOAD(&r->releases) == STRESS_LOAD(&r->puts),
@@ -538,8 +543,9 @@ int main(int argc, char **argv)
     run_loads(1, 4, 16, 0, nl);
     run_loads(4, 8, 2, 0, nl);              /* slots run out: misses queue for one */
     run_loads(2, 16, 16, 20 * 1000, nl);    /* refresh after 20 us */
-    run_kv(1, 16, 0, nl);
-    run_kv(1, 24, 30, nl);                  /* weight-bound */
-    run_kv(4, 32, 40, nl);
+    run_kv(1, 16, 0, 0, nl);
+    run_kv(1, 24, 30, 0, nl);               /* weight-bound */
+    run_kv(4, 32, 40, 0, nl);
+    run_kv(2, 32, 60, 30 * 1000, nl);       /* entries expire 30 us after their put */
     return stress_finish();
 }
