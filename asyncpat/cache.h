@@ -426,7 +426,8 @@ AP_API AP_NODISCARD ap_status ap_cache_bytes(const ap_cache_desc *desc, size_t *
 AP_API AP_NODISCARD ap_status ap_cache_init(ap_cache *c, void *buf, size_t size,
                                             const ap_cache_desc *desc);
 
-/** ap_cache_fini - end the cache's life; no call may run concurrently */
+/** ap_cache_fini - end the cache's life; no call may run concurrently, no
+ *  load may be in flight and no get_or_load future may still wait */
 AP_API void ap_cache_fini(ap_cache *c);
 
 #ifndef AP_NO_MALLOC
