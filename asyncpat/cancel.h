@@ -135,6 +135,7 @@ typedef struct ap_cancel_cb {
 
 /** a future completing when a token is cancelled (an ap_waitop underneath) */
 typedef struct ap_cancel_fut {
+    ap_future base; /* the future (every future type has .base) */
     ap_waitop op;
 } ap_cancel_fut;
 
@@ -157,6 +158,7 @@ typedef struct ap_tracker {
 
 /** a future completing when a tracker is closed and empty */
 typedef struct ap_tracker_wait_fut {
+    ap_future base; /* the future (every future type has .base) */
     ap_waitop op;
 } ap_tracker_wait_fut;
 
@@ -550,10 +552,14 @@ AP_API ap_status ap__cancel_check(void *obj, void *arg)
     return s != AP__CANCEL_LIVE ? AP_OK : AP_EMPTY;
 }
 
+AP__FUTURE_VTABLE(ap__cancel_fut, ap_cancel_fut, ap_cancel_poll, ap_cancel_fut_cancel)
+
 AP_API void ap_cancel_fut_init(ap_cancel_fut *f, ap_cancel *t)
 {
     AP_ASSERT(f != NULL && t != NULL);
     ap_waitop_init(&f->op, &t->wl, ap__cancel_check, t, NULL);
+    f->base.poll = ap__cancel_fut_poll_v;
+    f->base.cancel = ap__cancel_fut_cancel_v;
 }
 
 AP_API ap_poll ap_cancel_poll(ap_cancel_fut *f, ap_cx *cx)
@@ -721,10 +727,15 @@ AP_API ap_status ap__tracker_check(void *obj, void *arg)
                                                                                 : AP_EMPTY;
 }
 
+AP__FUTURE_VTABLE(ap__tracker_wait, ap_tracker_wait_fut, ap_tracker_wait_poll,
+                  ap_tracker_wait_cancel)
+
 AP_API void ap_tracker_wait_fut_init(ap_tracker_wait_fut *f, ap_tracker *t)
 {
     AP_ASSERT(f != NULL && t != NULL);
     ap_waitop_init(&f->op, &t->wl, ap__tracker_check, t, NULL);
+    f->base.poll = ap__tracker_wait_poll_v;
+    f->base.cancel = ap__tracker_wait_cancel_v;
 }
 
 AP_API ap_poll ap_tracker_wait_poll(ap_tracker_wait_fut *f, ap_cx *cx)

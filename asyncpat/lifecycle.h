@@ -123,6 +123,7 @@ typedef struct ap_life {
 
 /** a future waiting for an ap_life_event (an ap_waitop underneath) */
 typedef struct ap_life_wait_fut {
+    ap_future base; /* the future (every future type has .base) */
     ap_waitop op;
 } ap_life_wait_fut;
 
@@ -389,10 +390,14 @@ AP_API ap_status ap__life_check(void *obj, void *arg)
     return AP_INVAL;
 }
 
+AP__FUTURE_VTABLE(ap__life_wait, ap_life_wait_fut, ap_life_wait_poll, ap_life_wait_cancel)
+
 AP_API void ap_life_wait_fut_init(ap_life_wait_fut *f, ap_life *l, ap_life_event ev)
 {
     AP_ASSERT(f != NULL && l != NULL);
     ap_waitop_init(&f->op, &l->wl, ap__life_check, l, (void *)(uintptr_t)ev);
+    f->base.poll = ap__life_wait_poll_v;
+    f->base.cancel = ap__life_wait_cancel_v;
 }
 
 AP_API ap_poll ap_life_wait_poll(ap_life_wait_fut *f, ap_cx *cx)

@@ -26,6 +26,8 @@
 #include "asyncpat/resilience.h"
 #include "asyncpat/timeout.h"
 #include "asyncpat/fanout.h"
+#include "asyncpat/lifecycle.h"
+#include "asyncpat/cancel.h"
 #include "test_util.h"
 #include <criterion/criterion.h>
 #include <stddef.h>
@@ -58,6 +60,11 @@ BASE_FIRST(ap_retry_fut);
 BASE_FIRST(ap_resil_fut);
 BASE_FIRST(ap_timeout);
 BASE_FIRST(ap_fanout);
+BASE_FIRST(ap_life_wait_fut);
+BASE_FIRST(ap_cancel_fut);
+BASE_FIRST(ap_tracker_wait_fut);
+BASE_FIRST(ap_cancel_race);
+BASE_FIRST(ap_shutdown);
 
 static ap_cx cx_now(tw *w) { return cx_of(w); }
 
