@@ -179,8 +179,8 @@ AP_STATIC_ASSERT(sizeof(ap__topic_node) % 8 == 0, "topic.h: a node is a whole nu
 /** AP_TOPIC_BYTES - buffer bytes for ap_topic_init (constant expression) */
 #define AP_TOPIC_BYTES(capacity, elem_size, nodes)                   \
     ((size_t)(capacity) * AP_TOPIC_STRIDE(elem_size) +               \
-     ((size_t)(nodes) + 1) * sizeof(ap__topic_node) +                 \
-     2 * ((size_t)(nodes) + 1) * 8)
+     2 * ((size_t)(nodes) + 1) * 8 +                                  \
+     (((size_t)(nodes) + 1) * sizeof(ap__topic_node) + 7) / 8 * 8)
 /** AP_TOPIC_SUB_BYTES - a subscription's reference ring (constant expression) */
 #define AP_TOPIC_SUB_BYTES(depth) ((size_t)(depth) * 16)
 /** AP_TOPIC_ALIGN - the alignment both buffers need: 64-bit atomics */
@@ -552,15 +552,17 @@ AP_API ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes, size_t capa
     if (capacity == 0 || elem_size == 0 || nodes == 0 || elem_size > SIZE_MAX / 4 ||
         nodes >= UINT32_MAX / 4 || capacity > (SIZE_MAX >> 8) ||
         !ap__size_muladd(capacity, stride, 0, &store) ||
-        !ap__size_muladd(nodes + 1, sizeof(ap__topic_node), store, &nb) ||
-        !ap__size_muladd(2 * (nodes + 1), 8, nb, &need) || buf == NULL ||
-        (uintptr_t)buf % AP_TOPIC_ALIGN != 0 || bytes < need)
+        !ap__size_muladd(2 * (nodes + 1), 8, store, &nb) ||
+        !ap__size_muladd(nodes + 1, sizeof(ap__topic_node), nb + 7, &need) || buf == NULL ||
+        (uintptr_t)buf % AP_TOPIC_ALIGN != 0 || bytes < need / 8 * 8)
         return AP_INVAL;
     AP_ATOMIC_INIT(&t->lock.held, 0u);
     t->next_slot = t->pinned = t->nblock = 0;
     t->store = (unsigned char *)buf;
-    t->node = (ap__topic_node *)(void *)(t->store + store);
-    t->table = (uint64_t *)(void *)(t->store + nb);
+    /* slots, then the table (8-byte entries), then the nodes: every part
+     * starts 8-aligned whatever sizeof(ap__topic_node) is (60 on i386) */
+    t->table = (uint64_t *)(void *)(t->store + store);
+    t->node = (ap__topic_node *)(void *)(t->store + nb);
     t->capacity = capacity;
     t->elem_size = elem_size;
     t->words = (elem_size + 7) / 8;
