@@ -66,10 +66,10 @@
  *
  * GUARANTEES (invariants the tests check)
  *   - matching is NATS's: a pattern's tokens match the subject's one for
- *     one, `*` matches any one token, a last `>` any one or more; a
- *     subscription receives exactly the messages whose subject its pattern
- *     matches, published after its subscribe returned and before its
- *     unsubscribe (or disconnect) began (both take the publish lock)
+ *     one, `*` matches any one token, a last `>` any one or more; the
+ *     messages meant for a subscription are exactly those whose subject
+ *     its pattern matches, published after its subscribe and before its
+ *     unsubscribe (or disconnect), in the order of the publish lock
  *   - per subscription, in publish order: every such message is received
  *     exactly once or counted in an AP_DROPPED report at its place; at any
  *     quiescent point received + lost == matching messages published
