@@ -751,7 +751,9 @@ AP_API void ap_cache_kv_destroy(ap_cache_kv *c);
  * @weight: the entry's weight; 0: desc.weigher's (or 1 without one)
  * Evicts unpinned entries (SIEVE, cause SIZE) until the entry fits; a
  * present key's entry is replaced (cause REPLACED). Releases run after
- * the shard lock is dropped, before put returns.
+ * the shard lock is dropped, before put returns. When the room it needs
+ * is held by entries another thread is releasing right now, put waits
+ * (spinning) for those release calls to return.
  * Returns AP_OK (the cache now owns @key's bytes and @value until their
  * release), AP_INVAL (weight above the shard's share of max_weight, or a
  * NULL key.bytes with a length), or AP_FULL (pinned entries hold the
