@@ -94,7 +94,13 @@ p142|BATCH_DONE_LOST_WAKE|verify|tests/verify/verify_batch.c||batch_done|1|
 p143|WINDOW_PAR_MAX_WATERMARK|criterion|tests/test_window.c|--filter window/par_theorem_merged_equals_single_threaded||1|
 p143|WINDOW_PAR_MAX_WATERMARK|verify|tests/verify/verify_window.c||window_par_tumbling|1|
 p144|WINDOW_PAR_PUBLISH_LATE|verify|tests/verify/verify_window.c||window_par_tumbling|1|
-p145|WINDOW_PAR_LATE_CHECK_UNLOCKED|verify|tests/verify/verify_window.c||window_par_late|1|'
+p145|WINDOW_PAR_LATE_CHECK_UNLOCKED|verify|tests/verify/verify_window.c||window_par_late|1|
+q1|CACHE_NO_SINGLE_FLIGHT|verify|tests/verify/verify_cache.c||cache_single_flight|1|
+q1|CACHE_NO_SINGLE_FLIGHT|tsan|tests/stress/stress_cache.c||cache loads|1|
+q2|CACHE_KV_RELEASE_PINNED|verify|tests/verify/verify_cache.c||cache_kv_retire_after_unpin|1|
+q2|CACHE_KV_RELEASE_PINNED|c11|tests/verify/verify_cache.c||cache_kv_retire_after_unpin_tso|1|
+q3|CACHE_WHEEL_ONE_LEVEL|criterion|tests/test_cache.c|--filter cache/theorem_wheel_reclaims_exactly_the_expired||1|
+q4|CACHE_EXPIRY_LATE|criterion|tests/test_cache.c|--filter cache/expire_after_write_is_exact_and_hard||1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here

@@ -20,7 +20,7 @@ t0=$(date +%s)
 # more: with registration refused at run time (VF_NO_ASYM=1: seq_cst fences
 # on both sides) and built with -DAP_NO_ASYM_BARRIER (the seq_cst ladder of
 # TSan and non-Linux builds).
-FALLBACK="verify_queue verify_sync verify_close verify_grant"
+FALLBACK="verify_queue verify_sync verify_close verify_grant verify_cache"
 # Every program also runs in the C11 mode (VF_MODE=c11: its *_tso scenarios
 # and those marked .c11 under the C11 memory model of vf.h; bounds in vf.h),
 # recording the relaxed accesses it ran in build/verify/relaxed.cover for
