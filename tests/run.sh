@@ -127,7 +127,7 @@ stage_docs() {
 }
 
 stage_verify() {
-    note "verify: deterministic scheduler, every interleaving within the preemption bound, SC and x86-TSO (tests/verify)"
+    note "verify: deterministic scheduler, every interleaving within the preemption bound, SC, x86-TSO and C11 (tests/verify)"
     out=$(sh tests/verify/run.sh 2>&1); rc=$?
     echo "$out" | sed 's/^/   /'
     count_line verify "$out"
