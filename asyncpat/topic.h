@@ -236,12 +236,14 @@ typedef struct ap_topic_sub {
 } ap_topic_sub;
 
 typedef struct ap_topic_pub_fut {
+    ap_future base; /* first: &f->base is the future (forwards to the typed poll) */
     ap_waitop op;
     const char *subject;
     const void *elem;
 } ap_topic_pub_fut;
 
 typedef struct ap_topic_recv_fut {
+    ap_future base; /* first: &f->base is the future */
     ap_waitop op;
     void *out;
     char *subject;
@@ -1039,15 +1041,6 @@ AP_API ap_status ap__topic_pub_try_v(void *obj, void *arg)
     return ap_topic_try_publish((ap_topic *)obj, f->subject, f->elem);
 }
 
-AP_API void ap_topic_publish_fut_init(ap_topic_pub_fut *f, ap_topic *t, const char *subject,
-                                      const void *elem)
-{
-    AP_ASSERT(f != NULL && t != NULL);
-    f->subject = subject;
-    f->elem = elem;
-    ap_waitop_init(&f->op, &t->pub_wl, ap__topic_pub_try_v, t, f);
-}
-
 AP_API ap_poll ap_topic_publish_poll(ap_topic_pub_fut *f, ap_cx *cx)
 {
     return ap_waitop_poll(&f->op, cx);
@@ -1056,6 +1049,20 @@ AP_API ap_poll ap_topic_publish_poll(ap_topic_pub_fut *f, ap_cx *cx)
 AP_API void ap_topic_publish_cancel(ap_topic_pub_fut *f)
 {
     ap_waitop_cancel(&f->op);
+}
+
+AP__FUTURE_VTABLE(ap__topic_publish, ap_topic_pub_fut, ap_topic_publish_poll,
+                  ap_topic_publish_cancel)
+
+AP_API void ap_topic_publish_fut_init(ap_topic_pub_fut *f, ap_topic *t, const char *subject,
+                                      const void *elem)
+{
+    AP_ASSERT(f != NULL && t != NULL);
+    f->subject = subject;
+    f->elem = elem;
+    ap_waitop_init(&f->op, &t->pub_wl, ap__topic_pub_try_v, t, f);
+    f->base.poll = ap__topic_publish_poll_v;
+    f->base.cancel = ap__topic_publish_cancel_v;
 }
 
 AP_API ap_status ap_topic_publish_status(const ap_topic_pub_fut *f)
@@ -1077,15 +1084,6 @@ AP_API ap_status ap__topic_recv_try_v(void *obj, void *arg)
     return ap_topic_sub_try_recv((ap_topic_sub *)obj, f->out, f->subject, NULL);
 }
 
-AP_API void ap_topic_recv_fut_init(ap_topic_recv_fut *f, ap_topic_sub *sub, void *out,
-                                   char *subject)
-{
-    AP_ASSERT(f != NULL && sub != NULL && sub->bus != NULL);
-    f->out = out;
-    f->subject = subject;
-    ap_waitop_init(&f->op, &sub->wl, ap__topic_recv_try_v, sub, f);
-}
-
 AP_API ap_poll ap_topic_recv_poll(ap_topic_recv_fut *f, ap_cx *cx)
 {
     return ap_waitop_poll(&f->op, cx);
@@ -1094,6 +1092,19 @@ AP_API ap_poll ap_topic_recv_poll(ap_topic_recv_fut *f, ap_cx *cx)
 AP_API void ap_topic_recv_cancel(ap_topic_recv_fut *f)
 {
     ap_waitop_cancel(&f->op);
+}
+
+AP__FUTURE_VTABLE(ap__topic_recv, ap_topic_recv_fut, ap_topic_recv_poll, ap_topic_recv_cancel)
+
+AP_API void ap_topic_recv_fut_init(ap_topic_recv_fut *f, ap_topic_sub *sub, void *out,
+                                   char *subject)
+{
+    AP_ASSERT(f != NULL && sub != NULL && sub->bus != NULL);
+    f->out = out;
+    f->subject = subject;
+    ap_waitop_init(&f->op, &sub->wl, ap__topic_recv_try_v, sub, f);
+    f->base.poll = ap__topic_recv_poll_v;
+    f->base.cancel = ap__topic_recv_cancel_v;
 }
 
 AP_API ap_status ap_topic_recv_status(const ap_topic_recv_fut *f)

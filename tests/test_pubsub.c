@@ -1539,3 +1539,48 @@ Test(topic, stalled_non_block_subscribers_never_hold_the_publisher)
     ap_topic_unsubscribe(&t, &d.s);
     ap_topic_fini(&t);
 }
+
+/* #17: the topic futures expose their ap_future as `base`, first, and
+ * driving it through base is driving the typed poll */
+AP_STATIC_ASSERT(offsetof(ap_topic_pub_fut, base) == 0, "ap_topic_pub_fut: base first");
+AP_STATIC_ASSERT(offsetof(ap_topic_recv_fut, base) == 0, "ap_topic_recv_fut: base first");
+
+Test(topic, futures_are_driven_through_base)
+{
+    ap_topic t;
+    topic_init(&t, 8);
+    tsub blk;
+    EXPECT_EQ(tsub_on(&t, &blk, "a", AP_TOPIC_POLICY_BLOCK, 2), AP_OK);
+    pub(&t, "a", 1);
+    pub(&t, "a", 2);
+    tw wp = {0}, wr = {0};
+    ap_cx cxp = cx_of(&wp), cxr = cx_of(&wr);
+    const uint64_t three = 3;
+    ap_topic_pub_fut pf;
+    ap_topic_publish_fut_init(&pf, &t, "a", &three);
+    EXPECT_EQ(pf.base.poll(&pf.base, &cxp), AP_PENDING, "full: the publish waits");
+    uint64_t v = 0;
+    ap_topic_recv_fut rf;
+    ap_topic_recv_fut_init(&rf, &blk.s, &v, NULL);
+    EXPECT_EQ(rf.base.poll(&rf.base, &cxr), AP_READY);
+    EXPECT_EQ(ap_topic_recv_status(&rf), AP_OK);
+    EXPECT_EQ(v, 1);
+    EXPECT_GE(calls(&wp), 1, "the receive woke the publish");
+    EXPECT_EQ(pf.base.poll(&pf.base, &cxp), AP_READY);
+    EXPECT_EQ(ap_topic_publish_status(&pf), AP_OK);
+    EXPECT_EQ(ap_topic_sub_recv_wait(&blk.s, &v, NULL, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(v, 2);
+    EXPECT_EQ(ap_topic_sub_try_recv(&blk.s, &v, NULL, NULL), AP_OK);
+    EXPECT_EQ(v, 3);
+    /* cancel through base: a parked receive took nothing */
+    ap_topic_recv_fut_init(&rf, &blk.s, &v, NULL);
+    EXPECT_EQ(rf.base.poll(&rf.base, &cxr), AP_PENDING);
+    rf.base.cancel(&rf.base);
+    EXPECT_EQ(ap_topic_recv_status(&rf), AP_CANCELED);
+    EXPECT_NOT(ap_waitlist_has_waiters(&blk.s.wl));
+    pub(&t, "a", 4);
+    EXPECT_EQ(ap_topic_sub_try_recv(&blk.s, &v, NULL, NULL), AP_OK, "the cancelled receive took nothing");
+    EXPECT_EQ(v, 4);
+    ap_topic_unsubscribe(&t, &blk.s);
+    ap_topic_fini(&t);
+}

@@ -208,7 +208,7 @@ static void tp_thread(void *p, int id)
             msg m = {(uint64_t)(i + 1), ~(uint64_t)(i + 1)};
             ap_topic_pub_fut f;
             ap_topic_publish_fut_init(&f, &s->bus, topic_mode == 0 ? "a.x" : "a.b", &m);
-            vf_wait(&f.op.base);
+            vf_wait(&f.base);
             VF_CHECK(ap_topic_publish_status(&f) == AP_OK, "publish: %d",
                      ap_topic_publish_status(&f));
         }
@@ -219,7 +219,7 @@ static void tp_thread(void *p, int id)
             msg m = {0, 0};
             ap_topic_recv_fut f;
             ap_topic_recv_fut_init(&f, &s->blk, &m, NULL);
-            vf_wait(&f.op.base);
+            vf_wait(&f.base);
             VF_CHECK(ap_topic_recv_status(&f) == AP_OK, "BLOCK receive: %d",
                      ap_topic_recv_status(&f));
             VF_CHECK(m.v == want && m.check == ~want, "BLOCK got %lu, expected %lu",
