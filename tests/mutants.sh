@@ -100,7 +100,15 @@ q1|CACHE_NO_SINGLE_FLIGHT|tsan|tests/stress/stress_cache.c||cache loads|1|
 q2|CACHE_KV_RELEASE_PINNED|verify|tests/verify/verify_cache.c||cache_kv_retire_after_unpin|1|
 q2|CACHE_KV_RELEASE_PINNED|c11|tests/verify/verify_cache.c||cache_kv_retire_after_unpin_tso|1|
 q3|CACHE_WHEEL_ONE_LEVEL|criterion|tests/test_cache.c|--filter cache/theorem_wheel_reclaims_exactly_the_expired||1|
-q4|CACHE_EXPIRY_LATE|criterion|tests/test_cache.c|--filter cache/expire_after_write_is_exact_and_hard||1|'
+q4|CACHE_EXPIRY_LATE|criterion|tests/test_cache.c|--filter cache/expire_after_write_is_exact_and_hard||1|
+t1|TOPIC_GT_MATCHES_NOTHING|criterion|tests/test_pubsub.c|--filter topic/matching_follows_nats||1|
+t2|TOPIC_RECV_NO_PUB_WAKE|verify|tests/verify/verify_pubsub.c||topic_block_1p1s_3msg_depth2|1|
+t3|TOPIC_PEND_NOT_TAKEN|criterion|tests/test_pubsub.c|--filter topic/overwrite_reports_exact_drops_in_order||1|
+t4|TOPIC_TAIL_RELAXED|tsan|tests/stress/stress_pubsub.c||topic mix|1|
+t5|TOPIC_UNSUB_NO_LOCK|verify|tests/verify/verify_pubsub.c||topic_unsub_during_publish|1|
+t6|TOPIC_PRUNE_KEEPS_STAR|criterion|tests/test_pubsub.c|--filter topic/pruned_wildcard_leaves_no_trace||1|
+t7|TOPIC_PRUNE_KEEPS_GT|criterion|tests/test_pubsub.c|--filter topic/pruned_wildcard_leaves_no_trace||1|
+t8|TOPIC_CLOSE_NO_MARK|criterion|tests/test_pubsub.c|--filter topic/close_drains_then_closes_and_wakes_everyone||1|'
 
 t0=$(date +%s)
 : >$B/.tally # the loop below runs in a subshell (a pipe): it tallies here
