@@ -114,7 +114,7 @@ static ap_future *fl_start(void *ctx, uint64_t key, void *slotp, uint64_t now)
     for (int i = 0; i < e->n; i++)
         if (e->ld[i].slot == s && e->ld[i].state == LD_LOADING)
             e->violations++; /* slot reused while its load is in flight */
-    cr_assert(e->n < MAXLOADS);
+    EXPECT(e->n < MAXLOADS);
     int id = e->n++;
     ldrec *r = &e->ld[id];
     uint64_t L = e->rng ? rng_next(&e->rng) % (e->L + 1) : e->L;
@@ -142,7 +142,7 @@ static void count_wake(void *ctx) { (*(int *)ctx)++; }
 static env *env_new(uint64_t L, size_t depth)
 {
     env *e = calloc(1, sizeof *e);
-    cr_assert(e != NULL);
+    EXPECT(e != NULL);
     e->L = L;
     e->depth = depth;
     return e;
@@ -153,7 +153,7 @@ static _Alignas(slot) unsigned char ring[AP_PREFETCH_BYTES(MAXD, sizeof(slot))];
 
 static void pf_init(ap_prefetch *pf, env *e, size_t depth, int64_t stride, bool fixed)
 {
-    cr_assert(depth <= MAXD);
+    EXPECT(depth <= MAXD);
     EXPECT_EQ(ap_prefetch_init(pf, ring, sizeof ring,
                                &(ap_prefetch_desc){.start = fl_start, .ctx = e,
                                                    .depth = depth, .slot_size = sizeof(slot),
@@ -218,7 +218,7 @@ Test(prefetch, bytes_is_a_constant_and_desc_defaults)
     EXPECT_EQ(r.stride, 1);
     EXPECT_EQ(r.depth, 2);
     r = ap_prefetch_desc_resolved(&(ap_prefetch_desc){.stride = -3});
-    EXPECT_EQ(r.stride, (uint64_t)-3);
+    EXPECT_EQ(r.stride, -3);
 }
 
 Test(prefetch, bad_input_is_inval_and_changes_nothing)

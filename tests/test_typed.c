@@ -12,8 +12,6 @@
 #include <time.h>
 
 #include "test_util.h"
-#define EXPECT_NOT(c, ...) ck_(__FILE__, __LINE__, "!(" #c ")", CK_TRUE, (uintmax_t)!(c), 0, "" __VA_ARGS__)
-#define EXPECT_NULL(p, ...) EXPECT((p) == NULL, __VA_ARGS__)
 
 struct rec {
     uint64_t id;

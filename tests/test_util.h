@@ -75,52 +75,148 @@ TU_UNUSED static ap_cx cx_of(tw *t) { return (ap_cx){{tw_wake, t}, 0, AP_DEADLIN
  * Criterion's assertion macros cost ~25 ms of ASan compile time each, and
  * this file makes hundreds of checks; so every check is a call to one
  * function, which reports the caller's file and line to Criterion.
- * EXPECT_* compare integers and enums as uintmax_t; pointers go through
- * EXPECT. Messages are optional printf-style string literals. */
+ * EXPECT_EQ/NE/LT/LE/GT/GE evaluate each operand exactly once and compare
+ * values, not bit patterns: a negative signed operand is below every
+ * unsigned one (-1 < 0u holds, -1 == UINT64_MAX does not), a floating
+ * operand is compared as long double (never truncated; NaN fails all but
+ * NE), pointers compare by address. EXPECT/EXPECT_NOT take a condition,
+ * EXPECT_NULL/NOT_NULL a pointer, EXPECT_STR_EQ/NE two strings (NULL only
+ * equals NULL), EXPECT_FAIL fails outright. Messages are optional
+ * printf-style string literals. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 enum { CK_TRUE, CK_EQ, CK_NE, CK_LT, CK_LE, CK_GT, CK_GE };
 
-TU_UNUSED static void ck_(const char *file, int line, const char *expr, int op, uintmax_t a,
-                uintmax_t b, const char *fmt, ...)
+/* One operand, by kind: 'i' signed integer, 'u' unsigned integer (and
+ * bool), 'f' floating, 'p' pointer (address in u). */
+typedef struct ck_val {
+    char kind;
+    intmax_t i;
+    uintmax_t u;
+    long double f;
+} ck_val;
+
+TU_UNUSED static ck_val ck_vi(intmax_t v) { return (ck_val){'i', v, (uintmax_t)v, (long double)v}; }
+TU_UNUSED static ck_val ck_vu(uintmax_t v) { return (ck_val){'u', 0, v, (long double)v}; }
+TU_UNUSED static ck_val ck_vf(long double v) { return (ck_val){'f', 0, 0, v}; }
+TU_UNUSED static ck_val ck_vp(const volatile void *v)
 {
-    bool ok = op == CK_TRUE ? a != 0
-            : op == CK_EQ   ? a == b
-            : op == CK_NE   ? a != b
-            : op == CK_LT   ? a < b
-            : op == CK_LE   ? a <= b
-            : op == CK_GT   ? a > b
-                            : a >= b;
-    if (ok)
-        return;
-    char note[256], msg[640];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(note, sizeof note, fmt, ap);
-    va_end(ap);
-    if (op == CK_TRUE)
-        snprintf(msg, sizeof msg, "%s%s%s", expr, *note ? " -- " : "", note);
+    return (ck_val){'p', 0, (uintmax_t)(uintptr_t)v, 0};
+}
+
+/* The operand is evaluated once, in the call; _Generic's controlling
+ * expression is not evaluated. */
+#define CK_V(x) \
+    _Generic((x), \
+        _Bool: ck_vu, char: ck_vi, signed char: ck_vi, unsigned char: ck_vu, \
+        short: ck_vi, unsigned short: ck_vu, int: ck_vi, unsigned int: ck_vu, \
+        long: ck_vi, unsigned long: ck_vu, long long: ck_vi, unsigned long long: ck_vu, \
+        float: ck_vf, double: ck_vf, long double: ck_vf, default: ck_vp)(x)
+
+/* -1, 0, 1, or 2 when unordered (a NaN). */
+TU_UNUSED static int ck_cmp(ck_val a, ck_val b)
+{
+    if (a.kind == 'f' || b.kind == 'f') {
+        if (a.f != a.f || b.f != b.f)
+            return 2;
+        return a.f < b.f ? -1 : a.f > b.f;
+    }
+    bool an = a.kind == 'i' && a.i < 0, bn = b.kind == 'i' && b.i < 0;
+    if (an && bn)
+        return a.i < b.i ? -1 : a.i > b.i;
+    if (an || bn)
+        return an ? -1 : 1;
+    return a.u < b.u ? -1 : a.u > b.u;
+}
+
+TU_UNUSED static void ck_show(char *buf, size_t n, ck_val v)
+{
+    if (v.kind == 'i')
+        snprintf(buf, n, "%jd", v.i);
+    else if (v.kind == 'u')
+        snprintf(buf, n, "%ju", v.u);
+    else if (v.kind == 'f')
+        snprintf(buf, n, "%.21Lg", v.f);
     else
-        snprintf(msg, sizeof msg, "%s, got %ju and %ju%s%s", expr, a, b, *note ? " -- " : "", note);
+        snprintf(buf, n, "0x%jx", v.u);
+}
+
+TU_UNUSED static void ck_fail_(const char *file, int line, const char *what, const char *fmt,
+                               va_list ap)
+{
+    char note[256], msg[768];
+    vsnprintf(note, sizeof note, fmt, ap);
+    snprintf(msg, sizeof msg, "%s%s%s", what, *note ? " -- " : "", note);
     struct criterion_assert_stats st = {.message = msg, .passed = false,
                                         .line = (unsigned)line, .file = file};
     criterion_send_assert(&st);
     criterion_abort_test();
 }
 
+TU_UNUSED static void ck_(const char *file, int line, const char *expr, int op, ck_val a,
+                          ck_val b, const char *fmt, ...)
+{
+    int c = op == CK_TRUE ? 0 : ck_cmp(a, b);
+    bool ok = op == CK_TRUE ? a.u != 0
+            : op == CK_EQ   ? c == 0
+            : op == CK_NE   ? c != 0
+            : op == CK_LT   ? c == -1
+            : op == CK_LE   ? c == -1 || c == 0
+            : op == CK_GT   ? c == 1
+                            : c == 1 || c == 0;
+    if (ok)
+        return;
+    char what[384], sa[48], sb[48];
+    if (op == CK_TRUE) {
+        snprintf(what, sizeof what, "%s", expr);
+    } else {
+        ck_show(sa, sizeof sa, a);
+        ck_show(sb, sizeof sb, b);
+        snprintf(what, sizeof what, "%s, got %s and %s", expr, sa, sb);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    ck_fail_(file, line, what, fmt, ap);
+    va_end(ap);
+}
+
+TU_UNUSED static void ck_str_(const char *file, int line, const char *expr, bool want_eq,
+                              const char *a, const char *b, const char *fmt, ...)
+{
+    bool eq = (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+    if (eq == want_eq)
+        return;
+    char what[640];
+    snprintf(what, sizeof what, "%s, got \"%.200s\" and \"%.200s\"", expr, a ? a : "(null)",
+             b ? b : "(null)");
+    va_list ap;
+    va_start(ap, fmt);
+    ck_fail_(file, line, what, fmt, ap);
+    va_end(ap);
+}
+
 #define CK_CMP(op, sym, a, b, ...) \
-    ck_(__FILE__, __LINE__, #a " " sym " " #b, op, (uintmax_t)(a), (uintmax_t)(b), "" __VA_ARGS__)
+    ck_(__FILE__, __LINE__, #a " " sym " " #b, op, CK_V(a), CK_V(b), "" __VA_ARGS__)
 #define EXPECT_EQ(a, b, ...) CK_CMP(CK_EQ, "==", a, b, __VA_ARGS__)
 #define EXPECT_NE(a, b, ...) CK_CMP(CK_NE, "!=", a, b, __VA_ARGS__)
 #define EXPECT_LT(a, b, ...) CK_CMP(CK_LT, "<", a, b, __VA_ARGS__)
 #define EXPECT_LE(a, b, ...) CK_CMP(CK_LE, "<=", a, b, __VA_ARGS__)
 #define EXPECT_GT(a, b, ...) CK_CMP(CK_GT, ">", a, b, __VA_ARGS__)
 #define EXPECT_GE(a, b, ...) CK_CMP(CK_GE, ">=", a, b, __VA_ARGS__)
-#define EXPECT(c, ...) ck_(__FILE__, __LINE__, #c, CK_TRUE, (uintmax_t)!!(c), 0, "" __VA_ARGS__)
-#define EXPECT_NOT(c, ...) ck_(__FILE__, __LINE__, "!(" #c ")", CK_TRUE, (uintmax_t)!(c), 0, "" __VA_ARGS__)
+#define EXPECT(c, ...) \
+    ck_(__FILE__, __LINE__, #c, CK_TRUE, ck_vu(!!(c)), ck_vu(0), "" __VA_ARGS__)
+#define EXPECT_NOT(c, ...) \
+    ck_(__FILE__, __LINE__, "!(" #c ")", CK_TRUE, ck_vu(!(c)), ck_vu(0), "" __VA_ARGS__)
 #define EXPECT_NULL(p, ...) EXPECT((p) == NULL, __VA_ARGS__)
 #define EXPECT_NOT_NULL(p, ...) EXPECT((p) != NULL, __VA_ARGS__)
+#define EXPECT_STR_EQ(a, b, ...) \
+    ck_str_(__FILE__, __LINE__, #a " == " #b, true, (a), (b), "" __VA_ARGS__)
+#define EXPECT_STR_NE(a, b, ...) \
+    ck_str_(__FILE__, __LINE__, #a " != " #b, false, (a), (b), "" __VA_ARGS__)
+#define EXPECT_FAIL(...) \
+    ck_(__FILE__, __LINE__, "EXPECT_FAIL", CK_TRUE, ck_vu(0), ck_vu(0), "" __VA_ARGS__)
 
 /* ---- shared helpers ---- */
 
