@@ -32,11 +32,11 @@ typedef struct fixture {
 static fixture *mk(size_t cap, ap_bp_strategy s, size_t high, size_t low)
 {
     fixture *f = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof *f, AP_CACHELINE));
-    cr_assert_not_null(f);
+    EXPECT_NOT_NULL(f);
     ap_bp_desc d = {.capacity = cap, .elem_size = sizeof(uint64_t), .strategy = s,
                     .high_watermark = high, .low_watermark = low,
                     .throttle = {.n = 10, .period_ns = AP_NS_PER_SEC, .burst = 1}};
-    cr_assert_eq(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
+    EXPECT_EQ(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
     return f;
 }
 
@@ -51,7 +51,7 @@ static ap_status push(ap_bp *bp, uint64_t v) { return ap_bp_push(bp, &v, 0, NULL
 static uint64_t pop1(ap_bp *bp)
 {
     uint64_t v = 0;
-    cr_assert_eq(ap_bp_try_pop(bp, &v), AP_OK);
+    EXPECT_EQ(ap_bp_try_pop(bp, &v), AP_OK);
     return v;
 }
 
@@ -60,14 +60,14 @@ static void check_identities(ap_bp *bp)
 {
     ap_bp_stats s;
     ap_bp_stats_get(bp, &s);
-    cr_expect_eq(s.offered, s.accepted + s.dropped_newest + s.throttled + s.full + s.closed +
+    EXPECT_EQ(s.offered, s.accepted + s.dropped_newest + s.throttled + s.full + s.closed +
                                 s.canceled,
                  "offered %llu != outcomes", (unsigned long long)s.offered);
-    cr_expect_eq(s.accepted, s.popped + s.dropped_oldest + ap_bp_len(bp),
+    EXPECT_EQ(s.accepted, s.popped + s.dropped_oldest + ap_bp_len(bp),
                  "accepted %llu popped %llu dropped_oldest %llu len %zu",
                  (unsigned long long)s.accepted, (unsigned long long)s.popped,
                  (unsigned long long)s.dropped_oldest, ap_bp_len(bp));
-    cr_expect_eq(ap_bp_len(bp), ap_mpmc_len(&bp->q));
+    EXPECT_EQ(ap_bp_len(bp), ap_mpmc_len(&bp->q));
 }
 
 /* ---- configuration ---- */
@@ -75,14 +75,14 @@ static void check_identities(ap_bp *bp)
 Test(backpressure, desc_defaults)
 {
     ap_bp_desc d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 10, .elem_size = 8});
-    cr_expect_eq(d.high_watermark, 10);
-    cr_expect_eq(d.low_watermark, 5);
-    cr_expect_eq(d.strategy, AP_BP_STRATEGY_BLOCK);
+    EXPECT_EQ(d.high_watermark, 10);
+    EXPECT_EQ(d.low_watermark, 5);
+    EXPECT_EQ(d.strategy, AP_BP_STRATEGY_BLOCK);
     d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 10, .elem_size = 8, .high_watermark = 7});
-    cr_expect_eq(d.low_watermark, 3);
+    EXPECT_EQ(d.low_watermark, 3);
     d = ap_bp_desc_resolved(&(ap_bp_desc){.capacity = 1, .elem_size = 8});
-    cr_expect_eq(d.high_watermark, 1);
-    cr_expect_eq(d.low_watermark, 0);
+    EXPECT_EQ(d.high_watermark, 1);
+    EXPECT_EQ(d.low_watermark, 0);
 }
 
 Test(backpressure, init_bad_config_is_inval_and_changes_nothing)
@@ -104,21 +104,21 @@ Test(backpressure, init_bad_config_is_inval_and_changes_nothing)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&f, 0xAB, sizeof f);
-        cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf, &bad[i]), AP_INVAL, "case %zu", i);
+        EXPECT_EQ(ap_bp_init(&f.bp, f.buf, sizeof f.buf, &bad[i]), AP_INVAL, "case %zu", i);
         for (size_t k = 0; k < sizeof f; k++)
             if (((unsigned char *)&f)[k] != 0xAB)
-                cr_assert_fail("case %zu changed byte %zu", i, k);
+                EXPECT_FAIL("case %zu changed byte %zu", i, k);
     }
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf, NULL), AP_INVAL);
+    EXPECT_EQ(ap_bp_init(&f.bp, f.buf, sizeof f.buf, NULL), AP_INVAL);
     /* the edges that are valid */
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
+    EXPECT_EQ(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 1, .elem_size = 8}),
                  AP_OK);
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
+    EXPECT_EQ(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 4, .elem_size = 8, .high_watermark = 4,
                                           .low_watermark = 3}),
                  AP_OK);
-    cr_expect_eq(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
+    EXPECT_EQ(ap_bp_init(&f.bp, f.buf, sizeof f.buf,
                             &(ap_bp_desc){.capacity = 4, .elem_size = 8,
                                           .strategy = AP_BP_STRATEGY_THROTTLE,
                                           .throttle = {.n = 1, .burst = 1}}),
@@ -138,7 +138,7 @@ Test(backpressure, bad_buffers_and_arguments_are_inval_and_change_nothing)
                        AP_BP_ALIGN == _Alignof(size_t),
                    "constant expressions");
     static char as_array_size[AP_BP_ALIGN];
-    cr_expect_eq(sizeof as_array_size, _Alignof(size_t));
+    EXPECT_EQ(sizeof as_array_size, _Alignof(size_t));
     const ap_bp_desc ok = {.capacity = CAP, .elem_size = ES};
     const ap_bp_desc thr = {.capacity = CAP, .elem_size = ES, .strategy = AP_BP_STRATEGY_THROTTLE,
                             .throttle = {.n = 1, .burst = 1}};
@@ -163,24 +163,24 @@ Test(backpressure, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memset(b, 0xC3, sizeof words);
         memcpy(o_before, &f.bp, sizeof f.bp);
         memcpy(b_before, b, sizeof words);
-        cr_expect_eq(ap_bp_init(&f.bp, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL,
+        EXPECT_EQ(ap_bp_init(&f.bp, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL,
                      "%s", cases[i].what);
-        cr_expect(memcmp(o_before, &f.bp, sizeof f.bp) == 0, "%s: the object changed",
+        EXPECT(memcmp(o_before, &f.bp, sizeof f.bp) == 0, "%s: the object changed",
                   cases[i].what);
-        cr_expect(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
+        EXPECT(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
                   cases[i].what);
     }
     /* exactly enough works; the excess is not touched */
     memset(b, 0xC3, sizeof words);
-    cr_assert_eq(ap_bp_init(&f.bp, b, need, &ok), AP_OK);
+    EXPECT_EQ(ap_bp_init(&f.bp, b, need, &ok), AP_OK);
     for (uint64_t k = 0; k < 3 * CAP; k++) {
         uint64_t x = k, y = 0;
-        cr_expect_eq(ap_bp_push(&f.bp, &x, 0, NULL, NULL), AP_OK);
-        cr_expect_eq(ap_bp_try_pop(&f.bp, &y), AP_OK);
-        cr_expect_eq(y, k);
+        EXPECT_EQ(ap_bp_push(&f.bp, &x, 0, NULL, NULL), AP_OK);
+        EXPECT_EQ(ap_bp_try_pop(&f.bp, &y), AP_OK);
+        EXPECT_EQ(y, k);
     }
     for (size_t i = need; i < sizeof words; i++)
-        cr_expect_eq(b[i], 0xC3, "byte %zu past the buffer written", i);
+        EXPECT_EQ(b[i], 0xC3, "byte %zu past the buffer written", i);
     ap_bp_fini(&f.bp);
 }
 
@@ -191,23 +191,23 @@ Test(backpressure, create_destroy_and_inval_allocates_nothing)
     counting c = {0};
     ap_allocator a = {cnt_alloc, cnt_free, &c};
     ap_bp *bp = (ap_bp *)(uintptr_t)0x1;
-    cr_expect_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
                                                  .low_watermark = 4}, &a), AP_INVAL);
-    cr_expect_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8,
                                                  .strategy = AP_BP_STRATEGY_THROTTLE}, &a), AP_INVAL);
-    cr_expect_eq(c.allocs, 0);
-    cr_expect_eq(bp, (ap_bp *)(uintptr_t)0x1);
+    EXPECT_EQ(c.allocs, 0);
+    EXPECT_EQ(bp, (ap_bp *)(uintptr_t)0x1);
     c.fail = true;
-    cr_expect_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8}, &a), AP_NOMEM);
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8}, &a), AP_NOMEM);
     c.fail = false;
-    cr_assert_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 5, .elem_size = 8}, &a), AP_OK);
-    cr_expect_eq((uintptr_t)bp % AP_CACHELINE, 0);
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 5, .elem_size = 8}, &a), AP_OK);
+    EXPECT_EQ((uintptr_t)bp % AP_CACHELINE, 0);
     for (uint64_t i = 0; i < 5; i++)
-        cr_expect_eq(push(bp, i), AP_OK);
-    cr_expect_eq(push(bp, 9), AP_FULL);
-    cr_expect_eq(pop1(bp), 0);
+        EXPECT_EQ(push(bp, i), AP_OK);
+    EXPECT_EQ(push(bp, 9), AP_FULL);
+    EXPECT_EQ(pop1(bp), 0);
     ap_bp_destroy(bp);
-    cr_expect_eq(c.frees, 1);
+    EXPECT_EQ(c.frees, 1);
     ap_bp_destroy(NULL);
 }
 
@@ -216,11 +216,11 @@ Test(backpressure, fini_then_destroy_frees_once)
     counting c = {0};
     ap_allocator a = {cnt_alloc, cnt_free, &c};
     ap_bp *bp = NULL;
-    cr_assert_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 5, .elem_size = 8}, &a), AP_OK);
-    cr_expect_eq(push(bp, 1), AP_OK);
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 5, .elem_size = 8}, &a), AP_OK);
+    EXPECT_EQ(push(bp, 1), AP_OK);
     ap_bp_fini(bp); /* then destroy: must not fini again, must free it all */
     ap_bp_destroy(bp);
-    cr_expect_eq(c.frees, 1);
+    EXPECT_EQ(c.frees, 1);
 }
 
 /* Every build, not only AP_DEBUG: a waiting future at end of life would be
@@ -228,13 +228,13 @@ Test(backpressure, fini_then_destroy_frees_once)
 Test(backpressure, fini_with_a_waiting_pop_future_asserts, .signal = SIGABRT)
 {
     ap_bp *bp = NULL;
-    cr_assert_eq(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8}, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_create(&bp, &(ap_bp_desc){.capacity = 4, .elem_size = 8}, NULL), AP_OK);
     tw t = {0};
     ap_cx cx = cx_of(&t);
     uint64_t out;
     ap_bp_pop_fut pf;
     ap_bp_pop_fut_init(&pf, bp, &out);
-    cr_assert_eq(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
     ap_bp_fini(bp);
 }
 
@@ -252,20 +252,20 @@ Test(backpressure, block_refuses_when_full_and_keeps_fifo)
 {
     fixture *f = mk(4, AP_BP_STRATEGY_BLOCK, 0, 0);
     for (uint64_t i = 1; i <= 4; i++)
-        cr_expect_eq(push(&f->bp, i), AP_OK);
-    cr_expect_eq(push(&f->bp, 5), AP_FULL);
-    cr_expect_eq(ap_bp_len(&f->bp), 4);
+        EXPECT_EQ(push(&f->bp, i), AP_OK);
+    EXPECT_EQ(push(&f->bp, 5), AP_FULL);
+    EXPECT_EQ(ap_bp_len(&f->bp), 4);
     for (uint64_t i = 1; i <= 4; i++)
-        cr_expect_eq(pop1(&f->bp), i);
+        EXPECT_EQ(pop1(&f->bp), i);
     uint64_t v = 77;
-    cr_expect_eq(ap_bp_try_pop(&f->bp, &v), AP_EMPTY);
-    cr_expect_eq(v, 77, "out untouched on failure");
+    EXPECT_EQ(ap_bp_try_pop(&f->bp, &v), AP_EMPTY);
+    EXPECT_EQ(v, 77, "out untouched on failure");
     ap_bp_stats s;
     ap_bp_stats_get(&f->bp, &s);
-    cr_expect_eq(s.offered, 5);
-    cr_expect_eq(s.accepted, 4);
-    cr_expect_eq(s.full, 1);
-    cr_expect_eq(s.popped, 4);
+    EXPECT_EQ(s.offered, 5);
+    EXPECT_EQ(s.accepted, 4);
+    EXPECT_EQ(s.full, 1);
+    EXPECT_EQ(s.popped, 4);
     check_identities(&f->bp);
     rm(f);
 }
@@ -277,24 +277,24 @@ Test(backpressure, drop_newest_refuses_and_counts)
     for (uint64_t i = 1; i <= 10; i++) {
         uint64_t v = i, ev = 99;
         ap_status st = ap_bp_push(&f->bp, &v, 0, &ev, NULL);
-        cr_expect(st == AP_OK || st == AP_DROPPED);
-        cr_expect_eq(ev, 99, "DROP_NEWEST never writes evicted_out");
-        cr_expect_eq(v, i, "the element stays with the caller");
+        EXPECT(st == AP_OK || st == AP_DROPPED);
+        EXPECT_EQ(ev, 99, "DROP_NEWEST never writes evicted_out");
+        EXPECT_EQ(v, i, "the element stays with the caller");
         ok += st == AP_OK;
         dropped += st == AP_DROPPED;
         if (i == 7)
-            cr_expect_eq(pop1(&f->bp), 1); /* room for one more: 8 gets in */
+            EXPECT_EQ(pop1(&f->bp), 1); /* room for one more: 8 gets in */
     }
-    cr_expect_eq(ok, 5);
-    cr_expect_eq(dropped, 5);
+    EXPECT_EQ(ok, 5);
+    EXPECT_EQ(dropped, 5);
     const uint64_t want[] = {2, 3, 4, 8};
     for (size_t i = 0; i < 4; i++)
-        cr_expect_eq(pop1(&f->bp), want[i]);
+        EXPECT_EQ(pop1(&f->bp), want[i]);
     ap_bp_stats s;
     ap_bp_stats_get(&f->bp, &s);
-    cr_expect_eq(s.dropped_newest, 5);
-    cr_expect_eq(s.accepted, 5);
-    cr_expect_eq(s.popped, 5);
+    EXPECT_EQ(s.dropped_newest, 5);
+    EXPECT_EQ(s.accepted, 5);
+    EXPECT_EQ(s.popped, 5);
     check_identities(&f->bp);
     rm(f);
 }
@@ -307,28 +307,28 @@ Test(backpressure, drop_oldest_evicts_exactly_the_oldest_in_order)
         uint64_t ev = 0;
         ap_status st = ap_bp_push(&f->bp, &i, 0, &ev, NULL);
         if (i <= 3 || i == 7) {
-            cr_expect_eq(st, AP_OK);
-            cr_expect_eq(ev, 0, "untouched on AP_OK");
+            EXPECT_EQ(st, AP_OK);
+            EXPECT_EQ(ev, 0, "untouched on AP_OK");
         } else {
-            cr_expect_eq(st, AP_DROPPED);
-            cr_expect_eq(ev, next_evicted, "evicted %llu, want %llu", (unsigned long long)ev,
+            EXPECT_EQ(st, AP_DROPPED);
+            EXPECT_EQ(ev, next_evicted, "evicted %llu, want %llu", (unsigned long long)ev,
                          (unsigned long long)next_evicted);
             next_evicted++;
         }
         if (i == 6) /* a pop in between: the next push needs no eviction */
-            cr_expect_eq(pop1(&f->bp), 4);
+            EXPECT_EQ(pop1(&f->bp), 4);
         if (i == 6)
             next_evicted = 5;
     }
     /* 1..3 in; 4,5,6 evict 1,2,3; pop takes 4; 7 fits; 8,9,10 evict 5,6,7 */
-    cr_expect_eq(next_evicted, 8);
+    EXPECT_EQ(next_evicted, 8);
     for (uint64_t i = 8; i <= 10; i++)
-        cr_expect_eq(pop1(&f->bp), i);
+        EXPECT_EQ(pop1(&f->bp), i);
     ap_bp_stats s;
     ap_bp_stats_get(&f->bp, &s);
-    cr_expect_eq(s.accepted, 10);
-    cr_expect_eq(s.dropped_oldest, 6);
-    cr_expect_eq(s.popped, 4);
+    EXPECT_EQ(s.accepted, 10);
+    EXPECT_EQ(s.dropped_oldest, 6);
+    EXPECT_EQ(s.popped, 4);
     check_identities(&f->bp);
     rm(f);
 }
@@ -349,16 +349,16 @@ Test(backpressure, conservation_per_strategy)
                 if (st == AP_OK || st == AP_DROPPED)
                     seq += st == AP_OK || s == AP_BP_STRATEGY_DROP_OLDEST;
                 if (st == AP_DROPPED && s == AP_BP_STRATEGY_DROP_OLDEST) {
-                    cr_assert_eq(ev, expect_pop, "evicted the oldest");
+                    EXPECT_EQ(ev, expect_pop, "evicted the oldest");
                     expect_pop++;
                     evicted++;
                 }
                 if (st == AP_REJECTED)
-                    cr_assert_gt(at, now);
+                    EXPECT_GT(at, now);
             } else {
                 uint64_t v;
                 if (ap_bp_try_pop(&f->bp, &v) == AP_OK) {
-                    cr_assert_eq(v, expect_pop, "FIFO");
+                    EXPECT_EQ(v, expect_pop, "FIFO");
                     expect_pop++;
                     got++;
                 }
@@ -366,15 +366,15 @@ Test(backpressure, conservation_per_strategy)
         }
         ap_bp_stats st;
         ap_bp_stats_get(&f->bp, &st);
-        cr_expect_eq(st.popped, got);
-        cr_expect_eq(st.dropped_oldest, evicted);
-        cr_expect_eq(st.accepted, seq);
+        EXPECT_EQ(st.popped, got);
+        EXPECT_EQ(st.dropped_oldest, evicted);
+        EXPECT_EQ(st.accepted, seq);
         if (s == AP_BP_STRATEGY_THROTTLE)
-            cr_expect_gt(st.throttled, 0);
+            EXPECT_GT(st.throttled, 0);
         if (s == AP_BP_STRATEGY_DROP_NEWEST)
-            cr_expect_gt(st.dropped_newest, 0);
+            EXPECT_GT(st.dropped_newest, 0);
         if (s == AP_BP_STRATEGY_DROP_OLDEST)
-            cr_expect_gt(st.dropped_oldest, 0);
+            EXPECT_GT(st.dropped_oldest, 0);
         check_identities(&f->bp);
         rm(f);
     }
@@ -395,7 +395,7 @@ Test(backpressure, watermark_hysteresis_is_exact)
         for (int i = 0; i < (d > 0 ? d : -d); i++) {
             ap_bp_level_state before = ap_bp_level(bp);
             if (d > 0)
-                cr_assert_eq(push(bp, n++), AP_OK);
+                EXPECT_EQ(push(bp, n++), AP_OK);
             else
                 (void)pop1(bp);
             size_t len = ap_bp_len(bp);
@@ -404,12 +404,12 @@ Test(backpressure, watermark_hysteresis_is_exact)
                 want = AP_BP_LEVEL_STATE_HIGH;
             if (d < 0 && len == 3)
                 want = AP_BP_LEVEL_STATE_LOW;
-            cr_assert_eq(ap_bp_level(bp), want, "step %zu.%d: len %zu level %d want %d", k, i,
+            EXPECT_EQ(ap_bp_level(bp), want, "step %zu.%d: len %zu level %d want %d", k, i,
                          len, ap_bp_level(bp), want);
         }
     }
-    cr_expect_eq(ap_bp_len(bp), 3);
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
+    EXPECT_EQ(ap_bp_len(bp), 3);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
     rm(f);
 }
 
@@ -421,40 +421,40 @@ Test(backpressure, low_future_is_woken_exactly_at_the_crossing)
     ap_cx cx = cx_of(&t);
     ap_bp_low_fut lf;
     ap_bp_low_fut_init(&lf, bp); /* LOW now: ready at once */
-    cr_expect_eq(ap_bp_low_poll(&lf, &cx), AP_READY);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_OK);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_OK);
     for (uint64_t i = 0; i < 7; i++)
-        cr_assert_eq(push(bp, i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
+        EXPECT_EQ(push(bp, i), AP_OK);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_low_fut_init(&lf, bp);
-    cr_expect_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_NOT_READY);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_NOT_READY);
     for (int i = 0; i < 4; i++) { /* 7 -> 3: still HIGH */
         (void)pop1(bp);
-        cr_expect_eq(calls(&t), 0, "woken early at len %zu", ap_bp_len(bp));
+        EXPECT_EQ(calls(&t), 0, "woken early at len %zu", ap_bp_len(bp));
     }
-    cr_expect_eq(push(bp, 100), AP_OK); /* 4: pushes never wake it */
+    EXPECT_EQ(push(bp, 100), AP_OK); /* 4: pushes never wake it */
     (void)pop1(bp);                     /* 3 */
-    cr_expect_eq(calls(&t), 0);
+    EXPECT_EQ(calls(&t), 0);
     (void)pop1(bp); /* 2: the crossing */
-    cr_expect_eq(calls(&t), 1);
-    cr_expect_eq(ap_bp_low_poll(&lf, &cx), AP_READY);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_OK);
+    EXPECT_EQ(calls(&t), 1);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_OK);
     (void)pop1(bp);
-    cr_expect_eq(calls(&t), 1, "no wake after completion");
+    EXPECT_EQ(calls(&t), 1, "no wake after completion");
     /* a cancelled low future gets no wake; cancel is idempotent */
     for (uint64_t i = 0; i < 6; i++)
-        cr_assert_eq(push(bp, i), AP_OK);
+        EXPECT_EQ(push(bp, i), AP_OK);
     tw t2 = {0};
     ap_cx cx2 = cx_of(&t2);
     ap_bp_low_fut_init(&lf, bp);
-    cr_expect_eq(ap_bp_low_poll(&lf, &cx2), AP_PENDING);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx2), AP_PENDING);
     ap_bp_low_cancel(&lf);
     ap_bp_low_cancel(&lf);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_CANCELED);
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_CANCELED);
     while (ap_bp_len(bp))
         (void)pop1(bp);
-    cr_expect_eq(calls(&t2), 0);
+    EXPECT_EQ(calls(&t2), 0);
     rm(f);
 }
 
@@ -467,24 +467,24 @@ Test(backpressure, low_future_sees_a_crossing_even_if_high_again)
     tw t = {0};
     ap_cx cx = cx_of(&t);
     for (uint64_t i = 0; i < 6; i++)
-        cr_assert_eq(push(bp, i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
+        EXPECT_EQ(push(bp, i), AP_OK);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_low_fut lf;
     ap_bp_low_fut_init(&lf, bp);
-    cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx), AP_PENDING);
     while (ap_bp_len(bp) > 2) /* down to low: the crossing */
         (void)pop1(bp);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
-    cr_assert_eq(calls(&t), 1);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
+    EXPECT_EQ(calls(&t), 1);
     for (uint64_t i = 0; i < 4; i++) /* back up to high before the poll */
-        cr_assert_eq(push(bp, 10 + i), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
-    cr_assert_eq(ap_bp_low_poll(&lf, &cx), AP_READY, "the crossing was lost");
-    cr_assert_eq(ap_bp_low_status(&lf), AP_OK);
+        EXPECT_EQ(push(bp, 10 + i), AP_OK);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cx), AP_READY, "the crossing was lost");
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_OK);
     /* a future started after that crossing waits for the next one */
     ap_bp_low_fut lf2;
     ap_bp_low_fut_init(&lf2, bp);
-    cr_assert_eq(ap_bp_low_poll(&lf2, &cx), AP_PENDING);
+    EXPECT_EQ(ap_bp_low_poll(&lf2, &cx), AP_PENDING);
     ap_bp_low_cancel(&lf2);
     while (ap_bp_len(bp))
         (void)pop1(bp);
@@ -501,35 +501,35 @@ Test(backpressure, throttle_paces_only_above_the_high_watermark)
     const uint64_t ms = AP_NS_PER_MS;
     uint64_t at = 0, v = 0;
     for (int i = 0; i < 4; i++) /* LOW before each: free, at t = 0 */
-        cr_assert_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK);
-    cr_assert_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
-    cr_expect_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK); /* the burst token */
+        EXPECT_EQ(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
+    EXPECT_EQ(ap_bp_push(bp, &v, 0, NULL, &at), AP_OK); /* the burst token */
     at = 0;
-    cr_expect_eq(ap_bp_push(bp, &v, 0, NULL, &at), AP_REJECTED);
-    cr_expect_eq(at, 100 * ms);
-    cr_expect_eq(ap_bp_len(bp), 5, "a rejected push leaves nothing reserved");
-    cr_expect_eq(ap_bp_push(bp, &v, 100 * ms - 1, NULL, &at), AP_REJECTED);
-    cr_expect_eq(at, 100 * ms);
-    cr_expect_eq(ap_bp_push(bp, &v, 100 * ms, NULL, NULL), AP_OK);
-    cr_expect_eq(ap_bp_push(bp, &v, 150 * ms, NULL, &at), AP_REJECTED);
-    cr_expect_eq(at, 200 * ms);
-    cr_expect_eq(ap_bp_push(bp, &v, 200 * ms, NULL, &at), AP_OK);
+    EXPECT_EQ(ap_bp_push(bp, &v, 0, NULL, &at), AP_REJECTED);
+    EXPECT_EQ(at, 100 * ms);
+    EXPECT_EQ(ap_bp_len(bp), 5, "a rejected push leaves nothing reserved");
+    EXPECT_EQ(ap_bp_push(bp, &v, 100 * ms - 1, NULL, &at), AP_REJECTED);
+    EXPECT_EQ(at, 100 * ms);
+    EXPECT_EQ(ap_bp_push(bp, &v, 100 * ms, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_push(bp, &v, 150 * ms, NULL, &at), AP_REJECTED);
+    EXPECT_EQ(at, 200 * ms);
+    EXPECT_EQ(ap_bp_push(bp, &v, 200 * ms, NULL, &at), AP_OK);
     /* exactly one per 100 ms over a second while HIGH */
     unsigned ok = 0;
     for (uint64_t t = 201 * ms; t <= 1200 * ms; t += ms)
         ok += ap_bp_push(bp, &v, t, NULL, NULL) == AP_OK;
-    cr_expect_eq(ok, 10, "admitted %u", ok);
-    cr_expect_eq(ap_bp_len(bp), 17);
+    EXPECT_EQ(ok, 10, "admitted %u", ok);
+    EXPECT_EQ(ap_bp_len(bp), 17);
     /* drain to the low watermark: LOW, and pushes are free again */
     while (ap_bp_len(bp) > 2)
         (void)pop1(bp);
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
-    cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK);
-    cr_expect_eq(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK); /* 4: HIGH */
-    cr_expect_eq(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_LOW);
+    EXPECT_EQ(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_push(bp, &v, 1200 * ms, NULL, NULL), AP_OK); /* 4: HIGH */
+    EXPECT_EQ(ap_bp_level(bp), AP_BP_LEVEL_STATE_HIGH);
     ap_bp_stats s;
     ap_bp_stats_get(bp, &s);
-    cr_expect_eq(s.throttled, 3 + (1000 - 10));
+    EXPECT_EQ(s.throttled, 3 + (1000 - 10));
     check_identities(bp);
     rm(f);
 }
@@ -538,11 +538,11 @@ Test(backpressure, throttle_full_buffer_is_full_not_paced)
 {
     fixture *f = mk(2, AP_BP_STRATEGY_THROTTLE, 2, 1);
     uint64_t v = 0;
-    cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
-    cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
-    cr_expect_eq(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_FULL);
-    cr_expect_eq(bp_stats_of(&f->bp).full, 1);
-    cr_expect_eq(bp_stats_of(&f->bp).throttled, 0);
+    EXPECT_EQ(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_push(&f->bp, &v, 0, NULL, NULL), AP_FULL);
+    EXPECT_EQ(bp_stats_of(&f->bp).full, 1);
+    EXPECT_EQ(bp_stats_of(&f->bp).throttled, 0);
     check_identities(&f->bp);
     rm(f);
 }
@@ -555,26 +555,26 @@ Test(backpressure, push_future_waits_for_a_pop)
     ap_bp *bp = &f->bp;
     tw t = {0};
     ap_cx cx = cx_of(&t);
-    cr_assert_eq(push(bp, 1), AP_OK);
+    EXPECT_EQ(push(bp, 1), AP_OK);
     uint64_t v = 2;
     ap_bp_push_fut pf;
     ap_bp_push_fut_init(&pf, bp, &v);
-    cr_expect_eq(ap_bp_push_poll(&pf, &cx), AP_PENDING);
-    cr_expect_eq(ap_bp_push_poll(&pf, &cx), AP_PENDING); /* re-poll: one wait */
-    cr_expect_eq(calls(&t), 0);
-    cr_expect_eq(pop1(bp), 1);
-    cr_expect_eq(calls(&t), 1, "the pop wakes the push future");
-    cr_expect_eq(ap_bp_push_poll(&pf, &cx), AP_READY);
-    cr_expect_eq(ap_bp_push_status(&pf), AP_OK);
+    EXPECT_EQ(ap_bp_push_poll(&pf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_bp_push_poll(&pf, &cx), AP_PENDING); /* re-poll: one wait */
+    EXPECT_EQ(calls(&t), 0);
+    EXPECT_EQ(pop1(bp), 1);
+    EXPECT_EQ(calls(&t), 1, "the pop wakes the push future");
+    EXPECT_EQ(ap_bp_push_poll(&pf, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_push_status(&pf), AP_OK);
     ap_bp_push_cancel(&pf); /* after completion: no-op */
-    cr_expect_eq(ap_bp_push_status(&pf), AP_OK);
-    cr_expect_eq(pop1(bp), 2);
-    cr_expect_eq(calls(&t), 1, "no wake after completion");
+    EXPECT_EQ(ap_bp_push_status(&pf), AP_OK);
+    EXPECT_EQ(pop1(bp), 2);
+    EXPECT_EQ(calls(&t), 1, "no wake after completion");
     ap_bp_stats s;
     ap_bp_stats_get(bp, &s);
-    cr_expect_eq(s.waits, 1);
-    cr_expect_eq(s.accepted, 2);
-    cr_expect_eq(s.offered, 2);
+    EXPECT_EQ(s.waits, 1);
+    EXPECT_EQ(s.accepted, 2);
+    EXPECT_EQ(s.offered, 2);
     check_identities(bp);
     rm(f);
 }
@@ -585,32 +585,32 @@ Test(backpressure, push_future_cancel_is_idempotent_and_passes_the_wake)
     ap_bp *bp = &f->bp;
     tw t1 = {0}, t2 = {0};
     ap_cx c1 = cx_of(&t1), c2 = cx_of(&t2);
-    cr_assert_eq(push(bp, 1), AP_OK);
+    EXPECT_EQ(push(bp, 1), AP_OK);
     uint64_t a = 10, b = 20;
     ap_bp_push_fut f1, f2;
     ap_bp_push_fut_init(&f1, bp, &a);
     ap_bp_push_fut_init(&f2, bp, &b);
-    cr_expect_eq(ap_bp_push_poll(&f1, &c1), AP_PENDING);
-    cr_expect_eq(ap_bp_push_poll(&f2, &c2), AP_PENDING);
-    cr_expect_eq(pop1(bp), 1); /* wakes f1 (FIFO) */
-    cr_expect_eq(calls(&t1), 1);
-    cr_expect_eq(calls(&t2), 0);
+    EXPECT_EQ(ap_bp_push_poll(&f1, &c1), AP_PENDING);
+    EXPECT_EQ(ap_bp_push_poll(&f2, &c2), AP_PENDING);
+    EXPECT_EQ(pop1(bp), 1); /* wakes f1 (FIFO) */
+    EXPECT_EQ(calls(&t1), 1);
+    EXPECT_EQ(calls(&t2), 0);
     ap_bp_push_cancel(&f1); /* woken, cancels: the wake goes to f2 */
     ap_bp_push_cancel(&f1);
-    cr_expect_eq(ap_bp_push_status(&f1), AP_CANCELED);
-    cr_expect_eq(calls(&t2), 1);
-    cr_expect_eq(ap_bp_push_poll(&f2, &c2), AP_READY);
-    cr_expect_eq(ap_bp_push_status(&f2), AP_OK);
+    EXPECT_EQ(ap_bp_push_status(&f1), AP_CANCELED);
+    EXPECT_EQ(calls(&t2), 1);
+    EXPECT_EQ(ap_bp_push_poll(&f2, &c2), AP_READY);
+    EXPECT_EQ(ap_bp_push_status(&f2), AP_OK);
     /* a pending future that cancels gets no later wake */
     ap_bp_push_fut_init(&f1, bp, &a);
-    cr_expect_eq(ap_bp_push_poll(&f1, &c1), AP_PENDING);
+    EXPECT_EQ(ap_bp_push_poll(&f1, &c1), AP_PENDING);
     ap_bp_push_cancel(&f1);
-    cr_expect_eq(pop1(bp), 20);
-    cr_expect_eq(calls(&t1), 1);
+    EXPECT_EQ(pop1(bp), 20);
+    EXPECT_EQ(calls(&t1), 1);
     ap_bp_stats s;
     ap_bp_stats_get(bp, &s);
-    cr_expect_eq(s.canceled, 2);
-    cr_expect_eq(s.waits, 3);
+    EXPECT_EQ(s.canceled, 2);
+    EXPECT_EQ(s.waits, 3);
     check_identities(bp);
     rm(f);
 }
@@ -624,11 +624,11 @@ Test(backpressure, push_future_is_inval_for_other_strategies)
         uint64_t v = 1;
         ap_bp_push_fut pf;
         ap_bp_push_fut_init(&pf, &f->bp, &v);
-        cr_expect_eq(ap_bp_push_poll(&pf, &cx), AP_READY);
-        cr_expect_eq(ap_bp_push_status(&pf), AP_INVAL);
-        cr_expect_eq(ap_bp_push_wait(&f->bp, &v, AP_DEADLINE_NONE), AP_INVAL);
-        cr_expect_eq(ap_bp_len(&f->bp), 0);
-        cr_expect_eq(bp_stats_of(&f->bp).offered, 0);
+        EXPECT_EQ(ap_bp_push_poll(&pf, &cx), AP_READY);
+        EXPECT_EQ(ap_bp_push_status(&pf), AP_INVAL);
+        EXPECT_EQ(ap_bp_push_wait(&f->bp, &v, AP_DEADLINE_NONE), AP_INVAL);
+        EXPECT_EQ(ap_bp_len(&f->bp), 0);
+        EXPECT_EQ(bp_stats_of(&f->bp).offered, 0);
         rm(f);
     }
 }
@@ -642,23 +642,23 @@ Test(backpressure, pop_future_contract)
     uint64_t out = 0;
     ap_bp_pop_fut pf;
     ap_bp_pop_fut_init(&pf, bp, &out);
-    cr_expect_eq(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
-    cr_expect_eq(calls(&t), 0);
-    cr_expect_eq(push(bp, 42), AP_OK);
-    cr_expect_eq(calls(&t), 1);
-    cr_expect_eq(ap_bp_pop_poll(&pf, &cx), AP_READY);
-    cr_expect_eq(ap_bp_pop_status(&pf), AP_OK);
-    cr_expect_eq(out, 42);
+    EXPECT_EQ(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
+    EXPECT_EQ(calls(&t), 0);
+    EXPECT_EQ(push(bp, 42), AP_OK);
+    EXPECT_EQ(calls(&t), 1);
+    EXPECT_EQ(ap_bp_pop_poll(&pf, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_pop_status(&pf), AP_OK);
+    EXPECT_EQ(out, 42);
     tw t2 = {0};
     ap_cx cx2 = cx_of(&t2);
     ap_bp_pop_fut_init(&pf, bp, &out);
-    cr_expect_eq(ap_bp_pop_poll(&pf, &cx2), AP_PENDING);
+    EXPECT_EQ(ap_bp_pop_poll(&pf, &cx2), AP_PENDING);
     ap_bp_pop_cancel(&pf);
     ap_bp_pop_cancel(&pf);
-    cr_expect_eq(ap_bp_pop_status(&pf), AP_CANCELED);
-    cr_expect_eq(push(bp, 43), AP_OK);
-    cr_expect_eq(calls(&t2), 0);
-    cr_expect_eq(pop1(bp), 43);
+    EXPECT_EQ(ap_bp_pop_status(&pf), AP_CANCELED);
+    EXPECT_EQ(push(bp, 43), AP_OK);
+    EXPECT_EQ(calls(&t2), 0);
+    EXPECT_EQ(pop1(bp), 43);
     check_identities(bp);
     rm(f);
 }
@@ -669,33 +669,33 @@ Test(backpressure, close_wakes_everyone_and_drains)
     ap_bp *bp = &f->bp;
     tw tp = {0}, tl = {0};
     ap_cx cp = cx_of(&tp), cl = cx_of(&tl);
-    cr_assert_eq(push(bp, 1), AP_OK);
-    cr_assert_eq(push(bp, 2), AP_OK);
+    EXPECT_EQ(push(bp, 1), AP_OK);
+    EXPECT_EQ(push(bp, 2), AP_OK);
     uint64_t v = 3;
     ap_bp_push_fut pf;
     ap_bp_push_fut_init(&pf, bp, &v);
-    cr_expect_eq(ap_bp_push_poll(&pf, &cp), AP_PENDING);
+    EXPECT_EQ(ap_bp_push_poll(&pf, &cp), AP_PENDING);
     ap_bp_low_fut lf;
     ap_bp_low_fut_init(&lf, bp);
-    cr_expect_eq(ap_bp_low_poll(&lf, &cl), AP_PENDING);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cl), AP_PENDING);
     ap_bp_close(bp);
     ap_bp_close(bp);
-    cr_expect(ap_bp_is_closed(bp));
-    cr_expect_eq(calls(&tp), 1);
-    cr_expect_eq(calls(&tl), 1);
-    cr_expect_eq(ap_bp_push_poll(&pf, &cp), AP_READY);
-    cr_expect_eq(ap_bp_push_status(&pf), AP_CLOSED);
-    cr_expect_eq(ap_bp_low_poll(&lf, &cl), AP_READY);
-    cr_expect_eq(ap_bp_low_status(&lf), AP_CLOSED);
-    cr_expect_eq(push(bp, 4), AP_CLOSED);
-    cr_expect_eq(pop1(bp), 1);
-    cr_expect_eq(pop1(bp), 2);
+    EXPECT(ap_bp_is_closed(bp));
+    EXPECT_EQ(calls(&tp), 1);
+    EXPECT_EQ(calls(&tl), 1);
+    EXPECT_EQ(ap_bp_push_poll(&pf, &cp), AP_READY);
+    EXPECT_EQ(ap_bp_push_status(&pf), AP_CLOSED);
+    EXPECT_EQ(ap_bp_low_poll(&lf, &cl), AP_READY);
+    EXPECT_EQ(ap_bp_low_status(&lf), AP_CLOSED);
+    EXPECT_EQ(push(bp, 4), AP_CLOSED);
+    EXPECT_EQ(pop1(bp), 1);
+    EXPECT_EQ(pop1(bp), 2);
     uint64_t out = 0;
-    cr_expect_eq(ap_bp_try_pop(bp, &out), AP_CLOSED);
-    cr_expect_eq(ap_bp_pop_wait(bp, &out, AP_DEADLINE_NONE), AP_CLOSED);
+    EXPECT_EQ(ap_bp_try_pop(bp, &out), AP_CLOSED);
+    EXPECT_EQ(ap_bp_pop_wait(bp, &out, AP_DEADLINE_NONE), AP_CLOSED);
     ap_bp_stats s;
     ap_bp_stats_get(bp, &s);
-    cr_expect_eq(s.closed, 2);
+    EXPECT_EQ(s.closed, 2);
     check_identities(bp);
     rm(f);
 }
@@ -709,13 +709,13 @@ Test(backpressure, close_wakes_a_waiting_pop_and_every_strategy_refuses)
         uint64_t out = 0, v = 5, ev = 0;
         ap_bp_pop_fut pf;
         ap_bp_pop_fut_init(&pf, &f->bp, &out);
-        cr_expect_eq(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
+        EXPECT_EQ(ap_bp_pop_poll(&pf, &cx), AP_PENDING);
         ap_bp_close(&f->bp);
-        cr_expect_eq(calls(&t), 1);
-        cr_expect_eq(ap_bp_pop_poll(&pf, &cx), AP_READY);
-        cr_expect_eq(ap_bp_pop_status(&pf), AP_CLOSED);
-        cr_expect_eq(ap_bp_push(&f->bp, &v, 0, &ev, NULL), AP_CLOSED);
-        cr_expect_eq(ev, 0);
+        EXPECT_EQ(calls(&t), 1);
+        EXPECT_EQ(ap_bp_pop_poll(&pf, &cx), AP_READY);
+        EXPECT_EQ(ap_bp_pop_status(&pf), AP_CLOSED);
+        EXPECT_EQ(ap_bp_push(&f->bp, &v, 0, &ev, NULL), AP_CLOSED);
+        EXPECT_EQ(ev, 0);
         check_identities(&f->bp);
         rm(f);
     }
@@ -735,7 +735,7 @@ static void *mt_producer(void *arg)
     for (unsigned i = 0; i < m->n; i++) {
         uint64_t v = (uint64_t)m->id << 32 | i;
         if (ap_bp_push(m->bp, &v, 0, NULL, NULL) != AP_OK)
-            cr_assert_eq(ap_bp_push_wait(m->bp, &v, AP_DEADLINE_NONE), AP_OK);
+            EXPECT_EQ(ap_bp_push_wait(m->bp, &v, AP_DEADLINE_NONE), AP_OK);
     }
     return NULL;
 }
@@ -747,9 +747,9 @@ static void *mt_consumer(void *arg)
     bool seen[4] = {0};
     while (ap_bp_pop_wait(m->bp, &v, AP_DEADLINE_NONE) == AP_OK) {
         unsigned p = (unsigned)(v >> 32), s = (unsigned)v;
-        cr_assert_lt(p, 4);
+        EXPECT_LT(p, 4);
         if (seen[p])
-            cr_assert_gt(s, last[p], "per-producer FIFO");
+            EXPECT_GT(s, last[p], "per-producer FIFO");
         seen[p] = true;
         last[p] = s;
         atomic_fetch_add(&m->sum, 1);
@@ -776,11 +776,11 @@ Test(backpressure, block_threads_push_wait_pop_wait, .timeout = TEST_TIMEOUT_S)
     ap_bp_close(&f->bp);
     for (unsigned i = 0; i < 2; i++)
         pthread_join(c[i], NULL);
-    cr_expect_eq(atomic_load(&cm[0].sum) + atomic_load(&cm[1].sum), 80000);
+    EXPECT_EQ(atomic_load(&cm[0].sum) + atomic_load(&cm[1].sum), 80000);
     ap_bp_stats s;
     ap_bp_stats_get(&f->bp, &s);
-    cr_expect_eq(s.accepted, 80000);
-    cr_expect_eq(s.popped, 80000);
+    EXPECT_EQ(s.accepted, 80000);
+    EXPECT_EQ(s.popped, 80000);
     check_identities(&f->bp);
     rm(f);
 }
@@ -792,20 +792,20 @@ static uint64_t bp_fake_now(void *ctx) { return *(uint64_t *)ctx += AP_NS_PER_MS
 Test(backpressure, wait_helpers_use_the_desc_clock, .timeout = TEST_TIMEOUT_S)
 {
     fixture *f = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof(fixture), AP_CACHELINE));
-    cr_assert_not_null(f);
+    EXPECT_NOT_NULL(f);
     uint64_t fake = 0;
     ap_bp_desc d = {.capacity = 4, .elem_size = sizeof(uint64_t), .strategy = AP_BP_STRATEGY_BLOCK,
                     .clock = {bp_fake_now, &fake}};
-    cr_assert_eq(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
+    EXPECT_EQ(ap_bp_init(&f->bp, f->buf, sizeof f->buf, &d), AP_OK);
     uint64_t v = 0, t0 = ap_now_ns();
     /* empty: a pop waits until the fake deadline (fake ms 50), which a real
      * clock would call long past, and the clock is what it read */
-    cr_expect_eq(ap_bp_pop_wait(&f->bp, &v, 50 * AP_NS_PER_MS), AP_TIMEDOUT);
-    cr_expect(fake >= 50 * AP_NS_PER_MS, "the wait read the fake clock up to its deadline (%llu)",
+    EXPECT_EQ(ap_bp_pop_wait(&f->bp, &v, 50 * AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT(fake >= 50 * AP_NS_PER_MS, "the wait read the fake clock up to its deadline (%llu)",
               (unsigned long long)fake);
-    cr_expect(ap_now_ns() - t0 < 5 * AP_NS_PER_SEC, "fake time, not real time");
-    cr_expect_eq(push(&f->bp, 7), AP_OK);
-    cr_expect_eq(ap_bp_pop_wait(&f->bp, &v, fake + AP_NS_PER_MS), AP_OK);
-    cr_expect_eq(v, 7);
+    EXPECT(ap_now_ns() - t0 < 5 * AP_NS_PER_SEC, "fake time, not real time");
+    EXPECT_EQ(push(&f->bp, 7), AP_OK);
+    EXPECT_EQ(ap_bp_pop_wait(&f->bp, &v, fake + AP_NS_PER_MS), AP_OK);
+    EXPECT_EQ(v, 7);
     rm(f);
 }
