@@ -71,44 +71,44 @@ static ap_cx cx_now(tw *w) { return cx_of(w); }
 Test(base, mpmc_pop_and_push_through_base)
 {
     ap_mpmc *q;
-    cr_assert_eq(ap_mpmc_create(&q, 1, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 1, sizeof(int), NULL), AP_OK);
     tw w = {0};
     ap_cx cx = cx_now(&w);
     int in = 7, out = 0;
     ap_mpmc_pop_fut pf;
     ap_mpmc_pop_fut_init(&pf, q, &out);
     ap_future *g = &pf.base;
-    cr_assert_eq(g->poll(g, &cx), AP_PENDING, "empty: pending through base");
+    EXPECT_EQ(g->poll(g, &cx), AP_PENDING, "empty: pending through base");
     ap_mpmc_push_fut qf;
     ap_mpmc_push_fut_init(&qf, q, &in);
     ap_future *h = &qf.base;
-    cr_assert_eq(h->poll(h, &cx), AP_READY);
-    cr_assert_eq(ap_mpmc_push_status(&qf), AP_OK);
-    cr_assert_geq(w.calls, 1, "the parked pop was woken");
-    cr_assert_eq(g->poll(g, &cx), AP_READY);
-    cr_assert_eq(ap_mpmc_pop_status(&pf), AP_OK);
-    cr_assert_eq(out, 7);
+    EXPECT_EQ(h->poll(h, &cx), AP_READY);
+    EXPECT_EQ(ap_mpmc_push_status(&qf), AP_OK);
+    EXPECT_GE(w.calls, 1, "the parked pop was woken");
+    EXPECT_EQ(g->poll(g, &cx), AP_READY);
+    EXPECT_EQ(ap_mpmc_pop_status(&pf), AP_OK);
+    EXPECT_EQ(out, 7);
     /* cancel through base: a pending push on a full queue leaves it alone */
-    cr_assert_eq(ap_mpmc_try_push(q, &in), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(q, &in), AP_OK);
     ap_mpmc_push_fut_init(&qf, q, &in);
-    cr_assert_eq(h->poll(h, &cx), AP_PENDING);
+    EXPECT_EQ(h->poll(h, &cx), AP_PENDING);
     h->cancel(h);
-    cr_assert_eq(ap_mpmc_push_status(&qf), AP_CANCELED);
-    cr_assert_eq(ap_mpmc_len(q), 1);
+    EXPECT_EQ(ap_mpmc_push_status(&qf), AP_CANCELED);
+    EXPECT_EQ(ap_mpmc_len(q), 1);
     ap_mpmc_destroy(q);
 }
 
 Test(base, spsc_pop_through_block_on)
 {
     ap_spsc *q;
-    cr_assert_eq(ap_spsc_create(&q, 2, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_spsc_create(&q, 2, sizeof(int), NULL), AP_OK);
     int in = 5, out = 0;
-    cr_assert_eq(ap_spsc_try_push(q, &in), AP_OK);
+    EXPECT_EQ(ap_spsc_try_push(q, &in), AP_OK);
     ap_spsc_pop_fut f;
     ap_spsc_pop_fut_init(&f, q, &out);
-    cr_assert_eq(ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
-    cr_assert_eq(ap_spsc_pop_status(&f), AP_OK);
-    cr_assert_eq(out, 5);
+    EXPECT_EQ(ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
+    EXPECT_EQ(ap_spsc_pop_status(&f), AP_OK);
+    EXPECT_EQ(out, 5);
     ap_spsc_destroy(q);
 }
 
@@ -116,24 +116,24 @@ Test(base, bp_futures_through_base)
 {
     ap_bp *bp;
     ap_bp_desc d = {.capacity = 1, .elem_size = sizeof(int)};
-    cr_assert_eq(ap_bp_create(&bp, &d, NULL), AP_OK);
+    EXPECT_EQ(ap_bp_create(&bp, &d, NULL), AP_OK);
     tw w = {0};
     ap_cx cx = cx_now(&w);
     int in = 3, out = 0;
     ap_bp_push_fut pf;
     ap_bp_push_fut_init(&pf, bp, &in);
-    cr_assert_eq(pf.base.poll(&pf.base, &cx), AP_READY);
-    cr_assert_eq(ap_bp_push_status(&pf), AP_OK);
+    EXPECT_EQ(pf.base.poll(&pf.base, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_push_status(&pf), AP_OK);
     ap_bp_low_fut lf;
     ap_bp_low_fut_init(&lf, bp);
     ap_poll lp = lf.base.poll(&lf.base, &cx);
-    cr_assert_eq(lp, ap_bp_low_poll(&lf, &cx), "base and the typed poll agree");
+    EXPECT_EQ(lp, ap_bp_low_poll(&lf, &cx), "base and the typed poll agree");
     if (lp == AP_PENDING)
         lf.base.cancel(&lf.base);
     ap_bp_pop_fut of;
     ap_bp_pop_fut_init(&of, bp, &out);
-    cr_assert_eq(of.base.poll(&of.base, &cx), AP_READY);
-    cr_assert_eq(ap_bp_pop_status(&of), AP_OK);
-    cr_assert_eq(out, 3);
+    EXPECT_EQ(of.base.poll(&of.base, &cx), AP_READY);
+    EXPECT_EQ(ap_bp_pop_status(&of), AP_OK);
+    EXPECT_EQ(out, 3);
     ap_bp_destroy(bp);
 }
