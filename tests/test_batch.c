@@ -578,7 +578,7 @@ typedef struct th_ctx {
     uint64_t buf[8];
     _Atomic uint32_t seen[TH_P * TH_N];
     _Atomic uint64_t items;
-    _Atomic uint32_t errors; /* checked on the test thread: no cr_assert off it */
+    _Atomic uint32_t errors; /* checked on the test thread: no EXPECT_* off it */
     ap_deadline give_up;     /* every wait of the threads ends by then */
 } th_ctx;
 
@@ -635,16 +635,16 @@ static void *th_taker(void *arg)
 Test(batch, threads_every_item_in_exactly_one_batch, .timeout = TEST_TIMEOUT_S)
 {
     th_ctx *c = calloc(1, sizeof *c);
-    cr_assert(c != NULL);
+    EXPECT(c != NULL);
     c->give_up = bt_deadline();
     ap_batch_desc d = D(8, 50 * AP_NS_PER_US);
     EXPECT_EQ(ap_batch_init(&c->b, c->buf, sizeof c->buf, &d), AP_OK);
     pthread_t tp[TH_P], tt;
     th_arg a[TH_P];
-    cr_assert(pthread_create(&tt, NULL, th_taker, c) == 0);
+    EXPECT(pthread_create(&tt, NULL, th_taker, c) == 0);
     for (unsigned i = 0; i < TH_P; i++) {
         a[i] = (th_arg){c, i};
-        cr_assert(pthread_create(&tp[i], NULL, th_producer, &a[i]) == 0);
+        EXPECT(pthread_create(&tp[i], NULL, th_producer, &a[i]) == 0);
     }
     for (unsigned i = 0; i < TH_P; i++)
         pthread_join(tp[i], NULL);
@@ -1046,7 +1046,7 @@ Test(batch, completion_waits_for_take_and_complete_and_carries_the_status)
     uint64_t buf[4], out[4];
     ap_batch b;
     ap_batch_desc d = D(4, 100);
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     cb_rec r[3];
     for (uint64_t i = 0; i < 3; i++) {
         ap_batch_done_init(&r[i].d, cb_done, &r[i]);
@@ -1094,7 +1094,7 @@ Test(batch, completion_out_of_order_batches_and_a_future)
     uint64_t buf[2], out[2];
     ap_batch b;
     ap_batch_desc d = D(2, 100);
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     ap_batch_done f[4];
     tw t[4] = {0};
     for (uint64_t i = 0; i < 4; i++) {
@@ -1128,7 +1128,7 @@ Test(batch, completion_cancel_leaves_the_batcher_and_the_item_ships)
     uint64_t buf[4], out[4];
     ap_batch b;
     ap_batch_desc d = D(4, 100);
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     cb_rec r[3];
     for (uint64_t i = 0; i < 3; i++) {
         ap_batch_done_init(&r[i].d, cb_done, &r[i]);
@@ -1158,7 +1158,7 @@ Test(batch, completion_through_a_take_future_and_take_wait)
     uint64_t buf[2], out[2];
     ap_batch b;
     ap_batch_desc d = D(2, 100);
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     ap_batch_done r[2];
     ap_batch_take_fut f;
     ap_batch_take_fut_init(&f, &b, out);
@@ -1196,7 +1196,7 @@ Test(batch, weigher_flushes_on_bytes_and_seals_a_batch_an_item_does_not_fit)
     ap_batch_desc d = D(8, 1000);
     d.max_bytes = 100;
     d.weigh = weigh_first;
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     bool due = true;
     uint64_t w = 60;
     EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_OK);
@@ -1233,7 +1233,7 @@ Test(batch, weigher_flushes_on_bytes_and_seals_a_batch_an_item_does_not_fit)
     /* no weigher: an item weighs elem_size */
     d.weigh = NULL;
     d.max_bytes = 3 * sizeof(uint64_t);
-    cr_assert(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
+    EXPECT(ap_batch_init(&b, buf, sizeof buf, &d) == AP_OK);
     for (int i = 0; i < 3; i++)
         EXPECT_EQ(ap_batch_add(&b, &w, 0, &due), AP_OK);
     EXPECT(due, "3 * elem_size bytes");
