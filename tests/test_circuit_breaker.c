@@ -24,6 +24,7 @@ static void test_yield(void)
 #include "asyncpat/circuit_breaker.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <time.h>
 #include <stdlib.h>
@@ -74,10 +75,10 @@ typedef struct fixture {
 static fixture *fx_new(ap_breaker_desc d)
 {
     fixture *f = calloc(1, sizeof *f);
-    cr_assert(f);
+    EXPECT(f);
     d.on_change = log_cb;
     d.ctx = &f->log;
-    cr_assert_eq(ap_breaker_init(&f->b, f->buf, sizeof f->buf, &d), AP_OK);
+    EXPECT_EQ(ap_breaker_init(&f->b, f->buf, sizeof f->buf, &d), AP_OK);
     return f;
 }
 
@@ -91,14 +92,14 @@ static ap_breaker_permit must_allow(ap_breaker *b, uint64_t now)
     ap_breaker_permit p;
     uint64_t ra = 0;
     ap_status st = ap_breaker_allow(b, now, &p, &ra);
-    cr_assert_eq(st, AP_OK, "allow at %llu: %s", (unsigned long long)now, ap_status_str(st));
+    EXPECT_EQ(st, AP_OK, "allow at %llu: %s", (unsigned long long)now, ap_status_str(st));
     return p;
 }
 
 static void call(ap_breaker *b, uint64_t now, ap_breaker_outcome o, uint64_t dur)
 {
     ap_breaker_permit p = must_allow(b, now);
-    cr_assert_eq(ap_breaker_record(b, &p, o, dur, now), AP_OK);
+    EXPECT_EQ(ap_breaker_record(b, &p, o, dur, now), AP_OK);
 }
 
 /* small config: window 4, min 4, 50 %, open 1 s, 2 probes, lease 100 ms */
@@ -117,11 +118,11 @@ static uint64_t goto_state(fixture *f, ap_breaker_state s)
     case OP:
         for (int i = 0; i < 4; i++)
             call(&f->b, 0, FAIL_, 0);
-        cr_assert_eq(raw_state(&f->b), OP);
+        EXPECT_EQ(raw_state(&f->b), OP);
         return 0;
     case HO:
         goto_state(f, OP);
-        cr_assert_eq(ap_breaker_state_at(&f->b, SEC), HO);
+        EXPECT_EQ(ap_breaker_state_at(&f->b, SEC), HO);
         return SEC;
     case FO: ap_breaker_force_open(&f->b); return 0;
     case DI: ap_breaker_disable(&f->b); return 0;
@@ -152,12 +153,12 @@ static void apply_event(fixture *f, int e, uint64_t t)
             if (ap_breaker_allow(b, t, &p, &ra) != AP_OK)
                 break;
             ap_breaker_outcome o = e == E_FAILS ? FAIL_ : e == E_IGNORED ? IGN_ : OK_;
-            cr_assert_eq(ap_breaker_record(b, &p, o, e == E_SLOWS ? 10 * MS : 0, t), AP_OK);
+            EXPECT_EQ(ap_breaker_record(b, &p, o, e == E_SLOWS ? 10 * MS : 0, t), AP_OK);
         }
         break;
     case E_LEASE:
         if (ap_breaker_allow(b, t, &p, &ra) == AP_OK)
-            cr_assert_eq(ap_breaker_record(b, &p, OK_, 0, t + 100 * MS), AP_OK);
+            EXPECT_EQ(ap_breaker_record(b, &p, OK_, 0, t + 100 * MS), AP_OK);
         break;
     case E_FORCE: ap_breaker_force_open(b); break;
     case E_DISABLE: ap_breaker_disable(b); break;
@@ -185,18 +186,18 @@ Test(circuit_breaker, table_every_transition)
             unsigned n0 = f->log.n;
             apply_event(f, e, t);
             ap_breaker_state got = raw_state(&f->b);
-            cr_assert_eq(got, next_tab[s][e], "%s x %s -> %s, want %s", sn[s], ev_name[e],
+            EXPECT_EQ(got, next_tab[s][e], "%s x %s -> %s, want %s", sn[s], ev_name[e],
                          sn[got], sn[next_tab[s][e]]);
             /* each transition: one generation and one callback with (from, to) */
             uint64_t dg = ap_breaker_generation(&f->b) - g0;
-            cr_assert_eq(f->log.n - n0, dg, "%s x %s", sn[s], ev_name[e]);
-            cr_assert_eq(breaker_stats_of(&f->b).transitions, ap_breaker_generation(&f->b) - 1);
+            EXPECT_EQ(f->log.n - n0, dg, "%s x %s", sn[s], ev_name[e]);
+            EXPECT_EQ(breaker_stats_of(&f->b).transitions, ap_breaker_generation(&f->b) - 1);
             if (dg) {
-                cr_assert_eq(f->log.e[n0].from, (ap_breaker_state)s);
-                cr_assert_eq(f->log.e[f->log.n - 1].to, got);
-                cr_assert_eq(f->log.e[f->log.n - 1].gen, ap_breaker_generation(&f->b));
+                EXPECT_EQ(f->log.e[n0].from, (ap_breaker_state)s);
+                EXPECT_EQ(f->log.e[f->log.n - 1].to, got);
+                EXPECT_EQ(f->log.e[f->log.n - 1].gen, ap_breaker_generation(&f->b));
                 for (unsigned i = n0 + 1; i < f->log.n; i++)
-                    cr_assert_eq(f->log.e[i].from, f->log.e[i - 1].to);
+                    EXPECT_EQ(f->log.e[i].from, f->log.e[i - 1].to);
             }
             free(f);
         }
@@ -207,25 +208,25 @@ Test(circuit_breaker, table_every_transition)
 Test(circuit_breaker, desc_resolved_defaults)
 {
     ap_breaker_desc d = ap_breaker_desc_resolved(&(ap_breaker_desc){0});
-    cr_assert_eq(d.window, AP_BREAKER_WINDOW_COUNT);
-    cr_assert_eq(d.window_size, 100);
-    cr_assert_eq(d.min_calls, 100);
-    cr_assert_eq(d.failure_rate_pct, 50);
-    cr_assert_eq(d.slow_rate_pct, 100);
-    cr_assert_eq(d.slow_call_ns, 60 * SEC);
-    cr_assert_eq(d.consecutive_failures, 0);
-    cr_assert_eq(d.open_ns, 60 * SEC);
-    cr_assert_eq(d.open_multiplier_pct, 100);
-    cr_assert_eq(d.open_max_ns, 960 * SEC);
-    cr_assert_eq(d.half_open_probes, 10);
-    cr_assert_eq(d.probe_lease_ns, 60 * SEC);
-    cr_assert_eq(d.window_ns, 10 * SEC);
-    cr_assert_eq(d.buckets, 10);
+    EXPECT_EQ(d.window, AP_BREAKER_WINDOW_COUNT);
+    EXPECT_EQ(d.window_size, 100);
+    EXPECT_EQ(d.min_calls, 100);
+    EXPECT_EQ(d.failure_rate_pct, 50);
+    EXPECT_EQ(d.slow_rate_pct, 100);
+    EXPECT_EQ(d.slow_call_ns, 60 * SEC);
+    EXPECT_EQ(d.consecutive_failures, 0);
+    EXPECT_EQ(d.open_ns, 60 * SEC);
+    EXPECT_EQ(d.open_multiplier_pct, 100);
+    EXPECT_EQ(d.open_max_ns, 960 * SEC);
+    EXPECT_EQ(d.half_open_probes, 10);
+    EXPECT_EQ(d.probe_lease_ns, 60 * SEC);
+    EXPECT_EQ(d.window_ns, 10 * SEC);
+    EXPECT_EQ(d.buckets, 10);
     d = ap_breaker_desc_resolved(&(ap_breaker_desc){.window_size = 20});
-    cr_assert_eq(d.min_calls, 20);
+    EXPECT_EQ(d.min_calls, 20);
     d = ap_breaker_desc_resolved(&(ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME});
-    cr_assert_eq(d.min_calls, 100);
-    cr_assert_eq(ap_breaker_bytes(&(ap_breaker_desc){0}), 100 * 8 + 10 * 8);
+    EXPECT_EQ(d.min_calls, 100);
+    EXPECT_EQ(ap_breaker_bytes(&(ap_breaker_desc){0}), 100 * 8 + 10 * 8);
 }
 
 Test(circuit_breaker, inval_changes_nothing)
@@ -251,40 +252,40 @@ Test(circuit_breaker, inval_changes_nothing)
         unsigned char buf[4096], bufb[4096];
         memset(buf, 0x5a, sizeof buf);
         memcpy(bufb, buf, sizeof buf);
-        cr_assert_eq(ap_breaker_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "case %zu", i);
-        cr_assert_eq(memcmp(&b, &before, sizeof b), 0, "case %zu touched *b", i);
-        cr_assert_eq(memcmp(buf, bufb, sizeof buf), 0, "case %zu touched buf", i);
-        cr_assert_eq(ap_breaker_bytes(&bad[i]), 0, "case %zu", i);
+        EXPECT_EQ(ap_breaker_init(&b, buf, sizeof buf, &bad[i]), AP_INVAL, "case %zu", i);
+        EXPECT_EQ(memcmp(&b, &before, sizeof b), 0, "case %zu touched *b", i);
+        EXPECT_EQ(memcmp(buf, bufb, sizeof buf), 0, "case %zu touched buf", i);
+        EXPECT_EQ(ap_breaker_bytes(&bad[i]), 0, "case %zu", i);
 #ifndef AP_NO_MALLOC
         ap_breaker *pb = (ap_breaker *)(void *)&before;
-        cr_assert_eq(ap_breaker_create(&pb, &bad[i], NULL), AP_INVAL);
-        cr_assert_eq(pb, (ap_breaker *)(void *)&before);
+        EXPECT_EQ(ap_breaker_create(&pb, &bad[i], NULL), AP_INVAL);
+        EXPECT_EQ(pb, (ap_breaker *)(void *)&before);
 #endif
     }
     /* too small or misaligned buffer, no desc: see
      * bad_buffers_and_arguments_are_inval_and_change_nothing */
     ap_breaker b;
     _Alignas(8) unsigned char buf[1024];
-    cr_assert_eq(ap_breaker_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
+    EXPECT_EQ(ap_breaker_init(&b, buf, 100 * 8 + 10 * 8, &(ap_breaker_desc){0}), AP_OK);
     /* a bad outcome changes nothing */
     ap_breaker_permit p = must_allow(&b, 0);
     ap_breaker_stats s0;
     ap_breaker_stats_get(&b, &s0);
-    cr_assert_eq(ap_breaker_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
-    cr_assert_neq(p.gen, 0u, "an AP_INVAL record consumed the permit");
+    EXPECT_EQ(ap_breaker_record(&b, &p, (ap_breaker_outcome)4, 0, 0), AP_INVAL);
+    EXPECT_NE(p.gen, 0u, "an AP_INVAL record consumed the permit");
     ap_breaker_stats s1;
     ap_breaker_stats_get(&b, &s1);
-    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
+    EXPECT_EQ(memcmp(&s0, &s1, sizeof s0), 0);
     ap_breaker_fini(&b);
 }
 
 Test(circuit_breaker, create_destroy)
 {
     ap_breaker *b = NULL;
-    cr_assert_eq(ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 5}, NULL), AP_OK);
+    EXPECT_EQ(ap_breaker_create(&b, &(ap_breaker_desc){.window_size = 5}, NULL), AP_OK);
     for (int i = 0; i < 5; i++)
         call(b, 0, FAIL_, 0);
-    cr_assert_eq(ap_breaker_state_at(b, 0), OP);
+    EXPECT_EQ(ap_breaker_state_at(b, 0), OP);
     ap_breaker_destroy(b);
 }
 
@@ -299,11 +300,11 @@ Test(circuit_breaker, min_calls_and_threshold_exact)
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, OK_, 0);
     call(&f->b, 0, OK_, 0); /* 2/4 = 50 % but below min_calls */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, IGN_, 0); /* ignored: not a call of the window */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, OK_, 0); /* 2/5 = 40 % >= 40 %: trip */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
     /* the window slides: old failures leave it */
     f = fx_new((ap_breaker_desc){.window_size = 4, .min_calls = 4, .failure_rate_pct = 75});
@@ -313,9 +314,9 @@ Test(circuit_breaker, min_calls_and_threshold_exact)
         call(&f->b, 0, OK_, 0);
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), CL); /* 2/4 */
+    EXPECT_EQ(raw_state(&f->b), CL); /* 2/4 */
     call(&f->b, 0, FAIL_, 0);           /* 3/4 */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
 }
 
@@ -326,14 +327,14 @@ Test(circuit_breaker, slow_call_trip)
     call(&f->b, 0, OK_, 99 * MS);  /* not slow */
     call(&f->b, 0, OK_, 100 * MS); /* slow (>=) */
     call(&f->b, 0, OK_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, OK_, 5 * SEC); /* 2/4 slow */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.slow, 2);
-    cr_assert_eq(s.successes, 4);
-    cr_assert_eq(s.failures, 0);
+    EXPECT_EQ(s.slow, 2);
+    EXPECT_EQ(s.successes, 4);
+    EXPECT_EQ(s.failures, 0);
     free(f);
 }
 
@@ -351,46 +352,46 @@ Test(circuit_breaker, full_success_window_shortcut)
         call(&f->b, 0, OK_, 0);
     /* window F S* S S S S S S S S: 1 failure, 1 slow, full */
     uint64_t ep = AP__BREAKER_EPOCH(UINT64_C(1));
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | UINT64_C(1) << 16 | 1u);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | UINT64_C(1) << 16 | 1u);
     uint64_t cur = atomic_load(&f->b.cursor);
     call(&f->b, 0, OK_, 0); /* evicts the failure */
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
     call(&f->b, 0, OK_, 0); /* evicts the slow call */
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
-    cr_assert_eq(atomic_load(&f->b.cursor), cur + 2);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    EXPECT_EQ(atomic_load(&f->b.cursor), cur + 2);
     /* now the shortcut: nothing moves */
     for (int i = 0; i < 25; i++)
         call(&f->b, 0, OK_, 0);
-    cr_assert_eq(atomic_load(&f->b.cursor), cur + 2);
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    EXPECT_EQ(atomic_load(&f->b.cursor), cur + 2);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
     /* a slow call still counts: 1/10 slow < 20 % */
     call(&f->b, 0, OK_, 20 * MS);
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
-    cr_assert_eq(atomic_load(&f->b.cursor), cur + 3);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32 | 1u);
+    EXPECT_EQ(atomic_load(&f->b.cursor), cur + 3);
     /* the run of failures is still reset by a shortcut success */
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, FAIL_, 0);
     for (int i = 0; i < 10; i++) /* evicts the slow call and both failures */
         call(&f->b, 0, OK_, 0);
-    cr_assert_eq(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
+    EXPECT_EQ(atomic_load(&f->b.agg), ep | UINT64_C(10) << 32);
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, OK_, 0); /* through the ring (a failure is in the window) */
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), CL); /* 3/10 failures, run 1 */
+    EXPECT_EQ(raw_state(&f->b), CL); /* 3/10 failures, run 1 */
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.allowed, 54);
-    cr_assert_eq(s.successes, 48);
-    cr_assert_eq(s.failures, 6);
-    cr_assert_eq(s.slow, 2);
-    cr_assert_eq(s.calls, 54);
+    EXPECT_EQ(s.allowed, 54);
+    EXPECT_EQ(s.successes, 48);
+    EXPECT_EQ(s.failures, 6);
+    EXPECT_EQ(s.slow, 2);
+    EXPECT_EQ(s.calls, 54);
     /* 4 failures out of the last 10 do not trip (50 %); the 5th does */
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, OK_, 0);
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
 }
 
@@ -403,16 +404,16 @@ Test(circuit_breaker, consecutive_failures_trip)
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 0, IGN_, 0); /* does not break it */
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
     /* the same on the TIME window */
     f = fx_new((ap_breaker_desc){.window = AP_BREAKER_WINDOW_TIME, .consecutive_failures = 2});
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 5, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
 }
 
@@ -427,13 +428,13 @@ Test(circuit_breaker, time_window_bucket_expiry_exact)
         call(&f->b, 300 * MS, OK_, 0); /* bucket 1 */
     /* at 999 ms: 1 failure of 4 + this success -> 1/5 */
     call(&f->b, 999 * MS, OK_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     /* at exactly 1000 ms bucket 0 has expired: window = 3 + 1 + this one */
     call(&f->b, 1000 * MS, FAIL_, 0); /* 1/5 -> closed */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     /* at 1250 ms bucket 1 (3 successes) expires: bucket 3 (1 ok) + bucket 4 (1 fail) + fail */
     call(&f->b, 1250 * MS, FAIL_, 0); /* 2/3 >= 60 % */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
 
     /* one bucket width earlier it would not have expired */
@@ -441,13 +442,13 @@ Test(circuit_breaker, time_window_bucket_expiry_exact)
                                  .buckets = 4, .min_calls = 2, .failure_rate_pct = 100});
     call(&f->b, 0, FAIL_, 0);
     call(&f->b, 999 * MS, OK_, 0); /* 1/2 */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 1000 * MS, FAIL_, 0); /* bucket 0 gone: ok + fail = 1/2 */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 1749 * MS, FAIL_, 0); /* buckets 3..6: ok, fail, fail: 2/3 */
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 1750 * MS, FAIL_, 0); /* bucket 3 expires exactly now: 3/3 */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     free(f);
 }
 
@@ -457,21 +458,21 @@ Test(circuit_breaker, half_open_probes_and_close)
     goto_state(f, OP);
     ap_breaker_permit p, q, r;
     uint64_t ra = 0;
-    cr_assert_eq(ap_breaker_allow(&f->b, SEC - 1, &p, &ra), AP_REJECTED);
-    cr_assert_eq(ra, SEC);
+    EXPECT_EQ(ap_breaker_allow(&f->b, SEC - 1, &p, &ra), AP_REJECTED);
+    EXPECT_EQ(ra, SEC);
     p = must_allow(&f->b, SEC);
     q = must_allow(&f->b, SEC + 10);
-    cr_assert_eq(p.gen, q.gen);
-    cr_assert_neq(p.probe, q.probe);
-    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
-    cr_assert_eq(ra, SEC + 100 * MS); /* p's lease */
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 30), AP_OK);
-    cr_assert_eq(raw_state(&f->b), HO);
+    EXPECT_EQ(p.gen, q.gen);
+    EXPECT_NE(p.probe, q.probe);
+    EXPECT_EQ(ap_breaker_allow(&f->b, SEC + 20, &r, &ra), AP_REJECTED);
+    EXPECT_EQ(ra, SEC + 100 * MS); /* p's lease */
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 30), AP_OK);
+    EXPECT_EQ(raw_state(&f->b), HO);
     /* K = 2 admitted in this period: no more admissions */
-    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 35, &r, &ra), AP_REJECTED);
-    cr_assert_eq(ra, SEC + 10 + 100 * MS); /* q's lease */
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 60), AP_OK);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(ap_breaker_allow(&f->b, SEC + 35, &r, &ra), AP_REJECTED);
+    EXPECT_EQ(ra, SEC + 10 + 100 * MS); /* q's lease */
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 60), AP_OK);
+    EXPECT_EQ(raw_state(&f->b), CL);
     free(f);
 }
 
@@ -488,36 +489,36 @@ Test(circuit_breaker, half_open_ignored_probes_bounded)
     uint64_t ra = 0;
     p = must_allow(&f->b, SEC);
     uint64_t g = p.gen;
-    cr_assert_eq(ap_breaker_record(&f->b, &p, IGN_, 0, SEC + 1), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, IGN_, 0, SEC + 1), AP_OK);
     q = must_allow(&f->b, SEC + 2); /* admission 2 of 2 */
-    cr_assert_eq(q.gen, g);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 3), AP_OK);
+    EXPECT_EQ(q.gen, g);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 3), AP_OK);
     /* all K reported, none failed, 0 < K successes: a new half-open period */
-    cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_breaker_generation(&f->b), g + 1);
-    cr_assert_eq(f->log.e[f->log.n - 1].from, HO);
-    cr_assert_eq(f->log.e[f->log.n - 1].to, HO);
+    EXPECT_EQ(raw_state(&f->b), HO);
+    EXPECT_EQ(ap_breaker_generation(&f->b), g + 1);
+    EXPECT_EQ(f->log.e[f->log.n - 1].from, HO);
+    EXPECT_EQ(f->log.e[f->log.n - 1].to, HO);
     /* in-period bound with one probe still in flight */
     p = must_allow(&f->b, SEC + 4);
     q = must_allow(&f->b, SEC + 5);
-    cr_assert_eq(p.gen, g + 1);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 6), AP_OK);
-    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 7, &r, &ra), AP_REJECTED,
+    EXPECT_EQ(p.gen, g + 1);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, IGN_, 0, SEC + 6), AP_OK);
+    EXPECT_EQ(ap_breaker_allow(&f->b, SEC + 7, &r, &ra), AP_REJECTED,
                  "a third probe admitted in one period with K = 2");
-    cr_assert_eq(ra, SEC + 4 + 100 * MS); /* p's lease */
+    EXPECT_EQ(ra, SEC + 4 + 100 * MS); /* p's lease */
     /* one success of 2 + one ignored: inconclusive again, fresh period */
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 8), AP_OK);
-    cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_breaker_generation(&f->b), g + 2);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 8), AP_OK);
+    EXPECT_EQ(raw_state(&f->b), HO);
+    EXPECT_EQ(ap_breaker_generation(&f->b), g + 2);
     /* K successes in one period close it */
     p = must_allow(&f->b, SEC + 9);
     q = must_allow(&f->b, SEC + 9);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 10), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, SEC + 10), AP_OK);
+    EXPECT_EQ(raw_state(&f->b), CL);
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
+    EXPECT_EQ(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 }
 
@@ -529,18 +530,18 @@ Test(circuit_breaker, half_open_k1_ignored_one_per_period)
     fixture *f = fx_new(d);
     for (int i = 0; i < 2; i++)
         call(&f->b, 0, FAIL_, 1);
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     uint64_t last = 0;
     for (int i = 0; i < 5; i++) {
         ap_breaker_permit p, r;
         uint64_t ra;
         p = must_allow(&f->b, 20);
-        cr_assert_gt(p.gen, last, "two probes admitted in generation %llu", (unsigned long long)p.gen);
+        EXPECT_GT(p.gen, last, "two probes admitted in generation %llu", (unsigned long long)p.gen);
         last = p.gen;
-        cr_assert_eq(ap_breaker_allow(&f->b, 20, &r, &ra), AP_REJECTED);
-        cr_assert_eq(ap_breaker_record(&f->b, &p, IGN_, 1, 20), AP_OK);
+        EXPECT_EQ(ap_breaker_allow(&f->b, 20, &r, &ra), AP_REJECTED);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p, IGN_, 1, 20), AP_OK);
     }
-    cr_assert_eq(raw_state(&f->b), HO);
+    EXPECT_EQ(raw_state(&f->b), HO);
     free(f);
 }
 
@@ -573,28 +574,28 @@ Test(circuit_breaker, count_window_late_record_changes_no_newer_window)
         yield_at = at;
         yield_n = 0;
         yield_fn = late_record_interleave;
-        cr_assert_eq(ap_breaker_record(&f->b, &p1, OK_, 0, 0), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p1, OK_, 0, 0), AP_OK);
         yield_fn = NULL;
-        cr_assert_geq(yield_n, at, "yield %d not reached", at);
-        cr_assert_eq(ap_breaker_generation(&f->b), 2);
+        EXPECT_GE(yield_n, at, "yield %d not reached", at);
+        EXPECT_EQ(ap_breaker_generation(&f->b), 2);
         /* generation 2's window is exactly F S S S, in the ring too */
-        cr_assert_eq(agg_calls(&f->b), 4, "yield %d: window calls", at);
-        cr_assert_eq(agg_fails(&f->b), 1, "yield %d: window failures", at);
+        EXPECT_EQ(agg_calls(&f->b), 4, "yield %d: window calls", at);
+        EXPECT_EQ(agg_fails(&f->b), 1, "yield %d: window failures", at);
         for (unsigned i = 0; i < 4; i++)
-            cr_assert_eq((uint32_t)(atomic_load(&f->b.slots[i]) >> 3), 2u,
+            EXPECT_EQ((uint32_t)(atomic_load(&f->b.slots[i]) >> 3), 2u,
                          "yield %d: slot %u lost its gen-2 entry", at, i);
         /* 4 more successes push the failure out; then one failure is 25 % */
         for (int i = 0; i < 4; i++)
             call(&f->b, 0, OK_, 0);
-        cr_assert_eq(agg_calls(&f->b), 4, "yield %d", at);
-        cr_assert_eq(agg_fails(&f->b), 0, "yield %d: phantom failure", at);
+        EXPECT_EQ(agg_calls(&f->b), 4, "yield %d", at);
+        EXPECT_EQ(agg_fails(&f->b), 0, "yield %d: phantom failure", at);
         call(&f->b, 0, FAIL_, 0);
-        cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
+        EXPECT_EQ(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
         ap_breaker_stats s;
         ap_breaker_stats_get(&f->b, &s);
-        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
+        EXPECT_EQ(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a success of gen 1 */
-        cr_assert_eq(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
+        EXPECT_EQ(s.stale, at == 1 ? 1u : 0u, "yield %d", at);
         free(f);
     }
 }
@@ -628,27 +629,27 @@ Test(circuit_breaker, time_window_late_record_changes_no_newer_window, .timeout 
         yield_at = at;
         yield_n = 0;
         yield_fn = late_time_record_interleave;
-        cr_assert_eq(ap_breaker_record(&f->b, &p1, FAIL_, 0, 300 * MS), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p1, FAIL_, 0, 300 * MS), AP_OK);
         yield_fn = NULL;
-        cr_assert_geq(yield_n, at, "yield %d not reached", at);
-        cr_assert_eq(ap_breaker_generation(&f->b), 2);
+        EXPECT_GE(yield_n, at, "yield %d not reached", at);
+        EXPECT_EQ(ap_breaker_generation(&f->b), 2);
         /* generation 2's window is exactly F S S, all in bucket 1 */
         uint64_t key = atomic_load(&f->b.bkt[1].key);
-        cr_assert_eq(key, AP__BREAKER_EPOCH(UINT64_C(2)) | 1u, "yield %d: key %#llx", at,
+        EXPECT_EQ(key, AP__BREAKER_EPOCH(UINT64_C(2)) | 1u, "yield %d: key %#llx", at,
                      (unsigned long long)key);
-        cr_assert_eq(bkt_calls(&f->b, 1), 3, "yield %d: window calls", at);
-        cr_assert_eq(bkt_fails(&f->b, 1), 1, "yield %d: window failures", at);
+        EXPECT_EQ(bkt_calls(&f->b, 1), 3, "yield %d: window calls", at);
+        EXPECT_EQ(bkt_fails(&f->b, 1), 1, "yield %d: window failures", at);
         for (unsigned i = 0; i < 4; i++)
             if (i != 1)
-                cr_assert_eq(bkt_calls(&f->b, i), 0, "yield %d: bucket %u", at, i);
+                EXPECT_EQ(bkt_calls(&f->b, i), 0, "yield %d: bucket %u", at, i);
         /* one success more: 1/4 < 50 %; a phantom failure would trip */
         call(&f->b, 300 * MS, OK_, 0);
-        cr_assert_eq(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
+        EXPECT_EQ(raw_state(&f->b), CL, "yield %d: tripped on a phantom failure", at);
         ap_breaker_stats s;
         ap_breaker_stats_get(&f->b, &s);
-        cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
+        EXPECT_EQ(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
         /* stalled before its add: stale; after it: a failure of gen 1 */
-        cr_assert_eq(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
+        EXPECT_EQ(s.stale, at <= 3 ? 1u : 0u, "yield %d", at);
         free(f);
     }
 }
@@ -670,19 +671,19 @@ Test(circuit_breaker, time_window_late_record_reclamps_to_newest)
     yield_at = 2;
     yield_n = 0;
     yield_fn = newer_epoch_interleave;
-    cr_assert_eq(ap_breaker_record(&f->b, &p1, FAIL_, 0, 100 * MS), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p1, FAIL_, 0, 100 * MS), AP_OK);
     yield_fn = NULL;
-    cr_assert_eq(atomic_load(&f->b.bkt[0].key), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
-    cr_assert_eq(bkt_calls(&f->b, 0), 2);
-    cr_assert_eq(bkt_fails(&f->b, 0), 2);
-    cr_assert_eq(atomic_load(&f->b.tnew), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(atomic_load(&f->b.bkt[0].key), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
+    EXPECT_EQ(bkt_calls(&f->b, 0), 2);
+    EXPECT_EQ(bkt_fails(&f->b, 0), 2);
+    EXPECT_EQ(atomic_load(&f->b.tnew), AP__BREAKER_EPOCH(UINT64_C(1)) | 4u);
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, FAIL_, 0); /* clamped to epoch 4 too: 3/3 */
-    cr_assert_eq(raw_state(&f->b), OP);
+    EXPECT_EQ(raw_state(&f->b), OP);
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.failures, 3);
-    cr_assert_eq(s.stale, 0);
+    EXPECT_EQ(s.failures, 3);
+    EXPECT_EQ(s.stale, 0);
     free(f);
 }
 
@@ -719,19 +720,19 @@ Test(circuit_breaker, time_window_closed_path_takes_no_lock, .timeout = 60)
     atomic_init(&a.done, 0);
     ap__lock_acquire(&f->b.lock);
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, lockfree_worker, &a), 0);
+    EXPECT_EQ(pthread_create(&th, NULL, lockfree_worker, &a), 0);
     for (int i = 0; i < 5000 && !atomic_load(&a.done); i++)
         nanosleep(&(struct timespec){0, 1000000}, NULL); /* up to 5 s */
     int done = atomic_load(&a.done);
     ap__lock_release(&f->b.lock);
     pthread_join(th, NULL);
-    cr_assert(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
+    EXPECT(done, "CLOSED TIME-window allow/record blocked on the breaker's lock");
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.allowed, 64);
-    cr_assert_eq(s.successes + s.failures + s.ignored + s.canceled, 64);
-    cr_assert_eq(s.stale, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(s.allowed, 64);
+    EXPECT_EQ(s.successes + s.failures + s.ignored + s.canceled, 64);
+    EXPECT_EQ(s.stale, 0);
+    EXPECT_EQ(raw_state(&f->b), CL);
     free(f);
 }
 
@@ -951,14 +952,14 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
             uint64_t ra = 7, rb = 7;
             ap_status a = ap_breaker_allow(&f->b, now, &p, &ra);
             ap_status b = m_allow(&m, now, &q, &rb);
-            cr_assert_eq(a, b, "step %d: allow %d vs model %d", step, a, b);
+            EXPECT_EQ(a, b, "step %d: allow %d vs model %d", step, a, b);
             if (a == AP_OK) {
-                cr_assert_eq(p.gen, q.gen, "step %d", step);
-                cr_assert_eq(p.probe, q.probe, "step %d", step);
+                EXPECT_EQ(p.gen, q.gen, "step %d", step);
+                EXPECT_EQ(p.probe, q.probe, "step %d", step);
                 if (nout < 32)
                     out[nout++] = p;
             } else {
-                cr_assert_eq(ra, rb, "step %d: retry_at", step);
+                EXPECT_EQ(ra, rb, "step %d: retry_at", step);
             }
         } else if (r < 990) {
             if (nout == 0)
@@ -971,11 +972,11 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
                                                      : (x & 15) < 8 ? CAN_ : OK_;
             uint64_t dur = (x >> 8) % (m.d.slow_call_ns + m.d.slow_call_ns / 2);
             ap_breaker_permit q = p;
-            cr_assert_eq(ap_breaker_record(&f->b, &p, o, dur, now), AP_OK);
+            EXPECT_EQ(ap_breaker_record(&f->b, &p, o, dur, now), AP_OK);
             m_record(&m, q, o, dur, now);
-            cr_assert_eq(p.gen, 0u, "step %d: the record did not consume the permit", step);
+            EXPECT_EQ(p.gen, 0u, "step %d: the record did not consume the permit", step);
             if ((x >> 60) == 0) /* now and then: the same permit again changes nothing */
-                cr_assert_eq(ap_breaker_record(&f->b, &p, o, dur, now), AP_INVAL, "step %d", step);
+                EXPECT_EQ(ap_breaker_record(&f->b, &p, o, dur, now), AP_INVAL, "step %d", step);
         } else if (r < 993) {
             ap_breaker_force_open(&f->b);
             if (m.st != FO) m_set(&m, FO, 0);
@@ -986,20 +987,20 @@ static void random_walk(ap_breaker_desc d, uint64_t seed, int steps)
             ap_breaker_reset(&f->b);
             m_set(&m, CL, 0);
         }
-        cr_assert_eq(raw_state(&f->b), m.st, "step %d: state %d vs model %d", step,
+        EXPECT_EQ(raw_state(&f->b), m.st, "step %d: state %d vs model %d", step,
                      raw_state(&f->b), m.st);
-        cr_assert_eq(ap_breaker_generation(&f->b), m.gen, "step %d", step);
+        EXPECT_EQ(ap_breaker_generation(&f->b), m.gen, "step %d", step);
         ap_breaker_stats st;
         ap_breaker_stats_get(&f->b, &st);
-        cr_assert_eq(memcmp(&st, &m.s, sizeof st), 0, "step %d: stats differ", step);
-        cr_assert_eq(f->log.n, m.log.n, "step %d: callbacks", step);
+        EXPECT_EQ(memcmp(&st, &m.s, sizeof st), 0, "step %d: stats differ", step);
+        EXPECT_EQ(f->log.n, m.log.n, "step %d: callbacks", step);
     }
     for (unsigned i = 0; i < m.log.n && i < 64; i++) {
-        cr_assert_eq(f->log.e[i].from, m.log.e[i].from);
-        cr_assert_eq(f->log.e[i].to, m.log.e[i].to);
-        cr_assert_eq(f->log.e[i].gen, m.log.e[i].gen);
+        EXPECT_EQ(f->log.e[i].from, m.log.e[i].from);
+        EXPECT_EQ(f->log.e[i].to, m.log.e[i].to);
+        EXPECT_EQ(f->log.e[i].gen, m.log.e[i].gen);
     }
-    cr_assert_gt(m.s.transitions, 100, "the walk should visit many states");
+    EXPECT_GT(m.s.transitions, 100, "the walk should visit many states");
     free(m.tw);
     free(f);
 }
@@ -1009,18 +1010,18 @@ Test(circuit_breaker, probe_lease_expiry_reopens)
     fixture *f = fx_new(small());
     goto_state(f, OP);
     ap_breaker_permit p = must_allow(&f->b, SEC); /* lease until SEC + 100 ms */
-    cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS - 1), HO);
-    cr_assert_eq(ap_breaker_state_at(&f->b, SEC + 100 * MS), OP);
-    cr_assert_eq(breaker_stats_of(&f->b).lease_expired, 1);
+    EXPECT_EQ(ap_breaker_state_at(&f->b, SEC + 100 * MS - 1), HO);
+    EXPECT_EQ(ap_breaker_state_at(&f->b, SEC + 100 * MS), OP);
+    EXPECT_EQ(breaker_stats_of(&f->b).lease_expired, 1);
     /* the late report is stale and changes nothing */
     uint64_t g = ap_breaker_generation(&f->b);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
-    cr_assert_eq(ap_breaker_generation(&f->b), g);
-    cr_assert_eq(breaker_stats_of(&f->b).stale, 1);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, SEC + 200 * MS), AP_OK);
+    EXPECT_EQ(ap_breaker_generation(&f->b), g);
+    EXPECT_EQ(breaker_stats_of(&f->b).stale, 1);
     /* re-opened for open_ns (multiplier 100: no growth) from the expiry */
     uint64_t ra;
-    cr_assert_eq(ap_breaker_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
-    cr_assert_eq(ra, 2 * SEC + 100 * MS);
+    EXPECT_EQ(ap_breaker_allow(&f->b, SEC + 100 * MS + SEC - 1, &p, &ra), AP_REJECTED);
+    EXPECT_EQ(ra, 2 * SEC + 100 * MS);
     free(f);
 }
 
@@ -1035,27 +1036,27 @@ Test(circuit_breaker, growing_open_duration)
     for (int i = 0; i < 5; i++) {
         ap_breaker_permit p;
         uint64_t ra;
-        cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
-        cr_assert_eq(ra - t, want[i], "trip %d: open for %llu", i,
+        EXPECT_EQ(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
+        EXPECT_EQ(ra - t, want[i], "trip %d: open for %llu", i,
                      (unsigned long long)(ra - t));
         t = ra;
         p = must_allow(&f->b, t); /* half-open probe fails: re-open, longer */
-        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK);
     }
     /* closing starts over */
     ap_breaker_permit p;
     uint64_t ra;
-    cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    EXPECT_EQ(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
     t = ra;
     for (int i = 0; i < 2; i++) {
         p = must_allow(&f->b, t);
-        cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
     }
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     for (int i = 0; i < 4; i++)
         call(&f->b, t, FAIL_, 0);
-    cr_assert_eq(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
-    cr_assert_eq(ra - t, SEC);
+    EXPECT_EQ(ap_breaker_allow(&f->b, t, &p, &ra), AP_REJECTED);
+    EXPECT_EQ(ra - t, SEC);
     free(f);
 }
 
@@ -1069,19 +1070,19 @@ Test(circuit_breaker, late_outcomes_change_nothing)
     ap_breaker save;
     memcpy(&save, &f->b, sizeof save);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_breaker_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&f->b, &old[i], FAIL_, SEC, 0), AP_OK);
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.stale, 4);
-    cr_assert_eq(s.failures, 0);
+    EXPECT_EQ(s.stale, 4);
+    EXPECT_EQ(s.failures, 0);
     /* nothing but the stale counters moved */
-    cr_assert_eq(atomic_load(&f->b.state), atomic_load(&save.state));
-    cr_assert_eq(atomic_load(&f->b.agg), atomic_load(&save.agg));
-    cr_assert_eq(atomic_load(&f->b.consec), atomic_load(&save.consec));
-    cr_assert_eq(atomic_load(&f->b.cursor), atomic_load(&save.cursor));
+    EXPECT_EQ(atomic_load(&f->b.state), atomic_load(&save.state));
+    EXPECT_EQ(atomic_load(&f->b.agg), atomic_load(&save.agg));
+    EXPECT_EQ(atomic_load(&f->b.consec), atomic_load(&save.consec));
+    EXPECT_EQ(atomic_load(&f->b.cursor), atomic_load(&save.cursor));
     for (int i = 0; i < 4; i++)
         call(&f->b, 0, OK_, 0);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(raw_state(&f->b), CL);
     free(f);
 }
 
@@ -1094,11 +1095,11 @@ Test(circuit_breaker, callback_once_per_transition)
     ap_breaker_disable(&f->b);    /* FO->DI */
     ap_breaker_reset(&f->b);      /* DI->CL */
     static const ap_breaker_state want[][2] = {{CL, OP}, {OP, HO}, {HO, FO}, {FO, DI}, {DI, CL}};
-    cr_assert_eq(f->log.n, 5);
+    EXPECT_EQ(f->log.n, 5);
     for (unsigned i = 0; i < 5; i++) {
-        cr_assert_eq(f->log.e[i].from, want[i][0], "event %u", i);
-        cr_assert_eq(f->log.e[i].to, want[i][1], "event %u", i);
-        cr_assert_eq(f->log.e[i].gen, i + 2);
+        EXPECT_EQ(f->log.e[i].from, want[i][0], "event %u", i);
+        EXPECT_EQ(f->log.e[i].to, want[i][1], "event %u", i);
+        EXPECT_EQ(f->log.e[i].gen, i + 2);
     }
     free(f);
 }
@@ -1145,8 +1146,8 @@ Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
     _Static_assert(AP_BREAKER_BYTES(3, 2) == 3 * 32 + 2 * 8 && AP_BREAKER_ALIGN == 8,
                    "constant expressions");
     static char as_array_size[AP_BREAKER_ALIGN];
-    cr_expect_eq(sizeof as_array_size, 8);
-    cr_assert(need != 0 && need <= AP_BREAKER_BYTES(100, 10) && tneed != 0 &&
+    EXPECT_EQ(sizeof as_array_size, 8);
+    EXPECT(need != 0 && need <= AP_BREAKER_BYTES(100, 10) && tneed != 0 &&
               tneed <= AP_BREAKER_BYTES(10, 3));
     struct { void *buf; size_t bytes; const ap_breaker_desc *d; const char *what; } cases[] = {
         {NULL, sizeof words, &cnt, "NULL buffer"},
@@ -1167,10 +1168,10 @@ Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memcpy(&before, &b, sizeof b);
         memset(bf, 0xC3, sizeof words);
         memcpy(b_before, bf, sizeof words);
-        cr_expect_eq(ap_breaker_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+        EXPECT_EQ(ap_breaker_init(&b, cases[i].buf, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
                      cases[i].what);
-        cr_expect(memcmp(&before, &b, sizeof b) == 0, "%s: the breaker changed", cases[i].what);
-        cr_expect(memcmp(b_before, bf, sizeof words) == 0, "%s: the buffer changed",
+        EXPECT(memcmp(&before, &b, sizeof b) == 0, "%s: the breaker changed", cases[i].what);
+        EXPECT(memcmp(b_before, bf, sizeof words) == 0, "%s: the buffer changed",
                   cases[i].what);
     }
     const ap_breaker_desc *ok[] = {&cnt, &tim};
@@ -1178,15 +1179,15 @@ Test(circuit_breaker, bad_buffers_and_arguments_are_inval_and_change_nothing)
         ap_breaker b;
         size_t n = ap_breaker_bytes(ok[k]);
         memset(bf, 0xC3, sizeof words);
-        cr_assert_eq(ap_breaker_init(&b, bf, n, ok[k]), AP_OK);
+        EXPECT_EQ(ap_breaker_init(&b, bf, n, ok[k]), AP_OK);
         for (uint64_t t = 1; t < 300; t++) {
             ap_breaker_permit p;
             uint64_t ra;
             if (ap_breaker_allow(&b, t, &p, &ra) == AP_OK)
-                cr_expect_eq(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, t), AP_OK);
+                EXPECT_EQ(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, t), AP_OK);
         }
         for (size_t i = n; i < sizeof words; i++)
-            cr_expect_eq(bf[i], 0xC3, "desc %d: byte %zu past the buffer written", k, i);
+            EXPECT_EQ(bf[i], 0xC3, "desc %d: byte %zu past the buffer written", k, i);
         ap_breaker_fini(&b);
     }
 }
@@ -1197,19 +1198,19 @@ Test(circuit_breaker, probe_admitted_at_the_end_of_time_holds_its_slot)
     ap_breaker b;
     ap_breaker_desc d = {.window_size = 1, .min_calls = 1, .open_ns = 10,
                          .half_open_probes = 1, .probe_lease_ns = 5};
-    cr_assert_eq(ap_breaker_init(&b, buf, sizeof buf, &d), AP_OK);
+    EXPECT_EQ(ap_breaker_init(&b, buf, sizeof buf, &d), AP_OK);
     ap_breaker_permit p, q;
     uint64_t ra;
-    cr_assert_eq(ap_breaker_allow(&b, 0, &p, &ra), AP_OK);
-    cr_assert_eq(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
-    cr_assert_eq(ap_breaker_state_at(&b, 1), AP_BREAKER_STATE_OPEN);
-    cr_assert_eq(ap_breaker_allow(&b, UINT64_MAX, &p, &ra), AP_OK);
-    cr_assert_eq(p.probe, 1u);
-    cr_assert_eq(b.inflight, 1u);
+    EXPECT_EQ(ap_breaker_allow(&b, 0, &p, &ra), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+    EXPECT_EQ(ap_breaker_state_at(&b, 1), AP_BREAKER_STATE_OPEN);
+    EXPECT_EQ(ap_breaker_allow(&b, UINT64_MAX, &p, &ra), AP_OK);
+    EXPECT_EQ(p.probe, 1u);
+    EXPECT_EQ(b.inflight, 1u);
     /* the slot is taken: K = 1 admits nobody else in this period */
-    cr_assert_neq(ap_breaker_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
+    EXPECT_NE(ap_breaker_allow(&b, UINT64_MAX, &q, &ra), AP_OK, "a second probe got the slot");
     ap_status st = ap_breaker_record(&b, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, UINT64_MAX);
-    cr_assert(st == AP_OK || st == AP_REJECTED || st == AP_INVAL, "record: %d", st);
+    EXPECT(st == AP_OK || st == AP_REJECTED || st == AP_INVAL, "record: %d", st);
 }
 
 /* Regression (issue #11, 2): one permit recorded four times as a failure
@@ -1220,33 +1221,33 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
 {
     fixture *f = fx_new(small());
     ap_breaker_permit p = must_allow(&f->b, 0);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_OK);
     ap_breaker_stats s0;
     ap_breaker_stats_get(&f->b, &s0);
     for (int i = 2; i <= 4; i++)
-        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
+        EXPECT_EQ(ap_breaker_record(&f->b, &p, FAIL_, 0, 0), AP_INVAL,
                      "record %d of one permit was accepted", i);
     ap_breaker_stats s1;
     ap_breaker_stats_get(&f->b, &s1);
-    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0, "a second record changed the stats");
-    cr_assert_eq(s1.failures, 1);
-    cr_assert_eq(raw_state(&f->b), CL, "one permit opened the breaker");
-    cr_assert_eq(ap_breaker_generation(&f->b), 1);
+    EXPECT_EQ(memcmp(&s0, &s1, sizeof s0), 0, "a second record changed the stats");
+    EXPECT_EQ(s1.failures, 1);
+    EXPECT_EQ(raw_state(&f->b), CL, "one permit opened the breaker");
+    EXPECT_EQ(ap_breaker_generation(&f->b), 1);
     /* a permit never admitted (zero) is refused too */
     ap_breaker_permit z = {0, 0};
-    cr_assert_eq(ap_breaker_record(&f->b, &z, OK_, 0, 0), AP_INVAL);
+    EXPECT_EQ(ap_breaker_record(&f->b, &z, OK_, 0, 0), AP_INVAL);
     /* stale: counted once */
     ap_breaker_permit q = must_allow(&f->b, 0);
     ap_breaker_reset(&f->b);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(breaker_stats_of(&f->b).stale, 1);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    EXPECT_EQ(breaker_stats_of(&f->b).stale, 1);
     /* DISABLED */
     ap_breaker_disable(&f->b);
     q = must_allow(&f->b, 0);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
-    cr_assert_eq(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
-    cr_assert_eq(breaker_stats_of(&f->b).successes, 1);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &q, OK_, 0, 0), AP_INVAL);
+    EXPECT_EQ(breaker_stats_of(&f->b).successes, 1);
     free(f);
 
     /* HALF_OPEN: the permit itself, and a copy of a reported probe (its
@@ -1255,16 +1256,16 @@ Test(circuit_breaker, permit_recorded_twice_is_inval)
     uint64_t t = goto_state(f, HO);
     p = must_allow(&f->b, t);
     ap_breaker_permit copy = p;
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, t), AP_OK);
     uint64_t g = ap_breaker_generation(&f->b);
     ap_breaker_stats_get(&f->b, &s0);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
-    cr_assert_eq(ap_breaker_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_INVAL);
+    EXPECT_EQ(ap_breaker_record(&f->b, &copy, FAIL_, 0, t), AP_INVAL, "a copy re-opened it");
     ap_breaker_stats_get(&f->b, &s1);
-    cr_assert_eq(memcmp(&s0, &s1, sizeof s0), 0);
-    cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_breaker_generation(&f->b), g);
-    cr_assert_eq(copy.gen, g, "AP_INVAL wrote to the permit");
+    EXPECT_EQ(memcmp(&s0, &s1, sizeof s0), 0);
+    EXPECT_EQ(raw_state(&f->b), HO);
+    EXPECT_EQ(ap_breaker_generation(&f->b), g);
+    EXPECT_EQ(copy.gen, g, "AP_INVAL wrote to the permit");
     free(f);
 }
 
@@ -1279,27 +1280,27 @@ Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
     uint64_t t = goto_state(f, HO);
     ap_breaker_permit p = must_allow(&f->b, t), r;
     uint64_t ra;
-    cr_assert_eq(ap_breaker_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
+    EXPECT_EQ(ap_breaker_allow(&f->b, t, &r, &ra), AP_REJECTED, "K = 1: slot taken");
     uint64_t g = p.gen;
     ap_breaker_stats s0;
     ap_breaker_stats_get(&f->b, &s0);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, CAN_, 5 * SEC, t + 1), AP_OK);
     /* K = 1 admitted, reported without an outcome: a fresh half-open period */
-    cr_assert_eq(raw_state(&f->b), HO);
-    cr_assert_eq(ap_breaker_generation(&f->b), g + 1);
+    EXPECT_EQ(raw_state(&f->b), HO);
+    EXPECT_EQ(ap_breaker_generation(&f->b), g + 1);
     p = must_allow(&f->b, t + 1); /* the slot is free at once */
     ap_breaker_stats s;
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.canceled, 1);
-    cr_assert_eq(s.failures, s0.failures, "CANCELED counted as a failure");
-    cr_assert_eq(s.ignored, 0);
-    cr_assert_eq(s.slow, s0.slow, "a CANCELED record is never slow");
-    cr_assert_eq(s.lease_expired, 0);
-    cr_assert_eq(s.calls, s.successes + s.failures + s.ignored + s.canceled);
-    cr_assert_eq(ap_breaker_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(s.canceled, 1);
+    EXPECT_EQ(s.failures, s0.failures, "CANCELED counted as a failure");
+    EXPECT_EQ(s.ignored, 0);
+    EXPECT_EQ(s.slow, s0.slow, "a CANCELED record is never slow");
+    EXPECT_EQ(s.lease_expired, 0);
+    EXPECT_EQ(s.calls, s.successes + s.failures + s.ignored + s.canceled);
+    EXPECT_EQ(ap_breaker_record(&f->b, &p, OK_, 0, t + 2), AP_OK);
+    EXPECT_EQ(raw_state(&f->b), CL);
     ap_breaker_stats_get(&f->b, &s);
-    cr_assert_eq(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
+    EXPECT_EQ(s.allowed, s.successes + s.failures + s.ignored + s.canceled + s.stale);
     free(f);
 
     /* CLOSED: no window, no rate, and the failure run is not reset */
@@ -1307,10 +1308,10 @@ Test(circuit_breaker, canceled_probe_frees_its_slot_and_is_no_failure)
     call(&f->b, 0, FAIL_, 0);
     for (int i = 0; i < 20; i++)
         call(&f->b, 0, CAN_, 0);
-    cr_assert_eq(agg_calls(&f->b), 1, "CANCELED entered the window");
-    cr_assert_eq(raw_state(&f->b), CL);
+    EXPECT_EQ(agg_calls(&f->b), 1, "CANCELED entered the window");
+    EXPECT_EQ(raw_state(&f->b), CL);
     call(&f->b, 0, FAIL_, 0);
-    cr_assert_eq(raw_state(&f->b), OP, "CANCELED reset the failure run");
+    EXPECT_EQ(raw_state(&f->b), OP, "CANCELED reset the failure run");
     free(f);
 }
 
@@ -1329,13 +1330,13 @@ Test(circuit_breaker, reopen_duration_exact_when_not_a_multiple_of_100)
     for (int i = 0; i < 5; i++) {
         ap_breaker_permit p;
         uint64_t ra = 0;
-        cr_assert_eq(ap_breaker_allow(&f->b, t + want[i] - 1, &p, &ra), AP_REJECTED, "open %d", i);
-        cr_assert_eq(ra, t + want[i], "open %d: for %llu ns, want %llu", i,
+        EXPECT_EQ(ap_breaker_allow(&f->b, t + want[i] - 1, &p, &ra), AP_REJECTED, "open %d", i);
+        EXPECT_EQ(ra, t + want[i], "open %d: for %llu ns, want %llu", i,
                      (unsigned long long)(ra - t), (unsigned long long)want[i]);
         t += want[i];
         p = must_allow(&f->b, t); /* exactly at the end: half-open */
-        cr_assert_eq(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK); /* re-open */
-        cr_assert_eq(raw_state(&f->b), OP);
+        EXPECT_EQ(ap_breaker_record(&f->b, &p, FAIL_, 0, t), AP_OK); /* re-open */
+        EXPECT_EQ(raw_state(&f->b), OP);
     }
     free(f);
 }
