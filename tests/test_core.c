@@ -8,6 +8,7 @@
 #include "asyncpat/version.h"
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,28 +35,28 @@ Test(core, status_values_fixed)
 {
     /* 0 is success so `if (st)` tests for failure; values are dense and
      * only ever appended. */
-    cr_assert_eq(AP_OK, 0);
+    EXPECT_EQ(AP_OK, 0);
     for (size_t i = 0; i < N_STATUS; i++)
-        cr_assert_eq((int)all_status[i], (int)i, "status %zu out of place", i);
+        EXPECT_EQ((int)all_status[i], (int)i, "status %zu out of place", i);
 }
 
 Test(core, status_str_every_value_distinct_and_named)
 {
     const char *unknown = ap_status_str((ap_status)1000);
-    cr_assert_not_null(unknown);
+    EXPECT_NOT_NULL(unknown);
     for (size_t i = 0; i < N_STATUS; i++) {
         const char *s = ap_status_str(all_status[i]);
-        cr_assert_not_null(s, "status %zu has no string", i);
-        cr_assert_gt(strlen(s), 0, "status %zu has an empty string", i);
-        cr_assert_str_neq(s, unknown, "status %zu reads as unknown", i);
+        EXPECT_NOT_NULL(s, "status %zu has no string", i);
+        EXPECT_GT(strlen(s), 0, "status %zu has an empty string", i);
+        EXPECT_STR_NE(s, unknown, "status %zu reads as unknown", i);
         for (size_t j = 0; j < i; j++)
-            cr_assert_str_neq(s, ap_status_str(all_status[j]),
+            EXPECT_STR_NE(s, ap_status_str(all_status[j]),
                               "statuses %zu and %zu share the string '%s'", j, i, s);
     }
-    cr_assert_str_eq(ap_status_str(AP_OK), "ok");
-    cr_assert_str_eq(ap_status_str(AP_FULL), "full");
-    cr_assert_str_eq(ap_status_str(AP_EMPTY), "empty");
-    cr_assert_str_eq(ap_status_str(AP_TIMEDOUT), "timed out");
+    EXPECT_STR_EQ(ap_status_str(AP_OK), "ok");
+    EXPECT_STR_EQ(ap_status_str(AP_FULL), "full");
+    EXPECT_STR_EQ(ap_status_str(AP_EMPTY), "empty");
+    EXPECT_STR_EQ(ap_status_str(AP_TIMEDOUT), "timed out");
 }
 
 Test(core, status_str_out_of_range_not_null)
@@ -63,10 +64,10 @@ Test(core, status_str_out_of_range_not_null)
     const int bad[] = {(int)N_STATUS, (int)N_STATUS + 1, 255, 100000, -1, -1000};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *s = ap_status_str((ap_status)bad[i]);
-        cr_assert_not_null(s, "ap_status_str(%d) is NULL", bad[i]);
-        cr_assert_gt(strlen(s), 0);
+        EXPECT_NOT_NULL(s, "ap_status_str(%d) is NULL", bad[i]);
+        EXPECT_GT(strlen(s), 0);
         for (size_t j = 0; j < N_STATUS; j++)
-            cr_assert_str_neq(s, ap_status_str(all_status[j]),
+            EXPECT_STR_NE(s, ap_status_str(all_status[j]),
                               "out-of-range %d named like a real status", bad[i]);
     }
 }
@@ -79,10 +80,10 @@ Test(core, status_str_out_of_range_not_null)
 
 Test(core, version_num_matches_parts)
 {
-    cr_assert_eq(AP_VERSION_NUM,
+    EXPECT_EQ(AP_VERSION_NUM,
                  AP_VERSION_MAJOR * 1000000 + AP_VERSION_MINOR * 1000 + AP_VERSION_PATCH);
-    cr_assert_lt(AP_VERSION_MINOR, 1000);
-    cr_assert_lt(AP_VERSION_PATCH, 1000);
+    EXPECT_LT(AP_VERSION_MINOR, 1000);
+    EXPECT_LT(AP_VERSION_PATCH, 1000);
 }
 
 Test(core, version_string_matches_parts)
@@ -90,51 +91,51 @@ Test(core, version_string_matches_parts)
     char expect[64];
     snprintf(expect, sizeof expect, "%d.%d.%d", AP_VERSION_MAJOR, AP_VERSION_MINOR,
              AP_VERSION_PATCH);
-    cr_assert_str_eq(AP_VERSION_STRING, expect);
+    EXPECT_STR_EQ(AP_VERSION_STRING, expect);
     /* a string literal, so it can be pasted into other literals */
     static const char banner[] = "asyncpat " AP_VERSION_STRING;
-    cr_assert_str_eq(banner + 9, expect);
+    EXPECT_STR_EQ(banner + 9, expect);
     int maj, min, pat;
-    cr_assert_eq(sscanf(AP_VERSION_STRING, "%d.%d.%d", &maj, &min, &pat), 3);
-    cr_assert_eq(maj * 1000000 + min * 1000 + pat, AP_VERSION_NUM);
+    EXPECT_EQ(sscanf(AP_VERSION_STRING, "%d.%d.%d", &maj, &min, &pat), 3);
+    EXPECT_EQ(maj * 1000000 + min * 1000 + pat, AP_VERSION_NUM);
 }
 
 /* ---- time ---- */
 
 Test(core, time_add_saturates)
 {
-    cr_assert_eq(ap_deadline_after(0, 0), 0);
-    cr_assert_eq(ap_deadline_after(5, 7), 12);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 10), UINT64_MAX);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 9), UINT64_MAX - 1);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX - 10, 11), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX, 1), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_deadline_after(1, UINT64_MAX), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX, UINT64_MAX), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2), UINT64_MAX);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2 + 1), AP_DEADLINE_NONE);
-    cr_assert_eq(AP_DEADLINE_NONE, UINT64_MAX);
+    EXPECT_EQ(ap_deadline_after(0, 0), 0);
+    EXPECT_EQ(ap_deadline_after(5, 7), 12);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX - 10, 10), UINT64_MAX);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX - 10, 9), UINT64_MAX - 1);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX - 10, 11), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX, 1), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_deadline_after(1, UINT64_MAX), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX, UINT64_MAX), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2), UINT64_MAX);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX / 2 + 1, UINT64_MAX / 2 + 1), AP_DEADLINE_NONE);
+    EXPECT_EQ(AP_DEADLINE_NONE, UINT64_MAX);
 }
 
 Test(core, time_until_and_min)
 {
-    cr_assert_eq(ap_time_until(100, 40), 60);
-    cr_assert_eq(ap_time_until(100, 100), 0);
-    cr_assert_eq(ap_time_until(100, 101), 0);
-    cr_assert_eq(ap_time_until(0, UINT64_MAX), 0);
-    cr_assert_eq(ap_time_until(UINT64_MAX, 0), UINT64_MAX);
-    cr_assert_eq(ap_time_until(AP_DEADLINE_NONE, 1), UINT64_MAX - 1);
-    cr_assert_eq(ap_time_min(3, 9), 3);
-    cr_assert_eq(ap_time_min(9, 3), 3);
-    cr_assert_eq(ap_time_min(AP_DEADLINE_NONE, 7), 7);
-    cr_assert_eq(ap_time_min(AP_DEADLINE_NONE, AP_DEADLINE_NONE), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_time_until(100, 40), 60);
+    EXPECT_EQ(ap_time_until(100, 100), 0);
+    EXPECT_EQ(ap_time_until(100, 101), 0);
+    EXPECT_EQ(ap_time_until(0, UINT64_MAX), 0);
+    EXPECT_EQ(ap_time_until(UINT64_MAX, 0), UINT64_MAX);
+    EXPECT_EQ(ap_time_until(AP_DEADLINE_NONE, 1), UINT64_MAX - 1);
+    EXPECT_EQ(ap_time_min(3, 9), 3);
+    EXPECT_EQ(ap_time_min(9, 3), 3);
+    EXPECT_EQ(ap_time_min(AP_DEADLINE_NONE, 7), 7);
+    EXPECT_EQ(ap_time_min(AP_DEADLINE_NONE, AP_DEADLINE_NONE), AP_DEADLINE_NONE);
 }
 
 Test(core, time_units)
 {
-    cr_assert_eq(AP_NS_PER_US, 1000u);
-    cr_assert_eq(AP_NS_PER_MS, 1000u * 1000u);
-    cr_assert_eq(AP_NS_PER_SEC, 1000u * 1000u * 1000u);
+    EXPECT_EQ(AP_NS_PER_US, 1000u);
+    EXPECT_EQ(AP_NS_PER_MS, 1000u * 1000u);
+    EXPECT_EQ(AP_NS_PER_SEC, 1000u * 1000u * 1000u);
 }
 
 Test(core, now_ns_monotonic_and_tracks_clock)
@@ -143,90 +144,90 @@ Test(core, now_ns_monotonic_and_tracks_clock)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t ref = (uint64_t)ts.tv_sec * AP_NS_PER_SEC + (uint64_t)ts.tv_nsec;
     uint64_t a = ap_now_ns();
-    cr_assert_geq(a, ref, "ap_now_ns is not on CLOCK_MONOTONIC in ns");
-    cr_assert_lt(a - ref, 10 * AP_NS_PER_SEC);
+    EXPECT_GE(a, ref, "ap_now_ns is not on CLOCK_MONOTONIC in ns");
+    EXPECT_LT(a - ref, 10 * AP_NS_PER_SEC);
     uint64_t prev = a;
     for (int i = 0; i < 1000; i++) {
         uint64_t t = ap_now_ns();
-        cr_assert_geq(t, prev);
+        EXPECT_GE(t, prev);
         prev = t;
     }
     struct timespec d = {0, 2 * 1000 * 1000};
     nanosleep(&d, NULL);
-    cr_assert_geq(ap_now_ns() - a, 2 * AP_NS_PER_MS);
+    EXPECT_GE(ap_now_ns() - a, 2 * AP_NS_PER_MS);
 }
 
 /* ---- size arithmetic ---- */
 
 Test(core, pow2_ceil_edges)
 {
-    cr_assert_eq(ap__pow2_ceil(1), 1);
-    cr_assert_eq(ap__pow2_ceil(2), 2);
-    cr_assert_eq(ap__pow2_ceil(3), 4);
-    cr_assert_eq(ap__pow2_ceil(4), 4);
-    cr_assert_eq(ap__pow2_ceil(5), 8);
-    cr_assert_eq(ap__pow2_ceil(63), 64);
-    cr_assert_eq(ap__pow2_ceil(64), 64);
-    cr_assert_eq(ap__pow2_ceil(65), 128);
+    EXPECT_EQ(ap__pow2_ceil(1), 1);
+    EXPECT_EQ(ap__pow2_ceil(2), 2);
+    EXPECT_EQ(ap__pow2_ceil(3), 4);
+    EXPECT_EQ(ap__pow2_ceil(4), 4);
+    EXPECT_EQ(ap__pow2_ceil(5), 8);
+    EXPECT_EQ(ap__pow2_ceil(63), 64);
+    EXPECT_EQ(ap__pow2_ceil(64), 64);
+    EXPECT_EQ(ap__pow2_ceil(65), 128);
     size_t top = SIZE_MAX / 2 + 1; /* the largest power of two */
-    cr_assert_eq(ap__pow2_ceil(top), top);
-    cr_assert_eq(ap__pow2_ceil(top - 1), top);
-    cr_assert_eq(ap__pow2_ceil(top / 2 + 1), top);
-    cr_assert_eq(ap__pow2_ceil(top + 1), 0);
-    cr_assert_eq(ap__pow2_ceil(SIZE_MAX), 0);
+    EXPECT_EQ(ap__pow2_ceil(top), top);
+    EXPECT_EQ(ap__pow2_ceil(top - 1), top);
+    EXPECT_EQ(ap__pow2_ceil(top / 2 + 1), top);
+    EXPECT_EQ(ap__pow2_ceil(top + 1), 0);
+    EXPECT_EQ(ap__pow2_ceil(SIZE_MAX), 0);
     for (size_t x = 1; x <= 4096; x++) {
         size_t p = ap__pow2_ceil(x);
-        cr_assert(p >= x && (p & (p - 1)) == 0 && p / 2 < x, "pow2_ceil(%zu) = %zu", x, p);
+        EXPECT(p >= x && (p & (p - 1)) == 0 && p / 2 < x, "pow2_ceil(%zu) = %zu", x, p);
     }
 }
 
 Test(core, align_up_edges)
 {
-    cr_assert_eq(ap__align_up(0, 64), 0);
-    cr_assert_eq(ap__align_up(1, 64), 64);
-    cr_assert_eq(ap__align_up(63, 64), 64);
-    cr_assert_eq(ap__align_up(64, 64), 64);
-    cr_assert_eq(ap__align_up(65, 64), 128);
-    cr_assert_eq(ap__align_up(7, 1), 7);
-    cr_assert_eq(ap__align_up(7, 8), 8);
-    cr_assert_eq(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
-    cr_assert_eq(ap__align_up(SIZE_MAX - 63, 64), SIZE_MAX - 63); /* already aligned */
-    cr_assert_eq(ap__align_up(SIZE_MAX - 62, 64), 0);             /* would need 2^64 */
-    cr_assert_eq(ap__align_up(SIZE_MAX - 64, 64), SIZE_MAX - 63);
-    cr_assert_eq(ap__align_up(SIZE_MAX, 64), 0);
-    cr_assert_eq(ap__align_up(SIZE_MAX, 2), 0);
-    cr_assert_eq(ap__align_up(SIZE_MAX - 1, 2), SIZE_MAX - 1);
+    EXPECT_EQ(ap__align_up(0, 64), 0);
+    EXPECT_EQ(ap__align_up(1, 64), 64);
+    EXPECT_EQ(ap__align_up(63, 64), 64);
+    EXPECT_EQ(ap__align_up(64, 64), 64);
+    EXPECT_EQ(ap__align_up(65, 64), 128);
+    EXPECT_EQ(ap__align_up(7, 1), 7);
+    EXPECT_EQ(ap__align_up(7, 8), 8);
+    EXPECT_EQ(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 63, 64), SIZE_MAX - 63); /* already aligned */
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 62, 64), 0);             /* would need 2^64 */
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 64, 64), SIZE_MAX - 63);
+    EXPECT_EQ(ap__align_up(SIZE_MAX, 64), 0);
+    EXPECT_EQ(ap__align_up(SIZE_MAX, 2), 0);
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 1, 2), SIZE_MAX - 1);
 }
 
 Test(core, size_muladd_edges)
 {
     size_t out = 12345;
-    cr_assert(ap__size_muladd(3, 4, 5, &out));
-    cr_assert_eq(out, 17);
-    cr_assert(ap__size_muladd(0, SIZE_MAX, 9, &out));
-    cr_assert_eq(out, 9);
-    cr_assert(ap__size_muladd(SIZE_MAX, 0, 9, &out));
-    cr_assert_eq(out, 9);
-    cr_assert(ap__size_muladd(SIZE_MAX, 1, 0, &out));
-    cr_assert_eq(out, SIZE_MAX);
-    cr_assert(ap__size_muladd(0, 0, SIZE_MAX, &out));
-    cr_assert_eq(out, SIZE_MAX);
-    cr_assert(ap__size_muladd(2, SIZE_MAX / 2, 1, &out)); /* exactly SIZE_MAX */
-    cr_assert_eq(out, SIZE_MAX);
-    cr_assert(ap__size_muladd(SIZE_MAX / 2, 2, 1, &out));
-    cr_assert_eq(out, SIZE_MAX);
+    EXPECT(ap__size_muladd(3, 4, 5, &out));
+    EXPECT_EQ(out, 17);
+    EXPECT(ap__size_muladd(0, SIZE_MAX, 9, &out));
+    EXPECT_EQ(out, 9);
+    EXPECT(ap__size_muladd(SIZE_MAX, 0, 9, &out));
+    EXPECT_EQ(out, 9);
+    EXPECT(ap__size_muladd(SIZE_MAX, 1, 0, &out));
+    EXPECT_EQ(out, SIZE_MAX);
+    EXPECT(ap__size_muladd(0, 0, SIZE_MAX, &out));
+    EXPECT_EQ(out, SIZE_MAX);
+    EXPECT(ap__size_muladd(2, SIZE_MAX / 2, 1, &out)); /* exactly SIZE_MAX */
+    EXPECT_EQ(out, SIZE_MAX);
+    EXPECT(ap__size_muladd(SIZE_MAX / 2, 2, 1, &out));
+    EXPECT_EQ(out, SIZE_MAX);
 
     out = 777;
-    cr_assert_not(ap__size_muladd(SIZE_MAX, 1, 1, &out));
-    cr_assert_not(ap__size_muladd(2, SIZE_MAX / 2, 2, &out));
-    cr_assert_not(ap__size_muladd(SIZE_MAX / 2 + 1, 2, 0, &out));
-    cr_assert_not(ap__size_muladd((size_t)1 << (sizeof(size_t) * 4),
+    EXPECT_NOT(ap__size_muladd(SIZE_MAX, 1, 1, &out));
+    EXPECT_NOT(ap__size_muladd(2, SIZE_MAX / 2, 2, &out));
+    EXPECT_NOT(ap__size_muladd(SIZE_MAX / 2 + 1, 2, 0, &out));
+    EXPECT_NOT(ap__size_muladd((size_t)1 << (sizeof(size_t) * 4),
                                   (size_t)1 << (sizeof(size_t) * 4), 0, &out));
-    cr_assert_not(ap__size_muladd(SIZE_MAX, SIZE_MAX, 0, &out));
-    cr_assert_not(ap__size_muladd(1, 1, SIZE_MAX, &out));
-    cr_assert_eq(out, 777, "out written on overflow");
-    cr_assert(ap__size_muladd(1, 1, SIZE_MAX - 1, &out));
-    cr_assert_eq(out, SIZE_MAX);
+    EXPECT_NOT(ap__size_muladd(SIZE_MAX, SIZE_MAX, 0, &out));
+    EXPECT_NOT(ap__size_muladd(1, 1, SIZE_MAX, &out));
+    EXPECT_EQ(out, 777, "out written on overflow");
+    EXPECT(ap__size_muladd(1, 1, SIZE_MAX - 1, &out));
+    EXPECT_EQ(out, SIZE_MAX);
 }
 
 /* ---- container_of ---- */
@@ -241,21 +242,21 @@ struct outer {
 Test(core, container_of_recovers_outer)
 {
     struct outer o;
-    cr_assert_eq(AP_CONTAINER_OF(&o.in, struct outer, in), &o);
-    cr_assert_eq(AP_CONTAINER_OF(&o.d, struct outer, d), &o);
-    cr_assert_eq(AP_CONTAINER_OF(&o.pad, struct outer, pad), &o);
-    cr_assert_eq(AP_CONTAINER_OF(&o.tail, struct outer, tail), &o);
+    EXPECT_EQ(AP_CONTAINER_OF(&o.in, struct outer, in), &o);
+    EXPECT_EQ(AP_CONTAINER_OF(&o.d, struct outer, d), &o);
+    EXPECT_EQ(AP_CONTAINER_OF(&o.pad, struct outer, pad), &o);
+    EXPECT_EQ(AP_CONTAINER_OF(&o.tail, struct outer, tail), &o);
     struct inner *ip = &o.in;
     struct outer *op = AP_CONTAINER_OF(ip, struct outer, in);
     op->d = 2.5;
-    cr_assert_eq(o.d, 2.5);
+    EXPECT_EQ(o.d, 2.5);
     /* from a void pointer (what a callback's ctx usually is) */
     void *vp = &o.in;
-    cr_assert_eq(AP_CONTAINER_OF(vp, struct outer, in), &o);
+    EXPECT_EQ(AP_CONTAINER_OF(vp, struct outer, in), &o);
     /* an array of containers: each member maps to its own container */
     struct outer arr[3];
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(AP_CONTAINER_OF(&arr[i].in, struct outer, in), &arr[i]);
+        EXPECT_EQ(AP_CONTAINER_OF(&arr[i].in, struct outer, in), &arr[i]);
 }
 
 /* ---- allocator ---- */
@@ -266,15 +267,15 @@ static void never_free(void *p, size_t s, void *u) { (void)p; (void)s; (void)u; 
 Test(core, allocator_or_default)
 {
     const ap_allocator *d = ap__allocator_or_default(NULL);
-    cr_assert_not_null(d);
-    cr_assert_not_null(d->alloc);
-    cr_assert_not_null(d->free);
+    EXPECT_NOT_NULL(d);
+    EXPECT_NOT_NULL(d->alloc);
+    EXPECT_NOT_NULL(d->free);
     ap_allocator full = {never_alloc, never_free, (void *)&full};
-    cr_assert_eq(ap__allocator_or_default(&full), &full);
+    EXPECT_EQ(ap__allocator_or_default(&full), &full);
     ap_allocator no_alloc = {NULL, never_free, NULL};
     ap_allocator no_free = {never_alloc, NULL, NULL};
-    cr_assert_null(ap__allocator_or_default(&no_alloc));
-    cr_assert_null(ap__allocator_or_default(&no_free));
+    EXPECT_NULL(ap__allocator_or_default(&no_alloc));
+    EXPECT_NULL(ap__allocator_or_default(&no_free));
 }
 
 Test(core, default_allocator_aligns_any_size)
@@ -285,8 +286,8 @@ Test(core, default_allocator_aligns_any_size)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (size_t j = 0; j < sizeof aligns / sizeof aligns[0]; j++) {
             unsigned char *p = d->alloc(sizes[i], aligns[j], d->user);
-            cr_assert_not_null(p);
-            cr_assert_eq((uintptr_t)p % aligns[j], 0, "size %zu align %zu", sizes[i], aligns[j]);
+            EXPECT_NOT_NULL(p);
+            EXPECT_EQ((uintptr_t)p % aligns[j], 0, "size %zu align %zu", sizes[i], aligns[j]);
             memset(p, 0xab, sizes[i]); /* ASan checks the whole size is ours */
             d->free(p, sizes[i], d->user);
         }
@@ -316,11 +317,11 @@ Test(core, spinlock_mutual_exclusion, .timeout = TEST_TIMEOUT_S)
 {
     pthread_t th[LOCK_THREADS];
     for (int i = 0; i < LOCK_THREADS; i++)
-        cr_assert_eq(pthread_create(&th[i], NULL, lock_worker, NULL), 0);
+        EXPECT_EQ(pthread_create(&th[i], NULL, lock_worker, NULL), 0);
     for (int i = 0; i < LOCK_THREADS; i++)
         pthread_join(th[i], NULL);
-    cr_assert_eq(shared_counter, (long)LOCK_THREADS * LOCK_ITERS);
-    cr_assert_eq(atomic_load(&shared_lock.held), 0u);
+    EXPECT_EQ(shared_counter, (long)LOCK_THREADS * LOCK_ITERS);
+    EXPECT_EQ(atomic_load(&shared_lock.held), 0u);
 }
 
 Test(core, spinlock_zero_is_unlocked)
@@ -328,9 +329,9 @@ Test(core, spinlock_zero_is_unlocked)
     ap__lock l;
     memset(&l, 0, sizeof l);
     ap__lock_acquire(&l); /* would spin forever if zero meant held */
-    cr_assert_neq(atomic_load(&l.held), 0u);
+    EXPECT_NE(atomic_load(&l.held), 0u);
     ap__lock_release(&l);
-    cr_assert_eq(atomic_load(&l.held), 0u);
+    EXPECT_EQ(atomic_load(&l.held), 0u);
     ap__lock_acquire(&l);
     ap__lock_release(&l);
 }
@@ -340,7 +341,7 @@ Test(core, backoff_counts)
     unsigned spins = 0;
     for (unsigned i = 0; i < AP_SPIN_LIMIT + 3; i++)
         ap__backoff(&spins);
-    cr_assert_eq(spins, AP_SPIN_LIMIT + 3);
+    EXPECT_EQ(spins, AP_SPIN_LIMIT + 3);
 }
 
 /* ---- shared arithmetic: align-up, hash, 128-bit, backward-shift delete ---- */
@@ -351,21 +352,21 @@ static char align_sized[AP__ALIGN_UP(1, 64)];
 
 Test(core, align_up_rounds_to_the_next_multiple)
 {
-    cr_assert_eq(sizeof align_sized, 64);
+    EXPECT_EQ(sizeof align_sized, 64);
     static const size_t aligns[] = {1, 2, 8, 16, 64, 4096};
     for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
         size_t al = aligns[a];
         for (size_t x = 0; x < 3 * 4096; x += 1 + x / 7) {
             size_t want = (x + al - 1) / al * al; /* the division form */
-            cr_assert_eq(AP__ALIGN_UP(x, al), want, "AP__ALIGN_UP(%zu, %zu)", x, al);
-            cr_assert_eq(ap__align_up(x, al), want, "ap__align_up(%zu, %zu)", x, al);
+            EXPECT_EQ(AP__ALIGN_UP(x, al), want, "AP__ALIGN_UP(%zu, %zu)", x, al);
+            EXPECT_EQ(ap__align_up(x, al), want, "ap__align_up(%zu, %zu)", x, al);
         }
     }
-    cr_assert_eq(ap__align_up(0, 64), 0);
-    cr_assert_eq(ap__align_up(SIZE_MAX - 7, 8), SIZE_MAX - 7, "the largest multiple fits");
-    cr_assert_eq(ap__align_up(SIZE_MAX - 6, 8), 0, "overflow is 0, not a wrapped size");
-    cr_assert_eq(ap__align_up(SIZE_MAX, 64), 0);
-    cr_assert_eq(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
+    EXPECT_EQ(ap__align_up(0, 64), 0);
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 7, 8), SIZE_MAX - 7, "the largest multiple fits");
+    EXPECT_EQ(ap__align_up(SIZE_MAX - 6, 8), 0, "overflow is 0, not a wrapped size");
+    EXPECT_EQ(ap__align_up(SIZE_MAX, 64), 0);
+    EXPECT_EQ(ap__align_up(SIZE_MAX, 1), SIZE_MAX);
 }
 
 Test(core, mix64_is_splitmix64)
@@ -376,13 +377,13 @@ Test(core, mix64_is_splitmix64)
                                     UINT64_C(0x06C45D188009454F), UINT64_C(0xF88BB8A8724C81EC)};
     uint64_t state = 0, gen = 0;
     for (size_t k = 0; k < 4; k++) {
-        cr_assert_eq(ap__mix64(state), want[k], "output %zu", k);
-        cr_assert_eq(ap__splitmix64(&gen), want[k], "generator output %zu", k);
+        EXPECT_EQ(ap__mix64(state), want[k], "output %zu", k);
+        EXPECT_EQ(ap__splitmix64(&gen), want[k], "generator output %zu", k);
         state += UINT64_C(0x9E3779B97F4A7C15);
-        cr_assert_eq(gen, state, "the generator's state after output %zu", k);
-        cr_assert_eq(ap__fmix64(state), want[k], "the finaliser of state %zu", k + 1);
+        EXPECT_EQ(gen, state, "the generator's state after output %zu", k);
+        EXPECT_EQ(ap__fmix64(state), want[k], "the finaliser of state %zu", k + 1);
     }
-    cr_assert_eq(ap__fmix64(0), 0, "the bare finaliser keeps 0 (ap__mix64 does not)");
+    EXPECT_EQ(ap__fmix64(0), 0, "the bare finaliser keeps 0 (ap__mix64 does not)");
 }
 
 Test(core, mix64_spreads_adjacent_keys)
@@ -392,7 +393,7 @@ Test(core, mix64_spreads_adjacent_keys)
      * buckets nearly evenly (what the cache's shard and slot picks need) */
     enum { N = 1 << 16 };
     uint64_t *h = malloc(N * sizeof *h);
-    cr_assert_not_null(h);
+    EXPECT_NOT_NULL(h);
     unsigned hi[16] = {0}, lo[16] = {0};
     for (uint64_t k = 0; k < N; k++) {
         h[k] = ap__mix64(k);
@@ -400,8 +401,8 @@ Test(core, mix64_spreads_adjacent_keys)
         lo[h[k] & 15]++;
     }
     for (int b = 0; b < 16; b++) {
-        cr_assert(hi[b] > N / 16 * 9 / 10 && hi[b] < N / 16 * 11 / 10, "top bucket %d: %u", b, hi[b]);
-        cr_assert(lo[b] > N / 16 * 9 / 10 && lo[b] < N / 16 * 11 / 10, "low bucket %d: %u", b, lo[b]);
+        EXPECT(hi[b] > N / 16 * 9 / 10 && hi[b] < N / 16 * 11 / 10, "top bucket %d: %u", b, hi[b]);
+        EXPECT(lo[b] > N / 16 * 9 / 10 && lo[b] < N / 16 * 11 / 10, "low bucket %d: %u", b, lo[b]);
     }
     /* distinct: insertion-free check through a sort */
     for (size_t gap = N / 2; gap > 0; gap /= 2) /* shell sort, N = 2^16 */
@@ -412,7 +413,7 @@ Test(core, mix64_spreads_adjacent_keys)
                 h[j - gap] = t;
             }
     for (size_t i = 1; i < N; i++)
-        cr_assert_neq(h[i - 1], h[i], "two keys share a hash");
+        EXPECT_NE(h[i - 1], h[i], "two keys share a hash");
     free(h);
 }
 
@@ -446,17 +447,17 @@ Test(core, mul_64x64_and_div_128_64_match_int128)
         uint64_t hi, lo;
         ap__mul_64x64(a, b, &hi, &lo);
         w128 p = w128_mul64(a, b);
-        cr_assert(hi == p.hi && lo == p.lo, "mul %d", i);
+        EXPECT(hi == p.hi && lo == p.lo, "mul %d", i);
         if (d != 0 && hi < d) {
             uint64_t rem, q = ap__div_128_64(hi, lo, d, &rem), wrem;
             w128 wq = w128_divmod64(p, d, &wrem);
-            cr_assert(wq.hi == 0 && q == wq.lo && rem == wrem, "div %d", i);
+            EXPECT(wq.hi == 0 && q == wq.lo && rem == wrem, "div %d", i);
         }
     }
     /* the largest dividend a divisor allows: hi = d - 1, lo = all ones */
     uint64_t rem, q = ap__div_128_64(UINT64_MAX - 1, UINT64_MAX, UINT64_MAX, &rem);
-    cr_assert_eq(q, UINT64_MAX);
-    cr_assert_eq(rem, UINT64_MAX - 1);
+    EXPECT_EQ(q, UINT64_MAX);
+    EXPECT_EQ(rem, UINT64_MAX - 1);
 }
 
 #ifdef __SIZEOF_INT128__
@@ -480,14 +481,14 @@ Test(core, wide128_portable_matches_int128)
         }
         d = b.lo | (b.lo == 0);
         w128 x = w128p_add(a, b), y = w128n_add(a, b);
-        cr_assert(x.hi == y.hi && x.lo == y.lo, "add %d", i);
+        EXPECT(x.hi == y.hi && x.lo == y.lo, "add %d", i);
         x = w128p_sub(a, b), y = w128n_sub(a, b);
-        cr_assert(x.hi == y.hi && x.lo == y.lo, "sub %d", i);
+        EXPECT(x.hi == y.hi && x.lo == y.lo, "sub %d", i);
         x = w128p_mul64(a.lo, b.hi), y = w128n_mul64(a.lo, b.hi);
-        cr_assert(x.hi == y.hi && x.lo == y.lo, "mul %d", i);
+        EXPECT(x.hi == y.hi && x.lo == y.lo, "mul %d", i);
         uint64_t rx, ry;
         x = w128p_divmod64(a, d, &rx), y = w128n_divmod64(a, d, &ry);
-        cr_assert(x.hi == y.hi && x.lo == y.lo && rx == ry, "div %d", i);
+        EXPECT(x.hi == y.hi && x.lo == y.lo && rx == ry, "div %d", i);
     }
 }
 #endif
@@ -512,7 +513,7 @@ static size_t pt_home(void *t, size_t j)
 static void pt_move(void *t, size_t to, size_t from)
 {
     probe_table *pt = (probe_table *)t;
-    cr_assert_eq(pt->key[to], 0, "moved onto an occupied slot");
+    EXPECT_EQ(pt->key[to], 0, "moved onto an occupied slot");
     pt->key[to] = pt->key[from];
     pt->key[from] = 0;
     pt->moves++;
@@ -561,7 +562,7 @@ Test(core, probe_delete_keeps_every_key_reachable)
                 k = 1 + core_rng(&s) % 63;
             while (!in[k]);
             size_t i = pt_find(&pt, k);
-            cr_assert_neq(i, SIZE_MAX, "round %d: key %llu lost before its delete", round,
+            EXPECT_NE(i, SIZE_MAX, "round %d: key %llu lost before its delete", round,
                           (unsigned long long)k);
             pt.key[i] = 0; /* the caller empties the slot first */
             in[k] = false;
@@ -569,16 +570,16 @@ Test(core, probe_delete_keeps_every_key_reachable)
             size_t count = 0;
             for (size_t j = 0; j < PT_CAP; j++)
                 count += pt.key[j] != 0;
-            cr_assert_eq(count, left - 1, "round %d: a move lost or duplicated a key", round);
+            EXPECT_EQ(count, left - 1, "round %d: a move lost or duplicated a key", round);
             for (uint64_t x = 1; x < 64; x++)
                 if (in[x])
-                    cr_assert_neq(pt_find(&pt, x), SIZE_MAX,
+                    EXPECT_NE(pt_find(&pt, x), SIZE_MAX,
                                   "round %d: key %llu unreachable after deleting %llu", round,
                                   (unsigned long long)x, (unsigned long long)k);
         }
         moves += pt.moves;
     }
-    cr_assert_gt(moves, 1000, "the test never made the delete shift anything");
+    EXPECT_GT(moves, 1000, "the test never made the delete shift anything");
 }
 
 Test(core, probe_delete_leaves_a_key_at_home_in_place)
@@ -595,16 +596,16 @@ Test(core, probe_delete_leaves_a_key_at_home_in_place)
     pt.key[10] = 7; /* home 9 */
     pt.key[0] = 3;  /* home 0 (11 % 11) */
     pt.key[1] = 12; /* home 9: wrapped twice past its home */
-    cr_assert_eq(pt_find(&pt, 12), 1);
+    EXPECT_EQ(pt_find(&pt, 12), 1);
     pt.key[7] = 0; /* delete key 1 at its home */
     ap__probe_delete(&pt, PT_CAP, 7, pt_home, pt_move);
-    cr_assert_eq(pt.key[7], 6, "key 6 (home 7) moves back into its home");
-    cr_assert_eq(pt.key[8], 0, "then slot 8 is free");
-    cr_assert_eq(pt.key[9], 2, "key 2 stays at its home");
-    cr_assert_eq(pt.key[10], 7, "key 7 stays: its home 9 lies in (8, 10]");
-    cr_assert_eq(pt.key[0], 3, "key 3 stays at its home 0");
-    cr_assert_eq(pt.key[1], 12, "key 12 (home 9) cannot move into slot 8, before its home");
+    EXPECT_EQ(pt.key[7], 6, "key 6 (home 7) moves back into its home");
+    EXPECT_EQ(pt.key[8], 0, "then slot 8 is free");
+    EXPECT_EQ(pt.key[9], 2, "key 2 stays at its home");
+    EXPECT_EQ(pt.key[10], 7, "key 7 stays: its home 9 lies in (8, 10]");
+    EXPECT_EQ(pt.key[0], 3, "key 3 stays at its home 0");
+    EXPECT_EQ(pt.key[1], 12, "key 12 (home 9) cannot move into slot 8, before its home");
     for (uint64_t k = 2; k <= 12; k++)
         if (k == 2 || k == 3 || k == 6 || k == 7 || k == 12)
-            cr_assert_neq(pt_find(&pt, k), SIZE_MAX, "key %llu lost", (unsigned long long)k);
+            EXPECT_NE(pt_find(&pt, k), SIZE_MAX, "key %llu lost", (unsigned long long)k);
 }
