@@ -1,6 +1,7 @@
 /* tests/test_fanout.c -- ap_fanout: fan-out / fan-in over child futures */
 #include "asyncpat.h"
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,7 @@ static ap_status probe_result(void *ctx, size_t index, ap_future *f)
 {
     (void)ctx;
     probe *p = (probe *)(void *)f;
-    cr_assert_eq(p->index, index);
+    EXPECT_EQ(p->index, index);
     return p->result;
 }
 
@@ -93,7 +94,7 @@ static void rig_init(rig *r, size_t n, size_t limit, ap_fanout_policy pol)
     r->recs = calloc(n, sizeof *r->recs);
     r->order = calloc(n, sizeof *r->order);
     r->arm.v = calloc(n, sizeof *r->arm.v);
-    cr_assert(r->p && r->kids && r->recs && r->order && r->arm.v);
+    EXPECT(r->p && r->kids && r->recs && r->order && r->arm.v);
     for (size_t i = 0; i < n; i++) {
         r->p[i].base.poll = probe_poll;
         r->p[i].base.cancel = probe_cancel;
@@ -104,7 +105,7 @@ static void rig_init(rig *r, size_t n, size_t limit, ap_fanout_policy pol)
     }
     ap_fanout_desc d = {.children = r->kids, .n = n, .limit = limit, .policy = pol,
                         .result = probe_result, .order = r->order};
-    cr_assert_eq(ap_fanout_init(&r->set, r->recs, d.n * sizeof *r->recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&r->set, r->recs, d.n * sizeof *r->recs, &d), AP_OK);
 }
 
 static void rig_fini(rig *r)
@@ -125,7 +126,7 @@ static ap_poll rig_poll(rig *r)
 /* take armed[k] out and fire it: the test is the event source */
 static probe *fire_armed(rig *r, size_t k)
 {
-    cr_assert(k < r->arm.len, "no armed child %zu of %zu: the set is pending with nothing "
+    EXPECT(k < r->arm.len, "no armed child %zu of %zu: the set is pending with nothing "
                               "to wake it", k, r->arm.len);
     probe *p = r->arm.v[k];
     r->arm.v[k] = r->arm.v[--r->arm.len];
@@ -140,15 +141,6 @@ static probe *fire_armed(rig *r, size_t k)
 #define FO_WAIT_NS (10 * AP_NS_PER_SEC)
 static ap_deadline fo_deadline(void) { return ap_now_ns() + FO_WAIT_NS; }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 /* ------------------------------------------------------------------ */
 
 Test(fanout, limit_zero_and_bad_policy_are_inval)
@@ -158,61 +150,61 @@ Test(fanout, limit_zero_and_bad_policy_are_inval)
     ap_fanout s;
     memset(&s, 0x5a, sizeof s);
     ap_fanout_desc d = {.children = kids, .n = 1, .limit = 0};
-    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
+    EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
     d.limit = 1;
     d.policy = (ap_fanout_policy)7;
-    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
+    EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &d), AP_INVAL);
     unsigned char *b = (unsigned char *)&s;
     for (size_t i = 0; i < sizeof s; i++)
-        cr_assert_eq(b[i], 0x5a, "AP_INVAL changes nothing");
+        EXPECT_EQ(b[i], 0x5a, "AP_INVAL changes nothing");
 }
 
 Test(fanout, empty_set_is_ready_ok)
 {
     ap_fanout s;
     ap_fanout_desc d = {.n = 0, .limit = 4};
-    cr_assert_eq(ap_fanout_init(&s, NULL, 0, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, NULL, 0, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
-    cr_assert_eq(ap_fanout_status(&s), AP_OK);
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY);
+    EXPECT_EQ(ap_fanout_status(&s), AP_OK);
 }
 
 Test(fanout, small_set_basic_contract)
 {
     rig r;
     rig_init(&r, 5, 2, AP_FANOUT_POLICY_FIRST);
-    cr_assert_eq(rig_poll(&r), AP_PENDING);
-    cr_assert_eq(ap_fanout_in_flight(&r.set), 2);
-    cr_assert_eq(r.p[0].polls, 1);
-    cr_assert_eq(r.p[1].polls, 1);
-    cr_assert_eq(r.p[2].polls, 0, "not started beyond the limit");
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    EXPECT_EQ(ap_fanout_in_flight(&r.set), 2);
+    EXPECT_EQ(r.p[0].polls, 1);
+    EXPECT_EQ(r.p[1].polls, 1);
+    EXPECT_EQ(r.p[2].polls, 0, "not started beyond the limit");
     /* wake twice before a poll: coalesced into one child poll */
     fire_armed(&r, 1); /* armed = {p0, p1}: fires p1 */
     ap_waker_wake(r.p[1].waker); /* a second wake before the set's poll */
-    cr_assert_eq(r.fw.wakes, 1, "a child wake wakes the set once");
-    cr_assert_eq(rig_poll(&r), AP_PENDING);
-    cr_assert_eq(r.p[1].polls, 2);
-    cr_assert_eq(r.p[1].readies, 1);
-    cr_assert_eq(r.p[0].polls, 1, "the un-woken sibling is not polled");
-    cr_assert_eq(r.p[2].polls, 1, "the next child starts as one finishes");
-    cr_assert_eq(ap_fanout_child_status(&r.set, 1), AP_OK);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 0), AP_NOT_READY);
+    EXPECT_EQ(r.fw.wakes, 1, "a child wake wakes the set once");
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    EXPECT_EQ(r.p[1].polls, 2);
+    EXPECT_EQ(r.p[1].readies, 1);
+    EXPECT_EQ(r.p[0].polls, 1, "the un-woken sibling is not polled");
+    EXPECT_EQ(r.p[2].polls, 1, "the next child starts as one finishes");
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 1), AP_OK);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 0), AP_NOT_READY);
     while (r.arm.len) {
         fire_armed(&r, 0);
         (void)rig_poll(&r);
     }
-    cr_assert_eq(ap_fanout_status(&r.set), AP_OK);
-    cr_assert_eq(rig_poll(&r), AP_READY);
-    cr_assert_eq(ap_fanout_completed(&r.set), 5);
-    cr_assert_eq(r.order[0], 1);
+    EXPECT_EQ(ap_fanout_status(&r.set), AP_OK);
+    EXPECT_EQ(rig_poll(&r), AP_READY);
+    EXPECT_EQ(ap_fanout_completed(&r.set), 5);
+    EXPECT_EQ(r.order[0], 1);
     for (size_t i = 0; i < 5; i++) {
-        cr_assert_eq(r.p[i].readies, 1);
-        cr_assert_eq(r.p[i].cancels, 0);
+        EXPECT_EQ(r.p[i].readies, 1);
+        EXPECT_EQ(r.p[i].cancels, 0);
     }
     ap_fanout_cancel(&r.set); /* after completion: no-op */
     for (size_t i = 0; i < 5; i++)
-        cr_assert_eq(r.p[i].cancels, 0);
-    cr_assert_eq(ap_fanout_status(&r.set), AP_OK);
+        EXPECT_EQ(r.p[i].cancels, 0);
+    EXPECT_EQ(ap_fanout_status(&r.set), AP_OK);
     rig_fini(&r);
 }
 
@@ -226,11 +218,11 @@ static void big_random(uint64_t seed, bool spurious)
     size_t *fired = calloc(n, sizeof *fired);
     size_t nf = 0, extra = 0;
     g_polls = 0;
-    cr_assert_eq(rig_poll(&r), AP_PENDING);
-    cr_assert_eq(r.arm.len, L);
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    EXPECT_EQ(r.arm.len, L);
     ap_poll res = AP_PENDING;
     while (res == AP_PENDING) {
-        cr_assert(r.arm.len > 0 && r.arm.len <= L, "armed %zu", r.arm.len);
+        EXPECT(r.arm.len > 0 && r.arm.len <= L, "armed %zu", r.arm.len);
         size_t batch = 1 + (size_t)(rng_next(&seed) % 8);
         for (size_t b = 0; b < batch && r.arm.len; b++) {
             probe *p = fire_armed(&r, (size_t)(rng_next(&seed) % r.arm.len));
@@ -243,25 +235,25 @@ static void big_random(uint64_t seed, bool spurious)
             ap_waker_wake(r.arm.v[rng_next(&seed) % r.arm.len]->waker);
             extra++;
         }
-        cr_assert(ap_fanout_in_flight(&r.set) <= L);
+        EXPECT(ap_fanout_in_flight(&r.set) <= L);
         res = rig_poll(&r);
     }
-    cr_assert_eq(nf, n);
-    cr_assert_eq(ap_fanout_status(&r.set), AP_OK);
-    cr_assert_eq(ap_fanout_completed(&r.set), n);
-    cr_assert_eq(r.arm.high, L, "never more than the limit in flight");
+    EXPECT_EQ(nf, n);
+    EXPECT_EQ(ap_fanout_status(&r.set), AP_OK);
+    EXPECT_EQ(ap_fanout_completed(&r.set), n);
+    EXPECT_EQ(r.arm.high, L, "never more than the limit in flight");
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(r.p[i].readies, 1, "child %zu completed exactly once", i);
-        cr_assert_eq(r.p[i].cancels, 0);
-        cr_assert_eq(r.p[i].polls_after_done, 0);
-        cr_assert_eq(ap_fanout_child_status(&r.set, i), AP_OK);
+        EXPECT_EQ(r.p[i].readies, 1, "child %zu completed exactly once", i);
+        EXPECT_EQ(r.p[i].cancels, 0);
+        EXPECT_EQ(r.p[i].polls_after_done, 0);
+        EXPECT_EQ(ap_fanout_child_status(&r.set, i), AP_OK);
     }
     /* completion order = the order of the wakes (FIFO within a batch) */
     for (size_t k = 0; k < n; k++)
-        cr_assert_eq(r.order[k], fired[k], "order[%zu]", k);
+        EXPECT_EQ(r.order[k], fired[k], "order[%zu]", k);
     /* O(children): one poll to start, one per (coalesced) wake */
-    cr_assert_eq((size_t)g_polls, 2 * n + extra, "polls %ld", g_polls);
-    cr_assert((size_t)g_polls <= 3 * n);
+    EXPECT_EQ((size_t)g_polls, 2 * n + extra, "polls %ld", g_polls);
+    EXPECT((size_t)g_polls <= 3 * n);
     free(fired);
     rig_fini(&r);
 }
@@ -276,7 +268,7 @@ Test(fanout, first_error_cancels_siblings_and_never_starts_the_rest)
     rig_init(&r, n, L, AP_FANOUT_POLICY_FIRST);
     r.p[10].result = AP_REJECTED;
     r.p[11].result = AP_TIMEDOUT;
-    cr_assert_eq(rig_poll(&r), AP_PENDING);
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
     /* complete children in input order until child 10 has failed */
     size_t i = 0;
     ap_poll res = AP_PENDING;
@@ -288,32 +280,32 @@ Test(fanout, first_error_cancels_siblings_and_never_starts_the_rest)
         res = rig_poll(&r);
         i++;
     }
-    cr_assert_eq(i, 11);
-    cr_assert_eq(ap_fanout_status(&r.set), AP_REJECTED);
-    cr_assert_eq(ap_fanout_completed(&r.set), 11);
-    cr_assert_eq(ap_fanout_failed(&r.set), 1);
-    cr_assert_eq(ap_fanout_canceled(&r.set), n - 11);
-    cr_assert_eq(ap_fanout_in_flight(&r.set), 0);
+    EXPECT_EQ(i, 11);
+    EXPECT_EQ(ap_fanout_status(&r.set), AP_REJECTED);
+    EXPECT_EQ(ap_fanout_completed(&r.set), 11);
+    EXPECT_EQ(ap_fanout_failed(&r.set), 1);
+    EXPECT_EQ(ap_fanout_canceled(&r.set), n - 11);
+    EXPECT_EQ(ap_fanout_in_flight(&r.set), 0);
     for (size_t j = 0; j < n; j++) {
         if (j < 11) {
-            cr_assert_eq(r.p[j].readies, 1);
-            cr_assert_eq(r.p[j].cancels, 0);
+            EXPECT_EQ(r.p[j].readies, 1);
+            EXPECT_EQ(r.p[j].cancels, 0);
         } else if (j < 11 + L - 1) { /* the siblings in flight */
-            cr_assert_eq(r.p[j].readies, 0);
-            cr_assert_eq(r.p[j].cancels, 1, "sibling %zu cancelled once", j);
-            cr_assert_eq(ap_fanout_child_status(&r.set, j), AP_CANCELED);
+            EXPECT_EQ(r.p[j].readies, 0);
+            EXPECT_EQ(r.p[j].cancels, 1, "sibling %zu cancelled once", j);
+            EXPECT_EQ(ap_fanout_child_status(&r.set, j), AP_CANCELED);
         } else {
-            cr_assert_eq(r.p[j].polls, 0, "child %zu never started", j);
-            cr_assert_eq(r.p[j].cancels, 0);
-            cr_assert_eq(ap_fanout_child_status(&r.set, j), AP_CANCELED);
+            EXPECT_EQ(r.p[j].polls, 0, "child %zu never started", j);
+            EXPECT_EQ(r.p[j].cancels, 0);
+            EXPECT_EQ(ap_fanout_child_status(&r.set, j), AP_CANCELED);
         }
-        cr_assert_eq(r.p[j].polls_after_done, 0);
+        EXPECT_EQ(r.p[j].polls_after_done, 0);
     }
-    cr_assert_eq(ap_fanout_child_status(&r.set, 10), AP_REJECTED);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 10), AP_REJECTED);
     ap_fanout_cancel(&r.set);
-    cr_assert_eq(rig_poll(&r), AP_READY);
+    EXPECT_EQ(rig_poll(&r), AP_READY);
     for (size_t j = 11; j < 11 + L - 1; j++)
-        cr_assert_eq(r.p[j].cancels, 1, "still once");
+        EXPECT_EQ(r.p[j].cancels, 1, "still once");
     rig_fini(&r);
 }
 
@@ -334,20 +326,20 @@ Test(fanout, policy_all_collects_every_error)
     r.p[30].result = AP_TIMEDOUT;
     r.p[31].result = AP_CLOSED;
     run_all_in_order(&r);
-    cr_assert_eq(ap_fanout_completed(&r.set), 50);
-    cr_assert_eq(ap_fanout_failed(&r.set), 3);
-    cr_assert_eq(ap_fanout_canceled(&r.set), 0);
+    EXPECT_EQ(ap_fanout_completed(&r.set), 50);
+    EXPECT_EQ(ap_fanout_failed(&r.set), 3);
+    EXPECT_EQ(ap_fanout_canceled(&r.set), 0);
     /* the first failure in completion order */
     size_t first = 0;
     while (r.p[r.order[first]].result == AP_OK)
         first++;
-    cr_assert_eq(ap_fanout_status(&r.set), r.p[r.order[first]].result);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 7), AP_REJECTED);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 30), AP_TIMEDOUT);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 31), AP_CLOSED);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 8), AP_OK);
+    EXPECT_EQ(ap_fanout_status(&r.set), r.p[r.order[first]].result);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 7), AP_REJECTED);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 30), AP_TIMEDOUT);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 31), AP_CLOSED);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 8), AP_OK);
     for (size_t j = 0; j < 50; j++)
-        cr_assert_eq(r.p[j].readies + r.p[j].cancels, 1);
+        EXPECT_EQ(r.p[j].readies + r.p[j].cancels, 1);
     rig_fini(&r);
 }
 
@@ -358,11 +350,11 @@ Test(fanout, policy_ignore_runs_everything_and_says_ok)
     r.p[0].result = AP_REJECTED;
     r.p[49].result = AP_TIMEDOUT;
     run_all_in_order(&r);
-    cr_assert_eq(ap_fanout_status(&r.set), AP_OK);
-    cr_assert_eq(ap_fanout_completed(&r.set), 50);
-    cr_assert_eq(ap_fanout_failed(&r.set), 2);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 0), AP_REJECTED);
-    cr_assert_eq(ap_fanout_child_status(&r.set, 49), AP_TIMEDOUT);
+    EXPECT_EQ(ap_fanout_status(&r.set), AP_OK);
+    EXPECT_EQ(ap_fanout_completed(&r.set), 50);
+    EXPECT_EQ(ap_fanout_failed(&r.set), 2);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 0), AP_REJECTED);
+    EXPECT_EQ(ap_fanout_child_status(&r.set, 49), AP_TIMEDOUT);
     rig_fini(&r);
 }
 
@@ -380,12 +372,12 @@ Test(fanout, null_result_callback_counts_every_child_ok)
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = 3, .limit = 1};
-    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
     /* limit 1, all ready at once: each successor starts in the same poll */
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
-    cr_assert_eq(ap_fanout_status(&s), AP_OK);
-    cr_assert_eq(ap_fanout_completed(&s), 3);
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY);
+    EXPECT_EQ(ap_fanout_status(&s), AP_OK);
+    EXPECT_EQ(ap_fanout_completed(&s), 3);
 }
 
 /* ------------------------------------------------------------------ */
@@ -426,27 +418,27 @@ static void theorem(size_t k, size_t L, uint64_t D)
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = k, .limit = L};
-    cr_assert_eq(ap_fanout_init(&s, recs, k * sizeof *recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, recs, k * sizeof *recs, &d), AP_OK);
     uint64_t now = 0;
     size_t rounds = 0;
     for (;;) {
         ap_cx cx = {AP_WAKER_NONE, now, AP_DEADLINE_NONE};
         if (ap_fanout_poll(&s, &cx) == AP_READY)
             break;
-        cr_assert(ap_fanout_in_flight(&s) <= L);
-        cr_assert_neq(cx.deadline, AP_DEADLINE_NONE, "a timer must be asked for");
-        cr_assert_gt(cx.deadline, now);
+        EXPECT(ap_fanout_in_flight(&s) <= L);
+        EXPECT_NE(cx.deadline, AP_DEADLINE_NONE, "a timer must be asked for");
+        EXPECT_GT(cx.deadline, now);
         now = cx.deadline; /* the driver sleeps exactly until then */
         rounds++;
     }
     size_t want = (k + L - 1) / L;
-    cr_assert_eq(rounds, want, "k=%zu L=%zu: %zu rounds", k, L, rounds);
-    cr_assert_eq(now, want * D, "k=%zu L=%zu: finished at %llu", k, L,
+    EXPECT_EQ(rounds, want, "k=%zu L=%zu: %zu rounds", k, L, rounds);
+    EXPECT_EQ(now, want * D, "k=%zu L=%zu: finished at %llu", k, L,
                  (unsigned long long)now);
     for (size_t i = 0; i < k; i++) {
-        cr_assert_eq(t[i].readies, 1);
-        cr_assert_eq(t[i].polls, 2, "started once, polled once at its deadline");
-        cr_assert_eq(t[i].start, (i / L) * D, "child %zu starts in round %zu", i, i / L);
+        EXPECT_EQ(t[i].readies, 1);
+        EXPECT_EQ(t[i].polls, 2, "started once, polled once at its deadline");
+        EXPECT_EQ(t[i].start, (i / L) * D, "child %zu starts in round %zu", i, i / L);
     }
     free(t);
     free(kids);
@@ -479,7 +471,7 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
     enum { N = 16, L = 8 };
     ap_mpmc q;
     static _Alignas(AP_MPMC_ALIGN) unsigned char buf[AP_MPMC_BYTES(32, sizeof(int))];
-    cr_assert_eq(ap_mpmc_init(&q, buf, sizeof buf, 32, sizeof(int)), AP_OK);
+    EXPECT_EQ(ap_mpmc_init(&q, buf, sizeof buf, 32, sizeof(int)), AP_OK);
     ap_mpmc_pop_fut pops[N];
     int out[N];
     ap_future *kids[N];
@@ -490,29 +482,29 @@ Test(fanout, cancel_with_mpmc_children_leaves_no_waiter)
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = L, .result = pop_result};
-    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &d), AP_OK);
     flagwake fw = {0};
     ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
-    cr_assert(ap_waitlist_has_waiters(&q.not_empty));
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_PENDING);
+    EXPECT(ap_waitlist_has_waiters(&q.not_empty));
     int v = 42;
-    cr_assert_eq(ap_mpmc_try_push(&q, &v), AP_OK);
-    cr_assert_geq(fw.wakes, 1, "a push wakes the set through its child");
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
-    cr_assert_eq(ap_fanout_completed(&s), 1);
-    cr_assert_eq(ap_fanout_child_status(&s, 0), AP_OK, "FIFO: the first waiter got it");
-    cr_assert_eq(out[0], 42);
-    cr_assert_eq(ap_fanout_in_flight(&s), L);
+    EXPECT_EQ(ap_mpmc_try_push(&q, &v), AP_OK);
+    EXPECT_GE(fw.wakes, 1, "a push wakes the set through its child");
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_PENDING);
+    EXPECT_EQ(ap_fanout_completed(&s), 1);
+    EXPECT_EQ(ap_fanout_child_status(&s, 0), AP_OK, "FIFO: the first waiter got it");
+    EXPECT_EQ(out[0], 42);
+    EXPECT_EQ(ap_fanout_in_flight(&s), L);
     ap_fanout_cancel(&s);
-    cr_assert_not(ap_waitlist_has_waiters(&q.not_empty), "no waiter left behind");
-    cr_assert_eq(ap_fanout_status(&s), AP_CANCELED);
-    cr_assert_eq(ap_fanout_canceled(&s), N - 1);
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
+    EXPECT_NOT(ap_waitlist_has_waiters(&q.not_empty), "no waiter left behind");
+    EXPECT_EQ(ap_fanout_status(&s), AP_CANCELED);
+    EXPECT_EQ(ap_fanout_canceled(&s), N - 1);
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY);
     int wakes = fw.wakes;
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_mpmc_try_push(&q, &v), AP_OK);
-    cr_assert_eq(fw.wakes, wakes, "no wake reaches the set after cancel");
-    cr_assert_eq(ap_mpmc_len(&q), 4, "nothing was popped by a cancelled child");
+        EXPECT_EQ(ap_mpmc_try_push(&q, &v), AP_OK);
+    EXPECT_EQ(fw.wakes, wakes, "no wake reaches the set after cancel");
+    EXPECT_EQ(ap_mpmc_len(&q), 4, "nothing was popped by a cancelled child");
     ap_fanout_cancel(&s); /* idempotent */
     ap_mpmc_fini(&q);
 }
@@ -611,32 +603,32 @@ Test(fanout, wakers_from_other_threads_with_block_on, .timeout = 30)
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = MT_N, .limit = MT_L, .order = order};
-    cr_assert_eq(ap_fanout_init(&s, recs, MT_N * sizeof *recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, recs, MT_N * sizeof *recs, &d), AP_OK);
     pthread_t th[MT_THREADS];
     mt_arg args[MT_THREADS];
     for (unsigned t = 0; t < MT_THREADS; t++) {
         args[t].p = p;
         args[t].id = t;
-        cr_assert_eq(pthread_create(&th[t], NULL, mt_firer, &args[t]), 0);
+        EXPECT_EQ(pthread_create(&th[t], NULL, mt_firer, &args[t]), 0);
     }
-    cr_assert_eq(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
+    EXPECT_EQ(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
                  "the set did not finish in %d s (a lost wake?)", (int)(FO_WAIT_NS / AP_NS_PER_SEC));
     for (unsigned t = 0; t < MT_THREADS; t++)
         pthread_join(th[t], NULL);
-    cr_assert_eq(ap_fanout_status(&s), AP_OK);
-    cr_assert_eq(ap_fanout_completed(&s), MT_N);
+    EXPECT_EQ(ap_fanout_status(&s), AP_OK);
+    EXPECT_EQ(ap_fanout_completed(&s), MT_N);
     char *seen = calloc(MT_N, 1);
     long polls = 0;
     for (size_t i = 0; i < MT_N; i++) {
-        cr_assert_eq(p[i].readies, 1, "child %zu completed once", i);
-        cr_assert_lt(order[i], (size_t)MT_N);
-        cr_assert_eq(seen[order[i]], 0, "order is a permutation");
+        EXPECT_EQ(p[i].readies, 1, "child %zu completed once", i);
+        EXPECT_LT(order[i], (size_t)MT_N);
+        EXPECT_EQ(seen[order[i]], 0, "order is a permutation");
         seen[order[i]] = 1;
         polls += p[i].polls;
         pthread_mutex_destroy(&p[i].mu);
     }
     /* 1 poll to start + at most one per wake (MT_N real + ~MT_N/3 spurious) */
-    cr_assert_leq(polls, 3L * MT_N, "polls %ld", polls);
+    EXPECT_LE(polls, 3L * MT_N, "polls %ld", polls);
     free(seen);
     free(p);
     free(kids);
@@ -655,7 +647,7 @@ static void *producer(void *arg)
     prod_arg *a = arg;
     for (int i = 0; i < a->count; i++) {
         int v = a->from + i;
-        cr_assert_eq(ap_mpmc_push_wait(a->q, &v, fo_deadline()), AP_OK);
+        EXPECT_EQ(ap_mpmc_push_wait(a->q, &v, fo_deadline()), AP_OK);
     }
     return NULL;
 }
@@ -664,7 +656,7 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
 {
     enum { N = 3000, P = 3 };
     ap_mpmc *q;
-    cr_assert_eq(ap_mpmc_create(&q, 64, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 64, sizeof(int), NULL), AP_OK);
     ap_mpmc_pop_fut *pops = calloc(N, sizeof *pops);
     int *out = calloc(N, sizeof *out);
     ap_future **kids = calloc(N, sizeof *kids);
@@ -675,26 +667,26 @@ Test(fanout, mpmc_children_fed_by_threads, .timeout = 30)
     }
     ap_fanout s;
     ap_fanout_desc d = {.children = kids, .n = N, .limit = 32, .result = pop_result};
-    cr_assert_eq(ap_fanout_init(&s, recs, N * sizeof *recs, &d), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, recs, N * sizeof *recs, &d), AP_OK);
     pthread_t th[P];
     prod_arg pa[P];
     for (int t = 0; t < P; t++) {
         pa[t] = (prod_arg){q, t * (N / P), N / P};
-        cr_assert_eq(pthread_create(&th[t], NULL, producer, &pa[t]), 0);
+        EXPECT_EQ(pthread_create(&th[t], NULL, producer, &pa[t]), 0);
     }
-    cr_assert_eq(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
+    EXPECT_EQ(ap_block_on_until(&s.base, fo_deadline()), AP_OK,
                  "the set did not finish in %d s (a lost wake?)", (int)(FO_WAIT_NS / AP_NS_PER_SEC));
     for (int t = 0; t < P; t++)
         pthread_join(th[t], NULL);
-    cr_assert_eq(ap_fanout_status(&s), AP_OK);
+    EXPECT_EQ(ap_fanout_status(&s), AP_OK);
     char *seen = calloc(N, 1);
     for (int i = 0; i < N; i++) {
-        cr_assert_eq(ap_fanout_child_status(&s, (size_t)i), AP_OK);
-        cr_assert(out[i] >= 0 && out[i] < N);
-        cr_assert_eq(seen[out[i]], 0, "item %d popped twice", out[i]);
+        EXPECT_EQ(ap_fanout_child_status(&s, (size_t)i), AP_OK);
+        EXPECT(out[i] >= 0 && out[i] < N);
+        EXPECT_EQ(seen[out[i]], 0, "item %d popped twice", out[i]);
         seen[out[i]] = 1;
     }
-    cr_assert_not(ap_waitlist_has_waiters(&q->not_empty));
+    EXPECT_NOT(ap_waitlist_has_waiters(&q->not_empty));
     free(seen);
     free(pops);
     free(out);
@@ -739,7 +731,7 @@ Test(fanout, result_not_ready_is_a_failure_and_never_hangs)
             kids[i] = &k[i].base;
         }
         ap_fanout s;
-        cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){
+        EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){
                                                   .children = kids, .n = 3, .limit = 1,
                                                   .policy = (ap_fanout_policy)pol,
                                                   .result = not_ready_for_first,
@@ -748,28 +740,28 @@ Test(fanout, result_not_ready_is_a_failure_and_never_hangs)
         flagwake fw = {0};
         ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
         /* every child is READY at once: the first poll must finish */
-        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY, "policy %d: set stayed pending", pol);
-        cr_assert_neq(ap_fanout_status(&s), AP_NOT_READY, "policy %d", pol);
-        cr_assert_eq(ap_fanout_child_status(&s, 0), AP_TIMEDOUT, "policy %d", pol);
-        cr_assert_eq(ap_fanout_failed(&s), 1);
-        cr_assert_eq(ap_fanout_in_flight(&s), 0);
+        EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY, "policy %d: set stayed pending", pol);
+        EXPECT_NE(ap_fanout_status(&s), AP_NOT_READY, "policy %d", pol);
+        EXPECT_EQ(ap_fanout_child_status(&s, 0), AP_TIMEDOUT, "policy %d", pol);
+        EXPECT_EQ(ap_fanout_failed(&s), 1);
+        EXPECT_EQ(ap_fanout_in_flight(&s), 0);
         if (pol == AP_FANOUT_POLICY_FIRST) {
-            cr_assert_eq(ap_fanout_status(&s), AP_TIMEDOUT);
-            cr_assert_eq(ap_fanout_completed(&s), 1);
-            cr_assert_eq(ap_fanout_canceled(&s), 2);
-            cr_assert(k[1].polls == 0 && k[2].polls == 0, "never started");
-            cr_assert_eq(ap_fanout_child_status(&s, 1), AP_CANCELED);
+            EXPECT_EQ(ap_fanout_status(&s), AP_TIMEDOUT);
+            EXPECT_EQ(ap_fanout_completed(&s), 1);
+            EXPECT_EQ(ap_fanout_canceled(&s), 2);
+            EXPECT(k[1].polls == 0 && k[2].polls == 0, "never started");
+            EXPECT_EQ(ap_fanout_child_status(&s, 1), AP_CANCELED);
         } else {
-            cr_assert_eq(ap_fanout_status(&s), pol == AP_FANOUT_POLICY_ALL ? AP_TIMEDOUT : AP_OK);
-            cr_assert_eq(ap_fanout_completed(&s), 3);
-            cr_assert_eq(ap_fanout_child_status(&s, 2), AP_OK);
+            EXPECT_EQ(ap_fanout_status(&s), pol == AP_FANOUT_POLICY_ALL ? AP_TIMEDOUT : AP_OK);
+            EXPECT_EQ(ap_fanout_completed(&s), 3);
+            EXPECT_EQ(ap_fanout_child_status(&s, 2), AP_OK);
         }
         for (int i = 0; i < 3; i++)
-            cr_assert_leq(k[i].polls, 1);
+            EXPECT_LE(k[i].polls, 1);
         /* done is done: cancel is a no-op, polling again is READY */
         ap_fanout_cancel(&s);
-        cr_assert_neq(ap_fanout_status(&s), AP_CANCELED);
-        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
+        EXPECT_NE(ap_fanout_status(&s), AP_CANCELED);
+        EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY);
     }
 }
 
@@ -796,20 +788,20 @@ Test(fanout, self_waking_child_polls_are_bounded_per_set_poll)
     ap_future *kids[1] = {&k.base};
     ap_fanout_child recs[1];
     ap_fanout s;
-    cr_assert_eq(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){.children = kids, .n = 1,
+    EXPECT_EQ(ap_fanout_init(&s, recs, sizeof recs, &(ap_fanout_desc){.children = kids, .n = 1,
                                                             .limit = 1}),
                  AP_OK);
     flagwake fw = {0};
     ap_cx cx = {{flag_wake, &fw}, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
-    cr_assert_eq(k.polls, 2, "start poll + the ready-stack pass of the same set poll");
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_PENDING);
+    EXPECT_EQ(k.polls, 2, "start poll + the ready-stack pass of the same set poll");
     for (int i = 0; i < 5; i++) {
-        cr_assert_eq(ap_fanout_poll(&s, &cx), AP_PENDING);
-        cr_assert_eq(k.polls, 3 + i, "one child poll per later set poll");
+        EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_PENDING);
+        EXPECT_EQ(k.polls, 3 + i, "one child poll per later set poll");
     }
-    cr_assert_geq(fw.wakes, 6);
+    EXPECT_GE(fw.wakes, 6);
     ap_fanout_cancel(&s);
-    cr_assert_eq(ap_fanout_status(&s), AP_CANCELED);
+    EXPECT_EQ(ap_fanout_status(&s), AP_CANCELED);
 }
 
 /* ------------------------------------------------------------------ */
@@ -862,23 +854,23 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memset(rb, 0xC3, sizeof rb);
         memcpy(s_before, &s, sizeof s);
         memcpy(rb_before, rb, sizeof rb);
-        cr_assert_eq(ap_fanout_init(&s, cases[i].recs, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
+        EXPECT_EQ(ap_fanout_init(&s, cases[i].recs, cases[i].bytes, cases[i].d), AP_INVAL, "%s",
                      cases[i].what);
-        cr_assert(memcmp(s_before, &s, sizeof s) == 0, "%s: the set changed", cases[i].what);
-        cr_assert(memcmp(rb_before, rb, sizeof rb) == 0, "%s: the records changed", cases[i].what);
+        EXPECT(memcmp(s_before, &s, sizeof s) == 0, "%s: the set changed", cases[i].what);
+        EXPECT(memcmp(rb_before, rb, sizeof rb) == 0, "%s: the records changed", cases[i].what);
     }
     /* exactly enough works, and the bytes past the n records are not touched */
     ap_fanout s;
     memset(rb, 0xC3, sizeof rb);
-    cr_assert_eq(ap_fanout_init(&s, (ap_fanout_child *)(void *)rb, AP_FANOUT_BYTES(N), &good), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, (ap_fanout_child *)(void *)rb, AP_FANOUT_BYTES(N), &good), AP_OK);
     for (size_t i = 0; i < N; i++)
         p[i].fired = true;
     ap_cx cx = {AP_WAKER_NONE, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_fanout_poll(&s, &cx), AP_READY);
-    cr_assert_eq(ap_fanout_status(&s), AP_OK);
+    EXPECT_EQ(ap_fanout_poll(&s, &cx), AP_READY);
+    EXPECT_EQ(ap_fanout_status(&s), AP_OK);
     for (size_t i = AP_FANOUT_BYTES(N); i < sizeof rb; i++)
-        cr_assert_eq(rb[i], 0xC3, "byte %zu past the records written", i);
+        EXPECT_EQ(rb[i], 0xC3, "byte %zu past the records written", i);
     /* n = 0 needs no records */
-    cr_assert_eq(ap_fanout_init(&s, NULL, 0, &(ap_fanout_desc){.limit = 1}), AP_OK);
+    EXPECT_EQ(ap_fanout_init(&s, NULL, 0, &(ap_fanout_desc){.limit = 1}), AP_OK);
 }
 
