@@ -204,7 +204,7 @@ static int fake_epoll_wait(int ep, int *ev, int nev, int timeout_ms)
             if (l->next_push == AP_DEADLINE_NONE)
                 ap_mpmc_close(&l->q); /* the last one: the pop chain ends with AP_CLOSED */
         } else if (until == AP_DEADLINE_NONE) {
-            cr_assert_fail("the loop waits for ever with nothing scheduled");
+            EXPECT_FAIL("the loop waits for ever with nothing scheduled");
         } else {
             fake_t = until;
             l->fires++;
@@ -264,11 +264,11 @@ Test(loop, readme_loop_does_not_busy_poll, .timeout = TEST_TIMEOUT_S)
 {
     static struct loop l;
     fake_t = 777; /* not on a ms grid; SPAN counts from 0 */
-    cr_assert_eq(ap_tb_init(&l.tb, &(ap_tb_desc){.n = 7000, .period_ns = AP_NS_PER_SEC,
+    EXPECT_EQ(ap_tb_init(&l.tb, &(ap_tb_desc){.n = 7000, .period_ns = AP_NS_PER_SEC,
                                                  .burst = 1}), AP_OK);
-    cr_assert_eq(ap_sem_init(&l.sem, 1), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&l.sem, 1), AP_OK); /* none left: every acquire times out */
-    cr_assert_eq(ap_mpmc_init(&l.q, qbuf, sizeof qbuf, 64, sizeof(int)), AP_OK);
+    EXPECT_EQ(ap_sem_init(&l.sem, 1), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&l.sem, 1), AP_OK); /* none left: every acquire times out */
+    EXPECT_EQ(ap_mpmc_init(&l.q, qbuf, sizeof qbuf, 64, sizeof(int)), AP_OK);
     l.next_push = fake_t + PUSH_EVERY;
     run_readme_loop(&l);
     cr_log_info("loop: %lu turns, %lu polls, %lu timer fires (%lu early); done: %lu tokens, "
@@ -309,7 +309,7 @@ static void norm_line(char *s)
 Test(loop, readme_block_is_this_copy)
 {
     FILE *rd = fopen("README.md", "r"), *me = fopen(__FILE__, "r");
-    cr_assert(rd && me, "run from the repository root (README.md, %s)", __FILE__);
+    EXPECT(rd && me, "run from the repository root (README.md, %s)", __FILE__);
     static char mine[2048][512];
     int nmine = 0, nblock = 0;
     char line[512];
