@@ -165,7 +165,7 @@ Test(mpmc, bad_buffers_and_arguments_are_inval_and_change_nothing)
 Test(mpmc, small_buffer_for_capacity_is_inval_not_an_overflow)
 {
     size_t *small = malloc(8);
-    cr_assert(small != NULL);
+    EXPECT(small != NULL);
     ap_mpmc q;
     EXPECT_EQ(ap_mpmc_init(&q, small, 8, 64, sizeof(uint64_t)), AP_INVAL);
     EXPECT_EQ(ap__mpmc_init_at(&q, small, 8, 64, sizeof(uint64_t), SIZE_MAX), AP_INVAL);
