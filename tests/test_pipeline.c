@@ -127,7 +127,7 @@ static line *line_new(size_t k, size_t cin, const size_t *cap, ap_pipeline_fn fn
                       unsigned workers)
 {
     line *l = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof(line), AP_CACHELINE));
-    cr_assert(l != NULL);
+    EXPECT(l != NULL);
     EXPECT_EQ(line_init(l, k, cin, cap, fn, workers), AP_OK);
     for (size_t i = 0; i < k; i++)
         for (unsigned j = 0; j < (workers ? workers : 1); j++)
@@ -835,9 +835,9 @@ Test(pipeline, threads_one_worker_per_stage_keep_fifo)
     th_arg wa[4], pa = {l, 0, 0, 5000, 0, true};
     for (size_t i = 0; i < 4; i++) {
         wa[i] = (th_arg){l, i, 0, 0, 0, true};
-        cr_assert(pthread_create(&th[i], NULL, th_worker, &wa[i]) == 0);
+        EXPECT(pthread_create(&th[i], NULL, th_worker, &wa[i]) == 0);
     }
-    cr_assert(pthread_create(&th[4], NULL, th_producer, &pa) == 0);
+    EXPECT(pthread_create(&th[4], NULL, th_producer, &pa) == 0);
     item y;
     uint64_t got = 0;
     ap_status st;
@@ -890,7 +890,7 @@ static void simulate(size_t k, const uint64_t *S, size_t cin, const size_t *cap,
                      enum sim_fault fault, sim_res *r)
 {
     line *l = aligned_alloc(AP_CACHELINE, ap__align_up(sizeof(line), AP_CACHELINE));
-    cr_assert(l != NULL);
+    EXPECT(l != NULL);
     EXPECT_EQ(line_init(l, k, cin, cap, NULL, 1), AP_OK);
     if (fault == F_FILTER)
         l->st[k - 1].fn = filter97;
