@@ -116,14 +116,14 @@ static unsigned drive_ev(ap_future *f, uint64_t *now, uint64_t ev_at, event_fn e
         ap_cx cx = {{noop_wake, NULL}, *now, AP_DEADLINE_NONE};
         if (f->poll(f, &cx) == AP_READY)
             return polls;
-        cr_assert(cx.deadline != AP_DEADLINE_NONE || ev, "pending with nothing to wait for");
-        cr_assert(cx.deadline > *now || ev, "deadline %llu not after now %llu",
+        EXPECT(cx.deadline != AP_DEADLINE_NONE || ev, "pending with nothing to wait for");
+        EXPECT(cx.deadline > *now || ev, "deadline %llu not after now %llu",
                   (unsigned long long)cx.deadline, (unsigned long long)*now);
         uint64_t next = cx.deadline;
         if (ev && ev_at < next)
             next = ev_at;
         *now = next;
-        cr_assert(polls < 1000000);
+        EXPECT(polls < 1000000);
     }
 }
 
@@ -168,8 +168,8 @@ static ap_future *script_start(void *ctx, void *storage, uint32_t k, uint64_t no
 {
     script *s = ctx;
     att_fut *a = storage;
-    cr_assert_eq(storage, &s->att);
-    cr_assert_eq(k, s->n, "attempt index");
+    EXPECT_EQ(storage, &s->att);
+    EXPECT_EQ(k, s->n, "attempt index");
     if (s->n < 64)
         s->starts[s->n] = now;
     s->n++;
@@ -191,8 +191,8 @@ static ap_status script_result(void *ctx, ap_future *f, int *app, uint64_t *hint
 {
     script *s = ctx;
     att_fut *a = (att_fut *)(void *)f;
-    cr_assert_eq(*app, 0, "app_error is 0 on entry");
-    cr_assert_eq(*hint, 0u, "retry_after_ns is 0 on entry");
+    EXPECT_EQ(*app, 0, "app_error is 0 on entry");
+    EXPECT_EQ(*hint, 0u, "retry_after_ns is 0 on entry");
     if (a->st != AP_OK)
         *hint = s->hint;
     *app = a->app;
@@ -208,7 +208,7 @@ static ap_retry_op script_op(script *s)
 static ap_status never_called(void *arg, int *app)
 {
     (void)arg, (void)app;
-    cr_assert_fail("called");
+    EXPECT_FAIL("called");
     return AP_OK;
 }
 
@@ -218,17 +218,17 @@ Test(retry, rng_matches_reference_and_known_value)
 {
     ap_rng r;
     r.s[0] = 1; r.s[1] = 2; r.s[2] = 3; r.s[3] = 4;
-    cr_assert_eq(ap_rng_next_u64(&r), 11520u); /* rotl(2*5, 7) * 9 */
+    EXPECT_EQ(ap_rng_next_u64(&r), 11520u); /* rotl(2*5, 7) * 9 */
     for (uint64_t seed = 0; seed < 20; seed++) {
         ap_rng a; ref_rng b;
         ap_rng_seed(&a, seed);
         ref_seed(&b, seed);
         for (int i = 0; i < 1000; i++)
-            cr_assert_eq(ap_rng_next_u64(&a), ref_next(&b), "seed %llu draw %d",
+            EXPECT_EQ(ap_rng_next_u64(&a), ref_next(&b), "seed %llu draw %d",
                          (unsigned long long)seed, i);
         for (int i = 0; i < 1000; i++) {
             uint64_t n = (uint64_t)i * 7919u + 1u;
-            cr_assert_eq(ap_rng_between(&a, 5, 5 + n), ref_between(&b, 5, 5 + n));
+            EXPECT_EQ(ap_rng_between(&a, 5, 5 + n), ref_between(&b, 5, 5 + n));
         }
     }
 }
@@ -238,11 +238,11 @@ Test(retry, rng_below_is_unbiased_and_in_range)
     ap_rng r;
     ap_rng_seed(&r, 7);
     for (int i = 0; i < 1000; i++)
-        cr_assert_eq(ap_rng_below(&r, 1), 0u);
+        EXPECT_EQ(ap_rng_below(&r, 1), 0u);
     uint64_t big = (UINT64_C(1) << 63) + 1; /* half the draws are rejected */
     for (int i = 0; i < 10000; i++)
-        cr_assert_lt(ap_rng_below(&r, big), big);
-    cr_assert_eq(ap_rng_between(&r, 9, 9), 9u);
+        EXPECT_LT(ap_rng_below(&r, big), big);
+    EXPECT_EQ(ap_rng_between(&r, 9, 9), 9u);
     (void)ap_rng_between(&r, 0, UINT64_MAX);
     /* frequencies of below(6) within 5 sigma of N/6 */
     enum { K = 6, N = 600000 };
@@ -251,7 +251,7 @@ Test(retry, rng_below_is_unbiased_and_in_range)
         cnt[ap_rng_below(&r, K)]++;
     double sigma = dsqrt(N * (1.0 / K) * (1 - 1.0 / K));
     for (int k = 0; k < K; k++)
-        cr_assert_lt(dabs((double)cnt[k] - N / K), 5 * sigma, "bucket %d: %llu", k,
+        EXPECT_LT(dabs((double)cnt[k] - N / K), 5 * sigma, "bucket %d: %llu", k,
                      (unsigned long long)cnt[k]);
 }
 
@@ -260,21 +260,21 @@ Test(retry, rng_below_is_unbiased_and_in_range)
 Test(retry, desc_defaults)
 {
     ap_retry_desc d = ap_retry_desc_resolved(&(ap_retry_desc){.max_attempts = 3});
-    cr_assert_eq(d.backoff, AP_RETRY_BACKOFF_FULL_JITTER);
-    cr_assert_eq(d.initial_ns, 100 * MS);
-    cr_assert_eq(d.cap_ns, 30 * AP_NS_PER_SEC);
-    cr_assert_eq(d.multiplier_permille, 2000);
-    cr_assert_eq(d.hint_cap_ns, d.cap_ns);
-    cr_assert_eq(d.hint_jitter_permille, 0);
+    EXPECT_EQ(d.backoff, AP_RETRY_BACKOFF_FULL_JITTER);
+    EXPECT_EQ(d.initial_ns, 100 * MS);
+    EXPECT_EQ(d.cap_ns, 30 * AP_NS_PER_SEC);
+    EXPECT_EQ(d.multiplier_permille, 2000);
+    EXPECT_EQ(d.hint_cap_ns, d.cap_ns);
+    EXPECT_EQ(d.hint_jitter_permille, 0);
     d = ap_retry_desc_resolved(
         &(ap_retry_desc){.max_attempts = 1, .backoff = AP_RETRY_BACKOFF_DECORRELATED_JITTER});
-    cr_assert_eq(d.multiplier_permille, 3000);
+    EXPECT_EQ(d.multiplier_permille, 3000);
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
-    cr_assert_eq(b.desc.ratio_permille, 200);
-    cr_assert_eq(b.desc.min_per_sec, 10);
-    cr_assert_eq(b.desc.window_ns, 10 * AP_NS_PER_SEC);
-    cr_assert_eq(b.reserve, 100);
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
+    EXPECT_EQ(b.desc.ratio_permille, 200);
+    EXPECT_EQ(b.desc.min_per_sec, 10);
+    EXPECT_EQ(b.desc.window_ns, 10 * AP_NS_PER_SEC);
+    EXPECT_EQ(b.reserve, 100);
 }
 
 Test(retry, inval_config_changes_nothing)
@@ -294,8 +294,8 @@ Test(retry, inval_config_changes_nothing)
         memset(&st, 0xA5, sizeof st);
         unsigned char before[sizeof st];
         memcpy(before, &st, sizeof st);
-        cr_assert_eq(ap_retry_state_init(&st, &bad[i]), AP_INVAL, "case %zu", i);
-        cr_assert_eq(memcmp(before, &st, sizeof st), 0, "case %zu changed *st", i);
+        EXPECT_EQ(ap_retry_state_init(&st, &bad[i]), AP_INVAL, "case %zu", i);
+        EXPECT_EQ(memcmp(before, &st, sizeof st), 0, "case %zu changed *st", i);
 
         script s = {0};
         ap_retry_op op = script_op(&s);
@@ -303,9 +303,9 @@ Test(retry, inval_config_changes_nothing)
         memset(&f, 0x5A, sizeof f);
         unsigned char fb[sizeof f];
         memcpy(fb, &f, sizeof f);
-        cr_assert_eq(ap_retry_fut_init(&f, &bad[i], &rng, NULL, &op, AP_DEADLINE_NONE), AP_INVAL);
-        cr_assert_eq(memcmp(fb, &f, sizeof f), 0, "case %zu changed *f", i);
-        cr_assert_eq(ap_retry_call(&bad[i], &rng, NULL, never_called, NULL, AP_DEADLINE_NONE, NULL),
+        EXPECT_EQ(ap_retry_fut_init(&f, &bad[i], &rng, NULL, &op, AP_DEADLINE_NONE), AP_INVAL);
+        EXPECT_EQ(memcmp(fb, &f, sizeof f), 0, "case %zu changed *f", i);
+        EXPECT_EQ(ap_retry_call(&bad[i], &rng, NULL, never_called, NULL, AP_DEADLINE_NONE, NULL),
                      AP_INVAL);
     }
     const ap_retry_budget_desc bbad[] = {
@@ -318,8 +318,8 @@ Test(retry, inval_config_changes_nothing)
         memset(&b, 0xA5, sizeof b);
         unsigned char before[sizeof b];
         memcpy(before, &b, sizeof b);
-        cr_assert_eq(ap_retry_budget_init(&b, &bbad[i]), AP_INVAL, "budget case %zu", i);
-        cr_assert_eq(memcmp(before, &b, sizeof b), 0);
+        EXPECT_EQ(ap_retry_budget_init(&b, &bbad[i]), AP_INVAL, "budget case %zu", i);
+        EXPECT_EQ(memcmp(before, &b, sizeof b), 0);
     }
 }
 
@@ -328,7 +328,7 @@ Test(retry, inval_config_changes_nothing)
 static ap_retry_state mkstate(ap_retry_desc d)
 {
     ap_retry_state st;
-    cr_assert_eq(ap_retry_state_init(&st, &d), AP_OK);
+    EXPECT_EQ(ap_retry_state_init(&st, &d), AP_OK);
     return st;
 }
 
@@ -338,29 +338,29 @@ Test(retry, fixed_and_exponential_exact)
                                                 .backoff = AP_RETRY_BACKOFF_FIXED,
                                                 .initial_ns = 250, .cap_ns = 1000});
     for (int i = 0; i < 10; i++)
-        cr_assert_eq(ap_retry_next_delay(&st, NULL), 250u);
+        EXPECT_EQ(ap_retry_next_delay(&st, NULL), 250u);
 
     st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
                                  .initial_ns = 100, .cap_ns = 1000});
     const uint64_t x2[] = {100, 200, 400, 800, 1000, 1000, 1000};
     for (size_t i = 0; i < sizeof x2 / sizeof x2[0]; i++)
-        cr_assert_eq(ap_retry_next_delay(&st, NULL), x2[i], "x2 step %zu", i);
+        EXPECT_EQ(ap_retry_next_delay(&st, NULL), x2[i], "x2 step %zu", i);
 
     /* x1.5, floored at each step, no floating point */
     st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
                                  .initial_ns = 7, .cap_ns = 50, .multiplier_permille = 1500});
     const uint64_t x15[] = {7, 10, 15, 22, 33, 49, 50, 50};
     for (size_t i = 0; i < sizeof x15 / sizeof x15[0]; i++)
-        cr_assert_eq(ap_retry_next_delay(&st, NULL), x15[i], "x1.5 step %zu", i);
+        EXPECT_EQ(ap_retry_next_delay(&st, NULL), x15[i], "x1.5 step %zu", i);
 
     /* huge values saturate at the cap, never wrap */
     st = mkstate((ap_retry_desc){.max_attempts = 9, .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
                                  .initial_ns = UINT64_MAX / 3, .cap_ns = UINT64_MAX,
                                  .multiplier_permille = 4000000000u});
-    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX / 3);
-    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX);
-    cr_assert_eq(ap_retry_next_delay(&st, NULL), UINT64_MAX);
-    cr_assert_eq(st.retries, 3);
+    EXPECT_EQ(ap_retry_next_delay(&st, NULL), UINT64_MAX / 3);
+    EXPECT_EQ(ap_retry_next_delay(&st, NULL), UINT64_MAX);
+    EXPECT_EQ(ap_retry_next_delay(&st, NULL), UINT64_MAX);
+    EXPECT_EQ(st.retries, 3);
 }
 
 /* The reference model of every jittered policy. */
@@ -401,7 +401,7 @@ Test(retry, jitter_exact_sequence_with_fixed_seed)
             uint64_t cur = d.initial_ns;
             for (int k = 0; k < 40; k++) {
                 uint64_t want = ref_delay(rp, d.initial_ns, d.cap_ns, m, &cur, &ref);
-                cr_assert_eq(ap_retry_next_delay(&st, &rng), want, "policy %zu seed %llu k %d",
+                EXPECT_EQ(ap_retry_next_delay(&st, &rng), want, "policy %zu seed %llu k %d",
                              p, (unsigned long long)seed, k);
             }
         }
@@ -416,8 +416,8 @@ Test(retry, jitter_exact_sequence_with_fixed_seed)
     const uint64_t e[] = {100, 200, 400, 800, 1000, 1000};
     for (int k = 0; k < 6; k++) {
         uint64_t d = ap_retry_next_delay(&st, &rng);
-        cr_assert_eq(d, ref_between(&ref, 0, e[k]));
-        cr_assert_leq(d, e[k]);
+        EXPECT_EQ(d, ref_between(&ref, 0, e[k]));
+        EXPECT_LE(d, e[k]);
     }
 }
 
@@ -449,15 +449,15 @@ Test(retry, jitter_bounds_over_1e5_draws)
             at_cap += d == c;
             e = e * 2 < c ? e * 2 : c;
         }
-        cr_assert_eq(viol, 0, "policy %zu: %llu delays out of bounds", p,
+        EXPECT_EQ(viol, 0, "policy %zu: %llu delays out of bounds", p,
                      (unsigned long long)viol);
-        cr_assert_leq(hi_seen, c);
+        EXPECT_LE(hi_seen, c);
         /* the range is actually used */
-        cr_assert_gt(hi_seen, c * 9 / 10, "policy %zu max %llu", p, (unsigned long long)hi_seen);
+        EXPECT_GT(hi_seen, c * 9 / 10, "policy %zu max %llu", p, (unsigned long long)hi_seen);
         if (pol[p] == AP_RETRY_BACKOFF_FULL_JITTER)
-            cr_assert_lt(lo_seen, b / 10);
+            EXPECT_LT(lo_seen, b / 10);
         if (pol[p] == AP_RETRY_BACKOFF_DECORRELATED_JITTER)
-            cr_assert(lo_seen >= b && lo_seen < 2 * b && at_cap > 0);
+            EXPECT(lo_seen >= b && lo_seen < 2 * b && at_cap > 0);
     }
 }
 
@@ -469,10 +469,10 @@ Test(retry, hint_honoured_capped_and_jittered)
                                                 .backoff = AP_RETRY_BACKOFF_EXPONENTIAL,
                                                 .initial_ns = 10, .cap_ns = 1000,
                                                 .hint_cap_ns = 5000});
-    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, 3000), 3000u); /* above cap_ns: honoured */
-    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, 9000), 5000u); /* capped */
-    cr_assert_eq(ap_retry_next_delay(&st, NULL), 40u);              /* sequence advanced */
-    cr_assert_eq(ap_retry_next_delay_hint(&st, NULL, UINT64_MAX), 5000u);
+    EXPECT_EQ(ap_retry_next_delay_hint(&st, NULL, 3000), 3000u); /* above cap_ns: honoured */
+    EXPECT_EQ(ap_retry_next_delay_hint(&st, NULL, 9000), 5000u); /* capped */
+    EXPECT_EQ(ap_retry_next_delay(&st, NULL), 40u);              /* sequence advanced */
+    EXPECT_EQ(ap_retry_next_delay_hint(&st, NULL, UINT64_MAX), 5000u);
 
     ap_retry_state j0 = mkstate((ap_retry_desc){.max_attempts = 9,
                                                 .backoff = AP_RETRY_BACKOFF_FIXED,
@@ -486,15 +486,15 @@ Test(retry, hint_honoured_capped_and_jittered)
         lo = d < lo ? d : lo;
         hi = d > hi ? d : hi;
     }
-    cr_assert_eq(lo, 1000u, "jitter only adds to the hint");
-    cr_assert_eq(hi, 1150u, "capped after jitter");
+    EXPECT_EQ(lo, 1000u, "jitter only adds to the hint");
+    EXPECT_EQ(hi, 1150u, "capped after jitter");
 
     /* through the future: every failure says "retry after 700"; the policy
      * would wait 10; hint cap 500 */
     script s = {.fail_first = 3, .fail_st = AP_AGAIN, .dur = 1, .hint = 700};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 5,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 10, .cap_ns = 10,
@@ -503,11 +503,11 @@ Test(retry, hint_honoured_capped_and_jittered)
                  AP_OK);
     uint64_t now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_OK);
-    cr_assert_eq(s.n, 4);
+    EXPECT_EQ(ap_retry_fut_status(&f), AP_OK);
+    EXPECT_EQ(s.n, 4);
     const uint64_t want[] = {0, 501, 1002, 1503};
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(s.starts[i], want[i], "attempt %d at %llu", i,
+        EXPECT_EQ(s.starts[i], want[i], "attempt %d at %llu", i,
                      (unsigned long long)s.starts[i]);
 }
 
@@ -520,7 +520,7 @@ Test(retry, scripted_failures_k_of_n)
             script s = {.fail_first = k, .fail_st = AP_AGAIN, .dur = 5};
             ap_retry_op op = script_op(&s);
             ap_retry_fut f;
-            cr_assert_eq(ap_retry_fut_init(&f,
+            EXPECT_EQ(ap_retry_fut_init(&f,
                                            &(ap_retry_desc){.max_attempts = n,
                                                             .backoff = AP_RETRY_BACKOFF_FIXED,
                                                             .initial_ns = 100,
@@ -531,21 +531,21 @@ Test(retry, scripted_failures_k_of_n)
             drive(&f.base, &now);
             ap_retry_result r = ap_retry_fut_result(&f);
             uint32_t want = k + 1 < n ? k + 1 : n;
-            cr_assert_eq(r.attempts, want, "n %u k %u", n, k);
-            cr_assert_eq(s.n, want);
+            EXPECT_EQ(r.attempts, want, "n %u k %u", n, k);
+            EXPECT_EQ(s.n, want);
             /* attempts that kept failing with a retryable error: AP_EXHAUSTED */
-            cr_assert_eq(r.status, k < n ? AP_OK : AP_EXHAUSTED, "n %u k %u", n, k);
-            cr_assert_eq(r.last_error, k < n ? AP_OK : AP_AGAIN);
-            cr_assert_eq(r.stop, k < n ? AP_RETRY_STOP_SUCCEEDED : AP_RETRY_STOP_EXHAUSTED);
+            EXPECT_EQ(r.status, k < n ? AP_OK : AP_EXHAUSTED, "n %u k %u", n, k);
+            EXPECT_EQ(r.last_error, k < n ? AP_OK : AP_AGAIN);
+            EXPECT_EQ(r.stop, k < n ? AP_RETRY_STOP_SUCCEEDED : AP_RETRY_STOP_EXHAUSTED);
             for (uint32_t i = 0; i < s.n; i++) /* each attempt 5 ns, then 100 ns backoff */
-                cr_assert_eq(s.starts[i], i * 105u);
-            cr_assert_eq(now, (uint64_t)(want - 1) * 105 + 5);
+                EXPECT_EQ(s.starts[i], i * 105u);
+            EXPECT_EQ(now, (uint64_t)(want - 1) * 105 + 5);
             /* done is done: polling again changes nothing */
             ap_cx cx = {{noop_wake, NULL}, now + 1000, AP_DEADLINE_NONE};
-            cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY);
-            cr_assert_eq(s.n, want);
+            EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_READY);
+            EXPECT_EQ(s.n, want);
             ap_retry_fut_cancel(&f);
-            cr_assert_eq(ap_retry_fut_status(&f), r.status);
+            EXPECT_EQ(ap_retry_fut_status(&f), r.status);
         }
 }
 
@@ -564,38 +564,38 @@ Test(retry, deadline_never_exceeded)
         ap_retry_desc d = {.max_attempts = 60,
                            .backoff = (ap_retry_backoff)ap_rng_between(&cfg, 1, 5),
                            .initial_ns = ap_rng_between(&cfg, 1, 20), .cap_ns = 300};
-        cr_assert_eq(ap_retry_fut_init(&f, &d, &rng, NULL, &op, deadline), AP_OK);
+        EXPECT_EQ(ap_retry_fut_init(&f, &d, &rng, NULL, &op, deadline), AP_OK);
         uint64_t now = start;
         drive(&f.base, &now);
         ap_retry_result r = ap_retry_fut_result(&f);
         for (uint32_t i = 0; i < s.n && i < 64; i++)
-            cr_assert_lt(s.starts[i], deadline, "trial %d: attempt %u at %llu, deadline %llu",
+            EXPECT_LT(s.starts[i], deadline, "trial %d: attempt %u at %llu, deadline %llu",
                          trial, i, (unsigned long long)s.starts[i],
                          (unsigned long long)deadline);
-        cr_assert_leq(now, deadline > start ? deadline : start, "finished after the deadline");
+        EXPECT_LE(now, deadline > start ? deadline : start, "finished after the deadline");
         if (r.stop == AP_RETRY_STOP_DEADLINE) {
-            cr_assert_eq(r.status, AP_TIMEDOUT);
-            cr_assert_eq(r.last_error, s.n == 0 || s.att.canceled ? AP_TIMEDOUT : AP_AGAIN);
+            EXPECT_EQ(r.status, AP_TIMEDOUT);
+            EXPECT_EQ(r.last_error, s.n == 0 || s.att.canceled ? AP_TIMEDOUT : AP_AGAIN);
         } else {
-            cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED, "trial %d", trial);
-            cr_assert_eq(r.status, AP_EXHAUSTED, "exhausted before the deadline");
-            cr_assert_eq(r.last_error, AP_AGAIN);
-            cr_assert_eq(r.attempts, 60);
+            EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED, "trial %d", trial);
+            EXPECT_EQ(r.status, AP_EXHAUSTED, "exhausted before the deadline");
+            EXPECT_EQ(r.last_error, AP_AGAIN);
+            EXPECT_EQ(r.attempts, 60);
         }
-        cr_assert_leq(s.att.canceled, 1);
+        EXPECT_LE(s.att.canceled, 1);
     }
     /* an attempt in flight at the deadline is cancelled there */
     script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1000};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3}, &rng, NULL, &op, 400),
+    EXPECT_EQ(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3}, &rng, NULL, &op, 400),
                  AP_OK);
     uint64_t now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(now, 400u);
-    cr_assert_eq(s.att.canceled, 1);
+    EXPECT_EQ(now, 400u);
+    EXPECT_EQ(s.att.canceled, 1);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 1 &&
+    EXPECT(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 1 &&
               r.stop == AP_RETRY_STOP_DEADLINE);
 }
 
@@ -612,7 +612,7 @@ Test(retry, predicate_stops_on_permanent_errors)
     s.fail_st_at[2] = AP_REJECTED; /* permanent for this predicate */
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 10,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 1, .cap_ns = 1,
@@ -623,32 +623,32 @@ Test(retry, predicate_stops_on_permanent_errors)
     uint64_t now = 0;
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_REJECTED && r.last_error == AP_REJECTED && r.attempts == 3 &&
+    EXPECT(r.status == AP_REJECTED && r.last_error == AP_REJECTED && r.attempts == 3 &&
               r.stop == AP_RETRY_STOP_PERMANENT);
-    cr_assert_eq(calls, 3);
+    EXPECT_EQ(calls, 3);
     /* the default predicate: AP_INVAL, AP_CANCELED, AP_CLOSED are permanent */
     ap_retry_desc d = {.max_attempts = 1};
-    cr_assert(ap_retry_is_retryable(&d, AP_AGAIN) && ap_retry_is_retryable(&d, AP_TIMEDOUT) &&
+    EXPECT(ap_retry_is_retryable(&d, AP_AGAIN) && ap_retry_is_retryable(&d, AP_TIMEDOUT) &&
               ap_retry_is_retryable(&d, AP_REJECTED));
-    cr_assert(!ap_retry_is_retryable(&d, AP_INVAL) && !ap_retry_is_retryable(&d, AP_CANCELED) &&
+    EXPECT(!ap_retry_is_retryable(&d, AP_INVAL) && !ap_retry_is_retryable(&d, AP_CANCELED) &&
               !ap_retry_is_retryable(&d, AP_CLOSED));
     /* AP_NOT_READY is "not yet": retryable whatever the predicate says */
-    cr_assert(ap_retry_is_retryable(&d, AP_NOT_READY));
+    EXPECT(ap_retry_is_retryable(&d, AP_NOT_READY));
     d.retryable = only_again;
     d.retryable_ctx = &calls;
     calls = 0;
-    cr_assert(ap_retry_is_retryable(&d, AP_NOT_READY) && calls == 0);
+    EXPECT(ap_retry_is_retryable(&d, AP_NOT_READY) && calls == 0);
     script s2 = {.fail_first = 5, .fail_st = AP_CLOSED, .dur = 1};
     op = script_op(&s2);
     ap_rng rng;
     ap_rng_seed(&rng, 1);
-    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 10}, &rng, NULL, &op,
+    EXPECT_EQ(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 10}, &rng, NULL, &op,
                                    AP_DEADLINE_NONE),
                  AP_OK);
     now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_CLOSED);
-    cr_assert_eq(s2.n, 1);
+    EXPECT_EQ(ap_retry_fut_status(&f), AP_CLOSED);
+    EXPECT_EQ(s2.n, 1);
 }
 
 /* ---- budget ---- */
@@ -656,34 +656,34 @@ Test(retry, predicate_stops_on_permanent_errors)
 Test(retry, budget_caps_retries_and_expires)
 {
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = 100,
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO,
                                               .window_ns = 10 * AP_NS_PER_SEC}),
                  AP_OK);
-    cr_assert_eq(b.reserve, 0);
-    cr_assert(!ap_retry_budget_try_withdraw(&b, 0), "no requests, no floor: nothing");
+    EXPECT_EQ(b.reserve, 0);
+    EXPECT(!ap_retry_budget_try_withdraw(&b, 0), "no requests, no floor: nothing");
     for (int i = 0; i < 1000; i++)
         ap_retry_budget_deposit(&b, (uint64_t)i * MS); /* t in [0, 1 s) */
     int ok = 0;
     for (int i = 0; i < 500; i++)
         ok += ap_retry_budget_try_withdraw(&b, 2 * AP_NS_PER_SEC);
-    cr_assert_eq(ok, 100, "10 %% of 1000 requests");
+    EXPECT_EQ(ok, 100, "10 %% of 1000 requests");
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert_eq(st.requests, 1000);
-    cr_assert_eq(st.retries, 100);
-    cr_assert_eq(st.denied, 401);
+    EXPECT_EQ(st.requests, 1000);
+    EXPECT_EQ(st.retries, 100);
+    EXPECT_EQ(st.denied, 401);
     /* still in the window at 9.5 s; gone once the whole window passed */
-    cr_assert(!ap_retry_budget_try_withdraw(&b, 9500 * MS));
+    EXPECT(!ap_retry_budget_try_withdraw(&b, 9500 * MS));
     ap_retry_budget_deposit(&b, 12 * AP_NS_PER_SEC); /* the old deposits and retries expired */
     for (int i = 0; i < 9; i++)
         ap_retry_budget_deposit(&b, 12 * AP_NS_PER_SEC);
-    cr_assert(ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
-    cr_assert(!ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
+    EXPECT(ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
+    EXPECT(!ap_retry_budget_try_withdraw(&b, 12 * AP_NS_PER_SEC));
 
     /* the floor alone: 3 per second over a 2 s window = 6 */
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = AP_RETRY_BUDGET_ZERO,
                                               .min_per_sec = 3,
                                               .window_ns = 2 * AP_NS_PER_SEC}),
@@ -691,14 +691,14 @@ Test(retry, budget_caps_retries_and_expires)
     ok = 0;
     for (int i = 0; i < 20; i++)
         ok += ap_retry_budget_try_withdraw(&b, AP_NS_PER_SEC);
-    cr_assert_eq(ok, 6);
+    EXPECT_EQ(ok, 6);
 }
 
 Test(retry, budget_stops_a_retry_storm)
 {
     enum { C = 200 };
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = 100,
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
@@ -708,7 +708,7 @@ Test(retry, budget_stops_a_retry_storm)
     for (int i = 0; i < C; i++) {
         s[i] = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 10};
         ap_retry_op op = script_op(&s[i]);
-        cr_assert_eq(ap_retry_fut_init(&f[i],
+        EXPECT_EQ(ap_retry_fut_init(&f[i],
                                        &(ap_retry_desc){.max_attempts = 5,
                                                         .backoff = AP_RETRY_BACKOFF_FIXED,
                                                         .initial_ns = 1 * MS, .cap_ns = 1 * MS},
@@ -735,18 +735,18 @@ Test(retry, budget_stops_a_retry_storm)
     for (int i = 0; i < C; i++) {
         ap_retry_result r = ap_retry_fut_result(&f[i]);
         /* budget refused or attempts used up: AP_EXHAUSTED, the last error beside */
-        cr_assert_eq(r.status, AP_EXHAUSTED, "stop %d", r.stop);
-        cr_assert_eq(r.last_error, AP_AGAIN);
+        EXPECT_EQ(r.status, AP_EXHAUSTED, "stop %d", r.stop);
+        EXPECT_EQ(r.last_error, AP_AGAIN);
         attempts += r.attempts;
         budget_stops += r.stop == AP_RETRY_STOP_BUDGET;
     }
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert_eq(st.requests, C);
-    cr_assert_eq(st.retries, C / 10, "10 %% of %d requests", C);
-    cr_assert_eq(attempts, C + C / 10, "without a budget this would be %d", 5 * C);
-    cr_assert_eq(st.denied, budget_stops);
-    cr_assert_eq(budget_stops, C, "the 20 retries went to the first 20 callers; each caller's\n"
+    EXPECT_EQ(st.requests, C);
+    EXPECT_EQ(st.retries, C / 10, "10 %% of %d requests", C);
+    EXPECT_EQ(attempts, C + C / 10, "without a budget this would be %d", 5 * C);
+    EXPECT_EQ(st.denied, budget_stops);
+    EXPECT_EQ(budget_stops, C, "the 20 retries went to the first 20 callers; each caller's\n"
                                    "next request for a retry was refused");
 }
 
@@ -770,7 +770,7 @@ Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
 {
     enum { T = 8 };
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = 200, .min_per_sec = 1,
                                               .window_ns = 10 * AP_NS_PER_SEC}),
                  AP_OK);
@@ -778,7 +778,7 @@ Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
     budget_thr a[T];
     for (int i = 0; i < T; i++) {
         a[i] = (budget_thr){&b, 0};
-        cr_assert_eq(pthread_create(&th[i], NULL, budget_thread, &a[i]), 0);
+        EXPECT_EQ(pthread_create(&th[i], NULL, budget_thread, &a[i]), 0);
     }
     int got = 0;
     for (int i = 0; i < T; i++) {
@@ -787,12 +787,12 @@ Test(retry, budget_concurrent_never_overdrawn, .timeout = TEST_TIMEOUT_S)
     }
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert_eq(st.requests, T * 5000u);
-    cr_assert_eq(st.retries, (uint64_t)got);
-    cr_assert_eq(st.retries + st.denied, T * 20000u);
-    cr_assert_leq(st.retries, st.requests / 5 + 10, "overdrawn: %llu",
+    EXPECT_EQ(st.requests, T * 5000u);
+    EXPECT_EQ(st.retries, (uint64_t)got);
+    EXPECT_EQ(st.retries + st.denied, T * 20000u);
+    EXPECT_LE(st.retries, st.requests / 5 + 10, "overdrawn: %llu",
                   (unsigned long long)st.retries);
-    cr_assert_geq(st.retries, st.requests / 5 - T, "underused: %llu",
+    EXPECT_GE(st.retries, st.requests / 5 - T, "underused: %llu",
                   (unsigned long long)st.retries);
 }
 
@@ -818,7 +818,7 @@ Test(retry, theorem_success_rate_and_mean_attempts)
                                                    .backoff = AP_RETRY_BACKOFF_FIXED,
                                                    .initial_ns = 1, .cap_ns = 1},
                                   NULL, NULL, &op, AP_DEADLINE_NONE) != AP_OK)
-                cr_assert_fail("init");
+                EXPECT_FAIL("init");
             uint64_t now = 0;
             for (;;) {
                 ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
@@ -831,7 +831,7 @@ Test(retry, theorem_success_rate_and_mean_attempts)
         }
         double ps = 1 - dpow(q, n);
         double sig_s = dsqrt(ps * (1 - ps) / N);
-        cr_assert_lt(dabs((double)ok / N - ps), 5 * sig_s + 1e-12,
+        EXPECT_LT(dabs((double)ok / N - ps), 5 * sig_s + 1e-12,
                      "p %.3f n %u: success %.5f, theory %.5f", p, n, (double)ok / N, ps);
         /* attempts A: P(A >= k) = q^(k-1); E[A] = sum q^(k-1); E[A^2] = sum (2k-1) q^(k-1) */
         double ea = 0, ea2 = 0;
@@ -839,9 +839,9 @@ Test(retry, theorem_success_rate_and_mean_attempts)
             ea += dpow(q, k - 1);
             ea2 += (2.0 * k - 1) * dpow(q, k - 1);
         }
-        cr_assert_lt(dabs(ea - ps / p), 1e-9);
+        EXPECT_LT(dabs(ea - ps / p), 1e-9);
         double sig_a = dsqrt((ea2 - ea * ea) / N);
-        cr_assert_lt(dabs((double)att / N - ea), 5 * sig_a + 1e-12,
+        EXPECT_LT(dabs((double)att / N - ea), 5 * sig_a + 1e-12,
                      "p %.3f n %u: mean attempts %.5f, theory %.5f", p, n, (double)att / N, ea);
     }
 }
@@ -880,7 +880,7 @@ static ap_status pop_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
     pop_op *o = ctx;
     (void)hint, (void)app;
     if (o->per_attempt) {
-        cr_assert_eq(f, &o->att.t.base);
+        EXPECT_EQ(f, &o->att.t.base);
         ap_status ts = ap_timeout_status(&o->att.t);
         if (ts != AP_OK)
             return ts;
@@ -891,7 +891,7 @@ static ap_status pop_result(void *ctx, ap_future *f, int *app, uint64_t *hint)
 static ap_mpmc *mkq(void)
 {
     ap_mpmc *q;
-    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
     return q;
 }
 
@@ -899,7 +899,7 @@ static void push_item(void *ctx, uint64_t now)
 {
     (void)now;
     int x = 42;
-    cr_assert_eq(ap_mpmc_try_push(ctx, &x), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(ctx, &x), AP_OK);
 }
 
 Test(retry, compose_retry_of_timeout_exact_attempt_times)
@@ -911,48 +911,48 @@ Test(retry, compose_retry_of_timeout_exact_attempt_times)
     pop_op o = {.q = q, .per_attempt = 100 * MS};
     ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
     uint64_t now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(now, 680 * MS, "stops exactly at the overall deadline");
-    cr_assert_eq(o.n, 5);
+    EXPECT_EQ(now, 680 * MS, "stops exactly at the overall deadline");
+    EXPECT_EQ(o.n, 5);
     for (uint32_t i = 0; i < o.n; i++)
-        cr_assert_eq(o.starts[i], i * 150 * MS, "attempt %u at %llu", i,
+        EXPECT_EQ(o.starts[i], i * 150 * MS, "attempt %u at %llu", i,
                      (unsigned long long)o.starts[i]);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 5 &&
+    EXPECT(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 5 &&
               r.stop == AP_RETRY_STOP_DEADLINE);
-    cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED, "the last attempt was cancelled");
-    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    EXPECT_EQ(ap_timeout_status(&o.att.t), AP_CANCELED, "the last attempt was cancelled");
+    EXPECT(!ap_waitlist_has_waiters(&q->not_empty));
 
     /* 2. deadline 560 ms: the retry after the attempt timing out at 550
      * would start at 600 >= 560, so it is not scheduled */
     memset(&o, 0, sizeof o);
     o.q = q;
     o.per_attempt = 100 * MS;
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 560 * MS), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 560 * MS), AP_OK);
     now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(now, 550 * MS);
-    cr_assert_eq(o.n, 4);
+    EXPECT_EQ(now, 550 * MS);
+    EXPECT_EQ(o.n, 4);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 4 &&
+    EXPECT(r.status == AP_TIMEDOUT && r.last_error == AP_TIMEDOUT && r.attempts == 4 &&
               r.stop == AP_RETRY_STOP_DEADLINE);
-    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    EXPECT(!ap_waitlist_has_waiters(&q->not_empty));
 
     /* 3. an item arrives at 200 ms, during attempt 2 (150..250) */
     memset(&o, 0, sizeof o);
     o.q = q;
     o.per_attempt = 100 * MS;
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 680 * MS), AP_OK);
     now = 0;
     drive_ev(&f.base, &now, 200 * MS, push_item, q);
-    cr_assert_eq(now, 200 * MS);
+    EXPECT_EQ(now, 200 * MS);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_OK && r.attempts == 2 && r.stop == AP_RETRY_STOP_SUCCEEDED);
-    cr_assert_eq(o.att.item, 42);
-    cr_assert_eq(o.starts[1], 150 * MS);
-    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    EXPECT(r.status == AP_OK && r.attempts == 2 && r.stop == AP_RETRY_STOP_SUCCEEDED);
+    EXPECT_EQ(o.att.item, 42);
+    EXPECT_EQ(o.starts[1], 150 * MS);
+    EXPECT(!ap_waitlist_has_waiters(&q->not_empty));
     ap_mpmc_destroy(q);
 }
 
@@ -965,47 +965,47 @@ Test(retry, cancel_cancels_the_attempt_leaving_no_waiter)
         pop_op o = {.q = q, .per_attempt = wrapped ? 100 * MS : 0};
         ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
         ap_retry_fut f;
-        cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 10 * AP_NS_PER_SEC), AP_OK);
+        EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 10 * AP_NS_PER_SEC), AP_OK);
         ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
-        cr_assert_eq(f.base.poll(&f.base, &cx), AP_PENDING);
-        cr_assert(ap_waitlist_has_waiters(&q->not_empty), "the attempt is really waiting");
+        EXPECT_EQ(f.base.poll(&f.base, &cx), AP_PENDING);
+        EXPECT(ap_waitlist_has_waiters(&q->not_empty), "the attempt is really waiting");
         /* the retry's own bound, or sooner the pop's confirm re-poll
          * (waitlist.h, ap_waitlist_register_cx) */
         uint64_t bound = wrapped ? 100 * MS : 10 * AP_NS_PER_SEC;
-        cr_assert(cx.deadline == bound || cx.deadline == AP_WAIT_CONFIRM_NS,
+        EXPECT(cx.deadline == bound || cx.deadline == AP_WAIT_CONFIRM_NS,
                   "deadline %llu", (unsigned long long)cx.deadline);
         ap_future_cancel(&f.base);
-        cr_assert(!ap_waitlist_has_waiters(&q->not_empty), "cancel left a waiter");
-        cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
-        cr_assert_eq(ap_retry_fut_result(&f).stop, AP_RETRY_STOP_CANCELED);
-        cr_assert_eq(ap_mpmc_pop_status(&o.att.pop), AP_CANCELED);
+        EXPECT(!ap_waitlist_has_waiters(&q->not_empty), "cancel left a waiter");
+        EXPECT_EQ(ap_retry_fut_status(&f), AP_CANCELED);
+        EXPECT_EQ(ap_retry_fut_result(&f).stop, AP_RETRY_STOP_CANCELED);
+        EXPECT_EQ(ap_mpmc_pop_status(&o.att.pop), AP_CANCELED);
         if (wrapped)
-            cr_assert_eq(ap_timeout_status(&o.att.t), AP_CANCELED);
+            EXPECT_EQ(ap_timeout_status(&o.att.t), AP_CANCELED);
         ap_future_cancel(&f.base); /* idempotent */
-        cr_assert_eq(f.base.poll(&f.base, &cx), AP_READY);
-        cr_assert_eq(o.n, 1, "nothing started after cancel");
+        EXPECT_EQ(f.base.poll(&f.base, &cx), AP_READY);
+        EXPECT_EQ(o.n, 1, "nothing started after cancel");
         /* an item pushed now stays in the queue: nobody took it */
         int x = 1, y = 0;
-        cr_assert_eq(ap_mpmc_try_push(q, &x), AP_OK);
-        cr_assert_eq(ap_mpmc_try_pop(q, &y), AP_OK);
-        cr_assert_eq(y, 1);
+        EXPECT_EQ(ap_mpmc_try_push(q, &x), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_pop(q, &y), AP_OK);
+        EXPECT_EQ(y, 1);
     }
     /* cancel during the backoff: no attempt in flight, nothing more starts */
     pop_op o = {.q = q, .per_attempt = 100 * MS};
     ap_retry_op op = {.start = pop_start, .result = pop_result, .ctx = &o, .storage = &o.att};
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
     ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
     cx = (ap_cx){{noop_wake, NULL}, 100 * MS, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING); /* timed out, backing off */
-    cr_assert_eq(cx.deadline, 150 * MS);
-    cr_assert(!ap_waitlist_has_waiters(&q->not_empty));
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING); /* timed out, backing off */
+    EXPECT_EQ(cx.deadline, 150 * MS);
+    EXPECT(!ap_waitlist_has_waiters(&q->not_empty));
     ap_retry_fut_cancel(&f);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
+    EXPECT_EQ(ap_retry_fut_status(&f), AP_CANCELED);
     cx = (ap_cx){{noop_wake, NULL}, 1000 * MS, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY);
-    cr_assert_eq(o.n, 1);
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(o.n, 1);
     ap_mpmc_destroy(q);
 }
 
@@ -1018,7 +1018,7 @@ typedef struct call_ctx {
 static ap_status flaky(void *arg, int *app)
 {
     call_ctx *c = arg;
-    cr_assert_eq(*app, 0, "app_error is 0 on entry");
+    EXPECT_EQ(*app, 0, "app_error is 0 on entry");
     bool fail = c->calls++ < c->fail_first;
     *app = fail ? 500 + c->calls : 200; /* 501, 502, ... then 200 */
     return fail ? AP_AGAIN : AP_OK;
@@ -1033,44 +1033,44 @@ Test(retry, retry_call_blocking_helper, .timeout = TEST_TIMEOUT_S)
     call_ctx c = {0, 2};
     ap_retry_result r;
     uint64_t t0 = ap_now_ns();
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_OK);
+    EXPECT_EQ(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_OK);
     uint64_t el = ap_now_ns() - t0;
-    cr_assert_eq(c.calls, 3);
-    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED && r.app_error == 200);
-    cr_assert_geq(el, 3 * MS, "slept 1 + 2 ms between the attempts");
+    EXPECT_EQ(c.calls, 3);
+    EXPECT(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED && r.app_error == 200);
+    EXPECT_GE(el, 3 * MS, "slept 1 + 2 ms between the attempts");
 
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_EXHAUSTED);
-    cr_assert(c.calls == 4 && r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == AP_AGAIN);
-    cr_assert_eq(r.app_error, 504, "the last call's application error");
+    EXPECT_EQ(ap_retry_call(&d, &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r), AP_EXHAUSTED);
+    EXPECT(c.calls == 4 && r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == AP_AGAIN);
+    EXPECT_EQ(r.app_error, 504, "the last call's application error");
 
     /* a deadline that has passed: nothing is called */
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
+    EXPECT_EQ(ap_retry_call(&d, &rng, NULL, never_called, NULL, ap_now_ns() - 1, &r),
                  AP_TIMEDOUT);
-    cr_assert(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE &&
+    EXPECT(r.attempts == 0 && r.last_error == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE &&
               r.app_error == 0);
 
     /* a deadline 2.5 ms away: attempts at ~0, ~1 ms, ~3 ms would be over */
     c = (call_ctx){0, 100};
     t0 = ap_now_ns();
-    cr_assert_eq(ap_retry_call(&d, &rng, NULL, flaky, &c, t0 + 2500 * AP_NS_PER_US, &r),
+    EXPECT_EQ(ap_retry_call(&d, &rng, NULL, flaky, &c, t0 + 2500 * AP_NS_PER_US, &r),
                  AP_TIMEDOUT);
-    cr_assert_eq(r.last_error, AP_AGAIN);
-    cr_assert_leq(c.calls, 2);
-    cr_assert_lt(ap_now_ns(), t0 + 2500 * AP_NS_PER_US + 50 * MS);
+    EXPECT_EQ(r.last_error, AP_AGAIN);
+    EXPECT_LE(c.calls, 2);
+    EXPECT_LT(ap_now_ns(), t0 + 2500 * AP_NS_PER_US + 50 * MS);
 
     /* with a budget: deposits once, a refused retry stops AP_EXHAUSTED */
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = AP_RETRY_BUDGET_ZERO,
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
     c = (call_ctx){0, 100};
-    cr_assert_eq(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_EXHAUSTED);
-    cr_assert_eq(c.calls, 1);
+    EXPECT_EQ(ap_retry_call(&d, &rng, &b, flaky, &c, AP_DEADLINE_NONE, NULL), AP_EXHAUSTED);
+    EXPECT_EQ(c.calls, 1);
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
+    EXPECT(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
 /* ---- ap_retry_call on the desc's clock (desc.clock) ---- */
@@ -1102,12 +1102,12 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
     clocked_ctx x = {&c, 0, 2, {0}};
     ap_retry_result r;
     uint64_t r0 = ap_now_ns();
-    cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, AP_DEADLINE_NONE, &r), AP_OK);
-    cr_assert_eq(x.calls, 3);
-    cr_assert(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED);
+    EXPECT_EQ(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, AP_DEADLINE_NONE, &r), AP_OK);
+    EXPECT_EQ(x.calls, 3);
+    EXPECT(r.attempts == 3 && r.stop == AP_RETRY_STOP_SUCCEEDED);
     for (int i = 1; i < 3; i++) {
         uint64_t g = x.at[i] - x.at[i - 1];
-        cr_assert(g >= gap && g <= gap + 3 * step, "gap %d: %llu fake ns", i,
+        EXPECT(g >= gap && g <= gap + 3 * step, "gap %d: %llu fake ns", i,
                   (unsigned long long)g);
     }
 
@@ -1115,12 +1115,12 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
      * attempt (at ~120 s) would start past it */
     x = (clocked_ctx){&c, 0, 100, {0}};
     uint64_t dl = atomic_load(&c.t) + 90 * AP_NS_PER_SEC;
-    cr_assert_eq(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, dl, &r), AP_TIMEDOUT);
-    cr_assert(x.calls == 2 && r.attempts == 2 && r.stop == AP_RETRY_STOP_DEADLINE &&
+    EXPECT_EQ(ap_retry_call(&d, NULL, NULL, clocked_flaky, &x, dl, &r), AP_TIMEDOUT);
+    EXPECT(x.calls == 2 && r.attempts == 2 && r.stop == AP_RETRY_STOP_DEADLINE &&
               r.last_error == AP_AGAIN);
-    cr_assert_lt(x.at[1], dl);
+    EXPECT_LT(x.at[1], dl);
     uint64_t real = ap_now_ns() - r0;
-    cr_assert_lt(real, 5 * AP_NS_PER_SEC, "4 fake minutes took %llu real ns",
+    EXPECT_LT(real, 5 * AP_NS_PER_SEC, "4 fake minutes took %llu real ns",
                  (unsigned long long)real);
 
     /* Regression: before desc.clock, ap_retry_call compared the deadline
@@ -1128,9 +1128,9 @@ Test(retry, retry_call_sleeps_and_times_out_on_the_desc_clock, .timeout = TEST_T
      * caller's clock (2^62 - 1 here) is still ~146 years away on that one,
      * so the old helper started attempts (and slept a real minute between
      * them); on the desc's clock nothing is called. */
-    cr_assert(!ap_deadline_passed(t0 - 1, ap_now_ns()), "the real clock is before it");
-    cr_assert_eq(ap_retry_call(&d, NULL, NULL, never_called, NULL, t0 - 1, &r), AP_TIMEDOUT);
-    cr_assert(r.attempts == 0 && r.stop == AP_RETRY_STOP_DEADLINE);
+    EXPECT(!ap_deadline_passed(t0 - 1, ap_now_ns()), "the real clock is before it");
+    EXPECT_EQ(ap_retry_call(&d, NULL, NULL, never_called, NULL, t0 - 1, &r), AP_TIMEDOUT);
+    EXPECT(r.attempts == 0 && r.stop == AP_RETRY_STOP_DEADLINE);
 }
 
 /* ---- regression: status is AP_NOT_READY exactly while running ---- */
@@ -1144,42 +1144,42 @@ static void status_tracks_completion(ap_status err)
     script s = {.fail_first = 1000, .fail_st = err, .dur = 5};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 3,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 100, .cap_ns = 100},
                                    NULL, NULL, &op, AP_DEADLINE_NONE),
                  AP_OK);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_NOT_READY, "before the first poll");
+    EXPECT_EQ(ap_retry_fut_status(&f), AP_NOT_READY, "before the first poll");
     uint64_t now = 0;
     int polls = 0, backoff_polls = 0;
     for (;;) {
         ap_cx cx = {{noop_wake, NULL}, now, AP_DEADLINE_NONE};
         ap_poll p = ap_retry_fut_poll(&f, &cx);
         ap_retry_result r = ap_retry_fut_result(&f);
-        cr_assert_eq(r.status, ap_retry_fut_status(&f));
+        EXPECT_EQ(r.status, ap_retry_fut_status(&f));
         if (p == AP_PENDING) {
-            cr_assert_eq(r.stop, AP_RETRY_STOP_RUNNING);
-            cr_assert_eq(r.status, AP_NOT_READY, "pending (err %s, poll %d): status %s",
+            EXPECT_EQ(r.stop, AP_RETRY_STOP_RUNNING);
+            EXPECT_EQ(r.status, AP_NOT_READY, "pending (err %s, poll %d): status %s",
                          ap_status_str(err), polls, ap_status_str(r.status));
             backoff_polls += f.attempt == NULL; /* pending in the backoff */
             if (r.attempts > 0 && now >= 5)
-                cr_assert_eq(r.last_error, err, "the last error is in last_error");
-            cr_assert_neq(cx.deadline, AP_DEADLINE_NONE);
+                EXPECT_EQ(r.last_error, err, "the last error is in last_error");
+            EXPECT_NE(cx.deadline, AP_DEADLINE_NONE);
             now = cx.deadline;
         } else {
-            cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED);
-            cr_assert_neq(r.status, AP_NOT_READY, "finished (err %s): status is AP_NOT_READY",
+            EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED);
+            EXPECT_NE(r.status, AP_NOT_READY, "finished (err %s): status is AP_NOT_READY",
                           ap_status_str(err));
-            cr_assert_eq(r.status, AP_EXHAUSTED);
-            cr_assert_eq(r.last_error, err);
-            cr_assert_eq(r.attempts, 3);
+            EXPECT_EQ(r.status, AP_EXHAUSTED);
+            EXPECT_EQ(r.last_error, err);
+            EXPECT_EQ(r.attempts, 3);
             break;
         }
-        cr_assert_lt(++polls, 100);
+        EXPECT_LT(++polls, 100);
     }
-    cr_assert_geq(polls, 4, "attempt / backoff polls were observed");
-    cr_assert_geq(backoff_polls, 2, "polls during the backoffs were observed");
+    EXPECT_GE(polls, 4, "attempt / backoff polls were observed");
+    EXPECT_GE(backoff_polls, 2, "polls during the backoffs were observed");
 }
 
 Test(retry, status_is_not_ready_exactly_while_running_rejected)
@@ -1220,7 +1220,7 @@ Test(retry, final_statuses_follow_the_status_table)
     script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 5,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 10, .cap_ns = 10,
@@ -1230,14 +1230,14 @@ Test(retry, final_statuses_follow_the_status_table)
     uint64_t now = 0;
     drive(&f.base, &now);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_AGAIN && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    EXPECT(r.status == AP_AGAIN && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_STOP_PERMANENT);
 
     /* AP_NOT_READY is never final: retried even when the predicate says
      * "permanent" to everything, then exhausted */
     s = (script){.fail_first = 1000, .fail_st = AP_NOT_READY, .dur = 1};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 3,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 10, .cap_ns = 10,
@@ -1247,18 +1247,18 @@ Test(retry, final_statuses_follow_the_status_table)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_NOT_READY && r.attempts == 3 &&
+    EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_NOT_READY && r.attempts == 3 &&
               r.stop == AP_RETRY_STOP_EXHAUSTED);
 
     /* budget refusal after AP_AGAIN: AP_EXHAUSTED, the last error beside it */
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){
                                               .ratio_permille = AP_RETRY_BUDGET_ZERO,
                                               .min_per_sec = AP_RETRY_BUDGET_ZERO}),
                  AP_OK);
     s = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 1};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 5,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 10, .cap_ns = 10},
@@ -1267,19 +1267,19 @@ Test(retry, final_statuses_follow_the_status_table)
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
+    EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 1 &&
               r.stop == AP_RETRY_STOP_BUDGET);
 
     /* the blocking helper, exhausted */
     ap_rng rng;
     ap_rng_seed(&rng, 9);
     call_ctx c = {0, 100};
-    cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
+    EXPECT_EQ(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
                                                 .backoff = AP_RETRY_BACKOFF_FIXED,
                                                 .initial_ns = 1000, .cap_ns = 1000},
                                &rng, NULL, flaky, &c, AP_DEADLINE_NONE, &r),
                  AP_EXHAUSTED);
-    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
+    EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_AGAIN && r.attempts == 2 &&
               r.stop == AP_RETRY_STOP_EXHAUSTED);
 }
 
@@ -1306,7 +1306,7 @@ Test(retry, exhausted_without_deadline_is_exhausted_not_timed_out)
         script s = {.fail_first = 1000, .fail_st = err, .dur = 3};
         ap_retry_op op = script_op(&s);
         ap_retry_fut f;
-        cr_assert_eq(ap_retry_fut_init(&f,
+        EXPECT_EQ(ap_retry_fut_init(&f,
                                        &(ap_retry_desc){.max_attempts = 3,
                                                         .backoff = AP_RETRY_BACKOFF_FIXED,
                                                         .initial_ns = 10, .cap_ns = 10},
@@ -1315,22 +1315,22 @@ Test(retry, exhausted_without_deadline_is_exhausted_not_timed_out)
         uint64_t now = 0;
         drive(&f.base, &now);
         ap_retry_result r = ap_retry_fut_result(&f);
-        cr_assert_eq(r.stop, AP_RETRY_STOP_EXHAUSTED, "err %s", ap_status_str(err));
-        cr_assert_neq(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
+        EXPECT_EQ(r.stop, AP_RETRY_STOP_EXHAUSTED, "err %s", ap_status_str(err));
+        EXPECT_NE(r.status, AP_TIMEDOUT, "no deadline, yet the status is \"%s\"",
                       ap_status_str(r.status));
-        cr_assert_eq(r.status, AP_EXHAUSTED, "err %s: status %s", ap_status_str(err),
+        EXPECT_EQ(r.status, AP_EXHAUSTED, "err %s: status %s", ap_status_str(err),
                      ap_status_str(r.status));
-        cr_assert_eq(r.last_error, err);
-        cr_assert_eq(r.attempts, 3);
+        EXPECT_EQ(r.last_error, err);
+        EXPECT_EQ(r.attempts, 3);
         /* the blocking helper says the same */
         int calls = 0;
         always_err_st = err;
-        cr_assert_eq(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
+        EXPECT_EQ(ap_retry_call(&(ap_retry_desc){.max_attempts = 2,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 1000, .cap_ns = 1000},
                                    NULL, NULL, always_err, &calls, AP_DEADLINE_NONE, &r),
                      AP_EXHAUSTED, "err %s", ap_status_str(err));
-        cr_assert(r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == err && r.attempts == 2 &&
+        EXPECT(r.stop == AP_RETRY_STOP_EXHAUSTED && r.last_error == err && r.attempts == 2 &&
                   calls == 2 && r.app_error == 7);
     }
 }
@@ -1346,65 +1346,65 @@ Test(retry, app_error_of_the_last_attempt_is_reported)
     ap_retry_fut f;
     const ap_retry_desc d = {.max_attempts = 3, .backoff = AP_RETRY_BACKOFF_FIXED,
                              .initial_ns = 10, .cap_ns = 10};
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
-    cr_assert_eq(ap_retry_fut_result(&f).app_error, 0);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_retry_fut_result(&f).app_error, 0);
     ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
-    cr_assert_eq(ap_retry_fut_result(&f).app_error, 0, "no attempt completed yet");
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_retry_fut_result(&f).app_error, 0, "no attempt completed yet");
     cx = (ap_cx){{noop_wake, NULL}, 3, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_NOT_READY && r.app_error == 500, "in the backoff: %s, %d",
+    EXPECT(r.status == AP_NOT_READY && r.app_error == 500, "in the backoff: %s, %d",
               ap_status_str(r.status), r.app_error);
     uint64_t now = cx.deadline;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_EXHAUSTED && r.last_error == AP_REJECTED && r.app_error == 502);
+    EXPECT(r.status == AP_EXHAUSTED && r.last_error == AP_REJECTED && r.app_error == 502);
 
     /* success: its own app_error (the op may set one with AP_OK) */
     s = (script){.fail_first = 2, .fail_st = AP_REJECTED, .dur = 3, .app_base = 200};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_OK && r.attempts == 3 && r.app_error == 202);
+    EXPECT(r.status == AP_OK && r.attempts == 3 && r.app_error == 202);
 
     /* permanent: the error and its app_error */
     s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 400};
     s.fail_st_at[1] = AP_CLOSED;
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_CLOSED && r.stop == AP_RETRY_STOP_PERMANENT && r.app_error == 401);
+    EXPECT(r.status == AP_CLOSED && r.stop == AP_RETRY_STOP_PERMANENT && r.app_error == 401);
 
     /* the deadline cuts attempt 1 (13..16, deadline 15): attempt 0's stays */
     s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 600};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 15), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, 15), AP_OK);
     now = 0;
     drive(&f.base, &now);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE && r.attempts == 2 &&
+    EXPECT(r.status == AP_TIMEDOUT && r.stop == AP_RETRY_STOP_DEADLINE && r.attempts == 2 &&
               r.last_error == AP_TIMEDOUT && r.app_error == 600,
               "%s attempts %u app %d", ap_status_str(r.status), r.attempts, r.app_error);
 
     /* cancel in flight: likewise */
     s = (script){.fail_first = 1000, .fail_st = AP_REJECTED, .dur = 3, .app_base = 700};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_retry_fut_init(&f, &d, NULL, NULL, &op, AP_DEADLINE_NONE), AP_OK);
     uint64_t t = 0;
     for (int i = 0; i < 3; i++) { /* attempt 0 done, backoff done, attempt 1 started */
         cx = (ap_cx){{noop_wake, NULL}, t, AP_DEADLINE_NONE};
-        cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+        EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
         t = cx.deadline;
     }
-    cr_assert_eq(s.n, 2);
+    EXPECT_EQ(s.n, 2);
     ap_retry_fut_cancel(&f);
     r = ap_retry_fut_result(&f);
-    cr_assert(r.status == AP_CANCELED && r.app_error == 700);
+    EXPECT(r.status == AP_CANCELED && r.app_error == 700);
 }
 
 /* Mutation gap (issue #11, 4): a retry whose next start lands exactly on
@@ -1414,37 +1414,37 @@ Test(retry, app_error_of_the_last_attempt_is_reported)
 Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
 {
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
+    EXPECT_EQ(ap_retry_budget_init(&b, &(ap_retry_budget_desc){0}), AP_OK);
     script s = {.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 5};
     ap_retry_op op = script_op(&s);
     ap_retry_fut f;
     /* attempt 0 at 0 fails at 5; the retry would start at 5 + 100 = 105 */
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 5,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 100, .cap_ns = 100},
                                    NULL, &b, &op, 105),
                  AP_OK);
     ap_cx cx = {{noop_wake, NULL}, 0, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
-    cr_assert_eq(cx.deadline, 5u);
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 5u);
     cx = (ap_cx){{noop_wake, NULL}, 5, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_READY,
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_READY,
                  "a retry at exactly the deadline was scheduled");
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert_eq(r.stop, AP_RETRY_STOP_DEADLINE);
-    cr_assert_eq(r.status, AP_TIMEDOUT);
-    cr_assert_eq(r.last_error, AP_AGAIN);
-    cr_assert_eq(r.attempts, 1);
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_DEADLINE);
+    EXPECT_EQ(r.status, AP_TIMEDOUT);
+    EXPECT_EQ(r.last_error, AP_AGAIN);
+    EXPECT_EQ(r.attempts, 1);
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert_eq(st.requests, 1);
-    cr_assert_eq(st.retries, 0, "the budget was charged for a retry that never ran");
-    cr_assert_eq(st.denied, 0);
+    EXPECT_EQ(st.requests, 1);
+    EXPECT_EQ(st.retries, 0, "the budget was charged for a retry that never ran");
+    EXPECT_EQ(st.denied, 0);
     /* one ns more and it is scheduled (and charged) */
     s = (script){.fail_first = 1000, .fail_st = AP_AGAIN, .dur = 5};
     op = script_op(&s);
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 2,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 100, .cap_ns = 100},
@@ -1452,9 +1452,9 @@ Test(retry, next_start_exactly_on_the_deadline_stops_in_that_poll)
                  AP_OK);
     uint64_t now = 0;
     drive(&f.base, &now);
-    cr_assert_eq(s.n, 2);
-    cr_assert_eq(s.starts[1], 105u);
-    cr_assert_eq(retry_budget_stats_of(&b).retries, 1);
+    EXPECT_EQ(s.n, 2);
+    EXPECT_EQ(s.starts[1], 105u);
+    EXPECT_EQ(retry_budget_stats_of(&b).retries, 1);
 }
 
 /* Mutation gap (issue #11, 4): EQUAL_JITTER with an odd e: every delay in
@@ -1468,17 +1468,17 @@ Test(retry, equal_jitter_odd_base_ceil_half_to_e)
     bool seen[6] = {false};
     for (int i = 0; i < 2000; i++) {
         ap_retry_state st;
-        cr_assert_eq(ap_retry_state_init(&st, &(ap_retry_desc){
+        EXPECT_EQ(ap_retry_state_init(&st, &(ap_retry_desc){
                                                   .max_attempts = 2,
                                                   .backoff = AP_RETRY_BACKOFF_EQUAL_JITTER,
                                                   .initial_ns = e, .cap_ns = e}),
                      AP_OK);
         uint64_t d = ap_retry_next_delay(&st, &rng);
-        cr_assert(d >= (e + 1) / 2 && d <= e, "delay %llu outside [3, 5]",
+        EXPECT(d >= (e + 1) / 2 && d <= e, "delay %llu outside [3, 5]",
                   (unsigned long long)d);
         seen[d] = true;
     }
-    cr_assert(seen[3] && seen[4] && seen[5], "not every delay of [3, 5] was drawn");
+    EXPECT(seen[3] && seen[4] && seen[5], "not every delay of [3, 5] was drawn");
 }
 
 /* Mutation gap (issue #11, 4): the budget's window is exactly window_ns: a
@@ -1489,16 +1489,16 @@ Test(retry, budget_window_boundary_exact)
     ap_retry_budget_desc d = {.ratio_permille = 1000, .min_per_sec = AP_RETRY_BUDGET_ZERO,
                               .window_ns = W};
     ap_retry_budget b;
-    cr_assert_eq(ap_retry_budget_init(&b, &d), AP_OK);
+    EXPECT_EQ(ap_retry_budget_init(&b, &d), AP_OK);
     ap_retry_budget_deposit(&b, 0);
-    cr_assert(ap_retry_budget_try_withdraw(&b, W - 1), "the deposit expired early");
-    cr_assert_eq(ap_retry_budget_init(&b, &d), AP_OK);
+    EXPECT(ap_retry_budget_try_withdraw(&b, W - 1), "the deposit expired early");
+    EXPECT_EQ(ap_retry_budget_init(&b, &d), AP_OK);
     ap_retry_budget_deposit(&b, 0);
-    cr_assert(!ap_retry_budget_try_withdraw(&b, W),
+    EXPECT(!ap_retry_budget_try_withdraw(&b, W),
               "a deposit at 0 still counts at t = window");
     ap_retry_budget_stats st;
     ap_retry_budget_stats_get(&b, &st);
-    cr_assert(st.requests == 1 && st.retries == 0 && st.denied == 1);
+    EXPECT(st.requests == 1 && st.retries == 0 && st.denied == 1);
 }
 
 /* Regression (issue #11, 1): breaker inside retry, one permit per attempt
@@ -1551,8 +1551,8 @@ static void cb_att_canceled(void *ctx, ap_future *f, uint64_t now)
     (void)ctx;
     cb_att *a = (cb_att *)(void *)f;
     a->hook_cancels++;
-    cr_assert_eq(a->cancels, 1, "the hook runs after the attempt's own cancel");
-    cr_assert_eq(ap_breaker_record(a->br, &a->permit, AP_BREAKER_OUTCOME_CANCELED, 0, now), AP_OK);
+    EXPECT_EQ(a->cancels, 1, "the hook runs after the attempt's own cancel");
+    EXPECT_EQ(ap_breaker_record(a->br, &a->permit, AP_BREAKER_OUTCOME_CANCELED, 0, now), AP_OK);
 }
 
 Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
@@ -1560,7 +1560,7 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
     static _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(2, 1)];
     ap_breaker br;
     const uint64_t SEC = AP_NS_PER_SEC;
-    cr_assert_eq(ap_breaker_init(&br, buf, sizeof buf,
+    EXPECT_EQ(ap_breaker_init(&br, buf, sizeof buf,
                             &(ap_breaker_desc){.window_size = 2, .min_calls = 2,
                                                .open_ns = SEC, .half_open_probes = 1,
                                                .probe_lease_ns = 60 * SEC}),
@@ -1568,10 +1568,10 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
     for (int i = 0; i < 2; i++) { /* trip it */
         ap_breaker_permit p;
         uint64_t ra;
-        cr_assert_eq(ap_breaker_allow(&br, 0, &p, &ra), AP_OK);
-        cr_assert_eq(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
+        EXPECT_EQ(ap_breaker_allow(&br, 0, &p, &ra), AP_OK);
+        EXPECT_EQ(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_FAILURE, 0, 0), AP_OK);
     }
-    cr_assert_eq(ap_breaker_state_at(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
+    EXPECT_EQ(ap_breaker_state_at(&br, SEC), AP_BREAKER_STATE_HALF_OPEN);
     uint64_t failures0 = breaker_stats_of(&br).failures;
 
     cb_att att = {.br = &br};
@@ -1579,7 +1579,7 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
                       .canceled = cb_att_canceled, .ctx = NULL, .storage = &att};
     ap_retry_fut f;
     const uint64_t deadline = SEC + 100 * AP_NS_PER_MS;
-    cr_assert_eq(ap_retry_fut_init(&f,
+    EXPECT_EQ(ap_retry_fut_init(&f,
                                    &(ap_retry_desc){.max_attempts = 3,
                                                     .backoff = AP_RETRY_BACKOFF_FIXED,
                                                     .initial_ns = 10, .cap_ns = 10},
@@ -1587,31 +1587,31 @@ Test(retry, breaker_per_attempt_deadline_cut_frees_the_probe_slot)
                  AP_OK);
     uint64_t now = SEC;
     drive(&f.base, &now);
-    cr_assert_eq(now, deadline);
+    EXPECT_EQ(now, deadline);
     ap_retry_result r = ap_retry_fut_result(&f);
-    cr_assert_eq(r.stop, AP_RETRY_STOP_DEADLINE);
-    cr_assert_eq(r.attempts, 1);
-    cr_assert_eq(att.cancels, 1);
-    cr_assert_eq(att.results + att.hook_cancels, 1, "the attempt got %d reports",
+    EXPECT_EQ(r.stop, AP_RETRY_STOP_DEADLINE);
+    EXPECT_EQ(r.attempts, 1);
+    EXPECT_EQ(att.cancels, 1);
+    EXPECT_EQ(att.results + att.hook_cancels, 1, "the attempt got %d reports",
                  att.results + att.hook_cancels);
 
     /* the probe slot is free at once, and the breaker did not re-open */
     ap_breaker_permit p;
     uint64_t ra = 0;
-    cr_assert_eq(ap_breaker_allow(&br, deadline, &p, &ra), AP_OK,
+    EXPECT_EQ(ap_breaker_allow(&br, deadline, &p, &ra), AP_OK,
                  "the cut attempt's probe slot is still taken (retry_at %llu)",
                  (unsigned long long)ra);
-    cr_assert_eq(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
+    EXPECT_EQ(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_HALF_OPEN);
     ap_breaker_stats st;
     ap_breaker_stats_get(&br, &st);
-    cr_assert_eq(st.failures, failures0, "the cut attempt counted as a failure");
-    cr_assert_eq(st.lease_expired, 0);
-    cr_assert_eq(st.canceled, 1);
-    cr_assert_eq(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, deadline), AP_OK);
-    cr_assert_eq(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_CLOSED);
+    EXPECT_EQ(st.failures, failures0, "the cut attempt counted as a failure");
+    EXPECT_EQ(st.lease_expired, 0);
+    EXPECT_EQ(st.canceled, 1);
+    EXPECT_EQ(ap_breaker_record(&br, &p, AP_BREAKER_OUTCOME_SUCCESS, 0, deadline), AP_OK);
+    EXPECT_EQ(ap_breaker_state_at(&br, deadline), AP_BREAKER_STATE_CLOSED);
     /* the probe the retry held would have leased its slot until SEC + 60 s:
      * well past; nothing re-opens it */
-    cr_assert_eq(ap_breaker_state_at(&br, SEC + 61 * SEC), AP_BREAKER_STATE_CLOSED);
+    EXPECT_EQ(ap_breaker_state_at(&br, SEC + 61 * SEC), AP_BREAKER_STATE_CLOSED);
 }
 
 /* ap_retry_fut_cancel of an attempt in flight reports it through
@@ -1621,34 +1621,34 @@ Test(retry, cancel_reports_the_attempt_in_flight_once)
 {
     static _Alignas(8) unsigned char buf[AP_BREAKER_BYTES(2, 1)];
     ap_breaker br;
-    cr_assert_eq(ap_breaker_init(&br, buf, sizeof buf,
+    EXPECT_EQ(ap_breaker_init(&br, buf, sizeof buf,
                             &(ap_breaker_desc){.window_size = 2, .half_open_probes = 1}),
                  AP_OK);
     cb_att att = {.br = &br};
     ap_retry_op op = {.start = cb_att_start, .result = cb_att_result,
                       .canceled = cb_att_canceled, .storage = &att};
     ap_retry_fut f;
-    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
+    EXPECT_EQ(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
                                                         .backoff = AP_RETRY_BACKOFF_FIXED},
                                    NULL, NULL, &op, AP_DEADLINE_NONE),
                  AP_OK);
     ap_cx cx = {{noop_wake, NULL}, 77, AP_DEADLINE_NONE};
-    cr_assert_eq(ap_retry_fut_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_retry_fut_poll(&f, &cx), AP_PENDING);
     ap_retry_fut_cancel(&f);
     ap_retry_fut_cancel(&f);
-    cr_assert_eq(att.cancels, 1);
-    cr_assert_eq(att.hook_cancels, 1);
-    cr_assert_eq(ap_retry_fut_status(&f), AP_CANCELED);
+    EXPECT_EQ(att.cancels, 1);
+    EXPECT_EQ(att.hook_cancels, 1);
+    EXPECT_EQ(ap_retry_fut_status(&f), AP_CANCELED);
     ap_breaker_stats st;
     ap_breaker_stats_get(&br, &st);
-    cr_assert(st.allowed == 1 && st.canceled == 1 && st.calls == 1);
+    EXPECT(st.allowed == 1 && st.canceled == 1 && st.calls == 1);
     /* cancelled before any attempt (or in backoff): nothing to report */
     cb_att att2 = {.br = &br};
     op.storage = &att2;
-    cr_assert_eq(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
+    EXPECT_EQ(ap_retry_fut_init(&f, &(ap_retry_desc){.max_attempts = 3,
                                                         .backoff = AP_RETRY_BACKOFF_FIXED},
                                    NULL, NULL, &op, AP_DEADLINE_NONE),
                  AP_OK);
     ap_retry_fut_cancel(&f);
-    cr_assert_eq(att2.hook_cancels + att2.cancels + att2.results, 0);
+    EXPECT_EQ(att2.hook_cancels + att2.cancels + att2.results, 0);
 }
