@@ -37,21 +37,21 @@ Test(semaphore, init_bad_config_is_inval_and_changes_nothing)
         ap_sem s, before;
         memset(&s, 0xa5, sizeof s);
         memcpy(&before, &s, sizeof s);
-        cr_assert_eq(ap_sem_init_max(&s, bad[i][0], bad[i][1]), AP_INVAL, "init_max(%zu, %zu)",
+        EXPECT_EQ(ap_sem_init_max(&s, bad[i][0], bad[i][1]), AP_INVAL, "init_max(%zu, %zu)",
                      bad[i][0], bad[i][1]);
-        cr_assert_eq(memcmp(&s, &before, sizeof s), 0, "init_max wrote on AP_INVAL");
+        EXPECT_EQ(memcmp(&s, &before, sizeof s), 0, "init_max wrote on AP_INVAL");
     }
     ap_sem s, before;
     memset(&s, 0x5a, sizeof s);
     memcpy(&before, &s, sizeof s);
-    cr_assert_eq(ap_sem_init(&s, 0), AP_INVAL);
-    cr_assert_eq(ap_sem_init(&s, AP_SEM_PERMITS_MAX + 1), AP_INVAL);
-    cr_assert_eq(memcmp(&s, &before, sizeof s), 0);
-    cr_assert_eq(ap_sem_init(&s, AP_SEM_PERMITS_MAX), AP_OK, "the largest max is accepted");
-    cr_assert_eq(ap_sem_available(&s), AP_SEM_PERMITS_MAX);
-    cr_assert_eq(ap_sem_try_acquire(&s, AP_SEM_PERMITS_MAX), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, AP_SEM_PERMITS_MAX), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_INVAL);
+    EXPECT_EQ(ap_sem_init(&s, 0), AP_INVAL);
+    EXPECT_EQ(ap_sem_init(&s, AP_SEM_PERMITS_MAX + 1), AP_INVAL);
+    EXPECT_EQ(memcmp(&s, &before, sizeof s), 0);
+    EXPECT_EQ(ap_sem_init(&s, AP_SEM_PERMITS_MAX), AP_OK, "the largest max is accepted");
+    EXPECT_EQ(ap_sem_available(&s), AP_SEM_PERMITS_MAX);
+    EXPECT_EQ(ap_sem_try_acquire(&s, AP_SEM_PERMITS_MAX), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, AP_SEM_PERMITS_MAX), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_INVAL);
     ap_sem_fini(&s);
 }
 
@@ -59,20 +59,20 @@ Test(semaphore, static_initializer_and_init_agree)
 {
     static ap_sem st = AP_SEM_INITIALIZER(3);
     ap_sem rt;
-    cr_assert_eq(ap_sem_init(&rt, 3), AP_OK);
+    EXPECT_EQ(ap_sem_init(&rt, 3), AP_OK);
     ap_sem *both[] = {&st, &rt};
     for (int i = 0; i < 2; i++) {
         ap_sem *s = both[i];
-        cr_assert_eq(ap_sem_available(s), 3);
-        cr_assert_eq(ap_sem_max(s), 3);
-        cr_assert(!ap_sem_is_closed(s));
-        cr_assert_eq(ap_sem_try_acquire(s, 2), AP_OK);
-        cr_assert_eq(ap_sem_try_acquire(s, 2), AP_EMPTY, "all or nothing");
-        cr_assert_eq(ap_sem_available(s), 1, "a failed try took something");
-        cr_assert_eq(ap_sem_try_acquire(s, 1), AP_OK);
-        cr_assert_eq(ap_sem_try_acquire(s, 1), AP_EMPTY);
-        cr_assert_eq(ap_sem_release(s, 3), AP_OK);
-        cr_assert_eq(ap_sem_available(s), 3);
+        EXPECT_EQ(ap_sem_available(s), 3);
+        EXPECT_EQ(ap_sem_max(s), 3);
+        EXPECT(!ap_sem_is_closed(s));
+        EXPECT_EQ(ap_sem_try_acquire(s, 2), AP_OK);
+        EXPECT_EQ(ap_sem_try_acquire(s, 2), AP_EMPTY, "all or nothing");
+        EXPECT_EQ(ap_sem_available(s), 1, "a failed try took something");
+        EXPECT_EQ(ap_sem_try_acquire(s, 1), AP_OK);
+        EXPECT_EQ(ap_sem_try_acquire(s, 1), AP_EMPTY);
+        EXPECT_EQ(ap_sem_release(s, 3), AP_OK);
+        EXPECT_EQ(ap_sem_available(s), 3);
     }
     ap_sem_fini(&rt);
 }
@@ -80,41 +80,41 @@ Test(semaphore, static_initializer_and_init_agree)
 Test(semaphore, init_max_starts_below_the_ceiling)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init_max(&s, 0, 4), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(ap_sem_max(&s), 4);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY);
-    cr_assert_eq(ap_sem_try_acquire(&s, 5), AP_INVAL, "n > max");
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_INVAL, "3 + 2 > 4");
-    cr_assert_eq(ap_sem_available(&s), 3, "a refused release changed the count");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 4);
+    EXPECT_EQ(ap_sem_init_max(&s, 0, 4), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(ap_sem_max(&s), 4);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_EMPTY);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 5), AP_INVAL, "n > max");
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_INVAL, "3 + 2 > 4");
+    EXPECT_EQ(ap_sem_available(&s), 3, "a refused release changed the count");
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 4);
     ap_sem_fini(&s);
 }
 
 Test(semaphore, inval_cases_change_nothing)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 4), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 4), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_OK);
     tw t = {0};
     /* a request larger than the maximum could never succeed */
-    cr_assert_eq(ap_sem_try_acquire(&s, 5), AP_INVAL);
-    cr_assert_eq(ap_sem_try_acquire(&s, SIZE_MAX), AP_INVAL);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 5), AP_INVAL);
+    EXPECT_EQ(ap_sem_try_acquire(&s, SIZE_MAX), AP_INVAL);
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s, 5);
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_INVAL);
-    cr_assert_eq(waiters(&s), 0, "an invalid future queued");
-    cr_assert_eq(ap_sem_acquire_wait(&s, 5, AP_DEADLINE_NONE), AP_INVAL);
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_INVAL);
+    EXPECT_EQ(waiters(&s), 0, "an invalid future queued");
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 5, AP_DEADLINE_NONE), AP_INVAL);
     /* a release above the ceiling: refused, not clamped */
-    cr_assert_eq(ap_sem_release(&s, 2), AP_INVAL);
-    cr_assert_eq(ap_sem_release(&s, SIZE_MAX), AP_INVAL);
-    cr_assert_eq(ap_sem_available(&s), 3);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 4);
-    cr_assert_eq(calls(&t), 0);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_INVAL);
+    EXPECT_EQ(ap_sem_release(&s, SIZE_MAX), AP_INVAL);
+    EXPECT_EQ(ap_sem_available(&s), 3);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 4);
+    EXPECT_EQ(calls(&t), 0);
     ap_sem_fini(&s);
 }
 
@@ -122,50 +122,50 @@ Test(semaphore, zero_permits_succeed_at_once_unless_closed)
 {
     ap_sem s;
     tw t = {0}, tq = {0};
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 0), AP_OK, "n = 0 with nothing available");
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 0), AP_OK, "n = 0 with nothing available");
     /* with a future queued, n = 0 takes nothing, so it overtakes nobody */
     ap_sem_acquire_fut q, z;
     ap_sem_acquire_fut_init(&q, &s, 1);
-    cr_assert_eq(poll1(&q, &tq), AP_PENDING);
-    cr_assert_eq(ap_sem_try_acquire(&s, 0), AP_OK);
+    EXPECT_EQ(poll1(&q, &tq), AP_PENDING);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 0), AP_OK);
     ap_sem_acquire_fut_init(&z, &s, 0);
-    cr_assert_eq(poll1(&z, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&z), AP_OK);
-    cr_assert_eq(ap_sem_acquire_wait(&s, 0, AP_DEADLINE_NONE), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 0), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(waiters(&s), 1);
+    EXPECT_EQ(poll1(&z, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&z), AP_OK);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 0, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 0), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(waiters(&s), 1);
     ap_sem_close(&s);
-    cr_assert_eq(ap_sem_try_acquire(&s, 0), AP_CLOSED, "close wins over n = 0");
+    EXPECT_EQ(ap_sem_try_acquire(&s, 0), AP_CLOSED, "close wins over n = 0");
     ap_sem_acquire_fut_init(&z, &s, 0);
-    cr_assert_eq(poll1(&z, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&z), AP_CLOSED);
-    cr_assert_eq(poll1(&q, &tq), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&q), AP_CLOSED);
-    cr_assert_eq(calls(&t), 0);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 2);
+    EXPECT_EQ(poll1(&z, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&z), AP_CLOSED);
+    EXPECT_EQ(poll1(&q, &tq), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&q), AP_CLOSED);
+    EXPECT_EQ(calls(&t), 0);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 2);
     ap_sem_fini(&s);
 }
 
 Test(semaphore, forget_removes_at_most_what_is_available)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 5), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_forget(&s, 2), 2);
-    cr_assert_eq(ap_sem_available(&s), 1);
-    cr_assert_eq(ap_sem_forget(&s, 10), 1, "only what is available");
-    cr_assert_eq(ap_sem_forget(&s, 10), 0);
-    cr_assert_eq(ap_sem_forget(&s, 0), 0);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK, "the held ones come back");
+    EXPECT_EQ(ap_sem_init(&s, 5), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_forget(&s, 2), 2);
+    EXPECT_EQ(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_forget(&s, 10), 1, "only what is available");
+    EXPECT_EQ(ap_sem_forget(&s, 10), 0);
+    EXPECT_EQ(ap_sem_forget(&s, 0), 0);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK, "the held ones come back");
     /* the ceiling stays: forgotten permits may be released back (resizing) */
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_INVAL);
-    cr_assert_eq(ap_sem_available(&s), 5);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_INVAL);
+    EXPECT_EQ(ap_sem_available(&s), 5);
     ap_sem_fini(&s);
 }
 
@@ -173,20 +173,20 @@ Test(semaphore, forget_with_a_queued_future_does_not_grant)
 {
     ap_sem s;
     tw t = {0};
-    cr_assert_eq(ap_sem_init(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s, 2);
-    cr_assert_eq(poll1(&f, &t), AP_PENDING);
-    cr_assert_eq(ap_sem_forget(&s, 1), 1);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(calls(&t), 0, "1 permit does not satisfy 2");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(calls(&t), 1);
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(poll1(&f, &t), AP_PENDING);
+    EXPECT_EQ(ap_sem_forget(&s, 1), 1);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(calls(&t), 0, "1 permit does not satisfy 2");
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(calls(&t), 1);
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
     ap_sem_fini(&s);
 }
 
@@ -199,64 +199,64 @@ Test(semaphore, fifo_mixed_sizes_large_head_first_no_herd)
     tw t[5];
     ap_sem_acquire_fut f[5];
     static const size_t want[5] = {3, 1, 2, 1, 4};
-    cr_assert_eq(ap_sem_init(&s, 4), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 4), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 4), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 4), AP_OK);
     for (int i = 0; i < 5; i++) {
         t[i] = (tw){0, i, &log};
         ap_sem_acquire_fut_init(&f[i], &s, want[i]);
-        cr_assert_eq(poll1(&f[i], &t[i]), AP_PENDING, "future %d", i);
+        EXPECT_EQ(poll1(&f[i], &t[i]), AP_PENDING, "future %d", i);
     }
-    cr_assert_eq(waiters(&s), 5);
+    EXPECT_EQ(waiters(&s), 5);
     /* 1 permit: the head wants 3; the small request behind it must wait */
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(atomic_load(&log.n), 0, "a release woke a waiter it cannot satisfy");
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "try_acquire barged past the queue");
-    cr_assert_eq(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(atomic_load(&log.n), 0, "a release woke a waiter it cannot satisfy");
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_EMPTY, "try_acquire barged past the queue");
+    EXPECT_EQ(ap_sem_available(&s), 1);
     /* a fresh future must queue behind, not take the idle permit */
     ap_sem_acquire_fut late;
     tw tl = {0, 9, &log};
     ap_sem_acquire_fut_init(&late, &s, 1);
-    cr_assert_eq(poll1(&late, &tl), AP_PENDING);
+    EXPECT_EQ(poll1(&late, &tl), AP_PENDING);
     /* re-polling a waiting future does not jump the queue either */
-    cr_assert_eq(poll1(&f[1], &t[1]), AP_PENDING);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK); /* 3: the head only */
-    cr_assert_eq(atomic_load(&log.n), 1);
-    cr_assert_eq(log.order[0], 0);
-    cr_assert_eq(poll1(&f[0], &t[0]), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f[0]), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 0);
+    EXPECT_EQ(poll1(&f[1], &t[1]), AP_PENDING);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK); /* 3: the head only */
+    EXPECT_EQ(atomic_load(&log.n), 1);
+    EXPECT_EQ(log.order[0], 0);
+    EXPECT_EQ(poll1(&f[0], &t[0]), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f[0]), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 0);
     /* the head gives its 3 back: B(1) and C(2) are served, D(1) is not */
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
-    cr_assert_eq(atomic_load(&log.n), 3);
-    cr_assert_eq(log.order[1], 1);
-    cr_assert_eq(log.order[2], 2);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(atomic_load(&log.n), 3);
+    EXPECT_EQ(log.order[1], 1);
+    EXPECT_EQ(log.order[2], 2);
     for (int i = 1; i <= 2; i++) {
-        cr_assert_eq(poll1(&f[i], &t[i]), AP_READY);
-        cr_assert_eq(ap_sem_acquire_status(&f[i]), AP_OK);
+        EXPECT_EQ(poll1(&f[i], &t[i]), AP_READY);
+        EXPECT_EQ(ap_sem_acquire_status(&f[i]), AP_OK);
     }
     /* 4 back: D(1), then E(4) blocks (only 3 left) and the late 1 waits */
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
-    cr_assert_eq(atomic_load(&log.n), 4);
-    cr_assert_eq(log.order[3], 3);
-    cr_assert_eq(poll1(&f[3], &t[3]), AP_READY);
-    cr_assert_eq(calls(&t[4]), 0);
-    cr_assert_eq(calls(&tl), 0);
-    cr_assert_eq(ap_sem_available(&s), 2);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK); /* D's */
-    cr_assert_eq(calls(&t[4]), 0);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK); /* f[0]'s last: 4 */
-    cr_assert_eq(calls(&t[4]), 1);
-    cr_assert_eq(calls(&tl), 0);
-    cr_assert_eq(poll1(&f[4], &t[4]), AP_READY);
-    cr_assert_eq(ap_sem_release(&s, 4), AP_OK);
-    cr_assert_eq(calls(&tl), 1);
-    cr_assert_eq(poll1(&late, &tl), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&late), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 4, "permits not conserved");
-    cr_assert_eq(waiters(&s), 0);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(atomic_load(&log.n), 4);
+    EXPECT_EQ(log.order[3], 3);
+    EXPECT_EQ(poll1(&f[3], &t[3]), AP_READY);
+    EXPECT_EQ(calls(&t[4]), 0);
+    EXPECT_EQ(calls(&tl), 0);
+    EXPECT_EQ(ap_sem_available(&s), 2);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK); /* D's */
+    EXPECT_EQ(calls(&t[4]), 0);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK); /* f[0]'s last: 4 */
+    EXPECT_EQ(calls(&t[4]), 1);
+    EXPECT_EQ(calls(&tl), 0);
+    EXPECT_EQ(poll1(&f[4], &t[4]), AP_READY);
+    EXPECT_EQ(ap_sem_release(&s, 4), AP_OK);
+    EXPECT_EQ(calls(&tl), 1);
+    EXPECT_EQ(poll1(&late, &tl), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&late), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 4, "permits not conserved");
+    EXPECT_EQ(waiters(&s), 0);
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(calls(&t[i]), 1, "future %d woken %d times", i, calls(&t[i]));
+        EXPECT_EQ(calls(&t[i]), 1, "future %d woken %d times", i, calls(&t[i]));
     ap_sem_fini(&s);
 }
 
@@ -267,30 +267,30 @@ Test(semaphore, cancel_after_grant_passes_permits_on)
     ap_sem s;
     tw a = {0}, b = {0};
     ap_sem_acquire_fut fa, fb;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
     ap_sem_acquire_fut_init(&fa, &s, 2);
     ap_sem_acquire_fut_init(&fb, &s, 1);
-    cr_assert_eq(poll1(&fa, &a), AP_PENDING);
-    cr_assert_eq(poll1(&fb, &b), AP_PENDING);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(calls(&a), 1);
-    cr_assert_eq(calls(&b), 0);
-    cr_assert_eq(ap_sem_available(&s), 0, "granted permits still counted");
+    EXPECT_EQ(poll1(&fa, &a), AP_PENDING);
+    EXPECT_EQ(poll1(&fb, &b), AP_PENDING);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(calls(&a), 1);
+    EXPECT_EQ(calls(&b), 0);
+    EXPECT_EQ(ap_sem_available(&s), 0, "granted permits still counted");
     /* a cancels before it saw its grant: the 2 go back, b gets 1 of them */
     ap_sem_acquire_cancel(&fa);
-    cr_assert_eq(ap_sem_acquire_status(&fa), AP_CANCELED);
-    cr_assert_eq(calls(&b), 1, "the cancelled grant was not passed on");
-    cr_assert_eq(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_acquire_status(&fa), AP_CANCELED);
+    EXPECT_EQ(calls(&b), 1, "the cancelled grant was not passed on");
+    EXPECT_EQ(ap_sem_available(&s), 1);
     ap_sem_acquire_cancel(&fa); /* idempotent: no second give-back */
-    cr_assert_eq(ap_sem_available(&s), 1);
-    cr_assert_eq(poll1(&fa, &a), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&fa), AP_CANCELED);
-    cr_assert_eq(poll1(&fb, &b), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&fb), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 2, "permits not conserved");
-    cr_assert_eq(calls(&a), 1);
+    EXPECT_EQ(ap_sem_available(&s), 1);
+    EXPECT_EQ(poll1(&fa, &a), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&fa), AP_CANCELED);
+    EXPECT_EQ(poll1(&fb, &b), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&fb), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 2, "permits not conserved");
+    EXPECT_EQ(calls(&a), 1);
     ap_sem_fini(&s);
 }
 
@@ -299,30 +299,30 @@ Test(semaphore, cancel_partly_covered_head_lets_smaller_requests_through)
     ap_sem s;
     tw a = {0}, b = {0}, c = {0};
     ap_sem_acquire_fut fa, fb, fc;
-    cr_assert_eq(ap_sem_init(&s, 5), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 3), AP_OK); /* 2 left */
+    EXPECT_EQ(ap_sem_init(&s, 5), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 3), AP_OK); /* 2 left */
     ap_sem_acquire_fut_init(&fa, &s, 4);            /* 2 of its 4 are there */
     ap_sem_acquire_fut_init(&fb, &s, 1);
     ap_sem_acquire_fut_init(&fc, &s, 2);
-    cr_assert_eq(poll1(&fa, &a), AP_PENDING);
-    cr_assert_eq(poll1(&fb, &b), AP_PENDING, "b overtook the head");
-    cr_assert_eq(poll1(&fc, &c), AP_PENDING);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK); /* 3 of 4 */
-    cr_assert_eq(calls(&a) + calls(&b) + calls(&c), 0);
-    cr_assert_eq(ap_sem_available(&s), 3);
+    EXPECT_EQ(poll1(&fa, &a), AP_PENDING);
+    EXPECT_EQ(poll1(&fb, &b), AP_PENDING, "b overtook the head");
+    EXPECT_EQ(poll1(&fc, &c), AP_PENDING);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK); /* 3 of 4 */
+    EXPECT_EQ(calls(&a) + calls(&b) + calls(&c), 0);
+    EXPECT_EQ(ap_sem_available(&s), 3);
     ap_sem_acquire_cancel(&fa);
-    cr_assert_eq(calls(&a), 0, "a cancelled waiter was woken");
-    cr_assert_eq(calls(&b), 1);
-    cr_assert_eq(calls(&c), 1);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(poll1(&fb, &b), AP_READY);
-    cr_assert_eq(poll1(&fc, &c), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&fb), AP_OK);
-    cr_assert_eq(ap_sem_acquire_status(&fc), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1 + 2 + 2), AP_OK); /* b, c, and 2 of the 3 held */
-    cr_assert_eq(ap_sem_release(&s, 0), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 5, "permits not conserved");
-    cr_assert_eq(waiters(&s), 0);
+    EXPECT_EQ(calls(&a), 0, "a cancelled waiter was woken");
+    EXPECT_EQ(calls(&b), 1);
+    EXPECT_EQ(calls(&c), 1);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(poll1(&fb, &b), AP_READY);
+    EXPECT_EQ(poll1(&fc, &c), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&fb), AP_OK);
+    EXPECT_EQ(ap_sem_acquire_status(&fc), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1 + 2 + 2), AP_OK); /* b, c, and 2 of the 3 held */
+    EXPECT_EQ(ap_sem_release(&s, 0), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 5, "permits not conserved");
+    EXPECT_EQ(waiters(&s), 0);
     ap_sem_fini(&s);
 }
 
@@ -331,20 +331,20 @@ Test(semaphore, cancel_is_idempotent_and_no_wake_after_it)
     ap_sem s;
     tw t = {0};
     ap_sem_acquire_fut f;
-    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_OK);
     ap_sem_acquire_fut_init(&f, &s, 1);
-    cr_assert_eq(poll1(&f, &t), AP_PENDING);
+    EXPECT_EQ(poll1(&f, &t), AP_PENDING);
     ap_sem_acquire_cancel(&f);
     ap_sem_acquire_cancel(&f);
     ap_future_cancel(&f.base); /* through the vtable too */
-    cr_assert_eq(waiters(&s), 0);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(waiters(&s), 0);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
     ap_sem_close(&s);
-    cr_assert_eq(calls(&t), 0, "a cancelled waiter was woken");
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_CANCELED);
-    cr_assert_eq(ap_sem_available(&s), 1);
+    EXPECT_EQ(calls(&t), 0, "a cancelled waiter was woken");
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_CANCELED);
+    EXPECT_EQ(ap_sem_available(&s), 1);
     ap_sem_fini(&s);
 }
 
@@ -353,20 +353,20 @@ Test(semaphore, cancel_before_first_poll_and_after_completion)
     ap_sem s;
     tw t = {0};
     ap_sem_acquire_fut f;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
     ap_sem_acquire_fut_init(&f, &s, 1);
     ap_sem_acquire_cancel(&f);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_CANCELED);
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_CANCELED);
-    cr_assert_eq(ap_sem_available(&s), 2, "a never-polled future took permits");
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_CANCELED);
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_CANCELED);
+    EXPECT_EQ(ap_sem_available(&s), 2, "a never-polled future took permits");
     ap_sem_acquire_fut_init(&f, &s, 2);
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_OK);
     ap_sem_acquire_cancel(&f); /* after completion: the caller keeps the permits */
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 0);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 0);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
     ap_sem_fini(&s);
 }
 
@@ -375,18 +375,18 @@ Test(semaphore, repoll_with_new_waker_replaces_old)
     ap_sem s;
     tw a = {0}, b = {0};
     ap_sem_acquire_fut f;
-    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_OK);
     ap_sem_acquire_fut_init(&f, &s, 1);
-    cr_assert_eq(poll1(&f, &a), AP_PENDING);
-    cr_assert_eq(poll1(&f, &b), AP_PENDING);
-    cr_assert_eq(waiters(&s), 1, "re-poll registered twice");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(calls(&a), 0, "the replaced waker was called");
-    cr_assert_eq(calls(&b), 1);
-    cr_assert_eq(poll1(&f, &b), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(poll1(&f, &a), AP_PENDING);
+    EXPECT_EQ(poll1(&f, &b), AP_PENDING);
+    EXPECT_EQ(waiters(&s), 1, "re-poll registered twice");
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(calls(&a), 0, "the replaced waker was called");
+    EXPECT_EQ(calls(&b), 1);
+    EXPECT_EQ(poll1(&f, &b), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
     ap_sem_fini(&s);
 }
 
@@ -397,37 +397,37 @@ Test(semaphore, close_wakes_all_with_closed)
     ap_sem s;
     tw t[4];
     ap_sem_acquire_fut f[4];
-    cr_assert_eq(ap_sem_init(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
     for (int i = 0; i < 4; i++) {
         t[i] = (tw){0, i, NULL};
         ap_sem_acquire_fut_init(&f[i], &s, (size_t)(i % 2) + 2);
-        cr_assert_eq(poll1(&f[i], &t[i]), AP_PENDING);
+        EXPECT_EQ(poll1(&f[i], &t[i]), AP_PENDING);
     }
     ap_sem_close(&s);
-    cr_assert(ap_sem_is_closed(&s));
-    cr_assert_eq(waiters(&s), 0);
+    EXPECT(ap_sem_is_closed(&s));
+    EXPECT_EQ(waiters(&s), 0);
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(calls(&t[i]), 1, "waiter %d not woken by close", i);
-        cr_assert_eq(poll1(&f[i], &t[i]), AP_READY);
-        cr_assert_eq(ap_sem_acquire_status(&f[i]), AP_CLOSED);
+        EXPECT_EQ(calls(&t[i]), 1, "waiter %d not woken by close", i);
+        EXPECT_EQ(poll1(&f[i], &t[i]), AP_READY);
+        EXPECT_EQ(ap_sem_acquire_status(&f[i]), AP_CLOSED);
     }
     /* every later acquire fails the same way, also when permits are there */
-    cr_assert_eq(ap_sem_available(&s), 1);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_CLOSED);
-    cr_assert_eq(ap_sem_acquire_wait(&s, 1, AP_DEADLINE_NONE), AP_CLOSED);
+    EXPECT_EQ(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_CLOSED);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 1, AP_DEADLINE_NONE), AP_CLOSED);
     ap_sem_acquire_fut g;
     tw tg = {0};
     ap_sem_acquire_fut_init(&g, &s, 1);
-    cr_assert_eq(poll1(&g, &tg), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&g), AP_CLOSED);
+    EXPECT_EQ(poll1(&g, &tg), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&g), AP_CLOSED);
     ap_sem_close(&s); /* idempotent */
     /* held permits still come back */
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 3);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_INVAL);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 3);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_INVAL);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(calls(&t[i]), 1);
+        EXPECT_EQ(calls(&t[i]), 1);
     ap_sem_fini(&s);
 }
 
@@ -436,20 +436,20 @@ Test(semaphore, granted_before_close_completes_ok)
     ap_sem s;
     tw a = {0}, b = {0};
     ap_sem_acquire_fut fa, fb;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
     ap_sem_acquire_fut_init(&fa, &s, 1);
     ap_sem_acquire_fut_init(&fb, &s, 2);
-    cr_assert_eq(poll1(&fa, &a), AP_PENDING);
-    cr_assert_eq(poll1(&fb, &b), AP_PENDING);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK); /* granted to a */
+    EXPECT_EQ(poll1(&fa, &a), AP_PENDING);
+    EXPECT_EQ(poll1(&fb, &b), AP_PENDING);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK); /* granted to a */
     ap_sem_close(&s);
-    cr_assert_eq(poll1(&fa, &a), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&fa), AP_OK, "a grant before close was revoked");
-    cr_assert_eq(poll1(&fb, &b), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&fb), AP_CLOSED);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 2);
+    EXPECT_EQ(poll1(&fa, &a), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&fa), AP_OK, "a grant before close was revoked");
+    EXPECT_EQ(poll1(&fb, &b), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&fb), AP_CLOSED);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 2);
     ap_sem_fini(&s);
 }
 
@@ -458,16 +458,16 @@ Test(semaphore, granted_before_close_completes_ok)
 Test(semaphore, wait_times_out_and_takes_nothing, .timeout = TEST_TIMEOUT_S)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_OK);
     uint64_t t0 = ap_now_ns();
-    cr_assert_eq(ap_sem_acquire_wait(&s, 2, t0 + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
-    cr_assert_geq(ap_now_ns() - t0, 20 * AP_NS_PER_MS);
-    cr_assert_eq(waiters(&s), 0, "a timed-out wait left its waiter queued");
-    cr_assert_eq(ap_sem_available(&s), 1);
-    cr_assert_eq(ap_sem_acquire_wait(&s, 1, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 2);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 2, t0 + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
+    EXPECT_GE(ap_now_ns() - t0, 20 * AP_NS_PER_MS);
+    EXPECT_EQ(waiters(&s), 0, "a timed-out wait left its waiter queued");
+    EXPECT_EQ(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 1, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 2);
     ap_sem_fini(&s);
 }
 
@@ -495,50 +495,50 @@ static void wait_for_waiters(ap_sem *s, size_t n)
 Test(semaphore, parked_threads_served_in_order_by_releases, .timeout = TEST_TIMEOUT_S)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 3), AP_OK);
     waitarg w[3] = {{&s, 3, AP_NOT_READY, 0}, {&s, 1, AP_NOT_READY, 0}, {&s, 2, AP_NOT_READY, 0}};
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
+        EXPECT_EQ(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
         wait_for_waiters(&s, (size_t)i + 1); /* queue in a known order */
     }
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
     ms_sleep(20);
-    cr_assert_eq(atomic_load(&w[0].done) + atomic_load(&w[1].done) + atomic_load(&w[2].done), 0,
+    EXPECT_EQ(atomic_load(&w[0].done) + atomic_load(&w[1].done) + atomic_load(&w[2].done), 0,
                  "a smaller request overtook the head");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
     pthread_join(th[0], NULL);
-    cr_assert_eq(w[0].st, AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(w[0].st, AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
     pthread_join(th[1], NULL);
     pthread_join(th[2], NULL);
-    cr_assert_eq(w[1].st, AP_OK);
-    cr_assert_eq(w[2].st, AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 3);
+    EXPECT_EQ(w[1].st, AP_OK);
+    EXPECT_EQ(w[2].st, AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 3);
     ap_sem_fini(&s);
 }
 
 Test(semaphore, parked_threads_all_woken_by_close, .timeout = TEST_TIMEOUT_S)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
     waitarg w[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
         w[i] = (waitarg){&s, (size_t)(i % 2) + 1, AP_NOT_READY, 0};
-        cr_assert_eq(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
+        EXPECT_EQ(pthread_create(&th[i], NULL, wait_main, &w[i]), 0);
     }
     wait_for_waiters(&s, 4);
     ap_sem_close(&s);
     for (int i = 0; i < 4; i++) {
         pthread_join(th[i], NULL);
-        cr_assert_eq(w[i].st, AP_CLOSED);
+        EXPECT_EQ(w[i].st, AP_CLOSED);
     }
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 2);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 2);
     ap_sem_fini(&s);
 }
 
@@ -607,23 +607,23 @@ static void run_theorem(bool random_sizes, int iters)
 {
     static theorem th;
     memset(&th, 0, sizeof th);
-    cr_assert_eq(ap_sem_init(&th.s, PERMITS), AP_OK);
+    EXPECT_EQ(ap_sem_init(&th.s, PERMITS), AP_OK);
     th.iters = iters;
     th.random_sizes = random_sizes;
     pthread_t t[THREADS];
     tharg a[THREADS];
     for (unsigned i = 0; i < THREADS; i++) {
         a[i] = (tharg){&th, i};
-        cr_assert_eq(pthread_create(&t[i], NULL, theorem_main, &a[i]), 0);
+        EXPECT_EQ(pthread_create(&t[i], NULL, theorem_main, &a[i]), 0);
     }
     for (unsigned i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    cr_assert_eq(atomic_load(&th.violations), 0, "active exceeded n or an op failed");
-    cr_assert_leq(atomic_load(&th.high), PERMITS);
-    cr_assert_eq(atomic_load(&th.high), PERMITS, "high-water %d < n: over-serialised",
+    EXPECT_EQ(atomic_load(&th.violations), 0, "active exceeded n or an op failed");
+    EXPECT_LE(atomic_load(&th.high), PERMITS);
+    EXPECT_EQ(atomic_load(&th.high), PERMITS, "high-water %d < n: over-serialised",
                  atomic_load(&th.high));
-    cr_assert_eq(ap_sem_available(&th.s), PERMITS, "permits not conserved");
-    cr_assert_eq(waiters(&th.s), 0);
+    EXPECT_EQ(ap_sem_available(&th.s), PERMITS, "permits not conserved");
+    EXPECT_EQ(waiters(&th.s), 0);
     ap_sem_fini(&th.s);
 }
 
@@ -642,7 +642,7 @@ Test(semaphore, theorem_random_sizes_never_exceed_n, .timeout = TEST_TIMEOUT_S)
 Test(semaphore, use_after_fini_asserts, .signal = SIGABRT)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 1), AP_OK);
     ap_sem_fini(&s);
     ap_status st = ap_sem_try_acquire(&s, 1);
     cr_log_error("returned %s", ap_status_str(st));
@@ -651,7 +651,7 @@ Test(semaphore, use_after_fini_asserts, .signal = SIGABRT)
 Test(semaphore, release_after_fini_asserts, .signal = SIGABRT)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 1), AP_OK);
     ap_sem_fini(&s);
     ap_status st = ap_sem_release(&s, 1);
     cr_log_error("returned %s", ap_status_str(st));
@@ -662,12 +662,12 @@ Test(semaphore, release_after_fini_asserts, .signal = SIGABRT)
 Test(semaphore, fini_with_a_queued_future_asserts, .signal = SIGABRT)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_init(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_OK);
     tw t = {0};
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s, 1);
-    cr_assert_eq(poll1(&f, &t), AP_PENDING);
+    EXPECT_EQ(poll1(&f, &t), AP_PENDING);
     ap_sem_fini(&s);
 }
 
@@ -692,21 +692,21 @@ Test(semaphore, zero_struct_is_not_a_semaphore, .signal = SIGABRT)
 Test(semaphore, status_table_empty_and_not_ready, .timeout = TEST_TIMEOUT_S)
 {
     ap_sem s;
-    cr_assert_eq(ap_sem_init(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "no permits");
+    EXPECT_EQ(ap_sem_init(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_EMPTY, "no permits");
     tw t = {0};
     ap_sem_acquire_fut f;
     ap_sem_acquire_fut_init(&f, &s, 2);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_NOT_READY, "before the first poll");
-    cr_assert_eq(poll1(&f, &t), AP_PENDING);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_NOT_READY, "pending");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(ap_sem_available(&s), 1);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY, "a future is queued first");
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
-    cr_assert_eq(poll1(&f, &t), AP_READY);
-    cr_assert_eq(ap_sem_acquire_status(&f), AP_OK);
-    cr_assert_eq(ap_sem_release(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_NOT_READY, "before the first poll");
+    EXPECT_EQ(poll1(&f, &t), AP_PENDING);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_NOT_READY, "pending");
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(ap_sem_available(&s), 1);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_EMPTY, "a future is queued first");
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
+    EXPECT_EQ(poll1(&f, &t), AP_READY);
+    EXPECT_EQ(ap_sem_acquire_status(&f), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 2), AP_OK);
     ap_sem_fini(&s);
 }
