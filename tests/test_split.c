@@ -20,7 +20,7 @@ static ap_mpmc *outs[K];
 static void setup_k(size_t cap)
 {
     for (size_t i = 0; i < K; i++) {
-        cr_assert(ap_mpmc_init(&qs[i], qbuf[i], sizeof qbuf[i], cap, sizeof(uint64_t)) == AP_OK);
+        EXPECT(ap_mpmc_init(&qs[i], qbuf[i], sizeof qbuf[i], cap, sizeof(uint64_t)) == AP_OK);
         outs[i] = &qs[i];
     }
 }
@@ -45,7 +45,7 @@ Test(split, init_rejects_bad_config)
     setup_k(CAP);
     static size_t other_buf[AP_MPMC_BYTES(4, 3) / sizeof(size_t) + 1];
     ap_mpmc other;
-    cr_assert(ap_mpmc_init(&other, other_buf, sizeof other_buf, 4, 3) == AP_OK);
+    EXPECT(ap_mpmc_init(&other, other_buf, sizeof other_buf, 4, 3) == AP_OK);
     ap_mpmc *mixed[2] = {&qs[0], &other}, *with_null[2] = {&qs[0], NULL};
     EXPECT_EQ(ap_split_init(&s, outs, AP_SPLIT_BYTES(0), AP_SPLIT_MODE_HASH), AP_INVAL);
     EXPECT_EQ(ap_split_init(&s, mixed, AP_SPLIT_BYTES(2), AP_SPLIT_MODE_HASH), AP_INVAL);
@@ -101,7 +101,7 @@ Test(split, hash_same_key_same_output_counts_conserved)
 {
     ap_split s;
     setup_k(8); /* 40 items a round into 5 queues of 8: some are full */
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t seed = 0xabc, pushed = 0, full = 0, per[K] = {0};
     static uint64_t got[CAP];
     for (int round = 0; round < 2000; round++) {
@@ -139,7 +139,7 @@ Test(split, hash_spread_is_even)
 {
     ap_split s;
     setup_k(CAP);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     size_t cnt[K] = {0};
     for (uint64_t key = 0; key < 100000; key++)
         cnt[ap_split_route(&s, key)]++;
@@ -151,7 +151,7 @@ Test(split, round_robin_exact_and_full_does_not_skip)
 {
     ap_split s;
     setup_k(2);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
     for (uint64_t i = 0; i < 2 * K; i++)
         EXPECT_EQ(ap_split_try_push(&s, 0, &i), AP_OK);
     uint64_t x = 99;
@@ -170,7 +170,7 @@ Test(split, broadcast_all_or_nothing_and_resumable)
 {
     ap_split s;
     setup_k(2);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
     uint64_t a = 1, b = 2, c = 3;
     size_t next = 0;
     EXPECT(ap_split_try_broadcast(&s, &a, &next) == AP_OK && next == K);
@@ -209,7 +209,7 @@ Test(split, push_future_waits_for_room)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t key = 7, o = ap_split_route(&s, key), v;
     EXPECT_EQ(ap_split_try_push(&s, key, &key), AP_OK);
     tw t = {0};
@@ -231,7 +231,7 @@ Test(split, broadcast_future_progress_and_cancel)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(K), AP_SPLIT_MODE_BROADCAST) == AP_OK);
     uint64_t x = 5, v;
     EXPECT_EQ(ap_mpmc_try_push(&qs[2], &x), AP_OK); /* output 2 full */
     tw t = {0};
@@ -261,7 +261,7 @@ Test(split, push_wait_times_out_and_reports_closed, .timeout = TEST_TIMEOUT_S)
 {
     ap_split s;
     setup_k(1);
-    cr_assert(ap_split_init(&s, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
+    EXPECT(ap_split_init(&s, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_ROUND_ROBIN) == AP_OK);
     uint64_t x = 1;
     EXPECT_EQ(ap_split_push_wait(&s, 0, &x, AP_DEADLINE_NONE), AP_OK);
     EXPECT_EQ(ap_split_push_wait(&s, 0, &x, ap_now_ns() + 2 * AP_NS_PER_MS), AP_TIMEDOUT);
@@ -284,11 +284,11 @@ static void *popper(void *arg)
 Test(split, push_wait_blocks_until_a_pop, .timeout = TEST_TIMEOUT_S)
 {
     setup_k(1);
-    cr_assert(ap_split_init(&g_split, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_HASH) == AP_OK);
+    EXPECT(ap_split_init(&g_split, outs, AP_SPLIT_BYTES(1), AP_SPLIT_MODE_HASH) == AP_OK);
     uint64_t x = 1;
     EXPECT_EQ(ap_split_try_push(&g_split, 3, &x), AP_OK);
     pthread_t th;
-    cr_assert(pthread_create(&th, NULL, popper, NULL) == 0);
+    EXPECT(pthread_create(&th, NULL, popper, NULL) == 0);
     EXPECT_EQ(ap_split_push_wait(&g_split, 3, &x, AP_DEADLINE_NONE), AP_OK);
     pthread_join(th, NULL);
     EXPECT_EQ(ap_mpmc_len(&qs[0]), 1);
