@@ -37,23 +37,23 @@ Test(stats, waitlist_counts_fresh_links_only)
     ap_waiter_init(&a);
     ap_waiter_init(&b);
     ap_waitlist_stats_get(&wl, &s);
-    cr_assert(s.waiters == 0 && s.waits == 0 && s.wait_ns == 0);
+    EXPECT(s.waiters == 0 && s.waits == 0 && s.wait_ns == 0);
     ap_waitlist_register(&wl, &a, AP_WAKER_NONE);
     ap_waitlist_register(&wl, &a, AP_WAKER_NONE); /* re-register: not a new wait */
     ap_waitlist_register(&wl, &b, AP_WAKER_NONE);
     ap_waitlist_stats_get(&wl, &s);
-    cr_assert_eq(s.waiters, 2);
-    cr_assert_eq(s.waits, 2);
-    cr_assert_eq(ap_waitlist_wake(&wl, 1), 1);
+    EXPECT_EQ(s.waiters, 2);
+    EXPECT_EQ(s.waits, 2);
+    EXPECT_EQ(ap_waitlist_wake(&wl, 1), 1);
     ap_waitlist_cancel(&wl, &b);
     ap_waitlist_stats_get(&wl, &s);
-    cr_assert_eq(s.waiters, 0);
-    cr_assert_eq(s.waits, 2);
-    cr_assert_eq(s.wait_ns, 0);
+    EXPECT_EQ(s.waiters, 0);
+    EXPECT_EQ(s.waits, 2);
+    EXPECT_EQ(s.wait_ns, 0);
     ap_waitlist wl2 = AP_WAITLIST_INITIALIZER; /* the static form counts too */
     ap_waitlist_register(&wl2, &a, AP_WAKER_NONE);
     ap_waitlist_stats_get(&wl2, &s);
-    cr_assert(s.waiters == 1 && s.waits == 1);
+    EXPECT(s.waiters == 1 && s.waits == 1);
     ap_waitlist_cancel(&wl2, &a);
 }
 
@@ -77,37 +77,37 @@ static void mpmc_sequence(size_t lap_start)
     AP_ALIGNAS(8) unsigned char buf[AP_MPMC_BYTES(4, sizeof(int))];
     ap_mpmc q;
     int v = 0, out = 0;
-    cr_assert_eq(ap__mpmc_init_at(&q, buf, sizeof buf, 4, sizeof(int), lap_start), AP_OK);
+    EXPECT_EQ(ap__mpmc_init_at(&q, buf, sizeof buf, 4, sizeof(int), lap_start), AP_OK);
     mpmc_expect(&q, 0, 0, 0, 0, 0, 0);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_mpmc_try_push(&q, &i), AP_OK);
-    cr_assert_eq(ap_mpmc_try_push(&q, &v), AP_FULL); /* refused: not pushed */
-    cr_assert_eq(ap_mpmc_try_pop(&q, &out), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_push(&q, &i), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(&q, &v), AP_FULL); /* refused: not pushed */
+    EXPECT_EQ(ap_mpmc_try_pop(&q, &out), AP_OK);
     mpmc_expect(&q, 4, 1, 0, 0, 0, 0);
     /* 13 more through the ring: the positions wrap (lap_start near the top) */
     for (int i = 0; i < 13; i++) {
-        cr_assert_eq(ap_mpmc_try_push(&q, &i), AP_OK);
-        cr_assert_eq(ap_mpmc_try_pop(&q, &out), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_push(&q, &i), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_pop(&q, &out), AP_OK);
     }
     mpmc_expect(&q, 17, 14, 0, 0, 0, 0);
-    cr_assert_eq(ap_mpmc_try_push(&q, &v), AP_OK); /* full again */
+    EXPECT_EQ(ap_mpmc_try_push(&q, &v), AP_OK); /* full again */
     mpmc_expect(&q, 18, 14, 0, 0, 0, 0);
     /* a push future queues on the full ring, then a pop lets it through */
     ap_mpmc_push_fut pf;
     ap_cx cx = cx_now(0);
     ap_mpmc_push_fut_init(&pf, &q, &v);
-    cr_assert_eq(ap_mpmc_push_poll(&pf, &cx), AP_PENDING);
-    cr_assert_eq(ap_mpmc_push_poll(&pf, &cx), AP_PENDING); /* still one wait */
+    EXPECT_EQ(ap_mpmc_push_poll(&pf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_mpmc_push_poll(&pf, &cx), AP_PENDING); /* still one wait */
     mpmc_expect(&q, 18, 14, 1, 0, 1, 0);
-    cr_assert_eq(ap_mpmc_try_pop(&q, &out), AP_OK);
-    cr_assert_eq(ap_mpmc_push_poll(&pf, &cx), AP_READY);
+    EXPECT_EQ(ap_mpmc_try_pop(&q, &out), AP_OK);
+    EXPECT_EQ(ap_mpmc_push_poll(&pf, &cx), AP_READY);
     mpmc_expect(&q, 19, 15, 0, 0, 1, 0);
     /* drain, then a pop_wait that times out: one wait, parked >= 2 ms */
     while (ap_mpmc_try_pop(&q, &out) == AP_OK) {
     }
     mpmc_expect(&q, 19, 19, 0, 0, 1, 0);
     uint64_t t0 = ap_now_ns();
-    cr_assert_eq(ap_mpmc_pop_wait(&q, &out, t0 + 2 * MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_mpmc_pop_wait(&q, &out, t0 + 2 * MS), AP_TIMEDOUT);
     ap_mpmc_stats s;
     ap_mpmc_stats_get(&q, &s);
     EXPECT_EQ(s.pop_waits, 1);
@@ -115,8 +115,8 @@ static void mpmc_sequence(size_t lap_start)
     EXPECT_GE(s.wait_ns, MS); /* the deadline is 2 ms after t0; the helper's own t0 is later */
     EXPECT_LE(s.wait_ns, ap_now_ns() - t0);
     /* a pop_wait that finds an element parks not at all and counts nothing */
-    cr_assert_eq(ap_mpmc_try_push(&q, &v), AP_OK);
-    cr_assert_eq(ap_mpmc_pop_wait(&q, &out, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(&q, &v), AP_OK);
+    EXPECT_EQ(ap_mpmc_pop_wait(&q, &out, AP_DEADLINE_NONE), AP_OK);
     ap_mpmc_stats s2;
     ap_mpmc_stats_get(&q, &s2);
     EXPECT_EQ(s2.pop_waits, 1);
@@ -136,13 +136,13 @@ static void spsc_sequence(size_t start)
     ap_spsc q;
     int v = 7, out = 0;
     ap_spsc_stats s;
-    cr_assert_eq(ap__spsc_init_at(&q, buf, sizeof buf, 4, sizeof(int), start), AP_OK);
+    EXPECT_EQ(ap__spsc_init_at(&q, buf, sizeof buf, 4, sizeof(int), start), AP_OK);
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_spsc_try_push(&q, &i), AP_OK);
-    cr_assert_eq(ap_spsc_try_push(&q, &v), AP_FULL);
+        EXPECT_EQ(ap_spsc_try_push(&q, &i), AP_OK);
+    EXPECT_EQ(ap_spsc_try_push(&q, &v), AP_FULL);
     for (int i = 0; i < 10; i++) {
-        cr_assert_eq(ap_spsc_try_pop(&q, &out), AP_OK);
-        cr_assert_eq(ap_spsc_try_push(&q, &i), AP_OK);
+        EXPECT_EQ(ap_spsc_try_pop(&q, &out), AP_OK);
+        EXPECT_EQ(ap_spsc_try_push(&q, &i), AP_OK);
     }
     ap_spsc_stats_get(&q, &s);
     EXPECT_EQ(s.pushed, 14);
@@ -151,7 +151,7 @@ static void spsc_sequence(size_t start)
     ap_spsc_push_fut pf;
     ap_cx cx = cx_now(0);
     ap_spsc_push_fut_init(&pf, &q, &v);
-    cr_assert_eq(ap_spsc_push_poll(&pf, &cx), AP_PENDING);
+    EXPECT_EQ(ap_spsc_push_poll(&pf, &cx), AP_PENDING);
     ap_spsc_stats_get(&q, &s);
     EXPECT_EQ(s.push_waiters, 1);
     EXPECT_EQ(s.push_waits, 1);
@@ -172,45 +172,45 @@ Test(stats, sem_exact)
 {
     ap_sem s;
     ap_sem_stats st;
-    cr_assert_eq(ap_sem_init_max(&s, 2, 5), AP_OK);
+    EXPECT_EQ(ap_sem_init_max(&s, 2, 5), AP_OK);
     ap_sem_stats_get(&s, &st);
-    cr_assert(st.available == 2 && st.max == 5 && st.waiters == 0 && st.waits == 0 &&
+    EXPECT(st.available == 2 && st.max == 5 && st.waiters == 0 && st.waits == 0 &&
               st.wait_ns == 0);
-    cr_assert_eq(ap_sem_try_acquire(&s, 2), AP_OK);
-    cr_assert_eq(ap_sem_try_acquire(&s, 1), AP_EMPTY); /* refused: not a wait */
+    EXPECT_EQ(ap_sem_try_acquire(&s, 2), AP_OK);
+    EXPECT_EQ(ap_sem_try_acquire(&s, 1), AP_EMPTY); /* refused: not a wait */
     ap_sem_acquire_fut a, b;
     ap_cx cx = cx_now(0);
     ap_sem_acquire_fut_init(&a, &s, 1);
     ap_sem_acquire_fut_init(&b, &s, 2);
-    cr_assert_eq(ap_sem_acquire_poll(&a, &cx), AP_PENDING);
-    cr_assert_eq(ap_sem_acquire_poll(&b, &cx), AP_PENDING);
-    cr_assert_eq(ap_sem_acquire_poll(&a, &cx), AP_PENDING);
+    EXPECT_EQ(ap_sem_acquire_poll(&a, &cx), AP_PENDING);
+    EXPECT_EQ(ap_sem_acquire_poll(&b, &cx), AP_PENDING);
+    EXPECT_EQ(ap_sem_acquire_poll(&a, &cx), AP_PENDING);
     ap_sem_stats_get(&s, &st);
-    cr_assert_eq(st.available, 0);
-    cr_assert_eq(st.waiters, 2);
-    cr_assert_eq(st.waits, 2);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK); /* granted to a */
-    cr_assert_eq(ap_sem_acquire_poll(&a, &cx), AP_READY);
+    EXPECT_EQ(st.available, 0);
+    EXPECT_EQ(st.waiters, 2);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK); /* granted to a */
+    EXPECT_EQ(ap_sem_acquire_poll(&a, &cx), AP_READY);
     ap_sem_acquire_cancel(&b);
     ap_sem_stats_get(&s, &st);
-    cr_assert_eq(st.waiters, 0);
-    cr_assert_eq(st.waits, 2);
-    cr_assert_eq(st.available, 0);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_EQ(st.available, 0);
     /* an acquire_wait that times out parks for its deadline */
     uint64_t t0 = ap_now_ns();
-    cr_assert_eq(ap_sem_acquire_wait(&s, 1, t0 + 2 * MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 1, t0 + 2 * MS), AP_TIMEDOUT);
     uint64_t t1 = ap_now_ns();
     ap_sem_stats_get(&s, &st);
-    cr_assert_eq(st.waits, 3);
-    cr_assert_geq(st.wait_ns, MS);
-    cr_assert_leq(st.wait_ns, t1 - t0);
+    EXPECT_EQ(st.waits, 3);
+    EXPECT_GE(st.wait_ns, MS);
+    EXPECT_LE(st.wait_ns, t1 - t0);
     /* one that finds permits neither queues nor reads the clock */
-    cr_assert_eq(ap_sem_release(&s, 3), AP_OK);
+    EXPECT_EQ(ap_sem_release(&s, 3), AP_OK);
     uint64_t ns = st.wait_ns;
-    cr_assert_eq(ap_sem_acquire_wait(&s, 1, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_sem_acquire_wait(&s, 1, AP_DEADLINE_NONE), AP_OK);
     ap_sem_stats_get(&s, &st);
-    cr_assert(st.waits == 3 && st.wait_ns == ns && st.available == 2);
-    cr_assert_eq(ap_sem_release(&s, 1), AP_OK);
+    EXPECT(st.waits == 3 && st.wait_ns == ns && st.available == 2);
+    EXPECT_EQ(ap_sem_release(&s, 1), AP_OK);
     ap_sem_fini(&s);
 }
 
@@ -225,56 +225,56 @@ Test(stats, tb_exact)
     d.n = 10;                   /* 10 tokens per second: one per 100 ms */
     d.period_ns = 1000u * MS;
     d.burst = 2;
-    cr_assert_eq(ap_tb_init(&tb, &d), AP_OK);
+    EXPECT_EQ(ap_tb_init(&tb, &d), AP_OK);
     ap_tb_acquire_fut f[4];
     const uint64_t T0 = 1000u * MS; /* not 0: wait_ns is ready_at - now */
     ap_cx cx = cx_now(T0);
     /* two from the burst, at once */
     for (int i = 0; i < 2; i++) {
         ap_tb_acquire_fut_init(&f[i], &tb, 1, AP_DEADLINE_NONE);
-        cr_assert_eq(ap_tb_acquire_poll(&f[i], &cx), AP_READY);
-        cr_assert_eq(ap_tb_acquire_status(&f[i]), AP_OK);
+        EXPECT_EQ(ap_tb_acquire_poll(&f[i], &cx), AP_READY);
+        EXPECT_EQ(ap_tb_acquire_status(&f[i]), AP_OK);
     }
     /* the third waits 100 ms for its token */
     ap_tb_acquire_fut_init(&f[2], &tb, 1, AP_DEADLINE_NONE);
-    cr_assert_eq(ap_tb_acquire_poll(&f[2], &cx), AP_PENDING);
+    EXPECT_EQ(ap_tb_acquire_poll(&f[2], &cx), AP_PENDING);
     ap_tb_stats_get(&tb, &st);
-    cr_assert(st.offered == 3 && st.admitted == 2 && st.rejected == 0 && st.canceled == 0);
-    cr_assert_eq(st.waits, 1);
-    cr_assert_eq(st.wait_ns, 100 * MS);
+    EXPECT(st.offered == 3 && st.admitted == 2 && st.rejected == 0 && st.canceled == 0);
+    EXPECT_EQ(st.waits, 1);
+    EXPECT_EQ(st.wait_ns, 100 * MS);
     /* the fourth would need 200 ms but may wait only 150: rejected */
     ap_tb_acquire_fut_init(&f[3], &tb, 1, T0 + 150 * MS);
-    cr_assert_eq(ap_tb_acquire_poll(&f[3], &cx), AP_READY);
-    cr_assert_eq(ap_tb_acquire_status(&f[3]), AP_TIMEDOUT);
+    EXPECT_EQ(ap_tb_acquire_poll(&f[3], &cx), AP_READY);
+    EXPECT_EQ(ap_tb_acquire_status(&f[3]), AP_TIMEDOUT);
     /* n > burst: AP_INVAL, rejected too */
     ap_tb_acquire_fut g;
     ap_tb_acquire_fut_init(&g, &tb, 3, AP_DEADLINE_NONE);
-    cr_assert_eq(ap_tb_acquire_poll(&g, &cx), AP_READY);
-    cr_assert_eq(ap_tb_acquire_status(&g), AP_INVAL);
+    EXPECT_EQ(ap_tb_acquire_poll(&g, &cx), AP_READY);
+    EXPECT_EQ(ap_tb_acquire_status(&g), AP_INVAL);
     /* a future cancelled after its reservation */
     ap_tb_acquire_fut h;
     ap_tb_acquire_fut_init(&h, &tb, 1, AP_DEADLINE_NONE);
-    cr_assert_eq(ap_tb_acquire_poll(&h, &cx), AP_PENDING); /* due at 200 ms */
+    EXPECT_EQ(ap_tb_acquire_poll(&h, &cx), AP_PENDING); /* due at 200 ms */
     ap_tb_acquire_cancel(&h);
     ap_tb_acquire_cancel(&h); /* idempotent: counted once */
     /* one never polled and cancelled is not an offer */
     ap_tb_acquire_fut_init(&g, &tb, 1, AP_DEADLINE_NONE);
     ap_tb_acquire_cancel(&g);
     cx = cx_now(T0 + 100 * MS);
-    cr_assert_eq(ap_tb_acquire_poll(&f[2], &cx), AP_READY);
+    EXPECT_EQ(ap_tb_acquire_poll(&f[2], &cx), AP_READY);
     ap_tb_stats_get(&tb, &st);
-    cr_assert_eq(st.offered, 6);
-    cr_assert_eq(st.admitted, 3);
-    cr_assert_eq(st.rejected, 2);
-    cr_assert_eq(st.canceled, 1);
-    cr_assert_eq(st.offered, st.admitted + st.rejected + st.canceled);
-    cr_assert_eq(st.waits, 2);
-    cr_assert_eq(st.wait_ns, 300 * MS); /* 100 ms (third) + 200 ms (cancelled) */
+    EXPECT_EQ(st.offered, 6);
+    EXPECT_EQ(st.admitted, 3);
+    EXPECT_EQ(st.rejected, 2);
+    EXPECT_EQ(st.canceled, 1);
+    EXPECT_EQ(st.offered, st.admitted + st.rejected + st.canceled);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_EQ(st.wait_ns, 300 * MS); /* 100 ms (third) + 200 ms (cancelled) */
     /* try_acquire counts nothing */
-    cr_assert_eq(ap_tb_try_acquire(&tb, 1, 10000u * MS, NULL), AP_OK);
+    EXPECT_EQ(ap_tb_try_acquire(&tb, 1, 10000u * MS, NULL), AP_OK);
     ap_tb_stats st2;
     ap_tb_stats_get(&tb, &st2);
-    cr_assert_eq(memcmp(&st, &st2, sizeof st), 0);
+    EXPECT_EQ(memcmp(&st, &st2, sizeof st), 0);
 }
 
 /* ---- pool ---- */
@@ -286,42 +286,42 @@ Test(stats, pool_exact)
     AP_ATOMIC_T(uint32_t) state[3];
     ap_pool_stats st;
     void *o[3], *x = NULL;
-    cr_assert_eq(ap_pool_init(&p, state, sizeof state, objs, sizeof objs, 3, 16), AP_OK);
+    EXPECT_EQ(ap_pool_init(&p, state, sizeof state, objs, sizeof objs, 3, 16), AP_OK);
     ap_pool_stats_get(&p, &st);
-    cr_assert(st.capacity == 3 && st.idle == 3 && st.in_use == 0 && st.waits == 0);
+    EXPECT(st.capacity == 3 && st.idle == 3 && st.in_use == 0 && st.waits == 0);
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(ap_pool_try_get(&p, &o[i]), AP_OK);
-    cr_assert_eq(ap_pool_try_get(&p, &x), AP_EMPTY);
+        EXPECT_EQ(ap_pool_try_get(&p, &o[i]), AP_OK);
+    EXPECT_EQ(ap_pool_try_get(&p, &x), AP_EMPTY);
     ap_pool_get_fut f;
     ap_cx cx = cx_now(0);
     ap_pool_get_fut_init(&f, &p, &x);
-    cr_assert_eq(ap_pool_get_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_pool_get_poll(&f, &cx), AP_PENDING);
     ap_pool_stats_get(&p, &st);
-    cr_assert(st.idle == 0 && st.in_use == 3 && st.waiters == 1 && st.waits == 1);
-    cr_assert_eq(ap_pool_put(&p, o[0]), AP_OK); /* granted to f */
-    cr_assert_eq(ap_pool_get_poll(&f, &cx), AP_READY);
-    cr_assert_eq(ap_pool_get_status(&f), AP_OK);
+    EXPECT(st.idle == 0 && st.in_use == 3 && st.waiters == 1 && st.waits == 1);
+    EXPECT_EQ(ap_pool_put(&p, o[0]), AP_OK); /* granted to f */
+    EXPECT_EQ(ap_pool_get_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_pool_get_status(&f), AP_OK);
     ap_pool_stats_get(&p, &st);
-    cr_assert(st.idle == 0 && st.in_use == 3 && st.waiters == 0 && st.waits == 1);
+    EXPECT(st.idle == 0 && st.in_use == 3 && st.waiters == 0 && st.waits == 1);
     uint64_t t0 = ap_now_ns();
     void *y = NULL;
-    cr_assert_eq(ap_pool_get_wait(&p, &y, t0 + 2 * MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_pool_get_wait(&p, &y, t0 + 2 * MS), AP_TIMEDOUT);
     uint64_t t1 = ap_now_ns();
     ap_pool_stats_get(&p, &st);
-    cr_assert_eq(st.waits, 2);
-    cr_assert_geq(st.wait_ns, MS);
-    cr_assert_leq(st.wait_ns, t1 - t0);
-    cr_assert_eq(ap_pool_put(&p, x), AP_OK);
-    cr_assert_eq(ap_pool_put(&p, o[1]), AP_OK);
-    cr_assert_eq(ap_pool_put(&p, o[2]), AP_OK);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_GE(st.wait_ns, MS);
+    EXPECT_LE(st.wait_ns, t1 - t0);
+    EXPECT_EQ(ap_pool_put(&p, x), AP_OK);
+    EXPECT_EQ(ap_pool_put(&p, o[1]), AP_OK);
+    EXPECT_EQ(ap_pool_put(&p, o[2]), AP_OK);
     ap_pool_stats_get(&p, &st);
-    cr_assert(st.idle == 3 && st.in_use == 0 && st.waiters == 0);
+    EXPECT(st.idle == 3 && st.in_use == 0 && st.waiters == 0);
     /* a get_wait that finds an idle object neither queues nor parks */
     uint64_t ns = st.wait_ns;
-    cr_assert_eq(ap_pool_get_wait(&p, &y, AP_DEADLINE_NONE), AP_OK);
+    EXPECT_EQ(ap_pool_get_wait(&p, &y, AP_DEADLINE_NONE), AP_OK);
     ap_pool_stats_get(&p, &st);
-    cr_assert(st.waits == 2 && st.wait_ns == ns && st.in_use == 1);
-    cr_assert_eq(ap_pool_put(&p, y), AP_OK);
+    EXPECT(st.waits == 2 && st.wait_ns == ns && st.in_use == 1);
+    EXPECT_EQ(ap_pool_put(&p, y), AP_OK);
     ap_pool_fini(&p);
 }
 
@@ -331,31 +331,31 @@ Test(stats, barrier_exact)
 {
     ap_barrier b;
     ap_barrier_stats st;
-    cr_assert_eq(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
+    EXPECT_EQ(ap_barrier_init(&b, 2, AP_BARRIER_POLICY_WITHDRAW, NULL, NULL), AP_OK);
     ap_barrier_stats_get(&b, &st);
-    cr_assert(st.parties == 2 && st.arrived == 0 && st.generation == 0 && st.broken == 0 &&
+    EXPECT(st.parties == 2 && st.arrived == 0 && st.generation == 0 && st.broken == 0 &&
               st.waiters == 0 && st.waits == 0 && st.wait_ns == 0);
     ap_barrier_wait_fut f;
     ap_cx cx = cx_now(0);
     ap_barrier_wait_fut_init(&f, &b);
-    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_barrier_wait_poll(&f, &cx), AP_PENDING);
     ap_barrier_stats_get(&b, &st);
-    cr_assert(st.arrived == 1 && st.waiters == 1 && st.waits == 1);
+    EXPECT(st.arrived == 1 && st.waiters == 1 && st.waits == 1);
     bool leader = false;
-    cr_assert_eq(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
-    cr_assert(leader); /* the last arrival: it never parks */
-    cr_assert_eq(ap_barrier_wait_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_barrier_wait_leader(&b, AP_DEADLINE_NONE, &leader), AP_OK);
+    EXPECT(leader); /* the last arrival: it never parks */
+    EXPECT_EQ(ap_barrier_wait_poll(&f, &cx), AP_READY);
     ap_barrier_stats_get(&b, &st);
-    cr_assert(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 1 &&
+    EXPECT(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 1 &&
               st.wait_ns == 0);
     /* alone in a generation of 2: spins, parks, times out (withdrawn) */
     uint64_t t0 = ap_now_ns();
-    cr_assert_eq(ap_barrier_wait(&b, t0 + 2 * MS), AP_TIMEDOUT);
+    EXPECT_EQ(ap_barrier_wait(&b, t0 + 2 * MS), AP_TIMEDOUT);
     uint64_t t1 = ap_now_ns();
     ap_barrier_stats_get(&b, &st);
-    cr_assert(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 2);
-    cr_assert_geq(st.wait_ns, MS);
-    cr_assert_leq(st.wait_ns, t1 - t0);
+    EXPECT(st.arrived == 0 && st.generation == 1 && st.waiters == 0 && st.waits == 2);
+    EXPECT_GE(st.wait_ns, MS);
+    EXPECT_LE(st.wait_ns, t1 - t0);
     ap_barrier_fini(&b);
 }
 
@@ -376,7 +376,7 @@ static void *producer(void *arg)
 {
     crun *r = arg;
     for (unsigned long i = 1; i <= CN; i++)
-        cr_assert_eq(ap_mpmc_push_wait(r->q, &i, AP_DEADLINE_NONE), AP_OK);
+        EXPECT_EQ(ap_mpmc_push_wait(r->q, &i, AP_DEADLINE_NONE), AP_OK);
     return NULL;
 }
 
@@ -387,7 +387,7 @@ static void *consumer(void *arg)
     while (ap_mpmc_pop_wait(r->q, &v, AP_DEADLINE_NONE) == AP_OK) {
         sum += v;
         /* the semaphore: one permit around a little work */
-        cr_assert_eq(ap_sem_acquire_wait(r->sem, 1, AP_DEADLINE_NONE), AP_OK);
+        EXPECT_EQ(ap_sem_acquire_wait(r->sem, 1, AP_DEADLINE_NONE), AP_OK);
         if ((v & 63) == 0) {
             /* the bucket: a wait of at most 1 ms */
             ap_status st = ap_tb_acquire_wait(r->tb, 1, ap_now_ns() + MS);
@@ -397,7 +397,7 @@ static void *consumer(void *arg)
             else
                 atomic_fetch_add(&r->tb_late, 1);
         }
-        cr_assert_eq(ap_sem_release(r->sem, 1), AP_OK);
+        EXPECT_EQ(ap_sem_release(r->sem, 1), AP_OK);
     }
     atomic_fetch_add(&r->popped_sum, sum);
     return NULL;
@@ -414,9 +414,9 @@ Test(stats, concurrent_sums_balance, .timeout = TEST_TIMEOUT_S)
     d.n = 20000; /* one token per 50 us, a burst of 4 */
     d.period_ns = 1000u * MS;
     d.burst = 4;
-    cr_assert_eq(ap_mpmc_init(&q, buf, sizeof buf, 8, sizeof(unsigned long)), AP_OK);
-    cr_assert_eq(ap_sem_init(&sem, 1), AP_OK);
-    cr_assert_eq(ap_tb_init(&tb, &d), AP_OK);
+    EXPECT_EQ(ap_mpmc_init(&q, buf, sizeof buf, 8, sizeof(unsigned long)), AP_OK);
+    EXPECT_EQ(ap_sem_init(&sem, 1), AP_OK);
+    EXPECT_EQ(ap_tb_init(&tb, &d), AP_OK);
     crun r;
     memset(&r, 0, sizeof r);
     r.q = &q;
@@ -424,8 +424,8 @@ Test(stats, concurrent_sums_balance, .timeout = TEST_TIMEOUT_S)
     r.tb = &tb;
     pthread_t p[CT], c[CT];
     for (int i = 0; i < CT; i++) {
-        cr_assert_eq(pthread_create(&p[i], NULL, producer, &r), 0);
-        cr_assert_eq(pthread_create(&c[i], NULL, consumer, &r), 0);
+        EXPECT_EQ(pthread_create(&p[i], NULL, producer, &r), 0);
+        EXPECT_EQ(pthread_create(&c[i], NULL, consumer, &r), 0);
     }
     for (int i = 0; i < CT; i++)
         pthread_join(p[i], NULL);
@@ -434,20 +434,20 @@ Test(stats, concurrent_sums_balance, .timeout = TEST_TIMEOUT_S)
         pthread_join(c[i], NULL);
     ap_mpmc_stats ms;
     ap_mpmc_stats_get(&q, &ms);
-    cr_assert_eq(ms.pushed, (uint64_t)CT * CN);
-    cr_assert_eq(ms.popped, ms.pushed);
-    cr_assert_eq(atomic_load(&r.popped_sum), (unsigned long)CT * CN * (CN + 1) / 2);
-    cr_assert(ms.push_waiters == 0 && ms.pop_waiters == 0);
+    EXPECT_EQ(ms.pushed, (uint64_t)CT * CN);
+    EXPECT_EQ(ms.popped, ms.pushed);
+    EXPECT_EQ(atomic_load(&r.popped_sum), (unsigned long)CT * CN * (CN + 1) / 2);
+    EXPECT(ms.push_waiters == 0 && ms.pop_waiters == 0);
     ap_sem_stats ss;
     ap_sem_stats_get(&sem, &ss);
-    cr_assert(ss.available == 1 && ss.waiters == 0);
+    EXPECT(ss.available == 1 && ss.waiters == 0);
     ap_tb_stats ts;
     ap_tb_stats_get(&tb, &ts);
-    cr_assert_eq(ts.offered, atomic_load(&r.tb_calls));
-    cr_assert_eq(ts.admitted, atomic_load(&r.tb_ok));
-    cr_assert_eq(ts.rejected, atomic_load(&r.tb_late));
-    cr_assert_eq(ts.canceled, 0);
-    cr_assert_eq(ts.offered, ts.admitted + ts.rejected + ts.canceled);
+    EXPECT_EQ(ts.offered, atomic_load(&r.tb_calls));
+    EXPECT_EQ(ts.admitted, atomic_load(&r.tb_ok));
+    EXPECT_EQ(ts.rejected, atomic_load(&r.tb_late));
+    EXPECT_EQ(ts.canceled, 0);
+    EXPECT_EQ(ts.offered, ts.admitted + ts.rejected + ts.canceled);
     cr_log_info("mpmc push_waits %" PRIu64 " pop_waits %" PRIu64 " wait_ns %" PRIu64
                 "; sem waits %" PRIu64 " wait_ns %" PRIu64 "; tb waits %" PRIu64,
                 ms.push_waits, ms.pop_waits, ms.wait_ns, ss.waits, ss.wait_ns, ts.waits);
