@@ -1,6 +1,7 @@
 /* tests/test_timeout.c -- ap_timeout and ap_deadline, on a fake clock */
 #include "asyncpat.h"
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <signal.h>
 
 /* An inner future scripted by the test: ready after `ready_after` polls
@@ -40,12 +41,12 @@ Test(timeout, ready_inner_completes_ok)
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 1000);
     ap_cx cx = cx_at(10);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&t), AP_OK);
-    cr_assert_eq(p.polls, 1);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_OK);
+    EXPECT_EQ(p.polls, 1);
     ap_timeout_cancel(&t); /* after completion: must not cancel the inner */
-    cr_assert_eq(p.cancels, 0);
-    cr_assert_eq(ap_timeout_status(&t), AP_OK);
+    EXPECT_EQ(p.cancels, 0);
+    EXPECT_EQ(ap_timeout_status(&t), AP_OK);
 }
 
 Test(timeout, pending_inner_lowers_deadline_then_times_out_exactly)
@@ -54,21 +55,21 @@ Test(timeout, pending_inner_lowers_deadline_then_times_out_exactly)
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 1000);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(cx.deadline, 1000, "after-check: re-poll by the deadline");
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 1000, "after-check: re-poll by the deadline");
     cx = cx_at(999);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(p.polls, 2);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(p.polls, 2);
     cx = cx_at(1000);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&t), AP_TIMEDOUT);
-    cr_assert_eq(p.polls, 2, "before-check: the inner is not polled at the deadline");
-    cr_assert_eq(p.cancels, 1);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_TIMEDOUT);
+    EXPECT_EQ(p.polls, 2, "before-check: the inner is not polled at the deadline");
+    EXPECT_EQ(p.cancels, 1);
     cx = cx_at(5000);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
     ap_timeout_cancel(&t);
-    cr_assert_eq(p.cancels, 1, "cancelled exactly once");
-    cr_assert_eq(p.polls, 2);
+    EXPECT_EQ(p.cancels, 1, "cancelled exactly once");
+    EXPECT_EQ(p.polls, 2);
 }
 
 Test(timeout, inner_earlier_deadline_is_kept)
@@ -78,12 +79,12 @@ Test(timeout, inner_earlier_deadline_is_kept)
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 1000);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(cx.deadline, 300);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 300);
     p.want_at = 5000; /* later than ours: ours wins */
     cx = cx_at(300);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(cx.deadline, 1000);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 1000);
 }
 
 Test(timeout, expired_at_first_poll_never_polls_inner)
@@ -92,10 +93,10 @@ Test(timeout, expired_at_first_poll_never_polls_inner)
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 50);
     ap_cx cx = cx_at(50);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&t), AP_TIMEDOUT);
-    cr_assert_eq(p.polls, 0);
-    cr_assert_eq(p.cancels, 1);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_TIMEDOUT);
+    EXPECT_EQ(p.polls, 0);
+    EXPECT_EQ(p.cancels, 1);
 }
 
 Test(timeout, cancel_is_idempotent_and_cancels_inner_once)
@@ -104,15 +105,15 @@ Test(timeout, cancel_is_idempotent_and_cancels_inner_once)
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 100);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
     ap_timeout_cancel(&t);
     ap_timeout_cancel(&t);
     ap_future_cancel(&t.base);
-    cr_assert_eq(p.cancels, 1);
-    cr_assert_eq(ap_timeout_status(&t), AP_CANCELED);
+    EXPECT_EQ(p.cancels, 1);
+    EXPECT_EQ(ap_timeout_status(&t), AP_CANCELED);
     cx = cx_at(1);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(p.polls, 1, "a cancelled timeout does not poll again");
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(p.polls, 1, "a cancelled timeout does not poll again");
 }
 
 Test(timeout, nested_outer_fires_first_and_cancels_all)
@@ -122,57 +123,57 @@ Test(timeout, nested_outer_fires_first_and_cancels_all)
     ap_timeout_init(&inner, &p.base, 2000);
     ap_timeout_init(&outer, &inner.base, 700);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&outer, &cx), AP_PENDING);
-    cr_assert_eq(cx.deadline, 700, "the earlier of the two deadlines");
+    EXPECT_EQ(ap_timeout_poll(&outer, &cx), AP_PENDING);
+    EXPECT_EQ(cx.deadline, 700, "the earlier of the two deadlines");
     cx = cx_at(700);
-    cr_assert_eq(ap_timeout_poll(&outer, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&outer), AP_TIMEDOUT);
-    cr_assert_eq(ap_timeout_status(&inner), AP_CANCELED);
-    cr_assert_eq(p.cancels, 1);
+    EXPECT_EQ(ap_timeout_poll(&outer, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&outer), AP_TIMEDOUT);
+    EXPECT_EQ(ap_timeout_status(&inner), AP_CANCELED);
+    EXPECT_EQ(p.cancels, 1);
 }
 
 Test(timeout, wrapped_queue_pop_leaves_no_waiter)
 {
     ap_mpmc *q;
-    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
     int v = -1;
     ap_mpmc_pop_fut pop;
     ap_mpmc_pop_fut_init(&pop, q, &v);
     ap_timeout t;
     ap_timeout_init(&t, &pop.base, 100);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert(ap_waitlist_has_waiters(&q->not_empty), "the pop registered");
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT(ap_waitlist_has_waiters(&q->not_empty), "the pop registered");
     cx = cx_at(100);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&t), AP_TIMEDOUT);
-    cr_assert_eq(ap_mpmc_pop_status(&pop), AP_CANCELED);
-    cr_assert(!ap_waitlist_has_waiters(&q->not_empty), "cancelled: no waiter left");
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_TIMEDOUT);
+    EXPECT_EQ(ap_mpmc_pop_status(&pop), AP_CANCELED);
+    EXPECT(!ap_waitlist_has_waiters(&q->not_empty), "cancelled: no waiter left");
     /* and the queue still works: an item pushed now is not lost */
     int x = 7;
-    cr_assert_eq(ap_mpmc_try_push(q, &x), AP_OK);
-    cr_assert_eq(ap_mpmc_try_pop(q, &v), AP_OK);
-    cr_assert_eq(v, 7);
+    EXPECT_EQ(ap_mpmc_try_push(q, &x), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_pop(q, &v), AP_OK);
+    EXPECT_EQ(v, 7);
     ap_mpmc_destroy(q);
 }
 
 Test(timeout, wrapped_queue_pop_completes_in_time)
 {
     ap_mpmc *q;
-    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 4, sizeof(int), NULL), AP_OK);
     int v = -1, x = 42;
     ap_mpmc_pop_fut pop;
     ap_mpmc_pop_fut_init(&pop, q, &v);
     ap_timeout t;
     ap_timeout_init_after(&t, &pop.base, 0, 100);
     ap_cx cx = cx_at(0);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(ap_mpmc_try_push(q, &x), AP_OK);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(ap_mpmc_try_push(q, &x), AP_OK);
     cx = cx_at(99);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_READY);
-    cr_assert_eq(ap_timeout_status(&t), AP_OK);
-    cr_assert_eq(ap_mpmc_pop_status(&pop), AP_OK);
-    cr_assert_eq(v, 42);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_OK);
+    EXPECT_EQ(ap_mpmc_pop_status(&pop), AP_OK);
+    EXPECT_EQ(v, 42);
     ap_mpmc_destroy(q);
 }
 
@@ -184,26 +185,26 @@ Test(timeout, block_on_real_clock, .timeout = 10)
     ap_timeout_init_after(&t, &p.base, start, 20 * AP_NS_PER_MS);
     ap_block_on(&t.base); /* parks until the deadline: the inner never wakes */
     uint64_t took = ap_now_ns() - start;
-    cr_assert_eq(ap_timeout_status(&t), AP_TIMEDOUT);
-    cr_assert_geq(took, 20 * AP_NS_PER_MS);
-    cr_assert_lt(p.polls, 100, "waited by deadline, not by spinning (%d polls)", p.polls);
-    cr_assert_eq(p.cancels, 1);
+    EXPECT_EQ(ap_timeout_status(&t), AP_TIMEDOUT);
+    EXPECT_GE(took, 20 * AP_NS_PER_MS);
+    EXPECT_LT(p.polls, 100, "waited by deadline, not by spinning (%d polls)", p.polls);
+    EXPECT_EQ(p.cancels, 1);
 }
 
 Test(timeout, deadline_helpers)
 {
-    cr_assert_eq(ap_deadline_after(10, 5), 15);
-    cr_assert_eq(ap_deadline_after(UINT64_MAX - 1, 5), AP_DEADLINE_NONE);
-    cr_assert_eq(ap_deadline_remaining(15, 10), 5);
-    cr_assert_eq(ap_deadline_remaining(15, 20), 0);
-    cr_assert_eq(ap_deadline_remaining(AP_DEADLINE_NONE, 20), AP_DEADLINE_NONE);
-    cr_assert(ap_deadline_passed(15, 15));
-    cr_assert(!ap_deadline_passed(15, 14));
+    EXPECT_EQ(ap_deadline_after(10, 5), 15);
+    EXPECT_EQ(ap_deadline_after(UINT64_MAX - 1, 5), AP_DEADLINE_NONE);
+    EXPECT_EQ(ap_deadline_remaining(15, 10), 5);
+    EXPECT_EQ(ap_deadline_remaining(15, 20), 0);
+    EXPECT_EQ(ap_deadline_remaining(AP_DEADLINE_NONE, 20), AP_DEADLINE_NONE);
+    EXPECT(ap_deadline_passed(15, 15));
+    EXPECT(!ap_deadline_passed(15, 14));
     ap_timeout t;
     probe p = make_probe(0);
     ap_timeout_init_after(&t, &p.base, UINT64_MAX - 3, 100);
-    cr_assert_eq(t.deadline, AP_DEADLINE_NONE, "saturates instead of wrapping");
-    cr_assert_eq(ap_timeout_remaining(&t, 0), AP_DEADLINE_NONE);
+    EXPECT_EQ(t.deadline, AP_DEADLINE_NONE, "saturates instead of wrapping");
+    EXPECT_EQ(ap_timeout_remaining(&t, 0), AP_DEADLINE_NONE);
 }
 
 Test(timeout, init_with_null_inner_asserts, .signal = SIGABRT)
@@ -219,10 +220,10 @@ Test(timeout, pending_status_is_not_ready)
     probe p = make_probe(3);
     ap_timeout t;
     ap_timeout_init(&t, &p.base, 1000);
-    cr_assert_eq(ap_timeout_status(&t), AP_NOT_READY);
+    EXPECT_EQ(ap_timeout_status(&t), AP_NOT_READY);
     ap_cx cx = cx_at(10);
-    cr_assert_eq(ap_timeout_poll(&t, &cx), AP_PENDING);
-    cr_assert_eq(ap_timeout_status(&t), AP_NOT_READY);
+    EXPECT_EQ(ap_timeout_poll(&t, &cx), AP_PENDING);
+    EXPECT_EQ(ap_timeout_status(&t), AP_NOT_READY);
     ap_timeout_cancel(&t);
-    cr_assert_eq(ap_timeout_status(&t), AP_CANCELED);
+    EXPECT_EQ(ap_timeout_status(&t), AP_CANCELED);
 }
