@@ -21,6 +21,7 @@
 #include "asyncpat.h" /* first: under strict C11 it enables POSIX */
 
 #include <criterion/criterion.h>
+#include "test_util.h"
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -72,8 +73,8 @@ Test(usage, backpressure)
     if (ap_bp_level(bp) == AP_BP_LEVEL_STATE_HIGH && ap_bp_low_wait(bp, AP_DEADLINE_NONE) != AP_OK)
         return;                       // AP_CLOSED: stop producing
     /* USAGE end */
-    cr_expect_eq(ran, 1);
-    cr_expect_eq(failed_jobs, 0);
+    EXPECT_EQ(ran, 1);
+    EXPECT_EQ(failed_jobs, 0);
     ap_bp_destroy(bp);
 }
 
@@ -109,7 +110,7 @@ Test(usage, barrier, .timeout = 30)
     if (ap_barrier_init(&b, nthreads, AP_BARRIER_POLICY_BREAK, step_done, &grid) != AP_OK) abort();
     /* USAGE pause */
     usage_barrier = &b;
-    cr_assert_eq(pthread_create(&other, NULL, barrier_other, NULL), 0);
+    EXPECT_EQ(pthread_create(&other, NULL, barrier_other, NULL), 0);
     /* USAGE resume */
     // in each of the nthreads workers:
     for (;;) {
@@ -122,8 +123,8 @@ Test(usage, barrier, .timeout = 30)
     // f.is_leader
     /* USAGE end */
     pthread_join(other, NULL);
-    cr_expect(ap_barrier_is_broken(&b));
-    cr_expect_geq(grid.swaps, 3, "step_done ran once per completed round");
+    EXPECT(ap_barrier_is_broken(&b));
+    EXPECT_GE(grid.swaps, 3, "step_done ran once per completed round");
     ap_barrier_fini(&b);
 }
 
@@ -153,8 +154,8 @@ static int breaker_call(void)
 
 Test(usage, circuit_breaker)
 {
-    cr_expect_eq(breaker_call(), 0);
-    cr_expect_eq(dependency_calls, 1);
+    EXPECT_EQ(breaker_call(), 0);
+    EXPECT_EQ(dependency_calls, 1);
 }
 
 /* ---- connpool.h (the block as it should read: see the report of #11) ---- */
@@ -199,10 +200,10 @@ Test(usage, connpool)
     ap_connpool_close(&cp);   // at shutdown; once every connection is back:
     ap_connpool_fini(&cp);
     /* USAGE end */
-    cr_expect_eq(st, AP_OK);
-    cr_expect_eq(logged, 0);
-    cr_expect_eq(server.opened, 1);
-    cr_expect_eq(server.closed, 1, "close closed the idle connection");
+    EXPECT_EQ(st, AP_OK);
+    EXPECT_EQ(logged, 0);
+    EXPECT_EQ(server.opened, 1);
+    EXPECT_EQ(server.closed, 1, "close closed the idle connection");
 }
 
 /* ---- fanout.h ---- */
@@ -213,10 +214,10 @@ static ap_status pop_result(void *ctx, size_t i, ap_future *f)
 Test(usage, fanout)
 {
     ap_mpmc *q = NULL;
-    cr_assert_eq(ap_mpmc_create(&q, 128, sizeof(void *), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 128, sizeof(void *), NULL), AP_OK);
     void *out[100];
     for (uintptr_t i = 0; i < 100; i++)
-        cr_assert_eq(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_push(q, &(void *){(void *)(i + 1)}), AP_OK);
     ap_status st;
     /* USAGE begin */
     ap_mpmc_pop_fut pops[100]; ap_future *kids[100]; ap_fanout_child recs[100];
@@ -234,11 +235,11 @@ Test(usage, fanout)
     // with: static ap_status pop_result(void *ctx, size_t i, ap_future *f)
     //       { (void)ctx; (void)i; return ap_mpmc_pop_status((ap_mpmc_pop_fut *)f); }
     /* USAGE end */
-    cr_expect_eq(st, AP_OK);
+    EXPECT_EQ(st, AP_OK);
     uintptr_t sum = 0;
     for (size_t i = 0; i < 100; i++)
         sum += (uintptr_t)out[i];
-    cr_expect_eq(sum, 5050);
+    EXPECT_EQ(sum, 5050);
     ap_mpmc_destroy(q);
 }
 
@@ -249,16 +250,16 @@ Test(usage, future)
     ap_mpmc *q = NULL;
     int item = 0;
     ap_status st = AP_NOT_READY;
-    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
-    cr_assert_eq(ap_mpmc_try_push(q, &(int){7}), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(q, &(int){7}), AP_OK);
     /* USAGE begin */
     ap_mpmc_pop_fut f;                       // any future in caller memory
     ap_mpmc_pop_fut_init(&f, q, &item);
     if (ap_block_on_until(&f.base, ap_now_ns() + AP_NS_PER_SEC) == AP_OK)
         st = ap_mpmc_pop_status(&f);         // AP_OK or AP_CLOSED
     /* USAGE end */
-    cr_expect_eq(st, AP_OK);
-    cr_expect_eq(item, 7);
+    EXPECT_EQ(st, AP_OK);
+    EXPECT_EQ(item, 7);
     ap_mpmc_destroy(q);
 }
 
@@ -268,8 +269,8 @@ Test(usage, timeout)
     int item = 0;
     ap_status st = AP_NOT_READY;
     uint64_t now = ap_now_ns();
-    cr_assert_eq(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
-    cr_assert_eq(ap_mpmc_try_push(q, &(int){7}), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 4, sizeof item, NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(q, &(int){7}), AP_OK);
     /* USAGE begin */
     ap_mpmc_pop_fut pop;  ap_timeout t;
     ap_mpmc_pop_fut_init(&pop, q, &item);
@@ -277,13 +278,13 @@ Test(usage, timeout)
     ap_block_on(&t.base);
     if (ap_timeout_status(&t) == AP_OK) st = ap_mpmc_pop_status(&pop);
     /* USAGE end */
-    cr_expect_eq(st, AP_OK);
-    cr_expect_eq(item, 7);
+    EXPECT_EQ(st, AP_OK);
+    EXPECT_EQ(item, 7);
     /* and empty: the timeout fires */
     ap_mpmc_pop_fut_init(&pop, q, &item);
     ap_timeout_init(&t, &pop.base, ap_deadline_after(ap_now_ns(), 5 * AP_NS_PER_MS));
     ap_block_on(&t.base);
-    cr_expect_eq(ap_timeout_status(&t), AP_TIMEDOUT);
+    EXPECT_EQ(ap_timeout_status(&t), AP_TIMEDOUT);
     ap_mpmc_destroy(q);
 }
 
@@ -311,10 +312,10 @@ Test(usage, lifecycle)
         if (ap_life_terminated(&life) != AP_OK) abort();
     }
     /* USAGE end */
-    cr_expect_eq(served, 1, "the worker entered while RUNNING");
-    cr_expect_eq(sockets_open, 0, "drained, then closed");
-    cr_expect_eq(ap_life_state_of(&life), AP_LIFE_STATE_TERMINATED);
-    cr_expect_eq(ap_life_enter(&life), AP_CLOSED, "no entry after the stop");
+    EXPECT_EQ(served, 1, "the worker entered while RUNNING");
+    EXPECT_EQ(sockets_open, 0, "drained, then closed");
+    EXPECT_EQ(ap_life_state_of(&life), AP_LIFE_STATE_TERMINATED);
+    EXPECT_EQ(ap_life_enter(&life), AP_CLOSED, "no entry after the stop");
 }
 
 /* ---- mpmc.h (the block as it should read: see the report of #11) ---- */
@@ -333,7 +334,7 @@ Test(usage, mpmc)
     while (ap_mpmc_pop_wait(q, &j, AP_DEADLINE_NONE) == AP_OK) run(&j);
     ap_mpmc_destroy(q);   // after ap_mpmc_close and draining
     /* USAGE end */
-    cr_expect_eq(ran, 1);
+    EXPECT_EQ(ran, 1);
 }
 
 /* ---- pipeline.h (the block as it should read: see the report of #11) ---- */
@@ -395,7 +396,7 @@ Test(usage, pipeline, .timeout = 30)
     /* USAGE pause */
     for (size_t i = 0; i < 2; i++) {
         th[i] = (struct stage_thread){.p = &p, .stage = i};
-        cr_assert_eq(pthread_create(&th[i].th, NULL, stage_main, &th[i]), 0);
+        EXPECT_EQ(pthread_create(&th[i].th, NULL, stage_main, &th[i]), 0);
     }
     /* USAGE resume */
     if (ap_pipeline_push_wait(&p, &r, AP_DEADLINE_NONE) != AP_OK) abort();  // producers
@@ -407,9 +408,9 @@ Test(usage, pipeline, .timeout = 30)
     /* USAGE end */
     for (size_t i = 0; i < 2; i++)
         pthread_join(th[i].th, NULL);
-    cr_expect_eq(sent, 1);
-    cr_expect_eq(resp.v, 42);
-    cr_expect_eq(logged, 0);
+    EXPECT_EQ(sent, 1);
+    EXPECT_EQ(resp.v, 42);
+    EXPECT_EQ(logged, 0);
     ap_pipeline_fini(&p);
 }
 
@@ -434,7 +435,7 @@ Test(usage, pool)
     // in an event loop: ap_pool_get_fut f; ap_pool_get_fut_init(&f, &pool, &c);
     // ap_pool_get_poll(&f, &cx) until AP_READY, then ap_pool_get_status(&f)
     /* USAGE end */
-    cr_expect_eq(used, 1);
+    EXPECT_EQ(used, 1);
 }
 
 /* ---- prefetch.h ---- */
@@ -472,7 +473,7 @@ Test(usage, prefetch)
         consume((struct page *)slot);   // valid until the next get
     ap_prefetch_fini(&pf);              // cancels the loads still in flight
     /* USAGE end */
-    cr_expect_eq(consumed, 0 + 1 + 2 + 3 + 4, "pages 0..4, in order, then EOF");
+    EXPECT_EQ(consumed, 0 + 1 + 2 + 3 + 4, "pages 0..4, in order, then EOF");
 }
 static void consume(const struct page *p) { consumed += (uint64_t)p->data[0]; }
 
@@ -505,8 +506,8 @@ Test(usage, pubsub)
     }
     ap_pubsub_unsubscribe(&ch, &sub);
     /* USAGE end */
-    cr_expect_eq(used, 1);
-    cr_expect_eq(gaps, 0);
+    EXPECT_EQ(used, 1);
+    EXPECT_EQ(gaps, 0);
 }
 
 /* ---- resilience.h ---- */
@@ -548,9 +549,9 @@ Test(usage, resilience, .timeout = 30)
     // r.status: AP_OK, AP_REJECTED (r.rejected_by), AP_EXHAUSTED
     // (r.last_error), AP_TIMEDOUT, ...; r.app_error: e.g. the last HTTP status
     /* USAGE end */
-    cr_expect_eq(r.status, AP_OK);
-    cr_expect_eq(r.app_error, 200);
-    cr_expect_eq(req.starts, 1);
+    EXPECT_EQ(r.status, AP_OK);
+    EXPECT_EQ(r.app_error, 200);
+    EXPECT_EQ(req.starts, 1);
     ap_breaker_destroy(br);
 }
 
@@ -596,10 +597,10 @@ Test(usage, retry, .timeout = 30)
     ap_retry_op op = {.start = att_start, .result = att_result,
                       .canceled = att_canceled, .ctx = br, .storage = &att};
     /* USAGE end */
-    cr_expect_eq(st, AP_OK, "%s", ap_status_str(st));
-    cr_expect_eq(r.app_error, 200);
-    cr_expect_eq(server_calls, 1);
-    cr_expect(op.start == att_start && op.storage == &att);
+    EXPECT_EQ(st, AP_OK, "%s", ap_status_str(st));
+    EXPECT_EQ(r.app_error, 200);
+    EXPECT_EQ(server_calls, 1);
+    EXPECT(op.start == att_start && op.storage == &att);
 }
 
 /* ---- semaphore.h ---- */
@@ -618,8 +619,8 @@ Test(usage, semaphore)
     // in an event loop: ap_sem_acquire_fut f; ap_sem_acquire_fut_init(&f, &conns, 3);
     // ap_sem_acquire_poll(&f, &cx) until AP_READY, then ap_sem_acquire_status(&f)
     /* USAGE end */
-    cr_expect_eq(connections_used, 1);
-    cr_expect_eq(ap_sem_available(&conns), 8);
+    EXPECT_EQ(connections_used, 1);
+    EXPECT_EQ(ap_sem_available(&conns), 8);
 }
 
 /* ---- split.h ---- */
@@ -635,7 +636,7 @@ Test(usage, split)
     ap_mpmc *shard[4];   // each from ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL)
     /* USAGE pause */
     for (int i = 0; i < 4; i++)
-        cr_assert_eq(ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL), AP_OK);
+        EXPECT_EQ(ap_mpmc_create(&shard[i], 1024, sizeof(struct ev), NULL), AP_OK);
     /* USAGE resume */
     ap_split sp;
     if (ap_split_init(&sp, shard, sizeof shard, AP_SPLIT_MODE_HASH) != AP_OK) abort();
@@ -647,8 +648,8 @@ Test(usage, split)
     default: drop(&ev);                     // AP_CLOSED: the item is still ours
     }
     /* USAGE end */
-    cr_expect_eq(dropped, 0);
-    cr_expect_eq(ap_mpmc_len(shard[ap_split_route(&sp, 42)]), 1);
+    EXPECT_EQ(dropped, 0);
+    EXPECT_EQ(ap_mpmc_len(shard[ap_split_route(&sp, 42)]), 1);
     for (int i = 0; i < 4; i++)
         ap_mpmc_destroy(shard[i]);
 }
@@ -667,7 +668,7 @@ Test(usage, spsc)
     int y;                           // consumer thread
     if (ap_spsc_try_pop(&q, &y) == AP_OK) use(y);
     /* USAGE end */
-    cr_expect_eq(used, 42);
+    EXPECT_EQ(used, 42);
     ap_spsc_fini(&q);
 }
 
@@ -710,24 +711,24 @@ Test(usage, waitlist)
     ap_waiter_init(&f.w);
     ap_waiter_init(&g.w);
     ap_cx cx = {{count_wake, NULL}, 1000, AP_DEADLINE_NONE};
-    cr_expect_eq(my_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(my_poll(&f, &cx), AP_PENDING);
     /* with the asymmetric barrier the fresh link is unconfirmed: re-poll by
      * now + AP_WAIT_CONFIRM_NS; without it, the barrier ran at once */
-    cr_expect(cx.deadline == AP_DEADLINE_NONE || cx.deadline == 1000 + AP_WAIT_CONFIRM_NS);
+    EXPECT(cx.deadline == AP_DEADLINE_NONE || cx.deadline == 1000 + AP_WAIT_CONFIRM_NS);
     cx.deadline = AP_DEADLINE_NONE;
-    cr_expect_eq(my_poll(&f, &cx), AP_PENDING); /* the confirm re-poll */
-    cr_expect_eq(cx.deadline, AP_DEADLINE_NONE, "a confirmed waiter waits without a deadline");
-    cr_expect_eq(my_poll(&g, &cx), AP_PENDING);
+    EXPECT_EQ(my_poll(&f, &cx), AP_PENDING); /* the confirm re-poll */
+    EXPECT_EQ(cx.deadline, AP_DEADLINE_NONE, "a confirmed waiter waits without a deadline");
+    EXPECT_EQ(my_poll(&g, &cx), AP_PENDING);
     my_put(&q);
-    cr_expect_eq(wakes, 1, "one put wakes one waiter, the head");
+    EXPECT_EQ(wakes, 1, "one put wakes one waiter, the head");
     my_put(&q);
-    cr_expect_eq(wakes, 2);
+    EXPECT_EQ(wakes, 2);
     /* each was woken by one put, in FIFO order, and finds one item */
-    cr_expect_eq(my_poll(&f, &cx), AP_READY);
-    cr_expect_eq(my_poll(&g, &cx), AP_READY);
-    cr_expect_eq(atomic_load(&q.items), 0);
-    cr_expect(!ap_waitlist_has_waiters(&q.wl));
-    cr_expect_eq(wakes, 2, "no wake left to pass on: both were used");
+    EXPECT_EQ(my_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(my_poll(&g, &cx), AP_READY);
+    EXPECT_EQ(atomic_load(&q.items), 0);
+    EXPECT(!ap_waitlist_has_waiters(&q.wl));
+    EXPECT_EQ(wakes, 2, "no wake left to pass on: both were used");
 }
 
 /* ---- work_steal.h ---- */
@@ -736,9 +737,9 @@ Test(usage, work_steal)
 {
     static AP_ALIGNAS(AP_WS_ALIGN) unsigned char other_mem[AP_WS_BYTES(16)];
     ap_ws other;
-    cr_assert_eq(ap_ws_init(&other, other_mem, sizeof other_mem, 16), AP_OK);
+    EXPECT_EQ(ap_ws_init(&other, other_mem, sizeof other_mem, 16), AP_OK);
     static int a_task, b_task;
-    cr_assert_eq(ap_ws_try_push(&other, &b_task), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&other, &b_task), AP_OK);
     void *task = &a_task;
     ran = 0;
     /* USAGE begin */
@@ -751,7 +752,7 @@ Test(usage, work_steal)
     while (ap_ws_try_pop(&dq, &t) == AP_OK) run(t);           // owner
     if (ap_ws_try_steal(&other, &t) == AP_OK) run(t);         // any thread
     /* USAGE end */
-    cr_expect_eq(ran, 2);
+    EXPECT_EQ(ran, 2);
     ap_ws_fini(&dq);
     ap_ws_fini(&other);
 }
@@ -801,21 +802,21 @@ Test(usage, readme_producer_consumer, .timeout = 30)
 {
     enum { LINES = 500, NCONS = 3 };
     FILE *file = tmpfile();
-    cr_assert_not_null(file);
+    EXPECT_NOT_NULL(file);
     size_t bytes = 0;
     for (int i = 0; i < LINES; i++) {
         int w = fprintf(file, "line %d\n", i);
-        cr_assert_gt(w, 0);
+        EXPECT_GT(w, 0);
         bytes += (size_t)w;
     }
     rewind(file);
-    cr_assert_eq(ap_mpmc_create(&q, 64, sizeof(struct line), NULL), AP_OK);
+    EXPECT_EQ(ap_mpmc_create(&q, 64, sizeof(struct line), NULL), AP_OK);
     struct line_producer prod = {file, 0};
     struct line_consumer cons[NCONS] = {{0, 0}};
     pthread_t pth, cth[NCONS];
     for (int i = 0; i < NCONS; i++)
-        cr_assert_eq(pthread_create(&cth[i], NULL, readme_consume, &cons[i]), 0);
-    cr_assert_eq(pthread_create(&pth, NULL, readme_produce, &prod), 0);
+        EXPECT_EQ(pthread_create(&cth[i], NULL, readme_consume, &cons[i]), 0);
+    EXPECT_EQ(pthread_create(&pth, NULL, readme_produce, &prod), 0);
     pthread_join(pth, NULL);
     /* main: after joining the producers */
     ap_mpmc_close(q); /* no more lines: wakes the consumers parked on an empty queue */
@@ -825,9 +826,9 @@ Test(usage, readme_producer_consumer, .timeout = 30)
         pthread_join(cth[i], NULL);
         lines += cons[i].lines, got += cons[i].bytes;
     }
-    cr_expect_eq(prod.err, 0);
-    cr_expect_eq(lines, LINES, "every line popped once");
-    cr_expect_eq(got, bytes);
+    EXPECT_EQ(prod.err, 0);
+    EXPECT_EQ(lines, LINES, "every line popped once");
+    EXPECT_EQ(got, bytes);
     ap_mpmc_destroy(q);
     fclose(file);
 }
@@ -847,7 +848,7 @@ static void wait_until_woken_or(int timeout_ms)
                                     : ap_now_ns() + (uint64_t)timeout_ms * AP_NS_PER_MS;
     if (loop_waits++ == 0) {
         int x = 42;
-        cr_assert_eq(ap_mpmc_try_push(loop_q, &x), AP_OK);
+        EXPECT_EQ(ap_mpmc_try_push(loop_q, &x), AP_OK);
     }
     while (!atomic_exchange(&woken, false) && ap_now_ns() < until)
         sched_yield();
@@ -858,7 +859,7 @@ Test(usage, readme_mpmc_future, .timeout = 30)
     static AP_ALIGNAS(AP_MPMC_ALIGN) unsigned char qbuf[AP_MPMC_BYTES(4, sizeof(int))];
     ap_mpmc q;
     int v = 0;
-    cr_assert_eq(ap_mpmc_init(&q, qbuf, sizeof qbuf, 4, sizeof v), AP_OK);
+    EXPECT_EQ(ap_mpmc_init(&q, qbuf, sizeof qbuf, 4, sizeof v), AP_OK);
     loop_q = &q;
     used = 0;
     ap_cx cx = {{set_flag, &woken}, 0, AP_DEADLINE_NONE}; /* waker, now, deadline */
@@ -867,8 +868,8 @@ Test(usage, readme_mpmc_future, .timeout = 30)
     for (ap_cx_reset(&cx, ap_now_ns()); ap_mpmc_pop_poll(&f, &cx) == AP_PENDING; ap_cx_reset(&cx, ap_now_ns()))
         wait_until_woken_or(ap_deadline_to_ms_timeout(cx.deadline, ap_now_ns())); /* epoll_wait's timeout */
     if (ap_mpmc_pop_status(&f) == AP_OK) use(v);
-    cr_expect_geq(loop_waits, 1, "the queue was empty: the loop waited");
-    cr_expect_eq(used, 42);
+    EXPECT_GE(loop_waits, 1, "the queue was empty: the loop waited");
+    EXPECT_EQ(used, 42);
     ap_mpmc_fini(&q);
 }
 
@@ -945,32 +946,32 @@ static int readme_pipeline_shutdown(void)
 Test(usage, readme_pipeline, .timeout = 30)
 {
     enum { N = 40 };
-    cr_assert_eq(readme_pipeline_setup(), 0);
-    cr_assert_eq(ap_life_start(&life), AP_OK);
-    cr_assert_eq(ap_life_started(&life, true), AP_OK);
+    EXPECT_EQ(readme_pipeline_setup(), 0);
+    EXPECT_EQ(ap_life_start(&life), AP_OK);
+    EXPECT_EQ(ap_life_started(&life, true), AP_OK);
     struct readme_stage w[3];
     for (size_t i = 0; i < 3; i++) {
         w[i] = (struct readme_stage){.stage = i, .rc = -1, .st = AP_NOT_READY};
-        cr_assert_eq(pthread_create(&w[i].th, NULL, readme_stage_main, &w[i]), 0);
+        EXPECT_EQ(pthread_create(&w[i].th, NULL, readme_stage_main, &w[i]), 0);
     }
     for (u64 v = 1; v <= N; v++)
         readme_pipeline_produce(v);
-    cr_assert_eq(readme_pipeline_shutdown(), 0);
+    EXPECT_EQ(readme_pipeline_shutdown(), 0);
     readme_pipeline_produce(N + 1); /* after stop: refused at the gate, not pushed */
     u64 v, sum = 0;
     unsigned popped = 0;
     ap_status st;
     while ((st = ap_pipeline_pop_wait(&pipe_, &v, AP_DEADLINE_NONE)) == AP_OK)
         popped++, sum += v;
-    cr_expect_eq(st, AP_CLOSED, "closed and drained");
+    EXPECT_EQ(st, AP_CLOSED, "closed and drained");
     for (size_t i = 0; i < 3; i++) {
         pthread_join(w[i].th, NULL);
-        cr_expect_eq(w[i].rc, 0);
-        cr_expect_eq(w[i].st, AP_OK);
+        EXPECT_EQ(w[i].rc, 0);
+        EXPECT_EQ(w[i].st, AP_OK);
     }
-    cr_expect_eq(readme_pushed, N);
-    cr_expect_eq(popped, N);
-    cr_expect_eq(sum, (u64)N * (N + 1) / 2 + 3 * N, "each element went through three +1 stages");
-    cr_expect_eq(ap_life_terminated(&life), AP_OK);
+    EXPECT_EQ(readme_pushed, N);
+    EXPECT_EQ(popped, N);
+    EXPECT_EQ(sum, (u64)N * (N + 1) / 2 + 3 * N, "each element went through three +1 stages");
+    EXPECT_EQ(ap_life_terminated(&life), AP_OK);
     ap_pipeline_fini(&pipe_);
 }
