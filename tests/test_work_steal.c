@@ -24,22 +24,22 @@ Test(work_steal, bad_capacity_is_inval_and_changes_nothing)
     ap_ws d;
     memset(&d, 0x5a, sizeof d);
     ap_ws copy = d;
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 0), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 3), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 1000), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, AP_WS_CAPACITY_MAX * 2), AP_INVAL);
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, SIZE_MAX), AP_INVAL);
-    cr_assert(memcmp(&d, &copy, sizeof d) == 0);
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 1), AP_OK);
-    cr_assert_eq(ap_ws_capacity(&d), 1);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 0), AP_INVAL);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 3), AP_INVAL);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 1000), AP_INVAL);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, AP_WS_CAPACITY_MAX * 2), AP_INVAL);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, SIZE_MAX), AP_INVAL);
+    EXPECT(memcmp(&d, &copy, sizeof d) == 0);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 1), AP_OK);
+    EXPECT_EQ(ap_ws_capacity(&d), 1);
     ap_ws_fini(&d);
 #ifndef AP_NO_MALLOC
     ap_ws *p = (ap_ws *)0x1;
-    cr_assert_eq(ap_ws_create(&p, 6, NULL), AP_INVAL);
-    cr_assert_eq(p, (ap_ws *)0x1);
-    cr_assert_eq(ap_ws_create(&p, 64, NULL), AP_OK);
-    cr_assert_eq(ap_ws_capacity(p), 64);
-    cr_assert_eq(ap_ws_try_push(p, T(7)), AP_OK);
+    EXPECT_EQ(ap_ws_create(&p, 6, NULL), AP_INVAL);
+    EXPECT_EQ(p, (ap_ws *)0x1);
+    EXPECT_EQ(ap_ws_create(&p, 64, NULL), AP_OK);
+    EXPECT_EQ(ap_ws_capacity(p), 64);
+    EXPECT_EQ(ap_ws_try_push(p, T(7)), AP_OK);
     ap_ws_destroy(p);
 #endif
 }
@@ -48,16 +48,16 @@ Test(work_steal, null_deque_asserts, .signal = SIGABRT)
 {
     void *x;
     ap_status st = ap_ws_try_pop(NULL, &x);
-    cr_assert_fail("returned %d", (int)st);
+    EXPECT_FAIL("returned %d", (int)st);
 }
 
 Test(work_steal, steal_half_into_itself_asserts, .signal = SIGABRT)
 {
     ap_ws d;
     size_t n;
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 8), AP_OK);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 8), AP_OK);
     ap_status st = ap_ws_steal_half(&d, &d, &n);
-    cr_assert_fail("returned %d", (int)st);
+    EXPECT_FAIL("returned %d", (int)st);
 }
 
 /* ---- single-thread semantics ---- */
@@ -68,21 +68,21 @@ Test(work_steal, empty_pop_and_steal)
     void *x = T(99);
     size_t n = 99;
     ap_ws e;
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 4), AP_OK);
-    cr_assert_eq(ap_ws_init(&e, mem2, sizeof mem2, 4), AP_OK);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
-    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_EMPTY);
-    cr_assert_eq(ap_ws_steal_half(&d, &e, &n), AP_EMPTY);
-    cr_assert_eq(U(x), 99); /* untouched */
-    cr_assert_eq(n, 99);
-    cr_assert_eq(ap_ws_len(&d), 0);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 4), AP_OK);
+    EXPECT_EQ(ap_ws_init(&e, mem2, sizeof mem2, 4), AP_OK);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_EMPTY);
+    EXPECT_EQ(ap_ws_steal_half(&d, &e, &n), AP_EMPTY);
+    EXPECT_EQ(U(x), 99); /* untouched */
+    EXPECT_EQ(n, 99);
+    EXPECT_EQ(ap_ws_len(&d), 0);
     /* still empty and consistent after failed pops */
-    cr_assert_eq(ap_ws_try_push(&d, T(1)), AP_OK);
-    cr_assert_eq(ap_ws_len(&d), 1);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 1);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
-    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_EMPTY);
+    EXPECT_EQ(ap_ws_try_push(&d, T(1)), AP_OK);
+    EXPECT_EQ(ap_ws_len(&d), 1);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 1);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_EMPTY);
 }
 
 Test(work_steal, full_at_capacity_never_drops)
@@ -92,24 +92,24 @@ Test(work_steal, full_at_capacity_never_drops)
         ap_ws d;
         size_t cap = caps[c];
         void *x;
-        cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, cap), AP_OK);
+        EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, cap), AP_OK);
         for (size_t i = 0; i < cap; i++)
-            cr_assert_eq(ap_ws_try_push(&d, T(i + 1)), AP_OK);
-        cr_assert_eq(ap_ws_len(&d), cap);
-        cr_assert_eq(ap_ws_try_push(&d, T(777)), AP_FULL);
-        cr_assert_eq(ap_ws_try_push(&d, T(778)), AP_FULL);
-        cr_assert_eq(ap_ws_len(&d), cap);
+            EXPECT_EQ(ap_ws_try_push(&d, T(i + 1)), AP_OK);
+        EXPECT_EQ(ap_ws_len(&d), cap);
+        EXPECT_EQ(ap_ws_try_push(&d, T(777)), AP_FULL);
+        EXPECT_EQ(ap_ws_try_push(&d, T(778)), AP_FULL);
+        EXPECT_EQ(ap_ws_len(&d), cap);
         /* a steal frees a slot at the top: one more push fits */
-        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
-        cr_assert_eq(U(x), 1);
-        cr_assert_eq(ap_ws_try_push(&d, T(cap + 1)), AP_OK);
-        cr_assert_eq(ap_ws_try_push(&d, T(779)), AP_FULL);
+        EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_OK);
+        EXPECT_EQ(U(x), 1);
+        EXPECT_EQ(ap_ws_try_push(&d, T(cap + 1)), AP_OK);
+        EXPECT_EQ(ap_ws_try_push(&d, T(779)), AP_FULL);
         /* everything that was accepted comes out, nothing else */
         for (size_t i = cap + 1; i >= 2; i--) {
-            cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-            cr_assert_eq(U(x), i);
+            EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+            EXPECT_EQ(U(x), i);
         }
-        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+        EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_EMPTY);
         ap_ws_fini(&d);
     }
 }
@@ -118,32 +118,32 @@ Test(work_steal, owner_lifo_thief_fifo)
 {
     ap_ws d;
     void *x;
-    cr_assert_eq(ap_ws_init(&d, mem, sizeof mem, 16), AP_OK);
+    EXPECT_EQ(ap_ws_init(&d, mem, sizeof mem, 16), AP_OK);
     for (uintptr_t i = 1; i <= 10; i++)
-        cr_assert_eq(ap_ws_try_push(&d, T(i)), AP_OK);
+        EXPECT_EQ(ap_ws_try_push(&d, T(i)), AP_OK);
     for (uintptr_t i = 1; i <= 3; i++) {
-        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
-        cr_assert_eq(U(x), i);
+        EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_OK);
+        EXPECT_EQ(U(x), i);
     }
     for (uintptr_t i = 10; i >= 8; i--) {
-        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-        cr_assert_eq(U(x), i);
+        EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+        EXPECT_EQ(U(x), i);
     }
-    cr_assert_eq(ap_ws_len(&d), 4); /* 4 5 6 7 */
-    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 4);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 7);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 6);
-    cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK); /* the last one, by a thief */
-    cr_assert_eq(U(x), 5);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_EMPTY);
+    EXPECT_EQ(ap_ws_len(&d), 4); /* 4 5 6 7 */
+    EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 4);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 7);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 6);
+    EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_OK); /* the last one, by a thief */
+    EXPECT_EQ(U(x), 5);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_EMPTY);
     /* NULL is a task like any other */
-    cr_assert_eq(ap_ws_try_push(&d, NULL), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, NULL), AP_OK);
     x = T(1);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_null(x);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_NULL(x);
 }
 
 Test(work_steal, positions_wrap_around_size_max)
@@ -151,21 +151,21 @@ Test(work_steal, positions_wrap_around_size_max)
     ap_ws d;
     void *x;
     uintptr_t next = 0, stolen = 0;
-    cr_assert_eq(ap__ws_init_at(&d, mem, sizeof mem, 8, SIZE_MAX - 20), AP_OK);
+    EXPECT_EQ(ap__ws_init_at(&d, mem, sizeof mem, 8, SIZE_MAX - 20), AP_OK);
     for (int round = 0; round < 20; round++) {
         for (int k = 0; k < 5; k++)
-            cr_assert_eq(ap_ws_try_push(&d, T(++next)), AP_OK);
-        cr_assert_eq(ap_ws_try_steal(&d, &x), AP_OK);
-        cr_assert_gt(U(x), stolen);
+            EXPECT_EQ(ap_ws_try_push(&d, T(++next)), AP_OK);
+        EXPECT_EQ(ap_ws_try_steal(&d, &x), AP_OK);
+        EXPECT_GT(U(x), stolen);
         stolen = U(x);
-        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-        cr_assert_eq(U(x), next);
-        cr_assert_eq(ap_ws_len(&d), 3);
+        EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+        EXPECT_EQ(U(x), next);
+        EXPECT_EQ(ap_ws_len(&d), 3);
         while (ap_ws_try_pop(&d, &x) == AP_OK)
             ;
-        cr_assert_eq(ap_ws_len(&d), 0);
+        EXPECT_EQ(ap_ws_len(&d), 0);
     }
-    cr_assert_lt(atomic_load(&d.top), (size_t)200); /* it did wrap */
+    EXPECT_LT(atomic_load(&d.top), (size_t)200); /* it did wrap */
 }
 
 Test(work_steal, steal_half_counts)
@@ -173,57 +173,57 @@ Test(work_steal, steal_half_counts)
     ap_ws v, d;
     size_t n = 0;
     void *x;
-    cr_assert_eq(ap_ws_init(&v, mem, sizeof mem, 16), AP_OK);
-    cr_assert_eq(ap_ws_init(&d, mem2, sizeof mem2, 4), AP_OK);
+    EXPECT_EQ(ap_ws_init(&v, mem, sizeof mem, 16), AP_OK);
+    EXPECT_EQ(ap_ws_init(&d, mem2, sizeof mem2, 4), AP_OK);
     /* 1 task: ceil(1/2) = 1 */
-    cr_assert_eq(ap_ws_try_push(&v, T(1)), AP_OK);
-    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
-    cr_assert_eq(n, 1);
-    cr_assert_eq(ap_ws_len(&v), 0);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 1);
+    EXPECT_EQ(ap_ws_try_push(&v, T(1)), AP_OK);
+    EXPECT_EQ(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(ap_ws_len(&v), 0);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 1);
     /* 7 tasks: 4 move, oldest first; dst pops the newest of them first */
     for (uintptr_t i = 1; i <= 7; i++)
-        cr_assert_eq(ap_ws_try_push(&v, T(i)), AP_OK);
-    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
-    cr_assert_eq(n, 4);
-    cr_assert_eq(ap_ws_len(&v), 3);
-    cr_assert_eq(ap_ws_len(&d), 4);
+        EXPECT_EQ(ap_ws_try_push(&v, T(i)), AP_OK);
+    EXPECT_EQ(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    EXPECT_EQ(n, 4);
+    EXPECT_EQ(ap_ws_len(&v), 3);
+    EXPECT_EQ(ap_ws_len(&d), 4);
     for (uintptr_t i = 4; i >= 1; i--) {
-        cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-        cr_assert_eq(U(x), i);
+        EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+        EXPECT_EQ(U(x), i);
     }
     /* 3 left (5 6 7): 2 move; with a dst of room 1 only 1 moves */
-    cr_assert_eq(ap_ws_try_push(&d, T(100)), AP_OK);
-    cr_assert_eq(ap_ws_try_push(&d, T(101)), AP_OK);
-    cr_assert_eq(ap_ws_try_push(&d, T(102)), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, T(100)), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, T(101)), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, T(102)), AP_OK);
     n = 0;
-    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_OK);
-    cr_assert_eq(n, 1);
-    cr_assert_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_assert_eq(U(x), 5);
+    EXPECT_EQ(ap_ws_steal_half(&v, &d, &n), AP_OK);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), 5);
     /* dst full: AP_FULL, nothing moves, n untouched */
-    cr_assert_eq(ap_ws_try_push(&d, T(103)), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, T(103)), AP_OK);
     n = 42;
-    cr_assert_eq(ap_ws_steal_half(&v, &d, &n), AP_FULL);
-    cr_assert_eq(n, 42);
-    cr_assert_eq(ap_ws_len(&v), 2);
+    EXPECT_EQ(ap_ws_steal_half(&v, &d, &n), AP_FULL);
+    EXPECT_EQ(n, 42);
+    EXPECT_EQ(ap_ws_len(&v), 2);
     /* a big one: 16 -> 8 */
     ap_ws big;
     static _Alignas(64) unsigned char mem3[AP_WS_BYTES(64)];
-    cr_assert_eq(ap_ws_init(&big, mem3, sizeof mem3, 64), AP_OK);
+    EXPECT_EQ(ap_ws_init(&big, mem3, sizeof mem3, 64), AP_OK);
     while (ap_ws_try_pop(&v, &x) == AP_OK)
         ;
     for (uintptr_t i = 1; i <= 16; i++)
-        cr_assert_eq(ap_ws_try_push(&v, T(i)), AP_OK);
-    cr_assert_eq(ap_ws_steal_half(&v, &big, &n), AP_OK);
-    cr_assert_eq(n, 8);
+        EXPECT_EQ(ap_ws_try_push(&v, T(i)), AP_OK);
+    EXPECT_EQ(ap_ws_steal_half(&v, &big, &n), AP_OK);
+    EXPECT_EQ(n, 8);
     for (uintptr_t i = 1; i <= 8; i++) { /* thieves of big see them FIFO */
-        cr_assert_eq(ap_ws_try_steal(&big, &x), AP_OK);
-        cr_assert_eq(U(x), i);
+        EXPECT_EQ(ap_ws_try_steal(&big, &x), AP_OK);
+        EXPECT_EQ(U(x), i);
     }
-    cr_assert_eq(ap_ws_try_steal(&v, &x), AP_OK);
-    cr_assert_eq(U(x), 9);
+    EXPECT_EQ(ap_ws_try_steal(&v, &x), AP_OK);
+    EXPECT_EQ(U(x), 9);
 }
 
 /* issue #11: the buffers come with their sizes; NULL, short or misaligned
@@ -241,7 +241,7 @@ Test(work_steal, bad_buffers_and_arguments_are_inval_and_change_nothing)
                        AP_WS_INJECTOR_ALIGN == AP_MPMC_ALIGN,
                    "constant expressions");
     static char as_array_size[AP_WS_ALIGN + AP_WS_INJECTOR_ALIGN];
-    cr_expect_eq(sizeof as_array_size, AP_WS_ALIGN + AP_WS_INJECTOR_ALIGN);
+    EXPECT_EQ(sizeof as_array_size, AP_WS_ALIGN + AP_WS_INJECTOR_ALIGN);
     struct { void *buf; size_t bytes, cap; const char *what; } cases[] = {
         {NULL, sizeof words, CAP, "NULL buffer"},
         {b, need - 1, CAP, "one byte short"},
@@ -260,12 +260,12 @@ Test(work_steal, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memcpy(&d_before, &d, sizeof d);
         memset(b, 0xC3, sizeof words);
         memcpy(b_before, b, sizeof words);
-        cr_expect_eq(ap_ws_init(&d, cases[i].buf, cases[i].bytes, cases[i].cap), AP_INVAL, "%s",
+        EXPECT_EQ(ap_ws_init(&d, cases[i].buf, cases[i].bytes, cases[i].cap), AP_INVAL, "%s",
                      cases[i].what);
-        cr_expect_eq(ap__ws_init_at(&d, cases[i].buf, cases[i].bytes, cases[i].cap, SIZE_MAX),
+        EXPECT_EQ(ap__ws_init_at(&d, cases[i].buf, cases[i].bytes, cases[i].cap, SIZE_MAX),
                      AP_INVAL, "init_at: %s", cases[i].what);
-        cr_expect(memcmp(&d_before, &d, sizeof d) == 0, "%s: the deque changed", cases[i].what);
-        cr_expect(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
+        EXPECT(memcmp(&d_before, &d, sizeof d) == 0, "%s: the deque changed", cases[i].what);
+        EXPECT(memcmp(b_before, b, sizeof words) == 0, "%s: the buffer changed",
                   cases[i].what);
     }
     /* the injector: its own size (an mpmc of pointers) */
@@ -288,34 +288,34 @@ Test(work_steal, bad_buffers_and_arguments_are_inval_and_change_nothing)
         memcpy(inj_before, &inj, sizeof inj);
         memset(ib, 0xC3, sizeof iwords);
         memcpy(ib_before, ib, sizeof iwords);
-        cr_expect_eq(ap_ws_injector_init(&inj, icases[i].buf, icases[i].bytes, icases[i].cap),
+        EXPECT_EQ(ap_ws_injector_init(&inj, icases[i].buf, icases[i].bytes, icases[i].cap),
                      AP_INVAL, "injector: %s", icases[i].what);
-        cr_expect(memcmp(inj_before, &inj, sizeof inj) == 0, "injector, %s: it changed",
+        EXPECT(memcmp(inj_before, &inj, sizeof inj) == 0, "injector, %s: it changed",
                   icases[i].what);
-        cr_expect(memcmp(ib_before, ib, sizeof iwords) == 0, "injector, %s: the buffer changed",
+        EXPECT(memcmp(ib_before, ib, sizeof iwords) == 0, "injector, %s: the buffer changed",
                   icases[i].what);
     }
     /* exactly enough works; the excess is not touched */
     ap_ws d;
     void *x = NULL;
     memset(b, 0xC3, sizeof words);
-    cr_assert_eq(ap_ws_init(&d, b, need, CAP), AP_OK);
+    EXPECT_EQ(ap_ws_init(&d, b, need, CAP), AP_OK);
     for (uintptr_t k = 1; k <= CAP; k++)
-        cr_expect_eq(ap_ws_try_push(&d, T(k)), AP_OK);
-    cr_expect_eq(ap_ws_try_push(&d, T(99)), AP_FULL);
-    cr_expect_eq(ap_ws_try_pop(&d, &x), AP_OK);
-    cr_expect_eq(U(x), CAP);
+        EXPECT_EQ(ap_ws_try_push(&d, T(k)), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, T(99)), AP_FULL);
+    EXPECT_EQ(ap_ws_try_pop(&d, &x), AP_OK);
+    EXPECT_EQ(U(x), CAP);
     for (size_t i = need; i < sizeof words; i++)
-        cr_expect_eq(b[i], 0xC3, "byte %zu past the deque's buffer written", i);
+        EXPECT_EQ(b[i], 0xC3, "byte %zu past the deque's buffer written", i);
     ap_ws_fini(&d);
     ap_ws_injector inj;
     memset(ib, 0xC3, sizeof iwords);
-    cr_assert_eq(ap_ws_injector_init(&inj, ib, ineed, CAP), AP_OK);
-    cr_expect_eq(ap_ws_injector_try_push(&inj, T(7)), AP_OK);
-    cr_expect_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
-    cr_expect_eq(U(x), 7);
+    EXPECT_EQ(ap_ws_injector_init(&inj, ib, ineed, CAP), AP_OK);
+    EXPECT_EQ(ap_ws_injector_try_push(&inj, T(7)), AP_OK);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    EXPECT_EQ(U(x), 7);
     for (size_t i = ineed; i < sizeof iwords; i++)
-        cr_expect_eq(ib[i], 0xC3, "byte %zu past the injector's buffer written", i);
+        EXPECT_EQ(ib[i], 0xC3, "byte %zu past the injector's buffer written", i);
     ap_ws_injector_fini(&inj);
 }
 
@@ -324,23 +324,23 @@ Test(work_steal, injector)
     static _Alignas(64) unsigned char ibuf[AP_WS_INJECTOR_BYTES(3)];
     ap_ws_injector inj;
     void *x = T(5);
-    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 0), AP_INVAL);
-    cr_assert_eq(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 3), AP_OK);
-    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_EMPTY);
-    cr_assert_eq(U(x), 5);
+    EXPECT_EQ(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 0), AP_INVAL);
+    EXPECT_EQ(ap_ws_injector_init(&inj, ibuf, sizeof ibuf, 3), AP_OK);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_EMPTY);
+    EXPECT_EQ(U(x), 5);
     for (uintptr_t i = 1; i <= 3; i++)
-        cr_assert_eq(ap_ws_injector_try_push(&inj, T(i)), AP_OK);
-    cr_assert_eq(ap_ws_injector_try_push(&inj, T(4)), AP_FULL);
-    cr_assert_eq(ap_ws_injector_len(&inj), 3);
-    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
-    cr_assert_eq(U(x), 1);
+        EXPECT_EQ(ap_ws_injector_try_push(&inj, T(i)), AP_OK);
+    EXPECT_EQ(ap_ws_injector_try_push(&inj, T(4)), AP_FULL);
+    EXPECT_EQ(ap_ws_injector_len(&inj), 3);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    EXPECT_EQ(U(x), 1);
     ap_ws_injector_close(&inj);
-    cr_assert_eq(ap_ws_injector_try_push(&inj, T(9)), AP_CLOSED);
-    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
-    cr_assert_eq(U(x), 2);
-    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_OK);
-    cr_assert_eq(U(x), 3);
-    cr_assert_eq(ap_ws_injector_try_pop(&inj, &x), AP_CLOSED);
+    EXPECT_EQ(ap_ws_injector_try_push(&inj, T(9)), AP_CLOSED);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    EXPECT_EQ(U(x), 2);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_OK);
+    EXPECT_EQ(U(x), 3);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &x), AP_CLOSED);
     ap_ws_injector_fini(&inj);
 }
 
@@ -369,7 +369,7 @@ typedef struct thief_arg {
 static void execute(run *r, void *task)
 {
     uintptr_t v = U(task);
-    cr_assert(v >= 1 && v <= N_TASKS);
+    EXPECT(v >= 1 && v <= N_TASKS);
     atomic_fetch_add_explicit(&r->executed[v - 1], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed);
 }
@@ -422,13 +422,13 @@ static void run_threaded(unsigned thieves, size_t cap, bool half, unsigned keep)
     run *r = calloc(1, sizeof *r);
     void *buf = malloc(AP_WS_BYTES(cap));
     void *own_buf[MAX_THIEVES];
-    cr_assert(r && buf);
+    EXPECT(r && buf);
     r->executed = calloc(N_TASKS, 1);
-    cr_assert(r->executed);
-    cr_assert_eq(ap_ws_init(&r->d, buf, AP_WS_BYTES(cap), cap), AP_OK);
+    EXPECT(r->executed);
+    EXPECT_EQ(ap_ws_init(&r->d, buf, AP_WS_BYTES(cap), cap), AP_OK);
     for (unsigned i = 0; i < thieves; i++) {
         own_buf[i] = malloc(AP_WS_BYTES(cap));
-        cr_assert_eq(ap_ws_init(&r->own[i], own_buf[i], AP_WS_BYTES(cap), cap), AP_OK);
+        EXPECT_EQ(ap_ws_init(&r->own[i], own_buf[i], AP_WS_BYTES(cap), cap), AP_OK);
     }
     r->thieves = thieves;
     r->half = half;
@@ -437,7 +437,7 @@ static void run_threaded(unsigned thieves, size_t cap, bool half, unsigned keep)
     thief_arg ta[MAX_THIEVES];
     for (unsigned i = 0; i < thieves; i++) {
         ta[i] = (thief_arg){r, i};
-        cr_assert_eq(pthread_create(&th[i], NULL, thief_main, &ta[i]), 0);
+        EXPECT_EQ(pthread_create(&th[i], NULL, thief_main, &ta[i]), 0);
     }
     /* owner: push 1..N in increasing order, keep at most `keep` tasks */
     uintptr_t next = 1, last_pop = UINTPTR_MAX;
@@ -448,23 +448,23 @@ static void run_threaded(unsigned thieves, size_t cap, bool half, unsigned keep)
             last_pop = UINTPTR_MAX;
         }
         while (ap_ws_len(&r->d) > keep && ap_ws_try_pop(&r->d, &x) == AP_OK) {
-            cr_assert_lt(U(x), last_pop); /* decreasing between pushes */
+            EXPECT_LT(U(x), last_pop); /* decreasing between pushes */
             last_pop = U(x);
             execute(r, x);
         }
     }
     while (ap_ws_try_pop(&r->d, &x) == AP_OK) {
-        cr_assert_lt(U(x), last_pop);
+        EXPECT_LT(U(x), last_pop);
         last_pop = U(x);
         execute(r, x);
     }
     atomic_store(&r->done, true);
     for (unsigned i = 0; i < thieves; i++)
         pthread_join(th[i], NULL);
-    cr_assert_eq(atomic_load(&r->order_errors), 0);
-    cr_assert_eq(atomic_load(&r->count), N_TASKS);
+    EXPECT_EQ(atomic_load(&r->order_errors), 0);
+    EXPECT_EQ(atomic_load(&r->count), N_TASKS);
     for (size_t i = 0; i < N_TASKS; i++)
-        cr_assert_eq(atomic_load(&r->executed[i]), 1, "task %zu ran %u times", i + 1,
+        EXPECT_EQ(atomic_load(&r->executed[i]), 1, "task %zu ran %u times", i + 1,
                      (unsigned)atomic_load(&r->executed[i]));
     for (unsigned i = 0; i < thieves; i++)
         free(own_buf[i]);
