@@ -79,7 +79,7 @@ test-verify:
 test-models:
 	@sh tests/run.sh models
 
-# Every AP_MUTANT_* build must be caught by its checker (part of `make test`).
+# Every mutant patch (tests/mutants/*.patch) must be caught by its checkers (part of `make test`).
 test-mutants:
 	@sh tests/run.sh mutants
 

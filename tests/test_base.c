@@ -28,6 +28,7 @@
 #include "asyncpat/fanout.h"
 #include "asyncpat/lifecycle.h"
 #include "asyncpat/cancel.h"
+#include "asyncpat/topic.h"
 #include "test_util.h"
 #include <criterion/criterion.h>
 #include <stddef.h>
@@ -65,6 +66,8 @@ BASE_FIRST(ap_cancel_fut);
 BASE_FIRST(ap_tracker_wait_fut);
 BASE_FIRST(ap_cancel_race);
 BASE_FIRST(ap_shutdown);
+BASE_FIRST(ap_topic_pub_fut);
+BASE_FIRST(ap_topic_recv_fut);
 
 static ap_cx cx_now(tw *w) { return cx_of(w); }
 
