@@ -1293,17 +1293,13 @@ AP_API void ap__cache_wheel_unlink(const ap_cache *c, ap__cache_shard *s, uint32
     node->wprev = node->wnext = AP__CACHE_NIL;
 }
 
-/* Put node n (in no bucket) in the bucket of @deadline: the lowest level
- * whose 64 buckets reach it from the wheel's time; the top level's
- * farthest bucket if none does; the current bucket if it has passed. */
-AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t n,
-                                uint64_t deadline)
+/* The bucket of @deadline at wheel time @now (both ap_cache and
+ * ap_cache_kv): the lowest level whose 64 buckets reach it from @now; the
+ * top level's farthest bucket if none does; the current bucket if it has
+ * passed. */
+AP_API uint32_t ap__cache_wheel_bucket(uint64_t deadline, uint64_t now)
 {
-    ap__cache_node *node = ap__cache_node_at(c, s, n);
-    AP_ASSERT(node->wbucket == AP__CACHE_WNONE);
-    if (deadline == UINT64_MAX)
-        return;
-    uint64_t now = s->wnow, t = now >> AP__CACHE_WSHIFT;
+    uint64_t t = now >> AP__CACHE_WSHIFT;
     unsigned k = 0;
     if (deadline > now) {
         for (;; k++) {
@@ -1320,6 +1316,18 @@ AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t 
         }
     }
     uint32_t b = (uint32_t)(k * 64 + (t & 63));
+    return b;
+}
+
+/* Put node n (in no bucket) in the bucket of @deadline. */
+AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t n,
+                                uint64_t deadline)
+{
+    ap__cache_node *node = ap__cache_node_at(c, s, n);
+    AP_ASSERT(node->wbucket == AP__CACHE_WNONE);
+    if (deadline == UINT64_MAX)
+        return;
+    uint32_t b = ap__cache_wheel_bucket(deadline, s->wnow);
     node->wbucket = (uint16_t)b;
     node->wprev = AP__CACHE_NIL;
     node->wnext = s->wheel[b];
@@ -2142,25 +2150,9 @@ AP_API void ap__ckv_wheel_unlink(ap__ckv_shard *s, uint32_t n)
 AP_API void ap__ckv_wheel_add(ap__ckv_shard *s, uint32_t n)
 {
     ap__ckv_node *node = &s->nodes[n];
-    uint64_t deadline = node->deadline, now = s->wnow, t = now >> AP__CACHE_WSHIFT;
-    if (deadline == UINT64_MAX)
+    if (node->deadline == UINT64_MAX)
         return;
-    unsigned k = 0;
-    if (deadline > now) {
-        for (;; k++) {
-            unsigned sh = AP__CACHE_WSHIFT + 6 * k;
-            uint64_t dt = deadline >> sh, nt = now >> sh;
-            if (dt - nt < 64) {
-                t = dt;
-                break;
-            }
-            if (k == AP__CACHE_WLEVELS - 1) {
-                t = nt + 63;
-                break;
-            }
-        }
-    }
-    uint32_t b = (uint32_t)(k * 64 + (t & 63));
+    uint32_t b = ap__cache_wheel_bucket(node->deadline, s->wnow);
     node->wbucket = (uint16_t)b;
     node->wprev = AP__CACHE_NIL;
     node->wnext = s->wheel[b];
