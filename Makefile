@@ -156,7 +156,7 @@ examples-servers: examples-redis examples-pg
 .PHONY: examples-redis examples-pg
 ifeq ($(HAVE_HIREDIS),yes)
 examples-redis: $(BUILD)/examples/redis_pool
-$(BUILD)/examples/redis_pool: examples/redis_pool.c $(HEADERS)
+$(BUILD)/examples/redis_pool: examples/redis_pool.c examples/pool_crash.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags hiredis) $< -o $@ -pthread $$(pkg-config --libs hiredis)
 else
@@ -165,7 +165,7 @@ examples-redis:
 endif
 ifeq ($(HAVE_LIBPQ),yes)
 examples-pg: $(BUILD)/examples/pg_pool
-$(BUILD)/examples/pg_pool: examples/pg_pool.c $(HEADERS)
+$(BUILD)/examples/pg_pool: examples/pg_pool.c examples/pool_crash.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STRICT) -O2 -I. $$(pkg-config --cflags libpq) $< -o $@ -pthread $$(pkg-config --libs libpq)
 else

@@ -30,76 +30,34 @@
 #include "asyncpat/connpool.h"
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
-enum { MAX = 4, THREADS = 6 };
+#define CRASH_NAME "redis_pool"
+#define CRASH_TARGET "<unix-socket>"
+#define CRASH_QUERIES "INCR"
+#define CRASH_HANDLE redisContext
+#include "pool_crash.h" /* the threads, the crash, the checks */
 
-struct rconn {
-    redisContext *c;
-    unsigned epoch; /* the server generation it connected to */
-};
-
-struct factory {
-    const char *sock;
-    AP_ATOMIC_T(unsigned) epoch; /* +1 after each kill has completed */
-    AP_ATOMIC_T(long) opens, closes, max_live, failed_connects;
-};
-
-static struct factory fac;
-static AP_ATOMIC_T(int) errors;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "redis_pool: FAIL: " __VA_ARGS__);                  \
-            fputc('\n', stderr);                                                \
-            AP_ATOMIC_FETCH_ADD(&errors, 1, memory_order_relaxed);              \
-        }                                                                       \
-    } while (0)
-
-static ap_status r_open(void *ctx, void *conn, int *app_error)
+static bool crash_connect(struct conn *rc, const char *sock, int *app_error)
 {
-    struct factory *f = ctx;
-    struct rconn *rc = conn;
-    rc->epoch = AP_ATOMIC_LOAD(&f->epoch, memory_order_acquire);
     struct timeval tv = {0, 200000}; /* connect timeout: 200 ms */
-    rc->c = redisConnectUnixWithTimeout(f->sock, tv);
+    rc->c = redisConnectUnixWithTimeout(sock, tv);
     if (rc->c == NULL || rc->c->err) {
         *app_error = rc->c ? rc->c->err : -1;
         if (rc->c)
             redisFree(rc->c);
-        AP_ATOMIC_FETCH_ADD(&f->failed_connects, 1, memory_order_relaxed);
-        return AP_CLOSED; /* the caller sees AP_EXHAUSTED, this beside it */
+        return false;
     }
     redisSetTimeout(rc->c, tv); /* and every command's */
-    long live = AP_ATOMIC_FETCH_ADD(&f->opens, 1, memory_order_acq_rel) + 1 -
-                AP_ATOMIC_LOAD(&f->closes, memory_order_acquire);
-    CHECK(live <= MAX, "%ld connections open, max %d", live, MAX);
-    long m = AP_ATOMIC_LOAD(&f->max_live, memory_order_relaxed);
-    while (live > m && !AP_ATOMIC_CAS_WEAK(&f->max_live, &m, live, memory_order_relaxed,
-                                           memory_order_relaxed)) {
-    }
-    return AP_OK;
+    return true;
 }
 
-static void r_close(void *ctx, void *conn)
+static void crash_disconnect(struct conn *rc)
 {
-    struct factory *f = ctx;
-    struct rconn *rc = conn;
-    CHECK(rc->c != NULL, "a connection closed twice");
     redisFree(rc->c);
-    rc->c = NULL;
-    AP_ATOMIC_FETCH_ADD(&f->closes, 1, memory_order_acq_rel);
 }
 
-static bool r_validate(void *ctx, void *conn)
+static bool crash_ping(struct conn *rc)
 {
-    (void)ctx;
-    struct rconn *rc = conn;
     redisReply *r = rc->c->err ? NULL : (redisReply *)redisCommand(rc->c, "PING");
     bool ok = r != NULL && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
     if (r)
@@ -107,166 +65,17 @@ static bool r_validate(void *ctx, void *conn)
     return ok;
 }
 
-static struct {
-    int calls;
-    int line;
-    const char *file;
-    uint64_t held_ns;
-} leak;
-static void on_leak(void *ctx, const ap_connpool_leak *l)
+static bool crash_query(struct conn *rc)
 {
-    (void)ctx;
-    leak.calls++; /* only the main thread runs leak_check */
-    leak.file = l->file;
-    leak.line = l->line;
-    leak.held_ns = l->held_ns;
+    redisReply *r = (redisReply *)redisCommand(rc->c, "INCR hits");
+    bool ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+    if (r)
+        freeReplyObject(r);
+    return ok;
 }
 
-static ap_connpool pool;
-static AP_ALIGNAS(max_align_t) unsigned char pool_buf[AP_CONNPOOL_BYTES(MAX, sizeof(struct rconn))];
-static AP_ATOMIC_T(uint64_t) t_end; /* moved to 1.2 s after the restart */
-static AP_ATOMIC_T(uint64_t) t_restarted; /* 0 until the server is back */
-static AP_ATOMIC_T(long) incr_ok, incr_failed, incr_after_restart, lent_broken, exhausted;
-static int leak_line;
-/* The test's fault injection: a checkout (from reading the epoch until it
- * returns) and the kill (until the epoch is raised) exclude each other, so
- * "opened before a kill that finished before the checkout began" is exact. */
-static pthread_rwlock_t fault;
-
-static void *worker(void *arg)
+static ap_status crash_checkout_leaky(void **c, ap_connpool_fail *why)
 {
-    int id = (int)(intptr_t)arg;
-    bool leaked = false;
-    while (ap_now_ns() < AP_ATOMIC_LOAD(&t_end, memory_order_acquire)) {
-        pthread_rwlock_rdlock(&fault);
-        unsigned e0 = AP_ATOMIC_LOAD(&fac.epoch, memory_order_acquire);
-        void *c;
-        ap_connpool_fail why;
-        ap_status st;
-        uint64_t back = AP_ATOMIC_LOAD(&t_restarted, memory_order_acquire);
-        bool leak_now = id == 0 && !leaked && back != 0 && ap_now_ns() > back + 100000000u;
-        if (leak_now) {
-            leak_line = __LINE__ + 1;
-            st = AP_CONNPOOL_CHECKOUT_WAIT(&pool, &c, ap_now_ns() + 300000000u, &why);
-        } else {
-            st = AP_CONNPOOL_CHECKOUT_WAIT(&pool, &c, ap_now_ns() + 300000000u, &why);
-        }
-        pthread_rwlock_unlock(&fault);
-        if (st == AP_EXHAUSTED) { /* the server is down: the factory's error beside it */
-            AP_ATOMIC_FETCH_ADD(&exhausted, 1, memory_order_relaxed);
-            struct timespec ts = {0, 20000000};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        if (st != AP_OK)
-            continue; /* AP_TIMEDOUT: all four lent for 300 ms */
-        struct rconn *rc = c;
-        if (rc->epoch < e0) { /* opened before a kill that had finished: broken */
-            AP_ATOMIC_FETCH_ADD(&lent_broken, 1, memory_order_relaxed);
-            CHECK(0, "a connection of server %u lent after kill %u", rc->epoch, e0);
-        }
-        redisReply *r = (redisReply *)redisCommand(rc->c, "INCR hits");
-        bool ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
-        if (r)
-            freeReplyObject(r);
-        AP_ATOMIC_FETCH_ADD(ok ? &incr_ok : &incr_failed, 1, memory_order_relaxed);
-        if (ok && rc->epoch >= 1) /* opened after the kill: on the new server */
-            AP_ATOMIC_FETCH_ADD(&incr_after_restart, 1, memory_order_relaxed);
-        if (leak_now) {
-            leaked = true; /* hold it too long, once: a leak */
-            struct timespec ts = {0, 700000000};
-            nanosleep(&ts, NULL);
-        }
-        /* broken (the server died under us): the pool closes it */
-        CHECK(ap_connpool_return(&pool, c, !ok, ap_now_ns()) == AP_OK, "return");
-        ap_connpool_stats s;
-        ap_connpool_stats_get(&pool, &s);
-        CHECK(s.live <= MAX && s.opened - s.closed == s.live, "live %zu", s.live);
-    }
-    return NULL;
-}
-
-int main(int argc, char **argv)
-{
-    if (argc != 4) {
-        fprintf(stderr, "usage: redis_pool <unix-socket> <kill-command> <start-command>\n");
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    fac.sock = argv[1];
-    AP_ATOMIC_INIT(&fac.epoch, 0u);
-    AP_ATOMIC_INIT(&t_restarted, (uint64_t)0);
-    ap_connpool_desc d = {.max_size = MAX, .conn_size = sizeof(struct rconn),
-                          .max_lifetime_ns = 400000000u, .lifetime_jitter_pct = 25,
-                          .jitter_seed = 20240613u, .idle_timeout_ns = 300000000u,
-                          .leak_threshold_ns = 500000000u, .on_leak = on_leak};
-    ap_connpool_ops ops = {r_open, r_close, r_validate, &fac};
-    if (ap_connpool_init(&pool, pool_buf, sizeof pool_buf, &d, &ops) != AP_OK)
-        return 1;
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra); /* a waiting kill goes first */
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&fault, &ra);
-    uint64_t t0 = ap_now_ns();
-    AP_ATOMIC_INIT(&t_end, t0 + 2400000000u);
-    pthread_t th[THREADS];
-    for (int i = 0; i < THREADS; i++)
-        pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
-    bool killed = false, started = false;
-    while (ap_now_ns() < AP_ATOMIC_LOAD(&t_end, memory_order_acquire)) { /* housekeeping: expiry, leaks, the fault */
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-        uint64_t now = ap_now_ns();
-        (void)ap_connpool_evict(&pool, now);
-        (void)ap_connpool_leak_check(&pool, now);
-        if (!killed && now - t0 > 600000000u) {
-            killed = true;
-            pthread_rwlock_wrlock(&fault); /* no checkout in progress */
-            CHECK(system(argv[2]) == 0, "kill command failed: %s", argv[2]);
-            AP_ATOMIC_FETCH_ADD(&fac.epoch, 1u, memory_order_acq_rel); /* after it is dead */
-            pthread_rwlock_unlock(&fault);
-        }
-        if (!started && now - t0 > 1200000000u) {
-            started = true;
-            CHECK(system(argv[3]) == 0, "start command failed: %s", argv[3]);
-            AP_ATOMIC_STORE(&t_restarted, ap_now_ns(), memory_order_release);
-            AP_ATOMIC_STORE(&t_end, ap_now_ns() + 1200000000u, memory_order_release);
-        }
-    }
-    for (int i = 0; i < THREADS; i++)
-        pthread_join(th[i], NULL);
-    (void)ap_connpool_leak_check(&pool, ap_now_ns());
-    ap_connpool_stats s;
-    ap_connpool_stats_get(&pool, &s);
-    ap_connpool_close(&pool);
-    ap_connpool_fini(&pool);
-    long opens = AP_ATOMIC_LOAD(&fac.opens, memory_order_relaxed);
-    long closes = AP_ATOMIC_LOAD(&fac.closes, memory_order_relaxed);
-    CHECK(opens == closes, "opened %ld, closed %ld", opens, closes);
-    CHECK((uint64_t)opens == s.opened, "the pool counted %llu opens, the factory %ld",
-          (unsigned long long)s.opened, opens);
-    CHECK(AP_ATOMIC_LOAD(&lent_broken, memory_order_relaxed) == 0, "broken connections lent");
-    CHECK(s.validate_failures + s.broken >= 1, "the crash was never detected");
-    CHECK(AP_ATOMIC_LOAD(&exhausted, memory_order_relaxed) >= 1,
-          "no open failed while the server was down");
-    CHECK(AP_ATOMIC_LOAD(&incr_after_restart, memory_order_relaxed) >= 10,
-          "connections were not replaced after the restart");
-    CHECK(s.expired >= 1, "no connection reached its (jittered) lifetime");
-    CHECK(leak.calls == 1 && leak.line == leak_line && leak.file != NULL &&
-              strstr(leak.file, "redis_pool.c") != NULL && leak.held_ns >= 500000000u,
-          "leak reports %d (line %d, want 1 at %d)", leak.calls, leak.line, leak_line);
-    printf("redis_pool: INCR ok %ld, failed %ld (server down), after restart %ld; "
-           "opens %ld = closes %ld, max live %ld <= %d; validate refused %llu, returned "
-           "broken %llu, expired %llu, failed opens %llu; broken lent %ld; leak reported "
-           "%d at %s:%d after %llu ms\n",
-           AP_ATOMIC_LOAD(&incr_ok, memory_order_relaxed),
-           AP_ATOMIC_LOAD(&incr_failed, memory_order_relaxed),
-           AP_ATOMIC_LOAD(&incr_after_restart, memory_order_relaxed), opens, closes,
-           AP_ATOMIC_LOAD(&fac.max_live, memory_order_relaxed), MAX,
-           (unsigned long long)s.validate_failures, (unsigned long long)s.broken,
-           (unsigned long long)s.expired, (unsigned long long)s.open_failures,
-           AP_ATOMIC_LOAD(&lent_broken, memory_order_relaxed), leak.calls,
-           leak.file ? leak.file : "?", leak.line,
-           (unsigned long long)(leak.held_ns / 1000000u));
-    return AP_ATOMIC_LOAD(&errors, memory_order_relaxed) ? 1 : 0;
+    leak_line = __LINE__ + 1;
+    return AP_CONNPOOL_CHECKOUT_WAIT(&pool, c, ap_now_ns() + 300000000u, why);
 }
