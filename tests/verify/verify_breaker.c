@@ -24,6 +24,19 @@
  * word turns OPEN only once all 4 records have started), and never with
  * 1 failure of 4.
  *
+ * CLOSE VS RECORD (2 threads; K = 1, consecutive_failures 3): set-up
+ * leaves half-open generation 3 with its probe admitted; thread 0 reports
+ * the probe's success (CLOSED, generation 4: the window is cleared under
+ * the lock, then published by the state word's release store) while thread
+ * 1 asks until admitted and reports a failure. Its permit is of generation
+ * 4, the current one, so the failure counts (never stale) and the window
+ * of 4 holds exactly it: aggregate 1 call 1 failure, one ring entry, a
+ * failure run of 1. In C11 mode this is the state word's publication: a
+ * recorder that admitted itself lock-free on (CLOSED, 4) must see the
+ * cleared agg, cursor and consec (mutant BREAKER_STATE_RELAXED: a stale
+ * read of one of them drops the outcome as stale, or counts it in agg but
+ * never in the ring, or loses the failure run).
+ *
  * The counters below are plain ints: the "threads" are coroutines on one
  * OS thread, and test code has no scheduling points.
  */
@@ -59,10 +72,13 @@ typedef struct cst {
     int n_allow, n_ok, n_rej, n_rec;
     int rec_fail_started; /* CLOSED scenario: failures whose record started */
     ap_breaker_stats base; /* stats after set-up */
+    ap_breaker_permit probe; /* close_vs_record: admitted in set-up */
+    int cr_gen;              /* close_vs_record: the caller's permit */
 } cst;
 
 /* scenario parameters */
 static int cb_K;
+static uint32_t cb_consec; /* consecutive_failures of the next breaker (0: off) */
 static int ho_out[VF_MAX_THREADS]; /* HALF_OPEN: each thread's outcome */
 static int cl_out[VF_MAX_THREADS][2]; /* CLOSED: two outcomes per thread */
 static int cl_fails;                  /* failures among them */
@@ -93,6 +109,7 @@ static cst *cb_new(uint32_t min_calls)
                          .failure_rate_pct = 50,
                          .open_ns = OPEN_NS,
                          .half_open_probes = (uint32_t)cb_K,
+                         .consecutive_failures = cb_consec,
                          .probe_lease_ns = LEASE_NS,
                          .on_change = cb_log,
                          .ctx = s};
@@ -385,6 +402,80 @@ static unsigned long run_cl(const char *name, bool tso, int a0, int a1, int b0, 
     return vf_explore(&sc);
 }
 
+/* ---- a probe closes the breaker while a caller records lock-free ---- */
+
+static void *cr_setup(void)
+{
+    cst *s = cb_new(WIN);
+    ap_breaker_permit p[WIN];
+    for (int i = 0; i < WIN; i++)
+        VF_CHECK(ap_breaker_allow(&s->b, T0_NS, &p[i], NULL) == AP_OK);
+    for (int i = 0; i < WIN; i++)
+        VF_CHECK(ap_breaker_record(&s->b, &p[i], AP_BREAKER_OUTCOME_FAILURE, 0, T0_NS) == AP_OK);
+    /* the probe of half-open generation 3, admitted in set-up */
+    VF_CHECK(ap_breaker_allow(&s->b, T_OPEN, &s->probe, NULL) == AP_OK);
+    VF_CHECK(s->probe.gen == 3 && s->probe.probe == 1);
+    ap_breaker_stats_get(&s->b, &s->base);
+    return s;
+}
+
+static void cr_thread(void *p, int id)
+{
+    cst *s = p;
+    if (id == 0) { /* the probe succeeds: CLOSED, generation 4, window cleared */
+        VF_CHECK(ap_breaker_record(&s->b, &s->probe, AP_BREAKER_OUTCOME_SUCCESS, 0, T_OPEN) == AP_OK);
+        return;
+    }
+    /* a caller asks until admitted (rejected while half-open: K = 1 is
+     * taken), then reports a failure into the CLOSED window of gen 4 */
+    ap_breaker_permit pm;
+    while (ap_breaker_allow(&s->b, T_OPEN, &pm, NULL) != AP_OK) {
+        s->n_rej++;
+        vf_yield();
+    }
+    s->cr_gen = (int)pm.gen;
+    VF_CHECK(ap_breaker_record(&s->b, &pm, AP_BREAKER_OUTCOME_FAILURE, 0, T_OPEN) == AP_OK);
+}
+
+static void cr_check(void *p)
+{
+    cst *s = p;
+    ap_breaker_stats st;
+    ap_breaker_stats_get(&s->b, &st);
+    VF_CHECK(ap_breaker_generation(&s->b) == 4 && s->cr_gen == 4 &&
+             ap_breaker_state_at(&s->b, 0) == AP_BREAKER_STATE_CLOSED);
+    /* the failure was admitted in gen 4 and gen 4 is current: it counts */
+    VF_CHECK(st.stale == s->base.stale && st.failures == s->base.failures + 1 &&
+                 st.successes == s->base.successes + 1,
+             "a record of the current generation counted as stale (%llu stale, %llu failures)",
+             (unsigned long long)(st.stale - s->base.stale),
+             (unsigned long long)(st.failures - s->base.failures));
+    /* the window of gen 4 holds exactly that failure: aggregate, ring, run */
+    uint64_t a = atomic_load_explicit(&s->b.agg, memory_order_relaxed);
+    VF_CHECK(a == (AP__BREAKER_EPOCH(4) | UINT64_C(1) << 32 | UINT64_C(1) << 16),
+             "window aggregate %llx: not one failure of gen 4", (unsigned long long)a);
+    int held = 0;
+    for (int i = 0; i < WIN; i++) {
+        uint64_t e = atomic_load_explicit(&s->b.slots[i], memory_order_relaxed);
+        held += (e & 1u) && (uint32_t)(e >> 3) == 4u;
+    }
+    VF_CHECK(held == 1, "%d ring entries of gen 4 for 1 counted call", held);
+    uint64_t c = atomic_load_explicit(&s->b.consec, memory_order_relaxed);
+    VF_CHECK(c == (AP__BREAKER_EPOCH(4) | 1u), "failure run %llx", (unsigned long long)c);
+}
+
+static unsigned long run_cr(const char *name, bool tso)
+{
+    vf_scenario sc = {.name = name, .nthreads = 2, .tso = tso, .bound = 3,
+                      .setup = cr_setup, .thread = cr_thread, .check = cr_check,
+                      .teardown = cb_teardown};
+    cb_K = 1;
+    cb_consec = 3;
+    unsigned long n = vf_explore(&sc);
+    cb_consec = 0;
+    return n;
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -400,6 +491,9 @@ int main(void)
         total += run_cl(tso ? "breaker_closed_2of4_tso" : "breaker_closed_2of4", tso, F, S, S, F);
         total += run_cl(tso ? "breaker_closed_1of4_tso" : "breaker_closed_1of4", tso, S, F, S, S);
     }
+    /* a probe closes the breaker (window cleared) while a caller records */
+    total += run_cr("breaker_close_vs_record", false);
+    total += run_cr("breaker_close_vs_record_tso", true);
     printf("verify_breaker: %lu executions\n", total);
     return 0;
 }
