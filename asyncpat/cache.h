@@ -240,6 +240,11 @@ typedef struct ap_cache_desc {
                                      one reload and serve the old value */
     ap_clock clock;               /* zero: ap_now_ns() */
     size_t max_loads; /* loads in flight at once (default AP_CACHE_LOADS) */
+    /* a failed load's error is remembered this long (ns from its
+     * load_complete's now; 0: not at all): a get_or_load miss within it
+     * completes with that error and calls no loader (a negative entry;
+     * it holds a load slot, and gives it up early when a load needs one) */
+    uint64_t negative_ttl_ns;
 } ap_cache_desc;
 
 /** AP_CACHE_NEVER - a duration that never ends (a timed cache, no default TTL) */
@@ -269,6 +274,8 @@ typedef struct ap_cache_stats {
     uint64_t load_joins;   /* get_or_load misses that joined a load in flight */
     uint64_t load_failures;/* loads completed with a status other than AP_OK */
     uint64_t refreshes;    /* loads started to refresh a hit */
+    uint64_t negative_hits;/* get_or_load misses answered by a remembered
+                              failure (negative_ttl_ns) */
 } ap_cache_stats;
 
 /* One entry; its value (value_size rounded up to 8 bytes) follows it. */
@@ -300,6 +307,8 @@ typedef struct ap__cache_shard {
     AP_ATOMIC_T(uint32_t) seq;   /* odd while a writer changes the shard */
     uint32_t cap;           /* entries this shard may hold */
     uint32_t tmask;         /* index slots - 1 */
+    uint32_t nmask;         /* an index slot: node + 1 in its nmask bits, the
+                               key's hash tag in the others (ap__cache_tag) */
     uint32_t head, tail;    /* newest / oldest entry, or NIL */
     uint32_t hand;          /* next eviction candidate, or NIL (= tail) */
     uint32_t free_list;     /* unused nodes, linked by `older` */
@@ -325,24 +334,44 @@ typedef struct ap__cache_ctr {
     AP_ATOMIC_T(uint64_t) misses;
 } ap__cache_ctr;
 
-/* A load in flight (the single-flight table; all fields under ltab_lock).
- * Its value buffer (value_size rounded up to 8) follows it. */
+/* A load in flight (the single-flight table; all fields under its lock).
+ * Its result buffer (vsize rounded up to 8) follows it, then (ap_cache_kv)
+ * a copy of its key's bytes (kcap rounded up to 8). */
 typedef struct ap__cache_load {
     ap_waitlist wl;   /* futures waiting for this load */
-    uint64_t key;
+    uint64_t key;     /* ap_cache: the key; ap_cache_kv: the key's hash */
+    uint64_t until;   /* a failure is remembered while now < until (0: not) */
     uint32_t state;   /* AP__CACHE_L_* */
     uint32_t refs;    /* futures attached (each drops its ref once) */
     ap_status status; /* the loader's status, once DONE */
-    uint32_t pad;
+    uint32_t klen;    /* ap_cache_kv: bytes of the key copy (ap_cache: 0) */
 } ap__cache_load;
+
+/* The single-flight table, written once for both caches: max_loads load
+ * slots, the misses waiting for a free one, and its counters. */
+typedef struct ap__cache_flights {
+    ap__lock lock;           /* the table's lock (slow path only) */
+    ap_waitlist lwait;       /* misses waiting for a free load slot */
+    unsigned char *slots;    /* n slots of slot_bytes each */
+    size_t slot_bytes;
+    size_t vsize;            /* result bytes (value_size; kv: a pin) */
+    size_t kcap;             /* key bytes a slot copies (ap_cache: 0) */
+    uint32_t n;              /* slots */
+    uint64_t neg_ttl;        /* desc.negative_ttl_ns */
+    AP_ATOMIC_T(uint64_t) loads, load_joins, load_failures, refreshes, negative_hits;
+} ap__cache_flights;
+
+/* The single-flight part of a get_or_load future (both caches). */
+typedef struct ap__cache_ff {
+    ap_waiter waiter;
+    uint32_t slot;     /* the load it waits for, or AP__CACHE_NIL */
+    uint32_t on_lwait; /* registered on lwait (no free slot) */
+    ap_status status;
+} ap__cache_ff;
 
 /** ap_cache - a sharded SIEVE cache; set up with ap_cache_init or create */
 typedef struct ap_cache {
-    ap__lock ltab_lock;      /* the load table's lock (slow path only) */
-    ap_waitlist lwait;       /* misses waiting for a free load slot */
-    unsigned char *ltab;     /* max_loads slots of load_bytes each */
-    size_t load_bytes;
-    AP_ATOMIC_T(uint64_t) loads, load_joins, load_failures, refreshes; /* under ltab_lock */
+    ap__cache_flights fl;    /* loads in flight (single flight) */
     bool timed;              /* any expiry or refresh configured */
     ap__cache_shard *shards;
     ap__cache_ctr *ctrs; /* AP__CACHE_STRIPES of them */
@@ -548,10 +577,7 @@ typedef struct ap_cache_load_fut {
     uint64_t key;
     void *out;
     ap_cache_loader loader;
-    ap_waiter waiter;
-    uint32_t slot;  /* the load it waits for, or AP__CACHE_NIL */
-    uint32_t on_lwait; /* registered on lwait (no free slot) */
-    ap_status status;
+    ap__cache_ff ff; /* the wait (shared with ap_cache_kv_load_fut) */
 } ap_cache_load_fut;
 
 /**
@@ -696,11 +722,20 @@ typedef struct ap_cache_kv_desc {
     /* called once per entry that leaves, outside every lock (required) */
     void (*release)(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause);
     void *ctx;
-    /* entries expire this long (ns on `clock`) after their put (0: never);
-     * a get at or after the deadline misses (hard expiry) and
-     * ap_cache_kv_maintain releases them (cause EXPIRED) */
+    /* Time (ns on `clock`; 0 = off); either makes the cache TIMED. An
+     * entry expires this long after its put (or at its own TTL:
+     * ap_cache_kv_put_ttl; AP_CACHE_NEVER: only by its TTL) ... */
     uint64_t expire_after_write;
     ap_clock clock; /* zero: ap_now_ns() */
+    /* ... or this long after its last hit; a get at or after either
+     * deadline misses (hard expiry) and ap_cache_kv_maintain releases it
+     * (cause EXPIRED) */
+    uint64_t expire_after_access;
+    size_t max_loads;   /* get_or_load loads in flight at once (default AP_CACHE_LOADS) */
+    size_t max_key_len; /* longest key get_or_load takes (a load slot copies
+                           it while the load runs; default 256) */
+    uint64_t negative_ttl_ns; /* a failed load's error is remembered this
+                                 long (0: not at all); as ap_cache_desc's */
 } ap_cache_kv_desc;
 
 /** ap_cache_kv_pin - a pinned entry: value stays valid until unpinned */
@@ -712,6 +747,7 @@ typedef struct ap_cache_kv_pin {
 /** ap_cache_kv_stats - counters (a snapshot) */
 typedef struct ap_cache_kv_stats {
     uint64_t hits, misses, inserts, replaced, evicted, removed, released, expired;
+    uint64_t loads, load_joins, load_failures, negative_hits; /* as ap_cache_stats */
     uint64_t len;    /* entries held (not counting pinned leavers) */
     uint64_t weight; /* weight held, pinned leavers included */
 } ap_cache_kv_stats;
@@ -722,8 +758,10 @@ typedef struct ap_cache_kv {
     struct ap__ckv_shard *shards;
     size_t nshards;
     size_t bytes;
-    ap_cache_kv_desc desc;
+    ap_cache_kv_desc desc; /* as resolved */
+    bool timed;            /* expire_after_write or expire_after_access */
     const ap_allocator *alloc;
+    ap__cache_flights fl;  /* loads in flight (as ap_cache's) */
 } ap_cache_kv;
 
 /** ap_cache_kv_bytes - buffer bytes ap_cache_kv_init needs (AP_INVAL: bad desc) */
@@ -784,6 +822,100 @@ AP_API AP_NODISCARD ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key ke
 AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now);
 /** ap_cache_kv_stats_get - counters summed over shards */
 AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c);
+/**
+ * ap_cache_kv_get_at - ap_cache_kv_get at the caller's @now (desc.clock's
+ * time): an entry whose write or access deadline is <= @now is a miss
+ * (hard expiry, reclaimed or not); a hit with expire_after_access moves
+ * the access deadline to @now + expire_after_access. Untimed: @now ignored.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_get_at(ap_cache_kv *c, ap_cache_key key,
+                                                 ap_cache_kv_pin *pin, uint64_t now);
+/**
+ * ap_cache_kv_put_ttl - ap_cache_kv_put with this entry's own time to live
+ * @now: the caller's time on desc.clock
+ * @ttl: ns from @now until the entry expires; 0: the desc's
+ *       expire_after_write; AP_CACHE_NEVER: no write deadline
+ * Returns as ap_cache_kv_put, or AP_INVAL when the cache is not timed
+ * (nothing changed). expire_after_access still applies beside the TTL.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_put_ttl(ap_cache_kv *c, ap_cache_key key, void *value,
+                                                  uint64_t weight, uint64_t now, uint64_t ttl);
+
+/** ap_cache_kv_loader - starts the load of one key (see ap_cache_kv_get_or_load) */
+typedef struct ap_cache_kv_loader {
+    /* Called once per load started, outside every lock, on the thread
+     * polling the future that found no load of @key in flight. @key's
+     * bytes are valid during the call only. It must arrange exactly one
+     * ap_cache_kv_load_complete for the key (now, or later on any thread). */
+    void (*load)(void *ctx, ap_cache_kv *c, ap_cache_key key);
+    void *ctx;
+} ap_cache_kv_loader;
+
+/** ap_cache_kv_load_fut - an ap_cache_kv get_or_load in caller memory */
+typedef struct ap_cache_kv_load_fut {
+    ap_future base; /* first: (ap_future *)&f is the future */
+    ap_cache_kv *c;
+    ap_cache_key key;
+    ap_cache_kv_pin *out;
+    ap_cache_kv_loader loader;
+    ap__cache_ff ff; /* the wait (shared with ap_cache_load_fut) */
+} ap_cache_kv_load_fut;
+
+/**
+ * ap_cache_kv_get_or_load - a future that gets and pins @key, loading it
+ *                           on a miss with single flight
+ * @f:      caller memory; poll with ap_cache_kv_load_poll (cx.now on
+ *          desc.clock), or use ap_cache_kv_get_or_load_wait
+ * @key:    its bytes must stay valid until @f completes or is cancelled
+ *          (a load slot keeps its own copy: at most desc.max_key_len
+ *          bytes, longer keys complete with AP_INVAL at the first poll)
+ * @out:    receives the pin on AP_OK: call ap_cache_kv_unpin once
+ * @loader: starts a load when needed (copied into @f)
+ *
+ * As ap_cache_get_or_load: a hit pins and completes; a miss joins the
+ * load of @key in flight or starts one (one loader call for N misses);
+ * every future joined to it completes with its status and, on AP_OK, a
+ * pin of the value it loaded; cancelling any of them (the first too)
+ * leaves the load to the others (a cancelled future's pin, if its result
+ * had arrived, is dropped for it). With negative_ttl_ns a failure is
+ * remembered: a miss within that time completes with the same error and
+ * calls no loader.
+ */
+AP_API void ap_cache_kv_get_or_load(ap_cache_kv_load_fut *f, ap_cache_kv *c, ap_cache_key key,
+                                    ap_cache_kv_pin *out, ap_cache_kv_loader loader);
+/** ap_cache_kv_load_poll - poll; AP_READY once ap_cache_kv_load_status says */
+AP_API ap_poll ap_cache_kv_load_poll(ap_cache_kv_load_fut *f, ap_cx *cx);
+/** ap_cache_kv_load_cancel - stop waiting (the load goes on); idempotent */
+AP_API void ap_cache_kv_load_cancel(ap_cache_kv_load_fut *f);
+/** ap_cache_kv_load_status - AP_NOT_READY while pending; AP_OK (*out holds
+ *  a pin), the load's error, AP_INVAL (key too long) or AP_CANCELED */
+AP_API AP_NODISCARD ap_status ap_cache_kv_load_status(const ap_cache_kv_load_fut *f);
+/**
+ * ap_cache_kv_load_complete - finish the load of @key that a loader started
+ * @key:    the key the entry keeps: bytes equal to the loader's key, valid
+ *          until the entry's release (as for ap_cache_kv_put)
+ * @status: AP_OK, or the error every waiter gets (not AP_NOT_READY)
+ * @value:  AP_OK: the value, put into the cache (the desc's TTL) and
+ *          pinned once for every waiter before any of them can see it
+ * @weight: as for ap_cache_kv_put
+ * @now:    the time on desc.clock (write time; start of a negative TTL)
+ *
+ * Returns AP_OK (the load completed with @status), AP_FULL (pinned
+ * entries hold the room: the load completed with AP_FULL for every
+ * waiter and @value stays yours) or AP_INVAL (no load of @key in flight,
+ * a bad status or weight: nothing changed, the load still runs).
+ * Call it exactly once per loader call, from any thread.
+ */
+AP_API AP_NODISCARD ap_status ap_cache_kv_load_complete(ap_cache_kv *c, ap_cache_key key,
+                                                        ap_status status, void *value,
+                                                        uint64_t weight, uint64_t now);
+/** ap_cache_kv_get_or_load_wait - drive ap_cache_kv_get_or_load on this
+ *  thread (desc.clock) until done or @deadline; AP_TIMEDOUT cancels this
+ *  wait only (the load goes on) */
+AP_API AP_NODISCARD ap_status ap_cache_kv_get_or_load_wait(ap_cache_kv *c, ap_cache_key key,
+                                                           ap_cache_kv_pin *out,
+                                                           ap_cache_kv_loader loader,
+                                                           ap_deadline deadline);
 
 /* ---- implementation ---- */
 
@@ -883,6 +1015,10 @@ AP_STATIC_ASSERT(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole 
 #define AP__CACHE_L_FREE 0u
 #define AP__CACHE_L_RUNNING 1u /* the loader was called; no result yet */
 #define AP__CACHE_L_DONE 2u    /* status (and value) set; waiters read it */
+#define AP__CACHE_L_NEG 3u     /* a failure remembered until `until`;
+                                  claimable (negative_ttl_ns) */
+AP_API void ap__cache_flights_init(ap__cache_flights *t, unsigned char *mem, size_t n,
+                                   size_t vsize, size_t kcap, uint64_t neg_ttl);
 
 AP_API ap_cache_desc ap_cache_desc_resolved(const ap_cache_desc *desc)
 {
@@ -965,6 +1101,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         AP_ATOMIC_INIT(&x->seq, 0u);
         x->cap = (uint32_t)(share + (i < extra));
         x->tmask = (uint32_t)(tsize - 1);
+        x->nmask = (uint32_t)(ap__pow2_ceil((size_t)x->cap + 1) - 1);
         x->head = x->tail = x->hand = AP__CACHE_NIL;
         x->used = 0;
         x->nodes = region;
@@ -1000,30 +1137,7 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         AP_ATOMIC_INIT(&x->hand_steps, 0u);
         AP_ATOMIC_INIT(&x->expirations, 0u);
     }
-    size_t lb = AP__CACHE_LOAD_BYTES(d.value_size);
-    for (size_t i = 0; i < d.max_loads; i++) {
-        ap__cache_load *l = (ap__cache_load *)(void *)(region + i * lb);
-        /* as lwait (one registration syscall, not one per slot) */
-        AP_ATOMIC_INIT(&l->wl.lock.held, 0u);
-        AP_ATOMIC_INIT(&l->wl.count, (size_t)0);
-        l->wl.head = l->wl.tail = NULL;
-        l->wl.asym = 0; /* set below */
-        l->key = 0;
-        l->state = AP__CACHE_L_FREE;
-        l->refs = 0;
-        l->status = AP_NOT_READY;
-        l->pad = 0;
-    }
-    c->ltab = region;
-    c->load_bytes = lb;
-    AP_ATOMIC_INIT(&c->ltab_lock.held, 0u);
-    ap_waitlist_init(&c->lwait);
-    for (size_t i = 0; i < d.max_loads; i++)
-        ((ap__cache_load *)(void *)(region + i * lb))->wl.asym = c->lwait.asym;
-    AP_ATOMIC_INIT(&c->loads, 0u);
-    AP_ATOMIC_INIT(&c->load_joins, 0u);
-    AP_ATOMIC_INIT(&c->load_failures, 0u);
-    AP_ATOMIC_INIT(&c->refreshes, 0u);
+    ap__cache_flights_init(&c->fl, region, d.max_loads, d.value_size, 0, d.negative_ttl_ns);
     c->timed = d.expire_after_write != 0 || d.expire_after_access != 0 ||
                d.refresh_after_write != 0;
     c->shards = sh;
@@ -1105,6 +1219,16 @@ AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__cache_words(ap__cache_node *node)
     return (AP_ATOMIC_T(uint64_t) *)(void *)(node + 1);
 }
 
+/* The hash tag an index slot keeps beside its node number: hash bits the
+ * shard choice and the home slot do not use (the top of h), in the slot's
+ * bits above nmask. A probe reads a node (another cache line) only when
+ * the tag matches, so a miss and each slot passed on the way to a hit
+ * cost no node line but for a false match (2^-(32 - bits of nmask)). */
+AP_FORCE_INLINE uint32_t ap__cache_tag(const ap__cache_shard *s, uint64_t h)
+{
+    return (uint32_t)(h >> 32) & ~s->nmask;
+}
+
 /*
  * Probe for key. Returns the node number, or NIL; *slot receives the index
  * slot where the key is (found) or the first empty slot (not found).
@@ -1115,17 +1239,19 @@ AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__cache_words(ap__cache_node *node)
 AP_FORCE_INLINE uint32_t ap__cache_find(const ap_cache *c, const ap__cache_shard *s, uint64_t h,
                                         uint64_t key, uint32_t *slot)
 {
-    uint32_t mask = s->tmask, i = (uint32_t)h & mask;
+    uint32_t mask = s->tmask, i = (uint32_t)h & mask, nmask = s->nmask;
+    uint32_t tag = ap__cache_tag(s, h);
     for (uint32_t seen = 0; seen <= mask; seen++) {
         /* relaxed: validated by the seqlock (or we hold the lock) */
         uint32_t e = AP_ATOMIC_LOAD(&s->index[i], AP__SEQLOCK_MO_LOAD);
         if (e == 0)
             break;
-        if (AP_LIKELY(e - 1 < s->cap)) {
-            ap__cache_node *node = ap__cache_node_at(c, s, e - 1);
+        uint32_t n = (e & nmask) - 1;
+        if ((e & ~nmask) == tag && AP_LIKELY(n < s->cap)) {
+            ap__cache_node *node = ap__cache_node_at(c, s, n);
             if (AP_ATOMIC_LOAD(&node->key, AP__SEQLOCK_MO_LOAD) == key) {
                 *slot = i;
-                return e - 1;
+                return n;
             }
         }
         i = (i + 1) & mask;
@@ -1162,7 +1288,10 @@ AP_FORCE_INLINE void ap__cache_store_value(const ap_cache *c, ap__cache_node *no
     size_t left = c->value_size;
     for (size_t k = 0; k < c->words; k++, left -= 8) {
         uint64_t x = 0;
-        memcpy(&x, src + 8 * k, left < 8 ? left : 8);
+        if (AP_LIKELY(left >= 8))
+            memcpy(&x, src + 8 * k, 8); /* a constant size: a move, not a call */
+        else
+            memcpy(&x, src + 8 * k, left);
         AP_ATOMIC_STORE(&w[k], x, AP__SEQLOCK_MO_STORE); /* inside the write section */
         if (k == 0)
             AP_TEST_YIELD(); /* tests: widen the window a torn read would need */
@@ -1176,7 +1305,10 @@ AP_FORCE_INLINE void ap__cache_load_value(const ap_cache *c, ap__cache_node *nod
     size_t left = c->value_size;
     for (size_t k = 0; k < c->words; k++, left -= 8) {
         uint64_t x = AP_ATOMIC_LOAD(&w[k], memory_order_relaxed);
-        memcpy(dst + 8 * k, &x, left < 8 ? left : 8);
+        if (AP_LIKELY(left >= 8))
+            memcpy(dst + 8 * k, &x, 8); /* a constant size: a move, not a call */
+        else
+            memcpy(dst + 8 * k, &x, left);
     }
 }
 
@@ -1192,7 +1324,8 @@ AP_FORCE_INLINE size_t ap__cache_probe_home(void *t, size_t j)
     uint32_t e = AP_ATOMIC_LOAD(&p->s->index[j], memory_order_relaxed);
     if (e == 0)
         return SIZE_MAX;
-    uint64_t k = AP_ATOMIC_LOAD(&ap__cache_node_at(p->c, p->s, e - 1)->key, memory_order_relaxed);
+    uint64_t k = AP_ATOMIC_LOAD(&ap__cache_node_at(p->c, p->s, (e & p->s->nmask) - 1)->key,
+                                memory_order_relaxed);
     return (size_t)((uint32_t)ap__mix64(k) & p->s->tmask);
 }
 
@@ -1525,8 +1658,13 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
             AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
         if (c->timed)
             ap__cache_touch(c, node, now);
-        if (out)
-            memcpy(out, copy, c->value_size);
+        if (out) { /* word by word: constant-size moves, not a memcpy call */
+            size_t k = 0;
+            for (; k < c->value_size / 8; k++)
+                memcpy((unsigned char *)out + 8 * k, &copy[k], 8);
+            if (c->value_size % 8)
+                memcpy((unsigned char *)out + 8 * k, &copy[k], c->value_size % 8);
+        }
         if (born)
             *born = b;
         if (count)
@@ -1630,7 +1768,7 @@ AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t n
     else
         s->tail = n;
     s->head = n;
-    AP_ATOMIC_STORE(&s->index[slot], n + 1, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&s->index[slot], (n + 1) | ap__cache_tag(s, h), AP__SEQLOCK_MO_STORE);
     s->used++;
     AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
     ap__cache_write_end(s);
@@ -1687,11 +1825,11 @@ AP_API ap_status ap_cache_remove(ap_cache *c, uint64_t key, void *out)
     return AP_OK;
 }
 
-/* ---- loading: the single-flight table (all under ltab_lock) ---- */
+/* ---- loading: the single-flight table (both caches; all under t->lock) ---- */
 
-AP_FORCE_INLINE ap__cache_load *ap__cache_slot(const ap_cache *c, uint32_t i)
+AP_FORCE_INLINE ap__cache_load *ap__cache_slot(const ap__cache_flights *t, uint32_t i)
 {
-    return (ap__cache_load *)(void *)(c->ltab + (size_t)i * c->load_bytes);
+    return (ap__cache_load *)(void *)(t->slots + (size_t)i * t->slot_bytes);
 }
 
 AP_FORCE_INLINE unsigned char *ap__cache_slot_value(ap__cache_load *l)
@@ -1699,56 +1837,308 @@ AP_FORCE_INLINE unsigned char *ap__cache_slot_value(ap__cache_load *l)
     return (unsigned char *)l + AP__ALIGN_UP(sizeof(ap__cache_load), 8);
 }
 
-/* The slot of the load of key in flight, or NIL. O(max_loads). */
-AP_API uint32_t ap__cache_inflight(const ap_cache *c, uint64_t key)
+AP_FORCE_INLINE unsigned char *ap__cache_slot_key(const ap__cache_flights *t, ap__cache_load *l)
 {
-    for (uint32_t i = 0; i < (uint32_t)c->desc.max_loads; i++) {
-        ap__cache_load *l = ap__cache_slot(c, i);
-        if (l->state == AP__CACHE_L_RUNNING && l->key == key)
+    return ap__cache_slot_value(l) + ap__align_up(t->vsize, 8);
+}
+
+/* Set up a table of n slots in mem (n * slot_bytes bytes). */
+AP_API void ap__cache_flights_init(ap__cache_flights *t, unsigned char *mem, size_t n,
+                                   size_t vsize, size_t kcap, uint64_t neg_ttl)
+{
+    t->slots = mem;
+    t->vsize = vsize;
+    t->kcap = kcap;
+    t->slot_bytes = AP__CACHE_LOAD_BYTES(vsize) + ap__align_up(kcap, 8);
+    t->n = (uint32_t)n;
+    t->neg_ttl = neg_ttl;
+    AP_ATOMIC_INIT(&t->lock.held, 0u);
+    ap_waitlist_init(&t->lwait);
+    for (size_t i = 0; i < n; i++) {
+        ap__cache_load *l = ap__cache_slot(t, (uint32_t)i);
+        /* as lwait (one registration syscall, not one per slot) */
+        AP_ATOMIC_INIT(&l->wl.lock.held, 0u);
+        AP_ATOMIC_INIT(&l->wl.count, (size_t)0);
+        l->wl.head = l->wl.tail = NULL;
+        l->wl.asym = t->lwait.asym;
+        l->key = 0;
+        l->until = 0;
+        l->state = AP__CACHE_L_FREE;
+        l->refs = 0;
+        l->status = AP_NOT_READY;
+        l->klen = 0;
+    }
+    AP_ATOMIC_INIT(&t->loads, 0u);
+    AP_ATOMIC_INIT(&t->load_joins, 0u);
+    AP_ATOMIC_INIT(&t->load_failures, 0u);
+    AP_ATOMIC_INIT(&t->refreshes, 0u);
+    AP_ATOMIC_INIT(&t->negative_hits, 0u);
+}
+
+/* Whether slot l belongs to the key (hash; kv: and its bytes). */
+AP_FORCE_INLINE bool ap__cache_slot_is(const ap__cache_flights *t, ap__cache_load *l,
+                                       uint64_t hash, const void *kb, size_t klen)
+{
+    return l->key == hash && l->klen == klen &&
+           (klen == 0 || memcmp(ap__cache_slot_key(t, l), kb, klen) == 0);
+}
+
+/* The slot of the load of the key in flight, or NIL. O(max_loads). */
+AP_API uint32_t ap__cache_inflight(const ap__cache_flights *t, uint64_t hash, const void *kb,
+                                   size_t klen)
+{
+    for (uint32_t i = 0; i < t->n; i++) {
+        ap__cache_load *l = ap__cache_slot(t, i);
+        if (l->state == AP__CACHE_L_RUNNING && ap__cache_slot_is(t, l, hash, kb, klen))
             return i;
     }
     return AP__CACHE_NIL;
 }
 
-/* Claim a free slot for a load of key with refs references, or NIL. */
-AP_API uint32_t ap__cache_claim(ap_cache *c, uint64_t key, uint32_t refs)
+/* The key's remembered failure at now (a NEG slot with now < until), or
+ * NIL; a NEG slot of the key whose time is up is freed on the way. */
+AP_API uint32_t ap__cache_negative(const ap__cache_flights *t, uint64_t hash, const void *kb,
+                                   size_t klen, uint64_t now)
 {
-    for (uint32_t i = 0; i < (uint32_t)c->desc.max_loads; i++) {
-        ap__cache_load *l = ap__cache_slot(c, i);
-        if (l->state == AP__CACHE_L_FREE) {
-            l->state = AP__CACHE_L_RUNNING;
-            l->key = key;
-            l->refs = refs;
-            l->status = AP_NOT_READY;
-            ap__cache_count(&c->loads);
-            return i;
+    if (now == UINT64_MAX)
+        now = UINT64_MAX - 1; /* UINT64_MAX is "never" as a deadline */
+    for (uint32_t i = 0; i < t->n; i++) {
+        ap__cache_load *l = ap__cache_slot(t, i);
+        if (l->state == AP__CACHE_L_NEG && ap__cache_slot_is(t, l, hash, kb, klen)) {
+            if (now < l->until)
+                return i;
+            l->state = AP__CACHE_L_FREE;
         }
     }
     return AP__CACHE_NIL;
 }
 
-/* Drop one reference; true when that freed the slot. */
+/* Claim a slot for a load of the key with refs references, or NIL: a FREE
+ * one, else the remembered failure that ends first (forgotten early). */
+AP_API uint32_t ap__cache_claim(ap__cache_flights *t, uint64_t hash, const void *kb, size_t klen,
+                                uint32_t refs)
+{
+    uint32_t pick = AP__CACHE_NIL;
+    for (uint32_t i = 0; i < t->n; i++) {
+        ap__cache_load *l = ap__cache_slot(t, i);
+        if (l->state == AP__CACHE_L_FREE) {
+            pick = i;
+            break;
+        }
+        if (l->state == AP__CACHE_L_NEG &&
+            (pick == AP__CACHE_NIL || l->until < ap__cache_slot(t, pick)->until))
+            pick = i;
+    }
+    if (pick == AP__CACHE_NIL)
+        return AP__CACHE_NIL;
+    ap__cache_load *l = ap__cache_slot(t, pick);
+    l->state = AP__CACHE_L_RUNNING;
+    l->key = hash;
+    l->klen = (uint32_t)klen;
+    if (klen)
+        memcpy(ap__cache_slot_key(t, l), kb, klen);
+    l->refs = refs;
+    l->until = 0;
+    l->status = AP_NOT_READY;
+    ap__cache_count(&t->loads);
+    return pick;
+}
+
+/* A DONE slot nobody holds any more: remembered (NEG) or FREE. */
+AP_FORCE_INLINE void ap__cache_settle(ap__cache_load *l)
+{
+    l->state = l->until != 0 ? AP__CACHE_L_NEG : AP__CACHE_L_FREE;
+}
+
+/* Drop one reference; true when that made the slot claimable. */
 AP_FORCE_INLINE bool ap__cache_unref(ap__cache_load *l)
 {
     AP_ASSERT(l->refs > 0);
     if (--l->refs == 0 && l->state == AP__CACHE_L_DONE) {
-        l->state = AP__CACHE_L_FREE;
+        ap__cache_settle(l);
         return true;
     }
     return false;
 }
 
-/* A hit due for refresh: start one reload unless one is in flight. */
-AP_API void ap__cache_refresh(ap_cache *c, uint64_t key, ap_cache_loader loader)
+/* The load in slot l completed with status at now (the result, if any, is
+ * in the slot already): DONE, and a failure is remembered for neg_ttl.
+ * True when the slot became claimable (nobody was attached). */
+AP_API bool ap__cache_done(ap__cache_flights *t, ap__cache_load *l, ap_status status,
+                           uint64_t now)
 {
-    ap__lock_acquire(&c->ltab_lock);
-    uint32_t i = AP__CACHE_NIL;
-    if (ap__cache_inflight(c, key) == AP__CACHE_NIL) {
-        i = ap__cache_claim(c, key, 0); /* nobody waits for a refresh */
-        if (i != AP__CACHE_NIL)
-            ap__cache_count(&c->refreshes);
+    if (status != AP_OK)
+        ap__cache_count(&t->load_failures);
+    l->status = status;
+    l->until = status != AP_OK && t->neg_ttl != 0 ? ap__cache_after(now, t->neg_ttl) : 0;
+    l->state = AP__CACHE_L_DONE;
+    if (l->refs == 0) { /* a refresh nobody joined, or every waiter left */
+        ap__cache_settle(l);
+        return true;
     }
-    ap__lock_release(&c->ltab_lock);
+    return false;
+}
+
+/* What a get_or_load future of either cache does beside the table. */
+typedef struct ap__cache_fops {
+    /* look the key up at now; a hit fills the future's out: true. first:
+     * the poll's first look (counted; may start a refresh); else the
+     * re-read under the table lock (not counted) */
+    bool (*read)(void *self, uint64_t now, bool first);
+    void (*load)(void *self); /* call the loader (outside every lock) */
+    /* a result that arrived for a future that cancelled (NULL: nothing;
+     * ap_cache_kv: unpin) */
+    void (*drop)(void *self, const void *result);
+} ap__cache_fops;
+
+/* Attached to slot f->slot: completes if the load is DONE; else false. */
+AP_API bool ap__cache_ff_try(ap__cache_flights *t, ap__cache_ff *f, void *out)
+{
+    ap__cache_load *l = ap__cache_slot(t, f->slot);
+    ap__lock_acquire(&t->lock);
+    bool done = l->state == AP__CACHE_L_DONE;
+    ap__lock_release(&t->lock);
+    if (!done)
+        return false;
+    /* off the slot's list before our reference goes (the slot may then be
+     * reused); a wake it got is for this load only: nobody to pass it to */
+    (void)ap_waitlist_cancel(&l->wl, &f->waiter);
+    ap__lock_acquire(&t->lock);
+    ap_status st = l->status;
+    if (st == AP_OK && out && t->vsize)
+        memcpy(out, ap__cache_slot_value(l), t->vsize);
+    bool freed = ap__cache_unref(l);
+    ap__lock_release(&t->lock);
+    if (freed)
+        (void)ap_waitlist_wake_all(&t->lwait);
+    f->slot = AP__CACHE_NIL;
+    f->status = st;
+    return true;
+}
+
+/* The poll of a get_or_load future of either cache (key: hash, and the
+ * bytes for ap_cache_kv). */
+AP_API ap_poll ap__cache_ff_poll(ap__cache_flights *t, ap__cache_ff *f,
+                                 const ap__cache_fops *ops, void *self, uint64_t hash,
+                                 const void *kb, size_t klen, void *out, ap_cx *cx)
+{
+    if (f->status != AP_NOT_READY)
+        return AP_READY;
+    if (f->slot == AP__CACHE_NIL) {
+        if (f->on_lwait) { /* every lwait wake is a wake_all: nothing to pass */
+            (void)ap_waitlist_cancel(&t->lwait, &f->waiter);
+            f->on_lwait = 0;
+        }
+        if (ops->read(self, cx->now, true)) {
+            f->status = AP_OK;
+            return AP_READY;
+        }
+        bool start = false;
+        ap_status neg = AP_OK;
+        ap__lock_acquire(&t->lock);
+        uint32_t i = ap__cache_inflight(t, hash, kb, klen), j;
+        if (i != AP__CACHE_NIL) {
+            ap__cache_slot(t, i)->refs++;
+            ap__cache_count(&t->load_joins);
+        } else if (ops->read(self, cx->now, false)) {
+            /* a load completed between our miss and the table lock */
+            ap__lock_release(&t->lock);
+            f->status = AP_OK;
+            return AP_READY;
+        } else if ((j = ap__cache_negative(t, hash, kb, klen, cx->now)) != AP__CACHE_NIL) {
+            neg = ap__cache_slot(t, j)->status; /* a remembered failure */
+            ap__cache_count(&t->negative_hits);
+        } else {
+            i = ap__cache_claim(t, hash, kb, klen, 1);
+            start = i != AP__CACHE_NIL;
+        }
+        ap__lock_release(&t->lock);
+        if (neg != AP_OK) {
+            f->status = neg;
+            return AP_READY;
+        }
+        if (i == AP__CACHE_NIL) {
+            /* every slot busy: wait for one to free (register, re-check) */
+            ap_waitlist_register_cx(&t->lwait, &f->waiter, cx);
+            f->on_lwait = 1;
+            AP_TEST_YIELD();
+            ap__lock_acquire(&t->lock);
+            bool any = false;
+            for (uint32_t k = 0; k < t->n && !any; k++) {
+                ap__cache_load *l = ap__cache_slot(t, k);
+                any = l->state == AP__CACHE_L_FREE || l->state == AP__CACHE_L_NEG ||
+                      (l->state == AP__CACHE_L_RUNNING && ap__cache_slot_is(t, l, hash, kb, klen));
+            }
+            ap__lock_release(&t->lock);
+            if (any)
+                ap_waker_wake(cx->waker); /* poll again at once */
+            return AP_PENDING;
+        }
+        f->slot = i;
+        if (start)
+            ops->load(self); /* outside every lock */
+    }
+    if (ap__cache_ff_try(t, f, out))
+        return AP_READY;
+    ap_waitlist_register_cx(&ap__cache_slot(t, f->slot)->wl, &f->waiter, cx);
+    AP_TEST_YIELD(); /* between registering and re-checking */
+    if (ap__cache_ff_try(t, f, out))
+        return AP_READY;
+    return AP_PENDING;
+}
+
+AP_API void ap__cache_ff_cancel(ap__cache_flights *t, ap__cache_ff *f, const ap__cache_fops *ops,
+                                void *self)
+{
+    if (f->on_lwait) {
+        (void)ap_waitlist_cancel(&t->lwait, &f->waiter);
+        f->on_lwait = 0;
+    }
+    if (f->slot != AP__CACHE_NIL) { /* leave the load; it goes on */
+        ap__cache_load *l = ap__cache_slot(t, f->slot);
+        uint64_t owed[4]; /* a result that is ours but was not taken (drop) */
+        bool drop = false;
+        (void)ap_waitlist_cancel(&l->wl, &f->waiter);
+        ap__lock_acquire(&t->lock);
+        if (ops->drop && l->state == AP__CACHE_L_DONE && l->status == AP_OK) {
+            AP_ASSERT(t->vsize <= sizeof owed);
+            memcpy(owed, ap__cache_slot_value(l), t->vsize);
+            drop = true;
+        }
+        bool freed = ap__cache_unref(l);
+        ap__lock_release(&t->lock);
+        if (drop)
+            ops->drop(self, owed); /* outside every lock */
+        if (freed)
+            (void)ap_waitlist_wake_all(&t->lwait);
+        f->slot = AP__CACHE_NIL;
+    }
+    if (f->status == AP_NOT_READY)
+        f->status = AP_CANCELED;
+}
+
+AP_FORCE_INLINE void ap__cache_ff_init(ap__cache_ff *f)
+{
+    ap_waiter_init(&f->waiter);
+    f->slot = AP__CACHE_NIL;
+    f->on_lwait = 0;
+    f->status = AP_NOT_READY;
+}
+
+/* A hit due for refresh: start one reload unless one is in flight or a
+ * failure of the key is remembered. */
+AP_API void ap__cache_refresh(ap_cache *c, uint64_t key, ap_cache_loader loader, uint64_t now)
+{
+    ap__cache_flights *t = &c->fl;
+    ap__lock_acquire(&t->lock);
+    uint32_t i = AP__CACHE_NIL;
+    if (ap__cache_inflight(t, key, NULL, 0) == AP__CACHE_NIL &&
+        ap__cache_negative(t, key, NULL, 0, now) == AP__CACHE_NIL) {
+        i = ap__cache_claim(t, key, NULL, 0, 0); /* nobody waits for a refresh */
+        if (i != AP__CACHE_NIL)
+            ap__cache_count(&t->refreshes);
+    }
+    ap__lock_release(&t->lock);
     if (i != AP__CACHE_NIL)
         loader.load(loader.ctx, c, key); /* outside every lock */
 }
@@ -1757,42 +2147,53 @@ AP_API ap_status ap_cache_load_complete(ap_cache *c, uint64_t key, ap_status sta
                                         const void *value, uint64_t now)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
+    ap__cache_flights *t = &c->fl;
     if (status == AP_NOT_READY || (unsigned)status > (unsigned)AP_FILTERED ||
         (status == AP_OK && value == NULL && c->value_size != 0))
         return AP_INVAL;
-    ap__lock_acquire(&c->ltab_lock);
-    uint32_t i = ap__cache_inflight(c, key);
+    ap__lock_acquire(&t->lock);
+    uint32_t i = ap__cache_inflight(t, key, NULL, 0);
     if (i == AP__CACHE_NIL) {
-        ap__lock_release(&c->ltab_lock);
+        ap__lock_release(&t->lock);
         return AP_INVAL;
     }
-    ap__cache_load *l = ap__cache_slot(c, i);
+    ap__cache_load *l = ap__cache_slot(t, i);
     if (status == AP_OK) {
         /* into the cache before the slot says DONE, under the table lock:
          * a miss that then finds no load in flight finds the value */
         ap__cache_put(c, key, value, now, 0, NULL);
         if (c->value_size)
             memcpy(ap__cache_slot_value(l), value, c->value_size);
-    } else {
-        ap__cache_count(&c->load_failures);
     }
-    l->status = status;
-    l->state = AP__CACHE_L_DONE;
-    bool freed = false;
-    if (l->refs == 0) { /* a refresh nobody joined */
-        l->state = AP__CACHE_L_FREE;
-        freed = true;
-    }
-    ap__lock_release(&c->ltab_lock);
+    bool freed = ap__cache_done(t, l, status, now);
+    ap__lock_release(&t->lock);
     /* wakes after the lock; a slot freed and reused meanwhile only gets a
      * spurious wake */
     (void)ap_waitlist_wake_all(&l->wl);
     if (freed)
-        (void)ap_waitlist_wake_all(&c->lwait);
+        (void)ap_waitlist_wake_all(&t->lwait);
     return AP_OK;
 }
 
 AP__FUTURE_VTABLE(ap__cache_lf, ap_cache_load_fut, ap_cache_load_poll, ap_cache_load_cancel)
+
+AP_API bool ap__cache_lf_read(void *self, uint64_t now, bool first)
+{
+    ap_cache_load_fut *f = (ap_cache_load_fut *)self;
+    uint64_t born = 0;
+    if (ap__cache_read(f->c, f->key, f->out, now, first ? &born : NULL, first) != AP_OK)
+        return false;
+    uint64_t raw = f->c->desc.refresh_after_write;
+    if (first && raw != 0 && now >= born && now - born >= raw)
+        ap__cache_refresh(f->c, f->key, f->loader, now); /* serve the old value */
+    return true;
+}
+
+AP_API void ap__cache_lf_load(void *self)
+{
+    ap_cache_load_fut *f = (ap_cache_load_fut *)self;
+    f->loader.load(f->loader.ctx, f->c, f->key);
+}
 
 AP_API void ap_cache_get_or_load(ap_cache_load_fut *f, ap_cache *c, uint64_t key, void *out,
                                  ap_cache_loader loader)
@@ -1804,126 +2205,24 @@ AP_API void ap_cache_get_or_load(ap_cache_load_fut *f, ap_cache *c, uint64_t key
     f->key = key;
     f->out = out;
     f->loader = loader;
-    ap_waiter_init(&f->waiter);
-    f->slot = AP__CACHE_NIL;
-    f->on_lwait = 0;
-    f->status = AP_NOT_READY;
-}
-
-/* Attached to slot f->slot: completes if the load is DONE (under the
- * table lock); else false. */
-AP_API bool ap__cache_lf_try(ap_cache_load_fut *f)
-{
-    ap_cache *c = f->c;
-    ap__cache_load *l = ap__cache_slot(c, f->slot);
-    ap__lock_acquire(&c->ltab_lock);
-    bool done = l->state == AP__CACHE_L_DONE;
-    ap__lock_release(&c->ltab_lock);
-    if (!done)
-        return false;
-    /* off the slot's list before our reference goes (the slot may then be
-     * reused); a wake it got is for this load only: nobody to pass it to */
-    (void)ap_waitlist_cancel(&l->wl, &f->waiter);
-    ap__lock_acquire(&c->ltab_lock);
-    ap_status st = l->status;
-    if (st == AP_OK && f->out && c->value_size)
-        memcpy(f->out, ap__cache_slot_value(l), c->value_size);
-    bool freed = ap__cache_unref(l);
-    ap__lock_release(&c->ltab_lock);
-    if (freed)
-        (void)ap_waitlist_wake_all(&c->lwait);
-    f->slot = AP__CACHE_NIL;
-    f->status = st;
-    return true;
+    ap__cache_ff_init(&f->ff);
 }
 
 AP_API ap_poll ap_cache_load_poll(ap_cache_load_fut *f, ap_cx *cx)
 {
-    ap_cache *c = f->c;
-    if (f->status != AP_NOT_READY)
-        return AP_READY;
-    if (f->slot == AP__CACHE_NIL) {
-        uint64_t born = 0;
-        if (f->on_lwait) { /* every lwait wake is a wake_all: nothing to pass */
-            (void)ap_waitlist_cancel(&c->lwait, &f->waiter);
-            f->on_lwait = 0;
-        }
-        if (ap__cache_read(c, f->key, f->out, cx->now, &born, true) == AP_OK) {
-            uint64_t raw = c->desc.refresh_after_write;
-            if (raw != 0 && cx->now >= born && cx->now - born >= raw)
-                ap__cache_refresh(c, f->key, f->loader); /* serve the old value */
-            f->status = AP_OK;
-            return AP_READY;
-        }
-        bool start = false;
-        ap__lock_acquire(&c->ltab_lock);
-        uint32_t i = ap__cache_inflight(c, f->key);
-        if (i != AP__CACHE_NIL) {
-            ap__cache_slot(c, i)->refs++;
-            ap__cache_count(&c->load_joins);
-        } else if (ap__cache_read(c, f->key, f->out, cx->now, NULL, false) == AP_OK) {
-            /* a load completed between our miss and the table lock */
-            ap__lock_release(&c->ltab_lock);
-            f->status = AP_OK;
-            return AP_READY;
-        } else {
-            i = ap__cache_claim(c, f->key, 1);
-            start = i != AP__CACHE_NIL;
-        }
-        ap__lock_release(&c->ltab_lock);
-        if (i == AP__CACHE_NIL) {
-            /* every slot busy: wait for one to free (register, re-check) */
-            ap_waitlist_register_cx(&c->lwait, &f->waiter, cx);
-            f->on_lwait = 1;
-            AP_TEST_YIELD();
-            ap__lock_acquire(&c->ltab_lock);
-            bool any = false;
-            for (uint32_t j = 0; j < (uint32_t)c->desc.max_loads && !any; j++)
-                any = ap__cache_slot(c, j)->state == AP__CACHE_L_FREE ||
-                      (ap__cache_slot(c, j)->state == AP__CACHE_L_RUNNING &&
-                       ap__cache_slot(c, j)->key == f->key);
-            ap__lock_release(&c->ltab_lock);
-            if (any)
-                ap_waker_wake(cx->waker); /* poll again at once */
-            return AP_PENDING;
-        }
-        f->slot = i;
-        if (start)
-            f->loader.load(f->loader.ctx, c, f->key); /* outside every lock */
-    }
-    if (ap__cache_lf_try(f))
-        return AP_READY;
-    ap_waitlist_register_cx(&ap__cache_slot(c, f->slot)->wl, &f->waiter, cx);
-    AP_TEST_YIELD(); /* between registering and re-checking */
-    if (ap__cache_lf_try(f))
-        return AP_READY;
-    return AP_PENDING;
+    ap__cache_fops ops = {ap__cache_lf_read, ap__cache_lf_load, NULL};
+    return ap__cache_ff_poll(&f->c->fl, &f->ff, &ops, f, f->key, NULL, 0, f->out, cx);
 }
 
 AP_API void ap_cache_load_cancel(ap_cache_load_fut *f)
 {
-    ap_cache *c = f->c;
-    if (f->on_lwait) {
-        (void)ap_waitlist_cancel(&c->lwait, &f->waiter);
-        f->on_lwait = 0;
-    }
-    if (f->slot != AP__CACHE_NIL) { /* leave the load; it goes on */
-        ap__cache_load *l = ap__cache_slot(c, f->slot);
-        (void)ap_waitlist_cancel(&l->wl, &f->waiter);
-        ap__lock_acquire(&c->ltab_lock);
-        bool freed = ap__cache_unref(l);
-        ap__lock_release(&c->ltab_lock);
-        if (freed)
-            (void)ap_waitlist_wake_all(&c->lwait);
-        f->slot = AP__CACHE_NIL;
-    }
-    if (f->status == AP_NOT_READY)
-        f->status = AP_CANCELED;
+    ap__cache_fops ops = {ap__cache_lf_read, ap__cache_lf_load, NULL};
+    ap__cache_ff_cancel(&f->c->fl, &f->ff, &ops, f);
 }
 
 AP_API ap_status ap_cache_load_status(const ap_cache_load_fut *f)
 {
-    return f->status;
+    return f->ff.status;
 }
 
 AP_API ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t key, void *out,
@@ -1933,7 +2232,7 @@ AP_API ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t key, void *out,
     ap_cache_get_or_load(&f, c, key, out, loader);
     if (ap_block_on_until_clock(&f.base, deadline, &c->desc.clock) == AP_TIMEDOUT)
         return AP_TIMEDOUT;
-    return f.status;
+    return f.ff.status;
 }
 
 AP_API size_t ap_cache_len(const ap_cache *c)
@@ -1954,7 +2253,7 @@ AP_API size_t ap_cache_capacity(const ap_cache *c)
 AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
-    ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < c->nshards; i++) { /* relaxed: a snapshot */
         ap__cache_shard *s = &c->shards[i];
         st.inserts += AP_ATOMIC_LOAD(&s->inserts, memory_order_relaxed);
@@ -1964,10 +2263,11 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
         st.hand_steps += AP_ATOMIC_LOAD(&s->hand_steps, memory_order_relaxed);
         st.expirations += AP_ATOMIC_LOAD(&s->expirations, memory_order_relaxed);
     }
-    st.loads = AP_ATOMIC_LOAD(&c->loads, memory_order_relaxed);
-    st.load_joins = AP_ATOMIC_LOAD(&c->load_joins, memory_order_relaxed);
-    st.load_failures = AP_ATOMIC_LOAD(&c->load_failures, memory_order_relaxed);
-    st.refreshes = AP_ATOMIC_LOAD(&c->refreshes, memory_order_relaxed);
+    st.loads = AP_ATOMIC_LOAD(&c->fl.loads, memory_order_relaxed);
+    st.load_joins = AP_ATOMIC_LOAD(&c->fl.load_joins, memory_order_relaxed);
+    st.load_failures = AP_ATOMIC_LOAD(&c->fl.load_failures, memory_order_relaxed);
+    st.refreshes = AP_ATOMIC_LOAD(&c->fl.refreshes, memory_order_relaxed);
+    st.negative_hits = AP_ATOMIC_LOAD(&c->fl.negative_hits, memory_order_relaxed);
     for (size_t i = 0; i < AP__CACHE_STRIPES; i++) {
         st.hits += AP_ATOMIC_LOAD(&c->ctrs[i].hits, memory_order_relaxed);
         st.misses += AP_ATOMIC_LOAD(&c->ctrs[i].misses, memory_order_relaxed);
@@ -1987,7 +2287,7 @@ typedef struct ap__ckv_node {
     uint32_t hnext;        /* bucket chain; the free list; the limbo chain */
     uint32_t newer, older; /* SIEVE queue (LIVE only) */
     uint32_t refs;         /* pins */
-    uint64_t deadline;     /* expiry (UINT64_MAX: none) */
+    uint64_t wexp, aexp;   /* write / access deadline (UINT64_MAX: none) */
     uint32_t wprev, wnext; /* timer wheel links */
     uint16_t wbucket;      /* AP__CACHE_WNONE: in no bucket */
     uint8_t visited, state, cause;
@@ -2022,10 +2322,30 @@ AP_API ap_cache_key ap_cache_key_of(const void *bytes, size_t len)
     return k;
 }
 
+/* The desc with defaults filled in (shards 1, max_loads, max_key_len). */
+AP_API ap_cache_kv_desc ap__ckv_resolved(const ap_cache_kv_desc *desc)
+{
+    ap_cache_kv_desc d = *desc;
+    if (d.shards == 0)
+        d.shards = 1;
+    if (d.max_loads == 0)
+        d.max_loads = AP_CACHE_LOADS;
+    if (d.max_key_len == 0)
+        d.max_key_len = 256;
+    return d;
+}
+
+/* Bytes of one load slot of an ap_cache_kv (a pin, then the key copy). */
+#define AP__CKV_SLOT_BYTES(max_key_len) \
+    (AP__CACHE_LOAD_BYTES(sizeof(ap_cache_kv_pin)) + AP__ALIGN_UP((max_key_len), 8))
+
 AP_API ap_status ap__ckv_layout(const ap_cache_kv_desc *desc, size_t *share, size_t *nb,
                                 size_t *sb, size_t *total)
 {
     if (desc == NULL || desc->release == NULL || desc->capacity == 0)
+        return AP_INVAL;
+    ap_cache_kv_desc d = ap__ckv_resolved(desc);
+    if (d.max_loads > ((size_t)1 << 20) || d.max_key_len > ((size_t)1 << 20))
         return AP_INVAL;
     size_t s = desc->shards ? desc->shards : 1;
     if ((s & (s - 1)) != 0 || desc->capacity < s || s > ((size_t)1 << 31))
@@ -2039,7 +2359,8 @@ AP_API ap_status ap__ckv_layout(const ap_cache_kv_desc *desc, size_t *share, siz
         !ap__size_muladd(*nb, sizeof(uint32_t), x, &x))
         return AP_INVAL;
     *sb = ap__align_up(x, AP_CACHELINE);
-    if (*sb == 0 || !ap__size_muladd(s, *sb + sizeof(ap__ckv_shard), 0, total))
+    if (*sb == 0 || !ap__size_muladd(s, *sb + sizeof(ap__ckv_shard), 0, total) ||
+        !ap__size_muladd(d.max_loads, AP__CKV_SLOT_BYTES(d.max_key_len), *total, total))
         return AP_INVAL;
     return AP_OK;
 }
@@ -2095,11 +2416,14 @@ AP_API ap_status ap_cache_kv_init(ap_cache_kv *c, void *buf, size_t size,
         for (size_t b = 0; b < AP__CACHE_WBUCKETS; b++)
             x->wheel[b] = AP__CACHE_NIL;
     }
+    ap_cache_kv_desc d = ap__ckv_resolved(desc);
+    ap__cache_flights_init(&c->fl, region, d.max_loads, sizeof(ap_cache_kv_pin), d.max_key_len,
+                           d.negative_ttl_ns);
     c->shards = sh;
     c->nshards = s;
     c->bytes = total;
-    c->desc = *desc;
-    c->desc.shards = s;
+    c->desc = d;
+    c->timed = d.expire_after_write != 0 || d.expire_after_access != 0;
     c->alloc = NULL;
     return AP_OK;
 }
@@ -2147,12 +2471,19 @@ AP_API void ap__ckv_wheel_unlink(ap__ckv_shard *s, uint32_t n)
     node->wprev = node->wnext = AP__CACHE_NIL;
 }
 
+/* The node's deadline: the earlier of its write and access deadlines. */
+AP_FORCE_INLINE uint64_t ap__ckv_deadline(const ap__ckv_node *node)
+{
+    return node->wexp < node->aexp ? node->wexp : node->aexp;
+}
+
 AP_API void ap__ckv_wheel_add(ap__ckv_shard *s, uint32_t n)
 {
     ap__ckv_node *node = &s->nodes[n];
-    if (node->deadline == UINT64_MAX)
+    uint64_t dl = ap__ckv_deadline(node);
+    if (dl == UINT64_MAX)
         return;
-    uint32_t b = ap__cache_wheel_bucket(node->deadline, s->wnow);
+    uint32_t b = ap__cache_wheel_bucket(dl, s->wnow);
     node->wbucket = (uint16_t)b;
     node->wprev = AP__CACHE_NIL;
     node->wnext = s->wheel[b];
@@ -2248,7 +2579,10 @@ AP_API void ap__ckv_bury(const ap_cache_kv *c, ap__ckv_shard *s, uint32_t limbo)
     ap__lock_release(&s->lock);
 }
 
-AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, uint64_t weight)
+/* A put at @now with @ttl (0: the desc's); @pin: NULL, or the new entry
+ * comes out pinned once (ap_cache_kv_load_complete). */
+AP_API ap_status ap__ckv_put(ap_cache_kv *c, ap_cache_key key, void *value, uint64_t weight,
+                             uint64_t now, uint64_t ttl, ap_cache_kv_pin *pin)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     if (key.bytes == NULL && key.len != 0)
@@ -2259,9 +2593,11 @@ AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, 
     if (weight == 0 || weight > s->max_weight)
         return AP_INVAL;
     uint32_t limbo = AP__CACHE_NIL, *link;
-    uint64_t deadline = c->desc.expire_after_write
-                            ? ap__cache_after(ap_clock_now(&c->desc.clock), c->desc.expire_after_write)
-                            : UINT64_MAX;
+    uint64_t wexp = UINT64_MAX, aexp = UINT64_MAX;
+    if (c->timed) {
+        wexp = ap__cache_after(now, ttl ? ttl : c->desc.expire_after_write);
+        aexp = ap__cache_after(now, c->desc.expire_after_access);
+    }
     ap__lock_acquire(&s->lock);
     for (;;) {
         /* feasible: the weight that cannot move (pinned entries, pinned
@@ -2309,8 +2645,17 @@ AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, 
     node->visited = 0;
     node->state = AP__CKV_LIVE;
     node->hnext = 0;
-    node->deadline = deadline;
+    node->wexp = wexp;
+    node->aexp = aexp;
     ap__ckv_wheel_add(s, n);
+    if (pin) { /* pinned before anyone else can see it */
+        node->refs = 1;
+        s->pinned_live++;
+        s->stuck_weight += weight;
+        pin->value = value;
+        pin->shard = (uint32_t)(s - c->shards);
+        pin->node = n;
+    }
     *link = n + 1; /* the empty end of key's chain, from the last find */
     node->newer = AP__CACHE_NIL;
     node->older = s->head;
@@ -2327,20 +2672,37 @@ AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, 
     return AP_OK;
 }
 
-AP_API ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_pin *pin)
+AP_API ap_status ap_cache_kv_put(ap_cache_kv *c, ap_cache_key key, void *value, uint64_t weight)
+{
+    AP_ASSERT(c != NULL);
+    return ap__ckv_put(c, key, value, weight, c->timed ? ap_clock_now(&c->desc.clock) : 0, 0,
+                       NULL);
+}
+
+AP_API ap_status ap_cache_kv_put_ttl(ap_cache_kv *c, ap_cache_key key, void *value,
+                                     uint64_t weight, uint64_t now, uint64_t ttl)
+{
+    AP_ASSERT(c != NULL);
+    if (!c->timed)
+        return AP_INVAL;
+    return ap__ckv_put(c, key, value, weight, now, ttl, NULL);
+}
+
+/* The get at @now (untimed: ignored); @count: add to hits/misses. */
+AP_API ap_status ap__ckv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_pin *pin,
+                             uint64_t now, bool count)
 {
     AP_ASSERT(c != NULL && c->shards != NULL && pin != NULL);
     ap__ckv_shard *s = ap__ckv_shard_of(c, key.hash);
     uint32_t *link;
-    uint64_t now = c->desc.expire_after_write ? ap_clock_now(&c->desc.clock) : 0;
     if (now == UINT64_MAX)
         now = UINT64_MAX - 1; /* UINT64_MAX is "never" as a deadline */
     ap__lock_acquire(&s->lock);
     uint32_t n = ap__ckv_find(s, &key, &link);
-    if (n != AP__CACHE_NIL && now >= s->nodes[n].deadline)
+    if (n != AP__CACHE_NIL && c->timed && now >= ap__ckv_deadline(&s->nodes[n]))
         n = AP__CACHE_NIL; /* hard expiry: an expired entry is a miss */
     if (n == AP__CACHE_NIL) {
-        s->misses++;
+        s->misses += count;
         ap__lock_release(&s->lock);
         return AP_EMPTY;
     }
@@ -2350,12 +2712,30 @@ AP_API ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_p
         s->stuck_weight += node->weight;
     }
     node->visited = 1;
-    s->hits++;
+    if (c->desc.expire_after_access) {
+        /* it stays in its (earlier) wheel bucket: maintain places it again */
+        uint64_t a = ap__cache_after(now, c->desc.expire_after_access);
+        if (a > node->aexp)
+            node->aexp = a;
+    }
+    s->hits += count;
     pin->value = node->value;
     pin->shard = (uint32_t)(s - c->shards);
     pin->node = n;
     ap__lock_release(&s->lock);
     return AP_OK;
+}
+
+AP_API ap_status ap_cache_kv_get(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_pin *pin)
+{
+    AP_ASSERT(c != NULL);
+    return ap__ckv_get(c, key, pin, c->timed ? ap_clock_now(&c->desc.clock) : 0, true);
+}
+
+AP_API ap_status ap_cache_kv_get_at(ap_cache_kv *c, ap_cache_key key, ap_cache_kv_pin *pin,
+                                    uint64_t now)
+{
+    return ap__ckv_get(c, key, pin, now, true);
 }
 
 AP_API void ap_cache_kv_unpin(ap_cache_kv *c, ap_cache_kv_pin *pin)
@@ -2404,7 +2784,7 @@ AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     size_t gone = 0;
-    if (c->desc.expire_after_write == 0)
+    if (!c->timed)
         return 0;
     if (now == UINT64_MAX)
         now = UINT64_MAX - 1;
@@ -2430,7 +2810,7 @@ AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now)
                     uint32_t next = node->wnext;
                     node->wbucket = AP__CACHE_WNONE;
                     node->wprev = node->wnext = AP__CACHE_NIL;
-                    if (node->deadline <= cur) {
+                    if (ap__ckv_deadline(node) <= cur) {
                         ap__ckv_leave(s, n, AP_CACHE_CAUSE_EXPIRED, &limbo);
                         s->expired++;
                         gone++;
@@ -2467,7 +2847,128 @@ AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
         st.weight += s->weight;
         ap__lock_release(&s->lock);
     }
+    st.loads = AP_ATOMIC_LOAD(&c->fl.loads, memory_order_relaxed); /* relaxed: a snapshot */
+    st.load_joins = AP_ATOMIC_LOAD(&c->fl.load_joins, memory_order_relaxed);
+    st.load_failures = AP_ATOMIC_LOAD(&c->fl.load_failures, memory_order_relaxed);
+    st.negative_hits = AP_ATOMIC_LOAD(&c->fl.negative_hits, memory_order_relaxed);
     return st;
+}
+
+/* ---- ap_cache_kv loading: the same single-flight table as ap_cache ---- */
+
+AP__FUTURE_VTABLE(ap__ckv_lf, ap_cache_kv_load_fut, ap_cache_kv_load_poll,
+                  ap_cache_kv_load_cancel)
+
+AP_API bool ap__ckv_lf_read(void *self, uint64_t now, bool first)
+{
+    ap_cache_kv_load_fut *f = (ap_cache_kv_load_fut *)self;
+    return ap__ckv_get(f->c, f->key, f->out, now, first) == AP_OK; /* pins on a hit */
+}
+
+AP_API void ap__ckv_lf_load(void *self)
+{
+    ap_cache_kv_load_fut *f = (ap_cache_kv_load_fut *)self;
+    f->loader.load(f->loader.ctx, f->c, f->key);
+}
+
+AP_API void ap__ckv_lf_drop(void *self, const void *result)
+{
+    ap_cache_kv_load_fut *f = (ap_cache_kv_load_fut *)self;
+    ap_cache_kv_pin pin;
+    memcpy(&pin, result, sizeof pin);
+    ap_cache_kv_unpin(f->c, &pin); /* the pin the load took for us */
+}
+
+AP_API void ap_cache_kv_get_or_load(ap_cache_kv_load_fut *f, ap_cache_kv *c, ap_cache_key key,
+                                    ap_cache_kv_pin *out, ap_cache_kv_loader loader)
+{
+    AP_ASSERT(f != NULL && c != NULL && out != NULL && loader.load != NULL);
+    f->base.poll = ap__ckv_lf_poll_v;
+    f->base.cancel = ap__ckv_lf_cancel_v;
+    f->c = c;
+    f->key = key;
+    f->out = out;
+    f->loader = loader;
+    ap__cache_ff_init(&f->ff);
+    if ((key.bytes == NULL && key.len != 0) || key.len > c->fl.kcap)
+        f->ff.status = AP_INVAL; /* done at once: no slot could hold the key */
+}
+
+AP_API ap_poll ap_cache_kv_load_poll(ap_cache_kv_load_fut *f, ap_cx *cx)
+{
+    ap__cache_fops ops = {ap__ckv_lf_read, ap__ckv_lf_load, ap__ckv_lf_drop};
+    return ap__cache_ff_poll(&f->c->fl, &f->ff, &ops, f, f->key.hash, f->key.bytes, f->key.len,
+                             f->out, cx);
+}
+
+AP_API void ap_cache_kv_load_cancel(ap_cache_kv_load_fut *f)
+{
+    ap__cache_fops ops = {ap__ckv_lf_read, ap__ckv_lf_load, ap__ckv_lf_drop};
+    ap__cache_ff_cancel(&f->c->fl, &f->ff, &ops, f);
+}
+
+AP_API ap_status ap_cache_kv_load_status(const ap_cache_kv_load_fut *f)
+{
+    return f->ff.status;
+}
+
+AP_API ap_status ap_cache_kv_load_complete(ap_cache_kv *c, ap_cache_key key, ap_status status,
+                                           void *value, uint64_t weight, uint64_t now)
+{
+    AP_ASSERT(c != NULL && c->shards != NULL);
+    ap__cache_flights *t = &c->fl;
+    if (status == AP_NOT_READY || (unsigned)status > (unsigned)AP_FILTERED ||
+        (key.bytes == NULL && key.len != 0) || key.len > t->kcap)
+        return AP_INVAL;
+    ap__lock_acquire(&t->lock);
+    uint32_t i = ap__cache_inflight(t, key.hash, key.bytes, key.len);
+    ap__lock_release(&t->lock);
+    if (i == AP__CACHE_NIL)
+        return AP_INVAL;
+    /* Only this call completes slot i (once per loader call), so it stays
+     * RUNNING meanwhile. The put runs outside the table lock (its
+     * releases run outside every lock) and comes out pinned by us, so the
+     * entry stays until the waiters' pins are added below. A miss between
+     * the put and DONE finds the value (ORDERING). */
+    ap_cache_kv_pin mine = {NULL, 0, 0};
+    ap_status got = AP_OK;
+    if (status == AP_OK) {
+        got = ap__ckv_put(c, key, value, weight, now, 0, &mine);
+        if (got == AP_INVAL)
+            return AP_INVAL; /* nothing changed; the load still runs */
+        if (got != AP_OK)
+            status = got; /* AP_FULL: every waiter gets it; the value stays the caller's */
+    }
+    ap__lock_acquire(&t->lock);
+    ap__cache_load *l = ap__cache_slot(t, i);
+    if (status == AP_OK) {
+        /* one pin per attached future, before any can see DONE (table
+         * lock, then the shard lock: the order ap_cache uses) */
+        ap__ckv_shard *s = &c->shards[mine.shard];
+        ap__lock_acquire(&s->lock);
+        s->nodes[mine.node].refs += l->refs;
+        ap__lock_release(&s->lock);
+        memcpy(ap__cache_slot_value(l), &mine, sizeof mine);
+    }
+    bool freed = ap__cache_done(t, l, status, now);
+    ap__lock_release(&t->lock);
+    if (status == AP_OK)
+        ap_cache_kv_unpin(c, &mine); /* outside every lock: it may release */
+    (void)ap_waitlist_wake_all(&l->wl);
+    if (freed)
+        (void)ap_waitlist_wake_all(&t->lwait);
+    return got;
+}
+
+AP_API ap_status ap_cache_kv_get_or_load_wait(ap_cache_kv *c, ap_cache_key key,
+                                              ap_cache_kv_pin *out, ap_cache_kv_loader loader,
+                                              ap_deadline deadline)
+{
+    ap_cache_kv_load_fut f;
+    ap_cache_kv_get_or_load(&f, c, key, out, loader);
+    if (ap_block_on_until_clock(&f.base, deadline, &c->desc.clock) == AP_TIMEDOUT)
+        return AP_TIMEDOUT;
+    return f.ff.status;
 }
 
 AP_API void ap_cache_kv_fini(ap_cache_kv *c)

@@ -369,12 +369,12 @@ static void run_loads(size_t shards, size_t cap, size_t max_loads, uint64_t raw,
     CHECK(STRESS_LOAD(&r->ok) + STRESS_LOAD(&r->errs) + STRESS_LOAD(&r->cancelled) ==
               LWAITERS * iters, "every get_or_load ended");
     for (size_t i = 0; i < r->c->desc.max_loads; i++) {
-        ap__cache_load *l = ap__cache_slot(r->c, (uint32_t)i);
+        ap__cache_load *l = ap__cache_slot(&r->c->fl, (uint32_t)i);
         CHECK(l->state == AP__CACHE_L_FREE && l->refs == 0, "slot %zu: state %u refs %u", i,
               l->state, l->refs);
         CHECK(!ap_waitlist_has_waiters(&l->wl), "slot %zu has waiters", i);
     }
-    CHECK(!ap_waitlist_has_waiters(&r->c->lwait), "waiters for a slot left");
+    CHECK(!ap_waitlist_has_waiters(&r->c->fl.lwait), "waiters for a slot left");
     CHECK(s.load_joins > 0 && calls > 0 && (raw == 0 || s.refreshes > 0),
           "the run did not exercise joins (%" PRIu64 ") or refreshes (%" PRIu64 ")",
           s.load_joins, s.refreshes);

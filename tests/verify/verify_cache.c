@@ -171,12 +171,12 @@ static void l_check(void *p)
     ap_cache_stats st = ap_cache_stats_get(&s->c);
     VF_CHECK(st.loads == (uint64_t)s->calls);
     for (size_t i = 0; i < s->c.desc.max_loads; i++) {
-        ap__cache_load *l = ap__cache_slot(&s->c, (uint32_t)i);
+        ap__cache_load *l = ap__cache_slot(&s->c.fl, (uint32_t)i);
         VF_CHECK(l->state == AP__CACHE_L_FREE && l->refs == 0, "slot %zu: state %u refs %u", i,
                  l->state, l->refs);
         VF_CHECK(!ap_waitlist_has_waiters(&l->wl));
     }
-    VF_CHECK(!ap_waitlist_has_waiters(&s->c.lwait));
+    VF_CHECK(!ap_waitlist_has_waiters(&s->c.fl.lwait));
     VF_CHECK(ap_cache_get(&s->c, 5, NULL) == (s->fail == AP_OK ? AP_OK : AP_EMPTY));
     if (!s->cancel)
         VF_CHECK(s->got[0] == s->fail && s->got[1] == s->fail);
@@ -199,7 +199,7 @@ typedef struct kvv {
 
 typedef struct kst {
     ap_cache_kv c;
-    _Alignas(AP_CACHELINE) unsigned char mem[4096];
+    _Alignas(AP_CACHELINE) unsigned char mem[16384];
     kvv v[2];
     char key[2];
     int bad;
