@@ -1572,3 +1572,255 @@ Test(cache, kv_expiry_hard_and_reclaimed_with_cause_expired)
     EXPECT_EQ(ap_cache_kv_maintain(c, UINT64_MAX), 0u);
     ap_cache_kv_destroy(c);
 }
+
+/* ---- ap_cache_kv: expire after access, per-entry TTL (exact fake clock) ---- */
+
+static ap_cache_kv *mk_kv_timed(kv_log *lg, uint64_t eaw, uint64_t eaa, uint64_t neg)
+{
+    ap_cache_kv *c = NULL;
+    ap_cache_kv_desc d = {.capacity = 8, .shards = 2, .release = kv_release, .ctx = lg,
+                          .expire_after_write = eaw, .expire_after_access = eaa,
+                          .negative_ttl_ns = neg};
+    d.clock.now = fake_now;
+    EXPECT_EQ(ap_cache_kv_create(&c, &d, NULL), AP_OK);
+    return c;
+}
+
+Test(cache, kv_expire_after_access_and_ttl_are_exact_and_hard)
+{
+    kv_log lg = {0, 0};
+    static kv_val v[4];
+    memset(v, 0, sizeof v);
+    ap_cache_kv *c = mk_kv_timed(&lg, 1000, 100, 0);
+    ap_cache_kv_pin p;
+    ap_cache_key k0 = kv_key(&v[0], 0, 5), k1 = kv_key(&v[1], 1, 9), k2 = kv_key(&v[2], 2, 3);
+    fake_ns = 5000;
+    EXPECT_EQ(ap_cache_kv_put(c, k0, &v[0], 0), AP_OK); /* access deadline 5100 */
+    EXPECT_EQ(ap_cache_kv_get_at(c, k0, &p, 5099), AP_OK); /* one ns before: a hit -> 5199 */
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(ap_cache_kv_get_at(c, k0, &p, 5198), AP_OK); /* -> 5298 */
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(ap_cache_kv_maintain(c, 5100), 0u); /* its first bucket fired: placed again */
+    EXPECT_EQ(ap_cache_kv_maintain(c, 5297), 0u);
+    EXPECT_EQ(v[0].released, 0);
+    EXPECT_EQ(ap_cache_kv_get_at(c, k0, &p, 5298), AP_EMPTY); /* at it: a miss (hard) */
+    EXPECT_EQ(v[0].released, 0);                              /* ...reclaimed by maintain */
+    EXPECT_EQ(ap_cache_kv_maintain(c, 5298), 1u);
+    EXPECT_EQ(v[0].released, 1);
+    EXPECT_EQ(v[0].cause, AP_CACHE_CAUSE_EXPIRED);
+    /* a per-entry TTL shorter than the access period wins, and longer ones too:
+     * whichever deadline comes first */
+    EXPECT_EQ(ap_cache_kv_put_ttl(c, k1, &v[1], 0, 6000, 40), AP_OK); /* write deadline 6040 */
+    EXPECT_EQ(ap_cache_kv_get_at(c, k1, &p, 6039), AP_OK);
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(ap_cache_kv_get_at(c, k1, &p, 6040), AP_EMPTY);
+    EXPECT_EQ(ap_cache_kv_put_ttl(c, k2, &v[2], 0, 6000, AP_CACHE_NEVER), AP_OK);
+    EXPECT_EQ(ap_cache_kv_get_at(c, k2, &p, 6099), AP_OK); /* access: -> 6199 */
+    v[2].pinned = 1; /* held across its expiry */
+    EXPECT_EQ(ap_cache_kv_get_at(c, k2, &p, 6199), AP_EMPTY); /* a pin does not keep it alive */
+    EXPECT_EQ(ap_cache_kv_maintain(c, 6199), 2u);              /* k1 and k2 leave */
+    EXPECT_EQ(v[1].released, 1);
+    EXPECT_EQ(v[2].released, 0); /* pinned: released at its last unpin */
+    v[2].pinned = 0;
+    ap_cache_kv_unpin(c, &p);
+    EXPECT_EQ(v[2].released, 1);
+    EXPECT_EQ(v[2].cause, AP_CACHE_CAUSE_EXPIRED);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    EXPECT_EQ(st.expired, 3u);
+    EXPECT_EQ(st.len, 0u);
+    EXPECT_EQ(st.weight, 0u);
+    ap_cache_kv_destroy(c);
+    EXPECT_EQ(lg.releases, 3);
+    EXPECT_EQ(lg.bad, 0);
+    /* untimed: put_ttl is AP_INVAL and takes nothing */
+    c = mk_kv(4, 1, 0, &lg, false);
+    EXPECT_EQ(ap_cache_kv_put_ttl(c, k0, &v[0], 0, 0, 10), AP_INVAL);
+    EXPECT_EQ(ap_cache_kv_stats_get(c).len, 0u);
+    ap_cache_kv_destroy(c);
+    EXPECT_EQ(lg.releases, 3);
+}
+
+/* ---- ap_cache_kv: get_or_load with single flight, negative TTL ---- */
+
+typedef struct kv_ldr {
+    int calls;
+    char seen[40]; /* the last key's bytes (valid only during the call) */
+    size_t seen_len;
+} kv_ldr;
+
+static void kv_ldr_load(void *ctx, ap_cache_kv *c, ap_cache_key key)
+{
+    kv_ldr *l = ctx;
+    (void)c;
+    l->calls++;
+    l->seen_len = key.len < sizeof l->seen ? key.len : sizeof l->seen;
+    memcpy(l->seen, key.bytes, l->seen_len);
+}
+
+static ap_poll kv_poll_at(ap_cache_kv_load_fut *f, uint64_t now)
+{
+    ap_cx cx = {{count_wake, NULL}, now, AP_DEADLINE_NONE};
+    return ap_cache_kv_load_poll(f, &cx);
+}
+
+Test(cache, theorem_kv_single_flight_one_load_pins_for_every_waiter)
+{
+    kv_log lg = {0, 0};
+    static kv_val v[2];
+    memset(v, 0, sizeof v);
+    fake_ns = 0;
+    ap_cache_kv *c = mk_kv_timed(&lg, 0, 0, 0);
+    kv_ldr l = {0};
+    ap_cache_kv_loader ld = {kv_ldr_load, &l};
+    enum { N = 5 };
+    char keys[N][8]; /* equal bytes in different memory: one key */
+    ap_cache_kv_load_fut f[N];
+    ap_cache_kv_pin pin[N];
+    wakes = 0;
+    for (int i = 0; i < N; i++) {
+        memcpy(keys[i], "alpha", 5);
+        ap_cache_kv_get_or_load(&f[i], c, ap_cache_key_of(keys[i], 5), &pin[i], ld);
+        EXPECT_EQ(kv_poll_at(&f[i], 0), AP_PENDING);
+    }
+    EXPECT_EQ(l.calls, 1); /* one load for N misses */
+    EXPECT_EQ(l.seen_len, 5u);
+    EXPECT(memcmp(l.seen, "alpha", 5) == 0);
+    EXPECT_EQ(ap_cache_kv_stats_get(c).load_joins, (uint64_t)N - 1);
+    ap_cache_kv_load_cancel(&f[0]); /* the starter leaves: the load goes on */
+    EXPECT_EQ(ap_cache_kv_load_status(&f[0]), AP_CANCELED);
+    memset(keys[0], 'x', 5); /* its key's memory may go: the slot has a copy */
+    memcpy(v[0].key, "alpha", 5);
+    ap_cache_key durable = ap_cache_key_of(v[0].key, 5);
+    ap_cache_key other = ap_cache_key_of("beta", 4);
+    EXPECT_EQ(ap_cache_kv_load_complete(c, other, AP_OK, &v[1], 0, 0), AP_INVAL); /* none */
+    EXPECT_EQ(ap_cache_kv_load_complete(c, durable, AP_OK, &v[0], 0, 0), AP_OK);
+    EXPECT_EQ(wakes, N - 1);
+    EXPECT_EQ(ap_cache_kv_load_complete(c, durable, AP_OK, &v[0], 0, 0), AP_INVAL);
+    /* one waiter leaves after the result arrived: its pin is dropped for it */
+    ap_cache_kv_load_cancel(&f[1]);
+    EXPECT_EQ(ap_cache_kv_load_status(&f[1]), AP_CANCELED);
+    for (int i = 2; i < N; i++) {
+        EXPECT_EQ(kv_poll_at(&f[i], 0), AP_READY);
+        EXPECT_EQ(ap_cache_kv_load_status(&f[i]), AP_OK);
+        EXPECT(pin[i].value == &v[0]);
+    }
+    v[0].pinned = 1;
+    /* removed while pinned by the waiters: released at the last unpin only */
+    EXPECT_EQ(ap_cache_kv_remove(c, durable), AP_OK);
+    for (int i = 2; i < N; i++) {
+        EXPECT_EQ(v[0].released, 0);
+        if (i == N - 1)
+            v[0].pinned = 0;
+        ap_cache_kv_unpin(c, &pin[i]);
+    }
+    EXPECT_EQ(v[0].released, 1);
+    EXPECT_EQ(v[0].cause, AP_CACHE_CAUSE_EXPLICIT);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    EXPECT_EQ(st.loads, 1u);
+    EXPECT_EQ(st.weight, 0u);
+    /* a hit pins at once; a key longer than max_key_len is AP_INVAL */
+    v[0].released = 0;
+    EXPECT_EQ(ap_cache_kv_put(c, durable, &v[0], 0), AP_OK);
+    ap_cache_kv_get_or_load(&f[0], c, ap_cache_key_of("alpha", 5), &pin[0], ld);
+    EXPECT_EQ(kv_poll_at(&f[0], 0), AP_READY);
+    EXPECT_EQ(ap_cache_kv_load_status(&f[0]), AP_OK);
+    EXPECT(pin[0].value == &v[0]);
+    ap_cache_kv_unpin(c, &pin[0]);
+    static char big[300];
+    memset(big, 'b', sizeof big);
+    ap_cache_kv_get_or_load(&f[0], c, ap_cache_key_of(big, sizeof big), &pin[0], ld);
+    EXPECT_EQ(kv_poll_at(&f[0], 0), AP_READY);
+    EXPECT_EQ(ap_cache_kv_load_status(&f[0]), AP_INVAL);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_kv_destroy(c);
+    EXPECT_EQ(lg.bad, 0);
+    EXPECT_EQ(lg.releases, 2);
+}
+
+/* A failed load remembered for negative_ttl_ns, exactly: one ns before its
+ * end the same error, no loader call; at its end a new load. */
+Test(cache, negative_ttl_is_exact_for_both_caches)
+{
+    fake_ns = 0;
+    ap_cache *c = NULL;
+    ap_cache_desc d = {.capacity = 8, .value_size = 8, .negative_ttl_ns = 100, .max_loads = 2};
+    d.clock.now = fake_now;
+    EXPECT_EQ(ap_cache_create(&c, &d, NULL), AP_OK);
+    ldr l = {.sync_status = AP_REJECTED};
+    ap_cache_loader ld = {ldr_load, &l};
+    ap_cache_load_fut f;
+    uint64_t v = 5;
+    fake_ns = 1000; /* the failure's time: remembered until 1100 */
+    ap_cache_get_or_load(&f, c, 3, &v, ld);
+    EXPECT_EQ(poll_at(&f, 1000), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&f), AP_REJECTED);
+    EXPECT_EQ(l.calls, 1);
+    ap_cache_get_or_load(&f, c, 3, &v, ld);
+    EXPECT_EQ(poll_at(&f, 1099), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&f), AP_REJECTED);
+    EXPECT_EQ(l.calls, 1); /* no loader call within the TTL */
+    EXPECT_EQ(ap_cache_stats_get(c).negative_hits, 1u);
+    EXPECT_EQ(v, 5u);
+    l.sync_status = AP_OK;
+    l.value = 77;
+    ap_cache_get_or_load(&f, c, 3, &v, ld);
+    EXPECT_EQ(poll_at(&f, 1100), AP_READY); /* at its end: loaded again */
+    EXPECT_EQ(ap_cache_load_status(&f), AP_OK);
+    EXPECT_EQ(v, 77u);
+    EXPECT_EQ(l.calls, 2);
+    /* remembered failures give their slot up to a load that needs one */
+    l.sync_status = AP_TIMEDOUT;
+    fake_ns = 2000;
+    for (uint64_t k = 10; k < 12; k++) {
+        ap_cache_get_or_load(&f, c, k, &v, ld);
+        EXPECT_EQ(poll_at(&f, 2000), AP_READY);
+        EXPECT_EQ(ap_cache_load_status(&f), AP_TIMEDOUT);
+    }
+    l.sync_status = AP_OK;
+    ap_cache_get_or_load(&f, c, 12, &v, ld); /* both slots hold failures */
+    EXPECT_EQ(poll_at(&f, 2001), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&f), AP_OK);
+    EXPECT_EQ(l.calls, 5);
+    ap_cache_destroy(c);
+
+    /* ap_cache_kv, asynchronous failure: every waiter gets it, then the TTL */
+    kv_log lg = {0, 0};
+    static kv_val kv[1];
+    memset(kv, 0, sizeof kv);
+    ap_cache_kv *kc = mk_kv_timed(&lg, 0, 0, 100);
+    kv_ldr kl = {0};
+    ap_cache_kv_loader kld = {kv_ldr_load, &kl};
+    ap_cache_kv_load_fut kf[2];
+    ap_cache_kv_pin pin;
+    ap_cache_key key = ap_cache_key_of("gamma", 5);
+    for (int i = 0; i < 2; i++) {
+        ap_cache_kv_get_or_load(&kf[i], kc, key, &pin, kld);
+        EXPECT_EQ(kv_poll_at(&kf[i], 1000), AP_PENDING);
+    }
+    EXPECT_EQ(ap_cache_kv_load_complete(kc, key, AP_REJECTED, NULL, 0, 1000), AP_OK);
+    for (int i = 0; i < 2; i++) {
+        EXPECT_EQ(kv_poll_at(&kf[i], 1000), AP_READY);
+        EXPECT_EQ(ap_cache_kv_load_status(&kf[i]), AP_REJECTED);
+    }
+    ap_cache_kv_get_or_load(&kf[0], kc, key, &pin, kld);
+    EXPECT_EQ(kv_poll_at(&kf[0], 1099), AP_READY);
+    EXPECT_EQ(ap_cache_kv_load_status(&kf[0]), AP_REJECTED);
+    EXPECT_EQ(kl.calls, 1);
+    ap_cache_kv_get_or_load(&kf[0], kc, key, &pin, kld);
+    EXPECT_EQ(kv_poll_at(&kf[0], 1100), AP_PENDING); /* a new load */
+    EXPECT_EQ(kl.calls, 2);
+    memcpy(kv[0].key, "gamma", 5);
+    EXPECT_EQ(ap_cache_kv_load_complete(kc, ap_cache_key_of(kv[0].key, 5), AP_OK, &kv[0], 0, 1100),
+              AP_OK);
+    EXPECT_EQ(kv_poll_at(&kf[0], 1100), AP_READY);
+    EXPECT_EQ(ap_cache_kv_load_status(&kf[0]), AP_OK);
+    EXPECT(pin.value == &kv[0]);
+    ap_cache_kv_unpin(kc, &pin);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(kc);
+    EXPECT_EQ(st.negative_hits, 1u);
+    EXPECT_EQ(st.load_failures, 1u);
+    ap_cache_kv_destroy(kc);
+    EXPECT_EQ(kv[0].released, 1);
+    EXPECT_EQ(lg.bad, 0);
+}
