@@ -271,6 +271,162 @@ static void k_check(void *p)
     ap_cache_kv_fini(&s->c);
 }
 
+/* ---- ap_cache_kv: an expiry racing a pinned reader ----
+ * The entry "k" (put at 0, expire_after_write 100) is pinned by T0 at 50,
+ * whose reads of the value's bytes straddle a yield. T1 runs maintain at
+ * 100 and gets "k" at 100 (before or after the maintain). Theorems, in
+ * every interleaving: T1's get at the deadline misses (hard expiry), the
+ * value is released exactly once, with cause EXPIRED, never while T0's
+ * pin is held (the C11 mode's race detector watches the bytes). */
+static void *e_setup(void)
+{
+    kst *s = aligned_alloc(AP_CACHELINE, sizeof(kst));
+    memset(s, 0, sizeof *s);
+    s->key[0] = 'k';
+    s->v[0].bytes = 1000;
+    size_t need = 0;
+    ap_cache_kv_desc d = {.capacity = 2, .shards = 1, .release = k_release, .ctx = s,
+                          .expire_after_write = 100, .max_loads = 1, .max_key_len = 8};
+    VF_CHECK(ap_cache_kv_bytes(&d, &need) == AP_OK && need <= sizeof s->mem);
+    VF_CHECK(ap_cache_kv_init(&s->c, s->mem, sizeof s->mem, &d) == AP_OK);
+    VF_CHECK(ap_cache_kv_put_ttl(&s->c, ap_cache_key_of(&s->key[0], 1), &s->v[0], 1, 0, 0) ==
+             AP_OK);
+    return s;
+}
+
+static void e_thread(void *p, int id)
+{
+    kst *s = p;
+    ap_cache_kv_pin pin;
+    if (id == 0) {
+        /* (a miss when T1's maintain ran first: reclaimed already) */
+        if (ap_cache_kv_get_at(&s->c, ap_cache_key_of(&s->key[0], 1), &pin, 50) != AP_OK)
+            return;
+        kvv *v = pin.value;
+        VF_DATA_READ(&v->bytes, sizeof v->bytes);
+        uint64_t b1 = v->bytes;
+        vf_yield();
+        VF_DATA_READ(&v->bytes, sizeof v->bytes);
+        VF_CHECK(!v->freed && b1 == 1000 && v->bytes == b1, "released while pinned");
+        ap_cache_kv_unpin(&s->c, &pin);
+    } else {
+        if (ap_cache_kv_get_at(&s->c, ap_cache_key_of(&s->key[0], 1), &pin, 100) == AP_OK) {
+            s->bad++; /* an expired entry returned */
+            ap_cache_kv_unpin(&s->c, &pin);
+        }
+        VF_CHECK(ap_cache_kv_maintain(&s->c, 100) == 1);
+        VF_CHECK(ap_cache_kv_get_at(&s->c, ap_cache_key_of(&s->key[0], 1), &pin, 100) ==
+                 AP_EMPTY);
+    }
+}
+
+static void e_check(void *p)
+{
+    kst *s = p;
+    VF_CHECK(s->bad == 0, "a get at the deadline returned the expired entry");
+    VF_CHECK(s->v[0].releases == 1 && s->v[0].cause == AP_CACHE_CAUSE_EXPIRED,
+             "%d releases, cause %d", s->v[0].releases, s->v[0].cause);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->c);
+    VF_CHECK(st.len == 0 && st.weight == 0 && st.expired == 1);
+    ap_cache_kv_fini(&s->c);
+}
+
+/* ---- ap_cache_kv: single flight ----
+ * T0 and T1 get_or_load "k" (each from its own key buffer), T2 completes
+ * every load the loader was asked for (with a durable key). Theorems, in
+ * every interleaving: one load (the second miss finds the load in flight,
+ * or finds the value); both waiters get a pin of the loaded value, read
+ * it while pinned and unpin; in the cancel scenario T0 polls once and
+ * cancels, leaving the load to T1 (a pin taken for it is dropped); at the
+ * end every slot is free, nobody waits, and fini releases the value once. */
+typedef struct kl {
+    kst k;
+    int calls, completed, done, cancel;
+    char keys[2][2];
+} kl;
+
+static void kl_load(void *ctx, ap_cache_kv *c, ap_cache_key key)
+{
+    kl *s = ctx;
+    (void)c;
+    VF_CHECK(key.len == 1 && *(const char *)key.bytes == 'k');
+    s->calls++;
+}
+
+static void *kl_setup_with(int cancel)
+{
+    kl *s = aligned_alloc(AP_CACHELINE, sizeof(kl));
+    memset(s, 0, sizeof *s);
+    s->cancel = cancel;
+    s->k.key[0] = 'k';
+    s->k.v[0].bytes = 1000;
+    s->keys[0][0] = s->keys[1][0] = 'k';
+    size_t need = 0;
+    ap_cache_kv_desc d = {.capacity = 2, .shards = 1, .release = k_release, .ctx = &s->k,
+                          .max_loads = 2, .max_key_len = 8};
+    VF_CHECK(ap_cache_kv_bytes(&d, &need) == AP_OK && need <= sizeof s->k.mem);
+    VF_CHECK(ap_cache_kv_init(&s->k.c, s->k.mem, sizeof s->k.mem, &d) == AP_OK);
+    return s;
+}
+static void *kl_setup(void) { return kl_setup_with(0); }
+static void *kl_setup_cancel(void) { return kl_setup_with(1); }
+
+static void kl_thread(void *p, int id)
+{
+    kl *s = p;
+    if (id == 2) {
+        while (s->done < 2) {
+            if (s->calls > s->completed) {
+                VF_CHECK(ap_cache_kv_load_complete(&s->k.c, ap_cache_key_of(&s->k.key[0], 1), AP_OK,
+                                                   &s->k.v[0], 1, 0) == AP_OK);
+                s->completed++;
+            } else {
+                vf_yield();
+            }
+        }
+        return;
+    }
+    ap_cache_kv_pin pin = {NULL, 0, 0};
+    ap_cache_kv_load_fut f;
+    ap_cache_kv_get_or_load(&f, &s->k.c, ap_cache_key_of(s->keys[id], 1), &pin,
+                            (ap_cache_kv_loader){kl_load, s});
+    if (id == 0 && s->cancel) {
+        if (vf_poll(&f.base) == AP_PENDING) {
+            ap_cache_kv_load_cancel(&f);
+            VF_CHECK(ap_cache_kv_load_status(&f) == AP_CANCELED && pin.value == NULL);
+        }
+    } else {
+        vf_wait(&f.base);
+    }
+    if (ap_cache_kv_load_status(&f) == AP_OK) {
+        kvv *v = pin.value;
+        VF_CHECK(v == &s->k.v[0]);
+        VF_DATA_READ(&v->bytes, sizeof v->bytes);
+        VF_CHECK(!v->freed && v->bytes == 1000, "released while pinned");
+        ap_cache_kv_unpin(&s->k.c, &pin);
+    } else {
+        VF_CHECK(ap_cache_kv_load_status(&f) == AP_CANCELED);
+    }
+    s->done++;
+}
+
+static void kl_check(void *p)
+{
+    kl *s = p;
+    VF_CHECK(s->calls == 1 && s->completed == 1, "%d loads for one key", s->calls);
+    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->k.c);
+    VF_CHECK(st.loads == 1 && st.len == 1);
+    for (uint32_t i = 0; i < s->k.c.fl.n; i++) {
+        ap__cache_load *l = ap__cache_slot(&s->k.c.fl, i);
+        VF_CHECK(l->state == AP__CACHE_L_FREE && l->refs == 0);
+        VF_CHECK(!ap_waitlist_has_waiters(&l->wl));
+    }
+    VF_CHECK(!ap_waitlist_has_waiters(&s->k.c.fl.lwait));
+    VF_CHECK(s->k.v[0].releases == 0, "released while cached");
+    ap_cache_kv_fini(&s->k.c); /* fails (AP_ASSERT) if a pin was left */
+    VF_CHECK(s->k.v[0].releases == 1 && s->k.v[0].cause == AP_CACHE_CAUSE_EXPLICIT);
+}
+
 int main(void)
 {
     unsigned long total = 0;
@@ -297,6 +453,22 @@ int main(void)
         vf_scenario sc = {.nthreads = 2, .tso = tso, .bound = 3, .setup = k_setup,
                           .thread = k_thread, .check = k_check, .teardown = free};
         sc.name = tso ? "cache_kv_retire_after_unpin_tso" : "cache_kv_retire_after_unpin";
+        total += vf_explore(&sc);
+    }
+    for (int tso = 0; tso <= 1; tso++) {
+        vf_scenario sc = {.nthreads = 2, .tso = tso, .bound = 3, .setup = e_setup,
+                          .thread = e_thread, .check = e_check, .teardown = free};
+        sc.name = tso ? "cache_kv_expire_vs_pinned_tso" : "cache_kv_expire_vs_pinned";
+        total += vf_explore(&sc);
+    }
+    static const struct {
+        const char *name;
+        void *(*setup)(void);
+    } kls[] = {{"cache_kv_single_flight", kl_setup}, {"cache_kv_single_flight_cancel", kl_setup_cancel}};
+    for (size_t i = 0; i < sizeof kls / sizeof kls[0]; i++) {
+        vf_scenario sc = {.nthreads = 3, .bound = 2, .setup = kls[i].setup, .thread = kl_thread,
+                          .check = kl_check, .teardown = free};
+        sc.name = kls[i].name;
         total += vf_explore(&sc);
     }
     printf("verify_cache: %lu executions\n", total);
