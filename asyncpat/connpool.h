@@ -230,10 +230,36 @@ typedef struct ap_connpool_ops {
     void *ctx;
 } ap_connpool_ops;
 
+/*
+ * The asynchronous open (optional; named by desc.open_async, see ASYNC
+ * OPEN): all three functions are required. When given, every open goes
+ * through them and ops.open may be NULL. Each gets ops.ctx; like the
+ * others they run with no pool lock held and must not call back into the
+ * pool.
+ */
+typedef struct ap_connpool_open_async {
+    /* begin opening *conn at @now (the caller's clock); AP_OK: in flight,
+     * poll follows; else a failure status as open's (nothing to abort).
+     * *app_error is 0 on entry and kept across the polls. */
+    ap_status (*start)(void *ctx, void *conn, uint64_t now, int *app_error);
+    /* drive it: a future's poll (future.h) on the checkout's cx. AP_PENDING
+     * after registering cx->waker with whatever will call it, or lowering
+     * cx->deadline to be polled again by then; AP_READY with *result AP_OK
+     * (the connection is open: close() will get it) or a failure status */
+    ap_poll (*poll)(void *ctx, void *conn, ap_cx *cx, ap_status *result, int *app_error);
+    /* release an open that started and will never be polled to READY (the
+     * connect timeout, a cancelled checkout, close); called at most once
+     * per start, never for an open that reached READY, never with close() */
+    void (*abort)(void *ctx, void *conn);
+} ap_connpool_open_async;
+
 /** ap_connpool_fail - a failed open's report, beside AP_EXHAUSTED */
 typedef struct ap_connpool_fail {
-    ap_status error; /* what open returned (not AP_OK) */
+    ap_status error; /* what open returned (not AP_OK); AP_TIMEDOUT if open_timeout */
     int app_error;   /* what open wrote to *app_error (0: nothing) */
+    bool open_timeout; /* the pool's connect_timeout_ns ran out: the open was
+                          aborted (or, synchronous, took too long: a
+                          connection it made was closed) */
 } ap_connpool_fail;
 
 /** ap_connpool_leak - what ap_connpool_leak_check reports of a connection
@@ -273,6 +299,12 @@ typedef struct ap_connpool_desc {
     uint64_t leak_threshold_ns;
     void (*on_leak)(void *leak_ctx, const ap_connpool_leak *leak);
     void *leak_ctx;
+    /* Connect timeout (default 0: none): an open not done by
+     * connect_timeout_ns after it began fails (AP_EXHAUSTED beside
+     * {AP_TIMEDOUT, open_timeout}), counted in open_timeouts; see ASYNC OPEN. */
+    uint64_t connect_timeout_ns;
+    /* The asynchronous open (default NULL: ops.open, synchronous); copied */
+    const ap_connpool_open_async *open_async;
 } ap_connpool_desc;
 
 /* A consistent snapshot (taken under the lock) of the pool's counters. */
@@ -284,7 +316,8 @@ typedef struct ap_connpool_stats {
     size_t opening;  /* slots reserved for an open in flight or granted */
     size_t waiters;  /* queued checkout futures */
     uint64_t opened, closed;       /* successful opens; close calls */
-    uint64_t open_failures;        /* opens that failed */
+    uint64_t open_failures;        /* opens that failed (open_timeouts included) */
+    uint64_t open_timeouts;        /* of which: over connect_timeout_ns */
     uint64_t validate_failures;    /* connections validate refused */
     uint64_t expired;              /* closed for lifetime / idle timeout */
     uint64_t broken;               /* returned broken */
@@ -305,16 +338,31 @@ typedef struct ap_connpool {
     uint64_t jitter_max;         /* largest lifetime cut (0: no jitter) */
     uint64_t jitter_state;       /* splitmix64 state, seeded from desc.jitter_seed */
     uint64_t leak_threshold_ns;
+    uint64_t connect_timeout_ns; /* 0: none */
     void (*on_leak)(void *, const ap_connpool_leak *);
     void *leak_ctx;
     ap_clock clock;              /* desc.clock: checkout_wait's clock */
     ap_connpool_ops ops;
+    ap_connpool_open_async aopen; /* desc.open_async, or all NULL */
     uint32_t idle_top, free_top; /* stacks: index + 1, 0 when empty */
     size_t reserved;             /* slots not FREE */
     ap_connpool_stats n;         /* live, idle, opened, ... (not waiters) */
     AP_ATOMIC_T(uint32_t) closed;     /* written under the lock; read also without */
     ap_waitlist wl;              /* queued checkout futures */
 } ap_connpool;
+
+/* An open in flight (private): the asynchronous factory's open of a
+ * reserved slot, as a future with the connect timeout. A checkout future
+ * embeds one; the blocking paths keep one on their stack. */
+typedef struct ap__connpool_open_fut {
+    ap_future base;
+    ap_connpool *pool;
+    uint32_t slot;
+    uint32_t end;       /* how it ended: AP__CONNPOOL_END_* */
+    ap_status status;   /* AP_NOT_READY in flight, then the factory's result */
+    int app_error;
+    uint64_t deadline;  /* AP_DEADLINE_NONE: no connect timeout */
+} ap__connpool_open_fut;
 
 /*
  * A checkout future (caller memory). status is AP_NOT_READY while pending,
@@ -328,8 +376,10 @@ typedef struct ap_connpool_checkout_fut {
     ap_grant grant;           /* the queued request (waitlist.h) */
     uint32_t slot;            /* the granted slot; written before grant.granted */
     bool fresh;               /* granted a free slot (open one) rather than a connection */
+    bool opening;             /* an asynchronous open in `open` is in flight */
     ap_status status;
-    ap_connpool_fail fail;    /* {AP_OK, 0} unless status is AP_EXHAUSTED */
+    ap_connpool_fail fail;    /* {AP_OK, 0, false} unless status is AP_EXHAUSTED */
+    ap__connpool_open_fut open; /* the open this future drives (async factory) */
 } ap_connpool_checkout_fut;
 
 /**
@@ -534,12 +584,25 @@ enum {
     AP__CONNPOOL_CLOSING   /* close() in progress (still counted live) */
 };
 
+/* How an open ended (ap__connpool_open_fut.end). */
+enum {
+    AP__CONNPOOL_END_DONE = 0, /* the factory answered: status is its result */
+    AP__CONNPOOL_END_TIMEOUT,  /* connect_timeout_ns ran out (aborted, or sync and late) */
+    AP__CONNPOOL_END_CLOSED,   /* the pool closed while it was in flight: aborted */
+    AP__CONNPOOL_END_CANCELED  /* its checkout was cancelled: aborted */
+};
+
 AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
                                   const ap_connpool_desc *desc, const ap_connpool_ops *ops)
 {
     AP_ASSERT(p != NULL);
     size_t body, need;
-    if (desc == NULL || ops == NULL || buf == NULL || ops->open == NULL || ops->close == NULL)
+    if (desc == NULL || ops == NULL || buf == NULL || ops->close == NULL)
+        return AP_INVAL;
+    /* an asynchronous open has all three; without one, open is required */
+    const ap_connpool_open_async *ao = desc->open_async;
+    if (ao != NULL ? ao->start == NULL || ao->poll == NULL || ao->abort == NULL
+                   : ops->open == NULL)
         return AP_INVAL;
     if (desc->max_size == 0 || desc->max_size > AP_CONNPOOL_MAX || desc->conn_size == 0 ||
         desc->min_idle > desc->max_size ||
@@ -569,10 +632,18 @@ AP_API ap_status ap_connpool_init(ap_connpool *p, void *buf, size_t buf_size,
         p->jitter_max = p->max_lifetime_ns - 1;
     p->jitter_state = desc->jitter_seed;
     p->leak_threshold_ns = desc->leak_threshold_ns;
+    p->connect_timeout_ns = desc->connect_timeout_ns;
     p->on_leak = desc->on_leak;
     p->leak_ctx = desc->leak_ctx;
     p->clock = desc->clock;
     p->ops = *ops;
+    if (ao != NULL) {
+        p->aopen = *ao;
+    } else {
+        p->aopen.start = NULL;
+        p->aopen.poll = NULL;
+        p->aopen.abort = NULL;
+    }
     for (size_t i = 0; i < p->max; i++) {
         p->slots[i].created_ns = p->slots[i].idle_ns = 0;
         p->slots[i].lifetime_ns = p->slots[i].lent_ns = 0;
@@ -781,58 +852,182 @@ AP_API void ap__connpool_retire(ap_connpool *p, uint32_t chain, bool expired)
     }
 }
 
-/* Open a connection in reserved slot @i. AP_OK: counted live, in @state.
- * Else the slot is freed, the queue served, and AP_EXHAUSTED returned with
- * the factory's status and app_error in *fail (if not NULL). */
-AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint32_t state,
-                                   ap_connpool_fail *fail)
+/* The open of reserved slot @i ended (@end, AP__CONNPOOL_END_*; @st the
+ * factory's result when END_DONE or a late sync TIMEOUT). AP_OK: a
+ * connection counted live, in @state. Else the slot is freed and the queue
+ * served: AP_CLOSED (the pool closed meanwhile: nothing is kept), or
+ * AP_EXHAUSTED with the factory's status and app_error (or {AP_TIMEDOUT,
+ * open_timeout}) in *fail (if not NULL). A cancelled open is the
+ * canceller's business (ap_connpool_checkout_cancel), never seen here. */
+AP_API ap_status ap__connpool_open_end(ap_connpool *p, size_t i, uint64_t now, uint32_t state,
+                                       ap_status st, int app_error, uint32_t end,
+                                       ap_connpool_fail *fail)
 {
-    AP_TEST_YIELD(); /* slot reserved, open not yet called */
-    int app_error = 0;
-    ap_status st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i), &app_error);
     uint32_t chain = 0;
+    bool timed_out = end == AP__CONNPOOL_END_TIMEOUT, kept = false;
     ap__lock_acquire(&p->lock);
-    if (st == AP_OK) {
+    if (st == AP_OK) { /* END_DONE, or a synchronous open that returned late */
         p->n.opened++;
         p->n.live++;
         p->slots[i].created_ns = p->slots[i].idle_ns = now;
         p->slots[i].lifetime_ns = ap__connpool_lifetime(p);
         ap__connpool_lent(p, i, now);
-        if (state == AP__CONNPOOL_HELD && ap__connpool_closed(p))
-            /* a close came while we opened: never lend it (fill keeps its
-             * own check) -- close it at once and report AP_CLOSED */
+        /* too late (timed out: not kept), or a close came while we opened
+         * (never lend it; fill keeps its own check): close it at once */
+        if (timed_out || (state == AP__CONNPOOL_HELD && ap__connpool_closed(p))) {
             ap__connpool_push(p, &chain, i, AP__CONNPOOL_CLOSING);
-        else
+        } else {
             p->slots[i].state = state;
+            kept = true;
+        }
     } else {
+        ap__connpool_unreserve(p, i); /* failed, or aborted: nothing to close */
+    }
+    if (!kept && end != AP__CONNPOOL_END_CLOSED && (st != AP_OK || timed_out)) {
         p->n.open_failures++;
-        p->n.last_open_error = st;
+        p->n.last_open_error = timed_out ? AP_TIMEDOUT : st;
         p->n.last_app_error = app_error;
-        ap__connpool_unreserve(p, i);
+        if (timed_out)
+            p->n.open_timeouts++;
     }
     ap__lock_release(&p->lock);
-    if (chain != 0) {
+    if (chain != 0)
         ap__connpool_retire(p, chain, false);
-        return AP_CLOSED;
-    }
-    if (st == AP_OK)
+    if (kept)
         return AP_OK;
+    if (st == AP_OK && !timed_out)
+        return AP_CLOSED; /* overtaken by close: the queue is failed by close */
     ap__connpool_dispatch(p); /* the slot may serve a queued future */
+    if (end == AP__CONNPOOL_END_CLOSED)
+        return AP_CLOSED;
     if (fail) {
-        fail->error = st;
+        fail->error = timed_out ? AP_TIMEDOUT : st;
         fail->app_error = app_error;
+        fail->open_timeout = timed_out;
     }
     return AP_EXHAUSTED;
+}
+
+/* The open future's poll: the pool's checks first (closed: abort; at or
+ * past the deadline: abort, timed out), then the factory's open_poll,
+ * which gets the caller's cx; pending, it is polled again by the
+ * deadline at the latest. */
+AP_API ap_poll ap__connpool_open_poll(ap__connpool_open_fut *o, ap_cx *cx)
+{
+    if (o->status != AP_NOT_READY)
+        return AP_READY;
+    ap_connpool *p = o->pool;
+    void *c = ap__connpool_conn(p, o->slot);
+    uint32_t end = AP__CONNPOOL_END_DONE;
+    /* acquire: an early look only; what happens after is decided under
+     * the lock (ap__connpool_open_end) */
+    if (AP_ATOMIC_LOAD(&p->closed, memory_order_acquire) != 0)
+        end = AP__CONNPOOL_END_CLOSED;
+    else if (cx->now >= o->deadline)
+        end = AP__CONNPOOL_END_TIMEOUT; /* at the deadline exactly: too late */
+    if (end != AP__CONNPOOL_END_DONE) {
+        p->aopen.abort(p->ops.ctx, c);
+        o->end = end;
+        o->status = end == AP__CONNPOOL_END_CLOSED ? AP_CLOSED : AP_TIMEDOUT;
+        return AP_READY;
+    }
+    ap_status r = AP_NOT_READY;
+    if (p->aopen.poll(p->ops.ctx, c, cx, &r, &o->app_error) == AP_PENDING) {
+        ap_cx_wake_at(cx, o->deadline); /* AP_DEADLINE_NONE: no change */
+        return AP_PENDING;
+    }
+    o->status = r == AP_NOT_READY ? AP_EMPTY : r; /* "ready, not ready": a failure */
+    return AP_READY;
+}
+
+/* Abort an open in flight (its checkout was cancelled); the slot stays
+ * reserved for the caller to free. Idempotent. */
+AP_API void ap__connpool_open_cancel(ap__connpool_open_fut *o)
+{
+    if (o->status != AP_NOT_READY)
+        return;
+    ap_connpool *p = o->pool;
+    p->aopen.abort(p->ops.ctx, ap__connpool_conn(p, o->slot));
+    o->end = AP__CONNPOOL_END_CANCELED;
+    o->status = AP_CANCELED;
+}
+
+AP__FUTURE_VTABLE(ap__connpool_open, ap__connpool_open_fut, ap__connpool_open_poll,
+                  ap__connpool_open_cancel)
+
+/* Start the asynchronous open of reserved slot @i at @now into *o. AP_OK:
+ * in flight; else the factory's failure status (o->app_error beside it),
+ * and nothing to abort. */
+AP_API ap_status ap__connpool_open_begin(ap_connpool *p, size_t i, uint64_t now,
+                                         ap__connpool_open_fut *o)
+{
+    o->base.poll = ap__connpool_open_poll_v;
+    o->base.cancel = ap__connpool_open_cancel_v;
+    o->pool = p;
+    o->slot = (uint32_t)i;
+    o->end = AP__CONNPOOL_END_DONE;
+    o->app_error = 0;
+    o->deadline = p->connect_timeout_ns != 0 ? ap_deadline_after(now, p->connect_timeout_ns)
+                                              : AP_DEADLINE_NONE;
+    AP_TEST_YIELD(); /* slot reserved, open not yet started */
+    ap_status st = p->aopen.start(p->ops.ctx, ap__connpool_conn(p, i), now, &o->app_error);
+    o->status = st == AP_OK ? AP_NOT_READY : st;
+    return st;
+}
+
+/* Open a connection in reserved slot @i on this thread: the synchronous
+ * open (timed on desc.clock when connect_timeout_ns is set), or the
+ * asynchronous one driven to its end here (poll, park on desc.clock).
+ * Then ap__connpool_open_end. */
+AP_API ap_status ap__connpool_open(ap_connpool *p, size_t i, uint64_t now, uint32_t state,
+                                   ap_connpool_fail *fail)
+{
+    int app_error = 0;
+    ap_status st;
+    uint32_t end = AP__CONNPOOL_END_DONE;
+    if (p->aopen.poll != NULL) {
+        ap__connpool_open_fut o;
+        st = ap__connpool_open_begin(p, i, now, &o);
+        if (st == AP_OK) {
+            /* no deadline of ours: the open's own (connect_timeout) ends it */
+            ap_status w = ap_block_on_until_clock(&o.base, AP_DEADLINE_NONE, &p->clock);
+            AP_ASSERT(w == AP_OK); /* no deadline: it ends only READY */
+            (void)w;
+            st = o.status;
+            end = o.end;
+        }
+        app_error = o.app_error;
+    } else {
+        uint64_t t0 = p->connect_timeout_ns != 0 ? ap_clock_now(&p->clock) : 0;
+        AP_TEST_YIELD(); /* slot reserved, open not yet called */
+        st = p->ops.open(p->ops.ctx, ap__connpool_conn(p, i), &app_error);
+        if (p->connect_timeout_ns != 0) { /* measured from before to after the call */
+            uint64_t t1 = ap_clock_now(&p->clock);
+            if (t1 >= t0 && t1 - t0 >= p->connect_timeout_ns)
+                end = AP__CONNPOOL_END_TIMEOUT;
+        }
+    }
+    return ap__connpool_open_end(p, i, now, state, st, app_error, end, fail);
 }
 
 /* Lend what slot @i holds (a connection taken for us, or a reservation
  * when @fresh): check expiry and validate, closing what fails and moving
  * on to the next idle connection or opening one in the slot. Bounded: each
- * round but the last closes a connection, and at most max_size exist. */
+ * round but the last closes a connection, and at most max_size exist.
+ * @o: NULL, or where a checkout future keeps an asynchronous open: the
+ * open is then started there and AP_NOT_READY returned (in flight; the
+ * future drives it), instead of being driven to its end on this thread. */
 AP_API ap_status ap__connpool_lend(ap_connpool *p, size_t i, bool fresh, uint64_t now,
-                                   void **out, ap_connpool_fail *fail)
+                                   void **out, ap_connpool_fail *fail, ap__connpool_open_fut *o)
 {
     for (;;) {
+        if (fresh && o != NULL && p->aopen.poll != NULL) {
+            ap_status st = ap__connpool_open_begin(p, i, now, o);
+            if (st == AP_OK)
+                return AP_NOT_READY;
+            return ap__connpool_open_end(p, i, now, AP__CONNPOOL_HELD, st, o->app_error,
+                                         AP__CONNPOOL_END_DONE, fail);
+        }
         if (fresh) {
             ap_status st = ap__connpool_open(p, i, now, AP__CONNPOOL_HELD, fail);
             if (st == AP_OK)
@@ -900,12 +1095,10 @@ AP_API void ap_connpool_fini(ap_connpool *p)
     p->max = 0;
 }
 
-AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t now,
-                                          ap_connpool_fail *fail)
+/* try_checkout, and a checkout future's first poll (@o: its open). */
+AP_API ap_status ap__connpool_try_lend(ap_connpool *p, void **conn, uint64_t now,
+                                       ap_connpool_fail *fail, ap__connpool_open_fut *o)
 {
-    AP_ASSERT(p != NULL && p->max != 0);
-    if (AP_UNLIKELY(conn == NULL))
-        return AP_INVAL;
     bool fresh = false;
     uint32_t t = 0;
     ap_status st = AP_OK;
@@ -920,7 +1113,16 @@ AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t 
     ap__lock_release(&p->lock);
     if (st != AP_OK)
         return st;
-    return ap__connpool_lend(p, t - 1, fresh, now, conn, fail);
+    return ap__connpool_lend(p, t - 1, fresh, now, conn, fail, o);
+}
+
+AP_API ap_status ap_connpool_try_checkout(ap_connpool *p, void **conn, uint64_t now,
+                                          ap_connpool_fail *fail)
+{
+    AP_ASSERT(p != NULL && p->max != 0);
+    if (AP_UNLIKELY(conn == NULL))
+        return AP_INVAL;
+    return ap__connpool_try_lend(p, conn, now, fail, NULL);
 }
 
 AP_API ap_status ap_connpool_return(ap_connpool *p, void *conn, bool broken, uint64_t now)
@@ -1057,13 +1259,16 @@ AP_API void ap_connpool_checkout_fut_init(ap_connpool_checkout_fut *f, ap_connpo
     ap_grant_init(&f->grant);
     f->slot = 0;
     f->fresh = false;
+    f->opening = false;
     f->status = AP_NOT_READY;
     f->fail.error = AP_OK;
     f->fail.app_error = 0;
+    f->fail.open_timeout = false;
 }
 
-/* The grant is ours (off the list, no wake in progress): lend it. */
-AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
+/* The grant is ours (off the list, no wake in progress): lend it.
+ * AP_NOT_READY: an asynchronous open is in flight in f->open. */
+AP_API ap_status ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
 {
     ap_connpool *p = f->pool;
     void *c;
@@ -1073,18 +1278,32 @@ AP_API void ap__connpool_fut_complete(ap_connpool_checkout_fut *f, uint64_t now)
         ap__lock_acquire(&p->lock);
         ap__connpool_unreserve(p, f->slot);
         ap__lock_release(&p->lock);
-        f->status = AP_CLOSED;
-        return;
+        return AP_CLOSED;
     }
     if (!f->fresh) {
         ap__lock_acquire(&p->lock);
         p->slots[f->slot].state = AP__CONNPOOL_CHECKING;
         ap__lock_release(&p->lock);
     }
-    ap_status st = ap__connpool_lend(p, f->slot, f->fresh, now, &c, &f->fail);
+    ap_status st = ap__connpool_lend(p, f->slot, f->fresh, now, &c, &f->fail, &f->open);
     if (st == AP_OK)
         *f->out = c;
+    return st;
+}
+
+/* Drive the open in flight; on its end, book it (ap__connpool_open_end). */
+AP_API ap_poll ap__connpool_fut_drive(ap_connpool_checkout_fut *f, ap_cx *cx)
+{
+    ap__connpool_open_fut *o = &f->open;
+    if (ap__connpool_open_poll(o, cx) == AP_PENDING)
+        return AP_PENDING;
+    f->opening = false;
+    ap_status st = ap__connpool_open_end(f->pool, o->slot, cx->now, AP__CONNPOOL_HELD, o->status,
+                                         o->app_error, o->end, &f->fail);
+    if (st == AP_OK)
+        *f->out = ap__connpool_conn(f->pool, o->slot);
     f->status = st;
+    return AP_READY;
 }
 
 AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
@@ -1094,24 +1313,29 @@ AP_API ap_poll ap_connpool_checkout_poll(ap_connpool_checkout_fut *f, ap_cx *cx)
         return AP_READY; /* completed or cancelled earlier */
     ap_connpool *p = f->pool;
     AP_ASSERT(p->max != 0);
+    if (f->opening)
+        return ap__connpool_fut_drive(f, cx); /* our open is in flight */
+    ap_status st;
     if (!f->grant.queued) {
         void *c;
-        ap_status st = ap_connpool_try_checkout(p, &c, cx->now, &f->fail);
-        if (st != AP_EMPTY) {
-            if (st == AP_OK)
-                *f->out = c;
-            f->status = st;
-            return AP_READY;
-        }
+        st = ap__connpool_try_lend(p, &c, cx->now, &f->fail, &f->open);
+        if (st == AP_OK)
+            *f->out = c;
+        if (st != AP_EMPTY)
+            goto lent;
         /* queue behind the others */
     }
-    ap_status st = ap_grant_poll(&p->wl, ap__connpool_ops(), p, &f->grant, cx);
+    st = ap_grant_poll(&p->wl, ap__connpool_ops(), p, &f->grant, cx);
     if (st == AP_NOT_READY)
         return AP_PENDING;
     if (st == AP_OK)
-        ap__connpool_fut_complete(f, cx->now); /* the grant is ours: lend it */
-    else
-        f->status = st;
+        st = ap__connpool_fut_complete(f, cx->now); /* the grant is ours: lend it */
+lent:
+    if (st == AP_NOT_READY) { /* an asynchronous open started: drive it now */
+        f->opening = true;
+        return ap__connpool_fut_drive(f, cx);
+    }
+    f->status = st;
     return AP_READY;
 }
 
@@ -1143,8 +1367,20 @@ AP_API void ap_connpool_checkout_cancel(ap_connpool_checkout_fut *f)
     AP_ASSERT(f != NULL);
     if (f->status != AP_NOT_READY)
         return; /* completed or cancelled: nothing to undo (idempotent) */
-    /* a grant goes back and on; without one, whoever is behind us is served */
-    ap_grant_cancel(&f->pool->wl, ap__connpool_ops(), f->pool, &f->grant);
+    ap_connpool *p = f->pool;
+    if (f->opening) {
+        /* our open is in flight: abort it, free its slot, pass it on (the
+         * next future opens its own); nothing was opened, nothing closes */
+        f->opening = false;
+        ap__connpool_open_cancel(&f->open);
+        ap__lock_acquire(&p->lock);
+        ap__connpool_unreserve(p, f->open.slot);
+        ap__lock_release(&p->lock);
+        ap__connpool_dispatch(p);
+    } else {
+        /* a grant goes back and on; without one, whoever is behind us is served */
+        ap_grant_cancel(&p->wl, ap__connpool_ops(), p, &f->grant);
+    }
     f->status = AP_CANCELED;
 }
 

@@ -285,7 +285,7 @@ Test(connpool, failed_open_is_reported_frees_the_slot_and_is_not_retried)
     for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         atomic_store(&fx.f.fail_next, 1);
         fx.f.fail_st = odd[i];
-        ap_connpool_fail why = {AP_OK, -1};
+        ap_connpool_fail why = {AP_OK, -1, false};
         EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0, &why), AP_EXHAUSTED, "factory said %s",
                   ap_status_str(odd[i]));
         EXPECT_EQ(why.error, odd[i]);
@@ -352,7 +352,7 @@ Test(connpool, factory_app_error_reaches_the_checkout_caller, .timeout = TEST_TI
     atomic_store(&fx.f.fail_next, 1);
     fx.f.fail_st = AP_TIMEDOUT; /* the factory's own connect timeout */
     fx.f.fail_app = 110;        /* ETIMEDOUT, say */
-    ap_connpool_fail why = {AP_OK, 0};
+    ap_connpool_fail why = {AP_OK, 0, false};
     EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c, 0, &why), AP_EXHAUSTED);
     EXPECT_EQ(why.error, AP_TIMEDOUT);
     EXPECT_EQ(why.app_error, 110);
@@ -391,13 +391,13 @@ Test(connpool, factory_app_error_reaches_the_checkout_caller, .timeout = TEST_TI
     atomic_store(&fx.f.fail_next, 1);
     fx.f.fail_st = AP_INVAL;
     fx.f.fail_app = 7;
-    why = (ap_connpool_fail){AP_OK, 0};
+    why = (ap_connpool_fail){AP_OK, 0, false};
     EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &c, AP_DEADLINE_NONE, &why), AP_EXHAUSTED);
     EXPECT_EQ(why.error, AP_INVAL);
     EXPECT_EQ(why.app_error, 7);
     EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &c, AP_DEADLINE_NONE, NULL), AP_OK, "NULL @fail");
     /* @fail untouched on success and on the pool's own statuses */
-    why = (ap_connpool_fail){AP_FULL, 42};
+    why = (ap_connpool_fail){AP_FULL, 42, false};
     EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &o, 5, &why), AP_EMPTY);
     EXPECT_EQ(why.error, AP_FULL);
     EXPECT_EQ(why.app_error, 42);
@@ -421,11 +421,11 @@ Test(connpool, factory_app_error_reaches_the_checkout_caller, .timeout = TEST_TI
     atomic_store(&fx2.f.fail_next, 1);
     fx2.f.fail_st = AP_NOMEM;
     fx2.f.fail_app = 12;
-    why = (ap_connpool_fail){AP_OK, 0};
+    why = (ap_connpool_fail){AP_OK, 0, false};
     EXPECT_EQ(ap_connpool_fill(&fx2.p, 0, &why), AP_EXHAUSTED);
     EXPECT_EQ(why.error, AP_NOMEM);
     EXPECT_EQ(why.app_error, 12);
-    why = (ap_connpool_fail){AP_FULL, 42};
+    why = (ap_connpool_fail){AP_FULL, 42, false};
     EXPECT_EQ(ap_connpool_fill(&fx2.p, 0, &why), AP_OK);
     EXPECT_EQ(why.error, AP_FULL, "untouched on AP_OK");
     EXPECT_EQ(why.app_error, 42);
@@ -883,7 +883,7 @@ static void *theorem_main(void *arg)
         rng_next(&rng);
         void *v = NULL;
         ap_status st;
-        ap_connpool_fail why = {AP_OK, 0};
+        ap_connpool_fail why = {AP_OK, 0, false};
         if ((rng & 0x700) == 0)
             atomic_store(&th->fx.f.fail_next, 1); /* the next open somewhere fails */
         if (rng & 0x100) {
@@ -1077,5 +1077,487 @@ Test(connpool, checkout_wait_runs_on_the_desc_clock, .timeout = TEST_TIMEOUT_S)
     EXPECT_NULL(x);
     EXPECT_LT(ap_now_ns() - r0, 5 * sec, "10 fake seconds took too long in real time");
     EXPECT_EQ(ap_connpool_return(&fx.p, got, false, atomic_load(&c.t)), AP_OK);
+    fx_fini(&fx);
+}
+
+/* ---- the asynchronous open (desc.open_async) and the connect timeout ----
+ * A scripted factory: an open completes at its `need`-th poll (with
+ * fail_st, if set, instead of a connection); every pending poll calls the
+ * waker it was given (the "socket became ready" of a real factory, on the
+ * polling thread: a spurious-wake-safe stand-in), and the test counts
+ * those calls to see whose waker the factory got. ctx is the afactory,
+ * whose first member is the factory of f_close. */
+
+typedef struct afactory {
+    factory f;
+    int need;             /* polls until an open completes (>= 1) */
+    ap_status start_st;   /* start returns this (AP_OK: started) */
+    ap_status fail_st;    /* the completing poll's result (AP_OK: a connection) */
+    int started, aborted, polls, in_flight, in_flight_high;
+    int bad_abort;        /* aborts of something not in flight */
+    uint64_t start_now;   /* the now of the last start */
+} afactory;
+
+static ap_status a_start(void *ctx, void *c, uint64_t now, int *app_error)
+{
+    afactory *a = ctx;
+    conn *k = c;
+    if (*app_error != 0)
+        atomic_fetch_add(&a->f.app_nonzero, 1);
+    if (a->start_st != AP_OK) {
+        *app_error = 5;
+        return a->start_st;
+    }
+    if (k->open || k->payload)
+        atomic_fetch_add(&a->f.violations, 1); /* slot busy */
+    k->payload = 1; /* in flight; `bad` counts its polls */
+    k->bad = 0;
+    a->started++;
+    a->start_now = now;
+    a->in_flight++;
+    if (a->in_flight + atomic_load(&a->f.live) > a->f.max)
+        atomic_fetch_add(&a->f.violations, 1); /* opens in flight count too */
+    if (a->in_flight > a->in_flight_high)
+        a->in_flight_high = a->in_flight;
+    return AP_OK;
+}
+
+static ap_poll a_poll(void *ctx, void *c, ap_cx *cx, ap_status *result, int *app_error)
+{
+    afactory *a = ctx;
+    conn *k = c;
+    a->polls++;
+    if (k->payload != 1)
+        atomic_fetch_add(&a->f.violations, 1); /* polled when not in flight */
+    if ((int)++k->bad < a->need) {
+        ap_waker_wake(cx->waker); /* "ready again": whoever drives us re-polls */
+        return AP_PENDING;
+    }
+    k->payload = 0;
+    k->bad = 0;
+    a->in_flight--;
+    if (a->fail_st != AP_OK) {
+        *app_error = 7;
+        *result = a->fail_st;
+        return AP_READY;
+    }
+    int dummy = 0;
+    ap_status st = f_open(&a->f, c, &dummy); /* the connection exists: counted */
+    *result = st;
+    return AP_READY;
+}
+
+static void a_abort(void *ctx, void *c)
+{
+    afactory *a = ctx;
+    conn *k = c;
+    if (k->payload != 1 || k->open)
+        a->bad_abort++;
+    k->payload = 0;
+    k->bad = 0;
+    a->aborted++;
+    a->in_flight--;
+}
+
+static const ap_connpool_open_async a_ops = {a_start, a_poll, a_abort};
+
+typedef struct afixture {
+    ap_connpool p;
+    afactory a;
+    _Alignas(max_align_t) unsigned char buf[AP_CONNPOOL_BYTES(MAXC, sizeof(conn))];
+} afixture;
+
+static void afx_init(afixture *fx, size_t max, int need, uint64_t timeout, test_clock *clock)
+{
+    memset(fx, 0, sizeof *fx);
+    fx->a.f.max = (int)max;
+    fx->a.need = need;
+    ap_connpool_desc d = {.max_size = max, .conn_size = sizeof(conn),
+                          .connect_timeout_ns = timeout, .open_async = &a_ops};
+    if (clock)
+        d.clock = (ap_clock){test_clock_now, clock};
+    ap_connpool_ops ops = {NULL, f_close, NULL, &fx->a}; /* no synchronous open */
+    EXPECT_EQ(ap_connpool_init(&fx->p, fx->buf, sizeof fx->buf, &d, &ops), AP_OK);
+}
+
+static ap_connpool_stats astats(afixture *fx)
+{
+    ap_connpool_stats s;
+    ap_connpool_stats_get(&fx->p, &s);
+    EXPECT_EQ(s.opened - s.closed, s.live, "opened - closed != live");
+    EXPECT_LE(s.live, s.max_size);
+    EXPECT_EQ((int)s.live, atomic_load(&fx->a.f.live), "pool and factory disagree on live");
+    EXPECT_LE((size_t)fx->a.in_flight, s.opening, "an open in flight holds a reserved slot");
+    return s;
+}
+
+/* fini, then: every opened connection closed once, every start that did
+ * not complete aborted once, nothing in flight */
+static void afx_fini(afixture *fx)
+{
+    ap_connpool_fini(&fx->p);
+    EXPECT_EQ(atomic_load(&fx->a.f.opened), atomic_load(&fx->a.f.closed));
+    EXPECT_EQ(atomic_load(&fx->a.f.live), 0);
+    EXPECT_EQ(atomic_load(&fx->a.f.violations), 0);
+    EXPECT_EQ(atomic_load(&fx->a.f.app_nonzero), 0, "*app_error is 0 at start");
+    EXPECT_EQ(fx->a.in_flight, 0, "an open left in flight");
+    EXPECT_EQ(fx->a.bad_abort, 0, "aborted something not in flight");
+}
+
+static ap_poll apoll(ap_connpool_checkout_fut *f, tw *t, uint64_t now, uint64_t *deadline)
+{
+    ap_cx cx = {{tw_wake, t}, now, AP_DEADLINE_NONE};
+    ap_poll r = ap_connpool_checkout_poll(f, &cx);
+    if (deadline)
+        *deadline = cx.deadline;
+    return r;
+}
+
+Test(connpool, async_open_init_rules)
+{
+    static afixture fx;
+    ap_connpool_desc d = {.max_size = 2, .conn_size = sizeof(conn)};
+    ap_connpool_ops ops = {NULL, f_close, NULL, &fx.a};
+    memset(&fx.p, 0xa5, sizeof fx.p);
+    EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_INVAL,
+              "no open at all");
+    ap_connpool_open_async half[3] = {{a_start, a_poll, NULL}, {a_start, NULL, a_abort},
+                                      {NULL, a_poll, a_abort}};
+    for (int i = 0; i < 3; i++) {
+        d.open_async = &half[i];
+        EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_INVAL,
+                  "async open %d lacks a function", i);
+    }
+    EXPECT_EQ(((unsigned char *)&fx.p)[0], 0xa5, "AP_INVAL changed the pool");
+    afx_init(&fx, 2, 1, 0, NULL); /* all three, no sync open: fine */
+    afx_fini(&fx);
+}
+
+Test(connpool, async_open_completes_after_k_polls_driven_by_the_checkout_future)
+{
+    static afixture fx;
+    afx_init(&fx, 2, 3, 0, NULL);
+    void *got = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &got);
+    EXPECT_EQ(apoll(&f, &t, 10, NULL), AP_PENDING, "poll 1 of 3");
+    EXPECT_EQ(fx.a.started, 1);
+    EXPECT_EQ(fx.a.start_now, 10, "the open starts at the poll's cx.now");
+    EXPECT_EQ(calls(&t), 1, "the factory got the checkout's waker");
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_NOT_READY);
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.opening, 1, "the slot is reserved while the open is in flight");
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.waiters, 0, "an open in flight is not queued");
+    EXPECT_EQ(apoll(&f, &t, 11, NULL), AP_PENDING, "poll 2 of 3");
+    EXPECT_EQ(apoll(&f, &t, 12, NULL), AP_READY, "poll 3 of 3");
+    EXPECT_EQ(fx.a.polls, 3);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_NOT_NULL(got);
+    EXPECT_EQ(((conn *)got)->open, 1);
+    EXPECT_EQ(apoll(&f, &t, 13, NULL), AP_READY, "done stays done");
+    EXPECT_EQ(fx.a.polls, 3, "a done future polls nothing");
+    s = astats(&fx);
+    EXPECT_EQ(s.opened, 1);
+    EXPECT_EQ(s.opening, 0);
+    EXPECT_EQ(s.in_use, 1);
+    /* the blocking paths drive it to its end on this thread */
+    void *c2 = NULL;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c2, 20, NULL), AP_OK);
+    EXPECT_EQ(fx.a.polls, 6, "try_checkout polled it to completion");
+    EXPECT_EQ(ap_connpool_return(&fx.p, c2, true, 21), AP_OK);
+    void *c3 = NULL;
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &c3, AP_DEADLINE_NONE, NULL), AP_OK);
+    EXPECT_EQ(fx.a.polls, 9, "checkout_wait polled it to completion");
+    EXPECT_EQ(ap_connpool_return(&fx.p, c3, false, 22), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, got, false, 22), AP_OK);
+    ap_connpool_close(&fx.p);
+    EXPECT_EQ(fx.a.aborted, 0);
+    s = astats(&fx);
+    EXPECT_EQ(s.opened, 3, "three opens, one each");
+    afx_fini(&fx);
+}
+
+Test(connpool, async_open_times_out_exactly_at_the_deadline_and_frees_the_slot)
+{
+    static afixture fx;
+    afx_init(&fx, 1, 1000000, 100, NULL); /* never completes; timeout 100 ns */
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    uint64_t dl = 0;
+    EXPECT_EQ(apoll(&f1, &t1, 1000, &dl), AP_PENDING);
+    EXPECT_EQ(dl, 1100, "a pending open asks to be polled by its connect deadline");
+    EXPECT_EQ(apoll(&f2, &t2, 1000, NULL), AP_PENDING, "max 1: f2 queues");
+    EXPECT_EQ(astats(&fx).waiters, 1);
+    EXPECT_EQ(apoll(&f1, &t1, 1099, &dl), AP_PENDING, "one ns before the deadline: pending");
+    EXPECT_EQ(dl, 1100);
+    EXPECT_EQ(fx.a.aborted, 0);
+    EXPECT_EQ(calls(&t2), 0);
+    int polls = fx.a.polls;
+    EXPECT_EQ(apoll(&f1, &t1, 1100, NULL), AP_READY, "at the deadline: timed out");
+    EXPECT_EQ(fx.a.polls, polls, "the factory is not polled at or after the deadline");
+    EXPECT_EQ(fx.a.aborted, 1, "the half-open connection was aborted");
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_EXHAUSTED);
+    ap_connpool_fail why = ap_connpool_checkout_failure(&f1);
+    EXPECT_EQ(why.error, AP_TIMEDOUT);
+    EXPECT(why.open_timeout, "the failure says: connect timeout");
+    EXPECT_EQ(why.app_error, 0);
+    EXPECT_NULL(o1);
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.open_timeouts, 1);
+    EXPECT_EQ(s.open_failures, 1, "a timeout is a failed open");
+    EXPECT_EQ(s.last_open_error, AP_TIMEDOUT);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(calls(&t2), 1, "the freed slot went to the queued future");
+    /* f2 opens in the slot; this one completes */
+    fx.a.need = 2;
+    EXPECT_EQ(apoll(&f2, &t2, 2000, &dl), AP_PENDING);
+    EXPECT_EQ(dl, 2100, "its own deadline, from its own start");
+    EXPECT_EQ(apoll(&f2, &t2, 2099, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f2).open_timeout, false);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, false, 2100), AP_OK);
+    s = astats(&fx);
+    EXPECT_EQ(s.open_timeouts, 1);
+    EXPECT_EQ(s.opening, 0);
+    /* the blocking paths time out too (the pool's clock: ap_now_ns; the
+     * open starts at the `now` passed, then is polled on that clock) */
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &o2, 0, NULL), AP_OK, "the idle one");
+    fx.a.need = 1000000000;
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, true, 2200), AP_OK);
+    void *x = NULL;
+    why = (ap_connpool_fail){AP_OK, 0, false};
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, ap_now_ns(), &why), AP_EXHAUSTED);
+    EXPECT(why.error == AP_TIMEDOUT && why.open_timeout);
+    why = (ap_connpool_fail){AP_OK, 0, false};
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, AP_DEADLINE_NONE, &why), AP_EXHAUSTED);
+    EXPECT(why.error == AP_TIMEDOUT && why.open_timeout);
+    EXPECT_EQ(ap_connpool_fill(&fx.p, ap_now_ns(), &why), AP_OK, "min_idle 0: nothing to fill");
+    EXPECT_NULL(x);
+    s = astats(&fx);
+    EXPECT_EQ(s.open_timeouts, 3);
+    EXPECT_EQ(fx.a.aborted, 3);
+    EXPECT_EQ(s.opening, 0, "every timed-out slot was freed");
+    afx_fini(&fx);
+}
+
+Test(connpool, cancel_during_open_aborts_it_and_passes_the_slot_on)
+{
+    static afixture fx;
+    afx_init(&fx, 1, 1000000, 0, NULL); /* no connect timeout */
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    uint64_t dl = 0;
+    EXPECT_EQ(apoll(&f1, &t1, 0, &dl), AP_PENDING);
+    EXPECT_EQ(dl, AP_DEADLINE_NONE, "no connect timeout: no deadline of the pool's");
+    EXPECT_EQ(apoll(&f2, &t2, 0, NULL), AP_PENDING);
+    ap_connpool_checkout_cancel(&f1);
+    EXPECT_EQ(fx.a.aborted, 1, "the open in flight was aborted");
+    EXPECT_EQ(fx.a.in_flight, 0);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_CANCELED);
+    ap_connpool_checkout_cancel(&f1); /* idempotent */
+    EXPECT_EQ(fx.a.aborted, 1);
+    EXPECT_EQ(apoll(&f1, &t1, 1, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_CANCELED);
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.open_failures, 0, "a cancel is not a failed open");
+    EXPECT_EQ(s.open_timeouts, 0);
+    EXPECT_EQ(calls(&t2), 1, "the slot went to the next future");
+    fx.a.need = 1;
+    EXPECT_EQ(apoll(&f2, &t2, 2, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT_NULL(o1);
+    /* cancelled in flight with nobody queued: the slot is free again */
+    ap_connpool_checkout_fut f3;
+    void *o3 = NULL;
+    tw t3 = {0};
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, true, 3), AP_OK);
+    fx.a.need = 1000000;
+    ap_connpool_checkout_fut_init(&f3, &fx.p, &o3);
+    EXPECT_EQ(apoll(&f3, &t3, 4, NULL), AP_PENDING);
+    ap_connpool_checkout_cancel(&f3);
+    s = astats(&fx);
+    EXPECT_EQ(s.opening, 0);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(fx.a.aborted, 2);
+    /* checkout_wait's own deadline cancels its open in flight (a fake
+     * clock, a second per read) */
+    afx_fini(&fx);
+    static test_clock c;
+    c = (test_clock){1000, 0, 0};
+    afx_init(&fx, 1, 1000000, 0, &c);
+    atomic_store(&c.step, AP_NS_PER_SEC);
+    void *x = NULL;
+    EXPECT_EQ(ap_connpool_checkout_wait(&fx.p, &x, 1000 + 5 * AP_NS_PER_SEC, NULL), AP_TIMEDOUT);
+    EXPECT_NULL(x);
+    EXPECT_EQ(fx.a.aborted, 1, "the wait's timeout aborted the open");
+    s = astats(&fx);
+    EXPECT_EQ(s.open_timeouts, 0, "the wait's deadline is not a connect timeout");
+    EXPECT_EQ(s.opening, 0);
+    afx_fini(&fx);
+}
+
+Test(connpool, failed_async_open_frees_the_slot_for_the_next_waiter)
+{
+    static afixture fx;
+    afx_init(&fx, 1, 2, 0, NULL);
+    void *o1 = NULL, *o2 = NULL;
+    ap_connpool_checkout_fut f1, f2;
+    tw t1 = {0}, t2 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    ap_connpool_checkout_fut_init(&f2, &fx.p, &o2);
+    fx.a.fail_st = AP_NOMEM; /* the completing poll fails */
+    EXPECT_EQ(apoll(&f1, &t1, 0, NULL), AP_PENDING);
+    EXPECT_EQ(apoll(&f2, &t2, 0, NULL), AP_PENDING);
+    EXPECT_EQ(apoll(&f1, &t1, 1, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_EXHAUSTED);
+    ap_connpool_fail why = ap_connpool_checkout_failure(&f1);
+    EXPECT_EQ(why.error, AP_NOMEM);
+    EXPECT_EQ(why.app_error, 7);
+    EXPECT_EQ(why.open_timeout, false);
+    EXPECT_EQ(fx.a.aborted, 0, "a failed open is not aborted");
+    EXPECT_EQ(calls(&t2), 1, "the failed open's slot went to the next future");
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.open_failures, 1);
+    EXPECT_EQ(s.open_timeouts, 0);
+    EXPECT_EQ(s.last_open_error, AP_NOMEM);
+    EXPECT_EQ(s.last_app_error, 7);
+    fx.a.fail_st = AP_OK;
+    EXPECT_EQ(apoll(&f2, &t2, 2, NULL), AP_PENDING);
+    EXPECT_EQ(apoll(&f2, &t2, 3, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f2), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o2, true, 4), AP_OK);
+    /* start itself fails: reported at once, nothing to abort */
+    fx.a.start_st = AP_CLOSED;
+    void *x = NULL;
+    why = (ap_connpool_fail){AP_OK, 0, false};
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 5, &why), AP_EXHAUSTED);
+    EXPECT(why.error == AP_CLOSED && why.app_error == 5 && !why.open_timeout);
+    ap_connpool_checkout_fut f3;
+    ap_connpool_checkout_fut_init(&f3, &fx.p, &x);
+    EXPECT_EQ(apoll(&f3, &t1, 6, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f3), AP_EXHAUSTED);
+    EXPECT_EQ(ap_connpool_checkout_failure(&f3).app_error, 5);
+    EXPECT_NULL(x);
+    s = astats(&fx);
+    EXPECT_EQ(s.open_failures, 3);
+    EXPECT_EQ(s.opening, 0);
+    EXPECT_EQ(fx.a.aborted, 0);
+    afx_fini(&fx);
+}
+
+Test(connpool, close_during_async_open_aborts_it)
+{
+    static afixture fx;
+    afx_init(&fx, 2, 3, 0, NULL);
+    void *o1 = NULL;
+    ap_connpool_checkout_fut f1;
+    tw t1 = {0};
+    ap_connpool_checkout_fut_init(&f1, &fx.p, &o1);
+    EXPECT_EQ(apoll(&f1, &t1, 0, NULL), AP_PENDING);
+    ap_connpool_close(&fx.p);
+    EXPECT_EQ(apoll(&f1, &t1, 1, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f1), AP_CLOSED);
+    EXPECT_EQ(fx.a.aborted, 1);
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.open_failures, 0, "aborted by close: not a failure");
+    EXPECT_EQ(s.opening, 0);
+    EXPECT_NULL(o1);
+    afx_fini(&fx);
+}
+
+Test(connpool, async_fill_and_validate_failure_reopen)
+{
+    static afixture fx;
+    afx_init(&fx, 2, 2, 0, NULL);
+    fx.p.min_idle = 2;
+    fx.p.ops.validate = f_validate; /* ctx: the afactory, its factory first */
+    EXPECT_EQ(ap_connpool_fill(&fx.p, 0, NULL), AP_OK);
+    EXPECT_EQ(astats(&fx).idle, 2);
+    EXPECT_EQ(fx.a.polls, 4, "fill drove both opens to their end");
+    /* both idle ones refused by validate: closed, then a fresh open in
+     * the kept slot, started by the future and driven by its polls */
+    void *c1 = NULL, *c2 = NULL;
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c1, 1, NULL), AP_OK);
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &c2, 1, NULL), AP_OK);
+    ((conn *)c1)->bad = ((conn *)c2)->bad = 1;
+    EXPECT_EQ(ap_connpool_return(&fx.p, c1, false, 2), AP_OK);
+    EXPECT_EQ(ap_connpool_return(&fx.p, c2, false, 2), AP_OK);
+    void *o = NULL;
+    ap_connpool_checkout_fut f;
+    tw t = {0};
+    ap_connpool_checkout_fut_init(&f, &fx.p, &o);
+    EXPECT_EQ(apoll(&f, &t, 3, NULL), AP_PENDING);
+    ap_connpool_stats s = astats(&fx);
+    EXPECT_EQ(s.validate_failures, 2);
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.opening, 1, "the slot is kept for the open");
+    EXPECT_EQ(fx.a.started, 3);
+    EXPECT_EQ(apoll(&f, &t, 4, NULL), AP_READY);
+    EXPECT_EQ(ap_connpool_checkout_status(&f), AP_OK);
+    EXPECT_EQ(((conn *)o)->open, 1);
+    EXPECT_EQ(ap_connpool_return(&fx.p, o, false, 5), AP_OK);
+    afx_fini(&fx);
+}
+
+/* The synchronous open under connect_timeout_ns: timed on desc.clock from
+ * before to after the call; one that took the timeout or longer fails
+ * (a connection it made is closed: counted opened and closed). */
+static test_clock *slow_clock;
+static uint64_t slow_ns;
+static ap_status slow_open(void *ctx, void *c, int *app_error)
+{
+    atomic_fetch_add(&slow_clock->t, slow_ns); /* the open took slow_ns */
+    return f_open(ctx, c, app_error);
+}
+
+Test(connpool, sync_open_connect_timeout_is_measured_on_the_desc_clock)
+{
+    static fixture fx;
+    static test_clock c;
+    c = (test_clock){5000, 0, 0};
+    memset(&fx, 0, sizeof fx);
+    fx.f.max = 1;
+    slow_clock = &c;
+    ap_connpool_desc d = {.max_size = 1, .conn_size = sizeof(conn), .connect_timeout_ns = 100,
+                          .clock = {test_clock_now, &c}};
+    ap_connpool_ops ops = {slow_open, f_close, NULL, &fx.f};
+    EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
+    slow_ns = 99;
+    conn *a = co(&fx, 0);
+    EXPECT_EQ(a->open, 1, "99 ns: in time");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, true, 0), AP_OK);
+    slow_ns = 100;
+    void *x = NULL;
+    ap_connpool_fail why = {AP_OK, 0, false};
+    EXPECT_EQ(ap_connpool_try_checkout(&fx.p, &x, 0, &why), AP_EXHAUSTED, "100 ns: too late");
+    EXPECT(why.error == AP_TIMEDOUT && why.open_timeout);
+    EXPECT_NULL(x);
+    ap_connpool_stats s = stats(&fx);
+    EXPECT_EQ(s.open_timeouts, 1);
+    EXPECT_EQ(s.opened, 2, "the late connection was made");
+    EXPECT_EQ(s.closed, 2, "... and closed at once");
+    EXPECT_EQ(s.live, 0);
+    EXPECT_EQ(s.opening, 0);
+    fx_fini(&fx);
+
+    /* without a connect timeout the sync path reads no clock (unchanged) */
+    c = (test_clock){5000, 0, 0};
+    memset(&fx, 0, sizeof fx);
+    fx.f.max = 1;
+    d.connect_timeout_ns = 0;
+    EXPECT_EQ(ap_connpool_init(&fx.p, fx.buf, sizeof fx.buf, &d, &ops), AP_OK);
+    slow_ns = 1000000;
+    a = co(&fx, 0);
+    EXPECT_EQ(atomic_load(&c.reads), 0, "the pool read the clock");
+    EXPECT_EQ(ap_connpool_return(&fx.p, a, false, 0), AP_OK);
+    EXPECT_EQ(stats(&fx).open_timeouts, 0);
     fx_fini(&fx);
 }

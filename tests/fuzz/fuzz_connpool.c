@@ -278,7 +278,7 @@ static ap_status m_open(size_t i, uint64_t now)
         return AP_OK;
     }
     ms.open_failures++;
-    m_fail = (ap_connpool_fail){st, plan_app(k, st)};
+    m_fail = (ap_connpool_fail){st, plan_app(k, st), false};
     ms.last_open_error = m_fail.error;
     ms.last_app_error = m_fail.app_error;
     m_unreserve(i);
@@ -463,7 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = m_max; i-- > 0;) fstk[fsp++] = i;
     m_closed = 0;
     m_opens = m_vals = 0;
-    m_fail = (ap_connpool_fail){AP_OK, 0};
+    m_fail = (ap_connpool_fail){AP_OK, 0, false};
     memset(mf, 0, sizeof mf);
     memset(wakes, 0, sizeof wakes);
     qlen = 0;
@@ -488,7 +488,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op % 9) {
         case 0: { /* try_checkout */
             void *o = SENT;
-            ap_connpool_fail why = {(ap_status)99, 0x5a5a};
+            ap_connpool_fail why = {(ap_status)99, 0x5a5a, false};
             ap_status st = ap_connpool_try_checkout(&p, &o, opnow, (op & 0x80) ? NULL : &why);
             size_t idx = 0;
             ap_status e = m_try(opnow, &idx);
@@ -570,7 +570,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FZ_CHECK(memcmp(snap_b, pbuf, sizeof pbuf) == 0);
                 break;
             }
-            ap_connpool_fail why = {(ap_status)99, 0x5a5a};
+            ap_connpool_fail why = {(ap_status)99, 0x5a5a, false};
             ap_status st = ap_connpool_fill(&p, opnow, (op & 0x20) ? NULL : &why);
             ap_status e = AP_OK;
             for (size_t r = 0; r < m_max; r++) {

@@ -164,7 +164,7 @@ static void *worker_main(void *arg)
     for (size_t i = 0; r->close_midstream || i < r->iters; i++) {
         int mode = (int)stress_below(&w->rng, M_KINDS);
         void *c = NULL;
-        ap_connpool_fail why = {AP_OK, 0};
+        ap_connpool_fail why = {AP_OK, 0, false};
         ap_status st = checkout(w, mode, &c, &why);
         if (st == AP_CLOSED) {
             CHECK(r->close_midstream, "worker %u: AP_CLOSED before close (%s)", w->id,
