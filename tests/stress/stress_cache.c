@@ -530,6 +530,197 @@ static void run_kv(size_t shards, size_t cap, uint64_t max_weight, uint64_t eaw,
     free(r);
 }
 
+/* ap_cache_kv get_or_load under threads: KVWORKERS waiters get_or_load
+ * (half poll once and maybe cancel, half wait) over LKEYS keys, a counting
+ * loader queues each load, LCOMPLETERS threads complete them with a fresh
+ * item (1 in 8 fails with AP_REJECTED), removes and maintain race them;
+ * one run remembers failures (negative TTL), one expires entries after
+ * access. Checked: never two loads of a key in flight (loads per key <=
+ * misses that found no load in flight: stats.loads == loader calls); every
+ * waiter's pin holds a live item of its key; identity accounting: every
+ * item a completer made is released exactly once or was refused
+ * (AP_FULL) and freed by it. */
+typedef struct kvl_run {
+    ap_cache_kv *c;
+    kv_run kv; /* release accounting (kvr_release) */
+    size_t iters;
+    pthread_mutex_t mu;
+    uint64_t jobs[LJOBS];
+    size_t head, tail;
+    _Atomic uint32_t inflight[LKEYS];
+    _Atomic uint64_t ncalls, made, refused, failed, ok, errs, cancelled;
+    _Atomic uint32_t waiters_done;
+} kvl_run;
+
+static void kvl_load(void *ctx, ap_cache_kv *c, ap_cache_key key)
+{
+    kvl_run *r = (kvl_run *)ctx;
+    unsigned k = 0;
+    CHECK(c == r->c && key.len > 4 && sscanf((const char *)key.bytes, "key-%u", &k) == 1 &&
+              k < LKEYS, "loader called with a bad key");
+    uint32_t was = atomic_fetch_add(&r->inflight[k], 1u);
+    CHECK(was == 0, "single flight: a second kv load of key %u while %u in flight", k, was);
+    STRESS_ADD(&r->ncalls, 1);
+    pthread_mutex_lock(&r->mu);
+    CHECK(r->tail - r->head < LJOBS, "job queue overflow");
+    r->jobs[r->tail++ % LJOBS] = k;
+    pthread_mutex_unlock(&r->mu);
+}
+
+typedef struct kvl_worker {
+    kvl_run *r;
+    unsigned id;
+    stress_rng rng;
+    pthread_t thread;
+} kvl_worker;
+
+static void *kvl_completer(void *arg)
+{
+    kvl_worker *w = (kvl_worker *)arg;
+    kvl_run *r = w->r;
+    pthread_barrier_wait(&r->kv.start);
+    for (uint64_t seq = 0;; seq++) {
+        uint64_t k = 0;
+        bool have = false;
+        pthread_mutex_lock(&r->mu);
+        if (r->head != r->tail) {
+            k = r->jobs[r->head++ % LJOBS];
+            have = true;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!have) {
+            if (STRESS_LOAD(&r->waiters_done) == KVWORKERS)
+                return NULL;
+            stress_jitter(&w->rng);
+            continue;
+        }
+        stress_jitter(&w->rng);
+        kv_item *it = (kv_item *)malloc(sizeof *it);
+        CHECK(it != NULL, "out of memory");
+        atomic_init(&it->magic, KV_MAGIC);
+        it->id = (uint64_t)w->id << 40 | seq;
+        it->klen = (size_t)snprintf(it->key, sizeof it->key, "key-%u", (unsigned)k);
+        ap_status st = stress_below(&w->rng, 8) ? AP_OK : AP_REJECTED;
+        atomic_fetch_sub(&r->inflight[k], 1u); /* out of flight before DONE */
+        ap_status got = ap_cache_kv_load_complete(r->c, ap_cache_key_of(it->key, it->klen), st,
+                                                  it, 1, ap_now_ns());
+        if (st == AP_OK && got == AP_OK) {
+            STRESS_ADD(&r->made, 1);
+            STRESS_ADD(&r->kv.puts, 1);
+        } else {
+            CHECK(got == AP_OK || got == AP_FULL, "kv load_complete: %s", ap_status_str(got));
+            STRESS_ADD(got == AP_FULL ? &r->refused : &r->failed, 1);
+            free(it); /* not taken */
+        }
+    }
+}
+
+static void *kvl_waiter(void *arg)
+{
+    kvl_worker *w = (kvl_worker *)arg;
+    kvl_run *r = w->r;
+    pthread_barrier_wait(&r->kv.start);
+    for (size_t i = 0; i < r->iters; i++) {
+        unsigned k = stress_below(&w->rng, LKEYS);
+        char kb[16];
+        int n = snprintf(kb, sizeof kb, "key-%u", k);
+        ap_cache_key key = ap_cache_key_of(kb, (size_t)n);
+        ap_cache_kv_pin pin = {NULL, 0, 0};
+        ap_status st;
+        if (stress_below(&w->rng, 2)) {
+            ap_cache_kv_load_fut f;
+            ap_cache_kv_get_or_load(&f, r->c, key, &pin, (ap_cache_kv_loader){kvl_load, r});
+            (void)stress_poll_or_cancel(&f.base, &w->rng);
+            st = ap_cache_kv_load_status(&f);
+        } else {
+            st = ap_cache_kv_get_or_load_wait(r->c, key, &pin, (ap_cache_kv_loader){kvl_load, r},
+                                              AP_DEADLINE_NONE);
+        }
+        if (st == AP_OK) {
+            kv_item *it = (kv_item *)pin.value;
+            CHECK(atomic_load(&it->magic) == KV_MAGIC && it->klen == (size_t)n &&
+                      memcmp(it->key, kb, (size_t)n) == 0,
+                  "loaded value %" PRIu64 " not live or not of its key", it->id);
+            stress_jitter(&w->rng);
+            CHECK(atomic_load(&it->magic) == KV_MAGIC, "loaded value released while pinned");
+            ap_cache_kv_unpin(r->c, &pin);
+            STRESS_ADD(&r->ok, 1);
+        } else if (st == AP_CANCELED) {
+            CHECK(pin.value == NULL, "a cancelled load wrote its pin");
+            STRESS_ADD(&r->cancelled, 1);
+        } else {
+            CHECK((st == AP_REJECTED || st == AP_FULL) && pin.value == NULL, "status %s",
+                  ap_status_str(st));
+            STRESS_ADD(&r->errs, 1);
+        }
+        unsigned op = stress_below(&w->rng, 16);
+        if (op == 0) {
+            if (ap_cache_kv_remove(r->c, key) != AP_OK) { /* absent: fine */
+            }
+        } else if (op == 1) {
+            (void)ap_cache_kv_maintain(r->c, ap_now_ns());
+        }
+    }
+    STRESS_ADD(&r->waiters_done, 1);
+    return NULL;
+}
+
+static void run_kv_loads(size_t shards, size_t cap, size_t max_loads, uint64_t eaa,
+                         uint64_t neg, size_t iters)
+{
+    if (!stress_begin("cache_kv loads shards=%zu capacity=%zu max_loads=%zu expire_access_ns=%" PRIu64
+                      " negative_ns=%" PRIu64, shards, cap, max_loads, eaa, neg))
+        return;
+    kvl_run *r = (kvl_run *)calloc(1, sizeof *r);
+    CHECK(r != NULL, "out of memory");
+    ap_cache_kv_desc d = {.capacity = cap, .shards = shards, .release = kvr_release,
+                          .ctx = &r->kv, .expire_after_access = eaa, .max_loads = max_loads,
+                          .negative_ttl_ns = neg};
+    ap_status st = ap_cache_kv_create(&r->c, &d, NULL);
+    CHECK(st == AP_OK, "ap_cache_kv_create: %s", ap_status_str(st));
+    r->iters = iters;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_barrier_init(&r->kv.start, NULL, KVWORKERS + LCOMPLETERS + 1);
+    kvl_worker w[KVWORKERS + LCOMPLETERS];
+    for (unsigned i = 0; i < KVWORKERS + LCOMPLETERS; i++) {
+        w[i].r = r;
+        w[i].id = i;
+        stress_rng_init(&w[i].rng, stress_thread_seed(300 + i), i);
+        stress_spawn(&w[i].thread, i < KVWORKERS ? kvl_waiter : kvl_completer, &w[i]);
+    }
+    pthread_barrier_wait(&r->kv.start);
+    for (unsigned i = 0; i < KVWORKERS + LCOMPLETERS; i++)
+        stress_join(w[i].thread);
+    ap_cache_kv_stats s = ap_cache_kv_stats_get(r->c);
+    uint64_t calls = STRESS_LOAD(&r->ncalls);
+    CHECK(s.loads == calls, "loads %" PRIu64 " != loader calls %" PRIu64, s.loads, calls);
+    CHECK(calls == STRESS_LOAD(&r->made) + STRESS_LOAD(&r->refused) + STRESS_LOAD(&r->failed),
+          "a load was not completed");
+    CHECK(STRESS_LOAD(&r->ok) + STRESS_LOAD(&r->errs) + STRESS_LOAD(&r->cancelled) ==
+              KVWORKERS * iters, "every get_or_load ended");
+    for (uint32_t i = 0; i < r->c->fl.n; i++) {
+        ap__cache_load *l = ap__cache_slot(&r->c->fl, i);
+        CHECK((l->state == AP__CACHE_L_FREE || l->state == AP__CACHE_L_NEG) && l->refs == 0,
+              "slot %u: state %u refs %u", i, l->state, l->refs);
+        CHECK(!ap_waitlist_has_waiters(&l->wl), "slot %u has waiters", i);
+    }
+    CHECK(!ap_waitlist_has_waiters(&r->c->fl.lwait), "waiters for a slot left");
+    CHECK(s.load_joins > 0 && calls > 0 && (neg == 0 || s.negative_hits > 0),
+          "the run did not exercise joins (%" PRIu64 ") or negative hits (%" PRIu64 ")",
+          s.load_joins, s.negative_hits);
+    ap_cache_kv_destroy(r->c); /* fails (AP_ASSERT) if a pin was left */
+    CHECK(STRESS_LOAD(&r->kv.releases) == STRESS_LOAD(&r->made),
+          "releases %" PRIu64 " != items taken %" PRIu64 " (exactly once each)",
+          STRESS_LOAD(&r->kv.releases), STRESS_LOAD(&r->made));
+    stress_end("loads=%" PRIu64 " joins=%" PRIu64 " ok=%" PRIu64 " errs=%" PRIu64
+               " cancelled=%" PRIu64 " negative_hits=%" PRIu64,
+               calls, s.load_joins, STRESS_LOAD(&r->ok), STRESS_LOAD(&r->errs),
+               STRESS_LOAD(&r->cancelled), s.negative_hits);
+    pthread_barrier_destroy(&r->kv.start);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
 int main(int argc, char **argv)
 {
     stress_init(argc, argv, "stress_cache");
@@ -547,5 +738,8 @@ int main(int argc, char **argv)
     run_kv(1, 24, 30, 0, nl);               /* weight-bound */
     run_kv(4, 32, 40, 0, nl);
     run_kv(2, 32, 60, 30 * 1000, nl);       /* entries expire 30 us after their put */
+    run_kv_loads(1, 8, 16, 0, 0, nl);
+    run_kv_loads(4, 8, 2, 0, 0, nl);        /* slots run out: misses queue for one */
+    run_kv_loads(2, 16, 16, 20 * 1000, 200 * 1000, nl); /* expire 20 us after access; failures remembered 200 us */
     return stress_finish();
 }
