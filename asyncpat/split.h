@@ -59,7 +59,9 @@
  *   any thread            yes         yes          yes     yes    no
  *   Progress: as ap_mpmc_try_push (never blocks: bounded spins, then
  *   AP_AGAIN; the waitlist's short lock only to wake a future parked on
- *   that output), plus one relaxed atomic add for ROUND_ROBIN. A future is
+ *   that output), plus one relaxed atomic add for ROUND_ROBIN, and one on
+ *   the output's own counter line once ap_split_stats_init gave counters
+ *   (without them, one predictable branch). A future is
  *   polled by one thread at a time (future.h rule 4). A broadcast cursor
  *   belongs to one caller.
  *
@@ -68,6 +70,10 @@
  *   its element. The round-robin cursor is relaxed: it only spreads load
  *   and publishes nothing.
  *
+ * STATS        ap_split_stats_get (totals; the waiting side: waiters,
+ *              waits, wait_ns) and ap_split_out_stats_get (per output:
+ *              routed, refused, closed; opt-in, in a caller array given to
+ *              ap_split_stats_init). Relaxed snapshots, exact at quiescence.
  * COMPLEXITY   O(1) per item (broadcast: O(k)); the splitter is a few words
  * MEMORY       ap_split_init takes the caller's array of k queue pointers
  *              and its size in bytes, AP_SPLIT_BYTES(k) = k * sizeof(ap_mpmc
@@ -97,13 +103,69 @@ typedef enum ap_split_mode {
     AP_SPLIT_MODE_BROADCAST = 2    /* to every output */
 } ap_split_mode;
 
+/**
+ * ap_split_counter - one output's counters, in the caller's array given to
+ * ap_split_stats_init (one cache line each, so producers routing to
+ * different outputs never share a counter line). Read them with
+ * ap_split_out_stats_get.
+ */
+typedef struct ap_split_counter {
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(uint64_t) routed;
+    AP_ATOMIC_T(uint64_t) refused;
+    AP_ATOMIC_T(uint64_t) closed;
+} ap_split_counter;
+
+/** AP_SPLIT_STATS_BYTES - bytes of the counter array for @k outputs (constant expression) */
+#define AP_SPLIT_STATS_BYTES(k) ((size_t)(k) * sizeof(ap_split_counter))
+/** AP_SPLIT_STATS_ALIGN - the alignment ap_split_stats_init needs of it */
+#define AP_SPLIT_STATS_ALIGN AP_ALIGNOF(ap_split_counter)
+
 /** ap_split - a splitter; set up with ap_split_init */
 typedef struct ap_split {
     AP_ATOMIC_T(uint64_t) cursor; /* ROUND_ROBIN: accepted items so far (relaxed) */
     ap_mpmc *const *outs;
     size_t k;
     ap_split_mode mode;
+    ap_split_counter *ctr; /* per-output counters (ap_split_stats_init), or NULL */
+    /* the waiting side's counters (futures and ap_split_push_wait only) */
+    AP_ATOMIC_T(uint64_t) st_waiters;
+    AP_ATOMIC_T(uint64_t) st_waits;
+    AP_ATOMIC_T(uint64_t) st_wait_ns;
 } ap_split;
+
+/**
+ * ap_split_out_stats - what one output was handed (ap_split_out_stats_get;
+ * a relaxed snapshot, exact at quiescence). Counted only once the caller
+ * gave the splitter a counter array (ap_split_stats_init): without one
+ * the push paths count nothing and cost one predictable branch more.
+ * The splitter drops nothing: an item an output refused stays the
+ * caller's, so there is no "dropped" count.
+ */
+typedef struct ap_split_out_stats {
+    uint64_t routed;  /* items (broadcast: copies) the output accepted */
+    uint64_t refused; /* try_push / try_broadcast answers AP_FULL or AP_AGAIN
+                       * from this output (a broadcast's room check counts
+                       * the first output without room) */
+    uint64_t closed;  /* answers AP_CLOSED from this output (calls and futures) */
+} ap_split_out_stats;
+
+/**
+ * ap_split_stats - the splitter's totals (ap_split_stats_get; a relaxed
+ * snapshot, exact at quiescence): routed, refused and closed are the sums
+ * over the outputs (0 without ap_split_stats_init); the waiting side is
+ * always counted, by the futures only (slow path): a push future, or
+ * ap_split_push_wait, that finds its output full registers and counts one
+ * wait per output it waits on.
+ */
+typedef struct ap_split_stats {
+    uint64_t routed;  /* sum of the outputs' routed */
+    uint64_t refused; /* sum of the outputs' refused */
+    uint64_t closed;  /* sum of the outputs' closed */
+    uint64_t waiters; /* push futures waiting for room now */
+    uint64_t waits;   /* times a push future waited for an output's room */
+    uint64_t wait_ns; /* ns parked in ap_split_push_wait (ap_now_ns's clock;
+                       * only callers that parked) */
+} ap_split_stats;
 
 /** ap_split_push_fut - a push (or broadcast) that waits for room */
 typedef struct ap_split_push_fut {
@@ -113,6 +175,7 @@ typedef struct ap_split_push_fut {
     size_t out;     /* one-output modes: the chosen output */
     size_t next;    /* BROADCAST: outputs [0, next) hold the item */
     bool inner_live; /* inner is initialised for outs[out or next] */
+    bool waiting;    /* inner returned AP_PENDING: counted in st_waiters */
     ap_mpmc_push_fut inner;
     ap_status status; /* AP_NOT_READY while pending */
 } ap_split_push_fut;
@@ -137,6 +200,28 @@ AP_API AP_NODISCARD ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, s
                                             ap_split_mode mode);
 /** ap_split_fini - end of life; frees nothing, the queues are the caller's */
 AP_API void ap_split_fini(ap_split *s);
+/**
+ * ap_split_stats_init - count per output into the caller's array
+ * @buf:   at least AP_SPLIT_STATS_BYTES(k) bytes aligned to
+ *         AP_SPLIT_STATS_ALIGN (k: the splitter's outputs); kept, zeroed
+ *         here, it must outlive the splitter
+ * @bytes: its size in bytes
+ *
+ * Returns AP_OK or AP_INVAL (@buf NULL, misaligned or too small; nothing
+ * changed). Call it after ap_split_init, before the splitter is shared
+ * (not concurrently with any other call on it); calling it again restarts
+ * the per-output counts in the new array.
+ */
+AP_API AP_NODISCARD ap_status ap_split_stats_init(ap_split *s, void *buf, size_t bytes);
+/** ap_split_stats_get - the totals into *@out (relaxed snapshot; any thread) */
+AP_API void ap_split_stats_get(ap_split *s, ap_split_stats *out);
+/**
+ * ap_split_out_stats_get - output @i's counters into *@out (relaxed
+ * snapshot; any thread). Returns AP_OK, or AP_INVAL (@i >= k, or no
+ * ap_split_stats_init: *@out untouched).
+ */
+AP_API AP_NODISCARD ap_status ap_split_out_stats_get(ap_split *s, size_t i,
+                                                     ap_split_out_stats *out);
 /** ap_split_route - the output (0..k-1) of @key in HASH mode; pure */
 AP_API size_t ap_split_route(const ap_split *s, uint64_t key);
 /**
@@ -204,7 +289,74 @@ AP_API ap_status ap_split_init(ap_split *s, ap_mpmc *const *outs, size_t bytes,
     s->outs = outs;
     s->k = k;
     s->mode = mode;
+    s->ctr = NULL;
+    AP_ATOMIC_INIT(&s->st_waiters, 0u);
+    AP_ATOMIC_INIT(&s->st_waits, 0u);
+    AP_ATOMIC_INIT(&s->st_wait_ns, 0u);
     return AP_OK;
+}
+
+AP_API ap_status ap_split_stats_init(ap_split *s, void *buf, size_t bytes)
+{
+    AP_ASSERT(s != NULL && s->outs != NULL);
+    if (buf == NULL || (uintptr_t)buf % AP_SPLIT_STATS_ALIGN != 0 ||
+        bytes < AP_SPLIT_STATS_BYTES(s->k))
+        return AP_INVAL;
+    ap_split_counter *c = (ap_split_counter *)buf;
+    for (size_t i = 0; i < s->k; i++) {
+        AP_ATOMIC_INIT(&c[i].routed, 0u);
+        AP_ATOMIC_INIT(&c[i].refused, 0u);
+        AP_ATOMIC_INIT(&c[i].closed, 0u);
+    }
+    s->ctr = c;
+    return AP_OK;
+}
+
+/* One push outcome on output @i's counters, when the caller gave some.
+ * relaxed: statistics counters; they publish nothing. */
+AP_API void ap__split_count(ap_split *s, size_t i, ap_status st)
+{
+    ap_split_counter *c = s->ctr;
+    if (AP_LIKELY(c == NULL))
+        return;
+    /* relaxed: statistics counter (this output's own line) */
+    if (st == AP_OK)
+        (void)AP_ATOMIC_FETCH_ADD(&c[i].routed, 1, memory_order_relaxed);
+    else if (st == AP_CLOSED)
+        (void)AP_ATOMIC_FETCH_ADD(&c[i].closed, 1, memory_order_relaxed);
+    else /* AP_FULL, AP_AGAIN */
+        (void)AP_ATOMIC_FETCH_ADD(&c[i].refused, 1, memory_order_relaxed);
+}
+
+AP_API ap_status ap_split_out_stats_get(ap_split *s, size_t i, ap_split_out_stats *out)
+{
+    AP_ASSERT(s != NULL && s->outs != NULL && out != NULL);
+    if (s->ctr == NULL || i >= s->k)
+        return AP_INVAL;
+    /* relaxed: statistics snapshot */
+    out->routed = AP_ATOMIC_LOAD(&s->ctr[i].routed, memory_order_relaxed);
+    out->refused = AP_ATOMIC_LOAD(&s->ctr[i].refused, memory_order_relaxed);
+    out->closed = AP_ATOMIC_LOAD(&s->ctr[i].closed, memory_order_relaxed);
+    return AP_OK;
+}
+
+AP_API void ap_split_stats_get(ap_split *s, ap_split_stats *out)
+{
+    AP_ASSERT(s != NULL && s->outs != NULL && out != NULL);
+    out->routed = out->refused = out->closed = 0;
+    for (size_t i = 0; s->ctr != NULL && i < s->k; i++) {
+        ap_split_out_stats o;
+        ap_status st = ap_split_out_stats_get(s, i, &o);
+        AP_ASSERT(st == AP_OK);
+        (void)st;
+        out->routed += o.routed;
+        out->refused += o.refused;
+        out->closed += o.closed;
+    }
+    /* relaxed: statistics snapshot */
+    out->waiters = AP_ATOMIC_LOAD(&s->st_waiters, memory_order_relaxed);
+    out->waits = AP_ATOMIC_LOAD(&s->st_waits, memory_order_relaxed);
+    out->wait_ns = AP_ATOMIC_LOAD(&s->st_wait_ns, memory_order_relaxed);
 }
 
 AP_API void ap_split_fini(ap_split *s)
@@ -234,9 +386,11 @@ AP_API size_t ap__split_pick(ap_split *s, uint64_t key)
 AP_API ap_status ap_split_try_push(ap_split *s, uint64_t key, const void *item)
 {
     AP_ASSERT(s != NULL && s->outs != NULL && s->mode != AP_SPLIT_MODE_BROADCAST);
-    ap_status st = ap_mpmc_try_push(s->outs[ap__split_pick(s, key)], item);
+    size_t o = ap__split_pick(s, key);
+    ap_status st = ap_mpmc_try_push(s->outs[o], item);
     if (st == AP_OK && s->mode == AP_SPLIT_MODE_ROUND_ROBIN)
         (void)AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed);
+    ap__split_count(s, o, st);
     return st;
 }
 
@@ -246,10 +400,13 @@ AP_API ap_status ap_split_try_broadcast(ap_split *s, const void *item, size_t *n
     AP_ASSERT(next != NULL && *next <= s->k);
     if (*next == 0)
         for (size_t i = 0; i < s->k; i++)
-            if (ap_mpmc_len(s->outs[i]) >= ap_mpmc_capacity(s->outs[i]))
+            if (ap_mpmc_len(s->outs[i]) >= ap_mpmc_capacity(s->outs[i])) {
+                ap__split_count(s, i, AP_FULL);
                 return AP_FULL; /* nothing pushed yet */
+            }
     while (*next < s->k) {
         ap_status st = ap_mpmc_try_push(s->outs[*next], item);
+        ap__split_count(s, *next, st);
         if (st != AP_OK)
             return st;
         ++*next;
@@ -269,6 +426,7 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
     f->item = item;
     f->next = 0;
     f->inner_live = false;
+    f->waiting = false;
     f->status = AP_NOT_READY;
     f->out = 0;
     if (s->mode == AP_SPLIT_MODE_HASH)
@@ -277,18 +435,38 @@ AP_API void ap_split_push_fut_init(ap_split_push_fut *f, ap_split *s, uint64_t k
         f->out = (size_t)(AP_ATOMIC_FETCH_ADD(&s->cursor, 1, memory_order_relaxed) % s->k);
 }
 
+/* The future stopped waiting on its current output (done or cancelled).
+ * relaxed: statistics counter (slow path: only a future that waited) */
+AP_API void ap__split_unwait(ap_split_push_fut *f)
+{
+    if (f->waiting) {
+        f->waiting = false;
+        (void)AP_ATOMIC_FETCH_SUB(&f->s->st_waiters, 1, memory_order_relaxed);
+    }
+}
+
 AP_API ap_poll ap_split_push_poll(ap_split_push_fut *f, ap_cx *cx)
 {
     bool bcast = f->s->mode == AP_SPLIT_MODE_BROADCAST;
     while (f->status == AP_NOT_READY) {
+        size_t o = bcast ? f->next : f->out;
         if (!f->inner_live) {
-            ap_mpmc_push_fut_init(&f->inner, f->s->outs[bcast ? f->next : f->out], f->item);
+            ap_mpmc_push_fut_init(&f->inner, f->s->outs[o], f->item);
             f->inner_live = true;
         }
-        if (ap_mpmc_push_poll(&f->inner, cx) == AP_PENDING)
+        if (ap_mpmc_push_poll(&f->inner, cx) == AP_PENDING) {
+            if (!f->waiting) { /* one wait per output waited on */
+                f->waiting = true;
+                /* relaxed: statistics counters (slow path) */
+                (void)AP_ATOMIC_FETCH_ADD(&f->s->st_waits, 1, memory_order_relaxed);
+                (void)AP_ATOMIC_FETCH_ADD(&f->s->st_waiters, 1, memory_order_relaxed);
+            }
             return AP_PENDING;
+        }
         ap_status st = ap_mpmc_push_status(&f->inner);
         f->inner_live = false;
+        ap__split_unwait(f);
+        ap__split_count(f->s, o, st);
         if (st != AP_OK) {
             f->status = st;
         } else if (!bcast || ++f->next == f->s->k) {
@@ -305,8 +483,11 @@ AP_API void ap_split_push_cancel(ap_split_push_fut *f)
     if (f->inner_live) {
         ap_mpmc_push_cancel(&f->inner);
         f->inner_live = false;
+        ap__split_unwait(f);
         /* a push that completed before the cancel still counts */
         if (ap_mpmc_push_status(&f->inner) == AP_OK) {
+            ap__split_count(f->s, f->s->mode == AP_SPLIT_MODE_BROADCAST ? f->next : f->out,
+                            AP_OK);
             f->next++;
             if (f->s->mode != AP_SPLIT_MODE_BROADCAST || f->next == f->s->k) {
                 f->status = AP_OK;
@@ -333,9 +514,22 @@ AP_API ap_status ap_split_push_wait(ap_split *s, uint64_t key, const void *item,
 {
     ap_split_push_fut f;
     ap_split_push_fut_init(&f, s, key, item);
+    /* one poll first, with no waker (ap_block_on_until's first poll
+     * replaces it): only a caller that has to park reads the clock */
+    ap_cx cx0;
+    cx0.waker.wake = NULL;
+    cx0.waker.ctx = NULL;
+    cx0.now = 0;
+    cx0.deadline = AP_DEADLINE_NONE;
+    if (ap_split_push_poll(&f, &cx0) == AP_READY)
+        return f.status;
+    uint64_t t0 = ap_now_ns();
+    ap_status tst = ap_block_on_until(&f.base, deadline_ns);
+    /* relaxed: statistics counter (slow path: this caller parked) */
+    (void)AP_ATOMIC_FETCH_ADD(&s->st_wait_ns, ap_now_ns() - t0, memory_order_relaxed);
     /* on a timeout the future was cancelled; a push that landed meanwhile
      * still counts, so report AP_OK then, not AP_TIMEDOUT */
-    if (ap_block_on_until(&f.base, deadline_ns) == AP_TIMEDOUT && f.status != AP_OK)
+    if (tst == AP_TIMEDOUT && f.status != AP_OK)
         return AP_TIMEDOUT;
     return f.status;
 }

@@ -239,7 +239,32 @@ typedef struct ap_tb_keyed {
     size_t used;            /* slots holding a key (under lock) */
     uint64_t max_now;       /* latest now_ns seen (under lock) */
     const ap_allocator *alloc; /* set by create */
+    /* counters (ap_tb_keyed_stats_get): plain words written under the
+     * lock that every call takes anyway, beside used and max_now (one
+     * line the lock holder already writes): no atomic, no extra line */
+    uint64_t st_admitted, st_rejected, st_full, st_inserted, st_evicted, st_probes;
 } ap_tb_keyed;
+
+/**
+ * ap_tb_keyed_stats - what a keyed limiter did (ap_tb_keyed_stats_get). The
+ * limiter serialises every call on its lock, so the counters are plain
+ * words updated under that lock (a few adds per call, no atomic RMW) and
+ * the getter, which takes the lock too, returns an exact and consistent
+ * snapshot: inserted - evicted == keys at every instant. Calls answered
+ * before the lock (n == 0: AP_OK; n > burst: AP_INVAL) count nothing.
+ */
+typedef struct ap_tb_keyed_stats {
+    uint64_t admitted; /* calls that took their tokens (AP_OK, n >= 1) */
+    uint64_t rejected; /* calls the key's bucket refused (AP_EMPTY or AP_REJECTED) */
+    uint64_t full;     /* calls refused for want of a slot (AP_FULL: every slot
+                        * held an active key) */
+    uint64_t keys;     /* keys tracked now (as ap_tb_keyed_len) */
+    uint64_t inserted; /* keys added to the table (a new key's first call) */
+    uint64_t evicted;  /* keys dropped because their bucket was full again */
+    uint64_t probes;   /* slots of other keys stepped over while looking a
+                        * key up (collisions; 0 when every key sits at its
+                        * home slot) */
+} ap_tb_keyed_stats;
 
 /**
  * ap_tb_desc_resolved - the desc with defaults filled in
@@ -405,6 +430,12 @@ AP_API AP_NODISCARD ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t 
 AP_API size_t ap_tb_keyed_len(ap_tb_keyed *kt);
 /** ap_tb_keyed_capacity - the capacity given at init */
 AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt);
+/**
+ * ap_tb_keyed_stats_get - the limiter's counters into *@out (exact: taken
+ * under the table lock; see ap_tb_keyed_stats)
+ * Concurrency: any thread, concurrently with anything but fini.
+ */
+AP_API void ap_tb_keyed_stats_get(ap_tb_keyed *kt, ap_tb_keyed_stats *out);
 
 /* ---- implementation ---- */
 
@@ -883,6 +914,8 @@ AP_API ap_status ap_tb_keyed_init(ap_tb_keyed *kt, void *buf, size_t bytes,
     kt->used = 0;
     kt->max_now = 0;
     kt->alloc = NULL;
+    kt->st_admitted = kt->st_rejected = kt->st_full = 0;
+    kt->st_inserted = kt->st_evicted = kt->st_probes = 0;
     AP_ATOMIC_INIT(&kt->lock.held, 0u);
     return AP_OK;
 }
@@ -958,6 +991,7 @@ AP_API void ap__tb_keyed_delete(ap_tb_keyed *kt, size_t i)
 {
     kt->slots[i].tat = AP__TB_EMPTY;
     kt->used--;
+    kt->st_evicted++;
     ap__probe_delete(kt, kt->capacity, i, ap__tb_keyed_probe_home, ap__tb_keyed_probe_move);
 }
 
@@ -981,6 +1015,7 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
     uint64_t v_max;
     (void)ap__tb_base(cfg, 0, kt->max_now, &v_max);
     size_t cap = kt->capacity, i = ap__tb_keyed_home(kt, key), seen = 0;
+    uint64_t probes = 0; /* other keys stepped over (the stats) */
     ap_tb_keyed_slot *s = NULL;
     while (seen < cap) {
         ap_tb_keyed_slot *x = &kt->slots[i];
@@ -992,6 +1027,7 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
              * slot occupied and is still no fuller than any dropped key. */
             s->tat = v_max < AP__TB_EMPTY ? v_max : AP__TB_EMPTY - 1;
             kt->used++;
+            kt->st_inserted++;
             break;
         }
         if (x->key == key) {
@@ -1011,19 +1047,24 @@ AP_API ap_status ap_tb_keyed_try_acquire(ap_tb_keyed *kt, uint64_t key, uint64_t
         }
         i = i + 1 == cap ? 0 : i + 1;
         seen++;
+        probes++;
     }
+    kt->st_probes += probes;
     if (s == NULL) {
         st = AP_FULL; /* every slot holds an active key: nothing changed */
+        kt->st_full++;
     } else {
         uint64_t next, when;
         int r = ap__tb_decide(cfg, s->tat, n, now_ns, &next, &when);
         if (r > 0) {
             s->tat = next;
             st = AP_OK;
+            kt->st_admitted++;
         } else {
             if (retry_at)
                 *retry_at = r < 0 ? AP_DEADLINE_NONE : when;
             st = r < 0 ? AP_REJECTED : AP_EMPTY; /* never / not now */
+            kt->st_rejected++;
         }
     }
     ap__lock_release(&kt->lock);
@@ -1041,6 +1082,20 @@ AP_API size_t ap_tb_keyed_len(ap_tb_keyed *kt)
 AP_API size_t ap_tb_keyed_capacity(const ap_tb_keyed *kt)
 {
     return kt->capacity;
+}
+
+AP_API void ap_tb_keyed_stats_get(ap_tb_keyed *kt, ap_tb_keyed_stats *out)
+{
+    AP_ASSERT(kt != NULL && kt->slots != NULL && out != NULL);
+    ap__lock_acquire(&kt->lock); /* one consistent snapshot */
+    out->admitted = kt->st_admitted;
+    out->rejected = kt->st_rejected;
+    out->full = kt->st_full;
+    out->keys = kt->used;
+    out->inserted = kt->st_inserted;
+    out->evicted = kt->st_evicted;
+    out->probes = kt->st_probes;
+    ap__lock_release(&kt->lock);
 }
 
 #endif /* ASYNCPAT_TOKEN_BUCKET_H */

@@ -69,7 +69,7 @@
  *              comment after the API (below "---- implementation ----")
  *
  * COMPLEXITY   try_push, try_pop, try_steal: O(1); steal_half: O(k) for the
- *              k tasks moved; memory = capacity pointers + 3 cache lines.
+ *              k tasks moved; memory = capacity pointers + 4 cache lines.
  * LIMITS       positions are size_t and wrap: a steal stalled between its
  *              load and its CAS of top while exactly a multiple of
  *              2^w (w = size_t bits) tasks are taken could take one twice:
@@ -116,14 +116,54 @@
 typedef struct ap_ws {
     AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) top; /* next task to steal; CAS by thieves */
     AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) bottom; /* next free slot; written by the owner */
+    /* the owner's counters (ap_ws_stats_get), one writer (the owner), so a
+     * relaxed load and store each, no RMW; on bottom's line, which every
+     * push and pop writes anyway. pushes and steals are not counted: they
+     * are read off bottom and top (see ap_ws_stats). */
+    AP_ATOMIC_T(size_t) st_pops_below; /* pops that lowered bottom (not the last task) */
+    AP_ATOMIC_T(size_t) st_pops_last;  /* last-task pops that won the CAS on top */
+    AP_ATOMIC_T(size_t) st_full;       /* pushes refused with AP_FULL */
+    /* the thieves' counter, on its own line: written only by a steal that
+     * lost its CAS (the contended path), so a successful steal counts nothing */
+    AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(size_t) st_steal_aborts;
     /* read-only after init from here */
     AP_ALIGNAS(AP_CACHELINE) AP_ATOMIC_T(void *) *buf;
     size_t mask; /* capacity - 1 */
+    size_t start; /* both positions at init (the stats count from it) */
     const ap_allocator *alloc; /* set by create */
 } ap_ws;
 
 AP_STATIC_ASSERT(offsetof(ap_ws, bottom) - offsetof(ap_ws, top) >= AP_CACHELINE,
                "ap_ws: top and bottom must not share a cache line");
+AP_STATIC_ASSERT(offsetof(ap_ws, st_steal_aborts) - offsetof(ap_ws, bottom) >= AP_CACHELINE &&
+                 offsetof(ap_ws, buf) - offsetof(ap_ws, st_steal_aborts) >= AP_CACHELINE,
+               "ap_ws: the thieves' counter has a cache line of its own");
+
+/**
+ * ap_ws_stats - what a deque did (ap_ws_stats_get). The fast paths pay
+ * almost nothing: pushes and steals are read off the positions (bottom
+ * and top) and the owner's pop counts, so try_push and a successful
+ * try_steal write no counter; try_pop writes one owner-only counter (a
+ * relaxed load and store on bottom's line, no RMW); only the refused or
+ * lost paths count anything else.
+ * Snapshot rules: read on the owner thread between its own calls, every
+ * field is exact (steals as of the moment top was read). From any other
+ * thread it is a racy snapshot: each field is read once, relaxed, and a
+ * pop in flight can put pushes, pops or steals off by one. At quiescence
+ * (no call running) pushes == pops + steals + ap_ws_len(d).
+ * Counts are modulo 2^w for a w-bit size_t (never reached with 64 bits).
+ * A task moved by ap_ws_steal_half counts as a steal of the victim and a
+ * push of the destination.
+ */
+typedef struct ap_ws_stats {
+    uint64_t pushes;       /* tasks pushed with AP_OK (owner) */
+    uint64_t pops;         /* tasks popped with AP_OK (owner) */
+    uint64_t steals;       /* tasks taken by ap_ws_try_steal / ap_ws_steal_half */
+    uint64_t full;         /* pushes refused with AP_FULL */
+    uint64_t steal_aborts; /* steals that lost the CAS on top (AP_AGAIN):
+                            * contention between thieves, or with the owner
+                            * for the last task */
+} ap_ws_stats;
 
 /**
  * ap_ws_init - set up a deque in caller memory
@@ -199,6 +239,14 @@ AP_API AP_NODISCARD ap_status ap_ws_try_steal(ap_ws *d, void **out);
  */
 AP_API AP_NODISCARD ap_status ap_ws_steal_half(ap_ws *victim, ap_ws *dst, size_t *moved);
 
+/**
+ * ap_ws_stats_get - the deque's counters into *@out (see ap_ws_stats for
+ * which reads are exact and which are racy snapshots)
+ * Concurrency: any thread, concurrently with anything but fini.
+ * Wait-free; it writes nothing shared.
+ */
+AP_API void ap_ws_stats_get(ap_ws *d, ap_ws_stats *out);
+
 /** ap_ws_len - tasks held (relaxed snapshot; exact on the owner thread with no thieves) */
 AP_API size_t ap_ws_len(ap_ws *d);
 /** ap_ws_capacity - the capacity given at init */
@@ -241,6 +289,9 @@ AP_API AP_NODISCARD ap_status ap_ws_injector_try_pop(ap_ws_injector *inj, void *
 AP_API void ap_ws_injector_close(ap_ws_injector *inj);
 /** ap_ws_injector_len - tasks queued (racy snapshot) */
 AP_API size_t ap_ws_injector_len(ap_ws_injector *inj);
+/** ap_ws_injector_stats_get - the injector's ap_mpmc_stats (pushed, popped,
+ *  waiters, waits, wait_ns of its futures and _wait calls; relaxed snapshot) */
+AP_API void ap_ws_injector_stats_get(ap_ws_injector *inj, ap_mpmc_stats *out);
 
 /* ---- implementation ---- */
 
@@ -316,6 +367,15 @@ AP_FORCE_INLINE bool ap__ws_capacity_ok(size_t capacity)
            capacity <= AP_WS_CAPACITY_MAX;
 }
 
+/* One more on an owner-only counter: the owner is its one writer, so a
+ * relaxed load and a relaxed store (no RMW; on x86 an add to memory).
+ * relaxed: a statistics counter, single writer; readers take a snapshot. */
+AP_FORCE_INLINE void ap__ws_owner_count(AP_ATOMIC_T(size_t) *c)
+{
+    /* relaxed: statistics counter, only the owner writes it */
+    AP_ATOMIC_STORE(c, AP_ATOMIC_LOAD(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 /* Test hook: start both positions at @start, to exercise their wrap-around. */
 AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t bytes,
                                              size_t capacity, size_t start)
@@ -329,7 +389,12 @@ AP_API AP_NODISCARD ap_status ap__ws_init_at(ap_ws *d, void *buf, size_t bytes,
         return AP_INVAL;
     d->buf = (AP_ATOMIC_T(void *) *)buf;
     d->mask = capacity - 1;
+    d->start = start;
     d->alloc = NULL;
+    AP_ATOMIC_INIT(&d->st_pops_below, 0);
+    AP_ATOMIC_INIT(&d->st_pops_last, 0);
+    AP_ATOMIC_INIT(&d->st_full, 0);
+    AP_ATOMIC_INIT(&d->st_steal_aborts, 0);
     for (size_t i = 0; i < capacity; i++)
         AP_ATOMIC_INIT(&d->buf[i], NULL);
     AP_ATOMIC_INIT(&d->top, start);
@@ -391,8 +456,10 @@ AP_API ap_status ap_ws_try_push(ap_ws *d, void *task)
      * the task in the slot we are about to reuse; its read of the slot
      * happens-before our store. (seq_cst under TSan.) */
     size_t t = AP_ATOMIC_LOAD(&d->top, AP__WS_MO_ACQUIRE_SC);
-    if (AP_UNLIKELY(ap__ws_diff(b, t) > (ptrdiff_t)d->mask))
+    if (AP_UNLIKELY(ap__ws_diff(b, t) > (ptrdiff_t)d->mask)) {
+        ap__ws_owner_count(&d->st_full);
         return AP_FULL;
+    }
     /* relaxed: published by the fence and the bottom store below. */
     AP_ATOMIC_STORE(&d->buf[b & d->mask], task, memory_order_relaxed);
     AP_TEST_YIELD(); /* slot written, not yet published */
@@ -427,6 +494,7 @@ AP_API ap_status ap_ws_try_pop(ap_ws *d, void **out)
     void *task = AP_ATOMIC_LOAD(&d->buf[b & d->mask], memory_order_relaxed);
     if (n > 0) {
         *out = task; /* more than one task: no thief can reach slot b */
+        ap__ws_owner_count(&d->st_pops_below);
         return AP_OK;
     }
     /* The last task: race the thieves for it with a CAS on top. seq_cst: it
@@ -438,6 +506,7 @@ AP_API ap_status ap_ws_try_pop(ap_ws *d, void **out)
     AP_ATOMIC_STORE(&d->bottom, b + 1, AP__WS_MO_RELAXED_SC);
     if (!won)
         return AP_EMPTY;
+    ap__ws_owner_count(&d->st_pops_last);
     *out = task;
     return AP_OK;
 }
@@ -463,8 +532,12 @@ AP_API ap_status ap_ws_try_steal(ap_ws *d, void **out)
     /* seq_cst: ordered in S with the owner's fence and last-task CAS, and a
      * release for the push that reuses this slot; relaxed on failure. */
     if (!AP_ATOMIC_CAS_STRONG(&d->top, &t, t + 1, memory_order_seq_cst,
-                              memory_order_relaxed))
+                              memory_order_relaxed)) {
+        /* relaxed: statistics counter (the thieves' line); only a lost
+         * race pays for it, a successful steal is read off top */
+        (void)AP_ATOMIC_FETCH_ADD(&d->st_steal_aborts, 1, memory_order_relaxed);
         return AP_AGAIN;
+    }
     *out = task;
     return AP_OK;
 }
@@ -526,6 +599,24 @@ AP_API size_t ap_ws_capacity(const ap_ws *d)
     return d->mask + 1;
 }
 
+AP_API void ap_ws_stats_get(ap_ws *d, ap_ws_stats *out)
+{
+    AP_ASSERT(d != NULL && d->buf != NULL && out != NULL);
+    /* relaxed: a statistics snapshot, each word read once. The pop
+     * counters first, then the positions: pushes = (bottom - start) +
+     * pops that lowered bottom; steals = (top - start) - last-task pops
+     * (the owner's CAS wins move top too). */
+    size_t below = AP_ATOMIC_LOAD(&d->st_pops_below, memory_order_relaxed);
+    size_t last = AP_ATOMIC_LOAD(&d->st_pops_last, memory_order_relaxed);
+    size_t b = AP_ATOMIC_LOAD(&d->bottom, memory_order_relaxed);
+    size_t t = AP_ATOMIC_LOAD(&d->top, memory_order_relaxed);
+    out->pushes = (uint64_t)(size_t)(b - d->start + below);
+    out->pops = (uint64_t)(size_t)(below + last);
+    out->steals = (uint64_t)(size_t)(t - d->start - last);
+    out->full = (uint64_t)AP_ATOMIC_LOAD(&d->st_full, memory_order_relaxed);
+    out->steal_aborts = (uint64_t)AP_ATOMIC_LOAD(&d->st_steal_aborts, memory_order_relaxed);
+}
+
 AP_API ap_status ap_ws_injector_init(ap_ws_injector *inj, void *buf, size_t bytes,
                                      size_t capacity)
 {
@@ -557,6 +648,11 @@ AP_API void ap_ws_injector_close(ap_ws_injector *inj)
 AP_API size_t ap_ws_injector_len(ap_ws_injector *inj)
 {
     return ap_mpmc_len(&inj->q);
+}
+
+AP_API void ap_ws_injector_stats_get(ap_ws_injector *inj, ap_mpmc_stats *out)
+{
+    ap_mpmc_stats_get(&inj->q, out);
 }
 
 #endif /* ASYNCPAT_WORK_STEAL_H */

@@ -1,20 +1,28 @@
 /*
  * tests/test_stats.c -- the stats getters of issue #14 ("every pattern
  * reports what it is doing"): ap_<p>_stats_get(obj, &out) for the waitlist,
- * mpmc, spsc, sem, tb (acquire futures) and pool. Each getter is checked
+ * mpmc, spsc, sem, tb (acquire futures), pool, barrier, ws (work-stealing
+ * deque and injector), split and tb_keyed. Each getter is checked
  * with exact values after a deterministic sequence, and for consistency at
  * quiescence after a concurrent run (sums balance).
  */
+/* a hook at the headers' AP_TEST_YIELD points (before they are included):
+ * the work-stealing tests run one deque call inside another's race window */
+static void (*yield_hook)(void);
+#define AP_TEST_YIELD() (yield_hook != NULL ? yield_hook() : (void)0)
+
 #include "asyncpat/barrier.h"
 #include "asyncpat/mpmc.h"
 #include "asyncpat/pool.h"
 #include "asyncpat/semaphore.h"
 #include "asyncpat/spsc.h"
 #include "asyncpat/token_bucket.h"
+#include "asyncpat/work_steal.h"
 #include <criterion/criterion.h>
 #include "test_util.h"
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -357,6 +365,338 @@ Test(stats, barrier_exact)
     EXPECT_GE(st.wait_ns, MS);
     EXPECT_LE(st.wait_ns, t1 - t0);
     ap_barrier_fini(&b);
+}
+
+/* ---- work stealing ---- */
+
+static void ws_expect(ap_ws *d, uint64_t pushes, uint64_t pops, uint64_t steals, uint64_t full,
+                      uint64_t aborts)
+{
+    ap_ws_stats s;
+    ap_ws_stats_get(d, &s);
+    EXPECT_EQ(s.pushes, pushes);
+    EXPECT_EQ(s.pops, pops);
+    EXPECT_EQ(s.steals, steals);
+    EXPECT_EQ(s.full, full);
+    EXPECT_EQ(s.steal_aborts, aborts);
+    EXPECT_EQ(s.pushes, s.pops + s.steals + ap_ws_len(d)); /* conservation */
+}
+
+/* run once, inside the next AP_TEST_YIELD: another call on ws_hooked */
+static ap_ws *ws_hooked;
+static ap_status ws_hook_st;
+static void ws_steal_inside(void)
+{
+    void *t;
+    yield_hook = NULL; /* the nested call's own yield points do nothing */
+    ws_hook_st = ap_ws_try_steal(ws_hooked, &t);
+}
+static void ws_pop_inside(void)
+{
+    void *t;
+    yield_hook = NULL;
+    ws_hook_st = ap_ws_try_pop(ws_hooked, &t);
+}
+
+static void ws_sequence(size_t start)
+{
+    AP_ALIGNAS(AP_WS_ALIGN) unsigned char buf[AP_WS_BYTES(4)];
+    ap_ws d;
+    void *t = NULL;
+    EXPECT_EQ(ap__ws_init_at(&d, buf, sizeof buf, 4, start), AP_OK);
+    ws_expect(&d, 0, 0, 0, 0, 0);
+    for (uintptr_t i = 1; i <= 4; i++)
+        EXPECT_EQ(ap_ws_try_push(&d, (void *)i), AP_OK);
+    EXPECT_EQ(ap_ws_try_push(&d, NULL), AP_FULL);
+    EXPECT_EQ(ap_ws_try_push(&d, NULL), AP_FULL);
+    ws_expect(&d, 4, 0, 0, 2, 0);
+    EXPECT_EQ(ap_ws_try_pop(&d, &t), AP_OK); /* 4: lowers bottom */
+    EXPECT_EQ(ap_ws_try_steal(&d, &t), AP_OK); /* 1 */
+    ws_expect(&d, 4, 1, 1, 2, 0);
+    /* a steal that loses its CAS: another steal takes task 2 inside its
+     * window (task read, not yet claimed) */
+    ws_hooked = &d;
+    yield_hook = ws_steal_inside;
+    EXPECT_EQ(ap_ws_try_steal(&d, &t), AP_AGAIN);
+    EXPECT_EQ(ws_hook_st, AP_OK);
+    ws_expect(&d, 4, 1, 2, 2, 1);
+    /* the last task, popped: the CAS path */
+    EXPECT_EQ(ap_ws_try_pop(&d, &t), AP_OK);
+    EXPECT_EQ((uintptr_t)t, 3);
+    EXPECT_EQ(ap_ws_try_pop(&d, &t), AP_EMPTY);   /* counts nothing */
+    EXPECT_EQ(ap_ws_try_steal(&d, &t), AP_EMPTY); /* counts nothing */
+    ws_expect(&d, 4, 2, 2, 2, 1);
+    /* the last-task race: the owner's pop runs inside a steal's window and
+     * wins; the steal aborts */
+    EXPECT_EQ(ap_ws_try_push(&d, (void *)5), AP_OK);
+    yield_hook = ws_pop_inside;
+    EXPECT_EQ(ap_ws_try_steal(&d, &t), AP_AGAIN);
+    EXPECT_EQ(ws_hook_st, AP_OK);
+    ws_expect(&d, 5, 3, 2, 2, 2);
+    /* 13 more through the ring: the positions wrap (start near the top) */
+    for (uintptr_t i = 0; i < 13; i++) {
+        EXPECT_EQ(ap_ws_try_push(&d, (void *)i), AP_OK);
+        EXPECT_EQ(ap_ws_try_push(&d, (void *)i), AP_OK);
+        EXPECT_EQ(ap_ws_try_steal(&d, &t), AP_OK);
+        EXPECT_EQ(ap_ws_try_pop(&d, &t), AP_OK);
+    }
+    ws_expect(&d, 31, 16, 15, 2, 2);
+    ap_ws_fini(&d);
+}
+
+Test(stats, ws_exact) { ws_sequence(0); }
+Test(stats, ws_exact_across_wrap) { ws_sequence(SIZE_MAX - 6); }
+
+Test(stats, ws_steal_half_and_injector)
+{
+    AP_ALIGNAS(AP_WS_ALIGN) unsigned char vb[AP_WS_BYTES(8)], db[AP_WS_BYTES(2)];
+    ap_ws v, dst;
+    size_t moved = 0;
+    EXPECT_EQ(ap_ws_init(&v, vb, sizeof vb, 8), AP_OK);
+    EXPECT_EQ(ap_ws_init(&dst, db, sizeof db, 2), AP_OK);
+    for (uintptr_t i = 1; i <= 5; i++)
+        EXPECT_EQ(ap_ws_try_push(&v, (void *)i), AP_OK);
+    EXPECT_EQ(ap_ws_steal_half(&v, &dst, &moved), AP_OK); /* ceil(5/2) = 3, room 2 */
+    EXPECT_EQ(moved, 2);
+    ws_expect(&v, 5, 0, 2, 0, 0);
+    ws_expect(&dst, 2, 0, 0, 0, 0);
+    EXPECT_EQ(ap_ws_steal_half(&v, &dst, &moved), AP_FULL); /* no try_push: not counted */
+    ws_expect(&dst, 2, 0, 0, 0, 0);
+    /* the injector reports its ap_mpmc's counters */
+    AP_ALIGNAS(AP_WS_INJECTOR_ALIGN) unsigned char ib[AP_WS_INJECTOR_BYTES(4)];
+    ap_ws_injector inj;
+    ap_mpmc_stats ms;
+    void *t;
+    EXPECT_EQ(ap_ws_injector_init(&inj, ib, sizeof ib, 4), AP_OK);
+    for (uintptr_t i = 1; i <= 3; i++)
+        EXPECT_EQ(ap_ws_injector_try_push(&inj, (void *)i), AP_OK);
+    EXPECT_EQ(ap_ws_injector_try_pop(&inj, &t), AP_OK);
+    ap_ws_injector_stats_get(&inj, &ms);
+    EXPECT(ms.pushed == 3 && ms.popped == 1 && ms.push_waits == 0 && ms.pop_waits == 0);
+    ap_ws_injector_fini(&inj);
+    ap_ws_fini(&v);
+    ap_ws_fini(&dst);
+}
+
+/* one owner pushing and popping, WT thieves stealing: every counter equals
+ * the sum of the outcomes the threads saw */
+#define WT 3
+#define WN 100000
+
+typedef struct wsrun {
+    ap_ws *d;
+    atomic_int done, ready;
+    atomic_ulong steals, aborts, sum;
+} wsrun;
+
+static void *ws_thief(void *arg)
+{
+    wsrun *r = arg;
+    unsigned long ok = 0, again = 0, sum = 0;
+    atomic_fetch_add(&r->ready, 1);
+    for (;;) {
+        void *t;
+        ap_status st = ap_ws_try_steal(r->d, &t);
+        if (st == AP_OK) {
+            ok++;
+            sum += (uintptr_t)t;
+        } else if (st == AP_AGAIN) {
+            again++;
+        } else if (atomic_load(&r->done)) {
+            break; /* AP_EMPTY after the owner finished: nothing left to take */
+        } else {
+            sched_yield(); /* empty: give the owner the core */
+        }
+    }
+    atomic_fetch_add(&r->steals, ok);
+    atomic_fetch_add(&r->aborts, again);
+    atomic_fetch_add(&r->sum, sum);
+    return NULL;
+}
+
+Test(stats, ws_concurrent_identity, .timeout = TEST_TIMEOUT_S)
+{
+    static AP_ALIGNAS(AP_WS_ALIGN) unsigned char buf[AP_WS_BYTES(64)];
+    ap_ws d;
+    wsrun r;
+    memset(&r, 0, sizeof r);
+    EXPECT_EQ(ap_ws_init(&d, buf, sizeof buf, 64), AP_OK);
+    r.d = &d;
+    pthread_t th[WT];
+    for (int i = 0; i < WT; i++)
+        EXPECT_EQ(pthread_create(&th[i], NULL, ws_thief, &r), 0);
+    unsigned long pushed = 0, full = 0, popped = 0, sum = 0, all = 0;
+    while (atomic_load(&r.ready) < WT) /* every thief running first */
+        sched_yield();
+    for (uintptr_t i = 1; i <= WN; i++) {
+        if (ap_ws_try_push(&d, (void *)i) == AP_OK) {
+            pushed++;
+            all += i;
+        } else {
+            full++;
+        }
+        void *t;
+        if (i % 4 == 0 && ap_ws_try_pop(&d, &t) == AP_OK) {
+            popped++;
+            sum += (uintptr_t)t;
+        }
+        if (i % 128 == 0)
+            sched_yield(); /* two cores, four threads: let the thieves in */
+    }
+    atomic_store(&r.done, 1);
+    for (int i = 0; i < WT; i++)
+        pthread_join(th[i], NULL);
+    void *t;
+    while (ap_ws_try_pop(&d, &t) == AP_OK) {
+        popped++;
+        sum += (uintptr_t)t;
+    }
+    ap_ws_stats s;
+    ap_ws_stats_get(&d, &s);
+    EXPECT_EQ(s.pushes, pushed);
+    EXPECT_EQ(s.full, full);
+    EXPECT_EQ(s.pops, popped);
+    EXPECT_EQ(s.steals, atomic_load(&r.steals));
+    EXPECT_EQ(s.steal_aborts, atomic_load(&r.aborts));
+    EXPECT_EQ(s.pushes, s.pops + s.steals);
+    EXPECT_EQ(sum + atomic_load(&r.sum), all); /* every task once */
+    cr_log_info("ws: pushes %" PRIu64 " pops %" PRIu64 " steals %" PRIu64 " full %" PRIu64
+                " steal_aborts %" PRIu64, s.pushes, s.pops, s.steals, s.full, s.steal_aborts);
+    ap_ws_fini(&d);
+}
+
+/* ---- tb_keyed (the keyed limiter) ---- */
+
+static void kt_expect(ap_tb_keyed *kt, uint64_t admitted, uint64_t rejected, uint64_t full,
+                      uint64_t keys, uint64_t inserted, uint64_t evicted, uint64_t probes)
+{
+    ap_tb_keyed_stats s;
+    ap_tb_keyed_stats_get(kt, &s);
+    EXPECT_EQ(s.admitted, admitted);
+    EXPECT_EQ(s.rejected, rejected);
+    EXPECT_EQ(s.full, full);
+    EXPECT_EQ(s.keys, keys);
+    EXPECT_EQ(s.inserted, inserted);
+    EXPECT_EQ(s.evicted, evicted);
+    EXPECT_EQ(s.probes, probes);
+    EXPECT_EQ(s.keys, ap_tb_keyed_len(kt));
+    EXPECT_EQ(s.keys, s.inserted - s.evicted);
+}
+
+Test(stats, tb_keyed_exact)
+{
+    AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char buf[AP_TB_KEYED_BYTES(2)];
+    ap_tb_keyed kt;
+    ap_tb_desc d;
+    memset(&d, 0, sizeof d);
+    d.n = 10; /* one token per 100 ms, a burst of 2 */
+    d.period_ns = 1000u * MS;
+    d.burst = 2;
+    EXPECT_EQ(ap_tb_keyed_init(&kt, buf, sizeof buf, 2, &d), AP_OK);
+    kt_expect(&kt, 0, 0, 0, 0, 0, 0, 0);
+    /* three keys with one home slot: each lookup past the first steps over
+     * the keys already there */
+    uint64_t a = 1, b = 2, c;
+    while (ap__tb_keyed_home(&kt, b) != ap__tb_keyed_home(&kt, a))
+        b++;
+    c = b + 1;
+    while (ap__tb_keyed_home(&kt, c) != ap__tb_keyed_home(&kt, a))
+        c++;
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, a, 1, 0, NULL), AP_OK); /* inserted at home */
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, a, 2, 0, NULL), AP_EMPTY); /* 1 token left */
+    kt_expect(&kt, 1, 1, 0, 1, 1, 0, 0);
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, b, 1, 0, NULL), AP_OK); /* one step over a */
+    kt_expect(&kt, 2, 1, 0, 2, 2, 0, 1);
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, c, 1, 0, NULL), AP_FULL); /* over a and b */
+    kt_expect(&kt, 2, 1, 1, 2, 2, 0, 3);
+    /* answered before the lock: not counted */
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, c, 0, 0, NULL), AP_OK);
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, c, 3, 0, NULL), AP_INVAL);
+    kt_expect(&kt, 2, 1, 1, 2, 2, 0, 3);
+    /* at 1 s both buckets are full again: c's lookup drops a, b (shifted
+     * back to the home slot) and takes the home slot itself */
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, c, 1, 1000u * MS, NULL), AP_OK);
+    kt_expect(&kt, 3, 1, 1, 1, 3, 2, 3);
+    ap_tb_keyed_fini(&kt);
+
+    /* AP_REJECTED (ready only past the clock's range) counts as rejected */
+    AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char buf1[AP_TB_KEYED_BYTES(1)];
+    EXPECT_EQ(ap_tb_keyed_init(&kt, buf1, sizeof buf1, 1, &d), AP_OK);
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, a, 2, UINT64_MAX - 1, NULL), AP_OK);
+    EXPECT_EQ(ap_tb_keyed_try_acquire(&kt, a, 1, UINT64_MAX - 1, NULL), AP_REJECTED);
+    kt_expect(&kt, 1, 1, 0, 1, 1, 0, 0);
+    ap_tb_keyed_fini(&kt);
+}
+
+/* KT threads on KK keys over a table of 16 slots, on one shared clock
+ * that each call moves on: every counter equals the sum of the outcomes
+ * the threads saw */
+#define KT 4
+#define KN 50000
+#define KK 64
+
+typedef struct ktrun {
+    ap_tb_keyed *kt;
+    atomic_ullong clock;
+    atomic_ulong ok, refused, full;
+} ktrun;
+
+static void *kt_worker(void *arg)
+{
+    ktrun *r = arg;
+    unsigned long ok = 0, refused = 0, full = 0;
+    uint64_t x = (uint64_t)(uintptr_t)&ok; /* a per-thread xorshift seed */
+    for (int i = 0; i < KN; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint64_t now = atomic_fetch_add(&r->clock, 500000); /* 0.5 ms per call */
+        ap_status st = ap_tb_keyed_try_acquire(r->kt, x % KK, 1 + (x >> 32) % 2, now, NULL);
+        if (st == AP_OK)
+            ok++;
+        else if (st == AP_EMPTY || st == AP_REJECTED)
+            refused++;
+        else if (st == AP_FULL)
+            full++;
+        else
+            EXPECT_EQ(st, AP_OK); /* nothing else can come back */
+    }
+    atomic_fetch_add(&r->ok, ok);
+    atomic_fetch_add(&r->refused, refused);
+    atomic_fetch_add(&r->full, full);
+    return NULL;
+}
+
+Test(stats, tb_keyed_concurrent_identity, .timeout = TEST_TIMEOUT_S)
+{
+    static AP_ALIGNAS(AP_TB_KEYED_ALIGN) unsigned char buf[AP_TB_KEYED_BYTES(16)];
+    ap_tb_keyed kt;
+    ap_tb_desc d;
+    memset(&d, 0, sizeof d);
+    d.n = 100; /* per key: one token per 10 ms, a burst of 3 */
+    d.period_ns = 1000u * MS;
+    d.burst = 3;
+    EXPECT_EQ(ap_tb_keyed_init(&kt, buf, sizeof buf, 16, &d), AP_OK);
+    ktrun r;
+    memset(&r, 0, sizeof r);
+    r.kt = &kt;
+    pthread_t th[KT];
+    for (int i = 0; i < KT; i++)
+        EXPECT_EQ(pthread_create(&th[i], NULL, kt_worker, &r), 0);
+    for (int i = 0; i < KT; i++)
+        pthread_join(th[i], NULL);
+    ap_tb_keyed_stats s;
+    ap_tb_keyed_stats_get(&kt, &s);
+    EXPECT_EQ(s.admitted, atomic_load(&r.ok));
+    EXPECT_EQ(s.rejected, atomic_load(&r.refused));
+    EXPECT_EQ(s.full, atomic_load(&r.full));
+    EXPECT_EQ(s.admitted + s.rejected + s.full, (uint64_t)KT * KN);
+    EXPECT_EQ(s.keys, s.inserted - s.evicted);
+    EXPECT_EQ(s.keys, ap_tb_keyed_len(&kt));
+    cr_log_info("tb_keyed: admitted %" PRIu64 " rejected %" PRIu64 " full %" PRIu64
+                " keys %" PRIu64 " inserted %" PRIu64 " evicted %" PRIu64 " probes %" PRIu64,
+                s.admitted, s.rejected, s.full, s.keys, s.inserted, s.evicted, s.probes);
+    ap_tb_keyed_fini(&kt);
 }
 
 /* ---- consistency under concurrency: sums balance at quiescence ---- */
