@@ -32,6 +32,15 @@
  *                       250 ns S) while T1 resets, then records F at 150 ns
  *                       and F at 250 ns: the new window must hold exactly
  *                       T1's outcomes, and trip at the second.
+ *   bwin_count_publish  T0 resets while T1 records F (set-up left S, F in
+ *   bwin_time_publish   generation 1's window): a permit of the new
+ *                       generation is counted in its window, never stale
+ *                       (T1 reads the clear only through the state word's
+ *                       release store: mutant "state word relaxed" is seen
+ *                       by the C11 mode only).
+ *   bwin_count_reset3   3 threads (bound one less): T0 resets while T1 and
+ *   bwin_time_reset3    T2 each record a failure, with permits of either
+ *                       generation (an allow after a trip is rejected).
  *
  * Theorems checked:
  *   - after every step: a window (agg of the COUNT window, each clean bucket
@@ -45,7 +54,9 @@
  *     consecutive run and the rate both need 2 here), and, where a thread
  *     records 2 failures in a row as the only records of a generation, the
  *     trip has happened when its second record returns (exactly there);
- *     a scenario with fewer failures than any threshold never trips;
+ *     at the end, the current window's generation tripped if all its
+ *     records (>= 2) are failures, and did not if it has fewer failures
+ *     than any threshold;
  *   - at the end: the current window equals a sequential one: COUNT: agg ==
  *     the sum of the ring's entries tagged g and holds min(n, window)
  *     outcomes of g's n records; TIME: tnew and every bucket (key epoch,
@@ -67,6 +78,7 @@
 #define BW 100 /* TIME: bucket width, ns */
 #define NB 2   /* TIME: buckets */
 #define BUFN 4 /* window / buckets at most */
+#define NT 3   /* threads at most */
 
 enum { S = AP_BREAKER_OUTCOME_SUCCESS, F = AP_BREAKER_OUTCOME_FAILURE };
 
@@ -86,9 +98,10 @@ typedef struct wcfg {
     int nsetup;      /* set-up: allow + record these at gen 1 */
     wop setup[2];
     int npre;        /* set-up: permits of gen 1 taken for 'p' ops */
-    int nops[2];
-    wop ops[2][MAXOPS];
-    bool must_trip; /* the last generation a reset opened must trip */
+    int nthreads;    /* 0: 2 */
+    int nops[NT];
+    wop ops[NT][MAXOPS];
+    bool must_trip; /* T1's reset opens a generation T1's F, F must trip */
 } wcfg;
 
 static const wcfg *cfg;
@@ -101,12 +114,12 @@ typedef struct wst {
     int ev_from[MAXGEN], ev_to[MAXGEN], ev_tid[MAXGEN];
     int nev;
     int started[MAXGEN], fstarted[MAXGEN]; /* records started, by permit gen */
-    int n_allow, n_rec, n_fail;
+    int n_allow, n_rej, n_rec, n_fail;
     ap_breaker_permit pre[2];
     /* records of each thread, in program order: gen, outcome, now */
-    int nrec[2];
-    uint64_t rgen[2][MAXOPS], rnow[2][MAXOPS];
-    int rout[2][MAXOPS];
+    int nrec[NT];
+    uint64_t rgen[NT][MAXOPS], rnow[NT][MAXOPS];
+    int rout[NT][MAXOPS];
     uint64_t reset_gen; /* the generation the reset opened (0: none) */
     int reset_tid;      /* the thread that reset */
 } wst;
@@ -209,8 +222,17 @@ static void w_thread(void *p, int id)
             w_record(s, id, &s->pre[o->pre], o->out, o->now);
         } else {
             ap_breaker_permit pm;
-            VF_CHECK(ap_breaker_allow(&s->b, o->now, &pm, NULL) == AP_OK,
-                     "T%d rejected while CLOSED", id);
+            ap_status r = ap_breaker_allow(&s->b, o->now, &pm, NULL);
+            if (r == AP_REJECTED) {
+                /* OPEN: a trip came first (3 threads: the set-up's window
+                 * and another thread's failure). After its own reset
+                 * nothing but its own records can trip the generation. */
+                VF_CHECK(!(s->reset_gen && s->reset_tid == id),
+                         "T%d rejected after its own reset", id);
+                s->n_rej++;
+                continue;
+            }
+            VF_CHECK(r == AP_OK, "allow: %d", (int)r);
             s->n_allow++;
             /* its own reset happens-before its allow (another thread's
              * allow may read an older state word) */
@@ -308,35 +330,35 @@ static void m_record(mwin *m, uint64_t now, bool fail)
 
 /* the records of gen g, per thread in program order */
 typedef struct mseq {
-    int n[2];
-    uint64_t now[2][MAXOPS];
-    bool fail[2][MAXOPS];
+    int nt, n[NT];
+    uint64_t now[NT][MAXOPS];
+    bool fail[NT][MAXOPS];
 } mseq;
 
 /* Is @want the window after g's records in some order that keeps each
- * thread's order? (a, b: records of T0, T1 taken so far) */
-static bool m_some_order(const mseq *q, mwin m, int a, int b, const mwin *want)
+ * thread's order? (at[t]: records of thread t taken so far) */
+static bool m_some_order(const mseq *q, mwin m, int *at, const mwin *want)
 {
-    if (a == q->n[0] && b == q->n[1])
-        return memcmp(&m, want, sizeof m) == 0;
-    if (a < q->n[0]) {
+    bool all = true;
+    for (int t = 0; t < q->nt; t++) {
+        if (at[t] == q->n[t])
+            continue;
+        all = false;
         mwin x = m;
-        m_record(&x, q->now[0][a], q->fail[0][a]);
-        if (m_some_order(q, x, a + 1, b, want))
+        m_record(&x, q->now[t][at[t]], q->fail[t][at[t]]);
+        at[t]++;
+        bool ok = m_some_order(q, x, at, want);
+        at[t]--;
+        if (ok)
             return true;
     }
-    if (b < q->n[1]) {
-        mwin x = m;
-        m_record(&x, q->now[1][b], q->fail[1][b]);
-        if (m_some_order(q, x, a, b + 1, want))
-            return true;
-    }
-    return false;
+    return all && memcmp(&m, want, sizeof m) == 0;
 }
 
 static void w_check(void *p)
 {
     wst *s = p;
+    const int nth = cfg->nthreads ? cfg->nthreads : 2;
     int G = (int)ap_breaker_generation(&s->b);
     ap_breaker_stats st;
     ap_breaker_stats_get(&s->b, &st);
@@ -354,7 +376,8 @@ static void w_check(void *p)
                  "gen %d: %d -> %d", g, s->ev_from[g], s->ev_to[g]);
     }
     /* conservation: every record counted once, as an outcome or stale */
-    VF_CHECK(st.allowed == (uint64_t)s->n_allow && st.rejected == 0 && st.ignored == 0 &&
+    VF_CHECK(st.allowed == (uint64_t)s->n_allow && st.rejected == (uint64_t)s->n_rej &&
+             st.ignored == 0 &&
              st.canceled == 0 && st.slow == 0);
     VF_CHECK(s->n_rec == s->n_allow, "every permit is reported exactly once");
     VF_CHECK(st.allowed == st.successes + st.failures + st.stale,
@@ -374,7 +397,8 @@ static void w_check(void *p)
     int nW = 0, fW = 0;
     mseq q;
     memset(&q, 0, sizeof q);
-    for (int t = 0; t < 2; t++)
+    q.nt = nth;
+    for (int t = 0; t < nth; t++)
         for (int k = 0; k < s->nrec[t]; k++)
             if (s->rgen[t][k] == (uint64_t)W) {
                 q.now[t][q.n[t]] = s->rnow[t][k];
@@ -390,7 +414,7 @@ static void w_check(void *p)
                  (unsigned long long)s->reset_gen);
         /* only the records before the reset can be stale */
         int old = 0;
-        for (int t = 0; t < 2; t++)
+        for (int t = 0; t < nth; t++)
             for (int k = 0; k < s->nrec[t]; k++)
                 old += s->rgen[t][k] < (uint64_t)W;
         VF_CHECK(st.stale <= (uint64_t)old, "%llu stale of %d older records",
@@ -399,11 +423,22 @@ static void w_check(void *p)
         VF_CHECK(st.stale == 0, "%llu stale records with no transition",
                  (unsigned long long)st.stale);
     }
-    if (cfg->must_trip)
+    /* W trips iff its records cross a threshold: the consecutive run
+     * (consec), or (COUNT, window 2, rate 100 %) two failures in the
+     * window. All of W's records failures, at least 2 (and consec <= 2 or
+     * the COUNT rate): it must trip; fewer failures than any threshold
+     * allows: it must not; otherwise it depends on the order. */
+    bool count_rate = cfg->win == AP_BREAKER_WINDOW_COUNT;
+    bool must = cfg->must_trip || (fW == nW && fW >= 2 && (count_rate || cfg->consec == 2));
+    bool may = (count_rate && fW >= 2) || (cfg->consec && fW >= (int)cfg->consec);
+    if (must)
         VF_CHECK(G == W + 1 && s->ev_to[G] == AP_BREAKER_STATE_OPEN,
-                 "generation %d with its failures did not trip (final gen %d)", W, G);
+                 "generation %d with %d failures of %d records did not trip (final gen %d)", W,
+                 fW, nW, G);
+    else if (!may)
+        VF_CHECK(G == W, "generation %d tripped with %d failures of %d records", W, fW, nW);
     else
-        VF_CHECK(G == W, "tripped: generation %d", G);
+        VF_CHECK(G == W || (G == W + 1 && s->ev_to[G] == AP_BREAKER_STATE_OPEN));
     if (cfg->win == AP_BREAKER_WINDOW_COUNT) {
         uint64_t a = atomic_load_explicit(&s->b.agg, memory_order_relaxed);
         uint64_t calls = 0, fails = 0;
@@ -438,7 +473,8 @@ static void w_check(void *p)
         }
         mwin m0;
         memset(&m0, 0, sizeof m0);
-        VF_CHECK(m_some_order(&q, m0, 0, 0, &want),
+        int at[NT] = {0};
+        VF_CHECK(m_some_order(&q, m0, at, &want),
                  "gen %d's TIME window (newest %llu; bucket 0: epoch %llu %llu/%llu, bucket 1: "
                  "epoch %llu %llu/%llu) is no single-threaded order of its %d records",
                  W, (unsigned long long)want.newest, (unsigned long long)want.ep[0],
@@ -452,7 +488,7 @@ static unsigned long run(const wcfg *c, bool tso, int bound)
 {
     char name[64];
     snprintf(name, sizeof name, "%s%s", c->name, tso ? "_tso" : "");
-    vf_scenario sc = {.name = name, .nthreads = 2, .tso = tso, .bound = bound,
+    vf_scenario sc = {.name = name, .nthreads = c->nthreads ? c->nthreads : 2, .tso = tso, .bound = bound,
                       .setup = w_setup, .thread = w_thread, .invariant = w_invariant,
                       .check = w_check, .teardown = w_teardown};
     cfg = c;
@@ -503,6 +539,21 @@ static const wcfg time_publish = {
 #define BWIN_BOUND 3
 #endif
 
+/* three threads: T0 resets while T1 and T2 record failures at 150 and
+ * 250 ns (each permit of the old generation or of the new one) and set-up
+ * left a success and a failure in generation 1's window */
+static const wcfg time_reset3 = {
+    .name = "bwin_time_reset3", .win = AP_BREAKER_WINDOW_TIME, .consec = 2, .nthreads = 3,
+    .nsetup = 2, .setup = {{'r', S, 50, 0}, {'r', F, 50, 0}},
+    .nops = {1, 1, 1},
+    .ops = {{{'x', 0, 0, 0}}, {{'r', F, 150, 0}}, {{'r', F, 250, 0}}}};
+
+static const wcfg count_reset3 = {
+    .name = "bwin_count_reset3", .win = AP_BREAKER_WINDOW_COUNT, .consec = 2, .nthreads = 3,
+    .nsetup = 2, .setup = {{'r', S, 0, 0}, {'r', S, 0, 0}},
+    .nops = {1, 1, 1},
+    .ops = {{{'x', 0, 0, 0}}, {{'r', F, 0, 0}}, {{'r', F, 0, 0}}}};
+
 int main(void)
 {
     unsigned long total = 0;
@@ -511,6 +562,10 @@ int main(void)
     for (unsigned i = 0; i < sizeof all / sizeof *all; i++)
         for (int tso = 0; tso <= 1; tso++)
             total += run(all[i], tso, BWIN_BOUND);
+    const wcfg *three[] = {&count_reset3, &time_reset3};
+    for (unsigned i = 0; i < sizeof three / sizeof *three; i++)
+        for (int tso = 0; tso <= 1; tso++)
+            total += run(three[i], tso, BWIN_BOUND - 1);
     printf("verify_breaker_win: %lu executions\n", total);
     return 0;
 }
