@@ -36,6 +36,10 @@
  *     held entries whose deadline passed and removes exactly those (the
  *     SIEVE queue and hand then equal the model's), and
  *     inserts - evictions - removes - expirations == len
+ *   - ap_cache_kv with expiry (kv_phase, the same bytes read again): the
+ *     model of kv_phase's comment: hard expiry after write / access / a
+ *     per-entry TTL, maintain reclaims exactly the expired, every value
+ *     released exactly once with its cause and never while pinned
  */
 #include "asyncpat/cache.h"
 #include "fuzz_common.h"
@@ -270,8 +274,179 @@ static void check_state(ap_cache *c)
     FZ_CHECK(st.inserts - st.evictions - st.removes - st.expirations == tot);
 }
 
+/* ---- ap_cache_kv with expiry against a sequential model ----
+ * The same input bytes, read again: an ap_cache_kv of one or two shards
+ * with room for every key (no SIZE evictions), expire_after_write and/or
+ * expire_after_access from 1 ns to 2^40 ns on a fake clock, and a
+ * sequence of put / put_ttl / get_at (holding at most one pin across
+ * steps) / remove / time moving / maintain over 8 byte-string keys. The
+ * model: a get hits iff the key is held and now < both its deadlines (a
+ * hit raises the access deadline); maintain returns exactly the held
+ * entries whose deadline passed; every value is released exactly once
+ * with the model's cause (REPLACED, EXPLICIT, EXPIRED), never while the
+ * pin on it is held (then at its unpin), and fini releases the rest. */
+#define KVK 8
+static struct {
+    int held;               /* the key's entry is in the cache */
+    uint64_t wexp, aexp;
+    int val;                /* the value's id */
+} km[KVK];
+static int kv_released[4096], kv_cause[4096], kv_pinned_id = -1, kv_vals;
+static int kv_ids[4096];
+static char kv_keys[KVK][12];
+
+static void kv_rel(void *ctx, ap_cache_key key, void *value, ap_cache_cause cause)
+{
+    (void)ctx;
+    (void)key;
+    int id = *(int *)value;
+    FZ_CHECK(id >= 0 && id < kv_vals && kv_released[id] == 0); /* exactly once */
+    FZ_CHECK(id != kv_pinned_id);                              /* never while pinned */
+    kv_released[id] = 1;
+    kv_cause[id] = (int)cause;
+}
+
+static int kv_alive(int k, uint64_t now)
+{
+    if (now == UINT64_MAX)
+        now = UINT64_MAX - 1;
+    return km[k].held && now < km[k].wexp && now < km[k].aexp;
+}
+
+static void kv_phase(const uint8_t *data, size_t size)
+{
+    fz f = {data, size};
+    uint8_t t0 = fz_u8(&f);
+    static const uint64_t durs[8] = {0, 1, 7, 1000, (uint64_t)1 << 20, (uint64_t)1 << 27,
+                                     (uint64_t)1 << 40, AP_CACHE_NEVER};
+    uint64_t w = durs[t0 & 7], a = durs[(t0 >> 3) & 7] == AP_CACHE_NEVER ? 0 : durs[(t0 >> 3) & 7];
+    if (w == 0 && a == 0)
+        w = AP_CACHE_NEVER;
+    fnow = (t0 & 0x40) ? fz_u64(&f) >> (fz_u8(&f) % 64) : 0;
+    ap_cache_kv_desc d = {.capacity = 2 * KVK, .shards = (t0 & 0x80) ? 2 : 1, .release = kv_rel,
+                          .expire_after_write = w, .expire_after_access = a,
+                          .max_loads = 1, .max_key_len = 16};
+    d.clock.now = fake_clock;
+    size_t need = 0;
+    FZ_CHECK(ap_cache_kv_bytes(&d, &need) == AP_OK && need <= BUFSZ);
+    ap_cache_kv c;
+    FZ_CHECK(ap_cache_kv_init(&c, cbuf, BUFSZ, &d) == AP_OK);
+    memset(km, 0, sizeof km);
+    memset(kv_released, 0, sizeof kv_released);
+    kv_vals = 0;
+    kv_pinned_id = -1;
+    ap_cache_kv_pin pin = {NULL, 0, 0};
+    size_t expired = 0, left = 0;
+    for (int k = 0; k < KVK; k++)
+        snprintf(kv_keys[k], sizeof kv_keys[k], "k%.*d", k + 1, k); /* lengths 2..9 */
+    for (int steps = 0; fz_more(&f) && steps < 1024 && kv_vals < 4000; steps++) {
+        uint8_t op = fz_u8(&f);
+        int k = fz_u8(&f) % KVK;
+        ap_cache_key key = ap_cache_key_of(kv_keys[k], strlen(kv_keys[k]));
+        switch (op % 6) {
+        case 0: case 1: { /* put (or put_ttl) */
+            int id = kv_vals++;
+            kv_ids[id] = id;
+            uint64_t ttl = (op & 0x40) ? durs[(op >> 3) & 7] : 0;
+            ap_status st = (op & 0x40) ? ap_cache_kv_put_ttl(&c, key, &kv_ids[id], 1, fnow, ttl)
+                                       : ap_cache_kv_put(&c, key, &kv_ids[id], 1);
+            FZ_CHECK(st == AP_OK);
+            if (km[k].held) {
+                int old = km[k].val;
+                FZ_CHECK(old == kv_pinned_id || (kv_released[old] && kv_cause[old] == AP_CACHE_CAUSE_REPLACED));
+                km[k].held = 0;
+                left++;
+            }
+            km[k].held = 1;
+            km[k].val = id;
+            km[k].wexp = after(fnow, ttl ? ttl : w);
+            km[k].aexp = after(fnow, a);
+            break;
+        }
+        case 2: { /* get_at; keep the pin (dropping the one held) or unpin at once */
+            ap_cache_kv_pin p;
+            int hit = kv_alive(k, fnow);
+            ap_status st = ap_cache_kv_get_at(&c, key, &p, fnow);
+            FZ_CHECK(st == (hit ? AP_OK : AP_EMPTY));
+            if (st != AP_OK)
+                break;
+            FZ_CHECK(*(int *)p.value == km[k].val);
+            if (a && after(fnow, a) > km[k].aexp)
+                km[k].aexp = after(fnow, a);
+            if (op & 0x40) {
+                if (kv_pinned_id >= 0) {
+                    int was = kv_pinned_id;
+                    kv_pinned_id = -1;
+                    ap_cache_kv_unpin(&c, &pin);
+                    (void)was;
+                }
+                pin = p;
+                kv_pinned_id = km[k].val;
+            } else if (km[k].val != kv_pinned_id) {
+                ap_cache_kv_unpin(&c, &p);
+            } else {
+                ap_cache_kv_unpin(&c, &p); /* a second pin of the pinned value */
+            }
+            break;
+        }
+        case 3: { /* remove */
+            ap_status st = ap_cache_kv_remove(&c, key);
+            FZ_CHECK(st == (km[k].held ? AP_OK : AP_EMPTY));
+            if (km[k].held) {
+                int id = km[k].val;
+                FZ_CHECK(id == kv_pinned_id || (kv_released[id] && kv_cause[id] == AP_CACHE_CAUSE_EXPLICIT));
+                km[k].held = 0;
+                left++;
+            }
+            break;
+        }
+        case 4: { /* time moves on */
+            uint64_t dt = (uint64_t)fz_u8(&f) << (fz_u8(&f) % 44);
+            fnow = fnow > UINT64_MAX - dt ? UINT64_MAX - 1 : fnow + dt;
+            break;
+        }
+        default: { /* maintain */
+            size_t want = 0;
+            for (int j = 0; j < KVK; j++)
+                if (km[j].held && !kv_alive(j, fnow)) {
+                    km[j].held = 0;
+                    want++;
+                    int id = km[j].val;
+                    km[j].val = id;
+                }
+            FZ_CHECK(ap_cache_kv_maintain(&c, fnow) == want);
+            for (int j = 0; j < kv_vals; j++) /* each one it took out: EXPIRED, or pinned */
+                if (kv_released[j] && kv_cause[j] == AP_CACHE_CAUSE_EXPIRED)
+                    FZ_CHECK(j != kv_pinned_id);
+            expired += want;
+            left += want;
+            break;
+        }
+        }
+        ap_cache_kv_stats st = ap_cache_kv_stats_get(&c);
+        size_t held = 0;
+        for (int j = 0; j < KVK; j++)
+            held += km[j].held;
+        FZ_CHECK(st.len == held && st.expired == expired);
+    }
+    if (kv_pinned_id >= 0) {
+        int id = kv_pinned_id;
+        int in_cache = 0;
+        for (int j = 0; j < KVK; j++)
+            in_cache |= km[j].held && km[j].val == id;
+        kv_pinned_id = -1;
+        ap_cache_kv_unpin(&c, &pin);
+        FZ_CHECK(kv_released[id] == !in_cache); /* a leaver goes at its last unpin */
+    }
+    ap_cache_kv_fini(&c);
+    for (int j = 0; j < kv_vals; j++)
+        FZ_CHECK(kv_released[j] == 1);
+    (void)left;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    kv_phase(data, size);
     fz f = {data, size};
     check_inval(&f);
     check_inval(&f);
