@@ -16,6 +16,7 @@ static void (*yield_hook)(void);
 #include "asyncpat/pool.h"
 #include "asyncpat/semaphore.h"
 #include "asyncpat/spsc.h"
+#include "asyncpat/split.h"
 #include "asyncpat/token_bucket.h"
 #include "asyncpat/work_steal.h"
 #include <criterion/criterion.h>
@@ -563,6 +564,240 @@ Test(stats, ws_concurrent_identity, .timeout = TEST_TIMEOUT_S)
     cr_log_info("ws: pushes %" PRIu64 " pops %" PRIu64 " steals %" PRIu64 " full %" PRIu64
                 " steal_aborts %" PRIu64, s.pushes, s.pops, s.steals, s.full, s.steal_aborts);
     ap_ws_fini(&d);
+}
+
+/* ---- split ---- */
+
+static void out_expect(ap_split *sp, size_t i, uint64_t routed, uint64_t refused, uint64_t closed)
+{
+    ap_split_out_stats o;
+    EXPECT_EQ(ap_split_out_stats_get(sp, i, &o), AP_OK);
+    EXPECT_EQ(o.routed, routed);
+    EXPECT_EQ(o.refused, refused);
+    EXPECT_EQ(o.closed, closed);
+}
+
+static void split_expect(ap_split *sp, uint64_t routed, uint64_t refused, uint64_t closed,
+                         uint64_t waiters, uint64_t waits)
+{
+    ap_split_stats s;
+    ap_split_stats_get(sp, &s);
+    EXPECT_EQ(s.routed, routed);
+    EXPECT_EQ(s.refused, refused);
+    EXPECT_EQ(s.closed, closed);
+    EXPECT_EQ(s.waiters, waiters);
+    EXPECT_EQ(s.waits, waits);
+}
+
+Test(stats, split_exact)
+{
+    AP_ALIGNAS(8) unsigned char qb[2][AP_MPMC_BYTES(2, sizeof(int))];
+    ap_mpmc q[2];
+    ap_mpmc *outs[2] = {&q[0], &q[1]};
+    ap_split sp;
+    AP_ALIGNAS(AP_SPLIT_STATS_ALIGN) unsigned char cb[AP_SPLIT_STATS_BYTES(2)];
+    ap_split_out_stats o;
+    int v = 1, out = 0;
+    for (int i = 0; i < 2; i++)
+        EXPECT_EQ(ap_mpmc_init(&q[i], qb[i], sizeof qb[i], 2, sizeof(int)), AP_OK);
+    EXPECT_EQ(ap_split_init(&sp, outs, sizeof outs, AP_SPLIT_MODE_ROUND_ROBIN), AP_OK);
+    /* no counter array yet: pushes count nothing, per-output is AP_INVAL */
+    EXPECT_EQ(ap_split_try_push(&sp, 0, &v), AP_OK);
+    EXPECT_EQ(ap_split_out_stats_get(&sp, 0, &o), AP_INVAL);
+    split_expect(&sp, 0, 0, 0, 0, 0);
+    /* a bad array: AP_INVAL, nothing changed */
+    EXPECT_EQ(ap_split_stats_init(&sp, NULL, sizeof cb), AP_INVAL);
+    EXPECT_EQ(ap_split_stats_init(&sp, cb, sizeof cb - 1), AP_INVAL);
+    EXPECT_EQ(ap_split_stats_init(&sp, cb + 1, sizeof cb - 1), AP_INVAL);
+    EXPECT_EQ(ap_split_out_stats_get(&sp, 0, &o), AP_INVAL);
+    EXPECT_EQ(ap_split_stats_init(&sp, cb, sizeof cb), AP_OK);
+    EXPECT_EQ(ap_split_out_stats_get(&sp, 2, &o), AP_INVAL); /* no output 2 */
+    /* round robin: output 1 (the cursor moved once), then 0, 1 */
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(ap_split_try_push(&sp, 0, &v), AP_OK);
+    out_expect(&sp, 0, 1, 0, 0);
+    out_expect(&sp, 1, 2, 0, 0);
+    /* both full now (2 + 2): refused on output 0, twice */
+    EXPECT_EQ(ap_split_try_push(&sp, 0, &v), AP_FULL);
+    EXPECT_EQ(ap_split_try_push(&sp, 0, &v), AP_FULL);
+    out_expect(&sp, 0, 1, 2, 0);
+    split_expect(&sp, 3, 2, 0, 0, 0);
+    /* a push future on full output 0 waits (one wait however often polled),
+     * then a pop lets it in */
+    ap_split_push_fut f;
+    ap_cx cx = cx_now(0);
+    ap_split_push_fut_init(&f, &sp, 0, &v); /* output 0: the cursor's next */
+    EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_PENDING);
+    EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_PENDING);
+    split_expect(&sp, 3, 2, 0, 1, 1);
+    EXPECT_EQ(ap_mpmc_try_pop(&q[0], &out), AP_OK);
+    EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_READY);
+    EXPECT_EQ(ap_split_push_status(&f), AP_OK);
+    out_expect(&sp, 0, 2, 2, 0);
+    split_expect(&sp, 4, 2, 0, 0, 1);
+    /* a future on full output 1, cancelled: the wait ends, nothing routed */
+    ap_split_push_fut_init(&f, &sp, 0, &v);
+    EXPECT_EQ(ap_split_push_poll(&f, &cx), AP_PENDING);
+    split_expect(&sp, 4, 2, 0, 1, 2);
+    ap_split_push_cancel(&f);
+    ap_split_push_cancel(&f);
+    split_expect(&sp, 4, 2, 0, 0, 2);
+    /* push_wait that times out: parks, wait_ns >= 1 ms */
+    uint64_t t0 = ap_now_ns();
+    EXPECT_EQ(ap_split_push_wait(&sp, 0, &v, t0 + 2 * MS), AP_TIMEDOUT);
+    uint64_t t1 = ap_now_ns();
+    ap_split_stats st;
+    ap_split_stats_get(&sp, &st);
+    EXPECT_EQ(st.waits, 3);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_GE(st.wait_ns, MS);
+    EXPECT_LE(st.wait_ns, t1 - t0);
+    /* one that finds room neither waits nor reads the clock */
+    EXPECT_EQ(ap_mpmc_try_pop(&q[0], &out), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_pop(&q[1], &out), AP_OK);
+    uint64_t ns = st.wait_ns;
+    EXPECT_EQ(ap_split_push_wait(&sp, 0, &v, AP_DEADLINE_NONE), AP_OK);
+    ap_split_stats_get(&sp, &st);
+    EXPECT(st.waits == 3 && st.wait_ns == ns && st.routed == 5);
+    /* closed: counted on the output that answered */
+    ap_mpmc_close(&q[1]);
+    while (ap_split_try_push(&sp, 0, &v) != AP_CLOSED) {
+    }
+    EXPECT_EQ(ap_split_out_stats_get(&sp, 1, &o), AP_OK);
+    EXPECT_EQ(o.closed, 1);
+    ap_split_fini(&sp);
+
+    /* broadcast: copies per output; the room check refuses on the first
+     * full output; a closed output counts where it answered */
+    AP_ALIGNAS(8) unsigned char rb[2][AP_MPMC_BYTES(2, sizeof(int))];
+    for (int i = 0; i < 2; i++)
+        EXPECT_EQ(ap_mpmc_init(&q[i], rb[i], sizeof rb[i], 2, sizeof(int)), AP_OK);
+    EXPECT_EQ(ap_split_init(&sp, outs, sizeof outs, AP_SPLIT_MODE_BROADCAST), AP_OK);
+    EXPECT_EQ(ap_split_stats_init(&sp, cb, sizeof cb), AP_OK); /* zeroes it again */
+    size_t next = 0;
+    EXPECT_EQ(ap_split_try_broadcast(&sp, &v, &next), AP_OK);
+    EXPECT_EQ(ap_mpmc_try_push(&q[1], &v), AP_OK); /* output 1 full (not via the split) */
+    next = 0;
+    EXPECT_EQ(ap_split_try_broadcast(&sp, &v, &next), AP_FULL);
+    out_expect(&sp, 0, 1, 0, 0);
+    out_expect(&sp, 1, 1, 1, 0);
+    ap_mpmc_close(&q[1]);
+    EXPECT_EQ(ap_mpmc_try_pop(&q[1], &out), AP_OK); /* room, but closed */
+    next = 0;
+    EXPECT_EQ(ap_split_try_broadcast(&sp, &v, &next), AP_CLOSED);
+    EXPECT_EQ(next, 1);
+    out_expect(&sp, 0, 2, 0, 0);
+    out_expect(&sp, 1, 1, 1, 1);
+    split_expect(&sp, 3, 1, 1, 0, 0);
+    ap_split_fini(&sp);
+}
+
+/* ST producers hash random keys into 4 outputs, one consumer each:
+ * per output, routed == the producers' AP_OK count for it == popped */
+#define ST 2
+#define SN 50000
+
+typedef struct srun {
+    ap_split *sp;
+    ap_mpmc *q[4];
+    atomic_ulong ok[4], refused[4], popped[4];
+    atomic_int producers_left;
+} srun;
+
+static void *split_producer(void *arg)
+{
+    srun *r = arg;
+    unsigned long ok[4] = {0}, refused[4] = {0};
+    uint64_t x = (uint64_t)(uintptr_t)&ok | 1;
+    for (int i = 0; i < SN; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t o = ap_split_route(r->sp, x);
+        uint64_t v = x;
+        ap_status st = ap_split_try_push(r->sp, x, &v);
+        if (st == AP_OK) {
+            ok[o]++;
+        } else if (st == AP_FULL || st == AP_AGAIN) {
+            refused[o]++;
+            if (ap_split_push_wait(r->sp, x, &v, AP_DEADLINE_NONE) == AP_OK)
+                ok[o]++; /* routed by the future, not refused */
+        } else {
+            EXPECT_EQ(st, AP_OK);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        atomic_fetch_add(&r->ok[i], ok[i]);
+        atomic_fetch_add(&r->refused[i], refused[i]);
+    }
+    if (atomic_fetch_sub(&r->producers_left, 1) == 1)
+        for (int i = 0; i < 4; i++)
+            ap_mpmc_close(r->q[i]);
+    return NULL;
+}
+
+typedef struct sconsumer { srun *r; int i; } sconsumer;
+
+static void *split_consumer(void *arg)
+{
+    sconsumer *c = arg;
+    uint64_t v;
+    unsigned long n = 0;
+    while (ap_mpmc_pop_wait(c->r->q[c->i], &v, AP_DEADLINE_NONE) == AP_OK)
+        n++;
+    atomic_fetch_add(&c->r->popped[c->i], n);
+    return NULL;
+}
+
+Test(stats, split_concurrent_identity, .timeout = TEST_TIMEOUT_S)
+{
+    static AP_ALIGNAS(8) unsigned char qb[4][AP_MPMC_BYTES(8, sizeof(uint64_t))];
+    static AP_ALIGNAS(AP_SPLIT_STATS_ALIGN) unsigned char cb[AP_SPLIT_STATS_BYTES(4)];
+    ap_mpmc q[4];
+    ap_mpmc *outs[4];
+    ap_split sp;
+    srun r;
+    memset(&r, 0, sizeof r);
+    for (int i = 0; i < 4; i++) {
+        EXPECT_EQ(ap_mpmc_init(&q[i], qb[i], sizeof qb[i], 8, sizeof(uint64_t)), AP_OK);
+        outs[i] = r.q[i] = &q[i];
+    }
+    EXPECT_EQ(ap_split_init(&sp, outs, sizeof outs, AP_SPLIT_MODE_HASH), AP_OK);
+    EXPECT_EQ(ap_split_stats_init(&sp, cb, sizeof cb), AP_OK);
+    r.sp = &sp;
+    atomic_store(&r.producers_left, ST);
+    pthread_t p[ST], c[4];
+    sconsumer cs[4];
+    for (int i = 0; i < 4; i++) {
+        cs[i].r = &r;
+        cs[i].i = i;
+        EXPECT_EQ(pthread_create(&c[i], NULL, split_consumer, &cs[i]), 0);
+    }
+    for (int i = 0; i < ST; i++)
+        EXPECT_EQ(pthread_create(&p[i], NULL, split_producer, &r), 0);
+    for (int i = 0; i < ST; i++)
+        pthread_join(p[i], NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(c[i], NULL);
+    uint64_t routed = 0;
+    for (int i = 0; i < 4; i++) {
+        ap_split_out_stats o;
+        EXPECT_EQ(ap_split_out_stats_get(&sp, (size_t)i, &o), AP_OK);
+        EXPECT_EQ(o.routed, atomic_load(&r.ok[i]));
+        EXPECT_EQ(o.routed, atomic_load(&r.popped[i]));
+        EXPECT_EQ(o.refused, atomic_load(&r.refused[i]));
+        EXPECT_EQ(o.closed, 0);
+        routed += o.routed;
+    }
+    EXPECT_EQ(routed, (uint64_t)ST * SN);
+    ap_split_stats s;
+    ap_split_stats_get(&sp, &s);
+    EXPECT_EQ(s.routed, routed);
+    EXPECT_EQ(s.waiters, 0);
+    EXPECT_LE(s.waits, s.refused); /* only a refused push went on to wait */
+    cr_log_info("split: routed %" PRIu64 " refused %" PRIu64 " waits %" PRIu64
+                " wait_ns %" PRIu64, s.routed, s.refused, s.waits, s.wait_ns);
+    ap_split_fini(&sp);
 }
 
 /* ---- tb_keyed (the keyed limiter) ---- */
