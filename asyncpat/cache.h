@@ -1239,15 +1239,15 @@ AP_FORCE_INLINE uint32_t ap__cache_tag(const ap__cache_shard *s, uint64_t h)
 AP_FORCE_INLINE uint32_t ap__cache_find(const ap_cache *c, const ap__cache_shard *s, uint64_t h,
                                         uint64_t key, uint32_t *slot)
 {
-    uint32_t mask = s->tmask, i = (uint32_t)h & mask, nmask = s->nmask;
-    uint32_t tag = ap__cache_tag(s, h);
+    uint32_t mask = s->tmask, i = (uint32_t)h & mask, tag = ap__cache_tag(s, h);
     for (uint32_t seen = 0; seen <= mask; seen++) {
         /* relaxed: validated by the seqlock (or we hold the lock) */
         uint32_t e = AP_ATOMIC_LOAD(&s->index[i], AP__SEQLOCK_MO_LOAD);
         if (e == 0)
             break;
-        uint32_t n = (e & nmask) - 1;
-        if ((e & ~nmask) == tag && AP_LIKELY(n < s->cap)) {
+        /* one compare: n < cap <= nmask holds only if e's tag bits are ours */
+        uint32_t n = (e ^ tag) - 1;
+        if (AP_LIKELY(n < s->cap)) {
             ap__cache_node *node = ap__cache_node_at(c, s, n);
             if (AP_ATOMIC_LOAD(&node->key, AP__SEQLOCK_MO_LOAD) == key) {
                 *slot = i;
@@ -1658,13 +1658,10 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
             AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
         if (c->timed)
             ap__cache_touch(c, node, now);
-        if (out) { /* word by word: constant-size moves, not a memcpy call */
-            size_t k = 0;
-            for (; k < c->value_size / 8; k++)
-                memcpy((unsigned char *)out + 8 * k, &copy[k], 8);
-            if (c->value_size % 8)
-                memcpy((unsigned char *)out + 8 * k, &copy[k], c->value_size % 8);
-        }
+        if (out && c->value_size == 8)
+            memcpy(out, copy, 8); /* the common size: one move, not a memcpy call */
+        else if (out)
+            memcpy(out, copy, c->value_size);
         if (born)
             *born = b;
         if (count)
