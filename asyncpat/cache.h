@@ -40,7 +40,11 @@
  *   with that status and value. The load belongs to the slot, not to the
  *   future that started it, so cancelling any waiter (the first too)
  *   never cancels the load. A failed load is not cached (every waiter
- *   gets its status; the next miss loads again). This is the shape a
+ *   gets its status; the next miss loads again), unless negative_ttl_ns
+ *   is set: then the slot keeps the error that long (a negative entry)
+ *   and a miss within it completes with that error, no loader call. The
+ *   table (ap__cache_flights) is written once and serves both caches.
+ *   This is the shape a
  *   library without a runtime can offer: no thread of ours runs the load,
  *   and a load may finish on any thread (an I/O callback, a worker).
  *
@@ -68,8 +72,10 @@
  *   weighs each entry (the bound is on the total weight as well as the
  *   count) and calls your release callback exactly once per entry that
  *   leaves, with its cause (SIZE, EXPIRED, REPLACED, EXPLICIT), after its
- *   last pin (entries may expire after write, hard, reclaimed by
- *   ap_cache_kv_maintain on the same kind of timer wheel):
+ *   last pin (entries expire after write, after access or at their own
+ *   TTL, hard, reclaimed by ap_cache_kv_maintain on the same kind of
+ *   timer wheel; ap_cache_kv_get_or_load loads with the same single
+ *   flight table, every waiter getting its own pin of the loaded value):
  *   a get pins the entry it returns. Its reads take the shard lock: a
  *   pointer handed out must stay valid after the get returns, which needs
  *   a pin (a count the reader writes) whatever the read path.
@@ -137,6 +143,18 @@
  *     step (pinned leavers included); each value put is released exactly
  *     once, never while a pin on it is held, outside every lock; a put
  *     that gets AP_INVAL or AP_FULL changed nothing and took nothing
+ *   - ap_cache_kv expiry: a get at or after an entry's write deadline
+ *     (put + expire_after_write, or its put_ttl) or access deadline (last
+ *     hit + expire_after_access) misses, reclaimed or not; maintain(now)
+ *     takes out exactly the held entries whose deadline is <= now and
+ *     releases each once with cause EXPIRED (a pinned one at its unpin)
+ *   - ap_cache_kv single flight: as ap_cache's (loads of a key <= misses
+ *     that found no load of it in flight); every waiter of a successful
+ *     load holds a pin of its value (taken before any waiter can see the
+ *     result; a waiter that cancels after it arrived has it dropped)
+ *   - negative TTL (both caches): a load that failed at t with
+ *     negative_ttl_ns = n answers a get_or_load miss at now < t + n with
+ *     its error and no loader call; at now >= t + n a miss loads again
  *
  * CONCURRENCY        get   put   remove   len/stats   fini
  *   get              yes   yes   yes      yes         no
@@ -162,13 +180,14 @@
  *              comment after the API (below "---- implementation ----")
  *
  * DOES NOT   (ap_cache) take byte-string keys, pointer values or weights:
- *            that is ap_cache_kv; (ap_cache_kv) read without a lock,
- *            expire after access or by a per-entry TTL, or load entries;
- *            (either) copy values of varying size (ap_cache_kv holds your
- *            pointer: make the object as large as it needs to be), report
- *            ap_cache's evictions through a listener (a put reports its
- *            victim; maintain only counts), cache failed loads (negative
- *            TTL), or run a thread: maintain is yours to call.
+ *            that is ap_cache_kv; (ap_cache_kv) read without a lock or
+ *            refresh after write; (either) copy values of varying size
+ *            (ap_cache_kv holds your pointer: make the object as large as
+ *            it needs to be), report ap_cache's evictions through a
+ *            listener (a put reports its victim; maintain only counts),
+ *            keep a remembered failure when every load slot is needed
+ *            (the one ending first gives its slot up), or run a thread:
+ *            maintain is yours to call.
  * LIMITS     a shard's sequence word is 32 bits (2 per write): a lock-free
  *            get stalled across exactly 2^31 writes to its shard could
  *            accept a torn copy (the usual seqlock wrap bound).
@@ -191,7 +210,7 @@
  *              32 counter lines (2 KiB) + 2 cache lines and 1280 bytes of
  *              timer wheel per shard + per entry 56 bytes + value_size
  *              rounded up to 8 + 8 to 16 bytes of index (entries are
- *              ceil(capacity/S) per shard) + max_loads load slots of 80
+ *              ceil(capacity/S) per shard) + max_loads load slots of 88
  *              bytes (LP64) + value_size rounded up (AP_CACHE_BYTES assumes
  *              AP_CACHE_LOADS = 16; AP_CACHE_BYTES_LOADS takes max_loads).
  * MEMORY       init: a caller buffer and its size in bytes: at least
@@ -682,7 +701,7 @@ AP_API AP_NODISCARD ap_status ap_cache_get_or_load_wait(ap_cache *c, uint64_t ke
  *
  * Release: desc.release(ctx, key, value, cause) runs exactly once per
  * entry that leaves the cache (cause SIZE: evicted for room; EXPIRED: its
- * expire_after_write passed, at ap_cache_kv_maintain; REPLACED: a put of
+ * write or access deadline passed, at ap_cache_kv_maintain; REPLACED: a put of
  * its key; EXPLICIT: ap_cache_kv_remove or fini), outside every
  * lock, and only once no reader can see the entry: a get PINS the entry
  * it returns (ap_cache_kv_pin) and the caller unpins it when done; an
@@ -1000,6 +1019,29 @@ AP_API AP_NODISCARD ap_status ap_cache_kv_get_or_load_wait(ap_cache_kv *c, ap_ca
  *   verify_cache (cache_kv_retire_after_unpin, also in the C11 mode with
  *   its data-race detector on the value's bytes) and under threads by
  *   stress_cache (cache_kv: a magic word flipped once per value).
+ *
+ *   ap_cache_kv loading uses the table above (its lock, slots, waiters),
+ *   with one difference: ap_cache_kv_load_complete puts the value BEFORE
+ *   it takes the table lock (a put may release replaced or evicted
+ *   values, which must run outside every lock), pinned once for itself
+ *   so that it cannot leave. Single flight still holds: a miss that
+ *   takes the table lock before the completion's DONE section finds the
+ *   slot RUNNING and joins; one that takes it after re-reads the cache
+ *   under the table lock, and the put (shard lock) happened-before the
+ *   DONE section, which happened-before that re-read (same table lock):
+ *   it finds the value unless it left since (a new miss). In the DONE
+ *   section, under the table lock and then the shard lock (the order
+ *   above), the entry's pin count rises by the slot's refs, one per
+ *   attached future, before any of them can read DONE; each future then
+ *   owns one pin: it takes it (copying the pin under the table lock) or,
+ *   cancelling after DONE, drops it (unpin, outside every lock). The
+ *   completer drops its own pin last. So an entry loaded for N waiters is
+ *   released only after all N unpinned (verify_cache
+ *   cache_kv_single_flight*, stress_cache cache_kv loads).
+ *   Kv expiry: deadlines are read and written only under the shard lock
+ *   (a hit raises the access deadline there); an expired entry leaves
+ *   through ap__ckv_leave like any other, so the retirement argument
+ *   above covers it (verify_cache cache_kv_expire_vs_pinned*).
  */
 
 AP_STATIC_ASSERT(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
