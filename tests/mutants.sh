@@ -101,6 +101,10 @@ q2|CACHE_KV_RELEASE_PINNED|verify|tests/verify/verify_cache.c||cache_kv_retire_a
 q2|CACHE_KV_RELEASE_PINNED|c11|tests/verify/verify_cache.c||cache_kv_retire_after_unpin_tso|1|
 q3|CACHE_WHEEL_ONE_LEVEL|criterion|tests/test_cache.c|--filter cache/theorem_wheel_reclaims_exactly_the_expired||1|
 q4|CACHE_EXPIRY_LATE|criterion|tests/test_cache.c|--filter cache/expire_after_write_is_exact_and_hard||1|
+q1|CACHE_NO_SINGLE_FLIGHT|verify|tests/verify/verify_cache.c||cache_kv_single_flight|1|
+q5|CACHE_KV_EXPIRED_RETURNED|criterion|tests/test_cache.c|--filter cache/kv_expire_after_access_and_ttl_are_exact_and_hard||1|
+q5|CACHE_KV_EXPIRED_RETURNED|verify|tests/verify/verify_cache.c||cache_kv_expire_vs_pinned|1|
+q6|CACHE_NEG_TTL_OFF_BY_ONE|criterion|tests/test_cache.c|--filter cache/negative_ttl_is_exact_for_both_caches||1|
 t1|TOPIC_GT_MATCHES_NOTHING|criterion|tests/test_pubsub.c|--filter topic/matching_follows_nats||1|
 t2|TOPIC_RECV_NO_PUB_WAKE|verify|tests/verify/verify_pubsub.c||topic_block_1p1s_3msg_depth2|1|
 t3|TOPIC_PEND_NOT_TAKEN|criterion|tests/test_pubsub.c|--filter topic/overwrite_reports_exact_drops_in_order||1|
