@@ -6,9 +6,11 @@
  *
  * Six threads share at most four connections for 2.4 s, each taking one
  * (waiting in FIFO order when all are lent), running one statement, giving
- * it back. The factory connects without blocking past a connect timeout
- * (PQconnectStart + PQconnectPoll, polled for at most 2 s), runs
- * `SELECT 1` on every lend (validate), and the pool retires connections after a jittered lifetime
+ * it back. The factory opens asynchronously (desc.open_async: PQconnectStart,
+ * then PQconnectPoll from the pool's open future whenever PQsocket is ready,
+ * so no thread blocks in a connect) with the pool's connect timeout of 2 s
+ * (desc.connect_timeout_ns; first checked against a black-holed socket),
+ * runs `SELECT 1` on every lend (validate), and the pool retires connections after a jittered lifetime
  * (400 ms less up to 25%, seeded) and reports a connection held too long
  * (leak detection, with the checkout's file:line: AP_DEBUG is on here).
  * At 0.6 s the program runs <kill-command> (the server dies: every
@@ -37,6 +39,7 @@
 #define CRASH_TARGET "<conninfo>"
 #define CRASH_QUERIES "queries"
 #define CRASH_HANDLE PGconn
+#define CONNECT_TIMEOUT_NS 2000000000u /* the pool's connect timeout: 2 s */
 #include "pool_crash.h" /* the threads, the crash, the checks */
 
 static void quiet(void *arg, const char *message)
@@ -44,37 +47,56 @@ static void quiet(void *arg, const char *message)
     (void)arg, (void)message;
 }
 
-static bool crash_connect(struct conn *rc, const char *conninfo, int *app_error)
+/* The asynchronous open: PQconnectStart, then PQconnectPoll whenever the
+ * socket is ready the way the last call asked (the pool's open future polls
+ * us; pool_crash.h checks readiness). The pool aborts it at its connect
+ * timeout (2 s); abort is PQfinish. */
+static bool crash_connect_start(struct conn *rc, const char *conninfo, int *app_error)
 {
-    /* non-blocking connect: PQconnectPoll says which way to wait; we wait
-     * at most until the connect deadline (2 s) */
-    uint64_t deadline = ap_now_ns() + 2000000000u;
     rc->c = PQconnectStart(conninfo);
-    PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
-    while (rc->c != NULL && PQstatus(rc->c) != CONNECTION_BAD && ps != PGRES_POLLING_OK &&
-           ps != PGRES_POLLING_FAILED) {
-        uint64_t now = ap_now_ns();
-        if (now >= deadline) {
-            ps = PGRES_POLLING_FAILED;
-            *app_error = ETIMEDOUT;
-            break;
-        }
-        struct pollfd pfd = {PQsocket(rc->c), ps == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
-        if (poll(&pfd, 1, (int)((deadline - now) / 1000000u) + 1) < 0 && errno != EINTR) {
-            ps = PGRES_POLLING_FAILED;
-            break;
-        }
-        ps = PQconnectPoll(rc->c);
-    }
-    if (rc->c == NULL || PQstatus(rc->c) != CONNECTION_OK) {
-        if (*app_error == 0)
-            *app_error = ECONNREFUSED;
+    if (rc->c == NULL || PQstatus(rc->c) == CONNECTION_BAD) {
+        *app_error = ECONNREFUSED;
         if (rc->c)
             PQfinish(rc->c);
+        rc->c = NULL;
         return false;
     }
-    PQsetNoticeProcessor(rc->c, quiet, NULL); /* the crash's WARNING is expected */
+    rc->wait_fd = PQsocket(rc->c); /* libpq: wait until writable first */
+    rc->wait_events = POLLOUT;
     return true;
+}
+
+static int crash_connect_step(struct conn *rc, int *app_error)
+{
+    PostgresPollingStatusType ps = PQconnectPoll(rc->c);
+    if (ps == PGRES_POLLING_OK) {
+        PQsetNoticeProcessor(rc->c, quiet, NULL); /* the crash's WARNING is expected */
+        return 1;
+    }
+    if (ps == PGRES_POLLING_FAILED) {
+        *app_error = ECONNREFUSED;
+        PQfinish(rc->c);
+        rc->c = NULL;
+        return -1;
+    }
+    rc->wait_fd = PQsocket(rc->c); /* it may change between calls */
+    rc->wait_events = ps == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+    return 0;
+}
+
+static void crash_connect_abort(struct conn *rc)
+{
+    PQfinish(rc->c); /* a half-open connection: closes its socket */
+    rc->c = NULL;
+}
+
+/* a "server" that queues the connection and never answers the startup
+ * packet: libpq's socket <dir>/.s.PGSQL.<port> */
+static void crash_blackhole(const char *dir, char *path, size_t path_n, char *target,
+                            size_t target_n)
+{
+    snprintf(path, path_n, "%s/.s.PGSQL.5999", dir);
+    snprintf(target, target_n, "host=%s port=5999 dbname=postgres user=postgres", dir);
 }
 
 static void crash_disconnect(struct conn *rc)

@@ -7,8 +7,11 @@
  *
  * Six threads share at most four connections for 2.4 s, each taking one
  * (waiting in FIFO order when all are lent), running one query, giving it
- * back. The example's factory connects without blocking past a connect
- * timeout and pings on every lend (validate); the pool retires connections
+ * back. The example's factory opens asynchronously (desc.open_async: the
+ * connect is a future that the checkout's poll drives, readiness checked
+ * with poll(2) at zero timeout, re-polled within 1 ms), with the pool's
+ * connect timeout (desc.connect_timeout_ns), and pings on every lend
+ * (validate); the pool retires connections
  * after a jittered lifetime (400 ms less up to 25%, seeded) and reports a
  * connection held too long (leak detection, with the checkout's file:line:
  * AP_DEBUG is on). At 0.6 s the program runs <kill-command> (the server
@@ -23,18 +26,27 @@
  *   - every connection opened is closed exactly once (opens == closes,
  *     and the pool's own counters agree)
  *   - the one deliberate leak is reported once, with its call site
+ *   - first, before the crash run: a connect to a black-holed server (a
+ *     Unix socket that listens and never answers) times out at the
+ *     pool's connect timeout, is aborted, and is counted in open_timeouts
  *
  * The including example defines CRASH_NAME ("redis_pool"), CRASH_TARGET
  * (the usage word for argv[1]), CRASH_QUERIES (the report's word for its
  * queries) and CRASH_HANDLE (its connection type), includes this header
- * after its driver's own headers, and then defines crash_connect,
- * crash_disconnect, crash_ping and crash_query.
+ * after its driver's own headers, and then defines crash_connect_start,
+ * crash_connect_step, crash_connect_abort, crash_blackhole,
+ * crash_disconnect, crash_ping and crash_query, and CONNECT_TIMEOUT_NS.
  */
 #ifndef EXAMPLES_POOL_CRASH_H
 #define EXAMPLES_POOL_CRASH_H
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +57,27 @@ enum { MAX = 4, THREADS = 6 };
 struct conn {
     CRASH_HANDLE *c;
     unsigned epoch; /* the server generation it connected to */
+    /* while the open is in flight: what to wait for (wait_fd < 0: nothing,
+     * step at once), and the driver's own progress */
+    int wait_fd;
+    short wait_events;
+    int fd, phase, rlen;
+    char rbuf[16];
 };
 
 /* the example's driver (defined after this header is included) */
-static bool crash_connect(struct conn *c, const char *target, int *app_error);
+/* begin a non-blocking connect; false: failed at once (*app_error set,
+ * nothing left to free) */
+static bool crash_connect_start(struct conn *c, const char *target, int *app_error);
+/* make progress (its socket is ready): 1 connected, -1 failed (*app_error
+ * set, nothing left to free), 0 not yet (c->wait_fd / wait_events say for
+ * what to wait) */
+static int crash_connect_step(struct conn *c, int *app_error);
+static void crash_connect_abort(struct conn *c); /* free a half-open connect */
+/* a black-holed server in @dir: the Unix socket path to listen on (and
+ * never answer), and the target that connects to it */
+static void crash_blackhole(const char *dir, char *path, size_t path_n, char *target,
+                            size_t target_n);
 static void crash_disconnect(struct conn *c);
 static bool crash_ping(struct conn *c);  /* validate: the server answers */
 static bool crash_query(struct conn *c); /* the work done with a lent connection */
@@ -59,7 +88,7 @@ static ap_status crash_checkout_leaky(void **c, ap_connpool_fail *why);
 struct factory {
     const char *target; /* argv[1]: socket path or conninfo */
     AP_ATOMIC_T(unsigned) epoch; /* +1 after each kill has completed */
-    AP_ATOMIC_T(long) opens, closes, max_live, failed_connects;
+    AP_ATOMIC_T(long) opens, closes, max_live, failed_connects, in_flight, aborts;
 };
 
 static struct factory fac;
@@ -73,14 +102,52 @@ static AP_ATOMIC_T(int) errors;
         }                                                                       \
     } while (0)
 
-static ap_status r_open(void *ctx, void *conn, int *app_error)
+static ap_status r_open_start(void *ctx, void *conn, uint64_t now, int *app_error)
 {
     struct factory *f = ctx;
     struct conn *rc = conn;
+    (void)now;
     rc->epoch = AP_ATOMIC_LOAD(&f->epoch, memory_order_acquire);
-    if (!crash_connect(rc, f->target, app_error)) {
+    rc->c = NULL;
+    rc->wait_fd = -1;
+    rc->fd = -1;
+    rc->phase = rc->rlen = 0;
+    if (!crash_connect_start(rc, f->target, app_error)) {
         AP_ATOMIC_FETCH_ADD(&f->failed_connects, 1, memory_order_relaxed);
         return AP_CLOSED; /* the caller sees AP_EXHAUSTED, this beside it */
+    }
+    long busy = AP_ATOMIC_FETCH_ADD(&f->in_flight, 1, memory_order_acq_rel) + 1 +
+                AP_ATOMIC_LOAD(&f->opens, memory_order_acquire) -
+                AP_ATOMIC_LOAD(&f->closes, memory_order_acquire);
+    CHECK(busy <= MAX, "%ld connections open or opening, max %d", busy, MAX);
+    return AP_OK;
+}
+
+/* The open future's step: no thread of ours and no blocking; the socket's
+ * readiness is checked with poll(2) at zero timeout. A real event loop
+ * would watch wait_fd and call cx->waker; the checkout_wait driving us
+ * here parks instead, so we ask to be polled again within 1 ms. */
+static ap_poll r_open_poll(void *ctx, void *conn, ap_cx *cx, ap_status *result, int *app_error)
+{
+    struct factory *f = ctx;
+    struct conn *rc = conn;
+    if (rc->wait_fd >= 0) {
+        struct pollfd pfd = {rc->wait_fd, rc->wait_events, 0};
+        if (poll(&pfd, 1, 0) == 0) {
+            ap_cx_wake_at(cx, cx->now + 1000000u);
+            return AP_PENDING;
+        }
+    }
+    int r = crash_connect_step(rc, app_error);
+    if (r == 0) {
+        ap_cx_wake_at(cx, cx->now + 1000000u);
+        return AP_PENDING;
+    }
+    AP_ATOMIC_FETCH_SUB(&f->in_flight, 1, memory_order_acq_rel);
+    if (r < 0) {
+        AP_ATOMIC_FETCH_ADD(&f->failed_connects, 1, memory_order_relaxed);
+        *result = AP_CLOSED;
+        return AP_READY;
     }
     long live = AP_ATOMIC_FETCH_ADD(&f->opens, 1, memory_order_acq_rel) + 1 -
                 AP_ATOMIC_LOAD(&f->closes, memory_order_acquire);
@@ -89,8 +156,19 @@ static ap_status r_open(void *ctx, void *conn, int *app_error)
     while (live > m && !AP_ATOMIC_CAS_WEAK(&f->max_live, &m, live, memory_order_relaxed,
                                            memory_order_relaxed)) {
     }
-    return AP_OK;
+    *result = AP_OK;
+    return AP_READY;
 }
+
+static void r_open_abort(void *ctx, void *conn)
+{
+    struct factory *f = ctx;
+    crash_connect_abort((struct conn *)conn);
+    AP_ATOMIC_FETCH_SUB(&f->in_flight, 1, memory_order_acq_rel);
+    AP_ATOMIC_FETCH_ADD(&f->aborts, 1, memory_order_relaxed);
+}
+
+static const ap_connpool_open_async r_open_async = {r_open_start, r_open_poll, r_open_abort};
 
 static void r_close(void *ctx, void *conn)
 {
@@ -183,6 +261,65 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Before the crash run: a server that accepts connections into its listen
+ * queue and never answers (a Unix socket nobody accepts on). Every open
+ * of a pool with a connect timeout must end at that timeout: aborted,
+ * counted in open_timeouts, reported beside AP_EXHAUSTED. */
+static void blackhole_check(void)
+{
+    enum { BH_TIMEOUT_MS = 150 };
+    char dir[] = "/tmp/ap_blackhole.XXXXXX", path[100], target[200];
+    if (mkdtemp(dir) == NULL) {
+        CHECK(0, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    crash_blackhole(dir, path, sizeof path, target, sizeof target);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 16) == 0,
+          "black hole at %s: %s", path, strerror(errno));
+    static struct factory bh;
+    bh.target = target;
+    static ap_connpool bp;
+    static AP_ALIGNAS(max_align_t) unsigned char bp_buf[AP_CONNPOOL_BYTES(1, sizeof(struct conn))];
+    ap_connpool_desc d = {.max_size = 1, .conn_size = sizeof(struct conn),
+                          .connect_timeout_ns = BH_TIMEOUT_MS * 1000000u,
+                          .open_async = &r_open_async};
+    ap_connpool_ops ops = {NULL, r_close, r_validate, &bh};
+    CHECK(ap_connpool_init(&bp, bp_buf, sizeof bp_buf, &d, &ops) == AP_OK, "black hole pool");
+    void *c = NULL;
+    ap_connpool_fail why = {AP_OK, 0, false};
+    uint64_t t0 = ap_now_ns();
+    ap_status st = ap_connpool_checkout_wait(&bp, &c, t0 + 5 * AP_NS_PER_SEC, &why);
+    uint64_t ms = (ap_now_ns() - t0) / 1000000u;
+    ap_connpool_stats s;
+    ap_connpool_stats_get(&bp, &s);
+    CHECK(st == AP_EXHAUSTED && why.error == AP_TIMEDOUT && why.open_timeout,
+          "a connect to a black hole: %s (%s, open_timeout %d), want a connect timeout",
+          ap_status_str(st), ap_status_str(why.error), (int)why.open_timeout);
+    CHECK(ms >= BH_TIMEOUT_MS && ms < BH_TIMEOUT_MS + 500, "timed out after %llu ms, not %d",
+          (unsigned long long)ms, BH_TIMEOUT_MS);
+    CHECK(s.open_timeouts == 1 && s.open_failures == 1 && s.opened == 0 && s.live == 0 &&
+              s.opening == 0, "open_timeouts %llu, live %zu, opening %zu",
+          (unsigned long long)s.open_timeouts, s.live, s.opening);
+    long aborts = AP_ATOMIC_LOAD(&bh.aborts, memory_order_relaxed);
+    CHECK(aborts == 1 && AP_ATOMIC_LOAD(&bh.in_flight, memory_order_relaxed) == 0,
+          "the half-open connect was aborted %ld times", aborts);
+    if (st == AP_OK)
+        CHECK(ap_connpool_return(&bp, c, true, ap_now_ns()) == AP_OK, "return");
+    ap_connpool_close(&bp);
+    ap_connpool_fini(&bp);
+    close(ls);
+    unlink(path);
+    rmdir(dir);
+    printf(CRASH_NAME ": black hole: %s after %llu ms (connect timeout %d ms), open_timeouts %llu, "
+           "aborted %ld, opened %llu\n",
+           why.open_timeout ? "connect timed out" : ap_status_str(st), (unsigned long long)ms,
+           BH_TIMEOUT_MS, (unsigned long long)s.open_timeouts, aborts,
+           (unsigned long long)s.opened);
+}
+
 int main(int argc, char **argv) /* the whole run; see the top of this header */
 {
     if (argc != 4) {
@@ -190,14 +327,16 @@ int main(int argc, char **argv) /* the whole run; see the top of this header */
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    blackhole_check();
     fac.target = argv[1];
     AP_ATOMIC_INIT(&fac.epoch, 0u);
     AP_ATOMIC_INIT(&t_restarted, (uint64_t)0);
     ap_connpool_desc d = {.max_size = MAX, .conn_size = sizeof(struct conn),
                           .max_lifetime_ns = 400000000u, .lifetime_jitter_pct = 25,
                           .jitter_seed = 20240613u, .idle_timeout_ns = 300000000u,
-                          .leak_threshold_ns = 500000000u, .on_leak = on_leak};
-    ap_connpool_ops ops = {r_open, r_close, r_validate, &fac};
+                          .leak_threshold_ns = 500000000u, .on_leak = on_leak,
+                          .connect_timeout_ns = CONNECT_TIMEOUT_NS, .open_async = &r_open_async};
+    ap_connpool_ops ops = {NULL, r_close, r_validate, &fac}; /* opens: r_open_async */
     if (ap_connpool_init(&pool, pool_buf, sizeof pool_buf, &d, &ops) != AP_OK)
         return 1;
     pthread_rwlockattr_t ra;
@@ -240,6 +379,8 @@ int main(int argc, char **argv) /* the whole run; see the top of this header */
     long opens = AP_ATOMIC_LOAD(&fac.opens, memory_order_relaxed);
     long closes = AP_ATOMIC_LOAD(&fac.closes, memory_order_relaxed);
     CHECK(opens == closes, "opened %ld, closed %ld", opens, closes);
+    CHECK(AP_ATOMIC_LOAD(&fac.in_flight, memory_order_relaxed) == 0, "an open left in flight");
+    CHECK(s.open_timeouts <= s.open_failures, "open_timeouts %llu", (unsigned long long)s.open_timeouts);
     CHECK((uint64_t)opens == s.opened, "the pool counted %llu opens, the factory %ld",
           (unsigned long long)s.opened, opens);
     CHECK(AP_ATOMIC_LOAD(&lent_broken, memory_order_relaxed) == 0, "broken connections lent");
@@ -255,7 +396,8 @@ int main(int argc, char **argv) /* the whole run; see the top of this header */
     printf(CRASH_NAME ": " CRASH_QUERIES " ok %ld, failed %ld (server down), after restart %ld; "
            "opens %ld = closes %ld, max live %ld <= %d; validate refused %llu, returned "
            "broken %llu, expired %llu, failed opens %llu; broken lent %ld; leak reported "
-           "%d at %s:%d after %llu ms\n",
+           "%d at %s:%d after %llu ms\n"
+           CRASH_NAME ": crash run: open timeouts %llu, aborted opens %ld\n",
            AP_ATOMIC_LOAD(&query_ok, memory_order_relaxed),
            AP_ATOMIC_LOAD(&query_failed, memory_order_relaxed),
            AP_ATOMIC_LOAD(&query_after_restart, memory_order_relaxed), opens, closes,
@@ -264,7 +406,8 @@ int main(int argc, char **argv) /* the whole run; see the top of this header */
            (unsigned long long)s.expired, (unsigned long long)s.open_failures,
            AP_ATOMIC_LOAD(&lent_broken, memory_order_relaxed), leak.calls,
            leak.file ? leak.file : "?", leak.line,
-           (unsigned long long)(leak.held_ns / 1000000u));
+           (unsigned long long)(leak.held_ns / 1000000u), (unsigned long long)s.open_timeouts,
+           AP_ATOMIC_LOAD(&fac.aborts, memory_order_relaxed));
     return AP_ATOMIC_LOAD(&errors, memory_order_relaxed) ? 1 : 0;
 }
 
