@@ -9,7 +9,11 @@
  * exactly once (broadcast: exactly once in every output), HASH items only
  * in ap_split_route(key), counts conserved, per output each producer's
  * sequence strictly increases. TSan checks the copies are ordered by the
- * queues' own release/acquire pairs.
+ * queues' own release/acquire pairs. The stats (ap_split_stats_init on)
+ * equal what the threads saw: per output, routed == the consumer's pops;
+ * refused == the producers' AP_FULL/AP_AGAIN answers (each one counted on
+ * exactly one output; HASH: on the item's own output); closed == 0 and no
+ * waiter left.
  */
 #include "stress.h"
 
@@ -25,6 +29,8 @@ typedef struct split_run {
     ap_split_mode mode;
     _Atomic uint32_t *seen; /* per item: bit i = seen in output i */
     _Atomic uint64_t popped;
+    _Atomic uint64_t out_popped[MAXK], refused, hash_refused[MAXK];
+    _Alignas(AP_SPLIT_STATS_ALIGN) unsigned char ctr[AP_SPLIT_STATS_BYTES(MAXK)];
 } split_run;
 
 typedef struct split_worker { split_run *r; size_t id; pthread_t t; } split_worker;
@@ -51,6 +57,9 @@ static void *split_producer(void *arg)
             if (st == AP_OK)
                 break;
             CHECK(st == AP_FULL || st == AP_AGAIN, "push: %s", ap_status_str(st));
+            STRESS_ADD(&r->refused, 1);
+            if (r->mode == AP_SPLIT_MODE_HASH)
+                STRESS_ADD(&r->hash_refused[ap_split_route(&r->s, item)], 1);
             stress_backoff(&fails, &rng);
         }
         stress_jitter(&rng);
@@ -80,6 +89,7 @@ static void *split_consumer_main(void *arg)
         uint32_t old = STRESS_ADD(&r->seen[p * r->per + seq], bit);
         CHECK((old & bit) == 0, "item %" PRIx64 " twice in output %zu", item, c->out);
         STRESS_ADD(&r->popped, 1);
+        STRESS_ADD(&r->out_popped[c->out], 1);
     }
     return NULL;
 }
@@ -101,6 +111,7 @@ static void run(ap_split_mode mode, size_t producers, size_t k, size_t cap)
         r->outs[i] = &r->q[i];
     }
     CHECK(ap_split_init(&r->s, r->outs, AP_SPLIT_BYTES(k), mode) == AP_OK, "init");
+    CHECK(ap_split_stats_init(&r->s, r->ctr, sizeof r->ctr) == AP_OK, "stats_init");
     split_worker pw[MAXP];
     split_consumer cw[MAXK];
     for (size_t i = 0; i < k; i++) {
@@ -127,6 +138,25 @@ static void run(ap_split_mode mode, size_t producers, size_t k, size_t cap)
         else
             CHECK(m != 0 && (m & (m - 1)) == 0, "item %" PRIu64 " in outputs %x", i, m);
     }
+    uint64_t refused = 0;
+    for (size_t i = 0; i < k; i++) {
+        ap_split_out_stats o;
+        CHECK(ap_split_out_stats_get(&r->s, i, &o) == AP_OK, "out_stats_get");
+        CHECK(o.routed == STRESS_LOAD(&r->out_popped[i]) && o.closed == 0,
+              "stats: output %zu routed %" PRIu64 " closed %" PRIu64 ", its consumer popped %" PRIu64,
+              i, o.routed, o.closed, (uint64_t)STRESS_LOAD(&r->out_popped[i]));
+        CHECK(mode != AP_SPLIT_MODE_HASH || o.refused == STRESS_LOAD(&r->hash_refused[i]),
+              "stats: output %zu refused %" PRIu64 ", the producers saw %" PRIu64, i, o.refused,
+              (uint64_t)STRESS_LOAD(&r->hash_refused[i]));
+        refused += o.refused;
+    }
+    ap_split_stats ss;
+    ap_split_stats_get(&r->s, &ss);
+    CHECK(refused == STRESS_LOAD(&r->refused) && ss.refused == refused &&
+              ss.routed == total * copies && ss.waiters == 0,
+          "stats: refused %" PRIu64 " (the producers saw %" PRIu64 "), routed %" PRIu64
+          ", waiters %" PRIu64, ss.refused, (uint64_t)STRESS_LOAD(&r->refused), ss.routed,
+          ss.waiters);
     for (size_t i = 0; i < k; i++)
         free(bufs[i]);
     free(r->seen);

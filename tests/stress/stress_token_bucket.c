@@ -16,7 +16,9 @@
  *              polled across phases and cancelled; the clock sometimes
  *              goes backwards
  *   keyed      several threads on a few keys of an ap_tb_keyed; the bound
- *              per key
+ *              per key; at the end its stats equal what the threads saw
+ *              (admitted == their AP_OKs, rejected == their AP_EMPTYs,
+ *              full == 0, keys == inserted - evicted == ap_tb_keyed_len)
  * Built and run by tests/run.sh (stage tsan) with gcc and clang.
  */
 #include "stress.h"
@@ -44,6 +46,7 @@ typedef struct shared {
     _Atomic uint64_t admitted;        /* tokens counted so far */
     _Atomic uint64_t given_back;      /* tokens cancels gave back (reported) */
     _Atomic uint64_t per_key[KEYS];
+    _Atomic uint64_t keyed_empty; /* AP_EMPTY answers of the keyed table */
     int threads;
     int mode; /* 0 greedy, 1 mixed, 2 keyed */
     uint64_t burst;
@@ -138,10 +141,12 @@ static void phase_keyed(worker *w, uint64_t now, stress_rng *r)
         unsigned key = stress_below(r, KEYS);
         uint64_t at = 0;
         ap_status st = ap_tb_keyed_try_acquire(sh->kt, 0xC0FFEE00u + key, 1, now, &at);
-        if (st == AP_OK)
+        if (st == AP_OK) {
             STRESS_ADD(&sh->per_key[key], 1);
-        else
+        } else {
             CHECK(st == AP_EMPTY && at > now, "keyed: %s", ap_status_str(st));
+            STRESS_ADD(&sh->keyed_empty, 1);
+        }
         stress_jitter(r);
     }
 }
@@ -239,10 +244,22 @@ static void scenario(int mode, int threads, uint64_t n, uint64_t period, uint64_
     }
     pthread_barrier_destroy(&sh.bar);
     CHECK(ap_tb_keyed_len(sh.kt) <= KEYS, "keyed table grew");
-    ap_tb_keyed_destroy(sh.kt);
-    uint64_t total = STRESS_LOAD(&sh.admitted);
+    uint64_t keyed_ok = 0;
     for (int k = 0; k < KEYS; k++)
-        total += STRESS_LOAD(&sh.per_key[k]);
+        keyed_ok += STRESS_LOAD(&sh.per_key[k]);
+    ap_tb_keyed_stats ks;
+    ap_tb_keyed_stats_get(sh.kt, &ks);
+    CHECK(ks.admitted == keyed_ok && ks.rejected == STRESS_LOAD(&sh.keyed_empty) &&
+              ks.full == 0 && ks.keys == ks.inserted - ks.evicted &&
+              ks.keys == ap_tb_keyed_len(sh.kt),
+          "keyed stats: admitted %llu rejected %llu full %llu keys %llu inserted %llu evicted "
+          "%llu; the threads saw %llu admitted, %llu refused",
+          (unsigned long long)ks.admitted, (unsigned long long)ks.rejected,
+          (unsigned long long)ks.full, (unsigned long long)ks.keys,
+          (unsigned long long)ks.inserted, (unsigned long long)ks.evicted,
+          (unsigned long long)keyed_ok, (unsigned long long)STRESS_LOAD(&sh.keyed_empty));
+    ap_tb_keyed_destroy(sh.kt);
+    uint64_t total = STRESS_LOAD(&sh.admitted) + keyed_ok;
     stress_end("admitted %llu by t=%llu ns, %llu given back by cancels", (unsigned long long)total,
                (unsigned long long)t_max, (unsigned long long)STRESS_LOAD(&sh.given_back));
 }

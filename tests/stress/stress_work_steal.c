@@ -18,7 +18,12 @@
  * push) is intact when it runs, and TSan checks that the push
  * happens-before the execution; a thief's steals return strictly
  * increasing tasks; the owner's pops between two pushes return strictly
- * decreasing tasks; AP_FULL never dropped a task.
+ * decreasing tasks; AP_FULL never dropped a task. The stats
+ * (ap_ws_stats_get) at the end equal what the threads saw: pushes == n,
+ * full == the owner's AP_FULLs, pops == the owner's pops, steals == the
+ * rest, steal_aborts == the thieves' AP_AGAINs (half: at least those,
+ * steal_half swallows a later lost race); each thief's own deque:
+ * pushes == pops + steals.
  */
 #include "stress.h"
 
@@ -158,10 +163,11 @@ static void ws_diag(void *arg)
             (size_t)atomic_load(&r->d.top), (size_t)atomic_load(&r->d.bottom));
 }
 
-static void owner_pop(ws_run *r, size_t *last_pop)
+static void owner_pop(ws_run *r, size_t *last_pop, uint64_t *pops)
 {
     void *x;
     if (ap_ws_try_pop(&r->d, &x) == AP_OK) {
+        ++*pops;
         size_t i = idx(r, x);
         CHECK(*last_pop == SIZE_MAX || i < *last_pop,
               "owner: pops not LIFO: task %zu after %zu", i, *last_pop);
@@ -204,7 +210,7 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
     pthread_barrier_wait(&r->start);
     size_t last_pop = SIZE_MAX;
     unsigned fails = 0;
-    uint64_t full = 0;
+    uint64_t full = 0, pops = 0;
     for (size_t i = 0; i < n; i++) {
         r->tasks[i].id = i; /* plain writes, published by the push */
         r->tasks[i].check = stress_check_word(i);
@@ -217,7 +223,7 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
             full++;
             /* the task stays with us; make room now and then */
             if (stress_below(&rng, 4) == 0)
-                owner_pop(r, &last_pop);
+                owner_pop(r, &last_pop, &pops);
             else
                 stress_backoff(&fails, &rng);
         }
@@ -227,11 +233,11 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
             size_t keep = stress_below(&rng, 3);
             while (ap_ws_len(&r->d) > keep) {
                 size_t before = STRESS_LOAD(&r->count);
-                owner_pop(r, &last_pop);
+                owner_pop(r, &last_pop, &pops);
                 (void)before;
             }
         } else if (mode == MODE_HALF && stress_below(&rng, 8) == 0) {
-            owner_pop(r, &last_pop);
+            owner_pop(r, &last_pop, &pops);
         }
         stress_jitter(&rng);
     }
@@ -240,6 +246,7 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
         size_t i = idx(r, x);
         CHECK(last_pop == SIZE_MAX || i < last_pop, "owner: drain not LIFO");
         last_pop = i;
+        pops++;
         execute(r, x, "owner", 0);
     }
     STRESS_STORE(&r->done, true);
@@ -251,6 +258,22 @@ static void run_ws(ws_mode mode, unsigned thieves, size_t cap, bool wrap, size_t
               "task %zu executed %u times", i,
               (unsigned)atomic_load_explicit(&r->executed[i], memory_order_relaxed));
     CHECK(ap_ws_len(&r->d) == 0, "deque not empty at the end");
+    ap_ws_stats ss;
+    ap_ws_stats_get(&r->d, &ss);
+    uint64_t lost_all = STRESS_LOAD(&r->lost_races);
+    CHECK(ss.pushes == n && ss.full == full && ss.pops == pops && ss.steals == n - pops,
+          "stats: pushes %" PRIu64 " full %" PRIu64 " pops %" PRIu64 " steals %" PRIu64
+          ", the threads saw %zu, %" PRIu64 ", %" PRIu64 ", %" PRIu64,
+          ss.pushes, ss.full, ss.pops, ss.steals, n, full, pops, (uint64_t)n - pops);
+    CHECK(mode == MODE_HALF ? ss.steal_aborts >= lost_all : ss.steal_aborts == lost_all,
+          "stats: steal_aborts %" PRIu64 ", the thieves lost %" PRIu64, ss.steal_aborts,
+          lost_all);
+    for (unsigned i = 0; i < thieves; i++) {
+        ap_ws_stats_get(&r->own[i], &ss);
+        CHECK(ss.pushes == ss.pops + ss.steals && ss.full == 0,
+              "stats of thief %u's deque: pushes %" PRIu64 " != pops %" PRIu64
+              " + steals %" PRIu64, i, ss.pushes, ss.pops, ss.steals);
+    }
     stress_end("%zu tasks, %" PRIu64 " lost races, %" PRIu64 " full pushes", n,
                STRESS_LOAD(&r->lost_races), full);
     pthread_barrier_destroy(&r->start);
