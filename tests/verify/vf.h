@@ -47,25 +47,45 @@
  *        Happens-before is vector clocks: release stores (and relaxed ones
  *        after a release fence) carry the writer's clock; an acquire load
  *        (or an acquire fence after a relaxed one) joins it; an RMW reads
- *        the newest store and continues its release sequence (RC11: RMWs
- *        only). seq_cst is approximated soundly for the checks (fewer
+ *        the store right before its place in mo (the newest, unless it was
+ *        placed earlier: below) and continues its release sequence (RC11:
+ *        RMWs only). seq_cst is approximated soundly for the checks (fewer
  *        behaviours, never more): every seq_cst access or fence joins and
  *        publishes one global clock, so they are totally ordered by
  *        happens-before, and a seq_cst load reads the newest store. HEAVY
  *        is a full fence on every thread at its current point, paired two
- *        ways with the caller's; LIGHT is nothing. Plain bytes copied with
+ *        ways with the caller's; LIGHT is nothing. Modification order is
+ *        not just execution order (after CDSChecker's mo graph and GenMC):
+ *        a store or RMW may go before newer stores of its location that it
+ *        is free to precede, a scheduler choice (default: after the newest;
+ *        an earlier place costs one "mo insertion"): place p is allowed iff
+ *        every store at p or above is one the thread has not hb-observed
+ *        (none happens-before it, none was read or written by something
+ *        that happens-before it: coherence), and the store now at p is not
+ *        an RMW (an RMW stays right after the store it read). An RMW placed
+ *        so reads the store before its place; a store placed so leaves
+ *        memory holding the newest; readers keep what they read. seq_cst
+ *        stores and RMWs stay newest. Plain bytes copied with
  *        memcpy (the library's payloads) and marked by VF_DATA_READ/WRITE
  *        go through a happens-before race detector: an access not ordered
  *        after a conflicting one fails the run (a data race is what a
  *        weakened publication turns into). Bounds: at most VF_C11_STALE
  *        stale reads per execution (1; VF_LONG 2), each at most
- *        VF_C11_DEPTH (2) stores back, and the preemption bound is the
- *        scenario's less VF_C11_CUT (1; VF_LONG 0), at least 1; the
- *        environment overrides each (VF_C11_STALE, VF_C11_DEPTH,
- *        VF_C11_CUT). Not modelled: out-of-thin-air values (a load reads
- *        only stores already made), consume (treated as acquire), mixed-
- *        size atomics (fail the run), spurious CAS failure, a failed CAS
- *        reading an older store, the C11 S order beyond the global clock,
+ *        VF_C11_DEPTH (2) stores back; at most VF_C11_MO mo insertions per
+ *        execution (1; VF_LONG 2), each at most VF_C11_MO_DEPTH (2) places
+ *        before the newest; and the preemption bound is the scenario's less
+ *        VF_C11_CUT (1; VF_LONG 0), at least 1; the environment overrides
+ *        each (VF_C11_STALE, VF_C11_DEPTH, VF_C11_MO, VF_C11_MO_DEPTH,
+ *        VF_C11_CUT). tests/verify/verify_litmus.c holds the model to
+ *        2+2W, S, S+RMW, RMW atomicity and CoRW (allowed outcomes must
+ *        occur, forbidden ones must not). Not modelled: out-of-thin-air
+ *        values (a load reads only stores already made, so no load-
+ *        buffering cycle), consume (treated as acquire), mixed-size
+ *        atomics (fail the run), spurious CAS failure, a failed CAS
+ *        reading an older store other than by an mo insertion, mo places
+ *        more than VF_C11_MO_DEPTH back or before the oldest store held
+ *        (VF_HIST), a seq_cst store or RMW anywhere but newest, the C11 S
+ *        order beyond the global clock,
  *        plain accesses other than memcpy/VF_DATA (and a thread's reads of
  *        its own stack), and atomics over 8 bytes.
  *        Fences: TSan ignores standalone fences; the C11 mode runs them.
@@ -153,9 +173,10 @@ VF__UNUSED static void vf__cover(bool relaxed, const char *file, int line);
         (void)0;                                                                \
     })
 /* An RMW: a scheduling point, then (TSO) drain this thread's buffer, then
- * the operation itself, all in one step; (C11) it reads the newest store
- * and appends its own (stored: false for a failed compare-exchange, which
- * is a load of the newest store with mo_fail). */
+ * the operation itself, all in one step; (C11) it reads the store before
+ * its place in mo (the newest by default; vf__choose_mo) and puts its own
+ * there (stored: false for a failed compare-exchange, which is a load of
+ * that store with mo_fail). */
 #define VF__RMW(p, mo, expr)                                                    \
     __extension__({                                                             \
         __auto_type vf_p_ = (p);                                                \
@@ -273,6 +294,18 @@ typedef struct vf_scenario {
 #ifndef VF_C11_DEPTH
 #define VF_C11_DEPTH 2
 #endif
+/* C11 mode: stores or RMWs placed before newer stores in their location's
+ * modification order, per execution, and how far back */
+#ifndef VF_C11_MO
+#ifdef VF_LONG
+#define VF_C11_MO 2
+#else
+#define VF_C11_MO 1
+#endif
+#endif
+#ifndef VF_C11_MO_DEPTH
+#define VF_C11_MO_DEPTH 2
+#endif
 
 enum { VF_RUNNABLE, VF_PARKED, VF_DONE };
 
@@ -291,11 +324,16 @@ typedef struct vf_thread {
     int buf_head, buf_len;
 } vf_thread;
 
+/* what a choice's non-default options cost */
+enum { VF_KIND_SCHED, VF_KIND_STALE, VF_KIND_MO };
+
 typedef struct vf_choice {
     uint16_t choice, nopts;
-    uint8_t pre;       /* preemptions (stale: stale reads) spent before it */
+    uint8_t pre;       /* budget of its kind spent before it */
     bool cur_runnable; /* whether "go on" was option 0 (the others cost 1) */
-    bool stale;        /* C11: which store a load reads (costs a stale read) */
+    uint8_t kind;      /* VF_KIND_SCHED: a preemption; C11: _STALE which
+                        * store a load reads, _MO where a store or RMW goes
+                        * in its location's modification order */
 } vf_choice;
 
 typedef struct vf_step {
@@ -305,6 +343,7 @@ typedef struct vf_step {
     int line;
     const void *addr;
     int8_t stale; /* C11: the load read the k-th newest store instead */
+    int8_t mo;    /* C11: the store or RMW went k places before the newest */
 } vf_step;
 
 static struct {
@@ -322,6 +361,7 @@ static struct {
     bool replay; /* print the whole trace */
     bool c11;    /* the C11 mode (VF_MODE=c11) */
     int nstale, stale_bound, depth; /* C11: stale reads done, allowed, depth */
+    int nmo, mo_bound, mo_depth;    /* C11: mo insertions done, allowed, depth */
 } vf;
 
 /* Fake clock for scenarios that need one: constant unless a test moves it. */
@@ -358,6 +398,8 @@ static void vf__print_trace(FILE *f, int from)
         char note[32] = "";
         if (s->stale)
             snprintf(note, sizeof note, "(reads %d-stale)", s->stale);
+        else if (s->mo)
+            snprintf(note, sizeof note, "(mo %d back)", s->mo);
         fprintf(f, "  %5d  T%d %-5s %-24s %s:%d\n", i, s->tid, vf__opname(s->op), note,
                 file ? file + 1 : (s->file ? s->file : "-"), s->line);
     }
@@ -374,8 +416,10 @@ static void vf_fail(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n  thread T%d, after %d steps, %d preemptions, %d stale reads; schedule:\n  ",
-            vf.cur, vf.nsteps, vf.preempt, vf.nstale);
+    fprintf(stderr,
+            "\n  thread T%d, after %d steps, %d preemptions, %d stale reads, %d mo insertions; "
+            "schedule:\n  ",
+            vf.cur, vf.nsteps, vf.preempt, vf.nstale, vf.nmo);
     vf__print_schedule(stderr);
     fprintf(stderr, "  trace%s:\n", vf.replay ? "" : " (last steps; replay for all)");
     vf__print_trace(stderr, vf.replay ? 0 : vf.nsteps - VF_TRACE_SHOW);
@@ -475,10 +519,15 @@ static bool vf__tso_store(void *addr, const void *val, size_t size, memory_order
  * A load may read store i of the history iff no newer store j > i is
  * "hb-observed" by the loading thread (seen[t] <= clk[self][t] for some t:
  * written or read by something that happens-before the load), which is
- * coherence (CoRR, CoWR) through happens-before. An RMW reads the newest.
+ * coherence (CoRR, CoWR) through happens-before. An RMW reads the store
+ * right before its place (the newest unless vf__choose_mo placed it lower).
  * Reading store i with acquire (or an acquire fence later) joins rel into
  * the thread's clock. Fences: release snapshots the clock for later relaxed
- * stores; acquire joins the rels of the stores read so far. */
+ * stores; acquire joins the rels of the stores read so far. The history is
+ * kept in modification order, not execution order: a store or RMW may be
+ * inserted below newer stores it does not hb-observe (vf__choose_mo), so
+ * "newer" above always means later in mo; each store's seen[] moves with
+ * it, so every thread's coherence floor shifts with an insertion. */
 
 #define VF_HIST 8      /* stores kept per location */
 #define VF_LOCS 2048   /* atomic locations per execution */
@@ -490,6 +539,9 @@ typedef struct vf_c11_store {
     unsigned char bytes[8];
     vf_vc rel;
     uint32_t seen[VF_MAX_THREADS];
+    bool rmw; /* an RMW: it read the store right before it (nothing goes between) */
+    int8_t writer;  /* its thread, -1 for a location's first store */
+    uint32_t exec;  /* the step that made it (execution order) */
 } vf_c11_store;
 
 typedef struct vf_loc {
@@ -519,6 +571,9 @@ static struct {
     vf_vc relf[VF_MAX_THREADS]; /* clock at the last release fence */
     vf_vc sc;                   /* the seq_cst order, as one clock */
     vf_loc *rmw;                /* the location of the RMW in progress */
+    uint32_t dep[VF_MAX_THREADS]; /* newest step of another thread's store that
+                                   * each thread read, or wrote after in mo */
+    int rmw_pos;                /* where it goes in the history (n: newest) */
 } vf__c;
 
 static void vf__vc_join(vf_vc a, const vf_vc b)
@@ -535,9 +590,11 @@ static void vf__c11_reset(void)
     memset(vf__c.acq, 0, sizeof vf__c.acq);
     memset(vf__c.relf, 0, sizeof vf__c.relf);
     memset(vf__c.sc, 0, sizeof vf__c.sc);
+    memset(vf__c.dep, 0, sizeof vf__c.dep);
     for (int t = 0; t < VF_MAX_THREADS; t++)
         vf__c.clk[t][t] = 1;
     vf.nstale = 0;
+    vf.nmo = 0;
 }
 
 static inline uint32_t vf__now_of(int t) { return vf__c.clk[t][t]; }
@@ -576,6 +633,9 @@ static vf_loc *vf__loc(const void *addr, size_t size)
             (memcpy)(s->bytes, addr, size);
             memset(s->rel, 0, sizeof s->rel);
             memset(s->seen, 0, sizeof s->seen);
+            s->rmw = false;
+            s->writer = -1;
+            s->exec = 0;
         }
         return l;
     }
@@ -612,8 +672,17 @@ static int vf__lowest(vf_loc *l)
     return 0;
 }
 
+/* The current thread read @s or goes after it in mo: its later steps
+ * depend on a store of another thread made at step s->exec. */
+static void vf__dep(const vf_c11_store *s)
+{
+    if (s->writer >= 0 && s->writer != vf.cur && s->exec > vf__c.dep[vf.cur])
+        vf__c.dep[vf.cur] = s->exec;
+}
+
 static void vf__saw(vf_c11_store *s)
 {
+    vf__dep(s);
     if (s->seen[vf.cur] > vf__now_of(vf.cur))
         s->seen[vf.cur] = vf__now_of(vf.cur);
 }
@@ -640,24 +709,36 @@ static void vf__acquire_from(const vf_c11_store *s, memory_order mo)
     vf__vc_join(vf__is_acq(mo) ? vf__c.clk[vf.cur] : vf__c.acq[vf.cur], s->rel);
 }
 
-static vf_c11_store *vf__append(vf_loc *l, const void *val, size_t size)
+/* A new store of the current thread at index p of the history (p = n:
+ * the newest), moving the newer ones up; when the history is full the
+ * oldest is forgotten first (then p is one less). Returns it. */
+static vf_c11_store *vf__insert(vf_loc *l, int p, const void *val, size_t size, bool rmw)
 {
-    vf_c11_store *s;
     if (l->n == VF_HIST) { /* forget the oldest */
         l->head = (uint8_t)((l->head + 1) % VF_HIST);
         l->n--;
+        p--;
     }
-    s = vf__hist(l, l->n++);
+    for (int i = l->n; i > p; i--)
+        *vf__hist(l, i) = *vf__hist(l, i - 1);
+    l->n++;
+    vf_c11_store *s = vf__hist(l, p);
     (memcpy)(s->bytes, val, size);
     for (int t = 0; t < VF_MAX_THREADS; t++)
         s->seen[t] = UINT32_MAX;
     s->seen[vf.cur] = vf__now_of(vf.cur);
+    s->rmw = rmw;
+    s->writer = (int8_t)vf.cur;
+    s->exec = (uint32_t)vf.nsteps;
+    if (p > 0) /* it follows that store in mo */
+        vf__dep(vf__hist(l, p - 1));
     return s;
 }
 
-/* A choice among n stores (0 = the newest): a scheduler choice whose
- * non-default options each cost one stale read. */
-static int vf__choose_stale(int n)
+/* A choice among n options (0 = the default) of a C11 kind (stale read or
+ * mo insertion): a scheduler choice whose non-default options each cost
+ * one of that kind's budget. */
+static int vf__choose_c11(int n, int kind)
 {
     if (vf.ntrail >= VF_MAX_STEPS)
         vf_fail("more than %d choices in one execution (livelock?)", VF_MAX_STEPS);
@@ -671,14 +752,55 @@ static int vf__choose_stale(int n)
     } else {
         ch->choice = 0;
     }
+    int *spent = kind == VF_KIND_MO ? &vf.nmo : &vf.nstale;
     ch->nopts = (uint16_t)n;
-    ch->pre = (uint8_t)vf.nstale;
+    ch->pre = (uint8_t)*spent;
     ch->cur_runnable = true;
-    ch->stale = true;
+    ch->kind = (uint8_t)kind;
     vf.ntrail++;
     if (c > 0)
-        vf.nstale++;
+        ++*spent;
     return c;
+}
+
+/* Where a store or RMW of the current thread goes in l's modification
+ * order: an index p of the history, l->n (after the newest) by default.
+ * It may go before newer stores that it is free to precede: p is allowed
+ * iff it is above every store the thread has hb-observed (vf__lowest: the
+ * newest store written or read by something that happens-before it; so no
+ * store at p or above happens-before it, and an RMW's read of p - 1 is
+ * coherent), and the store now at p is not an RMW (which must stay right
+ * after the store it read). seq_cst operations stay newest (the global
+ * clock's approximation of S). Each earlier place costs one mo insertion,
+ * at most vf.mo_depth back.
+ * A reduction: p is offered only if the thread depends on (read, or went
+ * after in mo) a store of another thread made after the first-made of the
+ * stores it would precede (vf__c.dep). Otherwise none of its steps since
+ * then depends on anything made after that store, so scheduling them
+ * before it is the same execution with this operation newest: an
+ * interleaving the search explores itself (within its preemption bound).
+ * This keeps a spinlock's exchange from being offered a place before every
+ * unlock it has not seen, which would multiply the executions for nothing. */
+static int vf__choose_mo(vf_loc *l, memory_order mo)
+{
+    int n = l->n, lo, k = 0, pos[VF_HIST + 1];
+    uint32_t first = UINT32_MAX; /* the step of the first-made store above p */
+    if (mo == memory_order_seq_cst || vf.nmo >= vf.mo_bound || n < 2)
+        return n;
+    lo = vf__lowest(l);
+    pos[k++] = n;
+    for (int p = n - 1; p > lo && p >= n - vf.mo_depth; p--) {
+        if (vf__hist(l, p)->exec < first)
+            first = vf__hist(l, p)->exec;
+        if (!vf__hist(l, p)->rmw && first < vf__c.dep[vf.cur])
+            pos[k++] = p;
+    }
+    if (k == 1)
+        return n;
+    int p = pos[vf__choose_c11(k, VF_KIND_MO)];
+    if (p != n && vf.nsteps > 0)
+        vf.steps[vf.nsteps - 1].mo = (int8_t)(n - p);
+    return p;
 }
 
 static bool vf__c11_read(const void *addr, void *out, size_t size, memory_order mo)
@@ -690,7 +812,7 @@ static bool vf__c11_read(const void *addr, void *out, size_t size, memory_order 
     if (lo < newest - vf.depth)
         lo = newest - vf.depth;
     if (mo != memory_order_seq_cst && lo < newest && vf.nstale < vf.stale_bound)
-        pick = newest - vf__choose_stale(newest - lo + 1);
+        pick = newest - vf__choose_c11(newest - lo + 1, VF_KIND_STALE);
     vf_c11_store *s = vf__hist(l, pick);
     vf__saw(s);
     (memcpy)(out, s->bytes, size);
@@ -708,9 +830,12 @@ static bool vf__c11_write(void *addr, const void *val, size_t size, memory_order
     vf_loc *l = vf__loc(addr, size);
     if (mo == memory_order_seq_cst)
         vf__sc_enter();
-    vf_c11_store *s = vf__append(l, val, size);
+    int p = vf__choose_mo(l, mo);
+    bool newest = p == l->n;
+    vf_c11_store *s = vf__insert(l, p, val, size, false);
     (memcpy)(s->rel, vf__is_rel(mo) ? vf__c.clk[vf.cur] : vf__c.relf[vf.cur], sizeof s->rel);
-    (memcpy)(addr, val, size);
+    if (newest) /* memory holds the newest store */
+        (memcpy)(addr, val, size);
     if (mo == memory_order_seq_cst)
         vf__sc_leave();
     vf__tick();
@@ -721,9 +846,14 @@ static void vf__rmw_pre(const void *addr, size_t size, memory_order mo)
 {
     if (!vf.c11 || vf.cur < 0)
         return;
-    vf__c.rmw = vf__loc(addr, size);
+    vf_loc *l = vf__c.rmw = vf__loc(addr, size);
     if (mo == memory_order_seq_cst)
         vf__sc_enter();
+    /* an RMW placed before newer stores reads the one before its place:
+     * memory holds that for the operation, then the newest again */
+    vf__c.rmw_pos = vf__choose_mo(l, mo);
+    if (vf__c.rmw_pos < l->n)
+        (memcpy)((void *)(uintptr_t)addr, vf__hist(l, vf__c.rmw_pos - 1)->bytes, size);
 }
 
 static void vf__rmw_post(const void *addr, size_t size, memory_order mo, bool stored)
@@ -731,16 +861,20 @@ static void vf__rmw_post(const void *addr, size_t size, memory_order mo, bool st
     if (!vf.c11 || vf.cur < 0)
         return;
     vf_loc *l = vf__c.rmw;
-    vf_c11_store *prev = vf__hist(l, l->n - 1);
+    int p = vf__c.rmw_pos;
+    bool newest = p == l->n;
+    vf_c11_store *prev = vf__hist(l, p - 1);
     vf__saw(prev);
     vf__acquire_from(prev, mo);
     if (stored) {
         vf_vc rel;
         (memcpy)(rel, prev->rel, sizeof rel); /* the release sequence goes on */
         vf__vc_join(rel, vf__is_rel(mo) ? vf__c.clk[vf.cur] : vf__c.relf[vf.cur]);
-        vf_c11_store *s = vf__append(l, addr, size); /* memory holds the result */
+        vf_c11_store *s = vf__insert(l, p, addr, size, true); /* memory holds the result */
         (memcpy)(s->rel, rel, sizeof rel);
     }
+    if (!newest) /* memory holds the newest store again */
+        (memcpy)((void *)(uintptr_t)addr, vf__hist(l, l->n - 1)->bytes, size);
     if (mo == memory_order_seq_cst)
         vf__sc_leave();
     vf__tick();
@@ -1014,7 +1148,7 @@ static void vf__flush_step(int t)
 {
     if (vf.nsteps < VF_MAX_STEPS)
         vf.steps[vf.nsteps++] =
-            (vf_step){(int8_t)t, -1, NULL, 0, vf.th[t].buf[vf.th[t].buf_head].addr, 0};
+            (vf_step){(int8_t)t, -1, NULL, 0, vf.th[t].buf[vf.th[t].buf_head].addr, 0, 0};
     vf__flush_one(t);
     vf__invariant();
 }
@@ -1064,7 +1198,7 @@ static int vf__pick_timer(void)
     ch->nopts = 2;
     ch->pre = (uint8_t)vf.preempt;
     ch->cur_runnable = true;
-    ch->stale = false;
+    ch->kind = VF_KIND_SCHED;
     vf.ntrail++;
     if (c == 0)
         return vf__pick_yield();
@@ -1112,7 +1246,7 @@ static int vf__pick(const void *addr)
             ch->nopts = (uint16_t)n;
             ch->pre = (uint8_t)vf.preempt;
             ch->cur_runnable = cur_runnable;
-            ch->stale = false;
+            ch->kind = VF_KIND_SCHED;
             vf.ntrail++;
             if (c > 0 && cur_runnable)
                 vf.preempt++;
@@ -1148,7 +1282,7 @@ static void vf__point(int op, const void *addr, const char *file, int line)
                                : vf__pick(vf.tso && (op == VF_LOAD || op == VF_RMW) ? addr : NULL));
     if (vf.nsteps >= VF_MAX_STEPS)
         vf_fail("more than %d steps in one execution (livelock?)", VF_MAX_STEPS);
-    vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)op, file, line, addr, 0};
+    vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)op, file, line, addr, 0, 0};
 }
 
 static void vf_yield(void)
@@ -1203,7 +1337,8 @@ static inline void vf_wait(ap_future *f)
             vf__switch(vf__pick_timer());
             if (vf.nsteps >= VF_MAX_STEPS)
                 vf_fail("more than %d steps in one execution (livelock?)", VF_MAX_STEPS);
-            vf.steps[vf.nsteps++] = (vf_step){(int8_t)vf.cur, (int8_t)VF_YIELD, __FILE__, __LINE__, NULL, 0};
+            vf.steps[vf.nsteps++] =
+                (vf_step){(int8_t)vf.cur, (int8_t)VF_YIELD, __FILE__, __LINE__, NULL, 0, 0};
         } else {
             th->state = VF_PARKED;
             vf__switch(vf__pick(NULL));
@@ -1274,7 +1409,10 @@ static bool vf__backtrack(void)
     for (int j = vf.ntrail - 1; j >= 0; j--) {
         vf_choice *c = &vf.trail[j];
         int cost = c->cur_runnable ? 1 : 0;
-        if (c->choice + 1 < c->nopts && c->pre + cost <= (c->stale ? vf.stale_bound : vf.bound)) {
+        int budget = c->kind == VF_KIND_STALE ? vf.stale_bound
+                     : c->kind == VF_KIND_MO  ? vf.mo_bound
+                                              : vf.bound;
+        if (c->choice + 1 < c->nopts && c->pre + cost <= budget) {
             c->choice++;
             vf.nprefix = j + 1;
             return true;
@@ -1327,6 +1465,10 @@ static unsigned long vf_explore(const vf_scenario *sc)
     vf.stale_bound = e ? atoi(e) : VF_C11_STALE;
     e = getenv("VF_C11_DEPTH");
     vf.depth = e ? atoi(e) : VF_C11_DEPTH;
+    e = getenv("VF_C11_MO");
+    vf.mo_bound = e ? atoi(e) : VF_C11_MO;
+    e = getenv("VF_C11_MO_DEPTH");
+    vf.mo_depth = e ? atoi(e) : VF_C11_MO_DEPTH;
     if (vf.c11) { /* the stale reads take the place of preemptions */
         e = getenv("VF_C11_CUT");
         vf.bound -= e ? atoi(e) : VF_C11_CUT;
@@ -1364,11 +1506,12 @@ static unsigned long vf_explore(const vf_scenario *sc)
         if (vf.nsteps > maxsteps)
             maxsteps = vf.nsteps;
     } while ((!max_execs || execs < max_execs) && vf__backtrack());
-    char stale[48] = "";
+    char stale[64] = "";
     if (vf.c11)
         vf__cover_dump(sc->name);
     if (vf.c11)
-        snprintf(stale, sizeof stale, ", stale %d depth %d", vf.stale_bound, vf.depth);
+        snprintf(stale, sizeof stale, ", stale %d depth %d, mo %d depth %d", vf.stale_bound,
+                 vf.depth, vf.mo_bound, vf.mo_depth);
     printf("ok   %-40s [%s, %d threads, bound %d%s] %lu executions, <= %d steps\n", sc->name,
            vf__mode(), sc->nthreads, vf.bound, stale, execs, maxsteps);
     fflush(stdout);
