@@ -360,8 +360,8 @@ AP_API AP_NODISCARD ap_status ap_batch_flush_tracked(ap_batch *b, void *out, siz
 AP_API void ap_batch_close(ap_batch *b);
 /** ap_batch_len - items held now (under the lock; stale once returned) */
 AP_API size_t ap_batch_len(ap_batch *b);
-/** ap_batch_stats_get - counters, as one snapshot */
-AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b);
+/** ap_batch_stats_get - the counters into *@out, as one snapshot (under the lock) */
+AP_API void ap_batch_stats_get(ap_batch *b, ap_batch_stats *out);
 
 /**
  * ap_batch_take_fut_init / _poll / _cancel / _status / _count - a future that
@@ -844,9 +844,9 @@ AP_API size_t ap_batch_len(ap_batch *b)
     return len;
 }
 
-AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b)
+AP_API void ap_batch_stats_get(ap_batch *b, ap_batch_stats *out)
 {
-    AP_ASSERT(b != NULL && b->buf != NULL);
+    AP_ASSERT(b != NULL && b->buf != NULL && out != NULL);
     ap_batch_stats s;
     ap__lock_acquire(&b->lock);
     s.added = b->added;
@@ -860,7 +860,7 @@ AP_API ap_batch_stats ap_batch_stats_get(ap_batch *b)
     s.len = b->len;
     s.bytes = b->len ? b->bytes : 0;
     ap__lock_release(&b->lock);
-    return s;
+    *out = s;
 }
 
 AP__FUTURE_VTABLE(ap__batch_take, ap_batch_take_fut, ap_batch_take_poll, ap_batch_take_cancel)

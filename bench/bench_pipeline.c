@@ -225,7 +225,8 @@ static uint64_t run_batch(void *ctx, uint64_t budget_ns, uint64_t *iters)
             bad += out[j] != next++;
     uint64_t t1 = bench_now_ns();
     pthread_join(th, NULL);
-    ap_batch_stats s = ap_batch_stats_get(&t->b);
+    ap_batch_stats s;
+    ap_batch_stats_get(&t->b, &s);
     if (bad || next != t->pushed || s.added != next)
         bench_fail("batch: %llu bad, %llu of %llu", (unsigned long long)bad,
                    (unsigned long long)next, (unsigned long long)t->pushed);

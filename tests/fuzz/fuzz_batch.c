@@ -205,7 +205,8 @@ static void check_inval(fz *f)
     FZ_CHECK(b.elem_size == d.elem_size && b.max_size == d.max_size);
     FZ_CHECK(ap_batch_len(&b) == 0 && ap_batch_deadline(&b) == AP_DEADLINE_NONE);
     FZ_CHECK(!ap_batch_is_due(&b, UINT64_MAX));
-    ap_batch_stats s = ap_batch_stats_get(&b);
+    ap_batch_stats s;
+    ap_batch_stats_get(&b, &s);
     FZ_CHECK(s.added == 0 && s.batches == 0 && s.len == 0);
     ap_batch_fini(&b);
 }
@@ -217,7 +218,8 @@ static void check_state(ap_batch *b, ap_batch_take_fut *fut, int *live)
 {
     FZ_CHECK(ap_batch_len(b) == m_len);
     FZ_CHECK(ap_batch_deadline(b) == m_deadline());
-    ap_batch_stats s = ap_batch_stats_get(b);
+    ap_batch_stats s;
+    ap_batch_stats_get(b, &s);
     FZ_CHECK(s.added == m_added && s.batches == m_batches && s.by_size == m_size &&
              s.by_time == m_time && s.by_close == m_close && s.by_flush == m_flush && s.len == m_len);
     FZ_CHECK(s.by_bytes == m_bybytes && s.completed == m_completed);

@@ -119,7 +119,8 @@ static void *bs_taker_main(void *arg)
 static void bs_diag(void *arg)
 {
     bs_run *r = (bs_run *)arg;
-    ap_batch_stats s = ap_batch_stats_get(&r->b);
+    ap_batch_stats s;
+    ap_batch_stats_get(&r->b, &s);
     fprintf(stderr, "    received %" PRIu64 " of %zu; added %" PRIu64 " batches %" PRIu64
             " len %zu\n", STRESS_LOAD(&r->received), r->producers * r->per_producer, s.added,
             s.batches, s.len);
@@ -166,7 +167,8 @@ static void run_batch(unsigned producers, unsigned takers, size_t max_size, uint
     for (size_t i = 0; i < items; i++)
         CHECK(STRESS_LOAD(&r->seen[i]) == 1, "item %zu received %u times", i,
               (unsigned)STRESS_LOAD(&r->seen[i]));
-    ap_batch_stats s = ap_batch_stats_get(&r->b);
+    ap_batch_stats s;
+    ap_batch_stats_get(&r->b, &s);
     CHECK(s.added == items && s.len == 0, "added %" PRIu64 " len %zu", s.added, s.len);
     CHECK(s.batches == STRESS_LOAD(&r->batches_seen) &&
               s.batches == s.by_size + s.by_time + s.by_close + s.by_flush,
@@ -362,7 +364,8 @@ static void run_done(unsigned producers, unsigned takers, size_t max_size, size_
             CHECK(STRESS_LOAD(&r->calls[i]) == 1 && STRESS_LOAD(&r->got[i]) == want,
                   "record %zu: %u callbacks", i, (unsigned)STRESS_LOAD(&r->calls[i]));
     }
-    ap_batch_stats s = ap_batch_stats_get(&r->b);
+    ap_batch_stats s;
+    ap_batch_stats_get(&r->b, &s);
     CHECK(s.completed == items && s.added == items, "completed %" PRIu64 " of %zu",
           s.completed, items);
     pthread_barrier_destroy(&r->start);

@@ -181,7 +181,8 @@ static void b_check(void *p)
         VF_CHECK(pr < b_nprod && v % 10 == next[pr], "item %d out of order or duplicated", v);
         next[pr]++;
     }
-    ap_batch_stats st = ap_batch_stats_get(&s->b);
+    ap_batch_stats st;
+    ap_batch_stats_get(&s->b, &st);
     VF_CHECK(st.added == (uint64_t)(b_items * b_nprod) && st.len == 0);
     VF_CHECK(st.batches == (uint64_t)s->nbatches);
     VF_CHECK(st.by_size + st.by_time + st.by_close + st.by_flush == st.batches);
@@ -258,7 +259,8 @@ static void d_check(void *p)
 {
     dst *s = p;
     VF_CHECK(s->woken == 2, "%d of 2 records woke their waiter", s->woken);
-    ap_batch_stats st = ap_batch_stats_get(&s->b);
+    ap_batch_stats st;
+    ap_batch_stats_get(&s->b, &st);
     VF_CHECK(st.completed == 2 && st.batches == 1 && st.len == 0);
     ap_batch_fini(&s->b);
 }
