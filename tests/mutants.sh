@@ -82,6 +82,7 @@ p11|POOL_PARKED_BEFORE_PUBLISH|verify|tests/verify/verify_pool.c||pool_1obj_2thr
 c1|SPSC_POP_RELAXED_TAIL|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 c2|PUBSUB_NO_ACQUIRE_FENCE|c11|tests/verify/verify_pubsub.c||pubsub_1p1s_3msg_cap1_tso|1|
 c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|
+c5|BREAKER_STATE_RELAXED|c11|tests/verify/verify_breaker.c||breaker_close_vs_record_tso|1|
 p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|
 p40|CANCEL_CHILD_CHECK_UNLOCKED|verify|tests/verify/verify_cancel.c||cancel_vs_child_and_fini|1|
 p41|CANCEL_EARLY_RETURN|verify|tests/verify/verify_cancel.c||cancel_two_cancels_waiter|1|
@@ -105,6 +106,7 @@ q1|CACHE_NO_SINGLE_FLIGHT|verify|tests/verify/verify_cache.c||cache_kv_single_fl
 q5|CACHE_KV_EXPIRED_RETURNED|criterion|tests/test_cache.c|--filter cache/kv_expire_after_access_and_ttl_are_exact_and_hard||1|
 q5|CACHE_KV_EXPIRED_RETURNED|verify|tests/verify/verify_cache.c||cache_kv_expire_vs_pinned|1|
 q6|CACHE_NEG_TTL_OFF_BY_ONE|criterion|tests/test_cache.c|--filter cache/negative_ttl_is_exact_for_both_caches||1|
+q7|CACHE_REFRESH_IGNORES_NEGATIVE|criterion|tests/test_cache.c|--filter cache/failed_refresh_is_remembered_for_the_negative_ttl||1|
 t1|TOPIC_GT_MATCHES_NOTHING|criterion|tests/test_pubsub.c|--filter topic/matching_follows_nats||1|
 t2|TOPIC_RECV_NO_PUB_WAKE|verify|tests/verify/verify_pubsub.c||topic_block_1p1s_3msg_depth2|1|
 t3|TOPIC_PEND_NOT_TAKEN|criterion|tests/test_pubsub.c|--filter topic/overwrite_reports_exact_drops_in_order||1|

@@ -1225,6 +1225,44 @@ Test(cache, refresh_after_write_serves_stale_while_one_reload_runs)
     ap_cache_destroy(c);
 }
 
+/* negative TTL and refresh: a failed refresh is remembered too, so no new
+ * refresh of the key starts before failure + negative_ttl_ns, and the stale
+ * value is served meanwhile; at that time one new refresh starts */
+Test(cache, failed_refresh_is_remembered_for_the_negative_ttl)
+{
+    fake_ns = 0;
+    ap_cache *c = NULL;
+    ap_cache_desc d = {.capacity = 8, .shards = 1, .value_size = 8, .expire_after_write = 1000,
+                       .refresh_after_write = 100, .negative_ttl_ns = 50};
+    d.clock.now = fake_now;
+    EXPECT_EQ(ap_cache_create(&c, &d, NULL), AP_OK);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    put64(c, 1, 10, NULL);
+    ap_cache_load_fut f;
+    uint64_t v = 0;
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 150), AP_READY); /* old: served, one refresh started */
+    EXPECT_EQ(l.calls, 1);
+    EXPECT_EQ(ap_cache_load_complete(c, 1, AP_CLOSED, NULL, 170), AP_OK); /* it fails at 170 */
+    for (uint64_t t = 171; t < 220; t += 48) { /* 171, 219: within the TTL */
+        v = 0;
+        ap_cache_get_or_load(&f, c, 1, &v, ld);
+        EXPECT_EQ(poll_at(&f, t), AP_READY);
+        EXPECT_EQ(ap_cache_load_status(&f), AP_OK);
+        EXPECT_EQ(v, 10u); /* stale value served */
+        EXPECT_EQ(l.calls, 1); /* no new refresh */
+    }
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 220), AP_READY); /* the TTL is over: one new refresh */
+    EXPECT_EQ(v, 10u);
+    EXPECT_EQ(l.calls, 2);
+    ap_cache_get_or_load(&f, c, 1, &v, ld);
+    EXPECT_EQ(poll_at(&f, 221), AP_READY); /* in flight: not a third */
+    EXPECT_EQ(l.calls, 2);
+    ap_cache_destroy(c);
+}
+
 Test(cache, loads_wait_for_a_free_slot)
 {
     ap_cache *c = mk_timed(8, 1, 0, 0, 0, 1);
