@@ -20,18 +20,22 @@
  *   goes to it as the right to open a fresh connection (so a broken return
  *   never leaves a future stuck while capacity exists).
  *
- *   v1 is synchronous: open, validate and close are plain calls made by
- *   the thread that runs the pool operation (try_checkout, the future's
- *   poll, return, evict, fill, close, fini), never under a lock. A factory
- *   that must itself wait (a TCP/TLS handshake on an event loop) would be a
- *   future of its own; that is not in v1: make open fast or non-blocking
- *   and let it fail, or open in the background and use pool.h instead.
+ *   open, validate and close are plain calls made by the thread that runs
+ *   the pool operation (try_checkout, the future's poll, return, evict,
+ *   fill, close, fini), never under a lock. A factory that must wait (a
+ *   TCP/TLS handshake, PQconnectStart/PQconnectPoll) may instead open
+ *   asynchronously (ASYNC OPEN below): the open is then a future that the
+ *   checkout future drives from its own poll, so the caller's event loop
+ *   drives it, with no thread of ours. desc.connect_timeout_ns bounds
+ *   every open, synchronous or not.
  *
  *   Time is the caller's: every operation that may retire a connection
  *   takes `now` (ns, any monotonic clock the caller uses consistently; a
  *   future uses cx->now). The pool reads no clock, except the blocking
  *   ap_connpool_checkout_wait, which reads desc.clock (ap_now_ns() by
- *   default: name your clock there). A connection opened at t is over
+ *   default: name your clock there), and, reading that same clock, a
+ *   synchronous open timed against connect_timeout_ns and an asynchronous
+ *   open driven by a blocking operation (ASYNC OPEN). A connection opened at t is over
  *   its lifetime at any now >= t + its lifetime (max_lifetime_ns, less a
  *   random cut of up to lifetime_jitter_pct percent if the desc asks for
  *   jitter, so at the latest t + max_lifetime_ns); one that
@@ -96,7 +100,19 @@
  *     registering (THE LADDER, waitlist.h)
  *   - cancel after a grant loses nothing: a granted connection goes back
  *     to idle and on to the next future, a granted slot on to the next
- *     future (or back to free)
+ *     future (or back to free); a future cancelled while its asynchronous
+ *     open is in flight aborts that open (abort, never close) and passes
+ *     the slot on the same way
+ *   - connect timeout: an open not done at its start + connect_timeout_ns
+ *     (async: a poll with cx.now >= that deadline aborts it, one ns before
+ *     it is still polled; sync: timed on desc.clock from before to after
+ *     the call, a connection it made late is closed) frees its slot for
+ *     the next queued future, grows open_timeouts (and open_failures), and
+ *     its caller gets AP_EXHAUSTED beside {AP_TIMEDOUT, open_timeout}
+ *   - every asynchronous start that returned AP_OK ends exactly once: its
+ *     poll returns AP_READY, or the pool calls abort (timeout, cancel,
+ *     close); opens in flight hold reserved slots, so opens in flight plus
+ *     live connections never exceed max_size
  *   - close: idle connections are closed at once, queued futures complete
  *     with AP_CLOSED, later checkouts answer AP_CLOSED, lent connections are
  *     closed when returned. A future granted a connection before close
@@ -123,6 +139,32 @@
  *       last_app_error), whoever called it.
  *   validate and close cannot fail: validate's false is the pool's cue to
  *   close a connection (counted in validate_failures), not an error.
+ *
+ * ASYNC OPEN (desc.open_async: start, poll, abort; ap_connpool_open_async)
+ *   The open of a reserved slot is then a future: start(now) begins it,
+ *   poll(cx) drives it (register cx->waker with your I/O watcher, or lower
+ *   cx->deadline, before AP_PENDING), abort releases it half-open. Who
+ *   drives it: a checkout future that gets a slot (first poll, grant, or a
+ *   refused idle connection) starts the open and polls it from its own
+ *   polls, with its cx (the loop's waker and time); the future stays
+ *   pending meanwhile and the slot reserved (stats.opening). The blocking
+ *   operations (try_checkout, checkout_wait, fill) drive it to its end on
+ *   the calling thread, polling and parking on desc.clock (the open starts
+ *   at the `now` passed; with no connect timeout an open that never ends
+ *   blocks them, as a synchronous open that hangs would). The open's
+ *   deadline is start's now + connect_timeout_ns; the pool checks it
+ *   before each poll of the factory and lowers cx->deadline to it, so a
+ *   driver re-polls in time. After close an open in flight is aborted at
+ *   its next poll (AP_CLOSED, not a failure). Cancel during the open
+ *   aborts it (the in-flight open is not handed over: the next future
+ *   starts its own). Nothing opened by an aborted start is ever passed to
+ *   close().
+ *   For example (examples/pg_pool.c: PQconnectStart / PQconnectPoll):
+ *     static const ap_connpool_open_async pg = {pg_start, pg_poll, pg_abort};
+ *     ap_connpool_desc d = {.max_size = 8, .conn_size = sizeof(struct db),
+ *                           .open_async = &pg,     // ops.open may be NULL
+ *                           .connect_timeout_ns = 2 * AP_NS_PER_SEC};
+ *     // a checkout past 2 s: AP_EXHAUSTED, why.error AP_TIMEDOUT, why.open_timeout
  *
  * CONCURRENCY   try_checkout return evict fill close stats futures  fini
  *   any of them      yes       yes   yes   yes  yes   yes    yes     no
@@ -152,13 +194,16 @@
  *              then the pool's per-slot bookkeeping. A future embeds its
  *              waiter node. Nothing allocates (no create in v1).
  * ERRORS       AP_EMPTY (at max_size and nothing idle, or futures queued),
+ *              AP_INVAL also for an open_async lacking a function, or no
+ *              open at all;
  *              AP_NOT_READY (a checkout future still pending), AP_CLOSED,
  *              AP_INVAL (bad init arguments, a NULL
  *              out-pointer, a return of a foreign / idle / unlent pointer:
  *              nothing changed), AP_TIMEDOUT (ap_connpool_checkout_wait),
  *              AP_CANCELED (a cancelled future), AP_EXHAUSTED (the
  *              factory's open failed: its status and app_error beside it
- *              in the ap_connpool_fail, see FACTORY FAILURES). The pool
+ *              in the ap_connpool_fail, see FACTORY FAILURES; or ran past
+ *              connect_timeout_ns: {AP_TIMEDOUT, open_timeout}). The pool
  *              never returns AP_REJECTED. A NULL or finished pool trips
  *              AP_ASSERT, as does fini with connections still lent.
  *              Out-params are untouched unless AP_OK (@fail: unless
@@ -392,7 +437,8 @@ typedef struct ap_connpool_checkout_fut {
  * @ops:      the factory (copied); open and close required
  *
  * Returns AP_OK, or AP_INVAL (desc, ops, buf NULL; max_size 0 or above
- * AP_CONNPOOL_MAX; conn_size 0; min_idle > max_size; open or close NULL;
+ * AP_CONNPOOL_MAX; conn_size 0; min_idle > max_size; close NULL; open
+ * NULL without desc.open_async, or an open_async lacking a function;
  * buf misaligned or smaller than needed; sizes overflow). On AP_INVAL *p
  * and the buffer are untouched.
  */
@@ -480,7 +526,9 @@ AP_API void ap_connpool_stats_get(ap_connpool *p, ap_connpool_stats *out);
  * future queues (FIFO) and is woken by the return or freed slot that
  * serves it. The poll that completes it runs, on the polling thread,
  * whatever the grant needs: expiry check (cx->now) and validate for a
- * connection, open for a slot (or after refusing a bad connection). Result:
+ * connection, open for a slot (or after refusing a bad connection); an
+ * asynchronous open is started there and polled by this and the later
+ * polls (ASYNC OPEN), which stay AP_PENDING until it ends. Result:
  * AP_OK, AP_CLOSED, AP_CANCELED or AP_EXHAUSTED (the open failed:
  * ap_connpool_checkout_failure); *out untouched unless AP_OK. Cancel is
  * idempotent and safe at any time; a grant made to a future that is
