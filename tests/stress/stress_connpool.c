@@ -45,6 +45,7 @@ typedef struct conn {
     uint64_t id; /* plain: written by open, read by holders and close */
     int open;    /* plain: 1 between open and close */
     long uses;   /* plain: written only by holders */
+    int pending; /* plain: 1 while an asynchronous open is in flight */
 } conn;
 
 typedef struct cp_run {
@@ -54,6 +55,7 @@ typedef struct cp_run {
     bool close_midstream;
     pthread_barrier_t start;
     _Atomic long alive;            /* factory: open connections */
+    _Atomic long in_flight, aborts; /* the asynchronous factory's opens in flight */
     _Atomic uint64_t next_id;      /* factory: ids handed out */
     _Atomic uint8_t *closed_ids;   /* ledger: closes per id */
     size_t id_cap;
@@ -103,6 +105,55 @@ static void f_close(void *ctx, void *c)
     k->open = 0;
     STRESS_ADD(&r->alive, -1);
 }
+
+/* The asynchronous factory (run_cp's async runs): start fails 1 in 16;
+ * each poll completes the open (through f_open) or, 1 in 2, stays pending
+ * after waking the checkout's waker; abort (connect timeout, cancel,
+ * close) releases it. Opens in flight plus live never exceed max. */
+static ap_status a_start(void *ctx, void *c, uint64_t now, int *app_error)
+{
+    cp_run *r = (cp_run *)ctx;
+    conn *k = (conn *)c;
+    (void)now;
+    CHECK(*app_error == 0, "start: *app_error %d on entry", *app_error);
+    if (tl_rng && stress_below(tl_rng, 16) == 0) {
+        STRESS_ADD(&r->open_fail, 1);
+        *app_error = 111;
+        return AP_CLOSED;
+    }
+    CHECK(k->open == 0 && k->pending == 0, "start over a busy slot %" PRIu64, k->id);
+    k->pending = 1;
+    long busy = STRESS_ADD(&r->in_flight, 1) + 1 + STRESS_LOAD(&r->alive);
+    CHECK(busy <= (long)r->max, "%ld open or opening, max %zu", busy, r->max);
+    return AP_OK;
+}
+
+static ap_poll a_poll(void *ctx, void *c, ap_cx *cx, ap_status *result, int *app_error)
+{
+    cp_run *r = (cp_run *)ctx;
+    conn *k = (conn *)c;
+    CHECK(k->pending == 1, "poll of an open not in flight");
+    if (tl_rng && stress_below(tl_rng, 2) == 0) {
+        ap_waker_wake(cx->waker);
+        return AP_PENDING;
+    }
+    k->pending = 0;
+    STRESS_ADD(&r->in_flight, -1);
+    *result = f_open(ctx, c, app_error);
+    return AP_READY;
+}
+
+static void a_abort(void *ctx, void *c)
+{
+    cp_run *r = (cp_run *)ctx;
+    conn *k = (conn *)c;
+    CHECK(k->pending == 1 && k->open == 0, "abort of an open not in flight");
+    k->pending = 0;
+    STRESS_ADD(&r->in_flight, -1);
+    STRESS_ADD(&r->aborts, 1);
+}
+
+static const ap_connpool_open_async a_ops = {a_start, a_poll, a_abort};
 
 static bool f_validate(void *ctx, void *c)
 {
@@ -178,7 +229,9 @@ static void *worker_main(void *arg)
         }
         if (st == AP_EXHAUSTED) { /* the factory failed: reported, nothing held */
             CHECK((why.error == AP_NOMEM && why.app_error == 12) ||
-                      (why.error == AP_EMPTY && why.app_error == -11),
+                      (why.error == AP_EMPTY && why.app_error == -11) ||
+                      (why.error == AP_CLOSED && why.app_error == 111) || /* async start */
+                      (why.error == AP_TIMEDOUT && why.open_timeout),
                   "worker %u: %s: open failure beside AP_EXHAUSTED is %s / %d", w->id,
                   mode_name[mode], ap_status_str(why.error), why.app_error);
             continue;
@@ -214,7 +267,7 @@ static void cp_diag(void *arg)
             (size_t)atomic_load(&r->pool.wl.count));
 }
 
-static void run_cp(size_t max, size_t iters, bool close_midstream)
+static void run_cp(size_t max, size_t iters, bool close_midstream, bool async)
 {
     cp_run *r = (cp_run *)calloc(1, sizeof *r);
     CHECK(r != NULL, "out of memory");
@@ -232,7 +285,9 @@ static void run_cp(size_t max, size_t iters, bool close_midstream)
     CHECK(r->closed_ids != NULL, "out of memory");
     ap_connpool_desc d = {.max_size = max, .conn_size = sizeof(conn),
                           .max_lifetime_ns = 300 * AP_NS_PER_US,
-                          .idle_timeout_ns = 100 * AP_NS_PER_US};
+                          .idle_timeout_ns = 100 * AP_NS_PER_US,
+                          .open_async = async ? &a_ops : NULL,
+                          .connect_timeout_ns = async ? 20 * AP_NS_PER_US : 0};
     ap_connpool_ops ops = {f_open, f_close, f_validate, r};
     ap_status st = ap_connpool_init(&r->pool, r->buf, sizeof r->buf, &d, &ops);
     CHECK(st == AP_OK, "ap_connpool_init: %s", ap_status_str(st));
@@ -297,12 +352,15 @@ static void run_cp(size_t max, size_t iters, bool close_midstream)
         CHECK(atomic_load_explicit(&r->closed_ids[id], memory_order_relaxed) == 1,
               "connection %" PRIu64 " of %" PRIu64 " not closed exactly once", id, ids);
     CHECK(STRESS_LOAD(&r->alive) == 0, "%ld connections open after fini", STRESS_LOAD(&r->alive));
+    CHECK(STRESS_LOAD(&r->in_flight) == 0, "%ld opens in flight after fini",
+          STRESS_LOAD(&r->in_flight));
     pthread_barrier_destroy(&r->start);
     stress_end("ops=%zu opened=%" PRIu64 " expired=%" PRIu64 " invalid=%" PRIu64
-               " broken=%" PRIu64 " openfail=%" PRIu64 " evicted=%zu to=%zu cx=%zu samples=%zu",
+               " broken=%" PRIu64 " openfail=%" PRIu64 " evicted=%zu to=%zu cx=%zu samples=%zu"
+               "%s opentimeouts=%" PRIu64 " aborts=%ld",
                STRESS_LOAD(&r->ops), s.opened, s.expired, s.validate_failures, s.broken,
                s.open_failures, evicted, STRESS_LOAD(&r->timeouts), STRESS_LOAD(&r->cancels),
-               samples);
+               samples, async ? " async" : "", s.open_timeouts, STRESS_LOAD(&r->aborts));
     free((void *)r->closed_ids);
     free(r);
 }
@@ -312,7 +370,10 @@ int main(int argc, char **argv)
     static const size_t maxes[] = {1, 2, 5};
     stress_init(argc, argv, "stress_connpool");
     for (size_t i = 0; i < sizeof maxes / sizeof maxes[0]; i++)
-        run_cp(maxes[i], stress_iters(10000, 50), false);
-    run_cp(4, stress_iters(4000, 50), true);
+        run_cp(maxes[i], stress_iters(10000, 50), false, false);
+    run_cp(4, stress_iters(4000, 50), true, false);
+    /* the asynchronous open (desc.open_async) with a 20 us connect timeout */
+    run_cp(2, stress_iters(6000, 50), false, true);
+    run_cp(4, stress_iters(3000, 50), true, true);
     return stress_finish();
 }
