@@ -538,8 +538,8 @@ AP_API size_t ap_cache_len(const ap_cache *c);
 /** ap_cache_capacity - the capacity given at init */
 AP_API size_t ap_cache_capacity(const ap_cache *c);
 
-/** ap_cache_stats_get - counters summed over shards (a snapshot) */
-AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c);
+/** ap_cache_stats_get - the counters summed over shards into *@out (a snapshot) */
+AP_API void ap_cache_stats_get(const ap_cache *c, ap_cache_stats *out);
 
 /**
  * ap_cache_get_at - ap_cache_get at the caller's @now (on the desc's clock)
@@ -839,8 +839,8 @@ AP_API AP_NODISCARD ap_status ap_cache_kv_remove(ap_cache_kv *c, ap_cache_key ke
  * Untimed caches (expire_after_write 0): returns 0.
  */
 AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now);
-/** ap_cache_kv_stats_get - counters summed over shards */
-AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c);
+/** ap_cache_kv_stats_get - the counters summed over shards into *@out */
+AP_API void ap_cache_kv_stats_get(ap_cache_kv *c, ap_cache_kv_stats *out);
 /**
  * ap_cache_kv_get_at - ap_cache_kv_get at the caller's @now (desc.clock's
  * time): an entry whose write or access deadline is <= @now is a miss
@@ -2289,9 +2289,9 @@ AP_API size_t ap_cache_capacity(const ap_cache *c)
     return c->capacity;
 }
 
-AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
+AP_API void ap_cache_stats_get(const ap_cache *c, ap_cache_stats *out)
 {
-    AP_ASSERT(c != NULL && c->shards != NULL);
+    AP_ASSERT(c != NULL && c->shards != NULL && out != NULL);
     ap_cache_stats st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < c->nshards; i++) { /* relaxed: a snapshot */
         ap__cache_shard *s = &c->shards[i];
@@ -2311,7 +2311,7 @@ AP_API ap_cache_stats ap_cache_stats_get(const ap_cache *c)
         st.hits += AP_ATOMIC_LOAD(&c->ctrs[i].hits, memory_order_relaxed);
         st.misses += AP_ATOMIC_LOAD(&c->ctrs[i].misses, memory_order_relaxed);
     }
-    return st;
+    *out = st;
 }
 
 /* ---- ap_cache_kv implementation (everything under the shard lock,
@@ -2866,9 +2866,9 @@ AP_API size_t ap_cache_kv_maintain(ap_cache_kv *c, uint64_t now)
     return gone;
 }
 
-AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
+AP_API void ap_cache_kv_stats_get(ap_cache_kv *c, ap_cache_kv_stats *out)
 {
-    AP_ASSERT(c != NULL && c->shards != NULL);
+    AP_ASSERT(c != NULL && c->shards != NULL && out != NULL);
     ap_cache_kv_stats st;
     memset(&st, 0, sizeof st);
     for (size_t i = 0; i < c->nshards; i++) {
@@ -2890,7 +2890,7 @@ AP_API ap_cache_kv_stats ap_cache_kv_stats_get(ap_cache_kv *c)
     st.load_joins = AP_ATOMIC_LOAD(&c->fl.load_joins, memory_order_relaxed);
     st.load_failures = AP_ATOMIC_LOAD(&c->fl.load_failures, memory_order_relaxed);
     st.negative_hits = AP_ATOMIC_LOAD(&c->fl.negative_hits, memory_order_relaxed);
-    return st;
+    *out = st;
 }
 
 /* ---- ap_cache_kv loading: the same single-flight table as ap_cache ---- */

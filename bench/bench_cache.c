@@ -271,7 +271,8 @@ static void teardown(int sc, bool ran)
                            (unsigned long long)gets);
             mutex_lru_fini(&st->lru);
         } else {
-            ap_cache_stats s = ap_cache_stats_get(st->ap);
+            ap_cache_stats s;
+            ap_cache_stats_get(st->ap, &s);
             if (ran && s.hits + s.misses != gets)
                 bench_fail("ap_cache: hits + misses %llu != gets %llu",
                            (unsigned long long)(s.hits + s.misses), (unsigned long long)gets);

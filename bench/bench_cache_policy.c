@@ -210,7 +210,8 @@ static uint64_t run_sieve(const trace *t, size_t cap, size_t shards, size_t *len
             ap_cache_put(c, t->keys[a], NULL, NULL);
         }
     }
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     if (st.misses != misses || st.hits + st.misses != t->len)
         bench_fail("ap_cache stats: hits %llu misses %llu, simulation %llu of %zu",
                    (unsigned long long)st.hits, (unsigned long long)st.misses,

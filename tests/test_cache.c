@@ -23,6 +23,21 @@
 
 /* ---- helpers ---- */
 
+/* the counters as values, for one-line checks */
+static ap_cache_stats cstats(const ap_cache *c)
+{
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
+    return st;
+}
+
+static ap_cache_kv_stats kvstats(ap_cache_kv *c)
+{
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(c, &st);
+    return st;
+}
+
 /* the status is not the point here (AP_NODISCARD) */
 #define IGNORE(call) do { ap_status ig_ = (call); (void)ig_; } while (0)
 
@@ -304,7 +319,8 @@ Test(cache, get_put_update_remove)
     EXPECT_EQ(v, 5);
     EXPECT_EQ(ap_cache_get(c, UINT64_MAX, &v), AP_OK);
     EXPECT_EQ(v, 6);
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.hits, 5);
     EXPECT_EQ(st.misses, 2);
     EXPECT_EQ(st.inserts, 3);
@@ -441,7 +457,8 @@ Test(cache, eviction_decisions_with_values_over_128_bytes)
         memset(ev, 0, vs);
         EXPECT_EQ(ap_cache_remove(c, 1, ev), AP_OK);
         big_expect(ev, vs, 6);
-        ap_cache_stats st = ap_cache_stats_get(c);
+        ap_cache_stats st;
+        ap_cache_stats_get(c, &st);
         EXPECT_EQ(st.evictions, 2, "vs %zu", vs);
         EXPECT_EQ(st.hits, 5, "vs %zu", vs);
         EXPECT_EQ(st.misses, 1, "vs %zu", vs);
@@ -495,7 +512,8 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
             uint64_t hits = 0, updates = 0, ops = 0, keyspace = 3 * cap + 2;
             for (int i = 0; i < 6000; i++) {
                 uint64_t r = rng_next(&seed), k = r % keyspace, v = 0;
-                ap_cache_stats b = ap_cache_stats_get(c);
+                ap_cache_stats b;
+                ap_cache_stats_get(c, &b);
                 size_t len0 = ap_cache_len(c);
                 int op = (int)((r >> 32) % 10);
                 ops++;
@@ -505,14 +523,16 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
                         hits++;
                         EXPECT_EQ(v, k * 3 + 1);
                     }
-                    ap_cache_stats a = ap_cache_stats_get(c);
+                    ap_cache_stats a;
+                    ap_cache_stats_get(c, &a);
                     EXPECT_EQ(a.evictions, b.evictions, "a get never evicts");
                     EXPECT_EQ(ap_cache_len(c), len0);
                     EXPECT_EQ(a.hand_steps, b.hand_steps);
                 } else if (op < 9) {
                     ap_cache_victim vic = {&v, 0, false};
                     put64(c, k, k * 3 + 1, &vic);
-                    ap_cache_stats a = ap_cache_stats_get(c);
+                    ap_cache_stats a;
+                    ap_cache_stats_get(c, &a);
                     EXPECT_LE(a.evictions - b.evictions, 1, "at most one eviction");
                     EXPECT_EQ(a.evictions - b.evictions, (uint64_t)vic.evicted);
                     updates += a.updates - b.updates;
@@ -531,7 +551,8 @@ Test(cache, theorem_capacity_and_at_most_one_eviction_per_put)
                 }
                 EXPECT_LE(ap_cache_len(c), cap, "theorem 1");
             }
-            ap_cache_stats st = ap_cache_stats_get(c);
+            ap_cache_stats st;
+            ap_cache_stats_get(c, &st);
             EXPECT_EQ(st.hits, hits);
             EXPECT_EQ(st.updates, updates);
             EXPECT_LE(st.hand_steps, st.evictions + st.hits + st.updates, "theorem 2");
@@ -553,9 +574,11 @@ Test(cache, theorem_hand_work_adversarial)
     for (int round = 0; round < 200; round++) {
         for (uint64_t k = next - cap; k < next; k++)
             IGNORE(ap_cache_get(c, k, NULL));
-        ap_cache_stats b = ap_cache_stats_get(c);
+        ap_cache_stats b;
+        ap_cache_stats_get(c, &b);
         ap_cache_put(c, next++, NULL, NULL);
-        ap_cache_stats a = ap_cache_stats_get(c);
+        ap_cache_stats a;
+        ap_cache_stats_get(c, &a);
         EXPECT_LE(a.hand_steps - b.hand_steps, cap + 1, "one put: at most a lap + 1");
         EXPECT_LE(a.hand_steps, a.evictions + a.hits + a.updates);
     }
@@ -578,7 +601,8 @@ Test(cache, theorem_fitting_keys_hit_after_first_access)
             else
                 put64(c, key, i, NULL);
         }
-        ap_cache_stats st = ap_cache_stats_get(c);
+        ap_cache_stats st;
+        ap_cache_stats_get(c, &st);
         EXPECT_EQ(st.evictions, 0);
         EXPECT_EQ(st.inserts, k, "every key seen (20000 draws of <= 256 keys)");
         EXPECT_EQ(hits, total - k, "hit rate exactly 1 - k/total");
@@ -804,7 +828,8 @@ static void zipf_check(uint32_t cap, uint64_t seed, int remove_per_mille, uint64
         }
         EXPECT_EQ(ap_cache_len(c), m.len);
     }
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.misses, sm);
     EXPECT_LE(st.hand_steps, st.evictions + st.hits + st.updates);
     *sieve_miss = sm;
@@ -878,7 +903,8 @@ Test(cache, threads_values_stay_whole, .timeout = TEST_TIMEOUT_S)
         EXPECT_EQ(a[i].bad, 0);
         gets += a[i].gets;
     }
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.hits + st.misses, gets);
     EXPECT_LE(ap_cache_len(c), 128);
     EXPECT_EQ(st.inserts - st.evictions - st.removes, ap_cache_len(c));
@@ -925,7 +951,7 @@ Test(cache, expire_after_write_is_exact_and_hard)
     EXPECT_EQ(ap_cache_len(c), 1u);
     EXPECT_EQ(ap_cache_maintain(c, 1500), 1u);   /* reclaimed without a get */
     EXPECT_EQ(ap_cache_len(c), 0u);
-    EXPECT_EQ(ap_cache_stats_get(c).expirations, 1u);
+    EXPECT_EQ(cstats(c).expirations, 1u);
     /* an update restarts the write clock */
     fake_ns = 2000;
     put64(c, 8, 1, NULL);
@@ -1048,7 +1074,7 @@ Test(cache, theorem_wheel_reclaims_exactly_the_expired, .timeout = TEST_TIMEOUT_
                 EXPECT_EQ(ap_cache_len(c), live);
         }
         EXPECT(expired_total > 1000, "the walk expires entries: %zu", expired_total);
-        EXPECT_EQ(ap_cache_stats_get(c).expirations, model_expired);
+        EXPECT_EQ(cstats(c).expirations, model_expired);
         ap_cache_destroy(c);
     }
 }
@@ -1107,7 +1133,8 @@ Test(cache, get_or_load_synchronous_loader)
     EXPECT_EQ(poll_at(&f, 1000), AP_READY);
     EXPECT_EQ(v, 43u);
     EXPECT_EQ(l.calls, 2);
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.loads, 2u);
     EXPECT_EQ(st.load_joins, 0u);
     ap_cache_destroy(c);
@@ -1132,7 +1159,7 @@ Test(cache, theorem_single_flight_one_load_many_waiters)
     EXPECT_EQ(l.calls, 1);            /* one load for N misses */
     EXPECT_EQ(l.keys[0], 9u);
     EXPECT_EQ(poll_at(&f[2], 0), AP_PENDING); /* a re-poll joins nothing new */
-    EXPECT_EQ(ap_cache_stats_get(c).load_joins, (uint64_t)N - 1);
+    EXPECT_EQ(cstats(c).load_joins, (uint64_t)N - 1);
     EXPECT_EQ(wakes, 0);
     /* the first waiter (the one that started it) gives up: the load goes on */
     ap_cache_load_cancel(&f[0]);
@@ -1182,7 +1209,8 @@ Test(cache, failed_load_reaches_every_waiter_and_is_not_cached)
     EXPECT_EQ(poll_at(&a, 0), AP_PENDING);
     EXPECT_EQ(l.calls, 2);
     ap_cache_load_cancel(&a);
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.load_failures, 1u);
     EXPECT_EQ(st.loads, 2u);
     ap_cache_destroy(c);
@@ -1219,7 +1247,8 @@ Test(cache, refresh_after_write_serves_stale_while_one_reload_runs)
     EXPECT_EQ(v, 20u);
     EXPECT_EQ(ap_cache_get_at(c, 1, &v, 1189), AP_OK); /* written at 190 */
     EXPECT_EQ(ap_cache_get_at(c, 1, &v, 1190), AP_EMPTY);
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     EXPECT_EQ(st.refreshes, 2u);
     EXPECT_EQ(st.load_failures, 1u);
     ap_cache_destroy(c);
@@ -1413,14 +1442,15 @@ Test(cache, kv_any_key_pins_and_releases_exactly_once)
     EXPECT_EQ(ap_cache_kv_get(c, kb, &p), AP_OK);
     EXPECT(p.value == &v[5]);
     ap_cache_kv_unpin(c, &p);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(c, &st);
     EXPECT_EQ(st.len, 4u); /* k0, k1 (v[3]), ka, kb */
     EXPECT_EQ(st.replaced, 1u);
     EXPECT_EQ(st.removed, 1u);
     /* bad input changes nothing */
     ap_cache_key bad = {NULL, 3, 1};
     EXPECT_EQ(ap_cache_kv_put(c, bad, &v[0], 0), AP_INVAL);
-    EXPECT_EQ(ap_cache_kv_stats_get(c).len, 4u);
+    EXPECT_EQ(kvstats(c).len, 4u);
     ap_cache_kv_destroy(c); /* fini releases the rest */
     for (int i = 0; i < 6; i++)
         EXPECT_EQ(v[i].released, 1, "value %d", i);
@@ -1443,7 +1473,8 @@ Test(cache, kv_weight_bound_and_full)
     for (int i = 0; i < 7; i++) {
         EXPECT_EQ(ap_cache_kv_put(c, k[i], &v[i], 0), AP_OK);
         model += k[i].len;
-        ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+        ap_cache_kv_stats st;
+        ap_cache_kv_stats_get(c, &st);
         EXPECT(st.weight <= 10, "weight %llu", (unsigned long long)st.weight);
         uint64_t held = 0;
         for (int j = 0; j <= i; j++)
@@ -1463,11 +1494,13 @@ Test(cache, kv_weight_bound_and_full)
             v[i].pinned = 1;
             npins++;
         }
-    ap_cache_kv_stats before = ap_cache_kv_stats_get(c);
+    ap_cache_kv_stats before;
+    ap_cache_kv_stats_get(c, &before);
     ap_cache_key big = kv_key(&v[7], 7, 4);
     if (before.weight + 4 > 10) {
         EXPECT_EQ(ap_cache_kv_put(c, big, &v[7], 0), AP_FULL);
-        ap_cache_kv_stats after = ap_cache_kv_stats_get(c);
+        ap_cache_kv_stats after;
+        ap_cache_kv_stats_get(c, &after);
         EXPECT_EQ(after.len, before.len);
         EXPECT_EQ(after.weight, before.weight);
     }
@@ -1476,7 +1509,7 @@ Test(cache, kv_weight_bound_and_full)
     for (int i = 0; i < 7; i++)
         v[i].pinned = 0;
     EXPECT_EQ(ap_cache_kv_put(c, big, &v[7], 0), AP_OK); /* unpinned: room again */
-    EXPECT(ap_cache_kv_stats_get(c).weight <= 10);
+    EXPECT(kvstats(c).weight <= 10);
     ap_cache_kv_destroy(c);
     for (int i = 0; i < 8; i++)
         EXPECT_EQ(v[i].released, 1, "value %d", i);
@@ -1538,7 +1571,8 @@ Test(cache, theorem_kv_release_exactly_once_under_random_ops, .timeout = TEST_TI
             } else {
                 IGNORE(ap_cache_kv_remove(c, ap_cache_key_of(kb, strlen(kb))));
             }
-            ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+            ap_cache_kv_stats st;
+            ap_cache_kv_stats_get(c, &st);
             EXPECT(st.weight <= MAXW && st.len <= CAP);
             EXPECT_EQ(st.released, (uint64_t)lg.releases);
             EXPECT_EQ(st.inserts, (uint64_t)nv);
@@ -1593,12 +1627,13 @@ Test(cache, kv_expiry_hard_and_reclaimed_with_cause_expired)
         EXPECT_EQ(v[0].cause, AP_CACHE_CAUSE_EXPIRED);
         EXPECT_EQ(ap_cache_kv_maintain(c, 1000 + eaw + eaw / 2), 1u); /* k1: pinned */
         EXPECT_EQ(v[1].released, 0);                                  /* ...held until unpinned */
-        EXPECT_EQ(ap_cache_kv_stats_get(c).len, 0u);
+        EXPECT_EQ(kvstats(c).len, 0u);
         v[1].pinned = 0;
         ap_cache_kv_unpin(c, &p);
         EXPECT_EQ(v[1].released, 1);
         EXPECT_EQ(v[1].cause, AP_CACHE_CAUSE_EXPIRED);
-        ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+        ap_cache_kv_stats st;
+        ap_cache_kv_stats_get(c, &st);
         EXPECT_EQ(st.expired, 2u);
         EXPECT_EQ(st.weight, 0u);
         ap_cache_kv_destroy(c);
@@ -1663,7 +1698,8 @@ Test(cache, kv_expire_after_access_and_ttl_are_exact_and_hard)
     ap_cache_kv_unpin(c, &p);
     EXPECT_EQ(v[2].released, 1);
     EXPECT_EQ(v[2].cause, AP_CACHE_CAUSE_EXPIRED);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(c, &st);
     EXPECT_EQ(st.expired, 3u);
     EXPECT_EQ(st.len, 0u);
     EXPECT_EQ(st.weight, 0u);
@@ -1673,7 +1709,7 @@ Test(cache, kv_expire_after_access_and_ttl_are_exact_and_hard)
     /* untimed: put_ttl is AP_INVAL and takes nothing */
     c = mk_kv(4, 1, 0, &lg, false);
     EXPECT_EQ(ap_cache_kv_put_ttl(c, k0, &v[0], 0, 0, 10), AP_INVAL);
-    EXPECT_EQ(ap_cache_kv_stats_get(c).len, 0u);
+    EXPECT_EQ(kvstats(c).len, 0u);
     ap_cache_kv_destroy(c);
     EXPECT_EQ(lg.releases, 3);
 }
@@ -1723,7 +1759,7 @@ Test(cache, theorem_kv_single_flight_one_load_pins_for_every_waiter)
     EXPECT_EQ(l.calls, 1); /* one load for N misses */
     EXPECT_EQ(l.seen_len, 5u);
     EXPECT(memcmp(l.seen, "alpha", 5) == 0);
-    EXPECT_EQ(ap_cache_kv_stats_get(c).load_joins, (uint64_t)N - 1);
+    EXPECT_EQ(kvstats(c).load_joins, (uint64_t)N - 1);
     ap_cache_kv_load_cancel(&f[0]); /* the starter leaves: the load goes on */
     EXPECT_EQ(ap_cache_kv_load_status(&f[0]), AP_CANCELED);
     memset(keys[0], 'x', 5); /* its key's memory may go: the slot has a copy */
@@ -1754,7 +1790,8 @@ Test(cache, theorem_kv_single_flight_one_load_pins_for_every_waiter)
     EXPECT_EQ(v[0].released, 1);
     EXPECT_EQ(v[0].cause, AP_CACHE_CAUSE_EXPLICIT);
     EXPECT_EQ(l.calls, 1);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(c, &st);
     EXPECT_EQ(st.loads, 1u);
     EXPECT_EQ(st.weight, 0u);
     /* a hit pins at once; a key longer than max_key_len is AP_INVAL */
@@ -1798,7 +1835,7 @@ Test(cache, negative_ttl_is_exact_for_both_caches)
     EXPECT_EQ(poll_at(&f, 1099), AP_READY);
     EXPECT_EQ(ap_cache_load_status(&f), AP_REJECTED);
     EXPECT_EQ(l.calls, 1); /* no loader call within the TTL */
-    EXPECT_EQ(ap_cache_stats_get(c).negative_hits, 1u);
+    EXPECT_EQ(cstats(c).negative_hits, 1u);
     EXPECT_EQ(v, 5u);
     l.sync_status = AP_OK;
     l.value = 77;
@@ -1855,7 +1892,8 @@ Test(cache, negative_ttl_is_exact_for_both_caches)
     EXPECT_EQ(ap_cache_kv_load_status(&kf[0]), AP_OK);
     EXPECT(pin.value == &kv[0]);
     ap_cache_kv_unpin(kc, &pin);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(kc);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(kc, &st);
     EXPECT_EQ(st.negative_hits, 1u);
     EXPECT_EQ(st.load_failures, 1u);
     ap_cache_kv_destroy(kc);

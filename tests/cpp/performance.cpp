@@ -102,7 +102,8 @@ static void cache_scenario()
             }
         }
     });
-    ap_cache_stats s = ap_cache_stats_get(&c);
+    ap_cache_stats s;
+    ap_cache_stats_get(&c, &s);
     CHECK(s.hits == hits.load() && s.hits + s.misses == gets.load());
     CHECK(s.inserts + s.updates == puts.load());
     CHECK(ap_cache_len(&c) <= 256);

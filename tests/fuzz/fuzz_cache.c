@@ -121,7 +121,8 @@ static void check_inval(fz *f)
         FZ_CHECK(ap_cache_capacity(&c) == d.capacity && ap_cache_len(&c) == 0);
         FZ_CHECK(c.desc.capacity == d.capacity && c.desc.value_size == d.value_size);
         FZ_CHECK(c.desc.shards == (d.shards ? d.shards : 1));
-        ap_cache_stats s0 = ap_cache_stats_get(&c);
+        ap_cache_stats s0;
+        ap_cache_stats_get(&c, &s0);
         FZ_CHECK(s0.hits == 0 && s0.misses == 0 && s0.inserts == 0 && s0.updates == 0 &&
                  s0.evictions == 0 && s0.removes == 0 && s0.hand_steps == 0);
         static unsigned char v[MAXVS + 8], o[MAXVS + 8];
@@ -265,7 +266,8 @@ static void check_state(ap_cache *c)
         tot += (size_t)m->len;
     }
     FZ_CHECK(ap_cache_len(c) == tot && tot <= cap_all);
-    ap_cache_stats st = ap_cache_stats_get(c);
+    ap_cache_stats st;
+    ap_cache_stats_get(c, &st);
     FZ_CHECK(st.hits == st_hits && st.misses == st_misses && st.hits + st.misses == gets);
     FZ_CHECK(st.inserts == st_ins && st.updates == st_upd && st.removes == st_rem);
     FZ_CHECK(st.evictions == st_ev && st.hand_steps == st_steps);
@@ -423,7 +425,8 @@ static void kv_phase(const uint8_t *data, size_t size)
             break;
         }
         }
-        ap_cache_kv_stats st = ap_cache_kv_stats_get(&c);
+        ap_cache_kv_stats st;
+        ap_cache_kv_stats_get(&c, &st);
         size_t held = 0;
         for (int j = 0; j < KVK; j++)
             held += km[j].held;

@@ -136,7 +136,8 @@ static void *worker_main(void *arg)
 static void cache_diag(void *arg)
 {
     cache_run *r = (cache_run *)arg;
-    ap_cache_stats st = ap_cache_stats_get(r->c);
+    ap_cache_stats st;
+    ap_cache_stats_get(r->c, &st);
     fprintf(stderr,
             "    ops %" PRIu64 ", len %zu/%zu, hits %" PRIu64 " misses %" PRIu64 " inserts %" PRIu64
             " updates %" PRIu64 " evictions %" PRIu64 " removes %" PRIu64 "\n",
@@ -172,7 +173,9 @@ static void run_cache(size_t shards, size_t cap, size_t words, size_t iters)
         stress_join(w[i].thread);
     stress_diag(NULL, NULL);
 
-    ap_cache_stats s = ap_cache_stats_get(r->c);
+    ap_cache_stats s;
+
+    ap_cache_stats_get(r->c, &s);
     size_t len = ap_cache_len(r->c), found = 0;
     CHECK(len <= cap, "len %zu > capacity %zu", len, cap);
     CHECK(s.hits + s.misses == STRESS_LOAD(&r->gets),
@@ -359,7 +362,8 @@ static void run_loads(size_t shards, size_t cap, size_t max_loads, uint64_t raw,
     pthread_barrier_wait(&r->start);
     for (unsigned i = 0; i < LWAITERS + LCOMPLETERS; i++)
         stress_join(w[i].thread);
-    ap_cache_stats s = ap_cache_stats_get(r->c);
+    ap_cache_stats s;
+    ap_cache_stats_get(r->c, &s);
     uint64_t calls = STRESS_LOAD(&r->ncalls);
     CHECK(STRESS_LOAD(&r->completed) == calls, "%" PRIu64 " loads, %" PRIu64 " completed",
           calls, STRESS_LOAD(&r->completed));
@@ -509,7 +513,8 @@ static void run_kv(size_t shards, size_t cap, uint64_t max_weight, uint64_t eaw,
     pthread_barrier_wait(&r->start);
     for (unsigned i = 0; i < KVWORKERS; i++)
         stress_join(w[i].thread);
-    ap_cache_kv_stats s = ap_cache_kv_stats_get(r->c);
+    ap_cache_kv_stats s;
+    ap_cache_kv_stats_get(r->c, &s);
     CHECK(s.len <= cap && (max_weight == 0 || s.weight <= max_weight), "bounds: len %" PRIu64
           " weight %" PRIu64, s.len, s.weight);
     CHECK(s.inserts == STRESS_LOAD(&r->puts), "inserts %" PRIu64 " puts %" PRIu64, s.inserts,
@@ -691,7 +696,8 @@ static void run_kv_loads(size_t shards, size_t cap, size_t max_loads, uint64_t e
     pthread_barrier_wait(&r->kv.start);
     for (unsigned i = 0; i < KVWORKERS + LCOMPLETERS; i++)
         stress_join(w[i].thread);
-    ap_cache_kv_stats s = ap_cache_kv_stats_get(r->c);
+    ap_cache_kv_stats s;
+    ap_cache_kv_stats_get(r->c, &s);
     uint64_t calls = STRESS_LOAD(&r->ncalls);
     CHECK(s.loads == calls, "loads %" PRIu64 " != loader calls %" PRIu64, s.loads, calls);
     CHECK(calls == STRESS_LOAD(&r->made) + STRESS_LOAD(&r->refused) + STRESS_LOAD(&r->failed),

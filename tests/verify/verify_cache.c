@@ -168,7 +168,8 @@ static void l_check(void *p)
         VF_CHECK(s->calls == 1, "%d loads for one key", s->calls);
     else
         VF_CHECK(s->calls >= 1 && s->calls <= 2);
-    ap_cache_stats st = ap_cache_stats_get(&s->c);
+    ap_cache_stats st;
+    ap_cache_stats_get(&s->c, &st);
     VF_CHECK(st.loads == (uint64_t)s->calls);
     for (size_t i = 0; i < s->c.desc.max_loads; i++) {
         ap__cache_load *l = ap__cache_slot(&s->c.fl, (uint32_t)i);
@@ -266,7 +267,8 @@ static void k_check(void *p)
              "value 0: %d releases, cause %d", s->v[0].releases, s->v[0].cause);
     VF_CHECK(s->v[1].releases == 1 && s->v[1].cause == AP_CACHE_CAUSE_EXPLICIT,
              "value 1: %d releases, cause %d", s->v[1].releases, s->v[1].cause);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(&s->c, &st);
     VF_CHECK(st.len == 0 && st.weight == 0 && st.released == 2);
     ap_cache_kv_fini(&s->c);
 }
@@ -326,7 +328,8 @@ static void e_check(void *p)
     VF_CHECK(s->bad == 0, "a get at the deadline returned the expired entry");
     VF_CHECK(s->v[0].releases == 1 && s->v[0].cause == AP_CACHE_CAUSE_EXPIRED,
              "%d releases, cause %d", s->v[0].releases, s->v[0].cause);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(&s->c, &st);
     VF_CHECK(st.len == 0 && st.weight == 0 && st.expired == 1);
     ap_cache_kv_fini(&s->c);
 }
@@ -414,7 +417,8 @@ static void kl_check(void *p)
 {
     kl *s = p;
     VF_CHECK(s->calls == 1 && s->completed == 1, "%d loads for one key", s->calls);
-    ap_cache_kv_stats st = ap_cache_kv_stats_get(&s->k.c);
+    ap_cache_kv_stats st;
+    ap_cache_kv_stats_get(&s->k.c, &st);
     VF_CHECK(st.loads == 1 && st.len == 1);
     for (uint32_t i = 0; i < s->k.c.fl.n; i++) {
         ap__cache_load *l = ap__cache_slot(&s->k.c.fl, i);
