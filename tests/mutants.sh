@@ -67,6 +67,7 @@ m8|POOL_NO_RECHECK|verify|tests/verify/verify_pool.c||pool_1obj_2threads|1|
 m9|CACHE_NO_SEQ_CHECK|verify|tests/verify/verify_cache.c||cache_update_evict_vs_get|1|
 m10|LIFE_ENTER_LOAD_STORE|verify|tests/verify/verify_lifecycle.c||life_owner_1worker|1|
 m11|CONNPOOL_NO_RECHECK|verify|tests/verify/verify_connpool.c||connpool_max1_2threads|1|
+p70|CONNPOOL_OPEN_TIMEOUT_LEAKS_SLOT|criterion|tests/test_connpool.c|--filter connpool/async_open_times_out_exactly_at_the_deadline_and_frees_the_slot||1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
 p20|RESILIENCE_CANCEL_KEEPS_PERMIT|verify|tests/verify/verify_resilience.c||resil_cancel_closed|1|
 p21|RESILIENCE_CANCEL_NO_RECORD|criterion|tests/test_resilience.c|--filter resilience/random_faults_keep_the_ledger||1|
