@@ -36,8 +36,8 @@
  *   bwin_time_publish   generation 1's window): a permit of the new
  *                       generation is counted in its window, never stale
  *                       (T1 reads the clear only through the state word's
- *                       release store: mutant "state word relaxed" is seen
- *                       by the C11 mode only).
+ *                       release store: mutant BREAKER_STATE_RELAXED is
+ *                       seen by the C11 mode only).
  *   bwin_count_reset3   3 threads (bound one less): T0 resets while T1 and
  *   bwin_time_reset3    T2 each record a failure, with permits of either
  *                       generation (an allow after a trip is rejected).
@@ -47,8 +47,8 @@
  *     of the TIME window) tagged with generation g counts at most the
  *     records of g's permits started so far (so never one from an older
  *     window: nothing is counted in two windows), failures <= calls; a
- *     window being cleared (tagged with the generation not yet published)
- *     is empty once its words are written;
+ *     COUNT window being cleared (tagged with the generation not yet
+ *     published) is empty;
  *   - a trip (CLOSED -> OPEN of generation g) happens only once the
  *     threshold is crossed: at least 2 failures of g started (the
  *     consecutive run and the rate both need 2 here), and, where a thread
@@ -62,9 +62,11 @@
  *     outcomes of g's n records; TIME: tnew and every bucket (key epoch,
  *     calls, failures) equal those of the single-threaded window fed g's
  *     records in some order that keeps each thread's order; stats are
- *     conserved (allowed == successes + failures + stale, totals ==
- *     records), and records of a generation whose window was never cleared
- *     under them are never stale; the callback ran once per transition.
+ *     conserved (allowed == successes + failures + stale == permits
+ *     reported, rejected == rejections, successes and failures at most
+ *     those reported), a generation's own records after its clear are
+ *     never stale (stale <= records of older permits; none without a
+ *     reset); the callback ran once per transition and the log chains.
  *
  * The counters are plain ints: the "threads" are coroutines on one OS
  * thread, and test code has no scheduling points.
@@ -74,7 +76,6 @@
 
 #define MAXGEN 8
 #define MAXOPS 3
-#define MAXREC 12
 #define BW 100 /* TIME: bucket width, ns */
 #define NB 2   /* TIME: buckets */
 #define BUFN 4 /* window / buckets at most */
