@@ -84,6 +84,9 @@ c1|SPSC_POP_RELAXED_TAIL|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1
 c2|PUBSUB_NO_ACQUIRE_FENCE|c11|tests/verify/verify_pubsub.c||pubsub_1p1s_3msg_cap1_tso|1|
 c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_tso|1|
 c5|BREAKER_STATE_RELAXED|c11|tests/verify/verify_breaker.c||breaker_close_vs_record_tso|1|
+c5|BREAKER_STATE_RELAXED|c11|tests/verify/verify_breaker_win.c||bwin_count_publish_tso|1|
+c6|BREAKER_CLEAR_CNT_RELAXED|c11|tests/verify/verify_breaker_win.c||bwin_time_reset_tso|1|
+p150|BREAKER_COUNT_EVICT_LOAD_STORE|verify|tests/verify/verify_breaker_win.c||bwin_count_evict|1|
 p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|
 p40|CANCEL_CHILD_CHECK_UNLOCKED|verify|tests/verify/verify_cancel.c||cancel_vs_child_and_fini|1|
 p41|CANCEL_EARLY_RETURN|verify|tests/verify/verify_cancel.c||cancel_two_cancels_waiter|1|

@@ -108,8 +108,8 @@ function tagged(s) {
         if (tagged(txt)) how = "tagged"
         else if ((file ":" fn) in why) how = "table: " why[file ":" fn]
     }
-    if (how ~ /^table: known:/) {
-        known++
+    if (how ~ /^table: known:/) { # a gap on record is still a gap: it fails
+        known++; fail++
         printf "  KNOWN GAP %s:%d (%s): %s\n", file, FNR, fn, substr(how, 15)
         next
     }
@@ -123,7 +123,7 @@ function tagged(s) {
 }
 END {
     if (bad_table != "") { print substr(bad_table, 2); fail++ }
-    if (known) printf "relaxed: %d known gaps (listed above; tests/verify/relaxed.txt)\n", known
+    if (known) printf "relaxed: %d known gaps (listed above; tests/verify/relaxed.txt): each fails until a C11 scenario covers it or a reason replaces it\n", known
     printf "relaxed: %d passed, %d failed\n", pass, fail; exit fail > 0
 }
 ' ${RELAXED_HEADERS:-asyncpat/*.h}
