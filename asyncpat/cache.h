@@ -1934,8 +1934,10 @@ AP_API uint32_t ap__cache_inflight(const ap__cache_flights *t, uint64_t hash, co
     return AP__CACHE_NIL;
 }
 
-/* The key's remembered failure at now (a NEG slot with now < until), or
- * NIL; a NEG slot of the key whose time is up is freed on the way. */
+/* The key's remembered failure at now (a failed slot with now < until), or
+ * NIL; a NEG slot of the key whose time is up is freed on the way. A
+ * failure is remembered from its completion on: DONE (waiters still to
+ * read it) as well as NEG (all have). */
 AP_API uint32_t ap__cache_negative(const ap__cache_flights *t, uint64_t hash, const void *kb,
                                    size_t klen, uint64_t now)
 {
@@ -1943,10 +1945,12 @@ AP_API uint32_t ap__cache_negative(const ap__cache_flights *t, uint64_t hash, co
         now = UINT64_MAX - 1; /* UINT64_MAX is "never" as a deadline */
     for (uint32_t i = 0; i < t->n; i++) {
         ap__cache_load *l = ap__cache_slot(t, i);
-        if (l->state == AP__CACHE_L_NEG && ap__cache_slot_is(t, l, hash, kb, klen)) {
+        if ((l->state == AP__CACHE_L_NEG || (l->state == AP__CACHE_L_DONE && l->until != 0)) &&
+            ap__cache_slot_is(t, l, hash, kb, klen)) {
             if (now < l->until)
                 return i;
-            l->state = AP__CACHE_L_FREE;
+            if (l->state == AP__CACHE_L_NEG)
+                l->state = AP__CACHE_L_FREE;
         }
     }
     return AP__CACHE_NIL;

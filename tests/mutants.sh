@@ -86,6 +86,9 @@ c3|LIFE_LEAVE_RELAXED|c11|tests/verify/verify_lifecycle.c||life_owner_1worker_ts
 c5|BREAKER_STATE_RELAXED|c11|tests/verify/verify_breaker.c||breaker_close_vs_record_tso|1|
 c5|BREAKER_STATE_RELAXED|c11|tests/verify/verify_breaker_win.c||bwin_count_publish_tso|1|
 c6|BREAKER_CLEAR_CNT_RELAXED|c11|tests/verify/verify_breaker_win.c||bwin_time_reset_tso|1|
+c7|CACHE_NO_ACQUIRE_FENCE|c11|tests/verify/verify_cache.c||cache_update_evict_vs_get_tso|1|
+m2|WS_TAKE_NO_FENCE|c11|tests/verify/verify_sync.c||ws_2tasks_owner_thief_tso|1|
+p1|WAITLIST_NO_HEAVY|c11|tests/verify/verify_queue.c||spsc_cap1_3items_tso|1|
 p150|BREAKER_COUNT_EVICT_LOAD_STORE|verify|tests/verify/verify_breaker_win.c||bwin_count_evict|1|
 p30|LOOP_MS_ROUND_DOWN|criterion|tests/test_loop.c|--filter loop/readme_loop_does_not_busy_poll||1|
 p40|CANCEL_CHILD_CHECK_UNLOCKED|verify|tests/verify/verify_cancel.c||cancel_vs_child_and_fini|1|
@@ -111,6 +114,7 @@ q5|CACHE_KV_EXPIRED_RETURNED|criterion|tests/test_cache.c|--filter cache/kv_expi
 q5|CACHE_KV_EXPIRED_RETURNED|verify|tests/verify/verify_cache.c||cache_kv_expire_vs_pinned|1|
 q6|CACHE_NEG_TTL_OFF_BY_ONE|criterion|tests/test_cache.c|--filter cache/negative_ttl_is_exact_for_both_caches||1|
 q7|CACHE_REFRESH_IGNORES_NEGATIVE|criterion|tests/test_cache.c|--filter cache/failed_refresh_is_remembered_for_the_negative_ttl||1|
+q8|CACHE_NEG_ONLY_AFTER_READ|criterion|tests/test_cache.c|--filter cache/negative_ttl_holds_before_the_waiters_read_the_error||1|
 t1|TOPIC_GT_MATCHES_NOTHING|criterion|tests/test_pubsub.c|--filter topic/matching_follows_nats||1|
 t2|TOPIC_RECV_NO_PUB_WAKE|verify|tests/verify/verify_pubsub.c||topic_block_1p1s_3msg_depth2|1|
 t3|TOPIC_PEND_NOT_TAKEN|criterion|tests/test_pubsub.c|--filter topic/overwrite_reports_exact_drops_in_order||1|

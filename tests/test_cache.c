@@ -1257,6 +1257,46 @@ Test(cache, refresh_after_write_serves_stale_while_one_reload_runs)
 /* negative TTL and refresh: a failed refresh is remembered too, so no new
  * refresh of the key starts before failure + negative_ttl_ns, and the stale
  * value is served meanwhile; at that time one new refresh starts */
+/* regression (found by examples/cache_loader): a failure is remembered from
+ * its completion on, also while its waiters have yet to read it; before,
+ * a miss in that window started a second load within the negative TTL */
+Test(cache, negative_ttl_holds_before_the_waiters_read_the_error)
+{
+    fake_ns = 0;
+    ap_cache *c = NULL;
+    ap_cache_desc d = {.capacity = 8, .value_size = 8, .negative_ttl_ns = 100, .max_loads = 4};
+    d.clock.now = fake_now;
+    EXPECT_EQ(ap_cache_create(&c, &d, NULL), AP_OK);
+    ldr l = {.sync_status = AP_NOT_READY};
+    ap_cache_loader ld = {ldr_load, &l};
+    ap_cache_load_fut f[3];
+    uint64_t v = 0;
+    for (int i = 0; i < 2; i++) {
+        ap_cache_get_or_load(&f[i], c, 3, &v, ld);
+        EXPECT_EQ(poll_at(&f[i], 1000), AP_PENDING);
+    }
+    EXPECT_EQ(l.calls, 1);
+    EXPECT_EQ(ap_cache_load_complete(c, 3, AP_REJECTED, NULL, 1000), AP_OK);
+    ap_cache_get_or_load(&f[2], c, 3, &v, ld); /* before f[0], f[1] read it */
+    EXPECT_EQ(poll_at(&f[2], 1000), AP_READY);
+    EXPECT_EQ(ap_cache_load_status(&f[2]), AP_REJECTED);
+    EXPECT_EQ(l.calls, 1); /* no second load */
+    for (int i = 0; i < 2; i++) {
+        EXPECT_EQ(poll_at(&f[i], 1001), AP_READY);
+        EXPECT_EQ(ap_cache_load_status(&f[i]), AP_REJECTED);
+    }
+    ap_cache_get_or_load(&f[2], c, 3, &v, ld);
+    EXPECT_EQ(poll_at(&f[2], 1099), AP_READY); /* read by all: still remembered */
+    EXPECT_EQ(ap_cache_load_status(&f[2]), AP_REJECTED);
+    EXPECT_EQ(l.calls, 1);
+    EXPECT_EQ(cstats(c).negative_hits, 2u);
+    ap_cache_get_or_load(&f[2], c, 3, &v, ld);
+    EXPECT_EQ(poll_at(&f[2], 1100), AP_PENDING); /* its end: a new load */
+    EXPECT_EQ(l.calls, 2);
+    ap_cache_load_cancel(&f[2]);
+    ap_cache_destroy(c);
+}
+
 Test(cache, failed_refresh_is_remembered_for_the_negative_ttl)
 {
     fake_ns = 0;
