@@ -14,9 +14,21 @@
  *                       64, max_delay 100 us; the consumer waits with
  *                       ap_batch_take_wait) against one mutex+condvar queue
  *                       hand-off per item. Mops/s.
+ *   batch_completion_2t the same producer -> consumer, each item with a
+ *                       completion: the producer adds with
+ *                       ap_batch_add_done (a ring of 256 records, a record
+ *                       reused once its status is final), the consumer
+ *                       takes with a take future (ap_batch_take_id) and
+ *                       reports ap_batch_complete(id, AP_OK), which runs
+ *                       each record's callback; vs the same loop with
+ *                       ap_batch_add and no records (the batch_handoff_2t
+ *                       shape, tracked take + complete as well), so the
+ *                       ratio is what completions cost. Mops/s.
  *
  * Self-check: every item comes out exactly once, in order, with each
- * stage's +1 applied (FIFO end to end), and the counters add up.
+ * stage's +1 applied (FIFO end to end), and the counters add up; with
+ * completions, every record resolves once, with AP_OK, in add order, and
+ * the batcher's completed counter equals the items.
  */
 #include "asyncpat/pipeline.h"
 #include "asyncpat/batch.h"
@@ -236,6 +248,107 @@ static uint64_t run_batch(void *ctx, uint64_t budget_ns, uint64_t *iters)
     return t1 - t0;
 }
 
+/* ---- batch completions ---- */
+
+#define BC_RECS 256 /* completion records in flight at most (4 batches) */
+typedef struct bc_bench {
+    ap_batch b;
+    uint64_t buf[BT_MAX];
+    ap_batch_done rec[BC_RECS];
+    int with_done;
+    uint64_t budget_ns, pushed;
+    uint64_t resolved, bad_cb; /* written by the callbacks (consumer thread) */
+} bc_bench;
+
+static void bc_done_cb(void *ctx, ap_batch_done *d, ap_status status)
+{
+    bc_bench *t = ctx;
+    /* records resolve in add order: record i % BC_RECS for the i-th item */
+    t->bad_cb += status != AP_OK || d != &t->rec[t->resolved % BC_RECS];
+    t->resolved++;
+}
+
+static void *bc_producer_main(void *arg)
+{
+    bc_bench *t = arg;
+    uint64_t t0 = bench_now_ns(), i = 0;
+    unsigned fails = 0;
+    do {
+        uint64_t now = ap_now_ns(); /* as run_batch: once per 1024 adds */
+        for (uint64_t end = i + 1024; i < end; i++) {
+            ap_status st;
+            if (t->with_done) {
+                ap_batch_done *d = &t->rec[i % BC_RECS];
+                /* reuse a record once its batch completed it */
+                while (i >= BC_RECS && ap_batch_done_status(d) == AP_NOT_READY)
+                    bench_backoff(&fails);
+                fails = 0;
+                while ((st = ap_batch_add_done(&t->b, &i, now, NULL, d)) == AP_FULL)
+                    bench_backoff(&fails);
+            } else {
+                while ((st = ap_batch_add(&t->b, &i, now, NULL)) == AP_FULL)
+                    bench_backoff(&fails);
+            }
+            if (st != AP_OK)
+                bench_fail("ap_batch_add%s: %s", t->with_done ? "_done" : "",
+                           ap_status_str(st));
+            fails = 0;
+        }
+    } while (bench_now_ns() - t0 < t->budget_ns);
+    t->pushed = i;
+    ap_batch_close(&t->b);
+    return NULL;
+}
+
+static uint64_t run_batch_completion(void *ctx, uint64_t budget_ns, uint64_t *iters)
+{
+    bc_bench *t = malloc(sizeof *t);
+    if (t == NULL)
+        bench_fail("out of memory");
+    memset(t, 0, sizeof *t);
+    t->with_done = ctx != NULL;
+    ap_batch_desc d = {.elem_size = sizeof(uint64_t), .max_size = BT_MAX,
+                       .max_delay_ns = 100 * AP_NS_PER_US};
+    if (ap_batch_init(&t->b, t->buf, sizeof t->buf, &d) != AP_OK)
+        bench_fail("ap_batch_init");
+    for (int i = 0; i < BC_RECS; i++)
+        ap_batch_done_init(&t->rec[i], bc_done_cb, t);
+    t->budget_ns = budget_ns;
+    pthread_t th;
+    uint64_t t0 = bench_now_ns();
+    pthread_create(&th, NULL, bc_producer_main, t);
+    uint64_t out[BT_MAX], next = 0, bad = 0;
+    for (;;) { /* a tracked take: ship the batch, then report its outcome */
+        ap_batch_take_fut f;
+        ap_batch_take_fut_init(&f, &t->b, out);
+        ap_block_on(&f.base);
+        if (ap_batch_take_status(&f) != AP_OK)
+            break;
+        size_t n = ap_batch_take_count(&f);
+        for (size_t j = 0; j < n; j++)
+            bad += out[j] != next++;
+        if (ap_batch_complete(&t->b, ap_batch_take_id(&f), AP_OK) != AP_OK)
+            bench_fail("ap_batch_complete");
+    }
+    uint64_t t1 = bench_now_ns();
+    pthread_join(th, NULL);
+    ap_batch_stats s;
+    ap_batch_stats_get(&t->b, &s);
+    uint64_t want = t->with_done ? next : 0;
+    if (bad || next != t->pushed || s.added != next || t->resolved != want || t->bad_cb ||
+        s.completed != want)
+        bench_fail("batch_completion: %llu bad, %llu of %llu, %llu resolved (%llu out of "
+                   "order or not AP_OK), %llu completed, %llu expected",
+                   (unsigned long long)bad, (unsigned long long)next,
+                   (unsigned long long)t->pushed, (unsigned long long)t->resolved,
+                   (unsigned long long)t->bad_cb, (unsigned long long)s.completed,
+                   (unsigned long long)want);
+    ap_batch_fini(&t->b);
+    free(t);
+    *iters = next;
+    return t1 - t0;
+}
+
 typedef struct mh_bench { mutex_queue q; uint64_t budget_ns, pushed; } mh_bench;
 
 static void *mh_producer_main(void *arg)
@@ -300,6 +413,22 @@ int main(int argc, char **argv)
     if (bench_selected(&cfg, s_bt.name)) {
         bench_run_scenario(&cfg, &s_bt);
         bench_ratio(&cfg, &s_bt, "ap_batch", "mutex_condvar", 0);
+    }
+
+    static bench_scenario s_bc = {
+        "batch_completion_2t",
+        "producer -> consumer, uint64_t, batches of 64: a completion per item vs none",
+        BENCH_RATE, "throughput", "Mops/s", 1, 200, {{0}}, 0, 0};
+    bench_add(&s_bc, "ap_batch_done", "ap_batch_add_done + tracked take + ap_batch_complete",
+              run_batch_completion, (void *)1);
+    bench_add(&s_bc, "ap_batch", "ap_batch_add + tracked take + ap_batch_complete, no records",
+              run_batch_completion, NULL);
+    if (bench_selected(&cfg, s_bc.name)) {
+        bench_run_scenario(&cfg, &s_bc);
+        /* a record costs the producer a status load and a CAS, and the
+         * consumer one lock hold and a callback per item at complete: about
+         * what the add itself costs, so at least half the throughput (0.5) */
+        bench_ratio(&cfg, &s_bc, "ap_batch_done", "ap_batch", 0.5);
     }
 
     int missed = bench_summary();
