@@ -691,6 +691,14 @@ AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, v
      * that worker sees it (late), one before is collected (see ORDERING) */
     AP_ATOMIC_STORE(&par->gwm, g, memory_order_release);
     int64_t due = g == INT64_MAX ? INT64_MAX : ap__window_floordiv(g - par->w, par->s);
+    /* nothing new is due (the common case, a watermark raised within the
+     * current window): the last close emitted every window <= due, and an
+     * add to one of them since is late (it saw that close's G), so no
+     * worker holds one; skip the scan of every worker's slots */
+    if (par->has_base && due < par->base) {
+        ap__lock_release(&par->close_lock);
+        return 0;
+    }
     for (;;) {
         /* the smallest held window index <= due, over all workers */
         bool any = false;

@@ -508,6 +508,51 @@ Test(window, par_by_hand_min_watermark_and_merge)
     ap_window_par_fini(&p);
 }
 
+/* promptness: after every add, exactly the windows with an event whose end
+ * G has passed are out (none early, none held back to a later close), for
+ * tumbling and hopping windows, 2 workers with random in-order streams */
+Test(window, par_emits_each_window_as_soon_as_g_passes_its_end)
+{
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(2, 16)];
+    static prec c;
+    const ap_window_desc descs[2] = {
+        {.size_ns = 10},
+        {.kind = AP_WINDOW_KIND_HOPPING, .size_ns = 10, .slide_ns = 5}};
+    for (int v = 0; v < 2; v++) {
+        const int64_t w = 10, sl = v == 0 ? 10 : 5;
+        ap_window_par p;
+        c.n = 0;
+        EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &descs[v], 2, 16), AP_OK);
+        static bool has[512]; /* window index -> holds an event */
+        memset(has, 0, sizeof has);
+        int64_t ts[2] = {0, 0};
+        bool seen[2] = {false, false};
+        uint64_t rng = 0x9e3779b97f4a7c15u + (uint64_t)v;
+        for (int step = 0; step < 300; step++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            size_t wk = (size_t)(rng & 1u);
+            if (ts[wk] > ts[1 - wk] + 30)
+                wk = 1 - wk; /* bounded skew: the leader's windows fit its 16 slots */
+            ts[wk] += (int64_t)((rng >> 8) % 9u); /* in order per worker */
+            EXPECT_EQ(ap_window_par_add(&p, wk, (uint64_t)ts[wk], 1, prec_emit, &c), AP_OK);
+            seen[wk] = true;
+            int64_t d = ts[wk] - w; /* floor((t - w) / s) + 1 .. t / s */
+            for (int64_t k = (d >= 0 ? d / sl : -((-d + sl - 1) / sl)) + 1; k <= ts[wk] / sl; k++)
+                if (k >= 0)
+                    has[k] = true;
+            int64_t g = !(seen[0] && seen[1]) ? INT64_MIN : (ts[0] < ts[1] ? ts[0] : ts[1]);
+            size_t want = 0;
+            for (int64_t k = 0; k < 512; k++)
+                if (has[k] && g != INT64_MIN && k * sl + w <= g)
+                    want++;
+            EXPECT_EQ(c.n, want, "variant %d step %d: G %lld", v, step, (long long)g);
+            if (c.n != want)
+                break;
+        }
+        ap_window_par_fini(&p);
+    }
+}
+
 Test(window, par_bad_input_is_inval_and_changes_nothing_full_is_refused_whole)
 {
     static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(2, 4) + 64];
