@@ -10,7 +10,7 @@
  *                          load (the floor) vs a hand-rolled tree whose
  *                          cancel sets one flag and whose query walks
  *                          leaf -> mid -> root (what a naive tree does).
- *   tracker_spawn_done_2t  two threads each loop "spawn, finish": an
+ *   cancel_tracker_2t  two threads each loop "spawn, finish": an
  *                          ap_tracker_add + ap_tracker_done pair, vs a
  *                          counter under a pthread mutex whose done
  *                          signals a condvar once closed and empty (what a
@@ -141,7 +141,7 @@ static uint64_t run_check_walk(void *ctx, uint64_t budget_ns, uint64_t *iters)
     return t1 - t0;
 }
 
-/* ---- tracker_spawn_done_2t ---- */
+/* ---- cancel_tracker_2t ---- */
 
 #define TR_THREADS 2
 #define TR_CHECK_EVERY 256
@@ -421,7 +421,7 @@ int main(int argc, char **argv)
     }
 
     static bench_scenario s_tr = {
-        "tracker_spawn_done_2t",
+        "cancel_tracker_2t",
         "2 threads each loop add + done (spawn, finish) on one tracker",
         BENCH_RATE, "throughput", "Mops/s", 1, 200, {{0}}, 0, 0};
     bench_add(&s_tr, "ap_tracker", "ap_tracker_add / ap_tracker_done: one atomic RMW each",
