@@ -207,10 +207,16 @@
  *              the current ~1 ms bucket, and once per hit that moved its
  *              access deadline since it was last placed.
  *              Memory: AP_CACHE_BYTES(capacity, shards, value_size) =
- *              32 counter lines (2 KiB) + 2 cache lines and 1280 bytes of
- *              timer wheel per shard + per entry 56 bytes + value_size
- *              rounded up to 8 + 8 to 16 bytes of index (entries are
- *              ceil(capacity/S) per shard) + max_loads load slots of 88
+ *              32 counter lines (2 KiB) + per shard 2 cache lines, 1280
+ *              bytes of timer wheel and up to 2 lines of padding + per
+ *              entry a node of max(32, 24 + value_size rounded up to 8)
+ *              bytes (key, visited bit, queue links, value: all an
+ *              untimed get reads) and room for a timed cache's 32 more
+ *              (deadlines, write time, wheel links) + 8 to 16 bytes of
+ *              index (entries are ceil(capacity/S) per shard). With 8-byte
+ *              values that is 64 bytes an entry, of which an untimed
+ *              cache's nodes use 32 (two to a line) and a timed cache's
+ *              64 (one line) + max_loads load slots of 88
  *              bytes (LP64) + value_size rounded up (AP_CACHE_BYTES assumes
  *              AP_CACHE_LOADS = 16; AP_CACHE_BYTES_LOADS takes max_loads).
  * MEMORY       init: a caller buffer and its size in bytes: at least
@@ -297,17 +303,31 @@ typedef struct ap_cache_stats {
                               failure (negative_ttl_ns) */
 } ap_cache_stats;
 
-/* One entry; its value (value_size rounded up to 8 bytes) follows it. */
+/* An entry has a HOT part: what an untimed get reads (key, visited bit,
+ * value) and what the SIEVE hand walks (visited, queue links), its value
+ * (value_size rounded up to 8 bytes) following it, AP__CACHE_NODE_BYTES
+ * in all (at least 32). A timed cache's entries also have a COLD part
+ * (ap__cache_cold, 32 bytes) right after it, which only timed caches
+ * read. So an untimed cache's nodes are 32 bytes apart with 8-byte values,
+ * two to a cache line: a large cache keeps twice as many entries in the
+ * CPU's caches as with one line each (issue #15, cost flat in size), and
+ * a timed get still reads one node line (64 bytes: hot, then cold). */
 typedef struct ap__cache_node {
     AP_ATOMIC_T(uint64_t) key;
+    uint32_t newer, older;     /* queue links (under the lock) */
+    uint16_t wbucket;          /* its wheel bucket, or AP__CACHE_WNONE (under the lock) */
+    AP_ATOMIC_T(uint8_t) visited;   /* the SIEVE bit */
+} ap__cache_node;
+
+/* An entry's COLD part, the last 32 bytes of a timed cache's node (an
+ * untimed cache has none): its deadlines and write time (a timed get's
+ * expiry test, put, maintain) and its timer wheel links. */
+typedef struct ap__cache_cold {
     AP_ATOMIC_T(uint64_t) wexp;  /* write deadline (put; UINT64_MAX: none) */
     AP_ATOMIC_T(uint64_t) aexp;  /* access deadline (raised by hits) */
     AP_ATOMIC_T(uint64_t) born;  /* time of the put (refresh_after_write) */
-    uint32_t newer, older;     /* queue links (under the lock) */
-    uint32_t wprev, wnext;     /* timer wheel bucket links (under the lock) */
-    uint16_t wbucket;          /* its wheel bucket, or AP__CACHE_WNONE */
-    AP_ATOMIC_T(uint8_t) visited;   /* the SIEVE bit */
-} ap__cache_node;
+    uint32_t wprev, wnext;       /* timer wheel bucket links (under the lock) */
+} ap__cache_cold;
 
 #define AP__CACHE_NIL UINT32_MAX
 /* The timer wheel: AP__CACHE_WLEVELS levels of 64 buckets; a bucket of
@@ -398,7 +418,7 @@ typedef struct ap_cache {
     size_t capacity;
     size_t value_size;
     size_t words;        /* value_size rounded up, in uint64_t words */
-    size_t node_bytes;   /* sizeof(ap__cache_node) + 8 * words */
+    size_t node_bytes;   /* AP__CACHE_NODE_BYTES(value_size), + its cold part if timed */
     size_t bytes;        /* AP_CACHE_BYTES of this configuration */
     ap_cache_desc desc;  /* as resolved */
     const ap_allocator *alloc; /* set by create */
@@ -407,11 +427,19 @@ typedef struct ap_cache {
 /* Sizing (constant expressions). */
 #define AP__CACHE_SHARES(capacity, shards) \
     (((size_t)(capacity) + (size_t)(shards)-1) / (size_t)(shards))
-#define AP__CACHE_NODE_BYTES(value_size) \
-    (sizeof(ap__cache_node) + AP__ALIGN_UP((value_size), 8))
+/* a hot part and its value, at least 32 bytes (values of 8 bytes or less:
+ * two to a line, none across one) */
+#define AP__CACHE_NODE_BYTES(value_size)                                   \
+    (sizeof(ap__cache_node) + AP__ALIGN_UP((value_size), 8) < 32           \
+         ? (size_t)32                                                      \
+         : sizeof(ap__cache_node) + AP__ALIGN_UP((value_size), 8))
+/* a shard's region: nodes (room for timed ones: hot and cold parts), to
+ * a whole line, then index and wheel */
 #define AP__CACHE_SHARD_BYTES(capacity, shards, value_size)                       \
-    AP__ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                             \
-                         AP__CACHE_NODE_BYTES(value_size) +                       \
+    AP__ALIGN_UP(AP__ALIGN_UP(AP__CACHE_SHARES(capacity, shards) *                \
+                                  (AP__CACHE_NODE_BYTES(value_size) +             \
+                                   sizeof(ap__cache_cold)),                       \
+                              AP_CACHELINE) +                                     \
                      (AP__POW2_CEIL(2 * AP__CACHE_SHARES(capacity, shards)) +     \
                       AP__CACHE_WBUCKETS) * sizeof(uint32_t),                      \
                  AP_CACHELINE)
@@ -1045,6 +1073,8 @@ AP_API AP_NODISCARD ap_status ap_cache_kv_get_or_load_wait(ap_cache_kv *c, ap_ca
  */
 
 AP_STATIC_ASSERT(sizeof(ap__cache_node) % 8 == 0, "cache node keeps values 8-aligned");
+AP_STATIC_ASSERT(sizeof(ap__cache_node) + 8 <= 32, "hot part and an 8-byte value in 32 bytes");
+AP_STATIC_ASSERT(sizeof(ap__cache_cold) == 32, "a timed node of an 8-byte value is one line");
 AP_STATIC_ASSERT(sizeof(ap__cache_ctr) % AP_CACHELINE == 0, "one counter stripe per line");
 AP_STATIC_ASSERT(sizeof(ap__cache_shard) % AP_CACHELINE == 0, "shards are whole lines");
 
@@ -1086,10 +1116,12 @@ AP_API ap_status ap__cache_layout(const ap_cache_desc *desc, ap_cache_desc *d, s
     if (share > AP__CACHE_SHARE_LIMIT || d->value_size > SIZE_MAX / 4 ||
         d->max_loads > ((size_t)1 << 20))
         return AP_INVAL;
-    size_t nb = sizeof(ap__cache_node) + ap__align_up(d->value_size, 8), nodes, sb;
-    if (nb == 0 || !ap__size_muladd(share, nb, 0, &nodes) ||
-        !ap__size_muladd(ap__pow2_ceil(2 * share) + AP__CACHE_WBUCKETS, sizeof(uint32_t), nodes,
-                         &sb))
+    size_t nb = AP__CACHE_NODE_BYTES(d->value_size), nodes, sb;
+    /* room for timed nodes (hot and cold parts), to a whole line */
+    if (!ap__size_muladd(share, nb + sizeof(ap__cache_cold), AP_CACHELINE - 1, &nodes) ||
+        !ap__size_muladd(ap__pow2_ceil(2 * share) + AP__CACHE_WBUCKETS, sizeof(uint32_t),
+                         nodes & ~((size_t)AP_CACHELINE - 1), &sb) ||
+        sb > SIZE_MAX - (AP_CACHELINE - 1))
         return AP_INVAL;
     sb = ap__align_up(sb, AP_CACHELINE);
     size_t lb = AP__CACHE_LOAD_BYTES(d->value_size), ltab;
@@ -1129,6 +1161,10 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         return AP_INVAL;
     size_t s = d.shards, share = d.capacity / s, extra = d.capacity % s;
     size_t span = share + (extra != 0), tsize = ap__pow2_ceil(2 * span);
+    bool timed = d.expire_after_write != 0 || d.expire_after_access != 0 ||
+                 d.refresh_after_write != 0;
+    size_t stride = nb + (timed ? sizeof(ap__cache_cold) : 0); /* a node: hot (+ cold) */
+    size_t room = ap__align_up(span * (nb + sizeof(ap__cache_cold)), AP_CACHELINE);
     unsigned char *mem = (unsigned char *)buf;
     ap__cache_ctr *ctrs = (ap__cache_ctr *)buf;
     ap__cache_shard *sh = (ap__cache_shard *)(void *)(mem + AP__CACHE_STRIPES * sizeof(ap__cache_ctr));
@@ -1147,27 +1183,30 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         x->head = x->tail = x->hand = AP__CACHE_NIL;
         x->used = 0;
         x->nodes = region;
-        x->index = (AP_ATOMIC_T(uint32_t) *)(void *)(region + span * nb);
-        x->wheel = (uint32_t *)(void *)(region + span * nb + tsize * sizeof(uint32_t));
+        x->index = (AP_ATOMIC_T(uint32_t) *)(void *)(region + room);
+        x->wheel = (uint32_t *)(void *)(region + room + tsize * sizeof(uint32_t));
         for (size_t b = 0; b < AP__CACHE_WBUCKETS; b++)
             x->wheel[b] = AP__CACHE_NIL;
         x->wnow = 0;
         x->free_list = AP__CACHE_NIL;
         for (size_t n = x->cap; n-- > 0;) { /* free list 0, 1, 2, ... */
-            ap__cache_node *node = (ap__cache_node *)(void *)(region + n * nb);
+            ap__cache_node *node = (ap__cache_node *)(void *)(region + n * stride);
             AP_ATOMIC_INIT(&node->key, 0u);
             AP_ATOMIC_INIT(&node->visited, 0u);
-            AP_ATOMIC_INIT(&node->wexp, UINT64_MAX);
-            AP_ATOMIC_INIT(&node->aexp, UINT64_MAX);
-            AP_ATOMIC_INIT(&node->born, 0u);
-            node->wprev = node->wnext = AP__CACHE_NIL;
+            if (timed) {
+                ap__cache_cold *ck = (ap__cache_cold *)(void *)((unsigned char *)node + nb);
+                AP_ATOMIC_INIT(&ck->wexp, UINT64_MAX);
+                AP_ATOMIC_INIT(&ck->aexp, UINT64_MAX);
+                AP_ATOMIC_INIT(&ck->born, 0u);
+                ck->wprev = ck->wnext = AP__CACHE_NIL;
+            }
             node->wbucket = AP__CACHE_WNONE;
             node->newer = AP__CACHE_NIL;
             node->older = x->free_list;
             x->free_list = (uint32_t)n;
             AP_ATOMIC_T(uint64_t) *w = (AP_ATOMIC_T(uint64_t) *)(void *)(node + 1);
             for (size_t k = 0; k < nb / 8 - sizeof(ap__cache_node) / 8; k++)
-                AP_ATOMIC_INIT(&w[k], 0u);
+                AP_ATOMIC_INIT(&w[k], 0u); /* the value and the padding */
         }
         for (size_t t = 0; t < tsize; t++)
             AP_ATOMIC_INIT(&x->index[t], 0u);
@@ -1180,15 +1219,14 @@ AP_API ap_status ap_cache_init(ap_cache *c, void *buf, size_t size, const ap_cac
         AP_ATOMIC_INIT(&x->expirations, 0u);
     }
     ap__cache_flights_init(&c->fl, region, d.max_loads, d.value_size, 0, d.negative_ttl_ns);
-    c->timed = d.expire_after_write != 0 || d.expire_after_access != 0 ||
-               d.refresh_after_write != 0;
+    c->timed = timed;
     c->shards = sh;
     c->ctrs = ctrs;
     c->nshards = s;
     c->capacity = d.capacity;
     c->value_size = d.value_size;
     c->words = (d.value_size + 7) / 8;
-    c->node_bytes = nb;
+    c->node_bytes = stride;
     c->bytes = total;
     c->desc = d;
     c->alloc = NULL;
@@ -1254,6 +1292,22 @@ AP_FORCE_INLINE ap__cache_node *ap__cache_node_at(const ap_cache *c, const ap__c
                                                   uint32_t n)
 {
     return (ap__cache_node *)(void *)(s->nodes + (size_t)n * c->node_bytes);
+}
+
+/* Node n's cold part (deadlines, write time, wheel links): the last
+ * bytes of its node; timed caches only (an untimed one has none). */
+AP_FORCE_INLINE ap__cache_cold *ap__cache_cold_at(const ap_cache *c, const ap__cache_shard *s,
+                                                  uint32_t n)
+{
+    return (ap__cache_cold *)(void *)(s->nodes + (size_t)n * c->node_bytes + c->node_bytes -
+                                      sizeof(ap__cache_cold));
+}
+
+/* The same, from the node's hot part. */
+AP_FORCE_INLINE ap__cache_cold *ap__cache_cold_of(const ap_cache *c, ap__cache_node *node)
+{
+    return (ap__cache_cold *)(void *)((unsigned char *)node + c->node_bytes -
+                                      sizeof(ap__cache_cold));
 }
 
 AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__cache_words(ap__cache_node *node)
@@ -1436,12 +1490,12 @@ AP_FORCE_INLINE void ap__cache_count(AP_ATOMIC_T(uint64_t) *ctr)
 }
 
 /* The entry's deadline: the earlier of its write and access deadlines. */
-AP_FORCE_INLINE uint64_t ap__cache_deadline(ap__cache_node *node)
+AP_FORCE_INLINE uint64_t ap__cache_deadline(ap__cache_cold *ck)
 {
     /* relaxed: under the shard lock (put and maintain); a hit's racing
      * raise of aexp is monotonic and only delays a reclaim (ORDERING) */
-    uint64_t w = AP_ATOMIC_LOAD(&node->wexp, memory_order_relaxed);
-    uint64_t a = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed); /* relaxed: see above, monotonic */
+    uint64_t w = AP_ATOMIC_LOAD(&ck->wexp, memory_order_relaxed);
+    uint64_t a = AP_ATOMIC_LOAD(&ck->aexp, memory_order_relaxed); /* relaxed: see above, monotonic */
     return w < a ? w : a;
 }
 
@@ -1456,16 +1510,17 @@ AP_FORCE_INLINE uint64_t ap__cache_after(uint64_t now, uint64_t dur)
 AP_API void ap__cache_wheel_unlink(const ap_cache *c, ap__cache_shard *s, uint32_t n)
 {
     ap__cache_node *node = ap__cache_node_at(c, s, n);
-    if (node->wbucket == AP__CACHE_WNONE)
+    if (node->wbucket == AP__CACHE_WNONE) /* always, in an untimed cache */
         return;
-    if (node->wprev != AP__CACHE_NIL)
-        ap__cache_node_at(c, s, node->wprev)->wnext = node->wnext;
+    ap__cache_cold *ck = ap__cache_cold_at(c, s, n);
+    if (ck->wprev != AP__CACHE_NIL)
+        ap__cache_cold_at(c, s, ck->wprev)->wnext = ck->wnext;
     else
-        s->wheel[node->wbucket] = node->wnext;
-    if (node->wnext != AP__CACHE_NIL)
-        ap__cache_node_at(c, s, node->wnext)->wprev = node->wprev;
+        s->wheel[node->wbucket] = ck->wnext;
+    if (ck->wnext != AP__CACHE_NIL)
+        ap__cache_cold_at(c, s, ck->wnext)->wprev = ck->wprev;
     node->wbucket = AP__CACHE_WNONE;
-    node->wprev = node->wnext = AP__CACHE_NIL;
+    ck->wprev = ck->wnext = AP__CACHE_NIL;
 }
 
 /* The bucket of @deadline at wheel time @now (both ap_cache and
@@ -1503,11 +1558,12 @@ AP_API void ap__cache_wheel_add(const ap_cache *c, ap__cache_shard *s, uint32_t 
     if (deadline == UINT64_MAX)
         return;
     uint32_t b = ap__cache_wheel_bucket(deadline, s->wnow);
+    ap__cache_cold *ck = ap__cache_cold_at(c, s, n);
     node->wbucket = (uint16_t)b;
-    node->wprev = AP__CACHE_NIL;
-    node->wnext = s->wheel[b];
+    ck->wprev = AP__CACHE_NIL;
+    ck->wnext = s->wheel[b];
     if (s->wheel[b] != AP__CACHE_NIL)
-        ap__cache_node_at(c, s, s->wheel[b])->wprev = n;
+        ap__cache_cold_at(c, s, s->wheel[b])->wprev = n;
     s->wheel[b] = n;
 }
 
@@ -1554,11 +1610,11 @@ AP_API size_t ap__cache_advance(const ap_cache *c, ap__cache_shard *s, uint64_t 
             uint32_t n = s->wheel[b];
             s->wheel[b] = AP__CACHE_NIL;
             while (n != AP__CACHE_NIL) {
-                ap__cache_node *node = ap__cache_node_at(c, s, n);
-                uint32_t next = node->wnext;
-                node->wbucket = AP__CACHE_WNONE;
-                node->wprev = node->wnext = AP__CACHE_NIL;
-                uint64_t dl = ap__cache_deadline(node);
+                ap__cache_cold *ck = ap__cache_cold_at(c, s, n);
+                uint32_t next = ck->wnext;
+                ap__cache_node_at(c, s, n)->wbucket = AP__CACHE_WNONE;
+                ck->wprev = ck->wnext = AP__CACHE_NIL;
+                uint64_t dl = ap__cache_deadline(ck);
                 if (dl <= now) {
                     ap__cache_expire(c, s, n);
                     gone++;
@@ -1598,16 +1654,16 @@ AP_FORCE_INLINE bool ap__cache_dead(uint64_t wexp, uint64_t aexp, uint64_t now)
 /* A hit at now: push the access deadline (relaxed CAS-max: hits never
  * lower it; a hit racing a recycle of the node stores at most its own
  * now + eaa, which the new entry's put already reached or passed). */
-AP_FORCE_INLINE void ap__cache_touch(const ap_cache *c, ap__cache_node *node, uint64_t now)
+AP_FORCE_INLINE void ap__cache_touch(const ap_cache *c, ap__cache_cold *ck, uint64_t now)
 {
     uint64_t eaa = c->desc.expire_after_access;
     if (eaa == 0)
         return;
     uint64_t want = ap__cache_after(now, eaa);
     /* relaxed: a monotonic maximum that orders no data; the CAS re-validates */
-    uint64_t cur = AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed);
+    uint64_t cur = AP_ATOMIC_LOAD(&ck->aexp, memory_order_relaxed);
     while (cur < want && /* relaxed: monotonic maximum, the CAS re-validates */
-           !AP_ATOMIC_CAS_WEAK(&node->aexp, &cur, want, memory_order_relaxed,
+           !AP_ATOMIC_CAS_WEAK(&ck->aexp, &cur, want, memory_order_relaxed,
                                memory_order_relaxed)) { /* relaxed: monotonic, CAS re-validates */
     }
 }
@@ -1621,17 +1677,18 @@ AP_API ap_status ap__cache_get_locked(ap_cache *c, ap__cache_shard *s, uint64_t 
     uint32_t n = ap__cache_find(c, s, h, key, &slot);
     if (n != AP__CACHE_NIL) {
         ap__cache_node *node = ap__cache_node_at(c, s, n);
-        if (c->timed && ap__cache_dead(AP_ATOMIC_LOAD(&node->wexp, memory_order_relaxed),
-                                       AP_ATOMIC_LOAD(&node->aexp, memory_order_relaxed), now)) {
+        ap__cache_cold *ck = c->timed ? ap__cache_cold_of(c, node) : NULL;
+        if (ck && ap__cache_dead(AP_ATOMIC_LOAD(&ck->wexp, memory_order_relaxed),
+                                 AP_ATOMIC_LOAD(&ck->aexp, memory_order_relaxed), now)) {
             n = AP__CACHE_NIL; /* hard expiry: never returned */
         } else {
             if (out)
                 ap__cache_load_value(c, node, out);
-            if (born)
-                *born = AP_ATOMIC_LOAD(&node->born, memory_order_relaxed);
+            if (born) /* an untimed cache has no write time: 0, as the fast path */
+                *born = ck ? AP_ATOMIC_LOAD(&ck->born, memory_order_relaxed) : 0;
             AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
-            if (c->timed)
-                ap__cache_touch(c, node, now);
+            if (ck)
+                ap__cache_touch(c, ck, now);
         }
     }
     ap__lock_release(&s->lock);
@@ -1645,9 +1702,10 @@ AP_API ap_status ap__cache_get_locked(ap_cache *c, ap__cache_shard *s, uint64_t 
 
 /* The get: lock-free seqlock read; @now is ignored by untimed caches;
  * *born (when not NULL) receives the hit's write time; @count: add to
- * hits/misses. */
-AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, uint64_t now,
-                                         uint64_t *born, bool count)
+ * hits/misses; @timed: c->timed, a constant in each of ap__cache_read's
+ * two calls, so an untimed get carries no deadline code (nor registers). */
+AP_FORCE_INLINE ap_status ap__cache_read_as(ap_cache *c, uint64_t key, void *out, uint64_t now,
+                                            uint64_t *born, bool count, bool timed)
 {
     AP_ASSERT(c != NULL && c->shards != NULL);
     uint64_t h = ap__mix64(key);
@@ -1672,10 +1730,11 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
             AP_ATOMIC_T(uint64_t) *w = ap__cache_words(node);
             for (size_t k = 0; k < c->words; k++)
                 copy[k] = AP_ATOMIC_LOAD(&w[k], AP__SEQLOCK_MO_LOAD);
-            if (c->timed) { /* relaxed: validated by the seqlock, like the value */
-                wexp = AP_ATOMIC_LOAD(&node->wexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
-                aexp = AP_ATOMIC_LOAD(&node->aexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
-                b = AP_ATOMIC_LOAD(&node->born, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
+            if (timed) { /* relaxed: validated by the seqlock, like the value */
+                ap__cache_cold *ck = ap__cache_cold_at(c, s, n); /* in the node's line */
+                wexp = AP_ATOMIC_LOAD(&ck->wexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
+                aexp = AP_ATOMIC_LOAD(&ck->aexp, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
+                b = AP_ATOMIC_LOAD(&ck->born, AP__SEQLOCK_MO_LOAD); /* relaxed: seqlock */
             }
         }
         AP_TEST_YIELD();
@@ -1687,7 +1746,7 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
             AP_CPU_RELAX();
             continue;
         }
-        if (n != AP__CACHE_NIL && c->timed && ap__cache_dead(wexp, aexp, now))
+        if (n != AP__CACHE_NIL && timed && ap__cache_dead(wexp, aexp, now))
             n = AP__CACHE_NIL; /* hard expiry: an expired entry is a miss */
         if (n == AP__CACHE_NIL) {
             if (count) /* relaxed: statistics only */
@@ -1698,8 +1757,8 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
          * in every reader's cache (no write per hit) */
         if (!AP_ATOMIC_LOAD(&node->visited, memory_order_relaxed))
             AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
-        if (c->timed)
-            ap__cache_touch(c, node, now);
+        if (timed)
+            ap__cache_touch(c, ap__cache_cold_at(c, s, n), now);
         if (out && c->value_size == 8)
             memcpy(out, copy, 8); /* the common size: one move, not a memcpy call */
         else if (out)
@@ -1714,6 +1773,15 @@ AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, u
     return ap__cache_get_locked(c, s, h, key, out, now, born, count);
 }
 
+AP_FORCE_INLINE ap_status ap__cache_read(ap_cache *c, uint64_t key, void *out, uint64_t now,
+                                         uint64_t *born, bool count)
+{
+    AP_ASSERT(c != NULL);
+    if (c->timed)
+        return ap__cache_read_as(c, key, out, now, born, count, true);
+    return ap__cache_read_as(c, key, out, now, born, count, false);
+}
+
 AP_API ap_status ap_cache_get(ap_cache *c, uint64_t key, void *out)
 {
     AP_ASSERT(c != NULL);
@@ -1726,17 +1794,17 @@ AP_API ap_status ap_cache_get_at(ap_cache *c, uint64_t key, void *out, uint64_t 
 }
 
 /* Stamp node's times for a put at now with ttl (inside the write section). */
-AP_FORCE_INLINE void ap__cache_stamp(const ap_cache *c, ap__cache_node *node, uint64_t now,
-                                     uint64_t ttl)
+AP_FORCE_INLINE void ap__cache_stamp(const ap_cache *c, ap__cache_shard *s, uint32_t n,
+                                     uint64_t now, uint64_t ttl)
 {
-    uint64_t wexp = UINT64_MAX, aexp = UINT64_MAX;
-    if (c->timed) {
-        wexp = ap__cache_after(now, ttl ? ttl : c->desc.expire_after_write);
-        aexp = ap__cache_after(now, c->desc.expire_after_access);
-    }
-    AP_ATOMIC_STORE(&node->wexp, wexp, AP__SEQLOCK_MO_STORE);
-    AP_ATOMIC_STORE(&node->aexp, aexp, AP__SEQLOCK_MO_STORE);
-    AP_ATOMIC_STORE(&node->born, now, AP__SEQLOCK_MO_STORE);
+    if (!c->timed) /* an untimed cache has no cold part */
+        return;
+    ap__cache_cold *ck = ap__cache_cold_at(c, s, n);
+    uint64_t wexp = ap__cache_after(now, ttl ? ttl : c->desc.expire_after_write);
+    uint64_t aexp = ap__cache_after(now, c->desc.expire_after_access);
+    AP_ATOMIC_STORE(&ck->wexp, wexp, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&ck->aexp, aexp, AP__SEQLOCK_MO_STORE);
+    AP_ATOMIC_STORE(&ck->born, now, AP__SEQLOCK_MO_STORE);
 }
 
 AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t now, uint64_t ttl,
@@ -1755,12 +1823,12 @@ AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t n
         node = ap__cache_node_at(c, s, n);
         ap__cache_write_begin(s);
         ap__cache_store_value(c, node, val);
-        ap__cache_stamp(c, node, now, ttl);
+        ap__cache_stamp(c, s, n, now, ttl);
         ap__cache_write_end(s);
         AP_ATOMIC_STORE(&node->visited, 1u, memory_order_relaxed);
         if (c->timed) {
             ap__cache_wheel_unlink(c, s, n);
-            ap__cache_wheel_add(c, s, n, ap__cache_deadline(node));
+            ap__cache_wheel_add(c, s, n, ap__cache_deadline(ap__cache_cold_at(c, s, n)));
         }
         ap__cache_count(&s->updates);
         ap__lock_release(&s->lock);
@@ -1798,7 +1866,7 @@ AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t n
     AP_ATOMIC_STORE(&node->key, key, AP__SEQLOCK_MO_STORE);
     AP_ATOMIC_STORE(&node->visited, 0u, memory_order_relaxed);
     ap__cache_store_value(c, node, val);
-    ap__cache_stamp(c, node, now, ttl);
+    ap__cache_stamp(c, s, n, now, ttl);
     /* link at the head (newest) */
     node->newer = AP__CACHE_NIL;
     node->older = s->head;
@@ -1812,7 +1880,7 @@ AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t n
     AP_ATOMIC_STORE(&s->len, (size_t)s->used, memory_order_relaxed);
     ap__cache_write_end(s);
     if (c->timed)
-        ap__cache_wheel_add(c, s, n, ap__cache_deadline(node));
+        ap__cache_wheel_add(c, s, n, ap__cache_deadline(ap__cache_cold_at(c, s, n)));
     ap__cache_count(&s->inserts);
     ap__lock_release(&s->lock);
     if (victim)

@@ -7,7 +7,10 @@
  *                                then OPS operations of the cache_size_*
  *                                bench rows (uniform keys of the N, 90%
  *                                get / 10% put); prints ns/op (one thread)
- *     IMPL: ap16 (ap_cache, 16 shards), ap1 (1 shard), lru (mutex LRU)
+ *     IMPL: ap16 (ap_cache, 16 shards), ap1 (1 shard), lru (mutex LRU),
+ *           ap16t (ap_cache, 16 shards, timed: expire_after_write 1 h,
+ *           get_at/put_ttl on a counter clock, so nothing expires but
+ *           every get tests its deadlines and every put files one)
  *   cache_cost chase BYTES OPS   dependent loads over a random cyclic
  *                                permutation of BYTES/64 cache lines:
  *                                ns per load = the memory latency at that
@@ -89,14 +92,15 @@ static int chase(size_t bytes, uint64_t ops)
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s ap16|ap1|lru|chase N|BYTES OPS\n", argv[0]);
+        fprintf(stderr, "usage: %s ap16|ap16t|ap1|lru|chase N|BYTES OPS\n", argv[0]);
         return 2;
     }
     size_t n = (size_t)strtoull(argv[2], NULL, 10);
     uint64_t ops = strtoull(argv[3], NULL, 10);
     if (strcmp(argv[1], "chase") == 0)
         return chase(n, ops);
-    int lru = strcmp(argv[1], "lru") == 0;
+    int lru = strcmp(argv[1], "lru") == 0, timed = strcmp(argv[1], "ap16t") == 0;
+    uint64_t now = AP_NS_PER_SEC; /* timed: one ns per operation */
     ap_cache *c = NULL;
     mutex_lru l;
     if (lru) {
@@ -104,7 +108,8 @@ int main(int argc, char **argv)
             return 1;
     } else {
         ap_cache_desc d = {.capacity = n, .shards = strcmp(argv[1], "ap1") == 0 ? 1 : 16,
-                           .value_size = sizeof(uint64_t)};
+                           .value_size = sizeof(uint64_t),
+                           .expire_after_write = timed ? 3600 * AP_NS_PER_SEC : 0};
         if (ap_cache_create(&c, &d, NULL) != AP_OK)
             return 1;
     }
@@ -112,8 +117,8 @@ int main(int argc, char **argv)
         uint64_t k = key_of(r), v = val_of(k);
         if (lru)
             (void)mutex_lru_put(&l, k, v);
-        else
-            ap_cache_put(c, k, &v, NULL);
+        else if (timed ? ap_cache_put_ttl(c, k, &v, now++, 0, NULL) != AP_OK : (ap_cache_put(c, k, &v, NULL), 0))
+            return 1;
     }
     uint64_t s = 0x2545F4914F6CDD1Du, bad = 0, misses = 0;
     uint64_t t0 = now_ns();
@@ -123,9 +128,12 @@ int main(int argc, char **argv)
             v = val_of(k);
             if (lru)
                 (void)mutex_lru_put(&l, k, v);
-            else
-                ap_cache_put(c, k, &v, NULL);
-        } else if (lru ? mutex_lru_get(&l, k, &v) : ap_cache_get(c, k, &v) == AP_OK) {
+            else if (timed ? ap_cache_put_ttl(c, k, &v, now++, 0, NULL) != AP_OK
+                           : (ap_cache_put(c, k, &v, NULL), 0))
+                return 1;
+        } else if (lru     ? mutex_lru_get(&l, k, &v)
+                   : timed ? ap_cache_get_at(c, k, &v, now++) == AP_OK
+                           : ap_cache_get(c, k, &v) == AP_OK) {
             bad += v != val_of(k);
         } else {
             misses++;

@@ -3,7 +3,7 @@
 # operation of the cache_size_* bench rows (issue #15), from cachegrind.
 #
 #   sh bench/cache_cost.sh [IMPLS] [SIZES]    (needs valgrind; not in `make bench`)
-#   defaults: IMPLS="ap16 ap1 lru", SIZES="1000 100000 1000000"
+#   defaults: IMPLS="ap16 ap16t ap1 lru", SIZES="1000 100000 1000000"
 #
 # For each implementation and size it runs bench/cache_cost.c under
 # `valgrind --tool=cachegrind --cache-sim=yes` with OPS and 2*OPS operations
@@ -18,7 +18,7 @@
 # must come from memory, not their latency (cache_cost chase measures that).
 set -eu
 cd "$(dirname "$0")/.." || exit 1
-IMPLS=${1:-"ap16 ap1 lru"}
+IMPLS=${1:-"ap16 ap16t ap1 lru"}
 SIZES=${2:-"1000 100000 1000000"}
 OPS=${OPS:-200000}
 CG_CACHES=${CG_CACHES:-"--I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64"}

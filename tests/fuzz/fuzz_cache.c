@@ -67,8 +67,12 @@ static size_t expect_bytes(size_t cap, size_t shards, size_t vs)
     if (cap == 0 || (s & (s - 1)) != 0 || cap < s || s > ((size_t)1 << 31)) return 0;
     size_t share = cap / s + (cap % s != 0);
     if (share > ((size_t)1 << 30) || vs > SIZE_MAX / 4) return 0;
+    /* a node: a hot part and its value (at least 32 bytes), room for a
+     * cold part (32 bytes, timed caches), all nodes to a whole line */
     unsigned __int128 nb = sizeof(ap__cache_node) + ((unsigned __int128)vs + 7) / 8 * 8;
-    unsigned __int128 sb = (unsigned __int128)share * nb +
+    if (nb < 32) nb = 32;
+    unsigned __int128 room = ((unsigned __int128)share * (nb + 32) + AP_CACHELINE - 1) / AP_CACHELINE * AP_CACHELINE;
+    unsigned __int128 sb = room +
                            (pow2_ceil128(2 * (unsigned __int128)share) + AP__CACHE_WBUCKETS) * 4;
     sb = (sb + AP_CACHELINE - 1) / AP_CACHELINE * AP_CACHELINE;
     /* the load table: AP_CACHE_LOADS slots, each a slot header and a value */
