@@ -637,6 +637,9 @@ AP_API void ap__batch_resolve_locked(ap_batch *b, ap_batch_done *d, ap_status st
     b->completed++;
 }
 
+/* records resolved per lock hold by ap_batch_complete */
+#define AP__BATCH_RUN 16
+
 AP_API ap_status ap__batch_complete(ap_batch *b, uint64_t batch_id, ap_status status)
 {
     AP_ASSERT(b != NULL && b->buf != NULL);
@@ -652,28 +655,44 @@ AP_API ap_status ap__batch_complete(ap_batch *b, uint64_t batch_id, ap_status st
         ap_batch_done *prev = NULL, *d = b->fly_head;
         while (d != NULL && d->batch_id < batch_id)
             prev = d, d = d->next;
-        if (d == NULL || d->batch_id != batch_id)
-            break;
-        if (prev != NULL)
-            prev->next = d->next;
-        else
-            b->fly_head = d->next;
-        if (b->fly_tail == d)
-            b->fly_tail = prev;
-        ap_batch_done_fn fn = d->fn;
-        void *ctx = d->ctx;
-        ap_waker w = d->waker;
-        ap__batch_resolve_locked(b, d, status);
-        /* d may be reused from here on: only the copies are used. One
-         * record per lock hold, so no user code runs under the lock. */
+        /* resolve up to AP__BATCH_RUN records of this batch per lock hold,
+         * keeping copies of what their callbacks and wakers need: a record
+         * may be reused once resolved, and no user code runs under the
+         * lock */
+        struct {
+            ap_batch_done_fn fn;
+            void *ctx;
+            ap_batch_done *d;
+            ap_waker w;
+        } run[AP__BATCH_RUN];
+        size_t n = 0;
+        while (n < AP__BATCH_RUN && d != NULL && d->batch_id == batch_id) {
+            ap_batch_done *next = d->next;
+            if (prev != NULL)
+                prev->next = next;
+            else
+                b->fly_head = next;
+            if (b->fly_tail == d)
+                b->fly_tail = prev;
+            d->next = NULL;
+            run[n].fn = d->fn;
+            run[n].ctx = d->ctx;
+            run[n].d = d;
+            run[n].w = d->waker;
+            n++;
+            ap__batch_resolve_locked(b, d, status);
+            d = next;
+        }
         ap__lock_release(&b->lock);
-        if (fn != NULL)
-            fn(ctx, d, status);
-        ap_waker_wake(w);
+        for (size_t i = 0; i < n; i++) { /* in add order */
+            if (run[i].fn != NULL)
+                run[i].fn(run[i].ctx, run[i].d, status);
+            ap_waker_wake(run[i].w);
+        }
+        if (n < AP__BATCH_RUN)
+            return AP_OK; /* the batch's run ended under the lock */
         ap__lock_acquire(&b->lock);
     }
-    ap__lock_release(&b->lock);
-    return AP_OK;
 }
 
 AP_API ap_status ap_batch_complete(ap_batch *b, uint64_t batch_id, ap_status status)

@@ -99,6 +99,7 @@ p44|CANCEL_RACE_NO_RECHECK|verify|tests/verify/verify_cancel.c||cancel_race_vs_c
 p141|BATCH_DONE_ANY_BATCH|criterion|tests/test_batch.c|--filter batch/theorem_every_completion_once_with_its_batch_status||1|
 p141|BATCH_DONE_ANY_BATCH|tsan|tests/stress/stress_batch.c||batch-done|1|
 p142|BATCH_DONE_LOST_WAKE|verify|tests/verify/verify_batch.c||batch_done|1|
+p147|BATCH_DONE_FIRST_RUN_ONLY|criterion|tests/test_batch.c|--filter batch/theorem_every_completion_once_with_its_batch_status||1|
 p143|WINDOW_PAR_MAX_WATERMARK|criterion|tests/test_window.c|--filter window/par_theorem_merged_equals_single_threaded||1|
 p143|WINDOW_PAR_MAX_WATERMARK|verify|tests/verify/verify_window.c||window_par_tumbling|1|
 p144|WINDOW_PAR_PUBLISH_LATE|verify|tests/verify/verify_window.c||window_par_tumbling|1|

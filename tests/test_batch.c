@@ -1277,9 +1277,11 @@ static size_t ct_violations(uint64_t seed)
 {
     static ct_run c;
     memset(&c, 0, sizeof c);
-    uint64_t buf[16], out[16], rng = seed | 1;
+    uint64_t buf[48], out[48], rng = seed | 1;
     ap_batch b;
-    ap_batch_desc d = D(1 + ct_rng(&rng) % 16, 50);
+    /* up to 48 items: more records per batch than ap_batch_complete
+     * resolves per lock hold (AP__BATCH_RUN) */
+    ap_batch_desc d = D(1 + ct_rng(&rng) % 48, 50);
     d.max_bytes = ct_rng(&rng) % 2 ? 0 : 64 + ct_rng(&rng) % 200;
     d.weigh = weigh_first;
     if (ap_batch_init(&b, buf, sizeof buf, &d) != AP_OK)
