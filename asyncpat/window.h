@@ -312,6 +312,8 @@ typedef struct ap_window_par {
     AP_ATOMIC_T(int64_t) gwm;   /* G, published before the windows it closes */
     int64_t base;               /* close_lock: every window k < base is emitted */
     bool has_base;
+    AP_ATOMIC_T(int64_t) next_k; /* base once has_base, else INT64_MIN: the
+                                  * closer's early exit reads it unlocked */
     AP_ATOMIC_T(uint64_t) emitted;
 } ap_window_par;
 
@@ -654,6 +656,7 @@ AP_API ap_status ap_window_par_init(ap_window_par *par, void *buf, size_t bytes,
     AP_ATOMIC_INIT(&par->gwm, INT64_MIN);
     par->base = 0;
     par->has_base = false;
+    AP_ATOMIC_INIT(&par->next_k, INT64_MIN);
     AP_ATOMIC_INIT(&par->emitted, (uint64_t)0);
     return AP_OK;
 }
@@ -673,16 +676,42 @@ AP_FORCE_INLINE ap__window_slot *ap__window_par_slot(const ap_window_par *par,
 
 /* Close every window with end <= G = min over workers' watermarks, in
  * order, each once; returns how many were emitted. */
-AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, void *ctx)
+/* G now: the minimum of the workers' watermarks (relaxed: each is a
+ * monotonic value of one writer; a stale one only makes G smaller) */
+AP_API int64_t ap__window_par_min(const ap_window_par *par)
 {
-    size_t n = 0;
-    ap__lock_acquire(&par->close_lock);
     int64_t g = INT64_MAX;
     for (size_t i = 0; i < par->nworkers; i++) {
         int64_t x = AP_ATOMIC_LOAD(&par->workers[i].wm, memory_order_relaxed);
         if (x < g)
             g = x;
     }
+    return g;
+}
+
+AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, void *ctx)
+{
+    size_t n = 0;
+    /* Early exit without close_lock, the common case: nothing new is due,
+     * because G's newest due window (index due) is below next_k, so it was
+     * emitted. G is then not published: an add's late check against the
+     * older published G decides the same, since every window that ends at
+     * or before G has index <= due < base and ended at or before the G of
+     * the close that emitted it (published before that emission; acquire
+     * pairs with the release store of next_k after it). The seq_cst fence
+     * orders our worker's watermark store (the raise before this call)
+     * before the loads of the others': of two workers raising at once, at
+     * least one sees both raises (store buffering; the lock's RMW did
+     * this before the exit existed). */
+    AP_ATOMIC_FENCE(memory_order_seq_cst);
+    int64_t g = ap__window_par_min(par);
+    int64_t nk = AP_ATOMIC_LOAD(&par->next_k, memory_order_acquire);
+    if (g <= AP_ATOMIC_LOAD(&par->gwm, memory_order_relaxed) || /* relaxed: a guess */
+        (nk != INT64_MIN && g != INT64_MAX &&
+         ap__window_floordiv(g - par->w, par->s) < nk))
+        return 0;
+    ap__lock_acquire(&par->close_lock);
+    g = ap__window_par_min(par);
     if (g <= AP_ATOMIC_LOAD(&par->gwm, memory_order_relaxed)) {
         ap__lock_release(&par->close_lock);
         return 0;
@@ -737,8 +766,11 @@ AP_API size_t ap__window_par_close(ap_window_par *par, ap_window_emit_fn emit, v
         par->base = k + 1;
         par->has_base = true;
     }
-    if (n != 0) /* relaxed: a statistics counter */
+    if (n != 0) { /* relaxed: a statistics counter */
         AP_ATOMIC_FETCH_ADD(&par->emitted, (uint64_t)n, memory_order_relaxed);
+        /* release: the early exit that reads it sees this close's G */
+        AP_ATOMIC_STORE(&par->next_k, par->base, memory_order_release);
+    }
     ap__lock_release(&par->close_lock);
     return n;
 }
@@ -819,7 +851,11 @@ AP_API size_t ap_window_par_advance(ap_window_par *par, size_t worker, uint64_t 
 
 AP_API int64_t ap_window_par_watermark(ap_window_par *par)
 {
-    return AP_ATOMIC_LOAD(&par->gwm, memory_order_acquire);
+    /* G now: the published G lags while raises close nothing (the
+     * closer's early exit), the workers' minimum does not */
+    int64_t pub = AP_ATOMIC_LOAD(&par->gwm, memory_order_acquire);
+    int64_t g = ap__window_par_min(par);
+    return g > pub ? g : pub;
 }
 
 AP_API uint64_t ap__window_par_sum(ap_window_par *par, int which)

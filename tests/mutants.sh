@@ -105,6 +105,7 @@ p143|WINDOW_PAR_MAX_WATERMARK|verify|tests/verify/verify_window.c||window_par_tu
 p144|WINDOW_PAR_PUBLISH_LATE|verify|tests/verify/verify_window.c||window_par_tumbling|1|
 p145|WINDOW_PAR_LATE_CHECK_UNLOCKED|verify|tests/verify/verify_window.c||window_par_late|1|
 p146|WINDOW_PAR_SKIP_DUE|criterion|tests/test_window.c|--filter window/par_emits_each_window_as_soon_as_g_passes_its_end||1|
+p148|WINDOW_PAR_EXIT_NO_FENCE|verify|tests/verify/verify_window.c||window_par_tumbling_tso|1|
 q1|CACHE_NO_SINGLE_FLIGHT|verify|tests/verify/verify_cache.c||cache_single_flight|1|
 q1|CACHE_NO_SINGLE_FLIGHT|tsan|tests/stress/stress_cache.c||cache loads|1|
 q2|CACHE_KV_RELEASE_PINNED|verify|tests/verify/verify_cache.c||cache_kv_retire_after_unpin|1|

@@ -65,7 +65,7 @@ static ap_window_par *cur;
 static void on_emit(void *ctx, const ap_window_result *r)
 {
     (void)ctx;
-    FZ_CHECK(r->end <= ap_window_par_watermark(cur));
+    FZ_CHECK(r->end <= AP_ATOMIC_LOAD(&cur->gwm, memory_order_relaxed)); /* published G */
     FZ_CHECK(nrec < MAXREC);
     rec[nrec++] = *r;
 }
