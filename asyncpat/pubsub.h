@@ -174,6 +174,29 @@ typedef struct ap_sub {
 typedef struct ap_sub_recv_fut { ap_future base; ap_waitop op; } ap_sub_recv_fut;
 
 /**
+ * ap_pubsub_stats - counters (ap_pubsub_stats_get; a relaxed snapshot, exact
+ * at quiescence). published is read off tail, so publish counts nothing;
+ * the rest is the receive waitlist's, written only when a receiver queues
+ * or parks. The channel tracks no subscribers (no count of them), and a
+ * drop is a subscriber's own: see ap_pubsub_sub_stats.
+ */
+typedef struct ap_pubsub_stats {
+    uint64_t published; /* messages claimed since init (ap_pubsub_published) */
+    uint64_t waiters;   /* receive futures parked now */
+    uint64_t waits;     /* times a receiver queued (a future or ap_sub_recv_wait) */
+    uint64_t wait_ns;   /* ns parked in ap_sub_recv_wait (ap_now_ns; only callers that parked) */
+} ap_pubsub_stats;
+
+/**
+ * ap_pubsub_sub_stats - one subscriber's counters (ap_pubsub_sub_stats_get),
+ * since it subscribed; its own plain memory, so exact on its owner's thread.
+ */
+typedef struct ap_pubsub_sub_stats {
+    uint64_t received; /* messages received (AP_OK): ap_sub_received */
+    uint64_t dropped;  /* messages reported lost (sum over AP_DROPPED): ap_sub_lost */
+} ap_pubsub_sub_stats;
+
+/**
  * ap_pubsub_init - set up a channel in caller memory
  * @buf:       at least AP_PUBSUB_BYTES(capacity, elem_size) bytes aligned to
  *             AP_PUBSUB_ALIGN
@@ -226,6 +249,10 @@ AP_API bool ap_pubsub_is_closed(ap_pubsub *ps);
 AP_API uint64_t ap_pubsub_published(ap_pubsub *ps);
 /** ap_pubsub_capacity - the capacity given at init */
 AP_API size_t ap_pubsub_capacity(const ap_pubsub *ps);
+/** ap_pubsub_stats_get - the channel's counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_pubsub_stats_get(ap_pubsub *ps, ap_pubsub_stats *out);
+/** ap_pubsub_sub_stats_get - @sub's counters into *@out (its owner's thread, as ap_sub_received) */
+AP_API void ap_pubsub_sub_stats_get(const ap_sub *sub, ap_pubsub_sub_stats *out);
 
 /**
  * ap_pubsub_subscribe - start receiving: @sub's cursor is the current tail
@@ -623,6 +650,24 @@ AP_API uint64_t ap_pubsub_published(ap_pubsub *ps)
 AP_API size_t ap_pubsub_capacity(const ap_pubsub *ps)
 {
     return ps->capacity;
+}
+
+AP_API void ap_pubsub_stats_get(ap_pubsub *ps, ap_pubsub_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(ps != NULL && ps->buf != NULL && out != NULL);
+    out->published = AP_ATOMIC_LOAD(&ps->tail, memory_order_relaxed) & ~AP__PUBSUB_CLOSED; /* relaxed: statistics snapshot */
+    ap_waitlist_stats_get(&ps->wl, &w);
+    out->waiters = w.waiters;
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
+}
+
+AP_API void ap_pubsub_sub_stats_get(const ap_sub *sub, ap_pubsub_sub_stats *out)
+{
+    AP_ASSERT(sub != NULL && out != NULL);
+    out->received = sub->received;
+    out->dropped = sub->lost;
 }
 
 AP_API void ap_pubsub_subscribe(ap_pubsub *ps, ap_sub *sub)

@@ -202,6 +202,13 @@ typedef struct ap_topic {
     size_t nblock;             /* under the lock: BLOCK subscriptions */
     uint32_t free_node;        /* under the lock: free list head (0: none) */
     uint32_t nodes_free;       /* under the lock */
+    /* statistics (ap_topic_stats_get): written under the lock (a load and
+     * a store, no RMW), read relaxed without it; none on a publish that
+     * pushes to every match */
+    AP_ATOMIC_T(uint64_t) nsubs;        /* linked subscriptions */
+    AP_ATOMIC_T(uint64_t) blocked;      /* publishes answered AP_FULL */
+    AP_ATOMIC_T(uint64_t) dropped;      /* OVERWRITE pushes that found the ring full */
+    AP_ATOMIC_T(uint64_t) disconnected; /* DISCONNECT subscriptions closed */
     /* read-only after init from here: its own line, receivers read it */
     AP_ALIGNAS(AP_CACHELINE) unsigned char *store;
     ap__topic_node *node;      /* node[0] is the root */
@@ -234,6 +241,41 @@ typedef struct ap_topic_sub {
     uint32_t disc_seen;           /* owner only: disc_lost counted */
     ap_waitlist wl;               /* its parked receive future */
 } ap_topic_sub;
+
+/**
+ * ap_topic_stats - the bus's counters (ap_topic_stats_get; a relaxed
+ * snapshot, exact at quiescence). All are kept under the bus lock, and only
+ * on the paths that decide something (subscribe, unlink, a refused publish,
+ * a full ring), so a publish that pushes to every match counts nothing but
+ * its sequence number. The waiting fields are the publish waitlist's
+ * (publishes waiting for a full BLOCK subscription); receivers wait on their
+ * own subscription's list (ap_topic_sub_stats).
+ */
+typedef struct ap_topic_stats {
+    uint64_t published;     /* messages published since init (ap_topic_published) */
+    uint64_t subscriptions; /* subscriptions linked now (a disconnect unlinks one) */
+    uint64_t blocked;       /* publish attempts answered AP_FULL (BLOCK; a waiting publish counts each try) */
+    uint64_t dropped;       /* messages an OVERWRITE subscription's full ring could not take
+                             * (the publisher's count; a subscriber's own, in
+                             * ap_topic_sub_stats, adds the ones whose slot was
+                             * reused before it read them) */
+    uint64_t disconnected;  /* DISCONNECT subscriptions a full ring closed */
+    uint64_t waiters;       /* publish futures parked now */
+    uint64_t waits;         /* times a publish queued (a future or ap_topic_publish_wait) */
+    uint64_t wait_ns;       /* ns parked in ap_topic_publish_wait (ap_now_ns; only callers that parked) */
+} ap_topic_stats;
+
+/**
+ * ap_topic_sub_stats - one subscription's counters (ap_topic_sub_stats_get)
+ * since it subscribed: received and dropped are its owner's plain memory
+ * (exact on the owner's thread), the waiting fields its receive waitlist's.
+ */
+typedef struct ap_topic_sub_stats {
+    uint64_t received; /* messages received (AP_OK): ap_topic_sub_received */
+    uint64_t dropped;  /* messages reported lost (AP_DROPPED counts and a disconnect's): ap_topic_sub_lost */
+    uint64_t waits;    /* times its receiver queued (a future or ap_topic_sub_recv_wait) */
+    uint64_t wait_ns;  /* ns parked in ap_topic_sub_recv_wait (ap_now_ns; only callers that parked) */
+} ap_topic_sub_stats;
 
 typedef struct ap_topic_pub_fut {
     ap_future base; /* first: &f->base is the future (forwards to the typed poll) */
@@ -324,6 +366,8 @@ AP_API void ap_topic_close(ap_topic *t);
 AP_API bool ap_topic_is_closed(ap_topic *t);
 /** ap_topic_published - messages published so far (racy snapshot) */
 AP_API uint64_t ap_topic_published(ap_topic *t);
+/** ap_topic_stats_get - the bus's counters into *@out (relaxed snapshot; any thread, no lock) */
+AP_API void ap_topic_stats_get(ap_topic *t, ap_topic_stats *out);
 
 /**
  * ap_topic_sub_try_recv - take this subscription's next message
@@ -359,6 +403,8 @@ AP_API uint64_t ap_topic_sub_lost(const ap_topic_sub *sub);
 AP_API uint64_t ap_topic_sub_last_dropped(const ap_topic_sub *sub);
 /** ap_topic_sub_is_disconnected - whether a DISCONNECT policy closed @sub */
 AP_API bool ap_topic_sub_is_disconnected(ap_topic_sub *sub);
+/** ap_topic_sub_stats_get - @sub's counters into *@out (its owner's thread, as ap_topic_sub_received) */
+AP_API void ap_topic_sub_stats_get(ap_topic_sub *sub, ap_topic_sub_stats *out);
 
 /* ---- implementation ---- */
 
@@ -584,6 +630,10 @@ AP_API ap_status ap_topic_init(ap_topic *t, void *buf, size_t bytes, size_t capa
     t->nodes_free = (uint32_t)nodes;
     AP_ATOMIC_INIT(&t->closed, 0u);
     AP_ATOMIC_INIT(&t->seq, (uint64_t)0);
+    AP_ATOMIC_INIT(&t->nsubs, (uint64_t)0);
+    AP_ATOMIC_INIT(&t->blocked, (uint64_t)0);
+    AP_ATOMIC_INIT(&t->dropped, (uint64_t)0);
+    AP_ATOMIC_INIT(&t->disconnected, (uint64_t)0);
     ap_waitlist_init(&t->pub_wl);
     return AP_OK;
 }
@@ -605,6 +655,12 @@ AP_FORCE_INLINE AP_ATOMIC_T(uint64_t) *ap__topic_slot(const ap_topic *t, size_t 
 AP_FORCE_INLINE bool ap__topic_pins(ap_topic_policy p)
 {
     return p != AP_TOPIC_POLICY_OVERWRITE;
+}
+
+/* Under the lock: add @d to a statistics counter (a load and a store, no RMW). */
+AP_API void ap__topic_count(AP_ATOMIC_T(uint64_t) *c, uint64_t d)
+{
+    AP_ATOMIC_STORE(c, AP_ATOMIC_LOAD(c, memory_order_relaxed) + d, memory_order_relaxed); /* relaxed: statistics counter under the lock */
 }
 
 AP_API ap_status ap_topic_subscribe(ap_topic *t, ap_topic_sub *sub, const char *pattern,
@@ -661,6 +717,7 @@ AP_API ap_status ap_topic_subscribe(ap_topic *t, ap_topic_sub *sub, const char *
         t->pinned += depth;
     if (policy == AP_TOPIC_POLICY_BLOCK)
         t->nblock++;
+    ap__topic_count(&t->nsubs, 1);
     ap__lock_release(&t->lock);
     return AP_OK;
 }
@@ -679,6 +736,7 @@ AP_API void ap__topic_unlink(ap_topic *t, ap_topic_sub *sub)
     ap__topic_prune(t, sub->node);
     if (sub->policy == AP_TOPIC_POLICY_BLOCK)
         t->nblock--;
+    ap__topic_count(&t->nsubs, (uint64_t)-1);
 }
 
 AP_API void ap_topic_unsubscribe(ap_topic *t, ap_topic_sub *sub)
@@ -736,6 +794,7 @@ AP_API bool ap__topic_one(ap__topic_pub *p, ap_topic_sub *sub)
         pend = AP_ATOMIC_LOAD(&sub->pend, memory_order_relaxed);
         if (room < (pend ? 2u : 1u)) {
             AP_ATOMIC_STORE(&sub->pend, pend + 1, memory_order_relaxed);
+            ap__topic_count(&p->t->dropped, 1);
             return true;
         }
         if (pend) { /* the gap goes in first, at its place in order */
@@ -816,6 +875,7 @@ AP_API ap_status ap_topic_try_publish(ap_topic *t, const char *subject, const vo
     p.victims = NULL;
     p.mode = AP__TOPIC_CHECK;
     if (t->nblock != 0 && !ap__topic_walk(&p, 0, 0)) {
+        ap__topic_count(&t->blocked, 1);
         ap__lock_release(&t->lock);
         return AP_FULL; /* nothing published */
     }
@@ -863,6 +923,7 @@ AP_API ap_status ap_topic_try_publish(ap_topic *t, const char *subject, const vo
         p.victims = v->vnext;
         v->vnext = NULL;
         ap__topic_unlink(t, v);
+        ap__topic_count(&t->disconnected, 1);
         /* AP__PUB_MO: after its last push; a reader that sees it sees them */
         AP_ATOMIC_STORE(&v->state, AP__TOPIC_DISC, AP__PUB_MO);
         if (ap_waitlist_parked(&v->wl))
@@ -1033,6 +1094,32 @@ AP_API bool ap_topic_sub_is_disconnected(ap_topic_sub *sub)
     return (AP_ATOMIC_LOAD(&sub->state, memory_order_acquire) & AP__TOPIC_DISC) != 0;
 }
 
+AP_API void ap_topic_stats_get(ap_topic *t, ap_topic_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(t != NULL && t->store != NULL && out != NULL);
+    out->published = AP_ATOMIC_LOAD(&t->seq, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->subscriptions = AP_ATOMIC_LOAD(&t->nsubs, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->blocked = AP_ATOMIC_LOAD(&t->blocked, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->dropped = AP_ATOMIC_LOAD(&t->dropped, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->disconnected = AP_ATOMIC_LOAD(&t->disconnected, memory_order_relaxed); /* relaxed: statistics snapshot */
+    ap_waitlist_stats_get(&t->pub_wl, &w);
+    out->waiters = w.waiters;
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
+}
+
+AP_API void ap_topic_sub_stats_get(ap_topic_sub *sub, ap_topic_sub_stats *out)
+{
+    ap_waitlist_stats w;
+    AP_ASSERT(sub != NULL && out != NULL);
+    out->received = sub->received;
+    out->dropped = sub->lost;
+    ap_waitlist_stats_get(&sub->wl, &w);
+    out->waits = w.waits;
+    out->wait_ns = w.wait_ns;
+}
+
 /* ---- futures ---- */
 
 AP_API ap_status ap__topic_pub_try_v(void *obj, void *arg)
@@ -1074,8 +1161,15 @@ AP_API ap_status ap_topic_publish_wait(ap_topic *t, const char *subject, const v
                                        ap_deadline deadline_ns)
 {
     ap_topic_pub_fut f;
+    /* one attempt first: only a caller that parks reads the clock */
+    ap_status st = ap_topic_try_publish(t, subject, elem);
+    if (st != AP_FULL)
+        return st;
     ap_topic_publish_fut_init(&f, t, subject, elem);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    uint64_t t0 = ap_now_ns();
+    st = ap_waitop_wait(&f.op, deadline_ns);
+    ap__waitlist_waited(&t->pub_wl, ap_now_ns() - t0);
+    return st;
 }
 
 AP_API ap_status ap__topic_recv_try_v(void *obj, void *arg)
@@ -1116,8 +1210,15 @@ AP_API ap_status ap_topic_sub_recv_wait(ap_topic_sub *sub, void *out, char *subj
                                         ap_deadline deadline_ns)
 {
     ap_topic_recv_fut f;
+    /* one attempt first: only a caller that parks reads the clock */
+    ap_status st = ap_topic_sub_try_recv(sub, out, subject, NULL);
+    if (st != AP_EMPTY && st != AP_AGAIN)
+        return st;
     ap_topic_recv_fut_init(&f, sub, out, subject);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    uint64_t t0 = ap_now_ns();
+    st = ap_waitop_wait(&f.op, deadline_ns);
+    ap__waitlist_waited(&sub->wl, ap_now_ns() - t0);
+    return st;
 }
 
 #endif /* ASYNCPAT_TOPIC_H */

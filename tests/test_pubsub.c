@@ -1584,3 +1584,173 @@ Test(topic, futures_are_driven_through_base)
     ap_topic_unsubscribe(&t, &blk.s);
     ap_topic_fini(&t);
 }
+
+/* ---- stats (issue #14): exact counters after a known single-thread sequence ---- */
+
+Test(pubsub, stats_count_exactly, .timeout = TEST_TIMEOUT_S)
+{
+    ap_pubsub ps;
+    EXPECT_EQ(ap_pubsub_init(&ps, big_buf, sizeof big_buf, 4, U64, OVW), AP_OK);
+    ap_pubsub_stats st;
+    ap_pubsub_sub_stats ss;
+    ap_pubsub_stats_get(&ps, &st);
+    EXPECT(st.published == 0 && st.waiters == 0 && st.waits == 0 && st.wait_ns == 0);
+    ap_sub a = {0}, b = {0};
+    ap_pubsub_subscribe(&ps, &a);
+    for (uint64_t i = 0; i < 6; i++)
+        publish_u64(&ps, i);
+    uint64_t v = 0, n = 0;
+    EXPECT_EQ(ap_sub_try_recv(&a, &v, &n), AP_DROPPED);
+    EXPECT_EQ(n, 2, "6 published into 4 slots: 2 overwritten");
+    for (uint64_t i = 2; i < 6; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&a, &v, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+    }
+    /* a second lap: 5 more into 4 slots, 1 lost; dropped is the sum, not the latest */
+    for (uint64_t i = 6; i < 11; i++)
+        publish_u64(&ps, i);
+    EXPECT_EQ(ap_sub_try_recv(&a, &v, &n), AP_DROPPED);
+    EXPECT_EQ(n, 1);
+    for (uint64_t i = 7; i < 11; i++) {
+        EXPECT_EQ(ap_sub_try_recv(&a, &v, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+    }
+    ap_pubsub_sub_stats_get(&a, &ss);
+    EXPECT_EQ(ss.received, 8);
+    EXPECT_EQ(ss.dropped, 3);
+    /* b subscribes at the tail: a receive future parks, is cancelled */
+    ap_pubsub_subscribe(&ps, &b);
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    ap_sub_recv_fut f;
+    ap_sub_recv_fut_init(&f, &b, &v);
+    EXPECT_EQ(ap_sub_recv_poll(&f, &cx), AP_PENDING);
+    ap_pubsub_stats_get(&ps, &st);
+    EXPECT_EQ(st.published, 11);
+    EXPECT_EQ(st.waiters, 1);
+    EXPECT_EQ(st.waits, 1);
+    EXPECT_EQ(st.wait_ns, 0, "a future never parks a thread");
+    ap_sub_recv_cancel(&f);
+    ap_pubsub_stats_get(&ps, &st);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_EQ(st.waits, 1);
+    /* a blocking receive that parks and times out queues once and parks > 0 ns */
+    EXPECT_EQ(ap_sub_recv_wait(&b, &v, ap_now_ns() + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
+    ap_pubsub_stats_get(&ps, &st);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_GT(st.wait_ns, 0);
+    ap_pubsub_sub_stats_get(&b, &ss);
+    EXPECT(ss.received == 0 && ss.dropped == 0);
+    /* close leaves published as it was (the CLOSED bit is not a count) */
+    ap_pubsub_close(&ps);
+    EXPECT_EQ(ap_pubsub_try_publish(&ps, &v), AP_CLOSED);
+    ap_pubsub_stats_get(&ps, &st);
+    EXPECT_EQ(st.published, 11);
+    ap_pubsub_unsubscribe(&ps, &a);
+    ap_pubsub_unsubscribe(&ps, &b);
+    ap_pubsub_fini(&ps);
+}
+
+Test(topic, stats_count_exactly, .timeout = TEST_TIMEOUT_S)
+{
+    ap_topic t;
+    topic_init(&t, 16);
+    ap_topic_stats st;
+    ap_topic_sub_stats ss;
+    ap_topic_stats_get(&t, &st);
+    EXPECT(st.published == 0 && st.subscriptions == 0 && st.blocked == 0 && st.dropped == 0 &&
+           st.disconnected == 0 && st.waiters == 0 && st.waits == 0 && st.wait_ns == 0);
+    static tsub o, d, b, e;
+    EXPECT_EQ(tsub_on(&t, &o, "a", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &d, "a", AP_TOPIC_POLICY_DISCONNECT, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &b, "b", AP_TOPIC_POLICY_BLOCK, 2), AP_OK);
+    EXPECT_EQ(tsub_on(&t, &e, "c", AP_TOPIC_POLICY_OVERWRITE, 2), AP_OK);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.subscriptions, 4);
+    /* three on "a": the third finds both rings full: o drops it, d disconnects */
+    pub(&t, "a", 1);
+    pub(&t, "a", 2);
+    pub(&t, "a", 3);
+    EXPECT(ap_topic_sub_is_disconnected(&d.s));
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.published, 3);
+    EXPECT_EQ(st.dropped, 1);
+    EXPECT_EQ(st.disconnected, 1);
+    EXPECT_EQ(st.subscriptions, 3, "a disconnect unlinks");
+    EXPECT_EQ(st.blocked, 0);
+    /* two on "b" fill the BLOCK ring; the third is refused */
+    pub(&t, "b", 4);
+    pub(&t, "b", 5);
+    uint64_t v = 6;
+    EXPECT_EQ(ap_topic_try_publish(&t, "b", &v), AP_FULL);
+    /* a publish future parks once, then is cancelled: its poll tries,
+     * queues and re-tries (THE LADDER), two more refusals */
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    ap_topic_pub_fut pf;
+    ap_topic_publish_fut_init(&pf, &t, "b", &v);
+    EXPECT_EQ(ap_topic_publish_poll(&pf, &cx), AP_PENDING);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.published, 5);
+    EXPECT_EQ(st.blocked, 3);
+    EXPECT_EQ(st.waiters, 1);
+    EXPECT_EQ(st.waits, 1);
+    EXPECT_EQ(st.wait_ns, 0);
+    ap_topic_publish_cancel(&pf);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_EQ(st.waits, 1);
+    /* a blocking publish that parks and times out adds parked time */
+    EXPECT_EQ(ap_topic_publish_wait(&t, "b", &v, ap_now_ns() + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.published, 5, "nothing published");
+    EXPECT_EQ(st.waiters, 0);
+    EXPECT_EQ(st.waits, 2);
+    EXPECT_GT(st.wait_ns, 0);
+    EXPECT_GE(st.blocked, 6, "its first try and its future's two at least");
+    /* per subscription: what each received and was told it lost */
+    uint64_t n = 0;
+    for (uint64_t i = 1; i <= 2; i++) {
+        EXPECT_EQ(ap_topic_sub_try_recv(&o.s, &v, NULL, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+        EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_OK);
+        EXPECT_EQ(v, i);
+        EXPECT_EQ(ap_topic_sub_try_recv(&b.s, &v, NULL, NULL), AP_OK);
+        EXPECT_EQ(v, i + 3);
+    }
+    EXPECT_EQ(ap_topic_sub_try_recv(&o.s, &v, NULL, &n), AP_DROPPED);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(ap_topic_sub_try_recv(&d.s, &v, NULL, NULL), AP_CLOSED);
+    ap_topic_sub_stats_get(&o.s, &ss);
+    EXPECT(ss.received == 2 && ss.dropped == 1 && ss.waits == 0 && ss.wait_ns == 0);
+    ap_topic_sub_stats_get(&d.s, &ss);
+    EXPECT(ss.received == 2 && ss.dropped == 1, "the message that disconnected it is lost");
+    ap_topic_sub_stats_get(&b.s, &ss);
+    EXPECT(ss.received == 2 && ss.dropped == 0);
+    /* e waits on its own list: a future, then a blocking receive that times out */
+    ap_topic_recv_fut rf;
+    ap_topic_recv_fut_init(&rf, &e.s, &v, NULL);
+    EXPECT_EQ(ap_topic_recv_poll(&rf, &cx), AP_PENDING);
+    ap_topic_recv_cancel(&rf);
+    ap_topic_sub_stats_get(&e.s, &ss);
+    EXPECT(ss.waits == 1 && ss.wait_ns == 0);
+    EXPECT_EQ(ap_topic_sub_recv_wait(&e.s, &v, NULL, ap_now_ns() + 20 * AP_NS_PER_MS), AP_TIMEDOUT);
+    ap_topic_sub_stats_get(&e.s, &ss);
+    EXPECT_EQ(ss.waits, 2);
+    EXPECT_GT(ss.wait_ns, 0);
+    EXPECT(ss.received == 0 && ss.dropped == 0);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.waits, 2, "a receive queues on its subscription's list, not the bus's");
+    /* unsubscribing the disconnected one does not count it out twice */
+    ap_topic_unsubscribe(&t, &d.s);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.subscriptions, 3);
+    ap_topic_unsubscribe(&t, &o.s);
+    ap_topic_unsubscribe(&t, &b.s);
+    ap_topic_unsubscribe(&t, &e.s);
+    ap_topic_stats_get(&t, &st);
+    EXPECT_EQ(st.subscriptions, 0);
+    EXPECT(st.published == 5 && st.dropped == 1 && st.disconnected == 1);
+    ap_topic_fini(&t);
+}
