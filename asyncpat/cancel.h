@@ -259,6 +259,23 @@ AP_API void ap_tracker_reopen(ap_tracker *t);
 AP_API size_t ap_tracker_len(ap_tracker *t);
 /** ap_tracker_is_closed - whether closed (a snapshot) */
 AP_API bool ap_tracker_is_closed(ap_tracker *t);
+/**
+ * ap_tracker_stats - counters (ap_tracker_stats_get; a relaxed snapshot,
+ * exact at quiescence). running and closed are read off the one word (one
+ * load); the rest is the waiting side's, written only when a wait future
+ * queues or ap_tracker_wait parks. add and done count nothing more than
+ * before (totals of adds and dones are not kept: they would cost an RMW).
+ */
+typedef struct ap_tracker_stats {
+    uint64_t running; /* tasks running now (adds not yet done; ap_tracker_len) */
+    uint64_t closed;  /* 1 if closed */
+    uint64_t waiters; /* wait futures queued now */
+    uint64_t waits;   /* times a wait queued (a future or ap_tracker_wait) */
+    uint64_t wait_ns; /* ns parked in ap_tracker_wait (ap_now_ns; only callers
+                       * that parked) */
+} ap_tracker_stats;
+/** ap_tracker_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_tracker_stats_get(ap_tracker *t, ap_tracker_stats *out);
 /** tracker wait futures: init, poll, cancel, status (AP_OK: closed and empty) */
 AP_API void ap_tracker_wait_fut_init(ap_tracker_wait_fut *f, ap_tracker *t);
 AP_API ap_poll ap_tracker_wait_poll(ap_tracker_wait_fut *f, ap_cx *cx);
@@ -331,6 +348,8 @@ AP_API void ap__cancel_wl_init(ap_waitlist *wl)
     AP_ATOMIC_INIT(&wl->count, (size_t)0);
     wl->head = wl->tail = NULL;
     wl->asym = 0;
+    AP_ATOMIC_INIT(&wl->waits, (uint64_t)0);
+    AP_ATOMIC_INIT(&wl->wait_ns, (uint64_t)0);
 }
 
 AP_API void ap__cancel_init(ap_cancel *t, uint32_t state)
@@ -718,6 +737,19 @@ AP_API bool ap_tracker_is_closed(ap_tracker *t)
     return (AP_ATOMIC_LOAD(&t->word, memory_order_relaxed) & AP__TRACKER_CLOSED) != 0;
 }
 
+AP_API void ap_tracker_stats_get(ap_tracker *t, ap_tracker_stats *out)
+{
+    ap_waitlist_stats ws;
+    AP_ASSERT(t != NULL && out != NULL);
+    uint64_t w = AP_ATOMIC_LOAD(&t->word, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->running = w / AP__TRACKER_ONE;
+    out->closed = w & AP__TRACKER_CLOSED;
+    ap_waitlist_stats_get(&t->wl, &ws);
+    out->waiters = ws.waiters;
+    out->waits = ws.waits;
+    out->wait_ns = ws.wait_ns;
+}
+
 AP_API ap_status ap__tracker_check(void *obj, void *arg)
 {
     (void)arg;
@@ -756,8 +788,16 @@ AP_API ap_status ap_tracker_wait_status(const ap_tracker_wait_fut *f)
 AP_API ap_status ap_tracker_wait(ap_tracker *t, ap_deadline deadline_ns)
 {
     ap_tracker_wait_fut f;
+    /* the future's first poll, done here: only a caller that parks reads
+     * the clock (for wait_ns) */
+    AP_ASSERT(t != NULL);
+    if (ap__tracker_check(t, NULL) == AP_OK)
+        return AP_OK;
     ap_tracker_wait_fut_init(&f, t);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    uint64_t t0 = ap_now_ns();
+    ap_status st = ap_waitop_wait(&f.op, deadline_ns);
+    ap__waitlist_waited(&t->wl, ap_now_ns() - t0);
+    return st;
 }
 
 /* ---- two-phase shutdown ---- */

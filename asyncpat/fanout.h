@@ -291,6 +291,25 @@ AP_API size_t ap_fanout_canceled(const ap_fanout *s);
 /** ap_fanout_in_flight - children started and not finished */
 AP_API size_t ap_fanout_in_flight(const ap_fanout *s);
 
+/**
+ * ap_fanout_stats - counters (ap_fanout_stats_get). The set's counts are
+ * owner-only fields the poll keeps anyway (ap_fanout_completed and the
+ * rest read the same ones), so call it on the polling thread (or when no
+ * poll runs): the snapshot is then exact. A finished child is in exactly
+ * one of completed and canceled: children = pending + in_flight +
+ * completed + canceled.
+ */
+typedef struct ap_fanout_stats {
+    uint64_t children;  /* desc.n */
+    uint64_t pending;   /* children not started yet (and not cancelled) */
+    uint64_t in_flight; /* started and not finished */
+    uint64_t completed; /* polled READY (failed ones included) */
+    uint64_t failed;    /* completed with a result other than AP_OK */
+    uint64_t canceled;  /* cancelled in flight or never started */
+} ap_fanout_stats;
+/** ap_fanout_stats_get - the counters into *@out (the poller's thread) */
+AP_API void ap_fanout_stats_get(const ap_fanout *s, ap_fanout_stats *out);
+
 /* ---- implementation ---- */
 
 /*
@@ -664,6 +683,17 @@ AP_API size_t ap_fanout_canceled(const ap_fanout *s)
 AP_API size_t ap_fanout_in_flight(const ap_fanout *s)
 {
     return s->running;
+}
+
+AP_API void ap_fanout_stats_get(const ap_fanout *s, ap_fanout_stats *out)
+{
+    AP_ASSERT(s != NULL && out != NULL);
+    out->children = (uint64_t)s->n;
+    out->pending = (uint64_t)(s->n - s->next_start);
+    out->in_flight = (uint64_t)s->running;
+    out->completed = (uint64_t)s->completed;
+    out->failed = (uint64_t)s->failed;
+    out->canceled = (uint64_t)s->canceled;
 }
 
 #endif /* ASYNCPAT_FANOUT_H */

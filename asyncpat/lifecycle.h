@@ -140,6 +140,25 @@ AP_API ap_life_state ap_life_state_of(ap_life *l);
 /** ap_life_in_flight - operations inside now (a snapshot) */
 AP_API size_t ap_life_in_flight(ap_life *l);
 
+/**
+ * ap_life_stats - counters (ap_life_stats_get; a relaxed snapshot, exact at
+ * quiescence). state and in_flight are read off the one word (one load, so
+ * they agree with each other); the rest is the waiting side's, written only
+ * when a wait future queues or ap_life_wait parks. enter and leave count
+ * nothing more than before.
+ */
+typedef struct ap_life_stats {
+    uint64_t state;     /* the ap_life_state now */
+    uint64_t in_flight; /* operations inside now (successful enters not yet left) */
+    uint64_t starting;  /* 1 while a start is in progress (ap_life_start .. _started) */
+    uint64_t waiters;   /* wait futures queued now */
+    uint64_t waits;     /* times a wait queued (a future or ap_life_wait) */
+    uint64_t wait_ns;   /* ns parked in ap_life_wait (ap_now_ns; only callers
+                         * that parked) */
+} ap_life_stats;
+/** ap_life_stats_get - the counters into *@out (relaxed snapshot; any thread) */
+AP_API void ap_life_stats_get(ap_life *l, ap_life_stats *out);
+
 /** ap_life_start - NEW -> STARTING: the caller now starts the component */
 AP_API AP_NODISCARD ap_status ap_life_start(ap_life *l);
 /**
@@ -228,6 +247,20 @@ AP_API size_t ap_life_in_flight(ap_life *l)
 {
     AP_ASSERT(l != NULL);
     return (size_t)(AP_ATOMIC_LOAD(&l->word, memory_order_relaxed) / AP__LIFE_ONE);
+}
+
+AP_API void ap_life_stats_get(ap_life *l, ap_life_stats *out)
+{
+    ap_waitlist_stats ws;
+    AP_ASSERT(l != NULL && out != NULL);
+    uint64_t w = AP_ATOMIC_LOAD(&l->word, memory_order_relaxed); /* relaxed: statistics snapshot */
+    out->state = (uint64_t)AP__LIFE_STATE(w);
+    out->in_flight = w / AP__LIFE_ONE;
+    out->starting = (w & AP__LIFE_SP) != 0;
+    ap_waitlist_stats_get(&l->wl, &ws);
+    out->waiters = ws.waiters;
+    out->waits = ws.waits;
+    out->wait_ns = ws.wait_ns;
 }
 
 /* The waking side of the ladder, after a seq_cst change of the word. */
@@ -418,8 +451,17 @@ AP_API ap_status ap_life_wait_status(const ap_life_wait_fut *f)
 AP_API ap_status ap_life_wait(ap_life *l, ap_life_event ev, ap_deadline deadline_ns)
 {
     ap_life_wait_fut f;
+    /* the future's first poll, done here: only a caller that parks reads
+     * the clock (for wait_ns) */
+    AP_ASSERT(l != NULL);
+    ap_status st = ap__life_check(l, (void *)(uintptr_t)ev);
+    if (st != AP_EMPTY)
+        return st;
     ap_life_wait_fut_init(&f, l, ev);
-    return ap_waitop_wait(&f.op, deadline_ns);
+    uint64_t t0 = ap_now_ns();
+    st = ap_waitop_wait(&f.op, deadline_ns);
+    ap__waitlist_waited(&l->wl, ap_now_ns() - t0);
+    return st;
 }
 
 #endif /* ASYNCPAT_LIFECYCLE_H */

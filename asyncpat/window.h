@@ -239,6 +239,22 @@ AP_API uint64_t ap_window_accepted(const ap_window *win);
 AP_API uint64_t ap_window_late(const ap_window *win);
 AP_API uint64_t ap_window_emitted(const ap_window *win);
 
+/**
+ * ap_window_stats - counters (ap_window_stats_get). An ap_window is one
+ * thread's at a time, so the snapshot is exact; the fields are the ones
+ * behind ap_window_accepted / _late / _emitted / _held / _held_max (no
+ * counter added to any path).
+ */
+typedef struct ap_window_stats {
+    uint64_t accepted; /* events accepted (in all their windows) */
+    uint64_t late;     /* events refused as late (AP_REJECTED) */
+    uint64_t emitted;  /* windows emitted */
+    uint64_t held;     /* windows held now */
+    uint64_t held_max; /* the most windows ever held at once */
+} ap_window_stats;
+/** ap_window_stats_get - the counters into *@out (the owner's thread) */
+AP_API void ap_window_stats_get(const ap_window *win, ap_window_stats *out);
+
 /*
  * ---- ap_window_par: one window fed by several workers (issue #14) ----
  *
@@ -361,6 +377,23 @@ AP_API int64_t ap_window_par_watermark(ap_window_par *par);
 AP_API uint64_t ap_window_par_accepted(ap_window_par *par);
 AP_API uint64_t ap_window_par_late(ap_window_par *par);
 AP_API uint64_t ap_window_par_emitted(ap_window_par *par);
+
+/**
+ * ap_window_par_stats - counters (ap_window_par_stats_get; any thread). The
+ * per-worker counters are summed, each worker's read under its lock (as
+ * ap_window_par_accepted does), so each worker's part is consistent and
+ * the whole is exact at quiescence; emitted is a relaxed load. No counter
+ * is added to any path.
+ */
+typedef struct ap_window_par_stats {
+    uint64_t accepted; /* events accepted, over all workers */
+    uint64_t late;     /* events refused as late against G (AP_REJECTED) */
+    uint64_t full;     /* events refused for want of a slot (AP_FULL) */
+    uint64_t emitted;  /* merged windows emitted */
+    uint64_t held;     /* partial windows held now, over all workers */
+} ap_window_par_stats;
+/** ap_window_par_stats_get - the counters into *@out (snapshot; any thread) */
+AP_API void ap_window_par_stats_get(ap_window_par *par, ap_window_par_stats *out);
 
 /* ---- implementation ---- */
 
@@ -619,6 +652,16 @@ AP_API uint64_t ap_window_accepted(const ap_window *win) { return win->accepted;
 AP_API uint64_t ap_window_late(const ap_window *win) { return win->late; }
 AP_API uint64_t ap_window_emitted(const ap_window *win) { return win->emitted; }
 
+AP_API void ap_window_stats_get(const ap_window *win, ap_window_stats *out)
+{
+    AP_ASSERT(win != NULL && out != NULL);
+    out->accepted = win->accepted;
+    out->late = win->late;
+    out->emitted = win->emitted;
+    out->held = (uint64_t)win->held;
+    out->held_max = (uint64_t)win->held_max;
+}
+
 AP_API ap_status ap_window_par_init(ap_window_par *par, void *buf, size_t bytes,
                                     const ap_window_desc *desc, size_t workers, size_t slots)
 {
@@ -875,6 +918,26 @@ AP_API uint64_t ap_window_par_late(ap_window_par *par) { return ap__window_par_s
 AP_API uint64_t ap_window_par_emitted(ap_window_par *par)
 {
     return AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed); /* relaxed: a statistics counter */
+}
+
+AP_API void ap_window_par_stats_get(ap_window_par *par, ap_window_par_stats *out)
+{
+    AP_ASSERT(par != NULL && out != NULL);
+    uint64_t accepted = 0, late = 0, full = 0, held = 0;
+    for (size_t i = 0; i < par->nworkers; i++) {
+        ap__window_par_worker *wk = &par->workers[i];
+        ap__lock_acquire(&wk->lock);
+        accepted += wk->accepted;
+        late += wk->late;
+        full += wk->full;
+        held += (uint64_t)wk->held;
+        ap__lock_release(&wk->lock);
+    }
+    out->accepted = accepted;
+    out->late = late;
+    out->full = full;
+    out->held = held;
+    out->emitted = AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed); /* relaxed: statistics snapshot */
 }
 
 #endif /* ASYNCPAT_WINDOW_H */

@@ -610,3 +610,53 @@ Test(cancel, usage)
     EXPECT(ap_tracker_is_closed(&tasks));
     ap_cancel_fini(&root);
 }
+
+/* ---- tracker stats (issue #14): exact counts over a known sequence ---- */
+
+static void tracker_stats_eq(ap_tracker *t, uint64_t running, uint64_t closed, uint64_t waiters,
+                             uint64_t waits, const char *step)
+{
+    ap_tracker_stats s;
+    ap_tracker_stats_get(t, &s);
+    EXPECT(s.running == running && s.closed == closed && s.waiters == waiters && s.waits == waits,
+           "%s: running %ju closed %ju waiters %ju waits %ju", step, (uintmax_t)s.running,
+           (uintmax_t)s.closed, (uintmax_t)s.waiters, (uintmax_t)s.waits);
+}
+
+Test(cancel, tracker_stats_get_counts_exactly)
+{
+    ap_tracker tr;
+    memset(&tr, 0x5a, sizeof tr); /* init must zero every counter */
+    ap_tracker_init(&tr);
+    ap_tracker_stats s;
+    ap_tracker_stats_get(&tr, &s);
+    EXPECT_EQ(s.wait_ns, 0, "init zeroes wait_ns");
+    tracker_stats_eq(&tr, 0, 0, 0, 0, "init");
+    for (int i = 0; i < 3; i++)
+        ap_tracker_add(&tr);
+    ap_tracker_done(&tr);
+    tracker_stats_eq(&tr, 2, 0, 0, 0, "3 adds, 1 done");
+    tw w = {0};
+    ap_cx cx = cx_of(&w);
+    ap_tracker_wait_fut f;
+    ap_tracker_wait_fut_init(&f, &tr);
+    EXPECT_EQ(ap_tracker_wait_poll(&f, &cx), AP_PENDING);
+    tracker_stats_eq(&tr, 2, 0, 1, 1, "one queued");
+    ap_tracker_close(&tr);
+    tracker_stats_eq(&tr, 2, 1, 1, 1, "closed");
+    ap_tracker_done(&tr);
+    ap_tracker_done(&tr);
+    EXPECT_EQ(ap_tracker_wait_poll(&f, &cx), AP_READY);
+    tracker_stats_eq(&tr, 0, 1, 0, 1, "drained");
+    /* a wait that completes at once queues nothing and parks for nothing */
+    EXPECT_EQ(ap_tracker_wait(&tr, ap_now_ns() + AP_NS_PER_SEC), AP_OK);
+    tracker_stats_eq(&tr, 0, 1, 0, 1, "wait at once");
+    ap_tracker_stats_get(&tr, &s);
+    EXPECT_EQ(s.wait_ns, 0, "nobody parked yet");
+    ap_tracker_reopen(&tr);
+    EXPECT_EQ(ap_tracker_wait(&tr, ap_now_ns() + AP_NS_PER_MS), AP_TIMEDOUT);
+    tracker_stats_eq(&tr, 0, 0, 0, 2, "timed out");
+    ap_tracker_stats_get(&tr, &s);
+    EXPECT_GT(s.wait_ns, 0, "the parked wait counted no time");
+    ap_tracker_fini(&tr);
+}

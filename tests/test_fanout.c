@@ -874,3 +874,46 @@ Test(fanout, bad_buffers_and_arguments_are_inval_and_change_nothing)
     EXPECT_EQ(ap_fanout_init(&s, NULL, 0, &(ap_fanout_desc){.limit = 1}), AP_OK);
 }
 
+
+/* ---- stats (issue #14): exact counts over a known sequence ---- */
+
+static void fo_stats_eq(const ap_fanout *s, uint64_t pending, uint64_t in_flight,
+                        uint64_t completed, uint64_t failed, uint64_t canceled, const char *step)
+{
+    ap_fanout_stats st;
+    ap_fanout_stats_get(s, &st);
+    EXPECT(st.children == 6 && st.pending == pending && st.in_flight == in_flight &&
+               st.completed == completed && st.failed == failed && st.canceled == canceled,
+           "%s: children %ju pending %ju in_flight %ju completed %ju failed %ju canceled %ju",
+           step, (uintmax_t)st.children, (uintmax_t)st.pending, (uintmax_t)st.in_flight,
+           (uintmax_t)st.completed, (uintmax_t)st.failed, (uintmax_t)st.canceled);
+    EXPECT_EQ(st.children, st.pending + st.in_flight + st.completed + st.canceled, "%s", step);
+}
+
+static void fire_index(rig *r, size_t index)
+{
+    size_t k = 0;
+    while (k < r->arm.len && r->arm.v[k]->index != index)
+        k++;
+    fire_armed(r, k);
+}
+
+Test(fanout, stats_get_counts_exactly)
+{
+    rig r;
+    rig_init(&r, 6, 2, AP_FANOUT_POLICY_ALL);
+    r.p[1].result = AP_REJECTED;
+    fo_stats_eq(&r.set, 6, 0, 0, 0, 0, "init: nothing started");
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    fo_stats_eq(&r.set, 4, 2, 0, 0, 0, "limit 2 started");
+    fire_index(&r, 0);
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    fo_stats_eq(&r.set, 3, 2, 1, 0, 0, "one completed, the next started");
+    fire_index(&r, 1);
+    EXPECT_EQ(rig_poll(&r), AP_PENDING);
+    fo_stats_eq(&r.set, 2, 2, 2, 1, 0, "one failed (ALL goes on)");
+    ap_fanout_cancel(&r.set);
+    fo_stats_eq(&r.set, 0, 0, 2, 1, 4, "cancel: 2 in flight + 2 never started");
+    EXPECT_EQ(rig_poll(&r), AP_READY);
+    rig_fini(&r);
+}

@@ -321,3 +321,63 @@ Test(lifecycle, a_failure_during_the_start_makes_started_closed)
     EXPECT_EQ(ap_life_state_of(&l), AP_LIFE_STATE_FAILED);
     EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_DRAINED, 0), AP_OK);
 }
+
+/* ---- stats (issue #14): exact counts over a known sequence ---- */
+
+static void life_stats_eq(ap_life *l, uint64_t state, uint64_t in_flight, uint64_t starting,
+                          uint64_t waiters, uint64_t waits, const char *step)
+{
+    ap_life_stats s;
+    ap_life_stats_get(l, &s);
+    EXPECT(s.state == state && s.in_flight == in_flight && s.starting == starting &&
+               s.waiters == waiters && s.waits == waits,
+           "%s: state %ju in_flight %ju starting %ju waiters %ju waits %ju", step,
+           (uintmax_t)s.state, (uintmax_t)s.in_flight, (uintmax_t)s.starting,
+           (uintmax_t)s.waiters, (uintmax_t)s.waits);
+}
+
+Test(lifecycle, stats_get_counts_exactly)
+{
+    ap_life l;
+    memset(&l, 0x5a, sizeof l);
+    ap_life_init(&l);
+    ap_life_stats s;
+    ap_life_stats_get(&l, &s);
+    EXPECT_EQ(s.wait_ns, 0, "init zeroes wait_ns");
+    life_stats_eq(&l, AP_LIFE_STATE_NEW, 0, 0, 0, 0, "init");
+    EXPECT_EQ(ap_life_start(&l), AP_OK);
+    life_stats_eq(&l, AP_LIFE_STATE_STARTING, 0, 1, 0, 0, "start");
+    tw t = {0};
+    ap_cx cx = cx_of(&t);
+    ap_life_wait_fut fr, fd;
+    ap_life_wait_fut_init(&fr, &l, AP_LIFE_EVENT_RUNS);
+    ap_life_wait_fut_init(&fd, &l, AP_LIFE_EVENT_DRAINED);
+    EXPECT_EQ(ap_life_wait_poll(&fr, &cx), AP_PENDING);
+    EXPECT_EQ(ap_life_wait_poll(&fd, &cx), AP_PENDING);
+    life_stats_eq(&l, AP_LIFE_STATE_STARTING, 0, 1, 2, 2, "two queued");
+    ap_life_wait_cancel(&fd);
+    life_stats_eq(&l, AP_LIFE_STATE_STARTING, 0, 1, 1, 2, "one cancelled");
+    EXPECT_EQ(ap_life_started(&l, true), AP_OK);
+    EXPECT_EQ(ap_life_wait_poll(&fr, &cx), AP_READY);
+    life_stats_eq(&l, AP_LIFE_STATE_RUNNING, 0, 0, 0, 2, "running");
+    for (int i = 0; i < 3; i++)
+        EXPECT_EQ(ap_life_enter(&l), AP_OK);
+    ap_life_leave(&l);
+    life_stats_eq(&l, AP_LIFE_STATE_RUNNING, 2, 0, 0, 2, "3 enters, 1 leave");
+    EXPECT_EQ(ap_life_stop(&l), AP_OK);
+    /* a wait that completes at once queues nothing and parks for nothing */
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_RUNS, lc_deadline()), AP_CLOSED);
+    life_stats_eq(&l, AP_LIFE_STATE_STOPPING, 2, 0, 0, 2, "stopping");
+    ap_life_stats_get(&l, &s);
+    EXPECT_EQ(s.wait_ns, 0, "nobody parked yet");
+    /* a wait that parks: one more queued, parked time counted */
+    EXPECT_EQ(ap_life_wait(&l, AP_LIFE_EVENT_DRAINED, ap_now_ns() + AP_NS_PER_MS), AP_TIMEDOUT);
+    life_stats_eq(&l, AP_LIFE_STATE_STOPPING, 2, 0, 0, 3, "timed out");
+    ap_life_stats_get(&l, &s);
+    EXPECT_GT(s.wait_ns, 0, "the parked wait counted no time");
+    ap_life_leave(&l);
+    ap_life_leave(&l);
+    EXPECT_EQ(ap_life_terminated(&l), AP_OK);
+    life_stats_eq(&l, AP_LIFE_STATE_TERMINATED, 0, 0, 0, 3, "terminated");
+    ap_life_fini(&l);
+}

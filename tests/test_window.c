@@ -699,3 +699,87 @@ Test(window, par_theorem_merged_equals_single_threaded, .timeout = TEST_TIMEOUT_
                           0, "desc %zu, %zu workers, seed %llu", i, workers,
                           (unsigned long long)seed);
 }
+
+/* ---- stats (issue #14): exact counts over a known sequence ---- */
+
+static void win_stats_eq(const ap_window *w, uint64_t accepted, uint64_t late, uint64_t emitted,
+                         uint64_t held, uint64_t held_max, const char *step)
+{
+    ap_window_stats s;
+    ap_window_stats_get(w, &s);
+    EXPECT(s.accepted == accepted && s.late == late && s.emitted == emitted && s.held == held &&
+               s.held_max == held_max,
+           "%s: accepted %ju late %ju emitted %ju held %ju held_max %ju", step,
+           (uintmax_t)s.accepted, (uintmax_t)s.late, (uintmax_t)s.emitted, (uintmax_t)s.held,
+           (uintmax_t)s.held_max);
+    /* the old getters read the same fields */
+    EXPECT(s.accepted == ap_window_accepted(w) && s.late == ap_window_late(w) &&
+           s.emitted == ap_window_emitted(w) && s.held == ap_window_held(w) &&
+           s.held_max == ap_window_held_max(w));
+}
+
+Test(window, stats_get_counts_exactly)
+{
+    ap_window w;
+    rec c = {.win = &w};
+    /* tumbling 10 ns, 20 ns lateness: W = max ts - 20 */
+    EXPECT_EQ(ap_window_init(&w, buf, sizeof buf,
+                             &(ap_window_desc){.size_ns = 10, .lateness_ns = 20}), AP_OK);
+    win_stats_eq(&w, 0, 0, 0, 0, 0, "init");
+    EXPECT_EQ(ap_window_add(&w, 1, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 12, 1, rec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_add(&w, 25, 1, rec_emit, &c), AP_OK);
+    win_stats_eq(&w, 3, 0, 0, 3, 3, "three windows, W = 5");
+    EXPECT_EQ(ap_window_add(&w, 3, 1, rec_emit, &c), AP_OK, "[0,10) is open at W = 5");
+    win_stats_eq(&w, 4, 0, 0, 3, 3, "a fourth event in a held window");
+    EXPECT_EQ(ap_window_advance(&w, 20, rec_emit, &c), 2);
+    win_stats_eq(&w, 4, 0, 2, 1, 3, "W = 20 closes two");
+    EXPECT_EQ(ap_window_add(&w, 15, 1, rec_emit, &c), AP_REJECTED);
+    win_stats_eq(&w, 4, 1, 2, 1, 3, "late");
+    EXPECT_EQ(ap_window_advance(&w, AP_WINDOW_FLUSH, rec_emit, &c), 1);
+    win_stats_eq(&w, 4, 1, 3, 0, 3, "flushed");
+    EXPECT_EQ(c.n, 3);
+    ap_window_fini(&w);
+    free(c.r);
+}
+
+static void par_stats_eq(ap_window_par *p, uint64_t accepted, uint64_t late, uint64_t full,
+                         uint64_t emitted, uint64_t held, const char *step)
+{
+    ap_window_par_stats s;
+    ap_window_par_stats_get(p, &s);
+    EXPECT(s.accepted == accepted && s.late == late && s.full == full && s.emitted == emitted &&
+               s.held == held,
+           "%s: accepted %ju late %ju full %ju emitted %ju held %ju", step,
+           (uintmax_t)s.accepted, (uintmax_t)s.late, (uintmax_t)s.full, (uintmax_t)s.emitted,
+           (uintmax_t)s.held);
+    EXPECT(s.accepted == ap_window_par_accepted(p) && s.late == ap_window_par_late(p) &&
+           s.emitted == ap_window_par_emitted(p));
+}
+
+Test(window, par_stats_get_counts_exactly)
+{
+    static AP_ALIGNAS(AP_WINDOW_PAR_ALIGN) unsigned char pb[AP_WINDOW_PAR_BYTES(2, 4)];
+    ap_window_par p;
+    static prec c;
+    c.n = 0;
+    EXPECT_EQ(ap_window_par_init(&p, pb, sizeof pb, &(ap_window_desc){.size_ns = 10}, 2, 4), AP_OK);
+    par_stats_eq(&p, 0, 0, 0, 0, 0, "init");
+    for (uint64_t t = 0; t < 40; t += 10)
+        EXPECT_EQ(ap_window_par_add(&p, 0, t, 1, prec_emit, &c), AP_OK);
+    EXPECT_EQ(ap_window_par_add(&p, 0, 40, 1, prec_emit, &c), AP_FULL);
+    par_stats_eq(&p, 4, 0, 1, 0, 4, "worker 0 full");
+    EXPECT_EQ(ap_window_par_add(&p, 1, 5, 1, prec_emit, &c), AP_OK);
+    par_stats_eq(&p, 5, 0, 1, 0, 5, "G = 5");
+    EXPECT_EQ(ap_window_par_advance(&p, 1, 25, prec_emit, &c), 2);
+    par_stats_eq(&p, 5, 0, 1, 2, 2, "G = 25 closes two");
+    EXPECT_EQ(ap_window_par_add(&p, 1, 3, 1, prec_emit, &c), AP_REJECTED);
+    par_stats_eq(&p, 5, 1, 1, 2, 2, "late");
+    EXPECT_EQ(ap_window_par_add(&p, 0, 40, 1, prec_emit, &c), AP_OK);
+    par_stats_eq(&p, 6, 1, 1, 2, 3, "room again");
+    EXPECT_EQ(ap_window_par_advance(&p, 1, AP_WINDOW_FLUSH, prec_emit, &c), 2);
+    EXPECT_EQ(ap_window_par_advance(&p, 0, AP_WINDOW_FLUSH, prec_emit, &c), 1);
+    par_stats_eq(&p, 6, 1, 1, 5, 0, "flushed");
+    EXPECT_EQ(c.n, 5);
+    ap_window_par_fini(&p);
+}
