@@ -1802,9 +1802,12 @@ AP_FORCE_INLINE void ap__cache_stamp(const ap_cache *c, ap__cache_shard *s, uint
     ap__cache_cold *ck = ap__cache_cold_at(c, s, n);
     uint64_t wexp = ap__cache_after(now, ttl ? ttl : c->desc.expire_after_write);
     uint64_t aexp = ap__cache_after(now, c->desc.expire_after_access);
-    AP_ATOMIC_STORE(&ck->wexp, wexp, AP__SEQLOCK_MO_STORE);
-    AP_ATOMIC_STORE(&ck->aexp, aexp, AP__SEQLOCK_MO_STORE);
-    AP_ATOMIC_STORE(&ck->born, now, AP__SEQLOCK_MO_STORE);
+    /* relaxed: inside the shard's seqlock write section, like the value:
+     * a reader validates what it read by the seqlock (the fences in
+     * ap__cache_write_begin / ap__cache_read) */
+    AP_ATOMIC_STORE(&ck->wexp, wexp, AP__SEQLOCK_MO_STORE); /* relaxed: seqlock */
+    AP_ATOMIC_STORE(&ck->aexp, aexp, AP__SEQLOCK_MO_STORE); /* relaxed: seqlock */
+    AP_ATOMIC_STORE(&ck->born, now, AP__SEQLOCK_MO_STORE);  /* relaxed: seqlock */
 }
 
 AP_API void ap__cache_put(ap_cache *c, uint64_t key, const void *val, uint64_t now, uint64_t ttl,
