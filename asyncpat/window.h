@@ -901,20 +901,19 @@ AP_API int64_t ap_window_par_watermark(ap_window_par *par)
     return g > pub ? g : pub;
 }
 
-AP_API uint64_t ap__window_par_sum(ap_window_par *par, int which)
+AP_API uint64_t ap_window_par_accepted(ap_window_par *par)
 {
-    uint64_t n = 0;
-    for (size_t i = 0; i < par->nworkers; i++) {
-        ap__window_par_worker *wk = &par->workers[i];
-        ap__lock_acquire(&wk->lock);
-        n += which ? wk->late : wk->accepted;
-        ap__lock_release(&wk->lock);
-    }
-    return n;
+    ap_window_par_stats st;
+    ap_window_par_stats_get(par, &st);
+    return st.accepted;
 }
 
-AP_API uint64_t ap_window_par_accepted(ap_window_par *par) { return ap__window_par_sum(par, 0); }
-AP_API uint64_t ap_window_par_late(ap_window_par *par) { return ap__window_par_sum(par, 1); }
+AP_API uint64_t ap_window_par_late(ap_window_par *par)
+{
+    ap_window_par_stats st;
+    ap_window_par_stats_get(par, &st);
+    return st.late;
+}
 AP_API uint64_t ap_window_par_emitted(ap_window_par *par)
 {
     return AP_ATOMIC_LOAD(&par->emitted, memory_order_relaxed); /* relaxed: a statistics counter */
